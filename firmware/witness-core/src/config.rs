@@ -1,0 +1,151 @@
+//! `witness.toml`: the file's exact shape (a DTO that refuses unknown keys) and the validated
+//! [`Config`] the daemon runs on. Defaults are the appliance's embedded defaults.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("witness.toml: {0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("witness.toml: {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The file as written. Every field is optional so an empty file means "embedded defaults".
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub box_id: Option<String>,
+    #[serde(default)]
+    pub ssh: SshSection,
+    #[serde(default)]
+    pub web: WebSection,
+    #[serde(default)]
+    pub recording: RecordingSection,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSection {
+    pub listen: Option<String>,
+    /// Environment variables a client may pass on to the target (`*` at the end matches a prefix).
+    pub env_allow: Option<Vec<String>>,
+    pub agent_forwarding: Option<bool>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSection {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// Also record what users type (`i` events). Off by default: input holds passwords.
+    pub record_input: Option<bool>,
+    pub flush_interval_ms: Option<u64>,
+    pub fsync_interval_ms: Option<u64>,
+    /// New sessions are refused when the recordings' file system has less free space than this.
+    pub min_free_mb: Option<u64>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub box_id: String,
+    pub ssh_listen: SocketAddr,
+    pub web_listen: SocketAddr,
+    pub env_allow: Vec<String>,
+    pub agent_forwarding: bool,
+    pub record_input: bool,
+    pub flush_interval: Duration,
+    pub fsync_interval: Duration,
+    pub min_free_bytes: u64,
+}
+
+pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
+pub const DEFAULT_WEB_LISTEN: &str = "0.0.0.0:8443";
+
+impl ConfigFile {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies defaults and checks every value.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let addr = |key: &'static str, v: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            v.parse().map_err(|_| ConfigError::Invalid { key, reason: format!("{v:?} is not an address like 0.0.0.0:2222") })
+        };
+        let ms = |key: &'static str, v: Option<u64>, default: u64, max: u64| -> Result<Duration, ConfigError> {
+            let v = v.unwrap_or(default);
+            if v == 0 || v > max {
+                return Err(ConfigError::Invalid { key, reason: format!("{v} is outside 1..={max}") });
+            }
+            Ok(Duration::from_millis(v))
+        };
+        let flush_interval = ms("recording.flush_interval_ms", self.recording.flush_interval_ms, 1000, 1000)?;
+        let fsync_interval = ms("recording.fsync_interval_ms", self.recording.fsync_interval_ms, 2000, 60_000)?;
+        if fsync_interval < flush_interval {
+            return Err(ConfigError::Invalid {
+                key: "recording.fsync_interval_ms",
+                reason: "must not be shorter than recording.flush_interval_ms".into(),
+            });
+        }
+        let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
+        crate::names::validate_name(&box_id)
+            .map_err(|e| ConfigError::Invalid { key: "box_id", reason: e.to_string() })?;
+        Ok(Config {
+            box_id,
+            ssh_listen: addr("ssh.listen", self.ssh.listen, DEFAULT_SSH_LISTEN)?,
+            web_listen: addr("web.listen", self.web.listen, DEFAULT_WEB_LISTEN)?,
+            env_allow: self
+                .ssh
+                .env_allow
+                .unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
+            agent_forwarding: self.ssh.agent_forwarding.unwrap_or(false),
+            record_input: self.recording.record_input.unwrap_or(false),
+            flush_interval,
+            fsync_interval,
+            min_free_bytes: self.recording.min_free_mb.unwrap_or(256) * 1024 * 1024,
+        })
+    }
+}
+
+impl Config {
+    /// Whether the client may pass environment variable `name` to the target.
+    pub fn env_allowed(&self, name: &str) -> bool {
+        self.env_allow.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_embedded_defaults() {
+        let c = ConfigFile::parse("").unwrap().validate().unwrap();
+        assert_eq!(c.ssh_listen.to_string(), DEFAULT_SSH_LISTEN);
+        assert!(!c.record_input && !c.agent_forwarding);
+        assert!(c.env_allowed("LC_ALL") && c.env_allowed("LANG") && !c.env_allowed("LD_PRELOAD"));
+    }
+
+    #[test]
+    fn bad_files_say_where() {
+        let e = ConfigFile::parse("[ssh]\nlisten = 5\n").unwrap_err().to_string();
+        assert!(e.starts_with("witness.toml:"), "{e}");
+        assert!(ConfigFile::parse("[ssh]\nlisen = \"x\"\n").unwrap_err().to_string().contains("unknown field"));
+        let e = ConfigFile::parse("[ssh]\nlisten = \"nowhere\"\n").unwrap().validate().unwrap_err().to_string();
+        assert_eq!(e, "witness.toml: ssh.listen: \"nowhere\" is not an address like 0.0.0.0:2222");
+        let e = ConfigFile::parse("[recording]\nflush_interval_ms = 5000\n").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("recording.flush_interval_ms"));
+    }
+}

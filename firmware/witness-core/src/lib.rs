@@ -1,0 +1,14 @@
+//! Sans-IO domain logic of Witness: everything that can be decided or parsed without touching a
+//! socket, a file or a clock. Callers feed bytes and facts (such as "now") in; this crate never
+//! does I/O, never spawns, and never depends on tokio, SQLite or russh, so it is unit-tested and
+//! fuzzed on its own.
+
+pub mod cast;
+pub mod config;
+pub mod duration;
+pub mod model;
+pub mod names;
+pub mod policy;
+pub mod sftp;
+
+pub use model::{Protocol, RecordingStatus, Role};

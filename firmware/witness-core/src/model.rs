@@ -1,0 +1,78 @@
+//! Small domain enums shared by every crate, with their stable text forms (stored in the index
+//! and printed in JSON, so renaming one is a format change).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! text_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        "unknown {} {other:?}, expected one of: {}",
+                        stringify!($name).to_lowercase(),
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a box user may do. `user` connects to granted targets; `auditor` views recordings;
+    /// `admin` manages the box.
+    Role { User = "user", Auditor = "auditor", Admin = "admin" }
+);
+
+text_enum!(
+    /// The protocol of a session.
+    Protocol { Ssh = "ssh", Rdp = "rdp" }
+);
+
+text_enum!(
+    /// Life cycle of a recording: `recording → processing → completed`, or `failed` with a reason.
+    /// `uploaded` is set by the store once the remote copy is verified.
+    RecordingStatus {
+        Recording = "recording",
+        Processing = "processing",
+        Completed = "completed",
+        Failed = "failed",
+        Uploaded = "uploaded",
+    }
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        for s in RecordingStatus::ALL {
+            assert_eq!(s.as_str().parse::<RecordingStatus>(), Ok(*s));
+        }
+        assert!("Admin".parse::<Role>().unwrap_err().contains("expected one of: user, auditor, admin"));
+    }
+}

@@ -1,0 +1,1 @@
+//! tests crate: see e2e/
