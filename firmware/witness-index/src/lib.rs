@@ -1,1 +1,536 @@
-//! x
+//! The box's SQLite index (the only crate that speaks SQL): users, targets and their vaulted
+//! credentials, grants, sessions, recordings and the audit log. WAL mode, schema migrations by
+//! `user_version`, one connection behind a mutex (calls are short; the daemon's hot paths never
+//! touch the index).
+
+mod schema;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use thiserror::Error;
+use witness_core::policy::GrantFacts;
+use witness_core::{Protocol, RecordingStatus, Role};
+
+#[derive(Debug, Error)]
+pub enum IndexError {
+    #[error("index: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{what} {name:?} already exists")]
+    Exists { what: &'static str, name: String },
+    #[error("no {what} named {name:?}")]
+    NotFound { what: &'static str, name: String },
+    #[error("index schema version {found} is newer than this build knows ({known}); upgrade witness")]
+    TooNew { found: i64, known: i64 },
+    #[error("index holds an invalid value in {column}: {value:?}")]
+    Corrupt { column: &'static str, value: String },
+}
+
+pub type Result<T, E = IndexError> = std::result::Result<T, E>;
+
+/// Current UTC time as stored in the index: RFC 3339 with milliseconds, so text order is time order.
+pub fn now_text() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    format_time(now)
+}
+
+pub fn format_time(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// A user and what authenticates them.
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub name: String,
+    pub role: Role,
+    /// PHC string (argon2id); `None` when the user logs in by key only.
+    pub password_hash: Option<String>,
+    /// OpenSSH public keys (`ssh-ed25519 AAAA… comment`).
+    pub ssh_keys: Vec<String>,
+}
+
+/// The credential the box injects on the target. Lives only here and in memory while connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Password(String),
+    /// An OpenSSH private key file's text.
+    PrivateKey(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Password(_) => "Password(<redacted>)",
+            Secret::PrivateKey(_) => "PrivateKey(<redacted>)",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetRecord {
+    pub name: String,
+    pub protocol: Protocol,
+    pub host: String,
+    pub port: u16,
+    pub login: String,
+    pub secret: Secret,
+    /// Pinned host key (OpenSSH public key text); `None` until first use.
+    pub host_key: Option<String>,
+}
+
+/// One session as listed by `witness sessions --json`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub session_id: String,
+    pub user: String,
+    pub target: String,
+    pub protocol: String,
+    pub client: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    /// `recording` while open; afterwards the least advanced status of its recordings.
+    pub status: String,
+    pub recovered: bool,
+    pub recordings: u64,
+    pub bytes: u64,
+}
+
+/// One recording as listed by `witness recordings --json`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RecordingRow {
+    pub id: String,
+    pub session_id: String,
+    pub user: String,
+    pub target: String,
+    pub protocol: String,
+    pub channel: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub duration: Option<f64>,
+    pub recovered: bool,
+    /// Path of the file, relative to the data directory.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// How a recording ended, for [`Index::finish_recording`].
+#[derive(Debug, Clone)]
+pub struct RecordingEnd {
+    pub status: RecordingStatus,
+    pub reason: Option<String>,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub duration: Option<f64>,
+    pub recovered: bool,
+}
+
+pub struct Index {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Index")
+    }
+}
+
+impl Index {
+    /// Opens (creating if needed) the index at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        schema::migrate(&mut conn)?;
+        Ok(Self { conn: Mutex::new(conn) })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (it rolls back), so a
+        // poisoned lock is still safe to use.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ----- users -----
+
+    pub fn add_user(&self, user: &UserRecord) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let inserted = tx.execute(
+            "INSERT INTO users(name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(name) DO NOTHING",
+            params![user.name, user.role.as_str(), user.password_hash, now_text()],
+        )?;
+        if inserted == 0 {
+            return Err(IndexError::Exists { what: "user", name: user.name.clone() });
+        }
+        let id = tx.last_insert_rowid();
+        for key in &user.ssh_keys {
+            tx.execute("INSERT INTO user_keys(user_id, public_key) VALUES (?1, ?2)", params![id, key])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let conn = self.conn();
+        let row = conn
+            .query_row("SELECT id, role, password_hash FROM users WHERE name = ?1", [name], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+            })
+            .optional()?;
+        let Some((id, role, password_hash)) = row else { return Ok(None) };
+        let mut stmt = conn.prepare("SELECT public_key FROM user_keys WHERE user_id = ?1 ORDER BY id")?;
+        let ssh_keys = stmt.query_map([id], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(Some(UserRecord {
+            name: name.to_owned(),
+            role: role.parse().map_err(|_| IndexError::Corrupt { column: "users.role", value: role })?,
+            password_hash,
+            ssh_keys,
+        }))
+    }
+
+    pub fn user_names(&self) -> Result<Vec<(String, Role)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, role FROM users ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (name, role) = r?;
+            let role = role.parse().map_err(|_| IndexError::Corrupt { column: "users.role", value: role })?;
+            Ok((name, role))
+        })
+        .collect()
+    }
+
+    // ----- targets -----
+
+    pub fn add_target(&self, t: &TargetRecord) -> Result<()> {
+        let (kind, secret) = match &t.secret {
+            Secret::Password(p) => ("password", p),
+            Secret::PrivateKey(k) => ("private_key", k),
+        };
+        let inserted = self.conn().execute(
+            "INSERT INTO targets(name, protocol, host, port, login, secret_kind, secret, host_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(name) DO NOTHING",
+            params![t.name, t.protocol.as_str(), t.host, t.port, t.login, kind, secret, t.host_key, now_text()],
+        )?;
+        if inserted == 0 {
+            return Err(IndexError::Exists { what: "target", name: t.name.clone() });
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Result<Option<TargetRecord>> {
+        self.conn()
+            .query_row(
+                "SELECT protocol, host, port, login, secret_kind, secret, host_key FROM targets WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, u16>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, String>(5)?,
+                        r.get::<_, Option<String>>(6)?,
+                    ))
+                },
+            )
+            .optional()?
+            .map(|(protocol, host, port, login, kind, secret, host_key)| {
+                let secret = match kind.as_str() {
+                    "password" => Secret::Password(secret),
+                    "private_key" => Secret::PrivateKey(secret),
+                    _ => return Err(IndexError::Corrupt { column: "targets.secret_kind", value: kind }),
+                };
+                let protocol = protocol
+                    .parse()
+                    .map_err(|_| IndexError::Corrupt { column: "targets.protocol", value: protocol })?;
+                Ok(TargetRecord { name: name.to_owned(), protocol, host, port, login, secret, host_key })
+            })
+            .transpose()
+    }
+
+    pub fn target_names(&self) -> Result<Vec<(String, Protocol, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, protocol, host || ':' || port FROM targets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+        rows.map(|r| {
+            let (n, p, a) = r?;
+            let p = p.parse().map_err(|_| IndexError::Corrupt { column: "targets.protocol", value: p })?;
+            Ok((n, p, a))
+        })
+        .collect()
+    }
+
+    /// Pins a host key on first use. Returns `false` (and changes nothing) if a key is already
+    /// pinned, so two racing first connections cannot both pin.
+    pub fn pin_host_key(&self, target: &str, key: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE targets SET host_key = ?2 WHERE name = ?1 AND host_key IS NULL",
+            params![target, key],
+        )?;
+        Ok(n == 1)
+    }
+
+    // ----- grants -----
+
+    /// Creates or replaces the grant of `user` on `target`.
+    pub fn grant(&self, user: &str, target: &str, facts: GrantFacts) -> Result<()> {
+        let conn = self.conn();
+        let uid = id_of(&conn, "users", "user", user)?;
+        let tid = id_of(&conn, "targets", "target", target)?;
+        conn.execute(
+            "INSERT INTO grants(user_id, target_id, expires_at, allow_forwarding, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(user_id, target_id) DO UPDATE SET expires_at = excluded.expires_at,
+               allow_forwarding = excluded.allow_forwarding, created_at = excluded.created_at",
+            params![uid, tid, facts.expires_at, facts.allow_forwarding, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a grant; `false` if there was none.
+    pub fn revoke(&self, user: &str, target: &str) -> Result<bool> {
+        let n = self.conn().execute(
+            "DELETE FROM grants WHERE user_id = (SELECT id FROM users WHERE name = ?1)
+               AND target_id = (SELECT id FROM targets WHERE name = ?2)",
+            params![user, target],
+        )?;
+        Ok(n > 0)
+    }
+
+    pub fn grant_of(&self, user: &str, target: &str) -> Result<Option<GrantFacts>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT g.expires_at, g.allow_forwarding FROM grants g
+                 JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+                 WHERE u.name = ?1 AND t.name = ?2",
+                params![user, target],
+                |r| Ok(GrantFacts { expires_at: r.get(0)?, allow_forwarding: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    // ----- sessions and recordings -----
+
+    pub fn create_session(&self, id: &str, user: &str, target: &str, protocol: Protocol, client: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO sessions(id, user, target, protocol, client, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, user, target, protocol.as_str(), client, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a session once; a second call (e.g. recovery racing a late end) keeps the first reason.
+    pub fn end_session(&self, id: &str, reason: &str, recovered: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sessions SET ended_at = ?2, end_reason = ?3, recovered = ?4 WHERE id = ?1 AND ended_at IS NULL",
+            params![id, now_text(), reason, recovered],
+        )?;
+        Ok(())
+    }
+
+    /// Sessions with no end: after a crash, these are what recovery finishes.
+    pub fn open_sessions(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM sessions WHERE ended_at IS NULL ORDER BY started_at")?;
+        let rows = stmt.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn create_recording(&self, id: &str, session_id: &str, channel: &str, path: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO recordings(id, session_id, channel, path, status, started_at) VALUES (?1, ?2, ?3, ?4, 'recording', ?5)",
+            params![id, session_id, channel, path, now_text()],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_recording_status(&self, id: &str, status: RecordingStatus) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+        Ok(())
+    }
+
+    pub fn finish_recording(&self, id: &str, end: &RecordingEnd) -> Result<()> {
+        self.conn().execute(
+            "UPDATE recordings SET status = ?2, status_reason = ?3, bytes = ?4, sha256 = ?5, duration = ?6,
+               recovered = ?7, ended_at = ?8 WHERE id = ?1",
+            params![
+                id,
+                end.status.as_str(),
+                end.reason,
+                end.bytes as i64,
+                end.sha256,
+                end.duration,
+                end.recovered,
+                now_text()
+            ],
+        )?;
+        Ok(())
+    }
+
+    const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
+        r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path
+        FROM recordings r JOIN sessions s ON s.id = r.session_id";
+
+    fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
+        let conn = self.conn();
+        let sql = format!("{} {filter} ORDER BY r.started_at, r.id", Self::RECORDING_SELECT);
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(args, |r| {
+            Ok(RecordingRow {
+                id: r.get(0)?,
+                session_id: r.get(1)?,
+                user: r.get(2)?,
+                target: r.get(3)?,
+                protocol: r.get(4)?,
+                channel: r.get(5)?,
+                started_at: r.get(6)?,
+                ended_at: r.get(7)?,
+                status: r.get(8)?,
+                status_reason: r.get(9)?,
+                bytes: r.get::<_, i64>(10)? as u64,
+                sha256: r.get(11)?,
+                duration: r.get(12)?,
+                recovered: r.get(13)?,
+                path: r.get(14)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn recordings(&self) -> Result<Vec<RecordingRow>> {
+        self.recording_rows("", [])
+    }
+
+    pub fn recording(&self, id: &str) -> Result<Option<RecordingRow>> {
+        Ok(self.recording_rows("WHERE r.id = ?1", [id])?.into_iter().next())
+    }
+
+    /// Recordings a crash left unfinished.
+    pub fn unfinished_recordings(&self) -> Result<Vec<RecordingRow>> {
+        self.recording_rows("WHERE r.status IN ('recording', 'processing')", [])
+    }
+
+    pub fn sessions(&self) -> Result<Vec<SessionRow>> {
+        let conn = self.conn();
+        // Status order: the least advanced recording decides what the session shows.
+        let mut stmt = conn.prepare(
+            "SELECT s.id, s.user, s.target, s.protocol, s.client, s.started_at, s.ended_at, s.end_reason,
+               s.recovered, COUNT(r.id), COALESCE(SUM(r.bytes), 0),
+               MIN(CASE r.status WHEN 'failed' THEN 0 WHEN 'recording' THEN 1 WHEN 'processing' THEN 2
+                   WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END)
+             FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id
+             GROUP BY s.id ORDER BY s.started_at, s.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let id: String = r.get(0)?;
+            let ended_at: Option<String> = r.get(6)?;
+            let rank: Option<i64> = r.get(11)?;
+            let status = match (ended_at.is_some(), rank) {
+                (false, _) => "recording",
+                (true, Some(0)) => "failed",
+                (true, Some(1)) => "recording",
+                (true, Some(2)) => "processing",
+                (true, Some(4)) => "uploaded",
+                (true, _) => "completed",
+            };
+            Ok(SessionRow {
+                session_id: id.clone(),
+                id,
+                user: r.get(1)?,
+                target: r.get(2)?,
+                protocol: r.get(3)?,
+                client: r.get(4)?,
+                started_at: r.get(5)?,
+                ended_at,
+                end_reason: r.get(7)?,
+                status: status.to_owned(),
+                recovered: r.get(8)?,
+                recordings: r.get::<_, i64>(9)? as u64,
+                bytes: r.get::<_, i64>(10)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    // ----- audit -----
+
+    /// Appends an audit event. `detail` must never hold a secret.
+    pub fn audit(
+        &self,
+        kind: &str,
+        user: Option<&str>,
+        target: Option<&str>,
+        session_id: Option<&str>,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO audit(at, kind, user, target, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![now_text(), kind, user, target, session_id, detail.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, at, kind, user, target, session_id, detail FROM audit ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            let detail: String = r.get(6)?;
+            Ok(AuditRow {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                kind: r.get(2)?,
+                user: r.get(3)?,
+                target: r.get(4)?,
+                session_id: r.get(5)?,
+                detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+            })
+        })?;
+        let mut v = rows.collect::<Result<Vec<_>, _>>()?;
+        v.reverse();
+        Ok(v)
+    }
+}
+
+fn id_of(conn: &Connection, table: &str, what: &'static str, name: &str) -> Result<i64> {
+    conn.query_row(&format!("SELECT id FROM {table} WHERE name = ?1"), [name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| IndexError::NotFound { what, name: name.to_owned() })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,93 @@
+//! Schema migrations, one step per `user_version`. Steps are append-only: a shipped step is never
+//! edited, a change is a new step.
+
+use crate::{IndexError, Result};
+use rusqlite::Connection;
+
+const STEPS: &[&str] = &[
+    // 1: the SSH jump path.
+    "CREATE TABLE users (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        password_hash TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE user_keys (
+        id INTEGER PRIMARY KEY,
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        public_key TEXT NOT NULL
+    );
+    CREATE TABLE targets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        protocol TEXT NOT NULL,
+        host TEXT NOT NULL,
+        port INTEGER NOT NULL,
+        login TEXT NOT NULL,
+        secret_kind TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        host_key TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE grants (
+        user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+        target_id INTEGER NOT NULL REFERENCES targets(id) ON DELETE CASCADE,
+        expires_at INTEGER,
+        allow_forwarding INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (user_id, target_id)
+    );
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        user TEXT NOT NULL,
+        target TEXT NOT NULL,
+        protocol TEXT NOT NULL,
+        client TEXT,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        end_reason TEXT,
+        recovered INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX sessions_started ON sessions(started_at);
+    CREATE TABLE recordings (
+        id TEXT PRIMARY KEY,
+        session_id TEXT NOT NULL REFERENCES sessions(id),
+        channel TEXT NOT NULL,
+        path TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        started_at TEXT NOT NULL,
+        ended_at TEXT,
+        bytes INTEGER NOT NULL DEFAULT 0,
+        sha256 TEXT,
+        duration REAL,
+        recovered INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX recordings_session ON recordings(session_id);
+    CREATE INDEX recordings_status ON recordings(status);
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        user TEXT,
+        target TEXT,
+        session_id TEXT,
+        detail TEXT NOT NULL
+    );",
+];
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    let known = STEPS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(IndexError::TooNew { found, known });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
