@@ -1,1 +1,104 @@
-//! x
+//! The recorded SSH jump path. Users connect with stock OpenSSH clients to a russh server and log
+//! in as `USER@TARGET`; the box checks them through a [`Broker`], connects to the target with a
+//! russh client and the vaulted credential, and relays each channel, handing every byte the user
+//! sees to a recorder first. This crate is the only one that knows russh; everything it needs
+//! from the rest of the box (users, grants, targets, recordings, audit) comes through [`Broker`].
+
+mod keys;
+mod relay;
+mod server;
+mod target;
+
+pub use keys::{HostKey, KeyError, check_private_key, generate_host_key, parse_public_key};
+pub use server::{SshSettings, serve};
+
+use std::net::SocketAddr;
+use witness_core::policy::{Access, Denial};
+use witness_recorder::{CastRecorder, RecordError, Summary};
+
+/// How a user proves who they are.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    Password(&'a str),
+    /// An OpenSSH public key line (`ssh-ed25519 AAAA…`) whose ownership russh has verified.
+    PublicKey(&'a str),
+}
+
+/// The credential the box injects on the target.
+#[derive(Clone)]
+pub enum TargetSecret {
+    Password(String),
+    /// OpenSSH private key text.
+    PrivateKey(String),
+}
+
+impl std::fmt::Debug for TargetSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TargetSecret(<redacted>)")
+    }
+}
+
+/// Everything needed to reach a target a user was granted.
+#[derive(Debug, Clone)]
+pub struct TargetPlan {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub login: String,
+    pub secret: TargetSecret,
+    /// The pinned host key (OpenSSH public key line); `None`: trust on first use.
+    pub host_key: Option<String>,
+    pub access: Access,
+}
+
+/// What kind of channel a recording is of.
+#[derive(Debug, Clone)]
+pub struct RecordingMeta {
+    /// `shell`, `exec`.
+    pub kind: &'static str,
+    pub command: Option<String>,
+    pub term: Option<String>,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// An audit event the proxy reports. `detail` never holds a secret.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub kind: &'static str,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+/// What the SSH proxy needs from the rest of the box. Calls are short (index look-ups) except
+/// [`Broker::authenticate`], which the proxy runs on a blocking thread.
+pub trait Broker: Send + Sync + 'static {
+    /// Checks a box user's credential.
+    fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> bool;
+    /// Decides whether `user` may reach `target` now and, if so, how.
+    fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial>;
+    /// Re-checks access of a running session (grant revoked or expired).
+    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial>;
+    /// Pins a target's host key on first use; `false` if another key was pinned meanwhile.
+    fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, String>;
+    /// Whether a new session may start (recording space available); `Err` is shown to the user.
+    fn admit(&self) -> Result<(), String>;
+    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String>;
+    fn session_ended(&self, session_id: &str, reason: &str);
+    /// Creates a recording for a channel of `session_id` and starts its writer.
+    fn start_recording(&self, session_id: &str, meta: &RecordingMeta) -> Result<(String, CastRecorder), RecordError>;
+    /// Records how a recording ended (`Err`: the writer failed; what it wrote is still kept).
+    fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>);
+    fn audit(&self, event: AuditEvent);
+}
+
+/// Errors of the SSH proxy's own set-up (a connection's errors stay in that connection).
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("ssh listener: {0}")]
+    Listen(#[source] std::io::Error),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}

@@ -1,1 +1,46 @@
-fn main() {}
+//! `witness`: the appliance daemon and its admin CLI. This is the only crate that knows every
+//! other one; it wires the index, the recorder and the proxies together and owns process-level
+//! concerns (signals, logging, exit codes).
+
+mod admin;
+mod broker;
+mod cli;
+mod datadir;
+mod serve;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("witness: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    use cli::Command;
+    match cli.command {
+        Command::Init => admin::init(&cli.data),
+        Command::User(cmd) => admin::user(&cli.data, cmd),
+        Command::Target(cmd) => admin::target(&cli.data, cmd),
+        Command::Grant(args) => admin::grant(&cli.data, args),
+        Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
+        Command::Sessions { json } => admin::sessions(&cli.data, json),
+        Command::Recordings(args) => admin::recordings(&cli.data, args),
+        Command::Audit { json, limit } => admin::audit(&cli.data, json, limit),
+        Command::Serve(args) => serve::run(&cli.data, args),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WITNESS_LOG").unwrap_or_else(|_| EnvFilter::new("info,russh=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,412 @@
+//! The box's SSH server: the accept loop, one supervised task per connection, authentication of
+//! box users, and the connection state every channel of that connection shares.
+
+use crate::keys::HostKey;
+use crate::relay;
+use crate::target::{self, TargetHandle};
+use crate::{AuditEvent, Broker, Credential, SshError, TargetPlan};
+use russh::server::{self, Auth, Msg, Session};
+use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, warn};
+use witness_core::names::parse_login;
+use witness_core::policy::Denial;
+
+/// What the SSH proxy is configured with.
+#[derive(Debug, Clone)]
+pub struct SshSettings {
+    pub host_key: HostKey,
+    /// Environment variables a client may pass on (`*` suffix matches a prefix).
+    pub env_allow: Vec<String>,
+    /// Record what users type (`i` events) as well as what they see.
+    pub record_input: bool,
+    /// How long a shutdown waits for sessions to end and recordings to close.
+    pub shutdown_grace: Duration,
+}
+
+impl SshSettings {
+    pub(crate) fn env_allowed(&self, name: &str) -> bool {
+        self.env_allow.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => p == name,
+        })
+    }
+}
+
+/// Serves SSH on `listener` until `cancel` fires, then ends every session with a message, waits
+/// (up to the grace period) for their recordings to close, and returns.
+pub async fn serve(
+    listener: TcpListener,
+    settings: SshSettings,
+    broker: Arc<dyn Broker>,
+    cancel: CancellationToken,
+) -> Result<(), SshError> {
+    let mut methods = MethodSet::empty();
+    methods.push(MethodKind::PublicKey);
+    methods.push(MethodKind::Password);
+    let config = Arc::new(server::Config {
+        keys: vec![settings.host_key.0.clone()],
+        methods,
+        server_id: russh::SshId::Standard("SSH-2.0-Witness".into()),
+        auth_rejection_time: Duration::from_millis(500),
+        auth_rejection_time_initial: Some(Duration::ZERO),
+        inactivity_timeout: None,
+        keepalive_interval: Some(Duration::from_secs(60)),
+        keepalive_max: 3,
+        nodelay: true,
+        max_auth_attempts: 6,
+        preferred: target::prefer_aes_gcm(),
+        ..Default::default()
+    });
+    let settings = Arc::new(settings);
+    let tracker = TaskTracker::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving the sessions we have.
+                    warn!(error = %e, "ssh accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            broker: broker.clone(),
+            settings: settings.clone(),
+            peer: Some(peer),
+            login: OnceLock::new(),
+            target: tokio::sync::OnceCell::new(),
+            server: OnceLock::new(),
+            channels: Mutex::new(HashSet::new()),
+            tasks: TaskTracker::new(),
+            end_reason: Mutex::new(None),
+        });
+        let span = tracing::info_span!("ssh", %peer);
+        tracker.spawn(supervise(conn, config.clone(), socket, cancel.clone()).instrument(span));
+    }
+    tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await.is_err() {
+        warn!(grace = ?settings.shutdown_grace, "ssh sessions still open after the shutdown grace period");
+    }
+    Ok(())
+}
+
+/// The outcome of a login: either a session that may go ahead, or the reason it may not.
+#[derive(Debug)]
+pub(crate) enum Admission {
+    Granted { plan: TargetPlan, session_id: String },
+    Refused { denial: Option<Denial>, message: String },
+}
+
+#[derive(Debug)]
+pub(crate) struct Login {
+    pub user: String,
+    pub admission: Admission,
+}
+
+/// State shared by one connection's handler, channel tasks and supervisor.
+pub(crate) struct Conn {
+    pub broker: Arc<dyn Broker>,
+    pub settings: Arc<SshSettings>,
+    pub peer: Option<SocketAddr>,
+    pub login: OnceLock<Login>,
+    pub target: tokio::sync::OnceCell<Result<Arc<TargetHandle>, String>>,
+    pub server: OnceLock<server::Handle>,
+    /// Open client channel ids, to tell each why the session ends.
+    pub channels: Mutex<HashSet<ChannelId>>,
+    pub tasks: TaskTracker,
+    pub end_reason: Mutex<Option<String>>,
+}
+
+impl Conn {
+    pub(crate) fn user(&self) -> Option<String> {
+        self.login.get().map(|l| l.user.clone())
+    }
+
+    pub(crate) fn granted(&self) -> Option<(&TargetPlan, &str)> {
+        match &self.login.get()?.admission {
+            Admission::Granted { plan, session_id } => Some((plan, session_id)),
+            Admission::Refused { .. } => None,
+        }
+    }
+
+    pub(crate) fn audit(&self, kind: &'static str, detail: serde_json::Value) {
+        let (target, session_id) = match self.granted() {
+            Some((plan, id)) => (Some(plan.name.clone()), Some(id.to_owned())),
+            None => (None, None),
+        };
+        self.broker.audit(AuditEvent { kind, user: self.user(), target, session_id, detail });
+    }
+
+    /// The target connection, made once per user connection and shared by its channels.
+    pub(crate) async fn target(self: &Arc<Self>) -> Result<Arc<TargetHandle>, String> {
+        let Some(login) = self.login.get() else { return Err("not logged in".into()) };
+        let (plan, session_id) = match &login.admission {
+            Admission::Granted { plan, session_id } => (plan, session_id),
+            Admission::Refused { message, .. } => return Err(message.clone()),
+        };
+        self.target
+            .get_or_init(|| async {
+                let result = target::connect(plan, self.broker.clone(), &login.user, session_id).await;
+                match &result {
+                    Ok(_) => self.audit("target_connected", serde_json::json!({ "login": plan.login })),
+                    Err(e) => {
+                        self.audit("target_failed", serde_json::json!({ "error": e }));
+                        self.set_end_reason(e);
+                    }
+                }
+                result.map(Arc::new)
+            })
+            .await
+            .clone()
+    }
+
+    /// Remembers the first notable reason the session is ending (the index keeps it).
+    pub(crate) fn set_end_reason(&self, reason: &str) {
+        let mut r = self.end_reason.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(reason.to_owned());
+        }
+    }
+
+    /// Tells every open channel why, then disconnects the user.
+    pub(crate) async fn end_with(&self, message: &str) {
+        self.set_end_reason(message);
+        let Some(server) = self.server.get() else { return };
+        let ids: Vec<ChannelId> = self.channels.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
+        for id in ids {
+            let _ = server.extended_data(id, 1, format!("\r\nwitness: {message}\r\n").into_bytes()).await;
+            let _ = server.exit_status_request(id, 1).await;
+            let _ = server.eof(id).await;
+            let _ = server.close(id).await;
+        }
+        let _ = server.disconnect(Disconnect::ByApplication, format!("witness: {message}"), "en".into()).await;
+    }
+}
+
+/// Runs one connection from handshake to the last recording closed.
+async fn supervise(conn: Arc<Conn>, config: Arc<server::Config>, socket: tokio::net::TcpStream, cancel: CancellationToken) {
+    let handler = SshHandler { conn: conn.clone() };
+    let mut running = match server::run_stream(config, socket, handler).await {
+        Ok(r) => r,
+        Err(e) => {
+            info!(error = %e, "ssh handshake failed");
+            return;
+        }
+    };
+    let ended = tokio::select! {
+        r = &mut running => {
+            match r {
+                Ok(()) => "client disconnected".to_owned(),
+                Err(e) => format!("connection error: {e}"),
+            }
+        }
+        _ = cancel.cancelled() => {
+            let msg = "the box is shutting down; the session was recorded up to here";
+            conn.end_with(msg).await;
+            msg.to_owned()
+        }
+        denial = watch_access(&conn) => {
+            let msg = format!("{denial}; session ended");
+            conn.audit("session_terminated", serde_json::json!({ "reason": denial.kind() }));
+            conn.end_with(&msg).await;
+            msg
+        }
+    };
+    // The russh session ends once the client is gone; don't let a stuck peer hold shutdown.
+    let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+    if let Some(Ok(target)) = conn.target.get() {
+        let _ = target.disconnect(Disconnect::ByApplication, "session ended", "en").await;
+    }
+    conn.tasks.close();
+    if tokio::time::timeout(conn.settings.shutdown_grace, conn.tasks.wait()).await.is_err() {
+        warn!("channel tasks still running after the grace period");
+    }
+    if let Some((_, session_id)) = conn.granted() {
+        let reason = conn.end_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or(ended);
+        info!(session_id, reason, "session ended");
+        conn.broker.session_ended(session_id, &reason);
+    }
+}
+
+/// Resolves when a running session's grant stops holding (expired or revoked).
+async fn watch_access(conn: &Conn) -> Denial {
+    // Logging in happens after the supervisor starts: wait for it without polling hot.
+    let (user, target, until) = loop {
+        if let Some(login) = conn.login.get() {
+            match &login.admission {
+                Admission::Granted { plan, .. } => break (login.user.clone(), plan.name.clone(), plan.access.until),
+                Admission::Refused { .. } => std::future::pending::<()>().await,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut until = until;
+    loop {
+        let now = unix_now();
+        // Sleep to the exact expiry, but re-check at least every few seconds for revocations.
+        let nap = match until {
+            Some(t) if t > now => Duration::from_secs((t - now) as u64).min(RECHECK),
+            Some(_) => Duration::ZERO,
+            None => RECHECK,
+        };
+        tokio::time::sleep(nap).await;
+        match conn.broker.recheck(&user, &target) {
+            Ok(access) => until = access.until,
+            Err(denial) => return denial,
+        }
+    }
+}
+
+const RECHECK: Duration = Duration::from_secs(3);
+
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+struct SshHandler {
+    conn: Arc<Conn>,
+}
+
+impl SshHandler {
+    async fn login(&mut self, login: &str, credential: Credential<'_>, method: &'static str) -> Auth {
+        let spec = parse_login(login);
+        let broker = self.conn.broker.clone();
+        let (user, peer) = (spec.user.clone(), self.conn.peer);
+        let owned = match credential {
+            Credential::Password(p) => (true, p.to_owned()),
+            Credential::PublicKey(k) => (false, k.to_owned()),
+        };
+        // Password hashing is deliberately slow: keep it off the async threads.
+        let ok = tokio::task::spawn_blocking(move || {
+            let cred = if owned.0 { Credential::Password(&owned.1) } else { Credential::PublicKey(&owned.1) };
+            broker.authenticate(&user, cred, peer)
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            self.conn.broker.audit(AuditEvent {
+                kind: "login_failed",
+                user: Some(spec.user.clone()),
+                target: spec.target.clone(),
+                session_id: None,
+                detail: serde_json::json!({ "method": method, "peer": self.conn.peer.map(|p| p.to_string()) }),
+            });
+            return Auth::reject();
+        }
+        let admission = self.admit(&spec.user, spec.target.as_deref());
+        if let Admission::Refused { denial, message } = &admission {
+            self.conn.broker.audit(AuditEvent {
+                kind: "access_denied",
+                user: Some(spec.user.clone()),
+                target: spec.target.clone(),
+                session_id: None,
+                detail: serde_json::json!({ "reason": denial.as_ref().map(|d| d.kind()).unwrap_or("refused"), "message": message }),
+            });
+        }
+        let granted = matches!(admission, Admission::Granted { .. });
+        let _ = self.conn.login.set(Login { user: spec.user, admission });
+        if granted {
+            self.conn.audit("session_started", serde_json::json!({ "method": method, "peer": self.conn.peer.map(|p| p.to_string()) }));
+            // Connect to the target while the client sets up its channel.
+            let conn = self.conn.clone();
+            self.conn.tasks.spawn(async move {
+                let _ = conn.target().await;
+            });
+        }
+        Auth::Accept
+    }
+
+    fn admit(&self, user: &str, target: Option<&str>) -> Admission {
+        let broker = &self.conn.broker;
+        let plan = match broker.plan(user, target) {
+            Ok(plan) => plan,
+            Err(denial) => return Admission::Refused { message: denial.to_string(), denial: Some(denial) },
+        };
+        if let Err(message) = broker.admit() {
+            return Admission::Refused { denial: None, message };
+        }
+        match broker.session_started(user, &plan.name, self.conn.peer) {
+            Ok(session_id) => Admission::Granted { plan, session_id },
+            Err(message) => Admission::Refused { denial: None, message },
+        }
+    }
+}
+
+impl server::Handler for SshHandler {
+    type Error = russh::Error;
+
+    async fn auth_password(&mut self, user: &str, password: &str) -> Result<Auth, Self::Error> {
+        Ok(self.login(user, Credential::Password(password), "password").await)
+    }
+
+    async fn auth_publickey_offered(&mut self, user: &str, offer: server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+        // Only a cheap pre-check: is this key one of the user's? Ownership is proven next.
+        let line = offer.public_key.to_openssh().unwrap_or_default();
+        let spec = parse_login(user);
+        let broker = self.conn.broker.clone();
+        let known = tokio::task::spawn_blocking(move || broker.authenticate(&spec.user, Credential::PublicKey(&line), None))
+            .await
+            .unwrap_or(false);
+        Ok(if known { Auth::Accept } else { Auth::reject() })
+    }
+
+    async fn auth_publickey(&mut self, user: &str, key: server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
+        let line = key.public_key.to_openssh().unwrap_or_default();
+        Ok(self.login(user, Credential::PublicKey(&line), "publickey").await)
+    }
+
+    async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {
+        let _ = self.conn.server.set(session.handle());
+        Ok(())
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        self.conn.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(channel.id());
+        self.conn.tasks.spawn(relay::session_channel(self.conn.clone(), channel).in_current_span());
+        Ok(())
+    }
+
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        host: &str,
+        port: u32,
+        originator_address: &str,
+        originator_port: u32,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let request = relay::ForwardRequest {
+            host: host.to_owned(),
+            port,
+            originator: format!("{originator_address}:{originator_port}"),
+        };
+        self.conn.tasks.spawn(relay::direct_tcpip(self.conn.clone(), channel, reply, request).in_current_span());
+        Ok(())
+    }
+
+    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+        self.conn.audit("remote_forward_refused", serde_json::json!({ "address": address, "port": *port }));
+        Ok(false)
+    }
+}

@@ -1,0 +1,301 @@
+//! Admin commands: `init`, users, targets, grants, and the session/recording listings.
+
+use crate::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd};
+use crate::datadir::{self, DataDir};
+use anyhow::{Context, Result, bail};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use witness_core::names::validate_name;
+use witness_core::policy::GrantFacts;
+use witness_core::{Protocol, Role};
+use witness_index::{Index, Secret, TargetRecord, UserRecord};
+
+/// Writes a file only the box's own user can read.
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    OsRng.fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+pub fn hash_password(password: &str) -> Result<String> {
+    use argon2::PasswordHasher;
+    let salt = argon2::password_hash::SaltString::generate(&mut OsRng);
+    Ok(argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
+        .to_string())
+}
+
+/// Reads a secret from stdin: the first line, without its newline. Never echoed, never logged.
+fn read_secret_stdin(what: &str) -> Result<String> {
+    let mut text = String::new();
+    std::io::stdin().read_to_string(&mut text).with_context(|| format!("reading the {what} from stdin"))?;
+    let secret = text.lines().next().unwrap_or("").to_owned();
+    if secret.is_empty() {
+        bail!("the {what} on stdin is empty");
+    }
+    Ok(secret)
+}
+
+pub fn init(root: &Path) -> Result<()> {
+    if root.join(datadir::CONFIG).exists() {
+        bail!("{} is already a witness data directory; nothing changed", root.display());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .with_context(|| format!("creating {}", root.display()))?;
+    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join("keys"))?;
+    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join(datadir::RECORDINGS))?;
+    let host_key = witness_ssh::generate_host_key()?;
+    write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
+    let index = Index::open(&root.join(datadir::INDEX))?;
+    std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let password = random_hex(9);
+    index.add_user(&UserRecord {
+        name: "admin".into(),
+        role: Role::Admin,
+        password_hash: Some(hash_password(&password)?),
+        ssh_keys: vec![],
+    })?;
+    index.audit("box_initialized", Some("admin"), None, None, &serde_json::json!({}))?;
+    let box_id = format!("witness-{}", random_hex(4));
+    let config = format!(
+        "# Witness configuration. Every key is optional; see README.md for all of them.\n\
+         box_id = \"{box_id}\"\n\n[ssh]\nlisten = \"0.0.0.0:2222\"\n\n[recording]\n\
+         # record_input = false   # also record keystrokes (they include passwords typed in the session)\n\
+         # min_free_mb = 256      # refuse new sessions below this much free space\n"
+    );
+    // Written last: its presence marks a complete data directory.
+    write_private(&root.join(datadir::CONFIG), config.as_bytes())?;
+    let key = witness_ssh::HostKey::from_openssh(&host_key)?;
+    println!("initialized {} (box id {box_id})", root.display());
+    println!("admin user: admin  password: {password}  (shown once; store it now)");
+    println!("ssh host key: {}", key.fingerprint());
+    Ok(())
+}
+
+pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match cmd {
+        UserCmd::Add { name, password_stdin, ssh_keys, role } => {
+            validate_name(&name).context("user name")?;
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            if !password_stdin && ssh_keys.is_empty() {
+                bail!("give the user a way to log in: --password-stdin and/or --ssh-key PUBKEY_FILE");
+            }
+            let password_hash = if password_stdin { Some(hash_password(&read_secret_stdin("password")?)?) } else { None };
+            let mut keys = Vec::new();
+            for file in &ssh_keys {
+                let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+                for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+                    let (key, fp) = witness_ssh::parse_public_key(line).with_context(|| format!("in {}", file.display()))?;
+                    println!("key {fp}");
+                    keys.push(key);
+                }
+            }
+            dir.index.add_user(&UserRecord { name: name.clone(), role, password_hash, ssh_keys: keys })?;
+            dir.index.audit("user_added", Some(&name), None, None, &serde_json::json!({ "role": role }))?;
+            println!("added user {name} ({role})");
+        }
+        UserCmd::List => {
+            for (name, role) in dir.index.user_names()? {
+                println!("{name}\t{role}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_host_port(text: &str) -> Result<(String, u16)> {
+    let (host, port) = text.rsplit_once(':').with_context(|| format!("{text:?} is not HOST:PORT"))?;
+    let port: u16 = port.parse().with_context(|| format!("{port:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        bail!("{text:?} is not HOST:PORT");
+    }
+    Ok((host.to_owned(), port))
+}
+
+pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match cmd {
+        TargetCmd::Add { name, ssh, login, identity, password_stdin, host_key } => {
+            validate_name(&name).context("target name")?;
+            let (host, port) = parse_host_port(&ssh)?;
+            let secret = match identity {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    witness_ssh::check_private_key(&text).with_context(|| format!("identity {}", file.display()))?;
+                    Secret::PrivateKey(text)
+                }
+                None if password_stdin => Secret::Password(read_secret_stdin("target password")?),
+                None => bail!("give the box a credential for the target: --identity KEY_FILE or --password-stdin"),
+            };
+            let host_key = match host_key {
+                Some(file) => {
+                    let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+                    let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                    let (key, fp) = witness_ssh::parse_public_key(line).with_context(|| format!("host key {}", file.display()))?;
+                    println!("pinned host key {fp}");
+                    Some(key)
+                }
+                None => None,
+            };
+            let pinned = host_key.is_some();
+            dir.index.add_target(&TargetRecord { name: name.clone(), protocol: Protocol::Ssh, host, port, login, secret, host_key })?;
+            dir.index.audit("target_added", None, Some(&name), None, &serde_json::json!({ "address": ssh, "host_key_pinned": pinned }))?;
+            println!("added target {name} ({ssh}){}", if pinned { "" } else { "; its host key is pinned on first connection" });
+        }
+        TargetCmd::List => {
+            for (name, protocol, address) in dir.index.target_names()? {
+                println!("{name}\t{protocol}\t{address}");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let expires_at = match &args.duration {
+        Some(d) => {
+            let d = witness_core::duration::parse_duration(d)?;
+            Some(time::OffsetDateTime::now_utc().unix_timestamp() + d.as_secs() as i64)
+        }
+        None => None,
+    };
+    dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding: args.forwarding })?;
+    dir.index.audit(
+        "grant_added",
+        Some(&args.user),
+        Some(&args.target),
+        None,
+        &serde_json::json!({ "expires_at": expires_at, "forwarding": args.forwarding }),
+    )?;
+    match args.duration {
+        Some(d) => println!("granted {} access to {} for {d}", args.user, args.target),
+        None => println!("granted {} access to {}", args.user, args.target),
+    }
+    Ok(())
+}
+
+pub fn revoke(root: &Path, user: &str, target: &str) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    if !dir.index.revoke(user, target)? {
+        bail!("{user} has no grant for {target}");
+    }
+    dir.index.audit("grant_revoked", Some(user), Some(target), None, &serde_json::json!({}))?;
+    println!("revoked {user}'s access to {target}; open sessions end within seconds");
+    Ok(())
+}
+
+pub fn sessions(root: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let rows = dir.index.sessions()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no sessions yet");
+    }
+    for r in rows {
+        println!(
+            "{}  {:<10} {:<12} {:<4} {}  {:<10} {} bytes  {}",
+            r.id,
+            r.user,
+            r.target,
+            r.protocol,
+            r.started_at,
+            r.status,
+            r.bytes,
+            r.end_reason.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match args.command {
+        Some(RecordingsCmd::Export { id, out }) => export(&dir, &id, &out),
+        None => {
+            let rows = dir.index.recordings()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            if rows.is_empty() {
+                println!("no recordings yet");
+            }
+            for r in rows {
+                println!("{}  {}  {}@{}  {:<10} {} bytes", r.id, r.started_at, r.user, r.target, r.status, r.bytes);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
+    use sha2_digest::sha256_file;
+    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
+    let src = dir.root.join(&row.path);
+    let data = std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?;
+    if let Some(expected) = &row.sha256 {
+        let got = sha256_file(&data);
+        if &got != expected {
+            bail!("recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording");
+        }
+    } else {
+        eprintln!("note: recording {id} is still {} — exporting what is written so far", row.status);
+    }
+    let tmp = out.with_extension("part");
+    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    dir.index.audit("recording_exported", None, None, Some(&row.session_id), &serde_json::json!({ "recording": id }))?;
+    println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
+    Ok(())
+}
+
+mod sha2_digest {
+    pub fn sha256_file(data: &[u8]) -> String {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(data))
+    }
+}
+
+pub fn audit(root: &Path, json: bool, limit: u32) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let rows = dir.index.audit_events(limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    for r in rows {
+        println!(
+            "{}  {:<22} user={} target={} {}",
+            r.at,
+            r.kind,
+            r.user.as_deref().unwrap_or("-"),
+            r.target.as_deref().unwrap_or("-"),
+            r.detail
+        );
+    }
+    Ok(())
+}

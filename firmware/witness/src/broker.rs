@@ -1,0 +1,238 @@
+//! The box's answer to what the SSH proxy asks ([`witness_ssh::Broker`]): users, grants and
+//! targets from the index, recordings from the recorder, audit events into the index.
+
+use crate::datadir::DataDir;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+use witness_core::cast::{Header, Provenance};
+use witness_core::policy::{self, Access, Denial};
+use witness_core::{Protocol, RecordingStatus};
+use witness_index::{RecordingEnd, Secret};
+use witness_recorder::{CastRecorder, RecordError, RecorderSettings, Summary};
+use witness_ssh::{AuditEvent, Credential, RecordingMeta, TargetPlan, TargetSecret};
+
+pub struct BoxBroker {
+    pub dir: Arc<DataDir>,
+    /// A valid hash to verify against when the user does not exist, so timing does not tell.
+    dummy_hash: String,
+}
+
+impl BoxBroker {
+    pub fn new(dir: Arc<DataDir>) -> anyhow::Result<Self> {
+        Ok(Self { dir, dummy_hash: crate::admin::hash_password("not a real password")? })
+    }
+
+    fn index(&self) -> &witness_index::Index {
+        &self.dir.index
+    }
+
+    fn decide(&self, user: &str, target: Option<&str>) -> Result<Option<witness_index::TargetRecord>, Denial> {
+        let record = match target {
+            Some(t) => self.index().target(t).unwrap_or_else(|e| {
+                error!(error = %e, "index read failed");
+                None
+            }),
+            None => None,
+        };
+        let grant = match (target, &record) {
+            (Some(t), Some(_)) => self.index().grant_of(user, t).unwrap_or_else(|e| {
+                error!(error = %e, "index read failed");
+                None
+            }),
+            _ => None,
+        };
+        policy::decide(user, target, record.is_some(), grant, unix_now())?;
+        Ok(record)
+    }
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    match (witness_ssh::parse_public_key(a), witness_ssh::parse_public_key(b)) {
+        (Ok((a, _)), Ok((b, _))) => a == b,
+        _ => false,
+    }
+}
+
+impl witness_ssh::Broker for BoxBroker {
+    fn authenticate(&self, user: &str, credential: Credential<'_>, _peer: Option<SocketAddr>) -> bool {
+        use argon2::{PasswordHash, PasswordVerifier};
+        let record = self.index().user(user).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        });
+        match credential {
+            Credential::Password(password) => {
+                let stored = record.as_ref().and_then(|r| r.password_hash.clone());
+                let hash = stored.as_deref().unwrap_or(&self.dummy_hash);
+                let ok = PasswordHash::new(hash)
+                    .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+                    .unwrap_or(false);
+                ok && stored.is_some()
+            }
+            Credential::PublicKey(line) => {
+                record.is_some_and(|r| r.ssh_keys.iter().any(|k| same_key(k, line)))
+            }
+        }
+    }
+
+    fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial> {
+        let record = self.decide(user, target)?.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
+        let access = self.recheck(user, &record.name)?;
+        Ok(TargetPlan {
+            name: record.name,
+            host: record.host,
+            port: record.port,
+            login: record.login,
+            secret: match record.secret {
+                Secret::Password(p) => TargetSecret::Password(p),
+                Secret::PrivateKey(k) => TargetSecret::PrivateKey(k),
+            },
+            host_key: record.host_key,
+            access,
+        })
+    }
+
+    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial> {
+        let grant = self.index().grant_of(user, target).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        });
+        policy::decide(user, Some(target), true, grant, unix_now())
+    }
+
+    fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, String> {
+        self.index().pin_host_key(target, key).map_err(|e| e.to_string())
+    }
+
+    fn admit(&self) -> Result<(), String> {
+        let dir = self.dir.recordings_dir();
+        let min = self.dir.config.min_free_bytes;
+        match witness_recorder::free_space(&dir) {
+            Ok(free) if free >= min => Ok(()),
+            Ok(free) => {
+                warn!(free, min, "recording storage full; refusing new sessions");
+                Err(format!(
+                    "the box's recording storage is full ({} MiB free, {} MiB required); new sessions are refused until space is freed",
+                    free / (1024 * 1024),
+                    min / (1024 * 1024)
+                ))
+            }
+            Err(e) => Err(format!("the box cannot check its recording storage ({e}); new sessions are refused")),
+        }
+    }
+
+    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
+        let id = new_id();
+        let client = peer.map(|p| p.to_string());
+        self.index()
+            .create_session(&id, user, target, Protocol::Ssh, client.as_deref())
+            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
+        info!(session_id = %id, user, target, "session started");
+        Ok(id)
+    }
+
+    fn session_ended(&self, session_id: &str, reason: &str) {
+        if let Err(e) = self.index().end_session(session_id, reason, false) {
+            error!(session_id, error = %e, "could not mark the session ended");
+        }
+    }
+
+    fn start_recording(&self, session_id: &str, meta: &RecordingMeta) -> Result<(String, CastRecorder), RecordError> {
+        let id = new_id();
+        let day = &crate::datadir::today();
+        let rel = PathBuf::from(crate::datadir::RECORDINGS).join(day).join(format!("{id}.cast"));
+        let path = self.dir.root.join(&rel);
+        let session = self
+            .index()
+            .sessions()
+            .ok()
+            .and_then(|s| s.into_iter().find(|s| s.id == session_id));
+        let (user, target) = session.map(|s| (s.user, s.target)).unwrap_or_default();
+        let channel = match &meta.command {
+            Some(c) => format!("{}: {c}", meta.kind),
+            None => meta.kind.to_owned(),
+        };
+        self.index()
+            .create_recording(&id, session_id, &channel, &rel.to_string_lossy())
+            .map_err(|e| RecordError::Create(format!("index: {e}")))?;
+        let started = (|| {
+            std::fs::create_dir_all(path.parent().expect("a recording path has a parent")).map_err(|e| RecordError::Create(e.to_string()))?;
+            let header = Header {
+                version: 2,
+                width: meta.cols.max(1),
+                height: meta.rows.max(1),
+                timestamp: unix_now(),
+                title: Some(format!("{user}@{target}")),
+                command: meta.command.clone(),
+                env: meta.term.iter().map(|t| ("TERM".to_owned(), t.clone())).collect(),
+                witness: Some(Provenance {
+                    session_id: session_id.to_owned(),
+                    recording_id: id.clone(),
+                    user: user.clone(),
+                    target: target.clone(),
+                    box_id: self.dir.config.box_id.clone(),
+                }),
+            };
+            let settings = RecorderSettings { flush_interval: self.dir.config.flush_interval, fsync_interval: self.dir.config.fsync_interval };
+            witness_recorder::start_cast(&path, &header, settings)
+        })();
+        match started {
+            Ok((rec, _task)) => Ok((id, rec)),
+            Err(e) => {
+                let end = RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes: 0, sha256: None, duration: None, recovered: false };
+                let _ = self.index().finish_recording(&id, &end);
+                Err(e)
+            }
+        }
+    }
+
+    fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
+        let _ = self.index().set_recording_status(recording_id, RecordingStatus::Processing);
+        let end = match outcome {
+            Ok(s) => RecordingEnd { status: RecordingStatus::Completed, reason: None, bytes: s.bytes, sha256: Some(s.sha256), duration: Some(s.duration), recovered: false },
+            Err(e) => {
+                // Keep what was written: trim a torn last line so the file still plays.
+                let path = self.index().recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
+                let kept = path.as_deref().map(witness_recorder::recover_cast);
+                let (bytes, sha256, duration) = match kept {
+                    Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
+                    _ => (0, None, None),
+                };
+                RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes, sha256, duration, recovered: false }
+            }
+        };
+        if let Err(e) = self.index().finish_recording(recording_id, &end) {
+            error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
+        }
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        info!(
+            kind = event.kind,
+            user = event.user.as_deref(),
+            target = event.target.as_deref(),
+            session_id = event.session_id.as_deref(),
+            detail = %event.detail,
+            "audit"
+        );
+        if let Err(e) = self.index().audit(
+            event.kind,
+            event.user.as_deref(),
+            event.target.as_deref(),
+            event.session_id.as_deref(),
+            &event.detail,
+        ) {
+            error!(error = %e, kind = event.kind, "audit event could not be written");
+        }
+    }
+}

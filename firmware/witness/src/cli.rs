@@ -1,0 +1,133 @@
+//! The command line, as documented in the README. Names and flags are an interface: checks
+//! outside this repository drive the box through them.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "witness", version, about = "Recording jump host: SSH sessions through the box, recorded on the box")]
+pub struct Cli {
+    /// Data directory (index, keys, recordings, witness.toml).
+    #[arg(long, env = "WITNESS_DATA", default_value = "/var/lib/witness", global = true)]
+    pub data: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the data directory: index, SSH host key, default witness.toml, an admin user.
+    Init,
+    /// Manage box users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Manage targets and their vaulted credentials.
+    #[command(subcommand)]
+    Target(TargetCmd),
+    /// Allow a user to reach a target (for a while, with --for).
+    Grant(GrantArgs),
+    /// Take a grant away; open sessions on it end within seconds.
+    Revoke { user: String, target: String },
+    /// List sessions.
+    Sessions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List recordings, or export one.
+    Recordings(RecordingsArgs),
+    /// Show the audit log (newest last).
+    Audit {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Run the appliance.
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCmd {
+    /// Add a user who logs in with a password (read from stdin) and/or SSH keys.
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+        /// OpenSSH public key file (repeatable).
+        #[arg(long = "ssh-key", value_name = "PUBKEY_FILE")]
+        ssh_keys: Vec<PathBuf>,
+        #[arg(long, default_value = "user")]
+        role: String,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetCmd {
+    /// Add a target server and the credential the box logs in with.
+    Add {
+        name: String,
+        /// SSH address of the target, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        ssh: String,
+        /// Login name on the target.
+        #[arg(long)]
+        login: String,
+        /// Private key file the box logs in with.
+        #[arg(long, value_name = "KEY_FILE", conflicts_with = "password_stdin", required_unless_present = "password_stdin")]
+        identity: Option<PathBuf>,
+        /// Read the target password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// The target's host public key; without it the first connection pins what it sees.
+        #[arg(long, value_name = "PUBKEY_FILE")]
+        host_key: Option<PathBuf>,
+    },
+    /// List targets (never their credentials).
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct GrantArgs {
+    pub user: String,
+    pub target: String,
+    /// Just-in-time access: the grant expires by itself (e.g. 30m, 8h, 2d).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Also allow -L port forwards through the target.
+    #[arg(long)]
+    pub forwarding: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct RecordingsArgs {
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Option<RecordingsCmd>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RecordingsCmd {
+    /// Write the playable recording (.cast for SSH) to a file.
+    Export {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the SSH jump path (default from witness.toml, else 0.0.0.0:2222).
+    #[arg(long, value_name = "ADDR")]
+    pub ssh_listen: Option<String>,
+    /// Address of the web console (not part of this build yet).
+    #[arg(long, value_name = "ADDR")]
+    pub web_listen: Option<String>,
+    /// Address of the RDP jump path (not part of this build yet).
+    #[arg(long, value_name = "ADDR")]
+    pub rdp_listen: Option<String>,
+}

@@ -1,0 +1,44 @@
+//! The data directory's layout and the opening of everything in it.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use witness_core::config::{Config, ConfigFile};
+use witness_index::Index;
+
+pub const CONFIG: &str = "witness.toml";
+pub const INDEX: &str = "index.sqlite";
+pub const HOST_KEY: &str = "keys/ssh_host_ed25519_key";
+pub const RECORDINGS: &str = "recordings";
+
+/// An opened data directory.
+pub struct DataDir {
+    pub root: PathBuf,
+    pub config: Config,
+    pub index: Index,
+}
+
+impl DataDir {
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join(CONFIG).exists() {
+            bail!(
+                "{} is not a witness data directory (no {CONFIG}); create it with: witness init --data {}",
+                root.display(),
+                root.display()
+            );
+        }
+        let text = std::fs::read_to_string(root.join(CONFIG)).with_context(|| format!("reading {}", root.join(CONFIG).display()))?;
+        let config = ConfigFile::parse(&text)?.validate()?;
+        let index = Index::open(&root.join(INDEX)).with_context(|| format!("opening the index in {}", root.display()))?;
+        Ok(Self { root: root.to_owned(), config, index })
+    }
+
+    pub fn recordings_dir(&self) -> PathBuf {
+        self.root.join(RECORDINGS)
+    }
+}
+
+/// Today's date (UTC) as the name of a recordings sub-folder.
+pub fn today() -> String {
+    let d = time::OffsetDateTime::now_utc().date();
+    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+}

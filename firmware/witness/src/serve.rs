@@ -1,0 +1,108 @@
+//! `witness serve`: recovery of what a crash left, then the listeners, until SIGTERM/SIGINT.
+
+use crate::broker::BoxBroker;
+use crate::cli::ServeArgs;
+use crate::datadir::{self, DataDir};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use witness_core::RecordingStatus;
+use witness_index::RecordingEnd;
+
+/// How long shutdown waits for sessions to close their recordings.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
+    let dir = Arc::new(DataDir::open(root)?);
+    recover(&dir)?;
+    if let Some(addr) = &args.web_listen {
+        warn!(addr, "the web console is not part of this build; --web-listen is ignored");
+    }
+    if let Some(addr) = &args.rdp_listen {
+        warn!(addr, "the RDP jump path is not part of this build; --rdp-listen is ignored");
+    }
+    let ssh_addr = match &args.ssh_listen {
+        Some(a) => a.parse().with_context(|| format!("--ssh-listen {a:?} is not an address like 0.0.0.0:2222"))?,
+        None => dir.config.ssh_listen,
+    };
+    let key_path = root.join(datadir::HOST_KEY);
+    let key_text = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
+    let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
+    let broker = Arc::new(BoxBroker::new(dir.clone())?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(ssh_addr)
+            .await
+            .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
+        info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
+        let cancel = CancellationToken::new();
+        tokio::spawn(stop_on_signal(cancel.clone()));
+        let settings = witness_ssh::SshSettings {
+            host_key,
+            env_allow: dir.config.env_allow.clone(),
+            record_input: dir.config.record_input,
+            shutdown_grace: SHUTDOWN_GRACE,
+        };
+        witness_ssh::serve(listener, settings, broker, cancel).await?;
+        info!("stopped; every recording is closed");
+        anyhow::Ok(())
+    })
+}
+
+async fn stop_on_signal(cancel: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        warn!("cannot install signal handlers; stop with SIGKILL only");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
+        _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
+    }
+    cancel.cancel();
+}
+
+/// Finishes what an unclean stop left: recordings still `recording`/`processing` are trimmed to
+/// their last whole event and marked `completed` (recovered); open sessions are ended.
+pub fn recover(dir: &DataDir) -> Result<()> {
+    let unfinished = dir.index.unfinished_recordings()?;
+    for rec in &unfinished {
+        let path = dir.root.join(&rec.path);
+        let end = match witness_recorder::recover_cast(&path) {
+            Ok(r) => {
+                info!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, "recovered recording");
+                RecordingEnd {
+                    status: RecordingStatus::Completed,
+                    reason: Some("recovered after an unclean stop".into()),
+                    bytes: r.bytes,
+                    sha256: Some(r.sha256),
+                    duration: Some(r.duration),
+                    recovered: true,
+                }
+            }
+            Err(e) => {
+                warn!(recording_id = %rec.id, error = %e, "recording could not be recovered");
+                RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes: 0, sha256: None, duration: None, recovered: true }
+            }
+        };
+        dir.index.finish_recording(&rec.id, &end)?;
+    }
+    let open = dir.index.open_sessions()?;
+    for id in &open {
+        dir.index.end_session(id, "box stopped uncleanly; recovered at restart", true)?;
+    }
+    if !unfinished.is_empty() || !open.is_empty() {
+        dir.index.audit(
+            "recovered",
+            None,
+            None,
+            None,
+            &serde_json::json!({ "recordings": unfinished.len(), "sessions": open.len() }),
+        )?;
+        info!(recordings = unfinished.len(), sessions = open.len(), "recovery finished");
+    }
+    Ok(())
+}
