@@ -1,1 +1,5 @@
-//! e2e
+//! End-to-end tests of the Witness appliance with real peers: OpenSSH `sshd` as the target, the
+//! real `witness` binary as the box, and the real `ssh`/`scp`/`sftp` clients as users.
+
+mod harness;
+mod ssh_path;

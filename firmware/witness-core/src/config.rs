@@ -47,7 +47,6 @@ pub struct WebSection {
 pub struct RecordingSection {
     /// Also record what users type (`i` events). Off by default: input holds passwords.
     pub record_input: Option<bool>,
-    pub flush_interval_ms: Option<u64>,
     pub fsync_interval_ms: Option<u64>,
     /// New sessions are refused when the recordings' file system has less free space than this.
     pub min_free_mb: Option<u64>,
@@ -62,7 +61,6 @@ pub struct Config {
     pub env_allow: Vec<String>,
     pub agent_forwarding: bool,
     pub record_input: bool,
-    pub flush_interval: Duration,
     pub fsync_interval: Duration,
     pub min_free_bytes: u64,
 }
@@ -88,14 +86,7 @@ impl ConfigFile {
             }
             Ok(Duration::from_millis(v))
         };
-        let flush_interval = ms("recording.flush_interval_ms", self.recording.flush_interval_ms, 1000, 1000)?;
-        let fsync_interval = ms("recording.fsync_interval_ms", self.recording.fsync_interval_ms, 2000, 60_000)?;
-        if fsync_interval < flush_interval {
-            return Err(ConfigError::Invalid {
-                key: "recording.fsync_interval_ms",
-                reason: "must not be shorter than recording.flush_interval_ms".into(),
-            });
-        }
+        let fsync_interval = ms("recording.fsync_interval_ms", self.recording.fsync_interval_ms, 1000, 60_000)?;
         let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
         crate::names::validate_name(&box_id)
             .map_err(|e| ConfigError::Invalid { key: "box_id", reason: e.to_string() })?;
@@ -109,7 +100,6 @@ impl ConfigFile {
                 .unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
             agent_forwarding: self.ssh.agent_forwarding.unwrap_or(false),
             record_input: self.recording.record_input.unwrap_or(false),
-            flush_interval,
             fsync_interval,
             min_free_bytes: self.recording.min_free_mb.unwrap_or(256) * 1024 * 1024,
         })
@@ -145,7 +135,7 @@ mod tests {
         assert!(ConfigFile::parse("[ssh]\nlisen = \"x\"\n").unwrap_err().to_string().contains("unknown field"));
         let e = ConfigFile::parse("[ssh]\nlisten = \"nowhere\"\n").unwrap().validate().unwrap_err().to_string();
         assert_eq!(e, "witness.toml: ssh.listen: \"nowhere\" is not an address like 0.0.0.0:2222");
-        let e = ConfigFile::parse("[recording]\nflush_interval_ms = 5000\n").unwrap().validate().unwrap_err();
-        assert!(e.to_string().contains("recording.flush_interval_ms"));
+        let e = ConfigFile::parse("[recording]\nfsync_interval_ms = 0\n").unwrap().validate().unwrap_err();
+        assert!(e.to_string().contains("recording.fsync_interval_ms"));
     }
 }

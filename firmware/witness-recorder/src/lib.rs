@@ -1,8 +1,7 @@
-//! Durable recording files on the box. A recording is written by its own task while the session
-//! runs: events arrive through a bounded channel (so a slow disk slows the session instead of
-//! growing memory), are appended as whole lines, written out at least every flush interval and
-//! fsync'd on a cadence. A write error fails the recorder, and the next event the session hands
-//! it returns that error, so the session ends instead of running unrecorded.
+//! Durable recording files on the box. Events are appended as whole lines and written to the
+//! file before the session forwards them (a slow disk slows the session; it never leaves the
+//! recording behind), then fsync'd on a cadence. A write error fails the recorder at that
+//! event, so the session ends instead of running unrecorded.
 
 mod cast_writer;
 mod recover;

@@ -1,62 +1,20 @@
 //! Channel relays. A session channel runs as two tasks, one per direction, so a full window one
 //! way never stalls the other; target output is handed to the recorder before it is forwarded.
-//! Requests the box answers itself and replies forwarded from the target go back to the client in
-//! the order the client asked, as SSH requires.
+//! The client's channel requests are answered by the server handler when they arrive (russh
+//! tracks only the latest request's want-reply flag), so requests go on to the target without
+//! asking for a reply; a target that refuses a shell or exec closes the channel, which is relayed.
 
 use crate::server::{Admission, Conn};
 use crate::RecordingMeta;
 use bytes::Bytes;
 use russh::server::Msg;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tracing::{debug, warn};
 use witness_core::policy::Denial;
 use witness_core::sftp::{FileOp, SftpObserver};
 use witness_recorder::CastRecorder;
-
-/// Replies owed to the client, oldest first.
-#[derive(Default)]
-struct Replies {
-    queue: tokio::sync::Mutex<VecDeque<Option<bool>>>,
-}
-
-impl Replies {
-    /// A request forwarded to the target with want_reply: its answer comes from the target.
-    async fn forwarded(&self) {
-        self.queue.lock().await.push_back(None);
-    }
-
-    /// A request the box answers itself.
-    async fn local(&self, conn: &Conn, id: ChannelId, ok: bool) {
-        let mut q = self.queue.lock().await;
-        if q.is_empty() {
-            send_reply(conn, id, ok).await;
-        } else {
-            q.push_back(Some(ok));
-        }
-    }
-
-    /// The target answered the oldest forwarded request.
-    async fn answered(&self, conn: &Conn, id: ChannelId, ok: bool) {
-        let mut q = self.queue.lock().await;
-        if q.pop_front().is_none() {
-            debug!("target sent an unrequested reply");
-        }
-        send_reply(conn, id, ok).await;
-        while let Some(Some(ok)) = q.front().copied() {
-            q.pop_front();
-            send_reply(conn, id, ok).await;
-        }
-    }
-}
-
-async fn send_reply(conn: &Conn, id: ChannelId, ok: bool) {
-    if let Some(server) = conn.server.get() {
-        let _ = if ok { server.channel_success(id).await } else { server.channel_failure(id).await };
-    }
-}
 
 /// What one session channel is doing, shared by its two directions.
 #[derive(Default)]
@@ -65,7 +23,6 @@ struct ChannelState {
     sftp: Mutex<Option<SftpObserver>>,
     /// Legacy `scp -t/-f` over exec: bytes up and down, for the audit log.
     scp: Mutex<Option<(String, u64, u64)>>,
-    replies: Replies,
 }
 
 impl ChannelState {
@@ -134,24 +91,10 @@ async fn refuse(
     message: &str,
 ) {
     while let Some(msg) = from_client.wait().await {
-        let want_reply = match msg {
-            ChannelMsg::RequestPty { want_reply, .. }
-            | ChannelMsg::SetEnv { want_reply, .. }
-            | ChannelMsg::AgentForward { want_reply }
-            | ChannelMsg::RequestX11 { want_reply, .. } => {
-                if want_reply {
-                    send_reply(conn, id, true).await;
-                }
-                continue;
-            }
-            ChannelMsg::RequestShell { want_reply }
-            | ChannelMsg::Exec { want_reply, .. }
-            | ChannelMsg::RequestSubsystem { want_reply, .. } => want_reply,
+        match msg {
+            ChannelMsg::RequestShell { .. } | ChannelMsg::Exec { .. } | ChannelMsg::RequestSubsystem { .. } => {}
             ChannelMsg::Close => return,
             _ => continue,
-        };
-        if want_reply {
-            send_reply(conn, id, true).await;
         }
         let _ = to_client.extended_data_bytes(1, format!("witness: {message}\r\n").into_bytes()).await;
         if let Some(server) = conn.server.get() {
@@ -177,72 +120,51 @@ async fn relay_session(
 
     while let Some(msg) = from_client.wait().await {
         let sent = match msg {
-            ChannelMsg::RequestPty { want_reply, term, col_width, row_height, pix_width, pix_height, terminal_modes } => {
+            ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
                 pty = Some((term.clone(), col_width, row_height));
-                if want_reply {
-                    state.replies.forwarded().await;
-                }
                 to_target
-                    .request_pty(want_reply, &term, col_width, row_height, pix_width, pix_height, &terminal_modes)
+                    .request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes)
                     .await
             }
-            ChannelMsg::SetEnv { want_reply, variable_name, variable_value } => {
+            ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
                 if conn.settings.env_allowed(&variable_name) {
-                    if want_reply {
-                        state.replies.forwarded().await;
-                    }
-                    to_target.set_env(want_reply, variable_name, variable_value).await
+                    to_target.set_env(false, variable_name, variable_value).await
                 } else {
                     debug!(name = %variable_name, "environment variable not in the allow-list");
-                    if want_reply {
-                        state.replies.local(conn, id, false).await;
-                    }
                     Ok(())
                 }
             }
-            ChannelMsg::RequestShell { want_reply } => {
+            ChannelMsg::RequestShell { .. } => {
                 if let Err(e) = start_recording(conn, &state, "shell", None, pty.as_ref()) {
-                    fail_channel(conn, id, want_reply, &e).await;
+                    fail_channel(conn, &e).await;
                     break;
                 }
-                if want_reply {
-                    state.replies.forwarded().await;
-                }
-                to_target.request_shell(want_reply).await
+                to_target.request_shell(false).await
             }
-            ChannelMsg::Exec { want_reply, command } => {
+            ChannelMsg::Exec { command, .. } => {
                 let text = String::from_utf8_lossy(&command).into_owned();
                 if is_scp(&text) {
                     conn.audit("scp_started", serde_json::json!({ "command": text }));
                     *state.scp.lock().unwrap_or_else(|p| p.into_inner()) = Some((text, 0, 0));
                 } else if let Err(e) = start_recording(conn, &state, "exec", Some(text), pty.as_ref()) {
-                    fail_channel(conn, id, want_reply, &e).await;
+                    fail_channel(conn, &e).await;
                     break;
                 }
-                if want_reply {
-                    state.replies.forwarded().await;
-                }
-                to_target.exec(want_reply, command).await
+                to_target.exec(false, command).await
             }
-            ChannelMsg::RequestSubsystem { want_reply, name } => {
+            ChannelMsg::RequestSubsystem { name, .. } => {
                 if name == "sftp" {
                     conn.audit("sftp_started", serde_json::json!({}));
                     *state.sftp.lock().unwrap_or_else(|p| p.into_inner()) = Some(SftpObserver::default());
-                    if want_reply {
-                        state.replies.forwarded().await;
-                    }
-                    to_target.request_subsystem(want_reply, name).await
+                    to_target.request_subsystem(false, name).await
                 } else {
                     conn.audit("subsystem_refused", serde_json::json!({ "subsystem": name }));
-                    if want_reply {
-                        state.replies.local(conn, id, false).await;
-                    }
                     Ok(())
                 }
             }
             ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
                 if let Some((_, rec)) = state.recording.get()
-                    && let Err(e) = rec.resize(col_width, row_height).await
+                    && let Err(e) = rec.resize(col_width, row_height)
                 {
                     recording_failed(conn, id, &e.to_string()).await;
                     break;
@@ -250,25 +172,19 @@ async fn relay_session(
                 to_target.window_change(col_width, row_height, pix_width, pix_height).await
             }
             ChannelMsg::Signal { signal } => to_target.signal(signal).await,
-            ChannelMsg::AgentForward { want_reply } => {
+            ChannelMsg::AgentForward { .. } => {
                 conn.audit("agent_forwarding_refused", serde_json::json!({}));
-                if want_reply {
-                    state.replies.local(conn, id, false).await;
-                }
                 Ok(())
             }
-            ChannelMsg::RequestX11 { want_reply, .. } => {
+            ChannelMsg::RequestX11 { .. } => {
                 conn.audit("x11_forwarding_refused", serde_json::json!({}));
-                if want_reply {
-                    state.replies.local(conn, id, false).await;
-                }
                 Ok(())
             }
             ChannelMsg::Data { data } => {
                 if !state.observe_sftp(conn, true, &data) && !state.count_scp(true, data.len()) {
                     if conn.settings.record_input
                         && let Some((_, rec)) = state.recording.get()
-                        && let Err(e) = rec.input(data.clone()).await
+                        && let Err(e) = rec.input(&data)
                     {
                         recording_failed(conn, id, &e.to_string()).await;
                         break;
@@ -345,14 +261,6 @@ async fn target_to_client(
                 }
                 Ok(())
             }
-            ChannelMsg::Success => {
-                state.replies.answered(&conn, id, true).await;
-                Ok(())
-            }
-            ChannelMsg::Failure => {
-                state.replies.answered(&conn, id, false).await;
-                Ok(())
-            }
             ChannelMsg::Close => {
                 let _ = to_client.close().await;
                 return;
@@ -372,7 +280,7 @@ async fn record_output(conn: &Conn, id: ChannelId, state: &ChannelState, data: &
         return true;
     }
     if let Some((_, rec)) = state.recording.get()
-        && let Err(e) = rec.output(data.clone()).await
+        && let Err(e) = rec.output(data)
     {
         recording_failed(conn, id, &e.to_string()).await;
         return false;
@@ -404,10 +312,7 @@ fn start_recording(
 }
 
 /// A channel whose recording could not start: refuse it with the reason.
-async fn fail_channel(conn: &Conn, id: ChannelId, want_reply: bool, error: &str) {
-    if want_reply {
-        send_reply(conn, id, false).await;
-    }
+async fn fail_channel(conn: &Conn, error: &str) {
     let message = format!("{error}; the session is refused because it cannot be recorded");
     conn.audit("recording_refused", serde_json::json!({ "error": error }));
     conn.end_with(&message).await;
@@ -496,9 +401,29 @@ pub(crate) async fn direct_tcpip(
     };
     reply.accept().await;
     conn.audit("forward_opened", detail);
-    let mut client = channel.into_stream();
-    let mut remote = target_channel.into_stream();
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut remote).await.unwrap_or((0, 0));
+    let (client_r, client_w) = tokio::io::split(channel.into_stream());
+    let (remote_r, remote_w) = tokio::io::split(target_channel.into_stream());
+    // Each direction counts what it moved even when the other side vanishes mid-copy.
+    let (up, down) = tokio::join!(pump(client_r, remote_w), pump(remote_r, client_w));
     conn.audit("forward_closed", serde_json::json!({ "host": req.host, "port": req.port, "bytes_up": up, "bytes_down": down }));
 }
 
+
+/// Copies until end of stream or error; returns the bytes delivered.
+async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, mut to: impl tokio::io::AsyncWrite + Unpin) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 32 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+        total += n as u64;
+    }
+    let _ = to.shutdown().await;
+    total
+}

@@ -204,8 +204,10 @@ async fn supervise(conn: Arc<Conn>, config: Arc<server::Config>, socket: tokio::
             return;
         }
     };
+    let mut finished = false;
     let ended = tokio::select! {
         r = &mut running => {
+            finished = true;
             match r {
                 Ok(()) => "client disconnected".to_owned(),
                 Err(e) => format!("connection error: {e}"),
@@ -224,7 +226,9 @@ async fn supervise(conn: Arc<Conn>, config: Arc<server::Config>, socket: tokio::
         }
     };
     // The russh session ends once the client is gone; don't let a stuck peer hold shutdown.
-    let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+    if !finished {
+        let _ = tokio::time::timeout(Duration::from_secs(5), &mut running).await;
+    }
     if let Some(Ok(target)) = conn.target.get() {
         let _ = target.disconnect(Disconnect::ByApplication, "session ended", "en").await;
     }
@@ -403,6 +407,55 @@ impl server::Handler for SshHandler {
         };
         self.conn.tasks.spawn(relay::direct_tcpip(self.conn.clone(), channel, reply, request).in_current_span());
         Ok(())
+    }
+
+    // Channel requests are answered here, when russh still knows whether this very request
+    // wants a reply; the relay forwards them to the target without asking for one.
+
+    async fn pty_request(
+        &mut self,
+        channel: ChannelId,
+        _term: &str,
+        _cols: u32,
+        _rows: u32,
+        _px: u32,
+        _py: u32,
+        _modes: &[(russh::Pty, u32)],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn env_request(&mut self, channel: ChannelId, name: &str, _value: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if self.conn.settings.env_allowed(name) { session.channel_success(channel) } else { session.channel_failure(channel) }
+    }
+
+    async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+        session.channel_success(channel)
+    }
+
+    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+        if name == "sftp" { session.channel_success(channel) } else { session.channel_failure(channel) }
+    }
+
+    async fn x11_request(
+        &mut self,
+        channel: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        session.channel_failure(channel)
+    }
+
+    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        Ok(false) // russh answers failure
     }
 
     async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {

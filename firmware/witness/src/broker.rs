@@ -183,11 +183,11 @@ impl witness_ssh::Broker for BoxBroker {
                     box_id: self.dir.config.box_id.clone(),
                 }),
             };
-            let settings = RecorderSettings { flush_interval: self.dir.config.flush_interval, fsync_interval: self.dir.config.fsync_interval };
+            let settings = RecorderSettings { fsync_interval: self.dir.config.fsync_interval };
             witness_recorder::start_cast(&path, &header, settings)
         })();
         match started {
-            Ok((rec, _task)) => Ok((id, rec)),
+            Ok(rec) => Ok((id, rec)),
             Err(e) => {
                 let end = RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes: 0, sha256: None, duration: None, recovered: false };
                 let _ = self.index().finish_recording(&id, &end);

@@ -1,0 +1,326 @@
+//! Test fixtures: a private OpenSSH server, a box (data dir + `witness serve`), a user's SSH
+//! client. Each fixture owns its processes and temp dir and cleans up on drop.
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; the kernel does not hand it out again at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not listen on port {port} within 20s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` until it returns `Some`, or fails the test after `secs`.
+pub fn eventually<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(secs), "timed out after {secs}s waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+pub fn witness_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("WITNESS_BIN") {
+        return p.into();
+    }
+    // target/<profile>/deps/e2e-<hash> → target/<profile>/witness
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("witness");
+    assert!(bin.exists(), "{} is missing: build it first (cargo build -p witness), or run `cargo xtask test`", bin.display());
+    bin
+}
+
+pub fn keygen(path: &Path) {
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"]).arg(path).status().unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+/// Kills a process and every descendant (sshd's per-connection children call setsid, so a
+/// process group kill would miss them).
+pub fn kill_tree(pid: u32) {
+    let mut victims = vec![pid];
+    let mut i = 0;
+    while i < victims.len() {
+        let parent = victims[i];
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+                // pid (comm) state ppid ...; comm may hold spaces, so split after the last ')'.
+                let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+                if ppid == Some(parent) && !victims.contains(&child) {
+                    victims.push(child);
+                }
+            }
+        }
+        i += 1;
+    }
+    for v in victims {
+        let _ = Command::new("kill").arg("-9").arg(v.to_string()).status();
+    }
+}
+
+/// A private OpenSSH server as the target. Logs in as root with a key the box holds.
+pub struct Sshd {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Sshd {
+    pub fn start() -> Self {
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        keygen(&d.join("host_key"));
+        keygen(&d.join("box_identity"));
+        std::fs::copy(d.join("box_identity.pub"), d.join("authorized_keys")).unwrap();
+        let port = free_port();
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             StrictModes no\nUsePAM no\nPermitRootLogin yes\nAcceptEnv LANG LC_*\nAllowTcpForwarding yes\n\
+             Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let mut s = Self { dir, port, child: None };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let d = self.dir.path();
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("starting /usr/sbin/sshd (is openssh-server installed?)");
+        self.child = Some(child);
+        wait_for_port(self.port, "sshd");
+    }
+
+    pub fn identity(&self) -> PathBuf {
+        self.dir.path().join("box_identity")
+    }
+
+    pub fn host_key_pub(&self) -> PathBuf {
+        self.dir.path().join("host_key.pub")
+    }
+
+    /// The target dies with everything it runs, as in a reboot or power cut.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_tree(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The box: a data dir and, when serving, the `witness serve` process.
+pub struct Box {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub user_key: PathBuf,
+}
+
+impl Box {
+    /// `witness init` plus user `alice` (password `alice-pw`, and a key).
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let user_key = dir.path().join("alice_key");
+        keygen(&user_key);
+        let b = Self { port: free_port(), dir, child: None, user_key };
+        let out = b.cli(&["init"], None);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("admin user: admin"), "init prints the admin login");
+        let key = format!("{}.pub", b.user_key.display());
+        b.ok(&["user", "add", "alice", "--password-stdin", "--ssh-key", &key], Some("alice-pw\n"));
+        b
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a CLI command; returns its output whatever the exit status.
+    pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(witness_bin());
+        cmd.arg("--data").arg(self.data()).args(args);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        {
+            let mut sin = child.stdin.take().unwrap();
+            if let Some(text) = stdin {
+                sin.write_all(text.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs a CLI command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.cli(args, stdin);
+        assert!(out.status.success(), "witness {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Adds target `name` pointing at `sshd`, logging in with the sshd's box identity.
+    pub fn add_target(&self, name: &str, sshd: &Sshd) {
+        let addr = format!("127.0.0.1:{}", sshd.port);
+        self.ok(&["target", "add", name, "--ssh", &addr, "--login", "root", "--identity", sshd.identity().to_str().unwrap()], None);
+    }
+
+    pub fn serve(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("witness.log")).unwrap();
+        let child = Command::new(witness_bin())
+            .arg("--data")
+            .arg(self.data())
+            .args(["serve", "--ssh-listen", &format!("127.0.0.1:{}", self.port)])
+            .env("WITNESS_LOG", "info,witness_ssh=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.port, "witness serve");
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait: the box's clean shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("serving");
+        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "witness did not stop within 30s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("witness.log")).unwrap_or_default()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args, None);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("witness {args:?} printed no JSON ({e}): {out}"))
+    }
+
+    pub fn sessions(&self) -> Vec<serde_json::Value> {
+        self.json(&["sessions", "--json"]).as_array().unwrap().clone()
+    }
+
+    pub fn recordings(&self) -> Vec<serde_json::Value> {
+        self.json(&["recordings", "--json"]).as_array().unwrap().clone()
+    }
+
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        self.json(&["audit", "--json", "--limit", "1000"]).as_array().unwrap().clone()
+    }
+
+    pub fn audit_kinds(&self) -> Vec<String> {
+        self.audit().iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Exports a recording and returns its text.
+    pub fn export(&self, id: &str) -> String {
+        let out = self.dir.path().join(format!("{id}.cast"));
+        self.ok(&["recordings", "export", id, "--out", out.to_str().unwrap()], None);
+        std::fs::read_to_string(out).unwrap()
+    }
+
+    /// An `ssh` command line for a user of this box (key auth unless told otherwise).
+    pub fn ssh(&self, login: &str) -> Command {
+        let mut c = Command::new("ssh");
+        c.args(client_options()).arg("-i").arg(&self.user_key).arg("-p").arg(self.port.to_string());
+        c.arg(format!("{login}@127.0.0.1"));
+        c
+    }
+
+    /// `ssh` logging in with a password, given through SSH_ASKPASS as a person would type it.
+    pub fn ssh_password(&self, login: &str, password: &str) -> Command {
+        let askpass = self.dir.path().join(format!("askpass-{}", free_port()));
+        std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
+        std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let mut c = Command::new("ssh");
+        c.args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1"])
+            .args(client_options())
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg(format!("{login}@127.0.0.1"))
+            .env("SSH_ASKPASS", &askpass)
+            .env("SSH_ASKPASS_REQUIRE", "force")
+            .env("DISPLAY", ":0")
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+impl Drop for Box {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Options every test client uses: no user config, no known_hosts, no prompts. OpenSSH keeps
+/// the first value it sees for an option, so callers that need another add theirs before these.
+pub fn client_options() -> Vec<&'static str> {
+    vec!["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes"]
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// The single recording of the only session, once it is no longer `recording`.
+pub fn finished_recording(b: &Box) -> serde_json::Value {
+    eventually(15, "the recording to finish", || {
+        let recs = b.recordings();
+        let r = recs.last()?.clone();
+        (r["status"] != "recording" && r["status"] != "processing").then_some(r)
+    })
+}
