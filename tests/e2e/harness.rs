@@ -39,12 +39,20 @@ pub fn witness_bin() -> PathBuf {
     // target/<profile>/deps/e2e-<hash> → target/<profile>/witness
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("witness");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p witness), or run `cargo xtask test`", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p witness), or run `cargo xtask test`",
+        bin.display()
+    );
     bin
 }
 
 pub fn keygen(path: &Path) {
-    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"]).arg(path).status().unwrap();
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test", "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(st.success(), "ssh-keygen failed");
 }
 
@@ -64,7 +72,10 @@ pub fn kill_tree(pid: u32) {
                 let Ok(child) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
                 let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
                 // pid (comm) state ppid ...; comm may hold spaces, so split after the last ')'.
-                let ppid = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                    .and_then(|p| p.parse::<u32>().ok());
                 if ppid == Some(parent) && !victims.contains(&child) {
                     victims.push(child);
                 }
@@ -192,12 +203,26 @@ impl Box {
     /// Adds target `name` pointing at `sshd`, logging in with the sshd's box identity.
     pub fn add_target(&self, name: &str, sshd: &Sshd) {
         let addr = format!("127.0.0.1:{}", sshd.port);
-        self.ok(&["target", "add", name, "--ssh", &addr, "--login", "root", "--identity", sshd.identity().to_str().unwrap()], None);
+        self.ok(
+            &[
+                "target",
+                "add",
+                name,
+                "--ssh",
+                &addr,
+                "--login",
+                "root",
+                "--identity",
+                sshd.identity().to_str().unwrap(),
+            ],
+            None,
+        );
     }
 
     pub fn serve(&mut self) {
         assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("witness.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("witness.log")).unwrap();
         let child = Command::new(witness_bin())
             .arg("--data")
             .arg(self.data())
@@ -278,15 +303,24 @@ impl Box {
         std::fs::write(&askpass, format!("#!/bin/sh\necho '{password}'\n")).unwrap();
         std::fs::set_permissions(&askpass, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let mut c = Command::new("ssh");
-        c.args(["-o", "BatchMode=no", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1"])
-            .args(client_options())
-            .arg("-p")
-            .arg(self.port.to_string())
-            .arg(format!("{login}@127.0.0.1"))
-            .env("SSH_ASKPASS", &askpass)
-            .env("SSH_ASKPASS_REQUIRE", "force")
-            .env("DISPLAY", ":0")
-            .stdin(Stdio::null());
+        c.args([
+            "-o",
+            "BatchMode=no",
+            "-o",
+            "PubkeyAuthentication=no",
+            "-o",
+            "PreferredAuthentications=password",
+            "-o",
+            "NumberOfPasswordPrompts=1",
+        ])
+        .args(client_options())
+        .arg("-p")
+        .arg(self.port.to_string())
+        .arg(format!("{login}@127.0.0.1"))
+        .env("SSH_ASKPASS", &askpass)
+        .env("SSH_ASKPASS_REQUIRE", "force")
+        .env("DISPLAY", ":0")
+        .stdin(Stdio::null());
         c
     }
 }
@@ -300,7 +334,18 @@ impl Drop for Box {
 /// Options every test client uses: no user config, no known_hosts, no prompts. OpenSSH keeps
 /// the first value it sees for an option, so callers that need another add theirs before these.
 pub fn client_options() -> Vec<&'static str> {
-    vec!["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes"]
+    vec![
+        "-F",
+        "/dev/null",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "ConnectTimeout=10",
+        "-o",
+        "BatchMode=yes",
+    ]
 }
 
 pub fn stdout(o: &Output) -> String {

@@ -40,7 +40,10 @@ fn interactive_pty_session_is_recorded_with_resize() {
         b.user_key.display(),
         b.port
     );
-    let st = Command::new("tmux").args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd]).status().unwrap();
+    let st = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd])
+        .status()
+        .unwrap();
     assert!(st.success());
     let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
     eventually(15, "a shell prompt through the box", || pane().contains('#').then_some(()));
@@ -60,7 +63,10 @@ fn interactive_pty_session_is_recorded_with_resize() {
     let cast = cast_text(&b, &rec);
     let (header, events) = witness_core::cast::parse(cast.as_bytes()).expect("a valid asciicast v2 file");
     assert_eq!((header.width, header.height), (100, 30));
-    assert_eq!(header.env.get("TERM").map(String::as_str), Some("tmux-256color").or(header.env.get("TERM").map(String::as_str)));
+    assert_eq!(
+        header.env.get("TERM").map(String::as_str),
+        Some("tmux-256color").or(header.env.get("TERM").map(String::as_str))
+    );
     assert!(events.iter().any(|e| e.code == "r" && e.data == "120x40"), "a resize event 120x40");
     assert!(!events.iter().any(|e| e.code == "i"), "input is not recorded by default");
     let path = b.dir.path().join("exported.cast");
@@ -69,7 +75,10 @@ fn interactive_pty_session_is_recorded_with_resize() {
     assert!(played.contains("echo typed-$((6*7))"), "what was typed is in the recording (as echoed)");
     assert!(played.contains("typed-42"), "what was printed is in the recording");
     let session = &b.sessions()[0];
-    assert_eq!((session["user"].as_str(), session["target"].as_str(), session["status"].as_str()), (Some("alice"), Some("web01"), Some("completed")));
+    assert_eq!(
+        (session["user"].as_str(), session["target"].as_str(), session["status"].as_str()),
+        (Some("alice"), Some("web01"), Some("completed"))
+    );
     assert!(session["ended_at"].is_string());
 }
 
@@ -126,7 +135,11 @@ fn scp_and_sftp_transfer_20mb_intact_and_audited() {
     let batch = work.join("batch");
     let got = work.join("got.bin");
     let sftp_remote = remote_dir.path().join("sftp.bin");
-    std::fs::write(&batch, format!("put {} {}\nget {} {}\n", src.display(), sftp_remote.display(), sftp_remote.display(), got.display())).unwrap();
+    std::fs::write(
+        &batch,
+        format!("put {} {}\nget {} {}\n", src.display(), sftp_remote.display(), sftp_remote.display(), got.display()),
+    )
+    .unwrap();
     let out = Command::new("sftp")
         .args(client_options())
         .arg("-i")
@@ -148,7 +161,10 @@ fn scp_and_sftp_transfer_20mb_intact_and_audited() {
     });
     let has = |op: &str, path: &std::path::Path| {
         audit.iter().any(|e| {
-            e["kind"] == "sftp" && e["detail"]["op"] == op && e["detail"]["path"] == path.to_str().unwrap() && e["detail"]["bytes"] == 20_000_000
+            e["kind"] == "sftp"
+                && e["detail"]["op"] == op
+                && e["detail"]["path"] == path.to_str().unwrap()
+                && e["detail"]["bytes"] == 20_000_000
         })
     };
     assert!(has("upload", &remote), "scp upload audited with size: {audit:#?}");
@@ -165,11 +181,52 @@ fn errors_give_one_clear_line_and_an_audit_event() {
     let other = Sshd::start();
     let mut b = Box::new();
     b.add_target("web01", &sshd);
-    b.ok(&["target", "add", "db01", "--ssh", "127.0.0.1:1", "--login", "root", "--identity", sshd.identity().to_str().unwrap()], None);
+    b.ok(
+        &[
+            "target",
+            "add",
+            "db01",
+            "--ssh",
+            "127.0.0.1:1",
+            "--login",
+            "root",
+            "--identity",
+            sshd.identity().to_str().unwrap(),
+        ],
+        None,
+    );
     // A pinned key that is not the server's: a man in the middle, as far as the box knows.
     let addr = format!("127.0.0.1:{}", sshd.port);
-    b.ok(&["target", "add", "mitm", "--ssh", &addr, "--login", "root", "--identity", sshd.identity().to_str().unwrap(), "--host-key", other.host_key_pub().to_str().unwrap()], None);
-    b.ok(&["target", "add", "nogrant", "--ssh", &addr, "--login", "root", "--identity", sshd.identity().to_str().unwrap()], None);
+    b.ok(
+        &[
+            "target",
+            "add",
+            "mitm",
+            "--ssh",
+            &addr,
+            "--login",
+            "root",
+            "--identity",
+            sshd.identity().to_str().unwrap(),
+            "--host-key",
+            other.host_key_pub().to_str().unwrap(),
+        ],
+        None,
+    );
+    b.ok(
+        &[
+            "target",
+            "add",
+            "nogrant",
+            "--ssh",
+            &addr,
+            "--login",
+            "root",
+            "--identity",
+            sshd.identity().to_str().unwrap(),
+        ],
+        None,
+    );
     for t in ["web01", "db01", "mitm"] {
         b.ok(&["grant", "alice", t], None);
     }
@@ -217,7 +274,10 @@ fn errors_give_one_clear_line_and_an_audit_event() {
         assert!(kinds.iter().any(|x| x == k), "audit event {k} in {kinds:?}");
     }
     let audit = b.audit();
-    let mitm = audit.iter().find(|e| e["kind"] == "target_failed" && e["target"] == "mitm").expect("host key mismatch audited");
+    let mitm = audit
+        .iter()
+        .find(|e| e["kind"] == "target_failed" && e["target"] == "mitm")
+        .expect("host key mismatch audited");
     assert!(mitm["detail"]["error"].as_str().unwrap().contains("has changed"));
     // Secrets never reach the log or the audit trail.
     let everything = format!("{}{}", b.log(), serde_json::to_string(&audit).unwrap());
@@ -348,7 +408,8 @@ fn full_disk_refuses_new_sessions_and_ends_running_ones() {
     b.stop();
     std::fs::write(&cfg, text.replace("# min_free_mb = 256", "min_free_mb = 1")).unwrap();
     let recordings = b.data().join("recordings");
-    let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&recordings).status().unwrap();
+    let mount =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"]).arg(&recordings).status().unwrap();
     assert!(mount.success(), "mounting a small tmpfs needs root");
     struct Unmount(std::path::PathBuf);
     impl Drop for Unmount {
@@ -417,7 +478,9 @@ fn port_forward_follows_the_grant() {
     // (wait_for_port's probe opens and closes a forward of its own, with 0 bytes.)
     let audit = eventually(10, "the forwarded bytes in the audit log", || {
         let a = b.audit();
-        a.iter().any(|e| e["kind"] == "forward_closed" && e["detail"]["bytes_up"] == 21 && e["detail"]["bytes_down"] == 21).then_some(a)
+        a.iter()
+            .any(|e| e["kind"] == "forward_closed" && e["detail"]["bytes_up"] == 21 && e["detail"]["bytes_down"] == 21)
+            .then_some(a)
     });
     assert!(audit.iter().any(|e| e["kind"] == "forward_refused"));
 }

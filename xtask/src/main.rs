@@ -1,1 +1,95 @@
-fn main() {}
+//! Developer tasks, run as `cargo xtask <task>`: `setup` installs what the box and its tests need,
+//! `up` runs the appliance on embedded defaults, `test` is exactly what CI runs, `bench` prints
+//! the performance figures side by side with direct OpenSSH.
+
+mod bench;
+mod setup;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::install(),
+        Some("up") => up(&args[1..]),
+        Some("test") => test(),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH"
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask sits in the workspace").to_owned()
+}
+
+/// Runs a command from the workspace root, failing with its name if it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    eprintln!("xtask: running {shown}");
+    let st = cmd.current_dir(root()).status().with_context(|| format!("starting {shown}"))?;
+    if !st.success() {
+        bail!("{shown} failed ({st})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn up(args: &[String]) -> Result<()> {
+    setup::install()?;
+    run(cargo().args(["build", "--release", "-p", "witness"]))?;
+    let data = args.first().map(PathBuf::from).unwrap_or_else(|| root().join("data"));
+    let bin = root().join("target/release/witness");
+    if !data.join("witness.toml").exists() {
+        run(Command::new(&bin).arg("init").arg("--data").arg(&data))?;
+    } else {
+        println!(
+            "using the existing data directory {} (its admin password was shown when it was created)",
+            data.display()
+        );
+    }
+    let d = data.display();
+    println!(
+        "\nWitness is starting on embedded defaults: SQLite index and recordings in {d}, SSH jump path on port 2222.\n\
+         Next, in another terminal:\n\
+         \x20 add a user:    echo 'their-password' | target/release/witness --data {d} user add alice --password-stdin --ssh-key ~/.ssh/id_ed25519.pub\n\
+         \x20 add a target:  target/release/witness --data {d} target add web01 --ssh 10.0.0.5:22 --login root --identity /path/to/key\n\
+         \x20 grant access:  target/release/witness --data {d} grant alice web01 --for 8h\n\
+         \x20 connect:       ssh -p 2222 alice@web01@<this-box>\n\
+         \x20 see sessions:  target/release/witness --data {d} sessions\n\
+         Stop with Ctrl-C: open sessions are ended and every recording is closed first.\n"
+    );
+    let err = exec(Command::new(&bin).arg("--data").arg(&data).arg("serve"));
+    Err(err).context("running witness serve")
+}
+
+#[cfg(unix)]
+fn exec(cmd: &mut Command) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    cmd.exec()
+}
+
+fn test() -> Result<()> {
+    setup::install()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().args(["build", "-p", "witness"]))?;
+    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    Ok(())
+}

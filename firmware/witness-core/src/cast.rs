@@ -217,10 +217,7 @@ fn parse_event(line: &[u8]) -> Option<Event> {
 /// tests; a crash-cut file goes through [`scan`] first.
 pub fn parse(buf: &[u8]) -> Result<(Header, Vec<Event>), CastError> {
     let mut lines = buf.split(|&b| b == b'\n').filter(|l| !l.is_empty());
-    let header: Header = lines
-        .next()
-        .and_then(|l| serde_json::from_slice(l).ok())
-        .ok_or(CastError::NoHeader)?;
+    let header: Header = lines.next().and_then(|l| serde_json::from_slice(l).ok()).ok_or(CastError::NoHeader)?;
     let events = lines
         .enumerate()
         .map(|(index, l)| parse_event(l).ok_or(CastError::BadEvent { index }))
@@ -295,6 +292,9 @@ mod tests {
     fn scan_refuses_garbage() {
         assert_eq!(scan(b""), Err(CastError::NoHeader));
         assert_eq!(scan(b"{\"version\": 2"), Err(CastError::NoHeader));
-        assert_eq!(scan(b"{\"version\": 1, \"width\": 1, \"height\": 1, \"timestamp\": 0}\n"), Err(CastError::NoHeader));
+        assert_eq!(
+            scan(b"{\"version\": 1, \"width\": 1, \"height\": 1, \"timestamp\": 0}\n"),
+            Err(CastError::NoHeader)
+        );
     }
 }

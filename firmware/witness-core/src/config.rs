@@ -77,7 +77,8 @@ impl ConfigFile {
     pub fn validate(self) -> Result<Config, ConfigError> {
         let addr = |key: &'static str, v: Option<String>, default: &str| -> Result<SocketAddr, ConfigError> {
             let v = v.unwrap_or_else(|| default.to_owned());
-            v.parse().map_err(|_| ConfigError::Invalid { key, reason: format!("{v:?} is not an address like 0.0.0.0:2222") })
+            v.parse()
+                .map_err(|_| ConfigError::Invalid { key, reason: format!("{v:?} is not an address like 0.0.0.0:2222") })
         };
         let ms = |key: &'static str, v: Option<u64>, default: u64, max: u64| -> Result<Duration, ConfigError> {
             let v = v.unwrap_or(default);
@@ -94,10 +95,7 @@ impl ConfigFile {
             box_id,
             ssh_listen: addr("ssh.listen", self.ssh.listen, DEFAULT_SSH_LISTEN)?,
             web_listen: addr("web.listen", self.web.listen, DEFAULT_WEB_LISTEN)?,
-            env_allow: self
-                .ssh
-                .env_allow
-                .unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
+            env_allow: self.ssh.env_allow.unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
             agent_forwarding: self.ssh.agent_forwarding.unwrap_or(false),
             record_input: self.recording.record_input.unwrap_or(false),
             fsync_interval,

@@ -25,15 +25,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong { max: MAX_NAME_LEN });
     }
-    let ok = name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(NameError::BadCharacter { name: name.to_owned() })
-    }
+    let ok =
+        name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) && !name.starts_with('-');
+    if ok { Ok(()) } else { Err(NameError::BadCharacter { name: name.to_owned() }) }
 }
 
 /// What a login name asks for: a box user and, usually, the target to reach.
@@ -51,10 +45,7 @@ pub fn parse_login(login: &str) -> LoginSpec {
     match login.find(['@', ':']) {
         Some(i) => {
             let target = &login[i + 1..];
-            LoginSpec {
-                user: login[..i].to_owned(),
-                target: (!target.is_empty()).then(|| target.to_owned()),
-            }
+            LoginSpec { user: login[..i].to_owned(), target: (!target.is_empty()).then(|| target.to_owned()) }
         }
         None => LoginSpec { user: login.to_owned(), target: None },
     }
@@ -65,11 +56,7 @@ mod tests {
     use super::*;
 
     fn check(login: &str, user: &str, target: Option<&str>) {
-        assert_eq!(
-            parse_login(login),
-            LoginSpec { user: user.into(), target: target.map(Into::into) },
-            "{login}"
-        );
+        assert_eq!(parse_login(login), LoginSpec { user: user.into(), target: target.map(Into::into) }, "{login}");
     }
 
     #[test]

@@ -83,7 +83,10 @@ mod tests {
 
     #[test]
     fn decisions() {
-        assert_eq!(decide("a", Some("t"), true, Some(STANDING), 0), Ok(Access { until: None, allow_forwarding: false }));
+        assert_eq!(
+            decide("a", Some("t"), true, Some(STANDING), 0),
+            Ok(Access { until: None, allow_forwarding: false })
+        );
         let jit = GrantFacts { expires_at: Some(100), allow_forwarding: true };
         assert_eq!(decide("a", Some("t"), true, Some(jit), 99).unwrap().until, Some(100));
         assert_eq!(decide("a", Some("t"), true, Some(jit), 100).unwrap_err().kind(), "grant_expired");
@@ -96,6 +99,9 @@ mod tests {
     fn messages_name_the_fix() {
         let m = Denial::Tunnel { user: "alice".into() }.to_string();
         assert!(m.contains("alice@TARGET"), "{m}");
-        assert_eq!(Denial::NoGrant { user: "alice".into(), target: "web01".into() }.to_string(), "alice has no grant for target web01");
+        assert_eq!(
+            Denial::NoGrant { user: "alice".into(), target: "web01".into() }.to_string(),
+            "alice has no grant for target web01"
+        );
     }
 }

@@ -30,13 +30,32 @@ const MAX_TRACKED: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOp {
     /// Bytes written to `path` (an upload, direction client → target).
-    Upload { path: String, bytes: u64 },
+    Upload {
+        path: String,
+        bytes: u64,
+    },
     /// Bytes read from `path` (a download, direction target → client).
-    Download { path: String, bytes: u64 },
-    Remove { path: String, ok: bool },
-    Mkdir { path: String, ok: bool },
-    Rmdir { path: String, ok: bool },
-    Rename { from: String, to: String, ok: bool },
+    Download {
+        path: String,
+        bytes: u64,
+    },
+    Remove {
+        path: String,
+        ok: bool,
+    },
+    Mkdir {
+        path: String,
+        ok: bool,
+    },
+    Rmdir {
+        path: String,
+        ok: bool,
+    },
+    Rename {
+        from: String,
+        to: String,
+        ok: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -319,7 +338,10 @@ mod tests {
 
         o.client(&packet(FXP_OPEN, &body(&[&4u32.to_be_bytes(), &s(b"/etc/hosts"), &1u32.to_be_bytes(), &[0; 4]])));
         o.server(&packet(FXP_HANDLE, &body(&[&4u32.to_be_bytes(), &s(b"h2")])));
-        o.client(&packet(FXP_READ, &body(&[&5u32.to_be_bytes(), &s(b"h2"), &0u64.to_be_bytes(), &4096u32.to_be_bytes()])));
+        o.client(&packet(
+            FXP_READ,
+            &body(&[&5u32.to_be_bytes(), &s(b"h2"), &0u64.to_be_bytes(), &4096u32.to_be_bytes()]),
+        ));
         o.server(&packet(FXP_DATA, &body(&[&5u32.to_be_bytes(), &s(&[1; 321])])));
         assert_eq!(o.finish(), vec![FileOp::Download { path: "/etc/hosts".into(), bytes: 321 }]);
     }

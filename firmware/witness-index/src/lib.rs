@@ -295,10 +295,9 @@ impl Index {
     /// Pins a host key on first use. Returns `false` (and changes nothing) if a key is already
     /// pinned, so two racing first connections cannot both pin.
     pub fn pin_host_key(&self, target: &str, key: &str) -> Result<bool> {
-        let n = self.conn().execute(
-            "UPDATE targets SET host_key = ?2 WHERE name = ?1 AND host_key IS NULL",
-            params![target, key],
-        )?;
+        let n = self
+            .conn()
+            .execute("UPDATE targets SET host_key = ?2 WHERE name = ?1 AND host_key IS NULL", params![target, key])?;
         Ok(n == 1)
     }
 
@@ -344,7 +343,14 @@ impl Index {
 
     // ----- sessions and recordings -----
 
-    pub fn create_session(&self, id: &str, user: &str, target: &str, protocol: Protocol, client: Option<&str>) -> Result<()> {
+    pub fn create_session(
+        &self,
+        id: &str,
+        user: &str,
+        target: &str,
+        protocol: Protocol,
+        client: Option<&str>,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO sessions(id, user, target, protocol, client, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![id, user, target, protocol.as_str(), client, now_text()],
@@ -505,9 +511,8 @@ impl Index {
 
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, at, kind, user, target, session_id, detail FROM audit ORDER BY id DESC LIMIT ?1",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT id, at, kind, user, target, session_id, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
         let rows = stmt.query_map([limit], |r| {
             let detail: String = r.get(6)?;
             Ok(AuditRow {

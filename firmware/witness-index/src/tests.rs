@@ -31,7 +31,12 @@ mod tempdir {
 }
 
 fn alice() -> UserRecord {
-    UserRecord { name: "alice".into(), role: Role::User, password_hash: Some("h".into()), ssh_keys: vec!["ssh-ed25519 AAAA x".into()] }
+    UserRecord {
+        name: "alice".into(),
+        role: Role::User,
+        password_hash: Some("h".into()),
+        ssh_keys: vec!["ssh-ed25519 AAAA x".into()],
+    }
 }
 
 fn web01() -> TargetRecord {
@@ -58,7 +63,10 @@ fn users_targets_grants() {
     idx.grant("alice", "web01", GrantFacts { expires_at: Some(5), allow_forwarding: false }).unwrap();
     idx.grant("alice", "web01", GrantFacts { expires_at: None, allow_forwarding: true }).unwrap();
     assert_eq!(idx.grant_of("alice", "web01").unwrap(), Some(GrantFacts { expires_at: None, allow_forwarding: true }));
-    assert!(matches!(idx.grant("bob", "web01", GrantFacts { expires_at: None, allow_forwarding: false }), Err(IndexError::NotFound { what: "user", .. })));
+    assert!(matches!(
+        idx.grant("bob", "web01", GrantFacts { expires_at: None, allow_forwarding: false }),
+        Err(IndexError::NotFound { what: "user", .. })
+    ));
     assert!(idx.revoke("alice", "web01").unwrap());
     assert!(!idx.revoke("alice", "web01").unwrap());
     assert!(idx.pin_host_key("web01", "k1").unwrap());
@@ -74,12 +82,22 @@ fn session_status_follows_recordings() {
     assert_eq!(idx.sessions().unwrap()[0].status, "recording");
     assert_eq!(idx.unfinished_recordings().unwrap().len(), 1);
     assert_eq!(idx.open_sessions().unwrap(), vec!["s1".to_string()]);
-    let end = RecordingEnd { status: RecordingStatus::Completed, reason: None, bytes: 42, sha256: Some("ab".into()), duration: Some(1.0), recovered: false };
+    let end = RecordingEnd {
+        status: RecordingStatus::Completed,
+        reason: None,
+        bytes: 42,
+        sha256: Some("ab".into()),
+        duration: Some(1.0),
+        recovered: false,
+    };
     idx.finish_recording("r1", &end).unwrap();
     idx.end_session("s1", "client closed", false).unwrap();
     idx.end_session("s1", "late", true).unwrap();
     let s = &idx.sessions().unwrap()[0];
-    assert_eq!((s.status.as_str(), s.bytes, s.end_reason.as_deref(), s.recovered), ("completed", 42, Some("client closed"), false));
+    assert_eq!(
+        (s.status.as_str(), s.bytes, s.end_reason.as_deref(), s.recovered),
+        ("completed", 42, Some("client closed"), false)
+    );
     let r = idx.recording("r1").unwrap().unwrap();
     assert_eq!((r.user.as_str(), r.bytes, r.status.as_str()), ("alice", 42, "completed"));
     assert!(idx.unfinished_recordings().unwrap().is_empty());

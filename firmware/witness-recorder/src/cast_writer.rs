@@ -94,7 +94,8 @@ impl CastRecorder {
             failure: None,
             finished: false,
         };
-        let shared = Shared { state: Mutex::new(state), sync_pending: AtomicBool::new(false), settings, path: path.to_owned() };
+        let shared =
+            Shared { state: Mutex::new(state), sync_pending: AtomicBool::new(false), settings, path: path.to_owned() };
         Self { shared: Arc::new(shared) }
     }
 
@@ -142,7 +143,9 @@ impl CastRecorder {
                 st.file.try_clone()
             };
             let result = match file {
-                Ok(file) => tokio::task::spawn_blocking(move || file.sync_data()).await.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                Ok(file) => tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -193,7 +196,8 @@ impl CastRecorder {
             }
             st.write_out()?;
             st.finished = true;
-            let summary = Summary { bytes: st.written, sha256: hex::encode(st.hash.clone().finalize()), duration: st.last_time };
+            let summary =
+                Summary { bytes: st.written, sha256: hex::encode(st.hash.clone().finalize()), duration: st.last_time };
             (st.file.try_clone().map_err(|e| RecordError::Write(e.to_string()))?, summary)
         };
         tokio::task::spawn_blocking(move || file.sync_all())
@@ -232,7 +236,16 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn header() -> Header {
-        Header { version: 2, width: 80, height: 24, timestamp: 0, title: None, command: None, env: BTreeMap::new(), witness: None }
+        Header {
+            version: 2,
+            width: 80,
+            height: 24,
+            timestamp: 0,
+            title: None,
+            command: None,
+            env: BTreeMap::new(),
+            witness: None,
+        }
     }
 
     fn settings() -> RecorderSettings {
@@ -240,7 +253,8 @@ mod tests {
     }
 
     fn dir() -> PathBuf {
-        let d = std::env::temp_dir().join(format!("witness-rec-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let d =
+            std::env::temp_dir().join(format!("witness-rec-{}-{:?}", std::process::id(), std::thread::current().id()));
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
         d

@@ -4,8 +4,8 @@
 //! tracks only the latest request's want-reply flag), so requests go on to the target without
 //! asking for a reply; a target that refuses a shell or exec closes the channel, which is relayed.
 
-use crate::server::{Admission, Conn};
 use crate::RecordingMeta;
+use crate::server::{Admission, Conn};
 use bytes::Bytes;
 use russh::server::Msg;
 use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
@@ -40,7 +40,11 @@ impl ChannelState {
     fn count_scp(&self, up: bool, n: usize) -> bool {
         let mut scp = self.scp.lock().unwrap_or_else(|p| p.into_inner());
         let Some((_, u, d)) = scp.as_mut() else { return false };
-        if up { *u += n as u64 } else { *d += n as u64 }
+        if up {
+            *u += n as u64
+        } else {
+            *d += n as u64
+        }
         true
     }
 }
@@ -122,9 +126,7 @@ async fn relay_session(
         let sent = match msg {
             ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
                 pty = Some((term.clone(), col_width, row_height));
-                to_target
-                    .request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes)
-                    .await
+                to_target.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
             }
             ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
                 if conn.settings.env_allowed(&variable_name) {
@@ -181,14 +183,14 @@ async fn relay_session(
                 Ok(())
             }
             ChannelMsg::Data { data } => {
-                if !state.observe_sftp(conn, true, &data) && !state.count_scp(true, data.len()) {
-                    if conn.settings.record_input
-                        && let Some((_, rec)) = state.recording.get()
-                        && let Err(e) = rec.input(&data)
-                    {
-                        recording_failed(conn, id, &e.to_string()).await;
-                        break;
-                    }
+                let observed = state.observe_sftp(conn, true, &data) || state.count_scp(true, data.len());
+                if !observed
+                    && conn.settings.record_input
+                    && let Some((_, rec)) = state.recording.get()
+                    && let Err(e) = rec.input(&data)
+                {
+                    recording_failed(conn, id, &e.to_string()).await;
+                    break;
                 }
                 to_target.data_bytes(data).await
             }
@@ -394,8 +396,16 @@ pub(crate) async fn direct_tcpip(
     let target_channel = match opened {
         Ok(c) => c,
         Err(e) => {
-            conn.audit("forward_failed", serde_json::json!({ "host": req.host, "port": req.port, "error": e.to_string() }));
-            reply.reject(ChannelOpenFailure::Other { code: 2, reason: format!("witness: the target could not connect to {}:{}", req.host, req.port) }).await;
+            conn.audit(
+                "forward_failed",
+                serde_json::json!({ "host": req.host, "port": req.port, "error": e.to_string() }),
+            );
+            reply
+                .reject(ChannelOpenFailure::Other {
+                    code: 2,
+                    reason: format!("witness: the target could not connect to {}:{}", req.host, req.port),
+                })
+                .await;
             return;
         }
     };
@@ -405,9 +415,11 @@ pub(crate) async fn direct_tcpip(
     let (remote_r, remote_w) = tokio::io::split(target_channel.into_stream());
     // Each direction counts what it moved even when the other side vanishes mid-copy.
     let (up, down) = tokio::join!(pump(client_r, remote_w), pump(remote_r, client_w));
-    conn.audit("forward_closed", serde_json::json!({ "host": req.host, "port": req.port, "bytes_up": up, "bytes_down": down }));
+    conn.audit(
+        "forward_closed",
+        serde_json::json!({ "host": req.host, "port": req.port, "bytes_up": up, "bytes_down": down }),
+    );
 }
-
 
 /// Copies until end of stream or error; returns the bytes delivered.
 async fn pump(mut from: impl tokio::io::AsyncRead + Unpin, mut to: impl tokio::io::AsyncWrite + Unpin) -> u64 {

@@ -195,7 +195,12 @@ impl Conn {
 }
 
 /// Runs one connection from handshake to the last recording closed.
-async fn supervise(conn: Arc<Conn>, config: Arc<server::Config>, socket: tokio::net::TcpStream, cancel: CancellationToken) {
+async fn supervise(
+    conn: Arc<Conn>,
+    config: Arc<server::Config>,
+    socket: tokio::net::TcpStream,
+    cancel: CancellationToken,
+) {
     let handler = SshHandler { conn: conn.clone() };
     let mut running = match server::run_stream(config, socket, handler).await {
         Ok(r) => r,
@@ -275,10 +280,7 @@ async fn watch_access(conn: &Conn) -> Denial {
 const RECHECK: Duration = Duration::from_secs(3);
 
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 struct SshHandler {
@@ -324,7 +326,10 @@ impl SshHandler {
         let granted = matches!(admission, Admission::Granted { .. });
         let _ = self.conn.login.set(Login { user: spec.user, admission });
         if granted {
-            self.conn.audit("session_started", serde_json::json!({ "method": method, "peer": self.conn.peer.map(|p| p.to_string()) }));
+            self.conn.audit(
+                "session_started",
+                serde_json::json!({ "method": method, "peer": self.conn.peer.map(|p| p.to_string()) }),
+            );
             // Connect to the target while the client sets up its channel.
             let conn = self.conn.clone();
             self.conn.tasks.spawn(async move {
@@ -357,14 +362,19 @@ impl server::Handler for SshHandler {
         Ok(self.login(user, Credential::Password(password), "password").await)
     }
 
-    async fn auth_publickey_offered(&mut self, user: &str, offer: server::PublicKeyOffer<'_>) -> Result<Auth, Self::Error> {
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: server::PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
         // Only a cheap pre-check: is this key one of the user's? Ownership is proven next.
         let line = offer.public_key.to_openssh().unwrap_or_default();
         let spec = parse_login(user);
         let broker = self.conn.broker.clone();
-        let known = tokio::task::spawn_blocking(move || broker.authenticate(&spec.user, Credential::PublicKey(&line), None))
-            .await
-            .unwrap_or(false);
+        let known =
+            tokio::task::spawn_blocking(move || broker.authenticate(&spec.user, Credential::PublicKey(&line), None))
+                .await
+                .unwrap_or(false);
         Ok(if known { Auth::Accept } else { Auth::reject() })
     }
 
@@ -426,19 +436,39 @@ impl server::Handler for SshHandler {
         session.channel_success(channel)
     }
 
-    async fn env_request(&mut self, channel: ChannelId, name: &str, _value: &str, session: &mut Session) -> Result<(), Self::Error> {
-        if self.conn.settings.env_allowed(name) { session.channel_success(channel) } else { session.channel_failure(channel) }
+    async fn env_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        _value: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.conn.settings.env_allowed(name) {
+            session.channel_success(channel)
+        } else {
+            session.channel_failure(channel)
+        }
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn exec_request(&mut self, channel: ChannelId, _data: &[u8], session: &mut Session) -> Result<(), Self::Error> {
+    async fn exec_request(
+        &mut self,
+        channel: ChannelId,
+        _data: &[u8],
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         session.channel_success(channel)
     }
 
-    async fn subsystem_request(&mut self, channel: ChannelId, name: &str, session: &mut Session) -> Result<(), Self::Error> {
+    async fn subsystem_request(
+        &mut self,
+        channel: ChannelId,
+        name: &str,
+        session: &mut Session,
+    ) -> Result<(), Self::Error> {
         if name == "sftp" { session.channel_success(channel) } else { session.channel_failure(channel) }
     }
 
@@ -458,7 +488,12 @@ impl server::Handler for SshHandler {
         Ok(false) // russh answers failure
     }
 
-    async fn tcpip_forward(&mut self, address: &str, port: &mut u32, _session: &mut Session) -> Result<bool, Self::Error> {
+    async fn tcpip_forward(
+        &mut self,
+        address: &str,
+        port: &mut u32,
+        _session: &mut Session,
+    ) -> Result<bool, Self::Error> {
         self.conn.audit("remote_forward_refused", serde_json::json!({ "address": address, "port": *port }));
         Ok(false)
     }

@@ -136,7 +136,9 @@ pub(crate) async fn connect(
     };
     match auth {
         Ok(r) if r.success() => Ok(handle),
-        Ok(_) => Err(format!("{where_} refused the box's credential for login {login:?}; an admin must update the target")),
+        Ok(_) => {
+            Err(format!("{where_} refused the box's credential for login {login:?}; an admin must update the target"))
+        }
         Err(e) => Err(format!("{where_}: login failed: {e}")),
     }
 }

@@ -99,12 +99,14 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
             if !password_stdin && ssh_keys.is_empty() {
                 bail!("give the user a way to log in: --password-stdin and/or --ssh-key PUBKEY_FILE");
             }
-            let password_hash = if password_stdin { Some(hash_password(&read_secret_stdin("password")?)?) } else { None };
+            let password_hash =
+                if password_stdin { Some(hash_password(&read_secret_stdin("password")?)?) } else { None };
             let mut keys = Vec::new();
             for file in &ssh_keys {
                 let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
                 for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-                    let (key, fp) = witness_ssh::parse_public_key(line).with_context(|| format!("in {}", file.display()))?;
+                    let (key, fp) =
+                        witness_ssh::parse_public_key(line).with_context(|| format!("in {}", file.display()))?;
                     println!("key {fp}");
                     keys.push(key);
                 }
@@ -151,16 +153,34 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
                 Some(file) => {
                     let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
                     let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-                    let (key, fp) = witness_ssh::parse_public_key(line).with_context(|| format!("host key {}", file.display()))?;
+                    let (key, fp) =
+                        witness_ssh::parse_public_key(line).with_context(|| format!("host key {}", file.display()))?;
                     println!("pinned host key {fp}");
                     Some(key)
                 }
                 None => None,
             };
             let pinned = host_key.is_some();
-            dir.index.add_target(&TargetRecord { name: name.clone(), protocol: Protocol::Ssh, host, port, login, secret, host_key })?;
-            dir.index.audit("target_added", None, Some(&name), None, &serde_json::json!({ "address": ssh, "host_key_pinned": pinned }))?;
-            println!("added target {name} ({ssh}){}", if pinned { "" } else { "; its host key is pinned on first connection" });
+            dir.index.add_target(&TargetRecord {
+                name: name.clone(),
+                protocol: Protocol::Ssh,
+                host,
+                port,
+                login,
+                secret,
+                host_key,
+            })?;
+            dir.index.audit(
+                "target_added",
+                None,
+                Some(&name),
+                None,
+                &serde_json::json!({ "address": ssh, "host_key_pinned": pinned }),
+            )?;
+            println!(
+                "added target {name} ({ssh}){}",
+                if pinned { "" } else { "; its host key is pinned on first connection" }
+            );
         }
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {
@@ -260,7 +280,9 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     if let Some(expected) = &row.sha256 {
         let got = sha256_file(&data);
         if &got != expected {
-            bail!("recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording");
+            bail!(
+                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording"
+            );
         }
     } else {
         eprintln!("note: recording {id} is still {} — exporting what is written so far", row.status);
@@ -268,7 +290,13 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     let tmp = out.with_extension("part");
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    dir.index.audit("recording_exported", None, None, Some(&row.session_id), &serde_json::json!({ "recording": id }))?;
+    dir.index.audit(
+        "recording_exported",
+        None,
+        None,
+        Some(&row.session_id),
+        &serde_json::json!({ "recording": id }),
+    )?;
     println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
     Ok(())
 }

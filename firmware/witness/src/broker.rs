@@ -79,14 +79,13 @@ impl witness_ssh::Broker for BoxBroker {
                     .unwrap_or(false);
                 ok && stored.is_some()
             }
-            Credential::PublicKey(line) => {
-                record.is_some_and(|r| r.ssh_keys.iter().any(|k| same_key(k, line)))
-            }
+            Credential::PublicKey(line) => record.is_some_and(|r| r.ssh_keys.iter().any(|k| same_key(k, line))),
         }
     }
 
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial> {
-        let record = self.decide(user, target)?.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
+        let record =
+            self.decide(user, target)?.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
         let access = self.recheck(user, &record.name)?;
         Ok(TargetPlan {
             name: record.name,
@@ -152,11 +151,7 @@ impl witness_ssh::Broker for BoxBroker {
         let day = &crate::datadir::today();
         let rel = PathBuf::from(crate::datadir::RECORDINGS).join(day).join(format!("{id}.cast"));
         let path = self.dir.root.join(&rel);
-        let session = self
-            .index()
-            .sessions()
-            .ok()
-            .and_then(|s| s.into_iter().find(|s| s.id == session_id));
+        let session = self.index().sessions().ok().and_then(|s| s.into_iter().find(|s| s.id == session_id));
         let (user, target) = session.map(|s| (s.user, s.target)).unwrap_or_default();
         let channel = match &meta.command {
             Some(c) => format!("{}: {c}", meta.kind),
@@ -166,7 +161,8 @@ impl witness_ssh::Broker for BoxBroker {
             .create_recording(&id, session_id, &channel, &rel.to_string_lossy())
             .map_err(|e| RecordError::Create(format!("index: {e}")))?;
         let started = (|| {
-            std::fs::create_dir_all(path.parent().expect("a recording path has a parent")).map_err(|e| RecordError::Create(e.to_string()))?;
+            std::fs::create_dir_all(path.parent().expect("a recording path has a parent"))
+                .map_err(|e| RecordError::Create(e.to_string()))?;
             let header = Header {
                 version: 2,
                 width: meta.cols.max(1),
@@ -189,7 +185,14 @@ impl witness_ssh::Broker for BoxBroker {
         match started {
             Ok(rec) => Ok((id, rec)),
             Err(e) => {
-                let end = RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes: 0, sha256: None, duration: None, recovered: false };
+                let end = RecordingEnd {
+                    status: RecordingStatus::Failed,
+                    reason: Some(e.to_string()),
+                    bytes: 0,
+                    sha256: None,
+                    duration: None,
+                    recovered: false,
+                };
                 let _ = self.index().finish_recording(&id, &end);
                 Err(e)
             }
@@ -199,7 +202,14 @@ impl witness_ssh::Broker for BoxBroker {
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
         let _ = self.index().set_recording_status(recording_id, RecordingStatus::Processing);
         let end = match outcome {
-            Ok(s) => RecordingEnd { status: RecordingStatus::Completed, reason: None, bytes: s.bytes, sha256: Some(s.sha256), duration: Some(s.duration), recovered: false },
+            Ok(s) => RecordingEnd {
+                status: RecordingStatus::Completed,
+                reason: None,
+                bytes: s.bytes,
+                sha256: Some(s.sha256),
+                duration: Some(s.duration),
+                recovered: false,
+            },
             Err(e) => {
                 // Keep what was written: trim a torn last line so the file still plays.
                 let path = self.index().recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
@@ -208,7 +218,14 @@ impl witness_ssh::Broker for BoxBroker {
                     Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
                     _ => (0, None, None),
                 };
-                RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes, sha256, duration, recovered: false }
+                RecordingEnd {
+                    status: RecordingStatus::Failed,
+                    reason: Some(e.to_string()),
+                    bytes,
+                    sha256,
+                    duration,
+                    recovered: false,
+                }
             }
         };
         if let Err(e) = self.index().finish_recording(recording_id, &end) {

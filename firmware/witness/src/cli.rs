@@ -75,7 +75,12 @@ pub enum TargetCmd {
         #[arg(long)]
         login: String,
         /// Private key file the box logs in with.
-        #[arg(long, value_name = "KEY_FILE", conflicts_with = "password_stdin", required_unless_present = "password_stdin")]
+        #[arg(
+            long,
+            value_name = "KEY_FILE",
+            conflicts_with = "password_stdin",
+            required_unless_present = "password_stdin"
+        )]
         identity: Option<PathBuf>,
         /// Read the target password from stdin.
         #[arg(long)]

@@ -26,9 +26,11 @@ impl DataDir {
                 root.display()
             );
         }
-        let text = std::fs::read_to_string(root.join(CONFIG)).with_context(|| format!("reading {}", root.join(CONFIG).display()))?;
+        let text = std::fs::read_to_string(root.join(CONFIG))
+            .with_context(|| format!("reading {}", root.join(CONFIG).display()))?;
         let config = ConfigFile::parse(&text)?.validate()?;
-        let index = Index::open(&root.join(INDEX)).with_context(|| format!("opening the index in {}", root.display()))?;
+        let index =
+            Index::open(&root.join(INDEX)).with_context(|| format!("opening the index in {}", root.display()))?;
         Ok(Self { root: root.to_owned(), config, index })
     }
 

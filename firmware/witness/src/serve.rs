@@ -85,7 +85,14 @@ pub fn recover(dir: &DataDir) -> Result<()> {
             }
             Err(e) => {
                 warn!(recording_id = %rec.id, error = %e, "recording could not be recovered");
-                RecordingEnd { status: RecordingStatus::Failed, reason: Some(e.to_string()), bytes: 0, sha256: None, duration: None, recovered: true }
+                RecordingEnd {
+                    status: RecordingStatus::Failed,
+                    reason: Some(e.to_string()),
+                    bytes: 0,
+                    sha256: None,
+                    duration: None,
+                    recovered: true,
+                }
             }
         };
         dir.index.finish_recording(&rec.id, &end)?;

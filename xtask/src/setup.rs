@@ -1,0 +1,58 @@
+//! Installs the system packages the box and its tests need, from Debian's archive. Idempotent:
+//! installed packages are skipped, so it costs nothing on a prepared machine.
+
+use anyhow::{Result, bail};
+use std::process::Command;
+
+/// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
+/// tmux and script (drive interactive sessions), build tools for bundled SQLite.
+const PACKAGES: &[&str] =
+    &["openssh-server", "openssh-client", "asciinema", "tmux", "bsdutils", "procps", "build-essential", "pkg-config"];
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn as_root(args: &[&str]) -> Command {
+    let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let mut c = if is_root {
+        Command::new(args[0])
+    } else {
+        let mut c = Command::new("sudo");
+        c.arg(args[0]);
+        c
+    };
+    c.args(&args[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+pub fn install() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {}", missing.join(" "));
+        crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
+        let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+        args.extend(&missing);
+        crate::run(&mut as_root(&args))?;
+    }
+    // sshd refuses to start without its privilege-separation directory.
+    if !std::path::Path::new("/run/sshd").exists() {
+        crate::run(&mut as_root(&["mkdir", "-p", "/run/sshd"]))?;
+    }
+    for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script"] {
+        if Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            bail!("{tool} is still missing after installing packages");
+        }
+    }
+    Ok(())
+}
