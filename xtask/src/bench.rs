@@ -1,3 +1,387 @@
-pub fn run(_: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench`: the box measured side by side with direct OpenSSH in one run, on this
+//! machine: bulk throughput (with recording on), keystroke round-trip latency, and how many idle
+//! recorded sessions the box holds with its memory. Prints a table; nothing here asserts.
+
+use anyhow::{Context, Result, bail};
+use russh::keys::PrivateKeyWithHashAlg;
+use russh::{client, server};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Opts {
+    bulk_mib: u64,
+    keystrokes: usize,
+    idle: usize,
+}
+
+fn parse(args: &[String]) -> Result<Opts> {
+    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000 };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let v = || -> Result<u64> { it.clone().next().context("missing value")?.parse().context("not a number") };
+        match a.as_str() {
+            "--bulk-mib" => o.bulk_mib = v()?,
+            "--keystrokes" => o.keystrokes = v()? as usize,
+            "--idle" => o.idle = v()? as usize,
+            other => bail!("unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N)"),
+        }
+        it.next();
+    }
+    Ok(o)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16) -> Result<()> {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if start.elapsed() > Duration::from_secs(20) {
+            bail!("nothing listens on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+fn keygen(path: &Path) -> Result<()> {
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(path).status()?;
+    if !st.success() {
+        bail!("ssh-keygen failed");
+    }
+    Ok(())
+}
+
+/// Raises this process's open-file limit (1000 sessions need thousands of sockets).
+fn raise_nofile() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    l.current = l.maximum;
+    let _ = setrlimit(Resource::Nofile, l);
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sshd: Child,
+    sshd_port: u16,
+    witness: Child,
+    box_port: u16,
+    bin: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.witness.kill();
+        let _ = self.sshd.kill();
+    }
+}
+
+impl Setup {
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn witness(&self, args: &[&str], stdin: Option<&str>) -> Result<()> {
+        let mut c = Command::new(&self.bin);
+        c.arg("--data").arg(self.data()).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
+        let mut child = c.spawn()?;
+        if let Some(s) = stdin {
+            child.stdin.take().unwrap().write_all(s.as_bytes())?;
+        }
+        drop(child.stdin.take());
+        if !child.wait()?.success() {
+            bail!("witness {args:?} failed");
+        }
+        Ok(())
+    }
+
+    fn ssh(&self, direct: bool) -> Command {
+        let mut c = Command::new("ssh");
+        let d = self.dir.path();
+        c.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]);
+        if direct {
+            c.arg("-i").arg(d.join("box_identity")).args(["-p", &self.sshd_port.to_string(), "root@127.0.0.1"]);
+        } else {
+            c.arg("-i").arg(d.join("alice")).args(["-p", &self.box_port.to_string(), "alice@web01@127.0.0.1"]);
+        }
+        c
+    }
+}
+
+fn setup() -> Result<Setup> {
+    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(["build", "--release", "-p", "witness"]))?;
+    let bin = crate::root().join("target/release/witness");
+    let dir = tempfile::tempdir()?;
+    let d = dir.path().to_owned();
+    for k in ["host_key", "box_identity", "alice"] {
+        keygen(&d.join(k))?;
+    }
+    std::fs::copy(d.join("box_identity.pub"), d.join("authorized_keys"))?;
+    std::fs::create_dir_all("/run/sshd")?;
+    let sshd_port = free_port();
+    std::fs::write(
+        d.join("sshd_config"),
+        format!(
+            "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
+             PasswordAuthentication no\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nLogLevel ERROR\n",
+            d = d.display()
+        ),
+    )?;
+    let sshd = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(d.join("sshd_config")).spawn()?;
+    wait_port(sshd_port)?;
+    let box_port = free_port();
+    let data = d.join("data");
+    let st = Command::new(&bin).arg("init").arg("--data").arg(&data).stdout(Stdio::null()).status()?;
+    if !st.success() {
+        bail!("witness init failed");
+    }
+    let witness = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n $(ulimit -Hn); exec {} --data {} serve --ssh-listen 127.0.0.1:{box_port}",
+            bin.display(),
+            data.display()
+        ))
+        .env("WITNESS_LOG", "warn")
+        .spawn()?;
+    let s = Setup { dir, sshd, sshd_port, witness, box_port, bin };
+    let key = format!("{}/alice.pub", d.display());
+    s.witness(&["user", "add", "alice", "--ssh-key", &key], None)?;
+    let idf = format!("{}/box_identity", d.display());
+    s.witness(&["target", "add", "web01", "--ssh", &format!("127.0.0.1:{sshd_port}"), "--login", "root", "--identity", &idf], None)?;
+    s.witness(&["grant", "alice", "web01"], None)?;
+    wait_port(box_port)?;
+    Ok(s)
+}
+
+/// Runs a bulk command, counting bytes read; returns (MiB/s, seconds, box CPU seconds).
+fn bulk(s: &Setup, direct: bool, command: &str, expect: u64) -> Result<(f64, f64, f64)> {
+    let cpu0 = cpu_seconds(s.witness.id());
+    let start = Instant::now();
+    let mut child = s.ssh(direct).arg(command).stdout(Stdio::piped()).spawn()?;
+    let mut out = child.stdout.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = out.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+    }
+    child.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    if total != expect {
+        bail!("bulk transfer delivered {total} bytes, expected {expect}");
+    }
+    // The box may still be closing the recording; its CPU is measured including that.
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds(s.witness.id()) - cpu0;
+    Ok((total as f64 / 1048576.0 / secs, secs, cpu))
+}
+
+/// Keystroke round trips through a pty: write one byte, wait for its echo.
+fn latency(s: &Setup, direct: bool, n: usize) -> Result<(f64, f64)> {
+    let mut child = s.ssh(direct).args(["-tt", "stty -icanon; exec cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut inp = child.stdin.take().unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut one = [0u8; 1];
+    let mut samples = Vec::with_capacity(n);
+    // Wait until the remote side echoes at all (login done), then measure.
+    inp.write_all(b"w")?;
+    inp.flush()?;
+    loop {
+        out.read_exact(&mut one)?;
+        if one[0] == b'w' {
+            break;
+        }
+    }
+    for i in 0..n + 20 {
+        let t = Instant::now();
+        inp.write_all(b"k")?;
+        inp.flush()?;
+        loop {
+            out.read_exact(&mut one)?;
+            if one[0] == b'k' {
+                break;
+            }
+        }
+        if i >= 20 {
+            samples.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    Ok((pct(0.5), pct(0.99)))
+}
+
+// ----- idle sessions: an in-process SSH target that keeps shells open and silent -----
+
+#[derive(Clone)]
+struct IdleTarget;
+
+struct IdleHandler {
+    channels: Vec<russh::Channel<server::Msg>>,
+}
+
+impl server::Handler for IdleHandler {
+    type Error = russh::Error;
+    async fn auth_password(&mut self, _: &str, _: &str) -> Result<server::Auth, Self::Error> {
+        Ok(server::Auth::Accept)
+    }
+    async fn channel_open_session(
+        &mut self,
+        channel: russh::Channel<server::Msg>,
+        reply: server::ChannelOpenHandle,
+        _: &mut server::Session,
+    ) -> Result<(), Self::Error> {
+        reply.accept().await;
+        self.channels.push(channel);
+        Ok(())
+    }
+    async fn pty_request(
+        &mut self,
+        c: russh::ChannelId,
+        _: &str,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: &[(russh::Pty, u32)],
+        s: &mut server::Session,
+    ) -> Result<(), Self::Error> {
+        s.channel_success(c)
+    }
+    async fn shell_request(&mut self, c: russh::ChannelId, s: &mut server::Session) -> Result<(), Self::Error> {
+        s.channel_success(c)
+    }
+}
+
+impl server::Server for IdleTarget {
+    type Handler = IdleHandler;
+    fn new_client(&mut self, _: Option<std::net::SocketAddr>) -> IdleHandler {
+        IdleHandler { channels: Vec::new() }
+    }
+}
+
+struct AcceptAny;
+
+impl client::Handler for AcceptAny {
+    type Error = russh::Error;
+    async fn check_server_key(&mut self, _: &russh::keys::PublicKeyOrCertificate) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+async fn idle_sessions(s: &Setup, n: usize) -> Result<(usize, f64, f64)> {
+    use server::Server as _;
+    let target_port = free_port();
+    let key_path = s.dir.path().join("idle_host_key");
+    keygen(&key_path)?;
+    let key = russh::keys::load_secret_key(&key_path, None)?;
+    let config = Arc::new(server::Config { keys: vec![key], inactivity_timeout: None, ..Default::default() });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", target_port)).await?;
+    tokio::spawn(async move {
+        let _ = IdleTarget.run_on_socket(config, &listener).await;
+    });
+    s.witness(&["target", "add", "idle", "--ssh", &format!("127.0.0.1:{target_port}"), "--login", "x", "--password-stdin"], Some("x\n"))?;
+    s.witness(&["grant", "alice", "idle"], None)?;
+    let key = Arc::new(russh::keys::load_secret_key(s.dir.path().join("alice"), None)?);
+    let rss0 = rss_mib(s.witness.id());
+    let cfg = Arc::new(client::Config { inactivity_timeout: None, ..Default::default() });
+    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let (cfg, key, sem, port) = (cfg.clone(), key.clone(), sem.clone(), s.box_port);
+        tasks.push(tokio::spawn(async move {
+            let _permit = sem.acquire().await.ok()?;
+            let mut h = client::connect(cfg, ("127.0.0.1", port), AcceptAny).await.ok()?;
+            let ok = h.authenticate_publickey("alice@idle", PrivateKeyWithHashAlg::new(key, None)).await.ok()?;
+            if !ok.success() {
+                return None;
+            }
+            let ch = h.channel_open_session().await.ok()?;
+            ch.request_pty(false, "xterm", 80, 24, 0, 0, &[]).await.ok()?;
+            ch.request_shell(false).await.ok()?;
+            Some((h, ch))
+        }));
+    }
+    let mut held = Vec::new();
+    for t in tasks {
+        if let Ok(Some(s)) = t.await {
+            held.push(s);
+        }
+    }
+    // Let every recording start before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss = rss_mib(s.witness.id());
+    let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
+    let recording = String::from_utf8_lossy(&out.stdout).matches("\"status\": \"recording\"").count();
+    drop(held);
+    Ok((recording, rss0, rss))
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let o = parse(args)?;
+    crate::setup::install()?;
+    raise_nofile();
+    let s = setup()?;
+    let bytes = o.bulk_mib * 1024 * 1024;
+    println!("\nWitness bench — {} cores, loopback, recording on", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!("\n## Bulk download ({} MiB), direct to sshd vs through the box", o.bulk_mib);
+    println!("| workload | direct MiB/s | box MiB/s | ratio | box CPU s/GiB |");
+    println!("|---|---|---|---|---|");
+    let line = "x".repeat(79);
+    for (name, cmd) in [
+        ("head -c N /dev/zero", format!("head -c {bytes} /dev/zero")),
+        ("80-column text lines", format!("yes '{line}' | head -c {bytes}")),
+    ] {
+        let (d, _, _) = bulk(&s, true, &cmd, bytes)?;
+        let (b, _, cpu) = bulk(&s, false, &cmd, bytes)?;
+        println!("| {name} | {d:.0} | {b:.0} | {:.2}× | {:.1} |", b / d, cpu / (bytes as f64 / 1073741824.0));
+    }
+    println!("\n## Keystroke round trip ({} keystrokes through a pty, echo)", o.keystrokes);
+    let (dp50, dp99) = latency(&s, true, o.keystrokes)?;
+    let (bp50, bp99) = latency(&s, false, o.keystrokes)?;
+    println!("| path | p50 ms | p99 ms |\n|---|---|---|");
+    println!("| direct | {dp50:.3} | {dp99:.3} |\n| box | {bp50:.3} | {bp99:.3} |");
+    println!("| added by the box | {:.3} | {:.3} |", bp50 - dp50, bp99 - dp99);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (held, rss0, rss) = rt.block_on(idle_sessions(&s, o.idle))?;
+    println!("\n## Idle recorded sessions");
+    println!("| asked | recording | box RSS before | box RSS with them | per session |\n|---|---|---|---|---|");
+    println!(
+        "| {} | {held} | {rss0:.1} MiB | {rss:.1} MiB | {:.1} KiB |",
+        o.idle,
+        (rss - rss0) * 1024.0 / held.max(1) as f64
+    );
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
 }

@@ -90,6 +90,7 @@ fn test() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     run(cargo().args(["build", "-p", "witness"]))?;
-    run(cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
+    // nextest runs each test in its own process and ends with one summary line for the run.
+    run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     Ok(())
 }

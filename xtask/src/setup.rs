@@ -43,6 +43,9 @@ pub fn install() -> Result<()> {
     if !std::path::Path::new("/run/sshd").exists() {
         crate::run(&mut as_root(&["mkdir", "-p", "/run/sshd"]))?;
     }
+    if !Command::new("cargo").args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        crate::run(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))?;
+    }
     for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script"] {
         if Command::new("sh")
             .arg("-c")
