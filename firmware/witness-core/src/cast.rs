@@ -3,6 +3,7 @@
 //! and the scan that finds where a file cut by a crash stops being valid.
 
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// The first line of a cast. Fields past asciicast's own are ignored by players; `witness` keeps
@@ -72,16 +73,28 @@ pub struct Utf8Carry {
 
 impl Utf8Carry {
     /// Appends `data` to what was held back and returns the longest prefix that is complete
-    /// UTF-8 text (invalid sequences become U+FFFD, as terminals show them).
-    pub fn push(&mut self, data: &[u8]) -> String {
+    /// UTF-8 text (invalid sequences become U+FFFD, as terminals show them). Valid input with
+    /// nothing held back is borrowed, not copied: this runs on every packet a session prints.
+    pub fn push<'a>(&mut self, data: &'a [u8]) -> Cow<'a, str> {
+        if self.pending.is_empty() {
+            match std::str::from_utf8(data) {
+                Ok(text) => return Cow::Borrowed(text),
+                Err(e) if e.error_len().is_none() => {
+                    let (head, tail) = data.split_at(e.valid_up_to());
+                    self.pending.extend_from_slice(tail);
+                    return Cow::Borrowed(std::str::from_utf8(head).unwrap_or_default());
+                }
+                Err(_) => {}
+            }
+        }
         let mut buf = std::mem::take(&mut self.pending);
         buf.extend_from_slice(data);
         let keep = incomplete_tail_len(&buf);
         self.pending = buf.split_off(buf.len() - keep);
-        match String::from_utf8(buf) {
+        Cow::Owned(match String::from_utf8(buf) {
             Ok(s) => s,
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        }
+        })
     }
 
     /// Whatever is still held back, for the end of a stream.
@@ -122,27 +135,40 @@ pub fn encode_resize(out: &mut Vec<u8>, t: f64, cols: u32, rows: u32) {
     encode_event(out, t, EventKind::Resize, &format!("{cols}x{rows}"));
 }
 
-/// JSON string escaping, written by hand because it runs on every byte a session prints.
+/// What each byte becomes inside a JSON string: 0 = itself, `u` = `\u00XX`, else `\` + that byte.
+const ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = b'u';
+        i += 1;
+    }
+    t[0x7f] = b'u';
+    t[b'\n' as usize] = b'n';
+    t[b'\r' as usize] = b'r';
+    t[b'\t' as usize] = b't';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t
+};
+
+/// JSON string escaping, table-driven because it runs on every byte a session prints.
 fn escape_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x00..=0x1F | 0x7F => b"",
-            _ => continue,
-        };
+        let esc = ESCAPES[b as usize];
+        if esc == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
-        if esc.is_empty() {
-            let _ = std::io::Write::write_fmt(out, format_args!("\\u{b:04x}"));
+        if esc == b'u' {
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
         } else {
-            out.extend_from_slice(esc);
+            out.extend_from_slice(&[b'\\', esc]);
         }
         start = i + 1;
     }
@@ -259,6 +285,7 @@ mod tests {
         for chunk in word.chunks(2) {
             got.push_str(&carry.push(chunk));
         }
+        assert!(matches!(carry.push(b"plain"), Cow::Borrowed("plain")), "valid text is not copied");
         got.push_str(&carry.flush());
         assert_eq!(got, "日本語");
         assert_eq!(carry.push(b"\xff ok"), "\u{fffd} ok");
