@@ -4,6 +4,9 @@
 //! touch the index).
 
 mod schema;
+mod uploads;
+
+pub use uploads::{Backlog, PartRecord, StoreHealth, UploadJob};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;

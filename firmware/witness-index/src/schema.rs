@@ -75,6 +75,32 @@ const STEPS: &[&str] = &[
         session_id TEXT,
         detail TEXT NOT NULL
     );",
+    // 2: store-and-forward of recordings.
+    "CREATE TABLE uploads (
+        recording_id TEXT PRIMARY KEY REFERENCES recordings(id),
+        object_key TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        lease_until INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        upload_id TEXT,
+        parts TEXT NOT NULL DEFAULT '[]',
+        created_at TEXT NOT NULL,
+        uploaded_at TEXT
+    );
+    CREATE INDEX uploads_due ON uploads(state, next_attempt_at);
+    CREATE TABLE store_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        destination TEXT,
+        last_error TEXT,
+        last_error_kind TEXT,
+        last_error_at TEXT,
+        last_success_at TEXT
+    );
+    ALTER TABLE sessions ADD COLUMN manifest_key TEXT;
+    ALTER TABLE sessions ADD COLUMN manifest_uploaded INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE recordings ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -116,3 +116,42 @@ fn audit_round_trip_and_reopen() {
     assert_eq!((ev.len(), ev[0].kind.as_str()), (1, "login_failed"));
     assert_eq!(ev[0].detail["method"], "password");
 }
+
+#[test]
+fn upload_queue_claims_retries_and_verifies() {
+    let (_d, idx) = index();
+    idx.create_session("s1", "alice", "web01", Protocol::Ssh, None).unwrap();
+    idx.create_recording("r1", "s1", "shell", "recordings/r1.cast").unwrap();
+    let end = RecordingEnd { status: RecordingStatus::Completed, reason: None, bytes: 10, sha256: Some("ab".into()), duration: None, recovered: false };
+    idx.finish_recording("r1", &end).unwrap();
+    idx.enqueue_upload("r1", "box/s1/r1.cast").unwrap();
+    idx.enqueue_upload("r1", "other").unwrap();
+    assert_eq!(idx.backlog().unwrap().pending, 1);
+    assert_eq!(idx.backlog().unwrap().pending_bytes, 10);
+    let job = idx.claim_upload(1000, 60_000).unwrap().unwrap();
+    assert_eq!((job.object_key.as_str(), job.sha256.as_str(), job.bytes), ("box/s1/r1.cast", "ab", 10));
+    assert!(idx.claim_upload(2000, 60_000).unwrap().is_none(), "a leased job is not handed out twice");
+    let parts = vec![PartRecord { number: 1, etag: "e1".into(), size: 5 }];
+    idx.save_multipart("r1", Some("up-1"), &parts).unwrap();
+    idx.upload_failed("r1", "connection refused", 5000).unwrap();
+    assert!(idx.claim_upload(4000, 60_000).unwrap().is_none(), "backoff holds the job until its time");
+    let job = idx.claim_upload(5000, 60_000).unwrap().unwrap();
+    assert_eq!((job.attempts, job.upload_id.as_deref(), job.parts), (1, Some("up-1"), parts));
+    assert_eq!(idx.upload_errors(10).unwrap()[0].2, "connection refused");
+    assert!(idx.sessions_needing_manifest().unwrap().is_empty(), "session still open");
+    idx.upload_verified("r1").unwrap();
+    idx.end_session("s1", "done", false).unwrap();
+    assert_eq!(idx.recording("r1").unwrap().unwrap().status, "uploaded");
+    assert_eq!(idx.sessions().unwrap()[0].status, "uploaded");
+    assert_eq!((idx.backlog().unwrap().pending, idx.backlog().unwrap().uploaded), (0, 1));
+    assert_eq!(idx.sessions_needing_manifest().unwrap(), vec!["s1".to_string()]);
+    idx.manifest_uploaded("s1", "box/s1/manifest.json").unwrap();
+    assert!(idx.sessions_needing_manifest().unwrap().is_empty());
+    assert_eq!(idx.prunable("9999").unwrap().len(), 1);
+    idx.mark_pruned("r1").unwrap();
+    assert!(idx.prunable("9999").unwrap().is_empty());
+    idx.store_contact("dir:/x", Some(("offline", "connection refused"))).unwrap();
+    idx.store_contact("dir:/x", None).unwrap();
+    let h = idx.store_health().unwrap();
+    assert_eq!((h.last_error_kind.as_deref(), h.last_success_at.is_some()), (Some("offline"), true));
+}

@@ -1,0 +1,262 @@
+//! The durable upload queue: one job per recording, claimed under a lease so the daemon and a
+//! `witness sync now` never upload the same recording at once, retried with backoff forever
+//! (a recording stays queued until it is delivered), and the multipart progress that lets a
+//! restart resume without re-sending finished parts.
+
+use crate::{Index, IndexError, Result, now_text};
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+/// One finished part of a multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRecord {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// A claimed upload job with what the uploader needs to know about its recording.
+#[derive(Debug, Clone)]
+pub struct UploadJob {
+    pub recording_id: String,
+    pub session_id: String,
+    pub object_key: String,
+    /// Recording file, relative to the data directory.
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub attempts: u32,
+    pub upload_id: Option<String>,
+    pub parts: Vec<PartRecord>,
+}
+
+/// What is waiting to be uploaded.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Backlog {
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_since: Option<String>,
+    pub uploaded: u64,
+}
+
+/// The store's last known health.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreHealth {
+    pub destination: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_kind: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success_at: Option<String>,
+}
+
+impl Index {
+    /// Queues a recording for upload (once; a second call changes nothing).
+    pub fn enqueue_upload(&self, recording_id: &str, object_key: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO uploads(recording_id, object_key, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(recording_id) DO NOTHING",
+            params![recording_id, object_key, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// Claims the oldest due job for `lease_ms`. `now_ms` is unix milliseconds.
+    pub fn claim_upload(&self, now_ms: i64, lease_ms: i64) -> Result<Option<UploadJob>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let row = tx
+            .query_row(
+                "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
+                        u.attempts, u.upload_id, u.parts
+                 FROM uploads u JOIN recordings r ON r.id = u.recording_id
+                 WHERE u.state = 'pending' AND u.next_attempt_at <= ?1 AND u.lease_until <= ?1
+                 ORDER BY u.next_attempt_at, u.created_at LIMIT 1",
+                [now_ms],
+                |r| {
+                    Ok((
+                        UploadJob {
+                            recording_id: r.get(0)?,
+                            session_id: r.get(1)?,
+                            object_key: r.get(2)?,
+                            path: r.get(3)?,
+                            bytes: r.get::<_, i64>(4)? as u64,
+                            sha256: r.get(5)?,
+                            attempts: r.get(6)?,
+                            upload_id: r.get(7)?,
+                            parts: Vec::new(),
+                        },
+                        r.get::<_, String>(8)?,
+                    ))
+                },
+            )
+            .optional()?;
+        let Some((mut job, parts)) = row else { return Ok(None) };
+        job.parts = serde_json::from_str(&parts)
+            .map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts.clone() })?;
+        tx.execute(
+            "UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1",
+            params![job.recording_id, now_ms + lease_ms],
+        )?;
+        tx.commit()?;
+        Ok(Some(job))
+    }
+
+    /// Extends a lease while a long upload runs.
+    pub fn renew_lease(&self, recording_id: &str, until_ms: i64) -> Result<()> {
+        self.conn().execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
+        Ok(())
+    }
+
+    /// Records multipart progress (called after every finished part, so a crash resumes there).
+    pub fn save_multipart(&self, recording_id: &str, upload_id: Option<&str>, parts: &[PartRecord]) -> Result<()> {
+        let parts = serde_json::to_string(parts).expect("parts serialize");
+        self.conn().execute(
+            "UPDATE uploads SET upload_id = ?2, parts = ?3 WHERE recording_id = ?1",
+            params![recording_id, upload_id, parts],
+        )?;
+        Ok(())
+    }
+
+    /// A failed attempt: counted, retried at `next_attempt_ms`, never given up.
+    pub fn upload_failed(&self, recording_id: &str, error: &str, next_attempt_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE uploads SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, lease_until = 0
+             WHERE recording_id = ?1",
+            params![recording_id, error, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The remote copy matched: the job is done and the recording is `uploaded`.
+    pub fn upload_verified(&self, recording_id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE uploads SET state = 'verified', uploaded_at = ?2, lease_until = 0, last_error = NULL, upload_id = NULL
+             WHERE recording_id = ?1",
+            params![recording_id, now_text()],
+        )?;
+        tx.execute("UPDATE recordings SET status = 'uploaded' WHERE id = ?1", [recording_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Makes every pending job due now (`sync now`).
+    pub fn make_uploads_due(&self) -> Result<u64> {
+        let n = self.conn().execute("UPDATE uploads SET next_attempt_at = 0 WHERE state = 'pending'", [])?;
+        Ok(n as u64)
+    }
+
+    pub fn backlog(&self) -> Result<Backlog> {
+        let conn = self.conn();
+        let (pending, pending_bytes, oldest) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(r.bytes), 0), MIN(u.created_at)
+             FROM uploads u JOIN recordings r ON r.id = u.recording_id WHERE u.state = 'pending'",
+            [],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?)),
+        )?;
+        let uploaded: i64 = conn.query_row("SELECT COUNT(*) FROM uploads WHERE state = 'verified'", [], |r| r.get(0))?;
+        Ok(Backlog {
+            pending: pending as u64,
+            pending_bytes: pending_bytes as u64,
+            oldest_pending_since: oldest,
+            uploaded: uploaded as u64,
+        })
+    }
+
+    /// The last error of each pending job, newest first (for `sync status`).
+    pub fn upload_errors(&self, limit: u32) -> Result<Vec<(String, u32, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT recording_id, attempts, last_error FROM uploads
+             WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY next_attempt_at DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Records the outcome of talking to the store.
+    pub fn store_contact(&self, destination: &str, error: Option<(&str, &str)>) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("INSERT INTO store_state(id) VALUES (1) ON CONFLICT(id) DO NOTHING", [])?;
+        match error {
+            None => conn.execute(
+                "UPDATE store_state SET destination = ?1, last_success_at = ?2 WHERE id = 1",
+                params![destination, now_text()],
+            )?,
+            Some((kind, message)) => conn.execute(
+                "UPDATE store_state SET destination = ?1, last_error = ?2, last_error_kind = ?3, last_error_at = ?4
+                 WHERE id = 1",
+                params![destination, message, kind, now_text()],
+            )?,
+        };
+        Ok(())
+    }
+
+    pub fn store_health(&self) -> Result<StoreHealth> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT destination, last_error, last_error_kind, last_error_at, last_success_at FROM store_state WHERE id = 1",
+                [],
+                |r| {
+                    Ok(StoreHealth {
+                        destination: r.get(0)?,
+                        last_error: r.get(1)?,
+                        last_error_kind: r.get(2)?,
+                        last_error_at: r.get(3)?,
+                        last_success_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?
+            .unwrap_or_default())
+    }
+
+    /// Ended sessions whose recordings are all uploaded and whose manifest is not yet stored.
+    pub fn sessions_needing_manifest(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT s.id FROM sessions s WHERE s.ended_at IS NOT NULL AND s.manifest_uploaded = 0
+               AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.session_id = s.id AND r.status != 'uploaded')
+             ORDER BY s.started_at",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<String>, _>>()?)
+    }
+
+    pub fn manifest_uploaded(&self, session_id: &str, key: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE sessions SET manifest_uploaded = 1, manifest_key = ?2 WHERE id = ?1",
+            params![session_id, key],
+        )?;
+        Ok(())
+    }
+
+    /// Uploaded recordings still on local disk, oldest first: what pruning may delete.
+    pub fn prunable(&self, ended_before: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.path FROM recordings r JOIN uploads u ON u.recording_id = r.id
+             WHERE r.status = 'uploaded' AND u.state = 'verified' AND r.pruned = 0 AND r.ended_at < ?1
+             ORDER BY r.ended_at",
+        )?;
+        let rows = stmt.query_map([ended_before], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    pub fn mark_pruned(&self, recording_id: &str) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET pruned = 1 WHERE id = ?1 AND status = 'uploaded'", [recording_id])?;
+        Ok(())
+    }
+
+    /// Object key of a recording's upload, if queued.
+    pub fn upload_key(&self, recording_id: &str) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT object_key, state FROM uploads WHERE recording_id = ?1", [recording_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+}
