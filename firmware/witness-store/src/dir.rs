@@ -1,0 +1,143 @@
+//! A folder as the store (local disk or an NFS mount): the embedded default for development,
+//! and a real option for sites that archive to a NAS. Writes go to a temporary name, are fsync'd,
+//! then renamed, so a reader never sees half an object.
+
+use crate::{Progress, Result, StoreError};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+pub(crate) struct DirStore {
+    root: PathBuf,
+}
+
+impl DirStore {
+    pub(crate) fn new(root: PathBuf) -> Self {
+        Self { root }
+    }
+
+    fn object(&self, key: &str) -> Result<PathBuf> {
+        if key.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+            return Err(StoreError::Config(format!("invalid object key {key:?}")));
+        }
+        Ok(self.root.join(key))
+    }
+
+    pub(crate) async fn check(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            std::fs::create_dir_all(&root).map_err(|e| unreachable(&root, e))?;
+            let probe = root.join(".witness-probe");
+            std::fs::write(&probe, b"ok").map_err(|e| unreachable(&root, e))?;
+            let _ = std::fs::remove_file(probe);
+            Ok(())
+        })
+        .await
+    }
+
+    pub(crate) async fn put_file(&self, key: &str, path: &Path, progress: &mut dyn Progress) -> Result<()> {
+        let dest = self.object(key)?;
+        let src = path.to_owned();
+        let root = self.root.clone();
+        let sent = blocking(move || {
+            let parent = dest.parent().expect("object paths have a parent");
+            std::fs::create_dir_all(parent).map_err(|e| unreachable(&root, e))?;
+            let tmp = dest.with_extension("part");
+            let mut out = std::fs::File::create(&tmp).map_err(|e| unreachable(&root, e))?;
+            let mut inp = std::fs::File::open(&src).map_err(StoreError::Local)?;
+            let mut buf = vec![0u8; 1 << 20];
+            let mut n = 0u64;
+            loop {
+                let k = inp.read(&mut buf).map_err(StoreError::Local)?;
+                if k == 0 {
+                    break;
+                }
+                out.write_all(&buf[..k]).map_err(|e| unreachable(&root, e))?;
+                n += k as u64;
+            }
+            out.sync_all().map_err(|e| unreachable(&root, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| unreachable(&root, e))?;
+            Ok(n)
+        })
+        .await?;
+        progress.sent(sent);
+        Ok(())
+    }
+
+    pub(crate) async fn verify(&self, key: &str, size: u64, sha256: &str) -> Result<()> {
+        let path = self.object(key)?;
+        if !path.exists() {
+            return Err(StoreError::NotFound(key.to_owned()));
+        }
+        let (n, got) = crate::sha256_file(&path).await?;
+        if n != size || got != sha256 {
+            return Err(StoreError::Mismatch {
+                key: key.to_owned(),
+                detail: format!("{n} bytes sha256 {got}, expected {size} bytes sha256 {sha256}"),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        let dest = self.object(key)?;
+        let root = self.root.clone();
+        blocking(move || {
+            std::fs::create_dir_all(dest.parent().expect("object paths have a parent")).map_err(|e| unreachable(&root, e))?;
+            let tmp = dest.with_extension("part");
+            let mut f = std::fs::File::create(&tmp).map_err(|e| unreachable(&root, e))?;
+            f.write_all(&data).and_then(|_| f.sync_all()).map_err(|e| unreachable(&root, e))?;
+            std::fs::rename(&tmp, &dest).map_err(|e| unreachable(&root, e))
+        })
+        .await
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let path = self.object(key)?;
+        let key = key.to_owned();
+        blocking(move || {
+            std::fs::read(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(key),
+                _ => StoreError::Unreachable(e.to_string()),
+            })
+        })
+        .await
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        blocking(move || {
+            let mut keys = Vec::new();
+            let mut stack = vec![root.clone()];
+            while let Some(dir) = stack.pop() {
+                let entries = match std::fs::read_dir(&dir) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(unreachable(&root, e)),
+                };
+                for entry in entries.flatten() {
+                    let p = entry.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else if let Ok(rel) = p.strip_prefix(&root) {
+                        let key = rel.to_string_lossy().into_owned();
+                        if key.starts_with(&prefix) && !key.ends_with(".part") && !key.starts_with(".witness") {
+                            keys.push(key);
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+fn unreachable(root: &Path, e: std::io::Error) -> StoreError {
+    StoreError::Unreachable(format!("{}: {e}", root.display()))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Other(e.to_string()))?
+}

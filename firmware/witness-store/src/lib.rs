@@ -1,0 +1,275 @@
+//! Where recordings go after the box. One [`Store`] over a destination — a local or NFS folder,
+//! S3/MinIO, or an Azure Blob container through a SAS URL — with the few operations the
+//! uploader needs: put a file (multipart/blocks for large ones, resumable from recorded
+//! progress), verify the remote copy against the recording's SHA-256, put and get small
+//! objects (manifests), list keys. This crate owns every store client; nothing else speaks
+//! S3 or Azure. Secrets never appear in [`Store::describe`], errors or logs.
+
+mod dir;
+mod s3;
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// A destination as configured (`store.toml`, 0600 in the data dir).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Destination {
+    Dir {
+        path: PathBuf,
+    },
+    S3 {
+        endpoint: String,
+        bucket: String,
+        region: Option<String>,
+        #[serde(default)]
+        prefix: String,
+        access_key_id: String,
+        secret_key: String,
+    },
+    Azure {
+        sas_url: String,
+    },
+}
+
+impl std::fmt::Debug for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl Destination {
+    /// A name for logs and status: never a secret.
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Dir { path } => format!("dir:{}", path.display()),
+            Destination::S3 { endpoint, bucket, prefix, .. } => {
+                format!("s3:{}/{bucket}/{prefix}", endpoint.trim_end_matches('/'))
+            }
+            Destination::Azure { sas_url } => format!("azure:{}", redact_url(sas_url)),
+        }
+    }
+}
+
+/// Drops the query string (a SAS token's `sig=` lives there) from a URL.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?<redacted>"),
+        None => url.to_owned(),
+    }
+}
+
+/// What went wrong, sorted by what the operator should do about it.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The store did not answer: the site is offline; keep recording, retry later.
+    #[error("store unreachable: {0}")]
+    Unreachable(String),
+    /// Credentials refused or expired.
+    #[error("store refused the credentials: {0}")]
+    Denied(String),
+    #[error("bucket or container not found: {0}")]
+    NoBucket(String),
+    #[error("object not found: {0}")]
+    NotFound(String),
+    /// The remote copy is not the recording.
+    #[error("remote copy of {key} does not match: {detail}")]
+    Mismatch { key: String, detail: String },
+    #[error("reading the local recording: {0}")]
+    Local(#[source] std::io::Error),
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+impl StoreError {
+    /// `offline` when the store could not be reached, `failing` when it answered with an error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unreachable(_) => "offline",
+            _ => "failing",
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// One finished part of a multipart upload (S3 part / Azure block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub number: u32,
+    pub etag: String,
+    pub size: u64,
+}
+
+/// Where a resumable upload stands; the uploader persists it after every part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resume {
+    pub upload_id: Option<String>,
+    pub parts: Vec<Part>,
+}
+
+/// Receives progress so it can be made durable (and counted) as the upload goes.
+pub trait Progress: Send {
+    /// A part finished; `resume` is the whole state to persist.
+    fn part_done(&mut self, resume: &Resume);
+    /// Bytes sent (for progress output and the bench).
+    fn sent(&mut self, bytes: u64);
+}
+
+/// Tuning shared by every backend.
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    /// Files at or above this size go up in parts of this size.
+    pub part_size: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { part_size: 16 * 1024 * 1024 }
+    }
+}
+
+enum Backend {
+    Dir(dir::DirStore),
+    S3(s3::S3Store),
+}
+
+/// An opened destination.
+pub struct Store {
+    backend: Backend,
+    describe: String,
+    tuning: Tuning,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+impl Store {
+    pub fn open(dest: &Destination, tuning: Tuning) -> Result<Self> {
+        let backend = match dest {
+            Destination::Dir { path } => Backend::Dir(dir::DirStore::new(path.clone())),
+            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key } => Backend::S3(s3::S3Store::new(
+                endpoint,
+                bucket,
+                region.as_deref(),
+                prefix,
+                access_key_id,
+                secret_key,
+            )?),
+            Destination::Azure { .. } => {
+                return Err(StoreError::Config("this destination kind is not built yet".into()));
+            }
+        };
+        Ok(Self { backend, describe: dest.describe(), tuning })
+    }
+
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Checks that the destination answers and accepts our credentials.
+    pub async fn check(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Dir(d) => d.check().await,
+            Backend::S3(s) => s.check().await,
+        }
+    }
+
+    /// Uploads `path` (whose SHA-256 is `sha256`) as `key`, resuming from `resume`. Does not
+    /// verify: call [`Store::verify`] with the final part list.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        resume: Resume,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        match &self.backend {
+            Backend::Dir(d) => d.put_file(key, path, progress).await,
+            Backend::S3(s) => s.put_file(key, path, sha256, self.tuning.part_size, resume, progress).await,
+        }
+    }
+
+    /// Checks that `key` holds exactly `size` bytes with SHA-256 `sha256`; `parts` is the part
+    /// list of a multipart upload (empty for a single PUT).
+    pub async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+        match &self.backend {
+            Backend::Dir(d) => d.verify(key, size, sha256).await,
+            Backend::S3(s) => s.verify(key, size, sha256, parts).await,
+        }
+    }
+
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        match &self.backend {
+            Backend::Dir(d) => d.put_bytes(key, data).await,
+            Backend::S3(s) => s.put_bytes(key, data).await,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::Dir(d) => d.get(key).await,
+            Backend::S3(s) => s.get(key).await,
+        }
+    }
+
+    /// Keys under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        match &self.backend {
+            Backend::Dir(d) => d.list(prefix).await,
+            Backend::S3(s) => s.list(prefix).await,
+        }
+    }
+}
+
+/// SHA-256 of a file, read off the async threads.
+pub async fn sha256_file(path: &Path) -> Result<(u64, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = f.read(&mut buf).map_err(StoreError::Local)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        Ok((n, hex::encode(h.finalize())))
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions_hide_secrets() {
+        let az = Destination::Azure { sas_url: "https://a.blob.core.windows.net/rec?sv=2022&sig=SECRET".into() };
+        assert_eq!(az.describe(), "azure:https://a.blob.core.windows.net/rec?<redacted>");
+        let s3 = Destination::S3 {
+            endpoint: "http://minio:9000/".into(),
+            bucket: "rec".into(),
+            region: None,
+            prefix: "site1/".into(),
+            access_key_id: "AK".into(),
+            secret_key: "SECRET".into(),
+        };
+        assert!(!format!("{s3:?}").contains("SECRET"));
+        assert_eq!(s3.describe(), "s3:http://minio:9000/rec/site1/");
+    }
+}

@@ -1,0 +1,287 @@
+//! S3 and MinIO through the `minio` crate. Small files go up in one PUT carrying
+//! `x-amz-checksum-sha256` (the server checks it); large ones in parts, each part's MD5 checked
+//! against the ETag the server computed, the object's SHA-256 kept as `x-amz-meta-sha256`, and
+//! the final ETag checked against the MD5-of-MD5s computed here. Part progress is handed to the
+//! caller after every part, so a restart resumes at the next one.
+
+use crate::{Part, Progress, Resume, Result, StoreError};
+use base64::Engine;
+use futures_util::StreamExt;
+use md5::Digest as _;
+use minio::s3::builders::{PutObject, UploadPart};
+use minio::s3::creds::StaticProvider;
+use minio::s3::error::{Error, S3ServerError, ValidationErr};
+use minio::s3::http::BaseUrl;
+use minio::s3::minio_error_response::MinioErrorCode;
+use minio::s3::multimap_ext::{Multimap, MultimapExt};
+use minio::s3::response_traits::{HasChecksumHeaders, HasEtagFromHeaders};
+use minio::s3::segmented_bytes::SegmentedBytes;
+use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, ToStream};
+use minio::s3::utils::ChecksumAlgorithm;
+use minio::s3::{MinioClient, MinioClientBuilder};
+use std::path::Path;
+use std::sync::Arc;
+
+pub(crate) struct S3Store {
+    client: MinioClient,
+    bucket: String,
+    prefix: String,
+}
+
+/// Sorts the crate's errors into what the operator should do.
+fn classify(e: impl Into<Error>) -> StoreError {
+    let e: Error = e.into();
+    match &e {
+        Error::S3Server(S3ServerError::S3Error(resp)) => {
+            let msg = format!("{:?}: {}", resp.code(), resp.message().as_deref().unwrap_or(""));
+            match resp.code() {
+                MinioErrorCode::NoSuchBucket => StoreError::NoBucket(msg),
+                MinioErrorCode::NoSuchKey => StoreError::NotFound(msg),
+                MinioErrorCode::AccessDenied => StoreError::Denied(msg),
+                MinioErrorCode::OtherError(c)
+                    if matches!(c.as_str(), "signaturedoesnotmatch" | "notsignedup" | "invalidaccesskeyid" | "expiredtoken") =>
+                {
+                    StoreError::Denied(msg)
+                }
+                _ => StoreError::Other(msg),
+            }
+        }
+        Error::Validation(ValidationErr::HttpError(re)) if re.is_connect() || re.is_timeout() => {
+            StoreError::Unreachable(re.to_string())
+        }
+        Error::Validation(ValidationErr::HttpError(re)) => StoreError::Unreachable(re.to_string()),
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+fn sha256_b64(hex_digest: &str) -> Option<String> {
+    let raw = hex::decode(hex_digest).ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+impl S3Store {
+    pub(crate) fn new(endpoint: &str, bucket: &str, region: Option<&str>, prefix: &str, ak: &str, sk: &str) -> Result<Self> {
+        let mut base: BaseUrl =
+            endpoint.parse().map_err(|e: ValidationErr| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
+        base.region = Region::new(region.unwrap_or("us-east-1")).map_err(|e| StoreError::Config(e.to_string()))?;
+        let client = MinioClientBuilder::new(base)
+            .provider(Some(StaticProvider::new(ak, sk, None)))
+            .build()
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        BucketName::new(bucket).map_err(|e| StoreError::Config(format!("bucket {bucket:?}: {e}")))?;
+        Ok(Self { client, bucket: bucket.to_owned(), prefix: prefix.to_owned() })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    fn names(&self, key: &str) -> Result<(BucketName, ObjectKey)> {
+        let b = BucketName::new(&self.bucket).map_err(|e| StoreError::Config(e.to_string()))?;
+        let k = ObjectKey::new(self.key(key)).map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok((b, k))
+    }
+
+    pub(crate) async fn check(&self) -> Result<()> {
+        let exists = self.client.bucket_exists(&self.bucket).map_err(classify)?.build().send().await;
+        match exists.map_err(classify)?.exists() {
+            true => Ok(()),
+            false => Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket))),
+        }
+    }
+
+    async fn put_single(&self, key: &str, data: bytes::Bytes, sha256_hex: Option<&str>) -> Result<()> {
+        let (b, k) = self.names(key)?;
+        let mut meta = Multimap::new();
+        if let Some(h) = sha256_hex {
+            meta.add("x-amz-meta-sha256", h);
+        }
+        PutObject::builder()
+            .inner(
+                UploadPart::builder()
+                    .client(self.client.clone())
+                    .bucket(b)
+                    .object(k)
+                    .data(Arc::new(SegmentedBytes::from(data)))
+                    .user_metadata(Some(meta))
+                    .checksum_algorithm(Some(ChecksumAlgorithm::SHA256))
+                    .build(),
+            )
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        self.put_single(key, data.into(), None).await
+    }
+
+    pub(crate) async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        part_size: u64,
+        mut resume: Resume,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        if size < part_size {
+            let data = read_range(path, 0, size).await?;
+            self.put_single(key, data.into(), Some(sha256)).await?;
+            progress.sent(size);
+            return Ok(());
+        }
+        let full = self.key(key);
+        let upload_id = match resume.upload_id.clone() {
+            Some(id) => id,
+            None => {
+                let mut meta = Multimap::new();
+                meta.add("x-amz-meta-sha256", sha256);
+                let created = self
+                    .client
+                    .create_multipart_upload(&self.bucket, &full)
+                    .map_err(classify)?
+                    .user_metadata(Some(meta))
+                    .build()
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                let id = created.upload_id().await.map_err(classify)?.to_string();
+                resume = Resume { upload_id: Some(id.clone()), parts: Vec::new() };
+                progress.part_done(&resume);
+                id
+            }
+        };
+        let count = size.div_ceil(part_size) as u32;
+        for number in 1..=count {
+            if resume.parts.iter().any(|p| p.number == number) {
+                continue; // sent before a restart
+            }
+            let offset = (number as u64 - 1) * part_size;
+            let len = part_size.min(size - offset);
+            let data = read_range(path, offset, len).await?;
+            let md5 = hex::encode(md5::Md5::digest(&data));
+            let resp = self
+                .client
+                .upload_part(&self.bucket, &full, upload_id.as_str(), number as u16, SegmentedBytes::from(bytes::Bytes::from(data)))
+                .map_err(classify)?
+                .build()
+                .send()
+                .await
+                .map_err(classify)?;
+            let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
+            if etag != md5 {
+                return Err(StoreError::Mismatch { key: full.clone(), detail: format!("part {number}: sent md5 {md5}, store has {etag}") });
+            }
+            resume.parts.push(Part { number, etag, size: len });
+            progress.sent(len);
+            progress.part_done(&resume);
+        }
+        resume.parts.sort_by_key(|p| p.number);
+        let parts = resume
+            .parts
+            .iter()
+            .map(|p| Ok(PartInfo::new(p.number as u16, p.etag.parse().map_err(|e: ValidationErr| StoreError::Other(e.to_string()))?, p.size, None)))
+            .collect::<Result<Vec<_>>>()?;
+        self.client
+            .complete_multipart_upload(&self.bucket, &full, upload_id.as_str(), parts)
+            .map_err(classify)?
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+        let full = self.key(key);
+        let mismatch = |detail: String| StoreError::Mismatch { key: full.clone(), detail };
+        let mut mode = Multimap::new();
+        mode.add("x-amz-checksum-mode", "ENABLED");
+        let st = self
+            .client
+            .stat_object(&self.bucket, &full)
+            .map_err(classify)?
+            .extra_headers(Some(mode))
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        let got_size = st.size().map_err(classify)?;
+        if got_size != size {
+            return Err(mismatch(format!("{got_size} bytes, expected {size}")));
+        }
+        if parts.is_empty() {
+            // One PUT: the server checked x-amz-checksum-sha256 and reports what it stored.
+            let expected = sha256_b64(sha256).ok_or_else(|| mismatch("no local sha256".into()))?;
+            return match st.get_checksum(ChecksumAlgorithm::SHA256) {
+                Some(got) if got == expected => Ok(()),
+                Some(got) => Err(mismatch(format!("sha256 {got}, expected {expected}"))),
+                None => Err(mismatch("the store reports no sha256 for a single-part object".into())),
+            };
+        }
+        // Multipart: the ETag is the MD5 of the parts' MD5s, each checked against what we sent.
+        let mut md5s = Vec::new();
+        for p in parts {
+            md5s.extend(hex::decode(&p.etag).map_err(|_| mismatch(format!("part {} etag {:?}", p.number, p.etag)))?);
+        }
+        let expected = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len());
+        let etag = st.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
+        if etag != expected {
+            return Err(mismatch(format!("etag {etag}, expected {expected}")));
+        }
+        let meta = st.user_metadata().map_err(classify)?;
+        match meta.get("sha256") {
+            Some(h) if h == sha256 => Ok(()),
+            other => Err(mismatch(format!("sha256 metadata {other:?}, expected {sha256}"))),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let full = self.key(key);
+        let resp = self.client.get_object(&self.bucket, &full).map_err(classify)?.build().send().await.map_err(classify)?;
+        Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let full = self.key(prefix);
+        // A delimiter no key contains gives a deep listing everywhere (an empty one confuses
+        // some servers).
+        let mut stream = self
+            .client
+            .list_objects(&self.bucket)
+            .map_err(classify)?
+            .prefix(Some(full))
+            .delimiter(Some("\u{7f}".to_string()))
+            .build()
+            .to_stream()
+            .await;
+        let mut keys = Vec::new();
+        while let Some(page) = stream.next().await {
+            for entry in page.map_err(classify)?.contents {
+                if !entry.is_prefix {
+                    keys.push(entry.name.strip_prefix(&self.prefix).unwrap_or(&entry.name).to_owned());
+                }
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
+        f.seek(SeekFrom::Start(offset)).map_err(StoreError::Local)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(StoreError::Local)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))?
+}
