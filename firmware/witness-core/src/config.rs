@@ -25,6 +25,23 @@ pub struct ConfigFile {
     pub web: WebSection,
     #[serde(default)]
     pub recording: RecordingSection,
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// How recordings leave the box (the destination itself, with its secrets, is `store.toml`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// Uploaded recordings are deleted locally after this many days.
+    pub keep_local_days: Option<u64>,
+    /// Above this disk use (percent), uploaded recordings are evicted oldest first; if none
+    /// can be, new sessions are refused.
+    pub high_watermark_percent: Option<u8>,
+    /// Size of multipart parts / Azure blocks (at least 5).
+    pub part_size_mb: Option<u64>,
+    /// Upload bandwidth cap for slow site links, kilobytes per second (0: none).
+    pub bandwidth_kbps: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -63,6 +80,10 @@ pub struct Config {
     pub record_input: bool,
     pub fsync_interval: Duration,
     pub min_free_bytes: u64,
+    pub keep_local_days: u64,
+    pub high_watermark_percent: u8,
+    pub part_size: u64,
+    pub bandwidth_bytes_per_sec: u64,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -88,6 +109,14 @@ impl ConfigFile {
             Ok(Duration::from_millis(v))
         };
         let fsync_interval = ms("recording.fsync_interval_ms", self.recording.fsync_interval_ms, 1000, 60_000)?;
+        let watermark = self.store.high_watermark_percent.unwrap_or(90);
+        if !(1..=99).contains(&watermark) {
+            return Err(ConfigError::Invalid { key: "store.high_watermark_percent", reason: format!("{watermark} is outside 1..=99") });
+        }
+        let part_mb = self.store.part_size_mb.unwrap_or(16);
+        if !(5..=4096).contains(&part_mb) {
+            return Err(ConfigError::Invalid { key: "store.part_size_mb", reason: format!("{part_mb} is outside 5..=4096") });
+        }
         let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
         crate::names::validate_name(&box_id)
             .map_err(|e| ConfigError::Invalid { key: "box_id", reason: e.to_string() })?;
@@ -100,6 +129,10 @@ impl ConfigFile {
             record_input: self.recording.record_input.unwrap_or(false),
             fsync_interval,
             min_free_bytes: self.recording.min_free_mb.unwrap_or(256) * 1024 * 1024,
+            keep_local_days: self.store.keep_local_days.unwrap_or(30),
+            high_watermark_percent: watermark,
+            part_size: part_mb * 1024 * 1024,
+            bandwidth_bytes_per_sec: self.store.bandwidth_kbps.unwrap_or(0) * 1000,
         })
     }
 }

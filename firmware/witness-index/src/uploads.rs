@@ -260,3 +260,41 @@ impl Index {
             .optional()?)
     }
 }
+
+impl Index {
+    /// Finished recordings with content that have no upload job yet (e.g. a crash between the
+    /// end of a recording and its queueing).
+    pub fn recordings_without_upload(&self) -> Result<Vec<(String, String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.id, r.session_id, s.started_at FROM recordings r JOIN sessions s ON s.id = r.session_id
+             WHERE r.status IN ('completed', 'failed') AND r.bytes > 0
+               AND NOT EXISTS (SELECT 1 FROM uploads u WHERE u.recording_id = r.id)",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Multipart progress of jobs under way (for `sync status`).
+    pub fn uploads_in_progress(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT recording_id, parts FROM uploads WHERE state = 'pending' AND upload_id IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        rows.map(|r| {
+            let (id, parts) = r?;
+            let parts: Vec<PartRecord> = serde_json::from_str(&parts).unwrap_or_default();
+            Ok((id, parts.len() as u64))
+        })
+        .collect()
+    }
+}
+
+impl Index {
+    /// The multipart parts recorded for a job.
+    pub fn claim_state(&self, recording_id: &str) -> Result<Vec<PartRecord>> {
+        let parts: String = self
+            .conn()
+            .query_row("SELECT parts FROM uploads WHERE recording_id = ?1", [recording_id], |r| r.get(0))?;
+        serde_json::from_str(&parts).map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts })
+    }
+}

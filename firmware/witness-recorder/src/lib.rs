@@ -27,3 +27,11 @@ pub fn free_space(dir: &Path) -> std::io::Result<u64> {
     let st = rustix::fs::statvfs(dir)?;
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
+
+/// Percent of the file system holding `dir` that is in use.
+pub fn used_percent(dir: &Path) -> std::io::Result<u8> {
+    let st = rustix::fs::statvfs(dir)?;
+    let total = st.f_blocks.max(1);
+    let avail = st.f_bavail.min(total);
+    Ok((100 - avail * 100 / total) as u8)
+}

@@ -13,7 +13,7 @@ use witness_core::{Protocol, Role};
 use witness_index::{Index, Secret, TargetRecord, UserRecord};
 
 /// Writes a file only the box's own user can read.
-fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -41,7 +41,7 @@ pub fn hash_password(password: &str) -> Result<String> {
 }
 
 /// Reads a secret from stdin: the first line, without its newline. Never echoed, never logged.
-fn read_secret_stdin(what: &str) -> Result<String> {
+pub fn read_secret_stdin(what: &str) -> Result<String> {
     let mut text = String::new();
     std::io::stdin().read_to_string(&mut text).with_context(|| format!("reading the {what} from stdin"))?;
     let secret = text.lines().next().unwrap_or("").to_owned();

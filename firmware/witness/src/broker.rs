@@ -15,13 +15,15 @@ use witness_ssh::{AuditEvent, Credential, RecordingMeta, TargetPlan, TargetSecre
 
 pub struct BoxBroker {
     pub dir: Arc<DataDir>,
+    /// Wakes the uploader when a recording is ready.
+    pub wake: Arc<tokio::sync::Notify>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
 }
 
 impl BoxBroker {
-    pub fn new(dir: Arc<DataDir>) -> anyhow::Result<Self> {
-        Ok(Self { dir, dummy_hash: crate::admin::hash_password("not a real password")? })
+    pub fn new(dir: Arc<DataDir>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
+        Ok(Self { dir, wake, dummy_hash: crate::admin::hash_password("not a real password")? })
     }
 
     fn index(&self) -> &witness_index::Index {
@@ -116,6 +118,18 @@ impl witness_ssh::Broker for BoxBroker {
     fn admit(&self) -> Result<(), String> {
         let dir = self.dir.recordings_dir();
         let min = self.dir.config.min_free_bytes;
+        let watermark = self.dir.config.high_watermark_percent;
+        if let Ok(used) = witness_recorder::used_percent(&dir)
+            && used > watermark
+        {
+            // The uploader evicts uploaded recordings as soon as the disk passes the watermark,
+            // so still being above it means nothing can be evicted: fail closed.
+            self.wake.notify_one();
+            warn!(used, watermark, "recording storage above its high watermark; refusing new sessions");
+            return Err(format!(
+                "the box's recording storage is {used}% full (high watermark {watermark}%) and holds no uploaded recordings to evict; new sessions are refused until the store catches up"
+            ));
+        }
         match witness_recorder::free_space(&dir) {
             Ok(free) if free >= min => Ok(()),
             Ok(free) => {
@@ -230,7 +244,10 @@ impl witness_ssh::Broker for BoxBroker {
         };
         if let Err(e) = self.index().finish_recording(recording_id, &end) {
             error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
+            return;
         }
+        crate::sync::enqueue(&self.dir, recording_id);
+        self.wake.notify_one();
     }
 
     fn audit(&self, event: AuditEvent) {

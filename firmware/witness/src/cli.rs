@@ -44,6 +44,64 @@ pub enum Command {
     },
     /// Run the appliance.
     Serve(ServeArgs),
+    /// Where recordings are forwarded (S3/MinIO, Azure Blob, a folder).
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// The upload backlog: status, or upload now.
+    #[command(subcommand)]
+    Sync(SyncCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Set the destination (replaces the previous one; pending uploads go to the new one).
+    #[command(subcommand)]
+    Set(StoreSetCmd),
+    /// Show the destination (never its secrets).
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreSetCmd {
+    /// S3 or MinIO.
+    S3 {
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        region: Option<String>,
+        /// Key prefix inside the bucket (e.g. "site1/").
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        access_key_id: String,
+        /// Read the secret key from stdin.
+        #[arg(long, required = true)]
+        secret_key_stdin: bool,
+    },
+    /// Azure Blob container, by a container SAS URL read from stdin.
+    Azure {
+        #[arg(long, required = true)]
+        sas_url_stdin: bool,
+    },
+    /// A local or NFS folder (the embedded default is DATA/store).
+    Dir { path: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SyncCmd {
+    /// Backlog, oldest pending, last error, state (online/offline/failing).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload everything pending now; exits non-zero with the reason if the store cannot be reached.
+    Now {
+        /// Also wait for uploads another process (the daemon) has under way.
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

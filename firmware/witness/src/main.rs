@@ -7,13 +7,16 @@ mod broker;
 mod cli;
 mod datadir;
 mod serve;
+mod sync;
+mod sync_cli;
 
 use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging();
+    // The daemon logs what it does; admin commands print their results and log only problems.
+    init_logging(if matches!(cli.command, cli::Command::Serve(_)) { "info,russh=warn" } else { "warn" });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,11 +39,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Recordings(args) => admin::recordings(&cli.data, args),
         Command::Audit { json, limit } => admin::audit(&cli.data, json, limit),
         Command::Serve(args) => serve::run(&cli.data, args),
+        Command::Store(cmd) => sync_cli::store(&cli.data, cmd),
+        Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
     }
 }
 
-fn init_logging() {
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("WITNESS_LOG").unwrap_or_else(|_| EnvFilter::new("info,russh=warn"));
+    let filter = EnvFilter::try_from_env("WITNESS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }

@@ -31,7 +31,24 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let key_path = root.join(datadir::HOST_KEY);
     let key_text = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
-    let broker = Arc::new(BoxBroker::new(dir.clone())?);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
+    let queued = crate::sync::enqueue_missing(&dir)?;
+    if queued > 0 {
+        info!(queued, "queued finished recordings for upload");
+    }
+    let store = crate::sync::open_store(&dir)?;
+    info!(store = store.describe(), "recordings are forwarded to the store");
+    let upload_cancel = CancellationToken::new();
+    // Uploads run on their own thread and runtime: a slow store or a bandwidth cap never takes
+    // time from the relays.
+    let uploader = {
+        let (dir, wake, cancel) = (dir.clone(), wake.clone(), upload_cancel.clone());
+        std::thread::Builder::new().name("uploader".into()).spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("uploader runtime");
+            rt.block_on(crate::sync::Uploader { dir, store, verbose: false }.run(wake, cancel));
+        })?
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_addr)
@@ -49,7 +66,10 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         witness_ssh::serve(listener, settings, broker, cancel).await?;
         info!("stopped; every recording is closed");
         anyhow::Ok(())
-    })
+    })?;
+    upload_cancel.cancel();
+    let _ = uploader.join();
+    Ok(())
 }
 
 async fn stop_on_signal(cancel: CancellationToken) {

@@ -1,0 +1,308 @@
+//! Store-and-forward: turns finished recordings into upload jobs, uploads them (resuming
+//! multipart progress), verifies the remote copy before marking a recording `uploaded`, writes
+//! each session's manifest, and prunes local copies only once they are verified remotely.
+//! Failures back off (with jitter, capped) and are retried forever.
+
+use crate::datadir::DataDir;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use witness_index::{PartRecord, UploadJob};
+use witness_store::{Destination, Part, Progress, Resume, Store, StoreError, Tuning};
+
+pub const STORE_FILE: &str = "store.toml";
+/// How long a claimed job is ours before another uploader may take it (renewed per part).
+const LEASE_MS: i64 = 10 * 60 * 1000;
+const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
+
+/// The configured destination, or the embedded default: a folder in the data dir.
+pub fn destination(root: &Path) -> Result<Destination> {
+    let path = root.join(STORE_FILE);
+    if !path.exists() {
+        return Ok(Destination::Dir { path: root.join("store") });
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
+}
+
+pub fn open_store(dir: &DataDir) -> Result<Store> {
+    let dest = destination(&dir.root)?;
+    Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size })?)
+}
+
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// Object key of a recording: grouped by box and day, so boxes can share one bucket.
+pub fn object_key(box_id: &str, started_at: &str, session_id: &str, recording_id: &str) -> String {
+    format!("{box_id}/{}/{session_id}/{recording_id}.cast", &started_at[..started_at.len().min(10)])
+}
+
+/// Queues one finished recording.
+pub fn enqueue(dir: &DataDir, recording_id: &str) {
+    let Ok(Some(rec)) = dir.index.recording(recording_id) else { return };
+    if rec.bytes == 0 {
+        return;
+    }
+    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id);
+    if let Err(e) = dir.index.enqueue_upload(recording_id, &key) {
+        warn!(recording_id, error = %e, "could not queue the recording for upload; it is queued at next start");
+    }
+}
+
+/// Queues whatever finished without a job (after a crash or an upgrade).
+pub fn enqueue_missing(dir: &DataDir) -> Result<usize> {
+    let missing = dir.index.recordings_without_upload()?;
+    for (id, _, _) in &missing {
+        enqueue(dir, id);
+    }
+    Ok(missing.len())
+}
+
+/// Exponential backoff with jitter: 2 s, 4 s, 8 s … capped at five minutes.
+fn backoff_ms(attempts: u32) -> i64 {
+    let base = (2000i64 << attempts.min(16)).min(BACKOFF_CAP_MS);
+    let jitter = (unix_ms().rem_euclid(1000) as f64 / 1000.0 - 0.5) * 0.4; // ±20 %
+    (base as f64 * (1.0 + jitter)) as i64
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct Pass {
+    pub uploaded: u64,
+    pub failed: u64,
+    pub bytes_sent: u64,
+    pub last_error: Option<String>,
+}
+
+struct IndexProgress<'a> {
+    dir: &'a DataDir,
+    recording_id: String,
+    sent: u64,
+    bandwidth: u64,
+    started: std::time::Instant,
+    verbose: bool,
+}
+
+impl Progress for IndexProgress<'_> {
+    fn part_done(&mut self, resume: &Resume) {
+        let parts: Vec<PartRecord> =
+            resume.parts.iter().map(|p| PartRecord { number: p.number, etag: p.etag.clone(), size: p.size }).collect();
+        if let Err(e) = self.dir.index.save_multipart(&self.recording_id, resume.upload_id.as_deref(), &parts) {
+            warn!(error = %e, "could not save multipart progress; a restart re-sends this part");
+        }
+        let _ = self.dir.index.renew_lease(&self.recording_id, unix_ms() + LEASE_MS);
+    }
+
+    fn sent(&mut self, bytes: u64) {
+        self.sent += bytes;
+        if self.verbose {
+            println!("  {} : {} bytes sent", self.recording_id, self.sent);
+        }
+        if self.bandwidth > 0 {
+            // Stay under the cap on average: sleep off any lead over the allowed rate.
+            let allowed = self.started.elapsed().as_secs_f64() * self.bandwidth as f64;
+            let lead = (self.sent as f64 - allowed) / self.bandwidth as f64;
+            if lead > 0.0 {
+                std::thread::sleep(Duration::from_secs_f64(lead));
+            }
+        }
+    }
+}
+
+pub struct Uploader {
+    pub dir: Arc<DataDir>,
+    pub store: Store,
+    pub verbose: bool,
+}
+
+impl Uploader {
+    /// Uploads and verifies one job. Errors are recorded on the job and returned.
+    async fn process(&self, job: UploadJob, pass: &mut Pass) {
+        let dir = &self.dir;
+        let path: PathBuf = dir.root.join(&job.path);
+        let resume = Resume {
+            upload_id: job.upload_id.clone(),
+            parts: job.parts.iter().map(|p| Part { number: p.number, etag: p.etag.clone(), size: p.size }).collect(),
+        };
+        if self.verbose {
+            let done: u64 = resume.parts.iter().map(|p| p.size).sum();
+            if done > 0 {
+                println!("  {} : resuming, {} parts ({done} bytes) already stored", job.recording_id, resume.parts.len());
+            }
+        }
+        let mut progress = IndexProgress {
+            dir,
+            recording_id: job.recording_id.clone(),
+            sent: 0,
+            bandwidth: dir.config.bandwidth_bytes_per_sec,
+            started: std::time::Instant::now(),
+            verbose: self.verbose,
+        };
+        let result = async {
+            if !path.exists() {
+                return Err(StoreError::Local(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is missing", path.display()))));
+            }
+            self.store.put_file(&job.object_key, &path, &job.sha256, resume, &mut progress).await?;
+            // The part list to verify against is what the index now holds.
+            let parts = match dir.index.claim_state(&job.recording_id) {
+                Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
+                Err(_) => Vec::new(),
+            };
+            self.store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await
+        }
+        .await;
+        pass.bytes_sent += progress.sent;
+        let desc = self.store.describe().to_owned();
+        match result {
+            Ok(()) => {
+                let _ = dir.index.upload_verified(&job.recording_id);
+                let _ = dir.index.store_contact(&desc, None);
+                let _ = dir.index.audit(
+                    "recording_uploaded",
+                    None,
+                    None,
+                    Some(&job.session_id),
+                    &serde_json::json!({ "recording": job.recording_id, "key": job.object_key, "bytes": job.bytes, "sha256": job.sha256 }),
+                );
+                info!(recording_id = %job.recording_id, key = %job.object_key, "recording uploaded and verified");
+                if self.verbose {
+                    println!("uploaded {} ({} bytes) as {} — verified", job.recording_id, job.bytes, job.object_key);
+                }
+                pass.uploaded += 1;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                // A multipart upload the store no longer knows, or a part that did not match,
+                // starts over rather than failing forever.
+                if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
+                    let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
+                }
+                let next = unix_ms() + backoff_ms(job.attempts);
+                let _ = dir.index.upload_failed(&job.recording_id, &message, next);
+                let _ = dir.index.store_contact(&desc, Some((e.kind(), &message)));
+                warn!(recording_id = %job.recording_id, error = %message, attempts = job.attempts + 1, "upload failed; will retry");
+                if self.verbose {
+                    println!("upload of {} failed: {message}", job.recording_id);
+                }
+                pass.failed += 1;
+                pass.last_error = Some(message);
+            }
+        }
+    }
+
+    /// Uploads every job due now, then manifests, then prunes.
+    pub async fn pass(&self) -> Pass {
+        let mut pass = Pass::default();
+        let mut tried = std::collections::HashSet::new();
+        while let Ok(Some(job)) = self.dir.index.claim_upload(unix_ms(), LEASE_MS) {
+            if !tried.insert(job.recording_id.clone()) {
+                break;
+            }
+            self.process(job, &mut pass).await;
+        }
+        if pass.failed == 0 {
+            self.manifests(&mut pass).await;
+        }
+        self.prune();
+        pass
+    }
+
+    async fn manifests(&self, pass: &mut Pass) {
+        let Ok(sessions) = self.dir.index.sessions_needing_manifest() else { return };
+        for id in sessions {
+            match self.manifest(&id).await {
+                Ok(key) => {
+                    let _ = self.dir.index.manifest_uploaded(&id, &key);
+                }
+                Err(e) => {
+                    pass.last_error = Some(e.to_string());
+                    warn!(session_id = %id, error = %e, "manifest upload failed; will retry");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn manifest(&self, session_id: &str) -> Result<String> {
+        let index = &self.dir.index;
+        let session = index.sessions()?.into_iter().find(|s| s.id == session_id).context("session vanished")?;
+        let recordings: Vec<_> = index.recordings()?.into_iter().filter(|r| r.session_id == session_id).collect();
+        let mut entries = Vec::new();
+        for r in &recordings {
+            let key = index.upload_key(&r.id)?.map(|(k, _)| k);
+            entries.push(serde_json::json!({
+                "id": r.id, "channel": r.channel, "key": key, "bytes": r.bytes, "sha256": r.sha256,
+                "started_at": r.started_at, "ended_at": r.ended_at, "duration": r.duration, "recovered": r.recovered,
+                "status": r.status, "status_reason": r.status_reason,
+            }));
+        }
+        let events: Vec<_> = index.audit_events(100_000)?.into_iter().filter(|e| e.session_id.as_deref() == Some(session_id)).collect();
+        let manifest = serde_json::json!({
+            "format": "witness-manifest/1",
+            "box_id": self.dir.config.box_id,
+            "session": session,
+            "recordings": entries,
+            "audit": events,
+        });
+        let key = format!(
+            "{}/{}/{}/manifest.json",
+            self.dir.config.box_id,
+            &session.started_at[..session.started_at.len().min(10)],
+            session_id
+        );
+        self.store.put_bytes(&key, serde_json::to_vec_pretty(&manifest)?).await?;
+        Ok(key)
+    }
+
+    /// Deletes local copies that are verified remotely: past the retention, or oldest first
+    /// while the disk is above its high watermark. Never anything not uploaded.
+    fn prune(&self) {
+        let dir = &self.dir;
+        let days = dir.config.keep_local_days as i64;
+        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days);
+        let mut victims = dir.index.prunable(&witness_index::format_time(cutoff)).unwrap_or_default();
+        let recordings = dir.recordings_dir();
+        let over = |dir: &Path| witness_recorder::used_percent(dir).map(|p| p > self.dir.config.high_watermark_percent).unwrap_or(false);
+        if over(&recordings) {
+            let all = dir.index.prunable("9999").unwrap_or_default();
+            for v in all {
+                if !victims.contains(&v) {
+                    victims.push(v);
+                }
+            }
+        }
+        for (id, path) in victims {
+            match std::fs::remove_file(dir.root.join(&path)) {
+                Ok(()) => {
+                    let _ = dir.index.mark_pruned(&id);
+                    info!(recording_id = %id, "local copy pruned (verified in the store)");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let _ = dir.index.mark_pruned(&id);
+                }
+                Err(e) => warn!(recording_id = %id, error = %e, "could not prune a local copy"),
+            }
+        }
+    }
+
+    /// The daemon's loop: a pass whenever woken or every few seconds, until cancelled.
+    pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        loop {
+            let pass = self.pass().await;
+            if pass.uploaded + pass.failed > 0 {
+                info!(uploaded = pass.uploaded, failed = pass.failed, "upload pass");
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+        }
+    }
+}

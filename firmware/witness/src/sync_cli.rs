@@ -1,0 +1,183 @@
+//! `witness store …` and `witness sync …`.
+
+use crate::admin::{read_secret_stdin, write_private};
+use crate::cli::{StoreCmd, StoreSetCmd, SyncCmd};
+use crate::datadir::DataDir;
+use crate::sync::{self, STORE_FILE, Uploader};
+use anyhow::{Context, Result, bail};
+use std::path::Path;
+use std::sync::Arc;
+use witness_store::{Destination, Store, Tuning};
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+pub fn store(root: &Path, cmd: StoreCmd) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match cmd {
+        StoreCmd::Show => {
+            println!("{}", sync::destination(root)?.describe());
+            Ok(())
+        }
+        StoreCmd::Set(set) => {
+            let dest = match set {
+                StoreSetCmd::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key_stdin: _ } => {
+                    let secret_key = read_secret_stdin("secret key")?;
+                    Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key }
+                }
+                StoreSetCmd::Azure { sas_url_stdin: _ } => {
+                    let sas_url = read_secret_stdin("SAS URL")?;
+                    if !sas_url.starts_with("http") || !sas_url.contains('?') {
+                        bail!("the SAS URL must look like https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=…&sig=…");
+                    }
+                    Destination::Azure { sas_url }
+                }
+                StoreSetCmd::Dir { path } => {
+                    let path = std::path::absolute(&path).with_context(|| format!("{}", path.display()))?;
+                    Destination::Dir { path }
+                }
+            };
+            // Validates the destination before saving it.
+            let store = Store::open(&dest, Tuning { part_size: dir.config.part_size })?;
+            let text = toml::to_string(&dest)?;
+            let path = root.join(STORE_FILE);
+            let tmp = root.join(format!("{STORE_FILE}.new"));
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, text.as_bytes())?;
+            std::fs::rename(&tmp, &path)?;
+            dir.index.audit("store_configured", None, None, None, &serde_json::json!({ "destination": dest.describe() }))?;
+            println!("recordings go to {}", dest.describe());
+            // A site may be configured before its uplink works: say so, keep the setting.
+            match runtime()?.block_on(store.check()) {
+                Ok(()) => println!("the store answers and accepts the credentials"),
+                Err(e) => eprintln!("warning: the store cannot be used yet ({e}); recordings stay queued until it can"),
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Status {
+    destination: String,
+    state: &'static str,
+    pending: u64,
+    pending_bytes: u64,
+    oldest_pending_since: Option<String>,
+    uploaded: u64,
+    in_progress: Vec<serde_json::Value>,
+    last_error: Option<String>,
+    last_error_at: Option<String>,
+    last_success_at: Option<String>,
+    recent_errors: Vec<serde_json::Value>,
+    disk_used_percent: Option<u8>,
+    high_watermark_percent: u8,
+    refusing_sessions: bool,
+}
+
+fn status(dir: &DataDir) -> Result<Status> {
+    let backlog = dir.index.backlog()?;
+    let health = dir.index.store_health()?;
+    let state = match (&health.last_error_at, &health.last_success_at) {
+        (Some(err), Some(ok)) if ok >= err => "online",
+        (Some(_), _) if health.last_error_kind.as_deref() == Some("offline") => "offline",
+        (Some(_), _) => "failing",
+        _ => "online",
+    };
+    let used = witness_recorder::used_percent(&dir.recordings_dir()).ok();
+    Ok(Status {
+        destination: sync::destination(&dir.root)?.describe(),
+        state,
+        pending: backlog.pending,
+        pending_bytes: backlog.pending_bytes,
+        oldest_pending_since: backlog.oldest_pending_since,
+        uploaded: backlog.uploaded,
+        in_progress: dir
+            .index
+            .uploads_in_progress()?
+            .into_iter()
+            .map(|(id, parts)| serde_json::json!({ "recording": id, "parts_done": parts }))
+            .collect(),
+        last_error: if state == "online" { None } else { health.last_error },
+        last_error_at: health.last_error_at,
+        last_success_at: health.last_success_at,
+        recent_errors: dir
+            .index
+            .upload_errors(5)?
+            .into_iter()
+            .map(|(id, attempts, error)| serde_json::json!({ "recording": id, "attempts": attempts, "error": error }))
+            .collect(),
+        disk_used_percent: used,
+        high_watermark_percent: dir.config.high_watermark_percent,
+        refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
+    })
+}
+
+pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
+    let dir = Arc::new(DataDir::open(root)?);
+    match cmd {
+        SyncCmd::Status { json } => {
+            let s = status(&dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+                return Ok(());
+            }
+            println!("destination: {}", s.destination);
+            println!("state:       {}", s.state);
+            println!(
+                "backlog:     {} recordings, {} bytes{}",
+                s.pending,
+                s.pending_bytes,
+                s.oldest_pending_since.map(|t| format!(", oldest since {t}")).unwrap_or_default()
+            );
+            println!("uploaded:    {}", s.uploaded);
+            if let Some(e) = &s.last_error {
+                println!("last error:  {e} (at {})", s.last_error_at.as_deref().unwrap_or("?"));
+            }
+            if s.refusing_sessions {
+                println!(
+                    "disk:        {}% used, above the {}% high watermark: new sessions are refused",
+                    s.disk_used_percent.unwrap_or(0),
+                    s.high_watermark_percent
+                );
+            }
+            Ok(())
+        }
+        SyncCmd::Now { wait } => {
+            sync::enqueue_missing(&dir)?;
+            let due = dir.index.make_uploads_due()?;
+            let store = sync::open_store(&dir)?;
+            println!("uploading {due} pending recordings to {}", store.describe());
+            let up = Uploader { dir: dir.clone(), store, verbose: true };
+            let rt = runtime()?;
+            let mut total = sync::Pass::default();
+            loop {
+                let pass = rt.block_on(up.pass());
+                total.uploaded += pass.uploaded;
+                total.failed += pass.failed;
+                total.bytes_sent += pass.bytes_sent;
+                if pass.last_error.is_some() {
+                    total.last_error = pass.last_error;
+                }
+                if total.failed > 0 {
+                    break;
+                }
+                let backlog = dir.index.backlog()?;
+                if backlog.pending == 0 || !wait {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(300));
+            }
+            println!("uploaded {} recordings, {} bytes sent", total.uploaded, total.bytes_sent);
+            if let Some(e) = total.last_error {
+                bail!("{} uploads failed; last error: {e}", total.failed.max(1));
+            }
+            let left = dir.index.backlog()?.pending;
+            if left > 0 {
+                println!("{left} recordings are being uploaded by another process (use --wait to wait for them)");
+            }
+            Ok(())
+        }
+    }
+}
