@@ -369,3 +369,116 @@ pub fn finished_recording(b: &Box) -> serde_json::Value {
         (r["status"] != "recording" && r["status"] != "processing").then_some(r)
     })
 }
+
+/// A recording (or session) that ended well: `completed`, or already `uploaded` after that
+/// (the default store is a folder in the data dir, so uploads follow within moments).
+pub fn assert_completed(row: &serde_json::Value) {
+    let status = row["status"].as_str().unwrap_or("");
+    assert!(status == "completed" || status == "uploaded", "expected completed/uploaded, got {row}");
+}
+
+/// A real S3-compatible server (s3s-fs) over a temp folder, on a loopback port.
+pub struct S3 {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+pub const S3_ACCESS: &str = "witness-test";
+pub const S3_SECRET: &str = "witness-test-secret";
+pub const S3_BUCKET: &str = "recordings";
+
+fn s3s_fs_bin() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+    for p in [home.join(".cargo/bin/s3s-fs"), PathBuf::from("/usr/local/bin/s3s-fs")] {
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("s3s-fs is not installed: run `cargo xtask setup` (cargo install s3s-fs@0.14.1 --features binary)");
+}
+
+impl S3 {
+    /// A server that is not started yet (an offline site), with its bucket in place.
+    pub fn stopped() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(S3_BUCKET)).unwrap();
+        Self { dir, port: free_port(), child: None }
+    }
+
+    pub fn start() -> Self {
+        let mut s = Self::stopped();
+        s.run();
+        s
+    }
+
+    pub fn run(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(s3s_fs_bin())
+            .args([
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+                "--access-key",
+                S3_ACCESS,
+                "--secret-key",
+                S3_SECRET,
+            ])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for_port(self.port, "s3s-fs");
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The stored object's bytes (s3s-fs keeps objects as files under bucket/key).
+    pub fn object(&self, key: &str) -> Option<Vec<u8>> {
+        std::fs::read(self.dir.path().join(S3_BUCKET).join(key)).ok()
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Box {
+    /// Points the box at an S3 server (`secret` overrides the right one, to test refusals).
+    pub fn use_s3(&self, s3: &S3, bucket: &str, secret: &str) {
+        let out = self.cli(
+            &[
+                "store",
+                "set",
+                "s3",
+                "--endpoint",
+                &s3.endpoint(),
+                "--bucket",
+                bucket,
+                "--access-key-id",
+                S3_ACCESS,
+                "--secret-key-stdin",
+            ],
+            Some(&format!("{secret}\n")),
+        );
+        assert!(out.status.success(), "store set: {}", stderr(&out));
+    }
+
+    /// Adds lines to witness.toml (before `serve`).
+    pub fn configure(&self, section: &str, lines: &str) {
+        let path = self.data().join("witness.toml");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str(&format!("\n[{section}]\n{lines}\n"));
+        std::fs::write(path, text).unwrap();
+    }
+}

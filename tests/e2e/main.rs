@@ -3,3 +3,4 @@
 
 mod harness;
 mod ssh_path;
+mod store;

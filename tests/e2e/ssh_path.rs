@@ -58,7 +58,7 @@ fn interactive_pty_session_is_recorded_with_resize() {
     Command::new("tmux").args(["send-keys", "-t", &tmux, "exit", "Enter"]).status().unwrap();
     let rec = finished_recording(&b);
     let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     assert_eq!(rec["recovered"], false);
     let cast = cast_text(&b, &rec);
     let (header, events) = witness_core::cast::parse(cast.as_bytes()).expect("a valid asciicast v2 file");
@@ -75,10 +75,8 @@ fn interactive_pty_session_is_recorded_with_resize() {
     assert!(played.contains("echo typed-$((6*7))"), "what was typed is in the recording (as echoed)");
     assert!(played.contains("typed-42"), "what was printed is in the recording");
     let session = &b.sessions()[0];
-    assert_eq!(
-        (session["user"].as_str(), session["target"].as_str(), session["status"].as_str()),
-        (Some("alice"), Some("web01"), Some("completed"))
-    );
+    assert_eq!((session["user"].as_str(), session["target"].as_str()), (Some("alice"), Some("web01")));
+    assert_completed(session);
     assert!(session["ended_at"].is_string());
 }
 
@@ -90,7 +88,7 @@ fn exec_is_recorded_and_exit_status_relayed() {
     assert_eq!(stdout(&out), "out-5\n");
     assert!(stderr(&out).contains("err-line"));
     let rec = finished_recording(&b);
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     let cast = cast_text(&b, &rec);
     assert!(cast.contains("out-5") && cast.contains("err-line"), "{cast}");
     assert!(rec["channel"].as_str().unwrap().starts_with("exec: echo out-"));
@@ -323,7 +321,7 @@ fn target_killed_mid_session_recording_completes() {
     let out = client.wait_with_output_stderr();
     assert!(out.contains("witness: connection to target web01 was lost"), "{out}");
     let rec = finished_recording(&b);
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     let cast = cast_text(&b, &rec);
     let (_, events) = witness_core::cast::parse(cast.as_bytes()).unwrap();
     let text: String = events.iter().map(|e| e.data.as_str()).collect();
@@ -360,7 +358,7 @@ fn expired_grant_ends_the_session_with_a_message() {
     assert!(started.elapsed() < Duration::from_secs(20), "the session ended at expiry, not at its own end");
     assert!(err.contains("grant for target web01 has expired; session ended"), "{err}");
     let rec = finished_recording(&b);
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     let s = &b.sessions()[0];
     assert!(s["end_reason"].as_str().unwrap().contains("expired"), "{s}");
     // And no new session after expiry.
@@ -379,7 +377,7 @@ fn kill9_of_the_box_mid_session_then_restart_recovers() {
     assert_eq!(b.recordings()[0]["status"], "recording", "the crash left the recording open");
     b.serve();
     let rec = b.recordings()[0].clone();
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     assert_eq!(rec["recovered"], true);
     let cast = cast_text(&b, &rec);
     let path = b.dir.path().join("recovered.cast");
@@ -494,6 +492,6 @@ fn clean_shutdown_finishes_recordings() {
     let err = client.wait_with_output_stderr();
     assert!(err.contains("the box is shutting down"), "{err}");
     let rec = b.recordings()[0].clone();
-    assert_eq!(rec["status"], "completed");
+    assert_completed(&rec);
     assert_eq!(rec["recovered"], false, "finished by the shutdown, not by recovery");
 }

@@ -123,7 +123,18 @@ impl Setup {
     fn ssh(&self, direct: bool) -> Command {
         let mut c = Command::new("ssh");
         let d = self.dir.path();
-        c.args(["-F", "/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR"]);
+        c.args([
+            "-F",
+            "/dev/null",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "LogLevel=ERROR",
+        ]);
         if direct {
             c.arg("-i").arg(d.join("box_identity")).args(["-p", &self.sshd_port.to_string(), "root@127.0.0.1"]);
         } else {
@@ -134,7 +145,12 @@ impl Setup {
 }
 
 fn setup() -> Result<Setup> {
-    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args(["build", "--release", "-p", "witness"]))?;
+    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+        "build",
+        "--release",
+        "-p",
+        "witness",
+    ]))?;
     let bin = crate::root().join("target/release/witness");
     let dir = tempfile::tempdir()?;
     let d = dir.path().to_owned();
@@ -173,7 +189,10 @@ fn setup() -> Result<Setup> {
     let key = format!("{}/alice.pub", d.display());
     s.witness(&["user", "add", "alice", "--ssh-key", &key], None)?;
     let idf = format!("{}/box_identity", d.display());
-    s.witness(&["target", "add", "web01", "--ssh", &format!("127.0.0.1:{sshd_port}"), "--login", "root", "--identity", &idf], None)?;
+    s.witness(
+        &["target", "add", "web01", "--ssh", &format!("127.0.0.1:{sshd_port}"), "--login", "root", "--identity", &idf],
+        None,
+    )?;
     s.witness(&["grant", "alice", "web01"], None)?;
     wait_port(box_port)?;
     Ok(s)
@@ -207,7 +226,8 @@ fn bulk(s: &Setup, direct: bool, command: &str, expect: u64) -> Result<(f64, f64
 
 /// Keystroke round trips through a pty: write one byte, wait for its echo.
 fn latency(s: &Setup, direct: bool, n: usize) -> Result<(f64, f64)> {
-    let mut child = s.ssh(direct).args(["-tt", "stty -icanon; exec cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut child =
+        s.ssh(direct).args(["-tt", "stty -icanon; exec cat"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     let mut inp = child.stdin.take().unwrap();
     let mut out = child.stdout.take().unwrap();
     let mut one = [0u8; 1];
@@ -311,7 +331,10 @@ async fn idle_sessions(s: &Setup, n: usize) -> Result<(usize, f64, f64)> {
     tokio::spawn(async move {
         let _ = IdleTarget.run_on_socket(config, &listener).await;
     });
-    s.witness(&["target", "add", "idle", "--ssh", &format!("127.0.0.1:{target_port}"), "--login", "x", "--password-stdin"], Some("x\n"))?;
+    s.witness(
+        &["target", "add", "idle", "--ssh", &format!("127.0.0.1:{target_port}"), "--login", "x", "--password-stdin"],
+        Some("x\n"),
+    )?;
     s.witness(&["grant", "alice", "idle"], None)?;
     let key = Arc::new(russh::keys::load_secret_key(s.dir.path().join("alice"), None)?);
     let rss0 = rss_mib(s.witness.id());
@@ -354,7 +377,10 @@ pub fn run(args: &[String]) -> Result<()> {
     raise_nofile();
     let s = setup()?;
     let bytes = o.bulk_mib * 1024 * 1024;
-    println!("\nWitness bench — {} cores, loopback, recording on", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "\nWitness bench — {} cores, loopback, recording on",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+    );
     println!("\n## Bulk download ({} MiB), direct to sshd vs through the box", o.bulk_mib);
     println!("| workload | direct MiB/s | box MiB/s | ratio | box CPU s/GiB |");
     println!("|---|---|---|---|---|");

@@ -46,6 +46,12 @@ pub fn install() -> Result<()> {
     if !Command::new("cargo").args(["nextest", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
         crate::run(Command::new("cargo").args(["install", "cargo-nextest", "--locked"]))?;
     }
+    // A real S3-compatible server for the store tests (MinIO is not packaged here); this
+    // release is the newest that builds with the workspace's Rust.
+    let home = std::env::var("HOME").unwrap_or_default();
+    if !std::path::Path::new(&format!("{home}/.cargo/bin/s3s-fs")).exists() {
+        crate::run(Command::new("cargo").args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked"]))?;
+    }
     for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script"] {
         if Command::new("sh")
             .arg("-c")

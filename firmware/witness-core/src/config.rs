@@ -111,11 +111,17 @@ impl ConfigFile {
         let fsync_interval = ms("recording.fsync_interval_ms", self.recording.fsync_interval_ms, 1000, 60_000)?;
         let watermark = self.store.high_watermark_percent.unwrap_or(90);
         if !(1..=99).contains(&watermark) {
-            return Err(ConfigError::Invalid { key: "store.high_watermark_percent", reason: format!("{watermark} is outside 1..=99") });
+            return Err(ConfigError::Invalid {
+                key: "store.high_watermark_percent",
+                reason: format!("{watermark} is outside 1..=99"),
+            });
         }
         let part_mb = self.store.part_size_mb.unwrap_or(16);
         if !(5..=4096).contains(&part_mb) {
-            return Err(ConfigError::Invalid { key: "store.part_size_mb", reason: format!("{part_mb} is outside 5..=4096") });
+            return Err(ConfigError::Invalid {
+                key: "store.part_size_mb",
+                reason: format!("{part_mb} is outside 5..=4096"),
+            });
         }
         let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
         crate::names::validate_name(&box_id)

@@ -83,6 +83,7 @@ const STEPS: &[&str] = &[
         attempts INTEGER NOT NULL DEFAULT 0,
         next_attempt_at INTEGER NOT NULL DEFAULT 0,
         lease_until INTEGER NOT NULL DEFAULT 0,
+        lease_owner INTEGER NOT NULL DEFAULT 0,
         last_error TEXT,
         upload_id TEXT,
         parts TEXT NOT NULL DEFAULT '[]',

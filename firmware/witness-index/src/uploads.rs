@@ -60,42 +60,54 @@ impl Index {
         Ok(())
     }
 
-    /// Claims the oldest due job for `lease_ms`. `now_ms` is unix milliseconds.
-    pub fn claim_upload(&self, now_ms: i64, lease_ms: i64) -> Result<Option<UploadJob>> {
+    /// Claims the oldest due job for `lease_ms` on behalf of process `owner`. A lease held by a
+    /// process that `alive` says is gone (killed mid-upload) is taken over at once.
+    pub fn claim_upload(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        owner: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Option<UploadJob>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let row = tx
-            .query_row(
+        let candidates = {
+            let mut stmt = tx.prepare(
                 "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
-                        u.attempts, u.upload_id, u.parts
+                        u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner
                  FROM uploads u JOIN recordings r ON r.id = u.recording_id
-                 WHERE u.state = 'pending' AND u.next_attempt_at <= ?1 AND u.lease_until <= ?1
-                 ORDER BY u.next_attempt_at, u.created_at LIMIT 1",
-                [now_ms],
-                |r| {
-                    Ok((
-                        UploadJob {
-                            recording_id: r.get(0)?,
-                            session_id: r.get(1)?,
-                            object_key: r.get(2)?,
-                            path: r.get(3)?,
-                            bytes: r.get::<_, i64>(4)? as u64,
-                            sha256: r.get(5)?,
-                            attempts: r.get(6)?,
-                            upload_id: r.get(7)?,
-                            parts: Vec::new(),
-                        },
-                        r.get::<_, String>(8)?,
-                    ))
-                },
-            )
-            .optional()?;
-        let Some((mut job, parts)) = row else { return Ok(None) };
+                 WHERE u.state = 'pending' AND u.next_attempt_at <= ?1
+                 ORDER BY u.next_attempt_at, u.created_at",
+            )?;
+            let rows = stmt.query_map([now_ms], |r| {
+                Ok((
+                    UploadJob {
+                        recording_id: r.get(0)?,
+                        session_id: r.get(1)?,
+                        object_key: r.get(2)?,
+                        path: r.get(3)?,
+                        bytes: r.get::<_, i64>(4)? as u64,
+                        sha256: r.get(5)?,
+                        attempts: r.get(6)?,
+                        upload_id: r.get(7)?,
+                        parts: Vec::new(),
+                    },
+                    r.get::<_, String>(8)?,
+                    r.get::<_, i64>(9)?,
+                    r.get::<_, u32>(10)?,
+                ))
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        let free = candidates
+            .into_iter()
+            .find(|(_, _, until, holder)| *until <= now_ms || *holder == owner || !alive(*holder));
+        let Some((mut job, parts, _, _)) = free else { return Ok(None) };
         job.parts = serde_json::from_str(&parts)
             .map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts.clone() })?;
         tx.execute(
-            "UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1",
-            params![job.recording_id, now_ms + lease_ms],
+            "UPDATE uploads SET lease_until = ?2, lease_owner = ?3 WHERE recording_id = ?1",
+            params![job.recording_id, now_ms + lease_ms, owner],
         )?;
         tx.commit()?;
         Ok(Some(job))
@@ -103,7 +115,8 @@ impl Index {
 
     /// Extends a lease while a long upload runs.
     pub fn renew_lease(&self, recording_id: &str, until_ms: i64) -> Result<()> {
-        self.conn().execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
+        self.conn()
+            .execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
         Ok(())
     }
 
@@ -136,7 +149,8 @@ impl Index {
              WHERE recording_id = ?1",
             params![recording_id, now_text()],
         )?;
-        tx.execute("UPDATE recordings SET status = 'uploaded' WHERE id = ?1", [recording_id])?;
+        // A failed recording is uploaded too (it holds evidence) but keeps its status and reason.
+        tx.execute("UPDATE recordings SET status = 'uploaded' WHERE id = ?1 AND status = 'completed'", [recording_id])?;
         tx.commit()?;
         Ok(())
     }
@@ -155,7 +169,8 @@ impl Index {
             [],
             |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Option<String>>(2)?)),
         )?;
-        let uploaded: i64 = conn.query_row("SELECT COUNT(*) FROM uploads WHERE state = 'verified'", [], |r| r.get(0))?;
+        let uploaded: i64 =
+            conn.query_row("SELECT COUNT(*) FROM uploads WHERE state = 'verified'", [], |r| r.get(0))?;
         Ok(Backlog {
             pending: pending as u64,
             pending_bytes: pending_bytes as u64,
@@ -218,7 +233,8 @@ impl Index {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT s.id FROM sessions s WHERE s.ended_at IS NOT NULL AND s.manifest_uploaded = 0
-               AND NOT EXISTS (SELECT 1 FROM recordings r WHERE r.session_id = s.id AND r.status != 'uploaded')
+               AND NOT EXISTS (SELECT 1 FROM recordings r LEFT JOIN uploads u ON u.recording_id = r.id
+                               WHERE r.session_id = s.id AND r.bytes > 0 AND COALESCE(u.state, '') != 'verified')
              ORDER BY s.started_at",
         )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
@@ -238,7 +254,7 @@ impl Index {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT r.id, r.path FROM recordings r JOIN uploads u ON u.recording_id = r.id
-             WHERE r.status = 'uploaded' AND u.state = 'verified' AND r.pruned = 0 AND r.ended_at < ?1
+             WHERE u.state = 'verified' AND r.pruned = 0 AND r.ended_at < ?1
              ORDER BY r.ended_at",
         )?;
         let rows = stmt.query_map([ended_before], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -246,7 +262,11 @@ impl Index {
     }
 
     pub fn mark_pruned(&self, recording_id: &str) -> Result<()> {
-        self.conn().execute("UPDATE recordings SET pruned = 1 WHERE id = ?1 AND status = 'uploaded'", [recording_id])?;
+        self.conn().execute(
+            "UPDATE recordings SET pruned = 1 WHERE id = ?1
+               AND EXISTS (SELECT 1 FROM uploads u WHERE u.recording_id = ?1 AND u.state = 'verified')",
+            [recording_id],
+        )?;
         Ok(())
     }
 
@@ -278,7 +298,8 @@ impl Index {
     /// Multipart progress of jobs under way (for `sync status`).
     pub fn uploads_in_progress(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT recording_id, parts FROM uploads WHERE state = 'pending' AND upload_id IS NOT NULL")?;
+        let mut stmt =
+            conn.prepare("SELECT recording_id, parts FROM uploads WHERE state = 'pending' AND upload_id IS NOT NULL")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         rows.map(|r| {
             let (id, parts) = r?;
@@ -292,9 +313,8 @@ impl Index {
 impl Index {
     /// The multipart parts recorded for a job.
     pub fn claim_state(&self, recording_id: &str) -> Result<Vec<PartRecord>> {
-        let parts: String = self
-            .conn()
-            .query_row("SELECT parts FROM uploads WHERE recording_id = ?1", [recording_id], |r| r.get(0))?;
+        let parts: String =
+            self.conn().query_row("SELECT parts FROM uploads WHERE recording_id = ?1", [recording_id], |r| r.get(0))?;
         serde_json::from_str(&parts).map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts })
     }
 }

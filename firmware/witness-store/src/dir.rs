@@ -82,7 +82,8 @@ impl DirStore {
         let dest = self.object(key)?;
         let root = self.root.clone();
         blocking(move || {
-            std::fs::create_dir_all(dest.parent().expect("object paths have a parent")).map_err(|e| unreachable(&root, e))?;
+            std::fs::create_dir_all(dest.parent().expect("object paths have a parent"))
+                .map_err(|e| unreachable(&root, e))?;
             let tmp = dest.with_extension("part");
             let mut f = std::fs::File::create(&tmp).map_err(|e| unreachable(&root, e))?;
             f.write_all(&data).and_then(|_| f.sync_all()).map_err(|e| unreachable(&root, e))?;

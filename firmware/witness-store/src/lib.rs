@@ -154,14 +154,9 @@ impl Store {
     pub fn open(dest: &Destination, tuning: Tuning) -> Result<Self> {
         let backend = match dest {
             Destination::Dir { path } => Backend::Dir(dir::DirStore::new(path.clone())),
-            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key } => Backend::S3(s3::S3Store::new(
-                endpoint,
-                bucket,
-                region.as_deref(),
-                prefix,
-                access_key_id,
-                secret_key,
-            )?),
+            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key } => {
+                Backend::S3(s3::S3Store::new(endpoint, bucket, region.as_deref(), prefix, access_key_id, secret_key)?)
+            }
             Destination::Azure { .. } => {
                 return Err(StoreError::Config("this destination kind is not built yet".into()));
             }

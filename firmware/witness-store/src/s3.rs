@@ -4,7 +4,7 @@
 //! the final ETag checked against the MD5-of-MD5s computed here. Part progress is handed to the
 //! caller after every part, so a restart resumes at the next one.
 
-use crate::{Part, Progress, Resume, Result, StoreError};
+use crate::{Part, Progress, Result, Resume, StoreError};
 use base64::Engine;
 use futures_util::StreamExt;
 use md5::Digest as _;
@@ -39,7 +39,10 @@ fn classify(e: impl Into<Error>) -> StoreError {
                 MinioErrorCode::NoSuchKey => StoreError::NotFound(msg),
                 MinioErrorCode::AccessDenied => StoreError::Denied(msg),
                 MinioErrorCode::OtherError(c)
-                    if matches!(c.as_str(), "signaturedoesnotmatch" | "notsignedup" | "invalidaccesskeyid" | "expiredtoken") =>
+                    if matches!(
+                        c.as_str(),
+                        "signaturedoesnotmatch" | "notsignedup" | "invalidaccesskeyid" | "expiredtoken"
+                    ) =>
                 {
                     StoreError::Denied(msg)
                 }
@@ -60,7 +63,14 @@ fn sha256_b64(hex_digest: &str) -> Option<String> {
 }
 
 impl S3Store {
-    pub(crate) fn new(endpoint: &str, bucket: &str, region: Option<&str>, prefix: &str, ak: &str, sk: &str) -> Result<Self> {
+    pub(crate) fn new(
+        endpoint: &str,
+        bucket: &str,
+        region: Option<&str>,
+        prefix: &str,
+        ak: &str,
+        sk: &str,
+    ) -> Result<Self> {
         let mut base: BaseUrl =
             endpoint.parse().map_err(|e: ValidationErr| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
         base.region = Region::new(region.unwrap_or("us-east-1")).map_err(|e| StoreError::Config(e.to_string()))?;
@@ -166,7 +176,13 @@ impl S3Store {
             let md5 = hex::encode(md5::Md5::digest(&data));
             let resp = self
                 .client
-                .upload_part(&self.bucket, &full, upload_id.as_str(), number as u16, SegmentedBytes::from(bytes::Bytes::from(data)))
+                .upload_part(
+                    &self.bucket,
+                    &full,
+                    upload_id.as_str(),
+                    number as u16,
+                    SegmentedBytes::from(bytes::Bytes::from(data)),
+                )
                 .map_err(classify)?
                 .build()
                 .send()
@@ -174,7 +190,10 @@ impl S3Store {
                 .map_err(classify)?;
             let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
             if etag != md5 {
-                return Err(StoreError::Mismatch { key: full.clone(), detail: format!("part {number}: sent md5 {md5}, store has {etag}") });
+                return Err(StoreError::Mismatch {
+                    key: full.clone(),
+                    detail: format!("part {number}: sent md5 {md5}, store has {etag}"),
+                });
             }
             resume.parts.push(Part { number, etag, size: len });
             progress.sent(len);
@@ -184,7 +203,14 @@ impl S3Store {
         let parts = resume
             .parts
             .iter()
-            .map(|p| Ok(PartInfo::new(p.number as u16, p.etag.parse().map_err(|e: ValidationErr| StoreError::Other(e.to_string()))?, p.size, None)))
+            .map(|p| {
+                Ok(PartInfo::new(
+                    p.number as u16,
+                    p.etag.parse().map_err(|e: ValidationErr| StoreError::Other(e.to_string()))?,
+                    p.size,
+                    None,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         self.client
             .complete_multipart_upload(&self.bucket, &full, upload_id.as_str(), parts)
@@ -242,7 +268,8 @@ impl S3Store {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let full = self.key(key);
-        let resp = self.client.get_object(&self.bucket, &full).map_err(classify)?.build().send().await.map_err(classify)?;
+        let resp =
+            self.client.get_object(&self.bucket, &full).map_err(classify)?.build().send().await.map_err(classify)?;
         Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
     }
 

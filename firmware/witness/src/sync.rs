@@ -133,7 +133,11 @@ impl Uploader {
         if self.verbose {
             let done: u64 = resume.parts.iter().map(|p| p.size).sum();
             if done > 0 {
-                println!("  {} : resuming, {} parts ({done} bytes) already stored", job.recording_id, resume.parts.len());
+                println!(
+                    "  {} : resuming, {} parts ({done} bytes) already stored",
+                    job.recording_id,
+                    resume.parts.len()
+                );
             }
         }
         let mut progress = IndexProgress {
@@ -146,7 +150,10 @@ impl Uploader {
         };
         let result = async {
             if !path.exists() {
-                return Err(StoreError::Local(std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is missing", path.display()))));
+                return Err(StoreError::Local(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{} is missing", path.display()),
+                )));
             }
             self.store.put_file(&job.object_key, &path, &job.sha256, resume, &mut progress).await?;
             // The part list to verify against is what the index now holds.
@@ -162,6 +169,8 @@ impl Uploader {
         match result {
             Ok(()) => {
                 let _ = dir.index.upload_verified(&job.recording_id);
+                // The store is back: what waited in backoff need not wait any longer.
+                let _ = dir.index.make_uploads_due();
                 let _ = dir.index.store_contact(&desc, None);
                 let _ = dir.index.audit(
                     "recording_uploaded",
@@ -200,7 +209,9 @@ impl Uploader {
     pub async fn pass(&self) -> Pass {
         let mut pass = Pass::default();
         let mut tried = std::collections::HashSet::new();
-        while let Ok(Some(job)) = self.dir.index.claim_upload(unix_ms(), LEASE_MS) {
+        let me = std::process::id();
+        let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+        while let Ok(Some(job)) = self.dir.index.claim_upload(unix_ms(), LEASE_MS, me, &alive) {
             if !tried.insert(job.recording_id.clone()) {
                 break;
             }
@@ -242,7 +253,8 @@ impl Uploader {
                 "status": r.status, "status_reason": r.status_reason,
             }));
         }
-        let events: Vec<_> = index.audit_events(100_000)?.into_iter().filter(|e| e.session_id.as_deref() == Some(session_id)).collect();
+        let events: Vec<_> =
+            index.audit_events(100_000)?.into_iter().filter(|e| e.session_id.as_deref() == Some(session_id)).collect();
         let manifest = serde_json::json!({
             "format": "witness-manifest/1",
             "box_id": self.dir.config.box_id,
@@ -268,7 +280,9 @@ impl Uploader {
         let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days);
         let mut victims = dir.index.prunable(&witness_index::format_time(cutoff)).unwrap_or_default();
         let recordings = dir.recordings_dir();
-        let over = |dir: &Path| witness_recorder::used_percent(dir).map(|p| p > self.dir.config.high_watermark_percent).unwrap_or(false);
+        let over = |dir: &Path| {
+            witness_recorder::used_percent(dir).map(|p| p > self.dir.config.high_watermark_percent).unwrap_or(false)
+        };
         if over(&recordings) {
             let all = dir.index.prunable("9999").unwrap_or_default();
             for v in all {

@@ -46,7 +46,13 @@ pub fn store(root: &Path, cmd: StoreCmd) -> Result<()> {
             let _ = std::fs::remove_file(&tmp);
             write_private(&tmp, text.as_bytes())?;
             std::fs::rename(&tmp, &path)?;
-            dir.index.audit("store_configured", None, None, None, &serde_json::json!({ "destination": dest.describe() }))?;
+            dir.index.audit(
+                "store_configured",
+                None,
+                None,
+                None,
+                &serde_json::json!({ "destination": dest.describe() }),
+            )?;
             println!("recordings go to {}", dest.describe());
             // A site may be configured before its uplink works: say so, keep the setting.
             match runtime()?.block_on(store.check()) {
@@ -148,9 +154,13 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             sync::enqueue_missing(&dir)?;
             let due = dir.index.make_uploads_due()?;
             let store = sync::open_store(&dir)?;
+            let rt = runtime()?;
+            if let Err(e) = rt.block_on(store.check()) {
+                let _ = dir.index.store_contact(store.describe(), Some((e.kind(), &e.to_string())));
+                bail!("{due} recordings stay queued: {e}");
+            }
             println!("uploading {due} pending recordings to {}", store.describe());
             let up = Uploader { dir: dir.clone(), store, verbose: true };
-            let rt = runtime()?;
             let mut total = sync::Pass::default();
             loop {
                 let pass = rt.block_on(up.pass());

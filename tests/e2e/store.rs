@@ -1,0 +1,210 @@
+//! Store-and-forward against a real S3-compatible server (s3s-fs): verified uploads, multipart
+//! resume after `kill -9`, an offline site catching up, refusals shown in `sync status`, and the
+//! high-watermark refusal.
+
+use crate::harness::*;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn box_with_target(sshd: &Sshd) -> Box {
+    let b = Box::new();
+    b.add_target("web01", sshd);
+    b.ok(&["grant", "alice", "web01"], None);
+    b
+}
+
+fn status(b: &Box) -> serde_json::Value {
+    b.json(&["sync", "status", "--json"])
+}
+
+/// Every recording's object in the store has the index's sha256, and the local file too.
+fn assert_stored_intact(b: &Box, s3: &S3) {
+    let recs = b.recordings();
+    assert!(!recs.is_empty());
+    for r in recs {
+        assert_eq!(r["status"], "uploaded", "{r}");
+        let key = format!(
+            "{}/{}/{}/{}.cast",
+            box_id(b),
+            &r["started_at"].as_str().unwrap()[..10],
+            r["session_id"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let data = s3.object(&key).unwrap_or_else(|| panic!("object {key} is in the store"));
+        use sha2::Digest;
+        assert_eq!(hex::encode(sha2::Sha256::digest(&data)), r["sha256"].as_str().unwrap(), "{key}");
+        let local = b.data().join(r["path"].as_str().unwrap());
+        assert_eq!(sha256_file(&local), r["sha256"].as_str().unwrap());
+    }
+}
+
+fn box_id(b: &Box) -> String {
+    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
+}
+
+#[test]
+fn small_and_multipart_uploads_are_verified_with_a_manifest() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = box_with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let out = b.ssh("alice@web01").arg("echo small-one").output().unwrap();
+    assert!(out.status.success());
+    // About 13 MB of output: three 5 MiB parts.
+    let out = b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap();
+    assert!(out.status.success());
+    eventually(30, "both recordings uploaded", || {
+        b.recordings().iter().all(|r| r["status"] == "uploaded").then_some(())
+    });
+    assert_stored_intact(&b, &s3);
+    let big = b.recordings().into_iter().max_by_key(|r| r["bytes"].as_u64().unwrap()).unwrap();
+    assert!(big["bytes"].as_u64().unwrap() > 10 * 1024 * 1024, "the big one went up in parts");
+    // The session manifest sits next to its recordings and names them with their hashes.
+    let sid = big["session_id"].as_str().unwrap();
+    let key = format!("{}/{}/{sid}/manifest.json", box_id(&b), &big["started_at"].as_str().unwrap()[..10]);
+    let manifest: serde_json::Value = eventually(15, "the manifest", || s3.object(&key))
+        .as_slice()
+        .to_owned()
+        .pipe(|m| serde_json::from_slice(&m).unwrap());
+    assert_eq!(manifest["recordings"][0]["sha256"], big["sha256"]);
+    assert_eq!(manifest["session"]["user"], "alice");
+    let st = status(&b);
+    assert_eq!((st["state"].as_str(), st["pending"].as_u64()), (Some("online"), Some(0)));
+    assert!(b.audit_kinds().contains(&"recording_uploaded".to_string()));
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[test]
+fn kill9_mid_multipart_resumes_without_resending_finished_parts() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = box_with_target(&sshd);
+    // Slow the link so the upload can be cut in the middle.
+    b.configure("store", "part_size_mb = 5\nbandwidth_kbps = 15000");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let out = b.ssh("alice@web01").arg("head -c 22000000 /dev/urandom | base64 -w0").output().unwrap();
+    assert!(out.status.success());
+    let rec = finished_recording(&b);
+    let total = rec["bytes"].as_u64().unwrap();
+    b.stop();
+    s3.run();
+    let mut sync = Command::new(witness_bin())
+        .arg("--data")
+        .arg(b.data())
+        .args(["sync", "now"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(30, "two parts stored", || {
+        let st = status(&b);
+        let done = st["in_progress"].get(0).map(|p| p["parts_done"].as_u64().unwrap()).unwrap_or(0);
+        (done >= 2).then_some(())
+    });
+    sync.kill().unwrap(); // SIGKILL
+    let _ = sync.wait();
+    let parts_done = status(&b)["in_progress"][0]["parts_done"].as_u64().unwrap();
+    assert!(parts_done >= 2 && (parts_done * 5 * 1024 * 1024) < total, "cut in the middle: {parts_done} parts");
+    let out = b.cli(&["sync", "now"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("resuming, {parts_done} parts")), "{text}");
+    let sent: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("uploaded 1 recordings, ").and_then(|r| r.strip_suffix(" bytes sent")))
+        .unwrap_or_else(|| panic!("{text}"))
+        .parse()
+        .unwrap();
+    assert_eq!(sent, total - parts_done * 5 * 1024 * 1024, "finished parts were not sent again");
+    assert_stored_intact(&b, &s3);
+}
+
+#[test]
+fn offline_site_keeps_recording_and_catches_up() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = box_with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    for i in 0..3 {
+        let out = b.ssh("alice@web01").arg(format!("echo offline-{i}")).output().unwrap();
+        assert_eq!(stdout(&out), format!("offline-{i}\n"), "sessions go on while the store is away");
+    }
+    let st = eventually(20, "the store reported offline", || {
+        let st = status(&b);
+        (st["state"] == "offline" && st["pending"] == 3).then_some(st)
+    });
+    assert!(st["last_error"].as_str().unwrap().contains("store unreachable"), "{st}");
+    assert!(st["oldest_pending_since"].is_string());
+    let out = b.cli(&["sync", "now"], None);
+    assert!(!out.status.success(), "sync now fails while the store is away");
+    assert!(stderr(&out).contains("store unreachable"), "{}", stderr(&out));
+    assert!(b.recordings().iter().all(|r| r["status"] == "completed"), "nothing is lost or deleted meanwhile");
+    s3.run();
+    // The daemon's retries find the store again by themselves.
+    eventually(60, "the backlog drained by the daemon", || {
+        let st = status(&b);
+        (st["pending"] == 0 && st["state"] == "online").then_some(())
+    });
+    assert_stored_intact(&b, &s3);
+}
+
+#[test]
+fn refused_credentials_and_missing_bucket_show_in_sync_status() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = box_with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, "wrong-secret");
+    b.serve();
+    let out = b.ssh("alice@web01").arg("echo kept").output().unwrap();
+    assert!(out.status.success());
+    let st = eventually(20, "the refusal in sync status", || {
+        let st = status(&b);
+        (st["state"] == "failing").then_some(st)
+    });
+    assert!(st["last_error"].as_str().unwrap().contains("refused the credentials"), "{st}");
+    // Retries go on (backoff, no give-up).
+    eventually(20, "a second attempt", || {
+        let st = status(&b);
+        (st["recent_errors"][0]["attempts"].as_u64().unwrap_or(0) >= 2).then_some(())
+    });
+    let text = format!("{}{}", b.log(), serde_json::to_string(&st).unwrap());
+    assert!(!text.contains("wrong-secret"), "the secret never reaches logs or status");
+    let out = b.cli(&["sync", "now"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("refused the credentials"));
+    // The right secret but a bucket that does not exist.
+    b.use_s3(&s3, "no-such-bucket", S3_SECRET);
+    let out = b.cli(&["sync", "now"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("bucket or container not found"), "{}", stderr(&out));
+    // Fixed: everything goes up.
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_stored_intact(&b, &s3);
+}
+
+#[test]
+fn past_the_high_watermark_with_nothing_to_evict_sessions_are_refused() {
+    let sshd = Sshd::start();
+    let mut b = box_with_target(&sshd);
+    b.configure("store", "high_watermark_percent = 1");
+    b.serve();
+    let out = b.ssh("alice@web01").arg("echo should-not-run").output().unwrap();
+    assert!(!stdout(&out).contains("should-not-run"));
+    assert!(stderr(&out).contains("high watermark 1%"), "{}", stderr(&out));
+    let st = status(&b);
+    assert_eq!(st["refusing_sessions"], true);
+    std::thread::sleep(Duration::from_millis(100));
+}
