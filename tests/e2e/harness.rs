@@ -482,3 +482,95 @@ impl Box {
         std::fs::write(path, text).unwrap();
     }
 }
+
+/// Azurite (Microsoft's Azure Storage emulator) serving blobs on a loopback port.
+pub struct Azurite {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+/// The emulator's well-known development account (public, documented by Microsoft).
+const AZ_ACCOUNT: &str = "devstoreaccount1";
+const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+impl Azurite {
+    /// Starts the emulator and creates container `recordings`.
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("azurite-blob")
+            .args([
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                &port.to_string(),
+                "--silent",
+                "--skipApiVersionCheck",
+                "--location",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("azurite-blob is installed (cargo xtask setup: npm install -g azurite)");
+        let a = Self { dir, port, child: Some(child) };
+        wait_for_port(port, "azurite");
+        let url = format!(
+            "http://127.0.0.1:{port}/{AZ_ACCOUNT}/recordings?restype=container&{}",
+            a.sas("2030-01-01T00:00:00Z")
+        );
+        let out = Command::new("curl")
+            .args(["-sS", "-f", "-X", "PUT", "-H", "x-ms-version: 2021-08-06", "-H", "Content-Length: 0", &url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "creating the container: {}", stderr(&out));
+        a
+    }
+
+    /// An account SAS (blob service, all resource types) expiring at `expiry`.
+    pub fn sas(&self, expiry: &str) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        let (sp, ss, srt, sv) = ("rwdlac", "b", "sco", "2019-12-12");
+        let to_sign = format!("{AZ_ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{expiry}\n\n\n{sv}\n");
+        let key = base64::engine::general_purpose::STANDARD.decode(AZ_KEY).unwrap();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        mac.update(to_sign.as_bytes());
+        let sig = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let sig: String = sig
+            .bytes()
+            .map(|b| match b {
+                b'+' => "%2B".to_string(),
+                b'/' => "%2F".to_string(),
+                b'=' => "%3D".to_string(),
+                b => (b as char).to_string(),
+            })
+            .collect();
+        format!("sv={sv}&ss={ss}&srt={srt}&sp={sp}&se={}&sig={sig}", expiry.replace(':', "%3A"))
+    }
+
+    pub fn container_url(&self, expiry: &str) -> String {
+        format!("http://127.0.0.1:{}/{AZ_ACCOUNT}/recordings?{}", self.port, self.sas(expiry))
+    }
+
+    /// Downloads a blob with curl.
+    pub fn blob(&self, key: &str) -> Option<Vec<u8>> {
+        let url = format!(
+            "http://127.0.0.1:{}/{AZ_ACCOUNT}/recordings/{key}?{}",
+            self.port,
+            self.sas("2030-01-01T00:00:00Z")
+        );
+        let out = Command::new("curl").args(["-sS", "-f", "-H", "x-ms-version: 2021-08-06", &url]).output().unwrap();
+        out.status.success().then_some(out.stdout)
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

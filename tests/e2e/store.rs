@@ -208,3 +208,65 @@ fn past_the_high_watermark_with_nothing_to_evict_sessions_are_refused() {
     assert_eq!(st["refusing_sessions"], true);
     std::thread::sleep(Duration::from_millis(100));
 }
+
+fn use_azure(b: &Box, sas_url: &str) {
+    let out = b.cli(&["store", "set", "azure", "--sas-url-stdin"], Some(&format!("{sas_url}\n")));
+    assert!(out.status.success(), "store set azure: {}", stderr(&out));
+    let out = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!out.contains("sig="), "the SAS signature is never printed: {out}");
+}
+
+#[test]
+fn azure_blob_small_and_block_uploads_are_verified() {
+    let sshd = Sshd::start();
+    let az = Azurite::start();
+    let mut b = box_with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    use_azure(&b, &az.container_url("2030-01-01T00:00:00Z"));
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo small-blob").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    eventually(40, "both recordings uploaded to Azure", || {
+        b.recordings().iter().all(|r| r["status"] == "uploaded").then_some(())
+    });
+    use sha2::Digest;
+    for r in b.recordings() {
+        let key = format!(
+            "{}/{}/{}/{}.cast",
+            box_id(&b),
+            &r["started_at"].as_str().unwrap()[..10],
+            r["session_id"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let blob = az.blob(&key).unwrap_or_else(|| panic!("blob {key}"));
+        assert_eq!(hex::encode(sha2::Sha256::digest(&blob)), r["sha256"].as_str().unwrap());
+    }
+    // The SAS token lives only in the 0600 store.toml: never in logs, status or the index.
+    let secret_places = format!("{}{}{}", b.log(), status(&b), serde_json::to_string(&b.audit()).unwrap());
+    assert!(!secret_places.contains("sig="), "SAS signature leaked");
+    let mode = std::fs::metadata(b.data().join("store.toml")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert!(status(&b)["destination"].as_str().unwrap().ends_with("?<redacted>"));
+}
+
+#[test]
+fn expired_sas_is_reported_and_retried() {
+    let sshd = Sshd::start();
+    let az = Azurite::start();
+    let mut b = box_with_target(&sshd);
+    use_azure(&b, &az.container_url("2020-01-01T00:00:00Z"));
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo kept-locally").output().unwrap().status.success());
+    let st = eventually(20, "the refusal in sync status", || {
+        let st = status(&b);
+        (st["state"] == "failing").then_some(st)
+    });
+    assert!(st["last_error"].as_str().unwrap().contains("refused the credentials"), "{st}");
+    assert!(!st.to_string().contains("sig="));
+    assert!(b.recordings().iter().all(|r| r["status"] == "completed"), "kept locally");
+    // A fresh SAS: the backlog goes up.
+    use_azure(&b, &az.container_url("2030-01-01T00:00:00Z"));
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(b.recordings().iter().all(|r| r["status"] == "uploaded"));
+}

@@ -52,7 +52,14 @@ pub fn install() -> Result<()> {
     if !std::path::Path::new(&format!("{home}/.cargo/bin/s3s-fs")).exists() {
         crate::run(Command::new("cargo").args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked"]))?;
     }
-    for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script"] {
+    if Command::new("sh").arg("-c").arg("command -v npm").output().map(|o| !o.status.success()).unwrap_or(true) {
+        crate::run(&mut as_root(&["apt-get", "install", "-y", "-q", "nodejs", "npm"]))?;
+    }
+    if Command::new("sh").arg("-c").arg("command -v azurite-blob").output().map(|o| !o.status.success()).unwrap_or(true)
+    {
+        crate::run(&mut as_root(&["npm", "install", "-g", "azurite@3.35.0"]))?;
+    }
+    for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script", "curl", "azurite-blob"] {
         if Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))

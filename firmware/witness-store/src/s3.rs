@@ -139,7 +139,7 @@ impl S3Store {
     ) -> Result<()> {
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
-            let data = read_range(path, 0, size).await?;
+            let data = crate::read_range(path, 0, size).await?;
             self.put_single(key, data.into(), Some(sha256)).await?;
             progress.sent(size);
             return Ok(());
@@ -172,7 +172,7 @@ impl S3Store {
             }
             let offset = (number as u64 - 1) * part_size;
             let len = part_size.min(size - offset);
-            let data = read_range(path, offset, len).await?;
+            let data = crate::read_range(path, offset, len).await?;
             let md5 = hex::encode(md5::Md5::digest(&data));
             let resp = self
                 .client
@@ -297,18 +297,4 @@ impl S3Store {
         keys.sort();
         Ok(keys)
     }
-}
-
-async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
-        f.seek(SeekFrom::Start(offset)).map_err(StoreError::Local)?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(StoreError::Local)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| StoreError::Other(e.to_string()))?
 }

@@ -1,0 +1,239 @@
+//! Azure Blob through a container SAS URL, the way Azure Bastion stores its recordings. Small
+//! files: one Put Blob with Content-MD5 (the service checks it). Large ones: Put Block per part,
+//! each with Content-MD5, then Put Block List; the committed block list is then compared with
+//! what was sent, and the object's SHA-256 kept as `x-ms-meta-sha256`. Uncommitted blocks
+//! survive a restart on the service side, so recorded parts are not sent again. The SAS
+//! token never leaves this module: every error is built without the URL.
+
+use crate::{Part, Progress, Result, Resume, StoreError};
+use base64::Engine;
+use md5::Digest as _;
+use reqwest::{Method, StatusCode};
+use std::path::Path;
+
+const API_VERSION: &str = "2021-08-06";
+/// Marks a resumable block upload in [`Resume::upload_id`] (Azure has no upload id).
+const BLOCKS: &str = "azure-blocks";
+
+pub(crate) struct AzureStore {
+    http: reqwest::Client,
+    /// `https://account.blob.core.windows.net/container`, no query.
+    container: String,
+    /// The SAS query string, without `?`.
+    sas: String,
+}
+
+fn b64(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
+fn block_id(number: u32) -> String {
+    b64(format!("witness-block-{number:06}").as_bytes())
+}
+
+/// Percent-encodes a key for a URL path (slashes kept).
+fn encode_path(key: &str) -> String {
+    let mut out = String::new();
+    for b in key.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => out.push(b as char),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn encode_query(v: &str) -> String {
+    encode_path(v).replace('/', "%2F")
+}
+
+fn net_error(e: reqwest::Error) -> StoreError {
+    StoreError::Unreachable(e.without_url().to_string())
+}
+
+impl AzureStore {
+    pub(crate) fn new(sas_url: &str) -> Result<Self> {
+        let (base, query) = sas_url
+            .split_once('?')
+            .ok_or_else(|| StoreError::Config("the SAS URL has no token (nothing after '?')".into()))?;
+        if !query.contains("sig=") {
+            return Err(StoreError::Config("the SAS URL has no signature (sig=)".into()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| StoreError::Config(e.without_url().to_string()))?;
+        Ok(Self { http, container: base.trim_end_matches('/').to_owned(), sas: query.to_owned() })
+    }
+
+    fn url(&self, key: &str, extra: &str) -> String {
+        let sep = if extra.is_empty() { "" } else { "&" };
+        format!("{}/{}?{}{sep}{extra}", self.container, encode_path(key), self.sas)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> Result<reqwest::Response> {
+        let resp = req.header("x-ms-version", API_VERSION).send().await.map_err(net_error)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let code = resp.headers().get("x-ms-error-code").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        let msg = format!("{what}: {} {code}", status.as_u16());
+        Err(match (status, code.as_str()) {
+            (_, "ContainerNotFound") => StoreError::NoBucket(msg),
+            (StatusCode::NOT_FOUND, _) => StoreError::NotFound(msg),
+            (StatusCode::FORBIDDEN, _) | (StatusCode::UNAUTHORIZED, _) => StoreError::Denied(msg),
+            (_, "InvalidBlockList") => StoreError::Mismatch { key: what.to_owned(), detail: msg },
+            (s, _) if s.is_server_error() => StoreError::Unreachable(msg),
+            _ => StoreError::Other(msg),
+        })
+    }
+
+    pub(crate) async fn check(&self) -> Result<()> {
+        // A HEAD on a blob that need not exist: needs only read permission, tells a missing
+        // container from a refused token.
+        match self.send(self.http.head(self.url(".witness-probe", "")), "checking the container").await {
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
+        self.put_blob(key, data, None).await
+    }
+
+    async fn put_blob(&self, key: &str, data: Vec<u8>, sha256: Option<&str>) -> Result<()> {
+        let md5 = b64(&md5::Md5::digest(&data));
+        let mut req = self
+            .http
+            .put(self.url(key, ""))
+            .header("x-ms-blob-type", "BlockBlob")
+            .header("Content-MD5", md5)
+            .body(data);
+        if let Some(h) = sha256 {
+            req = req.header("x-ms-meta-sha256", h);
+        }
+        self.send(req, "put blob").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        sha256: &str,
+        part_size: u64,
+        mut resume: Resume,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
+        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        if size < part_size {
+            let data = crate::read_range(path, 0, size).await?;
+            self.put_blob(key, data, Some(sha256)).await?;
+            progress.sent(size);
+            return Ok(());
+        }
+        if resume.upload_id.as_deref() != Some(BLOCKS) {
+            resume = Resume { upload_id: Some(BLOCKS.into()), parts: Vec::new() };
+        }
+        let count = size.div_ceil(part_size) as u32;
+        for number in 1..=count {
+            if resume.parts.iter().any(|p| p.number == number) {
+                continue;
+            }
+            let offset = (number as u64 - 1) * part_size;
+            let len = part_size.min(size - offset);
+            let data = crate::read_range(path, offset, len).await?;
+            let md5 = md5::Md5::digest(&data);
+            let extra = format!("comp=block&blockid={}", encode_query(&block_id(number)));
+            let req = self.http.put(self.url(key, &extra)).header("Content-MD5", b64(&md5)).body(data);
+            self.send(req, "put block").await?;
+            resume.parts.push(Part { number, etag: hex::encode(md5), size: len });
+            progress.sent(len);
+            progress.part_done(&resume);
+        }
+        resume.parts.sort_by_key(|p| p.number);
+        let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for p in &resume.parts {
+            xml.push_str(&format!("<Latest>{}</Latest>", block_id(p.number)));
+        }
+        xml.push_str("</BlockList>");
+        let req = self.http.put(self.url(key, "comp=blocklist")).header("x-ms-meta-sha256", sha256).body(xml);
+        self.send(req, "put block list").await?;
+        Ok(())
+    }
+
+    pub(crate) async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+        let mismatch = |detail: String| StoreError::Mismatch { key: key.to_owned(), detail };
+        let head = self.send(self.http.head(self.url(key, "")), "verify").await?;
+        let h = head.headers();
+        let got_size: u64 =
+            h.get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if got_size != size {
+            return Err(mismatch(format!("{got_size} bytes, expected {size}")));
+        }
+        let meta = h.get("x-ms-meta-sha256").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if meta != sha256 {
+            return Err(mismatch(format!("sha256 metadata {meta:?}, expected {sha256}")));
+        }
+        if parts.is_empty() {
+            return Ok(()); // one Put Blob: the service checked its Content-MD5
+        }
+        // Blocks: each was MD5-checked on arrival; the committed list must be exactly ours.
+        let list =
+            self.send(self.http.get(self.url(key, "comp=blocklist&blocklisttype=committed")), "get block list").await?;
+        let xml = list.text().await.map_err(net_error)?;
+        let committed: Vec<(String, u64)> = xml
+            .split("<Block>")
+            .skip(1)
+            .filter_map(|b| {
+                let name = b.split("<Name>").nth(1)?.split("</Name>").next()?.to_owned();
+                let size = b.split("<Size>").nth(1)?.split("</Size>").next()?.parse().ok()?;
+                Some((name, size))
+            })
+            .collect();
+        let expected: Vec<(String, u64)> = parts.iter().map(|p| (block_id(p.number), p.size)).collect();
+        if committed != expected {
+            return Err(mismatch(format!(
+                "{} committed blocks differ from the {} sent",
+                committed.len(),
+                expected.len()
+            )));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let resp = self.send(self.http.request(Method::GET, self.url(key, "")), "get blob").await?;
+        Ok(resp.bytes().await.map_err(net_error)?.to_vec())
+    }
+
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
+        let mut keys = Vec::new();
+        let mut marker = String::new();
+        loop {
+            let mut extra = format!("restype=container&comp=list&prefix={}", encode_query(prefix));
+            if !marker.is_empty() {
+                extra.push_str(&format!("&marker={}", encode_query(&marker)));
+            }
+            let url = format!("{}?{}&{extra}", self.container, self.sas);
+            let xml = self.send(self.http.get(url), "list blobs").await?.text().await.map_err(net_error)?;
+            for part in xml.split("<Name>").skip(1) {
+                if let Some(name) = part.split("</Name>").next() {
+                    keys.push(xml_unescape(name));
+                }
+            }
+            marker =
+                xml.split("<NextMarker>").nth(1).and_then(|m| m.split("</NextMarker>").next()).unwrap_or("").to_owned();
+            if marker.is_empty() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
