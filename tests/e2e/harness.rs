@@ -485,7 +485,7 @@ impl Box {
 
 /// Azurite (Microsoft's Azure Storage emulator) serving blobs on a loopback port.
 pub struct Azurite {
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
 }
@@ -514,7 +514,7 @@ impl Azurite {
             .stderr(Stdio::null())
             .spawn()
             .expect("azurite-blob is installed (cargo xtask setup: npm install -g azurite)");
-        let a = Self { dir, port, child: Some(child) };
+        let a = Self { _dir: dir, port, child: Some(child) };
         wait_for_port(port, "azurite");
         let url = format!(
             "http://127.0.0.1:{port}/{AZ_ACCOUNT}/recordings?restype=container&{}",
