@@ -254,6 +254,21 @@ pub async fn sha256_file(path: &Path) -> Result<(u64, String)> {
     .map_err(|e| StoreError::Other(e.to_string()))?
 }
 
+/// Reads `len` bytes at `offset`, off the async threads.
+pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
+        f.seek(SeekFrom::Start(offset)).map_err(StoreError::Local)?;
+        let mut buf = vec![0u8; len as usize];
+        f.read_exact(&mut buf).map_err(StoreError::Local)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,17 +290,3 @@ mod tests {
     }
 }
 
-/// Reads `len` bytes at `offset`, off the async threads.
-pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
-        f.seek(SeekFrom::Start(offset)).map_err(StoreError::Local)?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(StoreError::Local)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| StoreError::Other(e.to_string()))?
-}
