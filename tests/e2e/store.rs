@@ -270,3 +270,60 @@ fn expired_sas_is_reported_and_retried() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(b.recordings().iter().all(|r| r["status"] == "uploaded"));
 }
+
+#[test]
+fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the_box() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = box_with_target(&sshd);
+    // Keep nothing locally once it is verified in the store.
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    for word in ["first-session", "second-session"] {
+        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
+    }
+    let before = eventually(30, "uploaded, manifests stored and local copies pruned", || {
+        let recs = b.recordings();
+        let all_gone = recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
+        let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("manifest.json")).count();
+        (recs.len() == 2 && all_gone && manifests == 2).then_some(recs)
+    });
+    // A pruned recording still exports, fetched from the store through the box.
+    let cast = b.export(before[0]["id"].as_str().unwrap());
+    assert!(cast.contains("first-session"), "{cast}");
+    // Lose the index.
+    b.stop();
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+    assert!(b.recordings().is_empty());
+    let out = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(out.contains("restored 2 sessions"), "{out}");
+    let after = b.recordings();
+    assert_eq!(after.len(), 2);
+    for (x, y) in before.iter().zip(&after) {
+        for k in ["id", "session_id", "user", "target", "sha256", "bytes", "status"] {
+            assert_eq!(x[k], y[k], "{k} survives the rebuild");
+        }
+    }
+    let cast = b.export(after[1]["id"].as_str().unwrap());
+    assert!(cast.contains("second-session"));
+    let again = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(again.contains("restored 0 sessions (2 were already in the index)"), "{again}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}

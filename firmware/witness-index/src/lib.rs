@@ -6,7 +6,7 @@
 mod schema;
 mod uploads;
 
-pub use uploads::{Backlog, PartRecord, StoreHealth, UploadJob};
+pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -93,7 +93,7 @@ pub struct TargetRecord {
 }
 
 /// One session as listed by `witness sessions --json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct SessionRow {
     pub id: String,
     pub session_id: String,

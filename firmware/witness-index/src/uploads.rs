@@ -318,3 +318,90 @@ impl Index {
         serde_json::from_str(&parts).map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts })
     }
 }
+
+/// A recording known only from the store (index rebuilt from manifests).
+#[derive(Debug, Clone)]
+pub struct RestoredRecording {
+    pub id: String,
+    pub channel: String,
+    pub object_key: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub duration: Option<f64>,
+    pub recovered: bool,
+    pub status: String,
+    pub status_reason: Option<String>,
+}
+
+impl Index {
+    /// Re-creates a session and its recordings from a stored manifest. The recordings are in
+    /// the store only (`pruned`), uploaded and verified. Returns `false` if the session exists.
+    pub fn restore_session(
+        &self,
+        session: &crate::SessionRow,
+        manifest_key: &str,
+        recordings: &[RestoredRecording],
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "INSERT INTO sessions(id, user, target, protocol, client, started_at, ended_at, end_reason, recovered,
+                                  manifest_key, manifest_uploaded)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 1) ON CONFLICT(id) DO NOTHING",
+            params![
+                session.id,
+                session.user,
+                session.target,
+                session.protocol,
+                session.client,
+                session.started_at,
+                session.ended_at,
+                session.end_reason,
+                session.recovered,
+                manifest_key
+            ],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        for r in recordings {
+            tx.execute(
+                "INSERT INTO recordings(id, session_id, channel, path, status, status_reason, started_at, ended_at,
+                                        bytes, sha256, duration, recovered, pruned)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 1)",
+                params![
+                    r.id,
+                    session.id,
+                    r.channel,
+                    format!("store:{}", r.object_key),
+                    r.status,
+                    r.status_reason,
+                    r.started_at,
+                    r.ended_at,
+                    r.bytes as i64,
+                    r.sha256,
+                    r.duration,
+                    r.recovered
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO uploads(recording_id, object_key, state, created_at, uploaded_at)
+                 VALUES (?1, ?2, 'verified', ?3, ?3)",
+                params![r.id, r.object_key, now_text()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Whether a recording's local copy was pruned (it is then only in the store).
+    pub fn is_pruned(&self, recording_id: &str) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row("SELECT pruned FROM recordings WHERE id = ?1", [recording_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(false))
+    }
+}

@@ -276,27 +276,30 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     use sha2_digest::sha256_file;
     let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
     let src = dir.root.join(&row.path);
-    let data = std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?;
+    let data = if dir.index.is_pruned(id)? || !src.exists() {
+        // Only in the store now: fetch it through the box.
+        let (key, state) = dir.index.upload_key(id)?.with_context(|| format!("recording {id} is neither on the box nor queued for the store"))?;
+        if state != "verified" {
+            bail!("recording {id} is missing from the box and not yet in the store");
+        }
+        let store = crate::sync::open_store(dir)?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        rt.block_on(store.get(&key)).with_context(|| format!("fetching recording {id} from {}", store.describe()))?
+    } else {
+        std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?
+    };
     if let Some(expected) = &row.sha256 {
         let got = sha256_file(&data);
         if &got != expected {
-            bail!(
-                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording"
-            );
+            bail!("recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording");
         }
     } else {
-        eprintln!("note: recording {id} is still {} — exporting what is written so far", row.status);
+        eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
     }
     let tmp = out.with_extension("part");
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    dir.index.audit(
-        "recording_exported",
-        None,
-        None,
-        Some(&row.session_id),
-        &serde_json::json!({ "recording": id }),
-    )?;
+    dir.index.audit("recording_exported", None, None, Some(&row.session_id), &serde_json::json!({ "recording": id }))?;
     println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
     Ok(())
 }

@@ -50,6 +50,21 @@ pub enum Command {
     /// The upload backlog: status, or upload now.
     #[command(subcommand)]
     Sync(SyncCmd),
+    /// Index maintenance.
+    #[command(subcommand)]
+    Index(IndexCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCmd {
+    /// Rebuild sessions and recordings from the manifests in the store (after losing the index).
+    Rebuild {
+        #[arg(long, required = true)]
+        from_store: bool,
+        /// Whose manifests to read (default: this box's id; boxes may share a bucket).
+        #[arg(long = "box")]
+        box_id: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -41,6 +41,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(&cli.data, args),
         Command::Store(cmd) => sync_cli::store(&cli.data, cmd),
         Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
+        Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync_cli::rebuild(&cli.data, box_id),
     }
 }
 

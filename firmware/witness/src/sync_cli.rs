@@ -191,3 +191,54 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
         }
     }
 }
+
+/// Reads every manifest of a box from the store and re-creates what the index lacks.
+pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let box_id = box_id.unwrap_or_else(|| dir.config.box_id.clone());
+    let store = sync::open_store(&dir)?;
+    let rt = runtime()?;
+    let keys = rt.block_on(store.list(&format!("{box_id}/"))).context("listing the store")?;
+    let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with("/manifest.json")).collect();
+    println!("{} manifests of box {box_id} in {}", manifests.len(), store.describe());
+    let (mut restored, mut present) = (0, 0);
+    for key in manifests {
+        let bytes = rt.block_on(store.get(key)).with_context(|| format!("reading {key}"))?;
+        let m: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?;
+        let session: witness_index::SessionRow =
+            serde_json::from_value(m["session"].clone()).with_context(|| format!("{key}: session"))?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        let recordings: Vec<witness_index::RestoredRecording> = m["recordings"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                Some(witness_index::RestoredRecording {
+                    id: text(&r["id"])?,
+                    channel: text(&r["channel"]).unwrap_or_default(),
+                    object_key: text(&r["key"])?,
+                    bytes: r["bytes"].as_u64().unwrap_or(0),
+                    sha256: text(&r["sha256"])?,
+                    started_at: text(&r["started_at"])?,
+                    ended_at: text(&r["ended_at"]),
+                    duration: r["duration"].as_f64(),
+                    recovered: r["recovered"].as_bool().unwrap_or(false),
+                    status: match r["status"].as_str() {
+                        Some("failed") => "failed".into(),
+                        _ => "uploaded".into(),
+                    },
+                    status_reason: text(&r["status_reason"]),
+                })
+            })
+            .collect();
+        if dir.index.restore_session(&session, key, &recordings)? {
+            restored += 1;
+        } else {
+            present += 1;
+        }
+    }
+    dir.index.audit("index_rebuilt", None, None, None, &serde_json::json!({ "box_id": box_id, "restored": restored }))?;
+    println!("restored {restored} sessions ({present} were already in the index)");
+    Ok(())
+}
