@@ -285,7 +285,8 @@ fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the
     }
     let before = eventually(30, "uploaded, manifests stored and local copies pruned", || {
         let recs = b.recordings();
-        let all_gone = recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
+        let all_gone =
+            recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
         let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("manifest.json")).count();
         (recs.len() == 2 && all_gone && manifests == 2).then_some(recs)
     });

@@ -16,10 +16,12 @@ struct Opts {
     bulk_mib: u64,
     keystrokes: usize,
     idle: usize,
+    store_mib: u64,
+    only: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000 };
+    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = || -> Result<u64> { it.clone().next().context("missing value")?.parse().context("not a number") };
@@ -27,7 +29,11 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--bulk-mib" => o.bulk_mib = v()?,
             "--keystrokes" => o.keystrokes = v()? as usize,
             "--idle" => o.idle = v()? as usize,
-            other => bail!("unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N)"),
+            "--store-mib" => o.store_mib = v()?,
+            "--only" => o.only = Some(it.clone().next().context("missing value")?.clone()),
+            other => bail!(
+                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store)"
+            ),
         }
         it.next();
     }
@@ -96,9 +102,33 @@ struct Setup {
 
 impl Drop for Setup {
     fn drop(&mut self) {
+        // Wait for them, so they are gone before the temp dir is.
         let _ = self.witness.kill();
+        let _ = self.witness.wait();
         let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
     }
+}
+
+/// Waits until the box has uploaded everything it recorded (its default store is a folder in
+/// its data dir) and the page cache is written back, so one run's aftermath does not load the
+/// next run.
+fn settle(s: &Setup) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["sync", "status", "--json"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("\"pending\": 0") {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("the upload backlog did not drain");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(1));
+    Ok(())
 }
 
 impl Setup {
@@ -375,22 +405,33 @@ pub fn run(args: &[String]) -> Result<()> {
     let o = parse(args)?;
     crate::setup::install()?;
     raise_nofile();
-    let s = setup()?;
-    let bytes = o.bulk_mib * 1024 * 1024;
     println!(
-        "\nWitness bench — {} cores, loopback, recording on",
+        "\nWitness bench — {} cores, loopback",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("\n## Bulk download ({} MiB), direct to sshd vs through the box", o.bulk_mib);
+    if o.only.as_deref() != Some("store") {
+        ssh_section(&o)?;
+    }
+    if o.only.as_deref() != Some("ssh") {
+        store_section(&o)?;
+    }
+    Ok(())
+}
+
+fn ssh_section(o: &Opts) -> Result<()> {
+    let s = setup()?;
+    let bytes = o.bulk_mib * 1024 * 1024;
+    println!("\n## Bulk download ({} MiB), direct to sshd vs through the box (recording on)", o.bulk_mib);
     println!("| workload | direct MiB/s | box MiB/s | ratio | box CPU s/GiB |");
     println!("|---|---|---|---|---|");
     let line = "x".repeat(79);
     for (name, cmd) in [
-        ("head -c N /dev/zero", format!("head -c {bytes} /dev/zero")),
         ("80-column text lines", format!("yes '{line}' | head -c {bytes}")),
+        ("head -c N /dev/zero", format!("head -c {bytes} /dev/zero")),
     ] {
         let (d, _, _) = bulk(&s, true, &cmd, bytes)?;
         let (b, _, cpu) = bulk(&s, false, &cmd, bytes)?;
+        settle(&s)?;
         println!("| {name} | {d:.0} | {b:.0} | {:.2}× | {:.1} |", b / d, cpu / (bytes as f64 / 1073741824.0));
     }
     println!("\n## Keystroke round trip ({} keystrokes through a pty, echo)", o.keystrokes);
@@ -410,4 +451,151 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     rt.shutdown_timeout(Duration::from_secs(2));
     Ok(())
+}
+
+fn s3s_fs(dir: &Path, port: u16) -> Result<Child> {
+    let home = std::env::var("HOME").unwrap_or_default();
+    let child = Command::new(format!("{home}/.cargo/bin/s3s-fs"))
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            "bench",
+            "--secret-key",
+            "bench-secret",
+        ])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting s3s-fs")?;
+    wait_port(port)?;
+    Ok(child)
+}
+
+/// Upload throughput of `witness sync now` vs plain PUTs of the same files, and the time from
+/// the end of a session to its verified upload.
+fn store_section(o: &Opts) -> Result<()> {
+    let mut s = setup()?;
+    let store_dir = tempfile::tempdir()?;
+    // The daemon picks the new store up by itself; it is not running yet, so the recordings
+    // below queue up.
+    std::fs::create_dir_all(store_dir.path().join("rec"))?;
+    let port = free_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    s.witness(
+        &[
+            "store",
+            "set",
+            "s3",
+            "--endpoint",
+            &endpoint,
+            "--bucket",
+            "rec",
+            "--access-key-id",
+            "bench",
+            "--secret-key-stdin",
+        ],
+        Some("bench-secret\n"),
+    )?;
+    // Record while the store is away, so the backlog is there to be measured.
+    let sessions = 4u64;
+    let per = o.store_mib * 1024 * 1024 / sessions * 3 / 4; // base64 makes 4/3 of it
+    for _ in 0..sessions {
+        let st = s.ssh(false).arg(format!("head -c {per} /dev/urandom | base64 -w0")).stdout(Stdio::null()).status()?;
+        if !st.success() {
+            bail!("recording session failed");
+        }
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let _ = Command::new("kill").arg("-TERM").arg(s.witness.id().to_string()).status();
+    let _ = s.witness.wait();
+    let files: Vec<PathBuf> = walk(&s.data().join("recordings"));
+    let total: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
+    let mut server = s3s_fs(store_dir.path(), port)?;
+    let t = Instant::now();
+    let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["sync", "now"]).output()?;
+    let sync_secs = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("sync now failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let t = Instant::now();
+    for (i, f) in files.iter().enumerate() {
+        let st = Command::new("curl")
+            .args([
+                "-sS",
+                "-f",
+                "-o",
+                "/dev/null",
+                "--aws-sigv4",
+                "aws:amz:us-east-1:s3",
+                "--user",
+                "bench:bench-secret",
+            ])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+            .arg(f)
+            .arg(format!("{endpoint}/rec/plain/{i}.cast"))
+            .status()?;
+        if !st.success() {
+            bail!("plain PUT failed");
+        }
+    }
+    let put_secs = t.elapsed().as_secs_f64();
+    let mib = total as f64 / 1048576.0;
+    println!("\n## Upload of {:.0} MiB of recordings ({} files) to s3s-fs on loopback", mib, files.len());
+    println!("| path | seconds | MiB/s |\n|---|---|---|");
+    println!("| plain HTTP PUT (curl, unsigned payload) | {put_secs:.2} | {:.0} |", mib / put_secs);
+    println!("| witness sync now (signed, multipart, verified) | {sync_secs:.2} | {:.0} |", mib / sync_secs);
+    println!("| ratio | | {:.2}× |", put_secs / sync_secs);
+    // Session end → verified upload, with the daemon running and the store reachable.
+    let box_port = s.box_port;
+    s.witness = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec {} --data {} serve --ssh-listen 127.0.0.1:{box_port}", s.bin.display(), s.data().display()))
+        .env("WITNESS_LOG", "warn")
+        .spawn()?;
+    wait_port(box_port)?;
+    let mut delays = Vec::new();
+    for i in 0..5 {
+        let st = s.ssh(false).arg(format!("echo latency-{i}")).stdout(Stdio::null()).status()?;
+        let ended = Instant::now();
+        if !st.success() {
+            bail!("session failed");
+        }
+        loop {
+            let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !text.contains("\"status\": \"completed\"") && !text.contains("\"status\": \"recording\"") {
+                break;
+            }
+            if ended.elapsed() > Duration::from_secs(60) {
+                bail!("upload did not finish within 60 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        delays.push(ended.elapsed().as_secs_f64());
+    }
+    delays.sort_by(|a, b| a.total_cmp(b));
+    println!("\n## Session end → verified upload (5 sessions, store reachable)");
+    println!("| median s | max s |\n|---|---|\n| {:.2} | {:.2} |", delays[2], delays[4]);
+    let _ = server.kill();
+    Ok(())
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
 }

@@ -42,6 +42,8 @@ pub struct StoreSection {
     pub part_size_mb: Option<u64>,
     /// Upload bandwidth cap for slow site links, kilobytes per second (0: none).
     pub bandwidth_kbps: Option<u64>,
+    /// Uploads run at once (1..=16).
+    pub concurrency: Option<u8>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -84,6 +86,7 @@ pub struct Config {
     pub high_watermark_percent: u8,
     pub part_size: u64,
     pub bandwidth_bytes_per_sec: u64,
+    pub upload_concurrency: u8,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -139,6 +142,15 @@ impl ConfigFile {
             high_watermark_percent: watermark,
             part_size: part_mb * 1024 * 1024,
             bandwidth_bytes_per_sec: self.store.bandwidth_kbps.unwrap_or(0) * 1000,
+            upload_concurrency: match self.store.concurrency.unwrap_or(2) {
+                n @ 1..=16 => n,
+                n => {
+                    return Err(ConfigError::Invalid {
+                        key: "store.concurrency",
+                        reason: format!("{n} is outside 1..=16"),
+                    });
+                }
+            },
         })
     }
 }

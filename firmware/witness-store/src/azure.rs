@@ -125,12 +125,14 @@ impl AzureStore {
         part_size: u64,
         mut resume: Resume,
         progress: &mut dyn Progress,
+        throttle: &crate::Throttle,
     ) -> Result<()> {
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
             self.put_blob(key, data, Some(sha256)).await?;
             progress.sent(size);
+            throttle.sent(size).await;
             return Ok(());
         }
         if resume.upload_id.as_deref() != Some(BLOCKS) {
@@ -151,6 +153,7 @@ impl AzureStore {
             resume.parts.push(Part { number, etag: hex::encode(md5), size: len });
             progress.sent(len);
             progress.part_done(&resume);
+            throttle.sent(len).await;
         }
         resume.parts.sort_by_key(|p| p.number);
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");

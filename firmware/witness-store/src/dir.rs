@@ -34,7 +34,13 @@ impl DirStore {
         .await
     }
 
-    pub(crate) async fn put_file(&self, key: &str, path: &Path, progress: &mut dyn Progress) -> Result<()> {
+    pub(crate) async fn put_file(
+        &self,
+        key: &str,
+        path: &Path,
+        progress: &mut dyn Progress,
+        throttle: &crate::Throttle,
+    ) -> Result<()> {
         let dest = self.object(key)?;
         let src = path.to_owned();
         let root = self.root.clone();
@@ -60,6 +66,7 @@ impl DirStore {
         })
         .await?;
         progress.sent(sent);
+        throttle.sent(sent).await;
         Ok(())
     }
 
@@ -141,4 +148,39 @@ fn unreachable(root: &Path, e: std::io::Error) -> StoreError {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Other(e.to_string()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Count(u64);
+    impl Progress for Count {
+        fn part_done(&mut self, _: &crate::Resume) {}
+        fn sent(&mut self, n: u64) {
+            self.0 += n;
+        }
+    }
+
+    #[tokio::test]
+    async fn put_verify_list_get() {
+        let tmp = std::env::temp_dir().join(format!("witness-dirstore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let store = DirStore::new(tmp.join("store"));
+        let src = tmp.join("src.cast");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(&src, b"hello").unwrap();
+        let mut c = Count(0);
+        store.put_file("box/day/s1/r1.cast", &src, &mut c, &crate::Throttle::new(0)).await.unwrap();
+        assert_eq!(c.0, 5);
+        let (_, sha) = crate::sha256_file(&src).await.unwrap();
+        store.verify("box/day/s1/r1.cast", 5, &sha).await.unwrap();
+        assert!(matches!(store.verify("box/day/s1/r1.cast", 6, &sha).await, Err(StoreError::Mismatch { .. })));
+        store.put_bytes("box/day/s1/manifest.json", b"{}".to_vec()).await.unwrap();
+        assert_eq!(store.list("box/").await.unwrap(), vec!["box/day/s1/manifest.json", "box/day/s1/r1.cast"]);
+        assert_eq!(store.get("box/day/s1/r1.cast").await.unwrap(), b"hello");
+        assert!(matches!(store.get("box/nope").await, Err(StoreError::NotFound(_))));
+        assert!(store.put_bytes("../escape", vec![]).await.is_err(), "keys cannot leave the folder");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -125,11 +125,47 @@ pub trait Progress: Send {
 pub struct Tuning {
     /// Files at or above this size go up in parts of this size.
     pub part_size: u64,
+    /// Upload cap in bytes per second for all uploads of this store together (0: none).
+    pub bandwidth: u64,
 }
 
 impl Default for Tuning {
     fn default() -> Self {
-        Self { part_size: 16 * 1024 * 1024 }
+        Self { part_size: 16 * 1024 * 1024, bandwidth: 0 }
+    }
+}
+
+/// Keeps the average upload rate of a store under its cap, across concurrent uploads.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    rate: u64,
+    state: std::sync::Mutex<(std::time::Instant, u64)>,
+}
+
+impl Throttle {
+    fn new(rate: u64) -> Self {
+        Self { rate, state: std::sync::Mutex::new((std::time::Instant::now(), 0)) }
+    }
+
+    /// Accounts for `bytes` just sent and sleeps off any lead over the allowed rate.
+    pub(crate) async fn sent(&self, bytes: u64) {
+        if self.rate == 0 {
+            return;
+        }
+        let wait = {
+            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            // An idle link does not bank credit for a later burst.
+            let allowed = st.0.elapsed().as_secs_f64() * self.rate as f64;
+            if (st.1 as f64) < allowed - self.rate as f64 {
+                *st = (std::time::Instant::now(), 0);
+            }
+            st.1 += bytes;
+            let allowed = st.0.elapsed().as_secs_f64() * self.rate as f64;
+            (st.1 as f64 - allowed) / self.rate as f64
+        };
+        if wait > 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(wait)).await;
+        }
     }
 }
 
@@ -144,6 +180,7 @@ pub struct Store {
     backend: Backend,
     describe: String,
     tuning: Tuning,
+    throttle: Throttle,
 }
 
 impl std::fmt::Debug for Store {
@@ -161,7 +198,7 @@ impl Store {
             }
             Destination::Azure { sas_url } => Backend::Azure(azure::AzureStore::new(sas_url)?),
         };
-        Ok(Self { backend, describe: dest.describe(), tuning })
+        Ok(Self { backend, describe: dest.describe(), tuning, throttle: Throttle::new(tuning.bandwidth) })
     }
 
     pub fn describe(&self) -> &str {
@@ -188,9 +225,13 @@ impl Store {
         progress: &mut dyn Progress,
     ) -> Result<()> {
         match &self.backend {
-            Backend::Dir(d) => d.put_file(key, path, progress).await,
-            Backend::S3(s) => s.put_file(key, path, sha256, self.tuning.part_size, resume, progress).await,
-            Backend::Azure(a) => a.put_file(key, path, sha256, self.tuning.part_size, resume, progress).await,
+            Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await,
+            Backend::S3(s) => {
+                s.put_file(key, path, sha256, self.tuning.part_size, resume, progress, &self.throttle).await
+            }
+            Backend::Azure(a) => {
+                a.put_file(key, path, sha256, self.tuning.part_size, resume, progress, &self.throttle).await
+            }
         }
     }
 
@@ -289,4 +330,3 @@ mod tests {
         assert_eq!(s3.describe(), "s3:http://minio:9000/rec/site1/");
     }
 }
-

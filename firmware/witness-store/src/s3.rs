@@ -136,12 +136,14 @@ impl S3Store {
         part_size: u64,
         mut resume: Resume,
         progress: &mut dyn Progress,
+        throttle: &crate::Throttle,
     ) -> Result<()> {
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
             self.put_single(key, data.into(), Some(sha256)).await?;
             progress.sent(size);
+            throttle.sent(size).await;
             return Ok(());
         }
         let full = self.key(key);
@@ -198,6 +200,7 @@ impl S3Store {
             resume.parts.push(Part { number, etag, size: len });
             progress.sent(len);
             progress.part_done(&resume);
+            throttle.sent(len).await;
         }
         resume.parts.sort_by_key(|p| p.number);
         let parts = resume

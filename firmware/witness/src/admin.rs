@@ -278,7 +278,10 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     let src = dir.root.join(&row.path);
     let data = if dir.index.is_pruned(id)? || !src.exists() {
         // Only in the store now: fetch it through the box.
-        let (key, state) = dir.index.upload_key(id)?.with_context(|| format!("recording {id} is neither on the box nor queued for the store"))?;
+        let (key, state) = dir
+            .index
+            .upload_key(id)?
+            .with_context(|| format!("recording {id} is neither on the box nor queued for the store"))?;
         if state != "verified" {
             bail!("recording {id} is missing from the box and not yet in the store");
         }
@@ -291,7 +294,9 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     if let Some(expected) = &row.sha256 {
         let got = sha256_file(&data);
         if &got != expected {
-            bail!("recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording");
+            bail!(
+                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording"
+            );
         }
     } else {
         eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
@@ -299,7 +304,13 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     let tmp = out.with_extension("part");
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    dir.index.audit("recording_exported", None, None, Some(&row.session_id), &serde_json::json!({ "recording": id }))?;
+    dir.index.audit(
+        "recording_exported",
+        None,
+        None,
+        Some(&row.session_id),
+        &serde_json::json!({ "recording": id }),
+    )?;
     println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
     Ok(())
 }

@@ -37,16 +37,16 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     if queued > 0 {
         info!(queued, "queued finished recordings for upload");
     }
-    let store = crate::sync::open_store(&dir)?;
-    info!(store = store.describe(), "recordings are forwarded to the store");
+    let uploader = crate::sync::Uploader::new(dir.clone(), false)?;
+    info!(store = %crate::sync::destination(&dir.root)?.describe(), "recordings are forwarded to the store");
     let upload_cancel = CancellationToken::new();
     // Uploads run on their own thread and runtime: a slow store or a bandwidth cap never takes
     // time from the relays.
     let uploader = {
-        let (dir, wake, cancel) = (dir.clone(), wake.clone(), upload_cancel.clone());
+        let (wake, cancel) = (wake.clone(), upload_cancel.clone());
         std::thread::Builder::new().name("uploader".into()).spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("uploader runtime");
-            rt.block_on(crate::sync::Uploader { dir, store, verbose: false }.run(wake, cancel));
+            rt.block_on(uploader.run(wake, cancel));
         })?
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

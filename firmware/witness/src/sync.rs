@@ -31,7 +31,7 @@ pub fn destination(root: &Path) -> Result<Destination> {
 
 pub fn open_store(dir: &DataDir) -> Result<Store> {
     let dest = destination(&dir.root)?;
-    Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size })?)
+    Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: dir.config.bandwidth_bytes_per_sec })?)
 }
 
 pub fn unix_ms() -> i64 {
@@ -84,8 +84,6 @@ struct IndexProgress<'a> {
     dir: &'a DataDir,
     recording_id: String,
     sent: u64,
-    bandwidth: u64,
-    started: std::time::Instant,
     verbose: bool,
 }
 
@@ -104,27 +102,53 @@ impl Progress for IndexProgress<'_> {
         if self.verbose {
             println!("  {} : {} bytes sent", self.recording_id, self.sent);
         }
-        if self.bandwidth > 0 {
-            // Stay under the cap on average: sleep off any lead over the allowed rate.
-            let allowed = self.started.elapsed().as_secs_f64() * self.bandwidth as f64;
-            let lead = (self.sent as f64 - allowed) / self.bandwidth as f64;
-            if lead > 0.0 {
-                std::thread::sleep(Duration::from_secs_f64(lead));
-            }
-        }
     }
 }
 
 pub struct Uploader {
     pub dir: Arc<DataDir>,
-    pub store: Store,
+    /// The store as `store.toml` last said, re-opened when the file changes, so `store set`
+    /// takes effect on a running box.
+    store: std::sync::Mutex<(Option<std::time::SystemTime>, Arc<Store>)>,
+    /// Whether the current store passed [`Store::check`] (bucket there, credentials taken);
+    /// some S3 servers would otherwise create a mistyped bucket on the first PUT.
+    checked: std::sync::atomic::AtomicBool,
     pub verbose: bool,
 }
 
+fn store_stamp(root: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(root.join(STORE_FILE)).and_then(|m| m.modified()).ok()
+}
+
 impl Uploader {
+    pub fn new(dir: Arc<DataDir>, verbose: bool) -> Result<Self> {
+        let stamp = store_stamp(&dir.root);
+        let store = Arc::new(open_store(&dir)?);
+        Ok(Self { dir, store: std::sync::Mutex::new((stamp, store)), checked: Default::default(), verbose })
+    }
+
+    /// The current store, re-opened if `store.toml` changed since it was opened.
+    fn store(&self) -> Arc<Store> {
+        let mut cur = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        let stamp = store_stamp(&self.dir.root);
+        if stamp != cur.0 {
+            match open_store(&self.dir) {
+                Ok(store) => {
+                    info!(store = store.describe(), "store configuration changed");
+                    *cur = (stamp, Arc::new(store));
+                    self.checked.store(false, std::sync::atomic::Ordering::Release);
+                    let _ = self.dir.index.make_uploads_due();
+                }
+                Err(e) => warn!(error = %e, "the new store configuration cannot be used; keeping the previous one"),
+            }
+        }
+        cur.1.clone()
+    }
+
     /// Uploads and verifies one job. Errors are recorded on the job and returned.
     async fn process(&self, job: UploadJob, pass: &mut Pass) {
         let dir = &self.dir;
+        let store = self.store();
         let path: PathBuf = dir.root.join(&job.path);
         let resume = Resume {
             upload_id: job.upload_id.clone(),
@@ -140,32 +164,30 @@ impl Uploader {
                 );
             }
         }
-        let mut progress = IndexProgress {
-            dir,
-            recording_id: job.recording_id.clone(),
-            sent: 0,
-            bandwidth: dir.config.bandwidth_bytes_per_sec,
-            started: std::time::Instant::now(),
-            verbose: self.verbose,
-        };
+        let mut progress =
+            IndexProgress { dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
         let result = async {
+            if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
+                store.check().await?;
+                self.checked.store(true, std::sync::atomic::Ordering::Release);
+            }
             if !path.exists() {
                 return Err(StoreError::Local(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     format!("{} is missing", path.display()),
                 )));
             }
-            self.store.put_file(&job.object_key, &path, &job.sha256, resume, &mut progress).await?;
+            store.put_file(&job.object_key, &path, &job.sha256, resume, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
                 Err(_) => Vec::new(),
             };
-            self.store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await
+            store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await
         }
         .await;
         pass.bytes_sent += progress.sent;
-        let desc = self.store.describe().to_owned();
+        let desc = store.describe().to_owned();
         match result {
             Ok(()) => {
                 let _ = dir.index.upload_verified(&job.recording_id);
@@ -268,7 +290,7 @@ impl Uploader {
             &session.started_at[..session.started_at.len().min(10)],
             session_id
         );
-        self.store.put_bytes(&key, serde_json::to_vec_pretty(&manifest)?).await?;
+        self.store().put_bytes(&key, serde_json::to_vec_pretty(&manifest)?).await?;
         Ok(key)
     }
 
@@ -305,8 +327,16 @@ impl Uploader {
         }
     }
 
-    /// The daemon's loop: a pass whenever woken or every few seconds, until cancelled.
+    /// The daemon's loop: `concurrency` workers, each making a pass whenever woken or every few
+    /// seconds, until cancelled. Leases keep them (and `sync now`) off each other's jobs.
     pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
+        let workers = self.dir.config.upload_concurrency.max(1);
+        let this = &self;
+        let all = (0..workers).map(|_| this.worker(wake.clone(), cancel.clone()));
+        futures_util::future::join_all(all).await;
+    }
+
+    async fn worker(&self, wake: Arc<Notify>, cancel: CancellationToken) {
         loop {
             let pass = self.pass().await;
             if pass.uploaded + pass.failed > 0 {

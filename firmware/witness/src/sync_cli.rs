@@ -39,7 +39,7 @@ pub fn store(root: &Path, cmd: StoreCmd) -> Result<()> {
                 }
             };
             // Validates the destination before saving it.
-            let store = Store::open(&dest, Tuning { part_size: dir.config.part_size })?;
+            let store = Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?;
             let text = toml::to_string(&dest)?;
             let path = root.join(STORE_FILE);
             let tmp = root.join(format!("{STORE_FILE}.new"));
@@ -160,7 +160,7 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                 bail!("{due} recordings stay queued: {e}");
             }
             println!("uploading {due} pending recordings to {}", store.describe());
-            let up = Uploader { dir: dir.clone(), store, verbose: true };
+            let up = Uploader::new(dir.clone(), true)?;
             let mut total = sync::Pass::default();
             loop {
                 let pass = rt.block_on(up.pass());
@@ -204,7 +204,8 @@ pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
     let (mut restored, mut present) = (0, 0);
     for key in manifests {
         let bytes = rt.block_on(store.get(key)).with_context(|| format!("reading {key}"))?;
-        let m: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?;
+        let m: serde_json::Value =
+            serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?;
         let session: witness_index::SessionRow =
             serde_json::from_value(m["session"].clone()).with_context(|| format!("{key}: session"))?;
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
@@ -238,7 +239,13 @@ pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
             present += 1;
         }
     }
-    dir.index.audit("index_rebuilt", None, None, None, &serde_json::json!({ "box_id": box_id, "restored": restored }))?;
+    dir.index.audit(
+        "index_rebuilt",
+        None,
+        None,
+        None,
+        &serde_json::json!({ "box_id": box_id, "restored": restored }),
+    )?;
     println!("restored {restored} sessions ({present} were already in the index)");
     Ok(())
 }
