@@ -138,12 +138,16 @@ fn upload_queue_claims_retries_and_verifies() {
     let job = idx.claim_upload(1000, 60_000, 7, &|_| true).unwrap().unwrap();
     assert_eq!((job.object_key.as_str(), job.sha256.as_str(), job.bytes), ("box/s1/r1.cast", "ab", 10));
     assert!(idx.claim_upload(2000, 60_000, 8, &|_| true).unwrap().is_none(), "a leased job is not handed out twice");
+    assert!(
+        idx.claim_upload(2000, 60_000, 7, &|_| true).unwrap().is_none(),
+        "not even to another worker of the holder"
+    );
     assert!(idx.claim_upload(2000, 60_000, 8, &|pid| pid != 7).unwrap().is_some(), "unless its holder died");
     let parts = vec![PartRecord { number: 1, etag: "e1".into(), size: 5 }];
     idx.save_multipart("r1", Some("up-1"), &parts).unwrap();
     idx.upload_failed("r1", "connection refused", 5000).unwrap();
     assert!(idx.claim_upload(4000, 60_000, 7, &|_| true).unwrap().is_none(), "backoff holds the job until its time");
-    let job = idx.claim_upload(5000, 60_000, 7, &|_| true).unwrap().unwrap();
+    let job = idx.claim_upload(5000, 60_000, 8, &|_| true).unwrap().unwrap();
     assert_eq!((job.attempts, job.upload_id.as_deref(), job.parts), (1, Some("up-1"), parts));
     assert_eq!(idx.upload_errors(10).unwrap()[0].2, "connection refused");
     assert!(idx.sessions_needing_manifest().unwrap().is_empty(), "session still open");

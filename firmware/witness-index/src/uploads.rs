@@ -60,8 +60,8 @@ impl Index {
         Ok(())
     }
 
-    /// Claims the oldest due job for `lease_ms` on behalf of process `owner`. A lease held by a
-    /// process that `alive` says is gone (killed mid-upload) is taken over at once.
+    /// Claims the oldest due job for `lease_ms` on behalf of process `owner`. A lease held by
+    /// another process that `alive` says is gone (killed mid-upload) is taken over at once.
     pub fn claim_upload(
         &self,
         now_ms: i64,
@@ -101,7 +101,8 @@ impl Index {
         };
         let free = candidates
             .into_iter()
-            .find(|(_, _, until, holder)| *until <= now_ms || *holder == owner || !alive(*holder));
+            // A lease held by this very process is taken too: another worker is on it.
+            .find(|(_, _, until, holder)| *until <= now_ms || (*holder != owner && !alive(*holder)));
         let Some((mut job, parts, _, _)) = free else { return Ok(None) };
         job.parts = serde_json::from_str(&parts)
             .map_err(|_| IndexError::Corrupt { column: "uploads.parts", value: parts.clone() })?;

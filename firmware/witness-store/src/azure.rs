@@ -9,7 +9,6 @@ use crate::{Part, Progress, Result, Resume, StoreError};
 use base64::Engine;
 use md5::Digest as _;
 use reqwest::{Method, StatusCode};
-use std::path::Path;
 
 const API_VERSION: &str = "2021-08-06";
 /// Marks a resumable block upload in [`Resume::upload_id`] (Azure has no upload id).
@@ -119,14 +118,11 @@ impl AzureStore {
 
     pub(crate) async fn put_file(
         &self,
-        key: &str,
-        path: &Path,
-        sha256: &str,
-        part_size: u64,
+        up: &crate::FileUpload<'_>,
         mut resume: Resume,
         progress: &mut dyn Progress,
-        throttle: &crate::Throttle,
     ) -> Result<()> {
+        let crate::FileUpload { key, path, sha256, part_size, throttle } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;

@@ -120,6 +120,15 @@ pub trait Progress: Send {
     fn sent(&mut self, bytes: u64);
 }
 
+/// One file upload as the backends see it.
+pub(crate) struct FileUpload<'a> {
+    pub key: &'a str,
+    pub path: &'a Path,
+    pub sha256: &'a str,
+    pub part_size: u64,
+    pub throttle: &'a Throttle,
+}
+
 /// Tuning shared by every backend.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
@@ -226,13 +235,13 @@ impl Store {
     ) -> Result<()> {
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await,
-            Backend::S3(s) => {
-                s.put_file(key, path, sha256, self.tuning.part_size, resume, progress, &self.throttle).await
-            }
-            Backend::Azure(a) => {
-                a.put_file(key, path, sha256, self.tuning.part_size, resume, progress, &self.throttle).await
-            }
+            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256), resume, progress).await,
+            Backend::Azure(a) => a.put_file(&self.upload(key, path, sha256), resume, progress).await,
         }
+    }
+
+    fn upload<'a>(&'a self, key: &'a str, path: &'a Path, sha256: &'a str) -> FileUpload<'a> {
+        FileUpload { key, path, sha256, part_size: self.tuning.part_size, throttle: &self.throttle }
     }
 
     /// Checks that `key` holds exactly `size` bytes with SHA-256 `sha256`; `parts` is the part

@@ -19,7 +19,6 @@ use minio::s3::segmented_bytes::SegmentedBytes;
 use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, ToStream};
 use minio::s3::utils::ChecksumAlgorithm;
 use minio::s3::{MinioClient, MinioClientBuilder};
-use std::path::Path;
 use std::sync::Arc;
 
 pub(crate) struct S3Store {
@@ -130,14 +129,11 @@ impl S3Store {
 
     pub(crate) async fn put_file(
         &self,
-        key: &str,
-        path: &Path,
-        sha256: &str,
-        part_size: u64,
+        up: &crate::FileUpload<'_>,
         mut resume: Resume,
         progress: &mut dyn Progress,
-        throttle: &crate::Throttle,
     ) -> Result<()> {
+        let crate::FileUpload { key, path, sha256, part_size, throttle } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
