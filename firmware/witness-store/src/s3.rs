@@ -1,8 +1,9 @@
 //! S3 and MinIO through the `minio` crate. Small files go up in one PUT carrying
-//! `x-amz-checksum-sha256` (the server checks it); large ones in parts, each part's MD5 checked
-//! against the ETag the server computed, the object's SHA-256 kept as `x-amz-meta-sha256`, and
-//! the final ETag checked against the MD5-of-MD5s computed here. Part progress is handed to the
-//! caller after every part, so a restart resumes at the next one.
+//! `x-amz-checksum-sha256` (the server checks it and reports it back); large ones in parts whose
+//! bodies the server checks against their signed SHA-256, with the object's SHA-256 kept as
+//! `x-amz-meta-sha256`; the final ETag must be the MD5 of the parts' ETags, which proves the
+//! object is exactly those parts in order. Part progress is handed to the caller after every
+//! part, so a restart resumes at the next one.
 
 use crate::{Part, Progress, Result, Resume, StoreError};
 use base64::Engine;
@@ -164,36 +165,33 @@ impl S3Store {
             }
         };
         let count = size.div_ceil(part_size) as u32;
-        for number in 1..=count {
-            if resume.parts.iter().any(|p| p.number == number) {
-                continue; // sent before a restart
+        let todo: Vec<u32> = (1..=count).filter(|n| !resume.parts.iter().any(|p| p.number == *n)).collect();
+        // Two parts in flight: one is hashed and signed here while the server takes the other.
+        let mut uploads = futures_util::stream::iter(todo.into_iter().map(|number| {
+            let (full, upload_id) = (full.clone(), upload_id.clone());
+            async move {
+                let offset = (number as u64 - 1) * part_size;
+                let len = part_size.min(size - offset);
+                let data = crate::read_range(path, offset, len).await?;
+                // minio signs the part's SHA-256 (x-amz-content-sha256) and the server checks the
+                // body against it, so each part is verified on arrival.
+                let resp = self
+                    .client
+                    .upload_part(&self.bucket, &full, upload_id.as_str(), number as u16, SegmentedBytes::from(bytes::Bytes::from(data)))
+                    .map_err(classify)?
+                    .build()
+                    .send()
+                    .await
+                    .map_err(classify)?;
+                let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
+                Ok::<_, StoreError>(Part { number, etag, size: len })
             }
-            let offset = (number as u64 - 1) * part_size;
-            let len = part_size.min(size - offset);
-            let data = crate::read_range(path, offset, len).await?;
-            let md5 = hex::encode(md5::Md5::digest(&data));
-            let resp = self
-                .client
-                .upload_part(
-                    &self.bucket,
-                    &full,
-                    upload_id.as_str(),
-                    number as u16,
-                    SegmentedBytes::from(bytes::Bytes::from(data)),
-                )
-                .map_err(classify)?
-                .build()
-                .send()
-                .await
-                .map_err(classify)?;
-            let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
-            if etag != md5 {
-                return Err(StoreError::Mismatch {
-                    key: full.clone(),
-                    detail: format!("part {number}: sent md5 {md5}, store has {etag}"),
-                });
-            }
-            resume.parts.push(Part { number, etag, size: len });
+        }))
+        .buffer_unordered(2);
+        while let Some(part) = uploads.next().await {
+            let part = part?;
+            let len = part.size;
+            resume.parts.push(part);
             progress.sent(len);
             progress.part_done(&resume);
             throttle.sent(len).await;
@@ -248,9 +246,11 @@ impl S3Store {
                 None => Err(mismatch("the store reports no sha256 for a single-part object".into())),
             };
         }
-        // Multipart: the ETag is the MD5 of the parts' MD5s, each checked against what we sent.
+        // Multipart: the object's ETag is the MD5 of its parts' ETags, in order.
+        let mut parts = parts.to_vec();
+        parts.sort_by_key(|p| p.number);
         let mut md5s = Vec::new();
-        for p in parts {
+        for p in &parts {
             md5s.extend(hex::decode(&p.etag).map_err(|_| mismatch(format!("part {} etag {:?}", p.number, p.etag)))?);
         }
         let expected = format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len());
