@@ -191,7 +191,8 @@ impl AzureStore {
                 Some((name, size))
             })
             .collect();
-        let mut expected: Vec<(u32, String, u64)> = parts.iter().map(|p| (p.number, block_id(p.number), p.size)).collect();
+        let mut expected: Vec<(u32, String, u64)> =
+            parts.iter().map(|p| (p.number, block_id(p.number), p.size)).collect();
         expected.sort();
         let expected: Vec<(String, u64)> = expected.into_iter().map(|(_, id, size)| (id, size)).collect();
         if committed != expected {

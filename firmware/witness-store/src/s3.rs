@@ -177,7 +177,13 @@ impl S3Store {
                 // body against it, so each part is verified on arrival.
                 let resp = self
                     .client
-                    .upload_part(&self.bucket, &full, upload_id.as_str(), number as u16, SegmentedBytes::from(bytes::Bytes::from(data)))
+                    .upload_part(
+                        &self.bucket,
+                        &full,
+                        upload_id.as_str(),
+                        number as u16,
+                        SegmentedBytes::from(bytes::Bytes::from(data)),
+                    )
                     .map_err(classify)?
                     .build()
                     .send()

@@ -233,7 +233,17 @@ impl Uploader {
         let mut tried = std::collections::HashSet::new();
         let me = std::process::id();
         let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
-        while let Ok(Some(job)) = self.dir.index.claim_upload(unix_ms(), LEASE_MS, me, &alive) {
+        loop {
+            let job = match self.dir.index.claim_upload(unix_ms(), LEASE_MS, me, &alive) {
+                Ok(Some(job)) => job,
+                Ok(None) => break,
+                Err(e) => {
+                    warn!(error = %e, "the upload queue cannot be read");
+                    pass.failed += 1;
+                    pass.last_error = Some(e.to_string());
+                    break;
+                }
+            };
             if !tried.insert(job.recording_id.clone()) {
                 break;
             }
