@@ -158,11 +158,16 @@ impl ConfigFile {
 impl Config {
     /// Whether the client may pass environment variable `name` to the target.
     pub fn env_allowed(&self, name: &str) -> bool {
-        self.env_allow.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => p == name,
-        })
+        env_allowed(&self.env_allow, name)
     }
+}
+
+/// Matches `name` against an allow-list whose entries are names or prefixes ending in `*`.
+pub fn env_allowed(allow: &[String], name: &str) -> bool {
+    allow.iter().any(|p| match p.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => p == name,
+    })
 }
 
 #[cfg(test)]

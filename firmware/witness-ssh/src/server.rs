@@ -32,10 +32,7 @@ pub struct SshSettings {
 
 impl SshSettings {
     pub(crate) fn env_allowed(&self, name: &str) -> bool {
-        self.env_allow.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix),
-            None => p == name,
-        })
+        witness_core::config::env_allowed(&self.env_allow, name)
     }
 }
 

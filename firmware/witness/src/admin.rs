@@ -273,7 +273,6 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
 }
 
 fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
-    use sha2_digest::sha256_file;
     let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
     let src = dir.root.join(&row.path);
     let data = if dir.index.is_pruned(id)? || !src.exists() {
@@ -292,7 +291,10 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
         std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?
     };
     if let Some(expected) = &row.sha256 {
-        let got = sha256_file(&data);
+        let got = {
+            use sha2::Digest;
+            hex::encode(sha2::Sha256::digest(&data))
+        };
         if &got != expected {
             bail!(
                 "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording"
@@ -313,13 +315,6 @@ fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     )?;
     println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
     Ok(())
-}
-
-mod sha2_digest {
-    pub fn sha256_file(data: &[u8]) -> String {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(data))
-    }
 }
 
 pub fn audit(root: &Path, json: bool, limit: u32) -> Result<()> {
