@@ -46,7 +46,8 @@ impl<P: InputPin> GpioButton<P> {
 
 impl<P: InputPin + Send> Button for GpioButton<P> {
     fn is_pressed(&mut self) -> Result<bool, BoardError> {
-        let high = self.pin.is_high().map_err(|e| BoardError::Gpio { line: self.name.clone(), detail: format!("{e:?}") })?;
+        let high =
+            self.pin.is_high().map_err(|e| BoardError::Gpio { line: self.name.clone(), detail: format!("{e:?}") })?;
         Ok(high != self.active_low)
     }
 }

@@ -70,7 +70,10 @@ pub enum Blink {
     Off,
     On,
     /// On for `on_ms`, then off for `off_ms`, from time zero.
-    Every { on_ms: u32, off_ms: u32 },
+    Every {
+        on_ms: u32,
+        off_ms: u32,
+    },
 }
 
 impl Blink {

@@ -172,7 +172,10 @@ impl Profile {
                 return Err(err(format!("sensor {}: address 0x{:02x} is outside 0x08..=0x77", s.name, s.address)));
             }
             if let Some(prev) = addresses.insert((s.bus.clone(), s.address), s.name.clone()) {
-                return Err(err(format!("address 0x{:02x} on {} is used twice ({prev} and {})", s.address, s.bus, s.name)));
+                return Err(err(format!(
+                    "address 0x{:02x} on {} is used twice ({prev} and {})",
+                    s.address, s.bus, s.name
+                )));
             }
             sensors.push(Sensor { name: s.name, kind, bus: s.bus, address: s.address });
         }
@@ -248,15 +251,22 @@ mod tests {
         check(BASE, "missing [leds]");
         check(&format!("{BASE}[leds]\nchip = \"gpiochip0\"\ngreen = \"GPIO17\"\n"), "missing field `red`");
         check(
-            &format!("{BASE}[leds]\nchip = \"gpiochip0\"\ngreen = \"GPIO17\"\nred = \"GPIO27\"\n[button]\nchip = \"gpiochip0\"\nline = \"GPIO17\"\n"),
+            &format!(
+                "{BASE}[leds]\nchip = \"gpiochip0\"\ngreen = \"GPIO17\"\nred = \"GPIO27\"\n[button]\nchip = \"gpiochip0\"\nline = \"GPIO17\"\n"
+            ),
             "line GPIO17 on gpiochip0 is used twice (leds.green and button.line)",
         );
         let leds = "[leds]\nchip = \"c\"\ngreen = \"a\"\nred = \"b\"\n";
         check(
-            &format!("{BASE}{leds}[[sensor]]\nname = \"x\"\nkind = \"lm75\"\nbus = \"/dev/i2c-1\"\naddress = 72\n[[sensor]]\nname = \"y\"\nkind = \"tmp102\"\nbus = \"/dev/i2c-1\"\naddress = 72\n"),
+            &format!(
+                "{BASE}{leds}[[sensor]]\nname = \"x\"\nkind = \"lm75\"\nbus = \"/dev/i2c-1\"\naddress = 72\n[[sensor]]\nname = \"y\"\nkind = \"tmp102\"\nbus = \"/dev/i2c-1\"\naddress = 72\n"
+            ),
             "address 0x48 on /dev/i2c-1 is used twice (x and y)",
         );
-        check(&format!("{BASE}{leds}[[sensor]]\nname = \"x\"\nkind = \"ds18b20\"\nbus = \"b\"\naddress = 72\n"), "unknown kind \"ds18b20\"");
-        check(&format!("name = \"t\"\ndescription = \"d\"\nsim = true\n[video]\nencoders = []\n"), "video.encoders is empty");
+        check(
+            &format!("{BASE}{leds}[[sensor]]\nname = \"x\"\nkind = \"ds18b20\"\nbus = \"b\"\naddress = 72\n"),
+            "unknown kind \"ds18b20\"",
+        );
+        check("name = \"t\"\ndescription = \"d\"\nsim = true\n[video]\nencoders = []\n", "video.encoders is empty");
     }
 }

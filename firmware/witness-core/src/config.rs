@@ -27,6 +27,16 @@ pub struct ConfigFile {
     pub recording: RecordingSection,
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub board: BoardSection,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardSection {
+    /// A built-in profile name (`sim`, `rpi-cm4`, …) or a profile file's path; unset: detect
+    /// from the device tree / DMI, else `sim`.
+    pub profile: Option<String>,
 }
 
 /// How recordings leave the box (the destination itself, with its secrets, is `store.toml`).
@@ -87,6 +97,7 @@ pub struct Config {
     pub part_size: u64,
     pub bandwidth_bytes_per_sec: u64,
     pub upload_concurrency: u8,
+    pub board_profile: Option<String>,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -151,6 +162,7 @@ impl ConfigFile {
                     });
                 }
             },
+            board_profile: self.board.profile,
         })
     }
 }

@@ -494,6 +494,26 @@ impl Index {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Forgets every user, key, target (with its credential) and grant: the factory reset.
+    /// Sessions, recordings, uploads and the audit log stay.
+    pub fn wipe_identities(&self) -> Result<()> {
+        self.conn()
+            .execute_batch("DELETE FROM grants; DELETE FROM user_keys; DELETE FROM users; DELETE FROM targets;")?;
+        Ok(())
+    }
+
+    /// Deletes every recording row and its upload job (the reset confirmed twice).
+    pub fn wipe_recordings(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let paths = {
+            let mut stmt = conn.prepare("SELECT path FROM recordings")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<Vec<String>, _>>()?
+        };
+        conn.execute_batch("DELETE FROM uploads; DELETE FROM recordings; DELETE FROM sessions;")?;
+        Ok(paths)
+    }
+
     // ----- audit -----
 
     /// Appends an audit event. `detail` must never hold a secret.

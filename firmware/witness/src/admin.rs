@@ -51,6 +51,71 @@ pub fn read_secret_stdin(what: &str) -> Result<String> {
     Ok(secret)
 }
 
+/// Wipes keys, credentials and configuration and creates a fresh admin. Recordings not yet in
+/// the store are kept unless `delete_unuploaded` (which callers only pass after two explicit
+/// confirmations). Returns the new admin password.
+pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
+    let dir = crate::datadir::DataDir::open(root)?;
+    let backlog = dir.index.backlog()?;
+    dir.index.wipe_identities()?;
+    let mut deleted = 0;
+    if delete_unuploaded {
+        for path in dir.index.wipe_recordings()? {
+            if std::fs::remove_file(root.join(&path)).is_ok() {
+                deleted += 1;
+            }
+        }
+    }
+    for f in [datadir::HOST_KEY, crate::sync::STORE_FILE] {
+        let _ = std::fs::remove_file(root.join(f));
+    }
+    let host_key = witness_ssh::generate_host_key()?;
+    write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
+    let config = default_config(&dir.config.box_id);
+    let tmp = root.join("witness.toml.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, config.as_bytes())?;
+    std::fs::rename(&tmp, root.join(datadir::CONFIG))?;
+    let password = random_hex(9);
+    dir.index.add_user(&UserRecord {
+        name: "admin".into(),
+        role: Role::Admin,
+        password_hash: Some(hash_password(&password)?),
+        ssh_keys: vec![],
+    })?;
+    dir.index.audit(
+        "factory_reset",
+        None,
+        None,
+        None,
+        &serde_json::json!({ "kept_unuploaded": if delete_unuploaded { 0 } else { backlog.pending }, "deleted_recordings": deleted }),
+    )?;
+    Ok(password)
+}
+
+pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Result<()> {
+    let delete = args.delete_unuploaded_recordings && args.confirm_delete_unuploaded_recordings;
+    if args.delete_unuploaded_recordings && !delete {
+        bail!("deleting recordings that are not uploaded needs --confirm-delete-unuploaded-recordings as well");
+    }
+    let password = factory_reset(root, delete)?;
+    println!("factory reset done: keys, credentials and configuration wiped");
+    println!("admin user: admin  password: {password}  (shown once; store it now)");
+    if !delete {
+        println!("recordings not yet uploaded are kept; set a store again (witness store set …) to forward them");
+    }
+    Ok(())
+}
+
+fn default_config(box_id: &str) -> String {
+    format!(
+        "# Witness configuration. Every key is optional; see README.md for all of them.\n\
+         box_id = \"{box_id}\"\n\n[ssh]\nlisten = \"0.0.0.0:2222\"\n\n[recording]\n\
+         # record_input = false   # also record keystrokes (they include passwords typed in the session)\n\
+         # min_free_mb = 256      # refuse new sessions below this much free space\n"
+    )
+}
+
 pub fn init(root: &Path) -> Result<()> {
     if root.join(datadir::CONFIG).exists() {
         bail!("{} is already a witness data directory; nothing changed", root.display());
@@ -75,12 +140,7 @@ pub fn init(root: &Path) -> Result<()> {
     })?;
     index.audit("box_initialized", Some("admin"), None, None, &serde_json::json!({}))?;
     let box_id = format!("witness-{}", random_hex(4));
-    let config = format!(
-        "# Witness configuration. Every key is optional; see README.md for all of them.\n\
-         box_id = \"{box_id}\"\n\n[ssh]\nlisten = \"0.0.0.0:2222\"\n\n[recording]\n\
-         # record_input = false   # also record keystrokes (they include passwords typed in the session)\n\
-         # min_free_mb = 256      # refuse new sessions below this much free space\n"
-    );
+    let config = default_config(&box_id);
     // Written last: its presence marks a complete data directory.
     write_private(&root.join(datadir::CONFIG), config.as_bytes())?;
     let key = witness_ssh::HostKey::from_openssh(&host_key)?;

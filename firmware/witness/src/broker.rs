@@ -17,13 +17,20 @@ pub struct BoxBroker {
     pub dir: Arc<DataDir>,
     /// Wakes the uploader when a recording is ready.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Sessions open now (for the front panel).
+    pub live: Arc<std::sync::atomic::AtomicU32>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
 }
 
 impl BoxBroker {
     pub fn new(dir: Arc<DataDir>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
-        Ok(Self { dir, wake, dummy_hash: crate::admin::hash_password("not a real password")? })
+        Ok(Self {
+            dir,
+            wake,
+            live: Default::default(),
+            dummy_hash: crate::admin::hash_password("not a real password")?,
+        })
     }
 
     fn index(&self) -> &witness_index::Index {
@@ -151,10 +158,12 @@ impl witness_ssh::Broker for BoxBroker {
             .create_session(&id, user, target, Protocol::Ssh, client.as_deref())
             .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
         info!(session_id = %id, user, target, "session started");
+        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(id)
     }
 
     fn session_ended(&self, session_id: &str, reason: &str) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = self.index().end_session(session_id, reason, false) {
             error!(session_id, error = %e, "could not mark the session ended");
         }

@@ -53,6 +53,26 @@ pub enum Command {
     /// Index maintenance.
     #[command(subcommand)]
     Index(IndexCmd),
+    /// What the front panel shows now (board, LED pattern, health, watchdog).
+    Panel {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wipe keys, credentials and configuration; recordings not yet uploaded are kept.
+    FactoryReset(FactoryResetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FactoryResetArgs {
+    /// Required: this cannot be undone.
+    #[arg(long, required = true)]
+    pub yes: bool,
+    /// Also delete recordings that are not in the store yet (needs the confirmation below too).
+    #[arg(long)]
+    pub delete_unuploaded_recordings: bool,
+    /// Second confirmation for --delete-unuploaded-recordings.
+    #[arg(long, requires = "delete_unuploaded_recordings")]
+    pub confirm_delete_unuploaded_recordings: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@ mod admin;
 mod broker;
 mod cli;
 mod datadir;
+mod panel;
 mod serve;
 mod sync;
 mod sync_cli;
@@ -42,6 +43,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Store(cmd) => sync_cli::store(&cli.data, cmd),
         Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
         Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync_cli::rebuild(&cli.data, box_id),
+        Command::Panel { json } => panel::show(&cli.data, json),
+        Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
     }
 }
 

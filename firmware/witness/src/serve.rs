@@ -16,7 +16,18 @@ use witness_index::RecordingEnd;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
-    let dir = Arc::new(DataDir::open(root)?);
+    let mut dir = Arc::new(DataDir::open(root)?);
+    let (profile, reason) = crate::panel::choose_profile(&dir)?;
+    info!(profile = %profile.name, reason, "board profile");
+    let (mut board, board_fault) = crate::panel::open_board(profile);
+    if crate::panel::held_at_boot(&mut board) {
+        // The button held through the long-press time at boot: factory reset, keeping every
+        // recording that is not in the store yet.
+        let password = crate::admin::factory_reset(root, false)?;
+        warn!("factory reset requested with the front-panel button: keys, credentials and configuration wiped");
+        println!("factory reset: admin user: admin  password: {password}");
+        dir = Arc::new(DataDir::open(root)?);
+    }
     recover(&dir)?;
     if let Some(addr) = &args.web_listen {
         warn!(addr, "the web console is not part of this build; --web-listen is ignored");
@@ -33,6 +44,21 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let panel_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let panel = {
+        let inputs = crate::panel::Inputs {
+            dir: dir.clone(),
+            live: broker.live.clone(),
+            ready: ready.clone(),
+            listener_alive: listener_alive.clone(),
+            stop: panel_stop.clone(),
+        };
+        std::thread::Builder::new()
+            .name("panel".into())
+            .spawn(move || crate::panel::run(board, reason, board_fault, inputs))?
+    };
     let queued = crate::sync::enqueue_missing(&dir)?;
     if queued > 0 {
         info!(queued, "queued finished recordings for upload");
@@ -50,11 +76,12 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         })?
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(ssh_addr)
             .await
             .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
         info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
+        ready.store(true, std::sync::atomic::Ordering::Release);
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
         let settings = witness_ssh::SshSettings {
@@ -63,13 +90,17 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             record_input: dir.config.record_input,
             shutdown_grace: SHUTDOWN_GRACE,
         };
-        witness_ssh::serve(listener, settings, broker, cancel).await?;
+        let served = witness_ssh::serve(listener, settings, broker, cancel).await;
+        listener_alive.store(false, std::sync::atomic::Ordering::Release);
+        served?;
         info!("stopped; every recording is closed");
         anyhow::Ok(())
-    })?;
+    });
     upload_cancel.cancel();
     let _ = uploader.join();
-    Ok(())
+    panel_stop.store(true, std::sync::atomic::Ordering::Release);
+    let _ = panel.join();
+    served
 }
 
 async fn stop_on_signal(cancel: CancellationToken) {
