@@ -5,7 +5,8 @@ use anyhow::{Result, bail};
 use std::process::Command;
 
 /// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
-/// tmux and script (drive interactive sessions), build tools for bundled SQLite.
+/// tmux and script (drive interactive sessions), build tools for bundled SQLite, losetup and
+/// mkfs.ext4 for the flash.sh tests.
 const PACKAGES: &[&str] =
     &["openssh-server", "openssh-client", "asciinema", "tmux", "bsdutils", "procps", "build-essential", "pkg-config"];
 
