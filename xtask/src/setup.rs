@@ -5,10 +5,23 @@ use anyhow::{Result, bail};
 use std::process::Command;
 
 /// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
-/// tmux and script (drive interactive sessions), build tools for bundled SQLite, losetup and
-/// mkfs.ext4 for the flash.sh tests.
-const PACKAGES: &[&str] =
-    &["openssh-server", "openssh-client", "asciinema", "tmux", "bsdutils", "procps", "build-essential", "pkg-config"];
+/// tmux and script (drive interactive sessions), build tools for bundled SQLite, curl for
+/// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup and mkfs.ext4 for the
+/// flash.sh tests. Node.js comes from Debian only if the machine has none (some images ship
+/// their own, which Debian's npm conflicts with).
+const PACKAGES: &[&str] = &[
+    "openssh-server",
+    "openssh-client",
+    "asciinema",
+    "tmux",
+    "bsdutils",
+    "procps",
+    "build-essential",
+    "pkg-config",
+    "curl",
+    "util-linux",
+    "e2fsprogs",
+];
 
 fn installed(pkg: &str) -> bool {
     Command::new("dpkg-query")
