@@ -67,6 +67,7 @@ pub fn install() -> Result<()> {
         crate::run(Command::new("cargo").args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked"]))?;
     }
     if Command::new("sh").arg("-c").arg("command -v npm").output().map(|o| !o.status.success()).unwrap_or(true) {
+        crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
         crate::run(&mut as_root(&["apt-get", "install", "-y", "-q", "nodejs", "npm"]))?;
     }
     if Command::new("sh").arg("-c").arg("command -v azurite-blob").output().map(|o| !o.status.success()).unwrap_or(true)
