@@ -52,7 +52,7 @@ fn cargo() -> Command {
 }
 
 fn up(args: &[String]) -> Result<()> {
-    setup::install()?;
+    setup::install_runtime()?;
     run(cargo().args(["build", "--release", "-p", "witness"]))?;
     let data = args.first().map(PathBuf::from).unwrap_or_else(|| root().join("data"));
     let bin = root().join("target/release/witness");

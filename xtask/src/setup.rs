@@ -44,8 +44,16 @@ fn as_root(args: &[&str]) -> Command {
     c
 }
 
-pub fn install() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+/// What building and running the box needs (the appliance itself talks to OpenSSH servers over
+/// the network and needs no peer installed locally).
+const RUNTIME: &[&str] = &["build-essential", "pkg-config"];
+
+pub fn install_runtime() -> Result<()> {
+    apt(RUNTIME)
+}
+
+fn apt(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if !missing.is_empty() {
         eprintln!("xtask: installing {}", missing.join(" "));
         crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
@@ -53,6 +61,12 @@ pub fn install() -> Result<()> {
         args.extend(&missing);
         crate::run(&mut as_root(&args))?;
     }
+    Ok(())
+}
+
+/// Everything the tests and the bench need.
+pub fn install() -> Result<()> {
+    apt(PACKAGES)?;
     // sshd refuses to start without its privilege-separation directory.
     if !std::path::Path::new("/run/sshd").exists() {
         crate::run(&mut as_root(&["mkdir", "-p", "/run/sshd"]))?;
