@@ -198,7 +198,11 @@ fn setup() -> Result<Setup> {
             d = d.display()
         ),
     )?;
-    let sshd = Command::new("/usr/sbin/sshd").args(["-D", "-e", "-f"]).arg(d.join("sshd_config")).spawn()?;
+    let sshd = Command::new("/usr/sbin/sshd")
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stderr(Stdio::null())
+        .spawn()?;
     wait_port(sshd_port)?;
     let box_port = free_port();
     let data = d.join("data");
@@ -374,29 +378,45 @@ async fn idle_sessions(s: &Setup, n: usize) -> Result<(usize, f64, f64)> {
     for _ in 0..n {
         let (cfg, key, sem, port) = (cfg.clone(), key.clone(), sem.clone(), s.box_port);
         tasks.push(tokio::spawn(async move {
-            let _permit = sem.acquire().await.ok()?;
-            let mut h = client::connect(cfg, ("127.0.0.1", port), AcceptAny).await.ok()?;
-            let ok = h.authenticate_publickey("alice@idle", PrivateKeyWithHashAlg::new(key, None)).await.ok()?;
+            let _permit = sem.acquire().await.map_err(|e| e.to_string())?;
+            let mut h =
+                client::connect(cfg, ("127.0.0.1", port), AcceptAny).await.map_err(|e| format!("connect: {e}"))?;
+            let ok = h
+                .authenticate_publickey("alice@idle", PrivateKeyWithHashAlg::new(key, None))
+                .await
+                .map_err(|e| format!("auth: {e}"))?;
             if !ok.success() {
-                return None;
+                return Err("auth refused".to_string());
             }
-            let ch = h.channel_open_session().await.ok()?;
-            ch.request_pty(false, "xterm", 80, 24, 0, 0, &[]).await.ok()?;
-            ch.request_shell(false).await.ok()?;
-            Some((h, ch))
+            let ch = h.channel_open_session().await.map_err(|e| format!("channel: {e}"))?;
+            ch.request_pty(false, "xterm", 80, 24, 0, 0, &[]).await.map_err(|e| format!("pty: {e}"))?;
+            ch.request_shell(false).await.map_err(|e| format!("shell: {e}"))?;
+            Ok((h, ch))
         }));
     }
     let mut held = Vec::new();
+    let mut errors: std::collections::BTreeMap<String, usize> = Default::default();
     for t in tasks {
-        if let Ok(Some(s)) = t.await {
-            held.push(s);
+        match t.await {
+            Ok(Ok(s)) => held.push(s),
+            Ok(Err(e)) => *errors.entry(e).or_default() += 1,
+            Err(e) => *errors.entry(e.to_string()).or_default() += 1,
         }
     }
-    // Let every recording start before measuring.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    for (e, n) in &errors {
+        println!("(idle sessions: {n} failed to open: {e})");
+    }
+    // Let every recording start before measuring (the last ones lag behind the opens).
+    let mut recording = 0;
+    for _ in 0..60 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
+        recording = String::from_utf8_lossy(&out.stdout).matches("\"status\": \"recording\"").count();
+        if recording >= held.len() {
+            break;
+        }
+    }
     let rss = rss_mib(s.witness.id());
-    let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
-    let recording = String::from_utf8_lossy(&out.stdout).matches("\"status\": \"recording\"").count();
     drop(held);
     Ok((recording, rss0, rss))
 }
@@ -409,6 +429,14 @@ pub fn run(args: &[String]) -> Result<()> {
         "\nWitness bench — {} cores, loopback",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    if o.only.as_deref() == Some("idle") {
+        let s = setup()?;
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        let (held, rss0, rss) = rt.block_on(idle_sessions(&s, o.idle))?;
+        println!("| {} asked | {held} recording | {rss0:.1} → {rss:.1} MiB |", o.idle);
+        rt.shutdown_timeout(Duration::from_secs(2));
+        return Ok(());
+    }
     if o.only.as_deref() != Some("store") {
         ssh_section(&o)?;
     }
