@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         Some("up") => up(&args[1..]),
         Some("test") => test(),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         _ => {
             eprintln!(
                 "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH"
@@ -83,6 +84,19 @@ fn up(args: &[String]) -> Result<()> {
 fn exec(cmd: &mut Command) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     cmd.exec()
+}
+
+/// Runs each fuzz target for a while (nightly toolchain, cargo-fuzz). Not part of CI: the
+/// nightly toolchain is for fuzzing only.
+fn fuzz(args: &[String]) -> Result<()> {
+    let secs: u64 = args.first().map(|s| s.parse()).transpose().context("seconds must be a number")?.unwrap_or(60);
+    if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in ["sftp_observer", "cast_scan", "utf8_carry", "board_profile"] {
+        run(Command::new("cargo").args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]))?;
+    }
+    Ok(())
 }
 
 fn test() -> Result<()> {
