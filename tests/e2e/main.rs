@@ -2,6 +2,7 @@
 //! real `witness` binary as the box, and the real `ssh`/`scp`/`sftp` clients as users.
 
 mod board;
+mod evidence;
 mod flash;
 mod harness;
 mod ssh_path;

@@ -287,7 +287,7 @@ fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the
         let recs = b.recordings();
         let all_gone =
             recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
-        let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("manifest.json")).count();
+        let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.json")).count();
         (recs.len() == 2 && all_gone && manifests == 2).then_some(recs)
     });
     // A pruned recording still exports, fetched from the store through the box.

@@ -6,6 +6,7 @@
 pub mod cast;
 pub mod config;
 pub mod duration;
+pub mod evidence;
 pub mod model;
 pub mod names;
 pub mod policy;

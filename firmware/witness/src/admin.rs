@@ -129,6 +129,7 @@ pub fn init(root: &Path) -> Result<()> {
     std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join(datadir::RECORDINGS))?;
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
+    crate::evidence::signing_key(root)?;
     let index = Index::open(&root.join(datadir::INDEX))?;
     std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let password = random_hex(9);
@@ -314,7 +315,7 @@ pub fn sessions(root: &Path, json: bool) -> Result<()> {
 pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     let dir = DataDir::open(root)?;
     match args.command {
-        Some(RecordingsCmd::Export { id, out }) => export(&dir, &id, &out),
+        Some(RecordingsCmd::Export { id, out }) => export_recording(&dir, &id, &out),
         None => {
             let rows = dir.index.recordings()?;
             if args.json {
@@ -332,7 +333,7 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     }
 }
 
-fn export(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
+pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
     let src = dir.root.join(&row.path);
     let data = if dir.index.is_pruned(id)? || !src.exists() {

@@ -19,6 +19,8 @@ pub struct BoxBroker {
     pub wake: Arc<tokio::sync::Notify>,
     /// Sessions open now (for the front panel).
     pub live: Arc<std::sync::atomic::AtomicU32>,
+    /// Recordings being sealed (hashed and signed) off the session's threads.
+    pub sealing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
 }
@@ -29,6 +31,7 @@ impl BoxBroker {
             dir,
             wake,
             live: Default::default(),
+            sealing: Default::default(),
             dummy_hash: crate::admin::hash_password("not a real password")?,
         })
     }
@@ -224,6 +227,7 @@ impl witness_ssh::Broker for BoxBroker {
 
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
         let _ = self.index().set_recording_status(recording_id, RecordingStatus::Processing);
+        let failure = outcome.as_ref().err().map(|e| format!("recording failed: {e}"));
         let end = match outcome {
             Ok(s) => RecordingEnd {
                 status: RecordingStatus::Completed,
@@ -255,8 +259,18 @@ impl witness_ssh::Broker for BoxBroker {
             error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
             return;
         }
-        crate::sync::enqueue(&self.dir, recording_id);
-        self.wake.notify_one();
+        // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
+        let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
+        let sealer = std::thread::spawn(move || {
+            if let Err(e) = crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
+                error!(recording_id = %id, error = %e, "could not seal the recording; it is sealed at next start");
+            }
+            crate::sync::enqueue(&dir, &id);
+            wake.notify_one();
+        });
+        let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
+        sealing.retain(|h| !h.is_finished());
+        sealing.push(sealer);
     }
 
     fn audit(&self, event: AuditEvent) {

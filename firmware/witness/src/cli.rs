@@ -60,6 +60,23 @@ pub enum Command {
     },
     /// Wipe keys, credentials and configuration; recordings not yet uploaded are kept.
     FactoryReset(FactoryResetArgs),
+    /// Recordings as evidence: export a verifiable bundle, show the signing key.
+    #[command(subcommand)]
+    Evidence(EvidenceCmd),
+    /// Verify an evidence bundle offline (no data dir, no network).
+    Verify { bundle: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvidenceCmd {
+    /// Write a self-contained bundle: recordings, signed manifests, the box's public key, a README.
+    Export {
+        session_id: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the box's public signing key (hex): what bundles are verified against.
+    Key,
 }
 
 #[derive(Debug, Args)]

@@ -8,6 +8,8 @@ use witness_index::Index;
 pub const CONFIG: &str = "witness.toml";
 pub const INDEX: &str = "index.sqlite";
 pub const HOST_KEY: &str = "keys/ssh_host_ed25519_key";
+/// Seed of the Ed25519 key that signs recording manifests (hex, 0600).
+pub const SIGNING_KEY: &str = "keys/evidence_ed25519";
 pub const RECORDINGS: &str = "recordings";
 
 /// An opened data directory.

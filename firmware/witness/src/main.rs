@@ -6,6 +6,7 @@ mod admin;
 mod broker;
 mod cli;
 mod datadir;
+mod evidence;
 mod panel;
 mod serve;
 mod sync;
@@ -44,6 +45,14 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
         Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync_cli::rebuild(&cli.data, box_id),
         Command::Panel { json } => panel::show(&cli.data, json),
+        Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
+            evidence::export(&cli.data, &session_id, &out)
+        }
+        Command::Evidence(cli::EvidenceCmd::Key) => {
+            println!("{}", evidence::public_key_hex(&cli.data)?);
+            Ok(())
+        }
+        Command::Verify { bundle } => evidence::verify(&bundle),
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
     }
 }

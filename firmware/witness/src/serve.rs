@@ -44,6 +44,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
+    let broker_for_exit = broker.clone();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let panel_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -59,6 +60,11 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             .name("panel".into())
             .spawn(move || crate::panel::run(board, reason, board_fault, inputs))?
     };
+    crate::evidence::signing_key(&dir.root)?;
+    let sealed = crate::evidence::seal_missing(&dir)?;
+    if sealed > 0 {
+        info!(sealed, "sealed recordings that had no signed manifest");
+    }
     let queued = crate::sync::enqueue_missing(&dir)?;
     if queued > 0 {
         info!(queued, "queued finished recordings for upload");
@@ -96,6 +102,9 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         info!("stopped; every recording is closed");
         anyhow::Ok(())
     });
+    for h in std::mem::take(&mut *broker_for_exit.sealing.lock().unwrap_or_else(|p| p.into_inner())) {
+        let _ = h.join();
+    }
     upload_cancel.cancel();
     let _ = uploader.join();
     panel_stop.store(true, std::sync::atomic::Ordering::Release);

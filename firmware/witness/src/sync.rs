@@ -190,6 +190,12 @@ impl Uploader {
         let desc = store.describe().to_owned();
         match result {
             Ok(()) => {
+                // The signed manifest goes next to the recording, for verification from the bucket.
+                if let Ok((manifest, sig)) = crate::evidence::evidence_files(dir, &job.recording_id) {
+                    let base = job.object_key.trim_end_matches(".cast");
+                    let _ = store.put_bytes(&format!("{base}.manifest.json"), manifest).await;
+                    let _ = store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes()).await;
+                }
                 let _ = dir.index.upload_verified(&job.recording_id);
                 // The store is back: what waited in backoff need not wait any longer.
                 let _ = dir.index.make_uploads_due();

@@ -1,0 +1,155 @@
+//! Recordings as evidence: a bundle exported from the box verifies offline with nothing but
+//! `witness verify`, and every kind of tampering fails naming the place.
+
+use crate::harness::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn verify(bundle: &Path) -> Output {
+    // No data dir, no network: only the folder.
+    Command::new(witness_bin())
+        .arg("--data")
+        .arg("/nonexistent")
+        .arg("verify")
+        .arg(bundle)
+        .env_remove("WITNESS_DATA")
+        .output()
+        .unwrap()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn cast_in(bundle: &Path) -> PathBuf {
+    std::fs::read_dir(bundle)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        .unwrap()
+}
+
+fn expect_failure(bundle: &Path, what: &str) {
+    let out = verify(bundle);
+    assert_eq!(out.status.code(), Some(1), "tampering must fail: {}", stdout(&out));
+    assert!(stdout(&out).contains(what), "expected {what:?} in:\n{}", stdout(&out));
+    assert!(stderr(&out).contains("NOT VERIFIED"));
+}
+
+#[test]
+fn exported_bundles_verify_offline_and_tampering_fails_naming_the_place() {
+    let sshd = Sshd::start();
+    let mut b = Box::new();
+    b.add_target("web01", &sshd);
+    b.ok(&["grant", "alice", "web01"], None);
+    b.serve();
+    // About 3 MB of output: several 1 MiB chunks.
+    let out = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 40000); do echo \"evidence line $i of the session\"; done")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rec = finished_recording(&b);
+    let sid = rec["session_id"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle");
+    eventually(10, "the recording sealed", || {
+        let out = b.cli(&["evidence", "export", &sid, "--out", bundle.to_str().unwrap()], None);
+        out.status.success().then_some(())
+    });
+    for f in ["box.pub", "README.txt", "session.json"] {
+        assert!(bundle.join(f).exists(), "{f} in the bundle");
+    }
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("box.pub")).unwrap().trim(),
+        b.ok(&["evidence", "key"], None).trim()
+    );
+    let ok = verify(&bundle);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains("VERIFIED: 1 recordings"), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("✓ signature"));
+
+    let variant = |name: &str, f: &dyn Fn(&Path)| {
+        let v = dir.path().join(name);
+        copy_dir(&bundle, &v);
+        f(&v);
+        v
+    };
+    let flipped = variant("flip", &|v| {
+        let cast = cast_in(v);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cast.with_extension("manifest.json")).unwrap()).unwrap();
+        let middle =
+            manifest["chunks"][1]["offset"].as_u64().unwrap() + manifest["chunks"][1]["len"].as_u64().unwrap() / 2;
+        let mut data = std::fs::read(&cast).unwrap();
+        data[middle as usize] ^= 0x01;
+        std::fs::write(&cast, data).unwrap();
+    });
+    expect_failure(&flipped, "chunk 1 (bytes");
+    let truncated = variant("cut", &|v| {
+        let cast = cast_in(v);
+        let data = std::fs::read(&cast).unwrap();
+        std::fs::write(&cast, &data[..data.len() - 100]).unwrap();
+    });
+    expect_failure(&truncated, "is missing");
+    let swapped = variant("swap", &|v| {
+        let cast = cast_in(v);
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(cast.with_extension("manifest.json")).unwrap()).unwrap();
+        let c = &manifest["chunks"];
+        let (a0, a1) = (c[0]["offset"].as_u64().unwrap() as usize, c[0]["len"].as_u64().unwrap() as usize);
+        let (b0, b1) = (c[1]["offset"].as_u64().unwrap() as usize, c[1]["len"].as_u64().unwrap() as usize);
+        let data = std::fs::read(&cast).unwrap();
+        let mut out = data[b0..b0 + b1].to_vec();
+        out.extend_from_slice(&data[a0..a0 + a1]);
+        out.extend_from_slice(&data[b0 + b1..]);
+        std::fs::write(&cast, out).unwrap();
+    });
+    expect_failure(&swapped, "chunk 0");
+    let edited = variant("edit", &|v| {
+        let m = cast_in(v).with_extension("manifest.json");
+        let text = std::fs::read_to_string(&m).unwrap().replace("\"alice\"", "\"mallory\"");
+        std::fs::write(&m, text).unwrap();
+    });
+    expect_failure(&edited, "signature does not verify");
+    let foreign = variant("foreign", &|v| {
+        std::fs::write(v.join("box.pub"), "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c\n")
+            .unwrap();
+    });
+    expect_failure(&foreign, "foreign key");
+}
+
+#[test]
+fn a_recording_cut_by_kill9_verifies_up_to_the_stated_gap() {
+    let sshd = Sshd::start();
+    let mut b = Box::new();
+    b.add_target("web01", &sshd);
+    b.ok(&["grant", "alice", "web01"], None);
+    b.serve();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo tick-$i; sleep 0.1; done")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    b.serve();
+    let rec = b.recordings()[0].clone();
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    let out = verify(bundle.path());
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("✓ gap: recorded up to chunk") && stdout(&out).contains("stopped uncleanly"),
+        "{}",
+        stdout(&out)
+    );
+}
