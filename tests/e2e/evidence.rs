@@ -153,3 +153,98 @@ fn a_recording_cut_by_kill9_verifies_up_to_the_stated_gap() {
         stdout(&out)
     );
 }
+
+/// Every file below `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle)) {
+                hits.push(p);
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn what_a_session_printed_is_encrypted_on_the_box_and_in_the_store_and_readable_in_the_bundle() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::new();
+    b.add_target("web01", &sshd);
+    b.ok(&["grant", "alice", "web01"], None);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    // Typed in an interactive shell (not an exec command, which the index names), so the word
+    // exists only in what the session printed.
+    let word = "zanzibar-7q1x";
+    let mut child = b
+        .ssh("alice@web01")
+        .arg("-tt")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let stdin = child.stdin.as_mut().unwrap();
+        stdin.write_all(format!("echo {}-{}\nexit\n", &word[..8], &word[9..]).as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(stdout(&out).contains(word), "{}", stdout(&out));
+    let rec = eventually(30, "the recording uploaded", || {
+        let r = b.recordings().into_iter().next()?;
+        (r["status"] == "uploaded").then_some(r)
+    });
+    b.stop();
+    let at_rest = files_containing(&b.data(), word.as_bytes());
+    assert!(at_rest.is_empty(), "plaintext under the data dir: {at_rest:?}");
+    let in_store = files_containing(s3.dir.path(), word.as_bytes());
+    assert!(in_store.is_empty(), "plaintext in the store: {in_store:?}");
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    assert!(!files_containing(bundle.path(), word.as_bytes()).is_empty(), "the bundle holds the decrypted recording");
+    assert!(verify(bundle.path()).status.success());
+}
+
+#[test]
+fn recordings_from_before_and_after_a_key_rotation_both_export_and_verify() {
+    let sshd = Sshd::start();
+    let mut b = Box::new();
+    b.add_target("web01", &sshd);
+    b.ok(&["grant", "alice", "web01"], None);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before-rotation").output().unwrap().status.success());
+    let first = finished_recording(&b);
+    let out = b.ok(&["keys", "rotate"], None);
+    assert!(out.contains("new recordings are encrypted under key"), "{out}");
+    assert!(b.ssh("alice@web01").arg("echo after-rotation").output().unwrap().status.success());
+    let recs = eventually(10, "two finished recordings", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|x| x["status"] != "recording")).then_some(r)
+    });
+    let header = |r: &serde_json::Value| {
+        let data = std::fs::read(b.data().join(r["path"].as_str().unwrap())).unwrap();
+        let line = data.split(|c| *c == b'\n').next().unwrap().to_vec();
+        serde_json::from_slice::<serde_json::Value>(&line).unwrap()["key_id"].as_str().unwrap().to_owned()
+    };
+    assert_ne!(header(&recs[0]), header(&recs[1]), "the second recording uses the new key");
+    assert!(b.export(first["id"].as_str().unwrap()).contains("before-rotation"));
+    assert!(b.export(recs[1]["id"].as_str().unwrap()).contains("after-rotation"));
+    for r in &recs {
+        let bundle = tempfile::tempdir().unwrap();
+        let sid = r["session_id"].as_str().unwrap();
+        eventually(10, "sealed", || {
+            b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
+                .status
+                .success()
+                .then_some(())
+        });
+        assert!(verify(bundle.path()).status.success());
+    }
+}

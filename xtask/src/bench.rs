@@ -429,6 +429,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "\nWitness bench — {} cores, loopback",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    if o.only.as_deref() == Some("recorder") {
+        return recorder_section(o.bulk_mib);
+    }
     if o.only.as_deref() == Some("idle") {
         let s = setup()?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -442,6 +445,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if o.only.as_deref() != Some("ssh") {
         store_section(&o)?;
+    }
+    if o.only.is_none() {
+        recorder_section(o.bulk_mib)?;
     }
     Ok(())
 }
@@ -626,4 +632,63 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Recording throughput of the recorder alone, plain vs encrypted at rest, on the same output
+/// (32 KiB packets of 80-column text, as a bulk session delivers them), alternating runs.
+fn recorder_section(mib: u64) -> Result<()> {
+    use witness_core::{atrest, cast};
+    use witness_recorder::{Encryption, RecorderSettings, start_cast};
+    let line = format!("{}\r\n", "y".repeat(78));
+    let packet = bytes::Bytes::from(line.repeat(32 * 1024 / line.len()));
+    let packets = (mib * 1024 * 1024) / packet.len() as u64;
+    let dir = tempfile::tempdir()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let header = cast::Header {
+        version: 2,
+        width: 80,
+        height: 24,
+        timestamp: 0,
+        title: None,
+        command: None,
+        env: Default::default(),
+        witness: None,
+    };
+    let settings = RecorderSettings { fsync_interval: Duration::from_secs(1) };
+    let mut best = [f64::MAX; 2];
+    for round in 0..3 {
+        for (i, encrypted) in [false, true].into_iter().enumerate() {
+            let path = dir.path().join(format!("r{round}-{i}.cast"));
+            let enc = encrypted.then(|| Encryption {
+                header: atrest::Header {
+                    format: atrest::FORMAT.into(),
+                    recording_id: "bench".into(),
+                    key_id: "bench".into(),
+                    wrapped_key: atrest::wrap(&[1; 32], &[2; 32], [3; 24]),
+                },
+                dek: [2; 32],
+                nonce_prefix: [4; 16],
+            });
+            let t = Instant::now();
+            rt.block_on(async {
+                let rec = start_cast(&path, &header, settings, enc)?;
+                for _ in 0..packets {
+                    rec.output(&packet)?;
+                }
+                rec.finish().await
+            })?;
+            best[i] = best[i].min(t.elapsed().as_secs_f64());
+            std::fs::remove_file(&path)?;
+        }
+    }
+    let rate = |s: f64| (packets * packet.len() as u64) as f64 / 1048576.0 / s;
+    println!("\n## Recorder throughput, {mib} MiB of 80-column text in 32 KiB packets (best of 3, alternating)");
+    println!("| at rest | MiB/s |\n|---|---|");
+    println!(
+        "| plain asciicast | {:.0} |\n| encrypted (XChaCha20-Poly1305 records) | {:.0} |",
+        rate(best[0]),
+        rate(best[1])
+    );
+    println!("| ratio | {:.2}× |", best[0] / best[1]);
+    Ok(())
 }

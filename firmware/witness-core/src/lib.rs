@@ -3,6 +3,7 @@
 //! does I/O, never spawns, and never depends on tokio, SQLite or russh, so it is unit-tested and
 //! fuzzed on its own.
 
+pub mod atrest;
 pub mod cast;
 pub mod config;
 pub mod duration;

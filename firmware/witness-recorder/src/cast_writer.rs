@@ -12,7 +12,22 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use witness_core::atrest;
 use witness_core::cast::{self, EventKind, Header, Utf8Carry};
+
+/// How a recording is encrypted at rest: its header line (with the wrapped data key), the data
+/// key itself (kept only in memory while recording) and a fresh nonce prefix.
+pub struct Encryption {
+    pub header: atrest::Header,
+    pub dek: [u8; 32],
+    pub nonce_prefix: [u8; 16],
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encryption(key {})", self.header.key_id)
+    }
+}
 
 /// How often written data is made durable.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +47,7 @@ pub struct Summary {
 
 struct State {
     file: File,
+    sealer: Option<atrest::Sealer>,
     hash: Sha256,
     written: u64,
     buf: Vec<u8>,
@@ -62,9 +78,20 @@ impl std::fmt::Debug for CastRecorder {
     }
 }
 
-/// Creates the cast file (refusing to overwrite one) and writes and fsyncs its header.
-pub fn start_cast(path: &Path, header: &Header, settings: RecorderSettings) -> Result<CastRecorder, RecordError> {
-    let line = header.to_line();
+/// Creates the cast file (refusing to overwrite one) and writes and fsyncs its header. With
+/// `encryption`, nothing but the at-rest header is ever written in clear.
+pub fn start_cast(
+    path: &Path,
+    header: &Header,
+    settings: RecorderSettings,
+    encryption: Option<Encryption>,
+) -> Result<CastRecorder, RecordError> {
+    let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(&e.dek, e.nonce_prefix));
+    let mut line = encryption.as_ref().map(|e| e.header.line()).unwrap_or_default();
+    match sealer.as_mut() {
+        Some(s) => line.extend(s.seal(&header.to_line())),
+        None => line.extend(header.to_line()),
+    }
     let create = || -> std::io::Result<File> {
         let mut file = File::options().create_new(true).append(true).open(path)?;
         file.write_all(&line)?;
@@ -75,15 +102,22 @@ pub fn start_cast(path: &Path, header: &Header, settings: RecorderSettings) -> R
         Ok(file)
     };
     let file = create().map_err(|e| RecordError::Create(e.to_string()))?;
-    Ok(CastRecorder::from_file(file, &line, settings, path))
+    Ok(CastRecorder::from_file(file, &line, settings, path, sealer))
 }
 
 impl CastRecorder {
-    fn from_file(file: File, header_line: &[u8], settings: RecorderSettings, path: &Path) -> Self {
+    fn from_file(
+        file: File,
+        header_line: &[u8],
+        settings: RecorderSettings,
+        path: &Path,
+        sealer: Option<atrest::Sealer>,
+    ) -> Self {
         let mut hash = Sha256::new();
         hash.update(header_line);
         let state = State {
             file,
+            sealer,
             hash,
             written: header_line.len() as u64,
             buf: Vec::with_capacity(4096),
@@ -217,14 +251,22 @@ impl State {
         if self.buf.is_empty() {
             return Ok(());
         }
-        if let Err(e) = self.file.write_all(&self.buf) {
+        let sealed;
+        let bytes: &[u8] = match self.sealer.as_mut() {
+            Some(s) => {
+                sealed = s.seal(&self.buf);
+                &sealed
+            }
+            None => &self.buf,
+        };
+        if let Err(e) = self.file.write_all(bytes) {
             let err = RecordError::Write(e.to_string());
             self.failure = Some(err.clone());
             self.buf.clear();
             return Err(err);
         }
-        self.hash.update(&self.buf);
-        self.written += self.buf.len() as u64;
+        self.hash.update(bytes);
+        self.written += bytes.len() as u64;
         self.buf.clear();
         Ok(())
     }
@@ -264,7 +306,7 @@ mod tests {
     async fn every_event_is_in_the_file_before_the_call_returns() {
         let d = dir();
         let path = d.join("a.cast");
-        let rec = start_cast(&path, &header(), settings()).unwrap();
+        let rec = start_cast(&path, &header(), settings(), None).unwrap();
         rec.output(&Bytes::from_static(b"hello \xe6\x97")).unwrap();
         rec.output(&Bytes::from_static(b"\xa5 world\r\n")).unwrap();
         rec.resize(100, 30).unwrap();
@@ -279,7 +321,38 @@ mod tests {
         assert_eq!(format!("{}{}", events[0].data, events[1].data), "hello 日 world\r\n");
         assert_eq!((events[2].code.as_str(), events[2].data.as_str()), ("r", "100x30"));
         assert!(rec.output(&Bytes::from_static(b"late")).is_err(), "nothing is added after finish");
-        assert!(start_cast(&path, &header(), settings()).is_err(), "never overwrites a recording");
+        assert!(start_cast(&path, &header(), settings(), None).is_err(), "never overwrites a recording");
+        std::fs::remove_dir_all(d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn encrypted_recordings_hold_no_plaintext_and_recover_after_a_cut() {
+        let d = dir();
+        let path = d.join("e.cast");
+        let (dek, kek) = ([4u8; 32], [5u8; 32]);
+        let header = atrest::Header {
+            format: atrest::FORMAT.into(),
+            recording_id: "r".into(),
+            key_id: "k".into(),
+            wrapped_key: atrest::wrap(&kek, &dek, [6; 24]),
+        };
+        let enc = Encryption { header, dek, nonce_prefix: [7; 16] };
+        let rec = start_cast(&path, &self::tests::header(), settings(), Some(enc)).unwrap();
+        rec.output(&Bytes::from_static(b"top-secret-output\r\n")).unwrap();
+        rec.output(&Bytes::from_static(b"more\r\n")).unwrap();
+        let summary = rec.finish().await.unwrap();
+        let file = std::fs::read(&path).unwrap();
+        assert_eq!(summary.sha256, hex::encode(Sha256::digest(&file)), "the hash is of what is stored");
+        assert!(!file.windows(10).any(|w| w == b"top-secret"), "no plaintext at rest");
+        let key_for = |h: &atrest::Header| atrest::unwrap(&kek, h).ok();
+        let plain = crate::plaintext(&file, &key_for).unwrap();
+        let (_, events) = cast::parse(&plain).unwrap();
+        assert_eq!(events[0].data, "top-secret-output\r\n");
+        // Cut mid-record: recovery keeps the whole records.
+        std::fs::write(&path, &file[..file.len() - 3]).unwrap();
+        let r = crate::recover_cast(&path, &key_for).unwrap();
+        assert_eq!(r.events, 1);
+        assert!(r.trimmed > 0);
         std::fs::remove_dir_all(d).unwrap();
     }
 
@@ -287,7 +360,7 @@ mod tests {
     async fn a_write_error_reaches_the_session_at_once() {
         // /dev/full fails every write with ENOSPC, like a full disk.
         let file = File::options().append(true).open("/dev/full").unwrap();
-        let rec = CastRecorder::from_file(file, b"", settings(), Path::new("/dev/full"));
+        let rec = CastRecorder::from_file(file, b"", settings(), Path::new("/dev/full"), None);
         let err = rec.output(&Bytes::from(vec![b'x'; 100])).unwrap_err();
         assert!(err.to_string().contains("No space left on device"), "{err}");
         assert_eq!(rec.resize(1, 1).unwrap_err(), err, "and stays failed");

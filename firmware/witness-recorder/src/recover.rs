@@ -16,18 +16,42 @@ pub struct RecoveredCast {
     pub trimmed: u64,
 }
 
-/// Trims `path` to its valid prefix (fsync'd) and describes what is left.
-pub fn recover_cast(path: &Path) -> Result<RecoveredCast, RecordError> {
+/// Finds the data key of an encrypted recording from its header (the caller holds the keys).
+pub type KeyFor<'a> = &'a dyn Fn(&witness_core::atrest::Header) -> Option<[u8; 32]>;
+
+/// The cast a recording file holds: decrypted (and authenticated) if it is encrypted.
+pub fn plaintext(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordError> {
+    use witness_core::atrest;
+    let Some((header, _)) = atrest::Header::parse(file) else { return Ok(file.to_vec()) };
+    let dek = key_for(&header)
+        .ok_or_else(|| RecordError::Unusable(format!("no key {} to decrypt the recording", header.key_id)))?;
+    atrest::open(file, &dek, true).map(|(p, _)| p).map_err(|e| RecordError::Unusable(e.to_string()))
+}
+
+/// Trims `path` to its valid prefix (fsync'd) and describes what is left. An encrypted file is
+/// cut after its last whole, authentic record; a plain cast after its last whole event.
+pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, RecordError> {
+    use witness_core::atrest;
     let unusable = |e: &dyn std::fmt::Display| RecordError::Unusable(format!("{}: {e}", path.display()));
     let data = std::fs::read(path).map_err(|e| unusable(&e))?;
-    let scan = witness_core::cast::scan(&data).map_err(|e| unusable(&e))?;
-    let trimmed = (data.len() - scan.valid_len) as u64;
+    let (valid_len, scan) = match atrest::Header::parse(&data) {
+        Some((header, _)) => {
+            let dek = key_for(&header).ok_or_else(|| unusable(&format!("no key {}", header.key_id)))?;
+            let (plain, len) = atrest::open(&data, &dek, false).map_err(|e| unusable(&e))?;
+            (len, witness_core::cast::scan(&plain).map_err(|e| unusable(&e))?)
+        }
+        None => {
+            let scan = witness_core::cast::scan(&data).map_err(|e| unusable(&e))?;
+            (scan.valid_len, scan)
+        }
+    };
+    let trimmed = (data.len() - valid_len) as u64;
     if trimmed > 0 {
         let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
-        file.set_len(scan.valid_len as u64).map_err(|e| unusable(&e))?;
+        file.set_len(valid_len as u64).map_err(|e| unusable(&e))?;
         file.sync_all().map_err(|e| unusable(&e))?;
     }
-    let kept = &data[..scan.valid_len];
+    let kept = &data[..valid_len];
     Ok(RecoveredCast {
         bytes: kept.len() as u64,
         sha256: hex::encode(Sha256::digest(kept)),
@@ -48,11 +72,11 @@ mod tests {
         let mut data = whole.to_vec();
         data.extend_from_slice(b"[0.9, \"o\", \"cu");
         std::fs::write(&path, &data).unwrap();
-        let r = recover_cast(&path).unwrap();
+        let r = recover_cast(&path, &|_| None).unwrap();
         assert_eq!((r.bytes, r.events, r.duration, r.trimmed), (whole.len() as u64, 1, 0.5, 14));
         assert_eq!(std::fs::read(&path).unwrap(), whole);
         std::fs::write(&path, b"").unwrap();
-        assert!(recover_cast(&path).unwrap_err().to_string().contains("no valid asciicast v2 header"));
+        assert!(recover_cast(&path, &|_| None).unwrap_err().to_string().contains("no valid asciicast v2 header"));
         std::fs::remove_file(&path).unwrap();
     }
 }

@@ -130,6 +130,7 @@ pub fn init(root: &Path) -> Result<()> {
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
     crate::evidence::signing_key(root)?;
+    crate::keys::active(root)?;
     let index = Index::open(&root.join(datadir::INDEX))?;
     std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let password = random_hex(9);
@@ -364,6 +365,8 @@ pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     } else {
         eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
     }
+    // Stored encrypted: decrypt (and authenticate) for the export only.
+    let data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
     let tmp = out.with_extension("part");
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;

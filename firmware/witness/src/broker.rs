@@ -206,7 +206,9 @@ impl witness_ssh::Broker for BoxBroker {
                 }),
             };
             let settings = RecorderSettings { fsync_interval: self.dir.config.fsync_interval };
-            witness_recorder::start_cast(&path, &header, settings)
+            let encryption =
+                crate::keys::new_encryption(&self.dir.root, &id).map_err(|e| RecordError::Create(format!("{e:#}")))?;
+            witness_recorder::start_cast(&path, &header, settings, Some(encryption))
         })();
         match started {
             Ok(rec) => Ok((id, rec)),
@@ -240,7 +242,8 @@ impl witness_ssh::Broker for BoxBroker {
             Err(e) => {
                 // Keep what was written: trim a torn last line so the file still plays.
                 let path = self.index().recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
-                let kept = path.as_deref().map(witness_recorder::recover_cast);
+                let key_for = crate::keys::key_for(&self.dir.root);
+                let kept = path.as_deref().map(|p| witness_recorder::recover_cast(p, &key_for));
                 let (bytes, sha256, duration) = match kept {
                     Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
                     _ => (0, None, None),

@@ -65,6 +65,15 @@ pub enum Command {
     Evidence(EvidenceCmd),
     /// Verify an evidence bundle offline (no data dir, no network).
     Verify { bundle: PathBuf },
+    /// Keys that encrypt recordings at rest.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Start encrypting new recordings under a new key (old recordings are not re-encrypted).
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]

@@ -44,7 +44,9 @@ pub fn signature_path(cast: &Path) -> PathBuf {
 pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;
     let path = dir.root.join(&rec.path);
-    let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let stored = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    // The evidence is the recording as played: chain and sign the decrypted cast.
+    let data = witness_recorder::plaintext(&stored, &crate::keys::key_for(&dir.root))?;
     let (chunks, final_hash) = evidence::chain(&data);
     let gaps = gaps.into_iter().map(|reason| Gap { after_chunk: chunks.len() as u64, reason }).collect();
     let key = signing_key(&dir.root)?;

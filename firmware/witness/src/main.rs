@@ -7,6 +7,7 @@ mod broker;
 mod cli;
 mod datadir;
 mod evidence;
+mod keys;
 mod panel;
 mod serve;
 mod sync;
@@ -53,6 +54,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Verify { bundle } => evidence::verify(&bundle),
+        Command::Keys(cli::KeysCmd::Rotate) => {
+            crate::datadir::DataDir::open(&cli.data)?;
+            let id = keys::rotate(&cli.data)?;
+            println!("new recordings are encrypted under key {id}; older ones keep theirs");
+            Ok(())
+        }
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
     }
 }

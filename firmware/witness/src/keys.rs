@@ -1,0 +1,67 @@
+//! The key hierarchy for recordings at rest: key-encryption keys in the data dir (0600, one
+//! file per key id, the active id in `keys/kek.active`), and a fresh data key per recording,
+//! wrapped under the active KEK. Rotation adds a KEK; old ones stay to read old recordings.
+
+use crate::admin::write_private;
+use anyhow::{Context, Result};
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use std::path::{Path, PathBuf};
+use witness_core::atrest;
+use witness_recorder::Encryption;
+
+fn kek_path(root: &Path, id: &str) -> PathBuf {
+    root.join("keys").join(format!("kek-{id}"))
+}
+
+fn active_path(root: &Path) -> PathBuf {
+    root.join("keys/kek.active")
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// Creates and activates a new KEK; returns its id.
+pub fn rotate(root: &Path) -> Result<String> {
+    let id = format!("{}-{}", time::OffsetDateTime::now_utc().unix_timestamp(), hex::encode(random::<4>()));
+    write_private(&kek_path(root, &id), hex::encode(random::<32>()).as_bytes())?;
+    let tmp = active_path(root).with_extension("new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, id.as_bytes())?;
+    std::fs::rename(&tmp, active_path(root))?;
+    Ok(id)
+}
+
+/// The active KEK id, creating the first key if there is none.
+pub fn active(root: &Path) -> Result<String> {
+    match std::fs::read_to_string(active_path(root)) {
+        Ok(id) => Ok(id.trim().to_owned()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => rotate(root),
+        Err(e) => Err(e).context("reading the active key id"),
+    }
+}
+
+pub fn kek(root: &Path, id: &str) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(kek_path(root, id)).with_context(|| format!("key {id} is not on this box"))?;
+    hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).with_context(|| format!("key {id} is damaged"))
+}
+
+/// Encryption for a new recording: a fresh data key wrapped under the active KEK.
+pub fn new_encryption(root: &Path, recording_id: &str) -> Result<Encryption> {
+    let id = active(root)?;
+    let dek = random::<32>();
+    let header = atrest::Header {
+        format: atrest::FORMAT.into(),
+        recording_id: recording_id.to_owned(),
+        key_id: id.clone(),
+        wrapped_key: atrest::wrap(&kek(root, &id)?, &dek, random::<24>()),
+    };
+    Ok(Encryption { header, dek, nonce_prefix: random::<16>() })
+}
+
+/// Finds a recording's data key from its header.
+pub fn key_for(root: &Path) -> impl Fn(&atrest::Header) -> Option<[u8; 32]> + '_ {
+    move |h| kek(root, &h.key_id).ok().and_then(|k| atrest::unwrap(&k, h).ok())
+}
