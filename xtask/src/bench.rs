@@ -417,6 +417,18 @@ async fn idle_sessions(s: &Setup, n: usize) -> Result<(usize, f64, f64)> {
         }
     }
     let rss = rss_mib(s.witness.id());
+    if recording < held.len() {
+        // Say why some sessions have no recording (from the box's own audit log).
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["audit", "--limit", "100000"]).output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        for kind in ["recording_refused", "recording_failed", "target_failed", "access_denied", "login_failed"] {
+            let n = text.lines().filter(|l| l.contains(&format!(" {kind} "))).count();
+            if n > 0 {
+                let example = text.lines().find(|l| l.contains(&format!(" {kind} "))).unwrap_or("");
+                println!("(idle sessions: {n} × {kind}, e.g. {example})");
+            }
+        }
+    }
     drop(held);
     Ok((recording, rss0, rss))
 }

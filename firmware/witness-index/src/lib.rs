@@ -295,13 +295,21 @@ impl Index {
         .collect()
     }
 
-    /// Pins a host key on first use. Returns `false` (and changes nothing) if a key is already
-    /// pinned, so two racing first connections cannot both pin.
+    /// Pins a host key on first use. Returns `true` if `key` is now the pinned key (pinned by
+    /// this call, or already pinned to the same key by a concurrent first connection), `false`
+    /// if a different key is pinned.
     pub fn pin_host_key(&self, target: &str, key: &str) -> Result<bool> {
-        let n = self
-            .conn()
+        let conn = self.conn();
+        let n = conn
             .execute("UPDATE targets SET host_key = ?2 WHERE name = ?1 AND host_key IS NULL", params![target, key])?;
-        Ok(n == 1)
+        if n == 1 {
+            return Ok(true);
+        }
+        let pinned: Option<String> = conn
+            .query_row("SELECT host_key FROM targets WHERE name = ?1", [target], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(pinned.as_deref() == Some(key))
     }
 
     // ----- grants -----

@@ -70,6 +70,7 @@ fn users_targets_grants() {
     assert!(idx.revoke("alice", "web01").unwrap());
     assert!(!idx.revoke("alice", "web01").unwrap());
     assert!(idx.pin_host_key("web01", "k1").unwrap());
+    assert!(idx.pin_host_key("web01", "k1").unwrap(), "a racing first connection with the same key is fine");
     assert!(!idx.pin_host_key("web01", "k2").unwrap());
     assert_eq!(idx.target("web01").unwrap().unwrap().host_key.as_deref(), Some("k1"));
 }

@@ -58,7 +58,7 @@ impl client::Handler for TargetHandler {
                         Ok(true)
                     }
                     Ok(false) => {
-                        check.pin_failed = Some("another host key was pinned meanwhile".into());
+                        check.pin_failed = Some("a different host key was pinned meanwhile".into());
                         Ok(false)
                     }
                     Err(e) => {
