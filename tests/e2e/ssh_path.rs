@@ -495,3 +495,25 @@ fn clean_shutdown_finishes_recordings() {
     assert_completed(&rec);
     assert_eq!(rec["recovered"], false, "finished by the shutdown, not by recovery");
 }
+
+#[test]
+fn concurrent_first_connections_share_the_pinned_host_key() {
+    // No --host-key: the first connection pins what it sees; the others, racing it, must
+    // accept the same key rather than fail.
+    let (b, _sshd) = box_with_target();
+    let clients: Vec<_> = (0..8)
+        .map(|i| {
+            b.ssh("alice@web01")
+                .arg(format!("echo racer-{i}"))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, c) in clients.into_iter().enumerate() {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(stdout(&out), format!("racer-{i}\n"), "client {i}: {}", stderr(&out));
+    }
+    assert!(!b.audit_kinds().contains(&"target_failed".to_string()));
+}
