@@ -19,9 +19,7 @@ fn wait_panel(b: &Box, what: &str, f: impl Fn(&serde_json::Value) -> bool) -> se
 #[test]
 fn panel_follows_sessions_and_the_watchdog_is_petted() {
     let sshd = Sshd::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.serve();
     let p = wait_panel(&b, "ready", |p| p["state"] == "ready");
     assert_eq!(p["profile"], "sim");
@@ -54,9 +52,7 @@ fn panel_follows_sessions_and_the_watchdog_is_petted() {
 fn unreachable_store_with_a_backlog_shows_offline() {
     let sshd = Sshd::start();
     let s3 = S3::stopped();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo waiting-for-the-store").output().unwrap().status.success());
@@ -109,9 +105,7 @@ fn a_recorder_that_cannot_write_stops_the_watchdog() {
 fn factory_reset_keeps_recordings_not_yet_uploaded() {
     let sshd = Sshd::start();
     let s3 = S3::stopped();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo evidence").output().unwrap().status.success());

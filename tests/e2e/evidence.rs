@@ -43,9 +43,7 @@ fn expect_failure(bundle: &Path, what: &str) {
 #[test]
 fn exported_bundles_verify_offline_and_tampering_fails_naming_the_place() {
     let sshd = Sshd::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.serve();
     // About 3 MB of output: several 1 MiB chunks.
     let out = b
@@ -127,9 +125,7 @@ fn exported_bundles_verify_offline_and_tampering_fails_naming_the_place() {
 #[test]
 fn a_recording_cut_by_kill9_verifies_up_to_the_stated_gap() {
     let sshd = Sshd::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.serve();
     let mut client = b
         .ssh("alice@web01")
@@ -175,9 +171,7 @@ fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
 fn what_a_session_printed_is_encrypted_on_the_box_and_in_the_store_and_readable_in_the_bundle() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
     // Typed in an interactive shell (not an exec command, which the index names), so the word
@@ -215,9 +209,7 @@ fn what_a_session_printed_is_encrypted_on_the_box_and_in_the_store_and_readable_
 #[test]
 fn recordings_from_before_and_after_a_key_rotation_both_export_and_verify() {
     let sshd = Sshd::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo before-rotation").output().unwrap().status.success());
     let first = finished_recording(&b);

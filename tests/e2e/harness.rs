@@ -174,6 +174,14 @@ impl Box {
         b
     }
 
+    /// A box with target `web01` on `sshd` granted to alice (not serving yet).
+    pub fn with_target(sshd: &Sshd) -> Self {
+        let b = Self::new();
+        b.add_target("web01", sshd);
+        b.ok(&["grant", "alice", "web01"], None);
+        b
+    }
+
     pub fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }

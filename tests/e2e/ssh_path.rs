@@ -8,9 +8,7 @@ use std::time::Duration;
 
 fn box_with_target() -> (Box, Sshd) {
     let sshd = Sshd::start();
-    let mut b = Box::new();
-    b.add_target("web01", &sshd);
-    b.ok(&["grant", "alice", "web01"], None);
+    let mut b = Box::with_target(&sshd);
     b.serve();
     (b, sshd)
 }

@@ -6,13 +6,6 @@ use crate::harness::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn box_with_target(sshd: &Sshd) -> Box {
-    let b = Box::new();
-    b.add_target("web01", sshd);
-    b.ok(&["grant", "alice", "web01"], None);
-    b
-}
-
 fn status(b: &Box) -> serde_json::Value {
     b.json(&["sync", "status", "--json"])
 }
@@ -47,7 +40,7 @@ fn box_id(b: &Box) -> String {
 fn small_and_multipart_uploads_are_verified_with_a_manifest() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     b.configure("store", "part_size_mb = 5");
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
@@ -87,7 +80,7 @@ impl<T> Pipe for T {}
 fn kill9_mid_multipart_resumes_without_resending_finished_parts() {
     let sshd = Sshd::start();
     let mut s3 = S3::stopped();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     // Slow the link so the upload can be cut in the middle.
     b.configure("store", "part_size_mb = 5\nbandwidth_kbps = 15000");
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
@@ -133,7 +126,7 @@ fn kill9_mid_multipart_resumes_without_resending_finished_parts() {
 fn offline_site_keeps_recording_and_catches_up() {
     let sshd = Sshd::start();
     let mut s3 = S3::stopped();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
     for i in 0..3 {
@@ -163,7 +156,7 @@ fn offline_site_keeps_recording_and_catches_up() {
 fn refused_credentials_and_missing_bucket_show_in_sync_status() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, "wrong-secret");
     b.serve();
     let out = b.ssh("alice@web01").arg("echo kept").output().unwrap();
@@ -198,7 +191,7 @@ fn refused_credentials_and_missing_bucket_show_in_sync_status() {
 #[test]
 fn past_the_high_watermark_with_nothing_to_evict_sessions_are_refused() {
     let sshd = Sshd::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     b.configure("store", "high_watermark_percent = 1");
     b.serve();
     let out = b.ssh("alice@web01").arg("echo should-not-run").output().unwrap();
@@ -220,7 +213,7 @@ fn use_azure(b: &Box, sas_url: &str) {
 fn azure_blob_small_and_block_uploads_are_verified() {
     let sshd = Sshd::start();
     let az = Azurite::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     b.configure("store", "part_size_mb = 5");
     use_azure(&b, &az.container_url("2030-01-01T00:00:00Z"));
     b.serve();
@@ -253,7 +246,7 @@ fn azure_blob_small_and_block_uploads_are_verified() {
 fn expired_sas_is_reported_and_retried() {
     let sshd = Sshd::start();
     let az = Azurite::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     use_azure(&b, &az.container_url("2020-01-01T00:00:00Z"));
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo kept-locally").output().unwrap().status.success());
@@ -275,7 +268,7 @@ fn expired_sas_is_reported_and_retried() {
 fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the_box() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = box_with_target(&sshd);
+    let mut b = Box::with_target(&sshd);
     // Keep nothing locally once it is verified in the store.
     b.configure("store", "keep_local_days = 0");
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
