@@ -56,7 +56,7 @@ fn exported_bundles_verify_offline_and_tampering_fails_naming_the_place() {
     let sid = rec["session_id"].as_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
-    eventually(10, "the recording sealed", || {
+    eventually(30, "the recording sealed", || {
         let out = b.cli(&["evidence", "export", &sid, "--out", bundle.to_str().unwrap()], None);
         out.status.success().then_some(())
     });
@@ -216,7 +216,7 @@ fn recordings_from_before_and_after_a_key_rotation_both_export_and_verify() {
     let out = b.ok(&["keys", "rotate"], None);
     assert!(out.contains("new recordings are encrypted under key"), "{out}");
     assert!(b.ssh("alice@web01").arg("echo after-rotation").output().unwrap().status.success());
-    let recs = eventually(10, "two finished recordings", || {
+    let recs = eventually(30, "two finished recordings", || {
         let r = b.recordings();
         (r.len() == 2 && r.iter().all(|x| x["status"] != "recording")).then_some(r)
     });
@@ -231,7 +231,7 @@ fn recordings_from_before_and_after_a_key_rotation_both_export_and_verify() {
     for r in &recs {
         let bundle = tempfile::tempdir().unwrap();
         let sid = r["session_id"].as_str().unwrap();
-        eventually(10, "sealed", || {
+        eventually(30, "sealed", || {
             b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
                 .status
                 .success()

@@ -284,6 +284,8 @@ fn errors_give_one_clear_line_and_an_audit_event() {
     let db = sessions.iter().find(|s| s["target"] == "db01").expect("a session for the unreachable target");
     assert!(db["end_reason"].as_str().unwrap().contains("unreachable"), "{db}");
     assert!(sessions.iter().all(|s| s["target"] != "nosuch" && s["target"] != "nogrant"));
+    // Every one of those events is on the audit log's hash chain.
+    assert!(b.ok(&["audit", "--verify"], None).contains("audit log intact"));
 }
 
 /// Starts `ssh … ticker` in the background and waits until the first ticks came through.

@@ -524,7 +524,9 @@ impl Index {
 
     // ----- audit -----
 
-    /// Appends an audit event. `detail` must never hold a secret.
+    /// Appends an audit event, chained to the one before it: each row's hash covers the
+    /// previous row's hash and this row's fields, so a changed or removed event breaks the
+    /// chain from there on. `detail` must never hold a secret.
     pub fn audit(
         &self,
         kind: &str,
@@ -533,11 +535,61 @@ impl Index {
         session_id: Option<&str>,
         detail: &serde_json::Value,
     ) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO audit(at, kind, user, target, session_id, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![now_text(), kind, user, target, session_id, detail.to_string()],
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let prev: Option<String> =
+            tx.query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).optional()?.flatten();
+        let (at, detail) = (now_text(), detail.to_string());
+        let hash = audit_hash(prev.as_deref(), &at, kind, user, target, session_id, &detail);
+        tx.execute(
+            "INSERT INTO audit(at, kind, user, target, session_id, detail, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![at, kind, user, target, session_id, detail, hash],
         )?;
+        tx.commit()?;
         Ok(())
+    }
+
+    /// Walks the audit chain. `Ok(n)`: n chained events intact; `Err((id, why))`: the first
+    /// event where the chain breaks.
+    pub fn verify_audit(&self) -> Result<std::result::Result<u64, (i64, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, at, kind, user, target, session_id, detail, hash FROM audit ORDER BY id")?;
+        let mut rows = stmt.query([])?;
+        let (mut prev, mut last_id, mut n): (Option<String>, Option<i64>, u64) = (None, None, 0);
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            let hash: Option<String> = r.get(7)?;
+            let Some(hash) = hash else {
+                prev = None; // written before the chain existed
+                last_id = Some(id);
+                continue;
+            };
+            if let Some(l) = last_id
+                && id != l + 1
+            {
+                return Ok(Err((l + 1, format!("events {} to {} are missing", l + 1, id - 1))));
+            }
+            let user: Option<String> = r.get(3)?;
+            let target: Option<String> = r.get(4)?;
+            let session: Option<String> = r.get(5)?;
+            let expected = audit_hash(
+                prev.as_deref(),
+                &r.get::<_, String>(1)?,
+                &r.get::<_, String>(2)?,
+                user.as_deref(),
+                target.as_deref(),
+                session.as_deref(),
+                &r.get::<_, String>(6)?,
+            );
+            if expected != hash {
+                return Ok(Err((id, "changed, or an event before it was removed".into())));
+            }
+            prev = Some(hash);
+            last_id = Some(id);
+            n += 1;
+        }
+        Ok(Ok(n))
     }
 
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>> {
@@ -560,6 +612,27 @@ impl Index {
         v.reverse();
         Ok(v)
     }
+}
+
+fn audit_hash(
+    prev: Option<&str>,
+    at: &str,
+    kind: &str,
+    user: Option<&str>,
+    target: Option<&str>,
+    session_id: Option<&str>,
+    detail: &str,
+) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    // Length-prefixed fields: no two different rows hash the same bytes.
+    for field in
+        [prev.unwrap_or(""), at, kind, user.unwrap_or("\0"), target.unwrap_or("\0"), session_id.unwrap_or("\0"), detail]
+    {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field.as_bytes());
+    }
+    hex::encode(h.finalize())
 }
 
 fn id_of(conn: &Connection, table: &str, what: &'static str, name: &str) -> Result<i64> {

@@ -102,6 +102,8 @@ const STEPS: &[&str] = &[
     ALTER TABLE sessions ADD COLUMN manifest_key TEXT;
     ALTER TABLE sessions ADD COLUMN manifest_uploaded INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE recordings ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;",
+    // 3: the audit log, hash-chained.
+    "ALTER TABLE audit ADD COLUMN hash TEXT;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -168,3 +168,19 @@ fn upload_queue_claims_retries_and_verifies() {
     let h = idx.store_health().unwrap();
     assert_eq!((h.last_error_kind.as_deref(), h.last_success_at.is_some()), (Some("offline"), true));
 }
+
+#[test]
+fn the_audit_log_is_hash_chained() {
+    let (_d, idx) = index();
+    for i in 0..5 {
+        idx.audit("login_failed", Some("alice"), None, None, &serde_json::json!({ "n": i })).unwrap();
+    }
+    assert_eq!(idx.verify_audit().unwrap(), Ok(5));
+    idx.conn().execute("UPDATE audit SET user = 'mallory' WHERE id = 3", []).unwrap();
+    assert_eq!(idx.verify_audit().unwrap().unwrap_err().0, 3, "the changed event is named");
+    idx.conn().execute("UPDATE audit SET user = 'alice' WHERE id = 3", []).unwrap();
+    assert_eq!(idx.verify_audit().unwrap(), Ok(5));
+    idx.conn().execute("DELETE FROM audit WHERE id = 2", []).unwrap();
+    let (id, why) = idx.verify_audit().unwrap().unwrap_err();
+    assert_eq!((id, why.as_str()), (2, "events 2 to 2 are missing"));
+}

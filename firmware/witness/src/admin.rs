@@ -381,6 +381,17 @@ pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
+pub fn verify_audit(root: &Path) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match dir.index.verify_audit()? {
+        Ok(n) => {
+            println!("audit log intact: {n} events, hash chain unbroken");
+            Ok(())
+        }
+        Err((id, why)) => bail!("audit log broken at event {id}: {why}"),
+    }
+}
+
 pub fn audit(root: &Path, json: bool, limit: u32) -> Result<()> {
     let dir = DataDir::open(root)?;
     let rows = dir.index.audit_events(limit)?;

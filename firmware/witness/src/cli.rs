@@ -41,6 +41,9 @@ pub enum Command {
         json: bool,
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Check the audit log's hash chain instead of listing it.
+        #[arg(long, conflicts_with = "json")]
+        verify: bool,
     },
     /// Run the appliance.
     Serve(ServeArgs),
