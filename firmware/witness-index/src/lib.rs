@@ -461,17 +461,31 @@ impl Index {
     }
 
     pub fn sessions(&self) -> Result<Vec<SessionRow>> {
+        self.session_rows("", [])
+    }
+
+    pub fn session(&self, id: &str) -> Result<Option<SessionRow>> {
+        Ok(self.session_rows("WHERE s.id = ?1", [id])?.into_iter().next())
+    }
+
+    /// The recordings of one session.
+    pub fn session_recordings(&self, session_id: &str) -> Result<Vec<RecordingRow>> {
+        self.recording_rows("WHERE r.session_id = ?1", [session_id])
+    }
+
+    fn session_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<SessionRow>> {
         let conn = self.conn();
         // Status order: the least advanced recording decides what the session shows.
-        let mut stmt = conn.prepare(
+        let sql = format!(
             "SELECT s.id, s.user, s.target, s.protocol, s.client, s.started_at, s.ended_at, s.end_reason,
                s.recovered, COUNT(r.id), COALESCE(SUM(r.bytes), 0),
                MIN(CASE r.status WHEN 'failed' THEN 0 WHEN 'recording' THEN 1 WHEN 'processing' THEN 2
                    WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END)
              FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id
-             GROUP BY s.id ORDER BY s.started_at, s.id",
-        )?;
-        let rows = stmt.query_map([], |r| {
+             {filter} GROUP BY s.id ORDER BY s.started_at, s.id"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(args, |r| {
             let id: String = r.get(0)?;
             let ended_at: Option<String> = r.get(6)?;
             let rank: Option<i64> = r.get(11)?;
@@ -592,11 +606,21 @@ impl Index {
         Ok(Ok(n))
     }
 
+    /// The newest `limit` audit events, oldest first.
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>> {
+        self.audit_rows("ORDER BY id DESC LIMIT ?1", [limit], true)
+    }
+
+    /// Every audit event of one session, oldest first.
+    pub fn session_audit(&self, session_id: &str) -> Result<Vec<AuditRow>> {
+        self.audit_rows("WHERE session_id = ?1 ORDER BY id", [session_id], false)
+    }
+
+    fn audit_rows(&self, tail: &str, args: impl rusqlite::Params, reverse: bool) -> Result<Vec<AuditRow>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT id, at, kind, user, target, session_id, detail FROM audit ORDER BY id DESC LIMIT ?1")?;
-        let rows = stmt.query_map([limit], |r| {
+            conn.prepare(&format!("SELECT id, at, kind, user, target, session_id, detail FROM audit {tail}"))?;
+        let rows = stmt.query_map(args, |r| {
             let detail: String = r.get(6)?;
             Ok(AuditRow {
                 id: r.get(0)?,
@@ -609,7 +633,9 @@ impl Index {
             })
         })?;
         let mut v = rows.collect::<Result<Vec<_>, _>>()?;
-        v.reverse();
+        if reverse {
+            v.reverse();
+        }
         Ok(v)
     }
 }

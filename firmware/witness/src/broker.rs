@@ -40,7 +40,8 @@ impl BoxBroker {
         &self.dir.index
     }
 
-    fn decide(&self, user: &str, target: Option<&str>) -> Result<Option<witness_index::TargetRecord>, Denial> {
+    /// Looks the target and grant up once and decides; the target comes back with the access.
+    fn decide(&self, user: &str, target: Option<&str>) -> Result<(witness_index::TargetRecord, Access), Denial> {
         let record = match target {
             Some(t) => self.index().target(t).unwrap_or_else(|e| {
                 error!(error = %e, "index read failed");
@@ -55,8 +56,10 @@ impl BoxBroker {
             }),
             _ => None,
         };
-        policy::decide(user, target, record.is_some(), grant, unix_now())?;
-        Ok(record)
+        let access = policy::decide(user, target, record.is_some(), grant, unix_now())?;
+        // `decide` refuses an unknown target, so a record is there when it allows.
+        let record = record.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
+        Ok((record, access))
     }
 }
 
@@ -96,9 +99,7 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial> {
-        let record =
-            self.decide(user, target)?.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
-        let access = self.recheck(user, &record.name)?;
+        let (record, access) = self.decide(user, target)?;
         Ok(TargetPlan {
             name: record.name,
             host: record.host,
@@ -177,7 +178,7 @@ impl witness_ssh::Broker for BoxBroker {
         let day = &crate::datadir::today();
         let rel = PathBuf::from(crate::datadir::RECORDINGS).join(day).join(format!("{id}.cast"));
         let path = self.dir.root.join(&rel);
-        let session = self.index().sessions().ok().and_then(|s| s.into_iter().find(|s| s.id == session_id));
+        let session = self.index().session(session_id).ok().flatten();
         let (user, target) = session.map(|s| (s.user, s.target)).unwrap_or_default();
         let channel = match &meta.command {
             Some(c) => format!("{}: {c}", meta.kind),

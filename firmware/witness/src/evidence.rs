@@ -141,13 +141,8 @@ Play a recording: asciinema play RECORDING.cast
 /// `witness evidence export SESSION --out DIR`.
 pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     let dir = DataDir::open(root)?;
-    let recs: Vec<_> = dir.index.recordings()?.into_iter().filter(|r| r.session_id == session_id).collect();
-    let session = dir
-        .index
-        .sessions()?
-        .into_iter()
-        .find(|s| s.id == session_id)
-        .with_context(|| format!("no session {session_id:?}"))?;
+    let session = dir.index.session(session_id)?.with_context(|| format!("no session {session_id:?}"))?;
+    let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for r in &recs {
         let cast = out.join(format!("{}.cast", r.id));

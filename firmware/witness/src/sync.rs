@@ -280,8 +280,8 @@ impl Uploader {
 
     async fn manifest(&self, session_id: &str) -> Result<String> {
         let index = &self.dir.index;
-        let session = index.sessions()?.into_iter().find(|s| s.id == session_id).context("session vanished")?;
-        let recordings: Vec<_> = index.recordings()?.into_iter().filter(|r| r.session_id == session_id).collect();
+        let session = index.session(session_id)?.context("session vanished")?;
+        let recordings = index.session_recordings(session_id)?;
         let mut entries = Vec::new();
         for r in &recordings {
             let key = index.upload_key(&r.id)?.map(|(k, _)| k);
@@ -291,8 +291,7 @@ impl Uploader {
                 "status": r.status, "status_reason": r.status_reason,
             }));
         }
-        let events: Vec<_> =
-            index.audit_events(100_000)?.into_iter().filter(|e| e.session_id.as_deref() == Some(session_id)).collect();
+        let events: Vec<_> = index.session_audit(session_id)?;
         let manifest = serde_json::json!({
             "format": "witness-manifest/1",
             "box_id": self.dir.config.box_id,
