@@ -168,10 +168,12 @@ impl Index {
     /// Opens (creating if needed) the index at `path` and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
+        // The box and the admin CLI share the file: wait for the other's lock instead of failing,
+        // and set this first because switching to WAL itself takes a lock.
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -186,7 +188,7 @@ impl Index {
 
     pub fn add_user(&self, user: &UserRecord) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
             "INSERT INTO users(name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(name) DO NOTHING",
@@ -550,7 +552,7 @@ impl Index {
         detail: &serde_json::Value,
     ) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let prev: Option<String> =
             tx.query_row("SELECT hash FROM audit ORDER BY id DESC LIMIT 1", [], |r| r.get(0)).optional()?.flatten();
         let (at, detail) = (now_text(), detail.to_string());

@@ -113,7 +113,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
         return Err(IndexError::TooNew { found, known });
     }
     for (i, step) in STEPS.iter().enumerate().skip(found as usize) {
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute_batch(step)?;
         tx.pragma_update(None, "user_version", i as i64 + 1)?;
         tx.commit()?;

@@ -70,7 +70,7 @@ impl Index {
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Option<UploadJob>> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let candidates = {
             let mut stmt = tx.prepare(
                 "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
@@ -144,7 +144,7 @@ impl Index {
     /// The remote copy matched: the job is done and the recording is `uploaded`.
     pub fn upload_verified(&self, recording_id: &str) -> Result<()> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
             "UPDATE uploads SET state = 'verified', uploaded_at = ?2, lease_until = 0, last_error = NULL, upload_id = NULL
              WHERE recording_id = ?1",
@@ -346,7 +346,7 @@ impl Index {
         recordings: &[RestoredRecording],
     ) -> Result<bool> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let n = tx.execute(
             "INSERT INTO sessions(id, user, target, protocol, client, started_at, ended_at, end_reason, recovered,
                                   manifest_key, manifest_uploaded)
