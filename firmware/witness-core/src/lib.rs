@@ -10,6 +10,7 @@ pub mod duration;
 pub mod evidence;
 pub mod model;
 pub mod names;
+pub mod rows;
 pub mod policy;
 pub mod sftp;
 

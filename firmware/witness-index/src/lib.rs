@@ -7,9 +7,9 @@ mod schema;
 mod uploads;
 
 pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};
+pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::Serialize;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
@@ -90,57 +90,6 @@ pub struct TargetRecord {
     pub secret: Secret,
     /// Pinned host key (OpenSSH public key text); `None` until first use.
     pub host_key: Option<String>,
-}
-
-/// One session as listed by `witness sessions --json`.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
-pub struct SessionRow {
-    pub id: String,
-    pub session_id: String,
-    pub user: String,
-    pub target: String,
-    pub protocol: String,
-    pub client: Option<String>,
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    pub end_reason: Option<String>,
-    /// `recording` while open; afterwards the least advanced status of its recordings.
-    pub status: String,
-    pub recovered: bool,
-    pub recordings: u64,
-    pub bytes: u64,
-}
-
-/// One recording as listed by `witness recordings --json`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct RecordingRow {
-    pub id: String,
-    pub session_id: String,
-    pub user: String,
-    pub target: String,
-    pub protocol: String,
-    pub channel: String,
-    pub started_at: String,
-    pub ended_at: Option<String>,
-    pub status: String,
-    pub status_reason: Option<String>,
-    pub bytes: u64,
-    pub sha256: Option<String>,
-    pub duration: Option<f64>,
-    pub recovered: bool,
-    /// Path of the file, relative to the data directory.
-    pub path: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRow {
-    pub id: i64,
-    pub at: String,
-    pub kind: String,
-    pub user: Option<String>,
-    pub target: Option<String>,
-    pub session_id: Option<String>,
-    pub detail: serde_json::Value,
 }
 
 /// How a recording ended, for [`Index::finish_recording`].

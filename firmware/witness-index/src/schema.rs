@@ -104,6 +104,12 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;",
     // 3: the audit log, hash-chained.
     "ALTER TABLE audit ADD COLUMN hash TEXT;",
+    // 4: the web console: TOTP second factor, full-text search inside SSH output.
+    "ALTER TABLE users ADD COLUMN totp_secret TEXT;
+    ALTER TABLE recordings ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0;
+    CREATE VIRTUAL TABLE cast_text USING fts5(
+        text, recording_id UNINDEXED, session_id UNINDEXED, at UNINDEXED, tokenize = 'unicode61'
+    );",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

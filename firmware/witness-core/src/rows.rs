@@ -1,0 +1,56 @@
+//! What the index lists: sessions, recordings and audit events as the CLI's `--json` and the web
+//! console's API show them. Plain data, shared by the index (which fills them) and the console.
+
+use serde::{Deserialize, Serialize};
+
+/// One session as listed by `witness sessions --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionRow {
+    pub id: String,
+    pub session_id: String,
+    pub user: String,
+    pub target: String,
+    pub protocol: String,
+    pub client: Option<String>,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    /// `recording` while open; afterwards the least advanced status of its recordings.
+    pub status: String,
+    pub recovered: bool,
+    pub recordings: u64,
+    pub bytes: u64,
+}
+
+/// One recording as listed by `witness recordings --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RecordingRow {
+    pub id: String,
+    pub session_id: String,
+    pub user: String,
+    pub target: String,
+    pub protocol: String,
+    pub channel: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub bytes: u64,
+    pub sha256: Option<String>,
+    pub duration: Option<f64>,
+    pub recovered: bool,
+    /// Path of the file, relative to the data directory.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: String,
+    pub kind: String,
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub session_id: Option<String>,
+    pub detail: serde_json::Value,
+}
+

@@ -1,0 +1,313 @@
+// The console's pages: session history with filters and search, session detail with the recording
+// timeline and players, live view and terminate. Text from the box is only ever set as text, never
+// as HTML.
+'use strict';
+
+let me = null;
+let player = null;
+
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else if (k === 'class') e.className = v;
+    else e.setAttribute(k, v === true ? '' : v);
+  }
+  for (const k of kids.flat()) {
+    if (k === null || k === undefined || k === false) continue;
+    e.append(k instanceof Node ? k : document.createTextNode(String(k)));
+  }
+  return e;
+}
+
+async function api(path, opts = {}) {
+  const init = { credentials: 'same-origin', headers: {}, ...opts };
+  if (init.method && init.method !== 'GET') {
+    init.headers['content-type'] = 'application/json';
+    if (me) init.headers['x-csrf-token'] = me.csrf;
+  }
+  const r = await fetch('/api/v1' + path, init);
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const err = new Error(body.error || r.statusText);
+    err.status = r.status;
+    throw err;
+  }
+  return body;
+}
+
+const main = () => document.getElementById('main');
+function show(...nodes) {
+  if (player) { try { player.dispose(); } catch (_) { /* already gone */ } player = null; }
+  main().replaceChildren(...nodes);
+}
+const stateBox = (text, error) => el('p', { class: error ? 'state error' : 'state' }, text);
+
+function navigate(url) {
+  history.pushState(null, '', url);
+  route();
+}
+document.addEventListener('click', (e) => {
+  const a = e.target.closest && e.target.closest('a');
+  if (a && a.origin === location.origin && !a.hasAttribute('download') && !e.ctrlKey && !e.metaKey) {
+    e.preventDefault();
+    navigate(a.pathname + a.search + a.hash);
+  }
+});
+window.addEventListener('popstate', route);
+
+function fmtTime(t) { return t ? t.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '—'; }
+function fmtBytes(n) {
+  if (n < 1024) return n + ' B';
+  const u = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let i = -1;
+  do { n /= 1024; i++; } while (n >= 1024 && i < u.length - 1);
+  return n.toFixed(1) + ' ' + u[i];
+}
+function fmtDuration(a, b) {
+  if (!a || !b) return '—';
+  const s = Math.max(0, Math.round((Date.parse(b) - Date.parse(a)) / 1000));
+  const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+  return (h ? h + 'h ' : '') + (h || m ? m + 'm ' : '') + (s % 60) + 's';
+}
+const badge = (s) => el('span', { class: 'status ' + s }, s);
+
+async function start() {
+  try {
+    me = await api('/me');
+  } catch (e) {
+    if (e.status === 401) return loginPage();
+    return show(stateBox('The box did not answer: ' + e.message, true));
+  }
+  document.getElementById('nav').hidden = false;
+  document.getElementById('nav-live').hidden = me.role !== 'admin';
+  document.getElementById('who').replaceChildren(
+    `${me.user} (${me.role})`,
+    el('button', { class: 'plain', id: 'logout', onclick: async () => { await api('/logout', { method: 'POST' }).catch(() => {}); location.href = '/'; } }, 'Log out'));
+  route();
+}
+
+function loginPage() {
+  const err = el('p', { class: 'state error', hidden: true });
+  const totp = el('label', { hidden: true }, 'One-time code', el('input', { name: 'totp', autocomplete: 'one-time-code', inputmode: 'numeric' }));
+  const form = el('form', { class: 'login', id: 'login' },
+    el('h1', {}, 'Witness console'),
+    el('label', {}, 'User', el('input', { name: 'user', autocomplete: 'username', required: true, autofocus: true })),
+    el('label', {}, 'Password', el('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true })),
+    totp, err, el('button', { type: 'submit' }, 'Log in'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = { user: f.get('user'), password: f.get('password') };
+    if (f.get('totp')) body.totp = f.get('totp');
+    try {
+      await api('/login', { method: 'POST', body: JSON.stringify(body) });
+      start();
+    } catch (x) {
+      if (/one-time code/.test(x.message)) totp.hidden = false;
+      err.textContent = x.message;
+      err.hidden = false;
+    }
+  });
+  show(form);
+}
+
+function route() {
+  if (!me) return;
+  const p = location.pathname;
+  const m = p.match(/^\/sessions\/([A-Za-z0-9-]+)$/);
+  if (m) return detailPage(m[1]);
+  if (p === '/live') return livePage();
+  return listPage();
+}
+
+const FILTERS = ['q', 'user', 'target', 'protocol', 'status', 'from', 'to'];
+
+async function listPage() {
+  const params = new URLSearchParams(location.search);
+  const field = (name, label, input) => el('label', {}, label, input);
+  const select = (name, options) => {
+    const s = el('select', { name }, el('option', { value: '' }, 'any'), options.map((o) => el('option', { value: o }, o)));
+    s.value = params.get(name) || '';
+    return s;
+  };
+  const input = (name, attrs = {}) => el('input', { name, value: params.get(name) || '', ...attrs });
+  const form = el('form', { class: 'filters', id: 'filters' },
+    field('q', 'Search in session output', input('q', { id: 'search', placeholder: 'a word printed in the session', size: 28 })),
+    field('user', 'User', input('user', { size: 10 })),
+    field('target', 'Target', input('target', { size: 10 })),
+    field('protocol', 'Protocol', select('protocol', ['ssh', 'rdp'])),
+    field('status', 'Recording', select('status', ['recording', 'processing', 'completed', 'uploaded', 'failed'])),
+    field('from', 'Started after', input('from', { type: 'datetime-local' })),
+    field('to', 'Started before', input('to', { type: 'datetime-local' })),
+    el('button', { type: 'submit' }, 'Show'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+    navigate('/sessions' + (q.toString() ? '?' + q : ''));
+  });
+  const results = el('div', { id: 'results' }, stateBox('Loading sessions…'));
+  show(el('h1', {}, 'Session history'), form, results);
+  const query = new URLSearchParams();
+  for (const k of FILTERS) {
+    let v = params.get(k);
+    if (!v) continue;
+    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
+    query.set(k, v);
+  }
+  let list;
+  try {
+    list = await api('/sessions?' + query);
+  } catch (e) {
+    return results.replaceChildren(stateBox('Could not load sessions: ' + e.message, true));
+  }
+  if (!list.length) {
+    const filtered = [...query.keys()].length > 0;
+    return results.replaceChildren(stateBox(filtered ? 'No session matches these filters.' : 'No sessions recorded yet. Sessions appear here as soon as someone connects through the box.'));
+  }
+  const searching = query.has('q');
+  const rows = list.slice().reverse().map((s) => {
+    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}` : '');
+    return el('tr', { class: 'session-row', 'data-id': s.id },
+      el('td', {}, el('a', { href }, fmtTime(s.started_at))),
+      el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—'),
+      el('td', {}, s.live ? 'running' : fmtDuration(s.started_at, s.ended_at)),
+      el('td', {}, badge(s.live ? 'recording' : s.status)), el('td', {}, s.end_reason || (s.live ? '' : '—')),
+      el('td', {}, fmtBytes(s.bytes)),
+      searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: ${s.hit.snippet}`) : '') : null);
+  });
+  results.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
+    el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From', 'Duration', 'Recording', 'End reason', 'Size'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
+    el('tbody', {}, rows))));
+}
+
+async function detailPage(id) {
+  show(stateBox('Loading session…'));
+  let d;
+  try {
+    d = await api('/sessions/' + id);
+  } catch (e) {
+    return show(stateBox(e.status === 404 ? 'No such session.' : 'Could not load the session: ' + e.message, true));
+  }
+  const s = d.session;
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const dl = el('dl', { class: 'facts', id: 'facts' });
+  for (const [k, v] of [['User', s.user], ['Target', s.target], ['Protocol', s.protocol], ['From', s.client || '—'],
+    ['Started', fmtTime(s.started_at)], ['Ended', d.live ? 'still running' : fmtTime(s.ended_at)],
+    ['End reason', s.end_reason || '—'], ['Recovered after a crash', s.recovered ? 'yes' : 'no'], ['Recorded', fmtBytes(s.bytes)]]) {
+    dl.append(el('dt', {}, k), el('dd', {}, v));
+  }
+  const parts = [el('h1', {}, `${s.user} → ${s.target} `, badge(d.live ? 'recording' : s.status)), dl];
+  if (d.live && me.role === 'admin') {
+    const msg = el('span', { id: 'terminate-result' });
+    parts.push(el('div', { class: 'controls' },
+      el('button', { id: 'terminate', class: 'danger', onclick: async () => {
+        if (!confirm(`End ${s.user}'s session on ${s.target} now?`)) return;
+        try { await api(`/sessions/${id}/terminate`, { method: 'POST' }); msg.textContent = 'Session terminated.'; }
+        catch (e) { msg.textContent = 'Could not terminate: ' + e.message; }
+      } }, 'Terminate session'), msg));
+    parts.push(el('h2', {}, 'Live view'), el('div', { class: 'player-box', id: 'live-player' }));
+  }
+  parts.push(el('h2', {}, 'Recordings'));
+  if (!d.recordings.length) parts.push(stateBox('This session has no recordings (it ended before a terminal or desktop was opened).'));
+  const playerSlot = el('div', { id: 'player-slot' });
+  for (const r of d.recordings) {
+    const upload = r.upload
+      ? (r.upload.state === 'uploaded' ? `in the store since ${fmtTime(r.upload.uploaded_at)}` : `waiting for the store (${r.upload.attempts} attempts${r.upload.last_error ? ': ' + r.upload.last_error : ''})`)
+      : 'not queued for the store';
+    parts.push(el('div', { class: 'recording', 'data-id': r.id },
+      el('ol', { class: 'timeline' }, r.timeline.map((t) => el('li', { class: t.reached ? 'reached' : '' }, t.status + (t.at ? ' · ' + fmtTime(t.at) : '')))),
+      el('p', {}, `${r.channel} · ${fmtBytes(r.bytes)} · ${r.duration ? r.duration.toFixed(1) + ' s' : '—'} · ${upload}${r.on_box ? '' : ' · played from the store'}`),
+      el('div', { class: 'controls' },
+        r.status === 'recording' ? null : el('button', { class: 'play', onclick: () => play(r, playerSlot, 0) }, 'Play'),
+        el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
+  }
+  parts.push(playerSlot);
+  parts.push(el('h2', {}, 'Audit events'));
+  parts.push(d.audit.length
+    ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
+      el('thead', {}, el('tr', {}, ['When', 'Event', 'User', 'Detail'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
+    : stateBox('No audit events for this session.'));
+  show(...parts);
+  if (d.live && me.role === 'admin') {
+    player = AsciinemaPlayer.create({ driver: 'eventsource', url: `/api/v1/sessions/${id}/live` }, document.getElementById('live-player'), { autoPlay: true, fit: 'width' });
+  }
+  const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
+  if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'));
+}
+
+async function play(r, slot, at) {
+  if (r.format === 'mp4') return playVideo(r, slot, at);
+  slot.replaceChildren(stateBox('Loading the recording…'));
+  let text;
+  try {
+    const resp = await fetch(`/api/v1/recordings/${r.id}/content`, { credentials: 'same-origin' });
+    if (!resp.ok) throw new Error((await resp.json().catch(() => ({}))).error || resp.statusText);
+    text = await resp.text();
+  } catch (e) {
+    return slot.replaceChildren(stateBox('Could not load the recording: ' + e.message, true));
+  }
+  const events = [];
+  for (const line of text.split('\n').slice(1)) {
+    try { const e = JSON.parse(line); if (Array.isArray(e) && e[1] === 'o') events.push(e); } catch (_) { /* partial line */ }
+  }
+  const duration = events.length ? events[events.length - 1][0] : 0;
+  const buckets = new Array(120).fill(0);
+  for (const [t, , data] of events) buckets[Math.min(119, Math.floor((t / (duration || 1)) * 120))] += data.length;
+  const peak = Math.max(1, ...buckets);
+  const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16, 32].map((v) => el('option', { value: v }, v + '×')));
+  const skip = el('input', { type: 'checkbox', id: 'skip-idle', checked: true });
+  const box = el('div', { class: 'player-box', id: 'player' });
+  const activity = el('div', { class: 'activity', id: 'activity', title: 'Activity over the session: click to jump' },
+    buckets.map((b, i) => el('span', { class: Math.abs(i - Math.floor((at / (duration || 1)) * 120)) < 1 && at > 0 ? 'hit' : '', style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
+  const create = (startAt) => {
+    if (player) { try { player.dispose(); } catch (_) { /* gone */ } }
+    box.replaceChildren();
+    player = AsciinemaPlayer.create({ data: text }, box, {
+      autoPlay: true, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: 'width',
+      markers: at > 0 ? [[at, 'match']] : undefined,
+    });
+  };
+  const restart = async () => create(player ? await player.getCurrentTime() : 0);
+  speed.addEventListener('change', restart);
+  skip.addEventListener('change', restart);
+  activity.addEventListener('click', (e) => {
+    const rect = activity.getBoundingClientRect();
+    const t = ((e.clientX - rect.left) / rect.width) * duration;
+    if (player) player.seek(t);
+  });
+  slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
+    el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'), el('span', {}, `${duration.toFixed(1)} s recorded`)),
+    activity, box);
+  create(Math.max(0, at - 1));
+}
+
+function playVideo(r, slot, at) {
+  const video = el('video', { id: 'video', controls: true, autoplay: true, muted: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/content` });
+  // Browsers cap playbackRate at 16×.
+  const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16].map((v) => el('option', { value: v }, v + '×')));
+  speed.addEventListener('change', () => { video.playbackRate = parseFloat(speed.value); });
+  video.addEventListener('loadedmetadata', () => { if (at > 0) video.currentTime = at; });
+  video.addEventListener('error', () => slot.append(stateBox('The video could not be played.', true)));
+  slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`), el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed)), video);
+}
+
+async function livePage() {
+  show(el('h1', {}, 'Live sessions'), stateBox('Loading…'));
+  let list;
+  try {
+    list = await api('/live');
+  } catch (e) {
+    return show(el('h1', {}, 'Live sessions'), stateBox('Could not load live sessions: ' + e.message, true));
+  }
+  if (!list.length) return show(el('h1', {}, 'Live sessions'), stateBox('Nobody is connected through the box right now.'));
+  show(el('h1', {}, 'Live sessions'), el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
+    el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, list.map((s) => el('tr', { class: 'session-row', 'data-id': s.id },
+      el('td', {}, el('a', { href: '/sessions/' + s.id }, fmtTime(s.started_at))), el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—')))))));
+}
+
+start();

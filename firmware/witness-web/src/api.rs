@@ -1,0 +1,443 @@
+//! Routes: the JSON API under `/api/v1/`, `/healthz`, `/metrics` and the embedded pages. Role
+//! rules live here: `user` sees only their own sessions, `auditor` views, plays and downloads,
+//! `admin` also watches live and terminates. Unknown or foreign ids answer 404 alike.
+
+use crate::auth::{self, LoginLimiter, Sessions, WebSession};
+use crate::{Console, ConsoleError, Role, SessionQuery, assets, live};
+use axum::extract::{FromRequestParts, Path, Query, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// The client's address, added per connection by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+#[derive(Clone)]
+pub struct State {
+    pub console: Arc<dyn Console>,
+    pub sessions: Arc<Sessions>,
+    pub limiter: Arc<LoginLimiter>,
+    pub box_name: String,
+    pub cancel: CancellationToken,
+}
+
+impl State {
+    pub fn new(console: Arc<dyn Console>, box_name: String, cancel: CancellationToken) -> Self {
+        Self { console, sessions: Default::default(), limiter: Default::default(), box_name, cancel }
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn router(state: State) -> Router {
+    let api = Router::new()
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/sessions", get(sessions))
+        .route("/sessions/{id}", get(session))
+        .route("/sessions/{id}/live", get(live::stream))
+        .route("/sessions/{id}/terminate", post(terminate))
+        .route("/live", get(live_sessions))
+        .route("/recordings/{id}/content", get(content))
+        .route("/store", get(store))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { ([(header::CONTENT_TYPE, "text/plain")], "ok\n") }))
+        .route("/metrics", get(metrics))
+        .route("/", get(assets::page))
+        .route("/sessions", get(assets::page))
+        .route("/sessions/{id}", get(assets::page))
+        .route("/live", get(assets::page))
+        .route("/assets/{file}", get(assets::asset))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+pub fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn console_error(e: ConsoleError) -> Response {
+    match e {
+        ConsoleError::NotFound => error(StatusCode::NOT_FOUND, "not found"),
+        ConsoleError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, &m),
+        ConsoleError::Internal(m) => {
+            warn!(error = %m, "console error");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log")
+        }
+    }
+}
+
+/// Security headers on every response; CSRF checks on every state-changing request.
+async fn guard(axum::extract::State(state): axum::extract::State<State>, req: Request, next: Next) -> Response {
+    if req.method() != Method::GET
+        && req.method() != Method::HEAD
+        && let Some(refusal) = csrf_refusal(&state, &req)
+    {
+        return with_headers(refusal);
+    }
+    with_headers(next.run(req).await)
+}
+
+/// Why a state-changing request is refused, if it is.
+fn csrf_refusal(state: &State, req: &Request) -> Option<Response> {
+    let h = req.headers();
+    // A cross-site page can't make a browser send JSON or custom headers without a CORS
+    // preflight, which this server never grants; an Origin that is not ours is refused outright.
+    if let (Some(origin), Some(host)) = (h.get(header::ORIGIN), h.get(header::HOST))
+        && origin.as_bytes() != format!("https://{}", host.to_str().unwrap_or("")).as_bytes()
+    {
+        return Some(error(StatusCode::FORBIDDEN, "cross-origin request refused"));
+    }
+    if req.uri().path() == "/api/v1/login" {
+        let json = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+        return (!json).then(|| error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the login as JSON"));
+    }
+    let session = token(h).and_then(|t| state.sessions.get(t, now()));
+    let sent = h.get("x-csrf-token").and_then(|v| v.to_str().ok());
+    match (session, sent) {
+        (Some(s), Some(sent)) if auth::same_secret(&s.csrf, sent) => None,
+        (None, _) => Some(error(StatusCode::UNAUTHORIZED, "log in first")),
+        _ => Some(error(StatusCode::FORBIDDEN, "missing or wrong CSRF token")),
+    }
+}
+
+fn with_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(h, "content-security-policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'");
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "no-referrer");
+    set(h, "strict-transport-security", "max-age=31536000");
+    set(h, "cache-control", "no-store");
+    r
+}
+
+fn token(h: &HeaderMap) -> Option<&str> {
+    h.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(auth::token_from_cookies)
+}
+
+/// A logged-in request; the account's current role (a changed role applies at once).
+pub struct Auth(pub WebSession);
+
+impl FromRequestParts<State> for Auth {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Self, Self::Rejection> {
+        let unauthorized = || error(StatusCode::UNAUTHORIZED, "log in first");
+        let t = token(&parts.headers).ok_or_else(unauthorized)?;
+        let mut s = state.sessions.get(t, now()).ok_or_else(unauthorized)?;
+        match state.console.account(&s.user) {
+            Some(a) => s.role = a.role,
+            None => {
+                state.sessions.close(t);
+                return Err(unauthorized());
+            }
+        }
+        Ok(Auth(s))
+    }
+}
+
+impl Auth {
+    /// The refusal when the account's role is below `role`.
+    fn lacks(&self, role: Role) -> Option<Response> {
+        let rank = |r: Role| match r {
+            Role::User => 0,
+            Role::Auditor => 1,
+            Role::Admin => 2,
+        };
+        (rank(self.0.role) < rank(role))
+            .then(|| error(StatusCode::FORBIDDEN, &format!("this needs the {} role", role.as_str())))
+    }
+
+    /// Whether this account may see a session of `owner`.
+    fn may_see(&self, owner: &str) -> bool {
+        self.0.role != Role::User || self.0.user == owner
+    }
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    user: String,
+    password: String,
+    #[serde(default)]
+    totp: Option<String>,
+}
+
+async fn login(
+    axum::extract::State(state): axum::extract::State<State>,
+    Extension(Peer(peer)): Extension<Peer>,
+    Json(body): Json<LoginBody>,
+) -> Response {
+    let ip = Some(peer.ip());
+    if let Err(wait) = state.limiter.check(ip, &body.user, now()) {
+        let mut r = error(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; try again in {wait} s"));
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
+    let console = state.console.clone();
+    let (user, password) = (body.user.clone(), body.password);
+    // Password hashing is deliberately slow: keep it off the async threads.
+    let account = tokio::task::spawn_blocking(move || console.authenticate(&user, &password)).await.ok().flatten();
+    let refuse = |why: &str| {
+        state.limiter.failed(ip, &body.user, now());
+        state.console.audit("web_login_failed", &body.user, None, json!({ "from": peer.to_string(), "reason": why }));
+        info!(user = %body.user, %peer, reason = why, "console login refused");
+        error(StatusCode::UNAUTHORIZED, "wrong user name, password or code")
+    };
+    let Some(account) = account else { return refuse("wrong user or password") };
+    if let Some(secret) = &account.totp_secret {
+        match body.totp.as_deref() {
+            Some(code) if crate::totp::verify(secret, code, now()) => {}
+            Some(_) => return refuse("wrong one-time code"),
+            None => {
+                return error(StatusCode::UNAUTHORIZED, "this account needs its one-time code (totp)");
+            }
+        }
+    }
+    state.limiter.succeeded(&account.name);
+    let (token, s) = state.sessions.open(&account.name, account.role, now());
+    state.console.audit("web_login", &account.name, None, json!({ "from": peer.to_string() }));
+    let mut r = Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf })).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&auth::cookie(Some(&token))).expect("cookie text"));
+    r
+}
+
+async fn logout(axum::extract::State(state): axum::extract::State<State>, headers: HeaderMap) -> Response {
+    if let Some(t) = token(&headers) {
+        state.sessions.close(t);
+    }
+    let mut r = Json(json!({ "ok": true })).into_response();
+    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&auth::cookie(None)).expect("cookie text"));
+    r
+}
+
+async fn me(axum::extract::State(state): axum::extract::State<State>, Auth(s): Auth) -> Response {
+    Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf, "box": state.box_name })).into_response()
+}
+
+/// Ids are the box's own (UUIDs); anything else is not one of ours.
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+async fn sessions(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Query(mut q): Query<SessionQuery>,
+) -> Response {
+    if auth.0.role == Role::User {
+        q.user = Some(auth.0.user.clone());
+    }
+    if let Some(text) = &q.q
+        && text.trim().is_empty()
+    {
+        q.q = None;
+    }
+    match state.console.sessions(&q) {
+        Ok(list) => {
+            if let Some(text) = &q.q {
+                state.console.audit("web_search", &auth.0.user, None, json!({ "query": text, "hits": list.len() }));
+            }
+            Json(list).into_response()
+        }
+        Err(e) => console_error(e),
+    }
+}
+
+async fn session(axum::extract::State(state): axum::extract::State<State>, auth: Auth, Path(id): Path<String>) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    match state.console.session(&id) {
+        Ok(d) if auth.may_see(&d.session.user) => {
+            state.console.audit("web_session_viewed", &auth.0.user, Some(&id), json!({}));
+            Json(d).into_response()
+        }
+        Ok(_) | Err(ConsoleError::NotFound) => error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => console_error(e),
+    }
+}
+
+async fn live_sessions(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
+    let q = SessionQuery { user: (auth.0.role == Role::User).then(|| auth.0.user.clone()), ..Default::default() };
+    match state.console.sessions(&q) {
+        Ok(list) => Json(list.into_iter().filter(|s| s.live).collect::<Vec<_>>()).into_response(),
+        Err(e) => console_error(e),
+    }
+}
+
+async fn terminate(axum::extract::State(state): axum::extract::State<State>, auth: Auth, Path(id): Path<String>) -> Response {
+    if let Some(r) = auth.lacks(Role::Admin) {
+        state.console.audit("web_terminate_refused", &auth.0.user, valid_id(&id).then_some(&*id), json!({ "role": auth.0.role.as_str() }));
+        return r;
+    }
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    match state.console.terminate(&id, &auth.0.user) {
+        Ok(true) => Json(json!({ "terminated": id })).into_response(),
+        Ok(false) => error(StatusCode::CONFLICT, "the session is not running"),
+        Err(e) => console_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct ContentQuery {
+    #[serde(default)]
+    download: bool,
+}
+
+async fn content(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(cq): Query<ContentQuery>,
+    headers: HeaderMap,
+) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    match state.console.recording(&id) {
+        Ok(r) if auth.may_see(&r.user) => {}
+        Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => return console_error(e),
+    }
+    let console = state.console.clone();
+    let rid = id.clone();
+    // Decrypting (or fetching from the store) is file and network work.
+    let content = match tokio::task::spawn_blocking(move || console.recording_content(&rid)).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return console_error(e),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
+    };
+    let len = content.bytes.len() as u64;
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
+    // One audit event per viewing, not per range request of a video.
+    if !matches!(range, Some(Some((start, _))) if start > 0) {
+        let kind = if cq.download { "web_recording_downloaded" } else { "web_recording_played" };
+        state.console.audit(kind, &auth.0.user, None, json!({ "recording_id": id, "bytes": len }));
+    }
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content.content_type));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if cq.download {
+        let v = format!("attachment; filename=\"{}\"", content.file_name.replace(['"', '\\'], "_"));
+        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
+    }
+    match range {
+        None => (StatusCode::OK, h, content.bytes).into_response(),
+        Some(Some((start, end))) => {
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"));
+            let body = content.bytes[start as usize..=end as usize].to_vec();
+            (StatusCode::PARTIAL_CONTENT, h, body).into_response()
+        }
+        Some(None) => {
+            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
+            (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response()
+        }
+    }
+}
+
+/// One `bytes=` range (the only kind browsers send for media) as inclusive offsets; `None` when
+/// it cannot be satisfied.
+pub fn parse_range(header: &str, len: u64) -> Option<(u64, u64)> {
+    let spec = header.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || len == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().ok()?;
+            (len.saturating_sub(n), len - 1)
+        }
+        (s, "") => (s.parse().ok()?, len - 1),
+        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(len - 1)),
+    };
+    (start <= end && start < len).then_some((start, end))
+}
+
+async fn store(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
+    if let Some(r) = auth.lacks(Role::Auditor) {
+        return r;
+    }
+    match state.console.store() {
+        Ok(s) => Json(s).into_response(),
+        Err(e) => console_error(e),
+    }
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+    let m = match state.console.metrics() {
+        Ok(m) => m,
+        Err(e) => return console_error(e),
+    };
+    let mut out = String::new();
+    let mut metric = |name: &str, help: &str, kind: &str, lines: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in lines {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    metric("witness_sessions_active", "Sessions open now.", "gauge", vec![(String::new(), m.sessions_active)]);
+    metric(
+        "witness_recordings",
+        "Recordings in the index by status.",
+        "gauge",
+        m.recordings_by_status.iter().map(|(s, n)| (format!("{{status=\"{s}\"}}"), *n)).collect(),
+    );
+    metric("witness_upload_backlog_bytes", "Bytes of recordings waiting for the store.", "gauge", vec![(String::new(), m.upload_backlog_bytes)]);
+    metric(
+        "witness_upload_backlog_recordings",
+        "Recordings waiting for the store.",
+        "gauge",
+        vec![(String::new(), m.upload_backlog_recordings)],
+    );
+    metric("witness_encoder_info", "The video encoder in use.", "gauge", vec![(format!("{{encoder=\"{}\"}}", m.encoder), 1)]);
+    metric("witness_disk_used_percent", "Use of the recordings file system.", "gauge", vec![(String::new(), m.disk_used_percent as u64)]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-", 10), Some((0, 9)));
+        assert_eq!(parse_range("bytes=2-5", 10), Some((2, 5)));
+        assert_eq!(parse_range("bytes=2-50", 10), Some((2, 9)));
+        assert_eq!(parse_range("bytes=-3", 10), Some((7, 9)));
+        assert_eq!(parse_range("bytes=10-", 10), None);
+        assert_eq!(parse_range("bytes=5-2", 10), None);
+        assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
+        assert_eq!(parse_range("items=0-1", 10), None);
+        assert_eq!(parse_range("bytes=0-", 0), None);
+    }
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("01a20786-0a2a-77e9-9527-0aea372f480f"));
+        for bad in ["", "../etc/passwd", "a/b", "a%2Fb", "x".repeat(65).as_str()] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Console logins: session tokens behind `Secure`/`HttpOnly`/`SameSite=Strict` cookies, a CSRF
+//! token per session for state-changing requests, and a login rate limit per source and per
+//! user name. Pure logic over an injected clock, so it is unit-tested without a server.
+
+use crate::Role;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+pub const COOKIE: &str = "witness_session";
+/// A session idle this long is gone.
+pub const IDLE: u64 = 30 * 60;
+/// And none lives longer than this, active or not.
+pub const ABSOLUTE: u64 = 12 * 60 * 60;
+/// Failed logins allowed per window, per source address and per user name.
+pub const MAX_FAILURES: u32 = 5;
+pub const WINDOW: u64 = 60;
+
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    pub user: String,
+    pub role: Role,
+    pub csrf: String,
+    created: u64,
+    seen: u64,
+}
+
+/// Open console sessions, keyed by the SHA-256 of their token (a leaked memory dump or log of
+/// keys does not give a usable cookie).
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: Mutex<HashMap<[u8; 32], WebSession>>,
+}
+
+fn key(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut b);
+    hex::encode(b)
+}
+
+impl Sessions {
+    /// Opens a session; returns its token (for the cookie) and the session.
+    pub fn open(&self, user: &str, role: Role, now: u64) -> (String, WebSession) {
+        let token = random_token();
+        let s = WebSession { user: user.to_owned(), role, csrf: random_token(), created: now, seen: now };
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.retain(|_, s| live(s, now));
+        open.insert(key(&token), s.clone());
+        (token, s)
+    }
+
+    /// The session behind a cookie token, if it is still alive; touching it keeps it alive.
+    pub fn get(&self, token: &str, now: u64) -> Option<WebSession> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let k = key(token);
+        match open.get_mut(&k) {
+            Some(s) if live(s, now) => {
+                s.seen = now;
+                Some(s.clone())
+            }
+            Some(_) => {
+                open.remove(&k);
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn close(&self, token: &str) {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&key(token));
+    }
+}
+
+fn live(s: &WebSession, now: u64) -> bool {
+    now.saturating_sub(s.seen) < IDLE && now.saturating_sub(s.created) < ABSOLUTE
+}
+
+/// The `Set-Cookie` value for a token (`None`: clear the cookie).
+pub fn cookie(token: Option<&str>) -> String {
+    match token {
+        Some(t) => format!("{COOKIE}={t}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={ABSOLUTE}"),
+        None => format!("{COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0"),
+    }
+}
+
+/// The session token from a `Cookie` header.
+pub fn token_from_cookies(header: &str) -> Option<&str> {
+    header.split(';').map(str::trim).find_map(|c| c.strip_prefix(COOKIE)?.strip_prefix('='))
+}
+
+/// Compares without leaking where the strings differ.
+pub fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+/// Failed-login counting per source address and per user name.
+#[derive(Debug, Default)]
+pub struct LoginLimiter {
+    failures: Mutex<HashMap<String, (u64, u32)>>,
+}
+
+impl LoginLimiter {
+    /// `Err(seconds)` when either the source or the name has used up its failures.
+    pub fn check(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Result<(), u64> {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut wait = 0;
+        for k in keys(ip, user) {
+            if let Some(&(start, n)) = f.get(&k)
+                && now.saturating_sub(start) < WINDOW
+                && n >= MAX_FAILURES
+            {
+                wait = wait.max(WINDOW - now.saturating_sub(start));
+            }
+        }
+        if wait > 0 { Err(wait) } else { Ok(()) }
+    }
+
+    pub fn failed(&self, ip: Option<IpAddr>, user: &str, now: u64) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.retain(|_, (start, _)| now.saturating_sub(*start) < WINDOW);
+        for k in keys(ip, user) {
+            let e = f.entry(k).or_insert((now, 0));
+            e.1 += 1;
+        }
+    }
+
+    /// A success clears the name's count (not the source's: one good login must not reopen a
+    /// source that is guessing other names).
+    pub fn succeeded(&self, user: &str) {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("user:{user}"));
+    }
+}
+
+fn keys(ip: Option<IpAddr>, user: &str) -> Vec<String> {
+    let mut k = vec![format!("user:{user}")];
+    if let Some(ip) = ip {
+        k.push(format!("ip:{ip}"));
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_when_idle_and_at_the_absolute_limit() {
+        let s = Sessions::default();
+        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        assert_eq!(s.get(&t, 1000 + IDLE - 1).unwrap().user, "ann");
+        assert!(s.get(&t, 1000 + 2 * IDLE).is_none(), "idle too long");
+        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        let mut now = 1000;
+        while now < 1000 + ABSOLUTE - 60 {
+            now += IDLE / 2;
+            if now >= 1000 + ABSOLUTE {
+                break;
+            }
+            assert!(s.get(&t, now).is_some());
+        }
+        assert!(s.get(&t, 1000 + ABSOLUTE).is_none(), "past the absolute limit");
+        assert!(s.get("made-up", 1000).is_none());
+        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        s.close(&t);
+        assert!(s.get(&t, 1001).is_none());
+    }
+
+    #[test]
+    fn cookies_are_locked_down_and_parsed_back() {
+        let c = cookie(Some("abc"));
+        for attr in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(c.contains(attr), "{c}");
+        }
+        assert_eq!(token_from_cookies("a=1; witness_session=abc; b=2"), Some("abc"));
+        assert_eq!(token_from_cookies("witness_session_x=abc"), None);
+        assert!(cookie(None).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_limiter_counts_per_source_and_per_name() {
+        let l = LoginLimiter::default();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            assert!(l.check(Some(ip), "ann", 100).is_ok());
+            l.failed(Some(ip), "ann", 100);
+        }
+        assert_eq!(l.check(Some(ip), "ann", 110), Err(WINDOW - 10));
+        // The same source guessing another name is still held back...
+        assert!(l.check(Some(ip), "bob", 110).is_err());
+        // ...and so is the name from another source.
+        assert!(l.check(Some("10.0.0.10".parse().unwrap()), "ann", 110).is_err());
+        // The window passes.
+        assert!(l.check(Some(ip), "ann", 100 + WINDOW).is_ok());
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret("abc", "abc"));
+        assert!(!same_secret("abc", "abd"));
+        assert!(!same_secret("abc", "ab"));
+    }
+}

@@ -1,0 +1,190 @@
+//! The box's web console: HTTPS with the box's certificate, login with box users (password and
+//! optional TOTP), a JSON API under `/api/v1/`, the pages, and the players (SSH casts in an
+//! embedded asciinema-player, RDP video with range requests). Recordings are always served
+//! through the box, so a viewer never needs a path to the store.
+//!
+//! This crate owns HTTP and TLS. Everything it shows comes from a [`Console`] the binary
+//! implements over the index, the recordings and the store.
+
+mod api;
+mod assets;
+mod auth;
+mod live;
+mod server;
+pub mod tls;
+pub mod totp;
+
+pub use server::{WebSettings, serve};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+pub use witness_core::model::Role;
+pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};
+
+#[derive(Debug, Error)]
+pub enum WebError {
+    #[error("reading the web certificate {path}: {source}")]
+    Certificate { path: String, source: std::io::Error },
+    #[error("the web certificate or key is not usable: {0}")]
+    BadCertificate(String),
+    #[error("generating the web certificate: {0}")]
+    Generate(String),
+    #[error("web listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why the console could not answer; each maps to one HTTP status.
+#[derive(Debug, Error)]
+pub enum ConsoleError {
+    #[error("not found")]
+    NotFound,
+    /// The recording is neither on the box nor reachable in the store (the message says which).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// A logged-in account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub name: String,
+    pub role: Role,
+    /// The TOTP secret when the user enrolled one: a second factor is then required.
+    pub totp_secret: Option<Vec<u8>>,
+}
+
+/// Filters of the session history; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SessionQuery {
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub protocol: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339 / index time text; sessions started at or after.
+    pub from: Option<String>,
+    /// Sessions started before.
+    pub to: Option<String>,
+    /// Full-text search inside SSH session output.
+    pub q: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// A session in the history, with where the search matched when searching.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionHit {
+    #[serde(flatten)]
+    pub session: SessionRow,
+    /// The first match of the search: the recording, the moment (seconds) and the text around it.
+    pub hit: Option<TextHit>,
+    /// Open now (live view and terminate apply).
+    pub live: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextHit {
+    pub recording_id: String,
+    pub at: f64,
+    pub snippet: String,
+}
+
+/// One session with everything the detail page shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionDetail {
+    pub session: SessionRow,
+    pub live: bool,
+    pub recordings: Vec<RecordingDetail>,
+    pub audit: Vec<AuditRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordingDetail {
+    #[serde(flatten)]
+    pub recording: RecordingRow,
+    /// recording → processing → completed → uploaded, with when each was reached (if known).
+    pub timeline: Vec<TimelineStep>,
+    pub upload: Option<UploadView>,
+    /// `cast` or `mp4`: which player.
+    pub format: String,
+    /// Still on the box (otherwise fetched from the store on demand).
+    pub on_box: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TimelineStep {
+    pub status: String,
+    pub at: Option<String>,
+    pub reached: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadView {
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub object_key: String,
+    pub uploaded_at: Option<String>,
+}
+
+/// A recording's playable bytes.
+#[derive(Debug)]
+pub struct Content {
+    pub bytes: Vec<u8>,
+    pub content_type: &'static str,
+    pub file_name: String,
+}
+
+/// What a live recording's file held past an offset.
+#[derive(Debug)]
+pub struct Tail {
+    /// Whole asciicast lines (plaintext), starting at the requested offset.
+    pub lines: Vec<u8>,
+    /// Offset to ask for next.
+    pub next: usize,
+    /// The recording is closed: nothing more will come.
+    pub finished: bool,
+}
+
+/// Figures for `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Metrics {
+    pub sessions_active: u64,
+    pub recordings_by_status: Vec<(String, u64)>,
+    pub upload_backlog_bytes: u64,
+    pub upload_backlog_recordings: u64,
+    pub encoder: String,
+    pub disk_used_percent: u8,
+}
+
+/// Upload state of the box, for the overview.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreView {
+    pub destination: Option<String>,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub last_error: Option<String>,
+    pub last_success_at: Option<String>,
+}
+
+/// What the console reads and does; the binary implements it. Calls are short and synchronous
+/// except [`Console::authenticate`] and [`Console::recording_content`], which the console runs
+/// off the async threads.
+pub trait Console: Send + Sync + 'static {
+    /// Checks a box user's password. Deliberately slow (password hashing).
+    fn authenticate(&self, user: &str, password: &str) -> Option<Account>;
+    /// The account as it is now (role changes and deletions apply to open web sessions).
+    fn account(&self, user: &str) -> Option<Account>;
+    fn sessions(&self, query: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError>;
+    fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError>;
+    fn recording(&self, id: &str) -> Result<RecordingRow, ConsoleError>;
+    /// The playable recording (decrypted), from the box or fetched from the store.
+    fn recording_content(&self, id: &str) -> Result<Content, ConsoleError>;
+    /// Whole lines of a recording's plaintext past `from`, for the live view.
+    fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError>;
+    /// Ends a live session; `false` when it is not live.
+    fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError>;
+    fn store(&self) -> Result<StoreView, ConsoleError>;
+    fn metrics(&self) -> Result<Metrics, ConsoleError>;
+    /// Appends an audit event; `detail` never holds a secret.
+    fn audit(&self, kind: &str, user: &str, session_id: Option<&str>, detail: serde_json::Value);
+}

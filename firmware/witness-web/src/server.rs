@@ -1,0 +1,78 @@
+//! The HTTPS accept loop: TLS handshakes off the accept path, one tracked task per connection,
+//! graceful stop on cancellation.
+
+use crate::Console;
+use crate::api::{self, State};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span};
+
+#[derive(Clone)]
+pub struct WebSettings {
+    pub tls: Arc<rustls::ServerConfig>,
+    /// Shown on the pages (the box's name).
+    pub box_name: String,
+}
+
+impl std::fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSettings").field("box_name", &self.box_name).finish_non_exhaustive()
+    }
+}
+
+/// How long a client may take for the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+/// How long open requests (live streams, downloads) get once the console is stopping.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Serves the console on `listener` until `cancel`.
+pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dyn Console>, cancel: CancellationToken) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(settings.tls.clone());
+    let state = State::new(console, settings.box_name.clone(), cancel.clone());
+    let app = api::router(state);
+    let tracker = TaskTracker::new();
+    loop {
+        let (socket, peer) = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    debug!(error = %e, "web accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
+        tracker.spawn(
+            async move {
+                let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(socket)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return debug!(error = %e, "tls handshake failed"),
+                    Err(_) => return debug!("tls handshake timed out"),
+                };
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.layer(axum::Extension(api::Peer(peer))).into_service::<hyper::body::Incoming>(),
+                );
+                let builder = hyper::server::conn::http1::Builder::new();
+                let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => if let Err(e) = r { debug!(error = %e, "web connection ended") },
+                    _ = cancel.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(DRAIN, conn).await;
+                    }
+                }
+            }
+            .instrument(info_span!("web", %peer)),
+        );
+    }
+    tracker.close();
+    tracker.wait().await;
+    info!("web console stopped");
+}
