@@ -10,7 +10,8 @@ use std::process::Command;
 
 const PACKAGE: &str = "asciinema-player";
 const VERSION: &str = "3.10.0";
-const INTEGRITY: &str = "sha512-shoOK6F606nDKZxDVM7JuGSCAyWLePoGRFNlV+FqiP5Sqvyn0BlE7wlbjZyd2X4P1iRhv/HKfVNtnQIxmgphRA==";
+const INTEGRITY: &str =
+    "sha512-shoOK6F606nDKZxDVM7JuGSCAyWLePoGRFNlV+FqiP5Sqvyn0BlE7wlbjZyd2X4P1iRhv/HKfVNtnQIxmgphRA==";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

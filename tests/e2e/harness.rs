@@ -156,6 +156,8 @@ impl Drop for Sshd {
 pub struct Box {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// The web console's HTTPS port.
+    pub web_port: u16,
     child: Option<Child>,
     pub user_key: PathBuf,
 }
@@ -166,7 +168,7 @@ impl Box {
         let dir = tempfile::tempdir().unwrap();
         let user_key = dir.path().join("alice_key");
         keygen(&user_key);
-        let b = Self { port: free_port(), dir, child: None, user_key };
+        let b = Self { port: free_port(), web_port: free_port(), dir, child: None, user_key };
         let out = b.cli(&["init"], None);
         assert!(String::from_utf8_lossy(&out.stdout).contains("admin user: admin"), "init prints the admin login");
         let key = format!("{}.pub", b.user_key.display());
@@ -235,6 +237,7 @@ impl Box {
             .arg("--data")
             .arg(self.data())
             .args(["serve", "--ssh-listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--web-listen", &format!("127.0.0.1:{}", self.web_port)])
             .env("WITNESS_LOG", "info,witness_ssh=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -242,6 +245,7 @@ impl Box {
             .unwrap();
         self.child = Some(child);
         wait_for_port(self.port, "witness serve");
+        wait_for_port(self.web_port, "witness web console");
     }
 
     pub fn kill9(&mut self) {

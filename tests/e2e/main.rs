@@ -5,5 +5,7 @@ mod board;
 mod evidence;
 mod flash;
 mod harness;
+mod rdp;
 mod ssh_path;
 mod store;
+mod web;

@@ -10,8 +10,9 @@ pub mod duration;
 pub mod evidence;
 pub mod model;
 pub mod names;
-pub mod rows;
 pub mod policy;
+pub mod rows;
 pub mod sftp;
+pub mod text;
 
 pub use model::{Protocol, RecordingStatus, Role};

@@ -53,4 +53,3 @@ pub struct AuditRow {
     pub session_id: Option<String>,
     pub detail: serde_json::Value,
 }
-

@@ -3,9 +3,13 @@
 //! `user_version`, one connection behind a mutex (calls are short; the daemon's hot paths never
 //! touch the index).
 
+mod console;
+mod rdp;
 mod schema;
 mod uploads;
 
+pub use console::{Hit, SessionFilter, UploadRow, fts_query};
+pub use rdp::RdpRedirection;
 pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};
 pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};
 

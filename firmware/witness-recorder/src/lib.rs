@@ -7,7 +7,7 @@ mod cast_writer;
 mod recover;
 
 pub use cast_writer::{CastRecorder, Encryption, RecorderSettings, Summary, start_cast};
-pub use recover::{KeyFor, RecoveredCast, plaintext, recover_cast};
+pub use recover::{KeyFor, RecoveredCast, plaintext, readable, recover_cast};
 
 use std::path::Path;
 use thiserror::Error;

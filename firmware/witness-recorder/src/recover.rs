@@ -28,6 +28,16 @@ pub fn plaintext(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordErro
     atrest::open(file, &dek, true).map(|(p, _)| p).map_err(|e| RecordError::Unusable(e.to_string()))
 }
 
+/// What a recording being written holds so far: like [`plaintext`], but a torn last record
+/// (the writer is mid-append) is left out instead of failing.
+pub fn readable(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordError> {
+    use witness_core::atrest;
+    let Some((header, _)) = atrest::Header::parse(file) else { return Ok(file.to_vec()) };
+    let dek = key_for(&header)
+        .ok_or_else(|| RecordError::Unusable(format!("no key {} to decrypt the recording", header.key_id)))?;
+    atrest::open(file, &dek, false).map(|(p, _)| p).map_err(|e| RecordError::Unusable(e.to_string()))
+}
+
 /// Trims `path` to its valid prefix (fsync'd) and describes what is left. An encrypted file is
 /// cut after its last whole, authentic record; a plain cast after its last whole event.
 pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, RecordError> {

@@ -92,6 +92,11 @@ pub trait Broker: Send + Sync + 'static {
     /// Records how a recording ended (`Err`: the writer failed; what it wrote is still kept).
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>);
     fn audit(&self, event: AuditEvent);
+    /// Cancelled when an administrator ends the session from the console; the token's owner
+    /// keeps who did it. `None`: sessions cannot be ended from outside.
+    fn termination(&self, _session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
 }
 
 /// Errors of the SSH proxy's own set-up (a connection's errors stay in that connection).

@@ -220,6 +220,11 @@ async fn supervise(
             conn.end_with(msg).await;
             msg.to_owned()
         }
+        _ = terminated(&conn) => {
+            let msg = "an administrator ended the session from the console; it was recorded up to here";
+            conn.end_with(msg).await;
+            msg.to_owned()
+        }
         denial = watch_access(&conn) => {
             let msg = format!("{denial}; session ended");
             conn.audit("session_terminated", serde_json::json!({ "reason": denial.kind() }));
@@ -242,6 +247,23 @@ async fn supervise(
         let reason = conn.end_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or(ended);
         info!(session_id, reason, "session ended");
         conn.broker.session_ended(session_id, &reason);
+    }
+}
+
+/// Resolves when an administrator terminates the session.
+async fn terminated(conn: &Conn) {
+    let session_id = loop {
+        if let Some(login) = conn.login.get() {
+            match &login.admission {
+                Admission::Granted { session_id, .. } => break session_id.clone(),
+                Admission::Refused { .. } => std::future::pending::<()>().await,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    match conn.broker.termination(&session_id) {
+        Some(token) => token.cancelled_owned().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -104,7 +104,10 @@ fn csrf_refusal(state: &State, req: &Request) -> Option<Response> {
         return Some(error(StatusCode::FORBIDDEN, "cross-origin request refused"));
     }
     if req.uri().path() == "/api/v1/login" {
-        let json = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+        let json = h
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         return (!json).then(|| error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send the login as JSON"));
     }
     let session = token(h).and_then(|t| state.sessions.get(t, now()));
@@ -121,7 +124,11 @@ fn with_headers(mut r: Response) -> Response {
     let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
         h.entry(k).or_insert(HeaderValue::from_static(v));
     };
-    set(h, "content-security-policy", "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'");
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'",
+    );
     set(h, "x-content-type-options", "nosniff");
     set(h, "x-frame-options", "DENY");
     set(h, "referrer-policy", "no-referrer");
@@ -216,7 +223,8 @@ async fn login(
     let (token, s) = state.sessions.open(&account.name, account.role, now());
     state.console.audit("web_login", &account.name, None, json!({ "from": peer.to_string() }));
     let mut r = Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf })).into_response();
-    r.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&auth::cookie(Some(&token))).expect("cookie text"));
+    r.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&auth::cookie(Some(&token))).expect("cookie text"));
     r
 }
 
@@ -262,7 +270,11 @@ async fn sessions(
     }
 }
 
-async fn session(axum::extract::State(state): axum::extract::State<State>, auth: Auth, Path(id): Path<String>) -> Response {
+async fn session(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
     if !valid_id(&id) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
@@ -284,9 +296,18 @@ async fn live_sessions(axum::extract::State(state): axum::extract::State<State>,
     }
 }
 
-async fn terminate(axum::extract::State(state): axum::extract::State<State>, auth: Auth, Path(id): Path<String>) -> Response {
+async fn terminate(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
     if let Some(r) = auth.lacks(Role::Admin) {
-        state.console.audit("web_terminate_refused", &auth.0.user, valid_id(&id).then_some(&*id), json!({ "role": auth.0.role.as_str() }));
+        state.console.audit(
+            "web_terminate_refused",
+            &auth.0.user,
+            valid_id(&id).then_some(&*id),
+            json!({ "role": auth.0.role.as_str() }),
+        );
         return r;
     }
     if !valid_id(&id) {
@@ -301,8 +322,14 @@ async fn terminate(axum::extract::State(state): axum::extract::State<State>, aut
 
 #[derive(Deserialize)]
 struct ContentQuery {
-    #[serde(default)]
-    download: bool,
+    /// `?download=1` (any value but `0`/`false`): as an attachment.
+    download: Option<String>,
+}
+
+impl ContentQuery {
+    fn download(&self) -> bool {
+        self.download.as_deref().is_some_and(|v| v != "0" && v != "false")
+    }
 }
 
 async fn content(
@@ -332,20 +359,26 @@ async fn content(
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
     // One audit event per viewing, not per range request of a video.
     if !matches!(range, Some(Some((start, _))) if start > 0) {
-        let kind = if cq.download { "web_recording_downloaded" } else { "web_recording_played" };
+        let kind = if cq.download() { "web_recording_downloaded" } else { "web_recording_played" };
         state.console.audit(kind, &auth.0.user, None, json!({ "recording_id": id, "bytes": len }));
     }
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content.content_type));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    if cq.download {
+    if cq.download() {
         let v = format!("attachment; filename=\"{}\"", content.file_name.replace(['"', '\\'], "_"));
-        h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
+        h.insert(
+            header::CONTENT_DISPOSITION,
+            HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")),
+        );
     }
     match range {
         None => (StatusCode::OK, h, content.bytes).into_response(),
         Some(Some((start, end))) => {
-            h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"));
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+            );
             let body = content.bytes[start as usize..=end as usize].to_vec();
             (StatusCode::PARTIAL_CONTENT, h, body).into_response()
         }
@@ -404,15 +437,30 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Re
         "gauge",
         m.recordings_by_status.iter().map(|(s, n)| (format!("{{status=\"{s}\"}}"), *n)).collect(),
     );
-    metric("witness_upload_backlog_bytes", "Bytes of recordings waiting for the store.", "gauge", vec![(String::new(), m.upload_backlog_bytes)]);
+    metric(
+        "witness_upload_backlog_bytes",
+        "Bytes of recordings waiting for the store.",
+        "gauge",
+        vec![(String::new(), m.upload_backlog_bytes)],
+    );
     metric(
         "witness_upload_backlog_recordings",
         "Recordings waiting for the store.",
         "gauge",
         vec![(String::new(), m.upload_backlog_recordings)],
     );
-    metric("witness_encoder_info", "The video encoder in use.", "gauge", vec![(format!("{{encoder=\"{}\"}}", m.encoder), 1)]);
-    metric("witness_disk_used_percent", "Use of the recordings file system.", "gauge", vec![(String::new(), m.disk_used_percent as u64)]);
+    metric(
+        "witness_encoder_info",
+        "The video encoder in use.",
+        "gauge",
+        vec![(format!("{{encoder=\"{}\"}}", m.encoder), 1)],
+    );
+    metric(
+        "witness_disk_used_percent",
+        "Use of the recordings file system.",
+        "gauge",
+        vec![(String::new(), m.disk_used_percent as u64)],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

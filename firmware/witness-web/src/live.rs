@@ -15,7 +15,11 @@ use std::time::Duration;
 
 const POLL: Duration = Duration::from_millis(200);
 
-pub async fn stream(axum::extract::State(state): axum::extract::State<State>, auth: Auth, Path(id): Path<String>) -> Response {
+pub async fn stream(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
     if auth.0.role != Role::Admin {
         return error(StatusCode::FORBIDDEN, "live view needs the admin role");
     }

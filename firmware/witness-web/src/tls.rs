@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 /// A self-signed certificate and its key, PEM, for `names` (host names or IP addresses).
 pub fn generate(names: &[String]) -> Result<(String, String), WebError> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| WebError::Generate(e.to_string()))?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| WebError::Generate(e.to_string()))?;
     let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| WebError::Generate(e.to_string()))?;
     params.distinguished_name.push(rcgen::DnType::CommonName, "witness");
     params.distinguished_name.push(rcgen::DnType::OrganizationName, "Witness recording jump host");
@@ -19,7 +20,8 @@ pub fn generate(names: &[String]) -> Result<(String, String), WebError> {
 
 /// Loads PEM certificate chain and key files into a server configuration (HTTP/1.1).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, WebError> {
-    let read = |p: &Path| std::fs::read(p).map_err(|source| WebError::Certificate { path: p.display().to_string(), source });
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|source| WebError::Certificate { path: p.display().to_string(), source });
     let chain = rustls_pemfile::certs(&mut read(cert)?.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| WebError::BadCertificate(format!("{}: {e}", cert.display())))?;

@@ -66,11 +66,13 @@ pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
             }
         }
     }
-    for f in [datadir::HOST_KEY, crate::sync::STORE_FILE] {
+    for f in [datadir::HOST_KEY, crate::sync::STORE_FILE, datadir::WEB_CERT, datadir::WEB_KEY] {
         let _ = std::fs::remove_file(root.join(f));
     }
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
+    crate::console::ensure_certificate(root)?;
+    crate::rdp_broker::replace_identity(root)?;
     let config = default_config(&dir.config.box_id);
     let tmp = root.join("witness.toml.new");
     let _ = std::fs::remove_file(&tmp);
@@ -83,6 +85,7 @@ pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
         password_hash: Some(hash_password(&password)?),
         ssh_keys: vec![],
     })?;
+    dir.index.set_nt_hash("admin", &witness_rdp::nt_hash(&password))?;
     dir.index.audit(
         "factory_reset",
         None,
@@ -131,6 +134,8 @@ pub fn init(root: &Path) -> Result<()> {
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
     crate::evidence::signing_key(root)?;
     crate::keys::active(root)?;
+    crate::console::ensure_certificate(root)?;
+    let rdp_certificate = crate::rdp_broker::ensure_identity(root)?;
     let index = Index::open(&root.join(datadir::INDEX))?;
     std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let password = random_hex(9);
@@ -140,6 +145,7 @@ pub fn init(root: &Path) -> Result<()> {
         password_hash: Some(hash_password(&password)?),
         ssh_keys: vec![],
     })?;
+    index.set_nt_hash("admin", &witness_rdp::nt_hash(&password))?;
     index.audit("box_initialized", Some("admin"), None, None, &serde_json::json!({}))?;
     let box_id = format!("witness-{}", random_hex(4));
     let config = default_config(&box_id);
@@ -149,6 +155,10 @@ pub fn init(root: &Path) -> Result<()> {
     println!("initialized {} (box id {box_id})", root.display());
     println!("admin user: admin  password: {password}  (shown once; store it now)");
     println!("ssh host key: {}", key.fingerprint());
+    println!("rdp certificate: {rdp_certificate}");
+    if let Some(fp) = crate::console::certificate_fingerprint(root) {
+        println!("web console certificate (SHA-256): {fp}");
+    }
     Ok(())
 }
 
@@ -161,8 +171,8 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
             if !password_stdin && ssh_keys.is_empty() {
                 bail!("give the user a way to log in: --password-stdin and/or --ssh-key PUBKEY_FILE");
             }
-            let password_hash =
-                if password_stdin { Some(hash_password(&read_secret_stdin("password")?)?) } else { None };
+            let password = if password_stdin { Some(read_secret_stdin("password")?) } else { None };
+            let password_hash = password.as_deref().map(hash_password).transpose()?;
             let mut keys = Vec::new();
             for file in &ssh_keys {
                 let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -174,6 +184,10 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
                 }
             }
             dir.index.add_user(&UserRecord { name: name.clone(), role, password_hash, ssh_keys: keys })?;
+            if let Some(p) = &password {
+                // NTLM (RDP) checks passwords against the NT hash.
+                dir.index.set_nt_hash(&name, &witness_rdp::nt_hash(p))?;
+            }
             dir.index.audit("user_added", Some(&name), None, None, &serde_json::json!({ "role": role }))?;
             println!("added user {name} ({role})");
         }
@@ -182,11 +196,32 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
                 println!("{name}\t{role}");
             }
         }
+        UserCmd::Totp { name, disable } => {
+            if disable {
+                if !dir.index.set_totp(&name, None)? {
+                    bail!("no user {name:?}");
+                }
+                dir.index.audit("totp_disabled", Some(&name), None, None, &serde_json::json!({}))?;
+                println!("user {name} logs in to the console with a password only");
+            } else {
+                let mut secret = [0u8; 20];
+                OsRng.fill_bytes(&mut secret);
+                if !dir.index.set_totp(&name, Some(&secret))? {
+                    bail!("no user {name:?}");
+                }
+                dir.index.audit("totp_enrolled", Some(&name), None, None, &serde_json::json!({}))?;
+                println!("secret: {}", witness_web::totp::base32(&secret));
+                println!("uri: {}", witness_web::totp::uri(&name, &secret));
+                println!(
+                    "user {name} now needs a one-time code at console logins (shown once; add it to an authenticator app now)"
+                );
+            }
+        }
     }
     Ok(())
 }
 
-fn parse_host_port(text: &str) -> Result<(String, u16)> {
+pub fn parse_host_port(text: &str) -> Result<(String, u16)> {
     let (host, port) = text.rsplit_once(':').with_context(|| format!("{text:?} is not HOST:PORT"))?;
     let port: u16 = port.parse().with_context(|| format!("{port:?} is not a port number"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -199,7 +234,10 @@ fn parse_host_port(text: &str) -> Result<(String, u16)> {
 pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
     let dir = DataDir::open(root)?;
     match cmd {
-        TargetCmd::Add { name, ssh, login, identity, password_stdin, host_key } => {
+        TargetCmd::Add { name, rdp: Some(rdp), login, domain, .. } => {
+            crate::rdp_broker::add_target(&dir, &name, &rdp, &login, domain.as_deref())?;
+        }
+        TargetCmd::Add { name, ssh: Some(ssh), login, identity, password_stdin, host_key, .. } => {
             validate_name(&name).context("target name")?;
             let (host, port) = parse_host_port(&ssh)?;
             let secret = match identity {
@@ -244,6 +282,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
                 if pinned { "" } else { "; its host key is pinned on first connection" }
             );
         }
+        TargetCmd::Add { .. } => bail!("give the target an address: --ssh HOST:PORT or --rdp HOST:PORT"),
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {
                 println!("{name}\t{protocol}\t{address}");
@@ -263,6 +302,7 @@ pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
         None => None,
     };
     dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding: args.forwarding })?;
+    crate::rdp_broker::set_redirection(&dir, &args)?;
     dir.index.audit(
         "grant_added",
         Some(&args.user),
@@ -334,11 +374,12 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     }
 }
 
-pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
+/// A recording's playable bytes (decrypted and authenticated), from the box or, once pruned,
+/// fetched from the store through the box. A finished recording must match its recorded sha256.
+pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow, Vec<u8>)> {
     let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
     let src = dir.root.join(&row.path);
     let data = if dir.index.is_pruned(id)? || !src.exists() {
-        // Only in the store now: fetch it through the box.
         let (key, state) = dir
             .index
             .upload_key(id)?
@@ -347,8 +388,13 @@ pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
             bail!("recording {id} is missing from the box and not yet in the store");
         }
         let store = crate::sync::open_store(dir)?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        rt.block_on(store.get(&key)).with_context(|| format!("fetching recording {id} from {}", store.describe()))?
+        let fetch = store.get(&key);
+        let fetched = match tokio::runtime::Handle::try_current() {
+            // On a blocking thread of the daemon's runtime (the console).
+            Ok(handle) => handle.block_on(fetch),
+            Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(fetch),
+        };
+        fetched.with_context(|| format!("fetching recording {id} from {}", store.describe()))?
     } else {
         std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?
     };
@@ -359,14 +405,20 @@ pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
         };
         if &got != expected {
             bail!(
-                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to export a changed recording"
+                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to play or export a changed recording"
             );
         }
-    } else {
+    }
+    // Stored encrypted: decrypt (and authenticate) for playing or exporting only.
+    let data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
+    Ok((row, data))
+}
+
+pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
+    let (row, data) = playable(dir, id)?;
+    if row.sha256.is_none() {
         eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
     }
-    // Stored encrypted: decrypt (and authenticate) for the export only.
-    let data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
     let tmp = out.with_extension("part");
     std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;

@@ -21,6 +21,8 @@ pub struct BoxBroker {
     pub live: Arc<std::sync::atomic::AtomicU32>,
     /// Recordings being sealed (hashed and signed) off the session's threads.
     pub sealing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Sessions open now, with the token that ends them (terminate from the console).
+    pub running: std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
 }
@@ -32,12 +34,37 @@ impl BoxBroker {
             wake,
             live: Default::default(),
             sealing: Default::default(),
+            running: Default::default(),
             dummy_hash: crate::admin::hash_password("not a real password")?,
         })
     }
 
     fn index(&self) -> &witness_index::Index {
         &self.dir.index
+    }
+
+    pub fn is_running(&self, session_id: &str) -> bool {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(session_id)
+    }
+
+    /// Ends a running session (the console's terminate); `false` when it is not running.
+    pub fn terminate(&self, session_id: &str, by: &str) -> bool {
+        let token = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned();
+        let Some(token) = token else { return false };
+        let session = self.index().session(session_id).ok().flatten();
+        let (user, target) = session.map(|s| (Some(s.user), Some(s.target))).unwrap_or_default();
+        witness_ssh::Broker::audit(
+            self,
+            AuditEvent {
+                kind: "session_terminated",
+                user,
+                target,
+                session_id: Some(session_id.to_owned()),
+                detail: serde_json::json!({ "reason": "terminated", "by": by }),
+            },
+        );
+        token.cancel();
+        true
     }
 
     /// Looks the target and grant up once and decides; the target comes back with the access.
@@ -163,11 +190,13 @@ impl witness_ssh::Broker for BoxBroker {
             .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
         info!(session_id = %id, user, target, "session started");
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Default::default());
         Ok(id)
     }
 
     fn session_ended(&self, session_id: &str, reason: &str) {
         self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(session_id);
         if let Err(e) = self.index().end_session(session_id, reason, false) {
             error!(session_id, error = %e, "could not mark the session ended");
         }
@@ -271,10 +300,15 @@ impl witness_ssh::Broker for BoxBroker {
             }
             crate::sync::enqueue(&dir, &id);
             wake.notify_one();
+            crate::search::index_text(&dir, &id);
         });
         let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
         sealing.retain(|h| !h.is_finished());
         sealing.push(sealer);
+    }
+
+    fn termination(&self, session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned()
     }
 
     fn audit(&self, event: AuditEvent) {

@@ -183,6 +183,13 @@ pub enum UserCmd {
     },
     /// List users.
     List,
+    /// Require a one-time code (TOTP) at console logins: prints the secret for an authenticator app.
+    Totp {
+        name: String,
+        /// Remove the second factor instead.
+        #[arg(long)]
+        disable: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,8 +198,14 @@ pub enum TargetCmd {
     Add {
         name: String,
         /// SSH address of the target, HOST:PORT.
-        #[arg(long, value_name = "HOST:PORT")]
-        ssh: String,
+        #[arg(long, value_name = "HOST:PORT", required_unless_present = "rdp", conflicts_with = "rdp")]
+        ssh: Option<String>,
+        /// RDP address of the target, HOST:PORT (password credentials only).
+        #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["identity", "host_key"])]
+        rdp: Option<String>,
+        /// Windows domain of the RDP login.
+        #[arg(long, requires = "rdp")]
+        domain: Option<String>,
         /// Login name on the target.
         #[arg(long)]
         login: String,
@@ -225,6 +238,12 @@ pub struct GrantArgs {
     /// Also allow -L port forwards through the target.
     #[arg(long)]
     pub forwarding: bool,
+    /// RDP: strip clipboard redirection (allowed by default).
+    #[arg(long)]
+    pub no_clipboard: bool,
+    /// RDP: allow drive redirection, and with it printers, ports and smart cards (off by default).
+    #[arg(long)]
+    pub drives: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,7 +273,7 @@ pub struct ServeArgs {
     /// Address of the web console (not part of this build yet).
     #[arg(long, value_name = "ADDR")]
     pub web_listen: Option<String>,
-    /// Address of the RDP jump path (not part of this build yet).
+    /// Address of the RDP jump path, e.g. 0.0.0.0:3389 (RDP is served only when given).
     #[arg(long, value_name = "ADDR")]
     pub rdp_listen: Option<String>,
 }

@@ -11,6 +11,10 @@ pub const HOST_KEY: &str = "keys/ssh_host_ed25519_key";
 /// Seed of the Ed25519 key that signs recording manifests (hex, 0600).
 pub const SIGNING_KEY: &str = "keys/evidence_ed25519";
 pub const RECORDINGS: &str = "recordings";
+/// The console's TLS certificate and key (PEM): generated self-signed, replaceable by the
+/// operator's own (restart to load).
+pub const WEB_CERT: &str = "keys/web-cert.pem";
+pub const WEB_KEY: &str = "keys/web-key.pem";
 
 /// An opened data directory.
 pub struct DataDir {

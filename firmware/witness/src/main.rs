@@ -5,10 +5,13 @@
 mod admin;
 mod broker;
 mod cli;
+mod console;
 mod datadir;
 mod evidence;
 mod keys;
 mod panel;
+mod rdp_broker;
+mod search;
 mod serve;
 mod sync;
 mod sync_cli;

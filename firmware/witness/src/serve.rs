@@ -29,12 +29,16 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         dir = Arc::new(DataDir::open(root)?);
     }
     recover(&dir)?;
-    if let Some(addr) = &args.web_listen {
-        warn!(addr, "the web console is not part of this build; --web-listen is ignored");
+    let web_addr: std::net::SocketAddr = match &args.web_listen {
+        Some(a) => a.parse().with_context(|| format!("--web-listen {a:?} is not an address like 0.0.0.0:8443"))?,
+        None => dir.config.web_listen,
+    };
+    if crate::console::ensure_certificate(root)? {
+        info!("made a self-signed certificate for the web console");
     }
-    if let Some(addr) = &args.rdp_listen {
-        warn!(addr, "the RDP jump path is not part of this build; --rdp-listen is ignored");
-    }
+    let web_tls = witness_web::tls::server_config(&root.join(datadir::WEB_CERT), &root.join(datadir::WEB_KEY))
+        .context("loading the web console's certificate")?;
+    let rdp = crate::rdp_broker::listener_settings(root, args.rdp_listen.as_deref(), SHUTDOWN_GRACE)?;
     let ssh_addr = match &args.ssh_listen {
         Some(a) => a.parse().with_context(|| format!("--ssh-listen {a:?} is not an address like 0.0.0.0:2222"))?,
         None => dir.config.ssh_listen,
@@ -82,8 +86,33 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             rt.block_on(uploader.run(wake, cancel));
         })?
     };
+    // Search covers recordings a crash or an older version left unindexed; off the start path.
+    let search_backfill = {
+        let dir = dir.clone();
+        std::thread::Builder::new().name("search-index".into()).spawn(move || {
+            match crate::search::index_missing(&dir) {
+                Ok(0) => {}
+                Ok(n) => info!(recordings = n, "indexed recordings for search"),
+                Err(e) => warn!(error = format!("{e:#}"), "search indexing at start failed"),
+            }
+        })?
+    };
+    let console: Arc<dyn witness_web::Console> =
+        Arc::new(crate::console::BoxConsole::new(dir.clone(), broker.clone())?);
+    let box_name = dir.config.box_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
+        let web_listener = tokio::net::TcpListener::bind(web_addr)
+            .await
+            .with_context(|| format!("listening for the web console on {web_addr}"))?;
+        info!(addr = %web_listener.local_addr()?, "web console listening (https)");
+        let web_cancel = CancellationToken::new();
+        let web = tokio::spawn(witness_web::serve(
+            web_listener,
+            witness_web::WebSettings { tls: web_tls, box_name },
+            console,
+            web_cancel.clone(),
+        ));
         let listener = tokio::net::TcpListener::bind(ssh_addr)
             .await
             .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
@@ -91,6 +120,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         ready.store(true, std::sync::atomic::Ordering::Release);
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
+        let rdp = crate::rdp_broker::start(rdp, broker.clone(), cancel.clone()).await?;
         let settings = witness_ssh::SshSettings {
             host_key,
             env_allow: dir.config.env_allow.clone(),
@@ -98,7 +128,11 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             shutdown_grace: SHUTDOWN_GRACE,
         };
         let served = witness_ssh::serve(listener, settings, broker, cancel).await;
+        crate::rdp_broker::stop(rdp).await;
         listener_alive.store(false, std::sync::atomic::Ordering::Release);
+        // The console goes after the sessions: an admin can watch the shutdown to the end.
+        web_cancel.cancel();
+        let _ = web.await;
         served?;
         info!("stopped; every recording is closed");
         anyhow::Ok(())
@@ -108,6 +142,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     }
     upload_cancel.cancel();
     let _ = uploader.join();
+    let _ = search_backfill.join();
     panel_stop.store(true, std::sync::atomic::Ordering::Release);
     let _ = panel.join();
     served

@@ -1,0 +1,206 @@
+//! What a terminal session printed, as searchable text: escape sequences and control bytes
+//! stripped, backspaces applied, lines grouped into timed chunks. Runs when a recording is
+//! sealed, never on the relay's path (a terminal emulator fed every byte live is what makes some
+//! bastions slow).
+
+/// Output time covered by one chunk at most: a hit jumps to within this of the match.
+pub const CHUNK_SECONDS: f64 = 1.0;
+/// Characters in one chunk at most.
+pub const CHUNK_CHARS: usize = 2000;
+/// Text indexed per recording at most: a bulk dump is not something anyone searches through,
+/// and it must not grow the index without bound.
+pub const MAX_TEXT: usize = 8 << 20;
+
+/// A piece of the session's text and when (seconds into the recording) each of its lines
+/// started, so a search hit can point at the line, not just the chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Chunk {
+    pub at: f64,
+    pub text: String,
+    pub line_times: Vec<f64>,
+}
+
+impl Chunk {
+    fn new(at: f64) -> Self {
+        Self { at, text: String::new(), line_times: Vec::new() }
+    }
+}
+
+/// When the first line of `text` holding any of `words` (case-insensitive) was printed.
+pub fn first_match(text: &str, line_times: &[f64], words: &[String]) -> Option<f64> {
+    let words: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
+    text.lines()
+        .zip(line_times)
+        .find(|(line, _)| {
+            let line = line.to_lowercase();
+            words.iter().any(|w| line.contains(w.as_str()))
+        })
+        .map(|(_, &t)| t)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Esc {
+    None,
+    /// After ESC.
+    Start,
+    /// CSI: until a final byte 0x40..=0x7e.
+    Csi,
+    /// OSC/DCS/APC/PM/SOS: until BEL or ESC \.
+    String,
+    /// ESC inside a string: a `\\` ends it.
+    StringEnd,
+}
+
+/// Turns output events (time, text) into chunks of plain text.
+#[derive(Debug)]
+pub struct TextExtractor {
+    esc: Esc,
+    line: String,
+    line_at: Option<f64>,
+    last_line: String,
+    chunk: Chunk,
+    out: Vec<Chunk>,
+    total: usize,
+}
+
+impl Default for TextExtractor {
+    fn default() -> Self {
+        Self {
+            esc: Esc::None,
+            line: String::new(),
+            line_at: None,
+            last_line: String::new(),
+            chunk: Chunk::new(0.0),
+            out: Vec::new(),
+            total: 0,
+        }
+    }
+}
+
+impl TextExtractor {
+    pub fn output(&mut self, at: f64, data: &str) {
+        for c in data.chars() {
+            if self.total >= MAX_TEXT {
+                return;
+            }
+            self.esc = match (self.esc, c) {
+                (Esc::None, '\u{1b}') => Esc::Start,
+                (Esc::None, '\n' | '\r') => {
+                    self.end_line();
+                    Esc::None
+                }
+                (Esc::None, '\u{8}') => {
+                    self.line.pop();
+                    Esc::None
+                }
+                (Esc::None, '\t') => {
+                    self.push(at, ' ');
+                    Esc::None
+                }
+                (Esc::None, c) if c.is_control() => Esc::None,
+                (Esc::None, c) => {
+                    self.push(at, c);
+                    Esc::None
+                }
+                (Esc::Start, '[') => Esc::Csi,
+                (Esc::Start, ']' | 'P' | '_' | '^' | 'X') => Esc::String,
+                (Esc::Start, _) => Esc::None,
+                (Esc::Csi, c) if ('\u{40}'..='\u{7e}').contains(&c) => Esc::None,
+                (Esc::Csi, _) => Esc::Csi,
+                (Esc::String, '\u{7}') => Esc::None,
+                (Esc::String, '\u{1b}') => Esc::StringEnd,
+                (Esc::String, _) => Esc::String,
+                (Esc::StringEnd, '\\') => Esc::None,
+                (Esc::StringEnd, _) => Esc::String,
+            };
+        }
+    }
+
+    fn push(&mut self, at: f64, c: char) {
+        if self.line_at.is_none() {
+            self.line_at = Some(at);
+        }
+        self.line.push(c);
+    }
+
+    fn end_line(&mut self) {
+        let at = self.line_at.take();
+        let line = std::mem::take(&mut self.line);
+        let trimmed = line.trim();
+        // Repeated lines (a `yes`, a progress bar redrawn with \r) add nothing to search.
+        if trimmed.is_empty() || trimmed == self.last_line {
+            return;
+        }
+        let at = at.unwrap_or(self.chunk.at);
+        if !self.chunk.text.is_empty()
+            && (at - self.chunk.at > CHUNK_SECONDS || self.chunk.text.len() + trimmed.len() > CHUNK_CHARS)
+        {
+            self.out.push(std::mem::replace(&mut self.chunk, Chunk::new(at)));
+        }
+        if self.chunk.text.is_empty() {
+            self.chunk.at = at;
+        } else {
+            self.chunk.text.push('\n');
+        }
+        self.chunk.text.push_str(trimmed);
+        self.chunk.line_times.push(at);
+        self.total += trimmed.len() + 1;
+        self.last_line = trimmed.to_owned();
+    }
+
+    /// The chunks, the last partial line included.
+    pub fn finish(mut self) -> Vec<Chunk> {
+        self.end_line();
+        if !self.chunk.text.is_empty() {
+            self.out.push(self.chunk);
+        }
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_and_controls_are_stripped_and_backspace_applied() {
+        let mut x = TextExtractor::default();
+        x.output(0.5, "\u{1b}[1;32muser@web01\u{1b}[0m:~$ ");
+        x.output(0.6, "\u{1b}]0;title\u{7}lsx\u{8} -l\r\n");
+        x.output(0.7, "total 0\r\n");
+        let chunks = x.finish();
+        assert_eq!(
+            chunks,
+            vec![Chunk { at: 0.5, text: "user@web01:~$ ls -l\ntotal 0".into(), line_times: vec![0.5, 0.7] }]
+        );
+        let words = ["TOTAL".to_owned()];
+        assert_eq!(first_match(&chunks[0].text, &chunks[0].line_times, &words), Some(0.7));
+        assert_eq!(first_match(&chunks[0].text, &chunks[0].line_times, &["nowhere".to_owned()]), None);
+    }
+
+    #[test]
+    fn chunks_split_by_time_and_repeats_collapse() {
+        let mut x = TextExtractor::default();
+        x.output(0.0, "first\n");
+        for i in 0..100 {
+            x.output(0.1 + i as f64 * 0.001, "y\n");
+        }
+        x.output(5.0, "later words\n");
+        x.output(5.2, "partial");
+        let chunks = x.finish();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0], Chunk { at: 0.0, text: "first\ny".into(), line_times: vec![0.0, 0.1] });
+        assert_eq!(chunks[1], Chunk { at: 5.0, text: "later words\npartial".into(), line_times: vec![5.0, 5.2] });
+    }
+
+    #[test]
+    fn text_is_capped() {
+        let mut x = TextExtractor::default();
+        let line: String = "abcdefghij".repeat(100);
+        for i in 0..20_000 {
+            x.output(i as f64, &format!("{i} {line}\n"));
+        }
+        let total: usize = x.finish().iter().map(|c| c.text.len()).sum();
+        assert!(total <= MAX_TEXT + CHUNK_CHARS, "{total}");
+    }
+}

@@ -1,0 +1,213 @@
+//! What the web console asks of the index: filtered session history, full-text search inside
+//! SSH output (FTS5), upload state per recording, TOTP secrets and status counts.
+
+use crate::{Index, RecordingRow, Result, SessionRow};
+use rusqlite::{OptionalExtension, params, params_from_iter};
+use std::collections::HashMap;
+
+/// Session history filters; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct SessionFilter {
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub protocol: Option<String>,
+    pub status: Option<String>,
+    /// Index time text (`2026-11-23T08:00:00.000Z`); sessions started at or after.
+    pub from: Option<String>,
+    /// Sessions started before.
+    pub to: Option<String>,
+    /// Words that must all appear in the session's output.
+    pub text: Option<String>,
+    /// The newest this many.
+    pub limit: Option<u32>,
+}
+
+/// Where a search matched: the first match in the session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    pub recording_id: String,
+    pub at: f64,
+    pub snippet: String,
+}
+
+/// A recording's place in the upload queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadRow {
+    pub state: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub object_key: String,
+    pub uploaded_at: Option<String>,
+}
+
+/// The words of a search as an FTS5 query: each quoted (so user input can't be query syntax),
+/// all required.
+pub fn fts_query(text: &str) -> Option<String> {
+    let words: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .map(|w| format!("\"{w}\""))
+        .collect();
+    (!words.is_empty()).then(|| words.join(" "))
+}
+
+impl Index {
+    /// Sessions matching `f`, oldest first, each with its first search hit when searching.
+    pub fn find_sessions(&self, f: &SessionFilter) -> Result<Vec<(SessionRow, Option<Hit>)>> {
+        let hits = match f.text.as_deref() {
+            Some(t) => match fts_query(t) {
+                Some(q) => Some(self.search(&q)?),
+                None => Some(HashMap::new()),
+            },
+            None => None,
+        };
+        let (mut clauses, mut args) = (Vec::new(), Vec::<String>::new());
+        for (col, op, v) in [
+            ("s.user", "=", &f.user),
+            ("s.target", "=", &f.target),
+            ("s.protocol", "=", &f.protocol),
+            ("s.started_at", ">=", &f.from),
+            ("s.started_at", "<", &f.to),
+        ] {
+            if let Some(v) = v {
+                args.push(v.clone());
+                clauses.push(format!("{col} {op} ?{}", args.len()));
+            }
+        }
+        if let Some(h) = &hits {
+            if h.is_empty() {
+                return Ok(Vec::new());
+            }
+            let marks: Vec<String> = h
+                .keys()
+                .map(|id| {
+                    args.push(id.clone());
+                    format!("?{}", args.len())
+                })
+                .collect();
+            clauses.push(format!("s.id IN ({})", marks.join(",")));
+        }
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        let mut rows = self.session_rows(&filter, params_from_iter(args.iter()))?;
+        if let Some(status) = &f.status {
+            rows.retain(|r| &r.status == status);
+        }
+        if let Some(limit) = f.limit {
+            let drop = rows.len().saturating_sub(limit as usize);
+            rows.drain(..drop);
+        }
+        let mut hits = hits.unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let hit = hits.remove(&r.id);
+                (r, hit)
+            })
+            .collect())
+    }
+
+    /// The first hit per session for the words of a search, at the line that matched.
+    fn search(&self, query: &str) -> Result<HashMap<String, Hit>> {
+        let words: Vec<String> = query.split('"').filter(|w| !w.trim().is_empty()).map(str::to_owned).collect();
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT session_id, recording_id, at, snippet(cast_text, 0, '', '', '…', 12), text, line_times
+             FROM cast_text WHERE cast_text MATCH ?1 ORDER BY session_id, at LIMIT 10000",
+        )?;
+        let mut out: HashMap<String, Hit> = HashMap::new();
+        let rows = stmt.query_map([query], |r| {
+            let (text, times): (String, String) = (r.get(4)?, r.get(5)?);
+            let times: Vec<f64> = times.split(' ').filter_map(|t| t.parse().ok()).collect();
+            let at = witness_core::text::first_match(&text, &times, &words).unwrap_or(r.get(2)?);
+            Ok((r.get::<_, String>(0)?, Hit { recording_id: r.get(1)?, at, snippet: r.get(3)? }))
+        })?;
+        for row in rows {
+            let (session, hit) = row?;
+            out.entry(session).or_insert(hit);
+        }
+        Ok(out)
+    }
+
+    /// Stores a recording's searchable text (replacing any earlier) and marks it indexed.
+    pub fn store_text(&self, recording_id: &str, session_id: &str, chunks: &[witness_core::text::Chunk]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO cast_text(text, recording_id, session_id, at, line_times) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for c in chunks {
+                let times: Vec<String> = c.line_times.iter().map(|t| format!("{t:.3}")).collect();
+                insert.execute(params![c.text, recording_id, session_id, c.at, times.join(" ")])?;
+            }
+        }
+        tx.execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Finished SSH recordings still on the box whose text is not searchable yet.
+    pub fn recordings_without_text(&self) -> Result<Vec<RecordingRow>> {
+        self.recording_rows(
+            "WHERE r.text_indexed = 0 AND r.pruned = 0 AND s.protocol = 'ssh'
+             AND r.status IN ('completed', 'uploaded')",
+            [],
+        )
+    }
+
+    pub fn upload_of(&self, recording_id: &str) -> Result<Option<UploadRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT state, attempts, last_error, object_key, uploaded_at FROM uploads WHERE recording_id = ?1",
+                [recording_id],
+                |r| {
+                    Ok(UploadRow {
+                        state: r.get(0)?,
+                        attempts: r.get(1)?,
+                        last_error: r.get(2)?,
+                        object_key: r.get(3)?,
+                        uploaded_at: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    pub fn recordings_by_status(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT status, COUNT(*) FROM recordings GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+    }
+
+    /// Enrolls (`Some`) or removes (`None`) a user's TOTP secret; `false` when there is no such user.
+    pub fn set_totp(&self, user: &str, secret: Option<&[u8]>) -> Result<bool> {
+        let n = self
+            .conn()
+            .execute("UPDATE users SET totp_secret = ?2 WHERE name = ?1", params![user, secret.map(hex::encode)])?;
+        Ok(n > 0)
+    }
+
+    pub fn totp_secret(&self, user: &str) -> Result<Option<Vec<u8>>> {
+        let text: Option<String> = self
+            .conn()
+            .query_row("SELECT totp_secret FROM users WHERE name = ?1", [user], |r| r.get(0))
+            .optional()?
+            .flatten();
+        Ok(text.and_then(|t| hex::decode(t).ok()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_words_are_quoted() {
+        assert_eq!(fts_query("hello world").as_deref(), Some("\"hello\" \"world\""));
+        assert_eq!(fts_query("a\" OR 1 NEAR(").as_deref(), Some("\"a\" \"OR\" \"1\" \"NEAR\""));
+        assert_eq!(fts_query("  -*  "), None);
+    }
+}

@@ -1,0 +1,126 @@
+//! What the RDP jump path keeps beyond the SSH tables: users' NT hashes (NTLM checks passwords
+//! against them), targets' Windows domains, and which redirections a grant allows.
+
+use crate::{Index, IndexError, Result};
+use rusqlite::{OptionalExtension, params};
+
+/// Which RDP redirections a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RdpRedirection {
+    pub clipboard: bool,
+    pub drives: bool,
+}
+
+impl Default for RdpRedirection {
+    /// Clipboard on, drives (and with them printers) off.
+    fn default() -> Self {
+        Self { clipboard: true, drives: false }
+    }
+}
+
+impl Index {
+    /// Sets the NT hash (hex) of a user's password.
+    pub fn set_nt_hash(&self, user: &str, nt_hash: &str) -> Result<()> {
+        let n = self.conn().execute("UPDATE users SET nt_hash = ?2 WHERE name = ?1", params![user, nt_hash])?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "user", name: user.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// The NT hash of a user's password; `None` for an unknown user or one without.
+    pub fn nt_hash(&self, user: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT nt_hash FROM users WHERE name = ?1", [user], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    pub fn set_target_domain(&self, target: &str, domain: Option<&str>) -> Result<()> {
+        let n = self.conn().execute("UPDATE targets SET domain = ?2 WHERE name = ?1", params![target, domain])?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "target", name: target.to_owned() });
+        }
+        Ok(())
+    }
+
+    pub fn target_domain(&self, target: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT domain FROM targets WHERE name = ?1", [target], |r| r.get::<_, Option<String>>(0))
+            .optional()?
+            .flatten())
+    }
+
+    /// Sets the RDP redirections of an existing grant.
+    pub fn set_rdp_redirection(&self, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE grants SET rdp_clipboard = ?3, rdp_drives = ?4
+             WHERE user_id = (SELECT id FROM users WHERE name = ?1)
+               AND target_id = (SELECT id FROM targets WHERE name = ?2)",
+            params![user, target, r.clipboard, r.drives],
+        )?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "grant", name: format!("{user} → {target}") });
+        }
+        Ok(())
+    }
+
+    /// The RDP redirections of a grant; `None` when there is no grant.
+    pub fn rdp_redirection(&self, user: &str, target: &str) -> Result<Option<RdpRedirection>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT g.rdp_clipboard, g.rdp_drives FROM grants g
+                 JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+                 WHERE u.name = ?1 AND t.name = ?2",
+                params![user, target],
+                |r| Ok(RdpRedirection { clipboard: r.get(0)?, drives: r.get(1)? }),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Secret, TargetRecord, UserRecord};
+    use witness_core::policy::GrantFacts;
+    use witness_core::{Protocol, Role};
+
+    #[test]
+    fn rdp_facts_round_trip() {
+        let dir = std::env::temp_dir().join(format!("witness-index-rdp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let index = Index::open(&dir.join("i.sqlite")).unwrap();
+        index
+            .add_user(&UserRecord { name: "alice".into(), role: Role::User, password_hash: None, ssh_keys: vec![] })
+            .unwrap();
+        assert_eq!(index.nt_hash("alice").unwrap(), None);
+        index.set_nt_hash("alice", "8846f7eaee8fb117ad06bdd830b7586c").unwrap();
+        assert_eq!(index.nt_hash("alice").unwrap().as_deref(), Some("8846f7eaee8fb117ad06bdd830b7586c"));
+        assert!(index.set_nt_hash("bob", "00").is_err());
+        index
+            .add_target(&TargetRecord {
+                name: "win01".into(),
+                protocol: Protocol::Rdp,
+                host: "127.0.0.1".into(),
+                port: 3389,
+                login: "Administrator".into(),
+                secret: Secret::Password("x".into()),
+                host_key: None,
+            })
+            .unwrap();
+        index.set_target_domain("win01", Some("CORP")).unwrap();
+        assert_eq!(index.target_domain("win01").unwrap().as_deref(), Some("CORP"));
+        assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), None);
+        index.grant("alice", "win01", GrantFacts { expires_at: None, allow_forwarding: false }).unwrap();
+        assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(RdpRedirection::default()));
+        let all = RdpRedirection { clipboard: false, drives: true };
+        index.set_rdp_redirection("alice", "win01", all).unwrap();
+        assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(all));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,422 @@
+//! What the relay changes in the PDUs it passes, without I/O: the server-selected protocol in the
+//! MCS Connect Initial (the two legs may have negotiated different protocols), the Client Info
+//! PDU (the target's credentials replace the box user's), virtual channels the grant does not
+//! allow, and everything that would take the session around the box (Server Redirection,
+//! multitransport/UDP).
+//!
+//! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path frames (the bulk
+//! of a session: screen updates and input) pass untouched without being decoded.
+
+use ironrdp_core::{decode, encode_vec};
+use ironrdp_pdu::gcc::{ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
+use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
+use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
+use ironrdp_pdu::rdp::{ClientInfoPdu, server_redirection};
+use ironrdp_pdu::x224::{X224, X224Data};
+use std::borrow::Cow;
+
+/// Which redirections a grant allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Redirection {
+    /// `cliprdr`: clipboard both ways.
+    pub clipboard: bool,
+    /// `rdpdr`: drives, and with them printers, ports and smart cards (one channel carries all).
+    pub drives: bool,
+}
+
+impl Default for Redirection {
+    fn default() -> Self {
+        Self { clipboard: true, drives: false }
+    }
+}
+
+/// The credential written into the Client Info PDU the target receives.
+#[derive(Clone)]
+pub struct Injection {
+    pub username: String,
+    pub domain: Option<String>,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Injection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Injection")
+            .field("username", &self.username)
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What to do with one PDU.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Forward,
+    Replace(Vec<u8>),
+    Drop,
+    /// End the session: the PDU would take it around the box.
+    Refuse(&'static str),
+}
+
+/// A virtual channel and whether the grant lets it through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelDecision {
+    pub name: String,
+    pub id: u16,
+    pub allowed: bool,
+}
+
+/// A PDU the filter must understand but could not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct FilterError {
+    what: &'static str,
+    #[source]
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn err(what: &'static str) -> impl FnOnce(ironrdp_core::DecodeError) -> FilterError {
+    move |e| FilterError { what, source: Box::new(e) }
+}
+
+fn enc_err(what: &'static str) -> impl FnOnce(ironrdp_core::EncodeError) -> FilterError {
+    move |e| FilterError { what, source: Box::new(e) }
+}
+
+/// Per-session filter state; one instance sees both directions.
+#[derive(Debug)]
+pub struct Filter {
+    target_protocol: SecurityProtocol,
+    redirection: Redirection,
+    injection: Injection,
+    client_channels: Vec<String>,
+    io_channel: Option<u16>,
+    decisions: Vec<ChannelDecision>,
+    connect_initial_seen: bool,
+    client_info_seen: bool,
+}
+
+/// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
+fn is_x224(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x03 == 0x03)
+}
+
+impl Filter {
+    /// `target_protocol` is what the target selected in its Connection Confirm.
+    pub fn new(target_protocol: SecurityProtocol, redirection: Redirection, injection: Injection) -> Self {
+        Self {
+            target_protocol,
+            redirection,
+            injection,
+            client_channels: Vec::new(),
+            io_channel: None,
+            decisions: Vec::new(),
+            connect_initial_seen: false,
+            client_info_seen: false,
+        }
+    }
+
+    /// The channel decisions, known once the target's Connect Response has passed.
+    pub fn decisions(&self) -> &[ChannelDecision] {
+        &self.decisions
+    }
+
+    /// Whether the target's Connect Response has passed (and with it the channel decisions).
+    pub fn channels_known(&self) -> bool {
+        self.io_channel.is_some()
+    }
+
+    fn blocked(&self, channel_id: u16) -> bool {
+        self.decisions.iter().any(|d| d.id == channel_id && !d.allowed)
+    }
+
+    fn allowed_name(&self, name: &str) -> bool {
+        match name {
+            "cliprdr" => self.redirection.clipboard,
+            "rdpdr" => self.redirection.drives,
+            _ => true,
+        }
+    }
+
+    /// A PDU from the client on its way to the target.
+    pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        if !is_x224(frame) {
+            return Ok(Verdict::Forward);
+        }
+        if !self.connect_initial_seen {
+            self.connect_initial_seen = true;
+            return self.connect_initial(frame).map(Verdict::Replace);
+        }
+        let Ok(X224(McsMessage::SendDataRequest(req))) = decode::<X224<McsMessage<'_>>>(frame) else {
+            return Ok(Verdict::Forward);
+        };
+        if self.blocked(req.channel_id) {
+            return Ok(Verdict::Drop);
+        }
+        if !self.client_info_seen && Some(req.channel_id) == self.io_channel && is_info_packet(&req.user_data) {
+            self.client_info_seen = true;
+            let mut pdu = decode::<ClientInfoPdu>(&req.user_data).map_err(err("client info pdu"))?;
+            self.inject(&mut pdu);
+            let user_data = encode_vec(&pdu).map_err(enc_err("client info pdu"))?;
+            let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
+            return encode_vec(&X224(out)).map(Verdict::Replace).map_err(enc_err("send data request"));
+        }
+        Ok(Verdict::Forward)
+    }
+
+    /// A PDU from the target on its way to the client.
+    pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        if !is_x224(frame) {
+            return Ok(Verdict::Forward);
+        }
+        if self.io_channel.is_none() {
+            self.connect_response(frame)?;
+            return Ok(Verdict::Forward);
+        }
+        let Ok(X224(McsMessage::SendDataIndication(ind))) = decode::<X224<McsMessage<'_>>>(frame) else {
+            return Ok(Verdict::Forward);
+        };
+        if self.blocked(ind.channel_id) {
+            return Ok(Verdict::Drop);
+        }
+        if Some(ind.channel_id) == self.io_channel {
+            return Ok(io_channel_verdict(&ind));
+        }
+        Ok(Verdict::Forward)
+    }
+
+    fn connect_initial(&mut self, frame: &[u8]) -> Result<Vec<u8>, FilterError> {
+        let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect initial"))?;
+        let mut initial = decode::<ConnectInitial>(&x224.0.data).map_err(err("mcs connect initial"))?;
+        let mut blocks: ClientGccBlocks = initial.conference_create_request.into_gcc_blocks();
+        // The client was told the protocol the box chose on its leg; the target must read its own.
+        blocks.core.optional_data.server_selected_protocol = Some(self.target_protocol);
+        // No redirection to another server and no UDP side transport: both would bypass the box.
+        if let Some(cluster) = blocks.cluster.as_mut() {
+            cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
+        }
+        blocks.multi_transport_channel = None;
+        self.client_channels = blocks
+            .network
+            .as_ref()
+            .map(|n| n.channels.iter().map(|c| c.name.as_str().unwrap_or("").to_owned()).collect())
+            .unwrap_or_default();
+        initial.conference_create_request = ConferenceCreateRequest::new(blocks).map_err(err("gcc blocks"))?;
+        let data = encode_vec(&initial).map_err(enc_err("mcs connect initial"))?;
+        encode_vec(&X224(X224Data { data: Cow::Owned(data) })).map_err(enc_err("mcs connect initial"))
+    }
+
+    /// Learns the channel ids. The response passes unchanged: without the client's multitransport
+    /// block (removed from the Connect Initial) the target offers no side transport.
+    fn connect_response(&mut self, frame: &[u8]) -> Result<(), FilterError> {
+        let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect response"))?;
+        let response = decode::<ConnectResponse>(&x224.0.data).map_err(err("mcs connect response"))?;
+        let blocks = response.conference_create_response.gcc_blocks();
+        self.io_channel = Some(blocks.network.io_channel);
+        self.decisions = self
+            .client_channels
+            .iter()
+            .zip(&blocks.network.channel_ids)
+            .map(|(name, &id)| ChannelDecision { name: name.clone(), id, allowed: self.allowed_name(name) })
+            .collect();
+        Ok(())
+    }
+
+    fn inject(&self, pdu: &mut ClientInfoPdu) {
+        let info = &mut pdu.client_info;
+        info.credentials = Credentials {
+            username: self.injection.username.clone(),
+            password: self.injection.password.clone(),
+            domain: self.injection.domain.clone(),
+        };
+        info.password_cookie = None;
+        // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
+        // showing their own login screen; NLA targets already know the user from CredSSP.
+        info.flags.insert(ClientInfoFlags::AUTOLOGON);
+    }
+}
+
+fn is_info_packet(user_data: &[u8]) -> bool {
+    user_data.len() >= 4
+        && BasicSecurityHeaderFlags::from_bits_truncate(u16::from_le_bytes([user_data[0], user_data[1]]))
+            .contains(BasicSecurityHeaderFlags::INFO_PKT)
+}
+
+/// Server Redirection (standard or enhanced security) and multitransport requests on the I/O
+/// channel; everything else there passes.
+fn io_channel_verdict(ind: &SendDataIndication<'_>) -> Verdict {
+    let data = &ind.user_data;
+    if data.len() >= 4 {
+        let flags = u16::from_le_bytes([data[0], data[1]]);
+        let flags_hi = u16::from_le_bytes([data[2], data[3]]);
+        // A basic security header has flagsHi 0; a share control header has a PDU type there.
+        if flags_hi == 0 && flags & BasicSecurityHeaderFlags::TRANSPORT_REQ.bits() != 0 {
+            return Verdict::Drop;
+        }
+    }
+    if matches!(server_redirection::decode_server_redirection(data), Ok(Some(_))) {
+        return Verdict::Refuse("the target tried to redirect the client to another server");
+    }
+    // Enhanced security redirection: a share control header of type ServerRedirect (0xA).
+    if data.len() >= 4 && u16::from_le_bytes([data[2], data[3]]) & 0x0F == 0x0A {
+        return Verdict::Refuse("the target tried to redirect the client to another server");
+    }
+    Verdict::Forward
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ironrdp_pdu::gcc::{ChannelDef, ChannelName, ChannelOptions, ClientNetworkData};
+
+    fn injection() -> Injection {
+        Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
+    }
+
+    #[test]
+    fn fast_path_passes_without_decoding() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        // Fast-path output header (action 0) with a garbage body.
+        assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&[0x04, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
+    }
+
+    #[test]
+    fn channel_names_decide() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        assert!(f.allowed_name("cliprdr"));
+        assert!(!f.allowed_name("rdpdr"));
+        assert!(f.allowed_name("rdpsnd"));
+        f.redirection = Redirection { clipboard: false, drives: true };
+        assert!(!f.allowed_name("cliprdr"));
+        assert!(f.allowed_name("rdpdr"));
+    }
+
+    #[test]
+    fn blocked_channel_data_is_dropped_both_ways() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        f.decisions = vec![
+            ChannelDecision { name: "cliprdr".into(), id: 1004, allowed: true },
+            ChannelDecision { name: "rdpdr".into(), id: 1005, allowed: false },
+        ];
+        let req = |ch| {
+            encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: ch, user_data: Cow::Owned(vec![1; 8]) }))
+                .unwrap()
+        };
+        let ind = |ch| {
+            encode_vec(&X224(SendDataIndication {
+                initiator_id: 1002,
+                channel_id: ch,
+                user_data: Cow::Owned(vec![1; 8]),
+            }))
+            .unwrap()
+        };
+        assert_eq!(f.from_client(&req(1005)).unwrap(), Verdict::Drop);
+        assert_eq!(f.from_client(&req(1004)).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&ind(1005)).unwrap(), Verdict::Drop);
+        assert_eq!(f.from_target(&ind(1004)).unwrap(), Verdict::Forward);
+    }
+
+    #[test]
+    fn multitransport_request_is_dropped() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        // Basic security header: flags TRANSPORT_REQ, flagsHi 0, then a request body.
+        let mut body = vec![0x02, 0x00, 0x00, 0x00];
+        body.extend_from_slice(&[0u8; 24]);
+        let frame =
+            encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1003, user_data: Cow::Owned(body) }))
+                .unwrap();
+        assert_eq!(f.from_target(&frame).unwrap(), Verdict::Drop);
+    }
+
+    #[test]
+    fn enhanced_redirection_is_refused() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        // Share control header: totalLength, pduType 0x000A | version, then a redirection body.
+        let body = vec![0x20, 0x00, 0x0A, 0x00, 0, 0, 0, 0];
+        let frame =
+            encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1003, user_data: Cow::Owned(body) }))
+                .unwrap();
+        assert!(matches!(f.from_target(&frame).unwrap(), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn client_info_gets_the_target_credential_and_autologon() {
+        use ironrdp_pdu::rdp::client_info::{
+            AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
+        };
+        use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        let pdu = ClientInfoPdu {
+            security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+            client_info: ClientInfo {
+                credentials: Credentials {
+                    username: "alice@web01".into(),
+                    password: "box-password".into(),
+                    domain: None,
+                },
+                password_cookie: None,
+                code_page: 0,
+                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+                compression_type: CompressionType::K8,
+                alternate_shell: String::new(),
+                work_dir: String::new(),
+                extra_info: ExtendedClientInfo {
+                    address_family: AddressFamily::INET,
+                    address: "127.0.0.1".into(),
+                    dir: "C:\\".into(),
+                    optional_data: ExtendedClientOptionalInfo::default(),
+                },
+            },
+        };
+        let frame = encode_vec(&X224(SendDataRequest {
+            initiator_id: 1007,
+            channel_id: 1003,
+            user_data: Cow::Owned(encode_vec(&pdu).unwrap()),
+        }))
+        .unwrap();
+        let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("client info not rewritten") };
+        let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else {
+            panic!("not a send data request")
+        };
+        let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
+        assert_eq!(info.credentials.username, "root");
+        assert_eq!(info.credentials.password, "target-secret");
+        assert_eq!(info.credentials.domain.as_deref(), Some("TGT"));
+        assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::MOUSE));
+        // The box user's password never reaches the target.
+        assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+        // Only the first Client Info is rewritten; later I/O traffic passes.
+        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward);
+    }
+
+    #[test]
+    fn channel_decisions_follow_the_client_order() {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        let channels = ["rdpdr", "cliprdr", "rdpsnd"]
+            .iter()
+            .map(|n| ChannelDef { name: ChannelName::from_utf8(n).unwrap(), options: ChannelOptions::INITIALIZED })
+            .collect::<Vec<_>>();
+        let net = ClientNetworkData { channels };
+        f.client_channels = net.channels.iter().map(|c| c.name.as_str().unwrap().to_owned()).collect();
+        f.decisions = f
+            .client_channels
+            .iter()
+            .zip(&[1004u16, 1005, 1006])
+            .map(|(n, &id)| ChannelDecision { name: n.clone(), id, allowed: f.allowed_name(n) })
+            .collect();
+        assert_eq!(
+            f.decisions().iter().map(|d| (d.id, d.allowed)).collect::<Vec<_>>(),
+            [(1004, false), (1005, true), (1006, true)]
+        );
+    }
+}

@@ -1,0 +1,623 @@
+//! The connection sequence on both legs and the relay. Per client: X.224 negotiation (NLA
+//! required), TLS with the box's certificate, CredSSP as the server — the NTLM exchange proves the
+//! box user's password, and before the box answers it the grant is checked and the target leg is
+//! opened (X.224 with the client's requested protocols, TLS with a pinned certificate, CredSSP as
+//! the client for NLA targets) — then the PDU relay through [`Filter`] until either side ends.
+//! Every refusal reaches the client as an RDP failure (a negotiation failure code, a CredSSP
+//! error code, or an Early User Authorization denial), never as a silent hang.
+
+use crate::filter::{Filter, Injection, Verdict};
+use crate::login::parse_rdp_login;
+use crate::tls::{TlsIdentity, fingerprint, public_key_of, target_connector};
+use crate::{AuditEvent, Broker, RdpError, RdpPlan};
+use bytes::BytesMut;
+use ironrdp_async::{FramedWrite, NetworkClient};
+use ironrdp_connector::sspi::credssp::{
+    CredSspServer, CredentialsProxy, EarlyUserAuthResult, NStatusCode, ServerError, ServerMode, ServerState, TsRequest,
+};
+use ironrdp_connector::sspi::generator::GeneratorState;
+use ironrdp_connector::sspi::{self, AuthIdentity, NTLM_HASH_PREFIX, NetworkRequest, Username, UsernameParts};
+use ironrdp_connector::{ConnectorResult, Credentials, ServerName, credssp::CredsspSequence};
+use ironrdp_core::{decode, encode_vec};
+use ironrdp_pdu::PduHint;
+use ironrdp_pdu::nego::{
+    ConnectionConfirm, ConnectionRequest, FailureCode, NegoRequestData, ResponseFlags, SecurityProtocol,
+};
+use ironrdp_pdu::x224::X224;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+use witness_core::policy::Denial;
+
+type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+type TargetTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// How the RDP listener runs.
+#[derive(Debug, Clone)]
+pub struct RdpSettings {
+    pub identity: TlsIdentity,
+    /// How long shutdown waits for sessions to end.
+    pub shutdown_grace: Duration,
+    /// The time a target gets to answer each connection step.
+    pub connect_timeout: Duration,
+}
+
+/// Serves RDP clients on `listener` until `cancel`; then ends every session and waits for them
+/// (up to the grace time).
+pub async fn serve<B: Broker>(
+    listener: TcpListener,
+    settings: RdpSettings,
+    broker: Arc<B>,
+    cancel: CancellationToken,
+) -> Result<(), RdpError> {
+    let settings = Arc::new(settings);
+    let tracker = TaskTracker::new();
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let (settings, broker, cancel) = (settings.clone(), broker.clone(), cancel.child_token());
+                    tracker.spawn(async move { connection(stream, peer, settings, broker, cancel).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving, but do not spin.
+                    warn!(error = %e, "rdp accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await.is_err() {
+        warn!("rdp sessions did not end within the shutdown grace time");
+    }
+    Ok(())
+}
+
+/// Why a connection did not become a session; shown in logs and audit events, never a secret.
+#[derive(Debug)]
+struct Refusal {
+    /// Audit kind.
+    kind: &'static str,
+    /// What the admin reads.
+    message: String,
+    user: Option<String>,
+    target: Option<String>,
+}
+
+impl Refusal {
+    fn new(kind: &'static str, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), user: None, target: None }
+    }
+}
+
+async fn connection<B: Broker>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: Arc<RdpSettings>,
+    broker: Arc<B>,
+    cancel: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let handshake = tokio::time::timeout(Duration::from_secs(60), handshake(stream, peer, &settings, &*broker));
+    let ready = tokio::select! {
+        _ = cancel.cancelled() => return,
+        r = handshake => r.unwrap_or_else(|_| Err(Refusal::new("rdp_handshake_failed", "the client did not finish the connection sequence in time"))),
+    };
+    let session = match ready {
+        Ok(s) => s,
+        Err(r) => {
+            warn!(%peer, kind = r.kind, user = r.user.as_deref(), target = r.target.as_deref(), reason = %r.message, "rdp connection refused");
+            broker.audit(AuditEvent {
+                kind: r.kind,
+                user: r.user,
+                target: r.target,
+                session_id: None,
+                detail: serde_json::json!({ "protocol": "rdp", "client": peer.to_string(), "reason": r.message }),
+            });
+            return;
+        }
+    };
+    run_session(session, peer, &*broker, cancel).await;
+}
+
+/// A client and a target, both authenticated, ready for the relay.
+struct Ready {
+    user: String,
+    plan: RdpPlan,
+    client: ClientTls,
+    client_leftover: BytesMut,
+    target: TargetTls,
+    target_leftover: BytesMut,
+    target_protocol: SecurityProtocol,
+}
+
+async fn handshake<B: Broker>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    settings: &RdpSettings,
+    broker: &B,
+) -> Result<Ready, Refusal> {
+    let io = |what: &'static str| move |e: std::io::Error| Refusal::new("rdp_handshake_failed", format!("{what}: {e}"));
+    let mut framed = ironrdp_tokio::TokioFramed::new(stream);
+    let (_, frame) = framed.read_pdu().await.map_err(io("reading the connection request"))?;
+    let request = decode::<X224<ConnectionRequest>>(&frame)
+        .map_err(|e| Refusal::new("rdp_handshake_failed", format!("not an rdp connection request: {e}")))?
+        .0;
+    debug!(%peer, protocols = ?request.protocol, "rdp connection request");
+    if !request.protocol.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX) {
+        // The box must learn and check the user before it picks a target: that takes NLA.
+        let failure = X224(ConnectionConfirm::Failure { code: FailureCode::HYBRID_REQUIRED_BY_SERVER });
+        let _ = write_pdu(&mut framed, &failure).await;
+        return Err(Refusal::new(
+            "rdp_nla_required",
+            "the client does not offer network level authentication (NLA), which the box requires",
+        ));
+    }
+    let client_protocol = if request.protocol.contains(SecurityProtocol::HYBRID_EX) {
+        SecurityProtocol::HYBRID_EX
+    } else {
+        SecurityProtocol::HYBRID
+    };
+    let confirm = X224(ConnectionConfirm::Response {
+        flags: ResponseFlags::EXTENDED_CLIENT_DATA_SUPPORTED,
+        protocol: client_protocol,
+    });
+    write_pdu(&mut framed, &confirm).await.map_err(io("answering the connection request"))?;
+    let stream = framed.into_inner_no_leftover();
+    let tls = settings.identity.acceptor.accept(stream).await.map_err(io("tls with the client"))?;
+
+    // CredSSP as the server. The NTLM lookup tells who is logging in.
+    let login = Arc::new(Mutex::new(None::<(String, String)>));
+    let lookup = Lookup { broker, login: login.clone() };
+    let mut server = CredSspServer::new(
+        settings.identity.public_key.clone(),
+        lookup,
+        ServerMode::Ntlm(sspi::ntlm::NtlmConfig::new("witness".to_owned())),
+    )
+    .map_err(|e| Refusal::new("rdp_handshake_failed", format!("credssp: {e}")))?;
+    let mut framed = ironrdp_tokio::TokioFramed::new(tls);
+    let mut opened: Option<(RdpPlan, TargetLeg)> = None;
+    loop {
+        let pdu = framed.read_by_hint(&TS_REQUEST_HINT).await.map_err(io("reading credssp from the client"))?;
+        let ts_request = TsRequest::from_buffer(&pdu)
+            .map_err(|e| Refusal::new("rdp_handshake_failed", format!("credssp from the client: {e}")))?;
+        let result = run_server_generator(&mut server, ts_request);
+        let who = login.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match result {
+            Ok(ServerState::ReplyNeeded(reply)) => {
+                if reply.pub_key_auth.is_some() && opened.is_none() {
+                    // NTLM has checked the password; only now may the box look at targets.
+                    let (user, target) = who
+                        .clone()
+                        .ok_or_else(|| Refusal::new("rdp_handshake_failed", "credssp finished without a user"))?;
+                    match open(broker, &user, &target, settings, &request).await {
+                        Ok(o) => opened = Some(o),
+                        Err((code, mut refusal)) => {
+                            let denial = TsRequest { error_code: Some(code), ..TsRequest::default() };
+                            let _ = write_ts_request(&mut framed, &denial).await;
+                            refusal.user = Some(user);
+                            refusal.target = Some(target);
+                            return Err(refusal);
+                        }
+                    }
+                }
+                write_ts_request(&mut framed, &reply).await.map_err(io("writing credssp to the client"))?;
+            }
+            Ok(ServerState::Finished(_)) => break,
+            Err(ServerError { ts_request, error }) => {
+                if let Some(mut reply) = ts_request.map(|b| *b) {
+                    if error.error_type == sspi::ErrorKind::LogonDenied {
+                        reply.error_code = Some(NStatusCode::LOGON_FAILURE);
+                    }
+                    let _ = write_ts_request(&mut framed, &reply).await;
+                }
+                let mut refusal = Refusal::new("login_failed", "wrong user name or password");
+                if error.error_type != sspi::ErrorKind::LogonDenied {
+                    refusal.message = format!("credssp failed: {error}");
+                }
+                refusal.user = who.as_ref().map(|(u, _)| u.clone());
+                refusal.target = who.map(|(_, t)| t);
+                return Err(refusal);
+            }
+        }
+    }
+    let (plan, target) =
+        opened.ok_or_else(|| Refusal::new("rdp_handshake_failed", "credssp ended before authentication"))?;
+    let user = login.lock().unwrap_or_else(|p| p.into_inner()).clone().map(|(u, _)| u).unwrap_or_default();
+    if client_protocol == SecurityProtocol::HYBRID_EX {
+        let mut buf = vec![0; 4];
+        EarlyUserAuthResult::Success.to_buffer(&mut buf[..]).map_err(io("encoding the authorization result"))?;
+        framed.write_all(&buf).await.map_err(io("writing the authorization result"))?;
+    }
+    let (client, client_leftover) = framed.into_inner();
+    Ok(Ready {
+        user,
+        plan,
+        client,
+        client_leftover,
+        target: target.stream,
+        target_leftover: target.leftover,
+        target_protocol: target.protocol,
+    })
+}
+
+/// Drives one step of the CredSSP server. NTLM needs no network, so a suspended generator (a
+/// Kerberos request) is an error.
+fn run_server_generator<C: CredentialsProxy<AuthenticationData = AuthIdentity> + Send>(
+    server: &mut CredSspServer<C>,
+    request: TsRequest,
+) -> Result<ServerState, ServerError> {
+    let mut generator = server.process(request);
+    match generator.start() {
+        GeneratorState::Completed(r) => r,
+        GeneratorState::Suspended(_) => Err(ServerError {
+            ts_request: None,
+            error: sspi::Error::new(sspi::ErrorKind::UnsupportedFunction, "kerberos is not supported"),
+        }),
+    }
+}
+
+/// The CredSSP server's user lookup: the NT hash of the box user named in the NTLM message.
+struct Lookup<'a, B: Broker> {
+    broker: &'a B,
+    login: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl<B: Broker> std::fmt::Debug for Lookup<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Lookup")
+    }
+}
+
+impl<B: Broker> CredentialsProxy for Lookup<'_, B> {
+    type AuthenticationData = AuthIdentity;
+
+    fn auth_data_by_user(&mut self, username: &Username) -> std::io::Result<AuthIdentity> {
+        let spec = match username.parts() {
+            UsernameParts::UserPrincipalName(upn) => parse_rdp_login(upn.upn(), None),
+            UsernameParts::DownLevelLogonName(dl) => parse_rdp_login(dl.account_name(), dl.netbios_domain()),
+        };
+        let hash = self.broker.nt_hash(&spec.user);
+        let target = spec.target.clone().unwrap_or_default();
+        *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some((spec.user.clone(), target));
+        // An unknown user fails exactly like a wrong password: a random hash that never matches.
+        let hash = hash.unwrap_or_else(|| "0".repeat(32));
+        Ok(AuthIdentity { username: username.clone(), password: format!("{NTLM_HASH_PREFIX}{hash}").into() })
+    }
+
+    fn auth_data(&mut self) -> std::io::Result<Vec<AuthIdentity>> {
+        Ok(Vec::new())
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct TsRequestHint;
+
+const TS_REQUEST_HINT: TsRequestHint = TsRequestHint;
+
+impl PduHint for TsRequestHint {
+    fn find_size(&self, bytes: &[u8]) -> ironrdp_core::DecodeResult<Option<(bool, usize)>> {
+        match TsRequest::read_length(bytes) {
+            Ok(length) => Ok(Some((true, length))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(ironrdp_core::other_err!("TsRequestHint", source: e)),
+        }
+    }
+}
+
+async fn write_ts_request<S: AsyncRead + AsyncWrite + Unpin + Send + Sync>(
+    framed: &mut ironrdp_tokio::TokioFramed<S>,
+    request: &TsRequest,
+) -> std::io::Result<()> {
+    let len = usize::from(request.buffer_len().map_err(std::io::Error::other)?);
+    let mut buf = Vec::with_capacity(len);
+    request.encode_ts_request(&mut buf)?;
+    framed.write_all(&buf).await
+}
+
+async fn write_pdu<S, T>(framed: &mut ironrdp_tokio::TokioFramed<S>, pdu: &T) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + Sync,
+    T: ironrdp_core::Encode,
+{
+    let buf = encode_vec(pdu).map_err(std::io::Error::other)?;
+    framed.write_all(&buf).await
+}
+
+/// NTSTATUS codes the client reads in CredSSP's errorCode (FreeRDP and mstsc name them).
+const STATUS_ACCESS_DENIED: NStatusCode = NStatusCode(0xc000_0022);
+
+/// The target leg after TLS (and CredSSP for NLA targets).
+struct TargetLeg {
+    stream: TargetTls,
+    leftover: BytesMut,
+    protocol: SecurityProtocol,
+}
+
+/// Checks policy, then opens the target leg. `Err` carries the status code the client reads.
+async fn open<B: Broker>(
+    broker: &B,
+    user: &str,
+    target: &str,
+    settings: &RdpSettings,
+    client_request: &ConnectionRequest,
+) -> Result<(RdpPlan, TargetLeg), (NStatusCode, Refusal)> {
+    let denied = |kind, message: String| (STATUS_ACCESS_DENIED, Refusal::new(kind, message));
+    if target.is_empty() {
+        return Err(denied("access_denied", format!("no target named; log in as {user}@TARGET (or TARGET\\{user})")));
+    }
+    let plan = broker.plan(user, target).map_err(|d: Denial| denied("access_denied", d.to_string()))?;
+    broker.admit().map_err(|m| denied("session_refused", m))?;
+    let leg = connect_target(broker, &plan, settings, client_request).await?;
+    Ok((plan, leg))
+}
+
+async fn connect_target<B: Broker>(
+    broker: &B,
+    plan: &RdpPlan,
+    settings: &RdpSettings,
+    client_request: &ConnectionRequest,
+) -> Result<TargetLeg, (NStatusCode, Refusal)> {
+    let addr = format!("{}:{}", plan.host, plan.port);
+    let name = &plan.name;
+    let limit = settings.connect_timeout;
+    let unreachable = |why: String| {
+        (
+            NStatusCode::NO_LOGON_SERVERS,
+            Refusal::new("target_unreachable", format!("target {name} ({addr}) is unreachable: {why}")),
+        )
+    };
+    let timed = |_| unreachable("timed out".into());
+    let tcp = tokio::time::timeout(limit, TcpStream::connect(&addr))
+        .await
+        .map_err(timed)?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let _ = tcp.set_nodelay(true);
+    let mut framed = ironrdp_tokio::TokioFramed::new(tcp);
+    // The client's requested protocols go to the target unchanged: strict clients check that the
+    // target saw what they sent (mstsc fails with 0x609 otherwise).
+    let request = ConnectionRequest {
+        nego_data: Some(NegoRequestData::cookie(plan.login.clone())),
+        flags: client_request.flags,
+        protocol: client_request.protocol,
+        correlation_info: None,
+    };
+    write_pdu(&mut framed, &X224(request)).await.map_err(|e| unreachable(e.to_string()))?;
+    let (_, frame) =
+        tokio::time::timeout(limit, framed.read_pdu()).await.map_err(timed)?.map_err(|e| unreachable(e.to_string()))?;
+    let confirm = decode::<X224<ConnectionConfirm>>(&frame).map_err(|e| unreachable(format!("not rdp: {e}")))?.0;
+    let protocol = match confirm {
+        ConnectionConfirm::Response { protocol, .. } => protocol,
+        ConnectionConfirm::Failure { code } => {
+            return Err(unreachable(format!("it refused the negotiation ({code:?})")));
+        }
+    };
+    if !protocol.intersects(SecurityProtocol::SSL | SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX) {
+        return Err(unreachable(format!("it selected {protocol:?}; the box speaks only TLS and NLA")));
+    }
+    let tcp = framed.into_inner_no_leftover();
+    let server_name = tokio_rustls::rustls::pki_types::ServerName::try_from(plan.host.clone())
+        .map_err(|e| unreachable(format!("bad host name: {e}")))?;
+    let connector = target_connector().map_err(|e| unreachable(e.to_string()))?;
+    let tls = tokio::time::timeout(limit, connector.connect(server_name, tcp))
+        .await
+        .map_err(timed)?
+        .map_err(|e| unreachable(format!("tls: {e}")))?;
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .ok_or_else(|| unreachable("it showed no certificate".into()))?;
+    check_pin(broker, plan, &fingerprint(&cert))?;
+    if !protocol.intersects(SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX) {
+        // TLS only (xrdp): the credential goes into the Client Info PDU during the relay.
+        return Ok(TargetLeg { stream: tls, leftover: BytesMut::new(), protocol });
+    }
+    let refused = |why: String| {
+        (
+            STATUS_ACCESS_DENIED,
+            Refusal::new("target_login_failed", format!("target {name} ({addr}) refused the box's credential: {why}")),
+        )
+    };
+    let public_key = public_key_of(&cert).map_err(refused)?;
+    let (sequence, first) = CredsspSequence::init(
+        Credentials::UsernamePassword { username: plan.login.clone(), password: plan.password.clone() },
+        plan.domain.as_deref(),
+        protocol,
+        ServerName::new(plan.host.clone()),
+        public_key,
+        None,
+    )
+    .map_err(|e| refused(e.to_string()))?;
+    let mut framed = ironrdp_tokio::TokioFramed::new(tls);
+    let mut buf = ironrdp_core::WriteBuf::new();
+    tokio::time::timeout(limit, ironrdp_async::perform_credssp(&mut framed, &mut NoNetwork, &mut buf, sequence, first))
+        .await
+        .map_err(timed)?
+        .map_err(|e| refused(e.to_string()))?;
+    let (stream, leftover) = framed.into_inner();
+    Ok(TargetLeg { stream, leftover, protocol })
+}
+
+/// Compares the target's certificate with the pinned one, pinning it on first use.
+fn check_pin<B: Broker>(broker: &B, plan: &RdpPlan, offered: &str) -> Result<(), (NStatusCode, Refusal)> {
+    let changed = |pinned: &str| {
+        (
+            STATUS_ACCESS_DENIED,
+            Refusal::new(
+                "certificate_changed",
+                format!(
+                    "certificate of target {} ({}:{}) has changed (pinned {pinned}, offered {offered}); refusing to connect, an admin must re-pin it",
+                    plan.name, plan.host, plan.port
+                ),
+            ),
+        )
+    };
+    match &plan.certificate {
+        Some(pinned) if pinned == offered => Ok(()),
+        Some(pinned) => Err(changed(pinned)),
+        None => match broker.pin_certificate(&plan.name, offered) {
+            Ok(true) => {
+                info!(target = %plan.name, fingerprint = offered, "pinned the target's rdp certificate on first use");
+                broker.audit(AuditEvent {
+                    kind: "certificate_pinned",
+                    user: None,
+                    target: Some(plan.name.clone()),
+                    session_id: None,
+                    detail: serde_json::json!({ "protocol": "rdp", "fingerprint": offered }),
+                });
+                Ok(())
+            }
+            Ok(false) => Err(changed("by a concurrent connection")),
+            Err(e) => Err((NStatusCode::NO_LOGON_SERVERS, Refusal::new("certificate_pin_failed", e))),
+        },
+    }
+}
+
+/// NTLM towards targets needs no network; Kerberos (which would) is not offered.
+struct NoNetwork;
+
+impl NetworkClient for NoNetwork {
+    async fn send(&mut self, _request: &NetworkRequest) -> ConnectorResult<Vec<u8>> {
+        Err(ironrdp_connector::general_err!("the box does not reach a kdc"))
+    }
+}
+
+/// How one direction of the relay ended.
+enum End {
+    Closed,
+    Refused(&'static str),
+}
+
+async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, cancel: CancellationToken) {
+    let Ready { user, plan, client, client_leftover, target, target_leftover, target_protocol } = ready;
+    let session_id = match broker.session_started(&user, &plan.name, Some(peer)) {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(%peer, user, target = %plan.name, error = %e, "rdp session could not start");
+            return;
+        }
+    };
+    info!(session_id, user, target = %plan.name, ?target_protocol, "rdp session started");
+    let audit = |kind, detail| {
+        broker.audit(AuditEvent {
+            kind,
+            user: Some(user.clone()),
+            target: Some(plan.name.clone()),
+            session_id: Some(session_id.clone()),
+            detail,
+        })
+    };
+    audit(
+        "rdp_session_started",
+        serde_json::json!({ "client": peer.to_string(), "target_protocol": format!("{target_protocol:?}") }),
+    );
+    let filter = Mutex::new(Filter::new(
+        target_protocol,
+        plan.redirection,
+        Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
+    ));
+    let (client_r, client_w) = tokio::io::split(client);
+    let (target_r, target_w) = tokio::io::split(target);
+    let announce = |decisions: &[crate::filter::ChannelDecision]| {
+        let allowed: Vec<_> = decisions.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect();
+        let blocked: Vec<_> = decisions.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect();
+        info!(session_id, ?allowed, ?blocked, "rdp virtual channels");
+        audit("rdp_channels", serde_json::json!({ "allowed": allowed, "blocked": blocked }));
+    };
+    let from_client = pump(client_r, target_w, client_leftover, true, &filter, &announce);
+    let from_target = pump(target_r, client_w, target_leftover, false, &filter, &announce);
+    let recheck = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            if let Err(d) = broker.recheck(&user, &plan.name) {
+                return d;
+            }
+        }
+    };
+    let reason = tokio::select! {
+        r = from_client => match r {
+            Ok(End::Closed) => "client disconnected".to_owned(),
+            Ok(End::Refused(why)) => why.to_owned(),
+            Err(e) => format!("client connection failed: {e}"),
+        },
+        r = from_target => match r {
+            Ok(End::Closed) => "target disconnected".to_owned(),
+            Ok(End::Refused(why)) => {
+                audit("rdp_redirection_refused", serde_json::json!({ "reason": why }));
+                why.to_owned()
+            }
+            Err(e) => format!("connection to target {} was lost: {e}", plan.name),
+        },
+        d = recheck => {
+            let reason = format!("{d}; session ended");
+            audit("session_terminated", serde_json::json!({ "protocol": "rdp", "reason": reason }));
+            reason
+        }
+        _ = cancel.cancelled() => "the box is shutting down".to_owned(),
+    };
+    info!(session_id, user, target = %plan.name, reason, "rdp session ended");
+    broker.session_ended(&session_id, &reason);
+}
+
+/// Moves whole PDUs from `r` to `w` through the filter until `r` ends.
+async fn pump<R, W>(
+    mut r: R,
+    mut w: W,
+    mut buf: BytesMut,
+    from_client: bool,
+    filter: &Mutex<Filter>,
+    announce: &(dyn Fn(&[crate::filter::ChannelDecision]) + Sync),
+) -> Result<End, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut announced = from_client;
+    loop {
+        let mut wrote = false;
+        loop {
+            let info = match ironrdp_pdu::find_size(&buf) {
+                Ok(Some(info)) if buf.len() >= info.length => info,
+                Ok(_) => break,
+                Err(e) => return Err(format!("malformed pdu: {e}")),
+            };
+            let frame = buf.split_to(info.length);
+            let verdict = {
+                let mut f = filter.lock().unwrap_or_else(|p| p.into_inner());
+                let v = if from_client { f.from_client(&frame) } else { f.from_target(&frame) };
+                if !announced && f.channels_known() {
+                    announced = true;
+                    announce(f.decisions());
+                }
+                v.map_err(|e| e.to_string())?
+            };
+            match verdict {
+                Verdict::Forward => w.write_all(&frame).await.map_err(|e| e.to_string())?,
+                Verdict::Replace(v) => w.write_all(&v).await.map_err(|e| e.to_string())?,
+                Verdict::Drop => continue,
+                Verdict::Refuse(why) => return Ok(End::Refused(why)),
+            }
+            wrote = true;
+        }
+        if wrote {
+            w.flush().await.map_err(|e| e.to_string())?;
+        }
+        buf.reserve(16 * 1024);
+        match r.read_buf(&mut buf).await {
+            Ok(0) => return Ok(End::Closed),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Closed),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The web console's view of the box: implements `witness_web::Console` over the index, the
+//! recordings on disk (decrypted only to serve them), the store and the running sessions.
+
+use crate::broker::BoxBroker;
+use crate::datadir::DataDir;
+use std::sync::Arc;
+use tracing::{error, info};
+use witness_core::RecordingStatus;
+use witness_index::{RecordingRow, SessionFilter};
+use witness_web::{
+    Account, ConsoleError, Content, Metrics, RecordingDetail, SessionDetail, SessionHit, SessionQuery, StoreView, Tail,
+    TextHit, TimelineStep, UploadView,
+};
+
+/// Makes the console's self-signed certificate if there is none (new box, factory reset, or a
+/// data directory from before the console). Returns whether it made one.
+pub fn ensure_certificate(root: &std::path::Path) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    let (cert, key) = (root.join(crate::datadir::WEB_CERT), root.join(crate::datadir::WEB_KEY));
+    if cert.exists() && key.exists() {
+        return Ok(false);
+    }
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        names.insert(0, h.trim().to_owned());
+    }
+    let (cert_pem, key_pem) = witness_web::tls::generate(&names)?;
+    crate::admin::write_private(&key, key_pem.as_bytes()).context("writing the console's TLS key")?;
+    std::fs::write(&cert, cert_pem).context("writing the console's TLS certificate")?;
+    Ok(true)
+}
+
+/// The SHA-256 fingerprint of the console's certificate, as browsers show it.
+pub fn certificate_fingerprint(root: &std::path::Path) -> Option<String> {
+    use sha2::Digest;
+    let pem = std::fs::read_to_string(root.join(crate::datadir::WEB_CERT)).ok()?;
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
+    let d = sha2::Sha256::digest(der);
+    Some(d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
+}
+
+pub struct BoxConsole {
+    pub dir: Arc<DataDir>,
+    pub broker: Arc<BoxBroker>,
+    /// A valid hash to verify against when the user does not exist, so timing does not tell.
+    dummy_hash: String,
+}
+
+impl BoxConsole {
+    pub fn new(dir: Arc<DataDir>, broker: Arc<BoxBroker>) -> anyhow::Result<Self> {
+        Ok(Self { dir, broker, dummy_hash: crate::admin::hash_password("not a real password")? })
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ConsoleError {
+    ConsoleError::Internal(e.to_string())
+}
+
+/// Console filter times come as RFC 3339; the index stores `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn index_time(t: &Option<String>) -> Option<String> {
+    let t = t.as_deref()?.trim();
+    let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(witness_index::format_time(parsed.to_offset(time::UtcOffset::UTC)))
+}
+
+fn format_of(r: &RecordingRow) -> &'static str {
+    if r.path.ends_with(".mp4") { "mp4" } else { "cast" }
+}
+
+impl witness_web::Console for BoxConsole {
+    fn authenticate(&self, user: &str, password: &str) -> Option<Account> {
+        use argon2::{PasswordHash, PasswordVerifier};
+        let record = self.dir.index.user(user).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        });
+        let stored = record.as_ref().and_then(|r| r.password_hash.clone());
+        let hash = stored.as_deref().unwrap_or(&self.dummy_hash);
+        let ok = PasswordHash::new(hash)
+            .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        if !(ok && stored.is_some()) {
+            return None;
+        }
+        self.account(user)
+    }
+
+    fn account(&self, user: &str) -> Option<Account> {
+        let record = self.dir.index.user(user).ok().flatten()?;
+        let totp_secret = self.dir.index.totp_secret(user).ok().flatten();
+        Some(Account { name: record.name, role: record.role, totp_secret })
+    }
+
+    fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError> {
+        let filter = SessionFilter {
+            user: q.user.clone().filter(|s| !s.is_empty()),
+            target: q.target.clone().filter(|s| !s.is_empty()),
+            protocol: q.protocol.clone().filter(|s| !s.is_empty()),
+            status: q.status.clone().filter(|s| !s.is_empty()),
+            from: index_time(&q.from),
+            to: index_time(&q.to),
+            text: q.q.clone(),
+            limit: Some(q.limit.unwrap_or(500).min(5000)),
+        };
+        let rows = self.dir.index.find_sessions(&filter).map_err(internal)?;
+        Ok(rows
+            .into_iter()
+            .map(|(session, hit)| SessionHit {
+                live: self.broker.is_running(&session.id),
+                hit: hit.map(|h| TextHit { recording_id: h.recording_id, at: h.at, snippet: h.snippet }),
+                session,
+            })
+            .collect())
+    }
+
+    fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError> {
+        let session = self.dir.index.session(id).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
+        let recordings = self.dir.index.session_recordings(id).map_err(internal)?;
+        let mut details = Vec::new();
+        for r in recordings {
+            let upload = self.dir.index.upload_of(&r.id).map_err(internal)?;
+            let pruned = self.dir.index.is_pruned(&r.id).map_err(internal)?;
+            let uploaded = upload.as_ref().is_some_and(|u| u.state == "verified");
+            let level = |s: &str| match s {
+                "recording" => 0,
+                "processing" | "failed" => 1,
+                "completed" => 2,
+                _ => 3,
+            };
+            let now = level(&r.status).max(if uploaded { 3 } else { 0 });
+            let step = |status: RecordingStatus, at: Option<String>| {
+                let reached = now >= level(status.as_str());
+                TimelineStep { status: status.as_str().to_owned(), at: if reached { at } else { None }, reached }
+            };
+            let mut timeline = vec![
+                step(RecordingStatus::Recording, Some(r.started_at.clone())),
+                step(RecordingStatus::Processing, r.ended_at.clone()),
+                step(RecordingStatus::Completed, r.ended_at.clone()),
+                step(RecordingStatus::Uploaded, upload.as_ref().and_then(|u| u.uploaded_at.clone())),
+            ];
+            if r.status == "failed" {
+                timeline.insert(2, TimelineStep { status: "failed".into(), at: r.ended_at.clone(), reached: true });
+            }
+            details.push(RecordingDetail {
+                format: format_of(&r).to_owned(),
+                on_box: !pruned,
+                upload: upload.map(|u| UploadView {
+                    state: if u.state == "verified" { "uploaded".into() } else { u.state },
+                    attempts: u.attempts,
+                    last_error: u.last_error,
+                    object_key: u.object_key,
+                    uploaded_at: u.uploaded_at,
+                }),
+                timeline,
+                recording: r,
+            });
+        }
+        let audit = self.dir.index.session_audit(id).map_err(internal)?;
+        Ok(SessionDetail { live: self.broker.is_running(id), session, recordings: details, audit })
+    }
+
+    fn recording(&self, id: &str) -> Result<RecordingRow, ConsoleError> {
+        self.dir.index.recording(id).map_err(internal)?.ok_or(ConsoleError::NotFound)
+    }
+
+    fn recording_content(&self, id: &str) -> Result<Content, ConsoleError> {
+        let (row, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| {
+            let msg = format!("{e:#}");
+            if msg.contains("fetching recording") || msg.contains("not yet in the store") {
+                ConsoleError::Unavailable(format!(
+                    "the recording is not on the box and the store cannot give it now: {msg}"
+                ))
+            } else {
+                ConsoleError::Internal(msg)
+            }
+        })?;
+        let (content_type, ext) = match format_of(&row) {
+            "mp4" => ("video/mp4", "mp4"),
+            _ => ("application/x-asciicast", "cast"),
+        };
+        Ok(Content { bytes, content_type, file_name: format!("{}-{}-{}.{ext}", row.user, row.target, row.id) })
+    }
+
+    fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError> {
+        let row = self.recording(recording_id)?;
+        let file = std::fs::read(self.dir.root.join(&row.path)).map_err(internal)?;
+        // The recorder appends whole sealed records; a torn last one is simply not there yet.
+        let plain = witness_recorder::readable(&file, &crate::keys::key_for(&self.dir.root)).map_err(internal)?;
+        let whole = plain.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let from = from.min(whole);
+        Ok(Tail { lines: plain[from..whole].to_vec(), next: whole, finished: row.status != "recording" })
+    }
+
+    fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError> {
+        let ended = self.broker.terminate(session_id, by);
+        if ended {
+            info!(session_id, by, "session terminated from the console");
+        }
+        Ok(ended)
+    }
+
+    fn store(&self) -> Result<StoreView, ConsoleError> {
+        let backlog = self.dir.index.backlog().map_err(internal)?;
+        let health = self.dir.index.store_health().map_err(internal)?;
+        Ok(StoreView {
+            destination: health.destination,
+            pending: backlog.pending,
+            pending_bytes: backlog.pending_bytes,
+            last_error: health.last_error,
+            last_success_at: health.last_success_at,
+        })
+    }
+
+    fn metrics(&self) -> Result<Metrics, ConsoleError> {
+        let backlog = self.dir.index.backlog().map_err(internal)?;
+        Ok(Metrics {
+            sessions_active: self.broker.live.load(std::sync::atomic::Ordering::Relaxed) as u64,
+            recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
+            upload_backlog_bytes: backlog.pending_bytes,
+            upload_backlog_recordings: backlog.pending,
+            // The RDP video path brings the encoder; SSH casts need none.
+            encoder: "none".into(),
+            disk_used_percent: witness_recorder::used_percent(&self.dir.recordings_dir()).unwrap_or(0),
+        })
+    }
+
+    fn audit(&self, kind: &str, user: &str, session_id: Option<&str>, detail: serde_json::Value) {
+        info!(kind, user, session_id, %detail, "audit");
+        if let Err(e) = self.dir.index.audit(kind, Some(user), None, session_id, &detail) {
+            error!(error = %e, kind, "audit event could not be written");
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The box's answer to what the RDP proxy asks ([`witness_rdp::Broker`]), the RDP listener's
+//! start and stop for `serve`, and the RDP parts of the admin commands (the box's TLS
+//! certificate, RDP targets, NT hashes, redirections per grant).
+
+use crate::broker::BoxBroker;
+use crate::datadir::DataDir;
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+use witness_core::policy::{self, Access, Denial};
+use witness_core::{Protocol, names::validate_name};
+use witness_index::{RdpRedirection, Secret, TargetRecord};
+use witness_rdp::{AuditEvent, RdpPlan, Redirection};
+
+/// The certificate RDP clients see (PEM, leaf first); replace both files to use another one.
+pub const RDP_CERT: &str = "keys/rdp_tls.crt";
+pub const RDP_KEY: &str = "keys/rdp_tls.key";
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Creates the box's RDP certificate unless one is there; returns its fingerprint.
+pub fn ensure_identity(root: &Path) -> Result<String> {
+    let (cert, key) = (root.join(RDP_CERT), root.join(RDP_KEY));
+    if !cert.exists() || !key.exists() {
+        let (cert_pem, key_pem) = witness_rdp::generate_identity("witness")?;
+        crate::admin::write_private(&key, key_pem.as_bytes())?;
+        std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
+    }
+    Ok(load_identity(root)?.fingerprint)
+}
+
+/// A new RDP certificate (factory reset).
+pub fn replace_identity(root: &Path) -> Result<String> {
+    let _ = std::fs::remove_file(root.join(RDP_CERT));
+    let _ = std::fs::remove_file(root.join(RDP_KEY));
+    ensure_identity(root)
+}
+
+fn load_identity(root: &Path) -> Result<witness_rdp::TlsIdentity> {
+    let (cert, key) = (root.join(RDP_CERT), root.join(RDP_KEY));
+    let cert_pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
+    let key_pem = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
+    Ok(witness_rdp::TlsIdentity::from_pem(&cert_pem, &key_pem)?)
+}
+
+/// `witness target add NAME --rdp HOST:PORT --login USER [--domain D] --password-stdin`.
+pub fn add_target(dir: &DataDir, name: &str, address: &str, login: &str, domain: Option<&str>) -> Result<()> {
+    validate_name(name).context("target name")?;
+    let (host, port) = crate::admin::parse_host_port(address)?;
+    let password = crate::admin::read_secret_stdin("target password")?;
+    dir.index.add_target(&TargetRecord {
+        name: name.to_owned(),
+        protocol: Protocol::Rdp,
+        host,
+        port,
+        login: login.to_owned(),
+        secret: Secret::Password(password),
+        host_key: None,
+    })?;
+    dir.index.set_target_domain(name, domain)?;
+    dir.index.audit(
+        "target_added",
+        None,
+        Some(name),
+        None,
+        &serde_json::json!({ "protocol": "rdp", "address": address, "certificate_pinned": false }),
+    )?;
+    println!("added target {name} (rdp {address}); its certificate is pinned on first connection");
+    Ok(())
+}
+
+/// Stores the RDP redirections of a grant just made.
+pub fn set_redirection(dir: &DataDir, args: &crate::cli::GrantArgs) -> Result<()> {
+    let r = RdpRedirection { clipboard: !args.no_clipboard, drives: args.drives };
+    dir.index.set_rdp_redirection(&args.user, &args.target, r)?;
+    let rdp = dir.index.target(&args.target)?.is_some_and(|t| t.protocol == Protocol::Rdp);
+    if rdp {
+        dir.index.audit(
+            "rdp_redirection_set",
+            Some(&args.user),
+            Some(&args.target),
+            None,
+            &serde_json::json!({ "clipboard": r.clipboard, "drives": r.drives }),
+        )?;
+    } else if args.no_clipboard || args.drives {
+        bail!("--no-clipboard and --drives apply to RDP targets only; {} is not one", args.target);
+    }
+    Ok(())
+}
+
+/// What `serve` needs to start the RDP listener; `None` when RDP is not asked for.
+pub fn listener_settings(
+    root: &Path,
+    listen: Option<&str>,
+    shutdown_grace: Duration,
+) -> Result<Option<(SocketAddr, witness_rdp::RdpSettings)>> {
+    let Some(listen) = listen else { return Ok(None) };
+    let addr: SocketAddr =
+        listen.parse().with_context(|| format!("--rdp-listen {listen:?} is not an address like 0.0.0.0:3389"))?;
+    // A data directory made before RDP existed gets its certificate now.
+    ensure_identity(root)?;
+    let identity = load_identity(root)?;
+    Ok(Some((addr, witness_rdp::RdpSettings { identity, shutdown_grace, connect_timeout: Duration::from_secs(10) })))
+}
+
+/// Binds and starts the RDP listener; it ends with `cancel`.
+pub async fn start(
+    settings: Option<(SocketAddr, witness_rdp::RdpSettings)>,
+    broker: Arc<BoxBroker>,
+    cancel: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let Some((addr, settings)) = settings else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening for rdp on {addr}"))?;
+    info!(addr = %listener.local_addr()?, fingerprint = %settings.identity.fingerprint, "rdp jump path listening");
+    Ok(Some(tokio::spawn(async move {
+        if let Err(e) = witness_rdp::serve(listener, settings, broker, cancel).await {
+            error!(error = %e, "rdp listener failed");
+        }
+    })))
+}
+
+/// Waits for the RDP listener and its sessions to end.
+pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(h) = handle {
+        let _ = h.await;
+    }
+}
+
+impl BoxBroker {
+    fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
+        let index = &self.dir.index;
+        let record = index.target(target).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        });
+        let grant = match &record {
+            Some(_) => index.grant_of(user, target).unwrap_or_else(|e| {
+                error!(error = %e, "index read failed");
+                None
+            }),
+            None => None,
+        };
+        let access = policy::decide(user, Some(target), record.is_some(), grant, unix_now())?;
+        match record {
+            Some(r) if r.protocol == Protocol::Rdp => Ok((r, access)),
+            // An SSH target is not reachable over RDP: as far as RDP goes, there is no such target.
+            _ => Err(Denial::UnknownTarget { target: target.to_owned() }),
+        }
+    }
+}
+
+impl witness_rdp::Broker for BoxBroker {
+    fn nt_hash(&self, user: &str) -> Option<String> {
+        self.dir.index.nt_hash(user).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        })
+    }
+
+    fn plan(&self, user: &str, target: &str) -> Result<RdpPlan, Denial> {
+        let (record, access) = self.rdp_decide(user, target)?;
+        let Secret::Password(password) = record.secret else {
+            return Err(Denial::UnknownTarget { target: target.to_owned() });
+        };
+        let domain = self.dir.index.target_domain(target).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        });
+        let r = self.dir.index.rdp_redirection(user, target).ok().flatten().unwrap_or_default();
+        Ok(RdpPlan {
+            name: record.name,
+            host: record.host,
+            port: record.port,
+            login: record.login,
+            domain,
+            password,
+            certificate: record.host_key,
+            access,
+            redirection: Redirection { clipboard: r.clipboard, drives: r.drives },
+        })
+    }
+
+    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial> {
+        self.rdp_decide(user, target).map(|(_, a)| a)
+    }
+
+    fn pin_certificate(&self, target: &str, fingerprint: &str) -> Result<bool, String> {
+        self.dir.index.pin_host_key(target, fingerprint).map_err(|e| e.to_string())
+    }
+
+    fn admit(&self) -> Result<(), String> {
+        <Self as witness_ssh::Broker>::admit(self)
+    }
+
+    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let client = peer.map(|p| p.to_string());
+        self.dir
+            .index
+            .create_session(&id, user, target, Protocol::Rdp, client.as_deref())
+            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
+        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(id)
+    }
+
+    fn session_ended(&self, session_id: &str, reason: &str) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        if let Err(e) = self.dir.index.end_session(session_id, reason, false) {
+            error!(session_id, error = %e, "could not mark the session ended");
+        }
+    }
+
+    fn audit(&self, event: AuditEvent) {
+        <Self as witness_ssh::Broker>::audit(
+            self,
+            witness_ssh::AuditEvent {
+                kind: event.kind,
+                user: event.user,
+                target: event.target,
+                session_id: event.session_id,
+                detail: event.detail,
+            },
+        )
+    }
+}

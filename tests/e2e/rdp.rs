@@ -1,0 +1,513 @@
+//! The RDP jump path end to end with real, independent peers: FreeRDP's `xfreerdp` under Xvfb as
+//! the user's client, `witness serve --rdp-listen` as the box, and two kinds of target —
+//! `freerdp-shadow-cli` with NLA (a SAM file) sharing an Xvfb display, and xrdp + xorgxrdp, which
+//! offers TLS only and logs in with the credential the box writes into the Client Info PDU.
+//! What the client shows is read back with `xwd -root` snapshots of its display.
+
+use crate::harness::{Box, free_port, kill_tree, wait_for_port};
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// FreeRDP 2.11's exit codes (`xfreerdp`): `timeout` ends a session that stayed up with 124.
+const STAYED_UP: i32 = 124;
+/// ERRCONNECT_LOGON_FAILURE (CredSSP STATUS_LOGON_FAILURE: wrong user or password).
+const LOGON_FAILURE: i32 = 134;
+/// ERRCONNECT_ACCESS_DENIED (CredSSP STATUS_ACCESS_DENIED: no grant, certificate changed).
+const ACCESS_DENIED: i32 = 155;
+/// ERRCONNECT_CONNECT_TRANSPORT_FAILED (any other CredSSP status: the target is unreachable).
+const TRANSPORT_FAILED: i32 = 132;
+
+/// A private X server; `-displayfd` picks a free display number.
+struct Xvfb {
+    child: Child,
+    display: String,
+}
+
+impl Xvfb {
+    fn start() -> Self {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting Xvfb (is xvfb installed?)");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let display = format!(":{}", line.trim());
+        assert!(display.len() > 1, "Xvfb printed no display number");
+        Self { child, display }
+    }
+
+    /// The whole screen as `xwd` writes it.
+    fn snapshot(&self) -> Vec<u8> {
+        let out = Command::new("xwd").args(["-root", "-silent", "-display", &self.display]).output().unwrap();
+        assert!(out.status.success(), "xwd failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    fn set_color(&self, color: &str) {
+        let st = Command::new("xsetroot").args(["-display", &self.display, "-solid", color]).status().unwrap();
+        assert!(st.success(), "xsetroot failed");
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The colour covering most of an `xwd` image (32 bits per pixel, as Xvfb's depth 24 gives), and
+/// the share of sampled pixels it covers.
+fn dominant_color(xwd: &[u8]) -> ((u8, u8, u8), f64) {
+    let field = |i: usize| u32::from_be_bytes(xwd[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
+    let (header, width, height, lsb_first, bpp, bpl, ncolors) =
+        (field(0), field(4), field(5), field(7) == 0, field(11), field(12), field(19));
+    assert_eq!(bpp, 32, "expected a 32-bit xwd image");
+    let data = &xwd[header + ncolors * 12..];
+    let mut counts = std::collections::HashMap::<(u8, u8, u8), usize>::new();
+    let mut total = 0;
+    for y in (0..height).step_by(8) {
+        for x in (0..width).step_by(8) {
+            let p = &data[y * bpl + x * 4..y * bpl + x * 4 + 4];
+            let rgb = if lsb_first { (p[2], p[1], p[0]) } else { (p[1], p[2], p[3]) };
+            *counts.entry(rgb).or_default() += 1;
+            total += 1;
+        }
+    }
+    let (rgb, n) = counts.into_iter().max_by_key(|(_, n)| *n).unwrap();
+    (rgb, n as f64 / total as f64)
+}
+
+const RED: (u8, u8, u8) = (255, 0, 0);
+const BLUE: (u8, u8, u8) = (0, 0, 255);
+
+/// The box serving SSH, the web console and RDP, each on its own loopback port.
+struct RdpBox {
+    b: Box,
+    rdp_port: u16,
+    child: Child,
+}
+
+impl RdpBox {
+    fn serve(b: Box) -> Self {
+        let rdp_port = free_port();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(b.dir.path().join("witness.log")).unwrap();
+        let child = Command::new(crate::harness::witness_bin())
+            .arg("--data")
+            .arg(b.data())
+            .args(["serve", "--ssh-listen", &format!("127.0.0.1:{}", b.port)])
+            .args(["--web-listen", &format!("127.0.0.1:{}", b.web_port)])
+            .args(["--rdp-listen", &format!("127.0.0.1:{rdp_port}")])
+            .env("WITNESS_LOG", "info,witness_rdp=debug,sspi=warn,ironrdp=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(rdp_port, "witness rdp listener");
+        Self { b, rdp_port, child }
+    }
+
+    /// `xfreerdp` on `display` through the box, ended by `timeout` after `secs`.
+    fn client(&self, display: &Xvfb, user: &str, password: &str, secs: u32, extra: &[&str]) -> Client {
+        let log = self.b.dir.path().join(format!("xfreerdp-{}.log", free_port()));
+        let child = Command::new("timeout")
+            .arg(secs.to_string())
+            .arg("xfreerdp")
+            .arg(format!("/v:127.0.0.1:{}", self.rdp_port))
+            .arg(format!("/u:{user}"))
+            .arg(format!("/p:{password}"))
+            .args(["/cert:ignore", "/bpp:32", "-grab-keyboard"])
+            .args(extra)
+            .env("DISPLAY", &display.display)
+            .env("HOME", self.b.dir.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting xfreerdp (is freerdp2-x11 installed?)");
+        Client { child, log }
+    }
+}
+
+impl Drop for RdpBox {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Client {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Client {
+    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return (st, std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            assert!(start.elapsed() < within, "xfreerdp still running after {within:?}: the box left it hanging");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// An NLA target: `freerdp-shadow-cli` sharing its own Xvfb, users from a SAM file. Its TLS
+/// certificate is made on first start under its HOME, so a new HOME means a new certificate.
+struct Shadow {
+    screen: Xvfb,
+    home: tempfile::TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+const SHADOW_USER: &str = "shadowuser";
+const SHADOW_PASS: &str = "shadow-pw-1";
+
+impl Shadow {
+    fn start() -> Self {
+        let mut s = Self { screen: Xvfb::start(), home: tempfile::tempdir().unwrap(), port: free_port(), child: None };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let sam = self.home.path().join("sam");
+        let out = Command::new("winpr-hash").args(["-u", SHADOW_USER, "-p", SHADOW_PASS, "-f", "sam"]).output().unwrap();
+        assert!(out.status.success(), "winpr-hash failed");
+        std::fs::write(&sam, &out.stdout).unwrap();
+        let child = Command::new("freerdp-shadow-cli")
+            .arg(format!("/port:{}", self.port))
+            .args(["/bind-address:127.0.0.1", "/sec:nla", "+auth"])
+            .arg(format!("/sam-file:{}", sam.display()))
+            .env("DISPLAY", &self.screen.display)
+            .env("HOME", self.home.path())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.home.path().join("shadow.log")).unwrap())
+            .spawn()
+            .expect("starting freerdp-shadow-cli (is freerdp2-shadow-x11 installed?)");
+        self.child = Some(child);
+        wait_for_port(self.port, "freerdp-shadow-cli");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            kill_tree(c.id());
+            let _ = c.wait();
+        }
+    }
+
+    /// Same port, new HOME: the target now shows another certificate.
+    fn restart_with_new_certificate(&mut self) {
+        self.stop();
+        self.home = tempfile::tempdir().unwrap();
+        self.spawn();
+    }
+}
+
+impl Drop for Shadow {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A box with user alice, `bob` (no grants), and target `nla01` on a shadow server granted to
+/// alice, serving RDP.
+fn box_with_shadow(shadow: &Shadow) -> RdpBox {
+    let b = Box::new();
+    b.ok(
+        &[
+            "target",
+            "add",
+            "nla01",
+            "--rdp",
+            &format!("127.0.0.1:{}", shadow.port),
+            "--login",
+            SHADOW_USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{SHADOW_PASS}\n")),
+    );
+    b.ok(&["grant", "alice", "nla01"], None);
+    b.ok(&["user", "add", "bob", "--password-stdin"], Some("bob-pw\n"));
+    RdpBox::serve(b)
+}
+
+/// Snapshots the client's screen until `colors` have all been the dominant colour (each over
+/// 90% of the screen), or fails after `secs`. Between snapshots `tick` may change the target.
+fn screen_shows(client: &Xvfb, colors: &[(u8, u8, u8)], secs: u64, mut tick: impl FnMut(usize)) {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut n = 0;
+    while !colors.iter().all(|c| seen.contains(c)) {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "the client's screen showed {seen:?}, not all of {colors:?}, within {secs}s"
+        );
+        tick(n);
+        n += 1;
+        std::thread::sleep(Duration::from_millis(400));
+        let (rgb, share) = dominant_color(&client.snapshot());
+        if share > 0.9 && !seen.contains(&rgb) {
+            seen.push(rgb);
+        }
+    }
+}
+
+fn audit_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    events.iter().filter(|e| e["kind"] == kind).collect()
+}
+
+#[test]
+fn nla_target_session_through_the_box() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 12, &[]);
+    // Screen updates flow through the box: the target's colour changes and the client follows.
+    screen_shows(&screen, &[RED, BLUE], 10, |n| shadow.screen.set_color(if n % 6 < 3 { "red" } else { "blue" }));
+    let (st, log) = client.wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(STAYED_UP), "the session did not stay up: {log}\nbox: {}", rb.b.log());
+
+    let sessions = crate::harness::eventually(10, "the session ended in the index", || {
+        let s = rb.b.sessions();
+        s.iter().any(|r| !r["ended_at"].is_null()).then_some(s)
+    });
+    assert_eq!(sessions.len(), 1, "{sessions:?}");
+    let s = &sessions[0];
+    assert_eq!((s["user"].as_str(), s["target"].as_str(), s["protocol"].as_str()), (Some("alice"), Some("nla01"), Some("rdp")));
+    assert_eq!(s["end_reason"], "client disconnected", "{s}");
+    let events = rb.b.audit();
+    assert_eq!(audit_of(&events, "certificate_pinned").len(), 1, "{events:?}");
+    let started = audit_of(&events, "rdp_session_started");
+    assert_eq!(started.len(), 1);
+    assert!(started[0]["detail"]["target_protocol"].as_str().unwrap().contains("HYBRID"), "{started:?}");
+    // The default grant: clipboard on, drives (rdpdr) off.
+    let channels = audit_of(&events, "rdp_channels");
+    assert_eq!(channels.len(), 1, "{events:?}");
+    let blocked = channels[0]["detail"]["blocked"].as_array().unwrap();
+    let allowed = channels[0]["detail"]["allowed"].as_array().unwrap();
+    assert!(blocked.iter().any(|c| c == "rdpdr"), "{channels:?}");
+    assert!(allowed.iter().any(|c| c == "cliprdr"), "{channels:?}");
+    // The box user's password never reaches the box's log or the audit log.
+    assert!(!rb.b.log().contains("alice-pw") && !events.iter().any(|e| e.to_string().contains("alice-pw")));
+    assert!(!rb.b.log().contains(SHADOW_PASS));
+}
+
+#[test]
+fn refusals_reach_the_client_as_rdp_failures() {
+    let mut shadow = Shadow::start();
+    let rb = box_with_shadow(&shadow);
+    let down = free_port();
+    rb.b.ok(
+        &["target", "add", "down01", "--rdp", &format!("127.0.0.1:{down}"), "--login", "x", "--password-stdin"],
+        Some("x\n"),
+    );
+    rb.b.ok(&["grant", "alice", "down01"], None);
+    let screen = Xvfb::start();
+    let within = Duration::from_secs(20);
+    let mut attempt = |user: &str, password: &str, extra: &[&str]| {
+        let (st, log) = rb.client(&screen, user, password, 25, extra).wait(within);
+        assert_ne!(st.code(), Some(STAYED_UP), "{user} got a session: {log}");
+        st.code()
+    };
+    assert_eq!(attempt("alice@nla01", "wrong", &[]), Some(LOGON_FAILURE), "wrong password");
+    assert_eq!(attempt("nobody@nla01", "x", &[]), Some(LOGON_FAILURE), "unknown user");
+    assert_eq!(attempt("bob@nla01", "bob-pw", &[]), Some(ACCESS_DENIED), "no grant");
+    assert_eq!(attempt("alice@nosuch", "alice-pw", &[]), Some(ACCESS_DENIED), "unknown target");
+    assert_eq!(attempt("alice@down01", "alice-pw", &[]), Some(TRANSPORT_FAILED), "target down");
+    // A client that will not do NLA is refused at negotiation.
+    let no_nla = attempt("alice@nla01", "alice-pw", &["/sec:tls"]);
+    assert!(no_nla.is_some_and(|c| c != 0), "a client without NLA was not refused: {no_nla:?}");
+
+    // The first connection pins the target's certificate; another one is refused.
+    let (st, log) = rb.client(&screen, "alice@nla01", "alice-pw", 4, &[]).wait(within);
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    shadow.restart_with_new_certificate();
+    assert_eq!(attempt("alice@nla01", "alice-pw", &[]), Some(ACCESS_DENIED), "changed certificate");
+
+    let events = rb.b.audit();
+    let reasons = |kind: &str| -> Vec<String> {
+        audit_of(&events, kind).iter().map(|e| e["detail"]["reason"].as_str().unwrap_or("").to_owned()).collect()
+    };
+    assert_eq!(reasons("login_failed").len(), 2, "{events:?}");
+    let denied = reasons("access_denied");
+    assert!(denied.iter().any(|r| r == "bob has no grant for target nla01"), "{denied:?}");
+    assert!(denied.iter().any(|r| r == "unknown target \"nosuch\""), "{denied:?}");
+    let unreachable = reasons("target_unreachable");
+    assert!(unreachable.len() == 1 && unreachable[0].contains(&format!("127.0.0.1:{down}")), "{unreachable:?}");
+    assert_eq!(reasons("rdp_nla_required").len(), 1, "{events:?}");
+    let changed = reasons("certificate_changed");
+    assert!(changed.len() == 1 && changed[0].contains("has changed"), "{changed:?}");
+    // Only the one good connection became a session.
+    assert_eq!(rb.b.sessions().len(), 1);
+}
+
+#[test]
+fn web01_backslash_alice_names_the_target_too() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("blue");
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "nla01\\alice", "alice-pw", 8, &[]);
+    screen_shows(&screen, &[BLUE], 6, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    let sessions = rb.b.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0]["user"].as_str(), sessions[0]["target"].as_str()), (Some("alice"), Some("nla01")));
+}
+
+/// A TLS-only target: xrdp + xorgxrdp with its own config, certificate and logs in a temp dir.
+/// xrdp finds the session manager through the system's `sesman.ini` (port 3350), so a private
+/// `xrdp-sesman` runs on that port unless one is already there.
+struct Xrdp {
+    dir: tempfile::TempDir,
+    port: u16,
+    children: Vec<Child>,
+}
+
+const XRDP_USER: &str = "witness-xrdp";
+const XRDP_PASS: &str = "xrdp-pw-1";
+
+impl Xrdp {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {
+            let st = Command::new("useradd").args(["-m", "-s", "/bin/sh", XRDP_USER]).status().unwrap();
+            assert!(st.success(), "useradd failed (the tests run as root)");
+        }
+        let mut chpasswd = Command::new("chpasswd").stdin(Stdio::piped()).spawn().unwrap();
+        std::io::Write::write_all(chpasswd.stdin.as_mut().unwrap(), format!("{XRDP_USER}:{XRDP_PASS}\n").as_bytes())
+            .unwrap();
+        assert!(chpasswd.wait().unwrap().success());
+        // The desktop alternates its colour, so a client that keeps showing it sees updates.
+        let home = PathBuf::from(format!("/home/{XRDP_USER}"));
+        let xsession = home.join(".xsession");
+        std::fs::write(&xsession, "while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done\n")
+            .unwrap();
+        let st = Command::new("chown").arg(XRDP_USER).arg(&xsession).status().unwrap();
+        assert!(st.success());
+        let st = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=xrdp-test"])
+            .arg("-keyout")
+            .arg(d.join("key.pem"))
+            .arg("-out")
+            .arg(d.join("cert.pem"))
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "openssl req failed");
+        let port = free_port();
+        let xrdp_ini = std::fs::read_to_string("/etc/xrdp/xrdp.ini").expect("/etc/xrdp/xrdp.ini (is xrdp installed?)");
+        let xrdp_ini = rewrite_ini(&xrdp_ini, &[
+            ("Globals", "port", format!("tcp://127.0.0.1:{port}")),
+            ("Globals", "certificate", d.join("cert.pem").display().to_string()),
+            ("Globals", "key_file", d.join("key.pem").display().to_string()),
+            ("Globals", "autorun", "Xorg".into()),
+            ("Logging", "LogFile", d.join("xrdp.log").display().to_string()),
+            ("Logging", "EnableSyslog", "false".into()),
+        ]);
+        std::fs::write(d.join("xrdp.ini"), xrdp_ini).unwrap();
+        let sesman_ini = std::fs::read_to_string("/etc/xrdp/sesman.ini").unwrap();
+        let sesman_ini = rewrite_ini(&sesman_ini, &[
+            ("Sessions", "KillDisconnected", "true".into()),
+            ("Logging", "LogFile", d.join("sesman.log").display().to_string()),
+            ("Logging", "EnableSyslog", "false".into()),
+        ]);
+        std::fs::write(d.join("sesman.ini"), sesman_ini).unwrap();
+        std::fs::create_dir_all("/run/xrdp/sockdir").unwrap();
+        let mut children = Vec::new();
+        if std::net::TcpStream::connect(("localhost", 3350)).is_err() {
+            children.push(spawn_logged("xrdp-sesman", &["--nodaemon", "--config"], &d.join("sesman.ini"), d));
+        }
+        children.push(spawn_logged("xrdp", &["--nodaemon", "--config"], &d.join("xrdp.ini"), d));
+        wait_for_port(port, "xrdp");
+        Self { dir, port, children }
+    }
+}
+
+fn spawn_logged(program: &str, args: &[&str], config: &Path, dir: &Path) -> Child {
+    Command::new(program)
+        .args(args)
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join(format!("{program}.out"))).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e} (is xrdp installed?)"))
+}
+
+/// Sets `key=value` in `[section]` where the file sets `key` there, keeping every other line.
+fn rewrite_ini(text: &str, values: &[(&str, &str, String)]) -> String {
+    let mut section = String::new();
+    text.lines()
+        .map(|line| {
+            if let Some(name) = line.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = name.to_owned();
+            }
+            let key = line.split_once('=').map(|(k, _)| k.trim()).filter(|_| !line.starts_with([';', '#']));
+            match values.iter().find(|(s, k, _)| *s == section && Some(*k) == key) {
+                Some((_, k, v)) => format!("{k}={v}"),
+                None => line.to_owned(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Drop for Xrdp {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            kill_tree(c.id());
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn tls_only_target_logs_in_with_the_injected_credential() {
+    let xrdp = Xrdp::start();
+    let b = Box::new();
+    b.ok(
+        &[
+            "target",
+            "add",
+            "xrdp01",
+            "--rdp",
+            &format!("127.0.0.1:{}", xrdp.port),
+            "--login",
+            XRDP_USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{XRDP_PASS}\n")),
+    );
+    b.ok(&["grant", "alice", "xrdp01", "--no-clipboard"], None);
+    let rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 20, &[]);
+    // Only a logged-in desktop shows the session's alternating colours: xrdp's own login screen
+    // would be shown had the credential not been injected.
+    screen_shows(&screen, &[RED, BLUE], 18, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(30));
+    let xrdp_log = std::fs::read_to_string(xrdp.dir.path().join("xrdp.log")).unwrap_or_default();
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nxrdp: {xrdp_log}");
+    assert!(xrdp_log.contains(&format!("login successful for user {XRDP_USER}")), "{xrdp_log}");
+    let events = rb.b.audit();
+    let started = audit_of(&events, "rdp_session_started");
+    assert!(started.len() == 1 && started[0]["detail"]["target_protocol"].as_str().unwrap().contains("SSL"));
+    // This grant strips the clipboard.
+    let channels = audit_of(&events, "rdp_channels");
+    assert!(channels[0]["detail"]["blocked"].as_array().unwrap().iter().any(|c| c == "cliprdr"), "{channels:?}");
+    let s = crate::harness::eventually(10, "the session ended", || {
+        rb.b.sessions().into_iter().find(|r| !r["ended_at"].is_null())
+    });
+    assert_eq!((s["user"].as_str(), s["target"].as_str()), (Some("alice"), Some("xrdp01")));
+    assert_eq!(s["end_reason"], "client disconnected");
+}

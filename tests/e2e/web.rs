@@ -1,0 +1,303 @@
+//! The web console over real HTTPS with `curl` as the client: login, roles, CSRF, the login rate
+//! limit, TOTP (codes from `oathtool`), search, playback, live view and terminate; and the pages
+//! in headless Chromium driven by Playwright.
+
+use crate::harness::*;
+use serde_json::Value;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// One browser-like client: its own cookie jar and CSRF token.
+pub struct Web {
+    base: String,
+    jar: tempfile::NamedTempFile,
+    csrf: Option<String>,
+    /// Source address (a loopback address of its own is another client to the rate limit).
+    source: Option<String>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl Web {
+    pub fn new(b: &Box) -> Self {
+        Self {
+            base: format!("https://127.0.0.1:{}", b.web_port),
+            jar: tempfile::NamedTempFile::new().unwrap(),
+            csrf: None,
+            source: None,
+        }
+    }
+
+    pub fn from(b: &Box, source: &str) -> Self {
+        Self { source: Some(source.to_owned()), ..Self::new(b) }
+    }
+
+    /// A request; `extra` are raw header lines. The CSRF token is sent when logged in unless a
+    /// header line overrides it.
+    pub fn req(&self, method: &str, path: &str, body: Option<&str>, extra: &[&str]) -> Reply {
+        let headers = tempfile::NamedTempFile::new().unwrap();
+        let mut c = Command::new("curl");
+        c.args(["-sk", "-X", method, "-b"]).arg(self.jar.path()).arg("-c").arg(self.jar.path());
+        c.arg("-D").arg(headers.path()).args(["-w", "\n%{http_code}", "--max-time", "20"]);
+        if let Some(source) = &self.source {
+            c.args(["--interface", source]);
+        }
+        if let Some(b) = body {
+            c.args(["-H", "content-type: application/json", "--data-binary", b]);
+        }
+        if let Some(t) = &self.csrf
+            && !extra.iter().any(|h| h.to_lowercase().starts_with("x-csrf-token"))
+        {
+            c.args(["-H", &format!("x-csrf-token: {t}")]);
+        }
+        for h in extra {
+            c.args(["-H", h]);
+        }
+        let out = c.arg(format!("{}{path}", self.base)).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        Reply {
+            status: code.trim().parse().unwrap_or(0),
+            headers: std::fs::read_to_string(headers.path()).unwrap_or_default(),
+            body: body.to_owned(),
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        self.req("GET", path, None, &[])
+    }
+
+    pub fn login(&mut self, user: &str, password: &str) -> Reply {
+        let r = self.req(
+            "POST",
+            "/api/v1/login",
+            Some(&serde_json::json!({ "user": user, "password": password }).to_string()),
+            &[],
+        );
+        if r.status == 200 {
+            self.csrf = Some(r.json()["csrf"].as_str().unwrap().to_owned());
+        }
+        r
+    }
+}
+
+/// A box serving, with alice's recorded session that printed `word`, and users of every role.
+fn box_with_a_session(word: &str) -> (Sshd, Box, String) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    for (name, role) in [("audrey", "auditor"), ("adam", "admin"), ("bob", "user")] {
+        b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-pw\n")));
+    }
+    b.serve();
+    let out =
+        b.ssh("alice@web01").arg(format!("echo first line; sleep 0.3; echo the {word} is here")).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = finished_recording(&b);
+    let session = rec["session_id"].as_str().unwrap().to_owned();
+    (sshd, b, session)
+}
+
+#[test]
+fn api_needs_login_and_keeps_each_role_to_its_part() {
+    let (_sshd, b, session) = box_with_a_session("zebracorn");
+    let anon = Web::new(&b);
+    assert_eq!(anon.get("/healthz").status, 200, "health needs no login");
+    assert_eq!(anon.get("/healthz").body, "ok\n");
+    for path in ["/api/v1/sessions", &format!("/api/v1/sessions/{session}"), "/api/v1/live", "/api/v1/store"] {
+        assert_eq!(anon.get(path).status, 401, "{path} without a login");
+    }
+
+    // A user sees only their own sessions; someone else's is "not found", not "forbidden".
+    let mut alice = Web::new(&b);
+    assert_eq!(alice.login("alice", "alice-pw").status, 200);
+    assert_eq!(alice.get("/api/v1/sessions").json().as_array().unwrap().len(), 1);
+    let mut bob = Web::new(&b);
+    assert_eq!(bob.login("bob", "bob-pw").status, 200);
+    assert_eq!(bob.get("/api/v1/sessions").json(), serde_json::json!([]));
+    assert_eq!(bob.get(&format!("/api/v1/sessions/{session}")).status, 404);
+
+    // An auditor views, plays and downloads, but cannot terminate.
+    let mut audrey = Web::new(&b);
+    let login = audrey.login("audrey", "audrey-pw");
+    let cookie = login.headers.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap().to_owned();
+    for attr in ["Secure", "HttpOnly", "SameSite=Strict"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    let detail = audrey.get(&format!("/api/v1/sessions/{session}"));
+    assert_eq!(detail.status, 200);
+    let detail = detail.json();
+    assert_eq!(detail["session"]["user"], "alice");
+    let rec = detail["recordings"][0]["id"].as_str().unwrap().to_owned();
+    let steps: Vec<&str> =
+        detail["recordings"][0]["timeline"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["recording", "processing", "completed", "uploaded"]);
+    let played = audrey.get(&format!("/api/v1/recordings/{rec}/content?download=1"));
+    assert_eq!(played.status, 200);
+    assert!(played.body.contains("zebracorn"), "the download is the playable cast: {}", played.body);
+    assert!(played.headers.to_lowercase().contains("content-disposition: attachment"));
+    let ranged = audrey.req("GET", &format!("/api/v1/recordings/{rec}/content"), None, &["Range: bytes=0-9"]);
+    assert_eq!(ranged.status, 206);
+    assert_eq!(ranged.body.len(), 10);
+    let refused = audrey.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+
+    // Unknown ids and path tricks are 404 alike.
+    for path in [
+        "/api/v1/sessions/01a20786-0a2a-77e9-9527-0aea372f480f".to_owned(),
+        "/api/v1/recordings/..%2F..%2Findex.sqlite/content".to_owned(),
+        "/api/v1/recordings/%2e%2e/content".to_owned(),
+        "/assets/..%2Findex.sqlite".to_owned(),
+        "/assets/app.js.map".to_owned(),
+    ] {
+        assert_eq!(audrey.get(&path).status, 404, "{path}");
+    }
+
+    // CSRF: a state-changing request without the token, or from another origin, is refused.
+    let mut adam = Web::new(&b);
+    adam.login("adam", "adam-pw");
+    let no_token =
+        adam.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &["x-csrf-token: wrong"]);
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    assert!(no_token.body.contains("CSRF"));
+    let foreign = adam.req(
+        "POST",
+        &format!("/api/v1/sessions/{session}/terminate"),
+        Some("{}"),
+        &["Origin: https://evil.example"],
+    );
+    assert_eq!(foreign.status, 403);
+    let form_login = anon.req("POST", "/api/v1/login", None, &["content-type: application/x-www-form-urlencoded"]);
+    assert_eq!(form_login.status, 415, "a login form posted from elsewhere is refused");
+    // With the token, an admin's terminate of an ended session says so.
+    assert_eq!(adam.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]).status, 409);
+
+    let metrics = anon.get("/metrics").body;
+    assert!(metrics.contains("witness_sessions_active 0"), "{metrics}");
+    assert!(metrics.contains("witness_recordings{status=\""), "{metrics}");
+
+    let kinds = b.audit_kinds();
+    for k in ["web_login", "web_session_viewed", "web_recording_downloaded", "web_terminate_refused"] {
+        assert!(kinds.iter().any(|x| x == k), "audit has {k}: {kinds:?}");
+    }
+}
+
+#[test]
+fn search_finds_the_moment_a_word_was_printed() {
+    let (_sshd, b, session) = box_with_a_session("quokkafish");
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-pw").status, 200);
+    let hits = eventually(20, "the recording is searchable", || {
+        let list = w.get("/api/v1/sessions?q=quokkafish").json();
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    });
+    assert_eq!(hits[0]["id"], session.as_str());
+    let hit = &hits[0]["hit"];
+    assert!(hit["snippet"].as_str().unwrap().contains("quokkafish"), "{hit}");
+    // The word was printed after the first line and a pause: the hit points past the start.
+    assert!(hit["at"].as_f64().unwrap() >= 0.2, "{hit}");
+    assert_eq!(w.get("/api/v1/sessions?q=notprintedanywhere").json(), serde_json::json!([]));
+    assert_eq!(w.get("/api/v1/sessions?q=%22%20OR%20NEAR(").status, 200, "search syntax in the input is just words");
+    let by_user = w.get("/api/v1/sessions?user=bob").json();
+    assert_eq!(by_user, serde_json::json!([]));
+    assert_eq!(w.get("/api/v1/sessions?protocol=ssh&status=uploaded").json().as_array().unwrap().len(), 1);
+    assert_eq!(w.get("/api/v1/sessions?from=2999-01-01T00:00:00Z").json(), serde_json::json!([]));
+}
+
+#[test]
+fn failed_logins_are_rate_limited_and_totp_is_enforced() {
+    let mut b = Box::new();
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-pw\n"));
+    let enrolled = b.ok(&["user", "totp", "tess"], None);
+    let secret = enrolled.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
+    b.serve();
+
+    let mut w = Web::new(&b);
+    for _ in 0..5 {
+        assert_eq!(w.login("audrey", "wrong").status, 401);
+    }
+    let limited = w.login("audrey", "audrey-pw");
+    assert_eq!(limited.status, 429, "the right password is refused while limited: {}", limited.body);
+    assert!(limited.headers.to_lowercase().contains("retry-after"));
+    assert!(b.audit_kinds().iter().filter(|k| *k == "web_login_failed").count() >= 5);
+
+    // Another source is not held back for someone else's guessing.
+    let mut other = Web::from(&b, "127.0.0.2");
+    assert_eq!(other.login("tess", "tess-pw").status, 401, "tess needs her code, but is not rate limited");
+
+    // TOTP: the password alone is not enough; a code from an independent implementation is.
+    let t = Web::from(&b, "127.0.0.3");
+    let r = t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-pw"}"#), &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("one-time code"), "{}", r.body);
+    let code =
+        String::from_utf8(Command::new("oathtool").args(["--totp", "-b", &secret]).output().unwrap().stdout).unwrap();
+    let wrong = t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-pw","totp":"000000"}"#), &[]);
+    let code = code.trim();
+    if code != "000000" {
+        assert_eq!(wrong.status, 401);
+    }
+    let body = serde_json::json!({ "user": "tess", "password": "tess-pw", "totp": code }).to_string();
+    assert_eq!(t.req("POST", "/api/v1/login", Some(&body), &[]).status, 200);
+}
+
+#[test]
+fn live_view_streams_a_running_session_and_an_admin_ends_it() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
+    b.serve();
+    // A session that prints a word, then keeps running.
+    let mut ssh = b
+        .ssh("alice@web01")
+        .args(["-tt"])
+        .arg("echo live-marmoset; sleep 120")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("adam", "adam-pw").status, 200);
+    let live = eventually(20, "the session is listed as live", || {
+        let l = w.get("/api/v1/live").json();
+        (l.as_array().unwrap().len() == 1).then_some(l)
+    });
+    let session = live[0]["id"].as_str().unwrap().to_owned();
+    // The live stream carries what the session printed so far.
+    let stream = Command::new("curl")
+        .args(["-skN", "--max-time", "3", "-b"])
+        .arg(w.jar.path())
+        .arg(format!("https://127.0.0.1:{}/api/v1/sessions/{session}/live", b.web_port))
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&stream.stdout);
+    assert!(events.contains("live-marmoset"), "live stream: {events}");
+    let ended = w.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]);
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    let status = eventually(15, "the ssh client exits", || ssh.try_wait().unwrap());
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(ssh.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(ssh.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(format!("{out}{err}").contains("administrator ended the session"), "the user is told: {out} {err}");
+    let row = eventually(10, "the session is ended in the index", || {
+        b.sessions().into_iter().find(|s| s["id"] == session.as_str() && !s["ended_at"].is_null())
+    });
+    assert!(row["end_reason"].as_str().unwrap().contains("administrator"), "{row}");
+    let terminated = b.audit().into_iter().find(|e| e["kind"] == "session_terminated").expect("audit event");
+    assert_eq!(terminated["detail"]["by"], "adam");
+    assert_eq!(w.get("/api/v1/live").json(), serde_json::json!([]));
+    std::thread::sleep(Duration::from_millis(100));
+}
