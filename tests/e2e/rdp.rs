@@ -178,7 +178,8 @@ impl Shadow {
 
     fn spawn(&mut self) {
         let sam = self.home.path().join("sam");
-        let out = Command::new("winpr-hash").args(["-u", SHADOW_USER, "-p", SHADOW_PASS, "-f", "sam"]).output().unwrap();
+        let out =
+            Command::new("winpr-hash").args(["-u", SHADOW_USER, "-p", SHADOW_PASS, "-f", "sam"]).output().unwrap();
         assert!(out.status.success(), "winpr-hash failed");
         std::fs::write(&sam, &out.stdout).unwrap();
         let child = Command::new("freerdp-shadow-cli")
@@ -281,7 +282,10 @@ fn nla_target_session_through_the_box() {
     });
     assert_eq!(sessions.len(), 1, "{sessions:?}");
     let s = &sessions[0];
-    assert_eq!((s["user"].as_str(), s["target"].as_str(), s["protocol"].as_str()), (Some("alice"), Some("nla01"), Some("rdp")));
+    assert_eq!(
+        (s["user"].as_str(), s["target"].as_str(), s["protocol"].as_str()),
+        (Some("alice"), Some("nla01"), Some("rdp"))
+    );
     assert_eq!(s["end_reason"], "client disconnected", "{s}");
     let events = rb.b.audit();
     assert_eq!(audit_of(&events, "certificate_pinned").len(), 1, "{events:?}");
@@ -312,7 +316,7 @@ fn refusals_reach_the_client_as_rdp_failures() {
     rb.b.ok(&["grant", "alice", "down01"], None);
     let screen = Xvfb::start();
     let within = Duration::from_secs(20);
-    let mut attempt = |user: &str, password: &str, extra: &[&str]| {
+    let attempt = |user: &str, password: &str, extra: &[&str]| {
         let (st, log) = rb.client(&screen, user, password, 25, extra).wait(within);
         assert_ne!(st.code(), Some(STAYED_UP), "{user} got a session: {log}");
         st.code()
@@ -407,21 +411,27 @@ impl Xrdp {
         assert!(st.success(), "openssl req failed");
         let port = free_port();
         let xrdp_ini = std::fs::read_to_string("/etc/xrdp/xrdp.ini").expect("/etc/xrdp/xrdp.ini (is xrdp installed?)");
-        let xrdp_ini = rewrite_ini(&xrdp_ini, &[
-            ("Globals", "port", format!("tcp://127.0.0.1:{port}")),
-            ("Globals", "certificate", d.join("cert.pem").display().to_string()),
-            ("Globals", "key_file", d.join("key.pem").display().to_string()),
-            ("Globals", "autorun", "Xorg".into()),
-            ("Logging", "LogFile", d.join("xrdp.log").display().to_string()),
-            ("Logging", "EnableSyslog", "false".into()),
-        ]);
+        let xrdp_ini = rewrite_ini(
+            &xrdp_ini,
+            &[
+                ("Globals", "port", format!("tcp://127.0.0.1:{port}")),
+                ("Globals", "certificate", d.join("cert.pem").display().to_string()),
+                ("Globals", "key_file", d.join("key.pem").display().to_string()),
+                ("Globals", "autorun", "Xorg".into()),
+                ("Logging", "LogFile", d.join("xrdp.log").display().to_string()),
+                ("Logging", "EnableSyslog", "false".into()),
+            ],
+        );
         std::fs::write(d.join("xrdp.ini"), xrdp_ini).unwrap();
         let sesman_ini = std::fs::read_to_string("/etc/xrdp/sesman.ini").unwrap();
-        let sesman_ini = rewrite_ini(&sesman_ini, &[
-            ("Sessions", "KillDisconnected", "true".into()),
-            ("Logging", "LogFile", d.join("sesman.log").display().to_string()),
-            ("Logging", "EnableSyslog", "false".into()),
-        ]);
+        let sesman_ini = rewrite_ini(
+            &sesman_ini,
+            &[
+                ("Sessions", "KillDisconnected", "true".into()),
+                ("Logging", "LogFile", d.join("sesman.log").display().to_string()),
+                ("Logging", "EnableSyslog", "false".into()),
+            ],
+        );
         std::fs::write(d.join("sesman.ini"), sesman_ini).unwrap();
         std::fs::create_dir_all("/run/xrdp/sockdir").unwrap();
         let mut children = Vec::new();

@@ -8,7 +8,12 @@ use std::process::Command;
 /// tmux and script (drive interactive sessions), build tools for bundled SQLite, curl for
 /// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup and mkfs.ext4 for the
 /// flash.sh tests. Node.js comes from Debian only if the machine has none (some images ship
-/// their own, which Debian's npm conflicts with).
+/// their own, which Debian's npm conflicts with). The RDP tests: FreeRDP 2.11 (`xfreerdp` as the
+/// client, `freerdp-shadow-cli` + `winpr-hash` as an NLA target) under Xvfb, xrdp + xorgxrdp as a
+/// TLS-only target (an X session started through `/etc/X11/Xsession`), `xwd`/`xsetroot` to read
+/// and change screens, `openssl` for xrdp's certificate. The web console: Debian's `chromium`
+/// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
+/// independent implementation).
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -21,6 +26,18 @@ const PACKAGES: &[&str] = &[
     "curl",
     "util-linux",
     "e2fsprogs",
+    "xvfb",
+    "freerdp2-x11",
+    "freerdp2-shadow-x11",
+    "winpr-utils",
+    "xrdp",
+    "xorgxrdp",
+    "x11-common",
+    "x11-apps",
+    "x11-xserver-utils",
+    "openssl",
+    "chromium",
+    "oathtool",
 ];
 
 fn installed(pkg: &str) -> bool {
@@ -49,7 +66,17 @@ fn as_root(args: &[&str]) -> Command {
 const RUNTIME: &[&str] = &["build-essential", "pkg-config"];
 
 pub fn install_runtime() -> Result<()> {
-    apt(RUNTIME)
+    apt(RUNTIME)?;
+    // The console's terminal player is pulled from npm when the binary is built.
+    ensure_npm()
+}
+
+fn ensure_npm() -> Result<()> {
+    if Command::new("sh").arg("-c").arg("command -v npm").output().map(|o| !o.status.success()).unwrap_or(true) {
+        crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
+        crate::run(&mut as_root(&["apt-get", "install", "-y", "-q", "nodejs", "npm"]))?;
+    }
+    Ok(())
 }
 
 fn apt(packages: &[&str]) -> Result<()> {
@@ -80,15 +107,32 @@ pub fn install() -> Result<()> {
     if !std::path::Path::new(&format!("{home}/.cargo/bin/s3s-fs")).exists() {
         crate::run(Command::new("cargo").args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked"]))?;
     }
-    if Command::new("sh").arg("-c").arg("command -v npm").output().map(|o| !o.status.success()).unwrap_or(true) {
-        crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
-        crate::run(&mut as_root(&["apt-get", "install", "-y", "-q", "nodejs", "npm"]))?;
+    ensure_npm()?;
+    // The browser tests' driver, pinned by tests/web/package-lock.json.
+    let web = crate::root().join("tests/web");
+    if !web.join("node_modules/playwright-core").exists() {
+        crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&web))?;
     }
     if Command::new("sh").arg("-c").arg("command -v azurite-blob").output().map(|o| !o.status.success()).unwrap_or(true)
     {
         crate::run(&mut as_root(&["npm", "install", "-g", "azurite@3.35.0"]))?;
     }
-    for tool in ["ssh", "/usr/sbin/sshd", "asciinema", "tmux", "script", "curl", "azurite-blob"] {
+    for tool in [
+        "ssh",
+        "/usr/sbin/sshd",
+        "asciinema",
+        "tmux",
+        "script",
+        "curl",
+        "azurite-blob",
+        "Xvfb",
+        "xfreerdp",
+        "freerdp-shadow-cli",
+        "xrdp",
+        "xwd",
+        "chromium",
+        "oathtool",
+    ] {
         if Command::new("sh")
             .arg("-c")
             .arg(format!("command -v {tool}"))

@@ -104,12 +104,6 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;",
     // 3: the audit log, hash-chained.
     "ALTER TABLE audit ADD COLUMN hash TEXT;",
-    // 4: the RDP jump path. NTLM checks passwords against the NT hash, so users with a password
-    // get one; targets may name a Windows domain; grants say which RDP redirections they allow.
-    "ALTER TABLE users ADD COLUMN nt_hash TEXT;
-    ALTER TABLE targets ADD COLUMN domain TEXT;
-    ALTER TABLE grants ADD COLUMN rdp_clipboard INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE grants ADD COLUMN rdp_drives INTEGER NOT NULL DEFAULT 0;",
     // 4: the web console: TOTP second factor, full-text search inside SSH output.
     "ALTER TABLE users ADD COLUMN totp_secret TEXT;
     ALTER TABLE recordings ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0;
@@ -117,6 +111,12 @@ const STEPS: &[&str] = &[
         text, recording_id UNINDEXED, session_id UNINDEXED, at UNINDEXED, line_times UNINDEXED,
         tokenize = 'unicode61'
     );",
+    // 5: the RDP jump path. NTLM checks passwords against the NT hash, so users with a password
+    // get one; targets may name a Windows domain; grants say which RDP redirections they allow.
+    "ALTER TABLE users ADD COLUMN nt_hash TEXT;
+    ALTER TABLE targets ADD COLUMN domain TEXT;
+    ALTER TABLE grants ADD COLUMN rdp_clipboard INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE grants ADD COLUMN rdp_drives INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
