@@ -301,3 +301,75 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
     assert_eq!(w.get("/api/v1/live").json(), serde_json::json!([]));
     std::thread::sleep(Duration::from_millis(100));
 }
+
+/// Runs a step of `tests/web/console.mjs` (Playwright in Debian's Chromium).
+fn browser(step: &str, config: &Value) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
+    assert!(
+        dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed in {}: run `cargo xtask setup`",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .arg(dir.join("console.mjs"))
+        .arg(step)
+        .env("WITNESS_WEB_TEST", config.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && stdout(&out).contains("\"ok\":true"),
+        "browser step {step} failed (screenshots in {}): {}{}",
+        config["artifacts"].as_str().unwrap(),
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn browser_finds_plays_watches_live_and_terminates() {
+    let (_sshd, b, _session) = box_with_a_session("axolotlword");
+    eventually(20, "the recording is searchable", || {
+        let mut w = Web::new(&b);
+        w.login("audrey", "audrey-pw");
+        let l = w.get("/api/v1/sessions?q=axolotlword").json();
+        (l.as_array().unwrap().len() == 1).then_some(())
+    });
+    let mut ssh = b
+        .ssh("alice@web01")
+        .args(["-tt"])
+        .arg("echo running-pangolin; sleep 120")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let live = eventually(20, "the live session is in the index", || {
+        b.sessions().into_iter().find(|s| s["ended_at"].is_null()).map(|s| s["id"].as_str().unwrap().to_owned())
+    });
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", b.web_port),
+        "auditor": ["audrey", "audrey-pw"],
+        "admin": ["adam", "adam-pw"],
+        "word": "axolotlword",
+        "live": live,
+        "live_word": "running-pangolin",
+        "artifacts": artifacts,
+    });
+    browser("replay", &config);
+    assert!(ssh.try_wait().unwrap().is_none(), "the auditor's visit left the session running");
+    browser("live", &config);
+    let status = eventually(15, "the ssh client exits after terminate", || ssh.try_wait().unwrap());
+    assert!(!status.success());
+    let ended = eventually(10, "the session is ended in the index", || {
+        b.sessions().into_iter().find(|s| s["id"] == live.as_str() && !s["ended_at"].is_null())
+    });
+    assert!(ended["end_reason"].as_str().unwrap().contains("administrator"), "{ended}");
+    for f in ["replay-search.png", "replay-player.png", "live-live-view.png", "live-terminated.png"] {
+        assert!(artifacts.join(f).exists(), "screenshot {f} kept");
+    }
+    let kinds = b.audit_kinds();
+    for k in ["web_search", "web_recording_played", "web_live_viewed", "session_terminated"] {
+        assert!(kinds.iter().any(|x| x == k), "audit has {k}: {kinds:?}");
+    }
+}

@@ -74,6 +74,7 @@ fn up(args: &[String]) -> Result<()> {
          \x20 grant access:  target/release/witness --data {d} grant alice web01 --for 8h\n\
          \x20 connect:       ssh -p 2222 alice@web01@<this-box>\n\
          \x20 see sessions:  target/release/witness --data {d} sessions\n\
+         \x20 web console:   https://<this-box>:8443/ (log in as admin; the certificate is self-signed, its fingerprint is above)\n\
          Stop with Ctrl-C: open sessions are ended and every recording is closed first.\n"
     );
     let err = exec(Command::new(&bin).arg("--data").arg(&data).arg("serve"));

@@ -47,7 +47,7 @@ enum Esc {
     Csi,
     /// OSC/DCS/APC/PM/SOS: until BEL or ESC \.
     String,
-    /// ESC inside a string: a `\\` ends it.
+    /// ESC inside a string: a backslash next ends the string.
     StringEnd,
 }
 

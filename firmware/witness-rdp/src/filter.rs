@@ -187,6 +187,7 @@ impl Filter {
     }
 
     fn connect_initial(&mut self, frame: &[u8]) -> Result<Vec<u8>, FilterError> {
+        tracing::trace!(frame = %hex::encode(frame), "mcs connect initial from the client");
         let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect initial"))?;
         let mut initial = decode::<ConnectInitial>(&x224.0.data).map_err(err("mcs connect initial"))?;
         let mut blocks: ClientGccBlocks = initial.conference_create_request.into_gcc_blocks();
@@ -210,6 +211,7 @@ impl Filter {
     /// Learns the channel ids. The response passes unchanged: without the client's multitransport
     /// block (removed from the Connect Initial) the target offers no side transport.
     fn connect_response(&mut self, frame: &[u8]) -> Result<(), FilterError> {
+        tracing::trace!(frame = %hex::encode(frame), "mcs connect response from the target");
         let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect response"))?;
         let response = decode::<ConnectResponse>(&x224.0.data).map_err(err("mcs connect response"))?;
         let blocks = response.conference_create_response.gcc_blocks();

@@ -203,7 +203,7 @@ async fn handshake<B: Broker>(
                             let denial = TsRequest { error_code: Some(code), ..TsRequest::default() };
                             let _ = write_ts_request(&mut framed, &denial).await;
                             refusal.user = Some(user);
-                            refusal.target = Some(target);
+                            refusal.target = (!target.is_empty()).then_some(target);
                             return Err(refusal);
                         }
                     }
@@ -223,7 +223,7 @@ async fn handshake<B: Broker>(
                     refusal.message = format!("credssp failed: {error}");
                 }
                 refusal.user = who.as_ref().map(|(u, _)| u.clone());
-                refusal.target = who.map(|(_, t)| t);
+                refusal.target = who.map(|(_, t)| t).filter(|t| !t.is_empty());
                 return Err(refusal);
             }
         }
@@ -526,16 +526,16 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         plan.redirection,
         Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
     ));
-    let (client_r, client_w) = tokio::io::split(client);
-    let (target_r, target_w) = tokio::io::split(target);
+    let (client_r, mut client_w) = tokio::io::split(client);
+    let (target_r, mut target_w) = tokio::io::split(target);
     let announce = |decisions: &[crate::filter::ChannelDecision]| {
         let allowed: Vec<_> = decisions.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect();
         let blocked: Vec<_> = decisions.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect();
         info!(session_id, ?allowed, ?blocked, "rdp virtual channels");
         audit("rdp_channels", serde_json::json!({ "allowed": allowed, "blocked": blocked }));
     };
-    let from_client = pump(client_r, target_w, client_leftover, true, &filter, &announce);
-    let from_target = pump(target_r, client_w, target_leftover, false, &filter, &announce);
+    let from_client = pump(client_r, &mut target_w, client_leftover, true, &filter, &announce);
+    let from_target = pump(target_r, &mut client_w, target_leftover, false, &filter, &announce);
     let recheck = async {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -565,6 +565,9 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         }
         _ = cancel.cancelled() => "the box is shutting down".to_owned(),
     };
+    // Close both legs with a TLS close_notify, so neither side reads the end as an error.
+    let close = async { tokio::join!(client_w.shutdown(), target_w.shutdown()) };
+    let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
     info!(session_id, user, target = %plan.name, reason, "rdp session ended");
     broker.session_ended(&session_id, &reason);
 }
@@ -572,7 +575,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
 /// Moves whole PDUs from `r` to `w` through the filter until `r` ends.
 async fn pump<R, W>(
     mut r: R,
-    mut w: W,
+    w: &mut W,
     mut buf: BytesMut,
     from_client: bool,
     filter: &Mutex<Filter>,

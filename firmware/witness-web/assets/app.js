@@ -233,7 +233,7 @@ async function detailPage(id) {
     : stateBox('No audit events for this session.'));
   show(...parts);
   if (d.live && me.role === 'admin') {
-    player = AsciinemaPlayer.create({ driver: 'eventsource', url: `/api/v1/sessions/${id}/live` }, document.getElementById('live-player'), { autoPlay: true, fit: 'width' });
+    player = AsciinemaPlayer.create({ driver: 'eventsource', url: `/api/v1/sessions/${id}/live` }, document.getElementById('live-player'), { autoPlay: true, fit: false, terminalFontSize: '14px' });
   }
   const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
   if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'));
@@ -267,7 +267,7 @@ async function play(r, slot, at) {
     if (player) { try { player.dispose(); } catch (_) { /* gone */ } }
     box.replaceChildren();
     player = AsciinemaPlayer.create({ data: text }, box, {
-      autoPlay: true, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: 'width',
+      autoPlay: true, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: false, terminalFontSize: '14px',
       markers: at > 0 ? [[at, 'match']] : undefined,
     });
   };

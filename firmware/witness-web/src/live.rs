@@ -77,7 +77,8 @@ pub async fn stream(
 pub fn catch_up(cast: &str) -> Vec<Value> {
     let mut lines = cast.lines();
     let Some(header) = lines.next().and_then(|l| serde_json::from_str::<Value>(l).ok()) else { return vec![] };
-    let (mut cols, mut rows) = (header["width"].as_u64().unwrap_or(80), header["height"].as_u64().unwrap_or(24));
+    let size = |v: &Value, default| v.as_u64().filter(|&n| n > 1).unwrap_or(default);
+    let (mut cols, mut rows) = (size(&header["width"], 80), size(&header["height"], 24));
     let (mut time, mut init) = (0.0, String::new());
     for line in lines {
         let Ok(Value::Array(e)) = serde_json::from_str::<Value>(line) else { continue };

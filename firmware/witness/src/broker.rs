@@ -221,8 +221,10 @@ impl witness_ssh::Broker for BoxBroker {
                 .map_err(|e| RecordError::Create(e.to_string()))?;
             let header = Header {
                 version: 2,
-                width: meta.cols.max(1),
-                height: meta.rows.max(1),
+                // No pty, or a client that sent 0x0 (`ssh -tt` without a terminal): players
+                // need a real size, so take the classic one.
+                width: if meta.cols == 0 { 80 } else { meta.cols },
+                height: if meta.rows == 0 { 24 } else { meta.rows },
                 timestamp: unix_now(),
                 title: Some(format!("{user}@{target}")),
                 command: meta.command.clone(),
