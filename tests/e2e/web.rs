@@ -373,3 +373,59 @@ fn browser_finds_plays_watches_live_and_terminates() {
         assert!(kinds.iter().any(|x| x == k), "audit has {k}: {kinds:?}");
     }
 }
+
+#[test]
+fn a_recording_pruned_from_the_box_plays_through_it_from_the_store() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo pruned-narwhal").output().unwrap().status.success());
+    let rec = eventually(30, "uploaded and pruned from the box", || {
+        let r = b.recordings().into_iter().next()?;
+        (r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists()).then_some(r)
+    });
+    let (rec, session) = (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-pw").status, 200);
+    assert_eq!(w.get(&format!("/api/v1/sessions/{session}")).json()["recordings"][0]["on_box"], false);
+    let content = w.get(&format!("/api/v1/recordings/{rec}/content"));
+    assert_eq!(content.status, 200, "{}", content.body);
+    assert!(content.body.contains("pruned-narwhal"));
+
+    // Playback reads with its own credentials when they are set apart: wrong ones say so.
+    let set_read = |secret: &str| {
+        b.ok(
+            &[
+                "store",
+                "set-read",
+                "s3",
+                "--endpoint",
+                &s3.endpoint(),
+                "--bucket",
+                S3_BUCKET,
+                "--access-key-id",
+                S3_ACCESS,
+                "--secret-key-stdin",
+            ],
+            Some(&format!("{secret}\n")),
+        )
+    };
+    set_read("not-the-read-secret");
+    let refused = w.get(&format!("/api/v1/recordings/{rec}/content"));
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("store"), "{}", refused.body);
+    assert!(!refused.body.contains("not-the-read-secret"), "no secret in the message");
+    set_read(S3_SECRET);
+    assert_eq!(w.get(&format!("/api/v1/recordings/{rec}/content")).status, 200);
+
+    // The store goes away: a clear message, and the box keeps serving.
+    drop(std::mem::replace(&mut s3, S3::stopped()));
+    let gone = w.get(&format!("/api/v1/recordings/{rec}/content"));
+    assert_eq!(gone.status, 503, "{}", gone.body);
+    assert!(gone.body.contains("cannot give it now"), "{}", gone.body);
+    assert_eq!(w.get("/healthz").status, 200);
+}

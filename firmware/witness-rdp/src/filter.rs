@@ -270,7 +270,6 @@ fn io_channel_verdict(ind: &SendDataIndication<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ironrdp_pdu::gcc::{ChannelDef, ChannelName, ChannelOptions, ClientNetworkData};
 
     fn injection() -> Injection {
         Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
@@ -401,24 +400,48 @@ mod tests {
         assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward);
     }
 
+    fn vector(text: &str) -> Vec<u8> {
+        hex::decode(text.trim()).unwrap()
+    }
+
+    /// A real exchange: FreeRDP 2.11's Connect Initial and freerdp-shadow's Connect Response.
     #[test]
-    fn channel_decisions_follow_the_client_order() {
+    fn connect_sequence_is_rewritten_and_channels_decided() {
+        let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        let original = {
+            let x224 = decode::<X224<X224Data<'_>>>(&initial).unwrap();
+            decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks()
+        };
+        assert_eq!(original.core.optional_data.server_selected_protocol, Some(SecurityProtocol::HYBRID));
+        assert!(original.cluster.as_ref().unwrap().flags.contains(RedirectionFlags::REDIRECTION_SUPPORTED));
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        let channels = ["rdpdr", "cliprdr", "rdpsnd"]
-            .iter()
-            .map(|n| ChannelDef { name: ChannelName::from_utf8(n).unwrap(), options: ChannelOptions::INITIALIZED })
-            .collect::<Vec<_>>();
-        let net = ClientNetworkData { channels };
-        f.client_channels = net.channels.iter().map(|c| c.name.as_str().unwrap().to_owned()).collect();
-        f.decisions = f
-            .client_channels
-            .iter()
-            .zip(&[1004u16, 1005, 1006])
-            .map(|(n, &id)| ChannelDecision { name: n.clone(), id, allowed: f.allowed_name(n) })
-            .collect();
+        let Verdict::Replace(out) = f.from_client(&initial).unwrap() else { panic!("connect initial not rewritten") };
+        let x224 = decode::<X224<X224Data<'_>>>(&out).unwrap();
+        let blocks = decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks();
+        // The target reads the protocol it selected itself, not the one the box chose with the client.
+        assert_eq!(blocks.core.optional_data.server_selected_protocol, Some(SecurityProtocol::SSL));
+        assert!(!blocks.cluster.unwrap().flags.contains(RedirectionFlags::REDIRECTION_SUPPORTED));
+        assert!(blocks.multi_transport_channel.is_none());
+        // Everything else is as the client sent it.
+        assert_eq!(blocks.network, original.network);
+        assert_eq!(blocks.core.desktop_width, original.core.desktop_width);
+        assert_eq!(blocks.core.client_name, original.core.client_name);
+
+        assert!(!f.channels_known());
+        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        assert!(f.channels_known());
+        let d = f.decisions();
+        let names: Vec<_> = d.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(
-            f.decisions().iter().map(|d| (d.id, d.allowed)).collect::<Vec<_>>(),
-            [(1004, false), (1005, true), (1006, true)]
+            names,
+            original.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap()).collect::<Vec<_>>()
         );
+        assert!(d.iter().all(|d| d.allowed == (d.name != "rdpdr")), "{d:?}");
+        let ids: Vec<u16> = d.iter().map(|d| d.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len(), "each channel gets its own id: {ids:?}");
     }
 }

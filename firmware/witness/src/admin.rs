@@ -387,7 +387,7 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
         if state != "verified" {
             bail!("recording {id} is missing from the box and not yet in the store");
         }
-        let store = crate::sync::open_store(dir)?;
+        let store = crate::sync::open_read_store(dir)?;
         let fetch = store.get(&key);
         let fetched = match tokio::runtime::Handle::try_current() {
             // On a blocking thread of the daemon's runtime (the console).

@@ -121,6 +121,10 @@ pub enum StoreCmd {
     /// Set the destination (replaces the previous one; pending uploads go to the new one).
     #[command(subcommand)]
     Set(StoreSetCmd),
+    /// Set the read-only credentials the box fetches recordings back with for playback, kept
+    /// apart from the upload credentials (default: the upload ones).
+    #[command(subcommand)]
+    SetRead(StoreSetCmd),
     /// Show the destination (never its secrets).
     Show,
 }

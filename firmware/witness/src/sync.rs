@@ -15,6 +15,8 @@ use witness_index::{PartRecord, UploadJob};
 use witness_store::{Destination, Part, Progress, Resume, Store, StoreError, Tuning};
 
 pub const STORE_FILE: &str = "store.toml";
+/// Credentials for reading recordings back (playback), when set apart from the upload ones.
+pub const READ_STORE_FILE: &str = "store-read.toml";
 /// How long a claimed job is ours before another uploader may take it (renewed per part).
 const LEASE_MS: i64 = 10 * 60 * 1000;
 const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
@@ -27,6 +29,18 @@ pub fn destination(root: &Path) -> Result<Destination> {
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
+}
+
+/// The store with the read credentials, for fetching recordings back (playback, export).
+pub fn open_read_store(dir: &DataDir) -> Result<Store> {
+    let path = dir.root.join(READ_STORE_FILE);
+    if !path.exists() {
+        return open_store(dir);
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let dest: Destination =
+        toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))?;
+    Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?)
 }
 
 pub fn open_store(dir: &DataDir) -> Result<Store> {

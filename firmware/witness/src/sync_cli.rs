@@ -18,50 +18,64 @@ pub fn store(root: &Path, cmd: StoreCmd) -> Result<()> {
     match cmd {
         StoreCmd::Show => {
             println!("{}", sync::destination(root)?.describe());
-            Ok(())
-        }
-        StoreCmd::Set(set) => {
-            let dest = match set {
-                StoreSetCmd::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key_stdin: _ } => {
-                    let secret_key = read_secret_stdin("secret key")?;
-                    Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key }
-                }
-                StoreSetCmd::Azure { sas_url_stdin: _ } => {
-                    let sas_url = read_secret_stdin("SAS URL")?;
-                    if !sas_url.starts_with("http") || !sas_url.contains('?') {
-                        bail!("the SAS URL must look like https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=…&sig=…");
-                    }
-                    Destination::Azure { sas_url }
-                }
-                StoreSetCmd::Dir { path } => {
-                    let path = std::path::absolute(&path).with_context(|| format!("{}", path.display()))?;
-                    Destination::Dir { path }
-                }
-            };
-            // Validates the destination before saving it.
-            let store = Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?;
-            let text = toml::to_string(&dest)?;
-            let path = root.join(STORE_FILE);
-            let tmp = root.join(format!("{STORE_FILE}.new"));
-            let _ = std::fs::remove_file(&tmp);
-            write_private(&tmp, text.as_bytes())?;
-            std::fs::rename(&tmp, &path)?;
-            dir.index.audit(
-                "store_configured",
-                None,
-                None,
-                None,
-                &serde_json::json!({ "destination": dest.describe() }),
-            )?;
-            println!("recordings go to {}", dest.describe());
-            // A site may be configured before its uplink works: say so, keep the setting.
-            match runtime()?.block_on(store.check()) {
-                Ok(()) => println!("the store answers and accepts the credentials"),
-                Err(e) => eprintln!("warning: the store cannot be used yet ({e}); recordings stay queued until it can"),
+            if let Ok(read) = sync::open_read_store(&dir)
+                && root.join(sync::READ_STORE_FILE).exists()
+            {
+                println!("playback reads with separate credentials: {}", read.describe());
             }
             Ok(())
         }
+        StoreCmd::Set(set) => save_store(&dir, set, STORE_FILE),
+        StoreCmd::SetRead(set) => save_store(&dir, set, sync::READ_STORE_FILE),
     }
+}
+
+fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
+    let root = &dir.root;
+    let reading = file == sync::READ_STORE_FILE;
+    let dest = match set {
+        StoreSetCmd::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key_stdin: _ } => {
+            let secret_key = read_secret_stdin("secret key")?;
+            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key }
+        }
+        StoreSetCmd::Azure { sas_url_stdin: _ } => {
+            let sas_url = read_secret_stdin("SAS URL")?;
+            if !sas_url.starts_with("http") || !sas_url.contains('?') {
+                bail!("the SAS URL must look like https://ACCOUNT.blob.core.windows.net/CONTAINER?sv=…&sig=…");
+            }
+            Destination::Azure { sas_url }
+        }
+        StoreSetCmd::Dir { path } => {
+            let path = std::path::absolute(&path).with_context(|| format!("{}", path.display()))?;
+            Destination::Dir { path }
+        }
+    };
+    // Validates the destination before saving it.
+    let store = Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?;
+    let text = toml::to_string(&dest)?;
+    let path = root.join(file);
+    let tmp = root.join(format!("{file}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, text.as_bytes())?;
+    std::fs::rename(&tmp, &path)?;
+    dir.index.audit(
+        if reading { "store_read_configured" } else { "store_configured" },
+        None,
+        None,
+        None,
+        &serde_json::json!({ "destination": dest.describe() }),
+    )?;
+    if reading {
+        println!("playback fetches recordings from {} with these credentials", dest.describe());
+    } else {
+        println!("recordings go to {}", dest.describe());
+    }
+    // A site may be configured before its uplink works: say so, keep the setting.
+    match runtime()?.block_on(store.check()) {
+        Ok(()) => println!("the store answers and accepts the credentials"),
+        Err(e) => eprintln!("warning: the store cannot be used yet ({e}); recordings stay queued until it can"),
+    }
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
