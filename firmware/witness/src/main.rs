@@ -15,6 +15,7 @@ mod search;
 mod serve;
 mod sync;
 mod sync_cli;
+mod systemd;
 
 use clap::Parser;
 use std::process::ExitCode;

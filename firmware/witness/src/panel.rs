@@ -155,6 +155,9 @@ pub fn run(mut board: Board, profile_reason: String, board_fault: Option<String>
     let mut health = Health { board: board_fault, ..Default::default() };
     let mut last_health = Instant::now() - HEALTH_EVERY;
     let mut last_pet = Instant::now() - pet_every;
+    // systemd's watchdog, when the unit sets WatchdogSec=: same health gate as the hardware one.
+    let service_pet_every = crate::systemd::watchdog_every();
+    let mut last_service_pet = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(1);
     let mut status = BoxStatus { booting: true, ..Default::default() };
     let mut wd = WatchdogInfo { present: board.watchdog.is_some(), ..Default::default() };
@@ -203,6 +206,14 @@ pub fn run(mut board: Board, profile_reason: String, board_fault: Option<String>
                 }
             }
             last_pet = Instant::now();
+        }
+        if let Some(every) = service_pet_every
+            && wd.petting
+            && inputs.ready.load(Ordering::Acquire)
+            && last_service_pet.elapsed() >= every
+        {
+            crate::systemd::notify("WATCHDOG=1");
+            last_service_pet = Instant::now();
         }
         if last_publish.elapsed() >= Duration::from_millis(500) {
             last_publish = Instant::now();

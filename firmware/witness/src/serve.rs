@@ -118,6 +118,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
         info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
         ready.store(true, std::sync::atomic::Ordering::Release);
+        crate::systemd::notify("READY=1");
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
         let rdp = crate::rdp_broker::start(rdp, broker.clone(), cancel.clone()).await?;
@@ -158,6 +159,7 @@ async fn stop_on_signal(cancel: CancellationToken) {
         _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
         _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
     }
+    crate::systemd::notify("STOPPING=1");
     cancel.cancel();
 }
 
