@@ -132,6 +132,21 @@ impl RdpBox {
     }
 }
 
+impl RdpBox {
+    /// SIGTERM and wait: the box's clean shutdown.
+    fn stop(&mut self) -> ExitStatus {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let start = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "witness did not stop within 30s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 impl Drop for RdpBox {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -351,6 +366,36 @@ fn refusals_reach_the_client_as_rdp_failures() {
     assert!(changed.len() == 1 && changed[0].contains("has changed"), "{changed:?}");
     // Only the one good connection became a session.
     assert_eq!(rb.b.sessions().len(), 1);
+}
+
+#[test]
+fn revoking_the_grant_or_stopping_the_box_ends_the_session() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let mut rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    rb.b.ok(&["revoke", "alice", "nla01"], None);
+    // The box re-checks grants every few seconds and ends the session itself.
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session outlived its grant: {log}");
+    let ended = crate::harness::eventually(10, "the session ended", || {
+        rb.b.sessions().into_iter().find(|r| !r["ended_at"].is_null())
+    });
+    let reason = ended["end_reason"].as_str().unwrap();
+    assert!(reason.contains("alice has no grant for target nla01"), "{reason}");
+    assert!(audit_of(&rb.b.audit(), "session_terminated").len() == 1);
+
+    rb.b.ok(&["grant", "alice", "nla01"], None);
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    assert!(rb.stop().success(), "witness serve did not stop cleanly: {}", rb.b.log());
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session outlived the box: {log}");
+    let sessions = rb.b.sessions();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions.iter().any(|s| s["end_reason"] == "the box is shutting down"), "{sessions:?}");
 }
 
 #[test]
