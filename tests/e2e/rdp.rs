@@ -369,7 +369,7 @@ fn refusals_reach_the_client_as_rdp_failures() {
 }
 
 #[test]
-fn revoking_the_grant_or_stopping_the_box_ends_the_session() {
+fn revoke_console_terminate_and_shutdown_end_the_session() {
     let shadow = Shadow::start();
     shadow.screen.set_color("red");
     let mut rb = box_with_shadow(&shadow);
@@ -387,14 +387,34 @@ fn revoking_the_grant_or_stopping_the_box_ends_the_session() {
     assert!(reason.contains("alice has no grant for target nla01"), "{reason}");
     assert!(audit_of(&rb.b.audit(), "session_terminated").len() == 1);
 
+    // An administrator ends an RDP session from the web console.
     rb.b.ok(&["grant", "alice", "nla01"], None);
+    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    let mut web = crate::web::Web::new(&rb.b);
+    assert_eq!(web.login("adam", "adam-pw").status, 200);
+    let live = crate::harness::eventually(10, "the rdp session is listed as live", || {
+        let l = web.get("/api/v1/live").json();
+        (l.as_array().unwrap().len() == 1).then_some(l)
+    });
+    let id = live[0]["id"].as_str().unwrap().to_owned();
+    let ended = web.req("POST", &format!("/api/v1/sessions/{id}/terminate"), Some("{}"), &[]);
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session outlived its termination: {log}");
+    let row = crate::harness::eventually(10, "the terminated session ended", || {
+        rb.b.sessions().into_iter().find(|r| r["id"] == id.as_str() && !r["ended_at"].is_null())
+    });
+    assert_eq!(row["end_reason"], "an administrator ended the session from the console");
+
     let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
     screen_shows(&screen, &[RED], 10, |_| {});
     assert!(rb.stop().success(), "witness serve did not stop cleanly: {}", rb.b.log());
     let (st, log) = client.wait(Duration::from_secs(15));
     assert_ne!(st.code(), Some(STAYED_UP), "the session outlived the box: {log}");
     let sessions = rb.b.sessions();
-    assert_eq!(sessions.len(), 2);
+    assert_eq!(sessions.len(), 3);
     assert!(sessions.iter().any(|s| s["end_reason"] == "the box is shutting down"), "{sessions:?}");
 }
 

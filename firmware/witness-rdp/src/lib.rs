@@ -77,6 +77,11 @@ pub trait Broker: Send + Sync + 'static {
     fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String>;
     fn session_ended(&self, session_id: &str, reason: &str);
     fn audit(&self, event: AuditEvent);
+    /// Cancelled when an administrator ends the session from the console. `None`: sessions
+    /// cannot be ended from outside.
+    fn termination(&self, _session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
+        None
+    }
 }
 
 /// The NT hash (MD4 of the UTF-16LE password) as NTLM uses it, in hex.

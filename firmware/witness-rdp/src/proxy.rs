@@ -544,6 +544,13 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
             }
         }
     };
+    let termination = broker.termination(&session_id);
+    let terminated = async {
+        match &termination {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let reason = tokio::select! {
         r = from_client => match r {
             Ok(End::Closed) => "client disconnected".to_owned(),
@@ -564,6 +571,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
             reason
         }
         _ = cancel.cancelled() => "the box is shutting down".to_owned(),
+        _ = terminated => "an administrator ended the session from the console".to_owned(),
     };
     // Close both legs with a TLS close_notify, so neither side reads the end as an error.
     let close = async { tokio::join!(client_w.shutdown(), target_w.shutdown()) };
