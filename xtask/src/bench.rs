@@ -32,7 +32,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--store-mib" => o.store_mib = v()?,
             "--only" => o.only = Some(it.clone().next().context("missing value")?.clone()),
             other => bail!(
-                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store)"
+                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store|rdp|idle|recorder)"
             ),
         }
         it.next();
@@ -441,6 +441,9 @@ pub fn run(args: &[String]) -> Result<()> {
         "\nWitness bench — {} cores, loopback",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
+    if o.only.as_deref() == Some("rdp") {
+        return crate::bench_rdp::run();
+    }
     if o.only.as_deref() == Some("recorder") {
         return recorder_section(o.bulk_mib);
     }
@@ -460,6 +463,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if o.only.is_none() {
         recorder_section(o.bulk_mib)?;
+        crate::bench_rdp::run()?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! the performance figures side by side with direct OpenSSH.
 
 mod bench;
+mod bench_rdp;
 mod setup;
 
 use anyhow::{Context, Result, bail};
