@@ -208,7 +208,15 @@ impl Shadow {
             .spawn()
             .expect("starting freerdp-shadow-cli (is freerdp2-shadow-x11 installed?)");
         self.child = Some(child);
-        wait_for_port(self.port, "freerdp-shadow-cli");
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            let exited = self.child.as_mut().unwrap().try_wait().unwrap();
+            if exited.is_some() || start.elapsed() > Duration::from_secs(30) {
+                let log = std::fs::read_to_string(self.home.path().join("shadow.log")).unwrap_or_default();
+                panic!("freerdp-shadow-cli did not listen on port {} ({exited:?}): {log}", self.port);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn stop(&mut self) {
@@ -424,7 +432,7 @@ fn web01_backslash_alice_names_the_target_too() {
     shadow.screen.set_color("blue");
     let rb = box_with_shadow(&shadow);
     let screen = Xvfb::start();
-    let client = rb.client(&screen, "nla01\\alice", "alice-pw", 8, &[]);
+    let client = rb.client(&screen, "nla01\\alice", "alice-pw", 8, &["+sec-ext"]);
     screen_shows(&screen, &[BLUE], 6, |_| {});
     let (st, log) = client.wait(Duration::from_secs(15));
     assert_eq!(st.code(), Some(STAYED_UP), "{log}");

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_rdp;
+mod image;
 mod setup;
 
 use anyhow::{Context, Result, bail};
@@ -18,9 +19,10 @@ fn main() -> std::process::ExitCode {
         Some("test") => test(),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("image") => image::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH"
+                "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH\n  image  the appliance firmware image (rootfs/build.sh; --out DIR, --binary PATH)"
             );
             return std::process::ExitCode::from(2);
         }

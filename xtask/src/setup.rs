@@ -38,6 +38,7 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "chromium",
     "oathtool",
+    "ffmpeg",
 ];
 
 fn installed(pkg: &str) -> bool {
@@ -48,7 +49,7 @@ fn installed(pkg: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn as_root(args: &[&str]) -> Command {
+pub fn as_root(args: &[&str]) -> Command {
     let is_root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
     let mut c = if is_root {
         Command::new(args[0])
@@ -63,7 +64,18 @@ fn as_root(args: &[&str]) -> Command {
 
 /// What building and running the box needs (the appliance itself talks to OpenSSH servers over
 /// the network and needs no peer installed locally).
-const RUNTIME: &[&str] = &["build-essential", "pkg-config"];
+const RUNTIME: &[&str] = &[
+    "build-essential",
+    "pkg-config",
+    // RDP session video: GStreamer 1.22 to build against, and its encoders (x264 in ugly,
+    // OpenH264 and the VA plugin in bad) and muxers (good).
+    "libgstreamer1.0-dev",
+    "libgstreamer-plugins-base1.0-dev",
+    "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-good",
+    "gstreamer1.0-plugins-bad",
+    "gstreamer1.0-plugins-ugly",
+];
 
 pub fn install_runtime() -> Result<()> {
     apt(RUNTIME)?;
@@ -91,9 +103,54 @@ fn apt(packages: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The firmware image (`cargo xtask image`, `tests/e2e/image.rs`): mmdebstrap, squashfs and
+/// dm-verity tools, sfdisk; QEMU boots the image in the test. QEMU comes from bookworm-backports
+/// because these machines may carry `qemu-utils` from there, which bookworm's QEMU conflicts with.
+const IMAGE: &[&str] = &["mmdebstrap", "squashfs-tools", "cryptsetup-bin", "fdisk", "e2fsprogs", "curl"];
+
+pub fn install_image() -> Result<()> {
+    apt(IMAGE)?;
+    if !installed("qemu-system-x86") {
+        ensure_backports()?;
+        crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
+        crate::run(&mut as_root(&[
+            "apt-get",
+            "install",
+            "-y",
+            "-q",
+            "--no-install-recommends",
+            "-t",
+            "bookworm-backports",
+            "qemu-system-x86",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// Adds a bookworm-backports sources entry unless one is configured already.
+pub fn ensure_backports() -> Result<()> {
+    let configured = Command::new("sh")
+        .arg("-c")
+        .arg("grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/")
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !configured {
+        let entry = "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+        crate::run(&mut as_root(&[
+            "sh",
+            "-c",
+            &format!("printf '{entry}' > /etc/apt/sources.list.d/bookworm-backports.sources"),
+        ]))?;
+    }
+    Ok(())
+}
+
 /// Everything the tests and the bench need.
 pub fn install() -> Result<()> {
+    apt(RUNTIME)?;
     apt(PACKAGES)?;
+    install_image()?;
     // sshd refuses to start without its privilege-separation directory.
     if !std::path::Path::new("/run/sshd").exists() {
         crate::run(&mut as_root(&["mkdir", "-p", "/run/sshd"]))?;
@@ -132,6 +189,9 @@ pub fn install() -> Result<()> {
         "xwd",
         "chromium",
         "oathtool",
+        "ffprobe",
+        "mmdebstrap",
+        "qemu-system-x86_64",
     ] {
         if Command::new("sh")
             .arg("-c")

@@ -79,6 +79,8 @@ pub struct RecordingSection {
     pub fsync_interval_ms: Option<u64>,
     /// New sessions are refused when the recordings' file system has less free space than this.
     pub min_free_mb: Option<u64>,
+    /// Pins the H.264 encoder (a GStreamer element name, e.g. "v4l2h264enc"); unset: probe.
+    pub video_encoder: Option<String>,
 }
 
 /// The validated configuration.
@@ -98,6 +100,7 @@ pub struct Config {
     pub bandwidth_bytes_per_sec: u64,
     pub upload_concurrency: u8,
     pub board_profile: Option<String>,
+    pub video_encoder: Option<String>,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -163,6 +166,7 @@ impl ConfigFile {
                 }
             },
             board_profile: self.board.profile,
+            video_encoder: self.recording.video_encoder.filter(|e| !e.is_empty()),
         })
     }
 }

@@ -8,6 +8,7 @@ pub mod cast;
 pub mod config;
 pub mod duration;
 pub mod evidence;
+pub mod fmp4;
 pub mod model;
 pub mod names;
 pub mod policy;

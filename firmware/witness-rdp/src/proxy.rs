@@ -160,10 +160,13 @@ async fn handshake<B: Broker>(
             "the client does not offer network level authentication (NLA), which the box requires",
         ));
     }
-    let client_protocol = if request.protocol.contains(SecurityProtocol::HYBRID_EX) {
-        SecurityProtocol::HYBRID_EX
-    } else {
+    // Plain HYBRID whenever offered: FreeRDP 2 offers HYBRID_EX with `+sec-ext` but cannot
+    // continue once a server selects it, and refusals reach the client as CredSSP status codes
+    // either way (HYBRID_EX would only add the Early User Authorization Result).
+    let client_protocol = if request.protocol.contains(SecurityProtocol::HYBRID) {
         SecurityProtocol::HYBRID
+    } else {
+        SecurityProtocol::HYBRID_EX
     };
     let confirm = X224(ConnectionConfirm::Response {
         flags: ResponseFlags::EXTENDED_CLIENT_DATA_SUPPORTED,

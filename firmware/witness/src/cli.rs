@@ -71,6 +71,14 @@ pub enum Command {
     /// Keys that encrypt recordings at rest.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// H.264 encoders for RDP video: what was found, which one is used, why others were skipped.
+    Encoders {
+        #[arg(long)]
+        json: bool,
+        /// Probe one encoder and print the result (used by the box itself, in a child process).
+        #[arg(long, hide = true, value_name = "ELEMENT")]
+        probe_one: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -219,8 +219,7 @@ impl witness_web::Console for BoxConsole {
             recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
             upload_backlog_bytes: backlog.pending_bytes,
             upload_backlog_recordings: backlog.pending,
-            // The RDP video path brings the encoder; SSH casts need none.
-            encoder: "none".into(),
+            encoder: crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen).unwrap_or_else(|| "none".into()),
             disk_used_percent: witness_recorder::used_percent(&self.dir.recordings_dir()).unwrap_or(0),
         })
     }

@@ -16,6 +16,7 @@ mod serve;
 mod sync;
 mod sync_cli;
 mod systemd;
+mod video;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -66,6 +67,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
+        Command::Encoders { probe_one: Some(element), .. } => video::probe_one_child(&element),
+        Command::Encoders { json, probe_one: None } => video::encoders(&cli.data, json),
     }
 }
 

@@ -86,6 +86,17 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             rt.block_on(uploader.run(wake, cancel));
         })?
     };
+    // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
+    {
+        let dir = dir.clone();
+        std::thread::Builder::new().name("encoder-probe".into()).spawn(move || match crate::video::choose(&dir) {
+            Ok(c) => match c.chosen {
+                Some(e) => info!(encoder = %e, "video encoder chosen"),
+                None => warn!("no H.264 encoder works on this box; RDP sessions cannot be recorded"),
+            },
+            Err(e) => warn!(error = format!("{e:#}"), "probing video encoders failed"),
+        })?;
+    }
     // Search covers recordings a crash or an older version left unindexed; off the start path.
     let search_backfill = {
         let dir = dir.clone();

@@ -1,0 +1,209 @@
+//! Which H.264 encoder to use: the hardware encoders of the SoCs we target first, then software.
+//! Encoders are never picked by GStreamer rank (a high-ranked element may fail on its first
+//! buffer); each is proven by running a short pipeline to end-of-stream with a keyframe.
+
+use crate::VideoError;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use std::time::Duration;
+
+/// One encoder we know how to drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// GStreamer element name.
+    pub element: &'static str,
+    pub hardware: bool,
+    /// Where it is found.
+    pub platform: &'static str,
+    /// Raw format the encoder takes.
+    pub format: &'static str,
+    /// Properties for low-latency screen content with a keyframe about every second.
+    pub props: &'static str,
+    /// Caps downstream of the encoder that some drivers insist on.
+    pub out_caps: &'static str,
+}
+
+/// In order of preference.
+pub const CANDIDATES: &[Candidate] = &[
+    Candidate {
+        element: "v4l2h264enc",
+        hardware: true,
+        platform: "Raspberry Pi 4, i.MX8M Plus (V4L2 memory-to-memory)",
+        format: "I420",
+        props: "extra-controls=\"controls,video_gop_size=10\"",
+        out_caps: "video/x-h264,level=(string)4",
+    },
+    Candidate {
+        element: "mpph264enc",
+        hardware: true,
+        platform: "Rockchip RK3588 (MPP)",
+        format: "NV12",
+        props: "gop=10",
+        out_caps: "video/x-h264",
+    },
+    Candidate {
+        element: "nvv4l2h264enc",
+        hardware: true,
+        platform: "NVIDIA Jetson",
+        format: "I420",
+        props: "iframeinterval=10",
+        out_caps: "video/x-h264",
+    },
+    Candidate {
+        element: "vah264enc",
+        hardware: true,
+        platform: "Intel (VA-API, GStreamer va plugin)",
+        format: "NV12",
+        props: "key-int-max=10",
+        out_caps: "video/x-h264",
+    },
+    Candidate {
+        element: "vaapih264enc",
+        hardware: true,
+        platform: "Intel (gstreamer-vaapi)",
+        format: "NV12",
+        props: "keyframe-period=10",
+        out_caps: "video/x-h264",
+    },
+    Candidate {
+        element: "qsvh264enc",
+        hardware: true,
+        platform: "Intel Quick Sync",
+        format: "NV12",
+        props: "gop-size=10",
+        out_caps: "video/x-h264",
+    },
+    Candidate {
+        element: "x264enc",
+        hardware: false,
+        platform: "software (x264)",
+        format: "I420",
+        props: "speed-preset=ultrafast tune=zerolatency key-int-max=10 bframes=0",
+        out_caps: "video/x-h264,profile=(string)high",
+    },
+    Candidate {
+        element: "openh264enc",
+        hardware: false,
+        platform: "software (OpenH264)",
+        format: "I420",
+        props: "gop-size=10 complexity=low",
+        out_caps: "video/x-h264",
+    },
+];
+
+pub fn candidate(element: &str) -> Option<&'static Candidate> {
+    CANDIDATES.iter().find(|c| c.element == element)
+}
+
+/// The order to try: a pinned encoder alone, else every candidate.
+pub fn order(pinned: Option<&str>) -> Result<Vec<&'static Candidate>, VideoError> {
+    match pinned {
+        Some(p) => candidate(p).map(|c| vec![c]).ok_or_else(|| VideoError::UnknownEncoder {
+            name: p.to_owned(),
+            known: CANDIDATES.iter().map(|c| c.element).collect(),
+        }),
+        None => Ok(CANDIDATES.iter().collect()),
+    }
+}
+
+/// What probing one encoder found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub element: &'static str,
+    pub usable: bool,
+    /// Why it was skipped, or what it produced.
+    pub detail: String,
+}
+
+/// The encode part of a pipeline for `c` (after a converter, before the parser).
+pub fn encode_chain(c: &Candidate) -> String {
+    format!("video/x-raw,format={} ! {} {} ! {}", c.format, c.element, c.props, c.out_caps)
+}
+
+/// Runs a short pipeline through `element` to end-of-stream and checks a keyframe came out.
+/// Some drivers reach PLAYING and fail on the first buffer; some hang: the timeout covers both
+/// (the binary runs this in a child process, so a wedged driver cannot take the daemon along).
+pub fn probe_one(element: &str, timeout: Duration) -> Probe {
+    let Some(c) = candidate(element) else {
+        return Probe { element: "unknown", usable: false, detail: format!("{element} is not a known encoder") };
+    };
+    let result = (|| -> Result<String, String> {
+        crate::init().map_err(|e| e.to_string())?;
+        if gst::ElementFactory::find(c.element).is_none() {
+            return Err("element not installed".into());
+        }
+        let desc = format!(
+            "videotestsrc num-buffers=15 pattern=smpte ! video/x-raw,width=320,height=240,framerate=10/1 ! \
+             videoconvert ! {} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! appsink name=out sync=false",
+            encode_chain(c)
+        );
+        let pipeline = gst::parse::launch(&desc).map_err(|e| format!("pipeline: {e}"))?;
+        let pipeline = pipeline.downcast::<gst::Pipeline>().map_err(|_| "not a pipeline".to_owned())?;
+        let sink =
+            pipeline.by_name("out").ok_or("no sink")?.downcast::<gstreamer_app::AppSink>().map_err(|_| "no appsink")?;
+        pipeline.set_state(gst::State::Playing).map_err(|e| format!("cannot start: {e}"))?;
+        let (mut frames, mut keyframes, mut bytes) = (0u32, 0u32, 0usize);
+        let deadline = std::time::Instant::now() + timeout;
+        let outcome = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break Err(format!("no end-of-stream within {} s", timeout.as_secs()));
+            }
+            match sink.try_pull_sample(gst::ClockTime::from_mseconds(left.as_millis().min(200) as u64)) {
+                Some(s) => {
+                    if let Some(b) = s.buffer() {
+                        frames += 1;
+                        bytes += b.size();
+                        if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                            keyframes += 1;
+                        }
+                    }
+                }
+                None if sink.is_eos() => break Ok(()),
+                None => {
+                    if let Some(msg) = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+                        && let gst::MessageView::Error(e) = msg.view()
+                    {
+                        break Err(format!("{}", e.error()));
+                    }
+                }
+            }
+        };
+        let _ = pipeline.set_state(gst::State::Null);
+        outcome?;
+        if frames == 0 || keyframes == 0 {
+            return Err(format!("produced {frames} frames and {keyframes} keyframes"));
+        }
+        Ok(format!("{frames} frames, {keyframes} keyframes, {bytes} bytes"))
+    })();
+    match result {
+        Ok(detail) => Probe { element: c.element, usable: true, detail },
+        Err(detail) => Probe { element: c.element, usable: false, detail },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardware_comes_first_and_software_last() {
+        let first_soft = CANDIDATES.iter().position(|c| !c.hardware).unwrap();
+        assert!(CANDIDATES[..first_soft].iter().all(|c| c.hardware));
+        assert!(CANDIDATES[first_soft..].iter().all(|c| !c.hardware));
+        assert_eq!(order(None).unwrap().len(), CANDIDATES.len());
+        assert_eq!(order(Some("x264enc")).unwrap()[0].element, "x264enc");
+        let err = order(Some("nvenc")).unwrap_err().to_string();
+        assert!(err.contains("x264enc"), "{err}");
+    }
+
+    #[test]
+    fn software_encoders_on_this_machine_prove_themselves() {
+        let p = probe_one("x264enc", Duration::from_secs(20));
+        assert!(p.usable, "{p:?}");
+        assert!(p.detail.contains("keyframes"));
+        // An element that is not installed is skipped with the reason.
+        let p = probe_one("mpph264enc", Duration::from_secs(5));
+        assert!(!p.usable && p.detail.contains("not installed"), "{p:?}");
+    }
+}

@@ -1,0 +1,230 @@
+//! A session's video as it happens: frames in (only when the screen changed), fragmented MP4
+//! out through a byte sink the caller owns (it encrypts and fsyncs). The stream is append-only
+//! (no seeking back), so what reached the sink before a crash plays up to its last fragment.
+
+use crate::VideoError;
+use crate::encoders::{Candidate, encode_chain};
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::{AppSink, AppSrc};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the encoded bytes go; called on GStreamer's streaming thread, in order.
+pub type ByteSink = Box<dyn FnMut(&[u8]) -> std::io::Result<()> + Send>;
+
+#[derive(Debug, Clone)]
+pub struct VideoSettings {
+    pub width: u32,
+    pub height: u32,
+    /// Busy screens are capped at this rate; frames in between are dropped.
+    pub max_fps: u32,
+    /// An unchanged screen repeats its last frame this often, so fragments keep flowing (a crash
+    /// loses at most about this much) and the timeline reaches the end.
+    pub idle_repeat: Duration,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        Self { width: 1024, height: 768, max_fps: 10, idle_repeat: Duration::from_secs(1) }
+    }
+}
+
+/// What a finished video holds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoSummary {
+    pub frames: u64,
+    pub duration: Duration,
+    pub bytes: u64,
+}
+
+struct Counters {
+    frames: u64,
+    last_pts: Option<Duration>,
+    last_frame: Option<gst::Buffer>,
+    bytes: u64,
+    sink_error: Option<String>,
+}
+
+/// A running video recording.
+pub struct VideoRecorder {
+    pipeline: gst::Pipeline,
+    src: AppSrc,
+    settings: VideoSettings,
+    counters: Arc<Mutex<Counters>>,
+    frame_len: usize,
+    encoder: &'static str,
+}
+
+impl std::fmt::Debug for VideoRecorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VideoRecorder").field("encoder", &self.encoder).field("settings", &self.settings).finish()
+    }
+}
+
+impl VideoRecorder {
+    /// Starts a pipeline `appsrc (BGRx) → convert → encoder → h264parse → mp4mux (1 s fragments)`
+    /// writing into `sink`.
+    pub fn start(encoder: &'static Candidate, settings: VideoSettings, mut sink: ByteSink) -> Result<Self, VideoError> {
+        crate::init()?;
+        let (w, h) = (settings.width & !1, settings.height & !1);
+        if w < 16 || h < 16 {
+            return Err(VideoError::Size(settings.width, settings.height));
+        }
+        let desc = format!(
+            "appsrc name=src format=time is-live=false block=true max-bytes={max} \
+               caps=video/x-raw,format=BGRx,width={w},height={h},framerate=0/1 ! \
+             videoconvert ! {chain} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
+             mp4mux fragment-duration=1000 streamable=true ! appsink name=out sync=false",
+            max = (w * h * 4 * 4) as u64,
+            chain = encode_chain(encoder),
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| VideoError::Pipeline(e.to_string()))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| VideoError::Pipeline("not a pipeline".into()))?;
+        let src = pipeline
+            .by_name("src")
+            .and_then(|e| e.downcast::<AppSrc>().ok())
+            .ok_or_else(|| VideoError::Pipeline("no appsrc".into()))?;
+        let out = pipeline
+            .by_name("out")
+            .and_then(|e| e.downcast::<AppSink>().ok())
+            .ok_or_else(|| VideoError::Pipeline("no appsink".into()))?;
+        let counters =
+            Arc::new(Mutex::new(Counters { frames: 0, last_pts: None, last_frame: None, bytes: 0, sink_error: None }));
+        let c = counters.clone();
+        out.set_callbacks(
+            gstreamer_app::AppSinkCallbacks::builder()
+                .new_sample(move |s| {
+                    let sample = s.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let buffer = sample.buffer().ok_or(gst::FlowError::Error)?;
+                    let map = buffer.map_readable().map_err(|_| gst::FlowError::Error)?;
+                    let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+                    match sink(map.as_slice()) {
+                        Ok(()) => {
+                            c.bytes += map.len() as u64;
+                            Ok(gst::FlowSuccess::Ok)
+                        }
+                        Err(e) => {
+                            c.sink_error = Some(e.to_string());
+                            Err(gst::FlowError::Error)
+                        }
+                    }
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).map_err(|e| VideoError::Pipeline(format!("cannot start: {e}")))?;
+        Ok(Self {
+            pipeline,
+            src,
+            settings: VideoSettings { width: w, height: h, ..settings },
+            counters,
+            frame_len: (w * h * 4) as usize,
+            encoder: encoder.element,
+        })
+    }
+
+    pub fn encoder(&self) -> &'static str {
+        self.encoder
+    }
+
+    /// The screen changed: a BGRx frame (`stride` bytes per row) at `at` since the session's
+    /// start. Returns whether it was encoded (`false`: dropped by the rate cap).
+    pub fn frame(&self, bgrx: &[u8], stride: usize, at: Duration) -> Result<bool, VideoError> {
+        let (w, h) = (self.settings.width as usize, self.settings.height as usize);
+        if stride < w * 4 || bgrx.len() < stride * (h - 1) + w * 4 {
+            return Err(VideoError::Frame(format!("{} bytes with stride {stride} for {w}x{h}", bgrx.len())));
+        }
+        {
+            let c = self.lock();
+            let min_gap = Duration::from_secs(1) / self.settings.max_fps.max(1);
+            if c.last_pts.is_some_and(|last| at < last + min_gap) {
+                return Ok(false);
+            }
+        }
+        let mut data = Vec::with_capacity(self.frame_len);
+        for row in 0..h {
+            data.extend_from_slice(&bgrx[row * stride..row * stride + w * 4]);
+        }
+        self.push(gst::Buffer::from_mut_slice(data), at)?;
+        Ok(true)
+    }
+
+    /// Call regularly (e.g. every 200 ms): repeats the last frame if the screen has been still
+    /// for `idle_repeat`.
+    pub fn tick(&self, now: Duration) -> Result<(), VideoError> {
+        let repeat = {
+            let c = self.lock();
+            match (&c.last_frame, c.last_pts) {
+                (Some(f), Some(last)) if now >= last + self.settings.idle_repeat => Some(f.clone()),
+                _ => None,
+            }
+        };
+        match repeat {
+            Some(frame) => self.push(frame, now),
+            None => Ok(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counters> {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, mut buffer: gst::Buffer, at: Duration) -> Result<(), VideoError> {
+        if let Some(e) = self.lock().sink_error.clone() {
+            return Err(VideoError::Sink(e));
+        }
+        {
+            let b = buffer.make_mut();
+            b.set_pts(gst::ClockTime::from_nseconds(at.as_nanos() as u64));
+        }
+        let keep = buffer.clone();
+        self.src.push_buffer(buffer).map_err(|e| VideoError::Pipeline(format!("encoder refused a frame: {e:?}")))?;
+        let mut c = self.lock();
+        c.frames += 1;
+        c.last_pts = Some(at);
+        c.last_frame = Some(keep);
+        Ok(())
+    }
+
+    /// Ends the video at `at` (the last frame is held to then), drains the pipeline and returns
+    /// what was written. The caller's sink has every byte when this returns.
+    pub fn finish(self, at: Duration) -> Result<VideoSummary, VideoError> {
+        let hold = {
+            let c = self.lock();
+            c.last_frame.clone().filter(|_| c.last_pts.is_some_and(|l| at > l))
+        };
+        if let Some(f) = hold {
+            self.push(f, at)?;
+        }
+        let _ = self.src.end_of_stream();
+        let bus = self.pipeline.bus().ok_or_else(|| VideoError::Pipeline("no bus".into()))?;
+        let mut failure = None;
+        for msg in bus.iter_timed(gst::ClockTime::from_seconds(30)) {
+            match msg.view() {
+                gst::MessageView::Eos(_) => break,
+                gst::MessageView::Error(e) => {
+                    failure = Some(format!("{}", e.error()));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let c = self.lock();
+        if let Some(e) = c.sink_error.clone() {
+            return Err(VideoError::Sink(e));
+        }
+        if let Some(e) = failure {
+            return Err(VideoError::Pipeline(e));
+        }
+        Ok(VideoSummary { frames: c.frames, duration: c.last_pts.unwrap_or_default(), bytes: c.bytes })
+    }
+}
+
+impl Drop for VideoRecorder {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}

@@ -1,0 +1,177 @@
+#!/bin/bash
+# Builds the Witness appliance image (x86_64): a Debian 12 root from mmdebstrap, the project's
+# overlay and the witness binary, as a squashfs protected by dm-verity, on a GPT disk with two
+# root slots (A filled, B empty) and room for the data partition the first boot creates.
+#
+#   rootfs/build.sh --binary target/release/witness [--out DIR] [--cache DIR] [--slot-mb N] [--data-mb N]
+#
+# Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
+# cmdline (the kernel command line carrying the root hash), roothash, build.txt (timings, hashes,
+# the unit's security score). The bootstrap tarball is cached under --cache (default
+# /var/cache/witness-image) keyed by a hash of packages.txt, dracut.conf and this script's
+# bootstrap step, so a rebuild that changes only the overlay or the binary skips it.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+out=$here/../target/image
+binary=
+cache=/var/cache/witness-image
+slot_mb=1024      # each root slot (A and B); an update must fit
+verity_mb=32      # each slot's hash tree (≈ 1/128 of the slot, with room)
+data_mb=256       # free space left at the end for the data partition (grown to the disk on first boot)
+mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
+suite=bookworm
+epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+while [ $# -gt 0 ]; do
+    case $1 in
+        --out) out=$2; shift 2 ;;
+        --binary) binary=$2; shift 2 ;;
+        --cache) cache=$2; shift 2 ;;
+        --slot-mb) slot_mb=$2; shift 2 ;;
+        --data-mb) data_mb=$2; shift 2 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        *) die "unknown argument $1 (see --help)" ;;
+    esac
+done
+[ -n "$binary" ] || die "--binary PATH (the witness executable to ship) is required"
+[ -x "$binary" ] || die "$binary is not an executable file"
+[ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and file ownership need it)"
+for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk)"
+done
+
+t0=$(date +%s)
+step_start=$t0
+step() {
+    local now; now=$(date +%s)
+    echo "==> [$(( now - t0 ))s] $*"
+    step_start=$now
+}
+done_step() { echo "    done in $(( $(date +%s) - step_start ))s"; }
+
+mkdir -p "$out" "$cache"
+out=$(cd "$out" && pwd)
+work=$(mktemp -d "${TMPDIR:-/var/tmp}/witness-image.XXXXXX")
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+root=$work/root
+
+# --- 1. bootstrap (cached) ---------------------------------------------------------------
+packages=$(grep -v '^#' "$here/packages.txt" | grep -v '^[[:space:]]*$' | tr '\n' ',' | sed 's/,$//')
+bootstrap_cmd="mmdebstrap --variant=minbase --include=$packages --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/locale/locale.alias --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright $suite $mirror"
+key=$( { echo "$bootstrap_cmd"; cat "$here/dracut.conf"; } | sha256sum | cut -c1-16)
+tarball=$cache/bootstrap-$suite-$key.tar
+if [ -s "$tarball" ]; then
+    step "bootstrap: cached $(basename "$tarball")"
+else
+    step "bootstrap: mmdebstrap $suite minbase + $(echo "$packages" | tr ',' ' ' | wc -w) packages (not cached: $key)"
+    partial=${tarball%.tar}.partial.tar   # mmdebstrap picks the format from the extension
+    # dracut's configuration goes in before the kernel's postinst builds the initrd.
+    # shellcheck disable=SC2086
+    mmdebstrap --quiet --variant=minbase --include="$packages" \
+        --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' \
+        --dpkgopt='path-include=/usr/share/locale/locale.alias' \
+        --dpkgopt='path-exclude=/usr/share/doc/*' \
+        --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+        --setup-hook="mkdir -p \"\$1/etc/dracut.conf.d\" && cp '$here/dracut.conf' \"\$1/etc/dracut.conf.d/10-witness.conf\"" \
+        "$suite" "$partial" "$mirror"
+    mv "$partial" "$tarball"
+    # Keep only the newest few bootstraps.
+    ls -t "$cache"/bootstrap-*.tar 2>/dev/null | tail -n +4 | xargs -r rm -f
+    done_step
+fi
+
+# --- 2. root tree: bootstrap + overlay + binary ------------------------------------------
+step "root: unpack, overlay, witness binary"
+mkdir -p "$root"
+tar --numeric-owner -xpf "$tarball" -C "$root"
+cp -a "$here/overlay/." "$root/"
+install -m 0755 "$binary" "$root/usr/bin/witness"
+chroot "$root" /bin/sh -eu <<'EOF'
+# The daemon's own user: no login, no shell, no home outside its data.
+getent group witness >/dev/null || groupadd --system witness
+getent passwd witness >/dev/null || useradd --system --gid witness --home-dir /var/lib/witness --no-create-home --shell /usr/sbin/nologin witness
+# Nobody logs in on the box: root has no password (locked) and no console getty runs.
+passwd -l root >/dev/null
+usermod -s /usr/sbin/nologin root
+systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
+    witness-journal-upload.service nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
+systemctl mask getty@tty1.service serial-getty@ttyS0.service console-getty.service \
+    systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service >/dev/null 2>&1
+ln -sf /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+# Read-only root: an empty machine-id makes systemd mount a fresh one from /run at each boot.
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+mkdir -p /var/lib/witness
+EOF
+# A root on squashfs is read-only: the data partition is the only place written to.
+chroot "$root" nft -c -f /etc/nftables.conf || die "rootfs/overlay/etc/nftables.conf does not load (nft -c)"
+kver=$(ls "$root/lib/modules" | sort -V | tail -1)
+[ -f "$root/boot/initrd.img-$kver" ] || die "no initrd for kernel $kver in the bootstrap (dracut)"
+cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
+cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
+{ gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
+    | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
+security=$(systemd-analyze security --offline=yes --root="$root" witness.service 2>&1 | tail -1)
+echo "    kernel $kver; witness.service: $security"
+done_step
+
+# --- 3. squashfs + dm-verity ---------------------------------------------------------------
+step "root: squashfs (zstd) + dm-verity"
+mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 6 \
+    -mkfs-time "$epoch" -all-time "$epoch" -reproducible >/dev/null
+squash_bytes=$(stat -c %s "$work/root.squashfs")
+[ "$squash_bytes" -le $(( slot_mb * 1024 * 1024 )) ] || die "the root ($squash_bytes bytes) does not fit a ${slot_mb} MiB slot: raise --slot-mb"
+# Salt and UUID come from the content, so the same inputs give the same root hash.
+content=$(sha256sum "$work/root.squashfs" | cut -d' ' -f1)
+vuuid=$(echo "$content" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
+veritysetup format "$work/root.squashfs" "$work/root.verity" --salt="$content" --uuid="$vuuid" \
+    --root-hash-file="$work/roothash" >/dev/null
+roothash=$(cat "$work/roothash")
+verity_bytes=$(stat -c %s "$work/root.verity")
+[ "$verity_bytes" -le $(( verity_mb * 1024 * 1024 )) ] || die "the hash tree ($verity_bytes bytes) does not fit ${verity_mb} MiB"
+echo "    squashfs $(( squash_bytes / 1024 / 1024 )) MiB, hash tree $(( verity_bytes / 1024 )) KiB, root hash $roothash"
+done_step
+
+# --- 4. GPT disk -----------------------------------------------------------------------------
+step "disk: GPT with root A (+verity), empty root B (+verity), room for data"
+# Partition UUIDs derive from the root hash as the Discoverable Partitions Spec has it (data:
+# first half, hash: second half); the B slot's are fixed so updates can find them.
+half() { echo "$1" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
+root_type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709      # root, x86-64
+verity_type=2c7357ed-ebd2-46d9-aec1-23d437ec2bf5    # root verity, x86-64
+mib=2048   # sectors per MiB
+disk=$work/disk.raw
+total_mb=$(( 1 + 2 * (slot_mb + verity_mb) + data_mb + 1 ))
+truncate -s "${total_mb}M" "$disk"
+a=$mib; av=$(( a + slot_mb * mib )); b=$(( av + verity_mb * mib )); bv=$(( b + slot_mb * mib ))
+sfdisk --quiet "$disk" <<EOF
+label: gpt
+label-id: $(half "$(echo "witness-disk-$roothash" | sha256sum)")
+start=$a, size=$(( slot_mb * mib )), type=$root_type, name=root-a, uuid=$(half "${roothash:0:32}")
+start=$av, size=$(( verity_mb * mib )), type=$verity_type, name=root-a-verity, uuid=$(half "${roothash:32:32}")
+start=$b, size=$(( slot_mb * mib )), type=$root_type, name=root-b, uuid=5a7e0000-0000-4000-8000-00000000000b
+start=$bv, size=$(( verity_mb * mib )), type=$verity_type, name=root-b-verity, uuid=5a7e0000-0000-4000-8000-0000000000bf
+EOF
+dd if="$work/root.squashfs" of="$disk" bs=1M seek=$(( a / mib )) conv=notrunc,sparse status=none
+dd if="$work/root.verity" of="$disk" bs=1M seek=$(( av / mib )) conv=notrunc,sparse status=none
+cmdline="console=ttyS0 roothash=$roothash systemd.verity_root_data=/dev/disk/by-partlabel/root-a systemd.verity_root_hash=/dev/disk/by-partlabel/root-a-verity systemd.verity_root_options=restart-on-corruption root=/dev/mapper/root rootfstype=squashfs ro panic=-1"
+mv "$disk" "$out/disk.raw"
+echo "$roothash" > "$out/roothash"
+echo "$cmdline" > "$out/cmdline"
+done_step
+
+total=$(( $(date +%s) - t0 ))
+cat > "$out/build.txt" <<EOF
+witness image, built $(date -u +%Y-%m-%dT%H:%M:%SZ) in ${total}s
+bootstrap: $(basename "$tarball")
+kernel: $kver
+binary: sha256 $(sha256sum "$binary" | cut -d' ' -f1)
+root hash: $roothash
+squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
+witness.service: $security
+EOF
+echo "==> [${total}s] image ready in $out: disk.raw ($total_mb MiB, sparse), vmlinuz, initrd.img, cmdline"

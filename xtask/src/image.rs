@@ -1,0 +1,42 @@
+//! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR]`: builds the appliance's firmware
+//! image with `rootfs/build.sh` (as root). Without `--binary` it builds the release `witness`.
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut out = crate::root().join("target/image");
+    let mut binary: Option<PathBuf> = None;
+    let mut passthrough: Vec<String> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().with_context(|| format!("{a} needs a value"));
+        match a.as_str() {
+            "--out" => out = PathBuf::from(value()?),
+            "--binary" => binary = Some(PathBuf::from(value()?)),
+            "--cache" | "--slot-mb" | "--data-mb" => {
+                let v = value()?;
+                passthrough.extend([a.clone(), v]);
+            }
+            other => {
+                bail!("unknown argument {other}; usage: cargo xtask image [--out DIR] [--binary PATH] [--cache DIR]")
+            }
+        }
+    }
+    crate::setup::install_image()?;
+    let binary = match binary {
+        Some(b) => b,
+        None => {
+            crate::run(crate::cargo().args(["build", "--release", "-p", "witness"]))?;
+            crate::root().join("target/release/witness")
+        }
+    };
+    let mut cmd = crate::setup::as_root(&["bash"]);
+    cmd.arg(crate::root().join("rootfs/build.sh"))
+        .arg("--binary")
+        .arg(&binary)
+        .arg("--out")
+        .arg(&out)
+        .args(&passthrough);
+    crate::run(&mut cmd)
+}
