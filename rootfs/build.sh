@@ -57,9 +57,21 @@ work=$(mktemp -d "${TMPDIR:-/var/tmp}/witness-image.XXXXXX")
 cleanup() { rm -rf "$work"; }
 trap cleanup EXIT
 root=$work/root
+# A private copy: the binary shipped is the one whose libraries were looked at, even if the
+# build tree changes it meanwhile.
+cp "$binary" "$work/witness"
+binary=$work/witness
 
 # --- 1. bootstrap (cached) ---------------------------------------------------------------
-packages=$(grep -v '^#' "$here/packages.txt" | grep -v '^[[:space:]]*$' | tr '\n' ',' | sed 's/,$//')
+# The binary's shared libraries come from the Debian packages that hold them on this (Debian 12)
+# build machine; a binary linking GStreamer (RDP video) also gets the encoder plugins.
+ldd "$binary" | grep -q 'not found' && die "$binary needs libraries this machine lacks: $(ldd "$binary" | grep 'not found' | tr -s ' \t\n' ' ')"
+libpkgs=$(ldd "$binary" | awk '/=> \//{print $3}' | while read -r lib; do
+    dpkg -S "$lib" 2>/dev/null || dpkg -S "/usr$lib" 2>/dev/null || echo "UNKNOWN:$lib"
+done | cut -d: -f1 | sort -u | tr '\n' ' ')
+case $libpkgs in *UNKNOWN*) die "$binary links a library no Debian package holds ($libpkgs)" ;; esac
+case $libpkgs in *gstreamer*) libpkgs="$libpkgs gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly" ;; esac
+packages=$( { grep -v '^#' "$here/packages.txt"; echo "$libpkgs" | tr ' ' '\n'; } | grep -v '^[[:space:]]*$' | sort -u | tr '\n' ',' | sed 's/,$//')
 bootstrap_cmd="mmdebstrap --variant=minbase --include=$packages --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/locale/locale.alias --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright $suite $mirror"
 key=$( { echo "$bootstrap_cmd"; cat "$here/dracut.conf"; } | sha256sum | cut -c1-16)
 tarball=$cache/bootstrap-$suite-$key.tar

@@ -108,7 +108,7 @@ impl Vm {
 
     /// The serial log with the first-boot admin password blanked (it goes into test output).
     fn serial(&self) -> String {
-        let text = String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).into_owned();
+        let text = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()));
         text.lines()
             .map(|l| match l.find("password: ") {
                 Some(i) => format!("{}password: <redacted>", &l[..i]),
@@ -122,13 +122,13 @@ impl Vm {
         self.child.try_wait().unwrap()
     }
 
-    /// Waits for `marker` on the serial console; fails early if QEMU exits.
-    fn wait_serial(&mut self, marker: &str, secs: u64) {
-        eventually(secs, &format!("{marker:?} on the serial console"), || {
+    /// Waits for a serial console line holding every one of `parts`; fails early if QEMU exits.
+    fn wait_serial(&mut self, parts: &[&str], secs: u64) {
+        eventually(secs, &format!("a line with {parts:?} on the serial console"), || {
             if let Some(st) = self.exited() {
-                panic!("qemu exited ({st}) before {marker:?}; serial log:\n{}", self.serial());
+                panic!("qemu exited ({st}) before a line with {parts:?}; serial log:\n{}", self.serial());
             }
-            self.serial().contains(marker).then_some(())
+            self.serial().lines().any(|l| parts.iter().all(|p| l.contains(p))).then_some(())
         });
     }
 }
@@ -138,6 +138,27 @@ impl Drop for Vm {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// systemd's status lines colour the unit name: `Started \x1b[0;1;39mwitness.service\x1b[0m`.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters… final byte in @..~
+            if chars.next() == Some('[') {
+                for f in chars.by_ref() {
+                    if ('@'..='~').contains(&f) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads an SSH identification line from the forwarded port. QEMU's user network accepts the
@@ -168,9 +189,10 @@ fn boots_to_the_daemon_on_a_verity_root() {
     let (ssh, web) = (free_port(), free_port());
     let mut vm = Vm::boot(&image, &image.join("disk.raw"), &tmp.path().join("serial.log"), &[(ssh, 2222), (web, 8443)]);
 
-    // The initrd maps the root through dm-verity before it is mounted.
-    vm.wait_serial("Verity Protection Setup for root", 240);
-    vm.wait_serial("Started witness.service", 300);
+    // The initrd maps the root through dm-verity before it is mounted (systemd shortens the
+    // unit's name on an 80-column console, the description's end stays).
+    vm.wait_serial(&["Finished", "Protection Setup for root"], 240);
+    vm.wait_serial(&["Started witness.service"], 300);
     let banner = eventually(120, "an SSH banner on the forwarded jump-path port", || ssh_banner(ssh));
     assert!(banner.starts_with("SSH-2.0-"), "{banner}");
     let body = eventually(120, "/healthz over HTTPS on the forwarded console port", || healthz(web));

@@ -5,7 +5,6 @@
 //! What the client shows is read back with `xwd -root` snapshots of its display.
 
 use crate::harness::{Box, free_port, kill_tree, wait_for_port};
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -19,7 +18,10 @@ const ACCESS_DENIED: i32 = 155;
 /// ERRCONNECT_CONNECT_TRANSPORT_FAILED (any other CredSSP status: the target is unreachable).
 const TRANSPORT_FAILED: i32 = 132;
 
-/// A private X server; `-displayfd` picks a free display number.
+/// A private X server on a free display number well away from :0 (which desktops and other
+/// suites use), tried again on another number if the one picked is taken meanwhile. `-noreset`:
+/// without it the server resets whenever its last client leaves (an `xsetroot`), and whoever
+/// connects during the reset is refused.
 struct Xvfb {
     child: Child,
     display: String,
@@ -27,17 +29,40 @@ struct Xvfb {
 
 impl Xvfb {
     fn start() -> Self {
-        let mut child = Command::new("Xvfb")
-            .args(["-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting Xvfb (is xvfb installed?)");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let display = format!(":{}", line.trim());
-        assert!(display.len() > 1, "Xvfb printed no display number");
-        Self { child, display }
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        for _ in 0..20 {
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let number = 300 + (std::process::id() * 13 + n * 7) % 600;
+            if Path::new(&format!("/tmp/.X{number}-lock")).exists() {
+                continue;
+            }
+            let mut child = Command::new("Xvfb")
+                .arg(format!(":{number}"))
+                .args(["-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("starting Xvfb (is xvfb installed?)");
+            let display = format!(":{number}");
+            let start = Instant::now();
+            while child.try_wait().unwrap().is_none() && start.elapsed() < Duration::from_secs(10) {
+                let ready = Command::new("xsetroot")
+                    .args(["-display", &display, "-solid", "black"])
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                // Another process may have started a server on the same number at the same time:
+                // the display is ours only if the lock file names our server.
+                let owner = std::fs::read_to_string(format!("/tmp/.X{number}-lock")).unwrap_or_default();
+                if ready && owner.trim().parse::<u32>().ok() == Some(child.id()) {
+                    return Self { child, display };
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("no Xvfb display could be started");
     }
 
     /// The whole screen as `xwd` writes it.
@@ -55,8 +80,17 @@ impl Xvfb {
 
 impl Drop for Xvfb {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGTERM, so the server removes its lock file.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(5) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 

@@ -2,6 +2,11 @@
 //! stripped, backspaces applied, lines grouped into timed chunks. Runs when a recording is
 //! sealed, never on the relay's path (a terminal emulator fed every byte live is what makes some
 //! bastions slow).
+//!
+//! Session text is what recordings are encrypted to protect, so the index never holds it in
+//! clear: it holds a *blind index* — each word as a keyed hash (HMAC-SHA256 under the box's
+//! search key) for FTS5 to match — and the chunk text sealed (XChaCha20-Poly1305) for snippets
+//! and hit times, opened only when a search shows results.
 
 /// Output time covered by one chunk at most: a hit jumps to within this of the match.
 pub const CHUNK_SECONDS: f64 = 1.0;
@@ -158,9 +163,63 @@ impl TextExtractor {
     }
 }
 
+/// The words of a text as search matches them: lowercase runs of letters, digits and `_`.
+pub fn words(text: &str) -> Vec<String> {
+    text.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// A word's keyed hash, as stored and searched (80 bits: collisions are negligible for search,
+/// and the word cannot be recovered without the key).
+pub fn blind(key: &[u8; 32], word: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("hmac takes any key length");
+    mac.update(word.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..10])
+}
+
+/// The blind tokens of a text, each word once, space-separated (what the FTS5 column holds).
+pub fn blind_tokens(key: &[u8; 32], text: &str) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    words(text).into_iter().filter(|w| seen.insert(w.clone())).map(|w| blind(key, &w)).collect::<Vec<_>>().join(" ")
+}
+
+/// Seals chunk text under the search key: the 24-byte nonce (fresh from the caller), then the
+/// ciphertext.
+pub fn seal_text(key: &[u8; 32], nonce: [u8; 24], text: &str) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let mut out = nonce.to_vec();
+    out.extend(cipher.encrypt(&nonce.into(), text.as_bytes()).expect("encryption of a chunk cannot fail"));
+    out
+}
+
+pub fn open_text(key: &[u8; 32], sealed: &[u8]) -> Option<String> {
+    use chacha20poly1305::aead::{Aead, KeyInit};
+    if sealed.len() < 24 {
+        return None;
+    }
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let plain = cipher.decrypt(sealed[..24].into(), &sealed[24..]).ok()?;
+    String::from_utf8(plain).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_blind_index_matches_words_and_hides_them() {
+        let key = [7u8; 32];
+        let tokens = blind_tokens(&key, "Deploy the Zebracorn, deploy!");
+        assert_eq!(tokens.split(' ').count(), 3, "each word once: {tokens}");
+        assert!(tokens.contains(&blind(&key, "zebracorn")));
+        assert!(!tokens.to_lowercase().contains("zebracorn"));
+        assert_ne!(blind(&key, "zebracorn"), blind(&[8u8; 32], "zebracorn"), "keyed");
+        let sealed = seal_text(&key, [1u8; 24], "the zebracorn line");
+        assert!(!sealed.windows(9).any(|w| w == b"zebracorn"));
+        assert_eq!(open_text(&key, &sealed).as_deref(), Some("the zebracorn line"));
+        assert_eq!(open_text(&[8u8; 32], &sealed), None);
+    }
 
     #[test]
     fn escapes_and_controls_are_stripped_and_backspace_applied() {

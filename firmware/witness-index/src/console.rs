@@ -1,5 +1,7 @@
-//! What the web console asks of the index: filtered session history, full-text search inside
-//! SSH output (FTS5), upload state per recording, TOTP secrets and status counts.
+//! What the web console asks of the index: filtered session history, search inside SSH output
+//! (FTS5 over a blind index: keyed word hashes and sealed chunk text, made and opened by the
+//! caller, so no session text is stored in clear), upload state per recording, TOTP secrets and
+//! status counts.
 
 use crate::{Index, RecordingRow, Result, SessionRow};
 use rusqlite::{OptionalExtension, params, params_from_iter};
@@ -16,18 +18,29 @@ pub struct SessionFilter {
     pub from: Option<String>,
     /// Sessions started before.
     pub to: Option<String>,
-    /// Words that must all appear in the session's output.
-    pub text: Option<String>,
+    /// Blind tokens of words that must all appear in the session's output.
+    pub tokens: Option<Vec<String>>,
     /// The newest this many.
     pub limit: Option<u32>,
 }
 
-/// Where a search matched: the first match in the session.
+/// Where a search matched: the session's first matching chunk, still sealed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub recording_id: String,
+    /// When the chunk started.
     pub at: f64,
-    pub snippet: String,
+    pub line_times: Vec<f64>,
+    pub sealed: Vec<u8>,
+}
+
+/// One chunk of a recording's searchable text as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchChunk {
+    pub at: f64,
+    pub tokens: String,
+    pub line_times: Vec<f64>,
+    pub sealed: Vec<u8>,
 }
 
 /// A recording's place in the upload queue.
@@ -40,25 +53,15 @@ pub struct UploadRow {
     pub uploaded_at: Option<String>,
 }
 
-/// The words of a search as an FTS5 query: each quoted (so user input can't be query syntax),
-/// all required.
-pub fn fts_query(text: &str) -> Option<String> {
-    let words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric() && c != '_')
-        .filter(|w| !w.is_empty())
-        .map(|w| format!("\"{w}\""))
-        .collect();
-    (!words.is_empty()).then(|| words.join(" "))
-}
-
 impl Index {
     /// Sessions matching `f`, oldest first, each with its first search hit when searching.
     pub fn find_sessions(&self, f: &SessionFilter) -> Result<Vec<(SessionRow, Option<Hit>)>> {
-        let hits = match f.text.as_deref() {
-            Some(t) => match fts_query(t) {
-                Some(q) => Some(self.search(&q)?),
-                None => Some(HashMap::new()),
-            },
+        let hits = match &f.tokens {
+            // Tokens are hex; quoting each makes them plain terms, all required.
+            Some(t) if !t.is_empty() => {
+                Some(self.search(&t.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" "))?)
+            }
+            Some(_) => Some(HashMap::new()),
             None => None,
         };
         let (mut clauses, mut args) = (Vec::new(), Vec::<String>::new());
@@ -106,20 +109,25 @@ impl Index {
             .collect())
     }
 
-    /// The first hit per session for the words of a search, at the line that matched.
+    /// The first matching chunk per session for an FTS5 query of blind tokens.
     fn search(&self, query: &str) -> Result<HashMap<String, Hit>> {
-        let words: Vec<String> = query.split('"').filter(|w| !w.trim().is_empty()).map(str::to_owned).collect();
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT session_id, recording_id, at, snippet(cast_text, 0, '', '', '…', 12), text, line_times
+            "SELECT session_id, recording_id, at, line_times, sealed
              FROM cast_text WHERE cast_text MATCH ?1 ORDER BY session_id, at LIMIT 10000",
         )?;
         let mut out: HashMap<String, Hit> = HashMap::new();
         let rows = stmt.query_map([query], |r| {
-            let (text, times): (String, String) = (r.get(4)?, r.get(5)?);
-            let times: Vec<f64> = times.split(' ').filter_map(|t| t.parse().ok()).collect();
-            let at = witness_core::text::first_match(&text, &times, &words).unwrap_or(r.get(2)?);
-            Ok((r.get::<_, String>(0)?, Hit { recording_id: r.get(1)?, at, snippet: r.get(3)? }))
+            let times: String = r.get(3)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                Hit {
+                    recording_id: r.get(1)?,
+                    at: r.get(2)?,
+                    line_times: times.split(' ').filter_map(|t| t.parse().ok()).collect(),
+                    sealed: r.get(4)?,
+                },
+            ))
         })?;
         for row in rows {
             let (session, hit) = row?;
@@ -129,17 +137,18 @@ impl Index {
     }
 
     /// Stores a recording's searchable text (replacing any earlier) and marks it indexed.
-    pub fn store_text(&self, recording_id: &str, session_id: &str, chunks: &[witness_core::text::Chunk]) -> Result<()> {
+    pub fn store_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
         {
             let mut insert = tx.prepare(
-                "INSERT INTO cast_text(text, recording_id, session_id, at, line_times) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for c in chunks {
                 let times: Vec<String> = c.line_times.iter().map(|t| format!("{t:.3}")).collect();
-                insert.execute(params![c.text, recording_id, session_id, c.at, times.join(" ")])?;
+                insert.execute(params![c.tokens, recording_id, session_id, c.at, times.join(" "), c.sealed])?;
             }
         }
         tx.execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
@@ -197,17 +206,5 @@ impl Index {
             .optional()?
             .flatten();
         Ok(text.and_then(|t| hex::decode(t).ok()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn search_words_are_quoted() {
-        assert_eq!(fts_query("hello world").as_deref(), Some("\"hello\" \"world\""));
-        assert_eq!(fts_query("a\" OR 1 NEAR(").as_deref(), Some("\"a\" \"OR\" \"1\" \"NEAR\""));
-        assert_eq!(fts_query("  -*  "), None);
     }
 }

@@ -104,12 +104,13 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN pruned INTEGER NOT NULL DEFAULT 0;",
     // 3: the audit log, hash-chained.
     "ALTER TABLE audit ADD COLUMN hash TEXT;",
-    // 4: the web console: TOTP second factor, full-text search inside SSH output.
+    // 4: the web console: TOTP second factor, search inside SSH output (a blind index: keyed word
+    // hashes and sealed text, never the text itself).
     "ALTER TABLE users ADD COLUMN totp_secret TEXT;
     ALTER TABLE recordings ADD COLUMN text_indexed INTEGER NOT NULL DEFAULT 0;
     CREATE VIRTUAL TABLE cast_text USING fts5(
-        text, recording_id UNINDEXED, session_id UNINDEXED, at UNINDEXED, line_times UNINDEXED,
-        tokenize = 'unicode61'
+        tokens, recording_id UNINDEXED, session_id UNINDEXED, at UNINDEXED, line_times UNINDEXED,
+        sealed UNINDEXED, tokenize = 'unicode61'
     );",
     // 5: the RDP jump path. NTLM checks passwords against the NT hash, so users with a password
     // get one; targets may name a Windows domain; grants say which RDP redirections they allow.

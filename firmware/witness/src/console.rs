@@ -100,15 +100,23 @@ impl witness_web::Console for BoxConsole {
             status: q.status.clone().filter(|s| !s.is_empty()),
             from: index_time(&q.from),
             to: index_time(&q.to),
-            text: q.q.clone(),
+            tokens: match &q.q {
+                Some(text) => Some(crate::search::query_tokens(&self.dir, text).map_err(internal)?),
+                None => None,
+            },
             limit: Some(q.limit.unwrap_or(500).min(5000)),
         };
         let rows = self.dir.index.find_sessions(&filter).map_err(internal)?;
+        let query = q.q.clone().unwrap_or_default();
         Ok(rows
             .into_iter()
             .map(|(session, hit)| SessionHit {
                 live: self.broker.is_running(&session.id),
-                hit: hit.map(|h| TextHit { recording_id: h.recording_id, at: h.at, snippet: h.snippet }),
+                hit: hit.map(|h| {
+                    let (at, snippet) = crate::search::open_hit(&self.dir, &query, &h)
+                        .unwrap_or((h.at, "(the matching text could not be opened)".into()));
+                    TextHit { recording_id: h.recording_id, at, snippet }
+                }),
                 session,
             })
             .collect())

@@ -65,3 +65,23 @@ pub fn new_encryption(root: &Path, recording_id: &str) -> Result<Encryption> {
 pub fn key_for(root: &Path) -> impl Fn(&atrest::Header) -> Option<[u8; 32]> + '_ {
     move |h| kek(root, &h.key_id).ok().and_then(|k| atrest::unwrap(&k, h).ok())
 }
+
+/// The key of the search index (`keys/search.key`, 0600): word hashes and sealed chunk text in
+/// the index are made with it. Created on first use; rotation of KEKs does not touch it.
+pub fn search_key(root: &Path) -> Result<[u8; 32]> {
+    let path = root.join("keys/search.key");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).context("the search key is damaged"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = random::<32>();
+            write_private(&path, hex::encode(key).as_bytes())?;
+            Ok(key)
+        }
+        Err(e) => Err(e).context("reading the search key"),
+    }
+}
+
+/// A fresh nonce for sealing search text.
+pub fn nonce() -> [u8; 24] {
+    random::<24>()
+}

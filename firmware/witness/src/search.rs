@@ -1,11 +1,13 @@
-//! Full-text search inside SSH output: a sealed recording's text is extracted (off the relay's
-//! path, on the sealing thread) and stored in the index's FTS5 table; a restart indexes what a
-//! crash or an older version left out.
+//! Search inside SSH output: a sealed recording's text is extracted (off the relay's path, on the
+//! sealing thread) into a blind index — keyed word hashes for FTS5, the chunk text sealed — so
+//! the index never holds session text in clear; a restart indexes what a crash or an older
+//! version left out. Hits are opened here, for the console.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
 use witness_core::text::TextExtractor;
+use witness_index::{Hit, SearchChunk};
 
 /// Makes a finished recording searchable; failures are logged (search is a convenience, the
 /// recording itself is untouched).
@@ -31,7 +33,17 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             text.output(at, &data);
         }
     }
-    let chunks = text.finish();
+    let key = crate::keys::search_key(&dir.root)?;
+    let chunks: Vec<SearchChunk> = text
+        .finish()
+        .into_iter()
+        .map(|c| SearchChunk {
+            at: c.at,
+            tokens: witness_core::text::blind_tokens(&key, &c.text),
+            line_times: c.line_times,
+            sealed: witness_core::text::seal_text(&key, crate::keys::nonce(), &c.text),
+        })
+        .collect();
     dir.index.store_text(recording_id, &row.session_id, &chunks)?;
     Ok(chunks.len())
 }
@@ -43,4 +55,27 @@ pub fn index_missing(dir: &DataDir) -> Result<usize> {
         index_text(dir, &r.id);
     }
     Ok(missing.len())
+}
+
+/// The blind tokens of what someone searched for (`None`: no words in it).
+pub fn query_tokens(dir: &DataDir, query: &str) -> Result<Vec<String>> {
+    let key = crate::keys::search_key(&dir.root)?;
+    Ok(witness_core::text::words(query).iter().map(|w| witness_core::text::blind(&key, w)).collect())
+}
+
+/// Opens a hit: the moment the first matching line was printed, and that line.
+pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String)> {
+    let key = crate::keys::search_key(&dir.root).ok()?;
+    let text = witness_core::text::open_text(&key, &hit.sealed)?;
+    let words = witness_core::text::words(query);
+    let at = witness_core::text::first_match(&text, &hit.line_times, &words).unwrap_or(hit.at);
+    let line = text
+        .lines()
+        .find(|l| {
+            let l = l.to_lowercase();
+            words.iter().any(|w| l.contains(w.as_str()))
+        })
+        .unwrap_or_else(|| text.lines().next().unwrap_or(""));
+    let snippet: String = line.chars().take(160).collect();
+    Some((at, snippet))
 }
