@@ -92,16 +92,7 @@ pub fn start_cast(
         Some(s) => line.extend(s.seal(&header.to_line())),
         None => line.extend(header.to_line()),
     }
-    let create = || -> std::io::Result<File> {
-        let mut file = File::options().create_new(true).append(true).open(path)?;
-        file.write_all(&line)?;
-        file.sync_all()?;
-        if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?; // the new directory entry must survive a power cut too
-        }
-        Ok(file)
-    };
-    let file = create().map_err(|e| RecordError::Create(e.to_string()))?;
+    let file = crate::sealed_file::create_durable(path, &line)?;
     Ok(CastRecorder::from_file(file, &line, settings, path, sealer))
 }
 

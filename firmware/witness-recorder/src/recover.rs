@@ -39,7 +39,9 @@ pub fn readable(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordError
 }
 
 /// Trims `path` to its valid prefix (fsync'd) and describes what is left. An encrypted file is
-/// cut after its last whole, authentic record; a plain cast after its last whole event.
+/// cut after its last whole, authentic record (for a cast, after its last whole event; a video
+/// keeps its whole records and plays to its last whole fragment); a plain cast after its last
+/// whole event.
 pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, RecordError> {
     use witness_core::atrest;
     let unusable = |e: &dyn std::fmt::Display| RecordError::Unusable(format!("{}: {e}", path.display()));
@@ -48,7 +50,15 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
         Some((header, _)) => {
             let dek = key_for(&header).ok_or_else(|| unusable(&format!("no key {}", header.key_id)))?;
             let (plain, len) = atrest::open(&data, &dek, false).map_err(|e| unusable(&e))?;
-            (len, witness_core::cast::scan(&plain).map_err(|e| unusable(&e))?)
+            if path.extension().is_some_and(|e| e == "mp4") {
+                // Session video: whole records are kept; players stop at the last whole fragment
+                // (playback trims the plaintext with `fmp4::whole_len`).
+                witness_core::fmp4::whole_len(&plain).ok_or_else(|| unusable(&"not an MP4 stream"))?;
+                let scan = witness_core::cast::Scan { valid_len: len, last_time: 0.0, events: 0, truncated: false };
+                (len, scan)
+            } else {
+                (len, witness_core::cast::scan(&plain).map_err(|e| unusable(&e))?)
+            }
         }
         None => {
             let scan = witness_core::cast::scan(&data).map_err(|e| unusable(&e))?;

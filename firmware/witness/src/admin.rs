@@ -410,7 +410,12 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
         }
     }
     // Stored encrypted: decrypt (and authenticate) for playing or exporting only.
-    let data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
+    let mut data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
+    if row.path.ends_with(".mp4") {
+        // A video cut by a crash ends at its last whole fragment.
+        let whole = witness_core::fmp4::whole_len(&data).unwrap_or(data.len());
+        data.truncate(whole);
+    }
     Ok((row, data))
 }
 

@@ -140,3 +140,133 @@ pub fn encoders(root: &Path, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// A session's video being recorded: frames in, sealed fragmented MP4 on disk, a row in the
+/// index. The RDP path feeds it from its passive decoder; until that decoder lands only the
+/// tests below drive it (hence the allowances).
+#[allow(dead_code)]
+pub struct SessionVideo {
+    pub id: String,
+    recorder: witness_video::VideoRecorder,
+    file: std::sync::Arc<std::sync::Mutex<Option<witness_recorder::SealedFile>>>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for SessionVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionVideo").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// Starts the video of `session_id` at the desktop's size, with the encoder chosen at start-up.
+#[allow(dead_code)]
+pub fn start_session_video(dir: &DataDir, session_id: &str, width: u32, height: u32) -> Result<SessionVideo> {
+    let encoder = last_choice(&dir.root)
+        .and_then(|c| c.chosen)
+        .or_else(|| choose(dir).ok().and_then(|c| c.chosen))
+        .context("no H.264 encoder works on this box (see witness encoders)")?;
+    let encoder = witness_video::candidate(&encoder).context("the chosen encoder is unknown")?;
+    let id = uuid::Uuid::now_v7().to_string();
+    let rel =
+        std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.mp4"));
+    let path = dir.root.join(&rel);
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    dir.index.create_recording(&id, session_id, &format!("desktop {width}x{height}"), &rel.to_string_lossy())?;
+    let encryption = crate::keys::new_encryption(&dir.root, &id)?;
+    let file = witness_recorder::SealedFile::create(&path, encryption, dir.config.fsync_interval)?;
+    let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
+    let sink_file = file.clone();
+    let sink: witness_video::ByteSink = Box::new(move |chunk| {
+        let mut f = sink_file.lock().unwrap_or_else(|p| p.into_inner());
+        match f.as_mut() {
+            Some(f) => f.append(chunk).map_err(|e| std::io::Error::other(e.to_string())),
+            None => Err(std::io::Error::other("the video file is closed")),
+        }
+    });
+    let settings = witness_video::VideoSettings { width, height, ..Default::default() };
+    let recorder = witness_video::VideoRecorder::start(encoder, settings, sink)?;
+    Ok(SessionVideo { id, recorder, file, started: Instant::now() })
+}
+
+#[allow(dead_code)]
+impl SessionVideo {
+    /// The screen changed (BGRx, `stride` bytes per row); `false` when the rate cap dropped it.
+    pub fn frame(&self, bgrx: &[u8], stride: usize) -> Result<bool, witness_video::VideoError> {
+        self.recorder.frame(bgrx, stride, self.started.elapsed())
+    }
+
+    /// Call every few hundred milliseconds: keeps a still screen's video flowing.
+    pub fn tick(&self) -> Result<(), witness_video::VideoError> {
+        self.recorder.tick(self.started.elapsed())
+    }
+
+    /// Drains the encoder and closes the file; the summary (or the failure) goes to the broker,
+    /// which seals the recording and queues it for upload like any other.
+    pub fn finish(self) -> Result<witness_recorder::Summary, witness_recorder::RecordError> {
+        use witness_recorder::RecordError;
+        let at = self.started.elapsed();
+        let encoded = self.recorder.finish(at);
+        let file = self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let file = file.ok_or_else(|| RecordError::Write("the video file was already closed".into()))?;
+        let mut summary = file.finish()?;
+        summary.duration = at.as_secs_f64();
+        encoded.map_err(|e| RecordError::Write(e.to_string()))?;
+        Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_video_is_sealed_on_disk_and_plays_back_through_the_box() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("data");
+        crate::admin::init(&root).unwrap();
+        let dir = DataDir::open(&root).unwrap();
+        dir.index.create_session("s1", "admin", "win01", witness_core::Protocol::Rdp, None).unwrap();
+        // The daemon probes in child processes of its own binary; a test binary is not one, so
+        // probe in-process and record the choice as the daemon would.
+        assert!(witness_video::probe_one("x264enc", PROBE_TIMEOUT).usable);
+        std::fs::create_dir_all(root.join("run")).unwrap();
+        let choice = Choice { chosen: Some("x264enc".into()), pinned: None, probes: vec![] };
+        std::fs::write(root.join(ENCODERS_FILE), serde_json::to_vec(&choice).unwrap()).unwrap();
+        let video = start_session_video(&dir, "s1", 320, 240).unwrap();
+        let green: Vec<u8> = [0u8, 255, 0, 0].iter().copied().cycle().take(320 * 240 * 4).collect();
+        assert!(video.frame(&green, 320 * 4).unwrap());
+        for _ in 0..12 {
+            std::thread::sleep(Duration::from_millis(100));
+            video.tick().unwrap();
+        }
+        let id = video.id.clone();
+        let summary = video.finish().unwrap();
+        let row = dir.index.recording(&id).unwrap().unwrap();
+        let on_disk = std::fs::read(root.join(&row.path)).unwrap();
+        assert_eq!(summary.bytes, on_disk.len() as u64);
+        assert!(!on_disk.windows(4).any(|w| w == b"moof"), "the video is encrypted on disk");
+        dir.index
+            .finish_recording(
+                &id,
+                &witness_index::RecordingEnd {
+                    status: witness_core::RecordingStatus::Completed,
+                    reason: None,
+                    bytes: summary.bytes,
+                    sha256: Some(summary.sha256),
+                    duration: Some(summary.duration),
+                    recovered: false,
+                },
+            )
+            .unwrap();
+        let (_, mp4) = crate::admin::playable(&dir, &id).unwrap();
+        let out = tmp.path().join("v.mp4");
+        std::fs::write(&out, mp4).unwrap();
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let d: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap();
+        assert!((d - summary.duration).abs() < 0.6, "video {d} s, session {} s", summary.duration);
+    }
+}
