@@ -202,7 +202,7 @@ fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");
     let mut w = Web::new(&b);
     assert_eq!(w.login("audrey", "audrey-pw").status, 200);
-    let hits = eventually(20, "the recording is searchable", || {
+    let hits = eventually(60, "the recording is searchable", || {
         let list = w.get("/api/v1/sessions?q=quokkafish").json();
         (list.as_array().unwrap().len() == 1).then_some(list)
     });
@@ -281,7 +281,7 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
         .unwrap();
     let mut w = Web::new(&b);
     assert_eq!(w.login("adam", "adam-pw").status, 200);
-    let live = eventually(20, "the session is listed as live", || {
+    let live = eventually(60, "the session is listed as live", || {
         let l = w.get("/api/v1/live").json();
         (l.as_array().unwrap().len() == 1).then_some(l)
     });
@@ -297,14 +297,14 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
     assert!(events.contains("live-marmoset"), "live stream: {events}");
     let ended = w.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]);
     assert_eq!(ended.status, 200, "{}", ended.body);
-    let status = eventually(15, "the ssh client exits", || ssh.try_wait().unwrap());
+    let status = eventually(45, "the ssh client exits", || ssh.try_wait().unwrap());
     assert!(!status.success());
     let mut err = String::new();
     std::io::Read::read_to_string(ssh.stderr.as_mut().unwrap(), &mut err).unwrap();
     let mut out = String::new();
     std::io::Read::read_to_string(ssh.stdout.as_mut().unwrap(), &mut out).unwrap();
     assert!(format!("{out}{err}").contains("administrator ended the session"), "the user is told: {out} {err}");
-    let row = eventually(10, "the session is ended in the index", || {
+    let row = eventually(30, "the session is ended in the index", || {
         b.sessions().into_iter().find(|s| s["id"] == session.as_str() && !s["ended_at"].is_null())
     });
     assert!(row["end_reason"].as_str().unwrap().contains("administrator"), "{row}");
@@ -340,7 +340,7 @@ fn browser(step: &str, config: &Value) {
 #[test]
 fn browser_finds_plays_watches_live_and_terminates() {
     let (_sshd, b, _session) = box_with_a_session("axolotlword");
-    eventually(20, "the recording is searchable", || {
+    eventually(60, "the recording is searchable", || {
         let mut w = Web::new(&b);
         w.login("audrey", "audrey-pw");
         let l = w.get("/api/v1/sessions?q=axolotlword").json();
@@ -355,7 +355,7 @@ fn browser_finds_plays_watches_live_and_terminates() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let live = eventually(20, "the live session is in the index", || {
+    let live = eventually(60, "the live session is in the index", || {
         b.sessions().into_iter().find(|s| s["ended_at"].is_null()).map(|s| s["id"].as_str().unwrap().to_owned())
     });
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
@@ -371,9 +371,9 @@ fn browser_finds_plays_watches_live_and_terminates() {
     browser("replay", &config);
     assert!(ssh.try_wait().unwrap().is_none(), "the auditor's visit left the session running");
     browser("live", &config);
-    let status = eventually(15, "the ssh client exits after terminate", || ssh.try_wait().unwrap());
+    let status = eventually(45, "the ssh client exits after terminate", || ssh.try_wait().unwrap());
     assert!(!status.success());
-    let ended = eventually(10, "the session is ended in the index", || {
+    let ended = eventually(30, "the session is ended in the index", || {
         b.sessions().into_iter().find(|s| s["id"] == live.as_str() && !s["ended_at"].is_null())
     });
     assert!(ended["end_reason"].as_str().unwrap().contains("administrator"), "{ended}");

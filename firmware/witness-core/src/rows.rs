@@ -53,3 +53,20 @@ pub struct AuditRow {
     pub session_id: Option<String>,
     pub detail: serde_json::Value,
 }
+
+/// Session history filters, as the console's API takes them; `None` matches everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SessionQuery {
+    pub user: Option<String>,
+    pub target: Option<String>,
+    pub protocol: Option<String>,
+    pub status: Option<String>,
+    /// Sessions started at or after (RFC 3339 from clients; index time text for the index).
+    pub from: Option<String>,
+    /// Sessions started before.
+    pub to: Option<String>,
+    /// Words that must all appear in the session's output.
+    pub q: Option<String>,
+    /// The newest this many.
+    pub limit: Option<u32>,
+}

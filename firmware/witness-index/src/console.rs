@@ -6,23 +6,7 @@
 use crate::{Index, RecordingRow, Result, SessionRow};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
-
-/// Session history filters; `None` matches everything.
-#[derive(Debug, Clone, Default)]
-pub struct SessionFilter {
-    pub user: Option<String>,
-    pub target: Option<String>,
-    pub protocol: Option<String>,
-    pub status: Option<String>,
-    /// Index time text (`2026-11-23T08:00:00.000Z`); sessions started at or after.
-    pub from: Option<String>,
-    /// Sessions started before.
-    pub to: Option<String>,
-    /// Blind tokens of words that must all appear in the session's output.
-    pub tokens: Option<Vec<String>>,
-    /// The newest this many.
-    pub limit: Option<u32>,
-}
+use witness_core::rows::SessionQuery;
 
 /// Where a search matched: the session's first matching chunk, still sealed.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,9 +38,10 @@ pub struct UploadRow {
 }
 
 impl Index {
-    /// Sessions matching `f`, oldest first, each with its first search hit when searching.
-    pub fn find_sessions(&self, f: &SessionFilter) -> Result<Vec<(SessionRow, Option<Hit>)>> {
-        let hits = match &f.tokens {
+    /// Sessions matching `f` (times in index text; its words given as blind `tokens`), oldest
+    /// first, each with its first search hit when searching.
+    pub fn find_sessions(&self, f: &SessionQuery, tokens: Option<&[String]>) -> Result<Vec<(SessionRow, Option<Hit>)>> {
+        let hits = match tokens {
             // Tokens are hex; quoting each makes them plain terms, all required.
             Some(t) if !t.is_empty() => {
                 Some(self.search(&t.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" "))?)

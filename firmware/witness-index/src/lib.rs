@@ -8,7 +8,7 @@ mod rdp;
 mod schema;
 mod uploads;
 
-pub use console::{Hit, SearchChunk, SessionFilter, UploadRow};
+pub use console::{Hit, SearchChunk, UploadRow};
 pub use rdp::RdpRedirection;
 pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};
 pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};

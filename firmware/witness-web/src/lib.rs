@@ -19,7 +19,7 @@ pub use server::{WebSettings, serve};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 pub use witness_core::model::Role;
-pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};
+pub use witness_core::rows::{AuditRow, RecordingRow, SessionQuery, SessionRow};
 
 #[derive(Debug, Error)]
 pub enum WebError {
@@ -52,22 +52,6 @@ pub struct Account {
     pub role: Role,
     /// The TOTP secret when the user enrolled one: a second factor is then required.
     pub totp_secret: Option<Vec<u8>>,
-}
-
-/// Filters of the session history; every field optional.
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SessionQuery {
-    pub user: Option<String>,
-    pub target: Option<String>,
-    pub protocol: Option<String>,
-    pub status: Option<String>,
-    /// RFC 3339 / index time text; sessions started at or after.
-    pub from: Option<String>,
-    /// Sessions started before.
-    pub to: Option<String>,
-    /// Full-text search inside SSH session output.
-    pub q: Option<String>,
-    pub limit: Option<u32>,
 }
 
 /// A session in the history, with where the search matched when searching.

@@ -6,7 +6,7 @@ use crate::datadir::DataDir;
 use std::sync::Arc;
 use tracing::{error, info};
 use witness_core::RecordingStatus;
-use witness_index::{RecordingRow, SessionFilter};
+use witness_index::RecordingRow;
 use witness_web::{
     Account, ConsoleError, Content, Metrics, RecordingDetail, SessionDetail, SessionHit, SessionQuery, StoreView, Tail,
     TextHit, TimelineStep, UploadView,
@@ -93,20 +93,22 @@ impl witness_web::Console for BoxConsole {
     }
 
     fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError> {
-        let filter = SessionFilter {
-            user: q.user.clone().filter(|s| !s.is_empty()),
-            target: q.target.clone().filter(|s| !s.is_empty()),
-            protocol: q.protocol.clone().filter(|s| !s.is_empty()),
-            status: q.status.clone().filter(|s| !s.is_empty()),
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+        let filter = SessionQuery {
+            user: nonempty(&q.user),
+            target: nonempty(&q.target),
+            protocol: nonempty(&q.protocol),
+            status: nonempty(&q.status),
             from: index_time(&q.from),
             to: index_time(&q.to),
-            tokens: match &q.q {
-                Some(text) => Some(crate::search::query_tokens(&self.dir, text).map_err(internal)?),
-                None => None,
-            },
+            q: None,
             limit: Some(q.limit.unwrap_or(500).min(5000)),
         };
-        let rows = self.dir.index.find_sessions(&filter).map_err(internal)?;
+        let tokens = match &q.q {
+            Some(text) => Some(crate::search::query_tokens(&self.dir, text).map_err(internal)?),
+            None => None,
+        };
+        let rows = self.dir.index.find_sessions(&filter, tokens.as_deref()).map_err(internal)?;
         let query = q.q.clone().unwrap_or_default();
         Ok(rows
             .into_iter()
