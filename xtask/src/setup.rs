@@ -168,7 +168,8 @@ pub fn install() -> Result<()> {
     // The browser tests' driver, pinned by tests/web/package-lock.json.
     let web = crate::root().join("tests/web");
     if !web.join("node_modules/playwright-core").exists() {
-        crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund"]).current_dir(&web))?;
+        // `run` works from the workspace root: name the folder.
+        crate::run(Command::new("npm").args(["ci", "--no-audit", "--no-fund", "--prefix"]).arg(&web))?;
     }
     if Command::new("sh").arg("-c").arg("command -v azurite-blob").output().map(|o| !o.status.success()).unwrap_or(true)
     {
