@@ -6,11 +6,13 @@
 //! ([`filter`]). This crate is the only one that knows IronRDP; everything it needs from the rest
 //! of the box comes through [`Broker`].
 
+pub mod decode;
 pub mod filter;
 mod login;
 mod proxy;
 mod tls;
 
+pub use decode::{DecodeError, PassiveDecoder, Update};
 pub use filter::Redirection;
 pub use login::parse_rdp_login;
 pub use proxy::{RdpSettings, serve};

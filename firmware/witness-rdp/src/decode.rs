@@ -1,0 +1,615 @@
+//! A passive decoder of one RDP session: it is shown the PDUs the relay passes both ways and turns
+//! the target's graphics into a screen image for the session video. It never produces anything for
+//! the wire — the real client answers the target — so it can lag, fail or stop without touching
+//! the session.
+//!
+//! It learns what IronRDP's `ActiveStage` needs from the observed connection sequence (client MCS
+//! Connect Initial and Client Info; the target's Connect Response, Attach User Confirm and Demand
+//! Active), builds the stage once the target finishes activation (Font Map) and then feeds it every
+//! target-to-client fast-path PDU and every slow-path PDU on the I/O, message and `drdynvc`
+//! channels. Every response the stage would send is dropped. Decoded: raw bitmaps, interleaved RLE,
+//! RDP6 planar, RemoteFX surface commands and, through `drdynvc`, the graphics pipeline (EGFX
+//! planar, ClearCodec, progressive, RemoteFX; AVC420/444 frames are skipped: no H.264 decoder).
+//! Not decoded: GDI drawing orders, NSCodec, compressed DVC data.
+
+use ironrdp_core::decode;
+use ironrdp_dvc::DrdynvcClient;
+use ironrdp_egfx::client::{GraphicsPipelineClient, GraphicsPipelineHandler};
+use ironrdp_graphics::image_processing::PixelFormat;
+use ironrdp_pdu::Action;
+use ironrdp_pdu::gcc::ChannelName;
+use ironrdp_pdu::geometry::InclusiveRectangle;
+use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent};
+use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndicationCtx};
+use ironrdp_pdu::rdp::capability_sets::CapabilitySet;
+use ironrdp_pdu::rdp::client_info::CompressionType;
+use ironrdp_pdu::rdp::headers::{ShareControlPdu, ShareDataHeader, ShareDataPdu, decode_share_control};
+use ironrdp_pdu::x224::{X224, X224Data};
+use ironrdp_session::image::DecodedImage;
+use ironrdp_session::{ActiveStage, ActiveStageBuilder, ActiveStageOutput};
+use ironrdp_svc::StaticChannelSet;
+use std::any::TypeId;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// The largest desktop the decoder allocates an image for (a target chooses the size; 8K UHD
+/// keeps one session's image near 130 MB).
+const MAX_PIXELS: u32 = 7680 * 4320;
+const MAX_SIDE: u16 = 8192;
+
+/// Why a PDU could not be decoded. After an error the image may be stale until the target redraws
+/// (a refresh helps); once [`PassiveDecoder::is_stopped`] says so, nothing more will be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{what}: {source}")]
+    Pdu {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the connection sequence lacks {0}")]
+    Sequence(&'static str),
+    #[error("unusable desktop size {width}x{height}")]
+    DesktopSize { width: u16, height: u16 },
+    #[error("the decoder failed on an earlier pdu and stopped")]
+    Stopped,
+    #[error("the rdp decoder panicked on a pdu")]
+    Panicked,
+}
+
+impl DecodeError {
+    fn pdu(what: &'static str) -> impl FnOnce(ironrdp_core::DecodeError) -> Self {
+        move |e| Self::Pdu { what, source: Box::new(e) }
+    }
+}
+
+/// A rectangle of the screen: `x`, `y` of its top left corner, then its size in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rect {
+    pub x: u16,
+    pub y: u16,
+    pub width: u16,
+    pub height: u16,
+}
+
+impl Rect {
+    fn from_inclusive(r: &InclusiveRectangle) -> Self {
+        Self {
+            x: r.left,
+            y: r.top,
+            width: r.right.saturating_sub(r.left).saturating_add(1),
+            height: r.bottom.saturating_sub(r.top).saturating_add(1),
+        }
+    }
+
+    fn union(self, other: Self) -> Self {
+        let right = (u32::from(self.x) + u32::from(self.width)).max(u32::from(other.x) + u32::from(other.width));
+        let bottom = (u32::from(self.y) + u32::from(self.height)).max(u32::from(other.y) + u32::from(other.height));
+        let x = self.x.min(other.x);
+        let y = self.y.min(other.y);
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
+        Self { x, y, width: clamp(right - u32::from(x)), height: clamp(bottom - u32::from(y)) }
+    }
+}
+
+/// What one observed target PDU changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    /// The desktop (re)started at this size, black until the target draws: a new video segment.
+    Resized { width: u16, height: u16 },
+    /// The image changed inside `dirty` (the union of the PDU's updates); read it with
+    /// [`PassiveDecoder::screen`].
+    Frame { dirty: Rect },
+    /// The decoder dropped a malformed bitmap: the image is stale until the target redraws, so
+    /// ask it for a refresh when the session allows.
+    RefreshWanted,
+    /// The target ended the session (Disconnect Provider Ultimatum or a graceful shutdown).
+    Ended,
+}
+
+/// The current screen: `height` rows of `stride` bytes, 4 bytes a pixel in B, G, R, X order.
+#[derive(Debug, Clone, Copy)]
+pub struct Screen<'a> {
+    pub width: u16,
+    pub height: u16,
+    pub stride: usize,
+    pub bgrx: &'a [u8],
+}
+
+/// The MCS channels and share the session runs on, as the target assigned them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionIds {
+    pub user_channel_id: u16,
+    pub io_channel_id: u16,
+    pub share_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Before the target's first Demand Active.
+    Connecting,
+    /// Between a Demand Active and the target's Font Map, which ends (re)activation.
+    Activating,
+    Active,
+    /// After Deactivate All, until the next Demand Active.
+    Deactivated,
+    Ended,
+    Stopped,
+}
+
+/// Ignores every EGFX event: the pipeline client composites into the session image by itself.
+struct Passive;
+
+impl GraphicsPipelineHandler for Passive {}
+
+/// The passive decoder of one session. Feed it every whole PDU (as
+/// [`ironrdp_pdu::find_size`] cuts them) in the order the relay passes them, from the first PDU
+/// after CredSSP (the client's MCS Connect Initial) on.
+pub struct PassiveDecoder {
+    phase: Phase,
+    client_channels: Vec<ChannelName>,
+    client_desktop: Option<(u16, u16)>,
+    compression: Option<CompressionType>,
+    io_channel_id: Option<u16>,
+    message_channel_id: Option<u16>,
+    user_channel_id: Option<u16>,
+    drdynvc_channel_id: Option<u16>,
+    static_channels: Option<StaticChannelSet>,
+    share_id: u32,
+    stage: Option<ActiveStage>,
+    image: Option<DecodedImage>,
+    /// The size of the image last announced with [`Update::Resized`].
+    announced: Option<(u16, u16)>,
+    /// The client's last pointer position, which places the pointer drawn into the image.
+    pointer: Option<(u16, u16)>,
+    discarded_responses: u64,
+}
+
+impl std::fmt::Debug for PassiveDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassiveDecoder")
+            .field("phase", &self.phase)
+            .field("io_channel_id", &self.io_channel_id)
+            .field("user_channel_id", &self.user_channel_id)
+            .field("share_id", &self.share_id)
+            .field("announced", &self.announced)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for PassiveDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
+fn is_x224(frame: &[u8]) -> bool {
+    frame.first().is_some_and(|b| b & 0x03 == 0x03)
+}
+
+impl PassiveDecoder {
+    pub fn new() -> Self {
+        Self {
+            phase: Phase::Connecting,
+            client_channels: Vec::new(),
+            client_desktop: None,
+            compression: None,
+            io_channel_id: None,
+            message_channel_id: None,
+            user_channel_id: None,
+            drdynvc_channel_id: None,
+            static_channels: None,
+            share_id: 0,
+            stage: None,
+            image: None,
+            announced: None,
+            pointer: None,
+            discarded_responses: 0,
+        }
+    }
+
+    /// Whether the decoder gave up for good (a broken connection sequence or a panic in a codec);
+    /// every later call returns [`DecodeError::Stopped`].
+    pub fn is_stopped(&self) -> bool {
+        self.phase == Phase::Stopped
+    }
+
+    /// The current screen, once the target has activated the session.
+    pub fn screen(&self) -> Option<Screen<'_>> {
+        let image = self.image.as_ref()?;
+        Some(Screen { width: image.width(), height: image.height(), stride: image.stride(), bgrx: image.data() })
+    }
+
+    /// The channels and share, once the session is active: what a Refresh Rect PDU needs.
+    pub fn session_ids(&self) -> Option<SessionIds> {
+        Some(SessionIds {
+            user_channel_id: self.user_channel_id?,
+            io_channel_id: self.io_channel_id?,
+            share_id: (self.stage.is_some()).then_some(self.share_id)?,
+        })
+    }
+
+    /// A PDU from the client on its way to the target (as the client sent it, or as the filter
+    /// rewrote it: either serves).
+    pub fn observe_client(&mut self, frame: &[u8]) -> Result<(), DecodeError> {
+        match self.phase {
+            Phase::Stopped => return Err(DecodeError::Stopped),
+            Phase::Ended => return Ok(()),
+            _ => {}
+        }
+        if !is_x224(frame) {
+            self.client_input(frame);
+            return Ok(());
+        }
+        if self.io_channel_id.is_none() && self.client_desktop.is_none() {
+            // Only the first slow-path client PDU can be the Connect Initial.
+            if let Some(initial) = connect_initial(frame) {
+                let blocks = initial.conference_create_request.gcc_blocks();
+                self.client_desktop = Some((blocks.core.desktop_width, blocks.core.desktop_height));
+                self.client_channels = blocks
+                    .network
+                    .as_ref()
+                    .map(|n| n.channels.iter().map(|c| c.name.clone()).collect())
+                    .unwrap_or_default();
+                tracing::debug!(channels = self.client_channels.len(), "rdp decoder saw the connect initial");
+            }
+            return Ok(());
+        }
+        if self.compression.is_none()
+            && let Ok(X224(McsMessage::SendDataRequest(req))) = decode::<X224<McsMessage<'_>>>(frame)
+            && Some(req.channel_id) == self.io_channel_id
+        {
+            self.compression = client_info_compression(&req.user_data).unwrap_or(self.compression);
+        }
+        Ok(())
+    }
+
+    /// A PDU from the target on its way to the client. Returns what changed on the screen.
+    pub fn observe_target(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        match self.phase {
+            Phase::Stopped => return Err(DecodeError::Stopped),
+            Phase::Ended => return Ok(Vec::new()),
+            _ => {}
+        }
+        // IronRDP's codecs are not built for hostile input; a panic there must not take the relay
+        // task (or the box) with it. The stage's state is unknown afterwards: stop for good.
+        match catch_unwind(AssertUnwindSafe(|| self.target(frame))) {
+            Ok(Ok(updates)) => Ok(updates),
+            Ok(Err(e)) => {
+                if matches!(self.phase, Phase::Connecting | Phase::Activating) && self.stage.is_none() {
+                    // Without the connection sequence nothing later can be decoded.
+                    self.stop();
+                }
+                Err(e)
+            }
+            Err(_) => {
+                self.stop();
+                Err(DecodeError::Panicked)
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.phase = Phase::Stopped;
+        self.stage = None;
+    }
+
+    fn target(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        let x224 = is_x224(frame);
+        match self.phase {
+            Phase::Connecting if x224 => self.connecting(frame).map(|()| Vec::new()),
+            Phase::Connecting => Ok(Vec::new()),
+            Phase::Activating | Phase::Deactivated | Phase::Active if x224 && self.is_io(frame) => self.io_pdu(frame),
+            // Graphics before a Font Map we did not see (compressed, or concatenated differently):
+            // the target is drawing, so the session is active.
+            Phase::Activating if !x224 => {
+                self.activate()?;
+                let mut updates = self.take_resize();
+                updates.extend(self.process(Action::FastPath, frame)?);
+                Ok(updates)
+            }
+            Phase::Active if !x224 => self.process(Action::FastPath, frame),
+            Phase::Active if self.stage_channel(frame) => self.process(Action::X224, frame),
+            Phase::Active if is_disconnect(frame) => {
+                self.phase = Phase::Ended;
+                Ok(vec![Update::Ended])
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The connection sequence up to the first Demand Active.
+    fn connecting(&mut self, frame: &[u8]) -> Result<(), DecodeError> {
+        if self.io_channel_id.is_none() {
+            let Some(response) = connect_response(frame) else { return Ok(()) };
+            let blocks = response.conference_create_response.gcc_blocks();
+            if blocks.network.channel_ids.len() != self.client_channels.len() {
+                return Err(DecodeError::Sequence("a channel id for each channel the client asked for"));
+            }
+            self.io_channel_id = Some(blocks.network.io_channel);
+            self.message_channel_id = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
+            self.static_channels = Some(self.channel_set(&blocks.network.channel_ids));
+            tracing::debug!(io_channel = blocks.network.io_channel, "rdp decoder saw the connect response");
+            return Ok(());
+        }
+        if self.user_channel_id.is_none() {
+            if let Ok(X224(McsMessage::AttachUserConfirm(confirm))) = decode::<X224<McsMessage<'_>>>(frame) {
+                self.user_channel_id = Some(confirm.initiator_id);
+            }
+            return Ok(());
+        }
+        if self.is_io(frame) {
+            self.io_pdu(frame)?;
+        }
+        Ok(())
+    }
+
+    /// The static channels with the ones the stage handles: `drdynvc` carries the graphics
+    /// pipeline; the others are never given to the stage.
+    fn channel_set(&mut self, ids: &[u16]) -> StaticChannelSet {
+        let mut set = StaticChannelSet::new();
+        for (name, &id) in self.client_channels.iter().zip(ids) {
+            if *name == DrdynvcClient::NAME && self.drdynvc_channel_id.is_none() {
+                let gfx = GraphicsPipelineClient::new(Box::new(Passive), None);
+                set.insert(DrdynvcClient::new().with_dynamic_channel(gfx));
+                set.attach_channel_id(TypeId::of::<DrdynvcClient>(), id);
+                self.drdynvc_channel_id = Some(id);
+            }
+        }
+        set
+    }
+
+    fn is_io(&self, frame: &[u8]) -> bool {
+        ironrdp_pdu::mcs::decode_send_data_indication(frame).is_ok_and(|ctx| Some(ctx.channel_id) == self.io_channel_id)
+    }
+
+    fn stage_channel(&self, frame: &[u8]) -> bool {
+        ironrdp_pdu::mcs::decode_send_data_indication(frame).is_ok_and(|ctx| {
+            Some(ctx.channel_id) == self.message_channel_id || Some(ctx.channel_id) == self.drdynvc_channel_id
+        })
+    }
+
+    /// A PDU on the I/O channel: (re)activation PDUs are ours, everything else goes to the stage.
+    fn io_pdu(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        let ctx =
+            ironrdp_pdu::mcs::decode_send_data_indication(frame).map_err(DecodeError::pdu("send data indication"))?;
+        let mut activation = false;
+        let mut other = false;
+        for part in share_control_parts(ctx) {
+            match part.map(|p| (p.share_id, p.pdu)) {
+                Ok((share_id, ShareControlPdu::ServerDemandActive(demand))) => {
+                    activation = true;
+                    self.demand_active(share_id, &demand.pdu.capability_sets)?;
+                }
+                Ok((_, ShareControlPdu::Data(ShareDataHeader { share_data_pdu, .. }))) => match share_data_pdu {
+                    ShareDataPdu::FontMap(_) if self.phase == Phase::Activating => {
+                        activation = true;
+                        self.activate()?;
+                    }
+                    ShareDataPdu::Synchronize(_) | ShareDataPdu::Control(_) | ShareDataPdu::FontMap(_) => {
+                        activation = true;
+                    }
+                    _ => other = true,
+                },
+                Ok((_, ShareControlPdu::ServerDeactivateAll(_))) => {
+                    activation = true;
+                    if self.phase == Phase::Active {
+                        self.phase = Phase::Deactivated;
+                    }
+                }
+                _ => other = true,
+            }
+        }
+        let mut updates = self.take_resize();
+        if self.phase == Phase::Active && (other || !activation) {
+            updates.extend(self.process(Action::X224, frame)?);
+        }
+        Ok(updates)
+    }
+
+    fn demand_active(&mut self, share_id: u32, caps: &[CapabilitySet]) -> Result<(), DecodeError> {
+        let size = caps
+            .iter()
+            .find_map(|c| match c {
+                CapabilitySet::Bitmap(b) => Some((b.desktop_width, b.desktop_height)),
+                _ => None,
+            })
+            .or(self.client_desktop)
+            .ok_or(DecodeError::Sequence("a desktop size"))?;
+        let (width, height) = size;
+        if width == 0
+            || height == 0
+            || width > MAX_SIDE
+            || height > MAX_SIDE
+            || u32::from(width) * u32::from(height) > MAX_PIXELS
+        {
+            return Err(DecodeError::DesktopSize { width, height });
+        }
+        tracing::debug!(share_id, width, height, "rdp decoder saw a demand active");
+        self.share_id = share_id;
+        if self.image.as_ref().is_none_or(|i| (i.width(), i.height()) != size) {
+            self.image = Some(DecodedImage::new(PixelFormat::BgrX32, width, height));
+        }
+        self.phase = Phase::Activating;
+        Ok(())
+    }
+
+    /// The target finished (re)activation: build the stage on the first, re-key it afterwards.
+    fn activate(&mut self) -> Result<(), DecodeError> {
+        let user_channel_id = self.user_channel_id.ok_or(DecodeError::Sequence("an attach user confirm"))?;
+        let io_channel_id = self.io_channel_id.ok_or(DecodeError::Sequence("a connect response"))?;
+        if self.image.is_none() {
+            return Err(DecodeError::Sequence("a demand active"));
+        }
+        match self.stage.as_mut() {
+            None => {
+                let static_channels = self.static_channels.take().unwrap_or_default();
+                self.stage = Some(
+                    ActiveStageBuilder {
+                        static_channels,
+                        user_channel_id,
+                        io_channel_id,
+                        message_channel_id: self.message_channel_id,
+                        share_id: self.share_id,
+                        compression_type: self.compression,
+                        // The pointer is drawn into the image: the video shows it.
+                        enable_server_pointer: true,
+                        pointer_software_rendering: true,
+                    }
+                    .build(),
+                );
+            }
+            Some(stage) => {
+                let chunk = stage.static_channel_chunk_size();
+                if !stage.reactivate(io_channel_id, user_channel_id, self.share_id, true, true, chunk) {
+                    return Err(DecodeError::Sequence("a usable virtual channel chunk size"));
+                }
+            }
+        }
+        if let (Some(stage), Some((x, y))) = (self.stage.as_mut(), self.pointer) {
+            stage.update_mouse_pos(x, y);
+        }
+        self.phase = Phase::Active;
+        tracing::debug!(share_id = self.share_id, "rdp decoder active");
+        Ok(())
+    }
+
+    /// [`Update::Resized`] when the image's size differs from the one last announced.
+    fn take_resize(&mut self) -> Vec<Update> {
+        let Some(image) = self.image.as_ref() else { return Vec::new() };
+        let size = (image.width(), image.height());
+        if self.phase == Phase::Active && self.announced != Some(size) {
+            self.announced = Some(size);
+            return vec![Update::Resized { width: size.0, height: size.1 }];
+        }
+        Vec::new()
+    }
+
+    fn process(&mut self, action: Action, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        let (Some(stage), Some(image)) = (self.stage.as_mut(), self.image.as_mut()) else {
+            return Ok(Vec::new());
+        };
+        let outputs = stage
+            .process(image, action, frame, None)
+            .map_err(|e| DecodeError::Pdu { what: "rdp session pdu", source: Box::new(e) })?;
+        let mut dirty: Option<Rect> = None;
+        let mut updates = Vec::new();
+        for output in outputs {
+            match output {
+                // The real client answers the target; the decoder never sends.
+                ActiveStageOutput::ResponseFrame(bytes) if !bytes.is_empty() => self.discarded_responses += 1,
+                ActiveStageOutput::GraphicsUpdate(r) => {
+                    let r = Rect::from_inclusive(&r);
+                    dirty = Some(dirty.map_or(r, |d| d.union(r)));
+                }
+                ActiveStageOutput::DeactivateAll => self.phase = Phase::Deactivated,
+                ActiveStageOutput::Terminate(reason) => {
+                    tracing::debug!(reason = %reason.description(), "rdp decoder saw the session end");
+                    self.phase = Phase::Ended;
+                    updates.push(Update::Ended);
+                }
+                _ => {}
+            }
+        }
+        if stage.take_bitmap_recovery_request() {
+            updates.push(Update::RefreshWanted);
+        }
+        // EGFX Reset Graphics resizes the image inside the stage.
+        let size = (image.width(), image.height());
+        if self.announced.is_some_and(|a| a != size) {
+            self.announced = Some(size);
+            updates.insert(0, Update::Resized { width: size.0, height: size.1 });
+        }
+        if let Some(dirty) = dirty {
+            updates.push(Update::Frame { dirty });
+        }
+        Ok(updates)
+    }
+
+    /// Client fast-path input: the pointer position, so the pointer drawn into the image follows
+    /// the user's mouse. Anything undecodable is ignored (it is the target's business).
+    fn client_input(&mut self, frame: &[u8]) {
+        let Ok(input) = decode::<FastPathInput>(frame) else { return };
+        for event in input.input_events() {
+            if let FastPathInputEvent::MouseEvent(m) = event {
+                self.pointer = Some((m.x_position, m.y_position));
+            }
+        }
+        if let (Some(stage), Some((x, y)), Phase::Active) = (self.stage.as_mut(), self.pointer, self.phase) {
+            stage.update_mouse_pos(x, y);
+        }
+    }
+
+    /// How many responses the stage produced and the decoder dropped (for tests and logs).
+    pub fn discarded_responses(&self) -> u64 {
+        self.discarded_responses
+    }
+}
+
+fn connect_initial(frame: &[u8]) -> Option<ConnectInitial> {
+    let x224 = decode::<X224<X224Data<'_>>>(frame).ok()?;
+    decode::<ConnectInitial>(&x224.0.data).ok()
+}
+
+fn connect_response(frame: &[u8]) -> Option<ConnectResponse> {
+    let x224 = decode::<X224<X224Data<'_>>>(frame).ok()?;
+    decode::<ConnectResponse>(&x224.0.data).ok()
+}
+
+fn is_disconnect(frame: &[u8]) -> bool {
+    matches!(decode::<X224<McsMessage<'_>>>(frame), Ok(X224(McsMessage::DisconnectProviderUltimatum(_))))
+}
+
+/// The bulk compression the client asked for in its Client Info PDU, read from the fixed header
+/// alone (the rest holds credentials the decoder has no business reading). `None`: not a Client
+/// Info PDU; `Some(None)`: no compression.
+fn client_info_compression(user_data: &[u8]) -> Option<Option<CompressionType>> {
+    const SEC_INFO_PKT: u16 = 0x0040;
+    const INFO_COMPRESSION: u32 = 0x0000_0080;
+    let flags = u16::from_le_bytes([*user_data.first()?, *user_data.get(1)?]);
+    if flags & SEC_INFO_PKT == 0 {
+        return None;
+    }
+    // Security header (4 bytes), then CodePage (4) and the info flags (4).
+    let info: [u8; 4] = user_data.get(8..12)?.try_into().ok()?;
+    let info = u32::from_le_bytes(info);
+    if info & INFO_COMPRESSION == 0 {
+        return Some(None);
+    }
+    Some(match (info >> 9) & 0x0F {
+        0 => Some(CompressionType::K8),
+        1 => Some(CompressionType::K64),
+        2 => Some(CompressionType::Rdp6),
+        _ => Some(CompressionType::Rdp61),
+    })
+}
+
+/// The Share Control PDUs one Send Data Indication carries (servers concatenate activation
+/// PDUs), each decoded on its own.
+fn share_control_parts(
+    ctx: SendDataIndicationCtx<'_>,
+) -> impl Iterator<Item = Result<ironrdp_pdu::rdp::headers::ShareControlCtx, DecodeError>> + '_ {
+    let data = ctx.user_data;
+    let mut offset = 0usize;
+    std::iter::from_fn(move || {
+        if offset >= data.len() {
+            return None;
+        }
+        let len = data
+            .get(offset..offset + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+            .filter(|&l| l >= 2 && offset + l <= data.len());
+        // A length that does not fit: decode the rest as one PDU and stop.
+        let end = len.map_or(data.len(), |l| offset + l);
+        let part = SendDataIndicationCtx {
+            initiator_id: ctx.initiator_id,
+            channel_id: ctx.channel_id,
+            user_data: &data[offset..end],
+        };
+        offset = end;
+        Some(decode_share_control(part).map_err(DecodeError::pdu("share control pdu")))
+    })
+}
+
+#[cfg(test)]
+mod tests;
