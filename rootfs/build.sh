@@ -18,7 +18,7 @@ binary=
 cache=/var/cache/witness-image
 slot_mb=1024      # each root slot (A and B); an update must fit
 verity_mb=32      # each slot's hash tree (≈ 1/128 of the slot, with room)
-data_mb=256       # free space left at the end for the data partition (grown to the disk on first boot)
+data_mb=1024      # free space left at the end for the data partition (grown to the disk on first boot)
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -132,8 +132,8 @@ echo "    kernel $kver; witness.service: $security"
 done_step
 
 # --- 3. squashfs + dm-verity ---------------------------------------------------------------
-step "root: squashfs (zstd) + dm-verity"
-mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 6 \
+step "root: squashfs (lz4) + dm-verity"
+mksquashfs "$root" "$work/root.squashfs" -noappend -quiet -no-progress -comp lz4 \
     -mkfs-time "$epoch" -all-time "$epoch" -reproducible >/dev/null
 squash_bytes=$(stat -c %s "$work/root.squashfs")
 [ "$squash_bytes" -le $(( slot_mb * 1024 * 1024 )) ] || die "the root ($squash_bytes bytes) does not fit a ${slot_mb} MiB slot: raise --slot-mb"

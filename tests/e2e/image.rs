@@ -191,8 +191,8 @@ fn boots_to_the_daemon_on_a_verity_root() {
 
     // The initrd maps the root through dm-verity before it is mounted (systemd shortens the
     // unit's name on an 80-column console, the description's end stays).
-    vm.wait_serial(&["Finished", "Protection Setup for root"], 240);
-    vm.wait_serial(&["Started witness.service"], 300);
+    vm.wait_serial(&["Finished", "Protection Setup for root"], 300);
+    vm.wait_serial(&["Started witness.service"], 600);
     let banner = eventually(120, "an SSH banner on the forwarded jump-path port", || ssh_banner(ssh));
     assert!(banner.starts_with("SSH-2.0-"), "{banner}");
     let body = eventually(120, "/healthz over HTTPS on the forwarded console port", || healthz(web));
@@ -230,7 +230,7 @@ fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
     let (ssh, web) = (free_port(), free_port());
     let mut vm = Vm::boot(&image, &disk, &tmp.path().join("serial.log"), &[(ssh, 2222), (web, 8443)]);
     // restart-on-corruption: the kernel restarts, and -no-reboot makes QEMU exit.
-    let st = eventually(300, "qemu to exit after dm-verity found the corruption", || vm.exited());
+    let st = eventually(420, "qemu to exit after dm-verity found the corruption", || vm.exited());
     let serial = vm.serial();
     assert!(
         serial.contains("verity") && serial.contains("is corrupted"),
