@@ -1,10 +1,11 @@
-//! Records a real RDP session's PDUs for the passive decoder's tests: a private Xvfb (320x240)
+//! Records a real RDP session's PDUs for the passive decoder's tests: a private Xvfb (320x240 unless
+//! a size is given)
 //! shared by `freerdp-shadow-cli` (NLA, a SAM file from `winpr-hash`), and IronRDP's client
 //! connecting to it directly. The capture holds the whole PDU stream after CredSSP (connection
 //! sequence, activation, graphics) both ways.
 //!
 //! ```text
-//! cargo run -p witness-rdp --example capture -- OUT.cap [bitmap|bitmap16|remotefx|gfx]
+//! cargo run -p witness-rdp --example capture -- OUT.cap [bitmap|bitmap16|remotefx|gfx] [WxH]
 //! ```
 //!
 //! `bitmap` offers no codecs (the target sends bitmap updates: RDP6 planar at 32 bpp;
@@ -40,17 +41,20 @@ use tokio_rustls::rustls;
 
 const USER: &str = "captureuser";
 const PASS: &str = "capture-pw-1";
-const WIDTH: u16 = 320;
-const HEIGHT: u16 = 240;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let out = args.get(1).expect("usage: capture OUT.cap [bitmap|bitmap16|remotefx|gfx]").clone();
     let mode = args.get(2).cloned().unwrap_or_else(|| "remotefx".into());
+    let size = args
+        .get(3)
+        .and_then(|s| s.split_once('x'))
+        .map(|(w, h)| (w.parse().expect("width"), h.parse().expect("height")))
+        .unwrap_or((320, 240));
     let dir = std::env::temp_dir().join(format!("witness-capture-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
 
-    let (mut xvfb, display) = start_xvfb();
+    let (mut xvfb, display) = start_xvfb(size);
     set_color(&display, "red");
     let port = free_port();
     let sam = dir.join("sam");
@@ -75,7 +79,7 @@ fn main() {
 
     let log = Arc::new(Mutex::new(Log::default()));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let result = rt.block_on(session(port, &mode, &display, log.clone()));
+    let result = rt.block_on(session(port, &mode, size, &display, log.clone()));
     let _ = shadow.kill();
     let _ = shadow.wait();
     let _ = xvfb.kill();
@@ -95,11 +99,11 @@ fn main() {
     println!("{out}: {} client and {} target pdus", count(b'C'), count(b'T'));
 }
 
-async fn session(port: u16, mode: &str, display: &str, log: Arc<Mutex<Log>>) -> Result<(), String> {
+async fn session(port: u16, mode: &str, size: (u16, u16), display: &str, log: Arc<Mutex<Log>>) -> Result<(), String> {
     let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
     let client_addr = stream.local_addr().map_err(|e| e.to_string())?;
     let mut framed = ironrdp_tokio::TokioFramed::new(stream);
-    let mut connector = ironrdp_connector::ClientConnector::new(config(mode), client_addr);
+    let mut connector = ironrdp_connector::ClientConnector::new(config(mode, size), client_addr);
     if mode == "gfx" {
         let gfx = ironrdp_egfx::client::GraphicsPipelineClient::new(Box::new(NoGfxEvents), None);
         connector = connector.with_static_channel(ironrdp_dvc::DrdynvcClient::new().with_dynamic_channel(gfx));
@@ -220,12 +224,12 @@ fn screen_samples(display: &str) -> Vec<u8> {
     samples
 }
 
-fn config(mode: &str) -> ironrdp_connector::Config {
+fn config(mode: &str, size: (u16, u16)) -> ironrdp_connector::Config {
     let codecs = if mode.starts_with("bitmap") { vec!["remotefx:off"] } else { vec!["remotefx:on"] };
     // `bitmap16`: a lower colour depth, for which the target uses interleaved RLE.
     let color_depth = mode.strip_prefix("bitmap").and_then(|d| d.parse().ok()).unwrap_or(32);
     ironrdp_connector::Config {
-        desktop_size: DesktopSize { width: WIDTH, height: HEIGHT },
+        desktop_size: DesktopSize { width: size.0, height: size.1 },
         monitor_layout: None,
         desktop_scale_factor: 0,
         desktop_physical_size: None,
@@ -365,7 +369,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Recorder<S> {
     }
 }
 
-fn start_xvfb() -> (Child, String) {
+fn start_xvfb(size: (u16, u16)) -> (Child, String) {
     for n in 0..20u32 {
         let number = 700 + (std::process::id() + n * 7) % 200;
         if std::path::Path::new(&format!("/tmp/.X{number}-lock")).exists() {
@@ -374,7 +378,7 @@ fn start_xvfb() -> (Child, String) {
         let display = format!(":{number}");
         let mut child = Command::new("Xvfb")
             .arg(&display)
-            .args(["-screen", "0", &format!("{WIDTH}x{HEIGHT}x24"), "-nolisten", "tcp", "-noreset"])
+            .args(["-screen", "0", &format!("{}x{}x24", size.0, size.1), "-nolisten", "tcp", "-noreset"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

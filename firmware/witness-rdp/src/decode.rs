@@ -237,6 +237,14 @@ impl PassiveDecoder {
             Phase::Ended => return Ok(()),
             _ => {}
         }
+        // Client PDUs are only parsed, never decoded into the image; still, no panic gets out.
+        catch_unwind(AssertUnwindSafe(|| self.client(frame))).unwrap_or_else(|_| {
+            self.stop();
+            Err(DecodeError::Panicked)
+        })
+    }
+
+    fn client(&mut self, frame: &[u8]) -> Result<(), DecodeError> {
         if !is_x224(frame) {
             self.client_input(frame);
             return Ok(());

@@ -215,10 +215,16 @@ fn rect_union_covers_both() {
 }
 
 /// What decoding costs: each capture replayed from a fresh decoder, timed per graphics PDU
-/// (printed; `cargo test --release -p witness-rdp decode_cost -- --nocapture` for real figures).
+/// (printed; `cargo test --release -p witness-rdp decode_cost -- --nocapture` for real figures;
+/// `WITNESS_RDP_CAPTURES=a.cap:b.cap` adds captures made with a larger size).
 #[test]
 fn decode_cost() {
-    for (name, capture) in [("planar", BITMAP), ("interleaved16", BITMAP16), ("remotefx", REMOTEFX)] {
+    let extra: Vec<(String, Vec<u8>)> = std::env::var("WITNESS_RDP_CAPTURES")
+        .map(|v| v.split(':').map(|p| (p.to_owned(), std::fs::read(p).unwrap())).collect())
+        .unwrap_or_default();
+    let builtin = [("planar", BITMAP), ("interleaved16", BITMAP16), ("remotefx", REMOTEFX)];
+    let all_captures = builtin.into_iter().chain(extra.iter().map(|(n, c)| (n.as_str(), c.as_slice())));
+    for (name, capture) in all_captures {
         let all = records(capture);
         let graphics = all.iter().filter(|(t, f)| *t == b'T' && !is_x224(f)).count();
         let rounds = 20;
@@ -234,6 +240,19 @@ fn decode_cost() {
             }
         }
         let per = started.elapsed() / u32::try_from(rounds * graphics).unwrap();
-        eprintln!("{name}: {graphics} graphics pdus at 320x240, {per:?} each (connection sequence included)");
+        let size = replay_size(&all);
+        eprintln!("{name}: {graphics} graphics pdus at {size:?}, {per:?} each (connection sequence included)");
     }
+}
+
+fn replay_size(all: &[(u8, &[u8])]) -> Option<(u16, u16)> {
+    let mut d = PassiveDecoder::new();
+    for (tag, frame) in all {
+        match tag {
+            b'C' => d.observe_client(frame).unwrap(),
+            b'T' => drop(d.observe_target(frame).unwrap()),
+            _ => {}
+        }
+    }
+    d.screen().map(|s| (s.width, s.height))
 }
