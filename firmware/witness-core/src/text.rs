@@ -126,6 +126,10 @@ impl TextExtractor {
             self.line_at = Some(at);
         }
         self.line.push(c);
+        // Output without line breaks (a base64 dump) must not grow one line without bound.
+        if self.line.len() >= CHUNK_CHARS {
+            self.end_line();
+        }
     }
 
     fn end_line(&mut self) {
@@ -250,6 +254,18 @@ mod tests {
         assert_eq!(chunks.len(), 2);
         assert_eq!(chunks[0], Chunk { at: 0.0, text: "first\ny".into(), line_times: vec![0.0, 0.1] });
         assert_eq!(chunks[1], Chunk { at: 5.0, text: "later words\npartial".into(), line_times: vec![5.0, 5.2] });
+    }
+
+    #[test]
+    fn a_line_without_breaks_is_cut_into_chunks() {
+        let mut x = TextExtractor::default();
+        x.output(0.0, &"a".repeat(CHUNK_CHARS * 3 + 10));
+        let chunks = x.finish();
+        assert!(
+            chunks.iter().all(|c| c.text.len() <= CHUNK_CHARS),
+            "{:?}",
+            chunks.iter().map(|c| c.text.len()).collect::<Vec<_>>()
+        );
     }
 
     #[test]

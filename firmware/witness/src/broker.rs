@@ -302,7 +302,11 @@ impl witness_ssh::Broker for BoxBroker {
             }
             crate::sync::enqueue(&dir, &id);
             wake.notify_one();
-            crate::search::index_text(&dir, &id);
+            // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts
+            // short is indexed at the next start).
+            let _ = std::thread::Builder::new()
+                .name("search-index".into())
+                .spawn(move || crate::search::index_text(&dir, &id));
         });
         let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
         sealing.retain(|h| !h.is_finished());

@@ -282,7 +282,7 @@ pub struct ServeArgs {
     /// Address of the SSH jump path (default from witness.toml, else 0.0.0.0:2222).
     #[arg(long, value_name = "ADDR")]
     pub ssh_listen: Option<String>,
-    /// Address of the web console (not part of this build yet).
+    /// Address of the web console, HTTPS (default from witness.toml, 0.0.0.0:8443).
     #[arg(long, value_name = "ADDR")]
     pub web_listen: Option<String>,
     /// Address of the RDP jump path, e.g. 0.0.0.0:3389 (RDP is served only when given).

@@ -154,7 +154,8 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     }
     upload_cancel.cancel();
     let _ = uploader.join();
-    let _ = search_backfill.join();
+    // The search backfill is not waited for: what it did not finish is done at the next start.
+    drop(search_backfill);
     panel_stop.store(true, std::sync::atomic::Ordering::Release);
     let _ = panel.join();
     served
