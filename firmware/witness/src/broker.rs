@@ -43,6 +43,33 @@ impl BoxBroker {
         &self.dir.index
     }
 
+    /// Records a new session of either protocol: index row, live count, terminate token.
+    pub fn open_session(
+        &self,
+        user: &str,
+        target: &str,
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+    ) -> Result<String, String> {
+        let id = new_id();
+        let client = peer.map(|p| p.to_string());
+        self.index()
+            .create_session(&id, user, target, protocol, client.as_deref())
+            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
+        info!(session_id = %id, user, target, protocol = protocol.as_str(), "session started");
+        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Default::default());
+        Ok(id)
+    }
+
+    pub fn close_session(&self, session_id: &str, reason: &str) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(session_id);
+        if let Err(e) = self.index().end_session(session_id, reason, false) {
+            error!(session_id, error = %e, "could not mark the session ended");
+        }
+    }
+
     pub fn is_running(&self, session_id: &str) -> bool {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(session_id)
     }
@@ -94,7 +121,7 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn new_id() -> String {
+pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
@@ -183,23 +210,11 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
-        let id = new_id();
-        let client = peer.map(|p| p.to_string());
-        self.index()
-            .create_session(&id, user, target, Protocol::Ssh, client.as_deref())
-            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
-        info!(session_id = %id, user, target, "session started");
-        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Default::default());
-        Ok(id)
+        self.open_session(user, target, Protocol::Ssh, peer)
     }
 
     fn session_ended(&self, session_id: &str, reason: &str) {
-        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(session_id);
-        if let Err(e) = self.index().end_session(session_id, reason, false) {
-            error!(session_id, error = %e, "could not mark the session ended");
-        }
+        self.close_session(session_id, reason)
     }
 
     fn start_recording(&self, session_id: &str, meta: &RecordingMeta) -> Result<(String, CastRecorder), RecordError> {

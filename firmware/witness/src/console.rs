@@ -43,13 +43,11 @@ pub fn certificate_fingerprint(root: &std::path::Path) -> Option<String> {
 pub struct BoxConsole {
     pub dir: Arc<DataDir>,
     pub broker: Arc<BoxBroker>,
-    /// A valid hash to verify against when the user does not exist, so timing does not tell.
-    dummy_hash: String,
 }
 
 impl BoxConsole {
     pub fn new(dir: Arc<DataDir>, broker: Arc<BoxBroker>) -> anyhow::Result<Self> {
-        Ok(Self { dir, broker, dummy_hash: crate::admin::hash_password("not a real password")? })
+        Ok(Self { dir, broker })
     }
 }
 
@@ -70,20 +68,10 @@ fn format_of(r: &RecordingRow) -> &'static str {
 
 impl witness_web::Console for BoxConsole {
     fn authenticate(&self, user: &str, password: &str) -> Option<Account> {
-        use argon2::{PasswordHash, PasswordVerifier};
-        let record = self.dir.index.user(user).unwrap_or_else(|e| {
-            error!(error = %e, "index read failed");
-            None
-        });
-        let stored = record.as_ref().and_then(|r| r.password_hash.clone());
-        let hash = stored.as_deref().unwrap_or(&self.dummy_hash);
-        let ok = PasswordHash::new(hash)
-            .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-            .unwrap_or(false);
-        if !(ok && stored.is_some()) {
-            return None;
-        }
-        self.account(user)
+        // The same check (and constant-time miss) as SSH logins.
+        let ok =
+            witness_ssh::Broker::authenticate(&*self.broker, user, witness_ssh::Credential::Password(password), None);
+        if ok { self.account(user) } else { None }
     }
 
     fn account(&self, user: &str) -> Option<Account> {

@@ -199,23 +199,11 @@ impl witness_rdp::Broker for BoxBroker {
     }
 
     fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
-        let id = uuid::Uuid::now_v7().to_string();
-        let client = peer.map(|p| p.to_string());
-        self.dir
-            .index
-            .create_session(&id, user, target, Protocol::Rdp, client.as_deref())
-            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
-        self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Default::default());
-        Ok(id)
+        self.open_session(user, target, Protocol::Rdp, peer)
     }
 
     fn session_ended(&self, session_id: &str, reason: &str) {
-        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(session_id);
-        if let Err(e) = self.dir.index.end_session(session_id, reason, false) {
-            error!(session_id, error = %e, "could not mark the session ended");
-        }
+        self.close_session(session_id, reason)
     }
 
     fn termination(&self, session_id: &str) -> Option<CancellationToken> {

@@ -166,7 +166,7 @@ pub fn start_session_video(dir: &DataDir, session_id: &str, width: u32, height: 
         .or_else(|| choose(dir).ok().and_then(|c| c.chosen))
         .context("no H.264 encoder works on this box (see witness encoders)")?;
     let encoder = witness_video::candidate(&encoder).context("the chosen encoder is unknown")?;
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::broker::new_id();
     let rel =
         std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.mp4"));
     let path = dir.root.join(&rel);
