@@ -2,6 +2,7 @@
 //! installed packages are skipped, so it costs nothing on a prepared machine.
 
 use anyhow::{Result, bail};
+use std::path::Path;
 use std::process::Command;
 
 /// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
@@ -13,7 +14,7 @@ use std::process::Command;
 /// TLS-only target (an X session started through `/etc/X11/Xsession`), `xwd`/`xsetroot` to read
 /// and change screens, `openssl` for xrdp's certificate. The web console: Debian's `chromium`
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
-/// independent implementation).
+/// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock).
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -39,6 +40,7 @@ const PACKAGES: &[&str] = &[
     "chromium",
     "oathtool",
     "ffmpeg",
+    "python3-venv",
 ];
 
 fn installed(pkg: &str) -> bool {
@@ -146,6 +148,9 @@ pub fn ensure_backports() -> Result<()> {
     Ok(())
 }
 
+/// Where setup installs moto's S3 server when none is on the PATH (tests/e2e/retention.rs).
+const MOTO: &str = "/opt/witness-moto/bin/moto_server";
+
 /// Everything the tests and the bench need.
 pub fn install() -> Result<()> {
     apt(RUNTIME)?;
@@ -163,6 +168,19 @@ pub fn install() -> Result<()> {
     let home = std::env::var("HOME").unwrap_or_default();
     if !std::path::Path::new(&format!("{home}/.cargo/bin/s3s-fs")).exists() {
         crate::run(Command::new("cargo").args(["install", "s3s-fs@0.14.1", "--features", "binary", "--locked"]))?;
+    }
+    // moto's S3 server (PyPI) implements S3 Object Lock, which s3s-fs does not; the retention
+    // tests lock objects against it. In a venv of its own: Debian's Python refuses a system pip.
+    if !Path::new(MOTO).exists()
+        && Command::new("sh")
+            .arg("-c")
+            .arg("command -v moto_server")
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+    {
+        crate::run(&mut as_root(&["/usr/bin/python3", "-m", "venv", "/opt/witness-moto"]))?;
+        crate::run(&mut as_root(&["/opt/witness-moto/bin/pip", "install", "-q", "moto[server]==5.2.1"]))?;
     }
     ensure_npm()?;
     // The browser tests' driver, pinned by tests/web/package-lock.json.

@@ -54,6 +54,8 @@ pub struct StoreSection {
     pub bandwidth_kbps: Option<u64>,
     /// Uploads run at once (1..=16).
     pub concurrency: Option<u8>,
+    /// How often the daemon's retention sweep runs, in seconds (1..=86400; default an hour).
+    pub retention_sweep_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -99,6 +101,7 @@ pub struct Config {
     pub part_size: u64,
     pub bandwidth_bytes_per_sec: u64,
     pub upload_concurrency: u8,
+    pub retention_sweep: Duration,
     pub board_profile: Option<String>,
     pub video_encoder: Option<String>,
 }
@@ -162,6 +165,15 @@ impl ConfigFile {
                     return Err(ConfigError::Invalid {
                         key: "store.concurrency",
                         reason: format!("{n} is outside 1..=16"),
+                    });
+                }
+            },
+            retention_sweep: match self.store.retention_sweep_seconds.unwrap_or(3600) {
+                s @ 1..=86_400 => Duration::from_secs(s),
+                s => {
+                    return Err(ConfigError::Invalid {
+                        key: "store.retention_sweep_seconds",
+                        reason: format!("{s} is outside 1..=86400"),
                     });
                 }
             },

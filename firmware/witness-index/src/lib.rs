@@ -5,11 +5,13 @@
 
 mod console;
 mod rdp;
+mod retention;
 mod schema;
 mod uploads;
 
 pub use console::{Hit, SearchChunk, UploadRow};
 pub use rdp::RdpRedirection;
+pub use retention::{ExpiredRecording, HoldRow, HoldSet};
 pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};
 pub use witness_core::rows::{AuditRow, RecordingRow, SessionRow};
 
@@ -479,15 +481,24 @@ impl Index {
         Ok(())
     }
 
-    /// Deletes every recording row and its upload job (the reset confirmed twice).
+    /// Deletes every recording row and its upload job (the reset confirmed twice), except those
+    /// of held sessions: a legal hold outlives a factory reset. Returns the deleted files' paths.
     pub fn wipe_recordings(&self) -> Result<Vec<String>> {
-        let conn = self.conn();
+        const FREE: &str = "NOT EXISTS (SELECT 1 FROM holds h WHERE h.session_id = recordings.session_id)";
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let paths = {
-            let mut stmt = conn.prepare("SELECT path FROM recordings")?;
+            let mut stmt = tx.prepare(&format!("SELECT path FROM recordings WHERE {FREE}"))?;
             let rows = stmt.query_map([], |r| r.get(0))?;
             rows.collect::<Result<Vec<String>, _>>()?
         };
-        conn.execute_batch("DELETE FROM uploads; DELETE FROM recordings; DELETE FROM sessions;")?;
+        tx.execute_batch(&format!(
+            "DELETE FROM uploads WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
+             DELETE FROM cast_text WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
+             DELETE FROM recordings WHERE {FREE};
+             DELETE FROM sessions WHERE NOT EXISTS (SELECT 1 FROM holds h WHERE h.session_id = sessions.id);"
+        ))?;
+        tx.commit()?;
         Ok(paths)
     }
 

@@ -118,6 +118,18 @@ const STEPS: &[&str] = &[
     ALTER TABLE targets ADD COLUMN domain TEXT;
     ALTER TABLE grants ADD COLUMN rdp_clipboard INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE grants ADD COLUMN rdp_drives INTEGER NOT NULL DEFAULT 0;",
+    // 6: retention per target and legal holds per session. A deletion (retention, or pruning a
+    // local copy) is claimed first (`deleting_since`) in the same kind of transaction that sets a
+    // hold, so a hold and a deletion never both win.
+    "ALTER TABLE targets ADD COLUMN retention_days INTEGER;
+    CREATE TABLE holds (
+        session_id TEXT PRIMARY KEY REFERENCES sessions(id),
+        reason TEXT NOT NULL,
+        set_by TEXT,
+        set_at TEXT NOT NULL
+    );
+    ALTER TABLE recordings ADD COLUMN deleting_since TEXT;
+    ALTER TABLE recordings ADD COLUMN deleted_at TEXT;",
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {

@@ -184,3 +184,82 @@ fn the_audit_log_is_hash_chained() {
     let (id, why) = idx.verify_audit().unwrap().unwrap_err();
     assert_eq!((id, why.as_str()), (2, "events 2 to 2 are missing"));
 }
+
+/// A session of alice on web01 with one uploaded, verified recording that ended now.
+fn uploaded_recording(idx: &Index, session: &str, recording: &str) {
+    idx.create_session(session, "alice", "web01", Protocol::Ssh, None).unwrap();
+    idx.create_recording(recording, session, "shell", &format!("recordings/{recording}.cast")).unwrap();
+    let end = RecordingEnd {
+        status: RecordingStatus::Completed,
+        reason: None,
+        bytes: 10,
+        sha256: Some("ab".into()),
+        duration: None,
+        recovered: false,
+    };
+    idx.finish_recording(recording, &end).unwrap();
+    idx.end_session(session, "done", false).unwrap();
+    idx.enqueue_upload(recording, &format!("box/{session}/{recording}.cast")).unwrap();
+    idx.upload_verified(recording).unwrap();
+    idx.manifest_uploaded(session, &format!("box/{session}/manifest.json")).unwrap();
+}
+
+#[test]
+fn retention_expires_only_uploaded_unheld_recordings_past_their_days() {
+    let (_d, idx) = index();
+    idx.add_target(&web01()).unwrap();
+    uploaded_recording(&idx, "s1", "r1");
+    uploaded_recording(&idx, "s2", "r2");
+    let now = time::OffsetDateTime::now_utc();
+    let later = now + time::Duration::days(8);
+    assert!(idx.expired(later).unwrap().is_empty(), "no retention: kept for ever");
+    assert!(matches!(idx.set_retention("web9", Some(7)), Err(IndexError::NotFound { .. })));
+    idx.set_retention("web01", Some(7)).unwrap();
+    assert_eq!(idx.retentions().unwrap(), vec![("web01".to_string(), Some(7))]);
+    assert!(idx.expired(now).unwrap().is_empty(), "not yet seven days old");
+    let ids = |v: Vec<ExpiredRecording>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(ids(idx.expired(later).unwrap()), ["r1", "r2"]);
+    // A held session is neither expired nor prunable, and cannot be claimed.
+    let set = idx.set_hold("s1", "case 42", Some("admin")).unwrap();
+    assert_eq!(set, HoldSet { was_held: false, already_deleted: vec![] });
+    assert!(idx.set_hold("s1", "case 43", None).unwrap().was_held);
+    assert_eq!(idx.hold_of("s1").unwrap().unwrap().reason, "case 43");
+    assert!(matches!(idx.set_hold("nope", "x", None), Err(IndexError::NotFound { what: "session", .. })));
+    assert_eq!(ids(idx.expired(later).unwrap()), ["r2"]);
+    assert!(!idx.claim_deletion("r1").unwrap(), "a held recording is never claimed");
+    assert_eq!(idx.prunable("9999").unwrap(), vec![("r2".to_string(), "recordings/r2.cast".to_string())]);
+    // A claimed deletion is reported by a hold set after it, and is not handed out twice.
+    assert!(idx.claim_deletion("r2").unwrap());
+    assert!(!idx.claim_deletion("r2").unwrap());
+    assert!(idx.expired(later).unwrap().is_empty());
+    assert!(idx.prunable("9999").unwrap().is_empty());
+    idx.release_deletion("r2").unwrap();
+    assert!(idx.claim_deletion("r2").unwrap());
+    idx.conn()
+        .execute("INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed) VALUES ('t', 'r2', 's2', 0, '[]', x'00')", [])
+        .unwrap();
+    idx.deletion_done("r2").unwrap();
+    assert!(idx.deleted_at("r2").unwrap().is_some());
+    assert!(idx.is_pruned("r2").unwrap());
+    assert_eq!(idx.manifest_if_all_deleted("s2").unwrap().as_deref(), Some("box/s2/manifest.json"));
+    let left: i64 =
+        idx.conn().query_row("SELECT COUNT(*) FROM cast_text WHERE recording_id = 'r2'", [], |r| r.get(0)).unwrap();
+    assert_eq!(left, 0, "a deleted recording's search text goes with it");
+    assert_eq!(idx.set_hold("s2", "too late", None).unwrap().already_deleted, ["r2"]);
+    // Lifting the hold makes s1 expire again.
+    assert!(idx.clear_hold("s1").unwrap());
+    assert!(!idx.clear_hold("s1").unwrap());
+    assert_eq!(ids(idx.expired(later).unwrap()), ["r1"]);
+    assert_eq!(idx.holds().unwrap().len(), 1);
+}
+
+#[test]
+fn factory_wipe_keeps_held_sessions() {
+    let (_d, idx) = index();
+    uploaded_recording(&idx, "s1", "r1");
+    uploaded_recording(&idx, "s2", "r2");
+    idx.set_hold("s1", "case 42", None).unwrap();
+    assert_eq!(idx.wipe_recordings().unwrap(), ["recordings/r2.cast"]);
+    assert_eq!(idx.recordings().unwrap().len(), 1);
+    assert_eq!(idx.sessions().unwrap()[0].id, "s1");
+}

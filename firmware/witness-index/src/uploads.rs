@@ -250,12 +250,14 @@ impl Index {
         Ok(())
     }
 
-    /// Uploaded recordings still on local disk, oldest first: what pruning may delete.
+    /// Uploaded recordings still on local disk, oldest first: what pruning may delete (each
+    /// after [`Index::claim_deletion`]). Held sessions are never pruned.
     pub fn prunable(&self, ended_before: &str) -> Result<Vec<(String, String)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT r.id, r.path FROM recordings r JOIN uploads u ON u.recording_id = r.id
-             WHERE u.state = 'verified' AND r.pruned = 0 AND r.ended_at < ?1
+             WHERE u.state = 'verified' AND r.pruned = 0 AND r.ended_at < ?1 AND r.deleting_since IS NULL
+               AND NOT EXISTS (SELECT 1 FROM holds h WHERE h.session_id = r.session_id)
              ORDER BY r.ended_at",
         )?;
         let rows = stmt.query_map([ended_before], |r| Ok((r.get(0)?, r.get(1)?)))?;

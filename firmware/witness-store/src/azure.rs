@@ -122,7 +122,8 @@ impl AzureStore {
         mut resume: Resume,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        let crate::FileUpload { key, path, sha256, part_size, throttle } = *up;
+        // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _ } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
@@ -202,6 +203,12 @@ impl AzureStore {
                 expected.len()
             )));
         }
+        Ok(())
+    }
+
+    /// Needs the SAS's `d` (delete) permission, only for retention.
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        self.send(self.http.delete(self.url(key, "")), "delete blob").await?;
         Ok(())
     }
 

@@ -99,6 +99,18 @@ impl DirStore {
         .await
     }
 
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.object(key)?;
+        let key = key.to_owned();
+        blocking(move || {
+            std::fs::remove_file(&path).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(key),
+                _ => StoreError::Unreachable(e.to_string()),
+            })
+        })
+        .await
+    }
+
     pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let path = self.object(key)?;
         let key = key.to_owned();
@@ -180,6 +192,9 @@ mod tests {
         assert_eq!(store.list("box/").await.unwrap(), vec!["box/day/s1/manifest.json", "box/day/s1/r1.cast"]);
         assert_eq!(store.get("box/day/s1/r1.cast").await.unwrap(), b"hello");
         assert!(matches!(store.get("box/nope").await, Err(StoreError::NotFound(_))));
+        store.delete("box/day/s1/r1.cast").await.unwrap();
+        assert!(matches!(store.delete("box/day/s1/r1.cast").await, Err(StoreError::NotFound(_))));
+        assert_eq!(store.list("box/").await.unwrap(), vec!["box/day/s1/manifest.json"]);
         assert!(store.put_bytes("../escape", vec![]).await.is_err(), "keys cannot leave the folder");
         std::fs::remove_dir_all(&tmp).unwrap();
     }

@@ -28,10 +28,75 @@ pub enum Destination {
         prefix: String,
         access_key_id: String,
         secret_key: String,
+        /// S3 Object Lock: every object is written with this retention (the bucket must have
+        /// been created with object lock enabled).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        object_lock: Option<ObjectLock>,
     },
     Azure {
         sas_url: String,
     },
+}
+
+/// S3 Object Lock retention mode: GOVERNANCE can be lifted by a privileged user, COMPLIANCE by
+/// no one until it ends.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LockMode {
+    Governance,
+    Compliance,
+}
+
+impl LockMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LockMode::Governance => "GOVERNANCE",
+            LockMode::Compliance => "COMPLIANCE",
+        }
+    }
+}
+
+impl std::str::FromStr for LockMode {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "GOVERNANCE" => Ok(LockMode::Governance),
+            "COMPLIANCE" => Ok(LockMode::Compliance),
+            _ => Err(StoreError::Config(format!("object lock mode {s:?} is not GOVERNANCE or COMPLIANCE"))),
+        }
+    }
+}
+
+/// The retention every uploaded object gets: `mode` until `days` after its upload.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    pub mode: LockMode,
+    pub days: u32,
+}
+
+impl ObjectLock {
+    /// The `x-amz-object-lock-retain-until-date` for an object written at `now` (ISO 8601, UTC).
+    pub fn retain_until(&self, now: std::time::SystemTime) -> String {
+        let secs = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let until = secs + u64::from(self.days) * 86_400;
+        let (days, rem) = (until / 86_400, until % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.000Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 impl std::fmt::Debug for Destination {
@@ -72,6 +137,11 @@ pub enum StoreError {
     Denied(String),
     #[error("bucket or container not found: {0}")]
     NoBucket(String),
+    /// Object lock is configured but the bucket cannot lock objects.
+    #[error(
+        "bucket {bucket:?} has no object lock configuration ({detail}); create the bucket with object lock enabled, or set the store again without --object-lock-mode"
+    )]
+    NoObjectLock { bucket: String, detail: String },
     #[error("object not found: {0}")]
     NotFound(String),
     /// The remote copy is not the recording.
@@ -127,6 +197,7 @@ pub(crate) struct FileUpload<'a> {
     pub sha256: &'a str,
     pub part_size: u64,
     pub throttle: &'a Throttle,
+    pub legal_hold: bool,
 }
 
 /// Tuning shared by every backend.
@@ -202,8 +273,15 @@ impl Store {
     pub fn open(dest: &Destination, tuning: Tuning) -> Result<Self> {
         let backend = match dest {
             Destination::Dir { path } => Backend::Dir(dir::DirStore::new(path.clone())),
-            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key } => {
-                Backend::S3(s3::S3Store::new(endpoint, bucket, region.as_deref(), prefix, access_key_id, secret_key)?)
+            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key, object_lock } => {
+                Backend::S3(s3::S3Store::new(
+                    endpoint,
+                    bucket,
+                    region.as_deref(),
+                    prefix,
+                    (access_key_id, secret_key),
+                    *object_lock,
+                )?)
             }
             Destination::Azure { sas_url } => Backend::Azure(azure::AzureStore::new(sas_url)?),
         };
@@ -224,24 +302,58 @@ impl Store {
     }
 
     /// Uploads `path` (whose SHA-256 is `sha256`) as `key`, resuming from `resume`. Does not
-    /// verify: call [`Store::verify`] with the final part list.
+    /// verify: call [`Store::verify`] with the final part list. `legal_hold` puts an S3 Object
+    /// Lock legal hold on the object where object lock is configured.
     pub async fn put_file(
         &self,
         key: &str,
         path: &Path,
         sha256: &str,
         resume: Resume,
+        legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<()> {
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await,
-            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256), resume, progress).await,
-            Backend::Azure(a) => a.put_file(&self.upload(key, path, sha256), resume, progress).await,
+            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await,
+            Backend::Azure(a) => a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await,
         }
     }
 
-    fn upload<'a>(&'a self, key: &'a str, path: &'a Path, sha256: &'a str) -> FileUpload<'a> {
-        FileUpload { key, path, sha256, part_size: self.tuning.part_size, throttle: &self.throttle }
+    fn upload<'a>(&'a self, key: &'a str, path: &'a Path, sha256: &'a str, legal_hold: bool) -> FileUpload<'a> {
+        FileUpload { key, path, sha256, part_size: self.tuning.part_size, throttle: &self.throttle, legal_hold }
+    }
+
+    /// The object lock every write gets, when configured (S3 only).
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        match &self.backend {
+            Backend::S3(s) => s.lock,
+            _ => None,
+        }
+    }
+
+    /// Deletes `key`; an object already gone is not an error. With S3 Object Lock on a
+    /// versioned bucket this adds a delete marker: the locked version stays until its
+    /// retention ends.
+    pub async fn delete(&self, key: &str) -> Result<()> {
+        let done = match &self.backend {
+            Backend::Dir(d) => d.delete(key).await,
+            Backend::S3(s) => s.delete(key).await,
+            Backend::Azure(a) => a.delete(key).await,
+        };
+        match done {
+            Err(StoreError::NotFound(_)) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Sets or lifts the S3 Object Lock legal hold of `key`. `Ok(false)`: this store has no
+    /// object lock, nothing to do remotely (the box's own hold still keeps the recording).
+    pub async fn set_legal_hold(&self, key: &str, on: bool) -> Result<bool> {
+        match &self.backend {
+            Backend::S3(s) if s.lock.is_some() => s.set_legal_hold(key, on).await.map(|()| true),
+            _ => Ok(false),
+        }
     }
 
     /// Checks that `key` holds exactly `size` bytes with SHA-256 `sha256`; `parts` is the part
@@ -254,10 +366,11 @@ impl Store {
         }
     }
 
-    pub async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
+    /// Writes a small object (a manifest); `legal_hold` as for [`Store::put_file`].
+    pub async fn put_bytes(&self, key: &str, data: Vec<u8>, legal_hold: bool) -> Result<()> {
         match &self.backend {
             Backend::Dir(d) => d.put_bytes(key, data).await,
-            Backend::S3(s) => s.put_bytes(key, data).await,
+            Backend::S3(s) => s.put_bytes(key, data, legal_hold).await,
             Backend::Azure(a) => a.put_bytes(key, data).await,
         }
     }
@@ -334,8 +447,34 @@ mod tests {
             prefix: "site1/".into(),
             access_key_id: "AK".into(),
             secret_key: "SECRET".into(),
+            object_lock: None,
         };
         assert!(!format!("{s3:?}").contains("SECRET"));
         assert_eq!(s3.describe(), "s3:http://minio:9000/rec/site1/");
+    }
+
+    #[test]
+    fn retain_until_is_days_after_the_upload_in_utc() {
+        let lock = ObjectLock { mode: LockMode::Compliance, days: 30 };
+        // 2026-11-23T12:34:56Z
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_437_296);
+        assert_eq!(lock.retain_until(at), "2026-12-23T12:34:56.000Z");
+        let leap = ObjectLock { mode: LockMode::Governance, days: 1 };
+        // 2028-02-28T00:00:00Z: the next day is the 29th.
+        assert_eq!(
+            leap.retain_until(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_835_308_800)),
+            "2028-02-29T00:00:00.000Z"
+        );
+        assert_eq!("governance".parse::<LockMode>().unwrap(), LockMode::Governance);
+        assert!("strict".parse::<LockMode>().is_err());
+    }
+
+    #[test]
+    fn object_lock_round_trips_through_store_toml() {
+        let text = "kind = \"s3\"\nendpoint = \"http://s3:9000\"\nbucket = \"rec\"\naccess_key_id = \"AK\"\nsecret_key = \"SK\"\n[object_lock]\nmode = \"COMPLIANCE\"\ndays = 90\n";
+        let d: Destination = toml::from_str(text).unwrap();
+        let Destination::S3 { object_lock, .. } = &d else { panic!("{d:?}") };
+        assert_eq!(*object_lock, Some(ObjectLock { mode: LockMode::Compliance, days: 90 }));
+        assert_eq!(toml::from_str::<Destination>(&toml::to_string(&d).unwrap()).unwrap(), d);
     }
 }

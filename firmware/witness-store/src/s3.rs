@@ -5,7 +5,7 @@
 //! object is exactly those parts in order. Part progress is handed to the caller after every
 //! part, so a restart resumes at the next one.
 
-use crate::{Part, Progress, Result, Resume, StoreError};
+use crate::{ObjectLock, Part, Progress, Result, Resume, StoreError};
 use base64::Engine;
 use futures_util::StreamExt;
 use md5::Digest as _;
@@ -26,6 +26,7 @@ pub(crate) struct S3Store {
     client: MinioClient,
     bucket: String,
     prefix: String,
+    pub(crate) lock: Option<ObjectLock>,
 }
 
 /// Sorts the crate's errors into what the operator should do.
@@ -68,8 +69,8 @@ impl S3Store {
         bucket: &str,
         region: Option<&str>,
         prefix: &str,
-        ak: &str,
-        sk: &str,
+        (ak, sk): (&str, &str),
+        lock: Option<ObjectLock>,
     ) -> Result<Self> {
         let mut base: BaseUrl =
             endpoint.parse().map_err(|e: ValidationErr| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
@@ -79,7 +80,20 @@ impl S3Store {
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
         BucketName::new(bucket).map_err(|e| StoreError::Config(format!("bucket {bucket:?}: {e}")))?;
-        Ok(Self { client, bucket: bucket.to_owned(), prefix: prefix.to_owned() })
+        Ok(Self { client, bucket: bucket.to_owned(), prefix: prefix.to_owned(), lock })
+    }
+
+    /// Object Lock headers for a write now: retention when configured, and the legal hold.
+    fn lock_headers(&self, legal_hold: bool) -> Multimap {
+        let mut h = Multimap::new();
+        if let Some(lock) = self.lock {
+            h.add("x-amz-object-lock-mode", lock.mode.as_str());
+            h.add("x-amz-object-lock-retain-until-date", lock.retain_until(std::time::SystemTime::now()));
+            if legal_hold {
+                h.add("x-amz-object-lock-legal-hold", "ON");
+            }
+        }
+        h
     }
 
     fn key(&self, key: &str) -> String {
@@ -94,17 +108,66 @@ impl S3Store {
 
     pub(crate) async fn check(&self) -> Result<()> {
         let exists = self.client.bucket_exists(&self.bucket).map_err(classify)?.build().send().await;
-        match exists.map_err(classify)?.exists() {
-            true => Ok(()),
-            false => Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket))),
+        if !exists.map_err(classify)?.exists() {
+            return Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket)));
         }
+        if self.lock.is_some() {
+            // A bucket without object lock would take the objects and silently not lock them
+            // (or refuse each PUT): refuse before anything is sent.
+            let no_lock = |detail: String| StoreError::NoObjectLock { bucket: self.bucket.clone(), detail };
+            let config = self.client.get_object_lock_config(&self.bucket).map_err(classify)?.build().send().await;
+            match config.map_err(classify) {
+                Ok(_) => {}
+                Err(e @ (StoreError::Unreachable(_) | StoreError::Denied(_))) => return Err(e),
+                Err(e) => return Err(no_lock(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
-    async fn put_single(&self, key: &str, data: bytes::Bytes, sha256_hex: Option<&str>) -> Result<()> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<()> {
+        let full = self.key(key);
+        self.client
+            .delete_object(&self.bucket, full.as_str())
+            .map_err(classify)?
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_legal_hold(&self, key: &str, on: bool) -> Result<()> {
+        let full = self.key(key);
+        self.client
+            .put_object_legal_hold(&self.bucket, full.as_str(), on)
+            .map_err(classify)?
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn put_single(
+        &self,
+        key: &str,
+        data: bytes::Bytes,
+        sha256_hex: Option<&str>,
+        legal_hold: bool,
+    ) -> Result<()> {
         let (b, k) = self.names(key)?;
         let mut meta = Multimap::new();
         if let Some(h) = sha256_hex {
             meta.add("x-amz-meta-sha256", h);
+        }
+        let mut headers = self.lock_headers(legal_hold);
+        // What the AWS SDKs send with a checksum: some servers keep (and report back) the
+        // x-amz-checksum-sha256 only when it is named here.
+        headers.add("x-amz-sdk-checksum-algorithm", "SHA256");
+        if self.lock.is_some() {
+            // S3 refuses a locked write without Content-MD5 (or an SDK checksum header).
+            headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data)));
         }
         PutObject::builder()
             .inner(
@@ -114,6 +177,7 @@ impl S3Store {
                     .object(k)
                     .data(Arc::new(SegmentedBytes::from(data)))
                     .user_metadata(Some(meta))
+                    .extra_headers(Some(headers))
                     .checksum_algorithm(Some(ChecksumAlgorithm::SHA256))
                     .build(),
             )
@@ -124,8 +188,8 @@ impl S3Store {
         Ok(())
     }
 
-    pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        self.put_single(key, data.into(), None).await
+    pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>, legal_hold: bool) -> Result<()> {
+        self.put_single(key, data.into(), None, legal_hold).await
     }
 
     pub(crate) async fn put_file(
@@ -134,11 +198,11 @@ impl S3Store {
         mut resume: Resume,
         progress: &mut dyn Progress,
     ) -> Result<()> {
-        let crate::FileUpload { key, path, sha256, part_size, throttle } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
-            self.put_single(key, data.into(), Some(sha256)).await?;
+            self.put_single(key, data.into(), Some(sha256), legal_hold).await?;
             progress.sent(size);
             throttle.sent(size).await;
             return Ok(());
@@ -154,6 +218,7 @@ impl S3Store {
                     .create_multipart_upload(&self.bucket, &full)
                     .map_err(classify)?
                     .user_metadata(Some(meta))
+                    .extra_headers(Some(self.lock_headers(legal_hold)))
                     .build()
                     .send()
                     .await
@@ -173,6 +238,12 @@ impl S3Store {
                 let offset = (number as u64 - 1) * part_size;
                 let len = part_size.min(size - offset);
                 let data = crate::read_range(path, offset, len).await?;
+                let mut headers = Multimap::new();
+                if self.lock.is_some() {
+                    // Parts of a locked object need Content-MD5 too.
+                    headers
+                        .add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data)));
+                }
                 // minio signs the part's SHA-256 (x-amz-content-sha256) and the server checks the
                 // body against it, so each part is verified on arrival.
                 let resp = self
@@ -185,6 +256,7 @@ impl S3Store {
                         SegmentedBytes::from(bytes::Bytes::from(data)),
                     )
                     .map_err(classify)?
+                    .extra_headers(Some(headers))
                     .build()
                     .send()
                     .await

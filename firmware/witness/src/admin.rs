@@ -283,6 +283,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
             );
         }
         TargetCmd::Add { .. } => bail!("give the target an address: --ssh HOST:PORT or --rdp HOST:PORT"),
+        TargetCmd::Retention { name, days, none } => crate::retention::target_retention(&dir, &name, days, none)?,
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {
                 println!("{name}\t{protocol}\t{address}");
@@ -378,6 +379,9 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
 /// fetched from the store through the box. A finished recording must match its recorded sha256.
 pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow, Vec<u8>)> {
     let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
+    if let Some(at) = dir.index.deleted_at(id)? {
+        bail!("recording {id} was deleted at {at}: it was past its target's retention");
+    }
     let src = dir.root.join(&row.path);
     let data = if dir.index.is_pruned(id)? || !src.exists() {
         let (key, state) = dir

@@ -71,6 +71,12 @@ pub enum Command {
     /// Keys that encrypt recordings at rest.
     #[command(subcommand)]
     Keys(KeysCmd),
+    /// Legal holds: a held session's recordings are never deleted, locally or in the store.
+    #[command(subcommand)]
+    Hold(HoldCmd),
+    /// Deletes recordings past their target's retention (the daemon also does this by itself).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
     /// H.264 encoders for RDP video: what was found, which one is used, why others were skipped.
     Encoders {
         #[arg(long)]
@@ -78,6 +84,35 @@ pub enum Command {
         /// Probe one encoder and print the result (used by the box itself, in a child process).
         #[arg(long, hide = true, value_name = "ELEMENT")]
         probe_one: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HoldCmd {
+    /// Hold a session: none of its recordings is deleted until the hold is cleared.
+    Set {
+        session_id: String,
+        /// Why (a case number, a request): kept with the hold and in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a session's hold; its retention applies again.
+    Clear { session_id: String },
+    /// Held sessions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RetentionCmd {
+    /// Delete, locally and in the store, every uploaded recording past its target's retention
+    /// that is not held.
+    Run {
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -155,6 +190,13 @@ pub enum StoreSetCmd {
         /// Read the secret key from stdin.
         #[arg(long, required = true)]
         secret_key_stdin: bool,
+        /// S3 Object Lock: write every object locked in this mode (GOVERNANCE or COMPLIANCE);
+        /// the bucket must have object lock enabled.
+        #[arg(long, value_name = "MODE", requires = "object_lock_days")]
+        object_lock_mode: Option<String>,
+        /// S3 Object Lock: days each object stays locked after its upload.
+        #[arg(long, value_name = "DAYS", requires = "object_lock_mode")]
+        object_lock_days: Option<u32>,
     },
     /// Azure Blob container, by a container SAS URL read from stdin.
     Azure {
@@ -238,6 +280,15 @@ pub enum TargetCmd {
     },
     /// List targets (never their credentials).
     List,
+    /// How long the target's recordings are kept: DAYS after they end, or --none (for ever, the
+    /// default); without either, shows it. Held sessions are kept regardless.
+    Retention {
+        name: String,
+        #[arg(conflicts_with = "none", value_name = "DAYS")]
+        days: Option<u32>,
+        #[arg(long)]
+        none: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod evidence;
 mod keys;
 mod panel;
 mod rdp_broker;
+mod retention;
 mod search;
 mod serve;
 mod sync;
@@ -66,6 +67,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("new recordings are encrypted under key {id}; older ones keep theirs");
             Ok(())
         }
+        Command::Hold(cmd) => retention::hold(&cli.data, cmd),
+        Command::Retention(cli::RetentionCmd::Run { dry_run }) => retention::run_now(&cli.data, dry_run),
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
         Command::Encoders { probe_one: Some(element), .. } => video::probe_one_child(&element),
         Command::Encoders { json, probe_one: None } => video::encoders(&cli.data, json),

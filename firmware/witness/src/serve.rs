@@ -86,6 +86,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             rt.block_on(uploader.run(wake, cancel));
         })?
     };
+    let retention = crate::retention::spawn(dir.clone(), upload_cancel.clone())?;
     // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
     {
         let dir = dir.clone();
@@ -154,6 +155,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     }
     upload_cancel.cancel();
     let _ = uploader.join();
+    let _ = retention.join();
     // The search backfill is not waited for: what it did not finish is done at the next start.
     drop(search_backfill);
     panel_stop.store(true, std::sync::atomic::Ordering::Release);

@@ -180,6 +180,8 @@ impl Uploader {
         }
         let mut progress =
             IndexProgress { dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
+        // A session held before its upload is written with the S3 Object Lock legal hold on.
+        let held = dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
         let result = async {
             if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
                 store.check().await?;
@@ -191,7 +193,7 @@ impl Uploader {
                     format!("{} is missing", path.display()),
                 )));
             }
-            store.put_file(&job.object_key, &path, &job.sha256, resume, &mut progress).await?;
+            store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
@@ -207,8 +209,8 @@ impl Uploader {
                 // The signed manifest goes next to the recording, for verification from the bucket.
                 if let Ok((manifest, sig)) = crate::evidence::evidence_files(dir, &job.recording_id) {
                     let base = job.object_key.trim_end_matches(".cast");
-                    let _ = store.put_bytes(&format!("{base}.manifest.json"), manifest).await;
-                    let _ = store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes()).await;
+                    let _ = store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await;
+                    let _ = store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await;
                 }
                 let _ = dir.index.upload_verified(&job.recording_id);
                 // The store is back: what waited in backoff need not wait any longer.
@@ -319,12 +321,14 @@ impl Uploader {
             &session.started_at[..session.started_at.len().min(10)],
             session_id
         );
-        self.store().put_bytes(&key, serde_json::to_vec_pretty(&manifest)?).await?;
+        let held = index.hold_of(session_id)?.is_some();
+        self.store().put_bytes(&key, serde_json::to_vec_pretty(&manifest)?, held).await?;
         Ok(key)
     }
 
-    /// Deletes local copies that are verified remotely: past the retention, or oldest first
-    /// while the disk is above its high watermark. Never anything not uploaded.
+    /// Deletes local copies that are verified remotely: past `keep_local_days`, or oldest first
+    /// while the disk is above its high watermark. Never anything not uploaded, never anything
+    /// held (each copy is claimed first, so a hold set meanwhile wins).
     fn prune(&self) {
         let dir = &self.dir;
         let days = dir.config.keep_local_days as i64;
@@ -343,9 +347,20 @@ impl Uploader {
             }
         }
         for (id, path) in victims {
+            if !dir.index.claim_deletion(&id).unwrap_or(false) {
+                continue;
+            }
             match std::fs::remove_file(dir.root.join(&path)) {
                 Ok(()) => {
                     let _ = dir.index.mark_pruned(&id);
+                    let session = dir.index.recording(&id).ok().flatten().map(|r| r.session_id);
+                    let _ = dir.index.audit(
+                        "local_copy_pruned",
+                        None,
+                        None,
+                        session.as_deref(),
+                        &serde_json::json!({ "recording": id, "reason": "verified in the store" }),
+                    );
                     info!(recording_id = %id, "local copy pruned (verified in the store)");
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -353,6 +368,7 @@ impl Uploader {
                 }
                 Err(e) => warn!(recording_id = %id, error = %e, "could not prune a local copy"),
             }
+            let _ = dir.index.release_deletion(&id);
         }
     }
 

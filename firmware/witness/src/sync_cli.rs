@@ -7,7 +7,7 @@ use crate::sync::{self, STORE_FILE, Uploader};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::sync::Arc;
-use witness_store::{Destination, Store, Tuning};
+use witness_store::{Destination, ObjectLock, Store, Tuning};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
@@ -17,7 +17,11 @@ pub fn store(root: &Path, cmd: StoreCmd) -> Result<()> {
     let dir = DataDir::open(root)?;
     match cmd {
         StoreCmd::Show => {
-            println!("{}", sync::destination(root)?.describe());
+            let dest = sync::destination(root)?;
+            println!("{}", dest.describe());
+            if let Destination::S3 { object_lock: Some(lock), .. } = &dest {
+                println!("S3 Object Lock: {} for {} days after each upload", lock.mode.as_str(), lock.days);
+            }
             if let Ok(read) = sync::open_read_store(&dir)
                 && root.join(sync::READ_STORE_FILE).exists()
             {
@@ -34,9 +38,27 @@ fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
     let root = &dir.root;
     let reading = file == sync::READ_STORE_FILE;
     let dest = match set {
-        StoreSetCmd::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key_stdin: _ } => {
+        StoreSetCmd::S3 {
+            endpoint,
+            bucket,
+            region,
+            prefix,
+            access_key_id,
+            secret_key_stdin: _,
+            object_lock_mode,
+            object_lock_days,
+        } => {
+            let object_lock = match (object_lock_mode, object_lock_days) {
+                (Some(mode), Some(days)) => {
+                    if days == 0 {
+                        bail!("--object-lock-days must be at least 1");
+                    }
+                    Some(ObjectLock { mode: mode.parse()?, days })
+                }
+                _ => None,
+            };
             let secret_key = read_secret_stdin("secret key")?;
-            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key }
+            Destination::S3 { endpoint, bucket, region, prefix, access_key_id, secret_key, object_lock }
         }
         StoreSetCmd::Azure { sas_url_stdin: _ } => {
             let sas_url = read_secret_stdin("SAS URL")?;
@@ -69,6 +91,9 @@ fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
         println!("playback fetches recordings from {} with these credentials", dest.describe());
     } else {
         println!("recordings go to {}", dest.describe());
+        if let Some(lock) = store.object_lock() {
+            println!("every object is written with S3 Object Lock {} for {} days", lock.mode.as_str(), lock.days);
+        }
     }
     // A site may be configured before its uplink works: say so, keep the setting.
     match runtime()?.block_on(store.check()) {

@@ -1,0 +1,274 @@
+//! Retention and legal hold: per-target retention, holds on sessions (mirrored as S3 Object Lock
+//! legal holds on what is already in the store), and the sweep that deletes recordings past
+//! their retention, locally and in the store — on demand (`witness retention run`) and
+//! periodically in the daemon. Nothing held and nothing not verified in the store is deleted.
+
+use crate::cli::HoldCmd;
+use crate::datadir::DataDir;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use witness_index::ExpiredRecording;
+use witness_store::Store;
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// `witness target retention NAME [DAYS|--none]`.
+pub fn target_retention(dir: &DataDir, name: &str, days: Option<u32>, none: bool) -> Result<()> {
+    if days.is_none() && !none {
+        let (_, days) = dir
+            .index
+            .retentions()?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .with_context(|| format!("no target named {name:?}"))?;
+        match days {
+            Some(d) => println!("{name}: recordings are deleted {d} days after they end (held sessions are kept)"),
+            None => println!("{name}: recordings are kept for ever"),
+        }
+        return Ok(());
+    }
+    dir.index.set_retention(name, days)?;
+    dir.index.audit("retention_set", None, Some(name), None, &json!({ "days": days }))?;
+    match days {
+        Some(d) => println!(
+            "recordings of {name} are deleted {d} days after they end, once verified in the store (held sessions are kept)"
+        ),
+        None => println!("recordings of {name} are kept for ever"),
+    }
+    Ok(())
+}
+
+/// `witness hold set|clear|list`.
+pub fn hold(root: &Path, cmd: HoldCmd) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    match cmd {
+        HoldCmd::Set { session_id, reason } => {
+            if reason.trim().is_empty() {
+                bail!("give the hold a reason: --reason TEXT");
+            }
+            let set = dir.index.set_hold(&session_id, &reason, None)?;
+            let session = dir.index.session(&session_id)?.context("session vanished")?;
+            let remote = remote_legal_hold(&dir, &session_id, true);
+            dir.index.audit(
+                "hold_set",
+                Some(&session.user),
+                Some(&session.target),
+                Some(&session_id),
+                &json!({ "reason": reason, "replaced": set.was_held, "already_deleted": set.already_deleted,
+                         "store_legal_hold": remote }),
+            )?;
+            println!("session {session_id} is held: none of its recordings is deleted until `witness hold clear`");
+            for id in &set.already_deleted {
+                println!("note: recording {id} was deleted (or being deleted) by retention before the hold");
+            }
+            report_remote(&remote);
+        }
+        HoldCmd::Clear { session_id } => {
+            if !dir.index.clear_hold(&session_id)? {
+                bail!("session {session_id} is not held");
+            }
+            let session = dir.index.session(&session_id)?.context("session vanished")?;
+            let remote = remote_legal_hold(&dir, &session_id, false);
+            dir.index.audit(
+                "hold_cleared",
+                Some(&session.user),
+                Some(&session.target),
+                Some(&session_id),
+                &json!({ "store_legal_hold": remote }),
+            )?;
+            println!("session {session_id} is no longer held; its target's retention applies again");
+            report_remote(&remote);
+        }
+        HoldCmd::List { json } => {
+            let holds = dir.index.holds()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&holds)?);
+                return Ok(());
+            }
+            if holds.is_empty() {
+                println!("no sessions are held");
+            }
+            for h in holds {
+                println!("{}  {}@{}  since {}  {}", h.session_id, h.user, h.target, h.set_at, h.reason);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn report_remote(remote: &serde_json::Value) {
+    if let Some(e) = remote["error"].as_str() {
+        eprintln!("warning: the store's legal hold could not be changed ({e}); the box's own hold applies");
+    } else if let Some(n) = remote["objects"].as_u64() {
+        println!("S3 Object Lock legal hold changed on {n} objects in the store");
+    }
+}
+
+/// Sets or lifts the S3 Object Lock legal hold on a session's uploaded objects. Returns what
+/// happened, for the audit event: `null` when the store has no object lock.
+fn remote_legal_hold(dir: &DataDir, session_id: &str, on: bool) -> serde_json::Value {
+    let result = (|| -> Result<Option<u64>> {
+        let store = crate::sync::open_store(dir)?;
+        if store.object_lock().is_none() {
+            return Ok(None);
+        }
+        let mut keys = Vec::new();
+        for r in dir.index.session_recordings(session_id)? {
+            if let Some((key, state)) = dir.index.upload_key(&r.id)?
+                && state == "verified"
+                && dir.index.deleted_at(&r.id)?.is_none()
+            {
+                let base = key.trim_end_matches(".cast").to_owned();
+                keys.extend([key, format!("{base}.manifest.json"), format!("{base}.manifest.sig")]);
+            }
+        }
+        let rt = runtime()?;
+        for key in &keys {
+            rt.block_on(store.set_legal_hold(key, on)).with_context(|| format!("legal hold on {key}"))?;
+        }
+        Ok(Some(keys.len() as u64))
+    })();
+    match result {
+        Ok(None) => serde_json::Value::Null,
+        Ok(Some(n)) => json!({ "objects": n, "on": on }),
+        Err(e) => json!({ "error": format!("{e:#}") }),
+    }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    pub deleted: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// Deletes every recording past its target's retention that is verified in the store and not
+/// held: the store's object and signed manifest, then the local copy, then it is marked deleted.
+/// Each deletion is claimed first, so a hold set meanwhile wins.
+pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep> {
+    let mut done = Sweep::default();
+    let expired = dir.index.expired(time::OffsetDateTime::now_utc())?;
+    if expired.is_empty() {
+        return Ok(done);
+    }
+    let store = crate::sync::open_store(dir)?;
+    for e in expired {
+        if dry_run {
+            println!(
+                "would delete {} (session {}, target {}, ended {}, retention {} days)",
+                e.id, e.session_id, e.target, e.ended_at, e.retention_days
+            );
+            continue;
+        }
+        if !dir.index.claim_deletion(&e.id)? {
+            continue; // held, or another sweep is on it
+        }
+        match delete_one(dir, &store, &e).await {
+            Ok(()) => {
+                dir.index.deletion_done(&e.id)?;
+                let manifest = match dir.index.manifest_if_all_deleted(&e.session_id)? {
+                    Some(key) => match store.delete(&key).await {
+                        Ok(()) => Some(key),
+                        Err(err) => {
+                            warn!(session_id = %e.session_id, error = %err, "could not delete the session manifest");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                dir.index.audit(
+                    "recording_deleted",
+                    None,
+                    Some(&e.target),
+                    Some(&e.session_id),
+                    &json!({ "recording": e.id, "reason": "retention", "retention_days": e.retention_days,
+                             "ended_at": e.ended_at, "key": e.object_key, "session_manifest": manifest }),
+                )?;
+                info!(recording_id = %e.id, key = %e.object_key, retention_days = e.retention_days, "recording deleted: past its retention");
+                if verbose {
+                    println!(
+                        "deleted {} (session {}, target {}, ended {}): on the box and {}",
+                        e.id, e.session_id, e.target, e.ended_at, e.object_key
+                    );
+                }
+                done.deleted += 1;
+            }
+            Err(err) => {
+                // Nothing is marked deleted: the next sweep tries again (a hold set meanwhile wins).
+                let _ = dir.index.release_deletion(&e.id);
+                let message = format!("{err:#}");
+                warn!(recording_id = %e.id, error = %message, "retention could not delete the recording; will retry");
+                if verbose {
+                    println!("could not delete {}: {message}", e.id);
+                }
+                done.failed += 1;
+                done.last_error = Some(message);
+            }
+        }
+    }
+    Ok(done)
+}
+
+async fn delete_one(dir: &DataDir, store: &Store, e: &ExpiredRecording) -> Result<()> {
+    let base = e.object_key.trim_end_matches(".cast");
+    for key in [e.object_key.clone(), format!("{base}.manifest.json"), format!("{base}.manifest.sig")] {
+        store.delete(&key).await.with_context(|| format!("deleting {key} from {}", store.describe()))?;
+    }
+    if !e.path.starts_with("store:") {
+        let cast = dir.root.join(&e.path);
+        for f in [crate::evidence::manifest_path(&cast), crate::evidence::signature_path(&cast), cast] {
+            match std::fs::remove_file(&f) {
+                Ok(()) => {}
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err).with_context(|| format!("deleting {}", f.display())),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `witness retention run [--dry-run]`.
+pub fn run_now(root: &Path, dry_run: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let done = runtime()?.block_on(sweep(&dir, dry_run, true))?;
+    if !dry_run {
+        println!("deleted {} recordings past their retention", done.deleted);
+    }
+    if let Some(e) = done.last_error {
+        bail!("{} recordings could not be deleted and are kept; last error: {e}", done.failed);
+    }
+    Ok(())
+}
+
+/// The daemon's sweep: at start, then every `[store] retention_sweep_seconds`, on its own thread
+/// and runtime (store calls never take time from the relays), until `cancel`.
+pub fn spawn(dir: Arc<DataDir>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
+    Ok(std::thread::Builder::new().name("retention".into()).spawn(move || {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => return warn!(error = %e, "retention sweep runtime; recordings are not deleted by retention"),
+        };
+        rt.block_on(async {
+            loop {
+                match sweep(&dir, false, false).await {
+                    Ok(s) if s.deleted + s.failed > 0 => {
+                        info!(deleted = s.deleted, failed = s.failed, "retention sweep")
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(error = format!("{e:#}"), "retention sweep failed"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(dir.config.retention_sweep) => {}
+                }
+            }
+        })
+    })?)
+}
