@@ -198,6 +198,23 @@ fn what_a_session_printed_is_encrypted_on_the_box_and_in_the_store_and_readable_
     b.stop();
     let at_rest = files_containing(&b.data(), word.as_bytes());
     assert!(at_rest.is_empty(), "plaintext under the data dir: {at_rest:?}");
+    // The index itself is encrypted (SQLCipher): no SQLite header, and nothing it holds in its
+    // columns is readable — not the word, not a target's vaulted private key, not a target name.
+    let index = std::fs::read(b.data().join("index.sqlite")).unwrap();
+    assert!(index.len() > 4096 && !index.starts_with(b"SQLite format 3"), "index.sqlite is a plain SQLite file");
+    for f in ["index.sqlite", "index.sqlite-wal"] {
+        let bytes = std::fs::read(b.data().join(f)).unwrap_or_default();
+        for needle in [word.as_bytes(), b"OPENSSH PRIVATE KEY", b"web01", b"recording_uploaded"] {
+            let needle: &[u8] = needle;
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{f} holds {:?} in clear",
+                String::from_utf8_lossy(needle)
+            );
+        }
+    }
+    let key = std::fs::metadata(b.data().join("keys/index.key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777, 0o600);
     let in_store = files_containing(s3.dir.path(), word.as_bytes());
     assert!(in_store.is_empty(), "plaintext in the store: {in_store:?}");
     let bundle = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--store-mib" => o.store_mib = v()?,
             "--only" => o.only = Some(it.clone().next().context("missing value")?.clone()),
             other => bail!(
-                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store|rdp|idle|recorder)"
+                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store|rdp|idle|recorder|index)"
             ),
         }
         it.next();
@@ -447,6 +447,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if o.only.as_deref() == Some("recorder") {
         return recorder_section(o.bulk_mib);
     }
+    if o.only.as_deref() == Some("index") {
+        return index_section();
+    }
     if o.only.as_deref() == Some("idle") {
         let s = setup()?;
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -463,6 +466,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     if o.only.is_none() {
         recorder_section(o.bulk_mib)?;
+        index_section()?;
         crate::bench_rdp::run()?;
     }
     Ok(())
@@ -706,5 +710,77 @@ fn recorder_section(mib: u64) -> Result<()> {
         rate(best[1])
     );
     println!("| ratio | {:.2}× |", best[0] / best[1]);
+    Ok(())
+}
+
+/// The index plain vs encrypted at rest (SQLCipher): what a session writes (session, recording,
+/// its end, three audit events, the upload job and its verification, each its own transaction
+/// as the box does them), opening the index (every CLI command does), and listing sessions.
+fn index_section() -> Result<()> {
+    use witness_index::{Index, IndexKey, RecordingEnd};
+    const SESSIONS: u32 = 1000;
+    let dir = tempfile::tempdir()?;
+    let key = IndexKey([7; 32]);
+    let open = |path: &std::path::Path, encrypted: bool| -> Result<Index> {
+        Ok(if encrypted { Index::open_encrypted(path, &key)? } else { Index::open(path)? })
+    };
+    // best seconds: [writes, open, list] × [plain, encrypted]
+    let mut best = [[f64::MAX; 2]; 3];
+    for round in 0..3 {
+        for (i, encrypted) in [false, true].into_iter().enumerate() {
+            let path = dir.path().join(format!("index-{round}-{i}.sqlite"));
+            let idx = open(&path, encrypted)?;
+            let t = Instant::now();
+            for n in 0..SESSIONS {
+                let (s, r) = (format!("s{n}"), format!("r{n}"));
+                idx.create_session(&s, "alice", "web01", witness_core::Protocol::Ssh, Some("127.0.0.1:5000"))?;
+                idx.audit("session_started", Some("alice"), Some("web01"), Some(&s), &serde_json::json!({}))?;
+                idx.create_recording(&r, &s, "shell", &format!("recordings/{r}.cast"))?;
+                let end = RecordingEnd {
+                    status: witness_core::RecordingStatus::Completed,
+                    reason: None,
+                    bytes: 4096,
+                    sha256: Some("ab".repeat(32)),
+                    duration: Some(12.5),
+                    recovered: false,
+                };
+                idx.finish_recording(&r, &end)?;
+                idx.end_session(&s, "client disconnected", false)?;
+                idx.audit("session_ended", Some("alice"), Some("web01"), Some(&s), &serde_json::json!({}))?;
+                idx.enqueue_upload(&r, &format!("box/day/{s}/{r}.cast"))?;
+                idx.upload_verified(&r)?;
+                idx.audit("recording_uploaded", None, None, Some(&s), &serde_json::json!({ "recording": r }))?;
+            }
+            best[0][i] = best[0][i].min(t.elapsed().as_secs_f64());
+            drop(idx);
+            let t = Instant::now();
+            let idx = open(&path, encrypted)?;
+            best[1][i] = best[1][i].min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            assert_eq!(idx.sessions()?.len(), SESSIONS as usize);
+            best[2][i] = best[2][i].min(t.elapsed().as_secs_f64());
+        }
+    }
+    println!("\n## Index, plain vs encrypted at rest (SQLCipher, raw 256-bit key), best of 3, alternating");
+    println!("| | plain | encrypted | ratio |\n|---|---|---|---|");
+    let tx = f64::from(SESSIONS * 9);
+    println!(
+        "| session writes ({SESSIONS} sessions × 9 transactions) | {:.0} tx/s | {:.0} tx/s | {:.2}× |",
+        tx / best[0][0],
+        tx / best[0][1],
+        best[0][0] / best[0][1]
+    );
+    println!(
+        "| open (schema check, every CLI command) | {:.2} ms | {:.2} ms | {:.2}× |",
+        best[1][0] * 1e3,
+        best[1][1] * 1e3,
+        best[1][0] / best[1][1]
+    );
+    println!(
+        "| list {SESSIONS} sessions | {:.1} ms | {:.1} ms | {:.2}× |",
+        best[2][0] * 1e3,
+        best[2][1] * 1e3,
+        best[2][0] / best[2][1]
+    );
     Ok(())
 }

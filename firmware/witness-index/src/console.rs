@@ -95,7 +95,7 @@ impl Index {
     }
 
     /// The first matching chunk per session for an FTS5 query of blind tokens.
-    fn search(&self, query: &str) -> Result<HashMap<String, Hit>> {
+    pub(crate) fn search(&self, query: &str) -> Result<HashMap<String, Hit>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT session_id, recording_id, at, line_times, sealed

@@ -1,8 +1,10 @@
 //! The box's SQLite index (the only crate that speaks SQL): users, targets and their vaulted
 //! credentials, grants, sessions, recordings and the audit log. WAL mode, schema migrations by
 //! `user_version`, one connection behind a mutex (calls are short; the daemon's hot paths never
-//! touch the index).
+//! touch the index). Encrypted at rest with SQLCipher under a key the box keeps apart
+//! ([`Index::open_encrypted`]); a plain index from before is encrypted on its first open.
 
+mod cipher;
 mod console;
 mod rdp;
 mod retention;
@@ -34,6 +36,20 @@ pub enum IndexError {
     TooNew { found: i64, known: i64 },
     #[error("index holds an invalid value in {column}: {value:?}")]
     Corrupt { column: &'static str, value: String },
+    #[error("the index cannot be decrypted with the box's index key (another key, or a damaged file)")]
+    WrongKey,
+    #[error("encrypting the plain index: {0}")]
+    Encrypt(String),
+}
+
+/// The 256-bit SQLCipher key of the index (used raw: no passphrase stretching, it is random).
+#[derive(Clone)]
+pub struct IndexKey(pub [u8; 32]);
+
+impl std::fmt::Debug for IndexKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IndexKey(<redacted>)")
+    }
 }
 
 pub type Result<T, E = IndexError> = std::result::Result<T, E>;
@@ -120,13 +136,32 @@ impl std::fmt::Debug for Index {
 }
 
 impl Index {
-    /// Opens (creating if needed) the index at `path` and brings its schema up to date.
+    /// Opens (creating if needed) a plain, unencrypted index at `path` and brings its schema up
+    /// to date. The box uses [`Index::open_encrypted`]; this is for tests and the bench.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating if needed) the index at `path` encrypted with `key`. A plain index (from
+    /// before encryption) is first encrypted into a copy that atomically replaces it.
+    pub fn open_encrypted(path: &Path, key: &IndexKey) -> Result<Self> {
+        if cipher::is_plain(path)? {
+            cipher::encrypt_in_place(path, key)?;
+        }
+        Self::open_with(path, Some(key))
+    }
+
+    fn open_with(path: &Path, key: Option<&IndexKey>) -> Result<Self> {
         let mut conn = Connection::open(path)?;
+        if let Some(key) = key {
+            // Must come before anything reads the file.
+            conn.execute_batch(&cipher::key_pragma(key))?;
+        }
         // The box and the admin CLI share the file: wait for the other's lock instead of failing,
         // and set this first because switching to WAL itself takes a lock.
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // The first read: with a wrong key SQLCipher sees no database at all.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(cipher::wrong_key)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         schema::migrate(&mut conn)?;

@@ -132,6 +132,12 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN deleted_at TEXT;",
 ];
 
+/// The schema version this build brings an index to.
+#[cfg(test)]
+pub(crate) fn known() -> i64 {
+    STEPS.len() as i64
+}
+
 pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     let known = STEPS.len() as i64;
     let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;

@@ -263,3 +263,64 @@ fn factory_wipe_keeps_held_sessions() {
     assert_eq!(idx.recordings().unwrap().len(), 1);
     assert_eq!(idx.sessions().unwrap()[0].id, "s1");
 }
+
+fn file_starts_plain(path: &std::path::Path) -> bool {
+    std::fs::read(path).unwrap().starts_with(b"SQLite format 3\0")
+}
+
+#[test]
+fn an_encrypted_index_holds_nothing_in_clear_and_needs_its_key() {
+    let dir = tempdir::Dir::new();
+    let path = dir.0.join("index.sqlite");
+    let key = IndexKey([7; 32]);
+    {
+        let idx = Index::open_encrypted(&path, &key).unwrap();
+        idx.add_target(&web01()).unwrap();
+        idx.audit("marker", None, None, None, &serde_json::json!({ "word": "wombatcanary" })).unwrap();
+    }
+    assert!(!file_starts_plain(&path));
+    for suffix in ["", "-wal"] {
+        let bytes = std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default();
+        assert!(!bytes.windows(12).any(|w| w == b"wombatcanary"), "index{suffix} holds text in clear");
+        assert!(!bytes.windows(6).any(|w| w == b"s3cret"), "index{suffix} holds a credential in clear");
+    }
+    let idx = Index::open_encrypted(&path, &key).unwrap();
+    assert_eq!(idx.audit_events(10).unwrap()[0].detail["word"], "wombatcanary");
+    drop(idx);
+    assert!(matches!(Index::open_encrypted(&path, &IndexKey([8; 32])), Err(IndexError::WrongKey)));
+    assert!(matches!(Index::open(&path), Err(IndexError::WrongKey)), "nor is it readable without a key");
+}
+
+#[test]
+fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
+    let dir = tempdir::Dir::new();
+    let path = dir.0.join("index.sqlite");
+    {
+        let idx = Index::open(&path).unwrap();
+        idx.add_target(&web01()).unwrap();
+        uploaded_recording(&idx, "s1", "r1");
+        idx.set_hold("s1", "case 42", None).unwrap();
+        idx.store_text(
+            "r1",
+            "s1",
+            &[SearchChunk { at: 1.5, tokens: "aa bb".into(), line_times: vec![1.5], sealed: vec![1, 2] }],
+        )
+        .unwrap();
+        idx.audit("marker", None, None, None, &serde_json::json!({})).unwrap();
+    }
+    assert!(file_starts_plain(&path));
+    let key = IndexKey([9; 32]);
+    let idx = Index::open_encrypted(&path, &key).unwrap();
+    assert!(!file_starts_plain(&path), "encrypted in place");
+    assert!(!std::path::Path::new(&format!("{}.encrypting", path.display())).exists());
+    assert_eq!(idx.target("web01").unwrap().unwrap().secret, Secret::Password("s3cret".into()));
+    assert_eq!(idx.recordings().unwrap().len(), 1);
+    assert_eq!(idx.hold_of("s1").unwrap().unwrap().reason, "case 42");
+    assert_eq!(idx.verify_audit().unwrap(), Ok(idx.audit_events(100).unwrap().len() as u64));
+    assert_eq!(idx.search("\"bb\"").unwrap().len(), 1, "the FTS5 table came along");
+    let version: i64 = idx.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, schema::known(), "no migration step runs twice");
+    drop(idx);
+    // A second open finds it encrypted and leaves it be.
+    Index::open_encrypted(&path, &key).unwrap();
+}

@@ -136,7 +136,7 @@ pub fn init(root: &Path) -> Result<()> {
     crate::keys::active(root)?;
     crate::console::ensure_certificate(root)?;
     let rdp_certificate = crate::rdp_broker::ensure_identity(root)?;
-    let index = Index::open(&root.join(datadir::INDEX))?;
+    let index = Index::open_encrypted(&root.join(datadir::INDEX), &crate::keys::index_key(root)?)?;
     std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let password = random_hex(9);
     index.add_user(&UserRecord {

@@ -35,8 +35,9 @@ impl DataDir {
         let text = std::fs::read_to_string(root.join(CONFIG))
             .with_context(|| format!("reading {}", root.join(CONFIG).display()))?;
         let config = ConfigFile::parse(&text)?.validate()?;
-        let index =
-            Index::open(&root.join(INDEX)).with_context(|| format!("opening the index in {}", root.display()))?;
+        let key = crate::keys::index_key(root)?;
+        let index = Index::open_encrypted(&root.join(INDEX), &key)
+            .with_context(|| format!("opening the index in {}", root.display()))?;
         Ok(Self { root: root.to_owned(), config, index })
     }
 

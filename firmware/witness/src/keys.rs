@@ -5,6 +5,7 @@
 use crate::admin::write_private;
 use anyhow::{Context, Result};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use witness_core::atrest;
 use witness_recorder::Encryption;
@@ -84,4 +85,31 @@ pub fn search_key(root: &Path) -> Result<[u8; 32]> {
 /// A fresh nonce for sealing search text.
 pub fn nonce() -> [u8; 24] {
     random::<24>()
+}
+
+/// The SQLCipher key of the index (`keys/index.key`, 0600). Created on first use, by whichever
+/// process comes first: written whole under a private name, then linked into place (a link
+/// never replaces), so two processes opening the data dir at once end up with one key.
+pub fn index_key(root: &Path) -> Result<witness_index::IndexKey> {
+    let path = root.join("keys/index.key");
+    let read = |path: &Path| -> Result<witness_index::IndexKey> {
+        let text = std::fs::read_to_string(path).context("reading the index key")?;
+        let key = hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).context("the index key is damaged")?;
+        Ok(witness_index::IndexKey(key))
+    };
+    if path.exists() {
+        return read(&path);
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join("keys"))?;
+    let tmp = root.join(format!("keys/index.key.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, hex::encode(random::<32>()).as_bytes())?;
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).context("creating the index key"),
+    }
+    read(&path)
 }
