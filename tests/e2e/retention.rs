@@ -92,6 +92,21 @@ fn retention_deletes_expired_recordings_locally_and_in_the_store_but_never_held_
     assert!(s3.object(&h_key).is_some(), "a held recording stays in the store");
     assert!(local(&h).exists(), "a held recording is not pruned from the box");
     assert!(b.ok(&["retention", "run", "--dry-run"], None).trim().is_empty(), "nothing else is due");
+    // The console's session detail shows the hold.
+    let jar = b.dir.path().join("cookies");
+    let base = format!("https://127.0.0.1:{}/api/v1", b.web_port);
+    let curl = |args: &[&str]| {
+        stdout(&Command::new("curl").args(["-sk", "-c"]).arg(&jar).arg("-b").arg(&jar).args(args).output().unwrap())
+    };
+    curl(&[
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"user":"alice","password":"alice-pw"}"#,
+        &format!("{base}/login"),
+    ]);
+    let detail: serde_json::Value = serde_json::from_str(&curl(&[&format!("{base}/sessions/{held}")])).unwrap();
+    assert_eq!(detail["hold"]["reason"], "case 42: incident review", "{detail}");
     // Lifting the hold lets retention take it: on demand this time (the daemon is stopped).
     b.stop();
     b.ok(&["hold", "clear", &held], None);

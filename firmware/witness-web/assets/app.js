@@ -199,6 +199,7 @@ async function detailPage(id) {
     ['End reason', s.end_reason || '—'], ['Recovered after a crash', s.recovered ? 'yes' : 'no'], ['Recorded', fmtBytes(s.bytes)]]) {
     dl.append(el('dt', {}, k), el('dd', {}, v));
   }
+  if (d.hold) dl.append(el('dt', {}, 'Legal hold'), el('dd', { id: 'hold' }, `${d.hold.reason} (since ${fmtTime(d.hold.set_at)})`));
   const parts = [el('h1', {}, `${s.user} → ${s.target} `, badge(d.live ? 'recording' : s.status)), dl];
   if (d.live && me.role === 'admin') {
     const msg = el('span', { id: 'terminate-result' });

@@ -79,6 +79,15 @@ pub struct SessionDetail {
     pub live: bool,
     pub recordings: Vec<RecordingDetail>,
     pub audit: Vec<AuditRow>,
+    /// The session's legal hold, when it has one: its recordings are never deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<HoldView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldView {
+    pub reason: String,
+    pub set_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
