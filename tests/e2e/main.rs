@@ -7,6 +7,7 @@ mod flash;
 mod harness;
 mod image;
 mod rdp;
+mod rdp_video;
 mod retention;
 mod ssh_path;
 mod store;

@@ -10,7 +10,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// FreeRDP 2.11's exit codes (`xfreerdp`): `timeout` ends a session that stayed up with 124.
-const STAYED_UP: i32 = 124;
+pub(crate) const STAYED_UP: i32 = 124;
 /// ERRCONNECT_LOGON_FAILURE (CredSSP STATUS_LOGON_FAILURE: wrong user or password).
 const LOGON_FAILURE: i32 = 134;
 /// ERRCONNECT_ACCESS_DENIED (CredSSP STATUS_ACCESS_DENIED: no grant, certificate changed).
@@ -22,13 +22,13 @@ const TRANSPORT_FAILED: i32 = 132;
 /// suites use), tried again on another number if the one picked is taken meanwhile. `-noreset`:
 /// without it the server resets whenever its last client leaves (an `xsetroot`), and whoever
 /// connects during the reset is refused.
-struct Xvfb {
+pub(crate) struct Xvfb {
     child: Child,
     display: String,
 }
 
 impl Xvfb {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         for _ in 0..20 {
             let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -66,13 +66,13 @@ impl Xvfb {
     }
 
     /// The whole screen as `xwd` writes it.
-    fn snapshot(&self) -> Vec<u8> {
+    pub(crate) fn snapshot(&self) -> Vec<u8> {
         let out = Command::new("xwd").args(["-root", "-silent", "-display", &self.display]).output().unwrap();
         assert!(out.status.success(), "xwd failed: {}", String::from_utf8_lossy(&out.stderr));
         out.stdout
     }
 
-    fn set_color(&self, color: &str) {
+    pub(crate) fn set_color(&self, color: &str) {
         let st = Command::new("xsetroot").args(["-display", &self.display, "-solid", color]).status().unwrap();
         assert!(st.success(), "xsetroot failed");
     }
@@ -96,7 +96,7 @@ impl Drop for Xvfb {
 
 /// The colour covering most of an `xwd` image (32 bits per pixel, as Xvfb's depth 24 gives), and
 /// the share of sampled pixels it covers.
-fn dominant_color(xwd: &[u8]) -> ((u8, u8, u8), f64) {
+pub(crate) fn dominant_color(xwd: &[u8]) -> ((u8, u8, u8), f64) {
     let field = |i: usize| u32::from_be_bytes(xwd[i * 4..i * 4 + 4].try_into().unwrap()) as usize;
     let (header, width, height, lsb_first, bpp, bpl, ncolors) =
         (field(0), field(4), field(5), field(7) == 0, field(11), field(12), field(19));
@@ -116,19 +116,24 @@ fn dominant_color(xwd: &[u8]) -> ((u8, u8, u8), f64) {
     (rgb, n as f64 / total as f64)
 }
 
-const RED: (u8, u8, u8) = (255, 0, 0);
-const BLUE: (u8, u8, u8) = (0, 0, 255);
+pub(crate) const RED: (u8, u8, u8) = (255, 0, 0);
+pub(crate) const BLUE: (u8, u8, u8) = (0, 0, 255);
 
 /// The box serving SSH, the web console and RDP, each on its own loopback port.
-struct RdpBox {
-    b: Box,
-    rdp_port: u16,
-    child: Child,
+pub(crate) struct RdpBox {
+    pub(crate) b: Box,
+    pub(crate) rdp_port: u16,
+    pub(crate) child: Child,
 }
 
 impl RdpBox {
-    fn serve(b: Box) -> Self {
+    pub(crate) fn serve(b: Box) -> Self {
         let rdp_port = free_port();
+        let child = Self::spawn(&b, rdp_port);
+        Self { b, rdp_port, child }
+    }
+
+    fn spawn(b: &Box, rdp_port: u16) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(b.dir.path().join("witness.log")).unwrap();
         let child = Command::new(crate::harness::witness_bin())
             .arg("--data")
@@ -142,11 +147,18 @@ impl RdpBox {
             .spawn()
             .unwrap();
         wait_for_port(rdp_port, "witness rdp listener");
-        Self { b, rdp_port, child }
+        child
+    }
+
+    /// `kill -9` (a crash or a power cut, as far as the data dir goes), then a new start.
+    pub(crate) fn crash_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.b, self.rdp_port);
     }
 
     /// `xfreerdp` on `display` through the box, ended by `timeout` after `secs`.
-    fn client(&self, display: &Xvfb, user: &str, password: &str, secs: u32, extra: &[&str]) -> Client {
+    pub(crate) fn client(&self, display: &Xvfb, user: &str, password: &str, secs: u32, extra: &[&str]) -> Client {
         let log = self.b.dir.path().join(format!("xfreerdp-{}.log", free_port()));
         let child = Command::new("timeout")
             .arg(secs.to_string())
@@ -168,7 +180,7 @@ impl RdpBox {
 
 impl RdpBox {
     /// SIGTERM and wait: the box's clean shutdown.
-    fn stop(&mut self) -> ExitStatus {
+    pub(crate) fn stop(&mut self) -> ExitStatus {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let start = Instant::now();
         loop {
@@ -188,13 +200,13 @@ impl Drop for RdpBox {
     }
 }
 
-struct Client {
+pub(crate) struct Client {
     child: Child,
     log: PathBuf,
 }
 
 impl Client {
-    fn wait(mut self, within: Duration) -> (ExitStatus, String) {
+    pub(crate) fn wait(mut self, within: Duration) -> (ExitStatus, String) {
         let start = Instant::now();
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -208,18 +220,18 @@ impl Client {
 
 /// An NLA target: `freerdp-shadow-cli` sharing its own Xvfb, users from a SAM file. Its TLS
 /// certificate is made on first start under its HOME, so a new HOME means a new certificate.
-struct Shadow {
-    screen: Xvfb,
+pub(crate) struct Shadow {
+    pub(crate) screen: Xvfb,
     home: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     child: Option<Child>,
 }
 
-const SHADOW_USER: &str = "shadowuser";
-const SHADOW_PASS: &str = "shadow-pw-1";
+pub(crate) const SHADOW_USER: &str = "shadowuser";
+pub(crate) const SHADOW_PASS: &str = "shadow-pw-1";
 
 impl Shadow {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let mut s = Self { screen: Xvfb::start(), home: tempfile::tempdir().unwrap(), port: free_port(), child: None };
         s.spawn();
         s
@@ -253,7 +265,7 @@ impl Shadow {
         }
     }
 
-    fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             kill_tree(c.id());
             let _ = c.wait();
@@ -276,7 +288,7 @@ impl Drop for Shadow {
 
 /// A box with user alice, `bob` (no grants), and target `nla01` on a shadow server granted to
 /// alice, serving RDP.
-fn box_with_shadow(shadow: &Shadow) -> RdpBox {
+pub(crate) fn box_with_shadow(shadow: &Shadow) -> RdpBox {
     let b = Box::new();
     b.ok(
         &[
@@ -298,7 +310,7 @@ fn box_with_shadow(shadow: &Shadow) -> RdpBox {
 
 /// Snapshots the client's screen until `colors` have all been the dominant colour (each over
 /// 90% of the screen), or fails after `secs`. Between snapshots `tick` may change the target.
-fn screen_shows(client: &Xvfb, colors: &[(u8, u8, u8)], secs: u64, mut tick: impl FnMut(usize)) {
+pub(crate) fn screen_shows(client: &Xvfb, colors: &[(u8, u8, u8)], secs: u64, mut tick: impl FnMut(usize)) {
     let start = Instant::now();
     let mut seen = Vec::new();
     let mut n = 0;
@@ -317,7 +329,7 @@ fn screen_shows(client: &Xvfb, colors: &[(u8, u8, u8)], secs: u64, mut tick: imp
     }
 }
 
-fn audit_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+pub(crate) fn audit_of<'a>(events: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     events.iter().filter(|e| e["kind"] == kind).collect()
 }
 
@@ -478,17 +490,17 @@ fn web01_backslash_alice_names_the_target_too() {
 /// A TLS-only target: xrdp + xorgxrdp with its own config, certificate and logs in a temp dir.
 /// xrdp finds the session manager through the system's `sesman.ini` (port 3350), so a private
 /// `xrdp-sesman` runs on that port unless one is already there.
-struct Xrdp {
-    dir: tempfile::TempDir,
-    port: u16,
+pub(crate) struct Xrdp {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) port: u16,
     children: Vec<Child>,
 }
 
-const XRDP_USER: &str = "witness-xrdp";
-const XRDP_PASS: &str = "xrdp-pw-1";
+pub(crate) const XRDP_USER: &str = "witness-xrdp";
+pub(crate) const XRDP_PASS: &str = "xrdp-pw-1";
 
 impl Xrdp {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {

@@ -161,6 +161,8 @@ pub struct PassiveDecoder {
     announced: Option<(u16, u16)>,
     /// The client's last pointer position, which places the pointer drawn into the image.
     pointer: Option<(u16, u16)>,
+    /// Whether the target accepts Refresh Rect (its General capability set says so).
+    refresh_rect: bool,
     discarded_responses: u64,
 }
 
@@ -204,6 +206,7 @@ impl PassiveDecoder {
             image: None,
             announced: None,
             pointer: None,
+            refresh_rect: false,
             discarded_responses: 0,
         }
     }
@@ -227,6 +230,18 @@ impl PassiveDecoder {
             io_channel_id: self.io_channel_id?,
             share_id: (self.stage.is_some()).then_some(self.share_id)?,
         })
+    }
+
+    /// A Refresh Rect PDU for the whole desktop, as the client would send it, when the session is
+    /// active and the target accepts one: what the relay injects when the decoder lost track.
+    pub fn refresh_request(&self) -> Option<Vec<u8>> {
+        let (stage, image) = (self.stage.as_ref()?, self.image.as_ref()?);
+        if self.phase != Phase::Active || !self.refresh_rect {
+            return None;
+        }
+        // Suppress Output is left alone: the client uses it for its own minimise/restore.
+        let frames = stage.request_full_redraw(image.width(), image.height(), true, false).ok()?;
+        frames.into_iter().next()
     }
 
     /// A PDU from the client on its way to the target (as the client sent it, or as the filter
@@ -433,7 +448,8 @@ impl PassiveDecoder {
         {
             return Err(DecodeError::DesktopSize { width, height });
         }
-        tracing::debug!(share_id, width, height, "rdp decoder saw a demand active");
+        self.refresh_rect = caps.iter().any(|c| matches!(c, CapabilitySet::General(g) if g.refresh_rect_support));
+        tracing::debug!(share_id, width, height, refresh_rect = self.refresh_rect, "rdp decoder saw a demand active");
         self.share_id = share_id;
         if self.image.as_ref().is_none_or(|i| (i.width(), i.height()) != size) {
             self.image = Some(DecodedImage::new(PixelFormat::BgrX32, width, height));

@@ -162,6 +162,21 @@ impl Filter {
             let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
             return encode_vec(&X224(out)).map(Verdict::Replace).map_err(enc_err("send data request"));
         }
+        if self.client_info_seen && Some(req.channel_id) == self.io_channel {
+            // The user data runs to the end of the frame: patch it there, lengths unchanged.
+            let at = frame.len() - req.user_data.len();
+            match client_share_pdu(&req.user_data) {
+                Some(ClientShare::ConfirmActive) => {
+                    let mut out = frame.to_vec();
+                    let trimmed = trim_capabilities(&mut out[at..]);
+                    tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
+                    return Ok(Verdict::Replace(out));
+                }
+                // A minimised client stops the target's updates; the recording must not stop.
+                Some(ClientShare::SuppressOutput) => return Ok(Verdict::Drop),
+                None => {}
+            }
+        }
         Ok(Verdict::Forward)
     }
 
@@ -237,6 +252,87 @@ impl Filter {
         // showing their own login screen; NLA targets already know the user from CredSSP.
         info.flags.insert(ClientInfoFlags::AUTOLOGON);
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum ClientShare {
+    ConfirmActive,
+    SuppressOutput,
+}
+
+/// The client Share Control PDUs the filter changes, read from their headers.
+fn client_share_pdu(data: &[u8]) -> Option<ClientShare> {
+    const PDUTYPE_CONFIRMACTIVEPDU: u16 = 0x3;
+    const PDUTYPE_DATAPDU: u16 = 0x7;
+    const PDUTYPE2_SUPPRESS_OUTPUT: u8 = 35;
+    // totalLength, pduType, pduSource; a licensing PDU has a security header here, whose
+    // flagsHi (in pduType's place) is 0.
+    let pdu_type = u16::from_le_bytes(data.get(2..4)?.try_into().ok()?) & 0x0F;
+    match pdu_type {
+        PDUTYPE_CONFIRMACTIVEPDU => Some(ClientShare::ConfirmActive),
+        // Share Data Header: shareId, pad1, streamId, uncompressedLength, then pduType2.
+        PDUTYPE_DATAPDU if *data.get(14)? == PDUTYPE2_SUPPRESS_OUTPUT => Some(ClientShare::SuppressOutput),
+        _ => None,
+    }
+}
+
+/// What [`trim_capabilities`] switched off in a Confirm Active.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Every drawing order (GDI orders, glyphs, cached bitmaps): the target sends bitmaps instead.
+    pub orders: bool,
+    /// Bitmap codecs the decoder lacks, by name (their GUID replaced with CODEC_GUID_IGNORE).
+    pub codecs: Vec<&'static str>,
+}
+
+/// Switches off, in the client's Confirm Active (`data` starts at its Share Control header), what
+/// the box's decoder cannot follow, by patching bytes in place: the order support array and
+/// extra order flags are zeroed, and NSCodec is turned into the "ignore" codec.
+pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
+    const CAPSTYPE_ORDER: u16 = 0x0003;
+    const CAPSETTYPE_BITMAP_CODECS: u16 = 0x001D;
+    /// orderSupport (32 bytes) follows capability header, terminalDescriptor, pads and flags.
+    const ORDER_SUPPORT: std::ops::Range<usize> = 36..68;
+    const ORDER_SUPPORT_EX_FLAGS: std::ops::Range<usize> = 70..72;
+    const GUID_NSCODEC: [u8; 16] =
+        [0xb9, 0x1b, 0x8d, 0xca, 0x0f, 0x00, 0x4f, 0x15, 0x58, 0x9f, 0xae, 0x2d, 0x1a, 0x87, 0xe2, 0xd6];
+    const GUID_IGNORE: [u8; 16] =
+        [0xa6, 0x51, 0x43, 0x9c, 0x35, 0x35, 0xae, 0x42, 0x91, 0x0c, 0xcd, 0xfc, 0xe5, 0x76, 0x0b, 0x58];
+    let mut trimmed = Trimmed::default();
+    let u16_at = |d: &[u8], at: usize| d.get(at..at + 2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])));
+    // Share Control header (6), shareId (4), originatorId (2), lengthSourceDescriptor (2),
+    // lengthCombinedCapabilities (2), sourceDescriptor, numberCapabilities (2), pad (2).
+    let Some(source_len) = u16_at(data, 12) else { return trimmed };
+    let Some(count) = u16_at(data, 16 + source_len) else { return trimmed };
+    let mut at = 16 + source_len + 4;
+    for _ in 0..count {
+        let (Some(kind), Some(len)) = (u16_at(data, at), u16_at(data, at + 2)) else { break };
+        if len < 4 || at + len > data.len() {
+            break;
+        }
+        let set = &mut data[at..at + len];
+        match kind as u16 {
+            CAPSTYPE_ORDER if len >= ORDER_SUPPORT_EX_FLAGS.end => {
+                set[ORDER_SUPPORT].fill(0);
+                set[ORDER_SUPPORT_EX_FLAGS].fill(0);
+                trimmed.orders = true;
+            }
+            CAPSETTYPE_BITMAP_CODECS if len > 4 => {
+                let mut codec = 5;
+                for _ in 0..set[4] {
+                    let Some(props) = u16_at(set, codec + 17) else { break };
+                    if set[codec..codec + 16] == GUID_NSCODEC {
+                        set[codec..codec + 16].copy_from_slice(&GUID_IGNORE);
+                        trimmed.codecs.push("nscodec");
+                    }
+                    codec += 19 + props;
+                }
+            }
+            _ => {}
+        }
+        at += len;
+    }
+    trimmed
 }
 
 fn is_info_packet(user_data: &[u8]) -> bool {
@@ -319,6 +415,87 @@ mod tests {
         assert_eq!(f.from_client(&req(1004)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_target(&ind(1005)).unwrap(), Verdict::Drop);
         assert_eq!(f.from_target(&ind(1004)).unwrap(), Verdict::Forward);
+    }
+
+    /// A client Share Control PDU on the I/O channel, as `encode_vec` of IronRDP lays it out.
+    fn client_share(pdu: ironrdp_pdu::rdp::headers::ShareControlPdu) -> Vec<u8> {
+        use ironrdp_pdu::rdp::headers::ShareControlHeader;
+        let header = ShareControlHeader { share_control_pdu: pdu, pdu_source: 1007, share_id: 0x1_0000 };
+        let user_data = encode_vec(&header).unwrap();
+        encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1003, user_data: Cow::Owned(user_data) }))
+            .unwrap()
+    }
+
+    #[test]
+    fn confirm_active_loses_drawing_orders_and_nscodec_in_place() {
+        use ironrdp_pdu::rdp::capability_sets::{
+            BitmapCodecs, CapabilitySet, ClientConfirmActive, Codec, CodecProperty, DemandActive, NsCodec, Order,
+            OrderFlags, OrderSupportExFlags, OrderSupportIndex,
+        };
+        use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu};
+        let mut order = Order::new(
+            OrderFlags::NEGOTIATE_ORDER_SUPPORT,
+            OrderSupportExFlags::CACHE_BITMAP_REV3_SUPPORT,
+            480 * 480,
+            0,
+        );
+        for i in [OrderSupportIndex::DstBlt, OrderSupportIndex::MemBlt, OrderSupportIndex::Mem3Blt] {
+            order.set_support_flag(i, true);
+        }
+        let nscodec = NsCodec { is_dynamic_fidelity_allowed: true, is_subsampling_allowed: true, color_loss_level: 3 };
+        let confirm = ClientConfirmActive {
+            originator_id: 1002,
+            pdu: DemandActive {
+                source_descriptor: "MSTSC".into(),
+                capability_sets: vec![
+                    CapabilitySet::Order(order),
+                    CapabilitySet::BitmapCodecs(BitmapCodecs(vec![
+                        Codec { id: 1, property: CodecProperty::NsCodec(nscodec) },
+                        Codec { id: 0, property: CodecProperty::Ignore },
+                    ])),
+                ],
+            },
+        };
+        let frame = client_share(ShareControlPdu::ClientConfirmActive(confirm));
+        let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
+        (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
+        let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("confirm active not patched") };
+        assert_eq!(out.len(), frame.len(), "patched in place");
+        let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+        let header = decode::<ShareControlHeader>(&req.user_data).unwrap();
+        let ShareControlPdu::ClientConfirmActive(confirm) = header.share_control_pdu else { panic!() };
+        let mut sets = confirm.pdu.capability_sets.into_iter();
+        let Some(CapabilitySet::Order(mut order)) = sets.next() else { panic!("order set lost") };
+        for i in [OrderSupportIndex::DstBlt, OrderSupportIndex::MemBlt, OrderSupportIndex::Mem3Blt] {
+            assert!(!order.get_support_flag(i), "an order is still offered");
+        }
+        let Some(CapabilitySet::BitmapCodecs(codecs)) = sets.next() else { panic!("codecs lost") };
+        assert!(codecs.0.iter().all(|c| !matches!(c.property, CodecProperty::NsCodec(_))), "{codecs:?}");
+        assert_eq!(codecs.0.len(), 2);
+    }
+
+    #[test]
+    fn suppress_output_from_the_client_is_dropped_and_other_data_passes() {
+        use ironrdp_pdu::rdp::headers::{
+            CompressionFlags, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
+        };
+        use ironrdp_pdu::rdp::suppress_output::SuppressOutputPdu;
+        let data = |pdu| {
+            client_share(ShareControlPdu::Data(ShareDataHeader {
+                share_data_pdu: pdu,
+                stream_priority: StreamPriority::Medium,
+                compression_flags: CompressionFlags::empty(),
+                compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
+            }))
+        };
+        let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
+        (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
+        let minimised = data(ShareDataPdu::SuppressOutput(SuppressOutputPdu { desktop_rect: None }));
+        assert_eq!(f.from_client(&minimised).unwrap(), Verdict::Drop);
+        let refresh = data(ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
+            areas_to_refresh: vec![],
+        }));
+        assert_eq!(f.from_client(&refresh).unwrap(), Verdict::Forward);
     }
 
     #[test]

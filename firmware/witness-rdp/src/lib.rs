@@ -10,12 +10,14 @@ pub mod decode;
 pub mod filter;
 mod login;
 mod proxy;
+mod record;
 mod tls;
 
-pub use decode::{DecodeError, PassiveDecoder, Update};
+pub use decode::{DecodeError, PassiveDecoder, Screen, Update};
 pub use filter::Redirection;
 pub use login::parse_rdp_login;
 pub use proxy::{RdpSettings, serve};
+pub use record::ScreenRecorder;
 pub use tls::{TlsIdentity, generate_identity};
 
 use std::net::SocketAddr;
@@ -78,6 +80,9 @@ pub trait Broker: Send + Sync + 'static {
     fn admit(&self) -> Result<(), String>;
     fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String>;
     fn session_ended(&self, session_id: &str, reason: &str);
+    /// Starts recording a session's screen (called once the session is open, before any PDU is
+    /// relayed). `Err`: it cannot be recorded; the session ends with that reason.
+    fn start_screen_recording(&self, session_id: &str) -> Result<Box<dyn ScreenRecorder>, String>;
     fn audit(&self, event: AuditEvent);
     /// Cancelled when an administrator ends the session from the console. `None`: sessions
     /// cannot be ended from outside.

@@ -10,7 +10,7 @@ use crate::filter::{Filter, Injection, Verdict};
 use crate::login::parse_rdp_login;
 use crate::tls::{TlsIdentity, fingerprint, public_key_of, target_connector};
 use crate::{AuditEvent, Broker, RdpError, RdpPlan};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use ironrdp_async::{FramedWrite, NetworkClient};
 use ironrdp_connector::sspi::credssp::{
     CredSspServer, CredentialsProxy, EarlyUserAuthResult, NStatusCode, ServerError, ServerMode, ServerState, TsRequest,
@@ -524,21 +524,38 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         "rdp_session_started",
         serde_json::json!({ "client": peer.to_string(), "target_protocol": format!("{target_protocol:?}") }),
     );
+    let (client_r, mut client_w) = tokio::io::split(client);
+    let (target_r, mut target_w) = tokio::io::split(target);
+    // Nothing is relayed that the box does not record.
+    let recorder = match broker.start_screen_recording(&session_id) {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = format!("the box cannot record this session ({e}); session refused");
+            audit("recording_failed", serde_json::json!({ "protocol": "rdp", "reason": reason }));
+            let close = async { tokio::join!(client_w.shutdown(), target_w.shutdown()) };
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+            warn!(session_id, user, target = %plan.name, reason, "rdp session ended");
+            broker.session_ended(&session_id, &reason);
+            return;
+        }
+    };
+    let (inject_tx, mut inject_rx) = tokio::sync::mpsc::channel(4);
+    let (tap, mut recording) = crate::record::start(recorder, inject_tx, session_id.clone());
     let filter = Mutex::new(Filter::new(
         target_protocol,
         plan.redirection,
         Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
     ));
-    let (client_r, mut client_w) = tokio::io::split(client);
-    let (target_r, mut target_w) = tokio::io::split(target);
     let announce = |decisions: &[crate::filter::ChannelDecision]| {
         let allowed: Vec<_> = decisions.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect();
         let blocked: Vec<_> = decisions.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect();
         info!(session_id, ?allowed, ?blocked, "rdp virtual channels");
         audit("rdp_channels", serde_json::json!({ "allowed": allowed, "blocked": blocked }));
     };
-    let from_client = pump(client_r, &mut target_w, client_leftover, true, &filter, &announce);
-    let from_target = pump(target_r, &mut client_w, target_leftover, false, &filter, &announce);
+    let client_side = Side { from_client: true, filter: &filter, announce: &announce, tap: &tap };
+    let target_side = Side { from_client: false, filter: &filter, announce: &announce, tap: &tap };
+    let from_client = pump(client_r, &mut target_w, client_leftover, client_side, Some(&mut inject_rx));
+    let from_target = pump(target_r, &mut client_w, target_leftover, target_side, None);
     let recheck = async {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -554,6 +571,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
             None => std::future::pending().await,
         }
     };
+    let mut outcome = None;
     let reason = tokio::select! {
         r = from_client => match r {
             Ok(End::Closed) => "client disconnected".to_owned(),
@@ -568,6 +586,13 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
             }
             Err(e) => format!("connection to target {} was lost: {e}", plan.name),
         },
+        o = &mut recording => {
+            let o = o.unwrap_or_else(|e| crate::record::Outcome::panicked(&e));
+            let reason = format!("{}; session ended", o.fatal.clone().unwrap_or_else(|| "the recording stopped".into()));
+            audit("recording_failed", serde_json::json!({ "protocol": "rdp", "reason": reason }));
+            outcome = Some(o);
+            reason
+        }
         d = recheck => {
             let reason = format!("{d}; session ended");
             audit("session_terminated", serde_json::json!({ "protocol": "rdp", "reason": reason }));
@@ -579,23 +604,48 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     // Close both legs with a TLS close_notify, so neither side reads the end as an error.
     let close = async { tokio::join!(client_w.shutdown(), target_w.shutdown()) };
     let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
-    info!(session_id, user, target = %plan.name, reason, "rdp session ended");
+    // The recording ends with the relay: its last frames are in the file before the session is
+    // marked ended (and before a shutdown lets the box stop).
+    drop(tap);
+    let outcome = match outcome {
+        Some(o) => o,
+        None => recording.await.unwrap_or_else(|e| crate::record::Outcome::panicked(&e)),
+    };
+    info!(
+        session_id,
+        user,
+        target = %plan.name,
+        reason,
+        skipped_pdus = outcome.skipped,
+        refreshes = outcome.refreshes,
+        "rdp session ended"
+    );
     broker.session_ended(&session_id, &reason);
 }
 
-/// Moves whole PDUs from `r` to `w` through the filter until `r` ends.
+/// One direction of the relay and what it shares with the other.
+struct Side<'a> {
+    from_client: bool,
+    filter: &'a Mutex<Filter>,
+    announce: &'a (dyn Fn(&[crate::filter::ChannelDecision]) + Sync),
+    tap: &'a crate::record::Tap,
+}
+
+/// Moves whole PDUs from `r` to `w` through the filter until `r` ends, showing each one passed to
+/// the recording; between PDUs it writes what `inject` brings (the recording's refresh requests).
 async fn pump<R, W>(
     mut r: R,
     w: &mut W,
-    mut buf: BytesMut,
-    from_client: bool,
-    filter: &Mutex<Filter>,
-    announce: &(dyn Fn(&[crate::filter::ChannelDecision]) + Sync),
+    buf: BytesMut,
+    side: Side<'_>,
+    mut inject: Option<&mut tokio::sync::mpsc::Receiver<Vec<u8>>>,
 ) -> Result<End, String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let Side { from_client, filter, announce, tap } = side;
+    let mut buf = buf;
     let mut announced = from_client;
     loop {
         let mut wrote = false;
@@ -605,7 +655,7 @@ where
                 Ok(_) => break,
                 Err(e) => return Err(format!("malformed pdu: {e}")),
             };
-            let frame = buf.split_to(info.length);
+            let frame = buf.split_to(info.length).freeze();
             let verdict = {
                 let mut f = filter.lock().unwrap_or_else(|p| p.into_inner());
                 let v = if from_client { f.from_client(&frame) } else { f.from_target(&frame) };
@@ -615,19 +665,37 @@ where
                 }
                 v.map_err(|e| e.to_string())?
             };
-            match verdict {
-                Verdict::Forward => w.write_all(&frame).await.map_err(|e| e.to_string())?,
-                Verdict::Replace(v) => w.write_all(&v).await.map_err(|e| e.to_string())?,
+            let out = match verdict {
+                Verdict::Forward => frame,
+                Verdict::Replace(v) => Bytes::from(v),
                 Verdict::Drop => continue,
                 Verdict::Refuse(why) => return Ok(End::Refused(why)),
-            }
+            };
+            // Queued before it is written: the target's answer can never reach the decoder
+            // ahead of the client PDU it answers.
+            tap.observe(from_client, out.clone()).await;
+            w.write_all(&out).await.map_err(|e| e.to_string())?;
             wrote = true;
         }
         if wrote {
             w.flush().await.map_err(|e| e.to_string())?;
         }
         buf.reserve(16 * 1024);
-        match r.read_buf(&mut buf).await {
+        let read = loop {
+            let Some(rx) = inject.as_deref_mut() else { break r.read_buf(&mut buf).await };
+            tokio::select! {
+                // `read_buf` is cancel safe: a lost race reads nothing.
+                read = r.read_buf(&mut buf) => break read,
+                pdu = rx.recv() => match pdu {
+                    Some(pdu) => {
+                        w.write_all(&pdu).await.map_err(|e| e.to_string())?;
+                        w.flush().await.map_err(|e| e.to_string())?;
+                    }
+                    None => inject = None,
+                },
+            }
+        };
+        match read {
             Ok(0) => return Ok(End::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Closed),

@@ -116,8 +116,10 @@ pub struct Probe {
 }
 
 /// The encode part of a pipeline for `c` (after a converter, before the parser).
-pub fn encode_chain(c: &Candidate) -> String {
-    format!("video/x-raw,format={} ! {} {} ! {}", c.format, c.element, c.props, c.out_caps)
+pub fn encode_chain(c: &Candidate, size: Option<(u32, u32)>) -> String {
+    // A fixed size here makes a scaler in front of the chain fit every input into it.
+    let size = size.map(|(w, h)| format!(",width={w},height={h},pixel-aspect-ratio=1/1")).unwrap_or_default();
+    format!("video/x-raw,format={}{size} ! {} {} ! {}", c.format, c.element, c.props, c.out_caps)
 }
 
 /// Runs a short pipeline through `element` to end-of-stream and checks a keyframe came out.
@@ -135,7 +137,7 @@ pub fn probe_one(element: &str, timeout: Duration) -> Probe {
         let desc = format!(
             "videotestsrc num-buffers=15 pattern=smpte ! video/x-raw,width=320,height=240,framerate=10/1 ! \
              videoconvert ! {} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! appsink name=out sync=false",
-            encode_chain(c)
+            encode_chain(c, None)
         );
         let pipeline = gst::parse::launch(&desc).map_err(|e| format!("pipeline: {e}"))?;
         let pipeline = pipeline.downcast::<gst::Pipeline>().map_err(|_| "not a pipeline".to_owned())?;

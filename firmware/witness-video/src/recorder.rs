@@ -42,9 +42,20 @@ struct Counters {
     frames: u64,
     last_pts: Option<Duration>,
     last_frame: Option<gst::Buffer>,
+    /// Repeats pushed since the screen last changed (see [`FLUSH_FRAMES`]).
+    flushed: u32,
     bytes: u64,
     sink_error: Option<String>,
 }
+
+/// The encoder holds one frame and mp4mux two (a sample's duration is known at the next one, a
+/// fragment is written at the sample after that): a change reaches the file only after this many
+/// more frames. Once the screen has settled the recorder pushes them at once rather than leaving
+/// the change in memory until the idle repeats come — so a crash loses no change older than
+/// about a second, while an idle screen still costs one frame per `idle_repeat`.
+const FLUSH_FRAMES: u32 = 3;
+/// How long the screen must stay still before the flush frames go.
+const SETTLED: Duration = Duration::from_millis(150);
 
 /// A running video recording.
 pub struct VideoRecorder {
@@ -52,7 +63,9 @@ pub struct VideoRecorder {
     src: AppSrc,
     settings: VideoSettings,
     counters: Arc<Mutex<Counters>>,
-    frame_len: usize,
+    /// The size of the frames going in now; the video keeps its first size (a resized desktop is
+    /// scaled into it, letterboxed), so the recording stays one playable file.
+    input: Mutex<(u32, u32)>,
     encoder: &'static str,
 }
 
@@ -63,8 +76,9 @@ impl std::fmt::Debug for VideoRecorder {
 }
 
 impl VideoRecorder {
-    /// Starts a pipeline `appsrc (BGRx) → convert → encoder → h264parse → mp4mux (1 s fragments)`
-    /// writing into `sink`.
+    /// Starts a pipeline `appsrc (BGRx) → convert → scale → encoder → h264parse → mp4mux` writing
+    /// into `sink`. Fragments are short (150 ms): a still screen's flush and idle frames each
+    /// close a fragment, so a crash loses about a second at most (see [`FLUSH_FRAMES`]).
     pub fn start(encoder: &'static Candidate, settings: VideoSettings, mut sink: ByteSink) -> Result<Self, VideoError> {
         crate::init()?;
         let (w, h) = (settings.width & !1, settings.height & !1);
@@ -74,10 +88,10 @@ impl VideoRecorder {
         let desc = format!(
             "appsrc name=src format=time is-live=false block=true max-bytes={max} \
                caps=video/x-raw,format=BGRx,width={w},height={h},framerate=0/1 ! \
-             videoconvert ! {chain} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
-             mp4mux fragment-duration=1000 streamable=true ! appsink name=out sync=false",
+             videoconvert ! videoscale add-borders=true ! {chain} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
+             mp4mux fragment-duration=150 streamable=true ! appsink name=out sync=false",
             max = (w * h * 4 * 4) as u64,
-            chain = encode_chain(encoder),
+            chain = encode_chain(encoder, Some((w, h))),
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| VideoError::Pipeline(e.to_string()))?
@@ -91,8 +105,14 @@ impl VideoRecorder {
             .by_name("out")
             .and_then(|e| e.downcast::<AppSink>().ok())
             .ok_or_else(|| VideoError::Pipeline("no appsink".into()))?;
-        let counters =
-            Arc::new(Mutex::new(Counters { frames: 0, last_pts: None, last_frame: None, bytes: 0, sink_error: None }));
+        let counters = Arc::new(Mutex::new(Counters {
+            frames: 0,
+            last_pts: None,
+            last_frame: None,
+            flushed: 0,
+            bytes: 0,
+            sink_error: None,
+        }));
         let c = counters.clone();
         out.set_callbacks(
             gstreamer_app::AppSinkCallbacks::builder()
@@ -120,7 +140,7 @@ impl VideoRecorder {
             src,
             settings: VideoSettings { width: w, height: h, ..settings },
             counters,
-            frame_len: (w * h * 4) as usize,
+            input: Mutex::new((w, h)),
             encoder: encoder.element,
         })
     }
@@ -129,34 +149,78 @@ impl VideoRecorder {
         self.encoder
     }
 
+    /// Frames encoded so far (idle repeats included).
+    pub fn frames(&self) -> u64 {
+        self.lock().frames
+    }
+
     /// The screen changed: a BGRx frame (`stride` bytes per row) at `at` since the session's
     /// start. Returns whether it was encoded (`false`: dropped by the rate cap).
     pub fn frame(&self, bgrx: &[u8], stride: usize, at: Duration) -> Result<bool, VideoError> {
-        let (w, h) = (self.settings.width as usize, self.settings.height as usize);
+        self.frame_sized(bgrx, stride, self.settings.width, self.settings.height, at)
+    }
+
+    /// [`Self::frame`] for a screen of any size: a desktop that changed size is scaled into the
+    /// video's size (a size change is never dropped by the rate cap).
+    pub fn frame_sized(
+        &self,
+        bgrx: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+        at: Duration,
+    ) -> Result<bool, VideoError> {
+        // Encoders want even sizes: drop an odd last column or row.
+        let (w, h) = ((width & !1) as usize, (height & !1) as usize);
+        if w < 16 || h < 16 {
+            return Err(VideoError::Size(width, height));
+        }
         if stride < w * 4 || bgrx.len() < stride * (h - 1) + w * 4 {
             return Err(VideoError::Frame(format!("{} bytes with stride {stride} for {w}x{h}", bgrx.len())));
         }
-        {
+        let resized = *self.input.lock().unwrap_or_else(|p| p.into_inner()) != (w as u32, h as u32);
+        if !resized {
             let c = self.lock();
             let min_gap = Duration::from_secs(1) / self.settings.max_fps.max(1);
             if c.last_pts.is_some_and(|last| at < last + min_gap) {
                 return Ok(false);
             }
         }
-        let mut data = Vec::with_capacity(self.frame_len);
+        let mut data = Vec::with_capacity(w * h * 4);
         for row in 0..h {
             data.extend_from_slice(&bgrx[row * stride..row * stride + w * 4]);
         }
+        if resized {
+            let caps = gst::Caps::builder("video/x-raw")
+                .field("format", "BGRx")
+                .field("width", w as i32)
+                .field("height", h as i32)
+                .field("framerate", gst::Fraction::new(0, 1))
+                .build();
+            self.src.set_caps(Some(&caps));
+            *self.input.lock().unwrap_or_else(|p| p.into_inner()) = (w as u32, h as u32);
+        }
+        // Two frames may not share a timestamp (a resize right after a frame).
+        let at = match self.lock().last_pts {
+            Some(last) if at <= last => last + Duration::from_millis(1),
+            _ => at,
+        };
         self.push(gst::Buffer::from_mut_slice(data), at)?;
+        self.lock().flushed = 0;
         Ok(true)
     }
 
-    /// Call regularly (e.g. every 200 ms): repeats the last frame if the screen has been still
-    /// for `idle_repeat`.
+    /// Call regularly (e.g. every 200 ms): flushes a change once the screen has settled, and
+    /// repeats the last frame if the screen has been still for `idle_repeat`.
     pub fn tick(&self, now: Duration) -> Result<(), VideoError> {
         let repeat = {
-            let c = self.lock();
+            let mut c = self.lock();
             match (&c.last_frame, c.last_pts) {
+                (Some(f), Some(last)) if c.flushed < FLUSH_FRAMES && now >= last + SETTLED => {
+                    let f = f.clone();
+                    c.flushed += 1;
+                    Some(f)
+                }
                 (Some(f), Some(last)) if now >= last + self.settings.idle_repeat => Some(f.clone()),
                 _ => None,
             }

@@ -62,6 +62,17 @@ fn pixel_at(path: &std::path::Path, t: f64) -> [u8; 3] {
     [out.stdout[0], out.stdout[1], out.stdout[2]]
 }
 
+/// The centre pixel (B, G, R) of every frame, in order.
+fn frame_colours(path: &std::path::Path) -> Vec<[u8; 3]> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", "crop=2:2:160:120", "-f", "rawvideo", "-pix_fmt", "bgr24", "-"])
+        .output()
+        .unwrap();
+    out.stdout.chunks_exact(12).map(|c| [c[0], c[1], c[2]]).collect()
+}
+
 fn close(a: [u8; 3], b: [u8; 3]) -> bool {
     a.iter().zip(b).all(|(x, y)| x.abs_diff(y) < 24)
 }
@@ -79,8 +90,9 @@ fn what_the_screen_showed_is_in_the_video_at_its_moment() {
     assert!((d - 5.0).abs() < 1.0, "duration {d}");
     assert!(close(pixel_at(&finished, 1.0), [0, 0, 255]), "red at 1 s");
     assert!(close(pixel_at(&finished, 4.0), [255, 0, 0]), "blue at 4 s");
-    // Damage-driven: two changes and idle repeats at 1 fps, not 10 fps for 5 s.
-    assert!(summary.frames <= 8, "{summary:?}");
+    // Damage-driven: two changes, each with its flush frames, and idle repeats at 1 fps — not
+    // 10 fps for 5 s.
+    assert!(summary.frames <= 13, "{summary:?}");
     assert_eq!(summary.bytes, bytes.len() as u64);
 }
 
@@ -136,4 +148,82 @@ fn a_failing_sink_stops_the_recording_with_its_error() {
     }
     let err = err.or_else(|| rec.finish(Duration::from_secs(5)).err().map(|e| e.to_string())).expect("an error");
     assert!(err.contains("disk full") || err.contains("video"), "{err}");
+}
+
+#[test]
+fn a_resized_desktop_is_scaled_into_the_same_video() {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let b = bytes.clone();
+    let rec = VideoRecorder::start(
+        candidate("x264enc").unwrap(),
+        VideoSettings { width: 320, height: 240, ..Default::default() },
+        Box::new(move |chunk| {
+            b.lock().unwrap().extend_from_slice(chunk);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let red = [0, 0, 255, 0];
+    let green = [0, 255, 0, 0];
+    rec.frame(&frame(320, 240, red), 320 * 4, Duration::ZERO).unwrap();
+    for ms in (100..=1500).step_by(100) {
+        rec.tick(Duration::from_millis(ms)).unwrap();
+    }
+    // The desktop grows to 640x400 (another aspect ratio: letterboxed) right after a frame.
+    assert!(rec.frame_sized(&frame(640, 400, green), 640 * 4, 640, 400, Duration::from_millis(1550)).unwrap());
+    for ms in (1600..=3000).step_by(100) {
+        rec.tick(Duration::from_millis(ms)).unwrap();
+    }
+    rec.finish(Duration::from_secs(3)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resized.mp4");
+    std::fs::write(&path, bytes.lock().unwrap().as_slice()).unwrap();
+    let d = probe_duration(&path);
+    assert!((d - 3.0).abs() < 0.8, "one video for the whole session: {d}");
+    let seen = frame_colours(&path);
+    assert!(close(seen[0], [0, 0, 255]), "red before the resize: {seen:?}");
+    assert!(close(*seen.last().unwrap(), [0, 255, 0]), "green, scaled, after it: {seen:?}");
+    let size = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height", "-of", "csv=p=0"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&size.stdout).trim(), "320,240");
+}
+
+#[test]
+fn a_change_is_in_the_file_within_a_second_of_the_screen_settling() {
+    let bytes = Arc::new(Mutex::new(Vec::new()));
+    let b = bytes.clone();
+    let rec = VideoRecorder::start(
+        candidate("x264enc").unwrap(),
+        VideoSettings { width: 320, height: 240, ..Default::default() },
+        Box::new(move |chunk| {
+            b.lock().unwrap().extend_from_slice(chunk);
+            Ok(())
+        }),
+    )
+    .unwrap();
+    let (red, blue) = ([0, 0, 255, 0], [255, 0, 0, 0]);
+    rec.frame(&frame(320, 240, red), 320 * 4, Duration::ZERO).unwrap();
+    for ms in (200..=3000).step_by(200) {
+        rec.tick(Duration::from_millis(ms)).unwrap();
+    }
+    rec.frame(&frame(320, 240, blue), 320 * 4, Duration::from_millis(3000)).unwrap();
+    // Ticks as the RDP recording thread gives them, in real time (the encoder runs meanwhile).
+    for ms in (3200..=4000).step_by(200) {
+        std::thread::sleep(Duration::from_millis(200));
+        rec.tick(Duration::from_millis(ms)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    // A crash now: what the file holds plays, and ends blue.
+    let cut = bytes.lock().unwrap().clone();
+    let keep = witness_core::fmp4::whole_len(&cut).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.mp4");
+    std::fs::write(&path, &cut[..keep]).unwrap();
+    let d = probe_duration(&path);
+    let seen = frame_colours(&path);
+    assert!(close(*seen.last().unwrap(), [255, 0, 0]), "the change is in the file a second later ({d} s): {seen:?}");
+    drop(rec);
 }

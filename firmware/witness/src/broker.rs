@@ -19,8 +19,8 @@ pub struct BoxBroker {
     pub wake: Arc<tokio::sync::Notify>,
     /// Sessions open now (for the front panel).
     pub live: Arc<std::sync::atomic::AtomicU32>,
-    /// Recordings being sealed (hashed and signed) off the session's threads.
-    pub sealing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Takes finished recordings to sealing and upload.
+    pub finisher: Finisher,
     /// Sessions open now, with the token that ends them (terminate from the console).
     pub running: std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
@@ -30,10 +30,10 @@ pub struct BoxBroker {
 impl BoxBroker {
     pub fn new(dir: Arc<DataDir>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
         Ok(Self {
-            dir,
-            wake,
+            dir: dir.clone(),
+            wake: wake.clone(),
             live: Default::default(),
-            sealing: Default::default(),
+            finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sealing: Default::default() },
             running: Default::default(),
             dummy_hash: crate::admin::hash_password("not a real password")?,
         })
@@ -114,6 +114,72 @@ impl BoxBroker {
         // `decide` refuses an unknown target, so a record is there when it allows.
         let record = record.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
         Ok((record, access))
+    }
+}
+
+/// What happens to every finished recording, of either protocol: its end in the index, then
+/// sealing (hash chain and signed manifest) and the upload queue, on a thread of its own.
+#[derive(Clone)]
+pub struct Finisher {
+    dir: Arc<DataDir>,
+    wake: Arc<tokio::sync::Notify>,
+    /// Recordings being sealed (hashed and signed) off the session's threads; shutdown waits.
+    pub sealing: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+impl Finisher {
+    pub fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
+        let _ = self.dir.index.set_recording_status(recording_id, RecordingStatus::Processing);
+        let failure = outcome.as_ref().err().map(|e| format!("recording failed: {e}"));
+        let end = match outcome {
+            Ok(s) => RecordingEnd {
+                status: RecordingStatus::Completed,
+                reason: None,
+                bytes: s.bytes,
+                sha256: Some(s.sha256),
+                duration: Some(s.duration),
+                recovered: false,
+            },
+            Err(e) => {
+                // Keep what was written: trim a torn last line so the file still plays.
+                let path = self.dir.index.recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
+                let key_for = crate::keys::key_for(&self.dir.root);
+                let kept = path.as_deref().map(|p| witness_recorder::recover_cast(p, &key_for));
+                let (bytes, sha256, duration) = match kept {
+                    Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
+                    _ => (0, None, None),
+                };
+                RecordingEnd {
+                    status: RecordingStatus::Failed,
+                    reason: Some(e.to_string()),
+                    bytes,
+                    sha256,
+                    duration,
+                    recovered: false,
+                }
+            }
+        };
+        if let Err(e) = self.dir.index.finish_recording(recording_id, &end) {
+            error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
+            return;
+        }
+        // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
+        let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
+        let sealer = std::thread::spawn(move || {
+            if let Err(e) = crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
+                error!(recording_id = %id, error = %e, "could not seal the recording; it is sealed at next start");
+            }
+            crate::sync::enqueue(&dir, &id);
+            wake.notify_one();
+            // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts
+            // short is indexed at the next start).
+            let _ = std::thread::Builder::new()
+                .name("search-index".into())
+                .spawn(move || crate::search::index_text(&dir, &id));
+        });
+        let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
+        sealing.retain(|h| !h.is_finished());
+        sealing.push(sealer);
     }
 }
 
@@ -275,57 +341,7 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
-        let _ = self.index().set_recording_status(recording_id, RecordingStatus::Processing);
-        let failure = outcome.as_ref().err().map(|e| format!("recording failed: {e}"));
-        let end = match outcome {
-            Ok(s) => RecordingEnd {
-                status: RecordingStatus::Completed,
-                reason: None,
-                bytes: s.bytes,
-                sha256: Some(s.sha256),
-                duration: Some(s.duration),
-                recovered: false,
-            },
-            Err(e) => {
-                // Keep what was written: trim a torn last line so the file still plays.
-                let path = self.index().recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
-                let key_for = crate::keys::key_for(&self.dir.root);
-                let kept = path.as_deref().map(|p| witness_recorder::recover_cast(p, &key_for));
-                let (bytes, sha256, duration) = match kept {
-                    Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
-                    _ => (0, None, None),
-                };
-                RecordingEnd {
-                    status: RecordingStatus::Failed,
-                    reason: Some(e.to_string()),
-                    bytes,
-                    sha256,
-                    duration,
-                    recovered: false,
-                }
-            }
-        };
-        if let Err(e) = self.index().finish_recording(recording_id, &end) {
-            error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
-            return;
-        }
-        // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
-        let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
-        let sealer = std::thread::spawn(move || {
-            if let Err(e) = crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
-                error!(recording_id = %id, error = %e, "could not seal the recording; it is sealed at next start");
-            }
-            crate::sync::enqueue(&dir, &id);
-            wake.notify_one();
-            // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts
-            // short is indexed at the next start).
-            let _ = std::thread::Builder::new()
-                .name("search-index".into())
-                .spawn(move || crate::search::index_text(&dir, &id));
-        });
-        let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
-        sealing.retain(|h| !h.is_finished());
-        sealing.push(sealer);
+        self.finisher.recording_finished(recording_id, outcome)
     }
 
     fn termination(&self, session_id: &str) -> Option<tokio_util::sync::CancellationToken> {

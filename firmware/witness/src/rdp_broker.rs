@@ -206,6 +206,15 @@ impl witness_rdp::Broker for BoxBroker {
         self.close_session(session_id, reason)
     }
 
+    fn start_screen_recording(&self, session_id: &str) -> Result<Box<dyn witness_rdp::ScreenRecorder>, String> {
+        // Fail before the relay starts rather than at the first frame.
+        let chosen = crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen);
+        if chosen.is_none() && crate::video::choose(&self.dir).ok().and_then(|c| c.chosen).is_none() {
+            return Err("no H.264 encoder works on this box (see witness encoders)".into());
+        }
+        Ok(Box::new(crate::video::BoxScreen::new(self.dir.clone(), self.finisher.clone(), session_id)))
+    }
+
     fn termination(&self, session_id: &str) -> Option<CancellationToken> {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned()
     }

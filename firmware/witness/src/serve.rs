@@ -150,7 +150,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         info!("stopped; every recording is closed");
         anyhow::Ok(())
     });
-    for h in std::mem::take(&mut *broker_for_exit.sealing.lock().unwrap_or_else(|p| p.into_inner())) {
+    for h in std::mem::take(&mut *broker_for_exit.finisher.sealing.lock().unwrap_or_else(|p| p.into_inner())) {
         let _ = h.join();
     }
     upload_cancel.cancel();

@@ -142,9 +142,7 @@ pub fn encoders(root: &Path, json: bool) -> Result<()> {
 }
 
 /// A session's video being recorded: frames in, sealed fragmented MP4 on disk, a row in the
-/// index. The RDP path feeds it from its passive decoder; until that decoder lands only the
-/// tests below drive it (hence the allowances).
-#[allow(dead_code)]
+/// index. The RDP relay feeds it from its passive decoder through [`BoxScreen`].
 pub struct SessionVideo {
     pub id: String,
     recorder: witness_video::VideoRecorder,
@@ -159,8 +157,14 @@ impl std::fmt::Debug for SessionVideo {
 }
 
 /// Starts the video of `session_id` at the desktop's size, with the encoder chosen at start-up.
-#[allow(dead_code)]
-pub fn start_session_video(dir: &DataDir, session_id: &str, width: u32, height: u32) -> Result<SessionVideo> {
+/// Its timeline starts at `origin` (the session's start), so it lasts as long as the session.
+pub fn start_session_video(
+    dir: &DataDir,
+    session_id: &str,
+    width: u32,
+    height: u32,
+    origin: Instant,
+) -> Result<SessionVideo> {
     let encoder = last_choice(&dir.root)
         .and_then(|c| c.chosen)
         .or_else(|| choose(dir).ok().and_then(|c| c.chosen))
@@ -185,14 +189,27 @@ pub fn start_session_video(dir: &DataDir, session_id: &str, width: u32, height: 
     });
     let settings = witness_video::VideoSettings { width, height, ..Default::default() };
     let recorder = witness_video::VideoRecorder::start(encoder, settings, sink)?;
-    Ok(SessionVideo { id, recorder, file, started: Instant::now() })
+    Ok(SessionVideo { id, recorder, file, started: origin })
 }
 
-#[allow(dead_code)]
 impl SessionVideo {
     /// The screen changed (BGRx, `stride` bytes per row); `false` when the rate cap dropped it.
+    #[cfg(test)]
     pub fn frame(&self, bgrx: &[u8], stride: usize) -> Result<bool, witness_video::VideoError> {
         self.recorder.frame(bgrx, stride, self.started.elapsed())
+    }
+
+    /// [`Self::frame`] for a screen of another size than the video's (it is scaled to fit).
+    /// The first frame goes at the start of the timeline: until then the session was connecting.
+    pub fn frame_sized(
+        &self,
+        bgrx: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+    ) -> Result<bool, witness_video::VideoError> {
+        let at = if self.recorder.frames() == 0 { Duration::ZERO } else { self.started.elapsed() };
+        self.recorder.frame_sized(bgrx, stride, width, height, at)
     }
 
     /// Call every few hundred milliseconds: keeps a still screen's video flowing.
@@ -215,6 +232,65 @@ impl SessionVideo {
     }
 }
 
+/// The box's [`witness_rdp::ScreenRecorder`]: the video starts at the first desktop size the
+/// decoder reports (a later resize is scaled into it) and is finished like every recording.
+pub struct BoxScreen {
+    dir: std::sync::Arc<DataDir>,
+    finisher: crate::broker::Finisher,
+    session_id: String,
+    /// The session's start: the video's time zero.
+    origin: Instant,
+    video: Option<SessionVideo>,
+}
+
+impl BoxScreen {
+    pub fn new(dir: std::sync::Arc<DataDir>, finisher: crate::broker::Finisher, session_id: &str) -> Self {
+        Self { dir, finisher, session_id: session_id.to_owned(), origin: Instant::now(), video: None }
+    }
+}
+
+impl witness_rdp::ScreenRecorder for BoxScreen {
+    fn resized(&mut self, screen: witness_rdp::Screen<'_>) -> Result<(), String> {
+        if self.video.is_none() {
+            let (w, h) = (u32::from(screen.width), u32::from(screen.height));
+            let video =
+                start_session_video(&self.dir, &self.session_id, w, h, self.origin).map_err(|e| format!("{e:#}"))?;
+            tracing::info!(session_id = %self.session_id, recording_id = %video.id, width = w, height = h, "rdp video started");
+            self.video = Some(video);
+        }
+        // The new desktop goes in at once, whatever the rate cap says.
+        self.frame(screen).map(|_| ())
+    }
+
+    fn frame(&mut self, screen: witness_rdp::Screen<'_>) -> Result<bool, String> {
+        let Some(video) = &self.video else { return Ok(true) };
+        video
+            .frame_sized(screen.bgrx, screen.stride, u32::from(screen.width), u32::from(screen.height))
+            .map_err(|e| format!("the session video failed: {e}"))
+    }
+
+    fn tick(&mut self) -> Result<(), String> {
+        match &self.video {
+            Some(v) => v.tick().map_err(|e| format!("the session video failed: {e}")),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(self: Box<Self>, failure: Option<String>) {
+        let Some(video) = self.video else {
+            tracing::info!(session_id = %self.session_id, "the rdp session ended before the target showed a desktop; no video");
+            return;
+        };
+        let id = video.id.clone();
+        let outcome = match (video.finish(), failure) {
+            (Ok(summary), None) => Ok(summary),
+            (Ok(_), Some(why)) => Err(witness_recorder::RecordError::Write(why)),
+            (Err(e), _) => Err(e),
+        };
+        self.finisher.recording_finished(&id, outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -232,7 +308,7 @@ mod tests {
         std::fs::create_dir_all(root.join("run")).unwrap();
         let choice = Choice { chosen: Some("x264enc".into()), pinned: None, probes: vec![] };
         std::fs::write(root.join(ENCODERS_FILE), serde_json::to_vec(&choice).unwrap()).unwrap();
-        let video = start_session_video(&dir, "s1", 320, 240).unwrap();
+        let video = start_session_video(&dir, "s1", 320, 240, Instant::now()).unwrap();
         let green: Vec<u8> = [0u8, 255, 0, 0].iter().copied().cycle().take(320 * 240 * 4).collect();
         assert!(video.frame(&green, 320 * 4).unwrap());
         for _ in 0..12 {

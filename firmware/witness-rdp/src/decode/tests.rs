@@ -256,3 +256,24 @@ fn replay_size(all: &[(u8, &[u8])]) -> Option<(u16, u16)> {
     }
     d.screen().map(|s| (s.width, s.height))
 }
+
+#[test]
+fn a_refresh_request_is_a_refresh_rect_for_the_whole_desktop_on_the_io_channel() {
+    let r = replay(BITMAP);
+    let ids = r.decoder.session_ids().unwrap();
+    let pdu = r.decoder.refresh_request().expect("freerdp-shadow accepts refresh rect");
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&pdu).unwrap() else {
+        panic!("not a send data request");
+    };
+    assert_eq!((req.initiator_id, req.channel_id), (ids.user_channel_id, ids.io_channel_id));
+    let header = decode::<ironrdp_pdu::rdp::headers::ShareControlHeader>(&req.user_data).unwrap();
+    assert_eq!(header.share_id, ids.share_id);
+    let ShareControlPdu::Data(ShareDataHeader { share_data_pdu: ShareDataPdu::RefreshRectangle(refresh), .. }) =
+        header.share_control_pdu
+    else {
+        panic!("not a refresh rect: {:?}", header.share_control_pdu);
+    };
+    assert_eq!(refresh.areas_to_refresh, vec![InclusiveRectangle { left: 0, top: 0, right: 319, bottom: 239 }]);
+    // Before the session is active there is nothing to refresh.
+    assert!(PassiveDecoder::new().refresh_request().is_none());
+}

@@ -1,0 +1,231 @@
+//! RDP session video end to end: real `xfreerdp` through the box to real targets
+//! (`freerdp-shadow-cli` with NLA, with and without the graphics pipeline; xrdp), the target
+//! drawing known colours with `xsetroot`; the exported MP4 is read back with `ffprobe`/`ffmpeg`
+//! (independent readers): it plays, lasts as long as the session, its frames differ, and the
+//! colours the target showed are in it, in order — also when the target dies mid-session and
+//! when the box itself is killed with SIGKILL.
+
+use crate::harness::{Box, assert_completed, eventually};
+use crate::rdp::{
+    BLUE, RED, RdpBox, STAYED_UP, Shadow, XRDP_PASS, XRDP_USER, Xrdp, Xvfb, box_with_shadow, screen_shows,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+/// Seconds since the epoch of an index time (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
+fn unix_of(t: &str) -> f64 {
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let secs: f64 = t[17..23].parse().unwrap();
+    (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60) as f64 + secs
+}
+
+fn now_unix() -> f64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// The session's video once it is finished, exported (decrypted) by the box.
+fn video_of(b: &Box, session_id: &str) -> (serde_json::Value, PathBuf) {
+    let row = eventually(30, "the session's video to finish", || {
+        b.recordings()
+            .into_iter()
+            .find(|r| r["session_id"] == session_id && r["status"] != "recording" && r["status"] != "processing")
+    });
+    assert!(row["path"].as_str().unwrap().ends_with(".mp4"), "{row}");
+    let out = b.dir.path().join(format!("{}.mp4", row["id"].as_str().unwrap()));
+    b.ok(&["recordings", "export", row["id"].as_str().unwrap(), "--out", out.to_str().unwrap()], None);
+    (row, out)
+}
+
+fn ffprobe(path: &Path, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", entries, "-of", "csv=p=0"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffprobe refused the video: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn duration(path: &Path) -> f64 {
+    ffprobe(path, "format=duration").parse().unwrap()
+}
+
+/// How many different frames the video holds (`ffmpeg -f framemd5`).
+fn distinct_frames(path: &Path) -> usize {
+    let out =
+        Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(path).args(["-f", "framemd5", "-"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hashes: std::collections::HashSet<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.rsplit(',').next()).map(str::trim).collect();
+    hashes.len()
+}
+
+/// The colour (R, G, B) at a quarter of the width and height (away from the pointer, which
+/// Xvfb parks in the middle), four times a second of video.
+fn colours(path: &Path) -> Vec<(u8, u8, u8)> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-vf", "fps=4,crop=2:2:iw/4:ih/4", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    out.stdout.chunks_exact(12).map(|c| (c[0], c[1], c[2])).collect()
+}
+
+fn near(a: (u8, u8, u8), b: (u8, u8, u8)) -> bool {
+    a.0.abs_diff(b.0) < 40 && a.1.abs_diff(b.1) < 40 && a.2.abs_diff(b.2) < 40
+}
+
+/// Where in the video `colour` first shows, in seconds.
+fn first(seen: &[(u8, u8, u8)], colour: (u8, u8, u8)) -> Option<f64> {
+    seen.iter().position(|c| near(*c, colour)).map(|i| i as f64 / 4.0)
+}
+
+/// The target shows red, then blue; the video shows red, then blue, to its end, and is as long
+/// as the session.
+fn red_then_blue_session(extra: &[&str]) {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 14, extra);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(3));
+    shadow.screen.set_color("blue");
+    screen_shows(&screen, &[BLUE], 10, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+    assert_eq!(row["channel"], "desktop 1024x768", "{row}");
+    assert_eq!(ffprobe(&mp4, "stream=codec_name,width,height"), "h264,1024,768");
+    let d = duration(&mp4);
+    let session_secs =
+        unix_of(session["ended_at"].as_str().unwrap()) - unix_of(session["started_at"].as_str().unwrap());
+    eprintln!("video {d:.2} s, session {session_secs:.2} s, box {:.2} s", row["duration"].as_f64().unwrap());
+    assert!((d - session_secs).abs() < 1.0, "video {d} s for a session of {session_secs} s");
+    assert!((d - row["duration"].as_f64().unwrap()).abs() < 1.0, "{row}");
+    assert!(distinct_frames(&mp4) >= 3, "the frames differ");
+    let seen = colours(&mp4);
+    let (red, blue) = (first(&seen, RED), first(&seen, BLUE));
+    assert!(red.is_some() && blue.is_some() && red < blue, "red then blue: {seen:?}");
+    assert!(near(*seen.last().unwrap(), BLUE), "blue to the end: {seen:?}");
+    // Red held for 3 s on the target before it turned blue; the video agrees within a second.
+    let held = blue.unwrap() - red.unwrap();
+    assert!(held > 2.0 && held < 5.5, "red for {held} s: {seen:?}");
+}
+
+#[test]
+fn nla_session_video_shows_what_the_target_showed() {
+    red_then_blue_session(&[]);
+}
+
+#[test]
+fn nla_session_video_with_the_graphics_pipeline() {
+    red_then_blue_session(&["/gfx"]);
+}
+
+#[test]
+fn a_target_that_dies_mid_session_leaves_a_whole_video() {
+    let mut shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(3));
+    shadow.stop();
+    let (st, _) = client.wait(Duration::from_secs(20));
+    assert_ne!(st.code(), Some(STAYED_UP), "the client outlived its target");
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    assert_eq!(session["end_reason"], "target disconnected", "{session}");
+    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+    let d = duration(&mp4);
+    let session_secs =
+        unix_of(session["ended_at"].as_str().unwrap()) - unix_of(session["started_at"].as_str().unwrap());
+    assert!((d - session_secs).abs() < 1.0, "video {d} s for a session of {session_secs} s");
+    let seen = colours(&mp4);
+    assert!(near(*seen.last().unwrap(), RED), "the last frame is the target's last screen: {seen:?}");
+}
+
+#[test]
+fn a_box_killed_mid_session_keeps_every_change_of_the_screen() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let mut rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 60, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(2));
+    shadow.screen.set_color("blue");
+    screen_shows(&screen, &[BLUE], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(3));
+    let killed_at = now_unix();
+    rb.crash_and_restart();
+    let _ = client.wait(Duration::from_secs(20));
+    let session =
+        eventually(10, "the session recovered", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    assert_eq!(session["recovered"], true, "{session}");
+    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+    assert_eq!(row["recovered"], true, "{row}");
+    let d = duration(&mp4);
+    let lived = killed_at - unix_of(session["started_at"].as_str().unwrap());
+    eprintln!("recovered video {d:.2} s of a session killed after {lived:.2} s");
+    // Every change is in the file within about a second of the screen settling; after that a still
+    // screen is written once a second, three frames behind the encoder and muxer, so the tail of
+    // an unchanged screen may come up to ~3 s short.
+    assert!(d > lived - 3.5 && d < lived + 0.5, "recovered video {d} s of a session killed after {lived} s");
+    let seen = colours(&mp4);
+    assert!(first(&seen, RED) < first(&seen, BLUE) && first(&seen, RED).is_some(), "{seen:?}");
+    assert!(near(*seen.last().unwrap(), BLUE), "{seen:?}");
+}
+
+#[test]
+fn xrdp_session_video() {
+    let xrdp = Xrdp::start();
+    let b = Box::new();
+    b.ok(
+        &[
+            "target",
+            "add",
+            "xrdp01",
+            "--rdp",
+            &format!("127.0.0.1:{}", xrdp.port),
+            "--login",
+            XRDP_USER,
+            "--password-stdin",
+        ],
+        Some(&format!("{XRDP_PASS}\n")),
+    );
+    b.ok(&["grant", "alice", "xrdp01"], None);
+    let rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 16, &[]);
+    // The xrdp desktop alternates red and blue every second.
+    screen_shows(&screen, &[RED, BLUE], 14, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+    let seen = colours(&mp4);
+    let flips = seen.windows(2).filter(|w| near(w[0], RED) && near(w[1], BLUE)).count();
+    assert!(flips >= 2, "the video follows the desktop's colour changes: {seen:?}");
+    assert!(distinct_frames(&mp4) >= 4);
+}
