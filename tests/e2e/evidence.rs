@@ -5,7 +5,7 @@ use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn verify(bundle: &Path) -> Output {
+pub(crate) fn verify(bundle: &Path) -> Output {
     // No data dir, no network: only the folder.
     Command::new(witness_bin())
         .arg("--data")

@@ -229,3 +229,47 @@ fn xrdp_session_video() {
     assert!(flips >= 2, "the video follows the desktop's colour changes: {seen:?}");
     assert!(distinct_frames(&mp4) >= 4);
 }
+
+#[test]
+fn an_rdp_recording_plays_in_the_browser_through_the_box() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 10, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(2));
+    shadow.screen.set_color("blue");
+    let (st, log) = client.wait(Duration::from_secs(30));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let id = session["id"].as_str().unwrap();
+    let (row, _) = video_of(&rb.b, id);
+    assert_completed(&row);
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", rb.b.web_port),
+        "auditor": ["audrey", "audrey-pw"],
+        "session": id,
+        "width": 1024,
+        "height": 768,
+        "artifacts": artifacts,
+    });
+    crate::web::browser("video", &config);
+    assert!(artifacts.join("video-rdp-video.png").exists(), "screenshot kept");
+    let kinds = rb.b.audit_kinds();
+    assert!(kinds.iter().any(|k| k == "web_recording_played"), "{kinds:?}");
+    // In the store as a video, and exported as evidence that verifies offline.
+    let uploaded = eventually(30, "the video is uploaded", || {
+        rb.b.audit().into_iter().find(|e| e["kind"] == "recording_uploaded" && e["detail"]["recording"] == row["id"])
+    });
+    assert!(uploaded["detail"]["key"].as_str().unwrap().ends_with(".mp4"), "{uploaded}");
+    let bundle = rb.b.dir.path().join("bundle");
+    rb.b.ok(&["evidence", "export", id, "--out", bundle.to_str().unwrap()], None);
+    let video = bundle.join(format!("{}.mp4", row["id"].as_str().unwrap()));
+    assert_eq!(ffprobe(&video, "stream=codec_name"), "h264");
+    let out = crate::evidence::verify(&bundle);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

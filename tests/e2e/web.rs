@@ -315,7 +315,7 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
 }
 
 /// Runs a step of `tests/web/console.mjs` (Playwright in Debian's Chromium).
-fn browser(step: &str, config: &Value) {
+pub(crate) fn browser(step: &str, config: &Value) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web");
     assert!(
         dir.join("node_modules/playwright-core").exists(),

@@ -4,6 +4,8 @@
 //             in the terminal player; the auditor gets no terminate button on a live session
 //   live    - log in as an admin, see the running session on the live page, watch its output,
 //             terminate it
+//   video   - log in as an auditor, open a recorded RDP session, play its video in <video> and
+//             see it advance (also at 8x)
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
 import { chromium } from 'playwright-core';
 import { mkdirSync } from 'node:fs';
@@ -73,6 +75,26 @@ try {
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
     await shot('terminated');
     console.log(JSON.stringify({ ok: true, step }));
+  } else if (step === 'video') {
+    await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
+    await page.goto(`${cfg.base}/sessions/${cfg.session}`);
+    await page.waitForSelector('button.play');
+    await shot('rdp-session');
+    await page.click('button.play');
+    await page.waitForSelector('#video');
+    // The browser fetches the MP4 through the box with range requests and plays it.
+    await page.waitForFunction(() => { const v = document.querySelector('#video'); return v && v.readyState >= 2; }, null, { timeout: 20000 });
+    const first = await page.evaluate(() => document.querySelector('#video').currentTime);
+    await page.waitForFunction((t) => document.querySelector('#video').currentTime > t + 1, first, { timeout: 20000 });
+    await page.selectOption('#speed', '8');
+    const before = await page.evaluate(() => document.querySelector('#video').currentTime);
+    await page.waitForTimeout(500);
+    const after = await page.evaluate(() => document.querySelector('#video').currentTime);
+    const info = await page.evaluate(() => { const v = document.querySelector('#video'); return { w: v.videoWidth, h: v.videoHeight, d: v.duration, rate: v.playbackRate, ended: v.ended }; });
+    await shot('rdp-video');
+    if (info.w !== cfg.width || info.h !== cfg.height) throw new Error(`video is ${info.w}x${info.h}`);
+    if (info.rate !== 8 || (!info.ended && after - before < 1.5)) throw new Error(`at 8x the video moved ${after - before} s in 0.5 s`);
+    console.log(JSON.stringify({ ok: true, step, first, before, after, ...info }));
   } else {
     throw new Error(`unknown step ${step}`);
   }

@@ -135,7 +135,7 @@ the SHA-256 of the file. Any flipped byte, missing, reordered or appended data, 
 manifest or foreign key fails and says where. Compare box.pub with the key the box publishes
 (`witness evidence key` on the box) to know which box signed it.
 
-Play a recording: asciinema play RECORDING.cast
+Play a recording: asciinema play RECORDING.cast (SSH); any video player opens RECORDING.mp4 (RDP)
 ";
 
 /// `witness evidence export SESSION --out DIR`.
@@ -145,8 +145,8 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for r in &recs {
-        let cast = out.join(format!("{}.cast", r.id));
-        crate::admin::export_recording(&dir, &r.id, &cast)?;
+        let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
+        crate::admin::export_recording(&dir, &r.id, &file)?;
         let (m, s) = evidence_files(&dir, &r.id)?;
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
@@ -189,10 +189,12 @@ pub fn verify(bundle: &Path) -> Result<()> {
         println!("recording {name}");
         let manifest = std::fs::read(m)?;
         let sig = std::fs::read_to_string(bundle.join(format!("{name}.manifest.sig"))).unwrap_or_default();
-        let data = match std::fs::read(bundle.join(format!("{name}.cast"))) {
+        let file = ["cast", "mp4"].map(|ext| format!("{name}.{ext}")).into_iter().find(|f| bundle.join(f).exists());
+        let file = file.unwrap_or_else(|| format!("{name}.cast"));
+        let data = match std::fs::read(bundle.join(&file)) {
             Ok(d) => d,
             Err(e) => {
-                println!("  ✗ recording file: {name}.cast: {e}");
+                println!("  ✗ recording file: {file}: {e}");
                 all_ok = false;
                 continue;
             }

@@ -124,7 +124,7 @@ fn remote_legal_hold(dir: &DataDir, session_id: &str, on: bool) -> serde_json::V
                 && state == "verified"
                 && dir.index.deleted_at(&r.id)?.is_none()
             {
-                let base = key.trim_end_matches(".cast").to_owned();
+                let base = crate::sync::key_base(&key).to_owned();
                 keys.extend([key, format!("{base}.manifest.json"), format!("{base}.manifest.sig")]);
             }
         }
@@ -217,7 +217,7 @@ pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep>
 }
 
 async fn delete_one(dir: &DataDir, store: &Store, e: &ExpiredRecording) -> Result<()> {
-    let base = e.object_key.trim_end_matches(".cast");
+    let base = crate::sync::key_base(&e.object_key);
     for key in [e.object_key.clone(), format!("{base}.manifest.json"), format!("{base}.manifest.sig")] {
         store.delete(&key).await.with_context(|| format!("deleting {key} from {}", store.describe()))?;
     }

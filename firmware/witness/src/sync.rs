@@ -52,9 +52,20 @@ pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Object key of a recording: grouped by box and day, so boxes can share one bucket.
-pub fn object_key(box_id: &str, started_at: &str, session_id: &str, recording_id: &str) -> String {
-    format!("{box_id}/{}/{session_id}/{recording_id}.cast", &started_at[..started_at.len().min(10)])
+/// Object key of a recording: grouped by box and day, so boxes can share one bucket; the
+/// extension is the recording's own (`cast` for SSH, `mp4` for RDP video).
+pub fn object_key(box_id: &str, started_at: &str, session_id: &str, recording_id: &str, ext: &str) -> String {
+    format!("{box_id}/{}/{session_id}/{recording_id}.{ext}", &started_at[..started_at.len().min(10)])
+}
+
+/// A recording's object key without its extension: where its manifest and signature go.
+pub fn key_base(key: &str) -> &str {
+    key.strip_suffix(".cast").or_else(|| key.strip_suffix(".mp4")).unwrap_or(key)
+}
+
+/// The extension of a recording file (`cast` or `mp4`).
+pub fn extension(path: &str) -> &str {
+    if path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
 
 /// Queues one finished recording.
@@ -63,7 +74,7 @@ pub fn enqueue(dir: &DataDir, recording_id: &str) {
     if rec.bytes == 0 {
         return;
     }
-    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id);
+    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id, extension(&rec.path));
     if let Err(e) = dir.index.enqueue_upload(recording_id, &key) {
         warn!(recording_id, error = %e, "could not queue the recording for upload; it is queued at next start");
     }
@@ -208,7 +219,7 @@ impl Uploader {
             Ok(()) => {
                 // The signed manifest goes next to the recording, for verification from the bucket.
                 if let Ok((manifest, sig)) = crate::evidence::evidence_files(dir, &job.recording_id) {
-                    let base = job.object_key.trim_end_matches(".cast");
+                    let base = key_base(&job.object_key);
                     let _ = store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await;
                     let _ = store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await;
                 }
