@@ -1,15 +1,19 @@
 #!/bin/bash
 # Builds the Witness appliance image (x86_64): a Debian 12 root from mmdebstrap, the project's
 # overlay and the witness binary, as a squashfs protected by dm-verity, on a GPT disk with two
-# root slots (A filled, B empty) and room for the data partition the first boot creates.
+# root slots (A filled, B empty), the A/B boot state and room for the data partition the first
+# boot creates; and the signed update bundle of the same root.
 #
-#   rootfs/build.sh --binary target/release/witness [--out DIR] [--cache DIR] [--slot-mb N] [--data-mb N]
+#   rootfs/build.sh --binary target/release/witness [--out DIR] [--cache DIR] [--slot-mb N]
+#                   [--data-mb N] [--boot-tries N] [--keyring CA.pem] [--signing-dir DIR]
 #
 # Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
-# cmdline (the kernel command line carrying the root hash), roothash, build.txt (timings, hashes,
-# the unit's security score). The bootstrap tarball is cached under --cache (default
-# /var/cache/witness-image) keyed by a hash of packages.txt, dracut.conf and this script's
-# bootstrap step, so a rebuild that changes only the overlay or the binary skips it.
+# cmdline (the kernel command line), roothash, root.squashfs, witness-update.raucb (the RAUC
+# bundle of this root), build.txt (timings, hashes, the unit's security score). The bootstrap
+# tarball is cached under --cache (default /var/cache/witness-image) keyed by a hash of
+# packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
+# only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
+# development CA in --signing-dir, default CACHE/signing, made by signing.sh when missing).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -19,6 +23,9 @@ cache=/var/cache/witness-image
 slot_mb=1024      # each root slot (A and B); an update must fit
 verity_mb=32      # each slot's hash tree (≈ 1/128 of the slot, with room)
 data_mb=1024      # free space left at the end for the data partition (grown to the disk on first boot)
+boot_tries=3      # trial boots a newly installed slot gets to come up healthy before the fall-back
+keyring=          # CA certificate(s) update bundles must chain to
+signing=          # development signing keys (default: $cache/signing)
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -31,15 +38,19 @@ while [ $# -gt 0 ]; do
         --cache) cache=$2; shift 2 ;;
         --slot-mb) slot_mb=$2; shift 2 ;;
         --data-mb) data_mb=$2; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --boot-tries) boot_tries=$2; shift 2 ;;
+        --keyring) keyring=$2; shift 2 ;;
+        --signing-dir) signing=$2; shift 2 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
 [ -n "$binary" ] || die "--binary PATH (the witness executable to ship) is required"
 [ -x "$binary" ] || die "$binary is not an executable file"
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and file ownership need it)"
-for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze; do
-    command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk)"
+case $boot_tries in ''|*[!0-9]*|0) die "--boot-tries must be a number above 0" ;; esac
+for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze rauc openssl strip; do
+    command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk rauc openssl binutils)"
 done
 
 t0=$(date +%s)
@@ -59,8 +70,17 @@ trap cleanup EXIT
 root=$work/root
 # A private copy: the binary shipped is the one whose libraries were looked at, even if the
 # build tree changes it meanwhile.
+# Debug information stays behind: it is most of a debug build's size, and every byte of the
+# root is read again for each update.
 cp "$binary" "$work/witness"
+strip --strip-debug "$work/witness"
 binary=$work/witness
+if [ -z "$keyring" ]; then
+    signing=${signing:-$cache/signing}
+    "$here/signing.sh" "$signing"
+    keyring=$signing/dev-ca.cert.pem
+fi
+[ -s "$keyring" ] || die "--keyring $keyring is not a certificate file"
 
 # --- 1. bootstrap (cached) ---------------------------------------------------------------
 # The binary's shared libraries come from the Debian packages that hold them on this (Debian 12)
@@ -73,14 +93,15 @@ case $libpkgs in *UNKNOWN*) die "$binary links a library no Debian package holds
 case $libpkgs in *gstreamer*) libpkgs="$libpkgs gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly" ;; esac
 packages=$( { grep -v '^#' "$here/packages.txt"; echo "$libpkgs" | tr ' ' '\n'; } | grep -v '^[[:space:]]*$' | sort -u | tr '\n' ',' | sed 's/,$//')
 bootstrap_cmd="mmdebstrap --variant=minbase --include=$packages --dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/locale/locale.alias --dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright $suite $mirror"
-key=$( { echo "$bootstrap_cmd"; cat "$here/dracut.conf"; } | sha256sum | cut -c1-16)
+key=$( { echo "$bootstrap_cmd"; cat "$here/dracut.conf"; tar -C "$here" --sort=name --mtime=@0 --owner=0 --group=0 -cf - dracut; } | sha256sum | cut -c1-16)
 tarball=$cache/bootstrap-$suite-$key.tar
 if [ -s "$tarball" ]; then
     step "bootstrap: cached $(basename "$tarball")"
 else
     step "bootstrap: mmdebstrap $suite minbase + $(echo "$packages" | tr ',' ' ' | wc -w) packages (not cached: $key)"
     partial=${tarball%.tar}.partial.tar   # mmdebstrap picks the format from the extension
-    # dracut's configuration goes in before the kernel's postinst builds the initrd.
+    # dracut's configuration and the A/B slot module go in before the kernel's postinst builds
+    # the initrd.
     # shellcheck disable=SC2086
     mmdebstrap --quiet --variant=minbase --include="$packages" \
         --dpkgopt='path-exclude=/usr/share/man/*' \
@@ -88,7 +109,7 @@ else
         --dpkgopt='path-include=/usr/share/locale/locale.alias' \
         --dpkgopt='path-exclude=/usr/share/doc/*' \
         --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-        --setup-hook="mkdir -p \"\$1/etc/dracut.conf.d\" && cp '$here/dracut.conf' \"\$1/etc/dracut.conf.d/10-witness.conf\"" \
+        --setup-hook="mkdir -p \"\$1/etc/dracut.conf.d\" \"\$1/usr/lib/dracut/modules.d\" \"\$1/usr/lib/witness\" && cp '$here/dracut.conf' \"\$1/etc/dracut.conf.d/10-witness.conf\" && cp -r '$here/dracut/90witness-slot' \"\$1/usr/lib/dracut/modules.d/\" && cp '$here/dracut/90witness-slot/bootstate.sh' \"\$1/usr/lib/witness/bootstate.sh\"" \
         "$suite" "$partial" "$mirror"
     mv "$partial" "$tarball"
     # Keep only the newest few bootstraps.
@@ -102,6 +123,8 @@ mkdir -p "$root"
 tar --numeric-owner -xpf "$tarball" -C "$root"
 cp -a "$here/overlay/." "$root/"
 install -m 0755 "$binary" "$root/usr/bin/witness"
+install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
+sed -i "s/^WITNESS_BOOT_TRIES=.*/WITNESS_BOOT_TRIES=$boot_tries/" "$root/etc/witness/boot.conf"
 chroot "$root" /bin/sh -eu <<'EOF'
 # The daemon's own user: no login, no shell, no home outside its data.
 getent group witness >/dev/null || groupadd --system witness
@@ -110,7 +133,7 @@ getent passwd witness >/dev/null || useradd --system --gid witness --home-dir /v
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
-    witness-journal-upload.service nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
+    witness-boot-check.service witness-journal-upload.service nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
 systemctl mask getty@tty1.service serial-getty@ttyS0.service console-getty.service \
     systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service >/dev/null 2>&1
 ln -sf /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
@@ -127,6 +150,8 @@ cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
     | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
+{ gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
+    | grep -aq 'Witness A/B slot choice' || die "the initrd has no witness-slot module (dracut/90witness-slot)"
 security=$(systemd-analyze security --offline=yes --root="$root" witness.service 2>&1 | tail -1)
 echo "    kernel $kver; witness.service: $security"
 done_step
@@ -149,7 +174,7 @@ echo "    squashfs $(( squash_bytes / 1024 / 1024 )) MiB, hash tree $(( verity_b
 done_step
 
 # --- 4. GPT disk -----------------------------------------------------------------------------
-step "disk: GPT with root A (+verity), empty root B (+verity), room for data"
+step "disk: GPT with root A (+verity), empty root B (+verity), boot state, room for data"
 # Partition UUIDs derive from the root hash as the Discoverable Partitions Spec has it (data:
 # first half, hash: second half); the B slot's are fixed so updates can find them.
 half() { echo "$1" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/'; }
@@ -157,9 +182,10 @@ root_type=4f68bce3-e8cd-4db1-96e7-fbcaf984b709      # root, x86-64
 verity_type=2c7357ed-ebd2-46d9-aec1-23d437ec2bf5    # root verity, x86-64
 mib=2048   # sectors per MiB
 disk=$work/disk.raw
-total_mb=$(( 1 + 2 * (slot_mb + verity_mb) + data_mb + 1 ))
+total_mb=$(( 1 + 2 * (slot_mb + verity_mb) + 1 + data_mb + 1 ))
 truncate -s "${total_mb}M" "$disk"
 a=$mib; av=$(( a + slot_mb * mib )); b=$(( av + verity_mb * mib )); bv=$(( b + slot_mb * mib ))
+bs=$(( bv + verity_mb * mib ))
 sfdisk --quiet "$disk" <<EOF
 label: gpt
 label-id: $(half "$(echo "witness-disk-$roothash" | sha256sum)")
@@ -167,13 +193,37 @@ start=$a, size=$(( slot_mb * mib )), type=$root_type, name=root-a, uuid=$(half "
 start=$av, size=$(( verity_mb * mib )), type=$verity_type, name=root-a-verity, uuid=$(half "${roothash:32:32}")
 start=$b, size=$(( slot_mb * mib )), type=$root_type, name=root-b, uuid=5a7e0000-0000-4000-8000-00000000000b
 start=$bv, size=$(( verity_mb * mib )), type=$verity_type, name=root-b-verity, uuid=5a7e0000-0000-4000-8000-0000000000bf
+start=$bs, size=$mib, type=0fc63daf-8483-4772-8e79-3d69d8477de4, name=witness-boot, uuid=5a7e0000-0000-4000-8000-00000000b007
 EOF
 dd if="$work/root.squashfs" of="$disk" bs=1M seek=$(( a / mib )) conv=notrunc,sparse status=none
 dd if="$work/root.verity" of="$disk" bs=1M seek=$(( av / mib )) conv=notrunc,sparse status=none
-cmdline="console=ttyS0 roothash=$roothash systemd.verity_root_data=/dev/disk/by-partlabel/root-a systemd.verity_root_hash=/dev/disk/by-partlabel/root-a-verity systemd.verity_root_options=restart-on-corruption root=/dev/mapper/root rootfstype=squashfs ro panic=-1"
+# The A/B boot state: slot A holds this root and is good, B is empty. The initrd maps the slot
+# it names through dm-verity with the root hash it records (dracut/90witness-slot/).
+state=$work/bootstate
+truncate -s 1M "$state"
+(
+    # shellcheck source=rootfs/dracut/90witness-slot/bootstate.sh
+    BOOTSTATE_DEV=$state; . "$here/dracut/90witness-slot/bootstate.sh"
+    BS=$BOOTSTATE_MAGIC
+    bs_set primary a; bs_set a_state good; bs_set a_tries 0; bs_set a_hash "$roothash"
+    bs_set b_state empty; bs_set b_tries 0; bs_set b_hash ""
+    bs_save
+)
+dd if="$state" of="$disk" bs=1M seek=$(( bs / mib )) conv=notrunc status=none
+cmdline="console=ttyS0 root=/dev/mapper/root rootfstype=squashfs ro panic=-1"
 mv "$disk" "$out/disk.raw"
 echo "$roothash" > "$out/roothash"
 echo "$cmdline" > "$out/cmdline"
+done_step
+
+# --- 5. update bundle ------------------------------------------------------------------------
+step "bundle: the same root as a signed RAUC update"
+cp --sparse=always "$work/root.squashfs" "$out/root.squashfs"
+if [ -n "$signing" ]; then
+    "$here/bundle.sh" --root "$work/root.squashfs" --out "$out/witness-update.raucb" --signing-dir "$signing"
+else
+    echo "    no development signing keys (--keyring given): sign with rootfs/bundle.sh --key --cert"
+fi
 done_step
 
 total=$(( $(date +%s) - t0 ))
@@ -185,5 +235,6 @@ binary: sha256 $(sha256sum "$binary" | cut -d' ' -f1)
 root hash: $roothash
 squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
 witness.service: $security
+update keyring: $(openssl x509 -in "$keyring" -noout -subject 2>/dev/null | sed 's/^subject=//'); trial boots: $boot_tries
 EOF
 echo "==> [${total}s] image ready in $out: disk.raw ($total_mb MiB, sparse), vmlinuz, initrd.img, cmdline"

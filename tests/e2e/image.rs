@@ -1,8 +1,12 @@
 //! The firmware image: `rootfs/build.sh` builds it with the debug `witness`, QEMU boots it, and
-//! the box answers on its forwarded ports (SSH banner, `/healthz` over HTTPS). A flipped byte in
-//! the root slot makes dm-verity stop the boot. The image is built once per set of inputs
-//! (binary + recipe) and shared between the tests (each runs in its own process) under a file
-//! lock in `target/tmp/image-<key>/`.
+//! the box answers on its forwarded ports (SSH banner, `/healthz` over HTTPS). A signed update
+//! bundle on a stick installs into the other slot and the box comes up from it; a bundle signed
+//! by another key is refused; a signed bundle whose daemon fails is left after its trial boot
+//! and the box runs the previous slot again. A flipped byte in the root slot makes dm-verity
+//! stop the boot. The image is built once per set of inputs (binary + recipe) and shared
+//! between the tests (each runs in its own process) under a file lock in
+//! `target/tmp/image-<key>/`. Every boot is a real TCG boot (minutes), so the update test runs
+//! its whole story on one disk: four boots.
 
 use crate::harness::*;
 use sha2::{Digest, Sha256};
@@ -59,6 +63,8 @@ fn built_image() -> PathBuf {
             .arg(&bin)
             .arg("--out")
             .arg(&dir)
+            // One trial boot for a new slot (the default is 3): the fall-back costs one boot less.
+            .args(["--boot-tries", "1"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -79,30 +85,51 @@ struct Vm {
 }
 
 impl Vm {
+    /// Boots `disk` as a throw-away snapshot.
     fn boot(image: &Path, disk: &Path, serial: &Path, forwards: &[(u16, u16)]) -> Self {
+        Self::boot_with(image, disk, true, &[], serial, forwards)
+    }
+
+    /// Boots `disk` (written to unless `snapshot`) with `sticks` as further read-only disks.
+    fn boot_with(
+        image: &Path,
+        disk: &Path,
+        snapshot: bool,
+        sticks: &[&Path],
+        serial: &Path,
+        forwards: &[(u16, u16)],
+    ) -> Self {
         let cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
         let mut nic = String::from("user");
         for (host, guest) in forwards {
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
         }
-        let child = Command::new("qemu-system-x86_64")
-            .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
-            .arg("-kernel")
-            .arg(image.join("vmlinuz"))
-            .arg("-initrd")
-            .arg(image.join("initrd.img"))
-            .arg("-append")
-            .arg(cmdline.trim())
-            .arg("-drive")
-            .arg(format!("file={},format=raw,if=virtio,snapshot=on", disk.display()))
-            .args(["-device", "i6300esb", "-display", "none", "-nic", &nic])
-            .arg("-serial")
-            .arg(format!("file:{}", serial.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("qemu-system-x86_64 (cargo xtask setup installs it)");
+        let child =
+            Command::new("qemu-system-x86_64")
+                .args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+                .arg("-kernel")
+                .arg(image.join("vmlinuz"))
+                .arg("-initrd")
+                .arg(image.join("initrd.img"))
+                .arg("-append")
+                .arg(cmdline.trim())
+                .arg("-drive")
+                .arg(format!(
+                    "file={},format=raw,if=virtio,snapshot={}",
+                    disk.display(),
+                    if snapshot { "on" } else { "off" }
+                ))
+                .args(sticks.iter().flat_map(|s| {
+                    ["-drive".to_owned(), format!("file={},format=raw,if=virtio,readonly=on", s.display())]
+                }))
+                .args(["-device", "i6300esb", "-display", "none", "-nic", &nic])
+                .arg("-serial")
+                .arg(format!("file:{}", serial.display()))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("qemu-system-x86_64 (cargo xtask setup installs it)");
         Vm { child, serial: serial.to_owned(), started: Instant::now() }
     }
 
@@ -120,6 +147,13 @@ impl Vm {
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
+    }
+
+    /// Waits for the guest to reboot: `-no-reboot` turns a reboot into QEMU's exit.
+    fn wait_reboot(&mut self, secs: u64) {
+        let started = self.started;
+        eventually(secs, "the box to reboot (qemu to exit)", || self.exited());
+        println!("boot ended in a reboot after {:.0}s", started.elapsed().as_secs_f64());
     }
 
     /// Waits for a serial console line holding every one of `parts`; fails early if QEMU exits.
@@ -182,24 +216,110 @@ fn healthz(port: u16) -> Option<String> {
     (out.status.success() && !body.is_empty()).then_some(body)
 }
 
+/// Runs a command to success and returns its stdout.
+fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    assert!(out.status.success(), "{shown} failed ({}): {}{}", out.status, stdout(&out), stderr(&out));
+    stdout(&out)
+}
+
+/// A signed update bundle of `root` (`rootfs/bundle.sh`; the development key unless `signer`
+/// names another key and certificate); returns the root hash it carries.
+fn bundle(root: &Path, out: &Path, signer: Option<&Path>) -> String {
+    let mut cmd = Command::new("bash");
+    cmd.arg(workspace().join("rootfs/bundle.sh")).arg("--root").arg(root).arg("--out").arg(out);
+    if let Some(keys) = signer {
+        cmd.arg("--key").arg(keys.join("dev-signing.key.pem")).arg("--cert").arg(keys.join("dev-signing.cert.pem"));
+    }
+    let said = run(&mut cmd);
+    let hash = said.rsplit("root hash ").next().unwrap().trim().to_owned();
+    assert_eq!(hash.len(), 64, "no root hash in bundle.sh's output: {said}");
+    hash
+}
+
+/// An update stick: an ext4 file system labelled WITNESS-UPD holding `bundle` as
+/// witness-update.raucb (moved there).
+fn stick(dir: &Path, name: &str, bundle: &Path) -> PathBuf {
+    let content = dir.join(format!("{name}-stick"));
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::rename(bundle, content.join("witness-update.raucb")).unwrap();
+    let mb = std::fs::metadata(content.join("witness-update.raucb")).unwrap().len() / (1 << 20) + 64;
+    let img = dir.join(format!("{name}.img"));
+    run(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "WITNESS-UPD", "-d"])
+        .arg(&content)
+        .arg(&img)
+        .arg(format!("{mb}M")));
+    std::fs::remove_dir_all(&content).unwrap();
+    img
+}
+
 #[test]
-fn boots_to_the_daemon_on_a_verity_root() {
+fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let image = built_image();
     let tmp = tempfile::tempdir().unwrap();
-    let (ssh, web) = (free_port(), free_port());
-    let mut vm = Vm::boot(&image, &image.join("disk.raw"), &tmp.path().join("serial.log"), &[(ssh, 2222), (web, 8443)]);
+    let dir = tmp.path();
+    let started = Instant::now();
 
-    // The initrd maps the root through dm-verity before it is mounted (systemd shortens the
-    // unit's name on an 80-column console, the description's end stays).
-    vm.wait_serial(&["Finished", "Protection Setup for root"], 300);
+    // A good update: the image's root with one more file (appended to a copy of the squashfs),
+    // so it has a root hash of its own.
+    let good_root = dir.join("good.squashfs");
+    run(Command::new("cp").arg("--sparse=always").arg(image.join("root.squashfs")).arg(&good_root));
+    std::fs::write(dir.join("witness-update-test"), "good\n").unwrap();
+    run(Command::new("mksquashfs")
+        .arg(dir.join("witness-update-test"))
+        .arg(&good_root)
+        .args(["-quiet", "-no-progress"]));
+    let good_hash = bundle(&good_root, &dir.join("good.raucb"), None);
+    let good = stick(dir, "good", &dir.join("good.raucb"));
+    // The same root signed by a key the box does not trust.
+    let other_keys = dir.join("other-keys");
+    run(Command::new("bash").arg(workspace().join("rootfs/signing.sh")).arg(&other_keys));
+    bundle(&good_root, &dir.join("foreign.raucb"), Some(&other_keys));
+    let foreign = stick(dir, "foreign", &dir.join("foreign.raucb"));
+    std::fs::remove_file(&good_root).unwrap();
+    // A broken update, signed: its daemon exits at once, so it never reports ready.
+    let tree = dir.join("broken-root");
+    run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&tree).arg(image.join("root.squashfs")));
+    std::fs::write(
+        tree.join("usr/bin/witness"),
+        "#!/bin/sh\necho 'witness: a broken build (update test)' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let broken_root = dir.join("broken.squashfs");
+    run(Command::new("mksquashfs").arg(&tree).arg(&broken_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
+    std::fs::remove_dir_all(&tree).unwrap();
+    let broken_hash = bundle(&broken_root, &dir.join("broken.raucb"), None);
+    let broken = stick(dir, "broken", &dir.join("broken.raucb"));
+    std::fs::remove_file(&broken_root).unwrap();
+    println!("bundles and sticks made in {:.0}s", started.elapsed().as_secs_f64());
+
+    let disk = dir.join("disk.raw");
+    run(Command::new("cp").arg("--sparse=always").arg(image.join("disk.raw")).arg(&disk));
+    let a_hash = std::fs::read_to_string(image.join("roothash")).unwrap().trim().to_owned();
+    let (ssh, web) = (free_port(), free_port());
+    let forwards = [(ssh, 2222), (web, 8443)];
+
+    // Boot 1: slot A, first boot; the stick's bundle goes into slot B, then the box reboots.
+    let mut vm = Vm::boot_with(&image, &disk, false, &[&good], &dir.join("serial1.log"), &forwards);
+    vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &a_hash, "state good"], 300);
     vm.wait_serial(&["Started witness.service"], 600);
     let banner = eventually(120, "an SSH banner on the forwarded jump-path port", || ssh_banner(ssh));
     assert!(banner.starts_with("SSH-2.0-"), "{banner}");
     let body = eventually(120, "/healthz over HTTPS on the forwarded console port", || healthz(web));
     assert_eq!(body, "ok");
     println!("booted to /healthz in {:.0}s (TCG)", vm.started.elapsed().as_secs_f64());
-
+    vm.wait_serial(&["witness-update: installed from /dev/vdb"], 600);
+    vm.wait_serial(&["witness-update: slot b is primary now (trial, 1 boots): rebooting"], 60);
     let serial = vm.serial();
+    vm.wait_reboot(120);
     // First boot: the data partition was made and the admin password shown on the console.
     assert!(serial.contains("witness-data: created"), "no data partition created:\n{serial}");
     assert!(serial.contains("WITNESS FIRST BOOT"), "no first-boot banner:\n{serial}");
@@ -208,6 +328,41 @@ fn boots_to_the_daemon_on_a_verity_root() {
     assert!(!serial.contains("FAILED"), "a unit failed during boot:\n{serial}");
     // Nobody can log in on the console: no getty prompt.
     assert!(!serial.contains("login:"), "a login prompt on the console:\n{serial}");
+
+    // Boot 2: slot B with the new root, on trial until the daemon is ready, then marked good. A
+    // bundle signed by another key is refused; the broken one goes into slot A.
+    let mut vm = Vm::boot_with(&image, &disk, false, &[&foreign, &broken], &dir.join("serial2.log"), &forwards);
+    vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "trial boot: 0 more left"], 300);
+    let body = eventually(720, "/healthz from slot b", || healthz(web));
+    assert_eq!(body, "ok");
+    vm.wait_serial(&["witness-boot: slot b came up healthy", "marked good"], 300);
+    vm.wait_serial(&["witness-update: refused the bundle on /dev/vdb"], 600);
+    let serial = vm.serial();
+    let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdb")).unwrap();
+    assert!(refusal.contains("signature verification failed"), "refused for another reason: {refusal}");
+    vm.wait_serial(&["witness-update: installed from /dev/vdc"], 600);
+    vm.wait_serial(&["witness-update: slot a is primary now (trial, 1 boots): rebooting"], 60);
+    let serial = vm.serial();
+    vm.wait_reboot(120);
+    assert!(!serial.contains("WITNESS FIRST BOOT"), "slot b did not keep the data partition:\n{serial}");
+
+    // Boot 3: slot A with the broken root, on trial; its daemon fails, so the box reboots.
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], &dir.join("serial3.log"), &forwards);
+    vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &broken_hash, "trial boot: 0 more left"], 300);
+    vm.wait_serial(&["witness: a broken build (update test)"], 600);
+    vm.wait_serial(&["witness-boot: slot a did not come up healthy", "rebooting"], 300);
+    vm.wait_reboot(120);
+
+    // Boot 4: slot A used up its trial without being marked good: back to slot B, still good.
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], &dir.join("serial4.log"), &forwards);
+    vm.wait_serial(&["witness-boot: slot a was not marked good within its trial boots: falling back to slot b"], 300);
+    vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "state good"], 60);
+    let body = eventually(720, "/healthz from slot b after the fall-back", || healthz(web));
+    assert_eq!(body, "ok");
+    let serial = vm.serial();
+    assert!(!serial.contains("trial boot:") && !serial.contains("is on trial"), "slot b was on trial again:\n{serial}");
+    assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
+    println!("four boots (update, refusal, trial, fall-back) in {:.0}s", started.elapsed().as_secs_f64());
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR]`: builds the appliance's firmware
-//! image with `rootfs/build.sh` (as root). Without `--binary` it builds the release `witness`.
+//! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM]`:
+//! builds the appliance's firmware image and the signed update bundle of the same root with
+//! `rootfs/build.sh` (as root). Without `--binary` it builds the release `witness`.
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -14,12 +15,14 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--out" => out = PathBuf::from(value()?),
             "--binary" => binary = Some(PathBuf::from(value()?)),
-            "--cache" | "--slot-mb" | "--data-mb" => {
+            "--cache" | "--slot-mb" | "--data-mb" | "--boot-tries" | "--keyring" | "--signing-dir" => {
                 let v = value()?;
                 passthrough.extend([a.clone(), v]);
             }
             other => {
-                bail!("unknown argument {other}; usage: cargo xtask image [--out DIR] [--binary PATH] [--cache DIR]")
+                bail!(
+                    "unknown argument {other}; usage: cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM] [--signing-dir DIR]"
+                )
             }
         }
     }

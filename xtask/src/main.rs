@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
         Some("image") => image::run(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH\n  image  the appliance firmware image (rootfs/build.sh; --out DIR, --binary PATH)"
+                "usage: cargo xtask <setup|up|test|bench>\n  setup  install system packages the box and its tests need\n  up     build and run the appliance on embedded defaults (data in ./data)\n  test   format, lint and the whole test suite (what CI runs)\n  bench  throughput, keystroke latency and idle-session capacity vs direct OpenSSH\n  image  the appliance firmware image and its signed update bundle (rootfs/build.sh; --out DIR, --binary PATH)"
             );
             return std::process::ExitCode::from(2);
         }

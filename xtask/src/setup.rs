@@ -106,9 +106,10 @@ fn apt(packages: &[&str]) -> Result<()> {
 }
 
 /// The firmware image (`cargo xtask image`, `tests/e2e/image.rs`): mmdebstrap, squashfs and
-/// dm-verity tools, sfdisk; QEMU boots the image in the test. QEMU comes from bookworm-backports
+/// dm-verity tools, sfdisk, RAUC and openssl for the signed update bundle, strip; QEMU boots the image in the test. QEMU comes from bookworm-backports
 /// because these machines may carry `qemu-utils` from there, which bookworm's QEMU conflicts with.
-const IMAGE: &[&str] = &["mmdebstrap", "squashfs-tools", "cryptsetup-bin", "fdisk", "e2fsprogs", "curl"];
+const IMAGE: &[&str] =
+    &["mmdebstrap", "squashfs-tools", "cryptsetup-bin", "fdisk", "e2fsprogs", "curl", "rauc", "openssl", "binutils"];
 
 pub fn install_image() -> Result<()> {
     apt(IMAGE)?;
