@@ -494,6 +494,8 @@ pub(crate) struct Xrdp {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) port: u16,
     children: Vec<Child>,
+    /// One xrdp target at a time: they share the session manager and the desktop user.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 pub(crate) const XRDP_USER: &str = "witness-xrdp";
@@ -501,6 +503,8 @@ pub(crate) const XRDP_PASS: &str = "xrdp-pw-1";
 
 impl Xrdp {
     pub(crate) fn start() -> Self {
+        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {
@@ -559,7 +563,7 @@ impl Xrdp {
         }
         children.push(spawn_logged("xrdp", &["--nodaemon", "--config"], &d.join("xrdp.ini"), d));
         wait_for_port(port, "xrdp");
-        Self { dir, port, children }
+        Self { dir, port, children, _turn: turn }
     }
 }
 
@@ -600,9 +604,8 @@ impl Drop for Xrdp {
     }
 }
 
-#[test]
-fn tls_only_target_logs_in_with_the_injected_credential() {
-    let xrdp = Xrdp::start();
+/// A box (not serving yet) with target `xrdp01` on `xrdp`.
+pub(crate) fn box_with_xrdp(xrdp: &Xrdp) -> Box {
     let b = Box::new();
     b.ok(
         &[
@@ -617,6 +620,13 @@ fn tls_only_target_logs_in_with_the_injected_credential() {
         ],
         Some(&format!("{XRDP_PASS}\n")),
     );
+    b
+}
+
+#[test]
+fn tls_only_target_logs_in_with_the_injected_credential() {
+    let xrdp = Xrdp::start();
+    let b = box_with_xrdp(&xrdp);
     b.ok(&["grant", "alice", "xrdp01", "--no-clipboard"], None);
     let rb = RdpBox::serve(b);
     let screen = Xvfb::start();

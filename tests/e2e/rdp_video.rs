@@ -6,9 +6,7 @@
 //! when the box itself is killed with SIGKILL.
 
 use crate::harness::{Box, assert_completed, eventually};
-use crate::rdp::{
-    BLUE, RED, RdpBox, STAYED_UP, Shadow, XRDP_PASS, XRDP_USER, Xrdp, Xvfb, box_with_shadow, screen_shows,
-};
+use crate::rdp::{BLUE, RED, RdpBox, STAYED_UP, Shadow, Xrdp, Xvfb, box_with_shadow, screen_shows};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -198,20 +196,7 @@ fn a_box_killed_mid_session_keeps_every_change_of_the_screen() {
 #[test]
 fn xrdp_session_video() {
     let xrdp = Xrdp::start();
-    let b = Box::new();
-    b.ok(
-        &[
-            "target",
-            "add",
-            "xrdp01",
-            "--rdp",
-            &format!("127.0.0.1:{}", xrdp.port),
-            "--login",
-            XRDP_USER,
-            "--password-stdin",
-        ],
-        Some(&format!("{XRDP_PASS}\n")),
-    );
+    let b = crate::rdp::box_with_xrdp(&xrdp);
     b.ok(&["grant", "alice", "xrdp01"], None);
     let rb = RdpBox::serve(b);
     let screen = Xvfb::start();

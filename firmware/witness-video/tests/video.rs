@@ -10,19 +10,24 @@ fn frame(w: usize, h: usize, bgrx: [u8; 4]) -> Vec<u8> {
     bgrx.iter().copied().cycle().take(w * h * 4).collect()
 }
 
-fn record(frames: &[(u64, [u8; 4])], end_ms: u64) -> (Vec<u8>, witness_video::VideoSummary) {
+/// An x264 recorder at 320x240 writing into the returned buffer.
+fn recorder_320x240() -> (VideoRecorder, Arc<Mutex<Vec<u8>>>) {
     let bytes = Arc::new(Mutex::new(Vec::new()));
     let b = bytes.clone();
-    let settings = VideoSettings { width: 320, height: 240, ..Default::default() };
     let rec = VideoRecorder::start(
         candidate("x264enc").unwrap(),
-        settings,
+        VideoSettings { width: 320, height: 240, ..Default::default() },
         Box::new(move |chunk| {
             b.lock().unwrap().extend_from_slice(chunk);
             Ok(())
         }),
     )
     .unwrap();
+    (rec, bytes)
+}
+
+fn record(frames: &[(u64, [u8; 4])], end_ms: u64) -> (Vec<u8>, witness_video::VideoSummary) {
+    let (rec, bytes) = recorder_320x240();
     let mut ms = 0;
     let mut i = 0;
     while ms <= end_ms {
@@ -152,17 +157,7 @@ fn a_failing_sink_stops_the_recording_with_its_error() {
 
 #[test]
 fn a_resized_desktop_is_scaled_into_the_same_video() {
-    let bytes = Arc::new(Mutex::new(Vec::new()));
-    let b = bytes.clone();
-    let rec = VideoRecorder::start(
-        candidate("x264enc").unwrap(),
-        VideoSettings { width: 320, height: 240, ..Default::default() },
-        Box::new(move |chunk| {
-            b.lock().unwrap().extend_from_slice(chunk);
-            Ok(())
-        }),
-    )
-    .unwrap();
+    let (rec, bytes) = recorder_320x240();
     let red = [0, 0, 255, 0];
     let green = [0, 255, 0, 0];
     rec.frame(&frame(320, 240, red), 320 * 4, Duration::ZERO).unwrap();
@@ -193,17 +188,7 @@ fn a_resized_desktop_is_scaled_into_the_same_video() {
 
 #[test]
 fn a_change_is_in_the_file_within_a_second_of_the_screen_settling() {
-    let bytes = Arc::new(Mutex::new(Vec::new()));
-    let b = bytes.clone();
-    let rec = VideoRecorder::start(
-        candidate("x264enc").unwrap(),
-        VideoSettings { width: 320, height: 240, ..Default::default() },
-        Box::new(move |chunk| {
-            b.lock().unwrap().extend_from_slice(chunk);
-            Ok(())
-        }),
-    )
-    .unwrap();
+    let (rec, bytes) = recorder_320x240();
     let (red, blue) = ([0, 0, 255, 0], [255, 0, 0, 0]);
     rec.frame(&frame(320, 240, red), 320 * 4, Duration::ZERO).unwrap();
     for ms in (200..=3000).step_by(200) {
