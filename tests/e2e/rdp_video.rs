@@ -258,3 +258,45 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let out = crate::evidence::verify(&bundle);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn an_admin_watches_a_running_rdp_session_and_ends_it() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
+    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 90, &[]);
+    screen_shows(&screen, &[RED], 10, |_| {});
+    let session =
+        eventually(10, "the session is running", || rb.b.sessions().into_iter().find(|s| s["ended_at"].is_null()));
+    let id = session["id"].as_str().unwrap().to_owned();
+    let recording = eventually(10, "its video is being written", || {
+        rb.b.recordings().into_iter().find(|r| r["session_id"] == id.as_str() && r["status"] == "recording")
+    });
+    // Watching a running session is the admins' live view, not an auditor's playback.
+    let mut auditor = crate::web::Web::new(&rb.b);
+    assert_eq!(auditor.login("audrey", "audrey-pw").status, 200);
+    let refused = auditor.get(&format!("/api/v1/recordings/{}/content", recording["id"].as_str().unwrap()));
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", rb.b.web_port),
+        "admin": ["adam", "adam-pw"],
+        "session": id,
+        "artifacts": artifacts,
+    });
+    crate::web::browser("rdp-live", &config);
+    let (st, log) = client.wait(Duration::from_secs(20));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session outlived its termination: {log}");
+    let ended = eventually(20, "the session ended", || {
+        rb.b.sessions().into_iter().find(|s| s["id"] == id.as_str() && !s["ended_at"].is_null())
+    });
+    assert_eq!(ended["end_reason"], "an administrator ended the session from the console");
+    let (row, mp4) = video_of(&rb.b, &id);
+    assert_completed(&row);
+    assert!(duration(&mp4) > 3.0);
+    let kinds = rb.b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "web_live_viewed").count(), 1, "one audit event per viewing: {kinds:?}");
+}

@@ -4,6 +4,8 @@
 //             in the terminal player; the auditor gets no terminate button on a live session
 //   live    - log in as an admin, see the running session on the live page, watch its output,
 //             terminate it
+//   rdp-live - log in as an admin, open a running RDP session, see its video grow as it is
+//             written, terminate it
 //   video   - log in as an auditor, open a recorded RDP session, play its video in <video> and
 //             see it advance (also at 8x)
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
@@ -75,6 +77,21 @@ try {
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
     await shot('terminated');
     console.log(JSON.stringify({ ok: true, step }));
+  } else if (step === 'rdp-live') {
+    await login(cfg.admin[0], cfg.admin[1], { width: 1920, height: 1080 });
+    await page.goto(`${cfg.base}/sessions/${cfg.session}`);
+    await page.waitForSelector('#live-video');
+    const duration = () => page.evaluate(() => { const v = document.querySelector('#live-video'); return v && v.readyState >= 1 && isFinite(v.duration) ? v.duration : 0; });
+    await page.waitForFunction(() => { const v = document.querySelector('#live-video'); return v && v.readyState >= 2 && v.videoWidth > 0; }, null, { timeout: 20000 });
+    const first = await duration();
+    // The page fetches the growing file again every 4 s: the video gets longer while it runs.
+    await page.waitForFunction((d) => { const v = document.querySelector('#live-video'); return v && isFinite(v.duration) && v.duration > d + 2; }, first, { timeout: 20000 });
+    const later = await duration();
+    await shot('rdp-live-view');
+    page.once('dialog', (d) => d.accept());
+    await page.click('#terminate');
+    await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
+    console.log(JSON.stringify({ ok: true, step, first, later }));
   } else if (step === 'video') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.goto(`${cfg.base}/sessions/${cfg.session}`);

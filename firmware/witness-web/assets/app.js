@@ -233,11 +233,30 @@ async function detailPage(id) {
       el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
-  if (d.live && me.role === 'admin') {
+  const liveVideo = d.recordings.find((r) => r.status === 'recording' && r.format === 'mp4');
+  if (d.live && me.role === 'admin' && liveVideo) {
+    watchVideo(liveVideo, document.getElementById('live-player'));
+  } else if (d.live && me.role === 'admin') {
     player = AsciinemaPlayer.create({ driver: 'eventsource', url: `/api/v1/sessions/${id}/live` }, document.getElementById('live-player'), { autoPlay: true, fit: false, terminalFontSize: '14px' });
   }
   const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
   if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'));
+}
+
+// A running RDP session: its video as written so far (whole fragments), fetched again every few
+// seconds and shown from near its end, so the view follows the session a few seconds behind.
+function watchVideo(r, slot) {
+  const video = el('video', { id: 'live-video', autoplay: true, muted: true, preload: 'auto' });
+  let fetched = 0;
+  const load = () => {
+    if (!document.body.contains(video)) return;
+    video.src = `/api/v1/recordings/${r.id}/content?at=${Date.now()}${fetched++ ? '&again=1' : ''}`;
+  };
+  video.addEventListener('loadedmetadata', () => { if (isFinite(video.duration)) video.currentTime = Math.max(0, video.duration - 0.5); });
+  video.addEventListener('error', () => slot.replaceChildren(stateBox('The live video could not be played.', true)));
+  slot.replaceChildren(video);
+  load();
+  const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
 
 async function play(r, slot, at) {

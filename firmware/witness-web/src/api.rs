@@ -327,6 +327,8 @@ async fn terminate(
 struct ContentQuery {
     /// `?download=1` (any value but `0`/`false`): as an attachment.
     download: Option<String>,
+    /// `?again=1`: the live view fetching a growing video again (audited once, at its first fetch).
+    again: Option<String>,
 }
 
 impl ContentQuery {
@@ -345,11 +347,18 @@ async fn content(
     if !valid_id(&id) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    match state.console.recording(&id) {
-        Ok(r) if auth.may_see(&r.user) => {}
+    let live = match state.console.recording(&id) {
+        // A recording still being written is the live view: admins only.
+        Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
+            if let Some(refused) = auth.lacks(Role::Admin) {
+                return refused;
+            }
+            true
+        }
+        Ok(r) if auth.may_see(&r.user) => false,
         Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => return console_error(e),
-    }
+    };
     let console = state.console.clone();
     let rid = id.clone();
     // Decrypting (or fetching from the store) is file and network work.
@@ -361,7 +370,9 @@ async fn content(
     let len = content.bytes.len() as u64;
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
     // One audit event per viewing, not per range request of a video.
-    if !matches!(range, Some(Some((start, _))) if start > 0) {
+    if live && cq.again.is_none() {
+        state.console.audit("web_live_viewed", &auth.0.user, None, json!({ "recording_id": id }));
+    } else if !live && !matches!(range, Some(Some((start, _))) if start > 0) {
         let kind = if cq.download() { "web_recording_downloaded" } else { "web_recording_played" };
         state.console.audit(kind, &auth.0.user, None, json!({ "recording_id": id, "bytes": len }));
     }

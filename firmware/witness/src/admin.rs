@@ -414,7 +414,12 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
         }
     }
     // Stored encrypted: decrypt (and authenticate) for playing or exporting only.
-    let mut data = witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?;
+    // A recording being written (the live view) may end in a record not yet complete.
+    let mut data = if row.status == "recording" {
+        witness_recorder::readable(&data, &crate::keys::key_for(&dir.root))?
+    } else {
+        witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?
+    };
     if row.path.ends_with(".mp4") {
         // A video cut by a crash ends at its last whole fragment.
         let whole = witness_core::fmp4::whole_len(&data).unwrap_or(data.len());
