@@ -95,7 +95,7 @@ pub(crate) fn start(
         let _enter = span.enter();
         let mut w = Worker {
             decoder: PassiveDecoder::new(),
-            recorder: Some(recorder),
+            recorder,
             inject,
             active,
             skipped,
@@ -105,9 +105,7 @@ pub(crate) fn start(
         };
         let fatal = w.run(rx, &handle).err();
         let outcome = Outcome { fatal: fatal.clone(), skipped: w.seen_skipped, refreshes: w.refreshes };
-        if let Some(r) = w.recorder.take() {
-            r.finish(fatal);
-        }
+        w.recorder.finish(fatal);
         outcome
     });
     (tap, worker)
@@ -115,7 +113,7 @@ pub(crate) fn start(
 
 struct Worker {
     decoder: PassiveDecoder,
-    recorder: Option<Box<dyn ScreenRecorder>>,
+    recorder: Box<dyn ScreenRecorder>,
     inject: mpsc::Sender<Vec<u8>>,
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
@@ -142,7 +140,7 @@ impl Worker {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 if self.decoder.screen().is_some() {
-                    self.recorder()?.tick()?;
+                    self.recorder.tick()?;
                 }
             }
             let skipped = self.skipped.load(Ordering::Relaxed);
@@ -152,10 +150,6 @@ impl Worker {
                 self.refresh();
             }
         }
-    }
-
-    fn recorder(&mut self) -> Result<&mut Box<dyn ScreenRecorder>, String> {
-        self.recorder.as_mut().ok_or_else(|| "the recorder is gone".to_owned())
     }
 
     fn client(&mut self, frame: &[u8]) -> Result<(), String> {
@@ -185,7 +179,7 @@ impl Worker {
             match update {
                 Update::Resized { .. } => {
                     let Some(screen) = self.decoder.screen() else { continue };
-                    self.recorder.as_mut().ok_or("the recorder is gone")?.resized(screen)?;
+                    self.recorder.resized(screen)?;
                     self.pending = false;
                 }
                 Update::Frame { .. } => self.pending = true,
@@ -202,8 +196,7 @@ impl Worker {
     /// Offers the current screen to the recorder.
     fn offer(&mut self) -> Result<(), String> {
         let Some(screen) = self.decoder.screen() else { return Ok(()) };
-        let recorder = self.recorder.as_mut().ok_or("the recorder is gone")?;
-        self.pending = !recorder.frame(screen)?;
+        self.pending = !self.recorder.frame(screen)?;
         Ok(())
     }
 

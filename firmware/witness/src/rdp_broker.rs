@@ -208,8 +208,12 @@ impl witness_rdp::Broker for BoxBroker {
 
     fn start_screen_recording(&self, session_id: &str) -> Result<Box<dyn witness_rdp::ScreenRecorder>, String> {
         // Fail before the relay starts rather than at the first frame.
-        let chosen = crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen);
-        if chosen.is_none() && crate::video::choose(&self.dir).ok().and_then(|c| c.chosen).is_none() {
+        // Probing (child processes, seconds) only when start-up has not recorded a choice yet;
+        // off the runtime's worker so other sessions keep flowing.
+        let chosen = crate::video::last_choice(&self.dir.root)
+            .and_then(|c| c.chosen)
+            .or_else(|| tokio::task::block_in_place(|| crate::video::choose(&self.dir).ok().and_then(|c| c.chosen)));
+        if chosen.is_none() {
             return Err("no H.264 encoder works on this box (see witness encoders)".into());
         }
         Ok(Box::new(crate::video::BoxScreen::new(self.dir.clone(), self.finisher.clone(), session_id)))
