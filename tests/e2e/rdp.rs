@@ -159,11 +159,24 @@ impl RdpBox {
 
     /// `xfreerdp` on `display` through the box, ended by `timeout` after `secs`.
     pub(crate) fn client(&self, display: &Xvfb, user: &str, password: &str, secs: u32, extra: &[&str]) -> Client {
+        self.client_at(self.rdp_port, display, user, password, secs, extra)
+    }
+
+    /// `xfreerdp` to another of the box's RDP ports (a target's own).
+    pub(crate) fn client_at(
+        &self,
+        port: u16,
+        display: &Xvfb,
+        user: &str,
+        password: &str,
+        secs: u32,
+        extra: &[&str],
+    ) -> Client {
         let log = self.b.dir.path().join(format!("xfreerdp-{}.log", free_port()));
         let child = Command::new("timeout")
             .arg(secs.to_string())
             .arg("xfreerdp")
-            .arg(format!("/v:127.0.0.1:{}", self.rdp_port))
+            .arg(format!("/v:127.0.0.1:{port}"))
             .arg(format!("/u:{user}"))
             .arg(format!("/p:{password}"))
             .args(["/cert:ignore", "/bpp:32", "-grab-keyboard"])
@@ -485,6 +498,78 @@ fn web01_backslash_alice_names_the_target_too() {
     let sessions = rb.b.sessions();
     assert_eq!(sessions.len(), 1);
     assert_eq!((sessions[0]["user"].as_str(), sessions[0]["target"].as_str()), (Some("alice"), Some("nla01")));
+}
+
+#[test]
+fn a_targets_own_port_needs_no_target_in_the_login() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("blue");
+    let b = Box::new();
+    let port = free_port();
+    b.ok(
+        &[
+            "target",
+            "add",
+            "nla01",
+            "--rdp",
+            &format!("127.0.0.1:{}", shadow.port),
+            "--login",
+            SHADOW_USER,
+            "--listen-port",
+            &port.to_string(),
+            "--password-stdin",
+        ],
+        Some(&format!("{SHADOW_PASS}\n")),
+    );
+    b.ok(&["grant", "alice", "nla01"], None);
+    let other = free_port();
+    b.ok(
+        &["target", "add", "win02", "--rdp", &format!("127.0.0.1:{other}"), "--login", "x", "--password-stdin"],
+        Some("x\n"),
+    );
+    b.ok(&["grant", "alice", "win02"], None);
+    // One target per port.
+    let taken = b.cli(&["target", "listen-port", "win02", &port.to_string()], None);
+    assert!(!taken.status.success());
+    assert!(
+        crate::harness::stderr(&taken).contains(&format!("port {port} already leads to target nla01")),
+        "{}",
+        crate::harness::stderr(&taken)
+    );
+    let rb = RdpBox::serve(b);
+    wait_for_port(port, "nla01's own rdp port");
+
+    // The port names the target: the login is the box user alone.
+    let screen = Xvfb::start();
+    let client = rb.client_at(port, &screen, "alice", "alice-pw", 8, &[]);
+    screen_shows(&screen, &[BLUE], 6, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let sessions = rb.b.sessions();
+    assert_eq!(sessions.len(), 1);
+    assert_eq!((sessions[0]["user"].as_str(), sessions[0]["target"].as_str()), (Some("alice"), Some("nla01")));
+
+    // Naming another target there is refused, with the reason in the audit log.
+    let (st, log) = rb.client_at(port, &screen, "alice@win02", "alice-pw", 20, &[]).wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(ACCESS_DENIED), "{log}");
+    let denied =
+        audit_of(&rb.b.audit(), "access_denied").iter().map(|e| e["detail"]["reason"].to_string()).collect::<Vec<_>>();
+    assert!(denied.iter().any(|r| r.contains("this port leads to target nla01; the login names win02")), "{denied:?}");
+
+    // Ports follow the index in a running box: the old one closes, a new one opens.
+    let moved = free_port();
+    rb.b.ok(&["target", "listen-port", "nla01", &moved.to_string()], None);
+    assert_eq!(rb.b.ok(&["target", "listen-port", "nla01"], None).trim(), moved.to_string());
+    crate::harness::eventually(10, "the old port closed", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err().then_some(())
+    });
+    wait_for_port(moved, "nla01's new rdp port");
+    let client = rb.client_at(moved, &screen, "alice", "alice-pw", 6, &[]);
+    let (st, log) = client.wait(Duration::from_secs(15));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    assert_eq!(rb.b.sessions().len(), 2);
+    let set = audit_of(&rb.b.audit(), "target_listen_port_set").len();
+    assert_eq!(set, 1);
 }
 
 /// A TLS-only target: xrdp + xorgxrdp with its own config, certificate and logs in a temp dir.

@@ -18,10 +18,12 @@ struct Opts {
     idle: usize,
     store_mib: u64,
     only: Option<String>,
+    /// Seconds each RDP video workload runs.
+    secs: u64,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None };
+    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None, secs: 60 };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = || -> Result<u64> { it.clone().next().context("missing value")?.parse().context("not a number") };
@@ -30,9 +32,10 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--keystrokes" => o.keystrokes = v()? as usize,
             "--idle" => o.idle = v()? as usize,
             "--store-mib" => o.store_mib = v()?,
+            "--secs" => o.secs = v()?,
             "--only" => o.only = Some(it.clone().next().context("missing value")?.clone()),
             other => bail!(
-                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --only ssh|store|rdp|idle|recorder|index)"
+                "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --secs N --only ssh|store|rdp|video|idle|recorder|index)"
             ),
         }
         it.next();
@@ -444,6 +447,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if o.only.as_deref() == Some("rdp") {
         return crate::bench_rdp::run();
     }
+    if o.only.as_deref() == Some("video") {
+        return crate::bench_video::run(Duration::from_secs(o.secs));
+    }
     if o.only.as_deref() == Some("recorder") {
         return recorder_section(o.bulk_mib);
     }
@@ -468,6 +474,7 @@ pub fn run(args: &[String]) -> Result<()> {
         recorder_section(o.bulk_mib)?;
         index_section()?;
         crate::bench_rdp::run()?;
+        crate::bench_video::run(Duration::from_secs(o.secs))?;
     }
     Ok(())
 }

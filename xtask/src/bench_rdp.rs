@@ -17,8 +17,8 @@ const RUNS: usize = 5;
 const STEADY: Duration = Duration::from_secs(20);
 const FRAME: Duration = Duration::from_millis(100);
 
-/// A child that is killed (with its process group) when dropped.
-struct Proc(Child);
+/// A child that is killed when dropped.
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -28,8 +28,13 @@ impl Drop for Proc {
 }
 
 fn xvfb() -> Result<(Proc, String)> {
+    xvfb_sized("1024x768x24")
+}
+
+/// An X server of the given size (`WxHxDEPTH`); returns it and its display name.
+pub(crate) fn xvfb_sized(size: &str) -> Result<(Proc, String)> {
     let mut child = Command::new("Xvfb")
-        .args(["-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
+        .args(["-displayfd", "1", "-screen", "0", size, "-nolisten", "tcp", "-noreset"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -39,7 +44,7 @@ fn xvfb() -> Result<(Proc, String)> {
     Ok((Proc(child), format!(":{}", line.trim())))
 }
 
-fn set_color(display: &str, color: &str) -> Result<()> {
+pub(crate) fn set_color(display: &str, color: &str) -> Result<()> {
     let st = Command::new("xsetroot").args(["-display", display, "-solid", color]).status()?;
     if !st.success() {
         bail!("xsetroot failed");
@@ -70,7 +75,7 @@ fn screen_is_red(display: &str) -> bool {
     total > 0 && red * 10 > total * 9
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let f: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -130,80 +135,115 @@ fn steady(target_display: &str, pids: &[u32]) -> Result<Vec<(f64, f64)>> {
     Ok(pids.iter().zip(before).map(|(&p, (c, w))| (cpu_seconds(p) - c, written_bytes(p) - w)).collect())
 }
 
+/// A target (`freerdp-shadow-cli` with NLA on its own Xvfb of `size`) and a box (release build)
+/// serving RDP with `alice` granted `nla01` = that target.
+pub(crate) struct Rig {
+    pub(crate) boxd: Proc,
+    pub(crate) shadow: Proc,
+    _target_x: Proc,
+    pub(crate) target_display: String,
+    pub(crate) shadow_port: u16,
+    pub(crate) rdp_port: u16,
+    pub(crate) data: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+pub(crate) const BOX_USER: &str = "alice@nla01";
+pub(crate) const BOX_PASS: &str = "alice-pw";
+
+impl Rig {
+    pub(crate) fn start(size: &str) -> Result<Self> {
+        crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
+            "build",
+            "--release",
+            "-p",
+            "witness",
+        ]))?;
+        let target_dir =
+            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(crate::root().join("target"));
+        let bin = target_dir.join("release/witness");
+        let dir = tempfile::tempdir()?;
+        let d = dir.path();
+
+        let (target_x, target_display) = xvfb_sized(size)?;
+        set_color(&target_display, "red")?;
+        let sam = Command::new("winpr-hash").args(["-u", USER, "-p", PASS, "-f", "sam"]).output()?;
+        std::fs::write(d.join("sam"), sam.stdout)?;
+        let shadow_port = free_port();
+        let shadow = Proc(
+            Command::new("freerdp-shadow-cli")
+                .arg(format!("/port:{shadow_port}"))
+                .args(["/bind-address:127.0.0.1", "/sec:nla", "+auth"])
+                .arg(format!("/sam-file:{}", d.join("sam").display()))
+                .env("DISPLAY", &target_display)
+                .env("HOME", d)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting freerdp-shadow-cli")?,
+        );
+        wait_port(shadow_port)?;
+
+        let data = d.join("data");
+        let witness = |args: &[&str], stdin: Option<&str>| -> Result<()> {
+            let mut c = Command::new(&bin);
+            c.arg("--data").arg(&data).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
+            let mut child = c.spawn()?;
+            if let Some(s) = stdin {
+                child.stdin.take().context("stdin")?.write_all(s.as_bytes())?;
+            }
+            drop(child.stdin.take());
+            if !child.wait()?.success() {
+                bail!("witness {args:?} failed");
+            }
+            Ok(())
+        };
+        witness(&["init"], None)?;
+        witness(&["user", "add", "alice", "--password-stdin"], Some("alice-pw\n"))?;
+        let addr = format!("127.0.0.1:{shadow_port}");
+        witness(
+            &["target", "add", "nla01", "--rdp", &addr, "--login", USER, "--password-stdin"],
+            Some(&format!("{PASS}\n")),
+        )?;
+        witness(&["grant", "alice", "nla01"], None)?;
+        let (rdp_port, ssh_port, web_port) = (free_port(), free_port(), free_port());
+        let boxd = Proc(
+            Command::new(&bin)
+                .arg("--data")
+                .arg(&data)
+                .args(["serve", "--ssh-listen", &format!("127.0.0.1:{ssh_port}")])
+                .args(["--web-listen", &format!("127.0.0.1:{web_port}")])
+                .args(["--rdp-listen", &format!("127.0.0.1:{rdp_port}")])
+                .env("WITNESS_LOG", "warn")
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        wait_port(rdp_port)?;
+        Ok(Self { boxd, shadow, _target_x: target_x, target_display, shadow_port, rdp_port, data, _dir: dir })
+    }
+
+    /// `witness ARGS --json` against the rig's data dir.
+    pub(crate) fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
+        let bin = std::fs::read_link(format!("/proc/{}/exe", self.boxd.0.id())).context("the box's binary")?;
+        let out = Command::new(bin).arg("--data").arg(&self.data).args(args).arg("--json").output()?;
+        if !out.status.success() {
+            bail!("witness {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+}
+
 pub fn run() -> Result<()> {
-    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-        "build",
-        "--release",
-        "-p",
-        "witness",
-    ]))?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(crate::root().join("target"));
-    let bin = target_dir.join("release/witness");
-    let dir = tempfile::tempdir()?;
-    let d = dir.path();
-
-    let (_target_x, target_display) = xvfb()?;
-    set_color(&target_display, "red")?;
-    let sam = Command::new("winpr-hash").args(["-u", USER, "-p", PASS, "-f", "sam"]).output()?;
-    std::fs::write(d.join("sam"), sam.stdout)?;
-    let shadow_port = free_port();
-    let shadow = Proc(
-        Command::new("freerdp-shadow-cli")
-            .arg(format!("/port:{shadow_port}"))
-            .args(["/bind-address:127.0.0.1", "/sec:nla", "+auth"])
-            .arg(format!("/sam-file:{}", d.join("sam").display()))
-            .env("DISPLAY", &target_display)
-            .env("HOME", d)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting freerdp-shadow-cli")?,
-    );
-    wait_port(shadow_port)?;
-
-    let data = d.join("data");
-    let witness = |args: &[&str], stdin: Option<&str>| -> Result<()> {
-        let mut c = Command::new(&bin);
-        c.arg("--data").arg(&data).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
-        let mut child = c.spawn()?;
-        if let Some(s) = stdin {
-            child.stdin.take().context("stdin")?.write_all(s.as_bytes())?;
-        }
-        drop(child.stdin.take());
-        if !child.wait()?.success() {
-            bail!("witness {args:?} failed");
-        }
-        Ok(())
-    };
-    witness(&["init"], None)?;
-    witness(&["user", "add", "alice", "--password-stdin"], Some("alice-pw\n"))?;
-    let addr = format!("127.0.0.1:{shadow_port}");
-    witness(
-        &["target", "add", "nla01", "--rdp", &addr, "--login", USER, "--password-stdin"],
-        Some(&format!("{PASS}\n")),
-    )?;
-    witness(&["grant", "alice", "nla01"], None)?;
-    let (rdp_port, ssh_port, web_port) = (free_port(), free_port(), free_port());
-    let boxd = Proc(
-        Command::new(&bin)
-            .arg("--data")
-            .arg(&data)
-            .args(["serve", "--ssh-listen", &format!("127.0.0.1:{ssh_port}")])
-            .args(["--web-listen", &format!("127.0.0.1:{web_port}")])
-            .args(["--rdp-listen", &format!("127.0.0.1:{rdp_port}")])
-            .env("WITNESS_LOG", "warn")
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    wait_port(rdp_port)?;
-
+    let rig = Rig::start("1024x768x24")?;
+    let (target_display, shadow_port, rdp_port) = (rig.target_display.clone(), rig.shadow_port, rig.rdp_port);
+    let (shadow, boxd) = (&rig.shadow, &rig.boxd);
     let (_client_x, client_display) = xvfb()?;
     println!("\n## RDP: xfreerdp → freerdp-shadow-cli (NLA), direct vs through the box");
     let mut direct = Vec::new();
     let mut boxed = Vec::new();
     for _ in 0..RUNS {
         direct.push(connect_time(&client_display, shadow_port, USER, PASS)?);
-        boxed.push(connect_time(&client_display, rdp_port, "alice@nla01", "alice-pw")?);
+        boxed.push(connect_time(&client_display, rdp_port, BOX_USER, BOX_PASS)?);
     }
     let (dm, bm) = (median(direct), median(boxed));
     println!(
@@ -219,9 +259,7 @@ pub fn run() -> Result<()> {
         FRAME.as_millis()
     );
     println!("| path | client CPU % | target CPU % | box CPU % | box MiB/s relayed |\n|---|---|---|---|---|");
-    for (name, port, user, password) in
-        [("direct", shadow_port, USER, PASS), ("box", rdp_port, "alice@nla01", "alice-pw")]
-    {
+    for (name, port, user, password) in [("direct", shadow_port, USER, PASS), ("box", rdp_port, BOX_USER, BOX_PASS)] {
         let client = xfreerdp(&client_display, port, user, password)?;
         std::thread::sleep(Duration::from_secs(3));
         let r = steady(&target_display, &[client.0.id(), shadow.0.id(), boxd.0.id()])?;
@@ -243,11 +281,11 @@ pub fn run() -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").map(|l| l.local_addr().map(|a| a.port()).unwrap_or(0)).unwrap_or(0)
 }
 
-fn wait_port(port: u16) -> Result<()> {
+pub(crate) fn wait_port(port: u16) -> Result<()> {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if start.elapsed() > Duration::from_secs(20) {

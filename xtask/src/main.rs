@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_rdp;
+mod bench_video;
 mod image;
 mod setup;
 

@@ -14,7 +14,8 @@ use std::process::Command;
 /// TLS-only target (an X session started through `/etc/X11/Xsession`), `xwd`/`xsetroot` to read
 /// and change screens, `openssl` for xrdp's certificate. The web console: Debian's `chromium`
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
-/// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock).
+/// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock). `xterm` draws
+/// the terminal workloads of the RDP video benchmark.
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -41,6 +42,7 @@ const PACKAGES: &[&str] = &[
     "oathtool",
     "ffmpeg",
     "python3-venv",
+    "xterm",
 ];
 
 fn installed(pkg: &str) -> bool {

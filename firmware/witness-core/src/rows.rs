@@ -41,6 +41,12 @@ pub struct RecordingRow {
     pub recovered: bool,
     /// Path of the file, relative to the data directory.
     pub path: String,
+    /// Video: frames encoded (idle repeats included).
+    #[serde(default)]
+    pub frames: Option<u64>,
+    /// Video: when the screen changed, `[start, end]` seconds on its timeline (merged spans).
+    #[serde(default)]
+    pub activity: Option<Vec<(f64, f64)>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -38,6 +38,8 @@ pub enum IndexError {
     Corrupt { column: &'static str, value: String },
     #[error("the index cannot be decrypted with the box's index key (another key, or a damaged file)")]
     WrongKey,
+    #[error("port {port} already leads to target {target}")]
+    PortTaken { port: u16, target: String },
     #[error("encrypting the plain index: {0}")]
     Encrypt(String),
 }
@@ -287,6 +289,22 @@ impl Index {
         .collect()
     }
 
+    /// Every target's name, protocol, host and port (never its credential): what the box
+    /// connects to, for its egress firewall.
+    pub fn target_endpoints(&self) -> Result<Vec<(String, Protocol, String, u16)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT name, protocol, host, port FROM targets ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u16>(3)?))
+        })?;
+        rows.map(|r| {
+            let (n, p, h, port) = r?;
+            let p = p.parse().map_err(|_| IndexError::Corrupt { column: "targets.protocol", value: p })?;
+            Ok((n, p, h, port))
+        })
+        .collect()
+    }
+
     /// Pins a host key on first use. Returns `true` if `key` is now the pinned key (pinned by
     /// this call, or already pinned to the same key by a concurrent first connection), `false`
     /// if a different key is pinned.
@@ -409,8 +427,23 @@ impl Index {
         Ok(())
     }
 
+    /// A finished video's frame count and activity spans (seconds on its timeline).
+    pub fn set_recording_video(&self, recording_id: &str, frames: u64, activity: &[(f64, f64)]) -> Result<()> {
+        let json = serde_json::to_string(activity)
+            .map_err(|e| IndexError::Corrupt { column: "recordings.activity", value: e.to_string() })?;
+        let n = self.conn().execute(
+            "UPDATE recordings SET frames = ?2, activity = ?3 WHERE id = ?1",
+            params![recording_id, frames as i64, json],
+        )?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "recording", name: recording_id.to_owned() });
+        }
+        Ok(())
+    }
+
     const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
-        r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path
+        r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path,
+        r.frames, r.activity
         FROM recordings r JOIN sessions s ON s.id = r.session_id";
 
     fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
@@ -434,6 +467,10 @@ impl Index {
                 duration: r.get(12)?,
                 recovered: r.get(13)?,
                 path: r.get(14)?,
+                frames: r.get::<_, Option<i64>>(15)?.map(|f| f as u64),
+                // Written by the box as JSON; unreadable text is shown as no activity rather than
+                // failing the listing.
+                activity: r.get::<_, Option<String>>(16)?.and_then(|t| serde_json::from_str(&t).ok()),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

@@ -53,6 +53,36 @@ impl Index {
             .flatten())
     }
 
+    /// Gives an RDP target its own listener port (`None` takes it away). A port another target
+    /// has is refused.
+    pub fn set_target_rdp_port(&self, target: &str, port: Option<u16>) -> Result<()> {
+        if let Some(p) = port {
+            let holder: Option<String> = self
+                .conn()
+                .query_row("SELECT name FROM targets WHERE rdp_port = ?1 AND name <> ?2", params![p, target], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(holder) = holder {
+                return Err(IndexError::PortTaken { port: p, target: holder });
+            }
+        }
+        let n = self.conn().execute("UPDATE targets SET rdp_port = ?2 WHERE name = ?1", params![target, port])?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "target", name: target.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// RDP targets with their own listener port, by port.
+    pub fn target_rdp_ports(&self) -> Result<Vec<(u16, String)>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT rdp_port, name FROM targets WHERE rdp_port IS NOT NULL ORDER BY rdp_port")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Sets the RDP redirections of an existing grant.
     pub fn set_rdp_redirection(&self, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
         let n = self.conn().execute(

@@ -130,6 +130,12 @@ const STEPS: &[&str] = &[
     );
     ALTER TABLE recordings ADD COLUMN deleting_since TEXT;
     ALTER TABLE recordings ADD COLUMN deleted_at TEXT;",
+    // 7: an RDP target's own listener port (one target per port); a video's frame count and
+    // activity spans (JSON `[[start, end], ...]` in seconds).
+    "ALTER TABLE targets ADD COLUMN rdp_port INTEGER;
+    CREATE UNIQUE INDEX targets_rdp_port ON targets(rdp_port);
+    ALTER TABLE recordings ADD COLUMN frames INTEGER;
+    ALTER TABLE recordings ADD COLUMN activity TEXT;",
 ];
 
 /// The schema version this build brings an index to.

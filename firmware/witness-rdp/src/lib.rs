@@ -15,8 +15,8 @@ mod tls;
 
 pub use decode::{DecodeError, PassiveDecoder, Screen, Update};
 pub use filter::Redirection;
-pub use login::parse_rdp_login;
-pub use proxy::{RdpSettings, serve};
+pub use login::{parse_rdp_login, parse_rdp_login_on_port};
+pub use proxy::{RdpSettings, Route, serve};
 pub use record::ScreenRecorder;
 pub use tls::{TlsIdentity, generate_identity};
 

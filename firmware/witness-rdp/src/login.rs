@@ -16,6 +16,14 @@ pub fn parse_rdp_login(account: &str, domain: Option<&str>) -> LoginSpec {
     LoginSpec { user: spec.user, target: domain.map(str::to_owned) }
 }
 
+/// The login on a target's own listener port: the port names the target, so the user field is
+/// the box user and a domain is ignored (clients fill in workgroups). A target named in the user
+/// field is kept, for the proxy to refuse when it is not the port's.
+pub fn parse_rdp_login_on_port(account: &str, port_target: &str) -> LoginSpec {
+    let spec = parse_login(account);
+    LoginSpec { user: spec.user, target: Some(spec.target.unwrap_or_else(|| port_target.to_owned())) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +48,14 @@ mod tests {
         check("alice", None, "alice", None);
         check("alice", Some(""), "alice", None);
         check("alice", Some("."), "alice", None);
+    }
+
+    #[test]
+    fn on_a_target_port() {
+        let on = |account: &str| parse_rdp_login_on_port(account, "web01");
+        assert_eq!(on("alice"), LoginSpec { user: "alice".into(), target: Some("web01".into()) });
+        assert_eq!(on("alice@web01"), LoginSpec { user: "alice".into(), target: Some("web01".into()) });
+        // Kept as named: the proxy refuses a login for another target on this port.
+        assert_eq!(on("alice@web02"), LoginSpec { user: "alice".into(), target: Some("web02".into()) });
     }
 }

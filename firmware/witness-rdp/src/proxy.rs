@@ -7,7 +7,7 @@
 //! error code, or an Early User Authorization denial), never as a silent hang.
 
 use crate::filter::{Filter, Injection, Verdict};
-use crate::login::parse_rdp_login;
+use crate::login::{parse_rdp_login, parse_rdp_login_on_port};
 use crate::tls::{TlsIdentity, fingerprint, public_key_of, target_connector};
 use crate::{AuditEvent, Broker, RdpError, RdpPlan};
 use bytes::{Bytes, BytesMut};
@@ -47,23 +47,39 @@ pub struct RdpSettings {
     pub connect_timeout: Duration,
 }
 
+/// What one RDP listener leads to.
+#[derive(Debug, Clone, Default)]
+pub struct Route {
+    /// A target's own port: logins need not name the target, and may name no other.
+    pub target: Option<String>,
+    /// Stops accepting on this listener while its sessions go on (a port taken off a target);
+    /// `None` accepts until `cancel`.
+    pub accepting: Option<CancellationToken>,
+}
+
 /// Serves RDP clients on `listener` until `cancel`; then ends every session and waits for them
-/// (up to the grace time).
+/// (up to the grace time). A route's `accepting` token closes the listener earlier: its sessions
+/// then run to their own end (or `cancel`).
 pub async fn serve<B: Broker>(
     listener: TcpListener,
+    route: Route,
     settings: RdpSettings,
     broker: Arc<B>,
     cancel: CancellationToken,
 ) -> Result<(), RdpError> {
     let settings = Arc::new(settings);
+    let port_target: Option<Arc<str>> = route.target.map(Into::into);
+    let accepting = route.accepting.unwrap_or_else(|| cancel.clone());
     let tracker = TaskTracker::new();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = accepting.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let (settings, broker, cancel) = (settings.clone(), broker.clone(), cancel.child_token());
-                    tracker.spawn(async move { connection(stream, peer, settings, broker, cancel).await });
+                    let port_target = port_target.clone();
+                    tracker.spawn(async move { connection(stream, peer, port_target, settings, broker, cancel).await });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving, but do not spin.
@@ -73,9 +89,15 @@ pub async fn serve<B: Broker>(
             },
         }
     }
+    drop(listener);
     tracker.close();
-    if tokio::time::timeout(settings.shutdown_grace, tracker.wait()).await.is_err() {
-        warn!("rdp sessions did not end within the shutdown grace time");
+    let grace = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(settings.shutdown_grace).await;
+    };
+    tokio::select! {
+        _ = tracker.wait() => {}
+        _ = grace => warn!("rdp sessions did not end within the shutdown grace time"),
     }
     Ok(())
 }
@@ -100,12 +122,16 @@ impl Refusal {
 async fn connection<B: Broker>(
     stream: TcpStream,
     peer: SocketAddr,
+    port_target: Option<Arc<str>>,
     settings: Arc<RdpSettings>,
     broker: Arc<B>,
     cancel: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
-    let handshake = tokio::time::timeout(Duration::from_secs(60), handshake(stream, peer, &settings, &*broker));
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(60),
+        handshake(stream, peer, port_target.as_deref(), &settings, &*broker),
+    );
     let ready = tokio::select! {
         _ = cancel.cancelled() => return,
         r = handshake => r.unwrap_or_else(|_| Err(Refusal::new("rdp_handshake_failed", "the client did not finish the connection sequence in time"))),
@@ -141,6 +167,7 @@ struct Ready {
 async fn handshake<B: Broker>(
     stream: TcpStream,
     peer: SocketAddr,
+    port_target: Option<&str>,
     settings: &RdpSettings,
     broker: &B,
 ) -> Result<Ready, Refusal> {
@@ -178,7 +205,7 @@ async fn handshake<B: Broker>(
 
     // CredSSP as the server. The NTLM lookup tells who is logging in.
     let login = Arc::new(Mutex::new(None::<(String, String)>));
-    let lookup = Lookup { broker, login: login.clone() };
+    let lookup = Lookup { broker, port_target, login: login.clone() };
     let mut server = CredSspServer::new(
         settings.identity.public_key.clone(),
         lookup,
@@ -200,7 +227,7 @@ async fn handshake<B: Broker>(
                     let (user, target) = who
                         .clone()
                         .ok_or_else(|| Refusal::new("rdp_handshake_failed", "credssp finished without a user"))?;
-                    match open(broker, &user, &target, settings, &request).await {
+                    match open(broker, &user, &target, port_target, settings, &request).await {
                         Ok(o) => opened = Some(o),
                         Err((code, mut refusal)) => {
                             let denial = TsRequest { error_code: Some(code), ..TsRequest::default() };
@@ -270,6 +297,7 @@ fn run_server_generator<C: CredentialsProxy<AuthenticationData = AuthIdentity> +
 /// The CredSSP server's user lookup: the NT hash of the box user named in the NTLM message.
 struct Lookup<'a, B: Broker> {
     broker: &'a B,
+    port_target: Option<&'a str>,
     login: Arc<Mutex<Option<(String, String)>>>,
 }
 
@@ -283,9 +311,11 @@ impl<B: Broker> CredentialsProxy for Lookup<'_, B> {
     type AuthenticationData = AuthIdentity;
 
     fn auth_data_by_user(&mut self, username: &Username) -> std::io::Result<AuthIdentity> {
-        let spec = match username.parts() {
-            UsernameParts::UserPrincipalName(upn) => parse_rdp_login(upn.upn(), None),
-            UsernameParts::DownLevelLogonName(dl) => parse_rdp_login(dl.account_name(), dl.netbios_domain()),
+        let spec = match (username.parts(), self.port_target) {
+            (UsernameParts::UserPrincipalName(upn), Some(t)) => parse_rdp_login_on_port(upn.upn(), t),
+            (UsernameParts::DownLevelLogonName(dl), Some(t)) => parse_rdp_login_on_port(dl.account_name(), t),
+            (UsernameParts::UserPrincipalName(upn), None) => parse_rdp_login(upn.upn(), None),
+            (UsernameParts::DownLevelLogonName(dl), None) => parse_rdp_login(dl.account_name(), dl.netbios_domain()),
         };
         let hash = self.broker.nt_hash(&spec.user);
         let target = spec.target.clone().unwrap_or_default();
@@ -349,12 +379,16 @@ async fn open<B: Broker>(
     broker: &B,
     user: &str,
     target: &str,
+    port_target: Option<&str>,
     settings: &RdpSettings,
     client_request: &ConnectionRequest,
 ) -> Result<(RdpPlan, TargetLeg), (NStatusCode, Refusal)> {
     let denied = |kind, message: String| (STATUS_ACCESS_DENIED, Refusal::new(kind, message));
     if target.is_empty() {
         return Err(denied("access_denied", format!("no target named; log in as {user}@TARGET (or TARGET\\{user})")));
+    }
+    if let Some(p) = port_target.filter(|p| *p != target) {
+        return Err(denied("access_denied", format!("this port leads to target {p}; the login names {target}")));
     }
     let plan = broker.plan(user, target).map_err(|d: Denial| denied("access_denied", d.to_string()))?;
     broker.admit().map_err(|m| denied("session_refused", m))?;

@@ -36,6 +36,20 @@ pub struct VideoSummary {
     pub frames: u64,
     pub duration: Duration,
     pub bytes: u64,
+    /// When the screen changed, as merged spans on the video's timeline (each change counts for
+    /// [`ACTIVE_SPAN`]): the player's activity timeline and its skip-idle.
+    pub active: Vec<(Duration, Duration)>,
+}
+
+/// How long one change counts as activity.
+pub const ACTIVE_SPAN: Duration = Duration::from_secs(1);
+
+/// Adds a change at `at` to merged activity spans (changes come in time order).
+fn mark_active(spans: &mut Vec<(Duration, Duration)>, at: Duration) {
+    match spans.last_mut() {
+        Some((_, end)) if at <= *end => *end = (*end).max(at + ACTIVE_SPAN),
+        _ => spans.push((at, at + ACTIVE_SPAN)),
+    }
 }
 
 struct Counters {
@@ -46,6 +60,7 @@ struct Counters {
     flushed: u32,
     bytes: u64,
     sink_error: Option<String>,
+    active: Vec<(Duration, Duration)>,
 }
 
 /// The encoder holds one frame and mp4mux two (a sample's duration is known at the next one, a
@@ -112,6 +127,7 @@ impl VideoRecorder {
             flushed: 0,
             bytes: 0,
             sink_error: None,
+            active: Vec::new(),
         }));
         let c = counters.clone();
         out.set_callbacks(
@@ -206,7 +222,9 @@ impl VideoRecorder {
             _ => at,
         };
         self.push(gst::Buffer::from_mut_slice(data), at)?;
-        self.lock().flushed = 0;
+        let mut c = self.lock();
+        c.flushed = 0;
+        mark_active(&mut c.active, at);
         Ok(true)
     }
 
@@ -283,12 +301,29 @@ impl VideoRecorder {
         if let Some(e) = failure {
             return Err(VideoError::Pipeline(e));
         }
-        Ok(VideoSummary { frames: c.frames, duration: c.last_pts.unwrap_or_default(), bytes: c.bytes })
+        let duration = c.last_pts.unwrap_or_default();
+        let active = c.active.iter().map(|&(a, b)| (a.min(duration), b.min(duration))).filter(|(a, b)| b > a).collect();
+        Ok(VideoSummary { frames: c.frames, duration, bytes: c.bytes, active })
     }
 }
 
 impl Drop for VideoRecorder {
     fn drop(&mut self) {
         let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_merge_into_activity_spans() {
+        let s = |ms: u64| Duration::from_millis(ms);
+        let mut spans = Vec::new();
+        for at in [0, 300, 900, 1800, 5000, 5100] {
+            mark_active(&mut spans, s(at));
+        }
+        assert_eq!(spans, vec![(s(0), s(2800)), (s(5000), s(6100))]);
     }
 }

@@ -234,8 +234,8 @@ pub fn parse_host_port(text: &str) -> Result<(String, u16)> {
 pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
     let dir = DataDir::open(root)?;
     match cmd {
-        TargetCmd::Add { name, rdp: Some(rdp), login, domain, .. } => {
-            crate::rdp_broker::add_target(&dir, &name, &rdp, &login, domain.as_deref())?;
+        TargetCmd::Add { name, rdp: Some(rdp), login, domain, listen_port, .. } => {
+            crate::rdp_broker::add_target(&dir, &name, &rdp, &login, domain.as_deref(), listen_port)?;
         }
         TargetCmd::Add { name, ssh: Some(ssh), login, identity, password_stdin, host_key, .. } => {
             validate_name(&name).context("target name")?;
@@ -283,6 +283,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
             );
         }
         TargetCmd::Add { .. } => bail!("give the target an address: --ssh HOST:PORT or --rdp HOST:PORT"),
+        TargetCmd::ListenPort { name, port, none } => crate::rdp_broker::listen_port(&dir, &name, port, none)?,
         TargetCmd::Retention { name, days, none } => crate::retention::target_retention(&dir, &name, days, none)?,
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {

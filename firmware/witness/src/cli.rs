@@ -260,6 +260,9 @@ pub enum TargetCmd {
         /// Windows domain of the RDP login.
         #[arg(long, requires = "rdp")]
         domain: Option<String>,
+        /// The target's own RDP listener port on the box: logins there need not name the target.
+        #[arg(long, requires = "rdp", value_name = "PORT")]
+        listen_port: Option<u16>,
         /// Login name on the target.
         #[arg(long)]
         login: String,
@@ -280,6 +283,15 @@ pub enum TargetCmd {
     },
     /// List targets (never their credentials).
     List,
+    /// The RDP target's own listener port on the box (on the --rdp-listen address): PORT, or
+    /// --none to take it away; without either, shows it. `serve` picks changes up within seconds.
+    ListenPort {
+        name: String,
+        #[arg(conflicts_with = "none", value_name = "PORT")]
+        port: Option<u16>,
+        #[arg(long)]
+        none: bool,
+    },
     /// How long the target's recordings are kept: DAYS after they end, or --none (for ever, the
     /// default); without either, shows it. Held sessions are kept regardless.
     Retention {

@@ -5,11 +5,13 @@
 use crate::broker::BoxBroker;
 use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
-use std::net::SocketAddr;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info};
 use witness_core::policy::{self, Access, Denial};
 use witness_core::{Protocol, names::validate_name};
@@ -49,10 +51,21 @@ fn load_identity(root: &Path) -> Result<witness_rdp::TlsIdentity> {
     Ok(witness_rdp::TlsIdentity::from_pem(&cert_pem, &key_pem)?)
 }
 
-/// `witness target add NAME --rdp HOST:PORT --login USER [--domain D] --password-stdin`.
-pub fn add_target(dir: &DataDir, name: &str, address: &str, login: &str, domain: Option<&str>) -> Result<()> {
+/// `witness target add NAME --rdp HOST:PORT --login USER [--domain D] [--listen-port P]
+/// --password-stdin`.
+pub fn add_target(
+    dir: &DataDir,
+    name: &str,
+    address: &str,
+    login: &str,
+    domain: Option<&str>,
+    listen_port: Option<u16>,
+) -> Result<()> {
     validate_name(name).context("target name")?;
     let (host, port) = crate::admin::parse_host_port(address)?;
+    if let Some(p) = listen_port {
+        check_listen_port(dir, name, p)?;
+    }
     let password = crate::admin::read_secret_stdin("target password")?;
     dir.index.add_target(&TargetRecord {
         name: name.to_owned(),
@@ -64,14 +77,55 @@ pub fn add_target(dir: &DataDir, name: &str, address: &str, login: &str, domain:
         host_key: None,
     })?;
     dir.index.set_target_domain(name, domain)?;
+    dir.index.set_target_rdp_port(name, listen_port)?;
     dir.index.audit(
         "target_added",
         None,
         Some(name),
         None,
-        &serde_json::json!({ "protocol": "rdp", "address": address, "certificate_pinned": false }),
+        &serde_json::json!({
+            "protocol": "rdp", "address": address, "certificate_pinned": false, "listen_port": listen_port
+        }),
     )?;
     println!("added target {name} (rdp {address}); its certificate is pinned on first connection");
+    if let Some(p) = listen_port {
+        println!("logins on port {p} of the box lead to {name} (serve --rdp-listen opens it)");
+    }
+    Ok(())
+}
+
+fn check_listen_port(dir: &DataDir, name: &str, port: u16) -> Result<()> {
+    if port == 0 {
+        bail!("listener port 0 is not a port");
+    }
+    if let Some((_, holder)) = dir.index.target_rdp_ports()?.into_iter().find(|(p, t)| *p == port && t != name) {
+        bail!("port {port} already leads to target {holder}");
+    }
+    Ok(())
+}
+
+/// `witness target listen-port NAME [PORT | --none]`.
+pub fn listen_port(dir: &DataDir, name: &str, port: Option<u16>, none: bool) -> Result<()> {
+    let target = dir.index.target(name)?.with_context(|| format!("no target named {name:?}"))?;
+    if target.protocol != Protocol::Rdp {
+        bail!("{name} is not an rdp target; listener ports are for rdp targets");
+    }
+    if port.is_none() && !none {
+        match dir.index.target_rdp_ports()?.into_iter().find(|(_, t)| t == name) {
+            Some((p, _)) => println!("{p}"),
+            None => println!("none (logins name the target: USER@{name})"),
+        }
+        return Ok(());
+    }
+    if let Some(p) = port {
+        check_listen_port(dir, name, p)?;
+    }
+    dir.index.set_target_rdp_port(name, port)?;
+    dir.index.audit("target_listen_port_set", None, Some(name), None, &serde_json::json!({ "port": port }))?;
+    match port {
+        Some(p) => println!("logins on port {p} of the box lead to {name}"),
+        None => println!("{name} has no listener port of its own now"),
+    }
     Ok(())
 }
 
@@ -109,7 +163,8 @@ pub fn listener_settings(
     Ok(Some((addr, witness_rdp::RdpSettings { identity, shutdown_grace, connect_timeout: Duration::from_secs(10) })))
 }
 
-/// Binds and starts the RDP listener; it ends with `cancel`.
+/// Binds and starts the RDP listener, and the targets' own ports beside it; they end with
+/// `cancel`.
 pub async fn start(
     settings: Option<(SocketAddr, witness_rdp::RdpSettings)>,
     broker: Arc<BoxBroker>,
@@ -118,14 +173,85 @@ pub async fn start(
     let Some((addr, settings)) = settings else { return Ok(None) };
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening for rdp on {addr}"))?;
     info!(addr = %listener.local_addr()?, fingerprint = %settings.identity.fingerprint, "rdp jump path listening");
-    Ok(Some(tokio::spawn(async move {
-        if let Err(e) = witness_rdp::serve(listener, settings, broker, cancel).await {
+    let tracker = TaskTracker::new();
+    let (s, b, c) = (settings.clone(), broker.clone(), cancel.clone());
+    tracker.spawn(async move {
+        if let Err(e) = witness_rdp::serve(listener, witness_rdp::Route::default(), s, b, c).await {
             error!(error = %e, "rdp listener failed");
         }
-    })))
+    });
+    tracker.spawn(target_ports(addr.ip(), settings, broker, cancel, tracker.clone()));
+    tracker.close();
+    Ok(Some(tokio::spawn(async move { tracker.wait().await })))
 }
 
-/// Waits for the RDP listener and its sessions to end.
+/// How soon a port given to (or taken from) a target opens (or closes) in a running box.
+const PORT_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps one listener open per target with its own port (`target listen-port`), on the main
+/// listener's address, following the index. A port taken away stops accepting; its sessions go
+/// on.
+async fn target_ports(
+    ip: IpAddr,
+    settings: witness_rdp::RdpSettings,
+    broker: Arc<BoxBroker>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut open: HashMap<u16, (String, CancellationToken)> = HashMap::new();
+    // Ports that would not open, logged once per (port, target) rather than every poll.
+    let mut failed: HashSet<(u16, String)> = HashSet::new();
+    loop {
+        match broker.dir.index.target_rdp_ports() {
+            Ok(wanted) => {
+                let wanted: HashMap<u16, String> = wanted.into_iter().collect();
+                open.retain(|port, (target, accepting)| {
+                    let keep = wanted.get(port) == Some(target);
+                    if !keep {
+                        accepting.cancel();
+                        info!(port, target = %target, "rdp target port closed");
+                    }
+                    keep
+                });
+                failed.retain(|(p, t)| wanted.get(p) == Some(t));
+                for (port, target) in wanted {
+                    if open.contains_key(&port) {
+                        continue;
+                    }
+                    let addr = SocketAddr::new(ip, port);
+                    match tokio::net::TcpListener::bind(addr).await {
+                        Ok(listener) => {
+                            let accepting = cancel.child_token();
+                            let route =
+                                witness_rdp::Route { target: Some(target.clone()), accepting: Some(accepting.clone()) };
+                            let (s, b, c) = (settings.clone(), broker.clone(), cancel.clone());
+                            tracker.spawn(async move {
+                                if let Err(e) = witness_rdp::serve(listener, route, s, b, c).await {
+                                    error!(error = %e, "rdp target listener failed");
+                                }
+                            });
+                            info!(%addr, target = %target, "rdp target port listening");
+                            failed.remove(&(port, target.clone()));
+                            open.insert(port, (target, accepting));
+                        }
+                        Err(e) => {
+                            if failed.insert((port, target.clone())) {
+                                error!(%addr, target = %target, error = %e, "rdp target port could not be opened; retrying");
+                            }
+                        }
+                    }
+                }
+            }
+            Err(e) => error!(error = %e, "index read failed"),
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(PORT_POLL) => {}
+        }
+    }
+}
+
+/// Waits for the RDP listeners and their sessions to end.
 pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
     if let Some(h) = handle {
         let _ = h.await;

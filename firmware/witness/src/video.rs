@@ -219,7 +219,9 @@ impl SessionVideo {
 
     /// Drains the encoder and closes the file; the summary (or the failure) goes to the broker,
     /// which seals the recording and queues it for upload like any other.
-    pub fn finish(self) -> Result<witness_recorder::Summary, witness_recorder::RecordError> {
+    pub fn finish(
+        self,
+    ) -> Result<(witness_recorder::Summary, witness_video::VideoSummary), witness_recorder::RecordError> {
         use witness_recorder::RecordError;
         let at = self.started.elapsed();
         let encoded = self.recorder.finish(at);
@@ -227,8 +229,8 @@ impl SessionVideo {
         let file = file.ok_or_else(|| RecordError::Write("the video file was already closed".into()))?;
         let mut summary = file.finish()?;
         summary.duration = at.as_secs_f64();
-        encoded.map_err(|e| RecordError::Write(e.to_string()))?;
-        Ok(summary)
+        let video = encoded.map_err(|e| RecordError::Write(e.to_string()))?;
+        Ok((summary, video))
     }
 }
 
@@ -283,7 +285,17 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
         };
         let id = video.id.clone();
         let outcome = match (video.finish(), failure) {
-            (Ok(summary), None) => Ok(summary),
+            (Ok((summary, v)), None) => {
+                let spans: Vec<(f64, f64)> = v
+                    .active
+                    .iter()
+                    .map(|(a, b)| ((a.as_secs_f64() * 10.0).round() / 10.0, (b.as_secs_f64() * 10.0).round() / 10.0))
+                    .collect();
+                if let Err(e) = self.dir.index.set_recording_video(&id, v.frames, &spans) {
+                    tracing::warn!(recording_id = %id, error = %e, "could not store the video's frame count and activity");
+                }
+                Ok(summary)
+            }
             (Ok(_), Some(why)) => Err(witness_recorder::RecordError::Write(why)),
             (Err(e), _) => Err(e),
         };
@@ -316,7 +328,9 @@ mod tests {
             video.tick().unwrap();
         }
         let id = video.id.clone();
-        let summary = video.finish().unwrap();
+        let (summary, v) = video.finish().unwrap();
+        assert!(v.frames >= 2, "{v:?}");
+        assert_eq!(v.active.len(), 1, "one change, one span: {v:?}");
         let row = dir.index.recording(&id).unwrap().unwrap();
         let on_disk = std::fs::read(root.join(&row.path)).unwrap();
         assert_eq!(summary.bytes, on_disk.len() as u64);

@@ -1,0 +1,205 @@
+//! `cargo xtask bench --only video`: what recording an RDP session costs the box at 1080p, for
+//! scripted workloads on the target's desktop (idle, typing in a terminal, scrolling a long text,
+//! a full-screen video), one session each through the box with `xfreerdp /size:1920x1080`.
+//! Prints per workload the box's CPU seconds per minute of session (relay, decoder and encoder
+//! together), the recording's bytes per hour, the frames per second it encoded, and how many
+//! such sessions the box's cores could record at once; beside them, in the same run, the CPU of
+//! the target's own RDP server for the same screen (the baseline: what producing those updates
+//! costs). Nothing here asserts.
+
+use crate::bench_rdp::{BOX_PASS, BOX_USER, Proc, Rig, cpu_seconds, set_color, xvfb_sized};
+use anyhow::{Context, Result, bail};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SIZE: &str = "1920x1080x24";
+/// Connect and first full frame, before the measured window starts.
+const WARMUP: Duration = Duration::from_secs(6);
+
+/// A workload drawn on the target's display for the measured window.
+struct Workload {
+    name: &'static str,
+    what: &'static str,
+    start: fn(&str, &std::path::Path) -> Result<Vec<Proc>>,
+}
+
+/// A full-screen xterm running `script` (Python) on `display`.
+fn xterm(display: &str, script: &str) -> Result<Proc> {
+    Ok(Proc(
+        Command::new("xterm")
+            .args(["-geometry", "190x52+0+0", "-fa", "DejaVu Sans Mono", "-fs", "12", "-bg", "black", "-fg", "gray90"])
+            .args(["-e", "python3", "-u", "-c", script])
+            .env("DISPLAY", display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting xterm (apt install xterm)")?,
+    ))
+}
+
+/// A shell prompt that stays still.
+const IDLE: &str = "import time\nprint('admin@web01:~$ ', end='', flush=True)\ntime.sleep(86400)";
+
+/// An admin typing commands (about 5 keys a second, a pause after each command) and short
+/// command output, as in a terminal session.
+const TYPING: &str = r#"import time, random
+random.seed(7)
+cmds = ['systemctl status nginx', 'journalctl -u nginx --since today | tail -n 20', 'df -h',
+        'vi /etc/nginx/sites-enabled/default', 'grep -rn proxy_pass /etc/nginx', 'uptime']
+while True:
+    for c in cmds:
+        print('admin@web01:~$ ', end='', flush=True)
+        for ch in c:
+            print(ch, end='', flush=True)
+            time.sleep(random.uniform(0.12, 0.28))
+        print(flush=True)
+        for i in range(random.randint(2, 8)):
+            print(f'  line {i}: ' + 'x' * random.randint(10, 90), flush=True)
+        time.sleep(1.5)
+"#;
+
+/// Paging through a long text: a line every 40 ms (a held arrow key in `less`).
+const SCROLLING: &str = r#"import time, random
+random.seed(3)
+words = 'the box records every session at the gateway so a recording runs to the last frame'.split()
+n = 0
+while True:
+    n += 1
+    print(f'{n:6}  ' + ' '.join(random.choice(words) for _ in range(random.randint(6, 24))), flush=True)
+    time.sleep(0.04)
+"#;
+
+fn idle(display: &str, _: &std::path::Path) -> Result<Vec<Proc>> {
+    Ok(vec![xterm(display, IDLE)?])
+}
+
+fn typing(display: &str, _: &std::path::Path) -> Result<Vec<Proc>> {
+    Ok(vec![xterm(display, TYPING)?])
+}
+
+fn scrolling(display: &str, _: &std::path::Path) -> Result<Vec<Proc>> {
+    Ok(vec![xterm(display, SCROLLING)?])
+}
+
+/// A full-screen 25 fps clip with motion everywhere (rendered once, then played in a loop).
+fn video(display: &str, dir: &std::path::Path) -> Result<Vec<Proc>> {
+    let clip = dir.join("clip.mp4");
+    if !clip.exists() {
+        let st = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=20"])
+            .args(["-vf", "hue=H=2*PI*t/10", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+            .arg(&clip)
+            .status()?;
+        if !st.success() {
+            bail!("rendering the video workload's clip failed");
+        }
+    }
+    Ok(vec![Proc(
+        Command::new("ffplay")
+            .args(["-v", "quiet", "-fs", "-an", "-loop", "0", "-noborder"])
+            .arg(&clip)
+            .env("DISPLAY", display)
+            .env("SDL_AUDIODRIVER", "dummy")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting ffplay")?,
+    )])
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload { name: "idle desktop", what: "a shell prompt, nothing moves", start: idle },
+    Workload { name: "typing", what: "~5 keys/s, command output, pauses", start: typing },
+    Workload { name: "scrolling", what: "a line every 40 ms, full-screen xterm", start: scrolling },
+    Workload { name: "full-screen video", what: "1080p 25 fps clip, motion everywhere", start: video },
+];
+
+struct Figures {
+    box_cpu_per_min: f64,
+    target_cpu_per_min: f64,
+    bytes_per_hour: f64,
+    fps: f64,
+}
+
+fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &std::path::Path) -> Result<Figures> {
+    set_color(&rig.target_display, "steelblue")?;
+    let _drawing = (w.start)(&rig.target_display, dir)?;
+    let before_sessions = rig.json(&["recordings"])?.as_array().map(|a| a.len()).unwrap_or(0);
+    let client = Proc(
+        Command::new("xfreerdp")
+            .arg(format!("/v:127.0.0.1:{}", rig.rdp_port))
+            .arg(format!("/u:{BOX_USER}"))
+            .arg(format!("/p:{BOX_PASS}"))
+            .args(["/cert:ignore", "/bpp:32", "/size:1920x1080", "-grab-keyboard"])
+            .env("DISPLAY", client_display)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting xfreerdp")?,
+    );
+    std::thread::sleep(WARMUP);
+    let (b0, t0) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()));
+    let start = Instant::now();
+    std::thread::sleep(window);
+    let secs = start.elapsed().as_secs_f64();
+    let (b1, t1) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()));
+    drop(client);
+    // The recording of this session, once finished: its size, duration and frames.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let rows = rig.json(&["recordings"])?;
+        let done = rows.as_array().and_then(|a| {
+            a.iter().skip(before_sessions).find(|r| r["frames"].is_u64() && r["status"] != "recording").cloned()
+        });
+        if let Some(r) = done {
+            break r;
+        }
+        if Instant::now() > deadline {
+            bail!("the {} session's recording did not finish", w.name);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let duration = row["duration"].as_f64().unwrap_or(0.0).max(0.1);
+    let bytes = row["bytes"].as_f64().unwrap_or(0.0);
+    let frames = row["frames"].as_f64().unwrap_or(0.0);
+    Ok(Figures {
+        box_cpu_per_min: (b1 - b0) / secs * 60.0,
+        target_cpu_per_min: (t1 - t0) / secs * 60.0,
+        bytes_per_hour: bytes / duration * 3600.0,
+        fps: frames / duration,
+    })
+}
+
+pub fn run(window: Duration) -> Result<()> {
+    let rig = Rig::start(SIZE)?;
+    let (_client_x, client_display) = xvfb_sized(SIZE)?;
+    let dir = tempfile::tempdir()?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let encoder = rig.json(&["encoders"]).ok().and_then(|v| v["chosen"].as_str().map(str::to_owned));
+    println!(
+        "\n## RDP session video at 1920x1080: one session per workload through the box, {} s each ({})",
+        window.as_secs(),
+        encoder.as_deref().unwrap_or("encoder unknown")
+    );
+    println!(
+        "| workload | box CPU s/min | % of a core | MB/h | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for w in WORKLOADS {
+        let f = one(&rig, &client_display, w, window, dir.path())?;
+        let capacity = if f.box_cpu_per_min > 0.0 { cores * 60.0 / f.box_cpu_per_min } else { f64::INFINITY };
+        println!(
+            "| {} ({}) | {:.2} | {:.1} % | {:.1} | {:.1} | {:.0} | {:.2} |",
+            w.name,
+            w.what,
+            f.box_cpu_per_min,
+            f.box_cpu_per_min / 60.0 * 100.0,
+            f.bytes_per_hour / 1e6,
+            f.fps,
+            capacity,
+            f.target_cpu_per_min
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    Ok(())
+}
