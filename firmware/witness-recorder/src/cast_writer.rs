@@ -50,7 +50,10 @@ struct State {
     sealer: Option<atrest::Sealer>,
     hash: Sha256,
     written: u64,
+    /// The next write: with a sealer, room for the record's head ([`atrest::RECORD_HEAD`] bytes)
+    /// and then the encoded events, sealed in place.
     buf: Vec<u8>,
+    head: usize,
     out_carry: Utf8Carry,
     in_carry: Utf8Carry,
     start: Instant,
@@ -106,12 +109,16 @@ impl CastRecorder {
     ) -> Self {
         let mut hash = Sha256::new();
         hash.update(header_line);
+        let head = if sealer.is_some() { atrest::RECORD_HEAD } else { 0 };
+        let mut buf = Vec::with_capacity(4096);
+        buf.resize(head, 0);
         let state = State {
             file,
             sealer,
             hash,
             written: header_line.len() as u64,
-            buf: Vec::with_capacity(4096),
+            buf,
+            head,
             out_carry: Utf8Carry::default(),
             in_carry: Utf8Carry::default(),
             start: Instant::now(),
@@ -239,26 +246,24 @@ impl CastRecorder {
 
 impl State {
     fn write_out(&mut self) -> Result<(), RecordError> {
-        if self.buf.is_empty() {
+        if self.buf.len() == self.head {
             return Ok(());
         }
-        let sealed;
-        let bytes: &[u8] = match self.sealer.as_mut() {
-            Some(s) => {
-                sealed = s.seal(&self.buf);
-                &sealed
-            }
-            None => &self.buf,
-        };
-        if let Err(e) = self.file.write_all(bytes) {
+        if let Some(s) = self.sealer.as_mut() {
+            s.seal_in_place(&mut self.buf);
+        }
+        let result = self.file.write_all(&self.buf);
+        if result.is_ok() {
+            self.hash.update(&self.buf);
+            self.written += self.buf.len() as u64;
+        }
+        self.buf.clear();
+        self.buf.resize(self.head, 0);
+        if let Err(e) = result {
             let err = RecordError::Write(e.to_string());
             self.failure = Some(err.clone());
-            self.buf.clear();
             return Err(err);
         }
-        self.hash.update(bytes);
-        self.written += bytes.len() as u64;
-        self.buf.clear();
         Ok(())
     }
 }
