@@ -641,7 +641,11 @@ impl Xrdp {
             ],
         );
         std::fs::write(d.join("sesman.ini"), sesman_ini).unwrap();
+        // Where xrdp and the session's Xorg (running as the user) meet: world-writable and sticky,
+        // as the package's tmpfiles.d makes it — a machine that never booted with systemd (CI)
+        // has no such directory.
         std::fs::create_dir_all("/run/xrdp/sockdir").unwrap();
+        std::fs::set_permissions("/run/xrdp/sockdir", std::os::unix::fs::PermissionsExt::from_mode(0o3777)).unwrap();
         let mut children = Vec::new();
         if std::net::TcpStream::connect(("localhost", 3350)).is_err() {
             children.push(spawn_logged("xrdp-sesman", &["--nodaemon", "--config"], &d.join("sesman.ini"), d));

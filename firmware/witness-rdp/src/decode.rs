@@ -81,7 +81,7 @@ impl Rect {
         }
     }
 
-    fn union(self, other: Self) -> Self {
+    pub(crate) fn union(self, other: Self) -> Self {
         let right = (u32::from(self.x) + u32::from(self.width)).max(u32::from(other.x) + u32::from(other.width));
         let bottom = (u32::from(self.y) + u32::from(self.height)).max(u32::from(other.y) + u32::from(other.height));
         let x = self.x.min(other.x);
@@ -113,6 +113,8 @@ pub struct Screen<'a> {
     pub height: u16,
     pub stride: usize,
     pub bgrx: &'a [u8],
+    /// What changed since the recorder last took a frame; `None`: anything may have.
+    pub dirty: Option<Rect>,
 }
 
 /// The MCS channels and share the session runs on, as the target assigned them.
@@ -220,7 +222,13 @@ impl PassiveDecoder {
     /// The current screen, once the target has activated the session.
     pub fn screen(&self) -> Option<Screen<'_>> {
         let image = self.image.as_ref()?;
-        Some(Screen { width: image.width(), height: image.height(), stride: image.stride(), bgrx: image.data() })
+        Some(Screen {
+            width: image.width(),
+            height: image.height(),
+            stride: image.stride(),
+            bgrx: image.data(),
+            dirty: None,
+        })
     }
 
     /// The channels and share, once the session is active: what a Refresh Rect PDU needs.

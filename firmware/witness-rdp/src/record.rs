@@ -5,7 +5,7 @@
 //! afterwards it never waits: a PDU that finds the queue full is skipped, and the thread asks the
 //! target for a full redraw (Refresh Rect) once it has caught up.
 
-use crate::decode::{PassiveDecoder, Screen, Update};
+use crate::decode::{PassiveDecoder, Rect, Screen, Update};
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,6 +102,7 @@ pub(crate) fn start(
             seen_skipped: 0,
             refreshes: 0,
             pending: false,
+            dirty: None,
         };
         let fatal = w.run(rx, &handle).err();
         let outcome = Outcome { fatal: fatal.clone(), skipped: w.seen_skipped, refreshes: w.refreshes };
@@ -121,6 +122,8 @@ struct Worker {
     refreshes: u64,
     /// A change the rate cap did not take yet.
     pending: bool,
+    /// Where the screen changed since the recorder last took a frame.
+    dirty: Option<Rect>,
 }
 
 impl Worker {
@@ -181,8 +184,12 @@ impl Worker {
                     let Some(screen) = self.decoder.screen() else { continue };
                     self.recorder.resized(screen)?;
                     self.pending = false;
+                    self.dirty = None;
                 }
-                Update::Frame { .. } => self.pending = true,
+                Update::Frame { dirty } => {
+                    self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
+                    self.pending = true;
+                }
                 Update::RefreshWanted => self.refresh(),
                 Update::Ended => tracing::debug!("the target ended the session"),
             }
@@ -195,8 +202,12 @@ impl Worker {
 
     /// Offers the current screen to the recorder.
     fn offer(&mut self) -> Result<(), String> {
-        let Some(screen) = self.decoder.screen() else { return Ok(()) };
+        let Some(mut screen) = self.decoder.screen() else { return Ok(()) };
+        screen.dirty = self.dirty;
         self.pending = !self.recorder.frame(screen)?;
+        if !self.pending {
+            self.dirty = None;
+        }
         Ok(())
     }
 

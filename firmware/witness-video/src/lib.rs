@@ -4,9 +4,11 @@
 //! the recording: players read it as it is, and a crash-cut one is trimmed to its last whole
 //! fragment (`witness_core::fmp4`).
 
+mod canvas;
 pub mod encoders;
 mod recorder;
 
+pub use canvas::Rows;
 pub use encoders::{CANDIDATES, Candidate, Probe, candidate, order, probe_one};
 pub use recorder::{ByteSink, VideoRecorder, VideoSettings, VideoSummary};
 

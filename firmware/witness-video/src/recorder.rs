@@ -3,6 +3,7 @@
 //! (no seeking back), so what reached the sink before a crash plays up to its last fragment.
 
 use crate::VideoError;
+use crate::canvas::{COLORIMETRY, Canvas, Rows};
 use crate::encoders::{Candidate, encode_chain};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -78,9 +79,9 @@ pub struct VideoRecorder {
     src: AppSrc,
     settings: VideoSettings,
     counters: Arc<Mutex<Counters>>,
-    /// The size of the frames going in now; the video keeps its first size (a resized desktop is
-    /// scaled into it, letterboxed), so the recording stays one playable file.
-    input: Mutex<(u32, u32)>,
+    /// The picture going in now, at the screen's size; the video keeps its first size (a resized
+    /// desktop is scaled into it, letterboxed), so the recording stays one playable file.
+    canvas: Mutex<Canvas>,
     encoder: &'static str,
 }
 
@@ -91,7 +92,7 @@ impl std::fmt::Debug for VideoRecorder {
 }
 
 impl VideoRecorder {
-    /// Starts a pipeline `appsrc (BGRx) → convert → scale → encoder → h264parse → mp4mux` writing
+    /// Starts a pipeline `appsrc (I420) → convert → scale → encoder → h264parse → mp4mux` writing
     /// into `sink`. Fragments are short (150 ms): a still screen's flush and idle frames each
     /// close a fragment, so a crash loses about a second at most (see [`FLUSH_FRAMES`]).
     pub fn start(encoder: &'static Candidate, settings: VideoSettings, mut sink: ByteSink) -> Result<Self, VideoError> {
@@ -102,10 +103,10 @@ impl VideoRecorder {
         }
         let desc = format!(
             "appsrc name=src format=time is-live=false block=true max-bytes={max} \
-               caps=video/x-raw,format=BGRx,width={w},height={h},framerate=0/1 ! \
+               caps=video/x-raw,format=I420,width={w},height={h},framerate=0/1,colorimetry={COLORIMETRY} ! \
              videoconvert ! videoscale add-borders=true ! {chain} ! h264parse ! video/x-h264,stream-format=avc,alignment=au ! \
              mp4mux fragment-duration=150 streamable=true ! appsink name=out sync=false",
-            max = (w * h * 4 * 4) as u64,
+            max = (w * h * 3 / 2 * 4) as u64,
             chain = encode_chain(encoder, Some((w, h))),
         );
         let pipeline = gst::parse::launch(&desc)
@@ -156,7 +157,7 @@ impl VideoRecorder {
             src,
             settings: VideoSettings { width: w, height: h, ..settings },
             counters,
-            input: Mutex::new((w, h)),
+            canvas: Mutex::new(Canvas::new(w, h)),
             encoder: encoder.element,
         })
     }
@@ -186,6 +187,21 @@ impl VideoRecorder {
         height: u32,
         at: Duration,
     ) -> Result<bool, VideoError> {
+        self.frame_changed(bgrx, stride, width, height, None, at)
+    }
+
+    /// [`Self::frame_sized`] when only `rows` changed since the last frame this recorder took
+    /// (`None`: anything may have): only those rows are converted. A frame the rate cap drops
+    /// converts nothing, so the caller keeps its changed rows until a frame is taken.
+    pub fn frame_changed(
+        &self,
+        bgrx: &[u8],
+        stride: usize,
+        width: u32,
+        height: u32,
+        rows: Option<Rows>,
+        at: Duration,
+    ) -> Result<bool, VideoError> {
         // Encoders want even sizes: drop an odd last column or row.
         let (w, h) = ((width & !1) as usize, (height & !1) as usize);
         if w < 16 || h < 16 {
@@ -194,7 +210,8 @@ impl VideoRecorder {
         if stride < w * 4 || bgrx.len() < stride * (h - 1) + w * 4 {
             return Err(VideoError::Frame(format!("{} bytes with stride {stride} for {w}x{h}", bgrx.len())));
         }
-        let resized = *self.input.lock().unwrap_or_else(|p| p.into_inner()) != (w as u32, h as u32);
+        let mut canvas = self.canvas.lock().unwrap_or_else(|p| p.into_inner());
+        let resized = canvas.size() != (w as u32, h as u32);
         if !resized {
             let c = self.lock();
             let min_gap = Duration::from_secs(1) / self.settings.max_fps.max(1);
@@ -202,20 +219,21 @@ impl VideoRecorder {
                 return Ok(false);
             }
         }
-        let mut data = Vec::with_capacity(w * h * 4);
-        for row in 0..h {
-            data.extend_from_slice(&bgrx[row * stride..row * stride + w * 4]);
-        }
         if resized {
             let caps = gst::Caps::builder("video/x-raw")
-                .field("format", "BGRx")
+                .field("format", "I420")
                 .field("width", w as i32)
                 .field("height", h as i32)
                 .field("framerate", gst::Fraction::new(0, 1))
+                .field("colorimetry", COLORIMETRY)
                 .build();
             self.src.set_caps(Some(&caps));
-            *self.input.lock().unwrap_or_else(|p| p.into_inner()) = (w as u32, h as u32);
+            *canvas = Canvas::new(w as u32, h as u32);
         }
+        canvas.update(bgrx, stride, if resized { None } else { rows })?;
+        // The frame in flight is the encoder's; the canvas goes on changing.
+        let data = canvas.bytes().to_vec();
+        drop(canvas);
         // Two frames may not share a timestamp (a resize right after a frame).
         let at = match self.lock().last_pts {
             Some(last) if at <= last => last + Duration::from_millis(1),

@@ -199,17 +199,19 @@ impl SessionVideo {
         self.recorder.frame(bgrx, stride, self.started.elapsed())
     }
 
-    /// [`Self::frame`] for a screen of another size than the video's (it is scaled to fit).
+    /// [`Self::frame`] for a screen of another size than the video's (it is scaled to fit), of
+    /// which only `rows` changed since the last frame taken (`None`: anything may have).
     /// The first frame goes at the start of the timeline: until then the session was connecting.
-    pub fn frame_sized(
+    pub fn frame_changed(
         &self,
         bgrx: &[u8],
         stride: usize,
         width: u32,
         height: u32,
+        rows: Option<witness_video::Rows>,
     ) -> Result<bool, witness_video::VideoError> {
         let at = if self.recorder.frames() == 0 { Duration::ZERO } else { self.started.elapsed() };
-        self.recorder.frame_sized(bgrx, stride, width, height, at)
+        self.recorder.frame_changed(bgrx, stride, width, height, rows, at)
     }
 
     /// Call every few hundred milliseconds: keeps a still screen's video flowing.
@@ -266,8 +268,9 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
 
     fn frame(&mut self, screen: witness_rdp::Screen<'_>) -> Result<bool, String> {
         let Some(video) = &self.video else { return Ok(true) };
+        let rows = screen.dirty.map(|r| witness_video::Rows { top: u32::from(r.y), height: u32::from(r.height) });
         video
-            .frame_sized(screen.bgrx, screen.stride, u32::from(screen.width), u32::from(screen.height))
+            .frame_changed(screen.bgrx, screen.stride, u32::from(screen.width), u32::from(screen.height), rows)
             .map_err(|e| format!("the session video failed: {e}"))
     }
 

@@ -1,0 +1,154 @@
+//! The video's input picture, kept as I420 and converted from the screen only where it changed:
+//! a keystroke converts a band of rows, not a 1080p frame, and a repeated frame converts nothing.
+
+use crate::VideoError;
+use yuv::{BufferStoreMut, YuvConversionMode, YuvPlanarImageMut, YuvRange, YuvStandardMatrix};
+
+/// The matrix and range the conversion uses; the caps say the same (`colorimetry=bt601`) so
+/// players decode the colours back as they were.
+pub(crate) const COLORIMETRY: &str = "bt601";
+
+/// Rows of the screen that changed: `[top, top + height)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rows {
+    pub top: u32,
+    pub height: u32,
+}
+
+/// An I420 picture (Y plane, then U, then V; even width and height).
+pub(crate) struct Canvas {
+    width: u32,
+    height: u32,
+    data: Vec<u8>,
+}
+
+impl Canvas {
+    /// A black picture of an even size.
+    pub(crate) fn new(width: u32, height: u32) -> Self {
+        let (w, h) = (width as usize, height as usize);
+        let mut data = vec![16u8; w * h + w * h / 2];
+        data[w * h..].fill(128);
+        Self { width, height, data }
+    }
+
+    pub(crate) fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Converts `rows` of a BGRx screen (`stride` bytes per row, at least this canvas's size;
+    /// `None`: all rows) into the picture. Rows are widened to even bounds (chroma is shared by
+    /// row pairs).
+    pub(crate) fn update(&mut self, bgrx: &[u8], stride: usize, rows: Option<Rows>) -> Result<(), VideoError> {
+        let (w, h) = (self.width as usize, self.height as usize);
+        let (top, bottom) = match rows {
+            Some(r) => ((r.top as usize) & !1, ((r.top + r.height) as usize).div_ceil(2) * 2),
+            None => (0, h),
+        };
+        let bottom = bottom.min(h);
+        if top >= bottom {
+            return Ok(());
+        }
+        if stride < w * 4 || bgrx.len() < stride * (bottom - 1) + w * 4 {
+            return Err(VideoError::Frame(format!("{} bytes with stride {stride} for {w}x{h}", bgrx.len())));
+        }
+        let band = bottom - top;
+        let (y_plane, chroma) = self.data.split_at_mut(w * h);
+        let (u_plane, v_plane) = chroma.split_at_mut(w * h / 4);
+        // The converter wants `stride × rows` bytes of source: the last row of a screen may be
+        // shorter than the stride, so convert it from a copy padded to the stride.
+        let source = &bgrx[top * stride..];
+        let padded;
+        let source = if source.len() < stride * band {
+            let mut p = source.to_vec();
+            p.resize(stride * band, 0);
+            padded = p;
+            &padded[..]
+        } else {
+            source
+        };
+        let mut image = YuvPlanarImageMut {
+            y_plane: BufferStoreMut::Borrowed(&mut y_plane[top * w..bottom * w]),
+            y_stride: w as u32,
+            u_plane: BufferStoreMut::Borrowed(&mut u_plane[top / 2 * w / 2..bottom / 2 * w / 2]),
+            u_stride: (w / 2) as u32,
+            v_plane: BufferStoreMut::Borrowed(&mut v_plane[top / 2 * w / 2..bottom / 2 * w / 2]),
+            v_stride: (w / 2) as u32,
+            width: w as u32,
+            height: band as u32,
+        };
+        yuv::bgra_to_yuv420(
+            &mut image,
+            source,
+            stride as u32,
+            YuvRange::Limited,
+            YuvStandardMatrix::Bt601,
+            YuvConversionMode::Balanced,
+        )
+        .map_err(|e| VideoError::Frame(format!("colour conversion: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn screen(w: usize, h: usize, bgrx: [u8; 4]) -> Vec<u8> {
+        bgrx.iter().copied().cycle().take(w * h * 4).collect()
+    }
+
+    fn y_at(c: &Canvas, x: usize, y: usize) -> u8 {
+        c.bytes()[y * c.width as usize + x]
+    }
+
+    #[test]
+    fn a_new_canvas_is_black() {
+        let c = Canvas::new(32, 16);
+        assert_eq!(y_at(&c, 0, 0), 16);
+        assert_eq!(c.bytes().len(), 32 * 16 * 3 / 2);
+        assert!(c.bytes()[32 * 16..].iter().all(|&v| v == 128));
+    }
+
+    #[test]
+    fn colours_convert_with_bt601_limited_range() {
+        let mut c = Canvas::new(32, 16);
+        c.update(&screen(32, 16, [255, 255, 255, 0]), 32 * 4, None).unwrap();
+        assert!((234..=236).contains(&y_at(&c, 5, 5)), "white: {}", y_at(&c, 5, 5));
+        // Red (BGRx 0,0,255): Y 81, U 90, V 240 in BT.601 limited range.
+        c.update(&screen(32, 16, [0, 0, 255, 0]), 32 * 4, None).unwrap();
+        let (y, u, v) = (y_at(&c, 1, 1), c.bytes()[32 * 16], c.bytes()[32 * 16 + 8 * 16]);
+        assert!(y.abs_diff(81) <= 2 && u.abs_diff(90) <= 2 && v.abs_diff(240) <= 2, "red: {y} {u} {v}");
+    }
+
+    #[test]
+    fn only_the_changed_rows_are_converted() {
+        let mut c = Canvas::new(32, 16);
+        let white = screen(32, 16, [255, 255, 255, 0]);
+        // Rows 5..7 widen to 4..8.
+        c.update(&white, 32 * 4, Some(Rows { top: 5, height: 2 })).unwrap();
+        for y in 0..16 {
+            let expect_white = (4..8).contains(&y);
+            assert_eq!(y_at(&c, 3, y) > 200, expect_white, "row {y}");
+        }
+    }
+
+    #[test]
+    fn a_wider_stride_and_a_short_last_row_are_read_right() {
+        let (w, h, stride) = (32usize, 16usize, 40 * 4);
+        // The screen buffer ends right after the last row's pixels (no padding after it).
+        let mut bgrx = vec![0u8; stride * (h - 1) + w * 4];
+        for y in 0..h {
+            for x in 0..w {
+                bgrx[y * stride + x * 4..y * stride + x * 4 + 4].copy_from_slice(&[255, 255, 255, 0]);
+            }
+        }
+        let mut c = Canvas::new(w as u32, h as u32);
+        c.update(&bgrx, stride, Some(Rows { top: 14, height: 2 })).unwrap();
+        assert!(y_at(&c, 31, 15) > 200 && y_at(&c, 31, 13) < 20);
+        let err = c.update(&bgrx[..100], stride, None).unwrap_err();
+        assert!(err.to_string().contains("stride"), "{err}");
+    }
+}
