@@ -215,6 +215,8 @@ fn xrdp_session_video() {
     assert!(distinct_frames(&mp4) >= 4);
 }
 
+/// The console plays the video through the box in Chromium: its activity bar, a click on a span,
+/// skip idle over the session's idle gap and 32× (`tests/web/console.mjs`, step `video`).
 #[test]
 fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let shadow = Shadow::start();
@@ -222,10 +224,15 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let rb = box_with_shadow(&shadow);
     rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
     let screen = Xvfb::start();
-    let client = rb.client(&screen, "alice@nla01", "alice-pw", 10, &[]);
+    // The screen changes at the start, a second later, and six seconds after that; then it
+    // stays still to the end: idle gaps for the player's skip idle.
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 14, &[]);
     screen_shows(&screen, &[RED], 10, |_| {});
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(1));
     shadow.screen.set_color("blue");
+    screen_shows(&screen, &[BLUE], 10, |_| {});
+    std::thread::sleep(Duration::from_secs(6));
+    shadow.screen.set_color("red");
     let (st, log) = client.wait(Duration::from_secs(30));
     assert_eq!(st.code(), Some(STAYED_UP), "{log}");
     let session =
@@ -233,6 +240,17 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let id = session["id"].as_str().unwrap();
     let (row, _) = video_of(&rb.b, id);
     assert_completed(&row);
+    // The console's API hands the page the video's activity: spans in order, with the idle gap.
+    let mut web = crate::web::Web::new(&rb.b);
+    assert_eq!(web.login("audrey", "audrey-pw").status, 200);
+    let detail = web.get(&format!("/api/v1/sessions/{id}")).json();
+    let recording = &detail["recordings"][0];
+    eprintln!("frames {}, activity {}, duration {}", recording["frames"], recording["activity"], recording["duration"]);
+    assert!(recording["frames"].as_u64().is_some_and(|f| f > 0), "{recording}");
+    let spans: Vec<(f64, f64)> = serde_json::from_value(recording["activity"].clone()).expect("activity spans");
+    assert!(spans.len() >= 2 && spans.iter().all(|(a, b)| a < b), "{spans:?}");
+    let widest = spans.windows(2).map(|w| w[1].0 - w[0].1).fold(0.0, f64::max);
+    assert!(widest > 4.0, "an idle gap of ~6 s between changes: {spans:?}");
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
     let config = serde_json::json!({
         "base": format!("https://127.0.0.1:{}", rb.b.web_port),

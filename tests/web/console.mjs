@@ -7,10 +7,12 @@
 //   rdp-live - log in as an admin, open a running RDP session, see its video grow as it is
 //             written, terminate it
 //   video   - log in as an auditor, open a recorded RDP session, play its video in <video> and
-//             see it advance (also at 8x)
+//             see it advance (also at 8x); its activity bar has spans, a click on one seeks there,
+//             skip idle crosses an idle gap faster than real time, 32x is real (media seconds per
+//             wall second, measured in the page); the layout fits 1366x768 and 1920x1080
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 
 const cfg = JSON.parse(process.env.WITNESS_WEB_TEST);
 const step = process.argv[2];
@@ -102,7 +104,7 @@ try {
     // The browser fetches the MP4 through the box with range requests and plays it.
     await page.waitForFunction(() => { const v = document.querySelector('#video'); return v && v.readyState >= 2; }, null, { timeout: 20000 });
     const first = await page.evaluate(() => document.querySelector('#video').currentTime);
-    await page.waitForFunction((t) => document.querySelector('#video').currentTime > t + 1, first, { timeout: 20000 });
+    await page.waitForFunction((t) => document.querySelector('#video').currentTime > t + 1 || document.querySelector('#video').ended, first, { timeout: 20000 });
     await page.selectOption('#speed', '8');
     const before = await page.evaluate(() => document.querySelector('#video').currentTime);
     await page.waitForTimeout(500);
@@ -111,7 +113,103 @@ try {
     await shot('rdp-video');
     if (info.w !== cfg.width || info.h !== cfg.height) throw new Error(`video is ${info.w}x${info.h}`);
     if (info.rate !== 8 || (!info.ended && after - before < 1.5)) throw new Error(`at 8x the video moved ${after - before} s in 0.5 s`);
-    console.log(JSON.stringify({ ok: true, step, first, before, after, ...info }));
+    const speeds = await page.locator('#speed option').allTextContents();
+    if (speeds.join(' ') !== '1× 2× 4× 8× 16× 32×') throw new Error(`speeds offered: ${speeds}`);
+
+    // The activity bar: a span for each time the screen changed, placed by its time.
+    const spans = await page.$$eval('#video-activity .span', (l) => l.map((s) => [parseFloat(s.dataset.start), parseFloat(s.dataset.end)]));
+    if (spans.length < 2) throw new Error(`activity spans: ${JSON.stringify(spans)}`);
+    if (await page.locator('#no-activity').count()) throw new Error('a "no activity" note beside the spans');
+    // The widest idle gap between two changes.
+    let k = 0;
+    for (let i = 1; i < spans.length - 1; i++) if (spans[i + 1][0] - spans[i][1] > spans[k + 1][0] - spans[k][1]) k = i;
+    const [gapFrom, gapTo] = [spans[k][1], spans[k + 1][0]];
+    const pause = () => page.evaluate(() => document.querySelector('#video').pause());
+    const seek = (t) => page.evaluate((t) => new Promise((ok) => {
+      const v = document.querySelector('#video');
+      v.addEventListener('seeked', () => ok(v.currentTime), { once: true });
+      v.currentTime = t;
+    }), t);
+
+    // A click on a span seeks to its start; the playhead follows.
+    await pause();
+    await page.selectOption('#speed', '1');
+    const seeked = page.evaluate(() => new Promise((ok) => document.querySelector('#video').addEventListener('seeked', () => ok(), { once: true })));
+    await page.click(`#video-activity .span[data-index="${k + 1}"]`);
+    await seeked;
+    const clicked = await page.evaluate(() => ({ t: document.querySelector('#video').currentTime, head: document.querySelector('#playhead').style.left }));
+    if (Math.abs(clicked.t - gapTo) > 0.25) throw new Error(`a click on the span at ${gapTo} s went to ${clicked.t} s`);
+    await page.waitForTimeout(100);
+    const head = await page.evaluate(() => parseFloat(document.querySelector('#playhead').style.left));
+    const want = (gapTo / info.d) * 100;
+    if (Math.abs(head - want) > 2) throw new Error(`playhead at ${head}%, the video at ${want}%`);
+    await shot('rdp-activity-click');
+
+    // Skip idle (on by default) at 1x: from just before the gap to the next change in well under
+    // the gap's length of wall clock.
+    if (!(await page.isChecked('#skip-idle'))) throw new Error('skip idle is off by default');
+    const startAt = Math.max(0, gapFrom - 0.5);
+    await seek(startAt);
+    const crossed = await page.evaluate((to) => new Promise((ok) => {
+      const v = document.querySelector('#video');
+      const t0 = performance.now();
+      const poll = setInterval(() => {
+        if (v.currentTime >= to || v.ended || performance.now() - t0 > 15000) { clearInterval(poll); ok({ wall: (performance.now() - t0) / 1000, t: v.currentTime }); }
+      }, 10);
+      v.play();
+    }), gapTo);
+    await shot('rdp-skip-idle');
+    const gap = gapTo - startAt;
+    console.error(`skip idle: ${gap.toFixed(2)} s of video (idle ${(gapTo - gapFrom).toFixed(2)} s) in ${crossed.wall.toFixed(2)} s`);
+    if (crossed.t < gapTo || crossed.wall > 2 || crossed.wall > gap / 2) throw new Error(`skip idle crossed ${gap} s of video in ${crossed.wall} s (at ${crossed.t} s)`);
+
+    // 32x without skip idle: media seconds per wall second, measured in the page once playing.
+    await pause();
+    await page.uncheck('#skip-idle');
+    await page.selectOption('#speed', '32');
+    await seek(0);
+    const fast = await page.evaluate(() => new Promise((ok) => {
+      const v = document.querySelector('#video');
+      const samples = [];
+      const t0 = performance.now();
+      const poll = setInterval(() => {
+        samples.push([performance.now(), v.currentTime]);
+        if (v.ended || performance.now() - t0 > 10000) { clearInterval(poll); ok({ samples, rate: v.playbackRate, d: v.duration }); }
+      }, 10);
+      v.play();
+    }));
+    // The slope (least squares) of video time over wall time while it moves: the seeks that make
+    // up the rate above 16x come in steps, so two single samples would measure a step.
+    const moving = fast.samples.filter(([, t]) => t > 0.2 && t < fast.d - 0.3).map(([w, t]) => [w / 1000, t]);
+    if (moving.length < 5) throw new Error(`32x: too few samples ${JSON.stringify(fast.samples)}`);
+    const mean = (i) => moving.reduce((a, s) => a + s[i], 0) / moving.length;
+    const [mw, mt] = [mean(0), mean(1)];
+    const perSecond = moving.reduce((a, [w, t]) => a + (w - mw) * (t - mt), 0) / moving.reduce((a, [w]) => a + (w - mw) ** 2, 0);
+    const whole = fast.d / ((fast.samples[fast.samples.length - 1][0] - fast.samples[0][0]) / 1000);
+    const span = moving[moving.length - 1][0] - moving[0][0];
+    console.error(`32x: ${perSecond.toFixed(1)} s of video per second over ${span.toFixed(3)} s; the whole ${fast.d.toFixed(1)} s video from play() to its end at ${whole.toFixed(1)}x; playbackRate ${fast.rate}`);
+    if (fast.rate !== 16) throw new Error(`playbackRate ${fast.rate} at 32x`);
+    if (perSecond < 20) throw new Error(`32x advanced ${perSecond} s of video per second`);
+    await shot('rdp-32x');
+
+    // Fits a laptop and a large monitor: nothing wider than the window, the bar as wide as the video.
+    const fits = () => page.evaluate(() => {
+      const v = document.querySelector('#video').getBoundingClientRect();
+      const b = document.querySelector('#video-activity').getBoundingClientRect();
+      return { page: document.documentElement.scrollWidth, window: innerWidth, video: v.width, bar: b.width };
+    });
+    const laptop = await fits();
+    await page.setViewportSize({ width: 1920, height: 1080 });
+    await page.waitForTimeout(200);
+    const large = await fits();
+    await shot('rdp-video-large');
+    for (const f of [laptop, large]) {
+      if (f.page > f.window || Math.abs(f.video - f.bar) > 4) throw new Error(`layout: ${JSON.stringify(f)}`);
+    }
+    const measured = { ok: true, step, first, before, after, ...info, spans, crossed, perSecond, whole, laptop, large };
+    // Kept beside the screenshots: what skip idle and 32x measured.
+    writeFileSync(`${cfg.artifacts}/video-measured.json`, JSON.stringify(measured, null, 1));
+    console.log(JSON.stringify(measured));
   } else {
     throw new Error(`unknown step ${step}`);
   }

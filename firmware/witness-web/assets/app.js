@@ -254,7 +254,7 @@ function watchVideo(r, slot) {
   };
   video.addEventListener('loadedmetadata', () => { if (isFinite(video.duration)) video.currentTime = Math.max(0, video.duration - 0.5); });
   video.addEventListener('error', () => slot.replaceChildren(stateBox('The live video could not be played.', true)));
-  slot.replaceChildren(video);
+  slot.replaceChildren(video, el('p', { class: 'state', id: 'live-note' }, 'Live: speeds, skip idle and the activity timeline come with the recording once the session has ended.'));
   load();
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
@@ -305,14 +305,151 @@ async function play(r, slot, at) {
   create(Math.max(0, at - 1));
 }
 
+// RDP video. Chromium caps playbackRate at 16×; above it the rest is made up by seeking ahead
+// against the wall clock (keyframes come every few frames, so seeks are cheap). Skip idle and the
+// activity bar use the spans the box recorded while the screen changed.
+const NATIVE_MAX_RATE = 16;
+const IDLE_GAP = 2; // seconds without a change that skip idle jumps over
+const LEAD_IN = 0.3; // it lands this long before the next change
+
+// Where skip idle goes from `t`, or null: a gap longer than IDLE_GAP before a change is left for
+// LEAD_IN before that change; after the last change, for the end.
+function idleSkip(spans, t, end) {
+  let prevEnd = 0;
+  for (const [a, b] of spans) {
+    if (t < a) return a - prevEnd > IDLE_GAP && t < a - LEAD_IN - 0.05 ? a - LEAD_IN : null;
+    if (t <= b) return null;
+    prevEnd = b;
+  }
+  return end - prevEnd > IDLE_GAP && t < end - 0.05 ? end : null;
+}
+
+const fmtSecs = (t) => (t >= 60 ? Math.floor(t / 60) + ' min ' : '') + (t % 60).toFixed(1) + ' s';
+
 function playVideo(r, slot, at) {
-  const video = el('video', { id: 'video', controls: true, autoplay: true, muted: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/content` });
-  // Browsers cap playbackRate at 16×.
-  const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16].map((v) => el('option', { value: v }, v + '×')));
-  speed.addEventListener('change', () => { video.playbackRate = parseFloat(speed.value); });
-  video.addEventListener('loadedmetadata', () => { if (at > 0) video.currentTime = at; });
-  video.addEventListener('error', () => slot.append(stateBox('The video could not be played.', true)));
-  slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`), el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed)), video);
+  const video = el('video', { id: 'video', controls: true, controlslist: 'noplaybackrate', autoplay: true, muted: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/content` });
+  const spans = Array.isArray(r.activity) ? r.activity.filter((s) => Array.isArray(s) && s[1] > s[0]) : null;
+  const usable = spans !== null && spans.length > 0;
+  const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16, 32].map((v) => el('option', { value: v }, v + '×')));
+  const skip = el('input', { type: 'checkbox', id: 'skip-idle', checked: usable, disabled: !usable });
+  const state = el('span', { id: 'video-state', class: 'video-state' }, 'Loading the video…');
+  const head = el('div', { class: 'playhead', id: 'playhead' });
+  const bar = el('div', { class: 'video-activity', id: 'video-activity', title: 'When the screen changed: click to play from there' });
+  const duration = r.duration || 0;
+  const end = () => (isFinite(video.duration) && video.duration > 0 ? video.duration : duration);
+
+  const draw = () => {
+    const d = end() || 1;
+    bar.replaceChildren(...spans.map(([a, b], i) => el('span', {
+      class: 'span', role: 'button', tabindex: 0, 'data-start': a, 'data-end': b, 'data-index': i, title: `${fmtSecs(a)} – ${fmtSecs(b)}: click to play from here`,
+      style: `left:${(Math.min(a, d) / d) * 100}%;width:${(Math.max(0, Math.min(b, d) - Math.min(a, d)) / d) * 100}%`,
+    })), head);
+  };
+  const drawHead = () => { head.style.left = `${Math.min(100, (video.currentTime / (end() || 1)) * 100)}%`; };
+
+  // Speed: the native rate up to 16×; above, `anchor` ties media time to the wall clock and the
+  // timer seeks to where the wanted rate has got to.
+  let rate = 1;
+  let anchor = null;
+  let ownSeek = null; // where the rate's seek in flight goes, and when it started
+  const emulating = () => rate > NATIVE_MAX_RATE;
+  const reanchor = () => { anchor = { media: video.currentTime, wall: performance.now() }; };
+  const setRate = () => {
+    rate = parseFloat(speed.value);
+    video.playbackRate = Math.min(rate, NATIVE_MAX_RATE);
+    reanchor();
+    showState();
+  };
+  let skipped = null;
+  const showState = () => {
+    if (video.error) return;
+    if (video.ended) state.textContent = 'Ended.';
+    else if (video.paused) state.textContent = 'Paused.';
+    else if (video.readyState < 3 && !video.seeking && !emulating()) state.textContent = 'Loading…';
+    else state.textContent = `Playing at ${rate}×` + (skipped ? ` · skipped ${fmtSecs(skipped)} without changes` : '') + '.';
+  };
+  const jump = (to) => {
+    skipped = to - video.currentTime;
+    ownSeek = null;
+    video.currentTime = to;
+    reanchor();
+    showState();
+  };
+  const tick = () => {
+    if (!document.body.contains(video)) return clearInterval(timer);
+    drawHead();
+    if (video.paused || video.ended || video.seeking || video.readyState < 2) return;
+    const now = video.currentTime;
+    if (skip.checked && usable) {
+      const to = idleSkip(spans, now, end());
+      if (to !== null) return jump(to);
+    }
+    // One seek at a time: the next waits for this one's `seeked` (or a second, if none comes).
+    if (emulating() && anchor && (ownSeek === null || performance.now() - ownSeek.wall > 1000)) {
+      const want = anchor.media + ((performance.now() - anchor.wall) / 1000) * rate;
+      // Stalled for seconds (the network): go on from here rather than leap.
+      if (want - now > rate * 2) reanchor();
+      else if (want > now + 0.05) {
+        ownSeek = { to: Math.min(want, end()), wall: performance.now() };
+        video.currentTime = ownSeek.to;
+      }
+    }
+  };
+  const timer = setInterval(tick, 25);
+
+  speed.addEventListener('change', setRate);
+  skip.addEventListener('change', () => { skipped = null; showState(); });
+  video.addEventListener('loadedmetadata', () => {
+    if (at > 0) video.currentTime = at;
+    setRate();
+  });
+  // A fragmented MP4's length is known once it is read: the bar follows it.
+  video.addEventListener('durationchange', () => { if (usable) draw(); drawHead(); });
+  video.addEventListener('seeked', () => {
+    // The rate's own seeks keep the anchor; any other (the controls, the bar, skip idle) moves it.
+    // By the time `seeked` is handled the video may have played on from where the seek went.
+    const ahead = ownSeek && ((performance.now() - ownSeek.wall) / 1000) * NATIVE_MAX_RATE + 0.3;
+    if (ownSeek === null || video.currentTime < ownSeek.to - 0.3 || video.currentTime > ownSeek.to + ahead) reanchor();
+    ownSeek = null;
+    drawHead();
+  });
+  video.addEventListener('play', () => { skipped = null; reanchor(); showState(); });
+  for (const ev of ['pause', 'playing', 'waiting', 'ended', 'canplay']) video.addEventListener(ev, showState);
+  video.addEventListener('error', () => {
+    state.textContent = '';
+    slot.append(stateBox('The video could not be played.', true));
+  });
+  bar.addEventListener('click', (e) => {
+    const s = e.target.closest('.span');
+    const rect = bar.getBoundingClientRect();
+    const t = s ? parseFloat(s.dataset.start) : ((e.clientX - rect.left) / rect.width) * end();
+    video.currentTime = Math.max(0, Math.min(t, end()));
+    drawHead();
+  });
+  bar.addEventListener('keydown', (e) => {
+    const s = e.target.closest('.span');
+    if (!s || (e.key !== 'Enter' && e.key !== ' ')) return;
+    e.preventDefault();
+    video.currentTime = parseFloat(s.dataset.start);
+  });
+
+  let below;
+  if (usable) {
+    draw();
+    below = bar;
+  } else {
+    const why = spans !== null
+      ? 'The screen did not change in this video, so there is no activity to show or skip.'
+      : r.recovered
+        ? 'No activity timeline: this video was recovered after the box stopped uncleanly, so skip idle is off. Seek with the video\u2019s own controls.'
+        : 'No activity timeline: the box did not record one for this video (recorded before it kept them), so skip idle is off. Seek with the video\u2019s own controls.';
+    below = el('p', { class: 'state', id: 'no-activity' }, why);
+  }
+  slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
+    el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'),
+      el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state),
+    video, below);
+  slot.scrollIntoView({ block: 'start' });
 }
 
 async function livePage() {

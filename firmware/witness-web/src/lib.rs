@@ -181,3 +181,49 @@ pub trait Console: Send + Sync + 'static {
     /// Appends an audit event; `detail` never holds a secret.
     fn audit(&self, kind: &str, user: &str, session_id: Option<&str>, detail: serde_json::Value);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detail(activity: Option<Vec<(f64, f64)>>) -> RecordingDetail {
+        RecordingDetail {
+            recording: RecordingRow {
+                id: "r1".into(),
+                session_id: "s1".into(),
+                user: "alice".into(),
+                target: "win01".into(),
+                protocol: "rdp".into(),
+                channel: "desktop 1024x768".into(),
+                started_at: "2025-01-01T00:00:00.000Z".into(),
+                ended_at: Some("2025-01-01T00:00:14.000Z".into()),
+                status: "completed".into(),
+                status_reason: None,
+                bytes: 1000,
+                sha256: None,
+                duration: Some(14.0),
+                recovered: activity.is_none(),
+                path: "recordings/r1.mp4".into(),
+                frames: activity.as_ref().map(|_| 42),
+                activity,
+            },
+            timeline: Vec::new(),
+            upload: None,
+            format: "mp4".into(),
+            on_box: true,
+        }
+    }
+
+    /// The player reads a video's activity from the recording as the API sends it: beside the
+    /// row's other fields, spans as `[start, end]` pairs, `null` when the box has none.
+    #[test]
+    fn a_recording_carries_its_activity_to_the_page() {
+        let json = serde_json::to_value(detail(Some(vec![(0.0, 2.8), (5.0, 6.1)]))).unwrap();
+        assert_eq!(json["activity"], serde_json::json!([[0.0, 2.8], [5.0, 6.1]]));
+        assert_eq!(json["frames"], 42);
+        assert_eq!(json["format"], "mp4");
+        let json = serde_json::to_value(detail(None)).unwrap();
+        assert!(json["activity"].is_null() && json.as_object().unwrap().contains_key("activity"), "{json}");
+        assert_eq!(json["recovered"], true);
+    }
+}
