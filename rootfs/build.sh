@@ -133,7 +133,8 @@ getent passwd witness >/dev/null || useradd --system --gid witness --home-dir /v
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
-    witness-boot-check.service witness-journal-upload.service nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
+    witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
+    nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
 systemctl mask getty@tty1.service serial-getty@ttyS0.service console-getty.service \
     systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service >/dev/null 2>&1
 ln -sf /run/systemd/resolve/stub-resolv.conf /etc/resolv.conf

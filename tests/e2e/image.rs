@@ -2,7 +2,8 @@
 //! the box answers on its forwarded ports (SSH banner, `/healthz` over HTTPS). A signed update
 //! bundle on a stick installs into the other slot and the box comes up from it; a bundle signed
 //! by another key is refused; a signed bundle whose daemon fails is left after its trial boot
-//! and the box runs the previous slot again. A flipped byte in the root slot makes dm-verity
+//! and the box runs the previous slot again; outbound connections go only to what the index names
+//! (checked from a root shell on a second serial port in the last boot). A flipped byte in the root slot makes dm-verity
 //! stop the boot. The image is built once per set of inputs (binary + recipe) and shared
 //! between the tests (each runs in its own process) under a file lock in
 //! `target/tmp/image-<key>/`. Every boot is a real TCG boot (minutes), so the update test runs
@@ -11,9 +12,12 @@
 use crate::harness::*;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 fn workspace() -> PathBuf {
@@ -81,25 +85,33 @@ fn built_image() -> PathBuf {
 struct Vm {
     child: Child,
     serial: PathBuf,
+    /// The socket of the second serial port, where `systemd.debug_shell` runs a root shell.
+    shell: Option<PathBuf>,
     started: Instant,
 }
 
 impl Vm {
     /// Boots `disk` as a throw-away snapshot.
     fn boot(image: &Path, disk: &Path, serial: &Path, forwards: &[(u16, u16)]) -> Self {
-        Self::boot_with(image, disk, true, &[], serial, forwards)
+        Self::boot_with(image, disk, true, &[], None, serial, forwards)
     }
 
-    /// Boots `disk` (written to unless `snapshot`) with `sticks` as further read-only disks.
+    /// Boots `disk` (written to unless `snapshot`) with `sticks` as further read-only disks;
+    /// with `shell`, a root shell listens on a second serial port behind that socket (systemd's
+    /// debug shell, asked for on the kernel command line: the test's way in, not the image's).
     fn boot_with(
         image: &Path,
         disk: &Path,
         snapshot: bool,
         sticks: &[&Path],
+        shell: Option<&Path>,
         serial: &Path,
         forwards: &[(u16, u16)],
     ) -> Self {
-        let cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap();
+        let mut cmdline = std::fs::read_to_string(image.join("cmdline")).unwrap().trim().to_owned();
+        if shell.is_some() {
+            cmdline.push_str(" systemd.debug_shell=ttyS1");
+        }
         let mut nic = String::from("user");
         for (host, guest) in forwards {
             nic.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}"));
@@ -112,7 +124,7 @@ impl Vm {
                 .arg("-initrd")
                 .arg(image.join("initrd.img"))
                 .arg("-append")
-                .arg(cmdline.trim())
+                .arg(&cmdline)
                 .arg("-drive")
                 .arg(format!(
                     "file={},format=raw,if=virtio,snapshot={}",
@@ -125,12 +137,55 @@ impl Vm {
                 .args(["-device", "i6300esb", "-display", "none", "-nic", &nic])
                 .arg("-serial")
                 .arg(format!("file:{}", serial.display()))
+                .args(shell.iter().flat_map(|p| {
+                    [
+                        "-chardev".to_owned(),
+                        format!("socket,id=shell,path={},server=on,wait=off", p.display()),
+                        "-serial".to_owned(),
+                        "chardev:shell".to_owned(),
+                    ]
+                }))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
                 .expect("qemu-system-x86_64 (cargo xtask setup installs it)");
-        Vm { child, serial: serial.to_owned(), started: Instant::now() }
+        Vm { child, serial: serial.to_owned(), shell: shell.map(Path::to_owned), started: Instant::now() }
+    }
+
+    /// Runs `script` with bash in the guest's root shell (a boot with `shell`) and returns its
+    /// output once a line holds `end`.
+    fn run_in_guest(&mut self, script: &str, end: &str, secs: u64) -> String {
+        let path = self.shell.clone().expect("booted without a shell");
+        let mut sock = eventually(60, "the guest shell's socket", || UnixStream::connect(&path).ok());
+        sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        // No line editing and no echo: the output is the script's own.
+        let input = format!(
+            "set +o emacs +o vi; stty -echo\ncat > /run/witness-test.sh <<'WITNESS_TEST_EOF'\n{script}\nWITNESS_TEST_EOF\nbash /run/witness-test.sh\n"
+        );
+        sock.write_all(input.as_bytes()).unwrap();
+        let started = Instant::now();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) => panic!("the guest shell closed; output so far:\n{}", String::from_utf8_lossy(&out)),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) => panic!("reading the guest shell: {e}"),
+            }
+            let text = strip_ansi(&String::from_utf8_lossy(&out)).replace('\r', "");
+            if text.lines().any(|l| l.contains(end)) {
+                return text;
+            }
+            if let Some(st) = self.exited() {
+                panic!("qemu exited ({st}) while the guest ran a script; its output:\n{text}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(secs),
+                "no {end:?} from the guest in {secs}s; output:\n{text}"
+            );
+        }
     }
 
     /// The serial log with the first-boot admin password blanked (it goes into test output).
@@ -308,7 +363,7 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let forwards = [(ssh, 2222), (web, 8443)];
 
     // Boot 1: slot A, first boot; the stick's bundle goes into slot B, then the box reboots.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[&good], &dir.join("serial1.log"), &forwards);
+    let mut vm = Vm::boot_with(&image, &disk, false, &[&good], None, &dir.join("serial1.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &a_hash, "state good"], 300);
     vm.wait_serial(&["Started witness.service"], 600);
     let banner = eventually(120, "an SSH banner on the forwarded jump-path port", || ssh_banner(ssh));
@@ -331,7 +386,7 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
 
     // Boot 2: slot B with the new root, on trial until the daemon is ready, then marked good. A
     // bundle signed by another key is refused; the broken one goes into slot A.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[&foreign, &broken], &dir.join("serial2.log"), &forwards);
+    let mut vm = Vm::boot_with(&image, &disk, false, &[&foreign, &broken], None, &dir.join("serial2.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "trial boot: 0 more left"], 300);
     let body = eventually(720, "/healthz from slot b", || healthz(web));
     assert_eq!(body, "ok");
@@ -347,14 +402,16 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("WITNESS FIRST BOOT"), "slot b did not keep the data partition:\n{serial}");
 
     // Boot 3: slot A with the broken root, on trial; its daemon fails, so the box reboots.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[], &dir.join("serial3.log"), &forwards);
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], None, &dir.join("serial3.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &broken_hash, "trial boot: 0 more left"], 300);
     vm.wait_serial(&["witness: a broken build (update test)"], 600);
     vm.wait_serial(&["witness-boot: slot a did not come up healthy", "rebooting"], 300);
     vm.wait_reboot(120);
 
     // Boot 4: slot A used up its trial without being marked good: back to slot B, still good.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[], &dir.join("serial4.log"), &forwards);
+    // This boot also checks the egress firewall, from a root shell on a second serial port.
+    let shell = dir.join("shell.sock");
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], Some(&shell), &dir.join("serial4.log"), &forwards);
     vm.wait_serial(&["witness-boot: slot a was not marked good within its trial boots: falling back to slot b"], 300);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "state good"], 60);
     let body = eventually(720, "/healthz from slot b after the fall-back", || healthz(web));
@@ -362,7 +419,84 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let serial = vm.serial();
     assert!(!serial.contains("trial boot:") && !serial.contains("is on trial"), "slot b was on trial again:\n{serial}");
     assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
-    println!("four boots (update, refusal, trial, fall-back) in {:.0}s", started.elapsed().as_secs_f64());
+    egress_is_only_what_the_index_names(&mut vm);
+    println!("four boots (update, refusal, trial, fall-back, egress) in {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// A TCP listener on the host (the guest reaches it at 10.0.2.2) counting the connections it
+/// accepts.
+struct Counted {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Counted {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(conn);
+            }
+        });
+        Counted { port, accepted }
+    }
+}
+
+/// Outbound is default-deny: from inside the guest, a SYN to a host port no target names is
+/// dropped (the connection gets no answer; counted and logged); once `witness target add` names
+/// it, the daemon's published allow-list is loaded by witness-egress.service and the same
+/// connection goes through, without a reboot, while the other port stays closed.
+fn egress_is_only_what_the_index_names(vm: &mut Vm) {
+    let started = Instant::now();
+    let (target, other) = (Counted::start(), Counted::start());
+    let script = format!(
+        r#"A={a}; B={b}; P=egress-test
+say() {{ echo "$P: $*"; }}
+try() {{
+    err=$(timeout 5 bash -c "exec 3<>/dev/tcp/10.0.2.2/$1" 2>&1)
+    case $? in 0) echo connected ;; 124) echo "no answer in 5s" ;; *) echo "failed (${{err##*: }})" ;; esac
+}}
+# The daemon published the allow-list at its start; wait until the loader is done with it.
+for i in $(seq 120); do
+    [ -s /var/lib/witness/run/egress.json ] && [ "$(systemctl show -P ActiveState witness-egress.service)" != activating ] && break
+    sleep 1
+done
+say "before $A: $(try $A)"
+say "before $B: $(try $B)"
+t0=$(date +%s)
+echo secret | setpriv --reuid=witness --regid=witness --init-groups --no-new-privs     /usr/bin/witness --data /var/lib/witness target add egress-test --ssh 10.0.2.2:$A --login test --password-stdin
+for i in $(seq 120); do nft list set inet witness egress4 | grep -q "10.0.2.2 . $A" && break; sleep 0.5; done
+say "in the firewall after $(( $(date +%s) - t0 ))s"
+say "after $A: $(try $A)"
+say "after $B: $(try $B)"
+say "dropped: $(nft list counter inet witness egress_dropped | grep -o 'packets [0-9]*')"
+say "logged: $(dmesg | grep 'witness egress drop: ' | grep -o 'DPT=[0-9]*' | tr '\n' ' ')"
+say "done""#,
+        a = target.port,
+        b = other.port,
+    );
+    let out = vm.run_in_guest(&script, "egress-test: done", 300);
+    // A line may follow the shell's prompt: take it from the marker on.
+    let said: Vec<&str> = out.lines().filter_map(|l| l.find("egress-test: ").map(|i| &l[i..])).collect();
+    println!("egress check in {:.0}s:\n{}", started.elapsed().as_secs_f64(), said.join("\n"));
+    let line = |what: &str| said.iter().find(|l| l.starts_with(&format!("egress-test: {what}"))).copied().unwrap_or("");
+    let (a, b) = (target.port, other.port);
+    // Dropped by the output chain: the SYNs never leave (the host's listeners count nothing),
+    // so the connection gets no answer at all.
+    assert_eq!(line(&format!("before {a}:")), format!("egress-test: before {a}: no answer in 5s"), "{out}");
+    assert_eq!(line(&format!("before {b}:")), format!("egress-test: before {b}: no answer in 5s"), "{out}");
+    assert_eq!(line(&format!("after {a}:")), format!("egress-test: after {a}: connected"), "{out}");
+    assert_eq!(line(&format!("after {b}:")), format!("egress-test: after {b}: no answer in 5s"), "{out}");
+    let dropped: u64 = line("dropped:").rsplit(' ').next().unwrap_or("").parse().unwrap_or(0);
+    assert!(dropped >= 3, "the drop counter did not count the three refused connections: {out}");
+    let logged = line("logged:");
+    assert!(logged.contains(&format!("DPT={a}")) && logged.contains(&format!("DPT={b}")), "no drop log lines: {out}");
+    assert_eq!(target.accepted.load(Ordering::SeqCst), 1, "the target port saw other than the one allowed connection");
+    assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "a connection to a port no target names reached the host");
 }
 
 #[test]

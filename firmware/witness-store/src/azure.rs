@@ -50,6 +50,15 @@ fn net_error(e: reqwest::Error) -> StoreError {
     StoreError::Unreachable(e.without_url().to_string())
 }
 
+/// The host and port the client connects to for a container SAS URL (no secret in either).
+pub(crate) fn endpoint(sas_url: &str) -> Result<(String, u16)> {
+    let base = sas_url.split_once('?').map_or(sas_url, |(base, _)| base);
+    let url = reqwest::Url::parse(base).map_err(|e| StoreError::Config(format!("the SAS URL is not a URL: {e}")))?;
+    let host = url.host_str().ok_or_else(|| StoreError::Config("the SAS URL has no host".into()))?;
+    let port = url.port_or_known_default().ok_or_else(|| StoreError::Config("the SAS URL has no port".into()))?;
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
 impl AzureStore {
     pub(crate) fn new(sas_url: &str) -> Result<Self> {
         let (base, query) = sas_url

@@ -116,6 +116,16 @@ impl Destination {
             Destination::Azure { sas_url } => format!("azure:{}", redact_url(sas_url)),
         }
     }
+
+    /// The network endpoints (host name or address, port) the store's client connects to, for
+    /// the box's egress firewall: never a secret. A folder has none.
+    pub fn endpoints(&self) -> Result<Vec<(String, u16)>> {
+        match self {
+            Destination::Dir { .. } => Ok(Vec::new()),
+            Destination::S3 { endpoint, bucket, region, .. } => s3::endpoints(endpoint, bucket, region.as_deref()),
+            Destination::Azure { sas_url } => Ok(vec![azure::endpoint(sas_url)?]),
+        }
+    }
 }
 
 /// Drops the query string (a SAS token's `sig=` lives there) from a URL.
@@ -451,6 +461,37 @@ mod tests {
         };
         assert!(!format!("{s3:?}").contains("SECRET"));
         assert_eq!(s3.describe(), "s3:http://minio:9000/rec/site1/");
+    }
+
+    fn s3(endpoint: &str, bucket: &str, region: Option<&str>) -> Destination {
+        Destination::S3 {
+            endpoint: endpoint.into(),
+            bucket: bucket.into(),
+            region: region.map(Into::into),
+            prefix: String::new(),
+            access_key_id: "AK".into(),
+            secret_key: "SECRET".into(),
+            object_lock: None,
+        }
+    }
+
+    #[test]
+    fn endpoints_are_where_the_clients_connect() {
+        let ep = |d: Destination| d.endpoints().unwrap();
+        assert_eq!(ep(s3("http://minio:9000/", "rec", None)), [("minio".to_owned(), 9000)]);
+        assert_eq!(ep(s3("https://10.0.0.5", "rec", None)), [("10.0.0.5".to_owned(), 443)]);
+        assert_eq!(ep(s3("http://[fd00::5]", "rec", None)), [("fd00::5".to_owned(), 80)]);
+        // AWS: the bucket goes into the host name; GetBucketLocation uses the regional host.
+        assert_eq!(
+            ep(s3("https://s3.amazonaws.com", "rec", Some("eu-west-1"))),
+            [("rec.s3.eu-west-1.amazonaws.com".to_owned(), 443), ("s3.eu-west-1.amazonaws.com".to_owned(), 443)]
+        );
+        let az = Destination::Azure { sas_url: "https://acct.blob.core.windows.net/rec?sv=2022&sig=SECRET".into() };
+        assert_eq!(ep(az), [("acct.blob.core.windows.net".to_owned(), 443)]);
+        let azurite = Destination::Azure { sas_url: "http://127.0.0.1:10000/devstoreaccount1/rec?sig=S".into() };
+        assert_eq!(ep(azurite), [("127.0.0.1".to_owned(), 10000)]);
+        assert!(ep(Destination::Dir { path: "/srv/rec".into() }).is_empty());
+        assert!(s3("ftp://minio", "rec", None).endpoints().is_err());
     }
 
     #[test]

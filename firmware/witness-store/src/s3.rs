@@ -63,6 +63,37 @@ fn sha256_b64(hex_digest: &str) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(raw))
 }
 
+/// The hosts and ports the client connects to for `bucket` at `endpoint`, as the client builds
+/// its URLs: AWS endpoints put the bucket into the host name (virtual-host style) and answer
+/// some calls on the regional host (path style); others (MinIO) use the endpoint's host.
+pub(crate) fn endpoints(endpoint: &str, bucket: &str, region: Option<&str>) -> Result<Vec<(String, u16)>> {
+    let base: BaseUrl =
+        endpoint.parse().map_err(|e: ValidationErr| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
+    let region = Region::new(region.unwrap_or("us-east-1")).map_err(|e| StoreError::Config(e.to_string()))?;
+    let bucket = BucketName::new(bucket).map_err(|e| StoreError::Config(format!("bucket {bucket:?}: {e}")))?;
+    let object = ObjectKey::new("witness").map_err(|e| StoreError::Config(e.to_string()))?;
+    let mut location = Multimap::new();
+    location.add("location", "");
+    let urls = [
+        base.build_url(&reqwest::Method::PUT, &region, &Multimap::new(), Some(&bucket), Some(&object)),
+        base.build_url(&reqwest::Method::GET, &region, &location, Some(&bucket), None),
+    ];
+    let mut out = Vec::new();
+    for url in urls {
+        let url = url.map_err(|e| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
+        let host = url.host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = match url.port {
+            0 if url.https => 443,
+            0 => 80,
+            p => p,
+        };
+        if !out.contains(&(host.clone(), port)) {
+            out.push((host, port));
+        }
+    }
+    Ok(out)
+}
+
 impl S3Store {
     pub(crate) fn new(
         endpoint: &str,

@@ -93,6 +93,8 @@ pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
         None,
         &serde_json::json!({ "kept_unuploaded": if delete_unuploaded { 0 } else { backlog.pending }, "deleted_recordings": deleted }),
     )?;
+    // No targets and no store any more: nothing to connect to.
+    crate::egress::refresh(&dir);
     Ok(password)
 }
 
@@ -233,6 +235,8 @@ pub fn parse_host_port(text: &str) -> Result<(String, u16)> {
 
 pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
     let dir = DataDir::open(root)?;
+    // A new target's address goes into the firewall's egress allow-list at once.
+    let adds = matches!(cmd, TargetCmd::Add { .. });
     match cmd {
         TargetCmd::Add { name, rdp: Some(rdp), login, domain, listen_port, .. } => {
             crate::rdp_broker::add_target(&dir, &name, &rdp, &login, domain.as_deref(), listen_port)?;
@@ -290,6 +294,9 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
                 println!("{name}\t{protocol}\t{address}");
             }
         }
+    }
+    if adds {
+        crate::egress::refresh(&dir);
     }
     Ok(())
 }

@@ -77,6 +77,10 @@ pub enum Command {
     /// Deletes recordings past their target's retention (the daemon also does this by itself).
     #[command(subcommand)]
     Retention(RetentionCmd),
+    /// Where the box may connect to: targets, the store and the journal collector, as the
+    /// firewall's egress allow-list.
+    #[command(subcommand)]
+    Egress(EgressCmd),
     /// H.264 encoders for RDP video: what was found, which one is used, why others were skipped.
     Encoders {
         #[arg(long)]
@@ -85,6 +89,21 @@ pub enum Command {
         #[arg(long, hide = true, value_name = "ELEMENT")]
         probe_one: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EgressCmd {
+    /// What the box may connect to now (targets, the store, the journal collector), with the
+    /// addresses names resolve to, and whether the published DATA/run/egress.json is current.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the nft script for DATA/run/egress.json: what `load` would put into the firewall.
+    Render,
+    /// Load DATA/run/egress.json into the firewall's sets (as root: witness-egress.service runs
+    /// it whenever the file changes). Reads only that file, never the index.
+    Load,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ mod broker;
 mod cli;
 mod console;
 mod datadir;
+mod egress;
 mod evidence;
 mod keys;
 mod panel;
@@ -70,6 +71,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Hold(cmd) => retention::hold(&cli.data, cmd),
         Command::Retention(cli::RetentionCmd::Run { dry_run }) => retention::run_now(&cli.data, dry_run),
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
+        Command::Egress(cli::EgressCmd::Show { json }) => egress::show(&cli.data, json),
+        Command::Egress(cli::EgressCmd::Render) => egress::render_cmd(&cli.data),
+        Command::Egress(cli::EgressCmd::Load) => egress::load(&cli.data),
         Command::Encoders { probe_one: Some(element), .. } => video::probe_one_child(&element),
         Command::Encoders { json, probe_one: None } => video::encoders(&cli.data, json),
     }

@@ -29,6 +29,12 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         dir = Arc::new(DataDir::open(root)?);
     }
     recover(&dir)?;
+    // What the box may connect to, for the firewall (witness-egress.service loads it as root).
+    match crate::egress::publish(&dir) {
+        Ok(true) => info!(file = crate::egress::EGRESS_FILE, "published the egress allow-list"),
+        Ok(false) => {}
+        Err(e) => warn!(error = format!("{e:#}"), "publishing the egress allow-list failed"),
+    }
     let web_addr: std::net::SocketAddr = match &args.web_listen {
         Some(a) => a.parse().with_context(|| format!("--web-listen {a:?} is not an address like 0.0.0.0:8443"))?,
         None => dir.config.web_listen,

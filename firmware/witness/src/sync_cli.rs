@@ -80,6 +80,8 @@ fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, &path)?;
+    // The store's endpoint goes into the firewall's egress allow-list before the check below.
+    crate::egress::refresh(dir);
     dir.index.audit(
         if reading { "store_read_configured" } else { "store_configured" },
         None,
