@@ -303,22 +303,18 @@ impl Drop for Shadow {
 /// alice, serving RDP.
 pub(crate) fn box_with_shadow(shadow: &Shadow) -> RdpBox {
     let b = Box::new();
-    b.ok(
-        &[
-            "target",
-            "add",
-            "nla01",
-            "--rdp",
-            &format!("127.0.0.1:{}", shadow.port),
-            "--login",
-            SHADOW_USER,
-            "--password-stdin",
-        ],
-        Some(&format!("{SHADOW_PASS}\n")),
-    );
+    add_shadow_target(&b, shadow, &[]);
     b.ok(&["grant", "alice", "nla01"], None);
     b.ok(&["user", "add", "bob", "--password-stdin"], Some("bob-pw\n"));
     RdpBox::serve(b)
+}
+
+/// Adds target `nla01` (the shadow server, its SAM user's credential) with `extra` options.
+pub(crate) fn add_shadow_target(b: &Box, shadow: &Shadow, extra: &[&str]) {
+    let address = format!("127.0.0.1:{}", shadow.port);
+    let mut args = vec!["target", "add", "nla01", "--rdp", &address, "--login", SHADOW_USER, "--password-stdin"];
+    args.extend_from_slice(extra);
+    b.ok(&args, Some(&format!("{SHADOW_PASS}\n")));
 }
 
 /// Snapshots the client's screen until `colors` have all been the dominant colour (each over
@@ -506,21 +502,7 @@ fn a_targets_own_port_needs_no_target_in_the_login() {
     shadow.screen.set_color("blue");
     let b = Box::new();
     let port = free_port();
-    b.ok(
-        &[
-            "target",
-            "add",
-            "nla01",
-            "--rdp",
-            &format!("127.0.0.1:{}", shadow.port),
-            "--login",
-            SHADOW_USER,
-            "--listen-port",
-            &port.to_string(),
-            "--password-stdin",
-        ],
-        Some(&format!("{SHADOW_PASS}\n")),
-    );
+    add_shadow_target(&b, &shadow, &["--listen-port", &port.to_string()]);
     b.ok(&["grant", "alice", "nla01"], None);
     let other = free_port();
     b.ok(
