@@ -140,17 +140,7 @@ impl Setup {
     }
 
     fn witness(&self, args: &[&str], stdin: Option<&str>) -> Result<()> {
-        let mut c = Command::new(&self.bin);
-        c.arg("--data").arg(self.data()).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
-        let mut child = c.spawn()?;
-        if let Some(s) = stdin {
-            child.stdin.take().unwrap().write_all(s.as_bytes())?;
-        }
-        drop(child.stdin.take());
-        if !child.wait()?.success() {
-            bail!("witness {args:?} failed");
-        }
-        Ok(())
+        witness_cli(&self.bin, &self.data(), args, stdin)
     }
 
     fn ssh(&self, direct: bool) -> Command {
@@ -177,14 +167,23 @@ impl Setup {
     }
 }
 
+/// Runs `witness --data DATA ARGS` with `stdin` fed in, failing unless it succeeds.
+pub(crate) fn witness_cli(bin: &Path, data: &Path, args: &[&str], stdin: Option<&str>) -> Result<()> {
+    let mut c = Command::new(bin);
+    c.arg("--data").arg(data).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut child = c.spawn()?;
+    if let Some(s) = stdin {
+        child.stdin.take().context("stdin")?.write_all(s.as_bytes())?;
+    }
+    drop(child.stdin.take());
+    if !child.wait()?.success() {
+        bail!("witness {args:?} failed");
+    }
+    Ok(())
+}
+
 fn setup() -> Result<Setup> {
-    crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-        "build",
-        "--release",
-        "-p",
-        "witness",
-    ]))?;
-    let bin = crate::root().join("target/release/witness");
+    let bin = crate::release_witness()?;
     let dir = tempfile::tempdir()?;
     let d = dir.path().to_owned();
     for k in ["host_key", "box_identity", "alice"] {

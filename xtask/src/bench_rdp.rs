@@ -5,7 +5,7 @@
 //! Prints a table; nothing here asserts.
 
 use anyhow::{Context, Result, bail};
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,6 +145,7 @@ pub(crate) struct Rig {
     pub(crate) shadow_port: u16,
     pub(crate) rdp_port: u16,
     pub(crate) data: PathBuf,
+    bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -153,15 +154,7 @@ pub(crate) const BOX_PASS: &str = "alice-pw";
 
 impl Rig {
     pub(crate) fn start(size: &str) -> Result<Self> {
-        crate::run(Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())).args([
-            "build",
-            "--release",
-            "-p",
-            "witness",
-        ]))?;
-        let target_dir =
-            std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or(crate::root().join("target"));
-        let bin = target_dir.join("release/witness");
+        let bin = crate::release_witness()?;
         let dir = tempfile::tempdir()?;
         let d = dir.path();
 
@@ -185,19 +178,7 @@ impl Rig {
         wait_port(shadow_port)?;
 
         let data = d.join("data");
-        let witness = |args: &[&str], stdin: Option<&str>| -> Result<()> {
-            let mut c = Command::new(&bin);
-            c.arg("--data").arg(&data).args(args).stdin(Stdio::piped()).stdout(Stdio::null());
-            let mut child = c.spawn()?;
-            if let Some(s) = stdin {
-                child.stdin.take().context("stdin")?.write_all(s.as_bytes())?;
-            }
-            drop(child.stdin.take());
-            if !child.wait()?.success() {
-                bail!("witness {args:?} failed");
-            }
-            Ok(())
-        };
+        let witness = |args: &[&str], stdin: Option<&str>| crate::bench::witness_cli(&bin, &data, args, stdin);
         witness(&["init"], None)?;
         witness(&["user", "add", "alice", "--password-stdin"], Some("alice-pw\n"))?;
         let addr = format!("127.0.0.1:{shadow_port}");
@@ -219,13 +200,12 @@ impl Rig {
                 .spawn()?,
         );
         wait_port(rdp_port)?;
-        Ok(Self { boxd, shadow, _target_x: target_x, target_display, shadow_port, rdp_port, data, _dir: dir })
+        Ok(Self { boxd, shadow, _target_x: target_x, target_display, shadow_port, rdp_port, data, bin, _dir: dir })
     }
 
     /// `witness ARGS --json` against the rig's data dir.
     pub(crate) fn json(&self, args: &[&str]) -> Result<serde_json::Value> {
-        let bin = std::fs::read_link(format!("/proc/{}/exe", self.boxd.0.id())).context("the box's binary")?;
-        let out = Command::new(bin).arg("--data").arg(&self.data).args(args).arg("--json").output()?;
+        let out = Command::new(&self.bin).arg("--data").arg(&self.data).args(args).arg("--json").output()?;
         if !out.status.success() {
             bail!("witness {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
         }

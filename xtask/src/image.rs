@@ -29,10 +29,7 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::setup::install_image()?;
     let binary = match binary {
         Some(b) => b,
-        None => {
-            crate::run(crate::cargo().args(["build", "--release", "-p", "witness"]))?;
-            crate::root().join("target/release/witness")
-        }
+        None => crate::release_witness()?,
     };
     let mut cmd = crate::setup::as_root(&["bash"]);
     cmd.arg(crate::root().join("rootfs/build.sh"))

@@ -56,11 +56,17 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
+/// Builds the box in release mode; returns the binary (under `CARGO_TARGET_DIR` when set).
+pub fn release_witness() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "witness"]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
+    Ok(target.join("release/witness"))
+}
+
 fn up(args: &[String]) -> Result<()> {
     setup::install_runtime()?;
-    run(cargo().args(["build", "--release", "-p", "witness"]))?;
+    let bin = release_witness()?;
     let data = args.first().map(PathBuf::from).unwrap_or_else(|| root().join("data"));
-    let bin = root().join("target/release/witness");
     if !data.join("witness.toml").exists() {
         run(Command::new(&bin).arg("init").arg("--data").arg(&data))?;
     } else {

@@ -311,11 +311,14 @@ impl<B: Broker> CredentialsProxy for Lookup<'_, B> {
     type AuthenticationData = AuthIdentity;
 
     fn auth_data_by_user(&mut self, username: &Username) -> std::io::Result<AuthIdentity> {
-        let spec = match (username.parts(), self.port_target) {
-            (UsernameParts::UserPrincipalName(upn), Some(t)) => parse_rdp_login_on_port(upn.upn(), t),
-            (UsernameParts::DownLevelLogonName(dl), Some(t)) => parse_rdp_login_on_port(dl.account_name(), t),
-            (UsernameParts::UserPrincipalName(upn), None) => parse_rdp_login(upn.upn(), None),
-            (UsernameParts::DownLevelLogonName(dl), None) => parse_rdp_login(dl.account_name(), dl.netbios_domain()),
+        let parts = username.parts();
+        let (account, domain) = match &parts {
+            UsernameParts::UserPrincipalName(upn) => (upn.upn(), None),
+            UsernameParts::DownLevelLogonName(dl) => (dl.account_name(), dl.netbios_domain()),
+        };
+        let spec = match self.port_target {
+            Some(t) => parse_rdp_login_on_port(account, t),
+            None => parse_rdp_login(account, domain),
         };
         let hash = self.broker.nt_hash(&spec.user);
         let target = spec.target.clone().unwrap_or_default();
