@@ -145,7 +145,7 @@ pub(crate) struct Rig {
     pub(crate) shadow_port: u16,
     pub(crate) rdp_port: u16,
     pub(crate) data: PathBuf,
-    bin: PathBuf,
+    pub(crate) bin: PathBuf,
     _dir: tempfile::TempDir,
 }
 

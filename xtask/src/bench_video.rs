@@ -117,7 +117,10 @@ const WORKLOADS: &[Workload] = &[
 struct Figures {
     box_cpu_per_min: f64,
     target_cpu_per_min: f64,
+    /// The recording's growth during the measured window, per hour.
     bytes_per_hour: f64,
+    /// The whole recording (connect and first full frame included) over its duration.
+    whole_bytes_per_hour: f64,
     fps: f64,
 }
 
@@ -138,12 +141,15 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
             .context("starting xfreerdp")?,
     );
     std::thread::sleep(WARMUP);
-    let (b0, t0) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()));
+    let recordings = rig.data.join("recordings");
+    let (b0, t0, f0) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()), file_sizes(&recordings));
     let start = Instant::now();
     std::thread::sleep(window);
     let secs = start.elapsed().as_secs_f64();
-    let (b1, t1) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()));
+    let (b1, t1, f1) = (cpu_seconds(rig.boxd.0.id()), cpu_seconds(rig.shadow.0.id()), file_sizes(&recordings));
     drop(client);
+    // What the recording grew by in the window: the steady rate, without the first full frame.
+    let grown: u64 = f1.iter().map(|(p, n)| n.saturating_sub(f0.get(p).copied().unwrap_or(0))).sum();
     // The recording of this session, once finished: its size, duration and frames.
     let deadline = Instant::now() + Duration::from_secs(30);
     let row = loop {
@@ -159,18 +165,45 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
         }
         std::thread::sleep(Duration::from_millis(300));
     };
+    // WITNESS_BENCH_EXPORT=DIR keeps each workload's video for a look at its frames.
+    if let (Some(dir), Some(id)) = (std::env::var_os("WITNESS_BENCH_EXPORT"), row["id"].as_str()) {
+        let out = std::path::Path::new(&dir).join(format!("{}.mp4", w.name.replace(' ', "-")));
+        let st = Command::new(&rig.bin).arg("--data").arg(&rig.data).args(["recordings", "export", id, "--out"]).arg(&out).status()?;
+        if !st.success() {
+            bail!("exporting the {} recording failed", w.name);
+        }
+    }
     let duration = row["duration"].as_f64().unwrap_or(0.0).max(0.1);
     let bytes = row["bytes"].as_f64().unwrap_or(0.0);
     let frames = row["frames"].as_f64().unwrap_or(0.0);
     Ok(Figures {
         box_cpu_per_min: (b1 - b0) / secs * 60.0,
         target_cpu_per_min: (t1 - t0) / secs * 60.0,
-        bytes_per_hour: bytes / duration * 3600.0,
+        bytes_per_hour: grown as f64 / secs * 3600.0,
+        whole_bytes_per_hour: bytes / duration * 3600.0,
         fps: frames / duration,
     })
 }
 
-pub fn run(window: Duration) -> Result<()> {
+/// Size of every file under `dir` (the recordings being written).
+fn file_sizes(dir: &std::path::Path) -> std::collections::HashMap<std::path::PathBuf, u64> {
+    let mut out = std::collections::HashMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => todo.push(e.path()),
+                Ok(m) => {
+                    out.insert(e.path(), m.len());
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
+pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
     let rig = Rig::start(SIZE)?;
     let (_client_x, client_display) = xvfb_sized(SIZE)?;
     let dir = tempfile::tempdir()?;
@@ -182,19 +215,20 @@ pub fn run(window: Duration) -> Result<()> {
         encoder.as_deref().unwrap_or("encoder unknown")
     );
     println!(
-        "| workload | box CPU s/min | % of a core | MB/h | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
+        "| workload | box CPU s/min | % of a core | MB/h (window) | MB/h (whole recording) | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for w in WORKLOADS {
+    println!("|---|---|---|---|---|---|---|---|");
+    for w in WORKLOADS.iter().filter(|w| only.is_none_or(|o| w.name.contains(o))) {
         let f = one(&rig, &client_display, w, window, dir.path())?;
         let capacity = if f.box_cpu_per_min > 0.0 { cores * 60.0 / f.box_cpu_per_min } else { f64::INFINITY };
         println!(
-            "| {} ({}) | {:.2} | {:.1} % | {:.1} | {:.1} | {:.0} | {:.2} |",
+            "| {} ({}) | {:.2} | {:.1} % | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
             w.name,
             w.what,
             f.box_cpu_per_min,
             f.box_cpu_per_min / 60.0 * 100.0,
             f.bytes_per_hour / 1e6,
+            f.whole_bytes_per_hour / 1e6,
             f.fps,
             capacity,
             f.target_cpu_per_min

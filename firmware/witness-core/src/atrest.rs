@@ -1,25 +1,35 @@
 //! Recordings encrypted from the first byte. A recording file is one plaintext JSON line naming
-//! the format, the key-encryption key and the wrapped data key, then records
-//! `[u32 length][24-byte nonce][ciphertext + tag]`, each sealing whole lines of the cast with
-//! XChaCha20-Poly1305 under the recording's own data key. A crash leaves every whole record
-//! readable; what follows the last whole record is cut. Old recordings keep the key id they
-//! were written under, so rotating the key-encryption key re-encrypts nothing.
+//! the format, the cipher, the key-encryption key and the wrapped data key, then records
+//! `[u32 length][24-byte nonce][ciphertext + tag]`, each sealing whole lines of the cast (or
+//! whole fragments of a video) under the recording's own data key. A crash leaves every whole
+//! record readable; what follows the last whole record is cut. Old recordings keep the key id
+//! they were written under, so rotating the key-encryption key re-encrypts nothing.
 //!
-//! Records are sealed and opened through XChaCha20-Poly1305's definition: with nonce
-//! `prefix16 ‖ counter8` it is ChaCha20-Poly1305 (RFC 8439) under the key HChaCha20(data key,
-//! prefix16) with the nonce `0u32 ‖ counter8`. The prefix is fixed per recording, so the subkey
-//! is derived once and every record goes through ring's assembly ChaCha20-Poly1305; the bytes
-//! are exactly those of the XChaCha20-Poly1305 construction (tested against RustCrypto's).
+//! Two ciphers, chosen per recording when it starts ([`Cipher::preferred`]): AES-256-GCM where
+//! the CPU has AES instructions (x86-64 AES-NI + PCLMULQDQ, ARMv8 AES + PMULL), otherwise
+//! XChaCha20-Poly1305, which is fast everywhere in software (a Raspberry Pi 4 has no AES
+//! instructions). Both are nonce-prefix constructions over the same record layout: the nonce is
+//! `prefix16 ‖ counter8`, the prefix fixed per writer, and the record key is derived once per
+//! prefix. XChaCha20-Poly1305 (format `witness-enc/1`): the key is HChaCha20(data key, prefix16)
+//! and the record is ChaCha20-Poly1305 (RFC 8439) with nonce `0u32 ‖ counter8`, byte for byte the
+//! XChaCha20-Poly1305 construction (tested against RustCrypto's). AES-256-GCM (format
+//! `witness-enc/2`, the header names the cipher): the key is HMAC-SHA256(data key, label ‖
+//! prefix16) and the nonce `0u32 ‖ counter8`, so a 96-bit GCM nonce never repeats under one key.
 
 use base64::Engine;
 use chacha20::cipher::consts::U10;
 use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
+use ring::aead::{AES_256_GCM, Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+/// XChaCha20-Poly1305 records; the header has no `cipher` field.
 pub const FORMAT: &str = "witness-enc/1";
+/// The header names its cipher.
+pub const FORMAT_2: &str = "witness-enc/2";
+/// Domain separation of the AES-256-GCM record key.
+const AES_LABEL: &[u8] = b"witness-enc/2 aes-256-gcm record key";
 const NONCE: usize = 24;
 /// Largest record accepted when reading (a write is at most a few hundred KiB).
 const MAX_RECORD: usize = 64 * 1024 * 1024;
@@ -34,6 +44,38 @@ pub enum AtRestError {
     Tampered { index: u64, offset: u64 },
 }
 
+/// The AEAD that seals a recording's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Cipher {
+    #[serde(rename = "xchacha20-poly1305")]
+    XChaCha20Poly1305,
+    #[serde(rename = "aes-256-gcm")]
+    Aes256Gcm,
+}
+
+impl Cipher {
+    /// AES-256-GCM where this CPU has AES instructions (several GiB/s), XChaCha20-Poly1305
+    /// elsewhere (AES in software is slow and not constant-time).
+    pub fn preferred() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("aes") && std::arch::is_x86_feature_detected!("pclmulqdq") {
+            return Self::Aes256Gcm;
+        }
+        #[cfg(target_arch = "aarch64")]
+        if std::arch::is_aarch64_feature_detected!("aes") {
+            return Self::Aes256Gcm;
+        }
+        Self::XChaCha20Poly1305
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::XChaCha20Poly1305 => "xchacha20-poly1305",
+            Self::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
 /// The plaintext first line of an encrypted recording.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
@@ -42,9 +84,33 @@ pub struct Header {
     pub key_id: String,
     /// Nonce ‖ XChaCha20-Poly1305(KEK, data key), base64.
     pub wrapped_key: String,
+    /// Present from `witness-enc/2` on; absent means XChaCha20-Poly1305.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cipher: Option<Cipher>,
 }
 
 impl Header {
+    /// The header of a new recording sealed with `cipher`. XChaCha20-Poly1305 keeps the first
+    /// format (readable by every earlier release, e.g. after a fall-back to the other slot).
+    pub fn new(cipher: Cipher, recording_id: &str, key_id: &str, wrapped_key: String) -> Self {
+        let (format, cipher) = match cipher {
+            Cipher::XChaCha20Poly1305 => (FORMAT, None),
+            Cipher::Aes256Gcm => (FORMAT_2, Some(cipher)),
+        };
+        Self {
+            format: format.into(),
+            recording_id: recording_id.into(),
+            key_id: key_id.into(),
+            wrapped_key,
+            cipher,
+        }
+    }
+
+    /// The cipher the records are sealed with.
+    pub fn cipher(&self) -> Cipher {
+        self.cipher.unwrap_or(Cipher::XChaCha20Poly1305)
+    }
+
     pub fn line(&self) -> Vec<u8> {
         let mut l = serde_json::to_vec(self).expect("a header serializes");
         l.push(b'\n');
@@ -55,7 +121,11 @@ impl Header {
     pub fn parse(file: &[u8]) -> Option<(Header, usize)> {
         let end = file.iter().position(|b| *b == b'\n')?;
         let h: Header = serde_json::from_slice(&file[..end]).ok()?;
-        (h.format == FORMAT).then_some((h, end + 1))
+        let known = match h.cipher {
+            None => h.format == FORMAT,
+            Some(_) => h.format == FORMAT_2,
+        };
+        known.then_some((h, end + 1))
     }
 }
 
@@ -82,15 +152,27 @@ pub fn unwrap(kek: &[u8; 32], header: &Header) -> Result<[u8; 32], AtRestError> 
     dek.try_into().map_err(|_| err())
 }
 
-/// ChaCha20-Poly1305 under HChaCha20(`key`, `prefix`): the XChaCha20-Poly1305 key for every
-/// nonce that starts with `prefix`.
-fn subkey(key: &[u8; 32], prefix: &[u8; 16]) -> LessSafeKey {
-    // HChaCha20 runs ChaCha20's 20 rounds as 10 double rounds.
-    let k = chacha20::hchacha::<U10>(key.into(), prefix.into());
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"))
+/// The record key for every nonce that starts with `prefix`. XChaCha20-Poly1305: ChaCha20-Poly1305
+/// under HChaCha20(`key`, `prefix`). AES-256-GCM: under HMAC-SHA256(`key`, label ‖ `prefix`).
+fn subkey(cipher: Cipher, key: &[u8; 32], prefix: &[u8; 16]) -> LessSafeKey {
+    let k = match cipher {
+        // HChaCha20 runs ChaCha20's 20 rounds as 10 double rounds.
+        Cipher::XChaCha20Poly1305 => {
+            let k = chacha20::hchacha::<U10>(key.into(), prefix.into());
+            return LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
+        }
+        Cipher::Aes256Gcm => {
+            let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+            let mut ctx = ring::hmac::Context::with_key(&mac);
+            ctx.update(AES_LABEL);
+            ctx.update(prefix);
+            ctx.sign()
+        }
+    };
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k.as_ref()).expect("a 32-byte key"))
 }
 
-/// The RFC 8439 nonce for the last 8 bytes of a 24-byte XChaCha20 nonce.
+/// The record key's 96-bit nonce for the counter (the last 8 bytes of a record's nonce).
 fn inner_nonce(tail: &[u8]) -> Nonce {
     let mut n = [0u8; 12];
     n[4..].copy_from_slice(tail);
@@ -114,8 +196,8 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(dek: &[u8; 32], prefix: [u8; 16]) -> Self {
-        Self { key: subkey(dek, &prefix), prefix, counter: 0 }
+    pub fn new(cipher: Cipher, dek: &[u8; 32], prefix: [u8; 16]) -> Self {
+        Self { key: subkey(cipher, dek, &prefix), prefix, counter: 0 }
     }
 
     /// One record sealing `plaintext`, framing included.
@@ -140,7 +222,7 @@ impl Sealer {
         let tag = self
             .key
             .seal_in_place_separate_tag(inner_nonce(&counter), Aad::empty(), &mut buf[RECORD_HEAD..])
-            .expect("a record is far below ChaCha20-Poly1305's length limit");
+            .expect("a record is far below the AEAD's length limit");
         buf.extend_from_slice(tag.as_ref());
     }
 }
@@ -161,7 +243,8 @@ pub fn whole_len(file: &[u8]) -> Option<usize> {
 /// Decrypts every whole record. `strict`: a record that fails authentication is an error
 /// (tampering); otherwise it ends the readable part, as garbage after a power cut does.
 pub fn open(file: &[u8], dek: &[u8; 32], strict: bool) -> Result<(Vec<u8>, usize), AtRestError> {
-    let (_, mut at) = Header::parse(file).ok_or(AtRestError::NotEncrypted)?;
+    let (header, mut at) = Header::parse(file).ok_or(AtRestError::NotEncrypted)?;
+    let cipher = header.cipher();
     let end = whole_len(file).unwrap_or(at);
     // Every record of a recording shares one nonce prefix: its subkey is derived once.
     let mut key: Option<([u8; 16], LessSafeKey)> = None;
@@ -172,7 +255,7 @@ pub fn open(file: &[u8], dek: &[u8; 32], strict: bool) -> Result<(Vec<u8>, usize
         let rec = &file[at + 4..at + 4 + n];
         let prefix: [u8; 16] = rec[..16].try_into().expect("sixteen bytes");
         if key.as_ref().is_none_or(|(p, _)| *p != prefix) {
-            key = Some((prefix, subkey(dek, &prefix)));
+            key = Some((prefix, subkey(cipher, dek, &prefix)));
         }
         let (_, k) = key.as_ref().expect("set above");
         let start = plain.len();
@@ -203,15 +286,12 @@ pub fn open(file: &[u8], dek: &[u8; 32], strict: bool) -> Result<(Vec<u8>, usize
 mod tests {
     use super::*;
 
-    fn file(dek: &[u8; 32], kek: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
-        let h = Header {
-            format: FORMAT.into(),
-            recording_id: "r".into(),
-            key_id: "k1".into(),
-            wrapped_key: wrap(kek, dek, [3; 24]),
-        };
+    const CIPHERS: [Cipher; 2] = [Cipher::XChaCha20Poly1305, Cipher::Aes256Gcm];
+
+    fn file(cipher: Cipher, dek: &[u8; 32], kek: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
+        let h = Header::new(cipher, "r", "k1", wrap(kek, dek, [3; 24]));
         let mut f = h.line();
-        let mut s = Sealer::new(dek, [9; 16]);
+        let mut s = Sealer::new(cipher, dek, [9; 16]);
         for p in parts {
             f.extend(s.seal(p));
         }
@@ -220,26 +300,99 @@ mod tests {
 
     #[test]
     fn round_trip_crash_cut_and_tampering() {
-        let (dek, kek) = ([1u8; 32], [2u8; 32]);
-        let f = file(&dek, &kek, &[b"{\"version\":2}\n", b"[0.1, \"o\", \"secret-word\"]\n"]);
-        assert!(!f.windows(11).any(|w| w == b"secret-word"), "no plaintext at rest");
-        let (h, _) = Header::parse(&f).unwrap();
-        assert_eq!(unwrap(&kek, &h).unwrap(), dek);
-        assert_eq!(unwrap(&[5u8; 32], &h), Err(AtRestError::Unwrap { key_id: "k1".into() }));
-        let (plain, n) = open(&f, &dek, true).unwrap();
-        assert_eq!((plain.as_slice(), n), (b"{\"version\":2}\n[0.1, \"o\", \"secret-word\"]\n".as_slice(), f.len()));
-        // A crash mid-record: the whole records stay readable.
-        let cut = &f[..f.len() - 5];
-        assert!(whole_len(cut).unwrap() < cut.len());
-        let (plain, n) = open(cut, &dek, false).unwrap();
-        assert_eq!(plain, b"{\"version\":2}\n");
-        assert!(n < cut.len());
-        // A flipped byte inside a record is tampering.
-        let mut bad = f.clone();
-        let last = bad.len() - 3;
-        bad[last] ^= 1;
-        assert!(matches!(open(&bad, &dek, true), Err(AtRestError::Tampered { index: 1, .. })));
-        assert_eq!(open(b"plain text\n", &dek, true), Err(AtRestError::NotEncrypted));
+        for cipher in CIPHERS {
+            let (dek, kek) = ([1u8; 32], [2u8; 32]);
+            let f = file(cipher, &dek, &kek, &[b"{\"version\":2}\n", b"[0.1, \"o\", \"secret-word\"]\n"]);
+            assert!(!f.windows(11).any(|w| w == b"secret-word"), "no plaintext at rest");
+            let (h, _) = Header::parse(&f).unwrap();
+            assert_eq!(h.cipher(), cipher);
+            assert_eq!(unwrap(&kek, &h).unwrap(), dek);
+            assert_eq!(unwrap(&[5u8; 32], &h), Err(AtRestError::Unwrap { key_id: "k1".into() }));
+            let (plain, n) = open(&f, &dek, true).unwrap();
+            let all = b"{\"version\":2}\n[0.1, \"o\", \"secret-word\"]\n";
+            assert_eq!((plain.as_slice(), n), (all.as_slice(), f.len()), "{cipher:?}");
+            // A crash mid-record: the whole records stay readable.
+            let cut = &f[..f.len() - 5];
+            assert!(whole_len(cut).unwrap() < cut.len());
+            let (plain, n) = open(cut, &dek, false).unwrap();
+            assert_eq!(plain, b"{\"version\":2}\n");
+            assert!(n < cut.len());
+            // A flipped byte inside a record is tampering.
+            let mut bad = f.clone();
+            let last = bad.len() - 3;
+            bad[last] ^= 1;
+            assert!(matches!(open(&bad, &dek, true), Err(AtRestError::Tampered { index: 1, .. })));
+            assert_eq!(open(b"plain text\n", &dek, true), Err(AtRestError::NotEncrypted));
+        }
+    }
+
+    #[test]
+    fn the_header_names_the_cipher_and_the_first_format_stays_as_it_was() {
+        let x = Header::new(Cipher::XChaCha20Poly1305, "r", "k", "w".into());
+        assert_eq!(
+            String::from_utf8(x.line()).unwrap(),
+            "{\"format\":\"witness-enc/1\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n"
+        );
+        let a = Header::new(Cipher::Aes256Gcm, "r", "k", "w".into());
+        let line = String::from_utf8(a.line()).unwrap();
+        assert!(line.contains("\"format\":\"witness-enc/2\"") && line.contains("\"cipher\":\"aes-256-gcm\""), "{line}");
+        assert_eq!(Header::parse(line.as_bytes()).unwrap().0.cipher(), Cipher::Aes256Gcm);
+        // A format that does not match its cipher field is not ours.
+        for bad in [
+            "{\"format\":\"witness-enc/1\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\",\"cipher\":\"aes-256-gcm\"}\n",
+            "{\"format\":\"witness-enc/2\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n",
+            "{\"format\":\"witness-enc/2\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\",\"cipher\":\"rot13\"}\n",
+        ] {
+            assert!(Header::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    /// One AES-256-GCM record as RustCrypto seals it, with the record key derived by RustCrypto's
+    /// HMAC: the construction written down in the module's documentation.
+    fn aes_reference_record(dek: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> Vec<u8> {
+        use aes_gcm::aead::{Aead as _, KeyInit as _};
+        use hmac::Mac;
+        let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(dek).unwrap();
+        mac.update(AES_LABEL);
+        mac.update(&nonce[..16]);
+        let key = mac.finalize().into_bytes();
+        let mut n = [0u8; 12];
+        n[4..].copy_from_slice(&nonce[16..]);
+        let ct = aes_gcm::Aes256Gcm::new(&key).encrypt(aes_gcm::Nonce::from_slice(&n), plaintext).unwrap();
+        let mut r = ((NONCE + ct.len()) as u32).to_be_bytes().to_vec();
+        r.extend_from_slice(nonce);
+        r.extend(ct);
+        r
+    }
+
+    #[test]
+    fn aes_records_are_the_documented_construction() {
+        let dek: [u8; 32] = std::array::from_fn(|i| (i * 5 + 3) as u8);
+        let prefix: [u8; 16] = std::array::from_fn(|i| (90 + i * 7) as u8);
+        let mut s = Sealer::new(Cipher::Aes256Gcm, &dek, prefix);
+        let h = Header::new(Cipher::Aes256Gcm, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
+        let (mut f, mut plain) = (h.line(), Vec::new());
+        for (counter, size) in [0usize, 1, 16, 17, 1000, 32 * 1024 + 5, 300_000].into_iter().enumerate() {
+            let plaintext: Vec<u8> = (0..size).map(|i| (i * 13 + counter) as u8).collect();
+            let mut nonce = [0u8; 24];
+            nonce[..16].copy_from_slice(&prefix);
+            nonce[16..].copy_from_slice(&(counter as u64).to_le_bytes());
+            let r = aes_reference_record(&dek, &nonce, &plaintext);
+            assert_eq!(s.seal(&plaintext), r, "record {counter} of {size} bytes");
+            f.extend(r);
+            plain.extend(plaintext);
+        }
+        // Another writer of the same recording (another prefix) opens too.
+        f.extend(aes_reference_record(&dek, &[6; 24], b"other prefix"));
+        plain.extend_from_slice(b"other prefix");
+        assert_eq!(open(&f, &dek, true).unwrap(), (plain, f.len()));
+        // The same bytes read as XChaCha20-Poly1305 records fail: the header decides.
+        let as_chacha = {
+            let mut g = Header::new(Cipher::XChaCha20Poly1305, "r", "k", "w".into()).line();
+            g.extend_from_slice(&f[h.line().len()..]);
+            g
+        };
+        assert!(matches!(open(&as_chacha, &dek, true), Err(AtRestError::Tampered { index: 0, .. })));
     }
 
     /// What RustCrypto's XChaCha20-Poly1305 makes of one record: the construction the format
@@ -256,7 +409,7 @@ mod tests {
     fn records_are_byte_identical_to_xchacha20_poly1305() {
         let dek: [u8; 32] = std::array::from_fn(|i| (i * 7 + 1) as u8);
         let prefix: [u8; 16] = std::array::from_fn(|i| (200 - i * 3) as u8);
-        let mut s = Sealer::new(&dek, prefix);
+        let mut s = Sealer::new(Cipher::XChaCha20Poly1305, &dek, prefix);
         let mut reference = Vec::new();
         let mut sealed = Vec::new();
         for (counter, size) in
@@ -281,12 +434,7 @@ mod tests {
         nonce[16..].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
         assert_eq!(buf, reference_record(&dek, &nonce, b"[1.0, \"o\", \"late\"]\n"));
         // A file sealed by RustCrypto opens, including records under another prefix.
-        let h = Header {
-            format: FORMAT.into(),
-            recording_id: "r".into(),
-            key_id: "k".into(),
-            wrapped_key: wrap(&[8; 32], &dek, [1; 24]),
-        };
+        let h = Header::new(Cipher::XChaCha20Poly1305, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
         let mut f = h.line();
         f.extend(&reference);
         f.extend(reference_record(&dek, &[5; 24], b"other prefix"));

@@ -89,7 +89,7 @@ pub fn start_cast(
     settings: RecorderSettings,
     encryption: Option<Encryption>,
 ) -> Result<CastRecorder, RecordError> {
-    let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(&e.dek, e.nonce_prefix));
+    let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(e.header.cipher(), &e.dek, e.nonce_prefix));
     let mut line = encryption.as_ref().map(|e| e.header.line()).unwrap_or_default();
     match sealer.as_mut() {
         Some(s) => line.extend(s.seal(&header.to_line())),
@@ -326,12 +326,7 @@ mod tests {
         let d = dir();
         let path = d.join("e.cast");
         let (dek, kek) = ([4u8; 32], [5u8; 32]);
-        let header = atrest::Header {
-            format: atrest::FORMAT.into(),
-            recording_id: "r".into(),
-            key_id: "k".into(),
-            wrapped_key: atrest::wrap(&kek, &dek, [6; 24]),
-        };
+        let header = atrest::Header::new(atrest::Cipher::preferred(), "r", "k", atrest::wrap(&kek, &dek, [6; 24]));
         let enc = Encryption { header, dek, nonce_prefix: [7; 16] };
         let rec = start_cast(&path, &self::tests::header(), settings(), Some(enc)).unwrap();
         rec.output(&Bytes::from_static(b"top-secret-output\r\n")).unwrap();

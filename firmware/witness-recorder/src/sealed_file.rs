@@ -49,7 +49,7 @@ impl SealedFile {
         hash.update(&header);
         Ok(Self {
             file,
-            sealer: atrest::Sealer::new(&encryption.dek, encryption.nonce_prefix),
+            sealer: atrest::Sealer::new(encryption.header.cipher(), &encryption.dek, encryption.nonce_prefix),
             hash,
             written: header.len() as u64,
             fsync_interval,
@@ -92,12 +92,7 @@ mod tests {
         let path = dir.path().join("v.mp4");
         let dek = [3u8; 32];
         let kek = [9u8; 32];
-        let header = atrest::Header {
-            format: atrest::FORMAT.into(),
-            recording_id: "r1".into(),
-            key_id: "k1".into(),
-            wrapped_key: atrest::wrap(&kek, &dek, [1u8; 24]),
-        };
+        let header = atrest::Header::new(atrest::Cipher::preferred(), "r1", "k1", atrest::wrap(&kek, &dek, [1u8; 24]));
         let mut f =
             SealedFile::create(&path, Encryption { header, dek, nonce_prefix: [2u8; 16] }, Duration::ZERO).unwrap();
         f.append(b"ftyp-and-moov").unwrap();
