@@ -76,6 +76,17 @@ impl Xvfb {
         let st = Command::new("xsetroot").args(["-display", &self.display, "-solid", color]).status().unwrap();
         assert!(st.success(), "xsetroot failed");
     }
+
+    /// Resizes the windows of X class `class` (no window manager: the server applies it).
+    pub(crate) fn resize_windows(&self, class: &str, width: u32, height: u32) {
+        let st = Command::new("xdotool")
+            .args(["search", "--sync", "--class", class, "windowsize", "%@"])
+            .args([width.to_string(), height.to_string()])
+            .env("DISPLAY", &self.display)
+            .status()
+            .expect("xdotool (apt install xdotool)");
+        assert!(st.success(), "xdotool windowsize failed");
+    }
 }
 
 impl Drop for Xvfb {

@@ -70,10 +70,15 @@ fn distinct_frames(path: &Path) -> usize {
 /// The colour (R, G, B) at a quarter of the width and height (away from the pointer, which
 /// Xvfb parks in the middle), four times a second of video.
 fn colours(path: &Path) -> Vec<(u8, u8, u8)> {
+    colours_at(path, "iw/4", "ih/4")
+}
+
+/// The colour at (`x`, `y`) (ffmpeg crop expressions), four times a second of video.
+fn colours_at(path: &Path, x: &str, y: &str) -> Vec<(u8, u8, u8)> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-vf", "fps=4,crop=2:2:iw/4:ih/4", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+        .args(["-vf", &format!("fps=4,crop=2:2:{x}:{y}"), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -123,6 +128,12 @@ fn red_then_blue_session(extra: &[&str]) {
     // Red held for 3 s on the target before it turned blue; the video agrees within a second.
     let held = blue.unwrap() - red.unwrap();
     assert!(held > 2.0 && held < 5.5, "red for {held} s: {seen:?}");
+    if extra.contains(&"/gfx") {
+        // xfreerdp's own Caps Advertise was found on drdynvc and H.264 switched off in it.
+        let log = rb.b.log();
+        let line = log.lines().find(|l| l.contains("graphics pipeline capabilities trimmed"));
+        assert!(line.is_some_and(|l| l.contains("avc_off: [") && !l.contains("avc_off: []")), "{log}");
+    }
 }
 
 #[test]
@@ -213,6 +224,41 @@ fn xrdp_session_video() {
     let flips = seen.windows(2).filter(|w| near(w[0], RED) && near(w[1], BLUE)).count();
     assert!(flips >= 2, "the video follows the desktop's colour changes: {seen:?}");
     assert!(distinct_frames(&mp4) >= 4);
+}
+
+/// The client's window shrinks mid-session (`/dynamic-resolution`): xrdp resizes its desktop to
+/// 1024x576 and reactivates the session at that size. The recording stays one video at the
+/// first size (1024x768) with the new desktop letterboxed into it (a black band above and
+/// below), and follows the desktop before and after.
+#[test]
+fn a_resized_xrdp_desktop_stays_one_video() {
+    const BLACK: (u8, u8, u8) = (0, 0, 0);
+    let xrdp = Xrdp::start();
+    let b = crate::rdp::box_with_xrdp(&xrdp);
+    b.ok(&["grant", "alice", "xrdp01"], None);
+    let rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 30, &["/dynamic-resolution", "/size:1024x768"]);
+    screen_shows(&screen, &[RED, BLUE], 14, |_| {});
+    std::thread::sleep(Duration::from_secs(3));
+    screen.resize_windows("xfreerdp", 1024, 576);
+    let (st, log) = client.wait(Duration::from_secs(40));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+    assert_eq!(ffprobe(&mp4, "stream=codec_name,width,height"), "h264,1024,768", "one video at the first size");
+    let top = colours_at(&mp4, "iw/4", "20");
+    let middle = colours_at(&mp4, "iw/4", "ih/2+60");
+    let desktop = |c: &(u8, u8, u8)| near(*c, RED) || near(*c, BLUE);
+    let shown = top.iter().position(desktop).unwrap_or_else(|| panic!("the desktop at the top first: {top:?}"));
+    let band = shown
+        + top[shown..].iter().position(|c| near(*c, BLACK)).unwrap_or_else(|| panic!("a black band after: {top:?}"));
+    assert!(top[band..].iter().all(|c| near(*c, BLACK)), "the band stays to the end: {top:?}");
+    let after = &middle[band..];
+    let flips = after.windows(2).filter(|w| desktop(&w[0]) && desktop(&w[1]) && !near(w[0], w[1])).count();
+    assert!(after.len() >= 20 && flips >= 2, "the resized desktop goes on changing in the video: {after:?}");
 }
 
 /// The console plays the video through the box in Chromium: its activity bar, a click on a span,

@@ -25,7 +25,8 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
-    let mut o = Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None, secs: 60, workload: None };
+    let mut o =
+        Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None, secs: 60, workload: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let v = || -> Result<u64> { it.clone().next().context("missing value")?.parse().context("not a number") };

@@ -2,8 +2,10 @@
 //! scripted workloads on the target's desktop (idle, typing in a terminal, scrolling a long text,
 //! a full-screen video), one session each through the box with `xfreerdp /size:1920x1080`.
 //! Prints per workload the box's CPU seconds per minute of session (relay, decoder and encoder
-//! together), the recording's bytes per hour, the frames per second it encoded, and how many
-//! such sessions the box's cores could record at once; beside them, in the same run, the CPU of
+//! together; and the session's share: less what the box spends with no session, measured first),
+//! the recording's bytes per hour (its growth in the measured window, and over the whole
+//! recording), the frames per second it encoded, and how many such sessions the box's cores
+//! could record at once; beside them, in the same run, the CPU of
 //! the target's own RDP server for the same screen (the baseline: what producing those updates
 //! costs). Nothing here asserts.
 
@@ -168,7 +170,12 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
     // WITNESS_BENCH_EXPORT=DIR keeps each workload's video for a look at its frames.
     if let (Some(dir), Some(id)) = (std::env::var_os("WITNESS_BENCH_EXPORT"), row["id"].as_str()) {
         let out = std::path::Path::new(&dir).join(format!("{}.mp4", w.name.replace(' ', "-")));
-        let st = Command::new(&rig.bin).arg("--data").arg(&rig.data).args(["recordings", "export", id, "--out"]).arg(&out).status()?;
+        let st = Command::new(&rig.bin)
+            .arg("--data")
+            .arg(&rig.data)
+            .args(["recordings", "export", id, "--out"])
+            .arg(&out)
+            .status()?;
         if !st.success() {
             bail!("exporting the {} recording failed", w.name);
         }
@@ -209,24 +216,33 @@ pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let encoder = rig.json(&["encoders"]).ok().and_then(|v| v["chosen"].as_str().map(str::to_owned));
+    // The box's own cost with no session (front panel, health checks): not the recording's.
+    let (b0, t0) = (cpu_seconds(rig.boxd.0.id()), Instant::now());
+    std::thread::sleep(Duration::from_secs(15));
+    let idle_per_min = (cpu_seconds(rig.boxd.0.id()) - b0) / t0.elapsed().as_secs_f64() * 60.0;
     println!(
         "\n## RDP session video at 1920x1080: one session per workload through the box, {} s each ({})",
         window.as_secs(),
         encoder.as_deref().unwrap_or("encoder unknown")
     );
     println!(
-        "| workload | box CPU s/min | % of a core | MB/h (window) | MB/h (whole recording) | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
+        "The box with no session: {idle_per_min:.2} CPU s/min (front panel, health checks); the session's share is the box's CPU less that."
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| workload | box CPU s/min | session's share s/min | % of a core | MB/h (window) | MB/h (whole recording) | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for w in WORKLOADS.iter().filter(|w| only.is_none_or(|o| w.name.contains(o))) {
         let f = one(&rig, &client_display, w, window, dir.path())?;
-        let capacity = if f.box_cpu_per_min > 0.0 { cores * 60.0 / f.box_cpu_per_min } else { f64::INFINITY };
+        let share = (f.box_cpu_per_min - idle_per_min).max(0.0);
+        let capacity = if share > 0.0 { cores * 60.0 / share } else { f64::INFINITY };
         println!(
-            "| {} ({}) | {:.2} | {:.1} % | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
+            "| {} ({}) | {:.2} | {:.2} | {:.1} % | {:.1} | {:.1} | {:.1} | {:.0} | {:.2} |",
             w.name,
             w.what,
             f.box_cpu_per_min,
-            f.box_cpu_per_min / 60.0 * 100.0,
+            share,
+            share / 60.0 * 100.0,
             f.bytes_per_hour / 1e6,
             f.whole_bytes_per_hour / 1e6,
             f.fps,

@@ -15,7 +15,7 @@ use std::process::Command;
 /// and change screens, `openssl` for xrdp's certificate. The web console: Debian's `chromium`
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
 /// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock). `xterm` draws
-/// the terminal workloads of the RDP video benchmark.
+/// the terminal workloads of the RDP video benchmark; `xdotool` resizes the client's window.
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -43,6 +43,7 @@ const PACKAGES: &[&str] = &[
     "ffmpeg",
     "python3-venv",
     "xterm",
+    "xdotool",
 ];
 
 fn installed(pkg: &str) -> bool {

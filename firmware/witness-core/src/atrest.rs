@@ -97,13 +97,7 @@ impl Header {
             Cipher::XChaCha20Poly1305 => (FORMAT, None),
             Cipher::Aes256Gcm => (FORMAT_2, Some(cipher)),
         };
-        Self {
-            format: format.into(),
-            recording_id: recording_id.into(),
-            key_id: key_id.into(),
-            wrapped_key,
-            cipher,
-        }
+        Self { format: format.into(), recording_id: recording_id.into(), key_id: key_id.into(), wrapped_key, cipher }
     }
 
     /// The cipher the records are sealed with.

@@ -131,6 +131,10 @@ impl Filter {
         self.decisions.iter().any(|d| d.id == channel_id && !d.allowed)
     }
 
+    fn is_drdynvc(&self, channel_id: u16) -> bool {
+        self.decisions.iter().any(|d| d.id == channel_id && d.name == "drdynvc")
+    }
+
     fn allowed_name(&self, name: &str) -> bool {
         match name {
             "cliprdr" => self.redirection.clipboard,
@@ -162,9 +166,16 @@ impl Filter {
             let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
             return encode_vec(&X224(out)).map(Verdict::Replace).map_err(enc_err("send data request"));
         }
+        // The user data runs to the end of the frame: patch it there, lengths unchanged.
+        let at = frame.len() - req.user_data.len();
+        if self.is_drdynvc(req.channel_id) {
+            let mut out = frame.to_vec();
+            if let Some(trimmed) = trim_gfx_caps(&mut out[at..]) {
+                tracing::debug!(?trimmed, "graphics pipeline capabilities trimmed to what the box decodes");
+                return Ok(Verdict::Replace(out));
+            }
+        }
         if self.client_info_seen && Some(req.channel_id) == self.io_channel {
-            // The user data runs to the end of the frame: patch it there, lengths unchanged.
-            let at = frame.len() - req.user_data.len();
             match client_share_pdu(&req.user_data) {
                 Some(ClientShare::ConfirmActive) => {
                     let mut out = frame.to_vec();
@@ -333,6 +344,109 @@ pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
         at += len;
     }
     trimmed
+}
+
+/// What [`trim_gfx_caps`] changed in a graphics pipeline Caps Advertise.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GfxTrimmed {
+    /// Capability sets (by version) told that H.264 (AVC420/AVC444) is off.
+    pub avc_off: Vec<u32>,
+    /// Capability sets (by version) the target will pass over: version 10.1, which cannot say
+    /// "no H.264", and versions newer than the box knows.
+    pub hidden: Vec<u32>,
+}
+
+/// Graphics pipeline (MS-RDPEGFX) capability versions.
+const GFX_V8: u32 = 0x0008_0004;
+const GFX_V8_1: u32 = 0x0008_0105;
+/// 10, 10.2, 10.3, 10.4, 10.5, 10.6, 10.6 (erratum), 10.7: a flags field with AVC_DISABLED.
+const GFX_V10_FLAGS: [u32; 8] =
+    [0x000A_0002, 0x000A_0200, 0x000A_0301, 0x000A_0400, 0x000A_0502, 0x000A_0600, 0x000A_0601, 0x000A_0701];
+
+/// Switches H.264 off in the client's graphics pipeline Caps Advertise, which reaches the target
+/// through `drdynvc` (`data` starts at the static channel PDU header), by patching bytes in place:
+/// the box's decoder has no H.264, and a session coded in AVC would leave the video blank. In
+/// 8.1 the AVC420 flag is cleared; in 10.x AVC_DISABLED is set and AVC thin client (a wish for
+/// AVC) cleared; 10.1 (reserved bytes, no flags) and unknown versions get version 0, which the
+/// target does not recognise and passes over. Returns `None` when `data` is not a whole, well-formed
+/// Caps Advertise in one unfragmented, uncompressed channel PDU (then nothing is changed).
+pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
+    const CHANNEL_FLAG_FIRST: u32 = 0x1;
+    const CHANNEL_FLAG_LAST: u32 = 0x2;
+    const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+    const DVC_DATA_FIRST: u8 = 0x2;
+    const DVC_DATA: u8 = 0x3;
+    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
+    const AVC420_ENABLED: u32 = 0x10;
+    const AVC_DISABLED: u32 = 0x20;
+    const AVC_THINCLIENT: u32 = 0x40;
+    let u16_at = |d: &[u8], at: usize| d.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |d: &[u8], at: usize| d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    // CHANNEL_PDU_HEADER: length of the whole channel data, flags.
+    let (length, flags) = (u32_at(data, 0)?, u32_at(data, 4)?);
+    let whole = flags & (CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST) == CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
+    if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != data.len() - 8 {
+        return None;
+    }
+    // DVC header: cbChId (bits 0-1), Sp (bits 2-3), Cmd (bits 4-7); then the channel id and, in
+    // a Data First PDU, the total length.
+    let head = *data.get(8)?;
+    let field = |code: u8| [1usize, 2, 4].get(code as usize).copied();
+    let mut at = 9 + field(head & 3)?;
+    match head >> 4 {
+        DVC_DATA => {}
+        DVC_DATA_FIRST => {
+            let n = field((head >> 2) & 3)?;
+            let total = match n {
+                1 => u32::from(*data.get(at)?),
+                2 => u32::from(u16_at(data, at)?),
+                _ => u32_at(data, at)?,
+            };
+            at += n;
+            if total as usize != data.len().checked_sub(at)? {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    // RDPGFX_HEADER (cmdId, flags, pduLength), capsSetCount, then the capability sets, which
+    // must fill the PDU exactly.
+    let pdu = &mut data[at..];
+    if u16_at(pdu, 0)? != RDPGFX_CMDID_CAPSADVERTISE || u16_at(pdu, 2)? != 0 || u32_at(pdu, 4)? as usize != pdu.len() {
+        return None;
+    }
+    let count = u16_at(pdu, 8)?;
+    let mut sets = Vec::with_capacity(usize::from(count));
+    let mut at = 10;
+    for _ in 0..count {
+        let (version, len) = (u32_at(pdu, at)?, u32_at(pdu, at + 4)? as usize);
+        if at + 8 + len > pdu.len() {
+            return None;
+        }
+        sets.push((at, version, len));
+        at += 8 + len;
+    }
+    if at != pdu.len() {
+        return None;
+    }
+    let mut trimmed = GfxTrimmed::default();
+    for (at, version, len) in sets {
+        let flags_at = at + 8;
+        let flags = if len >= 4 { u32_at(pdu, flags_at) } else { None };
+        let new = match (version, flags) {
+            (GFX_V8, _) => continue,
+            (GFX_V8_1, Some(f)) => f & !AVC420_ENABLED,
+            (v, Some(f)) if GFX_V10_FLAGS.contains(&v) => (f | AVC_DISABLED) & !AVC_THINCLIENT,
+            _ => {
+                pdu[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+                trimmed.hidden.push(version);
+                continue;
+            }
+        };
+        pdu[flags_at..flags_at + 4].copy_from_slice(&new.to_le_bytes());
+        trimmed.avc_off.push(version);
+    }
+    Some(trimmed)
 }
 
 fn is_info_packet(user_data: &[u8]) -> bool {
@@ -620,5 +734,148 @@ mod tests {
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), ids.len(), "each channel gets its own id: {ids:?}");
+    }
+
+    /// A Caps Advertise as IronRDP's encoder writes it, in a DVC Data (or Data First) PDU on
+    /// channel 7, in one static channel PDU.
+    fn gfx_caps(caps: &[ironrdp_egfx::pdu::CapabilitySet], data_first: bool) -> Vec<u8> {
+        use ironrdp_egfx::pdu::{CapabilitiesAdvertisePdu, GfxPdu};
+        let pdu = encode_vec(&GfxPdu::CapabilitiesAdvertise(CapabilitiesAdvertisePdu::from_typed(caps))).unwrap();
+        let mut dvc = if data_first {
+            // Cmd 2, Sp 1 (a 2-byte length), cbChId 0 (a 1-byte id).
+            let mut d = vec![0x24, 7];
+            d.extend((pdu.len() as u16).to_le_bytes());
+            d
+        } else {
+            vec![0x30, 7]
+        };
+        dvc.extend(pdu);
+        let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
+        out.extend(3u32.to_le_bytes()); // CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST
+        out.extend(dvc);
+        out
+    }
+
+    /// The capability sets IronRDP reads back from a patched channel PDU.
+    fn read_caps(data: &[u8], data_first: bool) -> Vec<ironrdp_egfx::pdu::RawCapabilitySet> {
+        use ironrdp_egfx::pdu::GfxPdu;
+        let at = if data_first { 12 } else { 10 };
+        match decode::<GfxPdu>(&data[at..]).unwrap() {
+            GfxPdu::CapabilitiesAdvertise(pdu) => pdu.0,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn graphics_pipeline_caps_lose_h264_in_place() {
+        use ironrdp_egfx::pdu::{
+            CapabilitiesV8Flags, CapabilitiesV10Flags, CapabilitiesV81Flags, CapabilitiesV103Flags,
+            CapabilitiesV104Flags, CapabilitiesV107Flags, CapabilitySet as C, CapabilityVersion,
+        };
+        // What FreeRDP's client offers with /gfx: every version, H.264 on where it can say so.
+        let offered = [
+            C::V8 { flags: CapabilitiesV8Flags::SMALL_CACHE },
+            C::V8_1 { flags: CapabilitiesV81Flags::AVC420_ENABLED | CapabilitiesV81Flags::SMALL_CACHE },
+            C::V10 { flags: CapabilitiesV10Flags::SMALL_CACHE },
+            C::V10_1,
+            C::V10_2 { flags: CapabilitiesV10Flags::SMALL_CACHE },
+            C::V10_3 { flags: CapabilitiesV103Flags::AVC_THIN_CLIENT },
+            C::V10_4 { flags: CapabilitiesV104Flags::SMALL_CACHE },
+            C::V10_5 { flags: CapabilitiesV104Flags::SMALL_CACHE },
+            C::V10_6 { flags: CapabilitiesV104Flags::SMALL_CACHE | CapabilitiesV104Flags::AVC_THIN_CLIENT },
+            C::V10_6Err { flags: CapabilitiesV104Flags::SMALL_CACHE },
+            C::V10_7 { flags: CapabilitiesV107Flags::SMALL_CACHE | CapabilitiesV107Flags::SCALEDMAP_DISABLE },
+        ];
+        for data_first in [false, true] {
+            let original = gfx_caps(&offered, data_first);
+            let mut data = original.clone();
+            let trimmed = trim_gfx_caps(&mut data).expect("a caps advertise");
+            assert_eq!(data.len(), original.len(), "lengths unchanged");
+            assert_eq!(trimmed.hidden, vec![0x000A_0100]);
+            assert_eq!(trimmed.avc_off.len(), 9, "{trimmed:?}");
+            let caps = read_caps(&data, data_first);
+            assert_eq!(caps.len(), offered.len());
+            for (raw, before) in caps.iter().zip(&offered) {
+                match (raw.parsed().unwrap(), before) {
+                    (Some(C::V8 { flags }), C::V8 { flags: was }) => assert_eq!(flags, *was),
+                    (Some(C::V8_1 { flags }), _) => {
+                        assert_eq!(flags, CapabilitiesV81Flags::SMALL_CACHE, "AVC420 off, the rest kept")
+                    }
+                    (Some(C::V10 { flags } | C::V10_2 { flags }), _) => {
+                        assert_eq!(flags, CapabilitiesV10Flags::SMALL_CACHE | CapabilitiesV10Flags::AVC_DISABLED)
+                    }
+                    (Some(C::V10_3 { flags }), _) => assert_eq!(flags, CapabilitiesV103Flags::AVC_DISABLED),
+                    (Some(C::V10_4 { flags } | C::V10_5 { flags } | C::V10_6 { flags } | C::V10_6Err { flags }), _) => {
+                        assert_eq!(flags, CapabilitiesV104Flags::SMALL_CACHE | CapabilitiesV104Flags::AVC_DISABLED)
+                    }
+                    (Some(C::V10_7 { flags }), _) => assert_eq!(
+                        flags,
+                        CapabilitiesV107Flags::SMALL_CACHE
+                            | CapabilitiesV107Flags::SCALEDMAP_DISABLE
+                            | CapabilitiesV107Flags::AVC_DISABLED
+                    ),
+                    (None, C::V10_1) => assert_eq!(raw.version, CapabilityVersion(0), "10.1 hidden"),
+                    (after, before) => panic!("{before:?} became {after:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn anything_but_a_whole_caps_advertise_is_left_alone() {
+        use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
+        let good = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
+        let unchanged = |mut d: Vec<u8>, why: &str| {
+            let before = d.clone();
+            assert_eq!(trim_gfx_caps(&mut d), None, "{why}");
+            assert_eq!(d, before, "{why}");
+        };
+        let mut first_chunk_only = good.clone();
+        first_chunk_only[4] = 1;
+        unchanged(first_chunk_only, "a first chunk of a longer channel message");
+        let mut compressed = good.clone();
+        compressed[6] = 0x20;
+        unchanged(compressed, "compressed channel data");
+        let mut other_cmd = good.clone();
+        other_cmd[10] = 0x0d; // RDPGFX_CMDID_FRAMEACKNOWLEDGE
+        unchanged(other_cmd, "another graphics pipeline PDU");
+        let mut create = good.clone();
+        create[8] = 0x10; // DVC Create Request
+        unchanged(create, "not a DVC data PDU");
+        let mut more_sets = good.clone();
+        more_sets[18] = 2; // capsSetCount says two; one follows
+        unchanged(more_sets, "a set count the PDU does not hold");
+        let mut short = good.clone();
+        short.truncate(good.len() - 2);
+        let length = (short.len() - 8) as u32;
+        short[..4].copy_from_slice(&length.to_le_bytes());
+        unchanged(short, "cut short");
+        unchanged(good[..9].to_vec(), "headers only");
+    }
+
+    #[test]
+    fn the_filter_patches_caps_on_drdynvc_only() {
+        use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        f.decisions = vec![
+            ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true },
+            ChannelDecision { name: "rdpsnd".into(), id: 1005, allowed: true },
+        ];
+        let caps = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
+        let req = |ch| {
+            encode_vec(&X224(SendDataRequest {
+                initiator_id: 1007,
+                channel_id: ch,
+                user_data: Cow::Owned(caps.clone()),
+            }))
+            .unwrap()
+        };
+        let Verdict::Replace(out) = f.from_client(&req(1004)).unwrap() else { panic!("drdynvc caps not patched") };
+        assert_eq!(out.len(), req(1004).len());
+        let Ok(X224(McsMessage::SendDataRequest(r))) = decode::<X224<McsMessage<'_>>>(&out) else { panic!() };
+        assert_eq!(read_caps(&r.user_data, false)[0].data, CapabilitiesV10Flags::AVC_DISABLED.bits().to_le_bytes());
+        assert_eq!(f.from_client(&req(1005)).unwrap(), Verdict::Forward, "another channel passes as it is");
     }
 }

@@ -21,6 +21,12 @@ pub struct Candidate {
     /// busy screen, 5 min of a still one): a 1080p desktop's keyframe is ~250 KB, and one every
     /// 10 frames made a typing session 450 MB/h (`cargo xtask bench --only video`). Players seek
     /// by decoding from the keyframe before; a crash loses nothing more (fragments need none).
+    /// x264 (measured on a recorded 1080p terminal session, `cargo xtask bench --only video`):
+    /// quality-based with a constant QP across frames (`qcomp=1`; x264's default lets a frame
+    /// with little change take a lower QP, re-spending bits on an unchanged screen) under a
+    /// 2 Mbit/s VBV ceiling for full-motion screens; UMH motion search over ±64 px finds a
+    /// scrolled terminal (the default diamond search does not, and codes every scroll afresh:
+    /// 3× the bytes); CABAC; one thread (a frame is a few ms; threads cost more in hand-offs).
     pub props: &'static str,
     /// Caps downstream of the encoder that some drivers insist on.
     pub out_caps: &'static str,
@@ -81,7 +87,7 @@ pub const CANDIDATES: &[Candidate] = &[
         hardware: false,
         platform: "software (x264)",
         format: "I420",
-        props: "speed-preset=ultrafast tune=zerolatency key-int-max=300 bframes=0",
+        props: "speed-preset=ultrafast tune=zerolatency key-int-max=300 bframes=0 threads=1 cabac=true me=umh pass=qual quantizer=23 bitrate=2048 vbv-buf-capacity=1000 option-string=\"merange=64:qcomp=1.0\"",
         out_caps: "video/x-h264,profile=(string)high",
     },
     Candidate {

@@ -66,12 +66,16 @@ struct Counters {
 
 /// The encoder holds one frame and mp4mux two (a sample's duration is known at the next one, a
 /// fragment is written at the sample after that): a change reaches the file only after this many
-/// more frames. Once the screen has settled the recorder pushes them at once rather than leaving
-/// the change in memory until the idle repeats come — so a crash loses no change older than
-/// about a second, while an idle screen still costs one frame per `idle_repeat`.
+/// more frames. Once the screen has settled the recorder pushes them rather than leaving the
+/// change in memory until the idle repeats come — so a crash loses no change older than about a
+/// second, while an idle screen still costs one frame per `idle_repeat`.
 const FLUSH_FRAMES: u32 = 3;
-/// How long the screen must stay still before the flush frames go.
-const SETTLED: Duration = Duration::from_millis(150);
+/// How long the screen must stay still before the first flush frame goes. Longer than the gap
+/// between keystrokes: while someone types, the next keystroke's frame pushes the last one out,
+/// and flush frames (each a whole encode) would double the frames of a typing session.
+const SETTLED: Duration = Duration::from_millis(350);
+/// Between flush frames: one fragment each.
+const FLUSH_GAP: Duration = Duration::from_millis(150);
 
 /// A running video recording.
 pub struct VideoRecorder {
@@ -252,7 +256,9 @@ impl VideoRecorder {
         let repeat = {
             let mut c = self.lock();
             match (&c.last_frame, c.last_pts) {
-                (Some(f), Some(last)) if c.flushed < FLUSH_FRAMES && now >= last + SETTLED => {
+                (Some(f), Some(last))
+                    if c.flushed < FLUSH_FRAMES && now >= last + if c.flushed == 0 { SETTLED } else { FLUSH_GAP } =>
+                {
                     let f = f.clone();
                     c.flushed += 1;
                     Some(f)

@@ -195,8 +195,9 @@ fn a_change_is_in_the_file_within_a_second_of_the_screen_settling() {
         rec.tick(Duration::from_millis(ms)).unwrap();
     }
     rec.frame(&frame(320, 240, blue), 320 * 4, Duration::from_millis(3000)).unwrap();
-    // Ticks as the RDP recording thread gives them, in real time (the encoder runs meanwhile).
-    for ms in (3200..=4000).step_by(200) {
+    // Ticks as the RDP recording thread gives them, in real time (the encoder runs meanwhile):
+    // the screen has settled 350 ms after the change, the flush frames go at the next ticks.
+    for ms in (3200..=4200).step_by(200) {
         std::thread::sleep(Duration::from_millis(200));
         rec.tick(Duration::from_millis(ms)).unwrap();
     }

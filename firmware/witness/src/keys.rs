@@ -53,8 +53,12 @@ pub fn kek(root: &Path, id: &str) -> Result<[u8; 32]> {
 pub fn new_encryption(root: &Path, recording_id: &str) -> Result<Encryption> {
     let id = active(root)?;
     let dek = random::<32>();
-    let header =
-        atrest::Header::new(atrest::Cipher::preferred(), recording_id, &id, atrest::wrap(&kek(root, &id)?, &dek, random::<24>()));
+    let header = atrest::Header::new(
+        atrest::Cipher::preferred(),
+        recording_id,
+        &id,
+        atrest::wrap(&kek(root, &id)?, &dek, random::<24>()),
+    );
     Ok(Encryption { header, dek, nonce_prefix: random::<16>() })
 }
 
