@@ -204,22 +204,30 @@ fn a_box_killed_mid_session_keeps_every_change_of_the_screen() {
     assert!(near(*seen.last().unwrap(), BLUE), "{seen:?}");
 }
 
-#[test]
-fn xrdp_session_video() {
+/// A session through the box to xrdp, whose desktop alternates red and blue every second: the
+/// client runs `secs` with `extra`; `during` acts on the client's screen once the desktop shows.
+/// Returns the finished video (and the box that holds it).
+fn xrdp_video(secs: u32, extra: &[&str], during: impl FnOnce(&Xvfb)) -> (serde_json::Value, PathBuf, RdpBox) {
     let xrdp = Xrdp::start();
     let b = crate::rdp::box_with_xrdp(&xrdp);
     b.ok(&["grant", "alice", "xrdp01"], None);
     let rb = RdpBox::serve(b);
     let screen = Xvfb::start();
-    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 16, &[]);
-    // The xrdp desktop alternates red and blue every second.
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", secs, extra);
     screen_shows(&screen, &[RED, BLUE], 14, |_| {});
-    let (st, log) = client.wait(Duration::from_secs(30));
+    during(&screen);
+    let (st, log) = client.wait(Duration::from_secs(40));
     assert_eq!(st.code(), Some(STAYED_UP), "{log}");
     let session =
         eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
     let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
     assert_completed(&row);
+    (row, mp4, rb)
+}
+
+#[test]
+fn xrdp_session_video() {
+    let (_, mp4, _box) = xrdp_video(16, &[], |_| {});
     let seen = colours(&mp4);
     let flips = seen.windows(2).filter(|w| near(w[0], RED) && near(w[1], BLUE)).count();
     assert!(flips >= 2, "the video follows the desktop's colour changes: {seen:?}");
@@ -233,21 +241,10 @@ fn xrdp_session_video() {
 #[test]
 fn a_resized_xrdp_desktop_stays_one_video() {
     const BLACK: (u8, u8, u8) = (0, 0, 0);
-    let xrdp = Xrdp::start();
-    let b = crate::rdp::box_with_xrdp(&xrdp);
-    b.ok(&["grant", "alice", "xrdp01"], None);
-    let rb = RdpBox::serve(b);
-    let screen = Xvfb::start();
-    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 30, &["/dynamic-resolution", "/size:1024x768"]);
-    screen_shows(&screen, &[RED, BLUE], 14, |_| {});
-    std::thread::sleep(Duration::from_secs(3));
-    screen.resize_windows("xfreerdp", 1024, 576);
-    let (st, log) = client.wait(Duration::from_secs(40));
-    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
-    let session =
-        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
-    let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());
-    assert_completed(&row);
+    let (_, mp4, _box) = xrdp_video(30, &["/dynamic-resolution", "/size:1024x768"], |screen| {
+        std::thread::sleep(Duration::from_secs(3));
+        screen.resize_windows("xfreerdp", 1024, 576);
+    });
     assert_eq!(ffprobe(&mp4, "stream=codec_name,width,height"), "h264,1024,768", "one video at the first size");
     let top = colours_at(&mp4, "iw/4", "20");
     let middle = colours_at(&mp4, "iw/4", "ih/2+60");

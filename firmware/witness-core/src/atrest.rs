@@ -352,11 +352,23 @@ mod tests {
         let key = mac.finalize().into_bytes();
         let mut n = [0u8; 12];
         n[4..].copy_from_slice(&nonce[16..]);
-        let ct = aes_gcm::Aes256Gcm::new(&key).encrypt(aes_gcm::Nonce::from_slice(&n), plaintext).unwrap();
-        let mut r = ((NONCE + ct.len()) as u32).to_be_bytes().to_vec();
+        framed(nonce, aes_gcm::Aes256Gcm::new(&key).encrypt(aes_gcm::Nonce::from_slice(&n), plaintext).unwrap())
+    }
+
+    /// A record as the format frames it: length, nonce, ciphertext and tag.
+    fn framed(nonce: &[u8; 24], ciphertext: Vec<u8>) -> Vec<u8> {
+        let mut r = ((NONCE + ciphertext.len()) as u32).to_be_bytes().to_vec();
         r.extend_from_slice(nonce);
-        r.extend(ct);
+        r.extend(ciphertext);
         r
+    }
+
+    /// The 24-byte nonce of record `counter` under `prefix`.
+    fn nonce_of(prefix: &[u8; 16], counter: u64) -> [u8; 24] {
+        let mut nonce = [0u8; 24];
+        nonce[..16].copy_from_slice(prefix);
+        nonce[16..].copy_from_slice(&counter.to_le_bytes());
+        nonce
     }
 
     #[test]
@@ -368,10 +380,7 @@ mod tests {
         let (mut f, mut plain) = (h.line(), Vec::new());
         for (counter, size) in [0usize, 1, 16, 17, 1000, 32 * 1024 + 5, 300_000].into_iter().enumerate() {
             let plaintext: Vec<u8> = (0..size).map(|i| (i * 13 + counter) as u8).collect();
-            let mut nonce = [0u8; 24];
-            nonce[..16].copy_from_slice(&prefix);
-            nonce[16..].copy_from_slice(&(counter as u64).to_le_bytes());
-            let r = aes_reference_record(&dek, &nonce, &plaintext);
+            let r = aes_reference_record(&dek, &nonce_of(&prefix, counter as u64), &plaintext);
             assert_eq!(s.seal(&plaintext), r, "record {counter} of {size} bytes");
             f.extend(r);
             plain.extend(plaintext);
@@ -392,11 +401,7 @@ mod tests {
     /// What RustCrypto's XChaCha20-Poly1305 makes of one record: the construction the format
     /// was first written with, so files from before the subkey path still open.
     fn reference_record(dek: &[u8; 32], nonce: &[u8; 24], plaintext: &[u8]) -> Vec<u8> {
-        let ct = XChaCha20Poly1305::new(dek.into()).encrypt(XNonce::from_slice(nonce), plaintext).unwrap();
-        let mut r = ((NONCE + ct.len()) as u32).to_be_bytes().to_vec();
-        r.extend_from_slice(nonce);
-        r.extend(ct);
-        r
+        framed(nonce, XChaCha20Poly1305::new(dek.into()).encrypt(XNonce::from_slice(nonce), plaintext).unwrap())
     }
 
     #[test]
@@ -410,10 +415,7 @@ mod tests {
             [0usize, 1, 15, 16, 63, 64, 65, 255, 256, 1000, 4096, 32 * 1024 + 17, 300_000].into_iter().enumerate()
         {
             let plaintext: Vec<u8> = (0..size).map(|i| (i * 31 + counter) as u8).collect();
-            let mut nonce = [0u8; 24];
-            nonce[..16].copy_from_slice(&prefix);
-            nonce[16..].copy_from_slice(&(counter as u64).to_le_bytes());
-            let r = reference_record(&dek, &nonce, &plaintext);
+            let r = reference_record(&dek, &nonce_of(&prefix, counter as u64), &plaintext);
             assert_eq!(s.seal(&plaintext), r, "record {counter} of {size} bytes");
             reference.extend(r);
             sealed.extend(plaintext);
@@ -423,10 +425,7 @@ mod tests {
         let mut buf = vec![0u8; RECORD_HEAD];
         buf.extend_from_slice(b"[1.0, \"o\", \"late\"]\n");
         s.seal_in_place(&mut buf);
-        let mut nonce = [0u8; 24];
-        nonce[..16].copy_from_slice(&prefix);
-        nonce[16..].copy_from_slice(&(u64::MAX - 1).to_le_bytes());
-        assert_eq!(buf, reference_record(&dek, &nonce, b"[1.0, \"o\", \"late\"]\n"));
+        assert_eq!(buf, reference_record(&dek, &nonce_of(&prefix, u64::MAX - 1), b"[1.0, \"o\", \"late\"]\n"));
         // A file sealed by RustCrypto opens, including records under another prefix.
         let h = Header::new(Cipher::XChaCha20Poly1305, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
         let mut f = h.line();

@@ -506,17 +506,8 @@ mod tests {
 
     #[test]
     fn blocked_channel_data_is_dropped_both_ways() {
-        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        f.connect_initial_seen = true;
-        f.io_channel = Some(1003);
-        f.decisions = vec![
-            ChannelDecision { name: "cliprdr".into(), id: 1004, allowed: true },
-            ChannelDecision { name: "rdpdr".into(), id: 1005, allowed: false },
-        ];
-        let req = |ch| {
-            encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: ch, user_data: Cow::Owned(vec![1; 8]) }))
-                .unwrap()
-        };
+        let mut f = connected(&[("cliprdr", 1004, true), ("rdpdr", 1005, false)]);
+        let req = |ch| send_data(ch, vec![1; 8]);
         let ind = |ch| {
             encode_vec(&X224(SendDataIndication {
                 initiator_id: 1002,
@@ -531,13 +522,30 @@ mod tests {
         assert_eq!(f.from_target(&ind(1004)).unwrap(), Verdict::Forward);
     }
 
+    /// A filter past the connection sequence: I/O channel 1003, these channels decided.
+    fn connected(channels: &[(&str, u16, bool)]) -> Filter {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.connect_initial_seen = true;
+        f.io_channel = Some(1003);
+        f.decisions = channels
+            .iter()
+            .map(|(name, id, allowed)| ChannelDecision { name: (*name).into(), id: *id, allowed: *allowed })
+            .collect();
+        f
+    }
+
+    /// The client's MCS Send Data Request carrying `user_data` on `channel`.
+    fn send_data(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
+        encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: channel, user_data: Cow::Owned(user_data) }))
+            .unwrap()
+    }
+
     /// A client Share Control PDU on the I/O channel, as `encode_vec` of IronRDP lays it out.
     fn client_share(pdu: ironrdp_pdu::rdp::headers::ShareControlPdu) -> Vec<u8> {
         use ironrdp_pdu::rdp::headers::ShareControlHeader;
         let header = ShareControlHeader { share_control_pdu: pdu, pdu_source: 1007, share_id: 0x1_0000 };
         let user_data = encode_vec(&header).unwrap();
-        encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1003, user_data: Cow::Owned(user_data) }))
-            .unwrap()
+        send_data(1003, user_data)
     }
 
     #[test]
@@ -856,22 +864,9 @@ mod tests {
     #[test]
     fn the_filter_patches_caps_on_drdynvc_only() {
         use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
-        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        f.connect_initial_seen = true;
-        f.io_channel = Some(1003);
-        f.decisions = vec![
-            ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true },
-            ChannelDecision { name: "rdpsnd".into(), id: 1005, allowed: true },
-        ];
+        let mut f = connected(&[("drdynvc", 1004, true), ("rdpsnd", 1005, true)]);
         let caps = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
-        let req = |ch| {
-            encode_vec(&X224(SendDataRequest {
-                initiator_id: 1007,
-                channel_id: ch,
-                user_data: Cow::Owned(caps.clone()),
-            }))
-            .unwrap()
-        };
+        let req = |ch| send_data(ch, caps.clone());
         let Verdict::Replace(out) = f.from_client(&req(1004)).unwrap() else { panic!("drdynvc caps not patched") };
         assert_eq!(out.len(), req(1004).len());
         let Ok(X224(McsMessage::SendDataRequest(r))) = decode::<X224<McsMessage<'_>>>(&out) else { panic!() };
