@@ -246,14 +246,69 @@ fn recordings_from_before_and_after_a_key_rotation_both_export_and_verify() {
     assert!(b.export(first["id"].as_str().unwrap()).contains("before-rotation"));
     assert!(b.export(recs[1]["id"].as_str().unwrap()).contains("after-rotation"));
     for r in &recs {
-        let bundle = tempfile::tempdir().unwrap();
-        let sid = r["session_id"].as_str().unwrap();
-        eventually(30, "sealed", || {
-            b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
-                .status
-                .success()
-                .then_some(())
-        });
-        assert!(verify(bundle.path()).status.success());
+        exported_bundle_verifies(&b, r["session_id"].as_str().unwrap());
     }
+}
+
+/// The session's evidence bundle (once its recording is sealed) passes `witness verify`.
+fn exported_bundle_verifies(b: &Box, session_id: &str) {
+    let bundle = tempfile::tempdir().unwrap();
+    eventually(30, "sealed", || {
+        b.cli(&["evidence", "export", session_id, "--out", bundle.path().to_str().unwrap()], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(verify(bundle.path()).status.success());
+}
+
+/// `witness keys seal --tpm` against a software TPM (swtpm): afterwards no key of the box is in
+/// its data dir in any usable form (no plain key file, only TPM-sealed blobs), sessions record,
+/// export and verify as before, and without the TPM nothing opens — with a clear error — until
+/// it is back.
+#[test]
+fn keys_sealed_to_a_tpm_open_nothing_without_it() {
+    let mut tpm = witness_tpm::simulator::Simulator::start();
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    let out = b.ok(&["keys", "seal", "--tpm", &tpm.tcti()], None);
+    for key in ["index.key", "evidence_ed25519", "kek-"] {
+        assert!(out.contains(key), "{key} sealed: {out}");
+    }
+    // The box works as before: a session records, exports and verifies.
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo sealed-box-word").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap();
+    assert!(b.export(id).contains("sealed-box-word"));
+    exported_bundle_verifies(&b, rec["session_id"].as_str().unwrap());
+    b.stop();
+    // Only sealed keys under keys/, including the search key the daemon made after the seal.
+    let keys = b.data().join("keys");
+    let names: Vec<String> =
+        std::fs::read_dir(&keys).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    for name in &names {
+        let data = std::fs::read(keys.join(name)).unwrap();
+        let text = String::from_utf8_lossy(&data);
+        assert!(
+            !(text.trim().len() == 64 && hex::decode(text.trim()).is_ok()),
+            "{name} is a plain key next to the sealed ones: {names:?}"
+        );
+    }
+    for sealed in ["index.key.tpm", "search.key.tpm", "evidence_ed25519.tpm"] {
+        assert!(names.iter().any(|n| n == sealed), "{sealed}: {names:?}");
+    }
+    // The TPM gone: the index, the recordings and the signing key stay shut, and the reason says so.
+    tpm.stop();
+    let out = b.cli(&["recordings", "export", id, "--out", "/dev/null"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("TPM") && err.contains(&tpm.tcti()), "{err}");
+    // Back on: everything opens again.
+    tpm.restart();
+    assert!(b.export(id).contains("sealed-box-word"));
+    // Sealing to another TPM is refused: one box, one TPM.
+    let other = witness_tpm::simulator::Simulator::start();
+    let out = b.cli(&["keys", "seal", "--tpm", &other.tcti()], None);
+    assert!(!out.status.success() && stderr(&out).contains("sealed to another TPM"), "{}", stderr(&out));
 }

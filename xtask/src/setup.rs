@@ -16,6 +16,7 @@ use std::process::Command;
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
 /// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock). `xterm` draws
 /// the terminal workloads of the RDP video benchmark; `xdotool` resizes the client's window.
+/// `swtpm` (a software TPM 2.0) and `tpm2-tools` for keys sealed to a TPM.
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -44,6 +45,9 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "xterm",
     "xdotool",
+    "swtpm",
+    "swtpm-tools",
+    "tpm2-tools",
 ];
 
 fn installed(pkg: &str) -> bool {

@@ -139,6 +139,15 @@ pub enum RetentionCmd {
 pub enum KeysCmd {
     /// Start encrypting new recordings under a new key (old recordings are not re-encrypted).
     Rotate,
+    /// Seal every key of the box (key-encryption keys, the index key, the search key, the
+    /// evidence signing key) to a TPM 2.0 and remove the plain key files: the data dir then opens
+    /// nothing without this box's TPM.
+    Seal {
+        /// The TPM, as a TCTI: `device:/dev/tpmrm0` (the kernel's resource manager), or
+        /// `swtpm:host=127.0.0.1,port=2321` (a software TPM).
+        #[arg(long)]
+        tpm: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

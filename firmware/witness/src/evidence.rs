@@ -3,26 +3,13 @@
 
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result, bail};
-use argon2::password_hash::rand_core::{OsRng, RngCore};
 use std::path::{Path, PathBuf};
 use witness_core::evidence::{self, Gap, Manifest};
 
-/// The box's signing key, created on first use.
+/// The box's signing key, created on first use (a plain key file or sealed to the TPM, as the
+/// box's other keys).
 pub fn signing_key(root: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let path = root.join(datadir::SIGNING_KEY);
-    if !path.exists() {
-        let mut seed = [0u8; 32];
-        OsRng.fill_bytes(&mut seed);
-        let tmp = path.with_extension("new");
-        let _ = std::fs::remove_file(&tmp);
-        crate::admin::write_private(&tmp, hex::encode(seed).as_bytes())?;
-        std::fs::rename(&tmp, &path)?;
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let seed: [u8; 32] = hex::decode(text.trim())
-        .ok()
-        .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{} is not a 32-byte hex key", path.display()))?;
+    let seed = crate::keys::key_at(root, &root.join(datadir::SIGNING_KEY)).context("the evidence signing key")?;
     Ok(evidence::signing_key(&seed))
 }
 

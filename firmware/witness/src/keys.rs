@@ -1,14 +1,26 @@
 //! The key hierarchy for recordings at rest: key-encryption keys in the data dir (0600, one
 //! file per key id, the active id in `keys/kek.active`), and a fresh data key per recording,
 //! wrapped under the active KEK. Rotation adds a KEK; old ones stay to read old recordings.
+//! Beside the KEKs live the index's SQLCipher key, the search key and the evidence signing key.
+//!
+//! Every one of these keys is either a plain file (hex, 0600) or, once `witness keys seal --tpm`
+//! has run, sealed to the box's TPM (`NAME.tpm`; `keys/tpm` names the TPM): then nothing on the
+//! disk opens a recording, the index or a signature without this box's TPM. Each process asks
+//! the TPM once per key.
 
 use crate::admin::write_private;
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
+use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use witness_core::atrest;
 use witness_recorder::Encryption;
+use witness_tpm::Tpm;
+
+/// Names the TPM the keys are sealed to (its TCTI); absent: the keys are plain files.
+const TPM_MARK: &str = "keys/tpm";
 
 fn kek_path(root: &Path, id: &str) -> PathBuf {
     root.join("keys").join(format!("kek-{id}"))
@@ -24,10 +36,95 @@ fn random<const N: usize>() -> [u8; N] {
     b
 }
 
+/// The TPM the box's keys are sealed to, if they are.
+fn tpm(root: &Path) -> Result<Option<Tpm>> {
+    match std::fs::read_to_string(root.join(TPM_MARK)) {
+        Ok(tcti) => Ok(Some(Tpm::new(tcti.trim()).with_lock(&root.join("keys/tpm.lock")))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("reading keys/tpm"),
+    }
+}
+
+fn sealed_path(plain: &Path) -> PathBuf {
+    let mut p = plain.as_os_str().to_owned();
+    p.push(".tpm");
+    PathBuf::from(p)
+}
+
+fn key_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Keys this process has unsealed, by file: the TPM is asked once per key.
+static UNSEALED: Mutex<BTreeMap<PathBuf, [u8; 32]>> = Mutex::new(BTreeMap::new());
+
+/// The 32-byte key kept at `path` (hex) or sealed beside it (`path.tpm`); `None` if neither is
+/// there.
+fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
+    let name = key_name(path);
+    let sealed = sealed_path(path);
+    if sealed.exists() {
+        let mut cache = UNSEALED.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(key) = cache.get(&sealed) {
+            return Ok(Some(*key));
+        }
+        let tpm = tpm(root)?.with_context(|| format!("{name} is sealed to a TPM but keys/tpm names none"))?;
+        let blob = std::fs::read(&sealed).with_context(|| format!("reading {name}.tpm"))?;
+        let key = tpm.unseal(&blob).with_context(|| format!("unsealing {name} with the box's TPM"))?;
+        let key: [u8; 32] =
+            key.try_into().ok().with_context(|| format!("{name} unsealed to a key of the wrong size"))?;
+        cache.insert(sealed, key);
+        return Ok(Some(key));
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let key = hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok());
+            key.map(Some).with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {name}")),
+    }
+}
+
+/// The file a new key at `path` goes to and what it holds: sealed to the TPM when the box's keys
+/// are, else hex.
+fn key_file(root: &Path, path: &Path, key: &[u8; 32]) -> Result<(PathBuf, Vec<u8>)> {
+    match tpm(root)? {
+        Some(tpm) => {
+            let blob = tpm.seal(key).with_context(|| format!("sealing {} to the box's TPM", key_name(path)))?;
+            Ok((sealed_path(path), blob))
+        }
+        None => Ok((path.to_owned(), hex::encode(key).into_bytes())),
+    }
+}
+
+/// A key kept at `path`, created (random) if there is none. Two processes creating it at once end
+/// up with one key: it is written whole under a private name, then linked into place (a link
+/// never replaces).
+pub fn key_at(root: &Path, path: &Path) -> Result<[u8; 32]> {
+    if let Some(key) = read_key(root, path)? {
+        return Ok(key);
+    }
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join("keys"))?;
+    let (target, data) = key_file(root, path, &random::<32>())?;
+    let tmp = target.with_extension(format!("new{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, &data)?;
+    let linked = std::fs::hard_link(&tmp, &target);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", key_name(path))),
+    }
+    read_key(root, path)?.with_context(|| format!("{} vanished as it was created", key_name(path)))
+}
+
 /// Creates and activates a new KEK; returns its id.
 pub fn rotate(root: &Path) -> Result<String> {
     let id = format!("{}-{}", time::OffsetDateTime::now_utc().unix_timestamp(), hex::encode(random::<4>()));
-    write_private(&kek_path(root, &id), hex::encode(random::<32>()).as_bytes())?;
+    let (path, data) = key_file(root, &kek_path(root, &id), &random::<32>())?;
+    write_private(&path, &data)?;
     let tmp = active_path(root).with_extension("new");
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, id.as_bytes())?;
@@ -45,8 +142,7 @@ pub fn active(root: &Path) -> Result<String> {
 }
 
 pub fn kek(root: &Path, id: &str) -> Result<[u8; 32]> {
-    let text = std::fs::read_to_string(kek_path(root, id)).with_context(|| format!("key {id} is not on this box"))?;
-    hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).with_context(|| format!("key {id} is damaged"))
+    read_key(root, &kek_path(root, id))?.with_context(|| format!("key {id} is not on this box"))
 }
 
 /// Encryption for a new recording: a fresh data key wrapped under the active KEK.
@@ -67,19 +163,10 @@ pub fn key_for(root: &Path) -> impl Fn(&atrest::Header) -> Option<[u8; 32]> + '_
     move |h| kek(root, &h.key_id).ok().and_then(|k| atrest::unwrap(&k, h).ok())
 }
 
-/// The key of the search index (`keys/search.key`, 0600): word hashes and sealed chunk text in
-/// the index are made with it. Created on first use; rotation of KEKs does not touch it.
+/// The key of the search index (`keys/search.key`): word hashes and sealed chunk text in the
+/// index are made with it. Created on first use; rotation of KEKs does not touch it.
 pub fn search_key(root: &Path) -> Result<[u8; 32]> {
-    let path = root.join("keys/search.key");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).context("the search key is damaged"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = random::<32>();
-            write_private(&path, hex::encode(key).as_bytes())?;
-            Ok(key)
-        }
-        Err(e) => Err(e).context("reading the search key"),
-    }
+    key_at(root, &root.join("keys/search.key"))
 }
 
 /// A fresh nonce for sealing search text.
@@ -87,29 +174,70 @@ pub fn nonce() -> [u8; 24] {
     random::<24>()
 }
 
-/// The SQLCipher key of the index (`keys/index.key`, 0600). Created on first use, by whichever
-/// process comes first: written whole under a private name, then linked into place (a link
-/// never replaces), so two processes opening the data dir at once end up with one key.
+/// The SQLCipher key of the index (`keys/index.key`). Created on first use.
 pub fn index_key(root: &Path) -> Result<witness_index::IndexKey> {
-    let path = root.join("keys/index.key");
-    let read = |path: &Path| -> Result<witness_index::IndexKey> {
-        let text = std::fs::read_to_string(path).context("reading the index key")?;
-        let key = hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok()).context("the index key is damaged")?;
-        Ok(witness_index::IndexKey(key))
-    };
-    if path.exists() {
-        return read(&path);
+    key_at(root, &root.join("keys/index.key")).map(witness_index::IndexKey)
+}
+
+/// Seals every plain key of the box to the TPM at `tcti` and removes the plain files. The TPM
+/// is proven first (a key sealed and unsealed); each key is unsealed again and compared before
+/// its plain file goes. Run again, it finishes what an interrupted run left. Returns the keys
+/// sealed now.
+pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
+    if let Some(t) = tpm(root)?
+        && t.tcti() != tcti
+    {
+        bail!("the keys are sealed to another TPM ({}); this box keeps one", t.tcti());
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join("keys"))?;
-    let tmp = root.join(format!("keys/index.key.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, hex::encode(random::<32>()).as_bytes())?;
-    let linked = std::fs::hard_link(&tmp, &path);
-    let _ = std::fs::remove_file(&tmp);
-    match linked {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).context("creating the index key"),
+    let tpm = Tpm::new(tcti).with_lock(&root.join("keys/tpm.lock"));
+    let probe = random::<32>();
+    let opened = tpm.seal(&probe).and_then(|b| tpm.unseal(&b)).context("the TPM cannot seal and unseal a key")?;
+    if opened != probe {
+        bail!("the TPM at {tcti} unsealed something other than what it sealed");
     }
-    read(&path)
+    let keys = root.join("keys");
+    let mut plain: Vec<PathBuf> = std::fs::read_dir(&keys)
+        .context("reading the keys directory")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let n = key_name(p);
+            n.starts_with("kek-") && !n.contains('.')
+                || ["index.key", "search.key", "evidence_ed25519"].contains(&n.as_str())
+        })
+        .collect();
+    plain.sort();
+    let mut sealed = Vec::new();
+    for path in &plain {
+        let name = key_name(path);
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+        let key: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))?;
+        let target = sealed_path(path);
+        if !target.exists() {
+            let blob = tpm.seal(&key).with_context(|| format!("sealing {name}"))?;
+            let tmp = target.with_extension("new");
+            let _ = std::fs::remove_file(&tmp);
+            write_private(&tmp, &blob)?;
+            std::fs::rename(&tmp, &target).with_context(|| format!("placing {name}.tpm"))?;
+        }
+        let blob = std::fs::read(&target)?;
+        if tpm.unseal(&blob).with_context(|| format!("unsealing {name} to check it"))? != key {
+            bail!("{name}.tpm does not hold {name}; nothing removed");
+        }
+        sealed.push(name);
+    }
+    let tmp = root.join("keys/tpm.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, tcti.as_bytes())?;
+    std::fs::rename(&tmp, root.join(TPM_MARK)).context("writing keys/tpm")?;
+    for path in &plain {
+        // Overwritten before it goes: the plain key should not linger in the file's old blocks.
+        let len = std::fs::metadata(path)?.len() as usize;
+        std::fs::write(path, vec![0u8; len]).and_then(|_| std::fs::File::open(path)?.sync_all())?;
+        std::fs::remove_file(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
+    }
+    Ok(sealed)
 }

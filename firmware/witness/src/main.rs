@@ -68,6 +68,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("new recordings are encrypted under key {id}; older ones keep theirs");
             Ok(())
         }
+        Command::Keys(cli::KeysCmd::Seal { tpm }) => {
+            crate::datadir::DataDir::open(&cli.data)?;
+            let sealed = keys::seal_to_tpm(&cli.data, &tpm)?;
+            println!(
+                "sealed to the TPM ({tpm}): {}",
+                if sealed.is_empty() { "nothing left to seal".to_owned() } else { sealed.join(", ") }
+            );
+            Ok(())
+        }
         Command::Hold(cmd) => retention::hold(&cli.data, cmd),
         Command::Retention(cli::RetentionCmd::Run { dry_run }) => retention::run_now(&cli.data, dry_run),
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
