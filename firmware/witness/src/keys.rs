@@ -107,7 +107,8 @@ pub fn key_at(root: &Path, path: &Path) -> Result<[u8; 32]> {
     }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join("keys"))?;
     let (target, data) = key_file(root, path, &random::<32>())?;
-    let tmp = target.with_extension(format!("new{}", std::process::id()));
+    // Private to this call: threads of one process may create the same key at once.
+    let tmp = target.with_extension(format!("new{}-{}", std::process::id(), hex::encode(random::<4>())));
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, &data)?;
     let linked = std::fs::hard_link(&tmp, &target);
@@ -240,4 +241,25 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
         std::fs::remove_file(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
     }
     Ok(sealed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_creating_one_key_at_once_all_get_the_same_key() {
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_owned();
+            let keys: Vec<[u8; 32]> = std::thread::scope(|s| {
+                let handles: Vec<_> =
+                    (0..8).map(|_| s.spawn(|| key_at(&root, &root.join("keys/search.key")).unwrap())).collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            assert!(keys.iter().all(|k| *k == keys[0]), "one key for all: {keys:?}");
+            let left: Vec<_> = std::fs::read_dir(root.join("keys")).unwrap().flatten().map(|e| e.file_name()).collect();
+            assert_eq!(left, vec![std::ffi::OsString::from("search.key")], "no temporary file left");
+        }
+    }
 }
