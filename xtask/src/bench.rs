@@ -29,15 +29,16 @@ fn parse(args: &[String]) -> Result<Opts> {
         Opts { bulk_mib: 512, keystrokes: 300, idle: 1000, store_mib: 1024, only: None, secs: 60, workload: None };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let v = || -> Result<u64> { it.clone().next().context("missing value")?.parse().context("not a number") };
+        let text = || it.clone().next().cloned().context("missing value");
+        let v = || -> Result<u64> { text()?.parse().context("not a number") };
         match a.as_str() {
             "--bulk-mib" => o.bulk_mib = v()?,
             "--keystrokes" => o.keystrokes = v()? as usize,
             "--idle" => o.idle = v()? as usize,
             "--store-mib" => o.store_mib = v()?,
             "--secs" => o.secs = v()?,
-            "--only" => o.only = Some(it.clone().next().context("missing value")?.clone()),
-            "--workload" => o.workload = Some(it.clone().next().context("missing value")?.clone()),
+            "--only" => o.only = Some(text()?),
+            "--workload" => o.workload = Some(text()?),
             other => bail!(
                 "unknown bench option {other} (known: --bulk-mib N --keystrokes N --idle N --store-mib N --secs N --workload idle|typing|scrolling|video --only ssh|store|rdp|video|idle|recorder|index)"
             ),

@@ -170,15 +170,8 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
     // WITNESS_BENCH_EXPORT=DIR keeps each workload's video for a look at its frames.
     if let (Some(dir), Some(id)) = (std::env::var_os("WITNESS_BENCH_EXPORT"), row["id"].as_str()) {
         let out = std::path::Path::new(&dir).join(format!("{}.mp4", w.name.replace(' ', "-")));
-        let st = Command::new(&rig.bin)
-            .arg("--data")
-            .arg(&rig.data)
-            .args(["recordings", "export", id, "--out"])
-            .arg(&out)
-            .status()?;
-        if !st.success() {
-            bail!("exporting the {} recording failed", w.name);
-        }
+        let out = out.to_str().context("an export path in UTF-8")?;
+        crate::bench::witness_cli(&rig.bin, &rig.data, &["recordings", "export", id, "--out", out], None)?;
     }
     let duration = row["duration"].as_f64().unwrap_or(0.0).max(0.1);
     let bytes = row["bytes"].as_f64().unwrap_or(0.0);

@@ -149,21 +149,17 @@ pub fn unwrap(kek: &[u8; 32], header: &Header) -> Result<[u8; 32], AtRestError> 
 /// The record key for every nonce that starts with `prefix`. XChaCha20-Poly1305: ChaCha20-Poly1305
 /// under HChaCha20(`key`, `prefix`). AES-256-GCM: under HMAC-SHA256(`key`, label ‖ `prefix`).
 fn subkey(cipher: Cipher, key: &[u8; 32], prefix: &[u8; 16]) -> LessSafeKey {
-    let k = match cipher {
+    let (algorithm, k): (_, [u8; 32]) = match cipher {
         // HChaCha20 runs ChaCha20's 20 rounds as 10 double rounds.
-        Cipher::XChaCha20Poly1305 => {
-            let k = chacha20::hchacha::<U10>(key.into(), prefix.into());
-            return LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).expect("a 32-byte key"));
-        }
+        Cipher::XChaCha20Poly1305 => (&CHACHA20_POLY1305, chacha20::hchacha::<U10>(key.into(), prefix.into()).into()),
         Cipher::Aes256Gcm => {
-            let mac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-            let mut ctx = ring::hmac::Context::with_key(&mac);
+            let mut ctx = ring::hmac::Context::with_key(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key));
             ctx.update(AES_LABEL);
             ctx.update(prefix);
-            ctx.sign()
+            (&AES_256_GCM, ctx.sign().as_ref().try_into().expect("HMAC-SHA256 is 32 bytes"))
         }
     };
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, k.as_ref()).expect("a 32-byte key"))
+    LessSafeKey::new(UnboundKey::new(algorithm, &k).expect("a 32-byte key"))
 }
 
 /// The record key's 96-bit nonce for the counter (the last 8 bytes of a record's nonce).

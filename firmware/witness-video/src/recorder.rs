@@ -255,10 +255,9 @@ impl VideoRecorder {
     pub fn tick(&self, now: Duration) -> Result<(), VideoError> {
         let repeat = {
             let mut c = self.lock();
+            let flush_after = if c.flushed == 0 { SETTLED } else { FLUSH_GAP };
             match (&c.last_frame, c.last_pts) {
-                (Some(f), Some(last))
-                    if c.flushed < FLUSH_FRAMES && now >= last + if c.flushed == 0 { SETTLED } else { FLUSH_GAP } =>
-                {
+                (Some(f), Some(last)) if c.flushed < FLUSH_FRAMES && now >= last + flush_after => {
                     let f = f.clone();
                     c.flushed += 1;
                     Some(f)

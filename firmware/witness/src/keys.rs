@@ -51,6 +51,24 @@ fn sealed_path(plain: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// Writes `data` (0600) to `path` whole or not at all: under a private name, then renamed over.
+fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, data)?;
+    std::fs::rename(&tmp, path).with_context(|| format!("placing {}", key_name(path)))
+}
+
+/// A plain key file's text: 32 bytes in hex.
+fn parse_hex_key(name: &str, text: &str) -> Result<[u8; 32]> {
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))
+}
+
 fn key_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
@@ -77,10 +95,7 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
         return Ok(Some(key));
     }
     match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key = hex::decode(text.trim()).ok().and_then(|b| b.try_into().ok());
-            key.map(Some).with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))
-        }
+        Ok(text) => parse_hex_key(&name, &text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {name}")),
     }
@@ -126,10 +141,7 @@ pub fn rotate(root: &Path) -> Result<String> {
     let id = format!("{}-{}", time::OffsetDateTime::now_utc().unix_timestamp(), hex::encode(random::<4>()));
     let (path, data) = key_file(root, &kek_path(root, &id), &random::<32>())?;
     write_private(&path, &data)?;
-    let tmp = active_path(root).with_extension("new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, id.as_bytes())?;
-    std::fs::rename(&tmp, active_path(root))?;
+    replace_private(&active_path(root), id.as_bytes())?;
     Ok(id)
 }
 
@@ -212,17 +224,11 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     for path in &plain {
         let name = key_name(path);
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
-        let key: [u8; 32] = hex::decode(text.trim())
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))?;
+        let key = parse_hex_key(&name, &text)?;
         let target = sealed_path(path);
         if !target.exists() {
             let blob = tpm.seal(&key).with_context(|| format!("sealing {name}"))?;
-            let tmp = target.with_extension("new");
-            let _ = std::fs::remove_file(&tmp);
-            write_private(&tmp, &blob)?;
-            std::fs::rename(&tmp, &target).with_context(|| format!("placing {name}.tpm"))?;
+            replace_private(&target, &blob)?;
         }
         let blob = std::fs::read(&target)?;
         if tpm.unseal(&blob).with_context(|| format!("unsealing {name} to check it"))? != key {
@@ -230,10 +236,7 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
         }
         sealed.push(name);
     }
-    let tmp = root.join("keys/tpm.new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, tcti.as_bytes())?;
-    std::fs::rename(&tmp, root.join(TPM_MARK)).context("writing keys/tpm")?;
+    replace_private(&root.join(TPM_MARK), tcti.as_bytes())?;
     for path in &plain {
         // Overwritten before it goes: the plain key should not linger in the file's old blocks.
         let len = std::fs::metadata(path)?.len() as usize;
