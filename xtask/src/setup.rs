@@ -16,7 +16,8 @@ use std::process::Command;
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
 /// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock). `xterm` draws
 /// the terminal workloads of the RDP video benchmark; `xdotool` resizes the client's window.
-/// `swtpm` (a software TPM 2.0) and `tpm2-tools` for keys sealed to a TPM.
+/// `swtpm` (a software TPM 2.0) and `tpm2-tools` for keys sealed to a TPM. `python3-paramiko`:
+/// the scripted SSH client of the attack suites (for `/usr/bin/python3`).
 const PACKAGES: &[&str] = &[
     "openssh-server",
     "openssh-client",
@@ -48,6 +49,7 @@ const PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
+    "python3-paramiko",
 ];
 
 fn installed(pkg: &str) -> bool {

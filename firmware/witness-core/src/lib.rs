@@ -5,10 +5,12 @@
 
 pub mod atrest;
 pub mod cast;
+pub mod channel;
 pub mod config;
 pub mod duration;
 pub mod evidence;
 pub mod fmp4;
+pub mod gate;
 pub mod model;
 pub mod names;
 pub mod policy;

@@ -1,21 +1,27 @@
 //! A passive SFTP observer: fed the bytes of an `sftp` subsystem channel in both directions, it
-//! reports file operations (which path, which direction, how many bytes) for the audit log. It
-//! never changes the stream and never stores file contents: of a WRITE or DATA packet it reads
-//! only the header and counts the rest.
+//! reports file operations (which path, which direction, how many bytes, the SHA-256 of what
+//! was transferred, every change to the target's files) for the audit log. It never changes the
+//! stream and never keeps file contents: of a WRITE or DATA packet it reads the header and
+//! streams the rest through the file's hash.
 
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
 const FXP_OPEN: u8 = 3;
 const FXP_CLOSE: u8 = 4;
 const FXP_READ: u8 = 5;
 const FXP_WRITE: u8 = 6;
+const FXP_SETSTAT: u8 = 9;
+const FXP_FSETSTAT: u8 = 10;
 const FXP_REMOVE: u8 = 13;
 const FXP_MKDIR: u8 = 14;
 const FXP_RMDIR: u8 = 15;
 const FXP_RENAME: u8 = 18;
+const FXP_SYMLINK: u8 = 20;
 const FXP_STATUS: u8 = 101;
 const FXP_HANDLE: u8 = 102;
 const FXP_DATA: u8 = 103;
+const FXP_EXTENDED: u8 = 200;
 
 const PFLAG_WRITE: u32 = 0x02;
 
@@ -29,15 +35,19 @@ const MAX_TRACKED: usize = 4096;
 /// A file operation seen on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileOp {
-    /// Bytes written to `path` (an upload, direction client → target).
+    /// Bytes written to `path` (an upload, direction client → target). `sha256`: of the bytes
+    /// written, when they were written in order from offset 0 (what every client does for a
+    /// whole-file upload); `None` when they were not.
     Upload {
         path: String,
         bytes: u64,
+        sha256: Option<String>,
     },
-    /// Bytes read from `path` (a download, direction target → client).
+    /// Bytes read from `path` (a download, direction target → client), hashed the same way.
     Download {
         path: String,
         bytes: u64,
+        sha256: Option<String>,
     },
     Remove {
         path: String,
@@ -51,26 +61,194 @@ pub enum FileOp {
         path: String,
         ok: bool,
     },
+    /// A rename, the protocol's own or OpenSSH's `posix-rename@openssh.com` (`how`).
     Rename {
+        from: String,
+        to: String,
+        how: &'static str,
+        ok: bool,
+    },
+    /// A symbolic link at `link` pointing at `target` (OpenSSH's argument order).
+    Symlink {
+        target: String,
+        link: String,
+        ok: bool,
+    },
+    /// `hardlink@openssh.com`.
+    Hardlink {
         from: String,
         to: String,
         ok: bool,
     },
+    /// SETSTAT, FSETSTAT or `lsetstat@openssh.com`: mode, owner, size or times changed.
+    Setstat {
+        path: String,
+        attrs: Attrs,
+        ok: bool,
+    },
+    /// `copy-data`: the target copies between two open files without the bytes crossing the box.
+    CopyData {
+        from: String,
+        to: String,
+        bytes: u64,
+        ok: bool,
+    },
+    /// Any other extension a client asked for (named, so nothing changes files unseen).
+    Extended {
+        request: String,
+        ok: bool,
+    },
+}
+
+/// The attributes a SETSTAT sets (only those present).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Attrs {
+    pub size: Option<u64>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mode: Option<u32>,
+    pub atime: Option<u32>,
+    pub mtime: Option<u32>,
+}
+
+impl Attrs {
+    fn read(r: &mut Reader<'_>) -> Option<Self> {
+        let flags = r.u32()?;
+        let mut a = Attrs::default();
+        if flags & 0x1 != 0 {
+            a.size = Some(r.u64()?);
+        }
+        if flags & 0x2 != 0 {
+            a.uid = Some(r.u32()?);
+            a.gid = Some(r.u32()?);
+        }
+        if flags & 0x4 != 0 {
+            a.mode = Some(r.u32()?);
+        }
+        if flags & 0x8 != 0 {
+            a.atime = Some(r.u32()?);
+            a.mtime = Some(r.u32()?);
+        }
+        Some(a)
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let mut m = serde_json::Map::new();
+        if let Some(v) = self.size {
+            m.insert("size".into(), v.into());
+        }
+        if let Some(v) = self.uid {
+            m.insert("uid".into(), v.into());
+        }
+        if let Some(v) = self.gid {
+            m.insert("gid".into(), v.into());
+        }
+        if let Some(v) = self.mode {
+            m.insert("mode".into(), format!("{:o}", v & 0o7777).into());
+        }
+        if let Some(v) = self.atime {
+            m.insert("atime".into(), v.into());
+        }
+        if let Some(v) = self.mtime {
+            m.insert("mtime".into(), v.into());
+        }
+        serde_json::Value::Object(m)
+    }
+}
+
+impl FileOp {
+    /// The audit event's detail.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            FileOp::Upload { path, bytes, sha256 } => {
+                json!({ "op": "upload", "direction": "upload", "path": path, "bytes": bytes, "sha256": sha256 })
+            }
+            FileOp::Download { path, bytes, sha256 } => {
+                json!({ "op": "download", "direction": "download", "path": path, "bytes": bytes, "sha256": sha256 })
+            }
+            FileOp::Remove { path, ok } => json!({ "op": "remove", "path": path, "ok": ok }),
+            FileOp::Mkdir { path, ok } => json!({ "op": "mkdir", "path": path, "ok": ok }),
+            FileOp::Rmdir { path, ok } => json!({ "op": "rmdir", "path": path, "ok": ok }),
+            FileOp::Rename { from, to, how, ok } => {
+                json!({ "op": "rename", "from": from, "to": to, "how": how, "ok": ok })
+            }
+            FileOp::Symlink { target, link, ok } => {
+                json!({ "op": "symlink", "target": target, "link": link, "ok": ok })
+            }
+            FileOp::Hardlink { from, to, ok } => json!({ "op": "hardlink", "from": from, "to": to, "ok": ok }),
+            FileOp::Setstat { path, attrs, ok } => {
+                json!({ "op": "setstat", "path": path, "attrs": attrs.to_json(), "ok": ok })
+            }
+            FileOp::CopyData { from, to, bytes, ok } => {
+                json!({ "op": "copy-data", "from": from, "to": to, "bytes": bytes, "ok": ok })
+            }
+            FileOp::Extended { request, ok } => json!({ "op": "extended", "request": request, "ok": ok }),
+        }
+    }
+
+    fn set_ok(&mut self, status: bool) {
+        match self {
+            FileOp::Remove { ok, .. }
+            | FileOp::Mkdir { ok, .. }
+            | FileOp::Rmdir { ok, .. }
+            | FileOp::Rename { ok, .. }
+            | FileOp::Symlink { ok, .. }
+            | FileOp::Hardlink { ok, .. }
+            | FileOp::Setstat { ok, .. }
+            | FileOp::CopyData { ok, .. }
+            | FileOp::Extended { ok, .. } => *ok = status,
+            FileOp::Upload { .. } | FileOp::Download { .. } => {}
+        }
+    }
+}
+
+/// A running hash over bytes that must arrive in order from offset 0.
+#[derive(Debug, Clone)]
+struct InOrder {
+    hash: Option<Sha256>,
+    next: u64,
+}
+
+impl Default for InOrder {
+    fn default() -> Self {
+        Self { hash: Some(Sha256::new()), next: 0 }
+    }
+}
+
+impl InOrder {
+    /// A chunk starts at `offset`: anything but the next byte breaks the hash.
+    fn start(&mut self, offset: u64) {
+        if offset != self.next {
+            self.hash = None;
+        }
+    }
+    fn feed(&mut self, data: &[u8]) {
+        if let Some(h) = self.hash.as_mut() {
+            h.update(data);
+        }
+        self.next += data.len() as u64;
+    }
+    fn finish(self) -> Option<String> {
+        self.hash.map(|h| hex::encode(h.finalize()))
+    }
 }
 
 #[derive(Debug)]
 struct OpenFile {
     path: String,
     writable: bool,
-    written: u64,
-    read: u64,
+    written: InOrder,
+    read: InOrder,
+    wrote_any: bool,
+    read_any: bool,
 }
 
 /// One direction's packet framing.
 #[derive(Debug, Default)]
 struct Framer {
     buf: Vec<u8>,
-    /// Body bytes of the current packet still to be skipped without buffering.
+    /// Body bytes of the current packet still to be streamed through without buffering.
     skip: usize,
 }
 
@@ -78,16 +256,25 @@ struct Framer {
 struct Packet<'a> {
     kind: u8,
     body: &'a [u8],
-    /// Full body length (may exceed `body.len()` for bulk packets).
-    len: usize,
+}
+
+/// What the framer hands on: a packet (whole, or a bulk packet's prefix), then for a bulk packet
+/// the rest of its body in pieces.
+enum Piece<'a> {
+    Packet(Packet<'a>),
+    Rest(&'a [u8]),
 }
 
 impl Framer {
-    /// Feeds bytes, calling `f` for each packet as soon as enough of it is known.
-    fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(Packet<'_>)) {
+    /// Feeds bytes, calling `f` for each packet as soon as enough of it is known, and for the
+    /// rest of a bulk packet's body as it streams by.
+    fn feed(&mut self, mut data: &[u8], mut f: impl FnMut(Piece<'_>)) {
         loop {
             if self.skip > 0 {
                 let n = self.skip.min(data.len());
+                if n > 0 {
+                    f(Piece::Rest(&data[..n]));
+                }
                 self.skip -= n;
                 data = &data[n..];
                 if self.skip > 0 {
@@ -109,7 +296,7 @@ impl Framer {
             let kind = self.buf[4];
             let body_total = len.saturating_sub(1);
             let kept = &self.buf[5..];
-            f(Packet { kind, body: kept, len: body_total });
+            f(Piece::Packet(Packet { kind, body: kept }));
             self.skip = body_total - kept.len();
             self.buf.clear();
         }
@@ -140,6 +327,11 @@ impl<'a> Reader<'a> {
         self.0 = rest;
         Some(u32::from_be_bytes(*head))
     }
+    fn u64(&mut self) -> Option<u64> {
+        let (head, rest) = self.0.split_first_chunk::<8>()?;
+        self.0 = rest;
+        Some(u64::from_be_bytes(*head))
+    }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
         if n > self.0.len() {
@@ -163,20 +355,36 @@ pub struct SftpObserver {
     /// OPEN requests waiting for their HANDLE reply.
     opening: HashMap<u32, (String, bool)>,
     files: HashMap<Vec<u8>, OpenFile>,
-    /// READ requests waiting for DATA: request id → handle.
-    reading: HashMap<u32, Vec<u8>>,
+    /// READ requests waiting for DATA: request id → handle and offset.
+    reading: HashMap<u32, (Vec<u8>, u64)>,
     /// Path operations waiting for their STATUS.
     pending: HashMap<u32, FileOp>,
+    /// The handle whose payload is streaming by, per direction.
+    up: Option<Vec<u8>>,
+    down: Option<Vec<u8>>,
 }
 
 impl SftpObserver {
     /// Bytes from the client (requests).
     pub fn client(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_server, opening, files, reading, pending, .. } = self;
-        to_server.feed(data, |p| {
+        let Self { to_server, opening, files, reading, pending, up, .. } = self;
+        to_server.feed(data, |piece| {
+            let p = match piece {
+                Piece::Rest(bytes) => {
+                    if let Some(file) = up.as_ref().and_then(|h| files.get_mut(h)) {
+                        file.written.feed(bytes);
+                    }
+                    return;
+                }
+                Piece::Packet(p) => p,
+            };
+            *up = None;
             let mut r = Reader(p.body);
             let Some(id) = r.u32() else { return };
+            let path_of = |files: &HashMap<Vec<u8>, OpenFile>, h: &[u8]| {
+                files.get(h).map(|f| f.path.clone()).unwrap_or_else(|| "(unknown handle)".into())
+            };
             match p.kind {
                 FXP_OPEN => {
                     if let (Some(path), Some(flags)) = (r.string(), r.u32()) {
@@ -186,15 +394,18 @@ impl SftpObserver {
                 FXP_WRITE => {
                     // id, handle, offset (8), data length (4) then data
                     if let Some(handle) = r.bytes()
+                        && let (Some(offset), Some(_)) = (r.u64(), r.u32())
                         && let Some(file) = files.get_mut(handle)
                     {
-                        let header = 4 + 4 + handle.len() + 8 + 4;
-                        file.written += p.len.saturating_sub(header) as u64;
+                        file.wrote_any = true;
+                        file.written.start(offset);
+                        file.written.feed(r.0);
+                        *up = Some(handle.to_vec());
                     }
                 }
                 FXP_READ => {
-                    if let Some(handle) = r.bytes() {
-                        bounded_insert(reading, id, handle.to_vec());
+                    if let (Some(handle), Some(offset)) = (r.bytes(), r.u64()) {
+                        bounded_insert(reading, id, (handle.to_vec(), offset));
                     }
                 }
                 FXP_CLOSE => {
@@ -214,7 +425,66 @@ impl SftpObserver {
                 }
                 FXP_RENAME => {
                     if let (Some(from), Some(to)) = (r.string(), r.string()) {
-                        bounded_insert(pending, id, FileOp::Rename { from, to, ok: false });
+                        bounded_insert(pending, id, FileOp::Rename { from, to, how: "rename", ok: false });
+                    }
+                }
+                FXP_SYMLINK => {
+                    if let (Some(target), Some(link)) = (r.string(), r.string()) {
+                        bounded_insert(pending, id, FileOp::Symlink { target, link, ok: false });
+                    }
+                }
+                FXP_SETSTAT => {
+                    if let Some(path) = r.string() {
+                        let attrs = Attrs::read(&mut r).unwrap_or_default();
+                        bounded_insert(pending, id, FileOp::Setstat { path, attrs, ok: false });
+                    }
+                }
+                FXP_FSETSTAT => {
+                    if let Some(handle) = r.bytes() {
+                        let path = path_of(files, handle);
+                        let attrs = Attrs::read(&mut r).unwrap_or_default();
+                        bounded_insert(pending, id, FileOp::Setstat { path, attrs, ok: false });
+                    }
+                }
+                FXP_EXTENDED => {
+                    let Some(request) = r.string() else { return };
+                    let op = match request.as_str() {
+                        "posix-rename@openssh.com" => r.string().zip(r.string()).map(|(from, to)| FileOp::Rename {
+                            from,
+                            to,
+                            how: "posix-rename",
+                            ok: false,
+                        }),
+                        "hardlink@openssh.com" => {
+                            r.string().zip(r.string()).map(|(from, to)| FileOp::Hardlink { from, to, ok: false })
+                        }
+                        "lsetstat@openssh.com" => r.string().map(|path| {
+                            let attrs = Attrs::read(&mut r).unwrap_or_default();
+                            FileOp::Setstat { path, attrs, ok: false }
+                        }),
+                        "copy-data" => (|| {
+                            let from = r.bytes()?;
+                            let (_, len) = (r.u64()?, r.u64()?);
+                            let to = r.bytes()?;
+                            Some(FileOp::CopyData {
+                                from: path_of(files, from),
+                                to: path_of(files, to),
+                                bytes: len,
+                                ok: false,
+                            })
+                        })(),
+                        // Queries that change nothing on the target.
+                        "statvfs@openssh.com"
+                        | "fstatvfs@openssh.com"
+                        | "limits@openssh.com"
+                        | "expand-path@openssh.com"
+                        | "home-directory"
+                        | "users-groups-by-id@openssh.com"
+                        | "fsync@openssh.com" => None,
+                        _ => Some(FileOp::Extended { request, ok: false }),
+                    };
+                    if let Some(op) = op {
+                        bounded_insert(pending, id, op);
                     }
                 }
                 _ => {}
@@ -226,24 +496,45 @@ impl SftpObserver {
     /// Bytes from the target (responses).
     pub fn server(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_client, opening, files, reading, pending, .. } = self;
-        to_client.feed(data, |p| {
+        let Self { to_client, opening, files, reading, pending, down, .. } = self;
+        to_client.feed(data, |piece| {
+            let p = match piece {
+                Piece::Rest(bytes) => {
+                    if let Some(file) = down.as_ref().and_then(|h| files.get_mut(h)) {
+                        file.read.feed(bytes);
+                    }
+                    return;
+                }
+                Piece::Packet(p) => p,
+            };
+            *down = None;
             let mut r = Reader(p.body);
             let Some(id) = r.u32() else { return };
             match p.kind {
                 FXP_HANDLE => {
                     if let (Some((path, writable)), Some(handle)) = (opening.remove(&id), r.bytes()) {
-                        let file = OpenFile { path, writable, written: 0, read: 0 };
+                        let file = OpenFile {
+                            path,
+                            writable,
+                            written: InOrder::default(),
+                            read: InOrder::default(),
+                            wrote_any: false,
+                            read_any: false,
+                        };
                         if files.len() < MAX_TRACKED {
                             files.insert(handle.to_vec(), file);
                         }
                     }
                 }
                 FXP_DATA => {
-                    if let Some(handle) = reading.remove(&id)
+                    if let Some((handle, offset)) = reading.remove(&id)
+                        && r.u32().is_some()
                         && let Some(file) = files.get_mut(&handle)
                     {
-                        file.read += p.len.saturating_sub(4 + 4) as u64;
+                        file.read_any = true;
+                        file.read.start(offset);
+                        file.read.feed(r.0);
+                        *down = Some(handle);
                     }
                 }
                 FXP_STATUS => {
@@ -251,13 +542,7 @@ impl SftpObserver {
                     opening.remove(&id);
                     reading.remove(&id);
                     if let Some(mut op) = pending.remove(&id) {
-                        match &mut op {
-                            FileOp::Remove { ok: o, .. }
-                            | FileOp::Mkdir { ok: o, .. }
-                            | FileOp::Rmdir { ok: o, .. }
-                            | FileOp::Rename { ok: o, .. } => *o = ok,
-                            FileOp::Upload { .. } | FileOp::Download { .. } => {}
-                        }
+                        op.set_ok(ok);
                         out.push(op);
                     }
                 }
@@ -277,11 +562,14 @@ impl SftpObserver {
 
 fn file_ops(file: OpenFile) -> Vec<FileOp> {
     let mut ops = Vec::new();
-    if file.writable || file.written > 0 {
-        ops.push(FileOp::Upload { path: file.path.clone(), bytes: file.written });
+    let (written, read) = (file.written.next, file.read.next);
+    if file.writable || file.wrote_any {
+        let sha256 = file.written.finish();
+        ops.push(FileOp::Upload { path: file.path.clone(), bytes: written, sha256 });
     }
-    if file.read > 0 || !file.writable {
-        ops.push(FileOp::Download { path: file.path, bytes: file.read });
+    if file.read_any || !file.writable {
+        let sha256 = file.read.finish();
+        ops.push(FileOp::Download { path: file.path, bytes: read, sha256 });
     }
     ops
 }
@@ -334,7 +622,11 @@ mod tests {
         stream.extend_from_slice(&write);
         stream.extend_from_slice(&close);
         let ops: Vec<_> = stream.chunks(977).flat_map(|c| o.client(c)).collect();
-        assert_eq!(ops, vec![FileOp::Upload { path: "/tmp/up".into(), bytes: 200_000 }]);
+        assert_eq!(
+            ops,
+            vec![FileOp::Upload { path: "/tmp/up".into(), bytes: 200_000, sha256: None }],
+            "offset 0 twice is no file in order: no hash rather than a wrong one"
+        );
 
         o.client(&packet(FXP_OPEN, &body(&[&4u32.to_be_bytes(), &s(b"/etc/hosts"), &1u32.to_be_bytes(), &[0; 4]])));
         o.server(&packet(FXP_HANDLE, &body(&[&4u32.to_be_bytes(), &s(b"h2")])));
@@ -343,7 +635,71 @@ mod tests {
             &body(&[&5u32.to_be_bytes(), &s(b"h2"), &0u64.to_be_bytes(), &4096u32.to_be_bytes()]),
         ));
         o.server(&packet(FXP_DATA, &body(&[&5u32.to_be_bytes(), &s(&[1; 321])])));
-        assert_eq!(o.finish(), vec![FileOp::Download { path: "/etc/hosts".into(), bytes: 321 }]);
+        let sha = Some(hex::encode(Sha256::digest([1u8; 321])));
+        assert_eq!(o.finish(), vec![FileOp::Download { path: "/etc/hosts".into(), bytes: 321, sha256: sha }]);
+    }
+
+    #[test]
+    fn uploads_in_order_carry_the_content_hash_whatever_the_split() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let open = packet(FXP_OPEN, &body(&[&1u32.to_be_bytes(), &s(b"/up"), &0x1au32.to_be_bytes(), &[0; 4]]));
+        let handle = packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h")]));
+        let mut stream = Vec::new();
+        for (i, chunk) in content.chunks(32_768).enumerate() {
+            let off = (i * 32_768) as u64;
+            let id = (2 + i as u32).to_be_bytes();
+            stream.extend(packet(FXP_WRITE, &body(&[&id, &s(b"h"), &off.to_be_bytes(), &s(chunk)])));
+        }
+        stream.extend(packet(FXP_CLOSE, &body(&[&99u32.to_be_bytes(), &s(b"h")])));
+        let sha256 = Some(hex::encode(Sha256::digest(&content)));
+        let want = FileOp::Upload { path: "/up".into(), bytes: 300_000, sha256 };
+        for split in [1, 7, 1000, stream.len()] {
+            let mut o = SftpObserver::default();
+            let mut ops = o.client(&open);
+            ops.extend(o.server(&handle));
+            for c in stream.chunks(split) {
+                ops.extend(o.client(c));
+            }
+            assert_eq!(ops, vec![want.clone()], "split {split}");
+        }
+    }
+
+    #[test]
+    fn every_change_to_files_is_reported() {
+        let mut o = SftpObserver::default();
+        let ext = |id: u32, name: &[u8], rest: &[&[u8]]| {
+            let mut parts: Vec<&[u8]> = Vec::new();
+            let idb = id.to_be_bytes();
+            let nm = s(name);
+            parts.push(&idb);
+            parts.push(&nm);
+            parts.extend_from_slice(rest);
+            packet(FXP_EXTENDED, &body(&parts))
+        };
+        let ok = |id: u32| packet(FXP_STATUS, &body(&[&id.to_be_bytes(), &0u32.to_be_bytes()]));
+        o.client(&ext(1, b"posix-rename@openssh.com", &[&s(b"/a"), &s(b"/b")]));
+        o.client(&ext(2, b"hardlink@openssh.com", &[&s(b"/b"), &s(b"/c")]));
+        o.client(&packet(FXP_SYMLINK, &body(&[&3u32.to_be_bytes(), &s(b"/etc/shadow"), &s(b"/tmp/l")])));
+        let attrs = [4u32.to_be_bytes(), 0o4755u32.to_be_bytes()].concat();
+        o.client(&packet(FXP_SETSTAT, &body(&[&4u32.to_be_bytes(), &s(b"/tmp/x"), &attrs])));
+        o.client(&ext(5, b"statvfs@openssh.com", &[&s(b"/")]));
+        o.client(&ext(6, b"evil@example.com", &[]));
+        let ops: Vec<FileOp> = (1..=6).flat_map(|i| o.server(&ok(i))).collect();
+        assert_eq!(
+            ops,
+            vec![
+                FileOp::Rename { from: "/a".into(), to: "/b".into(), how: "posix-rename", ok: true },
+                FileOp::Hardlink { from: "/b".into(), to: "/c".into(), ok: true },
+                FileOp::Symlink { target: "/etc/shadow".into(), link: "/tmp/l".into(), ok: true },
+                FileOp::Setstat {
+                    path: "/tmp/x".into(),
+                    attrs: Attrs { mode: Some(0o4755), ..Default::default() },
+                    ok: true
+                },
+                FileOp::Extended { request: "evil@example.com".into(), ok: true },
+            ]
+        );
+        assert_eq!(ops[3].to_json()["attrs"]["mode"], "4755");
     }
 
     #[test]
@@ -353,7 +709,10 @@ mod tests {
         assert!(both(&req, |o, d| o.client(d)).is_empty());
         o.client(&req);
         let status = packet(FXP_STATUS, &body(&[&9u32.to_be_bytes(), &0u32.to_be_bytes()]));
-        assert_eq!(o.server(&status), vec![FileOp::Rename { from: "a".into(), to: "b".into(), ok: true }]);
+        assert_eq!(
+            o.server(&status),
+            vec![FileOp::Rename { from: "a".into(), to: "b".into(), how: "rename", ok: true }]
+        );
         o.client(&packet(FXP_REMOVE, &body(&[&10u32.to_be_bytes(), &s(b"x")])));
         let failed = packet(FXP_STATUS, &body(&[&10u32.to_be_bytes(), &2u32.to_be_bytes()]));
         assert_eq!(o.server(&failed), vec![FileOp::Remove { path: "x".into(), ok: false }]);

@@ -349,6 +349,32 @@ impl Index {
         Ok(n > 0)
     }
 
+    /// Sets where the grant's forwards may go (`HOST:PORT` entries, checked by the caller).
+    pub fn set_grant_forwards(&self, user: &str, target: &str, destinations: &[String]) -> Result<()> {
+        let list = serde_json::to_string(destinations).expect("strings serialise");
+        self.conn().execute(
+            "UPDATE grants SET forward_to = ?3 WHERE user_id = (SELECT id FROM users WHERE name = ?1)
+               AND target_id = (SELECT id FROM targets WHERE name = ?2)",
+            params![user, target, list],
+        )?;
+        Ok(())
+    }
+
+    /// Where the grant's forwards may go; empty when it names no destination (or there is none).
+    pub fn grant_forwards(&self, user: &str, target: &str) -> Result<Vec<String>> {
+        let list: Option<String> = self
+            .conn()
+            .query_row(
+                "SELECT g.forward_to FROM grants g
+                 JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+                 WHERE u.name = ?1 AND t.name = ?2",
+                params![user, target],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(list.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default())
+    }
+
     pub fn grant_of(&self, user: &str, target: &str) -> Result<Option<GrantFacts>> {
         Ok(self
             .conn()

@@ -136,6 +136,8 @@ const STEPS: &[&str] = &[
     CREATE UNIQUE INDEX targets_rdp_port ON targets(rdp_port);
     ALTER TABLE recordings ADD COLUMN frames INTEGER;
     ALTER TABLE recordings ADD COLUMN activity TEXT;",
+    // 8: where a grant's SSH forwards may go (JSON array of `HOST:PORT`; empty: the target only).
+    "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// The schema version this build brings an index to.

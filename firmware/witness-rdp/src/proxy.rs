@@ -205,7 +205,9 @@ async fn handshake<B: Broker>(
 
     // CredSSP as the server. The NTLM lookup tells who is logging in.
     let login = Arc::new(Mutex::new(None::<(String, String)>));
-    let lookup = Lookup { broker, port_target, login: login.clone() };
+    let no_credential = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lookup = Lookup { broker, port_target, login: login.clone(), no_credential: no_credential.clone() };
+    let no_credential = || no_credential.load(std::sync::atomic::Ordering::Acquire);
     let mut server = CredSspServer::new(
         settings.identity.public_key.clone(),
         lookup,
@@ -221,6 +223,15 @@ async fn handshake<B: Broker>(
         let result = run_server_generator(&mut server, ts_request);
         let who = login.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match result {
+            Ok(ServerState::ReplyNeeded(reply)) if reply.pub_key_auth.is_some() && no_credential() => {
+                // NTLM cannot have matched a random hash; should it ever say so, refuse anyway.
+                let denial = TsRequest { error_code: Some(NStatusCode::LOGON_FAILURE), ..TsRequest::default() };
+                let _ = write_ts_request(&mut framed, &denial).await;
+                let mut refusal = Refusal::new("login_failed", "the user has no password usable for RDP");
+                refusal.user = who.as_ref().map(|(u, _)| u.clone());
+                refusal.target = who.map(|(_, t)| t).filter(|t| !t.is_empty());
+                return Err(refusal);
+            }
             Ok(ServerState::ReplyNeeded(reply)) => {
                 if reply.pub_key_auth.is_some() && opened.is_none() {
                     // NTLM has checked the password; only now may the box look at targets.
@@ -249,7 +260,9 @@ async fn handshake<B: Broker>(
                     let _ = write_ts_request(&mut framed, &reply).await;
                 }
                 let mut refusal = Refusal::new("login_failed", "wrong user name or password");
-                if error.error_type != sspi::ErrorKind::LogonDenied {
+                if no_credential() {
+                    refusal.message = "no such user, or the user has no password usable for RDP".into();
+                } else if error.error_type != sspi::ErrorKind::LogonDenied {
                     refusal.message = format!("credssp failed: {error}");
                 }
                 refusal.user = who.as_ref().map(|(u, _)| u.clone());
@@ -299,6 +312,8 @@ struct Lookup<'a, B: Broker> {
     broker: &'a B,
     port_target: Option<&'a str>,
     login: Arc<Mutex<Option<(String, String)>>>,
+    /// The named user has no NT hash (no such user, or no password usable for RDP).
+    no_credential: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl<B: Broker> std::fmt::Debug for Lookup<'_, B> {
@@ -323,8 +338,16 @@ impl<B: Broker> CredentialsProxy for Lookup<'_, B> {
         let hash = self.broker.nt_hash(&spec.user);
         let target = spec.target.clone().unwrap_or_default();
         *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some((spec.user.clone(), target));
-        // An unknown user fails exactly like a wrong password: a random hash that never matches.
-        let hash = hash.unwrap_or_else(|| "0".repeat(32));
+        // Absence of a credential is a refusal, never a default value: NTLM is handed a fresh
+        // random hash that no client can know (so an unknown user fails exactly like a wrong
+        // password, in the same time), and the handshake refuses this login whatever NTLM says.
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                self.no_credential.store(true, std::sync::atomic::Ordering::Release);
+                hex::encode(rand::random::<[u8; 16]>())
+            }
+        };
         Ok(AuthIdentity { username: username.clone(), password: format!("{NTLM_HASH_PREFIX}{hash}").into() })
     }
 

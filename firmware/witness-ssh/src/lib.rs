@@ -7,6 +7,7 @@
 mod keys;
 mod relay;
 mod server;
+mod sink;
 mod target;
 
 pub use keys::{HostKey, KeyError, check_private_key, generate_host_key, parse_public_key};
@@ -49,6 +50,9 @@ pub struct TargetPlan {
     /// The pinned host key (OpenSSH public key line); `None`: trust on first use.
     pub host_key: Option<String>,
     pub access: Access,
+    /// Where forwards through the target may go (`HOST:PORT`, `HOST:*`); empty: only the target
+    /// itself, when the grant allows forwarding at all.
+    pub forward: Vec<String>,
 }
 
 /// What kind of channel a recording is of.

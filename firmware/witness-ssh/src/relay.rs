@@ -1,143 +1,95 @@
 //! Channel relays. A session channel runs as two tasks, one per direction, so a full window one
-//! way never stalls the other; target output is handed to the recorder before it is forwarded.
-//! The client's channel requests are answered by the server handler when they arrive (russh
-//! tracks only the latest request's want-reply flag), so requests go on to the target without
-//! asking for a reply; a target that refuses a shell or exec closes the channel, which is relayed.
+//! way never stalls the other. Target output reaches the user only through the channel's
+//! [`UserSink`], which records it first. The client's channel requests are judged by one
+//! [`ChannelPhase`] per channel (the server handler runs its own copy to answer them; the
+//! machine is deterministic, so both agree): set-up first, then exactly one shell, exec or sftp,
+//! and nothing after that reaches the target.
 
 use crate::RecordingMeta;
 use crate::server::{Admission, Conn};
-use bytes::Bytes;
+use crate::sink::{SinkError, UserSink, audit_file_op};
 use russh::server::Msg;
-use russh::{Channel, ChannelId, ChannelMsg, ChannelOpenFailure};
-use std::sync::{Arc, Mutex, OnceLock};
+use russh::{Channel, ChannelMsg, ChannelOpenFailure};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::{debug, warn};
+use witness_core::channel::{ChannelPhase, Kind, Request, Verdict, is_scp, terminal_size};
 use witness_core::policy::Denial;
-use witness_core::sftp::{FileOp, SftpObserver};
-use witness_recorder::CastRecorder;
-
-/// What one session channel is doing, shared by its two directions.
-#[derive(Default)]
-struct ChannelState {
-    recording: OnceLock<(String, CastRecorder)>,
-    sftp: Mutex<Option<SftpObserver>>,
-    /// Legacy `scp -t/-f` over exec: bytes up and down, for the audit log.
-    scp: Mutex<Option<(String, u64, u64)>>,
-}
-
-impl ChannelState {
-    fn observe_sftp(&self, conn: &Conn, from_client: bool, data: &[u8]) -> bool {
-        let mut sftp = self.sftp.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(observer) = sftp.as_mut() else { return false };
-        let ops = if from_client { observer.client(data) } else { observer.server(data) };
-        drop(sftp);
-        for op in ops {
-            audit_file_op(conn, &op);
-        }
-        true
-    }
-
-    fn count_scp(&self, up: bool, n: usize) -> bool {
-        let mut scp = self.scp.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((_, u, d)) = scp.as_mut() else { return false };
-        if up {
-            *u += n as u64
-        } else {
-            *d += n as u64
-        }
-        true
-    }
-}
-
-fn audit_file_op(conn: &Conn, op: &FileOp) {
-    let detail = match op {
-        FileOp::Upload { path, bytes } => serde_json::json!({ "op": "upload", "path": path, "bytes": bytes }),
-        FileOp::Download { path, bytes } => serde_json::json!({ "op": "download", "path": path, "bytes": bytes }),
-        FileOp::Remove { path, ok } => serde_json::json!({ "op": "remove", "path": path, "ok": ok }),
-        FileOp::Mkdir { path, ok } => serde_json::json!({ "op": "mkdir", "path": path, "ok": ok }),
-        FileOp::Rmdir { path, ok } => serde_json::json!({ "op": "rmdir", "path": path, "ok": ok }),
-        FileOp::Rename { from, to, ok } => serde_json::json!({ "op": "rename", "from": from, "to": to, "ok": ok }),
-    };
-    conn.audit("sftp", detail);
-}
-
-/// Legacy scp runs `scp -t PATH` (upload) or `scp -f PATH` (download) on the target.
-fn is_scp(command: &str) -> bool {
-    let mut words = command.split_whitespace();
-    words.next() == Some("scp") && words.any(|w| w == "-t" || w == "-f")
-}
 
 /// Relays one client session channel (shell, exec, sftp) to a channel on the target.
-pub(crate) async fn session_channel(conn: Arc<Conn>, channel: Channel<Msg>) {
-    let id = channel.id();
-    let (from_client, to_client) = channel.split();
+pub(crate) async fn session_channel(conn: Arc<Conn>, from_client: russh::ChannelReadHalf, sink: Arc<UserSink>) {
     let target = conn.target().await;
     match target {
-        Err(message) => refuse(&conn, id, from_client, &to_client, &message).await,
+        Err(message) => refuse(from_client, &sink, &message).await,
         Ok(target) => match target.channel_open_session().await {
-            Ok(target_channel) => relay_session(&conn, id, from_client, to_client, target_channel).await,
+            Ok(target_channel) => relay_session(&conn, from_client, sink.clone(), target_channel).await,
             Err(e) => {
                 let message = format!("the target refused a session channel: {e}");
-                refuse(&conn, id, from_client, &to_client, &message).await;
+                refuse(from_client, &sink, &message).await;
             }
         },
     }
-    conn.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    conn.channels.lock().unwrap_or_else(|p| p.into_inner()).remove(&sink.id());
 }
 
 /// Answers a channel that cannot reach a target: the first shell/exec/subsystem request gets the
 /// reason on stderr and exit status 1, so the user reads one clear line instead of a hang.
-async fn refuse(
-    conn: &Conn,
-    id: ChannelId,
-    mut from_client: russh::ChannelReadHalf,
-    to_client: &russh::ChannelWriteHalf<Msg>,
-    message: &str,
-) {
+async fn refuse(mut from_client: russh::ChannelReadHalf, sink: &UserSink, message: &str) {
     while let Some(msg) = from_client.wait().await {
         match msg {
-            ChannelMsg::RequestShell { .. } | ChannelMsg::Exec { .. } | ChannelMsg::RequestSubsystem { .. } => {}
+            ChannelMsg::RequestShell { .. } | ChannelMsg::Exec { .. } | ChannelMsg::RequestSubsystem { .. } => {
+                sink.end(message, 1).await;
+                return;
+            }
             ChannelMsg::Close => return,
             _ => continue,
         }
-        let _ = to_client.extended_data_bytes(1, format!("witness: {message}\r\n").into_bytes()).await;
-        if let Some(server) = conn.server.get() {
-            let _ = server.exit_status_request(id, 1).await;
-        }
-        let _ = to_client.eof().await;
-        let _ = to_client.close().await;
-        return;
     }
 }
 
 async fn relay_session(
     conn: &Arc<Conn>,
-    id: ChannelId,
     mut from_client: russh::ChannelReadHalf,
-    to_client: russh::ChannelWriteHalf<Msg>,
+    sink: Arc<UserSink>,
     target_channel: Channel<russh::client::Msg>,
 ) {
     let (from_target, to_target) = target_channel.split();
-    let state = Arc::new(ChannelState::default());
-    let down = tokio::spawn(target_to_client(conn.clone(), id, state.clone(), from_target, to_client));
+    let down = tokio::spawn(target_to_client(conn.clone(), sink.clone(), from_target));
+    let mut phase = ChannelPhase::default();
     let mut pty: Option<(String, u32, u32)> = None;
 
     while let Some(msg) = from_client.wait().await {
+        let request = match &msg {
+            ChannelMsg::RequestPty { .. } => Some(Request::Pty),
+            ChannelMsg::SetEnv { variable_name, .. } => {
+                Some(Request::Env { allowed: conn.settings.env_allowed(variable_name) })
+            }
+            ChannelMsg::RequestShell { .. } => Some(Request::Shell),
+            ChannelMsg::Exec { .. } => Some(Request::Exec),
+            ChannelMsg::RequestSubsystem { name, .. } => Some(Request::Subsystem(name)),
+            ChannelMsg::WindowChange { .. } => Some(Request::WindowChange),
+            ChannelMsg::Signal { .. } => Some(Request::Signal),
+            ChannelMsg::AgentForward { .. } => Some(Request::AgentForward),
+            ChannelMsg::RequestX11 { .. } => Some(Request::X11),
+            _ => None,
+        };
+        // The handler answered and audited the refusal; nothing of it goes to the target.
+        let verdict = request.map(|r| phase.on_request(r));
+        if let Some(Verdict::Refuse(reason)) = verdict {
+            debug!(reason, "channel request not forwarded");
+            continue;
+        }
         let sent = match msg {
             ChannelMsg::RequestPty { term, col_width, row_height, pix_width, pix_height, terminal_modes, .. } => {
-                pty = Some((term.clone(), col_width, row_height));
-                to_target.request_pty(false, &term, col_width, row_height, pix_width, pix_height, &terminal_modes).await
+                let (cols, rows) = terminal_size(col_width, row_height);
+                pty = Some((term.clone(), cols, rows));
+                to_target.request_pty(false, &term, cols, rows, pix_width, pix_height, &terminal_modes).await
             }
             ChannelMsg::SetEnv { variable_name, variable_value, .. } => {
-                if conn.settings.env_allowed(&variable_name) {
-                    to_target.set_env(false, variable_name, variable_value).await
-                } else {
-                    debug!(name = %variable_name, "environment variable not in the allow-list");
-                    Ok(())
-                }
+                to_target.set_env(false, variable_name, variable_value).await
             }
             ChannelMsg::RequestShell { .. } => {
-                if let Err(e) = start_recording(conn, &state, "shell", None, pty.as_ref()) {
+                if let Err(e) = start_recording(conn, &sink, Kind::Shell, None, pty.as_ref()) {
                     fail_channel(conn, &e).await;
                     break;
                 }
@@ -145,52 +97,39 @@ async fn relay_session(
             }
             ChannelMsg::Exec { command, .. } => {
                 let text = String::from_utf8_lossy(&command).into_owned();
+                // An scp exec is recorded like any other: the target's shell runs the whole
+                // string, whatever its first word. The transfer is audited on top.
                 if is_scp(&text) {
                     conn.audit("scp_started", serde_json::json!({ "command": text }));
-                    *state.scp.lock().unwrap_or_else(|p| p.into_inner()) = Some((text, 0, 0));
-                } else if let Err(e) = start_recording(conn, &state, "exec", Some(text), pty.as_ref()) {
+                    sink.observe_scp(text.clone());
+                }
+                if let Err(e) = start_recording(conn, &sink, Kind::Exec, Some(text), pty.as_ref()) {
                     fail_channel(conn, &e).await;
                     break;
                 }
                 to_target.exec(false, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
-                if name == "sftp" {
-                    conn.audit("sftp_started", serde_json::json!({}));
-                    *state.sftp.lock().unwrap_or_else(|p| p.into_inner()) = Some(SftpObserver::default());
-                    to_target.request_subsystem(false, name).await
-                } else {
-                    conn.audit("subsystem_refused", serde_json::json!({ "subsystem": name }));
-                    Ok(())
-                }
+                conn.audit("sftp_started", serde_json::json!({}));
+                sink.observe_sftp();
+                to_target.request_subsystem(false, name).await
             }
             ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
-                if let Some((_, rec)) = state.recording.get()
-                    && let Err(e) = rec.resize(col_width, row_height)
-                {
-                    recording_failed(conn, id, &e.to_string()).await;
+                let (cols, rows) = terminal_size(col_width, row_height);
+                if let Err(e) = sink.resize(cols, rows) {
+                    recording_failed(conn, &e.0).await;
                     break;
                 }
-                to_target.window_change(col_width, row_height, pix_width, pix_height).await
+                to_target.window_change(cols, rows, pix_width, pix_height).await
             }
             ChannelMsg::Signal { signal } => to_target.signal(signal).await,
-            ChannelMsg::AgentForward { .. } => {
-                conn.audit("agent_forwarding_refused", serde_json::json!({}));
-                Ok(())
-            }
-            ChannelMsg::RequestX11 { .. } => {
-                conn.audit("x11_forwarding_refused", serde_json::json!({}));
-                Ok(())
-            }
             ChannelMsg::Data { data } => {
-                let observed = state.observe_sftp(conn, true, &data) || state.count_scp(true, data.len());
-                if !observed
-                    && conn.settings.record_input
-                    && let Some((_, rec)) = state.recording.get()
-                    && let Err(e) = rec.input(&data)
-                {
-                    recording_failed(conn, id, &e.to_string()).await;
-                    break;
+                match sink.client_bytes(&data, conn.settings.record_input) {
+                    Ok(ops) => ops.iter().for_each(|op| audit_file_op(conn, op)),
+                    Err(e) => {
+                        recording_failed(conn, &e.0).await;
+                        break;
+                    }
                 }
                 to_target.data_bytes(data).await
             }
@@ -210,106 +149,77 @@ async fn relay_session(
     if tokio::time::timeout(Duration::from_secs(5), &mut down).await.is_err() {
         down.abort();
     }
-    finish_channel(conn, &state).await;
+    sink.finish(conn).await;
 }
 
-/// Target → client: record, then forward.
-async fn target_to_client(
-    conn: Arc<Conn>,
-    id: ChannelId,
-    state: Arc<ChannelState>,
-    mut from_target: russh::ChannelReadHalf,
-    to_client: russh::ChannelWriteHalf<Msg>,
-) {
-    let server = conn.server.get().cloned();
+/// Target → client, through the sink: recorded, then forwarded.
+async fn target_to_client(conn: Arc<Conn>, sink: Arc<UserSink>, mut from_target: russh::ChannelReadHalf) {
     loop {
         let Some(msg) = from_target.wait().await else {
-            // No close from the target: its connection is gone (reboot, crash, network).
+            // No close from the target: its connection is gone (reboot, crash, network) or the
+            // box closed it because the session is ending.
+            if conn.ending() {
+                return;
+            }
             let target = conn.granted().map(|(p, _)| p.name.clone()).unwrap_or_default();
             let message = format!("connection to target {target} was lost");
             conn.set_end_reason(&message);
             conn.audit("target_lost", serde_json::json!({}));
-            let _ = to_client.extended_data_bytes(1, format!("\r\nwitness: {message}\r\n").into_bytes()).await;
-            if let Some(server) = &server {
-                let _ = server.exit_status_request(id, 255).await;
-            }
-            let _ = to_client.eof().await;
-            let _ = to_client.close().await;
+            sink.end(&message, 255).await;
             return;
         };
         let result = match msg {
-            ChannelMsg::Data { data } => {
-                if !record_output(&conn, id, &state, &data).await {
-                    return;
-                }
-                to_client.data_bytes(data).await
-            }
-            ChannelMsg::ExtendedData { data, ext } => {
-                if !record_output(&conn, id, &state, &data).await {
-                    return;
-                }
-                to_client.extended_data_bytes(ext, data).await
-            }
-            ChannelMsg::Eof => to_client.eof().await,
+            ChannelMsg::Data { data } => sink.forward(&conn, None, data).await,
+            ChannelMsg::ExtendedData { data, ext } => sink.forward(&conn, Some(ext), data).await,
+            ChannelMsg::Eof => sink.eof().await.map_err(|_| SinkError::ClientGone),
             ChannelMsg::ExitStatus { exit_status } => {
-                if let Some(server) = &server {
-                    let _ = server.exit_status_request(id, exit_status).await;
-                }
+                sink.exit_status(exit_status).await;
                 Ok(())
             }
             ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                if let Some(server) = &server {
-                    let _ = server.exit_signal_request(id, signal_name, core_dumped, error_message, lang_tag).await;
+                if let Some(server) = conn.server.get() {
+                    let _ =
+                        server.exit_signal_request(sink.id(), signal_name, core_dumped, error_message, lang_tag).await;
                 }
                 Ok(())
             }
             ChannelMsg::Close => {
-                let _ = to_client.close().await;
+                sink.close().await;
                 return;
             }
             _ => Ok(()),
         };
-        if result.is_err() {
-            return; // the client's channel is gone
+        match result {
+            Ok(()) => {}
+            Err(SinkError::ClientGone) => return,
+            Err(SinkError::Unrecorded(e)) => {
+                recording_failed(&conn, &e.0).await;
+                return;
+            }
         }
     }
 }
 
-/// Hands output to the recorder (or the file-transfer observers). `false`: recording failed and
-/// the session has been ended.
-async fn record_output(conn: &Conn, id: ChannelId, state: &ChannelState, data: &Bytes) -> bool {
-    if state.observe_sftp(conn, false, data) || state.count_scp(false, data.len()) {
-        return true;
-    }
-    if let Some((_, rec)) = state.recording.get()
-        && let Err(e) = rec.output(data)
-    {
-        recording_failed(conn, id, &e.to_string()).await;
-        return false;
-    }
-    true
-}
-
 fn start_recording(
     conn: &Conn,
-    state: &ChannelState,
-    kind: &'static str,
+    sink: &UserSink,
+    kind: Kind,
     command: Option<String>,
     pty: Option<&(String, u32, u32)>,
 ) -> Result<(), String> {
     let Some((_, session_id)) = conn.granted() else { return Err("no session".into()) };
-    if state.recording.get().is_some() {
-        return Ok(()); // a second shell/exec on one channel is refused by the target itself
+    if sink.has_recording() {
+        return Ok(()); // the phase machine lets one start through; this is only belt and braces
     }
     let meta = RecordingMeta {
-        kind,
+        kind: kind.as_str(),
         command,
         term: pty.map(|p| p.0.clone()),
         cols: pty.map(|p| p.1).unwrap_or(80),
         rows: pty.map(|p| p.2).unwrap_or(24),
     };
     let (rec_id, rec) = conn.broker.start_recording(session_id, &meta).map_err(|e| e.to_string())?;
-    let _ = state.recording.set((rec_id, rec));
+    sink.set_recording(rec_id, rec);
     Ok(())
 }
 
@@ -321,25 +231,10 @@ async fn fail_channel(conn: &Conn, error: &str) {
 }
 
 /// A recording that fails mid-session ends the session: no unrecorded session, ever.
-async fn recording_failed(conn: &Conn, _id: ChannelId, error: &str) {
+async fn recording_failed(conn: &Conn, error: &str) {
     warn!(error, "recording failed; ending the session");
     conn.audit("recording_failed", serde_json::json!({ "error": error }));
     conn.end_with(&format!("{error}; the session is ended because it can no longer be recorded")).await;
-}
-
-async fn finish_channel(conn: &Conn, state: &ChannelState) {
-    if let Some((rec_id, rec)) = state.recording.get() {
-        let outcome = rec.finish().await;
-        conn.broker.recording_finished(rec_id, outcome);
-    }
-    if let Some(mut observer) = state.sftp.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        for op in observer.finish() {
-            audit_file_op(conn, &op);
-        }
-    }
-    if let Some((command, up, down)) = state.scp.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        conn.audit("scp", serde_json::json!({ "command": command, "bytes_up": up, "bytes_down": down }));
-    }
 }
 
 /// A `-L` forward (direct-tcpip), opened from the target when the grant allows forwarding.
@@ -379,9 +274,12 @@ pub(crate) async fn direct_tcpip(
         }
     };
     let detail = serde_json::json!({ "host": req.host, "port": req.port, "originator": req.originator });
-    if !plan.access.allow_forwarding {
+    let decision =
+        witness_core::policy::forward(&user, &plan.name, &plan.access, &plan.forward, &plan.host, &req.host, req.port);
+    if let Err(denial) = decision {
+        let mut detail = detail;
+        detail["reason"] = denial.kind().into();
         conn.audit("forward_refused", detail);
-        let denial = Denial::NoForwarding { user, target: plan.name.clone() };
         reply.reject(refuse(denial.to_string())).await;
         return;
     }

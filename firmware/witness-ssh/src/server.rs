@@ -3,18 +3,21 @@
 
 use crate::keys::HostKey;
 use crate::relay;
+use crate::sink::UserSink;
 use crate::target::{self, TargetHandle};
 use crate::{AuditEvent, Broker, Credential, SshError, TargetPlan};
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
+use witness_core::channel::{ChannelPhase, Request, Verdict};
 use witness_core::names::parse_login;
 use witness_core::policy::Denial;
 
@@ -84,9 +87,10 @@ pub async fn serve(
             login: OnceLock::new(),
             target: tokio::sync::OnceCell::new(),
             server: OnceLock::new(),
-            channels: Mutex::new(HashSet::new()),
+            channels: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             end_reason: Mutex::new(None),
+            ending: AtomicBool::new(false),
         });
         let span = tracing::info_span!("ssh", %peer);
         tracker.spawn(supervise(conn, config.clone(), socket, cancel.clone()).instrument(span));
@@ -119,10 +123,13 @@ pub(crate) struct Conn {
     pub login: OnceLock<Login>,
     pub target: tokio::sync::OnceCell<Result<Arc<TargetHandle>, String>>,
     pub server: OnceLock<server::Handle>,
-    /// Open client channel ids, to tell each why the session ends.
-    pub channels: Mutex<HashSet<ChannelId>>,
+    /// Open client session channels, each through its sink (the only writer to it), to tell
+    /// each why the session ends.
+    pub channels: Mutex<HashMap<ChannelId, Arc<UserSink>>>,
     pub tasks: TaskTracker,
     pub end_reason: Mutex<Option<String>>,
+    /// The box is ending the session: a target leg that goes away now was closed by us.
+    ending: AtomicBool,
 }
 
 impl Conn {
@@ -176,17 +183,20 @@ impl Conn {
         }
     }
 
+    pub(crate) fn ending(&self) -> bool {
+        self.ending.load(Ordering::Acquire)
+    }
+
     /// Tells every open channel why, then disconnects the user.
     pub(crate) async fn end_with(&self, message: &str) {
         self.set_end_reason(message);
-        let Some(server) = self.server.get() else { return };
-        let ids: Vec<ChannelId> = self.channels.lock().unwrap_or_else(|p| p.into_inner()).iter().copied().collect();
-        for id in ids {
-            let _ = server.extended_data(id, 1, format!("\r\nwitness: {message}\r\n").into_bytes()).await;
-            let _ = server.exit_status_request(id, 1).await;
-            let _ = server.eof(id).await;
-            let _ = server.close(id).await;
+        self.ending.store(true, Ordering::Release);
+        let sinks: Vec<Arc<UserSink>> =
+            self.channels.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+        for sink in sinks {
+            sink.end(message, 1).await;
         }
+        let Some(server) = self.server.get() else { return };
         let _ = server.disconnect(Disconnect::ByApplication, format!("witness: {message}"), "en".into()).await;
     }
 }
@@ -198,7 +208,7 @@ async fn supervise(
     socket: tokio::net::TcpStream,
     cancel: CancellationToken,
 ) {
-    let handler = SshHandler { conn: conn.clone() };
+    let handler = SshHandler { conn: conn.clone(), phases: HashMap::new() };
     let mut running = match server::run_stream(config, socket, handler).await {
         Ok(r) => r,
         Err(e) => {
@@ -304,9 +314,31 @@ pub(crate) fn unix_now() -> i64 {
 
 struct SshHandler {
     conn: Arc<Conn>,
+    /// Each session channel's phase, as the relay keeps it too: answers agree with what is
+    /// forwarded.
+    phases: HashMap<ChannelId, ChannelPhase>,
 }
 
 impl SshHandler {
+    /// Judges a channel request and answers it; refusals of anything but an environment
+    /// variable outside the allow-list are audited.
+    fn judge(&mut self, channel: ChannelId, request: Request<'_>, session: &mut Session) -> Result<(), russh::Error> {
+        let verdict = self.phases.entry(channel).or_default().on_request(request);
+        match verdict {
+            Verdict::Allow | Verdict::Start(_) => session.channel_success(channel),
+            Verdict::Refuse(reason) => {
+                if !matches!(request, Request::Env { .. }) {
+                    let mut detail = serde_json::json!({ "request": request.name(), "reason": reason });
+                    if let Request::Subsystem(name) = request {
+                        detail["subsystem"] = name.into();
+                    }
+                    self.conn.audit("channel_request_refused", detail);
+                }
+                session.channel_failure(channel)
+            }
+        }
+    }
+
     async fn login(&mut self, login: &str, credential: Credential<'_>, method: &'static str) -> Auth {
         let spec = parse_login(login);
         let broker = self.conn.broker.clone();
@@ -414,8 +446,11 @@ impl server::Handler for SshHandler {
         _session: &mut Session,
     ) -> Result<(), Self::Error> {
         reply.accept().await;
-        self.conn.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(channel.id());
-        self.conn.tasks.spawn(relay::session_channel(self.conn.clone(), channel).in_current_span());
+        let id = channel.id();
+        let (from_client, to_client) = channel.split();
+        let sink = Arc::new(UserSink::new(id, to_client));
+        self.conn.channels.lock().unwrap_or_else(|p| p.into_inner()).insert(id, sink.clone());
+        self.conn.tasks.spawn(relay::session_channel(self.conn.clone(), from_client, sink).in_current_span());
         Ok(())
     }
 
@@ -452,7 +487,7 @@ impl server::Handler for SshHandler {
         _modes: &[(russh::Pty, u32)],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.judge(channel, Request::Pty, session)
     }
 
     async fn env_request(
@@ -462,15 +497,12 @@ impl server::Handler for SshHandler {
         _value: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.conn.settings.env_allowed(name) {
-            session.channel_success(channel)
-        } else {
-            session.channel_failure(channel)
-        }
+        let allowed = self.conn.settings.env_allowed(name);
+        self.judge(channel, Request::Env { allowed }, session)
     }
 
     async fn shell_request(&mut self, channel: ChannelId, session: &mut Session) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.judge(channel, Request::Shell, session)
     }
 
     async fn exec_request(
@@ -479,7 +511,7 @@ impl server::Handler for SshHandler {
         _data: &[u8],
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_success(channel)
+        self.judge(channel, Request::Exec, session)
     }
 
     async fn subsystem_request(
@@ -488,7 +520,7 @@ impl server::Handler for SshHandler {
         name: &str,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        if name == "sftp" { session.channel_success(channel) } else { session.channel_failure(channel) }
+        self.judge(channel, Request::Subsystem(name), session)
     }
 
     async fn x11_request(
@@ -500,11 +532,22 @@ impl server::Handler for SshHandler {
         _screen: u32,
         session: &mut Session,
     ) -> Result<(), Self::Error> {
-        session.channel_failure(channel)
+        self.judge(channel, Request::X11, session)
     }
 
-    async fn agent_request(&mut self, _channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
-        Ok(false) // russh answers failure
+    async fn agent_request(&mut self, channel: ChannelId, _session: &mut Session) -> Result<bool, Self::Error> {
+        // russh answers this one itself from the return value.
+        let verdict = self.phases.entry(channel).or_default().on_request(Request::AgentForward);
+        if let Verdict::Refuse(reason) = verdict {
+            self.conn
+                .audit("channel_request_refused", serde_json::json!({ "request": "auth-agent-req", "reason": reason }));
+        }
+        Ok(false)
+    }
+
+    async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
+        self.phases.remove(&channel);
+        Ok(())
     }
 
     async fn tcpip_forward(

@@ -310,14 +310,21 @@ pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
         }
         None => None,
     };
-    dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding: args.forwarding })?;
+    let forward = args
+        .forward
+        .iter()
+        .map(|d| witness_core::policy::parse_destination(d).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
+    let allow_forwarding = args.forwarding || !forward.is_empty();
+    dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding })?;
+    dir.index.set_grant_forwards(&args.user, &args.target, &forward)?;
     crate::rdp_broker::set_redirection(&dir, &args)?;
     dir.index.audit(
         "grant_added",
         Some(&args.user),
         Some(&args.target),
         None,
-        &serde_json::json!({ "expires_at": expires_at, "forwarding": args.forwarding }),
+        &serde_json::json!({ "expires_at": expires_at, "forwarding": allow_forwarding, "forward": forward }),
     )?;
     match args.duration {
         Some(d) => println!("granted {} access to {} for {d}", args.user, args.target),

@@ -94,8 +94,14 @@ impl BoxBroker {
         true
     }
 
-    /// Looks the target and grant up once and decides; the target comes back with the access.
-    fn decide(&self, user: &str, target: Option<&str>) -> Result<(witness_index::TargetRecord, Access), Denial> {
+    /// The one access decision of SSH and RDP: looks the target and grant up once and decides,
+    /// protocol checked; the target comes back with the access.
+    pub fn decide(
+        &self,
+        user: &str,
+        target: Option<&str>,
+        wanted: Protocol,
+    ) -> Result<(witness_index::TargetRecord, Access), Denial> {
         let record = match target {
             Some(t) => self.index().target(t).unwrap_or_else(|e| {
                 error!(error = %e, "index read failed");
@@ -110,7 +116,7 @@ impl BoxBroker {
             }),
             _ => None,
         };
-        let access = policy::decide(user, target, record.is_some(), grant, unix_now())?;
+        let access = policy::decide(user, target, wanted, record.as_ref().map(|r| r.protocol), grant, unix_now())?;
         // `decide` refuses an unknown target, so a record is there when it allows.
         let record = record.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
         Ok((record, access))
@@ -219,8 +225,13 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial> {
-        let (record, access) = self.decide(user, target)?;
+        let (record, access) = self.decide(user, target, Protocol::Ssh)?;
+        let forward = self.index().grant_forwards(user, &record.name).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            Vec::new()
+        });
         Ok(TargetPlan {
+            forward,
             name: record.name,
             host: record.host,
             port: record.port,
@@ -235,11 +246,7 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial> {
-        let grant = self.index().grant_of(user, target).unwrap_or_else(|e| {
-            error!(error = %e, "index read failed");
-            None
-        });
-        policy::decide(user, Some(target), true, grant, unix_now())
+        self.decide(user, Some(target), Protocol::Ssh).map(|(_, a)| a)
     }
 
     fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, String> {

@@ -338,9 +338,14 @@ pub struct GrantArgs {
     /// Just-in-time access: the grant expires by itself (e.g. 30m, 8h, 2d).
     #[arg(long = "for", value_name = "DURATION")]
     pub duration: Option<String>,
-    /// Also allow -L port forwards through the target.
+    /// Also allow -L/-W port forwards through the target, to the target itself unless --forward
+    /// names other destinations.
     #[arg(long)]
     pub forwarding: bool,
+    /// Where forwards through the target may go, HOST:PORT or HOST:* (repeatable; implies
+    /// --forwarding). Anything else is refused.
+    #[arg(long = "forward", value_name = "HOST:PORT")]
+    pub forward: Vec<String>,
     /// RDP: strip clipboard redirection (allowed by default).
     #[arg(long)]
     pub no_clipboard: bool,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
-use witness_core::policy::{self, Access, Denial};
+use witness_core::policy::{Access, Denial};
 use witness_core::{Protocol, names::validate_name};
 use witness_index::{RdpRedirection, Secret, TargetRecord};
 use witness_rdp::{AuditEvent, RdpPlan, Redirection};
@@ -21,10 +21,6 @@ use witness_rdp::{AuditEvent, RdpPlan, Redirection};
 /// The certificate RDP clients see (PEM, leaf first); replace both files to use another one.
 pub const RDP_CERT: &str = "keys/rdp_tls.crt";
 pub const RDP_KEY: &str = "keys/rdp_tls.key";
-
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 /// Creates the box's RDP certificate unless one is there; returns its fingerprint.
 pub fn ensure_identity(root: &Path) -> Result<String> {
@@ -260,24 +256,7 @@ pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
 
 impl BoxBroker {
     fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
-        let index = &self.dir.index;
-        let record = index.target(target).unwrap_or_else(|e| {
-            error!(error = %e, "index read failed");
-            None
-        });
-        let grant = match &record {
-            Some(_) => index.grant_of(user, target).unwrap_or_else(|e| {
-                error!(error = %e, "index read failed");
-                None
-            }),
-            None => None,
-        };
-        let access = policy::decide(user, Some(target), record.is_some(), grant, unix_now())?;
-        match record {
-            Some(r) if r.protocol == Protocol::Rdp => Ok((r, access)),
-            // An SSH target is not reachable over RDP: as far as RDP goes, there is no such target.
-            _ => Err(Denial::UnknownTarget { target: target.to_owned() }),
-        }
+        self.decide(user, Some(target), Protocol::Rdp)
     }
 }
 

@@ -1,0 +1,268 @@
+//! The front door's arithmetic, without I/O: how many password checks a source and a name may
+//! have in flight or have failed before the box stops checking, and for how long. SSH, RDP and
+//! the console share one [`Throttle`]. An attempt *reserves* its place before the (slow)
+//! password check runs and settles after, so a burst of parallel guesses is cut at the limit
+//! instead of all being checked.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// Limits of the throttle; [`Limits::default`] is what the box uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Failures (and checks in flight) one source may have against one name per window.
+    pub per_source_name: u32,
+    /// Failures one source may have against all names per window.
+    pub per_source: u32,
+    /// Failures against one name from all sources per window (a slow, distributed guess).
+    pub per_name: u32,
+    /// The window failures are counted in, and the first lockout's length, in seconds.
+    pub window: u64,
+    /// The longest lockout: each lockout of the same key doubles the last one, up to this.
+    pub max_lockout: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { per_source_name: 5, per_source: 20, per_name: 50, window: 300, max_lockout: 3600 }
+    }
+}
+
+/// Longest user name any door accepts; longer ones are refused before they are looked up or
+/// written to the audit log.
+pub const MAX_LOGIN_LEN: usize = 256;
+
+/// Why a login was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Wrong name or credential (the same answer for both).
+    Wrong,
+    /// Too many failures; try again after this many seconds. The credential was not checked.
+    Throttled { retry_after: u64 },
+    /// The login name is longer than [`MAX_LOGIN_LEN`] or not printable.
+    BadName,
+}
+
+/// A reserved attempt; hand it back with the outcome.
+#[derive(Debug)]
+#[must_use = "settle the attempt with its outcome"]
+pub struct Ticket {
+    keys: Vec<Key>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    SourceName(IpAddr, String),
+    Source(IpAddr),
+    Name(String),
+}
+
+#[derive(Debug, Default, Clone)]
+struct Count {
+    /// Failure times (unix seconds) inside the window.
+    failures: Vec<u64>,
+    in_flight: u32,
+    locked_until: u64,
+    /// The last lockout's length, to double the next.
+    last_lockout: u64,
+}
+
+/// What a settled attempt did to the throttle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    Ok,
+    /// This failure locked a key: an audit event says so (`what`: "source and name", ...).
+    LockedOut {
+        what: &'static str,
+        seconds: u64,
+    },
+}
+
+/// The shared login throttle.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    limits: Limits,
+    counts: HashMap<Key, Count>,
+}
+
+/// Bound on tracked keys, so spraying names from many sources cannot grow the box's memory; at
+/// the bound, keys with nothing in flight and no lockout are dropped first.
+const MAX_KEYS: usize = 65_536;
+
+impl Throttle {
+    pub fn new(limits: Limits) -> Self {
+        Self { limits, counts: HashMap::new() }
+    }
+
+    fn limit(&self, key: &Key) -> u32 {
+        match key {
+            Key::SourceName(..) => self.limits.per_source_name,
+            Key::Source(_) => self.limits.per_source,
+            Key::Name(_) => self.limits.per_name,
+        }
+    }
+
+    fn keys(source: Option<IpAddr>, name: &str) -> Vec<Key> {
+        let name = name.to_ascii_lowercase();
+        let mut keys = Vec::with_capacity(3);
+        if let Some(ip) = source {
+            keys.push(Key::SourceName(ip, name.clone()));
+            keys.push(Key::Source(ip));
+        }
+        keys.push(Key::Name(name));
+        keys
+    }
+
+    /// Reserves a password check for `name` from `source` at `now` (unix seconds), or says how
+    /// long to wait. A reserved check counts against the limits until it is settled.
+    pub fn reserve(&mut self, source: Option<IpAddr>, name: &str, now: u64) -> Result<Ticket, Refusal> {
+        if name.len() > MAX_LOGIN_LEN || name.chars().any(char::is_control) {
+            return Err(Refusal::BadName);
+        }
+        let keys = Self::keys(source, name);
+        let window = self.limits.window;
+        let mut wait = 0;
+        for key in &keys {
+            let limit = self.limit(key);
+            if let Some(c) = self.counts.get_mut(key) {
+                c.failures.retain(|&t| now.saturating_sub(t) < window);
+                if c.locked_until > now {
+                    wait = wait.max(c.locked_until - now);
+                } else if c.failures.len() as u32 + c.in_flight >= limit {
+                    // Full with checks still in flight: wait for them, not for a lockout.
+                    let oldest = c.failures.first().copied().unwrap_or(now);
+                    wait = wait.max((oldest + window).saturating_sub(now).max(1));
+                }
+            }
+        }
+        if wait > 0 {
+            return Err(Refusal::Throttled { retry_after: wait });
+        }
+        if self.counts.len() + keys.len() > MAX_KEYS {
+            self.counts.retain(|_, c| c.in_flight > 0 || c.locked_until > now || !c.failures.is_empty());
+        }
+        for key in &keys {
+            self.counts.entry(key.clone()).or_default().in_flight += 1;
+        }
+        Ok(Ticket { keys })
+    }
+
+    /// Settles a reserved check. A success clears the name's counts for that source (one good
+    /// login does not reopen a source guessing other names); a failure may lock a key out.
+    pub fn settle(&mut self, ticket: Ticket, success: bool, now: u64) -> Settled {
+        let mut out = Settled::Ok;
+        for key in ticket.keys {
+            let limit = self.limit(&key);
+            let (window, max_lockout) = (self.limits.window, self.limits.max_lockout);
+            let Some(c) = self.counts.get_mut(&key) else { continue };
+            c.in_flight = c.in_flight.saturating_sub(1);
+            if success {
+                if matches!(key, Key::SourceName(..)) {
+                    c.failures.clear();
+                    c.last_lockout = 0;
+                }
+                continue;
+            }
+            c.failures.push(now);
+            if c.failures.len() as u32 >= limit && c.locked_until <= now {
+                let seconds = if c.last_lockout == 0 { window } else { (c.last_lockout * 2).min(max_lockout) };
+                c.last_lockout = seconds;
+                c.locked_until = now + seconds;
+                c.failures.clear();
+                let what = match key {
+                    Key::SourceName(..) => "source and name",
+                    Key::Source(_) => "source",
+                    Key::Name(_) => "name",
+                };
+                if matches!(out, Settled::Ok) {
+                    out = Settled::LockedOut { what, seconds };
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A login name as it may appear in logs and the audit log: at most 64 characters, control
+/// characters escaped.
+pub fn loggable_name(name: &str) -> String {
+    let mut out: String = name.chars().take(64).flat_map(char::escape_debug).collect();
+    if name.chars().count() > 64 {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn parallel_guesses_are_cut_at_the_limit_before_any_check() {
+        let mut t = Throttle::default();
+        let tickets: Vec<_> = (0..40).map(|_| t.reserve(ip(1), "admin", 1000)).collect();
+        assert_eq!(tickets.iter().filter(|r| r.is_ok()).count(), 5, "only five checks may be in flight");
+        assert!(matches!(tickets[39], Err(Refusal::Throttled { .. })));
+        let mut locked = None;
+        for ticket in tickets.into_iter().flatten() {
+            if let Settled::LockedOut { what, seconds } = t.settle(ticket, false, 1001) {
+                locked = Some((what, seconds));
+            }
+        }
+        assert_eq!(locked, Some(("source and name", 300)), "the fifth failure locks, once");
+        assert_eq!(t.reserve(ip(1), "admin", 1200).unwrap_err(), Refusal::Throttled { retry_after: 101 });
+        assert!(t.reserve(ip(2), "admin", 1200).is_ok(), "another source is not locked out by a stranger");
+    }
+
+    #[test]
+    fn lockouts_back_off_and_success_clears() {
+        let mut t = Throttle::default();
+        let fail = |t: &mut Throttle, now| {
+            let k = t.reserve(ip(1), "bob", now).unwrap();
+            t.settle(k, false, now)
+        };
+        for i in 0..4 {
+            assert_eq!(fail(&mut t, 10 + i), Settled::Ok);
+        }
+        assert_eq!(fail(&mut t, 14), Settled::LockedOut { what: "source and name", seconds: 300 });
+        for i in 0..4 {
+            assert_eq!(fail(&mut t, 400 + i), Settled::Ok);
+        }
+        assert_eq!(fail(&mut t, 404), Settled::LockedOut { what: "source and name", seconds: 600 }, "doubles");
+        let k = t.reserve(ip(1), "bob", 2000).unwrap();
+        t.settle(k, true, 2000);
+        for i in 0..4 {
+            assert_eq!(fail(&mut t, 2001 + i), Settled::Ok);
+        }
+        assert_eq!(fail(&mut t, 2010), Settled::LockedOut { what: "source and name", seconds: 300 }, "reset");
+    }
+
+    #[test]
+    fn a_source_guessing_many_names_is_stopped() {
+        let mut t = Throttle::default();
+        let mut refused = 0;
+        for i in 0..30 {
+            match t.reserve(ip(9), &format!("user{i}"), 50) {
+                Ok(k) => {
+                    t.settle(k, false, 50);
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        assert_eq!(refused, 10, "twenty failures per source");
+    }
+
+    #[test]
+    fn names_are_bounded_and_escaped() {
+        let mut t = Throttle::default();
+        assert_eq!(t.reserve(ip(1), &"a".repeat(2_000_000), 0).unwrap_err(), Refusal::BadName);
+        assert_eq!(t.reserve(ip(1), "a\nb", 0).unwrap_err(), Refusal::BadName);
+        let shown = loggable_name(&"é".repeat(100));
+        assert!(shown.chars().count() <= 65);
+        assert_eq!(loggable_name("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+    }
+}

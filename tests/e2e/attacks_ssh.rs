@@ -1,0 +1,323 @@
+//! The standing attack suite for "no unrecorded byte": a granted user with the stock `ssh`
+//! client and a scripted one (paramiko) tries to get output past the recorder, open a channel
+//! the box does not see, or reach a host the grant does not name. Every attack must be refused
+//! or leave its marker in an exported recording.
+
+use crate::harness::*;
+use std::process::{Command, Stdio};
+
+fn box_with_target() -> (Box, Sshd) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    (b, sshd)
+}
+
+/// Every recording of every session, exported, as one text.
+fn all_recorded(b: &Box) -> String {
+    b.recordings()
+        .iter()
+        .filter(|r| r["status"] != "recording")
+        .map(|r| b.export(r["id"].as_str().unwrap()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until no recording is still being written.
+fn settled(b: &Box, at_least: usize) {
+    eventually(20, "every recording closed", || {
+        let rows = b.recordings();
+        (rows.len() >= at_least && rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing"))
+            .then_some(())
+    });
+}
+
+/// Runs a paramiko script (Debian's `python3-paramiko`, so the system Python) against the box
+/// as alice with her key; the script prints what it saw, the test asserts on it.
+fn paramiko(b: &Box, login: &str, body: &str) -> String {
+    let script = format!(
+        "import paramiko, sys, time, socket\n\
+         c = paramiko.SSHClient()\n\
+         c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n\
+         c.connect('127.0.0.1', port={port}, username='{login}', key_filename='{key}', \
+         look_for_keys=False, allow_agent=False, timeout=15)\n\
+         t = c.get_transport()\n\
+         def read_until(ch, marker, secs=10):\n\
+         \x20   buf = b''\n\
+         \x20   end = time.time() + secs\n\
+         \x20   ch.settimeout(0.5)\n\
+         \x20   while marker.encode() not in buf and time.time() < end:\n\
+         \x20       try:\n\
+         \x20           d = ch.recv(65536)\n\
+         \x20           if not d: break\n\
+         \x20           buf += d\n\
+         \x20       except socket.timeout: pass\n\
+         \x20   return buf.decode('utf-8', 'replace')\n\
+         {body}\n\
+         c.close()\n",
+        port = b.port,
+        key = b.user_key.display(),
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .output()
+        .expect("/usr/bin/python3 with paramiko (python3-paramiko) is installed");
+    assert!(out.status.success(), "paramiko script failed: {}\n{}", stderr(&out), stdout(&out));
+    stdout(&out)
+}
+
+#[test]
+fn scp_prefixed_execs_are_recorded_whatever_follows() {
+    let (b, _sshd) = box_with_target();
+    let attacks = [
+        ("semicolon", "scp -f /nonexistent </dev/null; echo M-$((40+1))-semicolon"),
+        ("or", "scp -f /nonexistent </dev/null || echo M-$((40+1))-or"),
+        ("and", "scp -t /tmp </dev/null && echo M-$((40+1))-and"),
+        ("newline", "scp -f /nonexistent </dev/null\necho M-$((40+1))-newline"),
+    ];
+    let mut seen = Vec::new();
+    for (name, command) in attacks {
+        let out = b.ssh("alice@web01").arg(command).stdin(Stdio::null()).output().unwrap();
+        let marker = format!("M-41-{name}");
+        if stdout(&out).contains(&marker) {
+            seen.push(marker);
+        }
+    }
+    assert!(seen.len() >= 3, "the target ran the commands after scp (as it would for anyone): {seen:?}");
+    settled(&b, 4);
+    let recorded = all_recorded(&b);
+    for marker in &seen {
+        assert!(recorded.contains(marker.as_str()), "{marker} reached the user but is in no recording");
+    }
+}
+
+#[test]
+fn late_requests_on_a_busy_channel_are_refused_and_the_shell_stays_recorded() {
+    let (b, _sshd) = box_with_target();
+    let out = paramiko(
+        &b,
+        "alice@web01",
+        "ch = t.open_session()\n\
+         ch.get_pty(width=80, height=24)\n\
+         ch.invoke_shell()\n\
+         read_until(ch, '#')\n\
+         # The quiet way: requests without want-reply, so the client never learns and never closes.\n\
+         for req, arg in [('subsystem', 'sftp'), ('exec', 'scp -t /tmp/x'), ('shell', None)]:\n\
+         \x20   m = paramiko.Message()\n\
+         \x20   m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)\n\
+         \x20   m.add_int(ch.remote_chanid)\n\
+         \x20   m.add_string(req)\n\
+         \x20   m.add_boolean(False)\n\
+         \x20   if arg: m.add_string(arg)\n\
+         \x20   t._send_user_message(m)\n\
+         time.sleep(0.5)\n\
+         ch.send(b'echo after-$((6*7))-late\\n')\n\
+         print(read_until(ch, 'after-42-late'))\n\
+         ch.send(b'exit\\n')\n\
+         read_until(ch, 'zzz', 2)\n\
+         # The loud way, on a second channel: the answer is a refusal.\n\
+         ch2 = t.open_session()\n\
+         ch2.exec_command('echo second-$((6*7)); sleep 3')\n\
+         read_until(ch2, 'second-42')\n\
+         try:\n\
+         \x20   ch2.invoke_subsystem('sftp')\n\
+         \x20   print('LATE-ACCEPTED')\n\
+         except paramiko.SSHException:\n\
+         \x20   print('LATE-REFUSED')",
+    );
+    assert!(out.contains("LATE-REFUSED"), "a late subsystem gets a refusal: {out}");
+    assert!(out.contains("after-42-late"), "the shell went on: {out}");
+    settled(&b, 2);
+    let recorded = all_recorded(&b);
+    assert!(recorded.contains("after-42-late"), "what the shell printed after the late requests is recorded");
+    let refused: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "channel_request_refused").collect();
+    assert!(refused.len() >= 4, "each late request is an audit event: {refused:#?}");
+    for req in ["subsystem", "exec", "shell"] {
+        assert!(refused.iter().any(|e| e["detail"]["request"] == req), "{req}: {refused:#?}");
+    }
+}
+
+#[test]
+fn a_second_channel_and_pty_tricks_are_recorded_with_sane_sizes() {
+    let (b, _sshd) = box_with_target();
+    let out = paramiko(
+        &b,
+        "alice@web01",
+        "ch = t.open_session()\n\
+         ch.get_pty(width=65535, height=65535)\n\
+         ch.invoke_shell()\n\
+         read_until(ch, '#')\n\
+         ch2 = t.open_session()\n\
+         ch2.exec_command('echo second-$((6*7))-channel')\n\
+         print(read_until(ch2, 'second-42-channel'))\n\
+         # A late pty-req without want-reply: not forwarded, nothing changes.\n\
+         m = paramiko.Message()\n\
+         m.add_byte(paramiko.common.cMSG_CHANNEL_REQUEST)\n\
+         m.add_int(ch.remote_chanid)\n\
+         m.add_string('pty-req')\n\
+         m.add_boolean(False)\n\
+         m.add_string('vt100'); m.add_int(100); m.add_int(30); m.add_int(0); m.add_int(0); m.add_string(bytes([0]))\n\
+         t._send_user_message(m)\n\
+         ch.send(b'stty size; echo first-$((6*7))-channel\\n')\n\
+         print(read_until(ch, 'first-42-channel'))\n\
+         ch.resize_pty(width=65535, height=65535)\n\
+         ch.send(b'stty size; echo third-$((6*7))-channel\\n')\n\
+         print(read_until(ch, 'third-42-channel'))\n\
+         ch.send(b'exit\\n')\n\
+         read_until(ch, 'zzz', 2)",
+    );
+    assert!(out.contains("second-42-channel") && out.contains("first-42-channel"), "{out}");
+    assert!(out.matches("500 1000").count() >= 2, "the target got the clamped size, and kept it: {out}");
+    assert!(!out.contains("30 100"), "the late pty-req changed nothing: {out}");
+    settled(&b, 2);
+    let recorded = all_recorded(&b);
+    assert!(recorded.contains("second-42-channel") && recorded.contains("first-42-channel"));
+    for r in b.recordings() {
+        let cast = b.export(r["id"].as_str().unwrap());
+        let header: serde_json::Value = serde_json::from_str(cast.lines().next().unwrap()).unwrap();
+        assert!(header["width"].as_u64().unwrap() <= 1000 && header["height"].as_u64().unwrap() <= 500, "{header}");
+        assert!(!cast.contains("65535x65535"), "resizes are clamped in the recording too");
+    }
+}
+
+#[test]
+fn forwards_reach_only_granted_destinations() {
+    let sshd = Sshd::start();
+    // Another host behind the target, one the grant does not name at first.
+    let other = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let other_port = other.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in other.incoming().flatten() {
+            use std::io::Write;
+            let _ = s.write_all(b"SSH-2.0-db01\r\n");
+        }
+    });
+    let mut b = Box::new();
+    b.add_target("web01", &sshd);
+    b.ok(&["grant", "alice", "web01", "--forwarding"], None);
+    b.serve();
+    let open = |host: &str, port: u16| {
+        paramiko(
+            &b,
+            "alice@web01",
+            &format!(
+                "try:\n\
+                 \x20   ch = t.open_channel('direct-tcpip', ('{host}', {port}), ('127.0.0.1', 5555))\n\
+                 \x20   ch.settimeout(5)\n\
+                 \x20   print('OPENED', ch.recv(64))\n\
+                 except paramiko.ChannelException as e:\n\
+                 \x20   print('REFUSED', e)"
+            ),
+        )
+    };
+    // --forwarding alone: only the target itself.
+    let own = open("localhost", sshd.port);
+    assert!(own.contains("OPENED") && own.contains("SSH-2.0"), "the target's own address: {own}");
+    let elsewhere = open("127.0.0.2", other_port);
+    assert!(elsewhere.contains("REFUSED"), "a host the grant does not name: {elsewhere}");
+    // ssh -J through the target to another host: refused with the stock client too.
+    let jump = Command::new("ssh")
+        .args(client_options())
+        .arg("-i")
+        .arg(&b.user_key)
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand=ssh {} -i {} -p {} -W %h:%p alice@web01@127.0.0.1",
+            client_options().join(" "),
+            b.user_key.display(),
+            b.port
+        ))
+        .arg("-p")
+        .arg(other_port.to_string())
+        .arg("root@127.0.0.2")
+        .arg("true")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!jump.status.success(), "-J to an ungranted host must fail");
+    let said = stderr(&jump);
+    assert!(said.contains("does not allow forwarding to 127.0.0.2"), "{said}");
+    assert!(said.contains("allowed: only the target itself"), "the refusal names what is allowed: {said}");
+    // Named destinations replace the default.
+    b.ok(&["grant", "alice", "web01", "--forward", &format!("127.0.0.2:{other_port}")], None);
+    let named = open("127.0.0.2", other_port);
+    assert!(named.contains("OPENED"), "{named}");
+    let own = open("localhost", sshd.port);
+    assert!(own.contains("REFUSED"), "{own}");
+    let refused: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "forward_refused").collect();
+    assert!(refused.len() >= 3, "{refused:#?}");
+    assert!(refused.iter().all(|e| e["detail"]["reason"] == "forward_destination_refused"));
+}
+
+#[test]
+fn ssh_to_an_rdp_target_is_refused_before_any_connection() {
+    let (b, _sshd) = box_with_target();
+    b.ok(&["target", "add", "win01", "--rdp", "127.0.0.1:1", "--login", "admin", "--password-stdin"], Some("pw\n"));
+    b.ok(&["grant", "alice", "win01"], None);
+    let out = b.ssh("alice@win01").arg("id").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("witness: win01 is an RDP target; connect with an RDP client"), "{}", stderr(&out));
+    let denied: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "access_denied").collect();
+    assert!(denied.iter().any(|e| e["detail"]["reason"] == "wrong_protocol"), "{denied:#?}");
+}
+
+#[test]
+fn every_change_to_the_targets_files_is_audited_with_content_hashes() {
+    let (b, _sshd) = box_with_target();
+    let work = b.dir.path().join("sftp-ops");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = work.join("payload.bin");
+    assert!(sh(&format!("head -c 3000000 /dev/urandom > {}", src.display())).status.success());
+    let remote = tempfile::tempdir().unwrap();
+    let r = |name: &str| remote.path().join(name).display().to_string();
+    let batch = work.join("batch");
+    std::fs::write(
+        &batch,
+        format!(
+            "put {src} {up}\nrename {up} {moved}\nln {moved} {hard}\nln -s {moved} {soft}\nchmod 600 {moved}\nget {moved} {back}\nrm {hard}\nrm {soft}\n",
+            src = src.display(),
+            up = r("up.bin"),
+            moved = r("moved.bin"),
+            hard = r("hard.bin"),
+            soft = r("soft.bin"),
+            back = work.join("back.bin").display(),
+        ),
+    )
+    .unwrap();
+    let out = Command::new("sftp")
+        .args(client_options())
+        .arg("-i")
+        .arg(&b.user_key)
+        .arg("-P")
+        .arg(b.port.to_string())
+        .arg("-b")
+        .arg(&batch)
+        .arg("alice@web01@127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    let sha = sha256_file(&src);
+    let audit = eventually(10, "sftp audit events", || {
+        let a: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "sftp").collect();
+        (a.len() >= 8).then_some(a)
+    });
+    let op = |name: &str| audit.iter().filter(|e| e["detail"]["op"] == name).cloned().collect::<Vec<_>>();
+    let up = op("upload");
+    assert!(
+        up.iter().any(|e| e["detail"]["sha256"] == sha.as_str() && e["detail"]["bytes"] == 3_000_000),
+        "{audit:#?}"
+    );
+    let down = op("download");
+    assert!(down.iter().any(|e| e["detail"]["sha256"] == sha.as_str()), "{audit:#?}");
+    let rename = op("rename");
+    assert!(
+        rename.iter().any(|e| e["detail"]["to"] == r("moved.bin").as_str() && e["detail"]["ok"] == true),
+        "{audit:#?}"
+    );
+    assert!(op("hardlink").iter().any(|e| e["detail"]["to"] == r("hard.bin").as_str()), "{audit:#?}");
+    assert!(op("symlink").iter().any(|e| e["detail"]["link"] == r("soft.bin").as_str()), "{audit:#?}");
+    assert!(op("setstat").iter().any(|e| e["detail"]["attrs"]["mode"] == "600"), "{audit:#?}");
+    assert_eq!(op("remove").len(), 2, "{audit:#?}");
+}
