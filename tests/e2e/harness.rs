@@ -248,6 +248,11 @@ impl Box {
         wait_for_port(self.web_port, "witness web console");
     }
 
+    /// The serving process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("serving").id()
+    }
+
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -366,6 +371,17 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The highest resident set size a process has had (`VmHWM`), in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb / 1024
 }
 
 pub fn sha256_file(path: &Path) -> String {

@@ -147,6 +147,15 @@ impl Throttle {
         Ok(Ticket { keys })
     }
 
+    /// Gives a reserved check back unchecked (the box could not run it): it counts for nothing.
+    pub fn release(&mut self, ticket: Ticket) {
+        for key in ticket.keys {
+            if let Some(c) = self.counts.get_mut(&key) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+        }
+    }
+
     /// Settles a reserved check. A success clears the name's counts for that source (one good
     /// login does not reopen a source guessing other names); a failure may lock a key out.
     pub fn settle(&mut self, ticket: Ticket, success: bool, now: u64) -> Settled {
@@ -180,6 +189,113 @@ impl Throttle {
             }
         }
         out
+    }
+}
+
+/// Connections a listener holds before login, from one source and from all.
+pub const PREAUTH_PER_SOURCE: usize = 10;
+pub const PREAUTH_TOTAL: usize = 256;
+/// Connections a listener holds in all (sessions included): file descriptors stay for the
+/// health checks and the recordings.
+pub const CONNECTIONS_TOTAL: usize = 1024;
+/// From TCP accept to a finished login (version line, key exchange or TLS, authentication).
+pub const LOGIN_GRACE_SECS: u64 = 30;
+
+/// Counts a listener's connections that have not logged in yet, per source and in all.
+#[derive(Debug, Clone, Default)]
+pub struct PreAuth {
+    inner: std::sync::Arc<std::sync::Mutex<PreAuthCounts>>,
+}
+
+#[derive(Debug, Default)]
+struct PreAuthCounts {
+    per_source: HashMap<IpAddr, usize>,
+    total: usize,
+    connections: usize,
+}
+
+/// Why a connection was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    Source,
+    PreAuth,
+    Connections,
+}
+
+impl Full {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Full::Source => "pre-login connections from this source",
+            Full::PreAuth => "pre-login connections",
+            Full::Connections => "connections",
+        }
+    }
+}
+
+/// A connection's place: pre-login until [`Slot::logged_in`], then only counted in all; freed
+/// when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    counts: std::sync::Arc<std::sync::Mutex<PreAuthCounts>>,
+    source: IpAddr,
+    pre_auth: bool,
+}
+
+impl PreAuth {
+    /// Takes a place for a new connection from `source`, or says which limit is full.
+    pub fn enter(&self, source: IpAddr) -> Result<Slot, Full> {
+        let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if c.connections >= CONNECTIONS_TOTAL {
+            return Err(Full::Connections);
+        }
+        if c.total >= PREAUTH_TOTAL {
+            return Err(Full::PreAuth);
+        }
+        let n = c.per_source.entry(source).or_default();
+        if *n >= PREAUTH_PER_SOURCE {
+            return Err(Full::Source);
+        }
+        *n += 1;
+        c.total += 1;
+        c.connections += 1;
+        Ok(Slot { counts: self.inner.clone(), source, pre_auth: true })
+    }
+
+    /// Connections before login, and in all.
+    pub fn counts(&self) -> (usize, usize) {
+        let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (c.total, c.connections)
+    }
+}
+
+impl PreAuthCounts {
+    fn leave_pre_auth(&mut self, source: IpAddr) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(n) = self.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&source);
+            }
+        }
+    }
+}
+
+impl Slot {
+    /// The connection logged in: it no longer counts against the pre-login limits.
+    pub fn logged_in(&mut self) {
+        if std::mem::replace(&mut self.pre_auth, false) {
+            self.counts.lock().unwrap_or_else(|p| p.into_inner()).leave_pre_auth(self.source);
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if self.pre_auth {
+            c.leave_pre_auth(self.source);
+        }
+        c.connections = c.connections.saturating_sub(1);
     }
 }
 
@@ -254,6 +370,20 @@ mod tests {
             }
         }
         assert_eq!(refused, 10, "twenty failures per source");
+    }
+
+    #[test]
+    fn pre_login_places_are_bounded_per_source_and_freed() {
+        let p = PreAuth::default();
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let mut slots: Vec<Slot> = (0..PREAUTH_PER_SOURCE).map(|_| p.enter(a).unwrap()).collect();
+        assert_eq!(p.enter(a).unwrap_err(), Full::Source);
+        assert!(p.enter(IpAddr::from([10, 0, 0, 2])).is_ok(), "others still get in");
+        slots[0].logged_in();
+        let _next = p.enter(a).unwrap();
+        assert_eq!(p.counts(), (PREAUTH_PER_SOURCE, PREAUTH_PER_SOURCE + 1));
+        slots.clear();
+        assert_eq!(p.counts(), (1, 1));
     }
 
     #[test]

@@ -184,6 +184,17 @@ impl Index {
         Ok(n > 0)
     }
 
+    /// Takes a TOTP time step for `user` if it is later than the last one taken: `false` when
+    /// that code (or a later one) was used already.
+    pub fn take_totp_step(&self, user: &str, step: u64) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE users SET totp_last_step = ?2
+             WHERE name = ?1 AND (totp_last_step IS NULL OR totp_last_step < ?2)",
+            params![user, step as i64],
+        )?;
+        Ok(n == 1)
+    }
+
     pub fn totp_secret(&self, user: &str) -> Result<Option<Vec<u8>>> {
         let text: Option<String> = self
             .conn()

@@ -137,7 +137,9 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN frames INTEGER;
     ALTER TABLE recordings ADD COLUMN activity TEXT;",
     // 8: where a grant's SSH forwards may go (JSON array of `HOST:PORT`; empty: the target only).
-    "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';",
+    // The last TOTP time step a user logged in with: each code is used once.
+    "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;",
 ];
 
 /// The schema version this build brings an index to.

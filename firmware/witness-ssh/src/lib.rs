@@ -14,6 +14,7 @@ pub use keys::{HostKey, KeyError, check_private_key, generate_host_key, parse_pu
 pub use server::{SshSettings, serve};
 
 use std::net::SocketAddr;
+pub use witness_core::gate::Refusal;
 use witness_core::policy::{Access, Denial};
 use witness_recorder::{CastRecorder, RecordError, Summary};
 
@@ -79,8 +80,9 @@ pub struct AuditEvent {
 /// What the SSH proxy needs from the rest of the box. Calls are short (index look-ups) except
 /// [`Broker::authenticate`], which the proxy runs on a blocking thread.
 pub trait Broker: Send + Sync + 'static {
-    /// Checks a box user's credential.
-    fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> bool;
+    /// Checks a box user's credential through the box's gate (throttled per source and name,
+    /// password checks bounded box-wide).
+    fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> Result<(), Refusal>;
     /// Decides whether `user` may reach `target` now and, if so, how.
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial>;
     /// Re-checks access of a running session (grant revoked or expired).

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 use witness_core::channel::{ChannelPhase, Request, Verdict};
+use witness_core::gate::{LOGIN_GRACE_SECS, MAX_LOGIN_LEN, PreAuth, Refusal, Slot, loggable_name};
 use witness_core::names::parse_login;
 use witness_core::policy::Denial;
 
@@ -66,6 +67,8 @@ pub async fn serve(
     });
     let settings = Arc::new(settings);
     let tracker = TaskTracker::new();
+    let places = PreAuth::default();
+    let mut last_full_log = None::<std::time::Instant>;
     loop {
         let (socket, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -79,8 +82,33 @@ pub async fn serve(
                 }
             },
         };
+        // Limits before login: a flood of silent or slow connections cannot take the
+        // descriptors the sessions, recordings and health checks need.
+        let slot = match places.enter(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                if last_full_log.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10)) {
+                    let (pre_auth, all) = places.counts();
+                    warn!(%peer, limit = full.as_str(), pre_auth, all, "ssh connection refused: too many {}", full.as_str());
+                    last_full_log = Some(std::time::Instant::now());
+                }
+                drop(socket);
+                continue;
+            }
+        };
+        // A second descriptor on the socket, kept only until login, to cut a connection that
+        // does not log in within the grace time wherever russh is waiting.
+        let (socket, killer) = match split_killer(socket) {
+            Ok(pair) => pair,
+            Err(e) => {
+                warn!(error = %e, "ssh connection dropped: cannot duplicate its socket");
+                continue;
+            }
+        };
         let _ = socket.set_nodelay(true);
         let conn = Arc::new(Conn {
+            slot: Mutex::new(slot),
+            killer: Mutex::new(Some(killer)),
             broker: broker.clone(),
             settings: settings.clone(),
             peer: Some(peer),
@@ -115,8 +143,19 @@ pub(crate) struct Login {
     pub admission: Admission,
 }
 
+fn split_killer(socket: tokio::net::TcpStream) -> std::io::Result<(tokio::net::TcpStream, std::net::TcpStream)> {
+    let std_socket = socket.into_std()?;
+    let killer = std_socket.try_clone()?;
+    std_socket.set_nonblocking(true)?;
+    Ok((tokio::net::TcpStream::from_std(std_socket)?, killer))
+}
+
 /// State shared by one connection's handler, channel tasks and supervisor.
 pub(crate) struct Conn {
+    /// The connection's place among the listener's connections (pre-login until logged in).
+    slot: Mutex<Slot>,
+    /// Shuts the socket down when the login grace time runs out; dropped at login.
+    killer: Mutex<Option<std::net::TcpStream>>,
     pub broker: Arc<dyn Broker>,
     pub settings: Arc<SshSettings>,
     pub peer: Option<SocketAddr>,
@@ -183,6 +222,19 @@ impl Conn {
         }
     }
 
+    /// Login finished (granted or refused): the pre-login limits no longer apply.
+    fn logged_in(&self) {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner()).logged_in();
+        self.killer.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// The login grace time ran out: cut the socket under russh.
+    fn cut(&self) {
+        if let Some(k) = self.killer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = k.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     pub(crate) fn ending(&self) -> bool {
         self.ending.load(Ordering::Acquire)
     }
@@ -209,10 +261,15 @@ async fn supervise(
     cancel: CancellationToken,
 ) {
     let handler = SshHandler { conn: conn.clone(), phases: HashMap::new() };
-    let mut running = match server::run_stream(config, socket, handler).await {
-        Ok(r) => r,
-        Err(e) => {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(LOGIN_GRACE_SECS);
+    let mut running = match tokio::time::timeout_at(deadline, server::run_stream(config, socket, handler)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             info!(error = %e, "ssh handshake failed");
+            return;
+        }
+        Err(_) => {
+            info!(grace_secs = LOGIN_GRACE_SECS, "ssh connection closed: no version line within the login grace time");
             return;
         }
     };
@@ -234,6 +291,11 @@ async fn supervise(
             let msg = "an administrator ended the session from the console; it was recorded up to here";
             conn.end_with(msg).await;
             msg.to_owned()
+        }
+        _ = login_deadline(&conn, deadline) => {
+            info!(grace_secs = LOGIN_GRACE_SECS, "ssh connection closed: no login within the login grace time");
+            conn.cut();
+            "no login within the login grace time".to_owned()
         }
         denial = watch_access(&conn) => {
             let msg = format!("{denial}; session ended");
@@ -257,6 +319,14 @@ async fn supervise(
         let reason = conn.end_reason.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or(ended);
         info!(session_id, reason, "session ended");
         conn.broker.session_ended(session_id, &reason);
+    }
+}
+
+/// Resolves when the grace time is over and the connection has not logged in.
+async fn login_deadline(conn: &Conn, deadline: tokio::time::Instant) {
+    tokio::time::sleep_until(deadline).await;
+    if conn.login.get().is_some() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -348,20 +418,33 @@ impl SshHandler {
             Credential::PublicKey(k) => (false, k.to_owned()),
         };
         // Password hashing is deliberately slow: keep it off the async threads.
-        let ok = tokio::task::spawn_blocking(move || {
+        let outcome = tokio::task::spawn_blocking(move || {
             let cred = if owned.0 { Credential::Password(&owned.1) } else { Credential::PublicKey(&owned.1) };
             broker.authenticate(&user, cred, peer)
         })
         .await
-        .unwrap_or(false);
-        if !ok {
-            self.conn.broker.audit(AuditEvent {
-                kind: "login_failed",
-                user: Some(spec.user.clone()),
-                target: spec.target.clone(),
-                session_id: None,
-                detail: serde_json::json!({ "method": method, "peer": self.conn.peer.map(|p| p.to_string()) }),
-            });
+        .unwrap_or(Err(Refusal::Wrong));
+        if let Err(refusal) = outcome {
+            let reason = match refusal {
+                Refusal::Wrong => "wrong user or credential",
+                Refusal::Throttled { .. } => "too many failed logins; not checked",
+                Refusal::BadName => "login name too long or not printable",
+            };
+            // Only a bounded, escaped name reaches the audit log; a throttled flood is counted
+            // by the gate's own events, not one row per attempt.
+            if !matches!(refusal, Refusal::Throttled { .. }) {
+                self.conn.broker.audit(AuditEvent {
+                    kind: "login_failed",
+                    user: Some(loggable_name(&spec.user)),
+                    target: spec.target.as_deref().map(loggable_name),
+                    session_id: None,
+                    detail: serde_json::json!({
+                        "method": method,
+                        "reason": reason,
+                        "peer": self.conn.peer.map(|p| p.to_string()),
+                    }),
+                });
+            }
             return Auth::reject();
         }
         let admission = self.admit(&spec.user, spec.target.as_deref());
@@ -376,6 +459,7 @@ impl SshHandler {
         }
         let granted = matches!(admission, Admission::Granted { .. });
         let _ = self.conn.login.set(Login { user: spec.user, admission });
+        self.conn.logged_in();
         if granted {
             self.conn.audit(
                 "session_started",
@@ -419,13 +503,16 @@ impl server::Handler for SshHandler {
         offer: server::PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
         // Only a cheap pre-check: is this key one of the user's? Ownership is proven next.
+        if user.len() > MAX_LOGIN_LEN {
+            return Ok(Auth::reject());
+        }
         let line = offer.public_key.to_openssh().unwrap_or_default();
         let spec = parse_login(user);
         let broker = self.conn.broker.clone();
         let known =
             tokio::task::spawn_blocking(move || broker.authenticate(&spec.user, Credential::PublicKey(&line), None))
                 .await
-                .unwrap_or(false);
+                .is_ok_and(|r| r.is_ok());
         Ok(if known { Auth::Accept } else { Auth::reject() })
     }
 

@@ -2,7 +2,8 @@
 //! rules live here: `user` sees only their own sessions, `auditor` views, plays and downloads,
 //! `admin` also watches live and terminates. Unknown or foreign ids answer 404 alike.
 
-use crate::auth::{self, LoginLimiter, Sessions, WebSession};
+use crate::LoginRefusal;
+use crate::auth::{self, Sessions, WebSession};
 use crate::{Console, ConsoleError, Role, SessionQuery, assets, live};
 use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
@@ -25,14 +26,13 @@ pub struct Peer(pub SocketAddr);
 pub struct State {
     pub console: Arc<dyn Console>,
     pub sessions: Arc<Sessions>,
-    pub limiter: Arc<LoginLimiter>,
     pub box_name: String,
     pub cancel: CancellationToken,
 }
 
 impl State {
     pub fn new(console: Arc<dyn Console>, box_name: String, cancel: CancellationToken) -> Self {
-        Self { console, sessions: Default::default(), limiter: Default::default(), box_name, cancel }
+        Self { console, sessions: Default::default(), box_name, cancel }
     }
 }
 
@@ -193,33 +193,48 @@ async fn login(
     Extension(Peer(peer)): Extension<Peer>,
     Json(body): Json<LoginBody>,
 ) -> Response {
-    let ip = Some(peer.ip());
-    if let Err(wait) = state.limiter.check(ip, &body.user, now()) {
-        let mut r = error(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; try again in {wait} s"));
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
-        return r;
-    }
     let console = state.console.clone();
-    let (user, password) = (body.user.clone(), body.password);
+    let (user, password, totp) = (body.user.clone(), body.password, body.totp);
     // Password hashing is deliberately slow: keep it off the async threads.
-    let account = tokio::task::spawn_blocking(move || console.authenticate(&user, &password)).await.ok().flatten();
+    let outcome =
+        tokio::task::spawn_blocking(move || console.authenticate(&user, &password, totp.as_deref(), Some(peer.ip())))
+            .await
+            .unwrap_or(Err(LoginRefusal::Wrong));
+    let shown = witness_core::gate::loggable_name(&body.user);
     let refuse = |why: &str| {
-        state.limiter.failed(ip, &body.user, now());
-        state.console.audit("web_login_failed", &body.user, None, json!({ "from": peer.to_string(), "reason": why }));
-        info!(user = %body.user, %peer, reason = why, "console login refused");
+        state.console.audit("web_login_failed", &shown, None, json!({ "from": peer.to_string(), "reason": why }));
+        info!(user = %shown, %peer, reason = why, "console login refused");
         error(StatusCode::UNAUTHORIZED, "wrong user name, password or code")
     };
-    let Some(account) = account else { return refuse("wrong user or password") };
-    if let Some(secret) = &account.totp_secret {
-        match body.totp.as_deref() {
-            Some(code) if crate::totp::verify(secret, code, now()) => {}
-            Some(_) => return refuse("wrong one-time code"),
-            None => {
-                return error(StatusCode::UNAUTHORIZED, "this account needs its one-time code (totp)");
-            }
+    let account = match outcome {
+        Ok(a) => a,
+        Err(LoginRefusal::Throttled { retry_after }) => {
+            // The gate audited the lockout and the first throttled attempt.
+            let mut r =
+                error(StatusCode::TOO_MANY_REQUESTS, &format!("too many failed logins; try again in {retry_after} s"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            return r;
         }
-    }
-    state.limiter.succeeded(&account.name);
+        Err(LoginRefusal::BadName) => {
+            state.console.audit(
+                "web_login_failed",
+                &shown,
+                None,
+                json!({ "from": peer.to_string(), "reason": "user name too long or not printable" }),
+            );
+            return error(StatusCode::BAD_REQUEST, "user name too long or not printable");
+        }
+        Err(LoginRefusal::NeedsCode) => {
+            state.console.audit(
+                "web_login_failed",
+                &shown,
+                None,
+                json!({ "from": peer.to_string(), "reason": "one-time code missing" }),
+            );
+            return error(StatusCode::UNAUTHORIZED, "this account needs its one-time code (totp)");
+        }
+        Err(LoginRefusal::Wrong) => return refuse("wrong user, password or one-time code"),
+    };
     let (token, s) = state.sessions.open(&account.name, account.role, now());
     state.console.audit("web_login", &account.name, None, json!({ "from": peer.to_string() }));
     let mut r = Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf })).into_response();

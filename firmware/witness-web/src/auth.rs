@@ -1,11 +1,11 @@
-//! Console logins: session tokens behind `Secure`/`HttpOnly`/`SameSite=Strict` cookies, a CSRF
-//! token per session for state-changing requests, and a login rate limit per source and per
-//! user name. Pure logic over an injected clock, so it is unit-tested without a server.
+//! Console logins: session tokens behind `Secure`/`HttpOnly`/`SameSite=Strict` cookies and a CSRF
+//! token per session for state-changing requests (the login throttle is the box's one gate,
+//! behind [`crate::Console::authenticate`]). Pure logic over an injected clock, so it is
+//! unit-tested without a server.
 
 use crate::Role;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Mutex;
 
 pub const COOKIE: &str = "witness_session";
@@ -13,9 +13,6 @@ pub const COOKIE: &str = "witness_session";
 pub const IDLE: u64 = 30 * 60;
 /// And none lives longer than this, active or not.
 pub const ABSOLUTE: u64 = 12 * 60 * 60;
-/// Failed logins allowed per window, per source address and per user name.
-pub const MAX_FAILURES: u32 = 5;
-pub const WINDOW: u64 = 60;
 
 #[derive(Debug, Clone)]
 pub struct WebSession {
@@ -99,52 +96,6 @@ pub fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
 }
 
-/// Failed-login counting per source address and per user name.
-#[derive(Debug, Default)]
-pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u64, u32)>>,
-}
-
-impl LoginLimiter {
-    /// `Err(seconds)` when either the source or the name has used up its failures.
-    pub fn check(&self, ip: Option<IpAddr>, user: &str, now: u64) -> Result<(), u64> {
-        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let mut wait = 0;
-        for k in keys(ip, user) {
-            if let Some(&(start, n)) = f.get(&k)
-                && now.saturating_sub(start) < WINDOW
-                && n >= MAX_FAILURES
-            {
-                wait = wait.max(WINDOW - now.saturating_sub(start));
-            }
-        }
-        if wait > 0 { Err(wait) } else { Ok(()) }
-    }
-
-    pub fn failed(&self, ip: Option<IpAddr>, user: &str, now: u64) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.retain(|_, (start, _)| now.saturating_sub(*start) < WINDOW);
-        for k in keys(ip, user) {
-            let e = f.entry(k).or_insert((now, 0));
-            e.1 += 1;
-        }
-    }
-
-    /// A success clears the name's count (not the source's: one good login must not reopen a
-    /// source that is guessing other names).
-    pub fn succeeded(&self, user: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("user:{user}"));
-    }
-}
-
-fn keys(ip: Option<IpAddr>, user: &str) -> Vec<String> {
-    let mut k = vec![format!("user:{user}")];
-    if let Some(ip) = ip {
-        k.push(format!("ip:{ip}"));
-    }
-    k
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,23 +131,6 @@ mod tests {
         assert_eq!(token_from_cookies("a=1; witness_session=abc; b=2"), Some("abc"));
         assert_eq!(token_from_cookies("witness_session_x=abc"), None);
         assert!(cookie(None).contains("Max-Age=0"));
-    }
-
-    #[test]
-    fn the_limiter_counts_per_source_and_per_name() {
-        let l = LoginLimiter::default();
-        let ip: IpAddr = "10.0.0.9".parse().unwrap();
-        for _ in 0..MAX_FAILURES {
-            assert!(l.check(Some(ip), "ann", 100).is_ok());
-            l.failed(Some(ip), "ann", 100);
-        }
-        assert_eq!(l.check(Some(ip), "ann", 110), Err(WINDOW - 10));
-        // The same source guessing another name is still held back...
-        assert!(l.check(Some(ip), "bob", 110).is_err());
-        // ...and so is the name from another source.
-        assert!(l.check(Some("10.0.0.10".parse().unwrap()), "ann", 110).is_err());
-        // The window passes.
-        assert!(l.check(Some(ip), "ann", 100 + WINDOW).is_ok());
     }
 
     #[test]

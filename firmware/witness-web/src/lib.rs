@@ -159,12 +159,32 @@ pub struct StoreView {
     pub last_success_at: Option<String>,
 }
 
+/// Why a console login was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginRefusal {
+    /// Wrong name, password or one-time code (or a code used before).
+    Wrong,
+    /// The password was right, but the account needs its one-time code (counted as a failure).
+    NeedsCode,
+    Throttled {
+        retry_after: u64,
+    },
+    BadName,
+}
+
 /// What the console reads and does; the binary implements it. Calls are short and synchronous
 /// except [`Console::authenticate`] and [`Console::recording_content`], which the console runs
 /// off the async threads.
 pub trait Console: Send + Sync + 'static {
-    /// Checks a box user's password. Deliberately slow (password hashing).
-    fn authenticate(&self, user: &str, password: &str) -> Option<Account>;
+    /// Checks a box user's password and, when the account has one, its one-time code (single
+    /// use), through the box's gate (throttled per source and name, audited). Deliberately slow.
+    fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        totp: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Account, LoginRefusal>;
     /// The account as it is now (role changes and deletions apply to open web sessions).
     fn account(&self, user: &str) -> Option<Account>;
     fn sessions(&self, query: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError>;

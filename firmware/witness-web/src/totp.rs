@@ -14,18 +14,26 @@ pub fn code(secret: &[u8], now: u64) -> u32 {
 
 /// Checks a typed code, allowing one step of clock drift either way.
 pub fn verify(secret: &[u8], typed: &str, now: u64) -> bool {
+    verify_step(secret, typed, now).is_some()
+}
+
+/// Like [`verify`], returning the time step the code belongs to, so the caller can refuse a
+/// code used before (codes are single use: a step is taken once).
+pub fn verify_step(secret: &[u8], typed: &str, now: u64) -> Option<u64> {
     let typed = typed.trim();
     if typed.len() != DIGITS as usize || !typed.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
+        return None;
     }
-    let Ok(typed) = typed.parse::<u32>() else { return false };
+    let typed = typed.parse::<u32>().ok()?;
     let step = now / STEP;
-    let mut ok = false;
+    let mut found = None;
     // Constant work whatever matches, so timing tells nothing.
     for s in [step.saturating_sub(1), step, step + 1] {
-        ok |= hotp(secret, s, DIGITS) == typed;
+        if hotp(secret, s, DIGITS) == typed {
+            found = Some(s);
+        }
     }
-    ok
+    found
 }
 
 fn hotp(secret: &[u8], counter: u64, digits: u32) -> u32 {

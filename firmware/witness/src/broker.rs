@@ -11,7 +11,7 @@ use witness_core::policy::{self, Access, Denial};
 use witness_core::{Protocol, RecordingStatus};
 use witness_index::{RecordingEnd, Secret};
 use witness_recorder::{CastRecorder, RecordError, RecorderSettings, Summary};
-use witness_ssh::{AuditEvent, Credential, RecordingMeta, TargetPlan, TargetSecret};
+use witness_ssh::{AuditEvent, Credential, RecordingMeta, Refusal, TargetPlan, TargetSecret};
 
 pub struct BoxBroker {
     pub dir: Arc<DataDir>,
@@ -25,6 +25,8 @@ pub struct BoxBroker {
     pub running: std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
+    /// The front door's throttle and hashing bound, shared by SSH and the console.
+    pub gate: crate::gate::Gate,
 }
 
 impl BoxBroker {
@@ -36,11 +38,28 @@ impl BoxBroker {
             finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sealing: Default::default() },
             running: Default::default(),
             dummy_hash: crate::admin::hash_password("not a real password")?,
+            gate: Default::default(),
         })
     }
 
     fn index(&self) -> &witness_index::Index {
         &self.dir.index
+    }
+
+    /// Compares a password with a stored Argon2 hash; without one, against a dummy hash, so an
+    /// unknown user costs the same time as a wrong password. Call it only through the gate.
+    pub fn check_password(&self, stored: Option<&str>, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
+        let hash = stored.unwrap_or(&self.dummy_hash);
+        crate::gate::verify_password(hash, password, memory) && stored.is_some()
+    }
+
+    /// Writes what the gate reported (a lockout, the first throttled attempt of one).
+    pub fn audit_gate(&self, event: crate::gate::GateEvent) {
+        warn!(kind = event.kind, detail = %event.detail, "login throttle");
+        witness_ssh::Broker::audit(
+            self,
+            AuditEvent { kind: event.kind, user: None, target: None, session_id: None, detail: event.detail },
+        );
     }
 
     /// Records a new session of either protocol: index row, live count, terminate token.
@@ -205,22 +224,35 @@ fn same_key(a: &str, b: &str) -> bool {
 }
 
 impl witness_ssh::Broker for BoxBroker {
-    fn authenticate(&self, user: &str, credential: Credential<'_>, _peer: Option<SocketAddr>) -> bool {
-        use argon2::{PasswordHash, PasswordVerifier};
-        let record = self.index().user(user).unwrap_or_else(|e| {
-            error!(error = %e, "index read failed");
-            None
-        });
+    fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> Result<(), Refusal> {
+        if user.len() > witness_core::gate::MAX_LOGIN_LEN {
+            return Err(Refusal::BadName);
+        }
+        let record = || {
+            self.index().user(user).unwrap_or_else(|e| {
+                error!(error = %e, "index read failed");
+                None
+            })
+        };
         match credential {
             Credential::Password(password) => {
-                let stored = record.as_ref().and_then(|r| r.password_hash.clone());
-                let hash = stored.as_deref().unwrap_or(&self.dummy_hash);
-                let ok = PasswordHash::new(hash)
-                    .map(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-                    .unwrap_or(false);
-                ok && stored.is_some()
+                let (outcome, event) = self.gate.password(peer.map(|p| p.ip()), user, |memory| {
+                    self.check_password(record().and_then(|r| r.password_hash).as_deref(), password, memory)
+                });
+                if let Some(e) = event {
+                    self.audit_gate(e);
+                }
+                outcome
             }
-            Credential::PublicKey(line) => record.is_some_and(|r| r.ssh_keys.iter().any(|k| same_key(k, line))),
+            // A key cannot be guessed: no throttle, and a key login always gets past a lockout
+            // a stranger caused.
+            Credential::PublicKey(line) => {
+                if record().is_some_and(|r| r.ssh_keys.iter().any(|k| same_key(k, line))) {
+                    Ok(())
+                } else {
+                    Err(Refusal::Wrong)
+                }
+            }
         }
     }
 

@@ -8,8 +8,8 @@ use tracing::{error, info};
 use witness_core::RecordingStatus;
 use witness_index::RecordingRow;
 use witness_web::{
-    Account, ConsoleError, Content, HoldView, Metrics, RecordingDetail, SessionDetail, SessionHit, SessionQuery,
-    StoreView, Tail, TextHit, TimelineStep, UploadView,
+    Account, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail, SessionHit,
+    SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
 };
 
 /// Makes the console's self-signed certificate if there is none (new box, factory reset, or a
@@ -67,11 +67,47 @@ fn format_of(r: &RecordingRow) -> &'static str {
 }
 
 impl witness_web::Console for BoxConsole {
-    fn authenticate(&self, user: &str, password: &str) -> Option<Account> {
-        // The same check (and constant-time miss) as SSH logins.
-        let ok =
-            witness_ssh::Broker::authenticate(&*self.broker, user, witness_ssh::Credential::Password(password), None);
-        if ok { self.account(user) } else { None }
+    fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        totp: Option<&str>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Account, LoginRefusal> {
+        if user.len() > witness_core::gate::MAX_LOGIN_LEN {
+            return Err(LoginRefusal::BadName);
+        }
+        // Password and code are one check for the gate: a missing or reused code counts as a
+        // failure like a wrong password.
+        let needs_code = std::cell::Cell::new(false);
+        let (outcome, event) = self.broker.gate.password(peer, user, |memory| {
+            let record = self.dir.index.user(user).ok().flatten();
+            let stored = record.as_ref().and_then(|r| r.password_hash.clone());
+            let ok = self.broker.check_password(stored.as_deref(), password, memory);
+            if !ok {
+                return false;
+            }
+            let Some(secret) = self.dir.index.totp_secret(user).ok().flatten() else { return true };
+            let Some(code) = totp else {
+                needs_code.set(true);
+                return false;
+            };
+            let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+            match witness_web::totp::verify_step(&secret, code, now) {
+                Some(step) => self.dir.index.take_totp_step(user, step).unwrap_or(false),
+                None => false,
+            }
+        });
+        if let Some(e) = event {
+            self.broker.audit_gate(e);
+        }
+        match outcome {
+            Ok(()) => self.account(user).ok_or(LoginRefusal::Wrong),
+            Err(_) if needs_code.get() => Err(LoginRefusal::NeedsCode),
+            Err(witness_core::gate::Refusal::Throttled { retry_after }) => Err(LoginRefusal::Throttled { retry_after }),
+            Err(witness_core::gate::Refusal::BadName) => Err(LoginRefusal::BadName),
+            Err(witness_core::gate::Refusal::Wrong) => Err(LoginRefusal::Wrong),
+        }
     }
 
     fn account(&self, user: &str) -> Option<Account> {

@@ -9,6 +9,7 @@ mod console;
 mod datadir;
 mod egress;
 mod evidence;
+mod gate;
 mod keys;
 mod panel;
 mod rdp_broker;

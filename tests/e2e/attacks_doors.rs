@@ -1,0 +1,226 @@
+//! The standing attack suite for the front door: an attacker on the network tries to log in as
+//! someone else, to exhaust the box before logging in, or to fill its audit log; each attempt
+//! must be refused while a granted user still gets a recorded session.
+
+use crate::harness::*;
+use crate::rdp::{Shadow, Xvfb, box_with_shadow};
+use crate::web::Web;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// FreeRDP's exit code for a logon failure (`STATUS_LOGON_FAILURE` through CredSSP).
+const LOGON_FAILURE: i32 = 134;
+
+fn python(script: &str) -> std::process::Child {
+    Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("/usr/bin/python3 with paramiko")
+}
+
+/// Every audit row is bounded, whatever names the attackers sent.
+fn audit_rows_are_bounded(b: &Box) {
+    for e in b.audit() {
+        let user = e["user"].as_str().unwrap_or("");
+        assert!(user.chars().count() <= 70, "an unbounded name reached the audit log: {} chars", user.len());
+        assert!(e.to_string().len() < 4096, "an audit row of {} bytes", e.to_string().len());
+    }
+}
+
+#[test]
+fn pass_the_hash_for_a_user_without_an_nt_hash_is_refused() {
+    let shadow = Shadow::start();
+    let rb = box_with_shadow(&shadow);
+    let key = format!("{}.pub", rb.b.user_key.display());
+    rb.b.ok(&["user", "add", "kim", "--ssh-key", &key], None);
+    rb.b.ok(&["grant", "kim", "nla01"], None);
+    let screen = Xvfb::start();
+    for hash in
+        ["00000000000000000000000000000000", "31d6cfe0d16ae931b73c59d7e0c089c0", "ffffffffffffffffffffffffffffffff"]
+    {
+        let (st, log) =
+            rb.client(&screen, "kim@nla01", "x", 20, &[&format!("/pth:{hash}")]).wait(Duration::from_secs(25));
+        assert_eq!(st.code(), Some(LOGON_FAILURE), "pass-the-hash {hash} for a key-only user: {log}");
+    }
+    let failed: Vec<_> = rb.b.audit().into_iter().filter(|e| e["kind"] == "login_failed").collect();
+    assert!(failed.len() >= 3, "{failed:#?}");
+    assert!(
+        failed.iter().all(|e| e["detail"]["reason"].as_str().unwrap_or("").contains("no password usable for RDP")),
+        "the audit log says why: {failed:#?}"
+    );
+    assert!(!rb.b.sessions().iter().any(|s| s["user"] == "kim"), "no session was opened for kim");
+}
+
+#[test]
+fn a_password_storm_costs_little_memory_and_a_granted_user_still_gets_in() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    // 150 guesses at once, each from its own loopback address and name, so neither the
+    // per-source nor the per-name throttle stops them: only the hashing bound does.
+    let storm = python(&format!(
+        "import paramiko, socket, threading, time\n\
+         results = []\n\
+         def guess(i):\n\
+         \x20   try:\n\
+         \x20       s = socket.socket(); s.settimeout(60)\n\
+         \x20       s.bind(('127.0.{{}}.{{}}'.format(1 + i // 200, 2 + i % 200), 0)); s.connect(('127.0.0.1', {port}))\n\
+         \x20       t = paramiko.Transport(s); t.start_client(timeout=30)\n\
+         \x20       try: t.auth_password('guess{{}}'.format(i), 'wrong-password')\n\
+         \x20       except paramiko.AuthenticationException: results.append('refused')\n\
+         \x20       else: results.append('ACCEPTED')\n\
+         \x20       t.close()\n\
+         \x20   except Exception as e: results.append('error ' + type(e).__name__)\n\
+         threads = [threading.Thread(target=guess, args=(i,)) for i in range(150)]\n\
+         [t.start() for t in threads]; [t.join() for t in threads]\n\
+         print(len(results), results.count('refused'), results.count('ACCEPTED'))\n",
+        port = b.port
+    ));
+    std::thread::sleep(Duration::from_millis(1500));
+    let start = Instant::now();
+    let out = b.ssh("alice@web01").arg("echo storm-$((6*7))-ok").stdin(Stdio::null()).output().unwrap();
+    let took = start.elapsed();
+    assert!(stdout(&out).contains("storm-42-ok"), "the granted user got no session: {}", stderr(&out));
+    assert!(took < Duration::from_secs(10), "the granted user waited {took:?}");
+    let storm = storm.wait_with_output().unwrap();
+    let said = stdout(&storm);
+    let counts: Vec<u64> = said.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(counts.len(), 3, "storm output: {said} {}", stderr(&storm));
+    assert_eq!(counts[2], 0, "no guess may succeed");
+    assert!(counts[1] >= 140, "the guesses were answered (refused), not dropped: {said}");
+    let peak = peak_rss_mib(b.pid());
+    assert!(peak < 400, "the box's peak RSS was {peak} MiB during 150 concurrent password checks");
+    let rec = finished_recording(&b);
+    assert!(b.export(rec["id"].as_str().unwrap()).contains("storm-42-ok"));
+    eprintln!("password storm: box peak RSS {peak} MiB, granted user in {took:?}, storm {said}");
+}
+
+#[test]
+fn silent_connections_are_capped_and_dropped_and_a_granted_user_still_gets_in() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    // 1500 connections that never say a word, from another address than the user's.
+    let silent = python(&format!(
+        "import socket, time, resource, select\n\
+         resource.setrlimit(resource.RLIMIT_NOFILE, (4096, 4096))\n\
+         socks = []\n\
+         for i in range(1500):\n\
+         \x20   s = socket.socket(); s.bind(('127.0.0.2', 0)); s.connect(('127.0.0.1', {port})); socks.append(s)\n\
+         print('open', len(socks), flush=True)\n\
+         start = time.time(); closed = set(); poller = select.poll()\n\
+         by_fd = {{s.fileno(): s for s in socks}}\n\
+         for fd in by_fd: poller.register(fd, select.POLLIN | select.POLLHUP)\n\
+         while len(closed) < len(socks) and time.time() - start < 60:\n\
+         \x20   for fd, ev in poller.poll(1000):\n\
+         \x20       try: d = by_fd[fd].recv(4096)\n\
+         \x20       except OSError: d = b''\n\
+         \x20       if not d: closed.add(fd); poller.unregister(fd)\n\
+         print('closed', len(closed), 'after', int(time.time() - start), flush=True)\n",
+        port = b.port
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    let start = Instant::now();
+    let out = b.ssh("alice@web01").arg("echo flood-$((6*7))-ok").stdin(Stdio::null()).output().unwrap();
+    assert!(stdout(&out).contains("flood-42-ok"), "the granted user got no session: {}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(10), "the granted user waited {:?}", start.elapsed());
+    let silent = silent.wait_with_output().unwrap();
+    let said = stdout(&silent);
+    assert!(said.contains("open 1500"), "{said} {}", stderr(&silent));
+    let closed = said.split_whitespace().skip_while(|w| *w != "closed").nth(1).and_then(|n| n.parse::<u32>().ok());
+    assert_eq!(closed, Some(1500), "every silent connection is dropped within 60 s: {said}");
+    assert!(b.log().contains("ssh connection refused: too many"), "the cap says so in the log");
+    assert!(b.log().contains("no version line within the login grace time"), "the grace time says so too");
+}
+
+#[test]
+fn parallel_wrong_console_logins_are_cut_at_five() {
+    let mut b = Box::new();
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw-long\n"));
+    b.serve();
+    let port = b.web_port;
+    let threads: Vec<_> = (0..40)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let out = Command::new("curl")
+                    .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "60"])
+                    .args(["-H", "content-type: application/json"])
+                    .args(["--data-binary", r#"{"user":"adam","password":"wrong"}"#])
+                    .arg(format!("https://127.0.0.1:{port}/api/v1/login"))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            })
+        })
+        .collect();
+    let codes: Vec<String> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let checked = codes.iter().filter(|c| *c == "401").count();
+    let limited = codes.iter().filter(|c| *c == "429").count();
+    assert!(checked <= 5, "{checked} wrong passwords were checked: {codes:?}");
+    assert_eq!(checked + limited, 40, "{codes:?}");
+    let kinds = b.audit_kinds();
+    assert!(kinds.iter().any(|k| k == "login_locked_out"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "login_throttled"), "{kinds:?}");
+    // The attack locks out that source and name, not the admin: from elsewhere, adam gets in.
+    assert_eq!(Web::from(&b, "127.0.0.5").login("adam", "adam-pw-long").status, 200);
+    b.kill9();
+}
+
+#[test]
+fn huge_user_names_are_refused_on_every_door_and_the_audit_log_stays_bounded() {
+    let shadow = Shadow::start();
+    let rb = box_with_shadow(&shadow);
+    let b = &rb.b;
+    // SSH: a 2 MB name from a scripted client.
+    let ssh = python(&format!(
+        "import paramiko, socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         t = paramiko.Transport(s); t.start_client(timeout=20)\n\
+         try: t.auth_password('a' * 2000000 + '@web01', 'x'); print('ACCEPTED')\n\
+         except Exception as e: print('refused', type(e).__name__)\n",
+        port = b.port
+    ))
+    .wait_with_output()
+    .unwrap();
+    assert!(stdout(&ssh).contains("refused"), "{} {}", stdout(&ssh), stderr(&ssh));
+    // The console: a 2 MB name in JSON.
+    let body = format!(r#"{{"user":"{}","password":"x"}}"#, "a".repeat(2_000_000));
+    let file = b.dir.path().join("huge-login.json");
+    std::fs::write(&file, body).unwrap();
+    let out = Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "30"])
+        .args(["-H", "content-type: application/json", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(format!("https://127.0.0.1:{}/api/v1/login", b.web_port))
+        .output()
+        .unwrap();
+    let code = stdout(&out);
+    assert!(code.starts_with('4'), "the console refused it: {code}");
+    // RDP: as long a name as a command line can carry.
+    let screen = Xvfb::start();
+    let (st, log) = rb.client(&screen, &"a".repeat(120_000), "x", 20, &[]).wait(Duration::from_secs(25));
+    assert_ne!(st.code(), Some(124), "no session for a huge name: {log}");
+    audit_rows_are_bounded(b);
+}
+
+#[test]
+fn a_one_time_code_works_once() {
+    let mut b = Box::new();
+    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-pw-long\n"));
+    let enrolled = b.ok(&["user", "totp", "tess"], None);
+    let secret = enrolled.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
+    b.serve();
+    let code = String::from_utf8(Command::new("oathtool").args(["--totp", "-b", &secret]).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let body = serde_json::json!({ "user": "tess", "password": "tess-pw-long", "totp": code }).to_string();
+    let first = Web::from(&b, "127.0.0.3").req("POST", "/api/v1/login", Some(&body), &[]);
+    assert_eq!(first.status, 200, "{}", first.body);
+    let replay = Web::from(&b, "127.0.0.4").req("POST", "/api/v1/login", Some(&body), &[]);
+    assert_eq!(replay.status, 401, "a code is used once: {}", replay.body);
+}
