@@ -286,15 +286,17 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
         (l.as_array().unwrap().len() == 1).then_some(l)
     });
     let session = live[0]["id"].as_str().unwrap().to_owned();
-    // The live stream carries what the session printed so far.
-    let stream = Command::new("curl")
-        .args(["-skN", "--max-time", "3", "-b"])
-        .arg(w.jar.path())
-        .arg(format!("https://127.0.0.1:{}/api/v1/sessions/{session}/live", b.web_port))
-        .output()
-        .unwrap();
-    let events = String::from_utf8_lossy(&stream.stdout);
-    assert!(events.contains("live-marmoset"), "live stream: {events}");
+    // The live stream carries what the session printed so far (once its recording started: the
+    // session is live from login, its exec's recording a moment later).
+    eventually(20, "the live stream shows the session's output", || {
+        let stream = Command::new("curl")
+            .args(["-skN", "--max-time", "3", "-b"])
+            .arg(w.jar.path())
+            .arg(format!("https://127.0.0.1:{}/api/v1/sessions/{session}/live", b.web_port))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&stream.stdout).contains("live-marmoset").then_some(())
+    });
     let ended = w.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]);
     assert_eq!(ended.status, 200, "{}", ended.body);
     let status = eventually(45, "the ssh client exits", || ssh.try_wait().unwrap());
