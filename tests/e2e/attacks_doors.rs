@@ -140,7 +140,7 @@ fn silent_connections_are_capped_and_dropped_and_a_granted_user_still_gets_in() 
 #[test]
 fn parallel_wrong_console_logins_are_cut_at_five() {
     let mut b = Box::new();
-    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw-long\n"));
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd-long\n"));
     b.serve();
     let port = b.web_port;
     let threads: Vec<_> = (0..40)
@@ -166,7 +166,7 @@ fn parallel_wrong_console_logins_are_cut_at_five() {
     assert!(kinds.iter().any(|k| k == "login_locked_out"), "{kinds:?}");
     assert!(kinds.iter().any(|k| k == "login_throttled"), "{kinds:?}");
     // The attack locks out that source and name, not the admin: from elsewhere, adam gets in.
-    assert_eq!(Web::from(&b, "127.0.0.5").login("adam", "adam-pw-long").status, 200);
+    assert_eq!(Web::from(&b, "127.0.0.5").login("adam", "adam-passwd-long").status, 200);
     b.kill9();
 }
 
@@ -210,7 +210,7 @@ fn huge_user_names_are_refused_on_every_door_and_the_audit_log_stays_bounded() {
 #[test]
 fn a_one_time_code_works_once() {
     let mut b = Box::new();
-    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-pw-long\n"));
+    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-passwd-long\n"));
     let enrolled = b.ok(&["user", "totp", "tess"], None);
     let secret = enrolled.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
     b.serve();
@@ -218,9 +218,72 @@ fn a_one_time_code_works_once() {
         .unwrap()
         .trim()
         .to_owned();
-    let body = serde_json::json!({ "user": "tess", "password": "tess-pw-long", "totp": code }).to_string();
+    let body = serde_json::json!({ "user": "tess", "password": "tess-passwd-long", "totp": code }).to_string();
     let first = Web::from(&b, "127.0.0.3").req("POST", "/api/v1/login", Some(&body), &[]);
     assert_eq!(first.status, 200, "{}", first.body);
     let replay = Web::from(&b, "127.0.0.4").req("POST", "/api/v1/login", Some(&body), &[]);
     assert_eq!(replay.status, 401, "a code is used once: {}", replay.body);
+}
+
+#[test]
+fn taking_access_away_ends_live_sessions_within_seconds() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let key = format!("{}.pub", b.user_key.display());
+    let live = |b: &Box| {
+        let child = b
+            .ssh("alice@web01")
+            .args(["-tt"])
+            .arg("echo up-$((6*7)); sleep 120")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        eventually(20, "the session is live", || {
+            b.sessions().iter().any(|s| s["user"] == "alice" && s["ended_at"].is_null()).then_some(())
+        });
+        child
+    };
+    let ended_within = |mut child: std::process::Child, what: &str| {
+        let start = Instant::now();
+        eventually(15, &format!("the session ends after {what}"), || child.try_wait().unwrap());
+        let out = child.wait_with_output().unwrap();
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(said.contains("session ended"), "the user is told why after {what}: {said}");
+        start.elapsed()
+    };
+    let s = live(&b);
+    b.ok(&["user", "key", "remove", "alice", &key], None);
+    let t1 = ended_within(s, "user key remove");
+    b.ok(&["user", "key", "add", "alice", &key], None);
+    let s = live(&b);
+    b.ok(&["user", "role", "alice", "auditor"], None);
+    let t2 = ended_within(s, "user role");
+    let s = live(&b);
+    let weak = b.cli(&["user", "passwd", "alice", "--password-stdin"], Some("x\n"));
+    assert!(!weak.status.success() && stderr(&weak).contains("at least 8"), "{}", stderr(&weak));
+    b.ok(&["user", "passwd", "alice", "--password-stdin"], Some("a much better one\n"));
+    let t3 = ended_within(s, "user passwd");
+    let s = live(&b);
+    b.ok(&["user", "remove", "alice"], None);
+    let t4 = ended_within(s, "user remove");
+    for t in [t1, t2, t3, t4] {
+        assert!(t < Duration::from_secs(10), "ended after {t:?}");
+    }
+    let ended: Vec<_> = b
+        .audit()
+        .into_iter()
+        .filter(|e| e["kind"] == "session_terminated" && e["detail"]["reason"] == "access_changed")
+        .collect();
+    assert_eq!(ended.len(), 4, "{ended:#?}");
+    // Removed means gone: the key no longer opens anything, and the name can be used again.
+    let out = b.ssh("alice@web01").arg("true").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success());
+    b.ok(&["user", "add", "alice", "--ssh-key", &key], None);
+    let kinds = b.audit_kinds();
+    for k in ["user_key_removed", "user_key_added", "user_role_changed", "user_password_changed", "user_removed"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
+    }
 }

@@ -316,7 +316,7 @@ pub(crate) fn box_with_shadow(shadow: &Shadow) -> RdpBox {
     let b = Box::new();
     add_shadow_target(&b, shadow, &[]);
     b.ok(&["grant", "alice", "nla01"], None);
-    b.ok(&["user", "add", "bob", "--password-stdin"], Some("bob-pw\n"));
+    b.ok(&["user", "add", "bob", "--password-stdin"], Some("bob-passwd\n"));
     RdpBox::serve(b)
 }
 
@@ -412,7 +412,7 @@ fn refusals_reach_the_client_as_rdp_failures() {
     };
     assert_eq!(attempt("alice@nla01", "wrong", &[]), Some(LOGON_FAILURE), "wrong password");
     assert_eq!(attempt("nobody@nla01", "x", &[]), Some(LOGON_FAILURE), "unknown user");
-    assert_eq!(attempt("bob@nla01", "bob-pw", &[]), Some(ACCESS_DENIED), "no grant");
+    assert_eq!(attempt("bob@nla01", "bob-passwd", &[]), Some(ACCESS_DENIED), "no grant");
     assert_eq!(attempt("alice@nosuch", "alice-pw", &[]), Some(ACCESS_DENIED), "unknown target");
     assert_eq!(attempt("alice@down01", "alice-pw", &[]), Some(TRANSPORT_FAILED), "target down");
     // A client that will not do NLA is refused at negotiation.
@@ -463,11 +463,11 @@ fn revoke_console_terminate_and_shutdown_end_the_session() {
 
     // An administrator ends an RDP session from the web console.
     rb.b.ok(&["grant", "alice", "nla01"], None);
-    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
+    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
     let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
     screen_shows(&screen, &[RED], 10, |_| {});
     let mut web = crate::web::Web::new(&rb.b);
-    assert_eq!(web.login("adam", "adam-pw").status, 200);
+    assert_eq!(web.login("adam", "adam-passwd").status, 200);
     let live = crate::harness::eventually(10, "the rdp session is listed as live", || {
         let l = web.get("/api/v1/live").json();
         (l.as_array().unwrap().len() == 1).then_some(l)

@@ -265,7 +265,7 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let shadow = Shadow::start();
     shadow.screen.set_color("red");
     let rb = box_with_shadow(&shadow);
-    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
     let screen = Xvfb::start();
     // The screen changes at the start, a second later, and six seconds after that; then it
     // stays still to the end: idle gaps for the player's skip idle.
@@ -285,7 +285,7 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     assert_completed(&row);
     // The console's API hands the page the video's activity: spans in order, with the idle gap.
     let mut web = crate::web::Web::new(&rb.b);
-    assert_eq!(web.login("audrey", "audrey-pw").status, 200);
+    assert_eq!(web.login("audrey", "audrey-passwd").status, 200);
     let detail = web.get(&format!("/api/v1/sessions/{id}")).json();
     let recording = &detail["recordings"][0];
     eprintln!("frames {}, activity {}, duration {}", recording["frames"], recording["activity"], recording["duration"]);
@@ -297,7 +297,7 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
     let config = serde_json::json!({
         "base": format!("https://127.0.0.1:{}", rb.b.web_port),
-        "auditor": ["audrey", "audrey-pw"],
+        "auditor": ["audrey", "audrey-passwd"],
         "session": id,
         "width": 1024,
         "height": 768,
@@ -325,8 +325,8 @@ fn an_admin_watches_a_running_rdp_session_and_ends_it() {
     let shadow = Shadow::start();
     shadow.screen.set_color("red");
     let rb = box_with_shadow(&shadow);
-    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
-    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    rb.b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
+    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
     let screen = Xvfb::start();
     let client = rb.client(&screen, "alice@nla01", "alice-pw", 90, &[]);
     screen_shows(&screen, &[RED], 10, |_| {});
@@ -338,13 +338,13 @@ fn an_admin_watches_a_running_rdp_session_and_ends_it() {
     });
     // Watching a running session is the admins' live view, not an auditor's playback.
     let mut auditor = crate::web::Web::new(&rb.b);
-    assert_eq!(auditor.login("audrey", "audrey-pw").status, 200);
+    assert_eq!(auditor.login("audrey", "audrey-passwd").status, 200);
     let refused = auditor.get(&format!("/api/v1/recordings/{}/content", recording["id"].as_str().unwrap()));
     assert_eq!(refused.status, 403, "{}", refused.body);
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
     let config = serde_json::json!({
         "base": format!("https://127.0.0.1:{}", rb.b.web_port),
-        "admin": ["adam", "adam-pw"],
+        "admin": ["adam", "adam-passwd"],
         "session": id,
         "artifacts": artifacts,
     });

@@ -96,7 +96,7 @@ fn box_with_a_session(word: &str) -> (Sshd, Box, String) {
     let sshd = Sshd::start();
     let mut b = Box::with_target(&sshd);
     for (name, role) in [("audrey", "auditor"), ("adam", "admin"), ("bob", "user")] {
-        b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-pw\n")));
+        b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-passwd\n")));
     }
     b.serve();
     // The word is put together by the shell, so only the output holds it whole (the command line
@@ -128,13 +128,13 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
     assert_eq!(alice.login("alice", "alice-pw").status, 200);
     assert_eq!(alice.get("/api/v1/sessions").json().as_array().unwrap().len(), 1);
     let mut bob = Web::new(&b);
-    assert_eq!(bob.login("bob", "bob-pw").status, 200);
+    assert_eq!(bob.login("bob", "bob-passwd").status, 200);
     assert_eq!(bob.get("/api/v1/sessions").json(), serde_json::json!([]));
     assert_eq!(bob.get(&format!("/api/v1/sessions/{session}")).status, 404);
 
     // An auditor views, plays and downloads, but cannot terminate.
     let mut audrey = Web::new(&b);
-    let login = audrey.login("audrey", "audrey-pw");
+    let login = audrey.login("audrey", "audrey-passwd");
     let cookie = login.headers.lines().find(|l| l.to_lowercase().starts_with("set-cookie:")).unwrap().to_owned();
     for attr in ["Secure", "HttpOnly", "SameSite=Strict"] {
         assert!(cookie.contains(attr), "{cookie}");
@@ -170,7 +170,7 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
 
     // CSRF: a state-changing request without the token, or from another origin, is refused.
     let mut adam = Web::new(&b);
-    adam.login("adam", "adam-pw");
+    adam.login("adam", "adam-passwd");
     let no_token =
         adam.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &["x-csrf-token: wrong"]);
     assert_eq!(no_token.status, 403, "{}", no_token.body);
@@ -201,7 +201,7 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
 fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");
     let mut w = Web::new(&b);
-    assert_eq!(w.login("audrey", "audrey-pw").status, 200);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
     let hits = eventually(60, "the recording is searchable", || {
         let list = w.get("/api/v1/sessions?q=quokkafish").json();
         (list.as_array().unwrap().len() == 1).then_some(list)
@@ -228,8 +228,8 @@ fn search_finds_the_moment_a_word_was_printed() {
 #[test]
 fn failed_logins_are_rate_limited_and_totp_is_enforced() {
     let mut b = Box::new();
-    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
-    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-pw\n"));
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.ok(&["user", "add", "tess", "--password-stdin", "--role", "auditor"], Some("tess-passwd\n"));
     let enrolled = b.ok(&["user", "totp", "tess"], None);
     let secret = enrolled.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
     b.serve();
@@ -238,28 +238,29 @@ fn failed_logins_are_rate_limited_and_totp_is_enforced() {
     for _ in 0..5 {
         assert_eq!(w.login("audrey", "wrong").status, 401);
     }
-    let limited = w.login("audrey", "audrey-pw");
+    let limited = w.login("audrey", "audrey-passwd");
     assert_eq!(limited.status, 429, "the right password is refused while limited: {}", limited.body);
     assert!(limited.headers.to_lowercase().contains("retry-after"));
     assert!(b.audit_kinds().iter().filter(|k| *k == "web_login_failed").count() >= 5);
 
     // Another source is not held back for someone else's guessing.
     let mut other = Web::from(&b, "127.0.0.2");
-    assert_eq!(other.login("tess", "tess-pw").status, 401, "tess needs her code, but is not rate limited");
+    assert_eq!(other.login("tess", "tess-passwd").status, 401, "tess needs her code, but is not rate limited");
 
     // TOTP: the password alone is not enough; a code from an independent implementation is.
     let t = Web::from(&b, "127.0.0.3");
-    let r = t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-pw"}"#), &[]);
+    let r = t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-passwd"}"#), &[]);
     assert_eq!(r.status, 401);
     assert!(r.body.contains("one-time code"), "{}", r.body);
     let code =
         String::from_utf8(Command::new("oathtool").args(["--totp", "-b", &secret]).output().unwrap().stdout).unwrap();
-    let wrong = t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-pw","totp":"000000"}"#), &[]);
+    let wrong =
+        t.req("POST", "/api/v1/login", Some(r#"{"user":"tess","password":"tess-passwd","totp":"000000"}"#), &[]);
     let code = code.trim();
     if code != "000000" {
         assert_eq!(wrong.status, 401);
     }
-    let body = serde_json::json!({ "user": "tess", "password": "tess-pw", "totp": code }).to_string();
+    let body = serde_json::json!({ "user": "tess", "password": "tess-passwd", "totp": code }).to_string();
     assert_eq!(t.req("POST", "/api/v1/login", Some(&body), &[]).status, 200);
 }
 
@@ -267,7 +268,7 @@ fn failed_logins_are_rate_limited_and_totp_is_enforced() {
 fn live_view_streams_a_running_session_and_an_admin_ends_it() {
     let sshd = Sshd::start();
     let mut b = Box::with_target(&sshd);
-    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-pw\n"));
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
     b.serve();
     // A session that prints a word, then keeps running.
     let mut ssh = b
@@ -280,7 +281,7 @@ fn live_view_streams_a_running_session_and_an_admin_ends_it() {
         .spawn()
         .unwrap();
     let mut w = Web::new(&b);
-    assert_eq!(w.login("adam", "adam-pw").status, 200);
+    assert_eq!(w.login("adam", "adam-passwd").status, 200);
     let live = eventually(60, "the session is listed as live", || {
         let l = w.get("/api/v1/live").json();
         (l.as_array().unwrap().len() == 1).then_some(l)
@@ -344,7 +345,7 @@ fn browser_finds_plays_watches_live_and_terminates() {
     let (_sshd, b, _session) = box_with_a_session("axolotlword");
     eventually(60, "the recording is searchable", || {
         let mut w = Web::new(&b);
-        w.login("audrey", "audrey-pw");
+        w.login("audrey", "audrey-passwd");
         let l = w.get("/api/v1/sessions?q=axolotlword").json();
         (l.as_array().unwrap().len() == 1).then_some(())
     });
@@ -363,8 +364,8 @@ fn browser_finds_plays_watches_live_and_terminates() {
     let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
     let config = serde_json::json!({
         "base": format!("https://127.0.0.1:{}", b.web_port),
-        "auditor": ["audrey", "audrey-pw"],
-        "admin": ["adam", "adam-pw"],
+        "auditor": ["audrey", "audrey-passwd"],
+        "admin": ["adam", "adam-passwd"],
         "word": "axolotlword",
         "live": live,
         "live_word": "running-pangolin",
@@ -393,7 +394,7 @@ fn a_recording_pruned_from_the_box_plays_through_it_from_the_store() {
     let sshd = Sshd::start();
     let mut s3 = S3::start();
     let mut b = Box::with_target(&sshd);
-    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-pw\n"));
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
     b.configure("store", "keep_local_days = 0");
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
@@ -404,7 +405,7 @@ fn a_recording_pruned_from_the_box_plays_through_it_from_the_store() {
     });
     let (rec, session) = (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
     let mut w = Web::new(&b);
-    assert_eq!(w.login("audrey", "audrey-pw").status, 200);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
     assert_eq!(w.get(&format!("/api/v1/sessions/{session}")).json()["recordings"][0]["on_box"], false);
     let content = w.get(&format!("/api/v1/recordings/{rec}/content"));
     assert_eq!(content.status, 200, "{}", content.body);

@@ -299,6 +299,78 @@ impl Drop for Slot {
     }
 }
 
+/// Shortest password the box accepts for a user.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Passwords every guessing list starts with (lower case); refused whatever their length.
+const COMMON: &[&str] = &[
+    "password",
+    "password1",
+    "password12",
+    "password123",
+    "passw0rd",
+    "p@ssw0rd",
+    "p@ssword",
+    "123456789",
+    "1234567890",
+    "12345678",
+    "qwertyuiop",
+    "qwerty123",
+    "qwerty1234",
+    "1q2w3e4r5t",
+    "1qaz2wsx3edc",
+    "iloveyou",
+    "letmein123",
+    "welcome123",
+    "welcome1",
+    "admin12345",
+    "administrator",
+    "changeme123",
+    "changeme",
+    "default123",
+    "abc1234567",
+    "abcdefghij",
+    "trustno1",
+    "sunshine123",
+    "football123",
+    "monkey1234",
+    "dragon1234",
+    "master1234",
+    "superman123",
+    "starwars123",
+    "princess123",
+    "baseball123",
+    "letmeinnow",
+    "secret1234",
+    "root123456",
+    "toor123456",
+    "witness123",
+    "witness1234",
+    "0987654321",
+    "1111111111",
+    "0000000000",
+    "aaaaaaaaaa",
+];
+
+/// Checks a new password for `user`: at least [`MIN_PASSWORD_LEN`] characters, not the user
+/// name (nor the name backwards), not one of the most common passwords. `Err` is the one line to show.
+pub fn check_new_password(user: &str, password: &str) -> Result<(), String> {
+    let n = password.chars().count();
+    if n < MIN_PASSWORD_LEN {
+        return Err(format!("the password is {n} characters long; it needs at least {MIN_PASSWORD_LEN}"));
+    }
+    let lower = password.to_lowercase();
+    let name = user.to_lowercase();
+    if lower == name || lower.chars().rev().collect::<String>() == name {
+        return Err("the password is the user name; choose another".into());
+    }
+    let distinct: std::collections::HashSet<char> = lower.chars().collect();
+    if COMMON.contains(&lower.as_str()) || distinct.len() < 3 {
+        return Err("the password is one of the most common ones; choose another".into());
+    }
+    Ok(())
+}
+
 /// A login name as it may appear in logs and the audit log: at most 64 characters, control
 /// characters escaped.
 pub fn loggable_name(name: &str) -> String {
@@ -384,6 +456,16 @@ mod tests {
         assert_eq!(p.counts(), (PREAUTH_PER_SOURCE, PREAUTH_PER_SOURCE + 1));
         slots.clear();
         assert_eq!(p.counts(), (1, 1));
+    }
+
+    #[test]
+    fn new_passwords_follow_the_policy() {
+        assert!(check_new_password("alice", "x").unwrap_err().contains("at least 8"));
+        assert!(check_new_password("margaret", "Margaret").unwrap_err().contains("user name"));
+        assert!(check_new_password("margaret", "teragram").unwrap_err().contains("user name"));
+        assert!(check_new_password("alice", "Password123").unwrap_err().contains("common"));
+        assert!(check_new_password("alice", "zzzzzzzzzzzz").unwrap_err().contains("common"));
+        assert!(check_new_password("alice", "correct horse battery").is_ok());
     }
 
     #[test]

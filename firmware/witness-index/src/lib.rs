@@ -215,6 +215,91 @@ impl Index {
         }))
     }
 
+    /// Removes a user, their keys and grants; `false` if there was none. Their past sessions
+    /// and recordings stay (they are evidence).
+    pub fn remove_user(&self, name: &str) -> Result<bool> {
+        Ok(self.conn().execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+    }
+
+    /// The user's access epoch; `None` when the user is gone.
+    pub fn access_epoch(&self, name: &str) -> Result<Option<i64>> {
+        Ok(self.conn().query_row("SELECT access_epoch FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?)
+    }
+
+    /// Runs `change` on a user's row and bumps their access epoch in the same transaction, so
+    /// the sessions they opened before end. `NotFound` when there is no such user.
+    fn shrink_access(
+        &self,
+        name: &str,
+        change: impl FnOnce(&rusqlite::Transaction<'_>, i64) -> Result<()>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id: Option<i64> = tx.query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        let id = id.ok_or_else(|| IndexError::NotFound { what: "user", name: name.to_owned() })?;
+        change(&tx, id)?;
+        tx.execute("UPDATE users SET access_epoch = access_epoch + 1 WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a user's password hash and NT hash (RDP), ending their earlier sessions.
+    pub fn set_password(&self, name: &str, password_hash: &str, nt_hash: &str) -> Result<()> {
+        self.shrink_access(name, |tx, id| {
+            tx.execute(
+                "UPDATE users SET password_hash = ?2, nt_hash = ?3 WHERE id = ?1",
+                params![id, password_hash, nt_hash],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Changes a user's role; ends their earlier sessions (the console re-reads roles itself).
+    pub fn set_role(&self, name: &str, role: Role) -> Result<()> {
+        self.shrink_access(name, |tx, id| {
+            tx.execute("UPDATE users SET role = ?2 WHERE id = ?1", params![id, role.as_str()])?;
+            Ok(())
+        })
+    }
+
+    /// Adds an SSH key to a user (access grows: nothing ends).
+    pub fn add_user_key(&self, name: &str, key: &str) -> Result<()> {
+        let conn = self.conn();
+        let id: Option<i64> =
+            conn.query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?;
+        let id = id.ok_or_else(|| IndexError::NotFound { what: "user", name: name.to_owned() })?;
+        conn.execute("INSERT INTO user_keys(user_id, public_key) VALUES (?1, ?2)", params![id, key])?;
+        Ok(())
+    }
+
+    /// Removes the user's keys for which `matches` holds; how many went. Ends their earlier
+    /// sessions when one did.
+    pub fn remove_user_keys(&self, name: &str, matches: impl Fn(&str) -> bool) -> Result<usize> {
+        let mut removed = 0;
+        let outcome = self.shrink_access(name, |tx, id| {
+            let mut stmt = tx.prepare("SELECT id, public_key FROM user_keys WHERE user_id = ?1")?;
+            let keys = stmt
+                .query_map([id], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            for (key_id, key) in keys {
+                if matches(&key) {
+                    tx.execute("DELETE FROM user_keys WHERE id = ?1", [key_id])?;
+                    removed += 1;
+                }
+            }
+            if removed == 0 {
+                // Nothing shrank: roll back (no epoch bump).
+                return Err(IndexError::NotFound { what: "key of user", name: name.to_owned() });
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Ok(removed),
+            Err(IndexError::NotFound { what: "key of user", .. }) => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
     pub fn user_names(&self) -> Result<Vec<(String, Role)>> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT name, role FROM users ORDER BY name")?;

@@ -137,9 +137,12 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN frames INTEGER;
     ALTER TABLE recordings ADD COLUMN activity TEXT;",
     // 8: where a grant's SSH forwards may go (JSON array of `HOST:PORT`; empty: the target only).
-    // The last TOTP time step a user logged in with: each code is used once.
+    // The last TOTP time step a user logged in with: each code is used once. A user's access
+    // epoch: bumped whenever their access shrinks (a key removed, the password or role changed),
+    // which ends the sessions they opened before.
     "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';
-    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;",
+    ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+    ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build brings an index to.

@@ -659,7 +659,9 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
             reason
         }
         _ = cancel.cancelled() => "the box is shutting down".to_owned(),
-        _ = terminated => "an administrator ended the session from the console".to_owned(),
+        _ = terminated => broker
+            .termination_reason(&session_id)
+            .unwrap_or_else(|| "an administrator ended the session from the console".to_owned()),
     };
     // Close both legs with a TLS close_notify, so neither side reads the end as an error.
     let close = async { tokio::join!(client_w.shutdown(), target_w.shutdown()) };

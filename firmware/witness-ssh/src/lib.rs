@@ -103,6 +103,11 @@ pub trait Broker: Send + Sync + 'static {
     fn termination(&self, _session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
         None
     }
+    /// Why the box itself ended the session (access taken away), when it was not an
+    /// administrator from the console; shown to the user.
+    fn termination_reason(&self, _session_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Errors of the SSH proxy's own set-up (a connection's errors stay in that connection).

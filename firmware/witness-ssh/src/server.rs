@@ -288,9 +288,13 @@ async fn supervise(
             msg.to_owned()
         }
         _ = terminated(&conn) => {
-            let msg = "an administrator ended the session from the console; it was recorded up to here";
-            conn.end_with(msg).await;
-            msg.to_owned()
+            let why = conn.granted().and_then(|(_, id)| conn.broker.termination_reason(id));
+            let msg = match why {
+                Some(why) => format!("{why}; it was recorded up to here"),
+                None => "an administrator ended the session from the console; it was recorded up to here".to_owned(),
+            };
+            conn.end_with(&msg).await;
+            msg
         }
         _ = login_deadline(&conn, deadline) => {
             info!(grace_secs = LOGIN_GRACE_SECS, "ssh connection closed: no login within the login grace time");

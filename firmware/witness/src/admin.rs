@@ -1,6 +1,6 @@
 //! Admin commands: `init`, users, targets, grants, and the session/recording listings.
 
-use crate::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd};
+use crate::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd, UserKeyCmd};
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result, bail};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -174,13 +174,13 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
                 bail!("give the user a way to log in: --password-stdin and/or --ssh-key PUBKEY_FILE");
             }
             let password = if password_stdin { Some(read_secret_stdin("password")?) } else { None };
+            if let Some(p) = &password {
+                witness_core::gate::check_new_password(&name, p).map_err(anyhow::Error::msg)?;
+            }
             let password_hash = password.as_deref().map(hash_password).transpose()?;
             let mut keys = Vec::new();
             for file in &ssh_keys {
-                let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-                for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
-                    let (key, fp) =
-                        witness_ssh::parse_public_key(line).with_context(|| format!("in {}", file.display()))?;
+                for (key, fp) in read_public_keys(file)? {
                     println!("key {fp}");
                     keys.push(key);
                 }
@@ -192,6 +192,59 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
             }
             dir.index.audit("user_added", Some(&name), None, None, &serde_json::json!({ "role": role }))?;
             println!("added user {name} ({role})");
+        }
+        UserCmd::Remove { name } => {
+            if !dir.index.remove_user(&name)? {
+                bail!("no user {name:?}");
+            }
+            dir.index.audit("user_removed", Some(&name), None, None, &serde_json::json!({}))?;
+            println!("removed user {name}; their live sessions end within seconds, their recordings stay");
+        }
+        UserCmd::Key(UserKeyCmd::Add { name, pubkey_file }) => {
+            let keys = read_public_keys(&pubkey_file)?;
+            for (key, fp) in &keys {
+                dir.index.add_user_key(&name, key)?;
+                dir.index.audit(
+                    "user_key_added",
+                    Some(&name),
+                    None,
+                    None,
+                    &serde_json::json!({ "fingerprint": fp }),
+                )?;
+                println!("added key {fp} to {name}");
+            }
+        }
+        UserCmd::Key(UserKeyCmd::Remove { name, pubkey_file }) => {
+            let keys = read_public_keys(&pubkey_file)?;
+            let removed = dir
+                .index
+                .remove_user_keys(&name, |stored| keys.iter().any(|(k, _)| crate::broker::same_key(stored, k)))?;
+            if removed == 0 {
+                bail!("{name} has none of the keys in {}", pubkey_file.display());
+            }
+            let fps: Vec<&str> = keys.iter().map(|(_, fp)| fp.as_str()).collect();
+            dir.index.audit(
+                "user_key_removed",
+                Some(&name),
+                None,
+                None,
+                &serde_json::json!({ "fingerprints": fps }),
+            )?;
+            println!("removed {removed} key(s) from {name}; their live sessions end within seconds");
+        }
+        UserCmd::Passwd { name, .. } => {
+            let password = read_secret_stdin("password")?;
+            witness_core::gate::check_new_password(&name, &password).map_err(anyhow::Error::msg)?;
+            let hash = hash_password(&password)?;
+            dir.index.set_password(&name, &hash, &witness_rdp::nt_hash(&password))?;
+            dir.index.audit("user_password_changed", Some(&name), None, None, &serde_json::json!({}))?;
+            println!("changed {name}'s password; their live sessions end within seconds");
+        }
+        UserCmd::Role { name, role } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            dir.index.set_role(&name, role)?;
+            dir.index.audit("user_role_changed", Some(&name), None, None, &serde_json::json!({ "role": role }))?;
+            println!("{name} is now {role}; their live sessions end within seconds");
         }
         UserCmd::List => {
             for (name, role) in dir.index.user_names()? {
@@ -299,6 +352,15 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
         crate::egress::refresh(&dir);
     }
     Ok(())
+}
+
+/// The keys of an OpenSSH public key file, each with its fingerprint.
+fn read_public_keys(file: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|line| witness_ssh::parse_public_key(line).with_context(|| format!("in {}", file.display())))
+        .collect()
 }
 
 pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {

@@ -21,8 +21,9 @@ pub struct BoxBroker {
     pub live: Arc<std::sync::atomic::AtomicU32>,
     /// Takes finished recordings to sealing and upload.
     pub finisher: Finisher,
-    /// Sessions open now, with the token that ends them (terminate from the console).
-    pub running: std::sync::Mutex<std::collections::HashMap<String, tokio_util::sync::CancellationToken>>,
+    /// Sessions open now, with the token that ends them (terminate from the console, access
+    /// taken away).
+    pub running: std::sync::Mutex<std::collections::HashMap<String, Running>>,
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
     /// The front door's throttle and hashing bound, shared by SSH and the console.
@@ -77,7 +78,9 @@ impl BoxBroker {
             .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
         info!(session_id = %id, user, target, protocol = protocol.as_str(), "session started");
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), Default::default());
+        let epoch = self.index().access_epoch(user).ok().flatten().unwrap_or(0);
+        let running = Running { user: user.to_owned(), epoch, ..Default::default() };
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), running);
         Ok(id)
     }
 
@@ -93,9 +96,58 @@ impl BoxBroker {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(session_id)
     }
 
+    /// Why the box ended a running session itself (not the console), if it did.
+    pub fn ended_why(&self, session_id: &str) -> Option<String> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).and_then(|r| r.reason.clone())
+    }
+
+    /// Ends the sessions whose user's access shrank since they started (removed, a key taken
+    /// away, password or role changed). Called every few seconds by the daemon: the admin
+    /// commands only change the index.
+    pub fn end_sessions_of_changed_users(&self) {
+        let running: Vec<(String, Running)> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, r)| r.reason.is_none())
+            .map(|(id, r)| (id.clone(), r.clone()))
+            .collect();
+        for (id, r) in running {
+            let now = match self.index().access_epoch(&r.user) {
+                Ok(e) => e,
+                Err(e) => {
+                    error!(error = %e, "index read failed");
+                    continue;
+                }
+            };
+            let why = match now {
+                None => format!("user {} was removed", r.user),
+                Some(e) if e != r.epoch => format!("{}'s access changed (a key, the password or the role)", r.user),
+                Some(_) => continue,
+            };
+            let message = format!("{why}; session ended");
+            if let Some(entry) = self.running.lock().unwrap_or_else(|p| p.into_inner()).get_mut(&id) {
+                entry.reason = Some(message.clone());
+            }
+            let target = self.index().session(&id).ok().flatten().map(|s| s.target);
+            witness_ssh::Broker::audit(
+                self,
+                AuditEvent {
+                    kind: "session_terminated",
+                    user: Some(r.user.clone()),
+                    target,
+                    session_id: Some(id.clone()),
+                    detail: serde_json::json!({ "reason": "access_changed", "message": message }),
+                },
+            );
+            r.token.cancel();
+        }
+    }
+
     /// Ends a running session (the console's terminate); `false` when it is not running.
     pub fn terminate(&self, session_id: &str, by: &str) -> bool {
-        let token = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned();
+        let token = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).map(|r| r.token.clone());
         let Some(token) = token else { return false };
         let session = self.index().session(session_id).ok().flatten();
         let (user, target) = session.map(|s| (Some(s.user), Some(s.target))).unwrap_or_default();
@@ -140,6 +192,16 @@ impl BoxBroker {
         let record = record.ok_or_else(|| Denial::UnknownTarget { target: target.unwrap_or("").into() })?;
         Ok((record, access))
     }
+}
+
+/// A session open now: who, the user's access epoch when it started, and how it is ended.
+#[derive(Debug, Clone, Default)]
+pub struct Running {
+    pub token: tokio_util::sync::CancellationToken,
+    pub user: String,
+    pub epoch: i64,
+    /// Why the box ended it, once it did (shown to the user).
+    pub reason: Option<String>,
 }
 
 /// What happens to every finished recording, of either protocol: its end in the index, then
@@ -216,7 +278,7 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-fn same_key(a: &str, b: &str) -> bool {
+pub fn same_key(a: &str, b: &str) -> bool {
     match (witness_ssh::parse_public_key(a), witness_ssh::parse_public_key(b)) {
         (Ok((a, _)), Ok((b, _))) => a == b,
         _ => false,
@@ -384,7 +446,11 @@ impl witness_ssh::Broker for BoxBroker {
     }
 
     fn termination(&self, session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned()
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).map(|r| r.token.clone())
+    }
+
+    fn termination_reason(&self, session_id: &str) -> Option<String> {
+        self.ended_why(session_id)
     }
 
     fn audit(&self, event: AuditEvent) {

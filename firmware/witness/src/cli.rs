@@ -272,6 +272,28 @@ pub enum UserCmd {
         #[arg(long)]
         disable: bool,
     },
+    /// Remove a user: their keys and grants go, their live sessions end within seconds; their
+    /// past sessions and recordings stay.
+    Remove { name: String },
+    /// Add or remove one of a user's SSH keys (removing one ends their live sessions).
+    #[command(subcommand)]
+    Key(UserKeyCmd),
+    /// Change a user's password (read from stdin); their live sessions end.
+    Passwd {
+        name: String,
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Change a user's role (admin, auditor, user); their live sessions end.
+    Role { name: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserKeyCmd {
+    /// Add the keys in an OpenSSH public key file.
+    Add { name: String, pubkey_file: PathBuf },
+    /// Remove the keys in an OpenSSH public key file.
+    Remove { name: String, pubkey_file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]

@@ -325,7 +325,11 @@ impl witness_rdp::Broker for BoxBroker {
     }
 
     fn termination(&self, session_id: &str) -> Option<CancellationToken> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).cloned()
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).map(|r| r.token.clone())
+    }
+
+    fn termination_reason(&self, session_id: &str) -> Option<String> {
+        self.ended_why(session_id)
     }
 
     fn audit(&self, event: AuditEvent) {

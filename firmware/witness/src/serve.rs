@@ -140,6 +140,21 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
         let rdp = crate::rdp_broker::start(rdp, broker.clone(), cancel.clone()).await?;
+        // Access taken away by the admin commands (which only change the index) ends the
+        // sessions it covered within seconds.
+        tokio::spawn({
+            let (broker, cancel) = (broker.clone(), cancel.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    }
+                    let b = broker.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.end_sessions_of_changed_users()).await;
+                }
+            }
+        });
         let settings = witness_ssh::SshSettings {
             host_key,
             env_allow: dir.config.env_allow.clone(),
