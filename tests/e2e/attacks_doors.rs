@@ -287,3 +287,37 @@ fn taking_access_away_ends_live_sessions_within_seconds() {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");
     }
 }
+
+#[test]
+fn no_secret_reaches_the_log_at_any_level() {
+    let shadow = Shadow::start();
+    let b = Box::new();
+    crate::rdp::add_shadow_target(&b, &shadow, &[]);
+    b.ok(&["grant", "alice", "nla01"], None);
+    let sshd = Sshd::start();
+    // An SSH target with a vaulted password too (the sshd takes keys only; the attempt is enough).
+    b.ok(
+        &["target", "add", "pw01", "--ssh", &format!("127.0.0.1:{}", sshd.port), "--login", "root", "--password-stdin"],
+        Some("vaulted-ssh-secret-77\n"),
+    );
+    b.ok(&["grant", "alice", "pw01"], None);
+    let rb = crate::rdp::RdpBox::serve_logging(b, "trace");
+    let screen = Xvfb::start();
+    let (st, log) = rb.client(&screen, "alice@nla01", "alice-pw", 6, &[]).wait(Duration::from_secs(20));
+    assert_eq!(st.code(), Some(124), "the RDP session stayed up: {log}");
+    let _ = rb.b.ssh_password("alice@pw01", "alice-pw").arg("true").output().unwrap();
+    let _ = rb.b.ssh_password("alice@pw01", "a-wrong-password").arg("true").output().unwrap();
+    let logged = rb.b.log();
+    assert!(logged.len() > 10_000, "trace logging was on: {} bytes", logged.len());
+    let lower = logged.to_lowercase();
+    for secret in [crate::rdp::SHADOW_PASS, "alice-pw", "vaulted-ssh-secret-77", "a-wrong-password"] {
+        assert!(!logged.contains(secret), "{secret:?} is in the box's trace log");
+        // As the credential code holds it too: UTF-16LE and UTF-8 bytes, in hex.
+        let utf16: String = secret.encode_utf16().flat_map(u16::to_le_bytes).map(|b| format!("{b:02x}")).collect();
+        let utf8: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(!lower.contains(&utf16), "{secret:?} is in the box's trace log as UTF-16LE hex");
+        assert!(!lower.contains(&utf8), "{secret:?} is in the box's trace log as hex");
+        let decimal: String = secret.bytes().map(|b| b.to_string()).collect::<Vec<_>>().join(", ");
+        assert!(!logged.contains(&decimal), "{secret:?} is in the box's trace log as a byte list");
+    }
+}

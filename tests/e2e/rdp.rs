@@ -139,12 +139,21 @@ pub(crate) struct RdpBox {
 
 impl RdpBox {
     pub(crate) fn serve(b: Box) -> Self {
+        Self::serve_logging(b, "info,witness_rdp=debug,sspi=warn,ironrdp=warn")
+    }
+
+    /// Serves with `WITNESS_LOG` set to `log`.
+    pub(crate) fn serve_logging(b: Box, log: &str) -> Self {
         let rdp_port = free_port();
-        let child = Self::spawn(&b, rdp_port);
+        let child = Self::spawn_logging(&b, rdp_port, log);
         Self { b, rdp_port, child }
     }
 
     fn spawn(b: &Box, rdp_port: u16) -> Child {
+        Self::spawn_logging(b, rdp_port, "info,witness_rdp=debug,sspi=warn,ironrdp=warn")
+    }
+
+    fn spawn_logging(b: &Box, rdp_port: u16, level: &str) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(b.dir.path().join("witness.log")).unwrap();
         let child = Command::new(crate::harness::witness_bin())
             .arg("--data")
@@ -152,7 +161,7 @@ impl RdpBox {
             .args(["serve", "--ssh-listen", &format!("127.0.0.1:{}", b.port)])
             .args(["--web-listen", &format!("127.0.0.1:{}", b.web_port)])
             .args(["--rdp-listen", &format!("127.0.0.1:{rdp_port}")])
-            .env("WITNESS_LOG", "info,witness_rdp=debug,sspi=warn,ironrdp=warn")
+            .env("WITNESS_LOG", level)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -89,8 +89,22 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     }
 }
 
+/// Dependencies that handle credentials and log them (or the structures holding them) in their
+/// own debug and trace output; whatever `WITNESS_LOG` asks, they speak at info and above only.
+const CREDENTIAL_HANDLERS: &[&str] =
+    &["sspi", "ironrdp_connector", "ironrdp_acceptor", "picky", "russh::client::encrypted"];
+
 fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_env("WITNESS_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let no_secrets = tracing_subscriber::filter::filter_fn(|meta| {
+        *meta.level() <= tracing::Level::INFO || !CREDENTIAL_HANDLERS.iter().any(|t| meta.target().starts_with(t))
+    });
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(no_secrets))
+        .with(filter)
+        .try_init();
 }
