@@ -187,8 +187,19 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
     // With the token, an admin's terminate of an ended session says so.
     assert_eq!(adam.req("POST", &format!("/api/v1/sessions/{session}/terminate"), Some("{}"), &[]).status, 409);
 
-    let metrics = anon.get("/metrics").body;
+    // Metrics need the box's bearer token: none, a wrong one and a session cookie are refused.
+    assert_eq!(anon.get("/metrics").status, 401, "no token yet, no metrics");
+    let token = b.ok(&["metrics", "token"], None).trim().to_owned();
+    assert_eq!(b.ok(&["metrics", "token"], None).trim(), token, "the token stays until rotated");
+    assert_eq!(anon.get("/metrics").status, 401);
+    assert_eq!(adam.get("/metrics").status, 401, "a console login is not the metrics token");
+    assert_eq!(anon.req("GET", "/metrics", None, &["authorization: Bearer 0000"]).status, 401);
+    let metrics = anon.req("GET", "/metrics", None, &[&format!("authorization: Bearer {token}")]).body;
     assert!(metrics.contains("witness_sessions_active 0"), "{metrics}");
+    let rotated = b.ok(&["metrics", "token", "--rotate"], None).trim().to_owned();
+    assert_ne!(rotated, token);
+    assert_eq!(anon.req("GET", "/metrics", None, &[&format!("authorization: Bearer {token}")]).status, 401);
+    let metrics = anon.req("GET", "/metrics", None, &[&format!("authorization: Bearer {rotated}")]).body;
     assert!(metrics.contains("witness_recordings{status=\""), "{metrics}");
 
     let kinds = b.audit_kinds();

@@ -201,10 +201,23 @@ pub const CONNECTIONS_TOTAL: usize = 1024;
 /// From TCP accept to a finished login (version line, key exchange or TLS, authentication).
 pub const LOGIN_GRACE_SECS: u64 = 30;
 
+/// The console's pre-TLS limits are wider: one browser opens several connections at once, and
+/// an office behind one address has several browsers.
+pub const WEB_PREAUTH_PER_SOURCE: usize = 64;
+pub const WEB_PREAUTH_TOTAL: usize = 512;
+
 /// Counts a listener's connections that have not logged in yet, per source and in all.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct PreAuth {
     inner: std::sync::Arc<std::sync::Mutex<PreAuthCounts>>,
+    per_source: usize,
+    total: usize,
+}
+
+impl Default for PreAuth {
+    fn default() -> Self {
+        Self::with_limits(PREAUTH_PER_SOURCE, PREAUTH_TOTAL)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -242,17 +255,21 @@ pub struct Slot {
 }
 
 impl PreAuth {
+    pub fn with_limits(per_source: usize, total: usize) -> Self {
+        Self { inner: Default::default(), per_source, total }
+    }
+
     /// Takes a place for a new connection from `source`, or says which limit is full.
     pub fn enter(&self, source: IpAddr) -> Result<Slot, Full> {
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if c.connections >= CONNECTIONS_TOTAL {
             return Err(Full::Connections);
         }
-        if c.total >= PREAUTH_TOTAL {
+        if c.total >= self.total {
             return Err(Full::PreAuth);
         }
         let n = c.per_source.entry(source).or_default();
-        if *n >= PREAUTH_PER_SOURCE {
+        if *n >= self.per_source {
             return Err(Full::Source);
         }
         *n += 1;

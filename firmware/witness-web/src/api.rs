@@ -447,7 +447,20 @@ async fn store(axum::extract::State(state): axum::extract::State<State>, auth: A
     }
 }
 
-async fn metrics(axum::extract::State(state): axum::extract::State<State>) -> Response {
+async fn metrics(axum::extract::State(state): axum::extract::State<State>, headers: HeaderMap) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bearer.is_empty() || !state.console.metrics_token_ok(bearer.trim()) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "metrics need the box's token (Authorization: Bearer; `witness metrics token` prints it)",
+        );
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
     let m = match state.console.metrics() {
         Ok(m) => m,
         Err(e) => return console_error(e),

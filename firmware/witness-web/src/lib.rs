@@ -198,6 +198,9 @@ pub trait Console: Send + Sync + 'static {
     fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError>;
     fn store(&self) -> Result<StoreView, ConsoleError>;
     fn metrics(&self) -> Result<Metrics, ConsoleError>;
+    /// Whether `bearer` is the box's metrics token (`witness metrics token`); `false` when no
+    /// token was made yet.
+    fn metrics_token_ok(&self, bearer: &str) -> bool;
     /// Appends an audit event; `detail` never holds a secret.
     fn audit(&self, kind: &str, user: &str, session_id: Option<&str>, detail: serde_json::Value);
 }

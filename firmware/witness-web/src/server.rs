@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 #[derive(Clone)]
 pub struct WebSettings {
@@ -27,6 +27,9 @@ impl std::fmt::Debug for WebSettings {
 const HANDSHAKE: Duration = Duration::from_secs(10);
 /// How long open requests (live streams, downloads) get once the console is stopping.
 const DRAIN: Duration = Duration::from_secs(3);
+/// How long a client may take to send a request's headers, the first and every next one on a
+/// kept-alive connection (an idle connection is closed after this too).
+const HEADERS: Duration = Duration::from_secs(15);
 
 /// Serves the console on `listener` until `cancel`.
 pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dyn Console>, cancel: CancellationToken) {
@@ -34,6 +37,11 @@ pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dy
     let state = State::new(console, settings.box_name.clone(), cancel.clone());
     let app = api::router(state);
     let tracker = TaskTracker::new();
+    let places = witness_core::gate::PreAuth::with_limits(
+        witness_core::gate::WEB_PREAUTH_PER_SOURCE,
+        witness_core::gate::WEB_PREAUTH_TOTAL,
+    );
+    let mut last_full_log = None::<std::time::Instant>;
     loop {
         let (socket, peer) = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -47,6 +55,18 @@ pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dy
                 }
             },
         };
+        // Limits before TLS: silent or slow clients cannot hold the descriptors the box needs.
+        let mut slot = match places.enter(peer.ip()) {
+            Ok(slot) => slot,
+            Err(full) => {
+                if last_full_log.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10)) {
+                    let (pre_auth, all) = places.counts();
+                    warn!(%peer, pre_auth, all, "web connection refused: too many {}", full.as_str());
+                    last_full_log = Some(std::time::Instant::now());
+                }
+                continue;
+            }
+        };
         let (acceptor, app, cancel) = (acceptor.clone(), app.clone(), cancel.clone());
         tracker.spawn(
             async move {
@@ -55,10 +75,12 @@ pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dy
                     Ok(Err(e)) => return debug!(error = %e, "tls handshake failed"),
                     Err(_) => return debug!("tls handshake timed out"),
                 };
+                slot.logged_in();
                 let service = hyper_util::service::TowerToHyperService::new(
                     app.layer(axum::Extension(api::Peer(peer))).into_service::<hyper::body::Incoming>(),
                 );
-                let builder = hyper::server::conn::http1::Builder::new();
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder.timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(HEADERS);
                 let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service);
                 tokio::pin!(conn);
                 tokio::select! {

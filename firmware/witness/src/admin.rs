@@ -354,6 +354,20 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
     Ok(())
 }
 
+pub fn metrics_token(root: &Path, rotate: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let token = match crate::keys::metrics_token(root)? {
+        Some(t) if !rotate => t,
+        _ => {
+            let t = crate::keys::new_metrics_token(root)?;
+            dir.index.audit("metrics_token_rotated", None, None, None, &serde_json::json!({}))?;
+            t
+        }
+    };
+    println!("{token}");
+    Ok(())
+}
+
 /// The keys of an OpenSSH public key file, each with its fingerprint.
 fn read_public_keys(file: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;

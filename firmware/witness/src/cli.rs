@@ -47,6 +47,9 @@ pub enum Command {
     },
     /// Run the appliance.
     Serve(ServeArgs),
+    /// The bearer token Prometheus needs for /metrics.
+    #[command(subcommand)]
+    Metrics(MetricsCmd),
     /// Where recordings are forwarded (S3/MinIO, Azure Blob, a folder).
     #[command(subcommand)]
     Store(StoreCmd),
@@ -286,6 +289,16 @@ pub enum UserCmd {
     },
     /// Change a user's role (admin, auditor, user); their live sessions end.
     Role { name: String, role: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MetricsCmd {
+    /// Prints the token (made on first use); with --rotate, replaces it (the old one stops
+    /// working at once).
+    Token {
+        #[arg(long)]
+        rotate: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

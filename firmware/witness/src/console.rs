@@ -248,6 +248,22 @@ impl witness_web::Console for BoxConsole {
         })
     }
 
+    fn metrics_token_ok(&self, bearer: &str) -> bool {
+        match crate::keys::metrics_token(&self.dir.root) {
+            Ok(Some(token)) => {
+                // Compare digests: same length, constant time.
+                use sha2::Digest;
+                let (a, b) = (sha2::Sha256::digest(token.as_bytes()), sha2::Sha256::digest(bearer.as_bytes()));
+                a.iter().zip(b.iter()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+            }
+            Ok(None) => false,
+            Err(e) => {
+                error!(error = %format!("{e:#}"), "the metrics token cannot be read");
+                false
+            }
+        }
+    }
+
     fn metrics(&self) -> Result<Metrics, ConsoleError> {
         let backlog = self.dir.index.backlog().map_err(internal)?;
         Ok(Metrics {

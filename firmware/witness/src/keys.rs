@@ -182,6 +182,25 @@ pub fn search_key(root: &Path) -> Result<[u8; 32]> {
     key_at(root, &root.join("keys/search.key"))
 }
 
+/// Where the bearer token for `/metrics` lives (0600, like the keys).
+const METRICS_TOKEN: &str = "keys/metrics.token";
+
+/// The token Prometheus presents for `/metrics`; `None` until `witness metrics token` made one.
+pub fn metrics_token(root: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(root.join(METRICS_TOKEN)) {
+        Ok(t) => Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).context("reading keys/metrics.token"),
+    }
+}
+
+/// Makes a new metrics token (the old one stops working at once) and returns it.
+pub fn new_metrics_token(root: &Path) -> Result<String> {
+    let token = hex::encode(random::<32>());
+    replace_private(&root.join(METRICS_TOKEN), token.as_bytes())?;
+    Ok(token)
+}
+
 /// A fresh nonce for sealing search text.
 pub fn nonce() -> [u8; 24] {
     random::<24>()

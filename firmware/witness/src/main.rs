@@ -43,6 +43,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init => admin::init(&cli.data),
         Command::User(cmd) => admin::user(&cli.data, cmd),
+        Command::Metrics(cli::MetricsCmd::Token { rotate }) => admin::metrics_token(&cli.data, rotate),
         Command::Target(cmd) => admin::target(&cli.data, cmd),
         Command::Grant(args) => admin::grant(&cli.data, args),
         Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
