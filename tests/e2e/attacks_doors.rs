@@ -321,3 +321,69 @@ fn no_secret_reaches_the_log_at_any_level() {
         assert!(!logged.contains(&decimal), "{secret:?} is in the box's trace log as a byte list");
     }
 }
+
+#[test]
+fn ssh_asks_a_totp_user_for_the_code_and_takes_each_code_once() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    let enrolled = b.ok(&["user", "totp", "alice"], None);
+    let secret = enrolled.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
+    b.serve();
+    let code = || {
+        String::from_utf8(Command::new("oathtool").args(["--totp", "-b", &secret]).output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    // The key alone is not enough.
+    let out = b.ssh("alice@web01").arg("true").stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success(), "a TOTP user got in with the key alone");
+    // The stock client, in a terminal: key, then it prompts for the code.
+    let tmux = format!("witness-totp-{}", b.port);
+    let ssh_cmd = format!(
+        "ssh -o BatchMode=no -o KbdInteractiveAuthentication=yes {} -i {} -p {} -t alice@web01@127.0.0.1 'echo totp-$((6*7))-ok; sleep 8'",
+        client_options().join(" "),
+        b.user_key.display(),
+        b.port
+    );
+    assert!(
+        Command::new("tmux")
+            .args(["new-session", "-d", "-s", &tmux, "-x", "120", "-y", "30", &ssh_cmd])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
+    eventually(15, "the client prompts for the one-time code", || pane().contains("One-time code").then_some(()));
+    let first = code();
+    Command::new("tmux").args(["send-keys", "-t", &tmux, &first, "Enter"]).status().unwrap();
+    eventually(15, "the session runs after the code", || pane().contains("totp-42-ok").then_some(()));
+    // The same code again (a replay within its 30 s window): refused.
+    let replay = paramiko_kbd(&b, &first);
+    assert!(replay.contains("REFUSED"), "a used code works once: {replay}");
+    let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
+    let sessions = b.sessions();
+    assert_eq!(sessions.len(), 1, "only the session with a fresh code: {sessions:#?}");
+    let started = b.audit().into_iter().find(|e| e["kind"] == "session_started").unwrap();
+    assert_eq!(started["detail"]["method"], "publickey+totp");
+}
+
+/// Logs in as alice with her key and `code` for keyboard-interactive, with paramiko.
+fn paramiko_kbd(b: &Box, code: &str) -> String {
+    let out = python(&format!(
+        "import paramiko, socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         t = paramiko.Transport(s); t.start_client(timeout=20)\n\
+         k = paramiko.Ed25519Key.from_private_key_file('{key}')\n\
+         try:\n\
+         \x20   rest = t.auth_publickey('alice@web01', k)\n\
+         \x20   t.auth_interactive('alice@web01', lambda title, instr, prompts: ['{code}' for _ in prompts])\n\
+         \x20   print('ACCEPTED')\n\
+         except paramiko.AuthenticationException as e: print('REFUSED', e)\n",
+        port = b.port,
+        key = b.user_key.display(),
+    ))
+    .wait_with_output()
+    .unwrap();
+    format!("{}{}", stdout(&out), stderr(&out))
+}

@@ -83,6 +83,14 @@ pub trait Broker: Send + Sync + 'static {
     /// Checks a box user's credential through the box's gate (throttled per source and name,
     /// password checks bounded box-wide).
     fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> Result<(), Refusal>;
+    /// Whether `user` must also give a one-time code (TOTP) after the password or key.
+    fn needs_second_factor(&self, _user: &str) -> bool {
+        false
+    }
+    /// Checks a one-time code through the gate (single use; a wrong one counts as a failure).
+    fn second_factor(&self, _user: &str, _code: &str, _peer: Option<SocketAddr>) -> Result<(), Refusal> {
+        Err(Refusal::Wrong)
+    }
     /// Decides whether `user` may reach `target` now and, if so, how.
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial>;
     /// Re-checks access of a running session (grant revoked or expired).

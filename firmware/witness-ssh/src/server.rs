@@ -51,6 +51,8 @@ pub async fn serve(
     let mut methods = MethodSet::empty();
     methods.push(MethodKind::PublicKey);
     methods.push(MethodKind::Password);
+    // Only as the second step of a user with a one-time code.
+    methods.push(MethodKind::KeyboardInteractive);
     let config = Arc::new(server::Config {
         keys: vec![settings.host_key.0.clone()],
         methods,
@@ -260,7 +262,7 @@ async fn supervise(
     socket: tokio::net::TcpStream,
     cancel: CancellationToken,
 ) {
-    let handler = SshHandler { conn: conn.clone(), phases: HashMap::new() };
+    let handler = SshHandler { conn: conn.clone(), phases: HashMap::new(), first_factor: None };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LOGIN_GRACE_SECS);
     let mut running = match tokio::time::timeout_at(deadline, server::run_stream(config, socket, handler)).await {
         Ok(Ok(r)) => r,
@@ -391,6 +393,8 @@ struct SshHandler {
     /// Each session channel's phase, as the relay keeps it too: answers agree with what is
     /// forwarded.
     phases: HashMap<ChannelId, ChannelPhase>,
+    /// The login name and method whose first factor passed, waiting for the one-time code.
+    first_factor: Option<(String, &'static str)>,
 }
 
 impl SshHandler {
@@ -451,6 +455,21 @@ impl SshHandler {
             }
             return Auth::reject();
         }
+        let broker = self.conn.broker.clone();
+        let user = spec.user.clone();
+        let second = tokio::task::spawn_blocking(move || broker.needs_second_factor(&user)).await.unwrap_or(true);
+        if second {
+            // The client asks the user for the code (OpenSSH prompts by itself).
+            self.first_factor = Some((login.to_owned(), method));
+            let mut next = MethodSet::empty();
+            next.push(MethodKind::KeyboardInteractive);
+            return Auth::Reject { proceed_with_methods: Some(next), partial_success: true };
+        }
+        self.complete(spec, method)
+    }
+
+    /// Both factors passed: decide access, open the session, connect to the target.
+    fn complete(&mut self, spec: witness_core::names::LoginSpec, method: &'static str) -> Auth {
         let admission = self.admit(&spec.user, spec.target.as_deref());
         if let Admission::Refused { denial, message } = &admission {
             self.conn.broker.audit(AuditEvent {
@@ -523,6 +542,49 @@ impl server::Handler for SshHandler {
     async fn auth_publickey(&mut self, user: &str, key: server::VerifiedPublicKey<'_>) -> Result<Auth, Self::Error> {
         let line = key.public_key.to_openssh().unwrap_or_default();
         Ok(self.login(user, Credential::PublicKey(&line), "publickey").await)
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        user: &str,
+        _submethods: &str,
+        response: Option<server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        let Some((login, method)) = self.first_factor.clone().filter(|(l, _)| l == user) else {
+            return Ok(Auth::reject()); // never a first factor
+        };
+        let Some(mut response) = response else {
+            return Ok(Auth::Partial {
+                name: "witness".into(),
+                instructions: "".into(),
+                prompts: vec![("One-time code: ".into(), false)].into(),
+            });
+        };
+        let code = response.next().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+        let spec = parse_login(&login);
+        let (broker, name, peer) = (self.conn.broker.clone(), spec.user.clone(), self.conn.peer);
+        let checked = tokio::task::spawn_blocking(move || broker.second_factor(&name, &code, peer))
+            .await
+            .unwrap_or(Err(Refusal::Wrong));
+        if let Err(refusal) = checked {
+            self.first_factor = None;
+            if !matches!(refusal, Refusal::Throttled { .. }) {
+                self.conn.broker.audit(AuditEvent {
+                    kind: "login_failed",
+                    user: Some(loggable_name(&spec.user)),
+                    target: spec.target.as_deref().map(loggable_name),
+                    session_id: None,
+                    detail: serde_json::json!({
+                        "method": method,
+                        "reason": "wrong or reused one-time code",
+                        "peer": self.conn.peer.map(|p| p.to_string()),
+                    }),
+                });
+            }
+            return Ok(Auth::reject());
+        }
+        self.first_factor = None;
+        Ok(self.complete(spec, if method == "password" { "password+totp" } else { "publickey+totp" }))
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {

@@ -54,6 +54,17 @@ impl BoxBroker {
         crate::gate::verify_password(hash, password, memory) && stored.is_some()
     }
 
+    /// Checks a one-time code of `user` and takes its time step: each code works once, on
+    /// every door.
+    pub fn take_totp(&self, user: &str, code: &str) -> bool {
+        let Some(secret) = self.index().totp_secret(user).ok().flatten() else { return false };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+        match witness_web::totp::verify_step(&secret, code, now) {
+            Some(step) => self.index().take_totp_step(user, step).unwrap_or(false),
+            None => false,
+        }
+    }
+
     /// Writes what the gate reported (a lockout, the first throttled attempt of one).
     pub fn audit_gate(&self, event: crate::gate::GateEvent) {
         warn!(kind = event.kind, detail = %event.detail, "login throttle");
@@ -316,6 +327,19 @@ impl witness_ssh::Broker for BoxBroker {
                 }
             }
         }
+    }
+
+    fn needs_second_factor(&self, user: &str) -> bool {
+        // An index that cannot be read asks for the code: never a way around it.
+        self.index().totp_secret(user).map(|s| s.is_some()).unwrap_or(true)
+    }
+
+    fn second_factor(&self, user: &str, code: &str, peer: Option<SocketAddr>) -> Result<(), Refusal> {
+        let (outcome, event) = self.gate.password(peer.map(|p| p.ip()), user, |_| self.take_totp(user, code));
+        if let Some(e) = event {
+            self.audit_gate(e);
+        }
+        outcome
     }
 
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial> {

@@ -87,16 +87,14 @@ impl witness_web::Console for BoxConsole {
             if !ok {
                 return false;
             }
-            let Some(secret) = self.dir.index.totp_secret(user).ok().flatten() else { return true };
+            if self.dir.index.totp_secret(user).ok().flatten().is_none() {
+                return true;
+            }
             let Some(code) = totp else {
                 needs_code.set(true);
                 return false;
             };
-            let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-            match witness_web::totp::verify_step(&secret, code, now) {
-                Some(step) => self.dir.index.take_totp_step(user, step).unwrap_or(false),
-                None => false,
-            }
+            self.broker.take_totp(user, code)
         });
         if let Some(e) = event {
             self.broker.audit_gate(e);
