@@ -18,7 +18,7 @@ pub use channels::{Class, Redirection};
 pub use decode::{DecodeError, PassiveDecoder, Screen, Update};
 pub use login::{parse_rdp_login, parse_rdp_login_on_port};
 pub use proxy::{RdpSettings, Route, serve};
-pub use record::ScreenRecorder;
+pub use record::{Gaps, ScreenRecorder};
 pub use tls::{TlsIdentity, generate_identity};
 
 use std::net::SocketAddr;
