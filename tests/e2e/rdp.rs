@@ -391,7 +391,8 @@ fn nla_target_session_through_the_box() {
     assert_eq!(started.len(), 1);
     assert!(started[0]["detail"]["target_protocol"].as_str().unwrap().contains("HYBRID"), "{started:?}");
     // The default grant: clipboard on, drives (rdpdr) off.
-    let channels = audit_of(&events, "rdp_channels");
+    let channels: Vec<_> =
+        audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "static").collect();
     assert_eq!(channels.len(), 1, "{events:?}");
     let blocked = channels[0]["detail"]["blocked"].as_array().unwrap();
     let allowed = channels[0]["detail"]["allowed"].as_array().unwrap();
@@ -733,7 +734,8 @@ fn tls_only_target_logs_in_with_the_injected_credential() {
     let started = audit_of(&events, "rdp_session_started");
     assert!(started.len() == 1 && started[0]["detail"]["target_protocol"].as_str().unwrap().contains("SSL"));
     // This grant strips the clipboard.
-    let channels = audit_of(&events, "rdp_channels");
+    let channels: Vec<_> =
+        audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "static").collect();
     assert!(channels[0]["detail"]["blocked"].as_array().unwrap().iter().any(|c| c == "cliprdr"), "{channels:?}");
     let s = crate::harness::eventually(10, "the session ended", || {
         rb.b.sessions().into_iter().find(|r| !r["ended_at"].is_null())

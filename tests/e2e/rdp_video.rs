@@ -6,7 +6,7 @@
 //! when the box itself is killed with SIGKILL.
 
 use crate::harness::{Box, assert_completed, eventually};
-use crate::rdp::{BLUE, RED, RdpBox, STAYED_UP, Shadow, Xrdp, Xvfb, box_with_shadow, screen_shows};
+use crate::rdp::{BLUE, RED, RdpBox, STAYED_UP, Shadow, Xrdp, Xvfb, audit_of, box_with_shadow, screen_shows};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
@@ -133,6 +133,15 @@ fn red_then_blue_session(extra: &[&str]) {
         let log = rb.b.log();
         let line = log.lines().find(|l| l.contains("graphics pipeline capabilities trimmed"));
         assert!(line.is_some_and(|l| l.contains("avc_off: [") && !l.contains("avc_off: []")), "{log}");
+        // The graphics pipeline is a dynamic channel every grant opens; the box audits each
+        // dynamic channel the target asked for.
+        let events = rb.b.audit();
+        let dynamic: Vec<_> = audit_of(&events, "rdp_channels")
+            .into_iter()
+            .filter(|c| c["detail"]["kind"] == "dynamic")
+            .flat_map(|c| c["detail"]["allowed"].as_array().unwrap().clone())
+            .collect();
+        assert!(dynamic.iter().any(|n| n == "Microsoft::Windows::RDS::Graphics"), "{events:?}");
     }
 }
 

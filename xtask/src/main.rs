@@ -104,10 +104,32 @@ fn fuzz(args: &[String]) -> Result<()> {
     if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    for target in ["sftp_observer", "cast_scan", "utf8_carry", "board_profile", "evidence_verify"] {
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).context("reading fuzz/Cargo.toml")?;
+    let targets = fuzz_targets(&manifest);
+    if targets.is_empty() {
+        bail!("fuzz/Cargo.toml lists no fuzz targets");
+    }
+    for target in &targets {
         run(Command::new("cargo").args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]))?;
     }
     Ok(())
+}
+
+/// The fuzz targets a cargo-fuzz manifest lists: the names of its `[[bin]]` sections.
+fn fuzz_targets(manifest: &str) -> Vec<String> {
+    let mut targets = Vec::new();
+    let mut in_bin = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_bin = line == "[[bin]]";
+        } else if in_bin
+            && let Some((key, value)) = line.split_once('=')
+            && key.trim() == "name"
+        {
+            targets.push(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    targets
 }
 
 fn test() -> Result<()> {
@@ -118,4 +140,17 @@ fn test() -> Result<()> {
     // nextest runs each test in its own process and ends with one summary line for the run.
     run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fuzz_targets_come_from_the_fuzz_manifest() {
+        let manifest = std::fs::read_to_string(super::root().join("fuzz/Cargo.toml")).unwrap();
+        let targets = super::fuzz_targets(&manifest);
+        for t in ["sftp_observer", "cast_scan", "rdp_decoder", "rdp_filter", "rdp_trim", "rdp_channel_name"] {
+            assert!(targets.iter().any(|n| n == t), "{t} missing from {targets:?}");
+        }
+        assert!(!targets.iter().any(|n| n == "witness-fuzz"), "the package name is no target: {targets:?}");
+    }
 }

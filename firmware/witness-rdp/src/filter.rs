@@ -1,36 +1,38 @@
-//! What the relay changes in the PDUs it passes, without I/O: the server-selected protocol in the
-//! MCS Connect Initial (the two legs may have negotiated different protocols), the Client Info
-//! PDU (the target's credentials replace the box user's), virtual channels the grant does not
-//! allow, and everything that would take the session around the box (Server Redirection,
-//! multitransport/UDP).
+//! What the relay lets across and changes, without I/O: the server-selected protocol in the MCS
+//! Connect Initial (the two legs may have negotiated different protocols), the Client Info PDU
+//! (the target's credentials replace the box user's, whenever it comes), the static and dynamic
+//! channels the grant does not open ([`crate::channels`]), what the recording cannot follow
+//! (capabilities trimmed in place), and everything that would take the session around the box
+//! (Server Redirection, multitransport/UDP).
 //!
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path frames (the bulk
-//! of a session: screen updates and input) pass untouched without being decoded.
+//! of a session: screen updates and input) pass untouched without being decoded. Slow-path
+//! frames are judged whole: every Share Control PDU of a message, not just the first; a message
+//! holding several leaves as one message each, so no peer can read their boundaries differently
+//! from the filter. Once the target has sent its Demand Active, a message the filter cannot read
+//! ends the session instead of passing.
 
+use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
+pub use crate::channels::{Class, Redirection};
 use ironrdp_core::{decode, encode_vec};
-use ironrdp_pdu::gcc::{ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
+use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
+use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
 use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
-use ironrdp_pdu::rdp::{ClientInfoPdu, server_redirection};
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
-/// Which redirections a grant allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Redirection {
-    /// `cliprdr`: clipboard both ways.
-    pub clipboard: bool,
-    /// `rdpdr`: drives, and with them printers, ports and smart cards (one channel carries all).
-    pub drives: bool,
-}
-
-impl Default for Redirection {
-    fn default() -> Self {
-        Self { clipboard: true, drives: false }
-    }
-}
+/// Why the filter ends a session (the reasons the admin reads).
+pub const REDIRECTED: &str = "the target tried to redirect the client to another server";
+pub const GFX_UNRESTRICTED: &str = "the graphics pipeline could not be restricted for recording";
+pub const CLIENT_UNREADABLE: &str = "the client sent a pdu the box cannot read";
+pub const TARGET_UNREADABLE: &str = "the target sent a pdu the box cannot read";
+pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu the box cannot rewrite";
+pub const DVC_UNREADABLE: &str = "a dynamic channel pdu the box cannot read";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -53,17 +55,28 @@ impl std::fmt::Debug for Injection {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
     Forward,
+    /// Send these bytes instead: one or more whole PDUs.
     Replace(Vec<u8>),
     Drop,
-    /// End the session: the PDU would take it around the box.
+    /// End the session, for this reason.
     Refuse(&'static str),
 }
 
-/// A virtual channel and whether the grant lets it through.
+/// A static virtual channel and whether the grant lets it through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelDecision {
+    /// The name as servers read it (lowercase) for a known channel; its bytes, escaped, otherwise.
     pub name: String,
     pub id: u16,
+    pub allowed: bool,
+}
+
+/// A dynamic channel the target asked for and whether the grant lets it through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DynamicDecision {
+    /// The name as the target sent it (escaped).
+    pub name: String,
+    pub id: u32,
     pub allowed: bool,
 }
 
@@ -90,16 +103,116 @@ pub struct Filter {
     target_protocol: SecurityProtocol,
     redirection: Redirection,
     injection: Injection,
-    client_channels: Vec<String>,
+    /// The client's channel names, as the target gets them.
+    client_channels: Vec<[u8; 8]>,
     io_channel: Option<u16>,
+    message_channel: Option<u16>,
     decisions: Vec<ChannelDecision>,
     connect_initial_seen: bool,
     client_info_seen: bool,
+    /// The target's Demand Active has passed: from here on the I/O channel carries Share Control
+    /// PDUs only, and anything else ends the session.
+    active: bool,
+    dynamic: Dynamic,
+}
+
+/// The dynamic channels on `drdynvc`.
+#[derive(Debug, Default)]
+struct Dynamic {
+    open: HashMap<u32, DynamicChannel>,
+    /// Channels the grant does not open, asked for by the target and not closed yet.
+    refused: HashSet<u32>,
+    /// Whether the chunks that follow a first chunk pass, per direction.
+    target_chunks: Option<bool>,
+    client_chunks: Option<bool>,
+    /// Decisions not yet taken by [`Filter::take_dynamic_decisions`].
+    decided: Vec<DynamicDecision>,
+}
+
+#[derive(Debug)]
+struct DynamicChannel {
+    graphics: bool,
+    /// Bytes of a fragmented client message (Data First) on this channel still to come.
+    client_remaining: u64,
 }
 
 /// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
 fn is_x224(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x03 == 0x03)
+}
+
+fn u16_at(d: &[u8], at: usize) -> Option<u16> {
+    uint_at(d, at, 2).map(|v| v as u16)
+}
+
+/// Share Control PDU types (the low nibble of pduType), and a Flow PDU.
+const PDUTYPE_DEMANDACTIVE: u8 = 0x1;
+const PDUTYPE_CONFIRMACTIVE: u8 = 0x3;
+const PDUTYPE_DEACTIVATEALL: u8 = 0x6;
+const PDUTYPE_DATA: u8 = 0x7;
+const PDUTYPE_SERVER_REDIR: u8 = 0xA;
+const FLOW: u8 = 0xFF;
+
+/// The Share Control PDUs `data` holds, one after another, as far as they can be read, and
+/// where the walk stopped (`data.len()` when they fill it exactly). A PDU of a type the filter
+/// does not know ends the walk. Data PDUs must hold their Share Data header, so no peer reads
+/// past a PDU's stated length.
+fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
+    let mut pdus = Vec::new();
+    let mut at = 0;
+    while at < data.len() {
+        let Some(total) = u16_at(data, at).map(usize::from) else { break };
+        // totalLength 0x8000: an 8-byte Flow PDU.
+        let (len, kind) = if total == 0x8000 {
+            (8, FLOW)
+        } else {
+            let Some(kind) = data.get(at + 2).map(|t| t & 0x0F) else { break };
+            let least = match kind {
+                PDUTYPE_DATA => 18,
+                PDUTYPE_DEMANDACTIVE | PDUTYPE_CONFIRMACTIVE | PDUTYPE_DEACTIVATEALL | PDUTYPE_SERVER_REDIR => 6,
+                _ => break,
+            };
+            if total < least {
+                break;
+            }
+            (total, kind)
+        };
+        if at + len > data.len() {
+            break;
+        }
+        pdus.push((at..at + len, kind));
+        at += len;
+    }
+    (pdus, at)
+}
+
+/// Whether a Share Control header of type Server Redirection could be read at `at`, whatever
+/// its length says.
+fn redirection_at(data: &[u8], at: usize) -> bool {
+    data.get(at + 2).is_some_and(|t| t & 0x0F == PDUTYPE_SERVER_REDIR)
+}
+
+/// A basic security header's flags, when `data` starts with one: its flagsHi is 0, where a
+/// Share Control header has its PDU type.
+fn security_flags(data: &[u8]) -> Option<BasicSecurityHeaderFlags> {
+    (data.len() >= 4 && u16_at(data, 2)? == 0)
+        .then(|| BasicSecurityHeaderFlags::from_bits_retain(u16_at(data, 0).unwrap_or(0)))
+}
+
+/// SEC_REDIRECTION_PKT: a standard security Server Redirection.
+const SEC_REDIRECTION_PKT: u16 = 0x0400;
+
+/// CHANNEL_PDU_HEADER flags.
+const CHANNEL_FLAG_FIRST: u32 = 0x1;
+const CHANNEL_FLAG_LAST: u32 = 0x2;
+const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+
+/// STATUS_UNSUCCESSFUL: how a client refuses a dynamic channel (mstsc and FreeRDP alike).
+const CREATION_FAILED: u32 = 0xC000_0001;
+
+/// What the filter keeps of a static channel PDU: total length, flags, and the chunk's data.
+fn channel_pdu(data: &[u8]) -> Option<(u32, u32, &[u8])> {
+    Some((uint_at(data, 0, 4)?, uint_at(data, 4, 4)?, data.get(8..)?))
 }
 
 impl Filter {
@@ -111,13 +224,16 @@ impl Filter {
             injection,
             client_channels: Vec::new(),
             io_channel: None,
+            message_channel: None,
             decisions: Vec::new(),
             connect_initial_seen: false,
             client_info_seen: false,
+            active: false,
+            dynamic: Dynamic::default(),
         }
     }
 
-    /// The channel decisions, known once the target's Connect Response has passed.
+    /// The static channel decisions, known once the target's Connect Response has passed.
     pub fn decisions(&self) -> &[ChannelDecision] {
         &self.decisions
     }
@@ -127,20 +243,13 @@ impl Filter {
         self.io_channel.is_some()
     }
 
-    fn blocked(&self, channel_id: u16) -> bool {
-        self.decisions.iter().any(|d| d.id == channel_id && !d.allowed)
+    /// The dynamic channel decisions made since the last call.
+    pub fn take_dynamic_decisions(&mut self) -> Vec<DynamicDecision> {
+        std::mem::take(&mut self.dynamic.decided)
     }
 
-    fn is_drdynvc(&self, channel_id: u16) -> bool {
-        self.decisions.iter().any(|d| d.id == channel_id && d.name == "drdynvc")
-    }
-
-    fn allowed_name(&self, name: &str) -> bool {
-        match name {
-            "cliprdr" => self.redirection.clipboard,
-            "rdpdr" => self.redirection.drives,
-            _ => true,
-        }
+    fn decision(&self, channel_id: u16) -> Option<&ChannelDecision> {
+        self.decisions.iter().find(|d| d.id == channel_id)
     }
 
     /// A PDU from the client on its way to the target.
@@ -152,43 +261,29 @@ impl Filter {
             self.connect_initial_seen = true;
             return self.connect_initial(frame).map(Verdict::Replace);
         }
-        let Ok(X224(McsMessage::SendDataRequest(req))) = decode::<X224<McsMessage<'_>>>(frame) else {
-            return Ok(Verdict::Forward);
+        // A frame the filter cannot read is one the target might read as a Client Info.
+        let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
+            return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         };
-        if self.blocked(req.channel_id) {
-            return Ok(Verdict::Drop);
+        let McsMessage::SendDataRequest(req) = mcs else { return Ok(Verdict::Forward) };
+        let channel = req.channel_id;
+        if self.is_client_info(channel, &req.user_data) {
+            return self.client_info(req);
         }
-        if !self.client_info_seen && Some(req.channel_id) == self.io_channel && is_info_packet(&req.user_data) {
-            self.client_info_seen = true;
-            let mut pdu = decode::<ClientInfoPdu>(&req.user_data).map_err(err("client info pdu"))?;
-            self.inject(&mut pdu);
-            let user_data = encode_vec(&pdu).map_err(enc_err("client info pdu"))?;
-            let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
-            return encode_vec(&X224(out)).map(Verdict::Replace).map_err(enc_err("send data request"));
-        }
-        // The user data runs to the end of the frame: patch it there, lengths unchanged.
+        // The user data runs to the end of the frame.
         let at = frame.len() - req.user_data.len();
-        if self.is_drdynvc(req.channel_id) {
-            let mut out = frame.to_vec();
-            if let Some(trimmed) = trim_gfx_caps(&mut out[at..]) {
-                tracing::debug!(?trimmed, "graphics pipeline capabilities trimmed to what the box decodes");
-                return Ok(Verdict::Replace(out));
-            }
+        if Some(channel) == self.io_channel {
+            return self.client_io(&req);
         }
-        if self.client_info_seen && Some(req.channel_id) == self.io_channel {
-            match client_share_pdu(&req.user_data) {
-                Some(ClientShare::ConfirmActive) => {
-                    let mut out = frame.to_vec();
-                    let trimmed = trim_capabilities(&mut out[at..]);
-                    tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
-                    return Ok(Verdict::Replace(out));
-                }
-                // A minimised client stops the target's updates; the recording must not stop.
-                Some(ClientShare::SuppressOutput) => return Ok(Verdict::Drop),
-                None => {}
-            }
+        if Some(channel) == self.message_channel {
+            return Ok(Verdict::Forward);
         }
-        Ok(Verdict::Forward)
+        Ok(match self.decision(channel) {
+            Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
+            Some(d) if d.allowed => Verdict::Forward,
+            // Channels the grant does not open, and ids that are no channel of this session.
+            _ => Verdict::Drop,
+        })
     }
 
     /// A PDU from the target on its way to the client.
@@ -200,16 +295,225 @@ impl Filter {
             self.connect_response(frame)?;
             return Ok(Verdict::Forward);
         }
-        let Ok(X224(McsMessage::SendDataIndication(ind))) = decode::<X224<McsMessage<'_>>>(frame) else {
-            return Ok(Verdict::Forward);
+        let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
+            return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         };
-        if self.blocked(ind.channel_id) {
-            return Ok(Verdict::Drop);
+        let McsMessage::SendDataIndication(ind) = mcs else { return Ok(Verdict::Forward) };
+        let channel = ind.channel_id;
+        let at = frame.len() - ind.user_data.len();
+        if Some(channel) == self.io_channel {
+            return self.target_io(&ind);
         }
-        if Some(ind.channel_id) == self.io_channel {
-            return Ok(io_channel_verdict(&ind));
+        if Some(channel) == self.message_channel {
+            return Ok(Verdict::Forward);
         }
-        Ok(Verdict::Forward)
+        Ok(match self.decision(channel) {
+            Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
+            Some(d) if d.allowed => Verdict::Forward,
+            _ => Verdict::Drop,
+        })
+    }
+
+    /// Whether the target would read this as a Client Info: an INFO_PKT security header on the
+    /// I/O channel (on any channel while the I/O channel is not known) before activation. After
+    /// the first one, a Share Control PDU whose length happens to have that bit is not one.
+    fn is_client_info(&self, channel: u16, data: &[u8]) -> bool {
+        let on_io = self.io_channel.is_none_or(|io| io == channel);
+        let flags = u16_at(data, 0).unwrap_or(0);
+        on_io
+            && !self.active
+            && data.len() >= 4
+            && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
+            && (!self.client_info_seen || security_flags(data).is_some())
+    }
+
+    /// Rewrites a Client Info with the target's credential, or ends the connection: the box
+    /// user's password never leaves the box.
+    fn client_info(&mut self, req: SendDataRequest<'_>) -> Result<Verdict, FilterError> {
+        let Ok(mut pdu) = decode::<ClientInfoPdu>(&req.user_data) else {
+            return Ok(Verdict::Refuse(CLIENT_INFO_UNREWRITABLE));
+        };
+        self.client_info_seen = true;
+        self.inject(&mut pdu);
+        let user_data = encode_vec(&pdu).map_err(enc_err("client info pdu"))?;
+        let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
+        encode_vec(&X224(out)).map(Verdict::Replace).map_err(enc_err("send data request"))
+    }
+
+    /// The client's I/O channel: licensing before activation; Share Control PDUs, each judged.
+    fn client_io(&mut self, req: &SendDataRequest<'_>) -> Result<Verdict, FilterError> {
+        let data = &req.user_data;
+        if !self.active && security_flags(data).is_some() {
+            return Ok(Verdict::Forward);
+        }
+        let (pdus, stop) = share_pdus(data);
+        if stop != data.len() || pdus.is_empty() {
+            return Ok(if self.active { Verdict::Refuse(CLIENT_UNREADABLE) } else { Verdict::Forward });
+        }
+        let mut changed = false;
+        let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
+        for (range, kind) in pdus {
+            let pdu = &data[range];
+            match kind {
+                PDUTYPE_CONFIRMACTIVE => {
+                    let mut patched = pdu.to_vec();
+                    let trimmed = trim_capabilities(&mut patched);
+                    tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
+                    out.push(Cow::Owned(patched));
+                    changed = true;
+                }
+                // A minimised client stops the target's updates; the recording must not stop.
+                PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_SUPPRESS_OUTPUT) => changed = true,
+                _ => out.push(Cow::Borrowed(pdu)),
+            }
+        }
+        if !changed && out.len() == 1 {
+            return Ok(Verdict::Forward);
+        }
+        let mut bytes = Vec::new();
+        for pdu in out {
+            let one = SendDataRequest { initiator_id: req.initiator_id, channel_id: req.channel_id, user_data: pdu };
+            bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data request"))?);
+        }
+        Ok(if bytes.is_empty() { Verdict::Drop } else { Verdict::Replace(bytes) })
+    }
+
+    /// The target's I/O channel: licensing and multitransport before activation; Share Control
+    /// PDUs, each judged: Server Redirection anywhere in a message ends the session.
+    fn target_io(&mut self, ind: &SendDataIndication<'_>) -> Result<Verdict, FilterError> {
+        let data = &ind.user_data;
+        if !self.active
+            && let Some(flags) = security_flags(data)
+        {
+            if flags.bits() & SEC_REDIRECTION_PKT != 0 {
+                return Ok(Verdict::Refuse(REDIRECTED));
+            }
+            if flags.contains(BasicSecurityHeaderFlags::TRANSPORT_REQ) {
+                return Ok(Verdict::Drop);
+            }
+            return Ok(Verdict::Forward);
+        }
+        let was_active = self.active;
+        let (pdus, stop) = share_pdus(data);
+        if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_SERVER_REDIR) || redirection_at(data, stop) {
+            return Ok(Verdict::Refuse(REDIRECTED));
+        }
+        if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_DEMANDACTIVE) {
+            self.active = true;
+        }
+        if stop != data.len() || pdus.is_empty() {
+            // Before activation a peer reads only the first PDU of such a message (checked above).
+            return Ok(if was_active { Verdict::Refuse(TARGET_UNREADABLE) } else { Verdict::Forward });
+        }
+        if pdus.len() == 1 {
+            return Ok(Verdict::Forward);
+        }
+        let mut bytes = Vec::new();
+        for (range, _) in pdus {
+            let one = SendDataIndication {
+                initiator_id: ind.initiator_id,
+                channel_id: ind.channel_id,
+                user_data: Cow::Borrowed(&data[range]),
+            };
+            bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
+        }
+        Ok(Verdict::Replace(bytes))
+    }
+
+    /// `drdynvc` from the target: its Create Requests name the dynamic channels. One the grant
+    /// does not open reaches the client under a name no client offers, so the client itself
+    /// refuses it; nothing crosses on it either way.
+    fn dvc_from_target(&mut self, frame: &[u8], at: usize) -> Verdict {
+        let Some((_, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(DVC_UNREADABLE) };
+        // Static channel compression is not offered (trimmed from the Confirm Active).
+        if flags & CHANNEL_PACKET_COMPRESSED != 0 {
+            return Verdict::Refuse(DVC_UNREADABLE);
+        }
+        let last = flags & CHANNEL_FLAG_LAST != 0;
+        if flags & CHANNEL_FLAG_FIRST == 0 {
+            return follow_chunk(&mut self.dynamic.target_chunks, last);
+        }
+        let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
+        let d = &mut self.dynamic;
+        let verdict = match h.cmd {
+            cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
+            cmd::CREATE => {
+                let name = &chunk[h.body..];
+                let allowed = channels::dynamic_allowed(self.redirection, name);
+                d.decided.push(DynamicDecision { name: shown_name(name), id: h.channel, allowed });
+                d.open.remove(&h.channel);
+                d.refused.remove(&h.channel);
+                if allowed {
+                    let graphics = channels::channel_name(name).as_deref() == Some(GRAPHICS);
+                    d.open.insert(h.channel, DynamicChannel { graphics, client_remaining: 0 });
+                    Verdict::Forward
+                } else {
+                    d.refused.insert(h.channel);
+                    let mut out = frame.to_vec();
+                    let start = at + 8 + h.body;
+                    let end = name.iter().position(|&b| b == 0).map_or(out.len(), |n| start + n);
+                    out[start..end].fill(b'!');
+                    Verdict::Replace(out)
+                }
+            }
+            cmd::DATA_FIRST | cmd::DATA | cmd::DATA_FIRST_COMPRESSED | cmd::DATA_COMPRESSED => {
+                if d.open.contains_key(&h.channel) { Verdict::Forward } else { Verdict::Drop }
+            }
+            cmd::CLOSE => {
+                d.refused.remove(&h.channel);
+                if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
+            }
+            cmd::CAPABILITY | cmd::SOFT_SYNC_REQUEST => Verdict::Forward,
+            _ => Verdict::Drop,
+        };
+        start_chunks(&mut self.dynamic.target_chunks, last, &verdict);
+        verdict
+    }
+
+    /// `drdynvc` from the client: answers and data on the channels the target opened and the
+    /// grant allows; the graphics pipeline's Caps Advertise is trimmed or the session ends.
+    fn dvc_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
+        let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(DVC_UNREADABLE) };
+        if flags & CHANNEL_PACKET_COMPRESSED != 0 {
+            return Verdict::Refuse(DVC_UNREADABLE);
+        }
+        let last = flags & CHANNEL_FLAG_LAST != 0;
+        if flags & CHANNEL_FLAG_FIRST == 0 {
+            return follow_chunk(&mut self.dynamic.client_chunks, last);
+        }
+        let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
+        let d = &mut self.dynamic;
+        let verdict = match h.cmd {
+            cmd::CREATE if !last || chunk.len() < h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
+            cmd::CREATE if d.open.contains_key(&h.channel) => Verdict::Forward,
+            // The client said yes to a channel the grant does not open: the target hears no.
+            cmd::CREATE if d.refused.contains(&h.channel) => {
+                let mut out = frame.to_vec();
+                let status = at + 8 + h.body;
+                out[status..status + 4].copy_from_slice(&CREATION_FAILED.to_le_bytes());
+                Verdict::Replace(out)
+            }
+            cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
+                Some(c) if c.graphics => gfx_from_client(c, frame, at, length, h, last),
+                Some(_) => Verdict::Forward,
+                None => Verdict::Drop,
+            },
+            // The box cannot read compressed data; on the graphics pipeline it could hide a
+            // Caps Advertise.
+            cmd::DATA_FIRST_COMPRESSED | cmd::DATA_COMPRESSED => match d.open.get(&h.channel) {
+                Some(c) if c.graphics => Verdict::Refuse(GFX_UNRESTRICTED),
+                Some(_) => Verdict::Forward,
+                None => Verdict::Drop,
+            },
+            cmd::CLOSE => {
+                d.refused.remove(&h.channel);
+                if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
+            }
+            cmd::CAPABILITY | cmd::SOFT_SYNC_RESPONSE => Verdict::Forward,
+            _ => Verdict::Drop,
+        };
+        start_chunks(&mut self.dynamic.client_chunks, last, &verdict);
+        verdict
     }
 
     fn connect_initial(&mut self, frame: &[u8]) -> Result<Vec<u8>, FilterError> {
@@ -224,10 +528,22 @@ impl Filter {
             cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
         }
         blocks.multi_transport_channel = None;
+        if let Some(network) = blocks.network.as_mut() {
+            for c in &mut network.channels {
+                // A known channel reaches the target spelt as the box reads it (`CLIPRDR` as
+                // `cliprdr`), so the target, the decoder and the filter agree on what it is.
+                if let Some(name) =
+                    channels::channel_name(c.name.as_bytes()).and_then(|n| channels::canonical_static(&n))
+                    && let Some(canonical) = ChannelName::from_utf8(name)
+                {
+                    c.name = canonical;
+                }
+            }
+        }
         self.client_channels = blocks
             .network
             .as_ref()
-            .map(|n| n.channels.iter().map(|c| c.name.as_str().unwrap_or("").to_owned()).collect())
+            .map(|n| n.channels.iter().map(|c| *c.name.as_bytes()).collect())
             .unwrap_or_default();
         initial.conference_create_request = ConferenceCreateRequest::new(blocks).map_err(err("gcc blocks"))?;
         let data = encode_vec(&initial).map_err(enc_err("mcs connect initial"))?;
@@ -242,11 +558,18 @@ impl Filter {
         let response = decode::<ConnectResponse>(&x224.0.data).map_err(err("mcs connect response"))?;
         let blocks = response.conference_create_response.gcc_blocks();
         self.io_channel = Some(blocks.network.io_channel);
+        self.message_channel = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
         self.decisions = self
             .client_channels
             .iter()
             .zip(&blocks.network.channel_ids)
-            .map(|(name, &id)| ChannelDecision { name: name.clone(), id, allowed: self.allowed_name(name) })
+            .map(|(name, &id)| ChannelDecision {
+                name: channels::channel_name(name)
+                    .and_then(|n| channels::canonical_static(&n))
+                    .map_or_else(|| shown_name(name), str::to_owned),
+                id,
+                allowed: channels::static_allowed(self.redirection, name),
+            })
             .collect();
         Ok(())
     }
@@ -265,27 +588,68 @@ impl Filter {
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum ClientShare {
-    ConfirmActive,
-    SuppressOutput,
+/// A continuation chunk of a static channel message: it goes where the first chunk went.
+fn follow_chunk(state: &mut Option<bool>, last: bool) -> Verdict {
+    let Some(pass) = *state else { return Verdict::Refuse(DVC_UNREADABLE) };
+    if last {
+        *state = None;
+    }
+    if pass { Verdict::Forward } else { Verdict::Drop }
 }
 
-/// The client Share Control PDUs the filter changes, read from their headers.
-fn client_share_pdu(data: &[u8]) -> Option<ClientShare> {
-    const PDUTYPE_CONFIRMACTIVEPDU: u16 = 0x3;
-    const PDUTYPE_DATAPDU: u16 = 0x7;
-    const PDUTYPE2_SUPPRESS_OUTPUT: u8 = 35;
-    // totalLength, pduType, pduSource; a licensing PDU has a security header here, whose
-    // flagsHi (in pduType's place) is 0.
-    let pdu_type = u16::from_le_bytes(data.get(2..4)?.try_into().ok()?) & 0x0F;
-    match pdu_type {
-        PDUTYPE_CONFIRMACTIVEPDU => Some(ClientShare::ConfirmActive),
-        // Share Data Header: shareId, pad1, streamId, uncompressedLength, then pduType2.
-        PDUTYPE_DATAPDU if *data.get(14)? == PDUTYPE2_SUPPRESS_OUTPUT => Some(ClientShare::SuppressOutput),
-        _ => None,
-    }
+/// Remembers, after a first chunk that is not the last, where the rest goes.
+fn start_chunks(state: &mut Option<bool>, last: bool, verdict: &Verdict) {
+    *state = if last { None } else { Some(*verdict == Verdict::Forward) };
 }
+
+/// Client data on the graphics pipeline. A message that starts here is read far enough to see
+/// its command: a Caps Advertise is trimmed in place or, if it cannot be (chunked, fragmented,
+/// malformed), the session ends — H.264 would leave the recording blank.
+fn gfx_from_client(
+    channel: &mut DynamicChannel,
+    frame: &[u8],
+    at: usize,
+    length: u32,
+    h: DvcHeader,
+    last: bool,
+) -> Verdict {
+    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
+    let chunk = &frame[at + 8..];
+    // The DVC PDU's bytes after its header, over all the static chunks.
+    let Some(payload) = u64::from(length).checked_sub(h.body as u64) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+    if h.cmd == cmd::DATA && channel.client_remaining > 0 {
+        channel.client_remaining = channel.client_remaining.saturating_sub(payload);
+        return Verdict::Forward;
+    }
+    let mut start = h.body;
+    let mut total = payload;
+    if h.cmd == cmd::DATA_FIRST {
+        let Some(n) = [1usize, 2, 4].get(usize::from(h.sp)).copied() else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+        let Some(t) = uint_at(chunk, start, n) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+        total = u64::from(t);
+        start += n;
+    }
+    let Some(command) = u16_at(chunk, start) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+    if command == RDPGFX_CMDID_CAPSADVERTISE {
+        let mut out = frame.to_vec();
+        return match trim_gfx_caps(&mut out[at..]) {
+            Some(trimmed) if last => {
+                tracing::debug!(?trimmed, "graphics pipeline capabilities trimmed to what the box decodes");
+                Verdict::Replace(out)
+            }
+            _ => Verdict::Refuse(GFX_UNRESTRICTED),
+        };
+    }
+    if h.cmd == cmd::DATA_FIRST {
+        let here = u64::from(length).saturating_sub(start as u64);
+        channel.client_remaining = total.saturating_sub(here);
+    }
+    Verdict::Forward
+}
+
+/// PDUTYPE2_SUPPRESS_OUTPUT, at offset 14 of a Data PDU (after the Share Control header,
+/// shareId, pad1, streamId and uncompressedLength).
+const PDUTYPE2_SUPPRESS_OUTPUT: u8 = 35;
 
 /// What [`trim_capabilities`] switched off in a Confirm Active.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -294,14 +658,18 @@ pub struct Trimmed {
     pub orders: bool,
     /// Bitmap codecs the decoder lacks, by name (their GUID replaced with CODEC_GUID_IGNORE).
     pub codecs: Vec<&'static str>,
+    /// Static channel compression: compressed channel data would hide what a channel carries.
+    pub channel_compression: bool,
 }
 
 /// Switches off, in the client's Confirm Active (`data` starts at its Share Control header), what
 /// the box's decoder cannot follow, by patching bytes in place: the order support array and
-/// extra order flags are zeroed, and NSCodec is turned into the "ignore" codec.
+/// extra order flags are zeroed, NSCodec is turned into the "ignore" codec, and virtual channel
+/// compression is switched off.
 pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
     const CAPSTYPE_ORDER: u16 = 0x0003;
     const CAPSETTYPE_BITMAP_CODECS: u16 = 0x001D;
+    const CAPSTYPE_VIRTUALCHANNEL: u16 = 0x0014;
     /// orderSupport (32 bytes) follows capability header, terminalDescriptor, pads and flags.
     const ORDER_SUPPORT: std::ops::Range<usize> = 36..68;
     const ORDER_SUPPORT_EX_FLAGS: std::ops::Range<usize> = 70..72;
@@ -327,6 +695,11 @@ pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
                 set[ORDER_SUPPORT].fill(0);
                 set[ORDER_SUPPORT_EX_FLAGS].fill(0);
                 trimmed.orders = true;
+            }
+            CAPSTYPE_VIRTUALCHANNEL if len >= 8 => {
+                // flags: VCCAPS_COMPR_SC, VCCAPS_COMPR_CS_8K.
+                trimmed.channel_compression = set[4..8] != [0; 4];
+                set[4..8].fill(0);
             }
             CAPSETTYPE_BITMAP_CODECS if len > 4 => {
                 let mut codec = 5;
@@ -449,34 +822,6 @@ pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
     Some(trimmed)
 }
 
-fn is_info_packet(user_data: &[u8]) -> bool {
-    user_data.len() >= 4
-        && BasicSecurityHeaderFlags::from_bits_truncate(u16::from_le_bytes([user_data[0], user_data[1]]))
-            .contains(BasicSecurityHeaderFlags::INFO_PKT)
-}
-
-/// Server Redirection (standard or enhanced security) and multitransport requests on the I/O
-/// channel; everything else there passes.
-fn io_channel_verdict(ind: &SendDataIndication<'_>) -> Verdict {
-    let data = &ind.user_data;
-    if data.len() >= 4 {
-        let flags = u16::from_le_bytes([data[0], data[1]]);
-        let flags_hi = u16::from_le_bytes([data[2], data[3]]);
-        // A basic security header has flagsHi 0; a share control header has a PDU type there.
-        if flags_hi == 0 && flags & BasicSecurityHeaderFlags::TRANSPORT_REQ.bits() != 0 {
-            return Verdict::Drop;
-        }
-    }
-    if matches!(server_redirection::decode_server_redirection(data), Ok(Some(_))) {
-        return Verdict::Refuse("the target tried to redirect the client to another server");
-    }
-    // Enhanced security redirection: a share control header of type ServerRedirect (0xA).
-    if data.len() >= 4 && u16::from_le_bytes([data[2], data[3]]) & 0x0F == 0x0A {
-        return Verdict::Refuse("the target tried to redirect the client to another server");
-    }
-    Verdict::Forward
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,17 +836,6 @@ mod tests {
         // Fast-path output header (action 0) with a garbage body.
         assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&[0x04, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
-    }
-
-    #[test]
-    fn channel_names_decide() {
-        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        assert!(f.allowed_name("cliprdr"));
-        assert!(!f.allowed_name("rdpdr"));
-        assert!(f.allowed_name("rdpsnd"));
-        f.redirection = Redirection { clipboard: false, drives: true };
-        assert!(!f.allowed_name("cliprdr"));
-        assert!(f.allowed_name("rdpdr"));
     }
 
     #[test]
@@ -525,7 +859,7 @@ mod tests {
     /// A filter past the connection sequence: I/O channel 1003, these channels decided.
     fn connected(channels: &[(&str, u16, bool)]) -> Filter {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        f.connect_initial_seen = true;
+        (f.connect_initial_seen, f.client_info_seen, f.active) = (true, true, true);
         f.io_channel = Some(1003);
         f.decisions = channels
             .iter()
@@ -695,8 +1029,324 @@ mod tests {
         assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::MOUSE));
         // The box user's password never reaches the target.
         assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
-        // Only the first Client Info is rewritten; later I/O traffic passes.
-        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward);
+        // A second one is rewritten too: whenever a Client Info comes, it carries the target's
+        // credential.
+        assert!(
+            matches!(f.from_client(&frame).unwrap(), Verdict::Replace(out) if !out.windows(12).any(|w| w == b"box-password"))
+        );
+    }
+
+    /// The target's MCS Send Data Indication carrying `user_data` on `channel`.
+    fn send_indication(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
+        encode_vec(&X224(SendDataIndication {
+            initiator_id: 1002,
+            channel_id: channel,
+            user_data: Cow::Owned(user_data),
+        }))
+        .unwrap()
+    }
+
+    /// The user data of an MCS Send Data PDU either way.
+    fn user_data(frame: &[u8]) -> Vec<u8> {
+        match decode::<X224<McsMessage<'_>>>(frame).unwrap() {
+            X224(McsMessage::SendDataIndication(i)) => i.user_data.into_owned(),
+            X224(McsMessage::SendDataRequest(r)) => r.user_data.into_owned(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A Share Data PDU (Refresh Rect, harmless) as the user data of a Send Data PDU.
+    fn share_data_bytes(source: u16) -> Vec<u8> {
+        use ironrdp_pdu::rdp::headers::{
+            CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
+        };
+        let pdu = ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
+                areas_to_refresh: vec![],
+            }),
+            stream_priority: StreamPriority::Medium,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
+        });
+        encode_vec(&ShareControlHeader { share_control_pdu: pdu, pdu_source: source, share_id: 0x1_0000 }).unwrap()
+    }
+
+    /// An enhanced security Server Redirection PDU sending the client to 10.0.0.9.
+    fn server_redirection_bytes() -> Vec<u8> {
+        let address: Vec<u8> = "10.0.0.9\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let mut packet = Vec::new();
+        packet.extend(0x0400u16.to_le_bytes()); // SEC_REDIRECTION_PKT
+        packet.extend(((12 + 4 + 4 + address.len()) as u16).to_le_bytes());
+        packet.extend(0u32.to_le_bytes()); // sessionId
+        packet.extend(1u32.to_le_bytes()); // LB_TARGET_NET_ADDRESS
+        packet.extend((address.len() as u32).to_le_bytes());
+        packet.extend(&address);
+        let mut pdu = Vec::new();
+        pdu.extend(((6 + 2 + packet.len()) as u16).to_le_bytes());
+        pdu.extend(0x001Au16.to_le_bytes()); // PDUTYPE_SERVER_REDIR_PKT, version 1
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend([0, 0]); // pad
+        pdu.extend(packet);
+        pdu
+    }
+
+    #[test]
+    fn server_redirection_in_a_second_pdu_is_refused() {
+        let mut f = connected(&[]);
+        let mut data = share_data_bytes(1002);
+        data.extend(server_redirection_bytes());
+        assert!(matches!(f.from_target(&send_indication(1003, data)).unwrap(), Verdict::Refuse(_)));
+        // Alone, too, and behind two data PDUs.
+        let mut f = connected(&[]);
+        assert!(matches!(
+            f.from_target(&send_indication(1003, server_redirection_bytes())).unwrap(),
+            Verdict::Refuse(_)
+        ));
+        let mut f = connected(&[]);
+        let mut data = share_data_bytes(1002);
+        data.extend(share_data_bytes(1002));
+        data.extend(server_redirection_bytes());
+        assert!(matches!(f.from_target(&send_indication(1003, data)).unwrap(), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn several_pdus_in_one_message_pass_one_per_message() {
+        let mut f = connected(&[]);
+        let mut data = share_data_bytes(1002);
+        data.extend(share_data_bytes(1002));
+        let Verdict::Replace(out) = f.from_target(&send_indication(1003, data)).unwrap() else { panic!("not split") };
+        let first = ironrdp_pdu::find_size(&out).unwrap().unwrap().length;
+        assert_eq!(user_data(&out[..first]), share_data_bytes(1002));
+        assert_eq!(user_data(&out[first..]), share_data_bytes(1002));
+    }
+
+    #[test]
+    fn a_message_the_filter_cannot_read_after_activation_ends_the_session() {
+        let mut f = connected(&[]);
+        // A Share Control header claiming more bytes than the message has.
+        let mut data = share_data_bytes(1002);
+        data[0] += 40;
+        assert!(matches!(f.from_target(&send_indication(1003, data.clone())).unwrap(), Verdict::Refuse(_)));
+        let mut f = connected(&[]);
+        assert!(matches!(f.from_client(&send_data(1003, data)).unwrap(), Verdict::Refuse(_)));
+        // Not even MCS: an X.224 data TPDU holding garbage.
+        let mut f = connected(&[]);
+        let garbage = [0x03, 0x00, 0x00, 0x0b, 0x02, 0xf0, 0x80, 0x77, 0x77, 0x77, 0x77];
+        assert!(matches!(f.from_client(&garbage).unwrap(), Verdict::Refuse(_)));
+        let mut f = connected(&[]);
+        assert!(matches!(f.from_target(&garbage).unwrap(), Verdict::Refuse(_)));
+    }
+
+    /// The real FreeRDP Connect Initial with its channel names patched.
+    fn initial_with_names(patch: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        for (from, to) in patch {
+            let at = initial.windows(from.len()).position(|w| w == *from).expect("name in the capture");
+            initial[at..at + to.len()].copy_from_slice(to);
+        }
+        initial
+    }
+
+    #[test]
+    fn uppercase_and_non_ascii_channel_names_are_blocked_on_a_grant_without_them() {
+        let initial = initial_with_names(&[(b"cliprdr\0", b"CLIPRDR\0"), (b"rdpdr\0\0\0", b"rdpdr\0\x80\0")]);
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::from_grant(false, false), injection());
+        assert!(matches!(f.from_client(&initial).unwrap(), Verdict::Replace(_)));
+        f.from_target(&response).unwrap();
+        let blocked: Vec<_> = f.decisions().iter().filter(|d| !d.allowed).map(|d| d.name.to_lowercase()).collect();
+        assert_eq!(blocked.len(), 2, "{:?}", f.decisions());
+        assert!(blocked.iter().any(|n| n.contains("cliprdr")), "{blocked:?}");
+        assert!(blocked.iter().any(|n| n.starts_with("rdpdr")), "{blocked:?}");
+        // And their data goes nowhere.
+        for d in f.decisions().to_vec() {
+            // A DVC Capabilities Response: harmless on drdynvc, opaque anywhere else.
+            let verdict = f.from_client(&send_data(d.id, svc(&[0x50, 0, 1, 0]))).unwrap();
+            assert_eq!(verdict == Verdict::Drop, !d.allowed, "{d:?}");
+        }
+    }
+
+    /// A static channel PDU holding one whole dynamic channel PDU.
+    fn svc(dvc: &[u8]) -> Vec<u8> {
+        let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
+        out.extend(3u32.to_le_bytes());
+        out.extend(dvc);
+        out
+    }
+
+    /// The target's DVC Create Request for `name` on dynamic channel `id`.
+    fn dvc_create(id: u8, name: &str) -> Vec<u8> {
+        let mut dvc = vec![0x10, id];
+        dvc.extend(name.as_bytes());
+        dvc.push(0);
+        svc(&dvc)
+    }
+
+    /// The client's DVC Create Response for dynamic channel `id`.
+    fn dvc_created(id: u8, status: u32) -> Vec<u8> {
+        let mut dvc = vec![0x10, id];
+        dvc.extend(status.to_le_bytes());
+        svc(&dvc)
+    }
+
+    /// A filter past activation with `drdynvc` on 1004.
+    fn with_drdynvc(redirection: Redirection) -> Filter {
+        let mut f = connected(&[("drdynvc", 1004, true)]);
+        f.redirection = redirection;
+        f
+    }
+
+    #[test]
+    fn usb_redirection_on_a_dynamic_channel_is_refused_without_drives() {
+        let mut f = with_drdynvc(Redirection::from_grant(true, false));
+        let verdict = f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap();
+        // The client never hears of it: the request it gets names a channel nobody has.
+        match &verdict {
+            Verdict::Drop => {}
+            Verdict::Replace(out) => assert!(!out.windows(6).any(|w| w.eq_ignore_ascii_case(b"urbdrc")), "{out:?}"),
+            other => panic!("USB redirection passed: {other:?}"),
+        }
+        // A client that opens it anyway is told no, and nothing crosses on it either way.
+        let answer = f.from_client(&send_data(1004, dvc_created(5, 0))).unwrap();
+        match answer {
+            Verdict::Replace(out) => assert_eq!(user_data(&out)[10..14], 0xC000_0001u32.to_le_bytes()),
+            Verdict::Drop => {}
+            other => panic!("the channel opened: {other:?}"),
+        }
+        let data = svc(&[0x30, 5, 1, 2, 3, 4]);
+        assert_eq!(f.from_client(&send_data(1004, data.clone())).unwrap(), Verdict::Drop);
+        assert_eq!(f.from_target(&send_indication(1004, data)).unwrap(), Verdict::Drop);
+        let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].name, "URBDRC");
+        // The graphics pipeline opens on the same grant.
+        let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
+        assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+    }
+
+    #[test]
+    fn an_early_client_info_is_rewritten() {
+        use ironrdp_pdu::rdp::client_info::{
+            AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
+        };
+        use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+        let pdu = ClientInfoPdu {
+            security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+            client_info: ClientInfo {
+                credentials: Credentials {
+                    username: "alice@web01".into(),
+                    password: "box-password".into(),
+                    domain: None,
+                },
+                password_cookie: None,
+                code_page: 0,
+                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+                compression_type: CompressionType::K8,
+                alternate_shell: String::new(),
+                work_dir: String::new(),
+                extra_info: ExtendedClientInfo {
+                    address_family: AddressFamily::INET,
+                    address: "127.0.0.1".into(),
+                    dir: "C:\\".into(),
+                    optional_data: ExtendedClientOptionalInfo::default(),
+                },
+            },
+        };
+        let info = send_data(1003, encode_vec(&pdu).unwrap());
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
+        // Before the target's Connect Response: the I/O channel is not known yet.
+        match f.from_client(&info).unwrap() {
+            Verdict::Replace(out) => {
+                assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+                assert_eq!(decode::<ClientInfoPdu>(&user_data(&out)).unwrap().client_info.credentials.username, "root");
+            }
+            Verdict::Refuse(_) => {}
+            other => panic!("the box user's password went out: {other:?}"),
+        }
+        // One that cannot be rewritten ends the connection.
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
+        let mut broken = encode_vec(&pdu).unwrap();
+        broken.truncate(30);
+        assert!(matches!(f.from_client(&send_data(1003, broken)), Ok(Verdict::Refuse(_)) | Err(_)));
+    }
+
+    #[test]
+    fn a_caps_advertise_that_cannot_be_trimmed_ends_the_session() {
+        use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
+        let open = || {
+            let mut f = with_drdynvc(Redirection::default());
+            let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
+            assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
+            f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap();
+            f
+        };
+        let good = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
+        let mut chunked = good.clone();
+        chunked[4] = 1; // CHANNEL_FLAG_FIRST: more chunks follow
+        let mut compressed = good.clone();
+        compressed[8] = 0x70; // DVC Data Compressed
+        let mut cut = good.clone();
+        cut[18] = 2; // two capability sets announced, one present
+        for (bad, why) in [(chunked, "chunked"), (compressed, "compressed"), (cut, "malformed")] {
+            let mut f = open();
+            assert_eq!(
+                f.from_client(&send_data(1004, bad)).unwrap(),
+                Verdict::Refuse("the graphics pipeline could not be restricted for recording"),
+                "{why}"
+            );
+        }
+        let mut f = open();
+        assert!(matches!(f.from_client(&send_data(1004, good)).unwrap(), Verdict::Replace(_)));
+    }
+
+    /// Real sessions (IronRDP's client and freerdp-shadow, `src/testdata/*.cap`) pass the filter
+    /// whole: nothing refused, nothing dropped but what the filter must drop, the graphics
+    /// pipeline's capabilities trimmed.
+    #[test]
+    fn real_sessions_pass_the_filter() {
+        for (name, capture) in [
+            ("bitmap", &include_bytes!("testdata/shadow_bitmap.cap")[..]),
+            ("bitmap16", include_bytes!("testdata/shadow_bitmap16.cap")),
+            ("remotefx", include_bytes!("testdata/shadow_remotefx.cap")),
+            ("gfx", include_bytes!("testdata/shadow_gfx.cap")),
+        ] {
+            let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::from_grant(false, false), injection());
+            let (mut replaced, mut dropped, mut rest) = (0, 0, capture);
+            while let Some((&tag, tail)) = rest.split_first() {
+                let len = u32::from_le_bytes(tail[..4].try_into().unwrap()) as usize;
+                let frame = &tail[4..4 + len];
+                rest = &tail[4 + len..];
+                let verdict = match tag {
+                    b'C' => f.from_client(frame),
+                    b'T' => f.from_target(frame),
+                    _ => continue,
+                };
+                match verdict {
+                    Ok(Verdict::Forward) => {}
+                    Ok(Verdict::Replace(_)) => replaced += 1,
+                    Ok(Verdict::Drop) => dropped += 1,
+                    other => panic!("{name}: {other:?} on {}", hex::encode(&frame[..frame.len().min(64)])),
+                }
+            }
+            assert!(f.active, "{name}: the session was activated");
+            // Connect Initial, Client Info, Confirm Active at least.
+            assert!(replaced >= 3, "{name}: {replaced} replaced");
+            let dynamic = f.take_dynamic_decisions();
+            if name == "gfx" {
+                assert!(
+                    dynamic.iter().any(|d| d.allowed && d.name == "Microsoft::Windows::RDS::Graphics"),
+                    "{dynamic:?}"
+                );
+                assert!(f.dynamic.open.values().any(|c| c.graphics));
+            }
+            eprintln!(
+                "{name}: {replaced} replaced, {dropped} dropped, dynamic {dynamic:?}, static {:?}",
+                f.decisions()
+            );
+        }
     }
 
     fn vector(text: &str) -> Vec<u8> {
@@ -865,6 +1515,8 @@ mod tests {
     fn the_filter_patches_caps_on_drdynvc_only() {
         use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
         let mut f = connected(&[("drdynvc", 1004, true), ("rdpsnd", 1005, true)]);
+        let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
+        assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         let caps = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
         let req = |ch| send_data(ch, caps.clone());
         let Verdict::Replace(out) = f.from_client(&req(1004)).unwrap() else { panic!("drdynvc caps not patched") };

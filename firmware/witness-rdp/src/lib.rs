@@ -6,6 +6,7 @@
 //! ([`filter`]). This crate is the only one that knows IronRDP; everything it needs from the rest
 //! of the box comes through [`Broker`].
 
+pub mod channels;
 pub mod decode;
 pub mod filter;
 mod login;
@@ -13,11 +14,11 @@ mod proxy;
 mod record;
 mod tls;
 
+pub use channels::{Class, Redirection};
 pub use decode::{DecodeError, PassiveDecoder, Screen, Update};
-pub use filter::Redirection;
 pub use login::{parse_rdp_login, parse_rdp_login_on_port};
 pub use proxy::{RdpSettings, Route, serve};
-pub use record::ScreenRecorder;
+pub use record::{Gaps, ScreenRecorder};
 pub use tls::{TlsIdentity, generate_identity};
 
 use std::net::SocketAddr;

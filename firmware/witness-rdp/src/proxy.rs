@@ -606,11 +606,21 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         plan.redirection,
         Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
     ));
-    let announce = |decisions: &[crate::filter::ChannelDecision]| {
-        let allowed: Vec<_> = decisions.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect();
-        let blocked: Vec<_> = decisions.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect();
-        info!(session_id, ?allowed, ?blocked, "rdp virtual channels");
-        audit("rdp_channels", serde_json::json!({ "allowed": allowed, "blocked": blocked }));
+    let announce = |channels: Channels<'_>| {
+        let (kind, allowed, blocked): (_, Vec<_>, Vec<_>) = match channels {
+            Channels::Static(d) => (
+                "static",
+                d.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect(),
+                d.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect(),
+            ),
+            Channels::Dynamic(d) => (
+                "dynamic",
+                d.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect(),
+                d.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect(),
+            ),
+        };
+        info!(session_id, kind, ?allowed, ?blocked, "rdp virtual channels");
+        audit("rdp_channels", serde_json::json!({ "kind": kind, "allowed": allowed, "blocked": blocked }));
     };
     let client_side = Side { from_client: true, filter: &filter, announce: &announce, tap: &tap };
     let target_side = Side { from_client: false, filter: &filter, announce: &announce, tap: &tap };
@@ -635,13 +645,17 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     let reason = tokio::select! {
         r = from_client => match r {
             Ok(End::Closed) => "client disconnected".to_owned(),
-            Ok(End::Refused(why)) => why.to_owned(),
+            Ok(End::Refused(why)) => {
+                audit("rdp_policy_refused", serde_json::json!({ "from": "client", "reason": why }));
+                why.to_owned()
+            }
             Err(e) => format!("client connection failed: {e}"),
         },
         r = from_target => match r {
             Ok(End::Closed) => "target disconnected".to_owned(),
             Ok(End::Refused(why)) => {
-                audit("rdp_redirection_refused", serde_json::json!({ "reason": why }));
+                let kind = if why == crate::filter::REDIRECTED { "rdp_redirection_refused" } else { "rdp_policy_refused" };
+                audit(kind, serde_json::json!({ "from": "target", "reason": why }));
                 why.to_owned()
             }
             Err(e) => format!("connection to target {} was lost: {e}", plan.name),
@@ -678,18 +692,26 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         user,
         target = %plan.name,
         reason,
-        skipped_pdus = outcome.skipped,
-        refreshes = outcome.refreshes,
+        skipped_screen_pdus = outcome.gaps.skipped_screen_pdus,
+        undecodable_screen_pdus = outcome.gaps.undecodable_screen_pdus,
+        skipped_input_pdus = outcome.gaps.skipped_input_pdus,
+        refreshes = outcome.gaps.refreshes,
         "rdp session ended"
     );
     broker.session_ended(&session_id, &reason);
+}
+
+/// Channel decisions to announce.
+enum Channels<'a> {
+    Static(&'a [crate::filter::ChannelDecision]),
+    Dynamic(&'a [crate::filter::DynamicDecision]),
 }
 
 /// One direction of the relay and what it shares with the other.
 struct Side<'a> {
     from_client: bool,
     filter: &'a Mutex<Filter>,
-    announce: &'a (dyn Fn(&[crate::filter::ChannelDecision]) + Sync),
+    announce: &'a (dyn Fn(Channels<'_>) + Sync),
     tap: &'a crate::record::Tap,
 }
 
@@ -723,7 +745,11 @@ where
                 let v = if from_client { f.from_client(&frame) } else { f.from_target(&frame) };
                 if !announced && f.channels_known() {
                     announced = true;
-                    announce(f.decisions());
+                    announce(Channels::Static(f.decisions()));
+                }
+                let dynamic = f.take_dynamic_decisions();
+                if !dynamic.is_empty() {
+                    announce(Channels::Dynamic(&dynamic));
                 }
                 v.map_err(|e| e.to_string())?
             };
@@ -734,8 +760,15 @@ where
                 Verdict::Refuse(why) => return Ok(End::Refused(why)),
             };
             // Queued before it is written: the target's answer can never reach the decoder
-            // ahead of the client PDU it answers.
-            tap.observe(from_client, out.clone()).await;
+            // ahead of the client PDU it answers. A replacement may hold several PDUs: the
+            // decoder gets them one by one.
+            let mut rest = out.clone();
+            while let Ok(Some(info)) = ironrdp_pdu::find_size(&rest) {
+                if info.length == 0 || info.length > rest.len() {
+                    break;
+                }
+                tap.observe(from_client, rest.split_to(info.length)).await;
+            }
             w.write_all(&out).await.map_err(|e| e.to_string())?;
             wrote = true;
         }

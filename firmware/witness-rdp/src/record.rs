@@ -1,9 +1,12 @@
 //! The session's screen recording on the relay's side: a copy of every PDU the relay passes goes
 //! through a bounded queue to a thread that runs the [`PassiveDecoder`] and hands the screen to a
 //! [`ScreenRecorder`] (the box's video encoder). Until the target has activated the session the
-//! relay waits for room in the queue (the decoder needs every PDU of the connection sequence);
-//! afterwards it never waits: a PDU that finds the queue full is skipped, and the thread asks the
-//! target for a full redraw (Refresh Rect) once it has caught up.
+//! relay waits for room in the queue (the decoder needs every PDU of the connection sequence, in
+//! order); afterwards it never waits: a screen PDU that finds the queue full is skipped, and the
+//! thread asks the target for a full redraw (Refresh Rect, at most one a second) once it has
+//! caught up. Client input after activation (it only moves the pointer drawn into the video) has
+//! its own small queue, so a flood of input never takes room from the screen. What the decoder
+//! missed is counted ([`Gaps`]) and handed to the recorder at the end.
 
 use crate::decode::{PassiveDecoder, Rect, Screen, Update};
 use bytes::Bytes;
@@ -14,6 +17,10 @@ use tokio::sync::mpsc;
 
 /// PDUs waiting for the decoder; at 16 KiB a PDU at most this is a few MiB per session.
 const QUEUE: usize = 256;
+/// Client input waiting for the decoder after activation.
+const INPUT_QUEUE: usize = 64;
+/// The least time between two Refresh Rect PDUs the recording sends the target.
+const REFRESH_EVERY: Duration = Duration::from_secs(1);
 /// How often a still screen is offered to the recorder (it repeats its last frame as needed).
 const TICK: Duration = Duration::from_millis(200);
 /// How soon a frame the rate cap dropped is offered again.
@@ -28,8 +35,23 @@ pub trait ScreenRecorder: Send + 'static {
     fn frame(&mut self, screen: Screen<'_>) -> Result<bool, String>;
     /// Called every [`TICK`] or so, whether or not anything changed.
     fn tick(&mut self) -> Result<(), String>;
-    /// The session is over. `failure` says why the recording stopped early, when it did.
-    fn finish(self: Box<Self>, failure: Option<String>);
+    /// The session is over. `failure` says why the recording stopped early, when it did; `gaps`
+    /// what the video may lack.
+    fn finish(self: Box<Self>, failure: Option<String>, gaps: Gaps);
+}
+
+/// What a session's recording missed, counted over the whole session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gaps {
+    /// Screen PDUs from the target the decoder could not take: its queue was full. Each is a
+    /// stretch of the session the video may show wrong until the next full redraw.
+    pub skipped_screen_pdus: u64,
+    /// Screen PDUs from the target the decoder could not decode.
+    pub undecodable_screen_pdus: u64,
+    /// Client input PDUs not shown to the decoder (only the pointer drawn into the video lags).
+    pub skipped_input_pdus: u64,
+    /// Full redraws (Refresh Rect) asked of the target to repair the image.
+    pub refreshes: u64,
 }
 
 /// One observed PDU.
@@ -41,20 +63,26 @@ enum Observed {
 /// The relay's end: hands PDUs to the decoding thread.
 pub(crate) struct Tap {
     tx: mpsc::Sender<Observed>,
+    input: mpsc::Sender<Bytes>,
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
+    skipped_input: Arc<AtomicU64>,
 }
 
 impl Tap {
     /// Queues a copy of a PDU the relay is about to pass on (`Bytes`: no copy of the data).
     pub(crate) async fn observe(&self, from_client: bool, frame: Bytes) {
-        let item = if from_client { Observed::Client(frame) } else { Observed::Target(frame) };
         if !self.active.load(Ordering::Acquire) {
+            let item = if from_client { Observed::Client(frame) } else { Observed::Target(frame) };
             // A closed queue means the thread ended; the session ends through its result.
             let _ = self.tx.send(item).await;
             return;
         }
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(item) {
+        if from_client {
+            if let Err(mpsc::error::TrySendError::Full(_)) = self.input.try_send(frame) {
+                self.skipped_input.fetch_add(1, Ordering::Relaxed);
+            }
+        } else if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Observed::Target(frame)) {
             self.skipped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -66,15 +94,13 @@ pub(crate) struct Outcome {
     /// Why the session had to end (the recorder failed, or the decoder gave up); `None`: the relay
     /// ended first.
     pub(crate) fatal: Option<String>,
-    /// PDUs skipped because the decoder was behind.
-    pub(crate) skipped: u64,
-    /// Refresh requests sent to the target.
-    pub(crate) refreshes: u64,
+    /// What the recording missed.
+    pub(crate) gaps: Gaps,
 }
 
 impl Outcome {
     pub(crate) fn panicked(e: &tokio::task::JoinError) -> Self {
-        Self { fatal: Some(format!("the recording thread failed ({e})")), skipped: 0, refreshes: 0 }
+        Self { fatal: Some(format!("the recording thread failed ({e})")), gaps: Gaps::default() }
     }
 }
 
@@ -86,9 +112,11 @@ pub(crate) fn start(
     session_id: String,
 ) -> (Tap, tokio::task::JoinHandle<Outcome>) {
     let (tx, rx) = mpsc::channel(QUEUE);
+    let (input, input_rx) = mpsc::channel(INPUT_QUEUE);
     let active = Arc::new(AtomicBool::new(false));
     let skipped = Arc::new(AtomicU64::new(0));
-    let tap = Tap { tx, active: active.clone(), skipped: skipped.clone() };
+    let skipped_input = Arc::new(AtomicU64::new(0));
+    let tap = Tap { tx, input, active: active.clone(), skipped: skipped.clone(), skipped_input: skipped_input.clone() };
     let handle = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         let span = tracing::info_span!("rdp_recording", session_id);
@@ -100,14 +128,21 @@ pub(crate) fn start(
             active,
             skipped,
             seen_skipped: 0,
-            refreshes: 0,
+            undecodable: 0,
+            refresh: RefreshLimit::default(),
             pending: false,
             dirty: None,
         };
-        let fatal = w.run(rx, &handle).err();
-        let outcome = Outcome { fatal: fatal.clone(), skipped: w.seen_skipped, refreshes: w.refreshes };
-        w.recorder.finish(fatal);
-        outcome
+        let fatal = w.run(rx, input_rx, &handle).err();
+        // The relay has stopped (or the thread failed): the counters are final.
+        let gaps = Gaps {
+            skipped_screen_pdus: w.skipped.load(Ordering::Relaxed),
+            undecodable_screen_pdus: w.undecodable,
+            skipped_input_pdus: skipped_input.load(Ordering::Relaxed),
+            refreshes: w.refresh.sent,
+        };
+        w.recorder.finish(fatal.clone(), gaps);
+        Outcome { fatal, gaps }
     });
     (tap, worker)
 }
@@ -119,7 +154,8 @@ struct Worker {
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
     seen_skipped: u64,
-    refreshes: u64,
+    undecodable: u64,
+    refresh: RefreshLimit,
     /// A change the rate cap did not take yet.
     pending: bool,
     /// Where the screen changed since the recorder last took a frame.
@@ -127,14 +163,35 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, mut rx: mpsc::Receiver<Observed>, handle: &tokio::runtime::Handle) -> Result<(), String> {
+    fn run(
+        &mut self,
+        mut rx: mpsc::Receiver<Observed>,
+        mut input: mpsc::Receiver<Bytes>,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<(), String> {
         let mut next_tick = Instant::now() + TICK;
+        let mut input_open = true;
         loop {
-            let wait = if self.pending { RETRY } else { next_tick.saturating_duration_since(Instant::now()) };
-            match handle.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
-                Ok(Some(Observed::Client(frame))) => self.client(&frame)?,
-                Ok(Some(Observed::Target(frame))) => self.target(&frame)?,
-                Ok(None) => return Ok(()),
+            let mut wait = if self.pending { RETRY } else { next_tick.saturating_duration_since(Instant::now()) };
+            if let Some(due) = self.refresh.due_in(Instant::now()) {
+                wait = wait.min(due);
+            }
+            let next = handle.block_on(async {
+                tokio::time::timeout(wait, async {
+                    tokio::select! {
+                        // The screen first: input only moves the pointer.
+                        biased;
+                        pdu = rx.recv() => Some(pdu),
+                        pdu = input.recv(), if input_open => pdu.map(|frame| Some(Observed::Client(frame))),
+                    }
+                })
+                .await
+            });
+            match next {
+                Ok(Some(Some(Observed::Client(frame)))) => self.client(&frame)?,
+                Ok(Some(Some(Observed::Target(frame)))) => self.target(&frame)?,
+                Ok(Some(None)) => return Ok(()),
+                Ok(None) => input_open = false,
                 Err(_) => {}
             }
             if self.pending {
@@ -150,8 +207,9 @@ impl Worker {
             if skipped > self.seen_skipped {
                 tracing::debug!(skipped, "rdp decoder fell behind; asking the target for a full redraw");
                 self.seen_skipped = skipped;
-                self.refresh();
+                self.refresh.wanted = true;
             }
+            self.send_refresh();
         }
     }
 
@@ -169,9 +227,11 @@ impl Worker {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!(error = %e, "rdp decoder could not decode a target pdu");
+                self.undecodable += 1;
                 self.check_stopped()?;
                 // The image may be stale where that PDU drew: have the target draw it again.
-                self.refresh();
+                self.refresh.wanted = true;
+                self.send_refresh();
                 return Ok(());
             }
         };
@@ -190,7 +250,7 @@ impl Worker {
                     self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
                     self.pending = true;
                 }
-                Update::RefreshWanted => self.refresh(),
+                Update::RefreshWanted => self.refresh.wanted = true,
                 Update::Ended => tracing::debug!("the target ended the session"),
             }
         }
@@ -211,12 +271,17 @@ impl Worker {
         Ok(())
     }
 
-    fn refresh(&mut self) {
-        if let Some(pdu) = self.decoder.refresh_request() {
-            // A full queue already holds a refresh; one is enough.
-            if self.inject.try_send(pdu).is_ok() {
-                self.refreshes += 1;
-            }
+    /// Sends the Refresh Rect wanted, unless one went out less than [`REFRESH_EVERY`] ago (it
+    /// is sent later then: a flood of skipped PDUs costs the target one redraw a second).
+    fn send_refresh(&mut self) {
+        let now = Instant::now();
+        if self.refresh.due_in(now) != Some(Duration::ZERO) {
+            return;
+        }
+        let Some(pdu) = self.decoder.refresh_request() else { return };
+        // A full queue already holds a refresh; one is enough.
+        if self.inject.try_send(pdu).is_ok() {
+            self.refresh.sent(now);
         }
     }
 
@@ -226,5 +291,119 @@ impl Worker {
             return Err("the box could not decode the session's screen, so it cannot record it".into());
         }
         Ok(())
+    }
+}
+
+/// When the recording may next ask the target for a full redraw.
+#[derive(Debug, Default)]
+struct RefreshLimit {
+    /// A redraw is wanted.
+    wanted: bool,
+    last: Option<Instant>,
+    /// Redraws asked for so far.
+    sent: u64,
+}
+
+impl RefreshLimit {
+    /// How long until a wanted redraw may go out (`ZERO`: now); `None`: none is wanted.
+    fn due_in(&self, now: Instant) -> Option<Duration> {
+        if !self.wanted {
+            return None;
+        }
+        Some(self.last.map_or(Duration::ZERO, |last| (last + REFRESH_EVERY).saturating_duration_since(now)))
+    }
+
+    fn sent(&mut self, now: Instant) {
+        self.wanted = false;
+        self.last = Some(now);
+        self.sent += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tap(queue: usize, input: usize) -> (Tap, mpsc::Receiver<Observed>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let (input, input_rx) = mpsc::channel(input);
+        let active = Arc::new(AtomicBool::new(true));
+        let (skipped, skipped_input) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        (Tap { tx, input, active, skipped, skipped_input }, rx, input_rx)
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_input_takes_no_room_from_the_screen() {
+        let (tap, mut rx, _input) = tap(QUEUE, INPUT_QUEUE);
+        for _ in 0..10_000 {
+            tap.observe(true, Bytes::from_static(&[0x04, 0x06, 0x01, 0x08, 0x00, 0x00])).await;
+        }
+        assert_eq!(tap.tx.capacity(), QUEUE, "input took screen room");
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 0, "no screen pdu lost");
+        assert_eq!(tap.skipped_input.load(Ordering::Relaxed), 10_000 - INPUT_QUEUE as u64);
+        for _ in 0..QUEUE + 5 {
+            tap.observe(false, Bytes::from_static(&[0x00, 0x03, 0x00])).await;
+        }
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 5, "every screen pdu that found no room is counted");
+        let mut screen = 0;
+        while let Ok(Observed::Target(_)) = rx.try_recv() {
+            screen += 1;
+        }
+        assert_eq!(screen, QUEUE);
+    }
+
+    #[tokio::test]
+    async fn before_activation_everything_waits_its_turn_in_order() {
+        let (tap, mut rx, _input) = tap(4, 1);
+        tap.active.store(false, Ordering::Release);
+        tap.observe(true, Bytes::from_static(b"c")).await;
+        tap.observe(false, Bytes::from_static(b"t")).await;
+        assert!(matches!(rx.try_recv(), Ok(Observed::Client(b)) if &b[..] == b"c"));
+        assert!(matches!(rx.try_recv(), Ok(Observed::Target(b)) if &b[..] == b"t"));
+    }
+
+    #[test]
+    fn refreshes_are_rate_limited() {
+        let mut r = RefreshLimit::default();
+        let t0 = Instant::now();
+        assert_eq!(r.due_in(t0), None, "none wanted");
+        r.wanted = true;
+        assert_eq!(r.due_in(t0), Some(Duration::ZERO));
+        r.sent(t0);
+        r.wanted = true;
+        assert_eq!(r.due_in(t0 + Duration::from_millis(400)), Some(Duration::from_millis(600)));
+        assert_eq!(r.due_in(t0 + REFRESH_EVERY), Some(Duration::ZERO));
+        assert_eq!(r.sent, 1);
+    }
+
+    struct Recorded(Arc<std::sync::Mutex<Option<Gaps>>>);
+
+    impl ScreenRecorder for Recorded {
+        fn resized(&mut self, _: Screen<'_>) -> Result<(), String> {
+            Ok(())
+        }
+        fn frame(&mut self, _: Screen<'_>) -> Result<bool, String> {
+            Ok(true)
+        }
+        fn tick(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>, _: Option<String>, gaps: Gaps) {
+            *self.0.lock().unwrap() = Some(gaps);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_recorder_learns_what_the_decoder_missed() {
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let (inject, _refreshes) = mpsc::channel(4);
+        let (tap, worker) = start(Box::new(Recorded(got.clone())), inject, "s1".into());
+        tap.skipped.store(7, Ordering::Relaxed);
+        tap.skipped_input.store(3, Ordering::Relaxed);
+        drop(tap);
+        let outcome = worker.await.unwrap();
+        let gaps = got.lock().unwrap().expect("finish called");
+        assert_eq!((gaps.skipped_screen_pdus, gaps.skipped_input_pdus), (7, 3));
+        assert_eq!(outcome.gaps, gaps);
     }
 }

@@ -287,7 +287,7 @@ impl witness_rdp::Broker for BoxBroker {
             password,
             certificate: record.host_key,
             access,
-            redirection: Redirection { clipboard: r.clipboard, drives: r.drives },
+            redirection: Redirection::from_grant(r.clipboard, r.drives),
         })
     }
 

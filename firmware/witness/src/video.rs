@@ -281,7 +281,23 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
         }
     }
 
-    fn finish(self: Box<Self>, failure: Option<String>) {
+    fn finish(self: Box<Self>, failure: Option<String>, gaps: witness_rdp::Gaps) {
+        // What the decoder missed is a gap in the recording: stated in the audit log, next to
+        // the recording it concerns.
+        if gaps.skipped_screen_pdus > 0 || gaps.undecodable_screen_pdus > 0 {
+            let detail = serde_json::json!({
+                "protocol": "rdp",
+                "recording_id": self.video.as_ref().map(|v| v.id.clone()),
+                "skipped_screen_pdus": gaps.skipped_screen_pdus,
+                "undecodable_screen_pdus": gaps.undecodable_screen_pdus,
+                "skipped_input_pdus": gaps.skipped_input_pdus,
+                "refreshes": gaps.refreshes,
+            });
+            tracing::warn!(session_id = %self.session_id, ?gaps, "the rdp recording missed screen updates");
+            if let Err(e) = self.dir.index.audit("recording_gaps", None, None, Some(&self.session_id), &detail) {
+                tracing::warn!(session_id = %self.session_id, error = %e, "could not record the recording's gaps");
+            }
+        }
         let Some(video) = self.video else {
             tracing::info!(session_id = %self.session_id, "the rdp session ended before the target showed a desktop; no video");
             return;
