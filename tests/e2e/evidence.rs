@@ -312,3 +312,85 @@ fn keys_sealed_to_a_tpm_open_nothing_without_it() {
     let out = b.cli(&["keys", "seal", "--tpm", &other.tcti()], None);
     assert!(!out.status.success() && stderr(&out).contains("sealed to another TPM"), "{}", stderr(&out));
 }
+
+/// The store path of a recording's object (the default store: a folder in the data dir).
+fn stored_object(b: &Box, rec: &serde_json::Value, suffix: &str) -> PathBuf {
+    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
+    let box_id = text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned();
+    b.data().join("store").join(format!(
+        "{box_id}/{}/{}/{}{suffix}",
+        &rec["started_at"].as_str().unwrap()[..10],
+        rec["session_id"].as_str().unwrap(),
+        rec["id"].as_str().unwrap()
+    ))
+}
+
+/// A recording goes to the store only with its signed manifest: while the signing key cannot be
+/// read it is not uploaded (so never pruned) and says why; once the key is back it is sealed and
+/// uploaded with its manifest; a manifest the store refuses keeps the upload pending with the
+/// error, and only a stored manifest lets the local copy go.
+#[test]
+fn a_recording_is_uploaded_and_pruned_only_with_its_signed_manifest() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    // Keep nothing locally once it is verified in the store.
+    b.configure("store", "keep_local_days = 0");
+    b.serve();
+    // The signing key made unreadable: a directory where its file was (the tests run as root,
+    // who reads any file whatever its mode).
+    let key = b.data().join("keys/evidence_ed25519");
+    let aside = b.data().join("keys/evidence_ed25519.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    assert!(b.ssh("alice@web01").arg("echo unsealed-word").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    let this = |b: &Box| b.recordings().into_iter().find(|r| r["id"] == id.as_str()).unwrap();
+    // Several upload passes (one every 2 s, or at once when woken) go by.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let r = this(&b);
+    assert_ne!(r["status"], "uploaded", "uploaded without a signed manifest: {r}");
+    assert!(local.exists(), "the local copy of an unsealed recording was pruned");
+    assert!(!stored_object(&b, &rec, ".cast").exists(), "the recording is in the store without its manifest");
+    // Why it waits, in `recordings` and in `sync status`.
+    let reason = r["seal_error"].as_str().unwrap_or_else(|| panic!("no seal_error in {r}"));
+    assert!(reason.contains("evidence_ed25519"), "{reason}");
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["unsealed"][0]["recording"], id.as_str(), "{st}");
+    assert!(b.ok(&["sync", "status"], None).contains("not sealed"), "the text status names it");
+    assert!(b.ok(&["recordings"], None).contains("not sealed"), "the listing names it");
+
+    // The store refuses the manifest (a directory where its object goes); the key is back.
+    let manifest_object = stored_object(&b, &rec, ".manifest.json");
+    std::fs::create_dir_all(&manifest_object).unwrap();
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::rename(&aside, &key).unwrap();
+    let error = eventually(40, "sealed, then the manifest upload failing", || {
+        let st = b.json(&["sync", "status", "--json"]);
+        let e = st["recent_errors"].as_array()?.iter().find(|e| e["recording"] == id.as_str())?.clone();
+        Some(e["error"].as_str()?.to_owned())
+    });
+    assert!(error.contains("manifest"), "{error}");
+    let r = this(&b);
+    assert!(r["seal_error"].is_null(), "sealed now: {r}");
+    assert_ne!(r["status"], "uploaded", "marked uploaded although its manifest is not stored: {r}");
+    assert!(local.exists(), "pruned although its manifest is not stored");
+    assert_eq!(b.json(&["sync", "status", "--json"])["pending"], 1);
+
+    // The store takes the manifest: uploaded, and only now pruned.
+    std::fs::remove_dir(&manifest_object).unwrap();
+    eventually(40, "uploaded with its manifest and pruned", || {
+        (this(&b)["status"] == "uploaded" && !local.exists()).then_some(())
+    });
+    let stored = std::fs::read(&manifest_object).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(manifest["recording_id"], id.as_str());
+    assert!(stored_object(&b, &rec, ".manifest.sig").is_file());
+    // The pruned recording's bundle (fetched back from the store) verifies.
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    let out = verify(bundle.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(std::fs::read_to_string(cast_in(bundle.path())).unwrap().contains("unsealed-word"));
+}
