@@ -99,4 +99,62 @@ mod tests {
         assert!(recover_cast(&path, &|_| None).unwrap_err().to_string().contains("no valid asciicast v2 header"));
         std::fs::remove_file(&path).unwrap();
     }
+
+    /// Whatever was done to the file without the keys (a record removed, one changed, two
+    /// swapped), recovery keeps only the authentic prefix as the recording and destroys
+    /// nothing: the rest is moved aside whole.
+    #[test]
+    fn recovery_keeps_the_authentic_prefix_and_moves_the_rest_aside() {
+        use crate::{Encryption, SealedFile};
+        use witness_core::atrest;
+        let dir = tempfile::tempdir().unwrap();
+        let (dek, kek) = ([3u8; 32], [9u8; 32]);
+        let key_for = |h: &atrest::Header| atrest::unwrap(&kek, h).ok();
+        let lines: [&[u8]; 4] = [
+            b"{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":0}\n",
+            b"[0.1, \"o\", \"one\"]\n",
+            b"[0.2, \"o\", \"two\"]\n",
+            b"[0.3, \"o\", \"three\"]\n",
+        ];
+        let original = {
+            let path = dir.path().join("original.cast");
+            let header =
+                atrest::Header::new(atrest::Cipher::preferred(), "r1", "k1", atrest::wrap(&kek, &dek, [1u8; 24]));
+            let enc = Encryption { header, dek, nonce_prefix: [2u8; 16] };
+            let mut f = SealedFile::create(&path, enc, std::time::Duration::ZERO).unwrap();
+            for l in lines {
+                f.append(l).unwrap();
+            }
+            f.finish().unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        // Where each record starts (after the header line), and the end.
+        let mut bounds = vec![original.iter().position(|b| *b == b'\n').unwrap() + 1];
+        while *bounds.last().unwrap() < original.len() {
+            let at = *bounds.last().unwrap();
+            bounds.push(at + 4 + u32::from_be_bytes(original[at..at + 4].try_into().unwrap()) as usize);
+        }
+        let record = |i: usize| &original[bounds[i]..bounds[i + 1]];
+        let removed = [&original[..bounds[2]], record(3)].concat();
+        let mut flipped = original.clone();
+        flipped[bounds[2] + 30] ^= 1;
+        let swapped = [&original[..bounds[1]], record(2), record(1), record(3)].concat();
+        for (name, file, kept_records) in [("removed", removed, 2), ("flipped", flipped, 2), ("swapped", swapped, 1)] {
+            let path = dir.path().join(format!("{name}.cast"));
+            std::fs::write(&path, &file).unwrap();
+            let r = recover_cast(&path, &key_for).unwrap();
+            let kept = std::fs::read(&path).unwrap();
+            assert!(kept == original[..bounds[kept_records]], "{name}: the recording is more than its authentic prefix");
+            assert_eq!(plaintext(&kept, &key_for).unwrap(), lines[..kept_records].concat(), "{name}");
+            assert_eq!((r.events, r.bytes), (kept_records - 1, kept.len() as u64), "{name}");
+            let aside = std::fs::read(path.with_extension("quarantine"))
+                .unwrap_or_else(|e| panic!("{name}: nothing moved aside ({e})"));
+            assert!(aside == file[bounds[kept_records]..], "{name}: the rest is not moved aside whole");
+            assert_eq!(r.trimmed, aside.len() as u64);
+            // Recovering again changes nothing and loses nothing.
+            let again = recover_cast(&path, &key_for).unwrap();
+            assert_eq!((again.bytes, again.trimmed), (r.bytes, 0));
+            assert!(std::fs::read(path.with_extension("quarantine")).unwrap() == aside);
+        }
+    }
 }
