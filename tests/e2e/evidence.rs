@@ -394,3 +394,124 @@ fn a_recording_is_uploaded_and_pruned_only_with_its_signed_manifest() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert!(std::fs::read_to_string(cast_in(bundle.path())).unwrap().contains("unsealed-word"));
 }
+
+/// `witness verify` shows which key signed a bundle, checks it against the box's key when given
+/// one, and checks the folder against the session's signed list of recordings: a recording
+/// dropped from the folder, or a bundle signed by another key, fails and says so.
+#[test]
+fn a_bundle_missing_a_recording_or_signed_by_another_key_fails() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    // Two channels on one connection (OpenSSH multiplexing): one session, two recordings.
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("mux");
+    let control = control.to_str().unwrap();
+    let quiet = |mut c: Command| {
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        assert!(c.status().unwrap().success());
+    };
+    let mut master = b.ssh("alice@web01");
+    master.args(["-M", "-S", control, "-f", "-N"]);
+    quiet(master);
+    for word in ["first-channel", "second-channel"] {
+        let mut c = b.ssh("alice@web01");
+        c.args(["-S", control, "echo", word]);
+        quiet(c);
+    }
+    let mut exit = b.ssh("alice@web01");
+    exit.args(["-S", control, "-O", "exit"]);
+    quiet(exit);
+    let recs = eventually(30, "two sealed recordings of one session", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|x| x["status"] == "completed" || x["status"] == "uploaded")).then_some(r)
+    });
+    let sid = recs[0]["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(recs[1]["session_id"], sid.as_str(), "one session");
+    let bundle = dir.path().join("bundle");
+    eventually(30, "the bundle exported", || {
+        b.cli(&["evidence", "export", &sid, "--out", bundle.to_str().unwrap()], None).status.success().then_some(())
+    });
+    let box_key = b.ok(&["evidence", "key"], None).trim().to_owned();
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(hex::decode(&box_key).unwrap()))
+    };
+    let verify_with = |bundle: &Path, args: &[&str]| {
+        Command::new(witness_bin())
+            .arg("--data")
+            .arg("/nonexistent")
+            .arg("verify")
+            .arg(bundle)
+            .args(args)
+            .env_remove("WITNESS_DATA")
+            .output()
+            .unwrap()
+    };
+    let ok = verify_with(&bundle, &["--key", &box_key]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains(&format!("signing key: {fingerprint}")), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("VERIFIED: 2 recordings"), "{}", stdout(&ok));
+    // Without a key the bundle's own is used, and its fingerprint shown.
+    let plain = verify(&bundle);
+    assert!(plain.status.success() && stdout(&plain).contains(&fingerprint), "{}", stdout(&plain));
+    let key_file = dir.path().join("box-key");
+    std::fs::write(&key_file, format!("{box_key}\n")).unwrap();
+    assert!(verify_with(&bundle, &["--key-file", key_file.to_str().unwrap()]).status.success());
+
+    // One recording dropped from the folder (file, manifest, signature): named.
+    let dropped = recs[1]["id"].as_str().unwrap();
+    let removed = dir.path().join("removed");
+    copy_dir(&bundle, &removed);
+    for suffix in [".cast", ".manifest.json", ".manifest.sig"] {
+        std::fs::remove_file(removed.join(format!("{dropped}{suffix}"))).unwrap();
+    }
+    let out = verify_with(&removed, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "a bundle missing a recording verified: {}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("recording {dropped} is missing from the bundle")), "{}", stdout(&out));
+    // The session manifest dropped too: nothing signed lists the recordings, which fails.
+    let unlisted = dir.path().join("unlisted");
+    copy_dir(&removed, &unlisted);
+    std::fs::remove_file(unlisted.join("session-manifest.json")).unwrap();
+    let out = verify_with(&unlisted, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("nothing signed says which recordings the session had"), "{}", stdout(&out));
+
+    // A forged bundle: every manifest edited and re-signed by another key, box.pub replaced to
+    // match. On its own it verifies (with the forger's fingerprint shown); against the box's
+    // key it fails.
+    let forged = dir.path().join("forged");
+    copy_dir(&bundle, &forged);
+    let forger = witness_core::evidence::signing_key(&[42u8; 32]);
+    let other = hex::encode(forger.verifying_key().as_bytes());
+    let other_fingerprint = witness_core::evidence::fingerprint(&forger.verifying_key());
+    for r in &recs {
+        let id = r["id"].as_str().unwrap();
+        let path = forged.join(format!("{id}.manifest.json"));
+        let mut m: witness_core::evidence::Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        m.user = "mallory".into();
+        m.key_fingerprint = other_fingerprint.clone();
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        std::fs::write(forged.join(format!("{id}.manifest.sig")), witness_core::evidence::sign(&forger, &m)).unwrap();
+    }
+    let path = forged.join("session-manifest.json");
+    let mut m: witness_core::evidence::SessionManifest =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m.user = "mallory".into();
+    m.key_fingerprint = other_fingerprint.clone();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(forged.join("session-manifest.sig"), witness_core::evidence::sign_bytes(&forger, &m.signed_bytes()))
+        .unwrap();
+    std::fs::write(forged.join("box.pub"), format!("{other}\n")).unwrap();
+    let out = verify(&forged);
+    assert!(stdout(&out).contains(&format!("signing key: {other_fingerprint}")), "{}", stdout(&out));
+    let out = verify_with(&forged, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "a forged bundle verified against the box's key: {}", stdout(&out));
+    assert!(stdout(&out).contains("is not the key given with --key"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("foreign key"), "{}", stdout(&out));
+    let out = verify_with(&bundle, &["--key", &other]);
+    assert_eq!(out.status.code(), Some(1), "another key verified the bundle: {}", stdout(&out));
+    assert!(stdout(&out).contains("foreign key"), "{}", stdout(&out));
+    let out = verify_with(&bundle, &["--key", "not-a-key"]);
+    assert!(!out.status.success() && stderr(&out).contains("--key is not an Ed25519 public key"), "{}", stderr(&out));
+}
