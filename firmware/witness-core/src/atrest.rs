@@ -399,7 +399,13 @@ mod tests {
             assert!(line.contains("\"format\":\"witness-enc/3\"") && h.binds_place(), "{line}");
             assert_eq!(h.cipher(), cipher);
         }
-        assert!(Header::parse(b"{\"format\":\"witness-enc/3\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n").is_none(), "format 3 names its cipher");
+        assert!(
+            Header::parse(
+                b"{\"format\":\"witness-enc/3\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n"
+            )
+            .is_none(),
+            "format 3 names its cipher"
+        );
         // A format that does not match its cipher field is not ours.
         for bad in [
             "{\"format\":\"witness-enc/1\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\",\"cipher\":\"aes-256-gcm\"}\n",
@@ -528,7 +534,12 @@ mod tests {
 
     #[test]
     fn records_are_bound_to_their_recording_and_their_place() {
-        let parts: [&[u8]; 4] = [b"{\"version\":2}\n", b"[0.1, \"o\", \"one\"]\n", b"[0.2, \"o\", \"two\"]\n", b"[0.3, \"o\", \"three\"]\n"];
+        let parts: [&[u8]; 4] = [
+            b"{\"version\":2}\n",
+            b"[0.1, \"o\", \"one\"]\n",
+            b"[0.2, \"o\", \"two\"]\n",
+            b"[0.3, \"o\", \"three\"]\n",
+        ];
         for cipher in CIPHERS {
             let (dek, kek) = ([1u8; 32], [2u8; 32]);
             let f = file(cipher, &dek, &kek, &parts);
@@ -538,14 +549,23 @@ mod tests {
             let out_of_place = |g: &[u8]| open(g, &dek, true).unwrap_err();
             // A middle record removed: the next one is out of place, and named.
             let removed = reordered(&f, &[0, 2, 3]);
-            assert_eq!(out_of_place(&removed), AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 });
+            assert_eq!(
+                out_of_place(&removed),
+                AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 }
+            );
             assert_eq!(open(&removed, &dek, false).unwrap(), (parts[0].to_vec(), r[1].start), "{cipher:?}");
             // Two swapped.
             let swapped = reordered(&f, &[0, 2, 1, 3]);
-            assert_eq!(out_of_place(&swapped), AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 });
+            assert_eq!(
+                out_of_place(&swapped),
+                AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 }
+            );
             // One repeated.
             let repeated = reordered(&f, &[0, 1, 1, 2, 3]);
-            assert_eq!(out_of_place(&repeated), AtRestError::OutOfPlace { index: 2, offset: r[2].start as u64, counter: 1 });
+            assert_eq!(
+                out_of_place(&repeated),
+                AtRestError::OutOfPlace { index: 2, offset: r[2].start as u64, counter: 1 }
+            );
             // The removal hidden by rewriting the next record's counter: it no longer authenticates.
             let mut relabelled = removed.clone();
             relabelled[r[1].start + 20..r[1].start + 28].copy_from_slice(&1u64.to_le_bytes());

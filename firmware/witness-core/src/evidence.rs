@@ -179,7 +179,8 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
     };
     check("format", manifest.format == FORMAT, manifest.format.clone());
     let (what, signed) = ("the manifest", manifest.signed_bytes());
-    for (what, ok, detail) in signature_checks(public_key_hex, signature_hex, &signed, &manifest.key_fingerprint, what) {
+    for (what, ok, detail) in signature_checks(public_key_hex, signature_hex, &signed, &manifest.key_fingerprint, what)
+    {
         check(what, ok, detail);
     }
     // Chunks, in order, where the manifest says they are. Offsets and lengths come from outside:
@@ -448,7 +449,10 @@ mod tests {
             let f = failed(&verify(&serde_json::to_vec(&manifest).unwrap(), &sig, &key, &data));
             assert!(f.iter().any(|x| x.starts_with("chunks:")), "{offset} {len}: {f:?}");
         }
-        manifest.chunks = vec![ChunkRef { offset: 0, len: 5, hash: "00".into() }, ChunkRef { offset: 5, len: u64::MAX, hash: "00".into() }];
+        manifest.chunks = vec![
+            ChunkRef { offset: 0, len: 5, hash: "00".into() },
+            ChunkRef { offset: 5, len: u64::MAX, hash: "00".into() },
+        ];
         assert!(!failed(&verify(&serde_json::to_vec(&manifest).unwrap(), &sig, &key, &data)).is_empty());
     }
 
@@ -486,7 +490,12 @@ mod tests {
         let (s, sig, key, recs) = session(7);
         assert!(failed(&verify_session(&s, &sig, &key, &recs)).is_empty());
         let f = failed(&verify_session(&s, &sig, &key, &recs[..1]));
-        assert_eq!(f, vec!["session recordings: recording r2 is missing from the bundle: the signed session manifest lists it (removed)"]);
+        assert_eq!(
+            f,
+            vec![
+                "session recordings: recording r2 is missing from the bundle: the signed session manifest lists it (removed)"
+            ]
+        );
         let mut more = recs.clone();
         more.push(("r3".into(), recs[0].1.clone()));
         let f = failed(&verify_session(&s, &sig, &key, &more));

@@ -185,7 +185,10 @@ fn an_unsealed_recording_is_held_back_until_it_is_queued() {
     idx.finish_recording("r1", &end).unwrap();
     idx.upload_unsealed("r1", "box/s1/r1.cast", "no signing key").unwrap();
     idx.upload_unsealed("r1", "box/s1/r1.cast", "still no signing key").unwrap();
-    assert!(idx.claim_upload(i64::MAX, 60_000, 7, &|_| true).unwrap().is_none(), "an unsealed recording is not uploaded");
+    assert!(
+        idx.claim_upload(i64::MAX, 60_000, 7, &|_| true).unwrap().is_none(),
+        "an unsealed recording is not uploaded"
+    );
     assert_eq!(idx.backlog().unwrap().pending, 0);
     assert!(idx.recordings_without_upload().unwrap().is_empty(), "held back, not forgotten");
     assert_eq!(idx.unsealed_uploads().unwrap(), vec![("r1".to_string(), "still no signing key".to_string())]);

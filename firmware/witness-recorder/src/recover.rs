@@ -192,7 +192,10 @@ mod tests {
             std::fs::write(&path, &file).unwrap();
             let r = recover_cast(&path, &key_for).unwrap();
             let kept = std::fs::read(&path).unwrap();
-            assert!(kept == original[..bounds[kept_records]], "{name}: the recording is more than its authentic prefix");
+            assert!(
+                kept == original[..bounds[kept_records]],
+                "{name}: the recording is more than its authentic prefix"
+            );
             assert_eq!(plaintext(&kept, &key_for).unwrap(), lines[..kept_records].concat(), "{name}");
             assert_eq!((r.events, r.bytes), (kept_records - 1, kept.len() as u64), "{name}");
             let aside = std::fs::read(path.with_extension("quarantine"))

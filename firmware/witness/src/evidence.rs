@@ -267,9 +267,13 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
             given
         }
         None => {
-            let k = in_bundle.with_context(|| format!("{} has no box.pub (or give the box's key with --key-file)", bundle.display()))?;
+            let k = in_bundle.with_context(|| {
+                format!("{} has no box.pub (or give the box's key with --key-file)", bundle.display())
+            })?;
             let fp = evidence::fingerprint_hex(&k).unwrap_or_else(|| "unreadable".into());
-            println!("signing key: {fp} (SHA-256 fingerprint of the bundle's box.pub; pass --key-file with the box's key to check it is the box's)");
+            println!(
+                "signing key: {fp} (SHA-256 fingerprint of the bundle's box.pub; pass --key-file with the box's key to check it is the box's)"
+            );
             k
         }
     };
@@ -283,9 +287,8 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
     if manifests.is_empty() && !bundle.join(SESSION_MANIFEST).exists() {
         bail!("{} holds no recording manifests", bundle.display());
     }
-    let name_of = |m: &Path| {
-        m.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".manifest.json").to_owned()
-    };
+    let name_of =
+        |m: &Path| m.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".manifest.json").to_owned();
     // The session first: does the folder hold exactly the recordings the box signed for it?
     println!("session");
     match std::fs::read(bundle.join(SESSION_MANIFEST)) {
@@ -299,7 +302,9 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
             }
         }
         Err(e) => {
-            println!("  ✗ session manifest: {SESSION_MANIFEST}: {e}: nothing signed says which recordings the session had");
+            println!(
+                "  ✗ session manifest: {SESSION_MANIFEST}: {e}: nothing signed says which recordings the session had"
+            );
             all_ok = false;
         }
     }

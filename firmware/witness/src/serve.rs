@@ -192,8 +192,10 @@ pub fn recover(dir: &DataDir) -> Result<()> {
         let end = match witness_recorder::recover_cast(&path, &crate::keys::key_for(&dir.root)) {
             Ok(r) => {
                 match &r.quarantine {
-                    Some(q) => warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
-                        "recovered recording; what followed its last authentic record is moved aside"),
+                    Some(q) => {
+                        warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
+                        "recovered recording; what followed its last authentic record is moved aside")
+                    }
                     None => info!(recording_id = %rec.id, bytes = r.bytes, "recovered recording"),
                 }
                 RecordingEnd {
