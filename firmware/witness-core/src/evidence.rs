@@ -456,9 +456,12 @@ mod tests {
         assert!(!failed(&verify(&serde_json::to_vec(&manifest).unwrap(), &sig, &key, &data)).is_empty());
     }
 
+    /// Recording manifests by the name their files carry.
+    type Named = Vec<(String, Vec<u8>)>;
+
     /// A session manifest over recordings `r1` and `r2`, signed by `seed`'s key, and the
     /// recordings' own manifests.
-    fn session(seed: u8) -> (Vec<u8>, String, String, Vec<(String, Vec<u8>)>) {
+    fn session(seed: u8) -> (Vec<u8>, String, String, Named) {
         let key = signing_key(&[seed; 32]);
         let mut recordings = Vec::new();
         let mut listed = Vec::new();
