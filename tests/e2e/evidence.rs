@@ -515,3 +515,73 @@ fn a_bundle_missing_a_recording_or_signed_by_another_key_fails() {
     let out = verify_with(&bundle, &["--key", "not-a-key"]);
     assert!(!out.status.success() && stderr(&out).contains("--key is not an Ed25519 public key"), "{}", stderr(&out));
 }
+
+/// A byte flipped on the box's disk (by someone without the keys) in a recording a crash left
+/// open: recovery keeps the authentic prefix as the recording, moves the rest aside whole
+/// (nothing authentic is destroyed), and the signed manifest states the gap.
+#[test]
+fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo tick-$i; sleep 0.05; done")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let rec = b.recordings()[0].clone();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    let mut data = std::fs::read(&path).unwrap();
+    // Where each at-rest record starts (after the header line).
+    let mut bounds = vec![data.iter().position(|c| *c == b'\n').unwrap() + 1];
+    while *bounds.last().unwrap() < data.len() {
+        let at = *bounds.last().unwrap();
+        let next = at + 4 + u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if next > data.len() {
+            break;
+        }
+        bounds.push(next);
+    }
+    assert!(bounds.len() > 8, "several records written: {}", bounds.len());
+    let k = bounds.len() / 2;
+    data[bounds[k] + 40] ^= 0x01;
+    std::fs::write(&path, &data).unwrap();
+    b.serve();
+    let rec = eventually(30, "recovered and sealed", || {
+        let r = b.recordings().into_iter().next()?;
+        (r["status"] != "recording" && r["status"] != "processing").then_some(r)
+    });
+    let kept = std::fs::read(&path).unwrap();
+    assert!(
+        kept == data[..bounds[k]],
+        "the recording is not its authentic prefix ({} of {} bytes)",
+        kept.len(),
+        data.len()
+    );
+    let aside = std::fs::read(path.with_extension("quarantine")).expect("the rest moved aside");
+    assert!(aside == data[bounds[k]..], "the rest is not moved aside whole");
+    let bundle = tempfile::tempdir().unwrap();
+    eventually(30, "sealed", || {
+        b.cli(
+            &["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()],
+            None,
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    let out = verify(bundle.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("({} bytes quarantined on the box)", aside.len())) && text.contains("moved aside to"),
+        "{text}"
+    );
+    let cast = std::fs::read_to_string(cast_in(bundle.path())).unwrap();
+    assert!(cast.contains("\"tick-1\\n\""), "{cast}");
+}
