@@ -312,3 +312,276 @@ fn keys_sealed_to_a_tpm_open_nothing_without_it() {
     let out = b.cli(&["keys", "seal", "--tpm", &other.tcti()], None);
     assert!(!out.status.success() && stderr(&out).contains("sealed to another TPM"), "{}", stderr(&out));
 }
+
+/// The store path of a recording's object (the default store: a folder in the data dir).
+fn stored_object(b: &Box, rec: &serde_json::Value, suffix: &str) -> PathBuf {
+    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
+    let box_id = text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned();
+    b.data().join("store").join(format!(
+        "{box_id}/{}/{}/{}{suffix}",
+        &rec["started_at"].as_str().unwrap()[..10],
+        rec["session_id"].as_str().unwrap(),
+        rec["id"].as_str().unwrap()
+    ))
+}
+
+/// A recording goes to the store only with its signed manifest: while the signing key cannot be
+/// read it is not uploaded (so never pruned) and says why; once the key is back it is sealed and
+/// uploaded with its manifest; a manifest the store refuses keeps the upload pending with the
+/// error, and only a stored manifest lets the local copy go.
+#[test]
+fn a_recording_is_uploaded_and_pruned_only_with_its_signed_manifest() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    // Keep nothing locally once it is verified in the store.
+    b.configure("store", "keep_local_days = 0");
+    b.serve();
+    // The signing key made unreadable: a directory where its file was (the tests run as root,
+    // who reads any file whatever its mode).
+    let key = b.data().join("keys/evidence_ed25519");
+    let aside = b.data().join("keys/evidence_ed25519.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    assert!(b.ssh("alice@web01").arg("echo unsealed-word").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    let this = |b: &Box| b.recordings().into_iter().find(|r| r["id"] == id.as_str()).unwrap();
+    // Several upload passes (one every 2 s, or at once when woken) go by.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let r = this(&b);
+    assert_ne!(r["status"], "uploaded", "uploaded without a signed manifest: {r}");
+    assert!(local.exists(), "the local copy of an unsealed recording was pruned");
+    assert!(!stored_object(&b, &rec, ".cast").exists(), "the recording is in the store without its manifest");
+    // Why it waits, in `recordings` and in `sync status`.
+    let reason = r["seal_error"].as_str().unwrap_or_else(|| panic!("no seal_error in {r}"));
+    assert!(reason.contains("evidence_ed25519"), "{reason}");
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["unsealed"][0]["recording"], id.as_str(), "{st}");
+    assert!(b.ok(&["sync", "status"], None).contains("not sealed"), "the text status names it");
+    assert!(b.ok(&["recordings"], None).contains("not sealed"), "the listing names it");
+
+    // The store refuses the manifest (a directory where its object goes); the key is back.
+    let manifest_object = stored_object(&b, &rec, ".manifest.json");
+    std::fs::create_dir_all(&manifest_object).unwrap();
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::rename(&aside, &key).unwrap();
+    let error = eventually(40, "sealed, then the manifest upload failing", || {
+        let st = b.json(&["sync", "status", "--json"]);
+        let e = st["recent_errors"].as_array()?.iter().find(|e| e["recording"] == id.as_str())?.clone();
+        Some(e["error"].as_str()?.to_owned())
+    });
+    assert!(error.contains("manifest"), "{error}");
+    let r = this(&b);
+    assert!(r["seal_error"].is_null(), "sealed now: {r}");
+    assert_ne!(r["status"], "uploaded", "marked uploaded although its manifest is not stored: {r}");
+    assert!(local.exists(), "pruned although its manifest is not stored");
+    assert_eq!(b.json(&["sync", "status", "--json"])["pending"], 1);
+
+    // The store takes the manifest: uploaded, and only now pruned.
+    std::fs::remove_dir(&manifest_object).unwrap();
+    eventually(40, "uploaded with its manifest and pruned", || {
+        (this(&b)["status"] == "uploaded" && !local.exists()).then_some(())
+    });
+    let stored = std::fs::read(&manifest_object).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(manifest["recording_id"], id.as_str());
+    assert!(stored_object(&b, &rec, ".manifest.sig").is_file());
+    // The pruned recording's bundle (fetched back from the store) verifies.
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    let out = verify(bundle.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(std::fs::read_to_string(cast_in(bundle.path())).unwrap().contains("unsealed-word"));
+}
+
+/// `witness verify` shows which key signed a bundle, checks it against the box's key when given
+/// one, and checks the folder against the session's signed list of recordings: a recording
+/// dropped from the folder, or a bundle signed by another key, fails and says so.
+#[test]
+fn a_bundle_missing_a_recording_or_signed_by_another_key_fails() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    // Two channels on one connection (OpenSSH multiplexing): one session, two recordings.
+    let dir = tempfile::tempdir().unwrap();
+    let control = dir.path().join("mux");
+    let control = control.to_str().unwrap();
+    let quiet = |mut c: Command| {
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        assert!(c.status().unwrap().success());
+    };
+    let mut master = b.ssh("alice@web01");
+    master.args(["-M", "-S", control, "-f", "-N"]);
+    quiet(master);
+    for word in ["first-channel", "second-channel"] {
+        let mut c = b.ssh("alice@web01");
+        c.args(["-S", control, "echo", word]);
+        quiet(c);
+    }
+    let mut exit = b.ssh("alice@web01");
+    exit.args(["-S", control, "-O", "exit"]);
+    quiet(exit);
+    let recs = eventually(30, "two sealed recordings of one session", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|x| x["status"] == "completed" || x["status"] == "uploaded")).then_some(r)
+    });
+    let sid = recs[0]["session_id"].as_str().unwrap().to_owned();
+    assert_eq!(recs[1]["session_id"], sid.as_str(), "one session");
+    let bundle = dir.path().join("bundle");
+    eventually(30, "the bundle exported", || {
+        b.cli(&["evidence", "export", &sid, "--out", bundle.to_str().unwrap()], None).status.success().then_some(())
+    });
+    let box_key = b.ok(&["evidence", "key"], None).trim().to_owned();
+    let fingerprint = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(hex::decode(&box_key).unwrap()))
+    };
+    let verify_with = |bundle: &Path, args: &[&str]| {
+        Command::new(witness_bin())
+            .arg("--data")
+            .arg("/nonexistent")
+            .arg("verify")
+            .arg(bundle)
+            .args(args)
+            .env_remove("WITNESS_DATA")
+            .output()
+            .unwrap()
+    };
+    let ok = verify_with(&bundle, &["--key", &box_key]);
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    assert!(stdout(&ok).contains(&format!("signing key: {fingerprint}")), "{}", stdout(&ok));
+    assert!(stdout(&ok).contains("VERIFIED: 2 recordings"), "{}", stdout(&ok));
+    // Without a key the bundle's own is used, and its fingerprint shown.
+    let plain = verify(&bundle);
+    assert!(plain.status.success() && stdout(&plain).contains(&fingerprint), "{}", stdout(&plain));
+    let key_file = dir.path().join("box-key");
+    std::fs::write(&key_file, format!("{box_key}\n")).unwrap();
+    assert!(verify_with(&bundle, &["--key-file", key_file.to_str().unwrap()]).status.success());
+
+    // One recording dropped from the folder (file, manifest, signature): named.
+    let dropped = recs[1]["id"].as_str().unwrap();
+    let removed = dir.path().join("removed");
+    copy_dir(&bundle, &removed);
+    for suffix in [".cast", ".manifest.json", ".manifest.sig"] {
+        std::fs::remove_file(removed.join(format!("{dropped}{suffix}"))).unwrap();
+    }
+    let out = verify_with(&removed, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "a bundle missing a recording verified: {}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("recording {dropped} is missing from the bundle")), "{}", stdout(&out));
+    // The session manifest dropped too: nothing signed lists the recordings, which fails.
+    let unlisted = dir.path().join("unlisted");
+    copy_dir(&removed, &unlisted);
+    std::fs::remove_file(unlisted.join("session-manifest.json")).unwrap();
+    let out = verify_with(&unlisted, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stdout(&out).contains("nothing signed says which recordings the session had"), "{}", stdout(&out));
+
+    // A forged bundle: every manifest edited and re-signed by another key, box.pub replaced to
+    // match. On its own it verifies (with the forger's fingerprint shown); against the box's
+    // key it fails.
+    let forged = dir.path().join("forged");
+    copy_dir(&bundle, &forged);
+    let forger = witness_core::evidence::signing_key(&[42u8; 32]);
+    let other = hex::encode(forger.verifying_key().as_bytes());
+    let other_fingerprint = witness_core::evidence::fingerprint(&forger.verifying_key());
+    for r in &recs {
+        let id = r["id"].as_str().unwrap();
+        let path = forged.join(format!("{id}.manifest.json"));
+        let mut m: witness_core::evidence::Manifest = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        m.user = "mallory".into();
+        m.key_fingerprint = other_fingerprint.clone();
+        std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+        std::fs::write(forged.join(format!("{id}.manifest.sig")), witness_core::evidence::sign(&forger, &m)).unwrap();
+    }
+    let path = forged.join("session-manifest.json");
+    let mut m: witness_core::evidence::SessionManifest =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m.user = "mallory".into();
+    m.key_fingerprint = other_fingerprint.clone();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    std::fs::write(forged.join("session-manifest.sig"), witness_core::evidence::sign_bytes(&forger, &m.signed_bytes()))
+        .unwrap();
+    std::fs::write(forged.join("box.pub"), format!("{other}\n")).unwrap();
+    let out = verify(&forged);
+    assert!(stdout(&out).contains(&format!("signing key: {other_fingerprint}")), "{}", stdout(&out));
+    let out = verify_with(&forged, &["--key", &box_key]);
+    assert_eq!(out.status.code(), Some(1), "a forged bundle verified against the box's key: {}", stdout(&out));
+    assert!(stdout(&out).contains("is not the key given with --key"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("foreign key"), "{}", stdout(&out));
+    let out = verify_with(&bundle, &["--key", &other]);
+    assert_eq!(out.status.code(), Some(1), "another key verified the bundle: {}", stdout(&out));
+    assert!(stdout(&out).contains("foreign key"), "{}", stdout(&out));
+    let out = verify_with(&bundle, &["--key", "not-a-key"]);
+    assert!(!out.status.success() && stderr(&out).contains("--key is not an Ed25519 public key"), "{}", stderr(&out));
+}
+
+/// A byte flipped on the box's disk (by someone without the keys) in a recording a crash left
+/// open: recovery keeps the authentic prefix as the recording, moves the rest aside whole
+/// (nothing authentic is destroyed), and the signed manifest states the gap.
+#[test]
+fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo tick-$i; sleep 0.05; done")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let rec = b.recordings()[0].clone();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    let mut data = std::fs::read(&path).unwrap();
+    // Where each at-rest record starts (after the header line).
+    let mut bounds = vec![data.iter().position(|c| *c == b'\n').unwrap() + 1];
+    while *bounds.last().unwrap() < data.len() {
+        let at = *bounds.last().unwrap();
+        let next = at + 4 + u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+        if next > data.len() {
+            break;
+        }
+        bounds.push(next);
+    }
+    assert!(bounds.len() > 8, "several records written: {}", bounds.len());
+    let k = bounds.len() / 2;
+    data[bounds[k] + 40] ^= 0x01;
+    std::fs::write(&path, &data).unwrap();
+    b.serve();
+    let rec = eventually(30, "recovered and sealed", || {
+        let r = b.recordings().into_iter().next()?;
+        (r["status"] != "recording" && r["status"] != "processing").then_some(r)
+    });
+    let kept = std::fs::read(&path).unwrap();
+    assert!(
+        kept == data[..bounds[k]],
+        "the recording is not its authentic prefix ({} of {} bytes)",
+        kept.len(),
+        data.len()
+    );
+    let aside = std::fs::read(path.with_extension("quarantine")).expect("the rest moved aside");
+    assert!(aside == data[bounds[k]..], "the rest is not moved aside whole");
+    let bundle = tempfile::tempdir().unwrap();
+    eventually(30, "sealed", || {
+        b.cli(
+            &["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()],
+            None,
+        )
+        .status
+        .success()
+        .then_some(())
+    });
+    let out = verify(bundle.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("({} bytes quarantined on the box)", aside.len())) && text.contains("moved aside to"),
+        "{text}"
+    );
+    let cast = std::fs::read_to_string(cast_in(bundle.path())).unwrap();
+    assert!(cast.contains("\"tick-1\\n\""), "{cast}");
+}

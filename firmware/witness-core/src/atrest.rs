@@ -15,6 +15,14 @@
 //! XChaCha20-Poly1305 construction (tested against RustCrypto's). AES-256-GCM (format
 //! `witness-enc/2`, the header names the cipher): the key is HMAC-SHA256(data key, label ‖
 //! prefix16) and the nonce `0u32 ‖ counter8`, so a 96-bit GCM nonce never repeats under one key.
+//!
+//! Records bound to their place (format `witness-enc/3`, written from this release on, either
+//! cipher, named in the header): each record's associated data is `witness-enc/3 ‖
+//! u32be(len(recording id)) ‖ recording id ‖ counter8`, and [`open`] requires the counters to run
+//! 0, 1, 2… in file order. Without the keys, removing, repeating or reordering whole records (or
+//! moving them to another recording, or relabelling the header's format or id) fails, naming the
+//! record. Files in the first two formats keep opening byte for byte as before (empty associated
+//! data, no order check).
 
 use base64::Engine;
 use chacha20::cipher::consts::U10;
@@ -28,6 +36,8 @@ use thiserror::Error;
 pub const FORMAT: &str = "witness-enc/1";
 /// The header names its cipher.
 pub const FORMAT_2: &str = "witness-enc/2";
+/// The header names its cipher; records are bound to the recording and their place.
+pub const FORMAT_3: &str = "witness-enc/3";
 /// Domain separation of the AES-256-GCM record key.
 const AES_LABEL: &[u8] = b"witness-enc/2 aes-256-gcm record key";
 const NONCE: usize = 24;
@@ -42,6 +52,10 @@ pub enum AtRestError {
     Unwrap { key_id: String },
     #[error("record {index} at byte {offset} fails authentication: the file was changed")]
     Tampered { index: u64, offset: u64 },
+    #[error(
+        "record {index} at byte {offset} is out of place (it was sealed as record {counter}): records were removed, repeated or reordered"
+    )]
+    OutOfPlace { index: u64, offset: u64, counter: u64 },
 }
 
 /// The AEAD that seals a recording's records.
@@ -90,9 +104,21 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header of a new recording sealed with `cipher`. XChaCha20-Poly1305 keeps the first
-    /// format (readable by every earlier release, e.g. after a fall-back to the other slot).
+    /// The header of a new recording sealed with `cipher`: `witness-enc/3`, records bound to
+    /// their place.
     pub fn new(cipher: Cipher, recording_id: &str, key_id: &str, wrapped_key: String) -> Self {
+        Self {
+            format: FORMAT_3.into(),
+            recording_id: recording_id.into(),
+            key_id: key_id.into(),
+            wrapped_key,
+            cipher: Some(cipher),
+        }
+    }
+
+    /// The header earlier releases wrote for `cipher` (`witness-enc/1` for XChaCha20-Poly1305,
+    /// `witness-enc/2` for AES-256-GCM), for checking that their recordings still open.
+    pub fn legacy(cipher: Cipher, recording_id: &str, key_id: &str, wrapped_key: String) -> Self {
         let (format, cipher) = match cipher {
             Cipher::XChaCha20Poly1305 => (FORMAT, None),
             Cipher::Aes256Gcm => (FORMAT_2, Some(cipher)),
@@ -103,6 +129,22 @@ impl Header {
     /// The cipher the records are sealed with.
     pub fn cipher(&self) -> Cipher {
         self.cipher.unwrap_or(Cipher::XChaCha20Poly1305)
+    }
+
+    /// Whether records carry their recording and counter as associated data (`witness-enc/3`).
+    pub fn binds_place(&self) -> bool {
+        self.format == FORMAT_3
+    }
+
+    /// A `witness-enc/3` record's associated data for counter 0; [`set_counter`] moves it on.
+    fn place_aad(&self) -> Vec<u8> {
+        let id = self.recording_id.as_bytes();
+        let mut aad = Vec::with_capacity(FORMAT_3.len() + 4 + id.len() + 8);
+        aad.extend_from_slice(FORMAT_3.as_bytes());
+        aad.extend_from_slice(&(id.len() as u32).to_be_bytes());
+        aad.extend_from_slice(id);
+        aad.extend_from_slice(&0u64.to_le_bytes());
+        aad
     }
 
     pub fn line(&self) -> Vec<u8> {
@@ -117,7 +159,7 @@ impl Header {
         let h: Header = serde_json::from_slice(&file[..end]).ok()?;
         let known = match h.cipher {
             None => h.format == FORMAT,
-            Some(_) => h.format == FORMAT_2,
+            Some(_) => h.format == FORMAT_2 || h.format == FORMAT_3,
         };
         known.then_some((h, end + 1))
     }
@@ -169,6 +211,13 @@ fn inner_nonce(tail: &[u8]) -> Nonce {
     Nonce::assume_unique_for_key(n)
 }
 
+/// Puts `counter` into the last 8 bytes of a record's associated data (empty: no place bound).
+fn set_counter(aad: &mut [u8], counter: &[u8; 8]) {
+    if let Some(at) = aad.len().checked_sub(8) {
+        aad[at..].copy_from_slice(counter);
+    }
+}
+
 /// Bytes a record has before its ciphertext: the length and the nonce.
 pub const RECORD_HEAD: usize = 4 + NONCE;
 
@@ -177,6 +226,8 @@ pub struct Sealer {
     key: LessSafeKey,
     prefix: [u8; 16],
     counter: u64,
+    /// The associated data of the next record (`witness-enc/3`), empty for the older formats.
+    aad: Vec<u8>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -186,8 +237,10 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(cipher: Cipher, dek: &[u8; 32], prefix: [u8; 16]) -> Self {
-        Self { key: subkey(cipher, dek, &prefix), prefix, counter: 0 }
+    /// Seals the records of the recording `header` starts, in its format.
+    pub fn new(header: &Header, dek: &[u8; 32], prefix: [u8; 16]) -> Self {
+        let aad = if header.binds_place() { header.place_aad() } else { Vec::new() };
+        Self { key: subkey(header.cipher(), dek, &prefix), prefix, counter: 0, aad }
     }
 
     /// One record sealing `plaintext`, framing included.
@@ -209,9 +262,10 @@ impl Sealer {
         buf[..4].copy_from_slice(&len.to_be_bytes());
         buf[4..20].copy_from_slice(&self.prefix);
         buf[20..RECORD_HEAD].copy_from_slice(&counter);
+        set_counter(&mut self.aad, &counter);
         let tag = self
             .key
-            .seal_in_place_separate_tag(inner_nonce(&counter), Aad::empty(), &mut buf[RECORD_HEAD..])
+            .seal_in_place_separate_tag(inner_nonce(&counter), Aad::from(self.aad.as_slice()), &mut buf[RECORD_HEAD..])
             .expect("a record is far below the AEAD's length limit");
         buf.extend_from_slice(tag.as_ref());
     }
@@ -230,11 +284,14 @@ pub fn whole_len(file: &[u8]) -> Option<usize> {
     Some(at)
 }
 
-/// Decrypts every whole record. `strict`: a record that fails authentication is an error
-/// (tampering); otherwise it ends the readable part, as garbage after a power cut does.
+/// Decrypts every whole record. `strict`: a record that fails authentication (or, in
+/// `witness-enc/3`, is out of place) is an error (tampering); otherwise it ends the readable
+/// part, as garbage after a power cut does, and the returned length is where it starts.
 pub fn open(file: &[u8], dek: &[u8; 32], strict: bool) -> Result<(Vec<u8>, usize), AtRestError> {
     let (header, mut at) = Header::parse(file).ok_or(AtRestError::NotEncrypted)?;
     let cipher = header.cipher();
+    let placed = header.binds_place();
+    let mut aad = if placed { header.place_aad() } else { Vec::new() };
     let end = whole_len(file).unwrap_or(at);
     // Every record of a recording shares one nonce prefix: its subkey is derived once.
     let mut key: Option<([u8; 16], LessSafeKey)> = None;
@@ -244,13 +301,21 @@ pub fn open(file: &[u8], dek: &[u8; 32], strict: bool) -> Result<(Vec<u8>, usize
         let n = u32::from_be_bytes(file[at..at + 4].try_into().expect("four bytes")) as usize;
         let rec = &file[at + 4..at + 4 + n];
         let prefix: [u8; 16] = rec[..16].try_into().expect("sixteen bytes");
+        let counter: [u8; 8] = rec[16..NONCE].try_into().expect("eight bytes");
+        if placed && u64::from_le_bytes(counter) != index {
+            if strict {
+                return Err(AtRestError::OutOfPlace { index, offset: at as u64, counter: u64::from_le_bytes(counter) });
+            }
+            return Ok((plain, at));
+        }
+        set_counter(&mut aad, &counter);
         if key.as_ref().is_none_or(|(p, _)| *p != prefix) {
             key = Some((prefix, subkey(cipher, dek, &prefix)));
         }
         let (_, k) = key.as_ref().expect("set above");
         let start = plain.len();
         plain.extend_from_slice(&rec[NONCE..]);
-        match k.open_in_place(inner_nonce(&rec[16..NONCE]), Aad::empty(), &mut plain[start..]) {
+        match k.open_in_place(inner_nonce(&counter), Aad::from(aad.as_slice()), &mut plain[start..]) {
             Ok(p) => {
                 let len = p.len();
                 plain.truncate(start + len);
@@ -281,7 +346,7 @@ mod tests {
     fn file(cipher: Cipher, dek: &[u8; 32], kek: &[u8; 32], parts: &[&[u8]]) -> Vec<u8> {
         let h = Header::new(cipher, "r", "k1", wrap(kek, dek, [3; 24]));
         let mut f = h.line();
-        let mut s = Sealer::new(cipher, dek, [9; 16]);
+        let mut s = Sealer::new(&h, dek, [9; 16]);
         for p in parts {
             f.extend(s.seal(p));
         }
@@ -318,15 +383,29 @@ mod tests {
 
     #[test]
     fn the_header_names_the_cipher_and_the_first_format_stays_as_it_was() {
-        let x = Header::new(Cipher::XChaCha20Poly1305, "r", "k", "w".into());
+        let x = Header::legacy(Cipher::XChaCha20Poly1305, "r", "k", "w".into());
         assert_eq!(
             String::from_utf8(x.line()).unwrap(),
             "{\"format\":\"witness-enc/1\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n"
         );
-        let a = Header::new(Cipher::Aes256Gcm, "r", "k", "w".into());
+        let a = Header::legacy(Cipher::Aes256Gcm, "r", "k", "w".into());
         let line = String::from_utf8(a.line()).unwrap();
         assert!(line.contains("\"format\":\"witness-enc/2\"") && line.contains("\"cipher\":\"aes-256-gcm\""), "{line}");
         assert_eq!(Header::parse(line.as_bytes()).unwrap().0.cipher(), Cipher::Aes256Gcm);
+        // New recordings: format 3 with the cipher named, for either cipher.
+        for cipher in CIPHERS {
+            let line = String::from_utf8(Header::new(cipher, "r", "k", "w".into()).line()).unwrap();
+            let (h, _) = Header::parse(line.as_bytes()).unwrap();
+            assert!(line.contains("\"format\":\"witness-enc/3\"") && h.binds_place(), "{line}");
+            assert_eq!(h.cipher(), cipher);
+        }
+        assert!(
+            Header::parse(
+                b"{\"format\":\"witness-enc/3\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\"}\n"
+            )
+            .is_none(),
+            "format 3 names its cipher"
+        );
         // A format that does not match its cipher field is not ours.
         for bad in [
             "{\"format\":\"witness-enc/1\",\"recording_id\":\"r\",\"key_id\":\"k\",\"wrapped_key\":\"w\",\"cipher\":\"aes-256-gcm\"}\n",
@@ -371,8 +450,8 @@ mod tests {
     fn aes_records_are_the_documented_construction() {
         let dek: [u8; 32] = std::array::from_fn(|i| (i * 5 + 3) as u8);
         let prefix: [u8; 16] = std::array::from_fn(|i| (90 + i * 7) as u8);
-        let mut s = Sealer::new(Cipher::Aes256Gcm, &dek, prefix);
-        let h = Header::new(Cipher::Aes256Gcm, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
+        let h = Header::legacy(Cipher::Aes256Gcm, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
+        let mut s = Sealer::new(&h, &dek, prefix);
         let (mut f, mut plain) = (h.line(), Vec::new());
         for (counter, size) in [0usize, 1, 16, 17, 1000, 32 * 1024 + 5, 300_000].into_iter().enumerate() {
             let plaintext: Vec<u8> = (0..size).map(|i| (i * 13 + counter) as u8).collect();
@@ -387,7 +466,7 @@ mod tests {
         assert_eq!(open(&f, &dek, true).unwrap(), (plain, f.len()));
         // The same bytes read as XChaCha20-Poly1305 records fail: the header decides.
         let as_chacha = {
-            let mut g = Header::new(Cipher::XChaCha20Poly1305, "r", "k", "w".into()).line();
+            let mut g = Header::legacy(Cipher::XChaCha20Poly1305, "r", "k", "w".into()).line();
             g.extend_from_slice(&f[h.line().len()..]);
             g
         };
@@ -404,7 +483,8 @@ mod tests {
     fn records_are_byte_identical_to_xchacha20_poly1305() {
         let dek: [u8; 32] = std::array::from_fn(|i| (i * 7 + 1) as u8);
         let prefix: [u8; 16] = std::array::from_fn(|i| (200 - i * 3) as u8);
-        let mut s = Sealer::new(Cipher::XChaCha20Poly1305, &dek, prefix);
+        let h = Header::legacy(Cipher::XChaCha20Poly1305, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
+        let mut s = Sealer::new(&h, &dek, prefix);
         let mut reference = Vec::new();
         let mut sealed = Vec::new();
         for (counter, size) in
@@ -423,11 +503,109 @@ mod tests {
         s.seal_in_place(&mut buf);
         assert_eq!(buf, reference_record(&dek, &nonce_of(&prefix, u64::MAX - 1), b"[1.0, \"o\", \"late\"]\n"));
         // A file sealed by RustCrypto opens, including records under another prefix.
-        let h = Header::new(Cipher::XChaCha20Poly1305, "r", "k", wrap(&[8; 32], &dek, [1; 24]));
         let mut f = h.line();
         f.extend(&reference);
         f.extend(reference_record(&dek, &[5; 24], b"other prefix"));
         sealed.extend_from_slice(b"other prefix");
         assert_eq!(open(&f, &dek, true).unwrap(), (sealed, f.len()));
+    }
+
+    /// The byte ranges of a file's records.
+    fn records(f: &[u8]) -> Vec<std::ops::Range<usize>> {
+        let (_, mut at) = Header::parse(f).unwrap();
+        let mut out = Vec::new();
+        while at < f.len() {
+            let n = u32::from_be_bytes(f[at..at + 4].try_into().unwrap()) as usize;
+            out.push(at..at + 4 + n);
+            at += 4 + n;
+        }
+        out
+    }
+
+    /// The file `f` with its records in the order `order` names (indexes into its records).
+    fn reordered(f: &[u8], order: &[usize]) -> Vec<u8> {
+        let r = records(f);
+        let mut out = f[..r[0].start].to_vec();
+        for i in order {
+            out.extend_from_slice(&f[r[*i].clone()]);
+        }
+        out
+    }
+
+    #[test]
+    fn records_are_bound_to_their_recording_and_their_place() {
+        let parts: [&[u8]; 4] = [
+            b"{\"version\":2}\n",
+            b"[0.1, \"o\", \"one\"]\n",
+            b"[0.2, \"o\", \"two\"]\n",
+            b"[0.3, \"o\", \"three\"]\n",
+        ];
+        for cipher in CIPHERS {
+            let (dek, kek) = ([1u8; 32], [2u8; 32]);
+            let f = file(cipher, &dek, &kek, &parts);
+            let r = records(&f);
+            assert_eq!(r.len(), 4);
+            assert_eq!(open(&f, &dek, true).unwrap().0, parts.concat());
+            let out_of_place = |g: &[u8]| open(g, &dek, true).unwrap_err();
+            // A middle record removed: the next one is out of place, and named.
+            let removed = reordered(&f, &[0, 2, 3]);
+            assert_eq!(
+                out_of_place(&removed),
+                AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 }
+            );
+            assert_eq!(open(&removed, &dek, false).unwrap(), (parts[0].to_vec(), r[1].start), "{cipher:?}");
+            // Two swapped.
+            let swapped = reordered(&f, &[0, 2, 1, 3]);
+            assert_eq!(
+                out_of_place(&swapped),
+                AtRestError::OutOfPlace { index: 1, offset: r[1].start as u64, counter: 2 }
+            );
+            // One repeated.
+            let repeated = reordered(&f, &[0, 1, 1, 2, 3]);
+            assert_eq!(
+                out_of_place(&repeated),
+                AtRestError::OutOfPlace { index: 2, offset: r[2].start as u64, counter: 1 }
+            );
+            // The removal hidden by rewriting the next record's counter: it no longer authenticates.
+            let mut relabelled = removed.clone();
+            relabelled[r[1].start + 20..r[1].start + 28].copy_from_slice(&1u64.to_le_bytes());
+            assert_eq!(out_of_place(&relabelled), AtRestError::Tampered { index: 1, offset: r[1].start as u64 });
+            // One flipped byte: that record is named, the ones before it stay readable.
+            let mut flipped = f.clone();
+            flipped[r[2].start + 30] ^= 1;
+            assert_eq!(out_of_place(&flipped), AtRestError::Tampered { index: 2, offset: r[2].start as u64 });
+            assert_eq!(open(&flipped, &dek, false).unwrap(), (parts[..2].concat(), r[2].start));
+            // The header relabelled: another recording id, or an older format without the binding.
+            let body = &f[r[0].start..];
+            for other in [
+                Header::new(cipher, "r2", "k1", wrap(&kek, &dek, [3; 24])),
+                Header::legacy(cipher, "r", "k1", wrap(&kek, &dek, [3; 24])),
+            ] {
+                let mut g = other.line();
+                g.extend_from_slice(body);
+                assert!(matches!(out_of_place(&g), AtRestError::Tampered { index: 0, .. }), "{other:?}");
+            }
+            // A record of another recording under the same data key, at the same place.
+            let mut spliced = f[..r[1].start].to_vec();
+            let h2 = Header::new(cipher, "other", "k1", wrap(&kek, &dek, [3; 24]));
+            let mut s2 = Sealer::new(&h2, &dek, [9; 16]);
+            s2.seal(parts[0]);
+            spliced.extend(s2.seal(b"[0.1, \"o\", \"foreign\"]\n"));
+            assert_eq!(out_of_place(&spliced), AtRestError::Tampered { index: 1, offset: r[1].start as u64 });
+        }
+    }
+
+    #[test]
+    fn files_in_the_older_formats_still_open() {
+        for cipher in CIPHERS {
+            let dek = [4u8; 32];
+            let h = Header::legacy(cipher, "r", "k", wrap(&[5; 32], &dek, [6; 24]));
+            let mut s = Sealer::new(&h, &dek, [7; 16]);
+            let mut f = h.line();
+            f.extend(s.seal(b"one\n"));
+            f.extend(s.seal(b"two\n"));
+            assert!(!Header::parse(&f).unwrap().0.binds_place());
+            assert_eq!(open(&f, &dek, true).unwrap(), (b"one\ntwo\n".to_vec(), f.len()), "{cipher:?}");
+        }
     }
 }

@@ -2,6 +2,8 @@
 //! chunks are hash-chained, and a manifest (who, what, when, every chunk's place and hash, the
 //! final hash, gaps such as an unclean stop) is signed with the box's Ed25519 key. Anyone with
 //! the recording, the manifest, its signature and the box's public key can verify it offline.
+//! A session manifest, signed too, lists the session's recordings (ids and hashes), so a bundle
+//! missing one of them, or holding one that is not the session's, fails.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -10,6 +12,7 @@ use sha2::{Digest, Sha256};
 /// Chunks close at the first line end at or past this many bytes.
 pub const CHUNK_TARGET: usize = 1024 * 1024;
 pub const FORMAT: &str = "witness-evidence/1";
+pub const SESSION_FORMAT: &str = "witness-session/1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -25,6 +28,11 @@ pub struct Gap {
     /// Number of chunks before the gap.
     pub after_chunk: u64,
     pub reason: String,
+    /// Bytes of the stored file that recovery moved aside (torn, or not authentic in their
+    /// place) rather than destroying them. Absent from older manifests, whose signed bytes stay
+    /// as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_bytes: Option<u64>,
 }
 
 /// What the box signs about one recording. Field order is the signed byte order.
@@ -53,6 +61,37 @@ impl Manifest {
     /// The exact bytes that are signed.
     pub fn signed_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a manifest serializes")
+    }
+}
+
+/// One recording as the session manifest lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecording {
+    pub id: String,
+    /// The SHA-256 its own manifest states (of the recording as played), hex.
+    pub sha256: String,
+}
+
+/// What the box signs about one session: every recording it had. Field order is the signed
+/// byte order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionManifest {
+    pub format: String,
+    pub box_id: String,
+    pub session_id: String,
+    pub user: String,
+    pub target: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub recordings: Vec<SessionRecording>,
+    /// SHA-256 fingerprint of the signing key, hex.
+    pub key_fingerprint: String,
+}
+
+impl SessionManifest {
+    /// The exact bytes that are signed.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a session manifest serializes")
     }
 }
 
@@ -97,7 +136,25 @@ pub fn signing_key(seed: &[u8; 32]) -> SigningKey {
 }
 
 pub fn sign(key: &SigningKey, m: &Manifest) -> String {
-    hex::encode(key.sign(&m.signed_bytes()).to_bytes())
+    sign_bytes(key, &m.signed_bytes())
+}
+
+/// A hex Ed25519 signature over `bytes`.
+pub fn sign_bytes(key: &SigningKey, bytes: &[u8]) -> String {
+    hex::encode(key.sign(bytes).to_bytes())
+}
+
+/// A public key from its hex text (32 bytes, a valid Ed25519 point).
+pub fn public_key(hex_text: &str) -> Option<VerifyingKey> {
+    hex::decode(hex_text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .and_then(|b| VerifyingKey::from_bytes(&b).ok())
+}
+
+/// The fingerprint of a hex public key, if it is one.
+pub fn fingerprint_hex(public_key_hex: &str) -> Option<String> {
+    public_key(public_key_hex).map(|k| fingerprint(&k))
 }
 
 /// One check and its outcome, for the verifier's report.
@@ -121,47 +178,18 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
         }
     };
     check("format", manifest.format == FORMAT, manifest.format.clone());
-    let key = hex::decode(public_key_hex.trim())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b).ok())
-        .and_then(|b| VerifyingKey::from_bytes(&b).ok());
-    let sig = hex::decode(signature_hex.trim())
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .map(|b| Signature::from_bytes(&b));
-    match (key, sig) {
-        (Some(key), Some(sig)) => {
-            let same_key = fingerprint(&key) == manifest.key_fingerprint;
-            check(
-                "signing key",
-                same_key,
-                if same_key {
-                    "manifest names this key".into()
-                } else {
-                    "the manifest was signed by another key (foreign key)".into()
-                },
-            );
-            let ok = key.verify(&manifest.signed_bytes(), &sig).is_ok();
-            check(
-                "signature",
-                ok,
-                if ok {
-                    "Ed25519 signature over the manifest verifies".into()
-                } else {
-                    "signature does not verify: the manifest was edited or signed by another key".into()
-                },
-            );
-        }
-        _ => check("signature", false, "unreadable public key or signature".into()),
+    let (what, signed) = ("the manifest", manifest.signed_bytes());
+    for (what, ok, detail) in signature_checks(public_key_hex, signature_hex, &signed, &manifest.key_fingerprint, what)
+    {
+        check(what, ok, detail);
     }
-    // Chunks, in order, where the manifest says they are.
+    // Chunks, in order, where the manifest says they are. Offsets and lengths come from outside:
+    // every sum is checked.
     let mut prev = [0u8; 32];
     let mut chunks_ok = true;
+    let mut covered = 0u64;
     for (i, c) in manifest.chunks.iter().enumerate() {
-        let (start, end) = (c.offset as usize, (c.offset + c.len) as usize);
-        let expected_start =
-            if i == 0 { 0 } else { (manifest.chunks[i - 1].offset + manifest.chunks[i - 1].len) as usize };
-        if start != expected_start {
+        if c.offset != covered {
             check(
                 "chunks",
                 false,
@@ -170,18 +198,26 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
             chunks_ok = false;
             break;
         }
-        if end > data.len() {
-            check(
-                "chunks",
-                false,
-                format!(
-                    "chunk {i} (bytes {start}..{end}) is missing: the recording ends at byte {} (truncated)",
-                    data.len()
-                ),
-            );
-            chunks_ok = false;
-            break;
-        }
+        let end = match c.offset.checked_add(c.len) {
+            Some(end) if end <= data.len() as u64 => end,
+            end => {
+                let end = end.map(|e| e.to_string()).unwrap_or_else(|| "beyond 2^64".into());
+                check(
+                    "chunks",
+                    false,
+                    format!(
+                        "chunk {i} (bytes {}..{end}) is missing: the recording ends at byte {} (truncated)",
+                        c.offset,
+                        data.len()
+                    ),
+                );
+                chunks_ok = false;
+                break;
+            }
+        };
+        // Both are at most `data.len()`.
+        let (start, end) = (c.offset as usize, end as usize);
+        covered = end as u64;
         prev = link(&prev, i as u64, c.offset, &data[start..end]);
         if hex::encode(prev) != c.hash {
             check(
@@ -195,7 +231,6 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
     }
     if chunks_ok {
         check("chunks", true, format!("{} chunks match their chained hashes", manifest.chunks.len()));
-        let covered = manifest.chunks.last().map(|c| c.offset + c.len).unwrap_or(0);
         let whole = covered == data.len() as u64;
         check(
             "length",
@@ -211,7 +246,117 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
         check("sha256", sha == manifest.sha256, sha);
     }
     for g in &manifest.gaps {
-        check("gap", true, format!("recorded up to chunk {}: {}", g.after_chunk, g.reason));
+        let aside = g.quarantined_bytes.map(|n| format!(" ({n} bytes quarantined on the box)")).unwrap_or_default();
+        check("gap", true, format!("recorded up to chunk {}: {}{aside}", g.after_chunk, g.reason));
+    }
+    out
+}
+
+/// The checks of one Ed25519 signature over `signed`: the key is the one the signed text names
+/// (by `fingerprint`), and the signature verifies. `what` names the signed text.
+fn signature_checks(
+    public_key_hex: &str,
+    signature_hex: &str,
+    signed: &[u8],
+    fingerprint_named: &str,
+    what: &str,
+) -> Vec<(&'static str, bool, String)> {
+    let sig = hex::decode(signature_hex.trim())
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b));
+    let Some((key, sig)) = public_key(public_key_hex).zip(sig) else {
+        return vec![("signature", false, "unreadable public key or signature".into())];
+    };
+    let same_key = fingerprint(&key) == fingerprint_named;
+    let ok = key.verify(signed, &sig).is_ok();
+    vec![
+        (
+            "signing key",
+            same_key,
+            if same_key {
+                format!("{what} names this key")
+            } else {
+                format!("{what} was signed by another key (foreign key)")
+            },
+        ),
+        (
+            "signature",
+            ok,
+            if ok {
+                format!("Ed25519 signature over {what} verifies")
+            } else {
+                format!("signature does not verify: {what} was edited or signed by another key")
+            },
+        ),
+    ]
+}
+
+/// Verifies a session manifest and that a bundle holds exactly the recordings it lists:
+/// `recordings` are the bundle's recording manifests by the name their files carry. A
+/// recording removed from the bundle, added to it, or swapped for another fails, named.
+pub fn verify_session(
+    session_json: &[u8],
+    signature_hex: &str,
+    public_key_hex: &str,
+    recordings: &[(String, Vec<u8>)],
+) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut check = |what: &str, ok: bool, detail: String| out.push(Check { what: what.into(), ok, detail });
+    let session: SessionManifest = match serde_json::from_slice(session_json) {
+        Ok(m) => m,
+        Err(e) => {
+            check("session manifest", false, format!("not a session manifest: {e}"));
+            return out;
+        }
+    };
+    check("session format", session.format == SESSION_FORMAT, session.format.clone());
+    let signed = session.signed_bytes();
+    for (what, ok, detail) in
+        signature_checks(public_key_hex, signature_hex, &signed, &session.key_fingerprint, "the session manifest")
+    {
+        check(&format!("session {what}"), ok, detail);
+    }
+    let mut problems = Vec::new();
+    for listed in &session.recordings {
+        let Some((_, manifest)) = recordings.iter().find(|(name, _)| *name == listed.id) else {
+            problems.push(format!(
+                "recording {} is missing from the bundle: the signed session manifest lists it (removed)",
+                listed.id
+            ));
+            continue;
+        };
+        match serde_json::from_slice::<Manifest>(manifest) {
+            Ok(m) if m.recording_id != listed.id || m.session_id != session.session_id => problems.push(format!(
+                "recording {}: its manifest is of recording {} in session {} (swapped)",
+                listed.id, m.recording_id, m.session_id
+            )),
+            Ok(m) if m.sha256 != listed.sha256 => problems.push(format!(
+                "recording {}: sha256 {} is not the {} the signed session manifest lists (replaced)",
+                listed.id, m.sha256, listed.sha256
+            )),
+            Ok(_) => {}
+            Err(e) => problems.push(format!("recording {}: not a manifest: {e}", listed.id)),
+        }
+    }
+    for (name, _) in recordings {
+        if !session.recordings.iter().any(|r| r.id == *name) {
+            problems.push(format!("recording {name} is not in the signed session manifest (added)"));
+        }
+    }
+    if problems.is_empty() {
+        check(
+            "session recordings",
+            true,
+            format!(
+                "session {}: the bundle holds the {} recordings its signed manifest lists",
+                session.session_id,
+                session.recordings.len()
+            ),
+        );
+    }
+    for p in problems {
+        check("session recordings", false, p);
     }
     out
 }
@@ -292,5 +437,88 @@ mod tests {
         let mut longer = data.clone();
         longer.extend_from_slice(b"[9.0, \"o\", \"added\"]\n");
         assert!(failed(&verify(&m, &sig, &key, &longer)).iter().any(|x| x.contains("appended")));
+    }
+
+    #[test]
+    fn offsets_and_lengths_from_outside_never_panic() {
+        let data = recording();
+        let (m, sig, key) = signed(&data);
+        let mut manifest: Manifest = serde_json::from_slice(&m).unwrap();
+        for (offset, len) in [(0, u64::MAX), (u64::MAX, 1), (u64::MAX - 1, 5), (0, data.len() as u64 + 1)] {
+            manifest.chunks = vec![ChunkRef { offset, len, hash: "00".into() }];
+            let f = failed(&verify(&serde_json::to_vec(&manifest).unwrap(), &sig, &key, &data));
+            assert!(f.iter().any(|x| x.starts_with("chunks:")), "{offset} {len}: {f:?}");
+        }
+        manifest.chunks = vec![
+            ChunkRef { offset: 0, len: 5, hash: "00".into() },
+            ChunkRef { offset: 5, len: u64::MAX, hash: "00".into() },
+        ];
+        assert!(!failed(&verify(&serde_json::to_vec(&manifest).unwrap(), &sig, &key, &data)).is_empty());
+    }
+
+    /// Recording manifests by the name their files carry.
+    type Named = Vec<(String, Vec<u8>)>;
+
+    /// A session manifest over recordings `r1` and `r2`, signed by `seed`'s key, and the
+    /// recordings' own manifests.
+    fn session(seed: u8) -> (Vec<u8>, String, String, Named) {
+        let key = signing_key(&[seed; 32]);
+        let mut recordings = Vec::new();
+        let mut listed = Vec::new();
+        for id in ["r1", "r2"] {
+            let data = format!("{{\"version\":2}}\n[0.1, \"o\", \"{id}\"]\n").into_bytes();
+            let (m, _, _) = signed(&data);
+            let mut m: Manifest = serde_json::from_slice(&m).unwrap();
+            m.recording_id = id.into();
+            listed.push(SessionRecording { id: id.into(), sha256: m.sha256.clone() });
+            recordings.push((id.to_owned(), serde_json::to_vec(&m).unwrap()));
+        }
+        let s = SessionManifest {
+            format: SESSION_FORMAT.into(),
+            box_id: "b".into(),
+            session_id: "s".into(),
+            user: "alice".into(),
+            target: "web01".into(),
+            started_at: "t0".into(),
+            ended_at: Some("t1".into()),
+            recordings: listed,
+            key_fingerprint: fingerprint(&key.verifying_key()),
+        };
+        let sig = sign_bytes(&key, &s.signed_bytes());
+        (serde_json::to_vec(&s).unwrap(), sig, hex::encode(key.verifying_key().as_bytes()), recordings)
+    }
+
+    #[test]
+    fn a_session_manifest_names_a_recording_removed_added_or_replaced() {
+        let (s, sig, key, recs) = session(7);
+        assert!(failed(&verify_session(&s, &sig, &key, &recs)).is_empty());
+        let f = failed(&verify_session(&s, &sig, &key, &recs[..1]));
+        assert_eq!(
+            f,
+            vec![
+                "session recordings: recording r2 is missing from the bundle: the signed session manifest lists it (removed)"
+            ]
+        );
+        let mut more = recs.clone();
+        more.push(("r3".into(), recs[0].1.clone()));
+        let f = failed(&verify_session(&s, &sig, &key, &more));
+        assert!(f.iter().any(|x| x.contains("recording r3 is not in the signed session manifest")), "{f:?}");
+        let swapped = vec![(recs[0].0.clone(), recs[1].1.clone()), (recs[1].0.clone(), recs[0].1.clone())];
+        let f = failed(&verify_session(&s, &sig, &key, &swapped));
+        assert!(f.iter().any(|x| x.contains("recording r1: its manifest is of recording r2")), "{f:?}");
+        let mut replaced = recs.clone();
+        let mut m: Manifest = serde_json::from_slice(&recs[1].1).unwrap();
+        m.sha256 = "ff".into();
+        replaced[1].1 = serde_json::to_vec(&m).unwrap();
+        assert!(failed(&verify_session(&s, &sig, &key, &replaced)).iter().any(|x| x.contains("(replaced)")));
+        // The list itself edited (r2 dropped from it too) breaks the signature.
+        let mut edited: SessionManifest = serde_json::from_slice(&s).unwrap();
+        edited.recordings.pop();
+        let f = failed(&verify_session(&serde_json::to_vec(&edited).unwrap(), &sig, &key, &recs[..1]));
+        assert!(f.iter().any(|x| x.contains("signature does not verify")), "{f:?}");
+        let (_, _, other, _) = session(9);
+        let f = failed(&verify_session(&s, &sig, &other, &recs));
+        assert!(f.iter().any(|x| x.contains("foreign key")), "{f:?}");
+        assert!(!failed(&verify_session(b"{", &sig, &key, &recs)).is_empty());
     }
 }

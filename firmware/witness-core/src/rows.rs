@@ -47,6 +47,9 @@ pub struct RecordingRow {
     /// Video: when the screen changed, `[start, end]` seconds on its timeline (merged spans).
     #[serde(default)]
     pub activity: Option<Vec<(f64, f64)>>,
+    /// Why a finished recording could not be sealed: it is not uploaded until it is.
+    #[serde(default)]
+    pub seal_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

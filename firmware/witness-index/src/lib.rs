@@ -554,8 +554,8 @@ impl Index {
 
     const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
         r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path,
-        r.frames, r.activity
-        FROM recordings r JOIN sessions s ON s.id = r.session_id";
+        r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END
+        FROM recordings r JOIN sessions s ON s.id = r.session_id LEFT JOIN uploads u ON u.recording_id = r.id";
 
     fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
         let conn = self.conn();
@@ -582,6 +582,7 @@ impl Index {
                 // Written by the box as JSON; unreadable text is shown as no activity rather than
                 // failing the listing.
                 activity: r.get::<_, Option<String>>(16)?.and_then(|t| serde_json::from_str(&t).ok()),
+                seal_error: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

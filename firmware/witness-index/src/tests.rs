@@ -170,6 +170,39 @@ fn upload_queue_claims_retries_and_verifies() {
 }
 
 #[test]
+fn an_unsealed_recording_is_held_back_until_it_is_queued() {
+    let (_d, idx) = index();
+    idx.create_session("s1", "alice", "web01", Protocol::Ssh, None).unwrap();
+    idx.create_recording("r1", "s1", "shell", "recordings/r1.cast").unwrap();
+    let end = RecordingEnd {
+        status: RecordingStatus::Completed,
+        reason: None,
+        bytes: 10,
+        sha256: Some("ab".into()),
+        duration: None,
+        recovered: false,
+    };
+    idx.finish_recording("r1", &end).unwrap();
+    idx.upload_unsealed("r1", "box/s1/r1.cast", "no signing key").unwrap();
+    idx.upload_unsealed("r1", "box/s1/r1.cast", "still no signing key").unwrap();
+    assert!(
+        idx.claim_upload(i64::MAX, 60_000, 7, &|_| true).unwrap().is_none(),
+        "an unsealed recording is not uploaded"
+    );
+    assert_eq!(idx.backlog().unwrap().pending, 0);
+    assert!(idx.recordings_without_upload().unwrap().is_empty(), "held back, not forgotten");
+    assert_eq!(idx.unsealed_uploads().unwrap(), vec![("r1".to_string(), "still no signing key".to_string())]);
+    assert_eq!(idx.recording("r1").unwrap().unwrap().seal_error.as_deref(), Some("still no signing key"));
+    idx.enqueue_upload("r1", "box/s1/r1.cast").unwrap();
+    assert!(idx.unsealed_uploads().unwrap().is_empty());
+    assert_eq!(idx.recording("r1").unwrap().unwrap().seal_error, None);
+    assert_eq!(idx.claim_upload(1, 60_000, 7, &|_| true).unwrap().unwrap().recording_id, "r1");
+    // A queued job never goes back to unsealed.
+    idx.upload_unsealed("r1", "box/s1/r1.cast", "late").unwrap();
+    assert!(idx.unsealed_uploads().unwrap().is_empty());
+}
+
+#[test]
 fn the_audit_log_is_hash_chained() {
     let (_d, idx) = index();
     for i in 0..5 {

@@ -50,14 +50,38 @@ pub struct StoreHealth {
 }
 
 impl Index {
-    /// Queues a recording for upload (once; a second call changes nothing).
+    /// Queues a sealed recording for upload (once; a second call changes nothing). One held back
+    /// as not sealed ([`Index::upload_unsealed`]) becomes due now.
     pub fn enqueue_upload(&self, recording_id: &str, object_key: &str) -> Result<()> {
         self.conn().execute(
             "INSERT INTO uploads(recording_id, object_key, created_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(recording_id) DO NOTHING",
+             ON CONFLICT(recording_id) DO UPDATE SET state = 'pending', last_error = NULL, next_attempt_at = 0
+               WHERE uploads.state = 'unsealed'",
             params![recording_id, object_key, now_text()],
         )?;
         Ok(())
+    }
+
+    /// Holds a finished recording back from the upload queue because it could not be sealed
+    /// (state `unsealed`, never claimed), with the reason; a later seal queues it.
+    pub fn upload_unsealed(&self, recording_id: &str, object_key: &str, error: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO uploads(recording_id, object_key, state, last_error, created_at)
+             VALUES (?1, ?2, 'unsealed', ?3, ?4)
+             ON CONFLICT(recording_id) DO UPDATE SET last_error = excluded.last_error WHERE uploads.state = 'unsealed'",
+            params![recording_id, object_key, error, now_text()],
+        )?;
+        Ok(())
+    }
+
+    /// Recordings held back because they could not be sealed, with the reason.
+    pub fn unsealed_uploads(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT recording_id, COALESCE(last_error, '') FROM uploads WHERE state = 'unsealed' ORDER BY created_at",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Claims the oldest due job for `lease_ms` on behalf of process `owner`. A lease held by

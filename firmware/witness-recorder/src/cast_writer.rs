@@ -89,7 +89,7 @@ pub fn start_cast(
     settings: RecorderSettings,
     encryption: Option<Encryption>,
 ) -> Result<CastRecorder, RecordError> {
-    let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(e.header.cipher(), &e.dek, e.nonce_prefix));
+    let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(&e.header, &e.dek, e.nonce_prefix));
     let mut line = encryption.as_ref().map(|e| e.header.line()).unwrap_or_default();
     match sealer.as_mut() {
         Some(s) => line.extend(s.seal(&header.to_line())),

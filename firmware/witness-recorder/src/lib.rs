@@ -8,7 +8,7 @@ mod recover;
 mod sealed_file;
 
 pub use cast_writer::{CastRecorder, Encryption, RecorderSettings, Summary, start_cast};
-pub use recover::{KeyFor, RecoveredCast, plaintext, readable, recover_cast};
+pub use recover::{KeyFor, RecoveredCast, plaintext, quarantined, readable, recover_cast};
 pub use sealed_file::SealedFile;
 
 use std::path::Path;

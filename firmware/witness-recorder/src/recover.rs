@@ -1,10 +1,13 @@
-//! Finishing what a crash left: a cast cut mid-line is trimmed to its last whole event, so it
-//! stays playable, and its size and hash are taken from what is kept.
+//! Finishing what a crash left: a recording is cut to its authentic prefix (whole records that
+//! authenticate, in their place; for a cast, whole events), so it stays playable, and its size
+//! and hash are taken from what is kept. Nothing is destroyed: whatever follows the prefix (a
+//! torn last record, or the first record that fails and every record after it) is moved aside
+//! to `NAME.quarantine` beside the recording before the file is cut, and sealing states it.
 
 use crate::RecordError;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecoveredCast {
@@ -12,8 +15,46 @@ pub struct RecoveredCast {
     pub sha256: String,
     pub duration: f64,
     pub events: usize,
-    /// Bytes cut from the end (a half-written event, or zeros after a power cut).
+    /// Bytes cut from the end (a half-written event, zeros after a power cut, or records that
+    /// do not authenticate in their place), moved to `quarantine`.
     pub trimmed: u64,
+    /// Where the trimmed bytes are kept.
+    pub quarantine: Option<PathBuf>,
+}
+
+/// The `n`th file recovery may move the rest of `recording` to: `NAME.quarantine`, then
+/// `NAME.1.quarantine`, … (a later recovery never overwrites what an earlier one kept).
+fn quarantine_path(recording: &Path, n: usize) -> PathBuf {
+    match n {
+        0 => recording.with_extension("quarantine"),
+        n => recording.with_extension(format!("{n}.quarantine")),
+    }
+}
+
+/// The quarantine files beside `recording` and their sizes: what recovery moved aside.
+pub fn quarantined(recording: &Path) -> Vec<(PathBuf, u64)> {
+    (0..)
+        .map(|n| quarantine_path(recording, n))
+        .map_while(|q| std::fs::metadata(&q).ok().map(|m| (q, m.len())))
+        .collect()
+}
+
+/// Keeps `rest` (durably) in a quarantine file beside `recording`; a file already holding
+/// exactly `rest` (a recovery cut short before it trimmed) is reused.
+fn move_aside(recording: &Path, rest: &[u8]) -> std::io::Result<PathBuf> {
+    for n in 0.. {
+        let q = quarantine_path(recording, n);
+        match std::fs::read(&q) {
+            Ok(held) if held == rest => return Ok(q),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                crate::sealed_file::create_durable(&q, rest).map_err(std::io::Error::other)?;
+                return Ok(q);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("an unbounded range")
 }
 
 /// Finds the data key of an encrypted recording from its header (the caller holds the keys).
@@ -38,10 +79,10 @@ pub fn readable(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordError
     atrest::open(file, &dek, false).map(|(p, _)| p).map_err(|e| RecordError::Unusable(e.to_string()))
 }
 
-/// Trims `path` to its valid prefix (fsync'd) and describes what is left. An encrypted file is
-/// cut after its last whole, authentic record (for a cast, after its last whole event; a video
-/// keeps its whole records and plays to its last whole fragment); a plain cast after its last
-/// whole event.
+/// Trims `path` to its valid prefix (fsync'd), after moving the rest aside, and describes what
+/// is left. An encrypted file is cut before its first record that is torn, fails authentication
+/// or is out of place (for a cast, after its last whole event; a video keeps its whole records
+/// and plays to its last whole fragment); a plain cast after its last whole event.
 pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, RecordError> {
     use witness_core::atrest;
     let unusable = |e: &dyn std::fmt::Display| RecordError::Unusable(format!("{}: {e}", path.display()));
@@ -66,7 +107,10 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
         }
     };
     let trimmed = (data.len() - valid_len) as u64;
+    let mut quarantine = None;
     if trimmed > 0 {
+        // Moved aside before the cut: a crash in between leaves both copies, never neither.
+        quarantine = Some(move_aside(path, &data[valid_len..]).map_err(|e| unusable(&e))?);
         let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
         file.set_len(valid_len as u64).map_err(|e| unusable(&e))?;
         file.sync_all().map_err(|e| unusable(&e))?;
@@ -78,6 +122,7 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
         duration: scan.last_time,
         events: scan.events,
         trimmed,
+        quarantine,
     })
 }
 
@@ -95,8 +140,72 @@ mod tests {
         let r = recover_cast(&path, &|_| None).unwrap();
         assert_eq!((r.bytes, r.events, r.duration, r.trimmed), (whole.len() as u64, 1, 0.5, 14));
         assert_eq!(std::fs::read(&path).unwrap(), whole);
+        let aside = r.quarantine.expect("the cut event is moved aside");
+        assert_eq!(std::fs::read(&aside).unwrap(), b"[0.9, \"o\", \"cu");
+        std::fs::remove_file(aside).unwrap();
         std::fs::write(&path, b"").unwrap();
         assert!(recover_cast(&path, &|_| None).unwrap_err().to_string().contains("no valid asciicast v2 header"));
         std::fs::remove_file(&path).unwrap();
+    }
+
+    /// Whatever was done to the file without the keys (a record removed, one changed, two
+    /// swapped), recovery keeps only the authentic prefix as the recording and destroys
+    /// nothing: the rest is moved aside whole.
+    #[test]
+    fn recovery_keeps_the_authentic_prefix_and_moves_the_rest_aside() {
+        use crate::{Encryption, SealedFile};
+        use witness_core::atrest;
+        let dir = tempfile::tempdir().unwrap();
+        let (dek, kek) = ([3u8; 32], [9u8; 32]);
+        let key_for = |h: &atrest::Header| atrest::unwrap(&kek, h).ok();
+        let lines: [&[u8]; 4] = [
+            b"{\"version\":2,\"width\":80,\"height\":24,\"timestamp\":0}\n",
+            b"[0.1, \"o\", \"one\"]\n",
+            b"[0.2, \"o\", \"two\"]\n",
+            b"[0.3, \"o\", \"three\"]\n",
+        ];
+        let original = {
+            let path = dir.path().join("original.cast");
+            let header =
+                atrest::Header::new(atrest::Cipher::preferred(), "r1", "k1", atrest::wrap(&kek, &dek, [1u8; 24]));
+            let enc = Encryption { header, dek, nonce_prefix: [2u8; 16] };
+            let mut f = SealedFile::create(&path, enc, std::time::Duration::ZERO).unwrap();
+            for l in lines {
+                f.append(l).unwrap();
+            }
+            f.finish().unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        // Where each record starts (after the header line), and the end.
+        let mut bounds = vec![original.iter().position(|b| *b == b'\n').unwrap() + 1];
+        while *bounds.last().unwrap() < original.len() {
+            let at = *bounds.last().unwrap();
+            bounds.push(at + 4 + u32::from_be_bytes(original[at..at + 4].try_into().unwrap()) as usize);
+        }
+        let record = |i: usize| &original[bounds[i]..bounds[i + 1]];
+        let removed = [&original[..bounds[2]], record(3)].concat();
+        let mut flipped = original.clone();
+        flipped[bounds[2] + 30] ^= 1;
+        let swapped = [&original[..bounds[1]], record(2), record(1), record(3)].concat();
+        for (name, file, kept_records) in [("removed", removed, 2), ("flipped", flipped, 2), ("swapped", swapped, 1)] {
+            let path = dir.path().join(format!("{name}.cast"));
+            std::fs::write(&path, &file).unwrap();
+            let r = recover_cast(&path, &key_for).unwrap();
+            let kept = std::fs::read(&path).unwrap();
+            assert!(
+                kept == original[..bounds[kept_records]],
+                "{name}: the recording is more than its authentic prefix"
+            );
+            assert_eq!(plaintext(&kept, &key_for).unwrap(), lines[..kept_records].concat(), "{name}");
+            assert_eq!((r.events, r.bytes), (kept_records - 1, kept.len() as u64), "{name}");
+            let aside = std::fs::read(path.with_extension("quarantine"))
+                .unwrap_or_else(|e| panic!("{name}: nothing moved aside ({e})"));
+            assert!(aside == file[bounds[kept_records]..], "{name}: the rest is not moved aside whole");
+            assert_eq!(r.trimmed, aside.len() as u64);
+            // Recovering again changes nothing and loses nothing.
+            let again = recover_cast(&path, &key_for).unwrap();
+            assert_eq!((again.bytes, again.trimmed), (r.bytes, 0));
+            assert!(std::fs::read(path.with_extension("quarantine")).unwrap() == aside);
+        }
     }
 }

@@ -49,7 +49,7 @@ impl SealedFile {
         hash.update(&header);
         Ok(Self {
             file,
-            sealer: atrest::Sealer::new(encryption.header.cipher(), &encryption.dek, encryption.nonce_prefix),
+            sealer: atrest::Sealer::new(&encryption.header, &encryption.dek, encryption.nonce_prefix),
             hash,
             written: header.len() as u64,
             fsync_interval,

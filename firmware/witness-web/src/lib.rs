@@ -229,6 +229,7 @@ mod tests {
                 path: "recordings/r1.mp4".into(),
                 frames: activity.as_ref().map(|_| 42),
                 activity,
+                seal_error: None,
             },
             timeline: Vec::new(),
             upload: None,

@@ -459,7 +459,11 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
                 println!("no recordings yet");
             }
             for r in rows {
-                println!("{}  {}  {}@{}  {:<10} {} bytes", r.id, r.started_at, r.user, r.target, r.status, r.bytes);
+                let unsealed = r.seal_error.as_deref().map(|e| format!("  not sealed: {e}")).unwrap_or_default();
+                println!(
+                    "{}  {}  {}@{}  {:<10} {} bytes{unsealed}",
+                    r.id, r.started_at, r.user, r.target, r.status, r.bytes
+                );
             }
             Ok(())
         }

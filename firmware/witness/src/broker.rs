@@ -264,11 +264,19 @@ impl Finisher {
         // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
         let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
         let sealer = std::thread::spawn(move || {
-            if let Err(e) = crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
-                error!(recording_id = %id, error = %e, "could not seal the recording; it is sealed at next start");
+            // The signed manifest goes wherever the recording goes: an unsealed recording is not
+            // queued (the uploader seals it again later, as does the next start).
+            match crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
+                Ok(()) => {
+                    crate::sync::enqueue(&dir, &id);
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    let reason = format!("{e:#}");
+                    error!(recording_id = %id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
+                    crate::sync::hold_unsealed(&dir, &id, &reason);
+                }
             }
-            crate::sync::enqueue(&dir, &id);
-            wake.notify_one();
             // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts
             // short is indexed at the next start).
             let _ = std::thread::Builder::new()

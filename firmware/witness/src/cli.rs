@@ -69,8 +69,17 @@ pub enum Command {
     /// Recordings as evidence: export a verifiable bundle, show the signing key.
     #[command(subcommand)]
     Evidence(EvidenceCmd),
-    /// Verify an evidence bundle offline (no data dir, no network).
-    Verify { bundle: PathBuf },
+    /// Verify an evidence bundle offline (no data dir, no network). Prints the signing key's
+    /// fingerprint; with --key or --key-file, fails unless the bundle was signed by that key.
+    Verify {
+        bundle: PathBuf,
+        /// The box's public key (hex, as `witness evidence key` prints it) the bundle must be signed by.
+        #[arg(long, conflicts_with = "key_file")]
+        key: Option<String>,
+        /// A file holding that key (hex), e.g. a box.pub obtained from the box itself.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Keys that encrypt recordings at rest.
     #[command(subcommand)]
     Keys(KeysCmd),

@@ -35,7 +35,20 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     // The evidence is the recording as played: chain and sign the decrypted cast.
     let data = witness_recorder::plaintext(&stored, &crate::keys::key_for(&dir.root))?;
     let (chunks, final_hash) = evidence::chain(&data);
-    let gaps = gaps.into_iter().map(|reason| Gap { after_chunk: chunks.len() as u64, reason }).collect();
+    let after_chunk = chunks.len() as u64;
+    let mut gaps: Vec<Gap> =
+        gaps.into_iter().map(|reason| Gap { after_chunk, reason, quarantined_bytes: None }).collect();
+    // What recovery moved aside (a torn end, or records that do not authenticate in their place).
+    for (file, bytes) in witness_recorder::quarantined(&path) {
+        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        gaps.push(Gap {
+            after_chunk,
+            reason: format!(
+                "{bytes} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {name}"
+            ),
+            quarantined_bytes: Some(bytes),
+        });
+    }
     let key = signing_key(&dir.root)?;
     let manifest = Manifest {
         format: evidence::FORMAT.into(),
@@ -62,7 +75,12 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     for (p, bytes) in
         [(manifest_path(&path), serde_json::to_vec_pretty(&manifest)?), (signature_path(&path), sig.into_bytes())]
     {
-        let tmp = p.with_extension("tmp");
+        // A name of this call's own: the daemon and `sync now` may seal the same recording at once.
+        static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut tmp = p.clone().into_os_string();
+        tmp.push(format!(".{}-{n}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
         std::fs::write(&tmp, &bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &p)?;
@@ -70,27 +88,59 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     Ok(())
 }
 
-/// Seals recordings that finished without a manifest (a stop between the end and the seal).
+/// Whether the recording at `path` is sealed: its manifest and signature are beside it.
+pub fn is_sealed(path: &Path) -> bool {
+    manifest_path(path).is_file() && signature_path(path).is_file()
+}
+
+/// Why a finished recording ends where it does, for its manifest.
+fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
+    let mut gaps = Vec::new();
+    if rec.recovered {
+        gaps.push("the box stopped uncleanly; recorded up to here".to_owned());
+    }
+    if rec.status == "failed" {
+        gaps.push(format!("recording failed: {}", rec.status_reason.as_deref().unwrap_or("unknown")));
+    }
+    gaps
+}
+
+/// Seals a finished recording and queues its upload; one that cannot be sealed is held back
+/// from the queue with the reason (shown in `sync status`), to be sealed again later.
+pub fn seal_and_queue(dir: &DataDir, recording_id: &str) -> bool {
+    let sealed = dir
+        .index
+        .recording(recording_id)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.with_context(|| format!("no recording {recording_id}")))
+        .and_then(|rec| seal(dir, recording_id, gaps_of(&rec)));
+    match sealed {
+        Ok(()) => {
+            crate::sync::enqueue(dir, recording_id);
+            true
+        }
+        Err(e) => {
+            let reason = format!("{e:#}");
+            tracing::warn!(recording_id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
+            crate::sync::hold_unsealed(dir, recording_id, &reason);
+            false
+        }
+    }
+}
+
+/// Seals recordings that finished without a manifest (a stop between the end and the seal, or
+/// a signing key that could not be read) and queues them.
 pub fn seal_missing(dir: &DataDir) -> Result<usize> {
     let mut n = 0;
     for rec in dir.index.recordings()? {
         let path = dir.root.join(&rec.path);
         if matches!(rec.status.as_str(), "completed" | "failed" | "uploaded")
             && path.exists()
-            && !manifest_path(&path).exists()
+            && !is_sealed(&path)
+            // A full disk must not keep the box from starting: held back, tried again later.
+            && seal_and_queue(dir, &rec.id)
         {
-            let mut gaps = Vec::new();
-            if rec.recovered {
-                gaps.push("the box stopped uncleanly; recorded up to here".to_owned());
-            }
-            if rec.status == "failed" {
-                gaps.push(format!("recording failed: {}", rec.status_reason.as_deref().unwrap_or("unknown")));
-            }
-            // A full disk must not keep the box from starting: log it, try again next start.
-            match seal(dir, &rec.id, gaps) {
-                Ok(()) => n += 1,
-                Err(e) => tracing::warn!(recording_id = %rec.id, error = %e, "could not seal the recording"),
-            }
+            n += 1;
         }
     }
     Ok(n)
@@ -106,21 +156,30 @@ pub fn evidence_files(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, Str
     Ok((m, s))
 }
 
+/// The bundle's signed list of the session's recordings.
+const SESSION_MANIFEST: &str = "session-manifest.json";
+const SESSION_SIGNATURE: &str = "session-manifest.sig";
+
 const BUNDLE_README: &str = "Witness evidence bundle
 
 This folder holds the recordings of one session as the Witness box recorded them, each with
 a manifest (who, what, when, the recording's chunks and their chained SHA-256 hashes, gaps)
-and the manifest's Ed25519 signature, and the box's public key (box.pub, hex).
+and the manifest's Ed25519 signature, the session manifest (session-manifest.json: every
+recording of the session with its SHA-256) and its signature, and the box's public key
+(box.pub, hex).
 
 Verify it anywhere, with no box, data directory or network:
 
-    witness verify THIS_FOLDER
+    witness verify THIS_FOLDER --key-file BOX_KEY
 
-It checks, for every recording: the signature over the manifest with box.pub, that the
-manifest names that key, every chunk's hash in order, the final hash, the total length and
-the SHA-256 of the file. Any flipped byte, missing, reordered or appended data, edited
-manifest or foreign key fails and says where. Compare box.pub with the key the box publishes
-(`witness evidence key` on the box) to know which box signed it.
+where BOX_KEY holds the key the box publishes (`witness evidence key` on the box), obtained
+from the box, not from this folder. It checks the session manifest's signature and that the
+folder holds exactly the recordings it lists, and for every recording: the signature over the
+manifest, that the manifest names that key, every chunk's hash in order, the final hash, the
+total length and the SHA-256 of the file. Any flipped byte, missing, reordered or appended
+data, a removed recording, an edited manifest or a foreign key fails and says where. Without
+--key/--key-file the key in box.pub is used: the fingerprint it prints (SHA-256 of the key)
+then says which key signed the folder, not that the key is the box's.
 
 Play a recording: asciinema play RECORDING.cast (SSH); any video player opens RECORDING.mp4 (RDP)
 ";
@@ -138,7 +197,28 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
     }
-    std::fs::write(out.join("box.pub"), public_key_hex(root)? + "\n")?;
+    // The signed list of the session's recordings: a recording dropped from the folder fails.
+    let mut listed = Vec::new();
+    for r in &recs {
+        let (m, _) = evidence_files(&dir, &r.id)?;
+        let m: Manifest = serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;
+        listed.push(evidence::SessionRecording { id: r.id.clone(), sha256: m.sha256 });
+    }
+    let key = signing_key(root)?;
+    let manifest = evidence::SessionManifest {
+        format: evidence::SESSION_FORMAT.into(),
+        box_id: dir.config.box_id.clone(),
+        session_id: session.id.clone(),
+        user: session.user.clone(),
+        target: session.target.clone(),
+        started_at: session.started_at.clone(),
+        ended_at: session.ended_at.clone(),
+        recordings: listed,
+        key_fingerprint: evidence::fingerprint(&key.verifying_key()),
+    };
+    std::fs::write(out.join(SESSION_MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
+    std::fs::write(out.join(SESSION_SIGNATURE), evidence::sign_bytes(&key, &manifest.signed_bytes()))?;
+    std::fs::write(out.join("box.pub"), hex::encode(key.verifying_key().as_bytes()) + "\n")?;
     std::fs::write(out.join("session.json"), serde_json::to_vec_pretty(&session)?)?;
     std::fs::write(out.join("README.txt"), BUNDLE_README)?;
     dir.index.audit(
@@ -156,10 +236,47 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `witness verify BUNDLE_DIR`: needs nothing but the folder.
-pub fn verify(bundle: &Path) -> Result<()> {
-    let key = std::fs::read_to_string(bundle.join("box.pub"))
-        .with_context(|| format!("{} has no box.pub", bundle.display()))?;
+/// `witness verify BUNDLE_DIR [--key HEX | --key-file F]`: needs nothing but the folder (and
+/// the box's key, to know the folder was signed by that box).
+pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Result<()> {
+    let given = match (key, key_file) {
+        (Some(k), _) => Some(("--key", k)),
+        (None, Some(f)) => {
+            Some(("--key-file", std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?))
+        }
+        (None, None) => None,
+    };
+    let in_bundle = std::fs::read_to_string(bundle.join("box.pub"));
+    let mut all_ok = true;
+    let key = match given {
+        Some((flag, given)) => {
+            let fp = evidence::fingerprint_hex(&given)
+                .with_context(|| format!("{flag} is not an Ed25519 public key in hex (64 hex digits)"))?;
+            println!("signing key: {fp} (SHA-256 fingerprint of the key given with {flag})");
+            match in_bundle.as_deref().ok().map(|k| (k, evidence::fingerprint_hex(k))) {
+                Some((_, Some(theirs))) if theirs == fp => println!("  ✓ box.pub: the same key"),
+                Some((_, theirs)) => {
+                    println!(
+                        "  ✗ box.pub: the bundle's key ({}) is not the key given with {flag}",
+                        theirs.as_deref().unwrap_or("unreadable")
+                    );
+                    all_ok = false;
+                }
+                None => println!("  box.pub: absent; the key given with {flag} is used"),
+            }
+            given
+        }
+        None => {
+            let k = in_bundle.with_context(|| {
+                format!("{} has no box.pub (or give the box's key with --key-file)", bundle.display())
+            })?;
+            let fp = evidence::fingerprint_hex(&k).unwrap_or_else(|| "unreadable".into());
+            println!(
+                "signing key: {fp} (SHA-256 fingerprint of the bundle's box.pub; pass --key-file with the box's key to check it is the box's)"
+            );
+            k
+        }
+    };
     let mut manifests: Vec<PathBuf> = std::fs::read_dir(bundle)
         .with_context(|| format!("reading {}", bundle.display()))?
         .flatten()
@@ -167,12 +284,32 @@ pub fn verify(bundle: &Path) -> Result<()> {
         .filter(|p| p.to_string_lossy().ends_with(".manifest.json"))
         .collect();
     manifests.sort();
-    if manifests.is_empty() {
+    if manifests.is_empty() && !bundle.join(SESSION_MANIFEST).exists() {
         bail!("{} holds no recording manifests", bundle.display());
     }
-    let mut all_ok = true;
+    let name_of =
+        |m: &Path| m.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".manifest.json").to_owned();
+    // The session first: does the folder hold exactly the recordings the box signed for it?
+    println!("session");
+    match std::fs::read(bundle.join(SESSION_MANIFEST)) {
+        Ok(session) => {
+            let sig = std::fs::read_to_string(bundle.join(SESSION_SIGNATURE)).unwrap_or_default();
+            let recordings: Vec<(String, Vec<u8>)> =
+                manifests.iter().map(|m| (name_of(m), std::fs::read(m).unwrap_or_default())).collect();
+            for c in evidence::verify_session(&session, &sig, &key, &recordings) {
+                println!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail);
+                all_ok &= c.ok;
+            }
+        }
+        Err(e) => {
+            println!(
+                "  ✗ session manifest: {SESSION_MANIFEST}: {e}: nothing signed says which recordings the session had"
+            );
+            all_ok = false;
+        }
+    }
     for m in &manifests {
-        let name = m.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".manifest.json").to_owned();
+        let name = name_of(m);
         println!("recording {name}");
         let manifest = std::fs::read(m)?;
         let sig = std::fs::read_to_string(bundle.join(format!("{name}.manifest.sig"))).unwrap_or_default();

@@ -63,7 +63,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             println!("{}", evidence::public_key_hex(&cli.data)?);
             Ok(())
         }
-        Command::Verify { bundle } => evidence::verify(&bundle),
+        Command::Verify { bundle, key, key_file } => evidence::verify(&bundle, key, key_file.as_deref()),
         Command::Keys(cli::KeysCmd::Rotate) => {
             crate::datadir::DataDir::open(&cli.data)?;
             let id = keys::rotate(&cli.data)?;

@@ -206,7 +206,13 @@ pub fn recover(dir: &DataDir) -> Result<()> {
         let path = dir.root.join(&rec.path);
         let end = match witness_recorder::recover_cast(&path, &crate::keys::key_for(&dir.root)) {
             Ok(r) => {
-                info!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, "recovered recording");
+                match &r.quarantine {
+                    Some(q) => {
+                        warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
+                        "recovered recording; what followed its last authentic record is moved aside")
+                    }
+                    None => info!(recording_id = %rec.id, bytes = r.bytes, "recovered recording"),
+                }
                 RecordingEnd {
                     status: RecordingStatus::Completed,
                     reason: Some("recovered after an unclean stop".into()),

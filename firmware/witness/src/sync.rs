@@ -68,15 +68,30 @@ pub fn extension(path: &str) -> &str {
     if path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
 
-/// Queues one finished recording.
+/// Queues one finished recording, if it is sealed: its signed manifest goes wherever it goes. One
+/// without a manifest is held back as unsealed (shown in `sync status`) until it is sealed.
 pub fn enqueue(dir: &DataDir, recording_id: &str) {
     let Ok(Some(rec)) = dir.index.recording(recording_id) else { return };
     if rec.bytes == 0 {
         return;
     }
     let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id, extension(&rec.path));
-    if let Err(e) = dir.index.enqueue_upload(recording_id, &key) {
+    let queued = if crate::evidence::is_sealed(&dir.root.join(&rec.path)) {
+        dir.index.enqueue_upload(recording_id, &key)
+    } else {
+        dir.index.upload_unsealed(recording_id, &key, "no signed manifest")
+    };
+    if let Err(e) = queued {
         warn!(recording_id, error = %e, "could not queue the recording for upload; it is queued at next start");
+    }
+}
+
+/// Holds a recording that could not be sealed back from the upload queue, with the reason.
+pub fn hold_unsealed(dir: &DataDir, recording_id: &str, reason: &str) {
+    let Ok(Some(rec)) = dir.index.recording(recording_id) else { return };
+    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id, extension(&rec.path));
+    if let Err(e) = dir.index.upload_unsealed(recording_id, &key, reason) {
+        warn!(recording_id, error = %e, "could not note why the recording is not sealed");
     }
 }
 
@@ -88,6 +103,9 @@ pub fn enqueue_missing(dir: &DataDir) -> Result<usize> {
     }
     Ok(missing.len())
 }
+
+/// How often recordings held back as unsealed are sealed again.
+const RESEAL_EVERY: Duration = Duration::from_secs(10);
 
 /// Exponential backoff with jitter: 2 s, 4 s, 8 s … capped at five minutes.
 fn backoff_ms(attempts: u32) -> i64 {
@@ -138,6 +156,8 @@ pub struct Uploader {
     /// Whether the current store passed [`Store::check`] (bucket there, credentials taken);
     /// some S3 servers would otherwise create a mistyped bucket on the first PUT.
     checked: std::sync::atomic::AtomicBool,
+    /// When recordings held back as unsealed were last sealed again.
+    resealed: std::sync::Mutex<Option<std::time::Instant>>,
     pub verbose: bool,
 }
 
@@ -149,7 +169,13 @@ impl Uploader {
     pub fn new(dir: Arc<DataDir>, verbose: bool) -> Result<Self> {
         let stamp = store_stamp(&dir.root);
         let store = Arc::new(open_store(&dir)?);
-        Ok(Self { dir, store: std::sync::Mutex::new((stamp, store)), checked: Default::default(), verbose })
+        Ok(Self {
+            dir,
+            store: std::sync::Mutex::new((stamp, store)),
+            checked: Default::default(),
+            resealed: Default::default(),
+            verbose,
+        })
     }
 
     /// The current store, re-opened if `store.toml` changed since it was opened.
@@ -204,25 +230,33 @@ impl Uploader {
                     format!("{} is missing", path.display()),
                 )));
             }
+            // No recording goes up without its signed manifest.
+            let (manifest, sig) = crate::evidence::evidence_files(dir, &job.recording_id)
+                .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
             store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
                 Err(_) => Vec::new(),
             };
-            store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await
+            store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await?;
+            // The signed manifest goes next to the recording, for verification from the bucket;
+            // the recording counts as uploaded only once both are stored.
+            let base = key_base(&job.object_key);
+            let stored = async {
+                store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await?;
+                store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await
+            };
+            stored.await.map_err(|e| match e {
+                StoreError::Unreachable(m) => StoreError::Unreachable(format!("storing the manifest: {m}")),
+                e => StoreError::Other(format!("storing the manifest: {e}")),
+            })
         }
         .await;
         pass.bytes_sent += progress.sent;
         let desc = store.describe().to_owned();
         match result {
             Ok(()) => {
-                // The signed manifest goes next to the recording, for verification from the bucket.
-                if let Ok((manifest, sig)) = crate::evidence::evidence_files(dir, &job.recording_id) {
-                    let base = key_base(&job.object_key);
-                    let _ = store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await;
-                    let _ = store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await;
-                }
                 let _ = dir.index.upload_verified(&job.recording_id);
                 // The store is back: what waited in backoff need not wait any longer.
                 let _ = dir.index.make_uploads_due();
@@ -260,8 +294,25 @@ impl Uploader {
         }
     }
 
-    /// Uploads every job due now, then manifests, then prunes.
+    /// Seals recordings held back as unsealed again (at most every [`RESEAL_EVERY`]), queueing
+    /// those that seal now: a signing key that comes back needs no restart.
+    fn reseal(&self) {
+        {
+            let mut last = self.resealed.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|t| t.elapsed() < RESEAL_EVERY) {
+                return;
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let Ok(unsealed) = self.dir.index.unsealed_uploads() else { return };
+        for (id, _) in unsealed {
+            crate::evidence::seal_and_queue(&self.dir, &id);
+        }
+    }
+
+    /// Seals what waits to be sealed, uploads every job due now, then manifests, then prunes.
     pub async fn pass(&self) -> Pass {
+        self.reseal();
         let mut pass = Pass::default();
         let mut tried = std::collections::HashSet::new();
         let me = std::process::id();

@@ -118,6 +118,8 @@ struct Status {
     last_error_at: Option<String>,
     last_success_at: Option<String>,
     recent_errors: Vec<serde_json::Value>,
+    /// Finished recordings not queued because they could not be sealed (no signed manifest yet).
+    unsealed: Vec<serde_json::Value>,
     disk_used_percent: Option<u8>,
     high_watermark_percent: u8,
     refusing_sessions: bool,
@@ -155,6 +157,12 @@ fn status(dir: &DataDir) -> Result<Status> {
             .into_iter()
             .map(|(id, attempts, error)| serde_json::json!({ "recording": id, "attempts": attempts, "error": error }))
             .collect(),
+        unsealed: dir
+            .index
+            .unsealed_uploads()?
+            .into_iter()
+            .map(|(id, error)| serde_json::json!({ "recording": id, "error": error }))
+            .collect(),
         disk_used_percent: used,
         high_watermark_percent: dir.config.high_watermark_percent,
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
@@ -181,6 +189,13 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             println!("uploaded:    {}", s.uploaded);
             if let Some(e) = &s.last_error {
                 println!("last error:  {e} (at {})", s.last_error_at.as_deref().unwrap_or("?"));
+            }
+            for u in &s.unsealed {
+                println!(
+                    "not sealed:  {} (not uploaded until it is sealed): {}",
+                    u["recording"].as_str().unwrap_or(""),
+                    u["error"].as_str().unwrap_or("")
+                );
             }
             if s.refusing_sessions {
                 println!(
