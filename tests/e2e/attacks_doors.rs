@@ -387,3 +387,36 @@ fn paramiko_kbd(b: &Box, code: &str) -> String {
     .unwrap();
     format!("{}{}", stdout(&out), stderr(&out))
 }
+
+#[test]
+fn rdp_guesses_are_throttled_and_a_totp_user_needs_an_explicit_allow() {
+    let shadow = Shadow::start();
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let within = Duration::from_secs(25);
+    // Five wrong passwords lock alice out from this address: the right one is then not checked.
+    for _ in 0..5 {
+        let (st, log) = rb.client(&screen, "alice@nla01", "wrong-password", 20, &[]).wait(within);
+        assert_eq!(st.code(), Some(LOGON_FAILURE), "{log}");
+    }
+    let (st, log) = rb.client(&screen, "alice@nla01", "alice-pw", 20, &[]).wait(within);
+    assert_eq!(st.code(), Some(LOGON_FAILURE), "the right password while locked out: {log}");
+    let kinds = rb.b.audit_kinds();
+    assert!(kinds.iter().any(|k| k == "login_locked_out"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "login_throttled"), "{kinds:?}");
+    // bob has a one-time code: RDP cannot ask for it, so he is refused until an admin allows it.
+    rb.b.ok(&["grant", "bob", "nla01"], None);
+    rb.b.ok(&["user", "totp", "bob"], None);
+    let (st, log) = rb.client(&screen, "bob@nla01", "bob-passwd", 20, &[]).wait(within);
+    assert_eq!(st.code(), Some(155), "ACCESS_DENIED for a TOTP user: {log}");
+    let denied: Vec<_> = rb.b.audit().into_iter().filter(|e| e["kind"] == "access_denied").collect();
+    assert!(
+        denied
+            .iter()
+            .any(|e| e["detail"]["reason"].as_str().unwrap_or("").contains("cannot ask for bob's one-time code")),
+        "{denied:#?}"
+    );
+    rb.b.ok(&["user", "rdp", "bob", "allow"], None);
+    let (st, log) = rb.client(&screen, "bob@nla01", "bob-passwd", 5, &[]).wait(within);
+    assert_eq!(st.code(), Some(124), "allowed explicitly, bob's session stays up: {log}");
+}

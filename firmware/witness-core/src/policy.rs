@@ -40,6 +40,10 @@ pub enum Denial {
     NoForwarding { user: String, target: String },
     #[error("{target} is an {} target; {}", .protocol.as_str().to_uppercase(), protocol_hint(*.protocol))]
     WrongProtocol { target: String, protocol: Protocol },
+    #[error(
+        "{user} may not log in over RDP: RDP cannot ask for {user}'s one-time code (an admin can allow it: witness user rdp {user} allow)"
+    )]
+    RdpNotAllowed { user: String },
     #[error("{user}'s grant for {target} does not allow forwarding to {destination}; allowed: {allowed}")]
     ForwardDestination { user: String, target: String, destination: String, allowed: String },
 }
@@ -63,6 +67,7 @@ impl Denial {
             Denial::NoForwarding { .. } => "forwarding_refused",
             Denial::WrongProtocol { .. } => "wrong_protocol",
             Denial::ForwardDestination { .. } => "forward_destination_refused",
+            Denial::RdpNotAllowed { .. } => "rdp_not_allowed",
         }
     }
 }

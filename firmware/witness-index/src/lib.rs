@@ -243,6 +243,11 @@ impl Index {
         Ok(())
     }
 
+    /// Ends the user's earlier sessions (their access shrank in a way the row does not show).
+    pub fn bump_access_epoch(&self, name: &str) -> Result<()> {
+        self.shrink_access(name, |_, _| Ok(()))
+    }
+
     /// Replaces a user's password hash and NT hash (RDP), ending their earlier sessions.
     pub fn set_password(&self, name: &str, password_hash: &str, nt_hash: &str) -> Result<()> {
         self.shrink_access(name, |tx, id| {

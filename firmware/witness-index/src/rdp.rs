@@ -28,6 +28,32 @@ impl Index {
         Ok(())
     }
 
+    /// Sets whether `user` may log in over RDP (`None`: the default, allowed unless the user has
+    /// a one-time code).
+    pub fn set_rdp_policy(&self, user: &str, allow: Option<bool>) -> Result<()> {
+        let value = allow.map(|a| if a { "allow" } else { "deny" });
+        let n = self.conn().execute("UPDATE users SET rdp_policy = ?2 WHERE name = ?1", params![user, value])?;
+        if n == 0 {
+            return Err(IndexError::NotFound { what: "user", name: user.to_owned() });
+        }
+        Ok(())
+    }
+
+    /// Whether `user` may log in over RDP: the explicit policy, else only without a one-time code.
+    pub fn rdp_allowed(&self, user: &str) -> Result<bool> {
+        let row: Option<(Option<String>, bool)> = self
+            .conn()
+            .query_row("SELECT rdp_policy, totp_secret IS NOT NULL FROM users WHERE name = ?1", [user], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(match row {
+            None => false,
+            Some((Some(p), _)) => p == "allow",
+            Some((None, totp)) => !totp,
+        })
+    }
+
     /// The NT hash of a user's password; `None` for an unknown user or one without.
     pub fn nt_hash(&self, user: &str) -> Result<Option<String>> {
         Ok(self

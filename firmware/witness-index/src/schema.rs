@@ -139,10 +139,12 @@ const STEPS: &[&str] = &[
     // 8: where a grant's SSH forwards may go (JSON array of `HOST:PORT`; empty: the target only).
     // The last TOTP time step a user logged in with: each code is used once. A user's access
     // epoch: bumped whenever their access shrinks (a key removed, the password or role changed),
-    // which ends the sessions they opened before.
+    // which ends the sessions they opened before. Whether a user may use RDP (NULL: unless they
+    // have a one-time code, which NLA cannot ask for).
     "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
-    ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;",
+    ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE users ADD COLUMN rdp_policy TEXT;",
 ];
 
 /// The schema version this build brings an index to.

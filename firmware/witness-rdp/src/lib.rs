@@ -22,6 +22,7 @@ pub use record::{Gaps, ScreenRecorder};
 pub use tls::{TlsIdentity, generate_identity};
 
 use std::net::SocketAddr;
+pub use witness_core::gate::{Refusal, Ticket};
 use witness_core::policy::{Access, Denial};
 
 /// Everything needed to reach a target a user was granted.
@@ -71,6 +72,15 @@ pub trait Broker: Send + Sync + 'static {
     /// The NT hash (32 hex digits) of a box user's password, which NTLM needs to check it;
     /// `None`: no such user, or no password usable for RDP.
     fn nt_hash(&self, user: &str) -> Option<String>;
+    /// Reserves a login attempt of `user` from `peer` with the box's throttle (NTLM then
+    /// compares); `Err` refuses it unchecked. `None`: the box throttles nothing.
+    fn begin_login(&self, _peer: SocketAddr, _user: &str) -> Result<Option<Ticket>, Refusal> {
+        Ok(None)
+    }
+    /// Settles a reserved attempt with its outcome.
+    fn end_login(&self, _ticket: Ticket, _ok: bool, _peer: SocketAddr, _user: &str) {}
+    /// Gives back an attempt that was never decided (the client went away).
+    fn release_login(&self, _ticket: Ticket) {}
     /// Decides whether `user` may reach `target` now and, if so, how.
     fn plan(&self, user: &str, target: &str) -> Result<RdpPlan, Denial>;
     /// Re-checks access of a running session (grant revoked or expired).

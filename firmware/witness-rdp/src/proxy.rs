@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
+use witness_core::gate::{LOGIN_GRACE_SECS, PreAuth, Slot, loggable_name};
 use witness_core::policy::Denial;
 
 type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
@@ -71,15 +72,30 @@ pub async fn serve<B: Broker>(
     let port_target: Option<Arc<str>> = route.target.map(Into::into);
     let accepting = route.accepting.unwrap_or_else(|| cancel.clone());
     let tracker = TaskTracker::new();
+    let places = PreAuth::default();
+    let mut last_full_log = None::<std::time::Instant>;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = accepting.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    // Limits before login: handshakes that never finish cannot take the
+                    // descriptors the box needs.
+                    let slot = match places.enter(peer.ip()) {
+                        Ok(slot) => slot,
+                        Err(full) => {
+                            if last_full_log.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10)) {
+                                let (pre_auth, all) = places.counts();
+                                warn!(%peer, pre_auth, all, "rdp connection refused: too many {}", full.as_str());
+                                last_full_log = Some(std::time::Instant::now());
+                            }
+                            continue;
+                        }
+                    };
                     let (settings, broker, cancel) = (settings.clone(), broker.clone(), cancel.child_token());
                     let port_target = port_target.clone();
-                    tracker.spawn(async move { connection(stream, peer, port_target, settings, broker, cancel).await });
+                    tracker.spawn(async move { connection(stream, peer, slot, port_target, settings, broker, cancel).await });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: keep serving, but do not spin.
@@ -122,6 +138,7 @@ impl Refusal {
 async fn connection<B: Broker>(
     stream: TcpStream,
     peer: SocketAddr,
+    mut slot: Slot,
     port_target: Option<Arc<str>>,
     settings: Arc<RdpSettings>,
     broker: Arc<B>,
@@ -129,7 +146,7 @@ async fn connection<B: Broker>(
 ) {
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout(
-        Duration::from_secs(60),
+        Duration::from_secs(LOGIN_GRACE_SECS),
         handshake(stream, peer, port_target.as_deref(), &settings, &*broker),
     );
     let ready = tokio::select! {
@@ -139,17 +156,20 @@ async fn connection<B: Broker>(
     let session = match ready {
         Ok(s) => s,
         Err(r) => {
-            warn!(%peer, kind = r.kind, user = r.user.as_deref(), target = r.target.as_deref(), reason = %r.message, "rdp connection refused");
+            // Only bounded, escaped names reach the log and the audit log.
+            let (user, target) = (r.user.as_deref().map(loggable_name), r.target.as_deref().map(loggable_name));
+            warn!(%peer, kind = r.kind, user = user.as_deref(), target = target.as_deref(), reason = %r.message, "rdp connection refused");
             broker.audit(AuditEvent {
                 kind: r.kind,
-                user: r.user,
-                target: r.target,
+                user,
+                target,
                 session_id: None,
                 detail: serde_json::json!({ "protocol": "rdp", "client": peer.to_string(), "reason": r.message }),
             });
             return;
         }
     };
+    slot.logged_in();
     run_session(session, peer, &*broker, cancel).await;
 }
 
@@ -205,9 +225,18 @@ async fn handshake<B: Broker>(
 
     // CredSSP as the server. The NTLM lookup tells who is logging in.
     let login = Arc::new(Mutex::new(None::<(String, String)>));
-    let no_credential = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let lookup = Lookup { broker, port_target, login: login.clone(), no_credential: no_credential.clone() };
-    let no_credential = || no_credential.load(std::sync::atomic::Ordering::Acquire);
+    let no_credential = Arc::new(Mutex::new(None::<&'static str>));
+    let ticket = Arc::new(Mutex::new(None));
+    let attempt = Attempt { broker, peer, ticket: ticket.clone(), user: login.clone() };
+    let lookup = Lookup {
+        broker,
+        port_target,
+        peer,
+        login: login.clone(),
+        no_credential: no_credential.clone(),
+        attempt: ticket,
+    };
+    let no_credential = || *no_credential.lock().unwrap_or_else(|p| p.into_inner());
     let mut server = CredSspServer::new(
         settings.identity.public_key.clone(),
         lookup,
@@ -223,11 +252,12 @@ async fn handshake<B: Broker>(
         let result = run_server_generator(&mut server, ts_request);
         let who = login.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match result {
-            Ok(ServerState::ReplyNeeded(reply)) if reply.pub_key_auth.is_some() && no_credential() => {
+            Ok(ServerState::ReplyNeeded(reply)) if reply.pub_key_auth.is_some() && no_credential().is_some() => {
                 // NTLM cannot have matched a random hash; should it ever say so, refuse anyway.
+                attempt.settle(false);
                 let denial = TsRequest { error_code: Some(NStatusCode::LOGON_FAILURE), ..TsRequest::default() };
                 let _ = write_ts_request(&mut framed, &denial).await;
-                let mut refusal = Refusal::new("login_failed", "the user has no password usable for RDP");
+                let mut refusal = Refusal::new("login_failed", no_credential().unwrap_or_default());
                 refusal.user = who.as_ref().map(|(u, _)| u.clone());
                 refusal.target = who.map(|(_, t)| t).filter(|t| !t.is_empty());
                 return Err(refusal);
@@ -235,6 +265,7 @@ async fn handshake<B: Broker>(
             Ok(ServerState::ReplyNeeded(reply)) => {
                 if reply.pub_key_auth.is_some() && opened.is_none() {
                     // NTLM has checked the password; only now may the box look at targets.
+                    attempt.settle(true);
                     let (user, target) = who
                         .clone()
                         .ok_or_else(|| Refusal::new("rdp_handshake_failed", "credssp finished without a user"))?;
@@ -260,8 +291,11 @@ async fn handshake<B: Broker>(
                     let _ = write_ts_request(&mut framed, &reply).await;
                 }
                 let mut refusal = Refusal::new("login_failed", "wrong user name or password");
-                if no_credential() {
-                    refusal.message = "no such user, or the user has no password usable for RDP".into();
+                if error.error_type == sspi::ErrorKind::LogonDenied {
+                    attempt.settle(false);
+                }
+                if let Some(why) = no_credential() {
+                    refusal.message = why.into();
                 } else if error.error_type != sspi::ErrorKind::LogonDenied {
                     refusal.message = format!("credssp failed: {error}");
                 }
@@ -311,9 +345,37 @@ fn run_server_generator<C: CredentialsProxy<AuthenticationData = AuthIdentity> +
 struct Lookup<'a, B: Broker> {
     broker: &'a B,
     port_target: Option<&'a str>,
+    peer: SocketAddr,
     login: Arc<Mutex<Option<(String, String)>>>,
-    /// The named user has no NT hash (no such user, or no password usable for RDP).
-    no_credential: Arc<std::sync::atomic::AtomicBool>,
+    /// Why the named user cannot log in whatever NTLM says (no NT hash, throttled, a bad name).
+    no_credential: Arc<Mutex<Option<&'static str>>>,
+    /// The throttle's reservation for this attempt, settled by the handshake.
+    attempt: Arc<Mutex<Option<crate::Ticket>>>,
+}
+
+/// Settles (or, dropped undecided, gives back) the throttle's reservation of an RDP login.
+struct Attempt<'a, B: Broker> {
+    broker: &'a B,
+    peer: SocketAddr,
+    ticket: Arc<Mutex<Option<crate::Ticket>>>,
+    user: Arc<Mutex<Option<(String, String)>>>,
+}
+
+impl<B: Broker> Attempt<'_, B> {
+    fn settle(&self, ok: bool) {
+        if let Some(t) = self.ticket.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let user = self.user.lock().unwrap_or_else(|p| p.into_inner()).clone().map(|(u, _)| u).unwrap_or_default();
+            self.broker.end_login(t, ok, self.peer, &user);
+        }
+    }
+}
+
+impl<B: Broker> Drop for Attempt<'_, B> {
+    fn drop(&mut self) {
+        if let Some(t) = self.ticket.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            self.broker.release_login(t);
+        }
+    }
 }
 
 impl<B: Broker> std::fmt::Debug for Lookup<'_, B> {
@@ -335,16 +397,24 @@ impl<B: Broker> CredentialsProxy for Lookup<'_, B> {
             Some(t) => parse_rdp_login_on_port(account, t),
             None => parse_rdp_login(account, domain),
         };
-        let hash = self.broker.nt_hash(&spec.user);
         let target = spec.target.clone().unwrap_or_default();
         *self.login.lock().unwrap_or_else(|p| p.into_inner()) = Some((spec.user.clone(), target));
+        // The box's throttle first: a throttled or unbounded name is never compared.
+        let hash = match self.broker.begin_login(self.peer, &spec.user) {
+            Ok(ticket) => {
+                *self.attempt.lock().unwrap_or_else(|p| p.into_inner()) = ticket;
+                self.broker.nt_hash(&spec.user).ok_or("no such user, or the user has no password usable for RDP")
+            }
+            Err(crate::Refusal::Throttled { .. }) => Err("too many failed logins; not checked"),
+            Err(_) => Err("login name too long or not printable"),
+        };
         // Absence of a credential is a refusal, never a default value: NTLM is handed a fresh
         // random hash that no client can know (so an unknown user fails exactly like a wrong
         // password, in the same time), and the handshake refuses this login whatever NTLM says.
         let hash = match hash {
-            Some(h) => h,
-            None => {
-                self.no_credential.store(true, std::sync::atomic::Ordering::Release);
+            Ok(h) => h,
+            Err(why) => {
+                *self.no_credential.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 hex::encode(rand::random::<[u8; 16]>())
             }
         };

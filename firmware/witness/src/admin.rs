@@ -246,6 +246,20 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
             dir.index.audit("user_role_changed", Some(&name), None, None, &serde_json::json!({ "role": role }))?;
             println!("{name} is now {role}; their live sessions end within seconds");
         }
+        UserCmd::Rdp { name, policy } => {
+            let allow = match policy.as_str() {
+                "allow" => Some(true),
+                "deny" => Some(false),
+                "default" => None,
+                other => bail!("unknown RDP policy {other:?}, expected allow, deny or default"),
+            };
+            dir.index.set_rdp_policy(&name, allow)?;
+            if allow == Some(false) {
+                dir.index.bump_access_epoch(&name)?;
+            }
+            dir.index.audit("user_rdp_policy", Some(&name), None, None, &serde_json::json!({ "policy": policy }))?;
+            println!("{name}: RDP {policy}");
+        }
         UserCmd::List => {
             for (name, role) in dir.index.user_names()? {
                 println!("{name}\t{role}");
@@ -264,6 +278,8 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
                 if !dir.index.set_totp(&name, Some(&secret))? {
                     bail!("no user {name:?}");
                 }
+                // Sessions opened with one factor end; RDP (no second prompt) is off by default now.
+                dir.index.bump_access_epoch(&name)?;
                 dir.index.audit("totp_enrolled", Some(&name), None, None, &serde_json::json!({}))?;
                 println!("secret: {}", witness_web::totp::base32(&secret));
                 println!("uri: {}", witness_web::totp::uri(&name, &secret));

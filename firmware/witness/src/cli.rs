@@ -298,6 +298,9 @@ pub enum UserCmd {
     },
     /// Change a user's role (admin, auditor, user); their live sessions end.
     Role { name: String, role: String },
+    /// Whether the user may log in over RDP, which cannot ask for a one-time code: `allow`,
+    /// `deny`, or `default` (allowed unless the user has a one-time code).
+    Rdp { name: String, policy: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
-use witness_core::gate::{Refusal, Settled, Throttle, loggable_name};
+use witness_core::gate::{Refusal, Settled, Throttle, Ticket, loggable_name};
 
 /// Argon2 checks running at once: one per core (each takes about 19 MiB for ~50 ms).
 fn hashing_slots() -> usize {
@@ -94,6 +94,40 @@ impl Gate {
             Settled::Ok => None,
         };
         (if ok { Ok(()) } else { Err(Refusal::Wrong) }, event)
+    }
+
+    /// Reserves a check whose comparison runs elsewhere (NTLM inside CredSSP); settle or release
+    /// the ticket when it is known.
+    pub fn reserve(&self, source: Option<IpAddr>, name: &str) -> Result<Ticket, (Refusal, Option<GateEvent>)> {
+        let now = unix_now();
+        match self.throttle.lock().unwrap_or_else(|p| p.into_inner()).reserve(source, name, now) {
+            Ok(t) => Ok(t),
+            Err(Refusal::Throttled { retry_after }) => {
+                Err((Refusal::Throttled { retry_after }, self.announce(source, name, retry_after, now)))
+            }
+            Err(r) => Err((r, None)),
+        }
+    }
+
+    /// Settles a reserved check; a lockout it caused comes back as an audit event.
+    pub fn settle(&self, ticket: Ticket, ok: bool, source: Option<IpAddr>, name: &str) -> Option<GateEvent> {
+        match self.throttle.lock().unwrap_or_else(|p| p.into_inner()).settle(ticket, ok, unix_now()) {
+            Settled::LockedOut { what, seconds } => Some(GateEvent {
+                kind: "login_locked_out",
+                detail: serde_json::json!({
+                    "locked": what,
+                    "seconds": seconds,
+                    "peer": source.map(|s| s.to_string()),
+                    "name": loggable_name(name),
+                }),
+            }),
+            Settled::Ok => None,
+        }
+    }
+
+    /// Gives a reserved check back unchecked (the client went away before it was decided).
+    pub fn release(&self, ticket: Ticket) {
+        self.throttle.lock().unwrap_or_else(|p| p.into_inner()).release(ticket);
     }
 
     /// The first throttled attempt of a lockout is an audit event; the rest are counted in it

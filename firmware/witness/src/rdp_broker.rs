@@ -256,11 +256,42 @@ pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
 
 impl BoxBroker {
     fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
-        self.decide(user, Some(target), Protocol::Rdp)
+        let decided = self.decide(user, Some(target), Protocol::Rdp)?;
+        // NLA has no second prompt: a user with a one-time code needs an explicit allow.
+        let allowed = self.dir.index.rdp_allowed(user).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            false
+        });
+        if !allowed {
+            return Err(Denial::RdpNotAllowed { user: user.to_owned() });
+        }
+        Ok(decided)
     }
 }
 
 impl witness_rdp::Broker for BoxBroker {
+    fn begin_login(&self, peer: SocketAddr, user: &str) -> Result<Option<witness_rdp::Ticket>, witness_rdp::Refusal> {
+        match self.gate.reserve(Some(peer.ip()), user) {
+            Ok(t) => Ok(Some(t)),
+            Err((refusal, event)) => {
+                if let Some(e) = event {
+                    self.audit_gate(e);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    fn end_login(&self, ticket: witness_rdp::Ticket, ok: bool, peer: SocketAddr, user: &str) {
+        if let Some(e) = self.gate.settle(ticket, ok, Some(peer.ip()), user) {
+            self.audit_gate(e);
+        }
+    }
+
+    fn release_login(&self, ticket: witness_rdp::Ticket) {
+        self.gate.release(ticket);
+    }
+
     fn nt_hash(&self, user: &str) -> Option<String> {
         self.dir.index.nt_hash(user).unwrap_or_else(|e| {
             error!(error = %e, "index read failed");
