@@ -22,8 +22,8 @@ pub use record::{Gaps, ScreenRecorder};
 pub use tls::{TlsIdentity, generate_identity};
 
 use std::net::SocketAddr;
-pub use witness_core::gate::{Refusal, Ticket};
 use witness_core::policy::{Access, Denial};
+pub use witness_gate::{AuditEvent, Gate, Protocol, Refusal, Ticket, Unavailable};
 
 /// Everything needed to reach a target a user was granted.
 #[derive(Clone)]
@@ -56,19 +56,9 @@ impl std::fmt::Debug for RdpPlan {
     }
 }
 
-/// An audit event the proxy reports. `detail` never holds a secret.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub kind: &'static str,
-    pub user: Option<String>,
-    pub target: Option<String>,
-    pub session_id: Option<String>,
-    pub detail: serde_json::Value,
-}
-
 /// What the RDP proxy needs from the rest of the box. Every call is short (index look-ups); the
 /// proxy makes them from its async tasks.
-pub trait Broker: Send + Sync + 'static {
+pub trait Broker: Gate {
     /// The NT hash (32 hex digits) of a box user's password, which NTLM needs to check it;
     /// `None`: no such user, or no password usable for RDP.
     fn nt_hash(&self, user: &str) -> Option<String>;
@@ -83,28 +73,11 @@ pub trait Broker: Send + Sync + 'static {
     fn release_login(&self, _ticket: Ticket) {}
     /// Decides whether `user` may reach `target` now and, if so, how.
     fn plan(&self, user: &str, target: &str) -> Result<RdpPlan, Denial>;
-    /// Re-checks access of a running session (grant revoked or expired).
-    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial>;
     /// Pins a target's certificate on first use; `false` if another one was pinned meanwhile.
     fn pin_certificate(&self, target: &str, fingerprint: &str) -> Result<bool, String>;
-    /// Whether a new session may start; `Err` says why not.
-    fn admit(&self) -> Result<(), String>;
-    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String>;
-    fn session_ended(&self, session_id: &str, reason: &str);
     /// Starts recording a session's screen (called once the session is open, before any PDU is
     /// relayed). `Err`: it cannot be recorded; the session ends with that reason.
     fn start_screen_recording(&self, session_id: &str) -> Result<Box<dyn ScreenRecorder>, String>;
-    fn audit(&self, event: AuditEvent);
-    /// Cancelled when an administrator ends the session from the console. `None`: sessions
-    /// cannot be ended from outside.
-    fn termination(&self, _session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
-        None
-    }
-    /// Why the box itself ended the session (access taken away), when it was not an
-    /// administrator from the console; shown to the user.
-    fn termination_reason(&self, _session_id: &str) -> Option<String> {
-        None
-    }
 }
 
 /// The NT hash (MD4 of the UTF-16LE password) as NTLM uses it, in hex.

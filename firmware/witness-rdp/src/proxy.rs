@@ -487,7 +487,7 @@ async fn open<B: Broker>(
         return Err(denied("access_denied", format!("this port leads to target {p}; the login names {target}")));
     }
     let plan = broker.plan(user, target).map_err(|d: Denial| denied("access_denied", d.to_string()))?;
-    broker.admit().map_err(|m| denied("session_refused", m))?;
+    broker.admit().map_err(|m| denied("session_refused", m.to_string()))?;
     let leg = connect_target(broker, &plan, settings, client_request).await?;
     Ok((plan, leg))
 }
@@ -633,7 +633,7 @@ enum End {
 
 async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, cancel: CancellationToken) {
     let Ready { user, plan, client, client_leftover, target, target_leftover, target_protocol } = ready;
-    let session_id = match broker.session_started(&user, &plan.name, Some(peer)) {
+    let session_id = match broker.session_started(&user, &plan.name, crate::Protocol::Rdp, Some(peer)) {
         Ok(id) => id,
         Err(e) => {
             warn!(%peer, user, target = %plan.name, error = %e, "rdp session could not start");
@@ -699,7 +699,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     let recheck = async {
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
-            if let Err(d) = broker.recheck(&user, &plan.name) {
+            if let Err(d) = broker.recheck(&user, &plan.name, crate::Protocol::Rdp) {
                 return d;
             }
         }

@@ -14,8 +14,8 @@ pub use keys::{HostKey, KeyError, check_private_key, generate_host_key, parse_pu
 pub use server::{SshSettings, serve};
 
 use std::net::SocketAddr;
-pub use witness_core::gate::Refusal;
 use witness_core::policy::{Access, Denial};
+pub use witness_gate::{AuditEvent, Gate, Protocol, Refusal, Unavailable};
 use witness_recorder::{CastRecorder, RecordError, Summary};
 
 /// How a user proves who they are.
@@ -67,19 +67,10 @@ pub struct RecordingMeta {
     pub rows: u32,
 }
 
-/// An audit event the proxy reports. `detail` never holds a secret.
-#[derive(Debug, Clone)]
-pub struct AuditEvent {
-    pub kind: &'static str,
-    pub user: Option<String>,
-    pub target: Option<String>,
-    pub session_id: Option<String>,
-    pub detail: serde_json::Value,
-}
-
-/// What the SSH proxy needs from the rest of the box. Calls are short (index look-ups) except
-/// [`Broker::authenticate`], which the proxy runs on a blocking thread.
-pub trait Broker: Send + Sync + 'static {
+/// What the SSH proxy needs from the rest of the box beyond the [`Gate`] every door shares.
+/// Calls are short (index look-ups) except [`Broker::authenticate`] and
+/// [`Broker::second_factor`], which the proxy runs on a blocking thread.
+pub trait Broker: Gate {
     /// Checks a box user's credential through the box's gate (throttled per source and name,
     /// password checks bounded box-wide).
     fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> Result<(), Refusal>;
@@ -93,29 +84,12 @@ pub trait Broker: Send + Sync + 'static {
     }
     /// Decides whether `user` may reach `target` now and, if so, how.
     fn plan(&self, user: &str, target: Option<&str>) -> Result<TargetPlan, Denial>;
-    /// Re-checks access of a running session (grant revoked or expired).
-    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial>;
     /// Pins a target's host key on first use; `false` if another key was pinned meanwhile.
     fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, String>;
-    /// Whether a new session may start (recording space available); `Err` is shown to the user.
-    fn admit(&self) -> Result<(), String>;
-    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String>;
-    fn session_ended(&self, session_id: &str, reason: &str);
     /// Creates a recording for a channel of `session_id` and starts its writer.
     fn start_recording(&self, session_id: &str, meta: &RecordingMeta) -> Result<(String, CastRecorder), RecordError>;
     /// Records how a recording ended (`Err`: the writer failed; what it wrote is still kept).
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>);
-    fn audit(&self, event: AuditEvent);
-    /// Cancelled when an administrator ends the session from the console; the token's owner
-    /// keeps who did it. `None`: sessions cannot be ended from outside.
-    fn termination(&self, _session_id: &str) -> Option<tokio_util::sync::CancellationToken> {
-        None
-    }
-    /// Why the box itself ended the session (access taken away), when it was not an
-    /// administrator from the console; shown to the user.
-    fn termination_reason(&self, _session_id: &str) -> Option<String> {
-        None
-    }
 }
 
 /// Errors of the SSH proxy's own set-up (a connection's errors stay in that connection).

@@ -5,7 +5,7 @@ use crate::keys::HostKey;
 use crate::relay;
 use crate::sink::UserSink;
 use crate::target::{self, TargetHandle};
-use crate::{AuditEvent, Broker, Credential, SshError, TargetPlan};
+use crate::{AuditEvent, Broker, Credential, Protocol, SshError, TargetPlan};
 use russh::server::{self, Auth, Msg, Session};
 use russh::{Channel, ChannelId, Disconnect, MethodKind, MethodSet};
 use std::collections::HashMap;
@@ -375,7 +375,7 @@ async fn watch_access(conn: &Conn) -> Denial {
             None => RECHECK,
         };
         tokio::time::sleep(nap).await;
-        match conn.broker.recheck(&user, &target) {
+        match conn.broker.recheck(&user, &target, Protocol::Ssh) {
             Ok(access) => until = access.until,
             Err(denial) => return denial,
         }
@@ -504,11 +504,11 @@ impl SshHandler {
             Err(denial) => return Admission::Refused { message: denial.to_string(), denial: Some(denial) },
         };
         if let Err(message) = broker.admit() {
-            return Admission::Refused { denial: None, message };
+            return Admission::Refused { denial: None, message: message.to_string() };
         }
-        match broker.session_started(user, &plan.name, self.conn.peer) {
+        match broker.session_started(user, &plan.name, Protocol::Ssh, self.conn.peer) {
             Ok(session_id) => Admission::Granted { plan, session_id },
-            Err(message) => Admission::Refused { denial: None, message },
+            Err(message) => Admission::Refused { denial: None, message: message.to_string() },
         }
     }
 }

@@ -9,9 +9,10 @@ use tracing::{error, info, warn};
 use witness_core::cast::{Header, Provenance};
 use witness_core::policy::{self, Access, Denial};
 use witness_core::{Protocol, RecordingStatus};
+use witness_gate::{AuditEvent, Gate, Unavailable};
 use witness_index::{RecordingEnd, Secret};
 use witness_recorder::{CastRecorder, RecordError, RecorderSettings, Summary};
-use witness_ssh::{AuditEvent, Credential, RecordingMeta, Refusal, TargetPlan, TargetSecret};
+use witness_ssh::{Credential, RecordingMeta, Refusal, TargetPlan, TargetSecret};
 
 pub struct BoxBroker {
     pub dir: Arc<DataDir>,
@@ -68,7 +69,7 @@ impl BoxBroker {
     /// Writes what the gate reported (a lockout, the first throttled attempt of one).
     pub fn audit_gate(&self, event: crate::gate::GateEvent) {
         warn!(kind = event.kind, detail = %event.detail, "login throttle");
-        witness_ssh::Broker::audit(
+        Gate::audit(
             self,
             AuditEvent { kind: event.kind, user: None, target: None, session_id: None, detail: event.detail },
         );
@@ -81,12 +82,12 @@ impl BoxBroker {
         target: &str,
         protocol: Protocol,
         peer: Option<SocketAddr>,
-    ) -> Result<String, String> {
+    ) -> Result<String, Unavailable> {
         let id = new_id();
         let client = peer.map(|p| p.to_string());
         self.index()
             .create_session(&id, user, target, protocol, client.as_deref())
-            .map_err(|e| format!("the box could not record the session in its index ({e})"))?;
+            .map_err(|e| Unavailable::Index(e.to_string()))?;
         info!(session_id = %id, user, target, protocol = protocol.as_str(), "session started");
         self.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let epoch = self.index().access_epoch(user).ok().flatten().unwrap_or(0);
@@ -142,7 +143,7 @@ impl BoxBroker {
                 entry.reason = Some(message.clone());
             }
             let target = self.index().session(&id).ok().flatten().map(|s| s.target);
-            witness_ssh::Broker::audit(
+            Gate::audit(
                 self,
                 AuditEvent {
                     kind: "session_terminated",
@@ -162,7 +163,7 @@ impl BoxBroker {
         let Some(token) = token else { return false };
         let session = self.index().session(session_id).ok().flatten();
         let (user, target) = session.map(|s| (Some(s.user), Some(s.target))).unwrap_or_default();
-        witness_ssh::Broker::audit(
+        Gate::audit(
             self,
             AuditEvent {
                 kind: "session_terminated",
@@ -371,49 +372,8 @@ impl witness_ssh::Broker for BoxBroker {
         })
     }
 
-    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial> {
-        self.decide(user, Some(target), Protocol::Ssh).map(|(_, a)| a)
-    }
-
     fn pin_host_key(&self, target: &str, key: &str) -> Result<bool, String> {
         self.index().pin_host_key(target, key).map_err(|e| e.to_string())
-    }
-
-    fn admit(&self) -> Result<(), String> {
-        let dir = self.dir.recordings_dir();
-        let min = self.dir.config.min_free_bytes;
-        let watermark = self.dir.config.high_watermark_percent;
-        if let Ok(used) = witness_recorder::used_percent(&dir)
-            && used > watermark
-        {
-            // The uploader evicts uploaded recordings as soon as the disk passes the watermark,
-            // so still being above it means nothing can be evicted: fail closed.
-            self.wake.notify_one();
-            warn!(used, watermark, "recording storage above its high watermark; refusing new sessions");
-            return Err(format!(
-                "the box's recording storage is {used}% full (high watermark {watermark}%) and holds no uploaded recordings to evict; new sessions are refused until the store catches up"
-            ));
-        }
-        match witness_recorder::free_space(&dir) {
-            Ok(free) if free >= min => Ok(()),
-            Ok(free) => {
-                warn!(free, min, "recording storage full; refusing new sessions");
-                Err(format!(
-                    "the box's recording storage is full ({} MiB free, {} MiB required); new sessions are refused until space is freed",
-                    free / (1024 * 1024),
-                    min / (1024 * 1024)
-                ))
-            }
-            Err(e) => Err(format!("the box cannot check its recording storage ({e}); new sessions are refused")),
-        }
-    }
-
-    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
-        self.open_session(user, target, Protocol::Ssh, peer)
-    }
-
-    fn session_ended(&self, session_id: &str, reason: &str) {
-        self.close_session(session_id, reason)
     }
 
     fn start_recording(&self, session_id: &str, meta: &RecordingMeta) -> Result<(String, CastRecorder), RecordError> {
@@ -475,6 +435,61 @@ impl witness_ssh::Broker for BoxBroker {
 
     fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
         self.finisher.recording_finished(recording_id, outcome)
+    }
+}
+
+/// The one implementation of what every door shares.
+impl witness_gate::Gate for BoxBroker {
+    fn admit(&self) -> Result<(), Unavailable> {
+        let dir = self.dir.recordings_dir();
+        let min = self.dir.config.min_free_bytes;
+        let watermark = self.dir.config.high_watermark_percent;
+        if let Ok(used) = witness_recorder::used_percent(&dir)
+            && used > watermark
+        {
+            // The uploader evicts uploaded recordings as soon as the disk passes the watermark,
+            // so still being above it means nothing can be evicted: fail closed.
+            self.wake.notify_one();
+            warn!(used, watermark, "recording storage above its high watermark; refusing new sessions");
+            return Err(Unavailable::Storage(format!(
+                "the box's recording storage is {used}% full (high watermark {watermark}%) and holds no uploaded recordings to evict; new sessions are refused until the store catches up"
+            )));
+        }
+        match witness_recorder::free_space(&dir) {
+            Ok(free) if free >= min => Ok(()),
+            Ok(free) => {
+                warn!(free, min, "recording storage full; refusing new sessions");
+                Err(Unavailable::Storage(format!(
+                    "the box's recording storage is full ({} MiB free, {} MiB required); new sessions are refused until space is freed",
+                    free / (1024 * 1024),
+                    min / (1024 * 1024)
+                )))
+            }
+            Err(e) => Err(Unavailable::Storage(format!(
+                "the box cannot check its recording storage ({e}); new sessions are refused"
+            ))),
+        }
+    }
+
+    fn session_started(
+        &self,
+        user: &str,
+        target: &str,
+        protocol: Protocol,
+        peer: Option<SocketAddr>,
+    ) -> Result<String, Unavailable> {
+        self.open_session(user, target, protocol, peer)
+    }
+
+    fn session_ended(&self, session_id: &str, reason: &str) {
+        self.close_session(session_id, reason)
+    }
+
+    fn recheck(&self, user: &str, target: &str, protocol: Protocol) -> Result<Access, Denial> {
+        match protocol {
+            Protocol::Ssh => self.decide(user, Some(target), Protocol::Ssh).map(|(_, a)| a),
+            Protocol::Rdp => self.rdp_decide(user, target).map(|(_, a)| a),
+        }
     }
 
     fn termination(&self, session_id: &str) -> Option<tokio_util::sync::CancellationToken> {

@@ -16,7 +16,7 @@ use tracing::{error, info};
 use witness_core::policy::{Access, Denial};
 use witness_core::{Protocol, names::validate_name};
 use witness_index::{RdpRedirection, Secret, TargetRecord};
-use witness_rdp::{AuditEvent, RdpPlan, Redirection};
+use witness_rdp::{RdpPlan, Redirection};
 
 /// The certificate RDP clients see (PEM, leaf first); replace both files to use another one.
 pub const RDP_CERT: &str = "keys/rdp_tls.crt";
@@ -255,7 +255,7 @@ pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
 }
 
 impl BoxBroker {
-    fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
+    pub(crate) fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
         let decided = self.decide(user, Some(target), Protocol::Rdp)?;
         // NLA has no second prompt: a user with a one-time code needs an explicit allow.
         let allowed = self.dir.index.rdp_allowed(user).unwrap_or_else(|e| {
@@ -322,24 +322,8 @@ impl witness_rdp::Broker for BoxBroker {
         })
     }
 
-    fn recheck(&self, user: &str, target: &str) -> Result<Access, Denial> {
-        self.rdp_decide(user, target).map(|(_, a)| a)
-    }
-
     fn pin_certificate(&self, target: &str, fingerprint: &str) -> Result<bool, String> {
         self.dir.index.pin_host_key(target, fingerprint).map_err(|e| e.to_string())
-    }
-
-    fn admit(&self) -> Result<(), String> {
-        <Self as witness_ssh::Broker>::admit(self)
-    }
-
-    fn session_started(&self, user: &str, target: &str, peer: Option<SocketAddr>) -> Result<String, String> {
-        self.open_session(user, target, Protocol::Rdp, peer)
-    }
-
-    fn session_ended(&self, session_id: &str, reason: &str) {
-        self.close_session(session_id, reason)
     }
 
     fn start_screen_recording(&self, session_id: &str) -> Result<Box<dyn witness_rdp::ScreenRecorder>, String> {
@@ -353,26 +337,5 @@ impl witness_rdp::Broker for BoxBroker {
             return Err("no H.264 encoder works on this box (see witness encoders)".into());
         }
         Ok(Box::new(crate::video::BoxScreen::new(self.dir.clone(), self.finisher.clone(), session_id)))
-    }
-
-    fn termination(&self, session_id: &str) -> Option<CancellationToken> {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).get(session_id).map(|r| r.token.clone())
-    }
-
-    fn termination_reason(&self, session_id: &str) -> Option<String> {
-        self.ended_why(session_id)
-    }
-
-    fn audit(&self, event: AuditEvent) {
-        <Self as witness_ssh::Broker>::audit(
-            self,
-            witness_ssh::AuditEvent {
-                kind: event.kind,
-                user: event.user,
-                target: event.target,
-                session_id: event.session_id,
-                detail: event.detail,
-            },
-        )
     }
 }
