@@ -104,7 +104,7 @@ fn fuzz(args: &[String]) -> Result<()> {
     if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
         run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
-    for target in ["sftp_observer", "cast_scan", "utf8_carry", "board_profile", "evidence_verify"] {
+    for target in ["sftp_observer", "cast_scan", "utf8_carry", "board_profile", "evidence_verify", "atrest_open"] {
         run(Command::new("cargo").args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]))?;
     }
     Ok(())
