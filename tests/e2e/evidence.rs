@@ -360,6 +360,7 @@ fn a_recording_is_uploaded_and_pruned_only_with_its_signed_manifest() {
     assert_eq!(st["unsealed"][0]["recording"], id.as_str(), "{st}");
     assert!(b.ok(&["sync", "status"], None).contains("not sealed"), "the text status names it");
     assert!(b.ok(&["recordings"], None).contains("not sealed"), "the listing names it");
+    assert!(b.audit_kinds().contains(&"recording_not_sealed".to_string()));
 
     // The store refuses the manifest (a directory where its object goes); the key is back.
     let manifest_object = stored_object(&b, &rec, ".manifest.json");
@@ -565,6 +566,8 @@ fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
     );
     let aside = std::fs::read(path.with_extension("quarantine")).expect("the rest moved aside");
     assert!(aside == data[bounds[k]..], "the rest is not moved aside whole");
+    let event = b.audit().into_iter().find(|e| e["kind"] == "recording_quarantined").expect("an audit event");
+    assert_eq!(event["detail"]["quarantined_bytes"], aside.len() as u64, "{event}");
     let bundle = tempfile::tempdir().unwrap();
     eventually(30, "sealed", || {
         b.cli(

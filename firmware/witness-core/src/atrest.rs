@@ -284,6 +284,18 @@ pub fn whole_len(file: &[u8]) -> Option<usize> {
     Some(at)
 }
 
+/// Whether `rest`, what follows a file's whole records, is one record cut short (its length
+/// runs past the end, or is itself cut): no whole record, so nothing that could authenticate.
+pub fn is_torn(rest: &[u8]) -> bool {
+    match rest.get(..4) {
+        None => true,
+        Some(len) => {
+            let n = u32::from_be_bytes(len.try_into().expect("four bytes")) as usize;
+            (NONCE + 16..=MAX_RECORD).contains(&n) && 4 + n > rest.len()
+        }
+    }
+}
+
 /// Decrypts every whole record. `strict`: a record that fails authentication (or, in
 /// `witness-enc/3`, is out of place) is an error (tampering); otherwise it ends the readable
 /// part, as garbage after a power cut does, and the returned length is where it starts.
@@ -372,6 +384,8 @@ mod tests {
             let (plain, n) = open(cut, &dek, false).unwrap();
             assert_eq!(plain, b"{\"version\":2}\n");
             assert!(n < cut.len());
+            assert!(is_torn(&cut[n..]) && is_torn(&cut[cut.len() - 2..]), "a cut last record is torn");
+            assert!(!is_torn(&f[n..]), "a whole record is not");
             // A flipped byte inside a record is tampering.
             let mut bad = f.clone();
             let last = bad.len() - 3;

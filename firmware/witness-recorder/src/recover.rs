@@ -48,7 +48,10 @@ fn move_aside(recording: &Path, rest: &[u8]) -> std::io::Result<PathBuf> {
             Ok(held) if held == rest => return Ok(q),
             Ok(_) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                crate::sealed_file::create_durable(&q, rest).map_err(std::io::Error::other)?;
+                if let Err(e) = crate::sealed_file::create_durable(&q, rest) {
+                    let _ = std::fs::remove_file(&q); // a partial copy is no copy
+                    return Err(std::io::Error::other(e));
+                }
                 return Ok(q);
             }
             Err(e) => return Err(e),
@@ -87,6 +90,7 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
     use witness_core::atrest;
     let unusable = |e: &dyn std::fmt::Display| RecordError::Unusable(format!("{}: {e}", path.display()));
     let data = std::fs::read(path).map_err(|e| unusable(&e))?;
+    let encrypted = atrest::Header::parse(&data).is_some();
     let (valid_len, scan) = match atrest::Header::parse(&data) {
         Some((header, _)) => {
             let dek = key_for(&header).ok_or_else(|| unusable(&format!("no key {}", header.key_id)))?;
@@ -109,8 +113,22 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
     let trimmed = (data.len() - valid_len) as u64;
     let mut quarantine = None;
     if trimmed > 0 {
+        let rest = &data[valid_len..];
         // Moved aside before the cut: a crash in between leaves both copies, never neither.
-        quarantine = Some(move_aside(path, &data[valid_len..]).map_err(|e| unusable(&e))?);
+        quarantine = match move_aside(path, rest) {
+            Ok(q) => Some(q),
+            // A full disk, the usual reason for a torn write, has no room for the copy. A torn
+            // last record (or half an event) holds nothing that could authenticate: it is cut.
+            Err(e) if if encrypted { witness_core::atrest::is_torn(rest) } else { !rest.contains(&b'\n') } => {
+                tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
+                None
+            }
+            Err(e) => {
+                return Err(unusable(&format!(
+                    "the {trimmed} bytes after its authentic part cannot be moved aside, so nothing is cut: {e}"
+                )));
+            }
+        };
         let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
         file.set_len(valid_len as u64).map_err(|e| unusable(&e))?;
         file.sync_all().map_err(|e| unusable(&e))?;
@@ -206,6 +224,28 @@ mod tests {
             let again = recover_cast(&path, &key_for).unwrap();
             assert_eq!((again.bytes, again.trimmed), (r.bytes, 0));
             assert!(std::fs::read(path.with_extension("quarantine")).unwrap() == aside);
+        }
+        // No room for the copy (here: its place taken): records that could be authentic are
+        // not cut; a torn last record, which cannot be, is.
+        let mut flipped = original.clone();
+        flipped[bounds[2] + 30] ^= 1;
+        let mut torn = original.clone();
+        torn.truncate(original.len() - 5);
+        for (name, file, cut) in [("blocked-flipped", flipped, false), ("blocked-torn", torn, true)] {
+            let path = dir.path().join(format!("{name}.cast"));
+            std::fs::write(&path, &file).unwrap();
+            std::fs::create_dir(path.with_extension("quarantine")).unwrap();
+            let r = recover_cast(&path, &key_for);
+            let now = std::fs::read(&path).unwrap();
+            if cut {
+                let r = r.unwrap();
+                assert_eq!((r.quarantine, r.bytes), (None, bounds[3] as u64), "{name}");
+                assert!(now == original[..bounds[3]], "{name}");
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("cannot be moved aside, so nothing is cut"), "{name}: {e}");
+                assert!(now == file, "{name}: the file was changed");
+            }
         }
     }
 }

@@ -276,6 +276,14 @@ impl Finisher {
                     let reason = format!("{e:#}");
                     error!(recording_id = %id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
                     crate::sync::hold_unsealed(&dir, &id, &reason);
+                    let rec = dir.index.recording(&id).ok().flatten();
+                    let _ = dir.index.audit(
+                        "recording_not_sealed",
+                        rec.as_ref().map(|r| r.user.as_str()),
+                        rec.as_ref().map(|r| r.target.as_str()),
+                        rec.as_ref().map(|r| r.session_id.as_str()),
+                        &serde_json::json!({ "recording": id, "error": reason }),
+                    );
                 }
             }
             // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts

@@ -209,7 +209,15 @@ pub fn recover(dir: &DataDir) -> Result<()> {
                 match &r.quarantine {
                     Some(q) => {
                         warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
-                        "recovered recording; what followed its last authentic record is moved aside")
+                        "recovered recording; what followed its last authentic record is moved aside");
+                        let file = q.file_name().unwrap_or_default().to_string_lossy();
+                        dir.index.audit(
+                            "recording_quarantined",
+                            Some(&rec.user),
+                            Some(&rec.target),
+                            Some(&rec.session_id),
+                            &serde_json::json!({ "recording": rec.id, "kept_bytes": r.bytes, "quarantined_bytes": r.trimmed, "file": file }),
+                        )?;
                     }
                     None => info!(recording_id = %rec.id, bytes = r.bytes, "recovered recording"),
                 }
