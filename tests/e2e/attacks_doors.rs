@@ -420,3 +420,22 @@ fn rdp_guesses_are_throttled_and_a_totp_user_needs_an_explicit_allow() {
     let (st, log) = rb.client(&screen, "bob@nla01", "bob-passwd", 5, &[]).wait(within);
     assert_eq!(st.code(), Some(124), "allowed explicitly, bob's session stays up: {log}");
 }
+
+#[test]
+fn taking_access_away_ends_a_live_rdp_session_too() {
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let rb = box_with_shadow(&shadow);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 40, &[]);
+    crate::rdp::screen_shows(&screen, &[crate::rdp::RED], 15, |_| {});
+    let start = Instant::now();
+    rb.b.ok(&["user", "role", "alice", "auditor"], None);
+    let (st, log) = client.wait(Duration::from_secs(20));
+    assert_ne!(st.code(), Some(124), "the RDP session outlived the change: {log}");
+    assert!(start.elapsed() < Duration::from_secs(12), "ended after {:?}", start.elapsed());
+    let row = eventually(10, "the session ended in the index", || {
+        rb.b.sessions().into_iter().find(|r| !r["ended_at"].is_null())
+    });
+    assert!(row["end_reason"].as_str().unwrap().contains("access changed"), "{row}");
+}
