@@ -784,7 +784,7 @@ pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
     }
     // RDPGFX_HEADER (cmdId, flags, pduLength), capsSetCount, then the capability sets, which
     // must fill the PDU exactly.
-    let pdu = &mut data[at..];
+    let pdu = data.get_mut(at..)?;
     if u16_at(pdu, 0)? != RDPGFX_CMDID_CAPSADVERTISE || u16_at(pdu, 2)? != 0 || u32_at(pdu, 4)? as usize != pdu.len() {
         return None;
     }
@@ -1509,6 +1509,8 @@ mod tests {
         short[..4].copy_from_slice(&length.to_le_bytes());
         unchanged(short, "cut short");
         unchanged(good[..9].to_vec(), "headers only");
+        // Found by fuzzing (rdp_trim): a DVC header whose channel id runs past the end.
+        unchanged(vec![1, 0, 0, 0, 0xff, 0, 0, 0, 0x31], "a channel id past the end");
     }
 
     #[test]
