@@ -127,7 +127,13 @@ struct Dynamic {
     client_chunks: Option<bool>,
     /// Decisions not yet taken by [`Filter::take_dynamic_decisions`].
     decided: Vec<DynamicDecision>,
+    /// Names already announced: each once, and at most [`ANNOUNCED_NAMES`] (a target asking for
+    /// channels in a loop must not flood the audit log).
+    announced: HashSet<(String, bool)>,
 }
+
+/// How many distinct dynamic channel decisions a session announces.
+const ANNOUNCED_NAMES: usize = 64;
 
 #[derive(Debug)]
 struct DynamicChannel {
@@ -440,7 +446,10 @@ impl Filter {
             cmd::CREATE => {
                 let name = &chunk[h.body..];
                 let allowed = channels::dynamic_allowed(self.redirection, name);
-                d.decided.push(DynamicDecision { name: shown_name(name), id: h.channel, allowed });
+                let shown = shown_name(name);
+                if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
+                    d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
+                }
                 d.open.remove(&h.channel);
                 d.refused.remove(&h.channel);
                 if allowed {
@@ -1219,6 +1228,17 @@ mod tests {
         let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "URBDRC");
+        // A target asking again and again is refused every time and announced once.
+        for _ in 0..1000 {
+            assert!(matches!(
+                f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap(),
+                Verdict::Replace(_)
+            ));
+        }
+        for n in 0..1000 {
+            f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
+        }
+        assert_eq!(f.take_dynamic_decisions().len(), ANNOUNCED_NAMES - 1);
         // The graphics pipeline opens on the same grant.
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
