@@ -271,7 +271,15 @@ impl Filter {
         let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
             return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         };
-        let McsMessage::SendDataRequest(req) = mcs else { return Ok(Verdict::Forward) };
+        let req = match mcs {
+            McsMessage::SendDataRequest(req) => req,
+            McsMessage::ErectDomainRequest(_)
+            | McsMessage::AttachUserRequest(_)
+            | McsMessage::ChannelJoinRequest(_)
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            // A server's PDU from the client: no client sends one, and its data would go unjudged.
+            _ => return Ok(Verdict::Refuse(CLIENT_UNREADABLE)),
+        };
         let channel = req.channel_id;
         if self.is_client_info(channel, &req.user_data) {
             return self.client_info(req);
@@ -304,7 +312,15 @@ impl Filter {
         let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
             return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         };
-        let McsMessage::SendDataIndication(ind) = mcs else { return Ok(Verdict::Forward) };
+        let ind = match mcs {
+            McsMessage::SendDataIndication(ind) => ind,
+            McsMessage::AttachUserConfirm(_)
+            | McsMessage::ChannelJoinConfirm(_)
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            // A client's PDU from the target (a Send Data Request carrying a Server Redirection,
+            // say): no server sends one, and its data would go unjudged.
+            _ => return Ok(Verdict::Refuse(TARGET_UNREADABLE)),
+        };
         let channel = ind.channel_id;
         let at = frame.len() - ind.user_data.len();
         if Some(channel) == self.io_channel {
@@ -1144,6 +1160,17 @@ mod tests {
         assert!(matches!(f.from_client(&garbage).unwrap(), Verdict::Refuse(_)));
         let mut f = connected(&[]);
         assert!(matches!(f.from_target(&garbage).unwrap(), Verdict::Refuse(_)));
+    }
+
+    #[test]
+    fn a_pdu_of_the_other_direction_is_refused() {
+        // A Server Redirection in a Send Data Request (the client's PDU) from the target.
+        let mut f = connected(&[]);
+        let wrapped = send_data(1003, server_redirection_bytes());
+        assert!(matches!(f.from_target(&wrapped).unwrap(), Verdict::Refuse(_)));
+        let mut f = connected(&[]);
+        let wrapped = send_indication(1003, share_data_bytes(1007));
+        assert!(matches!(f.from_client(&wrapped).unwrap(), Verdict::Refuse(_)));
     }
 
     /// The real FreeRDP Connect Initial with its channel names patched.
