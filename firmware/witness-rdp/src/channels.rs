@@ -167,7 +167,8 @@ pub(crate) struct DvcHeader {
     pub body: usize,
 }
 
-fn field(code: u8) -> Option<usize> {
+/// The size of a field (channel id, Data First length) from its 2-bit code: 1, 2 or 4 bytes.
+pub(crate) fn field(code: u8) -> Option<usize> {
     [1usize, 2, 4].get(usize::from(code)).copied()
 }
 

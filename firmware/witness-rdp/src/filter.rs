@@ -638,7 +638,6 @@ fn gfx_from_client(
     h: DvcHeader,
     last: bool,
 ) -> Verdict {
-    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
     let chunk = &frame[at + 8..];
     // The DVC PDU's bytes after its header, over all the static chunks.
     let Some(payload) = u64::from(length).checked_sub(h.body as u64) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
@@ -649,7 +648,7 @@ fn gfx_from_client(
     let mut start = h.body;
     let mut total = payload;
     if h.cmd == cmd::DATA_FIRST {
-        let Some(n) = [1usize, 2, 4].get(usize::from(h.sp)).copied() else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+        let Some(n) = channels::field(h.sp) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
         let Some(t) = uint_at(chunk, start, n) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
         total = u64::from(t);
         start += n;
@@ -671,6 +670,9 @@ fn gfx_from_client(
     }
     Verdict::Forward
 }
+
+/// The graphics pipeline's Caps Advertise (RDPGFX_CMDID_CAPSADVERTISE).
+const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
 
 /// PDUTYPE2_SUPPRESS_OUTPUT, at offset 14 of a Data PDU (after the Share Control header,
 /// shareId, pad1, streamId and uncompressedLength).
@@ -769,37 +771,23 @@ const GFX_V10_FLAGS: [u32; 8] =
 /// target does not recognise and passes over. Returns `None` when `data` is not a whole, well-formed
 /// Caps Advertise in one unfragmented, uncompressed channel PDU (then nothing is changed).
 pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
-    const CHANNEL_FLAG_FIRST: u32 = 0x1;
-    const CHANNEL_FLAG_LAST: u32 = 0x2;
-    const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
-    const DVC_DATA_FIRST: u8 = 0x2;
-    const DVC_DATA: u8 = 0x3;
-    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
     const AVC420_ENABLED: u32 = 0x10;
     const AVC_DISABLED: u32 = 0x20;
     const AVC_THINCLIENT: u32 = 0x40;
-    let u16_at = |d: &[u8], at: usize| d.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |d: &[u8], at: usize| d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    // CHANNEL_PDU_HEADER: length of the whole channel data, flags.
-    let (length, flags) = (u32_at(data, 0)?, u32_at(data, 4)?);
+    let u32_at = |d: &[u8], at: usize| uint_at(d, at, 4);
+    let (length, flags, chunk) = channel_pdu(data)?;
     let whole = flags & (CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST) == CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
-    if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != data.len() - 8 {
+    if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != chunk.len() {
         return None;
     }
-    // DVC header: cbChId (bits 0-1), Sp (bits 2-3), Cmd (bits 4-7); then the channel id and, in
-    // a Data First PDU, the total length.
-    let head = *data.get(8)?;
-    let field = |code: u8| [1usize, 2, 4].get(code as usize).copied();
-    let mut at = 9 + field(head & 3)?;
-    match head >> 4 {
-        DVC_DATA => {}
-        DVC_DATA_FIRST => {
-            let n = field((head >> 2) & 3)?;
-            let total = match n {
-                1 => u32::from(*data.get(at)?),
-                2 => u32::from(u16_at(data, at)?),
-                _ => u32_at(data, at)?,
-            };
+    // The DVC header, then, in a Data First PDU, the total length.
+    let h = dvc_header(chunk)?;
+    let mut at = 8 + h.body;
+    match h.cmd {
+        cmd::DATA => {}
+        cmd::DATA_FIRST => {
+            let n = channels::field(h.sp)?;
+            let total = uint_at(data, at, n)?;
             at += n;
             if total as usize != data.len().checked_sub(at)? {
                 return None;
