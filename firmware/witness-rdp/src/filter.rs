@@ -336,17 +336,14 @@ impl Filter {
         })
     }
 
-    /// Whether the target would read this as a Client Info: an INFO_PKT security header on the
-    /// I/O channel (on any channel while the I/O channel is not known) before activation. After
-    /// the first one, a Share Control PDU whose length happens to have that bit is not one.
+    /// Whether the target could read this as a Client Info: INFO_PKT in what would be a security
+    /// header's flags, on the I/O channel (on any channel while the I/O channel is not known),
+    /// before activation — whatever follows the flags (servers read them alone). No other client
+    /// PDU of that phase has the bit (license PDUs carry LICENSE_PKT).
     fn is_client_info(&self, channel: u16, data: &[u8]) -> bool {
         let on_io = self.io_channel.is_none_or(|io| io == channel);
         let flags = u16_at(data, 0).unwrap_or(0);
-        on_io
-            && !self.active
-            && data.len() >= 4
-            && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
-            && (!self.client_info_seen || security_flags(data).is_some())
+        on_io && !self.active && data.len() >= 4 && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
     }
 
     /// Rewrites a Client Info with the target's credential, or ends the connection: the box
@@ -1299,6 +1296,17 @@ mod tests {
             }
             Verdict::Refuse(_) => {}
             other => panic!("the box user's password went out: {other:?}"),
+        }
+        // A second one, its flagsHi made to look like a Share Control PDU type, is rewritten too.
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
+        f.from_client(&info).unwrap();
+        let mut disguised = encode_vec(&pdu).unwrap();
+        disguised[2] = 0x17;
+        match f.from_client(&send_data(1003, disguised)).unwrap() {
+            Verdict::Replace(out) => assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password")),
+            Verdict::Refuse(_) => {}
+            other => panic!("a client info neither rewritten nor refused: {other:?}"),
         }
         // One that cannot be rewritten ends the connection.
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
