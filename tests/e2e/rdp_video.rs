@@ -136,12 +136,14 @@ fn red_then_blue_session(extra: &[&str]) {
         // The graphics pipeline is a dynamic channel every grant opens; the box audits each
         // dynamic channel the target asked for.
         let events = rb.b.audit();
-        let dynamic: Vec<_> = audit_of(&events, "rdp_channels")
-            .into_iter()
-            .filter(|c| c["detail"]["kind"] == "dynamic")
-            .flat_map(|c| c["detail"]["allowed"].as_array().unwrap().clone())
-            .collect();
-        assert!(dynamic.iter().any(|n| n == "Microsoft::Windows::RDS::Graphics"), "{events:?}");
+        let dynamic: Vec<_> =
+            audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "dynamic").collect();
+        let listed = |list: &str| -> Vec<serde_json::Value> {
+            dynamic.iter().flat_map(|c| c["detail"][list].as_array().unwrap().clone()).collect()
+        };
+        assert!(listed("allowed").iter().any(|n| n == "Microsoft::Windows::RDS::Graphics"), "{events:?}");
+        // freerdp-shadow asks for the client's microphone: no grant opens audio input.
+        assert!(listed("blocked").iter().any(|n| n == "AUDIO_INPUT"), "{events:?}");
     }
 }
 

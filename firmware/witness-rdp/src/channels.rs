@@ -90,15 +90,12 @@ pub(crate) fn shown_name(bytes: &[u8]) -> String {
 }
 
 /// The static channels the box knows (lowercase), with what each carries; `drdynvc` carries
-/// dynamic channels, each judged on its own.
+/// dynamic channels, each judged on its own. RemoteApp (`rail`) is not supported: refused.
 const STATIC: &[(&str, &[Class])] = &[
     ("cliprdr", &[Class::Clipboard]),
     ("rdpdr", &[Class::Drives, Class::Printers, Class::SmartCards]),
     ("rdpsnd", &[]),
     ("drdynvc", &[]),
-    ("rail", &[]),
-    ("rail_wi", &[]),
-    ("rail_ri", &[]),
 ];
 
 /// The dynamic channels the box knows (lowercase). Display, input and sound out carry no
@@ -170,7 +167,8 @@ pub(crate) struct DvcHeader {
     pub body: usize,
 }
 
-fn field(code: u8) -> Option<usize> {
+/// The size of a field (channel id, Data First length) from its 2-bit code: 1, 2 or 4 bytes.
+pub(crate) fn field(code: u8) -> Option<usize> {
     [1usize, 2, 4].get(usize::from(code)).copied()
 }
 
@@ -217,6 +215,7 @@ mod tests {
             (b"rdpsnd\0\0", [true, true, true]),
             (b"DRDYNVC\0", [true, true, true]),
             (b"rdp2tcp\0", [false, false, false]),
+            (b"rail\0\0\0\0", [false, false, false]),
             (b"sshagen\0", [false, false, false]),
             (b"\xe9\0\0\0\0\0\0\0", [false, false, false]),
         ] {

@@ -561,6 +561,9 @@ impl PassiveDecoder {
     /// Client fast-path input: the pointer position, so the pointer drawn into the image follows
     /// the user's mouse. Anything undecodable is ignored (it is the target's business).
     fn client_input(&mut self, frame: &[u8]) {
+        if !fast_path_input_fits(frame) {
+            return;
+        }
         let Ok(input) = decode::<FastPathInput>(frame) else { return };
         for event in input.input_events() {
             if let FastPathInputEvent::MouseEvent(m) = event {
@@ -576,6 +579,20 @@ impl PassiveDecoder {
     pub fn discarded_responses(&self) -> u64 {
         self.discarded_responses
     }
+}
+
+/// Whether a fast-path input PDU's stated length covers its own header: IronRDP subtracts the
+/// header's size from it unchecked (found by fuzzing: a short one overflowed there).
+fn fast_path_input_fits(frame: &[u8]) -> bool {
+    let (Some(&header), Some(&first)) = (frame.first(), frame.get(1)) else { return false };
+    let (length, per) = if first & 0x80 != 0 {
+        let Some(&second) = frame.get(2) else { return false };
+        ((usize::from(first & 0x7F) << 8) | usize::from(second), 2)
+    } else {
+        (usize::from(first), 1)
+    };
+    let events = usize::from((header >> 2) & 0x0F == 0);
+    length >= 1 + per + events
 }
 
 fn connect_initial(frame: &[u8]) -> Option<ConnectInitial> {

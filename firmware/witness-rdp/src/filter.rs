@@ -127,7 +127,13 @@ struct Dynamic {
     client_chunks: Option<bool>,
     /// Decisions not yet taken by [`Filter::take_dynamic_decisions`].
     decided: Vec<DynamicDecision>,
+    /// Names already announced: each once, and at most [`ANNOUNCED_NAMES`] (a target asking for
+    /// channels in a loop must not flood the audit log).
+    announced: HashSet<(String, bool)>,
 }
+
+/// How many distinct dynamic channel decisions a session announces.
+const ANNOUNCED_NAMES: usize = 64;
 
 #[derive(Debug)]
 struct DynamicChannel {
@@ -265,7 +271,15 @@ impl Filter {
         let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
             return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         };
-        let McsMessage::SendDataRequest(req) = mcs else { return Ok(Verdict::Forward) };
+        let req = match mcs {
+            McsMessage::SendDataRequest(req) => req,
+            McsMessage::ErectDomainRequest(_)
+            | McsMessage::AttachUserRequest(_)
+            | McsMessage::ChannelJoinRequest(_)
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            // A server's PDU from the client: no client sends one, and its data would go unjudged.
+            _ => return Ok(Verdict::Refuse(CLIENT_UNREADABLE)),
+        };
         let channel = req.channel_id;
         if self.is_client_info(channel, &req.user_data) {
             return self.client_info(req);
@@ -298,7 +312,15 @@ impl Filter {
         let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
             return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         };
-        let McsMessage::SendDataIndication(ind) = mcs else { return Ok(Verdict::Forward) };
+        let ind = match mcs {
+            McsMessage::SendDataIndication(ind) => ind,
+            McsMessage::AttachUserConfirm(_)
+            | McsMessage::ChannelJoinConfirm(_)
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            // A client's PDU from the target (a Send Data Request carrying a Server Redirection,
+            // say): no server sends one, and its data would go unjudged.
+            _ => return Ok(Verdict::Refuse(TARGET_UNREADABLE)),
+        };
         let channel = ind.channel_id;
         let at = frame.len() - ind.user_data.len();
         if Some(channel) == self.io_channel {
@@ -314,17 +336,14 @@ impl Filter {
         })
     }
 
-    /// Whether the target would read this as a Client Info: an INFO_PKT security header on the
-    /// I/O channel (on any channel while the I/O channel is not known) before activation. After
-    /// the first one, a Share Control PDU whose length happens to have that bit is not one.
+    /// Whether the target could read this as a Client Info: INFO_PKT in what would be a security
+    /// header's flags, on the I/O channel (on any channel while the I/O channel is not known),
+    /// before activation — whatever follows the flags (servers read them alone). No other client
+    /// PDU of that phase has the bit (license PDUs carry LICENSE_PKT).
     fn is_client_info(&self, channel: u16, data: &[u8]) -> bool {
         let on_io = self.io_channel.is_none_or(|io| io == channel);
         let flags = u16_at(data, 0).unwrap_or(0);
-        on_io
-            && !self.active
-            && data.len() >= 4
-            && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
-            && (!self.client_info_seen || security_flags(data).is_some())
+        on_io && !self.active && data.len() >= 4 && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
     }
 
     /// Rewrites a Client Info with the target's credential, or ends the connection: the box
@@ -440,7 +459,10 @@ impl Filter {
             cmd::CREATE => {
                 let name = &chunk[h.body..];
                 let allowed = channels::dynamic_allowed(self.redirection, name);
-                d.decided.push(DynamicDecision { name: shown_name(name), id: h.channel, allowed });
+                let shown = shown_name(name);
+                if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
+                    d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
+                }
                 d.open.remove(&h.channel);
                 d.refused.remove(&h.channel);
                 if allowed {
@@ -613,7 +635,6 @@ fn gfx_from_client(
     h: DvcHeader,
     last: bool,
 ) -> Verdict {
-    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
     let chunk = &frame[at + 8..];
     // The DVC PDU's bytes after its header, over all the static chunks.
     let Some(payload) = u64::from(length).checked_sub(h.body as u64) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
@@ -624,7 +645,7 @@ fn gfx_from_client(
     let mut start = h.body;
     let mut total = payload;
     if h.cmd == cmd::DATA_FIRST {
-        let Some(n) = [1usize, 2, 4].get(usize::from(h.sp)).copied() else { return Verdict::Refuse(GFX_UNRESTRICTED) };
+        let Some(n) = channels::field(h.sp) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
         let Some(t) = uint_at(chunk, start, n) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
         total = u64::from(t);
         start += n;
@@ -646,6 +667,9 @@ fn gfx_from_client(
     }
     Verdict::Forward
 }
+
+/// The graphics pipeline's Caps Advertise (RDPGFX_CMDID_CAPSADVERTISE).
+const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
 
 /// PDUTYPE2_SUPPRESS_OUTPUT, at offset 14 of a Data PDU (after the Share Control header,
 /// shareId, pad1, streamId and uncompressedLength).
@@ -744,37 +768,23 @@ const GFX_V10_FLAGS: [u32; 8] =
 /// target does not recognise and passes over. Returns `None` when `data` is not a whole, well-formed
 /// Caps Advertise in one unfragmented, uncompressed channel PDU (then nothing is changed).
 pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
-    const CHANNEL_FLAG_FIRST: u32 = 0x1;
-    const CHANNEL_FLAG_LAST: u32 = 0x2;
-    const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
-    const DVC_DATA_FIRST: u8 = 0x2;
-    const DVC_DATA: u8 = 0x3;
-    const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
     const AVC420_ENABLED: u32 = 0x10;
     const AVC_DISABLED: u32 = 0x20;
     const AVC_THINCLIENT: u32 = 0x40;
-    let u16_at = |d: &[u8], at: usize| d.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |d: &[u8], at: usize| d.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    // CHANNEL_PDU_HEADER: length of the whole channel data, flags.
-    let (length, flags) = (u32_at(data, 0)?, u32_at(data, 4)?);
+    let u32_at = |d: &[u8], at: usize| uint_at(d, at, 4);
+    let (length, flags, chunk) = channel_pdu(data)?;
     let whole = flags & (CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST) == CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
-    if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != data.len() - 8 {
+    if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != chunk.len() {
         return None;
     }
-    // DVC header: cbChId (bits 0-1), Sp (bits 2-3), Cmd (bits 4-7); then the channel id and, in
-    // a Data First PDU, the total length.
-    let head = *data.get(8)?;
-    let field = |code: u8| [1usize, 2, 4].get(code as usize).copied();
-    let mut at = 9 + field(head & 3)?;
-    match head >> 4 {
-        DVC_DATA => {}
-        DVC_DATA_FIRST => {
-            let n = field((head >> 2) & 3)?;
-            let total = match n {
-                1 => u32::from(*data.get(at)?),
-                2 => u32::from(u16_at(data, at)?),
-                _ => u32_at(data, at)?,
-            };
+    // The DVC header, then, in a Data First PDU, the total length.
+    let h = dvc_header(chunk)?;
+    let mut at = 8 + h.body;
+    match h.cmd {
+        cmd::DATA => {}
+        cmd::DATA_FIRST => {
+            let n = channels::field(h.sp)?;
+            let total = uint_at(data, at, n)?;
             at += n;
             if total as usize != data.len().checked_sub(at)? {
                 return None;
@@ -784,7 +794,7 @@ pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
     }
     // RDPGFX_HEADER (cmdId, flags, pduLength), capsSetCount, then the capability sets, which
     // must fill the PDU exactly.
-    let pdu = &mut data[at..];
+    let pdu = data.get_mut(at..)?;
     if u16_at(pdu, 0)? != RDPGFX_CMDID_CAPSADVERTISE || u16_at(pdu, 2)? != 0 || u32_at(pdu, 4)? as usize != pdu.len() {
         return None;
     }
@@ -1137,6 +1147,17 @@ mod tests {
         assert!(matches!(f.from_target(&garbage).unwrap(), Verdict::Refuse(_)));
     }
 
+    #[test]
+    fn a_pdu_of_the_other_direction_is_refused() {
+        // A Server Redirection in a Send Data Request (the client's PDU) from the target.
+        let mut f = connected(&[]);
+        let wrapped = send_data(1003, server_redirection_bytes());
+        assert!(matches!(f.from_target(&wrapped).unwrap(), Verdict::Refuse(_)));
+        let mut f = connected(&[]);
+        let wrapped = send_indication(1003, share_data_bytes(1007));
+        assert!(matches!(f.from_client(&wrapped).unwrap(), Verdict::Refuse(_)));
+    }
+
     /// The real FreeRDP Connect Initial with its channel names patched.
     fn initial_with_names(patch: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
@@ -1219,6 +1240,17 @@ mod tests {
         let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "URBDRC");
+        // A target asking again and again is refused every time and announced once.
+        for _ in 0..1000 {
+            assert!(matches!(
+                f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap(),
+                Verdict::Replace(_)
+            ));
+        }
+        for n in 0..1000 {
+            f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
+        }
+        assert_eq!(f.take_dynamic_decisions().len(), ANNOUNCED_NAMES - 1);
         // The graphics pipeline opens on the same grant.
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
@@ -1264,6 +1296,17 @@ mod tests {
             }
             Verdict::Refuse(_) => {}
             other => panic!("the box user's password went out: {other:?}"),
+        }
+        // A second one, its flagsHi made to look like a Share Control PDU type, is rewritten too.
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
+        f.from_client(&info).unwrap();
+        let mut disguised = encode_vec(&pdu).unwrap();
+        disguised[2] = 0x17;
+        match f.from_client(&send_data(1003, disguised)).unwrap() {
+            Verdict::Replace(out) => assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password")),
+            Verdict::Refuse(_) => {}
+            other => panic!("a client info neither rewritten nor refused: {other:?}"),
         }
         // One that cannot be rewritten ends the connection.
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
@@ -1509,6 +1552,8 @@ mod tests {
         short[..4].copy_from_slice(&length.to_le_bytes());
         unchanged(short, "cut short");
         unchanged(good[..9].to_vec(), "headers only");
+        // Found by fuzzing (rdp_trim): a DVC header whose channel id runs past the end.
+        unchanged(vec![1, 0, 0, 0, 0xff, 0, 0, 0, 0x31], "a channel id past the end");
     }
 
     #[test]

@@ -676,19 +676,9 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         plan.redirection,
         Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
     ));
-    let announce = |channels: Channels<'_>| {
-        let (kind, allowed, blocked): (_, Vec<_>, Vec<_>) = match channels {
-            Channels::Static(d) => (
-                "static",
-                d.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect(),
-                d.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect(),
-            ),
-            Channels::Dynamic(d) => (
-                "dynamic",
-                d.iter().filter(|d| d.allowed).map(|d| d.name.as_str()).collect(),
-                d.iter().filter(|d| !d.allowed).map(|d| d.name.as_str()).collect(),
-            ),
-        };
+    let announce = |kind: &str, decisions: &[(&str, bool)]| {
+        let allowed: Vec<_> = decisions.iter().filter(|d| d.1).map(|d| d.0).collect();
+        let blocked: Vec<_> = decisions.iter().filter(|d| !d.1).map(|d| d.0).collect();
         info!(session_id, kind, ?allowed, ?blocked, "rdp virtual channels");
         audit("rdp_channels", serde_json::json!({ "kind": kind, "allowed": allowed, "blocked": blocked }));
     };
@@ -771,17 +761,14 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     broker.session_ended(&session_id, &reason);
 }
 
-/// Channel decisions to announce.
-enum Channels<'a> {
-    Static(&'a [crate::filter::ChannelDecision]),
-    Dynamic(&'a [crate::filter::DynamicDecision]),
-}
+/// Announces channel decisions (`static` or `dynamic`): names and whether each is allowed.
+type Announce<'a> = dyn Fn(&str, &[(&str, bool)]) + Sync + 'a;
 
 /// One direction of the relay and what it shares with the other.
 struct Side<'a> {
     from_client: bool,
     filter: &'a Mutex<Filter>,
-    announce: &'a (dyn Fn(Channels<'_>) + Sync),
+    announce: &'a Announce<'a>,
     tap: &'a crate::record::Tap,
 }
 
@@ -815,11 +802,13 @@ where
                 let v = if from_client { f.from_client(&frame) } else { f.from_target(&frame) };
                 if !announced && f.channels_known() {
                     announced = true;
-                    announce(Channels::Static(f.decisions()));
+                    let decisions: Vec<_> = f.decisions().iter().map(|d| (d.name.as_str(), d.allowed)).collect();
+                    announce("static", &decisions);
                 }
                 let dynamic = f.take_dynamic_decisions();
                 if !dynamic.is_empty() {
-                    announce(Channels::Dynamic(&dynamic));
+                    let decisions: Vec<_> = dynamic.iter().map(|d| (d.name.as_str(), d.allowed)).collect();
+                    announce("dynamic", &decisions);
                 }
                 v.map_err(|e| e.to_string())?
             };

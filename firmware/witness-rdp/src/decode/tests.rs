@@ -277,3 +277,15 @@ fn a_refresh_request_is_a_refresh_rect_for_the_whole_desktop_on_the_io_channel()
     // Before the session is active there is nothing to refresh.
     assert!(PassiveDecoder::new().refresh_request().is_none());
 }
+
+/// Found by fuzzing (rdp_decoder): a client fast-path input PDU whose stated length is shorter
+/// than its own header overflowed in IronRDP's header decoding; a client could stop the
+/// recording (and with it the session) that way.
+#[test]
+fn a_client_input_shorter_than_its_header_is_ignored() {
+    let mut decoder = PassiveDecoder::new();
+    for frame in [&[0x26, 0x00][..], &[0x00, 0x01, 0x00], &[0x04, 0x80, 0x01]] {
+        decoder.observe_client(frame).unwrap();
+    }
+    assert!(!decoder.is_stopped());
+}
