@@ -132,10 +132,38 @@ fn fuzz_targets(manifest: &str) -> Vec<String> {
     targets
 }
 
+/// Every fuzz target of `fuzz/Cargo.toml` for `secs` seconds each: CI's smoke run (a longer run
+/// is `cargo xtask fuzz SECONDS`).
+fn fuzz_smoke(secs: u64) -> Result<()> {
+    if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
+        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).context("reading fuzz/Cargo.toml")?;
+    let targets = fuzz_targets(&manifest);
+    if targets.is_empty() {
+        bail!("fuzz/Cargo.toml lists no fuzz targets");
+    }
+    // One build for all targets, then each runs from its own corpus folder.
+    run(Command::new("cargo").args(["+nightly", "fuzz", "build"]))?;
+    for target in &targets {
+        run(Command::new("cargo").args([
+            "+nightly",
+            "fuzz",
+            "run",
+            target,
+            "--",
+            &format!("-max_total_time={secs}"),
+            "-rss_limit_mb=2048",
+        ]))?;
+    }
+    Ok(())
+}
+
 fn test() -> Result<()> {
     setup::install()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    fuzz_smoke(10)?;
     run(cargo().args(["build", "-p", "witness"]))?;
     // nextest runs each test in its own process and ends with one summary line for the run.
     run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;

@@ -50,6 +50,10 @@ pub struct RecordingRow {
     /// Why a finished recording could not be sealed: it is not uploaded until it is.
     #[serde(default)]
     pub seal_error: Option<String>,
+    /// Video: screen updates the recorder missed (skipped when it fell behind, or undecodable);
+    /// a gap stated in the signed manifest. `None`: none, or not a video.
+    #[serde(default)]
+    pub missed_screen_updates: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

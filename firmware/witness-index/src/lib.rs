@@ -544,6 +544,15 @@ impl Index {
     }
 
     /// A finished video's frame count and activity spans (seconds on its timeline).
+    /// Screen updates a video's recorder missed: stated as a gap in the signed manifest.
+    pub fn set_missed_screen_updates(&self, recording_id: &str, missed: u64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE recordings SET missed_screen_updates = ?2 WHERE id = ?1",
+            params![recording_id, missed as i64],
+        )?;
+        Ok(())
+    }
+
     pub fn set_recording_video(&self, recording_id: &str, frames: u64, activity: &[(f64, f64)]) -> Result<()> {
         let json = serde_json::to_string(activity)
             .map_err(|e| IndexError::Corrupt { column: "recordings.activity", value: e.to_string() })?;
@@ -559,7 +568,7 @@ impl Index {
 
     const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
         r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path,
-        r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END
+        r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END, r.missed_screen_updates
         FROM recordings r JOIN sessions s ON s.id = r.session_id LEFT JOIN uploads u ON u.recording_id = r.id";
 
     fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
@@ -588,6 +597,7 @@ impl Index {
                 // failing the listing.
                 activity: r.get::<_, Option<String>>(16)?.and_then(|t| serde_json::from_str(&t).ok()),
                 seal_error: r.get(17)?,
+                missed_screen_updates: r.get::<_, Option<i64>>(18)?.filter(|n| *n > 0).map(|n| n as u64),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

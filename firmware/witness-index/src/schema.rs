@@ -140,11 +140,12 @@ const STEPS: &[&str] = &[
     // The last TOTP time step a user logged in with: each code is used once. A user's access
     // epoch: bumped whenever their access shrinks (a key removed, the password or role changed),
     // which ends the sessions they opened before. Whether a user may use RDP (NULL: unless they
-    // have a one-time code, which NLA cannot ask for).
+    // have a one-time code, which NLA cannot ask for). Screen updates a video's recorder missed.
     "ALTER TABLE grants ADD COLUMN forward_to TEXT NOT NULL DEFAULT '[]';
     ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
     ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE users ADD COLUMN rdp_policy TEXT;",
+    ALTER TABLE users ADD COLUMN rdp_policy TEXT;
+    ALTER TABLE recordings ADD COLUMN missed_screen_updates INTEGER;",
 ];
 
 /// The schema version this build brings an index to.

@@ -230,6 +230,7 @@ mod tests {
                 frames: activity.as_ref().map(|_| 42),
                 activity,
                 seal_error: None,
+                missed_screen_updates: None,
             },
             timeline: Vec::new(),
             upload: None,

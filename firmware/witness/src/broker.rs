@@ -267,7 +267,13 @@ impl Finisher {
         let sealer = std::thread::spawn(move || {
             // The signed manifest goes wherever the recording goes: an unsealed recording is not
             // queued (the uploader seals it again later, as does the next start).
-            match crate::evidence::seal(&dir, &id, failure.into_iter().collect()) {
+            // The gaps the index knows (a failure, screen updates a video missed) go into the
+            // signed manifest.
+            let gaps = match dir.index.recording(&id).ok().flatten() {
+                Some(rec) => crate::evidence::gaps_of(&rec),
+                None => failure.into_iter().collect(),
+            };
+            match crate::evidence::seal(&dir, &id, gaps) {
                 Ok(()) => {
                     crate::sync::enqueue(&dir, &id);
                     wake.notify_one();

@@ -94,13 +94,18 @@ pub fn is_sealed(path: &Path) -> bool {
 }
 
 /// Why a finished recording ends where it does, for its manifest.
-fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
+pub fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
     let mut gaps = Vec::new();
     if rec.recovered {
         gaps.push("the box stopped uncleanly; recorded up to here".to_owned());
     }
     if rec.status == "failed" {
         gaps.push(format!("recording failed: {}", rec.status_reason.as_deref().unwrap_or("unknown")));
+    }
+    if let Some(n) = rec.missed_screen_updates {
+        gaps.push(format!(
+            "the recorder missed {n} screen updates (it fell behind, or could not decode them); the screen is redrawn after each"
+        ));
     }
     gaps
 }

@@ -303,6 +303,12 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
             return;
         };
         let id = video.id.clone();
+        let missed = gaps.skipped_screen_pdus + gaps.undecodable_screen_pdus;
+        if missed > 0
+            && let Err(e) = self.dir.index.set_missed_screen_updates(&id, missed)
+        {
+            tracing::warn!(recording_id = %id, error = %e, "could not store the screen updates the recording missed");
+        }
         let outcome = match (video.finish(), failure) {
             (Ok((summary, v)), None) => {
                 let spans: Vec<(f64, f64)> = v
