@@ -187,6 +187,22 @@ fn huge_user_names_are_refused_on_every_door_and_the_audit_log_stays_bounded() {
     .wait_with_output()
     .unwrap();
     assert!(stdout(&ssh).contains("refused"), "{} {}", stdout(&ssh), stderr(&ssh));
+    // SSH with a real user and a 250 KB target part full of terminal escapes (red team H1).
+    let escapes = python(&format!(
+        "import paramiko, socket\n\
+         s = socket.create_connection(('127.0.0.1', {port}))\n\
+         t = paramiko.Transport(s); t.start_client(timeout=20)\n\
+         k = paramiko.Ed25519Key.from_private_key_file('{key}')\n\
+         try: t.auth_publickey('alice@' + '\\x1b]0;pwned\\x07\\x1b[2J' * 20000, k); print('done')\n\
+         except Exception as e: print('refused', type(e).__name__)\n",
+        port = b.port,
+        key = b.user_key.display(),
+    ))
+    .wait_with_output()
+    .unwrap();
+    assert!(escapes.status.success(), "{}", stderr(&escapes));
+    let listing = b.ok(&["audit"], None);
+    assert!(!listing.contains('\u{1b}'), "no raw escape reaches the admin's terminal");
     // The console: a 2 MB name in JSON.
     let body = format!(r#"{{"user":"{}","password":"x"}}"#, "a".repeat(2_000_000));
     let file = b.dir.path().join("huge-login.json");
@@ -268,7 +284,11 @@ fn taking_access_away_ends_live_sessions_within_seconds() {
     let t3 = ended_within(s, "user passwd");
     let s = live(&b);
     b.ok(&["user", "remove", "alice"], None);
+    // Removed and added again at once (red team C1): the old session must not live on.
+    b.ok(&["user", "add", "alice", "--ssh-key", &key], None);
+    b.ok(&["grant", "alice", "web01"], None);
     let t4 = ended_within(s, "user remove");
+    b.ok(&["user", "remove", "alice"], None);
     for t in [t1, t2, t3, t4] {
         assert!(t < Duration::from_secs(10), "ended after {t:?}");
     }
@@ -358,26 +378,52 @@ fn ssh_asks_a_totp_user_for_the_code_and_takes_each_code_once() {
     let first = code();
     Command::new("tmux").args(["send-keys", "-t", &tmux, &first, "Enter"]).status().unwrap();
     eventually(15, "the session runs after the code", || pane().contains("totp-42-ok").then_some(()));
-    // The same code again (a replay within its 30 s window): refused.
-    let replay = paramiko_kbd(&b, &first);
+    // The same code again (a replay within its 30 s window): refused. The scripted client can
+    // log in with a fresh code (tom, the same key, a code of his own), so the refusal is real.
+    let replay = paramiko_kbd(&b, "alice@web01", &first);
     assert!(replay.contains("REFUSED"), "a used code works once: {replay}");
+    let key = format!("{}.pub", b.user_key.display());
+    b.ok(&["user", "add", "tom", "--ssh-key", &key], None);
+    b.ok(&["grant", "tom", "web01"], None);
+    let tom = b.ok(&["user", "totp", "tom"], None);
+    let tom_secret = tom.lines().find_map(|l| l.strip_prefix("secret: ")).unwrap().trim().to_owned();
+    let tom_code =
+        String::from_utf8(Command::new("oathtool").args(["--totp", "-b", &tom_secret]).output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+    let fresh = paramiko_kbd(&b, "tom@web01", &tom_code);
+    assert!(fresh.contains("ACCEPTED"), "a fresh code logs in: {fresh}");
+    let again = paramiko_kbd(&b, "tom@web01", &tom_code);
+    assert!(again.contains("REFUSED"), "and only once: {again}");
     let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
     let sessions = b.sessions();
-    assert_eq!(sessions.len(), 1, "only the session with a fresh code: {sessions:#?}");
+    assert_eq!(sessions.len(), 2, "only the sessions with a fresh code: {sessions:#?}");
     let started = b.audit().into_iter().find(|e| e["kind"] == "session_started").unwrap();
     assert_eq!(started["detail"]["method"], "publickey+totp");
 }
 
-/// Logs in as alice with her key and `code` for keyboard-interactive, with paramiko.
-fn paramiko_kbd(b: &Box, code: &str) -> String {
+/// Logs in as `login` with alice's key and `code` for keyboard-interactive, with paramiko.
+/// Stock paramiko asks for the ssh-userauth service again before each method, which russh
+/// ignores: the script goes straight to the method on the same transport instead.
+fn paramiko_kbd(b: &Box, login: &str, code: &str) -> String {
     let out = python(&format!(
         "import paramiko, socket\n\
+         from paramiko.auth_handler import AuthHandler\n\
+         orig = AuthHandler._request_auth\n\
+         def request_auth(self):\n\
+         \x20   if getattr(self.transport, '_skip_service', False):\n\
+         \x20       m = paramiko.Message(); m.add_string('ssh-userauth'); m.rewind()\n\
+         \x20       return self._parse_service_accept(m)\n\
+         \x20   return orig(self)\n\
+         AuthHandler._request_auth = request_auth\n\
          s = socket.create_connection(('127.0.0.1', {port}))\n\
          t = paramiko.Transport(s); t.start_client(timeout=20)\n\
          k = paramiko.Ed25519Key.from_private_key_file('{key}')\n\
          try:\n\
-         \x20   rest = t.auth_publickey('alice@web01', k)\n\
-         \x20   t.auth_interactive('alice@web01', lambda title, instr, prompts: ['{code}' for _ in prompts])\n\
+         \x20   rest = t.auth_publickey('{login}', k)\n\
+         \x20   t._skip_service = True\n\
+         \x20   t.auth_interactive('{login}', lambda title, instr, prompts: ['{code}' for _ in prompts])\n\
          \x20   print('ACCEPTED')\n\
          except paramiko.AuthenticationException as e: print('REFUSED', e)\n",
         port = b.port,
@@ -419,6 +465,19 @@ fn rdp_guesses_are_throttled_and_a_totp_user_needs_an_explicit_allow() {
     rb.b.ok(&["user", "rdp", "bob", "allow"], None);
     let (st, log) = rb.client(&screen, "bob@nla01", "bob-passwd", 5, &[]).wait(within);
     assert_eq!(st.code(), Some(124), "allowed explicitly, bob's session stays up: {log}");
+    // A guess without NTLM's MIC fails only at pubKeyAuth: it counts like any other (red team R1).
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("attacks/rdp_nomic_guess.py");
+    let before = rb.b.audit().into_iter().filter(|e| e["kind"] == "login_locked_out").count();
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args([&rb.rdp_port.to_string(), "bob@nla01", "6"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let after = rb.b.audit().into_iter().filter(|e| e["kind"] == "login_locked_out").count();
+    assert!(after > before, "MIC-less guesses lock the name out too: {}", stdout(&out));
+    let (st, log) = rb.client(&screen, "bob@nla01", "bob-passwd", 5, &[]).wait(within);
+    assert_eq!(st.code(), Some(LOGON_FAILURE), "bob's name is locked from this address after the guesses: {log}");
 }
 
 #[test]

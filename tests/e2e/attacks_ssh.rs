@@ -212,9 +212,21 @@ fn forwards_reach_only_granted_destinations() {
             ),
         )
     };
-    // --forwarding alone: only the target itself.
-    let own = open("localhost", sshd.port);
-    assert!(own.contains("OPENED") && own.contains("SSH-2.0"), "the target's own address: {own}");
+    // A service on the target itself (not its sshd).
+    let service = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let service_port = service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in service.incoming().flatten() {
+            use std::io::Write;
+            let _ = s.write_all(b"SSH-2.0-not-really-a-service\r\n");
+        }
+    });
+    // --forwarding alone: only the target itself, and never its own sshd (an SSH session inside
+    // the tunnel would be end to end, unrecorded).
+    let own = open("localhost", service_port);
+    assert!(own.contains("OPENED"), "a service on the target itself: {own}");
+    let its_sshd = open("localhost", sshd.port);
+    assert!(its_sshd.contains("REFUSED"), "the target's own sshd: {its_sshd}");
     let elsewhere = open("127.0.0.2", other_port);
     assert!(elsewhere.contains("REFUSED"), "a host the grant does not name: {elsewhere}");
     // ssh -J through the target to another host: refused with the stock client too.
@@ -244,10 +256,10 @@ fn forwards_reach_only_granted_destinations() {
     b.ok(&["grant", "alice", "web01", "--forward", &format!("127.0.0.2:{other_port}")], None);
     let named = open("127.0.0.2", other_port);
     assert!(named.contains("OPENED"), "{named}");
-    let own = open("localhost", sshd.port);
+    let own = open("localhost", service_port);
     assert!(own.contains("REFUSED"), "{own}");
     let refused: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "forward_refused").collect();
-    assert!(refused.len() >= 3, "{refused:#?}");
+    assert!(refused.len() >= 4, "{refused:#?}");
     assert!(refused.iter().all(|e| e["detail"]["reason"] == "forward_destination_refused"));
 }
 
@@ -320,4 +332,67 @@ fn every_change_to_the_targets_files_is_audited_with_content_hashes() {
     assert!(op("symlink").iter().any(|e| e["detail"]["link"] == r("soft.bin").as_str()), "{audit:#?}");
     assert!(op("setstat").iter().any(|e| e["detail"]["attrs"]["mode"] == "600"), "{audit:#?}");
     assert_eq!(op("remove").len(), 2, "{audit:#?}");
+}
+
+#[test]
+fn an_sftp_channel_is_recorded_whatever_runs_behind_it() {
+    // Red team A1: a forced command on the target's key makes the sftp subsystem a shell.
+    let (b, sshd) = box_with_target();
+    let gate = sshd.dir.path().join("gate.sh");
+    std::fs::write(
+        &gate,
+        "#!/bin/sh\ncase \"$SSH_ORIGINAL_COMMAND\" in internal-sftp|*sftp-server*) exec /bin/sh -i ;; *) exec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\" ;; esac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&gate, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let keys = sshd.dir.path().join("authorized_keys");
+    let line = std::fs::read_to_string(&keys).unwrap();
+    std::fs::write(&keys, format!("command=\"{}\" {line}", gate.display())).unwrap();
+    let out = paramiko(
+        &b,
+        "alice@web01",
+        "ch = t.open_session()\n\
+         ch.invoke_subsystem('sftp')\n\
+         ch.send(b'echo hidden-$((6*7))-shell\\nexit\\n')\n\
+         print(read_until(ch, 'hidden-42-shell'))",
+    );
+    assert!(out.contains("hidden-42-shell"), "the forced command ran a shell: {out}");
+    settled(&b, 1);
+    assert!(all_recorded(&b).contains("hidden-42-shell"), "what the sftp channel printed is recorded");
+}
+
+#[test]
+fn logins_without_a_grant_cannot_hold_the_box() {
+    // Red team G1: refused logins stay under the pre-login caps (and the grace time).
+    let (b, _sshd) = box_with_target();
+    let out = paramiko_from(
+        &b,
+        "127.0.0.7",
+        "held = []\n\
+         for i in range(14):\n\
+         \x20   try:\n\
+         \x20       s = socket.create_connection(('127.0.0.1', PORT), source_address=('127.0.0.7', 0), timeout=5)\n\
+         \x20       tt = paramiko.Transport(s); tt.start_client(timeout=5)\n\
+         \x20       tt.auth_publickey('alice', paramiko.Ed25519Key.from_private_key_file(KEY))\n\
+         \x20       held.append(tt)\n\
+         \x20   except Exception as e: print('refused', type(e).__name__)\n\
+         print('held', len(held))",
+    );
+    let held: usize =
+        out.split_whitespace().skip_while(|w| *w != "held").nth(1).and_then(|n| n.parse().ok()).unwrap_or(99);
+    assert!(held <= 10, "a source holds at most 10 connections that are not in a session: {out}");
+    let ok = b.ssh("alice@web01").arg("echo still-$((6*7))").stdin(Stdio::null()).output().unwrap();
+    assert!(stdout(&ok).contains("still-42"), "{}", stderr(&ok));
+}
+
+/// Like [`paramiko`], but the script gets `PORT` and `KEY` and connects itself (from `_source`).
+fn paramiko_from(b: &Box, _source: &str, body: &str) -> String {
+    let script = format!(
+        "import paramiko, socket\nPORT = {port}\nKEY = '{key}'\n{body}\n",
+        port = b.port,
+        key = b.user_key.display(),
+    );
+    let out = Command::new("/usr/bin/python3").arg("-c").arg(&script).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "paramiko script failed: {}\n{}", stderr(&out), stdout(&out));
+    stdout(&out)
 }

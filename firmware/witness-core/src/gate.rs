@@ -122,7 +122,19 @@ impl Throttle {
         let keys = Self::keys(source, name);
         let window = self.limits.window;
         let mut wait = 0;
+        // A source that has not failed for this name is not held back by the name's own limit:
+        // strangers guessing from elsewhere cannot lock the name out for everyone. (They get one
+        // guess per source before the name's limit applies to them too.)
+        let clean_source = match keys.first() {
+            Some(k @ Key::SourceName(..)) => {
+                self.counts.get(k).is_none_or(|c| c.failures.iter().all(|&t| now.saturating_sub(t) >= window))
+            }
+            _ => false,
+        };
         for key in &keys {
+            if clean_source && matches!(key, Key::Name(_)) {
+                continue;
+            }
             let limit = self.limit(key);
             if let Some(c) = self.counts.get_mut(key) {
                 c.failures.retain(|&t| now.saturating_sub(t) < window);
@@ -388,6 +400,16 @@ pub fn check_new_password(user: &str, password: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Text from a client (a refusal naming what they typed) as it may appear in the audit log: at
+/// most `max` characters, control characters escaped.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).flat_map(char::escape_debug).collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
 /// A login name as it may appear in logs and the audit log: at most 64 characters, control
 /// characters escaped.
 pub fn loggable_name(name: &str) -> String {
@@ -444,6 +466,21 @@ mod tests {
             assert_eq!(fail(&mut t, 2001 + i), Settled::Ok);
         }
         assert_eq!(fail(&mut t, 2010), Settled::LockedOut { what: "source and name", seconds: 300 }, "reset");
+    }
+
+    #[test]
+    fn strangers_from_many_sources_cannot_lock_a_name_out_for_a_clean_source() {
+        let mut t = Throttle::default();
+        for i in 0..60u8 {
+            if let Ok(k) = t.reserve(Some(IpAddr::from([10, 9, 0, i])), "admin", 100) {
+                t.settle(k, false, 100);
+            }
+        }
+        assert!(t.reserve(Some(IpAddr::from([10, 9, 0, 1])), "admin", 101).is_err(), "a guessing source is held back");
+        assert!(
+            t.reserve(Some(IpAddr::from([192, 168, 1, 1])), "admin", 101).is_ok(),
+            "the admin's clean source is not"
+        );
     }
 
     #[test]

@@ -105,12 +105,14 @@ const SELF_HOSTS: &[&str] = &["localhost", "127.0.0.1", "::1", "[::1]"];
 /// Decides a forward (`-L`, `-W`, `-J` through the target) to `host:port`, opened from the target.
 /// `destinations` are the grant's `HOST:PORT` entries (`HOST:*` for any port); none means only
 /// the target's own address (`target_host`, or `localhost` as the target sees it).
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     user: &str,
     target: &str,
     access: &Access,
     destinations: &[String],
     target_host: &str,
+    target_ssh_port: u16,
     host: &str,
     port: u32,
 ) -> Result<(), Denial> {
@@ -118,9 +120,12 @@ pub fn forward(
         return Err(Denial::NoForwarding { user: user.to_owned(), target: target.to_owned() });
     }
     let host_l = host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
+    let is_self = SELF_HOSTS.iter().any(|h| h.trim_matches(|c| c == '[' || c == ']') == host_l)
+        || host_l == target_host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase();
     let ok = if destinations.is_empty() {
-        SELF_HOSTS.iter().any(|h| h.trim_matches(|c| c == '[' || c == ']') == host_l)
-            || host_l == target_host.trim_matches(|c| c == '[' || c == ']').to_ascii_lowercase()
+        // The target itself, but never its own SSH server: that would be an end-to-end SSH
+        // session inside the tunnel, which the box cannot record.
+        is_self && port != u32::from(target_ssh_port)
     } else {
         destinations.iter().any(|d| match d.rsplit_once(':') {
             Some((h, p)) => {
@@ -134,7 +139,7 @@ pub fn forward(
         return Ok(());
     }
     let allowed = if destinations.is_empty() {
-        format!("only the target itself (localhost or {target_host})")
+        format!("only the target itself (localhost or {target_host}), not its SSH port {target_ssh_port}")
     } else {
         destinations.join(", ")
     };
@@ -186,11 +191,13 @@ mod tests {
         let off = Access { until: None, allow_forwarding: false };
         let f = |a: &Access, d: &[&str], host: &str, port| {
             let d: Vec<String> = d.iter().map(|s| s.to_string()).collect();
-            forward("alice", "web01", a, &d, "10.0.0.5", host, port)
+            forward("alice", "web01", a, &d, "10.0.0.5", 22, host, port)
         };
         assert_eq!(f(&off, &[], "localhost", 80).unwrap_err().kind(), "forwarding_refused");
         assert!(f(&on, &[], "localhost", 80).is_ok(), "the target itself");
         assert!(f(&on, &[], "10.0.0.5", 5432).is_ok());
+        assert!(f(&on, &[], "localhost", 22).is_err(), "the target's own sshd: an unrecordable SSH in the tunnel");
+        assert!(f(&on, &[], "10.0.0.5", 22).is_err());
         let e = f(&on, &[], "db01", 22).unwrap_err();
         assert_eq!(e.kind(), "forward_destination_refused");
         assert!(e.to_string().contains("db01:22") && e.to_string().contains("localhost"), "{e}");

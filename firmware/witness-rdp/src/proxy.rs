@@ -291,9 +291,9 @@ async fn handshake<B: Broker>(
                     let _ = write_ts_request(&mut framed, &reply).await;
                 }
                 let mut refusal = Refusal::new("login_failed", "wrong user name or password");
-                if error.error_type == sspi::ErrorKind::LogonDenied {
-                    attempt.settle(false);
-                }
+                // Any failed check counts, however NTLM noticed it (a wrong password without the
+                // MIC fails only at pubKeyAuth as `MessageAltered`): a guess is a guess.
+                attempt.settle(false);
                 if let Some(why) = no_credential() {
                     refusal.message = why.into();
                 } else if error.error_type != sspi::ErrorKind::LogonDenied {

@@ -74,6 +74,11 @@ pub trait Broker: Gate {
     /// Checks a box user's credential through the box's gate (throttled per source and name,
     /// password checks bounded box-wide).
     fn authenticate(&self, user: &str, credential: Credential<'_>, peer: Option<SocketAddr>) -> Result<(), Refusal>;
+    /// The user's access epoch (it changes whenever their access shrinks); `None`: unknown user.
+    /// A login whose user's epoch changed between its first factor and its session is refused.
+    fn access_epoch(&self, _user: &str) -> Option<i64> {
+        None
+    }
     /// Whether `user` must also give a one-time code (TOTP) after the password or key.
     fn needs_second_factor(&self, _user: &str) -> bool {
         false

@@ -110,8 +110,15 @@ async fn relay_session(
                 to_target.exec(false, command).await
             }
             ChannelMsg::RequestSubsystem { name, .. } => {
+                // Recorded like a shell, both ways: whatever runs behind the target's sftp
+                // subsystem (a forced command can make it a shell) reaches the user only through
+                // the recording. The observer audits the file operations on top.
                 conn.audit("sftp_started", serde_json::json!({}));
                 sink.observe_sftp();
+                if let Err(e) = start_recording(conn, &sink, Kind::Sftp, None, pty.as_ref()) {
+                    fail_channel(conn, &e).await;
+                    break;
+                }
                 to_target.request_subsystem(false, name).await
             }
             ChannelMsg::WindowChange { col_width, row_height, pix_width, pix_height } => {
@@ -252,6 +259,11 @@ pub(crate) async fn direct_tcpip(
     req: ForwardRequest,
 ) {
     let refuse = |message: String| ChannelOpenFailure::Other { code: 1, reason: format!("witness: {message}") };
+    // Only a bounded, escaped host name reaches the audit log or a message.
+    let req = ForwardRequest {
+        host: if req.host.len() > 255 { witness_core::gate::loggable_name(&req.host) } else { req.host },
+        ..req
+    };
     let user = conn.user().unwrap_or_default();
     let plan = match conn.login.get().map(|l| &l.admission) {
         Some(Admission::Granted { plan, .. }) => plan,
@@ -263,7 +275,7 @@ pub(crate) async fn direct_tcpip(
                 user: Some(user),
                 target: None,
                 session_id: None,
-                detail: serde_json::json!({ "host": req.host, "port": req.port }),
+                detail: serde_json::json!({ "host": witness_core::gate::loggable_name(&req.host), "port": req.port }),
             });
             reply.reject(refuse(denial.to_string())).await;
             return;
@@ -273,9 +285,22 @@ pub(crate) async fn direct_tcpip(
             return;
         }
     };
-    let detail = serde_json::json!({ "host": req.host, "port": req.port, "originator": req.originator });
-    let decision =
-        witness_core::policy::forward(&user, &plan.name, &plan.access, &plan.forward, &plan.host, &req.host, req.port);
+    let detail = serde_json::json!({
+        "host": witness_core::gate::loggable_name(&req.host),
+        "port": req.port,
+        "originator": witness_core::gate::loggable_name(&req.originator),
+    });
+    let shown = witness_core::gate::loggable_name(&req.host);
+    let decision = witness_core::policy::forward(
+        &user,
+        &plan.name,
+        &plan.access,
+        &plan.forward,
+        &plan.host,
+        plan.port,
+        &req.host,
+        req.port,
+    );
     if let Err(denial) = decision {
         let mut detail = detail;
         detail["reason"] = denial.kind().into();
@@ -296,7 +321,7 @@ pub(crate) async fn direct_tcpip(
         Err(e) => {
             conn.audit(
                 "forward_failed",
-                serde_json::json!({ "host": req.host, "port": req.port, "error": e.to_string() }),
+                serde_json::json!({ "host": shown, "port": req.port, "error": e.to_string() }),
             );
             reply
                 .reject(ChannelOpenFailure::Other {
@@ -315,7 +340,7 @@ pub(crate) async fn direct_tcpip(
     let (up, down) = tokio::join!(pump(client_r, remote_w), pump(remote_r, client_w));
     conn.audit(
         "forward_closed",
-        serde_json::json!({ "host": req.host, "port": req.port, "bytes_up": up, "bytes_down": down }),
+        serde_json::json!({ "host": shown, "port": req.port, "bytes_up": up, "bytes_down": down }),
     );
 }
 

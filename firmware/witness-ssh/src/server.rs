@@ -331,7 +331,7 @@ async fn supervise(
 /// Resolves when the grace time is over and the connection has not logged in.
 async fn login_deadline(conn: &Conn, deadline: tokio::time::Instant) {
     tokio::time::sleep_until(deadline).await;
-    if conn.login.get().is_some() {
+    if conn.granted().is_some() {
         std::future::pending::<()>().await;
     }
 }
@@ -394,7 +394,7 @@ struct SshHandler {
     /// forwarded.
     phases: HashMap<ChannelId, ChannelPhase>,
     /// The login name and method whose first factor passed, waiting for the one-time code.
-    first_factor: Option<(String, &'static str)>,
+    first_factor: Option<(String, &'static str, Option<i64>)>,
 }
 
 impl SshHandler {
@@ -419,6 +419,9 @@ impl SshHandler {
 
     async fn login(&mut self, login: &str, credential: Credential<'_>, method: &'static str) -> Auth {
         let spec = parse_login(login);
+        // Taken before the credential is checked: access that shrinks during the login (a key
+        // removed while the user types their code) refuses it.
+        let epoch = if spec.user.len() <= MAX_LOGIN_LEN { self.conn.broker.access_epoch(&spec.user) } else { None };
         let broker = self.conn.broker.clone();
         let (user, peer) = (spec.user.clone(), self.conn.peer);
         let owned = match credential {
@@ -460,29 +463,50 @@ impl SshHandler {
         let second = tokio::task::spawn_blocking(move || broker.needs_second_factor(&user)).await.unwrap_or(true);
         if second {
             // The client asks the user for the code (OpenSSH prompts by itself).
-            self.first_factor = Some((login.to_owned(), method));
+            self.first_factor = Some((login.to_owned(), method, epoch));
             let mut next = MethodSet::empty();
             next.push(MethodKind::KeyboardInteractive);
             return Auth::Reject { proceed_with_methods: Some(next), partial_success: true };
         }
-        self.complete(spec, method)
+        self.complete(spec, method, epoch)
     }
 
     /// Both factors passed: decide access, open the session, connect to the target.
-    fn complete(&mut self, spec: witness_core::names::LoginSpec, method: &'static str) -> Auth {
+    fn complete(&mut self, spec: witness_core::names::LoginSpec, method: &'static str, epoch: Option<i64>) -> Auth {
+        if self.conn.broker.access_epoch(&spec.user) != epoch {
+            self.conn.broker.audit(AuditEvent {
+                kind: "login_failed",
+                user: Some(loggable_name(&spec.user)),
+                target: spec.target.as_deref().map(loggable_name),
+                session_id: None,
+                detail: serde_json::json!({
+                    "method": method,
+                    "reason": "the user's access changed during the login",
+                    "peer": self.conn.peer.map(|p| p.to_string()),
+                }),
+            });
+            return Auth::reject();
+        }
         let admission = self.admit(&spec.user, spec.target.as_deref());
         if let Admission::Refused { denial, message } = &admission {
             self.conn.broker.audit(AuditEvent {
                 kind: "access_denied",
                 user: Some(spec.user.clone()),
-                target: spec.target.clone(),
+                target: spec.target.as_deref().map(loggable_name),
                 session_id: None,
-                detail: serde_json::json!({ "reason": denial.as_ref().map(|d| d.kind()).unwrap_or("refused"), "message": message }),
+                detail: serde_json::json!({
+                    "reason": denial.as_ref().map(|d| d.kind()).unwrap_or("refused"),
+                    "message": witness_core::gate::bounded_text(message, 300),
+                }),
             });
         }
         let granted = matches!(admission, Admission::Granted { .. });
         let _ = self.conn.login.set(Login { user: spec.user, admission });
-        self.conn.logged_in();
+        // A refused login stays pre-login: it counts against the caps and is cut at the grace
+        // time, so logins without a grant cannot hold the box's connections.
+        if granted {
+            self.conn.logged_in();
+        }
         if granted {
             self.conn.audit(
                 "session_started",
@@ -550,7 +574,7 @@ impl server::Handler for SshHandler {
         _submethods: &str,
         response: Option<server::Response<'a>>,
     ) -> Result<Auth, Self::Error> {
-        let Some((login, method)) = self.first_factor.clone().filter(|(l, _)| l == user) else {
+        let Some((login, method, epoch)) = self.first_factor.clone().filter(|(l, _, _)| l == user) else {
             return Ok(Auth::reject()); // never a first factor
         };
         let Some(mut response) = response else {
@@ -584,7 +608,7 @@ impl server::Handler for SshHandler {
             return Ok(Auth::reject());
         }
         self.first_factor = None;
-        Ok(self.complete(spec, if method == "password" { "password+totp" } else { "publickey+totp" }))
+        Ok(self.complete(spec, if method == "password" { "password+totp" } else { "publickey+totp" }, epoch))
     }
 
     async fn auth_succeeded(&mut self, session: &mut Session) -> Result<(), Self::Error> {

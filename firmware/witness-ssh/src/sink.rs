@@ -78,9 +78,10 @@ impl UserSink {
         if let Some((_, up, _)) = taps.scp.as_mut() {
             *up += data.len() as u64;
         }
-        if record_input
-            && taps.sftp.is_none()
-            && taps.scp.is_none()
+        // File transfers are recorded both ways (an upload's bytes come from the user); typed
+        // input only when the box records input.
+        let transfer = taps.sftp.is_some() || taps.scp.is_some();
+        if (record_input || transfer)
             && let Some((_, rec)) = &taps.recording
         {
             rec.input(data).map_err(unrecorded)?;
@@ -94,7 +95,7 @@ impl UserSink {
         let ops = {
             let mut taps = self.taps();
             let Taps { recording, sftp, scp } = &mut *taps;
-            if recording.is_none() && sftp.is_none() {
+            if recording.is_none() {
                 tracing::warn!(bytes = data.len(), "target output on a channel that runs nothing; not forwarded");
                 return Ok(());
             }

@@ -576,14 +576,21 @@ pub fn audit(root: &Path, json: bool, limit: u32) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    // What users typed (names, paths, commands) never reaches the admin's terminal raw: control
+    // characters are escaped, so no escape sequence in an event can drive the terminal.
+    let shown = |t: &str| {
+        t.chars()
+            .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+            .collect::<String>()
+    };
     for r in rows {
         println!(
             "{}  {:<22} user={} target={} {}",
             r.at,
             r.kind,
-            r.user.as_deref().unwrap_or("-"),
-            r.target.as_deref().unwrap_or("-"),
-            r.detail
+            shown(r.user.as_deref().unwrap_or("-")),
+            shown(r.target.as_deref().unwrap_or("-")),
+            shown(&r.detail.to_string())
         );
     }
     Ok(())

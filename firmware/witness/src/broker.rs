@@ -352,6 +352,13 @@ impl witness_ssh::Broker for BoxBroker {
         }
     }
 
+    fn access_epoch(&self, user: &str) -> Option<i64> {
+        self.index().access_epoch(user).unwrap_or_else(|e| {
+            error!(error = %e, "index read failed");
+            None
+        })
+    }
+
     fn needs_second_factor(&self, user: &str) -> bool {
         // An index that cannot be read asks for the code: never a way around it.
         self.index().totp_secret(user).map(|s| s.is_some()).unwrap_or(true)
