@@ -83,12 +83,24 @@ fn console_error(e: ConsoleError) -> Response {
 }
 
 /// Security headers on every response; CSRF checks on every state-changing request.
+/// The longest a client may take to send a request's body, and the largest body the API takes
+/// (logins and terminations are small JSON): a body that never ends cannot hold a connection.
+const BODY_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_MAX: usize = 64 * 1024;
+
 async fn guard(axum::extract::State(state): axum::extract::State<State>, req: Request, next: Next) -> Response {
-    if req.method() != Method::GET
-        && req.method() != Method::HEAD
-        && let Some(refusal) = csrf_refusal(&state, &req)
-    {
-        return with_headers(refusal);
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        if let Some(refusal) = csrf_refusal(&state, &req) {
+            return with_headers(refusal);
+        }
+        // Read the whole body now, in bounded time and size, before any handler sees it.
+        let (parts, body) = req.into_parts();
+        let bytes = match tokio::time::timeout(BODY_TIME, axum::body::to_bytes(body, BODY_MAX)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return with_headers(error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")),
+            Err(_) => return with_headers(error(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
+        };
+        return with_headers(next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await);
     }
     with_headers(next.run(req).await)
 }
@@ -151,9 +163,11 @@ impl FromRequestParts<State> for Auth {
         let unauthorized = || error(StatusCode::UNAUTHORIZED, "log in first");
         let t = token(&parts.headers).ok_or_else(unauthorized)?;
         let mut s = state.sessions.get(t, now()).ok_or_else(unauthorized)?;
+        // The account as it is now: removed, or its access changed since this login (password,
+        // keys, role, a new person under the same name), ends the login.
         match state.console.account(&s.user) {
-            Some(a) => s.role = a.role,
-            None => {
+            Some(a) if a.epoch == s.epoch => s.role = a.role,
+            _ => {
                 state.sessions.close(t);
                 return Err(unauthorized());
             }
@@ -235,7 +249,7 @@ async fn login(
         }
         Err(LoginRefusal::Wrong) => return refuse("wrong user, password or one-time code"),
     };
-    let (token, s) = state.sessions.open(&account.name, account.role, now());
+    let (token, s) = state.sessions.open(&account.name, account.role, account.epoch, now());
     state.console.audit("web_login", &account.name, None, json!({ "from": peer.to_string() }));
     let mut r = Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf })).into_response();
     r.headers_mut()

@@ -18,6 +18,8 @@ pub const ABSOLUTE: u64 = 12 * 60 * 60;
 pub struct WebSession {
     pub user: String,
     pub role: Role,
+    /// The account's access epoch at login.
+    pub epoch: i64,
     pub csrf: String,
     created: u64,
     seen: u64,
@@ -42,9 +44,9 @@ pub fn random_token() -> String {
 
 impl Sessions {
     /// Opens a session; returns its token (for the cookie) and the session.
-    pub fn open(&self, user: &str, role: Role, now: u64) -> (String, WebSession) {
+    pub fn open(&self, user: &str, role: Role, epoch: i64, now: u64) -> (String, WebSession) {
         let token = random_token();
-        let s = WebSession { user: user.to_owned(), role, csrf: random_token(), created: now, seen: now };
+        let s = WebSession { user: user.to_owned(), role, epoch, csrf: random_token(), created: now, seen: now };
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, s| live(s, now));
         open.insert(key(&token), s.clone());
@@ -103,10 +105,10 @@ mod tests {
     #[test]
     fn sessions_expire_when_idle_and_at_the_absolute_limit() {
         let s = Sessions::default();
-        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        let (t, _) = s.open("ann", Role::Auditor, 0, 1000);
         assert_eq!(s.get(&t, 1000 + IDLE - 1).unwrap().user, "ann");
         assert!(s.get(&t, 1000 + 2 * IDLE).is_none(), "idle too long");
-        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        let (t, _) = s.open("ann", Role::Auditor, 0, 1000);
         let mut now = 1000;
         while now < 1000 + ABSOLUTE - 60 {
             now += IDLE / 2;
@@ -117,7 +119,7 @@ mod tests {
         }
         assert!(s.get(&t, 1000 + ABSOLUTE).is_none(), "past the absolute limit");
         assert!(s.get("made-up", 1000).is_none());
-        let (t, _) = s.open("ann", Role::Auditor, 1000);
+        let (t, _) = s.open("ann", Role::Auditor, 0, 1000);
         s.close(&t);
         assert!(s.get(&t, 1001).is_none());
     }

@@ -52,6 +52,9 @@ pub struct Account {
     pub role: Role,
     /// The TOTP secret when the user enrolled one: a second factor is then required.
     pub totp_secret: Option<Vec<u8>>,
+    /// The user's access epoch: a console login made under another one (password, key, role
+    /// changed since, or the name removed and given to someone else) is no longer valid.
+    pub epoch: i64,
 }
 
 /// A session in the history, with where the search matched when searching.

@@ -56,7 +56,7 @@ pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dy
             },
         };
         // Limits before TLS: silent or slow clients cannot hold the descriptors the box needs.
-        let mut slot = match places.enter(peer.ip()) {
+        let slot = match places.enter(peer.ip()) {
             Ok(slot) => slot,
             Err(full) => {
                 if last_full_log.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(10)) {
@@ -75,7 +75,10 @@ pub async fn serve(listener: TcpListener, settings: WebSettings, console: Arc<dy
                     Ok(Err(e)) => return debug!(error = %e, "tls handshake failed"),
                     Err(_) => return debug!("tls handshake timed out"),
                 };
-                slot.logged_in();
+                // The slot stays as it is for the connection's life: a console connection counts
+                // against its source's limit whether or not it ever logs in (requests are
+                // authenticated one by one), so no source can hold more than its share.
+                let _slot = slot;
                 let service = hyper_util::service::TowerToHyperService::new(
                     app.layer(axum::Extension(api::Peer(peer))).into_service::<hyper::body::Incoming>(),
                 );

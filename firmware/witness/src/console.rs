@@ -111,7 +111,8 @@ impl witness_web::Console for BoxConsole {
     fn account(&self, user: &str) -> Option<Account> {
         let record = self.dir.index.user(user).ok().flatten()?;
         let totp_secret = self.dir.index.totp_secret(user).ok().flatten();
-        Some(Account { name: record.name, role: record.role, totp_secret })
+        let epoch = self.dir.index.access_epoch(user).ok().flatten()?;
+        Some(Account { name: record.name, role: record.role, totp_secret, epoch })
     }
 
     fn sessions(&self, q: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError> {
