@@ -89,6 +89,7 @@ fn exec_is_recorded_and_exit_status_relayed() {
     assert_completed(&rec);
     let cast = cast_text(&b, &rec);
     assert!(cast.contains("out-5") && cast.contains("err-line"), "{cast}");
+    assert!(cast.contains(r#""m", "exit status 7""#), "the exit status the user learned is recorded: {cast}");
     assert!(rec["channel"].as_str().unwrap().starts_with("exec: echo out-"));
     // The password path works as well as keys (USER:TARGET form).
     let out = b.ssh_password("alice:web01", "alice-pw").arg("echo via-password").output().unwrap();

@@ -212,6 +212,8 @@ pub const PREAUTH_TOTAL: usize = 256;
 pub const CONNECTIONS_TOTAL: usize = 1024;
 /// From TCP accept to a finished login (version line, key exchange or TLS, authentication).
 pub const LOGIN_GRACE_SECS: u64 = 30;
+/// From TCP accept to the client's SSH version line (clients send it at once).
+pub const VERSION_LINE_SECS: u64 = 10;
 
 /// The console's pre-TLS limits are wider: one browser opens several connections at once, and
 /// an office behind one address has several browsers.

@@ -207,6 +207,12 @@ impl CastRecorder {
         })
     }
 
+    /// A marker (asciicast `m`): something the user learned that is not output, such as the
+    /// command's exit status.
+    pub fn marker(&self, text: &str) -> Result<(), RecordError> {
+        self.event(|st, t| cast::encode_event(&mut st.buf, t, EventKind::Marker, text))
+    }
+
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
         self.event(|st, t| cast::encode_resize(&mut st.buf, t, cols, rows))
     }

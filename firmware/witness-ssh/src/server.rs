@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, warn};
 use witness_core::channel::{ChannelPhase, Request, Verdict};
-use witness_core::gate::{LOGIN_GRACE_SECS, MAX_LOGIN_LEN, PreAuth, Refusal, Slot, loggable_name};
+use witness_core::gate::{LOGIN_GRACE_SECS, MAX_LOGIN_LEN, PreAuth, Refusal, Slot, VERSION_LINE_SECS, loggable_name};
 use witness_core::names::parse_login;
 use witness_core::policy::Denial;
 
@@ -264,7 +264,9 @@ async fn supervise(
 ) {
     let handler = SshHandler { conn: conn.clone(), phases: HashMap::new(), first_factor: None };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(LOGIN_GRACE_SECS);
-    let mut running = match tokio::time::timeout_at(deadline, server::run_stream(config, socket, handler)).await {
+    // A client sends its version line at once: a silent connection goes after 10 s, not 30.
+    let version_by = tokio::time::Instant::now() + Duration::from_secs(VERSION_LINE_SECS);
+    let mut running = match tokio::time::timeout_at(version_by, server::run_stream(config, socket, handler)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             info!(error = %e, "ssh handshake failed");
@@ -725,6 +727,27 @@ impl server::Handler for SshHandler {
     async fn channel_close(&mut self, channel: ChannelId, _session: &mut Session) -> Result<(), Self::Error> {
         self.phases.remove(&channel);
         Ok(())
+    }
+
+    async fn channel_open_direct_streamlocal(
+        &mut self,
+        _channel: Channel<Msg>,
+        socket_path: &str,
+        reply: server::ChannelOpenHandle,
+        _session: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // A Unix-socket forward is a path around the recording like any other tunnel.
+        self.conn.audit(
+            "forward_refused",
+            serde_json::json!({ "socket": loggable_name(socket_path), "reason": "unix socket forwarding is not allowed" }),
+        );
+        reply.reject(russh::ChannelOpenFailure::AdministrativelyProhibited).await;
+        Ok(())
+    }
+
+    async fn streamlocal_forward(&mut self, socket_path: &str, _session: &mut Session) -> Result<bool, Self::Error> {
+        self.conn.audit("remote_forward_refused", serde_json::json!({ "socket": loggable_name(socket_path) }));
+        Ok(false)
     }
 
     async fn tcpip_forward(

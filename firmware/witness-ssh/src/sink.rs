@@ -128,7 +128,11 @@ impl UserSink {
         let _ = self.to_client.extended_data_bytes(1, line).await;
     }
 
+    /// The command's exit status, recorded as a marker (it is something the user learns).
     pub(crate) async fn exit_status(&self, code: u32) {
+        if let Some((_, rec)) = &self.taps().recording {
+            let _ = rec.marker(&format!("exit status {code}"));
+        }
         let _ = self.to_client.exit_status(code).await;
     }
 
