@@ -78,10 +78,32 @@ pub struct SessionDetail {
     pub session: SessionRow,
     pub live: bool,
     pub recordings: Vec<RecordingDetail>,
-    pub audit: Vec<AuditRow>,
+    pub audit: Vec<AuditEntry>,
     /// The session's legal hold, when it has one: its recordings are never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldView>,
+}
+
+/// An audit event as the console shows it: the row, whose `user` stays the person the event is
+/// about (whose session was terminated), and who did it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(flatten)]
+    pub row: AuditRow,
+    /// Who acted: the admin in `detail.by` (a termination from the console), nobody named for a
+    /// legal hold (`witness hold`, run on the box by its operator), otherwise the row's user.
+    pub actor: Option<String>,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> Self {
+        let actor = match row.detail.get("by").and_then(serde_json::Value::as_str) {
+            Some(by) => Some(by.to_owned()),
+            None if row.kind.starts_with("hold_") => None,
+            None => row.user.clone(),
+        };
+        Self { row, actor }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +258,34 @@ mod tests {
             format: "mp4".into(),
             on_box: true,
         }
+    }
+
+    fn row(kind: &str, user: Option<&str>, detail: serde_json::Value) -> AuditRow {
+        AuditRow {
+            id: 1,
+            at: "2025-01-01T00:00:00.000Z".into(),
+            kind: kind.into(),
+            user: user.map(Into::into),
+            target: None,
+            session_id: Some("s1".into()),
+            detail,
+        }
+    }
+
+    /// The row's user is whom an event is about; the actor is who did it.
+    #[test]
+    fn an_audit_entry_names_who_acted() {
+        let terminated = AuditEntry::from(row(
+            "session_terminated",
+            Some("alice"),
+            serde_json::json!({ "reason": "terminated", "by": "adam" }),
+        ));
+        let json = serde_json::to_value(&terminated).unwrap();
+        assert_eq!((json["actor"].as_str(), json["user"].as_str()), (Some("adam"), Some("alice")), "{json}");
+        assert_eq!(AuditEntry::from(row("hold_set", Some("alice"), serde_json::json!({}))).actor, None);
+        let own = AuditEntry::from(row("target_connected", Some("alice"), serde_json::json!({})));
+        assert_eq!(own.actor.as_deref(), Some("alice"));
+        assert_eq!(AuditEntry::from(row("recording_uploaded", None, serde_json::json!({}))).actor, None);
     }
 
     /// The player reads a video's activity from the recording as the API sends it: beside the

@@ -8,8 +8,8 @@ use tracing::{error, info};
 use witness_core::RecordingStatus;
 use witness_index::RecordingRow;
 use witness_web::{
-    Account, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail, SessionHit,
-    SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
+    Account, AuditEntry, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail,
+    SessionHit, SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
 };
 
 /// Makes the console's self-signed certificate if there is none (new box, factory reset, or a
@@ -188,7 +188,7 @@ impl witness_web::Console for BoxConsole {
                 recording: r,
             });
         }
-        let audit = self.dir.index.session_audit(id).map_err(internal)?;
+        let audit = self.dir.index.session_audit(id).map_err(internal)?.into_iter().map(AuditEntry::from).collect();
         let hold =
             self.dir.index.hold_of(id).map_err(internal)?.map(|h| HoldView { reason: h.reason, set_at: h.set_at });
         Ok(SessionDetail { live: self.broker.is_running(id), session, recordings: details, audit, hold })
