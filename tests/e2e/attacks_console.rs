@@ -6,6 +6,7 @@
 use crate::harness::*;
 use crate::web::{Web, box_with_a_session};
 use serde_json::Value;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// The audit events of `kind` about recording `rec`.
@@ -205,4 +206,87 @@ fn a_termination_names_the_admin_who_did_it() {
     assert_eq!(terminated["actor"], "ada", "{terminated}");
     assert_eq!(terminated["user"], "alice", "{terminated}");
     assert_eq!(terminated["detail"]["by"], "ada", "{terminated}");
+}
+
+/// A GET of `path` with a `Range` into `out`; the status.
+fn fetch_range(w: &Web, path: &str, range: &str, out: &Path) -> std::process::Child {
+    Command::new("curl")
+        .args(["-sk", "--max-time", "120", "-o"])
+        .arg(out)
+        .args(["-w", "%{http_code}", "-b"])
+        .arg(w.jar.path())
+        .args(["-H", &format!("Range: bytes={range}")])
+        .arg(format!("{}{path}", w.base))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Twenty range requests at once on a 30 MB recording: the old console read and decrypted the
+/// whole recording for each (eight one-byte ranges took the box from 96 to 509 MB). Parts are
+/// now served record by record; the box's peak memory barely moves, the bytes are the
+/// recording's, and a file changed on disk is still refused.
+#[test]
+fn range_requests_on_a_large_recording_do_not_read_it_whole() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    let out = b
+        .ssh("alice@web01")
+        .arg("head -c 22000000 /dev/urandom | base64 -w 120; echo bigfile-ends-here")
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    // The box reads the recording once more to make it searchable: wait for that to be done.
+    eventually(600, "the recording's text is indexed", || b.log().contains("recording text").then_some(()));
+    let exported = b.data().join("big.cast");
+    b.ok(&["recordings", "export", &id, "--out", exported.to_str().unwrap()], None);
+    let plain = std::fs::read(&exported).unwrap();
+    let len = plain.len() as u64;
+    assert!(len > 28_000_000, "{len}");
+
+    // Peak memory from now on (`5` resets VmHWM to the current size).
+    std::fs::write(format!("/proc/{}/clear_refs", b.pid()), "5").unwrap();
+    let before = peak_rss_mib(b.pid());
+    let path = format!("/api/v1/recordings/{id}/content");
+    let dir = tempfile::tempdir().unwrap();
+    let mut ranges: Vec<(u64, u64)> = (0..16).map(|k| (k * (len / 16) + 7, k * (len / 16) + 7 + 65_535)).collect();
+    ranges.extend([(0, len - 1), (len / 3, len - 1), (len - 1, len - 1), (1, 1)]);
+    let started = std::time::Instant::now();
+    let fetches: Vec<_> = ranges
+        .iter()
+        .enumerate()
+        .map(|(k, (a, z))| fetch_range(&w, &path, &format!("{a}-{z}"), &dir.path().join(k.to_string())))
+        .collect();
+    for (k, f) in fetches.into_iter().enumerate() {
+        let out = f.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "206", "range {:?}", ranges[k]);
+    }
+    let took = started.elapsed();
+    let after = peak_rss_mib(b.pid());
+    eprintln!(
+        "20 parallel range requests on a {len}-byte recording: box peak RSS {before} MiB before, {after} MiB during, {took:?}"
+    );
+    for (k, (a, z)) in ranges.iter().enumerate() {
+        let got = std::fs::read(dir.path().join(k.to_string())).unwrap();
+        assert!(got == plain[*a as usize..=*z as usize], "range {a}-{z} is the recording's bytes");
+    }
+    assert!(after < before + 64, "peak RSS went from {before} to {after} MiB");
+    assert_eq!(events(&b, "web_recording_played", &id).len(), 1, "one viewing");
+
+    // A byte changed on disk: the whole file's sha256 no longer matches, and nothing is served.
+    let file = b.data().join(rec["path"].as_str().unwrap());
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let refused = w.req("GET", &path, None, &["Range: bytes=0-9"]);
+    assert_eq!(refused.status, 500, "{}", refused.body);
+    assert!(b.log().contains("does not match its recorded sha256"), "the box says why");
 }

@@ -4,7 +4,8 @@
 
 use crate::LoginRefusal;
 use crate::auth::{self, Sessions, Viewings, WebSession};
-use crate::{Console, ConsoleError, Role, SessionDetail, SessionQuery, assets, live};
+use crate::{Chunks, Console, ConsoleError, Part, Role, SessionDetail, SessionQuery, assets, live};
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
@@ -405,16 +406,16 @@ async fn content(
     };
     let console = state.console.clone();
     let rid = id.clone();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Decrypting (or fetching from the store) is file and network work.
-    let content = match tokio::task::spawn_blocking(move || console.recording_content(&rid)).await {
+    let content = match tokio::task::spawn_blocking(move || console.recording_content(&rid, range.as_deref())).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return console_error(e),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
     };
-    let len = content.bytes.len() as u64;
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
+    let len = content.len;
     // Every request that gives bytes is part of a viewing, and every viewing is audited once.
-    if !matches!(range, Some(None)) {
+    if content.part != Part::Unsatisfiable {
         let kind = match (live, cq.download()) {
             (true, _) => "web_live_viewed",
             (false, true) => "web_recording_downloaded",
@@ -432,21 +433,42 @@ async fn content(
             HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")),
         );
     }
-    match range {
-        None => (StatusCode::OK, h, content.bytes).into_response(),
-        Some(Some((start, end))) => {
+    let (start, end) = content.part.bounds(len);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let status = match content.part {
+        Part::Whole => StatusCode::OK,
+        Part::Bytes(first, last) => {
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")).expect("ascii"),
             );
-            let body = content.bytes[start as usize..=end as usize].to_vec();
-            (StatusCode::PARTIAL_CONTENT, h, body).into_response()
+            StatusCode::PARTIAL_CONTENT
         }
-        Some(None) => {
+        Part::Unsatisfiable => {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
-            (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response()
+            return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
         }
-    }
+    };
+    (status, h, stream(content.chunks)).into_response()
+}
+
+/// A response body made as the client reads it: the chunks are made on a blocking thread, two
+/// at most ahead of the client, and no more once it has gone.
+fn stream(chunks: Chunks) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        for chunk in chunks {
+            let chunk = chunk.map_err(|e| {
+                warn!(error = %e, "a recording could not be served to its end");
+                std::io::Error::other(e.to_string())
+            });
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// One `bytes=` range (the only kind browsers send for media) as inclusive offsets; `None` when
