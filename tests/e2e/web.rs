@@ -9,8 +9,8 @@ use std::time::Duration;
 
 /// One browser-like client: its own cookie jar and CSRF token.
 pub struct Web {
-    base: String,
-    jar: tempfile::NamedTempFile,
+    pub(crate) base: String,
+    pub(crate) jar: tempfile::NamedTempFile,
     csrf: Option<String>,
     /// Source address (a loopback address of its own is another client to the rate limit).
     source: Option<String>,
@@ -92,7 +92,7 @@ impl Web {
 }
 
 /// A box serving, with alice's recorded session that printed `word`, and users of every role.
-fn box_with_a_session(word: &str) -> (Sshd, Box, String) {
+pub(crate) fn box_with_a_session(word: &str) -> (Sshd, Box, String) {
     let sshd = Sshd::start();
     let mut b = Box::with_target(&sshd);
     for (name, role) in [("audrey", "auditor"), ("adam", "admin"), ("bob", "user")] {

@@ -78,6 +78,10 @@ try {
     await page.click('#terminate');
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
     await shot('terminated');
+    // The session's audit table names the admin who ended it, apart from whose session it was.
+    await page.reload();
+    await page.waitForFunction((admin) => [...document.querySelectorAll('#audit-table tbody tr')].some((tr) =>
+      tr.innerText.includes('session_terminated') && tr.querySelector('td.actor')?.innerText === admin), cfg.admin[0], { timeout: 15000 });
     console.log(JSON.stringify({ ok: true, step }));
   } else if (step === 'rdp-live') {
     await login(cfg.admin[0], cfg.admin[1], { width: 1920, height: 1080 });

@@ -229,8 +229,8 @@ async function detailPage(id) {
   parts.push(el('h2', {}, 'Audit events'));
   parts.push(d.audit.length
     ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
-      el('thead', {}, el('tr', {}, ['When', 'Event', 'User', 'Detail'].map((h) => el('th', {}, h)))),
-      el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
+      el('thead', {}, el('tr', {}, ['When', 'Event', 'By', 'About', 'Detail'].map((h) => el('th', {}, h)))),
+      el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
   const liveVideo = d.recordings.find((r) => r.status === 'recording' && r.format === 'mp4');
@@ -247,10 +247,10 @@ async function detailPage(id) {
 // seconds and shown from near its end, so the view follows the session a few seconds behind.
 function watchVideo(r, slot) {
   const video = el('video', { id: 'live-video', autoplay: true, muted: true, preload: 'auto' });
-  let fetched = 0;
   const load = () => {
     if (!document.body.contains(video)) return;
-    video.src = `/api/v1/recordings/${r.id}/content?at=${Date.now()}${fetched++ ? '&again=1' : ''}`;
+    // The box audits one live view per login and recording, however often it is fetched.
+    video.src = `/api/v1/recordings/${r.id}/content?at=${Date.now()}`;
   };
   video.addEventListener('loadedmetadata', () => { if (isFinite(video.duration)) video.currentTime = Math.max(0, video.duration - 0.5); });
   video.addEventListener('error', () => slot.replaceChildren(stateBox('The live video could not be played.', true)));

@@ -3,8 +3,9 @@
 //! `admin` also watches live and terminates. Unknown or foreign ids answer 404 alike.
 
 use crate::LoginRefusal;
-use crate::auth::{self, Sessions, WebSession};
-use crate::{Console, ConsoleError, Role, SessionQuery, assets, live};
+use crate::auth::{self, Sessions, Viewings, WebSession};
+use crate::{Chunks, Console, ConsoleError, Part, Role, SessionDetail, SessionQuery, assets, live};
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::middleware::{self, Next};
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -26,13 +27,32 @@ pub struct Peer(pub SocketAddr);
 pub struct State {
     pub console: Arc<dyn Console>,
     pub sessions: Arc<Sessions>,
+    pub viewings: Arc<Viewings>,
     pub box_name: String,
     pub cancel: CancellationToken,
 }
 
 impl State {
     pub fn new(console: Arc<dyn Console>, box_name: String, cancel: CancellationToken) -> Self {
-        Self { console, sessions: Default::default(), box_name, cancel }
+        Self { console, sessions: Default::default(), viewings: Default::default(), box_name, cancel }
+    }
+
+    /// Audits a play, download or live view (`kind`) once per viewing ([`Viewings`]): attributed
+    /// to the person, the recorded session and the console login, whatever ranges or query
+    /// strings its requests carry.
+    pub fn viewed(
+        &self,
+        who: &WebSession,
+        kind: &'static str,
+        session_id: &str,
+        recording_id: &str,
+        mut detail: Value,
+    ) {
+        if self.viewings.starts(&who.id, recording_id, kind, now()) {
+            detail["recording_id"] = json!(recording_id);
+            detail["web_session"] = json!(who.id);
+            self.console.audit(kind, &who.user, Some(session_id), detail);
+        }
     }
 }
 
@@ -311,13 +331,25 @@ async fn session(
         return error(StatusCode::NOT_FOUND, "not found");
     }
     match state.console.session(&id) {
-        Ok(d) if auth.may_see(&d.session.user) => {
-            state.console.audit("web_session_viewed", &auth.0.user, Some(&id), json!({}));
+        Ok(mut d) if auth.may_see(&d.session.user) => {
+            state.console.audit("web_session_viewed", &auth.0.user, Some(&id), json!({ "web_session": auth.0.id }));
+            if auth.0.role == Role::User {
+                as_seen_by_its_user(&mut d);
+            }
             Json(d).into_response()
         }
         Ok(_) | Err(ConsoleError::NotFound) => error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => console_error(e),
     }
+}
+
+/// What a `user` sees of their own session: no legal hold (a case may be being built against
+/// them) and, of its audit events, only what they did themselves: not who watched, downloaded,
+/// held or terminated it.
+fn as_seen_by_its_user(d: &mut SessionDetail) {
+    d.hold = None;
+    let user = d.session.user.clone();
+    d.audit.retain(|e| e.actor.as_deref() == Some(&user));
 }
 
 async fn live_sessions(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
@@ -356,8 +388,6 @@ async fn terminate(
 struct ContentQuery {
     /// `?download=1` (any value but `0`/`false`): as an attachment.
     download: Option<String>,
-    /// `?again=1`: the live view fetching a growing video again (audited once, at its first fetch).
-    again: Option<String>,
 }
 
 impl ContentQuery {
@@ -376,34 +406,36 @@ async fn content(
     if !valid_id(&id) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
-    let live = match state.console.recording(&id) {
+    let (live, session_id) = match state.console.recording(&id) {
         // A recording still being written is the live view: admins only.
         Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
             if let Some(refused) = auth.lacks(Role::Admin) {
                 return refused;
             }
-            true
+            (true, r.session_id)
         }
-        Ok(r) if auth.may_see(&r.user) => false,
+        Ok(r) if auth.may_see(&r.user) => (false, r.session_id),
         Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => return console_error(e),
     };
     let console = state.console.clone();
     let rid = id.clone();
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Decrypting (or fetching from the store) is file and network work.
-    let content = match tokio::task::spawn_blocking(move || console.recording_content(&rid)).await {
+    let content = match tokio::task::spawn_blocking(move || console.recording_content(&rid, range.as_deref())).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return console_error(e),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
     };
-    let len = content.bytes.len() as u64;
-    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(|r| parse_range(r, len));
-    // One audit event per viewing, not per range request of a video.
-    if live && cq.again.is_none() {
-        state.console.audit("web_live_viewed", &auth.0.user, None, json!({ "recording_id": id }));
-    } else if !live && !matches!(range, Some(Some((start, _))) if start > 0) {
-        let kind = if cq.download() { "web_recording_downloaded" } else { "web_recording_played" };
-        state.console.audit(kind, &auth.0.user, None, json!({ "recording_id": id, "bytes": len }));
+    let len = content.len;
+    // Every request that gives bytes is part of a viewing, and every viewing is audited once.
+    if content.part != Part::Unsatisfiable {
+        let kind = match (live, cq.download()) {
+            (true, _) => "web_live_viewed",
+            (false, true) => "web_recording_downloaded",
+            (false, false) => "web_recording_played",
+        };
+        state.viewed(&auth.0, kind, &session_id, &id, json!({ "bytes": len }));
     }
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content.content_type));
@@ -415,21 +447,42 @@ async fn content(
             HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")),
         );
     }
-    match range {
-        None => (StatusCode::OK, h, content.bytes).into_response(),
-        Some(Some((start, end))) => {
+    let (start, end) = content.part.bounds(len);
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let status = match content.part {
+        Part::Whole => StatusCode::OK,
+        Part::Bytes(first, last) => {
             h.insert(
                 header::CONTENT_RANGE,
-                HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")).expect("ascii"),
+                HeaderValue::from_str(&format!("bytes {first}-{last}/{len}")).expect("ascii"),
             );
-            let body = content.bytes[start as usize..=end as usize].to_vec();
-            (StatusCode::PARTIAL_CONTENT, h, body).into_response()
+            StatusCode::PARTIAL_CONTENT
         }
-        Some(None) => {
+        Part::Unsatisfiable => {
             h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&format!("bytes */{len}")).expect("ascii"));
-            (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response()
+            return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
         }
-    }
+    };
+    (status, h, stream(content.chunks)).into_response()
+}
+
+/// A response body made as the client reads it: the chunks are made on a blocking thread, two
+/// at most ahead of the client, and no more once it has gone.
+fn stream(chunks: Chunks) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    tokio::task::spawn_blocking(move || {
+        for chunk in chunks {
+            let chunk = chunk.map_err(|e| {
+                warn!(error = %e, "a recording could not be served to its end");
+                std::io::Error::other(e.to_string())
+            });
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                break;
+            }
+        }
+    });
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// One `bytes=` range (the only kind browsers send for media) as inclusive offsets; `None` when
@@ -535,6 +588,44 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,3-4", 10), None);
         assert_eq!(parse_range("items=0-1", 10), None);
         assert_eq!(parse_range("bytes=0-", 0), None);
+    }
+
+    #[test]
+    fn a_user_sees_only_their_own_doing_on_their_session() {
+        let entry = |kind: &str, user: Option<&str>, detail: Value| {
+            crate::AuditEntry::from(crate::AuditRow {
+                id: 1,
+                at: String::new(),
+                kind: kind.into(),
+                user: user.map(Into::into),
+                target: None,
+                session_id: Some("s1".into()),
+                detail,
+            })
+        };
+        let mut d = SessionDetail {
+            session: serde_json::from_value(json!({
+                "id": "s1", "session_id": "s1", "user": "alice", "target": "web01", "protocol": "ssh",
+                "client": null, "started_at": "", "ended_at": null, "end_reason": null, "status": "completed",
+                "recovered": false, "recordings": 0, "bytes": 0
+            }))
+            .unwrap(),
+            live: false,
+            recordings: Vec::new(),
+            audit: vec![
+                entry("session_started", Some("alice"), json!({})),
+                entry("web_session_viewed", Some("audrey"), json!({})),
+                entry("web_recording_downloaded", Some("alice"), json!({})),
+                entry("hold_set", Some("alice"), json!({ "reason": "case 1" })),
+                entry("session_terminated", Some("alice"), json!({ "by": "adam" })),
+                entry("recording_uploaded", None, json!({})),
+            ],
+            hold: Some(crate::HoldView { reason: "case 1".into(), set_at: String::new() }),
+        };
+        as_seen_by_its_user(&mut d);
+        assert!(d.hold.is_none());
+        let kinds: Vec<&str> = d.audit.iter().map(|e| e.row.kind.as_str()).collect();
+        assert_eq!(kinds, ["session_started", "web_recording_downloaded"]);
     }
 
     #[test]

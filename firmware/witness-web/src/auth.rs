@@ -14,8 +14,13 @@ pub const IDLE: u64 = 30 * 60;
 /// And none lives longer than this, active or not.
 pub const ABSOLUTE: u64 = 12 * 60 * 60;
 
+/// Requests of one viewing closer than this apart are the same viewing (one audit event).
+pub const VIEWING_GAP: u64 = IDLE;
+
 #[derive(Debug, Clone)]
 pub struct WebSession {
+    /// Names the login in audit events (random, not the token: it opens nothing).
+    pub id: String,
     pub user: String,
     pub role: Role,
     /// The account's access epoch at login.
@@ -46,7 +51,8 @@ impl Sessions {
     /// Opens a session; returns its token (for the cookie) and the session.
     pub fn open(&self, user: &str, role: Role, epoch: i64, now: u64) -> (String, WebSession) {
         let token = random_token();
-        let s = WebSession { user: user.to_owned(), role, epoch, csrf: random_token(), created: now, seen: now };
+        let id = random_token()[..16].to_owned();
+        let s = WebSession { id, user: user.to_owned(), role, epoch, csrf: random_token(), created: now, seen: now };
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.retain(|_, s| live(s, now));
         open.insert(key(&token), s.clone());
@@ -70,8 +76,33 @@ impl Sessions {
         }
     }
 
+    /// The session with this id if it is still alive, without touching it (a live view asks
+    /// while it streams; streaming alone does not keep a login alive).
+    pub fn alive(&self, id: &str, now: u64) -> Option<WebSession> {
+        let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.values().find(|s| s.id == id && live(s, now)).cloned()
+    }
+
     pub fn close(&self, token: &str) {
         self.open.lock().unwrap_or_else(|p| p.into_inner()).remove(&key(token));
+    }
+}
+
+/// Which viewings were audited. A viewing is one person (one login), one recording and one way of
+/// looking at it (play, download, live view); it lasts while its requests come less than
+/// [`VIEWING_GAP`] apart, whatever ranges or query strings they carry, and is audited once, at
+/// its first request.
+#[derive(Debug, Default)]
+pub struct Viewings {
+    seen: Mutex<HashMap<(String, String, &'static str), u64>>,
+}
+
+impl Viewings {
+    /// Whether this request starts a viewing (then it is audited); it is noted either way.
+    pub fn starts(&self, web_session: &str, recording: &str, kind: &'static str, now: u64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        seen.retain(|_, last| now.saturating_sub(*last) < VIEWING_GAP);
+        seen.insert((web_session.to_owned(), recording.to_owned(), kind), now).is_none()
     }
 }
 
@@ -122,6 +153,36 @@ mod tests {
         let (t, _) = s.open("ann", Role::Auditor, 0, 1000);
         s.close(&t);
         assert!(s.get(&t, 1001).is_none());
+    }
+
+    #[test]
+    fn a_viewing_is_one_login_one_recording_one_way_of_looking() {
+        let v = Viewings::default();
+        assert!(v.starts("w1", "r1", "play", 1000));
+        for t in [1001, 1500, 1500 + VIEWING_GAP - 1] {
+            assert!(!v.starts("w1", "r1", "play", t), "more of the same viewing at {t}");
+        }
+        assert!(v.starts("w1", "r1", "download", 2000), "a download is its own viewing");
+        assert!(v.starts("w2", "r1", "play", 2000), "another login is another viewing");
+        assert!(v.starts("w1", "r2", "play", 2000), "another recording is another viewing");
+        let later = 1500 + 2 * VIEWING_GAP;
+        assert!(v.starts("w1", "r1", "play", later), "after a long pause it is a new viewing");
+    }
+
+    #[test]
+    fn a_session_is_alive_by_id_until_it_ends_and_asking_does_not_keep_it() {
+        let s = Sessions::default();
+        let (t, w) = s.open("ann", Role::Admin, 0, 1000);
+        assert_eq!(w.id.len(), 16);
+        assert_eq!(s.alive(&w.id, 1000 + IDLE - 1).unwrap().user, "ann");
+        assert!(s.alive(&w.id, 1000 + IDLE).is_none(), "asking did not touch it: idle ends it");
+        let (t2, w2) = s.open("ann", Role::Admin, 0, 5000);
+        assert_ne!(w2.id, w.id);
+        assert!(s.alive(&w2.id, 5001).is_some());
+        s.close(&t2);
+        assert!(s.alive(&w2.id, 5002).is_none(), "logged out");
+        assert!(s.alive("", 5002).is_none());
+        let _ = t;
     }
 
     #[test]

@@ -81,10 +81,32 @@ pub struct SessionDetail {
     pub session: SessionRow,
     pub live: bool,
     pub recordings: Vec<RecordingDetail>,
-    pub audit: Vec<AuditRow>,
+    pub audit: Vec<AuditEntry>,
     /// The session's legal hold, when it has one: its recordings are never deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<HoldView>,
+}
+
+/// An audit event as the console shows it: the row, whose `user` stays the person the event is
+/// about (whose session was terminated), and who did it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    #[serde(flatten)]
+    pub row: AuditRow,
+    /// Who acted: the admin in `detail.by` (a termination from the console), nobody named for a
+    /// legal hold (`witness hold`, run on the box by its operator), otherwise the row's user.
+    pub actor: Option<String>,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(row: AuditRow) -> Self {
+        let actor = match row.detail.get("by").and_then(serde_json::Value::as_str) {
+            Some(by) => Some(by.to_owned()),
+            None if row.kind.starts_with("hold_") => None,
+            None => row.user.clone(),
+        };
+        Self { row, actor }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,12 +144,66 @@ pub struct UploadView {
     pub uploaded_at: Option<String>,
 }
 
-/// A recording's playable bytes.
-#[derive(Debug)]
+/// Which bytes of a recording a request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Whole,
+    /// First and last byte, inclusive.
+    Bytes(u64, u64),
+    /// A `Range` this server does not serve (past the end, several ranges, not `bytes=`).
+    Unsatisfiable,
+}
+
+impl Part {
+    /// The part of `len` playable bytes a request's `Range` header (if it has one) asks for.
+    pub fn of(range: Option<&str>, len: u64) -> Self {
+        match range.map(|r| api::parse_range(r, len)) {
+            None => Part::Whole,
+            Some(Some((start, end))) => Part::Bytes(start, end),
+            Some(None) => Part::Unsatisfiable,
+        }
+    }
+
+    /// Where the part starts and ends (exclusive) in `len` bytes; empty when unsatisfiable.
+    pub fn bounds(self, len: u64) -> (u64, u64) {
+        match self {
+            Part::Whole => (0, len),
+            Part::Bytes(start, end) => (start, end + 1),
+            Part::Unsatisfiable => (0, 0),
+        }
+    }
+}
+
+/// A part's bytes as they are made (decrypted record by record, or all at once); an error ends
+/// the response early.
+pub type Chunks = Box<dyn Iterator<Item = Result<Vec<u8>, ConsoleError>> + Send>;
+
+/// The part of a recording's playable bytes a request asked for.
 pub struct Content {
-    pub bytes: Vec<u8>,
+    pub chunks: Chunks,
+    /// Length of the whole playable recording.
+    pub len: u64,
+    pub part: Part,
     pub content_type: &'static str,
     pub file_name: String,
+}
+
+impl Content {
+    /// The asked part of playable bytes that are all in memory.
+    pub fn from_bytes(mut bytes: Vec<u8>, range: Option<&str>, content_type: &'static str, file_name: String) -> Self {
+        let len = bytes.len() as u64;
+        let part = Part::of(range, len);
+        let (start, end) = part.bounds(len);
+        bytes.truncate(end as usize);
+        bytes.drain(..start as usize);
+        Self { chunks: Box::new(std::iter::once(Ok(bytes))), len, part, content_type, file_name }
+    }
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Content").field("len", &self.len).field("part", &self.part).finish_non_exhaustive()
+    }
 }
 
 /// What a live recording's file held past an offset.
@@ -193,8 +269,9 @@ pub trait Console: Send + Sync + 'static {
     fn sessions(&self, query: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError>;
     fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError>;
     fn recording(&self, id: &str) -> Result<RecordingRow, ConsoleError>;
-    /// The playable recording (decrypted), from the box or fetched from the store.
-    fn recording_content(&self, id: &str) -> Result<Content, ConsoleError>;
+    /// The part of the playable recording (decrypted) a request's `Range` header asks for (see
+    /// [`Part::of`]), from the box or fetched from the store.
+    fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
     fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError>;
     /// Ends a live session; `false` when it is not live.
@@ -240,6 +317,49 @@ mod tests {
             format: "mp4".into(),
             on_box: true,
         }
+    }
+
+    fn row(kind: &str, user: Option<&str>, detail: serde_json::Value) -> AuditRow {
+        AuditRow {
+            id: 1,
+            at: "2025-01-01T00:00:00.000Z".into(),
+            kind: kind.into(),
+            user: user.map(Into::into),
+            target: None,
+            session_id: Some("s1".into()),
+            detail,
+        }
+    }
+
+    /// The row's user is whom an event is about; the actor is who did it.
+    #[test]
+    fn an_audit_entry_names_who_acted() {
+        let terminated = AuditEntry::from(row(
+            "session_terminated",
+            Some("alice"),
+            serde_json::json!({ "reason": "terminated", "by": "adam" }),
+        ));
+        let json = serde_json::to_value(&terminated).unwrap();
+        assert_eq!((json["actor"].as_str(), json["user"].as_str()), (Some("adam"), Some("alice")), "{json}");
+        assert_eq!(AuditEntry::from(row("hold_set", Some("alice"), serde_json::json!({}))).actor, None);
+        let own = AuditEntry::from(row("target_connected", Some("alice"), serde_json::json!({})));
+        assert_eq!(own.actor.as_deref(), Some("alice"));
+        assert_eq!(AuditEntry::from(row("recording_uploaded", None, serde_json::json!({}))).actor, None);
+    }
+
+    #[test]
+    fn content_in_memory_gives_the_asked_part() {
+        let all = |c: Content| c.chunks.map(Result::unwrap).collect::<Vec<_>>().concat();
+        let c = Content::from_bytes(b"0123456789".to_vec(), Some("bytes=2-4"), "x", "f".into());
+        assert_eq!((c.len, c.part), (10, Part::Bytes(2, 4)));
+        assert_eq!(all(c), b"234");
+        let c = Content::from_bytes(b"0123456789".to_vec(), None, "x", "f".into());
+        assert_eq!(c.part, Part::Whole);
+        assert_eq!(all(c), b"0123456789");
+        let c = Content::from_bytes(b"0123456789".to_vec(), Some("bytes=10-"), "x", "f".into());
+        assert_eq!(c.part, Part::Unsatisfiable);
+        assert_eq!(all(c), b"");
+        assert_eq!(Part::of(Some("bytes=-3"), 10).bounds(10), (7, 10));
     }
 
     /// The player reads a video's activity from the recording as the API sends it: beside the

@@ -2,8 +2,11 @@
 //! event before the user sees it, so the file is the live source; nothing on the relay's path
 //! changes) and streamed as server-sent events in the shape asciinema-player's `eventsource`
 //! driver takes: a reset carrying what the screen printed so far, then one event per message.
+//! A stream lasts no longer than its viewer's right to it: it ends when the login ends (logout,
+//! idle or absolute expiry; streaming alone does not keep a login alive) or the account is
+//! removed or no longer an admin, checked at every poll.
 
-use crate::api::{Auth, State, error, valid_id};
+use crate::api::{Auth, State, error, now, valid_id};
 use crate::{ConsoleError, Role};
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -12,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::time::Duration;
+use tracing::debug;
 
 const POLL: Duration = Duration::from_millis(200);
 
@@ -35,13 +39,20 @@ pub async fn stream(
     let Some(rec) = detail.recordings.iter().rev().find(|r| r.format == "cast").map(|r| r.recording.id.clone()) else {
         return error(StatusCode::CONFLICT, "this session has no terminal recording yet");
     };
-    state.console.audit("web_live_viewed", &auth.0.user, Some(&id), json!({ "recording_id": rec }));
+    state.viewed(&auth.0, "web_live_viewed", &id, &rec, json!({}));
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
-    let (console, cancel) = (state.console.clone(), state.cancel.clone());
+    let (console, cancel, logins) = (state.console.clone(), state.cancel.clone(), state.sessions.clone());
+    let viewer = auth.0;
     tokio::spawn(async move {
         let mut offset = 0;
         let mut first = true;
-        while let Ok(tail) = console.tail(&rec, offset) {
+        let allowed = || {
+            logins.alive(&viewer.id, now()).is_some()
+                && console.account(&viewer.user).is_some_and(|a| a.role == Role::Admin && a.epoch == viewer.epoch)
+        };
+        while allowed()
+            && let Ok(tail) = console.tail(&rec, offset)
+        {
             offset = tail.next;
             let text = String::from_utf8_lossy(&tail.lines);
             let messages = if first { catch_up(&text) } else { events(&text) };
@@ -65,6 +76,7 @@ pub async fn stream(
                 _ = cancel.cancelled() => return,
             }
         }
+        debug!(user = %viewer.user, session_id = %id, "live view ended");
     });
     let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
     let stream = futures_util::StreamExt::map(stream, Ok::<_, Infallible>);

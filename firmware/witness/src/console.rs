@@ -8,8 +8,8 @@ use tracing::{error, info};
 use witness_core::RecordingStatus;
 use witness_index::RecordingRow;
 use witness_web::{
-    Account, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail, SessionHit,
-    SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
+    Account, AuditEntry, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail,
+    SessionHit, SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
 };
 
 /// Makes the console's self-signed certificate if there is none (new box, factory reset, or a
@@ -43,11 +43,12 @@ pub fn certificate_fingerprint(root: &std::path::Path) -> Option<String> {
 pub struct BoxConsole {
     pub dir: Arc<DataDir>,
     pub broker: Arc<BoxBroker>,
+    verified: crate::playback::Verified,
 }
 
 impl BoxConsole {
     pub fn new(dir: Arc<DataDir>, broker: Arc<BoxBroker>) -> anyhow::Result<Self> {
-        Ok(Self { dir, broker })
+        Ok(Self { dir, broker, verified: Default::default() })
     }
 }
 
@@ -189,7 +190,7 @@ impl witness_web::Console for BoxConsole {
                 recording: r,
             });
         }
-        let audit = self.dir.index.session_audit(id).map_err(internal)?;
+        let audit = self.dir.index.session_audit(id).map_err(internal)?.into_iter().map(AuditEntry::from).collect();
         let hold =
             self.dir.index.hold_of(id).map_err(internal)?.map(|h| HoldView { reason: h.reason, set_at: h.set_at });
         Ok(SessionDetail { live: self.broker.is_running(id), session, recordings: details, audit, hold })
@@ -199,8 +200,29 @@ impl witness_web::Console for BoxConsole {
         self.dir.index.recording(id).map_err(internal)?.ok_or(ConsoleError::NotFound)
     }
 
-    fn recording_content(&self, id: &str) -> Result<Content, ConsoleError> {
-        let (row, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| {
+    fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError> {
+        let row = self.recording(id)?;
+        let (content_type, ext) = match format_of(&row) {
+            "mp4" => ("video/mp4", "mp4"),
+            _ => ("application/x-asciicast", "cast"),
+        };
+        let file_name = format!("{}-{}-{}.{ext}", row.user, row.target, row.id);
+        // A finished recording on the box is served in parts, never read whole. One still being
+        // written (a torn last record), one cut by a crash (a video then plays to its last whole
+        // fragment) or one only in the store is read whole, as exporting does.
+        let path = self.dir.root.join(&row.path);
+        let in_parts = row.status != "recording"
+            && !row.recovered
+            && !self.dir.index.is_pruned(id).map_err(internal)?
+            && self.dir.index.deleted_at(id).map_err(internal)?.is_none()
+            && path.exists();
+        if in_parts
+            && let Some((part, len, chunks)) = crate::playback::part(&self.dir, &row, &path, &self.verified, range)
+                .map_err(|e| internal(format!("{e:#}")))?
+        {
+            return Ok(Content { chunks, len, part, content_type, file_name });
+        }
+        let (_, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| {
             let msg = format!("{e:#}");
             if msg.contains("fetching recording") || msg.contains("not yet in the store") {
                 ConsoleError::Unavailable(format!(
@@ -210,11 +232,7 @@ impl witness_web::Console for BoxConsole {
                 ConsoleError::Internal(msg)
             }
         })?;
-        let (content_type, ext) = match format_of(&row) {
-            "mp4" => ("video/mp4", "mp4"),
-            _ => ("application/x-asciicast", "cast"),
-        };
-        Ok(Content { bytes, content_type, file_name: format!("{}-{}-{}.{ext}", row.user, row.target, row.id) })
+        Ok(Content::from_bytes(bytes, range, content_type, file_name))
     }
 
     fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError> {

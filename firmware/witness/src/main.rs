@@ -12,6 +12,7 @@ mod evidence;
 mod gate;
 mod keys;
 mod panel;
+mod playback;
 mod rdp_broker;
 mod retention;
 mod search;
