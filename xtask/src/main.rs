@@ -97,22 +97,11 @@ fn exec(cmd: &mut Command) -> std::io::Error {
     cmd.exec()
 }
 
-/// Runs each fuzz target for a while (nightly toolchain, cargo-fuzz). Not part of CI: the
-/// nightly toolchain is for fuzzing only.
+/// Runs each fuzz target for a while (nightly toolchain, cargo-fuzz): the longer run beside CI's
+/// 10 s smoke run, `cargo xtask fuzz [SECONDS]` (60 by default).
 fn fuzz(args: &[String]) -> Result<()> {
     let secs: u64 = args.first().map(|s| s.parse()).transpose().context("seconds must be a number")?.unwrap_or(60);
-    if !Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| o.status.success()).unwrap_or(false) {
-        run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
-    }
-    let manifest = std::fs::read_to_string(root().join("fuzz/Cargo.toml")).context("reading fuzz/Cargo.toml")?;
-    let targets = fuzz_targets(&manifest);
-    if targets.is_empty() {
-        bail!("fuzz/Cargo.toml lists no fuzz targets");
-    }
-    for target in &targets {
-        run(Command::new("cargo").args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={secs}")]))?;
-    }
-    Ok(())
+    fuzz_smoke(secs)
 }
 
 /// The fuzz targets a cargo-fuzz manifest lists: the names of its `[[bin]]` sections.

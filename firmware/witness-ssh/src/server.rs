@@ -446,17 +446,7 @@ impl SshHandler {
             // Only a bounded, escaped name reaches the audit log; a throttled flood is counted
             // by the gate's own events, not one row per attempt.
             if !matches!(refusal, Refusal::Throttled { .. }) {
-                self.conn.broker.audit(AuditEvent {
-                    kind: "login_failed",
-                    user: Some(loggable_name(&spec.user)),
-                    target: spec.target.as_deref().map(loggable_name),
-                    session_id: None,
-                    detail: serde_json::json!({
-                        "method": method,
-                        "reason": reason,
-                        "peer": self.conn.peer.map(|p| p.to_string()),
-                    }),
-                });
+                self.login_failed(&spec, method, reason);
             }
             return Auth::reject();
         }
@@ -473,20 +463,25 @@ impl SshHandler {
         self.complete(spec, method, epoch)
     }
 
+    /// The audit event of a refused login: only bounded, escaped names reach the audit log.
+    fn login_failed(&self, spec: &witness_core::names::LoginSpec, method: &str, reason: &str) {
+        self.conn.broker.audit(AuditEvent {
+            kind: "login_failed",
+            user: Some(loggable_name(&spec.user)),
+            target: spec.target.as_deref().map(loggable_name),
+            session_id: None,
+            detail: serde_json::json!({
+                "method": method,
+                "reason": reason,
+                "peer": self.conn.peer.map(|p| p.to_string()),
+            }),
+        });
+    }
+
     /// Both factors passed: decide access, open the session, connect to the target.
     fn complete(&mut self, spec: witness_core::names::LoginSpec, method: &'static str, epoch: Option<i64>) -> Auth {
         if self.conn.broker.access_epoch(&spec.user) != epoch {
-            self.conn.broker.audit(AuditEvent {
-                kind: "login_failed",
-                user: Some(loggable_name(&spec.user)),
-                target: spec.target.as_deref().map(loggable_name),
-                session_id: None,
-                detail: serde_json::json!({
-                    "method": method,
-                    "reason": "the user's access changed during the login",
-                    "peer": self.conn.peer.map(|p| p.to_string()),
-                }),
-            });
+            self.login_failed(&spec, method, "the user's access changed during the login");
             return Auth::reject();
         }
         let admission = self.admit(&spec.user, spec.target.as_deref());
@@ -595,17 +590,7 @@ impl server::Handler for SshHandler {
         if let Err(refusal) = checked {
             self.first_factor = None;
             if !matches!(refusal, Refusal::Throttled { .. }) {
-                self.conn.broker.audit(AuditEvent {
-                    kind: "login_failed",
-                    user: Some(loggable_name(&spec.user)),
-                    target: spec.target.as_deref().map(loggable_name),
-                    session_id: None,
-                    detail: serde_json::json!({
-                        "method": method,
-                        "reason": "wrong or reused one-time code",
-                        "peer": self.conn.peer.map(|p| p.to_string()),
-                    }),
-                });
+                self.login_failed(&spec, method, "wrong or reused one-time code");
             }
             return Ok(Auth::reject());
         }

@@ -81,18 +81,7 @@ impl Gate {
             }
         };
         let settled = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).settle(ticket, ok, unix_now());
-        let event = match settled {
-            Settled::LockedOut { what, seconds } => Some(GateEvent {
-                kind: "login_locked_out",
-                detail: serde_json::json!({
-                    "locked": what,
-                    "seconds": seconds,
-                    "peer": source.map(|s| s.to_string()),
-                    "name": loggable_name(name),
-                }),
-            }),
-            Settled::Ok => None,
-        };
+        let event = lockout(settled, source, name);
         (if ok { Ok(()) } else { Err(Refusal::Wrong) }, event)
     }
 
@@ -111,18 +100,7 @@ impl Gate {
 
     /// Settles a reserved check; a lockout it caused comes back as an audit event.
     pub fn settle(&self, ticket: Ticket, ok: bool, source: Option<IpAddr>, name: &str) -> Option<GateEvent> {
-        match self.throttle.lock().unwrap_or_else(|p| p.into_inner()).settle(ticket, ok, unix_now()) {
-            Settled::LockedOut { what, seconds } => Some(GateEvent {
-                kind: "login_locked_out",
-                detail: serde_json::json!({
-                    "locked": what,
-                    "seconds": seconds,
-                    "peer": source.map(|s| s.to_string()),
-                    "name": loggable_name(name),
-                }),
-            }),
-            Settled::Ok => None,
-        }
+        lockout(self.throttle.lock().unwrap_or_else(|p| p.into_inner()).settle(ticket, ok, unix_now()), source, name)
     }
 
     /// Gives a reserved check back unchecked (the client went away before it was decided).
@@ -181,6 +159,22 @@ impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         self.0.slots.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
         self.0.freed.notify_one();
+    }
+}
+
+/// The audit event of a lockout that a settled check caused, if it caused one.
+fn lockout(settled: Settled, source: Option<IpAddr>, name: &str) -> Option<GateEvent> {
+    match settled {
+        Settled::LockedOut { what, seconds } => Some(GateEvent {
+            kind: "login_locked_out",
+            detail: serde_json::json!({
+                "locked": what,
+                "seconds": seconds,
+                "peer": source.map(|s| s.to_string()),
+                "name": loggable_name(name),
+            }),
+        }),
+        Settled::Ok => None,
     }
 }
 
