@@ -285,8 +285,11 @@ fn taking_access_away_ends_live_sessions_within_seconds() {
     let t3 = ended_within(s, "user passwd");
     let s = live(&b);
     b.ok(&["user", "remove", "alice"], None);
-    // Removed and added again at once (red team C1): the old session must not live on.
-    b.ok(&["user", "add", "alice", "--ssh-key", &key], None);
+    // Removed and added again at once (red team C1): the old session must not live on. A name
+    // with history is only given again on purpose (red team C3: the new person would see it).
+    let again = b.cli(&["user", "add", "alice", "--ssh-key", &key], None);
+    assert!(!again.status.success() && stderr(&again).contains("--reuse-name"), "{}", stderr(&again));
+    b.ok(&["user", "add", "alice", "--ssh-key", &key, "--reuse-name"], None);
     b.ok(&["grant", "alice", "web01"], None);
     let t4 = ended_within(s, "user remove");
     b.ok(&["user", "remove", "alice"], None);
@@ -302,7 +305,7 @@ fn taking_access_away_ends_live_sessions_within_seconds() {
     // Removed means gone: the key no longer opens anything, and the name can be used again.
     let out = b.ssh("alice@web01").arg("true").stdin(Stdio::null()).output().unwrap();
     assert!(!out.status.success());
-    b.ok(&["user", "add", "alice", "--ssh-key", &key], None);
+    b.ok(&["user", "add", "alice", "--ssh-key", &key, "--reuse-name"], None);
     let kinds = b.audit_kinds();
     for k in ["user_key_removed", "user_key_added", "user_role_changed", "user_password_changed", "user_removed"] {
         assert!(kinds.iter().any(|x| x == k), "{k} in {kinds:?}");

@@ -215,6 +215,12 @@ impl Index {
         }))
     }
 
+    /// How many sessions the index holds under a user name (the history is kept by name).
+    pub fn session_count_of(&self, user: &str) -> Result<u64> {
+        let n: i64 = self.conn().query_row("SELECT COUNT(*) FROM sessions WHERE user = ?1", [user], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// Removes a user, their keys and grants; `false` if there was none. Their past sessions
     /// and recordings stay (they are evidence).
     pub fn remove_user(&self, name: &str) -> Result<bool> {

@@ -167,8 +167,14 @@ pub fn init(root: &Path) -> Result<()> {
 pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
     let dir = DataDir::open(root)?;
     match cmd {
-        UserCmd::Add { name, password_stdin, ssh_keys, role } => {
+        UserCmd::Add { name, password_stdin, ssh_keys, role, reuse_name } => {
             validate_name(&name).context("user name")?;
+            let history = dir.index.session_count_of(&name)?;
+            if history > 0 && !reuse_name && dir.index.user(&name)?.is_none() {
+                bail!(
+                    "{name} was a user before ({history} sessions on record under that name); a new user with it would see them: choose another name, or give --reuse-name"
+                );
+            }
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
             if !password_stdin && ssh_keys.is_empty() {
                 bail!("give the user a way to log in: --password-stdin and/or --ssh-key PUBKEY_FILE");

@@ -274,6 +274,10 @@ pub enum UserCmd {
         ssh_keys: Vec<PathBuf>,
         #[arg(long, default_value = "user")]
         role: String,
+        /// Allow a name that a removed user had: the sessions on record under it become
+        /// visible to the new user (the history is kept by name).
+        #[arg(long)]
+        reuse_name: bool,
     },
     /// List users.
     List,
