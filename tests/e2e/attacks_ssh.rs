@@ -298,17 +298,7 @@ fn every_change_to_the_targets_files_is_audited_with_content_hashes() {
         ),
     )
     .unwrap();
-    let out = Command::new("sftp")
-        .args(client_options())
-        .arg("-i")
-        .arg(&b.user_key)
-        .arg("-P")
-        .arg(b.port.to_string())
-        .arg("-b")
-        .arg(&batch)
-        .arg("alice@web01@127.0.0.1")
-        .output()
-        .unwrap();
+    let out = b.sftp_batch("alice@web01", &batch);
     assert!(out.status.success(), "sftp: {}", stderr(&out));
     let sha = sha256_file(&src);
     let audit = eventually(10, "sftp audit events", || {

@@ -306,6 +306,21 @@ impl Box {
         std::fs::read_to_string(out).unwrap()
     }
 
+    /// Runs `sftp -b BATCH` as `login` through the box with alice's key.
+    pub fn sftp_batch(&self, login: &str, batch: &Path) -> Output {
+        Command::new("sftp")
+            .args(client_options())
+            .arg("-i")
+            .arg(&self.user_key)
+            .arg("-P")
+            .arg(self.port.to_string())
+            .arg("-b")
+            .arg(batch)
+            .arg(format!("{login}@127.0.0.1"))
+            .output()
+            .unwrap()
+    }
+
     /// An `ssh` command line for a user of this box (key auth unless told otherwise).
     pub fn ssh(&self, login: &str) -> Command {
         let mut c = Command::new("ssh");

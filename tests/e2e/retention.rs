@@ -100,23 +100,12 @@ fn retention_deletes_expired_recordings_locally_and_in_the_store_but_never_held_
     };
     // An auditor sees the hold; alice, whose session it is, does not (roles decide on the server).
     b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
-    curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"user":"audrey","password":"audrey-passwd"}"#,
-        &format!("{base}/login"),
-    ]);
+    let login = |body: &str| curl(&["-H", "Content-Type: application/json", "-d", body, &format!("{base}/login")]);
+    login(r#"{"user":"audrey","password":"audrey-passwd"}"#);
     let detail: serde_json::Value = serde_json::from_str(&curl(&[&format!("{base}/sessions/{held}")])).unwrap();
     assert_eq!(detail["hold"]["reason"], "case 42: incident review", "{detail}");
     let _ = std::fs::remove_file(&jar);
-    curl(&[
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        r#"{"user":"alice","password":"alice-pw"}"#,
-        &format!("{base}/login"),
-    ]);
+    login(r#"{"user":"alice","password":"alice-pw"}"#);
     let own: serde_json::Value = serde_json::from_str(&curl(&[&format!("{base}/sessions/{held}")])).unwrap();
     assert!(own["hold"].is_null(), "a user does not see the hold on her own session: {own}");
     // Lifting the hold lets retention take it: on demand this time (the daemon is stopped).

@@ -137,17 +137,7 @@ fn scp_and_sftp_transfer_20mb_intact_and_audited() {
         format!("put {} {}\nget {} {}\n", src.display(), sftp_remote.display(), sftp_remote.display(), got.display()),
     )
     .unwrap();
-    let out = Command::new("sftp")
-        .args(client_options())
-        .arg("-i")
-        .arg(&b.user_key)
-        .arg("-P")
-        .arg(b.port.to_string())
-        .arg("-b")
-        .arg(&batch)
-        .arg("alice@web01@127.0.0.1")
-        .output()
-        .unwrap();
+    let out = b.sftp_batch("alice@web01", &batch);
     assert!(out.status.success(), "sftp: {}", stderr(&out));
     assert_eq!(sha256_file(&got), sha256_file(&src));
     // The audit log says what moved where, with sizes.
