@@ -24,12 +24,13 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The signed SSH recording in a bundle (`witness-raw/1`; the `.cast` beside it is made from it).
 fn cast_in(bundle: &Path) -> PathBuf {
     std::fs::read_dir(bundle)
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "cast"))
+        .find(|p| p.extension().is_some_and(|x| x == "wsr"))
         .unwrap()
 }
 
@@ -120,6 +121,13 @@ fn exported_bundles_verify_offline_and_tampering_fails_naming_the_place() {
             .unwrap();
     });
     expect_failure(&foreign, "foreign key");
+    // The copy people play is checked against the signed bytes too.
+    let played = variant("played", &|v| {
+        let cast = cast_in(v).with_extension("cast");
+        let text = std::fs::read_to_string(&cast).unwrap().replace("evidence line 7 ", "evidence line 8 ");
+        std::fs::write(&cast, text).unwrap();
+    });
+    expect_failure(&played, "player copy");
 }
 
 #[test]
@@ -393,7 +401,7 @@ fn a_recording_is_uploaded_and_pruned_only_with_its_signed_manifest() {
     b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
     let out = verify(bundle.path());
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    assert!(std::fs::read_to_string(cast_in(bundle.path())).unwrap().contains("unsealed-word"));
+    assert!(std::fs::read_to_string(cast_in(bundle.path()).with_extension("cast")).unwrap().contains("unsealed-word"));
 }
 
 /// `witness verify` shows which key signed a bundle, checks it against the box's key when given
@@ -585,6 +593,6 @@ fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
         text.contains(&format!("({} bytes quarantined on the box)", aside.len())) && text.contains("moved aside to"),
         "{text}"
     );
-    let cast = std::fs::read_to_string(cast_in(bundle.path())).unwrap();
+    let cast = std::fs::read_to_string(cast_in(bundle.path()).with_extension("cast")).unwrap();
     assert!(cast.contains("\"tick-1\\n\""), "{cast}");
 }

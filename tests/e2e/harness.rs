@@ -399,6 +399,18 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// What `asciinema cat` prints of a cast (it must accept the file).
+pub fn asciinema_cat(path: &std::path::Path) -> String {
+    // asciinema 2.2 opens /dev/tty even for `cat`: give it a pseudo-terminal through script(1).
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &format!("asciinema cat {}", path.display()), "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("asciinema and script are installed");
+    assert!(out.status.success(), "asciinema cat refused {}: {}", path.display(), stderr(&out));
+    stdout(&out)
+}
+
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))

@@ -17,17 +17,6 @@ fn cast_text(b: &Box, rec: &serde_json::Value) -> String {
     b.export(rec["id"].as_str().unwrap())
 }
 
-fn asciinema_cat(path: &std::path::Path) -> String {
-    // asciinema 2.2 opens /dev/tty even for `cat`: give it a pseudo-terminal through script(1).
-    let out = Command::new("script")
-        .args(["-q", "-e", "-c", &format!("asciinema cat {}", path.display()), "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("asciinema and script are installed");
-    assert!(out.status.success(), "asciinema cat refused {}: {}", path.display(), stderr(&out));
-    stdout(&out)
-}
-
 #[test]
 fn interactive_pty_session_is_recorded_with_resize() {
     let (b, _sshd) = box_with_target();

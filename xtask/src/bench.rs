@@ -684,6 +684,7 @@ fn recorder_section(mib: u64) -> Result<()> {
         command: None,
         env: Default::default(),
         witness: None,
+        witness_format: None,
     };
     let settings = RecorderSettings { fsync_interval: Duration::from_secs(1) };
     let variants = [None, Some(atrest::Cipher::XChaCha20Poly1305), Some(atrest::Cipher::Aes256Gcm)];

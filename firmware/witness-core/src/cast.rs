@@ -23,6 +23,10 @@ pub struct Header {
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub witness: Option<Provenance>,
+    /// `witness-raw/1` when the events that follow are raw frames ([`crate::rawrec`]); absent
+    /// in asciicast files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_format: Option<String>,
 }
 
 /// Who and what a recording is of, written into the header.
@@ -196,12 +200,14 @@ pub struct Scan {
     pub truncated: bool,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum CastError {
     #[error("recording has no valid asciicast v2 header")]
     NoHeader,
     #[error("event {index} is not a valid asciicast event")]
     BadEvent { index: usize },
+    #[error("a frame of the recording is not valid")]
+    BadFrame,
 }
 
 /// Finds the longest prefix of `buf` that is a valid cast. A crash can leave a half-written last
@@ -265,6 +271,7 @@ mod tests {
             command: None,
             env: BTreeMap::from([("TERM".into(), "xterm".into())]),
             witness: None,
+            witness_format: None,
         }
     }
 

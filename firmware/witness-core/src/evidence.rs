@@ -108,22 +108,74 @@ fn link(prev: &[u8; 32], index: u64, offset: u64, data: &[u8]) -> [u8; 32] {
 /// Cuts `data` into chunks of whole lines and chains their hashes. Returns the chunks and the
 /// final hash (hex; of 32 zero bytes for empty data).
 pub fn chain(data: &[u8]) -> (Vec<ChunkRef>, String) {
-    let mut chunks = Vec::new();
-    let mut prev = [0u8; 32];
-    let mut start = 0usize;
-    while start < data.len() {
-        let mut end = (start + CHUNK_TARGET).min(data.len());
-        if end < data.len() {
-            end = match data[end..].iter().position(|b| *b == b'\n') {
-                Some(i) => end + i + 1,
-                None => data.len(),
+    let mut c = Chainer::default();
+    c.push(data);
+    c.finish()
+}
+
+/// A chunk that holds no newline ends here, so a chunk (and what [`Chainer`] holds) stays
+/// bounded for recordings of binary bytes.
+pub const CHUNK_MAX: usize = 4 * CHUNK_TARGET;
+
+/// [`chain`] fed in pieces, holding at most one chunk: a chunk ends at the first newline at or
+/// after [`CHUNK_TARGET`] bytes, or at [`CHUNK_MAX`]. Verification reads the boundaries from
+/// the manifest, so they are the writer's choice.
+#[derive(Debug, Default)]
+pub struct Chainer {
+    chunks: Vec<ChunkRef>,
+    prev: [u8; 32],
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl Chainer {
+    pub fn push(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let room = CHUNK_MAX - self.buf.len();
+            let scan_from = CHUNK_TARGET.saturating_sub(self.buf.len()).min(data.len());
+            let window = &data[..room.min(data.len())];
+            let end = match window.get(scan_from..).and_then(|w| w.iter().position(|&b| b == b'\n')) {
+                Some(i) => Some(scan_from + i + 1),
+                None if window.len() == room => Some(room),
+                None => None,
             };
+            match end {
+                Some(end) => {
+                    self.buf.extend_from_slice(&data[..end]);
+                    self.close();
+                    data = &data[end..];
+                }
+                None => {
+                    self.buf.extend_from_slice(window);
+                    data = &data[window.len()..];
+                }
+            }
         }
-        prev = link(&prev, chunks.len() as u64, start as u64, &data[start..end]);
-        chunks.push(ChunkRef { offset: start as u64, len: (end - start) as u64, hash: hex::encode(prev) });
-        start = end;
     }
-    (chunks, hex::encode(prev))
+
+    fn close(&mut self) {
+        self.prev = link(&self.prev, self.chunks.len() as u64, self.offset, &self.buf);
+        self.chunks.push(ChunkRef { offset: self.offset, len: self.buf.len() as u64, hash: hex::encode(self.prev) });
+        self.offset += self.buf.len() as u64;
+        self.buf.clear();
+    }
+
+    /// The chunks and the final hash.
+    pub fn finish(mut self) -> (Vec<ChunkRef>, String) {
+        if !self.buf.is_empty() {
+            self.close();
+        }
+        (self.chunks, hex::encode(self.prev))
+    }
+
+    /// Bytes chained so far.
+    pub fn len(&self) -> u64 {
+        self.offset + self.buf.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 pub fn fingerprint(key: &VerifyingKey) -> String {
@@ -411,6 +463,22 @@ mod tests {
             assert_eq!(data[(c.offset + c.len - 1) as usize], b'\n');
         }
         assert_eq!(chain(&data).1, h);
+    }
+
+    #[test]
+    fn chaining_in_pieces_gives_the_same_chunks_and_binary_chunks_are_bounded() {
+        let data = recording();
+        for piece in [1000, 65536, CHUNK_TARGET + 3] {
+            let mut c = Chainer::default();
+            data.chunks(piece).for_each(|p| c.push(p));
+            assert_eq!(c.finish(), chain(&data), "pieces of {piece}");
+        }
+        // No newline at all (a binary download): chunks end at the bound, and still verify.
+        let binary: Vec<u8> = (0..CHUNK_MAX * 2 + 10).map(|i| (i % 10) as u8).collect();
+        let (chunks, _) = chain(&binary);
+        assert_eq!(chunks.iter().map(|c| c.len as usize).collect::<Vec<_>>(), [CHUNK_MAX, CHUNK_MAX, 10]);
+        let (m, sig, public) = signed(&binary);
+        assert!(failed(&verify(&m, &sig, &public, &binary)).is_empty());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod gate;
 pub mod model;
 pub mod names;
 pub mod policy;
+pub mod rawrec;
 pub mod rows;
 pub mod sftp;
 pub mod text;

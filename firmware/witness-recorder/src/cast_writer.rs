@@ -1,4 +1,5 @@
-//! The asciicast writer. Every event is encoded and written to the file by the caller, before the
+//! The SSH recording writer (`witness-raw/1` frames: the bytes as they crossed the box, nothing
+//! escaped or replaced). Every event is encoded and written to the file by the caller, before the
 //! caller forwards the bytes to the user: the recording is never behind the user's screen, and a
 //! failed write stops the session at the event that failed. fsync runs off the async threads on a
 //! cadence, so a crash loses at most one fsync interval of what the page cache held.
@@ -13,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use witness_core::atrest;
-use witness_core::cast::{self, EventKind, Header, Utf8Carry};
+use witness_core::cast::Header;
+use witness_core::rawrec::{self, Stream};
 
 /// How a recording is encrypted at rest: its header line (with the wrapped data key), the data
 /// key itself (kept only in memory while recording) and a fresh nonce prefix.
@@ -54,10 +56,9 @@ struct State {
     /// and then the encoded events, sealed in place.
     buf: Vec<u8>,
     head: usize,
-    out_carry: Utf8Carry,
-    in_carry: Utf8Carry,
     start: Instant,
-    last_time: f64,
+    /// Microseconds since the header of the last event.
+    last_micros: u64,
     failure: Option<RecordError>,
     finished: bool,
 }
@@ -81,14 +82,16 @@ impl std::fmt::Debug for CastRecorder {
     }
 }
 
-/// Creates the cast file (refusing to overwrite one) and writes and fsyncs its header. With
-/// `encryption`, nothing but the at-rest header is ever written in clear.
+/// Creates the recording file (refusing to overwrite one) and writes and fsyncs its header,
+/// marked as `witness-raw/1`. With `encryption`, nothing but the at-rest header is ever written
+/// in clear.
 pub fn start_cast(
     path: &Path,
     header: &Header,
     settings: RecorderSettings,
     encryption: Option<Encryption>,
 ) -> Result<CastRecorder, RecordError> {
+    let header = &rawrec::header(header.clone());
     let mut sealer = encryption.as_ref().map(|e| atrest::Sealer::new(&e.header, &e.dek, e.nonce_prefix));
     let mut line = encryption.as_ref().map(|e| e.header.line()).unwrap_or_default();
     match sealer.as_mut() {
@@ -119,10 +122,8 @@ impl CastRecorder {
             written: header_line.len() as u64,
             buf,
             head,
-            out_carry: Utf8Carry::default(),
-            in_carry: Utf8Carry::default(),
             start: Instant::now(),
-            last_time: 0.0,
+            last_micros: 0,
             failure: None,
             finished: false,
         };
@@ -136,7 +137,7 @@ impl CastRecorder {
     }
 
     /// Encodes one event and writes it out; schedules an fsync if none is pending.
-    fn event(&self, f: impl FnOnce(&mut State, f64)) -> Result<(), RecordError> {
+    fn event(&self, stream: Stream, data: &[u8]) -> Result<(), RecordError> {
         {
             let mut st = self.state();
             if let Some(e) = &st.failure {
@@ -146,9 +147,9 @@ impl CastRecorder {
                 return Err(RecordError::Write("recording already finished".into()));
             }
             // Never go backwards: players expect non-decreasing times.
-            let t = st.start.elapsed().as_secs_f64().max(st.last_time);
-            st.last_time = t;
-            f(&mut st, t);
+            let t = (st.start.elapsed().as_micros() as u64).max(st.last_micros);
+            st.last_micros = t;
+            rawrec::encode(&mut st.buf, stream, t, data);
             st.write_out()?;
         }
         self.schedule_sync();
@@ -190,52 +191,43 @@ impl CastRecorder {
 
     /// Records output. Call it before forwarding the bytes to the user.
     pub fn output(&self, data: &Bytes) -> Result<(), RecordError> {
-        self.event(|st, t| {
-            let text = st.out_carry.push(data);
-            if !text.is_empty() {
-                cast::encode_event(&mut st.buf, t, EventKind::Output, &text);
-            }
-        })
+        self.event(Stream::Output, data)
+    }
+
+    /// Records stderr (extended data) output, before it is forwarded.
+    pub fn stderr(&self, data: &Bytes) -> Result<(), RecordError> {
+        self.event(Stream::Stderr, data)
     }
 
     pub fn input(&self, data: &Bytes) -> Result<(), RecordError> {
-        self.event(|st, t| {
-            let text = st.in_carry.push(data);
-            if !text.is_empty() {
-                cast::encode_event(&mut st.buf, t, EventKind::Input, &text);
-            }
-        })
+        self.event(Stream::Input, data)
     }
 
     /// A marker (asciicast `m`): something the user learned that is not output, such as the
     /// command's exit status.
     pub fn marker(&self, text: &str) -> Result<(), RecordError> {
-        self.event(|st, t| cast::encode_event(&mut st.buf, t, EventKind::Marker, text))
+        self.event(Stream::Marker, text.as_bytes())
     }
 
     pub fn resize(&self, cols: u32, rows: u32) -> Result<(), RecordError> {
-        self.event(|st, t| cast::encode_resize(&mut st.buf, t, cols, rows))
+        self.event(Stream::Resize, format!("{cols}x{rows}").as_bytes())
     }
 
-    /// Writes what a split character held back, fsyncs (off the async threads), and returns the
-    /// file's size and hash. A recording that failed returns its failure.
+    /// fsyncs (off the async threads) and returns the file's size and hash. A recording that
+    /// failed returns its failure.
     pub async fn finish(&self) -> Result<Summary, RecordError> {
         let (file, summary) = {
             let mut st = self.state();
             if let Some(e) = &st.failure {
                 return Err(e.clone());
             }
-            let t = st.last_time;
-            for kind in [EventKind::Output, EventKind::Input] {
-                let rest = if kind == EventKind::Output { st.out_carry.flush() } else { st.in_carry.flush() };
-                if !rest.is_empty() {
-                    cast::encode_event(&mut st.buf, t, kind, &rest);
-                }
-            }
             st.write_out()?;
             st.finished = true;
-            let summary =
-                Summary { bytes: st.written, sha256: hex::encode(st.hash.clone().finalize()), duration: st.last_time };
+            let summary = Summary {
+                bytes: st.written,
+                sha256: hex::encode(st.hash.clone().finalize()),
+                duration: st.last_micros as f64 / 1e6,
+            };
             (st.file.try_clone().map_err(|e| RecordError::Write(e.to_string()))?, summary)
         };
         tokio::task::spawn_blocking(move || file.sync_all())
@@ -289,6 +281,7 @@ mod tests {
             command: None,
             env: BTreeMap::new(),
             witness: None,
+            witness_format: None,
         }
     }
 
@@ -313,13 +306,13 @@ mod tests {
         rec.output(&Bytes::from_static(b"\xa5 world\r\n")).unwrap();
         rec.resize(100, 30).unwrap();
         let now = std::fs::read(&path).unwrap();
-        assert_eq!(witness_core::cast::parse(&now).unwrap().1.len(), 3, "written at once, not batched");
+        assert_eq!(rawrec::scan(&now).unwrap().events, 3, "written at once, not batched");
         tokio::time::sleep(Duration::from_millis(120)).await; // an fsync ran in between
         let summary = rec.finish().await.unwrap();
         let file = std::fs::read(&path).unwrap();
         assert_eq!(summary.bytes, file.len() as u64);
         assert_eq!(summary.sha256, hex::encode(Sha256::digest(&file)));
-        let (_, events) = witness_core::cast::parse(&file).unwrap();
+        let (_, events) = witness_core::cast::parse(&rawrec::to_cast(&file).unwrap()).unwrap();
         assert_eq!(format!("{}{}", events[0].data, events[1].data), "hello 日 world\r\n");
         assert_eq!((events[2].code.as_str(), events[2].data.as_str()), ("r", "100x30"));
         assert!(rec.output(&Bytes::from_static(b"late")).is_err(), "nothing is added after finish");
@@ -343,7 +336,7 @@ mod tests {
         assert!(!file.windows(10).any(|w| w == b"top-secret"), "no plaintext at rest");
         let key_for = |h: &atrest::Header| atrest::unwrap(&kek, h).ok();
         let plain = crate::plaintext(&file, &key_for).unwrap();
-        let (_, events) = cast::parse(&plain).unwrap();
+        let (_, events) = witness_core::cast::parse(&rawrec::to_cast(&plain).unwrap()).unwrap();
         assert_eq!(events[0].data, "top-secret-output\r\n");
         // Cut mid-record: recovery keeps the whole records.
         std::fs::write(&path, &file[..file.len() - 3]).unwrap();

@@ -1,13 +1,15 @@
-//! Durable recording files on the box. Events are appended as whole lines and written to the
+//! Durable recording files on the box. Events are appended as whole frames and written to the
 //! file before the session forwards them (a slow disk slows the session; it never leaves the
 //! recording behind), then fsync'd on a cadence. A write error fails the recorder at that
 //! event, so the session ends instead of running unrecorded.
 
 mod cast_writer;
+mod reader;
 mod recover;
 mod sealed_file;
 
 pub use cast_writer::{CastRecorder, Encryption, RecorderSettings, Summary, start_cast};
+pub use reader::{PlainReader, open_plain};
 pub use recover::{KeyFor, RecoveredCast, plaintext, quarantined, readable, recover_cast};
 pub use sealed_file::SealedFile;
 

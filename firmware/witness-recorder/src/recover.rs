@@ -82,6 +82,14 @@ pub fn readable(file: &[u8], key_for: KeyFor<'_>) -> Result<Vec<u8>, RecordError
     atrest::open(file, &dek, false).map(|(p, _)| p).map_err(|e| RecordError::Unusable(e.to_string()))
 }
 
+/// Whether `rest`, after a plain recording's whole events, is one event cut short.
+fn plain_torn(file: &[u8], rest: &[u8]) -> bool {
+    let mut d = witness_core::rawrec::Decoder::default();
+    d.push(&file[..file.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)]);
+    let raw = matches!(d.header(), Ok(Some(_))) && d.is_raw();
+    if raw { matches!(witness_core::rawrec::parse_frame(rest), Ok(None)) } else { !rest.contains(&b'\n') }
+}
+
 /// Trims `path` to its valid prefix (fsync'd), after moving the rest aside, and describes what
 /// is left. An encrypted file is cut before its first record that is torn, fails authentication
 /// or is out of place (for a cast, after its last whole event; a video keeps its whole records
@@ -102,11 +110,11 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
                 let scan = witness_core::cast::Scan { valid_len: len, last_time: 0.0, events: 0, truncated: false };
                 (len, scan)
             } else {
-                (len, witness_core::cast::scan(&plain).map_err(|e| unusable(&e))?)
+                (len, witness_core::rawrec::scan(&plain).map_err(|e| unusable(&e))?)
             }
         }
         None => {
-            let scan = witness_core::cast::scan(&data).map_err(|e| unusable(&e))?;
+            let scan = witness_core::rawrec::scan(&data).map_err(|e| unusable(&e))?;
             (scan.valid_len, scan)
         }
     };
@@ -119,7 +127,7 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
             Ok(q) => Some(q),
             // A full disk, the usual reason for a torn write, has no room for the copy. A torn
             // last record (or half an event) holds nothing that could authenticate: it is cut.
-            Err(e) if if encrypted { witness_core::atrest::is_torn(rest) } else { !rest.contains(&b'\n') } => {
+            Err(e) if if encrypted { witness_core::atrest::is_torn(rest) } else { plain_torn(&data, rest) } => {
                 tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
                 None
             }

@@ -100,7 +100,11 @@ impl UserSink {
                 return Ok(());
             }
             if let Some((_, rec)) = recording {
-                rec.output(&data).map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
+                match ext {
+                    None => rec.output(&data),
+                    Some(_) => rec.stderr(&data),
+                }
+                .map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
             }
             if let Some((_, _, down)) = scp.as_mut() {
                 *down += data.len() as u64;
@@ -123,7 +127,7 @@ impl UserSink {
     pub(crate) async fn notice(&self, message: &str) {
         let line = Bytes::from(format!("\r\nwitness: {message}\r\n"));
         if let Some((_, rec)) = &self.taps().recording {
-            let _ = rec.output(&line);
+            let _ = rec.stderr(&line);
         }
         let _ = self.to_client.extended_data_bytes(1, line).await;
     }

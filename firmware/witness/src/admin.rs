@@ -470,7 +470,10 @@ pub fn sessions(root: &Path, json: bool) -> Result<()> {
 pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     let dir = DataDir::open(root)?;
     match args.command {
-        Some(RecordingsCmd::Export { id, out }) => export_recording(&dir, &id, &out),
+        Some(RecordingsCmd::Export { id, out, raw }) => {
+            let view = if raw { crate::views::View::Raw } else { crate::views::View::Player };
+            export_recording(&dir, &id, &out, view)
+        }
         None => {
             let rows = dir.index.recordings()?;
             if args.json {
@@ -545,22 +548,41 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
     Ok((row, data))
 }
 
-pub fn export_recording(dir: &DataDir, id: &str, out: &Path) -> Result<()> {
-    let (row, data) = playable(dir, id)?;
+/// `witness recordings export ID [--raw] --out FILE` (and the files of an evidence bundle).
+pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views::View) -> Result<()> {
+    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
     if row.sha256.is_none() {
         eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
     }
     let tmp = out.with_extension("part");
-    std::fs::write(&tmp, &data).with_context(|| format!("writing {}", tmp.display()))?;
+    let written = (|| {
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?);
+        let n = crate::views::write(dir, &row, &mut file, view)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        anyhow::Ok(n)
+    })();
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp); // a partial export is no export
+            return Err(e);
+        }
+    };
     std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let how = match view {
+        crate::views::View::Stored => "stored",
+        crate::views::View::Player => "player",
+        crate::views::View::Raw => "raw",
+    };
     dir.index.audit(
         "recording_exported",
         None,
         None,
         Some(&row.session_id),
-        &serde_json::json!({ "recording": id }),
+        &serde_json::json!({ "recording": id, "view": how }),
     )?;
-    println!("exported recording {id} ({} bytes) to {}", data.len(), out.display());
+    println!("exported recording {id} ({n} bytes) to {}", out.display());
     Ok(())
 }
 

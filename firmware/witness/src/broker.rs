@@ -431,6 +431,7 @@ impl witness_ssh::Broker for BoxBroker {
                     target: target.clone(),
                     box_id: self.dir.config.box_id.clone(),
                 }),
+                witness_format: None,
             };
             let settings = RecorderSettings { fsync_interval: self.dir.config.fsync_interval };
             let encryption =

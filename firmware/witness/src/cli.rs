@@ -416,11 +416,14 @@ pub struct RecordingsArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum RecordingsCmd {
-    /// Write the playable recording (.cast for SSH) to a file.
+    /// Write the playable recording (.cast for SSH, .mp4 for RDP) to a file.
     Export {
         id: String,
         #[arg(long)]
         out: PathBuf,
+        /// SSH: write exactly the bytes the user received (stdout and stderr in arrival order).
+        #[arg(long)]
+        raw: bool,
     },
 }
 

@@ -57,6 +57,16 @@ fn internal(e: impl std::fmt::Display) -> ConsoleError {
 }
 
 /// Console filter times come as RFC 3339; the index stores `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// A recording the store cannot give now is unavailable, anything else an internal error.
+fn unavailable_or_internal(e: &anyhow::Error) -> ConsoleError {
+    let msg = format!("{e:#}");
+    if msg.contains("fetching recording") || msg.contains("not yet in the store") {
+        ConsoleError::Unavailable(format!("the recording is not on the box and the store cannot give it now: {msg}"))
+    } else {
+        ConsoleError::Internal(msg)
+    }
+}
+
 fn index_time(t: &Option<String>) -> Option<String> {
     let t = t.as_deref()?.trim();
     let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()?;
@@ -210,6 +220,12 @@ impl witness_web::Console for BoxConsole {
         // A finished recording on the box is served in parts, never read whole. One still being
         // written (a torn last record), one cut by a crash (a video then plays to its last whole
         // fragment) or one only in the store is read whole, as exporting does.
+        if ext == "cast" {
+            // SSH: made into asciicast as the browser reads, from raw frames or an older cast.
+            let (part, len, chunks) =
+                crate::views::player_content(self.dir.clone(), row, range).map_err(|e| unavailable_or_internal(&e))?;
+            return Ok(Content { chunks, len, part, content_type, file_name });
+        }
         let path = self.dir.root.join(&row.path);
         let in_parts = row.status != "recording"
             && !row.recovered
@@ -222,16 +238,7 @@ impl witness_web::Console for BoxConsole {
         {
             return Ok(Content { chunks, len, part, content_type, file_name });
         }
-        let (_, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| {
-            let msg = format!("{e:#}");
-            if msg.contains("fetching recording") || msg.contains("not yet in the store") {
-                ConsoleError::Unavailable(format!(
-                    "the recording is not on the box and the store cannot give it now: {msg}"
-                ))
-            } else {
-                ConsoleError::Internal(msg)
-            }
-        })?;
+        let (_, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| unavailable_or_internal(&e))?;
         Ok(Content::from_bytes(bytes, range, content_type, file_name))
     }
 
@@ -240,9 +247,8 @@ impl witness_web::Console for BoxConsole {
         let file = std::fs::read(self.dir.root.join(&row.path)).map_err(internal)?;
         // The recorder appends whole sealed records; a torn last one is simply not there yet.
         let plain = witness_recorder::readable(&file, &crate::keys::key_for(&self.dir.root)).map_err(internal)?;
-        let whole = plain.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let from = from.min(whole);
-        Ok(Tail { lines: plain[from..whole].to_vec(), next: whole, finished: row.status != "recording" })
+        let (lines, next) = crate::views::tail(&plain, from);
+        Ok(Tail { lines, next, finished: row.status != "recording" })
     }
 
     fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError> {

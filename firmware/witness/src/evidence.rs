@@ -31,10 +31,23 @@ pub fn signature_path(cast: &Path) -> PathBuf {
 pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;
     let path = dir.root.join(&rec.path);
-    let stored = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-    // The evidence is the recording as played: chain and sign the decrypted cast.
-    let data = witness_recorder::plaintext(&stored, &crate::keys::key_for(&dir.root))?;
-    let (chunks, final_hash) = evidence::chain(&data);
+    // The evidence is the decrypted recording: chained and hashed as it is read, a record at a
+    // time, so sealing a large recording costs no more memory than a small one.
+    let mut reader = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+    let mut chainer = evidence::Chainer::default();
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        use std::io::Read;
+        let n = reader.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut hash, &buf[..n]);
+        chainer.push(&buf[..n]);
+    }
+    let bytes = chainer.len();
+    let (chunks, final_hash) = chainer.finish();
     let after_chunk = chunks.len() as u64;
     let mut gaps: Vec<Gap> =
         gaps.into_iter().map(|reason| Gap { after_chunk, reason, quarantined_bytes: None }).collect();
@@ -61,11 +74,8 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         started_at: rec.started_at.clone(),
         ended_at: rec.ended_at.clone(),
         status: rec.status.clone(),
-        bytes: data.len() as u64,
-        sha256: {
-            use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&data))
-        },
+        bytes,
+        sha256: hex::encode(sha2::Digest::finalize(hash)),
         chunks,
         final_hash,
         gaps,
@@ -186,6 +196,8 @@ data, a removed recording, an edited manifest or a foreign key fails and says wh
 --key/--key-file the key in box.pub is used: the fingerprint it prints (SHA-256 of the key)
 then says which key signed the folder, not that the key is the box's.
 
+An SSH recording is RECORDING.wsr (witness-raw/1: the bytes as they crossed the box, what the
+manifest signs) with RECORDING.cast made from it; older SSH recordings are RECORDING.cast alone.
 Play a recording: asciinema play RECORDING.cast (SSH); any video player opens RECORDING.mp4 (RDP)
 ";
 
@@ -196,8 +208,24 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for r in &recs {
-        let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
-        crate::admin::export_recording(&dir, &r.id, &file)?;
+        // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
+        if crate::views::is_raw(&dir, r)? {
+            crate::admin::export_recording(
+                &dir,
+                &r.id,
+                &out.join(format!("{}.wsr", r.id)),
+                crate::views::View::Stored,
+            )?;
+            crate::admin::export_recording(
+                &dir,
+                &r.id,
+                &out.join(format!("{}.cast", r.id)),
+                crate::views::View::Player,
+            )?;
+        } else {
+            let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
+            crate::admin::export_recording(&dir, &r.id, &file, crate::views::View::Stored)?;
+        }
         let (m, s) = evidence_files(&dir, &r.id)?;
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
@@ -318,7 +346,8 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
         println!("recording {name}");
         let manifest = std::fs::read(m)?;
         let sig = std::fs::read_to_string(bundle.join(format!("{name}.manifest.sig"))).unwrap_or_default();
-        let file = ["cast", "mp4"].map(|ext| format!("{name}.{ext}")).into_iter().find(|f| bundle.join(f).exists());
+        let file =
+            ["wsr", "cast", "mp4"].map(|ext| format!("{name}.{ext}")).into_iter().find(|f| bundle.join(f).exists());
         let file = file.unwrap_or_else(|| format!("{name}.cast"));
         let data = match std::fs::read(bundle.join(&file)) {
             Ok(d) => d,
@@ -331,6 +360,22 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
         for c in evidence::verify(&manifest, &sig, &key, &data) {
             println!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail);
             all_ok &= c.ok;
+        }
+        // The `.cast` beside a raw recording is what people play: it must be made from the
+        // signed bytes, or a changed copy would play while the bundle verifies.
+        if file.ends_with(".wsr") {
+            let cast = bundle.join(format!("{name}.cast"));
+            let made = witness_core::rawrec::to_cast(&data).ok();
+            match std::fs::read(&cast) {
+                Ok(c) if Some(&c) == made.as_ref() => {
+                    println!("  ✓ player copy: {name}.cast is made from the signed recording")
+                }
+                Ok(_) => {
+                    println!("  ✗ player copy: {name}.cast is not what the signed {file} makes: changed or replaced");
+                    all_ok = false;
+                }
+                Err(_) => println!("  - player copy: no {name}.cast (make one with witness recordings export)"),
+            }
         }
     }
     if all_ok {

@@ -21,6 +21,7 @@ mod sync;
 mod sync_cli;
 mod systemd;
 mod video;
+mod views;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -23,14 +23,25 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
     if row.protocol != "ssh" {
         return Ok(0);
     }
-    let file = std::fs::read(dir.root.join(&row.path)).with_context(|| format!("reading {}", row.path))?;
-    let cast = witness_recorder::plaintext(&file, &crate::keys::key_for(&dir.root))?;
+    // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
+    let path = dir.root.join(&row.path);
+    let mut reader = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+    let mut decoder = witness_core::rawrec::Decoder::default();
+    let mut carry = witness_core::cast::Utf8Carry::default();
     let mut text = TextExtractor::default();
-    for line in cast.split(|&b| b == b'\n').skip(1) {
-        if let Ok((at, code, data)) = serde_json::from_slice::<(f64, String, String)>(line)
-            && code == "o"
-        {
-            text.output(at, &data);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        use std::io::Read;
+        let n = reader.read(&mut buf).with_context(|| format!("reading {}", row.path))?;
+        decoder.push(&buf[..n]);
+        while let Some(ev) = decoder.next_event()? {
+            if ev.stream.to_user() {
+                let at = ev.time;
+                text.output(at, &carry.push(&ev.data));
+            }
+        }
+        if n == 0 {
+            break;
         }
     }
     let key = crate::keys::search_key(&dir.root)?;

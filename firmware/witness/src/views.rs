@@ -1,0 +1,278 @@
+//! What a recording is shown as: the stored plaintext (what the signed manifest covers), the
+//! asciicast v2 players read (made from raw SSH frames as it is read), or the raw bytes the user
+//! received (`export --raw`: stdout and stderr in arrival order, bit for bit). A finished
+//! recording on the box is streamed record by record, so memory does not grow with its size.
+
+use crate::datadir::DataDir;
+use anyhow::{Result, bail};
+use std::io::{Read, Write};
+use witness_core::rawrec::{CastView, Decoder};
+use witness_index::RecordingRow;
+
+/// How a recording is exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// The decrypted recording as stored and signed (evidence bundles).
+    Stored,
+    /// What a player plays: asciicast v2 for SSH, the MP4 for RDP.
+    Player,
+    /// The bytes the user received on the channel (SSH only).
+    Raw,
+}
+
+/// Whether the recording is finished and whole on the box, so it can be streamed from its file
+/// (one being written, one cut by a crash, or one only in the store is read whole instead).
+pub fn streamable(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
+    Ok(row.status != "recording"
+        && !row.recovered
+        && row.sha256.is_some()
+        && !dir.index.is_pruned(&row.id)?
+        && dir.index.deleted_at(&row.id)?.is_none()
+        && dir.root.join(&row.path).exists())
+}
+
+fn is_ssh(row: &RecordingRow) -> bool {
+    !row.path.ends_with(".mp4")
+}
+
+/// Reads `plain` (a recording's decrypted bytes) and writes `view` of it to `out`; returns bytes
+/// written.
+fn write_view(row: &RecordingRow, plain: &mut dyn Read, out: &mut dyn Write, view: View) -> Result<u64> {
+    let mut counted = Counted { inner: out, n: 0 };
+    if view == View::Stored || !is_ssh(row) {
+        std::io::copy(plain, &mut counted)?;
+        return Ok(counted.n);
+    }
+    let mut d = Decoder::default();
+    let mut cast = CastView::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut line = Vec::new();
+    let mut started = false;
+    loop {
+        let n = plain.read(&mut buf)?;
+        if n > 0 {
+            d.push(&buf[..n]);
+        }
+        if !started && let Some(h) = d.header().map_err(|e| anyhow::anyhow!("recording {}: {e}", row.id))?.cloned() {
+            started = true;
+            match view {
+                View::Raw if !d.is_raw() => bail!(
+                    "recording {} was made before the box kept raw bytes (its output was stored as text); export it without --raw",
+                    row.id
+                ),
+                View::Player if !d.is_raw() => {
+                    // An asciicast recording already is what players read.
+                    counted.write_all(&h.to_line())?;
+                }
+                View::Player => counted.write_all(&CastView::header_line(&h))?,
+                _ => {}
+            }
+        }
+        while let Some(ev) = d.next_event().map_err(|e| anyhow::anyhow!("recording {}: {e}", row.id))? {
+            match view {
+                View::Raw if ev.stream.to_user() => counted.write_all(&ev.data)?,
+                View::Raw => {}
+                _ if !d.is_raw() => {
+                    line.clear();
+                    let code = match ev.stream {
+                        witness_core::rawrec::Stream::Input => witness_core::cast::EventKind::Input,
+                        witness_core::rawrec::Stream::Resize => witness_core::cast::EventKind::Resize,
+                        witness_core::rawrec::Stream::Marker => witness_core::cast::EventKind::Marker,
+                        _ => witness_core::cast::EventKind::Output,
+                    };
+                    witness_core::cast::encode_event(&mut line, ev.time, code, &String::from_utf8_lossy(&ev.data));
+                    counted.write_all(&line)?;
+                }
+                _ => {
+                    line.clear();
+                    cast.event(&ev, &mut line);
+                    counted.write_all(&line)?;
+                }
+            }
+        }
+        if n == 0 {
+            break;
+        }
+    }
+    // A recording still being written (or cut) may end inside an event: what is whole is shown.
+    if row.status != "recording" {
+        d.finish().map_err(|e| anyhow::anyhow!("recording {}: {e}", row.id))?;
+    }
+    if view == View::Player {
+        line.clear();
+        cast.finish(&mut line);
+        counted.write_all(&line)?;
+    }
+    Ok(counted.n)
+}
+
+struct Counted<'a> {
+    inner: &'a mut dyn Write,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes `view` of recording `row` to `out`. A file on the box is streamed and its sha256 checked
+/// against the index on the way; the caller must discard what was written if this fails.
+pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View) -> Result<u64> {
+    if view == View::Raw && !is_ssh(row) {
+        bail!("--raw is for SSH recordings; recording {} is a video", row.id);
+    }
+    if streamable(dir, row)? {
+        let path = dir.root.join(&row.path);
+        let mut r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+        let n = write_view(row, &mut r, out, view)?;
+        // Everything was read: the stored file's hash is known.
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest)?;
+        let got = r.stored_sha256();
+        if row.sha256.as_deref() != Some(got.as_str()) {
+            bail!(
+                "recording {} does not match its recorded sha256 (index {}, file {got}); refusing to play or export a changed recording",
+                row.id,
+                row.sha256.as_deref().unwrap_or("none")
+            );
+        }
+        return Ok(n);
+    }
+    let (_, data) = crate::admin::playable(dir, &row.id)?;
+    write_view(row, &mut data.as_slice(), out, view)
+}
+
+/// The player's view of an SSH recording for the console: its length (a first pass over the
+/// recording, counting), then the asked part made while the browser reads (a second pass on a
+/// thread of its own, a few buffers ahead). Memory does not grow with the recording.
+pub fn player_content(
+    dir: std::sync::Arc<DataDir>,
+    row: RecordingRow,
+    range: Option<&str>,
+) -> Result<(witness_web::Part, u64, witness_web::Chunks)> {
+    let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
+    let part = witness_web::Part::of(range, len);
+    let (start, end) = part.bounds(len);
+    let (tx, rx) = std::sync::mpsc::sync_channel(4);
+    std::thread::Builder::new().name("cast-view".into()).spawn(move || {
+        let mut w = Window { tx, at: 0, start, end, buf: Vec::new(), complete: false };
+        match write(&dir, &row, &mut w, View::Player) {
+            Err(_) if w.complete => {}
+            Err(e) => {
+                let _ = w.tx.send(Err(witness_web::ConsoleError::Internal(format!("{e:#}"))));
+            }
+            Ok(_) => {
+                let _ = w.send();
+            }
+        }
+    })?;
+    Ok((part, len, Box::new(rx.into_iter())))
+}
+
+/// Passes on the bytes of `start..end` of what is written, in buffers.
+struct Window {
+    tx: std::sync::mpsc::SyncSender<Result<Vec<u8>, witness_web::ConsoleError>>,
+    at: u64,
+    start: u64,
+    end: u64,
+    buf: Vec<u8>,
+    /// Every byte of the part was passed on.
+    complete: bool,
+}
+
+impl Window {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = std::mem::take(&mut self.buf);
+        self.tx.send(Ok(buf)).map_err(|_| std::io::Error::other("the reader went away"))
+    }
+}
+
+impl Write for Window {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let from = self.at;
+        self.at += data.len() as u64;
+        if self.at <= self.start || from >= self.end {
+            if from >= self.end {
+                // Past the part: nothing more is needed.
+                self.send()?;
+                self.complete = true;
+                return Err(std::io::Error::other("part complete"));
+            }
+            return Ok(data.len());
+        }
+        let lo = self.start.saturating_sub(from) as usize;
+        let hi = (self.end.min(self.at) - from) as usize;
+        self.buf.extend_from_slice(&data[lo..hi]);
+        if self.buf.len() >= 64 * 1024 {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A live recording's plaintext past `from` as whole asciicast lines (the header line first when
+/// `from` is 0), and the offset to ask for next: only whole events or frames are taken.
+pub fn tail(plain: &[u8], from: usize) -> (Vec<u8>, usize) {
+    let Some(header_end) = plain.iter().position(|&b| b == b'\n').map(|i| i + 1) else { return (Vec::new(), 0) };
+    let Ok(header) = serde_json::from_slice::<witness_core::cast::Header>(&plain[..header_end]) else {
+        return (Vec::new(), 0);
+    };
+    if !witness_core::rawrec::is_raw(&header) {
+        let whole = plain.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let from = from.min(whole);
+        return (plain[from..whole].to_vec(), whole);
+    }
+    let mut out = Vec::new();
+    let mut at = from;
+    if from < header_end {
+        out = CastView::header_line(&header);
+        at = header_end;
+    }
+    let mut view = CastView::default();
+    while let Ok(Some((frame, n))) = witness_core::rawrec::parse_frame(plain.get(at..).unwrap_or_default()) {
+        let ev = witness_core::rawrec::Event {
+            time: frame.micros as f64 / 1e6,
+            stream: frame.stream,
+            data: frame.data.to_vec(),
+        };
+        view.event(&ev, &mut out);
+        at += n;
+    }
+    view.finish(&mut out);
+    (out, at)
+}
+
+/// Whether an SSH recording holds raw frames (`witness-raw/1`) rather than asciicast lines.
+pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
+    if !is_ssh(row) {
+        return Ok(false);
+    }
+    let path = dir.root.join(&row.path);
+    let mut first = Vec::new();
+    if path.exists() {
+        use std::io::BufRead;
+        let r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+        std::io::BufReader::new(r.take(64 * 1024)).read_until(b'\n', &mut first)?;
+    } else {
+        let (_, data) = crate::admin::playable(dir, &row.id)?;
+        first = data[..data.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)].to_vec();
+    }
+    let mut d = Decoder::default();
+    d.push(&first);
+    Ok(matches!(d.header(), Ok(Some(_))) && d.is_raw())
+}
