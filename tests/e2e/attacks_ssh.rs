@@ -437,3 +437,75 @@ fn sha256_bytes(data: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(data))
 }
+
+/// `target transfers hashes`: a site that moves large images keeps every operation with its
+/// SHA-256 but not the files' bytes. The attack: use a transfer channel to get something past
+/// the recorder that is not a file (a shell after `scp -f`), or make the policy blind the
+/// interactive part. Neither works; the content policy (the default) keeps the bytes.
+#[test]
+fn transfers_hashes_keeps_hashes_and_operations_but_not_file_bytes() {
+    let (b, sshd) = box_with_target();
+    b.ok(&["target", "transfers", "web01", "hashes"], None);
+    assert_eq!(b.ok(&["target", "transfers", "web01"], None).trim(), "hashes");
+    let work = b.dir.path().join("hx");
+    std::fs::create_dir_all(&work).unwrap();
+    let src = work.join("image.bin");
+    let mut data = Vec::new();
+    for i in 0..40_000 {
+        data.extend_from_slice(format!("FILE-BYTES-{i:08}\n").as_bytes());
+    }
+    std::fs::write(&src, &data).unwrap();
+    let want = sha256_bytes(&data);
+    let remote = sshd.dir.path().join("up-hashes.bin");
+    let legacy = sshd.dir.path().join("legacy-hashes.bin");
+    let back = work.join("back.bin");
+    let batch = work.join("batch");
+    std::fs::write(
+        &batch,
+        format!("put {} {}\nget {} {}\n", src.display(), remote.display(), remote.display(), back.display()),
+    )
+    .unwrap();
+    let out = b.sftp_batch("alice@web01", &batch);
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    assert_eq!(sha256_file(&back), want);
+    let out = Command::new("scp")
+        .args(client_options())
+        .arg("-O")
+        .arg("-i")
+        .arg(&b.user_key)
+        .arg("-P")
+        .arg(b.port.to_string())
+        .arg(&src)
+        .arg(format!("alice@web01@127.0.0.1:{}", legacy.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "scp -O: {}", stderr(&out));
+    assert_eq!(sha256_file(&legacy), want);
+    // A transfer channel whose target goes on to run a shell: everything after is recorded.
+    let out = b.ssh("alice@web01").arg("scp -f /etc/hostname </dev/null; echo INTERACTIVE-AFTER-SCP").output().unwrap();
+    assert!(stdout(&out).contains("INTERACTIVE-AFTER-SCP"));
+    let out = b.ssh("alice@web01").arg("echo PLAIN-EXEC-MARK").output().unwrap();
+    assert!(stdout(&out).contains("PLAIN-EXEC-MARK"));
+    settled(&b, 4);
+    let audit = eventually(10, "transfer events", || {
+        let a = b.audit();
+        (a.iter().filter(|e| e["kind"] == "sftp").count() >= 2 && a.iter().any(|e| e["kind"] == "scp_file"))
+            .then_some(a)
+    });
+    let hashed = |kind: &str, op: &str| {
+        audit.iter().any(|e| e["kind"] == kind && e["detail"]["op"] == op && e["detail"]["sha256"] == want.as_str())
+    };
+    assert!(hashed("sftp", "upload") && hashed("sftp", "download"), "sftp events carry the hash: {audit:#?}");
+    assert!(hashed("scp_file", "upload"), "the scp file carries the hash");
+    // Exported recordings: no file bytes, but the operations and hashes, and every interactive byte.
+    let recorded = all_recorded(&b);
+    assert!(!recorded.contains("FILE-BYTES-"), "file content left out under transfers hashes");
+    assert!(recorded.contains(&want), "the hash is in the recording's markers");
+    assert!(recorded.contains("INTERACTIVE-AFTER-SCP") && recorded.contains("PLAIN-EXEC-MARK"));
+    // Back to the default: the bytes are kept.
+    b.ok(&["target", "transfers", "web01", "content"], None);
+    let out = b.sftp_batch("alice@web01", &batch);
+    assert!(out.status.success(), "sftp: {}", stderr(&out));
+    settled(&b, 5);
+    assert!(all_recorded(&b).contains("FILE-BYTES-00039999"), "content policy records file bytes");
+}

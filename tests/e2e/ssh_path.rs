@@ -149,6 +149,11 @@ fn scp_and_sftp_transfer_20mb_intact_and_audited() {
     let legacy_ev = audit.iter().find(|e| e["kind"] == "scp").unwrap();
     assert!(legacy_ev["detail"]["command"].as_str().unwrap().contains("-t"));
     assert!(legacy_ev["detail"]["bytes_up"].as_u64().unwrap() >= 20_000_000);
+    // The legacy protocol's file is an event of its own, with the content's SHA-256.
+    let file = audit.iter().find(|e| e["kind"] == "scp_file").expect("scp_file audited");
+    assert_eq!(file["detail"]["op"], "upload");
+    assert_eq!(file["detail"]["bytes"], 20_000_000);
+    assert_eq!(file["detail"]["sha256"].as_str().unwrap(), sha256_file(&src));
 }
 
 #[test]

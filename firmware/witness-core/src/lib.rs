@@ -16,7 +16,8 @@ pub mod names;
 pub mod policy;
 pub mod rawrec;
 pub mod rows;
+pub mod scp;
 pub mod sftp;
 pub mod text;
 
-pub use model::{Protocol, RecordingStatus, Role};
+pub use model::{Protocol, RecordingStatus, Role, Transfers};

@@ -64,6 +64,20 @@ text_enum!(
     }
 );
 
+text_enum!(
+    /// What an SSH target's file transfers (SFTP, scp) leave in the recording: `content`, every
+    /// byte; `hashes`, the operations and each file's SHA-256 but not the files' bytes (the
+    /// interactive part of a session is always recorded whole).
+    Transfers { Content = "content", Hashes = "hashes" }
+);
+
+impl Default for Transfers {
+    /// Every byte, unless a target says otherwise.
+    fn default() -> Self {
+        Transfers::Content
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

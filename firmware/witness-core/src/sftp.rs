@@ -6,6 +6,7 @@
 
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
 
 const FXP_OPEN: u8 = 3;
 const FXP_CLOSE: u8 = 4;
@@ -25,8 +26,8 @@ const FXP_EXTENDED: u8 = 200;
 
 const PFLAG_WRITE: u32 = 0x02;
 
-/// Bytes of a bulk packet (WRITE, DATA) needed to read its header: id, handle (≤ 256), offset.
-const BULK_PREFIX: usize = 4 + 4 + 256 + 8 + 4;
+/// The longest handle a server may give (the protocol's limit).
+const MAX_HANDLE: usize = 256;
 /// Other packets are buffered whole up to this size, OpenSSH's own limit for an SFTP message
 /// (its server exits on a longer one): a request padded with bytes the server ignores is still
 /// read, never skipped unseen.
@@ -252,12 +253,28 @@ struct Framer {
     buf: Vec<u8>,
     /// Body bytes of the current packet still to be streamed through without buffering.
     skip: usize,
+    /// Stream bytes fed so far, and where the packet being read started.
+    pos: u64,
+    start: u64,
 }
 
 /// A packet's type and the part of its body that was kept (all of it, or a bulk packet's prefix).
 struct Packet<'a> {
     kind: u8,
     body: &'a [u8],
+    /// Where in the stream the packet starts (its length field), and its whole body's length.
+    start: u64,
+    total: usize,
+}
+
+impl Packet<'_> {
+    /// The stream range of `declared` payload bytes that start where `r` stands in the body
+    /// (cut to the packet).
+    fn payload(&self, r: &Reader<'_>, declared: u32) -> (u64, u64) {
+        let at = self.body.len() - r.0.len();
+        let from = self.start + 5 + at as u64;
+        (from, from + u64::from(declared).min(self.total.saturating_sub(at) as u64))
+    }
 }
 
 /// What the framer hands on: a packet (whole, or a bulk packet's prefix), then for a bulk packet
@@ -278,10 +295,14 @@ impl Framer {
                     f(Piece::Rest(&data[..n]));
                 }
                 self.skip -= n;
+                self.pos += n as u64;
                 data = &data[n..];
                 if self.skip > 0 {
                     return;
                 }
+            }
+            if self.buf.is_empty() {
+                self.start = self.pos;
             }
             // Take only what the current packet needs, so bulk payloads are never copied.
             let want = self.wanted();
@@ -291,6 +312,7 @@ impl Framer {
                 }
                 let take = (want - self.buf.len()).min(data.len());
                 self.buf.extend_from_slice(&data[..take]);
+                self.pos += take as u64;
                 data = &data[take..];
                 continue;
             }
@@ -298,7 +320,7 @@ impl Framer {
             let kind = self.buf[4];
             let body_total = len.saturating_sub(1);
             let kept = &self.buf[5..];
-            f(Piece::Packet(Packet { kind, body: kept }));
+            f(Piece::Packet(Packet { kind, body: kept, start: self.start, total: body_total }));
             self.skip = body_total - kept.len();
             self.buf.clear();
         }
@@ -312,7 +334,14 @@ impl Framer {
         let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
         let body = len.saturating_sub(1);
         let keep = match self.buf[4] {
-            FXP_WRITE | FXP_DATA => body.min(BULK_PREFIX),
+            // Exactly the fields before the payload (id, handle, offset, length), never payload
+            // bytes: the payload is known to be file content before any of it is passed on.
+            FXP_WRITE if self.buf.len() < 5 + 8 => body.min(8),
+            FXP_WRITE => {
+                let handle = u32::from_be_bytes([self.buf[9], self.buf[10], self.buf[11], self.buf[12]]) as usize;
+                body.min(8 + handle.min(MAX_HANDLE) + 12)
+            }
+            FXP_DATA => body.min(8),
             _ if body > MAX_CONTROL_PACKET => 0,
             _ => body,
         };
@@ -366,13 +395,52 @@ pub struct SftpObserver {
     /// to come are the payload its length field declared (the rest the peer ignores).
     up: Option<(Vec<u8>, u64)>,
     down: Option<(Vec<u8>, u64)>,
+    /// Stream ranges, per direction, that are the content of a file being hashed.
+    up_content: VecDeque<(u64, u64)>,
+    down_content: VecDeque<(u64, u64)>,
+}
+
+/// The parts of `start..start+len` of a stream that `ranges` (in stream order) cover, relative
+/// to `start`; ranges wholly passed are dropped.
+fn take_ranges(ranges: &mut VecDeque<(u64, u64)>, start: u64, len: usize) -> Vec<Range<usize>> {
+    let end = start + len as u64;
+    let mut out = Vec::new();
+    while let Some(&(a, b)) = ranges.front() {
+        if a >= end {
+            break;
+        }
+        let (lo, hi) = (a.max(start), b.min(end));
+        if lo < hi {
+            out.push((lo - start) as usize..(hi - start) as usize);
+        }
+        if b > end {
+            break;
+        }
+        ranges.pop_front();
+    }
+    out
 }
 
 impl SftpObserver {
+    /// [`SftpObserver::client`], also saying which bytes of `data` are the content of a file
+    /// whose hash is being taken (what a `transfers hashes` policy leaves out of the recording).
+    pub fn client_masked(&mut self, data: &[u8]) -> (Vec<FileOp>, Vec<Range<usize>>) {
+        let start = self.to_server.pos;
+        let ops = self.client(data);
+        (ops, take_ranges(&mut self.up_content, start, data.len()))
+    }
+
+    /// [`SftpObserver::server`] with the content ranges, as [`SftpObserver::client_masked`].
+    pub fn server_masked(&mut self, data: &[u8]) -> (Vec<FileOp>, Vec<Range<usize>>) {
+        let start = self.to_client.pos;
+        let ops = self.server(data);
+        (ops, take_ranges(&mut self.down_content, start, data.len()))
+    }
+
     /// Bytes from the client (requests).
     pub fn client(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_server, opening, files, reading, pending, up, .. } = self;
+        let Self { to_server, opening, files, reading, pending, up, up_content, .. } = self;
         to_server.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
@@ -407,6 +475,10 @@ impl SftpObserver {
                     {
                         file.wrote_any = true;
                         file.written.start(offset);
+                        // Only bytes that go into the file's hash may be left out of a recording.
+                        if file.written.hash.is_some() && up_content.len() < MAX_TRACKED {
+                            up_content.push_back(p.payload(&r, declared));
+                        }
                         let here = (declared as usize).min(r.0.len());
                         file.written.feed(&r.0[..here]);
                         *up = Some((handle.to_vec(), u64::from(declared) - here as u64));
@@ -505,7 +577,7 @@ impl SftpObserver {
     /// Bytes from the target (responses).
     pub fn server(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_client, opening, files, reading, pending, down, .. } = self;
+        let Self { to_client, opening, files, reading, pending, down, down_content, .. } = self;
         to_client.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
@@ -546,6 +618,9 @@ impl SftpObserver {
                     {
                         file.read_any = true;
                         file.read.start(offset);
+                        if file.read.hash.is_some() && down_content.len() < MAX_TRACKED {
+                            down_content.push_back(p.payload(&r, declared));
+                        }
                         let here = (declared as usize).min(r.0.len());
                         file.read.feed(&r.0[..here]);
                         *down = Some((handle, u64::from(declared) - here as u64));
@@ -690,6 +765,62 @@ mod tests {
                 ops.extend(o.client(c));
             }
             assert_eq!(ops, vec![want.clone()], "split {split}");
+        }
+    }
+
+    /// What `transfers hashes` leaves out of a recording is exactly the hashed content, in both
+    /// directions and whatever the split; everything else (requests, replies) is kept.
+    #[test]
+    fn masks_cover_exactly_the_hashed_content() {
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 13 % 253) as u8).collect();
+        let open = packet(FXP_OPEN, &body(&[&1u32.to_be_bytes(), &s(b"/f"), &0x1au32.to_be_bytes(), &[0; 4]]));
+        let handle = packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h")]));
+        let mut up = Vec::new();
+        let mut reads = Vec::new();
+        let mut down = handle.clone();
+        for (i, chunk) in content.chunks(32_768).enumerate() {
+            let off = (i * 32_768) as u64;
+            let id = (2 + i as u32).to_be_bytes();
+            up.extend(packet(FXP_WRITE, &body(&[&id, &s(b"h"), &off.to_be_bytes(), &s(chunk)])));
+            reads.extend(packet(FXP_READ, &body(&[&id, &s(b"h"), &off.to_be_bytes(), &32_768u32.to_be_bytes()])));
+            down.extend(packet(FXP_DATA, &body(&[&id, &s(chunk)])));
+        }
+        let kept = |data: &[u8], masks: &[Range<usize>]| -> (Vec<u8>, Vec<u8>) {
+            let (mut kept, mut left) = (Vec::new(), Vec::new());
+            let mut at = 0;
+            for m in masks {
+                kept.extend_from_slice(&data[at..m.start]);
+                left.extend_from_slice(&data[m.clone()]);
+                at = m.end;
+            }
+            kept.extend_from_slice(&data[at..]);
+            (kept, left)
+        };
+        for split in [1, 5, 4096, 1 << 20] {
+            let mut o = SftpObserver::default();
+            let (mut up_kept, mut up_left) = (Vec::new(), Vec::new());
+            for c in open.chunks(split) {
+                assert!(o.client_masked(c).1.is_empty(), "an OPEN is no content");
+            }
+            assert!(o.server_masked(&handle).1.is_empty());
+            for c in up.chunks(split) {
+                let (_, masks) = o.client_masked(c);
+                let (k, l) = kept(c, &masks);
+                up_kept.extend(k);
+                up_left.extend(l);
+            }
+            assert!(up_left == content, "split {split}: the upload's content, nothing more ({} bytes)", up_left.len());
+            assert_eq!(up_kept.len(), up.len() - content.len());
+            o.client(&reads);
+            let (mut down_left, mut down_kept) = (Vec::new(), 0);
+            for c in down[handle.len()..].chunks(split) {
+                let (_, masks) = o.server_masked(c);
+                let (k, l) = kept(c, &masks);
+                down_kept += k.len();
+                down_left.extend(l);
+            }
+            assert!(down_left == content, "split {split}: the download's content ({} bytes)", down_left.len());
+            assert_eq!(down_kept, down.len() - handle.len() - content.len());
         }
     }
 

@@ -52,6 +52,22 @@ impl Index {
         Ok(())
     }
 
+    /// Sets what a target's file transfers leave in the recording.
+    pub fn set_transfers(&self, target: &str, transfers: witness_core::Transfers) -> Result<()> {
+        let conn = self.conn();
+        let id = id_of(&conn, "targets", "target", target)?;
+        conn.execute("UPDATE targets SET transfers = ?2 WHERE id = ?1", params![id, transfers.as_str()])?;
+        Ok(())
+    }
+
+    /// What a target's file transfers leave in the recording.
+    pub fn transfers(&self, target: &str) -> Result<witness_core::Transfers> {
+        let conn = self.conn();
+        let id = id_of(&conn, "targets", "target", target)?;
+        let text: String = conn.query_row("SELECT transfers FROM targets WHERE id = ?1", [id], |r| r.get(0))?;
+        text.parse().map_err(|_| IndexError::Corrupt { column: "targets.transfers", value: text })
+    }
+
     /// Every target with its retention in days (`None`: kept for ever).
     pub fn retentions(&self) -> Result<Vec<(String, Option<u32>)>> {
         let conn = self.conn();

@@ -146,6 +146,8 @@ const STEPS: &[&str] = &[
     ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN rdp_policy TEXT;
     ALTER TABLE recordings ADD COLUMN missed_screen_updates INTEGER;",
+    // 9: what an SSH target's file transfers leave in the recording (`content` or `hashes`).
+    "ALTER TABLE targets ADD COLUMN transfers TEXT NOT NULL DEFAULT 'content';",
 ];
 
 /// The schema version this build brings an index to.

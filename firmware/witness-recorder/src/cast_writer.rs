@@ -189,6 +189,11 @@ impl CastRecorder {
         });
     }
 
+    /// Records `data` as `stream`; call it before forwarding the bytes.
+    pub fn write(&self, stream: Stream, data: &[u8]) -> Result<(), RecordError> {
+        self.event(stream, data)
+    }
+
     /// Records output. Call it before forwarding the bytes to the user.
     pub fn output(&self, data: &Bytes) -> Result<(), RecordError> {
         self.event(Stream::Output, data)

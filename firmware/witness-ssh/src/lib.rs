@@ -54,6 +54,8 @@ pub struct TargetPlan {
     /// Where forwards through the target may go (`HOST:PORT`, `HOST:*`); empty: only the target
     /// itself, when the grant allows forwarding at all.
     pub forward: Vec<String>,
+    /// What file transfers leave in the recording.
+    pub transfers: witness_core::Transfers,
 }
 
 /// What kind of channel a recording is of.

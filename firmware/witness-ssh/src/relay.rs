@@ -7,7 +7,7 @@
 
 use crate::RecordingMeta;
 use crate::server::{Admission, Conn};
-use crate::sink::{SinkError, UserSink, audit_file_op};
+use crate::sink::{SinkError, UserSink, audit_seen};
 use russh::server::Msg;
 use russh::{Channel, ChannelMsg, ChannelOpenFailure};
 use std::sync::Arc;
@@ -101,7 +101,7 @@ async fn relay_session(
                 // string, whatever its first word. The transfer is audited on top.
                 if is_scp(&text) {
                     conn.audit("scp_started", serde_json::json!({ "command": text }));
-                    sink.observe_scp(text.clone());
+                    sink.observe_scp(text.clone(), hashes_only(conn));
                 }
                 if let Err(e) = start_recording(conn, &sink, Kind::Exec, Some(text), pty.as_ref()) {
                     fail_channel(conn, &e).await;
@@ -114,7 +114,7 @@ async fn relay_session(
                 // subsystem (a forced command can make it a shell) reaches the user only through
                 // the recording. The observer audits the file operations on top.
                 conn.audit("sftp_started", serde_json::json!({}));
-                sink.observe_sftp();
+                sink.observe_sftp(hashes_only(conn));
                 if let Err(e) = start_recording(conn, &sink, Kind::Sftp, None, pty.as_ref()) {
                     fail_channel(conn, &e).await;
                     break;
@@ -132,7 +132,7 @@ async fn relay_session(
             ChannelMsg::Signal { signal } => to_target.signal(signal).await,
             ChannelMsg::Data { data } => {
                 match sink.client_bytes(&data, conn.settings.record_input) {
-                    Ok(ops) => ops.iter().for_each(|op| audit_file_op(conn, op)),
+                    Ok(seen) => seen.iter().for_each(|s| audit_seen(conn, s)),
                     Err(e) => {
                         recording_failed(conn, &e.0).await;
                         break;
@@ -242,6 +242,14 @@ async fn recording_failed(conn: &Conn, error: &str) {
     warn!(error, "recording failed; ending the session");
     conn.audit("recording_failed", serde_json::json!({ "error": error }));
     conn.end_with(&format!("{error}; the session is ended because it can no longer be recorded")).await;
+}
+
+/// Whether the target's file transfers leave their content out of the recording.
+fn hashes_only(conn: &Conn) -> bool {
+    matches!(
+        conn.login.get().map(|l| &l.admission),
+        Some(Admission::Granted { plan, .. }) if plan.transfers == witness_core::Transfers::Hashes
+    )
 }
 
 /// A `-L` forward (direct-tcpip), opened from the target when the grant allows forwarding.

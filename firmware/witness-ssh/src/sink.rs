@@ -7,7 +7,10 @@ use crate::server::Conn;
 use bytes::Bytes;
 use russh::ChannelId;
 use russh::server::Msg;
+use std::ops::Range;
 use std::sync::Mutex;
+use witness_core::rawrec::Stream;
+use witness_core::scp::{Mode, ScpObserver};
 use witness_core::sftp::{FileOp, SftpObserver};
 use witness_recorder::{CastRecorder, RecordError};
 
@@ -16,8 +19,55 @@ use witness_recorder::{CastRecorder, RecordError};
 struct Taps {
     recording: Option<(String, CastRecorder)>,
     sftp: Option<SftpObserver>,
-    /// Legacy `scp -t/-f` over exec: the command and bytes up and down, for the audit log.
-    scp: Option<(String, u64, u64)>,
+    scp: Option<ScpTap>,
+    /// `transfers hashes`: file content the observers hashed is left out of the recording.
+    hashes_only: bool,
+}
+
+/// Legacy `scp -t/-f` over exec: the command, bytes up and down, and the files that crossed.
+struct ScpTap {
+    command: String,
+    up: u64,
+    down: u64,
+    observer: Option<ScpObserver>,
+}
+
+/// A file operation an observer saw, by the protocol that carried it.
+#[derive(Debug)]
+pub(crate) enum Seen {
+    Sftp(FileOp),
+    Scp { command: String, op: FileOp },
+}
+
+impl Seen {
+    fn marker(&self) -> String {
+        match self {
+            Seen::Sftp(op) => format!("sftp {}", op.to_json()),
+            Seen::Scp { op, .. } => format!("scp {}", op.to_json()),
+        }
+    }
+}
+
+fn scp_op(mode: Mode, t: witness_core::scp::Transfer) -> FileOp {
+    match mode {
+        Mode::Sink => FileOp::Upload { path: t.path, bytes: t.bytes, sha256: t.sha256 },
+        Mode::Source => FileOp::Download { path: t.path, bytes: t.bytes, sha256: t.sha256 },
+    }
+}
+
+/// Records `data` as `stream`, leaving out the `masked` ranges (in order) when asked to.
+fn record(rec: &CastRecorder, stream: Stream, data: &[u8], masked: &[Range<usize>]) -> Result<(), RecordError> {
+    let mut at = 0;
+    for m in masked {
+        if m.start > at {
+            rec.write(stream, &data[at..m.start])?;
+        }
+        at = m.end;
+    }
+    if at < data.len() || data.is_empty() {
+        rec.write(stream, &data[at..])?;
+    }
+    Ok(())
 }
 
 /// The recording could not take the bytes: the session has to end.
@@ -51,12 +101,19 @@ impl UserSink {
         self.taps().recording.get_or_insert((id, rec));
     }
 
-    pub(crate) fn observe_sftp(&self) {
-        self.taps().sftp.get_or_insert_with(SftpObserver::default);
+    /// Observes an SFTP channel; `hashes_only`: leave hashed file content out of the recording.
+    pub(crate) fn observe_sftp(&self, hashes_only: bool) {
+        let mut taps = self.taps();
+        taps.sftp.get_or_insert_with(SftpObserver::default);
+        taps.hashes_only = hashes_only;
     }
 
-    pub(crate) fn observe_scp(&self, command: String) {
-        self.taps().scp.get_or_insert((command, 0, 0));
+    /// Observes a legacy scp exec, as [`UserSink::observe_sftp`].
+    pub(crate) fn observe_scp(&self, command: String, hashes_only: bool) {
+        let mut taps = self.taps();
+        let observer = witness_core::scp::mode_of(&command).map(ScpObserver::new);
+        taps.scp.get_or_insert(ScpTap { command, up: 0, down: 0, observer });
+        taps.hashes_only = hashes_only;
     }
 
     /// A terminal resize, recorded (the caller clamped it).
@@ -69,50 +126,45 @@ impl UserSink {
 
     /// Bytes the user typed or uploaded: to the observers and, when the box records input, to
     /// the recording. Returns the file operations they completed.
-    pub(crate) fn client_bytes(&self, data: &Bytes, record_input: bool) -> Result<Vec<FileOp>, Unrecorded> {
+    pub(crate) fn client_bytes(&self, data: &Bytes, record_input: bool) -> Result<Vec<Seen>, Unrecorded> {
         let mut taps = self.taps();
-        let mut ops = Vec::new();
-        if let Some(o) = taps.sftp.as_mut() {
-            ops = o.client(data);
-        }
-        if let Some((_, up, _)) = taps.scp.as_mut() {
-            *up += data.len() as u64;
-        }
+        let (seen, masked) = taps.observe(data, true);
         // File transfers are recorded both ways (an upload's bytes come from the user); typed
         // input only when the box records input.
         let transfer = taps.sftp.is_some() || taps.scp.is_some();
-        if (record_input || transfer)
-            && let Some((_, rec)) = &taps.recording
-        {
-            rec.input(data).map_err(unrecorded)?;
+        if let Some((_, rec)) = &taps.recording {
+            if record_input || transfer {
+                record(rec, Stream::Input, data, &masked).map_err(unrecorded)?;
+            }
+            for s in &seen {
+                rec.marker(&s.marker()).map_err(unrecorded)?;
+            }
         }
-        Ok(ops)
+        Ok(seen)
     }
 
     /// Target output (`ext`: stderr and the like) to the user, recorded first. Bytes nothing
     /// records (a target talking before the channel started) are not forwarded.
     pub(crate) async fn forward(&self, conn: &Conn, ext: Option<u32>, data: Bytes) -> Result<(), SinkError> {
-        let ops = {
+        let seen = {
             let mut taps = self.taps();
-            let Taps { recording, sftp, scp } = &mut *taps;
-            if recording.is_none() {
+            if taps.recording.is_none() {
                 tracing::warn!(bytes = data.len(), "target output on a channel that runs nothing; not forwarded");
                 return Ok(());
             }
-            if let Some((_, rec)) = recording {
-                match ext {
-                    None => rec.output(&data),
-                    Some(_) => rec.stderr(&data),
+            // stderr is never a transfer's content.
+            let (seen, masked) = if ext.is_none() { taps.observe(&data, false) } else { Default::default() };
+            if let Some((_, rec)) = &taps.recording {
+                let stream = if ext.is_none() { Stream::Output } else { Stream::Stderr };
+                record(rec, stream, &data, &masked).map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
+                for s in &seen {
+                    rec.marker(&s.marker()).map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
                 }
-                .map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
             }
-            if let Some((_, _, down)) = scp.as_mut() {
-                *down += data.len() as u64;
-            }
-            sftp.as_mut().map(|o| o.server(&data)).unwrap_or_default()
+            seen
         };
-        for op in &ops {
-            audit_file_op(conn, op);
+        for s in &seen {
+            audit_seen(conn, s);
         }
         let sent = match ext {
             None => self.to_client.data_bytes(data).await,
@@ -162,17 +214,31 @@ impl UserSink {
             let mut taps = self.taps();
             (taps.recording.take(), taps.sftp.take(), taps.scp.take())
         };
+        // Files still open or crossing when the channel ended.
+        let mut seen: Vec<Seen> =
+            sftp.map(|mut o| o.finish()).unwrap_or_default().into_iter().map(Seen::Sftp).collect();
+        let mut scp = scp;
+        if let Some(tap) = scp.as_mut()
+            && let Some(o) = tap.observer.as_mut()
+            && let Some(cut) = o.finish()
+        {
+            seen.push(Seen::Scp { command: tap.command.clone(), op: scp_op(o.mode(), cut) });
+        }
         if let Some((rec_id, rec)) = recording {
+            for s in &seen {
+                let _ = rec.marker(&s.marker());
+            }
             let outcome = rec.finish().await;
             conn.broker.recording_finished(&rec_id, outcome);
         }
-        if let Some(mut observer) = sftp {
-            for op in observer.finish() {
-                audit_file_op(conn, &op);
-            }
+        for s in &seen {
+            audit_seen(conn, s);
         }
-        if let Some((command, up, down)) = scp {
-            conn.audit("scp", serde_json::json!({ "command": command, "bytes_up": up, "bytes_down": down }));
+        if let Some(tap) = scp {
+            conn.audit(
+                "scp",
+                serde_json::json!({ "command": tap.command, "bytes_up": tap.up, "bytes_down": tap.down }),
+            );
         }
     }
 }
@@ -187,6 +253,48 @@ pub(crate) enum SinkError {
     ClientGone,
 }
 
-pub(crate) fn audit_file_op(conn: &Conn, op: &FileOp) {
-    conn.audit("sftp", op.to_json());
+/// The audit event of a file operation: `sftp`, or `scp_file` with the command that carried it.
+pub(crate) fn audit_seen(conn: &Conn, seen: &Seen) {
+    match seen {
+        Seen::Sftp(op) => conn.audit("sftp", op.to_json()),
+        Seen::Scp { command, op } => {
+            let mut detail = op.to_json();
+            detail["command"] = command.clone().into();
+            conn.audit("scp_file", detail);
+        }
+    }
+}
+
+impl Taps {
+    /// Feeds the observers one direction's bytes (`from_client`); returns what they completed
+    /// and, under `transfers hashes`, the ranges of `data` that are hashed file content.
+    fn observe(&mut self, data: &[u8], from_client: bool) -> (Vec<Seen>, Vec<Range<usize>>) {
+        let mut seen = Vec::new();
+        let mut masked = Vec::new();
+        if let Some(o) = self.sftp.as_mut() {
+            let (ops, m) = if from_client { o.client_masked(data) } else { o.server_masked(data) };
+            seen.extend(ops.into_iter().map(Seen::Sftp));
+            masked = m;
+        }
+        if let Some(tap) = self.scp.as_mut() {
+            if from_client {
+                tap.up += data.len() as u64;
+            } else {
+                tap.down += data.len() as u64;
+            }
+            // The sending side carries the files: the user for `scp -t`, the target for `-f`.
+            if let Some(o) = tap.observer.as_mut()
+                && (o.mode() == Mode::Sink) == from_client
+            {
+                let mode = o.mode();
+                let (files, m) = o.sent(data);
+                seen.extend(files.into_iter().map(|t| Seen::Scp { command: tap.command.clone(), op: scp_op(mode, t) }));
+                masked = m;
+            }
+        }
+        if !self.hashes_only {
+            masked.clear();
+        }
+        (seen, masked)
+    }
 }

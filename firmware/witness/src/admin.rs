@@ -363,6 +363,20 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
         }
         TargetCmd::Add { .. } => bail!("give the target an address: --ssh HOST:PORT or --rdp HOST:PORT"),
         TargetCmd::ListenPort { name, port, none } => crate::rdp_broker::listen_port(&dir, &name, port, none)?,
+        TargetCmd::Transfers { name, policy } => match policy {
+            Some(policy) => {
+                dir.index.set_transfers(&name, policy).with_context(|| format!("target {name}"))?;
+                dir.index.audit(
+                    "target_transfers_set",
+                    None,
+                    Some(&name),
+                    None,
+                    &serde_json::json!({ "transfers": policy.as_str() }),
+                )?;
+                println!("target {name}: transfers {policy}");
+            }
+            None => println!("{}", dir.index.transfers(&name).with_context(|| format!("target {name}"))?),
+        },
         TargetCmd::Retention { name, days, none } => crate::retention::target_retention(&dir, &name, days, none)?,
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {

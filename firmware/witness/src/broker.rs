@@ -378,8 +378,10 @@ impl witness_ssh::Broker for BoxBroker {
             error!(error = %e, "index read failed");
             Vec::new()
         });
+        let transfers = self.index().transfers(&record.name).unwrap_or_default();
         Ok(TargetPlan {
             forward,
+            transfers,
             name: record.name,
             host: record.host,
             port: record.port,

@@ -371,6 +371,14 @@ pub enum TargetCmd {
         #[arg(long)]
         none: bool,
     },
+    /// What the target's file transfers (SFTP, scp) leave in its recordings: `content` (every
+    /// byte, the default) or `hashes` (each file's operations and SHA-256, not its bytes; the
+    /// interactive part of a session is always recorded whole). Without a value, shows it.
+    Transfers {
+        name: String,
+        #[arg(value_name = "content|hashes")]
+        policy: Option<witness_core::Transfers>,
+    },
     /// How long the target's recordings are kept: DAYS after they end, or --none (for ever, the
     /// default); without either, shows it. Held sessions are kept regardless.
     Retention {
