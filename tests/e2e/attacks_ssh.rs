@@ -509,3 +509,94 @@ fn transfers_hashes_keeps_hashes_and_operations_but_not_file_bytes() {
     settled(&b, 5);
     assert!(all_recorded(&b).contains("FILE-BYTES-00039999"), "content policy records file bytes");
 }
+
+/// Memory is bounded per session: a fast target and slow clients cannot make the box buffer
+/// (before, four such sessions took it to 6.1 GiB and it kept it; sealing then read whole files),
+/// and hundreds of idle recorded sessions stay small. Measured from the box's `VmHWM`.
+#[test]
+fn slow_clients_and_idle_sessions_keep_the_box_small() {
+    const PAYLOAD: u64 = 256 * 1024 * 1024;
+    let (b, _sshd) = box_with_target();
+    // Each client reads 1 MiB, then sleeps to hold 8 MiB/s.
+    let reader = "import sys, time\n\
+                  n = 0\n\
+                  start = time.time()\n\
+                  while True:\n\
+                  \x20   d = sys.stdin.buffer.read(1 << 20)\n\
+                  \x20   if not d: break\n\
+                  \x20   n += len(d)\n\
+                  \x20   ahead = n / (8 << 20) - (time.time() - start)\n\
+                  \x20   if ahead > 0: time.sleep(ahead)\n\
+                  print(n)\n";
+    let ssh = b.ssh("alice@web01");
+    let mut line: Vec<String> = vec![ssh.get_program().to_string_lossy().into_owned()];
+    line.extend(ssh.get_args().map(|a| format!("'{}'", a.to_string_lossy())));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{} 'head -c {PAYLOAD} /dev/zero' | /usr/bin/python3 -c \"$READER\"", line.join(" ")))
+                .env("READER", reader)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(stdout(&out).trim(), PAYLOAD.to_string(), "{}", stderr(&out));
+    }
+    settled(&b, 4);
+    // Sealed, indexed for search and uploaded: every recording read back in full.
+    eventually(300, "the recordings sealed and uploaded", || {
+        b.recordings().iter().all(|r| r["status"] == "uploaded").then_some(())
+    });
+    let bulk = peak_rss_mib(b.pid());
+    eprintln!("4 slow clients x 256 MiB: box peak RSS {bulk} MiB");
+    assert!(bulk < 256, "the box's peak RSS was {bulk} MiB with four slow clients");
+    // 300 idle recorded sessions (a shell each), opened eight at a time.
+    let script = format!(
+        "import paramiko, sys, threading\n\
+         held, lock, errors = [], threading.Lock(), []\n\
+         def one():\n\
+         \x20   try:\n\
+         \x20       c = paramiko.SSHClient()\n\
+         \x20       c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n\
+         \x20       c.connect('127.0.0.1', port={port}, username='alice@web01', key_filename='{key}', look_for_keys=False, allow_agent=False, timeout=60, banner_timeout=60, auth_timeout=60)\n\
+         \x20       ch = c.get_transport().open_session()\n\
+         \x20       ch.get_pty()\n\
+         \x20       ch.invoke_shell()\n\
+         \x20       with lock: held.append((c, ch))\n\
+         \x20   except Exception as e:\n\
+         \x20       with lock: errors.append(str(e))\n\
+         for batch in range(0, 300, 8):\n\
+         \x20   ts = [threading.Thread(target=one) for _ in range(min(8, 300 - batch))]\n\
+         \x20   [t.start() for t in ts]\n\
+         \x20   [t.join() for t in ts]\n\
+         print('open', len(held), errors[:3], flush=True)\n\
+         sys.stdin.readline()\n\
+         for c, ch in held: c.close()\n",
+        port = b.port,
+        key = b.user_key.display()
+    );
+    let mut idle = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(idle.stdout.as_mut().unwrap()), &mut said).unwrap();
+    assert!(said.starts_with("open 300 "), "{said}");
+    eventually(120, "300 recordings running", || {
+        (b.recordings().iter().filter(|r| r["status"] == "recording").count() >= 300).then_some(())
+    });
+    let peak = peak_rss_mib(b.pid());
+    eprintln!("then 300 idle recorded sessions: box peak RSS {peak} MiB");
+    std::io::Write::write_all(idle.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let _ = idle.wait_with_output();
+    assert!(peak < 1024, "the box's peak RSS was {peak} MiB with 300 idle sessions");
+}
