@@ -88,6 +88,16 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// CPU seconds of a process's children that have exited and been waited for (`cutime + cstime`):
+/// for `self`, the ssh clients; for sshd's master, its sessions.
+fn children_cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(13).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(14).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
 fn rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -121,6 +131,22 @@ impl Drop for Setup {
 /// Waits until the box has uploaded everything it recorded (its default store is a folder in
 /// its data dir) and the page cache is written back, so one run's aftermath does not load the
 /// next run.
+/// The stored size of the newest recording (encrypted, as it sits on the box).
+fn last_recording_bytes(s: &Setup) -> Result<u64> {
+    for _ in 0..100 {
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
+        let rows: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        if let Some(last) = rows.as_array().and_then(|r| r.last())
+            && last["status"] != "recording"
+            && last["status"] != "processing"
+        {
+            return Ok(last["bytes"].as_u64().unwrap_or(0));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("the recording did not finish")
+}
+
 fn settle(s: &Setup) -> Result<()> {
     let start = Instant::now();
     loop {
@@ -239,8 +265,11 @@ fn setup() -> Result<Setup> {
     Ok(s)
 }
 
-/// Runs a bulk command, counting bytes read; returns (MiB/s, seconds, box CPU seconds).
-fn bulk(s: &Setup, direct: bool, command: &str, expect: u64) -> Result<(f64, f64, f64)> {
+/// Runs a bulk command, counting bytes read; returns (MiB/s, seconds, box CPU seconds, CPU
+/// seconds of the OpenSSH client and sshd's session).
+fn bulk(s: &Setup, direct: bool, command: &str, expect: u64) -> Result<(f64, f64, f64, f64)> {
+    let sshd = s.sshd.id().to_string();
+    let pair0 = children_cpu_seconds("self") + children_cpu_seconds(&sshd);
     let cpu0 = cpu_seconds(s.witness.id());
     let start = Instant::now();
     let mut child = s.ssh(direct).arg(command).stdout(Stdio::piped()).spawn()?;
@@ -262,7 +291,8 @@ fn bulk(s: &Setup, direct: bool, command: &str, expect: u64) -> Result<(f64, f64
     // The box may still be closing the recording; its CPU is measured including that.
     std::thread::sleep(Duration::from_millis(300));
     let cpu = cpu_seconds(s.witness.id()) - cpu0;
-    Ok((total as f64 / 1048576.0 / secs, secs, cpu))
+    let pair = children_cpu_seconds("self") + children_cpu_seconds(&sshd) - pair0;
+    Ok((total as f64 / 1048576.0 / secs, secs, cpu, pair))
 }
 
 /// Keystroke round trips through a pty: write one byte, wait for its echo.
@@ -487,17 +517,28 @@ fn ssh_section(o: &Opts) -> Result<()> {
     let s = setup()?;
     let bytes = o.bulk_mib * 1024 * 1024;
     println!("\n## Bulk download ({} MiB), direct to sshd vs through the box (recording on)", o.bulk_mib);
-    println!("| workload | direct MiB/s | box MiB/s | ratio | box CPU s/GiB |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| workload | direct MiB/s | box MiB/s | ratio | ssh+sshd CPU s/GiB (direct) | box CPU s/GiB | box ÷ pair | recording ÷ payload |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let line = "x".repeat(79);
+    let gib = bytes as f64 / 1073741824.0;
     for (name, cmd) in [
         ("80-column text lines", format!("yes '{line}' | head -c {bytes}")),
-        ("head -c N /dev/zero", format!("head -c {bytes} /dev/zero")),
+        ("head -c N /dev/zero (binary)", format!("head -c {bytes} /dev/zero")),
     ] {
-        let (d, _, _) = bulk(&s, true, &cmd, bytes)?;
-        let (b, _, cpu) = bulk(&s, false, &cmd, bytes)?;
+        let (d, _, _, pair) = bulk(&s, true, &cmd, bytes)?;
+        let (b, _, cpu, _) = bulk(&s, false, &cmd, bytes)?;
+        let recorded = last_recording_bytes(&s)?;
         settle(&s)?;
-        println!("| {name} | {d:.0} | {b:.0} | {:.2}× | {:.1} |", b / d, cpu / (bytes as f64 / 1073741824.0));
+        println!(
+            "| {name} | {d:.0} | {b:.0} | {:.2}× | {:.1} | {:.1} | {:.2}× | {:.3} |",
+            b / d,
+            pair / gib,
+            cpu / gib,
+            cpu / pair.max(0.01),
+            recorded as f64 / bytes as f64
+        );
     }
     println!("\n## Keystroke round trip ({} keystrokes through a pty, echo)", o.keystrokes);
     let (dp50, dp99) = latency(&s, true, o.keystrokes)?;
