@@ -101,6 +101,18 @@ impl Utf8Carry {
         })
     }
 
+    /// A carry holding `pending` (what [`Utf8Carry::into_pending`] gave), at most a character's
+    /// first three bytes.
+    pub fn holding(mut pending: Vec<u8>) -> Self {
+        pending.truncate(3);
+        Self { pending }
+    }
+
+    /// The bytes held back.
+    pub fn into_pending(self) -> Vec<u8> {
+        self.pending
+    }
+
     /// Whatever is still held back, for the end of a stream.
     pub fn flush(&mut self) -> String {
         let rest = std::mem::take(&mut self.pending);

@@ -296,6 +296,17 @@ impl CastView {
         }
     }
 
+    /// A view that goes on from where one that gave [`CastView::into_carry`] stopped.
+    pub fn with_carry(carry: [Vec<u8>; 2]) -> Self {
+        let [out, input] = carry;
+        Self { out: Utf8Carry::holding(out), input: Utf8Carry::holding(input), last: 0.0 }
+    }
+
+    /// The bytes of split characters held back (output, input), to go on later.
+    pub fn into_carry(self) -> [Vec<u8>; 2] {
+        [self.out.into_pending(), self.input.into_pending()]
+    }
+
     /// What a split character held back, at the end.
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         let t = self.last;

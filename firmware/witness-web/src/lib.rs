@@ -206,13 +206,26 @@ impl std::fmt::Debug for Content {
     }
 }
 
-/// What a live recording's file held past an offset.
+/// Where a live view stands in a recording's file, as the console left it (start from the
+/// default). Opaque to the web side.
+#[derive(Debug, Default, Clone)]
+pub struct TailCursor {
+    /// Stored-file offset of the next record, and that record's place.
+    pub offset: u64,
+    pub index: u64,
+    /// Whether the recording holds raw frames (known once its header was read).
+    pub raw: Option<bool>,
+    /// Bytes of a character a record boundary cut in two, output and input.
+    pub carry: [Vec<u8>; 2],
+}
+
+/// What a live recording's file held past a cursor.
 #[derive(Debug)]
 pub struct Tail {
-    /// Whole asciicast lines (plaintext), starting at the requested offset.
+    /// Whole asciicast lines, starting after the cursor (the header line first).
     pub lines: Vec<u8>,
-    /// Offset to ask for next.
-    pub next: usize,
+    /// Cursor to ask with next.
+    pub next: TailCursor,
     /// The recording is closed: nothing more will come.
     pub finished: bool,
 }
@@ -273,7 +286,7 @@ pub trait Console: Send + Sync + 'static {
     /// [`Part::of`]), from the box or fetched from the store.
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
-    fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError>;
+    fn tail(&self, recording_id: &str, from: &TailCursor) -> Result<Tail, ConsoleError>;
     /// Ends a live session; `false` when it is not live.
     fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError>;
     fn store(&self) -> Result<StoreView, ConsoleError>;

@@ -44,16 +44,22 @@ pub async fn stream(
     let (console, cancel, logins) = (state.console.clone(), state.cancel.clone(), state.sessions.clone());
     let viewer = auth.0;
     tokio::spawn(async move {
-        let mut offset = 0;
+        let mut cursor = crate::TailCursor::default();
         let mut first = true;
         let allowed = || {
             logins.alive(&viewer.id, now()).is_some()
                 && console.account(&viewer.user).is_some_and(|a| a.role == Role::Admin && a.epoch == viewer.epoch)
         };
         while allowed()
-            && let Ok(tail) = console.tail(&rec, offset)
+            && let Ok(tail) = {
+                let (console, rec, from) = (console.clone(), rec.clone(), cursor.clone());
+                // File reads and decryption: off the async threads.
+                tokio::task::spawn_blocking(move || console.tail(&rec, &from))
+                    .await
+                    .unwrap_or_else(|e| Err(ConsoleError::Internal(e.to_string())))
+            }
         {
-            offset = tail.next;
+            cursor = tail.next;
             let text = String::from_utf8_lossy(&tail.lines);
             let messages = if first { catch_up(&text) } else { events(&text) };
             if first && messages.is_empty() {

@@ -242,13 +242,14 @@ impl witness_web::Console for BoxConsole {
         Ok(Content::from_bytes(bytes, range, content_type, file_name))
     }
 
-    fn tail(&self, recording_id: &str, from: usize) -> Result<Tail, ConsoleError> {
+    fn tail(&self, recording_id: &str, from: &witness_web::TailCursor) -> Result<Tail, ConsoleError> {
         let row = self.recording(recording_id)?;
-        let file = std::fs::read(self.dir.root.join(&row.path)).map_err(internal)?;
-        // The recorder appends whole sealed records; a torn last one is simply not there yet.
-        let plain = witness_recorder::readable(&file, &crate::keys::key_for(&self.dir.root)).map_err(internal)?;
-        let (lines, next) = crate::views::tail(&plain, from);
-        Ok(Tail { lines, next, finished: row.status != "recording" })
+        let path = self.dir.root.join(&row.path);
+        let (lines, next) = crate::views::tail(&path, &crate::keys::key_for(&self.dir.root), from)
+            .map_err(|e| internal(format!("{e:#}")))?;
+        // Finished only once everything written was read.
+        let finished = row.status != "recording" && lines.is_empty();
+        Ok(Tail { lines, next, finished })
     }
 
     fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError> {

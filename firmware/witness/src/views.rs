@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use std::io::{Read, Write};
 use witness_core::rawrec::{CastView, Decoder};
 use witness_index::RecordingRow;
+use witness_web::TailCursor;
 
 /// How a recording is exported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,36 +226,76 @@ impl Write for Window {
     }
 }
 
-/// A live recording's plaintext past `from` as whole asciicast lines (the header line first when
-/// `from` is 0), and the offset to ask for next: only whole events or frames are taken.
-pub fn tail(plain: &[u8], from: usize) -> (Vec<u8>, usize) {
-    let Some(header_end) = plain.iter().position(|&b| b == b'\n').map(|i| i + 1) else { return (Vec::new(), 0) };
-    let Ok(header) = serde_json::from_slice::<witness_core::cast::Header>(&plain[..header_end]) else {
-        return (Vec::new(), 0);
+/// At most this much of a live recording is read per call; the next call goes on from there.
+const TAIL_BUDGET: u64 = 4 << 20;
+
+/// A live recording's whole records past `from`, as asciicast lines (the header line first),
+/// and where to go on. Only the new records are read and opened (each in its place): a live
+/// view of a long session costs what the session adds, not its whole file, per poll. The
+/// recorder writes whole events per record, so no event spans two calls (a character may: its
+/// bytes wait in the cursor).
+pub fn tail(
+    path: &std::path::Path,
+    key_for: witness_recorder::KeyFor<'_>,
+    from: &TailCursor,
+) -> Result<(Vec<u8>, TailCursor)> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    use witness_core::atrest;
+    let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
+    let mut first = Vec::new();
+    (&mut file).take(64 * 1024).read_until(b'\n', &mut first)?;
+    let Some((header, start)) = atrest::Header::parse(&first) else {
+        bail!("a live view needs an encrypted recording");
     };
-    if !witness_core::rawrec::is_raw(&header) {
-        let whole = plain.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let from = from.min(whole);
-        return (plain[from..whole].to_vec(), whole);
+    let dek = key_for(&header).ok_or_else(|| anyhow::anyhow!("no key {} for the recording", header.key_id))?;
+    let mut opener = atrest::RecordOpener::new(&header, &dek);
+    let mut cur = from.clone();
+    if cur.offset < start as u64 {
+        cur = TailCursor { offset: start as u64, ..TailCursor::default() };
     }
+    file.seek(SeekFrom::Start(cur.offset))?;
     let mut out = Vec::new();
-    let mut at = from;
-    if from < header_end {
-        out = CastView::header_line(&header);
-        at = header_end;
+    let mut read = 0u64;
+    while read < TAIL_BUDGET {
+        let mut field = [0u8; 4];
+        if file.read_exact(&mut field).is_err() {
+            break;
+        }
+        let Some(len) = atrest::record_len(field) else { break };
+        let mut record = vec![0u8; len];
+        if file.read_exact(&mut record).is_err() {
+            break; // the writer is mid-append: the rest comes next time
+        }
+        let plain = opener.open(cur.index, cur.offset, &record)?;
+        cur.offset += 4 + len as u64;
+        cur.index += 1;
+        read += 4 + len as u64;
+        match cur.raw {
+            None => {
+                let h: witness_core::cast::Header =
+                    serde_json::from_slice(plain.strip_suffix(b"\n").unwrap_or(&plain))?;
+                let raw = witness_core::rawrec::is_raw(&h);
+                out.extend(if raw { CastView::header_line(&h) } else { plain });
+                cur.raw = Some(raw);
+            }
+            Some(false) => out.extend(plain),
+            Some(true) => {
+                let mut view = CastView::with_carry(std::mem::take(&mut cur.carry));
+                let mut at = 0;
+                while let Some((frame, n)) = witness_core::rawrec::parse_frame(&plain[at..])? {
+                    let ev = witness_core::rawrec::Event {
+                        time: frame.micros as f64 / 1e6,
+                        stream: frame.stream,
+                        data: frame.data.to_vec(),
+                    };
+                    view.event(&ev, &mut out);
+                    at += n;
+                }
+                cur.carry = view.into_carry();
+            }
+        }
     }
-    let mut view = CastView::default();
-    while let Ok(Some((frame, n))) = witness_core::rawrec::parse_frame(plain.get(at..).unwrap_or_default()) {
-        let ev = witness_core::rawrec::Event {
-            time: frame.micros as f64 / 1e6,
-            stream: frame.stream,
-            data: frame.data.to_vec(),
-        };
-        view.event(&ev, &mut out);
-        at += n;
-    }
-    view.finish(&mut out);
-    (out, at)
+    Ok((out, cur))
 }
 
 /// Whether an SSH recording holds raw frames (`witness-raw/1`) rather than asciicast lines.
