@@ -5,6 +5,7 @@
 mod bench;
 mod bench_rdp;
 mod bench_video;
+mod deps;
 mod image;
 mod setup;
 
@@ -167,6 +168,7 @@ fn fuzz_smoke(secs: u64) -> Result<()> {
 fn test() -> Result<()> {
     setup::install()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
+    deps::check()?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     fuzz_smoke(10)?;
     run(cargo().args(["build", "-p", "witness"]))?;

@@ -1,0 +1,216 @@
+//! The dependency rules ARCHITECTURE.md states, checked from `cargo metadata` on every
+//! `cargo xtask test`: one crate owns each foreign system, the sans-IO crates reach no I/O
+//! library even indirectly, and firmware and board crates meet only in the binary. A broken rule
+//! fails the run naming the edge.
+
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Foreign-system crates and the one workspace crate that may depend on each directly
+/// (`prefix*` matches a crate family). Tooling (`xtask`, `tests`) and dev-dependencies are free.
+const OWNERS: &[(&str, &[&str])] = &[
+    ("russh", &["witness-ssh"]),
+    ("ironrdp-*", &["witness-rdp"]),
+    ("sspi", &["witness-rdp"]),
+    ("rusqlite", &["witness-index"]),
+    ("minio", &["witness-store"]),
+    ("reqwest", &["witness-store"]),
+    ("gstreamer*", &["witness-video"]),
+    ("axum", &["witness-web"]),
+    ("hyper", &["witness-web"]),
+    ("embedded-hal", &["witness-board", "witness-board-linux"]),
+    ("linux-embedded-hal", &["witness-board-linux"]),
+    ("gpiocdev*", &["witness-board-linux"]),
+];
+
+/// Crates that may not reach these, through any chain of normal dependencies.
+const SANS_IO: &[(&str, &[&str])] = &[
+    (
+        "witness-core",
+        &[
+            "tokio",
+            "mio",
+            "socket2",
+            "rusqlite",
+            "libsqlite3-sys",
+            "russh",
+            "ironrdp-*",
+            "gstreamer*",
+            "minio",
+            "reqwest",
+            "hyper",
+            "axum",
+        ],
+    ),
+    // The gate hands out tokio-util's CancellationToken (a sync primitive), so tokio is reached.
+    (
+        "witness-gate",
+        &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "gstreamer*", "minio", "reqwest", "hyper", "axum"],
+    ),
+];
+
+/// Workspace crates that are tooling, not the product.
+const TOOLING: &[&str] = &["xtask", "tests", "witness-fuzz"];
+
+fn matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
+/// A workspace crate's folder group: `firmware`, `board` or something else.
+fn group(manifest_path: &str) -> &'static str {
+    if manifest_path.contains("/firmware/") {
+        "firmware"
+    } else if manifest_path.contains("/board/") {
+        "board"
+    } else {
+        "other"
+    }
+}
+
+/// Every broken rule in `metadata` (the JSON of `cargo metadata --format-version 1`), one line
+/// each naming the edge.
+pub fn violations(metadata: &Value) -> Result<Vec<String>> {
+    let packages = metadata["packages"].as_array().context("metadata has no packages")?;
+    let members: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .context("no workspace members")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let by_id: BTreeMap<&str, &Value> = packages.iter().filter_map(|p| Some((p["id"].as_str()?, p))).collect();
+    let name_of = |id: &str| by_id.get(id).and_then(|p| p["name"].as_str()).unwrap_or(id).to_owned();
+    let mut out = Vec::new();
+    // Direct edges of workspace crates (normal and build; dev-dependencies are for tests).
+    let mut group_of = BTreeMap::new();
+    for id in &members {
+        let p = by_id.get(id).context("a member without a package")?;
+        group_of.insert(
+            p["name"].as_str().unwrap_or_default().to_owned(),
+            group(p["manifest_path"].as_str().unwrap_or("")),
+        );
+    }
+    for id in &members {
+        let p = by_id[id];
+        let me = p["name"].as_str().unwrap_or_default();
+        if TOOLING.contains(&me) {
+            continue;
+        }
+        for d in p["dependencies"].as_array().into_iter().flatten() {
+            if d["kind"].as_str() == Some("dev") {
+                continue;
+            }
+            let dep = d["name"].as_str().unwrap_or_default();
+            for (pattern, owners) in OWNERS {
+                if matches(pattern, dep) && !owners.contains(&me) {
+                    out.push(format!("{me} -> {dep}: only {} may use {pattern}", owners.join(", ")));
+                }
+            }
+            match (group_of.get(me).copied(), group_of.get(dep).copied()) {
+                (Some("board"), Some("firmware")) => {
+                    out.push(format!("{me} -> {dep}: board crates do not depend on firmware crates"))
+                }
+                (Some("firmware"), Some("board")) if me != "witness" => {
+                    out.push(format!("{me} -> {dep}: firmware and board crates meet only in the binary (witness)"))
+                }
+                _ => {}
+            }
+        }
+    }
+    // Transitive normal dependencies, from the resolved graph.
+    let nodes = metadata["resolve"]["nodes"].as_array().context("metadata has no resolve graph")?;
+    let normal: BTreeMap<&str, Vec<&str>> = nodes
+        .iter()
+        .filter_map(|n| {
+            let deps = n["deps"]
+                .as_array()?
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k["kind"].is_null() && k["target"].is_null()))
+                })
+                .filter_map(|d| d["pkg"].as_str())
+                .collect();
+            Some((n["id"].as_str()?, deps))
+        })
+        .collect();
+    for (krate, forbidden) in SANS_IO {
+        let Some(root) = members.iter().find(|id| name_of(id) == *krate) else { continue };
+        // Breadth first, keeping the path to name the chain.
+        let mut via: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = vec![*root];
+        let mut seen = BTreeSet::from([*root]);
+        while let Some(id) = queue.pop() {
+            for dep in normal.get(id).into_iter().flatten() {
+                if seen.insert(dep) {
+                    via.insert(dep, id);
+                    queue.push(dep);
+                }
+            }
+        }
+        for id in seen.iter().filter(|id| *id != root) {
+            let name = name_of(id);
+            if forbidden.iter().any(|f| matches(f, &name)) {
+                let mut chain = vec![name];
+                let mut at = *id;
+                while let Some(prev) = via.get(at) {
+                    chain.push(name_of(prev));
+                    at = prev;
+                }
+                chain.reverse();
+                out.push(format!("{}: {krate} is sans-IO and may not reach it", chain.join(" -> ")));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Runs the check on this workspace.
+pub fn check() -> Result<()> {
+    let out = crate::cargo().args(["metadata", "--format-version", "1", "--locked"]).output()?;
+    if !out.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let metadata: Value = serde_json::from_slice(&out.stdout)?;
+    let found = violations(&metadata)?;
+    if !found.is_empty() {
+        bail!("dependency rules broken (ARCHITECTURE.md):\n  {}", found.join("\n  "));
+    }
+    println!("dependency rules hold (one owner per foreign system, sans-IO tiers, firmware/board apart)");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Value {
+        serde_json::from_str(include_str!("../fixtures/metadata-forbidden.json")).unwrap()
+    }
+
+    #[test]
+    fn forbidden_edges_are_named() {
+        let found = violations(&fixture()).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                "witness-core -> helper -> tokio: witness-core is sans-IO and may not reach it".to_owned(),
+                "witness-index -> russh: only witness-ssh may use russh".to_owned(),
+                "witness-ssh -> witness-board: firmware and board crates meet only in the binary (witness)".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_workspace_keeps_its_rules() {
+        let out = crate::cargo().args(["metadata", "--format-version", "1"]).output().unwrap();
+        let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(violations(&metadata).unwrap(), Vec::<String>::new());
+    }
+}
