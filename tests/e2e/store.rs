@@ -321,3 +321,110 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A proxy in front of s3s-fs that refuses every read (GET and HEAD get 403 AccessDenied),
+/// like a bucket policy granting a recorder key `s3:PutObject` alone, and logs each request's
+/// method, path and answer.
+fn write_only_proxy(s3: &S3, log: &std::path::Path) -> (std::process::Child, u16) {
+    let port = free_port();
+    let script = format!(
+        r#"
+import http.server, http.client, socketserver, sys
+UP = ("127.0.0.1", {up})
+LOG = open({log:?}, "a", buffering=1)
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def refuse(self):
+        body = b"" if self.command == "HEAD" else b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>'
+        self.send_response(403)
+        self.send_header("Content-Type", "application/xml")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if body: self.wfile.write(body)
+        LOG.write(f"{{self.command}} {{self.path}} 403\n")
+    def forward(self):
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else None
+        c = http.client.HTTPConnection(*UP, timeout=120)
+        c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for k, v in self.headers.items(): c.putheader(k, v)
+        c.endheaders(body)
+        r = c.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"): self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}}\n")
+    def do_GET(self): self.refuse()
+    def do_HEAD(self): self.refuse()
+    def do_PUT(self): self.forward()
+    def do_POST(self): self.forward()
+    def do_DELETE(self): self.forward()
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
+S(("127.0.0.1", {port}), H).serve_forever()
+"#,
+        up = s3.port,
+        log = log.display().to_string(),
+    );
+    let child = Command::new("/usr/bin/python3").arg("-c").arg(script).stdout(Stdio::null()).spawn().unwrap();
+    wait_for_port(port, "the write-only proxy");
+    (child, port)
+}
+
+/// Write-only by default: with a key that may not read anything back (every GET and HEAD
+/// refused), small and multipart recordings are still uploaded and verified — by what the
+/// server answered on arrival (the checked SHA-256 of a PUT, the ETag of the completed parts) —
+/// with their manifests, and the bucket is never read.
+#[test]
+fn a_write_only_key_uploads_and_verifies_without_reading_back() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let (mut proxy, port) = write_only_proxy(&s3, &log);
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    let out = b.cli(
+        &[
+            "store",
+            "set",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set with a write-only key: {}", stderr(&out));
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo small-write-only").output().unwrap().status.success());
+    let out = b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap();
+    assert!(out.status.success());
+    let recs = eventually(60, "both recordings uploaded and verified", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|r| r["status"] == "uploaded")).then_some(r)
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_stored_intact(&b, &s3);
+    assert!(recs.iter().any(|r| r["bytes"].as_u64().unwrap() > 10 * 1024 * 1024), "one went up in parts");
+    let requests = std::fs::read_to_string(&log).unwrap();
+    eprintln!("requests through the write-only proxy:\n{requests}");
+    let reads: Vec<&str> = requests.lines().filter(|l| l.starts_with("GET ") || l.starts_with("HEAD ")).collect();
+    // Only a look at the bucket (refused, and taken as a write-only key), never an object.
+    let bucket_look = format!("HEAD /{S3_BUCKET} 403");
+    assert!(reads.iter().all(|l| *l == bucket_look), "nothing was read back: {reads:?}");
+    assert!(
+        requests.lines().any(|l| l.starts_with("POST ") && l.contains("uploadId=")),
+        "a multipart upload completed"
+    );
+    assert!(requests.lines().any(|l| l.starts_with("PUT ") && l.contains("manifest.json")), "manifests were written");
+}

@@ -136,6 +136,16 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// What the store answered when an upload arrived: the checksum it computed and checked (one
+/// PUT) or the ETag of the completed object (multipart). Verification needs nothing else.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Receipt {
+    /// `x-amz-checksum-sha256` of a single PUT, base64.
+    pub sha256_b64: Option<String>,
+    /// The object's ETag, without quotes.
+    pub etag: Option<String>,
+}
+
 /// What went wrong, sorted by what the operator should do about it.
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -312,8 +322,9 @@ impl Store {
     }
 
     /// Uploads `path` (whose SHA-256 is `sha256`) as `key`, resuming from `resume`. Does not
-    /// verify: call [`Store::verify`] with the final part list. `legal_hold` puts an S3 Object
-    /// Lock legal hold on the object where object lock is configured.
+    /// verify: call [`Store::verify`] with the final part list and the receipt this returns.
+    /// `legal_hold` puts an S3 Object Lock legal hold on the object where object lock is
+    /// configured.
     pub async fn put_file(
         &self,
         key: &str,
@@ -322,11 +333,13 @@ impl Store {
         resume: Resume,
         legal_hold: bool,
         progress: &mut dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<Option<Receipt>> {
         match &self.backend {
-            Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await,
-            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await,
-            Backend::Azure(a) => a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await,
+            Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
+            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some),
+            Backend::Azure(a) => {
+                a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(|()| None)
+            }
         }
     }
 
@@ -367,11 +380,19 @@ impl Store {
     }
 
     /// Checks that `key` holds exactly `size` bytes with SHA-256 `sha256`; `parts` is the part
-    /// list of a multipart upload (empty for a single PUT).
-    pub async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+    /// list of a multipart upload (empty for a single PUT). With the upload's `receipt` (what the
+    /// server answered on arrival, S3) nothing is read back, so a write-only key suffices.
+    pub async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: &str,
+        parts: &[Part],
+        receipt: Option<&Receipt>,
+    ) -> Result<()> {
         match &self.backend {
             Backend::Dir(d) => d.verify(key, size, sha256).await,
-            Backend::S3(s) => s.verify(key, size, sha256, parts).await,
+            Backend::S3(s) => s.verify(key, size, sha256, parts, receipt).await,
             Backend::Azure(a) => a.verify(key, size, sha256, parts).await,
         }
     }

@@ -15,7 +15,7 @@ use minio::s3::error::{Error, S3ServerError, ValidationErr};
 use minio::s3::http::BaseUrl;
 use minio::s3::minio_error_response::MinioErrorCode;
 use minio::s3::multimap_ext::{Multimap, MultimapExt};
-use minio::s3::response_traits::{HasChecksumHeaders, HasEtagFromHeaders};
+use minio::s3::response_traits::{HasChecksumHeaders, HasEtagFromHeaders, HasS3Fields};
 use minio::s3::segmented_bytes::SegmentedBytes;
 use minio::s3::types::{BucketName, ObjectKey, PartInfo, Region, S3Api, ToStream};
 use minio::s3::utils::ChecksumAlgorithm;
@@ -56,6 +56,13 @@ fn classify(e: impl Into<Error>) -> StoreError {
         Error::Validation(ValidationErr::HttpError(re)) => StoreError::Unreachable(re.to_string()),
         _ => StoreError::Other(e.to_string()),
     }
+}
+
+/// The `ETag` of a CompleteMultipartUpload answer, without quotes.
+fn etag_in(body: &str) -> Option<String> {
+    let start = body.find("<ETag>")? + "<ETag>".len();
+    let end = start + body[start..].find("</ETag>")?;
+    Some(body[start..end].replace("&quot;", "").replace("&#34;", "").trim_matches('"').to_owned())
 }
 
 fn sha256_b64(hex_digest: &str) -> Option<String> {
@@ -139,8 +146,17 @@ impl S3Store {
 
     pub(crate) async fn check(&self) -> Result<()> {
         let exists = self.client.bucket_exists(&self.bucket).map_err(classify)?.build().send().await;
-        if !exists.map_err(classify)?.exists() {
-            return Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket)));
+        match exists.map_err(classify) {
+            Ok(e) if !e.exists() => {
+                return Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket)));
+            }
+            Ok(_) => {}
+            // A write-only key (s3:PutObject alone) may not look at the bucket: its writes will
+            // say whether it works.
+            Err(StoreError::Denied(m)) => {
+                tracing::info!(bucket = %self.bucket, reason = %m, "the store key cannot look at the bucket (write-only); writes will tell");
+            }
+            Err(e) => return Err(e),
         }
         if self.lock.is_some() {
             // A bucket without object lock would take the objects and silently not lock them
@@ -186,7 +202,7 @@ impl S3Store {
         data: bytes::Bytes,
         sha256_hex: Option<&str>,
         legal_hold: bool,
-    ) -> Result<()> {
+    ) -> Result<crate::Receipt> {
         let (b, k) = self.names(key)?;
         let mut meta = Multimap::new();
         if let Some(h) = sha256_hex {
@@ -200,7 +216,7 @@ impl S3Store {
             // S3 refuses a locked write without Content-MD5 (or an SDK checksum header).
             headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data)));
         }
-        PutObject::builder()
+        let resp = PutObject::builder()
             .inner(
                 UploadPart::builder()
                     .client(self.client.clone())
@@ -216,11 +232,14 @@ impl S3Store {
             .send()
             .await
             .map_err(classify)?;
-        Ok(())
+        Ok(crate::Receipt {
+            sha256_b64: resp.get_checksum(ChecksumAlgorithm::SHA256),
+            etag: resp.etag().ok().map(|e| e.as_str().trim_matches('"').to_owned()),
+        })
     }
 
     pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>, legal_hold: bool) -> Result<()> {
-        self.put_single(key, data.into(), None, legal_hold).await
+        self.put_single(key, data.into(), None, legal_hold).await.map(|_| ())
     }
 
     pub(crate) async fn put_file(
@@ -228,15 +247,15 @@ impl S3Store {
         up: &crate::FileUpload<'_>,
         mut resume: Resume,
         progress: &mut dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<crate::Receipt> {
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
-            self.put_single(key, data.into(), Some(sha256), legal_hold).await?;
+            let receipt = self.put_single(key, data.into(), Some(sha256), legal_hold).await?;
             progress.sent(size);
             throttle.sent(size).await;
-            return Ok(());
+            return Ok(receipt);
         }
         let full = self.key(key);
         let upload_id = match resume.upload_id.clone() {
@@ -318,17 +337,70 @@ impl S3Store {
                 ))
             })
             .collect::<Result<Vec<_>>>()?;
-        self.client
+        let done = self
+            .client
             .complete_multipart_upload(&self.bucket, &full, upload_id.as_str(), parts)
             .map_err(classify)?
             .build()
             .send()
             .await
             .map_err(classify)?;
-        Ok(())
+        // The completed object's ETag is in the answer's body (`<ETag>"…-N"</ETag>`).
+        let body = String::from_utf8_lossy(done.body()).into_owned();
+        Ok(crate::Receipt { sha256_b64: None, etag: etag_in(&body) })
     }
 
-    pub(crate) async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+    pub(crate) async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: &str,
+        parts: &[Part],
+        receipt: Option<&crate::Receipt>,
+    ) -> Result<()> {
+        let full = self.key(key);
+        let mismatch = |detail: String| StoreError::Mismatch { key: full.clone(), detail };
+        // What the server said on arrival settles it without reading anything back.
+        let expected_etag = || -> Result<String> {
+            let mut parts = parts.to_vec();
+            parts.sort_by_key(|p| p.number);
+            let mut md5s = Vec::new();
+            for p in &parts {
+                md5s.extend(
+                    hex::decode(&p.etag).map_err(|_| mismatch(format!("part {} etag {:?}", p.number, p.etag)))?,
+                );
+            }
+            Ok(format!("{}-{}", hex::encode(md5::Md5::digest(&md5s)), parts.len()))
+        };
+        match receipt {
+            Some(crate::Receipt { sha256_b64: Some(got), .. }) if parts.is_empty() => {
+                let expected = sha256_b64(sha256).ok_or_else(|| mismatch("no local sha256".into()))?;
+                return if *got == expected {
+                    Ok(())
+                } else {
+                    Err(mismatch(format!("sha256 {got} on arrival, expected {expected}")))
+                };
+            }
+            Some(crate::Receipt { etag: Some(etag), .. }) if !parts.is_empty() => {
+                let expected = expected_etag()?;
+                return if *etag == expected {
+                    Ok(())
+                } else {
+                    Err(mismatch(format!("etag {etag} on arrival, expected {expected}")))
+                };
+            }
+            _ => {}
+        }
+        // No receipt (an upload resumed after a crash): ask the server, which needs read rights.
+        self.verify_by_reading(key, size, sha256, parts).await.map_err(|e| match e {
+            StoreError::Denied(m) => mismatch(format!(
+                "the upload's receipt is gone and this key cannot read the object back ({m}); uploading again"
+            )),
+            e => e,
+        })
+    }
+
+    async fn verify_by_reading(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
         let full = self.key(key);
         let mismatch = |detail: String| StoreError::Mismatch { key: full.clone(), detail };
         let mut mode = Multimap::new();

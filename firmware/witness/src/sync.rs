@@ -233,13 +233,13 @@ impl Uploader {
             // No recording goes up without its signed manifest.
             let (manifest, sig) = crate::evidence::evidence_files(dir, &job.recording_id)
                 .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
-            store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
+            let receipt = store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
                 Err(_) => Vec::new(),
             };
-            store.verify(&job.object_key, job.bytes, &job.sha256, &parts).await?;
+            store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
             // The signed manifest goes next to the recording, for verification from the bucket;
             // the recording counts as uploaded only once both are stored.
             let base = key_base(&job.object_key);
