@@ -546,7 +546,7 @@ pub struct Azurite {
 }
 
 /// The emulator's well-known development account (public, documented by Microsoft).
-const AZ_ACCOUNT: &str = "devstoreaccount1";
+pub const AZ_ACCOUNT: &str = "devstoreaccount1";
 const AZ_KEY: &str = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
 impl Azurite {
@@ -585,9 +585,14 @@ impl Azurite {
 
     /// An account SAS (blob service, all resource types) expiring at `expiry`.
     pub fn sas(&self, expiry: &str) -> String {
+        self.sas_with(expiry, "rwdlac")
+    }
+
+    /// An account SAS with the permissions `sp` (e.g. `cw`: create and write only).
+    pub fn sas_with(&self, expiry: &str, sp: &str) -> String {
         use base64::Engine;
         use hmac::Mac;
-        let (sp, ss, srt, sv) = ("rwdlac", "b", "sco", "2019-12-12");
+        let (ss, srt, sv) = ("b", "sco", "2019-12-12");
         let to_sign = format!("{AZ_ACCOUNT}\n{sp}\n{ss}\n{srt}\n\n{expiry}\n\n\n{sv}\n");
         let key = base64::engine::general_purpose::STANDARD.decode(AZ_KEY).unwrap();
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();

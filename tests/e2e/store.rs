@@ -428,3 +428,42 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
     );
     assert!(requests.lines().any(|l| l.starts_with("PUT ") && l.contains("manifest.json")), "manifests were written");
 }
+
+/// Write-only on Azure too: a SAS with create and write alone (no read, no list) uploads and
+/// verifies small and block blobs by the service's own checks on arrival.
+#[test]
+fn a_create_and_write_sas_uploads_and_verifies_without_reading_back() {
+    let sshd = Sshd::start();
+    let az = Azurite::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    let url =
+        format!("http://127.0.0.1:{}/{AZ_ACCOUNT}/recordings?{}", az.port, az.sas_with("2030-01-01T00:00:00Z", "cw"));
+    use_azure(&b, &url);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo small-cw").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    eventually(40, "both recordings uploaded with a create+write SAS", || {
+        b.recordings().iter().all(|r| r["status"] == "uploaded").then_some(())
+    });
+    // The SAS really cannot read: a GET with it is refused.
+    let blob =
+        format!("http://127.0.0.1:{}/{AZ_ACCOUNT}/recordings/x?{}", az.port, az.sas_with("2030-01-01T00:00:00Z", "cw"));
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "x-ms-version: 2021-08-06", &blob])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "403", "a create+write SAS may not read");
+    use sha2::Digest;
+    for r in b.recordings() {
+        let key = format!(
+            "{}/{}/{}/{}.cast",
+            box_id(&b),
+            &r["started_at"].as_str().unwrap()[..10],
+            r["session_id"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let blob = az.blob(&key).unwrap_or_else(|| panic!("blob {key}"));
+        assert_eq!(hex::encode(sha2::Sha256::digest(&blob)), r["sha256"].as_str().unwrap());
+    }
+}

@@ -102,15 +102,23 @@ impl AzureStore {
         // container from a refused token.
         match self.send(self.http.head(self.url(".witness-probe", "")), "checking the container").await {
             Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            // A SAS with create and write only (the recorder's least privilege) may not read:
+            // its writes will tell whether it works.
+            Err(StoreError::Denied(m)) if m.contains("AuthorizationPermissionMismatch") => {
+                tracing::info!(reason = %m, "the SAS cannot read (write-only); writes will tell");
+                Ok(())
+            }
             Err(e) => Err(e),
         }
     }
 
     pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        self.put_blob(key, data, None).await
+        self.put_blob(key, data, None).await.map(|_| ())
     }
 
-    async fn put_blob(&self, key: &str, data: Vec<u8>, sha256: Option<&str>) -> Result<()> {
+    /// The service checks the Content-MD5 on arrival; its 201 (with the blob's ETag) is the
+    /// receipt.
+    async fn put_blob(&self, key: &str, data: Vec<u8>, sha256: Option<&str>) -> Result<crate::Receipt> {
         let md5 = b64(&md5::Md5::digest(&data));
         let mut req = self
             .http
@@ -121,8 +129,8 @@ impl AzureStore {
         if let Some(h) = sha256 {
             req = req.header("x-ms-meta-sha256", h);
         }
-        self.send(req, "put blob").await?;
-        Ok(())
+        let resp = self.send(req, "put blob").await?;
+        Ok(receipt(&resp))
     }
 
     pub(crate) async fn put_file(
@@ -130,16 +138,16 @@ impl AzureStore {
         up: &crate::FileUpload<'_>,
         mut resume: Resume,
         progress: &mut dyn Progress,
-    ) -> Result<()> {
+    ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _ } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
-            self.put_blob(key, data, Some(sha256)).await?;
+            let receipt = self.put_blob(key, data, Some(sha256)).await?;
             progress.sent(size);
             throttle.sent(size).await;
-            return Ok(());
+            return Ok(receipt);
         }
         if resume.upload_id.as_deref() != Some(BLOCKS) {
             resume = Resume { upload_id: Some(BLOCKS.into()), parts: Vec::new() };
@@ -168,11 +176,37 @@ impl AzureStore {
         }
         xml.push_str("</BlockList>");
         let req = self.http.put(self.url(key, "comp=blocklist")).header("x-ms-meta-sha256", sha256).body(xml);
-        self.send(req, "put block list").await?;
-        Ok(())
+        // Every block was MD5-checked on arrival and the service committed exactly this list.
+        let resp = self.send(req, "put block list").await?;
+        Ok(receipt(&resp))
     }
 
-    pub(crate) async fn verify(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
+    pub(crate) async fn verify(
+        &self,
+        key: &str,
+        size: u64,
+        sha256: &str,
+        parts: &[Part],
+        receipt: Option<&crate::Receipt>,
+    ) -> Result<()> {
+        // The service's own checks on arrival (Content-MD5 of the blob or of each block, the
+        // block list committed as sent) settle it: nothing is read back.
+        if receipt.is_some_and(|r| r.etag.is_some()) {
+            return Ok(());
+        }
+        // No receipt (an upload resumed after a crash): read, which needs the SAS's `r`.
+        self.verify_by_reading(key, size, sha256, parts).await.map_err(|e| match e {
+            StoreError::Denied(m) => StoreError::Mismatch {
+                key: key.to_owned(),
+                detail: format!(
+                    "the upload's receipt is gone and this SAS cannot read the blob back ({m}); uploading again"
+                ),
+            },
+            e => e,
+        })
+    }
+
+    async fn verify_by_reading(&self, key: &str, size: u64, sha256: &str, parts: &[Part]) -> Result<()> {
         let mismatch = |detail: String| StoreError::Mismatch { key: key.to_owned(), detail };
         let head = self.send(self.http.head(self.url(key, "")), "verify").await?;
         let h = head.headers();
@@ -254,4 +288,11 @@ impl AzureStore {
 
 fn xml_unescape(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&apos;", "'").replace("&amp;", "&")
+}
+
+/// The service's answer to a write that completed a blob: the success itself is the receipt (it
+/// checked what it took), kept with the blob's ETag.
+fn receipt(resp: &reqwest::Response) -> crate::Receipt {
+    let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    crate::Receipt { sha256_b64: None, etag: Some(etag.trim_matches('"').to_owned()) }
 }

@@ -338,7 +338,7 @@ impl Store {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
             Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some),
             Backend::Azure(a) => {
-                a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(|()| None)
+                a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some)
             }
         }
     }
@@ -393,7 +393,7 @@ impl Store {
         match &self.backend {
             Backend::Dir(d) => d.verify(key, size, sha256).await,
             Backend::S3(s) => s.verify(key, size, sha256, parts, receipt).await,
-            Backend::Azure(a) => a.verify(key, size, sha256, parts).await,
+            Backend::Azure(a) => a.verify(key, size, sha256, parts, receipt).await,
         }
     }
 
