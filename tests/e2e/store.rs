@@ -202,6 +202,22 @@ fn past_the_high_watermark_with_nothing_to_evict_sessions_are_refused() {
     std::thread::sleep(Duration::from_millis(100));
 }
 
+/// Every recording's blob holds the index's sha256.
+fn assert_blobs_intact(b: &Box, az: &Azurite) {
+    use sha2::Digest;
+    for r in b.recordings() {
+        let key = format!(
+            "{}/{}/{}/{}.cast",
+            box_id(b),
+            &r["started_at"].as_str().unwrap()[..10],
+            r["session_id"].as_str().unwrap(),
+            r["id"].as_str().unwrap()
+        );
+        let blob = az.blob(&key).unwrap_or_else(|| panic!("blob {key}"));
+        assert_eq!(hex::encode(sha2::Sha256::digest(&blob)), r["sha256"].as_str().unwrap());
+    }
+}
+
 fn use_azure(b: &Box, sas_url: &str) {
     let out = b.cli(&["store", "set", "azure", "--sas-url-stdin"], Some(&format!("{sas_url}\n")));
     assert!(out.status.success(), "store set azure: {}", stderr(&out));
@@ -222,18 +238,7 @@ fn azure_blob_small_and_block_uploads_are_verified() {
     eventually(40, "both recordings uploaded to Azure", || {
         b.recordings().iter().all(|r| r["status"] == "uploaded").then_some(())
     });
-    use sha2::Digest;
-    for r in b.recordings() {
-        let key = format!(
-            "{}/{}/{}/{}.cast",
-            box_id(&b),
-            &r["started_at"].as_str().unwrap()[..10],
-            r["session_id"].as_str().unwrap(),
-            r["id"].as_str().unwrap()
-        );
-        let blob = az.blob(&key).unwrap_or_else(|| panic!("blob {key}"));
-        assert_eq!(hex::encode(sha2::Sha256::digest(&blob)), r["sha256"].as_str().unwrap());
-    }
+    assert_blobs_intact(&b, &az);
     // The SAS token lives only in the 0600 store.toml: never in logs, status or the index.
     let secret_places = format!("{}{}{}", b.log(), status(&b), serde_json::to_string(&b.audit()).unwrap());
     assert!(!secret_places.contains("sig="), "SAS signature leaked");
@@ -454,16 +459,5 @@ fn a_create_and_write_sas_uploads_and_verifies_without_reading_back() {
         .output()
         .unwrap();
     assert_eq!(stdout(&out), "403", "a create+write SAS may not read");
-    use sha2::Digest;
-    for r in b.recordings() {
-        let key = format!(
-            "{}/{}/{}/{}.cast",
-            box_id(&b),
-            &r["started_at"].as_str().unwrap()[..10],
-            r["session_id"].as_str().unwrap(),
-            r["id"].as_str().unwrap()
-        );
-        let blob = az.blob(&key).unwrap_or_else(|| panic!("blob {key}"));
-        assert_eq!(hex::encode(sha2::Sha256::digest(&blob)), r["sha256"].as_str().unwrap());
-    }
+    assert_blobs_intact(&b, &az);
 }
