@@ -6,14 +6,17 @@
 #
 #   rootfs/build.sh --binary target/release/witness [--out DIR] [--cache DIR] [--slot-mb N]
 #                   [--data-mb N] [--boot-tries N] [--keyring CA.pem] [--signing-dir DIR]
+#                   [--version V]
 #
 # Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
-# cmdline (the kernel command line), roothash, root.squashfs, witness-update.raucb (the RAUC
+# cmdline (the kernel command line), roothash, version, root.squashfs, witness-update.raucb (the RAUC
 # bundle of this root), build.txt (timings, hashes, the unit's security score). The bootstrap
 # tarball is cached under --cache (default /var/cache/witness-image) keyed by a hash of
 # packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
 # only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
 # development CA in --signing-dir, default CACHE/signing, made by signing.sh when missing).
+# --version (default: the binary's own, `witness --version`) goes into /etc/witness/version and
+# the bundle's manifest; the box refuses an update older than the root it runs.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +29,7 @@ data_mb=1024      # free space left at the end for the data partition (grown to 
 boot_tries=3      # trial boots a newly installed slot gets to come up healthy before the fall-back
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
+version=          # the root's version (default: the binary's)
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -41,7 +45,8 @@ while [ $# -gt 0 ]; do
         --boot-tries) boot_tries=$2; shift 2 ;;
         --keyring) keyring=$2; shift 2 ;;
         --signing-dir) signing=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --version) version=$2; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -49,6 +54,8 @@ done
 [ -x "$binary" ] || die "$binary is not an executable file"
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and file ownership need it)"
 case $boot_tries in ''|*[!0-9]*|0) die "--boot-tries must be a number above 0" ;; esac
+[ -n "$version" ] || version=$("$binary" --version 2>/dev/null | awk '{print $2}')
+case $version in ''|.*|*.|*..*|*[!0-9.]*) die "the version ${version:-(none)} is not a dotted number (1.2.0): pass --version" ;; esac
 for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze rauc openssl strip; do
     command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk rauc openssl binutils)"
 done
@@ -125,6 +132,7 @@ cp -a "$here/overlay/." "$root/"
 install -m 0755 "$binary" "$root/usr/bin/witness"
 install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
 sed -i "s/^WITNESS_BOOT_TRIES=.*/WITNESS_BOOT_TRIES=$boot_tries/" "$root/etc/witness/boot.conf"
+echo "$version" > "$root/etc/witness/version"
 chroot "$root" /bin/sh -eu <<'EOF'
 # The daemon's own user: no login, no shell, no home outside its data.
 getent group witness >/dev/null || groupadd --system witness
@@ -214,6 +222,7 @@ dd if="$state" of="$disk" bs=1M seek=$(( bs / mib )) conv=notrunc status=none
 cmdline="console=ttyS0 root=/dev/mapper/root rootfstype=squashfs ro panic=-1"
 mv "$disk" "$out/disk.raw"
 echo "$roothash" > "$out/roothash"
+echo "$version" > "$out/version"
 echo "$cmdline" > "$out/cmdline"
 done_step
 
@@ -234,6 +243,7 @@ bootstrap: $(basename "$tarball")
 kernel: $kver
 binary: sha256 $(sha256sum "$binary" | cut -d' ' -f1)
 root hash: $roothash
+version: $version
 squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
 witness.service: $security
 update keyring: $(openssl x509 -in "$keyring" -noout -subject 2>/dev/null | sed 's/^subject=//'); trial boots: $boot_tries

@@ -350,10 +350,23 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
         "-comp",
         "lz4",
     ]));
+    // An older release, validly signed: the same tree saying it is version 0.0.1.
+    std::fs::write(tree.join("etc/witness/version"), "0.0.1\n").unwrap();
+    let older_root = dir.join("older.squashfs");
+    run(Command::new("mksquashfs").arg(&tree).arg(&older_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
     std::fs::remove_dir_all(&tree).unwrap();
     let broken_hash = bundle(&broken_root, &dir.join("broken.raucb"), None);
     let broken = stick(dir, "broken", &dir.join("broken.raucb"));
     std::fs::remove_file(&broken_root).unwrap();
+    bundle(&older_root, &dir.join("older.raucb"), None);
+    let older = stick(dir, "older", &dir.join("older.raucb"));
+    std::fs::remove_file(&older_root).unwrap();
     println!("bundles and sticks made in {:.0}s", started.elapsed().as_secs_f64());
 
     let disk = dir.join("disk.raw");
@@ -385,8 +398,10 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("login:"), "a login prompt on the console:\n{serial}");
 
     // Boot 2: slot B with the new root, on trial until the daemon is ready, then marked good. A
-    // bundle signed by another key is refused; the broken one goes into slot A.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[&foreign, &broken], None, &dir.join("serial2.log"), &forwards);
+    // bundle signed by another key is refused, and so is an older release validly signed
+    // (nobody types --allow-downgrade on the console); the broken one goes into slot A.
+    let mut vm =
+        Vm::boot_with(&image, &disk, false, &[&foreign, &older, &broken], None, &dir.join("serial2.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "trial boot: 0 more left"], 300);
     let body = eventually(720, "/healthz from slot b", || healthz(web));
     assert_eq!(body, "ok");
@@ -395,7 +410,16 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let serial = vm.serial();
     let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdb")).unwrap();
     assert!(refusal.contains("signature verification failed"), "refused for another reason: {refusal}");
-    vm.wait_serial(&["witness-update: installed from /dev/vdc"], 600);
+    vm.wait_serial(&["witness-update: refused the bundle on /dev/vdc"], 600);
+    let serial = vm.serial();
+    let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdc")).unwrap();
+    let running = std::fs::read_to_string(image.join("version")).unwrap();
+    assert!(
+        refusal.contains(&format!("version 0.0.1 is older than the running {}: refusing a downgrade", running.trim())),
+        "the older bundle was refused for another reason: {refusal}"
+    );
+    vm.wait_serial(&["witness-update: no --allow-downgrade on the console: version 0.0.1 not installed"], 120);
+    vm.wait_serial(&["witness-update: installed from /dev/vdd"], 600);
     vm.wait_serial(&["witness-update: slot a is primary now (trial, 1 boots): rebooting"], 60);
     let serial = vm.serial();
     vm.wait_reboot(120);
@@ -527,4 +551,31 @@ fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
     );
     assert!(!serial.contains("Started witness.service"), "the daemon started from a corrupted root:\n{serial}");
     assert!(ssh_banner(ssh).is_none());
+}
+
+/// The downgrade rule the update stick and RAUC's pre-install handler share, run as the box runs
+/// it: an older release is refused even though validly signed, unless the console allowed
+/// exactly that version; equal and newer go in; anything that is not a dotted number is refused.
+#[test]
+fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
+    let script = workspace().join("rootfs/overlay/usr/libexec/witness/update-version-check");
+    let check = |running: &str, bundle: &str, allowed: &str| {
+        let out = Command::new("sh").arg(&script).args([running, bundle, allowed]).output().unwrap();
+        (out.status.success(), stderr(&out))
+    };
+    assert!(check("0.2.0", "0.2.0", "").0, "the same version (a rebuild) goes in");
+    assert!(check("0.2.0", "0.3.0", "").0);
+    assert!(check("0.9.0", "0.10.0", "").0, "versions compare by number, not as text");
+    let (ok, why) = check("0.10.0", "0.9.0", "");
+    assert!(!ok && why.contains("version 0.9.0 is older than the running 0.10.0: refusing a downgrade"), "{why}");
+    let (ok, why) = check("0.2.0", "0.1.9", "0.1.8");
+    assert!(!ok, "allowing another version allows nothing: {why}");
+    let (ok, why) = check("0.2.0", "0.1.9", "0.1.9");
+    assert!(ok && why.contains("allowed with --allow-downgrade"), "{why}");
+    for bad in ["", "1..2", ".1", "1.", "1.2-rc1", "0.3.0; reboot"] {
+        let (ok, why) = check("0.2.0", bad, "");
+        assert!(!ok && why.contains("is not a dotted number"), "{bad:?}: {why}");
+    }
+    let (ok, why) = check("", "0.3.0", "");
+    assert!(!ok && why.contains("running root's version"), "a root without a version takes no update: {why}");
 }
