@@ -142,6 +142,7 @@ passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
     witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
+    witness-console.path \
     nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
 systemctl mask getty@tty1.service serial-getty@ttyS0.service console-getty.service \
     systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service >/dev/null 2>&1
