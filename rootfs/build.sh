@@ -137,6 +137,12 @@ chroot "$root" /bin/sh -eu <<'EOF'
 # The daemon's own user: no login, no shell, no home outside its data.
 getent group witness >/dev/null || groupadd --system witness
 getent passwd witness >/dev/null || useradd --system --gid witness --home-dir /var/lib/witness --no-create-home --shell /usr/sbin/nologin witness
+# The board's devices (encoder, panel, sensors, TPM) go to these groups
+# (/etc/udev/rules.d/70-witness-devices.rules); witness.service opens only their classes.
+for g in video render gpio i2c tss; do
+    getent group "$g" >/dev/null || groupadd --system "$g"
+done
+usermod -a -G video,render,gpio,i2c,tss witness
 # Nobody logs in on the box: root has no password (locked) and no console getty runs.
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root

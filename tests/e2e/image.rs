@@ -135,6 +135,9 @@ impl Vm {
                     ["-drive".to_owned(), format!("file={},format=raw,if=virtio,readonly=on", s.display())]
                 }))
                 .args(["-device", "i6300esb", "-display", "none", "-nic", &nic])
+                // The boot with a shell also checks the sandbox's devices: virtio-gpu gives a
+                // DRM render node (VA-API's kind of device).
+                .args(if shell.is_some() { &["-device", "virtio-gpu-pci"][..] } else { &[][..] })
                 .arg("-serial")
                 .arg(format!("file:{}", serial.display()))
                 .args(shell.iter().flat_map(|p| {
@@ -444,7 +447,11 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("trial boot:") && !serial.contains("is on trial"), "slot b was on trial again:\n{serial}");
     assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
     egress_is_only_what_the_index_names(&mut vm);
-    println!("four boots (update, refusal, trial, fall-back, egress) in {:.0}s", started.elapsed().as_secs_f64());
+    encoder_devices_open_inside_the_sandbox(&mut vm);
+    println!(
+        "four boots (update, refusals, trial, fall-back, egress, devices) in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// A TCP listener on the host (the guest reaches it at 10.0.2.2) counting the connections it
@@ -521,6 +528,45 @@ say "done""#,
     assert!(logged.contains(&format!("DPT={a}")) && logged.contains(&format!("DPT={b}")), "no drop log lines: {out}");
     assert_eq!(target.accepted.load(Ordering::SeqCst), 1, "the target port saw other than the one allowed connection");
     assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "a connection to a port no target names reached the host");
+}
+
+/// The daemon's sandbox opens the board's encoder devices: a V4L2 node (the kernel's `vivid`
+/// test driver: Debian's kernel has no `vicodec`) and a DRM render node (virtio-gpu) are opened
+/// by `witness encoders --json` run in a copy of witness.service (same sandbox, same user and
+/// groups), never "permission denied".
+fn encoder_devices_open_inside_the_sandbox(vm: &mut Vm) {
+    let started = Instant::now();
+    let script = r#"P=hw-test
+modprobe vivid n_devs=1 node_types=0x1 || echo "$P: modprobe vivid failed"
+udevadm settle
+echo "$P: nodes $(ls -l /dev/video* /dev/dri/renderD* 2>&1 | awk '{print $1, $4, $NF}' | tr '
+' ';')"
+# witness.service as it is, but a one-shot `witness encoders --json` writing to a file.
+sed -e 's/^Type=notify/Type=oneshot/' -e '/^NotifyAccess=/d' -e '/^WatchdogSec=/d' -e '/^Restart/d'     -e '/^RuntimeDirectory/d' -e '/^Environment=WITNESS_CONSOLE_DIR/d' -e '/^\[Install\]/,$d'     -e 's#^ExecStart=.*#ExecStart=/usr/bin/witness --data /var/lib/witness encoders --json#'     /etc/systemd/system/witness.service > /run/systemd/system/witness-probe.service
+echo 'StandardOutput=file:/run/witness-probe.json' >> /run/systemd/system/witness-probe.service
+systemctl daemon-reload
+systemctl start witness-probe.service || echo "$P: the probe unit failed"
+echo "$P: result $(tr -d '
+' < /run/witness-probe.json)"
+echo "$P: done""#;
+    let out = vm.run_in_guest(script, "hw-test: done", 600);
+    let said: Vec<&str> = out.lines().filter_map(|l| l.find("hw-test: ").map(|i| &l[i..])).collect();
+    println!("device check in {:.0}s:\n{}", started.elapsed().as_secs_f64(), said.join("\n"));
+    let result = said.iter().find_map(|l| l.strip_prefix("hw-test: result ")).unwrap_or_else(|| panic!("{out}"));
+    let json: serde_json::Value = serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
+    let probes = json["probes"].as_array().unwrap();
+    let row = |element: &str| probes.iter().find(|p| p["element"] == element).unwrap_or_else(|| panic!("{json}"));
+    for (element, node) in [("v4l2h264enc", "/dev/video"), ("vah264enc", "/dev/dri/renderD")] {
+        let p = row(element);
+        assert_ne!(p["reason"], "permission denied", "{element}: {p}");
+        assert_eq!(p["reason"], "device present, encoder failed", "{element}: {p}");
+        let devices = p["devices"].as_array().unwrap();
+        assert!(
+            devices.iter().any(|d| d["path"].as_str().unwrap().starts_with(node) && d["access"] == "opened"),
+            "{element}: no {node}* opened in the sandbox: {p}"
+        );
+    }
+    assert!(json["chosen"].is_string(), "a software encoder still works: {json}");
 }
 
 #[test]
