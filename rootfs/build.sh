@@ -30,6 +30,7 @@ boot_tries=3      # trial boots a newly installed slot gets to come up healthy b
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
 version=          # the root's version (default: the binary's)
+root_budget_mb=${WITNESS_ROOT_BUDGET_MB:-720}   # the unpacked root may not grow past this (MiB); goal: 200
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -77,10 +78,10 @@ trap cleanup EXIT
 root=$work/root
 # A private copy: the binary shipped is the one whose libraries were looked at, even if the
 # build tree changes it meanwhile.
-# Debug information stays behind: it is most of a debug build's size, and every byte of the
-# root is read again for each update.
+# Stripped (debug information and the symbol table): most of a build's size, and every byte of
+# the root is read again for each update. Panics still name the file and line.
 cp "$binary" "$work/witness"
-strip --strip-debug "$work/witness"
+strip --strip-all "$work/witness"
 binary=$work/witness
 if [ -z "$keyring" ]; then
     signing=${signing:-$cache/signing}
@@ -164,6 +165,102 @@ kver=$(ls "$root/lib/modules" | sort -V | tail -1)
 [ -f "$root/boot/initrd.img-$kver" ] || die "no initrd for kernel $kver in the bootstrap (dracut)"
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
+done_step
+
+# --- 2b. trim: the root holds what the box runs ----------------------------------------------
+step "trim: GStreamer plugins, GL/LLVM, the initrd, libraries nothing links"
+du_mb() { { du -sm "$@" 2>/dev/null || true; } | awk '{s+=$1} END {print s+0}'; }
+before_mb=$(du_mb "$root")
+# The initrd is loaded by the boot loader (QEMU: -initrd), never from the root.
+rm -f "$root"/boot/initrd.img-*
+lib=$(find "$root/usr/lib" -maxdepth 1 -type d -name '*-linux-gnu*' | sort | head -n 1)
+[ -n "$lib" ] || die "no multiarch library folder under /usr/lib"
+if [ -d "$lib/gstreamer-1.0" ]; then
+    # Only the plugins holding the elements the encoder table and the recorder name.
+    keep=$(grep -v '^#' "$here/gstreamer-plugins.txt" | awk 'NF {print $1}')
+    for f in "$lib"/gstreamer-1.0/libgst*.so; do
+        grep -qxF "$(basename "$f")" <<< "$keep" || rm -f "$f"
+    done
+    # No GL stack: Mesa's DRI drivers and the LLVM (and Z3) they need. No board's encoder uses
+    # GL; a VA-API board adds its VA driver (not Mesa's) to the image.
+    rm -rf "$lib/dri" "$lib/vdpau" "$lib"/libLLVM-*.so* "$lib"/libz3.so*
+fi
+# Kernel modules for hardware an appliance of this kind never has (sound, radios, InfiniBand,
+# TV/camera capture, AMD/NVIDIA graphics, staging and test drivers, cluster and network file
+# systems); the V4L2 core and test drivers, DRM's core, virtio and Intel stay. depmod after.
+kmods=$root/usr/lib/modules/$kver/kernel
+for m in sound drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth net/bluetooth \
+    drivers/infiniband drivers/isdn drivers/staging drivers/iio drivers/media/usb drivers/media/pci \
+    drivers/media/dvb-frontends drivers/media/dvb-core drivers/media/tuners drivers/media/rc \
+    drivers/media/radio drivers/gpu/drm/amd drivers/gpu/drm/radeon drivers/gpu/drm/nouveau \
+    fs/xfs fs/btrfs fs/ocfs2 fs/gfs2 fs/nfs fs/nfsd fs/smb fs/cifs fs/ceph fs/f2fs fs/jfs \
+    fs/reiserfs fs/ubifs fs/nilfs2 fs/afs fs/coda fs/orangefs fs/dlm; do
+    rm -rf "${kmods:?}/$m"
+done
+rm -f "$kmods"/lib/test_*.ko*
+chroot "$root" depmod -a "$kver"
+# Libraries nothing left links (NEEDED), repeatedly: what the removed plugins pulled in. Kept
+# whatever their links: the ones loaded by name at run time (dlopen).
+dlopened='^(libc\.|ld-linux|libnss_|libpam|libmfx|libtss2|libcryptsetup|libva|libgst(reamer|base)|libsystemd|libudev|libidn2|libpwquality|libqrencode|libfido2|libbpf|libelf|libdw|libkmod|libseccomp|libblkid|libmount|libgcrypt|libcrypto|libssl|libzstd|liblz4|liblzma|libz\.|libpcre2|libip4tc|libapparmor|libselinux|libacl|libcap|libaudit)'
+# (Here-strings, not pipes, feed the tests below: with pipefail a `grep -q` that stops reading
+# early would fail the pipe and read as "not found".)
+elf_needed() {
+    { find "$root/usr" -type f \( -name '*.so*' -o -perm -u+x \) -print0 2>/dev/null \
+        | xargs -0 -r readelf -d 2>/dev/null || true; } | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u
+}
+pruned=0
+while :; do
+    needed=$(elf_needed)
+    gone=0
+    for f in "$lib"/*.so.*; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        name=$(basename "$f")
+        grep -qE "$dlopened" <<< "$name" && continue
+        soname=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+        [ -n "$soname" ] || continue
+        grep -qxF "$soname" <<< "$needed" && continue
+        rm -f "$f" "$lib/$soname"
+        gone=$((gone + 1))
+    done
+    pruned=$((pruned + gone))
+    [ "$gone" -gt 0 ] || break
+done
+# Links left dangling by the removals (relative ones, resolved inside the root).
+for l in "$lib"/*; do
+    if [ -L "$l" ] && [ ! -e "$l" ]; then
+        case $(readlink "$l") in /*) ;; *) rm -f "$l" ;; esac
+    fi
+done
+# Nothing the box runs may miss a library now.
+missing=$(chroot "$root" /bin/sh -c 'for f in /usr/bin/witness /usr/lib/*-linux-gnu*/gstreamer-1.0/*.so; do [ -e "$f" ] && ldd "$f" | grep "not found" | sed "s|^|$f: |"; done' || true)
+[ -z "$missing" ] || die "trimming removed a library still needed: $missing"
+echo "    removed $(( before_mb - $(du_mb "$root") )) MiB ($pruned libraries nothing linked)"
+# What fills the root, against the budget in this recipe.
+root_mb=$(du_mb "$root")
+witness_mb=$(du_mb "$root/usr/bin/witness")
+modules_mb=$(du_mb "$root/usr/lib/modules")
+firmware_mb=$(du_mb "$root/usr/lib/firmware")
+gst_mb=$(du_mb "$lib/gstreamer-1.0")
+libs_mb=$(( $(du_mb "$lib") - gst_mb ))
+share_mb=$(du_mb "$root/usr/share")
+boot_mb=$(du_mb "$root/boot")
+var_mb=$(du_mb "$root/var")
+rest_mb=$(( root_mb - witness_mb - modules_mb - firmware_mb - gst_mb - libs_mb - share_mb - boot_mb - var_mb ))
+size_table=$(printf '    %-34s %6s\n' \
+    "witness binary" "$witness_mb" \
+    "kernel modules (/usr/lib/modules)" "$modules_mb" \
+    "firmware (/usr/lib/firmware)" "$firmware_mb" \
+    "GStreamer plugins" "$gst_mb" \
+    "other shared libraries" "$libs_mb" \
+    "/usr/share" "$share_mb" \
+    "kernel (/boot)" "$boot_mb" \
+    "/var (dpkg state)" "$var_mb" \
+    "everything else" "$rest_mb" \
+    "root, unpacked" "$root_mb" \
+    "budget" "$root_budget_mb")
+echo "    size (MiB):"
+echo "$size_table"
+[ "$root_mb" -le "$root_budget_mb" ] || die "the root is $root_mb MiB unpacked, over the recipe's budget of $root_budget_mb MiB (root_budget_mb in build.sh)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
     | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
@@ -253,6 +350,8 @@ root hash: $roothash
 version: $version
 squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
 witness.service: $security
+size (MiB), squashfs $(( squash_bytes / 1048576 )) compressed:
+$size_table
 update keyring: $(openssl x509 -in "$keyring" -noout -subject 2>/dev/null | sed 's/^subject=//'); trial boots: $boot_tries
 EOF
 echo "==> [${total}s] image ready in $out: disk.raw ($total_mb MiB, sparse), vmlinuz, initrd.img, cmdline"

@@ -334,6 +334,20 @@ mod tests {
         assert!(CANDIDATES.iter().filter(|c| c.hardware).all(|c| !c.devices.is_empty()));
     }
 
+    /// The image keeps only the GStreamer plugins `rootfs/gstreamer-plugins.txt` names: every
+    /// element the encoder table and the pipelines use must be in it, or the box loses it.
+    #[test]
+    fn the_image_keeps_every_element_we_name() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../rootfs/gstreamer-plugins.txt");
+        let text = std::fs::read_to_string(path).unwrap();
+        let listed: Vec<&str> =
+            text.lines().filter(|l| !l.starts_with('#')).flat_map(|l| l.split_whitespace().skip(1)).collect();
+        let pipelines = ["appsrc", "appsink", "videoconvert", "videoscale", "videotestsrc", "h264parse", "mp4mux"];
+        for element in CANDIDATES.iter().map(|c| c.element).chain(pipelines) {
+            assert!(listed.contains(&element), "{element} is not in rootfs/gstreamer-plugins.txt");
+        }
+    }
+
     #[test]
     fn software_encoders_on_this_machine_prove_themselves() {
         let p = probe_one("x264enc", Duration::from_secs(20));
