@@ -186,12 +186,12 @@ if [ -d "$lib/gstreamer-1.0" ]; then
     rm -rf "$lib/dri" "$lib/vdpau" "$lib"/libLLVM-*.so* "$lib"/libz3.so*
 fi
 # Kernel modules for hardware an appliance of this kind never has (sound, radios, InfiniBand,
-# TV/camera capture, AMD/NVIDIA graphics, staging and test drivers, cluster and network file
+# TV/camera capture (the V4L2 and remote-control cores stay: vivid needs rc-core), AMD/NVIDIA graphics, staging and test drivers, cluster and network file
 # systems); the V4L2 core and test drivers, DRM's core, virtio and Intel stay. depmod after.
 kmods=$root/usr/lib/modules/$kver/kernel
 for m in sound drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth net/bluetooth \
     drivers/infiniband drivers/isdn drivers/staging drivers/iio drivers/media/usb drivers/media/pci \
-    drivers/media/dvb-frontends drivers/media/dvb-core drivers/media/tuners drivers/media/rc \
+    drivers/media/dvb-frontends drivers/media/dvb-core drivers/media/tuners \
     drivers/media/radio drivers/gpu/drm/amd drivers/gpu/drm/radeon drivers/gpu/drm/nouveau \
     fs/xfs fs/btrfs fs/ocfs2 fs/gfs2 fs/nfs fs/nfsd fs/smb fs/cifs fs/ceph fs/f2fs fs/jfs \
     fs/reiserfs fs/ubifs fs/nilfs2 fs/afs fs/coda fs/orangefs fs/dlm; do
