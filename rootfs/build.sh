@@ -186,8 +186,9 @@ if [ -d "$lib/gstreamer-1.0" ]; then
     rm -rf "$lib/dri" "$lib/vdpau" "$lib"/libLLVM-*.so* "$lib"/libz3.so*
 fi
 # Kernel modules for hardware an appliance of this kind never has (sound, radios, InfiniBand,
-# TV/camera capture (the V4L2 and remote-control cores stay: vivid needs rc-core), AMD/NVIDIA graphics, staging and test drivers, cluster and network file
-# systems); the V4L2 core and test drivers, DRM's core, virtio and Intel stay. depmod after.
+# TV/camera capture, AMD/NVIDIA graphics, staging and test drivers, cluster and network file
+# systems); the V4L2, CEC and remote-control cores (vivid needs them) and test drivers, DRM's
+# core, virtio and Intel stay. depmod after.
 kmods=$root/usr/lib/modules/$kver/kernel
 for m in sound drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth net/bluetooth \
     drivers/infiniband drivers/isdn drivers/staging drivers/iio drivers/media/usb drivers/media/pci \
