@@ -6,14 +6,17 @@
 #
 #   rootfs/build.sh --binary target/release/witness [--out DIR] [--cache DIR] [--slot-mb N]
 #                   [--data-mb N] [--boot-tries N] [--keyring CA.pem] [--signing-dir DIR]
+#                   [--version V]
 #
 # Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
-# cmdline (the kernel command line), roothash, root.squashfs, witness-update.raucb (the RAUC
+# cmdline (the kernel command line), roothash, version, root.squashfs, witness-update.raucb (the RAUC
 # bundle of this root), build.txt (timings, hashes, the unit's security score). The bootstrap
 # tarball is cached under --cache (default /var/cache/witness-image) keyed by a hash of
 # packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
 # only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
 # development CA in --signing-dir, default CACHE/signing, made by signing.sh when missing).
+# --version (default: the binary's own, `witness --version`) goes into /etc/witness/version and
+# the bundle's manifest; the box refuses an update older than the root it runs.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +29,8 @@ data_mb=1024      # free space left at the end for the data partition (grown to 
 boot_tries=3      # trial boots a newly installed slot gets to come up healthy before the fall-back
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
+version=          # the root's version (default: the binary's)
+root_budget_mb=${WITNESS_ROOT_BUDGET_MB:-720}   # the unpacked root may not grow past this (MiB); goal: 200
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -41,7 +46,8 @@ while [ $# -gt 0 ]; do
         --boot-tries) boot_tries=$2; shift 2 ;;
         --keyring) keyring=$2; shift 2 ;;
         --signing-dir) signing=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --version) version=$2; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -49,6 +55,8 @@ done
 [ -x "$binary" ] || die "$binary is not an executable file"
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and file ownership need it)"
 case $boot_tries in ''|*[!0-9]*|0) die "--boot-tries must be a number above 0" ;; esac
+[ -n "$version" ] || version=$("$binary" --version 2>/dev/null | awk '{print $2}')
+case $version in ''|.*|*.|*..*|*[!0-9.]*) die "the version ${version:-(none)} is not a dotted number (1.2.0): pass --version" ;; esac
 for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze rauc openssl strip; do
     command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk rauc openssl binutils)"
 done
@@ -70,10 +78,10 @@ trap cleanup EXIT
 root=$work/root
 # A private copy: the binary shipped is the one whose libraries were looked at, even if the
 # build tree changes it meanwhile.
-# Debug information stays behind: it is most of a debug build's size, and every byte of the
-# root is read again for each update.
+# Stripped (debug information and the symbol table): most of a build's size, and every byte of
+# the root is read again for each update. Panics still name the file and line.
 cp "$binary" "$work/witness"
-strip --strip-debug "$work/witness"
+strip --strip-all "$work/witness"
 binary=$work/witness
 if [ -z "$keyring" ]; then
     signing=${signing:-$cache/signing}
@@ -125,15 +133,23 @@ cp -a "$here/overlay/." "$root/"
 install -m 0755 "$binary" "$root/usr/bin/witness"
 install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
 sed -i "s/^WITNESS_BOOT_TRIES=.*/WITNESS_BOOT_TRIES=$boot_tries/" "$root/etc/witness/boot.conf"
+echo "$version" > "$root/etc/witness/version"
 chroot "$root" /bin/sh -eu <<'EOF'
 # The daemon's own user: no login, no shell, no home outside its data.
 getent group witness >/dev/null || groupadd --system witness
 getent passwd witness >/dev/null || useradd --system --gid witness --home-dir /var/lib/witness --no-create-home --shell /usr/sbin/nologin witness
+# The board's devices (encoder, panel, sensors, TPM) go to these groups
+# (/etc/udev/rules.d/70-witness-devices.rules); witness.service opens only their classes.
+for g in video render gpio i2c tss; do
+    getent group "$g" >/dev/null || groupadd --system "$g"
+done
+usermod -a -G video,render,gpio,i2c,tss witness
 # Nobody logs in on the box: root has no password (locked) and no console getty runs.
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
     witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
+    witness-console.path \
     nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
 systemctl mask getty@tty1.service serial-getty@ttyS0.service console-getty.service \
     systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service >/dev/null 2>&1
@@ -149,6 +165,103 @@ kver=$(ls "$root/lib/modules" | sort -V | tail -1)
 [ -f "$root/boot/initrd.img-$kver" ] || die "no initrd for kernel $kver in the bootstrap (dracut)"
 cp "$root/boot/vmlinuz-$kver" "$out/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
+done_step
+
+# --- 2b. trim: the root holds what the box runs ----------------------------------------------
+step "trim: GStreamer plugins, GL/LLVM, the initrd, libraries nothing links"
+du_mb() { { du -sm "$@" 2>/dev/null || true; } | awk '{s+=$1} END {print s+0}'; }
+before_mb=$(du_mb "$root")
+# The initrd is loaded by the boot loader (QEMU: -initrd), never from the root.
+rm -f "$root"/boot/initrd.img-*
+lib=$(find "$root/usr/lib" -maxdepth 1 -type d -name '*-linux-gnu*' | sort | head -n 1)
+[ -n "$lib" ] || die "no multiarch library folder under /usr/lib"
+if [ -d "$lib/gstreamer-1.0" ]; then
+    # Only the plugins holding the elements the encoder table and the recorder name.
+    keep=$(grep -v '^#' "$here/gstreamer-plugins.txt" | awk 'NF {print $1}')
+    for f in "$lib"/gstreamer-1.0/libgst*.so; do
+        grep -qxF "$(basename "$f")" <<< "$keep" || rm -f "$f"
+    done
+    # No GL stack: Mesa's DRI drivers and the LLVM (and Z3) they need. No board's encoder uses
+    # GL; a VA-API board adds its VA driver (not Mesa's) to the image.
+    rm -rf "$lib/dri" "$lib/vdpau" "$lib"/libLLVM-*.so* "$lib"/libz3.so*
+fi
+# Kernel modules for hardware an appliance of this kind never has (sound, radios, InfiniBand,
+# TV/camera capture, AMD/NVIDIA graphics, staging and test drivers, cluster and network file
+# systems); the V4L2, CEC and remote-control cores (vivid needs them) and test drivers, DRM's
+# core, virtio and Intel stay. depmod after.
+kmods=$root/usr/lib/modules/$kver/kernel
+for m in sound drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth net/bluetooth \
+    drivers/infiniband drivers/isdn drivers/staging drivers/iio drivers/media/usb drivers/media/pci \
+    drivers/media/dvb-frontends drivers/media/dvb-core drivers/media/tuners \
+    drivers/media/radio drivers/gpu/drm/amd drivers/gpu/drm/radeon drivers/gpu/drm/nouveau \
+    fs/xfs fs/btrfs fs/ocfs2 fs/gfs2 fs/nfs fs/nfsd fs/smb fs/cifs fs/ceph fs/f2fs fs/jfs \
+    fs/reiserfs fs/ubifs fs/nilfs2 fs/afs fs/coda fs/orangefs fs/dlm; do
+    rm -rf "${kmods:?}/$m"
+done
+rm -f "$kmods"/lib/test_*.ko*
+chroot "$root" depmod -a "$kver"
+# Libraries nothing left links (NEEDED), repeatedly: what the removed plugins pulled in. Kept
+# whatever their links: the ones loaded by name at run time (dlopen).
+dlopened='^(libc\.|ld-linux|libnss_|libpam|libmfx|libtss2|libcryptsetup|libva|libgst(reamer|base)|libsystemd|libudev|libidn2|libpwquality|libqrencode|libfido2|libbpf|libelf|libdw|libkmod|libseccomp|libblkid|libmount|libgcrypt|libcrypto|libssl|libzstd|liblz4|liblzma|libz\.|libpcre2|libip4tc|libapparmor|libselinux|libacl|libcap|libaudit)'
+# (Here-strings, not pipes, feed the tests below: with pipefail a `grep -q` that stops reading
+# early would fail the pipe and read as "not found".)
+elf_needed() {
+    { find "$root/usr" -type f \( -name '*.so*' -o -perm -u+x \) -print0 2>/dev/null \
+        | xargs -0 -r readelf -d 2>/dev/null || true; } | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p' | sort -u
+}
+pruned=0
+while :; do
+    needed=$(elf_needed)
+    gone=0
+    for f in "$lib"/*.so.*; do
+        [ -f "$f" ] && [ ! -L "$f" ] || continue
+        name=$(basename "$f")
+        grep -qE "$dlopened" <<< "$name" && continue
+        soname=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+        [ -n "$soname" ] || continue
+        grep -qxF "$soname" <<< "$needed" && continue
+        rm -f "$f" "$lib/$soname"
+        gone=$((gone + 1))
+    done
+    pruned=$((pruned + gone))
+    [ "$gone" -gt 0 ] || break
+done
+# Links left dangling by the removals (relative ones, resolved inside the root).
+for l in "$lib"/*; do
+    if [ -L "$l" ] && [ ! -e "$l" ]; then
+        case $(readlink "$l") in /*) ;; *) rm -f "$l" ;; esac
+    fi
+done
+# Nothing the box runs may miss a library now.
+missing=$(chroot "$root" /bin/sh -c 'for f in /usr/bin/witness /usr/lib/*-linux-gnu*/gstreamer-1.0/*.so; do [ -e "$f" ] && ldd "$f" | grep "not found" | sed "s|^|$f: |"; done' || true)
+[ -z "$missing" ] || die "trimming removed a library still needed: $missing"
+echo "    removed $(( before_mb - $(du_mb "$root") )) MiB ($pruned libraries nothing linked)"
+# What fills the root, against the budget in this recipe.
+root_mb=$(du_mb "$root")
+witness_mb=$(du_mb "$root/usr/bin/witness")
+modules_mb=$(du_mb "$root/usr/lib/modules")
+firmware_mb=$(du_mb "$root/usr/lib/firmware")
+gst_mb=$(du_mb "$lib/gstreamer-1.0")
+libs_mb=$(( $(du_mb "$lib") - gst_mb ))
+share_mb=$(du_mb "$root/usr/share")
+boot_mb=$(du_mb "$root/boot")
+var_mb=$(du_mb "$root/var")
+rest_mb=$(( root_mb - witness_mb - modules_mb - firmware_mb - gst_mb - libs_mb - share_mb - boot_mb - var_mb ))
+size_table=$(printf '    %-34s %6s\n' \
+    "witness binary" "$witness_mb" \
+    "kernel modules (/usr/lib/modules)" "$modules_mb" \
+    "firmware (/usr/lib/firmware)" "$firmware_mb" \
+    "GStreamer plugins" "$gst_mb" \
+    "other shared libraries" "$libs_mb" \
+    "/usr/share" "$share_mb" \
+    "kernel (/boot)" "$boot_mb" \
+    "/var (dpkg state)" "$var_mb" \
+    "everything else" "$rest_mb" \
+    "root, unpacked" "$root_mb" \
+    "budget" "$root_budget_mb")
+echo "    size (MiB):"
+echo "$size_table"
+[ "$root_mb" -le "$root_budget_mb" ] || die "the root is $root_mb MiB unpacked, over the recipe's budget of $root_budget_mb MiB (root_budget_mb in build.sh)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
     | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
@@ -214,6 +327,7 @@ dd if="$state" of="$disk" bs=1M seek=$(( bs / mib )) conv=notrunc status=none
 cmdline="console=ttyS0 root=/dev/mapper/root rootfstype=squashfs ro panic=-1"
 mv "$disk" "$out/disk.raw"
 echo "$roothash" > "$out/roothash"
+echo "$version" > "$out/version"
 echo "$cmdline" > "$out/cmdline"
 done_step
 
@@ -234,8 +348,11 @@ bootstrap: $(basename "$tarball")
 kernel: $kver
 binary: sha256 $(sha256sum "$binary" | cut -d' ' -f1)
 root hash: $roothash
+version: $version
 squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
 witness.service: $security
+size (MiB), squashfs $(( squash_bytes / 1048576 )) compressed:
+$size_table
 update keyring: $(openssl x509 -in "$keyring" -noout -subject 2>/dev/null | sed 's/^subject=//'); trial boots: $boot_tries
 EOF
 echo "==> [${total}s] image ready in $out: disk.raw ($total_mb MiB, sparse), vmlinuz, initrd.img, cmdline"

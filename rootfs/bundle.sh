@@ -7,7 +7,9 @@
 #                    [--key KEY.pem --cert CERT.pem] [--signing-dir DIR]
 #
 # Without --key/--cert it signs with the development key in --signing-dir (default
-# /var/cache/witness-image/signing, made by signing.sh when missing).
+# /var/cache/witness-image/signing, made by signing.sh when missing). The bundle's version is
+# the root's own /etc/witness/version (build.sh writes it); --version must agree with it. The
+# box refuses a bundle older than its running root (update-version-check).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "bundle.sh: $*" >&2; exit 1; }
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
 done
 if [ -z "$root" ] || [ -z "$out" ]; then die "--root SQUASHFS and --out FILE are required"; fi
 [ -f "$root" ] || die "$root is not a file"
-for tool in rauc veritysetup mksquashfs; do
+for tool in rauc veritysetup mksquashfs unsquashfs; do
     command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install rauc cryptsetup-bin squashfs-tools)"
 done
 if [ -z "$key$cert" ]; then
@@ -36,6 +38,16 @@ if [ -z "$key$cert" ]; then
     cert=$signing/dev-signing.cert.pem
 fi
 if [ ! -f "$key" ] || [ ! -f "$cert" ]; then die "--key and --cert must both name PEM files"; fi
+
+# The version the box compares with its running root's: the one inside this root.
+root_version=$(unsquashfs -cat "$root" etc/witness/version 2>/dev/null | head -n 1 || true)
+if [ -z "$version" ]; then
+    version=$root_version
+    [ -n "$version" ] || die "$root has no /etc/witness/version: pass --version (a dotted number)"
+elif [ -n "$root_version" ] && [ "$version" != "$root_version" ]; then
+    die "--version $version differs from the root's /etc/witness/version $root_version"
+fi
+case $version in ''|.*|*.|*..*|*[!0-9.]*) die "version $version is not a dotted number (1.2.0)" ;; esac
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/witness-bundle.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -50,7 +62,7 @@ roothash=$(cat "$content/root.roothash")
 cat > "$content/manifest.raucm" <<MANIFEST
 [update]
 compatible=witness-x86_64
-version=${version:-${roothash:0:12}}
+version=$version
 description=witness root $roothash
 
 [bundle]
@@ -66,4 +78,4 @@ rm -f "$out"
 # The images are compressed already: the bundle's squashfs only stores them.
 rauc bundle --cert="$cert" --key="$key" --mksquashfs-args="-noI -noD -noF -noX" \
     "$content" "$out" >/dev/null
-echo "bundle.sh: $out ($(( $(stat -c %s "$out") / 1048576 )) MiB), root hash $roothash"
+echo "bundle.sh: $out ($(( $(stat -c %s "$out") / 1048576 )) MiB), version $version, root hash $roothash"

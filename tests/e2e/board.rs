@@ -1,10 +1,11 @@
 //! The front panel and the watchdog, daemon-level, on the simulated board: the panel follows
 //! the box's state, an unreachable store with a backlog shows as offline, a recorder that can
 //! no longer write stops the watchdog being petted, and a factory reset keeps recordings that
-//! are not uploaded yet.
+//! are not uploaded yet, shows the new password on the console only, and leaves the new admin no
+//! way into past recordings unless told to keep it.
 
 use crate::harness::*;
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 fn panel(b: &Box) -> Option<serde_json::Value> {
@@ -114,8 +115,10 @@ fn factory_reset_keeps_recordings_not_yet_uploaded() {
     let out = b.cli(&["factory-reset", "--yes", "--delete-unuploaded-recordings"], None);
     assert!(!out.status.success(), "one confirmation is not enough");
     assert!(stderr(&out).contains("--confirm-delete-unuploaded-recordings"), "{}", stderr(&out));
-    let out = b.ok(&["factory-reset", "--yes"], None);
-    assert!(out.contains("admin user: admin  password: "), "{out}");
+    let (out, console) = reset(&b, &["--yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = console_password(&console);
+    assert!(!stdout(&out).contains(&password) && !stderr(&out).contains(&password), "the password left the console");
     assert!(!b.data().join("store.toml").exists(), "store credentials wiped");
     assert_eq!(b.ok(&["user", "list"], None).trim(), "admin\tadmin", "only the new admin is left");
     assert_eq!(b.ok(&["target", "list"], None).trim(), "", "targets and their credentials are gone");
@@ -124,8 +127,117 @@ fn factory_reset_keeps_recordings_not_yet_uploaded() {
     assert_eq!(kept[0]["id"], rec["id"]);
     assert!(b.data().join(kept[0]["path"].as_str().unwrap()).exists(), "the recording file is kept");
     // Deleting it takes both confirmations.
-    b.ok(&["factory-reset", "--yes", "--delete-unuploaded-recordings", "--confirm-delete-unuploaded-recordings"], None);
+    let (out, _) = reset(&b, &["--yes", "--delete-unuploaded-recordings", "--confirm-delete-unuploaded-recordings"]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert!(b.recordings().is_empty());
     assert!(!b.data().join(kept[0]["path"].as_str().unwrap()).exists());
     assert!(b.audit_kinds().iter().filter(|k| *k == "factory_reset").count() == 2);
+}
+
+/// `witness factory-reset ARGS` with the box's console as the image gives it to the daemon (a
+/// folder its root oneshot copies to /dev/console); returns the output and what the console got.
+fn reset(b: &Box, args: &[&str]) -> (Output, String) {
+    let console = b.dir.path().join("console");
+    std::fs::create_dir_all(&console).unwrap();
+    let _ = std::fs::remove_file(console.join("factory-reset.msg"));
+    let mut all = vec!["factory-reset"];
+    all.extend_from_slice(args);
+    let out = b.cli_env(&all, None, &[("WITNESS_CONSOLE_DIR", &console)]);
+    let shown = std::fs::read_to_string(console.join("factory-reset.msg")).unwrap_or_default();
+    (out, shown)
+}
+
+fn console_password(console: &str) -> String {
+    let line = console.lines().find(|l| l.starts_with("admin user: admin  password: ")).unwrap_or_else(|| {
+        panic!("no admin password on the console: {console}");
+    });
+    line["admin user: admin  password: ".len()..].split(' ').next().unwrap().to_owned()
+}
+
+/// Whoever resets the box must not become admin over what was recorded before: without
+/// `--keep-recording-access` the keys of past recordings, the store's read settings and the
+/// journal collector are gone, and the new admin cannot play a past recording; with it, they
+/// can. Either way the new password is only on the console: not in the command's output, not in
+/// the daemon's log.
+fn reset_then_play(keep: bool) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    // Put together by the shell: only the output holds the word whole.
+    let out = b.ssh("alice@web01").arg("printf 'past-%s\\n' narwhal").output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    b.stop();
+    b.ok(
+        &[
+            "store",
+            "set-read",
+            "s3",
+            "--endpoint",
+            "http://127.0.0.1:9",
+            "--bucket",
+            "past-bucket",
+            "--access-key-id",
+            "reader",
+            "--secret-key-stdin",
+        ],
+        Some("read-secret\n"),
+    );
+    std::fs::write(b.data().join("journal-upload.env"), "URL=https://collector.example:19532\n").unwrap();
+    assert!(b.data().join("store-read.toml").exists());
+
+    // No confirmation, no reset: the consequences are printed first all the same.
+    let (out, console) = reset(&b, if keep { &["--keep-recording-access"] } else { &[] });
+    assert!(!out.status.success() && console.is_empty(), "reset without a confirmation");
+    assert!(stderr(&out).contains("add --yes"), "{}", stderr(&out));
+    let told = if keep { "KEPT (--keep-recording-access)" } else { "can never again be played" };
+    assert!(stderr(&out).contains(told), "the consequences come before the confirmation: {}", stderr(&out));
+
+    let (out, console) = reset(&b, if keep { &["--yes", "--keep-recording-access"] } else { &["--yes"] });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = console_password(&console);
+    assert!(console.contains(told), "the console tells what was done: {console}");
+    assert!(!stdout(&out).contains(&password) && !stderr(&out).contains(&password), "the password left the console");
+    assert!(!b.data().join("journal-upload.env").exists(), "the journal collector is wiped");
+    assert_eq!(b.data().join("store-read.toml").exists(), keep, "store-read.toml kept only with the flag");
+    let keks: Vec<String> = std::fs::read_dir(b.data().join("keys"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kek") || n.starts_with("search.key"))
+        .collect();
+    assert_eq!(!keks.is_empty(), keep, "recording keys left: {keks:?}");
+
+    b.serve();
+    let mut admin = crate::web::Web::new(&b);
+    assert_eq!(admin.login("admin", &password).status, 200, "the new admin logs in with the console's password");
+    let content = admin.get(&format!("/api/v1/recordings/{id}/content"));
+    if keep {
+        assert_eq!(content.status, 200, "{}", content.body);
+        assert!(content.body.contains("past-narwhal"), "{}", content.body);
+    } else {
+        assert_ne!(content.status, 200, "a past recording played after the keys were destroyed");
+        assert!(!content.body.contains("past-narwhal"));
+        let export =
+            b.cli(&["recordings", "export", &id, "--out", b.dir.path().join("x.cast").to_str().unwrap()], None);
+        assert!(!export.status.success(), "exported a past recording after the keys were destroyed");
+    }
+    let out = b.ssh("alice@web01").arg("true").output().unwrap();
+    assert!(!out.status.success(), "alice is gone with every other user");
+    b.stop();
+    assert!(!b.log().contains(&password), "the daemon's log (the journal) holds the password");
+    let audit = b.audit();
+    let event = audit.iter().rev().find(|e| e["kind"] == "factory_reset").expect("factory_reset audited");
+    assert!(!event.to_string().contains(&password));
+}
+
+#[test]
+fn factory_reset_destroys_access_to_past_recordings() {
+    reset_then_play(false);
+}
+
+#[test]
+fn factory_reset_keeps_access_to_past_recordings_only_when_told() {
+    reset_then_play(true);
 }

@@ -1,4 +1,5 @@
-//! `flash.sh` against a file and a real loop device, including every refusal.
+//! `flash.sh` against a file and real loop devices, including every refusal: mounted, the
+//! running system's disk, an LVM physical volume and an md member with nothing mounted.
 
 use crate::harness::*;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,8 @@ struct Loop(String);
 
 impl Loop {
     fn new(backing: &Path, bytes: u64) -> Self {
-        std::fs::File::create(backing).unwrap().set_len(bytes).unwrap();
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(backing).unwrap();
+        f.set_len(bytes).unwrap();
         let out = Command::new("losetup").args(["-f", "--show"]).arg(backing).output().unwrap();
         assert!(out.status.success(), "losetup needs root: {}", stderr(&out));
         Loop(stdout(&out).trim().to_owned())
@@ -72,6 +74,7 @@ fn refuses_what_it_must() {
     if root.starts_with("/dev/") {
         let out = flash(&["--check-only", "--yes", i, &root]);
         assert_eq!(out.status.code(), Some(1), "the root disk is refused: {}", stderr(&out));
+        assert!(stderr(&out).contains("refused (system)"), "{}", stderr(&out));
     }
     // Too small.
     let small = Loop::new(&dir.path().join("small"), 1024 * 1024);
@@ -82,6 +85,108 @@ fn refuses_what_it_must() {
     let mnt = dir.path().join("mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     assert!(Command::new("mount").arg(&dev.0).arg(&mnt).status().unwrap().success());
-    refused(&["--yes", i, &dev.0], "is mounted; unmount it first");
+    refused(&["--yes", i, &dev.0], "refused (mounted)");
+    refused(&["--yes", i, &dev.0], "is mounted on");
     let _ = Command::new("umount").arg(&mnt).status();
+}
+
+/// Nothing mounted directly, yet the disk is part of a storage stack: refused by the rule that
+/// names the stack, and not one byte written.
+fn refused_untouched(dev: &Loop, backing: &Path, rule: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), 3_000_000);
+    let before = sha256_file(backing);
+    let out = flash(&["--yes", img.to_str().unwrap(), &dev.0]);
+    assert_eq!(out.status.code(), Some(1), "{} must be refused: {}", dev.0, stderr(&out));
+    let want = format!("refused ({rule}): {}", dev.0);
+    assert!(stderr(&out).contains(&want), "expected {want:?} in {}", stderr(&out));
+    assert_eq!(sha256_file(backing), before, "nothing written to {}", dev.0);
+}
+
+#[test]
+fn refuses_an_lvm_physical_volume_with_nothing_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("pv");
+    let dev = Loop::new(&backing, 16 * 1024 * 1024);
+    let vg = format!("witnessflash{}", std::process::id());
+    let lvm = |args: &[&str]| {
+        let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {} (cargo xtask setup installs lvm2)", stderr(&out));
+    };
+    lvm(&["pvcreate", "-y", &dev.0]);
+    lvm(&["vgcreate", &vg, &dev.0]);
+    struct Vg(String, String);
+    impl Drop for Vg {
+        fn drop(&mut self) {
+            let _ = Command::new("vgchange").args(["-an", &self.0]).output();
+            let _ = Command::new("vgremove").args(["-f", &self.0]).output();
+            let _ = Command::new("pvremove").args(["-ff", "-y", &self.1]).output();
+        }
+    }
+    let _vg = Vg(vg.clone(), dev.0.clone());
+    refused_untouched(&dev, &backing, "lvm-pv");
+    // With device-mapper in the kernel, an active logical volume makes the disk a holder's
+    // slave: the holders rule names it first. (Kernels without device-mapper stop above.)
+    if Path::new("/dev/mapper/control").exists() {
+        lvm(&["lvcreate", "-y", "-n", "lv", "-L", "8M", &vg]);
+        let img = image(dir.path(), 3_000_000);
+        let out = flash(&["--yes", img.to_str().unwrap(), &dev.0]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).contains("refused (holders)") && stderr(&out).contains(&format!("{vg}-lv")),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// An md v1.2 member superblock (4 KiB into the device) of a two-disk RAID1, as mdadm writes it:
+/// this machine's kernel may have no md driver, so mdadm cannot create an array here.
+fn md_member_superblock(device_bytes: u64) -> Vec<u8> {
+    let mut sb = vec![0u8; 256 + 2 * 2];
+    let put32 = |sb: &mut Vec<u8>, at: usize, v: u32| sb[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put64 = |sb: &mut Vec<u8>, at: usize, v: u64| sb[at..at + 8].copy_from_slice(&v.to_le_bytes());
+    put32(&mut sb, 0, 0xa92b_4efc); // magic
+    put32(&mut sb, 4, 1); // major version
+    sb[16..32].copy_from_slice(&[0x57; 16]); // set uuid
+    sb[32..32 + 14].copy_from_slice(b"witness-test:0");
+    put64(&mut sb, 64, 1_700_000_000); // ctime
+    put32(&mut sb, 72, 1); // level: RAID1
+    let data_offset = 2048u64; // sectors
+    let data_size = device_bytes / 512 - data_offset;
+    put64(&mut sb, 80, data_size); // size
+    put32(&mut sb, 92, 2); // raid disks
+    put64(&mut sb, 128, data_offset);
+    put64(&mut sb, 136, data_size);
+    put64(&mut sb, 144, 8); // super offset: 4 KiB
+    put64(&mut sb, 152, u64::MAX); // recovery offset: fully in sync
+    sb[168..184].copy_from_slice(&[0x17; 16]); // device uuid
+    put64(&mut sb, 192, 1_700_000_000); // utime
+    put64(&mut sb, 200, 1); // events
+    put64(&mut sb, 208, u64::MAX); // resync offset: clean
+    put32(&mut sb, 220, 2); // max dev
+    sb[256..260].copy_from_slice(&[0, 0, 1, 0]); // dev roles 0, 1
+    let sum: u64 = sb.chunks(4).map(|w| u64::from(u32::from_le_bytes(w.try_into().unwrap()))).sum();
+    let csum = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+    put32(&mut sb, 216, csum);
+    sb
+}
+
+#[test]
+fn refuses_an_md_member_with_nothing_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("md");
+    let bytes = 16 * 1024 * 1024;
+    std::fs::File::create(&backing).unwrap().set_len(bytes).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&backing).unwrap();
+        f.write_all_at(&md_member_superblock(bytes), 4096).unwrap();
+    }
+    let dev = Loop::new(&backing, bytes);
+    // mdadm itself reads it as a member of a two-disk RAID1.
+    let out = Command::new("mdadm").args(["--examine", &dev.0]).output().unwrap();
+    assert!(out.status.success(), "mdadm --examine: {} (cargo xtask setup installs mdadm)", stderr(&out));
+    assert!(stdout(&out).contains("Raid Level : raid1"), "{}", stdout(&out));
+    refused_untouched(&dev, &backing, "md-member");
 }

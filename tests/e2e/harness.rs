@@ -190,8 +190,14 @@ impl Box {
 
     /// Runs a CLI command; returns its output whatever the exit status.
     pub fn cli(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        self.cli_env(args, stdin, &[])
+    }
+
+    /// Runs a CLI command with more environment; returns its output whatever the exit status.
+    pub fn cli_env(&self, args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Output {
         let mut cmd = Command::new(witness_bin());
         cmd.arg("--data").arg(self.data()).args(args);
+        cmd.envs(env.iter().copied());
         cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap();
         {

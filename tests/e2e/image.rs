@@ -135,6 +135,9 @@ impl Vm {
                     ["-drive".to_owned(), format!("file={},format=raw,if=virtio,readonly=on", s.display())]
                 }))
                 .args(["-device", "i6300esb", "-display", "none", "-nic", &nic])
+                // The boot with a shell also checks the sandbox's devices: virtio-gpu gives a
+                // DRM render node (VA-API's kind of device).
+                .args(if shell.is_some() { &["-device", "virtio-gpu-pci"][..] } else { &[][..] })
                 .arg("-serial")
                 .arg(format!("file:{}", serial.display()))
                 .args(shell.iter().flat_map(|p| {
@@ -350,10 +353,23 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
         "-comp",
         "lz4",
     ]));
+    // An older release, validly signed: the same tree saying it is version 0.0.1.
+    std::fs::write(tree.join("etc/witness/version"), "0.0.1\n").unwrap();
+    let older_root = dir.join("older.squashfs");
+    run(Command::new("mksquashfs").arg(&tree).arg(&older_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
     std::fs::remove_dir_all(&tree).unwrap();
     let broken_hash = bundle(&broken_root, &dir.join("broken.raucb"), None);
     let broken = stick(dir, "broken", &dir.join("broken.raucb"));
     std::fs::remove_file(&broken_root).unwrap();
+    bundle(&older_root, &dir.join("older.raucb"), None);
+    let older = stick(dir, "older", &dir.join("older.raucb"));
+    std::fs::remove_file(&older_root).unwrap();
     println!("bundles and sticks made in {:.0}s", started.elapsed().as_secs_f64());
 
     let disk = dir.join("disk.raw");
@@ -385,8 +401,10 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("login:"), "a login prompt on the console:\n{serial}");
 
     // Boot 2: slot B with the new root, on trial until the daemon is ready, then marked good. A
-    // bundle signed by another key is refused; the broken one goes into slot A.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[&foreign, &broken], None, &dir.join("serial2.log"), &forwards);
+    // bundle signed by another key is refused, and so is an older release validly signed
+    // (nobody types --allow-downgrade on the console); the broken one goes into slot A.
+    let mut vm =
+        Vm::boot_with(&image, &disk, false, &[&foreign, &older, &broken], None, &dir.join("serial2.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "trial boot: 0 more left"], 300);
     let body = eventually(720, "/healthz from slot b", || healthz(web));
     assert_eq!(body, "ok");
@@ -395,7 +413,16 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let serial = vm.serial();
     let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdb")).unwrap();
     assert!(refusal.contains("signature verification failed"), "refused for another reason: {refusal}");
-    vm.wait_serial(&["witness-update: installed from /dev/vdc"], 600);
+    vm.wait_serial(&["witness-update: refused the bundle on /dev/vdc"], 600);
+    let serial = vm.serial();
+    let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdc")).unwrap();
+    let running = std::fs::read_to_string(image.join("version")).unwrap();
+    assert!(
+        refusal.contains(&format!("version 0.0.1 is older than the running {}: refusing a downgrade", running.trim())),
+        "the older bundle was refused for another reason: {refusal}"
+    );
+    vm.wait_serial(&["witness-update: no --allow-downgrade on the console: version 0.0.1 not installed"], 120);
+    vm.wait_serial(&["witness-update: installed from /dev/vdd"], 600);
     vm.wait_serial(&["witness-update: slot a is primary now (trial, 1 boots): rebooting"], 60);
     let serial = vm.serial();
     vm.wait_reboot(120);
@@ -420,7 +447,11 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("trial boot:") && !serial.contains("is on trial"), "slot b was on trial again:\n{serial}");
     assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
     egress_is_only_what_the_index_names(&mut vm);
-    println!("four boots (update, refusal, trial, fall-back, egress) in {:.0}s", started.elapsed().as_secs_f64());
+    encoder_devices_open_inside_the_sandbox(&mut vm);
+    println!(
+        "four boots (update, refusals, trial, fall-back, egress, devices) in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// A TCP listener on the host (the guest reaches it at 10.0.2.2) counting the connections it
@@ -499,6 +530,45 @@ say "done""#,
     assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "a connection to a port no target names reached the host");
 }
 
+/// The daemon's sandbox opens the board's encoder devices: a V4L2 node (the kernel's `vivid`
+/// test driver: Debian's kernel has no `vicodec`) and a DRM render node (virtio-gpu) are opened
+/// by `witness encoders --json` run in a copy of witness.service (same sandbox, same user and
+/// groups), never "permission denied".
+fn encoder_devices_open_inside_the_sandbox(vm: &mut Vm) {
+    let started = Instant::now();
+    let script = r#"P=hw-test
+modprobe vivid n_devs=1 node_types=0x1 || echo "$P: modprobe vivid failed"
+udevadm settle
+echo "$P: nodes $(ls -l /dev/video* /dev/dri/renderD* 2>&1 | awk '{print $1, $4, $NF}' | tr '
+' ';')"
+# witness.service as it is, but a one-shot `witness encoders --json` writing to a file.
+sed -e 's/^Type=notify/Type=oneshot/' -e '/^NotifyAccess=/d' -e '/^WatchdogSec=/d' -e '/^Restart/d'     -e '/^RuntimeDirectory/d' -e '/^Environment=WITNESS_CONSOLE_DIR/d' -e '/^\[Install\]/,$d'     -e 's#^ExecStart=.*#ExecStart=/usr/bin/witness --data /var/lib/witness encoders --json#'     /etc/systemd/system/witness.service > /run/systemd/system/witness-probe.service
+echo 'StandardOutput=file:/run/witness-probe.json' >> /run/systemd/system/witness-probe.service
+systemctl daemon-reload
+systemctl start witness-probe.service || echo "$P: the probe unit failed"
+echo "$P: result $(tr -d '
+' < /run/witness-probe.json)"
+echo "$P: done""#;
+    let out = vm.run_in_guest(script, "hw-test: done", 600);
+    let said: Vec<&str> = out.lines().filter_map(|l| l.find("hw-test: ").map(|i| &l[i..])).collect();
+    println!("device check in {:.0}s:\n{}", started.elapsed().as_secs_f64(), said.join("\n"));
+    let result = said.iter().find_map(|l| l.strip_prefix("hw-test: result ")).unwrap_or_else(|| panic!("{out}"));
+    let json: serde_json::Value = serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
+    let probes = json["probes"].as_array().unwrap();
+    let row = |element: &str| probes.iter().find(|p| p["element"] == element).unwrap_or_else(|| panic!("{json}"));
+    for (element, node) in [("v4l2h264enc", "/dev/video"), ("vah264enc", "/dev/dri/renderD")] {
+        let p = row(element);
+        assert_ne!(p["reason"], "permission denied", "{element}: {p}");
+        assert_eq!(p["reason"], "device present, encoder failed", "{element}: {p}");
+        let devices = p["devices"].as_array().unwrap();
+        assert!(
+            devices.iter().any(|d| d["path"].as_str().unwrap().starts_with(node) && d["access"] == "opened"),
+            "{element}: no {node}* opened in the sandbox: {p}"
+        );
+    }
+    assert!(json["chosen"].is_string(), "a software encoder still works: {json}");
+}
+
 #[test]
 fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
     let image = built_image();
@@ -527,4 +597,31 @@ fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
     );
     assert!(!serial.contains("Started witness.service"), "the daemon started from a corrupted root:\n{serial}");
     assert!(ssh_banner(ssh).is_none());
+}
+
+/// The downgrade rule the update stick and RAUC's pre-install handler share, run as the box runs
+/// it: an older release is refused even though validly signed, unless the console allowed
+/// exactly that version; equal and newer go in; anything that is not a dotted number is refused.
+#[test]
+fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
+    let script = workspace().join("rootfs/overlay/usr/libexec/witness/update-version-check");
+    let check = |running: &str, bundle: &str, allowed: &str| {
+        let out = Command::new("sh").arg(&script).args([running, bundle, allowed]).output().unwrap();
+        (out.status.success(), stderr(&out))
+    };
+    assert!(check("0.2.0", "0.2.0", "").0, "the same version (a rebuild) goes in");
+    assert!(check("0.2.0", "0.3.0", "").0);
+    assert!(check("0.9.0", "0.10.0", "").0, "versions compare by number, not as text");
+    let (ok, why) = check("0.10.0", "0.9.0", "");
+    assert!(!ok && why.contains("version 0.9.0 is older than the running 0.10.0: refusing a downgrade"), "{why}");
+    let (ok, why) = check("0.2.0", "0.1.9", "0.1.8");
+    assert!(!ok, "allowing another version allows nothing: {why}");
+    let (ok, why) = check("0.2.0", "0.1.9", "0.1.9");
+    assert!(ok && why.contains("allowed with --allow-downgrade"), "{why}");
+    for bad in ["", "1..2", ".1", "1.", "1.2-rc1", "0.3.0; reboot"] {
+        let (ok, why) = check("0.2.0", bad, "");
+        assert!(!ok && why.contains("is not a dotted number"), "{bad:?}: {why}");
+    }
+    let (ok, why) = check("", "0.3.0", "");
+    assert!(!ok && why.contains("running root's version"), "a root without a version takes no update: {why}");
 }

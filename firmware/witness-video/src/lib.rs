@@ -9,7 +9,9 @@ pub mod encoders;
 mod recorder;
 
 pub use canvas::Rows;
-pub use encoders::{CANDIDATES, Candidate, Probe, candidate, order, probe_one};
+pub use encoders::{
+    CANDIDATES, Candidate, DeviceNode, NodeAccess, Probe, Reason, candidate, classify, order, probe_one,
+};
 pub use recorder::{ByteSink, VideoRecorder, VideoSettings, VideoSummary};
 
 #[derive(Debug, thiserror::Error)]

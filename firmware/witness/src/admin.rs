@@ -51,24 +51,83 @@ pub fn read_secret_stdin(what: &str) -> Result<String> {
     Ok(secret)
 }
 
-/// Wipes keys, credentials and configuration and creates a fresh admin. Recordings not yet in
-/// the store are kept unless `delete_unuploaded` (which callers only pass after two explicit
-/// confirmations). Returns the new admin password.
-pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
+/// What a factory reset keeps or removes beyond users, targets, the store and the box's identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResetOptions {
+    /// Delete recordings not yet in the store (callers pass it only after two confirmations).
+    pub delete_unuploaded: bool,
+    /// Keep the keys that open past recordings (the KEKs, the search key) and the store's read
+    /// settings: the new admin then plays, exports and searches everything recorded so far.
+    pub keep_recording_access: bool,
+}
+
+/// What a reset will do, in words, told before it is confirmed.
+pub fn factory_reset_consequences(root: &Path, opts: &ResetOptions) -> Result<String> {
+    let dir = crate::datadir::DataDir::open(root)?;
+    let recordings = dir.index.recordings()?.len();
+    let backlog = dir.index.backlog()?;
+    let mut text = format!(
+        "factory reset of {}:\n\
+         - removed: every user, target and target credential and grant, the store settings \
+         (store.toml, store-read.toml), the journal collector (journal-upload.env), the SSH host \
+         key, the console's and RDP's certificates, witness.toml\n",
+        root.display()
+    );
+    if opts.keep_recording_access {
+        text.push_str(&format!(
+            "- KEPT (--keep-recording-access): the keys of the {recordings} recordings made so far and \
+             the store's read settings: the new admin can play, export and search all of them, on the \
+             box and in the store\n"
+        ));
+    } else {
+        text.push_str(&format!(
+            "- destroyed: the key-encryption keys and the search key: the {recordings} recordings made \
+             so far ({} in the store, {} not yet uploaded) can never again be played, exported or \
+             searched, by anyone, here or from the store (keep them with --keep-recording-access)\n",
+            backlog.uploaded, backlog.pending
+        ));
+    }
+    if opts.delete_unuploaded {
+        text.push_str(&format!(
+            "- deleted: the {} recordings not yet uploaded (held sessions excepted)\n",
+            backlog.pending
+        ));
+    } else {
+        text.push_str(&format!("- kept on the box: the {} recordings not yet uploaded\n", backlog.pending));
+    }
+    text.push_str("- a new admin user with a new password, shown on this console only\n");
+    Ok(text)
+}
+
+/// Wipes keys, credentials and configuration and creates a fresh admin; returns the new admin
+/// password, for the local console only. Without `keep_recording_access` every key that opens a
+/// past recording goes too.
+pub fn factory_reset(root: &Path, opts: &ResetOptions) -> Result<String> {
     let dir = crate::datadir::DataDir::open(root)?;
     let backlog = dir.index.backlog()?;
     dir.index.wipe_identities()?;
     let mut deleted = 0;
-    if delete_unuploaded {
+    if opts.delete_unuploaded {
         for path in dir.index.wipe_recordings()? {
             if std::fs::remove_file(root.join(&path)).is_ok() {
                 deleted += 1;
             }
         }
     }
-    for f in [datadir::HOST_KEY, crate::sync::STORE_FILE, datadir::WEB_CERT, datadir::WEB_KEY] {
+    let mut wiped: Vec<&str> = vec![
+        datadir::HOST_KEY,
+        crate::sync::STORE_FILE,
+        crate::egress::JOURNAL_UPLOAD_FILE,
+        datadir::WEB_CERT,
+        datadir::WEB_KEY,
+    ];
+    if !opts.keep_recording_access {
+        wiped.push(crate::sync::READ_STORE_FILE);
+    }
+    for f in wiped {
         let _ = std::fs::remove_file(root.join(f));
     }
+    let destroyed = if opts.keep_recording_access { vec![] } else { crate::keys::destroy_recording_keys(root)? };
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
     crate::console::ensure_certificate(root)?;
@@ -91,11 +150,25 @@ pub fn factory_reset(root: &Path, delete_unuploaded: bool) -> Result<String> {
         None,
         None,
         None,
-        &serde_json::json!({ "kept_unuploaded": if delete_unuploaded { 0 } else { backlog.pending }, "deleted_recordings": deleted }),
+        &serde_json::json!({
+            "kept_unuploaded": if opts.delete_unuploaded { 0 } else { backlog.pending },
+            "deleted_recordings": deleted,
+            "recording_access_kept": opts.keep_recording_access,
+            "keys_destroyed": destroyed,
+        }),
     )?;
     // No targets and no store any more: nothing to connect to.
     crate::egress::refresh(&dir);
     Ok(password)
+}
+
+/// What the console shows after a reset: the new admin login, once.
+pub fn reset_console_message(password: &str, consequences: &str) -> String {
+    format!(
+        "\n=================== WITNESS FACTORY RESET ===================\n{consequences}\
+         admin user: admin  password: {password}  (shown once; store it now)\n\
+         =============================================================\n\n"
+    )
 }
 
 pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Result<()> {
@@ -103,9 +176,27 @@ pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Res
     if args.delete_unuploaded_recordings && !delete {
         bail!("deleting recordings that are not uploaded needs --confirm-delete-unuploaded-recordings as well");
     }
-    let password = factory_reset(root, delete)?;
-    println!("factory reset done: keys, credentials and configuration wiped");
-    println!("admin user: admin  password: {password}  (shown once; store it now)");
+    let opts = ResetOptions { delete_unuploaded: delete, keep_recording_access: args.keep_recording_access };
+    // The consequences come first, whatever confirms them.
+    let consequences = factory_reset_consequences(root, &opts)?;
+    eprint!("{consequences}");
+    if !args.yes {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            bail!("not resetting without a confirmation: read the above, then add --yes");
+        }
+        eprint!("type reset to go on: ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer).context("reading the confirmation")?;
+        if answer.trim() != "reset" {
+            bail!("not confirmed; nothing changed");
+        }
+    }
+    // Found before anything changes: a password nobody sees would lock everyone out.
+    let console = crate::local_console::LocalConsole::open()?;
+    let password = factory_reset(root, &opts)?;
+    console.show("factory-reset", &reset_console_message(&password, &consequences))?;
+    println!("factory reset done; the new admin password is shown on the console only");
     if !delete {
         println!("recordings not yet uploaded are kept; set a store again (witness store set …) to forward them");
     }

@@ -176,9 +176,14 @@ pub enum EvidenceCmd {
 
 #[derive(Debug, Args)]
 pub struct FactoryResetArgs {
-    /// Required: this cannot be undone.
-    #[arg(long, required = true)]
+    /// Go on without asking (the consequences are printed first either way); without it the
+    /// reset asks on the terminal. It cannot be undone.
+    #[arg(long)]
     pub yes: bool,
+    /// Keep the keys that open past recordings (and the store's read settings): the new admin
+    /// can then play every recording made so far. Without it they are destroyed.
+    #[arg(long)]
+    pub keep_recording_access: bool,
     /// Also delete recordings that are not in the store yet (needs the confirmation below too).
     #[arg(long)]
     pub delete_unuploaded_recordings: bool,

@@ -211,6 +211,41 @@ pub fn index_key(root: &Path) -> Result<witness_index::IndexKey> {
     key_at(root, &root.join("keys/index.key")).map(witness_index::IndexKey)
 }
 
+/// Overwrites a key file with zeros, syncs and removes it: the key should not linger in the
+/// file's old blocks.
+fn shred(path: &Path) -> Result<()> {
+    let len = std::fs::metadata(path)?.len() as usize;
+    std::fs::write(path, vec![0u8; len]).and_then(|_| std::fs::File::open(path)?.sync_all())?;
+    std::fs::remove_file(path).with_context(|| format!("removing {}", key_name(path)))
+}
+
+/// Destroys every key that opens a past recording or its text: the key-encryption keys (plain
+/// or sealed), the active key id and the search key (factory reset). Recordings made so far,
+/// on the box and in the store, can then be opened by nobody. The next recording makes a new
+/// key. Returns the files destroyed.
+pub fn destroy_recording_keys(root: &Path) -> Result<Vec<String>> {
+    let keys = root.join("keys");
+    let mut doomed: Vec<PathBuf> = match std::fs::read_dir(&keys) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let n = key_name(p);
+                n.starts_with("kek-") || n == "kek.active" || n == "search.key" || n == "search.key.tpm"
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(e).context("reading the keys directory"),
+    };
+    doomed.sort();
+    for path in &doomed {
+        shred(path)?;
+    }
+    // Nothing this process unsealed before outlives the files.
+    UNSEALED.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    Ok(doomed.iter().map(|p| key_name(p)).collect())
+}
+
 /// Seals every plain key of the box to the TPM at `tcti` and removes the plain files. The TPM
 /// is proven first (a key sealed and unsealed); each key is unsealed again and compared before
 /// its plain file goes. Run again, it finishes what an interrupted run left. Returns the keys
@@ -257,10 +292,7 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     }
     replace_private(&root.join(TPM_MARK), tcti.as_bytes())?;
     for path in &plain {
-        // Overwritten before it goes: the plain key should not linger in the file's old blocks.
-        let len = std::fs::metadata(path)?.len() as usize;
-        std::fs::write(path, vec![0u8; len]).and_then(|_| std::fs::File::open(path)?.sync_all())?;
-        std::fs::remove_file(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
+        shred(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
     }
     Ok(sealed)
 }

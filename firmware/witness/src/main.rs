@@ -11,6 +11,7 @@ mod egress;
 mod evidence;
 mod gate;
 mod keys;
+mod local_console;
 mod panel;
 mod playback;
 mod rdp_broker;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use witness_core::RecordingStatus;
 use witness_index::RecordingEnd;
 
@@ -22,11 +22,31 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let (mut board, board_fault) = crate::panel::open_board(profile);
     if crate::panel::held_at_boot(&mut board) {
         // The button held through the long-press time at boot: factory reset, keeping every
-        // recording that is not in the store yet.
-        let password = crate::admin::factory_reset(root, false)?;
-        warn!("factory reset requested with the front-panel button: keys, credentials and configuration wiped");
-        println!("factory reset: admin user: admin  password: {password}");
-        dir = Arc::new(DataDir::open(root)?);
+        // recording that is not in the store yet but none of the keys that open past ones. The
+        // new password goes to the local console only; with none, nothing is reset.
+        match crate::local_console::LocalConsole::open() {
+            Ok(console) => {
+                let opts = crate::admin::ResetOptions::default();
+                let consequences = crate::admin::factory_reset_consequences(root, &opts)?;
+                let password = crate::admin::factory_reset(root, &opts)?;
+                warn!(
+                    "factory reset requested with the front-panel button: keys, credentials and configuration wiped; the new admin password is shown on the console"
+                );
+                if let Err(e) =
+                    console.show("factory-reset", &crate::admin::reset_console_message(&password, &consequences))
+                {
+                    error!(
+                        error = format!("{e:#}"),
+                        "showing the new admin password on the console failed: hold the button at boot again"
+                    );
+                }
+                dir = Arc::new(DataDir::open(root)?);
+            }
+            Err(e) => error!(
+                error = format!("{e:#}"),
+                "factory reset requested with the front-panel button, but there is no console to show the new admin password on: nothing reset"
+            ),
+        }
     }
     recover(&dir)?;
     // What the box may connect to, for the firewall (witness-egress.service loads it as root).

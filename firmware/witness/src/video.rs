@@ -27,7 +27,51 @@ pub struct ProbeRow {
     pub platform: String,
     pub hardware: bool,
     pub usable: bool,
+    /// Why: "usable", "no device", "permission denied", "device present, encoder failed",
+    /// "not installed" or "encoder failed" (`witness_video::Reason`).
+    #[serde(default)]
+    pub reason: String,
     pub detail: String,
+    /// The hardware encoder's device nodes found, each with how opening it went.
+    #[serde(default)]
+    pub devices: Vec<DeviceRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRow {
+    pub path: String,
+    /// "opened", "permission denied" or the error.
+    pub access: String,
+}
+
+/// The device nodes under each of `prefixes` (`/dev/video` finds `/dev/video11`), each opened
+/// for reading and writing as the encoder would, then closed.
+fn device_nodes(prefixes: &[&str]) -> Vec<(witness_video::DeviceNode, String)> {
+    let mut found = Vec::new();
+    for prefix in prefixes {
+        let prefix = Path::new(prefix);
+        let (Some(dir), Some(stem)) = (prefix.parent(), prefix.file_name().and_then(|n| n.to_str())) else {
+            continue;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut paths: Vec<_> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with(stem)))
+            .map(|e| e.path())
+            .collect();
+        paths.sort();
+        for path in paths {
+            let (access, text) = match std::fs::OpenOptions::new().read(true).write(true).open(&path) {
+                Ok(_) => (witness_video::NodeAccess::Opened, "opened".to_owned()),
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    (witness_video::NodeAccess::Denied, "permission denied".to_owned())
+                }
+                Err(e) => (witness_video::NodeAccess::Failed, e.to_string()),
+            };
+            found.push((witness_video::DeviceNode { path: path.display().to_string(), access }, text));
+        }
+    }
+    found
 }
 
 /// `witness encoders --probe-one ELEMENT`: the child side; prints one JSON line.
@@ -89,11 +133,15 @@ pub fn choose(dir: &DataDir) -> Result<Choice> {
             .into_iter()
             .map(|p| {
                 let c = witness_video::candidate(p.element);
+                let nodes = c.map(|c| device_nodes(c.devices)).unwrap_or_default();
+                let plain: Vec<witness_video::DeviceNode> = nodes.iter().map(|(n, _)| n.clone()).collect();
                 ProbeRow {
                     element: p.element.to_owned(),
                     platform: c.map(|c| c.platform).unwrap_or("").to_owned(),
                     hardware: c.is_some_and(|c| c.hardware),
                     usable: p.usable,
+                    reason: c.map(|c| witness_video::classify(c, &plain, &p).as_str()).unwrap_or("unknown").to_owned(),
+                    devices: nodes.into_iter().map(|(n, access)| DeviceRow { path: n.path, access }).collect(),
                     detail: p.detail,
                 }
             })
@@ -122,7 +170,9 @@ pub fn encoders(root: &Path, json: bool) -> Result<()> {
     for p in &choice.probes {
         let kind = if p.hardware { "hardware" } else { "software" };
         let verdict = if p.usable { "usable" } else { "skipped" };
-        println!("{:<14} {kind:<9} {verdict:<8} {} — {}", p.element, p.detail, p.platform);
+        let devices: Vec<String> = p.devices.iter().map(|d| format!("{} {}", d.path, d.access)).collect();
+        let devices = if devices.is_empty() { String::new() } else { format!(" [{}]", devices.join(", ")) };
+        println!("{:<14} {kind:<9} {verdict:<8} {}: {}{devices} — {}", p.element, p.reason, p.detail, p.platform);
     }
     let untried: Vec<&str> = witness_video::CANDIDATES
         .iter()
