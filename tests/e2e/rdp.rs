@@ -24,7 +24,7 @@ const TRANSPORT_FAILED: i32 = 132;
 /// connects during the reset is refused.
 pub(crate) struct Xvfb {
     child: Child,
-    display: String,
+    pub(crate) display: String,
 }
 
 impl Xvfb {
@@ -588,6 +588,8 @@ pub(crate) struct Xrdp {
 
 pub(crate) const XRDP_USER: &str = "witness-xrdp";
 pub(crate) const XRDP_PASS: &str = "xrdp-pw-1";
+/// Where the desktop session writes its `DISPLAY` and X authority file, one per line, in its home.
+pub(crate) const DISPLAY_FILE: &str = ".witness-display";
 
 impl Xrdp {
     pub(crate) fn start() -> Self {
@@ -603,11 +605,16 @@ impl Xrdp {
         std::io::Write::write_all(chpasswd.stdin.as_mut().unwrap(), format!("{XRDP_USER}:{XRDP_PASS}\n").as_bytes())
             .unwrap();
         assert!(chpasswd.wait().unwrap().success());
-        // The desktop alternates its colour, so a client that keeps showing it sees updates.
+        // The desktop alternates its colour, so a client that keeps showing it sees updates. It
+        // says where it runs (display, X authority), for tests that act on the target's screen.
         let home = PathBuf::from(format!("/home/{XRDP_USER}"));
         let xsession = home.join(".xsession");
-        std::fs::write(&xsession, "while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done\n")
-            .unwrap();
+        let _ = std::fs::remove_file(home.join(DISPLAY_FILE));
+        let script = r#"printf '%s\n%s\n' "$DISPLAY" "${XAUTHORITY:-$HOME/.Xauthority}" > "$HOME/FILE.new"
+mv "$HOME/FILE.new" "$HOME/FILE"
+while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done
+"#;
+        std::fs::write(&xsession, script.replace("FILE", DISPLAY_FILE)).unwrap();
         let st = Command::new("chown").arg(XRDP_USER).arg(&xsession).status().unwrap();
         assert!(st.success());
         let st = Command::new("openssl")

@@ -146,6 +146,11 @@ const STEPS: &[&str] = &[
     ALTER TABLE users ADD COLUMN access_epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE users ADD COLUMN rdp_policy TEXT;
     ALTER TABLE recordings ADD COLUMN missed_screen_updates INTEGER;",
+    // 9: RDP grants open USB, camera and audio input redirection each with its own switch (off
+    // for every grant made before).
+    "ALTER TABLE grants ADD COLUMN rdp_usb INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE grants ADD COLUMN rdp_camera INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE grants ADD COLUMN rdp_audio_input INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build brings an index to.

@@ -1172,7 +1172,7 @@ mod tests {
     fn uppercase_and_non_ascii_channel_names_are_blocked_on_a_grant_without_them() {
         let initial = initial_with_names(&[(b"cliprdr\0", b"CLIPRDR\0"), (b"rdpdr\0\0\0", b"rdpdr\0\x80\0")]);
         let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
-        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::from_grant(false, false), injection());
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
         assert!(matches!(f.from_client(&initial).unwrap(), Verdict::Replace(_)));
         f.from_target(&response).unwrap();
         let blocked: Vec<_> = f.decisions().iter().filter(|d| !d.allowed).map(|d| d.name.to_lowercase()).collect();
@@ -1219,7 +1219,7 @@ mod tests {
 
     #[test]
     fn usb_redirection_on_a_dynamic_channel_is_refused_without_drives() {
-        let mut f = with_drdynvc(Redirection::from_grant(true, false));
+        let mut f = with_drdynvc(Redirection::default());
         let verdict = f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap();
         // The client never hears of it: the request it gets names a channel nobody has.
         match &verdict {
@@ -1255,6 +1255,45 @@ mod tests {
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+    }
+
+    /// USB, camera and audio input each open with their own switch, on the target's request and
+    /// the client's answer and their data both ways, and stay shut without it.
+    #[test]
+    fn device_classes_open_only_with_their_switch() {
+        use crate::channels::Switches;
+        let cases: [(&str, Switches); 4] = [
+            ("URBDRC", Switches { usb: true, ..Switches::default() }),
+            ("PNPDR", Switches { usb: true, ..Switches::default() }),
+            ("RDCamera_Device_Enumerator", Switches { camera: true, ..Switches::default() }),
+            ("AUDIO_INPUT", Switches { audio_input: true, ..Switches::default() }),
+        ];
+        let data = || svc(&[0x30, 5, 1, 2, 3, 4]);
+        for (name, switches) in cases {
+            let mut f = with_drdynvc(Redirection::from_grant(switches));
+            assert_eq!(f.from_target(&send_indication(1004, dvc_create(5, name))).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_client(&send_data(1004, dvc_created(5, 0))).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_client(&send_data(1004, data())).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_target(&send_indication(1004, data())).unwrap(), Verdict::Forward, "{name}");
+            assert!(f.take_dynamic_decisions().iter().all(|d| d.allowed), "{name}");
+            // Every other device switch on, this one off: shut.
+            let others = Switches {
+                usb: !switches.usb,
+                camera: !switches.camera,
+                audio_input: !switches.audio_input,
+                drives: true,
+                ..Switches::default()
+            };
+            let mut f = with_drdynvc(Redirection::from_grant(others));
+            let verdict = f.from_target(&send_indication(1004, dvc_create(5, name))).unwrap();
+            assert!(matches!(verdict, Verdict::Replace(_) | Verdict::Drop), "{name} opened: {verdict:?}");
+            assert!(!matches!(f.from_client(&send_data(1004, dvc_created(5, 0))).unwrap(), Verdict::Forward));
+            assert_eq!(f.from_client(&send_data(1004, data())).unwrap(), Verdict::Drop, "{name}");
+            assert_eq!(f.from_target(&send_indication(1004, data())).unwrap(), Verdict::Drop, "{name}");
+            let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
+            assert_eq!(refused.len(), 1, "{name}");
+            assert_eq!(refused[0].name, name);
+        }
     }
 
     #[test]
@@ -1356,7 +1395,7 @@ mod tests {
             ("remotefx", include_bytes!("testdata/shadow_remotefx.cap")),
             ("gfx", include_bytes!("testdata/shadow_gfx.cap")),
         ] {
-            let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::from_grant(false, false), injection());
+            let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
             let (mut replaced, mut dropped, mut rest) = (0, 0, capture);
             while let Some((&tag, tail)) = rest.split_first() {
                 let len = u32::from_le_bytes(tail[..4].try_into().unwrap()) as usize;
