@@ -32,6 +32,11 @@ impl Display {
         Self { display, xauthority: lines.next().map(PathBuf::from) }
     }
 
+    /// Whether an X server answers on this display.
+    fn alive(&self) -> bool {
+        self.command("xdotool").arg("getdisplaygeometry").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
     fn command(&self, program: &str) -> Command {
         let mut c = Command::new(program);
         c.env("DISPLAY", &self.display);
@@ -85,7 +90,6 @@ fn arrives(to: &Display, text: &str, secs: u64) -> bool {
 /// string on the client and pastes on the target, then the other way; returns what crossed
 /// (client → target, target → client) and the box's audit events.
 fn clipboard_session(rb: &RdpBox, tag: &str, wait: u64) -> ((bool, bool), Vec<serde_json::Value>) {
-    let _ = std::fs::remove_file(format!("/home/{XRDP_USER}/{DISPLAY_FILE}"));
     let screen = Xvfb::start();
     let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 40, &["+clipboard"]);
     screen_shows(&screen, &[RED, BLUE], 20, |_| {});
@@ -104,6 +108,16 @@ fn clipboard_session(rb: &RdpBox, tag: &str, wait: u64) -> ((bool, bool), Vec<se
     let box_log = rb.b.log();
     let (st, log) = client.wait(Duration::from_secs(60));
     assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {box_log}");
+    // The desktop ends with the client's disconnection (xrdp's `KillDisconnected`), and the
+    // next session starts a new one that says where it runs; one that lingers (a session
+    // manager set up otherwise) is reconnected to as it is.
+    let start = Instant::now();
+    while target.alive() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !target.alive() {
+        let _ = std::fs::remove_file(format!("/home/{XRDP_USER}/{DISPLAY_FILE}"));
+    }
     ((crossed_up, crossed_down), rb.b.audit())
 }
 
@@ -164,7 +178,6 @@ fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
     let b = crate::rdp::box_with_xrdp(&xrdp);
     b.ok(&["grant", "alice", "xrdp01"], None);
     let rb = RdpBox::serve(b);
-    let _ = std::fs::remove_file(format!("/home/{XRDP_USER}/{DISPLAY_FILE}"));
     let screen = Xvfb::start();
     let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 50, &[]);
     screen_shows(&screen, &[RED, BLUE], 20, |_| {});
