@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+const MAGENTA: (u8, u8, u8) = (255, 0, 255);
+
 /// An X display to act on: `DISPLAY`, and the authority file when it needs one.
 struct Display {
     display: String,
@@ -173,7 +175,7 @@ fn the_clipboard_crosses_only_on_a_grant_that_allows_it() {
 /// log (`recording_gaps`) and the signed manifest (a gap), or nowhere when it missed nothing.
 #[test]
 fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
-    const KEYS: usize = 4000;
+    const KEYS: usize = 6000;
     let xrdp = Xrdp::start();
     let b = crate::rdp::box_with_xrdp(&xrdp);
     b.ok(&["grant", "alice", "xrdp01"], None);
@@ -220,8 +222,21 @@ fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
     let _ = redraw.wait();
     crate::harness::kill_tree(term.id());
     let _ = term.wait();
+    // Then a still screen (a window over the whole desktop, magenta): whatever the recorder
+    // missed during the storm, the video must end on what the target shows.
+    let mut still = target
+        .command("xterm")
+        .args(["-geometry", "400x200+0+0", "-bg", "magenta", "-fg", "magenta", "-e", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    screen_shows(&screen, &[MAGENTA], 15, |_| {});
+    std::thread::sleep(Duration::from_secs(3));
 
     let (st, log) = client.wait(Duration::from_secs(70));
+    crate::harness::kill_tree(still.id());
+    let _ = still.wait();
     assert_eq!(st.code(), Some(STAYED_UP), "{log}");
     let session =
         eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
@@ -246,6 +261,13 @@ fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
     });
     let verified = crate::evidence::verify(&bundle);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    // The video ends on the still screen (its last second, sampled four times).
+    let mp4 = rb.b.dir.path().join(format!("{id}.mp4"));
+    rb.b.ok(&["recordings", "export", id, "--out", mp4.to_str().unwrap()], None);
+    let seen = crate::rdp_video::colours_at(&mp4, "iw/2", "ih/2");
+    assert!(seen.len() >= 8, "{seen:?}");
+    let end = &seen[seen.len() - 4..];
+    assert!(end.iter().all(|c| crate::rdp_video::near(*c, MAGENTA)), "the video ends on {end:?}, not magenta");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join(format!("{id}.manifest.json"))).unwrap()).unwrap();
 
