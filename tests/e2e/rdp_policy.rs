@@ -36,7 +36,12 @@ impl Display {
 
     /// Whether an X server answers on this display.
     fn alive(&self) -> bool {
-        self.command("xdotool").arg("getdisplaygeometry").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        self.command("xdotool")
+            .arg("getdisplaygeometry")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
     }
 
     fn command(&self, program: &str) -> Command {
@@ -159,13 +164,17 @@ fn the_clipboard_crosses_only_on_a_grant_that_allows_it() {
         let g = list.as_array().unwrap().iter().find(|g| g["user"] == "alice" && g["target"] == "xrdp01").cloned();
         g.unwrap_or_else(|| panic!("{list}"))["rdp"].clone()
     };
-    let off = serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false});
+    let off =
+        serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false});
     assert_eq!(rdp_of(&rb.b), off);
     rb.b.ok(&["grant", "alice", "xrdp01", "--usb", "--audio-input"], None);
     let on = serde_json::json!({"clipboard": true, "drives": false, "usb": true, "camera": false, "audio_input": true});
     assert_eq!(rdp_of(&rb.b), on);
     let text = rb.b.ok(&["grant", "list"], None);
-    assert!(text.lines().any(|l| l.starts_with("alice  xrdp01  rdp") && l.ends_with("clipboard usb audio-input")), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("alice  xrdp01  rdp") && l.ends_with("clipboard usb audio-input")),
+        "{text}"
+    );
 }
 
 /// Keys typed at full speed on the client (`xdotool type --delay 0`) while the target redraws its

@@ -297,7 +297,13 @@ mod tests {
             assert!(dynamic_allowed(no_clipboard, channels.iter().find(|c| c.1 == which).unwrap().0));
         }
         // Video redirection and unknown channels stay shut with every switch on.
-        let all = Redirection::from_grant(Switches { clipboard: true, drives: true, usb: true, camera: true, audio_input: true });
+        let all = Redirection::from_grant(Switches {
+            clipboard: true,
+            drives: true,
+            usb: true,
+            camera: true,
+            audio_input: true,
+        });
         assert!(!dynamic_allowed(all, b"TSMF\0"));
         assert!(!dynamic_allowed(all, b"Microsoft::Windows::RDS::AuthRedirection\0"));
         assert!(!static_allowed(all, b"rdp2tcp\0"));
