@@ -582,8 +582,9 @@ pub(crate) struct Xrdp {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) port: u16,
     children: Vec<Child>,
-    /// One xrdp target at a time: they share the session manager and the desktop user.
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// One xrdp target at a time on the machine: they share the session manager (port 3350), the
+    /// desktop user and its home. A lock on a file, since nextest runs each test in a process.
+    _turn: std::fs::File,
 }
 
 pub(crate) const XRDP_USER: &str = "witness-xrdp";
@@ -593,8 +594,13 @@ pub(crate) const DISPLAY_FILE: &str = ".witness-display";
 
 impl Xrdp {
     pub(crate) fn start() -> Self {
-        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("witness-e2e-xrdp.lock"))
+            .unwrap();
+        turn.lock().expect("locking the xrdp turn");
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {

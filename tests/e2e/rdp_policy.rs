@@ -270,13 +270,6 @@ fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
     });
     let verified = crate::evidence::verify(&bundle);
     assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
-    // The video ends on the still screen (its last second, sampled four times).
-    let mp4 = rb.b.dir.path().join(format!("{id}.mp4"));
-    rb.b.ok(&["recordings", "export", id, "--out", mp4.to_str().unwrap()], None);
-    let seen = crate::rdp_video::colours_at(&mp4, "iw/2", "ih/2");
-    assert!(seen.len() >= 8, "{seen:?}");
-    let end = &seen[seen.len() - 4..];
-    assert!(end.iter().all(|c| crate::rdp_video::near(*c, MAGENTA)), "the video ends on {end:?}, not magenta");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join(format!("{id}.manifest.json"))).unwrap()).unwrap();
 
@@ -305,4 +298,18 @@ fn an_input_flood_during_full_screen_redraws_is_recorded_or_stated() {
         let sum = d["skipped_screen_pdus"].as_u64().unwrap() + d["undecodable_screen_pdus"].as_u64().unwrap();
         assert_eq!(sum, missed, "{d}");
     }
+    let log = rb.b.log();
+    // The video ends on the still screen (its last second, sampled four times).
+    let mp4 = rb.b.dir.path().join(format!("{id}.mp4"));
+    rb.b.ok(&["recordings", "export", id, "--out", mp4.to_str().unwrap()], None);
+    let seen = crate::rdp_video::colours_at(&mp4, "iw/2", "ih/2");
+    assert!(seen.len() >= 8, "{seen:?}");
+    let end = &seen[seen.len() - 4..];
+    let tail = &seen[seen.len().saturating_sub(24)..];
+    let decoding: Vec<&str> = log.lines().filter(|l| l.contains("rdp decoder")).collect();
+    let decoding = decoding[decoding.len().saturating_sub(20)..].join("\n");
+    assert!(
+        end.iter().all(|c| crate::rdp_video::near(*c, MAGENTA)),
+        "the video ends on {tail:?}, not magenta; gaps {audited:?}\nthe box's decoder:\n{decoding}"
+    );
 }
