@@ -19,7 +19,7 @@ use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, Re
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
 use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
@@ -607,6 +607,11 @@ impl Filter {
         // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
         // showing their own login screen; NLA targets already know the user from CredSSP.
         info.flags.insert(ClientInfoFlags::AUTOLOGON);
+        // No bulk compression from the target: its history spans PDUs, so one screen PDU the
+        // recording had to skip would leave the decoder unable to read any later one, and the
+        // video would freeze for the rest of the session (seen with xrdp under an input flood).
+        info.flags.remove(ClientInfoFlags::COMPRESSION);
+        info.compression_type = CompressionType::K8;
     }
 }
 
@@ -992,7 +997,7 @@ mod tests {
     }
 
     #[test]
-    fn client_info_gets_the_target_credential_and_autologon() {
+    fn client_info_gets_the_target_credential_autologon_and_no_compression() {
         use ironrdp_pdu::rdp::client_info::{
             AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
         };
@@ -1010,8 +1015,9 @@ mod tests {
                 },
                 password_cookie: None,
                 code_page: 0,
-                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
-                compression_type: CompressionType::K8,
+                // What FreeRDP and mstsc send: MPPC bulk compression, 64K history.
+                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | ClientInfoFlags::COMPRESSION,
+                compression_type: CompressionType::K64,
                 alternate_shell: String::new(),
                 work_dir: String::new(),
                 extra_info: ExtendedClientInfo {
@@ -1037,6 +1043,10 @@ mod tests {
         assert_eq!(info.credentials.password, "target-secret");
         assert_eq!(info.credentials.domain.as_deref(), Some("TGT"));
         assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::MOUSE));
+        // The target is asked for no bulk compression: the recording could not read past a
+        // compressed PDU it skipped.
+        assert!(!info.flags.contains(ClientInfoFlags::COMPRESSION), "{:?}", info.flags);
+        assert_eq!(info.compression_type, CompressionType::K8);
         // The box user's password never reaches the target.
         assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
         // A second one is rewritten too: whenever a Client Info comes, it carries the target's
