@@ -601,6 +601,7 @@ impl Xrdp {
             .open(std::env::temp_dir().join("witness-e2e-xrdp.lock"))
             .unwrap();
         turn.lock().expect("locking the xrdp turn");
+        clear_dead_xrdp_displays();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {
@@ -669,6 +670,30 @@ while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done
         children.push(spawn_logged("xrdp", &["--nodaemon", "--config"], &d.join("xrdp.ini"), d));
         wait_for_port(port, "xrdp");
         Self { dir, port, children, _turn: turn }
+    }
+}
+
+/// Removes what killed xrdp desktops left behind (displays 10–99, the session manager's range:
+/// the X lock file and socket, the session's sockets in xrdp's socket directory): the session
+/// manager counts such a display as taken, and refuses every login once 50 are. A display whose
+/// X server still runs is left alone.
+fn clear_dead_xrdp_displays() {
+    let sockdir = Path::new("/run/xrdp/sockdir");
+    for n in 10..100 {
+        let lock = PathBuf::from(format!("/tmp/.X{n}-lock"));
+        let alive = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if alive {
+            continue;
+        }
+        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{n}"));
+        for name in ["xrdp_chansrv_socket_", "xrdp_disconnect_display_", "xrdp_display_", "xrdpapi_"] {
+            let path = sockdir.join(format!("{name}{n}"));
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
     }
 }
 
