@@ -239,6 +239,10 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    pub(crate) fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub(crate) fn wait(mut self, within: Duration) -> (ExitStatus, String) {
         let start = Instant::now();
         loop {
