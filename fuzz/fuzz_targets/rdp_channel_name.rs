@@ -3,12 +3,18 @@
 //! it cannot depend on case or on bytes after the NUL.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::Redirection;
 use witness_rdp::channels::{channel_name, dynamic_allowed, static_allowed};
+use witness_rdp::{Redirection, Switches};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, name)) = data.split_first() else { return };
-    let r = Redirection::from_grant(mode & 1 == 1, mode & 2 == 2);
+    let r = Redirection::from_grant(Switches {
+        clipboard: mode & 1 == 1,
+        drives: mode & 2 == 2,
+        usb: mode & 4 == 4,
+        camera: mode & 8 == 8,
+        audio_input: mode & 16 == 16,
+    });
     let parsed = channel_name(name);
     if let Some(n) = &parsed {
         assert!(!n.is_empty() && n.is_ascii() && !n.contains('\0'));

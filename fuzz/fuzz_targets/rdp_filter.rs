@@ -5,8 +5,8 @@
 //! with open dynamic channels.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::Redirection;
 use witness_rdp::filter::{Filter, Injection, Verdict};
+use witness_rdp::{Redirection, Switches};
 
 /// Records of a tag byte (`C`, `T`, `M`), a little-endian u32 length and the bytes.
 const CAPTURE: &[u8] = include_bytes!("../../firmware/witness-rdp/src/testdata/shadow_gfx.cap");
@@ -36,7 +36,15 @@ fn check(verdict: &Verdict) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else { return };
-    let redirection = Redirection::from_grant(mode & 1 == 1, mode & 2 == 2);
+    // One bit for the clipboard, one for drives and every device class with them.
+    let devices = mode & 2 == 2;
+    let redirection = Redirection::from_grant(Switches {
+        clipboard: mode & 1 == 1,
+        drives: devices,
+        usb: devices,
+        camera: devices,
+        audio_input: devices,
+    });
     let injection = Injection { username: "root".into(), domain: None, password: "target-secret".into() };
     let mut f = Filter::new(ironrdp_pdu::nego::SecurityProtocol::HYBRID, redirection, injection);
     // Up to 63 records of the real session first (none: the fuzzer's PDUs are the handshake).

@@ -24,7 +24,7 @@ const TRANSPORT_FAILED: i32 = 132;
 /// connects during the reset is refused.
 pub(crate) struct Xvfb {
     child: Child,
-    display: String,
+    pub(crate) display: String,
 }
 
 impl Xvfb {
@@ -239,6 +239,10 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    pub(crate) fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub(crate) fn wait(mut self, within: Duration) -> (ExitStatus, String) {
         let start = Instant::now();
         loop {
@@ -582,17 +586,26 @@ pub(crate) struct Xrdp {
     pub(crate) dir: tempfile::TempDir,
     pub(crate) port: u16,
     children: Vec<Child>,
-    /// One xrdp target at a time: they share the session manager and the desktop user.
-    _turn: std::sync::MutexGuard<'static, ()>,
+    /// One xrdp target at a time on the machine: they share the session manager (port 3350), the
+    /// desktop user and its home. A lock on a file, since nextest runs each test in a process.
+    _turn: std::fs::File,
 }
 
 pub(crate) const XRDP_USER: &str = "witness-xrdp";
 pub(crate) const XRDP_PASS: &str = "xrdp-pw-1";
+/// Where the desktop session writes its `DISPLAY` and X authority file, one per line, in its home.
+pub(crate) const DISPLAY_FILE: &str = ".witness-display";
 
 impl Xrdp {
     pub(crate) fn start() -> Self {
-        static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("witness-e2e-xrdp.lock"))
+            .unwrap();
+        turn.lock().expect("locking the xrdp turn");
+        clear_dead_xrdp_displays();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         if !Command::new("id").arg(XRDP_USER).output().unwrap().status.success() {
@@ -603,11 +616,16 @@ impl Xrdp {
         std::io::Write::write_all(chpasswd.stdin.as_mut().unwrap(), format!("{XRDP_USER}:{XRDP_PASS}\n").as_bytes())
             .unwrap();
         assert!(chpasswd.wait().unwrap().success());
-        // The desktop alternates its colour, so a client that keeps showing it sees updates.
+        // The desktop alternates its colour, so a client that keeps showing it sees updates. It
+        // says where it runs (display, X authority), for tests that act on the target's screen.
         let home = PathBuf::from(format!("/home/{XRDP_USER}"));
         let xsession = home.join(".xsession");
-        std::fs::write(&xsession, "while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done\n")
-            .unwrap();
+        let _ = std::fs::remove_file(home.join(DISPLAY_FILE));
+        let script = r#"printf '%s\n%s\n' "$DISPLAY" "${XAUTHORITY:-$HOME/.Xauthority}" > "$HOME/FILE.new"
+mv "$HOME/FILE.new" "$HOME/FILE"
+while :; do xsetroot -solid red; sleep 1; xsetroot -solid blue; sleep 1; done
+"#;
+        std::fs::write(&xsession, script.replace("FILE", DISPLAY_FILE)).unwrap();
         let st = Command::new("chown").arg(XRDP_USER).arg(&xsession).status().unwrap();
         assert!(st.success());
         let st = Command::new("openssl")
@@ -656,6 +674,30 @@ impl Xrdp {
         children.push(spawn_logged("xrdp", &["--nodaemon", "--config"], &d.join("xrdp.ini"), d));
         wait_for_port(port, "xrdp");
         Self { dir, port, children, _turn: turn }
+    }
+}
+
+/// Removes what killed xrdp desktops left behind (displays 10–99, the session manager's range:
+/// the X lock file and socket, the session's sockets in xrdp's socket directory): the session
+/// manager counts such a display as taken, and refuses every login once 50 are. A display whose
+/// X server still runs is left alone.
+fn clear_dead_xrdp_displays() {
+    let sockdir = Path::new("/run/xrdp/sockdir");
+    for n in 10..100 {
+        let lock = PathBuf::from(format!("/tmp/.X{n}-lock"));
+        let alive = std::fs::read_to_string(&lock)
+            .ok()
+            .and_then(|pid| pid.trim().parse::<u32>().ok())
+            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
+        if alive {
+            continue;
+        }
+        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_file(format!("/tmp/.X11-unix/X{n}"));
+        for name in ["xrdp_chansrv_socket_", "xrdp_disconnect_display_", "xrdp_display_", "xrdpapi_"] {
+            let path = sockdir.join(format!("{name}{n}"));
+            let _ = std::fs::remove_file(&path).or_else(|_| std::fs::remove_dir_all(&path));
+        }
     }
 }
 

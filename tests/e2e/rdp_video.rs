@@ -74,7 +74,7 @@ fn colours(path: &Path) -> Vec<(u8, u8, u8)> {
 }
 
 /// The colour at (`x`, `y`) (ffmpeg crop expressions), four times a second of video.
-fn colours_at(path: &Path, x: &str, y: &str) -> Vec<(u8, u8, u8)> {
+pub(crate) fn colours_at(path: &Path, x: &str, y: &str) -> Vec<(u8, u8, u8)> {
     let out = Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
@@ -85,7 +85,7 @@ fn colours_at(path: &Path, x: &str, y: &str) -> Vec<(u8, u8, u8)> {
     out.stdout.chunks_exact(12).map(|c| (c[0], c[1], c[2])).collect()
 }
 
-fn near(a: (u8, u8, u8), b: (u8, u8, u8)) -> bool {
+pub(crate) fn near(a: (u8, u8, u8), b: (u8, u8, u8)) -> bool {
     a.0.abs_diff(b.0) < 40 && a.1.abs_diff(b.1) < 40 && a.2.abs_diff(b.2) < 40
 }
 

@@ -15,7 +15,9 @@ use std::process::Command;
 /// and change screens, `openssl` for xrdp's certificate. The web console: Debian's `chromium`
 /// (driven by playwright-core from npm, no browser download) and `oathtool` (TOTP codes from an
 /// independent implementation). `python3-venv` for moto's S3 server (S3 Object Lock). `xterm` draws
-/// the terminal workloads of the RDP video benchmark; `xdotool` resizes the client's window.
+/// the terminal workloads of the RDP video benchmark and takes typed keys on an xrdp desktop;
+/// `xdotool` resizes the client's window and types at full speed; `xclip` reads and sets the
+/// clipboard on both sides of an RDP session.
 /// `swtpm` (a software TPM 2.0) and `tpm2-tools` for keys sealed to a TPM. `python3-paramiko`:
 /// the scripted SSH client of the attack suites (for `/usr/bin/python3`).
 const PACKAGES: &[&str] = &[
@@ -48,6 +50,7 @@ const PACKAGES: &[&str] = &[
     "python3-venv",
     "xterm",
     "xdotool",
+    "xclip",
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
@@ -218,6 +221,8 @@ pub fn install() -> Result<()> {
         "freerdp-shadow-cli",
         "xrdp",
         "xwd",
+        "xdotool",
+        "xclip",
         "chromium",
         "oathtool",
         "ffprobe",

@@ -116,6 +116,22 @@ pub struct TargetRecord {
     pub host_key: Option<String>,
 }
 
+/// A grant as `witness grant list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRow {
+    pub user: String,
+    pub target: String,
+    /// The target's protocol, as stored (`ssh`, `rdp`).
+    pub protocol: String,
+    /// Unix seconds; `None` for a grant without an end.
+    pub expires_at: Option<i64>,
+    pub allow_forwarding: bool,
+    /// Where forwards may go (`HOST:PORT`); empty: the target itself.
+    pub forward: Vec<String>,
+    /// What the grant opens over RDP (stored for SSH targets too, where it means nothing).
+    pub rdp: RdpRedirection,
+}
+
 /// How a recording ended, for [`Index::finish_recording`].
 #[derive(Debug, Clone)]
 pub struct RecordingEnd {
@@ -474,6 +490,30 @@ impl Index {
             )
             .optional()?;
         Ok(list.and_then(|l| serde_json::from_str(&l).ok()).unwrap_or_default())
+    }
+
+    /// Every grant, by user and target, with what it allows.
+    pub fn grants(&self) -> Result<Vec<GrantRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT u.name, t.name, t.protocol, g.expires_at, g.allow_forwarding, g.forward_to,
+                    g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input
+             FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
+             ORDER BY u.name, t.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let forward: String = r.get(5)?;
+            Ok(GrantRow {
+                user: r.get(0)?,
+                target: r.get(1)?,
+                protocol: r.get(2)?,
+                expires_at: r.get(3)?,
+                allow_forwarding: r.get(4)?,
+                forward: serde_json::from_str(&forward).unwrap_or_default(),
+                rdp: RdpRedirection::from_row(r, 6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     pub fn grant_of(&self, user: &str, target: &str) -> Result<Option<GrantFacts>> {

@@ -9,12 +9,29 @@ use rusqlite::{OptionalExtension, params};
 pub struct RdpRedirection {
     pub clipboard: bool,
     pub drives: bool,
+    pub usb: bool,
+    pub camera: bool,
+    pub audio_input: bool,
 }
 
 impl Default for RdpRedirection {
-    /// Clipboard on, drives (and with them printers) off.
+    /// Clipboard on; drives (and with them printers), USB, camera and audio input off.
     fn default() -> Self {
-        Self { clipboard: true, drives: false }
+        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false }
+    }
+}
+
+impl RdpRedirection {
+    /// The five columns `g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera,
+    /// g.rdp_audio_input` from `at` on.
+    pub(crate) fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            clipboard: r.get(at)?,
+            drives: r.get(at + 1)?,
+            usb: r.get(at + 2)?,
+            camera: r.get(at + 3)?,
+            audio_input: r.get(at + 4)?,
+        })
     }
 }
 
@@ -112,10 +129,11 @@ impl Index {
     /// Sets the RDP redirections of an existing grant.
     pub fn set_rdp_redirection(&self, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
         let n = self.conn().execute(
-            "UPDATE grants SET rdp_clipboard = ?3, rdp_drives = ?4
+            "UPDATE grants SET rdp_clipboard = ?3, rdp_drives = ?4, rdp_usb = ?5, rdp_camera = ?6,
+               rdp_audio_input = ?7
              WHERE user_id = (SELECT id FROM users WHERE name = ?1)
                AND target_id = (SELECT id FROM targets WHERE name = ?2)",
-            params![user, target, r.clipboard, r.drives],
+            params![user, target, r.clipboard, r.drives, r.usb, r.camera, r.audio_input],
         )?;
         if n == 0 {
             return Err(IndexError::NotFound { what: "grant", name: format!("{user} → {target}") });
@@ -128,11 +146,12 @@ impl Index {
         Ok(self
             .conn()
             .query_row(
-                "SELECT g.rdp_clipboard, g.rdp_drives FROM grants g
+                "SELECT g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input
+                 FROM grants g
                  JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
                  WHERE u.name = ?1 AND t.name = ?2",
                 params![user, target],
-                |r| Ok(RdpRedirection { clipboard: r.get(0)?, drives: r.get(1)? }),
+                |r| RdpRedirection::from_row(r, 0),
             )
             .optional()?)
     }
@@ -174,9 +193,20 @@ mod tests {
         assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), None);
         index.grant("alice", "win01", GrantFacts { expires_at: None, allow_forwarding: false }).unwrap();
         assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(RdpRedirection::default()));
-        let all = RdpRedirection { clipboard: false, drives: true };
-        index.set_rdp_redirection("alice", "win01", all).unwrap();
-        assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(all));
+        // Each switch is kept on its own.
+        for r in [
+            RdpRedirection { clipboard: false, drives: true, ..RdpRedirection::default() },
+            RdpRedirection { usb: true, ..RdpRedirection::default() },
+            RdpRedirection { camera: true, ..RdpRedirection::default() },
+            RdpRedirection { audio_input: true, clipboard: false, ..RdpRedirection::default() },
+            RdpRedirection { clipboard: true, drives: true, usb: true, camera: true, audio_input: true },
+        ] {
+            index.set_rdp_redirection("alice", "win01", r).unwrap();
+            assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(r));
+            let listed = index.grants().unwrap();
+            assert_eq!(listed.len(), 1);
+            assert_eq!((listed[0].user.as_str(), listed[0].target.as_str(), listed[0].rdp), ("alice", "win01", r));
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -148,6 +148,11 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN missed_screen_updates INTEGER;",
     // 9: what an SSH target's file transfers leave in the recording (`content` or `hashes`).
     "ALTER TABLE targets ADD COLUMN transfers TEXT NOT NULL DEFAULT 'content';",
+    // 10: RDP grants open USB, camera and audio input redirection each with its own switch (off
+    // for every grant made before).
+    "ALTER TABLE grants ADD COLUMN rdp_usb INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE grants ADD COLUMN rdp_camera INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE grants ADD COLUMN rdp_audio_input INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build brings an index to.

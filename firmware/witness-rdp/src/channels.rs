@@ -24,6 +24,24 @@ impl Class {
     }
 }
 
+/// A grant's RDP switches, as `witness grant` sets them: `--no-clipboard` turns the first off,
+/// `--drives`, `--usb`, `--camera` and `--audio-input` turn theirs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switches {
+    pub clipboard: bool,
+    pub drives: bool,
+    pub usb: bool,
+    pub camera: bool,
+    pub audio_input: bool,
+}
+
+impl Default for Switches {
+    /// Clipboard on, everything else off.
+    fn default() -> Self {
+        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false }
+    }
+}
+
 /// Which redirection classes a grant opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Redirection {
@@ -34,16 +52,20 @@ impl Redirection {
     /// Nothing redirected.
     pub const NONE: Self = Self { open: 0 };
 
-    /// What a grant's two switches open: the clipboard; drives, and with them printers, ports and
-    /// smart cards (one static channel, `rdpdr`, carries them all). USB, camera and audio input
-    /// have no switch yet: a grant never opens them.
-    pub fn from_grant(clipboard: bool, drives: bool) -> Self {
+    /// What a grant's switches open. Drives open printers, ports and smart cards with them: one
+    /// static channel, `rdpdr`, carries them all.
+    pub fn from_grant(s: Switches) -> Self {
         let mut r = Self::NONE;
-        if clipboard {
-            r = r.with(Class::Clipboard);
-        }
-        if drives {
-            r = r.with(Class::Drives).with(Class::Printers).with(Class::SmartCards);
+        for (on, classes) in [
+            (s.clipboard, &[Class::Clipboard][..]),
+            (s.drives, &[Class::Drives, Class::Printers, Class::SmartCards]),
+            (s.usb, &[Class::Usb]),
+            (s.camera, &[Class::Camera]),
+            (s.audio_input, &[Class::AudioInput]),
+        ] {
+            if on {
+                r = classes.iter().fold(r, |r, c| r.with(*c));
+            }
         }
         r
     }
@@ -67,7 +89,7 @@ impl Redirection {
 impl Default for Redirection {
     /// Clipboard on, everything else off.
     fn default() -> Self {
-        Self::from_grant(true, false)
+        Self::from_grant(Switches::default())
     }
 }
 
@@ -205,9 +227,9 @@ mod tests {
 
     #[test]
     fn a_grant_opens_classes() {
-        let none = Redirection::from_grant(false, false);
+        let none = Redirection::NONE;
         let clip = Redirection::default();
-        let drives = Redirection::from_grant(false, true);
+        let drives = Redirection::from_grant(Switches { clipboard: false, drives: true, ..Switches::default() });
         for (bytes, expect) in [
             (&b"cliprdr\0"[..], [false, true, false]),
             (b"CliPrdr\0", [false, true, false]),
@@ -243,6 +265,48 @@ mod tests {
         assert!(dynamic_allowed(Redirection::NONE.with(Class::Camera), b"RDCamera_Device_3\0"));
         // rdpdr carries drives, printers and smart cards: printers alone do not open it.
         assert!(!static_allowed(Redirection::NONE.with(Class::Printers), b"rdpdr\0"));
+    }
+
+    #[test]
+    fn each_device_switch_opens_its_class_and_nothing_else() {
+        // (switch on, the dynamic channels it opens); every other device channel stays shut.
+        let usb = Switches { usb: true, ..Switches::default() };
+        let camera = Switches { camera: true, ..Switches::default() };
+        let audio = Switches { audio_input: true, ..Switches::default() };
+        let channels: [(&[u8], usize); 6] = [
+            (b"URBDRC\0", 0),
+            (b"PNPDR\0", 0),
+            (b"FileRedirectorChannel\0", 0),
+            (b"RDCamera_Device_Enumerator\0", 1),
+            (b"RDCamera_Device_0\0", 1),
+            (b"AUDIO_INPUT\0", 2),
+        ];
+        for (which, switches) in [usb, camera, audio].into_iter().enumerate() {
+            let on = Redirection::from_grant(switches);
+            let off = Redirection::default();
+            for (name, class) in channels {
+                assert_eq!(dynamic_allowed(on, name), class == which, "{} with {switches:?}", shown_name(name));
+                assert!(!dynamic_allowed(off, name), "{} without a switch", shown_name(name));
+            }
+            // A device switch opens no static channel: drives, printers and smart cards stay
+            // with `--drives`, and the clipboard stays as the grant has it.
+            assert!(!static_allowed(on, b"rdpdr\0"));
+            assert!(static_allowed(on, b"cliprdr\0"));
+            let no_clipboard = Redirection::from_grant(Switches { clipboard: false, ..switches });
+            assert!(!static_allowed(no_clipboard, b"cliprdr\0"));
+            assert!(dynamic_allowed(no_clipboard, channels.iter().find(|c| c.1 == which).unwrap().0));
+        }
+        // Video redirection and unknown channels stay shut with every switch on.
+        let all = Redirection::from_grant(Switches {
+            clipboard: true,
+            drives: true,
+            usb: true,
+            camera: true,
+            audio_input: true,
+        });
+        assert!(!dynamic_allowed(all, b"TSMF\0"));
+        assert!(!dynamic_allowed(all, b"Microsoft::Windows::RDS::AuthRedirection\0"));
+        assert!(!static_allowed(all, b"rdp2tcp\0"));
     }
 
     #[test]

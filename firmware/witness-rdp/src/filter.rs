@@ -19,7 +19,7 @@ use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, Re
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, Credentials};
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
 use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
@@ -607,6 +607,11 @@ impl Filter {
         // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
         // showing their own login screen; NLA targets already know the user from CredSSP.
         info.flags.insert(ClientInfoFlags::AUTOLOGON);
+        // No bulk compression from the target: its history spans PDUs, so one screen PDU the
+        // recording had to skip would leave the decoder unable to read any later one, and the
+        // video would freeze for the rest of the session (seen with xrdp under an input flood).
+        info.flags.remove(ClientInfoFlags::COMPRESSION);
+        info.compression_type = CompressionType::K8;
     }
 }
 
@@ -992,7 +997,7 @@ mod tests {
     }
 
     #[test]
-    fn client_info_gets_the_target_credential_and_autologon() {
+    fn client_info_gets_the_target_credential_autologon_and_no_compression() {
         use ironrdp_pdu::rdp::client_info::{
             AddressFamily, ClientInfo, CompressionType, ExtendedClientInfo, ExtendedClientOptionalInfo,
         };
@@ -1010,8 +1015,9 @@ mod tests {
                 },
                 password_cookie: None,
                 code_page: 0,
-                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
-                compression_type: CompressionType::K8,
+                // What FreeRDP and mstsc send: MPPC bulk compression, 64K history.
+                flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | ClientInfoFlags::COMPRESSION,
+                compression_type: CompressionType::K64,
                 alternate_shell: String::new(),
                 work_dir: String::new(),
                 extra_info: ExtendedClientInfo {
@@ -1037,6 +1043,10 @@ mod tests {
         assert_eq!(info.credentials.password, "target-secret");
         assert_eq!(info.credentials.domain.as_deref(), Some("TGT"));
         assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON | ClientInfoFlags::MOUSE));
+        // The target is asked for no bulk compression: the recording could not read past a
+        // compressed PDU it skipped.
+        assert!(!info.flags.contains(ClientInfoFlags::COMPRESSION), "{:?}", info.flags);
+        assert_eq!(info.compression_type, CompressionType::K8);
         // The box user's password never reaches the target.
         assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
         // A second one is rewritten too: whenever a Client Info comes, it carries the target's
@@ -1172,7 +1182,7 @@ mod tests {
     fn uppercase_and_non_ascii_channel_names_are_blocked_on_a_grant_without_them() {
         let initial = initial_with_names(&[(b"cliprdr\0", b"CLIPRDR\0"), (b"rdpdr\0\0\0", b"rdpdr\0\x80\0")]);
         let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
-        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::from_grant(false, false), injection());
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
         assert!(matches!(f.from_client(&initial).unwrap(), Verdict::Replace(_)));
         f.from_target(&response).unwrap();
         let blocked: Vec<_> = f.decisions().iter().filter(|d| !d.allowed).map(|d| d.name.to_lowercase()).collect();
@@ -1219,7 +1229,7 @@ mod tests {
 
     #[test]
     fn usb_redirection_on_a_dynamic_channel_is_refused_without_drives() {
-        let mut f = with_drdynvc(Redirection::from_grant(true, false));
+        let mut f = with_drdynvc(Redirection::default());
         let verdict = f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap();
         // The client never hears of it: the request it gets names a channel nobody has.
         match &verdict {
@@ -1255,6 +1265,45 @@ mod tests {
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+    }
+
+    /// USB, camera and audio input each open with their own switch, on the target's request and
+    /// the client's answer and their data both ways, and stay shut without it.
+    #[test]
+    fn device_classes_open_only_with_their_switch() {
+        use crate::channels::Switches;
+        let cases: [(&str, Switches); 4] = [
+            ("URBDRC", Switches { usb: true, ..Switches::default() }),
+            ("PNPDR", Switches { usb: true, ..Switches::default() }),
+            ("RDCamera_Device_Enumerator", Switches { camera: true, ..Switches::default() }),
+            ("AUDIO_INPUT", Switches { audio_input: true, ..Switches::default() }),
+        ];
+        let data = || svc(&[0x30, 5, 1, 2, 3, 4]);
+        for (name, switches) in cases {
+            let mut f = with_drdynvc(Redirection::from_grant(switches));
+            assert_eq!(f.from_target(&send_indication(1004, dvc_create(5, name))).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_client(&send_data(1004, dvc_created(5, 0))).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_client(&send_data(1004, data())).unwrap(), Verdict::Forward, "{name}");
+            assert_eq!(f.from_target(&send_indication(1004, data())).unwrap(), Verdict::Forward, "{name}");
+            assert!(f.take_dynamic_decisions().iter().all(|d| d.allowed), "{name}");
+            // Every other device switch on, this one off: shut.
+            let others = Switches {
+                usb: !switches.usb,
+                camera: !switches.camera,
+                audio_input: !switches.audio_input,
+                drives: true,
+                ..Switches::default()
+            };
+            let mut f = with_drdynvc(Redirection::from_grant(others));
+            let verdict = f.from_target(&send_indication(1004, dvc_create(5, name))).unwrap();
+            assert!(matches!(verdict, Verdict::Replace(_) | Verdict::Drop), "{name} opened: {verdict:?}");
+            assert!(!matches!(f.from_client(&send_data(1004, dvc_created(5, 0))).unwrap(), Verdict::Forward));
+            assert_eq!(f.from_client(&send_data(1004, data())).unwrap(), Verdict::Drop, "{name}");
+            assert_eq!(f.from_target(&send_indication(1004, data())).unwrap(), Verdict::Drop, "{name}");
+            let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
+            assert_eq!(refused.len(), 1, "{name}");
+            assert_eq!(refused[0].name, name);
+        }
     }
 
     #[test]
@@ -1356,7 +1405,7 @@ mod tests {
             ("remotefx", include_bytes!("testdata/shadow_remotefx.cap")),
             ("gfx", include_bytes!("testdata/shadow_gfx.cap")),
         ] {
-            let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::from_grant(false, false), injection());
+            let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
             let (mut replaced, mut dropped, mut rest) = (0, 0, capture);
             while let Some((&tag, tail)) = rest.split_first() {
                 let len = u32::from_le_bytes(tail[..4].try_into().unwrap()) as usize;

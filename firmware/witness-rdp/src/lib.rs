@@ -14,7 +14,7 @@ mod proxy;
 mod record;
 mod tls;
 
-pub use channels::{Class, Redirection};
+pub use channels::{Class, Redirection, Switches};
 pub use decode::{DecodeError, PassiveDecoder, Screen, Update};
 pub use login::{parse_rdp_login, parse_rdp_login_on_port};
 pub use proxy::{RdpSettings, Route, serve};

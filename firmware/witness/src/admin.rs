@@ -519,9 +519,10 @@ pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
         .map(|d| witness_core::policy::parse_destination(d).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()?;
     let allow_forwarding = args.forwarding || !forward.is_empty();
+    let redirection = crate::rdp_broker::redirection_of(&dir, &args)?;
     dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding })?;
     dir.index.set_grant_forwards(&args.user, &args.target, &forward)?;
-    crate::rdp_broker::set_redirection(&dir, &args)?;
+    crate::rdp_broker::set_redirection(&dir, &args.user, &args.target, redirection)?;
     dir.index.audit(
         "grant_added",
         Some(&args.user),
@@ -532,6 +533,65 @@ pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
     match args.duration {
         Some(d) => println!("granted {} access to {} for {d}", args.user, args.target),
         None => println!("granted {} access to {}", args.user, args.target),
+    }
+    Ok(())
+}
+
+/// `witness grant list [--json]`: every grant, with what it opens over RDP for RDP targets.
+pub fn grant_list(root: &Path, json: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let rows = dir.index.grants()?;
+    let expires = |at: Option<i64>| {
+        at.and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+    };
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|g| {
+                let mut v = serde_json::json!({
+                    "user": g.user,
+                    "target": g.target,
+                    "protocol": g.protocol,
+                    "expires_at": expires(g.expires_at),
+                    "forwarding": g.allow_forwarding,
+                    "forward": g.forward,
+                });
+                if g.protocol == Protocol::Rdp.as_str() {
+                    v["rdp"] = crate::rdp_broker::redirection_json(&g.rdp);
+                }
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no grants");
+    }
+    for g in rows {
+        let until = expires(g.expires_at).map(|t| format!("until {t}")).unwrap_or_else(|| "no end".into());
+        let mut allows = Vec::new();
+        if g.protocol == Protocol::Rdp.as_str() {
+            let r = g.rdp;
+            for (on, name) in [
+                (r.clipboard, "clipboard"),
+                (r.drives, "drives"),
+                (r.usb, "usb"),
+                (r.camera, "camera"),
+                (r.audio_input, "audio-input"),
+            ] {
+                if on {
+                    allows.push(name.to_owned());
+                }
+            }
+        } else if !g.forward.is_empty() {
+            allows.push(format!("forwarding to {}", g.forward.join(", ")));
+        } else if g.allow_forwarding {
+            allows.push("forwarding".into());
+        }
+        let allows = if allows.is_empty() { "-".to_owned() } else { allows.join(" ") };
+        println!("{}  {}  {}  {until}  {allows}", g.user, g.target, g.protocol);
     }
     Ok(())
 }

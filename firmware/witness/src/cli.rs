@@ -24,8 +24,8 @@ pub enum Command {
     /// Manage targets and their vaulted credentials.
     #[command(subcommand)]
     Target(TargetCmd),
-    /// Allow a user to reach a target (for a while, with --for).
-    Grant(GrantArgs),
+    /// Allow a user to reach a target (for a while, with --for), or list the grants.
+    Grant(GrantCmd),
     /// Take a grant away; open sessions on it end within seconds.
     Revoke { user: String, target: String },
     /// List sessions.
@@ -395,6 +395,25 @@ pub enum TargetCmd {
     },
 }
 
+/// `witness grant USER TARGET …` or `witness grant list [--json]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct GrantCmd {
+    #[command(subcommand)]
+    pub command: Option<GrantSub>,
+    #[command(flatten)]
+    pub grant: Option<GrantArgs>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrantSub {
+    /// Every grant with what it allows (a user named `list`: `witness grant -- list TARGET`).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Debug, Args)]
 pub struct GrantArgs {
     pub user: String,
@@ -416,6 +435,15 @@ pub struct GrantArgs {
     /// RDP: allow drive redirection, and with it printers, ports and smart cards (off by default).
     #[arg(long)]
     pub drives: bool,
+    /// RDP: allow USB device redirection (URBDRC, Plug and Play devices; off by default).
+    #[arg(long)]
+    pub usb: bool,
+    /// RDP: allow camera redirection (off by default).
+    #[arg(long)]
+    pub camera: bool,
+    /// RDP: allow audio input, the client's microphone (off by default).
+    #[arg(long)]
+    pub audio_input: bool,
 }
 
 #[derive(Debug, Args)]

@@ -48,7 +48,13 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::User(cmd) => admin::user(&cli.data, cmd),
         Command::Metrics(cli::MetricsCmd::Token { rotate }) => admin::metrics_token(&cli.data, rotate),
         Command::Target(cmd) => admin::target(&cli.data, cmd),
-        Command::Grant(args) => admin::grant(&cli.data, args),
+        Command::Grant(cli::GrantCmd { command: Some(cli::GrantSub::List { json }), .. }) => {
+            admin::grant_list(&cli.data, json)
+        }
+        Command::Grant(cli::GrantCmd { grant: Some(args), .. }) => admin::grant(&cli.data, args),
+        Command::Grant(cli::GrantCmd { command: None, grant: None }) => {
+            anyhow::bail!("witness grant needs USER TARGET, or list")
+        }
         Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
         Command::Sessions { json } => admin::sessions(&cli.data, json),
         Command::Recordings(args) => admin::recordings(&cli.data, args),

@@ -125,23 +125,45 @@ pub fn listen_port(dir: &DataDir, name: &str, port: Option<u16>, none: bool) -> 
     Ok(())
 }
 
+/// The RDP redirections `witness grant` asks for; refused for a target that is not RDP, before
+/// anything is granted.
+pub fn redirection_of(dir: &DataDir, args: &crate::cli::GrantArgs) -> Result<RdpRedirection> {
+    let r = RdpRedirection {
+        clipboard: !args.no_clipboard,
+        drives: args.drives,
+        usb: args.usb,
+        camera: args.camera,
+        audio_input: args.audio_input,
+    };
+    // An unknown target is left to the grant itself to refuse, by name.
+    let not_rdp = dir.index.target(&args.target)?.is_some_and(|t| t.protocol != Protocol::Rdp);
+    if not_rdp && r != RdpRedirection::default() {
+        bail!(
+            "--no-clipboard, --drives, --usb, --camera and --audio-input apply to RDP targets only; {} is not one",
+            args.target
+        );
+    }
+    Ok(r)
+}
+
 /// Stores the RDP redirections of a grant just made.
-pub fn set_redirection(dir: &DataDir, args: &crate::cli::GrantArgs) -> Result<()> {
-    let r = RdpRedirection { clipboard: !args.no_clipboard, drives: args.drives };
-    dir.index.set_rdp_redirection(&args.user, &args.target, r)?;
-    let rdp = dir.index.target(&args.target)?.is_some_and(|t| t.protocol == Protocol::Rdp);
-    if rdp {
-        dir.index.audit(
-            "rdp_redirection_set",
-            Some(&args.user),
-            Some(&args.target),
-            None,
-            &serde_json::json!({ "clipboard": r.clipboard, "drives": r.drives }),
-        )?;
-    } else if args.no_clipboard || args.drives {
-        bail!("--no-clipboard and --drives apply to RDP targets only; {} is not one", args.target);
+pub fn set_redirection(dir: &DataDir, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
+    dir.index.set_rdp_redirection(user, target, r)?;
+    if dir.index.target(target)?.is_some_and(|t| t.protocol == Protocol::Rdp) {
+        dir.index.audit("rdp_redirection_set", Some(user), Some(target), None, &redirection_json(&r))?;
     }
     Ok(())
+}
+
+/// A grant's RDP redirections as the audit log and `grant list --json` show them.
+pub fn redirection_json(r: &RdpRedirection) -> serde_json::Value {
+    serde_json::json!({
+        "clipboard": r.clipboard,
+        "drives": r.drives,
+        "usb": r.usb,
+        "camera": r.camera,
+        "audio_input": r.audio_input,
+    })
 }
 
 /// What `serve` needs to start the RDP listener; `None` when RDP is not asked for.
@@ -318,7 +340,13 @@ impl witness_rdp::Broker for BoxBroker {
             password,
             certificate: record.host_key,
             access,
-            redirection: Redirection::from_grant(r.clipboard, r.drives),
+            redirection: Redirection::from_grant(witness_rdp::Switches {
+                clipboard: r.clipboard,
+                drives: r.drives,
+                usb: r.usb,
+                camera: r.camera,
+                audio_input: r.audio_input,
+            }),
         })
     }
 
