@@ -5,6 +5,7 @@
 
 use crate::harness::*;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn box_with_target() -> (Box, Sshd) {
     let sshd = Sshd::start();
@@ -599,4 +600,60 @@ fn slow_clients_and_idle_sessions_keep_the_box_small() {
     std::io::Write::write_all(idle.stdin.as_mut().unwrap(), b"\n").unwrap();
     let _ = idle.wait_with_output();
     assert!(peak < 1024, "the box's peak RSS was {peak} MiB with 300 idle sessions");
+}
+
+/// With input recording on, what the user types is kept only where the target echoed it: a
+/// password typed at a silent prompt (`read -s`, as `sudo` and `passwd` prompt) never reaches the
+/// recording; a marker says how many bytes were left out.
+#[test]
+fn input_recording_never_keeps_what_a_silent_prompt_took() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    let config = b.data().join("witness.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("# record_input = false"), "{text}");
+    std::fs::write(&config, text.replace("# record_input = false", "record_input = true")).unwrap();
+    b.serve();
+    let tmux = format!("witness-echo-{}", b.port);
+    let ssh_cmd = format!(
+        "ssh {} -i {} -p {} -t alice@web01@127.0.0.1",
+        client_options().join(" "),
+        b.user_key.display(),
+        b.port
+    );
+    let st = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
+    let keys = |k: &[&str]| {
+        let st = Command::new("tmux").args(["send-keys", "-t", &tmux]).args(k).status().unwrap();
+        assert!(st.success());
+    };
+    eventually(15, "a shell prompt through the box", || pane().contains('#').then_some(()));
+    keys(&["echo visible-$((6*7))", "Enter"]);
+    eventually(10, "the echoed command ran", || pane().contains("visible-42").then_some(()));
+    keys(&["read -s -p 'Password: ' PW; echo; echo got-${#PW}-chars", "Enter"]);
+    eventually(10, "the silent prompt", || pane().contains("Password:").then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["-l", "Sup3r-Secret-Pw"]);
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["Enter"]);
+    eventually(10, "the password was read", || pane().contains("got-15-chars").then_some(()));
+    keys(&["exit", "Enter"]);
+    let rec = finished_recording(&b);
+    let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
+    let cast = b.export(rec["id"].as_str().unwrap());
+    let (_, events) = witness_core::cast::parse(cast.as_bytes()).unwrap();
+    let input: String = events.iter().filter(|e| e.code == "i").map(|e| e.data.as_str()).collect();
+    assert!(input.contains("echo visible-$((6*7))"), "echoed typing is recorded: {input:?}");
+    assert!(!cast.contains("Sup3r-Secret-Pw"), "the password typed at a silent prompt is not recorded");
+    assert!(
+        events.iter().any(|e| e.code == "m" && e.data.starts_with("[input not echoed: ")),
+        "a marker says input was left out: {cast}"
+    );
+    let raw = b.dir.path().join("echo.raw");
+    b.ok(&["recordings", "export", rec["id"].as_str().unwrap(), "--raw", "--out", raw.to_str().unwrap()], None);
+    assert!(!String::from_utf8_lossy(&std::fs::read(&raw).unwrap()).contains("Sup3r-Secret-Pw"));
 }

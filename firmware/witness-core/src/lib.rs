@@ -8,6 +8,7 @@ pub mod cast;
 pub mod channel;
 pub mod config;
 pub mod duration;
+pub mod echo;
 pub mod evidence;
 pub mod fmp4;
 pub mod gate;

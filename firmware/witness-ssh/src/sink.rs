@@ -9,6 +9,7 @@ use russh::ChannelId;
 use russh::server::Msg;
 use std::ops::Range;
 use std::sync::Mutex;
+use witness_core::echo::{EchoGate, Verdict};
 use witness_core::rawrec::Stream;
 use witness_core::scp::{Mode, ScpObserver};
 use witness_core::sftp::{FileOp, SftpObserver};
@@ -22,6 +23,10 @@ struct Taps {
     scp: Option<ScpTap>,
     /// `transfers hashes`: file content the observers hashed is left out of the recording.
     hashes_only: bool,
+    /// Typed input waits here until the target's output shows it was echoed.
+    echo: EchoGate,
+    /// The clock the echo gate runs on.
+    started: Option<std::time::Instant>,
 }
 
 /// Legacy `scp -t/-f` over exec: the command, bytes up and down, and the files that crossed.
@@ -53,6 +58,17 @@ fn scp_op(mode: Mode, t: witness_core::scp::Transfer) -> FileOp {
         Mode::Sink => FileOp::Upload { path: t.path, bytes: t.bytes, sha256: t.sha256 },
         Mode::Source => FileOp::Download { path: t.path, bytes: t.bytes, sha256: t.sha256 },
     }
+}
+
+/// Records what the echo gate let through: echoed input as typed, the rest as a marker.
+fn record_typed(rec: &CastRecorder, verdicts: Vec<Verdict>) -> Result<(), RecordError> {
+    for v in verdicts {
+        match v {
+            Verdict::Echoed(bytes) => rec.write(Stream::Input, &bytes)?,
+            Verdict::NotEchoed(n) => rec.marker(&Verdict::marker(n))?,
+        }
+    }
+    Ok(())
 }
 
 /// Records `data` as `stream`, leaving out the `masked` ranges (in order) when asked to.
@@ -132,10 +148,19 @@ impl UserSink {
         // File transfers are recorded both ways (an upload's bytes come from the user); typed
         // input only when the box records input.
         let transfer = taps.sftp.is_some() || taps.scp.is_some();
+        // Typed input is kept only where the target echoed it (never a password typed at a
+        // silent prompt): it waits in the echo gate for the target's answer.
+        let typed = if record_input && !transfer {
+            let now = taps.now();
+            taps.echo.typed(data, now)
+        } else {
+            Vec::new()
+        };
         if let Some((_, rec)) = &taps.recording {
-            if record_input || transfer {
+            if transfer {
                 record(rec, Stream::Input, data, &masked).map_err(unrecorded)?;
             }
+            record_typed(rec, typed).map_err(unrecorded)?;
             for s in &seen {
                 rec.marker(&s.marker()).map_err(unrecorded)?;
             }
@@ -154,7 +179,10 @@ impl UserSink {
             }
             // stderr is never a transfer's content.
             let (seen, masked) = if ext.is_none() { taps.observe(&data, false) } else { Default::default() };
+            let now = taps.now();
+            let typed = taps.echo.output(&data, now);
             if let Some((_, rec)) = &taps.recording {
+                record_typed(rec, typed).map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
                 let stream = if ext.is_none() { Stream::Output } else { Stream::Stderr };
                 record(rec, stream, &data, &masked).map_err(|e| SinkError::Unrecorded(unrecorded(e)))?;
                 for s in &seen {
@@ -224,7 +252,9 @@ impl UserSink {
         {
             seen.push(Seen::Scp { command: tap.command.clone(), op: scp_op(o.mode(), cut) });
         }
+        let typed = self.taps().echo.finish();
         if let Some((rec_id, rec)) = recording {
+            let _ = record_typed(&rec, typed);
             for s in &seen {
                 let _ = rec.marker(&s.marker());
             }
@@ -266,6 +296,11 @@ pub(crate) fn audit_seen(conn: &Conn, seen: &Seen) {
 }
 
 impl Taps {
+    /// Seconds since the channel's first byte, for the echo gate.
+    fn now(&mut self) -> f64 {
+        self.started.get_or_insert_with(std::time::Instant::now).elapsed().as_secs_f64()
+    }
+
     /// Feeds the observers one direction's bytes (`from_client`); returns what they completed
     /// and, under `transfers hashes`, the ranges of `data` that are hashed file content.
     fn observe(&mut self, data: &[u8], from_client: bool) -> (Vec<Seen>, Vec<Range<usize>>) {
