@@ -596,3 +596,31 @@ fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
     let cast = std::fs::read_to_string(cast_in(bundle.path()).with_extension("cast")).unwrap();
     assert!(cast.contains("\"tick-1\\n\""), "{cast}");
 }
+
+/// The audit log's reach is signed at stop (and every minute it grows): a checkpoint file that
+/// was edited, or signed by someone else, fails `audit --verify`; an intact one is reported.
+#[test]
+fn audit_checkpoints_are_signed_at_stop_and_checked() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo audited").output().unwrap().status.success());
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let file = b.data().join("audit.checkpoints");
+    let text = std::fs::read_to_string(&file).expect("a checkpoint written at stop");
+    let said = b.ok(&["audit", "--verify"], None);
+    assert!(said.contains("hash chain unbroken; 1 signed checkpoints hold"), "{said}");
+    // Moved back, as someone hiding a removed tail would: the signature no longer holds.
+    let mut cp: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let last = cp["checkpoint"]["last_id"].as_i64().unwrap();
+    cp["checkpoint"]["last_id"] = (last - 1).into();
+    std::fs::write(&file, format!("{cp}\n")).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not verify with the box's key"), "{}", stderr(&out));
+    // A checkpoint naming events the log does not have (its tail removed) is named as such.
+    cp["checkpoint"]["last_id"] = (last + 5).into();
+    std::fs::write(&file, format!("{cp}\n")).unwrap();
+    assert!(!b.cli(&["audit", "--verify"], None).status.success());
+}

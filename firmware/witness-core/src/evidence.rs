@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 pub const CHUNK_TARGET: usize = 1024 * 1024;
 pub const FORMAT: &str = "witness-evidence/1";
 pub const SESSION_FORMAT: &str = "witness-session/1";
+pub const CHECKPOINT_FORMAT: &str = "witness-audit-checkpoint/1";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
@@ -92,6 +93,49 @@ impl SessionManifest {
     /// The exact bytes that are signed.
     pub fn signed_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("a session manifest serializes")
+    }
+}
+
+/// A signed statement of how far the audit log's hash chain reached: a removed tail (which a
+/// chain alone cannot show) is named against the newest checkpoint. Field order is the signed
+/// byte order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpoint {
+    pub format: String,
+    pub box_id: String,
+    /// The newest event's id and chained hash when the checkpoint was signed.
+    pub last_id: i64,
+    pub hash: String,
+    pub at: String,
+    pub key_fingerprint: String,
+}
+
+/// One line of the checkpoint file: the checkpoint and its signature (hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedCheckpoint {
+    pub checkpoint: AuditCheckpoint,
+    pub signature: String,
+}
+
+impl AuditCheckpoint {
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a checkpoint serializes")
+    }
+
+    pub fn sign(self, key: &SigningKey) -> SignedCheckpoint {
+        let signature = sign_bytes(key, &self.signed_bytes());
+        SignedCheckpoint { checkpoint: self, signature }
+    }
+}
+
+impl SignedCheckpoint {
+    /// Whether the signature verifies with `public_key_hex` and the checkpoint names that key.
+    pub fn verifies(&self, public_key_hex: &str) -> bool {
+        let signed = self.checkpoint.signed_bytes();
+        signature_checks(public_key_hex, &self.signature, &signed, &self.checkpoint.key_fingerprint, "checkpoint")
+            .iter()
+            .all(|(_, ok, _)| *ok)
+            && self.checkpoint.format == CHECKPOINT_FORMAT
     }
 }
 
@@ -463,6 +507,27 @@ mod tests {
             assert_eq!(data[(c.offset + c.len - 1) as usize], b'\n');
         }
         assert_eq!(chain(&data).1, h);
+    }
+
+    #[test]
+    fn audit_checkpoints_verify_only_as_signed() {
+        let key = signing_key(&[9u8; 32]);
+        let public = hex::encode(key.verifying_key().as_bytes());
+        let cp = AuditCheckpoint {
+            format: CHECKPOINT_FORMAT.into(),
+            box_id: "b".into(),
+            last_id: 42,
+            hash: "ab".repeat(32),
+            at: "t".into(),
+            key_fingerprint: fingerprint(&key.verifying_key()),
+        }
+        .sign(&key);
+        assert!(cp.verifies(&public));
+        let mut moved = cp.clone();
+        moved.checkpoint.last_id = 40;
+        assert!(!moved.verifies(&public), "a checkpoint moved back to hide a removed tail");
+        let other = hex::encode(signing_key(&[8u8; 32]).verifying_key().as_bytes());
+        assert!(!cp.verifies(&other));
     }
 
     #[test]

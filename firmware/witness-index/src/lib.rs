@@ -779,6 +779,33 @@ impl Index {
         Ok(())
     }
 
+    /// The newest audit event's id and chained hash (what a checkpoint signs).
+    pub fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id, hash FROM audit WHERE hash IS NOT NULL ORDER BY id DESC LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Checks the chain against a signed checkpoint `(last_id, hash)`: the event must still be
+    /// there with that hash. `Err(why)` names a removed tail or a changed event.
+    pub fn audit_reaches(&self, last_id: i64, hash: &str) -> Result<std::result::Result<(), String>> {
+        let conn = self.conn();
+        let at: Option<Option<String>> =
+            conn.query_row("SELECT hash FROM audit WHERE id = ?1", [last_id], |r| r.get(0)).optional()?;
+        let newest: Option<i64> = conn.query_row("SELECT MAX(id) FROM audit", [], |r| r.get(0))?;
+        Ok(match at {
+            Some(Some(h)) if h == hash => Ok(()),
+            Some(_) => Err(format!("event {last_id} is not the one a signed checkpoint names: changed")),
+            None => Err(format!(
+                "events up to {last_id} were signed but the log ends at {}: its tail was removed",
+                newest.map(|n| n.to_string()).unwrap_or_else(|| "nothing".into())
+            )),
+        })
+    }
+
     /// Walks the audit chain. `Ok(n)`: n chained events intact; `Err((id, why))`: the first
     /// event where the chain breaks.
     pub fn verify_audit(&self) -> Result<std::result::Result<u64, (i64, String)>> {

@@ -218,6 +218,23 @@ fn the_audit_log_is_hash_chained() {
     assert_eq!((id, why.as_str()), (2, "events 2 to 2 are missing"));
 }
 
+/// A removed tail leaves an intact chain: only a signed checkpoint of how far it reached shows it.
+#[test]
+fn a_removed_tail_is_named_against_a_checkpoint() {
+    let (_d, idx) = index();
+    for i in 0..6 {
+        idx.audit("login_failed", Some("alice"), None, None, &serde_json::json!({ "n": i })).unwrap();
+    }
+    let (last, hash) = idx.audit_head().unwrap().unwrap();
+    assert_eq!(idx.audit_reaches(last, &hash).unwrap(), Ok(()));
+    idx.conn().execute("DELETE FROM audit WHERE id > 3", []).unwrap();
+    assert_eq!(idx.verify_audit().unwrap(), Ok(3), "the chain alone cannot tell");
+    let why = idx.audit_reaches(last, &hash).unwrap().unwrap_err();
+    assert!(why.contains("signed but the log ends at 3: its tail was removed"), "{why}");
+    let (id3, _) = idx.audit_head().unwrap().unwrap();
+    assert!(idx.audit_reaches(id3, "not-the-hash").unwrap().unwrap_err().contains("changed"));
+}
+
 /// A session of alice on web01 with one uploaded, verified recording that ended now.
 fn uploaded_recording(idx: &Index, session: &str, recording: &str) {
     idx.create_session(session, "alice", "web01", Protocol::Ssh, None).unwrap();

@@ -755,7 +755,12 @@ pub fn verify_audit(root: &Path) -> Result<()> {
     let dir = DataDir::open(root)?;
     match dir.index.verify_audit()? {
         Ok(n) => {
-            println!("audit log intact: {n} events, hash chain unbroken");
+            let (checkpoints, newest) = crate::audit_checkpoint::verify(&dir)?;
+            let signed = match newest {
+                Some(id) => format!("{checkpoints} signed checkpoints hold, the newest up to event {id}"),
+                None => "no signed checkpoint yet".to_owned(),
+            };
+            println!("audit log intact: {n} events, hash chain unbroken; {signed}");
             Ok(())
         }
         Err((id, why)) => bail!("audit log broken at event {id}: {why}"),

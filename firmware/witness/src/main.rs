@@ -3,6 +3,7 @@
 //! concerns (signals, logging, exit codes).
 
 mod admin;
+mod audit_checkpoint;
 mod broker;
 mod cli;
 mod console;

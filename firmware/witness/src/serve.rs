@@ -160,6 +160,22 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
         let rdp = crate::rdp_broker::start(rdp, broker.clone(), cancel.clone()).await?;
+        // The audit log's reach, signed every minute it grew (and at stop, below).
+        tokio::spawn({
+            let (dir, cancel) = (dir.clone(), cancel.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    let d = dir.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write(&d)).await {
+                        warn!(error = format!("{e:#}"), "the audit log could not be checkpointed");
+                    }
+                }
+            }
+        });
         // Access taken away by the admin commands (which only change the index) ends the
         // sessions it covered within seconds.
         tokio::spawn({
@@ -188,6 +204,9 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         web_cancel.cancel();
         let _ = web.await;
         served?;
+        if let Err(e) = crate::audit_checkpoint::write(&dir) {
+            warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
+        }
         info!("stopped; every recording is closed");
         anyhow::Ok(())
     });
