@@ -1,0 +1,232 @@
+//! Red-team attacks on issue 15 ("no unrecorded byte"): a granted user (and a careless admin)
+//! against `transfers hashes` and the console's views of a recording. Each test asserts the
+//! promise; a failing one documents a hole (see each test's comment for what it shows).
+
+use crate::harness::*;
+use crate::web::Web;
+use std::process::{Command, Stdio};
+
+fn box_with_target() -> (Box, Sshd) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    (b, sshd)
+}
+
+fn settled(b: &Box, at_least: usize) {
+    eventually(20, "every recording closed", || {
+        let rows = b.recordings();
+        (rows.len() >= at_least && rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing"))
+            .then_some(())
+    });
+}
+
+/// `export --raw` of every finished recording, concatenated, plus the `.cast` exports (markers).
+fn everything_recorded(b: &Box) -> (Vec<u8>, String) {
+    let mut raw = Vec::new();
+    let mut casts = String::new();
+    for r in b.recordings().iter().filter(|r| r["status"] != "recording") {
+        let id = r["id"].as_str().unwrap();
+        let out = b.dir.path().join(format!("{id}.raw"));
+        b.ok(&["recordings", "export", id, "--raw", "--out", out.to_str().unwrap()], None);
+        raw.extend(std::fs::read(&out).unwrap());
+        casts.push_str(&b.export(id));
+    }
+    (raw, casts)
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+/// Hole: under `transfers hashes`, a command whose first word is `scp -f` may print a fake scp
+/// `C` line announcing a huge file; everything the target prints after it (here: command output
+/// standing in for a shell) reaches the user but is left out of the recording as "file content",
+/// and since the "file" never completes, no hash of those bytes is recorded either. The README
+/// promises that only bytes that went into a (recorded) hash are left out, and that the
+/// interactive part (a shell after `scp -f x;`) is always recorded.
+#[test]
+fn red15_fake_scp_c_line_hides_output_without_a_hash() {
+    let (b, _sshd) = box_with_target();
+    b.ok(&["target", "transfers", "web01", "hashes"], None);
+    let out = b
+        .ssh("alice@web01")
+        .arg(
+            "scp -f /nonexistent </dev/null 2>/dev/null; printf 'C0644 99999999999 x\\n'; \
+             echo HIDDEN-$((6*7))-OUTPUT; id",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let seen = stdout(&out);
+    assert!(seen.contains("HIDDEN-42-OUTPUT"), "the user saw the output: {seen:?} {}", stderr(&out));
+    settled(&b, 1);
+    let (raw, casts) = everything_recorded(&b);
+    let digest_of_shown = sha256_hex(seen.split_once("x\n").unwrap().1.as_bytes());
+    assert!(
+        contains(&raw, "HIDDEN-42-OUTPUT") || casts.contains(&digest_of_shown),
+        "bytes the user saw are neither in the recording nor in a recorded hash; markers: {:?}",
+        casts.lines().filter(|l| l.contains("\"m\"")).collect::<Vec<_>>()
+    );
+}
+
+/// Hole (judgement): the same trick with exact sizes frames each command's output as a "file":
+/// a user drives an interactive loop on the target and the recording keeps the commands (input
+/// is recorded on transfer channels) but of the output only SHA-256s. The README says the
+/// interactive part of a session is always recorded whole.
+#[test]
+fn red15_shell_output_framed_as_scp_files_is_not_recorded() {
+    let (b, _sshd) = box_with_target();
+    b.ok(&["target", "transfers", "web01", "hashes"], None);
+    // A tiny shell whose every answer is framed as a legacy scp file.
+    let shell = "scp -f /nonexistent </dev/null 2>/dev/null; \
+                 while read -r l; do o=$(eval \"$l\" 2>&1); printf 'C0644 %d out\\n' ${#o}; printf '%s' \"$o\"; printf '\\0'; done";
+    let mut child = b
+        .ssh("alice@web01")
+        .arg(shell)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut sin = child.stdin.take().unwrap();
+        sin.write_all(b"echo SHELL-$((6*7))-ANSWER; id -un\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let seen = stdout(&out);
+    assert!(seen.contains("SHELL-42-ANSWER\nroot"), "the loop answered: {seen:?} {}", stderr(&out));
+    settled(&b, 1);
+    let (raw, _) = everything_recorded(&b);
+    assert!(
+        contains(&raw, "SHELL-42-ANSWER"),
+        "the answer of an interactive command reached the user and is not in the recording"
+    );
+}
+
+/// Hole: under `transfers hashes`, SFTP bytes are left out when they are read (written) in order,
+/// but a later out-of-order READ (WRITE) on the same handle throws the hash away: the bytes left
+/// out earlier then went into no recorded hash. Here a paramiko client downloads a file whole,
+/// then reads one byte at offset 0 again; the audit event has `sha256: null` and the recording
+/// holds neither the file nor its hash. The same with an upload rewritten at offset 0.
+#[test]
+fn red15_sftp_rewind_drops_the_hash_of_bytes_left_out() {
+    let (b, sshd) = box_with_target();
+    b.ok(&["target", "transfers", "web01", "hashes"], None);
+    let secret: String = (0..4000).map(|i| format!("SFTP-SECRET-{i:06}\n")).collect();
+    let remote = sshd.dir.path().join("secret.txt");
+    std::fs::write(&remote, &secret).unwrap();
+    let uploaded = sshd.dir.path().join("uploaded.txt");
+    let script = format!(
+        "import paramiko\n\
+         c = paramiko.SSHClient()\n\
+         c.set_missing_host_key_policy(paramiko.AutoAddPolicy())\n\
+         c.connect('127.0.0.1', port={port}, username='alice@web01', key_filename='{key}', look_for_keys=False, allow_agent=False, timeout=15)\n\
+         s = c.open_sftp()\n\
+         f = s.open('{remote}', 'rb')\n\
+         data = f.read()\n\
+         list(f.readv([(0, 1)]))\n\
+         f.close()\n\
+         print('GOT', len(data), data.count(b'SFTP-SECRET-'))\n\
+         f = s.open('{uploaded}', 'wb')\n\
+         f.write(b''.join(b'UPLOAD-SECRET-%06d\\n' % i for i in range(4000)))\n\
+         f.flush()\n\
+         f.seek(0)\n\
+         f.write(b'U')\n\
+         f.close()\n\
+         s.close()\n\
+         c.close()\n",
+        port = b.port,
+        key = b.user_key.display(),
+        remote = remote.display(),
+        uploaded = uploaded.display(),
+    );
+    let out = Command::new("/usr/bin/python3").arg("-c").arg(&script).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "paramiko: {}", stderr(&out));
+    assert!(stdout(&out).contains("GOT 76000 4000"), "the user got the whole file: {}", stdout(&out));
+    settled(&b, 1);
+    let audit = eventually(10, "sftp events", || {
+        let a = b.audit();
+        (a.iter().filter(|e| e["kind"] == "sftp").count() >= 2).then_some(a)
+    });
+    let events: Vec<_> = audit.iter().filter(|e| e["kind"] == "sftp").map(|e| e["detail"].clone()).collect();
+    let (raw, casts) = everything_recorded(&b);
+    let want = sha256_hex(secret.as_bytes());
+    // The download: its bytes reached the user; they must be in the recording or in a hash.
+    let kept = contains(&raw, "SFTP-SECRET-001234");
+    assert!(
+        kept || casts.contains(&want),
+        "the downloaded file is neither in the recording nor hashed anywhere; events: {events:#?}"
+    );
+    // The upload: the bytes crossed the box; they must be in the recording or in a hash.
+    assert!(
+        contains(&raw, "UPLOAD-SECRET-001234")
+            || events.iter().any(|e| e["op"] == "upload" && e["sha256"].is_string()),
+        "the uploaded bytes are neither in the recording nor hashed; events: {events:#?}"
+    );
+}
+
+/// Hole (careless admin): the console's views of a recording that is still being written read
+/// the whole file and decrypt it whole (`admin::playable`, and `Console::tail` on every 200 ms
+/// poll of the live view), so an admin who opens a busy live session makes the box allocate
+/// several times the recording's size. The user pumps 192 MiB of random bytes and keeps the
+/// session open; one ranged GET of its content (100 bytes asked) and a few seconds of the live
+/// view follow. ARCHITECTURE: "the console's cast … read a recording a record (≤ 1 MiB) at a time".
+#[test]
+fn red15_console_views_of_a_live_recording_stay_small() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
+    b.serve();
+    const PAYLOAD: u64 = 192 * 1024 * 1024;
+    let sink = b.dir.path().join("client-out");
+    let mut session = b
+        .ssh("alice@web01")
+        .arg(format!("head -c {PAYLOAD} /dev/urandom; echo; echo PUMPED; sleep 120"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&sink).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(120, "the payload reached the client", || {
+        (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) > PAYLOAD).then_some(())
+    });
+    let rec = b.recordings().into_iter().find(|r| r["status"] == "recording").expect("a live recording");
+    let (rec_id, session_id) =
+        (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
+    let before = peak_rss_mib(b.pid());
+    let mut adam = Web::new(&b);
+    assert_eq!(adam.login("adam", "adam-passwd").status, 200);
+    let r = adam.req("GET", &format!("/api/v1/recordings/{rec_id}/content"), None, &["Range: bytes=0-99"]);
+    let after_content = peak_rss_mib(b.pid());
+    // A few seconds of the live view (server-sent events), read and thrown away.
+    let _ = Command::new("curl")
+        .args(["-sk", "--max-time", "6", "-o", "/dev/null", "-b"])
+        .arg(adam.jar.path())
+        .arg(format!("{}/api/v1/sessions/{session_id}/live", adam.base))
+        .status();
+    let after_live = peak_rss_mib(b.pid());
+    let _ = session.kill();
+    let _ = session.wait();
+    eprintln!(
+        "box peak RSS: {before} MiB before, {after_content} MiB after a 100-byte ranged GET (status {}), \
+         {after_live} MiB after 6 s of live view",
+        r.status
+    );
+    assert!(
+        after_content < before + 128,
+        "one ranged GET of a live {} MiB recording took the box from {before} to {after_content} MiB",
+        PAYLOAD >> 20
+    );
+    assert!(
+        after_live < before + 128,
+        "6 s of live view of a {} MiB recording took the box from {before} to {after_live} MiB",
+        PAYLOAD >> 20
+    );
+}
