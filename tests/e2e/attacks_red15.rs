@@ -228,3 +228,86 @@ fn red15_console_views_of_a_live_recording_stay_small() {
         PAYLOAD >> 20
     );
 }
+
+/// Hole (evidence names the wrong file): the SFTP observer matches replies to requests by id in
+/// separate queues per kind, and a STATUS takes an outstanding OPEN before a READ with the same
+/// id, while the server answers strictly in order. A scripted client pipelines `READ id 7` on an
+/// empty decoy file (answered with a STATUS: EOF) and `OPEN id 7 secret`: the EOF is taken as the
+/// OPEN's failure, the secret's handle is never tracked, and the next `READ id 7` on the secret's
+/// handle is matched with the decoy's stale READ. The audit log then says the decoy was
+/// downloaded (with the secret's hash) and has no event for the secret file at all; under
+/// `transfers hashes` the secret's bytes are also left out of the recording.
+#[test]
+fn red15_sftp_id_reuse_misattributes_a_download() {
+    let (b, sshd) = box_with_target();
+    b.ok(&["target", "transfers", "web01", "hashes"], None);
+    let secret: String = (0..3000).map(|i| format!("ID-SECRET-{i:06}\n")).collect();
+    let secret_path = sshd.dir.path().join("the-secret.txt");
+    std::fs::write(&secret_path, &secret).unwrap();
+    let decoy = sshd.dir.path().join("decoy.txt");
+    std::fs::write(&decoy, "").unwrap();
+    let script = format!(
+        r#"import paramiko, struct, time
+c = paramiko.SSHClient()
+c.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+c.connect('127.0.0.1', port={port}, username='alice@web01', key_filename='{key}', look_for_keys=False, allow_agent=False, timeout=15)
+ch = c.get_transport().open_session()
+ch.invoke_subsystem('sftp')
+buf = b''
+def pkt(t, body): return struct.pack('>IB', len(body) + 1, t) + body
+def s(b): return struct.pack('>I', len(b)) + b
+def recv():
+    global buf
+    while True:
+        if len(buf) >= 4:
+            n = struct.unpack('>I', buf[:4])[0]
+            if len(buf) >= 4 + n:
+                p, buf = buf[4:4 + n], buf[4 + n:]
+                return p[0], p[1:]
+        d = ch.recv(65536)
+        assert d, 'channel closed'
+        buf += d
+ch.sendall(pkt(1, struct.pack('>I', 3)))
+assert recv()[0] == 2
+ch.sendall(pkt(3, struct.pack('>I', 1) + s(b'{decoy}') + struct.pack('>II', 1, 0)))
+t, body = recv(); assert t == 102, (t, body)
+decoy = body[8:8 + struct.unpack('>I', body[4:8])[0]]
+# Pipelined: a READ of the empty decoy (STATUS eof) and an OPEN of the secret, both id 7.
+ch.sendall(pkt(5, struct.pack('>I', 7) + s(decoy) + struct.pack('>QI', 0, 32768))
+           + pkt(3, struct.pack('>I', 7) + s(b'{secret}') + struct.pack('>II', 1, 0)))
+t, _ = recv(); assert t == 101
+t, body = recv(); assert t == 102, (t, body)
+secret = body[8:8 + struct.unpack('>I', body[4:8])[0]]
+ch.sendall(pkt(5, struct.pack('>I', 7) + s(secret) + struct.pack('>QI', 0, 200000)))
+t, body = recv(); assert t == 103, (t, body)
+data = body[8:]
+ch.sendall(pkt(4, struct.pack('>I', 8) + s(secret)) + pkt(4, struct.pack('>I', 9) + s(decoy)))
+recv(); recv()
+print('GOT', len(data), data.count(b'ID-SECRET-'))
+ch.close()
+c.close()
+"#,
+        port = b.port,
+        key = b.user_key.display(),
+        decoy = decoy.display(),
+        secret = secret_path.display(),
+    );
+    let out = Command::new("/usr/bin/python3").arg("-c").arg(&script).stdin(Stdio::null()).output().unwrap();
+    assert!(out.status.success(), "paramiko: {}\n{}", stderr(&out), stdout(&out));
+    assert!(stdout(&out).contains("GOT 51000 3000"), "the user read the secret: {}", stdout(&out));
+    settled(&b, 1);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let events: Vec<_> =
+        b.audit().into_iter().filter(|e| e["kind"] == "sftp").map(|e| e["detail"].clone()).collect();
+    let (raw, casts) = everything_recorded(&b);
+    let want = sha256_hex(secret.as_bytes());
+    let secret_named = events.iter().any(|e| e["path"] == secret_path.to_str().unwrap() && e["op"] == "download");
+    let decoy_blamed = events.iter().any(|e| e["path"] == decoy.to_str().unwrap() && e["sha256"] == want.as_str());
+    eprintln!("events: {events:#?}\nsecret in recording: {}", contains(&raw, "ID-SECRET-001234"));
+    assert!(
+        secret_named && !decoy_blamed,
+        "the secret's download is audited under its own path (named: {secret_named}; the decoy carries the \
+         secret's hash: {decoy_blamed}; hash in recording: {})",
+        casts.contains(&want)
+    );
+}
