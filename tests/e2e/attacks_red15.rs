@@ -161,8 +161,8 @@ fn red15_sftp_rewind_drops_the_hash_of_bytes_left_out() {
     // The download's bytes reached the user, the upload's crossed the box: each must be in the
     // recording or in a recorded hash.
     let down_ok = contains(&raw, "SFTP-SECRET-001234") || casts.contains(&want);
-    let up_ok = contains(&raw, "UPLOAD-SECRET-001234")
-        || events.iter().any(|e| e["op"] == "upload" && e["sha256"].is_string());
+    let up_ok =
+        contains(&raw, "UPLOAD-SECRET-001234") || events.iter().any(|e| e["op"] == "upload" && e["sha256"].is_string());
     assert!(
         down_ok && up_ok,
         "bytes neither in the recording nor hashed (download kept or hashed: {down_ok}, upload: {up_ok}); \
@@ -196,8 +196,7 @@ fn red15_console_views_of_a_live_recording_stay_small() {
         (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) > PAYLOAD).then_some(())
     });
     let rec = b.recordings().into_iter().find(|r| r["status"] == "recording").expect("a live recording");
-    let (rec_id, session_id) =
-        (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
+    let (rec_id, session_id) = (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
     let before = peak_rss_mib(b.pid());
     let mut adam = Web::new(&b);
     assert_eq!(adam.login("adam", "adam-passwd").status, 200);
@@ -297,8 +296,7 @@ c.close()
     assert!(stdout(&out).contains("GOT 51000 3000"), "the user read the secret: {}", stdout(&out));
     settled(&b, 1);
     std::thread::sleep(std::time::Duration::from_secs(1));
-    let events: Vec<_> =
-        b.audit().into_iter().filter(|e| e["kind"] == "sftp").map(|e| e["detail"].clone()).collect();
+    let events: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "sftp").map(|e| e["detail"].clone()).collect();
     let (raw, casts) = everything_recorded(&b);
     let want = sha256_hex(secret.as_bytes());
     let secret_named = events.iter().any(|e| e["path"] == secret_path.to_str().unwrap() && e["op"] == "download");
