@@ -346,3 +346,64 @@ fn red15_kill9_mid_frame_keeps_every_byte_the_client_got() {
     let cast = b.dir.path().join("recovered.cast");
     b.ok(&["recordings", "export", id, "--out", cast.to_str().unwrap()], None);
 }
+
+/// Hole (careless admin): the live view polls `Console::tail` every 200 ms on the daemon's async
+/// worker threads, and each poll reads and decrypts the whole recording so far. Two browser tabs
+/// on a busy live session (128 MiB so far) keep both workers of a 2-core box busy: a new SSH
+/// login that takes well under a second otherwise has to wait.
+#[test]
+fn red15_live_views_do_not_stall_other_sessions() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
+    b.serve();
+    const PAYLOAD: u64 = 128 * 1024 * 1024;
+    let sink = b.dir.path().join("client-out");
+    let mut session = b
+        .ssh("alice@web01")
+        .arg(format!("head -c {PAYLOAD} /dev/urandom; sleep 120"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&sink).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(120, "the payload reached the client", || {
+        (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) >= PAYLOAD).then_some(())
+    });
+    let time_login = || {
+        let t = std::time::Instant::now();
+        let out = b.ssh("alice@web01").arg("echo login-ok").output().unwrap();
+        let ok = stdout(&out).contains("login-ok");
+        eprintln!("login after {:?}: {}", t.elapsed(), if ok { "ok".into() } else { stderr(&out) });
+        // A login the client gave up on counts as a minute.
+        if ok { t.elapsed() } else { std::time::Duration::from_secs(60) }
+    };
+    let quiet = time_login();
+    let session_id =
+        b.sessions().into_iter().find(|s| s["status"] == "recording").unwrap()["id"].as_str().unwrap().to_owned();
+    let mut adam = Web::new(&b);
+    assert_eq!(adam.login("adam", "adam-passwd").status, 200);
+    let viewers: Vec<_> = (0..2)
+        .map(|_| {
+            Command::new("curl")
+                .args(["-sk", "--max-time", "40", "-o", "/dev/null", "-b"])
+                .arg(adam.jar.path())
+                .arg(format!("{}/api/v1/sessions/{session_id}/live", adam.base))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    let watched = time_login();
+    for mut v in viewers {
+        let _ = v.kill();
+        let _ = v.wait();
+    }
+    let _ = session.kill();
+    let _ = session.wait();
+    eprintln!("a login took {quiet:?} before and {watched:?} while two live views were open");
+    assert!(
+        watched < quiet * 3 + std::time::Duration::from_secs(2),
+        "a login took {quiet:?} before and {watched:?} while two live views were open"
+    );
+}
