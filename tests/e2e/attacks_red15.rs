@@ -407,3 +407,48 @@ fn red15_live_views_do_not_stall_other_sessions() {
         "a login took {quiet:?} before and {watched:?} while two live views were open"
     );
 }
+
+/// The console's cast of a finished recording, asked in ranges (a player seeking), gives exactly
+/// the slices of the whole: the view is made on the fly from raw frames, twice (length, then the
+/// part), so a range must not shift, overlap or run past the end.
+#[test]
+fn red15_console_cast_ranges_are_slices_of_the_whole() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    // Binary with split UTF-8 characters and control bytes, across many frames.
+    let out = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 300); do printf 'line %d \\346\\227' $i; printf '\\245\\001\\033[1m\\n'; head -c 2000 /dev/urandom; done")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap();
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let path = format!("/api/v1/recordings/{id}/content");
+    let whole = audrey.get(&path);
+    assert_eq!(whole.status, 200);
+    let exported = b.export(id);
+    assert_eq!(whole.body, exported, "the console's cast is the exported cast");
+    let len = whole.body.len();
+    // Cut at line ends (the client reads bodies as text, so a cut inside a character would not
+    // compare): the last byte of a line near a third and two thirds.
+    let cut = |at: usize| at + whole.body[at..].find('\n').unwrap();
+    let (a, c) = (cut(len / 3), cut(2 * len / 3));
+    for (range, want) in [
+        (format!("bytes=0-{a}"), &whole.body[..=a]),
+        (format!("bytes={}-{c}", a + 1), &whole.body[a + 1..=c]),
+        (format!("bytes={}-", c + 1), &whole.body[c + 1..]),
+        (format!("bytes={}-{}", len - 10, len + 1000), &whole.body[len - 10..]),
+        ("bytes=-7".to_owned(), &whole.body[len - 7..]),
+    ] {
+        let part = audrey.req("GET", &path, None, &[&format!("Range: {range}")]);
+        assert_eq!(part.status, 206, "{range}");
+        assert!(part.body == want, "{range}: {} bytes, want {}", part.body.len(), want.len());
+    }
+    let past = audrey.req("GET", &path, None, &[&format!("Range: bytes={}-", len + 5)]);
+    assert_eq!(past.status, 416, "a range past the end is refused");
+}
