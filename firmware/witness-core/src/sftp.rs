@@ -40,7 +40,7 @@ const MAX_CONTROL_PACKET: usize = 256 * 1024;
 const MAX_TRACKED: usize = 4096;
 /// Bound on requests waiting for a reply. Past it the observer can no longer tell which request
 /// a reply answers, so it stops reading replies (nothing more is matched, hashed or left out).
-const MAX_OUTSTANDING: usize = 1 << 16;
+const MAX_OUTSTANDING: usize = 1 << 14;
 
 /// A request waiting for its reply. The server answers every request in order, whatever its kind,
 /// so every request holds its place (those the observer has no use for as `Other`) and a reply
@@ -937,6 +937,22 @@ mod tests {
                 FileOp::Download { path: "/secret".into(), bytes: 10, sha256: sha(b"the secret") },
             ]
         );
+    }
+
+    /// Past the bound on waiting requests the observer gives up matching replies: nothing more is
+    /// hashed or left out of a recording (a DATA it cannot place is kept), and memory stays put.
+    #[test]
+    fn too_many_waiting_requests_stop_matching_not_recording() {
+        let mut o = SftpObserver::default();
+        o.client(&packet(FXP_OPEN, &body(&[&1u32.to_be_bytes(), &s(b"/f"), &1u32.to_be_bytes(), &[0; 4]])));
+        o.server(&packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h")])));
+        let stat = |id: u32| packet(17, &body(&[&id.to_be_bytes(), &s(b"/")]));
+        let flood: Vec<u8> = (0..MAX_OUTSTANDING as u32 + 1).flat_map(|i| stat(1000 + i)).collect();
+        o.client(&flood);
+        assert!(o.lost && o.outstanding.is_empty());
+        o.client(&packet(FXP_READ, &body(&[&2u32.to_be_bytes(), &s(b"h"), &0u64.to_be_bytes(), &9u32.to_be_bytes()])));
+        let (_, masks) = o.server_masked(&packet(FXP_DATA, &body(&[&2u32.to_be_bytes(), &s(b"read data")])));
+        assert!(masks.is_empty(), "a reply the observer cannot place is kept");
     }
 
     #[test]
