@@ -476,6 +476,13 @@ impl SftpObserver {
             if p.kind == FXP_INIT {
                 return; // its VERSION reply carries no id
             }
+            // A request of a kind the protocol does not have may or may not be answered (OpenSSH
+            // answers nothing, others a STATUS): the order of replies is no longer known.
+            if !matches!(p.kind, FXP_OPEN..=FXP_SYMLINK | FXP_EXTENDED) {
+                *lost = true;
+                outstanding.clear();
+                return;
+            }
             let mut r = Reader(p.body);
             let Some(id) = r.u32() else { return };
             // What this request waits for; every request holds a place in the queue.
@@ -953,6 +960,21 @@ mod tests {
         o.client(&packet(FXP_READ, &body(&[&2u32.to_be_bytes(), &s(b"h"), &0u64.to_be_bytes(), &9u32.to_be_bytes()])));
         let (_, masks) = o.server_masked(&packet(FXP_DATA, &body(&[&2u32.to_be_bytes(), &s(b"read data")])));
         assert!(masks.is_empty(), "a reply the observer cannot place is kept");
+    }
+
+    /// A request of an unknown kind gets no reply from OpenSSH: queued, it would take the reply of
+    /// the next request with its id and shift every later one (a HANDLE taken for an earlier
+    /// OPEN's path). The observer stops matching instead.
+    #[test]
+    fn an_unknown_request_kind_stops_matching() {
+        let mut o = SftpObserver::default();
+        let open = |id: u32, path: &[u8]| {
+            packet(FXP_OPEN, &body(&[&id.to_be_bytes(), &s(path), &1u32.to_be_bytes(), &[0; 4]]))
+        };
+        o.client(&[packet(50, &7u32.to_be_bytes()), open(7, b"/missing"), open(7, b"/secret")].concat());
+        o.server(&packet(FXP_STATUS, &body(&[&7u32.to_be_bytes(), &2u32.to_be_bytes()])));
+        o.server(&packet(FXP_HANDLE, &body(&[&7u32.to_be_bytes(), &s(b"s")])));
+        assert!(o.finish().is_empty(), "no file is named after a reply it did not get");
     }
 
     #[test]
