@@ -452,3 +452,59 @@ fn red15_console_cast_ranges_are_slices_of_the_whole() {
     let past = audrey.req("GET", &path, None, &[&format!("Range: bytes={}-", len + 5)]);
     assert_eq!(past.status, 416, "a range past the end is refused");
 }
+
+/// Holes (the insider alone, then a crash): recovery at start reads a cut recording whole (the
+/// file, then its plaintext: `recover_cast`), so a box that stopped while a big recording was
+/// open needs several times its size to come back; and a recovered recording is "not
+/// streamable", so the console reads it whole (`admin::playable`) on every request, twice
+/// (length, then the part). A user may play her own recordings: alice asks for 100 bytes of her
+/// recovered 160 MiB recording.
+#[test]
+fn red15_a_recovered_recording_keeps_the_box_small() {
+    let (mut b, _sshd) = box_with_target();
+    let fresh = peak_rss_mib(b.pid());
+    const PAYLOAD: u64 = 160 * 1024 * 1024;
+    let sink = b.dir.path().join("client-out");
+    let mut session = b
+        .ssh("alice@web01")
+        .arg(format!("head -c {PAYLOAD} /dev/urandom; sleep 120"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&sink).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(120, "the payload reached the client", || {
+        (std::fs::metadata(&sink).map(|m| m.len()).unwrap_or(0) >= PAYLOAD).then_some(())
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1500)); // past an fsync
+    b.kill9();
+    let _ = session.kill();
+    let _ = session.wait();
+    b.serve();
+    let rec = eventually(60, "the recording recovered and sealed", || {
+        b.recordings().into_iter().find(|r| r["status"] == "completed" && r["recovered"] == true)
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let id = rec["id"].as_str().unwrap();
+    let recovered = peak_rss_mib(b.pid());
+    let mut alice = Web::new(&b);
+    assert_eq!(alice.login("alice", "alice-pw").status, 200);
+    let code = Command::new("curl")
+        .args(["-sk", "--max-time", "120", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Range: bytes=0-99", "-b"])
+        .arg(alice.jar.path())
+        .arg(format!("{}/api/v1/recordings/{id}/content", alice.base))
+        .output()
+        .unwrap();
+    let played = peak_rss_mib(b.pid());
+    eprintln!(
+        "box peak RSS: {fresh} MiB fresh, {recovered} MiB after recovering a {} MiB recording, {played} MiB after \
+         alice's 100-byte GET (HTTP {})",
+        PAYLOAD >> 20,
+        String::from_utf8_lossy(&code.stdout)
+    );
+    assert!(recovered < fresh + 128, "recovery took the box from {fresh} to {recovered} MiB");
+    assert!(
+        played < recovered + 128,
+        "100 bytes of a recovered recording took the box from {recovered} to {played} MiB"
+    );
+}
