@@ -3,6 +3,7 @@
 
 mod attacks_console;
 mod attacks_doors;
+mod attacks_red15;
 mod attacks_ssh;
 mod board;
 mod evidence;

@@ -44,6 +44,15 @@ pub fn mode_of(command: &str) -> Option<Mode> {
     None
 }
 
+/// Whether `command` is a bare `scp -t/-f` invocation, one program with plain words: no
+/// separators, redirections, substitutions, quotes or globs. Only such a channel's file bytes may
+/// be left out of a recording under `transfers hashes`: after shell syntax the target's shell can
+/// print scp framing of its own (`scp -f x; printf 'C0644 …'; id`) and pass any output off as a
+/// file, so every byte is kept.
+pub fn is_plain(command: &str) -> bool {
+    mode_of(command).is_some() && command.bytes().all(|b| b.is_ascii_alphanumeric() || b" -_./,:=+@%".contains(&b))
+}
+
 /// One file that crossed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
@@ -183,6 +192,10 @@ mod tests {
         assert_eq!(mode_of("scp -f x; id"), Some(Mode::Source));
         assert_eq!(mode_of("scp /a /b"), None);
         assert_eq!(mode_of("ls -t"), None);
+        assert!(is_plain("scp -t /tmp/x") && is_plain("scp -r -d -t -- /srv/img-1.2_x"));
+        for shell in ["scp -f x; id", "scp -f x\nid", "scp -f x|sh", "scp -f $(id)", "scp -f 'a b'", "scp -f x>y"] {
+            assert!(!is_plain(shell), "{shell}");
+        }
     }
 
     fn stream() -> (Vec<u8>, Vec<u8>, Vec<u8>) {

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 
+const FXP_INIT: u8 = 1;
 const FXP_OPEN: u8 = 3;
 const FXP_CLOSE: u8 = 4;
 const FXP_READ: u8 = 5;
@@ -22,7 +23,10 @@ const FXP_SYMLINK: u8 = 20;
 const FXP_STATUS: u8 = 101;
 const FXP_HANDLE: u8 = 102;
 const FXP_DATA: u8 = 103;
+const FXP_NAME: u8 = 104;
+const FXP_ATTRS: u8 = 105;
 const FXP_EXTENDED: u8 = 200;
+const FXP_EXTENDED_REPLY: u8 = 201;
 
 const PFLAG_WRITE: u32 = 0x02;
 
@@ -34,6 +38,21 @@ const MAX_HANDLE: usize = 256;
 const MAX_CONTROL_PACKET: usize = 256 * 1024;
 /// Bound on tracked handles and outstanding requests, so a client cannot grow the box's memory.
 const MAX_TRACKED: usize = 4096;
+/// Bound on requests waiting for a reply. Past it the observer can no longer tell which request
+/// a reply answers, so it stops reading replies (nothing more is matched, hashed or left out).
+const MAX_OUTSTANDING: usize = 1 << 14;
+
+/// A request waiting for its reply. The server answers every request in order, whatever its kind,
+/// so every request holds its place (those the observer has no use for as `Other`) and a reply
+/// takes the oldest request with its id: a reply is never matched with a request it does not
+/// answer (a STATUS for a READ taken as an OPEN's failure, a directory's HANDLE as a file's).
+#[derive(Debug)]
+enum Waiting {
+    Open(String, bool),
+    Read(Vec<u8>, u64),
+    Op(FileOp),
+    Other,
+}
 
 /// A file operation seen on the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -383,14 +402,12 @@ impl<'a> Reader<'a> {
 pub struct SftpObserver {
     to_server: Framer,
     to_client: Framer,
-    /// OPEN requests waiting for their HANDLE reply. Every map of outstanding requests keeps a
-    /// queue per request id: a client may reuse an id, and the server answers in order.
-    opening: HashMap<u32, VecDeque<(String, bool)>>,
+    /// Requests waiting for their reply, a queue per request id (a client may reuse an id, and
+    /// the server answers in order), how many there are, and whether their order was lost.
+    outstanding: HashMap<u32, VecDeque<Waiting>>,
+    waiting: usize,
+    lost: bool,
     files: HashMap<Vec<u8>, OpenFile>,
-    /// READ requests waiting for DATA: request id → handle and offset.
-    reading: HashMap<u32, VecDeque<(Vec<u8>, u64)>>,
-    /// Path operations waiting for their STATUS.
-    pending: HashMap<u32, VecDeque<FileOp>>,
     /// The handle whose payload is streaming by, per direction, and how many of the bytes still
     /// to come are the payload its length field declared (the rest the peer ignores).
     up: Option<(Vec<u8>, u64)>,
@@ -440,7 +457,7 @@ impl SftpObserver {
     /// Bytes from the client (requests).
     pub fn client(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_server, opening, files, reading, pending, up, up_content, .. } = self;
+        let Self { to_server, outstanding, waiting, lost, files, up, up_content, .. } = self;
         to_server.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
@@ -456,15 +473,27 @@ impl SftpObserver {
                 Piece::Packet(p) => p,
             };
             *up = None;
+            if p.kind == FXP_INIT {
+                return; // its VERSION reply carries no id
+            }
+            // A request of a kind the protocol does not have may or may not be answered (OpenSSH
+            // answers nothing, others a STATUS): the order of replies is no longer known.
+            if !matches!(p.kind, FXP_OPEN..=FXP_SYMLINK | FXP_EXTENDED) {
+                *lost = true;
+                outstanding.clear();
+                return;
+            }
             let mut r = Reader(p.body);
             let Some(id) = r.u32() else { return };
+            // What this request waits for; every request holds a place in the queue.
+            let mut entry = Waiting::Other;
             let path_of = |files: &HashMap<Vec<u8>, OpenFile>, h: &[u8]| {
                 files.get(h).map(|f| f.path.clone()).unwrap_or_else(|| "(unknown handle)".into())
             };
             match p.kind {
                 FXP_OPEN => {
                     if let (Some(path), Some(flags)) = (r.string(), r.u32()) {
-                        bounded_insert(opening, id, (path, flags & PFLAG_WRITE != 0));
+                        entry = Waiting::Open(path, flags & PFLAG_WRITE != 0);
                     }
                 }
                 FXP_WRITE => {
@@ -486,7 +515,7 @@ impl SftpObserver {
                 }
                 FXP_READ => {
                     if let (Some(handle), Some(offset)) = (r.bytes(), r.u64()) {
-                        bounded_insert(reading, id, (handle.to_vec(), offset));
+                        entry = Waiting::Read(handle.to_vec(), offset);
                     }
                 }
                 FXP_CLOSE => {
@@ -501,34 +530,34 @@ impl SftpObserver {
                             FXP_MKDIR => FileOp::Mkdir { path, ok: false },
                             _ => FileOp::Rmdir { path, ok: false },
                         };
-                        bounded_insert(pending, id, op);
+                        entry = Waiting::Op(op);
                     }
                 }
                 FXP_RENAME => {
                     if let (Some(from), Some(to)) = (r.string(), r.string()) {
-                        bounded_insert(pending, id, FileOp::Rename { from, to, how: "rename", ok: false });
+                        entry = Waiting::Op(FileOp::Rename { from, to, how: "rename", ok: false });
                     }
                 }
                 FXP_SYMLINK => {
                     if let (Some(target), Some(link)) = (r.string(), r.string()) {
-                        bounded_insert(pending, id, FileOp::Symlink { target, link, ok: false });
+                        entry = Waiting::Op(FileOp::Symlink { target, link, ok: false });
                     }
                 }
                 FXP_SETSTAT => {
                     if let Some(path) = r.string() {
                         let attrs = Attrs::read(&mut r).unwrap_or_default();
-                        bounded_insert(pending, id, FileOp::Setstat { path, attrs, ok: false });
+                        entry = Waiting::Op(FileOp::Setstat { path, attrs, ok: false });
                     }
                 }
                 FXP_FSETSTAT => {
                     if let Some(handle) = r.bytes() {
                         let path = path_of(files, handle);
                         let attrs = Attrs::read(&mut r).unwrap_or_default();
-                        bounded_insert(pending, id, FileOp::Setstat { path, attrs, ok: false });
+                        entry = Waiting::Op(FileOp::Setstat { path, attrs, ok: false });
                     }
                 }
                 FXP_EXTENDED => {
-                    let Some(request) = r.string() else { return };
+                    let request = r.string().unwrap_or_default();
                     let op = match request.as_str() {
                         "posix-rename@openssh.com" => r.string().zip(r.string()).map(|(from, to)| FileOp::Rename {
                             from,
@@ -565,11 +594,12 @@ impl SftpObserver {
                         _ => Some(FileOp::Extended { request, ok: false }),
                     };
                     if let Some(op) = op {
-                        bounded_insert(pending, id, op);
+                        entry = Waiting::Op(op);
                     }
                 }
                 _ => {}
             }
+            queue_request(outstanding, waiting, lost, id, entry);
         });
         out
     }
@@ -577,7 +607,7 @@ impl SftpObserver {
     /// Bytes from the target (responses).
     pub fn server(&mut self, data: &[u8]) -> Vec<FileOp> {
         let mut out = Vec::new();
-        let Self { to_client, opening, files, reading, pending, down, down_content, .. } = self;
+        let Self { to_client, outstanding, waiting, lost, files, down, down_content, .. } = self;
         to_client.feed(data, |piece| {
             let p = match piece {
                 Piece::Rest(bytes) => {
@@ -593,11 +623,20 @@ impl SftpObserver {
                 Piece::Packet(p) => p,
             };
             *down = None;
+            // Replies are matched only while every request's place is known.
+            if *lost
+                || !matches!(p.kind, FXP_STATUS | FXP_HANDLE | FXP_DATA | FXP_NAME | FXP_ATTRS | FXP_EXTENDED_REPLY)
+            {
+                return;
+            }
             let mut r = Reader(p.body);
             let Some(id) = r.u32() else { return };
-            match p.kind {
-                FXP_HANDLE => {
-                    if let (Some((path, writable)), Some(handle)) = (take(opening, id), r.bytes()) {
+            // Every reply answers the oldest request with its id, whatever it was.
+            let Some(request) = take(outstanding, id) else { return };
+            *waiting -= 1;
+            match (p.kind, request) {
+                (FXP_HANDLE, Waiting::Open(path, writable)) => {
+                    if let Some(handle) = r.bytes() {
                         let file = OpenFile {
                             path,
                             writable,
@@ -611,9 +650,8 @@ impl SftpObserver {
                         }
                     }
                 }
-                FXP_DATA => {
-                    if let Some((handle, offset)) = take(reading, id)
-                        && let Some(declared) = r.u32()
+                (FXP_DATA, Waiting::Read(handle, offset)) => {
+                    if let Some(declared) = r.u32()
                         && let Some(file) = files.get_mut(&handle)
                     {
                         file.read_any = true;
@@ -626,16 +664,9 @@ impl SftpObserver {
                         *down = Some((handle, u64::from(declared) - here as u64));
                     }
                 }
-                FXP_STATUS => {
-                    let ok = r.u32() == Some(0);
-                    // A STATUS answers the oldest request with this id, whatever it was.
-                    if take(opening, id).is_none()
-                        && take(reading, id).is_none()
-                        && let Some(mut op) = take(pending, id)
-                    {
-                        op.set_ok(ok);
-                        out.push(op);
-                    }
+                (FXP_STATUS, Waiting::Op(mut op)) => {
+                    op.set_ok(r.u32() == Some(0));
+                    out.push(op);
                 }
                 _ => {}
             }
@@ -665,13 +696,20 @@ fn file_ops(file: OpenFile) -> Vec<FileOp> {
     ops
 }
 
-fn bounded_insert<V>(map: &mut HashMap<u32, VecDeque<V>>, id: u32, v: V) {
-    if map.len() < MAX_TRACKED || map.contains_key(&id) {
-        let queue = map.entry(id).or_default();
-        if queue.len() < 64 {
-            queue.push_back(v);
-        }
+/// Queues a request for its reply. Past [`MAX_TRACKED`] waiting requests new ones only hold their
+/// place (no paths or handles kept); past [`MAX_OUTSTANDING`] the order is given up for good.
+fn queue_request(map: &mut HashMap<u32, VecDeque<Waiting>>, waiting: &mut usize, lost: &mut bool, id: u32, w: Waiting) {
+    if *lost {
+        return;
     }
+    if *waiting >= MAX_OUTSTANDING {
+        *lost = true;
+        map.clear();
+        return;
+    }
+    let w = if *waiting >= MAX_TRACKED { Waiting::Other } else { w };
+    map.entry(id).or_default().push_back(w);
+    *waiting += 1;
 }
 
 /// The oldest outstanding request with `id`.
@@ -782,8 +820,10 @@ mod tests {
             let off = (i * 32_768) as u64;
             let id = (2 + i as u32).to_be_bytes();
             up.extend(packet(FXP_WRITE, &body(&[&id, &s(b"h"), &off.to_be_bytes(), &s(chunk)])));
-            reads.extend(packet(FXP_READ, &body(&[&id, &s(b"h"), &off.to_be_bytes(), &32_768u32.to_be_bytes()])));
-            down.extend(packet(FXP_DATA, &body(&[&id, &s(chunk)])));
+            // The WRITEs' STATUS replies are not fed: the READs take ids of their own.
+            let rid = (100 + i as u32).to_be_bytes();
+            reads.extend(packet(FXP_READ, &body(&[&rid, &s(b"h"), &off.to_be_bytes(), &32_768u32.to_be_bytes()])));
+            down.extend(packet(FXP_DATA, &body(&[&rid, &s(chunk)])));
         }
         let kept = |data: &[u8], masks: &[Range<usize>]| -> (Vec<u8>, Vec<u8>) {
             let (mut kept, mut left) = (Vec::new(), Vec::new());
@@ -870,6 +910,71 @@ mod tests {
         let ops = o.client(&packet(FXP_CLOSE, &body(&[&4u32.to_be_bytes(), &s(b"h")])));
         let sha = Some(hex::encode(Sha256::digest(real)));
         assert_eq!(ops, vec![FileOp::Upload { path: "/up.sh".into(), bytes: real.len() as u64, sha256: sha }]);
+    }
+
+    /// A reply answers the oldest request with its id whatever its kind: a READ's STATUS (EOF) is
+    /// not an OPEN's failure, so the OPEN's handle is tracked under its own path and the next
+    /// READ's DATA is that file's, not the stale READ's (red15: a download audited as a decoy).
+    #[test]
+    fn replies_answer_requests_in_order_across_kinds() {
+        let mut o = SftpObserver::default();
+        let open = |id: u32, path: &[u8]| {
+            packet(FXP_OPEN, &body(&[&id.to_be_bytes(), &s(path), &1u32.to_be_bytes(), &[0; 4]]))
+        };
+        let read = |id: u32, h: &[u8]| {
+            packet(FXP_READ, &body(&[&id.to_be_bytes(), &s(h), &0u64.to_be_bytes(), &4096u32.to_be_bytes()]))
+        };
+        o.client(&open(1, b"/decoy"));
+        o.server(&packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"d")])));
+        o.client(&[read(7, b"d"), open(7, b"/secret")].concat());
+        o.server(&packet(FXP_STATUS, &body(&[&7u32.to_be_bytes(), &1u32.to_be_bytes()])));
+        o.server(&packet(FXP_HANDLE, &body(&[&7u32.to_be_bytes(), &s(b"s")])));
+        o.client(&read(7, b"s"));
+        o.server(&packet(FXP_DATA, &body(&[&7u32.to_be_bytes(), &s(b"the secret")])));
+        // A directory's HANDLE (OPENDIR, not tracked) is not taken for a file's either.
+        o.client(&[packet(11, &body(&[&8u32.to_be_bytes(), &s(b"/etc")])), open(8, b"/other")].concat());
+        o.server(&packet(FXP_HANDLE, &body(&[&8u32.to_be_bytes(), &s(b"dir")])));
+        o.server(&packet(FXP_HANDLE, &body(&[&8u32.to_be_bytes(), &s(b"o")])));
+        let sha = |d: &[u8]| Some(hex::encode(Sha256::digest(d)));
+        assert_eq!(
+            o.finish(),
+            vec![
+                FileOp::Download { path: "/decoy".into(), bytes: 0, sha256: sha(b"") },
+                FileOp::Download { path: "/other".into(), bytes: 0, sha256: sha(b"") },
+                FileOp::Download { path: "/secret".into(), bytes: 10, sha256: sha(b"the secret") },
+            ]
+        );
+    }
+
+    /// Past the bound on waiting requests the observer gives up matching replies: nothing more is
+    /// hashed or left out of a recording (a DATA it cannot place is kept), and memory stays put.
+    #[test]
+    fn too_many_waiting_requests_stop_matching_not_recording() {
+        let mut o = SftpObserver::default();
+        o.client(&packet(FXP_OPEN, &body(&[&1u32.to_be_bytes(), &s(b"/f"), &1u32.to_be_bytes(), &[0; 4]])));
+        o.server(&packet(FXP_HANDLE, &body(&[&1u32.to_be_bytes(), &s(b"h")])));
+        let stat = |id: u32| packet(17, &body(&[&id.to_be_bytes(), &s(b"/")]));
+        let flood: Vec<u8> = (0..MAX_OUTSTANDING as u32 + 1).flat_map(|i| stat(1000 + i)).collect();
+        o.client(&flood);
+        assert!(o.lost && o.outstanding.is_empty());
+        o.client(&packet(FXP_READ, &body(&[&2u32.to_be_bytes(), &s(b"h"), &0u64.to_be_bytes(), &9u32.to_be_bytes()])));
+        let (_, masks) = o.server_masked(&packet(FXP_DATA, &body(&[&2u32.to_be_bytes(), &s(b"read data")])));
+        assert!(masks.is_empty(), "a reply the observer cannot place is kept");
+    }
+
+    /// A request of an unknown kind gets no reply from OpenSSH: queued, it would take the reply of
+    /// the next request with its id and shift every later one (a HANDLE taken for an earlier
+    /// OPEN's path). The observer stops matching instead.
+    #[test]
+    fn an_unknown_request_kind_stops_matching() {
+        let mut o = SftpObserver::default();
+        let open = |id: u32, path: &[u8]| {
+            packet(FXP_OPEN, &body(&[&id.to_be_bytes(), &s(path), &1u32.to_be_bytes(), &[0; 4]]))
+        };
+        o.client(&[packet(50, &7u32.to_be_bytes()), open(7, b"/missing"), open(7, b"/secret")].concat());
+        o.server(&packet(FXP_STATUS, &body(&[&7u32.to_be_bytes(), &2u32.to_be_bytes()])));
+        o.server(&packet(FXP_HANDLE, &body(&[&7u32.to_be_bytes(), &s(b"s")])));
+        assert!(o.finish().is_empty(), "no file is named after a reply it did not get");
     }
 
     #[test]

@@ -128,8 +128,9 @@ impl UserSink {
     pub(crate) fn observe_scp(&self, command: String, hashes_only: bool) {
         let mut taps = self.taps();
         let observer = witness_core::scp::mode_of(&command).map(ScpObserver::new);
+        // Shell syntax around scp can dress any output as a file: then every byte is kept.
+        taps.hashes_only = hashes_only && witness_core::scp::is_plain(&command);
         taps.scp.get_or_insert(ScpTap { command, up: 0, down: 0, observer });
-        taps.hashes_only = hashes_only;
     }
 
     /// A terminal resize, recorded (the caller clamped it).
