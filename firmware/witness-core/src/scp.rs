@@ -61,7 +61,8 @@ pub struct Transfer {
     /// Bytes that crossed, and the size the sender announced.
     pub bytes: u64,
     pub size: u64,
-    /// SHA-256 of the file's bytes, when all of them crossed.
+    /// SHA-256 of the bytes that crossed: the file's, when `bytes == size` (a file cut short
+    /// keeps the hash of its part, so bytes left out of a recording always have one).
     pub sha256: Option<String>,
 }
 
@@ -171,10 +172,12 @@ impl ScpObserver {
         }
     }
 
-    /// A file still crossing when the channel ended: what crossed of it, without a hash.
+    /// A file still crossing when the channel ended: what crossed of it, with that part's hash.
     pub fn finish(&mut self) -> Option<Transfer> {
         match std::mem::replace(&mut self.state, State::Stopped) {
-            State::Data { path, size, left, .. } => Some(Transfer { path, bytes: size - left, size, sha256: None }),
+            State::Data { path, size, left, hash } => {
+                Some(Transfer { path, bytes: size - left, size, sha256: Some(hex::encode(hash.finalize())) })
+            }
             _ => None,
         }
     }
@@ -240,13 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn a_shell_after_scp_stops_the_observer_and_a_cut_file_has_no_hash() {
+    fn a_shell_after_scp_stops_the_observer_and_a_cut_file_keeps_its_parts_hash() {
         let mut o = ScpObserver::new(Mode::Source);
         let (files, content) = o.sent(b"uid=0(root) gid=0(root)\nC0644 5 x\nhello");
         assert!(files.is_empty() && content.is_empty(), "not scp: nothing is content");
         let mut o = ScpObserver::new(Mode::Source);
         o.sent(b"C0644 100 big\nonly some");
-        assert_eq!(o.finish(), Some(Transfer { path: "big".into(), bytes: 9, size: 100, sha256: None }));
+        let part = Some(hex::encode(Sha256::digest(b"only some")));
+        assert_eq!(o.finish(), Some(Transfer { path: "big".into(), bytes: 9, size: 100, sha256: part }));
         let mut o = ScpObserver::new(Mode::Sink);
         assert!(o.sent(&vec![b'C'; MAX_LINE + 10]).1.is_empty());
     }

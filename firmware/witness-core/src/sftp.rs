@@ -239,11 +239,16 @@ impl Default for InOrder {
 }
 
 impl InOrder {
-    /// A chunk starts at `offset`: anything but the next byte breaks the hash.
-    fn start(&mut self, offset: u64) {
-        if offset != self.next {
-            self.hash = None;
+    /// A chunk starts at `offset`: anything but the next byte breaks the hash. Returns, when it
+    /// breaks, how many bytes were hashed in order and their SHA-256: bytes a `transfers hashes`
+    /// policy left out of the recording keep a hash even when the file is then read or written
+    /// out of order.
+    fn start(&mut self, offset: u64) -> Option<(u64, String)> {
+        if offset == self.next {
+            return None;
         }
+        let hash = self.hash.take()?;
+        (self.next > 0).then(|| (self.next, hex::encode(hash.finalize())))
     }
     fn feed(&mut self, data: &[u8]) {
         if let Some(h) = self.hash.as_mut() {
@@ -503,7 +508,9 @@ impl SftpObserver {
                         && let Some(file) = files.get_mut(handle)
                     {
                         file.wrote_any = true;
-                        file.written.start(offset);
+                        if let Some((bytes, sha256)) = file.written.start(offset) {
+                            out.push(FileOp::Upload { path: file.path.clone(), bytes, sha256: Some(sha256) });
+                        }
                         // Only bytes that go into the file's hash may be left out of a recording.
                         if file.written.hash.is_some() && up_content.len() < MAX_TRACKED {
                             up_content.push_back(p.payload(&r, declared));
@@ -655,7 +662,9 @@ impl SftpObserver {
                         && let Some(file) = files.get_mut(&handle)
                     {
                         file.read_any = true;
-                        file.read.start(offset);
+                        if let Some((bytes, sha256)) = file.read.start(offset) {
+                            out.push(FileOp::Download { path: file.path.clone(), bytes, sha256: Some(sha256) });
+                        }
                         if file.read.hash.is_some() && down_content.len() < MAX_TRACKED {
                             down_content.push_back(p.payload(&r, declared));
                         }
@@ -764,10 +773,14 @@ mod tests {
         stream.extend_from_slice(&write);
         stream.extend_from_slice(&close);
         let ops: Vec<_> = stream.chunks(977).flat_map(|c| o.client(c)).collect();
+        let first = Some(hex::encode(Sha256::digest(&payload)));
         assert_eq!(
             ops,
-            vec![FileOp::Upload { path: "/tmp/up".into(), bytes: 200_000, sha256: None }],
-            "offset 0 twice is no file in order: no hash rather than a wrong one"
+            vec![
+                FileOp::Upload { path: "/tmp/up".into(), bytes: 100_000, sha256: first },
+                FileOp::Upload { path: "/tmp/up".into(), bytes: 200_000, sha256: None },
+            ],
+            "offset 0 twice is no file in order: the in-order part keeps its hash, the whole gets none rather than a wrong one"
         );
 
         o.client(&packet(FXP_OPEN, &body(&[&4u32.to_be_bytes(), &s(b"/etc/hosts"), &1u32.to_be_bytes(), &[0; 4]])));

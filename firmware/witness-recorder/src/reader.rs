@@ -23,6 +23,9 @@ pub struct PlainReader<R: Read> {
     pos: usize,
     hash: Sha256,
     done: bool,
+    /// A recording being written: stop quietly at a record not whole yet (or not authentic),
+    /// as [`crate::readable`] does, instead of failing.
+    lenient: bool,
 }
 
 impl<R: Read> std::fmt::Debug for PlainReader<R> {
@@ -53,7 +56,14 @@ impl<R: Read> PlainReader<R> {
         };
         hash.update(&first);
         let offset = first.len() as u64;
-        Ok(Self { inner, opener, index: 0, offset, pending, pos: 0, hash, done: false })
+        Ok(Self { inner, opener, index: 0, offset, pending, pos: 0, hash, done: false, lenient: false })
+    }
+
+    /// For a recording still being written: what is whole so far, ending quietly at a record
+    /// the writer has not finished.
+    pub fn lenient(mut self) -> Self {
+        self.lenient = true;
+        self
     }
 
     /// The SHA-256 (hex) of the stored bytes read so far: of the whole file once the reader
@@ -75,6 +85,16 @@ impl<R: Read> PlainReader<R> {
         if self.done {
             return Ok(false);
         }
+        match self.next_record() {
+            Err(_) if self.lenient => {
+                self.done = true;
+                Ok(false)
+            }
+            other => other,
+        }
+    }
+
+    fn next_record(&mut self) -> std::io::Result<bool> {
         let Some(opener) = self.opener.as_mut() else {
             self.pending.resize(BUFFER, 0);
             let n = self.inner.read(&mut self.pending)?;

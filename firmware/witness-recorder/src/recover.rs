@@ -93,41 +93,187 @@ fn plain_torn(file: &[u8], rest: &[u8]) -> bool {
 /// Trims `path` to its valid prefix (fsync'd), after moving the rest aside, and describes what
 /// is left. An encrypted file is cut before its first record that is torn, fails authentication
 /// or is out of place (for a cast, after its last whole event; a video keeps its whole records
-/// and plays to its last whole fragment); a plain cast after its last whole event.
+/// and plays to its last whole fragment); a plain cast after its last whole event. An encrypted
+/// file is read a record at a time: recovering a large recording costs what a small one does.
 pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, RecordError> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
     use witness_core::atrest;
     let unusable = |e: &dyn std::fmt::Display| RecordError::Unusable(format!("{}: {e}", path.display()));
-    let data = std::fs::read(path).map_err(|e| unusable(&e))?;
-    let encrypted = atrest::Header::parse(&data).is_some();
-    let (valid_len, scan) = match atrest::Header::parse(&data) {
-        Some((header, _)) => {
-            let dek = key_for(&header).ok_or_else(|| unusable(&format!("no key {}", header.key_id)))?;
-            let (plain, len) = atrest::open(&data, &dek, false).map_err(|e| unusable(&e))?;
-            if path.extension().is_some_and(|e| e == "mp4") {
-                // Session video: whole records are kept; players stop at the last whole fragment
-                // (playback trims the plaintext with `fmp4::whole_len`).
+    let file = File::open(path).map_err(|e| unusable(&e))?;
+    let size = file.metadata().map_err(|e| unusable(&e))?.len();
+    let mut reader = std::io::BufReader::with_capacity(256 * 1024, file);
+    let mut first = Vec::new();
+    (&mut reader).take(64 * 1024).read_until(b'\n', &mut first).map_err(|e| unusable(&e))?;
+    let Some((header, start)) = atrest::Header::parse(&first).filter(|(_, n)| *n == first.len()) else {
+        return recover_plain(path, unusable);
+    };
+    let dek = key_for(&header).ok_or_else(|| unusable(&format!("no key {}", header.key_id)))?;
+    let mut opener = atrest::RecordOpener::new(&header, &dek);
+    let video = path.extension().is_some_and(|e| e == "mp4");
+    let mut hash = Sha256::new();
+    hash.update(&first);
+    let (mut valid_len, mut index) = (start as u64, 0u64);
+    let mut decoder = witness_core::rawrec::Decoder::default();
+    let (mut events, mut last_time) = (0usize, 0.0f64);
+    // What stopped the walk: nothing left (`None`), a part of a length field (`Some(None)`), or
+    // a record that is not whole or not authentic in its place (`Some(Some(its length field))`).
+    let rest_field: Option<Option<[u8; 4]>> = loop {
+        let mut field = [0u8; 4];
+        let got = read_up_to(&mut reader, &mut field).map_err(|e| unusable(&e))?;
+        if got < 4 {
+            break (got > 0).then_some(None);
+        }
+        let Some(len) = atrest::record_len(field) else { break Some(Some(field)) };
+        let mut record = vec![0u8; len];
+        if read_up_to(&mut reader, &mut record).map_err(|e| unusable(&e))? < len {
+            break Some(Some(field));
+        }
+        let Ok(plain) = opener.open(index, valid_len, &record) else { break Some(Some(field)) };
+        if video {
+            if index == 0 {
+                // Session video: whole records are kept; players stop at the last whole
+                // fragment (playback trims the plaintext with `fmp4::whole_len`).
                 witness_core::fmp4::whole_len(&plain).ok_or_else(|| unusable(&"not an MP4 stream"))?;
-                let scan = witness_core::cast::Scan { valid_len: len, last_time: 0.0, events: 0, truncated: false };
-                (len, scan)
-            } else {
-                (len, witness_core::rawrec::scan(&plain).map_err(|e| unusable(&e))?)
+            }
+        } else {
+            decoder.push(&plain);
+            while let Ok(Some(ev)) = decoder.next_event() {
+                events += 1;
+                last_time = last_time.max(ev.time);
             }
         }
-        None => {
-            let scan = witness_core::rawrec::scan(&data).map_err(|e| unusable(&e))?;
-            (scan.valid_len, scan)
-        }
+        hash.update(field);
+        hash.update(&record);
+        valid_len += 4 + len as u64;
+        index += 1;
     };
+    if !video && !matches!(decoder.header(), Ok(Some(_))) {
+        return Err(unusable(&witness_core::cast::CastError::NoHeader));
+    }
+    let trimmed = size - valid_len;
+    let mut quarantine = None;
+    if trimmed > 0 {
+        // Torn: the rest is one record cut short (or a part of its length field), which holds
+        // nothing that could authenticate.
+        let torn = match rest_field {
+            Some(None) => true,
+            Some(Some(field)) => atrest::record_len(field).is_some_and(|n| 4 + n as u64 > trimmed),
+            None => false,
+        };
+        let mut file = reader.into_inner();
+        file.seek(SeekFrom::Start(valid_len)).map_err(|e| unusable(&e))?;
+        // Moved aside before the cut: a crash in between leaves both copies, never neither.
+        quarantine = match move_aside_from(path, &mut file, trimmed) {
+            Ok(q) => Some(q),
+            // A full disk, the usual reason for a torn write, has no room for the copy.
+            Err(e) if torn => {
+                tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
+                None
+            }
+            Err(e) => {
+                return Err(unusable(&format!(
+                    "the {trimmed} bytes after its authentic part cannot be moved aside, so nothing is cut: {e}"
+                )));
+            }
+        };
+        let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
+        file.set_len(valid_len).map_err(|e| unusable(&e))?;
+        file.sync_all().map_err(|e| unusable(&e))?;
+    }
+    Ok(RecoveredCast {
+        bytes: valid_len,
+        sha256: hex::encode(hash.finalize()),
+        duration: last_time,
+        events,
+        trimmed,
+        quarantine,
+    })
+}
+
+fn read_up_to(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// [`move_aside`] for the `len` bytes `file` holds from where it stands, copied as a stream.
+fn move_aside_from(recording: &Path, file: &mut File, len: u64) -> std::io::Result<PathBuf> {
+    use std::io::Read;
+    // The rest of a damaged recording is bounded by the recording itself; a copy already made
+    // by a recovery cut short is found by comparing, as a stream too.
+    let start = std::io::Seek::stream_position(file)?;
+    let mut rest = Vec::new();
+    if len <= 64 * 1024 * 1024 {
+        file.take(len).read_to_end(&mut rest)?;
+        return move_aside(recording, &rest);
+    }
+    for n in 0.. {
+        let q = quarantine_path(recording, n);
+        match std::fs::metadata(&q) {
+            Ok(m) if m.len() == len && same_bytes(&q, file, start, len)? => return Ok(q),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::io::Seek::seek(file, std::io::SeekFrom::Start(start))?;
+                let copied = (|| {
+                    let mut out = File::create_new(&q)?;
+                    std::io::copy(&mut file.take(len), &mut out)?;
+                    out.sync_all()?;
+                    if let Some(parent) = q.parent() {
+                        File::open(parent)?.sync_all()?;
+                    }
+                    Ok(())
+                })();
+                if let Err(e) = copied {
+                    let _ = std::fs::remove_file(&q); // a partial copy is no copy
+                    return Err(e);
+                }
+                return Ok(q);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    unreachable!("an unbounded range")
+}
+
+fn same_bytes(q: &Path, file: &mut File, start: u64, len: u64) -> std::io::Result<bool> {
+    use std::io::Read;
+    std::io::Seek::seek(file, std::io::SeekFrom::Start(start))?;
+    let (mut a, mut b) = (File::open(q)?.take(len), file.take(len));
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_up_to(&mut a, &mut x)?;
+        if n != read_up_to(&mut b, &mut y[..n])? || x[..n] != y[..n] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+}
+
+/// A plain (unencrypted, from before encryption at rest) recording: read whole, cut after its
+/// last whole event.
+fn recover_plain(
+    path: &Path,
+    unusable: impl Fn(&dyn std::fmt::Display) -> RecordError,
+) -> Result<RecoveredCast, RecordError> {
+    let data = std::fs::read(path).map_err(|e| unusable(&e))?;
+    let scan = witness_core::rawrec::scan(&data).map_err(|e| unusable(&e))?;
+    let valid_len = scan.valid_len;
     let trimmed = (data.len() - valid_len) as u64;
     let mut quarantine = None;
     if trimmed > 0 {
         let rest = &data[valid_len..];
-        // Moved aside before the cut: a crash in between leaves both copies, never neither.
         quarantine = match move_aside(path, rest) {
             Ok(q) => Some(q),
-            // A full disk, the usual reason for a torn write, has no room for the copy. A torn
-            // last record (or half an event) holds nothing that could authenticate: it is cut.
-            Err(e) if if encrypted { witness_core::atrest::is_torn(rest) } else { plain_torn(&data, rest) } => {
+            Err(e) if plain_torn(&data, rest) => {
                 tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
                 None
             }

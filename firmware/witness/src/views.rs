@@ -21,15 +21,15 @@ pub enum View {
     Raw,
 }
 
-/// Whether the recording is finished and whole on the box, so it can be streamed from its file
-/// (one being written, one cut by a crash, or one only in the store is read whole instead).
+/// Whether the recording can be streamed from its file on the box: a finished one that is whole
+/// (one cut by a crash was trimmed to its authentic prefix, but a video then plays only to its
+/// last whole fragment, which needs it whole), or an SSH recording being written (read up to its
+/// last whole record). One only in the store is fetched whole instead.
 pub fn streamable(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
-    Ok(row.status != "recording"
-        && !row.recovered
-        && row.sha256.is_some()
-        && !dir.index.is_pruned(&row.id)?
-        && dir.index.deleted_at(&row.id)?.is_none()
-        && dir.root.join(&row.path).exists())
+    let local =
+        !dir.index.is_pruned(&row.id)? && dir.index.deleted_at(&row.id)?.is_none() && dir.root.join(&row.path).exists();
+    let finished = row.status != "recording" && row.sha256.is_some() && (!row.recovered || is_ssh(row));
+    Ok(local && (finished || (row.status == "recording" && is_ssh(row))))
 }
 
 fn is_ssh(row: &RecordingRow) -> bool {
@@ -133,6 +133,10 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
     if streamable(dir, row)? {
         let path = dir.root.join(&row.path);
         let mut r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+        if row.status == "recording" {
+            // Being written: whatever is whole so far, and no hash to check yet.
+            return write_view(row, &mut r.lenient(), out, view);
+        }
         let n = write_view(row, &mut r, out, view)?;
         // Everything was read: the stored file's hash is known.
         let mut rest = Vec::new();
