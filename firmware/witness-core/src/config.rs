@@ -78,6 +78,9 @@ pub struct WebSection {
 pub struct RecordingSection {
     /// Also record what users type (`i` events). Off by default: input holds passwords.
     pub record_input: Option<bool>,
+    /// Also record what RDP users type (a key track beside the video). Off by default: keys
+    /// include passwords typed into the target.
+    pub rdp_keystrokes: Option<bool>,
     pub fsync_interval_ms: Option<u64>,
     /// New sessions are refused when the recordings' file system has less free space than this.
     pub min_free_mb: Option<u64>,
@@ -94,6 +97,7 @@ pub struct Config {
     pub env_allow: Vec<String>,
     pub agent_forwarding: bool,
     pub record_input: bool,
+    pub rdp_keystrokes: bool,
     pub fsync_interval: Duration,
     pub min_free_bytes: u64,
     pub keep_local_days: u64,
@@ -153,6 +157,7 @@ impl ConfigFile {
             env_allow: self.ssh.env_allow.unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
             agent_forwarding: self.ssh.agent_forwarding.unwrap_or(false),
             record_input: self.recording.record_input.unwrap_or(false),
+            rdp_keystrokes: self.recording.rdp_keystrokes.unwrap_or(false),
             fsync_interval,
             min_free_bytes: self.recording.min_free_mb.unwrap_or(256) * 1024 * 1024,
             keep_local_days: self.store.keep_local_days.unwrap_or(30),
@@ -206,7 +211,7 @@ mod tests {
     fn empty_file_is_embedded_defaults() {
         let c = ConfigFile::parse("").unwrap().validate().unwrap();
         assert_eq!(c.ssh_listen.to_string(), DEFAULT_SSH_LISTEN);
-        assert!(!c.record_input && !c.agent_forwarding);
+        assert!(!c.record_input && !c.rdp_keystrokes && !c.agent_forwarding);
         assert!(c.env_allowed("LC_ALL") && c.env_allowed("LANG") && !c.env_allowed("LD_PRELOAD"));
     }
 
