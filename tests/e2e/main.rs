@@ -10,6 +10,7 @@ mod flash;
 mod harness;
 mod image;
 mod rdp;
+mod rdp_search;
 mod rdp_video;
 mod retention;
 mod ssh_path;

@@ -141,10 +141,11 @@ impl Index {
         Ok(())
     }
 
-    /// Finished SSH recordings still on the box whose text is not searchable yet.
+    /// Finished casts (SSH output, RDP key tracks) still on the box whose text is not searchable
+    /// yet.
     pub fn recordings_without_text(&self) -> Result<Vec<RecordingRow>> {
         self.recording_rows(
-            "WHERE r.text_indexed = 0 AND r.pruned = 0 AND s.protocol = 'ssh'
+            "WHERE r.text_indexed = 0 AND r.pruned = 0 AND r.path LIKE '%.cast'
              AND r.status IN ('completed', 'uploaded')",
             [],
         )

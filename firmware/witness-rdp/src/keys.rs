@@ -243,9 +243,8 @@ impl KeyTrack {
                             self.unicode(unit)
                         }
                     }
-                    FastPathInputEvent::SyncEvent(flags) => {
-                        self.sync(flags.contains(SynchronizeFlags::CAPS_LOCK), flags.contains(SynchronizeFlags::NUM_LOCK))
-                    }
+                    FastPathInputEvent::SyncEvent(flags) => self
+                        .sync(flags.contains(SynchronizeFlags::CAPS_LOCK), flags.contains(SynchronizeFlags::NUM_LOCK)),
                     _ => {}
                 }
             }
@@ -330,7 +329,11 @@ impl KeyTrack {
             (0x35, true) => Some('/'),
             (_, true) => None,
             (c, false) if (0x47..=0x53).contains(&c) => {
-                if self.num { KEYPAD.iter().find(|(k, _)| *k == c).map(|&(_, ch)| ch) } else { None }
+                if self.num {
+                    KEYPAD.iter().find(|(k, _)| *k == c).map(|&(_, ch)| ch)
+                } else {
+                    None
+                }
             }
             (c, false) => {
                 let shift = self.shift_left || self.shift_right;

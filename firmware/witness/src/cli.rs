@@ -35,6 +35,15 @@ pub enum Command {
     },
     /// List recordings, or export one.
     Recordings(RecordingsArgs),
+    /// Find sessions by what was on screen or typed (SSH output, RDP key tracks): every word is
+    /// required; one hit per session, with the recording, the moment and the line.
+    Search {
+        /// Words to find (case-insensitive, whole words).
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the audit log (newest last).
     Audit {
         #[arg(long)]

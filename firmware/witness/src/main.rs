@@ -50,6 +50,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
         Command::Sessions { json } => admin::sessions(&cli.data, json),
         Command::Recordings(args) => admin::recordings(&cli.data, args),
+        Command::Search { words, json } => search::search_cli(&cli.data, &words.join(" "), json),
         Command::Audit { json, limit, verify: false } => admin::audit(&cli.data, json, limit),
         Command::Audit { verify: true, .. } => admin::verify_audit(&cli.data),
         Command::Serve(args) => serve::run(&cli.data, args),

@@ -1,7 +1,7 @@
 //! Search inside SSH output: a sealed recording's text is extracted (off the relay's path, on the
 //! sealing thread) into a blind index — keyed word hashes for FTS5, the chunk text sealed — so
 //! the index never holds session text in clear; a restart indexes what a crash or an older
-//! version left out. Hits are opened here, for the console.
+//! version left out. Hits are opened here, for the console and `witness search`.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
@@ -20,7 +20,8 @@ pub fn index_text(dir: &DataDir, recording_id: &str) {
 
 fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
     let row = dir.index.recording(recording_id)?.context("no such recording")?;
-    if row.protocol != "ssh" {
+    // Casts: SSH output, and an RDP session's typed keys (its key track).
+    if !row.path.ends_with(".cast") {
         return Ok(0);
     }
     let file = std::fs::read(dir.root.join(&row.path)).with_context(|| format!("reading {}", row.path))?;
@@ -78,4 +79,66 @@ pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String)> 
         .unwrap_or_else(|| text.lines().next().unwrap_or(""));
     let snippet: String = line.chars().take(160).collect();
     Some((at, snippet))
+}
+
+/// One session `witness search` found.
+#[derive(Debug, serde::Serialize)]
+pub struct CliHit {
+    pub session_id: String,
+    pub recording_id: String,
+    pub protocol: String,
+    pub user: String,
+    pub target: String,
+    pub started_at: String,
+    /// Seconds into the recording where the words appear.
+    pub at: f64,
+    /// Which track matched: `output` (SSH), `keys` (RDP typed keys).
+    pub source: String,
+    pub snippet: String,
+}
+
+/// `witness search WORDS [--json]`: sessions of every protocol whose text holds all the words.
+pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let tokens = query_tokens(&dir, query)?;
+    if tokens.is_empty() {
+        anyhow::bail!("no words to search for in {query:?}: give letters or digits");
+    }
+    let rows = dir.index.find_sessions(&Default::default(), Some(&tokens))?;
+    let mut hits = Vec::new();
+    for (session, hit) in rows {
+        let Some(hit) = hit else { continue };
+        let (at, snippet) =
+            open_hit(&dir, query, &hit).unwrap_or((hit.at, "(the matching text could not be opened)".into()));
+        let channel = dir.index.recording(&hit.recording_id)?.map(|r| r.channel).unwrap_or_default();
+        hits.push(CliHit {
+            session_id: session.id,
+            recording_id: hit.recording_id,
+            protocol: session.protocol,
+            user: session.user,
+            target: session.target,
+            started_at: session.started_at,
+            at: (at * 1000.0).round() / 1000.0,
+            source: if channel == "keys" { "keys".into() } else { "output".into() },
+            snippet,
+        });
+    }
+    // The words are session content: the audit log keeps only that a search was made and what
+    // it found, as the console's does.
+    let words = query.split_whitespace().count();
+    dir.index.audit("cli_search", None, None, None, &serde_json::json!({ "words": words, "hits": hits.len() }))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        println!("no session holds all of these words");
+    }
+    for h in hits {
+        println!(
+            "{}  {:<4} {}@{}  {}  recording {} at {:.1}s ({})  {}",
+            h.session_id, h.protocol, h.user, h.target, h.started_at, h.recording_id, h.at, h.source, h.snippet
+        );
+    }
+    Ok(())
 }

@@ -1,0 +1,152 @@
+//! Finding RDP sessions by what happened in them, end to end: a real `xfreerdp` through the box
+//! to `freerdp-shadow-cli`, whose screen shows an xterm; the test types into the client's window
+//! with `xdotool` at a known moment (the keys travel as RDP input through the box to the target).
+//! With `[recording] rdp_keystrokes = true` the typed phrase is in the session's key track and
+//! `witness search` finds the session at that moment; with it off (the default) the phrase is
+//! recorded nowhere. Either way the words are never in the index (or its WAL) in clear.
+
+use crate::harness::{Box, assert_completed, eventually};
+use crate::rdp::{RdpBox, STAYED_UP, Shadow, Xvfb, add_shadow_target};
+use crate::rdp_video::{now_unix, unix_of};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// An xterm filling the target's screen, in a font large enough to read.
+fn xterm_on(screen: &Xvfb) -> Child {
+    Command::new("xterm")
+        .args(["-geometry", "100x30+0+0", "-fa", "DejaVu Sans Mono", "-fs", "14", "-bg", "white", "-fg", "black"])
+        .env("DISPLAY", screen.display())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting xterm (apt install xterm)")
+}
+
+/// Types `text` (then Enter) into whatever has the focus on `screen` (the xfreerdp window).
+fn type_into(screen: &Xvfb, text: &str) {
+    for args in [&["type", "--delay", "60", text][..], &["key", "Return"]] {
+        let st = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", screen.display())
+            .status()
+            .expect("xdotool (apt install xdotool)");
+        assert!(st.success(), "xdotool {args:?} failed");
+    }
+}
+
+/// Every file under `dir` holding `needle`, as bytes (the index, its WAL, recordings, logs...).
+fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) {
+                found.push(p.display().to_string());
+            }
+        }
+    }
+    found
+}
+
+/// One RDP session in which the user types `phrase` a few seconds in; returns the box (stopped,
+/// so the index and its WAL are as the daemon left them), the session, and when the typing
+/// started, in seconds from the session's start.
+fn session_typing(phrase: &str, keystrokes: bool) -> (RdpBox, serde_json::Value, f64) {
+    let shadow = Shadow::start();
+    let mut xterm = xterm_on(&shadow.screen);
+    let b = Box::new();
+    if keystrokes {
+        // The default witness.toml ends in its [recording] section.
+        let path = b.data().join("witness.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, format!("{text}rdp_keystrokes = true\n")).unwrap();
+    }
+    add_shadow_target(&b, &shadow, &[]);
+    b.ok(&["grant", "alice", "nla01"], None);
+    let mut rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 16, &[]);
+    // The session is up once the box has its video.
+    eventually(15, "the session's video to start", || {
+        rb.b.recordings().into_iter().find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(".mp4")))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let typed_at = now_unix();
+    type_into(&screen, phrase);
+    let (st, log) = client.wait(Duration::from_secs(40));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let _ = xterm.kill();
+    let _ = xterm.wait();
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    // Sealing and indexing run after the session; wait until every recording is settled.
+    eventually(30, "the session's recordings to finish", || {
+        let rows = rb.b.recordings();
+        rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing").then_some(())
+    });
+    let started = unix_of(session["started_at"].as_str().unwrap());
+    (rb, session, typed_at - started)
+}
+
+fn search(b: &Box, words: &str) -> Vec<serde_json::Value> {
+    b.json(&["search", words, "--json"]).as_array().unwrap().clone()
+}
+
+#[test]
+fn typed_keys_are_found_by_search_when_the_box_records_them() {
+    let (mut rb, session, typed_at) = session_typing("echo zanzibar quokkafish", true);
+    let keys: Vec<_> = rb.b.recordings().into_iter().filter(|r| r["channel"] == "keys").collect();
+    assert_eq!(keys.len(), 1, "one key track: {:?}", rb.b.recordings());
+    assert_completed(&keys[0]);
+    // The key track is a cast the box exports like any other: what was typed, in order.
+    let exported = rb.b.export(keys[0]["id"].as_str().unwrap());
+    let typed: String = exported
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str::<(f64, String, String)>(l).unwrap())
+        .filter(|(_, kind, _)| kind == "o")
+        .map(|(_, _, text)| text)
+        .collect();
+    assert!(typed.contains("echo zanzibar quokkafish\r\n"), "{typed:?}");
+    let hits = eventually(20, "the key track to be indexed", || {
+        let hits = search(&rb.b, "quokkafish zanzibar");
+        (!hits.is_empty()).then_some(hits)
+    });
+    assert_eq!(hits.len(), 1, "{hits:?}");
+    let hit = &hits[0];
+    assert_eq!(hit["session_id"], session["id"], "{hit}");
+    assert_eq!(hit["protocol"], "rdp", "{hit}");
+    assert_eq!(hit["source"], "keys", "{hit}");
+    assert_eq!(hit["recording_id"], keys[0]["id"], "{hit}");
+    assert!(hit["snippet"].as_str().unwrap().contains("echo zanzibar quokkafish"), "{hit}");
+    let at = hit["at"].as_f64().unwrap();
+    eprintln!("typed at {typed_at:.2} s into the session, found at {at:.2} s");
+    assert!((at - typed_at).abs() < 2.0, "hit at {at} s, typed at {typed_at} s");
+    // Words that were not typed find nothing; all words are required.
+    assert!(search(&rb.b, "zanzibar notypedword").is_empty());
+    // Searching is audited without the words.
+    let audit = rb.b.audit();
+    let event = audit.iter().find(|e| e["kind"] == "cli_search").expect("cli_search audited");
+    assert!(!event.to_string().contains("zanzibar"), "{event}");
+    // Nothing under the data dir holds the words in clear: not the index, its WAL, the
+    // recordings or the log.
+    rb.stop();
+    assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"quokkafish"), Vec::<String>::new());
+    assert!(!rb.b.log().contains("quokkafish"));
+}
+
+#[test]
+fn typed_keys_are_recorded_nowhere_by_default() {
+    let (mut rb, _session, _) = session_typing("echo marmalade wombatcrane", false);
+    let rows = rb.b.recordings();
+    assert_eq!(rows.len(), 1, "the video only: {rows:?}");
+    assert!(rows[0]["path"].as_str().unwrap().ends_with(".mp4"), "{rows:?}");
+    assert!(search(&rb.b, "wombatcrane").is_empty());
+    rb.stop();
+    assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"wombatcrane"), Vec::<String>::new());
+    assert!(!rb.b.log().contains("wombatcrane"));
+}
