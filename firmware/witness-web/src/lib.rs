@@ -311,6 +311,7 @@ mod tests {
                 activity,
                 seal_error: None,
                 missed_screen_updates: None,
+                text: None,
             },
             timeline: Vec::new(),
             upload: None,

@@ -42,6 +42,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             at: c.at,
             tokens: witness_core::text::blind_tokens(&key, &c.text),
             line_times: c.line_times,
+            line_rects: Vec::new(),
             sealed: witness_core::text::seal_text(&key, crate::keys::nonce(), &c.text),
         })
         .collect();
