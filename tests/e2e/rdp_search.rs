@@ -1,9 +1,12 @@
 //! Finding RDP sessions by what happened in them, end to end: a real `xfreerdp` through the box
-//! to `freerdp-shadow-cli`, whose screen shows an xterm; the test types into the client's window
-//! with `xdotool` at a known moment (the keys travel as RDP input through the box to the target).
-//! With `[recording] rdp_keystrokes = true` the typed phrase is in the session's key track and
-//! `witness search` finds the session at that moment; with it off (the default) the phrase is
-//! recorded nowhere. Either way the words are never in the index (or its WAL) in clear.
+//! to `freerdp-shadow-cli`. Typed keys: the test types into the client's window with `xdotool`
+//! at a known moment (the keys travel as RDP input through the box to the target, whose screen
+//! stays blank); with `[recording] rdp_keystrokes = true` the typed phrase is in the session's
+//! key track and `witness search` finds the session at that moment, with it off (the default)
+//! the phrase is recorded nowhere. On-screen text: the target shows an xterm in which the test
+//! types a word on the target's own display at a known moment; after the session the box reads
+//! the video (Tesseract) and `witness search` finds the session within 2 s of that moment, with
+//! the word's place on the screen. The words are never in the index (or its WAL) in clear.
 
 use crate::harness::{Box, assert_completed, eventually};
 use crate::rdp::{RdpBox, STAYED_UP, Shadow, Xvfb, add_shadow_target};
@@ -23,9 +26,10 @@ fn xterm_on(screen: &Xvfb) -> Child {
         .expect("starting xterm (apt install xterm)")
 }
 
-/// Types `text` (then Enter) into whatever has the focus on `screen` (the xfreerdp window).
+/// Types `text` (then Enter) into whatever has the focus on `screen` (the xfreerdp window, or
+/// the xterm).
 fn type_into(screen: &Xvfb, text: &str) {
-    for args in [&["type", "--delay", "60", text][..], &["key", "Return"]] {
+    for args in [&["type", "--delay", "40", text][..], &["key", "Return"]] {
         let st = Command::new("xdotool")
             .args(args)
             .env("DISPLAY", screen.display())
@@ -57,7 +61,6 @@ fn files_holding(dir: &Path, needle: &[u8]) -> Vec<String> {
 /// started, in seconds from the session's start.
 fn session_typing(phrase: &str, keystrokes: bool) -> (RdpBox, serde_json::Value, f64) {
     let shadow = Shadow::start();
-    let mut xterm = xterm_on(&shadow.screen);
     let b = Box::new();
     if keystrokes {
         // The default witness.toml ends in its [recording] section.
@@ -67,7 +70,7 @@ fn session_typing(phrase: &str, keystrokes: bool) -> (RdpBox, serde_json::Value,
     }
     add_shadow_target(&b, &shadow, &[]);
     b.ok(&["grant", "alice", "nla01"], None);
-    let mut rb = RdpBox::serve(b);
+    let rb = RdpBox::serve(b);
     let screen = Xvfb::start();
     let client = rb.client(&screen, "alice@nla01", "alice-pw", 16, &[]);
     // The session is up once the box has its video.
@@ -79,8 +82,6 @@ fn session_typing(phrase: &str, keystrokes: bool) -> (RdpBox, serde_json::Value,
     type_into(&screen, phrase);
     let (st, log) = client.wait(Duration::from_secs(40));
     assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
-    let _ = xterm.kill();
-    let _ = xterm.wait();
     let session =
         eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
     // Sealing and indexing run after the session; wait until every recording is settled.
@@ -149,4 +150,62 @@ fn typed_keys_are_recorded_nowhere_by_default() {
     rb.stop();
     assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"wombatcrane"), Vec::<String>::new());
     assert!(!rb.b.log().contains("wombatcrane"));
+}
+
+#[test]
+fn text_shown_on_the_targets_screen_is_found_by_search_at_its_moment() {
+    let shadow = Shadow::start();
+    let mut xterm = xterm_on(&shadow.screen);
+    // The xterm has the target's keyboard focus (no window manager: focus it by hand).
+    let st = Command::new("xdotool")
+        .args(["search", "--sync", "--class", "XTerm", "windowfocus", "--sync"])
+        .env("DISPLAY", shadow.screen.display())
+        .status()
+        .unwrap();
+    assert!(st.success(), "focusing the xterm failed");
+    let b = Box::new();
+    add_shadow_target(&b, &shadow, &[]);
+    b.ok(&["grant", "alice", "nla01"], None);
+    let mut rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 14, &[]);
+    eventually(15, "the session's video to start", || {
+        rb.b.recordings().into_iter().find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(".mp4")))
+    });
+    std::thread::sleep(Duration::from_secs(4));
+    // Typed on the target itself: these keys never pass the box, only the screen does.
+    let typed_at = now_unix();
+    type_into(&shadow.screen, "echo pelicanharbor");
+    let (st, log) = client.wait(Duration::from_secs(40));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let _ = xterm.kill();
+    let _ = xterm.wait();
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let video = eventually(120, "the video's screen text to be read", || {
+        let v = rb.b.recordings().into_iter().find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(".mp4")))?;
+        let state = v["text"]["state"].as_str().unwrap_or("").to_owned();
+        assert_ne!(state, "failed", "{v}\n{}", rb.b.log());
+        (state == "done").then_some(v)
+    });
+    let read = rb.b.log().lines().find(|l| l.contains("screen text read")).map(str::to_owned);
+    eprintln!("{}", read.unwrap_or_default());
+    let typed_at = typed_at - unix_of(session["started_at"].as_str().unwrap());
+    let hits = search(&rb.b, "pelicanharbor");
+    assert_eq!(hits.len(), 1, "{hits:?}\n{}", rb.b.log());
+    let hit = &hits[0];
+    assert_eq!((&hit["session_id"], &hit["recording_id"]), (&session["id"], &video["id"]), "{hit}");
+    assert_eq!((hit["protocol"].as_str(), hit["source"].as_str()), (Some("rdp"), Some("screen")), "{hit}");
+    assert!(hit["snippet"].as_str().unwrap().to_lowercase().contains("pelicanharbor"), "{hit}");
+    let at = hit["at"].as_f64().unwrap();
+    eprintln!("typed on the target at {typed_at:.2} s into the session, read off the screen at {at:.2} s");
+    assert!((at - typed_at).abs() < 2.0, "hit at {at} s, typed at {typed_at} s");
+    // Where the line was: inside the 1024x768 desktop, in the xterm's top rows (it starts at the
+    // top left and the word was typed on its first lines).
+    let rect: Vec<u64> = hit["rect"].as_array().expect("a rectangle").iter().map(|v| v.as_u64().unwrap()).collect();
+    assert!(rect[0] + rect[2] <= 1024 && rect[1] + rect[3] <= 768 && rect[2] > 50 && rect[3] > 5, "{rect:?}");
+    assert!(rect[1] < 200, "{rect:?}");
+    rb.stop();
+    assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"pelicanharbor"), Vec::<String>::new());
+    assert!(!rb.b.log().contains("pelicanharbor"));
 }

@@ -86,6 +86,9 @@ pub struct RecordingSection {
     pub min_free_mb: Option<u64>,
     /// Pins the H.264 encoder (a GStreamer element name, e.g. "v4l2h264enc"); unset: probe.
     pub video_encoder: Option<String>,
+    /// Tesseract languages on-screen text is read in (`eng`, `eng+deu`: each needs its Debian
+    /// `tesseract-ocr-LANG` package).
+    pub ocr_languages: Option<String>,
 }
 
 /// The validated configuration.
@@ -108,6 +111,7 @@ pub struct Config {
     pub retention_sweep: Duration,
     pub board_profile: Option<String>,
     pub video_encoder: Option<String>,
+    pub ocr_languages: String,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -147,6 +151,14 @@ impl ConfigFile {
                 reason: format!("{part_mb} is outside 5..=4096"),
             });
         }
+        let ocr_languages = self.recording.ocr_languages.unwrap_or_else(|| "eng".to_owned());
+        // Handed to Tesseract as one argument: language names joined by `+`, nothing else.
+        if ocr_languages.split('+').any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return Err(ConfigError::Invalid {
+                key: "recording.ocr_languages",
+                reason: format!("{ocr_languages:?} is not Tesseract language names joined by + (like \"eng+deu\")"),
+            });
+        }
         let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
         crate::names::validate_name(&box_id)
             .map_err(|e| ConfigError::Invalid { key: "box_id", reason: e.to_string() })?;
@@ -184,6 +196,7 @@ impl ConfigFile {
             },
             board_profile: self.board.profile,
             video_encoder: self.recording.video_encoder.filter(|e| !e.is_empty()),
+            ocr_languages,
         })
     }
 }
@@ -212,6 +225,14 @@ mod tests {
         let c = ConfigFile::parse("").unwrap().validate().unwrap();
         assert_eq!(c.ssh_listen.to_string(), DEFAULT_SSH_LISTEN);
         assert!(!c.record_input && !c.rdp_keystrokes && !c.agent_forwarding);
+        assert_eq!(c.ocr_languages, "eng");
+        for bad in ["", "eng+", "-l", "eng deu", "../eng"] {
+            let text = format!("[recording]\nocr_languages = {bad:?}\n");
+            assert!(ConfigFile::parse(&text).unwrap().validate().is_err(), "{bad:?} accepted");
+        }
+        let text = "[recording]\nocr_languages = \"eng+deu\"\nrdp_keystrokes = true\n";
+        let c = ConfigFile::parse(text).unwrap().validate().unwrap();
+        assert_eq!((c.ocr_languages.as_str(), c.rdp_keystrokes), ("eng+deu", true));
         assert!(c.env_allowed("LC_ALL") && c.env_allowed("LANG") && !c.env_allowed("LD_PRELOAD"));
     }
 

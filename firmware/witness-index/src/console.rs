@@ -68,7 +68,12 @@ pub struct UploadRow {
 
 /// The `line_times` column of a chunk.
 fn marks(c: &SearchChunk) -> String {
-    c.line_times.iter().enumerate().map(|(i, t)| line_mark(*t, c.line_rects.get(i).and_then(Option::as_ref))).collect::<Vec<_>>().join(" ")
+    c.line_times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| line_mark(*t, c.line_rects.get(i).and_then(Option::as_ref)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Index {
@@ -237,11 +242,9 @@ impl Index {
 
     /// How many text chunks a recording has in the search index (tests, `recordings`).
     pub fn text_chunks(&self, recording_id: &str) -> Result<u64> {
-        Ok(self.conn().query_row(
-            "SELECT COUNT(*) FROM cast_text WHERE recording_id = ?1",
-            [recording_id],
-            |r| r.get::<_, i64>(0),
-        )? as u64)
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM cast_text WHERE recording_id = ?1", [recording_id], |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
     }
 
     /// Finished casts (SSH output, RDP key tracks) still on the box whose text is not searchable

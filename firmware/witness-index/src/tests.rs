@@ -336,7 +336,13 @@ fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
         idx.store_text(
             "r1",
             "s1",
-            &[SearchChunk { at: 1.5, tokens: "aa bb".into(), line_times: vec![1.5], line_rects: vec![], sealed: vec![1, 2] }],
+            &[SearchChunk {
+                at: 1.5,
+                tokens: "aa bb".into(),
+                line_times: vec![1.5],
+                line_rects: vec![],
+                sealed: vec![1, 2],
+            }],
         )
         .unwrap();
         idx.audit("marker", None, None, None, &serde_json::json!({})).unwrap();
@@ -394,7 +400,10 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
     assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");
     let hits = idx.search("\"dd\"").unwrap();
     let hit = &hits["s1"];
-    assert_eq!((hit.at, &hit.line_times, &hit.line_rects), (15.0, &vec![15.0, 15.0], &vec![Some([10, 20, 300, 16]), None]));
+    assert_eq!(
+        (hit.at, &hit.line_times, &hit.line_rects),
+        (15.0, &vec![15.0, 15.0], &vec![Some([10, 20, 300, 16]), None])
+    );
     idx.finish_read_text("v1", Ok(())).unwrap();
     assert!(idx.videos_to_read().unwrap().is_empty());
     assert_eq!(idx.recording("v1").unwrap().unwrap().text.unwrap().state, "done");

@@ -206,6 +206,9 @@ pub enum IndexCmd {
         #[arg(long = "box")]
         box_id: Option<String>,
     },
+    /// Read the on-screen text of session videos now (the daemon does it in the background
+    /// after each RDP session) and print what it cost; one recording, or every one waiting.
+    ReadText { recording_id: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -65,21 +65,22 @@ pub fn query_tokens(dir: &DataDir, query: &str) -> Result<Vec<String>> {
     Ok(witness_core::text::words(query).iter().map(|w| witness_core::text::blind(&key, w)).collect())
 }
 
-/// Opens a hit: the moment the first matching line was printed, and that line.
-pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String)> {
+/// Opens a hit: the moment the first matching line was printed (or read off the screen), that
+/// line, and where it was on the screen when it was read from a video.
+pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String, Option<[u32; 4]>)> {
     let key = crate::keys::search_key(&dir.root).ok()?;
     let text = witness_core::text::open_text(&key, &hit.sealed)?;
     let words = witness_core::text::words(query);
     let at = witness_core::text::first_match(&text, &hit.line_times, &words).unwrap_or(hit.at);
-    let line = text
-        .lines()
-        .find(|l| {
-            let l = l.to_lowercase();
-            words.iter().any(|w| l.contains(w.as_str()))
-        })
-        .unwrap_or_else(|| text.lines().next().unwrap_or(""));
+    let matching = |l: &str| {
+        let l = l.to_lowercase();
+        words.iter().any(|w| l.contains(w.as_str()))
+    };
+    let index = text.lines().position(matching).unwrap_or(0);
+    let line = text.lines().nth(index).unwrap_or("");
     let snippet: String = line.chars().take(160).collect();
-    Some((at, snippet))
+    let rect = hit.line_rects.get(index).copied().flatten();
+    Some((at, snippet, rect))
 }
 
 /// One session `witness search` found.
@@ -93,9 +94,12 @@ pub struct CliHit {
     pub started_at: String,
     /// Seconds into the recording where the words appear.
     pub at: f64,
-    /// Which track matched: `output` (SSH), `keys` (RDP typed keys).
+    /// Which track matched: `output` (SSH), `keys` (RDP typed keys), `screen` (RDP video, read
+    /// by OCR).
     pub source: String,
     pub snippet: String,
+    /// Screen text: where the line was, `[x, y, width, height]` in the video's pixels.
+    pub rect: Option<[u32; 4]>,
 }
 
 /// `witness search WORDS [--json]`: sessions of every protocol whose text holds all the words.
@@ -109,9 +113,14 @@ pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()>
     let mut hits = Vec::new();
     for (session, hit) in rows {
         let Some(hit) = hit else { continue };
-        let (at, snippet) =
-            open_hit(&dir, query, &hit).unwrap_or((hit.at, "(the matching text could not be opened)".into()));
-        let channel = dir.index.recording(&hit.recording_id)?.map(|r| r.channel).unwrap_or_default();
+        let (at, snippet, rect) =
+            open_hit(&dir, query, &hit).unwrap_or((hit.at, "(the matching text could not be opened)".into(), None));
+        let row = dir.index.recording(&hit.recording_id)?;
+        let source = match row.as_ref().map(|r| (r.channel.as_str(), r.path.ends_with(".mp4"))) {
+            Some((_, true)) => "screen",
+            Some(("keys", _)) => "keys",
+            _ => "output",
+        };
         hits.push(CliHit {
             session_id: session.id,
             recording_id: hit.recording_id,
@@ -120,8 +129,9 @@ pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()>
             target: session.target,
             started_at: session.started_at,
             at: (at * 1000.0).round() / 1000.0,
-            source: if channel == "keys" { "keys".into() } else { "output".into() },
+            source: source.into(),
             snippet,
+            rect,
         });
     }
     // The words are session content: the audit log keeps only that a search was made and what
