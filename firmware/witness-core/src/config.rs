@@ -89,6 +89,8 @@ pub struct RecordingSection {
     /// Tesseract languages on-screen text is read in (`eng`, `eng+deu`: each needs its Debian
     /// `tesseract-ocr-LANG` package).
     pub ocr_languages: Option<String>,
+    /// Read the text on RDP screens (OCR) after each session; on by default.
+    pub screen_text: Option<bool>,
 }
 
 /// The validated configuration.
@@ -112,6 +114,7 @@ pub struct Config {
     pub board_profile: Option<String>,
     pub video_encoder: Option<String>,
     pub ocr_languages: String,
+    pub screen_text: bool,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -197,6 +200,7 @@ impl ConfigFile {
             board_profile: self.board.profile,
             video_encoder: self.recording.video_encoder.filter(|e| !e.is_empty()),
             ocr_languages,
+            screen_text: self.recording.screen_text.unwrap_or(true),
         })
     }
 }
@@ -226,6 +230,7 @@ mod tests {
         assert_eq!(c.ssh_listen.to_string(), DEFAULT_SSH_LISTEN);
         assert!(!c.record_input && !c.rdp_keystrokes && !c.agent_forwarding);
         assert_eq!(c.ocr_languages, "eng");
+        assert!(c.screen_text);
         for bad in ["", "eng+", "-l", "eng deu", "../eng"] {
             let text = format!("[recording]\nocr_languages = {bad:?}\n");
             assert!(ConfigFile::parse(&text).unwrap().validate().is_err(), "{bad:?} accepted");

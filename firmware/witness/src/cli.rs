@@ -208,7 +208,11 @@ pub enum IndexCmd {
     },
     /// Read the on-screen text of session videos now (the daemon does it in the background
     /// after each RDP session) and print what it cost; one recording, or every one waiting.
-    ReadText { recording_id: Option<String> },
+    ReadText {
+        recording_id: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

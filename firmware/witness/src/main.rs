@@ -58,7 +58,9 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Store(cmd) => sync_cli::store(&cli.data, cmd),
         Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
         Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync_cli::rebuild(&cli.data, box_id),
-        Command::Index(cli::IndexCmd::ReadText { recording_id }) => ocr::read_text_cli(&cli.data, recording_id),
+        Command::Index(cli::IndexCmd::ReadText { recording_id, json }) => {
+            ocr::read_text_cli(&cli.data, recording_id, json)
+        }
         Command::Panel { json } => panel::show(&cli.data, json),
         Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
             evidence::export(&cli.data, &session_id, &out)
