@@ -31,6 +31,9 @@ pub struct Sheet {
     rows: Vec<Vec<u8>>,
 }
 
+/// The words of the line being gathered, by Tesseract's (block, paragraph, line).
+type PendingLine = ((u32, u32, u32), Vec<(String, [u32; 4])>);
+
 /// A line Tesseract read: which region of the sheet, its text, its rectangle on the screen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Line {
@@ -123,8 +126,8 @@ impl Sheet {
     /// left out; a line left empty is dropped.
     pub fn lines(&self, tsv: &str) -> Vec<Line> {
         let mut out: Vec<Line> = Vec::new();
-        let mut current: Option<((u32, u32, u32), Vec<(String, [u32; 4])>)> = None;
-        let mut flush = |current: &mut Option<((u32, u32, u32), Vec<(String, [u32; 4])>)>| {
+        let mut current: Option<PendingLine> = None;
+        let mut flush = |current: &mut Option<PendingLine>| {
             if let Some((_, words)) = current.take()
                 && let Some(line) = self.line(&words)
             {

@@ -238,10 +238,8 @@ impl KeyTrack {
                     FastPathInputEvent::KeyboardEvent(flags, code) => {
                         self.scancode(code, flags.contains(FpFlags::EXTENDED), flags.contains(FpFlags::RELEASE))
                     }
-                    FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) => {
-                        if !flags.contains(FpFlags::RELEASE) {
-                            self.unicode(unit)
-                        }
+                    FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) if !flags.contains(FpFlags::RELEASE) => {
+                        self.unicode(unit)
                     }
                     FastPathInputEvent::SyncEvent(flags) => self
                         .sync(flags.contains(SynchronizeFlags::CAPS_LOCK), flags.contains(SynchronizeFlags::NUM_LOCK)),
@@ -275,11 +273,7 @@ impl KeyTrack {
                         self.scancode(code, s.flags.contains(ScFlags::EXTENDED), s.flags.contains(ScFlags::RELEASE))
                     }
                 }
-                InputEvent::Unicode(u) => {
-                    if !u.flags.contains(UniFlags::RELEASE) {
-                        self.unicode(u.unicode_code)
-                    }
-                }
+                InputEvent::Unicode(u) if !u.flags.contains(UniFlags::RELEASE) => self.unicode(u.unicode_code),
                 InputEvent::Sync(s) => {
                     self.sync(s.flags.contains(SyncToggleFlags::CAPS_LOCK), s.flags.contains(SyncToggleFlags::NUM_LOCK))
                 }
