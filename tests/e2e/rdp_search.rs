@@ -209,3 +209,76 @@ fn text_shown_on_the_targets_screen_is_found_by_search_at_its_moment() {
     assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"pelicanharbor"), Vec::<String>::new());
     assert!(!rb.b.log().contains("pelicanharbor"));
 }
+
+/// Words a script in the target's xterm prints, one a second.
+const WORDS: &[&str] = &[
+    "granite", "meadow", "lantern", "orchid", "copper", "willow", "falcon", "harvest", "glacier", "thimble", "saffron",
+    "juniper", "marble", "cobalt", "lilac", "quartz", "walnut", "ember", "velvet", "tundra", "pebble", "canyon",
+    "meteor", "bramble",
+];
+
+#[test]
+fn a_box_killed_while_reading_screen_text_resumes_where_it_stopped() {
+    let shadow = Shadow::start();
+    let script = format!(
+        "import time\ntime.sleep(4)\nfor i, w in enumerate({WORDS:?}):\n    print(f'step {{i:02d}} {{w}}', flush=True)\n    time.sleep(1)\ntime.sleep(600)"
+    );
+    let mut xterm = Command::new("xterm")
+        .args(["-geometry", "100x40+0+0", "-fa", "DejaVu Sans Mono", "-fs", "13", "-bg", "white", "-fg", "black"])
+        .args(["-e", "python3", "-u", "-c", &script])
+        .env("DISPLAY", shadow.screen.display())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = Box::new();
+    add_shadow_target(&b, &shadow, &[]);
+    b.ok(&["grant", "alice", "nla01"], None);
+    let mut rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@nla01", "alice-pw", 34, &[]);
+    let (st, log) = client.wait(Duration::from_secs(60));
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let _ = xterm.kill();
+    let _ = xterm.wait();
+    let video = |b: &Box| b.recordings().into_iter().find(|r| r["path"].as_str().is_some_and(|p| p.ends_with(".mp4")));
+    // Kill the box as soon as a first batch of the video's text is stored, before the rest is.
+    let until = eventually(120, "the first batch of screen text stored", || {
+        let v = video(&rb.b)?;
+        assert_ne!(v["text"]["state"], "done", "read whole before the box could be killed: {v}");
+        let until = v["text"]["read_until"].as_f64().unwrap_or(0.0);
+        (v["text"]["state"] == "reading" && until > 0.0).then_some(until)
+    });
+    rb.crash_and_restart();
+    let v = video(&rb.b).unwrap();
+    assert_eq!(v["text"]["state"], "reading", "{v}");
+    assert!(v["text"]["read_until"].as_f64().unwrap() < 25.0, "killed mid-way: {v}");
+    let v = eventually(120, "the screen text read after the restart", || {
+        let v = video(&rb.b)?;
+        assert_ne!(v["text"]["state"], "failed", "{v}");
+        (v["text"]["state"] == "done").then_some(v)
+    });
+    let log = rb.b.log();
+    let resumed = log.lines().filter(|l| l.contains("screen text read")).collect::<Vec<_>>();
+    assert_eq!(resumed.len(), 1, "read to the end once, after the restart: {resumed:?}");
+    eprintln!("killed at {until:.2} s of video read; after the restart: {}", resumed[0]);
+    // Words shown before and after the kill are found, each in one session at its moment.
+    let mut found = Vec::new();
+    let mut missed = Vec::new();
+    for w in WORDS {
+        let hits = search(&rb.b, w);
+        assert!(hits.len() <= 1, "{hits:?}");
+        match hits.first() {
+            Some(h) => {
+                assert_eq!((&h["recording_id"], h["source"].as_str()), (&v["id"], Some("screen")), "{h}");
+                found.push((*w, h["at"].as_f64().unwrap()));
+            }
+            None => missed.push(*w),
+        }
+    }
+    eprintln!("found {}/{} words; missed {missed:?}", found.len(), WORDS.len());
+    assert!(found.len() * 10 >= WORDS.len() * 9, "at least 90 % found: missed {missed:?}");
+    assert!(found.iter().any(|(_, at)| *at < until) && found.iter().any(|(_, at)| *at > until), "{found:?}");
+    // One a second, in order: each word found after the one before.
+    assert!(found.windows(2).all(|p| p[1].1 > p[0].1), "{found:?}");
+}

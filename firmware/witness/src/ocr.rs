@@ -24,6 +24,8 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 const SCALE: u32 = 2;
 /// Pixels on one sheet at most (before enlarging): one Tesseract run each.
 const SHEET_PIXELS: u64 = 2_000_000;
+/// Pictures in one batch at most: what a restart reads again is bounded too.
+const BATCH_READS: usize = 8;
 /// How often the reader looks for videos to read when it found none.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -176,7 +178,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         stats.reads += 1;
         *pixels += u64::from(read.region.width) * u64::from(read.region.height);
         batch.push(read);
-        if *pixels >= SHEET_PIXELS {
+        if *pixels >= SHEET_PIXELS || batch.len() >= BATCH_READS {
             flush(batch, stats, stored_from)?;
             *pixels = 0;
         }
