@@ -205,6 +205,19 @@ fn text_shown_on_the_targets_screen_is_found_by_search_at_its_moment() {
     let rect: Vec<u64> = hit["rect"].as_array().expect("a rectangle").iter().map(|v| v.as_u64().unwrap()).collect();
     assert!(rect[0] + rect[2] <= 1024 && rect[1] + rect[3] <= 768 && rect[2] > 50 && rect[3] > 5, "{rect:?}");
     assert!(rect[1] < 200, "{rect:?}");
+    // The console finds it too and opens the video at that moment, the line outlined
+    // (Chromium, tests/web/console.mjs step `screen-hit`).
+    rb.b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", rb.b.web_port),
+        "auditor": ["audrey", "audrey-passwd"],
+        "word": "pelicanharbor",
+        "at": at,
+        "rect": rect,
+        "artifacts": artifacts,
+    });
+    crate::web::browser("screen-hit", &config);
     rb.stop();
     assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"pelicanharbor"), Vec::<String>::new());
     assert!(!rb.b.log().contains("pelicanharbor"));
