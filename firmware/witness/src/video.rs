@@ -372,10 +372,13 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
         }
         // What the decoder missed is a gap in the recording: stated in the audit log, next to
         // the recording it concerns.
-        if gaps.skipped_screen_pdus > 0 || gaps.undecodable_screen_pdus > 0 {
+        // Skipped client input is a gap only when keys are recorded: the key track lacks them.
+        let keys_missed = self.record_keys && gaps.skipped_input_pdus > 0;
+        if gaps.skipped_screen_pdus > 0 || gaps.undecodable_screen_pdus > 0 || keys_missed {
             let detail = serde_json::json!({
                 "protocol": "rdp",
                 "recording_id": self.video.as_ref().map(|v| v.id.clone()),
+                "key_track_id": self.keys.as_ref().map(|(id, _)| id.clone()),
                 "skipped_screen_pdus": gaps.skipped_screen_pdus,
                 "undecodable_screen_pdus": gaps.undecodable_screen_pdus,
                 "skipped_input_pdus": gaps.skipped_input_pdus,
