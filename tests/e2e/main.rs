@@ -12,6 +12,7 @@ mod harness;
 mod image;
 mod rdp;
 mod rdp_policy;
+mod rdp_search;
 mod rdp_video;
 mod retention;
 mod ssh_path;

@@ -65,6 +65,11 @@ impl Xvfb {
         panic!("no Xvfb display could be started");
     }
 
+    /// The display name (`:N`).
+    pub(crate) fn display(&self) -> &str {
+        &self.display
+    }
+
     /// The whole screen as `xwd` writes it.
     pub(crate) fn snapshot(&self) -> Vec<u8> {
         let out = Command::new("xwd").args(["-root", "-silent", "-display", &self.display]).output().unwrap();

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// Seconds since the epoch of an index time (`YYYY-MM-DDTHH:MM:SS.mmmZ`).
-fn unix_of(t: &str) -> f64 {
+pub(crate) fn unix_of(t: &str) -> f64 {
     let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
     let (y, m, d) = (n(0..4), n(5..7), n(8..10));
     // Days from the civil date (Howard Hinnant's algorithm).
@@ -25,7 +25,7 @@ fn unix_of(t: &str) -> f64 {
     (days * 86_400 + n(11..13) * 3600 + n(14..16) * 60) as f64 + secs
 }
 
-fn now_unix() -> f64 {
+pub(crate) fn now_unix() -> f64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs_f64()
 }
 

@@ -10,6 +10,8 @@
 //             see it advance (also at 8x); its activity bar has spans, a click on one seeks there,
 //             skip idle crosses an idle gap faster than real time, 32x is real (media seconds per
 //             wall second, measured in the page); the layout fits 1366x768 and 1920x1080
+//   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
+//             video opens at its moment with the word's rectangle outlined over it
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -98,6 +100,32 @@ try {
     await page.click('#terminate');
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
     console.log(JSON.stringify({ ok: true, step, first, later }));
+  } else if (step === 'screen-hit') {
+    await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
+    await page.waitForSelector('#sessions-table');
+    await page.fill('#search', cfg.word);
+    await page.click('#filters button[type=submit]');
+    await page.waitForSelector('a.hit');
+    const rows = await page.locator('tr.session-row').count();
+    if (rows !== 1) throw new Error(`search for ${cfg.word} shows ${rows} sessions, expected 1`);
+    await page.click('a.hit');
+    await page.waitForSelector('#video');
+    await page.waitForFunction(() => { const v = document.querySelector('#video'); return v && v.readyState >= 1 && v.videoWidth > 0; }, null, { timeout: 20000 });
+    await page.evaluate(() => document.querySelector('#video').pause());
+    await page.waitForSelector('#hit-box:not([hidden])', { timeout: 10000 });
+    const seen = await page.evaluate(() => {
+      const v = document.querySelector('#video');
+      const b = document.querySelector('#hit-box').getBoundingClientRect();
+      const r = v.getBoundingClientRect();
+      return { t: v.currentTime, box: [b.left - r.left, b.top - r.top, b.width, b.height], video: [r.width, r.height], size: [v.videoWidth, v.videoHeight] };
+    });
+    await shot('screen-hit');
+    if (Math.abs(seen.t - cfg.at) > 1) throw new Error(`the video opened at ${seen.t} s, the hit is at ${cfg.at} s`);
+    // The outline is where the box read the word, scaled from video pixels to the page.
+    const scale = seen.video[0] / seen.size[0];
+    const want = cfg.rect.map((n) => n * scale);
+    if (seen.box.some((n, i) => Math.abs(n - want[i]) > 3)) throw new Error(`outline at ${seen.box}, wanted ${want}`);
+    console.log(JSON.stringify({ ok: true, step, ...seen }));
   } else if (step === 'video') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.goto(`${cfg.base}/sessions/${cfg.session}`);

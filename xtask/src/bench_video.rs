@@ -7,7 +7,10 @@
 //! recording), the frames per second it encoded, and how many such sessions the box's cores
 //! could record at once; beside them, in the same run, the CPU of
 //! the target's own RDP server for the same screen (the baseline: what producing those updates
-//! costs). Nothing here asserts.
+//! costs). Then each recording's on-screen text is read as the box does after a session (settled
+//! pictures, changed regions, Tesseract), measured on its own: CPU seconds per recorded hour
+//! beside the encoder's, and for the typing workload the share of the words the terminal showed
+//! that search finds. Nothing here asserts.
 
 use crate::bench_rdp::{BOX_PASS, BOX_USER, Proc, Rig, cpu_seconds, set_color, xvfb_sized};
 use anyhow::{Context, Result, bail};
@@ -117,6 +120,11 @@ const WORKLOADS: &[Workload] = &[
 ];
 
 struct Figures {
+    /// Reading the recording's screen text: CPU seconds per recorded minute, lines read, and
+    /// (typing) the share of the shown words search finds.
+    ocr_cpu_per_min: f64,
+    ocr_lines: u64,
+    ocr_found: Option<(usize, usize)>,
     box_cpu_per_min: f64,
     target_cpu_per_min: f64,
     /// The recording's growth during the measured window, per hour.
@@ -176,13 +184,56 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
     let duration = row["duration"].as_f64().unwrap_or(0.0).max(0.1);
     let bytes = row["bytes"].as_f64().unwrap_or(0.0);
     let frames = row["frames"].as_f64().unwrap_or(0.0);
+    let id = row["id"].as_str().context("a recording id")?;
+    let read = rig.json(&["index", "read-text", id])?;
+    let ocr_found = (w.name == "typing").then(|| found_words(rig, TYPING_WORDS)).transpose()?;
     Ok(Figures {
+        ocr_cpu_per_min: read["cpu_seconds_per_recorded_minute"].as_f64().unwrap_or(0.0),
+        ocr_lines: read["stats"]["fragments"].as_u64().unwrap_or(0),
+        ocr_found,
         box_cpu_per_min: (b1 - b0) / secs * 60.0,
         target_cpu_per_min: (t1 - t0) / secs * 60.0,
         bytes_per_hour: grown as f64 / secs * 3600.0,
         whole_bytes_per_hour: bytes / duration * 3600.0,
         fps: frames / duration,
     })
+}
+
+/// Words the typing workload's terminal shows (its commands and prompt): how many of them
+/// search finds in the recording's screen text.
+const TYPING_WORDS: &[&str] = &[
+    "admin",
+    "web01",
+    "systemctl",
+    "status",
+    "nginx",
+    "journalctl",
+    "since",
+    "today",
+    "tail",
+    "df",
+    "vi",
+    "etc",
+    "sites",
+    "enabled",
+    "default",
+    "grep",
+    "rn",
+    "proxy_pass",
+    "uptime",
+    "line",
+];
+
+/// How many of `words` `witness search` finds (in the last session: each bench session is new).
+fn found_words(rig: &Rig, words: &[&str]) -> Result<(usize, usize)> {
+    let mut found = 0;
+    for word in words {
+        let hits = rig.json(&["search", word])?;
+        if hits.as_array().is_some_and(|a| a.iter().any(|h| h["source"] == "screen")) {
+            found += 1;
+        }
+    }
+    Ok((found, words.len()))
 }
 
 /// Size of every file under `dir` (the recordings being written).
@@ -225,8 +276,10 @@ pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
         "| workload | box CPU s/min | session's share s/min | % of a core | MB/h (window) | MB/h (whole recording) | fps encoded | sessions at once ({cores:.0} cores) | target's RDP server CPU s/min (baseline) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut ocr = Vec::new();
     for w in WORKLOADS.iter().filter(|w| only.is_none_or(|o| w.name.contains(o))) {
         let f = one(&rig, &client_display, w, window, dir.path())?;
+        ocr.push((w.name, f.ocr_cpu_per_min, f.box_cpu_per_min - idle_per_min, f.ocr_lines, f.ocr_found));
         let share = (f.box_cpu_per_min - idle_per_min).max(0.0);
         let capacity = if share > 0.0 { cores * 60.0 / share } else { f64::INFINITY };
         println!(
@@ -243,6 +296,17 @@ pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
             f.target_cpu_per_min
         );
         std::thread::sleep(Duration::from_secs(2));
+    }
+    println!(
+        "\nReading the screen text of each recording after the session (settled pictures, changed regions, Tesseract `eng`, one thread):"
+    );
+    println!(
+        "| workload | OCR CPU s per recorded hour | encoding CPU s per hour (session's share) | lines read | words of the terminal found (typing) |"
+    );
+    println!("|---|---|---|---|---|");
+    for (name, ocr_per_min, share_per_min, lines, found) in ocr {
+        let found = found.map(|(f, n)| format!("{f}/{n} ({:.0} %)", f as f64 * 100.0 / n as f64)).unwrap_or_default();
+        println!("| {name} | {:.1} | {:.1} | {lines} | {found} |", ocr_per_min * 60.0, share_per_min.max(0.0) * 60.0);
     }
     Ok(())
 }

@@ -91,6 +91,9 @@ const RUNTIME: &[&str] = &[
     "gstreamer1.0-plugins-good",
     "gstreamer1.0-plugins-bad",
     "gstreamer1.0-plugins-ugly",
+    // On-screen text of RDP sessions (OCR after each session): Tesseract with English.
+    "tesseract-ocr",
+    "tesseract-ocr-eng",
 ];
 
 pub fn install_runtime() -> Result<()> {

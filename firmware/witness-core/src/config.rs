@@ -78,11 +78,19 @@ pub struct WebSection {
 pub struct RecordingSection {
     /// Also record what users type (`i` events). Off by default: input holds passwords.
     pub record_input: Option<bool>,
+    /// Also record what RDP users type (a key track beside the video). Off by default: keys
+    /// include passwords typed into the target.
+    pub rdp_keystrokes: Option<bool>,
     pub fsync_interval_ms: Option<u64>,
     /// New sessions are refused when the recordings' file system has less free space than this.
     pub min_free_mb: Option<u64>,
     /// Pins the H.264 encoder (a GStreamer element name, e.g. "v4l2h264enc"); unset: probe.
     pub video_encoder: Option<String>,
+    /// Tesseract languages on-screen text is read in (`eng`, `eng+deu`: each needs its Debian
+    /// `tesseract-ocr-LANG` package).
+    pub ocr_languages: Option<String>,
+    /// Read the text on RDP screens (OCR) after each session; on by default.
+    pub screen_text: Option<bool>,
 }
 
 /// The validated configuration.
@@ -94,6 +102,7 @@ pub struct Config {
     pub env_allow: Vec<String>,
     pub agent_forwarding: bool,
     pub record_input: bool,
+    pub rdp_keystrokes: bool,
     pub fsync_interval: Duration,
     pub min_free_bytes: u64,
     pub keep_local_days: u64,
@@ -104,6 +113,8 @@ pub struct Config {
     pub retention_sweep: Duration,
     pub board_profile: Option<String>,
     pub video_encoder: Option<String>,
+    pub ocr_languages: String,
+    pub screen_text: bool,
 }
 
 pub const DEFAULT_SSH_LISTEN: &str = "0.0.0.0:2222";
@@ -143,6 +154,14 @@ impl ConfigFile {
                 reason: format!("{part_mb} is outside 5..=4096"),
             });
         }
+        let ocr_languages = self.recording.ocr_languages.unwrap_or_else(|| "eng".to_owned());
+        // Handed to Tesseract as one argument: language names joined by `+`, nothing else.
+        if ocr_languages.split('+').any(|l| l.is_empty() || !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')) {
+            return Err(ConfigError::Invalid {
+                key: "recording.ocr_languages",
+                reason: format!("{ocr_languages:?} is not Tesseract language names joined by + (like \"eng+deu\")"),
+            });
+        }
         let box_id = self.box_id.unwrap_or_else(|| "witness".to_owned());
         crate::names::validate_name(&box_id)
             .map_err(|e| ConfigError::Invalid { key: "box_id", reason: e.to_string() })?;
@@ -153,6 +172,7 @@ impl ConfigFile {
             env_allow: self.ssh.env_allow.unwrap_or_else(|| vec!["LANG".into(), "LC_*".into(), "TZ".into()]),
             agent_forwarding: self.ssh.agent_forwarding.unwrap_or(false),
             record_input: self.recording.record_input.unwrap_or(false),
+            rdp_keystrokes: self.recording.rdp_keystrokes.unwrap_or(false),
             fsync_interval,
             min_free_bytes: self.recording.min_free_mb.unwrap_or(256) * 1024 * 1024,
             keep_local_days: self.store.keep_local_days.unwrap_or(30),
@@ -179,6 +199,8 @@ impl ConfigFile {
             },
             board_profile: self.board.profile,
             video_encoder: self.recording.video_encoder.filter(|e| !e.is_empty()),
+            ocr_languages,
+            screen_text: self.recording.screen_text.unwrap_or(true),
         })
     }
 }
@@ -206,7 +228,16 @@ mod tests {
     fn empty_file_is_embedded_defaults() {
         let c = ConfigFile::parse("").unwrap().validate().unwrap();
         assert_eq!(c.ssh_listen.to_string(), DEFAULT_SSH_LISTEN);
-        assert!(!c.record_input && !c.agent_forwarding);
+        assert!(!c.record_input && !c.rdp_keystrokes && !c.agent_forwarding);
+        assert_eq!(c.ocr_languages, "eng");
+        assert!(c.screen_text);
+        for bad in ["", "eng+", "-l", "eng deu", "../eng"] {
+            let text = format!("[recording]\nocr_languages = {bad:?}\n");
+            assert!(ConfigFile::parse(&text).unwrap().validate().is_err(), "{bad:?} accepted");
+        }
+        let text = "[recording]\nocr_languages = \"eng+deu\"\nrdp_keystrokes = true\n";
+        let c = ConfigFile::parse(text).unwrap().validate().unwrap();
+        assert_eq!((c.ocr_languages.as_str(), c.rdp_keystrokes), ("eng+deu", true));
         assert!(c.env_allowed("LC_ALL") && c.env_allowed("LANG") && !c.env_allowed("LD_PRELOAD"));
     }
 

@@ -14,6 +14,7 @@ pub mod fmp4;
 pub mod gate;
 pub mod model;
 pub mod names;
+pub mod ocr;
 pub mod policy;
 pub mod rawrec;
 pub mod rows;

@@ -54,6 +54,22 @@ pub struct RecordingRow {
     /// a gap stated in the signed manifest. `None`: none, or not a video.
     #[serde(default)]
     pub missed_screen_updates: Option<u64>,
+    /// How far the recording's text is in the search index.
+    #[serde(default)]
+    pub text: Option<TextExtraction>,
+}
+
+/// A recording's text extraction: SSH output and RDP key tracks when sealed, session video by
+/// OCR in the background.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextExtraction {
+    /// `waiting` (still recording), `pending`, `reading`, `done` or `failed`.
+    pub state: String,
+    /// Video: seconds from the start whose text is stored.
+    #[serde(default)]
+    pub read_until: Option<f64>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -15,6 +15,8 @@ pub struct Hit {
     /// When the chunk started.
     pub at: f64,
     pub line_times: Vec<f64>,
+    /// Text read from a video: where on the screen each line was (x, y, width, height).
+    pub line_rects: Vec<Option<[u32; 4]>>,
     pub sealed: Vec<u8>,
 }
 
@@ -24,7 +26,34 @@ pub struct SearchChunk {
     pub at: f64,
     pub tokens: String,
     pub line_times: Vec<f64>,
+    /// Text read from a video: each line's place on the screen; empty for terminal text.
+    pub line_rects: Vec<Option<[u32; 4]>>,
     pub sealed: Vec<u8>,
+}
+
+/// A line's time as the `line_times` column holds it: `T`, or `T@X,Y,W,H` for a line read from
+/// the screen (a place on the screen is not session text).
+fn line_mark(at: f64, rect: Option<&[u32; 4]>) -> String {
+    match rect {
+        Some([x, y, w, h]) => format!("{at:.3}@{x},{y},{w},{h}"),
+        None => format!("{at:.3}"),
+    }
+}
+
+fn parse_line_marks(text: &str) -> (Vec<f64>, Vec<Option<[u32; 4]>>) {
+    let mut times = Vec::new();
+    let mut rects = Vec::new();
+    for mark in text.split(' ').filter(|m| !m.is_empty()) {
+        let (t, rect) = mark.split_once('@').map_or((mark, None), |(t, r)| (t, Some(r)));
+        let Ok(t) = t.parse() else { continue };
+        let rect = rect.and_then(|r| {
+            let n: Vec<u32> = r.split(',').filter_map(|v| v.parse().ok()).collect();
+            <[u32; 4]>::try_from(n).ok()
+        });
+        times.push(t);
+        rects.push(rect);
+    }
+    (times, rects)
 }
 
 /// A recording's place in the upload queue.
@@ -35,6 +64,16 @@ pub struct UploadRow {
     pub last_error: Option<String>,
     pub object_key: String,
     pub uploaded_at: Option<String>,
+}
+
+/// The `line_times` column of a chunk.
+fn marks(c: &SearchChunk) -> String {
+    c.line_times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| line_mark(*t, c.line_rects.get(i).and_then(Option::as_ref)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Index {
@@ -103,15 +142,10 @@ impl Index {
         )?;
         let mut out: HashMap<String, Hit> = HashMap::new();
         let rows = stmt.query_map([query], |r| {
-            let times: String = r.get(3)?;
+            let (line_times, line_rects) = parse_line_marks(&r.get::<_, String>(3)?);
             Ok((
                 r.get::<_, String>(0)?,
-                Hit {
-                    recording_id: r.get(1)?,
-                    at: r.get(2)?,
-                    line_times: times.split(' ').filter_map(|t| t.parse().ok()).collect(),
-                    sealed: r.get(4)?,
-                },
+                Hit { recording_id: r.get(1)?, at: r.get(2)?, line_times, line_rects, sealed: r.get(4)? },
             ))
         })?;
         for row in rows {
@@ -132,8 +166,7 @@ impl Index {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for c in chunks {
-                let times: Vec<String> = c.line_times.iter().map(|t| format!("{t:.3}")).collect();
-                insert.execute(params![c.tokens, recording_id, session_id, c.at, times.join(" "), c.sealed])?;
+                insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
             }
         }
         tx.execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
@@ -141,10 +174,84 @@ impl Index {
         Ok(())
     }
 
-    /// Finished SSH recordings still on the box whose text is not searchable yet.
+    /// Session videos on the box whose text is not read yet (or was being read when the box
+    /// stopped), oldest first.
+    pub fn videos_to_read(&self) -> Result<Vec<RecordingRow>> {
+        self.recording_rows(
+            "WHERE r.path LIKE '%.mp4' AND r.pruned = 0 AND r.deleted_at IS NULL AND r.text_indexed = 0
+             AND r.status IN ('completed', 'uploaded')
+             AND (r.text_state IS NULL OR r.text_state IN ('pending', 'reading'))",
+            [],
+        )
+    }
+
+    /// How far a video's text is stored (seconds from its start).
+    pub fn text_read_until(&self, recording_id: &str) -> Result<f64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT text_read_until FROM recordings WHERE id = ?1", [recording_id], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0.0))
+    }
+
+    /// Stores text read from a video from `from` seconds on (replacing anything stored there
+    /// before: a resumed reading never duplicates) and that it is read up to `until`, in one
+    /// transaction.
+    pub fn store_read_text(
+        &self,
+        recording_id: &str,
+        session_id: &str,
+        from: f64,
+        until: f64,
+        chunks: &[SearchChunk],
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM cast_text WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for c in chunks {
+                insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
+            }
+        }
+        tx.execute(
+            "UPDATE recordings SET text_state = 'reading', text_read_until = ?2, text_error = NULL WHERE id = ?1",
+            params![recording_id, until],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// A video's text extraction ended: `Ok` (all read) or failed with a reason.
+    pub fn finish_read_text(&self, recording_id: &str, outcome: std::result::Result<(), &str>) -> Result<()> {
+        match outcome {
+            Ok(()) => self.conn().execute(
+                "UPDATE recordings SET text_state = 'done', text_indexed = 1, text_error = NULL WHERE id = ?1",
+                [recording_id],
+            )?,
+            Err(e) => self.conn().execute(
+                "UPDATE recordings SET text_state = 'failed', text_error = ?2 WHERE id = ?1",
+                params![recording_id, e],
+            )?,
+        };
+        Ok(())
+    }
+
+    /// How many text chunks a recording has in the search index (tests, `recordings`).
+    pub fn text_chunks(&self, recording_id: &str) -> Result<u64> {
+        Ok(self.conn().query_row("SELECT COUNT(*) FROM cast_text WHERE recording_id = ?1", [recording_id], |r| {
+            r.get::<_, i64>(0)
+        })? as u64)
+    }
+
+    /// Finished casts (SSH output, RDP key tracks) still on the box whose text is not searchable
+    /// yet.
     pub fn recordings_without_text(&self) -> Result<Vec<RecordingRow>> {
         self.recording_rows(
-            "WHERE r.text_indexed = 0 AND r.pruned = 0 AND s.protocol = 'ssh'
+            "WHERE r.text_indexed = 0 AND r.pruned = 0 AND r.path LIKE '%.cast'
              AND r.status IN ('completed', 'uploaded')",
             [],
         )

@@ -619,7 +619,8 @@ impl Index {
 
     const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
         r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path,
-        r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END, r.missed_screen_updates
+        r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END, r.missed_screen_updates,
+        r.text_indexed, r.text_state, r.text_read_until, r.text_error
         FROM recordings r JOIN sessions s ON s.id = r.session_id LEFT JOIN uploads u ON u.recording_id = r.id";
 
     fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
@@ -649,6 +650,14 @@ impl Index {
                 activity: r.get::<_, Option<String>>(16)?.and_then(|t| serde_json::from_str(&t).ok()),
                 seal_error: r.get(17)?,
                 missed_screen_updates: r.get::<_, Option<i64>>(18)?.filter(|n| *n > 0).map(|n| n as u64),
+                text: Some(text_extraction(
+                    &r.get::<_, String>(8)?,
+                    &r.get::<_, String>(14)?,
+                    r.get(19)?,
+                    r.get(20)?,
+                    r.get(21)?,
+                    r.get(22)?,
+                )),
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -916,4 +925,23 @@ mod tests;
 /// A fresh access epoch: the time in microseconds.
 fn epoch_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A recording's text extraction as `recordings` shows it.
+fn text_extraction(
+    status: &str,
+    path: &str,
+    indexed: bool,
+    state: Option<String>,
+    read_until: f64,
+    error: Option<String>,
+) -> witness_core::rows::TextExtraction {
+    let video = path.ends_with(".mp4");
+    let state = match (status, indexed, state) {
+        (_, true, _) => "done".to_owned(),
+        (_, _, Some(s)) => s,
+        ("recording" | "processing", _, None) => "waiting".to_owned(),
+        _ => "pending".to_owned(),
+    };
+    witness_core::rows::TextExtraction { state, read_until: video.then_some(read_until), error }
 }

@@ -153,6 +153,13 @@ const STEPS: &[&str] = &[
     "ALTER TABLE grants ADD COLUMN rdp_usb INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE grants ADD COLUMN rdp_camera INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE grants ADD COLUMN rdp_audio_input INTEGER NOT NULL DEFAULT 0;",
+    // 11: text read from session video (OCR), after sealing, into the same blind index as SSH
+    // text: each video's extraction state (NULL: not started), how far it got (seconds of video
+    // whose text is stored: a restart resumes there, replacing anything stored beyond) and why
+    // it failed.
+    "ALTER TABLE recordings ADD COLUMN text_state TEXT;
+    ALTER TABLE recordings ADD COLUMN text_read_until REAL NOT NULL DEFAULT 0;
+    ALTER TABLE recordings ADD COLUMN text_error TEXT;",
 ];
 
 /// The schema version this build brings an index to.

@@ -353,7 +353,13 @@ fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
         idx.store_text(
             "r1",
             "s1",
-            &[SearchChunk { at: 1.5, tokens: "aa bb".into(), line_times: vec![1.5], sealed: vec![1, 2] }],
+            &[SearchChunk {
+                at: 1.5,
+                tokens: "aa bb".into(),
+                line_times: vec![1.5],
+                line_rects: vec![],
+                sealed: vec![1, 2],
+            }],
         )
         .unwrap();
         idx.audit("marker", None, None, None, &serde_json::json!({})).unwrap();
@@ -373,4 +379,50 @@ fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
     drop(idx);
     // A second open finds it encrypted and leaves it be.
     Index::open_encrypted(&path, &key).unwrap();
+}
+
+#[test]
+fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
+    let (_d, idx) = index();
+    idx.create_session("s1", "alice", "win01", Protocol::Rdp, None).unwrap();
+    idx.create_recording("v1", "s1", "desktop 1024x768", "recordings/v1.mp4").unwrap();
+    assert!(idx.videos_to_read().unwrap().is_empty(), "still recording");
+    assert_eq!(idx.recording("v1").unwrap().unwrap().text.unwrap().state, "waiting");
+    let end = RecordingEnd {
+        status: RecordingStatus::Completed,
+        reason: None,
+        bytes: 10,
+        sha256: Some("ab".into()),
+        duration: Some(30.0),
+        recovered: false,
+    };
+    idx.finish_recording("v1", &end).unwrap();
+    assert_eq!(idx.videos_to_read().unwrap().len(), 1);
+    let chunk = |at: f64, token: &str| SearchChunk {
+        at,
+        tokens: token.into(),
+        line_times: vec![at, at],
+        line_rects: vec![Some([10, 20, 300, 16]), None],
+        sealed: vec![1],
+    };
+    idx.store_read_text("v1", "s1", 0.0, 10.0, &[chunk(2.0, "aa"), chunk(8.0, "bb")]).unwrap();
+    // The box stopped after storing the next batch's text but, say, before it said how far it
+    // got: the resumed run starts again from 10 s and stores the same batch again.
+    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")]).unwrap();
+    assert_eq!(idx.text_read_until("v1").unwrap(), 20.0);
+    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")]).unwrap();
+    assert_eq!(idx.text_chunks("v1").unwrap(), 4, "no duplicate fragments");
+    let row = idx.recording("v1").unwrap().unwrap().text.unwrap();
+    assert_eq!((row.state.as_str(), row.read_until), ("reading", Some(20.0)));
+    assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");
+    let hits = idx.search("\"dd\"").unwrap();
+    let hit = &hits["s1"];
+    assert_eq!(
+        (hit.at, &hit.line_times, &hit.line_rects),
+        (15.0, &vec![15.0, 15.0], &vec![Some([10, 20, 300, 16]), None])
+    );
+    idx.finish_read_text("v1", Ok(())).unwrap();
+    assert!(idx.videos_to_read().unwrap().is_empty());
+    assert_eq!(idx.recording("v1").unwrap().unwrap().text.unwrap().state, "done");
+    assert!(idx.recordings_without_text().unwrap().is_empty(), "a video is not a cast");
 }

@@ -166,6 +166,8 @@ pub struct PassiveDecoder {
     /// Whether the target accepts Refresh Rect (its General capability set says so).
     refresh_rect: bool,
     discarded_responses: u64,
+    /// The client's typed keys, when the box records them.
+    keys: Option<crate::keys::KeyTrack>,
 }
 
 impl std::fmt::Debug for PassiveDecoder {
@@ -210,7 +212,18 @@ impl PassiveDecoder {
             pointer: None,
             refresh_rect: false,
             discarded_responses: 0,
+            keys: None,
         }
+    }
+
+    /// Also reads the client's keyboard input as text ([`Self::take_typed`]).
+    pub fn record_keys(&mut self) {
+        self.keys = Some(crate::keys::KeyTrack::default());
+    }
+
+    /// What the client typed since the last call (`None`: keys are not recorded).
+    pub fn take_typed(&mut self) -> Option<String> {
+        self.keys.as_mut().map(crate::keys::KeyTrack::take)
     }
 
     /// Whether the decoder gave up for good (a broken connection sequence or a panic in a codec);
@@ -268,6 +281,9 @@ impl PassiveDecoder {
     }
 
     fn client(&mut self, frame: &[u8]) -> Result<(), DecodeError> {
+        if let Some(keys) = self.keys.as_mut() {
+            keys.observe_client(frame);
+        }
         if !is_x224(frame) {
             self.client_input(frame);
             return Ok(());
@@ -277,6 +293,9 @@ impl PassiveDecoder {
             if let Some(initial) = connect_initial(frame) {
                 let blocks = initial.conference_create_request.gcc_blocks();
                 self.client_desktop = Some((blocks.core.desktop_width, blocks.core.desktop_height));
+                if let Some(keys) = self.keys.as_mut() {
+                    keys.set_layout(blocks.core.keyboard_layout);
+                }
                 self.client_channels = blocks
                     .network
                     .as_ref()
@@ -358,6 +377,9 @@ impl PassiveDecoder {
                 return Err(DecodeError::Sequence("a channel id for each channel the client asked for"));
             }
             self.io_channel_id = Some(blocks.network.io_channel);
+            if let Some(keys) = self.keys.as_mut() {
+                keys.set_io_channel(blocks.network.io_channel);
+            }
             self.message_channel_id = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
             self.static_channels = Some(self.channel_set(&blocks.network.channel_ids));
             tracing::debug!(io_channel = blocks.network.io_channel, "rdp decoder saw the connect response");
@@ -583,7 +605,7 @@ impl PassiveDecoder {
 
 /// Whether a fast-path input PDU's stated length covers its own header: IronRDP subtracts the
 /// header's size from it unchecked (found by fuzzing: a short one overflowed there).
-fn fast_path_input_fits(frame: &[u8]) -> bool {
+pub(crate) fn fast_path_input_fits(frame: &[u8]) -> bool {
     let (Some(&header), Some(&first)) = (frame.first(), frame.get(1)) else { return false };
     let (length, per) = if first & 0x80 != 0 {
         let Some(&second) = frame.get(2) else { return false };

@@ -9,6 +9,7 @@
 pub mod channels;
 pub mod decode;
 pub mod filter;
+pub mod keys;
 mod login;
 mod proxy;
 mod record;

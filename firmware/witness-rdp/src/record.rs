@@ -35,6 +35,15 @@ pub trait ScreenRecorder: Send + 'static {
     fn frame(&mut self, screen: Screen<'_>) -> Result<bool, String>;
     /// Called every [`TICK`] or so, whether or not anything changed.
     fn tick(&mut self) -> Result<(), String>;
+    /// Whether the session's typed keys are recorded too (asked once, at the start). Off unless
+    /// the box is configured for it: keys include passwords.
+    fn records_keys(&self) -> bool {
+        false
+    }
+    /// The client typed `text` (see [`crate::keys`]); only called when [`Self::records_keys`].
+    fn typed(&mut self, _text: &str) -> Result<(), String> {
+        Ok(())
+    }
     /// The session is over. `failure` says why the recording stopped early, when it did; `gaps`
     /// what the video may lack.
     fn finish(self: Box<Self>, failure: Option<String>, gaps: Gaps);
@@ -121,8 +130,12 @@ pub(crate) fn start(
     let worker = tokio::task::spawn_blocking(move || {
         let span = tracing::info_span!("rdp_recording", session_id);
         let _enter = span.enter();
+        let mut decoder = PassiveDecoder::new();
+        if recorder.records_keys() {
+            decoder.record_keys();
+        }
         let mut w = Worker {
-            decoder: PassiveDecoder::new(),
+            decoder,
             recorder,
             inject,
             active,
@@ -218,6 +231,11 @@ impl Worker {
         // the target's business, and the target PDUs that follow tell whether decoding works.
         if let Err(e) = self.decoder.observe_client(frame) {
             tracing::debug!(error = %e, "rdp decoder could not read a client pdu");
+        }
+        if let Some(text) = self.decoder.take_typed()
+            && !text.is_empty()
+        {
+            self.recorder.typed(&text)?;
         }
         self.check_stopped()
     }

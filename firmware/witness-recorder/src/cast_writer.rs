@@ -242,6 +242,14 @@ impl CastRecorder {
         Ok(summary)
     }
 
+    /// Times events from `start` instead of the moment the file was created: a track that
+    /// belongs beside another recording (an RDP session's typed keys beside its video) shares
+    /// its timeline.
+    pub fn timed_from(self, start: Instant) -> Self {
+        self.state().start = start;
+        self
+    }
+
     pub fn path(&self) -> &Path {
         &self.shared.path
     }

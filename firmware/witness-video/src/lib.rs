@@ -1,17 +1,21 @@
 //! Session video on the box. Owns GStreamer: the encoder choice (hardware encoders of the SoCs we
 //! target first, proven by a test pipeline, then x264/OpenH264), the live recorder (frames in,
-//! fragmented MP4 bytes out to a sink the caller encrypts and fsyncs). The fragmented stream is
+//! fragmented MP4 bytes out to a sink the caller encrypts and fsyncs), and reading a sealed video
+//! back as grey pictures with the frames worth reading for text (`frames`, `settle`). The fragmented stream is
 //! the recording: players read it as it is, and a crash-cut one is trimmed to its last whole
 //! fragment (`witness_core::fmp4`).
 
 mod canvas;
 pub mod encoders;
+mod frames;
 mod recorder;
+pub mod settle;
 
 pub use canvas::Rows;
 pub use encoders::{
     CANDIDATES, Candidate, DeviceNode, NodeAccess, Probe, Reason, candidate, classify, order, probe_one,
 };
+pub use frames::{GrayFrame, decode_gray};
 pub use recorder::{ByteSink, VideoRecorder, VideoSettings, VideoSummary};
 
 #[derive(Debug, thiserror::Error)]

@@ -169,7 +169,8 @@ async function listPage() {
   }
   const searching = query.has('q');
   const rows = list.slice().reverse().map((s) => {
-    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}` : '');
+    const place = s.hit && Array.isArray(s.hit.rect) ? `&box=${s.hit.rect.join(',')}` : '';
+    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}` : '');
     return el('tr', { class: 'session-row', 'data-id': s.id },
       el('td', {}, el('a', { href }, fmtTime(s.started_at))),
       el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—'),
@@ -240,7 +241,9 @@ async function detailPage(id) {
     player = AsciinemaPlayer.create({ driver: 'eventsource', url: `/api/v1/sessions/${id}/live` }, document.getElementById('live-player'), { autoPlay: true, fit: false, terminalFontSize: '14px' });
   }
   const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
-  if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'));
+  const box = (hash.get('box') || '').split(',').map(Number);
+  const place = box.length === 4 && box.every((n) => Number.isFinite(n) && n >= 0) ? box : null;
+  if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'), place);
 }
 
 // A running RDP session: its video as written so far (whole fragments), fetched again every few
@@ -259,8 +262,8 @@ function watchVideo(r, slot) {
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
 
-async function play(r, slot, at) {
-  if (r.format === 'mp4') return playVideo(r, slot, at);
+async function play(r, slot, at, place) {
+  if (r.format === 'mp4') return playVideo(r, slot, at, place);
   slot.replaceChildren(stateBox('Loading the recording…'));
   let text;
   try {
@@ -326,7 +329,23 @@ function idleSkip(spans, t, end) {
 
 const fmtSecs = (t) => (t >= 60 ? Math.floor(t / 60) + ' min ' : '') + (t % 60).toFixed(1) + ' s';
 
-function playVideo(r, slot, at) {
+// A search hit's place on the screen, `[x, y, w, h]` in video pixels: outlined over the video
+// while it plays near the hit's moment.
+function hitBox(video, at, place) {
+  const box = el('div', { class: 'hit-box', id: 'hit-box', hidden: true });
+  const update = () => {
+    const [x, y, w, h] = place;
+    const vw = video.videoWidth, vh = video.videoHeight;
+    const near = Math.abs(video.currentTime - at) < 3;
+    box.hidden = !(vw > 0 && vh > 0 && near);
+    if (box.hidden) return;
+    Object.assign(box.style, { left: `${(x / vw) * 100}%`, top: `${(y / vh) * 100}%`, width: `${(w / vw) * 100}%`, height: `${(h / vh) * 100}%` });
+  };
+  for (const ev of ['loadedmetadata', 'timeupdate', 'seeked']) video.addEventListener(ev, update);
+  return box;
+}
+
+function playVideo(r, slot, at, place) {
   const video = el('video', { id: 'video', controls: true, controlslist: 'noplaybackrate', autoplay: true, muted: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/content` });
   const spans = Array.isArray(r.activity) ? r.activity.filter((s) => Array.isArray(s) && s[1] > s[0]) : null;
   const usable = spans !== null && spans.length > 0;
@@ -448,7 +467,7 @@ function playVideo(r, slot, at) {
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'),
       el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state),
-    video, below);
+    place ? el('div', { class: 'video-frame' }, video, hitBox(video, at, place)) : video, below);
   slot.scrollIntoView({ block: 'start' });
 }
 

@@ -73,6 +73,10 @@ pub struct TextHit {
     pub recording_id: String,
     pub at: f64,
     pub snippet: String,
+    /// Text read off an RDP screen: where the line was, `[x, y, width, height]` in the video's
+    /// pixels (the player highlights it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rect: Option<[u32; 4]>,
 }
 
 /// One session with everything the detail page shows.
@@ -324,6 +328,7 @@ mod tests {
                 activity,
                 seal_error: None,
                 missed_screen_updates: None,
+                text: None,
             },
             timeline: Vec::new(),
             upload: None,

@@ -208,6 +208,7 @@ fn default_config(box_id: &str) -> String {
         "# Witness configuration. Every key is optional; see README.md for all of them.\n\
          box_id = \"{box_id}\"\n\n[ssh]\nlisten = \"0.0.0.0:2222\"\n\n[recording]\n\
          # record_input = false   # also record keystrokes (they include passwords typed in the session)\n\
+         # rdp_keystrokes = false # also record what RDP users type (passwords typed into the target too)\n\
          # min_free_mb = 256      # refuse new sessions below this much free space\n"
     )
 }

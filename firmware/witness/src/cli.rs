@@ -35,6 +35,15 @@ pub enum Command {
     },
     /// List recordings, or export one.
     Recordings(RecordingsArgs),
+    /// Find sessions by what was on screen or typed (SSH output, RDP key tracks): every word is
+    /// required; one hit per session, with the recording, the moment and the line.
+    Search {
+        /// Words to find (case-insensitive, whole words).
+        #[arg(required = true)]
+        words: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the audit log (newest last).
     Audit {
         #[arg(long)]
@@ -201,6 +210,13 @@ pub enum IndexCmd {
         /// Whose manifests to read (default: this box's id; boxes may share a bucket).
         #[arg(long = "box")]
         box_id: Option<String>,
+    },
+    /// Read the on-screen text of session videos now (the daemon does it in the background
+    /// after each RDP session) and print what it cost; one recording, or every one waiting.
+    ReadText {
+        recording_id: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
 }
 

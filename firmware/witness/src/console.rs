@@ -149,9 +149,12 @@ impl witness_web::Console for BoxConsole {
             .map(|(session, hit)| SessionHit {
                 live: self.broker.is_running(&session.id),
                 hit: hit.map(|h| {
-                    let (at, snippet) = crate::search::open_hit(&self.dir, &query, &h)
-                        .unwrap_or((h.at, "(the matching text could not be opened)".into()));
-                    TextHit { recording_id: h.recording_id, at, snippet }
+                    let (at, snippet, rect) = crate::search::open_hit(&self.dir, &query, &h).unwrap_or((
+                        h.at,
+                        "(the matching text could not be opened)".into(),
+                        None,
+                    ));
+                    TextHit { recording_id: h.recording_id, at, snippet, rect }
                 }),
                 session,
             })

@@ -13,6 +13,7 @@ mod evidence;
 mod gate;
 mod keys;
 mod local_console;
+mod ocr;
 mod panel;
 mod playback;
 mod rdp_broker;
@@ -59,12 +60,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
         Command::Sessions { json } => admin::sessions(&cli.data, json),
         Command::Recordings(args) => admin::recordings(&cli.data, args),
+        Command::Search { words, json } => search::search_cli(&cli.data, &words.join(" "), json),
         Command::Audit { json, limit, verify: false } => admin::audit(&cli.data, json, limit),
         Command::Audit { verify: true, .. } => admin::verify_audit(&cli.data),
         Command::Serve(args) => serve::run(&cli.data, args),
         Command::Store(cmd) => sync_cli::store(&cli.data, cmd),
         Command::Sync(cmd) => sync_cli::sync(&cli.data, cmd),
         Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync_cli::rebuild(&cli.data, box_id),
+        Command::Index(cli::IndexCmd::ReadText { recording_id, json }) => {
+            ocr::read_text_cli(&cli.data, recording_id, json)
+        }
         Command::Panel { json } => panel::show(&cli.data, json),
         Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
             evidence::export(&cli.data, &session_id, &out)

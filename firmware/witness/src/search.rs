@@ -1,7 +1,7 @@
 //! Search inside SSH output: a sealed recording's text is extracted (off the relay's path, on the
 //! sealing thread) into a blind index — keyed word hashes for FTS5, the chunk text sealed — so
 //! the index never holds session text in clear; a restart indexes what a crash or an older
-//! version left out. Hits are opened here, for the console.
+//! version left out. Hits are opened here, for the console and `witness search`.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
@@ -20,7 +20,8 @@ pub fn index_text(dir: &DataDir, recording_id: &str) {
 
 fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
     let row = dir.index.recording(recording_id)?.context("no such recording")?;
-    if row.protocol != "ssh" {
+    // Casts: SSH output, and an RDP session's typed keys (its key track).
+    if !row.path.ends_with(".cast") {
         return Ok(0);
     }
     // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
@@ -52,6 +53,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             at: c.at,
             tokens: witness_core::text::blind_tokens(&key, &c.text),
             line_times: c.line_times,
+            line_rects: Vec::new(),
             sealed: witness_core::text::seal_text(&key, crate::keys::nonce(), &c.text),
         })
         .collect();
@@ -74,19 +76,91 @@ pub fn query_tokens(dir: &DataDir, query: &str) -> Result<Vec<String>> {
     Ok(witness_core::text::words(query).iter().map(|w| witness_core::text::blind(&key, w)).collect())
 }
 
-/// Opens a hit: the moment the first matching line was printed, and that line.
-pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String)> {
+/// Opens a hit: the moment the first matching line was printed (or read off the screen), that
+/// line, and where it was on the screen when it was read from a video.
+pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String, Option<[u32; 4]>)> {
     let key = crate::keys::search_key(&dir.root).ok()?;
     let text = witness_core::text::open_text(&key, &hit.sealed)?;
     let words = witness_core::text::words(query);
     let at = witness_core::text::first_match(&text, &hit.line_times, &words).unwrap_or(hit.at);
-    let line = text
-        .lines()
-        .find(|l| {
-            let l = l.to_lowercase();
-            words.iter().any(|w| l.contains(w.as_str()))
-        })
-        .unwrap_or_else(|| text.lines().next().unwrap_or(""));
+    let matching = |l: &str| {
+        let l = l.to_lowercase();
+        words.iter().any(|w| l.contains(w.as_str()))
+    };
+    let index = text.lines().position(matching).unwrap_or(0);
+    let line = text.lines().nth(index).unwrap_or("");
     let snippet: String = line.chars().take(160).collect();
-    Some((at, snippet))
+    let rect = hit.line_rects.get(index).copied().flatten();
+    Some((at, snippet, rect))
+}
+
+/// One session `witness search` found.
+#[derive(Debug, serde::Serialize)]
+pub struct CliHit {
+    pub session_id: String,
+    pub recording_id: String,
+    pub protocol: String,
+    pub user: String,
+    pub target: String,
+    pub started_at: String,
+    /// Seconds into the recording where the words appear.
+    pub at: f64,
+    /// Which track matched: `output` (SSH), `keys` (RDP typed keys), `screen` (RDP video, read
+    /// by OCR).
+    pub source: String,
+    pub snippet: String,
+    /// Screen text: where the line was, `[x, y, width, height]` in the video's pixels.
+    pub rect: Option<[u32; 4]>,
+}
+
+/// `witness search WORDS [--json]`: sessions of every protocol whose text holds all the words.
+pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    let tokens = query_tokens(&dir, query)?;
+    if tokens.is_empty() {
+        anyhow::bail!("no words to search for in {query:?}: give letters or digits");
+    }
+    let rows = dir.index.find_sessions(&Default::default(), Some(&tokens))?;
+    let mut hits = Vec::new();
+    for (session, hit) in rows {
+        let Some(hit) = hit else { continue };
+        let (at, snippet, rect) =
+            open_hit(&dir, query, &hit).unwrap_or((hit.at, "(the matching text could not be opened)".into(), None));
+        let row = dir.index.recording(&hit.recording_id)?;
+        let source = match row.as_ref().map(|r| (r.channel.as_str(), r.path.ends_with(".mp4"))) {
+            Some((_, true)) => "screen",
+            Some(("keys", _)) => "keys",
+            _ => "output",
+        };
+        hits.push(CliHit {
+            session_id: session.id,
+            recording_id: hit.recording_id,
+            protocol: session.protocol,
+            user: session.user,
+            target: session.target,
+            started_at: session.started_at,
+            at: (at * 1000.0).round() / 1000.0,
+            source: source.into(),
+            snippet,
+            rect,
+        });
+    }
+    // The words are session content: the audit log keeps only that a search was made and what
+    // it found, as the console's does.
+    let words = query.split_whitespace().count();
+    dir.index.audit("cli_search", None, None, None, &serde_json::json!({ "words": words, "hits": hits.len() }))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&hits)?);
+        return Ok(());
+    }
+    if hits.is_empty() {
+        println!("no session holds all of these words");
+    }
+    for h in hits {
+        println!(
+            "{}  {:<4} {}@{}  {}  recording {} at {:.1}s ({})  {}",
+            h.session_id, h.protocol, h.user, h.target, h.started_at, h.recording_id, h.at, h.source, h.snippet
+        );
+    }
+    Ok(())
 }

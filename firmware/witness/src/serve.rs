@@ -113,6 +113,8 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         })?
     };
     let retention = crate::retention::spawn(dir.clone(), upload_cancel.clone())?;
+    // On-screen text of sealed RDP videos, read at the lowest priority, one video at a time.
+    let ocr = dir.config.screen_text.then(|| crate::ocr::spawn(dir.clone(), upload_cancel.clone())).transpose()?;
     // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
     {
         let dir = dir.clone();
@@ -216,6 +218,10 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     upload_cancel.cancel();
     let _ = uploader.join();
     let _ = retention.join();
+    // Stops after its current Tesseract run; what it had not stored is read at the next start.
+    if let Some(ocr) = ocr {
+        let _ = ocr.join();
+    }
     // The search backfill is not waited for: what it did not finish is done at the next start.
     drop(search_backfill);
     panel_stop.store(true, std::sync::atomic::Ordering::Release);

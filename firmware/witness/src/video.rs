@@ -295,12 +295,76 @@ pub struct BoxScreen {
     /// The session's start: the video's time zero.
     origin: Instant,
     video: Option<SessionVideo>,
+    /// `[recording] rdp_keystrokes`: typed keys are recorded beside the video.
+    record_keys: bool,
+    /// The key track, from the first key typed: (recording id, its cast).
+    keys: Option<(String, witness_recorder::CastRecorder)>,
 }
 
 impl BoxScreen {
     pub fn new(dir: std::sync::Arc<DataDir>, finisher: crate::broker::Finisher, session_id: &str) -> Self {
-        Self { dir, finisher, session_id: session_id.to_owned(), origin: Instant::now(), video: None }
+        let record_keys = dir.config.rdp_keystrokes;
+        Self {
+            dir,
+            finisher,
+            session_id: session_id.to_owned(),
+            origin: Instant::now(),
+            video: None,
+            record_keys,
+            keys: None,
+        }
     }
+}
+
+/// Starts the key track of an RDP session: an encrypted cast (channel `keys`) whose output is what
+/// the user typed, on the video's timeline; sealed, uploaded, searchable and played like any cast.
+fn start_key_track(
+    dir: &DataDir,
+    session_id: &str,
+    origin: Instant,
+) -> Result<(String, witness_recorder::CastRecorder)> {
+    let id = crate::broker::new_id();
+    let rel =
+        std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.cast"));
+    let path = dir.root.join(&rel);
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    let session = dir.index.session(session_id)?.context("no such session")?;
+    dir.index.create_recording(&id, session_id, "keys", &rel.to_string_lossy())?;
+    let header = witness_core::cast::Header {
+        version: 2,
+        width: 80,
+        height: 24,
+        timestamp: time::OffsetDateTime::now_utc().unix_timestamp(),
+        title: Some(format!("{}@{} typed keys", session.user, session.target)),
+        command: None,
+        env: Default::default(),
+        witness: Some(witness_core::cast::Provenance {
+            session_id: session_id.to_owned(),
+            recording_id: id.clone(),
+            user: session.user,
+            target: session.target,
+            box_id: dir.config.box_id.clone(),
+        }),
+        witness_format: None,
+    };
+    let settings = witness_recorder::RecorderSettings { fsync_interval: dir.config.fsync_interval };
+    let encryption = crate::keys::new_encryption(&dir.root, &id)?;
+    let rec = witness_recorder::start_cast(&path, &header, settings, Some(encryption))?.timed_from(origin);
+    Ok((id, rec))
+}
+
+/// Typed text as the key track shows it: Enter starts a line, Backspace erases on screen (the
+/// search text applies it the same way).
+fn key_track_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\r\n"),
+            witness_rdp::keys::BACKSPACE => out.push_str("\u{8} \u{8}"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl witness_rdp::ScreenRecorder for BoxScreen {
@@ -331,13 +395,41 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
         }
     }
 
+    fn records_keys(&self) -> bool {
+        self.record_keys
+    }
+
+    fn typed(&mut self, text: &str) -> Result<(), String> {
+        if !self.record_keys {
+            return Ok(());
+        }
+        if self.keys.is_none() {
+            let (id, rec) = start_key_track(&self.dir, &self.session_id, self.origin)
+                .map_err(|e| format!("the key track could not start: {e:#}"))?;
+            tracing::info!(session_id = %self.session_id, recording_id = %id, "rdp key track started");
+            self.keys = Some((id, rec));
+        }
+        let (_, rec) = self.keys.as_ref().expect("started above");
+        rec.output(&bytes::Bytes::from(key_track_text(text))).map_err(|e| format!("the key track failed: {e}"))
+    }
+
     fn finish(self: Box<Self>, failure: Option<String>, gaps: witness_rdp::Gaps) {
+        if let Some((id, rec)) = &self.keys {
+            let outcome = match tokio::runtime::Handle::try_current() {
+                Ok(h) => h.block_on(rec.finish()),
+                Err(_) => Err(witness_recorder::RecordError::Write("no runtime to finish the key track".into())),
+            };
+            self.finisher.recording_finished(id, outcome);
+        }
         // What the decoder missed is a gap in the recording: stated in the audit log, next to
         // the recording it concerns.
-        if gaps.skipped_screen_pdus > 0 || gaps.undecodable_screen_pdus > 0 {
+        // Skipped client input is a gap only when keys are recorded: the key track lacks them.
+        let keys_missed = self.record_keys && gaps.skipped_input_pdus > 0;
+        if gaps.skipped_screen_pdus > 0 || gaps.undecodable_screen_pdus > 0 || keys_missed {
             let detail = serde_json::json!({
                 "protocol": "rdp",
                 "recording_id": self.video.as_ref().map(|v| v.id.clone()),
+                "key_track_id": self.keys.as_ref().map(|(id, _)| id.clone()),
                 "skipped_screen_pdus": gaps.skipped_screen_pdus,
                 "undecodable_screen_pdus": gaps.undecodable_screen_pdus,
                 "skipped_input_pdus": gaps.skipped_input_pdus,

@@ -1,0 +1,177 @@
+//! Reads a session video back as grey pictures, for text extraction after the recording is
+//! sealed: the fragmented MP4 (already decrypted, in memory: nothing is written in clear) goes
+//! through `qtdemux ! h264parse ! openh264dec` (OpenH264 is in the image's plugins) and comes out
+//! as GRAY8 frames with their times.
+
+use crate::VideoError;
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app::{AppSink, AppSrc};
+use std::time::Duration;
+
+/// One decoded picture: `height` rows of `width` grey bytes (tightly packed).
+#[derive(Debug)]
+pub struct GrayFrame<'a> {
+    /// From the start of the video.
+    pub at: Duration,
+    pub width: u32,
+    pub height: u32,
+    pub gray: &'a [u8],
+}
+
+/// Bytes handed to the demuxer at a time.
+const CHUNK: usize = 1 << 20;
+
+/// Decodes `mp4` and calls `each` with every frame in order; `each` returns `false` to stop early.
+/// Returns how many frames were decoded.
+pub fn decode_gray(mp4: &[u8], mut each: impl FnMut(GrayFrame<'_>) -> bool) -> Result<u64, VideoError> {
+    crate::init()?;
+    let desc = "appsrc name=src is-live=false block=true max-bytes=4194304 caps=video/quicktime ! \
+                qtdemux ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=GRAY8 ! \
+                appsink name=out sync=false max-buffers=4";
+    let pipeline = gst::parse::launch(desc)
+        .map_err(|e| VideoError::Pipeline(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| VideoError::Pipeline("not a pipeline".into()))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|e| e.downcast::<AppSrc>().ok())
+        .ok_or_else(|| VideoError::Pipeline("no appsrc".into()))?;
+    let sink = pipeline
+        .by_name("out")
+        .and_then(|e| e.downcast::<AppSink>().ok())
+        .ok_or_else(|| VideoError::Pipeline("no appsink".into()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|e| VideoError::Pipeline(format!("cannot start: {e}")))?;
+    let outcome = std::thread::scope(|scope| {
+        // The source blocks when the pipeline is full: feed it from a thread of its own.
+        let feeder = scope.spawn(|| {
+            for chunk in mp4.chunks(CHUNK) {
+                if src.push_buffer(gst::Buffer::from_slice(chunk.to_vec())).is_err() {
+                    return;
+                }
+            }
+            let _ = src.end_of_stream();
+        });
+        let result = pull(&pipeline, &sink, &mut each);
+        // Stopping the pipeline unblocks a feeder still waiting for room.
+        let _ = pipeline.set_state(gst::State::Null);
+        let _ = feeder.join();
+        result
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    outcome
+}
+
+fn pull(
+    pipeline: &gst::Pipeline,
+    sink: &AppSink,
+    each: &mut impl FnMut(GrayFrame<'_>) -> bool,
+) -> Result<u64, VideoError> {
+    let mut frames = 0u64;
+    let mut packed = Vec::new();
+    loop {
+        let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) else {
+            if sink.is_eos() {
+                return Ok(frames);
+            }
+            if let Some(msg) = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+                && let gst::MessageView::Error(e) = msg.view()
+            {
+                return Err(VideoError::Pipeline(format!("decoding the video: {}", e.error())));
+            }
+            continue;
+        };
+        let caps = sample.caps().ok_or_else(|| VideoError::Pipeline("a decoded frame without caps".into()))?;
+        let s = caps.structure(0).ok_or_else(|| VideoError::Pipeline("empty caps".into()))?;
+        let (w, h) = (s.get::<i32>("width"), s.get::<i32>("height"));
+        let (Ok(w), Ok(h)) = (w, h) else { return Err(VideoError::Pipeline("a decoded frame without a size".into())) };
+        let (w, h) = (w.max(0) as u32, h.max(0) as u32);
+        let buffer = sample.buffer().ok_or_else(|| VideoError::Pipeline("a sample without a buffer".into()))?;
+        let at = Duration::from_nanos(buffer.pts().map(|t| t.nseconds()).unwrap_or(0));
+        let map = buffer.map_readable().map_err(|_| VideoError::Pipeline("unreadable frame".into()))?;
+        let data = map.as_slice();
+        if h == 0 || w == 0 || data.len() < (w * h) as usize {
+            return Err(VideoError::Frame(format!("{} bytes for a {w}x{h} grey frame", data.len())));
+        }
+        // GRAY8 rows are padded to 4 bytes.
+        let stride = data.len() / h as usize;
+        packed.clear();
+        for row in data.chunks(stride).take(h as usize) {
+            packed.extend_from_slice(&row[..w as usize]);
+        }
+        frames += 1;
+        if !each(GrayFrame { at, width: w, height: h, gray: &packed }) {
+            return Ok(frames);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settle::Settler;
+    use std::sync::{Arc, Mutex};
+
+    /// A white 320x240 BGRx screen with a black bar at (96..224, 112..128) when `bar`.
+    fn screen(bar: bool) -> Vec<u8> {
+        let mut p = vec![255u8; 320 * 240 * 4];
+        if bar {
+            for y in 112..128 {
+                for x in 96..224 {
+                    p[(y * 320 + x) * 4..(y * 320 + x) * 4 + 3].fill(0);
+                }
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_recorded_video_reads_back_as_the_pictures_it_showed_at_their_times() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = out.clone();
+        let sink: crate::ByteSink = Box::new(move |b| {
+            o.lock().unwrap().extend_from_slice(b);
+            Ok(())
+        });
+        let encoder = crate::candidate("x264enc").unwrap();
+        let settings = crate::VideoSettings { width: 320, height: 240, ..Default::default() };
+        let rec = crate::VideoRecorder::start(encoder, settings, sink).unwrap();
+        let ms = Duration::from_millis;
+        assert!(rec.frame(&screen(false), 320 * 4, ms(0)).unwrap());
+        for t in (200..1500).step_by(200) {
+            rec.tick(ms(t)).unwrap();
+        }
+        assert!(rec.frame(&screen(true), 320 * 4, ms(1500)).unwrap());
+        for t in (1700..3000).step_by(200) {
+            rec.tick(ms(t)).unwrap();
+        }
+        rec.finish(ms(3000)).unwrap();
+        let mp4 = out.lock().unwrap().clone();
+        let mut settler = Settler::new(320, 240, ms(500));
+        let mut reads = Vec::new();
+        let mut sizes = Vec::new();
+        let frames = decode_gray(&mp4, |f| {
+            sizes.push((f.width, f.height));
+            reads.extend(settler.frame(f.at, f.gray));
+            true
+        })
+        .unwrap();
+        reads.extend(settler.finish());
+        assert!(frames >= 3, "{frames} frames");
+        assert!(sizes.iter().all(|&s| s == (320, 240)), "{sizes:?}");
+        // The white screen, then the bar where it appeared, at the moment it appeared.
+        assert_eq!(reads.len(), 2, "{:?}", reads.iter().map(|r| (r.at, r.region)).collect::<Vec<_>>());
+        assert_eq!(reads[0].at, ms(0));
+        let bar = &reads[1];
+        assert!(bar.at.abs_diff(ms(1500)) < ms(100), "{:?}", bar.at);
+        assert_eq!(
+            (bar.region.x, bar.region.y, bar.region.width, bar.region.height),
+            (80, 96, 160, 48),
+            "around the bar only"
+        );
+        let dark = bar.crop.iter().filter(|&&p| p < 64).count();
+        assert!((1900..=2200).contains(&dark), "{dark} dark pixels: the 128x16 bar");
+        // Garbage is an error, not a hang or a panic.
+        assert!(decode_gray(b"not a video at all, just bytes", |_| true).is_err());
+    }
+}

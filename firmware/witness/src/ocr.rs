@@ -1,0 +1,375 @@
+//! On-screen text of RDP sessions: after a video is sealed, a thread of its own (at the lowest CPU
+//! priority, one video at a time, never on a session's or the sealer's path) decodes it, picks
+//! the pictures that settled (`witness_video::settle`), lays the parts that changed on a sheet and
+//! has Tesseract read each sheet through stdin (`nice -n 19 tesseract stdin stdout … tsv`: nothing
+//! in clear on disk, nothing in its arguments but options). Each line read becomes a fragment of
+//! the blind index with its time and rectangle. The index is the queue: a video's state and how
+//! far it was read are stored with its text in one transaction, so a restart resumes where the
+//! last stored batch ended and never stores a fragment twice.
+
+use crate::datadir::DataDir;
+use anyhow::{Context, Result, bail};
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use witness_core::ocr::{Region, Sheet};
+use witness_index::SearchChunk;
+
+/// A picture is read once the screen stayed still this long.
+pub const SETTLE: Duration = Duration::from_millis(500);
+/// Regions enlarged this many times before reading (terminal fonts are small).
+const SCALE: u32 = 2;
+/// Pixels on one sheet at most (before enlarging): one Tesseract run each.
+const SHEET_PIXELS: u64 = 2_000_000;
+/// Pictures in one batch at most: what a restart reads again is bounded too.
+const BATCH_READS: usize = 8;
+/// How often the reader looks for videos to read when it found none.
+const IDLE: Duration = Duration::from_secs(3);
+
+/// What reading one video did.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Stats {
+    pub frames: u64,
+    pub reads: u64,
+    pub fragments: u64,
+    pub sheets: u64,
+    /// Seconds of video.
+    pub video_seconds: f64,
+    /// CPU seconds Tesseract used (its children's user + system time).
+    pub ocr_cpu_seconds: f64,
+    /// Wall-clock seconds the whole reading took.
+    pub wall_seconds: f64,
+}
+
+/// Whether Tesseract can be run here.
+pub fn available() -> bool {
+    Command::new("tesseract")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The daemon's reader thread: reads every video waiting, then looks again every few seconds,
+/// until `cancel`.
+pub fn spawn(dir: Arc<DataDir>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
+    Ok(std::thread::Builder::new().name("ocr".into()).spawn(move || {
+        lower_priority();
+        let mut told = false;
+        while !cancel.is_cancelled() {
+            if !available() {
+                if !told {
+                    warn!("tesseract is not installed; text on RDP screens is not searchable until it is");
+                    told = true;
+                }
+                sleep(&cancel, Duration::from_secs(60));
+                continue;
+            }
+            match dir.index.videos_to_read() {
+                Ok(rows) if !rows.is_empty() => {
+                    for row in rows {
+                        if cancel.is_cancelled() {
+                            return;
+                        }
+                        read_logged(&dir, &row.id, &cancel);
+                    }
+                }
+                Ok(_) => sleep(&cancel, IDLE),
+                Err(e) => {
+                    warn!(error = %e, "listing videos to read failed");
+                    sleep(&cancel, IDLE);
+                }
+            }
+        }
+    })?)
+}
+
+fn sleep(cancel: &CancellationToken, d: Duration) {
+    let until = Instant::now() + d;
+    while !cancel.is_cancelled() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Nice 19 for this thread and, inherited, the Tesseract runs it starts: reading yields to
+/// sessions, sealing and uploads.
+fn lower_priority() {
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19) {
+        warn!(error = %e, "could not lower the text reader's priority");
+    }
+}
+
+/// Reads one video, logging the outcome and storing a failure.
+pub fn read_logged(dir: &DataDir, recording_id: &str, cancel: &CancellationToken) -> Option<Stats> {
+    match read_video(dir, recording_id, cancel) {
+        Ok(Some(s)) => {
+            info!(
+                recording_id,
+                frames = s.frames,
+                reads = s.reads,
+                fragments = s.fragments,
+                video_seconds = s.video_seconds,
+                ocr_cpu_seconds = s.ocr_cpu_seconds,
+                wall_seconds = s.wall_seconds,
+                "screen text read"
+            );
+            Some(s)
+        }
+        Ok(None) => {
+            info!(recording_id, "screen text reading paused; it resumes at the next start");
+            None
+        }
+        Err(e) => {
+            let reason = format!("{e:#}");
+            warn!(recording_id, error = %reason, "screen text could not be read");
+            if let Err(e) = dir.index.finish_read_text(recording_id, Err(&reason)) {
+                warn!(recording_id, error = %e, "could not store why the screen text could not be read");
+            }
+            None
+        }
+    }
+}
+
+/// Reads the text of a sealed video into the blind index, from where an earlier reading stopped.
+/// `Ok(None)`: stopped by `cancel` (the state says how far it got).
+pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken) -> Result<Option<Stats>> {
+    let started = Instant::now();
+    let row = dir.index.recording(recording_id)?.context("no such recording")?;
+    if !row.path.ends_with(".mp4") {
+        bail!("not a video");
+    }
+    let from = dir.index.text_read_until(recording_id)?;
+    let file = std::fs::read(dir.root.join(&row.path)).with_context(|| format!("reading {}", row.path))?;
+    let mp4 = witness_recorder::plaintext(&file, &crate::keys::key_for(&dir.root))?;
+    drop(file);
+    let key = crate::keys::search_key(&dir.root)?;
+    let languages = dir.config.ocr_languages.clone();
+    let mut stats = Stats::default();
+    let mut settler: Option<witness_video::settle::Settler> = None;
+    let mut batch: Vec<witness_video::settle::Read> = Vec::new();
+    let mut batch_pixels = 0u64;
+    let mut stored_from = from;
+    let mut failure: Option<anyhow::Error> = None;
+    let flush =
+        |batch: &mut Vec<witness_video::settle::Read>, stats: &mut Stats, stored_from: &mut f64| -> Result<()> {
+            let Some(last) = batch.last() else { return Ok(()) };
+            // Every later read appears after this one: the video is read up to just past it.
+            let until = last.at.as_secs_f64() + 0.001;
+            let chunks = read_batch(batch, &key, &languages, stats)?;
+            dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks)?;
+            *stored_from = until;
+            batch.clear();
+            Ok(())
+        };
+    let take = |read: witness_video::settle::Read,
+                batch: &mut Vec<witness_video::settle::Read>,
+                stats: &mut Stats,
+                stored_from: &mut f64,
+                pixels: &mut u64|
+     -> Result<()> {
+        // Read before (an earlier run stored it): only the settling had to be followed again.
+        if read.at.as_secs_f64() < from {
+            return Ok(());
+        }
+        stats.reads += 1;
+        *pixels += u64::from(read.region.width) * u64::from(read.region.height);
+        batch.push(read);
+        if *pixels >= SHEET_PIXELS || batch.len() >= BATCH_READS {
+            flush(batch, stats, stored_from)?;
+            *pixels = 0;
+        }
+        Ok(())
+    };
+    let frames = witness_video::decode_gray(&mp4, |f| {
+        if cancel.is_cancelled() {
+            return false;
+        }
+        stats.video_seconds = f.at.as_secs_f64();
+        let s = settler.get_or_insert_with(|| witness_video::settle::Settler::new(f.width, f.height, SETTLE));
+        if let Some(read) = s.frame(f.at, f.gray)
+            && let Err(e) = take(read, &mut batch, &mut stats, &mut stored_from, &mut batch_pixels)
+        {
+            failure = Some(e);
+            return false;
+        }
+        true
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if cancel.is_cancelled() {
+        // What is batched but not stored is read again next time.
+        return Ok(None);
+    }
+    stats.frames = frames;
+    if let Some(read) = settler.as_mut().and_then(|s| s.finish()) {
+        take(read, &mut batch, &mut stats, &mut stored_from, &mut batch_pixels)?;
+    }
+    flush(&mut batch, &mut stats, &mut stored_from)?;
+    dir.index.finish_read_text(recording_id, Ok(())).map_err(anyhow::Error::from)?;
+    stats.wall_seconds = started.elapsed().as_secs_f64();
+    Ok(Some(stats))
+}
+
+/// Reads a batch of regions with one Tesseract run; a chunk of the blind index per region that
+/// held text.
+fn read_batch(
+    batch: &[witness_video::settle::Read],
+    key: &[u8; 32],
+    languages: &str,
+    stats: &mut Stats,
+) -> Result<Vec<SearchChunk>> {
+    let mut chunks = Vec::new();
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let mut sheet = Sheet::new(SCALE);
+        let mut n = 0;
+        for r in rest {
+            let region = Region {
+                x: r.region.x,
+                y: r.region.y,
+                width: r.region.width,
+                height: r.region.height,
+                gray: r.crop.clone(),
+            };
+            if n > 0 && !sheet.fits(&region) {
+                break;
+            }
+            sheet.add(&region);
+            n += 1;
+        }
+        let (done, later) = rest.split_at(n);
+        rest = later;
+        let tsv = tesseract(&sheet.pgm(), languages, stats)?;
+        stats.sheets += 1;
+        let lines = sheet.lines(&tsv);
+        for (i, read) in done.iter().enumerate() {
+            let mine: Vec<_> = lines.iter().filter(|l| l.region == i).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let text = mine.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
+            let at = read.at.as_secs_f64();
+            stats.fragments += mine.len() as u64;
+            chunks.push(SearchChunk {
+                at,
+                tokens: witness_core::text::blind_tokens(key, &text),
+                line_times: vec![at; mine.len()],
+                line_rects: mine.iter().map(|l| Some(l.rect)).collect(),
+                sealed: witness_core::text::seal_text(key, crate::keys::nonce(), &text),
+            });
+        }
+    }
+    Ok(chunks)
+}
+
+/// One Tesseract run: the picture through stdin, TSV on stdout. Its CPU time is added to
+/// `stats` (from the child's rusage, through `/proc` of this process's children).
+fn tesseract(pgm: &[u8], languages: &str, stats: &mut Stats) -> Result<String> {
+    let before = children_cpu();
+    let mut child = Command::new("nice")
+        .args(["-n", "19", "tesseract", "stdin", "stdout", "-l", languages, "--psm", "6", "tsv"])
+        // One thread: the box's other work keeps its cores.
+        .env("OMP_THREAD_LIMIT", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting tesseract")?;
+    let mut stdin = child.stdin.take().context("tesseract's stdin")?;
+    let mut stdout = child.stdout.take().context("tesseract's stdout")?;
+    let mut stderr = child.stderr.take().context("tesseract's stderr")?;
+    let (out, err) = std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = stdin.write_all(pgm);
+        });
+        let err = s.spawn(move || {
+            let mut e = String::new();
+            let _ = stderr.read_to_string(&mut e);
+            e
+        });
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        (out, err.join().unwrap_or_default())
+    });
+    let status = child.wait().context("waiting for tesseract")?;
+    stats.ocr_cpu_seconds += children_cpu() - before;
+    if !status.success() {
+        let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
+        bail!("tesseract failed ({status}): {first}");
+    }
+    Ok(out)
+}
+
+/// CPU seconds (user + system) of this process's waited-for children so far.
+fn children_cpu() -> f64 {
+    // /proc/self/stat fields 16 and 17: cutime and cstime, in clock ticks (100 a second on Linux).
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command name the fields start at 3 (state): cutime is field 16, cstime 17.
+    (tick(16 - 3) + tick(17 - 3)) / 100.0
+}
+
+/// `witness index read-text [ID] [--json]`: reads now what the daemon reads in the background
+/// (one video, or every video waiting), printing what it cost: Tesseract's CPU and this process's
+/// own (decoding, choosing what to read), per recorded minute.
+pub fn read_text_cli(root: &std::path::Path, id: Option<String>, json: bool) -> Result<()> {
+    let dir = DataDir::open(root)?;
+    if !available() {
+        bail!("tesseract is not installed (apt install tesseract-ocr tesseract-ocr-eng)");
+    }
+    let ids: Vec<String> = match id {
+        Some(id) => vec![id],
+        None => dir.index.videos_to_read()?.into_iter().map(|r| r.id).collect(),
+    };
+    let cancel = CancellationToken::new();
+    for id in ids {
+        let own = own_cpu();
+        let s = read_video(&dir, &id, &cancel)?.context("stopped")?;
+        let own = own_cpu() - own;
+        let per_min = |v: f64| if s.video_seconds > 0.0 { v * 60.0 / s.video_seconds } else { 0.0 };
+        let total = own + s.ocr_cpu_seconds;
+        if json {
+            let line = serde_json::json!({
+                "recording_id": id,
+                "stats": s,
+                "decode_cpu_seconds": own,
+                "cpu_seconds": total,
+                "cpu_seconds_per_recorded_minute": per_min(total),
+            });
+            println!("{line}");
+            continue;
+        }
+        println!(
+            "{id}: {:.1} s of video, {} frames, {} pictures read, {} lines, {} tesseract runs; \
+             CPU {:.2} s ({:.2} tesseract, {:.2} decoding and choosing), {:.2} per recorded minute; {:.2} s wall",
+            s.video_seconds,
+            s.frames,
+            s.reads,
+            s.fragments,
+            s.sheets,
+            total,
+            s.ocr_cpu_seconds,
+            own,
+            per_min(total),
+            s.wall_seconds,
+        );
+    }
+    Ok(())
+}
+
+/// CPU seconds (user + system) this process has used, all its threads.
+fn own_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime: fields 14 and 15.
+    (tick(14 - 3) + tick(15 - 3)) / 100.0
+}
