@@ -184,10 +184,7 @@ async fn target_to_client(conn: Arc<Conn>, sink: Arc<UserSink>, mut from_target:
                 Ok(())
             }
             ChannelMsg::ExitSignal { signal_name, core_dumped, error_message, lang_tag } => {
-                if let Some(server) = conn.server.get() {
-                    let _ =
-                        server.exit_signal_request(sink.id(), signal_name, core_dumped, error_message, lang_tag).await;
-                }
+                sink.exit_signal(&conn, signal_name, core_dumped, error_message, lang_tag).await;
                 Ok(())
             }
             ChannelMsg::Close => {

@@ -221,6 +221,25 @@ impl UserSink {
         let _ = self.to_client.exit_status(code).await;
     }
 
+    /// The signal that ended the command, recorded as a marker (with the target's message, which
+    /// the user reads too), then passed on.
+    pub(crate) async fn exit_signal(
+        &self,
+        conn: &Conn,
+        signal: russh::Sig,
+        core_dumped: bool,
+        message: String,
+        lang_tag: String,
+    ) {
+        if let Some((_, rec)) = &self.taps().recording {
+            let dumped = if core_dumped { " (core dumped)" } else { "" };
+            let _ = rec.marker(&format!("exit signal {signal:?}{dumped}: {message}"));
+        }
+        if let Some(server) = conn.server.get() {
+            let _ = server.exit_signal_request(self.id, signal, core_dumped, message, lang_tag).await;
+        }
+    }
+
     pub(crate) async fn eof(&self) -> Result<(), russh::Error> {
         self.to_client.eof().await
     }
