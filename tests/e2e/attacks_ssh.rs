@@ -614,18 +614,7 @@ fn input_recording_never_keeps_what_a_silent_prompt_took() {
     assert!(text.contains("# record_input = false"), "{text}");
     std::fs::write(&config, text.replace("# record_input = false", "record_input = true")).unwrap();
     b.serve();
-    let tmux = format!("witness-echo-{}", b.port);
-    let ssh_cmd = format!(
-        "ssh {} -i {} -p {} -t alice@web01@127.0.0.1",
-        client_options().join(" "),
-        b.user_key.display(),
-        b.port
-    );
-    let st = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let tmux = tmux_ssh(&b, "echo", "alice@web01");
     let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
     let keys = |k: &[&str]| {
         let st = Command::new("tmux").args(["send-keys", "-t", &tmux]).args(k).status().unwrap();

@@ -405,6 +405,20 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// An interactive `ssh -t` to `login` through the box inside a detached tmux session of 100×30,
+/// as a person at a terminal would run it; returns the tmux session's name.
+pub fn tmux_ssh(b: &Box, name: &str, login: &str) -> String {
+    let tmux = format!("witness-{name}-{}", b.port);
+    let ssh_cmd =
+        format!("ssh {} -i {} -p {} -t {login}@127.0.0.1", client_options().join(" "), b.user_key.display(), b.port);
+    let st = std::process::Command::new("tmux")
+        .args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tmux
+}
+
 /// What `asciinema cat` prints of a cast (it must accept the file).
 pub fn asciinema_cat(path: &std::path::Path) -> String {
     // asciinema 2.2 opens /dev/tty even for `cat`: give it a pseudo-terminal through script(1).

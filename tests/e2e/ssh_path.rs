@@ -20,18 +20,7 @@ fn cast_text(b: &Box, rec: &serde_json::Value) -> String {
 #[test]
 fn interactive_pty_session_is_recorded_with_resize() {
     let (b, _sshd) = box_with_target();
-    let tmux = format!("witness-{}", b.port);
-    let ssh_cmd = format!(
-        "ssh {} -i {} -p {} -t alice@web01@127.0.0.1",
-        client_options().join(" "),
-        b.user_key.display(),
-        b.port
-    );
-    let st = Command::new("tmux")
-        .args(["new-session", "-d", "-s", &tmux, "-x", "100", "-y", "30", &ssh_cmd])
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let tmux = tmux_ssh(&b, "pty", "alice@web01");
     let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
     eventually(15, "a shell prompt through the box", || pane().contains('#').then_some(()));
     Command::new("tmux").args(["send-keys", "-t", &tmux, "echo typed-$((6*7))", "Enter"]).status().unwrap();
