@@ -6,21 +6,6 @@ use crate::harness::*;
 use crate::web::Web;
 use std::process::{Command, Stdio};
 
-fn box_with_target() -> (Box, Sshd) {
-    let sshd = Sshd::start();
-    let mut b = Box::with_target(&sshd);
-    b.serve();
-    (b, sshd)
-}
-
-fn settled(b: &Box, at_least: usize) {
-    eventually(20, "every recording closed", || {
-        let rows = b.recordings();
-        (rows.len() >= at_least && rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing"))
-            .then_some(())
-    });
-}
-
 /// `export --raw` of every finished recording, concatenated, plus the `.cast` exports (markers).
 fn everything_recorded(b: &Box) -> (Vec<u8>, String) {
     let mut raw = Vec::new();

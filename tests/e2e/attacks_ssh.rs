@@ -7,13 +7,6 @@ use crate::harness::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn box_with_target() -> (Box, Sshd) {
-    let sshd = Sshd::start();
-    let mut b = Box::with_target(&sshd);
-    b.serve();
-    (b, sshd)
-}
-
 /// Every recording of every session, exported, as one text.
 fn all_recorded(b: &Box) -> String {
     b.recordings()
@@ -22,15 +15,6 @@ fn all_recorded(b: &Box) -> String {
         .map(|r| b.export(r["id"].as_str().unwrap()))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Waits until no recording is still being written.
-fn settled(b: &Box, at_least: usize) {
-    eventually(20, "every recording closed", || {
-        let rows = b.recordings();
-        (rows.len() >= at_least && rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing"))
-            .then_some(())
-    });
 }
 
 /// Runs a paramiko script (Debian's `python3-paramiko`, so the system Python) against the box

@@ -405,6 +405,23 @@ pub fn peak_rss_mib(pid: u32) -> u64 {
     kb / 1024
 }
 
+/// A box serving with one SSH target (`web01`, alice granted).
+pub fn box_with_target() -> (Box, Sshd) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    (b, sshd)
+}
+
+/// Waits until at least `at_least` recordings exist and none is still being written.
+pub fn settled(b: &Box, at_least: usize) {
+    eventually(20, "every recording closed", || {
+        let rows = b.recordings();
+        (rows.len() >= at_least && rows.iter().all(|r| r["status"] != "recording" && r["status"] != "processing"))
+            .then_some(())
+    });
+}
+
 /// An interactive `ssh -t` to `login` through the box inside a detached tmux session of 100×30,
 /// as a person at a terminal would run it; returns the tmux session's name.
 pub fn tmux_ssh(b: &Box, name: &str, login: &str) -> String {

@@ -6,13 +6,6 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn box_with_target() -> (Box, Sshd) {
-    let sshd = Sshd::start();
-    let mut b = Box::with_target(&sshd);
-    b.serve();
-    (b, sshd)
-}
-
 fn cast_text(b: &Box, rec: &serde_json::Value) -> String {
     b.export(rec["id"].as_str().unwrap())
 }
