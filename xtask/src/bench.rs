@@ -410,7 +410,8 @@ async fn idle_sessions(s: &Setup, n: usize) -> Result<(usize, f64, f64)> {
     let key = Arc::new(russh::keys::load_secret_key(s.dir.path().join("alice"), None)?);
     let rss0 = rss_mib(s.witness.id());
     let cfg = Arc::new(client::Config { inactivity_timeout: None, ..Default::default() });
-    let sem = Arc::new(tokio::sync::Semaphore::new(16));
+    // Under the box's own cap of 10 connections before login per source address.
+    let sem = Arc::new(tokio::sync::Semaphore::new(8));
     let mut tasks = Vec::new();
     for _ in 0..n {
         let (cfg, key, sem, port) = (cfg.clone(), key.clone(), sem.clone(), s.box_port);
