@@ -416,9 +416,18 @@ fn a_bundle_missing_a_recording_or_signed_by_another_key_fails() {
     let dir = tempfile::tempdir().unwrap();
     let control = dir.path().join("mux");
     let control = control.to_str().unwrap();
+    // Under a loaded full test run one of these ssh invocations has failed fast, not yet
+    // explained (the other tests of channels pass); it is retried once, its output printed.
     let quiet = |mut c: Command| {
-        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        assert!(c.status().unwrap().success());
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+        let first = c.output().unwrap();
+        if first.status.success() {
+            return;
+        }
+        eprintln!("first attempt failed ({}): {}", first.status, stderr(&first));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{c:?}: {}", stderr(&out));
     };
     let mut master = b.ssh("alice@web01");
     master.args(["-M", "-S", control, "-f", "-N"]);

@@ -292,6 +292,7 @@ fn a_box_killed_while_reading_screen_text_resumes_where_it_stopped() {
     eprintln!("found {}/{} words; missed {missed:?}", found.len(), WORDS.len());
     assert!(found.len() * 10 >= WORDS.len() * 9, "at least 90 % found: missed {missed:?}");
     assert!(found.iter().any(|(_, at)| *at < until) && found.iter().any(|(_, at)| *at > until), "{found:?}");
-    // One a second, in order: each word found after the one before.
-    assert!(found.windows(2).all(|p| p[1].1 > p[0].1), "{found:?}");
+    // One a second, in order: each word found no earlier than the one before (two words that
+    // appeared before the screen settled are read from the same picture, at the same time).
+    assert!(found.windows(2).all(|p| p[1].1 >= p[0].1), "{found:?}");
 }
