@@ -162,23 +162,7 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
         };
         let mut file = reader.into_inner();
         file.seek(SeekFrom::Start(valid_len)).map_err(|e| unusable(&e))?;
-        // Moved aside before the cut: a crash in between leaves both copies, never neither.
-        quarantine = match move_aside_from(path, &mut file, trimmed) {
-            Ok(q) => Some(q),
-            // A full disk, the usual reason for a torn write, has no room for the copy.
-            Err(e) if torn => {
-                tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
-                None
-            }
-            Err(e) => {
-                return Err(unusable(&format!(
-                    "the {trimmed} bytes after its authentic part cannot be moved aside, so nothing is cut: {e}"
-                )));
-            }
-        };
-        let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
-        file.set_len(valid_len).map_err(|e| unusable(&e))?;
-        file.sync_all().map_err(|e| unusable(&e))?;
+        quarantine = set_aside_and_cut(path, move_aside_from(path, &mut file, trimmed), torn, valid_len, &unusable)?;
     }
     Ok(RecoveredCast {
         bytes: valid_len,
@@ -188,6 +172,36 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
         trimmed,
         quarantine,
     })
+}
+
+/// After the rest was copied aside (`aside`), cuts `path` to `valid_len`, fsync'd. The copy is
+/// made before the cut, so a crash in between leaves both copies, never neither. A copy that
+/// failed (a full disk, the usual reason for a torn write) cuts only a `torn` end, which holds
+/// nothing that could authenticate; anything else is left as it is, with the reason.
+fn set_aside_and_cut(
+    path: &Path,
+    aside: std::io::Result<PathBuf>,
+    torn: bool,
+    valid_len: u64,
+    unusable: &dyn Fn(&dyn std::fmt::Display) -> RecordError,
+) -> Result<Option<PathBuf>, RecordError> {
+    let trimmed = std::fs::metadata(path).map_err(|e| unusable(&e))?.len().saturating_sub(valid_len);
+    let quarantine = match aside {
+        Ok(q) => Some(q),
+        Err(e) if torn => {
+            tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
+            None
+        }
+        Err(e) => {
+            return Err(unusable(&format!(
+                "the {trimmed} bytes after its authentic part cannot be moved aside, so nothing is cut: {e}"
+            )));
+        }
+    };
+    let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
+    file.set_len(valid_len).map_err(|e| unusable(&e))?;
+    file.sync_all().map_err(|e| unusable(&e))?;
+    Ok(quarantine)
 }
 
 /// [`move_aside`] for the `len` bytes `file` holds from where it stands, copied as a stream.
@@ -258,21 +272,8 @@ fn recover_plain(
     let mut quarantine = None;
     if trimmed > 0 {
         let rest = &data[valid_len..];
-        quarantine = match move_aside(path, rest) {
-            Ok(q) => Some(q),
-            Err(e) if plain_torn(&data, rest) => {
-                tracing::warn!(path = %path.display(), bytes = trimmed, error = %e, "a torn end cannot be moved aside; cut");
-                None
-            }
-            Err(e) => {
-                return Err(unusable(&format!(
-                    "the {trimmed} bytes after its authentic part cannot be moved aside, so nothing is cut: {e}"
-                )));
-            }
-        };
-        let file = File::options().write(true).open(path).map_err(|e| unusable(&e))?;
-        file.set_len(valid_len as u64).map_err(|e| unusable(&e))?;
-        file.sync_all().map_err(|e| unusable(&e))?;
+        let torn = plain_torn(&data, rest);
+        quarantine = set_aside_and_cut(path, move_aside(path, rest), torn, valid_len as u64, &unusable)?;
     }
     let kept = &data[..valid_len];
     Ok(RecoveredCast {
