@@ -32,10 +32,36 @@ pub fn free_space(dir: &Path) -> std::io::Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
-/// Percent of the file system holding `dir` that is in use.
+/// Percent of the file system holding `dir` that is in use, as `df` reports it.
 pub fn used_percent(dir: &Path) -> std::io::Result<u8> {
     let st = rustix::fs::statvfs(dir)?;
-    let total = st.f_blocks.max(1);
-    let avail = st.f_bavail.min(total);
-    Ok((100 - avail * 100 / total) as u8)
+    Ok(used_percent_of(st.f_blocks, st.f_bfree, st.f_bavail))
+}
+
+/// `df`'s figure: used ÷ (used + available to writers), rounded up. Blocks reserved for root
+/// (or held back by the volume, as on thin-provisioned disks) count as neither, so a disk with a
+/// large reserve is not taken for a full one.
+fn used_percent_of(blocks: u64, free: u64, avail: u64) -> u8 {
+    let used = blocks.saturating_sub(free) as u128;
+    let size = used + avail as u128;
+    if size == 0 {
+        return 100;
+    }
+    (used * 100).div_ceil(size).min(100) as u8
+}
+
+#[cfg(test)]
+mod tests {
+    use super::used_percent_of;
+
+    #[test]
+    fn used_percent_is_dfs_figure() {
+        // ext4 with 5 % reserved for root: 80 used, 15 available to writers → 85 % (df rounds up).
+        assert_eq!(used_percent_of(100, 20, 15), 85);
+        // A volume holding most of its free blocks back: 66 used, 26 available → 72 %, not 90 %.
+        assert_eq!(used_percent_of(252, 186, 26), 72);
+        assert_eq!(used_percent_of(100, 0, 0), 100);
+        assert_eq!(used_percent_of(0, 0, 0), 100);
+        assert_eq!(used_percent_of(100, 100, 100), 0);
+    }
 }
