@@ -82,6 +82,11 @@ root=$work/root
 # the root is read again for each update. Panics still name the file and line.
 cp "$binary" "$work/witness"
 strip --strip-all "$work/witness"
+# The firewall loader that runs as root is its own small binary, built beside `witness`.
+egress_binary=$(dirname "$binary")/witness-egress
+[ -x "$egress_binary" ] || die "$egress_binary is missing: build it beside witness (cargo build -p witness-egress)"
+cp "$egress_binary" "$work/witness-egress"
+strip --strip-all "$work/witness-egress"
 binary=$work/witness
 if [ -z "$keyring" ]; then
     signing=${signing:-$cache/signing}
@@ -131,6 +136,7 @@ mkdir -p "$root"
 tar --numeric-owner -xpf "$tarball" -C "$root"
 cp -a "$here/overlay/." "$root/"
 install -m 0755 "$binary" "$root/usr/bin/witness"
+install -m 0755 "$work/witness-egress" "$root/usr/bin/witness-egress"
 install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
 sed -i "s/^WITNESS_BOOT_TRIES=.*/WITNESS_BOOT_TRIES=$boot_tries/" "$root/etc/witness/boot.conf"
 echo "$version" > "$root/etc/witness/version"
@@ -233,7 +239,7 @@ for l in "$lib"/*; do
     fi
 done
 # Nothing the box runs may miss a library now.
-missing=$(chroot "$root" /bin/sh -c 'for f in /usr/bin/witness /usr/lib/*-linux-gnu*/gstreamer-1.0/*.so; do [ -e "$f" ] && ldd "$f" | grep "not found" | sed "s|^|$f: |"; done' || true)
+missing=$(chroot "$root" /bin/sh -c 'for f in /usr/bin/witness /usr/bin/witness-egress /usr/lib/*-linux-gnu*/gstreamer-1.0/*.so; do [ -e "$f" ] && ldd "$f" | grep "not found" | sed "s|^|$f: |"; done' || true)
 [ -z "$missing" ] || die "trimming removed a library still needed: $missing"
 echo "    removed $(( before_mb - $(du_mb "$root") )) MiB ($pruned libraries nothing linked)"
 # What fills the root, against the budget in this recipe.

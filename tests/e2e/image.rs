@@ -46,6 +46,7 @@ fn built_image() -> PathBuf {
     let bin = witness_bin();
     let mut h = Sha256::new();
     h.update(std::fs::read(&bin).unwrap());
+    h.update(std::fs::read(bin.with_file_name("witness-egress")).expect("witness-egress is built beside witness"));
     hash_tree(&mut h, &workspace().join("rootfs"));
     let key = hex::encode(&h.finalize()[..8]);
     let tmp = workspace().join("target/tmp");

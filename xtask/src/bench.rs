@@ -27,8 +27,16 @@ struct Opts {
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
-    let mut o =
-        Opts { bulk_mib: 512, reps: 3, keystrokes: 300, idle: 1000, store_mib: 1024, only: None, secs: 60, workload: None };
+    let mut o = Opts {
+        bulk_mib: 512,
+        reps: 3,
+        keystrokes: 300,
+        idle: 1000,
+        store_mib: 1024,
+        only: None,
+        secs: 60,
+        workload: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let text = || it.clone().next().cloned().context("missing value");

@@ -24,7 +24,8 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("gpiocdev*", &["witness-board-linux"]),
 ];
 
-/// Crates that may not reach these, through any chain of normal dependencies.
+/// Crates that may not reach these, through any chain of normal dependencies (the sans-IO tier,
+/// and the one binary that runs as root).
 const SANS_IO: &[(&str, &[&str])] = &[
     (
         "witness-core",
@@ -47,6 +48,24 @@ const SANS_IO: &[(&str, &[&str])] = &[
     (
         "witness-gate",
         &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "gstreamer*", "minio", "reqwest", "hyper", "axum"],
+    ),
+    // The firewall loader runs as root: none of the session machinery, no async runtime.
+    (
+        "witness-egress",
+        &[
+            "tokio",
+            "rusqlite",
+            "libsqlite3-sys",
+            "russh",
+            "ironrdp-*",
+            "sspi",
+            "gstreamer*",
+            "minio",
+            "reqwest",
+            "hyper",
+            "axum",
+            "openssl*",
+        ],
     ),
 ];
 

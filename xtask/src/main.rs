@@ -59,7 +59,8 @@ fn cargo() -> Command {
 
 /// Builds the box in release mode; returns the binary (under `CARGO_TARGET_DIR` when set).
 pub fn release_witness() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "witness"]))?;
+    // The image ships the root firewall loader beside the daemon.
+    run(cargo().args(["build", "--release", "-p", "witness", "-p", "witness-egress"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
     Ok(target.join("release/witness"))
 }
@@ -171,7 +172,7 @@ fn test() -> Result<()> {
     deps::check()?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
     fuzz_smoke(10)?;
-    run(cargo().args(["build", "-p", "witness"]))?;
+    run(cargo().args(["build", "-p", "witness", "-p", "witness-egress"]))?;
     // nextest runs each test in its own process and ends with one summary line for the run.
     run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
     Ok(())

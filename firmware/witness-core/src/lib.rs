@@ -9,6 +9,7 @@ pub mod channel;
 pub mod config;
 pub mod duration;
 pub mod echo;
+pub mod egress;
 pub mod evidence;
 pub mod fmp4;
 pub mod gate;

@@ -1,0 +1,176 @@
+//! The root half of the egress allow-list: reads the file the daemon publishes
+//! (`run/egress.json`, strictly, never the index), resolves names with a deadline, and loads the
+//! result into the firewall's sets with one `nft` transaction. It links none of the session
+//! machinery (no SQLite, no SSH or RDP, no GStreamer), so the one process that runs as root with
+//! `CAP_NET_ADMIN` is small; `xtask`'s dependency check keeps it so.
+
+use anyhow::{Context, Result, bail};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::time::Duration;
+pub use witness_core::egress::*;
+
+/// How long the loader waits for names to resolve before it loads without the slow ones.
+pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Resolves every name among `entries` through the system resolver, in parallel; names still
+/// unanswered after the deadline count as not resolved.
+pub fn resolve(entries: &[(Host, u16, String)], deadline: Duration) -> Resolved {
+    let names: BTreeSet<&str> = entries
+        .iter()
+        .filter_map(|(h, _, _)| match h {
+            Host::Name(n) => Some(n.as_str()),
+            Host::Ip(_) => None,
+        })
+        .collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for name in &names {
+        let (tx, name) = (tx.clone(), (*name).to_owned());
+        // A thread per name: getaddrinfo has no timeout of its own. Threads still waiting when
+        // the deadline passes end with the process.
+        std::thread::spawn(move || {
+            let got = (name.as_str(), 0)
+                .to_socket_addrs()
+                .map(|addrs| addrs.map(|a| a.ip()).collect::<BTreeSet<_>>().into_iter().collect())
+                .map_err(|e| e.to_string());
+            let _ = tx.send((name, got));
+        });
+    }
+    drop(tx);
+    let mut out = Resolved::new();
+    let end = std::time::Instant::now() + deadline;
+    while out.len() < names.len() {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((name, got)) => {
+                out.insert(name, got);
+            }
+            Err(_) => break,
+        }
+    }
+    for name in names {
+        out.entry(name.to_owned()).or_insert_with(|| Err(format!("no answer within {}s", deadline.as_secs())));
+    }
+    out
+}
+
+/// Reads the egress file, or `None` when there is none. Only a regular file is read (a link
+/// put in its place is refused), of at most 256 KiB.
+pub fn read_file(path: &Path) -> Result<Option<String>> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    if !meta.file_type().is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let opened = f.metadata()?;
+    use std::os::unix::fs::MetadataExt;
+    if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
+        bail!("{} was replaced while it was opened", path.display());
+    }
+    let mut text = String::new();
+    f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text).with_context(|| format!("reading {}", path.display()))?;
+    if text.len() as u64 > MAX_FILE_BYTES {
+        bail!("{} is larger than {MAX_FILE_BYTES} bytes", path.display());
+    }
+    Ok(Some(text))
+}
+
+/// The rules for the egress file in `root` (flushed sets when there is none).
+pub fn render_file(root: &Path) -> Result<(Option<String>, Rendered)> {
+    let path = root.join(EGRESS_FILE);
+    let text = read_file(&path)?;
+    let entries = match &text {
+        Some(t) => parse(t).with_context(|| format!("{} is refused", path.display()))?,
+        None => Vec::new(),
+    };
+    let resolved = resolve(&entries, RESOLVE_DEADLINE);
+    Ok((text, render(&entries, &resolved)))
+}
+
+/// `witness egress render`: prints the nft script the loader would load.
+pub fn render_cmd(root: &Path) -> Result<()> {
+    let (text, rendered) = render_file(root)?;
+    if text.is_none() {
+        eprintln!("witness-egress: no {EGRESS_FILE} yet: only DNS, NTP and DHCP go out");
+    }
+    for n in &rendered.notes {
+        eprintln!("witness-egress: {n}");
+    }
+    print!("{}", rendered.script());
+    Ok(())
+}
+
+/// `witness egress load` (root, from `witness-egress.service`): renders the egress file and
+/// loads it into the firewall's sets with `nft -f -`, as one transaction. When the file changed
+/// meanwhile, loads again, so the last version is the one in force.
+pub fn load(root: &Path) -> Result<()> {
+    for _ in 0..3 {
+        let (text, rendered) = render_file(root)?;
+        for n in &rendered.notes {
+            eprintln!("witness-egress: {n}");
+        }
+        let mut child = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .context("running nft")?;
+        child.stdin.take().context("nft's stdin")?.write_all(rendered.script().as_bytes()).context("writing to nft")?;
+        let status = child.wait().context("waiting for nft")?;
+        if !status.success() {
+            bail!("nft refused the egress rules ({status})");
+        }
+        println!(
+            "witness-egress: allowed out: {} IPv4 and {} IPv6 address/port pairs{}",
+            rendered.v4.len(),
+            rendered.v6.len(),
+            if text.is_none() { format!(" (no {EGRESS_FILE} yet)") } else { String::new() }
+        );
+        if read_file(&root.join(EGRESS_FILE))? == text {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(text: &str) -> Vec<(Host, u16, String)> {
+        parse(text).unwrap()
+    }
+
+    fn file(allow: &[(&str, u16)]) -> String {
+        let allow = allow.iter().map(|(h, p)| Allowed { host: (*h).into(), port: *p, why: "t".into() }).collect();
+        file_text(allow)
+    }
+
+    #[test]
+    fn the_loader_reads_only_a_regular_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("egress.json");
+        assert_eq!(read_file(&path).unwrap(), None);
+        std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();
+        assert!(format!("{:#}", read_file(&path).unwrap_err()).ends_with("is not a regular file"));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, vec![b' '; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert!(format!("{:#}", read_file(&path).unwrap_err()).contains("is larger than"));
+        std::fs::write(&path, file(&[("10.0.0.1", 22)])).unwrap();
+        assert_eq!(parse(&read_file(&path).unwrap().unwrap()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn names_resolve_through_the_system_resolver() {
+        let list = entries(&file(&[("localhost", 22), ("10.0.0.1", 22)]));
+        let resolved = resolve(&list, Duration::from_secs(10));
+        assert_eq!(resolved.len(), 1);
+        let ips = resolved["localhost"].as_ref().unwrap();
+        assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
+    }
+}
