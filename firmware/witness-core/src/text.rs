@@ -84,10 +84,30 @@ impl Default for TextExtractor {
 
 impl TextExtractor {
     pub fn output(&mut self, at: f64, data: &str) {
-        for c in data.chars() {
+        let mut rest = data;
+        while let Some(c) = rest.chars().next() {
             if self.total >= MAX_TEXT {
                 return;
             }
+            if self.esc == Esc::None {
+                // Runs of printable ASCII (most output) go in whole: char by char, this loop
+                // cost more than decrypting and decoding the recording together.
+                let run = rest.bytes().position(|b| !(0x20..0x7f).contains(&b)).unwrap_or(rest.len());
+                if run > 0 {
+                    let take = run.min(CHUNK_CHARS.saturating_sub(self.line.len()).max(1));
+                    self.push_str(at, &rest[..take]);
+                    rest = &rest[take..];
+                    continue;
+                }
+                // Likewise runs of controls that change nothing (binary output: NULs).
+                let inert = |b: u8| (b < 0x20 && !b"\n\r\x08\t\x1b".contains(&b)) || b == 0x7f;
+                let run = rest.bytes().position(|b| !inert(b)).unwrap_or(rest.len());
+                if run > 0 {
+                    rest = &rest[run..];
+                    continue;
+                }
+            }
+            rest = &rest[c.len_utf8()..];
             self.esc = match (self.esc, c) {
                 (Esc::None, '\u{1b}') => Esc::Start,
                 (Esc::None, '\n' | '\r') => {
@@ -118,6 +138,17 @@ impl TextExtractor {
                 (Esc::StringEnd, '\\') => Esc::None,
                 (Esc::StringEnd, _) => Esc::String,
             };
+        }
+    }
+
+    /// [`Self::push`] for a run of printable ASCII that fits the line.
+    fn push_str(&mut self, at: f64, run: &str) {
+        if self.line_at.is_none() {
+            self.line_at = Some(at);
+        }
+        self.line.push_str(run);
+        if self.line.len() >= CHUNK_CHARS {
+            self.end_line();
         }
     }
 
@@ -266,6 +297,29 @@ mod tests {
             "{:?}",
             chunks.iter().map(|c| c.text.len()).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn runs_and_single_characters_make_the_same_chunks() {
+        let mut text = String::new();
+        for i in 0..300 {
+            text.push_str(&format!("line {i} \x1b[1mbold\x1b[0m tab\there é\u{8}\0\0\x7f\x01z\r\n"));
+            if i % 50 == 0 {
+                text.push_str(&"x".repeat(CHUNK_CHARS * 2 + 7));
+                text.push_str("\x1b]0;title\x07ü");
+            }
+        }
+        let mut whole = TextExtractor::default();
+        whole.output(1.0, &text);
+        let mut single = TextExtractor::default();
+        let mut b = [0u8; 4];
+        for c in text.chars() {
+            single.output(1.0, c.encode_utf8(&mut b));
+        }
+        let (a, b) = (whole.finish(), single.finish());
+        assert!(a.len() > 3);
+        assert_eq!(a.iter().map(|c| &c.text).collect::<Vec<_>>(), b.iter().map(|c| &c.text).collect::<Vec<_>>());
+        assert!(a.iter().all(|c| c.text.lines().all(|l| l.len() <= CHUNK_CHARS)));
     }
 
     #[test]
