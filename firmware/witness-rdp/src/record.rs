@@ -2,16 +2,20 @@
 //! through a bounded queue to a thread that runs the [`PassiveDecoder`] and hands the screen to a
 //! [`ScreenRecorder`] (the box's video encoder). Until the target has activated the session the
 //! relay waits for room in the queue (the decoder needs every PDU of the connection sequence, in
-//! order); afterwards it never waits: a screen PDU that finds the queue full is skipped, and the
-//! thread asks the target for a full redraw (Refresh Rect, at most one a second) once it has
-//! caught up. Client input after activation (it only moves the pointer drawn into the video) has
-//! its own small queue, so a flood of input never takes room from the screen. What the decoder
-//! missed is counted ([`Gaps`]) and handed to the recorder at the end.
+//! order); afterwards it waits only for a target PDU whose loss a redraw would not repair
+//! ([`crate::decode::repairable`]: pointer shapes and positions, palettes, reactivation, the
+//! graphics pipeline — one PDU's room, not the queue's): a PDU of bitmaps or surface commands
+//! that finds the queue full is skipped, and the thread asks the target for a full redraw
+//! (Refresh Rect, at most one a second) once it has caught up. Client input after activation
+//! (it only moves the pointer drawn into the video) has its own small queue, so a flood of input
+//! never takes room from the screen; the pointer's latest position is kept aside by the relay, so
+//! the pointer drawn never lags behind skipped or queued input. What the decoder missed is
+//! counted ([`Gaps`]) and handed to the recorder at the end.
 
-use crate::decode::{PassiveDecoder, Rect, Screen, Update};
+use crate::decode::{PassiveDecoder, Rect, Screen, Update, last_pointer, repairable};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -76,9 +80,27 @@ pub(crate) struct Tap {
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
     skipped_input: Arc<AtomicU64>,
+    /// The client's latest pointer position (see [`pack_pointer`]); 0: none yet.
+    pointer: Arc<AtomicU64>,
+    /// The session's I/O channel once active (a set bit, then the id); 0: not yet.
+    io: Arc<AtomicU32>,
+}
+
+/// A pointer position as one word: a set bit, then x and y.
+fn pack_pointer((x, y): (u16, u16)) -> u64 {
+    1 << 32 | u64::from(x) << 16 | u64::from(y)
+}
+
+fn unpack_pointer(p: u64) -> Option<(u16, u16)> {
+    (p >> 32 != 0).then_some(((p >> 16) as u16, p as u16))
 }
 
 impl Tap {
+    fn io_channel(&self) -> Option<u16> {
+        let io = self.io.load(Ordering::Acquire);
+        (io >> 16 != 0).then_some(io as u16)
+    }
+
     /// Queues a copy of a PDU the relay is about to pass on (`Bytes`: no copy of the data).
     pub(crate) async fn observe(&self, from_client: bool, frame: Bytes) {
         if !self.active.load(Ordering::Acquire) {
@@ -88,11 +110,23 @@ impl Tap {
             return;
         }
         if from_client {
+            if let Some(p) = last_pointer(&frame) {
+                self.pointer.store(pack_pointer(p), Ordering::Release);
+            }
             if let Err(mpsc::error::TrySendError::Full(_)) = self.input.try_send(frame) {
                 self.skipped_input.fetch_add(1, Ordering::Relaxed);
             }
-        } else if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Observed::Target(frame)) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(Observed::Target(frame)) {
+            Err(mpsc::error::TrySendError::Full(Observed::Target(frame))) if !repairable(&frame, self.io_channel()) => {
+                // State a redraw does not restore: wait for room rather than lose it.
+                let _ = self.tx.send(Observed::Target(frame)).await;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }
@@ -125,7 +159,17 @@ pub(crate) fn start(
     let active = Arc::new(AtomicBool::new(false));
     let skipped = Arc::new(AtomicU64::new(0));
     let skipped_input = Arc::new(AtomicU64::new(0));
-    let tap = Tap { tx, input, active: active.clone(), skipped: skipped.clone(), skipped_input: skipped_input.clone() };
+    let pointer = Arc::new(AtomicU64::new(0));
+    let io = Arc::new(AtomicU32::new(0));
+    let tap = Tap {
+        tx,
+        input,
+        active: active.clone(),
+        skipped: skipped.clone(),
+        skipped_input: skipped_input.clone(),
+        pointer: pointer.clone(),
+        io: io.clone(),
+    };
     let handle = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         let span = tracing::info_span!("rdp_recording", session_id);
@@ -140,6 +184,8 @@ pub(crate) fn start(
             inject,
             active,
             skipped,
+            pointer,
+            io,
             seen_skipped: 0,
             undecodable: 0,
             refresh: RefreshLimit::default(),
@@ -166,6 +212,10 @@ struct Worker {
     inject: mpsc::Sender<Vec<u8>>,
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
+    /// The client's latest pointer position, as the relay saw it.
+    pointer: Arc<AtomicU64>,
+    /// Tells the relay the session's I/O channel (see [`Tap`]).
+    io: Arc<AtomicU32>,
     seen_skipped: u64,
     undecodable: u64,
     refresh: RefreshLimit,
@@ -203,10 +253,11 @@ impl Worker {
             match next {
                 Ok(Some(Some(Observed::Client(frame)))) => self.client(&frame)?,
                 Ok(Some(Some(Observed::Target(frame)))) => self.target(&frame)?,
-                Ok(Some(None)) => return Ok(()),
+                Ok(Some(None)) => return self.flush(),
                 Ok(None) => input_open = false,
                 Err(_) => {}
             }
+            self.follow_pointer()?;
             if self.pending {
                 self.offer()?;
             }
@@ -253,9 +304,41 @@ impl Worker {
                 return Ok(());
             }
         };
-        if self.decoder.session_ids().is_some() {
+        if let Some(ids) = self.decoder.session_ids() {
+            self.io.store(1 << 16 | u32::from(ids.io_channel_id), Ordering::Release);
             self.active.store(true, Ordering::Release);
         }
+        self.apply(updates)
+    }
+
+    /// Moves the pointer drawn into the image to where the client's pointer is now.
+    fn follow_pointer(&mut self) -> Result<(), String> {
+        let Some((x, y)) = unpack_pointer(self.pointer.load(Ordering::Acquire)) else { return Ok(()) };
+        if self.decoder.pointer() == Some((x, y)) {
+            return Ok(());
+        }
+        match self.decoder.set_pointer(x, y) {
+            Ok(updates) => self.apply(updates),
+            Err(e) => {
+                tracing::debug!(error = %e, "rdp decoder could not move the pointer");
+                self.check_stopped()
+            }
+        }
+    }
+
+    /// The session is over: a change the rate cap held back still goes into the video.
+    fn flush(&mut self) -> Result<(), String> {
+        for _ in 0..10 {
+            if !self.pending {
+                break;
+            }
+            std::thread::sleep(RETRY);
+            self.offer()?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, updates: Vec<Update>) -> Result<(), String> {
         for update in updates {
             match update {
                 Update::Resized { .. } => {
@@ -347,7 +430,9 @@ mod tests {
         let (input, input_rx) = mpsc::channel(input);
         let active = Arc::new(AtomicBool::new(true));
         let (skipped, skipped_input) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        (Tap { tx, input, active, skipped, skipped_input }, rx, input_rx)
+        let pointer = Arc::new(AtomicU64::new(0));
+        let io = Arc::new(AtomicU32::new(1 << 16 | 1003));
+        (Tap { tx, input, active, skipped, skipped_input, pointer, io }, rx, input_rx)
     }
 
     #[tokio::test]
@@ -360,7 +445,7 @@ mod tests {
         assert_eq!(tap.skipped.load(Ordering::Relaxed), 0, "no screen pdu lost");
         assert_eq!(tap.skipped_input.load(Ordering::Relaxed), 10_000 - INPUT_QUEUE as u64);
         for _ in 0..QUEUE + 5 {
-            tap.observe(false, Bytes::from_static(&[0x00, 0x03, 0x00])).await;
+            tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
         }
         assert_eq!(tap.skipped.load(Ordering::Relaxed), 5, "every screen pdu that found no room is counted");
         let mut screen = 0;
@@ -368,6 +453,53 @@ mod tests {
             screen += 1;
         }
         assert_eq!(screen, QUEUE);
+    }
+
+    /// A fast-path PDU with one empty bitmap update: pixels only.
+    const BITMAP_PDU: &[u8] = &[0x00, 0x05, 0x01, 0x00, 0x00];
+    /// A fast-path PDU with a cached-pointer update (index 1): pointer state.
+    const POINTER_PDU: &[u8] = &[0x00, 0x07, 0x0A, 0x02, 0x00, 0x01, 0x00];
+
+    #[tokio::test]
+    async fn state_a_redraw_cannot_restore_waits_for_room_and_is_never_skipped() {
+        let (tap, mut rx, _input) = tap(4, 1);
+        for _ in 0..4 {
+            tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
+        }
+        tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 1, "pixels a redraw repaints are skipped");
+        // A pointer update (and any slow-path PDU: reactivation, the graphics pipeline) waits for
+        // the decoder to take one PDU, and comes after what was queued before it.
+        let slow_path = Bytes::from_static(&[0x03, 0x00, 0x00, 0x07, 0x02, 0xF0, 0x80]);
+        let waiting = async {
+            tap.observe(false, Bytes::from_static(POINTER_PDU)).await;
+            tap.observe(false, slow_path.clone()).await;
+        };
+        let taking = async {
+            let mut got = Vec::new();
+            while got.len() < 6 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(Observed::Target(b)) = rx.recv().await {
+                    got.push(b);
+                }
+            }
+            got
+        };
+        let ((), got) = tokio::join!(waiting, taking);
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 1, "no state was skipped");
+        assert_eq!(&got[4][..], POINTER_PDU);
+        assert_eq!(got[5], slow_path);
+    }
+
+    #[tokio::test]
+    async fn the_pointer_position_is_kept_even_when_the_input_queue_is_full() {
+        let (tap, _rx, _input) = tap(4, 1);
+        // A key, then mouse moves to (5, 6) and (30, 40): the queue holds only the key.
+        tap.observe(true, Bytes::from_static(&[0x04, 0x04, 0x00, 0x1E])).await;
+        tap.observe(true, Bytes::from_static(&[0x04, 0x09, 0x20, 0x00, 0x08, 0x05, 0x00, 0x06, 0x00])).await;
+        tap.observe(true, Bytes::from_static(&[0x04, 0x09, 0x20, 0x00, 0x08, 0x1E, 0x00, 0x28, 0x00])).await;
+        assert_eq!(tap.skipped_input.load(Ordering::Relaxed), 2);
+        assert_eq!(unpack_pointer(tap.pointer.load(Ordering::Acquire)), Some((30, 40)));
     }
 
     #[tokio::test]
