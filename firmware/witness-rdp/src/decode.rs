@@ -716,7 +716,7 @@ fn gfx_failures(stage: &ActiveStage, unhandled: &std::sync::atomic::AtomicU64) -
 }
 
 /// The last pointer position a client fast-path input PDU carries, if any.
-pub(crate) fn last_pointer(frame: &[u8]) -> Option<(u16, u16)> {
+pub fn last_pointer(frame: &[u8]) -> Option<(u16, u16)> {
     if is_x224(frame) || !fast_path_input_fits(frame) {
         return None;
     }

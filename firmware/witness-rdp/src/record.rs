@@ -65,6 +65,10 @@ pub struct Gaps {
     pub skipped_input_pdus: u64,
     /// Full redraws (Refresh Rect) asked of the target to repair the image.
     pub refreshes: u64,
+    /// After the last skipped or undecodable screen PDU, no redraw asked of the target was seen
+    /// to cover the whole screen before the session ended: the picture from there on is not
+    /// verified (it may still be right).
+    pub unverified: bool,
 }
 
 /// One observed PDU.
@@ -84,6 +88,9 @@ pub(crate) struct Tap {
     pointer: Arc<AtomicU64>,
     /// The session's I/O channel once active (a set bit, then the id); 0: not yet.
     io: Arc<AtomicU32>,
+    /// Target PDUs queued (counted before they are queued; the worker tells a redraw's answer
+    /// from what was queued before it asked).
+    queued: Arc<AtomicU64>,
 }
 
 /// A pointer position as one word: a set bit, then x and y.
@@ -103,6 +110,9 @@ impl Tap {
 
     /// Queues a copy of a PDU the relay is about to pass on (`Bytes`: no copy of the data).
     pub(crate) async fn observe(&self, from_client: bool, frame: Bytes) {
+        if !from_client {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+        }
         if !self.active.load(Ordering::Acquire) {
             let item = if from_client { Observed::Client(frame) } else { Observed::Target(frame) };
             // A closed queue means the thread ended; the session ends through its result.
@@ -124,6 +134,7 @@ impl Tap {
                 let _ = self.tx.send(Observed::Target(frame)).await;
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
                 self.skipped.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
@@ -161,6 +172,7 @@ pub(crate) fn start(
     let skipped_input = Arc::new(AtomicU64::new(0));
     let pointer = Arc::new(AtomicU64::new(0));
     let io = Arc::new(AtomicU32::new(0));
+    let queued = Arc::new(AtomicU64::new(0));
     let tap = Tap {
         tx,
         input,
@@ -169,6 +181,7 @@ pub(crate) fn start(
         skipped_input: skipped_input.clone(),
         pointer: pointer.clone(),
         io: io.clone(),
+        queued: queued.clone(),
     };
     let handle = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
@@ -186,11 +199,16 @@ pub(crate) fn start(
             skipped,
             pointer,
             io,
+            queued,
+            taken: 0,
+            answer_from: 0,
             seen_skipped: 0,
             undecodable: 0,
             refresh: RefreshLimit::default(),
             pending: false,
             dirty: None,
+            stale: false,
+            redrawn: None,
         };
         let fatal = w.run(rx, input_rx, &handle).err();
         // The relay has stopped (or the thread failed): the counters are final.
@@ -199,6 +217,7 @@ pub(crate) fn start(
             undecodable_screen_pdus: w.undecodable,
             skipped_input_pdus: skipped_input.load(Ordering::Relaxed),
             refreshes: w.refresh.sent,
+            unverified: w.stale,
         };
         w.recorder.finish(fatal.clone(), gaps);
         Outcome { fatal, gaps }
@@ -216,6 +235,11 @@ struct Worker {
     pointer: Arc<AtomicU64>,
     /// Tells the relay the session's I/O channel (see [`Tap`]).
     io: Arc<AtomicU32>,
+    /// Target PDUs the relay queued, and how many of them the worker took.
+    queued: Arc<AtomicU64>,
+    taken: u64,
+    /// The first queued target PDU that can answer the last Refresh Rect sent.
+    answer_from: u64,
     seen_skipped: u64,
     undecodable: u64,
     refresh: RefreshLimit,
@@ -223,6 +247,12 @@ struct Worker {
     pending: bool,
     /// Where the screen changed since the recorder last took a frame.
     dirty: Option<Rect>,
+    /// The picture may be wrong: a screen PDU was skipped or undecodable, and no redraw asked
+    /// since has been seen to cover the whole screen.
+    stale: bool,
+    /// Where the decoder drew since a Refresh Rect went out while the picture was stale (`None`:
+    /// none went out since it became stale).
+    redrawn: Option<Option<Rect>>,
 }
 
 impl Worker {
@@ -271,7 +301,7 @@ impl Worker {
             if skipped > self.seen_skipped {
                 tracing::debug!(skipped, "rdp decoder fell behind; asking the target for a full redraw");
                 self.seen_skipped = skipped;
-                self.refresh.wanted = true;
+                self.went_stale();
             }
             self.send_refresh();
         }
@@ -292,6 +322,7 @@ impl Worker {
     }
 
     fn target(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.taken += 1;
         let updates = match self.decoder.observe_target(frame) {
             Ok(u) => u,
             Err(e) => {
@@ -299,7 +330,7 @@ impl Worker {
                 self.undecodable += 1;
                 self.check_stopped()?;
                 // The image may be stale where that PDU drew: have the target draw it again.
-                self.refresh.wanted = true;
+                self.went_stale();
                 self.send_refresh();
                 return Ok(());
             }
@@ -338,6 +369,34 @@ impl Worker {
         Ok(())
     }
 
+    /// A screen PDU was lost: the picture may be wrong until a redraw covers the whole screen.
+    fn went_stale(&mut self) {
+        self.stale = true;
+        self.redrawn = None;
+        self.refresh.wanted = true;
+    }
+
+    /// The decoder drew `dirty`: once what it drew since the last redraw asked while stale
+    /// covers the whole screen, the picture is in step again.
+    fn redrew(&mut self, dirty: Rect) {
+        // What was queued before the redraw was asked is no answer to it.
+        if self.taken <= self.answer_from {
+            return;
+        }
+        let Some(redrawn) = self.redrawn.as_mut() else { return };
+        let area = (*redrawn).map_or(dirty, |r| r.union(dirty));
+        *redrawn = Some(area);
+        if let Some(screen) = self.decoder.screen()
+            && area.x == 0
+            && area.y == 0
+            && area.width >= screen.width
+            && area.height >= screen.height
+        {
+            self.stale = false;
+            self.redrawn = None;
+        }
+    }
+
     fn apply(&mut self, updates: Vec<Update>) -> Result<(), String> {
         for update in updates {
             match update {
@@ -348,6 +407,7 @@ impl Worker {
                     self.dirty = None;
                 }
                 Update::Frame { dirty } => {
+                    self.redrew(dirty);
                     self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
                     self.pending = true;
                 }
@@ -383,6 +443,10 @@ impl Worker {
         // A full queue already holds a refresh; one is enough.
         if self.inject.try_send(pdu).is_ok() {
             self.refresh.sent(now);
+            self.answer_from = self.queued.load(Ordering::Acquire);
+            if self.stale {
+                self.redrawn = Some(None);
+            }
         }
     }
 
@@ -432,7 +496,8 @@ mod tests {
         let (skipped, skipped_input) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let pointer = Arc::new(AtomicU64::new(0));
         let io = Arc::new(AtomicU32::new(1 << 16 | 1003));
-        (Tap { tx, input, active, skipped, skipped_input, pointer, io }, rx, input_rx)
+        let queued = Arc::new(AtomicU64::new(0));
+        (Tap { tx, input, active, skipped, skipped_input, pointer, io, queued }, rx, input_rx)
     }
 
     #[tokio::test]
@@ -555,5 +620,79 @@ mod tests {
         let gaps = got.lock().unwrap().expect("finish called");
         assert_eq!((gaps.skipped_screen_pdus, gaps.skipped_input_pdus), (7, 3));
         assert_eq!(outcome.gaps, gaps);
+    }
+}
+
+#[cfg(test)]
+mod resync_tests {
+    use super::*;
+
+    const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+
+    struct Nothing(Arc<std::sync::Mutex<Option<Gaps>>>);
+
+    impl ScreenRecorder for Nothing {
+        fn resized(&mut self, _: Screen<'_>) -> Result<(), String> {
+            Ok(())
+        }
+        fn frame(&mut self, _: Screen<'_>) -> Result<bool, String> {
+            Ok(true)
+        }
+        fn tick(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>, _: Option<String>, gaps: Gaps) {
+            *self.0.lock().unwrap() = Some(gaps);
+        }
+    }
+
+    fn records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
+        let mut out = Vec::new();
+        while let Some((&tag, rest)) = data.split_first() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            out.push((tag, &rest[4..4 + len]));
+            data = &rest[4 + len..];
+        }
+        out
+    }
+
+    /// A real session up to its first graphics, a skipped screen PDU, then (`redraw`) the rest
+    /// of the session — the target drawing its whole screen again — or nothing: the picture
+    /// after the gap is verified only when a redraw asked after it covered the screen.
+    async fn session(redraw: bool) -> Gaps {
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let (inject, mut refreshes) = mpsc::channel(4);
+        let (tap, worker) = start(Box::new(Nothing(got.clone())), inject, "s1".into());
+        let all = records(BITMAP);
+        let first_graphics = all.iter().position(|(t, f)| *t == b'T' && f.first().is_some_and(|b| b & 3 != 3)).unwrap();
+        for (tag, frame) in &all[..=first_graphics] {
+            match tag {
+                b'C' => tap.observe(true, Bytes::copy_from_slice(frame)).await,
+                b'T' => tap.observe(false, Bytes::copy_from_slice(frame)).await,
+                _ => {}
+            }
+        }
+        tap.skipped.fetch_add(1, Ordering::Relaxed);
+        let refresh = tokio::time::timeout(Duration::from_secs(10), refreshes.recv()).await;
+        assert!(matches!(refresh, Ok(Some(_))), "no redraw asked after the gap");
+        if redraw {
+            for (tag, frame) in &all[first_graphics + 1..] {
+                if *tag == b'T' {
+                    tap.observe(false, Bytes::copy_from_slice(frame)).await;
+                }
+            }
+        }
+        drop(tap);
+        worker.await.unwrap();
+        got.lock().unwrap().expect("finish called")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_picture_after_a_gap_is_verified_only_by_a_whole_redraw() {
+        let gaps = session(true).await;
+        assert_eq!((gaps.skipped_screen_pdus, gaps.refreshes), (1, 1));
+        assert!(!gaps.unverified, "the target redrew the whole screen after the gap");
+        let gaps = session(false).await;
+        assert!(gaps.unverified, "nothing was drawn after the gap, yet it is called verified");
     }
 }
