@@ -1,9 +1,11 @@
 //! The passive RDP decoder sees every PDU a target sends (and the client's): whatever arrives, it
 //! must return an error rather than panic. Half the inputs start from a real connection sequence
-//! (captured from freerdp-shadow) so the fuzzed PDUs reach the active stage and its codecs.
+//! (captured from freerdp-shadow) so the fuzzed PDUs reach the active stage and its codecs. The
+//! recording's sans-IO judgements on the same bytes (whether a skipped PDU is repaired by a
+//! redraw, the client's pointer position) and pointer moves drawn at once are fuzzed alongside.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::decode::{DecodeError, PassiveDecoder};
+use witness_rdp::decode::{DecodeError, PassiveDecoder, last_pointer, repairable};
 
 /// Records of a tag byte (`C`, `T`, `M`), a little-endian u32 length and the bytes.
 const CAPTURE: &[u8] = include_bytes!("../../firmware/witness-rdp/src/testdata/shadow_remotefx.cap");
@@ -39,8 +41,15 @@ fuzz_target!(|data: &[u8]| {
         let Some(len) = r.get(..2).map(|b| usize::from(u16::from_le_bytes([b[0], b[1]]))) else { return };
         let frame = &r[2..(2 + len).min(r.len())];
         rest = &r[(2 + len).min(r.len())..];
+        let io = decoder.session_ids().map(|ids| ids.io_channel_id);
+        let _ = repairable(frame, io);
         let panicked = if dir & 1 == 0 {
-            matches!(decoder.observe_client(frame), Err(DecodeError::Panicked))
+            let pointer = last_pointer(frame);
+            let mut panicked = matches!(decoder.observe_client(frame), Err(DecodeError::Panicked));
+            if let Some((x, y)) = pointer.filter(|_| dir & 2 == 2) {
+                panicked |= matches!(decoder.set_pointer(x, y), Err(DecodeError::Panicked));
+            }
+            panicked
         } else {
             matches!(decoder.observe_target(frame), Err(DecodeError::Panicked))
         };

@@ -54,6 +54,10 @@ pub struct RecordingRow {
     /// a gap stated in the signed manifest. `None`: none, or not a video.
     #[serde(default)]
     pub missed_screen_updates: Option<u64>,
+    /// Video: after the last missed screen update no full redraw was seen before the session
+    /// ended, so the picture from there on is not verified.
+    #[serde(default)]
+    pub screen_unverified: bool,
     /// How far the recording's text is in the search index.
     #[serde(default)]
     pub text: Option<TextExtraction>,

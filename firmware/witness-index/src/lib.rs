@@ -596,10 +596,11 @@ impl Index {
 
     /// A finished video's frame count and activity spans (seconds on its timeline).
     /// Screen updates a video's recorder missed: stated as a gap in the signed manifest.
-    pub fn set_missed_screen_updates(&self, recording_id: &str, missed: u64) -> Result<()> {
+    /// `unverified`: the picture after the last one is not verified (no full redraw was seen).
+    pub fn set_missed_screen_updates(&self, recording_id: &str, missed: u64, unverified: bool) -> Result<()> {
         self.conn().execute(
-            "UPDATE recordings SET missed_screen_updates = ?2 WHERE id = ?1",
-            params![recording_id, missed as i64],
+            "UPDATE recordings SET missed_screen_updates = ?2, screen_unverified = ?3 WHERE id = ?1",
+            params![recording_id, missed as i64, unverified],
         )?;
         Ok(())
     }
@@ -620,7 +621,7 @@ impl Index {
     const RECORDING_SELECT: &str = "SELECT r.id, r.session_id, s.user, s.target, s.protocol, r.channel, r.started_at,
         r.ended_at, r.status, r.status_reason, r.bytes, r.sha256, r.duration, r.recovered, r.path,
         r.frames, r.activity, CASE WHEN u.state = 'unsealed' THEN u.last_error END, r.missed_screen_updates,
-        r.text_indexed, r.text_state, r.text_read_until, r.text_error
+        r.text_indexed, r.text_state, r.text_read_until, r.text_error, r.screen_unverified
         FROM recordings r JOIN sessions s ON s.id = r.session_id LEFT JOIN uploads u ON u.recording_id = r.id";
 
     fn recording_rows(&self, filter: &str, args: impl rusqlite::Params) -> Result<Vec<RecordingRow>> {
@@ -650,6 +651,7 @@ impl Index {
                 activity: r.get::<_, Option<String>>(16)?.and_then(|t| serde_json::from_str(&t).ok()),
                 seal_error: r.get(17)?,
                 missed_screen_updates: r.get::<_, Option<i64>>(18)?.filter(|n| *n > 0).map(|n| n as u64),
+                screen_unverified: r.get::<_, Option<bool>>(23)?.unwrap_or(false),
                 text: Some(text_extraction(
                     &r.get::<_, String>(8)?,
                     &r.get::<_, String>(14)?,

@@ -160,6 +160,9 @@ const STEPS: &[&str] = &[
     "ALTER TABLE recordings ADD COLUMN text_state TEXT;
     ALTER TABLE recordings ADD COLUMN text_read_until REAL NOT NULL DEFAULT 0;
     ALTER TABLE recordings ADD COLUMN text_error TEXT;",
+    // 12: whether a video's picture after its last missed screen update is unverified (no full
+    // redraw was seen before the session ended); NULL or 0: verified, or nothing missed.
+    "ALTER TABLE recordings ADD COLUMN screen_unverified INTEGER;",
 ];
 
 /// The schema version this build brings an index to.

@@ -426,3 +426,20 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
     assert_eq!(idx.recording("v1").unwrap().unwrap().text.unwrap().state, "done");
     assert!(idx.recordings_without_text().unwrap().is_empty(), "a video is not a cast");
 }
+
+/// What a video's recorder missed is kept with it: the count, and whether the picture after the
+/// last gap is unverified (the signed manifest says which).
+#[test]
+fn missed_screen_updates_keep_whether_the_picture_after_them_is_verified() {
+    let (_d, idx) = index();
+    idx.create_session("s1", "alice", "win01", Protocol::Rdp, None).unwrap();
+    idx.create_recording("v1", "s1", "desktop 1024x768", "recordings/v1.mp4").unwrap();
+    let row = idx.recording("v1").unwrap().unwrap();
+    assert_eq!((row.missed_screen_updates, row.screen_unverified), (None, false));
+    idx.set_missed_screen_updates("v1", 7, true).unwrap();
+    let row = idx.recording("v1").unwrap().unwrap();
+    assert_eq!((row.missed_screen_updates, row.screen_unverified), (Some(7), true));
+    idx.set_missed_screen_updates("v1", 9, false).unwrap();
+    let row = idx.recording("v1").unwrap().unwrap();
+    assert_eq!((row.missed_screen_updates, row.screen_unverified), (Some(9), false));
+}

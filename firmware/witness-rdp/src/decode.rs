@@ -54,6 +54,8 @@ pub enum DecodeError {
     Stopped,
     #[error("the rdp decoder panicked on a pdu")]
     Panicked,
+    #[error("the graphics pipeline sent a surface update the decoder could not draw")]
+    GraphicsPipeline,
 }
 
 impl DecodeError {
@@ -138,10 +140,23 @@ enum Phase {
     Stopped,
 }
 
-/// Ignores every EGFX event: the pipeline client composites into the session image by itself.
-struct Passive;
+/// Ignores EGFX events (the pipeline client composites into the session image by itself), but
+/// counts surface updates it could not draw: a picture that went wrong through the pipeline does
+/// not heal (codec contexts, caches and the compression history live on), so the decoder stops.
+struct Passive {
+    unhandled: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
 
-impl GraphicsPipelineHandler for Passive {}
+impl GraphicsPipelineHandler for Passive {
+    fn on_unhandled_pdu(&mut self, pdu: &ironrdp_egfx::pdu::GfxPdu) {
+        if matches!(pdu, ironrdp_egfx::pdu::GfxPdu::WireToSurface1(_)) {
+            self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// An empty fast-path update PDU: it carries nothing, but makes the stage draw a pointer move.
+const EMPTY_FAST_PATH: [u8; 2] = [0x00, 0x02];
 
 /// The passive decoder of one session. Feed it every whole PDU (as
 /// [`ironrdp_pdu::find_size`] cuts them) in the order the relay passes them, from the first PDU
@@ -168,6 +183,10 @@ pub struct PassiveDecoder {
     discarded_responses: u64,
     /// The client's typed keys, when the box records them.
     keys: Option<crate::keys::KeyTrack>,
+    /// Graphics pipeline surface updates the handler saw and could not draw.
+    gfx_unhandled: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The dynamic channel the `drdynvc` message being reassembled carries data for.
+    dvc_message: Option<u32>,
 }
 
 impl std::fmt::Debug for PassiveDecoder {
@@ -213,6 +232,8 @@ impl PassiveDecoder {
             refresh_rect: false,
             discarded_responses: 0,
             keys: None,
+            gfx_unhandled: Default::default(),
+            dvc_message: None,
         }
     }
 
@@ -403,7 +424,8 @@ impl PassiveDecoder {
         let mut set = StaticChannelSet::new();
         for (name, &id) in self.client_channels.iter().zip(ids) {
             if *name == DrdynvcClient::NAME && self.drdynvc_channel_id.is_none() {
-                let gfx = GraphicsPipelineClient::new(Box::new(Passive), None);
+                let gfx =
+                    GraphicsPipelineClient::new(Box::new(Passive { unhandled: self.gfx_unhandled.clone() }), None);
                 set.insert(DrdynvcClient::new().with_dynamic_channel(gfx));
                 set.attach_channel_id(TypeId::of::<DrdynvcClient>(), id);
                 self.drdynvc_channel_id = Some(id);
@@ -540,12 +562,27 @@ impl PassiveDecoder {
     }
 
     fn process(&mut self, action: Action, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        let gfx_frame = action == Action::X224 && self.carries_gfx(frame);
         let (Some(stage), Some(image)) = (self.stage.as_mut(), self.image.as_mut()) else {
             return Ok(Vec::new());
         };
-        let outputs = stage
-            .process(image, action, frame, None)
-            .map_err(|e| DecodeError::Pdu { what: "rdp session pdu", source: Box::new(e) })?;
+        let gfx_before = gfx_failures(stage, &self.gfx_unhandled);
+        let outputs = match stage.process(image, action, frame, None) {
+            Ok(outputs) => outputs,
+            // The pipeline's compression history and surfaces are now out of step with the
+            // target's: everything it draws later could be wrong without an error.
+            Err(_) if gfx_frame => {
+                self.stop();
+                return Err(DecodeError::GraphicsPipeline);
+            }
+            Err(e) => return Err(DecodeError::Pdu { what: "rdp session pdu", source: Box::new(e) }),
+        };
+        if gfx_failures(stage, &self.gfx_unhandled) > gfx_before {
+            // A surface update the pipeline could not draw leaves that surface wrong for good (a
+            // refresh does not reach codec contexts or caches): the picture cannot be trusted.
+            self.stop();
+            return Err(DecodeError::GraphicsPipeline);
+        }
         let mut dirty: Option<Rect> = None;
         let mut updates = Vec::new();
         for output in outputs {
@@ -580,6 +617,57 @@ impl PassiveDecoder {
         Ok(updates)
     }
 
+    /// The client's pointer is at `x`, `y` (the latest position the relay saw, which may be newer
+    /// than the input the decoder was shown): the pointer drawn into the image moves there now,
+    /// not at the target's next update — a still screen would keep it where it was.
+    pub fn set_pointer(&mut self, x: u16, y: u16) -> Result<Vec<Update>, DecodeError> {
+        if self.phase == Phase::Stopped {
+            return Err(DecodeError::Stopped);
+        }
+        if self.pointer == Some((x, y)) {
+            return Ok(Vec::new());
+        }
+        self.pointer = Some((x, y));
+        let Some(stage) = self.stage.as_mut().filter(|_| self.phase == Phase::Active) else {
+            return Ok(Vec::new());
+        };
+        stage.update_mouse_pos(x, y);
+        match catch_unwind(AssertUnwindSafe(|| self.process(Action::FastPath, &EMPTY_FAST_PATH))) {
+            Ok(r) => r,
+            Err(_) => {
+                self.stop();
+                Err(DecodeError::Panicked)
+            }
+        }
+    }
+
+    /// The client's pointer position as the decoder last learnt it.
+    pub fn pointer(&self) -> Option<(u16, u16)> {
+        self.pointer
+    }
+
+    /// Whether a slow-path PDU carries (a chunk of) the graphics pipeline's data.
+    fn carries_gfx(&mut self, frame: &[u8]) -> bool {
+        const CHANNEL_FLAG_FIRST: u32 = 0x1;
+        const CHANNEL_FLAG_LAST: u32 = 0x2;
+        let Ok(ctx) = ironrdp_pdu::mcs::decode_send_data_indication(frame) else { return false };
+        if self.drdynvc_channel_id != Some(ctx.channel_id) {
+            return false;
+        }
+        let Some(flags) = ctx.user_data.get(4..8).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) else {
+            return false;
+        };
+        if flags & CHANNEL_FLAG_FIRST != 0 {
+            self.dvc_message = dvc_data_channel(ctx.user_data);
+        }
+        let gfx = self.stage.as_ref().and_then(|s| s.get_dvc::<GraphicsPipelineClient>()).map(|c| c.channel_id());
+        let carries = gfx.is_some() && self.dvc_message == gfx;
+        if flags & CHANNEL_FLAG_LAST != 0 {
+            self.dvc_message = None;
+        }
+        carries
+    }
+
     /// Client fast-path input: the pointer position, so the pointer drawn into the image follows
     /// the user's mouse. Anything undecodable is ignored (it is the target's business).
     fn client_input(&mut self, frame: &[u8]) {
@@ -601,6 +689,122 @@ impl PassiveDecoder {
     pub fn discarded_responses(&self) -> u64 {
         self.discarded_responses
     }
+}
+
+/// The dynamic channel a `drdynvc` message's first chunk (channel PDU header, then the DVC
+/// header) carries data for; `None`: not data.
+fn dvc_data_channel(user_data: &[u8]) -> Option<u32> {
+    const DATA_FIRST: u8 = 0x2;
+    const DATA: u8 = 0x3;
+    let header = *user_data.get(8)?;
+    if !matches!(header >> 4, DATA_FIRST | DATA) {
+        return None;
+    }
+    let id = user_data.get(9..)?;
+    match header & 0x03 {
+        0 => id.first().map(|&b| u32::from(b)),
+        1 => id.get(..2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))),
+        2 => id.get(..4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        _ => None,
+    }
+}
+
+/// Surface updates the graphics pipeline client dropped (undecodable) or handed on undrawn.
+fn gfx_failures(stage: &ActiveStage, unhandled: &std::sync::atomic::AtomicU64) -> u64 {
+    let dropped = stage.get_dvc::<GraphicsPipelineClient>().map_or(0, |c| c.processor().dropped_updates());
+    dropped + unhandled.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The last pointer position a client fast-path input PDU carries, if any.
+pub fn last_pointer(frame: &[u8]) -> Option<(u16, u16)> {
+    if is_x224(frame) || !fast_path_input_fits(frame) {
+        return None;
+    }
+    let input = decode::<FastPathInput>(frame).ok()?;
+    input.input_events().iter().rev().find_map(|e| match e {
+        FastPathInputEvent::MouseEvent(m) => Some((m.x_position, m.y_position)),
+        _ => None,
+    })
+}
+
+/// Whether losing this target PDU costs only pixels that a full redraw (Refresh Rect) paints
+/// again: a fast-path PDU, neither encrypted nor bulk-compressed, whose updates are all bitmaps,
+/// surface commands or synchronize, or a slow-path PDU on the session's I/O channel
+/// (`io_channel`) made only of uncompressed bitmap or synchronize Update PDUs (xrdp sends its
+/// bitmaps so). Anything else carries state a redraw does not restore — pointer shapes,
+/// positions and the pointer cache, palettes, drawing orders and their caches, (re)activation
+/// and the desktop's size, the graphics pipeline's surfaces, codec contexts and compression
+/// history.
+pub fn repairable(frame: &[u8], io_channel: Option<u16>) -> bool {
+    if is_x224(frame) {
+        return io_channel.is_some_and(|io| repairable_slow_path(frame, io));
+    }
+    repairable_fast_path(frame)
+}
+
+fn repairable_slow_path(frame: &[u8], io_channel: u16) -> bool {
+    const PDUTYPE_DATAPDU: u16 = 0x7;
+    const PDUTYPE2_UPDATE: u8 = 0x02;
+    const PACKET_COMPRESSED: u8 = 0x20;
+    const UPDATETYPE_BITMAP: u16 = 0x1;
+    const UPDATETYPE_SYNCHRONIZE: u16 = 0x3;
+    let Ok(ctx) = ironrdp_pdu::mcs::decode_send_data_indication(frame) else { return false };
+    if ctx.channel_id != io_channel {
+        return false;
+    }
+    let data = ctx.user_data;
+    let u16_at = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let mut at = 0;
+    while at < data.len() {
+        // Share Control header (length, type, source), Share Data header (share id, pad,
+        // stream, uncompressed length, type 2, compression, compressed length), update type.
+        let (Some(length), Some(kind), Some(update)) = (u16_at(at), u16_at(at + 2), u16_at(at + 18)) else {
+            return false;
+        };
+        let (Some(&kind2), Some(&compression)) = (data.get(at + 14), data.get(at + 15)) else { return false };
+        if kind & 0x0F != PDUTYPE_DATAPDU
+            || kind2 != PDUTYPE2_UPDATE
+            || compression & PACKET_COMPRESSED != 0
+            || !matches!(update, UPDATETYPE_BITMAP | UPDATETYPE_SYNCHRONIZE)
+            || usize::from(length) < 20
+        {
+            return false;
+        }
+        at += usize::from(length);
+    }
+    at == data.len() && at > 0
+}
+
+fn repairable_fast_path(frame: &[u8]) -> bool {
+    const BITMAP: u8 = 0x1;
+    const SYNCHRONIZE: u8 = 0x3;
+    const SURFACE_COMMANDS: u8 = 0x4;
+    let Some(&header) = frame.first() else { return false };
+    // Action fast-path (0), no checksum or encryption flags.
+    if header & 0x03 != 0 || header & 0xC0 != 0 {
+        return false;
+    }
+    let (length, mut at) = match frame.get(1) {
+        Some(&b) if b & 0x80 != 0 => match frame.get(2) {
+            Some(&c) => ((usize::from(b & 0x7F) << 8) | usize::from(c), 3),
+            None => return false,
+        },
+        Some(&b) => (usize::from(b), 2),
+        None => return false,
+    };
+    if length != frame.len() || at >= length {
+        return false;
+    }
+    while at < length {
+        let update = frame[at];
+        // Bulk compression (the top two bits) shares a history with every other update.
+        if update >> 6 != 0 || !matches!(update & 0x0F, BITMAP | SYNCHRONIZE | SURFACE_COMMANDS) {
+            return false;
+        }
+        let Some(size) = frame.get(at + 1..at + 3) else { return false };
+        at += 3 + usize::from(u16::from_le_bytes([size[0], size[1]]));
+    }
+    at == length
 }
 
 /// Whether a fast-path input PDU's stated length covers its own header: IronRDP subtracts the

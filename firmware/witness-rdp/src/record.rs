@@ -2,16 +2,20 @@
 //! through a bounded queue to a thread that runs the [`PassiveDecoder`] and hands the screen to a
 //! [`ScreenRecorder`] (the box's video encoder). Until the target has activated the session the
 //! relay waits for room in the queue (the decoder needs every PDU of the connection sequence, in
-//! order); afterwards it never waits: a screen PDU that finds the queue full is skipped, and the
-//! thread asks the target for a full redraw (Refresh Rect, at most one a second) once it has
-//! caught up. Client input after activation (it only moves the pointer drawn into the video) has
-//! its own small queue, so a flood of input never takes room from the screen. What the decoder
-//! missed is counted ([`Gaps`]) and handed to the recorder at the end.
+//! order); afterwards it waits only for a target PDU whose loss a redraw would not repair
+//! ([`crate::decode::repairable`]: pointer shapes and positions, palettes, reactivation, the
+//! graphics pipeline — one PDU's room, not the queue's): a PDU of bitmaps or surface commands
+//! that finds the queue full is skipped, and the thread asks the target for a full redraw
+//! (Refresh Rect, at most one a second) once it has caught up. Client input after activation
+//! (it only moves the pointer drawn into the video) has its own small queue, so a flood of input
+//! never takes room from the screen; the pointer's latest position is kept aside by the relay, so
+//! the pointer drawn never lags behind skipped or queued input. What the decoder missed is
+//! counted ([`Gaps`]) and handed to the recorder at the end.
 
-use crate::decode::{PassiveDecoder, Rect, Screen, Update};
+use crate::decode::{PassiveDecoder, Rect, Screen, Update, last_pointer, repairable};
 use bytes::Bytes;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
@@ -61,6 +65,10 @@ pub struct Gaps {
     pub skipped_input_pdus: u64,
     /// Full redraws (Refresh Rect) asked of the target to repair the image.
     pub refreshes: u64,
+    /// After the last skipped or undecodable screen PDU, no redraw asked of the target was seen
+    /// to cover the whole screen before the session ended: the picture from there on is not
+    /// verified (it may still be right).
+    pub unverified: bool,
 }
 
 /// One observed PDU.
@@ -76,11 +84,35 @@ pub(crate) struct Tap {
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
     skipped_input: Arc<AtomicU64>,
+    /// The client's latest pointer position (see [`pack_pointer`]); 0: none yet.
+    pointer: Arc<AtomicU64>,
+    /// The session's I/O channel once active (a set bit, then the id); 0: not yet.
+    io: Arc<AtomicU32>,
+    /// Target PDUs queued (counted before they are queued; the worker tells a redraw's answer
+    /// from what was queued before it asked).
+    queued: Arc<AtomicU64>,
+}
+
+/// A pointer position as one word: a set bit, then x and y.
+fn pack_pointer((x, y): (u16, u16)) -> u64 {
+    1 << 32 | u64::from(x) << 16 | u64::from(y)
+}
+
+fn unpack_pointer(p: u64) -> Option<(u16, u16)> {
+    (p >> 32 != 0).then_some(((p >> 16) as u16, p as u16))
 }
 
 impl Tap {
+    fn io_channel(&self) -> Option<u16> {
+        let io = self.io.load(Ordering::Acquire);
+        (io >> 16 != 0).then_some(io as u16)
+    }
+
     /// Queues a copy of a PDU the relay is about to pass on (`Bytes`: no copy of the data).
     pub(crate) async fn observe(&self, from_client: bool, frame: Bytes) {
+        if !from_client {
+            self.queued.fetch_add(1, Ordering::AcqRel);
+        }
         if !self.active.load(Ordering::Acquire) {
             let item = if from_client { Observed::Client(frame) } else { Observed::Target(frame) };
             // A closed queue means the thread ended; the session ends through its result.
@@ -88,11 +120,24 @@ impl Tap {
             return;
         }
         if from_client {
+            if let Some(p) = last_pointer(&frame) {
+                self.pointer.store(pack_pointer(p), Ordering::Release);
+            }
             if let Err(mpsc::error::TrySendError::Full(_)) = self.input.try_send(frame) {
                 self.skipped_input.fetch_add(1, Ordering::Relaxed);
             }
-        } else if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(Observed::Target(frame)) {
-            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(Observed::Target(frame)) {
+            Err(mpsc::error::TrySendError::Full(Observed::Target(frame))) if !repairable(&frame, self.io_channel()) => {
+                // State a redraw does not restore: wait for room rather than lose it.
+                let _ = self.tx.send(Observed::Target(frame)).await;
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 }
@@ -125,7 +170,19 @@ pub(crate) fn start(
     let active = Arc::new(AtomicBool::new(false));
     let skipped = Arc::new(AtomicU64::new(0));
     let skipped_input = Arc::new(AtomicU64::new(0));
-    let tap = Tap { tx, input, active: active.clone(), skipped: skipped.clone(), skipped_input: skipped_input.clone() };
+    let pointer = Arc::new(AtomicU64::new(0));
+    let io = Arc::new(AtomicU32::new(0));
+    let queued = Arc::new(AtomicU64::new(0));
+    let tap = Tap {
+        tx,
+        input,
+        active: active.clone(),
+        skipped: skipped.clone(),
+        skipped_input: skipped_input.clone(),
+        pointer: pointer.clone(),
+        io: io.clone(),
+        queued: queued.clone(),
+    };
     let handle = tokio::runtime::Handle::current();
     let worker = tokio::task::spawn_blocking(move || {
         let span = tracing::info_span!("rdp_recording", session_id);
@@ -140,11 +197,18 @@ pub(crate) fn start(
             inject,
             active,
             skipped,
+            pointer,
+            io,
+            queued,
+            taken: 0,
+            answer_from: 0,
             seen_skipped: 0,
             undecodable: 0,
             refresh: RefreshLimit::default(),
             pending: false,
             dirty: None,
+            stale: false,
+            redrawn: None,
         };
         let fatal = w.run(rx, input_rx, &handle).err();
         // The relay has stopped (or the thread failed): the counters are final.
@@ -153,6 +217,7 @@ pub(crate) fn start(
             undecodable_screen_pdus: w.undecodable,
             skipped_input_pdus: skipped_input.load(Ordering::Relaxed),
             refreshes: w.refresh.sent,
+            unverified: w.stale,
         };
         w.recorder.finish(fatal.clone(), gaps);
         Outcome { fatal, gaps }
@@ -166,6 +231,15 @@ struct Worker {
     inject: mpsc::Sender<Vec<u8>>,
     active: Arc<AtomicBool>,
     skipped: Arc<AtomicU64>,
+    /// The client's latest pointer position, as the relay saw it.
+    pointer: Arc<AtomicU64>,
+    /// Tells the relay the session's I/O channel (see [`Tap`]).
+    io: Arc<AtomicU32>,
+    /// Target PDUs the relay queued, and how many of them the worker took.
+    queued: Arc<AtomicU64>,
+    taken: u64,
+    /// The first queued target PDU that can answer the last Refresh Rect sent.
+    answer_from: u64,
     seen_skipped: u64,
     undecodable: u64,
     refresh: RefreshLimit,
@@ -173,6 +247,12 @@ struct Worker {
     pending: bool,
     /// Where the screen changed since the recorder last took a frame.
     dirty: Option<Rect>,
+    /// The picture may be wrong: a screen PDU was skipped or undecodable, and no redraw asked
+    /// since has been seen to cover the whole screen.
+    stale: bool,
+    /// Where the decoder drew since a Refresh Rect went out while the picture was stale (`None`:
+    /// none went out since it became stale).
+    redrawn: Option<Option<Rect>>,
 }
 
 impl Worker {
@@ -203,10 +283,11 @@ impl Worker {
             match next {
                 Ok(Some(Some(Observed::Client(frame)))) => self.client(&frame)?,
                 Ok(Some(Some(Observed::Target(frame)))) => self.target(&frame)?,
-                Ok(Some(None)) => return Ok(()),
+                Ok(Some(None)) => return self.flush(),
                 Ok(None) => input_open = false,
                 Err(_) => {}
             }
+            self.follow_pointer()?;
             if self.pending {
                 self.offer()?;
             }
@@ -220,7 +301,7 @@ impl Worker {
             if skipped > self.seen_skipped {
                 tracing::debug!(skipped, "rdp decoder fell behind; asking the target for a full redraw");
                 self.seen_skipped = skipped;
-                self.refresh.wanted = true;
+                self.went_stale();
             }
             self.send_refresh();
         }
@@ -241,6 +322,7 @@ impl Worker {
     }
 
     fn target(&mut self, frame: &[u8]) -> Result<(), String> {
+        self.taken += 1;
         let updates = match self.decoder.observe_target(frame) {
             Ok(u) => u,
             Err(e) => {
@@ -248,14 +330,74 @@ impl Worker {
                 self.undecodable += 1;
                 self.check_stopped()?;
                 // The image may be stale where that PDU drew: have the target draw it again.
-                self.refresh.wanted = true;
+                self.went_stale();
                 self.send_refresh();
                 return Ok(());
             }
         };
-        if self.decoder.session_ids().is_some() {
+        if let Some(ids) = self.decoder.session_ids() {
+            self.io.store(1 << 16 | u32::from(ids.io_channel_id), Ordering::Release);
             self.active.store(true, Ordering::Release);
         }
+        self.apply(updates)
+    }
+
+    /// Moves the pointer drawn into the image to where the client's pointer is now.
+    fn follow_pointer(&mut self) -> Result<(), String> {
+        let Some((x, y)) = unpack_pointer(self.pointer.load(Ordering::Acquire)) else { return Ok(()) };
+        if self.decoder.pointer() == Some((x, y)) {
+            return Ok(());
+        }
+        match self.decoder.set_pointer(x, y) {
+            Ok(updates) => self.apply(updates),
+            Err(e) => {
+                tracing::debug!(error = %e, "rdp decoder could not move the pointer");
+                self.check_stopped()
+            }
+        }
+    }
+
+    /// The session is over: a change the rate cap held back still goes into the video.
+    fn flush(&mut self) -> Result<(), String> {
+        for _ in 0..10 {
+            if !self.pending {
+                break;
+            }
+            std::thread::sleep(RETRY);
+            self.offer()?;
+        }
+        Ok(())
+    }
+
+    /// A screen PDU was lost: the picture may be wrong until a redraw covers the whole screen.
+    fn went_stale(&mut self) {
+        self.stale = true;
+        self.redrawn = None;
+        self.refresh.wanted = true;
+    }
+
+    /// The decoder drew `dirty`: once what it drew since the last redraw asked while stale
+    /// covers the whole screen, the picture is in step again.
+    fn redrew(&mut self, dirty: Rect) {
+        // What was queued before the redraw was asked is no answer to it.
+        if self.taken <= self.answer_from {
+            return;
+        }
+        let Some(redrawn) = self.redrawn.as_mut() else { return };
+        let area = (*redrawn).map_or(dirty, |r| r.union(dirty));
+        *redrawn = Some(area);
+        if let Some(screen) = self.decoder.screen()
+            && area.x == 0
+            && area.y == 0
+            && area.width >= screen.width
+            && area.height >= screen.height
+        {
+            self.stale = false;
+            self.redrawn = None;
+        }
+    }
+
+    fn apply(&mut self, updates: Vec<Update>) -> Result<(), String> {
         for update in updates {
             match update {
                 Update::Resized { .. } => {
@@ -265,6 +407,7 @@ impl Worker {
                     self.dirty = None;
                 }
                 Update::Frame { dirty } => {
+                    self.redrew(dirty);
                     self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
                     self.pending = true;
                 }
@@ -300,6 +443,10 @@ impl Worker {
         // A full queue already holds a refresh; one is enough.
         if self.inject.try_send(pdu).is_ok() {
             self.refresh.sent(now);
+            self.answer_from = self.queued.load(Ordering::Acquire);
+            if self.stale {
+                self.redrawn = Some(None);
+            }
         }
     }
 
@@ -347,7 +494,10 @@ mod tests {
         let (input, input_rx) = mpsc::channel(input);
         let active = Arc::new(AtomicBool::new(true));
         let (skipped, skipped_input) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        (Tap { tx, input, active, skipped, skipped_input }, rx, input_rx)
+        let pointer = Arc::new(AtomicU64::new(0));
+        let io = Arc::new(AtomicU32::new(1 << 16 | 1003));
+        let queued = Arc::new(AtomicU64::new(0));
+        (Tap { tx, input, active, skipped, skipped_input, pointer, io, queued }, rx, input_rx)
     }
 
     #[tokio::test]
@@ -360,7 +510,7 @@ mod tests {
         assert_eq!(tap.skipped.load(Ordering::Relaxed), 0, "no screen pdu lost");
         assert_eq!(tap.skipped_input.load(Ordering::Relaxed), 10_000 - INPUT_QUEUE as u64);
         for _ in 0..QUEUE + 5 {
-            tap.observe(false, Bytes::from_static(&[0x00, 0x03, 0x00])).await;
+            tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
         }
         assert_eq!(tap.skipped.load(Ordering::Relaxed), 5, "every screen pdu that found no room is counted");
         let mut screen = 0;
@@ -368,6 +518,53 @@ mod tests {
             screen += 1;
         }
         assert_eq!(screen, QUEUE);
+    }
+
+    /// A fast-path PDU with one empty bitmap update: pixels only.
+    const BITMAP_PDU: &[u8] = &[0x00, 0x05, 0x01, 0x00, 0x00];
+    /// A fast-path PDU with a cached-pointer update (index 1): pointer state.
+    const POINTER_PDU: &[u8] = &[0x00, 0x07, 0x0A, 0x02, 0x00, 0x01, 0x00];
+
+    #[tokio::test]
+    async fn state_a_redraw_cannot_restore_waits_for_room_and_is_never_skipped() {
+        let (tap, mut rx, _input) = tap(4, 1);
+        for _ in 0..4 {
+            tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
+        }
+        tap.observe(false, Bytes::from_static(BITMAP_PDU)).await;
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 1, "pixels a redraw repaints are skipped");
+        // A pointer update (and any slow-path PDU: reactivation, the graphics pipeline) waits for
+        // the decoder to take one PDU, and comes after what was queued before it.
+        let slow_path = Bytes::from_static(&[0x03, 0x00, 0x00, 0x07, 0x02, 0xF0, 0x80]);
+        let waiting = async {
+            tap.observe(false, Bytes::from_static(POINTER_PDU)).await;
+            tap.observe(false, slow_path.clone()).await;
+        };
+        let taking = async {
+            let mut got = Vec::new();
+            while got.len() < 6 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if let Some(Observed::Target(b)) = rx.recv().await {
+                    got.push(b);
+                }
+            }
+            got
+        };
+        let ((), got) = tokio::join!(waiting, taking);
+        assert_eq!(tap.skipped.load(Ordering::Relaxed), 1, "no state was skipped");
+        assert_eq!(&got[4][..], POINTER_PDU);
+        assert_eq!(got[5], slow_path);
+    }
+
+    #[tokio::test]
+    async fn the_pointer_position_is_kept_even_when_the_input_queue_is_full() {
+        let (tap, _rx, _input) = tap(4, 1);
+        // A key, then mouse moves to (5, 6) and (30, 40): the queue holds only the key.
+        tap.observe(true, Bytes::from_static(&[0x04, 0x04, 0x00, 0x1E])).await;
+        tap.observe(true, Bytes::from_static(&[0x04, 0x09, 0x20, 0x00, 0x08, 0x05, 0x00, 0x06, 0x00])).await;
+        tap.observe(true, Bytes::from_static(&[0x04, 0x09, 0x20, 0x00, 0x08, 0x1E, 0x00, 0x28, 0x00])).await;
+        assert_eq!(tap.skipped_input.load(Ordering::Relaxed), 2);
+        assert_eq!(unpack_pointer(tap.pointer.load(Ordering::Acquire)), Some((30, 40)));
     }
 
     #[tokio::test]
@@ -423,5 +620,79 @@ mod tests {
         let gaps = got.lock().unwrap().expect("finish called");
         assert_eq!((gaps.skipped_screen_pdus, gaps.skipped_input_pdus), (7, 3));
         assert_eq!(outcome.gaps, gaps);
+    }
+}
+
+#[cfg(test)]
+mod resync_tests {
+    use super::*;
+
+    const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+
+    struct Nothing(Arc<std::sync::Mutex<Option<Gaps>>>);
+
+    impl ScreenRecorder for Nothing {
+        fn resized(&mut self, _: Screen<'_>) -> Result<(), String> {
+            Ok(())
+        }
+        fn frame(&mut self, _: Screen<'_>) -> Result<bool, String> {
+            Ok(true)
+        }
+        fn tick(&mut self) -> Result<(), String> {
+            Ok(())
+        }
+        fn finish(self: Box<Self>, _: Option<String>, gaps: Gaps) {
+            *self.0.lock().unwrap() = Some(gaps);
+        }
+    }
+
+    fn records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
+        let mut out = Vec::new();
+        while let Some((&tag, rest)) = data.split_first() {
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+            out.push((tag, &rest[4..4 + len]));
+            data = &rest[4 + len..];
+        }
+        out
+    }
+
+    /// A real session up to its first graphics, a skipped screen PDU, then (`redraw`) the rest
+    /// of the session — the target drawing its whole screen again — or nothing: the picture
+    /// after the gap is verified only when a redraw asked after it covered the screen.
+    async fn session(redraw: bool) -> Gaps {
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let (inject, mut refreshes) = mpsc::channel(4);
+        let (tap, worker) = start(Box::new(Nothing(got.clone())), inject, "s1".into());
+        let all = records(BITMAP);
+        let first_graphics = all.iter().position(|(t, f)| *t == b'T' && f.first().is_some_and(|b| b & 3 != 3)).unwrap();
+        for (tag, frame) in &all[..=first_graphics] {
+            match tag {
+                b'C' => tap.observe(true, Bytes::copy_from_slice(frame)).await,
+                b'T' => tap.observe(false, Bytes::copy_from_slice(frame)).await,
+                _ => {}
+            }
+        }
+        tap.skipped.fetch_add(1, Ordering::Relaxed);
+        let refresh = tokio::time::timeout(Duration::from_secs(10), refreshes.recv()).await;
+        assert!(matches!(refresh, Ok(Some(_))), "no redraw asked after the gap");
+        if redraw {
+            for (tag, frame) in &all[first_graphics + 1..] {
+                if *tag == b'T' {
+                    tap.observe(false, Bytes::copy_from_slice(frame)).await;
+                }
+            }
+        }
+        drop(tap);
+        worker.await.unwrap();
+        got.lock().unwrap().expect("finish called")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_picture_after_a_gap_is_verified_only_by_a_whole_redraw() {
+        let gaps = session(true).await;
+        assert_eq!((gaps.skipped_screen_pdus, gaps.refreshes), (1, 1));
+        assert!(!gaps.unverified, "the target redrew the whole screen after the gap");
+        let gaps = session(false).await;
+        assert!(gaps.unverified, "nothing was drawn after the gap, yet it is called verified");
     }
 }

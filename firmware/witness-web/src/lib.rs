@@ -328,6 +328,7 @@ mod tests {
                 activity,
                 seal_error: None,
                 missed_screen_updates: None,
+                screen_unverified: false,
                 text: None,
             },
             timeline: Vec::new(),

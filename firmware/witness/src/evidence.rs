@@ -113,8 +113,13 @@ pub fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
         gaps.push(format!("recording failed: {}", rec.status_reason.as_deref().unwrap_or("unknown")));
     }
     if let Some(n) = rec.missed_screen_updates {
+        let after = if rec.screen_unverified {
+            "the screen after the last is not verified (no full redraw was seen before the session ended)"
+        } else {
+            "the target redrew the whole screen after each"
+        };
         gaps.push(format!(
-            "the recorder missed {n} screen updates (it fell behind, or could not decode them); the screen is redrawn after each"
+            "the recorder missed {n} screen updates (it fell behind, or could not decode them); {after}"
         ));
     }
     gaps

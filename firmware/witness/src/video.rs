@@ -434,6 +434,7 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
                 "undecodable_screen_pdus": gaps.undecodable_screen_pdus,
                 "skipped_input_pdus": gaps.skipped_input_pdus,
                 "refreshes": gaps.refreshes,
+                "unverified": gaps.unverified,
             });
             tracing::warn!(session_id = %self.session_id, ?gaps, "the rdp recording missed screen updates");
             if let Err(e) = self.dir.index.audit("recording_gaps", None, None, Some(&self.session_id), &detail) {
@@ -447,7 +448,7 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
         let id = video.id.clone();
         let missed = gaps.skipped_screen_pdus + gaps.undecodable_screen_pdus;
         if missed > 0
-            && let Err(e) = self.dir.index.set_missed_screen_updates(&id, missed)
+            && let Err(e) = self.dir.index.set_missed_screen_updates(&id, missed, gaps.unverified)
         {
             tracing::warn!(recording_id = %id, error = %e, "could not store the screen updates the recording missed");
         }

@@ -289,3 +289,145 @@ fn a_client_input_shorter_than_its_header_is_ignored() {
     }
     assert!(!decoder.is_stopped());
 }
+
+/// Only a PDU of bitmaps, surface commands or synchronize may be skipped by a lagging recording
+/// (a Refresh Rect repaints its pixels); pointer, palette and order updates, compressed or
+/// encrypted PDUs, PDUs on other channels and every other slow-path PDU carry state a redraw
+/// does not restore.
+#[test]
+fn only_pixels_a_redraw_repaints_are_repairable() {
+    for capture in [BITMAP, BITMAP16, REMOTEFX, GFX] {
+        let io = replay(capture).decoder.session_ids().map(|ids| ids.io_channel_id);
+        let targets: Vec<&[u8]> = records(capture).into_iter().filter(|(t, _)| *t == b'T').map(|(_, f)| f).collect();
+        // freerdp-shadow sends its bitmaps fast-path: its slow-path PDUs are all state.
+        assert!(targets.iter().filter(|f| is_x224(f)).all(|f| !repairable(f, io)), "a slow-path pdu is repairable");
+        let pixels = targets.iter().filter(|f| repairable(f, io)).count();
+        assert!(pixels > 0, "no captured bitmap or surface command pdu is repairable");
+    }
+    let fast = |f: &[u8]| repairable(f, Some(1003));
+    // One update each: code, then a 2-byte empty size.
+    let one = |update: u8| [0x00, 0x05, update, 0x00, 0x00];
+    assert!(fast(&one(0x01)), "bitmap");
+    assert!(fast(&one(0x03)), "synchronize");
+    assert!(fast(&one(0x04)), "surface commands");
+    assert!(fast(&one(0x11)), "a bitmap's first fragment");
+    for (code, what) in [
+        (0x00, "orders"),
+        (0x02, "palette"),
+        (0x05, "pointer hidden"),
+        (0x06, "pointer default"),
+        (0x08, "pointer position"),
+        (0x09, "colour pointer"),
+        (0x0A, "cached pointer"),
+        (0x0B, "new pointer"),
+        (0x0C, "large pointer"),
+        (0x81, "compressed bitmap"),
+    ] {
+        assert!(!fast(&one(code)), "{what}");
+    }
+    // A bitmap, then a cached pointer in the same PDU.
+    assert!(!fast(&[0x00, 0x0A, 0x01, 0x00, 0x00, 0x0A, 0x02, 0x00, 0x01, 0x00]));
+    assert!(!fast(&[0x80, 0x05, 0x01, 0x00, 0x00]), "encrypted");
+    assert!(!fast(&[0x00, 0x06, 0x01, 0x00, 0x00, 0x00]), "trailing byte");
+    assert!(!fast(&[0x00, 0x05, 0x01, 0x05, 0x00]), "an update longer than the pdu");
+    assert!(!fast(&[0x00, 0x02]), "no update");
+    assert!(!fast(&[]));
+
+    // Slow path (as xrdp sends its bitmaps): Share Data PDUs of type 2 `kind2` on `channel`,
+    // compression flags `compression`, update type `update`, each with 4 bytes of body.
+    let slow = |channel: u16, parts: &[(u8, u8, u16)]| {
+        let mut user_data = Vec::new();
+        for &(kind2, compression, update) in parts {
+            user_data.extend(24u16.to_le_bytes()); // total length
+            user_data.extend(0x17u16.to_le_bytes()); // data pdu, version 1
+            user_data.extend(1002u16.to_le_bytes());
+            user_data.extend(0x0001_03EAu32.to_le_bytes()); // share id
+            user_data.extend([0, 1]);
+            user_data.extend(6u16.to_le_bytes());
+            user_data.extend([kind2, compression]);
+            user_data.extend(0u16.to_le_bytes());
+            user_data.extend(update.to_le_bytes());
+            user_data.extend([0, 0, 0, 0]);
+        }
+        let sdi = ironrdp_pdu::mcs::SendDataIndication {
+            initiator_id: 1002,
+            channel_id: channel,
+            user_data: std::borrow::Cow::Owned(user_data),
+        };
+        ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+    };
+    assert!(repairable(&slow(1003, &[(0x02, 0, 1)]), Some(1003)), "a slow-path bitmap update");
+    assert!(repairable(&slow(1003, &[(0x02, 0, 1), (0x02, 0, 3)]), Some(1003)), "bitmap, then synchronize");
+    assert!(!repairable(&slow(1003, &[(0x02, 0, 1)]), None), "before the session is active");
+    assert!(!repairable(&slow(1004, &[(0x02, 0, 1)]), Some(1003)), "another channel");
+    assert!(!repairable(&slow(1003, &[(0x02, 0, 2)]), Some(1003)), "a palette");
+    assert!(!repairable(&slow(1003, &[(0x02, 0, 0)]), Some(1003)), "orders");
+    assert!(!repairable(&slow(1003, &[(0x02, 0x21, 1)]), Some(1003)), "compressed");
+    assert!(!repairable(&slow(1003, &[(0x1B, 0, 1)]), Some(1003)), "a pointer pdu");
+    assert!(!repairable(&slow(1003, &[(0x02, 0, 1), (0x1B, 0, 1)]), Some(1003)), "a bitmap, then a pointer");
+}
+
+/// The pointer drawn into the image moves when the client's pointer moves, on a still screen too
+/// (the stage alone draws a move only with the target's next update, so a pointer moved before a
+/// quiet stretch stayed where it was in the video).
+#[test]
+fn a_pointer_move_is_drawn_at_once_on_a_still_screen() {
+    let mut r = replay(BITMAP);
+    // The target's pointer: a white 2x2 colour pointer (cache 0, hot spot 0,0; 24-bpp XOR rows
+    // of 6 bytes, 1-bpp AND rows padded to 2 bytes, all opaque).
+    let mut pointer = vec![0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 4, 0, 12, 0];
+    pointer.extend([0xFF; 12]);
+    pointer.extend([0x00; 4]);
+    let mut pdu = vec![0x00, 5 + pointer.len() as u8, 0x09, pointer.len() as u8, 0];
+    pdu.extend(&pointer);
+    r.decoder.observe_target(&pdu).unwrap();
+    let before = r.decoder.screen().unwrap().bgrx.to_vec();
+    let updates = r.decoder.set_pointer(200, 150).unwrap();
+    assert_eq!(r.decoder.pointer(), Some((200, 150)));
+    let Some(Update::Frame { dirty }) = updates.last() else { panic!("nothing drawn: {updates:?}") };
+    let after = r.decoder.screen().unwrap();
+    assert_ne!(before, after.bgrx, "the image did not change");
+    assert!(dirty.x <= 200 && dirty.x + dirty.width > 150, "{dirty:?}");
+    // The same position again draws nothing.
+    assert_eq!(r.decoder.set_pointer(200, 150).unwrap(), Vec::new());
+}
+
+/// A target PDU on the graphics pipeline's dynamic channel (`drdynvc` chunk header, DVC data
+/// header with a one-byte channel id, then `gfx`), sent on the session's `drdynvc` channel.
+fn gfx_pdu(d: &PassiveDecoder, gfx: &[u8]) -> Vec<u8> {
+    let stage = d.stage.as_ref().unwrap();
+    let channel = stage.get_dvc::<GraphicsPipelineClient>().expect("the pipeline channel is open").channel_id();
+    let mut user_data = Vec::new();
+    user_data.extend(u32::try_from(gfx.len() + 2).unwrap().to_le_bytes());
+    user_data.extend(3u32.to_le_bytes());
+    user_data.extend([0x30, u8::try_from(channel).unwrap()]);
+    user_data.extend(gfx);
+    let sdi = ironrdp_pdu::mcs::SendDataIndication {
+        initiator_id: d.user_channel_id.unwrap(),
+        channel_id: d.drdynvc_channel_id.unwrap(),
+        user_data: std::borrow::Cow::Owned(user_data),
+    };
+    ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+}
+
+/// A graphics pipeline PDU the decoder cannot take (here a broken ZGFX segment; a skipped one
+/// is the same) leaves its compression history, surfaces and codec contexts out of step with the
+/// target's, and a refresh does not bring them back: the decoder stops (and the session ends)
+/// rather than go on drawing a picture that may be wrong. A PDU on another dynamic channel that
+/// the decoder does not know is only an error.
+#[test]
+fn a_graphics_pipeline_pdu_the_decoder_cannot_take_stops_it() {
+    let mut r = replay(GFX);
+    assert!(!r.decoder.is_stopped());
+    let mut other = gfx_pdu(&r.decoder, &[0xE0, 0x04, 0x00]);
+    // The same bytes for dynamic channel 200, which no one opened.
+    let at = other.len() - 4;
+    other[at] = 200;
+    assert!(r.decoder.observe_target(&other).is_err());
+    assert!(!r.decoder.is_stopped(), "another channel's data stopped the decoder");
+    // A ZGFX segment with an unknown descriptor.
+    let broken = gfx_pdu(&r.decoder, &[0x00, 0x24, 0x01, 0x02, 0x03]);
+    let e = r.decoder.observe_target(&broken).unwrap_err();
+    assert!(matches!(e, DecodeError::GraphicsPipeline), "{e}");
+    assert!(r.decoder.is_stopped());
+}
