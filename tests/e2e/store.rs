@@ -331,12 +331,21 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// like a bucket policy granting a recorder key `s3:PutObject` alone, and logs each request's
 /// method, path and answer.
 fn write_only_proxy(s3: &S3, log: &std::path::Path) -> (std::process::Child, u16) {
+    proxy(s3, log, false)
+}
+
+/// The write-only proxy; with `corrupt`, the first time each large body (a recording or one of
+/// its parts) passes, one byte of it is flipped on the way, as a bad link or a meddler would.
+/// Forwarded requests are logged with their `x-amz-content-sha256`.
+fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool) -> (std::process::Child, u16) {
     let port = free_port();
     let script = format!(
         r#"
-import http.server, http.client, socketserver, sys
+import http.server, http.client, re, socketserver, sys
 UP = ("127.0.0.1", {up})
 LOG = open({log:?}, "a", buffering=1)
+CORRUPT = {corrupt}
+SEEN = set()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def refuse(self):
@@ -350,6 +359,12 @@ class H(http.server.BaseHTTPRequestHandler):
     def forward(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        # Once per object or part number, whatever the upload id of the attempt.
+        seen = re.sub(r"uploadId=[^&]*", "", self.path)
+        if CORRUPT and body and len(body) > 100000 and seen not in SEEN:
+            SEEN.add(seen)
+            body = body[:1000] + bytes([body[1000] ^ 1]) + body[1001:]
+            LOG.write(f"CORRUPTED {{self.path}}\n")
         c = http.client.HTTPConnection(*UP, timeout=120)
         c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         for k, v in self.headers.items(): c.putheader(k, v)
@@ -362,7 +377,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        LOG.write(f"{{self.command}} {{self.path}} {{r.status}}\n")
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} {{self.headers.get('x-amz-content-sha256')}}\n")
     def do_GET(self): self.refuse()
     def do_HEAD(self): self.refuse()
     def do_PUT(self): self.forward()
@@ -374,6 +389,7 @@ S(("127.0.0.1", {port}), H).serve_forever()
 "#,
         up = s3.port,
         log = log.display().to_string(),
+        corrupt = if corrupt { "True" } else { "False" },
     );
     let child = Command::new("/usr/bin/python3").arg("-c").arg(script).stdout(Stdio::null()).spawn().unwrap();
     wait_for_port(port, "the write-only proxy");
@@ -432,6 +448,76 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
         "a multipart upload completed"
     );
     assert!(requests.lines().any(|l| l.starts_with("PUT ") && l.contains("manifest.json")), "manifests were written");
+}
+
+/// Uploads hash once: a recording's bytes go up signed with `UNSIGNED-PAYLOAD` (the SHA-256 and
+/// per-part MD5s from sealing ride along as checksums), and that is not a hole: a byte flipped on
+/// the way in a single PUT or in any part is caught (the server checks the PUT's SHA-256; each
+/// part's ETag must be its MD5 from sealing), the recording is not marked uploaded on it, and
+/// the retry stores it intact.
+#[test]
+fn uploads_send_sealing_checksums_unsigned_and_a_corrupted_body_is_caught() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let (mut proxy, port) = proxy(&s3, &log, true);
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    let out = b.cli(
+        &[
+            "store",
+            "set",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set: {}", stderr(&out));
+    b.serve();
+    // About 1.3 MB (one PUT) and 13 MB (three parts).
+    assert!(b.ssh("alice@web01").arg("head -c 1000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    eventually(90, "both recordings uploaded after the corrupted sends", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|r| r["status"] == "uploaded")).then_some(())
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_stored_intact(&b, &s3);
+    let requests = std::fs::read_to_string(&log).unwrap();
+    eprintln!("requests:\n{requests}");
+    let corrupted: Vec<&str> = requests.lines().filter(|l| l.starts_with("CORRUPTED ")).collect();
+    assert!(corrupted.len() >= 4, "the single PUT and the three parts were each corrupted once: {corrupted:?}");
+    // Every corrupted object or part was sent again (a part perhaps in a new multipart upload),
+    // and that is what is stored.
+    let what = |path: &str| {
+        let (object, query) = path.split_once('?').unwrap_or((path, ""));
+        let part = query.split('&').find(|p| p.starts_with("partNumber=")).unwrap_or("").to_owned();
+        (object.to_owned(), part)
+    };
+    for c in &corrupted {
+        let target = what(c.trim_start_matches("CORRUPTED "));
+        let sent = requests
+            .lines()
+            .filter_map(|l| l.strip_prefix("PUT "))
+            .filter(|l| what(l.split(' ').next().unwrap()) == target)
+            .count();
+        assert!(sent >= 2, "{target:?} was sent again after its corruption ({sent} sends)");
+    }
+    // The recordings' bytes (not the small manifests) went up unsigned: nothing hashed them.
+    let bodies: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.starts_with("PUT ") && !l.contains("manifest") && !l.contains("?uploads"))
+        .collect();
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|l| l.ends_with(" UNSIGNED-PAYLOAD")), "recording bodies are sent unsigned: {bodies:?}");
 }
 
 /// Write-only on Azure too: a SAS with create and write alone (no read, no list) uploads and

@@ -160,6 +160,9 @@ const STEPS: &[&str] = &[
     "ALTER TABLE recordings ADD COLUMN text_state TEXT;
     ALTER TABLE recordings ADD COLUMN text_read_until REAL NOT NULL DEFAULT 0;
     ALTER TABLE recordings ADD COLUMN text_error TEXT;",
+    // 12: the MD5 of each upload part of the stored file, computed while sealing (`SIZE:HEX…`),
+    // so an upload sends precomputed checksums instead of hashing the file again.
+    "ALTER TABLE recordings ADD COLUMN part_digests TEXT;",
 ];
 
 /// The schema version this build brings an index to.

@@ -28,6 +28,8 @@ pub struct UploadJob {
     pub attempts: u32,
     pub upload_id: Option<String>,
     pub parts: Vec<PartRecord>,
+    /// The stored file's per-part MD5s as sealing computed them (`SIZE:HEX…`), if it did.
+    pub part_digests: Option<String>,
 }
 
 /// What is waiting to be uploaded.
@@ -98,7 +100,7 @@ impl Index {
         let candidates = {
             let mut stmt = tx.prepare(
                 "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
-                        u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner
+                        u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner, r.part_digests
                  FROM uploads u JOIN recordings r ON r.id = u.recording_id
                  WHERE u.state = 'pending' AND u.next_attempt_at <= ?1
                  ORDER BY u.next_attempt_at, u.created_at",
@@ -115,6 +117,7 @@ impl Index {
                         attempts: r.get(6)?,
                         upload_id: r.get(7)?,
                         parts: Vec::new(),
+                        part_digests: r.get(11)?,
                     },
                     r.get::<_, String>(8)?,
                     r.get::<_, i64>(9)?,
@@ -142,6 +145,12 @@ impl Index {
     pub fn renew_lease(&self, recording_id: &str, until_ms: i64) -> Result<()> {
         self.conn()
             .execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
+        Ok(())
+    }
+
+    /// Keeps the stored file's per-part digests that sealing computed (see [`UploadJob::part_digests`]).
+    pub fn set_part_digests(&self, recording_id: &str, digests: &str) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET part_digests = ?2 WHERE id = ?1", (recording_id, digests))?;
         Ok(())
     }
 

@@ -140,7 +140,7 @@ impl AzureStore {
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
-        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _ } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _, .. } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;

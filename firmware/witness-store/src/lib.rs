@@ -6,8 +6,12 @@
 //! S3 or Azure. Secrets never appear in [`Store::describe`], errors or logs.
 
 mod azure;
+mod digests;
 mod dir;
 mod s3;
+mod sigv4;
+
+pub use digests::{PartDigests, PartTee};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -210,11 +214,22 @@ pub trait Progress: Send {
     fn sent(&mut self, bytes: u64);
 }
 
+/// What sealing computed of a stored recording, sent along with it so nothing is hashed again.
+#[derive(Debug, Clone, Copy)]
+pub struct Checksums<'a> {
+    /// The file's SHA-256, hex.
+    pub sha256: &'a str,
+    /// Its parts' MD5s, when sealing computed them.
+    pub parts: Option<&'a PartDigests>,
+}
+
 /// One file upload as the backends see it.
 pub(crate) struct FileUpload<'a> {
     pub key: &'a str,
     pub path: &'a Path,
     pub sha256: &'a str,
+    /// The parts' MD5s from sealing, when they fit this file and `part_size`.
+    pub digests: Option<&'a PartDigests>,
     pub part_size: u64,
     pub throttle: &'a Throttle,
     pub legal_hold: bool,
@@ -321,30 +336,42 @@ impl Store {
         }
     }
 
-    /// Uploads `path` (whose SHA-256 is `sha256`) as `key`, resuming from `resume`. Does not
-    /// verify: call [`Store::verify`] with the final part list and the receipt this returns.
+    /// Uploads `path` (with its checksums from sealing) as `key`, resuming from `resume`.
+    /// Nothing is hashed again where those checksums fit: they go to the server, which checks
+    /// them on arrival. Does not verify: call [`Store::verify`] with the final part list and the receipt this returns.
     /// `legal_hold` puts an S3 Object Lock legal hold on the object where object lock is
     /// configured.
     pub async fn put_file(
         &self,
         key: &str,
         path: &Path,
-        sha256: &str,
+        sums: Checksums<'_>,
         resume: Resume,
         legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<Option<Receipt>> {
+        let Checksums { sha256, parts: digests } = sums;
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
-            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some),
+            Backend::S3(s) => {
+                s.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
+            }
             Backend::Azure(a) => {
-                a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some)
+                a.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
             }
         }
     }
 
-    fn upload<'a>(&'a self, key: &'a str, path: &'a Path, sha256: &'a str, legal_hold: bool) -> FileUpload<'a> {
-        FileUpload { key, path, sha256, part_size: self.tuning.part_size, throttle: &self.throttle, legal_hold }
+    fn upload<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        sha256: &'a str,
+        digests: Option<&'a PartDigests>,
+        legal_hold: bool,
+    ) -> FileUpload<'a> {
+        let part_size = self.tuning.part_size;
+        FileUpload { key, path, sha256, digests, part_size, throttle: &self.throttle, legal_hold }
     }
 
     /// The object lock every write gets, when configured (S3 only).

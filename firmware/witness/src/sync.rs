@@ -233,7 +233,10 @@ impl Uploader {
             // No recording goes up without its signed manifest.
             let (manifest, sig) = crate::evidence::evidence_files(dir, &job.recording_id)
                 .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
-            let receipt = store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
+            // Checksums from sealing go with the bytes; nothing is hashed again here.
+            let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
+            let sums = witness_store::Checksums { sha256: &job.sha256, parts: digests.as_ref() };
+            let receipt = store.put_file(&job.object_key, &path, sums, resume, held, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
