@@ -66,6 +66,7 @@ fn small_and_multipart_uploads_are_verified_with_a_manifest() {
     assert_eq!(manifest["session"]["user"], "alice");
     let st = status(&b);
     assert_eq!((st["state"].as_str(), st["pending"].as_u64()), (Some("online"), Some(0)));
+    assert_eq!(st["key_access"], "read-write", "a key that may look at the bucket");
     assert!(b.audit_kinds().contains(&"recording_uploaded".to_string()));
 }
 
@@ -448,6 +449,11 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
         "a multipart upload completed"
     );
     assert!(requests.lines().any(|l| l.starts_with("PUT ") && l.contains("manifest.json")), "manifests were written");
+    // `sync status` says what the key can and cannot do.
+    assert_eq!(status(&b)["key_access"], "write-only");
+    let text = b.cli(&["sync", "status"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("store key:   write-only") && text.contains("store set-read"), "{text}");
 }
 
 /// Uploads hash once: a recording's bytes go up signed with `UNSIGNED-PAYLOAD` (the SHA-256 and

@@ -162,7 +162,9 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN text_error TEXT;",
     // 12: the MD5 of each upload part of the stored file, computed while sealing (`SIZE:HEX…`),
     // so an upload sends precomputed checksums instead of hashing the file again.
-    "ALTER TABLE recordings ADD COLUMN part_digests TEXT;",
+    // What the store key was found able to do (`read-write`, `write-only`), for `sync status`.
+    "ALTER TABLE recordings ADD COLUMN part_digests TEXT;
+    ALTER TABLE store_state ADD COLUMN key_access TEXT;",
 ];
 
 /// The schema version this build brings an index to.

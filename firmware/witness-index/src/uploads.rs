@@ -49,6 +49,9 @@ pub struct StoreHealth {
     pub last_error_kind: Option<String>,
     pub last_error_at: Option<String>,
     pub last_success_at: Option<String>,
+    /// What the store key was found able to do, when it was last checked (`read-write`,
+    /// `write-only`).
+    pub key_access: Option<String>,
 }
 
 impl Index {
@@ -242,11 +245,20 @@ impl Index {
         Ok(())
     }
 
+    /// Notes what the store key was found able to do (see [`StoreHealth::key_access`]).
+    pub fn store_key_access(&self, access: &str) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("INSERT INTO store_state(id) VALUES (1) ON CONFLICT(id) DO NOTHING", [])?;
+        conn.execute("UPDATE store_state SET key_access = ?1 WHERE id = 1", [access])?;
+        Ok(())
+    }
+
     pub fn store_health(&self) -> Result<StoreHealth> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT destination, last_error, last_error_kind, last_error_at, last_success_at FROM store_state WHERE id = 1",
+                "SELECT destination, last_error, last_error_kind, last_error_at, last_success_at, key_access
+                 FROM store_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(StoreHealth {
@@ -255,6 +267,7 @@ impl Index {
                         last_error_kind: r.get(2)?,
                         last_error_at: r.get(3)?,
                         last_success_at: r.get(4)?,
+                        key_access: r.get(5)?,
                     })
                 },
             )

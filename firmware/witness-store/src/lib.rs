@@ -140,6 +140,36 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// What a store key may do, as [`Store::check`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// Writes, and reads back (playback, `index rebuild`, verification after a lost receipt).
+    ReadWrite,
+    /// Writes only: uploads are verified by the server's answers; reading back needs the
+    /// separate read credentials.
+    WriteOnly,
+}
+
+impl KeyAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "read-write",
+            Self::WriteOnly => "write-only",
+        }
+    }
+
+    /// What it means for the operator, one line.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "writes recordings and can read them back",
+            Self::WriteOnly => {
+                "writes recordings (verified by the store on arrival) but cannot read, list or look at them: \
+                 playback of pruned recordings and `index rebuild` need `store set-read`"
+            }
+        }
+    }
+}
+
 /// What the store answered when an upload arrived: the checksum it computed and checked (one
 /// PUT) or the ETag of the completed object (multipart). Verification needs nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -327,10 +357,11 @@ impl Store {
         &self.describe
     }
 
-    /// Checks that the destination answers and accepts our credentials.
-    pub async fn check(&self) -> Result<()> {
+    /// Checks that the destination answers and accepts our credentials, and says what they may
+    /// do: a write-only key (the recorder's least privilege) passes as [`KeyAccess::WriteOnly`].
+    pub async fn check(&self) -> Result<KeyAccess> {
         match &self.backend {
-            Backend::Dir(d) => d.check().await,
+            Backend::Dir(d) => d.check().await.map(|()| KeyAccess::ReadWrite),
             Backend::S3(s) => s.check().await,
             Backend::Azure(a) => a.check().await,
         }

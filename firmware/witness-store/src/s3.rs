@@ -225,20 +225,21 @@ impl S3Store {
         Ok((b, k))
     }
 
-    pub(crate) async fn check(&self) -> Result<()> {
+    pub(crate) async fn check(&self) -> Result<crate::KeyAccess> {
         let exists = self.client.bucket_exists(&self.bucket).map_err(classify)?.build().send().await;
-        match exists.map_err(classify) {
+        let access = match exists.map_err(classify) {
             Ok(e) if !e.exists() => {
                 return Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket)));
             }
-            Ok(_) => {}
+            Ok(_) => crate::KeyAccess::ReadWrite,
             // A write-only key (s3:PutObject alone) may not look at the bucket: its writes will
             // say whether it works.
             Err(StoreError::Denied(m)) => {
                 tracing::info!(bucket = %self.bucket, reason = %m, "the store key cannot look at the bucket (write-only); writes will tell");
+                crate::KeyAccess::WriteOnly
             }
             Err(e) => return Err(e),
-        }
+        };
         if self.lock.is_some() {
             // A bucket without object lock would take the objects and silently not lock them
             // (or refuse each PUT): refuse before anything is sent.
@@ -250,7 +251,7 @@ impl S3Store {
                 Err(e) => return Err(no_lock(e.to_string())),
             }
         }
-        Ok(())
+        Ok(access)
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<()> {

@@ -221,7 +221,8 @@ impl Uploader {
         let held = dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
         let result = async {
             if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
-                store.check().await?;
+                let access = store.check().await?;
+                let _ = dir.index.store_key_access(access.as_str());
                 self.checked.store(true, std::sync::atomic::Ordering::Release);
             }
             if !path.exists() {
