@@ -172,7 +172,16 @@ fn refused_credentials_and_missing_bucket_show_in_sync_status() {
         let st = status(&b);
         (st["recent_errors"][0]["attempts"].as_u64().unwrap_or(0) >= 2).then_some(())
     });
-    let text = format!("{}{}", b.log(), serde_json::to_string(&st).unwrap());
+    // Each waiting upload is listed with why it waits and when it is tried next.
+    let st = status(&b);
+    let waiting = st["waiting"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{st}");
+    assert!(waiting[0]["reason"].as_str().unwrap().contains("refused the credentials"), "{st}");
+    assert!(waiting[0]["next_attempt_at"].as_str().unwrap().starts_with("20"), "{st}");
+    let shown = b.cli(&["sync", "status"], None);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("waiting:") && shown.contains("refused the credentials"), "{shown}");
+    let text = format!("{}{}{shown}", b.log(), serde_json::to_string(&st).unwrap());
     assert!(!text.contains("wrong-secret"), "the secret never reaches logs or status");
     let out = b.cli(&["sync", "now"], None);
     assert!(!out.status.success());

@@ -227,6 +227,18 @@ impl Index {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Every upload waiting to be tried again after a failure, soonest first: recording, attempts
+    /// so far, why it waits, when it is tried next (ms since the epoch).
+    pub fn waiting_uploads(&self) -> Result<Vec<(String, u32, String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT recording_id, attempts, last_error, next_attempt_at FROM uploads
+             WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY next_attempt_at, recording_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Records the outcome of talking to the store.
     pub fn store_contact(&self, destination: &str, error: Option<(&str, &str)>) -> Result<()> {
         let conn = self.conn();

@@ -128,6 +128,8 @@ struct Status {
     disk_used_percent: Option<u8>,
     high_watermark_percent: u8,
     refusing_sessions: bool,
+    /// Every upload waiting after a failure: why, how often tried, when it is tried next.
+    waiting: Vec<serde_json::Value>,
     /// What the store key was found able to do (`read-write`, `write-only`), once checked.
     key_access: Option<String>,
 }
@@ -174,6 +176,17 @@ fn status(dir: &DataDir) -> Result<Status> {
         high_watermark_percent: dir.config.high_watermark_percent,
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
+        waiting: dir
+            .index
+            .waiting_uploads()?
+            .into_iter()
+            .map(|(id, attempts, reason, next)| {
+                let next = time::OffsetDateTime::from_unix_timestamp_nanos(next as i128 * 1_000_000)
+                    .map(witness_index::format_time)
+                    .unwrap_or_default();
+                serde_json::json!({ "recording": id, "attempts": attempts, "reason": reason, "next_attempt_at": next })
+            })
+            .collect(),
     })
 }
 
@@ -206,6 +219,15 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             }
             if let Some(e) = &s.last_error {
                 println!("last error:  {e} (at {})", s.last_error_at.as_deref().unwrap_or("?"));
+            }
+            for w in &s.waiting {
+                println!(
+                    "waiting:     {} (tried {} times, next at {}): {}",
+                    w["recording"].as_str().unwrap_or(""),
+                    w["attempts"],
+                    w["next_attempt_at"].as_str().unwrap_or("?"),
+                    w["reason"].as_str().unwrap_or("")
+                );
             }
             for u in &s.unsealed {
                 println!(
