@@ -370,7 +370,8 @@ class H(http.server.BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
         # Once per object or part number, whatever the upload id of the attempt.
-        seen = re.sub(r"uploadId=[^&]*", "", self.path)
+        part = re.search(r"partNumber=([0-9]+)", self.path)
+        seen = (self.path.split("?")[0], part.group(1) if part else None)
         if CORRUPT and body and len(body) > 100000 and seen not in SEEN:
             SEEN.add(seen)
             body = body[:1000] + bytes([body[1000] ^ 1]) + body[1001:]
@@ -468,8 +469,8 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
 /// Uploads hash once: a recording's bytes go up signed with `UNSIGNED-PAYLOAD` (the SHA-256 and
 /// per-part MD5s from sealing ride along as checksums), and that is not a hole: a byte flipped on
 /// the way in a single PUT or in any part is caught (the server checks the PUT's SHA-256; each
-/// part's ETag must be its MD5 from sealing), the recording is not marked uploaded on it, and
-/// the retry stores it intact.
+/// part's ETag must be its MD5 from sealing; such a part is sent again in place), the recording
+/// is not marked uploaded on it, and what is stored is intact.
 #[test]
 fn uploads_send_sealing_checksums_unsigned_and_a_corrupted_body_is_caught() {
     let sshd = Sshd::start();

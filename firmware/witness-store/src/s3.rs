@@ -162,7 +162,7 @@ impl S3Store {
         key: &str,
         query: Multimap,
         mut headers: Multimap,
-        data: Vec<u8>,
+        data: bytes::Bytes,
     ) -> Result<reqwest::header::HeaderMap> {
         let (b, k) = self.names(key)?;
         let url = self
@@ -344,7 +344,7 @@ impl S3Store {
             };
             headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
         }
-        let answer = self.put_unsigned(key, Multimap::new(), headers, data).await?;
+        let answer = self.put_unsigned(key, Multimap::new(), headers, data.into()).await?;
         let text = |h: &str| answer.get(h).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
         Ok(crate::Receipt { sha256_b64: text("x-amz-checksum-sha256"), etag: text("etag") })
     }
@@ -409,20 +409,28 @@ impl S3Store {
                     query.add("uploadId", upload_id.as_str());
                     let mut headers = Multimap::new();
                     headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
-                    let answer = self.put_unsigned(key, query, headers, data).await?;
-                    let etag = answer
-                        .get("etag")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .trim_matches('"')
-                        .to_owned();
-                    if etag != hex::encode(md5) {
-                        return Err(StoreError::Mismatch {
-                            key: full.clone(),
-                            detail: format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5)),
-                        });
+                    // A part that arrived changed is sent again in place (a later good copy
+                    // replaces it), a few times, before the whole upload is given up.
+                    let body = bytes::Bytes::from(data);
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        let answer = self.put_unsigned(key, query.clone(), headers.clone(), body.clone()).await?;
+                        let etag = answer
+                            .get("etag")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                            .to_owned();
+                        if etag == hex::encode(md5) {
+                            return Ok::<_, StoreError>(Part { number, etag, size: len });
+                        }
+                        let detail = format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5));
+                        if tries >= 3 {
+                            return Err(StoreError::Mismatch { key: full.clone(), detail });
+                        }
+                        tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
                     }
-                    return Ok::<_, StoreError>(Part { number, etag, size: len });
                 }
                 let mut headers = Multimap::new();
                 if self.lock.is_some() {
