@@ -341,13 +341,14 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// like a bucket policy granting a recorder key `s3:PutObject` alone, and logs each request's
 /// method, path and answer.
 fn write_only_proxy(s3: &S3, log: &std::path::Path) -> (std::process::Child, u16) {
-    proxy(s3, log, false)
+    proxy(s3, log, false, false)
 }
 
 /// The write-only proxy; with `corrupt`, the first time each large body (a recording or one of
 /// its parts) passes, one byte of it is flipped on the way, as a bad link or a meddler would.
 /// Forwarded requests are logged with their `x-amz-content-sha256`.
-fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool) -> (std::process::Child, u16) {
+/// With `reads`, GET and HEAD are forwarded too and logged with their `Range`.
+fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool, reads: bool) -> (std::process::Child, u16) {
     let port = free_port();
     let script = format!(
         r#"
@@ -355,6 +356,7 @@ import http.server, http.client, re, socketserver, sys
 UP = ("127.0.0.1", {up})
 LOG = open({log:?}, "a", buffering=1)
 CORRUPT = {corrupt}
+READS = {reads}
 SEEN = set()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
@@ -389,8 +391,22 @@ class H(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
         LOG.write(f"{{self.command}} {{self.path}} {{r.status}} {{self.headers.get('x-amz-content-sha256')}}\n")
-    def do_GET(self): self.refuse()
-    def do_HEAD(self): self.refuse()
+    def do_GET(self): self.forward_read() if READS else self.refuse()
+    def do_HEAD(self): self.forward_read() if READS else self.refuse()
+    def forward_read(self):
+        c = http.client.HTTPConnection(*UP, timeout=120)
+        c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for k, v in self.headers.items(): c.putheader(k, v)
+        c.endheaders()
+        r = c.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"): self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD": self.wfile.write(data)
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} range={{self.headers.get('Range')}} {{len(data)}}\n")
     def do_PUT(self): self.forward()
     def do_POST(self): self.forward()
     def do_DELETE(self): self.forward()
@@ -401,6 +417,7 @@ S(("127.0.0.1", {port}), H).serve_forever()
         up = s3.port,
         log = log.display().to_string(),
         corrupt = if corrupt { "True" } else { "False" },
+        reads = if reads { "True" } else { "False" },
     );
     let child = Command::new("/usr/bin/python3").arg("-c").arg(script).stdout(Stdio::null()).spawn().unwrap();
     wait_for_port(port, "the write-only proxy");
@@ -477,7 +494,7 @@ fn uploads_send_sealing_checksums_unsigned_and_a_corrupted_body_is_caught() {
     let s3 = S3::start();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("requests.log");
-    let (mut proxy, port) = proxy(&s3, &log, true);
+    let (mut proxy, port) = proxy(&s3, &log, true, false);
     let mut b = Box::with_target(&sshd);
     b.configure("store", "part_size_mb = 5");
     let out = b.cli(
@@ -562,4 +579,61 @@ fn a_create_and_write_sas_uploads_and_verifies_without_reading_back() {
         .unwrap();
     assert_eq!(stdout(&out), "403", "a create+write SAS may not read");
     assert_blobs_intact(&b, &az);
+}
+
+/// Playback of a pruned recording streams: the box fetches the stored object in ranges
+/// (a window at a time, decrypted and hashed as it arrives), never with one whole GET.
+#[test]
+fn a_pruned_recording_is_fetched_in_ranges_for_export() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    // About 13 MB: two 8 MiB windows.
+    let out =
+        b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0; echo; echo last-line").output().unwrap();
+    assert!(out.status.success());
+    let rec = eventually(60, "uploaded and pruned", || {
+        let r = b.recordings();
+        (r.len() == 1 && r[0]["status"] == "uploaded" && !b.data().join(r[0]["path"].as_str().unwrap()).exists())
+            .then(|| r[0].clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let (mut proxy, port) = proxy(&s3, &log, false, true);
+    let out = b.cli(
+        &[
+            "store",
+            "set-read",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    let cast = b.export(rec["id"].as_str().unwrap());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(
+        cast.contains("last-line") && cast.len() > 10_000_000,
+        "the whole recording exported ({} bytes)",
+        cast.len()
+    );
+    let requests = std::fs::read_to_string(&log).unwrap();
+    eprintln!("reads:\n{requests}");
+    let id = rec["id"].as_str().unwrap();
+    let gets: Vec<&str> =
+        requests.lines().filter(|l| l.starts_with("GET ") && l.contains(&format!("{id}.cast"))).collect();
+    assert!(gets.len() >= 2, "fetched in more than one range: {gets:?}");
+    assert!(gets.iter().all(|l| l.contains("range=bytes=")), "every fetch of the recording is a range: {gets:?}");
+    let most = gets.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).max().unwrap();
+    assert!(most <= 8 * 1024 * 1024, "no answer bigger than one window ({most} bytes)");
 }

@@ -271,6 +271,14 @@ impl AzureStore {
         Ok(resp.bytes().await.map_err(net_error)?.to_vec())
     }
 
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let last = offset + len.max(1) - 1;
+        let req =
+            self.http.request(Method::GET, self.url(key, "")).header("x-ms-range", format!("bytes={offset}-{last}"));
+        let resp = self.send(req, "get blob range").await?;
+        Ok(resp.bytes().await.map_err(net_error)?.to_vec())
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let mut keys = Vec::new();
         let mut marker = String::new();

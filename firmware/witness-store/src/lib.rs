@@ -472,6 +472,16 @@ impl Store {
         }
     }
 
+    /// `len` bytes of `key` from `offset` (fewer at its end): for reading a large object a
+    /// window at a time instead of whole.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::Dir(d) => d.get_range(key, offset, len).await,
+            Backend::S3(s) => s.get_range(key, offset, len).await,
+            Backend::Azure(a) => a.get_range(key, offset, len).await,
+        }
+    }
+
     /// Keys under `prefix`, sorted.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         match &self.backend {

@@ -597,6 +597,21 @@ impl S3Store {
         Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
     }
 
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let full = self.key(key);
+        let resp = self
+            .client
+            .get_object(&self.bucket, &full)
+            .map_err(classify)?
+            .offset(Some(offset))
+            .length(Some(len))
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.key(prefix);
         // A delimiter no key contains gives a deep listing everywhere (an empty one confuses
