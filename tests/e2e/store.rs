@@ -66,6 +66,7 @@ fn small_and_multipart_uploads_are_verified_with_a_manifest() {
     assert_eq!(manifest["session"]["user"], "alice");
     let st = status(&b);
     assert_eq!((st["state"].as_str(), st["pending"].as_u64()), (Some("online"), Some(0)));
+    assert_eq!(st["key_access"], "read-write", "a key that may look at the bucket");
     assert!(b.audit_kinds().contains(&"recording_uploaded".to_string()));
 }
 
@@ -171,7 +172,16 @@ fn refused_credentials_and_missing_bucket_show_in_sync_status() {
         let st = status(&b);
         (st["recent_errors"][0]["attempts"].as_u64().unwrap_or(0) >= 2).then_some(())
     });
-    let text = format!("{}{}", b.log(), serde_json::to_string(&st).unwrap());
+    // Each waiting upload is listed with why it waits and when it is tried next.
+    let st = status(&b);
+    let waiting = st["waiting"].as_array().unwrap();
+    assert_eq!(waiting.len(), 1, "{st}");
+    assert!(waiting[0]["reason"].as_str().unwrap().contains("refused the credentials"), "{st}");
+    assert!(waiting[0]["next_attempt_at"].as_str().unwrap().starts_with("20"), "{st}");
+    let shown = b.cli(&["sync", "status"], None);
+    let shown = String::from_utf8_lossy(&shown.stdout).into_owned();
+    assert!(shown.contains("waiting:") && shown.contains("refused the credentials"), "{shown}");
+    let text = format!("{}{}{shown}", b.log(), serde_json::to_string(&st).unwrap());
     assert!(!text.contains("wrong-secret"), "the secret never reaches logs or status");
     let out = b.cli(&["sync", "now"], None);
     assert!(!out.status.success());
@@ -331,12 +341,23 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 /// like a bucket policy granting a recorder key `s3:PutObject` alone, and logs each request's
 /// method, path and answer.
 fn write_only_proxy(s3: &S3, log: &std::path::Path) -> (std::process::Child, u16) {
+    proxy(s3, log, false, false)
+}
+
+/// The write-only proxy; with `corrupt`, the first time each large body (a recording or one of
+/// its parts) passes, one byte of it is flipped on the way, as a bad link or a meddler would.
+/// Forwarded requests are logged with their `x-amz-content-sha256`.
+/// With `reads`, GET and HEAD are forwarded too and logged with their `Range`.
+fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool, reads: bool) -> (std::process::Child, u16) {
     let port = free_port();
     let script = format!(
         r#"
-import http.server, http.client, socketserver, sys
+import http.server, http.client, re, socketserver, sys
 UP = ("127.0.0.1", {up})
 LOG = open({log:?}, "a", buffering=1)
+CORRUPT = {corrupt}
+READS = {reads}
+SEEN = set()
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def refuse(self):
@@ -350,6 +371,13 @@ class H(http.server.BaseHTTPRequestHandler):
     def forward(self):
         n = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(n) if n else None
+        # Once per object or part number, whatever the upload id of the attempt.
+        part = re.search(r"partNumber=([0-9]+)", self.path)
+        seen = (self.path.split("?")[0], part.group(1) if part else None)
+        if CORRUPT and body and len(body) > 100000 and seen not in SEEN:
+            SEEN.add(seen)
+            body = body[:1000] + bytes([body[1000] ^ 1]) + body[1001:]
+            LOG.write(f"CORRUPTED {{self.path}}\n")
         c = http.client.HTTPConnection(*UP, timeout=120)
         c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
         for k, v in self.headers.items(): c.putheader(k, v)
@@ -362,9 +390,23 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        LOG.write(f"{{self.command}} {{self.path}} {{r.status}}\n")
-    def do_GET(self): self.refuse()
-    def do_HEAD(self): self.refuse()
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} {{self.headers.get('x-amz-content-sha256')}}\n")
+    def do_GET(self): self.forward_read() if READS else self.refuse()
+    def do_HEAD(self): self.forward_read() if READS else self.refuse()
+    def forward_read(self):
+        c = http.client.HTTPConnection(*UP, timeout=120)
+        c.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+        for k, v in self.headers.items(): c.putheader(k, v)
+        c.endheaders()
+        r = c.getresponse()
+        data = r.read()
+        self.send_response(r.status)
+        for k, v in r.getheaders():
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"): self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD": self.wfile.write(data)
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} range={{self.headers.get('Range')}} {{len(data)}}\n")
     def do_PUT(self): self.forward()
     def do_POST(self): self.forward()
     def do_DELETE(self): self.forward()
@@ -374,6 +416,8 @@ S(("127.0.0.1", {port}), H).serve_forever()
 "#,
         up = s3.port,
         log = log.display().to_string(),
+        corrupt = if corrupt { "True" } else { "False" },
+        reads = if reads { "True" } else { "False" },
     );
     let child = Command::new("/usr/bin/python3").arg("-c").arg(script).stdout(Stdio::null()).spawn().unwrap();
     wait_for_port(port, "the write-only proxy");
@@ -432,6 +476,81 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
         "a multipart upload completed"
     );
     assert!(requests.lines().any(|l| l.starts_with("PUT ") && l.contains("manifest.json")), "manifests were written");
+    // `sync status` says what the key can and cannot do.
+    assert_eq!(status(&b)["key_access"], "write-only");
+    let text = b.cli(&["sync", "status"], None);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("store key:   write-only") && text.contains("store set-read"), "{text}");
+}
+
+/// Uploads hash once: a recording's bytes go up signed with `UNSIGNED-PAYLOAD` (the SHA-256 and
+/// per-part MD5s from sealing ride along as checksums), and that is not a hole: a byte flipped on
+/// the way in a single PUT or in any part is caught (the server checks the PUT's SHA-256; each
+/// part's ETag must be its MD5 from sealing; such a part is sent again in place), the recording
+/// is not marked uploaded on it, and what is stored is intact.
+#[test]
+fn uploads_send_sealing_checksums_unsigned_and_a_corrupted_body_is_caught() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let (mut proxy, port) = proxy(&s3, &log, true, false);
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "part_size_mb = 5");
+    let out = b.cli(
+        &[
+            "store",
+            "set",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set: {}", stderr(&out));
+    b.serve();
+    // About 1.3 MB (one PUT) and 13 MB (three parts).
+    assert!(b.ssh("alice@web01").arg("head -c 1000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
+    eventually(90, "both recordings uploaded after the corrupted sends", || {
+        let r = b.recordings();
+        (r.len() == 2 && r.iter().all(|r| r["status"] == "uploaded")).then_some(())
+    });
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert_stored_intact(&b, &s3);
+    let requests = std::fs::read_to_string(&log).unwrap();
+    eprintln!("requests:\n{requests}");
+    let corrupted: Vec<&str> = requests.lines().filter(|l| l.starts_with("CORRUPTED ")).collect();
+    assert!(corrupted.len() >= 4, "the single PUT and the three parts were each corrupted once: {corrupted:?}");
+    // Every corrupted object or part was sent again (a part perhaps in a new multipart upload),
+    // and that is what is stored.
+    let what = |path: &str| {
+        let (object, query) = path.split_once('?').unwrap_or((path, ""));
+        let part = query.split('&').find(|p| p.starts_with("partNumber=")).unwrap_or("").to_owned();
+        (object.to_owned(), part)
+    };
+    for c in &corrupted {
+        let target = what(c.trim_start_matches("CORRUPTED "));
+        let sent = requests
+            .lines()
+            .filter_map(|l| l.strip_prefix("PUT "))
+            .filter(|l| what(l.split(' ').next().unwrap()) == target)
+            .count();
+        assert!(sent >= 2, "{target:?} was sent again after its corruption ({sent} sends)");
+    }
+    // The recordings' bytes (not the small manifests) went up unsigned: nothing hashed them.
+    let bodies: Vec<&str> = requests
+        .lines()
+        .filter(|l| l.starts_with("PUT ") && !l.contains("manifest") && !l.contains("?uploads"))
+        .collect();
+    assert!(!bodies.is_empty());
+    assert!(bodies.iter().all(|l| l.ends_with(" UNSIGNED-PAYLOAD")), "recording bodies are sent unsigned: {bodies:?}");
 }
 
 /// Write-only on Azure too: a SAS with create and write alone (no read, no list) uploads and
@@ -460,4 +579,61 @@ fn a_create_and_write_sas_uploads_and_verifies_without_reading_back() {
         .unwrap();
     assert_eq!(stdout(&out), "403", "a create+write SAS may not read");
     assert_blobs_intact(&b, &az);
+}
+
+/// Playback of a pruned recording streams: the box fetches the stored object in ranges
+/// (a window at a time, decrypted and hashed as it arrives), never with one whole GET.
+#[test]
+fn a_pruned_recording_is_fetched_in_ranges_for_export() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    // About 13 MB: two 8 MiB windows.
+    let out =
+        b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0; echo; echo last-line").output().unwrap();
+    assert!(out.status.success());
+    let rec = eventually(60, "uploaded and pruned", || {
+        let r = b.recordings();
+        (r.len() == 1 && r[0]["status"] == "uploaded" && !b.data().join(r[0]["path"].as_str().unwrap()).exists())
+            .then(|| r[0].clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("requests.log");
+    let (mut proxy, port) = proxy(&s3, &log, false, true);
+    let out = b.cli(
+        &[
+            "store",
+            "set-read",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    let cast = b.export(rec["id"].as_str().unwrap());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    assert!(
+        cast.contains("last-line") && cast.len() > 10_000_000,
+        "the whole recording exported ({} bytes)",
+        cast.len()
+    );
+    let requests = std::fs::read_to_string(&log).unwrap();
+    eprintln!("reads:\n{requests}");
+    let id = rec["id"].as_str().unwrap();
+    let gets: Vec<&str> =
+        requests.lines().filter(|l| l.starts_with("GET ") && l.contains(&format!("{id}.cast"))).collect();
+    assert!(gets.len() >= 2, "fetched in more than one range: {gets:?}");
+    assert!(gets.iter().all(|l| l.contains("range=bytes=")), "every fetch of the recording is a range: {gets:?}");
+    let most = gets.iter().map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap()).max().unwrap();
+    assert!(most <= 8 * 1024 * 1024, "no answer bigger than one window ({most} bytes)");
 }

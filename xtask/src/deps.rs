@@ -69,6 +69,25 @@ const SANS_IO: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Workspace crates whose direct normal dependencies are exactly named: the archive crate
+/// decides (pure functions) and reaches the store, index and recordings only through their
+/// owning crates, never a client library of its own.
+const ALLOWED: &[(&str, &[&str])] = &[(
+    "witness-archive",
+    &[
+        "serde",
+        "serde_json",
+        "thiserror",
+        "tracing",
+        "tokio",
+        "tokio-util",
+        "witness-core",
+        "witness-index",
+        "witness-recorder",
+        "witness-store",
+    ],
+)];
+
 /// Workspace crates that are tooling, not the product.
 const TOOLING: &[&str] = &["xtask", "tests", "witness-fuzz"];
 
@@ -123,6 +142,11 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
                 continue;
             }
             let dep = d["name"].as_str().unwrap_or_default();
+            for (krate, allowed) in ALLOWED {
+                if me == *krate && !allowed.contains(&dep) {
+                    out.push(format!("{me} -> {dep}: {krate} may depend only on {}", allowed.join(", ")));
+                }
+            }
             for (pattern, owners) in OWNERS {
                 if matches(pattern, dep) && !owners.contains(&me) {
                     out.push(format!("{me} -> {dep}: only {} may use {pattern}", owners.join(", ")));
@@ -223,6 +247,26 @@ mod tests {
                 "witness-index -> russh: only witness-ssh may use russh".to_owned(),
                 "witness-ssh -> witness-board: firmware and board crates meet only in the binary (witness)".to_owned(),
             ]
+        );
+    }
+
+    #[test]
+    fn the_archive_crate_depends_only_on_what_it_is_allowed() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["a"],
+            "packages": [{
+                "id": "a", "name": "witness-archive", "manifest_path": "/w/firmware/witness-archive/Cargo.toml",
+                "dependencies": [
+                    {"name": "witness-store", "kind": null},
+                    {"name": "ureq", "kind": null},
+                    {"name": "tempfile", "kind": "dev"},
+                ],
+            }],
+            "resolve": {"nodes": []},
+        });
+        assert_eq!(
+            violations(&metadata).unwrap(),
+            vec![format!("witness-archive -> ureq: witness-archive may depend only on {}", ALLOWED[0].1.join(", "))]
         );
     }
 

@@ -163,6 +163,11 @@ const STEPS: &[&str] = &[
     // 12: whether a video's picture after its last missed screen update is unverified (no full
     // redraw was seen before the session ended); NULL or 0: verified, or nothing missed.
     "ALTER TABLE recordings ADD COLUMN screen_unverified INTEGER;",
+    // 13: the MD5 of each upload part of the stored file, computed while sealing (`SIZE:HEX…`),
+    // so an upload sends precomputed checksums instead of hashing the file again.
+    // What the store key was found able to do (`read-write`, `write-only`), for `sync status`.
+    "ALTER TABLE recordings ADD COLUMN part_digests TEXT;
+    ALTER TABLE store_state ADD COLUMN key_access TEXT;",
 ];
 
 /// The schema version this build brings an index to.

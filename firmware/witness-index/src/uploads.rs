@@ -28,6 +28,8 @@ pub struct UploadJob {
     pub attempts: u32,
     pub upload_id: Option<String>,
     pub parts: Vec<PartRecord>,
+    /// The stored file's per-part MD5s as sealing computed them (`SIZE:HEX…`), if it did.
+    pub part_digests: Option<String>,
 }
 
 /// What is waiting to be uploaded.
@@ -47,6 +49,9 @@ pub struct StoreHealth {
     pub last_error_kind: Option<String>,
     pub last_error_at: Option<String>,
     pub last_success_at: Option<String>,
+    /// What the store key was found able to do, when it was last checked (`read-write`,
+    /// `write-only`).
+    pub key_access: Option<String>,
 }
 
 impl Index {
@@ -98,7 +103,7 @@ impl Index {
         let candidates = {
             let mut stmt = tx.prepare(
                 "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
-                        u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner
+                        u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner, r.part_digests
                  FROM uploads u JOIN recordings r ON r.id = u.recording_id
                  WHERE u.state = 'pending' AND u.next_attempt_at <= ?1
                  ORDER BY u.next_attempt_at, u.created_at",
@@ -115,6 +120,7 @@ impl Index {
                         attempts: r.get(6)?,
                         upload_id: r.get(7)?,
                         parts: Vec::new(),
+                        part_digests: r.get(11)?,
                     },
                     r.get::<_, String>(8)?,
                     r.get::<_, i64>(9)?,
@@ -142,6 +148,12 @@ impl Index {
     pub fn renew_lease(&self, recording_id: &str, until_ms: i64) -> Result<()> {
         self.conn()
             .execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
+        Ok(())
+    }
+
+    /// Keeps the stored file's per-part digests that sealing computed (see [`UploadJob::part_digests`]).
+    pub fn set_part_digests(&self, recording_id: &str, digests: &str) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET part_digests = ?2 WHERE id = ?1", (recording_id, digests))?;
         Ok(())
     }
 
@@ -215,6 +227,18 @@ impl Index {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
+    /// Every upload waiting to be tried again after a failure, soonest first: recording, attempts
+    /// so far, why it waits, when it is tried next (ms since the epoch).
+    pub fn waiting_uploads(&self) -> Result<Vec<(String, u32, String, i64)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT recording_id, attempts, last_error, next_attempt_at FROM uploads
+             WHERE state = 'pending' AND last_error IS NOT NULL ORDER BY next_attempt_at, recording_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// Records the outcome of talking to the store.
     pub fn store_contact(&self, destination: &str, error: Option<(&str, &str)>) -> Result<()> {
         let conn = self.conn();
@@ -233,11 +257,20 @@ impl Index {
         Ok(())
     }
 
+    /// Notes what the store key was found able to do (see [`StoreHealth::key_access`]).
+    pub fn store_key_access(&self, access: &str) -> Result<()> {
+        let conn = self.conn();
+        conn.execute("INSERT INTO store_state(id) VALUES (1) ON CONFLICT(id) DO NOTHING", [])?;
+        conn.execute("UPDATE store_state SET key_access = ?1 WHERE id = 1", [access])?;
+        Ok(())
+    }
+
     pub fn store_health(&self) -> Result<StoreHealth> {
         Ok(self
             .conn()
             .query_row(
-                "SELECT destination, last_error, last_error_kind, last_error_at, last_success_at FROM store_state WHERE id = 1",
+                "SELECT destination, last_error, last_error_kind, last_error_at, last_success_at, key_access
+                 FROM store_state WHERE id = 1",
                 [],
                 |r| {
                     Ok(StoreHealth {
@@ -246,6 +279,7 @@ impl Index {
                         last_error_kind: r.get(2)?,
                         last_error_at: r.get(3)?,
                         last_success_at: r.get(4)?,
+                        key_access: r.get(5)?,
                     })
                 },
             )

@@ -72,6 +72,11 @@ impl<R: Read> PlainReader<R> {
         hex::encode(self.hash.clone().finalize())
     }
 
+    /// The source the stored bytes come from (e.g. to ask a digesting reader what it saw).
+    pub fn get_ref(&self) -> &R {
+        self.inner.get_ref()
+    }
+
     /// Bytes of the stored file read so far.
     pub fn stored_len(&self) -> u64 {
         self.offset

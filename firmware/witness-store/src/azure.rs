@@ -97,29 +97,35 @@ impl AzureStore {
         })
     }
 
-    pub(crate) async fn check(&self) -> Result<()> {
+    pub(crate) async fn check(&self) -> Result<crate::KeyAccess> {
         // A HEAD on a blob that need not exist: needs only read permission, tells a missing
         // container from a refused token.
         match self.send(self.http.head(self.url(".witness-probe", "")), "checking the container").await {
-            Ok(_) | Err(StoreError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(StoreError::NotFound(_)) => Ok(crate::KeyAccess::ReadWrite),
             // A SAS with create and write only (the recorder's least privilege) may not read:
             // its writes will tell whether it works.
             Err(StoreError::Denied(m)) if m.contains("AuthorizationPermissionMismatch") => {
                 tracing::info!(reason = %m, "the SAS cannot read (write-only); writes will tell");
-                Ok(())
+                Ok(crate::KeyAccess::WriteOnly)
             }
             Err(e) => Err(e),
         }
     }
 
     pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        self.put_blob(key, data, None).await.map(|_| ())
+        self.put_blob(key, data, None, None).await.map(|_| ())
     }
 
     /// The service checks the Content-MD5 on arrival; its 201 (with the blob's ETag) is the
     /// receipt.
-    async fn put_blob(&self, key: &str, data: Vec<u8>, sha256: Option<&str>) -> Result<crate::Receipt> {
-        let md5 = b64(&md5::Md5::digest(&data));
+    async fn put_blob(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        sha256: Option<&str>,
+        md5: Option<[u8; 16]>,
+    ) -> Result<crate::Receipt> {
+        let md5 = b64(&md5.unwrap_or_else(|| md5::Md5::digest(&data).into()));
         let mut req = self
             .http
             .put(self.url(key, ""))
@@ -140,11 +146,13 @@ impl AzureStore {
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
-        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _ } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _, .. } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        // The MD5s sealing took, when they fit: nothing is hashed again here.
+        let sealed = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
-            let receipt = self.put_blob(key, data, Some(sha256)).await?;
+            let receipt = self.put_blob(key, data, Some(sha256), sealed.map(|d| d.md5[0])).await?;
             progress.sent(size);
             throttle.sent(size).await;
             return Ok(receipt);
@@ -160,7 +168,10 @@ impl AzureStore {
             let offset = (number as u64 - 1) * part_size;
             let len = part_size.min(size - offset);
             let data = crate::read_range(path, offset, len).await?;
-            let md5 = md5::Md5::digest(&data);
+            let md5: [u8; 16] = match sealed {
+                Some(d) => d.md5[number as usize - 1],
+                None => md5::Md5::digest(&data).into(),
+            };
             let extra = format!("comp=block&blockid={}", encode_query(&block_id(number)));
             let req = self.http.put(self.url(key, &extra)).header("Content-MD5", b64(&md5)).body(data);
             self.send(req, "put block").await?;
@@ -257,6 +268,14 @@ impl AzureStore {
 
     pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let resp = self.send(self.http.request(Method::GET, self.url(key, "")), "get blob").await?;
+        Ok(resp.bytes().await.map_err(net_error)?.to_vec())
+    }
+
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let last = offset + len.max(1) - 1;
+        let req =
+            self.http.request(Method::GET, self.url(key, "")).header("x-ms-range", format!("bytes={offset}-{last}"));
+        let resp = self.send(req, "get blob range").await?;
         Ok(resp.bytes().await.map_err(net_error)?.to_vec())
     }
 

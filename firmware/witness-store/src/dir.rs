@@ -123,6 +123,24 @@ impl DirStore {
         .await
     }
 
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let path = self.object(key)?;
+        let key = key.to_owned();
+        blocking(move || {
+            use std::io::{Read, Seek, SeekFrom};
+            let err = |e: std::io::Error| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::NotFound(key.clone()),
+                _ => StoreError::Unreachable(e.to_string()),
+            };
+            let mut f = std::fs::File::open(&path).map_err(err)?;
+            f.seek(SeekFrom::Start(offset)).map_err(err)?;
+            let mut buf = Vec::new();
+            f.take(len).read_to_end(&mut buf).map_err(err)?;
+            Ok(buf)
+        })
+        .await
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let root = self.root.clone();
         let prefix = prefix.to_owned();

@@ -6,8 +6,12 @@
 //! S3 or Azure. Secrets never appear in [`Store::describe`], errors or logs.
 
 mod azure;
+mod digests;
 mod dir;
 mod s3;
+mod sigv4;
+
+pub use digests::{PartDigests, PartTee};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -136,6 +140,36 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// What a store key may do, as [`Store::check`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyAccess {
+    /// Writes, and reads back (playback, `index rebuild`, verification after a lost receipt).
+    ReadWrite,
+    /// Writes only: uploads are verified by the server's answers; reading back needs the
+    /// separate read credentials.
+    WriteOnly,
+}
+
+impl KeyAccess {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "read-write",
+            Self::WriteOnly => "write-only",
+        }
+    }
+
+    /// What it means for the operator, one line.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Self::ReadWrite => "writes recordings and can read them back",
+            Self::WriteOnly => {
+                "writes recordings (verified by the store on arrival) but cannot read, list or look at them: \
+                 playback of pruned recordings and `index rebuild` need `store set-read`"
+            }
+        }
+    }
+}
+
 /// What the store answered when an upload arrived: the checksum it computed and checked (one
 /// PUT) or the ETag of the completed object (multipart). Verification needs nothing else.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -210,11 +244,22 @@ pub trait Progress: Send {
     fn sent(&mut self, bytes: u64);
 }
 
+/// What sealing computed of a stored recording, sent along with it so nothing is hashed again.
+#[derive(Debug, Clone, Copy)]
+pub struct Checksums<'a> {
+    /// The file's SHA-256, hex.
+    pub sha256: &'a str,
+    /// Its parts' MD5s, when sealing computed them.
+    pub parts: Option<&'a PartDigests>,
+}
+
 /// One file upload as the backends see it.
 pub(crate) struct FileUpload<'a> {
     pub key: &'a str,
     pub path: &'a Path,
     pub sha256: &'a str,
+    /// The parts' MD5s from sealing, when they fit this file and `part_size`.
+    pub digests: Option<&'a PartDigests>,
     pub part_size: u64,
     pub throttle: &'a Throttle,
     pub legal_hold: bool,
@@ -312,39 +357,52 @@ impl Store {
         &self.describe
     }
 
-    /// Checks that the destination answers and accepts our credentials.
-    pub async fn check(&self) -> Result<()> {
+    /// Checks that the destination answers and accepts our credentials, and says what they may
+    /// do: a write-only key (the recorder's least privilege) passes as [`KeyAccess::WriteOnly`].
+    pub async fn check(&self) -> Result<KeyAccess> {
         match &self.backend {
-            Backend::Dir(d) => d.check().await,
+            Backend::Dir(d) => d.check().await.map(|()| KeyAccess::ReadWrite),
             Backend::S3(s) => s.check().await,
             Backend::Azure(a) => a.check().await,
         }
     }
 
-    /// Uploads `path` (whose SHA-256 is `sha256`) as `key`, resuming from `resume`. Does not
-    /// verify: call [`Store::verify`] with the final part list and the receipt this returns.
+    /// Uploads `path` (with its checksums from sealing) as `key`, resuming from `resume`.
+    /// Nothing is hashed again where those checksums fit: they go to the server, which checks
+    /// them on arrival. Does not verify: call [`Store::verify`] with the final part list and the receipt this returns.
     /// `legal_hold` puts an S3 Object Lock legal hold on the object where object lock is
     /// configured.
     pub async fn put_file(
         &self,
         key: &str,
         path: &Path,
-        sha256: &str,
+        sums: Checksums<'_>,
         resume: Resume,
         legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<Option<Receipt>> {
+        let Checksums { sha256, parts: digests } = sums;
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
-            Backend::S3(s) => s.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some),
+            Backend::S3(s) => {
+                s.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
+            }
             Backend::Azure(a) => {
-                a.put_file(&self.upload(key, path, sha256, legal_hold), resume, progress).await.map(Some)
+                a.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
             }
         }
     }
 
-    fn upload<'a>(&'a self, key: &'a str, path: &'a Path, sha256: &'a str, legal_hold: bool) -> FileUpload<'a> {
-        FileUpload { key, path, sha256, part_size: self.tuning.part_size, throttle: &self.throttle, legal_hold }
+    fn upload<'a>(
+        &'a self,
+        key: &'a str,
+        path: &'a Path,
+        sha256: &'a str,
+        digests: Option<&'a PartDigests>,
+        legal_hold: bool,
+    ) -> FileUpload<'a> {
+        let part_size = self.tuning.part_size;
+        FileUpload { key, path, sha256, digests, part_size, throttle: &self.throttle, legal_hold }
     }
 
     /// The object lock every write gets, when configured (S3 only).
@@ -411,6 +469,16 @@ impl Store {
             Backend::Dir(d) => d.get(key).await,
             Backend::S3(s) => s.get(key).await,
             Backend::Azure(a) => a.get(key).await,
+        }
+    }
+
+    /// `len` bytes of `key` from `offset` (fewer at its end): for reading a large object a
+    /// window at a time instead of whole.
+    pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        match &self.backend {
+            Backend::Dir(d) => d.get_range(key, offset, len).await,
+            Backend::S3(s) => s.get_range(key, offset, len).await,
+            Backend::Azure(a) => a.get_range(key, offset, len).await,
         }
     }
 

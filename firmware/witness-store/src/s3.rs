@@ -27,6 +27,38 @@ pub(crate) struct S3Store {
     bucket: String,
     prefix: String,
     pub(crate) lock: Option<ObjectLock>,
+    /// For the requests that carry a recording's bytes, signed here with `UNSIGNED-PAYLOAD`
+    /// (the client above would hash every byte to sign it).
+    base: BaseUrl,
+    creds: (String, String),
+    http: reqwest::Client,
+}
+
+/// The error an S3 server answered a request of ours with (`<Code>`, `<Message>`).
+fn answered(status: u16, body: &str, key: &str) -> StoreError {
+    let tag = |t: &str| -> String {
+        let open = format!("<{t}>");
+        body.find(&open)
+            .and_then(|i| {
+                let rest = &body[i + open.len()..];
+                rest.find(&format!("</{t}>")).map(|j| rest[..j].to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let (code, message) = (tag("Code"), tag("Message"));
+    let msg = if code.is_empty() { format!("HTTP {status}") } else { format!("{code}: {message}") };
+    match code.as_str() {
+        "NoSuchBucket" => StoreError::NoBucket(msg),
+        "NoSuchKey" | "NoSuchUpload" => StoreError::NotFound(msg),
+        "AccessDenied" | "SignatureDoesNotMatch" | "NotSignedUp" | "InvalidAccessKeyId" | "ExpiredToken" => {
+            StoreError::Denied(msg)
+        }
+        "BadDigest" | "InvalidDigest" | "XAmzContentChecksumMismatch" => {
+            StoreError::Mismatch { key: key.to_owned(), detail: format!("refused on arrival: {msg}") }
+        }
+        _ if status == 403 => StoreError::Denied(msg),
+        _ => StoreError::Other(msg),
+    }
 }
 
 /// Sorts the crate's errors into what the operator should do.
@@ -113,12 +145,61 @@ impl S3Store {
         let mut base: BaseUrl =
             endpoint.parse().map_err(|e: ValidationErr| StoreError::Config(format!("endpoint {endpoint:?}: {e}")))?;
         base.region = Region::new(region.unwrap_or("us-east-1")).map_err(|e| StoreError::Config(e.to_string()))?;
-        let client = MinioClientBuilder::new(base)
+        BucketName::new(bucket).map_err(|e| StoreError::Config(format!("bucket {bucket:?}: {e}")))?;
+        let http = reqwest::Client::builder().build().map_err(|e| StoreError::Config(e.to_string()))?;
+        let client = MinioClientBuilder::new(base.clone())
             .provider(Some(StaticProvider::new(ak, sk, None)))
             .build()
             .map_err(|e| StoreError::Config(e.to_string()))?;
-        BucketName::new(bucket).map_err(|e| StoreError::Config(format!("bucket {bucket:?}: {e}")))?;
-        Ok(Self { client, bucket: bucket.to_owned(), prefix: prefix.to_owned(), lock })
+        let creds = (ak.to_owned(), sk.to_owned());
+        Ok(Self { client, bucket: bucket.to_owned(), prefix: prefix.to_owned(), lock, base, creds, http })
+    }
+
+    /// A PUT of `data` as `key`, signed with `UNSIGNED-PAYLOAD`: `headers` carry the checksums
+    /// computed at sealing, which the server checks against the body on arrival.
+    async fn put_unsigned(
+        &self,
+        key: &str,
+        query: Multimap,
+        mut headers: Multimap,
+        data: bytes::Bytes,
+    ) -> Result<reqwest::header::HeaderMap> {
+        let (b, k) = self.names(key)?;
+        let url = self
+            .base
+            .build_url(&reqwest::Method::PUT, &self.base.region, &query, Some(&b), Some(&k))
+            .map_err(|e| StoreError::Config(e.to_string()))?;
+        headers.add("Host", url.host_header_value());
+        let date = minio::s3::utils::to_amz_date(minio::s3::utils::utc_now());
+        let creds = (self.creds.0.as_str(), self.creds.1.as_str());
+        let region = self.base.region.as_str().to_owned();
+        crate::sigv4::sign(
+            "PUT",
+            &url.path,
+            &query,
+            &mut headers,
+            &region,
+            creds,
+            &date,
+            crate::sigv4::UNSIGNED_PAYLOAD,
+        );
+        let mut req = self.http.put(url.to_string());
+        for (name, values) in headers.iter_all() {
+            if name.eq_ignore_ascii_case("host") {
+                continue; // reqwest sends the same from the URL
+            }
+            for v in values {
+                req = req.header(name, v);
+            }
+        }
+        let resp = req.body(data).send().await.map_err(|e| StoreError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let answer = resp.headers().clone();
+        if !status.is_success() {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(answered(status.as_u16(), &body, &self.key(key)));
+        }
+        Ok(answer)
     }
 
     /// Object Lock headers for a write now: retention when configured, and the legal hold.
@@ -144,20 +225,21 @@ impl S3Store {
         Ok((b, k))
     }
 
-    pub(crate) async fn check(&self) -> Result<()> {
+    pub(crate) async fn check(&self) -> Result<crate::KeyAccess> {
         let exists = self.client.bucket_exists(&self.bucket).map_err(classify)?.build().send().await;
-        match exists.map_err(classify) {
+        let access = match exists.map_err(classify) {
             Ok(e) if !e.exists() => {
                 return Err(StoreError::NoBucket(format!("bucket {:?} does not exist", self.bucket)));
             }
-            Ok(_) => {}
+            Ok(_) => crate::KeyAccess::ReadWrite,
             // A write-only key (s3:PutObject alone) may not look at the bucket: its writes will
             // say whether it works.
             Err(StoreError::Denied(m)) => {
                 tracing::info!(bucket = %self.bucket, reason = %m, "the store key cannot look at the bucket (write-only); writes will tell");
+                crate::KeyAccess::WriteOnly
             }
             Err(e) => return Err(e),
-        }
+        };
         if self.lock.is_some() {
             // A bucket without object lock would take the objects and silently not lock them
             // (or refuse each PUT): refuse before anything is sent.
@@ -169,7 +251,7 @@ impl S3Store {
                 Err(e) => return Err(no_lock(e.to_string())),
             }
         }
-        Ok(())
+        Ok(access)
     }
 
     pub(crate) async fn delete(&self, key: &str) -> Result<()> {
@@ -238,6 +320,35 @@ impl S3Store {
         })
     }
 
+    /// A recording small enough for one PUT: its SHA-256 from sealing goes as
+    /// `x-amz-checksum-sha256`, which the server checks and reports back (the receipt).
+    async fn put_file_single(
+        &self,
+        key: &str,
+        data: Vec<u8>,
+        sha256_hex: &str,
+        digests: Option<&crate::PartDigests>,
+        legal_hold: bool,
+    ) -> Result<crate::Receipt> {
+        let Some(checksum) = sha256_b64(sha256_hex) else {
+            return self.put_single(key, data.into(), Some(sha256_hex), legal_hold).await;
+        };
+        let mut headers = self.lock_headers(legal_hold);
+        headers.add("x-amz-meta-sha256", sha256_hex);
+        headers.add("x-amz-sdk-checksum-algorithm", "SHA256");
+        headers.add("x-amz-checksum-sha256", checksum.as_str());
+        if self.lock.is_some() {
+            let md5: [u8; 16] = match digests {
+                Some(d) => d.md5[0],
+                None => md5::Md5::digest(&data).into(),
+            };
+            headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
+        }
+        let answer = self.put_unsigned(key, Multimap::new(), headers, data.into()).await?;
+        let text = |h: &str| answer.get(h).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
+        Ok(crate::Receipt { sha256_b64: text("x-amz-checksum-sha256"), etag: text("etag") })
+    }
+
     pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>, legal_hold: bool) -> Result<()> {
         self.put_single(key, data.into(), None, legal_hold).await.map(|_| ())
     }
@@ -248,11 +359,12 @@ impl S3Store {
         mut resume: Resume,
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
-        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold, .. } = *up;
         let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        let digests = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
-            let receipt = self.put_single(key, data.into(), Some(sha256), legal_hold).await?;
+            let receipt = self.put_file_single(key, data, sha256, digests, legal_hold).await?;
             progress.sent(size);
             throttle.sent(size).await;
             return Ok(receipt);
@@ -288,6 +400,38 @@ impl S3Store {
                 let offset = (number as u64 - 1) * part_size;
                 let len = part_size.min(size - offset);
                 let data = crate::read_range(path, offset, len).await?;
+                if let Some(d) = digests {
+                    // The part's MD5 from sealing: the server checks the body against it, and
+                    // its ETag must be that MD5, so nothing is hashed here.
+                    let md5 = d.md5[number as usize - 1];
+                    let mut query = Multimap::new();
+                    query.add("partNumber", number.to_string());
+                    query.add("uploadId", upload_id.as_str());
+                    let mut headers = Multimap::new();
+                    headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
+                    // A part that arrived changed is sent again in place (a later good copy
+                    // replaces it), a few times, before the whole upload is given up.
+                    let body = bytes::Bytes::from(data);
+                    let mut tries = 0;
+                    loop {
+                        tries += 1;
+                        let answer = self.put_unsigned(key, query.clone(), headers.clone(), body.clone()).await?;
+                        let etag = answer
+                            .get("etag")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                            .to_owned();
+                        if etag == hex::encode(md5) {
+                            return Ok::<_, StoreError>(Part { number, etag, size: len });
+                        }
+                        let detail = format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5));
+                        if tries >= 3 {
+                            return Err(StoreError::Mismatch { key: full.clone(), detail });
+                        }
+                        tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
+                    }
+                }
                 let mut headers = Multimap::new();
                 if self.lock.is_some() {
                     // Parts of a locked object need Content-MD5 too.
@@ -453,6 +597,21 @@ impl S3Store {
         Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
     }
 
+    pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        let full = self.key(key);
+        let resp = self
+            .client
+            .get_object(&self.bucket, &full)
+            .map_err(classify)?
+            .offset(Some(offset))
+            .length(Some(len))
+            .build()
+            .send()
+            .await
+            .map_err(classify)?;
+        Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
+    }
+
     pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<String>> {
         let full = self.key(prefix);
         // A delimiter no key contains gives a deep listing everywhere (an empty one confuses
@@ -476,5 +635,21 @@ impl S3Store {
         }
         keys.sort();
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_sorted_by_what_the_operator_does() {
+        let xml = |code: &str| format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>");
+        assert!(matches!(answered(403, &xml("AccessDenied"), "k"), StoreError::Denied(m) if m == "AccessDenied: m"));
+        assert!(matches!(answered(403, "", "k"), StoreError::Denied(_)));
+        assert!(matches!(answered(404, &xml("NoSuchBucket"), "k"), StoreError::NoBucket(_)));
+        assert!(matches!(answered(404, &xml("NoSuchUpload"), "k"), StoreError::NotFound(_)));
+        assert!(matches!(answered(400, &xml("BadDigest"), "k"), StoreError::Mismatch { .. }));
+        assert!(matches!(answered(500, &xml("InternalError"), "k"), StoreError::Other(_)));
     }
 }

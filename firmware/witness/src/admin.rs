@@ -669,7 +669,7 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
         bail!("recording {id} was deleted at {at}: it was past its target's retention");
     }
     let src = dir.root.join(&row.path);
-    let data = if dir.index.is_pruned(id)? || !src.exists() {
+    let mut data = if dir.index.is_pruned(id)? || !src.exists() {
         let (key, state) = dir
             .index
             .upload_key(id)?
@@ -678,33 +678,30 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
             bail!("recording {id} is missing from the box and not yet in the store");
         }
         let store = crate::sync::open_read_store(dir)?;
-        let fetch = store.get(&key);
-        let fetched = match tokio::runtime::Handle::try_current() {
-            // On a blocking thread of the daemon's runtime (the console).
-            Ok(handle) => handle.block_on(fetch),
-            Err(_) => tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(fetch),
-        };
-        fetched.with_context(|| format!("fetching recording {id} from {}", store.describe()))?
+        // Fetched a window at a time, decrypted and hashed as it arrives: the stored object is
+        // never held whole.
+        let from = StoreReader::new(&store, &key, row.bytes)?;
+        let mut plain = witness_recorder::PlainReader::new(from, &crate::keys::key_for(&dir.root))
+            .with_context(|| format!("fetching recording {id} from {}", store.describe()))?;
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut plain, &mut data)
+            .with_context(|| format!("fetching recording {id} from {}", store.describe()))?;
+        check_sha256(id, row.sha256.as_deref(), &plain.stored_sha256())?;
+        data
     } else {
-        std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?
-    };
-    if let Some(expected) = &row.sha256 {
+        let stored = std::fs::read(&src).with_context(|| format!("reading recording {id} at {}", src.display()))?;
         let got = {
             use sha2::Digest;
-            hex::encode(sha2::Sha256::digest(&data))
+            hex::encode(sha2::Sha256::digest(&stored))
         };
-        if &got != expected {
-            bail!(
-                "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to play or export a changed recording"
-            );
+        check_sha256(id, row.sha256.as_deref(), &got)?;
+        // Stored encrypted: decrypt (and authenticate) for playing or exporting only.
+        // A recording being written (the live view) may end in a record not yet complete.
+        if row.status == "recording" {
+            witness_recorder::readable(&stored, &crate::keys::key_for(&dir.root))?
+        } else {
+            witness_recorder::plaintext(&stored, &crate::keys::key_for(&dir.root))?
         }
-    }
-    // Stored encrypted: decrypt (and authenticate) for playing or exporting only.
-    // A recording being written (the live view) may end in a record not yet complete.
-    let mut data = if row.status == "recording" {
-        witness_recorder::readable(&data, &crate::keys::key_for(&dir.root))?
-    } else {
-        witness_recorder::plaintext(&data, &crate::keys::key_for(&dir.root))?
     };
     if row.path.ends_with(".mp4") {
         // A video cut by a crash ends at its last whole fragment.
@@ -712,6 +709,73 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<(witness_index::RecordingRow,
         data.truncate(whole);
     }
     Ok((row, data))
+}
+
+/// A finished recording must match its recorded sha256.
+fn check_sha256(id: &str, expected: Option<&str>, got: &str) -> Result<()> {
+    if let Some(expected) = expected
+        && got != expected
+    {
+        bail!(
+            "recording {id} does not match its recorded sha256 (index {expected}, file {got}); refusing to play or export a changed recording"
+        );
+    }
+    Ok(())
+}
+
+/// How much of a stored object is fetched at a time.
+const STORE_WINDOW: u64 = 8 * 1024 * 1024;
+
+/// A stored object read in ranges of [`STORE_WINDOW`], as a blocking reader.
+struct StoreReader<'a> {
+    store: &'a witness_store::Store,
+    key: &'a str,
+    size: u64,
+    offset: u64,
+    window: Vec<u8>,
+    pos: usize,
+    own: Option<tokio::runtime::Runtime>,
+}
+
+impl<'a> StoreReader<'a> {
+    fn new(store: &'a witness_store::Store, key: &'a str, size: u64) -> Result<Self> {
+        // On a blocking thread of the daemon's runtime (the console) its handle is used;
+        // elsewhere (the CLI) a runtime of our own.
+        let own = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            Err(_) => Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?),
+        };
+        Ok(Self { store, key, size, offset: 0, window: Vec::new(), pos: 0, own })
+    }
+}
+
+impl std::io::Read for StoreReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.window.len() {
+            if self.offset >= self.size {
+                return Ok(0);
+            }
+            let len = STORE_WINDOW.min(self.size - self.offset);
+            let fetch = self.store.get_range(self.key, self.offset, len);
+            let got = match &self.own {
+                Some(rt) => rt.block_on(fetch),
+                None => tokio::runtime::Handle::current().block_on(fetch),
+            };
+            self.window = got.map_err(std::io::Error::other)?;
+            self.pos = 0;
+            if self.window.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "the stored object ends at byte {}, expected {}",
+                    self.offset, self.size
+                )));
+            }
+            self.offset += self.window.len() as u64;
+        }
+        let n = buf.len().min(self.window.len() - self.pos);
+        buf[..n].copy_from_slice(&self.window[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// `witness recordings export ID [--raw] --out FILE` (and the files of an evidence bundle).

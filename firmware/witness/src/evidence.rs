@@ -33,7 +33,11 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     let path = dir.root.join(&rec.path);
     // The evidence is the decrypted recording: chained and hashed as it is read, a record at a
     // time, so sealing a large recording costs no more memory than a small one.
-    let mut reader = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+    // The stored bytes' MD5 per upload part is taken on the way, so the upload sends
+    // checksums instead of hashing the file again.
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let tee = witness_store::PartTee::new(file, dir.config.part_size);
+    let mut reader = witness_recorder::PlainReader::new(tee, &crate::keys::key_for(&dir.root))?;
     let mut chainer = evidence::Chainer::default();
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -46,6 +50,7 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         sha2::Digest::update(&mut hash, &buf[..n]);
         chainer.push(&buf[..n]);
     }
+    let parts = reader.get_ref().digests();
     let bytes = chainer.len();
     let (chunks, final_hash) = chainer.finish();
     let after_chunk = chunks.len() as u64;
@@ -94,6 +99,12 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         std::fs::write(&tmp, &bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &p)?;
+    }
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == parts.len) {
+        // Without them the upload hashes as it sends: slower, not wrong.
+        if let Err(e) = dir.index.set_part_digests(recording_id, &parts.to_text()) {
+            tracing::warn!(recording_id, error = %e, "could not keep the recording's part digests");
+        }
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use witness_archive::{Format, keys};
 use witness_index::{PartRecord, UploadJob};
 use witness_store::{Destination, Part, Progress, Resume, Store, StoreError, Tuning};
 
@@ -19,7 +20,6 @@ pub const STORE_FILE: &str = "store.toml";
 pub const READ_STORE_FILE: &str = "store-read.toml";
 /// How long a claimed job is ours before another uploader may take it (renewed per part).
 const LEASE_MS: i64 = 10 * 60 * 1000;
-const BACKOFF_CAP_MS: i64 = 5 * 60 * 1000;
 
 /// The configured destination, or the embedded default: a folder in the data dir.
 pub fn destination(root: &Path) -> Result<Destination> {
@@ -52,20 +52,16 @@ pub fn unix_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// Object key of a recording: grouped by box and day, so boxes can share one bucket; the
-/// extension is the recording's own (`cast` for SSH, `mp4` for RDP video).
-pub fn object_key(box_id: &str, started_at: &str, session_id: &str, recording_id: &str, ext: &str) -> String {
-    format!("{box_id}/{}/{session_id}/{recording_id}.{ext}", &started_at[..started_at.len().min(10)])
+/// Object key of a recording (see [`witness_archive::keys`]).
+pub fn object_key(box_id: &str, rec: &witness_index::RecordingRow) -> String {
+    keys::object_key(box_id, &rec.started_at, &rec.session_id, &rec.id, Format::of_path(&rec.path))
 }
 
-/// A recording's object key without its extension: where its manifest and signature go.
-pub fn key_base(key: &str) -> &str {
-    key.strip_suffix(".cast").or_else(|| key.strip_suffix(".mp4")).unwrap_or(key)
-}
+pub use witness_archive::keys::key_base;
 
 /// The extension of a recording file (`cast` or `mp4`).
-pub fn extension(path: &str) -> &str {
-    if path.ends_with(".mp4") { "mp4" } else { "cast" }
+pub fn extension(path: &str) -> &'static str {
+    Format::of_path(path).extension()
 }
 
 /// Queues one finished recording, if it is sealed: its signed manifest goes wherever it goes. One
@@ -75,7 +71,7 @@ pub fn enqueue(dir: &DataDir, recording_id: &str) {
     if rec.bytes == 0 {
         return;
     }
-    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id, extension(&rec.path));
+    let key = object_key(&dir.config.box_id, &rec);
     let queued = if crate::evidence::is_sealed(&dir.root.join(&rec.path)) {
         dir.index.enqueue_upload(recording_id, &key)
     } else {
@@ -89,7 +85,7 @@ pub fn enqueue(dir: &DataDir, recording_id: &str) {
 /// Holds a recording that could not be sealed back from the upload queue, with the reason.
 pub fn hold_unsealed(dir: &DataDir, recording_id: &str, reason: &str) {
     let Ok(Some(rec)) = dir.index.recording(recording_id) else { return };
-    let key = object_key(&dir.config.box_id, &rec.started_at, &rec.session_id, &rec.id, extension(&rec.path));
+    let key = object_key(&dir.config.box_id, &rec);
     if let Err(e) = dir.index.upload_unsealed(recording_id, &key, reason) {
         warn!(recording_id, error = %e, "could not note why the recording is not sealed");
     }
@@ -106,13 +102,6 @@ pub fn enqueue_missing(dir: &DataDir) -> Result<usize> {
 
 /// How often recordings held back as unsealed are sealed again.
 const RESEAL_EVERY: Duration = Duration::from_secs(10);
-
-/// Exponential backoff with jitter: 2 s, 4 s, 8 s … capped at five minutes.
-fn backoff_ms(attempts: u32) -> i64 {
-    let base = (2000i64 << attempts.min(16)).min(BACKOFF_CAP_MS);
-    let jitter = (unix_ms().rem_euclid(1000) as f64 / 1000.0 - 0.5) * 0.4; // ±20 %
-    (base as f64 * (1.0 + jitter)) as i64
-}
 
 /// What a pass did.
 #[derive(Debug, Default)]
@@ -221,7 +210,8 @@ impl Uploader {
         let held = dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
         let result = async {
             if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
-                store.check().await?;
+                let access = store.check().await?;
+                let _ = dir.index.store_key_access(access.as_str());
                 self.checked.store(true, std::sync::atomic::Ordering::Release);
             }
             if !path.exists() {
@@ -233,7 +223,10 @@ impl Uploader {
             // No recording goes up without its signed manifest.
             let (manifest, sig) = crate::evidence::evidence_files(dir, &job.recording_id)
                 .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
-            let receipt = store.put_file(&job.object_key, &path, &job.sha256, resume, held, &mut progress).await?;
+            // Checksums from sealing go with the bytes; nothing is hashed again here.
+            let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
+            let sums = witness_store::Checksums { sha256: &job.sha256, parts: digests.as_ref() };
+            let receipt = store.put_file(&job.object_key, &path, sums, resume, held, &mut progress).await?;
             // The part list to verify against is what the index now holds.
             let parts = match dir.index.claim_state(&job.recording_id) {
                 Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
@@ -281,7 +274,7 @@ impl Uploader {
                 if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
                     let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
                 }
-                let next = unix_ms() + backoff_ms(job.attempts);
+                let next = unix_ms() + witness_archive::backoff::backoff_ms(job.attempts, unix_ms());
                 let _ = dir.index.upload_failed(&job.recording_id, &message, next);
                 let _ = dir.index.store_contact(&desc, Some((e.kind(), &message)));
                 warn!(recording_id = %job.recording_id, error = %message, attempts = job.attempts + 1, "upload failed; will retry");
@@ -362,29 +355,26 @@ impl Uploader {
         let recordings = index.session_recordings(session_id)?;
         let mut entries = Vec::new();
         for r in &recordings {
-            let key = index.upload_key(&r.id)?.map(|(k, _)| k);
-            entries.push(serde_json::json!({
-                "id": r.id, "channel": r.channel, "key": key, "bytes": r.bytes, "sha256": r.sha256,
-                "started_at": r.started_at, "ended_at": r.ended_at, "duration": r.duration, "recovered": r.recovered,
-                "status": r.status, "status_reason": r.status_reason,
-            }));
+            entries.push(witness_archive::manifest::Entry {
+                id: r.id.clone(),
+                channel: r.channel.clone(),
+                key: index.upload_key(&r.id)?.map(|(k, _)| k),
+                bytes: r.bytes,
+                sha256: r.sha256.clone(),
+                started_at: r.started_at.clone(),
+                ended_at: r.ended_at.clone(),
+                duration: r.duration,
+                recovered: r.recovered,
+                status: r.status.clone(),
+                status_reason: r.status_reason.clone(),
+            });
         }
         let events: Vec<_> = index.session_audit(session_id)?;
-        let manifest = serde_json::json!({
-            "format": "witness-manifest/1",
-            "box_id": self.dir.config.box_id,
-            "session": session,
-            "recordings": entries,
-            "audit": events,
-        });
-        let key = format!(
-            "{}/{}/{}/manifest.json",
-            self.dir.config.box_id,
-            &session.started_at[..session.started_at.len().min(10)],
-            session_id
-        );
+        let manifest =
+            witness_archive::manifest::session_manifest(&self.dir.config.box_id, &session, &entries, &events)?;
+        let key = keys::session_manifest_key(&self.dir.config.box_id, &session.started_at, session_id);
         let held = index.hold_of(session_id)?.is_some();
-        self.store().put_bytes(&key, serde_json::to_vec_pretty(&manifest)?, held).await?;
+        self.store().put_bytes(&key, manifest, held).await?;
         Ok(key)
     }
 
@@ -395,19 +385,12 @@ impl Uploader {
         let dir = &self.dir;
         let days = dir.config.keep_local_days as i64;
         let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days);
-        let mut victims = dir.index.prunable(&witness_index::format_time(cutoff)).unwrap_or_default();
-        let recordings = dir.recordings_dir();
-        let over = |dir: &Path| {
-            witness_recorder::used_percent(dir).map(|p| p > self.dir.config.high_watermark_percent).unwrap_or(false)
-        };
-        if over(&recordings) {
-            let all = dir.index.prunable("9999").unwrap_or_default();
-            for v in all {
-                if !victims.contains(&v) {
-                    victims.push(v);
-                }
-            }
-        }
+        let past_keep = dir.index.prunable(&witness_index::format_time(cutoff)).unwrap_or_default();
+        let over = witness_recorder::used_percent(&dir.recordings_dir())
+            .map(|p| p > self.dir.config.high_watermark_percent)
+            .unwrap_or(false);
+        let all = if over { dir.index.prunable("9999").unwrap_or_default() } else { Vec::new() };
+        let victims = witness_archive::prune::select(&past_keep, &all, over);
         for (id, path) in victims {
             if !dir.index.claim_deletion(&id).unwrap_or(false) {
                 continue;

@@ -99,7 +99,12 @@ fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
     }
     // A site may be configured before its uplink works: say so, keep the setting.
     match runtime()?.block_on(store.check()) {
-        Ok(()) => println!("the store answers and accepts the credentials"),
+        Ok(access) => {
+            println!("the store answers and accepts the credentials: {} ({})", access.as_str(), access.explain());
+            if !reading {
+                let _ = dir.index.store_key_access(access.as_str());
+            }
+        }
         Err(e) => eprintln!("warning: the store cannot be used yet ({e}); recordings stay queued until it can"),
     }
     Ok(())
@@ -123,6 +128,10 @@ struct Status {
     disk_used_percent: Option<u8>,
     high_watermark_percent: u8,
     refusing_sessions: bool,
+    /// Every upload waiting after a failure: why, how often tried, when it is tried next.
+    waiting: Vec<serde_json::Value>,
+    /// What the store key was found able to do (`read-write`, `write-only`), once checked.
+    key_access: Option<String>,
 }
 
 fn status(dir: &DataDir) -> Result<Status> {
@@ -166,6 +175,18 @@ fn status(dir: &DataDir) -> Result<Status> {
         disk_used_percent: used,
         high_watermark_percent: dir.config.high_watermark_percent,
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
+        key_access: health.key_access,
+        waiting: dir
+            .index
+            .waiting_uploads()?
+            .into_iter()
+            .map(|(id, attempts, reason, next)| {
+                let next = time::OffsetDateTime::from_unix_timestamp_nanos(next as i128 * 1_000_000)
+                    .map(witness_index::format_time)
+                    .unwrap_or_default();
+                serde_json::json!({ "recording": id, "attempts": attempts, "reason": reason, "next_attempt_at": next })
+            })
+            .collect(),
     })
 }
 
@@ -187,8 +208,26 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                 s.oldest_pending_since.map(|t| format!(", oldest since {t}")).unwrap_or_default()
             );
             println!("uploaded:    {}", s.uploaded);
+            match s.key_access.as_deref() {
+                Some("write-only") => {
+                    println!("store key:   write-only ({})", witness_store::KeyAccess::WriteOnly.explain())
+                }
+                Some("read-write") => {
+                    println!("store key:   read-write ({})", witness_store::KeyAccess::ReadWrite.explain())
+                }
+                _ => println!("store key:   not checked yet"),
+            }
             if let Some(e) = &s.last_error {
                 println!("last error:  {e} (at {})", s.last_error_at.as_deref().unwrap_or("?"));
+            }
+            for w in &s.waiting {
+                println!(
+                    "waiting:     {} (tried {} times, next at {}): {}",
+                    w["recording"].as_str().unwrap_or(""),
+                    w["attempts"],
+                    w["next_attempt_at"].as_str().unwrap_or("?"),
+                    w["reason"].as_str().unwrap_or("")
+                );
             }
             for u in &s.unsealed {
                 println!(
@@ -211,9 +250,14 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             let due = dir.index.make_uploads_due()?;
             let store = sync::open_store(&dir)?;
             let rt = runtime()?;
-            if let Err(e) = rt.block_on(store.check()) {
-                let _ = dir.index.store_contact(store.describe(), Some((e.kind(), &e.to_string())));
-                bail!("{due} recordings stay queued: {e}");
+            match rt.block_on(store.check()) {
+                Ok(access) => {
+                    let _ = dir.index.store_key_access(access.as_str());
+                }
+                Err(e) => {
+                    let _ = dir.index.store_contact(store.describe(), Some((e.kind(), &e.to_string())));
+                    bail!("{due} recordings stay queued: {e}");
+                }
             }
             println!("uploading {due} pending recordings to {}", store.describe());
             let up = Uploader::new(dir.clone(), true)?;
