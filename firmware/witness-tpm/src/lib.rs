@@ -107,11 +107,14 @@ impl Tpm {
     }
 
     /// The sealed object's public and private parts; bound to `policy` if given. A sealed
-    /// object with a policy has no `userwithauth`: only the policy opens it, not an empty password.
+    /// object with a policy has no `userwithauth`: only the policy opens it, not an empty
+    /// password. It is `noda`: with no password to guess, a boot in another state failing its
+    /// policy (again and again, as a service restarts) must not put the TPM into dictionary-attack
+    /// lockout, which would refuse every key, in every state, for hours.
     fn create(&self, secret: &[u8], policy: Option<&PcrPolicy>) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
         let _lock = self.lock()?;
         let dir = tempfile::tempdir().map_err(io("making a work directory"))?;
-        self.primary(dir.path())?;
+        self.primary(dir.path(), policy.is_some())?;
         let mut args = vec!["-Q", "-C", "primary.ctx", "-i", "-", "-u", "obj.pub", "-r", "obj.priv"];
         let selection;
         if let Some(policy) = policy {
@@ -122,7 +125,7 @@ impl Tpm {
             let made = self.run(dir.path(), "make the PCR policy", "tpm2_createpolicy", &make, None);
             self.flush_sessions(dir.path())?;
             made?;
-            args.extend_from_slice(&["-L", "policy.digest", "-a", "fixedtpm|fixedparent"]);
+            args.extend_from_slice(&["-L", "policy.digest", "-a", "fixedtpm|fixedparent|noda"]);
         }
         let created = self.run(dir.path(), "seal the key", "tpm2_create", &args, Some(secret));
         self.flush(dir.path())?;
@@ -192,7 +195,7 @@ impl Tpm {
         let dir = tempfile::tempdir().map_err(io("making a work directory"))?;
         std::fs::write(dir.path().join("obj.pub"), public).map_err(io("writing the sealed object"))?;
         std::fs::write(dir.path().join("obj.priv"), private).map_err(io("writing the sealed object"))?;
-        self.primary(dir.path())?;
+        self.primary(dir.path(), pcrs.is_some())?;
         self.run(
             dir.path(),
             "load the sealed key",
@@ -220,9 +223,19 @@ impl Tpm {
     }
 
     /// The storage primary key, as `primary.ctx` in `dir`: the same key for the same TPM.
-    fn primary(&self, dir: &Path) -> Result<(), TpmError> {
+    /// Sealings bound to PCRs live under a `noda` primary: loading under it is then no
+    /// authorization the TPM counts (each power cut without an orderly shutdown counts as a
+    /// failed one for DA-protected keys, and a few lock the TPM out for hours). Policy-less blobs
+    /// (made before) live under the default primary.
+    fn primary(&self, dir: &Path, noda: bool) -> Result<(), TpmError> {
         self.flush(dir)?;
-        let args = ["-Q", "-C", "o", "-g", "sha256", "-G", "ecc256", "-c", "primary.ctx"];
+        let mut args = vec!["-Q", "-C", "o", "-g", "sha256", "-G", "ecc256", "-c", "primary.ctx"];
+        if noda {
+            args.extend_from_slice(&[
+                "-a",
+                "restricted|decrypt|fixedtpm|fixedparent|sensitivedataorigin|userwithauth|noda",
+            ]);
+        }
         self.run(dir, "create its storage key", "tpm2_createprimary", &args, None)?;
         self.flush(dir)
     }
@@ -272,7 +285,8 @@ impl Tpm {
         let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let detail = lines
             .iter()
-            .find(|l| l.starts_with("ERROR: Esys_") || l.starts_with("ERROR: Tss2_"))
+            .rev()
+            .find(|l| l.contains("(0x") || l.contains("ErrorCode"))
             .or(lines.last())
             .unwrap_or(&"no message")
             .to_string();
