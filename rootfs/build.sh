@@ -148,6 +148,7 @@ usermod -a -G video,render,gpio,i2c,tss witness
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
+    witness-measure.service \
     witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
     witness-console.path \
     nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
