@@ -36,8 +36,8 @@ pub enum TpmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the TPM ({tcti}) cannot be reached: is it there and switched on?")]
-    Unreachable { tcti: String },
+    #[error("the TPM ({tcti}) cannot be reached{why}: is it there and switched on?")]
+    Unreachable { tcti: String, why: String },
     #[error("the TPM ({tcti}) refused to {step}: {detail}")]
     Refused { tcti: String, step: &'static str, detail: String },
     #[error(
@@ -292,7 +292,16 @@ impl Tpm {
             .to_string();
         tracing::debug!(tool, %stderr, "tpm2-tools failed");
         if stderr.contains("Could not load tcti") {
-            return Err(TpmError::Unreachable { tcti: self.tcti.clone() });
+            // A device node says why it cannot be opened (missing, or not allowed: permissions,
+            // a sandbox's device list), which the tools do not.
+            let why = match self.tcti.strip_prefix("device:") {
+                Some(node) => match std::fs::OpenOptions::new().read(true).write(true).open(node) {
+                    Ok(_) => String::new(),
+                    Err(e) => format!(" (opening {node}: {e})"),
+                },
+                None => String::new(),
+            };
+            return Err(TpmError::Unreachable { tcti: self.tcti.clone(), why });
         }
         Err(TpmError::Refused { tcti: self.tcti.clone(), step, detail })
     }

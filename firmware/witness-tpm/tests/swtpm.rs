@@ -108,3 +108,12 @@ fn a_key_sealed_to_a_pcr_state_opens_in_that_state_only() {
     }
     assert_eq!(tpm.unseal(&only_a).unwrap(), key, "locked out after power cuts");
 }
+
+/// A device node that cannot be opened says why (the tools only say they could not load the TCTI):
+/// missing, or refused by permissions or a sandbox's device list.
+#[test]
+fn an_unreachable_device_says_why() {
+    let err = Tpm::new("device:/nonexistent/tpmrm9").pcrs(&[0]).unwrap_err();
+    assert!(matches!(err, TpmError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains("(opening /nonexistent/tpmrm9: No such file or directory"), "{err}");
+}
