@@ -233,16 +233,19 @@ for f in "$kmods"/drivers/scsi/*.ko*; do
 done
 # A module whose dependency went cannot load: it goes too, until every module left has all of
 # its dependencies (modinfo's depends; Debian's System.map is a stub, so not depmod -e).
-chroot "$root" /bin/bash -s "/usr/lib/modules/$kver/kernel" <<'PRUNE'
+chroot "$root" /bin/bash -s "/usr/lib/modules/$kver/kernel" <<'PRUNE' || die "pruning kernel modules failed"
 k=$1; total=0
 while :; do
     have=" $(find "$k" -name '*.ko*' | sed 's|.*/||; s|\.ko.*||; s|-|_|g' | tr '\n' ' ') "
     gone=0
+    # (A here-string, not process substitution: the chroot has no /proc, so no /dev/fd.)
+    listing=$(find "$k" -name '*.ko*' -print0 | xargs -0 modinfo | awk '/^filename:/ {f = $2} /^depends:/ {print f, $2}')
+    [ -n "$listing" ] || { echo "modinfo listed no module" >&2; exit 1; }
     while read -r f deps; do
         for dep in ${deps//,/ }; do
             case "$have" in *" ${dep//-/_} "*) ;; *) rm -f "$f"; gone=$((gone + 1)); break ;; esac
         done
-    done < <(find "$k" -name '*.ko*' -print0 | xargs -0 modinfo | awk '/^filename:/ {f = $2} /^depends:/ {print f, $2}')
+    done <<< "$listing"
     total=$((total + gone))
     [ "$gone" -gt 0 ] || break
 done
