@@ -274,23 +274,28 @@ impl Drop for Swtpm {
 }
 
 /// The key files under /var/lib/witness/keys (from the guest's root shell) that hold a key in
-/// clear: a key's name without `.tpm`.
-fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, String) {
+/// clear (a key's name without `.tpm`), and the labels of the boot states the keys are sealed to.
+fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, Vec<String>) {
     let out = vm.run_in_guest(
-        "ls -1 /var/lib/witness/keys; echo; cut -d' ' -f1 /var/lib/witness/keys/tpm.policy; echo KEYS-LISTED",
+        "echo KEYS-BEGIN; ls -1 /var/lib/witness/keys; echo KEYS-LABELS; cut -d' ' -f1 /var/lib/witness/keys/tpm.policy; echo KEYS-LISTED",
         "KEYS-LISTED",
         60,
     );
-    let (listing, labels) = out.split_once("\n\n").unwrap_or((&out, ""));
-    let clear = listing
-        .lines()
-        .map(str::trim)
+    // Only what lies between the markers: the shell's prompt and echoes are around them.
+    let section = |from: &str, to: &str| -> Vec<String> {
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        // A marker may follow the prompt on its line (`root@witness:/# KEYS-BEGIN`).
+        let start = lines.iter().rposition(|l| l.ends_with(from)).map(|i| i + 1).unwrap_or(lines.len());
+        lines[start..].iter().take_while(|l| !l.contains(to)).filter(|l| !l.is_empty()).map(|l| l.to_string()).collect()
+    };
+    let clear = section("KEYS-BEGIN", "KEYS-LABELS")
+        .into_iter()
         .filter(|n| {
-            ["index.key", "search.key", "evidence_ed25519"].contains(n) || n.starts_with("kek-") && !n.contains('.')
+            ["index.key", "search.key", "evidence_ed25519"].contains(&n.as_str())
+                || n.starts_with("kek-") && !n.contains('.')
         })
-        .map(str::to_owned)
         .collect();
-    (clear, labels.replace("KEYS-LISTED", "").trim().to_owned())
+    (clear, section("KEYS-LABELS", "KEYS-LISTED"))
 }
 
 impl Drop for Vm {
@@ -544,7 +549,7 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     // clear, and they are sealed for both slots' measured states.
     let (clear, labels) = clear_keys_in_guest(&mut vm);
     assert!(clear.is_empty(), "keys in clear under /var/lib/witness/keys: {clear:?}");
-    let mut labels: Vec<&str> = labels.lines().map(str::trim).collect();
+    let mut labels = labels;
     labels.sort();
     assert_eq!(labels, ["a", "b"], "the boot states the keys are sealed to");
     egress_is_only_what_the_index_names(&mut vm);
