@@ -206,7 +206,10 @@ impl Vm {
 
     /// The serial log with the first-boot admin password blanked (it goes into test output).
     fn serial(&self) -> String {
-        let text = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()));
+        let mut raw = std::fs::read(&self.serial).unwrap_or_default();
+        // Whole lines only: a line the console is still writing would read cut short.
+        raw.truncate(raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+        let text = strip_ansi(&String::from_utf8_lossy(&raw));
         text.lines()
             .map(|l| match l.find("password: ") {
                 Some(i) => format!("{}password: <redacted>", &l[..i]),
