@@ -30,7 +30,7 @@ boot_tries=3      # trial boots a newly installed slot gets to come up healthy b
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
 version=          # the root's version (default: the binary's)
-root_budget_mb=${WITNESS_ROOT_BUDGET_MB:-720}   # the unpacked root may not grow past this (MiB); goal: 200
+root_budget_mb=${WITNESS_ROOT_BUDGET_MB:-640}   # the unpacked root may not grow past this (MiB); goal: 200
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -154,6 +154,7 @@ usermod -a -G video,render,gpio,i2c,tss witness
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
+    witness-measure.service \
     witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
     witness-console.path \
     nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
@@ -205,6 +206,57 @@ for m in sound drivers/net/wireless net/wireless net/mac80211 drivers/bluetooth 
     rm -rf "${kmods:?}/$m"
 done
 rm -f "$kmods"/lib/test_*.ko*
+# What no board profile of this image (x86-generic; sim in QEMU) drives: server and datacentre
+# hardware (NICs other than Intel/Realtek/Broadcom, SCSI HBAs, SCSI targets, Fibre Channel),
+# industrial and legacy buses (COMEDI, MTD, FireWire, PCMCIA, parallel port, ATM, CAN, WWAN),
+# USB gadget/IP, hypervisor guests other than virtio (Hyper-V, Xen, VMware), KVM (the box runs
+# no VM), camera sensors and IR keymaps, exotic file systems and network protocols.
+for m in drivers/net/can drivers/net/wwan drivers/net/ieee802154 drivers/net/fddi drivers/net/arcnet \
+    drivers/net/wan drivers/net/hamradio drivers/net/plip drivers/net/slip drivers/net/fjes drivers/net/hyperv \
+    drivers/net/xen-netback drivers/comedi drivers/target drivers/mtd drivers/firewire drivers/pcmcia \
+    drivers/parport drivers/atm drivers/nfc drivers/fpga drivers/w1 drivers/memstick drivers/xen drivers/hv \
+    drivers/media/i2c drivers/media/platform drivers/media/rc/keymaps drivers/media/spi drivers/media/firewire \
+    drivers/media/mmc drivers/gpu/drm/vmwgfx drivers/gpu/drm/gma500 drivers/gpu/drm/xen drivers/gpu/drm/hyperv \
+    drivers/usb/gadget drivers/usb/atm drivers/usb/usbip drivers/input/joystick drivers/input/touchscreen \
+    drivers/input/tablet arch/x86/kvm net/sunrpc net/ceph net/sctp net/tipc net/rxrpc net/nfc net/9p net/rds \
+    net/dccp net/l2tp net/batman-adv net/6lowpan net/ieee802154 net/mac802154 net/mpls net/openvswitch net/atm \
+    net/ax25 net/netrom net/rose net/x25 net/phonet net/caif net/smc net/can net/appletalk net/lapb \
+    fs/hfs fs/hfsplus fs/ufs fs/minix fs/bfs fs/efs fs/qnx4 fs/qnx6 fs/romfs fs/omfs fs/befs fs/sysv fs/adfs \
+    fs/affs fs/freevxfs fs/hpfs fs/9p fs/ntfs fs/erofs fs/zonefs fs/cachefiles fs/fscache fs/netfs fs/lockd; do
+    rm -rf "${kmods:?}/$m"
+done
+for d in "$kmods"/drivers/net/ethernet/*/; do
+    case $(basename "$d") in intel | realtek | broadcom) ;; *) rm -rf "$d" ;; esac
+done
+# SCSI: the core and the upper drivers (disks, CD, generic) that SATA, NVMe-less USB sticks and
+# virtio-scsi go through; no host adapters.
+find "$kmods/drivers/scsi" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
+for f in "$kmods"/drivers/scsi/*.ko*; do
+    case $(basename "$f") in
+        scsi_mod.* | scsi_common.* | sd_mod.* | sr_mod.* | sg.* | virtio_scsi.* | scsi_transport_sas.* | ses.* | st.*) ;;
+        *) rm -f "$f" ;;
+    esac
+done
+# A module whose dependency went cannot load: it goes too, until every module left has all of
+# its dependencies (modinfo's depends; Debian's System.map is a stub, so not depmod -e).
+chroot "$root" /bin/bash -s "/usr/lib/modules/$kver/kernel" <<'PRUNE' || die "pruning kernel modules failed"
+k=$1; total=0
+while :; do
+    have=" $(find "$k" -name '*.ko*' | sed 's|.*/||; s|\.ko.*||; s|-|_|g' | tr '\n' ' ') "
+    gone=0
+    # (A here-string, not process substitution: the chroot has no /proc, so no /dev/fd.)
+    listing=$(find "$k" -name '*.ko*' -print0 | xargs -0 modinfo | awk '/^filename:/ {f = $2} /^depends:/ {print f, $2}')
+    [ -n "$listing" ] || { echo "modinfo listed no module" >&2; exit 1; }
+    while read -r f deps; do
+        for dep in ${deps//,/ }; do
+            case "$have" in *" ${dep//-/_} "*) ;; *) rm -f "$f"; gone=$((gone + 1)); break ;; esac
+        done
+    done <<< "$listing"
+    total=$((total + gone))
+    [ "$gone" -gt 0 ] || break
+done
+echo "    kernel modules: $total more removed whose dependencies were gone"
+PRUNE
 chroot "$root" depmod -a "$kver"
 # Libraries nothing left links (NEEDED), repeatedly: what the removed plugins pulled in. Kept
 # whatever their links: the ones loaded by name at run time (dlopen).

@@ -321,6 +321,88 @@ fn keys_sealed_to_a_tpm_open_nothing_without_it() {
     assert!(!out.status.success() && stderr(&out).contains("sealed to another TPM"), "{}", stderr(&out));
 }
 
+/// The keys are bound to the verified boot state (PCRs 0-7 and the slot PCR, extended with the
+/// slot and its root hash): they open only after the boot they were sealed in is measured again;
+/// an update seals them for the new slot before it switches; a boot of another root (or a second
+/// measurement) opens nothing, says why, and the failure reaches the audit log once the right
+/// boot opens the index again.
+#[test]
+fn keys_sealed_to_the_boot_state_open_in_that_state_only() {
+    let mut tpm = witness_tpm::simulator::Simulator::start();
+    let b = Box::with_target(&Sshd::start());
+    let dir = tempfile::tempdir().unwrap();
+    let (hash_a, hash_b, hash_x) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+    let boot = |slot: &str, hash: &str| {
+        let env = dir.path().join(format!("boot-{slot}-{}.env", &hash[..4]));
+        std::fs::write(&env, format!("WITNESS_SLOT={slot}\nWITNESS_TRIAL=0\nWITNESS_ROOTHASH={hash}\n")).unwrap();
+        env
+    };
+    let run = |args: &[&str], env: &Path| b.cli_env(args, None, &[("WITNESS_BOOT_ENV", env)]);
+    let tcti = tpm.tcti();
+    let measure = |env: &Path| run(&["keys", "measure-boot", "--tpm", &tcti], env);
+    let (env_a, env_b, env_x) = (boot("a", &hash_a), boot("b", &hash_b), boot("b", &hash_x));
+
+    // First boot of slot a: measured once (a second measurement is refused), then sealed.
+    assert!(measure(&env_a).status.success(), "{}", stderr(&measure(&env_a)));
+    let again = measure(&env_a);
+    assert!(!again.status.success() && stderr(&again).contains("already holds a measurement"), "{}", stderr(&again));
+    let out = run(&["keys", "seal", "--tpm", &tcti], &env_a);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let keys = b.data().join("keys");
+    let policy = std::fs::read_to_string(keys.join("tpm.policy")).unwrap();
+    assert!(policy.starts_with("a 0=") && policy.contains(" 15="), "{policy}");
+    for name in ["index.key", "evidence_ed25519"] {
+        assert!(!keys.join(name).exists(), "{name} left in clear");
+        assert_eq!(witness_tpm::labels(&std::fs::read(keys.join(format!("{name}.tpm"))).unwrap()).unwrap(), ["a"]);
+    }
+    assert!(b.ok(&["user", "list"], None).contains("admin"));
+
+    // An update to slot b seals every key for b's state beside a's.
+    let out = run(&["keys", "reseal", "--slot", "b", "--root-hash", &hash_b], &env_a);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(witness_tpm::labels(&std::fs::read(keys.join("index.key.tpm")).unwrap()).unwrap(), ["b", "a"]);
+    // A key made now (a rotation) is sealed for both states at once.
+    assert!(b.cli(&["keys", "rotate"], None).status.success());
+    let kek = std::fs::read_dir(&keys)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("kek-") && n.ends_with(".tpm"))
+        .map(|n| {
+            let mut labels = witness_tpm::labels(&std::fs::read(keys.join(n)).unwrap()).unwrap();
+            labels.sort();
+            labels
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(kek, [["a", "b"], ["a", "b"]], "the first key and the new one");
+
+    // Reboot into slot b: it opens.
+    tpm.restart();
+    assert!(measure(&env_b).status.success());
+    assert!(b.ok(&["user", "list"], None).contains("admin"));
+
+    // Reboot into another root in slot b (its own hash measured): nothing opens, and it says why.
+    tpm.restart();
+    assert!(measure(&env_x).status.success());
+    let out = b.cli(&["user", "list"], None);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("will not open index.key") && err.contains("boot state") && err.contains("README"), "{err}");
+    assert!(b.data().join("audit-pending.jsonl").exists(), "the failure is kept for the audit log");
+    // Not booted by the witness initrd (nothing measured): nothing opens either.
+    tpm.restart();
+    assert!(!b.cli(&["user", "list"], None).status.success());
+
+    // The right boot again: it opens, and the failures are in the audit log now.
+    tpm.restart();
+    assert!(measure(&env_b).status.success());
+    let audit = b.ok(&["audit", "--json"], None);
+    assert!(audit.contains("tpm_unseal_failed") && audit.contains("index.key"), "{audit}");
+    assert!(!b.data().join("audit-pending.jsonl").exists());
+    let chain = b.cli(&["audit", "--verify"], None);
+    assert!(chain.status.success(), "the audit chain holds: {}", stderr(&chain));
+}
+
 /// The store path of a recording's object (the default store: a folder in the data dir).
 fn stored_object(b: &Box, rec: &serde_json::Value, suffix: &str) -> PathBuf {
     let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();

@@ -94,18 +94,21 @@ struct Vm {
 impl Vm {
     /// Boots `disk` as a throw-away snapshot.
     fn boot(image: &Path, disk: &Path, serial: &Path, forwards: &[(u16, u16)]) -> Self {
-        Self::boot_with(image, disk, true, &[], None, serial, forwards)
+        Self::boot_with(image, disk, true, &[], None, None, serial, forwards)
     }
 
     /// Boots `disk` (written to unless `snapshot`) with `sticks` as further read-only disks;
     /// with `shell`, a root shell listens on a second serial port behind that socket (systemd's
-    /// debug shell, asked for on the kernel command line: the test's way in, not the image's).
+    /// debug shell, asked for on the kernel command line: the test's way in, not the image's);
+    /// with `tpm`, a TPM 2.0 (TIS) backed by that software TPM.
+    #[allow(clippy::too_many_arguments)]
     fn boot_with(
         image: &Path,
         disk: &Path,
         snapshot: bool,
         sticks: &[&Path],
         shell: Option<&Path>,
+        tpm: Option<&Swtpm>,
         serial: &Path,
         forwards: &[(u16, u16)],
     ) -> Self {
@@ -139,6 +142,16 @@ impl Vm {
                 // The boot with a shell also checks the sandbox's devices: virtio-gpu gives a
                 // DRM render node (VA-API's kind of device).
                 .args(if shell.is_some() { &["-device", "virtio-gpu-pci"][..] } else { &[][..] })
+                .args(tpm.iter().flat_map(|t| {
+                    [
+                        "-chardev".to_owned(),
+                        format!("socket,id=chrtpm,path={}", t.sock.display()),
+                        "-tpmdev".to_owned(),
+                        "emulator,id=tpm0,chardev=chrtpm".to_owned(),
+                        "-device".to_owned(),
+                        "tpm-tis,tpmdev=tpm0".to_owned(),
+                    ]
+                }))
                 .arg("-serial")
                 .arg(format!("file:{}", serial.display()))
                 .args(shell.iter().flat_map(|p| {
@@ -194,7 +207,10 @@ impl Vm {
 
     /// The serial log with the first-boot admin password blanked (it goes into test output).
     fn serial(&self) -> String {
-        let text = strip_ansi(&String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()));
+        let mut raw = std::fs::read(&self.serial).unwrap_or_default();
+        // Whole lines only: a line the console is still writing would read cut short.
+        raw.truncate(raw.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1));
+        let text = strip_ansi(&String::from_utf8_lossy(&raw));
         text.lines()
             .map(|l| match l.find("password: ") {
                 Some(i) => format!("{}password: <redacted>", &l[..i]),
@@ -224,6 +240,66 @@ impl Vm {
             self.serial().lines().any(|l| parts.iter().all(|p| l.contains(p))).then_some(())
         });
     }
+}
+
+/// A software TPM for one boot (`swtpm socket`, control channel on a UNIX socket for QEMU), its
+/// state (seeds, NV, dictionary-attack counters) in a folder kept across boots; it ends with the
+/// QEMU that used it.
+struct Swtpm {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Swtpm {
+    fn start(state: &Path) -> Self {
+        std::fs::create_dir_all(state).unwrap();
+        let sock = state.join("swtpm.sock");
+        let _ = std::fs::remove_file(&sock);
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--terminate", "--tpmstate"])
+            .arg(format!("dir={}", state.display()))
+            .arg("--ctrl")
+            .arg(format!("type=unixio,path={}", sock.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("swtpm (cargo xtask setup installs it)");
+        eventually(10, "swtpm's control socket", || sock.exists().then_some(()));
+        Swtpm { child, sock }
+    }
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The key files under /var/lib/witness/keys (from the guest's root shell) that hold a key in
+/// clear (a key's name without `.tpm`), and the labels of the boot states the keys are sealed to.
+fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, Vec<String>) {
+    let out = vm.run_in_guest(
+        "echo KEYS-BEGIN; ls -1 /var/lib/witness/keys; echo KEYS-LABELS; cut -d' ' -f1 /var/lib/witness/keys/tpm.policy; echo KEYS-LISTED",
+        "KEYS-LISTED",
+        60,
+    );
+    // Only what lies between the markers: the shell's prompt and echoes are around them.
+    let section = |from: &str, to: &str| -> Vec<String> {
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        // A marker may follow the prompt on its line (`root@witness:/# KEYS-BEGIN`).
+        let start = lines.iter().rposition(|l| l.ends_with(from)).map(|i| i + 1).unwrap_or(lines.len());
+        lines[start..].iter().take_while(|l| !l.contains(to)).filter(|l| !l.is_empty()).map(|l| l.to_string()).collect()
+    };
+    let clear = section("KEYS-BEGIN", "KEYS-LABELS")
+        .into_iter()
+        .filter(|n| {
+            ["index.key", "search.key", "evidence_ed25519"].contains(&n.as_str())
+                || n.starts_with("kek-") && !n.contains('.')
+        })
+        .collect();
+    (clear, section("KEYS-LABELS", "KEYS-LISTED"))
 }
 
 impl Drop for Vm {
@@ -378,9 +454,13 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let a_hash = std::fs::read_to_string(image.join("roothash")).unwrap().trim().to_owned();
     let (ssh, web) = (free_port(), free_port());
     let forwards = [(ssh, 2222), (web, 8443)];
+    // The box's TPM: one software TPM state for the box's whole life on this disk.
+    let tpm_state = dir.join("tpm");
 
-    // Boot 1: slot A, first boot; the stick's bundle goes into slot B, then the box reboots.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[&good], None, &dir.join("serial1.log"), &forwards);
+    // Boot 1: slot A, first boot; the keys are sealed to the TPM and the measured slot A; the
+    // stick's bundle goes into slot B (the keys sealed for B's state first), then the box reboots.
+    let tpm = Swtpm::start(&tpm_state);
+    let mut vm = Vm::boot_with(&image, &disk, false, &[&good], None, Some(&tpm), &dir.join("serial1.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &a_hash, "state good"], 300);
     vm.wait_serial(&["Started witness.service"], 600);
     let banner = eventually(120, "an SSH banner on the forwarded jump-path port", || ssh_banner(ssh));
@@ -400,12 +480,29 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("FAILED"), "a unit failed during boot:\n{serial}");
     // Nobody can log in on the console: no getty prompt.
     assert!(!serial.contains("login:"), "a login prompt on the console:\n{serial}");
+    // The TPM: slot A measured before the data partition, every key sealed at first boot.
+    assert!(serial.contains("measured slot a into PCR 15"), "slot a not measured:\n{serial}");
+    assert!(
+        serial.contains("witness-firstboot: the box's keys are sealed to its TPM"),
+        "keys not sealed at first boot:\n{serial}"
+    );
+    drop(tpm);
 
     // Boot 2: slot B with the new root, on trial until the daemon is ready, then marked good. A
     // bundle signed by another key is refused, and so is an older release validly signed
     // (nobody types --allow-downgrade on the console); the broken one goes into slot A.
-    let mut vm =
-        Vm::boot_with(&image, &disk, false, &[&foreign, &older, &broken], None, &dir.join("serial2.log"), &forwards);
+    // The keys open in slot B's measured state: the daemon comes up.
+    let tpm = Swtpm::start(&tpm_state);
+    let mut vm = Vm::boot_with(
+        &image,
+        &disk,
+        false,
+        &[&foreign, &older, &broken],
+        None,
+        Some(&tpm),
+        &dir.join("serial2.log"),
+        &forwards,
+    );
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "trial boot: 0 more left"], 300);
     let body = eventually(720, "/healthz from slot b", || healthz(web));
     assert_eq!(body, "ok");
@@ -430,7 +527,9 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("WITNESS FIRST BOOT"), "slot b did not keep the data partition:\n{serial}");
 
     // Boot 3: slot A with the broken root, on trial; its daemon fails, so the box reboots.
-    let mut vm = Vm::boot_with(&image, &disk, false, &[], None, &dir.join("serial3.log"), &forwards);
+    drop(tpm);
+    let tpm = Swtpm::start(&tpm_state);
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], None, Some(&tpm), &dir.join("serial3.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot a (root-a, root hash", &broken_hash, "trial boot: 0 more left"], 300);
     vm.wait_serial(&["witness: a broken build (update test)"], 600);
     vm.wait_serial(&["witness-boot: slot a did not come up healthy", "rebooting"], 300);
@@ -439,7 +538,10 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     // Boot 4: slot A used up its trial without being marked good: back to slot B, still good.
     // This boot also checks the egress firewall, from a root shell on a second serial port.
     let shell = dir.join("shell.sock");
-    let mut vm = Vm::boot_with(&image, &disk, false, &[], Some(&shell), &dir.join("serial4.log"), &forwards);
+    drop(tpm);
+    let tpm = Swtpm::start(&tpm_state);
+    let mut vm =
+        Vm::boot_with(&image, &disk, false, &[], Some(&shell), Some(&tpm), &dir.join("serial4.log"), &forwards);
     vm.wait_serial(&["witness-boot: slot a was not marked good within its trial boots: falling back to slot b"], 300);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "state good"], 60);
     let body = eventually(720, "/healthz from slot b after the fall-back", || healthz(web));
@@ -447,10 +549,30 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let serial = vm.serial();
     assert!(!serial.contains("trial boot:") && !serial.contains("is on trial"), "slot b was on trial again:\n{serial}");
     assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
+    // The fourth boot on the box's TPM: its keys opened again (the daemon is up), none is in
+    // clear, and they are sealed for both slots' measured states.
+    let (clear, labels) = clear_keys_in_guest(&mut vm);
+    assert!(clear.is_empty(), "keys in clear under /var/lib/witness/keys: {clear:?}");
+    let mut labels = labels;
+    labels.sort();
+    assert_eq!(labels, ["a", "b"], "the boot states the keys are sealed to");
     egress_is_only_what_the_index_names(&mut vm);
     encoder_devices_open_inside_the_sandbox(&mut vm);
+    drop(vm);
+    drop(tpm);
+
+    // Boot 5: the same disk with a fresh TPM (another machine, or a cleared TPM): nothing opens,
+    // the console says so, and the daemon never serves.
+    let fresh = Swtpm::start(&dir.join("fresh-tpm"));
+    let mut vm = Vm::boot_with(&image, &disk, false, &[], None, Some(&fresh), &dir.join("serial5.log"), &forwards);
+    vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash], 300);
+    vm.wait_serial(&["The box's TPM will not open "], 600);
+    let serial = vm.serial();
+    assert!(serial.contains("WITNESS: KEYS WILL NOT OPEN"), "{serial}");
+    assert!(serial.contains("Recovery: README"), "{serial}");
+    assert!(healthz(web).is_none(), "the box served without its keys");
     println!(
-        "four boots (update, refusals, trial, fall-back, egress, devices) in {:.0}s",
+        "five boots (update, refusals, trial, fall-back, egress, devices, TPM) in {:.0}s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -42,6 +42,8 @@ pub enum IndexError {
     PortTaken { port: u16, target: String },
     #[error("encrypting the plain index: {0}")]
     Encrypt(String),
+    #[error("the index is busy: {0}")]
+    Busy(&'static str),
 }
 
 /// The 256-bit SQLCipher key of the index (used raw: no passphrase stretching, it is random).
@@ -182,6 +184,9 @@ impl Index {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(cipher::wrong_key)?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Deleted rows are overwritten, not left in freed space: a removed user's password and
+        // NT hash, a target's old secret are gone from the file, not just unlinked.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         schema::migrate(&mut conn)?;
         Ok(Self { conn: Mutex::new(conn) })
     }
@@ -735,11 +740,24 @@ impl Index {
     }
 
     /// Forgets every user, key, target (with its credential) and grant: the factory reset.
-    /// Sessions, recordings, uploads and the audit log stay.
+    /// Sessions, recordings, uploads and the audit log stay. Nothing of what goes is left in the
+    /// file: deleted rows are overwritten (`secure_delete`), and the write-ahead log, which still
+    /// holds the pages as they were, is copied back and emptied.
     pub fn wipe_identities(&self) -> Result<()> {
-        self.conn()
-            .execute_batch("DELETE FROM grants; DELETE FROM user_keys; DELETE FROM users; DELETE FROM targets;")?;
-        Ok(())
+        let conn = self.conn();
+        conn.execute_batch("DELETE FROM grants; DELETE FROM user_keys; DELETE FROM users; DELETE FROM targets;")?;
+        // A reader of the old pages (another process) holds the log for a moment: wait for it.
+        let started = std::time::Instant::now();
+        loop {
+            let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+            if busy == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > std::time::Duration::from_secs(30) {
+                return Err(IndexError::Busy("the write-ahead log (a reader kept it for 30 s)"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// Deletes every recording row and its upload job (the reset confirmed twice), except those

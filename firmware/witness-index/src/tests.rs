@@ -443,3 +443,36 @@ fn missed_screen_updates_keep_whether_the_picture_after_them_is_verified() {
     let row = idx.recording("v1").unwrap().unwrap();
     assert_eq!((row.missed_screen_updates, row.screen_unverified), (Some(9), false));
 }
+
+/// The factory reset forgets credentials for good: the index file (and its write-ahead log)
+/// keeps no trace of a target's secret, a user's password or NT hash, or an SSH key, in freed
+/// pages or old page images. Otherwise whoever holds the index key after the reset (the box
+/// itself, or anyone who lifts the data partition of a box whose keys are not sealed) reads the
+/// old credentials back out of the file.
+#[test]
+fn a_factory_wipe_leaves_no_credential_in_the_file() {
+    let (d, idx) = index();
+    let mut user = alice();
+    user.password_hash = Some("$argon2id$v=19$PASSWORD-HASH-CANARY".into());
+    user.ssh_keys = vec!["ssh-ed25519 AAAASSHKEYCANARY alice".into()];
+    idx.add_user(&user).unwrap();
+    idx.set_nt_hash("alice", "0123456789abcdefNTHASHCANARY").unwrap();
+    let mut target = web01();
+    target.secret = Secret::Password("TARGET-SECRET-CANARY".into());
+    idx.add_target(&target).unwrap();
+    // Sessions happen: the file grows past its first pages.
+    for i in 0..50 {
+        uploaded_recording(&idx, &format!("s{i}"), &format!("r{i}"));
+    }
+    idx.wipe_identities().unwrap();
+    let mut bytes = Vec::new();
+    for e in std::fs::read_dir(&d.0).unwrap().flatten() {
+        bytes.extend(std::fs::read(e.path()).unwrap());
+    }
+    for canary in ["PASSWORD-HASH-CANARY", "SSHKEYCANARY", "NTHASHCANARY", "TARGET-SECRET-CANARY"] {
+        assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "{canary} is still in the index files");
+    }
+    // What a reset keeps stays.
+    assert_eq!(idx.recordings().unwrap().len(), 50);
+    assert!(idx.user("alice").unwrap().is_none() && idx.target("web01").unwrap().is_none());
+}

@@ -169,6 +169,21 @@ pub enum KeysCmd {
         #[arg(long)]
         tpm: String,
     },
+    /// Seal every key for the boot state of another slot (its root hash as the box will measure
+    /// it), beside the sealings the keys have: run by an update before it switches slots.
+    Reseal {
+        #[arg(long)]
+        slot: String,
+        /// The slot's dm-verity root hash (64 hex digits).
+        #[arg(long)]
+        root_hash: String,
+    },
+    /// Extend the slot PCR with this boot's slot and root hash (once per boot, before the data
+    /// partition is mounted; run by witness-measure.service).
+    MeasureBoot {
+        #[arg(long, default_value = "device:/dev/tpmrm0")]
+        tpm: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -38,6 +38,7 @@ impl DataDir {
         let key = crate::keys::index_key(root)?;
         let index = Index::open_encrypted(&root.join(INDEX), &key)
             .with_context(|| format!("opening the index in {}", root.display()))?;
+        crate::keys::flush_pending_audit(root, &index)?;
         Ok(Self { root: root.to_owned(), config, index })
     }
 

@@ -7,6 +7,14 @@
 //! has run, sealed to the box's TPM (`NAME.tpm`; `keys/tpm` names the TPM): then nothing on the
 //! disk opens a recording, the index or a signature without this box's TPM. Each process asks
 //! the TPM once per key.
+//!
+//! Sealed keys are bound to the verified boot state as well: a policy over the SHA-256 PCRs
+//! [`BOOT_PCRS`] — the firmware's boot-chain PCRs 0, 2, 4, 7 and PCR [`SLOT_PCR`], which the box
+//! extends once per boot, before the data partition is mounted, with the slot and its dm-verity
+//! root hash ([`measure_boot`]). `keys/tpm.policy` lists the states the keys are sealed to (one
+//! per slot); an update seals every key for the new slot's predicted state before the box
+//! switches ([`reseal_for_slot`]). A key that will not open says so on the console, in the
+//! journal and (once the index opens again) in the audit log.
 
 use crate::admin::write_private;
 use anyhow::{Context, Result, bail};
@@ -17,10 +25,26 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use witness_core::atrest;
 use witness_recorder::Encryption;
-use witness_tpm::Tpm;
+use witness_tpm::{PcrPolicy, Tpm};
 
 /// Names the TPM the keys are sealed to (its TCTI); absent: the keys are plain files.
 const TPM_MARK: &str = "keys/tpm";
+/// The boot states (PCR values, by label) every sealed key is sealed to.
+const TPM_POLICY: &str = "keys/tpm.policy";
+/// Audit events that happened while the index could not be opened (its key would not unseal):
+/// moved into the audit log the next time it opens.
+const PENDING_AUDIT: &str = "audit-pending.jsonl";
+/// The PCRs (SHA-256 bank) a sealed key is bound to: the boot chain as the firmware measured it
+/// — its code (0), drivers and option ROMs (2), the boot loader and kernel it started (4), the
+/// Secure Boot policy (7) — and the slot measured by the box. Not 1 (hardware configuration and
+/// boot order, which firmware rewrites), 3/6, nor 5: it holds the GPT, which the first boot
+/// changes when it creates the data partition. (A policy takes at most 8 PCRs in tpm2-tools.)
+pub const BOOT_PCRS: [u8; 5] = [0, 2, 4, 7, SLOT_PCR];
+/// The PCR the box extends with its slot and root hash, once per boot. 8-15 are for the OS
+/// and cannot be reset without a reboot; nothing else on the box measures into 15.
+pub const SLOT_PCR: u8 = 15;
+/// What the initrd learned about this boot: `WITNESS_SLOT`, `WITNESS_ROOTHASH`.
+const BOOT_ENV: &str = "/run/witness/boot.env";
 
 fn kek_path(root: &Path, id: &str) -> PathBuf {
     root.join("keys").join(format!("kek-{id}"))
@@ -88,7 +112,18 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
         }
         let tpm = tpm(root)?.with_context(|| format!("{name} is sealed to a TPM but keys/tpm names none"))?;
         let blob = std::fs::read(&sealed).with_context(|| format!("reading {name}.tpm"))?;
-        let key = tpm.unseal(&blob).with_context(|| format!("unsealing {name} with the box's TPM"))?;
+        let key = match tpm.unseal(&blob) {
+            Ok(key) => key,
+            Err(error) => {
+                unseal_failed(root, &name, &error);
+                return Err(error).with_context(|| {
+                    format!(
+                        "the box's TPM will not open {name}: recordings, index and signatures stay closed \
+                         (README: \"Keys sealed to the TPM\", recovery)"
+                    )
+                });
+            }
+        };
         let key: [u8; 32] =
             key.try_into().ok().with_context(|| format!("{name} unsealed to a key of the wrong size"))?;
         cache.insert(sealed, key);
@@ -101,16 +136,195 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
     }
 }
 
-/// The file a new key at `path` goes to and what it holds: sealed to the TPM when the box's keys
-/// are, else hex.
+/// The file a new key at `path` goes to and what it holds: sealed to the TPM (for every boot
+/// state the keys are sealed to) when the box's keys are, else hex.
 fn key_file(root: &Path, path: &Path, key: &[u8; 32]) -> Result<(PathBuf, Vec<u8>)> {
     match tpm(root)? {
         Some(tpm) => {
-            let blob = tpm.seal(key).with_context(|| format!("sealing {} to the box's TPM", key_name(path)))?;
+            let blob = seal_all(&tpm, key, &policies(root)?)
+                .with_context(|| format!("sealing {} to the box's TPM", key_name(path)))?;
             Ok((sealed_path(path), blob))
         }
         None => Ok((path.to_owned(), hex::encode(key).into_bytes())),
     }
+}
+
+/// `key` sealed for each of `policies` (without a policy if there is none: keys sealed before
+/// boot-state binding).
+fn seal_all(tpm: &Tpm, key: &[u8], policies: &[PcrPolicy]) -> Result<Vec<u8>> {
+    let mut file: Option<Vec<u8>> = None;
+    for policy in policies {
+        let one = tpm.seal_to(key, policy)?;
+        file = Some(match file {
+            Some(f) => witness_tpm::with_sealing(&f, &one)?,
+            None => one,
+        });
+    }
+    match file {
+        Some(f) => Ok(f),
+        None => Ok(tpm.seal(key)?),
+    }
+}
+
+/// The measurement of a slot: what [`SLOT_PCR`] is extended with when the box boots `slot`
+/// with dm-verity root hash `root_hash`.
+pub fn boot_event(slot: &str, root_hash: &str) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"witness-slot\0");
+    h.update(slot.as_bytes());
+    h.update(b"\0");
+    h.update(root_hash.as_bytes());
+    h.finalize().into()
+}
+
+/// The slot and root hash this boot runs (from the initrd's boot.env; `WITNESS_BOOT_ENV` names
+/// another file for tests); `None` off the appliance.
+fn booted_slot() -> Result<Option<(String, String)>> {
+    let path = std::env::var_os("WITNESS_BOOT_ENV").map(PathBuf::from).unwrap_or_else(|| BOOT_ENV.into());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim().to_owned());
+    match (get("WITNESS_SLOT"), get("WITNESS_ROOTHASH")) {
+        (Some(slot), Some(hash)) => Ok(Some((checked_slot(&slot)?, checked_hash(&hash)?))),
+        _ => bail!("{} names no slot and root hash", path.display()),
+    }
+}
+
+fn checked_slot(slot: &str) -> Result<String> {
+    if slot.is_empty() || slot.len() > 16 || !slot.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        bail!("not a slot name: {slot:?}");
+    }
+    Ok(slot.to_owned())
+}
+
+fn checked_hash(hash: &str) -> Result<String> {
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("not a root hash (64 hex digits): {hash:?}");
+    }
+    Ok(hash.to_ascii_lowercase())
+}
+
+/// Extends [`SLOT_PCR`] with this boot's slot and root hash (run once per boot, before the data
+/// partition is mounted). Refuses when it already holds a measurement.
+pub fn measure_boot(tcti: &str) -> Result<String> {
+    let (slot, hash) = booted_slot()?.context("no boot state to measure (not booted by the witness initrd)")?;
+    let tpm = Tpm::new(tcti);
+    let now = tpm.pcrs(&[SLOT_PCR]).context("reading the slot PCR")?;
+    if now[0].1 != [0; 32] {
+        bail!("PCR {SLOT_PCR} already holds a measurement this boot; measuring again would lock the keys");
+    }
+    tpm.extend(SLOT_PCR, &boot_event(&slot, &hash)).context("measuring the slot")?;
+    Ok(slot)
+}
+
+/// The boot state now, under this boot's slot as label (`host` off the appliance).
+fn current_policy(tpm: &Tpm) -> Result<PcrPolicy> {
+    let label = booted_slot()?.map(|(s, _)| s).unwrap_or_else(|| "host".to_owned());
+    Ok(PcrPolicy { label, values: tpm.pcrs(&BOOT_PCRS).context("reading the TPM's PCRs")? })
+}
+
+/// The boot state the box will be in once it boots `slot` with `root_hash`: the same boot chain
+/// as now, and the slot PCR extended from zero with that slot's measurement.
+fn slot_policy(tpm: &Tpm, slot: &str, root_hash: &str) -> Result<PcrPolicy> {
+    let mut values = tpm.pcrs(&BOOT_PCRS).context("reading the TPM's PCRs")?;
+    for (pcr, value) in &mut values {
+        if *pcr == SLOT_PCR {
+            *value = witness_tpm::extended(&[0; 32], &boot_event(slot, root_hash));
+        }
+    }
+    Ok(PcrPolicy { label: slot.to_owned(), values })
+}
+
+/// The boot states the keys are sealed to (`keys/tpm.policy`: `LABEL PCR=HEX …` per line).
+fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
+    let text = match std::fs::read_to_string(root.join(TPM_POLICY)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(e).context("reading keys/tpm.policy"),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let label = checked_slot(words.next().unwrap_or_default())?;
+            let values = words
+                .map(|w| {
+                    let (pcr, value) = w.split_once('=')?;
+                    Some((pcr.parse().ok()?, hex::decode(value).ok()?.try_into().ok()?))
+                })
+                .collect::<Option<Vec<(u8, [u8; 32])>>>()
+                .context("keys/tpm.policy is damaged")?;
+            Ok(PcrPolicy { label, values })
+        })
+        .collect()
+}
+
+fn save_policies(root: &Path, policies: &[PcrPolicy]) -> Result<()> {
+    let text: String = policies
+        .iter()
+        .map(|p| {
+            let values: Vec<String> = p.values.iter().map(|(pcr, v)| format!("{pcr}={}", hex::encode(v))).collect();
+            format!("{} {}\n", p.label, values.join(" "))
+        })
+        .collect();
+    replace_private(&root.join(TPM_POLICY), text.as_bytes())
+}
+
+/// Records that a key would not unseal: the journal (an error event marked `audit`), the console
+/// (when the daemon has one) and the pending audit log, moved into the index's audit log the
+/// next time it opens. Bounded: a box restarting in a loop does not fill its disk.
+fn unseal_failed(root: &Path, name: &str, error: &witness_tpm::TpmError) {
+    tracing::error!(audit = true, kind = "tpm_unseal_failed", key = name, error = %error, "a sealed key would not open");
+    let line = serde_json::json!({
+        "at": time::OffsetDateTime::now_utc().unix_timestamp(),
+        "kind": "tpm_unseal_failed",
+        "key": name,
+        "error": error.to_string(),
+    });
+    let path = root.join(PENDING_AUDIT);
+    if std::fs::metadata(&path).map(|m| m.len() < 64 * 1024).unwrap_or(true) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"));
+    }
+    if let Some(dir) = std::env::var_os(crate::local_console::DIR_ENV) {
+        let text = format!(
+            "\n=================== WITNESS: KEYS WILL NOT OPEN ===================\n\
+             The box's TPM will not open {name}: {error}\n\
+             Recordings, the index and signatures stay closed until the box boots the state its keys\n\
+             were sealed to. Recovery: README, \"Keys sealed to the TPM\".\n\
+             ===================================================================\n\n"
+        );
+        let _ = crate::local_console::LocalConsole::Dir(PathBuf::from(dir)).show("tpm-unseal", &text);
+    }
+}
+
+/// Moves the audit events recorded while the index was closed into its audit log.
+pub fn flush_pending_audit(root: &Path, index: &witness_index::Index) -> Result<()> {
+    let path = root.join(PENDING_AUDIT);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).context("reading the pending audit events"),
+    };
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let event: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(_) => serde_json::json!({ "kind": "tpm_unseal_failed", "damaged_record": true }),
+        };
+        let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or("tpm_unseal_failed").to_owned();
+        index.audit(&kind, None, None, None, &event)?;
+    }
+    std::fs::remove_file(&path).context("removing the pending audit events")
 }
 
 /// A key kept at `path`, created (random) if there is none. Two processes creating it at once end
@@ -246,10 +460,11 @@ pub fn destroy_recording_keys(root: &Path) -> Result<Vec<String>> {
     Ok(doomed.iter().map(|p| key_name(p)).collect())
 }
 
-/// Seals every plain key of the box to the TPM at `tcti` and removes the plain files. The TPM
-/// is proven first (a key sealed and unsealed); each key is unsealed again and compared before
-/// its plain file goes. Run again, it finishes what an interrupted run left. Returns the keys
-/// sealed now.
+/// Seals every key of the box to the TPM at `tcti`, bound to the boot state now (see the module
+/// notes), and removes the plain files; keys sealed before without a policy are sealed again
+/// with one. The TPM is proven first (a key sealed and unsealed); each key is unsealed again and
+/// compared before its plain file goes. Run again, it finishes what an interrupted run left.
+/// Returns the keys sealed now.
 pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     if let Some(t) = tpm(root)?
         && t.tcti() != tcti
@@ -257,44 +472,115 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
         bail!("the keys are sealed to another TPM ({}); this box keeps one", t.tcti());
     }
     let tpm = Tpm::new(tcti).with_lock(&root.join("keys/tpm.lock"));
+    let policy = current_policy(&tpm)?;
     let probe = random::<32>();
-    let opened = tpm.seal(&probe).and_then(|b| tpm.unseal(&b)).context("the TPM cannot seal and unseal a key")?;
+    let opened =
+        tpm.seal_to(&probe, &policy).and_then(|b| tpm.unseal(&b)).context("the TPM cannot seal and unseal a key")?;
     if opened != probe {
         bail!("the TPM at {tcti} unsealed something other than what it sealed");
     }
     let keys = root.join("keys");
-    let mut plain: Vec<PathBuf> = std::fs::read_dir(&keys)
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&keys)
         .context("reading the keys directory")?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            let n = key_name(p);
-            n.starts_with("kek-") && !n.contains('.')
-                || ["index.key", "search.key", "evidence_ed25519"].contains(&n.as_str())
+        .filter_map(|p| {
+            let n = key_name(&p);
+            let plain = n.strip_suffix(".tpm").unwrap_or(&n).to_owned();
+            (plain.starts_with("kek-") && !plain.contains('.')
+                || ["index.key", "search.key", "evidence_ed25519"].contains(&plain.as_str()))
+            .then(|| keys.join(plain))
         })
         .collect();
-    plain.sort();
+    names.sort();
+    names.dedup();
     let mut sealed = Vec::new();
-    for path in &plain {
+    for path in &names {
         let name = key_name(path);
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
-        let key = parse_hex_key(&name, &text)?;
         let target = sealed_path(path);
-        if !target.exists() {
-            let blob = tpm.seal(&key).with_context(|| format!("sealing {name}"))?;
-            replace_private(&target, &blob)?;
+        let existing = std::fs::read(&target).ok();
+        // Sealed earlier to this state (an interrupted run): nothing to do for this key.
+        if let Some(data) = &existing
+            && witness_tpm::labels(data).is_ok_and(|l| l.contains(&policy.label))
+            && !path.exists()
+        {
+            continue;
         }
-        let blob = std::fs::read(&target)?;
-        if tpm.unseal(&blob).with_context(|| format!("unsealing {name} to check it"))? != key {
-            bail!("{name}.tpm does not hold {name}; nothing removed");
+        let key: [u8; 32] = if path.exists() {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            parse_hex_key(&name, &text)?
+        } else {
+            let data = existing.as_deref().context("no key")?;
+            let key = tpm.unseal(data).with_context(|| format!("unsealing {name} to bind it to the boot state"))?;
+            key.try_into().ok().with_context(|| format!("{name} unsealed to a key of the wrong size"))?
+        };
+        let blob = tpm.seal_to(&key, &policy).with_context(|| format!("sealing {name}"))?;
+        let data = match &existing {
+            Some(data) if witness_tpm::labels(data).is_ok_and(|l| !l.is_empty()) => {
+                witness_tpm::with_sealing(data, &blob)?
+            }
+            _ => blob,
+        };
+        if tpm.unseal(&data).with_context(|| format!("unsealing {name} to check it"))? != key {
+            bail!("{name}.tpm would not hold {name}; nothing removed");
         }
+        replace_private(&target, &data)?;
         sealed.push(name);
     }
+    let mut all = policies(root)?;
+    all.retain(|p| p.label != policy.label);
+    all.insert(0, policy);
+    save_policies(root, &all)?;
     replace_private(&root.join(TPM_MARK), tcti.as_bytes())?;
-    for path in &plain {
-        shred(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
+    for path in &names {
+        if path.exists() {
+            shred(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
+        }
     }
     Ok(sealed)
+}
+
+/// Seals every key for the boot state of `slot` with `root_hash` (what the box will measure when
+/// it boots that slot), beside the sealings it has: run before an update makes the slot
+/// primary. Fails (and the update must not switch) if a key cannot be sealed. Returns the keys.
+pub fn reseal_for_slot(root: &Path, slot: &str, root_hash: &str) -> Result<Vec<String>> {
+    let (slot, root_hash) = (checked_slot(slot)?, checked_hash(root_hash)?);
+    let tpm = tpm(root)?.context("the keys are not sealed to a TPM: nothing to seal for the new slot")?;
+    let policy = slot_policy(&tpm, &slot, &root_hash)?;
+    // Listed first: a key made while this runs is sealed for the new slot as well.
+    let mut all = policies(root)?;
+    all.retain(|p| p.label != policy.label);
+    all.push(policy.clone());
+    save_policies(root, &all)?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("keys"))
+        .context("reading the keys directory")?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| key_name(p).ends_with(".tpm"))
+        .collect();
+    files.sort();
+    let mut done = Vec::new();
+    for file in &files {
+        let name = key_name(file);
+        let data = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+        let key = match tpm.unseal(&data) {
+            Ok(key) => key,
+            Err(error) => {
+                unseal_failed(root, &name, &error);
+                return Err(error).with_context(|| format!("opening {name} to seal it for slot {slot}"));
+            }
+        };
+        let blob = tpm.seal_to(&key, &policy).with_context(|| format!("sealing {name} for slot {slot}"))?;
+        // A key sealed without a policy gets one for this boot too, so it still opens here.
+        let base = if witness_tpm::labels(&data).is_ok_and(|l| !l.is_empty()) {
+            data
+        } else {
+            tpm.seal_to(&key, &current_policy(&tpm)?).with_context(|| format!("sealing {name} for this boot"))?
+        };
+        replace_private(file, &witness_tpm::with_sealing(&base, &blob)?)?;
+        done.push(name.trim_end_matches(".tpm").to_owned());
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

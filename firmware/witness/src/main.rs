@@ -86,12 +86,35 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cli::KeysCmd::Seal { tpm }) => {
-            crate::datadir::DataDir::open(&cli.data)?;
-            let sealed = keys::seal_to_tpm(&cli.data, &tpm)?;
+            let dir = crate::datadir::DataDir::open(&cli.data)?;
+            let sealed = match keys::seal_to_tpm(&cli.data, &tpm) {
+                Ok(sealed) => sealed,
+                Err(error) => {
+                    let detail = serde_json::json!({ "tpm": tpm, "error": format!("{error:#}") });
+                    dir.index.audit("tpm_seal_failed", None, None, None, &detail)?;
+                    return Err(error);
+                }
+            };
+            dir.index.audit("keys_sealed", None, None, None, &serde_json::json!({ "tpm": tpm, "keys": sealed }))?;
             println!(
                 "sealed to the TPM ({tpm}): {}",
                 if sealed.is_empty() { "nothing left to seal".to_owned() } else { sealed.join(", ") }
             );
+            Ok(())
+        }
+        Command::Keys(cli::KeysCmd::Reseal { slot, root_hash }) => {
+            let sealed = keys::reseal_for_slot(&cli.data, &slot, &root_hash)?;
+            println!("sealed for slot {slot}: {}", sealed.join(", "));
+            // Audited once the index opens (its key is among those sealed).
+            if let Ok(dir) = crate::datadir::DataDir::open(&cli.data) {
+                let detail = serde_json::json!({ "slot": slot, "root_hash": root_hash, "keys": sealed });
+                dir.index.audit("keys_sealed_for_slot", None, None, None, &detail)?;
+            }
+            Ok(())
+        }
+        Command::Keys(cli::KeysCmd::MeasureBoot { tpm }) => {
+            let slot = keys::measure_boot(&tpm)?;
+            println!("measured slot {slot} into PCR {}", keys::SLOT_PCR);
             Ok(())
         }
         Command::Hold(cmd) => retention::hold(&cli.data, cmd),
