@@ -206,6 +206,11 @@ fn a_termination_names_the_admin_who_did_it() {
     assert_eq!(terminated["actor"], "ada", "{terminated}");
     assert_eq!(terminated["user"], "alice", "{terminated}");
     assert_eq!(terminated["detail"]["by"], "ada", "{terminated}");
+    // The box closed the target's side itself: that is not a lost target.
+    settled(&b, 1);
+    let lost: Vec<_> =
+        b.audit().into_iter().filter(|e| e["session_id"] == session.as_str() && e["kind"] == "target_lost").collect();
+    assert!(lost.is_empty(), "a terminate is followed by a spurious target_lost: {lost:?}");
 }
 
 /// A GET of `path` with a `Range` into `out`; the status.

@@ -253,6 +253,15 @@ fn failed_logins_are_rate_limited_and_totp_is_enforced() {
     assert_eq!(limited.status, 429, "the right password is refused while limited: {}", limited.body);
     assert!(limited.headers.to_lowercase().contains("retry-after"));
     assert!(b.audit_kinds().iter().filter(|k| *k == "web_login_failed").count() >= 5);
+    // Every throttled attempt is in the audit log, not only the first of the lockout (the old
+    // gate wrote one event for nine failures).
+    for _ in 0..3 {
+        assert_eq!(w.login("audrey", "wrong").status, 429);
+    }
+    let throttled: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "login_throttled").collect();
+    let counted: Vec<_> = throttled.iter().map(|e| e["detail"]["attempts"].as_u64()).collect();
+    assert_eq!(counted, [Some(1), Some(2), Some(3), Some(4)], "{throttled:?}");
+    assert!(throttled.iter().all(|e| e["detail"]["name"] == "audrey"), "{throttled:?}");
 
     // Another source is not held back for someone else's guessing.
     let mut other = Web::from(&b, "127.0.0.2");
