@@ -208,6 +208,88 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
     }
 }
 
+/// A box serving, with alice's recorded terminal session that printed `zebrafish42` late on a
+/// line, a screenful of other output, `disk is full`, and `zebrafish42` again: the session id.
+pub(crate) fn box_with_hits() -> (Sshd, Box, String) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    for (name, role) in [("audrey", "auditor"), ("adam", "admin"), ("bob", "user")] {
+        b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-passwd\n")));
+    }
+    b.serve();
+    let out = b
+        .ssh("alice@web01")
+        .args(["-tt"])
+        .arg(
+            "printf 'waiting '; sleep 1.5; printf '%s%s printed late\\n' zebra fish42; sleep 0.3; seq 1 300; \
+             sleep 0.3; printf 'disk is %s\\n' full; sleep 0.3; printf 'again %s%s\\n' zebra fish42; sleep 0.3",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = finished_recording(&b);
+    (sshd, b, rec["session_id"].as_str().unwrap().to_owned())
+}
+
+/// The output events of a cast: (time, text).
+pub(crate) fn output_events(cast: &str) -> Vec<(f64, String)> {
+    cast.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .map(|e| (e[0].as_f64().unwrap(), e[2].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Issue 19's attack: a hit pointed at where its line began (`zebrafish42` 2 s before it was
+/// printed), and only the first hit of a session was offered. Every match is a hit now, at the
+/// output event that printed it, with the matched text to highlight; prefix and phrase search
+/// match what they say.
+#[test]
+fn every_search_hit_is_at_the_event_that_printed_it() {
+    let (_sshd, b, session) = box_with_hits();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    let list = eventually(60, "the recording is searchable", || {
+        let list = w.get("/api/v1/sessions?q=zebrafish42").json();
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    });
+    let rec = list[0]["hit"]["recording_id"].as_str().unwrap().to_owned();
+    let events = output_events(&w.get(&format!("/api/v1/recordings/{rec}/content")).body);
+    let printed: Vec<f64> = events.iter().filter(|(_, d)| d.contains("zebrafish42")).map(|(t, _)| *t).collect();
+    let line_start = events.iter().find(|(_, d)| d.contains("waiting")).unwrap().0;
+    assert_eq!(printed.len(), 2, "{events:?}");
+    assert!(printed[0] - line_start > 1.0, "the word came late on its line");
+
+    let hits = w.get(&format!("/api/v1/sessions/{session}/hits?q=zebrafish42")).json();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 2, "every hit in the session: {hits:?}");
+    for (hit, at) in hits.iter().zip(&printed) {
+        assert!((hit["at"].as_f64().unwrap() - at).abs() < 0.002, "hit {hit} is not the event at {at} s");
+        assert_eq!(hit["matched"], "zebrafish42", "{hit}");
+        let snippet: Vec<char> = hit["snippet"].as_str().unwrap().chars().collect();
+        let [a, z] = [0, 1].map(|i| hit["mark"][i].as_u64().unwrap() as usize);
+        assert_eq!(snippet[a..z].iter().collect::<String>(), "zebrafish42", "{hit}");
+    }
+    assert!((list[0]["hit"]["at"].as_f64().unwrap() - printed[0]).abs() < 0.002, "the list's hit is the first");
+
+    // A prefix finds the same two; a phrase only where its words stand in order.
+    let prefix = w.get(&format!("/api/v1/sessions/{session}/hits?q=zebraf*")).json();
+    assert_eq!(prefix.as_array().unwrap().len(), 2, "{prefix}");
+    assert_eq!(w.get("/api/v1/sessions?q=zebraf*").json().as_array().unwrap().len(), 1);
+    assert_eq!(w.get("/api/v1/sessions?q=zeb").json(), serde_json::json!([]), "a word is whole without its *");
+    let phrase = w.get("/api/v1/sessions?q=%22disk%20is%20full%22").json();
+    assert_eq!(phrase.as_array().unwrap().len(), 1, "{phrase}");
+    assert_eq!(phrase[0]["hit"]["matched"], "disk is full", "{phrase}");
+    assert_eq!(w.get("/api/v1/sessions?q=%22full%20is%20disk%22").json(), serde_json::json!([]), "words out of order");
+
+    // Only who may see the session may search in it.
+    let mut bob = Web::new(&b);
+    assert_eq!(bob.login("bob", "bob-passwd").status, 200);
+    assert_eq!(bob.get(&format!("/api/v1/sessions/{session}/hits?q=zebrafish42")).status, 404);
+}
+
 #[test]
 fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");

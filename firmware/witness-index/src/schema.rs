@@ -160,6 +160,9 @@ const STEPS: &[&str] = &[
     "ALTER TABLE recordings ADD COLUMN text_state TEXT;
     ALTER TABLE recordings ADD COLUMN text_read_until REAL NOT NULL DEFAULT 0;
     ALTER TABLE recordings ADD COLUMN text_error TEXT;",
+    // 12: terminal text indexed again for prefix search (prefix tokens) and for hits at the
+    // event that printed them (per-line steps); a pruned recording keeps its older text.
+    "UPDATE recordings SET text_indexed = 0 WHERE path LIKE '%.cast' AND text_indexed = 1 AND pruned = 0;",
 ];
 
 /// The schema version this build brings an index to.

@@ -68,6 +68,7 @@ pub fn router(state: State) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/{id}", get(session))
         .route("/sessions/{id}/live", get(live::stream))
+        .route("/sessions/{id}/hits", get(hits))
         .route("/sessions/{id}/terminate", post(terminate))
         .route("/live", get(live_sessions))
         .route("/recordings/{id}/content", get(content))
@@ -339,6 +340,36 @@ async fn session(
             Json(d).into_response()
         }
         Ok(_) | Err(ConsoleError::NotFound) => error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => console_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct HitsQuery {
+    q: String,
+}
+
+/// Every place a search matched in one session, for the player's next and previous.
+async fn hits(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(hq): Query<HitsQuery>,
+) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    match state.console.session(&id) {
+        Ok(d) if auth.may_see(&d.session.user) => {}
+        Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => return console_error(e),
+    }
+    match state.console.hits(&id, &hq.q) {
+        Ok(list) => {
+            let words = hq.q.split_whitespace().count();
+            state.console.audit("web_search", &auth.0.user, Some(&id), json!({ "words": words, "hits": list.len() }));
+            Json(list).into_response()
+        }
         Err(e) => console_error(e),
     }
 }

@@ -71,8 +71,16 @@ pub struct SessionHit {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextHit {
     pub recording_id: String,
+    /// When the output event that printed the match came (a video: when the screen showed it).
     pub at: f64,
+    /// The line, cut around the match.
     pub snippet: String,
+    /// Where the match is in the snippet (characters, end excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<[usize; 2]>,
+    /// The matched text as printed (the player finds and highlights it on the screen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
     /// Text read off an RDP screen: where the line was, `[x, y, width, height]` in the video's
     /// pixels (the player highlights it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +292,8 @@ pub trait Console: Send + Sync + 'static {
     /// The account as it is now (role changes and deletions apply to open web sessions).
     fn account(&self, user: &str) -> Option<Account>;
     fn sessions(&self, query: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError>;
+    /// Every place in one session where a search matched, in time order per recording.
+    fn hits(&self, session_id: &str, query: &str) -> Result<Vec<TextHit>, ConsoleError>;
     fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError>;
     fn recording(&self, id: &str) -> Result<RecordingRow, ConsoleError>;
     /// The part of the playable recording (decrypted) a request's `Range` header asks for (see

@@ -73,6 +73,17 @@ fn index_time(t: &Option<String>) -> Option<String> {
     Some(witness_index::format_time(parsed.to_offset(time::UtcOffset::UTC)))
 }
 
+fn text_hit(o: crate::search::Opened) -> TextHit {
+    TextHit {
+        recording_id: o.recording_id,
+        at: o.at,
+        snippet: o.snippet,
+        mark: Some(o.mark),
+        matched: Some(o.matched),
+        rect: o.rect,
+    }
+}
+
 fn format_of(r: &RecordingRow) -> &'static str {
     if r.path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
@@ -138,26 +149,33 @@ impl witness_web::Console for BoxConsole {
             q: None,
             limit: Some(q.limit.unwrap_or(500).min(5000)),
         };
-        let tokens = match &q.q {
+        let search = match &q.q {
             Some(text) => Some(crate::search::query_tokens(&self.dir, text).map_err(internal)?),
             None => None,
         };
-        let rows = self.dir.index.find_sessions(&filter, tokens.as_deref()).map_err(internal)?;
-        let query = q.q.clone().unwrap_or_default();
-        Ok(rows
+        let rows =
+            self.dir.index.find_sessions(&filter, search.as_ref().map(|(_, t)| t.as_slice())).map_err(internal)?;
+        let mut out = Vec::new();
+        for (session, chunks) in rows {
+            let hit = match &search {
+                // The index matched the words; whether the chunk holds the query (a phrase's
+                // order, a long prefix) is known once opened.
+                Some((terms, _)) => match crate::search::first_match(&self.dir, terms, &chunks) {
+                    Some(o) => Some(text_hit(o)),
+                    None => continue,
+                },
+                None => None,
+            };
+            out.push(SessionHit { live: self.broker.is_running(&session.id), hit, session });
+        }
+        Ok(out)
+    }
+
+    fn hits(&self, session_id: &str, query: &str) -> Result<Vec<TextHit>, ConsoleError> {
+        Ok(crate::search::session_matches(&self.dir, session_id, query)
+            .map_err(internal)?
             .into_iter()
-            .map(|(session, hit)| SessionHit {
-                live: self.broker.is_running(&session.id),
-                hit: hit.map(|h| {
-                    let (at, snippet, rect) = crate::search::open_hit(&self.dir, &query, &h).unwrap_or((
-                        h.at,
-                        "(the matching text could not be opened)".into(),
-                        None,
-                    ));
-                    TextHit { recording_id: h.recording_id, at, snippet, rect }
-                }),
-                session,
-            })
+            .map(text_hit)
             .collect())
     }
 
