@@ -290,6 +290,38 @@ fn every_search_hit_is_at_the_event_that_printed_it() {
     assert_eq!(bob.get(&format!("/api/v1/sessions/{session}/hits?q=zebrafish42")).status, 404);
 }
 
+/// The Chromium walk of issue 19 at a laptop, a large monitor and a phone: search, each hit shown
+/// paused at the event that printed it with the word marked in view, next and previous.
+#[test]
+fn browser_steps_through_every_hit_at_three_sizes() {
+    let (_sshd, b, _session) = box_with_hits();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    let list = eventually(60, "the recording is searchable", || {
+        let list = w.get("/api/v1/sessions?q=zebrafish42").json();
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    });
+    let rec = list[0]["hit"]["recording_id"].as_str().unwrap().to_owned();
+    let events = output_events(&w.get(&format!("/api/v1/recordings/{rec}/content")).body);
+    let printed: Vec<f64> = events.iter().filter(|(_, d)| d.contains("zebrafish42")).map(|(t, _)| *t).collect();
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", b.web_port),
+        "auditor": ["audrey", "audrey-passwd"],
+        "word": "zebrafish42",
+        "printed": printed,
+        "viewports": [[1366, 768], [1920, 1080], [390, 844]],
+        "artifacts": artifacts,
+    });
+    browser("hits", &config);
+    for size in ["1366x768", "1920x1080", "390x844"] {
+        for shot in ["search", "hit-1", "hit-2"] {
+            let f = format!("hits-{size}-{shot}.png");
+            assert!(artifacts.join(&f).exists(), "screenshot {f} kept");
+        }
+    }
+}
+
 #[test]
 fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");

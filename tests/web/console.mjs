@@ -10,6 +10,12 @@
 //             see it advance (also at 8x); its activity bar has spans, a click on one seeks there,
 //             skip idle crosses an idle gap faster than real time, 32x is real (media seconds per
 //             wall second, measured in the page); the layout fits 1366x768 and 1920x1080
+//   hits    - at each of the viewports (laptop, large monitor, phone): log in as an auditor (the
+//             login page shows no nav and no one-time code field), search a word printed late on
+//             a line and again after a screenful of output; the rules are under the search box;
+//             the hit opens the player paused at the event that printed the word, the word marked
+//             on the terminal's screen where it is and in view; next and previous step through
+//             every hit; the terminal's first column is on screen
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
 //             video opens at its moment with the word's rectangle outlined over it
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
@@ -34,6 +40,11 @@ async function login(user, password, viewport) {
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => console.error('console:', m.text()));
   await page.goto(cfg.base + '/');
+  await page.waitForSelector('#login');
+  // The stylesheet once overrode `hidden`: nav links and a code field showed on the login page.
+  for (const hidden of ['#nav', '#login label:has(input[name=totp])']) {
+    if (await page.isVisible(hidden)) throw new Error(`${hidden} shows on the login page`);
+  }
   await page.fill('#login input[name=user]', user);
   await page.fill('#login input[name=password]', password);
   await shot('login');
@@ -41,8 +52,76 @@ async function login(user, password, viewport) {
   await page.waitForSelector('#logout');
 }
 
+// Where the hit's mark is and what it covers: the terminal row under it and the characters from
+// the column it starts at; the player's time and whether it is standing still.
+async function hitSeen(word) {
+  await page.waitForSelector('#player .hit-mark', { timeout: 15000 });
+  const seen = await page.evaluate(async (word) => {
+    const mark = document.querySelector('#player .hit-mark').getBoundingClientRect();
+    const cy = mark.top + mark.height / 2;
+    const line = [...document.querySelectorAll('#player .ap-line')].find((l) => { const r = l.getBoundingClientRect(); return r.top <= cy && cy < r.bottom; });
+    if (!line) return { error: 'no terminal row under the mark' };
+    const text = line.textContent;
+    const first = document.createRange();
+    const node = document.createTreeWalker(line, NodeFilter.SHOW_TEXT).nextNode();
+    first.setStart(node, 0); first.setEnd(node, 1);
+    const cw = first.getBoundingClientRect().width;
+    const col = Math.round((mark.left - line.getBoundingClientRect().left) / cw);
+    const t0 = await player.getCurrentTime();
+    await new Promise((ok) => setTimeout(ok, 600));
+    const t1 = await player.getCurrentTime();
+    const term = document.querySelector('#player .ap-terminal').getBoundingClientRect();
+    return { under: text.substr(col, word.length), cols: Math.round(mark.width / cw), t0, t1,
+      mark: [mark.left, mark.top, mark.right, mark.bottom], window: [innerWidth, innerHeight], termLeft: term.left,
+      where: document.querySelector('#hit-where').textContent };
+  }, word);
+  if (seen.error) throw new Error(seen.error);
+  return seen;
+}
+
+function checkHit(seen, word, at, k, n) {
+  if (seen.under !== word || seen.cols !== word.length) throw new Error(`the mark covers ${JSON.stringify(seen.under)} (${seen.cols} columns), not ${word}`);
+  if (Math.abs(seen.t0 - at) > 0.02) throw new Error(`the player stands at ${seen.t0} s, the word was printed at ${at} s`);
+  if (seen.t1 !== seen.t0) throw new Error(`the player moved on from the hit (${seen.t0} -> ${seen.t1} s)`);
+  const [l, t, r, b] = seen.mark;
+  if (l < 0 || t < 0 || r > seen.window[0] || b > seen.window[1]) throw new Error(`the mark ${seen.mark} is out of the window ${seen.window}`);
+  if (!seen.where.startsWith(`Hit ${k} of ${n}`)) throw new Error(`hit counter says ${seen.where}`);
+  if (seen.termLeft < 0) throw new Error(`the terminal's first column is off screen at x=${seen.termLeft}`);
+}
+
 try {
-  if (step === 'replay') {
+  if (step === 'hits') {
+    const measured = [];
+    for (const [width, height] of cfg.viewports) {
+      const size = `${width}x${height}`;
+      await login(cfg.auditor[0], cfg.auditor[1], { width, height });
+      await page.waitForSelector('#sessions-table');
+      const rules = await page.textContent('#search-rules');
+      if (!rules.includes('deplo*') || !rules.includes('"disk full"')) throw new Error(`search rules: ${rules}`);
+      await page.fill('#search', cfg.word);
+      await page.click('#filters button[type=submit]');
+      await page.waitForSelector('a.hit');
+      if ((await page.textContent('a.hit mark')) !== cfg.word) throw new Error('the snippet does not mark the word');
+      await shot(`${size}-search`);
+      await page.click('a.hit');
+      const first = await hitSeen(cfg.word);
+      await shot(`${size}-hit-1`);
+      checkHit(first, cfg.word, cfg.printed[0], 1, 2);
+      await page.click('#hit-next');
+      await page.waitForFunction(() => document.querySelector('#hit-where').textContent.startsWith('Hit 2'));
+      const second = await hitSeen(cfg.word);
+      await shot(`${size}-hit-2`);
+      checkHit(second, cfg.word, cfg.printed[1], 2, 2);
+      await page.click('#hit-prev');
+      await page.waitForFunction(() => document.querySelector('#hit-where').textContent.startsWith('Hit 1'));
+      const back = await hitSeen(cfg.word);
+      checkHit(back, cfg.word, cfg.printed[0], 1, 2);
+      measured.push({ size, first, second });
+      await page.context().close();
+    }
+    writeFileSync(`${cfg.artifacts}/hits-measured.json`, JSON.stringify(measured, null, 1));
+    console.log(JSON.stringify({ ok: true, step, measured }));
+  } else if (step === 'replay') {
     // A laptop screen.
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.waitForSelector('#sessions-table');

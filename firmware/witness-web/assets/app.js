@@ -5,6 +5,8 @@
 
 let me = null;
 let player = null;
+// The terminal recording shown, with how to show a search hit in it.
+let castView = null;
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -40,6 +42,7 @@ async function api(path, opts = {}) {
 const main = () => document.getElementById('main');
 function show(...nodes) {
   if (player) { try { player.dispose(); } catch (_) { /* already gone */ } player = null; }
+  castView = null;
   main().replaceChildren(...nodes);
 }
 const stateBox = (text, error) => el('p', { class: error ? 'state error' : 'state' }, text);
@@ -72,6 +75,14 @@ function fmtDuration(a, b) {
   return (h ? h + 'h ' : '') + (h || m ? m + 'm ' : '') + (s % 60) + 's';
 }
 const badge = (s) => el('span', { class: 'status ' + s }, s);
+
+// A hit's snippet with the match in <mark> (as text: nothing from the box is HTML).
+function marked(hit) {
+  const chars = [...hit.snippet];
+  if (!Array.isArray(hit.mark)) return hit.snippet;
+  const [a, z] = hit.mark;
+  return el('span', {}, chars.slice(0, a).join(''), el('mark', {}, chars.slice(a, z).join('')), chars.slice(z).join(''));
+}
 
 async function start() {
   try {
@@ -148,8 +159,13 @@ async function listPage() {
     for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
     navigate('/sessions' + (q.toString() ? '?' + q : ''));
   });
+  const rules = el('p', { class: 'rules', id: 'search-rules' },
+    'Search: whole words, any case, all of them within about a second of output. ',
+    el('code', {}, 'deplo*'), ' finds words starting with it (3 letters or more); ',
+    el('code', {}, '"disk full"'), ' finds the words side by side, in order, on one line. ',
+    'Covers SSH output, RDP typed keys (when recorded) and text read off RDP screens.');
   const results = el('div', { id: 'results' }, stateBox('Loading sessions…'));
-  show(el('h1', {}, 'Session history'), form, results);
+  show(el('h1', {}, 'Session history'), form, rules, results);
   const query = new URLSearchParams();
   for (const k of FILTERS) {
     let v = params.get(k);
@@ -170,14 +186,14 @@ async function listPage() {
   const searching = query.has('q');
   const rows = list.slice().reverse().map((s) => {
     const place = s.hit && Array.isArray(s.hit.rect) ? `&box=${s.hit.rect.join(',')}` : '';
-    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}` : '');
+    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}&q=${encodeURIComponent(query.get('q'))}` : '');
     return el('tr', { class: 'session-row', 'data-id': s.id },
       el('td', {}, el('a', { href }, fmtTime(s.started_at))),
       el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—'),
       el('td', {}, s.live ? 'running' : fmtDuration(s.started_at, s.ended_at)),
       el('td', {}, badge(s.live ? 'recording' : s.status)), el('td', {}, s.end_reason || (s.live ? '' : '—')),
       el('td', {}, fmtBytes(s.bytes)),
-      searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: ${s.hit.snippet}`) : '') : null);
+      searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: `, marked(s.hit)) : '') : null);
   });
   results.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From', 'Duration', 'Recording', 'End reason', 'Size'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
@@ -215,6 +231,7 @@ async function detailPage(id) {
   parts.push(el('h2', {}, 'Recordings'));
   if (!d.recordings.length) parts.push(stateBox('This session has no recordings (it ended before a terminal or desktop was opened).'));
   const playerSlot = el('div', { id: 'player-slot' });
+  const hitsSlot = el('div', { id: 'hits-slot' });
   for (const r of d.recordings) {
     const upload = r.upload
       ? (r.upload.state === 'uploaded' ? `in the store since ${fmtTime(r.upload.uploaded_at)}` : `waiting for the store (${r.upload.attempts} attempts${r.upload.last_error ? ': ' + r.upload.last_error : ''})`)
@@ -226,7 +243,7 @@ async function detailPage(id) {
         r.status === 'recording' ? null : el('button', { class: 'play', onclick: () => play(r, playerSlot, 0) }, 'Play'),
         el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
   }
-  parts.push(playerSlot);
+  parts.push(hitsSlot, playerSlot);
   parts.push(el('h2', {}, 'Audit events'));
   parts.push(d.audit.length
     ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
@@ -243,7 +260,41 @@ async function detailPage(id) {
   const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
   const box = (hash.get('box') || '').split(',').map(Number);
   const place = box.length === 4 && box.every((n) => Number.isFinite(n) && n >= 0) ? box : null;
+  if (hash.get('q')) return searchHits(id, d, hash.get('q'), playerSlot, hitsSlot);
   if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'), place);
+}
+
+// Every place the search matched in this session, stepped through with previous and next: the
+// player stops at the output event that printed the match, with the match marked on the screen.
+async function searchHits(id, d, q, playerSlot, hitsSlot) {
+  hitsSlot.replaceChildren(stateBox(`Finding “${q}” in this session…`));
+  let hits;
+  try {
+    hits = await api(`/sessions/${id}/hits?q=${encodeURIComponent(q)}`);
+  } catch (e) {
+    return hitsSlot.replaceChildren(stateBox('Could not search this session: ' + e.message, true));
+  }
+  if (!hits.length) return hitsSlot.replaceChildren(stateBox(`“${q}” is not in this session's text.`));
+  let i = Math.max(0, Math.min(hits.length - 1, parseInt(new URLSearchParams(location.hash.slice(1)).get('i') || '0', 10) || 0));
+  const where = el('span', { id: 'hit-where' });
+  const text = el('span', { class: 'snippet', id: 'hit-snippet' });
+  const prev = el('button', { class: 'plain', id: 'hit-prev', onclick: () => go(i - 1) }, '◀ Previous');
+  const next = el('button', { class: 'plain', id: 'hit-next', onclick: () => go(i + 1) }, 'Next ▶');
+  const go = async (k) => {
+    i = (k + hits.length) % hits.length;
+    const h = hits[i];
+    where.textContent = `Hit ${i + 1} of ${hits.length} · ${fmtSecs(h.at)} · `;
+    text.replaceChildren(marked(h));
+    history.replaceState(null, '', `#q=${encodeURIComponent(q)}&i=${i}`);
+    const r = d.recordings.find((x) => x.id === h.recording_id);
+    if (!r) return;
+    if (r.format === 'mp4') return play(r, playerSlot, h.at, Array.isArray(h.rect) ? h.rect : null);
+    if (castView && castView.recording === r.id) return castView.showHit(h, hits);
+    await play(r, playerSlot, h.at, null, { hit: h, hits });
+  };
+  hitsSlot.replaceChildren(el('div', { class: 'hits', id: 'hits' },
+    el('strong', {}, `“${q}”: `), where, text, el('span', { class: 'hit-buttons' }, prev, next)));
+  go(i);
 }
 
 // A running RDP session: its video as written so far (whole fragments), fetched again every few
@@ -262,7 +313,63 @@ function watchVideo(r, slot) {
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
 
-async function play(r, slot, at, place) {
+// The player's clock: asciinema-player merges output events less than a frame apart into the
+// first of them and, skipping idle time, takes out of every gap what is over the limit. The same
+// steps here give the player's time of any moment of the recording (and back).
+const MIN_FRAME = 1 / 60;
+function playerClock(all, limit) {
+  const heads = [];
+  let head;
+  for (const e of all) {
+    if (head !== undefined && e[1] === 'o' && head[1] === 'o' && e[0] - head[0] < MIN_FRAME) continue;
+    heads.push(e);
+    head = e;
+  }
+  const real = [], shown = [];
+  let last = 0, cut = 0;
+  for (const e of heads) {
+    const over = e[0] - last - limit;
+    last = e[0];
+    if (over > 0) cut += over;
+    real.push(e[0]);
+    shown.push(e[0] - cut);
+  }
+  const find = (xs, t) => { let lo = 0, hi = xs.length - 1, k = -1; while (lo <= hi) { const m = (lo + hi) >> 1; if (xs[m] <= t) { k = m; lo = m + 1; } else hi = m - 1; } return k; };
+  return {
+    // A moment of the recording (an event's time, to the index's millisecond) in player time.
+    toPlayer: (t) => { const k = find(real, t + 0.0006); return k < 0 ? 0 : shown[k]; },
+    toReal: (t) => { const k = find(shown, t); return k < 0 ? 0 : real[k] + (t - shown[k]); },
+  };
+}
+
+// Marks `text` on the terminal's screen (the lowest row showing it: the newest output), over the
+// player so the player's own rendering is left alone. Whether it was found.
+function markOnScreen(box, text) {
+  for (const m of box.querySelectorAll('.hit-mark')) m.remove();
+  if (!text) return false;
+  const lines = [...box.querySelectorAll('.ap-line')];
+  for (const line of lines.reverse()) {
+    const at = line.textContent.indexOf(text);
+    if (at < 0) continue;
+    const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+    const range = document.createRange();
+    let pos = 0, node, started = false;
+    while ((node = walker.nextNode())) {
+      const len = node.textContent.length;
+      if (!started && at < pos + len) { range.setStart(node, at - pos); started = true; }
+      if (started && at + text.length <= pos + len) { range.setEnd(node, at + text.length - pos); break; }
+      pos += len;
+    }
+    const frame = box.getBoundingClientRect();
+    for (const r of range.getClientRects()) {
+      box.append(el('div', { class: 'hit-mark', style: `left:${r.left - frame.left + box.scrollLeft}px;top:${r.top - frame.top + box.scrollTop}px;width:${r.width}px;height:${r.height}px` }));
+    }
+    return true;
+  }
+  return false;
+}
+
+async function play(r, slot, at, place, search) {
   if (r.format === 'mp4') return playVideo(r, slot, at, place);
   slot.replaceChildren(stateBox('Loading the recording…'));
   let text;
@@ -273,10 +380,11 @@ async function play(r, slot, at, place) {
   } catch (e) {
     return slot.replaceChildren(stateBox('Could not load the recording: ' + e.message, true));
   }
-  const events = [];
+  const all = [];
   for (const line of text.split('\n').slice(1)) {
-    try { const e = JSON.parse(line); if (Array.isArray(e) && e[1] === 'o') events.push(e); } catch (_) { /* partial line */ }
+    try { const e = JSON.parse(line); if (Array.isArray(e) && typeof e[0] === 'number') all.push(e); } catch (_) { /* partial line */ }
   }
+  const events = all.filter((e) => e[1] === 'o');
   const duration = events.length ? events[events.length - 1][0] : 0;
   const buckets = new Array(120).fill(0);
   for (const [t, , data] of events) buckets[Math.min(119, Math.floor((t / (duration || 1)) * 120))] += data.length;
@@ -286,26 +394,55 @@ async function play(r, slot, at, place) {
   const box = el('div', { class: 'player-box', id: 'player' });
   const activity = el('div', { class: 'activity', id: 'activity', title: 'Activity over the session: click to jump' },
     buckets.map((b, i) => el('span', { class: Math.abs(i - Math.floor((at / (duration || 1)) * 120)) < 1 && at > 0 ? 'hit' : '', style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
-  const create = (startAt) => {
+  let clock = playerClock(all, 2);
+  let hits = search ? search.hits.filter((h) => h.recording_id === r.id) : [];
+  const create = (startAt, autoPlay) => {
     if (player) { try { player.dispose(); } catch (_) { /* gone */ } }
     box.replaceChildren();
+    const limit = skip.checked ? 2 : Infinity;
+    clock = playerClock(all, limit);
+    const markers = hits.length ? hits.map((h) => [clock.toPlayer(h.at), h.matched || 'match']) : (at > 0 ? [[clock.toPlayer(at), 'match']] : undefined);
     player = AsciinemaPlayer.create({ data: text }, box, {
-      autoPlay: true, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: false, terminalFontSize: '14px',
-      markers: at > 0 ? [[at, 'match']] : undefined,
+      autoPlay, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: false, terminalFontSize: '14px', markers,
     });
+    player.addEventListener('play', () => { for (const m of box.querySelectorAll('.hit-mark')) m.remove(); });
   };
-  const restart = async () => create(player ? await player.getCurrentTime() : 0);
+  // A hit: the player stops at the event that printed the match, the match marked on screen.
+  const showHit = async (h, all_hits) => {
+    if (all_hits) hits = all_hits.filter((x) => x.recording_id === r.id);
+    if (!player) create(0, false);
+    const p = player;
+    await p.pause();
+    await p.seek(clock.toPlayer(h.at));
+    box.dataset.hitAt = String(h.at);
+    for (let k = 0; k < 40 && p === player; k++) {
+      await new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 25)));
+      if (markOnScreen(box, h.matched)) break;
+    }
+    (document.getElementById('hits') || slot).scrollIntoView({ block: 'start' });
+  };
+  const restart = async () => {
+    const now = player ? clock.toReal(await player.getCurrentTime()) : 0;
+    create(now, true);
+  };
   speed.addEventListener('change', restart);
   skip.addEventListener('change', restart);
   activity.addEventListener('click', (e) => {
     const rect = activity.getBoundingClientRect();
     const t = ((e.clientX - rect.left) / rect.width) * duration;
-    if (player) player.seek(t);
+    if (player) player.seek(clock.toPlayer(t));
   });
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'), el('span', {}, `${duration.toFixed(1)} s recorded`)),
     activity, box);
-  create(Math.max(0, at - 1));
+  castView = { recording: r.id, showHit };
+  if (search) {
+    create(0, false);
+    await showHit(search.hit);
+  } else {
+    create(Math.max(0, at - 1), true);
+    slot.scrollIntoView({ block: 'start' });
+  }
 }
 
 // RDP video. Chromium caps playbackRate at 16×; above it the rest is made up by seeking ahead
