@@ -322,6 +322,85 @@ fn browser_steps_through_every_hit_at_three_sizes() {
     }
 }
 
+/// The session index of issue 19 in Chromium: typed commands, a resize and the marker of input a
+/// silent prompt took (the password nowhere), a timeline with a time axis and the playhead, a
+/// click to stop there; an upload's SHA-256 equal to `sha256sum` of the file sent.
+#[test]
+fn browser_shows_a_session_index_and_seeks_from_it() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    let config = b.data().join("witness.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("# record_input = false", "record_input = true")).unwrap();
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    let tmux = tmux_ssh(&b, "index", "alice@web01");
+    let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
+    let keys =
+        |k: &[&str]| assert!(Command::new("tmux").args(["send-keys", "-t", &tmux]).args(k).status().unwrap().success());
+    let started = std::time::Instant::now();
+    while !pane().contains('#') {
+        assert!(started.elapsed() < Duration::from_secs(30), "no shell prompt through the box: {}", pane());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    keys(&["echo index-one", "Enter"]);
+    eventually(10, "the first command ran", || pane().contains("index-one\n").then_some(()));
+    let st = Command::new("tmux").args(["resize-window", "-t", &tmux, "-x", "120", "-y", "35"]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(500));
+    keys(&["read -s -p 'Password: ' PW; echo; echo got-${#PW}", "Enter"]);
+    eventually(10, "the silent prompt", || pane().contains("Password:").then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["-l", "Sup3r-Secret-Pw"]);
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["Enter"]);
+    eventually(10, "the password was read", || pane().contains("got-15").then_some(()));
+    std::thread::sleep(Duration::from_millis(1500));
+    keys(&["echo after-the-secret", "Enter"]);
+    eventually(10, "the next command ran", || pane().contains("after-the-secret\n").then_some(()));
+    keys(&["exit", "Enter"]);
+    let rec = finished_recording(&b);
+    let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
+    let interactive = rec["session_id"].as_str().unwrap().to_owned();
+
+    let src = b.dir.path().join("upload.bin");
+    assert!(sh(&format!("head -c 300000 /dev/urandom > {}", src.display())).status.success());
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = remote_dir.path().join("up.bin");
+    let out = Command::new("scp")
+        .args(client_options())
+        .arg("-i")
+        .arg(&b.user_key)
+        .arg("-P")
+        .arg(b.port.to_string())
+        .arg(&src)
+        .arg(format!("alice@web01@127.0.0.1:{}", remote.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sha =
+        stdout(&Command::new("sha256sum").arg(&src).output().unwrap()).split_whitespace().next().unwrap().to_owned();
+    let upload = eventually(20, "the upload is audited", || {
+        b.audit().into_iter().find(|e| e["kind"] == "sftp" && e["detail"]["direction"] == "upload")
+    });
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", b.web_port),
+        "auditor": ["audrey", "audrey-passwd"],
+        "interactive": interactive,
+        "command": "echo index-one",
+        "next_command": "echo after-the-secret",
+        "resize": "120x35",
+        "secret": "Sup3r-Secret-Pw",
+        "transfer": upload["session_id"],
+        "sha256": sha,
+        "path": remote.to_str().unwrap(),
+        "viewports": [[1366, 768], [1920, 1080], [390, 844]],
+        "artifacts": artifacts,
+    });
+    browser("index", &config);
+}
+
 #[test]
 fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");

@@ -16,6 +16,12 @@
 //             the hit opens the player paused at the event that printed the word, the word marked
 //             on the terminal's screen where it is and in view; next and previous step through
 //             every hit; the terminal's first column is on screen
+//   index   - at each viewport: a recorded interactive session (input recording on) gets a session
+//             index once played: typed commands, the resize, the marker where a silent prompt's
+//             input was left out (the password itself nowhere on the page); the timeline has a
+//             time axis and a marker per entry; a click on an entry stops the player there (the
+//             playhead follows); an scp session's index shows the upload with the SHA-256 of the
+//             file sent
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
 //             video opens at its moment with the word's rectangle outlined over it
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
@@ -90,7 +96,47 @@ function checkHit(seen, word, at, k, n) {
 }
 
 try {
-  if (step === 'hits') {
+  if (step === 'index') {
+    const measured = [];
+    for (const [width, height] of cfg.viewports) {
+      const size = `${width}x${height}`;
+      await login(cfg.auditor[0], cfg.auditor[1], { width, height });
+      await page.goto(`${cfg.base}/sessions/${cfg.interactive}`);
+      await page.waitForSelector('button.play');
+      await page.click('button.play');
+      await page.waitForSelector('#session-index tr.index-entry[data-kind=input]', { timeout: 15000 });
+      const entries = await page.$$eval('#session-index tr.index-entry', (l) => l.map((tr) => ({ kind: tr.dataset.kind, at: parseFloat(tr.dataset.at), text: tr.querySelector('td.snippet').textContent })));
+      const has = (kind, f) => entries.some((e) => e.kind === kind && f(e.text));
+      if (!has('input', (t) => t === cfg.command)) throw new Error(`no command ${cfg.command} in ${JSON.stringify(entries)}`);
+      if (!has('input', (t) => t === cfg.next_command)) throw new Error(`no command ${cfg.next_command} in ${JSON.stringify(entries)}`);
+      if (!has('resize', (t) => t.includes(cfg.resize))) throw new Error(`no resize to ${cfg.resize} in ${JSON.stringify(entries)}`);
+      if (!has('marker', (t) => t.startsWith('[input not echoed: '))) throw new Error(`no marker of left-out input in ${JSON.stringify(entries)}`);
+      if ((await page.content()).includes(cfg.secret)) throw new Error('the password typed at a silent prompt is on the page');
+      const markers = await page.$$eval('#timeline .tl-marker', (l) => l.map((m) => parseFloat(m.dataset.at)));
+      if (markers.length !== entries.length) throw new Error(`${markers.length} timeline markers for ${entries.length} index entries`);
+      const axis = await page.$$eval('#timeline-axis span', (l) => l.map((s) => s.textContent));
+      if (axis.length < 3 || axis[0] !== '0.0 s') throw new Error(`time axis: ${axis}`);
+      const target = entries.find((e) => e.kind === 'input' && e.text === cfg.next_command);
+      await page.click(`#session-index tr.index-entry[data-kind=input] >> text="${cfg.next_command}"`);
+      await page.waitForFunction((at) => Math.abs(parseFloat(document.querySelector('#cast-playhead').dataset.at) - at) < 0.05, target.at, { timeout: 10000 });
+      const stood = await page.evaluate(async () => { const a = await player.getCurrentTime(); await new Promise((ok) => setTimeout(ok, 500)); return [a, await player.getCurrentTime()]; });
+      if (stood[0] !== stood[1]) throw new Error(`the player did not stop at the entry: ${stood}`);
+      const head = await page.evaluate(() => { const h = document.querySelector('#cast-playhead').getBoundingClientRect(); const t = document.querySelector('#timeline').getBoundingClientRect(); return (h.left + h.width / 2 - t.left) / t.width; });
+      const duration = await page.evaluate(() => parseFloat(document.querySelector('#timeline').dataset.duration));
+      if (Math.abs(head - target.at / duration) > 0.01) throw new Error(`the playhead is at ${head} of the timeline, the entry at ${target.at / duration}`);
+      await shot(`${size}-interactive`);
+      // The upload: its SHA-256 as the box computed it, without playing anything.
+      await page.goto(`${cfg.base}/sessions/${cfg.transfer}`);
+      await page.waitForSelector('#session-index tr.index-entry[data-kind=transfer]', { timeout: 15000 });
+      const transfer = await page.$eval('#session-index tr.index-entry[data-kind=transfer]', (tr) => ({ sha256: tr.dataset.sha256, text: tr.innerText }));
+      if (transfer.sha256 !== cfg.sha256 || !transfer.text.includes(cfg.sha256) || !transfer.text.includes(cfg.path)) throw new Error(`transfer entry ${JSON.stringify(transfer)}, the file's sha256 is ${cfg.sha256}`);
+      await shot(`${size}-transfer`);
+      measured.push({ size, entries, target, stood, head, duration, transfer });
+      await page.context().close();
+    }
+    writeFileSync(`${cfg.artifacts}/index-measured.json`, JSON.stringify(measured, null, 1));
+    console.log(JSON.stringify({ ok: true, step, measured }));
+  } else if (step === 'hits') {
     const measured = [];
     for (const [width, height] of cfg.viewports) {
       const size = `${width}x${height}`;

@@ -7,6 +7,9 @@ let me = null;
 let player = null;
 // The terminal recording shown, with how to show a search hit in it.
 let castView = null;
+// What happened in the session shown: from its audit events and, once a recording is played,
+// from the recording itself (typed lines, resizes, markers).
+let sessionIndex = null;
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -43,6 +46,7 @@ const main = () => document.getElementById('main');
 function show(...nodes) {
   if (player) { try { player.dispose(); } catch (_) { /* already gone */ } player = null; }
   castView = null;
+  sessionIndex = null;
   main().replaceChildren(...nodes);
 }
 const stateBox = (text, error) => el('p', { class: error ? 'state error' : 'state' }, text);
@@ -243,7 +247,8 @@ async function detailPage(id) {
         r.status === 'recording' ? null : el('button', { class: 'play', onclick: () => play(r, playerSlot, 0) }, 'Play'),
         el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
   }
-  parts.push(hitsSlot, playerSlot);
+  const indexSlot = el('div', { id: 'index-slot' });
+  parts.push(hitsSlot, playerSlot, el('h2', {}, 'Session index'), indexSlot);
   parts.push(el('h2', {}, 'Audit events'));
   parts.push(d.audit.length
     ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
@@ -251,6 +256,8 @@ async function detailPage(id) {
       el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
+  sessionIndex = { d, fromCast: {}, slot: indexSlot, playerSlot };
+  renderIndex();
   const liveVideo = d.recordings.find((r) => r.status === 'recording' && r.format === 'mp4');
   if (d.live && me.role === 'admin' && liveVideo) {
     watchVideo(liveVideo, document.getElementById('live-player'));
@@ -313,6 +320,102 @@ function watchVideo(r, slot) {
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
 
+const INDEX_KINDS = { command: 'Command', input: 'Typed', transfer: 'Transfer', file: 'File operation', resize: 'Resize', marker: 'Marker', end: 'End', access: 'Access', forward: 'Forwarding', refused: 'Refused' };
+
+// Index entries from the session's audit events and recordings: each with the recording it falls
+// in and its time in that recording.
+function auditIndex(d) {
+  const recs = d.recordings;
+  const place = (when) => {
+    const t = Date.parse(when);
+    const r = recs.find((x) => Date.parse(x.started_at) <= t && (!x.ended_at || t <= Date.parse(x.ended_at) + 1000)) || recs[0];
+    return r ? { rec: r.id, at: Math.max(0, (t - Date.parse(r.started_at)) / 1000) } : { rec: null, at: 0 };
+  };
+  const out = [];
+  for (const r of recs) {
+    const exec = /^exec: (.*)$/s.exec(r.channel);
+    if (exec) out.push({ rec: r.id, at: 0, kind: 'command', text: exec[1] });
+  }
+  for (const a of d.audit) {
+    const x = a.detail || {};
+    let kind = null, text = null;
+    if ((a.kind === 'sftp' || a.kind === 'scp_file') && (x.direction === 'upload' || x.direction === 'download')) {
+      kind = 'transfer';
+      text = `${x.direction} ${x.path} · ${fmtBytes(x.bytes || 0)} · SHA-256 ${x.sha256}`;
+    } else if (a.kind === 'sftp' || a.kind === 'scp_file') {
+      kind = 'file';
+      text = `${x.op} ${x.path || [x.from, x.to].filter(Boolean).join(' → ') || x.request || ''}${x.ok === false ? ' (failed)' : ''}`;
+    } else if (a.kind === 'session_terminated') {
+      kind = 'end';
+      text = `terminated by ${x.by || a.actor || 'the box'}`;
+    } else if (x.reason === 'access_changed') {
+      kind = 'access';
+      text = x.message || 'the grant expired or was revoked';
+    } else if (a.kind === 'target_lost' || a.kind === 'recording_failed') {
+      kind = 'end';
+      text = a.kind.replace('_', ' ');
+    } else if (a.kind === 'forward_opened') {
+      kind = 'forward';
+      text = JSON.stringify(x);
+    } else if (/refused$/.test(a.kind)) {
+      kind = 'refused';
+      text = `${a.kind.replace(/_/g, ' ')} ${JSON.stringify(x)}`;
+    }
+    if (kind) out.push({ ...place(a.at), kind, text, sha256: x.sha256 || null, path: x.path || null });
+  }
+  return out;
+}
+
+// Index entries from a terminal recording: each line typed (when input is recorded), resizes and
+// markers (input left out because the target did not echo it).
+function castIndex(r, all) {
+  const out = [];
+  let line = '', lineAt = null;
+  for (const [t, code, data] of all) {
+    if (code === 'i') {
+      for (const c of data) {
+        if (c === '\r' || c === '\n') {
+          const typed = line.trim();
+          if (typed) out.push({ rec: r.id, at: lineAt ?? t, kind: 'input', text: typed });
+          line = ''; lineAt = null;
+        } else if (c === '\u007f' || c === '\b') line = line.slice(0, -1);
+        else if (c >= ' ') { if (lineAt === null) lineAt = t; line += c; }
+      }
+    } else if (code === 'r') out.push({ rec: r.id, at: t, kind: 'resize', text: `terminal resized to ${data}` });
+    else if (code === 'm') out.push({ rec: r.id, at: t, kind: 'marker', text: data });
+  }
+  return out;
+}
+
+function indexEntries() {
+  if (!sessionIndex) return [];
+  const all = auditIndex(sessionIndex.d).concat(...Object.values(sessionIndex.fromCast));
+  const order = new Map(sessionIndex.d.recordings.map((r, i) => [r.id, i]));
+  return all.sort((a, b) => (order.get(a.rec) ?? 0) - (order.get(b.rec) ?? 0) || a.at - b.at);
+}
+
+function renderIndex() {
+  if (!sessionIndex) return;
+  const { d, slot, playerSlot } = sessionIndex;
+  const entries = indexEntries();
+  const castShown = castView && castView.recording;
+  if (castView) castView.drawMarkers(entries.filter((e) => e.rec === castShown));
+  const typed = d.recordings.some((r) => sessionIndex.fromCast[r.id]);
+  const note = typed ? null : el('p', { class: 'rules' }, 'Typed lines, resizes and markers from the recording join the index once it is played.');
+  if (!entries.length) return slot.replaceChildren(stateBox('Nothing in this session to index yet.'), note || '');
+  const rec = (id) => d.recordings.find((r) => r.id === id);
+  slot.replaceChildren(note || '', el('div', { class: 'table-wrap' }, el('table', { id: 'session-index' },
+    el('thead', {}, el('tr', {}, ['At', 'What', 'Detail'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, entries.map((e) => el('tr', { class: 'index-entry kind-' + e.kind, 'data-kind': e.kind, 'data-at': e.at, 'data-rec': e.rec || '', 'data-sha256': e.sha256 || '', tabindex: 0, title: 'Click to play from here',
+      onclick: () => {
+        const r = rec(e.rec);
+        if (!r || r.status === 'recording') return;
+        if (castView && castView.recording === r.id) castView.seekTo(e.at);
+        else play(r, playerSlot, e.at, null, null, true);
+      } },
+    el('td', {}, fmtSecs(e.at)), el('td', {}, INDEX_KINDS[e.kind] || e.kind), el('td', { class: 'snippet' }, e.text)))))));
+}
+
 // The player's clock: asciinema-player merges output events less than a frame apart into the
 // first of them and, skipping idle time, takes out of every gap what is over the limit. The same
 // steps here give the player's time of any moment of the recording (and back).
@@ -369,7 +472,7 @@ function markOnScreen(box, text) {
   return false;
 }
 
-async function play(r, slot, at, place, search) {
+async function play(r, slot, at, place, search, pauseAt) {
   if (r.format === 'mp4') return playVideo(r, slot, at, place);
   slot.replaceChildren(stateBox('Loading the recording…'));
   let text;
@@ -392,8 +495,17 @@ async function play(r, slot, at, place, search) {
   const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16, 32].map((v) => el('option', { value: v }, v + '×')));
   const skip = el('input', { type: 'checkbox', id: 'skip-idle', checked: true });
   const box = el('div', { class: 'player-box', id: 'player' });
-  const activity = el('div', { class: 'activity', id: 'activity', title: 'Activity over the session: click to jump' },
-    buckets.map((b, i) => el('span', { class: Math.abs(i - Math.floor((at / (duration || 1)) * 120)) < 1 && at > 0 ? 'hit' : '', style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
+  // The timeline: output volume over time, the index's markers, a time axis and the playhead.
+  const span = duration || 1;
+  const pct = (t) => `${Math.min(100, Math.max(0, (t / span) * 100))}%`;
+  const activity = el('div', { class: 'activity', id: 'activity' },
+    buckets.map((b) => el('span', { style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
+  const markerLayer = el('div', { class: 'tl-markers', id: 'timeline-markers' });
+  const head = el('div', { class: 'playhead', id: 'cast-playhead' });
+  const ticks = 5;
+  const axis = el('div', { class: 'tl-axis', id: 'timeline-axis' },
+    Array.from({ length: ticks + 1 }, (_, k) => el('span', { style: `left:${(k / ticks) * 100}%` }, fmtSecs((k / ticks) * duration))));
+  const timeline = el('div', { class: 'timeline-bar', id: 'timeline', 'data-duration': duration, title: 'Click to play from there' }, activity, markerLayer, head);
   let clock = playerClock(all, 2);
   let hits = search ? search.hits.filter((h) => h.recording_id === r.id) : [];
   const create = (startAt, autoPlay) => {
@@ -427,18 +539,42 @@ async function play(r, slot, at, place, search) {
   };
   speed.addEventListener('change', restart);
   skip.addEventListener('change', restart);
-  activity.addEventListener('click', (e) => {
-    const rect = activity.getBoundingClientRect();
-    const t = ((e.clientX - rect.left) / rect.width) * duration;
+  timeline.addEventListener('click', (e) => {
+    const m = e.target.closest('.tl-marker');
+    const rect = timeline.getBoundingClientRect();
+    const t = m ? parseFloat(m.dataset.at) : ((e.clientX - rect.left) / rect.width) * duration;
     if (player) player.seek(clock.toPlayer(t));
   });
+  const drawMarkers = (entries) => markerLayer.replaceChildren(...entries.map((e) => el('span', {
+    class: 'tl-marker kind-' + e.kind, 'data-at': e.at, 'data-kind': e.kind, style: `left:${pct(e.at)}`, title: `${fmtSecs(e.at)} · ${INDEX_KINDS[e.kind] || e.kind}: ${e.text}`,
+  })));
+  // Where the player is, in the recording's own time.
+  const follow = setInterval(async () => {
+    if (!document.body.contains(head)) return clearInterval(follow);
+    if (!player) return;
+    const t = clock.toReal(await player.getCurrentTime());
+    head.style.left = pct(t);
+    head.dataset.at = String(t);
+  }, 100);
+  const seekTo = async (t) => {
+    if (!player) create(0, false);
+    await player.pause();
+    await player.seek(clock.toPlayer(t));
+    slot.scrollIntoView({ block: 'start' });
+  };
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'), el('span', {}, `${duration.toFixed(1)} s recorded`)),
-    activity, box);
-  castView = { recording: r.id, showHit };
+    timeline, axis, box);
+  castView = { recording: r.id, showHit, drawMarkers, seekTo };
+  if (sessionIndex) {
+    sessionIndex.fromCast[r.id] = castIndex(r, all);
+    renderIndex();
+  }
   if (search) {
     create(0, false);
     await showHit(search.hit);
+  } else if (pauseAt) {
+    await seekTo(at);
   } else {
     create(Math.max(0, at - 1), true);
     slot.scrollIntoView({ block: 'start' });
