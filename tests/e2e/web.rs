@@ -294,7 +294,7 @@ fn every_search_hit_is_at_the_event_that_printed_it() {
 /// paused at the event that printed it with the word marked in view, next and previous.
 #[test]
 fn browser_steps_through_every_hit_at_three_sizes() {
-    let (_sshd, b, _session) = box_with_hits();
+    let (_sshd, b, session) = box_with_hits();
     let mut w = Web::new(&b);
     assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
     let list = eventually(60, "the recording is searchable", || {
@@ -312,8 +312,26 @@ fn browser_steps_through_every_hit_at_three_sizes() {
         "printed": printed,
         "viewports": [[1366, 768], [1920, 1080], [390, 844]],
         "artifacts": artifacts,
+        "evidence": artifacts.join("evidence.tar"),
     });
     browser("hits", &config);
+    // The bundle downloaded in the browser has the SHA-256 the page showed before, and verifies.
+    let tar = artifacts.join("evidence.tar");
+    let shown = std::fs::read_to_string(artifacts.join("evidence.tar.sha256")).unwrap();
+    let sum = stdout(&Command::new("sha256sum").arg(&tar).output().unwrap());
+    assert_eq!(sum.split_whitespace().next(), Some(shown.trim()), "sha256sum of the download");
+    let out = tempfile::tempdir().unwrap();
+    assert!(Command::new("tar").arg("-xf").arg(&tar).current_dir(out.path()).status().unwrap().success());
+    let folder = out.path().join(format!("evidence-{session}"));
+    let key = b.ok(&["evidence", "key"], None).trim().to_owned();
+    let verified = Command::new(witness_bin())
+        .args(["--data", "/nonexistent", "verify"])
+        .arg(&folder)
+        .args(["--key", &key])
+        .env_remove("WITNESS_DATA")
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "witness verify: {}{}", stdout(&verified), stderr(&verified));
     for size in ["1366x768", "1920x1080", "390x844"] {
         for shot in ["search", "hit-1", "hit-2"] {
             let f = format!("hits-{size}-{shot}.png");
@@ -584,6 +602,14 @@ fn browser_finds_plays_watches_live_and_terminates() {
         "live_word": "running-pangolin",
         "artifacts": artifacts,
     });
+    // Unknown routes answer the console's page (404), the API its JSON.
+    let w = Web::new(&b);
+    let page = w.get("/no/such/page");
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("<title>Witness</title>") && page.headers.contains("text/html"), "{}", page.body);
+    let api = w.get("/api/v1/no-such-endpoint");
+    assert_eq!(api.status, 404);
+    assert!(api.body.contains("\"error\""), "{}", api.body);
     browser("replay", &config);
     assert!(ssh.try_wait().unwrap().is_none(), "the auditor's visit left the session running");
     browser("live", &config);

@@ -41,7 +41,7 @@ let page;
 const shot = async (name) => page.screenshot({ path: `${cfg.artifacts}/${step}-${name}.png`, fullPage: true });
 
 async function login(user, password, viewport) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => console.error('console:', m.text()));
@@ -162,6 +162,17 @@ try {
       await page.waitForFunction(() => document.querySelector('#hit-where').textContent.startsWith('Hit 1'));
       const back = await hitSeen(cfg.word);
       checkHit(back, cfg.word, cfg.printed[0], 1, 2);
+      if (cfg.evidence && size === '1366x768') {
+        // The evidence bundle: its SHA-256 on the page before the download, the file kept for
+        // the test to check and verify.
+        await page.click('#evidence-make');
+        await page.waitForSelector('#evidence-sha256', { timeout: 60000 });
+        const shown = await page.textContent('#evidence-sha256');
+        const [download] = await Promise.all([page.waitForEvent('download'), page.click('#evidence-download')]);
+        await download.saveAs(cfg.evidence);
+        writeFileSync(`${cfg.evidence}.sha256`, shown);
+        await shot(`${size}-evidence`);
+      }
       measured.push({ size, first, second });
       await page.context().close();
     }
@@ -202,9 +213,41 @@ try {
     await page.waitForFunction((w) => { const p = document.querySelector('#live-player'); return p && p.innerText.includes(w); }, cfg.live_word, { timeout: 20000 });
     await shot('live-view');
     page.once('dialog', (d) => d.accept());
+    const clicked = Date.now();
     await page.click('#terminate');
-    await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
+    // The page follows the session: its end shows without a reload.
+    await page.waitForFunction(() => { const f = document.querySelector('#facts'); return f && !f.innerText.includes('still running') && !document.querySelector('#terminate'); }, null, { timeout: 10000 });
+    const ended = Date.now() - clicked;
+    console.error(`the page showed the session's end ${ended} ms after Terminate`);
+    if (ended > 1000) throw new Error(`the page showed the end ${ended} ms after Terminate`);
     await shot('terminated');
+    // Unknown routes get the console's own page.
+    await page.goto(`${cfg.base}/no/such/page`);
+    await page.waitForSelector('#not-found');
+    // A login that ended sends to the login page, and back to where you were.
+    const here = `${cfg.base}/sessions/${cfg.live}`;
+    await page.goto(here);
+    await page.waitForSelector('#facts');
+    await page.context().clearCookies();
+    await page.click('#nav a[href="/"]');
+    await page.waitForSelector('#login-note:not([hidden])', { timeout: 10000 });
+    if (await page.isVisible('#logout')) throw new Error('the header still offers Log out after the login ended');
+    const again = async () => {
+      await page.fill('#login input[name=user]', cfg.admin[0]);
+      await page.fill('#login input[name=password]', cfg.admin[1]);
+      await page.click('#login button[type=submit]');
+      await page.waitForSelector('#logout');
+    };
+    await again();
+    await page.waitForSelector('#sessions-table');
+    if (page.url() !== `${cfg.base}/`) throw new Error(`after logging in again the page is ${page.url()}`);
+    // And opening a page with an ended login: log in, then that page.
+    await page.context().clearCookies();
+    await page.goto(here);
+    await page.waitForSelector('#login');
+    await again();
+    await page.waitForSelector('#facts');
+    if (page.url() !== here) throw new Error(`after logging in again the page is ${page.url()}`);
     // The session's audit table names the admin who ended it, apart from whose session it was.
     await page.reload();
     await page.waitForFunction((admin) => [...document.querySelectorAll('#audit-table tbody tr')].some((tr) =>

@@ -34,6 +34,14 @@ async function api(path, opts = {}) {
   }
   const r = await fetch('/api/v1' + path, init);
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401 && me && path !== '/login') {
+    // The login ended (expired, logged out elsewhere, access changed): log in again and come
+    // back to this page.
+    me = null;
+    document.getElementById('nav').hidden = true;
+    document.getElementById('who').replaceChildren();
+    loginPage('Your login has ended. Log in again to go on where you were.');
+  }
   if (!r.ok) {
     const err = new Error(body.error || r.statusText);
     err.status = r.status;
@@ -103,8 +111,8 @@ async function start() {
   route();
 }
 
-function loginPage() {
-  const err = el('p', { class: 'state error', hidden: true });
+function loginPage(why) {
+  const err = el('p', { class: 'state error', hidden: !why, id: 'login-note' }, why || '');
   const totp = el('label', { hidden: true }, 'One-time code', el('input', { name: 'totp', autocomplete: 'one-time-code', inputmode: 'numeric' }));
   const form = el('form', { class: 'login', id: 'login' },
     el('h1', {}, 'Witness console'),
@@ -134,7 +142,13 @@ function route() {
   const m = p.match(/^\/sessions\/([A-Za-z0-9-]+)$/);
   if (m) return detailPage(m[1]);
   if (p === '/live') return livePage();
-  return listPage();
+  if (p === '/' || p === '/sessions') return listPage();
+  show(el('h1', {}, 'No such page'), el('p', { class: 'state', id: 'not-found' }, `There is nothing at ${p}. `, el('a', { href: '/' }, 'Go to the session history')));
+}
+
+// Polls `f` every `ms` while `node` is on the page.
+function whileShown(node, ms, f) {
+  const timer = setInterval(() => { if (!document.body.contains(node)) clearInterval(timer); else f(); }, ms);
 }
 
 const FILTERS = ['q', 'user', 'target', 'protocol', 'status', 'from', 'to'];
@@ -248,6 +262,25 @@ async function detailPage(id) {
         el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
   }
   const indexSlot = el('div', { id: 'index-slot' });
+  if (me.role !== 'user') {
+    const result = el('div', { id: 'evidence-result' });
+    const make = el('button', { id: 'evidence-make', class: 'plain', onclick: async () => {
+      make.disabled = true;
+      result.replaceChildren(stateBox('Making the evidence bundle…'));
+      try {
+        const b = await api(`/sessions/${id}/evidence`, { method: 'POST' });
+        result.replaceChildren(el('p', {}, `${b.file_name}.tar · ${fmtBytes(b.bytes)} · SHA-256 `, el('code', { id: 'evidence-sha256' }, b.sha256), ' ',
+          el('a', { href: b.url, download: `${b.file_name}.tar`, id: 'evidence-download' }, 'Download'),
+          el('br'), 'Check it after the download: ', el('code', {}, `sha256sum ${b.file_name}.tar`), ' must print the same; then ',
+          el('code', {}, `tar -xf ${b.file_name}.tar && witness verify ${b.file_name} --key-file BOX_KEY`), ' (the key from ', el('code', {}, 'witness evidence key'), ').'));
+      } catch (e) {
+        result.replaceChildren(stateBox('Could not make the evidence bundle: ' + e.message, true));
+      }
+      make.disabled = false;
+    } }, 'Make evidence bundle');
+    parts.push(el('h2', {}, 'Evidence'), el('div', { class: 'controls' }, make,
+      el('span', { class: 'rules' }, 'The session\u2019s recordings with their signed manifests, as witness evidence export writes them, in one archive.')), result);
+  }
   parts.push(hitsSlot, playerSlot, el('h2', {}, 'Session index'), indexSlot);
   parts.push(el('h2', {}, 'Audit events'));
   parts.push(d.audit.length
@@ -256,6 +289,21 @@ async function detailPage(id) {
       el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
+  if (d.live) {
+    // A running session: the page follows it and shows its end as soon as the box knows it.
+    const facts = document.getElementById('facts');
+    let checking = false;
+    whileShown(facts, 500, async () => {
+      if (checking) return;
+      checking = true;
+      try {
+        // The running list, not the session: asking for the session is an audited view.
+        const running = await api('/live');
+        if (!running.some((x) => x.id === id) && document.body.contains(facts)) detailPage(id);
+      } catch (_) { /* the next poll tries again */ }
+      checking = false;
+    });
+  }
   sessionIndex = { d, fromCast: {}, slot: indexSlot, playerSlot };
   renderIndex();
   const liveVideo = d.recordings.find((r) => r.status === 'recording' && r.format === 'mp4');
@@ -745,15 +793,23 @@ function playVideo(r, slot, at, place) {
 }
 
 async function livePage() {
-  show(el('h1', {}, 'Live sessions'), stateBox('Loading…'));
+  const title = el('h1', {}, 'Live sessions');
+  const body = el('div', { id: 'live-body' }, stateBox('Loading…'));
+  show(title, body);
+  await liveList(body);
+  // The list follows who connects and who leaves.
+  whileShown(body, 2000, () => liveList(body));
+}
+
+async function liveList(body) {
   let list;
   try {
     list = await api('/live');
   } catch (e) {
-    return show(el('h1', {}, 'Live sessions'), stateBox('Could not load live sessions: ' + e.message, true));
+    return body.replaceChildren(stateBox('Could not load live sessions: ' + e.message, true));
   }
-  if (!list.length) return show(el('h1', {}, 'Live sessions'), stateBox('Nobody is connected through the box right now.'));
-  show(el('h1', {}, 'Live sessions'), el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
+  if (!list.length) return body.replaceChildren(stateBox('Nobody is connected through the box right now.'));
+  body.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From'].map((h) => el('th', {}, h)))),
     el('tbody', {}, list.map((s) => el('tr', { class: 'session-row', 'data-id': s.id },
       el('td', {}, el('a', { href: '/sessions/' + s.id }, fmtTime(s.started_at))), el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—')))))));

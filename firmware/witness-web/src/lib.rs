@@ -16,6 +16,11 @@ pub mod totp;
 
 pub use server::{WebSettings, serve};
 
+/// Whether `id` can name a made evidence bundle (the box's own ids: no path in it).
+pub fn valid_bundle_id(id: &str) -> bool {
+    api::valid_id(id)
+}
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 pub use witness_core::model::Role;
@@ -242,6 +247,16 @@ pub struct Tail {
     pub finished: bool,
 }
 
+/// A session's evidence bundle made for download: one tar archive of what `witness evidence
+/// export` writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvidenceBundle {
+    pub id: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub file_name: String,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Metrics {
@@ -299,6 +314,11 @@ pub trait Console: Send + Sync + 'static {
     /// The part of the playable recording (decrypted) a request's `Range` header asks for (see
     /// [`Part::of`]), from the box or fetched from the store.
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
+    /// Makes a session's evidence bundle as one archive (file and disk work: run off the async
+    /// threads).
+    fn evidence(&self, session_id: &str) -> Result<EvidenceBundle, ConsoleError>;
+    /// A bundle made by [`Console::evidence`], to stream, and its length.
+    fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
     fn tail(&self, recording_id: &str, from: &TailCursor) -> Result<Tail, ConsoleError>;
     /// Ends a live session; `false` when it is not live.

@@ -263,6 +263,23 @@ impl witness_web::Console for BoxConsole {
         Ok(Content::from_bytes(bytes, range, content_type, file_name))
     }
 
+    fn evidence(&self, session_id: &str) -> Result<witness_web::EvidenceBundle, ConsoleError> {
+        self.dir.index.session(session_id).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
+        let (id, bytes, sha256) = crate::evidence::console_bundle(&self.dir, session_id)
+            .map_err(|e| unavailable_or_internal(&e.context("making the evidence bundle")))?;
+        Ok(witness_web::EvidenceBundle { id, bytes, sha256, file_name: format!("evidence-{session_id}") })
+    }
+
+    fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError> {
+        if !witness_web::valid_bundle_id(bundle_id) {
+            return Err(ConsoleError::NotFound);
+        }
+        let path = self.dir.root.join(crate::evidence::CONSOLE_BUNDLES).join(format!("{bundle_id}.tar"));
+        let file = std::fs::File::open(&path).map_err(|_| ConsoleError::NotFound)?;
+        let len = file.metadata().map_err(internal)?.len();
+        Ok((file, len))
+    }
+
     fn tail(&self, recording_id: &str, from: &witness_web::TailCursor) -> Result<Tail, ConsoleError> {
         let row = self.recording(recording_id)?;
         let path = self.dir.root.join(&row.path);
