@@ -62,6 +62,8 @@ async function login(user, password, viewport) {
 // the column it starts at; the player's time and whether it is standing still.
 async function hitSeen(word) {
   await page.waitForSelector('#player .hit-mark', { timeout: 15000 });
+  // The page marks the word again once the terminal has redrawn after the seek.
+  await page.waitForTimeout(700);
   const seen = await page.evaluate(async (word) => {
     const mark = document.querySelector('#player .hit-mark').getBoundingClientRect();
     const cy = mark.top + mark.height / 2;

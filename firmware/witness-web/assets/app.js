@@ -575,9 +575,17 @@ async function play(r, slot, at, place, search, pauseAt) {
     await p.pause();
     await p.seek(clock.toPlayer(h.at));
     box.dataset.hitAt = String(h.at);
+    // The terminal redraws on its own frames after a seek: mark once the screen shows the word,
+    // and again after the next frames, so a mark made on the screen before the seek moves.
+    const frame = () => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 25)));
     for (let k = 0; k < 40 && p === player; k++) {
-      await new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 25)));
+      await frame();
       if (markOnScreen(box, h.matched)) break;
+    }
+    for (const wait of [150, 400]) {
+      await new Promise((ok) => setTimeout(ok, wait));
+      if (p !== player || box.dataset.hitAt !== String(h.at)) return;
+      markOnScreen(box, h.matched);
     }
     (document.getElementById('hits') || slot).scrollIntoView({ block: 'start' });
   };
