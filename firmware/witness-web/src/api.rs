@@ -27,7 +27,7 @@ pub struct Peer(pub SocketAddr);
 pub struct State {
     pub console: Arc<dyn Console>,
     /// Evidence bundles made for download: which login made each, for which session.
-    pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, String, String)>>>,
+    pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, MadeBundle>>>,
     pub sessions: Arc<Sessions>,
     pub viewings: Arc<Viewings>,
     pub box_name: String,
@@ -64,6 +64,9 @@ impl State {
         }
     }
 }
+
+/// A made evidence bundle: the login that made it, the session, the archive's name.
+pub type MadeBundle = (String, String, String);
 
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
