@@ -228,31 +228,26 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
-        if crate::views::is_raw(&dir, r)? {
+        if crate::views::is_raw(dir, r)? {
+            crate::admin::export_recording(dir, &r.id, &out.join(format!("{}.wsr", r.id)), crate::views::View::Stored)?;
             crate::admin::export_recording(
-                &dir,
-                &r.id,
-                &out.join(format!("{}.wsr", r.id)),
-                crate::views::View::Stored,
-            )?;
-            crate::admin::export_recording(
-                &dir,
+                dir,
                 &r.id,
                 &out.join(format!("{}.cast", r.id)),
                 crate::views::View::Player,
             )?;
         } else {
             let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
-            crate::admin::export_recording(&dir, &r.id, &file, crate::views::View::Stored)?;
+            crate::admin::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
         }
-        let (m, s) = evidence_files(&dir, &r.id)?;
+        let (m, s) = evidence_files(dir, &r.id)?;
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
     }
     // The signed list of the session's recordings: a recording dropped from the folder fails.
     let mut listed = Vec::new();
     for r in &recs {
-        let (m, _) = evidence_files(&dir, &r.id)?;
+        let (m, _) = evidence_files(dir, &r.id)?;
         let m: Manifest = serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;
         listed.push(evidence::SessionRecording { id: r.id.clone(), sha256: m.sha256 });
     }
