@@ -206,6 +206,11 @@ fn a_termination_names_the_admin_who_did_it() {
     assert_eq!(terminated["actor"], "ada", "{terminated}");
     assert_eq!(terminated["user"], "alice", "{terminated}");
     assert_eq!(terminated["detail"]["by"], "ada", "{terminated}");
+    // The box closed the target's side itself: that is not a lost target.
+    settled(&b, 1);
+    let lost: Vec<_> =
+        b.audit().into_iter().filter(|e| e["session_id"] == session.as_str() && e["kind"] == "target_lost").collect();
+    assert!(lost.is_empty(), "a terminate is followed by a spurious target_lost: {lost:?}");
 }
 
 /// A GET of `path` with a `Range` into `out`; the status.
@@ -295,4 +300,58 @@ fn range_requests_on_a_large_recording_do_not_read_it_whole() {
             || log.contains("fails authentication: the file was changed"),
         "the box says why"
     );
+}
+
+/// The evidence bundle from the console: the archive's SHA-256 is known (and audited, with the
+/// session and the person) before the download, the downloaded bytes have it, and the folder in
+/// it verifies offline with the box's key like `witness evidence export`'s. Only the login that
+/// made it gets it; a `user` cannot make one.
+#[test]
+fn the_consoles_evidence_bundle_is_the_one_that_verifies() {
+    let (_sshd, b, session) = box_with_a_session("ocelotword");
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let made = audrey.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]);
+    assert_eq!(made.status, 200, "{}", made.body);
+    let made = made.json();
+    let sha = made["sha256"].as_str().unwrap().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("bundle.tar");
+    let got = Command::new("curl")
+        .args(["-sk", "-o"])
+        .arg(&tar)
+        .args(["-w", "%{http_code}", "-b"])
+        .arg(audrey.jar.path())
+        .arg(format!("{}{}", audrey.base, made["url"].as_str().unwrap()))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "200");
+    assert_eq!(sha256_file(&tar), sha, "the downloaded archive has the SHA-256 the page showed");
+    assert_eq!(std::fs::metadata(&tar).unwrap().len(), made["bytes"].as_u64().unwrap());
+    assert!(Command::new("tar").arg("-xf").arg(&tar).current_dir(dir.path()).status().unwrap().success());
+    let folder = dir.path().join(format!("evidence-{session}"));
+    let key = b.ok(&["evidence", "key"], None).trim().to_owned();
+    let verified = Command::new(witness_bin())
+        .args(["--data", "/nonexistent", "verify"])
+        .arg(&folder)
+        .args(["--key", &key])
+        .env_remove("WITNESS_DATA")
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}{}", stdout(&verified), stderr(&verified));
+    let exported: Vec<Value> = b.audit().into_iter().filter(|e| e["kind"] == "web_evidence_exported").collect();
+    assert_eq!(exported.len(), 1, "{exported:?}");
+    assert_attributed(&exported[0], "audrey", &session);
+    assert_eq!(exported[0]["detail"]["sha256"], sha.as_str());
+    let downloaded: Vec<Value> = b.audit().into_iter().filter(|e| e["kind"] == "web_evidence_downloaded").collect();
+    assert_eq!(downloaded.len(), 1, "{downloaded:?}");
+    assert_attributed(&downloaded[0], "audrey", &session);
+
+    // Another login does not get it; a `user` cannot make one.
+    let mut other = Web::new(&b);
+    assert_eq!(other.login("adam", "adam-passwd").status, 200);
+    assert_eq!(other.get(made["url"].as_str().unwrap()).status, 404);
+    let mut bob = Web::new(&b);
+    assert_eq!(bob.login("bob", "bob-passwd").status, 200);
+    assert_eq!(bob.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]).status, 403);
 }

@@ -208,6 +208,217 @@ fn api_needs_login_and_keeps_each_role_to_its_part() {
     }
 }
 
+/// A box serving, with alice's recorded terminal session that printed `zebrafish42` late on a
+/// line, a screenful of other output, `disk is full`, and `zebrafish42` again: the session id.
+pub(crate) fn box_with_hits() -> (Sshd, Box, String) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    for (name, role) in [("audrey", "auditor"), ("adam", "admin"), ("bob", "user")] {
+        b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-passwd\n")));
+    }
+    b.serve();
+    let out = b
+        .ssh("alice@web01")
+        .args(["-tt"])
+        .arg(
+            "printf 'waiting '; sleep 1.5; printf '%s%s printed late\\n' zebra fish42; sleep 0.3; seq 1 300; \
+             sleep 0.3; printf 'disk is %s\\n' full; sleep 0.3; printf 'again %s%s\\n' zebra fish42; sleep 0.3",
+        )
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = finished_recording(&b);
+    (sshd, b, rec["session_id"].as_str().unwrap().to_owned())
+}
+
+/// The output events of a cast: (time, text).
+pub(crate) fn output_events(cast: &str) -> Vec<(f64, String)> {
+    cast.lines()
+        .skip(1)
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e[1] == "o")
+        .map(|e| (e[0].as_f64().unwrap(), e[2].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// Issue 19's attack: a hit pointed at where its line began (`zebrafish42` 2 s before it was
+/// printed), and only the first hit of a session was offered. Every match is a hit now, at the
+/// output event that printed it, with the matched text to highlight; prefix and phrase search
+/// match what they say.
+#[test]
+fn every_search_hit_is_at_the_event_that_printed_it() {
+    let (_sshd, b, session) = box_with_hits();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    let list = eventually(60, "the recording is searchable", || {
+        let list = w.get("/api/v1/sessions?q=zebrafish42").json();
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    });
+    let rec = list[0]["hit"]["recording_id"].as_str().unwrap().to_owned();
+    let events = output_events(&w.get(&format!("/api/v1/recordings/{rec}/content")).body);
+    let printed: Vec<f64> = events.iter().filter(|(_, d)| d.contains("zebrafish42")).map(|(t, _)| *t).collect();
+    let line_start = events.iter().find(|(_, d)| d.contains("waiting")).unwrap().0;
+    assert_eq!(printed.len(), 2, "{events:?}");
+    assert!(printed[0] - line_start > 1.0, "the word came late on its line");
+
+    let hits = w.get(&format!("/api/v1/sessions/{session}/hits?q=zebrafish42")).json();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 2, "every hit in the session: {hits:?}");
+    for (hit, at) in hits.iter().zip(&printed) {
+        assert!((hit["at"].as_f64().unwrap() - at).abs() < 0.002, "hit {hit} is not the event at {at} s");
+        assert_eq!(hit["matched"], "zebrafish42", "{hit}");
+        let snippet: Vec<char> = hit["snippet"].as_str().unwrap().chars().collect();
+        let [a, z] = [0, 1].map(|i| hit["mark"][i].as_u64().unwrap() as usize);
+        assert_eq!(snippet[a..z].iter().collect::<String>(), "zebrafish42", "{hit}");
+    }
+    assert!((list[0]["hit"]["at"].as_f64().unwrap() - printed[0]).abs() < 0.002, "the list's hit is the first");
+
+    // A prefix finds the same two; a phrase only where its words stand in order.
+    let prefix = w.get(&format!("/api/v1/sessions/{session}/hits?q=zebraf*")).json();
+    assert_eq!(prefix.as_array().unwrap().len(), 2, "{prefix}");
+    assert_eq!(w.get("/api/v1/sessions?q=zebraf*").json().as_array().unwrap().len(), 1);
+    assert_eq!(w.get("/api/v1/sessions?q=zeb").json(), serde_json::json!([]), "a word is whole without its *");
+    let phrase = w.get("/api/v1/sessions?q=%22disk%20is%20full%22").json();
+    assert_eq!(phrase.as_array().unwrap().len(), 1, "{phrase}");
+    assert_eq!(phrase[0]["hit"]["matched"], "disk is full", "{phrase}");
+    assert_eq!(w.get("/api/v1/sessions?q=%22full%20is%20disk%22").json(), serde_json::json!([]), "words out of order");
+
+    // Only who may see the session may search in it.
+    let mut bob = Web::new(&b);
+    assert_eq!(bob.login("bob", "bob-passwd").status, 200);
+    assert_eq!(bob.get(&format!("/api/v1/sessions/{session}/hits?q=zebrafish42")).status, 404);
+}
+
+/// The Chromium walk of issue 19 at a laptop, a large monitor and a phone: search, each hit shown
+/// paused at the event that printed it with the word marked in view, next and previous.
+#[test]
+fn browser_steps_through_every_hit_at_three_sizes() {
+    let (_sshd, b, session) = box_with_hits();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    let list = eventually(60, "the recording is searchable", || {
+        let list = w.get("/api/v1/sessions?q=zebrafish42").json();
+        (list.as_array().unwrap().len() == 1).then_some(list)
+    });
+    let rec = list[0]["hit"]["recording_id"].as_str().unwrap().to_owned();
+    let events = output_events(&w.get(&format!("/api/v1/recordings/{rec}/content")).body);
+    let printed: Vec<f64> = events.iter().filter(|(_, d)| d.contains("zebrafish42")).map(|(t, _)| *t).collect();
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", b.web_port),
+        "auditor": ["audrey", "audrey-passwd"],
+        "word": "zebrafish42",
+        "printed": printed,
+        "viewports": [[1366, 768], [1920, 1080], [390, 844]],
+        "artifacts": artifacts,
+        "evidence": artifacts.join("evidence.tar"),
+    });
+    browser("hits", &config);
+    // The bundle downloaded in the browser has the SHA-256 the page showed before, and verifies.
+    let tar = artifacts.join("evidence.tar");
+    let shown = std::fs::read_to_string(artifacts.join("evidence.tar.sha256")).unwrap();
+    let sum = stdout(&Command::new("sha256sum").arg(&tar).output().unwrap());
+    assert_eq!(sum.split_whitespace().next(), Some(shown.trim()), "sha256sum of the download");
+    let out = tempfile::tempdir().unwrap();
+    assert!(Command::new("tar").arg("-xf").arg(&tar).current_dir(out.path()).status().unwrap().success());
+    let folder = out.path().join(format!("evidence-{session}"));
+    let key = b.ok(&["evidence", "key"], None).trim().to_owned();
+    let verified = Command::new(witness_bin())
+        .args(["--data", "/nonexistent", "verify"])
+        .arg(&folder)
+        .args(["--key", &key])
+        .env_remove("WITNESS_DATA")
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "witness verify: {}{}", stdout(&verified), stderr(&verified));
+    for size in ["1366x768", "1920x1080", "390x844"] {
+        for shot in ["search", "hit-1", "hit-2"] {
+            let f = format!("hits-{size}-{shot}.png");
+            assert!(artifacts.join(&f).exists(), "screenshot {f} kept");
+        }
+    }
+}
+
+/// The session index of issue 19 in Chromium: typed commands, a resize and the marker of input a
+/// silent prompt took (the password nowhere), a timeline with a time axis and the playhead, a
+/// click to stop there; an upload's SHA-256 equal to `sha256sum` of the file sent.
+#[test]
+fn browser_shows_a_session_index_and_seeks_from_it() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    let config = b.data().join("witness.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("# record_input = false", "record_input = true")).unwrap();
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    let tmux = tmux_ssh(&b, "index", "alice@web01");
+    let pane = || stdout(&Command::new("tmux").args(["capture-pane", "-p", "-t", &tmux]).output().unwrap());
+    let keys =
+        |k: &[&str]| assert!(Command::new("tmux").args(["send-keys", "-t", &tmux]).args(k).status().unwrap().success());
+    let started = std::time::Instant::now();
+    while !pane().contains('#') {
+        assert!(started.elapsed() < Duration::from_secs(30), "no shell prompt through the box: {}", pane());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    keys(&["echo index-one", "Enter"]);
+    eventually(10, "the first command ran", || pane().contains("index-one\n").then_some(()));
+    let st = Command::new("tmux").args(["resize-window", "-t", &tmux, "-x", "120", "-y", "35"]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(500));
+    keys(&["read -s -p 'Password: ' PW; echo; echo got-${#PW}", "Enter"]);
+    eventually(10, "the silent prompt", || pane().contains("Password:").then_some(()));
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["-l", "Sup3r-Secret-Pw"]);
+    std::thread::sleep(Duration::from_millis(300));
+    keys(&["Enter"]);
+    eventually(10, "the password was read", || pane().contains("got-15").then_some(()));
+    std::thread::sleep(Duration::from_millis(1500));
+    keys(&["echo after-the-secret", "Enter"]);
+    eventually(10, "the next command ran", || pane().contains("after-the-secret\n").then_some(()));
+    keys(&["exit", "Enter"]);
+    let rec = finished_recording(&b);
+    let _ = Command::new("tmux").args(["kill-session", "-t", &tmux]).status();
+    let interactive = rec["session_id"].as_str().unwrap().to_owned();
+
+    let src = b.dir.path().join("upload.bin");
+    assert!(sh(&format!("head -c 300000 /dev/urandom > {}", src.display())).status.success());
+    let remote_dir = tempfile::tempdir().unwrap();
+    let remote = remote_dir.path().join("up.bin");
+    let out = Command::new("scp")
+        .args(client_options())
+        .arg("-i")
+        .arg(&b.user_key)
+        .arg("-P")
+        .arg(b.port.to_string())
+        .arg(&src)
+        .arg(format!("alice@web01@127.0.0.1:{}", remote.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sha =
+        stdout(&Command::new("sha256sum").arg(&src).output().unwrap()).split_whitespace().next().unwrap().to_owned();
+    let upload = eventually(20, "the upload is audited", || {
+        b.audit().into_iter().find(|e| e["kind"] == "sftp" && e["detail"]["direction"] == "upload")
+    });
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-artifacts");
+    let config = serde_json::json!({
+        "base": format!("https://127.0.0.1:{}", b.web_port),
+        "auditor": ["audrey", "audrey-passwd"],
+        "interactive": interactive,
+        "command": "echo index-one",
+        "next_command": "echo after-the-secret",
+        "resize": "120x35",
+        "secret": "Sup3r-Secret-Pw",
+        "transfer": upload["session_id"],
+        "sha256": sha,
+        "path": remote.to_str().unwrap(),
+        "viewports": [[1366, 768], [1920, 1080], [390, 844]],
+        "artifacts": artifacts,
+    });
+    browser("index", &config);
+}
+
 #[test]
 fn search_finds_the_moment_a_word_was_printed() {
     let (_sshd, b, session) = box_with_a_session("quokkafish");
@@ -253,6 +464,15 @@ fn failed_logins_are_rate_limited_and_totp_is_enforced() {
     assert_eq!(limited.status, 429, "the right password is refused while limited: {}", limited.body);
     assert!(limited.headers.to_lowercase().contains("retry-after"));
     assert!(b.audit_kinds().iter().filter(|k| *k == "web_login_failed").count() >= 5);
+    // Every throttled attempt is in the audit log, not only the first of the lockout (the old
+    // gate wrote one event for nine failures).
+    for _ in 0..3 {
+        assert_eq!(w.login("audrey", "wrong").status, 429);
+    }
+    let throttled: Vec<_> = b.audit().into_iter().filter(|e| e["kind"] == "login_throttled").collect();
+    let counted: Vec<_> = throttled.iter().map(|e| e["detail"]["attempts"].as_u64()).collect();
+    assert_eq!(counted, [Some(1), Some(2), Some(3), Some(4)], "{throttled:?}");
+    assert!(throttled.iter().all(|e| e["detail"]["name"] == "audrey"), "{throttled:?}");
 
     // Another source is not held back for someone else's guessing.
     let mut other = Web::from(&b, "127.0.0.2");
@@ -382,6 +602,14 @@ fn browser_finds_plays_watches_live_and_terminates() {
         "live_word": "running-pangolin",
         "artifacts": artifacts,
     });
+    // Unknown routes answer the console's page (404), the API its JSON.
+    let w = Web::new(&b);
+    let page = w.get("/no/such/page");
+    assert_eq!(page.status, 404);
+    assert!(page.body.contains("<title>Witness</title>") && page.headers.contains("text/html"), "{}", page.body);
+    let api = w.get("/api/v1/no-such-endpoint");
+    assert_eq!(api.status, 404);
+    assert!(api.body.contains("\"error\""), "{}", api.body);
     browser("replay", &config);
     assert!(ssh.try_wait().unwrap().is_none(), "the auditor's visit left the session running");
     browser("live", &config);

@@ -10,6 +10,18 @@
 //             see it advance (also at 8x); its activity bar has spans, a click on one seeks there,
 //             skip idle crosses an idle gap faster than real time, 32x is real (media seconds per
 //             wall second, measured in the page); the layout fits 1366x768 and 1920x1080
+//   hits    - at each of the viewports (laptop, large monitor, phone): log in as an auditor (the
+//             login page shows no nav and no one-time code field), search a word printed late on
+//             a line and again after a screenful of output; the rules are under the search box;
+//             the hit opens the player paused at the event that printed the word, the word marked
+//             on the terminal's screen where it is and in view; next and previous step through
+//             every hit; the terminal's first column is on screen
+//   index   - at each viewport: a recorded interactive session (input recording on) gets a session
+//             index once played: typed commands, the resize, the marker where a silent prompt's
+//             input was left out (the password itself nowhere on the page); the timeline has a
+//             time axis and a marker per entry; a click on an entry stops the player there (the
+//             playhead follows); an scp session's index shows the upload with the SHA-256 of the
+//             file sent
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
 //             video opens at its moment with the word's rectangle outlined over it
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
@@ -29,11 +41,16 @@ let page;
 const shot = async (name) => page.screenshot({ path: `${cfg.artifacts}/${step}-${name}.png`, fullPage: true });
 
 async function login(user, password, viewport) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, acceptDownloads: true });
   page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => console.error('console:', m.text()));
   await page.goto(cfg.base + '/');
+  await page.waitForSelector('#login');
+  // The stylesheet once overrode `hidden`: nav links and a code field showed on the login page.
+  for (const hidden of ['#nav', '#login label:has(input[name=totp])']) {
+    if (await page.isVisible(hidden)) throw new Error(`${hidden} shows on the login page`);
+  }
   await page.fill('#login input[name=user]', user);
   await page.fill('#login input[name=password]', password);
   await shot('login');
@@ -41,8 +58,129 @@ async function login(user, password, viewport) {
   await page.waitForSelector('#logout');
 }
 
+// Where the hit's mark is and what it covers: the terminal row under it and the characters from
+// the column it starts at; the player's time and whether it is standing still.
+async function hitSeen(word) {
+  await page.waitForSelector('#player .hit-mark', { timeout: 15000 });
+  // The page marks the word again once the terminal has redrawn after the seek.
+  await page.waitForTimeout(700);
+  const seen = await page.evaluate(async (word) => {
+    const mark = document.querySelector('#player .hit-mark').getBoundingClientRect();
+    const cy = mark.top + mark.height / 2;
+    const line = [...document.querySelectorAll('#player .ap-line')].find((l) => { const r = l.getBoundingClientRect(); return r.top <= cy && cy < r.bottom; });
+    if (!line) return { error: 'no terminal row under the mark' };
+    const text = line.textContent;
+    const first = document.createRange();
+    const node = document.createTreeWalker(line, NodeFilter.SHOW_TEXT).nextNode();
+    first.setStart(node, 0); first.setEnd(node, 1);
+    const cw = first.getBoundingClientRect().width;
+    const col = Math.round((mark.left - line.getBoundingClientRect().left) / cw);
+    const t0 = await player.getCurrentTime();
+    await new Promise((ok) => setTimeout(ok, 600));
+    const t1 = await player.getCurrentTime();
+    const term = document.querySelector('#player .ap-terminal').getBoundingClientRect();
+    return { under: text.substr(col, word.length), cols: Math.round(mark.width / cw), t0, t1,
+      mark: [mark.left, mark.top, mark.right, mark.bottom], window: [innerWidth, innerHeight], termLeft: term.left,
+      where: document.querySelector('#hit-where').textContent };
+  }, word);
+  if (seen.error) throw new Error(seen.error);
+  return seen;
+}
+
+function checkHit(seen, word, at, k, n) {
+  if (seen.under !== word || seen.cols !== word.length) throw new Error(`the mark covers ${JSON.stringify(seen.under)} (${seen.cols} columns), not ${word}`);
+  if (Math.abs(seen.t0 - at) > 0.02) throw new Error(`the player stands at ${seen.t0} s, the word was printed at ${at} s`);
+  if (seen.t1 !== seen.t0) throw new Error(`the player moved on from the hit (${seen.t0} -> ${seen.t1} s)`);
+  const [l, t, r, b] = seen.mark;
+  if (l < 0 || t < 0 || r > seen.window[0] || b > seen.window[1]) throw new Error(`the mark ${seen.mark} is out of the window ${seen.window}`);
+  if (!seen.where.startsWith(`Hit ${k} of ${n}`)) throw new Error(`hit counter says ${seen.where}`);
+  if (seen.termLeft < 0) throw new Error(`the terminal's first column is off screen at x=${seen.termLeft}`);
+}
+
 try {
-  if (step === 'replay') {
+  if (step === 'index') {
+    const measured = [];
+    for (const [width, height] of cfg.viewports) {
+      const size = `${width}x${height}`;
+      await login(cfg.auditor[0], cfg.auditor[1], { width, height });
+      await page.goto(`${cfg.base}/sessions/${cfg.interactive}`);
+      await page.waitForSelector('button.play');
+      await page.click('button.play');
+      await page.waitForSelector('#session-index tr.index-entry[data-kind=input]', { timeout: 15000 });
+      const entries = await page.$$eval('#session-index tr.index-entry', (l) => l.map((tr) => ({ kind: tr.dataset.kind, at: parseFloat(tr.dataset.at), text: tr.querySelector('td.snippet').textContent })));
+      const has = (kind, f) => entries.some((e) => e.kind === kind && f(e.text));
+      if (!has('input', (t) => t === cfg.command)) throw new Error(`no command ${cfg.command} in ${JSON.stringify(entries)}`);
+      if (!has('input', (t) => t === cfg.next_command)) throw new Error(`no command ${cfg.next_command} in ${JSON.stringify(entries)}`);
+      if (!has('resize', (t) => t.includes(cfg.resize))) throw new Error(`no resize to ${cfg.resize} in ${JSON.stringify(entries)}`);
+      if (!has('marker', (t) => t.startsWith('[input not echoed: '))) throw new Error(`no marker of left-out input in ${JSON.stringify(entries)}`);
+      if ((await page.content()).includes(cfg.secret)) throw new Error('the password typed at a silent prompt is on the page');
+      const markers = await page.$$eval('#timeline .tl-marker', (l) => l.map((m) => parseFloat(m.dataset.at)));
+      if (markers.length !== entries.length) throw new Error(`${markers.length} timeline markers for ${entries.length} index entries`);
+      const axis = await page.$$eval('#timeline-axis span', (l) => l.map((s) => s.textContent));
+      if (axis.length < 3 || axis[0] !== '0.0 s') throw new Error(`time axis: ${axis}`);
+      const target = entries.find((e) => e.kind === 'input' && e.text === cfg.next_command);
+      await page.click(`#session-index tr.index-entry[data-kind=input] >> text="${cfg.next_command}"`);
+      await page.waitForFunction((at) => Math.abs(parseFloat(document.querySelector('#cast-playhead').dataset.at) - at) < 0.05, target.at, { timeout: 10000 });
+      const stood = await page.evaluate(async () => { const a = await player.getCurrentTime(); await new Promise((ok) => setTimeout(ok, 500)); return [a, await player.getCurrentTime()]; });
+      if (stood[0] !== stood[1]) throw new Error(`the player did not stop at the entry: ${stood}`);
+      const head = await page.evaluate(() => { const h = document.querySelector('#cast-playhead').getBoundingClientRect(); const t = document.querySelector('#timeline').getBoundingClientRect(); return (h.left + h.width / 2 - t.left) / t.width; });
+      const duration = await page.evaluate(() => parseFloat(document.querySelector('#timeline').dataset.duration));
+      if (Math.abs(head - target.at / duration) > 0.01) throw new Error(`the playhead is at ${head} of the timeline, the entry at ${target.at / duration}`);
+      await shot(`${size}-interactive`);
+      // The upload: its SHA-256 as the box computed it, without playing anything.
+      await page.goto(`${cfg.base}/sessions/${cfg.transfer}`);
+      await page.waitForSelector('#session-index tr.index-entry[data-kind=transfer]', { timeout: 15000 });
+      const transfer = await page.$eval('#session-index tr.index-entry[data-kind=transfer]', (tr) => ({ sha256: tr.dataset.sha256, text: tr.innerText }));
+      if (transfer.sha256 !== cfg.sha256 || !transfer.text.includes(cfg.sha256) || !transfer.text.includes(cfg.path)) throw new Error(`transfer entry ${JSON.stringify(transfer)}, the file's sha256 is ${cfg.sha256}`);
+      await shot(`${size}-transfer`);
+      measured.push({ size, entries, target, stood, head, duration, transfer });
+      await page.context().close();
+    }
+    writeFileSync(`${cfg.artifacts}/index-measured.json`, JSON.stringify(measured, null, 1));
+    console.log(JSON.stringify({ ok: true, step, measured }));
+  } else if (step === 'hits') {
+    const measured = [];
+    for (const [width, height] of cfg.viewports) {
+      const size = `${width}x${height}`;
+      await login(cfg.auditor[0], cfg.auditor[1], { width, height });
+      await page.waitForSelector('#sessions-table');
+      const rules = await page.textContent('#search-rules');
+      if (!rules.includes('deplo*') || !rules.includes('"disk full"')) throw new Error(`search rules: ${rules}`);
+      await page.fill('#search', cfg.word);
+      await page.click('#filters button[type=submit]');
+      await page.waitForSelector('a.hit');
+      if ((await page.textContent('a.hit mark')) !== cfg.word) throw new Error('the snippet does not mark the word');
+      await shot(`${size}-search`);
+      await page.click('a.hit');
+      const first = await hitSeen(cfg.word);
+      await shot(`${size}-hit-1`);
+      checkHit(first, cfg.word, cfg.printed[0], 1, 2);
+      await page.click('#hit-next');
+      await page.waitForFunction(() => document.querySelector('#hit-where').textContent.startsWith('Hit 2'));
+      const second = await hitSeen(cfg.word);
+      await shot(`${size}-hit-2`);
+      checkHit(second, cfg.word, cfg.printed[1], 2, 2);
+      await page.click('#hit-prev');
+      await page.waitForFunction(() => document.querySelector('#hit-where').textContent.startsWith('Hit 1'));
+      const back = await hitSeen(cfg.word);
+      checkHit(back, cfg.word, cfg.printed[0], 1, 2);
+      if (cfg.evidence && size === '1366x768') {
+        // The evidence bundle: its SHA-256 on the page before the download, the file kept for
+        // the test to check and verify.
+        await page.click('#evidence-make');
+        await page.waitForSelector('#evidence-sha256', { timeout: 60000 });
+        const shown = await page.textContent('#evidence-sha256');
+        const [download] = await Promise.all([page.waitForEvent('download'), page.click('#evidence-download')]);
+        await download.saveAs(cfg.evidence);
+        writeFileSync(`${cfg.evidence}.sha256`, shown);
+        await shot(`${size}-evidence`);
+      }
+      measured.push({ size, first, second });
+      await page.context().close();
+    }
+    writeFileSync(`${cfg.artifacts}/hits-measured.json`, JSON.stringify(measured, null, 1));
+    console.log(JSON.stringify({ ok: true, step, measured }));
+  } else if (step === 'replay') {
     // A laptop screen.
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.waitForSelector('#sessions-table');
@@ -77,9 +215,41 @@ try {
     await page.waitForFunction((w) => { const p = document.querySelector('#live-player'); return p && p.innerText.includes(w); }, cfg.live_word, { timeout: 20000 });
     await shot('live-view');
     page.once('dialog', (d) => d.accept());
+    const clicked = Date.now();
     await page.click('#terminate');
-    await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
+    // The page follows the session: its end shows without a reload.
+    await page.waitForFunction(() => { const f = document.querySelector('#facts'); return f && !f.innerText.includes('still running') && !document.querySelector('#terminate'); }, null, { timeout: 10000 });
+    const ended = Date.now() - clicked;
+    console.error(`the page showed the session's end ${ended} ms after Terminate`);
+    if (ended > 1000) throw new Error(`the page showed the end ${ended} ms after Terminate`);
     await shot('terminated');
+    // Unknown routes get the console's own page.
+    await page.goto(`${cfg.base}/no/such/page`);
+    await page.waitForSelector('#not-found');
+    // A login that ended sends to the login page, and back to where you were.
+    const here = `${cfg.base}/sessions/${cfg.live}`;
+    await page.goto(here);
+    await page.waitForSelector('#facts');
+    await page.context().clearCookies();
+    await page.click('#nav a[href="/"]');
+    await page.waitForSelector('#login-note:not([hidden])', { timeout: 10000 });
+    if (await page.isVisible('#logout')) throw new Error('the header still offers Log out after the login ended');
+    const again = async () => {
+      await page.fill('#login input[name=user]', cfg.admin[0]);
+      await page.fill('#login input[name=password]', cfg.admin[1]);
+      await page.click('#login button[type=submit]');
+      await page.waitForSelector('#logout');
+    };
+    await again();
+    await page.waitForSelector('#sessions-table');
+    if (page.url() !== `${cfg.base}/`) throw new Error(`after logging in again the page is ${page.url()}`);
+    // And opening a page with an ended login: log in, then that page.
+    await page.context().clearCookies();
+    await page.goto(here);
+    await page.waitForSelector('#login');
+    await again();
+    await page.waitForSelector('#facts');
+    if (page.url() !== here) throw new Error(`after logging in again the page is ${page.url()}`);
     // The session's audit table names the admin who ended it, apart from whose session it was.
     await page.reload();
     await page.waitForFunction((admin) => [...document.querySelectorAll('#audit-table tbody tr')].some((tr) =>

@@ -21,6 +21,7 @@ pub mod rawrec;
 pub mod rows;
 pub mod scp;
 pub mod sftp;
+pub mod tar;
 pub mod text;
 
 pub use model::{Protocol, RecordingStatus, Role, Transfers};

@@ -23,24 +23,137 @@ pub struct Chunk {
     pub at: f64,
     pub text: String,
     pub line_times: Vec<f64>,
+    /// Per line, where later output events went on printing it: (character in the line, time).
+    /// A hit then points at the event that printed the match, not where its line began.
+    pub line_steps: Vec<Vec<(u32, f64)>>,
 }
 
 impl Chunk {
     fn new(at: f64) -> Self {
-        Self { at, text: String::new(), line_times: Vec::new() }
+        Self { at, text: String::new(), line_times: Vec::new(), line_steps: Vec::new() }
     }
 }
 
-/// When the first line of `text` holding any of `words` (case-insensitive) was printed.
-pub fn first_match(text: &str, line_times: &[f64], words: &[String]) -> Option<f64> {
-    let words: Vec<String> = words.iter().map(|w| w.to_lowercase()).collect();
-    text.lines()
-        .zip(line_times)
-        .find(|(line, _)| {
-            let line = line.to_lowercase();
-            words.iter().any(|w| line.contains(w.as_str()))
-        })
-        .map(|(_, &t)| t)
+/// The shortest prefix a `word*` search takes, and the longest kept as a token (a longer one is
+/// matched on its first [`PREFIX_MAX`] characters, then checked in the opened text).
+pub const PREFIX_MIN: usize = 3;
+pub const PREFIX_MAX: usize = 12;
+
+/// One part of a search: all of a query's terms must be in the same chunk of output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Term {
+    /// A whole word, any case.
+    Word(String),
+    /// `abc*`: any word starting with it.
+    Prefix(String),
+    /// `"two words"`: the words next to each other, in order, on one line.
+    Phrase(Vec<String>),
+}
+
+/// The terms of a search box's text: words, `prefix*` (at least [`PREFIX_MIN`] letters) and
+/// `"quoted phrases"`; an unclosed quote runs to the end.
+pub fn parse_query(query: &str) -> Vec<Term> {
+    let mut terms = Vec::new();
+    for (i, part) in query.split('"').enumerate() {
+        if i % 2 == 1 {
+            let w = words(part);
+            match w.len() {
+                0 => {}
+                1 => terms.push(Term::Word(w[0].clone())),
+                _ => terms.push(Term::Phrase(w)),
+            }
+            continue;
+        }
+        for piece in part.split_whitespace() {
+            let w = words(piece);
+            match (piece.strip_suffix('*'), w.as_slice()) {
+                (Some(_), [one]) if one.chars().count() >= PREFIX_MIN => terms.push(Term::Prefix(one.clone())),
+                _ => terms.extend(w.into_iter().map(Term::Word)),
+            }
+        }
+    }
+    terms
+}
+
+/// The blind tokens a query's chunks must all hold.
+pub fn query_tokens(key: &[u8; 32], terms: &[Term]) -> Vec<String> {
+    let mut out = Vec::new();
+    for t in terms {
+        match t {
+            Term::Word(w) => out.push(blind(key, w)),
+            Term::Prefix(p) => out.push(blind_prefix(key, p)),
+            Term::Phrase(ws) => out.extend(ws.iter().map(|w| blind(key, w))),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Where a query matched in a chunk's text: the line, the characters `[start, end)` in it, and
+/// when the output event that printed the match's last character came.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Match {
+    pub line: usize,
+    pub start: usize,
+    pub end: usize,
+    pub at: f64,
+}
+
+/// The words of a line with where they are: (first character, past the last, lowercase word).
+fn word_spans(line: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    let mut cur: Option<(usize, String)> = None;
+    let mut n = 0;
+    for (i, c) in line.chars().enumerate() {
+        n = i + 1;
+        if c.is_alphanumeric() || c == '_' {
+            cur.get_or_insert_with(|| (i, String::new())).1.extend(c.to_lowercase());
+        } else if let Some((start, w)) = cur.take() {
+            out.push((start, i, w));
+        }
+    }
+    if let Some((start, w)) = cur {
+        out.push((start, n, w));
+    }
+    out
+}
+
+/// Every place in a chunk where one of the terms matched, in order, when the chunk holds all of
+/// them (the index matched the words; a phrase's order and a long prefix are checked here);
+/// empty otherwise.
+pub fn find_matches(text: &str, line_times: &[f64], line_steps: &[Vec<(u32, f64)>], terms: &[Term]) -> Vec<Match> {
+    let mut found = Vec::new();
+    let mut seen = vec![false; terms.len()];
+    for (line_no, line) in text.lines().enumerate() {
+        let spans = word_spans(line);
+        for (k, term) in terms.iter().enumerate() {
+            let places: Vec<(usize, usize)> = match term {
+                Term::Word(w) => spans.iter().filter(|s| &s.2 == w).map(|s| (s.0, s.1)).collect(),
+                Term::Prefix(p) => spans.iter().filter(|s| s.2.starts_with(p.as_str())).map(|s| (s.0, s.1)).collect(),
+                Term::Phrase(ws) => spans
+                    .windows(ws.len())
+                    .filter(|win| win.iter().zip(ws).all(|(s, w)| &s.2 == w))
+                    .map(|win| (win[0].0, win[win.len() - 1].1))
+                    .collect(),
+            };
+            seen[k] |= !places.is_empty();
+            for (start, end) in places {
+                let first = line_times.get(line_no).copied().unwrap_or(0.0);
+                let at = line_steps
+                    .get(line_no)
+                    .and_then(|steps| steps.iter().take_while(|&&(c, _)| (c as usize) < end).last())
+                    .map_or(first, |&(_, t)| t);
+                found.push(Match { line: line_no, start, end, at });
+            }
+        }
+    }
+    if terms.is_empty() || !seen.iter().all(|&s| s) {
+        return Vec::new();
+    }
+    found.sort_by_key(|m| (m.line, m.start));
+    found.dedup_by_key(|m| (m.line, m.start));
+    found
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,6 +175,8 @@ pub struct TextExtractor {
     esc: Esc,
     line: String,
     line_at: Option<f64>,
+    /// Where later events went on printing the line being read: (character, time).
+    line_steps: Vec<(u32, f64)>,
     last_line: String,
     chunk: Chunk,
     out: Vec<Chunk>,
@@ -74,6 +189,7 @@ impl Default for TextExtractor {
             esc: Esc::None,
             line: String::new(),
             line_at: None,
+            line_steps: Vec::new(),
             last_line: String::new(),
             chunk: Chunk::new(0.0),
             out: Vec::new(),
@@ -116,6 +232,8 @@ impl TextExtractor {
                 }
                 (Esc::None, '\u{8}') => {
                     self.line.pop();
+                    let len = self.line.chars().count() as u32;
+                    self.line_steps.retain(|&(c, _)| c < len);
                     Esc::None
                 }
                 (Esc::None, '\t') => {
@@ -153,8 +271,12 @@ impl TextExtractor {
     }
 
     fn push(&mut self, at: f64, c: char) {
-        if self.line_at.is_none() {
-            self.line_at = Some(at);
+        match self.line_at {
+            None => self.line_at = Some(at),
+            Some(first) if at > self.line_steps.last().map_or(first, |s| s.1) => {
+                self.line_steps.push((self.line.chars().count() as u32, at));
+            }
+            Some(_) => {}
         }
         self.line.push(c);
         // Output without line breaks (a base64 dump) must not grow one line without bound.
@@ -166,7 +288,12 @@ impl TextExtractor {
     fn end_line(&mut self) {
         let at = self.line_at.take();
         let line = std::mem::take(&mut self.line);
+        let steps = std::mem::take(&mut self.line_steps);
         let trimmed = line.trim();
+        let lead = (line.chars().count() - line.trim_start().chars().count()) as u32;
+        let kept = trimmed.chars().count() as u32;
+        let steps: Vec<(u32, f64)> =
+            steps.into_iter().filter(|&(c, _)| c >= lead && c - lead < kept).map(|(c, t)| (c - lead, t)).collect();
         // Repeated lines (a `yes`, a progress bar redrawn with \r) add nothing to search.
         if trimmed.is_empty() || trimmed == self.last_line {
             return;
@@ -184,6 +311,7 @@ impl TextExtractor {
         }
         self.chunk.text.push_str(trimmed);
         self.chunk.line_times.push(at);
+        self.chunk.line_steps.push(steps);
         self.total += trimmed.len() + 1;
         self.last_line = trimmed.to_owned();
     }
@@ -212,10 +340,30 @@ pub fn blind(key: &[u8; 32], word: &str) -> String {
     hex::encode(&mac.finalize().into_bytes()[..10])
 }
 
-/// The blind tokens of a text, each word once, space-separated (what the FTS5 column holds).
+/// A prefix's keyed hash: a word never holds `*`, so it is never a word's.
+pub fn blind_prefix(key: &[u8; 32], prefix: &str) -> String {
+    let p: String = prefix.chars().take(PREFIX_MAX).collect();
+    blind(key, &format!("{p}*"))
+}
+
+/// The blind tokens of a text, space-separated (what the FTS5 column holds): each word once, and
+/// each of its prefixes from [`PREFIX_MIN`] to [`PREFIX_MAX`] characters for `word*` searches.
 pub fn blind_tokens(key: &[u8; 32], text: &str) -> String {
     let mut seen = std::collections::BTreeSet::new();
-    words(text).into_iter().filter(|w| seen.insert(w.clone())).map(|w| blind(key, &w)).collect::<Vec<_>>().join(" ")
+    let mut out = Vec::new();
+    for w in words(text) {
+        if seen.insert(w.clone()) {
+            out.push(blind(key, &w));
+        }
+        let chars: Vec<char> = w.chars().collect();
+        for n in PREFIX_MIN..=chars.len().min(PREFIX_MAX) {
+            let p: String = chars[..n].iter().collect();
+            if seen.insert(format!("{p}*")) {
+                out.push(blind_prefix(key, &p));
+            }
+        }
+    }
+    out.join(" ")
 }
 
 /// Seals chunk text under the search key: the 24-byte nonce (fresh from the caller), then the
@@ -246,7 +394,10 @@ mod tests {
     fn the_blind_index_matches_words_and_hides_them() {
         let key = [7u8; 32];
         let tokens = blind_tokens(&key, "Deploy the Zebracorn, deploy!");
-        assert_eq!(tokens.split(' ').count(), 3, "each word once: {tokens}");
+        // deploy, the, zebracorn; prefixes dep..deploy (4), the (1), zeb..zebracorn (7).
+        assert_eq!(tokens.split(' ').count(), 3 + 4 + 1 + 7, "each word and prefix once: {tokens}");
+        assert!(tokens.contains(&blind_prefix(&key, "zebr")));
+        assert!(!tokens.contains(&blind_prefix(&key, "ze")), "too short a prefix");
         assert!(tokens.contains(&blind(&key, "zebracorn")));
         assert!(!tokens.to_lowercase().contains("zebracorn"));
         assert_ne!(blind(&key, "zebracorn"), blind(&[8u8; 32], "zebracorn"), "keyed");
@@ -265,11 +416,17 @@ mod tests {
         let chunks = x.finish();
         assert_eq!(
             chunks,
-            vec![Chunk { at: 0.5, text: "user@web01:~$ ls -l\ntotal 0".into(), line_times: vec![0.5, 0.7] }]
+            vec![Chunk {
+                at: 0.5,
+                text: "user@web01:~$ ls -l\ntotal 0".into(),
+                line_times: vec![0.5, 0.7],
+                line_steps: vec![vec![(14, 0.6)], vec![]],
+            }]
         );
-        let words = ["TOTAL".to_owned()];
-        assert_eq!(first_match(&chunks[0].text, &chunks[0].line_times, &words), Some(0.7));
-        assert_eq!(first_match(&chunks[0].text, &chunks[0].line_times, &["nowhere".to_owned()]), None);
+        let c = &chunks[0];
+        let m = find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("TOTAL"));
+        assert_eq!(m, vec![Match { line: 1, start: 0, end: 5, at: 0.7 }]);
+        assert!(find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("nowhere")).is_empty());
     }
 
     #[test]
@@ -283,8 +440,60 @@ mod tests {
         x.output(5.2, "partial");
         let chunks = x.finish();
         assert_eq!(chunks.len(), 2);
-        assert_eq!(chunks[0], Chunk { at: 0.0, text: "first\ny".into(), line_times: vec![0.0, 0.1] });
-        assert_eq!(chunks[1], Chunk { at: 5.0, text: "later words\npartial".into(), line_times: vec![5.0, 5.2] });
+        assert_eq!((chunks[0].at, chunks[0].text.as_str(), &chunks[0].line_times), (0.0, "first\ny", &vec![0.0, 0.1]));
+        assert_eq!(
+            (chunks[1].at, chunks[1].text.as_str(), &chunks[1].line_times),
+            (5.0, "later words\npartial", &vec![5.0, 5.2])
+        );
+    }
+
+    /// The attack of issue 19: a word printed at the end of a long line (a slow command, a
+    /// prompt redrawn) was found at the line's start, seconds before it was on the screen.
+    #[test]
+    fn a_hit_is_the_event_that_printed_the_match_not_the_lines_start() {
+        let mut x = TextExtractor::default();
+        x.output(1.0, "$ ");
+        x.output(1.5, "sleep 2; echo ");
+        x.output(3.6, "  zebrafish42 done\r\n");
+        x.output(4.0, "zebrafish42\r\n");
+        let chunks = x.finish();
+        let all: Vec<Match> = chunks
+            .iter()
+            .flat_map(|c| find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("zebrafish42")))
+            .collect();
+        assert_eq!(all.len(), 2, "every hit: {all:?}");
+        assert_eq!((all[0].at, all[0].start, all[0].end), (3.6, 18, 29), "{all:?}");
+        assert_eq!(all[1].at, 4.0);
+    }
+
+    #[test]
+    fn queries_take_words_prefixes_and_phrases() {
+        assert_eq!(
+            parse_query(r#"Zebra* "disk  FULL" x* at"#),
+            vec![
+                Term::Prefix("zebra".into()),
+                Term::Phrase(vec!["disk".into(), "full".into()]),
+                Term::Word("x".into()),
+                Term::Word("at".into()),
+            ]
+        );
+        let key = [3u8; 32];
+        let text = "the disk is full\ndisk full on /var\nzebrafish here";
+        let tokens = blind_tokens(&key, text);
+        let q = parse_query(r#""disk full" zebr*"#);
+        assert!(query_tokens(&key, &q).iter().all(|t| tokens.contains(t.as_str())));
+        let m = find_matches(text, &[1.0, 2.0, 3.0], &[vec![], vec![], vec![]], &q);
+        assert_eq!(
+            m.iter().map(|m| (m.line, m.start, m.end)).collect::<Vec<_>>(),
+            [(1, 0, 9), (2, 0, 9)],
+            "the phrase only where its words are next to each other"
+        );
+        assert!(find_matches(text, &[1.0, 2.0, 3.0], &[], &parse_query(r#""full disk""#)).is_empty());
+        assert!(find_matches(text, &[1.0, 2.0, 3.0], &[], &parse_query("disk nowhere")).is_empty(), "all terms");
+        // A prefix longer than the token keeps is checked in the text.
+        let long = parse_query("zebrafishes*");
+        assert_eq!(query_tokens(&key, &long), vec![blind_prefix(&key, "zebrafishes")]);
+        assert!(find_matches(text, &[1.0, 2.0, 3.0], &[], &long).is_empty());
     }
 
     #[test]

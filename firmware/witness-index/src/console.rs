@@ -8,13 +8,15 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use witness_core::rows::SessionQuery;
 
-/// Where a search matched: the session's first matching chunk, still sealed.
+/// Where a search matched: a matching chunk, still sealed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Hit {
     pub recording_id: String,
     /// When the chunk started.
     pub at: f64,
     pub line_times: Vec<f64>,
+    /// Per line, where later output events went on printing it (character, time).
+    pub line_steps: Vec<Vec<(u32, f64)>>,
     /// Text read from a video: where on the screen each line was (x, y, width, height).
     pub line_rects: Vec<Option<[u32; 4]>>,
     pub sealed: Vec<u8>,
@@ -26,34 +28,54 @@ pub struct SearchChunk {
     pub at: f64,
     pub tokens: String,
     pub line_times: Vec<f64>,
+    /// Terminal text: per line, where later output events went on printing it (character,
+    /// time); empty for text read from a video.
+    pub line_steps: Vec<Vec<(u32, f64)>>,
     /// Text read from a video: each line's place on the screen; empty for terminal text.
     pub line_rects: Vec<Option<[u32; 4]>>,
     pub sealed: Vec<u8>,
 }
 
-/// A line's time as the `line_times` column holds it: `T`, or `T@X,Y,W,H` for a line read from
-/// the screen (a place on the screen is not session text).
-fn line_mark(at: f64, rect: Option<&[u32; 4]>) -> String {
-    match rect {
+/// A line's time as the `line_times` column holds it: `T`, `T@X,Y,W,H` for a line read from the
+/// screen (a place on the screen is not session text), or `T+C=T+C=T` for a terminal line later
+/// events went on printing (at character C, time T).
+fn line_mark(at: f64, rect: Option<&[u32; 4]>, steps: &[(u32, f64)]) -> String {
+    let mut mark = match rect {
         Some([x, y, w, h]) => format!("{at:.3}@{x},{y},{w},{h}"),
         None => format!("{at:.3}"),
+    };
+    for (c, t) in steps {
+        mark.push_str(&format!("+{c}={t:.3}"));
     }
+    mark
 }
 
-fn parse_line_marks(text: &str) -> (Vec<f64>, Vec<Option<[u32; 4]>>) {
+type LineMarks = (Vec<f64>, Vec<Option<[u32; 4]>>, Vec<Vec<(u32, f64)>>);
+
+fn parse_line_marks(text: &str) -> LineMarks {
     let mut times = Vec::new();
     let mut rects = Vec::new();
+    let mut all_steps = Vec::new();
     for mark in text.split(' ').filter(|m| !m.is_empty()) {
-        let (t, rect) = mark.split_once('@').map_or((mark, None), |(t, r)| (t, Some(r)));
+        let mut parts = mark.split('+');
+        let head = parts.next().unwrap_or("");
+        let (t, rect) = head.split_once('@').map_or((head, None), |(t, r)| (t, Some(r)));
         let Ok(t) = t.parse() else { continue };
         let rect = rect.and_then(|r| {
             let n: Vec<u32> = r.split(',').filter_map(|v| v.parse().ok()).collect();
             <[u32; 4]>::try_from(n).ok()
         });
+        let steps = parts
+            .filter_map(|p| {
+                let (c, t) = p.split_once('=')?;
+                Some((c.parse().ok()?, t.parse().ok()?))
+            })
+            .collect();
         times.push(t);
         rects.push(rect);
+        all_steps.push(steps);
     }
-    (times, rects)
+    (times, rects, all_steps)
 }
 
 /// A recording's place in the upload queue.
@@ -71,15 +93,21 @@ fn marks(c: &SearchChunk) -> String {
     c.line_times
         .iter()
         .enumerate()
-        .map(|(i, t)| line_mark(*t, c.line_rects.get(i).and_then(Option::as_ref)))
+        .map(|(i, t)| {
+            line_mark(
+                *t,
+                c.line_rects.get(i).and_then(Option::as_ref),
+                c.line_steps.get(i).map(Vec::as_slice).unwrap_or_default(),
+            )
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
 
 impl Index {
     /// Sessions matching `f` (times in index text; its words given as blind `tokens`), oldest
-    /// first, each with its first search hit when searching.
-    pub fn find_sessions(&self, f: &SessionQuery, tokens: Option<&[String]>) -> Result<Vec<(SessionRow, Option<Hit>)>> {
+    /// first, each with its matching chunks in time order when searching.
+    pub fn find_sessions(&self, f: &SessionQuery, tokens: Option<&[String]>) -> Result<Vec<(SessionRow, Vec<Hit>)>> {
         let hits = match tokens {
             // Tokens are hex; quoting each makes them plain terms, all required.
             Some(t) if !t.is_empty() => {
@@ -127,30 +155,44 @@ impl Index {
         Ok(rows
             .into_iter()
             .map(|r| {
-                let hit = hits.remove(&r.id);
+                let hit = hits.remove(&r.id).unwrap_or_default();
                 (r, hit)
             })
             .collect())
     }
 
-    /// The first matching chunk per session for an FTS5 query of blind tokens.
-    pub(crate) fn search(&self, query: &str) -> Result<HashMap<String, Hit>> {
+    /// One session's chunks holding all the blind `tokens`, in time order.
+    pub fn session_hits(&self, session_id: &str, tokens: &[String]) -> Result<Vec<Hit>> {
+        if tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let query = tokens.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(" ");
+        Ok(self.search_in(&query, Some(session_id))?.remove(session_id).unwrap_or_default())
+    }
+
+    /// The matching chunks per session for an FTS5 query of blind tokens, in time order.
+    pub(crate) fn search(&self, query: &str) -> Result<HashMap<String, Vec<Hit>>> {
+        self.search_in(query, None)
+    }
+
+    fn search_in(&self, query: &str, session: Option<&str>) -> Result<HashMap<String, Vec<Hit>>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT session_id, recording_id, at, line_times, sealed
-             FROM cast_text WHERE cast_text MATCH ?1 ORDER BY session_id, at LIMIT 10000",
+             FROM cast_text WHERE cast_text MATCH ?1 AND (?2 IS NULL OR session_id = ?2)
+             ORDER BY session_id, at LIMIT 10000",
         )?;
-        let mut out: HashMap<String, Hit> = HashMap::new();
-        let rows = stmt.query_map([query], |r| {
-            let (line_times, line_rects) = parse_line_marks(&r.get::<_, String>(3)?);
+        let mut out: HashMap<String, Vec<Hit>> = HashMap::new();
+        let rows = stmt.query_map(params![query, session], |r| {
+            let (line_times, line_rects, line_steps) = parse_line_marks(&r.get::<_, String>(3)?);
             Ok((
                 r.get::<_, String>(0)?,
-                Hit { recording_id: r.get(1)?, at: r.get(2)?, line_times, line_rects, sealed: r.get(4)? },
+                Hit { recording_id: r.get(1)?, at: r.get(2)?, line_times, line_steps, line_rects, sealed: r.get(4)? },
             ))
         })?;
         for row in rows {
             let (session, hit) = row?;
-            out.entry(session).or_insert(hit);
+            out.entry(session).or_default().push(hit);
         }
         Ok(out)
     }

@@ -168,6 +168,9 @@ const STEPS: &[&str] = &[
     // What the store key was found able to do (`read-write`, `write-only`), for `sync status`.
     "ALTER TABLE recordings ADD COLUMN part_digests TEXT;
     ALTER TABLE store_state ADD COLUMN key_access TEXT;",
+    // 14: terminal text indexed again for prefix search (prefix tokens) and for hits at the
+    // event that printed them (per-line steps); a pruned recording keeps its older text.
+    "UPDATE recordings SET text_indexed = 0 WHERE path LIKE '%.cast' AND text_indexed = 1 AND pruned = 0;",
 ];
 
 /// The schema version this build brings an index to.

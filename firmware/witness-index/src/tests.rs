@@ -357,6 +357,7 @@ fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
                 at: 1.5,
                 tokens: "aa bb".into(),
                 line_times: vec![1.5],
+                line_steps: vec![vec![(4, 2.25)]],
                 line_rects: vec![],
                 sealed: vec![1, 2],
             }],
@@ -373,7 +374,9 @@ fn a_plain_index_is_encrypted_on_first_open_with_everything_in_it() {
     assert_eq!(idx.recordings().unwrap().len(), 1);
     assert_eq!(idx.hold_of("s1").unwrap().unwrap().reason, "case 42");
     assert_eq!(idx.verify_audit().unwrap(), Ok(idx.audit_events(100).unwrap().len() as u64));
-    assert_eq!(idx.search("\"bb\"").unwrap().len(), 1, "the FTS5 table came along");
+    let hits = idx.search("\"bb\"").unwrap();
+    assert_eq!(hits.len(), 1, "the FTS5 table came along");
+    assert_eq!(hits["s1"][0].line_steps, vec![vec![(4, 2.25)]], "and where later events printed each line");
     let version: i64 = idx.conn().pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, schema::known(), "no migration step runs twice");
     drop(idx);
@@ -402,6 +405,7 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
         at,
         tokens: token.into(),
         line_times: vec![at, at],
+        line_steps: vec![],
         line_rects: vec![Some([10, 20, 300, 16]), None],
         sealed: vec![1],
     };
@@ -416,7 +420,7 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
     assert_eq!((row.state.as_str(), row.read_until), ("reading", Some(20.0)));
     assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");
     let hits = idx.search("\"dd\"").unwrap();
-    let hit = &hits["s1"];
+    let hit = &hits["s1"][0];
     assert_eq!(
         (hit.at, &hit.line_times, &hit.line_rects),
         (15.0, &vec![15.0, 15.0], &vec![Some([10, 20, 300, 16]), None])

@@ -5,6 +5,11 @@
 
 let me = null;
 let player = null;
+// The terminal recording shown, with how to show a search hit in it.
+let castView = null;
+// What happened in the session shown: from its audit events and, once a recording is played,
+// from the recording itself (typed lines, resizes, markers).
+let sessionIndex = null;
 
 function el(tag, attrs, ...kids) {
   const e = document.createElement(tag);
@@ -29,6 +34,14 @@ async function api(path, opts = {}) {
   }
   const r = await fetch('/api/v1' + path, init);
   const body = await r.json().catch(() => ({}));
+  if (r.status === 401 && me && path !== '/login') {
+    // The login ended (expired, logged out elsewhere, access changed): log in again and come
+    // back to this page.
+    me = null;
+    document.getElementById('nav').hidden = true;
+    document.getElementById('who').replaceChildren();
+    loginPage('Your login has ended. Log in again to go on where you were.');
+  }
   if (!r.ok) {
     const err = new Error(body.error || r.statusText);
     err.status = r.status;
@@ -40,6 +53,8 @@ async function api(path, opts = {}) {
 const main = () => document.getElementById('main');
 function show(...nodes) {
   if (player) { try { player.dispose(); } catch (_) { /* already gone */ } player = null; }
+  castView = null;
+  sessionIndex = null;
   main().replaceChildren(...nodes);
 }
 const stateBox = (text, error) => el('p', { class: error ? 'state error' : 'state' }, text);
@@ -73,6 +88,14 @@ function fmtDuration(a, b) {
 }
 const badge = (s) => el('span', { class: 'status ' + s }, s);
 
+// A hit's snippet with the match in <mark> (as text: nothing from the box is HTML).
+function marked(hit) {
+  const chars = [...hit.snippet];
+  if (!Array.isArray(hit.mark)) return hit.snippet;
+  const [a, z] = hit.mark;
+  return el('span', {}, chars.slice(0, a).join(''), el('mark', {}, chars.slice(a, z).join('')), chars.slice(z).join(''));
+}
+
 async function start() {
   try {
     me = await api('/me');
@@ -88,8 +111,8 @@ async function start() {
   route();
 }
 
-function loginPage() {
-  const err = el('p', { class: 'state error', hidden: true });
+function loginPage(why) {
+  const err = el('p', { class: 'state error', hidden: !why, id: 'login-note' }, why || '');
   const totp = el('label', { hidden: true }, 'One-time code', el('input', { name: 'totp', autocomplete: 'one-time-code', inputmode: 'numeric' }));
   const form = el('form', { class: 'login', id: 'login' },
     el('h1', {}, 'Witness console'),
@@ -119,7 +142,13 @@ function route() {
   const m = p.match(/^\/sessions\/([A-Za-z0-9-]+)$/);
   if (m) return detailPage(m[1]);
   if (p === '/live') return livePage();
-  return listPage();
+  if (p === '/' || p === '/sessions') return listPage();
+  show(el('h1', {}, 'No such page'), el('p', { class: 'state', id: 'not-found' }, `There is nothing at ${p}. `, el('a', { href: '/' }, 'Go to the session history')));
+}
+
+// Polls `f` every `ms` while `node` is on the page.
+function whileShown(node, ms, f) {
+  const timer = setInterval(() => { if (!document.body.contains(node)) clearInterval(timer); else f(); }, ms);
 }
 
 const FILTERS = ['q', 'user', 'target', 'protocol', 'status', 'from', 'to'];
@@ -148,8 +177,13 @@ async function listPage() {
     for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
     navigate('/sessions' + (q.toString() ? '?' + q : ''));
   });
+  const rules = el('p', { class: 'rules', id: 'search-rules' },
+    'Search: whole words, any case, all of them within about a second of output. ',
+    el('code', {}, 'deplo*'), ' finds words starting with it (3 letters or more); ',
+    el('code', {}, '"disk full"'), ' finds the words side by side, in order, on one line. ',
+    'Covers SSH output, RDP typed keys (when recorded) and text read off RDP screens.');
   const results = el('div', { id: 'results' }, stateBox('Loading sessions…'));
-  show(el('h1', {}, 'Session history'), form, results);
+  show(el('h1', {}, 'Session history'), form, rules, results);
   const query = new URLSearchParams();
   for (const k of FILTERS) {
     let v = params.get(k);
@@ -170,14 +204,14 @@ async function listPage() {
   const searching = query.has('q');
   const rows = list.slice().reverse().map((s) => {
     const place = s.hit && Array.isArray(s.hit.rect) ? `&box=${s.hit.rect.join(',')}` : '';
-    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}` : '');
+    const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}&q=${encodeURIComponent(query.get('q'))}` : '');
     return el('tr', { class: 'session-row', 'data-id': s.id },
       el('td', {}, el('a', { href }, fmtTime(s.started_at))),
       el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—'),
       el('td', {}, s.live ? 'running' : fmtDuration(s.started_at, s.ended_at)),
       el('td', {}, badge(s.live ? 'recording' : s.status)), el('td', {}, s.end_reason || (s.live ? '' : '—')),
       el('td', {}, fmtBytes(s.bytes)),
-      searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: ${s.hit.snippet}`) : '') : null);
+      searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: `, marked(s.hit)) : '') : null);
   });
   results.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From', 'Duration', 'Recording', 'End reason', 'Size'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
@@ -215,6 +249,7 @@ async function detailPage(id) {
   parts.push(el('h2', {}, 'Recordings'));
   if (!d.recordings.length) parts.push(stateBox('This session has no recordings (it ended before a terminal or desktop was opened).'));
   const playerSlot = el('div', { id: 'player-slot' });
+  const hitsSlot = el('div', { id: 'hits-slot' });
   for (const r of d.recordings) {
     const upload = r.upload
       ? (r.upload.state === 'uploaded' ? `in the store since ${fmtTime(r.upload.uploaded_at)}` : `waiting for the store (${r.upload.attempts} attempts${r.upload.last_error ? ': ' + r.upload.last_error : ''})`)
@@ -226,7 +261,27 @@ async function detailPage(id) {
         r.status === 'recording' ? null : el('button', { class: 'play', onclick: () => play(r, playerSlot, 0) }, 'Play'),
         el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
   }
-  parts.push(playerSlot);
+  const indexSlot = el('div', { id: 'index-slot' });
+  if (me.role !== 'user') {
+    const result = el('div', { id: 'evidence-result' });
+    const make = el('button', { id: 'evidence-make', class: 'plain', onclick: async () => {
+      make.disabled = true;
+      result.replaceChildren(stateBox('Making the evidence bundle…'));
+      try {
+        const b = await api(`/sessions/${id}/evidence`, { method: 'POST' });
+        result.replaceChildren(el('p', {}, `${b.file_name}.tar · ${fmtBytes(b.bytes)} · SHA-256 `, el('code', { id: 'evidence-sha256' }, b.sha256), ' ',
+          el('a', { href: b.url, download: `${b.file_name}.tar`, id: 'evidence-download' }, 'Download'),
+          el('br'), 'Check it after the download: ', el('code', {}, `sha256sum ${b.file_name}.tar`), ' must print the same; then ',
+          el('code', {}, `tar -xf ${b.file_name}.tar && witness verify ${b.file_name} --key-file BOX_KEY`), ' (the key from ', el('code', {}, 'witness evidence key'), ').'));
+      } catch (e) {
+        result.replaceChildren(stateBox('Could not make the evidence bundle: ' + e.message, true));
+      }
+      make.disabled = false;
+    } }, 'Make evidence bundle');
+    parts.push(el('h2', {}, 'Evidence'), el('div', { class: 'controls' }, make,
+      el('span', { class: 'rules' }, 'The session\u2019s recordings with their signed manifests, as witness evidence export writes them, in one archive.')), result);
+  }
+  parts.push(hitsSlot, playerSlot, el('h2', {}, 'Session index'), indexSlot);
   parts.push(el('h2', {}, 'Audit events'));
   parts.push(d.audit.length
     ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
@@ -234,6 +289,23 @@ async function detailPage(id) {
       el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
+  if (d.live) {
+    // A running session: the page follows it and shows its end as soon as the box knows it.
+    const facts = document.getElementById('facts');
+    let checking = false;
+    whileShown(facts, 500, async () => {
+      if (checking) return;
+      checking = true;
+      try {
+        // The running list, not the session: asking for the session is an audited view.
+        const running = await api('/live');
+        if (!running.some((x) => x.id === id) && document.body.contains(facts)) detailPage(id);
+      } catch (_) { /* the next poll tries again */ }
+      checking = false;
+    });
+  }
+  sessionIndex = { d, fromCast: {}, slot: indexSlot, playerSlot };
+  renderIndex();
   const liveVideo = d.recordings.find((r) => r.status === 'recording' && r.format === 'mp4');
   if (d.live && me.role === 'admin' && liveVideo) {
     watchVideo(liveVideo, document.getElementById('live-player'));
@@ -243,7 +315,41 @@ async function detailPage(id) {
   const wanted = d.recordings.find((r) => r.id === hash.get('r')) || (hash.has('t') ? d.recordings[0] : null);
   const box = (hash.get('box') || '').split(',').map(Number);
   const place = box.length === 4 && box.every((n) => Number.isFinite(n) && n >= 0) ? box : null;
+  if (hash.get('q')) return searchHits(id, d, hash.get('q'), playerSlot, hitsSlot);
   if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'), place);
+}
+
+// Every place the search matched in this session, stepped through with previous and next: the
+// player stops at the output event that printed the match, with the match marked on the screen.
+async function searchHits(id, d, q, playerSlot, hitsSlot) {
+  hitsSlot.replaceChildren(stateBox(`Finding “${q}” in this session…`));
+  let hits;
+  try {
+    hits = await api(`/sessions/${id}/hits?q=${encodeURIComponent(q)}`);
+  } catch (e) {
+    return hitsSlot.replaceChildren(stateBox('Could not search this session: ' + e.message, true));
+  }
+  if (!hits.length) return hitsSlot.replaceChildren(stateBox(`“${q}” is not in this session's text.`));
+  let i = Math.max(0, Math.min(hits.length - 1, parseInt(new URLSearchParams(location.hash.slice(1)).get('i') || '0', 10) || 0));
+  const where = el('span', { id: 'hit-where' });
+  const text = el('span', { class: 'snippet', id: 'hit-snippet' });
+  const prev = el('button', { class: 'plain', id: 'hit-prev', onclick: () => go(i - 1) }, '◀ Previous');
+  const next = el('button', { class: 'plain', id: 'hit-next', onclick: () => go(i + 1) }, 'Next ▶');
+  const go = async (k) => {
+    i = (k + hits.length) % hits.length;
+    const h = hits[i];
+    where.textContent = `Hit ${i + 1} of ${hits.length} · ${fmtSecs(h.at)} · `;
+    text.replaceChildren(marked(h));
+    history.replaceState(null, '', `#q=${encodeURIComponent(q)}&i=${i}`);
+    const r = d.recordings.find((x) => x.id === h.recording_id);
+    if (!r) return;
+    if (r.format === 'mp4') return play(r, playerSlot, h.at, Array.isArray(h.rect) ? h.rect : null);
+    if (castView && castView.recording === r.id) return castView.showHit(h, hits);
+    await play(r, playerSlot, h.at, null, { hit: h, hits });
+  };
+  hitsSlot.replaceChildren(el('div', { class: 'hits', id: 'hits' },
+    el('strong', {}, `“${q}”: `), where, text, el('span', { class: 'hit-buttons' }, prev, next)));
+  go(i);
 }
 
 // A running RDP session: its video as written so far (whole fragments), fetched again every few
@@ -262,7 +368,159 @@ function watchVideo(r, slot) {
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
 
-async function play(r, slot, at, place) {
+const INDEX_KINDS = { command: 'Command', input: 'Typed', transfer: 'Transfer', file: 'File operation', resize: 'Resize', marker: 'Marker', end: 'End', access: 'Access', forward: 'Forwarding', refused: 'Refused' };
+
+// Index entries from the session's audit events and recordings: each with the recording it falls
+// in and its time in that recording.
+function auditIndex(d) {
+  const recs = d.recordings;
+  const place = (when) => {
+    const t = Date.parse(when);
+    const r = recs.find((x) => Date.parse(x.started_at) <= t && (!x.ended_at || t <= Date.parse(x.ended_at) + 1000)) || recs[0];
+    return r ? { rec: r.id, at: Math.max(0, (t - Date.parse(r.started_at)) / 1000) } : { rec: null, at: 0 };
+  };
+  const out = [];
+  for (const r of recs) {
+    const exec = /^exec: (.*)$/s.exec(r.channel);
+    if (exec) out.push({ rec: r.id, at: 0, kind: 'command', text: exec[1] });
+  }
+  for (const a of d.audit) {
+    const x = a.detail || {};
+    let kind = null, text = null;
+    if ((a.kind === 'sftp' || a.kind === 'scp_file') && (x.direction === 'upload' || x.direction === 'download')) {
+      kind = 'transfer';
+      text = `${x.direction} ${x.path} · ${fmtBytes(x.bytes || 0)} · SHA-256 ${x.sha256}`;
+    } else if (a.kind === 'sftp' || a.kind === 'scp_file') {
+      kind = 'file';
+      text = `${x.op} ${x.path || [x.from, x.to].filter(Boolean).join(' → ') || x.request || ''}${x.ok === false ? ' (failed)' : ''}`;
+    } else if (a.kind === 'session_terminated') {
+      kind = 'end';
+      text = `terminated by ${x.by || a.actor || 'the box'}`;
+    } else if (x.reason === 'access_changed') {
+      kind = 'access';
+      text = x.message || 'the grant expired or was revoked';
+    } else if (a.kind === 'target_lost' || a.kind === 'recording_failed') {
+      kind = 'end';
+      text = a.kind.replace('_', ' ');
+    } else if (a.kind === 'forward_opened') {
+      kind = 'forward';
+      text = JSON.stringify(x);
+    } else if (/refused$/.test(a.kind)) {
+      kind = 'refused';
+      text = `${a.kind.replace(/_/g, ' ')} ${JSON.stringify(x)}`;
+    }
+    if (kind) out.push({ ...place(a.at), kind, text, sha256: x.sha256 || null, path: x.path || null });
+  }
+  return out;
+}
+
+// Index entries from a terminal recording: each line typed (when input is recorded), resizes and
+// markers (input left out because the target did not echo it).
+function castIndex(r, all) {
+  const out = [];
+  let line = '', lineAt = null;
+  for (const [t, code, data] of all) {
+    if (code === 'i') {
+      for (const c of data) {
+        if (c === '\r' || c === '\n') {
+          const typed = line.trim();
+          if (typed) out.push({ rec: r.id, at: lineAt ?? t, kind: 'input', text: typed });
+          line = ''; lineAt = null;
+        } else if (c === '\u007f' || c === '\b') line = line.slice(0, -1);
+        else if (c >= ' ') { if (lineAt === null) lineAt = t; line += c; }
+      }
+    } else if (code === 'r') out.push({ rec: r.id, at: t, kind: 'resize', text: `terminal resized to ${data}` });
+    else if (code === 'm') out.push({ rec: r.id, at: t, kind: 'marker', text: data });
+  }
+  return out;
+}
+
+function indexEntries() {
+  if (!sessionIndex) return [];
+  const all = auditIndex(sessionIndex.d).concat(...Object.values(sessionIndex.fromCast));
+  const order = new Map(sessionIndex.d.recordings.map((r, i) => [r.id, i]));
+  return all.sort((a, b) => (order.get(a.rec) ?? 0) - (order.get(b.rec) ?? 0) || a.at - b.at);
+}
+
+function renderIndex() {
+  if (!sessionIndex) return;
+  const { d, slot, playerSlot } = sessionIndex;
+  const entries = indexEntries();
+  const castShown = castView && castView.recording;
+  if (castView) castView.drawMarkers(entries.filter((e) => e.rec === castShown));
+  const typed = d.recordings.some((r) => sessionIndex.fromCast[r.id]);
+  const note = typed ? null : el('p', { class: 'rules' }, 'Typed lines, resizes and markers from the recording join the index once it is played.');
+  if (!entries.length) return slot.replaceChildren(stateBox('Nothing in this session to index yet.'), note || '');
+  const rec = (id) => d.recordings.find((r) => r.id === id);
+  slot.replaceChildren(note || '', el('div', { class: 'table-wrap' }, el('table', { id: 'session-index' },
+    el('thead', {}, el('tr', {}, ['At', 'What', 'Detail'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, entries.map((e) => el('tr', { class: 'index-entry kind-' + e.kind, 'data-kind': e.kind, 'data-at': e.at, 'data-rec': e.rec || '', 'data-sha256': e.sha256 || '', tabindex: 0, title: 'Click to play from here',
+      onclick: () => {
+        const r = rec(e.rec);
+        if (!r || r.status === 'recording') return;
+        if (castView && castView.recording === r.id) castView.seekTo(e.at);
+        else play(r, playerSlot, e.at, null, null, true);
+      } },
+    el('td', {}, fmtSecs(e.at)), el('td', {}, INDEX_KINDS[e.kind] || e.kind), el('td', { class: 'snippet' }, e.text)))))));
+}
+
+// The player's clock: asciinema-player merges output events less than a frame apart into the
+// first of them and, skipping idle time, takes out of every gap what is over the limit. The same
+// steps here give the player's time of any moment of the recording (and back).
+const MIN_FRAME = 1 / 60;
+function playerClock(all, limit) {
+  const heads = [];
+  let head;
+  for (const e of all) {
+    if (head !== undefined && e[1] === 'o' && head[1] === 'o' && e[0] - head[0] < MIN_FRAME) continue;
+    heads.push(e);
+    head = e;
+  }
+  const real = [], shown = [];
+  let last = 0, cut = 0;
+  for (const e of heads) {
+    const over = e[0] - last - limit;
+    last = e[0];
+    if (over > 0) cut += over;
+    real.push(e[0]);
+    shown.push(e[0] - cut);
+  }
+  const find = (xs, t) => { let lo = 0, hi = xs.length - 1, k = -1; while (lo <= hi) { const m = (lo + hi) >> 1; if (xs[m] <= t) { k = m; lo = m + 1; } else hi = m - 1; } return k; };
+  return {
+    // A moment of the recording (an event's time, to the index's millisecond) in player time.
+    toPlayer: (t) => { const k = find(real, t + 0.0006); return k < 0 ? 0 : shown[k]; },
+    toReal: (t) => { const k = find(shown, t); return k < 0 ? 0 : real[k] + (t - shown[k]); },
+  };
+}
+
+// Marks `text` on the terminal's screen (the lowest row showing it: the newest output), over the
+// player so the player's own rendering is left alone. Whether it was found.
+function markOnScreen(box, text) {
+  for (const m of box.querySelectorAll('.hit-mark')) m.remove();
+  if (!text) return false;
+  const lines = [...box.querySelectorAll('.ap-line')];
+  for (const line of lines.reverse()) {
+    const at = line.textContent.indexOf(text);
+    if (at < 0) continue;
+    const walker = document.createTreeWalker(line, NodeFilter.SHOW_TEXT);
+    const range = document.createRange();
+    let pos = 0, node, started = false;
+    while ((node = walker.nextNode())) {
+      const len = node.textContent.length;
+      if (!started && at < pos + len) { range.setStart(node, at - pos); started = true; }
+      if (started && at + text.length <= pos + len) { range.setEnd(node, at + text.length - pos); break; }
+      pos += len;
+    }
+    const frame = box.getBoundingClientRect();
+    for (const r of range.getClientRects()) {
+      box.append(el('div', { class: 'hit-mark', style: `left:${r.left - frame.left + box.scrollLeft}px;top:${r.top - frame.top + box.scrollTop}px;width:${r.width}px;height:${r.height}px` }));
+    }
+    return true;
+  }
+  return false;
+}
+
+async function play(r, slot, at, place, search, pauseAt) {
   if (r.format === 'mp4') return playVideo(r, slot, at, place);
   slot.replaceChildren(stateBox('Loading the recording…'));
   let text;
@@ -273,10 +531,11 @@ async function play(r, slot, at, place) {
   } catch (e) {
     return slot.replaceChildren(stateBox('Could not load the recording: ' + e.message, true));
   }
-  const events = [];
+  const all = [];
   for (const line of text.split('\n').slice(1)) {
-    try { const e = JSON.parse(line); if (Array.isArray(e) && e[1] === 'o') events.push(e); } catch (_) { /* partial line */ }
+    try { const e = JSON.parse(line); if (Array.isArray(e) && typeof e[0] === 'number') all.push(e); } catch (_) { /* partial line */ }
   }
+  const events = all.filter((e) => e[1] === 'o');
   const duration = events.length ? events[events.length - 1][0] : 0;
   const buckets = new Array(120).fill(0);
   for (const [t, , data] of events) buckets[Math.min(119, Math.floor((t / (duration || 1)) * 120))] += data.length;
@@ -284,28 +543,98 @@ async function play(r, slot, at, place) {
   const speed = el('select', { id: 'speed' }, [1, 2, 4, 8, 16, 32].map((v) => el('option', { value: v }, v + '×')));
   const skip = el('input', { type: 'checkbox', id: 'skip-idle', checked: true });
   const box = el('div', { class: 'player-box', id: 'player' });
-  const activity = el('div', { class: 'activity', id: 'activity', title: 'Activity over the session: click to jump' },
-    buckets.map((b, i) => el('span', { class: Math.abs(i - Math.floor((at / (duration || 1)) * 120)) < 1 && at > 0 ? 'hit' : '', style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
-  const create = (startAt) => {
+  // The timeline: output volume over time, the index's markers, a time axis and the playhead.
+  const span = duration || 1;
+  const pct = (t) => `${Math.min(100, Math.max(0, (t / span) * 100))}%`;
+  const activity = el('div', { class: 'activity', id: 'activity' },
+    buckets.map((b) => el('span', { style: `height:${Math.max(2, Math.round((b / peak) * 100))}%` })));
+  const markerLayer = el('div', { class: 'tl-markers', id: 'timeline-markers' });
+  const head = el('div', { class: 'playhead', id: 'cast-playhead' });
+  const ticks = 5;
+  const axis = el('div', { class: 'tl-axis', id: 'timeline-axis' },
+    Array.from({ length: ticks + 1 }, (_, k) => el('span', { style: `left:${(k / ticks) * 100}%` }, fmtSecs((k / ticks) * duration))));
+  const timeline = el('div', { class: 'timeline-bar', id: 'timeline', 'data-duration': duration, title: 'Click to play from there' }, activity, markerLayer, head);
+  let clock = playerClock(all, 2);
+  let hits = search ? search.hits.filter((h) => h.recording_id === r.id) : [];
+  const create = (startAt, autoPlay) => {
     if (player) { try { player.dispose(); } catch (_) { /* gone */ } }
     box.replaceChildren();
+    const limit = skip.checked ? 2 : Infinity;
+    clock = playerClock(all, limit);
+    const markers = hits.length ? hits.map((h) => [clock.toPlayer(h.at), h.matched || 'match']) : (at > 0 ? [[clock.toPlayer(at), 'match']] : undefined);
     player = AsciinemaPlayer.create({ data: text }, box, {
-      autoPlay: true, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: false, terminalFontSize: '14px',
-      markers: at > 0 ? [[at, 'match']] : undefined,
+      autoPlay, startAt, speed: parseFloat(speed.value), idleTimeLimit: skip.checked ? 2 : undefined, fit: false, terminalFontSize: '14px', markers,
     });
+    player.addEventListener('play', () => { for (const m of box.querySelectorAll('.hit-mark')) m.remove(); });
   };
-  const restart = async () => create(player ? await player.getCurrentTime() : 0);
+  // A hit: the player stops at the event that printed the match, the match marked on screen.
+  const showHit = async (h, all_hits) => {
+    if (all_hits) hits = all_hits.filter((x) => x.recording_id === r.id);
+    if (!player) create(0, false);
+    const p = player;
+    await p.pause();
+    await p.seek(clock.toPlayer(h.at));
+    box.dataset.hitAt = String(h.at);
+    // The terminal redraws on its own frames after a seek: mark once the screen shows the word,
+    // and again after the next frames, so a mark made on the screen before the seek moves.
+    const frame = () => new Promise((ok) => requestAnimationFrame(() => setTimeout(ok, 25)));
+    for (let k = 0; k < 40 && p === player; k++) {
+      await frame();
+      if (markOnScreen(box, h.matched)) break;
+    }
+    for (const wait of [150, 400]) {
+      await new Promise((ok) => setTimeout(ok, wait));
+      if (p !== player || box.dataset.hitAt !== String(h.at)) return;
+      markOnScreen(box, h.matched);
+    }
+    (document.getElementById('hits') || slot).scrollIntoView({ block: 'start' });
+  };
+  const restart = async () => {
+    const now = player ? clock.toReal(await player.getCurrentTime()) : 0;
+    create(now, true);
+  };
   speed.addEventListener('change', restart);
   skip.addEventListener('change', restart);
-  activity.addEventListener('click', (e) => {
-    const rect = activity.getBoundingClientRect();
-    const t = ((e.clientX - rect.left) / rect.width) * duration;
-    if (player) player.seek(t);
+  timeline.addEventListener('click', (e) => {
+    const m = e.target.closest('.tl-marker');
+    const rect = timeline.getBoundingClientRect();
+    const t = m ? parseFloat(m.dataset.at) : ((e.clientX - rect.left) / rect.width) * duration;
+    if (player) player.seek(clock.toPlayer(t));
   });
+  const drawMarkers = (entries) => markerLayer.replaceChildren(...entries.map((e) => el('span', {
+    class: 'tl-marker kind-' + e.kind, 'data-at': e.at, 'data-kind': e.kind, style: `left:${pct(e.at)}`, title: `${fmtSecs(e.at)} · ${INDEX_KINDS[e.kind] || e.kind}: ${e.text}`,
+  })));
+  // Where the player is, in the recording's own time.
+  const follow = setInterval(async () => {
+    if (!document.body.contains(head)) return clearInterval(follow);
+    if (!player) return;
+    const t = clock.toReal(await player.getCurrentTime());
+    head.style.left = pct(t);
+    head.dataset.at = String(t);
+  }, 100);
+  const seekTo = async (t) => {
+    if (!player) create(0, false);
+    await player.pause();
+    await player.seek(clock.toPlayer(t));
+    slot.scrollIntoView({ block: 'start' });
+  };
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'), el('span', {}, `${duration.toFixed(1)} s recorded`)),
-    activity, box);
-  create(Math.max(0, at - 1));
+    timeline, axis, box);
+  castView = { recording: r.id, showHit, drawMarkers, seekTo };
+  if (sessionIndex) {
+    sessionIndex.fromCast[r.id] = castIndex(r, all);
+    renderIndex();
+  }
+  if (search) {
+    create(0, false);
+    await showHit(search.hit);
+  } else if (pauseAt) {
+    await seekTo(at);
+  } else {
+    create(Math.max(0, at - 1), true);
+    slot.scrollIntoView({ block: 'start' });
+  }
 }
 
 // RDP video. Chromium caps playbackRate at 16×; above it the rest is made up by seeking ahead
@@ -472,15 +801,23 @@ function playVideo(r, slot, at, place) {
 }
 
 async function livePage() {
-  show(el('h1', {}, 'Live sessions'), stateBox('Loading…'));
+  const title = el('h1', {}, 'Live sessions');
+  const body = el('div', { id: 'live-body' }, stateBox('Loading…'));
+  show(title, body);
+  await liveList(body);
+  // The list follows who connects and who leaves.
+  whileShown(body, 2000, () => liveList(body));
+}
+
+async function liveList(body) {
   let list;
   try {
     list = await api('/live');
   } catch (e) {
-    return show(el('h1', {}, 'Live sessions'), stateBox('Could not load live sessions: ' + e.message, true));
+    return body.replaceChildren(stateBox('Could not load live sessions: ' + e.message, true));
   }
-  if (!list.length) return show(el('h1', {}, 'Live sessions'), stateBox('Nobody is connected through the box right now.'));
-  show(el('h1', {}, 'Live sessions'), el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
+  if (!list.length) return body.replaceChildren(stateBox('Nobody is connected through the box right now.'));
+  body.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From'].map((h) => el('th', {}, h)))),
     el('tbody', {}, list.map((s) => el('tr', { class: 'session-row', 'data-id': s.id },
       el('td', {}, el('a', { href: '/sessions/' + s.id }, fmtTime(s.started_at))), el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—')))))));

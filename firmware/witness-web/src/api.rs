@@ -26,6 +26,8 @@ pub struct Peer(pub SocketAddr);
 #[derive(Clone)]
 pub struct State {
     pub console: Arc<dyn Console>,
+    /// Evidence bundles made for download: which login made each, for which session.
+    pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, MadeBundle>>>,
     pub sessions: Arc<Sessions>,
     pub viewings: Arc<Viewings>,
     pub box_name: String,
@@ -34,7 +36,14 @@ pub struct State {
 
 impl State {
     pub fn new(console: Arc<dyn Console>, box_name: String, cancel: CancellationToken) -> Self {
-        Self { console, sessions: Default::default(), viewings: Default::default(), box_name, cancel }
+        Self {
+            console,
+            bundles: Default::default(),
+            sessions: Default::default(),
+            viewings: Default::default(),
+            box_name,
+            cancel,
+        }
     }
 
     /// Audits a play, download or live view (`kind`) once per viewing ([`Viewings`]): attributed
@@ -56,6 +65,9 @@ impl State {
     }
 }
 
+/// A made evidence bundle: the login that made it, the session, the archive's name.
+pub type MadeBundle = (String, String, String);
+
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -68,6 +80,9 @@ pub fn router(state: State) -> Router {
         .route("/sessions", get(sessions))
         .route("/sessions/{id}", get(session))
         .route("/sessions/{id}/live", get(live::stream))
+        .route("/sessions/{id}/hits", get(hits))
+        .route("/sessions/{id}/evidence", post(make_evidence))
+        .route("/evidence/{id}", get(evidence_download))
         .route("/sessions/{id}/terminate", post(terminate))
         .route("/live", get(live_sessions))
         .route("/recordings/{id}/content", get(content))
@@ -82,7 +97,8 @@ pub fn router(state: State) -> Router {
         .route("/sessions/{id}", get(assets::page))
         .route("/live", get(assets::page))
         .route("/assets/{file}", get(assets::asset))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        // Any other path is the console's own "no such page", not raw JSON.
+        .fallback(|| async { (StatusCode::NOT_FOUND, assets::page().await).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
@@ -339,6 +355,110 @@ async fn session(
             Json(d).into_response()
         }
         Ok(_) | Err(ConsoleError::NotFound) => error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => console_error(e),
+    }
+}
+
+/// Makes the session's evidence bundle (auditors and admins): audited with the archive's
+/// SHA-256, which the page shows before the download.
+async fn make_evidence(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    if let Some(r) = auth.lacks(Role::Auditor) {
+        return r;
+    }
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let console = state.console.clone();
+    let sid = id.clone();
+    let made = match tokio::task::spawn_blocking(move || console.evidence(&sid)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => return console_error(e),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
+    };
+    state.console.audit(
+        "web_evidence_exported",
+        &auth.0.user,
+        Some(&id),
+        json!({ "bundle": made.id, "bytes": made.bytes, "sha256": made.sha256, "web_session": auth.0.id }),
+    );
+    state
+        .bundles
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(made.id.clone(), (auth.0.id.clone(), id, made.file_name.clone()));
+    let url = format!("/api/v1/evidence/{}", made.id);
+    Json(json!({ "id": made.id, "bytes": made.bytes, "sha256": made.sha256, "file_name": made.file_name, "url": url }))
+        .into_response()
+}
+
+/// A made bundle, to the login that made it.
+async fn evidence_download(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    let known = state.bundles.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
+    let Some((login, session_id, file_name)) = known.filter(|(login, _, _)| *login == auth.0.id) else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let console = state.console.clone();
+    let bid = id.clone();
+    let (file, len) = match tokio::task::spawn_blocking(move || console.evidence_file(&bid)).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return console_error(e),
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
+    };
+    state.viewed(&auth.0, "web_evidence_downloaded", &session_id, &id, json!({ "web_login": login }));
+    let mut file = file;
+    let chunks: Chunks = Box::new(std::iter::from_fn(move || {
+        let mut buf = vec![0u8; 256 * 1024];
+        match std::io::Read::read(&mut file, &mut buf) {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some(Ok(buf))
+            }
+            Err(e) => Some(Err(ConsoleError::Internal(e.to_string()))),
+        }
+    }));
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let v = format!("attachment; filename=\"{}.tar\"", file_name.replace(['"', '\\'], "_"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
+    (StatusCode::OK, h, stream(chunks)).into_response()
+}
+
+#[derive(Deserialize)]
+struct HitsQuery {
+    q: String,
+}
+
+/// Every place a search matched in one session, for the player's next and previous.
+async fn hits(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+    Query(hq): Query<HitsQuery>,
+) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    match state.console.session(&id) {
+        Ok(d) if auth.may_see(&d.session.user) => {}
+        Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => return console_error(e),
+    }
+    match state.console.hits(&id, &hq.q) {
+        Ok(list) => {
+            let words = hq.q.split_whitespace().count();
+            state.console.audit("web_search", &auth.0.user, Some(&id), json!({ "words": words, "hits": list.len() }));
+            Json(list).into_response()
+        }
         Err(e) => console_error(e),
     }
 }

@@ -16,6 +16,11 @@ pub mod totp;
 
 pub use server::{WebSettings, serve};
 
+/// Whether `id` can name a made evidence bundle (the box's own ids: no path in it).
+pub fn valid_bundle_id(id: &str) -> bool {
+    api::valid_id(id)
+}
+
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 pub use witness_core::model::Role;
@@ -71,8 +76,16 @@ pub struct SessionHit {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TextHit {
     pub recording_id: String,
+    /// When the output event that printed the match came (a video: when the screen showed it).
     pub at: f64,
+    /// The line, cut around the match.
     pub snippet: String,
+    /// Where the match is in the snippet (characters, end excluded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<[usize; 2]>,
+    /// The matched text as printed (the player finds and highlights it on the screen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
     /// Text read off an RDP screen: where the line was, `[x, y, width, height]` in the video's
     /// pixels (the player highlights it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -234,6 +247,16 @@ pub struct Tail {
     pub finished: bool,
 }
 
+/// A session's evidence bundle made for download: one tar archive of what `witness evidence
+/// export` writes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvidenceBundle {
+    pub id: String,
+    pub bytes: u64,
+    pub sha256: String,
+    pub file_name: String,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Metrics {
@@ -284,11 +307,18 @@ pub trait Console: Send + Sync + 'static {
     /// The account as it is now (role changes and deletions apply to open web sessions).
     fn account(&self, user: &str) -> Option<Account>;
     fn sessions(&self, query: &SessionQuery) -> Result<Vec<SessionHit>, ConsoleError>;
+    /// Every place in one session where a search matched, in time order per recording.
+    fn hits(&self, session_id: &str, query: &str) -> Result<Vec<TextHit>, ConsoleError>;
     fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError>;
     fn recording(&self, id: &str) -> Result<RecordingRow, ConsoleError>;
     /// The part of the playable recording (decrypted) a request's `Range` header asks for (see
     /// [`Part::of`]), from the box or fetched from the store.
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
+    /// Makes a session's evidence bundle as one archive (file and disk work: run off the async
+    /// threads).
+    fn evidence(&self, session_id: &str) -> Result<EvidenceBundle, ConsoleError>;
+    /// A bundle made by [`Console::evidence`], to stream, and its length.
+    fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
     fn tail(&self, recording_id: &str, from: &TailCursor) -> Result<Tail, ConsoleError>;
     /// Ends a live session; `false` when it is not live.

@@ -66,7 +66,7 @@ impl BoxBroker {
         }
     }
 
-    /// Writes what the gate reported (a lockout, the first throttled attempt of one).
+    /// Writes what the gate reported (a lockout, throttled attempts).
     pub fn audit_gate(&self, event: crate::gate::GateEvent) {
         warn!(kind = event.kind, detail = %event.detail, "login throttle");
         Gate::audit(

@@ -73,6 +73,17 @@ fn index_time(t: &Option<String>) -> Option<String> {
     Some(witness_index::format_time(parsed.to_offset(time::UtcOffset::UTC)))
 }
 
+fn text_hit(o: crate::search::Opened) -> TextHit {
+    TextHit {
+        recording_id: o.recording_id,
+        at: o.at,
+        snippet: o.snippet,
+        mark: Some(o.mark),
+        matched: Some(o.matched),
+        rect: o.rect,
+    }
+}
+
 fn format_of(r: &RecordingRow) -> &'static str {
     if r.path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
@@ -138,26 +149,33 @@ impl witness_web::Console for BoxConsole {
             q: None,
             limit: Some(q.limit.unwrap_or(500).min(5000)),
         };
-        let tokens = match &q.q {
+        let search = match &q.q {
             Some(text) => Some(crate::search::query_tokens(&self.dir, text).map_err(internal)?),
             None => None,
         };
-        let rows = self.dir.index.find_sessions(&filter, tokens.as_deref()).map_err(internal)?;
-        let query = q.q.clone().unwrap_or_default();
-        Ok(rows
+        let rows =
+            self.dir.index.find_sessions(&filter, search.as_ref().map(|(_, t)| t.as_slice())).map_err(internal)?;
+        let mut out = Vec::new();
+        for (session, chunks) in rows {
+            let hit = match &search {
+                // The index matched the words; whether the chunk holds the query (a phrase's
+                // order, a long prefix) is known once opened.
+                Some((terms, _)) => match crate::search::first_match(&self.dir, terms, &chunks) {
+                    Some(o) => Some(text_hit(o)),
+                    None => continue,
+                },
+                None => None,
+            };
+            out.push(SessionHit { live: self.broker.is_running(&session.id), hit, session });
+        }
+        Ok(out)
+    }
+
+    fn hits(&self, session_id: &str, query: &str) -> Result<Vec<TextHit>, ConsoleError> {
+        Ok(crate::search::session_matches(&self.dir, session_id, query)
+            .map_err(internal)?
             .into_iter()
-            .map(|(session, hit)| SessionHit {
-                live: self.broker.is_running(&session.id),
-                hit: hit.map(|h| {
-                    let (at, snippet, rect) = crate::search::open_hit(&self.dir, &query, &h).unwrap_or((
-                        h.at,
-                        "(the matching text could not be opened)".into(),
-                        None,
-                    ));
-                    TextHit { recording_id: h.recording_id, at, snippet, rect }
-                }),
-                session,
-            })
+            .map(text_hit)
             .collect())
     }
 
@@ -243,6 +261,23 @@ impl witness_web::Console for BoxConsole {
         }
         let (_, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| unavailable_or_internal(&e))?;
         Ok(Content::from_bytes(bytes, range, content_type, file_name))
+    }
+
+    fn evidence(&self, session_id: &str) -> Result<witness_web::EvidenceBundle, ConsoleError> {
+        self.dir.index.session(session_id).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
+        let (id, bytes, sha256) = crate::evidence::console_bundle(&self.dir, session_id)
+            .map_err(|e| unavailable_or_internal(&e.context("making the evidence bundle")))?;
+        Ok(witness_web::EvidenceBundle { id, bytes, sha256, file_name: format!("evidence-{session_id}") })
+    }
+
+    fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError> {
+        if !witness_web::valid_bundle_id(bundle_id) {
+            return Err(ConsoleError::NotFound);
+        }
+        let path = self.dir.root.join(crate::evidence::CONSOLE_BUNDLES).join(format!("{bundle_id}.tar"));
+        let file = std::fs::File::open(&path).map_err(|_| ConsoleError::NotFound)?;
+        let len = file.metadata().map_err(internal)?.len();
+        Ok((file, len))
     }
 
     fn tail(&self, recording_id: &str, from: &witness_web::TailCursor) -> Result<Tail, ConsoleError> {

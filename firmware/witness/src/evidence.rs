@@ -220,36 +220,50 @@ Play a recording: asciinema play RECORDING.cast (SSH); any video player opens RE
 /// `witness evidence export SESSION --out DIR`.
 pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     let dir = DataDir::open(root)?;
+    let (session, recordings) = write_bundle(&dir, session_id, out)?;
+    dir.index.audit(
+        "evidence_exported",
+        Some(&session.user),
+        Some(&session.target),
+        Some(session_id),
+        &serde_json::json!({ "recordings": recordings }),
+    )?;
+    println!(
+        "exported {recordings} recordings of session {session_id} with manifests, signatures and the box key to {}",
+        out.display()
+    );
+    Ok(())
+}
+
+/// Writes a session's evidence bundle into the folder `out`: the session and how many
+/// recordings it holds. The caller audits.
+pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witness_index::SessionRow, usize)> {
+    let root = dir.root.as_path();
     let session = dir.index.session(session_id)?.with_context(|| format!("no session {session_id:?}"))?;
     let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
-        if crate::views::is_raw(&dir, r)? {
+        if crate::views::is_raw(dir, r)? {
+            crate::admin::export_recording(dir, &r.id, &out.join(format!("{}.wsr", r.id)), crate::views::View::Stored)?;
             crate::admin::export_recording(
-                &dir,
-                &r.id,
-                &out.join(format!("{}.wsr", r.id)),
-                crate::views::View::Stored,
-            )?;
-            crate::admin::export_recording(
-                &dir,
+                dir,
                 &r.id,
                 &out.join(format!("{}.cast", r.id)),
                 crate::views::View::Player,
             )?;
         } else {
             let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
-            crate::admin::export_recording(&dir, &r.id, &file, crate::views::View::Stored)?;
+            crate::admin::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
         }
-        let (m, s) = evidence_files(&dir, &r.id)?;
+        let (m, s) = evidence_files(dir, &r.id)?;
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
     }
     // The signed list of the session's recordings: a recording dropped from the folder fails.
     let mut listed = Vec::new();
     for r in &recs {
-        let (m, _) = evidence_files(&dir, &r.id)?;
+        let (m, _) = evidence_files(dir, &r.id)?;
         let m: Manifest = serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;
         listed.push(evidence::SessionRecording { id: r.id.clone(), sha256: m.sha256 });
     }
@@ -270,19 +284,81 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
     std::fs::write(out.join("box.pub"), hex::encode(key.verifying_key().as_bytes()) + "\n")?;
     std::fs::write(out.join("session.json"), serde_json::to_vec_pretty(&session)?)?;
     std::fs::write(out.join("README.txt"), BUNDLE_README)?;
-    dir.index.audit(
-        "evidence_exported",
-        Some(&session.user),
-        Some(&session.target),
-        Some(session_id),
-        &serde_json::json!({ "recordings": recs.len() }),
-    )?;
-    println!(
-        "exported {} recordings of session {session_id} with manifests, signatures and the box key to {}",
-        recs.len(),
-        out.display()
-    );
-    Ok(())
+    Ok((session, recs.len()))
+}
+
+/// Evidence bundles made for the console wait here to be downloaded, an hour at most.
+pub const CONSOLE_BUNDLES: &str = "evidence-downloads";
+const BUNDLE_KEEP: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A session's evidence bundle as one tar archive for the console: its id (the file's name
+/// without `.tar`), length and SHA-256. Bundles older than an hour are removed first.
+pub fn console_bundle(dir: &DataDir, session_id: &str) -> Result<(String, u64, String)> {
+    use sha2::Digest;
+    use std::io::Write;
+    let place = dir.root.join(CONSOLE_BUNDLES);
+    std::fs::create_dir_all(&place).with_context(|| format!("creating {}", place.display()))?;
+    for entry in std::fs::read_dir(&place)?.flatten() {
+        let old = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if old.is_none_or(|age| age > BUNDLE_KEEP) {
+            let p = entry.path();
+            let _ = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        }
+    }
+    let id = uuid::Uuid::now_v7().to_string();
+    let folder = place.join(&id);
+    let name = format!("evidence-{session_id}");
+    let made = (|| -> Result<(u64, String)> {
+        write_bundle(dir, session_id, &folder)?;
+        let mut files: Vec<_> = std::fs::read_dir(&folder)?.flatten().map(|e| e.path()).collect();
+        files.sort();
+        let file = std::fs::File::create(place.join(format!("{id}.tar")))?;
+        let mut out = Hashing { inner: std::io::BufWriter::new(file), hash: sha2::Sha256::new(), len: 0 };
+        let mtime =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        out.write_all(
+            &witness_core::tar::header(&format!("{name}/"), 0, mtime, true).context("a bundle name too long")?,
+        )?;
+        for f in &files {
+            let file_name = f.file_name().and_then(|n| n.to_str()).context("a bundle file name")?;
+            let len = std::fs::metadata(f)?.len();
+            out.write_all(
+                &witness_core::tar::header(&format!("{name}/{file_name}"), len, mtime, false)
+                    .context("a bundle file name too long")?,
+            )?;
+            std::io::copy(&mut std::fs::File::open(f)?, &mut out)?;
+            out.write_all(&vec![0u8; witness_core::tar::padding(len)])?;
+        }
+        out.write_all(&witness_core::tar::END)?;
+        out.inner.flush()?;
+        out.inner.get_ref().sync_all()?;
+        Ok((out.len, hex::encode(out.hash.finalize())))
+    })();
+    let _ = std::fs::remove_dir_all(&folder);
+    let (len, sha) = made.inspect_err(|_| {
+        let _ = std::fs::remove_file(place.join(format!("{id}.tar")));
+    })?;
+    Ok((id, len, sha))
+}
+
+/// A writer that hashes and counts what passes through.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `witness verify BUNDLE_DIR [--key HEX | --key-file F]`: needs nothing but the folder (and

@@ -26,8 +26,9 @@ pub struct Gate {
     memory: Mutex<Vec<Vec<argon2::Block>>>,
     freed: Condvar,
     capacity: usize,
-    /// (source, name) pairs whose throttling was audited in the current lockout.
-    announced: Mutex<std::collections::HashMap<(Option<IpAddr>, String), u64>>,
+    /// Throttled attempts per (source, name) in the current lockout, and when the last one was
+    /// audited.
+    announced: Mutex<std::collections::HashMap<(Option<IpAddr>, String), Throttled>>,
 }
 
 impl Default for Gate {
@@ -77,7 +78,7 @@ impl Gate {
             }
             None => {
                 self.throttle.lock().unwrap_or_else(|p| p.into_inner()).release(ticket);
-                return (Err(Refusal::Throttled { retry_after: 1 }), None);
+                return (Err(Refusal::Throttled { retry_after: 1 }), self.announce(source, name, 1, now));
             }
         };
         let settled = self.throttle.lock().unwrap_or_else(|p| p.into_inner()).settle(ticket, ok, unix_now());
@@ -108,25 +109,30 @@ impl Gate {
         self.throttle.lock().unwrap_or_else(|p| p.into_inner()).release(ticket);
     }
 
-    /// The first throttled attempt of a lockout is an audit event; the rest are counted in it
-    /// only by the log, so a flood cannot fill the audit log.
+    /// Every throttled attempt is counted: the first [`AUDIT_EACH`] of a lockout are audit events
+    /// of their own, later ones one event a minute with the count so far (a flood cannot fill
+    /// the audit log, and no attempt goes uncounted).
     fn announce(&self, source: Option<IpAddr>, name: &str, retry_after: u64, now: u64) -> Option<GateEvent> {
         let mut seen = self.announced.lock().unwrap_or_else(|p| p.into_inner());
-        seen.retain(|_, until| *until > now);
-        if seen.len() > 10_000 {
-            return None;
-        }
+        seen.retain(|_, t| t.until > now);
         let key = (source, name.to_ascii_lowercase());
-        if seen.contains_key(&key) {
+        if seen.len() > 10_000 && !seen.contains_key(&key) {
             return None;
         }
-        seen.insert(key, now + retry_after);
+        let t = seen.entry(key).or_insert(Throttled { until: now + retry_after, attempts: 0, audited_at: 0 });
+        t.until = t.until.max(now + retry_after);
+        t.attempts += 1;
+        if t.attempts > AUDIT_EACH && now < t.audited_at + AUDIT_COUNT_EVERY {
+            return None;
+        }
+        t.audited_at = now;
         Some(GateEvent {
             kind: "login_throttled",
             detail: serde_json::json!({
                 "peer": source.map(|s| s.to_string()),
                 "name": loggable_name(name),
                 "retry_after": retry_after,
+                "attempts": t.attempts,
             }),
         })
     }
@@ -152,6 +158,19 @@ impl Gate {
         Some(SlotGuard(self))
     }
 }
+
+/// Throttled attempts of one source and name in one lockout.
+#[derive(Debug, Clone, Copy)]
+struct Throttled {
+    until: u64,
+    attempts: u64,
+    audited_at: u64,
+}
+
+/// Throttled attempts of one lockout audited one by one; past that, one event a minute carries
+/// the count so far, so a flood is counted without filling the audit log.
+const AUDIT_EACH: u64 = 10;
+const AUDIT_COUNT_EVERY: u64 = 60;
 
 struct SlotGuard<'a>(&'a Gate);
 
@@ -255,15 +274,26 @@ mod tests {
     }
 
     #[test]
-    fn a_lockout_and_the_first_throttled_attempt_are_announced_once() {
+    fn a_lockout_and_every_throttled_attempt_are_counted_in_the_audit_log() {
         let gate = Gate::default();
         let ip = Some(IpAddr::from([10, 0, 0, 1]));
         let events: Vec<_> = (0..5).filter_map(|_| gate.password(ip, "admin", |_| false).1).collect();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, "login_locked_out");
-        let (r, e) = gate.password(ip, "admin", |_| panic!("a throttled attempt is never checked"));
-        assert!(matches!(r, Err(Refusal::Throttled { .. })));
-        assert_eq!(e.unwrap().kind, "login_throttled");
-        assert!(gate.password(ip, "admin", |_| unreachable!()).1.is_none(), "announced once per lockout");
+        let throttled: Vec<_> = (0..30)
+            .map(|_| {
+                let (r, e) = gate.password(ip, "admin", |_| panic!("a throttled attempt is never checked"));
+                assert!(matches!(r, Err(Refusal::Throttled { .. })));
+                e
+            })
+            .collect();
+        let counted: Vec<u64> = throttled.iter().flatten().map(|e| e.detail["attempts"].as_u64().unwrap()).collect();
+        assert_eq!(counted, (1..=AUDIT_EACH).collect::<Vec<_>>(), "each of the first attempts is an event");
+        assert!(throttled.iter().flatten().all(|e| e.kind == "login_throttled"));
+        // A minute on, the next throttled attempt carries the count of all of them.
+        let now = unix_now() + AUDIT_COUNT_EVERY;
+        let e = gate.announce(ip, "admin", 300, now).expect("the count is audited every minute");
+        assert_eq!(e.detail["attempts"], 31);
+        assert!(gate.announce(ip, "admin", 300, now + 1).is_none());
     }
 }

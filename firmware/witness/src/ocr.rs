@@ -259,6 +259,7 @@ fn read_batch(
                 at,
                 tokens: witness_core::text::blind_tokens(key, &text),
                 line_times: vec![at; mine.len()],
+                line_steps: Vec::new(),
                 line_rects: mine.iter().map(|l| Some(l.rect)).collect(),
                 sealed: witness_core::text::seal_text(key, crate::keys::nonce(), &text),
             });

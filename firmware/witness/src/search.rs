@@ -6,6 +6,7 @@
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use tracing::{info, warn};
+use witness_core::text::Term;
 use witness_core::text::TextExtractor;
 use witness_index::{Hit, SearchChunk};
 
@@ -53,6 +54,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             at: c.at,
             tokens: witness_core::text::blind_tokens(&key, &c.text),
             line_times: c.line_times,
+            line_steps: c.line_steps,
             line_rects: Vec::new(),
             sealed: witness_core::text::seal_text(&key, crate::keys::nonce(), &c.text),
         })
@@ -70,28 +72,77 @@ pub fn index_missing(dir: &DataDir) -> Result<usize> {
     Ok(missing.len())
 }
 
-/// The blind tokens of what someone searched for (`None`: no words in it).
-pub fn query_tokens(dir: &DataDir, query: &str) -> Result<Vec<String>> {
+/// What someone searched for: its terms and the blind tokens its chunks must hold (empty: no
+/// words in it).
+pub fn query_tokens(dir: &DataDir, query: &str) -> Result<(Vec<Term>, Vec<String>)> {
     let key = crate::keys::search_key(&dir.root)?;
-    Ok(witness_core::text::words(query).iter().map(|w| witness_core::text::blind(&key, w)).collect())
+    let terms = witness_core::text::parse_query(query);
+    let tokens = witness_core::text::query_tokens(&key, &terms);
+    Ok((terms, tokens))
 }
 
-/// Opens a hit: the moment the first matching line was printed (or read off the screen), that
-/// line, and where it was on the screen when it was read from a video.
-pub fn open_hit(dir: &DataDir, query: &str, hit: &Hit) -> Option<(f64, String, Option<[u32; 4]>)> {
-    let key = crate::keys::search_key(&dir.root).ok()?;
-    let text = witness_core::text::open_text(&key, &hit.sealed)?;
-    let words = witness_core::text::words(query);
-    let at = witness_core::text::first_match(&text, &hit.line_times, &words).unwrap_or(hit.at);
-    let matching = |l: &str| {
-        let l = l.to_lowercase();
-        words.iter().any(|w| l.contains(w.as_str()))
+/// One place a search matched, opened.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Opened {
+    pub recording_id: String,
+    /// When the output event that printed the match came (or the screen showed it).
+    pub at: f64,
+    /// The line, cut around the match.
+    pub snippet: String,
+    /// Where the match is in the snippet (characters, end excluded).
+    pub mark: [usize; 2],
+    /// The matched text as printed.
+    pub matched: String,
+    /// Text read from a video: where the line was on the screen.
+    pub rect: Option<[u32; 4]>,
+}
+
+/// Characters of a line shown around a match.
+const SNIPPET: usize = 160;
+
+/// Every match in a chunk, opened: empty when the chunk does not hold the query after all (a
+/// phrase's words apart, a long prefix) or cannot be opened.
+pub fn open_matches(key: &[u8; 32], terms: &[Term], hit: &Hit) -> Vec<Opened> {
+    let Some(text) = witness_core::text::open_text(key, &hit.sealed) else {
+        warn!(recording_id = hit.recording_id, "a search chunk could not be opened");
+        return Vec::new();
     };
-    let index = text.lines().position(matching).unwrap_or(0);
-    let line = text.lines().nth(index).unwrap_or("");
-    let snippet: String = line.chars().take(160).collect();
-    let rect = hit.line_rects.get(index).copied().flatten();
-    Some((at, snippet, rect))
+    let lines: Vec<&str> = text.lines().collect();
+    witness_core::text::find_matches(&text, &hit.line_times, &hit.line_steps, terms)
+        .into_iter()
+        .map(|m| {
+            let chars: Vec<char> = lines.get(m.line).copied().unwrap_or("").chars().collect();
+            let from = m.start.saturating_sub(SNIPPET / 3).min(chars.len());
+            let to = (from + SNIPPET).max(m.end).min(chars.len());
+            let start = m.start.min(chars.len());
+            let end = m.end.min(chars.len());
+            Opened {
+                recording_id: hit.recording_id.clone(),
+                at: m.at,
+                snippet: chars[from..to].iter().collect(),
+                mark: [start - from, end - from],
+                matched: chars[start..end].iter().collect(),
+                rect: hit.line_rects.get(m.line).copied().flatten(),
+            }
+        })
+        .collect()
+}
+
+/// The first match among a session's matching chunks (in time order), opening no more than it
+/// must.
+pub fn first_match(dir: &DataDir, terms: &[Term], chunks: &[Hit]) -> Option<Opened> {
+    let key = crate::keys::search_key(&dir.root).ok()?;
+    chunks.iter().find_map(|h| open_matches(&key, terms, h).into_iter().next())
+}
+
+/// Every match in one session, in time order per recording.
+pub fn session_matches(dir: &DataDir, session_id: &str, query: &str) -> Result<Vec<Opened>> {
+    let (terms, tokens) = query_tokens(dir, query)?;
+    let key = crate::keys::search_key(&dir.root)?;
+    let chunks = dir.index.session_hits(session_id, &tokens)?;
+    let mut all: Vec<Opened> = chunks.iter().flat_map(|h| open_matches(&key, &terms, h)).collect();
+    all.sort_by(|a, b| a.recording_id.cmp(&b.recording_id).then(a.at.total_cmp(&b.at)));
+    Ok(all)
 }
 
 /// One session `witness search` found.
@@ -116,17 +167,15 @@ pub struct CliHit {
 /// `witness search WORDS [--json]`: sessions of every protocol whose text holds all the words.
 pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()> {
     let dir = DataDir::open(root)?;
-    let tokens = query_tokens(&dir, query)?;
+    let (terms, tokens) = query_tokens(&dir, query)?;
     if tokens.is_empty() {
         anyhow::bail!("no words to search for in {query:?}: give letters or digits");
     }
     let rows = dir.index.find_sessions(&Default::default(), Some(&tokens))?;
     let mut hits = Vec::new();
-    for (session, hit) in rows {
-        let Some(hit) = hit else { continue };
-        let (at, snippet, rect) =
-            open_hit(&dir, query, &hit).unwrap_or((hit.at, "(the matching text could not be opened)".into(), None));
-        let row = dir.index.recording(&hit.recording_id)?;
+    for (session, chunks) in rows {
+        let Some(Opened { recording_id, at, snippet, rect, .. }) = first_match(&dir, &terms, &chunks) else { continue };
+        let row = dir.index.recording(&recording_id)?;
         let source = match row.as_ref().map(|r| (r.channel.as_str(), r.path.ends_with(".mp4"))) {
             Some((_, true)) => "screen",
             Some(("keys", _)) => "keys",
@@ -134,7 +183,7 @@ pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()>
         };
         hits.push(CliHit {
             session_id: session.id,
-            recording_id: hit.recording_id,
+            recording_id,
             protocol: session.protocol,
             user: session.user,
             target: session.target,
