@@ -261,27 +261,31 @@ impl TextExtractor {
 
     /// [`Self::push`] for a run of printable ASCII that fits the line.
     fn push_str(&mut self, at: f64, run: &str) {
-        if self.line_at.is_none() {
-            self.line_at = Some(at);
-        }
+        self.step(at);
         self.line.push_str(run);
+        // Output without line breaks (a base64 dump) must not grow one line without bound.
         if self.line.len() >= CHUNK_CHARS {
             self.end_line();
         }
     }
 
     fn push(&mut self, at: f64, c: char) {
+        self.step(at);
+        self.line.push(c);
+        if self.line.len() >= CHUNK_CHARS {
+            self.end_line();
+        }
+    }
+
+    /// Notes when the line began, and where output of a later event starts in it (hits land on
+    /// the event that printed them).
+    fn step(&mut self, at: f64) {
         match self.line_at {
             None => self.line_at = Some(at),
             Some(first) if at > self.line_steps.last().map_or(first, |s| s.1) => {
                 self.line_steps.push((self.line.chars().count() as u32, at));
             }
             Some(_) => {}
-        }
-        self.line.push(c);
-        // Output without line breaks (a base64 dump) must not grow one line without bound.
-        if self.line.len() >= CHUNK_CHARS {
-            self.end_line();
         }
     }
 
