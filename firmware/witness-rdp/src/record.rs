@@ -591,7 +591,8 @@ mod tests {
         assert_eq!(r.sent, 1);
     }
 
-    struct Recorded(Arc<std::sync::Mutex<Option<Gaps>>>);
+    /// A recorder that keeps only the gaps it is finished with.
+    pub(super) struct Recorded(pub(super) Arc<std::sync::Mutex<Option<Gaps>>>);
 
     impl ScreenRecorder for Recorded {
         fn resized(&mut self, _: Screen<'_>) -> Result<(), String> {
@@ -625,26 +626,10 @@ mod tests {
 
 #[cfg(test)]
 mod resync_tests {
+    use super::tests::Recorded as Nothing;
     use super::*;
 
     const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
-
-    struct Nothing(Arc<std::sync::Mutex<Option<Gaps>>>);
-
-    impl ScreenRecorder for Nothing {
-        fn resized(&mut self, _: Screen<'_>) -> Result<(), String> {
-            Ok(())
-        }
-        fn frame(&mut self, _: Screen<'_>) -> Result<bool, String> {
-            Ok(true)
-        }
-        fn tick(&mut self) -> Result<(), String> {
-            Ok(())
-        }
-        fn finish(self: Box<Self>, _: Option<String>, gaps: Gaps) {
-            *self.0.lock().unwrap() = Some(gaps);
-        }
-    }
 
     fn records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
         let mut out = Vec::new();
