@@ -440,10 +440,13 @@ impl Worker {
             return;
         }
         let Some(pdu) = self.decoder.refresh_request() else { return };
+        // Read before the send: the answer can be queued before this thread runs again. PDUs
+        // queued in between came after the gap was seen, so a whole-screen one repairs it too.
+        let answer_from = self.queued.load(Ordering::Acquire);
         // A full queue already holds a refresh; one is enough.
         if self.inject.try_send(pdu).is_ok() {
             self.refresh.sent(now);
-            self.answer_from = self.queued.load(Ordering::Acquire);
+            self.answer_from = answer_from;
             if self.stale {
                 self.redrawn = Some(None);
             }
