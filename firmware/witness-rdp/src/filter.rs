@@ -14,7 +14,7 @@
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
-use ironrdp_core::{decode, encode_vec};
+use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
@@ -140,6 +140,14 @@ struct DynamicChannel {
     graphics: bool,
     /// Bytes of a fragmented client message (Data First) on this channel still to come.
     client_remaining: u64,
+}
+
+/// An MCS PDU that fills its TPKT: bytes after the MCS user data are refused, because peers
+/// read on to the TPKT's end (xrdp walks every PDU there) and the filter would not judge them.
+fn whole_mcs(frame: &[u8]) -> Option<X224<McsMessage<'_>>> {
+    let mut cursor = ReadCursor::new(frame);
+    let mcs = decode_cursor::<X224<McsMessage<'_>>>(&mut cursor).ok()?;
+    cursor.is_empty().then_some(mcs)
 }
 
 /// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
@@ -268,7 +276,7 @@ impl Filter {
             return self.connect_initial(frame).map(Verdict::Replace);
         }
         // A frame the filter cannot read is one the target might read as a Client Info.
-        let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
+        let Some(X224(mcs)) = whole_mcs(frame) else {
             return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         };
         let req = match mcs {
@@ -309,7 +317,7 @@ impl Filter {
             self.connect_response(frame)?;
             return Ok(Verdict::Forward);
         }
-        let Ok(X224(mcs)) = decode::<X224<McsMessage<'_>>>(frame) else {
+        let Some(X224(mcs)) = whole_mcs(frame) else {
             return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         };
         let ind = match mcs {
@@ -1108,6 +1116,48 @@ mod tests {
         pdu.extend([0, 0]); // pad
         pdu.extend(packet);
         pdu
+    }
+
+    /// Bytes after the MCS user data, inside the TPKT, are read by peers (xrdp walks to the
+    /// TPKT's end) but were never judged: a Server Redirection from the target, or a Confirm
+    /// Active with drawing orders on from the client, rode behind a harmless PDU.
+    #[test]
+    fn pdus_after_the_mcs_user_data_are_refused() {
+        use ironrdp_pdu::rdp::capability_sets::{
+            CapabilitySet, ClientConfirmActive, DemandActive, Order, OrderFlags, OrderSupportExFlags, OrderSupportIndex,
+        };
+        use ironrdp_pdu::rdp::headers::ShareControlPdu;
+        let fix_tpkt = |frame: &mut Vec<u8>| {
+            let len = frame.len() as u16;
+            frame[2..4].copy_from_slice(&len.to_be_bytes());
+        };
+        // The control: the same PDU alone passes.
+        let mut f = connected(&[]);
+        assert_eq!(f.from_target(&send_indication(1003, share_data_bytes(1002))).unwrap(), Verdict::Forward);
+        let mut frame = send_indication(1003, share_data_bytes(1002));
+        frame.extend(server_redirection_bytes());
+        fix_tpkt(&mut frame);
+        let mut f = connected(&[]);
+        assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(TARGET_UNREADABLE), "trailing server redirection");
+
+        let mut order = Order::new(OrderFlags::NEGOTIATE_ORDER_SUPPORT, OrderSupportExFlags::empty(), 480 * 480, 0);
+        order.set_support_flag(OrderSupportIndex::MemBlt, true);
+        let confirm = ClientConfirmActive {
+            originator_id: 1002,
+            pdu: DemandActive { source_descriptor: "MSTSC".into(), capability_sets: vec![CapabilitySet::Order(order)] },
+        };
+        let confirm = user_data(&client_share(ShareControlPdu::ClientConfirmActive(confirm)));
+        let mut frame = send_data(1003, share_data_bytes(1007));
+        frame.extend(&confirm);
+        fix_tpkt(&mut frame);
+        let mut f = connected(&[]);
+        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE), "trailing confirm active");
+        // Trailing bytes on any other channel too.
+        let mut frame = send_data(1004, vec![1; 8]);
+        frame.extend([0x40, 0, 0, 0]);
+        fix_tpkt(&mut frame);
+        let mut f = connected(&[("rdpsnd", 1004, true)]);
+        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE));
     }
 
     #[test]
