@@ -142,6 +142,19 @@ struct DynamicChannel {
     client_remaining: u64,
 }
 
+/// The MCS message channel carries auto-detect and heartbeat PDUs: a basic security header with
+/// one of `allowed` as its only flag. Anything else there ends the session: peers read more on
+/// it (a Client Info, a Server Redirection or a Confirm Active while FreeRDP waits for a Demand
+/// Active) that the filter would otherwise pass unjudged.
+fn message_channel(data: &[u8], allowed: BasicSecurityHeaderFlags, refusal: &'static str) -> Verdict {
+    let one_allowed = match (u16_at(data, 0), u16_at(data, 2)) {
+        (Some(flags), Some(0)) => BasicSecurityHeaderFlags::from_bits(flags)
+            .is_some_and(|f| f.bits().count_ones() == 1 && allowed.contains(f)),
+        _ => false,
+    };
+    if one_allowed { Verdict::Forward } else { Verdict::Refuse(refusal) }
+}
+
 /// An MCS PDU that fills its TPKT: bytes after the MCS user data are refused, because peers
 /// read on to the TPKT's end (xrdp walks every PDU there) and the filter would not judge them.
 fn whole_mcs(frame: &[u8]) -> Option<X224<McsMessage<'_>>> {
@@ -298,7 +311,7 @@ impl Filter {
             return self.client_io(&req);
         }
         if Some(channel) == self.message_channel {
-            return Ok(Verdict::Forward);
+            return Ok(message_channel(&req.user_data, BasicSecurityHeaderFlags::AUTODETECT_RSP, CLIENT_UNREADABLE));
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
@@ -335,7 +348,8 @@ impl Filter {
             return self.target_io(&ind);
         }
         if Some(channel) == self.message_channel {
-            return Ok(Verdict::Forward);
+            let allowed = BasicSecurityHeaderFlags::AUTODETECT_REQ.union(BasicSecurityHeaderFlags::HEARTBEAT);
+            return Ok(message_channel(&ind.user_data, allowed, TARGET_UNREADABLE));
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
@@ -1116,6 +1130,51 @@ mod tests {
         pdu.extend([0, 0]); // pad
         pdu.extend(packet);
         pdu
+    }
+
+    /// The MCS message channel passed unjudged both ways: a Server Redirection, a Client Info or
+    /// a Confirm Active there was forwarded (FreeRDP reads Share Control PDUs on it while it
+    /// waits for a Demand Active). Only auto-detect and heartbeat PDUs cross it now.
+    #[test]
+    fn the_message_channel_carries_only_auto_detect_and_heartbeats() {
+        use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, ClientConfirmActive, DemandActive, Order};
+        use ironrdp_pdu::rdp::capability_sets::{OrderFlags, OrderSupportExFlags};
+        use ironrdp_pdu::rdp::headers::ShareControlPdu;
+        let filter = || {
+            let mut f = connected(&[]);
+            f.message_channel = Some(1008);
+            f
+        };
+        let header = |flags: u16, rest: &[u8]| [&flags.to_le_bytes()[..], &[0, 0], rest].concat();
+        // Auto-detect requests and heartbeats from the target, responses from the client: pass.
+        for flags in [0x1000u16, 0x4000] {
+            assert_eq!(
+                filter().from_target(&send_indication(1008, header(flags, &[6, 0, 1, 0]))).unwrap(),
+                Verdict::Forward
+            );
+        }
+        assert_eq!(filter().from_client(&send_data(1008, header(0x2000, &[6, 0, 1, 0]))).unwrap(), Verdict::Forward);
+        // A Server Redirection, a multitransport request, a response the wrong way: refused.
+        for data in [server_redirection_bytes(), header(0x0002, &[0; 24]), header(0x2000, &[6, 0, 1, 0])] {
+            assert_eq!(filter().from_target(&send_indication(1008, data)).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
+        }
+        // A Client Info and a Confirm Active with drawing orders on, from the client: refused.
+        let confirm = ClientConfirmActive {
+            originator_id: 1002,
+            pdu: DemandActive {
+                source_descriptor: "MSTSC".into(),
+                capability_sets: vec![CapabilitySet::Order(Order::new(
+                    OrderFlags::NEGOTIATE_ORDER_SUPPORT,
+                    OrderSupportExFlags::empty(),
+                    480 * 480,
+                    0,
+                ))],
+            },
+        };
+        let confirm = user_data(&client_share(ShareControlPdu::ClientConfirmActive(confirm)));
+        for data in [header(0x0040, &[0; 40]), confirm] {
+            assert_eq!(filter().from_client(&send_data(1008, data)).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE));
+        }
     }
 
     /// Bytes after the MCS user data, inside the TPKT, are read by peers (xrdp walks to the
