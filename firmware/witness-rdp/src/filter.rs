@@ -142,6 +142,12 @@ struct DynamicChannel {
     client_remaining: u64,
 }
 
+/// Whether data would be read as a Client Info: INFO_PKT in what would be a security header's
+/// flags (servers read the flags alone).
+fn info_flag(data: &[u8]) -> bool {
+    data.len() >= 4 && u16_at(data, 0).unwrap_or(0) & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
+}
+
 /// The MCS message channel carries auto-detect and heartbeat PDUs: a basic security header with
 /// one of `allowed` as its only flag. Anything else there ends the session: peers read more on
 /// it (a Client Info, a Server Redirection or a Confirm Active while FreeRDP waits for a Demand
@@ -305,6 +311,12 @@ impl Filter {
         if self.is_client_info(channel, &req.user_data) {
             return self.client_info(req);
         }
+        // Servers read a security header's flags on every channel before activation (xrdp's
+        // `xrdp_sec_recv`): a Client Info sent on another channel would reach the target
+        // unrewritten, with the box user's password in it.
+        if !self.active && Some(channel) != self.message_channel && info_flag(&req.user_data) {
+            return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
+        }
         // The user data runs to the end of the frame.
         let at = frame.len() - req.user_data.len();
         if Some(channel) == self.io_channel {
@@ -364,8 +376,7 @@ impl Filter {
     /// PDU of that phase has the bit (license PDUs carry LICENSE_PKT).
     fn is_client_info(&self, channel: u16, data: &[u8]) -> bool {
         let on_io = self.io_channel.is_none_or(|io| io == channel);
-        let flags = u16_at(data, 0).unwrap_or(0);
-        on_io && !self.active && data.len() >= 4 && flags & BasicSecurityHeaderFlags::INFO_PKT.bits() != 0
+        on_io && !self.active && info_flag(data)
     }
 
     /// Rewrites a Client Info with the target's credential, or ends the connection: the box
@@ -1130,6 +1141,28 @@ mod tests {
         pdu.extend([0, 0]); // pad
         pdu.extend(packet);
         pdu
+    }
+
+    /// Servers read a Client Info on any channel before activation; on a static channel the
+    /// filter forwarded it unrewritten, the box user's password in it.
+    #[test]
+    fn a_client_info_on_another_channel_before_activation_is_refused() {
+        let header = |flags: u16| [&flags.to_le_bytes()[..], &[0, 0], &[7; 40][..]].concat();
+        let before = || {
+            let mut f = connected(&[("cliprdr", 1004, true), ("rdpsnd", 1005, true)]);
+            f.active = false;
+            f
+        };
+        for channel in [1004, 1005, 1010] {
+            assert_eq!(
+                before().from_client(&send_data(channel, header(0x0040))).unwrap(),
+                Verdict::Refuse(CLIENT_UNREADABLE)
+            );
+        }
+        // The controls: channel data without the flag before activation, and any after it.
+        assert_eq!(before().from_client(&send_data(1004, header(0x0010))).unwrap(), Verdict::Forward);
+        let mut after = connected(&[("cliprdr", 1004, true)]);
+        assert_eq!(after.from_client(&send_data(1004, header(0x0040))).unwrap(), Verdict::Forward);
     }
 
     /// The MCS message channel passed unjudged both ways: a Server Redirection, a Client Info or
