@@ -887,4 +887,4 @@ fn share_control_parts(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -631,18 +631,9 @@ mod tests {
 mod resync_tests {
     use super::tests::Recorded as Nothing;
     use super::*;
+    use crate::decode::tests::records;
 
     const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
-
-    fn records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
-        let mut out = Vec::new();
-        while let Some((&tag, rest)) = data.split_first() {
-            let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            out.push((tag, &rest[4..4 + len]));
-            data = &rest[4 + len..];
-        }
-        out
-    }
 
     /// A real session up to its first graphics, a skipped screen PDU, then (`redraw`) the rest
     /// of the session — the target drawing its whole screen again — or nothing: the picture
