@@ -56,6 +56,15 @@ pub fn resolve(entries: &[(Host, u16, String)], deadline: Duration) -> Resolved 
     out
 }
 
+/// Opens for reading without following a link and without waiting: a FIFO put in the file's
+/// place after it was looked at would otherwise block the root loader in `open` for good (the
+/// identity check after the open then refuses it).
+fn open_no_wait(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+    std::fs::OpenOptions::new().read(true).custom_flags(flags.bits() as i32).open(path)
+}
+
 /// Reads the egress file, or `None` when there is none. Only a regular file is read (a link
 /// put in its place is refused), of at most 256 KiB.
 pub fn read_file(path: &Path) -> Result<Option<String>> {
@@ -67,7 +76,7 @@ pub fn read_file(path: &Path) -> Result<Option<String>> {
     if !meta.file_type().is_file() {
         bail!("{} is not a regular file", path.display());
     }
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = open_no_wait(path).with_context(|| format!("opening {}", path.display()))?;
     let opened = f.metadata()?;
     use std::os::unix::fs::MetadataExt;
     if (opened.dev(), opened.ino()) != (meta.dev(), meta.ino()) {
@@ -149,6 +158,16 @@ mod tests {
     fn file(allow: &[(&str, u16)]) -> String {
         let allow = allow.iter().map(|(h, p)| Allowed { host: (*h).into(), port: *p, why: "t".into() }).collect();
         file_text(allow)
+    }
+
+    #[test]
+    fn opening_a_fifo_does_not_wait_for_a_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("egress.json");
+        assert!(std::process::Command::new("mkfifo").arg(&path).status().unwrap().success());
+        // Returns at once (a plain open would block here until a writer came).
+        let f = open_no_wait(&path).unwrap();
+        assert!(!f.metadata().unwrap().file_type().is_file());
     }
 
     #[test]
