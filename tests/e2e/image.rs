@@ -70,6 +70,9 @@ fn built_image() -> PathBuf {
             .arg(&dir)
             // One trial boot for a new slot (the default is 3): the fall-back costs one boot less.
             .args(["--boot-tries", "1"])
+            // The tests ship the debug build (stripped, about twice the release binary); the
+            // rest of the root is held to the recipe's own budget.
+            .env("WITNESS_BINARY_BUDGET_MB", "100")
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -171,7 +174,9 @@ impl Vm {
     }
 
     /// Runs `script` with bash in the guest's root shell (a boot with `shell`) and returns its
-    /// output once a line holds `end`.
+    /// output once a line holds `end`. The script must put `end` (and any marker the caller
+    /// looks for) together at run time (`P=x; echo "$P: done"`): input reaching the guest's tty
+    /// before `stty -echo` ran is echoed, and an echoed marker would end the wait early.
     fn run_in_guest(&mut self, script: &str, end: &str, secs: u64) -> String {
         let path = self.shell.clone().expect("booted without a shell");
         let mut sock = eventually(60, "the guest shell's socket", || UnixStream::connect(&path).ok());
@@ -279,9 +284,11 @@ impl Drop for Swtpm {
 
 /// The key files under /var/lib/witness/keys (from the guest's root shell) that hold a key in
 /// clear (a key's name without `.tpm`), and the labels of the boot states the keys are sealed to.
-fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, Vec<String>) {
+fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, Vec<String>, String) {
     let out = vm.run_in_guest(
-        "echo KEYS-BEGIN; ls -1 /var/lib/witness/keys; echo KEYS-LABELS; cut -d' ' -f1 /var/lib/witness/keys/tpm.policy; echo KEYS-LISTED",
+        // The markers are put together by the shell: an echo of the typed script (the guest's
+        // tty may echo input that arrives before `stty -echo` ran) must not count as output.
+        "M=KEYS; echo $M-BEGIN; ls -1 /var/lib/witness/keys; echo $M-LABELS; cut -d' ' -f1 /var/lib/witness/keys/tpm.policy; echo $M-LISTED",
         "KEYS-LISTED",
         60,
     );
@@ -299,7 +306,7 @@ fn clear_keys_in_guest(vm: &mut Vm) -> (Vec<String>, Vec<String>) {
                 || n.starts_with("kek-") && !n.contains('.')
         })
         .collect();
-    (clear, section("KEYS-LABELS", "KEYS-LISTED"))
+    (clear, section("KEYS-LABELS", "KEYS-LISTED"), out)
 }
 
 impl Drop for Vm {
@@ -452,8 +459,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let disk = dir.join("disk.raw");
     run(Command::new("cp").arg("--sparse=always").arg(image.join("disk.raw")).arg(&disk));
     let a_hash = std::fs::read_to_string(image.join("roothash")).unwrap().trim().to_owned();
-    let (ssh, web) = (free_port(), free_port());
-    let forwards = [(ssh, 2222), (web, 8443)];
+    let (ssh, web, rdp) = (free_port(), free_port(), free_port());
+    let forwards = [(ssh, 2222), (web, 8443), (rdp, 3389)];
     // The box's TPM: one software TPM state for the box's whole life on this disk.
     let tpm_state = dir.join("tpm");
 
@@ -551,13 +558,14 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert!(!serial.contains("a broken build"), "the broken root ran again:\n{serial}");
     // The fourth boot on the box's TPM: its keys opened again (the daemon is up), none is in
     // clear, and they are sealed for both slots' measured states.
-    let (clear, labels) = clear_keys_in_guest(&mut vm);
-    assert!(clear.is_empty(), "keys in clear under /var/lib/witness/keys: {clear:?}");
+    let (clear, labels, listed) = clear_keys_in_guest(&mut vm);
+    assert!(clear.is_empty(), "keys in clear under /var/lib/witness/keys: {clear:?}\n{listed}");
     let mut labels = labels;
     labels.sort();
-    assert_eq!(labels, ["a", "b"], "the boot states the keys are sealed to");
+    assert_eq!(labels, ["a", "b"], "the boot states the keys are sealed to; the guest said:\n{listed}");
     egress_is_only_what_the_index_names(&mut vm);
     encoder_devices_open_inside_the_sandbox(&mut vm);
+    records_and_plays_back_with_sealed_keys(&mut vm, ssh, rdp, web);
     drop(vm);
     drop(tpm);
 
@@ -651,6 +659,186 @@ say "done""#,
     assert!(logged.contains(&format!("DPT={a}")) && logged.contains(&format!("DPT={b}")), "no drop log lines: {out}");
     assert_eq!(target.accepted.load(Ordering::SeqCst), 1, "the target port saw other than the one allowed connection");
     assert_eq!(other.accepted.load(Ordering::SeqCst), 0, "a connection to a port no target names reached the host");
+}
+
+/// The shipped image records with its keys sealed to the TPM (a reboot that unsealed them):
+/// targets, users and grants made with the CLI inside the guest, an SSH session (stock `ssh`)
+/// and an RDP session (`xfreerdp` to an NLA target, video by the software encoder) through the
+/// forwarded ports, each recording sealed in the guest's index, and both played back through
+/// the box's console by an auditor (the SSH text holds what was printed, the RDP video is an
+/// MP4 `ffprobe` reads with frames of the target's colour).
+fn records_and_plays_back_with_sealed_keys(vm: &mut Vm, ssh: u16, rdp: u16, web: u16) {
+    use crate::rdp::{RED, SHADOW_PASS, SHADOW_USER, STAYED_UP, Shadow, Xvfb, screen_shows};
+    let started = Instant::now();
+    let sshd = Sshd::start();
+    let shadow = Shadow::start();
+    shadow.screen.set_color("red");
+    let keys = tempfile::tempdir().unwrap();
+    let alice_key = keys.path().join("alice");
+    keygen(&alice_key);
+    let identity = std::fs::read_to_string(sshd.identity()).unwrap();
+    let alice_pub = std::fs::read_to_string(alice_key.with_extension("pub")).unwrap();
+    let script = format!(
+        r#"P=rec-test
+W="setpriv --reuid=witness --regid=witness --init-groups --no-new-privs /usr/bin/witness --data /var/lib/witness"
+umask 077
+cat > /run/witness-id <<'KEY_EOF'
+{identity}KEY_EOF
+echo '{alice_pub}' > /run/witness-alice.pub
+chown witness /run/witness-id /run/witness-alice.pub
+$W target add web01 --ssh 10.0.2.2:{sshd_port} --login root --identity /run/witness-id || echo "$P: target add web01 failed"
+echo '{shadow_pass}' | $W target add nla01 --rdp 10.0.2.2:{shadow_port} --login {shadow_user} --password-stdin || echo "$P: target add nla01 failed"
+echo alice-pw | $W user add alice --password-stdin --ssh-key /run/witness-alice.pub || echo "$P: user add alice failed"
+echo audrey-pw | $W user add audrey --password-stdin --role auditor || echo "$P: user add audrey failed"
+$W grant alice web01 && $W grant alice nla01 || echo "$P: grant failed"
+rm -f /run/witness-id
+for i in $(seq 120); do
+    nft list set inet witness egress4 | grep -q "10.0.2.2 . {sshd_port}" && nft list set inet witness egress4 | grep -q "10.0.2.2 . {shadow_port}" && break
+    sleep 0.5
+done
+echo "$P: ready""#,
+        sshd_port = sshd.port,
+        shadow_port = shadow.port,
+        shadow_pass = SHADOW_PASS,
+        shadow_user = SHADOW_USER,
+        alice_pub = alice_pub.trim(),
+    );
+    let out = vm.run_in_guest(&script, "rec-test: ready", 300);
+    assert!(
+        !out.lines().any(|l| l.contains("rec-test: ") && l.contains("failed")),
+        "setting up the guest's users and targets: {out}"
+    );
+
+    // SSH: a command through the jump path, its output read back from the recording.
+    let marker = "qemu-sealed-$((6*7))-marker";
+    let o = Command::new("ssh")
+        .args(["-o", "ConnectTimeout=120"])
+        .args(client_options())
+        .arg("-i")
+        .arg(&alice_key)
+        .arg("-p")
+        .arg(ssh.to_string())
+        .arg("alice@web01@127.0.0.1")
+        .arg(format!("echo {marker}"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(stdout(&o).contains("qemu-sealed-42-marker"), "the SSH session through the guest: {}", stderr(&o));
+
+    // RDP: the client sees the target's screen through the box, the box encodes it.
+    let screen = Xvfb::start();
+    let log = keys.path().join("xfreerdp.log");
+    let client = Command::new("timeout")
+        .args(["45", "xfreerdp", &format!("/v:127.0.0.1:{rdp}"), "/u:alice@nla01", "/p:alice-pw"])
+        .args(["/cert:ignore", "/bpp:32", "/timeout:60000"])
+        .env("DISPLAY", &screen.display)
+        .env("HOME", keys.path())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("xfreerdp");
+    let mut client = client;
+    screen_shows(&screen, &[RED], 40, |_| {});
+    let st = client.wait().unwrap();
+    assert_eq!(
+        st.code(),
+        Some(STAYED_UP),
+        "the RDP session did not stay up: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // Both recordings sealed in the guest's index, with the keys the TPM opened.
+    let rows = vm.run_in_guest(
+        r#"W="setpriv --reuid=witness --regid=witness --init-groups --no-new-privs /usr/bin/witness --data /var/lib/witness"
+for i in $(seq 240); do
+    $W recordings --json > /run/rec.json && ! grep -Eq '"status": ?"(recording|processing)"' /run/rec.json && [ "$(grep -o "\"session_id\"" /run/rec.json | wc -l)" -ge 2 ] && break
+    sleep 1
+done
+P=rec
+echo "$P-rows: $(tr -d '\n' < /run/rec.json)"
+echo "$P-sessions: $($W sessions --json | tr -d '\n')"
+echo "$P-test: listed""#,
+        "rec-test: listed",
+        400,
+    );
+    let field = |name: &str| -> serde_json::Value {
+        let line =
+            rows.lines().find_map(|l| l.find(name).map(|i| &l[i + name.len()..])).unwrap_or_else(|| panic!("{rows}"));
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    let (recs, sessions) = (field("rec-rows: "), field("rec-sessions: "));
+    let protocol_of = |rec: &serde_json::Value| {
+        sessions.as_array().unwrap().iter().find(|s| s["id"] == rec["session_id"]).map(|s| s["protocol"].clone())
+    };
+    let recs = recs.as_array().unwrap();
+    for r in recs {
+        assert!(r["status"] == "completed" || r["status"] == "uploaded", "a recording did not finish: {r}");
+    }
+    let of = |protocol: &str| {
+        recs.iter()
+            .find(|r| protocol_of(r).is_some_and(|p| p == protocol))
+            .unwrap_or_else(|| panic!("no {protocol} recording: {recs:?} {sessions}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (ssh_rec, rdp_rec) = (of("ssh"), of("rdp"));
+
+    // Played back through the box's console, by an auditor.
+    let jar = keys.path().join("cookies");
+    let base = format!("https://127.0.0.1:{web}");
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["-sk", "--max-time", "300", "-b"])
+            .arg(&jar)
+            .arg("-c")
+            .arg(&jar)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "curl {args:?}: {}", stderr(&o));
+        o.stdout
+    };
+    let login = curl(&[
+        "-H",
+        "content-type: application/json",
+        "--data-binary",
+        r#"{"user":"audrey","password":"audrey-pw"}"#,
+        &format!("{base}/api/v1/login"),
+    ]);
+    assert!(String::from_utf8_lossy(&login).contains("csrf"), "{}", String::from_utf8_lossy(&login));
+    let cast = curl(&[&format!("{base}/api/v1/recordings/{ssh_rec}/content")]);
+    assert!(
+        String::from_utf8_lossy(&cast).contains("qemu-sealed-42-marker"),
+        "the SSH recording played back lacks what was printed: {}",
+        String::from_utf8_lossy(&cast)
+    );
+    let video = keys.path().join("rdp.mp4");
+    std::fs::write(&video, curl(&[&format!("{base}/api/v1/recordings/{rdp_rec}/content")])).unwrap();
+    let probe = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=codec_name,nb_read_frames", "-of", "csv=p=0"])
+        .arg(&video)
+        .output()
+        .unwrap();
+    let probed = stdout(&probe);
+    assert!(
+        probe.status.success() && probed.starts_with("h264,"),
+        "the RDP video played back: {probed} {}",
+        stderr(&probe)
+    );
+    let frames: u64 = probed.trim().rsplit(',').next().unwrap().parse().unwrap_or(0);
+    assert!(frames >= 1, "no frame in the RDP video: {probed}");
+    // The video shows the target's red (sampled away from the pointer), and ends on it.
+    let seen = crate::rdp_video::colours_at(&video, "iw/4", "ih/4");
+    assert!(
+        seen.last().is_some_and(|c| crate::rdp_video::near(*c, RED)),
+        "the RDP video played back does not end on the target's red: {seen:?}"
+    );
+    println!(
+        "recorded and played back in the guest in {:.0}s: ssh {ssh_rec}, rdp {rdp_rec} ({frames} frames)",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The daemon's sandbox opens the board's encoder devices: a V4L2 node (the kernel's `vivid`
