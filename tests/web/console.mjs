@@ -274,11 +274,18 @@ try {
     // The page fetches the growing file again every 4 s: the video gets longer while it runs.
     await page.waitForFunction((d) => { const v = document.querySelector('#live-video'); return v && isFinite(v.duration) && v.duration > d + 2; }, first, { timeout: 20000 });
     const later = await duration();
+    // The note is one quiet line under the picture, not a white panel as tall as the video.
+    const note = await page.evaluate(() => {
+      const n = document.querySelector('#live-note').getBoundingClientRect();
+      const v = document.querySelector('#live-video').getBoundingClientRect();
+      return { height: n.height, top: n.top, videoBottom: v.bottom, videoHeight: v.height, background: getComputedStyle(document.querySelector('#live-note')).backgroundColor, text: document.querySelector('#live-note').innerText };
+    });
+    if (note.height > 60 || note.top < note.videoBottom - 1 || note.videoHeight < 200 || !/rgba\(0, 0, 0, 0\)|transparent/.test(note.background) || !note.text.includes('behind')) throw new Error(`the live note: ${JSON.stringify(note)}`);
     await shot('rdp-live-view');
     page.once('dialog', (d) => d.accept());
     await page.click('#terminate');
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
-    console.log(JSON.stringify({ ok: true, step, first, later }));
+    console.log(JSON.stringify({ ok: true, step, first, later, note }));
   } else if (step === 'screen-hit') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.waitForSelector('#sessions-table');
@@ -314,6 +321,21 @@ try {
     await page.waitForSelector('#video');
     // The browser fetches the MP4 through the box with range requests and plays it.
     await page.waitForFunction(() => { const v = document.querySelector('#video'); return v && v.readyState >= 2; }, null, { timeout: 20000 });
+    // The first picture shown is a real one: once the page shows the video, it is not black.
+    await page.waitForFunction(() => document.querySelector('#video').style.opacity === '', null, { timeout: 10000 });
+    const firstPicture = await page.evaluate(() => {
+      const v = document.querySelector('#video');
+      const c = document.createElement('canvas');
+      c.width = 64; c.height = 36;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, c.width, c.height);
+      const px = g.getImageData(0, 0, c.width, c.height).data;
+      let dark = 0;
+      for (let i = 0; i < px.length; i += 4) if (px[i] < 16 && px[i + 1] < 16 && px[i + 2] < 16) dark++;
+      return { t: v.currentTime, dark: dark / (c.width * c.height), note: document.querySelector('#first-picture').hidden ? null : document.querySelector('#first-picture').textContent };
+    });
+    console.error(`first picture shown at ${firstPicture.t.toFixed(2)} s, ${(firstPicture.dark * 100).toFixed(0)}% dark; note: ${firstPicture.note}`);
+    if (firstPicture.dark > 0.9) throw new Error(`the first picture shown is black: ${JSON.stringify(firstPicture)}`);
     const first = await page.evaluate(() => document.querySelector('#video').currentTime);
     await page.waitForFunction((t) => document.querySelector('#video').currentTime > t + 1 || document.querySelector('#video').ended, first, { timeout: 20000 });
     await page.selectOption('#speed', '8');
@@ -417,7 +439,7 @@ try {
     for (const f of [laptop, large]) {
       if (f.page > f.window || Math.abs(f.video - f.bar) > 4) throw new Error(`layout: ${JSON.stringify(f)}`);
     }
-    const measured = { ok: true, step, first, before, after, ...info, spans, crossed, perSecond, whole, laptop, large };
+    const measured = { ok: true, step, firstPicture, first, before, after, ...info, spans, crossed, perSecond, whole, laptop, large };
     // Kept beside the screenshots: what skip idle and 32x measured.
     writeFileSync(`${cfg.artifacts}/video-measured.json`, JSON.stringify(measured, null, 1));
     console.log(JSON.stringify(measured));

@@ -414,7 +414,9 @@ function watchVideo(r, slot) {
   };
   video.addEventListener('loadedmetadata', () => { if (isFinite(video.duration)) video.currentTime = Math.max(0, video.duration - 0.5); });
   video.addEventListener('error', () => slot.replaceChildren(stateBox('The live video could not be played.', true)));
-  slot.replaceChildren(video, el('p', { class: 'state', id: 'live-note' }, 'Live: speeds, skip idle and the activity timeline come with the recording once the session has ended.'));
+  // One line under the picture, not a panel: what the admin sees and how far behind it is.
+  slot.replaceChildren(video, el('p', { class: 'live-note', id: 'live-note' },
+    el('span', { class: 'live-dot' }, '\u25cf live'), ' the desktop as recorded so far, a few seconds behind (fetched again every 4 s). Speeds, skip idle and the activity bar come with the recording once the session has ended.'));
   load();
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
@@ -814,6 +816,43 @@ function playVideo(r, slot, at, place) {
   });
   video.addEventListener('play', () => { skipped = null; reanchor(); showState(); });
   for (const ev of ['pause', 'playing', 'waiting', 'ended', 'canplay']) video.addEventListener(ev, showState);
+
+  // A desktop is black until the target draws it: a video opened at its start is shown from its
+  // first picture, not from seconds of black (which stay in the video: seek to 0 to see them).
+  // The picture is hidden until that is known.
+  const firstPicture = el('span', { id: 'first-picture', class: 'video-state', hidden: true });
+  let blackChecks = at > 0 || !usable ? 0 : 8;
+  const reveal = () => { blackChecks = 0; video.style.opacity = ''; };
+  const isBlack = () => {
+    const c = document.createElement('canvas');
+    c.width = 64; c.height = 36;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(video, 0, 0, c.width, c.height);
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    let dark = 0;
+    for (let i = 0; i < px.length; i += 4) if (px[i] < 16 && px[i + 1] < 16 && px[i + 2] < 16) dark++;
+    // The pointer may be drawn on the black desktop already.
+    return dark >= 0.98 * c.width * c.height;
+  };
+  const skipBlack = () => {
+    if (blackChecks <= 0 || video.readyState < 2) return;
+    blackChecks--;
+    let black;
+    try { black = isBlack(); } catch (_) { return reveal(); }
+    const next = black ? spans.find(([a]) => a > video.currentTime + 0.05) : null;
+    if (!next) return reveal();
+    video.currentTime = next[0];
+    reanchor();
+    firstPicture.textContent = ` The first ${fmtSecs(next[0])} are black (nothing drawn yet): shown from the first picture; seek to 0 to see them.`;
+    firstPicture.hidden = false;
+    if (blackChecks === 0) reveal();
+  };
+  if (blackChecks > 0) {
+    video.style.opacity = '0';
+    setTimeout(reveal, 4000);
+  }
+  video.addEventListener('loadeddata', skipBlack);
+  video.addEventListener('seeked', skipBlack);
   video.addEventListener('error', () => {
     state.textContent = '';
     slot.append(stateBox('The video could not be played.', true));
@@ -846,7 +885,7 @@ function playVideo(r, slot, at, place) {
   }
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'),
-      el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state),
+      el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state, firstPicture),
     place ? el('div', { class: 'video-frame' }, video, hitBox(video, at, place)) : video, below);
   slot.scrollIntoView({ block: 'start' });
 }
