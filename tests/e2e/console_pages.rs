@@ -358,3 +358,32 @@ fn browser_history_in_the_viewers_time_zone_filters_by_kind_and_exports() {
     browser("history", &config);
     assert!(artifacts.join("history-kinds.png").exists());
 }
+
+/// The history marks a session under a legal hold for auditors (list, live list, CSV); the
+/// `user` whose session it is learns it from none of them (a case may be being built against
+/// them): the attack is alice reading her own history, JSON and CSV, after the hold is set.
+#[test]
+fn the_history_marks_holds_for_auditors_and_never_for_the_held_user() {
+    let (_sshd, b, session) = box_with_a_session("caracalword");
+    b.ok(&["hold", "set", &session, "--reason", "case 4712"], None);
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let list = listed(&audrey, "");
+    assert_eq!(list[0]["held"], true, "{list:?}");
+    let csv = audrey.get("/api/v1/history.csv").body;
+    let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert!(lines[0].ends_with(",held") && lines[1].ends_with(",true"), "{csv}");
+
+    let mut alice = Web::new(&b);
+    assert_eq!(alice.login("alice", "alice-pw").status, 200);
+    let own = alice.get("/api/v1/sessions");
+    assert_eq!(own.json().as_array().unwrap().len(), 1);
+    assert_eq!(own.json()[0]["held"], false, "{}", own.body);
+    let own_csv = alice.get("/api/v1/history.csv").body;
+    let lines: Vec<&str> = own_csv.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 2, "{own_csv}");
+    assert!(lines[1].ends_with(",false") && !own_csv.contains("4712"), "{own_csv}");
+    let detail = alice.get(&format!("/api/v1/sessions/{session}"));
+    assert_eq!(detail.json()["session"]["held"], false, "{}", detail.body);
+    assert!(!detail.body.contains("4712"));
+}

@@ -33,6 +33,9 @@ pub struct SessionRow {
     pub transfers: u64,
     #[serde(default)]
     pub transfer_bytes: u64,
+    /// Under a legal hold (never shown to a `user`: the console clears it for them).
+    #[serde(default)]
+    pub held: bool,
 }
 
 /// What a session was, from its protocol, its recordings' channels (`shell`, `exec: CMD`,

@@ -704,7 +704,8 @@ impl Index {
                s.recovered, COUNT(r.id), COALESCE(SUM(r.bytes), 0),
                MIN(CASE r.status WHEN 'failed' THEN 0 WHEN 'recording' THEN 1 WHEN 'processing' THEN 2
                    WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END),
-               GROUP_CONCAT(r.channel, char(31))
+               GROUP_CONCAT(r.channel, char(31)),
+               EXISTS(SELECT 1 FROM holds h WHERE h.session_id = s.id)
              FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id
              {filter} GROUP BY s.id ORDER BY s.started_at, s.id"
         );
@@ -742,6 +743,7 @@ impl Index {
                 commands: r.get::<_, Option<String>>(12)?.into_iter().collect(),
                 transfers: 0,
                 transfer_bytes: 0,
+                held: r.get(13)?,
             })
         })?;
         let mut rows = rows.collect::<Result<Vec<_>, _>>()?;

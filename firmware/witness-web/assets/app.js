@@ -242,7 +242,8 @@ async function listPage() {
       el('td', {}, el('a', { href }, localTime(s.started_at))),
       el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', { class: 'kind', 'data-kinds': (s.kinds || []).join(' ') }, describeKind(s)), el('td', {}, s.client || '—'),
       el('td', {}, s.live ? 'running' : fmtDuration(s.started_at, s.ended_at)),
-      el('td', {}, badge(s.live ? 'recording' : s.status)), el('td', {}, s.end_reason || (s.live ? '' : '—')),
+      el('td', {}, badge(s.live ? 'recording' : s.status), s.held ? el('span', { class: 'status held', title: 'Under a legal hold: never deleted' }, 'hold') : null),
+      el('td', {}, s.end_reason || (s.live ? '' : '—')),
       el('td', {}, fmtBytes(s.bytes)),
       searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: `, marked(s.hit)) : '') : null);
   });

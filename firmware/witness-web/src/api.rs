@@ -237,6 +237,15 @@ impl Auth {
             .then(|| error(StatusCode::FORBIDDEN, &format!("this needs the {} role", role.as_str())))
     }
 
+    /// A `user` is never told which of their sessions are under a legal hold.
+    fn hide_holds(&self, list: &mut [crate::SessionHit]) {
+        if self.0.role == Role::User {
+            for hit in list {
+                hit.session.held = false;
+            }
+        }
+    }
+
     /// Whether this account may see a session of `owner`.
     fn may_see(&self, owner: &str) -> bool {
         self.0.role != Role::User || self.0.user == owner
@@ -338,7 +347,8 @@ async fn sessions(
         q.q = None;
     }
     match state.console.sessions(&q) {
-        Ok(list) => {
+        Ok(mut list) => {
+            auth.hide_holds(&mut list);
             if let Some(text) = &q.q {
                 // The words themselves are session content: the audit log keeps only that a
                 // search was made and what it found.
@@ -364,10 +374,11 @@ async fn sessions_csv(
     if q.q.as_deref().is_some_and(|t| t.trim().is_empty()) {
         q.q = None;
     }
-    let list = match state.console.sessions(&q) {
+    let mut list = match state.console.sessions(&q) {
         Ok(list) => list,
         Err(e) => return console_error(e),
     };
+    auth.hide_holds(&mut list);
     state.console.audit(
         "web_history_exported",
         &auth.0.user,
@@ -376,7 +387,7 @@ async fn sessions_csv(
     );
     let mut out = String::from(
         "session_id,started_at_utc,ended_at_utc,user,target,protocol,kind,commands,client,recording,end_reason,\
-         transfers,transfer_bytes,stored_bytes,running\r\n",
+         transfers,transfer_bytes,stored_bytes,running,held\r\n",
     );
     for hit in list.iter().rev() {
         let s = &hit.session;
@@ -396,6 +407,7 @@ async fn sessions_csv(
             s.transfer_bytes.to_string(),
             s.bytes.to_string(),
             hit.live.to_string(),
+            s.held.to_string(),
         ];
         out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
         out.push_str("\r\n");
@@ -550,6 +562,7 @@ async fn hits(
 /// held or terminated it.
 fn as_seen_by_its_user(d: &mut SessionDetail) {
     d.hold = None;
+    d.session.held = false;
     let user = d.session.user.clone();
     d.audit.retain(|e| e.actor.as_deref() == Some(&user));
 }
@@ -557,7 +570,10 @@ fn as_seen_by_its_user(d: &mut SessionDetail) {
 async fn live_sessions(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
     let q = SessionQuery { user: (auth.0.role == Role::User).then(|| auth.0.user.clone()), ..Default::default() };
     match state.console.sessions(&q) {
-        Ok(list) => Json(list.into_iter().filter(|s| s.live).collect::<Vec<_>>()).into_response(),
+        Ok(mut list) => {
+            auth.hide_holds(&mut list);
+            Json(list.into_iter().filter(|s| s.live).collect::<Vec<_>>()).into_response()
+        }
         Err(e) => console_error(e),
     }
 }
