@@ -471,7 +471,23 @@ try {
     const lines = readFileSync(saved, 'utf8').split('\r\n').filter((l) => l);
     const id = await page.$eval('#sessions-table tr.session-row', (tr) => tr.dataset.id);
     if (lines.length !== 2 || !lines[1].startsWith(id + ',') || !lines[1].includes(',transfer,')) throw new Error(`the CSV: ${lines.join(' | ')}`);
-    console.log(JSON.stringify({ ok: true, step, times, kind, csv: lines.length }));
+    // Pages of two: the newest two, then the older two, then no further page; the CSV of a
+    // page is still the whole filtered list.
+    await page.goto(`${cfg.base}/sessions?limit=2`);
+    await page.waitForSelector('#sessions-table');
+    const ids = async () => page.$$eval('#sessions-table tr.session-row', (l) => l.map((tr) => tr.dataset.id));
+    const first = await ids();
+    await page.click('#history-older');
+    await page.waitForFunction(() => new URLSearchParams(location.search).has('before') && document.querySelector('#sessions-table'));
+    await page.waitForSelector('#sessions-table');
+    const second = await ids();
+    if (first.length !== 2 || second.length !== 2 || first.some((id) => second.includes(id))) throw new Error(`pages ${first} then ${second}`);
+    await page.click('#history-older');
+    await page.waitForFunction((n) => document.querySelectorAll('#sessions-table tr.session-row').length === 0 || document.querySelector('#results .state'), null);
+    const [all] = await Promise.all([page.waitForEvent('download'), page.goto(`${cfg.base}/sessions?limit=2`).then(() => page.click('#history-csv'))]);
+    const allLines = readFileSync(await all.path(), 'utf8').split('\r\n').filter((l) => l);
+    if (allLines.length !== 5) throw new Error(`the CSV from a page has ${allLines.length - 1} rows, the filtered list 4`);
+    console.log(JSON.stringify({ ok: true, step, times, kind, csv: lines.length, pages: [first, second] }));
   } else if (step === 'no-download-while-running') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.goto(`${cfg.base}/sessions/${cfg.session}`);

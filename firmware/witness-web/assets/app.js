@@ -222,9 +222,16 @@ async function listPage() {
     if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
     query.set(k, v);
   }
+  // Pages of the newest `limit` (100) started before `before`: the CSV export takes the whole
+  // filtered list, the page one page of it.
+  const pageSize = Math.max(1, Math.min(1000, parseInt(params.get('limit'), 10) || 100));
+  const paged = new URLSearchParams(query);
+  paged.set('limit', pageSize);
+  const before = params.get('before');
+  if (before && (!paged.get('to') || before < paged.get('to'))) paged.set('to', before);
   let list;
   try {
-    list = await api('/sessions?' + query);
+    list = await api('/sessions?' + paged);
   } catch (e) {
     return results.replaceChildren(stateBox('Could not load sessions: ' + e.message, true));
   }
@@ -233,8 +240,17 @@ async function listPage() {
     return results.replaceChildren(stateBox(filtered ? 'No session matches these filters.' : 'No sessions recorded yet. Sessions appear here as soon as someone connects through the box.'));
   }
   const searching = query.has('q');
-  const csv = el('p', { class: 'rules', id: 'history-summary' }, `${list.length} ${list.length === 1 ? 'session' : 'sessions'}, newest first. Times in ${localZone}; hover a time for UTC. `,
-    el('a', { href: '/api/v1/history.csv?' + query, download: 'witness-sessions.csv', id: 'history-csv' }, 'Export this list as CSV'), ' (times in UTC).');
+  const full = list.length === pageSize;
+  const older = new URLSearchParams(params);
+  if (full) older.set('before', list[0].started_at);
+  const newest = new URLSearchParams(params);
+  newest.delete('before');
+  const csv = el('p', { class: 'rules', id: 'history-summary' },
+    `${list.length} ${list.length === 1 ? 'session' : 'sessions'}${before ? ` started before ${fmtTime(before)}` : ''}${full ? ' (a page: there may be older ones)' : ''}, newest first. Times in ${localZone}; hover a time for UTC. `,
+    el('a', { href: '/api/v1/history.csv?' + query, download: 'witness-sessions.csv', id: 'history-csv' }, 'Export the whole filtered list as CSV'), ' (times in UTC).');
+  const pager = el('div', { class: 'controls', id: 'history-pager' },
+    before ? el('a', { href: '/sessions' + (newest.toString() ? '?' + newest : ''), id: 'history-newest' }, 'Newest sessions') : null,
+    full ? el('a', { href: '/sessions?' + older, id: 'history-older' }, 'Older sessions') : null);
   const rows = list.slice().reverse().map((s) => {
     const place = s.hit && Array.isArray(s.hit.rect) ? `&box=${s.hit.rect.join(',')}` : '';
     const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}&q=${encodeURIComponent(query.get('q'))}` : '');
@@ -249,7 +265,7 @@ async function listPage() {
   });
   results.replaceChildren(csv, el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'Kind', 'From', 'Duration', 'Recording', 'End reason', 'Stored'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
-    el('tbody', {}, rows))));
+    el('tbody', {}, rows))), pager);
 }
 
 async function detailPage(id) {
