@@ -196,6 +196,12 @@ fn the_health_page_tells_admins_what_the_cli_does() {
     let key = std::fs::read_to_string(b.data().join(format!("keys/kek-{}", kek.trim()))).unwrap();
     assert!(!r.body.contains(key.trim()), "the key itself is never shown");
     assert!(h["recordings_by_status"].as_array().is_some_and(|a| !a.is_empty()), "{h}");
+    // The panel as `witness panel --json` shows it (it is republished: compare close together).
+    eventually(10, "the panel's state as the CLI shows it", || {
+        let api = adam.get("/api/v1/health").json()["panel"].clone();
+        let cli = b.json(&["panel", "--json"]);
+        (api["state"] == cli["state"] && api["healthy"] == cli["healthy"] && api["state"].is_string()).then_some(())
+    });
 
     for (name, password) in [("audrey", "audrey-passwd"), ("bob", "bob-passwd"), ("alice", "alice-pw")] {
         let mut w = Web::new(&b);

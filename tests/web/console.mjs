@@ -536,6 +536,8 @@ try {
     if (!/\d+% \(high watermark \d+%\)/.test(disk)) throw new Error(`health disk: ${disk}`);
     const keys = await page.$eval('#health-keys', (d) => d.textContent);
     if (!keys.includes('Usable') || !keys.includes('yes')) throw new Error(`health keys: ${keys}`);
+    const panel = await page.$eval('#health-panel', (d) => d.textContent);
+    if (!panel.includes('LEDs show') || !panel.includes('Healthy')) throw new Error(`health panel: ${panel}`);
     await shot('health');
     await page.context().close();
     // A user: no links, and the pages say why when asked directly.

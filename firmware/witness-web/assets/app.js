@@ -990,6 +990,11 @@ async function healthPage() {
       el('h2', {}, 'Recording'), facts('health-recording', [
         ['Video encoder', h.encoder], ['Sessions running', String(h.sessions_active)],
         ['Recordings', h.recordings_by_status.map(([st, n]) => `${n} ${st}`).join(', ') || 'none']]),
+      el('h2', {}, 'Panel'), h.panel ? facts('health-panel', [
+        ['LEDs show', h.panel.state, h.panel.state === 'fault'],
+        ['Healthy', h.panel.healthy ? 'yes' : 'NO: ' + h.panel.problems.join('; '), !h.panel.healthy],
+        ['Watchdog', !h.panel.watchdog_present ? 'none' : h.panel.watchdog_petting ? 'petted' : 'NOT petted: the box will reset', h.panel.watchdog_present && !h.panel.watchdog_petting],
+        ['Updated', localTime(h.panel.updated_at)]]) : stateBox('The panel has not published its state yet.'),
       el('h2', {}, 'Keys'), facts('health-keys', [
         ['Active key', k.active_key || 'none yet (made with the first recording)'],
         ['Sealed to the TPM', k.sealed_to_tpm ? 'yes' : 'no (plain files on the data partition)'],

@@ -290,6 +290,22 @@ pub struct HealthView {
     pub keys: KeyHealth,
     pub sessions_active: u64,
     pub recordings_by_status: Vec<(String, u64)>,
+    /// The front panel as the panel thread last published it (`witness panel`); `None` before it
+    /// first did.
+    pub panel: Option<PanelView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PanelView {
+    /// What the LEDs show: `booting`, `idle`, `recording`, `uploading`, `offline`, `full`, `fault`….
+    pub state: String,
+    pub healthy: bool,
+    /// What is wrong when not healthy (index, recorder, listener, board).
+    pub problems: Vec<String>,
+    /// A hardware watchdog is there and being petted.
+    pub watchdog_present: bool,
+    pub watchdog_petting: bool,
+    pub updated_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

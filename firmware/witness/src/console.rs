@@ -84,6 +84,24 @@ fn text_hit(o: crate::search::Opened) -> TextHit {
     }
 }
 
+/// The panel's state as its thread last published it (`run/panel.json`).
+fn panel_view(root: &std::path::Path) -> Option<witness_web::PanelView> {
+    let text = std::fs::read_to_string(root.join(crate::panel::PANEL_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let problems = v["health"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, e)| e.as_str().map(|e| format!("{k}: {e}"))).collect())
+        .unwrap_or_default();
+    Some(witness_web::PanelView {
+        state: v["state"].as_str()?.to_owned(),
+        healthy: v["healthy"].as_bool().unwrap_or(false),
+        problems,
+        watchdog_present: v["watchdog"]["present"].as_bool().unwrap_or(false),
+        watchdog_petting: v["watchdog"]["petting"].as_bool().unwrap_or(false),
+        updated_at: v["updated_at"].as_str().map(str::to_owned),
+    })
+}
+
 fn format_of(r: &RecordingRow) -> &'static str {
     if r.path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
@@ -370,6 +388,7 @@ impl witness_web::Console for BoxConsole {
             keys: witness_web::KeyHealth { active_key, sealed_to_tpm, error: key_error },
             sessions_active: self.broker.live.load(std::sync::atomic::Ordering::Relaxed) as u64,
             recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
+            panel: panel_view(&self.dir.root),
         })
     }
 
