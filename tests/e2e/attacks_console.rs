@@ -118,7 +118,7 @@ fn shows(out: &tempfile::NamedTempFile, word: &str) -> bool {
 
 /// A box serving admins adam and ada and auditor audrey, with alice's SSH session running (it
 /// printed `live-capybara`): the ssh client, the recording's id and the session's.
-fn box_with_a_live_session() -> (Sshd, Box, Child, String, String) {
+pub(crate) fn box_with_a_live_session() -> (Sshd, Box, Child, String, String) {
     let sshd = Sshd::start();
     let mut b = Box::with_target(&sshd);
     for (name, role) in [("adam", "admin"), ("ada", "admin"), ("audrey", "auditor")] {

@@ -6,6 +6,7 @@ mod attacks_doors;
 mod attacks_red15;
 mod attacks_ssh;
 mod board;
+mod console_pages;
 mod evidence;
 mod flash;
 mod harness;

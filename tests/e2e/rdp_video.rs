@@ -292,8 +292,13 @@ fn an_rdp_recording_plays_in_the_browser_through_the_box() {
     let session =
         eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
     let id = session["id"].as_str().unwrap();
-    let (row, _) = video_of(&rb.b, id);
+    let (row, mp4) = video_of(&rb.b, id);
     assert_completed(&row);
+    // Whether the video itself opens black (the target had drawn nothing yet): the page must
+    // then show it from its first picture.
+    let seen = colours(&mp4);
+    let black = seen.iter().take_while(|c| near(**c, (0, 0, 0))).count() as f64 / 4.0;
+    eprintln!("the video opens with {black:.2} s of black; first colours {:?}", &seen[..seen.len().min(12)]);
     // The console's API hands the page the video's activity: spans in order, with the idle gap.
     let mut web = crate::web::Web::new(&rb.b);
     assert_eq!(web.login("audrey", "audrey-passwd").status, 200);

@@ -22,6 +22,15 @@
 //             time axis and a marker per entry; a click on an entry stops the player there (the
 //             playhead follows); an scp session's index shows the upload with the SHA-256 of the
 //             file sent
+//   history - as an auditor in another time zone: the history's times are in it (stated in the
+//             filters, UTC on hover), the kind filter shows only the transfer, the exported CSV
+//             has the rows shown
+//   no-download-while-running - as an auditor, a running session's page offers no Download and
+//             says when it will
+//   pages   - as an auditor: the download's SHA-256 on the detail page is the saved file's; the
+//             audit log filters by kind, checks its chain, times hover as UTC, a session link
+//             opens the session; as an admin: the health page shows the disk and keys; as a user
+//             (phone size): neither link, and both pages refused
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
 //             video opens at its moment with the word's rectangle outlined over it
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
@@ -40,8 +49,8 @@ const browser = await chromium.launch({
 let page;
 const shot = async (name) => page.screenshot({ path: `${cfg.artifacts}/${step}-${name}.png`, fullPage: true });
 
-async function login(user, password, viewport) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, acceptDownloads: true });
+async function login(user, password, viewport, extra = {}) {
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, acceptDownloads: true, ...extra });
   page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => console.error('console:', m.text()));
@@ -265,11 +274,18 @@ try {
     // The page fetches the growing file again every 4 s: the video gets longer while it runs.
     await page.waitForFunction((d) => { const v = document.querySelector('#live-video'); return v && isFinite(v.duration) && v.duration > d + 2; }, first, { timeout: 20000 });
     const later = await duration();
+    // The note is one quiet line under the picture, not a white panel as tall as the video.
+    const note = await page.evaluate(() => {
+      const n = document.querySelector('#live-note').getBoundingClientRect();
+      const v = document.querySelector('#live-video').getBoundingClientRect();
+      return { height: n.height, top: n.top, videoBottom: v.bottom, videoHeight: v.height, background: getComputedStyle(document.querySelector('#live-note')).backgroundColor, text: document.querySelector('#live-note').innerText };
+    });
+    if (note.height > 60 || note.top < note.videoBottom - 1 || note.videoHeight < 200 || !/rgba\(0, 0, 0, 0\)|transparent/.test(note.background) || !note.text.includes('behind')) throw new Error(`the live note: ${JSON.stringify(note)}`);
     await shot('rdp-live-view');
     page.once('dialog', (d) => d.accept());
     await page.click('#terminate');
     await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
-    console.log(JSON.stringify({ ok: true, step, first, later }));
+    console.log(JSON.stringify({ ok: true, step, first, later, note }));
   } else if (step === 'screen-hit') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.waitForSelector('#sessions-table');
@@ -305,6 +321,21 @@ try {
     await page.waitForSelector('#video');
     // The browser fetches the MP4 through the box with range requests and plays it.
     await page.waitForFunction(() => { const v = document.querySelector('#video'); return v && v.readyState >= 2; }, null, { timeout: 20000 });
+    // The first picture shown is a real one: once the page shows the video, it is not black.
+    await page.waitForFunction(() => document.querySelector('#video').style.opacity === '', null, { timeout: 10000 });
+    const firstPicture = await page.evaluate(() => {
+      const v = document.querySelector('#video');
+      const c = document.createElement('canvas');
+      c.width = 64; c.height = 36;
+      const g = c.getContext('2d');
+      g.drawImage(v, 0, 0, c.width, c.height);
+      const px = g.getImageData(0, 0, c.width, c.height).data;
+      let dark = 0;
+      for (let i = 0; i < px.length; i += 4) if (px[i] < 16 && px[i + 1] < 16 && px[i + 2] < 16) dark++;
+      return { t: v.currentTime, dark: dark / (c.width * c.height), note: document.querySelector('#first-picture').hidden ? null : document.querySelector('#first-picture').textContent };
+    });
+    console.error(`first picture shown at ${firstPicture.t.toFixed(2)} s, ${(firstPicture.dark * 100).toFixed(0)}% dark; note: ${firstPicture.note}`);
+    if (firstPicture.dark > 0.9) throw new Error(`the first picture shown is black: ${JSON.stringify(firstPicture)}`);
     const first = await page.evaluate(() => document.querySelector('#video').currentTime);
     await page.waitForFunction((t) => document.querySelector('#video').currentTime > t + 1 || document.querySelector('#video').ended, first, { timeout: 20000 });
     await page.selectOption('#speed', '8');
@@ -408,10 +439,120 @@ try {
     for (const f of [laptop, large]) {
       if (f.page > f.window || Math.abs(f.video - f.bar) > 4) throw new Error(`layout: ${JSON.stringify(f)}`);
     }
-    const measured = { ok: true, step, first, before, after, ...info, spans, crossed, perSecond, whole, laptop, large };
+    const measured = { ok: true, step, firstPicture, first, before, after, ...info, spans, crossed, perSecond, whole, laptop, large };
     // Kept beside the screenshots: what skip idle and 32x measured.
     writeFileSync(`${cfg.artifacts}/video-measured.json`, JSON.stringify(measured, null, 1));
     console.log(JSON.stringify(measured));
+  } else if (step === 'history') {
+    const { readFileSync } = await import('node:fs');
+    await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 }, { timezoneId: cfg.zone });
+    await page.waitForSelector('#sessions-table');
+    const labels = await page.$eval('#filters', (f) => f.textContent);
+    // Chromium names some zones by their older alias (Asia/Kolkata as Asia/Calcutta).
+    const zone = await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);
+    if (/UTC|GMT/.test(zone) || !labels.includes(`Started after (${zone})`)) throw new Error(`the date filters do not state the zone ${zone}: ${labels}`);
+    // Each time is the UTC one in the viewer's zone, with the UTC time on hover.
+    const times = await page.$$eval('#sessions-table tr.session-row time', (l) => l.map((t) => ({ text: t.textContent, utc: t.getAttribute('datetime'), title: t.title })));
+    const inZone = (utc) => new Intl.DateTimeFormat('sv-SE', { timeZone: cfg.zone, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }).format(new Date(utc));
+    if (times.length !== 4) throw new Error(`${times.length} rows`);
+    for (const t of times) {
+      if (t.text !== inZone(t.utc)) throw new Error(`shown ${t.text}, ${t.utc} in ${cfg.zone} is ${inZone(t.utc)}`);
+      if (!t.title.includes(t.utc.slice(11, 19)) || !t.title.endsWith('(UTC)')) throw new Error(`hover ${t.title} for ${t.utc}`);
+    }
+    await page.selectOption('#filters select[name=kind]', 'transfer');
+    await page.click('#filters button[type=submit]');
+    await page.waitForFunction(() => new URLSearchParams(location.search).get('kind') === 'transfer' && document.querySelectorAll('#sessions-table tr.session-row').length === 1);
+    const kind = await page.$eval('#sessions-table tr.session-row td.kind', (td) => ({ kinds: td.dataset.kinds, text: td.textContent }));
+    if (kind.kinds !== 'transfer' || !/transfer: 1 file, /.test(kind.text)) throw new Error(`the transfer row says ${JSON.stringify(kind)}`);
+    await shot('kinds');
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('#history-csv')]);
+    const saved = `${cfg.artifacts}/history.csv`;
+    await dl.saveAs(saved);
+    const lines = readFileSync(saved, 'utf8').split('\r\n').filter((l) => l);
+    const id = await page.$eval('#sessions-table tr.session-row', (tr) => tr.dataset.id);
+    if (lines.length !== 2 || !lines[1].startsWith(id + ',') || !lines[1].includes(',transfer,')) throw new Error(`the CSV: ${lines.join(' | ')}`);
+    // Pages of two: the newest two, then the older two, then no further page; the CSV of a
+    // page is still the whole filtered list.
+    await page.goto(`${cfg.base}/sessions?limit=2`);
+    await page.waitForSelector('#sessions-table');
+    const ids = async () => page.$$eval('#sessions-table tr.session-row', (l) => l.map((tr) => tr.dataset.id));
+    const first = await ids();
+    await page.click('#history-older');
+    await page.waitForFunction(() => new URLSearchParams(location.search).has('before') && document.querySelector('#sessions-table'));
+    await page.waitForSelector('#sessions-table');
+    const second = await ids();
+    if (first.length !== 2 || second.length !== 2 || first.some((id) => second.includes(id))) throw new Error(`pages ${first} then ${second}`);
+    await page.click('#history-older');
+    await page.waitForFunction((n) => document.querySelectorAll('#sessions-table tr.session-row').length === 0 || document.querySelector('#results .state'), null);
+    const [all] = await Promise.all([page.waitForEvent('download'), page.goto(`${cfg.base}/sessions?limit=2`).then(() => page.click('#history-csv'))]);
+    const allLines = readFileSync(await all.path(), 'utf8').split('\r\n').filter((l) => l);
+    if (allLines.length !== 5) throw new Error(`the CSV from a page has ${allLines.length - 1} rows, the filtered list 4`);
+    console.log(JSON.stringify({ ok: true, step, times, kind, csv: lines.length, pages: [first, second] }));
+  } else if (step === 'no-download-while-running') {
+    await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
+    await page.goto(`${cfg.base}/sessions/${cfg.session}`);
+    await page.waitForSelector('.recording .download-later');
+    if (await page.$('.recording a.download')) throw new Error('Download is offered on a running recording');
+    await shot('running');
+    console.log(JSON.stringify({ ok: true, step }));
+  } else if (step === 'pages') {
+    const { createHash } = await import('node:crypto');
+    const { readFileSync } = await import('node:fs');
+    // An auditor: the download's SHA-256 on the page is the saved file's.
+    await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
+    if (!(await page.isVisible('#nav-audit')) || (await page.isVisible('#nav-health'))) throw new Error('an auditor sees the audit log link and not the health link');
+    await page.goto(`${cfg.base}/sessions/${cfg.session}`);
+    await page.waitForSelector('.download-sha256', { timeout: 20000 });
+    const stated = await page.$eval('.download-sha256', (c) => c.textContent);
+    const [dl] = await Promise.all([page.waitForEvent('download'), page.click('.recording a.download')]);
+    const saved = `${cfg.artifacts}/downloaded.cast`;
+    await dl.saveAs(saved);
+    const got = createHash('sha256').update(readFileSync(saved)).digest('hex');
+    if (got !== stated) throw new Error(`the page says SHA-256 ${stated}, the downloaded file has ${got}`);
+    const facts = await page.$eval('.download-facts', (p) => p.textContent);
+    if (!facts.includes(`${readFileSync(saved).length} bytes`)) throw new Error(`the page says ${facts}, the file has ${readFileSync(saved).length} bytes`);
+    await shot('download');
+    // The audit log: filtered by kind, the chain checked, the session link opens the session.
+    await page.click('#nav-audit');
+    await page.waitForSelector('#audit-log');
+    await page.waitForSelector('#audit-chain.chain-ok', { timeout: 20000 });
+    await page.fill('#audit-filters input[name=kind]', 'web_session_viewed');
+    await page.click('#audit-filters button[type=submit]');
+    await page.waitForFunction(() => new URLSearchParams(location.search).get('kind') === 'web_session_viewed' && document.querySelector('#audit-log tr.audit-row'));
+    const kinds = await page.$$eval('#audit-log tr.audit-row', (l) => l.map((tr) => tr.dataset.kind));
+    if (!kinds.length || kinds.some((k) => k !== 'web_session_viewed')) throw new Error(`filtered rows: ${kinds}`);
+    const when = await page.$eval('#audit-log tr.audit-row time', (t) => ({ title: t.title, text: t.textContent, datetime: t.getAttribute('datetime') }));
+    if (!when.title.endsWith('(UTC)') || !when.datetime) throw new Error(`time cell ${JSON.stringify(when)}`);
+    await shot('audit');
+    await page.click('#audit-log a.audit-session');
+    await page.waitForFunction((id) => location.pathname === `/sessions/${id}`, cfg.session);
+    await page.waitForSelector('#facts');
+    await page.context().close();
+    // An admin: the health page shows the disk against its watermark.
+    await login(cfg.admin[0], cfg.admin[1], { width: 1366, height: 768 });
+    await page.click('#nav-health');
+    await page.waitForSelector('#health-disk');
+    const disk = await page.$eval('#health-disk', (d) => d.textContent);
+    if (!/\d+% \(high watermark \d+%\)/.test(disk)) throw new Error(`health disk: ${disk}`);
+    const keys = await page.$eval('#health-keys', (d) => d.textContent);
+    if (!keys.includes('Usable') || !keys.includes('yes')) throw new Error(`health keys: ${keys}`);
+    const panel = await page.$eval('#health-panel', (d) => d.textContent);
+    if (!panel.includes('LEDs show') || !panel.includes('Healthy')) throw new Error(`health panel: ${panel}`);
+    await shot('health');
+    await page.context().close();
+    // A user: no links, and the pages say why when asked directly.
+    await login(cfg.user[0], cfg.user[1], { width: 390, height: 844 });
+    if ((await page.isVisible('#nav-audit')) || (await page.isVisible('#nav-health'))) throw new Error('a user is offered the audit log or health page');
+    await page.goto(`${cfg.base}/audit`);
+    await page.waitForSelector('#audit-body .state.error');
+    const refused = await page.$eval('#audit-body', (b) => b.textContent);
+    if (!refused.includes('auditor role') || (await page.$('#audit-log'))) throw new Error(`a user's audit page: ${refused}`);
+    await page.goto(`${cfg.base}/health`);
+    await page.waitForSelector('#health-body .state.error');
+    const refusedHealth = await page.$eval('#health-body', (b) => b.textContent);
+    if (!refusedHealth.includes('admin role') || (await page.$('#health-disk'))) throw new Error(`a user's health page: ${refusedHealth}`);
+    await shot('user-refused');
+    console.log(JSON.stringify({ ok: true, step, stated, got, kinds: kinds.length }));
   } else {
     throw new Error(`unknown step ${step}`);
   }

@@ -147,6 +147,9 @@ impl Index {
         if let Some(status) = &f.status {
             rows.retain(|r| &r.status == status);
         }
+        if let Some(kind) = &f.kind {
+            rows.retain(|r| r.kinds.contains(kind));
+        }
         if let Some(limit) = f.limit {
             let drop = rows.len().saturating_sub(limit as usize);
             rows.drain(..drop);

@@ -703,11 +703,16 @@ impl Index {
             "SELECT s.id, s.user, s.target, s.protocol, s.client, s.started_at, s.ended_at, s.end_reason,
                s.recovered, COUNT(r.id), COALESCE(SUM(r.bytes), 0),
                MIN(CASE r.status WHEN 'failed' THEN 0 WHEN 'recording' THEN 1 WHEN 'processing' THEN 2
-                   WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END)
+                   WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END),
+               GROUP_CONCAT(r.channel, char(31)),
+               EXISTS(SELECT 1 FROM holds h WHERE h.session_id = s.id)
              FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id
              {filter} GROUP BY s.id ORDER BY s.started_at, s.id"
         );
         let mut stmt = conn.prepare(&sql)?;
+        // Files moved: the transfer events (sftp and scp) of the session.
+        let mut moved =
+            conn.prepare("SELECT detail FROM audit WHERE session_id = ?1 AND kind IN ('sftp', 'scp_file')")?;
         let rows = stmt.query_map(args, |r| {
             let id: String = r.get(0)?;
             let ended_at: Option<String> = r.get(6)?;
@@ -734,9 +739,28 @@ impl Index {
                 recovered: r.get(8)?,
                 recordings: r.get::<_, i64>(9)? as u64,
                 bytes: r.get::<_, i64>(10)? as u64,
+                kinds: Vec::new(),
+                commands: r.get::<_, Option<String>>(12)?.into_iter().collect(),
+                transfers: 0,
+                transfer_bytes: 0,
+                held: r.get(13)?,
             })
         })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
+        for row in &mut rows {
+            let details = moved.query_map([&row.id], |r| r.get::<_, String>(0))?;
+            for detail in details {
+                let detail: serde_json::Value = serde_json::from_str(&detail?).unwrap_or_default();
+                if matches!(detail["direction"].as_str(), Some("upload" | "download")) {
+                    row.transfers += 1;
+                    row.transfer_bytes += detail["bytes"].as_u64().unwrap_or(0);
+                }
+            }
+            let channels = std::mem::take(&mut row.commands);
+            let channels = channels.first().map(|c| c.split('\u{1f}').collect::<Vec<_>>()).unwrap_or_default();
+            (row.kinds, row.commands) = witness_core::rows::session_kinds(&row.protocol, channels, row.transfers);
+        }
+        Ok(rows)
     }
 
     /// Forgets every user, key, target (with its credential) and grant: the factory reset.
@@ -881,6 +905,42 @@ impl Index {
     /// The newest `limit` audit events, oldest first.
     pub fn audit_events(&self, limit: u32) -> Result<Vec<AuditRow>> {
         self.audit_rows("ORDER BY id DESC LIMIT ?1", [limit], true)
+    }
+
+    /// A page of the box-wide audit log matching `q` (times in index text), newest first.
+    pub fn audit_page(&self, q: &witness_core::rows::AuditQuery) -> Result<Vec<AuditRow>> {
+        use rusqlite::types::Value;
+        let (mut clauses, mut args) = (Vec::new(), Vec::<Value>::new());
+        if let Some(kind) = &q.kind {
+            match kind.strip_suffix('*') {
+                // A prefix: compared as text, so `_` and `%` in it are not patterns.
+                Some(prefix) => {
+                    args.push(Value::Text(prefix.to_owned()));
+                    clauses.push(format!("substr(kind, 1, length(?{n})) = ?{n}", n = args.len()));
+                }
+                None => {
+                    args.push(Value::Text(kind.clone()));
+                    clauses.push(format!("kind = ?{}", args.len()));
+                }
+            }
+        }
+        for (col, op, v) in [("user", "=", &q.user), ("at", ">=", &q.from), ("at", "<", &q.to)] {
+            if let Some(v) = v {
+                args.push(Value::Text(v.clone()));
+                clauses.push(format!("{col} {op} ?{}", args.len()));
+            }
+        }
+        if let Some(before) = q.before {
+            args.push(Value::Integer(before));
+            clauses.push(format!("id < ?{}", args.len()));
+        }
+        args.push(Value::Integer(q.limit.unwrap_or(100).clamp(1, 1000) as i64));
+        let filter = if clauses.is_empty() { String::new() } else { format!("WHERE {}", clauses.join(" AND ")) };
+        self.audit_rows(
+            &format!("{filter} ORDER BY id DESC LIMIT ?{}", args.len()),
+            rusqlite::params_from_iter(args.iter()),
+            false,
+        )
     }
 
     /// Every audit event of one session, oldest first.

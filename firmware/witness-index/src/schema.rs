@@ -171,6 +171,9 @@ const STEPS: &[&str] = &[
     // 14: terminal text indexed again for prefix search (prefix tokens) and for hits at the
     // event that printed them (per-line steps); a pruned recording keeps its older text.
     "UPDATE recordings SET text_indexed = 0 WHERE path LIKE '%.cast' AND text_indexed = 1 AND pruned = 0;",
+    // 15: a session's audit events found without reading the whole log (its detail page, what
+    // the history says each session was).
+    "CREATE INDEX audit_session ON audit(session_id, kind);",
 ];
 
 /// The schema version this build brings an index to.

@@ -73,6 +73,17 @@ document.addEventListener('click', (e) => {
 window.addEventListener('popstate', route);
 
 function fmtTime(t) { return t ? t.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '—'; }
+// The viewer's time zone, stated once per page beside the tables that use it.
+const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
+// A box time (UTC) in the viewer's time zone, with the UTC time on hover.
+function localTime(t) {
+  if (!t) return '—';
+  const d = new Date(t);
+  if (isNaN(d)) return fmtTime(t);
+  const p = (n) => String(n).padStart(2, '0');
+  const text = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return el('time', { datetime: t, title: fmtTime(t) + ' (UTC)' }, text);
+}
 function fmtBytes(n) {
   if (n < 1024) return n + ' B';
   const u = ['KiB', 'MiB', 'GiB', 'TiB'];
@@ -105,6 +116,8 @@ async function start() {
   }
   document.getElementById('nav').hidden = false;
   document.getElementById('nav-live').hidden = me.role !== 'admin';
+  document.getElementById('nav-audit').hidden = me.role === 'user';
+  document.getElementById('nav-health').hidden = me.role !== 'admin';
   document.getElementById('who').replaceChildren(
     `${me.user} (${me.role})`,
     el('button', { class: 'plain', id: 'logout', onclick: async () => { await api('/logout', { method: 'POST' }).catch(() => {}); location.href = '/'; } }, 'Log out'));
@@ -142,6 +155,8 @@ function route() {
   const m = p.match(/^\/sessions\/([A-Za-z0-9-]+)$/);
   if (m) return detailPage(m[1]);
   if (p === '/live') return livePage();
+  if (p === '/audit') return auditPage();
+  if (p === '/health') return healthPage();
   if (p === '/' || p === '/sessions') return listPage();
   show(el('h1', {}, 'No such page'), el('p', { class: 'state', id: 'not-found' }, `There is nothing at ${p}. `, el('a', { href: '/' }, 'Go to the session history')));
 }
@@ -151,7 +166,18 @@ function whileShown(node, ms, f) {
   const timer = setInterval(() => { if (!document.body.contains(node)) clearInterval(timer); else f(); }, ms);
 }
 
-const FILTERS = ['q', 'user', 'target', 'protocol', 'status', 'from', 'to'];
+const FILTERS = ['q', 'user', 'target', 'protocol', 'kind', 'status', 'from', 'to'];
+const KINDS = [['shell', 'SSH shell'], ['exec', 'SSH command'], ['transfer', 'scp/sftp transfer'], ['rdp', 'RDP desktop']];
+
+// What a session was, in a few words: its kinds, the commands it ran, the files it moved.
+function describeKind(s) {
+  const parts = (s.kinds || []).map((k) => {
+    if (k === 'exec') return 'command: ' + (s.commands || []).filter((c) => !/^scp( |$)/.test(c)).join('; ');
+    if (k === 'transfer') return `transfer: ${s.transfers} ${s.transfers === 1 ? 'file' : 'files'}, ${fmtBytes(s.transfer_bytes || 0)}`;
+    return (KINDS.find(([v]) => v === k) || [k, k])[1];
+  });
+  return parts.join(' + ') || 'no channel opened';
+}
 
 async function listPage() {
   const params = new URLSearchParams(location.search);
@@ -167,9 +193,14 @@ async function listPage() {
     field('user', 'User', input('user', { size: 10 })),
     field('target', 'Target', input('target', { size: 10 })),
     field('protocol', 'Protocol', select('protocol', ['ssh', 'rdp'])),
+    field('kind', 'Kind', (() => {
+      const k = el('select', { name: 'kind' }, el('option', { value: '' }, 'any'), KINDS.map(([v, label]) => el('option', { value: v }, label)));
+      k.value = params.get('kind') || '';
+      return k;
+    })()),
     field('status', 'Recording', select('status', ['recording', 'processing', 'completed', 'uploaded', 'failed'])),
-    field('from', 'Started after', input('from', { type: 'datetime-local' })),
-    field('to', 'Started before', input('to', { type: 'datetime-local' })),
+    field('from', `Started after (${localZone})`, input('from', { type: 'datetime-local' })),
+    field('to', `Started before (${localZone})`, input('to', { type: 'datetime-local' })),
     el('button', { type: 'submit' }, 'Show'));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -191,9 +222,16 @@ async function listPage() {
     if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
     query.set(k, v);
   }
+  // Pages of the newest `limit` (100) started before `before`: the CSV export takes the whole
+  // filtered list, the page one page of it.
+  const pageSize = Math.max(1, Math.min(1000, parseInt(params.get('limit'), 10) || 100));
+  const paged = new URLSearchParams(query);
+  paged.set('limit', pageSize);
+  const before = params.get('before');
+  if (before && (!paged.get('to') || before < paged.get('to'))) paged.set('to', before);
   let list;
   try {
-    list = await api('/sessions?' + query);
+    list = await api('/sessions?' + paged);
   } catch (e) {
     return results.replaceChildren(stateBox('Could not load sessions: ' + e.message, true));
   }
@@ -202,20 +240,32 @@ async function listPage() {
     return results.replaceChildren(stateBox(filtered ? 'No session matches these filters.' : 'No sessions recorded yet. Sessions appear here as soon as someone connects through the box.'));
   }
   const searching = query.has('q');
+  const full = list.length === pageSize;
+  const older = new URLSearchParams(params);
+  if (full) older.set('before', list[0].started_at);
+  const newest = new URLSearchParams(params);
+  newest.delete('before');
+  const csv = el('p', { class: 'rules', id: 'history-summary' },
+    `${list.length} ${list.length === 1 ? 'session' : 'sessions'}${before ? ` started before ${fmtTime(before)}` : ''}${full ? ' (a page: there may be older ones)' : ''}, newest first. Times in ${localZone}; hover a time for UTC. `,
+    el('a', { href: '/api/v1/history.csv?' + query, download: 'witness-sessions.csv', id: 'history-csv' }, 'Export the whole filtered list as CSV'), ' (times in UTC).');
+  const pager = el('div', { class: 'controls', id: 'history-pager' },
+    before ? el('a', { href: '/sessions' + (newest.toString() ? '?' + newest : ''), id: 'history-newest' }, 'Newest sessions') : null,
+    full ? el('a', { href: '/sessions?' + older, id: 'history-older' }, 'Older sessions') : null);
   const rows = list.slice().reverse().map((s) => {
     const place = s.hit && Array.isArray(s.hit.rect) ? `&box=${s.hit.rect.join(',')}` : '';
     const href = '/sessions/' + s.id + (s.hit ? `#t=${s.hit.at}&r=${s.hit.recording_id}${place}&q=${encodeURIComponent(query.get('q'))}` : '');
     return el('tr', { class: 'session-row', 'data-id': s.id },
-      el('td', {}, el('a', { href }, fmtTime(s.started_at))),
-      el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—'),
+      el('td', {}, el('a', { href }, localTime(s.started_at))),
+      el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', { class: 'kind', 'data-kinds': (s.kinds || []).join(' ') }, describeKind(s)), el('td', {}, s.client || '—'),
       el('td', {}, s.live ? 'running' : fmtDuration(s.started_at, s.ended_at)),
-      el('td', {}, badge(s.live ? 'recording' : s.status)), el('td', {}, s.end_reason || (s.live ? '' : '—')),
+      el('td', {}, badge(s.live ? 'recording' : s.status), s.held ? el('span', { class: 'status held', title: 'Under a legal hold: never deleted' }, 'hold') : null),
+      el('td', {}, s.end_reason || (s.live ? '' : '—')),
       el('td', {}, fmtBytes(s.bytes)),
       searching ? el('td', { class: 'snippet' }, s.hit ? el('a', { href, class: 'hit' }, `${s.hit.at.toFixed(1)} s: `, marked(s.hit)) : '') : null);
   });
-  results.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
-    el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From', 'Duration', 'Recording', 'End reason', 'Size'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
-    el('tbody', {}, rows))));
+  results.replaceChildren(csv, el('div', { class: 'table-wrap' }, el('table', { id: 'sessions-table' },
+    el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'Kind', 'From', 'Duration', 'Recording', 'End reason', 'Stored'].map((h) => el('th', {}, h)), searching ? el('th', {}, 'Match') : null)),
+    el('tbody', {}, rows))), pager);
 }
 
 async function detailPage(id) {
@@ -231,7 +281,7 @@ async function detailPage(id) {
   const dl = el('dl', { class: 'facts', id: 'facts' });
   for (const [k, v] of [['User', s.user], ['Target', s.target], ['Protocol', s.protocol], ['From', s.client || '—'],
     ['Started', fmtTime(s.started_at)], ['Ended', d.live ? 'still running' : fmtTime(s.ended_at)],
-    ['End reason', s.end_reason || '—'], ['Recovered after a crash', s.recovered ? 'yes' : 'no'], ['Recorded', fmtBytes(s.bytes)]]) {
+    ['End reason', s.end_reason || '—'], ['Recovered after a crash', s.recovered ? 'yes' : 'no'], ['Stored on the box (encrypted)', fmtBytes(s.bytes)]]) {
     dl.append(el('dt', {}, k), el('dd', {}, v));
   }
   if (d.hold) dl.append(el('dt', {}, 'Legal hold'), el('dd', { id: 'hold' }, `${d.hold.reason} (since ${fmtTime(d.hold.set_at)})`));
@@ -247,7 +297,11 @@ async function detailPage(id) {
     parts.push(el('h2', {}, 'Live view'), el('div', { class: 'player-box', id: 'live-player' }));
   }
   parts.push(el('h2', {}, 'Recordings'));
-  if (!d.recordings.length) parts.push(stateBox('This session has no recordings (it ended before a terminal or desktop was opened).'));
+  if (!d.recordings.length) {
+    parts.push(stateBox((s.kinds || []).includes('transfer')
+      ? `This session moved files (${describeKind(s)}); file transfers are not recorded as video or terminal, each one is in the session index below with its SHA-256.`
+      : 'This session has no recordings (it ended before a terminal or desktop was opened).'));
+  }
   const playerSlot = el('div', { id: 'player-slot' });
   const hitsSlot = el('div', { id: 'hits-slot' });
   for (const r of d.recordings) {
@@ -256,10 +310,13 @@ async function detailPage(id) {
       : 'not queued for the store';
     parts.push(el('div', { class: 'recording', 'data-id': r.id },
       el('ol', { class: 'timeline' }, r.timeline.map((t) => el('li', { class: t.reached ? 'reached' : '' }, t.status + (t.at ? ' · ' + fmtTime(t.at) : '')))),
-      el('p', {}, `${r.channel} · ${fmtBytes(r.bytes)} · ${r.duration ? r.duration.toFixed(1) + ' s' : '—'} · ${upload}${r.on_box ? '' : ' · played from the store'}`),
+      el('p', {}, `${r.channel} · ${fmtBytes(r.bytes)} stored (encrypted) · ${r.duration ? r.duration.toFixed(1) + ' s' : '—'} · ${upload}${r.on_box ? '' : ' · played from the store'}`),
       el('div', { class: 'controls' },
         r.status === 'recording' ? null : el('button', { class: 'play', onclick: () => play(r, playerSlot, 0) }, 'Play'),
-        el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true }, 'Download'))));
+        r.status === 'recording'
+          ? el('span', { class: 'rules download-later' }, 'Download is offered once the recording has finished.')
+          : el('a', { href: `/api/v1/recordings/${r.id}/content?download=1`, download: true, class: 'download' }, 'Download')),
+      r.status === 'recording' ? null : downloadFacts(r)));
   }
   const indexSlot = el('div', { id: 'index-slot' });
   if (me.role !== 'user') {
@@ -319,6 +376,17 @@ async function detailPage(id) {
   if (wanted && wanted.status !== 'recording') play(wanted, playerSlot, parseFloat(hash.get('t') || '0'), place);
 }
 
+// What the download of a finished recording is, byte for byte: `sha256sum` of the downloaded
+// file prints this.
+function downloadFacts(r) {
+  const p = el('p', { class: 'download-facts rules' }, 'Working out the download\u2019s SHA-256…');
+  api(`/recordings/${r.id}/download`).then((d) => {
+    p.replaceChildren('The download: ', el('code', {}, d.file_name), ` · ${d.bytes} bytes (${fmtBytes(d.bytes)}) · SHA-256 `,
+      el('code', { class: 'download-sha256' }, d.sha256), ' — ', el('code', {}, `sha256sum ${d.file_name}`), ' prints the same.');
+  }).catch((e) => p.replaceChildren('The download\u2019s SHA-256 is not known: ' + e.message));
+  return p;
+}
+
 // Every place the search matched in this session, stepped through with previous and next: the
 // player stops at the output event that printed the match, with the match marked on the screen.
 async function searchHits(id, d, q, playerSlot, hitsSlot) {
@@ -363,7 +431,9 @@ function watchVideo(r, slot) {
   };
   video.addEventListener('loadedmetadata', () => { if (isFinite(video.duration)) video.currentTime = Math.max(0, video.duration - 0.5); });
   video.addEventListener('error', () => slot.replaceChildren(stateBox('The live video could not be played.', true)));
-  slot.replaceChildren(video, el('p', { class: 'state', id: 'live-note' }, 'Live: speeds, skip idle and the activity timeline come with the recording once the session has ended.'));
+  // One line under the picture, not a panel: what the admin sees and how far behind it is.
+  slot.replaceChildren(video, el('p', { class: 'live-note', id: 'live-note' },
+    el('span', { class: 'live-dot' }, '\u25cf live'), ' the desktop as recorded so far, a few seconds behind (fetched again every 4 s). Speeds, skip idle and the activity bar come with the recording once the session has ended.'));
   load();
   const timer = setInterval(() => { if (document.body.contains(video)) load(); else clearInterval(timer); }, 4000);
 }
@@ -763,6 +833,43 @@ function playVideo(r, slot, at, place) {
   });
   video.addEventListener('play', () => { skipped = null; reanchor(); showState(); });
   for (const ev of ['pause', 'playing', 'waiting', 'ended', 'canplay']) video.addEventListener(ev, showState);
+
+  // A desktop is black until the target draws it: a video opened at its start is shown from its
+  // first picture, not from seconds of black (which stay in the video: seek to 0 to see them).
+  // The picture is hidden until that is known.
+  const firstPicture = el('span', { id: 'first-picture', class: 'video-state', hidden: true });
+  let blackChecks = at > 0 || !usable ? 0 : 8;
+  const reveal = () => { blackChecks = 0; video.style.opacity = ''; };
+  const isBlack = () => {
+    const c = document.createElement('canvas');
+    c.width = 64; c.height = 36;
+    const g = c.getContext('2d', { willReadFrequently: true });
+    g.drawImage(video, 0, 0, c.width, c.height);
+    const px = g.getImageData(0, 0, c.width, c.height).data;
+    let dark = 0;
+    for (let i = 0; i < px.length; i += 4) if (px[i] < 16 && px[i + 1] < 16 && px[i + 2] < 16) dark++;
+    // The pointer may be drawn on the black desktop already.
+    return dark >= 0.98 * c.width * c.height;
+  };
+  const skipBlack = () => {
+    if (blackChecks <= 0 || video.readyState < 2) return;
+    blackChecks--;
+    let black;
+    try { black = isBlack(); } catch (_) { return reveal(); }
+    const next = black ? spans.find(([a]) => a > video.currentTime + 0.05) : null;
+    if (!next) return reveal();
+    video.currentTime = next[0];
+    reanchor();
+    firstPicture.textContent = ` The first ${fmtSecs(next[0])} are black (nothing drawn yet): shown from the first picture; seek to 0 to see them.`;
+    firstPicture.hidden = false;
+    if (blackChecks === 0) reveal();
+  };
+  if (blackChecks > 0) {
+    video.style.opacity = '0';
+    setTimeout(reveal, 4000);
+  }
+  video.addEventListener('loadeddata', skipBlack);
+  video.addEventListener('seeked', skipBlack);
   video.addEventListener('error', () => {
     state.textContent = '';
     slot.append(stateBox('The video could not be played.', true));
@@ -795,9 +902,107 @@ function playVideo(r, slot, at, place) {
   }
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'),
-      el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state),
+      el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state, firstPicture),
     place ? el('div', { class: 'video-frame' }, video, hitBox(video, at, place)) : video, below);
   slot.scrollIntoView({ block: 'start' });
+}
+
+// The box-wide audit log (auditors and admins): filters, paging, the hash chain checked.
+async function auditPage() {
+  const params = new URLSearchParams(location.search);
+  const input = (name, attrs = {}) => el('input', { name, value: params.get(name) || '', ...attrs });
+  const form = el('form', { class: 'filters', id: 'audit-filters' },
+    el('label', {}, 'Event kind', input('kind', { size: 16, placeholder: 'web_login or web_*' })),
+    el('label', {}, 'User', input('user', { size: 10 })),
+    el('label', {}, `After (${localZone})`, input('from', { type: 'datetime-local' })),
+    el('label', {}, `Before (${localZone})`, input('to', { type: 'datetime-local' })),
+    el('button', { type: 'submit' }, 'Show'));
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const q = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (v) q.set(k, v);
+    navigate('/audit' + (q.toString() ? '?' + q : ''));
+  });
+  const chain = el('p', { class: 'state', id: 'audit-chain' }, 'Checking the audit log\u2019s hash chain…');
+  const body = el('div', { id: 'audit-body' }, stateBox('Loading…'));
+  show(el('h1', {}, 'Audit log'), form, chain,
+    el('p', { class: 'rules' }, `Times in ${localZone}; hover a time for UTC. Newest first.`), body);
+  api('/audit/chain').then((c) => {
+    chain.textContent = c.intact ? `Hash chain intact: ${c.events} events checked.` : `Hash chain BROKEN at event ${c.broken_at}: ${c.why}`;
+    chain.className = c.intact ? 'state chain-ok' : 'state error';
+  }).catch((e) => { chain.textContent = 'Could not check the hash chain: ' + e.message; chain.className = 'state error'; });
+  const query = new URLSearchParams();
+  for (const k of ['kind', 'user', 'from', 'to', 'before']) {
+    let v = params.get(k);
+    if (!v) continue;
+    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
+    query.set(k, v);
+  }
+  let page;
+  try {
+    page = await api('/audit?' + query);
+  } catch (e) {
+    return body.replaceChildren(stateBox('Could not load the audit log: ' + e.message, true));
+  }
+  if (!page.events.length) return body.replaceChildren(stateBox('No audit event matches these filters.'));
+  const older = new URLSearchParams(params);
+  if (page.next_before) older.set('before', page.next_before);
+  body.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'audit-log' },
+    el('thead', {}, el('tr', {}, ['#', 'When', 'Event', 'By', 'About', 'Session', 'Detail'].map((h) => el('th', {}, h)))),
+    el('tbody', {}, page.events.map((a) => el('tr', { class: 'audit-row', 'data-kind': a.kind },
+      el('td', {}, a.id), el('td', {}, localTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'),
+      el('td', {}, a.user || '—'),
+      el('td', {}, a.session_id ? el('a', { href: '/sessions/' + a.session_id, class: 'audit-session' }, a.session_id.slice(0, 8) + '…') : '—'),
+      el('td', { class: 'snippet' }, JSON.stringify(a.detail))))))),
+  el('div', { class: 'controls' },
+    params.has('before') ? el('a', { href: '/audit' + (() => { const q = new URLSearchParams(params); q.delete('before'); return q.toString() ? '?' + q : ''; })(), id: 'audit-newest' }, 'Newest') : null,
+    page.next_before ? el('a', { href: '/audit?' + older, id: 'audit-older' }, 'Older events') : null));
+}
+
+// The box's health (admins): disk, store backlog, video encoder, keys.
+async function healthPage() {
+  const body = el('div', { id: 'health-body' }, stateBox('Loading…'));
+  show(el('h1', {}, 'Box health'), body);
+  const render = async () => {
+    let h;
+    try {
+      h = await api('/health');
+    } catch (e) {
+      return body.replaceChildren(stateBox('Could not load the box\u2019s health: ' + e.message, true));
+    }
+    const facts = (id, rows) => {
+      const dl = el('dl', { class: 'facts', id });
+      for (const [k, v, bad] of rows) dl.append(el('dt', {}, k), el('dd', { class: bad ? 'bad' : '' }, v));
+      return dl;
+    };
+    const d = h.disk, s = h.store, k = h.keys;
+    body.replaceChildren(
+      el('h2', {}, 'Disk'), facts('health-disk', [
+        ['Used', `${d.used_percent}% (high watermark ${d.high_watermark_percent}%)`, d.refusing_sessions],
+        ['Free', fmtBytes(d.free_bytes) + ` (minimum ${fmtBytes(d.min_free_bytes)})`, d.free_bytes < d.min_free_bytes],
+        ['New sessions', d.refusing_sessions ? 'REFUSED: recording storage is full' : 'accepted', d.refusing_sessions]]),
+      el('h2', {}, 'Store'), facts('health-store', [
+        ['Destination', s.destination || '—'], ['State', s.state, s.state !== 'online'],
+        ['Waiting to upload', `${s.pending} recordings, ${fmtBytes(s.pending_bytes)}`],
+        ['Oldest waiting since', localTime(s.oldest_pending_since)], ['Uploaded', String(s.uploaded)],
+        ['Last success', localTime(s.last_success_at)], ['Last error', s.last_error ? `${s.last_error} (${fmtTime(s.last_error_at)})` : '—', !!s.last_error],
+        ['Store key may', s.key_access || 'not checked yet']]),
+      el('h2', {}, 'Recording'), facts('health-recording', [
+        ['Video encoder', h.encoder], ['Sessions running', String(h.sessions_active)],
+        ['Recordings', h.recordings_by_status.map(([st, n]) => `${n} ${st}`).join(', ') || 'none']]),
+      el('h2', {}, 'Panel'), h.panel ? facts('health-panel', [
+        ['LEDs show', h.panel.state, h.panel.state === 'fault'],
+        ['Healthy', h.panel.healthy ? 'yes' : 'NO: ' + h.panel.problems.join('; '), !h.panel.healthy],
+        ['Watchdog', !h.panel.watchdog_present ? 'none' : h.panel.watchdog_petting ? 'petted' : 'NOT petted: the box will reset', h.panel.watchdog_present && !h.panel.watchdog_petting],
+        ['Updated', localTime(h.panel.updated_at)]]) : stateBox('The panel has not published its state yet.'),
+      el('h2', {}, 'Keys'), facts('health-keys', [
+        ['Active key', k.active_key || 'none yet (made with the first recording)'],
+        ['Sealed to the TPM', k.sealed_to_tpm ? 'yes' : 'no (plain files on the data partition)'],
+        ['Usable', k.error ? 'NO: ' + k.error : 'yes', !!k.error]]),
+      el('p', { class: 'rules' }, `Times in ${localZone}; hover for UTC. Refreshed every 5 s.`));
+  };
+  await render();
+  whileShown(body, 5000, render);
 }
 
 async function livePage() {

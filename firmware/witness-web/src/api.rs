@@ -4,7 +4,9 @@
 
 use crate::LoginRefusal;
 use crate::auth::{self, Sessions, Viewings, WebSession};
-use crate::{Chunks, Console, ConsoleError, Part, Role, SessionDetail, SessionQuery, assets, live};
+use crate::{
+    AuditQuery, Chunks, Console, ConsoleError, Download, Part, Role, SessionDetail, SessionQuery, assets, live,
+};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Query, Request};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
@@ -30,6 +32,9 @@ pub struct State {
     pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, MadeBundle>>>,
     pub sessions: Arc<Sessions>,
     pub viewings: Arc<Viewings>,
+    /// What each finished recording's download is (length, SHA-256), with the row's state it
+    /// was worked out for: made once per recording, not at every page view.
+    pub downloads: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Download)>>>,
     pub box_name: String,
     pub cancel: CancellationToken,
 }
@@ -41,6 +46,7 @@ impl State {
             bundles: Default::default(),
             sessions: Default::default(),
             viewings: Default::default(),
+            downloads: Default::default(),
             box_name,
             cancel,
         }
@@ -79,6 +85,7 @@ pub fn router(state: State) -> Router {
         .route("/me", get(me))
         .route("/sessions", get(sessions))
         .route("/sessions/{id}", get(session))
+        .route("/history.csv", get(sessions_csv))
         .route("/sessions/{id}/live", get(live::stream))
         .route("/sessions/{id}/hits", get(hits))
         .route("/sessions/{id}/evidence", post(make_evidence))
@@ -86,7 +93,11 @@ pub fn router(state: State) -> Router {
         .route("/sessions/{id}/terminate", post(terminate))
         .route("/live", get(live_sessions))
         .route("/recordings/{id}/content", get(content))
+        .route("/recordings/{id}/download", get(download_facts))
         .route("/store", get(store))
+        .route("/audit", get(audit_log))
+        .route("/audit/chain", get(audit_chain))
+        .route("/health", get(health))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") });
     Router::new()
         .nest("/api/v1", api)
@@ -96,6 +107,8 @@ pub fn router(state: State) -> Router {
         .route("/sessions", get(assets::page))
         .route("/sessions/{id}", get(assets::page))
         .route("/live", get(assets::page))
+        .route("/audit", get(assets::page))
+        .route("/health", get(assets::page))
         .route("/assets/{file}", get(assets::asset))
         // Any other path is the console's own "no such page", not raw JSON.
         .fallback(|| async { (StatusCode::NOT_FOUND, assets::page().await).into_response() })
@@ -224,6 +237,15 @@ impl Auth {
             .then(|| error(StatusCode::FORBIDDEN, &format!("this needs the {} role", role.as_str())))
     }
 
+    /// A `user` is never told which of their sessions are under a legal hold.
+    fn hide_holds(&self, list: &mut [crate::SessionHit]) {
+        if self.0.role == Role::User {
+            for hit in list {
+                hit.session.held = false;
+            }
+        }
+    }
+
     /// Whether this account may see a session of `owner`.
     fn may_see(&self, owner: &str) -> bool {
         self.0.role != Role::User || self.0.user == owner
@@ -325,7 +347,8 @@ async fn sessions(
         q.q = None;
     }
     match state.console.sessions(&q) {
-        Ok(list) => {
+        Ok(mut list) => {
+            auth.hide_holds(&mut list);
             if let Some(text) = &q.q {
                 // The words themselves are session content: the audit log keeps only that a
                 // search was made and what it found.
@@ -335,6 +358,77 @@ async fn sessions(
             Json(list).into_response()
         }
         Err(e) => console_error(e),
+    }
+}
+
+/// The history as filtered (the same filters as `/sessions`), as CSV for a spreadsheet: times in
+/// UTC, newest first. A `user` gets their own sessions only. Audited with the row count.
+async fn sessions_csv(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Query(mut q): Query<SessionQuery>,
+) -> Response {
+    if auth.0.role == Role::User {
+        q.user = Some(auth.0.user.clone());
+    }
+    if q.q.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        q.q = None;
+    }
+    let mut list = match state.console.sessions(&q) {
+        Ok(list) => list,
+        Err(e) => return console_error(e),
+    };
+    auth.hide_holds(&mut list);
+    state.console.audit(
+        "web_history_exported",
+        &auth.0.user,
+        None,
+        json!({ "rows": list.len(), "searched": q.q.is_some(), "web_session": auth.0.id }),
+    );
+    let mut out = String::from(
+        "session_id,started_at_utc,ended_at_utc,user,target,protocol,kind,commands,client,recording,end_reason,\
+         transfers,transfer_bytes,stored_bytes,running,held\r\n",
+    );
+    for hit in list.iter().rev() {
+        let s = &hit.session;
+        let cells = [
+            s.id.clone(),
+            s.started_at.clone(),
+            s.ended_at.clone().unwrap_or_default(),
+            s.user.clone(),
+            s.target.clone(),
+            s.protocol.clone(),
+            s.kinds.join(" "),
+            s.commands.join("; "),
+            s.client.clone().unwrap_or_default(),
+            if hit.live { "recording".into() } else { s.status.clone() },
+            s.end_reason.clone().unwrap_or_default(),
+            s.transfers.to_string(),
+            s.transfer_bytes.to_string(),
+            s.bytes.to_string(),
+            hit.live.to_string(),
+            s.held.to_string(),
+        ];
+        out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    let mut h = HeaderMap::new();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"witness-sessions.csv\""));
+    (StatusCode::OK, h, out).into_response()
+}
+
+/// One CSV field (RFC 4180), safe to open in a spreadsheet: a field a spreadsheet would take for
+/// a formula (a command such as `=HYPERLINK(…)` run through the box) starts with `'`.
+pub fn csv_cell(text: &str) -> String {
+    let text = match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}"),
+        _ => text.to_owned(),
+    };
+    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
     }
 }
 
@@ -468,6 +562,7 @@ async fn hits(
 /// held or terminated it.
 fn as_seen_by_its_user(d: &mut SessionDetail) {
     d.hold = None;
+    d.session.held = false;
     let user = d.session.user.clone();
     d.audit.retain(|e| e.actor.as_deref() == Some(&user));
 }
@@ -475,7 +570,10 @@ fn as_seen_by_its_user(d: &mut SessionDetail) {
 async fn live_sessions(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
     let q = SessionQuery { user: (auth.0.role == Role::User).then(|| auth.0.user.clone()), ..Default::default() };
     match state.console.sessions(&q) {
-        Ok(list) => Json(list.into_iter().filter(|s| s.live).collect::<Vec<_>>()).into_response(),
+        Ok(mut list) => {
+            auth.hide_holds(&mut list);
+            Json(list.into_iter().filter(|s| s.live).collect::<Vec<_>>()).into_response()
+        }
         Err(e) => console_error(e),
     }
 }
@@ -528,6 +626,10 @@ async fn content(
     }
     let (live, session_id) = match state.console.recording(&id) {
         // A recording still being written is the live view: admins only.
+        // Its bytes are not final: what was downloaded could not be checked against anything.
+        Ok(r) if auth.may_see(&r.user) && r.status == "recording" && cq.download() => {
+            return error(StatusCode::CONFLICT, STILL_RUNNING);
+        }
         Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
             if let Some(refused) = auth.lacks(Role::Admin) {
                 return refused;
@@ -584,6 +686,110 @@ async fn content(
         }
     };
     (status, h, stream(content.chunks)).into_response()
+}
+
+const STILL_RUNNING: &str =
+    "the recording is still running; it can be downloaded once the session has ended and the recording is finished";
+
+/// What a recording's download is, byte for byte (length and SHA-256 of exactly the bytes
+/// `?download=1` gives), worked out through the same reader as the download, once per finished
+/// recording. Refused while the recording runs: its bytes are not final.
+async fn download_facts(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    if !valid_id(&id) {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
+    let row = match state.console.recording(&id) {
+        Ok(r) if auth.may_see(&r.user) => r,
+        Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
+        Err(e) => return console_error(e),
+    };
+    if row.status == "recording" {
+        return error(StatusCode::CONFLICT, STILL_RUNNING);
+    }
+    // Anything that changes what is served (sealed, recovered, re-hashed) makes it anew.
+    let stamp = format!("{}|{}|{:?}|{}", row.status, row.bytes, row.sha256, row.recovered);
+    if let Some((s, d)) = state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
+        && *s == stamp
+    {
+        return Json(d.clone()).into_response();
+    }
+    let console = state.console.clone();
+    let rid = id.clone();
+    let made = tokio::task::spawn_blocking(move || -> Result<Download, ConsoleError> {
+        use sha2::Digest;
+        let content = console.recording_content(&rid, None)?;
+        let (mut hash, mut bytes) = (sha2::Sha256::new(), 0u64);
+        for chunk in content.chunks {
+            let chunk = chunk?;
+            bytes += chunk.len() as u64;
+            hash.update(&chunk);
+        }
+        if bytes != content.len {
+            return Err(ConsoleError::Internal(format!(
+                "recording {rid} gave {bytes} bytes where {} were announced",
+                content.len
+            )));
+        }
+        Ok(Download { bytes, sha256: hex::encode(hash.finalize()), file_name: content.file_name })
+    })
+    .await;
+    match made {
+        Ok(Ok(d)) => {
+            state.downloads.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (stamp, d.clone()));
+            Json(d).into_response()
+        }
+        Ok(Err(e)) => console_error(e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
+    }
+}
+
+/// A page of the box-wide audit log (auditors and admins): `?kind=`, `?user=`, `?from=`,
+/// `?to=`, `?before=` (an id: the next page), `?limit=`.
+async fn audit_log(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Query(q): Query<AuditQuery>,
+) -> Response {
+    if let Some(r) = auth.lacks(Role::Auditor) {
+        return r;
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    match state.console.audit_log(&AuditQuery { limit: Some(limit), ..q }) {
+        Ok(events) => {
+            // The oldest shown is where the next page starts, when this one is full.
+            let next = (events.len() as u32 == limit).then(|| events.last().map(|e| e.row.id)).flatten();
+            Json(json!({ "events": events, "next_before": next })).into_response()
+        }
+        Err(e) => console_error(e),
+    }
+}
+
+/// The audit log's hash chain walked now (auditors and admins).
+async fn audit_chain(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
+    if let Some(r) = auth.lacks(Role::Auditor) {
+        return r;
+    }
+    let console = state.console.clone();
+    match tokio::task::spawn_blocking(move || console.audit_chain()).await {
+        Ok(Ok(c)) => Json(c).into_response(),
+        Ok(Err(e)) => console_error(e),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
+    }
+}
+
+/// The box's health (admins): disk, store backlog, encoder, keys.
+async fn health(axum::extract::State(state): axum::extract::State<State>, auth: Auth) -> Response {
+    if let Some(r) = auth.lacks(Role::Admin) {
+        return r;
+    }
+    match state.console.health() {
+        Ok(h) => Json(h).into_response(),
+        Err(e) => console_error(e),
+    }
 }
 
 /// A response body made as the client reads it: the chunks are made on a blocking thread, two
@@ -746,6 +952,19 @@ mod tests {
         assert!(d.hold.is_none());
         let kinds: Vec<&str> = d.audit.iter().map(|e| e.row.kind.as_str()).collect();
         assert_eq!(kinds, ["session_started", "web_recording_downloaded"]);
+    }
+
+    #[test]
+    fn csv_cells_are_quoted_and_never_formulas() {
+        assert_eq!(csv_cell("alice"), "alice");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        for f in ["+1", "-1", "@SUM(A1)", "\tx"] {
+            assert!(csv_cell(f).trim_start_matches('"').starts_with('\''), "{f}");
+        }
+        assert_eq!(csv_cell(""), "");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub fn valid_bundle_id(id: &str) -> bool {
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 pub use witness_core::model::Role;
-pub use witness_core::rows::{AuditRow, RecordingRow, SessionQuery, SessionRow};
+pub use witness_core::rows::{AuditQuery, AuditRow, RecordingRow, SessionQuery, SessionRow};
 
 #[derive(Debug, Error)]
 pub enum WebError {
@@ -257,6 +257,95 @@ pub struct EvidenceBundle {
     pub file_name: String,
 }
 
+/// What a recording's download is, byte for byte: its length and SHA-256 as `sha256sum` prints
+/// them for the downloaded file (the plaintext, not the encrypted object the box keeps).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Download {
+    pub bytes: u64,
+    pub sha256: String,
+    pub file_name: String,
+}
+
+/// The audit log's hash chain as walked now.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChainCheck {
+    pub intact: bool,
+    /// Chained events checked (all of them when intact).
+    pub events: u64,
+    /// Where the chain breaks, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broken_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+/// The box's health for the admin page: what today needs `witness sync status` and the panel.
+/// No secret and no session content in it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HealthView {
+    pub disk: DiskHealth,
+    pub store: StoreHealthView,
+    /// The video encoder the box chose, `none` before the first RDP session.
+    pub encoder: String,
+    pub keys: KeyHealth,
+    pub sessions_active: u64,
+    pub recordings_by_status: Vec<(String, u64)>,
+    /// The front panel as the panel thread last published it (`witness panel`); `None` before it
+    /// first did.
+    pub panel: Option<PanelView>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PanelView {
+    /// What the LEDs show: `booting`, `idle`, `recording`, `uploading`, `offline`, `full`, `fault`….
+    pub state: String,
+    pub healthy: bool,
+    /// What is wrong when not healthy (index, recorder, listener, board).
+    pub problems: Vec<String>,
+    /// A hardware watchdog is there and being petted.
+    pub watchdog_present: bool,
+    pub watchdog_petting: bool,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DiskHealth {
+    pub used_percent: u8,
+    pub free_bytes: u64,
+    pub high_watermark_percent: u8,
+    pub min_free_bytes: u64,
+    /// Above the watermark (or below the free minimum): new sessions are refused.
+    pub refusing_sessions: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StoreHealthView {
+    pub destination: Option<String>,
+    /// `online`, `offline` (the store could not be reached) or `failing` (it answered with an
+    /// error), from the last contact.
+    pub state: String,
+    pub pending: u64,
+    pub pending_bytes: u64,
+    pub oldest_pending_since: Option<String>,
+    pub uploaded: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success_at: Option<String>,
+    /// What the store key was found able to do (`write-only`, `read-write`), once checked.
+    pub key_access: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeyHealth {
+    /// The id of the key new recordings are wrapped under (an id, never the key).
+    pub active_key: Option<String>,
+    /// The keys are sealed to the box's TPM (otherwise plain files on the data partition).
+    pub sealed_to_tpm: bool,
+    /// Why the keys cannot be used, when they cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// Figures for `/metrics`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Metrics {
@@ -324,6 +413,11 @@ pub trait Console: Send + Sync + 'static {
     /// Ends a live session; `false` when it is not live.
     fn terminate(&self, session_id: &str, by: &str) -> Result<bool, ConsoleError>;
     fn store(&self) -> Result<StoreView, ConsoleError>;
+    /// A page of the box-wide audit log, newest first.
+    fn audit_log(&self, query: &AuditQuery) -> Result<Vec<AuditEntry>, ConsoleError>;
+    /// Walks the audit log's hash chain (file work: run off the async threads).
+    fn audit_chain(&self) -> Result<ChainCheck, ConsoleError>;
+    fn health(&self) -> Result<HealthView, ConsoleError>;
     fn metrics(&self) -> Result<Metrics, ConsoleError>;
     /// Whether `bearer` is the box's metrics token (`witness metrics token`); `false` when no
     /// token was made yet.

@@ -84,6 +84,24 @@ fn text_hit(o: crate::search::Opened) -> TextHit {
     }
 }
 
+/// The panel's state as its thread last published it (`run/panel.json`).
+fn panel_view(root: &std::path::Path) -> Option<witness_web::PanelView> {
+    let text = std::fs::read_to_string(root.join(crate::panel::PANEL_FILE)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let problems = v["health"]
+        .as_object()
+        .map(|m| m.iter().filter_map(|(k, e)| e.as_str().map(|e| format!("{k}: {e}"))).collect())
+        .unwrap_or_default();
+    Some(witness_web::PanelView {
+        state: v["state"].as_str()?.to_owned(),
+        healthy: v["healthy"].as_bool().unwrap_or(false),
+        problems,
+        watchdog_present: v["watchdog"]["present"].as_bool().unwrap_or(false),
+        watchdog_petting: v["watchdog"]["petting"].as_bool().unwrap_or(false),
+        updated_at: v["updated_at"].as_str().map(str::to_owned),
+    })
+}
+
 fn format_of(r: &RecordingRow) -> &'static str {
     if r.path.ends_with(".mp4") { "mp4" } else { "cast" }
 }
@@ -144,6 +162,7 @@ impl witness_web::Console for BoxConsole {
             target: nonempty(&q.target),
             protocol: nonempty(&q.protocol),
             status: nonempty(&q.status),
+            kind: nonempty(&q.kind),
             from: index_time(&q.from),
             to: index_time(&q.to),
             q: None,
@@ -307,6 +326,69 @@ impl witness_web::Console for BoxConsole {
             pending_bytes: backlog.pending_bytes,
             last_error: health.last_error,
             last_success_at: health.last_success_at,
+        })
+    }
+
+    fn audit_log(&self, q: &witness_web::AuditQuery) -> Result<Vec<AuditEntry>, ConsoleError> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        let query = witness_web::AuditQuery {
+            kind: nonempty(&q.kind),
+            user: nonempty(&q.user),
+            from: index_time(&q.from),
+            to: index_time(&q.to),
+            before: q.before,
+            limit: q.limit,
+        };
+        Ok(self.dir.index.audit_page(&query).map_err(internal)?.into_iter().map(AuditEntry::from).collect())
+    }
+
+    fn audit_chain(&self) -> Result<witness_web::ChainCheck, ConsoleError> {
+        Ok(match self.dir.index.verify_audit().map_err(internal)? {
+            Ok(events) => witness_web::ChainCheck { intact: true, events, broken_at: None, why: None },
+            Err((id, why)) => witness_web::ChainCheck { intact: false, events: 0, broken_at: Some(id), why: Some(why) },
+        })
+    }
+
+    fn health(&self) -> Result<witness_web::HealthView, ConsoleError> {
+        let backlog = self.dir.index.backlog().map_err(internal)?;
+        let store = self.dir.index.store_health().map_err(internal)?;
+        // As `witness sync status` says it.
+        let state = match (&store.last_error_at, &store.last_success_at) {
+            (Some(err), Some(ok)) if ok >= err => "online",
+            (Some(_), _) if store.last_error_kind.as_deref() == Some("offline") => "offline",
+            (Some(_), _) => "failing",
+            _ => "online",
+        };
+        let rec = self.dir.recordings_dir();
+        let used = witness_recorder::used_percent(&rec).unwrap_or(100);
+        let free = witness_recorder::free_space(&rec).unwrap_or(0);
+        let (active_key, sealed_to_tpm, key_error) = crate::keys::state(&self.dir.root);
+        let config = &self.dir.config;
+        Ok(witness_web::HealthView {
+            disk: witness_web::DiskHealth {
+                used_percent: used,
+                free_bytes: free,
+                high_watermark_percent: config.high_watermark_percent,
+                min_free_bytes: config.min_free_bytes,
+                refusing_sessions: used > config.high_watermark_percent || free < config.min_free_bytes,
+            },
+            store: witness_web::StoreHealthView {
+                destination: crate::sync::destination(&self.dir.root).ok().map(|d| d.describe()),
+                state: state.to_owned(),
+                pending: backlog.pending,
+                pending_bytes: backlog.pending_bytes,
+                oldest_pending_since: backlog.oldest_pending_since,
+                uploaded: backlog.uploaded,
+                last_error: if state == "online" { None } else { store.last_error },
+                last_error_at: store.last_error_at,
+                last_success_at: store.last_success_at,
+                key_access: store.key_access,
+            },
+            encoder: crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen).unwrap_or_else(|| "none".into()),
+            keys: witness_web::KeyHealth { active_key, sealed_to_tpm, error: key_error },
+            sessions_active: self.broker.live.load(std::sync::atomic::Ordering::Relaxed) as u64,
+            recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
+            panel: panel_view(&self.dir.root),
         })
     }
 

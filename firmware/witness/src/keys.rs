@@ -368,6 +368,22 @@ pub fn active(root: &Path) -> Result<String> {
     }
 }
 
+/// What the console's health page shows of the keys: the active key's id (never the key),
+/// whether the keys are sealed to a TPM, and why the active key cannot be read, if it cannot.
+/// Creates nothing.
+pub fn state(root: &Path) -> (Option<String>, bool, Option<String>) {
+    let sealed = root.join(TPM_MARK).exists();
+    match std::fs::read_to_string(active_path(root)) {
+        Ok(id) => {
+            let id = id.trim().to_owned();
+            let error = kek(root, &id).err().map(|e| format!("{e:#}"));
+            (Some(id), sealed, error)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, sealed, None),
+        Err(e) => (None, sealed, Some(format!("reading the active key id: {e}"))),
+    }
+}
+
 pub fn kek(root: &Path, id: &str) -> Result<[u8; 32]> {
     read_key(root, &kek_path(root, id))?.with_context(|| format!("key {id} is not on this box"))
 }
