@@ -23,8 +23,8 @@ pub enum View {
 
 /// Whether the recording can be streamed from its file on the box: a finished one that is whole
 /// (one cut by a crash was trimmed to its authentic prefix, but a video then plays only to its
-/// last whole fragment, which needs it whole), or an SSH recording being written (read up to its
-/// last whole record). One only in the store is fetched whole instead.
+/// last whole fragment), or an SSH recording being written (read up to its last whole record).
+/// The others (only in the store, a cut video) are read part by part by [`crate::playback`].
 pub fn streamable(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     let local =
         !dir.index.is_pruned(&row.id)? && dir.index.deleted_at(&row.id)?.is_none() && dir.root.join(&row.path).exists();
@@ -151,8 +151,9 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
         }
         return Ok(n);
     }
-    let (_, data) = crate::admin::playable(dir, &row.id)?;
-    write_view(row, &mut data.as_slice(), out, view)
+    // In the store, or a video cut by a crash or being written: read part by part.
+    let mut reader = crate::playback::playable(dir, &row.id)?.reader()?;
+    write_view(row, &mut reader, out, view)
 }
 
 /// The player's view of an SSH recording for the console: its length (a first pass over the
@@ -314,8 +315,9 @@ pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
         let r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
         std::io::BufReader::new(r.take(64 * 1024)).read_until(b'\n', &mut first)?;
     } else {
-        let (_, data) = crate::admin::playable(dir, &row.id)?;
-        first = data[..data.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)].to_vec();
+        use std::io::BufRead;
+        let part = crate::playback::playable(dir, &row.id)?.part(0, 64 * 1024)?;
+        std::io::BufReader::new(part).read_until(b'\n', &mut first)?;
     }
     let mut d = Decoder::default();
     d.push(&first);
