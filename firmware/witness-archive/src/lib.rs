@@ -3,9 +3,12 @@
 //! a recording and its manifests go in the store ([`keys`]), how long a failed step waits
 //! ([`backoff`]), which local copies may go ([`prune`]) and what a session's manifest says
 //! ([`manifest`]). Playback and export read a recording part by part wherever it is stored
-//! ([`playback`], behind the [`playback::Stored`] trait). The binary does the rest of the I/O.
+//! ([`playback`], behind the [`playback::Stored`] trait). The after-life runs as durable jobs
+//! ([`jobs`]: the graph, and a worker pool over the index's job rows, behind [`jobs::Steps`]).
+//! The binary does the rest of the I/O.
 
 pub mod backoff;
+pub mod jobs;
 pub mod keys;
 pub mod manifest;
 pub mod playback;
@@ -18,6 +21,8 @@ pub use keys::Format;
 pub enum ArchiveError {
     #[error("the session manifest cannot be written: {0}")]
     Manifest(#[from] serde_json::Error),
+    #[error("the index: {0}")]
+    Index(#[from] witness_index::IndexError),
     #[error("no key {0} to decrypt the recording")]
     NoKey(String),
     #[error("reading the recording: {0}")]

@@ -171,6 +171,23 @@ const STEPS: &[&str] = &[
     // 14: terminal text indexed again for prefix search (prefix tokens) and for hits at the
     // event that printed them (per-line steps); a pruned recording keeps its older text.
     "UPDATE recordings SET text_indexed = 0 WHERE path LIKE '%.cast' AND text_indexed = 1 AND pruned = 0;",
+    // 15: a recording's after-life as durable jobs, one row per step (`JobStep`), each claimed
+    // under a lease, retried at `next_attempt_at` after a failure (`last_error` says why), `done`
+    // once it ran; a step is enqueued only when every step it waits for is done.
+    "CREATE TABLE jobs (
+        recording_id TEXT NOT NULL REFERENCES recordings(id),
+        step TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'waiting',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        lease_until INTEGER NOT NULL DEFAULT 0,
+        lease_owner INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        done_at INTEGER,
+        PRIMARY KEY (recording_id, step)
+    );
+    CREATE INDEX jobs_due ON jobs(state, next_attempt_at);",
 ];
 
 /// The schema version this build brings an index to.
