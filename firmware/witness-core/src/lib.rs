@@ -24,4 +24,4 @@ pub mod sftp;
 pub mod tar;
 pub mod text;
 
-pub use model::{Protocol, RecordingStatus, Role, Transfers};
+pub use model::{JobState, JobStep, Protocol, RecordingStatus, Role, Transfers};

@@ -65,6 +65,19 @@ text_enum!(
 );
 
 text_enum!(
+    /// A step of a recording's after-life, each a durable job in the index: `seal` (hash and
+    /// sign), `extract` (search text), `upload` (with its manifest), `verify` (the store's own
+    /// check on arrival), `prune` (the local copy goes). What each waits for is
+    /// `witness-archive::jobs`.
+    JobStep { Seal = "seal", Extract = "extract", Upload = "upload", Verify = "verify", Prune = "prune" }
+);
+
+text_enum!(
+    /// Where a job stands: `waiting` (due, or after a failure at its next attempt) or `done`.
+    JobState { Waiting = "waiting", Done = "done" }
+);
+
+text_enum!(
     /// What an SSH target's file transfers (SFTP, scp) leave in the recording: `content`, every
     /// byte; `hashes`, the operations and each file's SHA-256 but not the files' bytes (the
     /// interactive part of a session is always recorded whole).

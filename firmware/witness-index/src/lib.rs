@@ -6,12 +6,14 @@
 
 mod cipher;
 mod console;
+mod jobs;
 mod rdp;
 mod retention;
 mod schema;
 mod uploads;
 
 pub use console::{Hit, SearchChunk, UploadRow};
+pub use jobs::JobRow;
 pub use rdp::RdpRedirection;
 pub use retention::{ExpiredRecording, HoldRow, HoldSet};
 pub use uploads::{Backlog, PartRecord, RestoredRecording, StoreHealth, UploadJob};

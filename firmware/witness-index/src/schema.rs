@@ -174,6 +174,23 @@ const STEPS: &[&str] = &[
     // 15: a session's audit events found without reading the whole log (its detail page, what
     // the history says each session was).
     "CREATE INDEX audit_session ON audit(session_id, kind);",
+    // 16: a recording's after-life as durable jobs, one row per step (`JobStep`), each claimed
+    // under a lease, retried at `next_attempt_at` after a failure (`last_error` says why), `done`
+    // once it ran; a step is enqueued only when every step it waits for is done.
+    "CREATE TABLE jobs (
+        recording_id TEXT NOT NULL REFERENCES recordings(id),
+        step TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'waiting',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER NOT NULL DEFAULT 0,
+        lease_until INTEGER NOT NULL DEFAULT 0,
+        lease_owner INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        created_at INTEGER NOT NULL,
+        done_at INTEGER,
+        PRIMARY KEY (recording_id, step)
+    );
+    CREATE INDEX jobs_due ON jobs(state, next_attempt_at);",
 ];
 
 /// The schema version this build brings an index to.

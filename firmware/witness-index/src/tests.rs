@@ -480,3 +480,53 @@ fn a_factory_wipe_leaves_no_credential_in_the_file() {
     assert_eq!(idx.recordings().unwrap().len(), 50);
     assert!(idx.user("alice").unwrap().is_none() && idx.target("web01").unwrap().is_none());
 }
+
+/// Jobs survive a reopen (a restart), one worker holds a step at a time, a failure waits with its
+/// reason, and completing a step enqueues what its graph says is ready, in one go.
+#[test]
+fn jobs_are_durable_leased_retried_and_chained() {
+    use witness_core::{JobState, JobStep};
+    let (d, idx) = index();
+    idx.add_target(&web01()).unwrap();
+    uploaded_recording(&idx, "s1", "r1");
+    idx.enqueue_job("r1", JobStep::Seal, 1_000).unwrap();
+    idx.enqueue_job("r1", JobStep::Seal, 1_001).unwrap(); // already there: nothing new
+    let seal = idx.claim_job(2_000, 60_000, 7).unwrap().expect("the seal job");
+    assert_eq!((seal.step, seal.state, seal.attempts), (JobStep::Seal, JobState::Waiting, 0));
+    assert!(idx.claim_job(2_001, 60_000, 8).unwrap().is_none(), "leased to worker 7");
+    idx.fail_job("r1", JobStep::Seal, "the signing key cannot be read", 10_000).unwrap();
+    assert!(idx.claim_job(9_999, 60_000, 8).unwrap().is_none(), "waits for its next attempt");
+    let waiting = idx.waiting_jobs().unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].last_error.as_deref(), Some("the signing key cannot be read"));
+    assert_eq!((waiting[0].attempts, waiting[0].next_attempt_ms), (1, 10_000));
+    drop(idx);
+    // A restart: the job is still there, and its lease (left by a killed worker) runs out.
+    let idx = Index::open(&d.0.join("index.sqlite")).unwrap();
+    let again = idx.claim_job(10_000, 60_000, 9).unwrap().expect("due again after a restart");
+    assert_eq!((again.step, again.attempts), (JobStep::Seal, 1));
+    assert!(idx.claim_job(10_001, 60_000, 9).unwrap().is_none());
+    assert!(idx.claim_job(70_001, 60_000, 9).unwrap().is_some(), "a lease that ran out is taken over");
+    let seen = std::cell::RefCell::new(Vec::new());
+    let next = idx
+        .complete_job("r1", JobStep::Seal, 70_002, &|done| {
+            seen.borrow_mut().extend_from_slice(done);
+            vec![JobStep::Extract, JobStep::Upload]
+        })
+        .unwrap();
+    assert_eq!(*seen.borrow(), vec![JobStep::Seal], "the graph is asked with what is done");
+    assert_eq!(next, vec![JobStep::Extract, JobStep::Upload]);
+    let jobs = idx.recording_jobs("r1").unwrap();
+    let states: Vec<_> = jobs.iter().map(|j| (j.step, j.state, j.last_error.clone())).collect();
+    assert_eq!(
+        states,
+        vec![
+            (JobStep::Seal, JobState::Done, None),
+            (JobStep::Extract, JobState::Waiting, None),
+            (JobStep::Upload, JobState::Waiting, None)
+        ]
+    );
+    // A step's text that is not a step is refused by name, not taken for another.
+    idx.conn().execute("UPDATE jobs SET step = 'sael' WHERE step = 'extract'", []).unwrap();
+    assert!(matches!(idx.waiting_jobs(), Err(IndexError::Corrupt { column: "jobs.step", .. })));
+}

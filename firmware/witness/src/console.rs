@@ -43,12 +43,11 @@ pub fn certificate_fingerprint(root: &std::path::Path) -> Option<String> {
 pub struct BoxConsole {
     pub dir: Arc<DataDir>,
     pub broker: Arc<BoxBroker>,
-    verified: crate::playback::Verified,
 }
 
 impl BoxConsole {
     pub fn new(dir: Arc<DataDir>, broker: Arc<BoxBroker>) -> anyhow::Result<Self> {
-        Ok(Self { dir, broker, verified: Default::default() })
+        Ok(Self { dir, broker })
     }
 }
 
@@ -257,29 +256,23 @@ impl witness_web::Console for BoxConsole {
             _ => ("application/x-asciicast", "cast"),
         };
         let file_name = format!("{}-{}-{}.{ext}", row.user, row.target, row.id);
-        // A finished recording on the box is served in parts, never read whole. One still being
-        // written (a torn last record), one cut by a crash (a video then plays to its last whole
-        // fragment) or one only in the store is read whole, as exporting does.
+        // Served in parts, never read whole: from the file on the box (one being written up to
+        // its last whole record, a video cut by a crash to its last whole fragment) or from the
+        // store, a part fetched by range.
         if ext == "cast" {
             // SSH: made into asciicast as the browser reads, from raw frames or an older cast.
             let (part, len, chunks) =
                 crate::views::player_content(self.dir.clone(), row, range).map_err(|e| unavailable_or_internal(&e))?;
             return Ok(Content { chunks, len, part, content_type, file_name });
         }
-        let path = self.dir.root.join(&row.path);
-        let in_parts = row.status != "recording"
-            && !row.recovered
-            && !self.dir.index.is_pruned(id).map_err(internal)?
-            && self.dir.index.deleted_at(id).map_err(internal)?.is_none()
-            && path.exists();
-        if in_parts
-            && let Some((part, len, chunks)) = crate::playback::part(&self.dir, &row, &path, &self.verified, range)
-                .map_err(|e| internal(format!("{e:#}")))?
-        {
-            return Ok(Content { chunks, len, part, content_type, file_name });
-        }
-        let (_, bytes) = crate::admin::playable(&self.dir, id).map_err(|e| unavailable_or_internal(&e))?;
-        Ok(Content::from_bytes(bytes, range, content_type, file_name))
+        let playable = crate::playback::playable(&self.dir, id).map_err(|e| unavailable_or_internal(&e))?;
+        let len = playable.len();
+        let part = witness_web::Part::of(range, len);
+        let (first, end) = part.bounds(len);
+        let reader = playable.part(first, end).map_err(|e| unavailable_or_internal(&e))?;
+        let rid = id.to_owned();
+        let chunks = Box::new(reader.map(move |c| c.map_err(|e| internal(format!("recording {rid}: {e}")))));
+        Ok(Content { chunks, len, part, content_type, file_name })
     }
 
     fn evidence(&self, session_id: &str) -> Result<witness_web::EvidenceBundle, ConsoleError> {

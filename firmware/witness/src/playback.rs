@@ -1,171 +1,225 @@
-//! Serving part of a finished recording on the box without reading or decrypting all of it: the
-//! records' length fields are walked (no key needed) to find the playable length and where each
-//! part of the plaintext is, then only the records that cover the asked range are read and
-//! opened, one at a time, while the client reads. Memory per request is one buffer and one
-//! record, whatever the recording's size.
-//!
-//! What is checked when: every record served is authenticated and checked to be in its place
-//! (`witness-enc/3`) at every request, and the walk must end exactly at the end of the file (a cut
-//! or extended file is refused). The whole file's sha256 against the index is checked, streamed,
-//! the first time the file is served and again whenever it changed on disk (size, inode, mtime
-//! or ctime, which no one can set back), not at every range request.
+//! Where a recording is played and exported from: its file on the box or, once pruned, its
+//! object in the store (through the read credentials), read part by part by
+//! [`witness_archive::playback`], never whole. The first request walks the stored bytes once
+//! (hashing them against the index) and keeps the layout while they stay as they were (a file:
+//! size, inode, mtime and ctime, which no one can set back; an object: its key and hash), so a
+//! ranged request after it costs its range: the records that cover it are read (from the store,
+//! fetched by range) and opened one at a time as the client reads.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use witness_core::atrest::{self, RecordOpener};
+use std::sync::{Arc, LazyLock};
+use witness_archive::Format;
+use witness_archive::playback::{Forward, Layout, Layouts, OnDisk, Part, Stored, Walk, walk};
 use witness_index::RecordingRow;
-use witness_web::{Chunks, ConsoleError, Part};
 
-/// A place in the walk every this many records, to start a part near where it begins.
-const EVERY: u64 = 256;
-const BUFFER: usize = 64 * 1024;
+/// The layouts walked by this process.
+static LAYOUTS: LazyLock<Layouts> = LazyLock::new(Layouts::default);
 
-/// What identifies a file's contents on disk without reading it.
-type Identity = (u64, u64, i64, i64, i64, i64);
-
-fn identity(m: &std::fs::Metadata) -> Identity {
-    (m.len(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+/// A recording ready to be read, part by part.
+pub struct Playable {
+    pub row: RecordingRow,
+    src: Box<dyn Stored>,
+    layout: Arc<Layout>,
+    root: std::path::PathBuf,
+    /// Where the bytes come from, for errors.
+    from: String,
+    in_store: bool,
 }
 
-/// Recordings whose file matched its sha256, as the file was then. One lock per recording:
-/// requests arriving together wait for one check instead of each hashing the file.
-#[derive(Debug, Default)]
-pub struct Verified(Mutex<HashMap<String, Arc<Mutex<Option<Identity>>>>>);
-
-/// Where a record starts in the file and in the plaintext, and its place.
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    at: u64,
-    plain: u64,
-    index: u64,
+impl std::fmt::Debug for Playable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playable").field("id", &self.row.id).field("len", &self.layout.len()).finish_non_exhaustive()
+    }
 }
 
-/// The asked part of `row`'s recording at `path`, or `None` when it is not an encrypted file
-/// (the caller then reads it whole).
-pub fn part(
-    dir: &DataDir,
-    row: &RecordingRow,
-    path: &Path,
-    verified: &Verified,
-    range: Option<&str>,
-) -> Result<Option<(Part, u64, Chunks)>> {
-    let mut file = File::open(path).with_context(|| format!("reading recording {} at {}", row.id, path.display()))?;
-    let meta = file.metadata()?;
-    let size = meta.len();
-    if let Some(expected) = &row.sha256 {
-        let id = identity(&meta);
-        let entry = verified.0.lock().unwrap_or_else(|p| p.into_inner()).entry(row.id.clone()).or_default().clone();
-        let mut checked = entry.lock().unwrap_or_else(|p| p.into_inner());
-        if *checked != Some(id) {
-            let got = sha256(&mut file)?;
-            if &got != expected {
-                bail!(
-                    "recording {} does not match its recorded sha256 (index {expected}, file {got}); refusing to play or export a changed recording",
-                    row.id
-                );
+impl Playable {
+    /// How many playable bytes there are.
+    pub fn len(&self) -> u64 {
+        self.layout.len()
+    }
+
+    /// The playable bytes from `first` to `end` (exclusive), decrypted as they are read. The
+    /// first piece is read now: a store that cannot give it fails here, not mid-answer.
+    pub fn part(&self, first: u64, end: u64) -> Result<Part> {
+        let what = if self.in_store { "fetching" } else { "reading" };
+        let context = || format!("{what} recording {} from {}", self.row.id, self.from);
+        let mut part =
+            self.layout.part(&*self.src, &crate::keys::key_for(&self.root), first, end).with_context(context)?;
+        part.prime().with_context(context)?;
+        Ok(part)
+    }
+
+    /// All the playable bytes, decrypted as they are read.
+    pub fn reader(&self) -> Result<Part> {
+        self.part(0, self.len())
+    }
+}
+
+/// Recording `id`, from the box or, once pruned, from the store. A finished recording must
+/// match its recorded sha256; one being written is read up to its last whole record; a video
+/// cut by a crash or being written plays to its last whole fragment.
+pub fn playable(dir: &DataDir, id: &str) -> Result<Playable> {
+    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
+    if let Some(at) = dir.index.deleted_at(id)? {
+        bail!("recording {id} was deleted at {at}: it was past its target's retention");
+    }
+    let path = dir.root.join(&row.path);
+    let video = Format::of_path(&row.path) == Format::Mp4;
+    let key_for = crate::keys::key_for(&dir.root);
+    if dir.index.is_pruned(id)? || !path.exists() {
+        let (key, state) = dir
+            .index
+            .upload_key(id)?
+            .with_context(|| format!("recording {id} is neither on the box nor queued for the store"))?;
+        if state != "verified" {
+            bail!("recording {id} is missing from the box and not yet in the store");
+        }
+        let store = Arc::new(crate::sync::open_read_store(dir)?);
+        let from = store.describe().to_owned();
+        let src = InStore { store, key: key.clone(), size: row.bytes };
+        // A stored object does not change under its key and hash; without a hash it is walked
+        // (and fetched) again at every request.
+        let identity = row.sha256.as_ref().map(|s| format!("store {key} {s}"));
+        let how = Walk { sha256: row.sha256.as_deref(), lenient: false, whole_fragments: video && row.recovered };
+        let layout = LAYOUTS
+            .get(id, identity, || walk(&src, &key_for, how))
+            .with_context(|| format!("fetching recording {id} from {from}"))?;
+        return Ok(Playable { row, src: Box::new(src), layout, root: dir.root.clone(), from, in_store: true });
+    }
+    let meta = std::fs::metadata(&path).with_context(|| format!("reading recording {id} at {}", path.display()))?;
+    let writing = row.status == "recording";
+    // Being written: no hash to check yet, and the file grows, so its layout is not kept.
+    let identity = (!writing).then(|| {
+        format!(
+            "{} {} {}.{} {}.{}",
+            meta.len(),
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )
+    });
+    let src = OnDisk { path: path.clone(), len: meta.len() };
+    let how = Walk {
+        sha256: if writing { None } else { row.sha256.as_deref() },
+        lenient: writing,
+        whole_fragments: video && (writing || row.recovered),
+    };
+    let layout = LAYOUTS
+        .get(id, identity, || walk(&src, &key_for, how))
+        .with_context(|| format!("reading recording {id} at {}", path.display()))?;
+    Ok(Playable {
+        row,
+        src: Box::new(src),
+        layout,
+        root: dir.root.clone(),
+        from: path.display().to_string(),
+        in_store: false,
+    })
+}
+
+/// A recording's object in the store.
+struct InStore {
+    store: Arc<witness_store::Store>,
+    key: String,
+    size: u64,
+}
+
+impl Stored for InStore {
+    fn read_from(&self, at: u64) -> std::io::Result<Box<dyn Forward>> {
+        Ok(Box::new(StoreReader::new(self.store.clone(), self.key.clone(), self.size, at)?))
+    }
+
+    fn stored_len(&self) -> u64 {
+        self.size
+    }
+}
+
+/// The most of a stored object fetched at a time: what one reader holds (an answer is copied
+/// once on its way in, so about twice this), whatever the recording's size.
+const STORE_WINDOW: u64 = 512 * 1024;
+/// The least fetched at a time: a ranged read starts small (a part of a few records) and grows.
+const STORE_FIRST_WINDOW: u64 = 128 * 1024;
+
+/// A stored object read forward in ranged fetches (growing to [`STORE_WINDOW`]), as a blocking
+/// reader; skipped bytes beyond the fetched window are never fetched.
+struct StoreReader {
+    store: Arc<witness_store::Store>,
+    key: String,
+    size: u64,
+    /// Where the next fetch starts.
+    offset: u64,
+    next_window: u64,
+    window: Vec<u8>,
+    pos: usize,
+    own: Option<tokio::runtime::Runtime>,
+}
+
+impl StoreReader {
+    fn new(store: Arc<witness_store::Store>, key: String, size: u64, at: u64) -> std::io::Result<Self> {
+        // On a blocking thread of the daemon's runtime (the console) its handle is used;
+        // elsewhere (the CLI) a runtime of our own.
+        let own = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            Err(_) => Some(tokio::runtime::Builder::new_current_thread().enable_all().build()?),
+        };
+        Ok(Self {
+            store,
+            key,
+            size,
+            offset: at.min(size),
+            next_window: STORE_FIRST_WINDOW,
+            window: Vec::new(),
+            pos: 0,
+            own,
+        })
+    }
+}
+
+impl std::io::Read for StoreReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos == self.window.len() {
+            if self.offset >= self.size {
+                return Ok(0);
             }
-            *checked = Some(id);
-        }
-        file.seek(SeekFrom::Start(0))?;
-    }
-    let mut reader = BufReader::with_capacity(BUFFER, file);
-    let mut line = Vec::new();
-    (&mut reader).take(BUFFER as u64).read_until(b'\n', &mut line)?;
-    let Some((header, start)) = atrest::Header::parse(&line) else { return Ok(None) };
-    let dek = crate::keys::key_for(&dir.root)(&header)
-        .with_context(|| format!("no key {} to decrypt the recording", header.key_id))?;
-    // The walk: lengths only, skipping every record's body.
-    let (mut at, mut plain, mut index) = (start as u64, 0u64, 0u64);
-    let mut marks = Vec::new();
-    while at < size {
-        if index % EVERY == 0 {
-            marks.push(Mark { at, plain, index });
-        }
-        let mut field = [0u8; 4];
-        reader.read_exact(&mut field).with_context(|| format!("recording {} is cut at byte {at}", row.id))?;
-        let n = atrest::record_len(field).filter(|n| at + 4 + *n as u64 <= size).with_context(|| {
-            format!("recording {}: {}", row.id, atrest::AtRestError::Tampered { index, offset: at })
-        })?;
-        reader.seek_relative(n as i64)?;
-        at += 4 + n as u64;
-        plain += atrest::record_plain_len(n) as u64;
-        index += 1;
-    }
-    let part = Part::of(range, plain);
-    let (first, end) = part.bounds(plain);
-    let from =
-        marks.iter().rev().find(|m| m.plain <= first).copied().unwrap_or(Mark { at: start as u64, plain: 0, index: 0 });
-    reader.seek(SeekFrom::Start(from.at))?;
-    let opener = RecordOpener::new(&header, &dek);
-    let records = Records { reader, opener, mark: from, first, end, id: row.id.clone() };
-    Ok(Some((part, plain, Box::new(records))))
-}
-
-fn sha256(file: &mut File) -> Result<String> {
-    use sha2::Digest;
-    let mut hash = sha2::Sha256::new();
-    let mut buf = vec![0u8; BUFFER];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    Ok(hex::encode(hash.finalize()))
-}
-
-/// The plaintext from `first` to `end` (exclusive), one opened record at a time.
-struct Records {
-    reader: BufReader<File>,
-    opener: RecordOpener,
-    /// The next record.
-    mark: Mark,
-    first: u64,
-    end: u64,
-    id: String,
-}
-
-impl Records {
-    fn next_chunk(&mut self) -> Result<Option<Vec<u8>>> {
-        while self.mark.plain < self.end {
-            let Mark { at, plain, index } = self.mark;
-            let mut field = [0u8; 4];
-            self.reader.read_exact(&mut field)?;
-            let n = atrest::record_len(field).context("a record's length changed while serving")?;
-            let len = atrest::record_plain_len(n) as u64;
-            self.mark = Mark { at: at + 4 + n as u64, plain: plain + len, index: index + 1 };
-            if plain + len <= self.first {
-                self.reader.seek_relative(n as i64)?;
-                continue;
+            let len = self.next_window.min(self.size - self.offset);
+            self.next_window = (self.next_window * 2).min(STORE_WINDOW);
+            let fetch = self.store.get_range(&self.key, self.offset, len);
+            let got = match &self.own {
+                Some(rt) => rt.block_on(fetch),
+                None => tokio::runtime::Handle::current().block_on(fetch),
+            };
+            self.window = got.map_err(std::io::Error::other)?;
+            self.pos = 0;
+            if self.window.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "the stored object ends at byte {}, expected {}",
+                    self.offset, self.size
+                )));
             }
-            let mut record = vec![0u8; n];
-            self.reader.read_exact(&mut record)?;
-            let opened = self.opener.open(index, at, &record)?;
-            let (a, b) = (self.first.max(plain) - plain, self.end.min(plain + len) - plain);
-            return Ok(Some(opened[a as usize..b as usize].to_vec()));
+            self.offset += self.window.len() as u64;
         }
-        Ok(None)
+        let n = buf.len().min(self.window.len() - self.pos);
+        buf[..n].copy_from_slice(&self.window[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
-impl Iterator for Records {
-    type Item = Result<Vec<u8>, ConsoleError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        match self.next_chunk() {
-            Ok(chunk) => chunk.map(Ok),
-            Err(e) => {
-                // Nothing more after a failure.
-                self.end = 0;
-                Some(Err(ConsoleError::Internal(format!("recording {}: {e:#}", self.id))))
-            }
+impl Forward for StoreReader {
+    fn skip(&mut self, n: u64) -> std::io::Result<()> {
+        let left = (self.window.len() - self.pos) as u64;
+        if n <= left {
+            self.pos += n as usize;
+        } else {
+            // Past the window: the next fetch starts after the skipped bytes.
+            self.offset = (self.offset + (n - left)).min(self.size);
+            self.window.clear();
+            self.pos = 0;
         }
+        Ok(())
     }
 }

@@ -516,7 +516,9 @@ mod tests {
                 },
             )
             .unwrap();
-        let (_, mp4) = crate::admin::playable(&dir, &id).unwrap();
+        let mut mp4 = Vec::new();
+        std::io::Read::read_to_end(&mut crate::playback::playable(&dir, &id).unwrap().reader().unwrap(), &mut mp4)
+            .unwrap();
         let out = tmp.path().join("v.mp4");
         std::fs::write(&out, mp4).unwrap();
         let probe = Command::new("ffprobe")

@@ -23,8 +23,8 @@ pub enum View {
 
 /// Whether the recording can be streamed from its file on the box: a finished one that is whole
 /// (one cut by a crash was trimmed to its authentic prefix, but a video then plays only to its
-/// last whole fragment, which needs it whole), or an SSH recording being written (read up to its
-/// last whole record). One only in the store is fetched whole instead.
+/// last whole fragment), or an SSH recording being written (read up to its last whole record).
+/// The others (only in the store, a cut video) are read part by part by [`crate::playback`].
 pub fn streamable(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     let local =
         !dir.index.is_pruned(&row.id)? && dir.index.deleted_at(&row.id)?.is_none() && dir.root.join(&row.path).exists();
@@ -151,19 +151,49 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
         }
         return Ok(n);
     }
-    let (_, data) = crate::admin::playable(dir, &row.id)?;
-    write_view(row, &mut data.as_slice(), out, view)
+    // In the store, or a video cut by a crash or being written: read part by part.
+    let mut reader = crate::playback::playable(dir, &row.id)?.reader()?;
+    write_view(row, &mut reader, out, view)
 }
 
+/// Player-view lengths of finished recordings, by id and what identified the stored bytes when
+/// they were counted (and hashed against the index on the way): the recorded sha256 and, on the
+/// box, the file's size, inode and times (which no one can set back), so a changed file is
+/// counted, and refused, again.
+static PLAYER_LENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The player's view of an SSH recording for the console: its length (a first pass over the
-/// recording, counting), then the asked part made while the browser reads (a second pass on a
-/// thread of its own, a few buffers ahead). Memory does not grow with the recording.
+/// recording, counting, once per finished recording), then the asked part made while the browser
+/// reads (a pass on a thread of its own, a few buffers ahead, that stops at the part's end).
+/// Memory does not grow with the recording; a range costs the recording up to its end.
 pub fn player_content(
     dir: std::sync::Arc<DataDir>,
     row: RecordingRow,
     range: Option<&str>,
 ) -> Result<(witness_web::Part, u64, witness_web::Chunks)> {
-    let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
+    let key = row.sha256.clone().filter(|_| row.status != "recording").map(|s| {
+        use std::os::unix::fs::MetadataExt;
+        let on_box = std::fs::metadata(dir.root.join(&row.path)).ok().map(|m| {
+            format!("{} {} {}.{} {}.{}", m.len(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
+        });
+        (row.id.clone(), format!("{s} {}", on_box.as_deref().unwrap_or("store")))
+    });
+    let known = key.as_ref().and_then(|k| PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied());
+    let len = match known {
+        Some(len) => len,
+        None => {
+            let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
+            if let Some(k) = key {
+                let mut lens = PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner());
+                if lens.len() >= 4096 {
+                    lens.clear();
+                }
+                lens.insert(k, len);
+            }
+            len
+        }
+    };
     let part = witness_web::Part::of(range, len);
     let (start, end) = part.bounds(len);
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
@@ -314,8 +344,9 @@ pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
         let r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
         std::io::BufReader::new(r.take(64 * 1024)).read_until(b'\n', &mut first)?;
     } else {
-        let (_, data) = crate::admin::playable(dir, &row.id)?;
-        first = data[..data.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1)].to_vec();
+        use std::io::BufRead;
+        let part = crate::playback::playable(dir, &row.id)?.part(0, 64 * 1024)?;
+        std::io::BufReader::new(part).read_until(b'\n', &mut first)?;
     }
     let mut d = Decoder::default();
     d.push(&first);

@@ -1,0 +1,323 @@
+//! The job graph of a recording's after-life: Seal → Extract, Seal → Upload → Verify → Prune,
+//! and Prune also after Extract (extraction reads the local copy). Each step is a durable job
+//! (kept by a [`JobQueue`]: the index's `jobs` table), claimed under a lease and run by a
+//! [`Steps`] implementation; success enqueues, with it, every step whose requirements are then
+//! all done ([`ready`]), so nothing downstream runs before what it depends on; a failure waits
+//! with [`crate::backoff`] and keeps its reason for `sync status`. [`work`] runs a bounded pool
+//! of workers under one cancellation token; a worker killed mid-step leaves a lease that runs
+//! out, and the step runs again (steps are idempotent).
+
+use crate::ArchiveError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use witness_core::JobStep;
+
+/// The steps `step` waits for.
+pub fn requires(step: JobStep) -> &'static [JobStep] {
+    match step {
+        JobStep::Seal => &[],
+        JobStep::Extract | JobStep::Upload => &[JobStep::Seal],
+        JobStep::Verify => &[JobStep::Upload],
+        JobStep::Prune => &[JobStep::Verify, JobStep::Extract],
+    }
+}
+
+/// The steps that become ready when `done` are done: those not done yet whose every requirement
+/// is (the first step is never "ready": it is enqueued when the recording ends).
+pub fn ready(done: &[JobStep]) -> Vec<JobStep> {
+    JobStep::ALL
+        .iter()
+        .copied()
+        .filter(|s| !done.contains(s) && !requires(*s).is_empty() && requires(*s).iter().all(|r| done.contains(r)))
+        .collect()
+}
+
+/// A claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub recording_id: String,
+    pub step: JobStep,
+    /// Failed attempts before this one.
+    pub attempts: u32,
+}
+
+/// Where jobs are kept (the index).
+pub trait JobQueue: Send + Sync {
+    /// The longest-due waiting job, leased for `lease_ms`.
+    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError>;
+    /// The job ran: done, and what [`ready`] says enqueued with it. Returns what was enqueued.
+    fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, ArchiveError>;
+    /// The job failed: due again at `next_attempt_ms`, with `error` kept.
+    fn fail(&self, job: &Job, error: &str, next_attempt_ms: i64) -> Result<(), ArchiveError>;
+}
+
+impl JobQueue for witness_index::Index {
+    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        let row = self.claim_job(now_ms, lease_ms, std::process::id())?;
+        Ok(row.map(|r| Job { recording_id: r.recording_id, step: r.step, attempts: r.attempts }))
+    }
+
+    fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, ArchiveError> {
+        Ok(self.complete_job(&job.recording_id, job.step, now_ms, &ready)?)
+    }
+
+    fn fail(&self, job: &Job, error: &str, next_attempt_ms: i64) -> Result<(), ArchiveError> {
+        Ok(self.fail_job(&job.recording_id, job.step, error, next_attempt_ms)?)
+    }
+}
+
+/// What runs a step (the binary: sealing, extraction, the store). Blocking; idempotent (a step
+/// cut by a crash runs again whole or resumes from what it saved).
+pub trait Steps: Send + Sync {
+    /// Runs `job`; an error is a one-line reason (never a secret), shown while the job waits.
+    fn run(&self, job: &Job) -> Result<(), String>;
+}
+
+/// What one turn of a worker did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ran {
+    /// Nothing was due.
+    Idle,
+    /// The step ran; these were enqueued after it.
+    Done(JobStep, Vec<JobStep>),
+    /// The step failed and waits this long.
+    Failed(JobStep, i64),
+}
+
+/// Claims and runs one due job.
+pub fn run_one(queue: &dyn JobQueue, steps: &dyn Steps, now_ms: i64, lease_ms: i64) -> Result<Ran, ArchiveError> {
+    let Some(job) = queue.claim(now_ms, lease_ms)? else { return Ok(Ran::Idle) };
+    match steps.run(&job) {
+        Ok(()) => {
+            let next = queue.complete(&job, now_ms)?;
+            tracing::info!(recording_id = %job.recording_id, step = %job.step, ?next, "job done");
+            Ok(Ran::Done(job.step, next))
+        }
+        Err(error) => {
+            let wait = crate::backoff::backoff_ms(job.attempts, now_ms);
+            queue.fail(&job, &error, now_ms + wait)?;
+            tracing::warn!(recording_id = %job.recording_id, step = %job.step, %error, wait_ms = wait, "job failed; it waits");
+            Ok(Ran::Failed(job.step, wait))
+        }
+    }
+}
+
+/// How the pool runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Pool {
+    /// How many steps run at once (each on a blocking thread of its own).
+    pub workers: usize,
+    /// How long a claimed step is held before another worker may take it over.
+    pub lease_ms: i64,
+    /// How long an idle worker sleeps when not woken.
+    pub idle: Duration,
+    /// The clock (unix ms).
+    pub now_ms: fn() -> i64,
+}
+
+/// Runs `pool.workers` workers until `cancel`: each takes due jobs one after another, and
+/// sleeps when none is due until `wake` (a recording ended, `sync now`) or `pool.idle` has
+/// passed. A step in progress finishes (it is blocking work on its own thread) before its worker
+/// sees `cancel`.
+pub async fn work(
+    queue: Arc<dyn JobQueue>,
+    steps: Arc<dyn Steps>,
+    pool: Pool,
+    wake: Arc<Notify>,
+    cancel: CancellationToken,
+) {
+    let Pool { workers, lease_ms, idle, now_ms } = pool;
+    let all = (0..workers.max(1)).map(|_| {
+        let (queue, steps, wake, cancel) = (queue.clone(), steps.clone(), wake.clone(), cancel.clone());
+        async move {
+            while !cancel.is_cancelled() {
+                let (q, s) = (queue.clone(), steps.clone());
+                let ran = tokio::task::spawn_blocking(move || run_one(&*q, &*s, now_ms(), lease_ms)).await;
+                match ran {
+                    Ok(Ok(Ran::Done(..) | Ran::Failed(..))) => continue,
+                    Ok(Ok(Ran::Idle)) => {}
+                    Ok(Err(e)) => tracing::error!(error = %e, "the job queue cannot be read"),
+                    Err(e) => tracing::error!(error = %e, "a job's worker panicked"),
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(idle) => {}
+                }
+            }
+        }
+    });
+    futures_join(all).await;
+}
+
+/// Awaits every future (without another dependency).
+async fn futures_join<F: std::future::Future<Output = ()> + Send + 'static>(all: impl Iterator<Item = F>) {
+    let handles: Vec<_> = all.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use witness_core::JobState;
+
+    #[test]
+    fn nothing_downstream_is_ready_before_what_it_waits_for() {
+        use JobStep::*;
+        assert_eq!(ready(&[]), Vec::<JobStep>::new(), "seal is enqueued when the recording ends");
+        assert_eq!(ready(&[Seal]), vec![Extract, Upload]);
+        assert_eq!(ready(&[Seal, Upload]), vec![Extract, Verify]);
+        assert_eq!(ready(&[Seal, Upload, Verify]), vec![Extract], "no prune before the text is read");
+        assert_eq!(ready(&[Seal, Extract, Upload, Verify]), vec![Prune]);
+        assert_eq!(ready(JobStep::ALL), Vec::<JobStep>::new());
+        for s in JobStep::ALL {
+            for r in requires(*s) {
+                assert!(JobStep::ALL.iter().position(|x| x == r) < JobStep::ALL.iter().position(|x| x == s));
+            }
+        }
+    }
+
+    /// A job's state, attempts, next attempt, last error and lease, as the index keeps them.
+    type Kept = (JobState, u32, i64, Option<String>, i64);
+
+    /// Jobs in memory.
+    #[derive(Default)]
+    struct Memory(Mutex<HashMap<(String, JobStep), Kept>>);
+
+    impl JobQueue for Memory {
+        fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+            let mut all = self.0.lock().unwrap();
+            let due = all
+                .iter_mut()
+                .filter(|(_, (state, _, at, _, lease))| {
+                    *state == JobState::Waiting && *at <= now_ms && *lease <= now_ms
+                })
+                .min_by_key(|((_, step), (_, _, at, _, _))| (*at, JobStep::ALL.iter().position(|s| s == step)));
+            Ok(due.map(|((id, step), (_, attempts, _, _, lease))| {
+                *lease = now_ms + lease_ms;
+                Job { recording_id: id.clone(), step: *step, attempts: *attempts }
+            }))
+        }
+
+        fn complete(&self, job: &Job, _now_ms: i64) -> Result<Vec<JobStep>, ArchiveError> {
+            let mut all = self.0.lock().unwrap();
+            all.get_mut(&(job.recording_id.clone(), job.step)).unwrap().0 = JobState::Done;
+            let done: Vec<JobStep> = all
+                .iter()
+                .filter(|((id, _), (state, ..))| *id == job.recording_id && *state == JobState::Done)
+                .map(|((_, s), _)| *s)
+                .collect();
+            let next = ready(&done);
+            for s in &next {
+                all.entry((job.recording_id.clone(), *s)).or_insert((JobState::Waiting, 0, 0, None, 0));
+            }
+            Ok(next)
+        }
+
+        fn fail(&self, job: &Job, error: &str, next_attempt_ms: i64) -> Result<(), ArchiveError> {
+            let mut all = self.0.lock().unwrap();
+            let j = all.get_mut(&(job.recording_id.clone(), job.step)).unwrap();
+            *j = (JobState::Waiting, j.1 + 1, next_attempt_ms, Some(error.to_owned()), 0);
+            Ok(())
+        }
+    }
+
+    /// Steps that fail while `broken` names them, and log what ran.
+    #[derive(Default)]
+    struct Log {
+        ran: Mutex<Vec<JobStep>>,
+        broken: Mutex<Vec<JobStep>>,
+    }
+
+    impl Steps for Log {
+        fn run(&self, job: &Job) -> Result<(), String> {
+            if self.broken.lock().unwrap().contains(&job.step) {
+                return Err(format!("{} cannot run now", job.step));
+            }
+            self.ran.lock().unwrap().push(job.step);
+            Ok(())
+        }
+    }
+
+    /// Sealing made to fail: nothing is uploaded or pruned, the job waits with its reason and a
+    /// growing backoff; once sealing works the chain runs to the end, each step after what it
+    /// waits for.
+    #[test]
+    fn a_failing_step_holds_back_everything_after_it_and_the_chain_resumes() {
+        let q = Memory::default();
+        q.0.lock().unwrap().insert(("r1".into(), JobStep::Seal), (JobState::Waiting, 0, 0, None, 0));
+        let steps = Log::default();
+        steps.broken.lock().unwrap().push(JobStep::Seal);
+        let mut now = 0;
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            match run_one(&q, &steps, now, 60_000).unwrap() {
+                Ran::Failed(JobStep::Seal, wait) => {
+                    waits.push(wait);
+                    assert_eq!(run_one(&q, &steps, now + 1, 60_000).unwrap(), Ran::Idle, "waits its backoff");
+                    now += wait;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(waits[0] < waits[1] && waits[1] < waits[2], "backoff grows: {waits:?}");
+        assert!(steps.ran.lock().unwrap().is_empty(), "nothing ran after a failed seal");
+        let held = q.0.lock().unwrap()[&("r1".to_owned(), JobStep::Seal)].clone();
+        assert_eq!((held.1, held.3.as_deref()), (3, Some("seal cannot run now")));
+        steps.broken.lock().unwrap().clear();
+        while run_one(&q, &steps, now, 60_000).unwrap() != Ran::Idle {}
+        let ran = steps.ran.lock().unwrap().clone();
+        assert_eq!(ran.len(), 5, "{ran:?}");
+        let at = |s| ran.iter().position(|x| *x == s).unwrap();
+        for s in JobStep::ALL {
+            for r in requires(*s) {
+                assert!(at(*r) < at(*s), "{s} ran before {r}: {ran:?}");
+            }
+        }
+    }
+
+    /// The pool stops on its token, and a worker killed mid-step (a lease never released) does
+    /// not stop the step: it runs again once the lease is out.
+    #[tokio::test]
+    async fn the_pool_runs_to_the_end_and_stops_on_cancel() {
+        static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_000);
+        fn now() -> i64 {
+            NOW.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        let q = Arc::new(Memory::default());
+        for r in ["r1", "r2", "r3"] {
+            q.0.lock().unwrap().insert((r.into(), JobStep::Seal), (JobState::Waiting, 0, 0, None, 0));
+        }
+        // r3's seal was claimed by a worker that died: its lease runs to 5000.
+        q.0.lock().unwrap().get_mut(&("r3".to_owned(), JobStep::Seal)).unwrap().4 = 5_000;
+        let steps = Arc::new(Log::default());
+        let (wake, cancel) = (Arc::new(Notify::new()), CancellationToken::new());
+        let how = Pool { workers: 2, lease_ms: 60_000, idle: Duration::from_millis(10), now_ms: now };
+        let pool = tokio::spawn(work(q.clone(), steps.clone(), how, wake.clone(), cancel.clone()));
+        let all_done = |n: usize| {
+            let q = q.clone();
+            async move {
+                for _ in 0..500 {
+                    if q.0.lock().unwrap().values().filter(|j| j.0 == JobState::Done).count() == n {
+                        return true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                false
+            }
+        };
+        assert!(all_done(10).await, "r1 and r2 run every step");
+        assert!(q.0.lock().unwrap()[&("r3".to_owned(), JobStep::Seal)].0 == JobState::Waiting, "r3 is leased");
+        NOW.store(5_000, std::sync::atomic::Ordering::Relaxed);
+        wake.notify_waiters();
+        assert!(all_done(15).await, "r3 runs once its dead worker's lease is out");
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), pool).await.expect("the pool stops on cancel").unwrap();
+    }
+}

@@ -1,0 +1,149 @@
+//! A recording's after-life as durable jobs (`jobs`, schema step 16): one row per step, claimed
+//! under a lease so two workers (or two processes) never run the same step at once, retried at
+//! its next attempt after a failure with the reason kept, and `done` once it ran. Completing a
+//! step enqueues, in the same transaction, the steps the caller says are ready once it is done
+//! (the graph itself is `witness-archive::jobs`): a crash between the two leaves neither.
+
+use crate::{Index, IndexError, Result};
+use rusqlite::{OptionalExtension, params};
+use witness_core::{JobState, JobStep};
+
+/// A job as claimed or listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub recording_id: String,
+    pub step: JobStep,
+    pub state: JobState,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When a waiting job is due (unix ms; 0: now).
+    pub next_attempt_ms: i64,
+    pub last_error: Option<String>,
+}
+
+fn typed<T: std::str::FromStr>(column: &'static str, value: String) -> Result<T> {
+    value.parse().map_err(|_| IndexError::Corrupt { column, value })
+}
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, u32, i64, Option<String>)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn job(
+    (recording_id, step, state, attempts, next_attempt_ms, last_error): (
+        String,
+        String,
+        String,
+        u32,
+        i64,
+        Option<String>,
+    ),
+) -> Result<JobRow> {
+    Ok(JobRow {
+        recording_id,
+        step: typed("jobs.step", step)?,
+        state: typed("jobs.state", state)?,
+        attempts,
+        next_attempt_ms,
+        last_error,
+    })
+}
+
+const COLUMNS: &str = "recording_id, step, state, attempts, next_attempt_at, last_error";
+
+impl Index {
+    /// Enqueues `step` for a recording, due now; nothing if it is already there (waiting or done).
+    pub fn enqueue_job(&self, recording_id: &str, step: JobStep, now_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO jobs (recording_id, step, created_at) VALUES (?1, ?2, ?3)",
+            params![recording_id, step.as_str(), now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Claims the longest-due waiting job for `lease_ms` on behalf of `owner`; a lease that ran
+    /// out (its worker died) is taken over.
+    pub fn claim_job(&self, now_ms: i64, lease_ms: i64, owner: u32) -> Result<Option<JobRow>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let found = tx
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM jobs WHERE state = 'waiting' AND next_attempt_at <= ?1 AND lease_until <= ?1
+                     ORDER BY next_attempt_at, created_at LIMIT 1"
+                ),
+                [now_ms],
+                row,
+            )
+            .optional()?;
+        let Some(found) = found else { return Ok(None) };
+        let found = job(found)?;
+        tx.execute(
+            "UPDATE jobs SET lease_until = ?3, lease_owner = ?4 WHERE recording_id = ?1 AND step = ?2",
+            params![found.recording_id, found.step.as_str(), now_ms + lease_ms, owner],
+        )?;
+        tx.commit()?;
+        Ok(Some(found))
+    }
+
+    /// `step` ran: it is done, and the steps `ready` picks from the recording's done steps (this
+    /// one included) are enqueued, in one transaction. Returns what was enqueued.
+    pub fn complete_job(
+        &self,
+        recording_id: &str,
+        step: JobStep,
+        now_ms: i64,
+        ready: &dyn Fn(&[JobStep]) -> Vec<JobStep>,
+    ) -> Result<Vec<JobStep>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE jobs SET state = 'done', done_at = ?3, lease_until = 0, last_error = NULL
+             WHERE recording_id = ?1 AND step = ?2",
+            params![recording_id, step.as_str(), now_ms],
+        )?;
+        let done = {
+            let mut stmt = tx.prepare("SELECT step FROM jobs WHERE recording_id = ?1 AND state = 'done'")?;
+            let steps = stmt.query_map([recording_id], |r| r.get::<_, String>(0))?;
+            steps.map(|s| typed::<JobStep>("jobs.step", s?)).collect::<Result<Vec<_>>>()?
+        };
+        let next = ready(&done);
+        for s in &next {
+            tx.execute(
+                "INSERT OR IGNORE INTO jobs (recording_id, step, created_at) VALUES (?1, ?2, ?3)",
+                params![recording_id, s.as_str(), now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(next)
+    }
+
+    /// A failed attempt: counted, the reason kept, due again at `next_attempt_ms`, never given up.
+    pub fn fail_job(&self, recording_id: &str, step: JobStep, error: &str, next_attempt_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET attempts = attempts + 1, last_error = ?3, next_attempt_at = ?4, lease_until = 0
+             WHERE recording_id = ?1 AND step = ?2",
+            params![recording_id, step.as_str(), error, next_attempt_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Every waiting job, soonest due first (for `sync status`: what waits, and why).
+    pub fn waiting_jobs(&self) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'waiting' ORDER BY next_attempt_at, created_at"
+        ))?;
+        let rows = stmt.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(job).collect()
+    }
+
+    /// A recording's jobs, in the order they were enqueued.
+    pub fn recording_jobs(&self, recording_id: &str) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE recording_id = ?1 ORDER BY created_at, rowid"))?;
+        let rows = stmt.query_map([recording_id], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(job).collect()
+    }
+}
