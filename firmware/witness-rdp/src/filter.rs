@@ -1220,13 +1220,34 @@ mod tests {
         // compressed PDU it skipped.
         assert!(!info.flags.contains(ClientInfoFlags::COMPRESSION), "{:?}", info.flags);
         assert_eq!(info.compression_type, CompressionType::K8);
-        // The box user's password never reaches the target.
-        assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+        // The box user's password never reaches the target (the check finds it in what the
+        // client sent).
+        assert!(holds_secret(&frame, "box-password"));
+        assert!(!holds_secret(&out, "box-password"));
         // A second one is rewritten too: whenever a Client Info comes, it carries the target's
         // credential.
-        assert!(
-            matches!(f.from_client(&frame).unwrap(), Verdict::Replace(out) if !out.windows(12).any(|w| w == b"box-password"))
-        );
+        assert!(matches!(f.from_client(&frame).unwrap(), Verdict::Replace(out) if !holds_secret(&out, "box-password")));
+    }
+
+    /// Whether `bytes` hold `secret` as a Client Info can carry it: in ANSI (ASCII) or, with
+    /// INFO_UNICODE (what FreeRDP and mstsc send), in UTF-16LE. Searching ASCII alone never finds
+    /// a Unicode Client Info's password, so such a check could not fail.
+    fn holds_secret(bytes: &[u8], secret: &str) -> bool {
+        let utf16: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        [secret.as_bytes(), &utf16].iter().any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+    }
+
+    /// The password check can fail: it finds the password the client planted in either encoding
+    /// (red team, `h-red17`: `red17_the_password_assertions_cannot_fail` — the ASCII search found
+    /// nothing even in the client's own Unicode Client Info).
+    #[test]
+    fn the_password_check_finds_both_encodings() {
+        let unicode: Vec<u8> = "\0\0box-password\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(!unicode.windows(12).any(|w| w == b"box-password"), "an ascii search misses it");
+        assert!(holds_secret(&unicode, "box-password"));
+        assert!(holds_secret(b"\x01\x02box-password\0", "box-password"));
+        assert!(!holds_secret(&unicode, "box-passwore"));
+        assert!(!holds_secret(b"box-passwor", "box-password"));
     }
 
     /// The target's MCS Send Data Indication carrying `user_data` on `channel`.
@@ -1625,9 +1646,10 @@ mod tests {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
         f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
         // Before the target's Connect Response: the I/O channel is not known yet.
+        assert!(holds_secret(&info, "box-password"));
         match f.from_client(&info).unwrap() {
             Verdict::Replace(out) => {
-                assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+                assert!(!holds_secret(&out, "box-password"));
                 assert_eq!(decode::<ClientInfoPdu>(&user_data(&out)).unwrap().client_info.credentials.username, "root");
             }
             Verdict::Refuse(_) => {}
@@ -1640,7 +1662,7 @@ mod tests {
         let mut disguised = encode_vec(&pdu).unwrap();
         disguised[2] = 0x17;
         match f.from_client(&send_data(1003, disguised)).unwrap() {
-            Verdict::Replace(out) => assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password")),
+            Verdict::Replace(out) => assert!(!holds_secret(&out, "box-password")),
             Verdict::Refuse(_) => {}
             other => panic!("a client info neither rewritten nor refused: {other:?}"),
         }
