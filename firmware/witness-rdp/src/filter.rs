@@ -33,6 +33,7 @@ pub const CLIENT_UNREADABLE: &str = "the client sent a pdu the box cannot read";
 pub const TARGET_UNREADABLE: &str = "the target sent a pdu the box cannot read";
 pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu the box cannot rewrite";
 pub const DVC_UNREADABLE: &str = "a dynamic channel pdu the box cannot read";
+pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
 pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
 
 /// The credential written into the Client Info PDU the target receives.
@@ -427,8 +428,7 @@ impl Filter {
             return Ok(Verdict::Forward);
         }
         if self.io_channel.is_none() {
-            self.connect_response(frame)?;
-            return Ok(Verdict::Forward);
+            return self.connect_response(frame);
         }
         let Some(X224(mcs)) = whole_mcs(frame) else {
             return Ok(Verdict::Refuse(TARGET_UNREADABLE));
@@ -732,12 +732,21 @@ impl Filter {
     }
 
     /// Learns the channel ids. The response passes unchanged: without the client's multitransport
-    /// block (removed from the Connect Initial) the target offers no side transport.
-    fn connect_response(&mut self, frame: &[u8]) -> Result<(), FilterError> {
+    /// block (removed from the Connect Initial) the target offers no side transport. Ids must be
+    /// distinct (static channels, the I/O and the message channel): the filter judges a channel
+    /// by its id, and a client may route a shared id to either channel (a refused one's data
+    /// would pass as an allowed one's).
+    fn connect_response(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         tracing::trace!(frame = %hex::encode(frame), "mcs connect response from the target");
         let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect response"))?;
         let response = decode::<ConnectResponse>(&x224.0.data).map_err(err("mcs connect response"))?;
         let blocks = response.conference_create_response.gcc_blocks();
+        let message = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
+        let mut ids: HashSet<u16> = HashSet::new();
+        let all = blocks.network.channel_ids.iter().chain([&blocks.network.io_channel]).chain(message.as_ref());
+        if !all.into_iter().all(|&id| ids.insert(id)) {
+            return Ok(Verdict::Refuse(CHANNEL_IDS_CLASH));
+        }
         self.io_channel = Some(blocks.network.io_channel);
         self.message_channel = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
         self.decisions = self
@@ -752,7 +761,7 @@ impl Filter {
                 allowed: channels::static_allowed(self.redirection, name),
             })
             .collect();
-        Ok(())
+        Ok(Verdict::Forward)
     }
 
     fn inject(&self, pdu: &mut ClientInfoPdu) {
@@ -2065,5 +2074,42 @@ mod tests {
         assert_eq!(f.from_target(&send_indication(1004, svc(&[0x40, 7]))).unwrap(), Verdict::Forward);
         assert_eq!(f.from_target(&gfx()).unwrap(), Verdict::Forward);
         assert!(matches!(f.from_client(&send_data(1004, svc(&caps))).unwrap(), Verdict::Replace(_)));
+    }
+
+    /// Late red-team item: a target that gives a refused channel the id of an allowed one (or of
+    /// the I/O or message channel). Attack first: on a grant without the clipboard, cliprdr given
+    /// rdpsnd's id, the client's clipboard data on cliprdr's id passed as rdpsnd's (the filter
+    /// judges by id; which channel a client routes a shared id to is its own choice). Now the
+    /// Connect Response ends the session.
+    #[test]
+    fn clashing_channel_ids_in_the_connect_response_are_refused() {
+        let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        // TS_UD_SC_NET: type 0x0C03, length, MCSChannelId, channelCount, channelIdArray.
+        let net = response.windows(2).position(|w| w == [0x03, 0x0C]).unwrap();
+        let io = u16::from_le_bytes([response[net + 4], response[net + 5]]);
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+        f.from_client(&initial).unwrap();
+        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        let decisions = f.decisions().to_vec();
+        let at = |name: &str| decisions.iter().position(|d| d.name == name).unwrap();
+        let (cliprdr, rdpsnd) = (at("cliprdr"), at("rdpsnd"));
+        let message = f.message_channel.expect("shadow's response has a message channel");
+        let patched = |index: usize, id: u16| {
+            let mut r = response.clone();
+            r[net + 8 + 2 * index..net + 10 + 2 * index].copy_from_slice(&id.to_le_bytes());
+            r
+        };
+        for (r, why) in [
+            (patched(cliprdr, decisions[rdpsnd].id), "cliprdr on rdpsnd's id"),
+            (patched(rdpsnd, decisions[cliprdr].id), "rdpsnd on cliprdr's id"),
+            (patched(cliprdr, io), "cliprdr on the I/O channel"),
+            (patched(cliprdr, message), "cliprdr on the message channel"),
+        ] {
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+            f.from_client(&initial).unwrap();
+            assert_eq!(f.from_target(&r).unwrap(), Verdict::Refuse(CHANNEL_IDS_CLASH), "{why}");
+            assert!(!f.channels_known(), "{why}");
+        }
     }
 }
