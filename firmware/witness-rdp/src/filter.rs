@@ -2112,4 +2112,19 @@ mod tests {
             assert!(!f.channels_known(), "{why}");
         }
     }
+
+    /// Late red-team item, not a hole: after activation no server reads a security header on a
+    /// static channel (xrdp stops reading them in TLS mode at the licence exchange, before its
+    /// Demand Active; FreeRDP reads the Client Info only in its connection state machine), and
+    /// channel data there often has the INFO_PKT bit in its length field — a 64-byte clipboard
+    /// PDU does. Such data passes as the channel's data; refusing it would end real sessions.
+    #[test]
+    fn channel_data_after_activation_is_not_read_as_a_client_info() {
+        let mut f = connected(&[("cliprdr", 1004, true)]);
+        let mut pdu = 64u32.to_le_bytes().to_vec(); // length 0x40: INFO_PKT in a security header
+        pdu.extend(3u32.to_le_bytes());
+        pdu.extend([0u8; 64]);
+        assert!(info_flag(&pdu));
+        assert_eq!(f.from_client(&send_data(1004, pdu)).unwrap(), Verdict::Forward);
+    }
 }
