@@ -407,9 +407,41 @@ fn nla_target_session_through_the_box() {
     let allowed = channels[0]["detail"]["allowed"].as_array().unwrap();
     assert!(blocked.iter().any(|c| c == "rdpdr"), "{channels:?}");
     assert!(allowed.iter().any(|c| c == "cliprdr"), "{channels:?}");
-    // The box user's password never reaches the box's log or the audit log.
-    assert!(!rb.b.log().contains("alice-pw") && !events.iter().any(|e| e.to_string().contains("alice-pw")));
-    assert!(!rb.b.log().contains(SHADOW_PASS));
+    // The box user's password never reaches the box's log or the audit log, in any encoding.
+    let (log, audit) = (rb.b.log(), events.iter().map(|e| e.to_string()).collect::<String>());
+    for secret in ["alice-pw", SHADOW_PASS] {
+        assert!(!holds_secret(&log, secret) && !holds_secret(&audit, secret), "{secret:?} was written down");
+    }
+}
+
+/// Whether `text` holds `secret` as RDP carries it or a log could show it: ASCII, UTF-16LE (a
+/// Unicode Client Info, NTLM), or either as hex. A search for the ASCII bytes alone never finds
+/// a password a Unicode PDU carries.
+pub(crate) fn holds_secret(text: &str, secret: &str) -> bool {
+    let utf16: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let lower = text.to_lowercase();
+    text.contains(secret)
+        || text.as_bytes().windows(utf16.len()).any(|w| w == utf16.as_slice())
+        || lower.contains(&hex(secret.as_bytes()))
+        || lower.contains(&hex(&utf16))
+}
+
+/// The secret search can fail: it finds a password planted in each encoding.
+#[test]
+fn rdp_secret_search_finds_every_encoding() {
+    // UTF-16LE of an ASCII password: each byte followed by a NUL.
+    let utf16: String = "alice-pw".chars().flat_map(|c| [c, '\0']).collect();
+    assert!(!format!("x{utf16}y").contains("alice-pw"), "an ascii search misses it");
+    for planted in [
+        "x alice-pw y".to_owned(),
+        format!("x{utf16}y"),
+        "frame=00616c6963652d70770a".to_owned(),
+        "frame=61006C00690063006500 2D00700077000000".replace(' ', ""),
+    ] {
+        assert!(holds_secret(&planted, "alice-pw"), "{planted:?}");
+        assert!(!holds_secret(&planted, "alice-px"), "{planted:?}");
+    }
 }
 
 #[test]

@@ -729,12 +729,14 @@ pub fn last_pointer(frame: &[u8]) -> Option<(u16, u16)> {
 
 /// Whether losing this target PDU costs only pixels that a full redraw (Refresh Rect) paints
 /// again: a fast-path PDU, neither encrypted nor bulk-compressed, whose updates are all bitmaps,
-/// surface commands or synchronize, or a slow-path PDU on the session's I/O channel
+/// synchronize, or unfragmented surface commands that carry only frame markers and uncompressed
+/// surface bits (codec 0), or a slow-path PDU on the session's I/O channel
 /// (`io_channel`) made only of uncompressed bitmap or synchronize Update PDUs (xrdp sends its
 /// bitmaps so). Anything else carries state a redraw does not restore — pointer shapes,
 /// positions and the pointer cache, palettes, drawing orders and their caches, (re)activation
-/// and the desktop's size, the graphics pipeline's surfaces, codec contexts and compression
-/// history.
+/// and the desktop's size, the graphics pipeline's surfaces, codec contexts (RemoteFX sends its
+/// codec headers once, in its first message: a skipped one leaves every later frame
+/// undecodable, so RemoteFX surface bits are never skipped) and compression history.
 pub fn repairable(frame: &[u8], io_channel: Option<u16>) -> bool {
     if is_x224(frame) {
         return io_channel.is_some_and(|io| repairable_slow_path(frame, io));
@@ -802,9 +804,49 @@ fn repairable_fast_path(frame: &[u8]) -> bool {
             return false;
         }
         let Some(size) = frame.get(at + 1..at + 3) else { return false };
-        at += 3 + usize::from(u16::from_le_bytes([size[0], size[1]]));
+        let end = at + 3 + usize::from(u16::from_le_bytes([size[0], size[1]]));
+        // A fragment's codec cannot be told from its bytes: surface commands must be whole.
+        if update & 0x0F == SURFACE_COMMANDS
+            && (update & 0x30 != 0 || !frame.get(at + 3..end).is_some_and(raw_surface_commands))
+        {
+            return false;
+        }
+        at = end;
     }
     at == length
+}
+
+/// Whether surface commands (`TS_SURFCMD`s back to back) are only frame markers and surface
+/// bits in codec 0 (uncompressed pixels), which a redraw paints again.
+fn raw_surface_commands(data: &[u8]) -> bool {
+    const SET_SURFACE_BITS: u16 = 0x0001;
+    const FRAME_MARKER: u16 = 0x0004;
+    const STREAM_SURFACE_BITS: u16 = 0x0006;
+    const EX_COMPRESSED_BITMAP_HEADER_PRESENT: u8 = 0x01;
+    let u16_at = |at: usize| data.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let mut at = 0;
+    while at < data.len() {
+        match u16_at(at) {
+            Some(FRAME_MARKER) => at += 8,
+            Some(SET_SURFACE_BITS | STREAM_SURFACE_BITS) => {
+                // cmdType, destination rectangle (8), then TS_BITMAP_DATA_EX: bpp, flags,
+                // reserved, codecID, width, height, bitmapDataLength (4), [extended header], data.
+                let (Some(&flags), Some(&codec), Some(len)) =
+                    (data.get(at + 11), data.get(at + 13), data.get(at + 18..at + 22))
+                else {
+                    return false;
+                };
+                if codec != 0 {
+                    return false;
+                }
+                let extended = if flags & EX_COMPRESSED_BITMAP_HEADER_PRESENT != 0 { 24 } else { 0 };
+                let bits = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                at = at.saturating_add(22 + extended).saturating_add(bits);
+            }
+            _ => return false,
+        }
+    }
+    at == data.len()
 }
 
 /// Whether a fast-path input PDU's stated length covers its own header: IronRDP subtracts the

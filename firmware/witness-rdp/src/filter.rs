@@ -33,6 +33,8 @@ pub const CLIENT_UNREADABLE: &str = "the client sent a pdu the box cannot read";
 pub const TARGET_UNREADABLE: &str = "the target sent a pdu the box cannot read";
 pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu the box cannot rewrite";
 pub const DVC_UNREADABLE: &str = "a dynamic channel pdu the box cannot read";
+pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
+pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -116,15 +118,19 @@ pub struct Filter {
     dynamic: Dynamic,
 }
 
-/// The dynamic channels on `drdynvc`.
+/// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
+/// target's Create Request until the client refuses it or either side closes it, and a Create
+/// Request for an id in use ends the session (clients refuse it and keep the channel they have,
+/// so the filter would judge the old channel's data as the new one's).
 #[derive(Debug, Default)]
 struct Dynamic {
+    /// Channels the grant opens, in use.
     open: HashMap<u32, DynamicChannel>,
-    /// Channels the grant does not open, asked for by the target and not closed yet.
+    /// Channels the grant does not open, in use.
     refused: HashSet<u32>,
-    /// Whether the chunks that follow a first chunk pass, per direction.
-    target_chunks: Option<bool>,
-    client_chunks: Option<bool>,
+    /// A static channel message arriving in chunks, per direction: where the rest goes.
+    target_chunks: Option<Chunks>,
+    client_chunks: Option<Chunks>,
     /// Decisions not yet taken by [`Filter::take_dynamic_decisions`].
     decided: Vec<DynamicDecision>,
     /// Names already announced: each once, and at most [`ANNOUNCED_NAMES`] (a target asking for
@@ -135,11 +141,94 @@ struct Dynamic {
 /// How many distinct dynamic channel decisions a session announces.
 const ANNOUNCED_NAMES: usize = 64;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct DynamicChannel {
     graphics: bool,
-    /// Bytes of a fragmented client message (Data First) on this channel still to come.
-    client_remaining: u64,
+    /// The client's graphics pipeline messages, walked as they arrive.
+    gfx: GfxWalk,
+}
+
+/// The rest of a static channel message on `drdynvc` sent in chunks.
+#[derive(Debug, Clone, Copy)]
+struct Chunks {
+    pass: bool,
+    /// Bytes still to come: chunks must add up to the stated length exactly, or peers would
+    /// cut the message elsewhere than the filter.
+    left: u64,
+    /// The graphics pipeline channel whose DVC PDU the chunks continue (their bytes are walked).
+    graphics: Option<u32>,
+}
+
+/// Where the filter is in the client's messages on the graphics pipeline. A DVC message (one
+/// Data PDU, or a Data First and the Data PDUs that complete it) holds RDPGFX PDUs back to back,
+/// and servers read every one (xrdp's `xrdp_egfx_process`, FreeRDP's server): the filter walks
+/// each, across fragments and static chunks, so a Caps Advertise is found wherever it stands.
+#[derive(Debug, Default)]
+struct GfxWalk {
+    /// Bytes of the current DVC message still to come (0: none in progress).
+    message_left: u64,
+    /// Bytes of the current RDPGFX PDU still to come.
+    skip: u64,
+    /// The first bytes of the next RDPGFX header, when a frame ended inside it.
+    head: Vec<u8>,
+}
+
+impl GfxWalk {
+    /// Starts a DVC message of `total` bytes; `false` while another is in progress (peers differ
+    /// on whether a Data First abandons it).
+    fn start(&mut self, total: u64) -> bool {
+        if self.message_left > 0 {
+            return false;
+        }
+        *self = Self { message_left: total, ..Self::default() };
+        true
+    }
+
+    /// Walks the message bytes one frame carries, trimming a Caps Advertise in place; whether
+    /// one was trimmed. `None` when a Caps Advertise does not lie whole in these bytes (it could
+    /// not be trimmed in place), when an RDPGFX header is malformed, or when the bytes overrun the
+    /// message or the message ends inside a PDU.
+    fn feed(&mut self, bytes: &mut [u8]) -> Option<bool> {
+        self.message_left = self.message_left.checked_sub(bytes.len() as u64)?;
+        let mut trimmed = false;
+        let mut at = 0;
+        while at < bytes.len() {
+            if self.skip > 0 {
+                let n = self.skip.min((bytes.len() - at) as u64);
+                self.skip -= n;
+                at += n as usize;
+                continue;
+            }
+            let (pdu_start, whole_header) = (at, self.head.is_empty());
+            let take = (8 - self.head.len()).min(bytes.len() - at);
+            self.head.extend_from_slice(&bytes[at..at + take]);
+            at += take;
+            if self.head.len() < 8 {
+                break;
+            }
+            let (command, length) = (u16_at(&self.head, 0)?, u64::from(uint_at(&self.head, 4, 4)?));
+            self.head.clear();
+            if length < 8 {
+                return None;
+            }
+            if command == RDPGFX_CMDID_CAPSADVERTISE {
+                let end = usize::try_from(length).ok().and_then(|l| pdu_start.checked_add(l))?;
+                if !whole_header || end > bytes.len() {
+                    return None;
+                }
+                let t = trim_caps_pdu(&mut bytes[pdu_start..end])?;
+                tracing::debug!(trimmed = ?t, "graphics pipeline capabilities trimmed to what the box decodes");
+                trimmed = true;
+                at = end;
+            } else {
+                self.skip = length - 8;
+            }
+        }
+        if self.message_left == 0 && (self.skip > 0 || !self.head.is_empty()) {
+            return None;
+        }
+        Some(trimmed)
+    }
 }
 
 /// Whether data would be read as a Client Info: INFO_PKT in what would be a security header's
@@ -339,8 +428,7 @@ impl Filter {
             return Ok(Verdict::Forward);
         }
         if self.io_channel.is_none() {
-            self.connect_response(frame)?;
-            return Ok(Verdict::Forward);
+            return self.connect_response(frame);
         }
         let Some(X224(mcs)) = whole_mcs(frame) else {
             return Ok(Verdict::Refuse(TARGET_UNREADABLE));
@@ -476,19 +564,29 @@ impl Filter {
     /// does not open reaches the client under a name no client offers, so the client itself
     /// refuses it; nothing crosses on it either way.
     fn dvc_from_target(&mut self, frame: &[u8], at: usize) -> Verdict {
-        let Some((_, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(DVC_UNREADABLE) };
+        let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(DVC_UNREADABLE) };
         // Static channel compression is not offered (trimmed from the Confirm Active).
         if flags & CHANNEL_PACKET_COMPRESSED != 0 {
             return Verdict::Refuse(DVC_UNREADABLE);
         }
         let last = flags & CHANNEL_FLAG_LAST != 0;
         if flags & CHANNEL_FLAG_FIRST == 0 {
-            return follow_chunk(&mut self.dynamic.target_chunks, last);
+            return match follow_chunk(&mut self.dynamic.target_chunks, flags, chunk.len()) {
+                Some(c) if c.pass => Verdict::Forward,
+                Some(_) => Verdict::Drop,
+                None => Verdict::Refuse(DVC_UNREADABLE),
+            };
         }
+        let Some(left) = first_chunk(&self.dynamic.target_chunks, length, flags, chunk.len()) else {
+            return Verdict::Refuse(DVC_UNREADABLE);
+        };
         let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
         let d = &mut self.dynamic;
         let verdict = match h.cmd {
             cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
+            cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains(&h.channel) => {
+                Verdict::Refuse(DVC_ID_REUSED)
+            }
             cmd::CREATE => {
                 let name = &chunk[h.body..];
                 let allowed = channels::dynamic_allowed(self.redirection, name);
@@ -496,11 +594,9 @@ impl Filter {
                 if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
                     d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
                 }
-                d.open.remove(&h.channel);
-                d.refused.remove(&h.channel);
                 if allowed {
                     let graphics = channels::channel_name(name).as_deref() == Some(GRAPHICS);
-                    d.open.insert(h.channel, DynamicChannel { graphics, client_remaining: 0 });
+                    d.open.insert(h.channel, DynamicChannel { graphics, ..DynamicChannel::default() });
                     Verdict::Forward
                 } else {
                     d.refused.insert(h.channel);
@@ -521,12 +617,13 @@ impl Filter {
             cmd::CAPABILITY | cmd::SOFT_SYNC_REQUEST => Verdict::Forward,
             _ => Verdict::Drop,
         };
-        start_chunks(&mut self.dynamic.target_chunks, last, &verdict);
+        start_chunks(&mut self.dynamic.target_chunks, left, None, &verdict);
         verdict
     }
 
     /// `drdynvc` from the client: answers and data on the channels the target opened and the
-    /// grant allows; the graphics pipeline's Caps Advertise is trimmed or the session ends.
+    /// grant allows; every RDPGFX PDU the client sends on the graphics pipeline is walked, and a
+    /// Caps Advertise among them is trimmed in place or the session ends.
     fn dvc_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
         let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(DVC_UNREADABLE) };
         if flags & CHANNEL_PACKET_COMPRESSED != 0 {
@@ -534,22 +631,51 @@ impl Filter {
         }
         let last = flags & CHANNEL_FLAG_LAST != 0;
         if flags & CHANNEL_FLAG_FIRST == 0 {
-            return follow_chunk(&mut self.dynamic.client_chunks, last);
+            return match follow_chunk(&mut self.dynamic.client_chunks, flags, chunk.len()) {
+                Some(Chunks { graphics: Some(id), .. }) => match self.dynamic.open.get_mut(&id) {
+                    Some(c) if c.graphics => gfx_feed(&mut c.gfx, frame, at + 8),
+                    // The channel closed (or changed) inside one of its messages.
+                    _ => Verdict::Refuse(GFX_UNRESTRICTED),
+                },
+                Some(c) if c.pass => Verdict::Forward,
+                Some(_) => Verdict::Drop,
+                None => Verdict::Refuse(DVC_UNREADABLE),
+            };
         }
+        let Some(left) = first_chunk(&self.dynamic.client_chunks, length, flags, chunk.len()) else {
+            return Verdict::Refuse(DVC_UNREADABLE);
+        };
         let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
         let d = &mut self.dynamic;
+        let mut graphics = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last || chunk.len() < h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE if d.open.contains_key(&h.channel) => Verdict::Forward,
-            // The client said yes to a channel the grant does not open: the target hears no.
-            cmd::CREATE if d.refused.contains(&h.channel) => {
-                let mut out = frame.to_vec();
-                let status = at + 8 + h.body;
-                out[status..status + 4].copy_from_slice(&CREATION_FAILED.to_le_bytes());
-                Verdict::Replace(out)
+            cmd::CREATE => {
+                // A negative status (NTSTATUS or HRESULT) is a no: the client keeps no channel.
+                let refused_by_client = uint_at(chunk, h.body, 4).is_some_and(|s| (s as i32) < 0);
+                if d.open.contains_key(&h.channel) {
+                    if refused_by_client {
+                        d.open.remove(&h.channel);
+                    }
+                    Verdict::Forward
+                } else if d.refused.contains(&h.channel) {
+                    // The client said yes to a channel the grant does not open: the target hears no.
+                    if refused_by_client {
+                        d.refused.remove(&h.channel);
+                    }
+                    let mut out = frame.to_vec();
+                    let status = at + 8 + h.body;
+                    out[status..status + 4].copy_from_slice(&CREATION_FAILED.to_le_bytes());
+                    Verdict::Replace(out)
+                } else {
+                    Verdict::Drop
+                }
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
-                Some(c) if c.graphics => gfx_from_client(c, frame, at, length, h, last),
+                Some(c) if c.graphics => {
+                    graphics = Some(h.channel);
+                    gfx_from_client(&mut c.gfx, frame, at, length, h)
+                }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
             },
@@ -567,7 +693,7 @@ impl Filter {
             cmd::CAPABILITY | cmd::SOFT_SYNC_RESPONSE => Verdict::Forward,
             _ => Verdict::Drop,
         };
-        start_chunks(&mut self.dynamic.client_chunks, last, &verdict);
+        start_chunks(&mut self.dynamic.client_chunks, left, graphics, &verdict);
         verdict
     }
 
@@ -606,12 +732,21 @@ impl Filter {
     }
 
     /// Learns the channel ids. The response passes unchanged: without the client's multitransport
-    /// block (removed from the Connect Initial) the target offers no side transport.
-    fn connect_response(&mut self, frame: &[u8]) -> Result<(), FilterError> {
+    /// block (removed from the Connect Initial) the target offers no side transport. Ids must be
+    /// distinct (static channels, the I/O and the message channel): the filter judges a channel
+    /// by its id, and a client may route a shared id to either channel (a refused one's data
+    /// would pass as an allowed one's).
+    fn connect_response(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         tracing::trace!(frame = %hex::encode(frame), "mcs connect response from the target");
         let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect response"))?;
         let response = decode::<ConnectResponse>(&x224.0.data).map_err(err("mcs connect response"))?;
         let blocks = response.conference_create_response.gcc_blocks();
+        let message = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
+        let mut ids: HashSet<u16> = HashSet::new();
+        let all = blocks.network.channel_ids.iter().chain([&blocks.network.io_channel]).chain(message.as_ref());
+        if !all.into_iter().all(|&id| ids.insert(id)) {
+            return Ok(Verdict::Refuse(CHANNEL_IDS_CLASH));
+        }
         self.io_channel = Some(blocks.network.io_channel);
         self.message_channel = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
         self.decisions = self
@@ -626,7 +761,7 @@ impl Filter {
                 allowed: channels::static_allowed(self.redirection, name),
             })
             .collect();
-        Ok(())
+        Ok(Verdict::Forward)
     }
 
     fn inject(&self, pdu: &mut ClientInfoPdu) {
@@ -648,62 +783,71 @@ impl Filter {
     }
 }
 
-/// A continuation chunk of a static channel message: it goes where the first chunk went.
-fn follow_chunk(state: &mut Option<bool>, last: bool) -> Verdict {
-    let Some(pass) = *state else { return Verdict::Refuse(DVC_UNREADABLE) };
-    if last {
-        *state = None;
+/// A continuation chunk of a static channel message: the rest of the message it continues, or
+/// `None` when there is none or the chunk does not fit it (the session ends).
+fn follow_chunk(state: &mut Option<Chunks>, flags: u32, len: usize) -> Option<Chunks> {
+    let mut chunks = state.take()?;
+    chunks.left = chunks.left.checked_sub(len as u64)?;
+    let last = flags & CHANNEL_FLAG_LAST != 0;
+    if last != (chunks.left == 0) {
+        return None;
     }
-    if pass { Verdict::Forward } else { Verdict::Drop }
+    if !last {
+        *state = Some(chunks);
+    }
+    Some(chunks)
+}
+
+/// The bytes still to come after a first chunk, or `None` when a message is already in progress
+/// or the chunk does not fit its stated length.
+fn first_chunk(state: &Option<Chunks>, length: u32, flags: u32, len: usize) -> Option<u64> {
+    let left = u64::from(length).checked_sub(len as u64)?;
+    (state.is_none() && (flags & CHANNEL_FLAG_LAST != 0) == (left == 0)).then_some(left)
 }
 
 /// Remembers, after a first chunk that is not the last, where the rest goes.
-fn start_chunks(state: &mut Option<bool>, last: bool, verdict: &Verdict) {
-    *state = if last { None } else { Some(*verdict == Verdict::Forward) };
+fn start_chunks(state: &mut Option<Chunks>, left: u64, graphics: Option<u32>, verdict: &Verdict) {
+    if left > 0 {
+        let pass = matches!(verdict, Verdict::Forward | Verdict::Replace(_));
+        *state = Some(Chunks { pass, left, graphics });
+    }
 }
 
-/// Client data on the graphics pipeline. A message that starts here is read far enough to see
-/// its command: a Caps Advertise is trimmed in place or, if it cannot be (chunked, fragmented,
-/// malformed), the session ends — H.264 would leave the recording blank.
-fn gfx_from_client(
-    channel: &mut DynamicChannel,
-    frame: &[u8],
-    at: usize,
-    length: u32,
-    h: DvcHeader,
-    last: bool,
-) -> Verdict {
+/// The start of a client DVC Data or Data First PDU on the graphics pipeline: a Data First
+/// starts a message of its stated total, a Data outside one is a whole message; then its bytes
+/// in this frame are walked.
+fn gfx_from_client(walk: &mut GfxWalk, frame: &[u8], at: usize, length: u32, h: DvcHeader) -> Verdict {
     let chunk = &frame[at + 8..];
-    // The DVC PDU's bytes after its header, over all the static chunks.
-    let Some(payload) = u64::from(length).checked_sub(h.body as u64) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
-    if h.cmd == cmd::DATA && channel.client_remaining > 0 {
-        channel.client_remaining = channel.client_remaining.saturating_sub(payload);
-        return Verdict::Forward;
-    }
     let mut start = h.body;
-    let mut total = payload;
-    if h.cmd == cmd::DATA_FIRST {
+    let started = if h.cmd == cmd::DATA_FIRST {
         let Some(n) = channels::field(h.sp) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
-        let Some(t) = uint_at(chunk, start, n) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
-        total = u64::from(t);
+        let Some(total) = uint_at(chunk, start, n) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
         start += n;
-    }
-    let Some(command) = u16_at(chunk, start) else { return Verdict::Refuse(GFX_UNRESTRICTED) };
-    if command == RDPGFX_CMDID_CAPSADVERTISE {
-        let mut out = frame.to_vec();
-        return match trim_gfx_caps(&mut out[at..]) {
-            Some(trimmed) if last => {
-                tracing::debug!(?trimmed, "graphics pipeline capabilities trimmed to what the box decodes");
-                Verdict::Replace(out)
-            }
-            _ => Verdict::Refuse(GFX_UNRESTRICTED),
+        walk.start(total.into())
+    } else if walk.message_left == 0 {
+        // The DVC PDU's bytes after its header, over all its static chunks.
+        let Some(total) = u64::from(length).checked_sub(h.body as u64) else {
+            return Verdict::Refuse(GFX_UNRESTRICTED);
         };
+        walk.start(total)
+    } else {
+        true
+    };
+    if !started {
+        return Verdict::Refuse(GFX_UNRESTRICTED);
     }
-    if h.cmd == cmd::DATA_FIRST {
-        let here = u64::from(length).saturating_sub(start as u64);
-        channel.client_remaining = total.saturating_sub(here);
+    gfx_feed(walk, frame, at + 8 + start)
+}
+
+/// Walks the graphics pipeline bytes of `frame` from `from`: the frame passes as it is, or with
+/// a Caps Advertise trimmed, or the session ends.
+fn gfx_feed(walk: &mut GfxWalk, frame: &[u8], from: usize) -> Verdict {
+    let mut out = frame.to_vec();
+    match walk.feed(&mut out[from..]) {
+        Some(true) => Verdict::Replace(out),
+        Some(false) => Verdict::Forward,
+        None => Verdict::Refuse(GFX_UNRESTRICTED),
     }
-    Verdict::Forward
 }
 
 /// The graphics pipeline's Caps Advertise (RDPGFX_CMDID_CAPSADVERTISE).
@@ -806,10 +950,6 @@ const GFX_V10_FLAGS: [u32; 8] =
 /// target does not recognise and passes over. Returns `None` when `data` is not a whole, well-formed
 /// Caps Advertise in one unfragmented, uncompressed channel PDU (then nothing is changed).
 pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
-    const AVC420_ENABLED: u32 = 0x10;
-    const AVC_DISABLED: u32 = 0x20;
-    const AVC_THINCLIENT: u32 = 0x40;
-    let u32_at = |d: &[u8], at: usize| uint_at(d, at, 4);
     let (length, flags, chunk) = channel_pdu(data)?;
     let whole = flags & (CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST) == CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
     if !whole || flags & CHANNEL_PACKET_COMPRESSED != 0 || length as usize != chunk.len() {
@@ -830,9 +970,18 @@ pub fn trim_gfx_caps(data: &mut [u8]) -> Option<GfxTrimmed> {
         }
         _ => return None,
     }
+    trim_caps_pdu(data.get_mut(at..)?)
+}
+
+/// [`trim_gfx_caps`] on one RDPGFX PDU (`pdu` starts at its header and is exactly as long as it
+/// says): `None`, with nothing changed, when it is not a well-formed Caps Advertise.
+fn trim_caps_pdu(pdu: &mut [u8]) -> Option<GfxTrimmed> {
+    const AVC420_ENABLED: u32 = 0x10;
+    const AVC_DISABLED: u32 = 0x20;
+    const AVC_THINCLIENT: u32 = 0x40;
+    let u32_at = |d: &[u8], at: usize| uint_at(d, at, 4);
     // RDPGFX_HEADER (cmdId, flags, pduLength), capsSetCount, then the capability sets, which
     // must fill the PDU exactly.
-    let pdu = data.get_mut(at..)?;
     if u16_at(pdu, 0)? != RDPGFX_CMDID_CAPSADVERTISE || u16_at(pdu, 2)? != 0 || u32_at(pdu, 4)? as usize != pdu.len() {
         return None;
     }
@@ -1080,13 +1229,34 @@ mod tests {
         // compressed PDU it skipped.
         assert!(!info.flags.contains(ClientInfoFlags::COMPRESSION), "{:?}", info.flags);
         assert_eq!(info.compression_type, CompressionType::K8);
-        // The box user's password never reaches the target.
-        assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+        // The box user's password never reaches the target (the check finds it in what the
+        // client sent).
+        assert!(holds_secret(&frame, "box-password"));
+        assert!(!holds_secret(&out, "box-password"));
         // A second one is rewritten too: whenever a Client Info comes, it carries the target's
         // credential.
-        assert!(
-            matches!(f.from_client(&frame).unwrap(), Verdict::Replace(out) if !out.windows(12).any(|w| w == b"box-password"))
-        );
+        assert!(matches!(f.from_client(&frame).unwrap(), Verdict::Replace(out) if !holds_secret(&out, "box-password")));
+    }
+
+    /// Whether `bytes` hold `secret` as a Client Info can carry it: in ANSI (ASCII) or, with
+    /// INFO_UNICODE (what FreeRDP and mstsc send), in UTF-16LE. Searching ASCII alone never finds
+    /// a Unicode Client Info's password, so such a check could not fail.
+    fn holds_secret(bytes: &[u8], secret: &str) -> bool {
+        let utf16: Vec<u8> = secret.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        [secret.as_bytes(), &utf16].iter().any(|needle| bytes.windows(needle.len()).any(|w| w == *needle))
+    }
+
+    /// The password check can fail: it finds the password the client planted in either encoding
+    /// (red team, `h-red17`: `red17_the_password_assertions_cannot_fail` — the ASCII search found
+    /// nothing even in the client's own Unicode Client Info).
+    #[test]
+    fn the_password_check_finds_both_encodings() {
+        let unicode: Vec<u8> = "\0\0box-password\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(!unicode.windows(12).any(|w| w == b"box-password"), "an ascii search misses it");
+        assert!(holds_secret(&unicode, "box-password"));
+        assert!(holds_secret(b"\x01\x02box-password\0", "box-password"));
+        assert!(!holds_secret(&unicode, "box-passwore"));
+        assert!(!holds_secret(b"box-passwor", "box-password"));
     }
 
     /// The target's MCS Send Data Indication carrying `user_data` on `channel`.
@@ -1392,15 +1562,20 @@ mod tests {
         let refused: Vec<_> = f.take_dynamic_decisions().into_iter().filter(|d| !d.allowed).collect();
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "URBDRC");
-        // A target asking again and again is refused every time and announced once.
+        // A target asking again and again (closing the id in between: the client still holds
+        // it) is refused every time and announced once.
+        let close = |id: u8| send_indication(1004, svc(&[0x40, id]));
         for _ in 0..1000 {
+            assert_eq!(f.from_target(&close(5)).unwrap(), Verdict::Drop);
             assert!(matches!(
                 f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap(),
                 Verdict::Replace(_)
             ));
         }
         for n in 0..1000 {
-            f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
+            f.from_target(&close(6)).unwrap();
+            let verdict = f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
+            assert!(matches!(verdict, Verdict::Replace(_)), "{verdict:?}");
         }
         assert_eq!(f.take_dynamic_decisions().len(), ANNOUNCED_NAMES - 1);
         // The graphics pipeline opens on the same grant.
@@ -1480,9 +1655,10 @@ mod tests {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
         f.from_client(&vector(include_str!("testdata/connect_initial_freerdp2.hex"))).unwrap();
         // Before the target's Connect Response: the I/O channel is not known yet.
+        assert!(holds_secret(&info, "box-password"));
         match f.from_client(&info).unwrap() {
             Verdict::Replace(out) => {
-                assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password"));
+                assert!(!holds_secret(&out, "box-password"));
                 assert_eq!(decode::<ClientInfoPdu>(&user_data(&out)).unwrap().client_info.credentials.username, "root");
             }
             Verdict::Refuse(_) => {}
@@ -1495,7 +1671,7 @@ mod tests {
         let mut disguised = encode_vec(&pdu).unwrap();
         disguised[2] = 0x17;
         match f.from_client(&send_data(1003, disguised)).unwrap() {
-            Verdict::Replace(out) => assert!(!out.windows(b"box-password".len()).any(|w| w == b"box-password")),
+            Verdict::Replace(out) => assert!(!holds_secret(&out, "box-password")),
             Verdict::Refuse(_) => {}
             other => panic!("a client info neither rewritten nor refused: {other:?}"),
         }
@@ -1518,7 +1694,9 @@ mod tests {
             f
         };
         let good = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
-        let mut chunked = good.clone();
+        // The Caps Advertise split over two static chunks: its first chunk cannot be trimmed
+        // in place (the flags it would patch come later).
+        let mut chunked = good[..good.len() - 4].to_vec();
         chunked[4] = 1; // CHANNEL_FLAG_FIRST: more chunks follow
         let mut compressed = good.clone();
         compressed[8] = 0x70; // DVC Data Compressed
@@ -1760,5 +1938,193 @@ mod tests {
         let Ok(X224(McsMessage::SendDataRequest(r))) = decode::<X224<McsMessage<'_>>>(&out) else { panic!() };
         assert_eq!(read_caps(&r.user_data, false)[0].data, CapabilitiesV10Flags::AVC_DISABLED.bits().to_le_bytes());
         assert_eq!(f.from_client(&req(1005)).unwrap(), Verdict::Forward, "another channel passes as it is");
+    }
+
+    /// An RDPGFX Frame Acknowledge (cmdId 0x000D, pduLength 20).
+    fn gfx_ack() -> Vec<u8> {
+        let mut ack = vec![0x0D, 0, 0, 0, 20, 0, 0, 0];
+        ack.extend([0u8; 12]);
+        ack
+    }
+
+    /// An RDPGFX Caps Advertise with one 10.0 set of these flags.
+    fn gfx_caps_pdu(flags: ironrdp_egfx::pdu::CapabilitiesV10Flags) -> Vec<u8> {
+        use ironrdp_egfx::pdu::{CapabilitiesAdvertisePdu, CapabilitySet as C, GfxPdu};
+        encode_vec(&GfxPdu::CapabilitiesAdvertise(CapabilitiesAdvertisePdu::from_typed(&[C::V10 { flags }]))).unwrap()
+    }
+
+    /// A filter with the graphics pipeline open on dynamic channel 7.
+    fn with_graphics() -> Filter {
+        let mut f = with_drdynvc(Redirection::default());
+        let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
+        assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+        f
+    }
+
+    /// A static channel chunk on `drdynvc`: the message's total length, flags, the chunk's bytes.
+    fn chunk(total: usize, flags: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = (total as u32).to_le_bytes().to_vec();
+        out.extend(flags.to_le_bytes());
+        out.extend(bytes);
+        send_data(1004, out)
+    }
+
+    /// Red team 7 (attack first on `h-red17`: `red17_caps_advertise_behind_another_gfx_pdu_passes_untrimmed`):
+    /// servers read every RDPGFX PDU of a DVC message, after reassembling Data First and Data
+    /// (and static chunks). A Caps Advertise behind a Frame Acknowledge, in a Data continuation,
+    /// or in a later static chunk is trimmed like a lone one; one the filter cannot trim in place
+    /// (split over frames), or a message whose PDUs do not add up, ends the session.
+    #[test]
+    fn a_caps_advertise_anywhere_in_a_graphics_message_is_trimmed() {
+        use ironrdp_egfx::pdu::CapabilitiesV10Flags as F;
+        let (ack, caps, trimmed) = (gfx_ack(), gfx_caps_pdu(F::empty()), gfx_caps_pdu(F::AVC_DISABLED));
+        let has = |out: &[u8], pdu: &[u8]| out.windows(pdu.len()).any(|w| w == pdu);
+        let replaced = |v: Verdict| match v {
+            Verdict::Replace(out) => {
+                assert!(has(&out, &trimmed) && !has(&out, &caps), "the caps advertise kept AVC");
+                out
+            }
+            other => panic!("the caps advertise passed untrimmed: {other:?}"),
+        };
+        // One DVC Data PDU holding both.
+        let mut dvc = vec![0x30, 7];
+        dvc.extend(&ack);
+        dvc.extend(&caps);
+        let mut f = with_graphics();
+        let out = replaced(f.from_client(&send_data(1004, svc(&dvc))).unwrap());
+        assert_eq!(out.len(), send_data(1004, svc(&dvc)).len(), "patched in place");
+        // Data First with the acknowledgement, then Data with the Caps Advertise; then the
+        // next message is read from its start again.
+        let mut first = vec![0x24, 7];
+        first.extend(((ack.len() + caps.len()) as u16).to_le_bytes());
+        first.extend(&ack);
+        let mut rest = vec![0x30, 7];
+        rest.extend(&caps);
+        let mut f = with_graphics();
+        assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
+        replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
+        replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
+        // The same Data PDU in two static chunks, the Caps Advertise whole in the second.
+        let mut f = with_graphics();
+        assert_eq!(f.from_client(&chunk(dvc.len(), 1, &dvc[..2 + ack.len()])).unwrap(), Verdict::Forward);
+        replaced(f.from_client(&chunk(dvc.len(), 2, &dvc[2 + ack.len()..])).unwrap());
+        // Split inside the Caps Advertise: it cannot be trimmed in place.
+        let mut f = with_graphics();
+        let cut = 2 + ack.len() + 6;
+        assert_eq!(f.from_client(&chunk(dvc.len(), 1, &dvc[..cut])).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&chunk(dvc.len(), 2, &dvc[cut..])).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
+        // A Data First while another message is still in progress: peers differ on it.
+        let mut f = with_graphics();
+        assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
+        // A message that ends inside an RDPGFX PDU, or one whose Data overruns its Data First.
+        let mut f = with_graphics();
+        let mut short = vec![0x30, 7];
+        short.extend(&ack[..12]);
+        assert_eq!(f.from_client(&send_data(1004, svc(&short))).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
+        let mut f = with_graphics();
+        let mut small = vec![0x24, 7];
+        small.extend((ack.len() as u16 + 2).to_le_bytes());
+        small.extend(&ack);
+        assert_eq!(f.from_client(&send_data(1004, svc(&small))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, svc(&rest))).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
+        // Static chunks that do not add up to their stated length.
+        let mut f = with_graphics();
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 1, &dvc[..10])).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 2, &dvc[10..])).unwrap(), Verdict::Refuse(DVC_UNREADABLE));
+        // Other graphics pipeline PDUs pass as they are.
+        let mut f = with_graphics();
+        let mut acks = vec![0x30, 7];
+        acks.extend(&ack);
+        acks.extend(&ack);
+        assert_eq!(f.from_client(&send_data(1004, svc(&acks))).unwrap(), Verdict::Forward);
+    }
+
+    /// Red team 8 (attack first on `h-red17`: `red17_duplicate_dvc_id_hides_the_graphics_pipeline`):
+    /// clients refuse a Create Request for an id in use and keep the channel they have, so the
+    /// filter would judge the graphics pipeline's data as the newcomer's. A reused id ends the
+    /// session; an id the client refused or either side closed is free again.
+    #[test]
+    fn a_reused_dynamic_channel_id_ends_the_session() {
+        use ironrdp_egfx::pdu::CapabilitiesV10Flags as F;
+        let gfx = || send_indication(1004, dvc_create(7, "Microsoft::Windows::RDS::Graphics"));
+        let display = || send_indication(1004, dvc_create(7, "Microsoft::Windows::RDS::DisplayControl"));
+        let usb = || send_indication(1004, dvc_create(7, "URBDRC"));
+        // In use: asked for (no answer yet), open, or refused by the filter.
+        for (first, answer) in [(gfx(), None), (gfx(), Some(0)), (usb(), None), (usb(), Some(0))] {
+            let mut f = with_drdynvc(Redirection::default());
+            assert!(matches!(f.from_target(&first).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+            if let Some(status) = answer {
+                f.from_client(&send_data(1004, dvc_created(7, status))).unwrap();
+            }
+            assert_eq!(f.from_target(&display()).unwrap(), Verdict::Refuse(DVC_ID_REUSED));
+        }
+        let mut caps = vec![0x30, 7];
+        caps.extend(gfx_caps_pdu(F::empty()));
+        // Free again once the client refused it: the new channel is judged as itself.
+        let mut f = with_drdynvc(Redirection::default());
+        assert_eq!(f.from_target(&gfx()).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, dvc_created(7, CREATION_FAILED))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&send_data(1004, svc(&caps))).unwrap(), Verdict::Forward, "not the graphics pipeline");
+        // Free again once closed; the graphics pipeline opened anew is judged.
+        let mut f = with_drdynvc(Redirection::default());
+        assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&send_indication(1004, svc(&[0x40, 7]))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&gfx()).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_client(&send_data(1004, svc(&caps))).unwrap(), Verdict::Replace(_)));
+    }
+
+    /// Late red-team item: a target that gives a refused channel the id of an allowed one (or of
+    /// the I/O or message channel). Attack first: on a grant without the clipboard, cliprdr given
+    /// rdpsnd's id, the client's clipboard data on cliprdr's id passed as rdpsnd's (the filter
+    /// judges by id; which channel a client routes a shared id to is its own choice). Now the
+    /// Connect Response ends the session.
+    #[test]
+    fn clashing_channel_ids_in_the_connect_response_are_refused() {
+        let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        // TS_UD_SC_NET: type 0x0C03, length, MCSChannelId, channelCount, channelIdArray.
+        let net = response.windows(2).position(|w| w == [0x03, 0x0C]).unwrap();
+        let io = u16::from_le_bytes([response[net + 4], response[net + 5]]);
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+        f.from_client(&initial).unwrap();
+        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        let decisions = f.decisions().to_vec();
+        let at = |name: &str| decisions.iter().position(|d| d.name == name).unwrap();
+        let (cliprdr, rdpsnd) = (at("cliprdr"), at("rdpsnd"));
+        let message = f.message_channel.expect("shadow's response has a message channel");
+        let patched = |index: usize, id: u16| {
+            let mut r = response.clone();
+            r[net + 8 + 2 * index..net + 10 + 2 * index].copy_from_slice(&id.to_le_bytes());
+            r
+        };
+        for (r, why) in [
+            (patched(cliprdr, decisions[rdpsnd].id), "cliprdr on rdpsnd's id"),
+            (patched(rdpsnd, decisions[cliprdr].id), "rdpsnd on cliprdr's id"),
+            (patched(cliprdr, io), "cliprdr on the I/O channel"),
+            (patched(cliprdr, message), "cliprdr on the message channel"),
+        ] {
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+            f.from_client(&initial).unwrap();
+            assert_eq!(f.from_target(&r).unwrap(), Verdict::Refuse(CHANNEL_IDS_CLASH), "{why}");
+            assert!(!f.channels_known(), "{why}");
+        }
+    }
+
+    /// Late red-team item, not a hole: after activation no server reads a security header on a
+    /// static channel (xrdp stops reading them in TLS mode at the licence exchange, before its
+    /// Demand Active; FreeRDP reads the Client Info only in its connection state machine), and
+    /// channel data there often has the INFO_PKT bit in its length field — a 64-byte clipboard
+    /// PDU does. Such data passes as the channel's data; refusing it would end real sessions.
+    #[test]
+    fn channel_data_after_activation_is_not_read_as_a_client_info() {
+        let mut f = connected(&[("cliprdr", 1004, true)]);
+        let mut pdu = 64u32.to_le_bytes().to_vec(); // length 0x40: INFO_PKT in a security header
+        pdu.extend(3u32.to_le_bytes());
+        pdu.extend([0u8; 64]);
+        assert!(info_flag(&pdu));
+        assert_eq!(f.from_client(&send_data(1004, pdu)).unwrap(), Verdict::Forward);
     }
 }

@@ -4,8 +4,8 @@
 //! relay waits for room in the queue (the decoder needs every PDU of the connection sequence, in
 //! order); afterwards it waits only for a target PDU whose loss a redraw would not repair
 //! ([`crate::decode::repairable`]: pointer shapes and positions, palettes, reactivation, the
-//! graphics pipeline — one PDU's room, not the queue's): a PDU of bitmaps or surface commands
-//! that finds the queue full is skipped, and the thread asks the target for a full redraw
+//! graphics pipeline, RemoteFX — one PDU's room, not the queue's): a PDU of bitmaps or raw
+//! surface bits that finds the queue full is skipped, and the thread asks the target for a full redraw
 //! (Refresh Rect, at most one a second) once it has caught up. Client input after activation
 //! (it only moves the pointer drawn into the video) has its own small queue, so a flood of input
 //! never takes room from the screen; the pointer's latest position is kept aside by the relay, so

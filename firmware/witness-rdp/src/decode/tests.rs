@@ -291,19 +291,26 @@ fn a_client_input_shorter_than_its_header_is_ignored() {
     assert!(!decoder.is_stopped());
 }
 
-/// Only a PDU of bitmaps, surface commands or synchronize may be skipped by a lagging recording
-/// (a Refresh Rect repaints its pixels); pointer, palette and order updates, compressed or
-/// encrypted PDUs, PDUs on other channels and every other slow-path PDU carry state a redraw
-/// does not restore.
+/// Only a PDU of bitmaps, raw surface bits or synchronize may be skipped by a lagging recording
+/// (a Refresh Rect repaints its pixels); pointer, palette and order updates, RemoteFX (its codec
+/// headers come once), compressed or encrypted PDUs, PDUs on other channels and every other
+/// slow-path PDU carry state a redraw does not restore.
 #[test]
 fn only_pixels_a_redraw_repaints_are_repairable() {
-    for capture in [BITMAP, BITMAP16, REMOTEFX, GFX] {
+    for (capture, bitmaps) in [(BITMAP, true), (BITMAP16, true), (REMOTEFX, false), (GFX, false)] {
         let io = replay(capture).decoder.session_ids().map(|ids| ids.io_channel_id);
         let targets: Vec<&[u8]> = records(capture).into_iter().filter(|(t, _)| *t == b'T').map(|(_, f)| f).collect();
         // freerdp-shadow sends its bitmaps fast-path: its slow-path PDUs are all state.
         assert!(targets.iter().filter(|f| is_x224(f)).all(|f| !repairable(f, io)), "a slow-path pdu is repairable");
         let pixels = targets.iter().filter(|f| repairable(f, io)).count();
-        assert!(pixels > 0, "no captured bitmap or surface command pdu is repairable");
+        let surface = targets.iter().filter(|f| surface_commands(f)).count();
+        if bitmaps {
+            assert!(pixels > 0, "no captured bitmap pdu is repairable");
+        } else {
+            // Every screen update of a RemoteFX session is RemoteFX: none may be skipped.
+            assert!(surface > 0, "no surface commands in the capture");
+            assert_eq!(pixels, 0, "a remotefx pdu is repairable");
+        }
     }
     let fast = |f: &[u8]| repairable(f, Some(1003));
     // One update each: code, then a 2-byte empty size.
@@ -312,6 +319,32 @@ fn only_pixels_a_redraw_repaints_are_repairable() {
     assert!(fast(&one(0x03)), "synchronize");
     assert!(fast(&one(0x04)), "surface commands");
     assert!(fast(&one(0x11)), "a bitmap's first fragment");
+    // Surface commands: a frame marker, then Set Surface Bits of 4 bytes in `codec`, with or
+    // without the extended header (24 bytes).
+    let surface = |codec: u8, extended: bool, update: u8| {
+        let mut cmds = vec![0x04, 0, 0, 0, 1, 0, 0, 0];
+        cmds.extend([0x01, 0, 0, 0, 0, 0, 1, 0, 1, 0, 32, u8::from(extended), 0, codec, 1, 0, 1, 0, 4, 0, 0, 0]);
+        if extended {
+            cmds.extend([0u8; 24]);
+        }
+        cmds.extend([1, 2, 3, 4]);
+        let mut pdu = vec![0x00, 0x80, 0, update];
+        pdu.extend((cmds.len() as u16).to_le_bytes());
+        pdu.extend(cmds);
+        let len = pdu.len();
+        pdu[1] = 0x80 | (len >> 8) as u8;
+        pdu[2] = len as u8;
+        pdu
+    };
+    assert!(fast(&surface(0, false, 0x04)), "raw surface bits");
+    assert!(fast(&surface(0, true, 0x04)), "raw surface bits with the extended header");
+    assert!(!fast(&surface(3, false, 0x04)), "remotefx surface bits");
+    assert!(!fast(&surface(1, true, 0x04)), "nscodec surface bits");
+    assert!(!fast(&surface(0, false, 0x14)), "a first fragment of surface commands");
+    assert!(!fast(&surface(0, false, 0x34)), "a middle fragment of surface commands");
+    let mut short = surface(0, false, 0x04);
+    short[4] -= 1; // the update's size cuts the last command short (and leaves a byte over)
+    assert!(!fast(&short));
     for (code, what) in [
         (0x00, "orders"),
         (0x02, "palette"),
@@ -431,4 +464,52 @@ fn a_graphics_pipeline_pdu_the_decoder_cannot_take_stops_it() {
     let e = r.decoder.observe_target(&broken).unwrap_err();
     assert!(matches!(e, DecodeError::GraphicsPipeline), "{e}");
     assert!(r.decoder.is_stopped());
+}
+
+/// Whether a fast-path frame carries surface commands (its first update).
+fn surface_commands(frame: &[u8]) -> bool {
+    !is_x224(frame) && frame.len() > 3 && frame[if frame[1] & 0x80 != 0 { 3 } else { 2 }] & 0x0F == 4
+}
+
+/// Red team 9 (attack first on `h-red17`: `red17_skipping_the_first_remotefx_pdu_is_not_repaired`):
+/// a RemoteFX encoder (FreeRDP's `rfx_write_message`) sends the codec's header messages once, in
+/// its first PDU, so a skipped one leaves every later frame undecodable and no redraw repairs it.
+/// Skipping it really does that (first half); the recording never skips one, since no RemoteFX
+/// PDU is called repairable, and the decoder that sees them all shows the screen (second half).
+#[test]
+fn a_remotefx_pdu_is_never_skipped() {
+    // What skipping the first RemoteFX PDU would do to the decoder.
+    let mut d = PassiveDecoder::new();
+    let (mut skipped, mut errors, mut blue) = (false, 0, None);
+    for (tag, frame) in records(REMOTEFX) {
+        match tag {
+            b'C' => d.observe_client(frame).unwrap(),
+            b'T' if !skipped && surface_commands(frame) => skipped = true,
+            b'T' => errors += usize::from(d.observe_target(frame).is_err()),
+            b'M' if frame == b"blue" => {}
+            b'M' => blue = Some(share(&d, BLUE)),
+            _ => {}
+        }
+    }
+    let blue = blue.expect("pattern marker");
+    assert!(skipped && errors > 0 && blue < 0.5, "the skip was repaired: {errors} errors, blue share {blue}");
+    // The recorder's rule: no surface command PDU of the capture is skippable, and the decoder
+    // that sees them all turns blue.
+    let mut d = PassiveDecoder::new();
+    let mut blue = None;
+    for (tag, frame) in records(REMOTEFX) {
+        match tag {
+            b'C' => d.observe_client(frame).unwrap(),
+            b'T' => {
+                let io = d.session_ids().map(|i| i.io_channel_id);
+                assert!(!(surface_commands(frame) && repairable(frame, io)), "a remotefx pdu is repairable");
+                d.observe_target(frame).unwrap();
+            }
+            b'M' if frame == b"blue" => {}
+            b'M' => blue = Some(share(&d, BLUE)),
+            _ => {}
+        }
+    }
+    let blue = blue.expect("pattern marker");
+    assert!(blue > 0.5, "blue share {blue}");
 }
