@@ -22,7 +22,7 @@
 //             time axis and a marker per entry; a click on an entry stops the player there (the
 //             playhead follows); an scp session's index shows the upload with the SHA-256 of the
 //             file sent
-//   history - as an auditor in another time zone: the history's times are in it (stated in the
+//   history - as an auditor in another time zone: the times are in the box's zone, then, switched, in the viewer's (stated in the
 //             filters, UTC on hover), the kind filter shows only the transfer, the exported CSV
 //             has the rows shown
 //   no-download-while-running - as an auditor, a running session's page offers no Download and
@@ -447,6 +447,17 @@ try {
     const { readFileSync } = await import('node:fs');
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 }, { timezoneId: cfg.zone });
     await page.waitForSelector('#sessions-table');
+    const fmtIn = (z) => (utc) => new Intl.DateTimeFormat('sv-SE', { timeZone: z, year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', hour12: false }).format(new Date(utc));
+    const shownTimes = () => page.$$eval('#sessions-table tr.session-row time', (l) => l.map((t) => ({ text: t.textContent, utc: t.getAttribute('datetime'), title: t.title })));
+    // First in the box's zone (stated), then switched to the viewer's.
+    const boxZone = await page.evaluate(async () => (await (await fetch('/api/v1/me')).json()).time_zone);
+    const boxLabels = await page.$eval('#filters', (f) => f.textContent);
+    if (!boxZone || !boxLabels.includes(`Started after (${boxZone})`)) throw new Error(`the date filters do not state the box's zone ${boxZone}: ${boxLabels}`);
+    for (const t of await shownTimes()) {
+      if (t.text !== fmtIn(boxZone)(t.utc)) throw new Error(`shown ${t.text}, ${t.utc} in the box's ${boxZone} is ${fmtIn(boxZone)(t.utc)}`);
+    }
+    await page.click('#zone-switch');
+    await page.waitForFunction(() => document.querySelector('#filters')?.textContent.includes(`Started after (${Intl.DateTimeFormat().resolvedOptions().timeZone})`) && document.querySelector('#sessions-table'));
     const labels = await page.$eval('#filters', (f) => f.textContent);
     // Chromium names some zones by their older alias (Asia/Kolkata as Asia/Calcutta).
     const zone = await page.evaluate(() => Intl.DateTimeFormat().resolvedOptions().timeZone);

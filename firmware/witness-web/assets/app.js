@@ -73,16 +73,43 @@ document.addEventListener('click', (e) => {
 window.addEventListener('popstate', route);
 
 function fmtTime(t) { return t ? t.replace('T', ' ').replace(/\.\d+Z$/, 'Z') : '—'; }
-// The viewer's time zone, stated once per page beside the tables that use it.
-const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'local time';
-// A box time (UTC) in the viewer's time zone, with the UTC time on hover.
+// Times are shown and entered in one stated zone: the box's (from /me) unless the viewer
+// switched to their own (kept in this browser). Stated beside every table that uses it.
+const viewerZone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+function zoneIsViewers() { return localStorage.getItem('witness-zone') === 'viewer'; }
+function zoneName() { return zoneIsViewers() ? viewerZone : (me && me.time_zone) || 'UTC'; }
+function zoneParts(ms) {
+  const f = new Intl.DateTimeFormat('en-US', { timeZone: zoneName(), hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' });
+  return Object.fromEntries(f.formatToParts(new Date(ms)).map((x) => [x.type, x.value]));
+}
+// A box time (UTC) in the stated zone, with the UTC time on hover.
 function localTime(t) {
   if (!t) return '—';
   const d = new Date(t);
   if (isNaN(d)) return fmtTime(t);
-  const p = (n) => String(n).padStart(2, '0');
-  const text = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  const p = zoneParts(d.getTime());
+  const text = `${p.year}-${p.month}-${p.day} ${p.hour}:${p.minute}:${p.second}`;
   return el('time', { datetime: t, title: fmtTime(t) + ' (UTC)' }, text);
+}
+// A date input's wall time (YYYY-MM-DDTHH:MM[:SS]) in the stated zone, as UTC.
+function zonedToUtc(v) {
+  const [day, time = '00:00'] = v.split('T');
+  const [y, m, d] = day.split('-').map(Number);
+  const [h, mi, s = 0] = time.split(':').map(Number);
+  const wall = Date.UTC(y, m - 1, d, h, mi, s);
+  if (isNaN(wall)) return v;
+  const offset = (ms) => { const p = zoneParts(ms); return Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute, +p.second) - ms; };
+  // Twice: the offset at the guess may differ from the offset at the answer (a DST change).
+  let ms = wall - offset(wall);
+  ms = wall - offset(ms);
+  return new Date(ms).toISOString();
+}
+// The switch between the box's zone and the viewer's, in the header.
+function zoneSwitch() {
+  const other = zoneIsViewers() ? `the box's (${(me && me.time_zone) || 'UTC'})` : `yours (${viewerZone})`;
+  return el('button', { class: 'plain', id: 'zone-switch', title: 'Times are shown and entered in ' + zoneName(),
+    onclick: () => { localStorage.setItem('witness-zone', zoneIsViewers() ? 'box' : 'viewer'); start(); } },
+    `Times: ${zoneName()} · use ${other}`);
 }
 function fmtBytes(n) {
   if (n < 1024) return n + ' B';
@@ -119,6 +146,7 @@ async function start() {
   document.getElementById('nav-audit').hidden = me.role === 'user';
   document.getElementById('nav-health').hidden = me.role !== 'admin';
   document.getElementById('who').replaceChildren(
+    zoneSwitch(), ' ',
     `${me.user} (${me.role})`,
     el('button', { class: 'plain', id: 'logout', onclick: async () => { await api('/logout', { method: 'POST' }).catch(() => {}); location.href = '/'; } }, 'Log out'));
   route();
@@ -199,8 +227,8 @@ async function listPage() {
       return k;
     })()),
     field('status', 'Recording', select('status', ['recording', 'processing', 'completed', 'uploaded', 'failed'])),
-    field('from', `Started after (${localZone})`, input('from', { type: 'datetime-local' })),
-    field('to', `Started before (${localZone})`, input('to', { type: 'datetime-local' })),
+    field('from', `Started after (${zoneName()})`, input('from', { type: 'datetime-local' })),
+    field('to', `Started before (${zoneName()})`, input('to', { type: 'datetime-local' })),
     el('button', { type: 'submit' }, 'Show'));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -219,7 +247,7 @@ async function listPage() {
   for (const k of FILTERS) {
     let v = params.get(k);
     if (!v) continue;
-    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
+    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = zonedToUtc(v);
     query.set(k, v);
   }
   // Pages of the newest `limit` (100) started before `before`: the CSV export takes the whole
@@ -246,7 +274,7 @@ async function listPage() {
   const newest = new URLSearchParams(params);
   newest.delete('before');
   const csv = el('p', { class: 'rules', id: 'history-summary' },
-    `${list.length} ${list.length === 1 ? 'session' : 'sessions'}${before ? ` started before ${fmtTime(before)}` : ''}${full ? ' (a page: there may be older ones)' : ''}, newest first. Times in ${localZone}; hover a time for UTC. `,
+    `${list.length} ${list.length === 1 ? 'session' : 'sessions'}${before ? ` started before ${fmtTime(before)}` : ''}${full ? ' (a page: there may be older ones)' : ''}, newest first. Times in ${zoneName()}; hover a time for UTC. `,
     el('a', { href: '/api/v1/history.csv?' + query, download: 'witness-sessions.csv', id: 'history-csv' }, 'Export the whole filtered list as CSV'), ' (times in UTC).');
   const pager = el('div', { class: 'controls', id: 'history-pager' },
     before ? el('a', { href: '/sessions' + (newest.toString() ? '?' + newest : ''), id: 'history-newest' }, 'Newest sessions') : null,
@@ -280,7 +308,7 @@ async function detailPage(id) {
   const hash = new URLSearchParams(location.hash.slice(1));
   const dl = el('dl', { class: 'facts', id: 'facts' });
   for (const [k, v] of [['User', s.user], ['Target', s.target], ['Protocol', s.protocol], ['From', s.client || '—'],
-    ['Started', fmtTime(s.started_at)], ['Ended', d.live ? 'still running' : fmtTime(s.ended_at)],
+    ['Started', localTime(s.started_at)], ['Ended', d.live ? 'still running' : localTime(s.ended_at)],
     ['End reason', s.end_reason || '—'], ['Recovered after a crash', s.recovered ? 'yes' : 'no'], ['Stored on the box (encrypted)', fmtBytes(s.bytes)]]) {
     dl.append(el('dt', {}, k), el('dd', {}, v));
   }
@@ -343,7 +371,7 @@ async function detailPage(id) {
   parts.push(d.audit.length
     ? el('div', { class: 'table-wrap' }, el('table', { id: 'audit-table' },
       el('thead', {}, el('tr', {}, ['When', 'Event', 'By', 'About', 'Detail'].map((h) => el('th', {}, h)))),
-      el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, fmtTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
+      el('tbody', {}, d.audit.map((a) => el('tr', {}, el('td', {}, localTime(a.at)), el('td', {}, a.kind), el('td', { class: 'actor' }, a.actor || 'the box'), el('td', {}, a.user || '—'), el('td', { class: 'snippet' }, JSON.stringify(a.detail)))))))
     : stateBox('No audit events for this session.'));
   show(...parts);
   if (d.live) {
@@ -914,8 +942,8 @@ async function auditPage() {
   const form = el('form', { class: 'filters', id: 'audit-filters' },
     el('label', {}, 'Event kind', input('kind', { size: 16, placeholder: 'web_login or web_*' })),
     el('label', {}, 'User', input('user', { size: 10 })),
-    el('label', {}, `After (${localZone})`, input('from', { type: 'datetime-local' })),
-    el('label', {}, `Before (${localZone})`, input('to', { type: 'datetime-local' })),
+    el('label', {}, `After (${zoneName()})`, input('from', { type: 'datetime-local' })),
+    el('label', {}, `Before (${zoneName()})`, input('to', { type: 'datetime-local' })),
     el('button', { type: 'submit' }, 'Show'));
   form.addEventListener('submit', (e) => {
     e.preventDefault();
@@ -926,7 +954,7 @@ async function auditPage() {
   const chain = el('p', { class: 'state', id: 'audit-chain' }, 'Checking the audit log\u2019s hash chain…');
   const body = el('div', { id: 'audit-body' }, stateBox('Loading…'));
   show(el('h1', {}, 'Audit log'), form, chain,
-    el('p', { class: 'rules' }, `Times in ${localZone}; hover a time for UTC. Newest first.`), body);
+    el('p', { class: 'rules' }, `Times in ${zoneName()}; hover a time for UTC. Newest first.`), body);
   api('/audit/chain').then((c) => {
     chain.textContent = c.intact ? `Hash chain intact: ${c.events} events checked.` : `Hash chain BROKEN at event ${c.broken_at}: ${c.why}`;
     chain.className = c.intact ? 'state chain-ok' : 'state error';
@@ -935,7 +963,7 @@ async function auditPage() {
   for (const k of ['kind', 'user', 'from', 'to', 'before']) {
     let v = params.get(k);
     if (!v) continue;
-    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = new Date(v).toISOString();
+    if ((k === 'from' || k === 'to') && !v.endsWith('Z')) v = zonedToUtc(v);
     query.set(k, v);
   }
   let page;
@@ -999,7 +1027,7 @@ async function healthPage() {
         ['Active key', k.active_key || 'none yet (made with the first recording)'],
         ['Sealed to the TPM', k.sealed_to_tpm ? 'yes' : 'no (plain files on the data partition)'],
         ['Usable', k.error ? 'NO: ' + k.error : 'yes', !!k.error]]),
-      el('p', { class: 'rules' }, `Times in ${localZone}; hover for UTC. Refreshed every 5 s.`));
+      el('p', { class: 'rules' }, `Times in ${zoneName()}; hover for UTC. Refreshed every 5 s.`));
   };
   await render();
   whileShown(body, 5000, render);
@@ -1025,7 +1053,7 @@ async function liveList(body) {
   body.replaceChildren(el('div', { class: 'table-wrap' }, el('table', { id: 'live-table' },
     el('thead', {}, el('tr', {}, ['Started', 'User', 'Target', 'Protocol', 'From'].map((h) => el('th', {}, h)))),
     el('tbody', {}, list.map((s) => el('tr', { class: 'session-row', 'data-id': s.id },
-      el('td', {}, el('a', { href: '/sessions/' + s.id }, fmtTime(s.started_at))), el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—')))))));
+      el('td', {}, el('a', { href: '/sessions/' + s.id }, localTime(s.started_at))), el('td', {}, s.user), el('td', {}, s.target), el('td', {}, s.protocol), el('td', {}, s.client || '—')))))));
 }
 
 start();

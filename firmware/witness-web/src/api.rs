@@ -36,6 +36,9 @@ pub struct State {
     /// was worked out for: made once per recording, not at every page view.
     pub downloads: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Download)>>>,
     pub box_name: String,
+    /// The box's time zone (IANA name): the console shows and takes times in it unless the
+    /// viewer switches to their own.
+    pub time_zone: String,
     pub cancel: CancellationToken,
 }
 
@@ -48,6 +51,7 @@ impl State {
             viewings: Default::default(),
             downloads: Default::default(),
             box_name,
+            time_zone: box_time_zone(),
             cancel,
         }
     }
@@ -325,7 +329,37 @@ async fn logout(axum::extract::State(state): axum::extract::State<State>, header
 }
 
 async fn me(axum::extract::State(state): axum::extract::State<State>, Auth(s): Auth) -> Response {
-    Json(json!({ "user": s.user, "role": s.role.as_str(), "csrf": s.csrf, "box": state.box_name })).into_response()
+    Json(json!({
+        "user": s.user, "role": s.role.as_str(), "csrf": s.csrf, "box": state.box_name, "time_zone": state.time_zone,
+    }))
+    .into_response()
+}
+
+/// The box's time zone as the C library finds it: `TZ`, else `/etc/timezone`, else the zone
+/// `/etc/localtime` links to; UTC when none names one.
+fn box_time_zone() -> String {
+    let link = std::fs::read_link("/etc/localtime").ok();
+    zone_name(
+        std::env::var("TZ").ok().as_deref(),
+        std::fs::read_to_string("/etc/timezone").ok().as_deref(),
+        link.as_deref().and_then(|p| p.to_str()),
+    )
+}
+
+/// The first of `tz`, `etc_timezone` and the `zoneinfo/` tail of `localtime_link` that is an
+/// IANA zone name (letters, digits, `/`, `_`, `+`, `-`); "UTC" otherwise.
+fn zone_name(tz: Option<&str>, etc_timezone: Option<&str>, localtime_link: Option<&str>) -> String {
+    let iana = |z: &str| {
+        let z = z.trim().trim_start_matches(':');
+        let ok = !z.is_empty()
+            && z.len() <= 64
+            && !z.starts_with('/')
+            && !z.contains("..")
+            && z.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_+-".contains(&b));
+        ok.then(|| z.to_owned())
+    };
+    let linked = localtime_link.and_then(|l| l.split_once("zoneinfo/").map(|(_, z)| z));
+    [tz, etc_timezone, linked].into_iter().flatten().find_map(iana).unwrap_or_else(|| "UTC".to_owned())
 }
 
 /// Ids are the box's own (UUIDs); anything else is not one of ours.
@@ -901,6 +935,18 @@ async fn metrics(axum::extract::State(state): axum::extract::State<State>, heade
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_box_zone_is_named_as_the_c_library_finds_it() {
+        assert_eq!(super::zone_name(Some(":Europe/Berlin"), Some("Asia/Tokyo\n"), None), "Europe/Berlin");
+        assert_eq!(super::zone_name(None, Some("Asia/Tokyo\n"), None), "Asia/Tokyo");
+        assert_eq!(super::zone_name(None, None, Some("/usr/share/zoneinfo/America/New_York")), "America/New_York");
+        assert_eq!(super::zone_name(None, None, Some("../usr/share/zoneinfo/Etc/UTC")), "Etc/UTC");
+        // Not a zone name (a path, a POSIX rule with spaces or markup): the next source, or UTC.
+        assert_eq!(super::zone_name(Some("/etc/localtime"), None, None), "UTC");
+        assert_eq!(super::zone_name(Some("<script>"), Some("EST5EDT"), None), "EST5EDT");
+        assert_eq!(super::zone_name(None, None, None), "UTC");
+    }
+
     use super::*;
 
     #[test]
