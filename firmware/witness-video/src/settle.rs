@@ -25,6 +25,8 @@ const MIN_OVERLAP: u32 = 2 * BLOCK;
 const SEEN_MAX: usize = 65_536;
 /// Columns a row is cut into when looking for a scroll.
 const STRIPS: usize = 16;
+/// Shifts compared column by column, of those whose rows' totals fit best.
+const CANDIDATES: usize = 24;
 
 /// A rectangle on the screen, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +79,7 @@ impl Settler {
             return Vec::new();
         };
         let settled = !*read && at.saturating_sub(*since) >= self.settle;
-        if changed_blocks(self.width, self.height, image, gray).is_none() {
+        if !differs(self.width, self.height, image, gray) {
             if settled {
                 *read = true;
                 return self.read();
@@ -247,6 +249,15 @@ fn block_changed(width: u32, a: &[u8], b: &[u8], bx: u32, by: u32, cols: u32, ro
     false
 }
 
+/// Whether any block differs between two pictures (stops at the first that does).
+fn differs(width: u32, height: u32, a: &[u8], b: &[u8]) -> bool {
+    (0..height).step_by(BLOCK as usize).any(|by| {
+        (0..width)
+            .step_by(BLOCK as usize)
+            .any(|bx| block_changed(width, a, b, bx, by, BLOCK.min(width - bx), BLOCK.min(height - by)))
+    })
+}
+
 /// The bounding box of the blocks that differ between two pictures (`None`: none do).
 pub fn changed_blocks(width: u32, height: u32, a: &[u8], b: &[u8]) -> Option<Region> {
     Grid::changed(width, height, a, b).bbox()
@@ -275,20 +286,22 @@ fn scroll(width: u32, height: u32, before: &[u8], after: &[u8], area: Region) ->
     };
     let (pb, pa) = (profile(before), profile(after));
     let h = i64::from(area.height);
-    // Mean difference per row compared, for a shift.
-    let cost = |d: i64| -> f64 {
+    // Mean difference per row compared, for a shift: first on each row's total (cheap, for every
+    // shift), then column by column for the few shifts that fit best.
+    let cost = |d: i64, row: &dyn Fn(&[i32; STRIPS], &[i32; STRIPS]) -> i64| -> f64 {
         let (lo, hi) = ((-d).max(0), (h - d).min(h));
-        let mut sum = 0i64;
-        for y in lo..hi {
-            let (a, b) = (&pa[y as usize], &pb[(y + d) as usize]);
-            sum += a.iter().zip(b).map(|(x, y)| i64::from((x - y).abs())).sum::<i64>();
-        }
+        let sum: i64 = (lo..hi).map(|y| row(&pa[y as usize], &pb[(y + d) as usize])).sum();
         sum as f64 / (hi - lo).max(1) as f64
     };
+    let total = |a: &[i32; STRIPS], b: &[i32; STRIPS]| i64::from((a.iter().sum::<i32>() - b.iter().sum::<i32>()).abs());
+    let by_strip =
+        |a: &[i32; STRIPS], b: &[i32; STRIPS]| a.iter().zip(b).map(|(x, y)| i64::from((x - y).abs())).sum::<i64>();
     let reach = h - i64::from(MIN_OVERLAP);
-    let mut best = (cost(0), 0);
-    for d in (-reach..=reach).filter(|&d| d != 0) {
-        let c = cost(d);
+    let mut coarse: Vec<(f64, i64)> = (-reach..=reach).filter(|&d| d != 0).map(|d| (cost(d, &total), d)).collect();
+    coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best = (cost(0, &by_strip), 0);
+    for &(_, d) in coarse.iter().take(CANDIDATES) {
+        let c = cost(d, &by_strip);
         if c < best.0 {
             best = (c, d);
         }
