@@ -123,6 +123,11 @@ struct Figures {
     /// Reading the recording's screen text: CPU seconds per recorded minute, lines read, and
     /// (typing) the share of the shown words search finds.
     ocr_cpu_per_min: f64,
+    /// Of it, Tesseract's share (the rest is decoding and choosing what to read), per minute.
+    ocr_tesseract_per_min: f64,
+    /// Settled pictures read, and the megapixels of their parts handed to Tesseract.
+    ocr_pictures: u64,
+    ocr_mpx: f64,
     ocr_lines: u64,
     ocr_found: Option<(usize, usize)>,
     box_cpu_per_min: f64,
@@ -189,6 +194,10 @@ fn one(rig: &Rig, client_display: &str, w: &Workload, window: Duration, dir: &st
     let ocr_found = (w.name == "typing").then(|| found_words(rig, TYPING_WORDS)).transpose()?;
     Ok(Figures {
         ocr_cpu_per_min: read["cpu_seconds_per_recorded_minute"].as_f64().unwrap_or(0.0),
+        ocr_tesseract_per_min: read["stats"]["ocr_cpu_seconds"].as_f64().unwrap_or(0.0) * 60.0
+            / read["stats"]["video_seconds"].as_f64().unwrap_or(0.0).max(0.1),
+        ocr_pictures: read["stats"]["pictures"].as_u64().unwrap_or(0),
+        ocr_mpx: read["stats"]["pixels"].as_f64().unwrap_or(0.0) / 1e6,
         ocr_lines: read["stats"]["fragments"].as_u64().unwrap_or(0),
         ocr_found,
         box_cpu_per_min: (b1 - b0) / secs * 60.0,
@@ -279,7 +288,13 @@ pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
     let mut ocr = Vec::new();
     for w in WORKLOADS.iter().filter(|w| only.is_none_or(|o| w.name.contains(o))) {
         let f = one(&rig, &client_display, w, window, dir.path())?;
-        ocr.push((w.name, f.ocr_cpu_per_min, f.box_cpu_per_min - idle_per_min, f.ocr_lines, f.ocr_found));
+        ocr.push((
+            w.name,
+            f.box_cpu_per_min - idle_per_min,
+            f.ocr_found,
+            f.ocr_lines,
+            (f.ocr_cpu_per_min, f.ocr_tesseract_per_min, f.ocr_pictures, f.ocr_mpx),
+        ));
         let share = (f.box_cpu_per_min - idle_per_min).max(0.0);
         let capacity = if share > 0.0 { cores * 60.0 / share } else { f64::INFINITY };
         println!(
@@ -301,12 +316,17 @@ pub fn run(window: Duration, only: Option<&str>) -> Result<()> {
         "\nReading the screen text of each recording after the session (settled pictures, changed regions, Tesseract `eng`, one thread):"
     );
     println!(
-        "| workload | OCR CPU s per recorded hour | encoding CPU s per hour (session's share) | lines read | words of the terminal found (typing) |"
+        "| workload | OCR CPU s per recorded hour | of which Tesseract | encoding CPU s per hour (session's share) | pictures read | Mpx read | lines read | words of the terminal found (typing) |"
     );
-    println!("|---|---|---|---|---|");
-    for (name, ocr_per_min, share_per_min, lines, found) in ocr {
+    println!("|---|---|---|---|---|---|---|---|");
+    for (name, share_per_min, found, lines, (ocr_per_min, tesseract_per_min, pictures, mpx)) in ocr {
         let found = found.map(|(f, n)| format!("{f}/{n} ({:.0} %)", f as f64 * 100.0 / n as f64)).unwrap_or_default();
-        println!("| {name} | {:.1} | {:.1} | {lines} | {found} |", ocr_per_min * 60.0, share_per_min.max(0.0) * 60.0);
+        println!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {pictures} | {mpx:.1} | {lines} | {found} |",
+            ocr_per_min * 60.0,
+            tesseract_per_min * 60.0,
+            share_per_min.max(0.0) * 60.0
+        );
     }
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Reads a session video back as grey pictures, for text extraction after the recording is
-//! sealed: the fragmented MP4 (already decrypted, in memory: nothing is written in clear) goes
+//! sealed: the fragmented MP4, streamed from a reader (the recording decrypted record by record:
+//! nothing is written in clear, and memory is the pipeline's bounded queue, not the video), goes
 //! through `qtdemux ! h264parse ! openh264dec` (OpenH264 is in the image's plugins) and comes out
 //! as GRAY8 frames with their times.
 
@@ -19,17 +20,25 @@ pub struct GrayFrame<'a> {
     pub gray: &'a [u8],
 }
 
-/// Bytes handed to the demuxer at a time.
-const CHUNK: usize = 1 << 20;
+/// Bytes read from the source and handed to the demuxer at a time.
+const CHUNK: usize = 256 * 1024;
+/// Bytes queued before the demuxer at most: with [`CHUNK`], what reading holds of the video.
+pub const QUEUED: usize = 1 << 20;
 
-/// Decodes `mp4` and calls `each` with every frame in order; `each` returns `false` to stop early.
-/// Returns how many frames were decoded.
-pub fn decode_gray(mp4: &[u8], mut each: impl FnMut(GrayFrame<'_>) -> bool) -> Result<u64, VideoError> {
+/// Decodes the MP4 read from `mp4` and calls `each` with every frame in order; `each` returns
+/// `false` to stop early. The source is read as the decoder needs it (a few MiB ahead at most).
+/// Returns how many frames were decoded; a source that fails is an error, even after frames.
+pub fn decode_gray(
+    mut mp4: impl std::io::Read + Send,
+    mut each: impl FnMut(GrayFrame<'_>) -> bool,
+) -> Result<u64, VideoError> {
     crate::init()?;
-    let desc = "appsrc name=src is-live=false block=true max-bytes=4194304 caps=video/quicktime ! \
+    let desc = format!(
+        "appsrc name=src is-live=false block=true max-bytes={QUEUED} caps=video/quicktime ! \
                 qtdemux ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=GRAY8 ! \
-                appsink name=out sync=false max-buffers=4";
-    let pipeline = gst::parse::launch(desc)
+                appsink name=out sync=false max-buffers=4"
+    );
+    let pipeline = gst::parse::launch(&desc)
         .map_err(|e| VideoError::Pipeline(e.to_string()))?
         .downcast::<gst::Pipeline>()
         .map_err(|_| VideoError::Pipeline("not a pipeline".into()))?;
@@ -44,19 +53,35 @@ pub fn decode_gray(mp4: &[u8], mut each: impl FnMut(GrayFrame<'_>) -> bool) -> R
     pipeline.set_state(gst::State::Playing).map_err(|e| VideoError::Pipeline(format!("cannot start: {e}")))?;
     let outcome = std::thread::scope(|scope| {
         // The source blocks when the pipeline is full: feed it from a thread of its own.
-        let feeder = scope.spawn(|| {
-            for chunk in mp4.chunks(CHUNK) {
-                if src.push_buffer(gst::Buffer::from_slice(chunk.to_vec())).is_err() {
-                    return;
+        let feeder = scope.spawn(|| -> Result<(), VideoError> {
+            let mut chunk = vec![0u8; CHUNK];
+            loop {
+                let n = match mp4.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // The decoder ends with what it has; the caller gets the error.
+                        let _ = src.end_of_stream();
+                        return Err(VideoError::Source(e.to_string()));
+                    }
+                };
+                if src.push_buffer(gst::Buffer::from_slice(chunk[..n].to_vec())).is_err() {
+                    return Ok(());
                 }
             }
             let _ = src.end_of_stream();
+            Ok(())
         });
         let result = pull(&pipeline, &sink, &mut each);
         // Stopping the pipeline unblocks a feeder still waiting for room.
         let _ = pipeline.set_state(gst::State::Null);
-        let _ = feeder.join();
-        result
+        let fed = feeder.join().unwrap_or_else(|_| Err(VideoError::Source("the reader panicked".into())));
+        // A source that failed explains a decoding error after it, too.
+        match (result, fed) {
+            (_, Err(e)) => Err(e),
+            (r, Ok(())) => r,
+        }
     });
     let _ = pipeline.set_state(gst::State::Null);
     outcome
@@ -112,12 +137,12 @@ mod tests {
     use crate::settle::Settler;
     use std::sync::{Arc, Mutex};
 
-    /// A white 320x240 BGRx screen with a black bar at (96..224, 112..128) when `bar`.
+    /// A white 320x240 BGRx screen with a black bar at (100..228, 116..132) when `bar`.
     fn screen(bar: bool) -> Vec<u8> {
         let mut p = vec![255u8; 320 * 240 * 4];
         if bar {
-            for y in 112..128 {
-                for x in 96..224 {
+            for y in 116..132 {
+                for x in 100..228 {
                     p[(y * 320 + x) * 4..(y * 320 + x) * 4 + 3].fill(0);
                 }
             }
@@ -150,7 +175,7 @@ mod tests {
         let mut settler = Settler::new(320, 240, ms(500));
         let mut reads = Vec::new();
         let mut sizes = Vec::new();
-        let frames = decode_gray(&mp4, |f| {
+        let frames = decode_gray(&mp4[..], |f| {
             sizes.push((f.width, f.height));
             reads.extend(settler.frame(f.at, f.gray));
             true
@@ -159,19 +184,106 @@ mod tests {
         reads.extend(settler.finish());
         assert!(frames >= 3, "{frames} frames");
         assert!(sizes.iter().all(|&s| s == (320, 240)), "{sizes:?}");
-        // The white screen, then the bar where it appeared, at the moment it appeared.
-        assert_eq!(reads.len(), 2, "{:?}", reads.iter().map(|r| (r.at, r.region)).collect::<Vec<_>>());
-        assert_eq!(reads[0].at, ms(0));
-        let bar = &reads[1];
+        // Not the white screen (nothing on it to read), but the bar where it appeared, at the
+        // moment it appeared.
+        assert_eq!(reads.len(), 1, "{:?}", reads.iter().map(|r| (r.at, r.region)).collect::<Vec<_>>());
+        let bar = &reads[0];
         assert!(bar.at.abs_diff(ms(1500)) < ms(100), "{:?}", bar.at);
         assert_eq!(
             (bar.region.x, bar.region.y, bar.region.width, bar.region.height),
-            (80, 96, 160, 48),
+            (80, 96, 176, 64),
             "around the bar only"
         );
         let dark = bar.crop.iter().filter(|&&p| p < 64).count();
         assert!((1900..=2200).contains(&dark), "{dark} dark pixels: the 128x16 bar");
         // Garbage is an error, not a hang or a panic.
-        assert!(decode_gray(b"not a video at all, just bytes", |_| true).is_err());
+        assert!(decode_gray(&b"not a video at all, just bytes"[..], |_| true).is_err());
+    }
+
+    /// A reader over a video that counts the bytes it handed out and fails at `fail_at` (a
+    /// record of the recording that does not authenticate).
+    struct Source {
+        video: Vec<u8>,
+        read: Arc<std::sync::atomic::AtomicUsize>,
+        fail_at: usize,
+    }
+
+    impl std::io::Read for Source {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let at = self.read.load(std::sync::atomic::Ordering::SeqCst);
+            if at >= self.fail_at && at < self.video.len() {
+                return Err(std::io::Error::other("record 9 does not authenticate"));
+            }
+            let n = buf.len().min(self.video.len().min(self.fail_at) - at);
+            buf[..n].copy_from_slice(&self.video[at..at + n]);
+            self.read.fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+            Ok(n)
+        }
+    }
+
+    /// 20 s of a 320x240 screen of noise (nothing compresses it): several MiB.
+    fn noisy_video() -> Vec<u8> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let o = out.clone();
+        let sink: crate::ByteSink = Box::new(move |b| {
+            o.lock().unwrap().extend_from_slice(b);
+            Ok(())
+        });
+        let encoder = crate::candidate("x264enc").unwrap();
+        let settings = crate::VideoSettings { width: 320, height: 240, ..Default::default() };
+        let rec = crate::VideoRecorder::start(encoder, settings, sink).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut screen = vec![0u8; 320 * 240 * 4];
+        for i in 0..200u64 {
+            for px in screen.chunks_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                px.copy_from_slice(&seed.to_le_bytes());
+            }
+            rec.frame(&screen, 320 * 4, Duration::from_millis(i * 100)).unwrap();
+        }
+        rec.finish(Duration::from_millis(20_000)).unwrap();
+        out.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_video_is_decoded_as_it_is_read_and_a_failing_source_is_an_error() {
+        let video = noisy_video();
+        let total = video.len();
+        assert!(total > 4 * QUEUED, "{total} bytes: too small to show streaming");
+        // The first frame comes out long before the source is read to its end: reading holds a
+        // bounded part of the video, whatever its size.
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = Source { video: video.clone(), read: read.clone(), fail_at: usize::MAX };
+        let mut read_at_first = None;
+        let mut most_ahead = 0usize;
+        let mut last_at = Duration::ZERO;
+        let frames = decode_gray(source, |f| {
+            let now = read.load(std::sync::atomic::Ordering::SeqCst);
+            read_at_first.get_or_insert(now);
+            // How far reading is ahead of this frame's share of the file.
+            let share = (f.at.as_secs_f64() / 20.0 * total as f64) as usize;
+            most_ahead = most_ahead.max(now.saturating_sub(share));
+            last_at = f.at;
+            true
+        })
+        .unwrap();
+        assert!(frames >= 150, "{frames} frames");
+        assert!(last_at >= Duration::from_millis(19_000), "decoded to the end: {last_at:?}");
+        let first = read_at_first.unwrap();
+        assert!(first <= 2 * QUEUED, "{first} of {total} bytes read before the first frame");
+        assert!(most_ahead <= 2 * QUEUED, "reading ran {most_ahead} bytes ahead of decoding");
+        // A source that fails half-way: the frames before are decoded, then the error, not an end.
+        let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let source = Source { video, read, fail_at: total / 2 };
+        let mut seen = 0;
+        let err = decode_gray(source, |_| {
+            seen += 1;
+            true
+        })
+        .unwrap_err();
+        assert!(matches!(&err, VideoError::Source(m) if m.contains("does not authenticate")), "{err}");
+        assert!(seen > 0, "frames before the failure were decoded");
     }
 }

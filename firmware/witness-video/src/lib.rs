@@ -34,6 +34,8 @@ pub enum VideoError {
     Frame(String),
     #[error("writing the video: {0}")]
     Sink(String),
+    #[error("reading the video: {0}")]
+    Source(String),
 }
 
 /// Initialises GStreamer once per process.

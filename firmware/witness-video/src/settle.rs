@@ -1,8 +1,12 @@
 //! Which frames of a session video are worth reading for text, and where: a picture is read once
 //! the screen changed and then stayed still for a while (typing, scrolling and video are not read
-//! mid-change), and only the part that changed since the last picture read. Pure logic over grey
-//! pictures, so it is tested without a video.
+//! mid-change), and only the parts that changed since the last picture read — each band of
+//! changed rows on its own, a scrolled area only for the rows the scroll brought in, and never a
+//! part whose pixels are those of a part already read. Pure logic over grey pictures, so it is
+//! tested (and fuzzed) without a video.
 
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 /// Side of the square blocks pictures are compared in.
@@ -13,6 +17,16 @@ const PIXEL_DELTA: u8 = 40;
 const BLOCK_PIXELS: u32 = 4;
 /// Padding around a changed region, so words cut by a block edge are read whole.
 const PAD: u32 = BLOCK;
+/// A scroll is looked for over at least this many rows in common (shorter overlaps match by
+/// chance).
+const MIN_OVERLAP: u32 = 2 * BLOCK;
+/// Hashes of parts read remembered at most (then forgotten all at once: reading again is only
+/// slower, never wrong).
+const SEEN_MAX: usize = 65_536;
+/// Columns a row is cut into when looking for a scroll.
+const STRIPS: usize = 16;
+/// Shifts compared column by column, of those whose rows' totals fit best.
+const CANDIDATES: usize = 24;
 
 /// A rectangle on the screen, in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +37,9 @@ pub struct Region {
     pub height: u32,
 }
 
-/// A picture to read: when it appeared (the screen then stayed still), where it changed since the
-/// last one read, and that part of it (grey, `region.width` bytes a row).
+/// A part of a picture to read: when the picture appeared (the screen then stayed still), where
+/// it changed since the last one read, and that part of it (grey, `region.width` bytes a row).
+/// One settled picture gives any number of them, all with its time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Read {
     pub at: Duration,
@@ -32,7 +47,7 @@ pub struct Read {
     pub crop: Vec<u8>,
 }
 
-/// Follows a video's frames and says when to read which part.
+/// Follows a video's frames and says when to read which parts.
 #[derive(Debug)]
 pub struct Settler {
     width: u32,
@@ -42,50 +57,56 @@ pub struct Settler {
     still: Option<(Vec<u8>, Duration, bool)>,
     /// The last picture read (`None`: nothing yet, compared as black).
     last_read: Option<Vec<u8>>,
+    /// Hashes of the parts read so far (place left out: the same text moved is not read again).
+    seen: HashSet<u64>,
 }
 
 impl Settler {
     /// Frames are `width`×`height` grey pictures, tightly packed; a picture is read after it
     /// stayed `settle`.
     pub fn new(width: u32, height: u32, settle: Duration) -> Self {
-        Self { width, height, settle, still: None, last_read: None }
+        Self { width, height, settle, still: None, last_read: None, seen: HashSet::new() }
     }
 
-    /// The next frame, shown from `at` on. Returns what to read, if a picture just settled.
-    pub fn frame(&mut self, at: Duration, gray: &[u8]) -> Option<Read> {
-        debug_assert_eq!(gray.len(), (self.width * self.height) as usize);
+    /// The next frame, shown from `at` on. Returns what to read, if a picture just settled
+    /// (empty otherwise). A frame of another size than the video's is ignored.
+    pub fn frame(&mut self, at: Duration, gray: &[u8]) -> Vec<Read> {
+        if gray.len() != (self.width as usize) * (self.height as usize) {
+            return Vec::new();
+        }
         let Some((image, since, read)) = &mut self.still else {
             self.still = Some((gray.to_vec(), at, false));
-            return None;
+            return Vec::new();
         };
         let settled = !*read && at.saturating_sub(*since) >= self.settle;
-        if changed_blocks(self.width, self.height, image, gray).is_none() {
+        if !differs(self.width, self.height, image, gray) {
             if settled {
                 *read = true;
                 return self.read();
             }
-            return None;
+            return Vec::new();
         }
         // It changed: what was on screen before is read if it stayed long enough.
-        let out = if settled { self.read() } else { None };
+        let out = if settled { self.read() } else { Vec::new() };
         self.still = Some((gray.to_vec(), at, false));
         out
     }
 
     /// The video ended: the last picture stayed until then.
-    pub fn finish(&mut self) -> Option<Read> {
+    pub fn finish(&mut self) -> Vec<Read> {
         match &mut self.still {
             Some((_, _, read)) if !*read => {
                 *read = true;
                 self.read()
             }
-            _ => None,
+            _ => Vec::new(),
         }
     }
 
-    /// Reads the still picture: the part that changed since the last picture read.
-    fn read(&mut self) -> Option<Read> {
-        let (image, since, _) = self.still.as_ref()?;
+    /// Reads the still picture: the parts that changed since the last picture read.
+    fn read(&mut self) -> Vec<Read> {
+        let Some((image, since, _)) = self.still.as_ref() else { return Vec::new() };
+        let (w, h) = (self.width, self.height);
         let black;
         let before = match &self.last_read {
             Some(b) => b,
@@ -94,48 +115,240 @@ impl Settler {
                 &black
             }
         };
-        let region = changed_blocks(self.width, self.height, before, image);
-        let out = region.map(|r| {
-            let r = pad(r, self.width, self.height);
+        let mut grid = Grid::changed(w, h, before, image);
+        // A scrolled area: compared with the last picture moved by the scroll, only the rows it
+        // brought in (and whatever else changed) differ.
+        if let Some(bbox) = grid.bbox()
+            && let Some(shift) = scroll(w, h, before, image, bbox)
+        {
+            let moved = shifted(w, before, bbox, shift);
+            let after = Grid::changed(w, h, &moved, image);
+            if after.count() * 2 <= grid.count() {
+                grid = after;
+            }
+        }
+        // A block without contrast holds no text (a background, a cleared line): not read.
+        grid.keep_contrasted(image);
+        let mut out = Vec::new();
+        for r in grid.bands() {
+            let r = pad(r, w, h);
             let mut crop = Vec::with_capacity((r.width * r.height) as usize);
             for y in r.y..r.y + r.height {
-                let start = (y * self.width + r.x) as usize;
+                let start = (y * w + r.x) as usize;
                 crop.extend_from_slice(&image[start..start + r.width as usize]);
             }
-            Read { at: *since, region: r, crop }
-        });
+            if !first_time(&mut self.seen, &r, &crop) {
+                continue;
+            }
+            out.push(Read { at: *since, region: r, crop });
+        }
         self.last_read = Some(image.clone());
         out
     }
 }
 
-/// The bounding box of the blocks that differ between two pictures (`None`: none do).
-pub fn changed_blocks(width: u32, height: u32, a: &[u8], b: &[u8]) -> Option<Region> {
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    for by in (0..height).step_by(BLOCK as usize) {
-        let rows = BLOCK.min(height - by);
-        for bx in (0..width).step_by(BLOCK as usize) {
-            let cols = BLOCK.min(width - bx);
-            let mut n = 0;
-            'block: for y in by..by + rows {
-                let start = (y * width + bx) as usize;
-                let (ra, rb) = (&a[start..start + cols as usize], &b[start..start + cols as usize]);
-                for (pa, pb) in ra.iter().zip(rb) {
-                    if pa.abs_diff(*pb) > PIXEL_DELTA {
-                        n += 1;
-                        if n >= BLOCK_PIXELS {
-                            break 'block;
-                        }
+/// Whether these pixels were not read before (and now count as read). Grey levels are
+/// compared in steps of 16, so the codec's small noise on the same text does not make it new.
+fn first_time(seen: &mut HashSet<u64>, r: &Region, crop: &[u8]) -> bool {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (r.width, r.height).hash(&mut hasher);
+    for chunk in crop.chunks(4096) {
+        let coarse: Vec<u8> = chunk.iter().map(|p| p >> 4).collect();
+        hasher.write(&coarse);
+    }
+    if seen.len() >= SEEN_MAX {
+        seen.clear();
+    }
+    seen.insert(hasher.finish())
+}
+
+/// Which blocks differ between two pictures, row by row of blocks.
+#[derive(Debug, Clone, PartialEq)]
+struct Grid {
+    cols: u32,
+    rows: u32,
+    width: u32,
+    height: u32,
+    changed: Vec<bool>,
+}
+
+impl Grid {
+    fn changed(width: u32, height: u32, a: &[u8], b: &[u8]) -> Self {
+        let (cols, rows) = (width.div_ceil(BLOCK), height.div_ceil(BLOCK));
+        let mut changed = vec![false; (cols * rows) as usize];
+        for (row, by) in (0..height).step_by(BLOCK as usize).enumerate() {
+            let n = BLOCK.min(height - by);
+            for (col, bx) in (0..width).step_by(BLOCK as usize).enumerate() {
+                let m = BLOCK.min(width - bx);
+                changed[row * cols as usize + col] = block_changed(width, a, b, bx, by, m, n);
+            }
+        }
+        Self { cols, rows, width, height, changed }
+    }
+
+    /// Forgets the changed blocks that are flat in `picture` (all grey levels within
+    /// [`PIXEL_DELTA`]): no text to read there.
+    fn keep_contrasted(&mut self, picture: &[u8]) {
+        for row in 0..self.rows {
+            let by = row * BLOCK;
+            for col in 0..self.cols {
+                let i = (row * self.cols + col) as usize;
+                if !self.changed[i] {
+                    continue;
+                }
+                let bx = col * BLOCK;
+                let (m, n) = (BLOCK.min(self.width - bx), BLOCK.min(self.height - by));
+                let (mut lo, mut hi) = (u8::MAX, 0u8);
+                for y in by..by + n {
+                    let start = (y * self.width + bx) as usize;
+                    for &p in &picture[start..start + m as usize] {
+                        (lo, hi) = (lo.min(p), hi.max(p));
                     }
                 }
-            }
-            if n >= BLOCK_PIXELS {
-                (x0, y0) = (x0.min(bx), y0.min(by));
-                (x1, y1) = (x1.max(bx + cols), y1.max(by + rows));
+                self.changed[i] = hi - lo > PIXEL_DELTA;
             }
         }
     }
-    (x0 != u32::MAX).then(|| Region { x: x0, y: y0, width: x1 - x0, height: y1 - y0 })
+
+    fn count(&self) -> usize {
+        self.changed.iter().filter(|&&c| c).count()
+    }
+
+    fn row(&self, r: u32) -> &[bool] {
+        &self.changed[(r * self.cols) as usize..((r + 1) * self.cols) as usize]
+    }
+
+    /// The pixels spanned by the changed blocks of rows `r0..r1`.
+    fn span(&self, r0: u32, r1: u32) -> Option<Region> {
+        let (mut c0, mut c1, mut rows0, mut rows1) = (u32::MAX, 0, u32::MAX, 0);
+        for r in r0..r1 {
+            for (c, &changed) in self.row(r).iter().enumerate() {
+                if changed {
+                    (c0, c1) = (c0.min(c as u32), c1.max(c as u32 + 1));
+                    (rows0, rows1) = (rows0.min(r), rows1.max(r + 1));
+                }
+            }
+        }
+        (c0 != u32::MAX).then(|| {
+            let (x0, y0) = (c0 * BLOCK, rows0 * BLOCK);
+            let (x1, y1) = ((c1 * BLOCK).min(self.width), (rows1 * BLOCK).min(self.height));
+            Region { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }
+        })
+    }
+
+    fn bbox(&self) -> Option<Region> {
+        self.span(0, self.rows)
+    }
+
+    /// Each run of block rows with a change, as the rectangle of its changed blocks: lines of
+    /// text far apart are read apart, not with the still screen between them. Runs one block row
+    /// apart are one band (padded, they would overlap and read a line twice).
+    fn bands(&self) -> Vec<Region> {
+        let mut runs: Vec<(u32, u32)> = Vec::new();
+        for r in 0..self.rows {
+            if !self.row(r).iter().any(|&c| c) {
+                continue;
+            }
+            match runs.last_mut() {
+                Some((_, end)) if r <= *end + 1 => *end = r + 1,
+                _ => runs.push((r, r + 1)),
+            }
+        }
+        runs.into_iter().filter_map(|(a, b)| self.span(a, b)).collect()
+    }
+}
+
+fn block_changed(width: u32, a: &[u8], b: &[u8], bx: u32, by: u32, cols: u32, rows: u32) -> bool {
+    let mut n = 0;
+    for y in by..by + rows {
+        let start = (y * width + bx) as usize;
+        let (ra, rb) = (&a[start..start + cols as usize], &b[start..start + cols as usize]);
+        for (pa, pb) in ra.iter().zip(rb) {
+            if pa.abs_diff(*pb) > PIXEL_DELTA {
+                n += 1;
+                if n >= BLOCK_PIXELS {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Whether any block differs between two pictures (stops at the first that does).
+fn differs(width: u32, height: u32, a: &[u8], b: &[u8]) -> bool {
+    (0..height).step_by(BLOCK as usize).any(|by| {
+        (0..width)
+            .step_by(BLOCK as usize)
+            .any(|bx| block_changed(width, a, b, bx, by, BLOCK.min(width - bx), BLOCK.min(height - by)))
+    })
+}
+
+/// The bounding box of the blocks that differ between two pictures (`None`: none do).
+pub fn changed_blocks(width: u32, height: u32, a: &[u8], b: &[u8]) -> Option<Region> {
+    Grid::changed(width, height, a, b).bbox()
+}
+
+/// The vertical shift `d` (rows) that best makes `after`'s rows in `area` those of `before` `d`
+/// rows lower (`d > 0`: the content moved up, as a terminal scrolls), judged on each row's count
+/// of dark pixels in each of [`STRIPS`] columns (the codec's noise rarely crosses mid-grey).
+/// `None` when no shift fits better than none.
+fn scroll(width: u32, height: u32, before: &[u8], after: &[u8], area: Region) -> Option<i64> {
+    if area.height < MIN_OVERLAP * 2 || area.y + area.height > height || area.x + area.width > width {
+        return None;
+    }
+    let strip = area.width.div_ceil(STRIPS as u32).max(1) as usize;
+    let profile = |p: &[u8]| -> Vec<[i32; STRIPS]> {
+        (area.y..area.y + area.height)
+            .map(|y| {
+                let start = (y * width + area.x) as usize;
+                let mut counts = [0i32; STRIPS];
+                for (i, &v) in p[start..start + area.width as usize].iter().enumerate() {
+                    counts[i / strip] += i32::from(v < 128);
+                }
+                counts
+            })
+            .collect()
+    };
+    let (pb, pa) = (profile(before), profile(after));
+    let h = i64::from(area.height);
+    // Mean difference per row compared, for a shift: first on each row's total (cheap, for every
+    // shift), then column by column for the few shifts that fit best.
+    let cost = |d: i64, row: &dyn Fn(&[i32; STRIPS], &[i32; STRIPS]) -> i64| -> f64 {
+        let (lo, hi) = ((-d).max(0), (h - d).min(h));
+        let sum: i64 = (lo..hi).map(|y| row(&pa[y as usize], &pb[(y + d) as usize])).sum();
+        sum as f64 / (hi - lo).max(1) as f64
+    };
+    let total = |a: &[i32; STRIPS], b: &[i32; STRIPS]| i64::from((a.iter().sum::<i32>() - b.iter().sum::<i32>()).abs());
+    let by_strip =
+        |a: &[i32; STRIPS], b: &[i32; STRIPS]| a.iter().zip(b).map(|(x, y)| i64::from((x - y).abs())).sum::<i64>();
+    let reach = h - i64::from(MIN_OVERLAP);
+    let mut coarse: Vec<(f64, i64)> = (-reach..=reach).filter(|&d| d != 0).map(|d| (cost(d, &total), d)).collect();
+    coarse.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut best = (cost(0, &by_strip), 0);
+    for &(_, d) in coarse.iter().take(CANDIDATES) {
+        let c = cost(d, &by_strip);
+        if c < best.0 {
+            best = (c, d);
+        }
+    }
+    (best.1 != 0).then_some(best.1)
+}
+
+/// `before` with the rows of `area` taken from `d` rows lower (rows the shift leaves without a
+/// source keep their old pixels, so they show as changed).
+fn shifted(width: u32, before: &[u8], area: Region, d: i64) -> Vec<u8> {
+    let mut out = before.to_vec();
+    let (top, bottom) = (i64::from(area.y), i64::from(area.y + area.height));
+    for y in top..bottom {
+        let from = y + d;
+        if from < top || from >= bottom {
+            continue;
+        }
+        let (dst, src) = ((y as u32 * width + area.x) as usize, (from as u32 * width + area.x) as usize);
+        out[dst..dst + area.width as usize].copy_from_slice(&before[src..src + area.width as usize]);
+    }
+    out
 }
 
 fn pad(r: Region, width: u32, height: u32) -> Region {
@@ -143,7 +356,6 @@ fn pad(r: Region, width: u32, height: u32) -> Region {
     let (x1, y1) = ((r.x + r.width + PAD).min(width), (r.y + r.height + PAD).min(height));
     Region { x, y, width: x1 - x, height: y1 - y }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,24 +381,35 @@ mod tests {
         p
     }
 
+    fn regions(reads: &[Read]) -> Vec<Region> {
+        reads.iter().map(|r| r.region).collect()
+    }
+
     #[test]
     fn a_picture_is_read_once_it_stayed_still_and_only_where_it_changed() {
         let mut s = Settler::new(W, H, SETTLE);
-        let blank = picture(&[]);
-        // The first picture, held: read whole (compared with black), once.
-        assert_eq!(s.frame(ms(0), &blank), None);
-        assert_eq!(s.frame(ms(200), &blank), None, "not settled yet");
-        let first = s.frame(ms(600), &blank).expect("settled");
-        assert_eq!((first.at, first.region), (ms(0), Region { x: 0, y: 0, width: W, height: H }));
-        assert_eq!(s.frame(ms(900), &blank), None, "read once");
+        let title = picture(&[(96, 40, 16, 8)]);
+        // The first picture, held: read once, compared with black, only where it has contrast
+        // (the white background holds no text).
+        assert_eq!(s.frame(ms(0), &title), vec![]);
+        assert_eq!(s.frame(ms(200), &title), vec![], "not settled yet");
+        let first = s.frame(ms(600), &title);
+        assert_eq!(first.len(), 1, "settled");
+        assert_eq!((first[0].at, first[0].region), (ms(0), Region { x: 80, y: 16, width: 48, height: 48 }));
+        assert_eq!(s.frame(ms(900), &title), vec![], "read once");
         // A word appears at (40, 20): read after it stayed, only around it, at when it appeared.
-        let word = picture(&[(40, 20, 20, 8)]);
-        assert_eq!(s.frame(ms(1000), &word), None);
-        let read = s.frame(ms(1600), &word).expect("settled");
+        let word = picture(&[(96, 40, 16, 8), (40, 20, 20, 8)]);
+        assert_eq!(s.frame(ms(1000), &word), vec![]);
+        let read = s.frame(ms(1600), &word);
+        assert_eq!(read.len(), 1);
+        let read = &read[0];
         assert_eq!(read.at, ms(1000));
         assert_eq!(read.region, Region { x: 16, y: 0, width: 64, height: 48 });
         assert_eq!(read.crop.len(), (64 * 48) as usize);
         assert_eq!(read.crop[(20 * 64 + 24) as usize], 0, "the crop holds the word");
+        // The word erased: the line went blank, nothing to read.
+        assert_eq!(s.frame(ms(2000), &title), vec![]);
+        assert_eq!(s.frame(ms(2600), &title), vec![]);
     }
 
     #[test]
@@ -195,15 +418,135 @@ mod tests {
         // A new picture every 100 ms (typing, scrolling): nothing is read meanwhile.
         for i in 0..20u32 {
             let p = picture(&[(i * 4, 0, 4, 16)]);
-            assert_eq!(s.frame(ms(u64::from(i) * 100), &p), None, "frame {i}");
+            assert_eq!(s.frame(ms(u64::from(i) * 100), &p), vec![], "frame {i}");
         }
         // A frame that changes after the last one stayed long enough: the last one is read.
-        let settled = s.frame(ms(2500), &picture(&[(100, 40, 8, 8)])).expect("the picture of 1.9 s stayed 600 ms");
-        assert_eq!(settled.at, ms(1900));
+        let settled = s.frame(ms(2500), &picture(&[(100, 40, 8, 8)]));
+        assert_eq!(settled.len(), 1, "the picture of 1.9 s stayed 600 ms");
+        assert_eq!(settled[0].at, ms(1900));
         // The video ends: its last picture is read too.
-        let last = s.finish().expect("the end");
-        assert_eq!(last.at, ms(2500));
-        assert_eq!(s.finish(), None);
+        let last = s.finish();
+        assert_eq!(last.len(), 1, "the end");
+        assert_eq!(last[0].at, ms(2500));
+        assert_eq!(s.finish(), vec![]);
+        // A frame of another size is ignored, not a panic.
+        assert_eq!(s.frame(ms(3000), &[0u8; 7]), vec![]);
+    }
+
+    /// Reads `next` after `first` (both held still), returning what the second reading read.
+    fn read_after(w: u32, h: u32, first: &[u8], next: &[u8]) -> Vec<Read> {
+        let mut s = Settler::new(w, h, SETTLE);
+        s.frame(ms(0), first);
+        s.frame(ms(600), first);
+        s.frame(ms(1000), next);
+        let out = s.frame(ms(1600), next);
+        assert!(s.finish().is_empty());
+        out
+    }
+
+    #[test]
+    fn changes_far_apart_are_read_apart_not_with_the_still_screen_between() {
+        let (w, h) = (320, 240);
+        let first = vec![255u8; (w * h) as usize];
+        let mut next = first.clone();
+        // A clock in the top right and a line typed near the bottom.
+        for (x0, y0) in [(280, 4), (20, 200)] {
+            for y in y0..y0 + 10 {
+                for x in x0..x0 + 30 {
+                    next[(y * w + x) as usize] = 0;
+                }
+            }
+        }
+        let read = read_after(w, h, &first, &next);
+        assert_eq!(
+            regions(&read),
+            vec![Region { x: 256, y: 0, width: 64, height: 32 }, Region { x: 0, y: 176, width: 80, height: 64 }],
+            "two small regions, not the 320x240 box around both"
+        );
+    }
+
+    /// A terminal-like screen: `lines` lines of 16 rows from the top, numbered from `first_line`,
+    /// each with dark "words" that depend on its number; `noise` moves every 3rd pixel by up to 20
+    /// grey levels (the codec).
+    fn terminal(w: u32, h: u32, first_line: u32, lines: u32, noise: u8) -> Vec<u8> {
+        let mut p = vec![255u8; (w * h) as usize];
+        for l in 0..lines {
+            let n = first_line + l;
+            let y0 = l * 16;
+            let mut x = 4 + (n * 7) % 13;
+            while x + 12 < w {
+                let len = 4 + (n * 31 + x) % 40;
+                for y in y0 + 3..y0 + 13 {
+                    for xx in x..(x + len).min(w - 4) {
+                        p[(y * w + xx) as usize] = 0;
+                    }
+                }
+                x += len + 8 + (n * 13 + x) % 9;
+            }
+        }
+        for (i, v) in p.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = if *v > 128 { v.saturating_sub(noise) } else { v.saturating_add(noise) };
+            }
+        }
+        p
+    }
+
+    #[test]
+    fn a_scrolled_terminal_is_read_only_for_the_lines_the_scroll_brought_in() {
+        let (w, h) = (320, 240);
+        // 14 lines, then the same terminal scrolled by 3 lines (48 rows): lines 3..17, the last
+        // three new. The codec's noise differs between the two pictures.
+        let first = terminal(w, h, 0, 14, 0);
+        let next = terminal(w, h, 3, 14, 20);
+        let read = read_after(w, h, &first, &next);
+        let rows: u32 = read.iter().map(|r| r.region.height).sum();
+        assert!(!read.is_empty());
+        assert!(read.iter().all(|r| r.region.y >= 11 * 16 - PAD), "only the bottom lines: {:?}", regions(&read));
+        assert!(rows <= 3 * 16 + 2 * PAD, "{rows} rows read for 3 new lines: {:?}", regions(&read));
+        // The new lines are in what is read.
+        let last = read.last().unwrap();
+        let bottom = (13 * 16 + 8 - last.region.y) * last.region.width;
+        assert!(last.crop[bottom as usize..(bottom + last.region.width) as usize].iter().any(|&p| p < 64));
+        // Scrolled the other way (back up by 2 lines): only the two lines at the top.
+        let up = terminal(w, h, 1, 14, 0);
+        let read = read_after(w, h, &next, &up);
+        assert!(
+            read.iter().all(|r| r.region.y + r.region.height <= 2 * 16 + PAD),
+            "only the top lines: {:?}",
+            regions(&read)
+        );
+    }
+
+    #[test]
+    fn a_change_that_is_no_scroll_is_read_whole() {
+        let (w, h) = (320, 240);
+        // A different text everywhere (a new window): no shift explains it, all of it is read.
+        let first = terminal(w, h, 0, 14, 0);
+        let next = terminal(w, h, 100, 14, 0);
+        let read = read_after(w, h, &first, &next);
+        let rows: u32 = read.iter().map(|r| r.region.height).sum();
+        assert!(rows >= 14 * 16, "{:?}", regions(&read));
+    }
+
+    #[test]
+    fn pixels_already_read_are_not_read_again() {
+        let mut s = Settler::new(W, H, SETTLE);
+        let (a, b) = (picture(&[(40, 20, 20, 8)]), picture(&[(40, 20, 6, 8), (50, 20, 10, 8)]));
+        let mut t = 0;
+        let mut read = |p: &[u8]| {
+            s.frame(ms(t), p);
+            t += 600;
+            let out = s.frame(ms(t), p);
+            t += 100;
+            out
+        };
+        assert_eq!(read(&a).len(), 1, "a (against black)");
+        assert_eq!(read(&b).len(), 1, "b where it differs from a");
+        // Back and forth (windows switched): the same pixels in the same shape, not read again.
+        assert_eq!(read(&a), vec![]);
+        assert_eq!(read(&b), vec![]);
+        assert_eq!(read(&a), vec![]);
     }
 
     #[test]
@@ -232,5 +575,11 @@ mod tests {
             b[(20 * w + 25 + i) as usize] = 255;
         }
         assert_eq!(changed_blocks(w, h, &a, &b), Some(Region { x: 16, y: 16, width: 21, height: 5 }));
+        // Scroll detection on an odd size does not panic.
+        let mut s = Settler::new(w, h, SETTLE);
+        s.frame(ms(0), &a);
+        s.frame(ms(600), &a);
+        s.frame(ms(700), &b);
+        assert!(!s.finish().is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! On-screen text of RDP sessions: after a video is sealed, a thread of its own (at the lowest CPU
 //! priority, one video at a time, never on a session's or the sealer's path) decodes it, picks
-//! the pictures that settled (`witness_video::settle`), lays the parts that changed on a sheet and
+//! the pictures that settled (`witness_video::settle`: only the parts that changed, a scroll only
+//! for the rows it brought in, nothing already read), lays those parts on a sheet and
 //! has Tesseract read each sheet through stdin (`nice -n 19 tesseract stdin stdout … tsv`: nothing
 //! in clear on disk, nothing in its arguments but options). Each line read becomes a fragment of
 //! the blind index with its time and rectangle. The index is the queue: a video's state and how
@@ -24,8 +25,9 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 const SCALE: u32 = 2;
 /// Pixels on one sheet at most (before enlarging): one Tesseract run each.
 const SHEET_PIXELS: u64 = 2_000_000;
-/// Pictures in one batch at most: what a restart reads again is bounded too.
-const BATCH_READS: usize = 8;
+/// Settled pictures in one batch at most: what a restart reads again is bounded too (each
+/// Tesseract run first loads its language model, about 0.1 CPU s).
+const BATCH_PICTURES: usize = 8;
 /// How often the reader looks for videos to read when it found none.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -33,7 +35,11 @@ const IDLE: Duration = Duration::from_secs(3);
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
 pub struct Stats {
     pub frames: u64,
+    /// Settled pictures read (each for the parts that changed).
+    pub pictures: u64,
+    /// Parts read, and their pixels (before enlarging).
     pub reads: u64,
+    pub pixels: u64,
     pub fragments: u64,
     pub sheets: u64,
     /// Seconds of video.
@@ -110,7 +116,9 @@ pub fn read_logged(dir: &DataDir, recording_id: &str, cancel: &CancellationToken
             info!(
                 recording_id,
                 frames = s.frames,
+                pictures = s.pictures,
                 reads = s.reads,
+                pixels = s.pixels,
                 fragments = s.fragments,
                 video_seconds = s.video_seconds,
                 ocr_cpu_seconds = s.ocr_cpu_seconds,
@@ -143,76 +151,90 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         bail!("not a video");
     }
     let from = dir.index.text_read_until(recording_id)?;
-    let file = std::fs::read(dir.root.join(&row.path)).with_context(|| format!("reading {}", row.path))?;
-    let mp4 = witness_recorder::plaintext(&file, &crate::keys::key_for(&dir.root))?;
-    drop(file);
+    // Decrypted record by record as the decoder asks: memory is bounded, whatever the video's size.
+    let plain = witness_recorder::open_plain(&dir.root.join(&row.path), &crate::keys::key_for(&dir.root))
+        .with_context(|| format!("opening {}", row.path))?;
     let key = crate::keys::search_key(&dir.root)?;
     let languages = dir.config.ocr_languages.clone();
     let mut stats = Stats::default();
     let mut settler: Option<witness_video::settle::Settler> = None;
-    let mut batch: Vec<witness_video::settle::Read> = Vec::new();
-    let mut batch_pixels = 0u64;
+    let mut batch = Batch::default();
     let mut stored_from = from;
     let mut failure: Option<anyhow::Error> = None;
-    let flush =
-        |batch: &mut Vec<witness_video::settle::Read>, stats: &mut Stats, stored_from: &mut f64| -> Result<()> {
-            let Some(last) = batch.last() else { return Ok(()) };
-            // Every later read appears after this one: the video is read up to just past it.
-            let until = last.at.as_secs_f64() + 0.001;
-            let chunks = read_batch(batch, &key, &languages, stats)?;
-            dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks)?;
-            *stored_from = until;
-            batch.clear();
-            Ok(())
-        };
-    let take = |read: witness_video::settle::Read,
-                batch: &mut Vec<witness_video::settle::Read>,
+    let flush = |batch: &mut Batch, stats: &mut Stats, stored_from: &mut f64| -> Result<()> {
+        let Some(last) = batch.reads.last() else { return Ok(()) };
+        // Every later picture appeared after this one: the video is read up to just past it.
+        let until = last.at.as_secs_f64() + 0.001;
+        let chunks = read_batch(&batch.reads, &key, &languages, stats)?;
+        dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks)?;
+        *stored_from = until;
+        *batch = Batch::default();
+        Ok(())
+    };
+    // The parts of one settled picture (all with its time): a batch ends between pictures only,
+    // so where a restart resumes, no part of a picture was stored without the others.
+    let take = |reads: Vec<witness_video::settle::Read>,
+                batch: &mut Batch,
                 stats: &mut Stats,
-                stored_from: &mut f64,
-                pixels: &mut u64|
+                stored_from: &mut f64|
      -> Result<()> {
         // Read before (an earlier run stored it): only the settling had to be followed again.
-        if read.at.as_secs_f64() < from {
+        let reads: Vec<_> = reads.into_iter().filter(|r| r.at.as_secs_f64() >= from).collect();
+        if reads.is_empty() {
             return Ok(());
         }
-        stats.reads += 1;
-        *pixels += u64::from(read.region.width) * u64::from(read.region.height);
-        batch.push(read);
-        if *pixels >= SHEET_PIXELS || batch.len() >= BATCH_READS {
+        stats.pictures += 1;
+        for read in reads {
+            stats.reads += 1;
+            stats.pixels += u64::from(read.region.width) * u64::from(read.region.height);
+            batch.pixels += u64::from(read.region.width) * u64::from(read.region.height);
+            batch.reads.push(read);
+        }
+        batch.pictures += 1;
+        if batch.pixels >= SHEET_PIXELS || batch.pictures >= BATCH_PICTURES {
             flush(batch, stats, stored_from)?;
-            *pixels = 0;
         }
         Ok(())
     };
-    let frames = witness_video::decode_gray(&mp4, |f| {
+    let frames = witness_video::decode_gray(plain, |f| {
         if cancel.is_cancelled() {
             return false;
         }
         stats.video_seconds = f.at.as_secs_f64();
         let s = settler.get_or_insert_with(|| witness_video::settle::Settler::new(f.width, f.height, SETTLE));
-        if let Some(read) = s.frame(f.at, f.gray)
-            && let Err(e) = take(read, &mut batch, &mut stats, &mut stored_from, &mut batch_pixels)
+        let reads = s.frame(f.at, f.gray);
+        if !reads.is_empty()
+            && let Err(e) = take(reads, &mut batch, &mut stats, &mut stored_from)
         {
             failure = Some(e);
             return false;
         }
         true
-    })?;
+    });
     if let Some(e) = failure {
         return Err(e);
     }
+    let frames = frames?;
     if cancel.is_cancelled() {
         // What is batched but not stored is read again next time.
         return Ok(None);
     }
     stats.frames = frames;
-    if let Some(read) = settler.as_mut().and_then(|s| s.finish()) {
-        take(read, &mut batch, &mut stats, &mut stored_from, &mut batch_pixels)?;
+    if let Some(s) = settler.as_mut() {
+        take(s.finish(), &mut batch, &mut stats, &mut stored_from)?;
     }
     flush(&mut batch, &mut stats, &mut stored_from)?;
     dir.index.finish_read_text(recording_id, Ok(())).map_err(anyhow::Error::from)?;
     stats.wall_seconds = started.elapsed().as_secs_f64();
     Ok(Some(stats))
+}
+
+/// Parts of settled pictures waiting for one Tesseract run.
+#[derive(Default)]
+struct Batch {
+    reads: Vec<witness_video::settle::Read>,
+    pixels: u64,
+    pictures: usize,
 }
 
 /// Reads a batch of regions with one Tesseract run; a chunk of the blind index per region that
@@ -348,11 +370,13 @@ pub fn read_text_cli(root: &std::path::Path, id: Option<String>, json: bool) -> 
             continue;
         }
         println!(
-            "{id}: {:.1} s of video, {} frames, {} pictures read, {} lines, {} tesseract runs; \
+            "{id}: {:.1} s of video, {} frames, {} pictures read ({} parts, {:.1} Mpx), {} lines, {} tesseract runs; \
              CPU {:.2} s ({:.2} tesseract, {:.2} decoding and choosing), {:.2} per recorded minute; {:.2} s wall",
             s.video_seconds,
             s.frames,
+            s.pictures,
             s.reads,
+            s.pixels as f64 / 1e6,
             s.fragments,
             s.sheets,
             total,
