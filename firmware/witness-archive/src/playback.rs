@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use witness_core::atrest::{self, Header, RecordOpener};
+use witness_core::atrest::{self, Header, RecordOpener, read_full};
 use witness_core::fmp4::WholeScan;
 
 /// A mark in the walk every this many records, to start a part near where it begins.
@@ -158,20 +158,6 @@ impl Layout {
         let opener = RecordOpener::new(header, &dek);
         Ok(Part { reader, opener: Some(opener), mark: from, first, end, pending: Vec::new(), pos: 0, opened: 0 })
     }
-}
-
-/// Reads until `buf` is full or the source ends; how much was read.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 /// Walks the stored bytes of `src` once (see the module's comment).

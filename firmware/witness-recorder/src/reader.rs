@@ -7,7 +7,7 @@
 use crate::{KeyFor, RecordError};
 use sha2::{Digest, Sha256};
 use std::io::{BufRead, BufReader, Read};
-use witness_core::atrest::{self, RecordOpener};
+use witness_core::atrest::{self, RecordOpener, read_full};
 
 const BUFFER: usize = 256 * 1024;
 
@@ -133,20 +133,6 @@ impl<R: Read> PlainReader<R> {
         self.pending = plain;
         Ok(true)
     }
-}
-
-/// Reads until `buf` is full or the source ends; returns how much was read.
-pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
 }
 
 impl<R: Read> Read for PlainReader<R> {

@@ -119,13 +119,13 @@ pub fn recover_cast(path: &Path, key_for: KeyFor<'_>) -> Result<RecoveredCast, R
     // a record that is not whole or not authentic in its place (`Some(Some(its length field))`).
     let rest_field: Option<Option<[u8; 4]>> = loop {
         let mut field = [0u8; 4];
-        let got = crate::reader::read_full(&mut reader, &mut field).map_err(|e| unusable(&e))?;
+        let got = witness_core::atrest::read_full(&mut reader, &mut field).map_err(|e| unusable(&e))?;
         if got < 4 {
             break (got > 0).then_some(None);
         }
         let Some(len) = atrest::record_len(field) else { break Some(Some(field)) };
         let mut record = vec![0u8; len];
-        if crate::reader::read_full(&mut reader, &mut record).map_err(|e| unusable(&e))? < len {
+        if witness_core::atrest::read_full(&mut reader, &mut record).map_err(|e| unusable(&e))? < len {
             break Some(Some(field));
         }
         let Ok(plain) = opener.open(index, valid_len, &record) else { break Some(Some(field)) };
@@ -249,8 +249,8 @@ fn same_bytes(q: &Path, file: &mut File, start: u64, len: u64) -> std::io::Resul
     let (mut a, mut b) = (File::open(q)?.take(len), file.take(len));
     let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
-        let n = crate::reader::read_full(&mut a, &mut x)?;
-        if n != crate::reader::read_full(&mut b, &mut y[..n])? || x[..n] != y[..n] {
+        let n = witness_core::atrest::read_full(&mut a, &mut x)?;
+        if n != witness_core::atrest::read_full(&mut b, &mut y[..n])? || x[..n] != y[..n] {
             return Ok(false);
         }
         if n == 0 {

@@ -367,19 +367,24 @@ pub fn valid_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-async fn sessions(
-    axum::extract::State(state): axum::extract::State<State>,
-    auth: Auth,
-    Query(mut q): Query<SessionQuery>,
-) -> Response {
+/// A history query as the login may ask it: a `user` sees their own sessions only; blank
+/// search words are no search.
+fn scoped(auth: &Auth, mut q: SessionQuery) -> SessionQuery {
     if auth.0.role == Role::User {
         q.user = Some(auth.0.user.clone());
     }
-    if let Some(text) = &q.q
-        && text.trim().is_empty()
-    {
+    if q.q.as_deref().is_some_and(|t| t.trim().is_empty()) {
         q.q = None;
     }
+    q
+}
+
+async fn sessions(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Query(q): Query<SessionQuery>,
+) -> Response {
+    let q = scoped(&auth, q);
     match state.console.sessions(&q) {
         Ok(mut list) => {
             auth.hide_holds(&mut list);
@@ -400,14 +405,9 @@ async fn sessions(
 async fn sessions_csv(
     axum::extract::State(state): axum::extract::State<State>,
     auth: Auth,
-    Query(mut q): Query<SessionQuery>,
+    Query(q): Query<SessionQuery>,
 ) -> Response {
-    if auth.0.role == Role::User {
-        q.user = Some(auth.0.user.clone());
-    }
-    if q.q.as_deref().is_some_and(|t| t.trim().is_empty()) {
-        q.q = None;
-    }
+    let q = scoped(&auth, q);
     let mut list = match state.console.sessions(&q) {
         Ok(list) => list,
         Err(e) => return console_error(e),
