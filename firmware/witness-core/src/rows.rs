@@ -84,7 +84,7 @@ pub struct RecordingRow {
     pub channel: String,
     pub started_at: String,
     pub ended_at: Option<String>,
-    pub status: String,
+    pub status: crate::RecordingStatus,
     pub status_reason: Option<String>,
     pub bytes: u64,
     pub sha256: Option<String>,

@@ -645,7 +645,9 @@ impl Index {
                 channel: r.get(5)?,
                 started_at: r.get(6)?,
                 ended_at: r.get(7)?,
-                status: r.get(8)?,
+                status: r.get::<_, String>(8)?.parse().map_err(|e: String| {
+                    rusqlite::Error::FromSqlConversionFailure(8, rusqlite::types::Type::Text, e.into())
+                })?,
                 status_reason: r.get(9)?,
                 bytes: r.get::<_, i64>(10)? as u64,
                 sha256: r.get(11)?,

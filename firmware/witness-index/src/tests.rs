@@ -154,7 +154,7 @@ fn upload_queue_claims_retries_and_verifies() {
     assert!(idx.sessions_needing_manifest().unwrap().is_empty(), "session still open");
     idx.upload_verified("r1").unwrap();
     idx.end_session("s1", "done", false).unwrap();
-    assert_eq!(idx.recording("r1").unwrap().unwrap().status, "uploaded");
+    assert_eq!(idx.recording("r1").unwrap().unwrap().status, RecordingStatus::Uploaded);
     assert_eq!(idx.sessions().unwrap()[0].status, "uploaded");
     assert_eq!((idx.backlog().unwrap().pending, idx.backlog().unwrap().uploaded), (0, 1));
     assert_eq!(idx.sessions_needing_manifest().unwrap(), vec!["s1".to_string()]);

@@ -661,10 +661,10 @@ async fn content(
     let (live, session_id) = match state.console.recording(&id) {
         // A recording still being written is the live view: admins only.
         // Its bytes are not final: what was downloaded could not be checked against anything.
-        Ok(r) if auth.may_see(&r.user) && r.status == "recording" && cq.download() => {
+        Ok(r) if auth.may_see(&r.user) && r.status == witness_core::RecordingStatus::Recording && cq.download() => {
             return error(StatusCode::CONFLICT, STILL_RUNNING);
         }
-        Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
+        Ok(r) if auth.may_see(&r.user) && r.status == witness_core::RecordingStatus::Recording => {
             if let Some(refused) = auth.lacks(Role::Admin) {
                 return refused;
             }
@@ -741,7 +741,7 @@ async fn download_facts(
         Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => return console_error(e),
     };
-    if row.status == "recording" {
+    if row.status == witness_core::RecordingStatus::Recording {
         return error(StatusCode::CONFLICT, STILL_RUNNING);
     }
     // Anything that changes what is served (sealed, recovered, re-hashed) makes it anew.

@@ -441,7 +441,7 @@ mod tests {
                 channel: "desktop 1024x768".into(),
                 started_at: "2025-01-01T00:00:00.000Z".into(),
                 ended_at: Some("2025-01-01T00:00:14.000Z".into()),
-                status: "completed".into(),
+                status: witness_core::RecordingStatus::Completed,
                 status_reason: None,
                 bytes: 1000,
                 sha256: None,

@@ -211,7 +211,7 @@ impl witness_web::Console for BoxConsole {
                 "completed" => 2,
                 _ => 3,
             };
-            let now = level(&r.status).max(if uploaded { 3 } else { 0 });
+            let now = level(r.status.as_str()).max(if uploaded { 3 } else { 0 });
             let step = |status: RecordingStatus, at: Option<String>| {
                 let reached = now >= level(status.as_str());
                 TimelineStep { status: status.as_str().to_owned(), at: if reached { at } else { None }, reached }
@@ -222,7 +222,7 @@ impl witness_web::Console for BoxConsole {
                 step(RecordingStatus::Completed, r.ended_at.clone()),
                 step(RecordingStatus::Uploaded, upload.as_ref().and_then(|u| u.uploaded_at.clone())),
             ];
-            if r.status == "failed" {
+            if r.status == witness_core::RecordingStatus::Failed {
                 timeline.insert(2, TimelineStep { status: "failed".into(), at: r.ended_at.clone(), reached: true });
             }
             details.push(RecordingDetail {
@@ -298,7 +298,7 @@ impl witness_web::Console for BoxConsole {
         let (lines, next) = crate::views::tail(&path, &crate::keys::key_for(&self.dir.root), from)
             .map_err(|e| internal(format!("{e:#}")))?;
         // Finished only once everything written was read.
-        let finished = row.status != "recording" && lines.is_empty();
+        let finished = row.status != witness_core::RecordingStatus::Recording && lines.is_empty();
         Ok(Tail { lines, next, finished })
     }
 

@@ -78,7 +78,7 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         channel: rec.channel.clone(),
         started_at: rec.started_at.clone(),
         ended_at: rec.ended_at.clone(),
-        status: rec.status.clone(),
+        status: rec.status.to_string(),
         bytes,
         sha256: hex::encode(sha2::Digest::finalize(hash)),
         chunks,
@@ -120,7 +120,7 @@ pub fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
     if rec.recovered {
         gaps.push("the box stopped uncleanly; recorded up to here".to_owned());
     }
-    if rec.status == "failed" {
+    if rec.status == witness_core::RecordingStatus::Failed {
         gaps.push(format!("recording failed: {}", rec.status_reason.as_deref().unwrap_or("unknown")));
     }
     if let Some(n) = rec.missed_screen_updates {

@@ -89,7 +89,7 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<Playable> {
         return Ok(Playable { row, src: Box::new(src), layout, root: dir.root.clone(), from, in_store: true });
     }
     let meta = std::fs::metadata(&path).with_context(|| format!("reading recording {id} at {}", path.display()))?;
-    let writing = row.status == "recording";
+    let writing = row.status == witness_core::RecordingStatus::Recording;
     // Being written: no hash to check yet, and the file grows, so its layout is not kept.
     let identity = (!writing).then(|| {
         format!(

@@ -365,7 +365,7 @@ impl Uploader {
                 ended_at: r.ended_at.clone(),
                 duration: r.duration,
                 recovered: r.recovered,
-                status: r.status.clone(),
+                status: r.status.to_string(),
                 status_reason: r.status_reason.clone(),
             });
         }

@@ -28,8 +28,10 @@ pub enum View {
 pub fn streamable(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     let local =
         !dir.index.is_pruned(&row.id)? && dir.index.deleted_at(&row.id)?.is_none() && dir.root.join(&row.path).exists();
-    let finished = row.status != "recording" && row.sha256.is_some() && (!row.recovered || is_ssh(row));
-    Ok(local && (finished || (row.status == "recording" && is_ssh(row))))
+    let finished = row.status != witness_core::RecordingStatus::Recording
+        && row.sha256.is_some()
+        && (!row.recovered || is_ssh(row));
+    Ok(local && (finished || (row.status == witness_core::RecordingStatus::Recording && is_ssh(row))))
 }
 
 fn is_ssh(row: &RecordingRow) -> bool {
@@ -96,7 +98,7 @@ fn write_view(row: &RecordingRow, plain: &mut dyn Read, out: &mut dyn Write, vie
         }
     }
     // A recording still being written (or cut) may end inside an event: what is whole is shown.
-    if row.status != "recording" {
+    if row.status != witness_core::RecordingStatus::Recording {
         d.finish().map_err(|e| anyhow::anyhow!("recording {}: {e}", row.id))?;
     }
     if view == View::Player {
@@ -133,7 +135,7 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
     if streamable(dir, row)? {
         let path = dir.root.join(&row.path);
         let mut r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
-        if row.status == "recording" {
+        if row.status == witness_core::RecordingStatus::Recording {
             // Being written: whatever is whole so far, and no hash to check yet.
             return write_view(row, &mut r.lenient(), out, view);
         }
@@ -172,7 +174,7 @@ pub fn player_content(
     row: RecordingRow,
     range: Option<&str>,
 ) -> Result<(witness_web::Part, u64, witness_web::Chunks)> {
-    let key = row.sha256.clone().filter(|_| row.status != "recording").map(|s| {
+    let key = row.sha256.clone().filter(|_| row.status != witness_core::RecordingStatus::Recording).map(|s| {
         use std::os::unix::fs::MetadataExt;
         let on_box = std::fs::metadata(dir.root.join(&row.path)).ok().map(|m| {
             format!("{} {} {}.{} {}.{}", m.len(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
