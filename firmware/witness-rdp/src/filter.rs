@@ -35,6 +35,8 @@ pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu th
 pub const DVC_UNREADABLE: &str = "a dynamic channel pdu the box cannot read";
 pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
 pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
+pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
+pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -308,6 +310,11 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
     (pdus, at)
 }
 
+/// Whether a Flow PDU's totalLength (0x8000) starts at `at`, however short what follows is.
+fn flow_at(data: &[u8], at: usize) -> bool {
+    u16_at(data, at) == Some(0x8000)
+}
+
 /// Whether a Share Control header of type Server Redirection could be read at `at`, whatever
 /// its length says.
 fn redirection_at(data: &[u8], at: usize) -> bool {
@@ -381,7 +388,7 @@ impl Filter {
         }
         if !self.connect_initial_seen {
             self.connect_initial_seen = true;
-            return self.connect_initial(frame).map(Verdict::Replace);
+            return self.connect_initial(frame);
         }
         // A frame the filter cannot read is one the target might read as a Client Info.
         let Some(X224(mcs)) = whole_mcs(frame) else {
@@ -483,10 +490,25 @@ impl Filter {
     /// The client's I/O channel: licensing before activation; Share Control PDUs, each judged.
     fn client_io(&mut self, req: &SendDataRequest<'_>) -> Result<Verdict, FilterError> {
         let data = &req.user_data;
+        // Before activation a server reads a security header's PDU by its flags (xrdp's
+        // `xrdp_sec_recv` until the licence exchange ends): a licence answer, a multitransport
+        // or auto-detect response, each alone (a licence PDU may say it is encrypted). A header
+        // without one of them would carry a Share Control PDU (a Confirm Active) unjudged.
         if !self.active && security_flags(data).is_some() {
-            return Ok(Verdict::Forward);
+            let flags = security_flags(data).unwrap_or(BasicSecurityHeaderFlags::empty());
+            let licence = BasicSecurityHeaderFlags::LICENSE_PKT;
+            let known = flags == licence
+                || flags == licence | BasicSecurityHeaderFlags::LICENSE_ENCRYPT_CS
+                || flags == BasicSecurityHeaderFlags::TRANSPORT_RSP
+                || flags == BasicSecurityHeaderFlags::AUTODETECT_RSP;
+            return Ok(if known { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
         }
         let (pdus, stop) = share_pdus(data);
+        // A Flow PDU's type is read as its raw pduTypeFlow byte by FreeRDP (a Confirm Active to
+        // its server) and as an ordinary Share Control type by xrdp: no current peer sends one.
+        if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
+            return Ok(Verdict::Refuse(FLOW_PDU));
+        }
         if stop != data.len() || pdus.is_empty() {
             return Ok(if self.active { Verdict::Refuse(CLIENT_UNREADABLE) } else { Verdict::Forward });
         }
@@ -537,6 +559,11 @@ impl Filter {
         let (pdus, stop) = share_pdus(data);
         if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_SERVER_REDIR) || redirection_at(data, stop) {
             return Ok(Verdict::Refuse(REDIRECTED));
+        }
+        // FreeRDP reads a Flow PDU's type from its raw pduTypeFlow byte: one typed Server
+        // Redirection redirects, one typed Demand Active activates the client unseen.
+        if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
+            return Ok(Verdict::Refuse(FLOW_PDU));
         }
         if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_DEMANDACTIVE) {
             self.active = true;
@@ -697,7 +724,7 @@ impl Filter {
         verdict
     }
 
-    fn connect_initial(&mut self, frame: &[u8]) -> Result<Vec<u8>, FilterError> {
+    fn connect_initial(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         tracing::trace!(frame = %hex::encode(frame), "mcs connect initial from the client");
         let x224 = decode::<X224<X224Data<'_>>>(frame).map_err(err("mcs connect initial"))?;
         let mut initial = decode::<ConnectInitial>(&x224.0.data).map_err(err("mcs connect initial"))?;
@@ -710,6 +737,17 @@ impl Filter {
         }
         blocks.multi_transport_channel = None;
         if let Some(network) = blocks.network.as_mut() {
+            // One channel per name, as servers read names: xrdp takes the last `drdynvc`, the
+            // decoder and FreeRDP the first, so a second one would hide a channel from one of them.
+            let mut names = HashSet::new();
+            if !network
+                .channels
+                .iter()
+                .filter_map(|c| channels::channel_name(c.name.as_bytes()))
+                .all(|n| names.insert(n))
+            {
+                return Ok(Verdict::Refuse(CHANNEL_NAMES_REPEATED));
+            }
             for c in &mut network.channels {
                 // A known channel reaches the target spelt as the box reads it (`CLIPRDR` as
                 // `cliprdr`), so the target, the decoder and the filter agree on what it is.
@@ -728,7 +766,9 @@ impl Filter {
             .unwrap_or_default();
         initial.conference_create_request = ConferenceCreateRequest::new(blocks).map_err(err("gcc blocks"))?;
         let data = encode_vec(&initial).map_err(enc_err("mcs connect initial"))?;
-        encode_vec(&X224(X224Data { data: Cow::Owned(data) })).map_err(enc_err("mcs connect initial"))
+        encode_vec(&X224(X224Data { data: Cow::Owned(data) }))
+            .map(Verdict::Replace)
+            .map_err(enc_err("mcs connect initial"))
     }
 
     /// Learns the channel ids. The response passes unchanged: without the client's multitransport
@@ -2126,5 +2166,82 @@ mod tests {
         pdu.extend([0u8; 64]);
         assert!(info_flag(&pdu));
         assert_eq!(f.from_client(&send_data(1004, pdu)).unwrap(), Verdict::Forward);
+    }
+
+    // Red team h-red17d's filter attacks, closed: each was forwarded before.
+
+    /// A Flow PDU (totalLength 0x8000) is typed by FreeRDP from its raw pduTypeFlow byte: from
+    /// the target, typed Server Redirection (0x0A) it redirects the client, typed Demand Active
+    /// (0x01) it activates the client while the box never goes active; from the client, typed
+    /// Confirm Active (0x03, FreeRDP's server) or with a Confirm Active's type in what xrdp reads
+    /// as its pduType, it reaches the target untrimmed. No current peer sends one: refused in
+    /// both directions, before and after activation.
+    #[test]
+    fn flow_pdus_are_refused_whatever_type_they_carry() {
+        let redirection = {
+            let mut d = vec![0x00, 0x80, 0x0A, 0x00, 0x00, 0x00];
+            d.extend(1002u16.to_le_bytes());
+            d.extend(&server_redirection_bytes()[6..]);
+            d
+        };
+        let demand_active = vec![0x00, 0x80, 0x01, 0x00, 0x00, 0x00, 0xEA, 0x03, 1, 0, 0, 0, 4, 0, 0, 0];
+        for active in [false, true] {
+            for data in [&redirection, &demand_active] {
+                let mut f = connected(&[]);
+                f.active = active;
+                let verdict = f.from_target(&send_indication(1003, data.clone())).unwrap();
+                assert!(matches!(verdict, Verdict::Refuse(_)), "active {active}: {verdict:?}");
+            }
+            // From the client: a Flow PDU typed Confirm Active, and a bare 8-byte one.
+            for data in [
+                vec![0x00, 0x80, 0x03, 0x00, 0, 0, 0xEA, 0x03, 0xEA, 0x03, 0, 0],
+                vec![0x00, 0x80, 0x41, 0, 0, 0, 0xEA, 0x03],
+            ] {
+                let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+                (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), active);
+                assert_eq!(
+                    f.from_client(&send_data(1003, data)).unwrap(),
+                    Verdict::Refuse(FLOW_PDU),
+                    "active {active}"
+                );
+            }
+        }
+    }
+
+    /// Before activation the client's security-header PDUs are a licence answer, a
+    /// multitransport or an auto-detect response: a header with no flags (xrdp then reads the
+    /// Share Control PDU behind it: a Confirm Active with drawing orders, untrimmed) is refused.
+    #[test]
+    fn a_client_security_header_before_activation_is_a_licence_or_a_response() {
+        let before_activation = || {
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+            (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
+            f
+        };
+        let mut hidden = vec![0, 0, 0, 0];
+        hidden.extend(share_data_bytes(1007));
+        assert_eq!(
+            before_activation().from_client(&send_data(1003, hidden)).unwrap(),
+            Verdict::Refuse(CLIENT_UNREADABLE)
+        );
+        // Controls: a licence PDU (encrypted or not) and the responses pass.
+        for flags in [0x0080u16, 0x0180, 0x0004, 0x2000] {
+            let mut pdu = flags.to_le_bytes().to_vec();
+            pdu.extend([0, 0, 0x13, 0x03, 0x10, 0x00]);
+            assert_eq!(before_activation().from_client(&send_data(1003, pdu)).unwrap(), Verdict::Forward, "{flags:#x}");
+        }
+    }
+
+    /// A channel announced twice (in any case) is refused: xrdp keeps the last `drdynvc`, the
+    /// decoder and FreeRDP the first, so the graphics pipeline would hide from the recorder.
+    #[test]
+    fn a_channel_announced_twice_is_refused() {
+        for twice in [&b"drdynvc\0"[..], b"DRDYNVC\0", b"cliprdr\0"] {
+            let initial = initial_with_names(&[(b"rdpsnd\0\0", twice)]);
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+            assert_eq!(f.from_client(&initial).unwrap(), Verdict::Refuse(CHANNEL_NAMES_REPEATED), "{twice:?}");
+        }
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+        assert!(matches!(f.from_client(&initial_with_names(&[])).unwrap(), Verdict::Replace(_)));
     }
 }
