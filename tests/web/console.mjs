@@ -284,7 +284,12 @@ try {
     await shot('rdp-live-view');
     page.once('dialog', (d) => d.accept());
     await page.click('#terminate');
-    await page.waitForFunction(() => document.querySelector('#terminate-result').innerText.includes('terminated'), null, { timeout: 10000 });
+    // The result line, or (the page follows the session and may re-render first) the ended page.
+    await page.waitForFunction(() => {
+      const r = document.querySelector('#terminate-result');
+      const f = document.querySelector('#facts');
+      return (r && r.innerText.includes('terminated')) || (f && !f.innerText.includes('still running') && !document.querySelector('#terminate'));
+    }, null, { timeout: 10000 });
     console.log(JSON.stringify({ ok: true, step, first, later, note }));
   } else if (step === 'screen-hit') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
