@@ -239,9 +239,9 @@ impl Index {
             .unwrap_or(0.0))
     }
 
-    /// Stores text read from a video from `from` seconds on (replacing anything stored there
-    /// before: a resumed reading never duplicates) and that it is read up to `until`, in one
-    /// transaction.
+    /// Stores text read from a video from `from` seconds on, with the timeline's thumbnails of
+    /// the same pictures (`(at, sealed PNG)`), replacing anything stored there before (a resumed
+    /// reading never duplicates), and that it is read up to `until`, in one transaction.
     pub fn store_read_text(
         &self,
         recording_id: &str,
@@ -249,10 +249,18 @@ impl Index {
         from: f64,
         until: f64,
         chunks: &[SearchChunk],
+        thumbnails: &[(f64, Vec<u8>)],
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
+        tx.execute("DELETE FROM thumbnails WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
+        {
+            let mut insert = tx.prepare("INSERT INTO thumbnails(recording_id, at, sealed) VALUES (?1, ?2, ?3)")?;
+            for (at, sealed) in thumbnails {
+                insert.execute(params![recording_id, at, sealed])?;
+            }
+        }
         {
             let mut insert = tx.prepare(
                 "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
@@ -268,6 +276,14 @@ impl Index {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// A video's timeline thumbnails, `(at, sealed PNG)` in time order.
+    pub fn thumbnails(&self, recording_id: &str) -> Result<Vec<(f64, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, sealed FROM thumbnails WHERE recording_id = ?1 ORDER BY at")?;
+        let rows = stmt.query_map([recording_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// A video's text extraction ended: `Ok` (all read) or failed with a reason.

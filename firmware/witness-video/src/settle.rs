@@ -95,6 +95,16 @@ impl Settler {
         out
     }
 
+    /// The pictures' width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The last picture read (for its timeline thumbnail), `None` before the first.
+    pub fn picture(&self) -> Option<&[u8]> {
+        self.last_read.as_deref()
+    }
+
     /// The video ended: the last picture stayed until then.
     pub fn finish(&mut self) -> Vec<Read> {
         match &mut self.still {
@@ -515,6 +525,7 @@ mod tests {
         assert_eq!(first.len(), 1, "settled");
         assert_eq!((first[0].at, first[0].region), (ms(0), Region { x: 80, y: 16, width: 48, height: 48 }));
         assert_eq!(s.frame(ms(900), &title), vec![], "read once");
+        assert_eq!(s.picture(), Some(&title[..]), "the picture read, for its thumbnail");
         // A word appears at (40, 20): read after it stayed, only around it, at when it appeared.
         let word = picture(&[(96, 40, 16, 8), (40, 20, 20, 8)]);
         assert_eq!(s.frame(ms(1000), &word), vec![]);
