@@ -278,6 +278,26 @@ impl Index {
         Ok(())
     }
 
+    /// The moments of a video's timeline thumbnails, in time order.
+    pub fn thumbnail_times(&self, recording_id: &str) -> Result<Vec<f64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at FROM thumbnails WHERE recording_id = ?1 ORDER BY at")?;
+        let rows = stmt.query_map([recording_id], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<Vec<f64>, _>>()?)
+    }
+
+    /// A video's `n`th thumbnail in time order, `(at, sealed PNG)`.
+    pub fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Option<(f64, Vec<u8>)>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT at, sealed FROM thumbnails WHERE recording_id = ?1 ORDER BY at LIMIT 1 OFFSET ?2",
+                params![recording_id, n as i64],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
     /// A video's timeline thumbnails, `(at, sealed PNG)` in time order.
     pub fn thumbnails(&self, recording_id: &str) -> Result<Vec<(f64, Vec<u8>)>> {
         let conn = self.conn();

@@ -431,6 +431,9 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
         vec![(2.0, vec![2]), (8.0, vec![8]), (12.0, vec![12]), (15.0, vec![15])],
         "one thumbnail per picture, none twice, in time order"
     );
+    assert_eq!(idx.thumbnail_times("v1").unwrap(), vec![2.0, 8.0, 12.0, 15.0]);
+    assert_eq!(idx.thumbnail("v1", 2).unwrap(), Some((12.0, vec![12])));
+    assert_eq!(idx.thumbnail("v1", 4).unwrap(), None);
     let row = idx.recording("v1").unwrap().unwrap().text.unwrap();
     assert_eq!((row.state.as_str(), row.read_until), ("reading", Some(20.0)));
     assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");
