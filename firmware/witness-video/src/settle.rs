@@ -4,7 +4,7 @@
 //! changed blocks on its own (a window's straight borders are no part of any), a scrolled area
 //! only for the rows the scroll brought in, and never a part whose pixels are those of a part
 //! already read. Pure logic over grey pictures, so it is
-//! tested (and fuzzed) without a video.
+//! tested without a video (arbitrary pictures included: `arbitrary_pictures_…`).
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -743,6 +743,56 @@ mod tests {
         assert_eq!(changed_blocks(W, H, &a, &b), None);
         b[(51 * W + 100) as usize] = 0;
         assert_eq!(changed_blocks(W, H, &a, &b), Some(Region { x: 96, y: 48, width: 16, height: 16 }));
+    }
+
+    #[test]
+    fn arbitrary_pictures_give_regions_inside_the_picture_and_crops_of_their_size() {
+        // A fixed-seed generator: noise, bars, lines and blank screens of awkward sizes.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (w, h) in [(1, 1), (15, 17), (33, 64), (200, 37), (64, 200)] {
+            let mut s = Settler::new(w, h, SETTLE);
+            let mut t = 0u64;
+            for _ in 0..40 {
+                let mut p = vec![(next() % 256) as u8; (w * h) as usize];
+                match next() % 4 {
+                    0 => p.iter_mut().for_each(|v| *v = next() as u8),
+                    1 => {
+                        let x = (next() % u64::from(w)) as u32;
+                        (0..h).for_each(|y| p[(y * w + x) as usize] = !p[(y * w + x) as usize]);
+                    }
+                    2 => {
+                        let y = (next() % u64::from(h)) as u32;
+                        (0..w).for_each(|x| p[(y * w + x) as usize] = next() as u8);
+                    }
+                    _ => {}
+                }
+                t += next() % 900;
+                let mut reads = s.frame(ms(t), &p);
+                if next() % 8 == 0 {
+                    reads.extend(s.finish());
+                }
+                for r in reads {
+                    let g = r.region;
+                    assert!(
+                        g.width > 0 && g.height > 0 && g.x + g.width <= w && g.y + g.height <= h,
+                        "{g:?} in {w}x{h}"
+                    );
+                    assert_eq!(r.crop.len(), (g.width * g.height) as usize);
+                    assert!(r.at <= ms(t));
+                }
+                if let Some(p) = s.picture() {
+                    assert_eq!(p.len(), (w * h) as usize);
+                    let png = crate::thumb::png(w, h, p).expect("a thumbnail of every picture read");
+                    assert!(png.starts_with(b"\x89PNG"));
+                }
+            }
+        }
     }
 
     #[test]
