@@ -34,7 +34,7 @@
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
 //             video opens at its moment with the word's rectangle outlined over it; its
 //             thumbnail strip shows, hovering one shows it larger, clicking one seeks there,
-//             ← space and ] work
+//             ← space ] n p work
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -342,7 +342,16 @@ try {
       await page.keyboard.press(']');
       await page.waitForFunction((t) => Math.abs(document.querySelector('#video').currentTime - t) < 0.3, next, { timeout: 5000 });
     }
-    console.log(JSON.stringify({ ok: true, step, ...seen, thumbnails: thumbs.length, clicked: target, next }));
+    // n and p: the next and previous search hit (when the word was read more than once).
+    const hitCount = await page.evaluate(() => parseInt((document.querySelector('#hit-where').innerText.match(/of (\d+)/) || [])[1] || '0', 10));
+    if (hitCount > 1) {
+      await page.keyboard.press('n');
+      await page.waitForFunction(() => document.querySelector('#hit-where').innerText.startsWith('Hit 2 of'), null, { timeout: 5000 });
+      await shot('next-hit');
+      await page.keyboard.press('p');
+      await page.waitForFunction(() => document.querySelector('#hit-where').innerText.startsWith('Hit 1 of'), null, { timeout: 5000 });
+    }
+    console.log(JSON.stringify({ ok: true, step, ...seen, thumbnails: thumbs.length, clicked: target, next, hits: hitCount }));
   } else if (step === 'video') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.goto(`${cfg.base}/sessions/${cfg.session}`);

@@ -288,11 +288,13 @@ impl Index {
 
     /// A video's `n`th thumbnail in time order, `(at, sealed PNG)`.
     pub fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Option<(f64, Vec<u8>)>> {
+        // SQLite reads a negative OFFSET as none: a number past i64 would be the first one.
+        let Ok(n) = i64::try_from(n) else { return Ok(None) };
         Ok(self
             .conn()
             .query_row(
                 "SELECT at, sealed FROM thumbnails WHERE recording_id = ?1 ORDER BY at LIMIT 1 OFFSET ?2",
-                params![recording_id, n as i64],
+                params![recording_id, n],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?)

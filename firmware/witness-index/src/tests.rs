@@ -434,6 +434,7 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
     assert_eq!(idx.thumbnail_times("v1").unwrap(), vec![2.0, 8.0, 12.0, 15.0]);
     assert_eq!(idx.thumbnail("v1", 2).unwrap(), Some((12.0, vec![12])));
     assert_eq!(idx.thumbnail("v1", 4).unwrap(), None);
+    assert_eq!(idx.thumbnail("v1", usize::MAX).unwrap(), None, "not the first one");
     let row = idx.recording("v1").unwrap().unwrap().text.unwrap();
     assert_eq!((row.state.as_str(), row.read_until), ("reading", Some(20.0)));
     assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");
