@@ -156,13 +156,21 @@ fn typed_keys_are_recorded_nowhere_by_default() {
 fn text_shown_on_the_targets_screen_is_found_by_search_at_its_moment() {
     let shadow = Shadow::start();
     let mut xterm = xterm_on(&shadow.screen);
-    // The xterm has the target's keyboard focus (no window manager: focus it by hand).
-    let st = Command::new("xdotool")
-        .args(["search", "--sync", "--class", "XTerm", "windowfocus", "--sync"])
-        .env("DISPLAY", shadow.screen.display())
-        .status()
-        .unwrap();
-    assert!(st.success(), "focusing the xterm failed");
+    // The xterm has the target's keyboard focus (no window manager: focus it by hand). Found
+    // before it is mapped, focusing it fails (BadMatch): tried again.
+    let focused = (0..20).any(|_| {
+        let st = Command::new("xdotool")
+            .args(["search", "--sync", "--class", "XTerm", "windowfocus", "--sync"])
+            .env("DISPLAY", shadow.screen.display())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        st.success() || {
+            std::thread::sleep(Duration::from_millis(250));
+            false
+        }
+    });
+    assert!(focused, "focusing the xterm failed");
     let b = Box::new();
     add_shadow_target(&b, &shadow, &[]);
     b.ok(&["grant", "alice", "nla01"], None);
@@ -217,6 +225,37 @@ fn text_shown_on_the_targets_screen_is_found_by_search_at_its_moment() {
         "rect": rect,
         "artifacts": artifacts,
     });
+    // The timeline: whoever may play the video sees its thumbnails (one per settled picture,
+    // among them the one the word was read from), audited as part of the playing; another
+    // `user` sees neither the list nor a picture.
+    let thumbs = format!("/api/v1/recordings/{}/thumbnails", video["id"].as_str().unwrap());
+    let mut audrey = crate::web::Web::new(&rb.b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let list = audrey.get(&thumbs);
+    assert_eq!(list.status, 200, "{}", list.body);
+    let times: Vec<f64> = serde_json::from_str(&list.body).unwrap();
+    assert!(!times.is_empty() && times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    assert!(times.iter().any(|t| (t - at).abs() < 0.01), "the word's picture has a thumbnail: {times:?}, hit at {at}");
+    let png = audrey.get(&format!("{thumbs}/{}", times.len() - 1));
+    assert_eq!(png.status, 200);
+    assert!(
+        png.headers.to_lowercase().contains("content-type: image/png") && png.body.contains("PNG"),
+        "{}",
+        png.headers
+    );
+    assert_eq!(audrey.get(&format!("{thumbs}/{}", times.len())).status, 404, "past the last");
+    let played: Vec<_> =
+        rb.b.audit()
+            .into_iter()
+            .filter(|e| e["kind"] == "web_recording_played" && e["detail"]["recording_id"] == video["id"])
+            .collect();
+    assert_eq!(played.len(), 1, "seeing the timeline is playing, audited once: {played:?}");
+    assert_eq!(played[0]["user"], "audrey");
+    rb.b.ok(&["user", "add", "ursula", "--password-stdin", "--role", "user"], Some("ursula-passwd\n"));
+    let mut ursula = crate::web::Web::new(&rb.b);
+    assert_eq!(ursula.login("ursula", "ursula-passwd").status, 200);
+    assert_eq!(ursula.get(&thumbs).status, 404);
+    assert_eq!(ursula.get(&format!("{thumbs}/0")).status, 404);
     crate::web::browser("screen-hit", &config);
     rb.stop();
     assert_eq!(files_holding(&rb.b.dir.path().join("data"), b"pelicanharbor"), Vec::<String>::new());

@@ -32,7 +32,9 @@
 //             opens the session; as an admin: the health page shows the disk and keys; as a user
 //             (phone size): neither link, and both pages refused
 //   screen-hit - log in as an auditor, search a word an RDP screen showed, open the hit: the
-//             video opens at its moment with the word's rectangle outlined over it
+//             video opens at its moment with the word's rectangle outlined over it; its
+//             thumbnail strip shows, hovering one shows it larger, clicking one seeks there,
+//             ← space ] n p work
 // Config is JSON in WITNESS_WEB_TEST. Screenshots go to its `artifacts` folder.
 import { chromium } from 'playwright-core';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -316,7 +318,45 @@ try {
     const scale = seen.video[0] / seen.size[0];
     const want = cfg.rect.map((n) => n * scale);
     if (seen.box.some((n, i) => Math.abs(n - want[i]) > 3)) throw new Error(`outline at ${seen.box}, wanted ${want}`);
-    console.log(JSON.stringify({ ok: true, step, ...seen }));
+    // The timeline: a thumbnail per settled change, each a picture the browser shows.
+    await page.waitForFunction(() => { const t = [...document.querySelectorAll('#thumbs img.thumb')]; return t.length > 0 && t.every((i) => i.complete && i.naturalWidth > 0); }, null, { timeout: 15000 });
+    const thumbs = await page.evaluate(() => [...document.querySelectorAll('#thumbs img.thumb')].map((i) => ({ at: parseFloat(i.dataset.at), w: i.naturalWidth, h: i.naturalHeight })));
+    if (thumbs.some((t) => t.w !== 192)) throw new Error(`thumbnails ${JSON.stringify(thumbs)}`);
+    // Hovering one shows it larger; clicking it plays from its moment.
+    const last = page.locator('#thumbs img.thumb').last();
+    await last.hover();
+    const preview = await page.evaluate(() => { const p = document.querySelector('#thumb-preview'); const b = p.getBoundingClientRect(); return { hidden: p.hidden, w: b.width, src: p.getAttribute('src') }; });
+    if (preview.hidden || preview.w < 400 || !preview.src.endsWith(`/thumbnails/${thumbs.length - 1}`)) throw new Error(`preview ${JSON.stringify(preview)}`);
+    await last.click();
+    const target = thumbs[thumbs.length - 1].at;
+    await page.waitForFunction((t) => Math.abs(document.querySelector('#video').currentTime - t) < 0.3, target, { timeout: 10000 });
+    await shot('timeline');
+    // Keys: ← goes back 10 s (or to the start), space plays and pauses.
+    await page.evaluate(() => { document.activeElement && document.activeElement.blur(); document.querySelector('#video').pause(); });
+    const before = await page.evaluate(() => document.querySelector('#video').currentTime);
+    await page.keyboard.press('ArrowLeft');
+    await page.waitForFunction((b) => Math.abs(document.querySelector('#video').currentTime - Math.max(0, b - 10)) < 0.3, before, { timeout: 5000 });
+    await page.keyboard.press(' ');
+    await page.waitForFunction(() => !document.querySelector('#video').paused, null, { timeout: 5000 });
+    await page.keyboard.press(' ');
+    await page.waitForFunction(() => document.querySelector('#video').paused, null, { timeout: 5000 });
+    // ] goes to the next change after now.
+    const now = await page.evaluate(() => document.querySelector('#video').currentTime);
+    const next = thumbs.map((t) => t.at).find((t) => t > now + 0.25);
+    if (next !== undefined) {
+      await page.keyboard.press(']');
+      await page.waitForFunction((t) => Math.abs(document.querySelector('#video').currentTime - t) < 0.3, next, { timeout: 5000 });
+    }
+    // n and p: the next and previous search hit (when the word was read more than once).
+    const hitCount = await page.evaluate(() => parseInt((document.querySelector('#hit-where').innerText.match(/of (\d+)/) || [])[1] || '0', 10));
+    if (hitCount > 1) {
+      await page.keyboard.press('n');
+      await page.waitForFunction(() => document.querySelector('#hit-where').innerText.startsWith('Hit 2 of'), null, { timeout: 5000 });
+      await shot('next-hit');
+      await page.keyboard.press('p');
+      await page.waitForFunction(() => document.querySelector('#hit-where').innerText.startsWith('Hit 1 of'), null, { timeout: 5000 });
+    }
+    console.log(JSON.stringify({ ok: true, step, ...seen, thumbnails: thumbs.length, clicked: target, next, hits: hitCount }));
   } else if (step === 'video') {
     await login(cfg.auditor[0], cfg.auditor[1], { width: 1366, height: 768 });
     await page.goto(`${cfg.base}/sessions/${cfg.session}`);

@@ -390,9 +390,57 @@ pub fn open_text(key: &[u8; 32], sealed: &[u8]) -> Option<String> {
     String::from_utf8(plain).ok()
 }
 
+/// What a timeline thumbnail is sealed to: its recording and its moment (exactly, as stored).
+pub fn thumbnail_context(recording_id: &str, at: f64) -> Vec<u8> {
+    let mut c = b"thumbnail ".to_vec();
+    c.extend_from_slice(recording_id.as_bytes());
+    c.push(b'@');
+    c.extend_from_slice(&at.to_bits().to_be_bytes());
+    c
+}
+
+/// Seals bytes that are not text (a timeline's thumbnails) with the search key, bound to
+/// `context` (what they are of: another recording's or moment's thumbnail does not open here).
+pub fn seal_bytes(key: &[u8; 32], nonce: [u8; 24], context: &[u8], plain: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    let mut out = nonce.to_vec();
+    out.extend(
+        cipher
+            .encrypt(&nonce.into(), Payload { msg: plain, aad: context })
+            .expect("encryption of a thumbnail cannot fail"),
+    );
+    out
+}
+
+/// Opens what [`seal_bytes`] sealed for the same `context`; `None` when the key or the context
+/// differ or the bytes were changed.
+pub fn open_bytes(key: &[u8; 32], context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    if sealed.len() < 24 {
+        return None;
+    }
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(key.into());
+    cipher.decrypt(sealed[..24].into(), Payload { msg: &sealed[24..], aad: context }).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_bytes_open_only_with_their_key_and_context() {
+        let key = [7u8; 32];
+        let sealed = seal_bytes(&key, [2u8; 24], b"rec1@1.5", b"\x89PNG picture");
+        assert!(!sealed.windows(7).any(|w| w == b"picture"));
+        assert_eq!(open_bytes(&key, b"rec1@1.5", &sealed).as_deref(), Some(&b"\x89PNG picture"[..]));
+        assert_eq!(open_bytes(&key, b"rec2@1.5", &sealed), None, "another recording's");
+        assert_eq!(open_bytes(&[8u8; 32], b"rec1@1.5", &sealed), None, "another key");
+        let mut changed = sealed.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        assert_eq!(open_bytes(&key, b"rec1@1.5", &changed), None, "changed");
+        assert_eq!(open_bytes(&key, b"rec1@1.5", &sealed[..10]), None, "cut");
+    }
 
     #[test]
     fn the_blind_index_matches_words_and_hides_them() {

@@ -239,9 +239,9 @@ impl Index {
             .unwrap_or(0.0))
     }
 
-    /// Stores text read from a video from `from` seconds on (replacing anything stored there
-    /// before: a resumed reading never duplicates) and that it is read up to `until`, in one
-    /// transaction.
+    /// Stores text read from a video from `from` seconds on, with the timeline's thumbnails of
+    /// the same pictures (`(at, sealed PNG)`), replacing anything stored there before (a resumed
+    /// reading never duplicates), and that it is read up to `until`, in one transaction.
     pub fn store_read_text(
         &self,
         recording_id: &str,
@@ -249,10 +249,18 @@ impl Index {
         from: f64,
         until: f64,
         chunks: &[SearchChunk],
+        thumbnails: &[(f64, Vec<u8>)],
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
+        tx.execute("DELETE FROM thumbnails WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
+        {
+            let mut insert = tx.prepare("INSERT INTO thumbnails(recording_id, at, sealed) VALUES (?1, ?2, ?3)")?;
+            for (at, sealed) in thumbnails {
+                insert.execute(params![recording_id, at, sealed])?;
+            }
+        }
         {
             let mut insert = tx.prepare(
                 "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
@@ -268,6 +276,36 @@ impl Index {
         )?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The moments of a video's timeline thumbnails, in time order.
+    pub fn thumbnail_times(&self, recording_id: &str) -> Result<Vec<f64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at FROM thumbnails WHERE recording_id = ?1 ORDER BY at")?;
+        let rows = stmt.query_map([recording_id], |r| r.get(0))?;
+        Ok(rows.collect::<std::result::Result<Vec<f64>, _>>()?)
+    }
+
+    /// A video's `n`th thumbnail in time order, `(at, sealed PNG)`.
+    pub fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Option<(f64, Vec<u8>)>> {
+        // SQLite reads a negative OFFSET as none: a number past i64 would be the first one.
+        let Ok(n) = i64::try_from(n) else { return Ok(None) };
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT at, sealed FROM thumbnails WHERE recording_id = ?1 ORDER BY at LIMIT 1 OFFSET ?2",
+                params![recording_id, n],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// A video's timeline thumbnails, `(at, sealed PNG)` in time order.
+    pub fn thumbnails(&self, recording_id: &str) -> Result<Vec<(f64, Vec<u8>)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT at, sealed FROM thumbnails WHERE recording_id = ?1 ORDER BY at")?;
+        let rows = stmt.query_map([recording_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     /// A video's text extraction ended: `Ok` (all read) or failed with a reason.

@@ -802,6 +802,7 @@ impl Index {
         tx.execute_batch(&format!(
             "DELETE FROM uploads WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
              DELETE FROM cast_text WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
+             DELETE FROM thumbnails WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
              DELETE FROM recordings WHERE {FREE};
              DELETE FROM sessions WHERE NOT EXISTS (SELECT 1 FROM holds h WHERE h.session_id = sessions.id);"
         ))?;

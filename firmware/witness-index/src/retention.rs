@@ -212,6 +212,7 @@ impl Index {
             params![recording_id, now_text()],
         )?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
+        tx.execute("DELETE FROM thumbnails WHERE recording_id = ?1", [recording_id])?;
         tx.commit()?;
         Ok(())
     }

@@ -191,6 +191,15 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (recording_id, step)
     );
     CREATE INDEX jobs_due ON jobs(state, next_attempt_at);",
+    // 17: an RDP video's timeline: a small thumbnail of each settled picture its text was read
+    // from, at the moment it appeared, sealed with the search key (bound to the recording and
+    // the moment), stored with that picture's text.
+    "CREATE TABLE thumbnails (
+        recording_id TEXT NOT NULL REFERENCES recordings(id),
+        at REAL NOT NULL,
+        sealed BLOB NOT NULL,
+        PRIMARY KEY (recording_id, at)
+    );",
 ];
 
 /// The schema version this build brings an index to.

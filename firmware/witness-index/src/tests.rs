@@ -409,13 +409,32 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
         line_rects: vec![Some([10, 20, 300, 16]), None],
         sealed: vec![1],
     };
-    idx.store_read_text("v1", "s1", 0.0, 10.0, &[chunk(2.0, "aa"), chunk(8.0, "bb")]).unwrap();
+    idx.store_read_text(
+        "v1",
+        "s1",
+        0.0,
+        10.0,
+        &[chunk(2.0, "aa"), chunk(8.0, "bb")],
+        &[(2.0, vec![2]), (8.0, vec![8])],
+    )
+    .unwrap();
     // The box stopped after storing the next batch's text but, say, before it said how far it
     // got: the resumed run starts again from 10 s and stores the same batch again.
-    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")]).unwrap();
+    let thumbs = [(12.0, vec![12]), (15.0, vec![15])];
+    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
     assert_eq!(idx.text_read_until("v1").unwrap(), 20.0);
-    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")]).unwrap();
+    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
     assert_eq!(idx.text_chunks("v1").unwrap(), 4, "no duplicate fragments");
+    let stored: Vec<(f64, Vec<u8>)> = idx.thumbnails("v1").unwrap();
+    assert_eq!(
+        stored,
+        vec![(2.0, vec![2]), (8.0, vec![8]), (12.0, vec![12]), (15.0, vec![15])],
+        "one thumbnail per picture, none twice, in time order"
+    );
+    assert_eq!(idx.thumbnail_times("v1").unwrap(), vec![2.0, 8.0, 12.0, 15.0]);
+    assert_eq!(idx.thumbnail("v1", 2).unwrap(), Some((12.0, vec![12])));
+    assert_eq!(idx.thumbnail("v1", 4).unwrap(), None);
+    assert_eq!(idx.thumbnail("v1", usize::MAX).unwrap(), None, "not the first one");
     let row = idx.recording("v1").unwrap().unwrap().text.unwrap();
     assert_eq!((row.state.as_str(), row.read_until), ("reading", Some(20.0)));
     assert_eq!(idx.videos_to_read().unwrap().len(), 1, "a reading interrupted is taken up again");

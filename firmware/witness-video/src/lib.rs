@@ -10,6 +10,7 @@ pub mod encoders;
 mod frames;
 mod recorder;
 pub mod settle;
+pub mod thumb;
 
 pub use canvas::Rows;
 pub use encoders::{

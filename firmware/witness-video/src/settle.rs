@@ -1,9 +1,10 @@
 //! Which frames of a session video are worth reading for text, and where: a picture is read once
 //! the screen changed and then stayed still for a while (typing, scrolling and video are not read
-//! mid-change), and only the parts that changed since the last picture read — each band of
-//! changed rows on its own, a scrolled area only for the rows the scroll brought in, and never a
-//! part whose pixels are those of a part already read. Pure logic over grey pictures, so it is
-//! tested (and fuzzed) without a video.
+//! mid-change), and only the parts that changed since the last picture read — each group of
+//! changed blocks on its own (a window's straight borders are no part of any), a scrolled area
+//! only for the rows the scroll brought in, and never a part whose pixels are those of a part
+//! already read. Pure logic over grey pictures, so it is
+//! tested without a video (arbitrary pictures included: `arbitrary_pictures_…`).
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -23,6 +24,8 @@ const MIN_OVERLAP: u32 = 2 * BLOCK;
 /// Hashes of parts read remembered at most (then forgotten all at once: reading again is only
 /// slower, never wrong).
 const SEEN_MAX: usize = 65_536;
+/// Blocks in a row holding only a straight line that make an edge (a window's border), not text.
+const EDGE_RUN: usize = 4;
 /// Columns a row is cut into when looking for a scroll.
 const STRIPS: usize = 16;
 /// Shifts compared column by column, of those whose rows' totals fit best.
@@ -92,6 +95,16 @@ impl Settler {
         out
     }
 
+    /// The pictures' width and height.
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// The last picture read (for its timeline thumbnail), `None` before the first.
+    pub fn picture(&self) -> Option<&[u8]> {
+        self.last_read.as_deref()
+    }
+
     /// The video ended: the last picture stayed until then.
     pub fn finish(&mut self) -> Vec<Read> {
         match &mut self.still {
@@ -129,8 +142,9 @@ impl Settler {
         }
         // A block without contrast holds no text (a background, a cleared line): not read.
         grid.keep_contrasted(image);
+        grid.drop_edges(image);
         let mut out = Vec::new();
-        for r in grid.bands() {
+        for r in grid.groups() {
             let r = pad(r, w, h);
             let mut crop = Vec::with_capacity((r.width * r.height) as usize);
             for y in r.y..r.y + r.height {
@@ -240,22 +254,136 @@ impl Grid {
         self.span(0, self.rows)
     }
 
-    /// Each run of block rows with a change, as the rectangle of its changed blocks: lines of
-    /// text far apart are read apart, not with the still screen between them. Runs one block row
-    /// apart are one band (padded, they would overlap and read a line twice).
-    fn bands(&self) -> Vec<Region> {
-        let mut runs: Vec<(u32, u32)> = Vec::new();
-        for r in 0..self.rows {
-            if !self.row(r).iter().any(|&c| c) {
-                continue;
-            }
-            match runs.last_mut() {
-                Some((_, end)) if r <= *end + 1 => *end = r + 1,
-                _ => runs.push((r, r + 1)),
+    /// Drops the changed blocks that only hold a straight line — every row alike (an upright
+    /// edge) or every column alike (a level one) — in a run of at least [`EDGE_RUN`] such blocks
+    /// along it: a window's border or a rule holds no text, and kept it would tie far-apart text
+    /// into one rectangle the size of the window. A short dash or a letter's stroke is kept.
+    fn drop_edges(&mut self, picture: &[u8]) {
+        let (cols, rows) = (self.cols as usize, self.rows as usize);
+        let mut upright = vec![false; self.changed.len()];
+        let mut level = vec![false; self.changed.len()];
+        for row in 0..self.rows {
+            for col in 0..self.cols {
+                let i = (row * self.cols + col) as usize;
+                if self.changed[i] {
+                    (upright[i], level[i]) = straight(self.width, self.height, picture, col * BLOCK, row * BLOCK);
+                }
             }
         }
-        runs.into_iter().filter_map(|(a, b)| self.span(a, b)).collect()
+        let mut drop = vec![false; self.changed.len()];
+        // Runs down each column of upright blocks, along each row of level ones.
+        for col in 0..cols {
+            mark_runs(&upright, (0..rows).map(|r| r * cols + col), &mut drop);
+        }
+        for row in 0..rows {
+            mark_runs(&level, (0..cols).map(|c| row * cols + c), &mut drop);
+        }
+        for (c, d) in self.changed.iter_mut().zip(drop) {
+            *c &= !d;
+        }
     }
+
+    /// The changed blocks in groups — blocks touching, corners included, or one block apart
+    /// (padded, they would overlap) — each as the rectangle around it; rectangles that would
+    /// overlap once padded are one. Lines of text far apart are read apart, and a small change is
+    /// read as a small rectangle whatever else on its rows changed.
+    fn groups(&self) -> Vec<Region> {
+        let (cols, rows) = (self.cols as i64, self.rows as i64);
+        let mut group = vec![usize::MAX; self.changed.len()];
+        // (c0, r0, c1, r1) in blocks, end exclusive.
+        let mut boxes: Vec<(i64, i64, i64, i64)> = Vec::new();
+        for start in 0..self.changed.len() {
+            if !self.changed[start] || group[start] != usize::MAX {
+                continue;
+            }
+            let g = boxes.len();
+            let (c, r) = (start as i64 % cols, start as i64 / cols);
+            let mut b = (c, r, c + 1, r + 1);
+            group[start] = g;
+            let mut stack = vec![start];
+            while let Some(i) = stack.pop() {
+                let (c, r) = (i as i64 % cols, i as i64 / cols);
+                b = (b.0.min(c), b.1.min(r), b.2.max(c + 1), b.3.max(r + 1));
+                for dr in -2..=2 {
+                    for dc in -2..=2 {
+                        let (nc, nr) = (c + dc, r + dr);
+                        if nc < 0 || nr < 0 || nc >= cols || nr >= rows {
+                            continue;
+                        }
+                        let j = (nr * cols + nc) as usize;
+                        if self.changed[j] && group[j] == usize::MAX {
+                            group[j] = g;
+                            stack.push(j);
+                        }
+                    }
+                }
+            }
+            boxes.push(b);
+        }
+        // Rectangles one block apart or closer would overlap padded: one rectangle.
+        let near = |a: &(i64, i64, i64, i64), b: &(i64, i64, i64, i64)| {
+            a.0 <= b.2 + 1 && b.0 <= a.2 + 1 && a.1 <= b.3 + 1 && b.1 <= a.3 + 1
+        };
+        let mut merged = true;
+        while merged {
+            merged = false;
+            'outer: for i in 0..boxes.len() {
+                for j in i + 1..boxes.len() {
+                    if near(&boxes[i], &boxes[j]) {
+                        let b = boxes.swap_remove(j);
+                        let a = &mut boxes[i];
+                        *a = (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3));
+                        merged = true;
+                        break 'outer;
+                    }
+                }
+            }
+        }
+        // Top to bottom, then left to right: the order a screen is read in.
+        boxes.sort_by_key(|b| (b.1, b.0));
+        boxes
+            .into_iter()
+            .map(|(c0, r0, c1, r1)| {
+                let (x0, y0) = (c0 as u32 * BLOCK, r0 as u32 * BLOCK);
+                let (x1, y1) = ((c1 as u32 * BLOCK).min(self.width), (r1 as u32 * BLOCK).min(self.height));
+                Region { x: x0, y: y0, width: x1 - x0, height: y1 - y0 }
+            })
+            .collect()
+    }
+}
+
+/// Marks in `drop` the blocks of each run of at least [`EDGE_RUN`] consecutive `set` blocks
+/// along `line`.
+fn mark_runs(set: &[bool], line: impl Iterator<Item = usize>, drop: &mut [bool]) {
+    let mut run: Vec<usize> = Vec::new();
+    for i in line.chain(std::iter::once(usize::MAX)) {
+        if i != usize::MAX && set[i] {
+            run.push(i);
+            continue;
+        }
+        if run.len() >= EDGE_RUN {
+            for &j in &run {
+                drop[j] = true;
+            }
+        }
+        run.clear();
+    }
+}
+
+/// Whether the block at (`bx`, `by`) holds only an upright line (each row like its first) and
+/// only a level one (each column like its first), up to the codec's noise (fewer than
+/// [`BLOCK_PIXELS`] pixels off by more than [`PIXEL_DELTA`]).
+fn straight(width: u32, height: u32, p: &[u8], bx: u32, by: u32) -> (bool, bool) {
+    let (m, n) = (BLOCK.min(width - bx) as usize, BLOCK.min(height - by) as usize);
+    let at = |x: usize, y: usize| p[(by as usize + y) * width as usize + bx as usize + x];
+    let (mut off_rows, mut off_cols) = (0, 0);
+    for y in 0..n {
+        for x in 0..m {
+            off_rows += u32::from(at(x, y).abs_diff(at(x, 0)) > PIXEL_DELTA);
+            off_cols += u32::from(at(x, y).abs_diff(at(0, y)) > PIXEL_DELTA);
+        }
+    }
+    (off_rows < BLOCK_PIXELS, off_cols < BLOCK_PIXELS)
 }
 
 fn block_changed(width: u32, a: &[u8], b: &[u8], bx: u32, by: u32, cols: u32, rows: u32) -> bool {
@@ -397,6 +525,7 @@ mod tests {
         assert_eq!(first.len(), 1, "settled");
         assert_eq!((first[0].at, first[0].region), (ms(0), Region { x: 80, y: 16, width: 48, height: 48 }));
         assert_eq!(s.frame(ms(900), &title), vec![], "read once");
+        assert_eq!(s.picture(), Some(&title[..]), "the picture read, for its thumbnail");
         // A word appears at (40, 20): read after it stayed, only around it, at when it appeared.
         let word = picture(&[(96, 40, 16, 8), (40, 20, 20, 8)]);
         assert_eq!(s.frame(ms(1000), &word), vec![]);
@@ -463,6 +592,56 @@ mod tests {
             vec![Region { x: 256, y: 0, width: 64, height: 32 }, Region { x: 0, y: 176, width: 80, height: 64 }],
             "two small regions, not the 320x240 box around both"
         );
+    }
+
+    #[test]
+    fn a_small_change_beside_a_tall_edge_is_read_as_a_small_region() {
+        let (w, h) = (320, 240);
+        // A black desktop; a grey window from x = 200 to the right (its border has contrast in
+        // every row, its inside is flat) and a word on the desktop at (20, 100). The first
+        // picture is compared with black: the window and the word are new.
+        let mut first = vec![0u8; (w * h) as usize];
+        for y in 0..h {
+            for x in 200..w {
+                first[(y * w + x) as usize] = 200;
+            }
+        }
+        for y in 100..110 {
+            for x in (20..50).filter(|x| x % 4 != 0) {
+                first[(y * w + x) as usize] = 255;
+            }
+        }
+        let mut s = Settler::new(w, h, SETTLE);
+        s.frame(ms(0), &first);
+        let read = s.frame(ms(600), &first);
+        let word = read.iter().find(|r| r.region.x <= 20 && r.region.y <= 100).expect("the word is read");
+        assert!(
+            word.region.width <= 80 && word.region.height <= 64,
+            "the word alone, not the rows to the window's edge: {:?}",
+            regions(&read)
+        );
+        let pixels: u32 = read.iter().map(|r| r.region.width * r.region.height).sum();
+        assert!(pixels <= 80 * 64, "the border is no text: {:?}", regions(&read));
+        // The same beside a dark line one pixel wide down the whole screen (a rule, a divider)
+        // and a level one along the bottom: an L around the word is not one rectangle.
+        let mut next = vec![255u8; (w * h) as usize];
+        for y in 0..h {
+            next[(y * w + 150) as usize] = 0;
+        }
+        for x in 0..w {
+            next[((h - 8) * w + x) as usize] = 0;
+        }
+        for y in 60..70 {
+            for x in (30..60).filter(|x| x % 3 != 0) {
+                next[(y * w + x) as usize] = 0;
+            }
+        }
+        let read = s.frame(ms(1000), &next);
+        assert!(read.is_empty(), "the first picture was read already");
+        let read = s.finish();
+        let pixels: u32 = read.iter().map(|r| r.region.width * r.region.height).sum();
+        assert!(read.iter().any(|r| r.region.x <= 30 && r.region.y <= 60), "{:?}", regions(&read));
+        assert!(pixels <= 2 * 80 * 64, "{pixels} px read for a word: {:?}", regions(&read));
     }
 
     /// A terminal-like screen: `lines` lines of 16 rows from the top, numbered from `first_line`,
@@ -564,6 +743,56 @@ mod tests {
         assert_eq!(changed_blocks(W, H, &a, &b), None);
         b[(51 * W + 100) as usize] = 0;
         assert_eq!(changed_blocks(W, H, &a, &b), Some(Region { x: 96, y: 48, width: 16, height: 16 }));
+    }
+
+    #[test]
+    fn arbitrary_pictures_give_regions_inside_the_picture_and_crops_of_their_size() {
+        // A fixed-seed generator: noise, bars, lines and blank screens of awkward sizes.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for (w, h) in [(1, 1), (15, 17), (33, 64), (200, 37), (64, 200)] {
+            let mut s = Settler::new(w, h, SETTLE);
+            let mut t = 0u64;
+            for _ in 0..40 {
+                let mut p = vec![(next() % 256) as u8; (w * h) as usize];
+                match next() % 4 {
+                    0 => p.iter_mut().for_each(|v| *v = next() as u8),
+                    1 => {
+                        let x = (next() % u64::from(w)) as u32;
+                        (0..h).for_each(|y| p[(y * w + x) as usize] = !p[(y * w + x) as usize]);
+                    }
+                    2 => {
+                        let y = (next() % u64::from(h)) as u32;
+                        (0..w).for_each(|x| p[(y * w + x) as usize] = next() as u8);
+                    }
+                    _ => {}
+                }
+                t += next() % 900;
+                let mut reads = s.frame(ms(t), &p);
+                if next() % 8 == 0 {
+                    reads.extend(s.finish());
+                }
+                for r in reads {
+                    let g = r.region;
+                    assert!(
+                        g.width > 0 && g.height > 0 && g.x + g.width <= w && g.y + g.height <= h,
+                        "{g:?} in {w}x{h}"
+                    );
+                    assert_eq!(r.crop.len(), (g.width * g.height) as usize);
+                    assert!(r.at <= ms(t));
+                }
+                if let Some(p) = s.picture() {
+                    assert_eq!(p.len(), (w * h) as usize);
+                    let png = crate::thumb::png(w, h, p).expect("a thumbnail of every picture read");
+                    assert!(png.starts_with(b"\x89PNG"));
+                }
+            }
+        }
     }
 
     #[test]

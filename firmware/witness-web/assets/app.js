@@ -772,6 +772,58 @@ function hitBox(video, at, place) {
   return box;
 }
 
+// The thumbnail strip under an RDP video: one small picture per settled change (what the box
+// read the screen's text from), hovering shows it larger, clicking plays from its moment. Fills
+// `strip` once the box says which there are; `changes` gets their moments for [ and ].
+function thumbStrip(r, video, strip, changes) {
+  const preview = el('img', { class: 'thumb-preview', id: 'thumb-preview', alt: '', hidden: true });
+  api(`/recordings/${r.id}/thumbnails`).then((times) => {
+    if (!Array.isArray(times) || !times.length) {
+      strip.replaceChildren(el('p', { class: 'state', id: 'no-thumbs' }, r.text && r.text.state !== 'done'
+        ? 'No timeline pictures yet: the screen\u2019s text is still being read.'
+        : 'No timeline pictures for this video.'));
+      return;
+    }
+    changes.splice(0, changes.length, ...times);
+    strip.replaceChildren(...times.map((t, n) => {
+      const src = `/api/v1/recordings/${r.id}/thumbnails/${n}`;
+      const img = el('img', { class: 'thumb', src, loading: 'lazy', alt: `The screen at ${fmtSecs(t)}`, title: `${fmtSecs(t)}: click to play from here`, 'data-at': t, tabindex: 0 });
+      img.addEventListener('mouseenter', () => {
+        preview.src = src;
+        preview.hidden = false;
+        const s = strip.parentElement.getBoundingClientRect(), b = img.getBoundingClientRect();
+        preview.style.left = `${Math.max(0, Math.min(b.left - s.left - 96, s.width - 480))}px`;
+      });
+      img.addEventListener('mouseleave', () => { preview.hidden = true; });
+      const seek = () => { video.currentTime = t; };
+      img.addEventListener('click', seek);
+      img.addEventListener('keydown', (e) => { if (e.key === 'Enter') seek(); });
+      return img;
+    }));
+    strip.parentElement.append(preview);
+  }).catch((e) => strip.replaceChildren(el('p', { class: 'state error' }, 'The timeline could not be loaded: ' + e.message)));
+}
+
+// Keys in the video player (not while typing in a field): space play/pause, ← → 10 s, [ ] the
+// previous/next change, n p the next/previous search hit. One listener for the page; it acts on
+// the player shown now.
+let videoKeys = null;
+document.addEventListener('keydown', (e) => {
+  if (!videoKeys || !document.body.contains(videoKeys.video) || e.ctrlKey || e.metaKey || e.altKey) return;
+  if (e.target.closest && e.target.closest('input, select, textarea, button, a')) return;
+  const v = videoKeys.video;
+  const at = (t) => { v.currentTime = Math.max(0, Math.min(t, isFinite(v.duration) ? v.duration : t)); };
+  const now = v.currentTime;
+  if (e.key === ' ') (v.paused ? v.play() : v.pause());
+  else if (e.key === 'ArrowLeft') at(now - 10);
+  else if (e.key === 'ArrowRight') at(now + 10);
+  else if (e.key === ']') { const t = videoKeys.changes().find((c) => c > now + 0.25); if (t !== undefined) at(t); }
+  else if (e.key === '[') { const t = videoKeys.changes().filter((c) => c < now - 0.25).pop(); if (t !== undefined) at(t); }
+  else if (e.key === 'n' || e.key === 'p') { const b = document.getElementById(e.key === 'n' ? 'hit-next' : 'hit-prev'); if (!b) return; b.click(); }
+  else return;
+  e.preventDefault();
+});
+
 function playVideo(r, slot, at, place) {
   const video = el('video', { id: 'video', controls: true, controlslist: 'noplaybackrate', autoplay: true, muted: true, preload: 'metadata', src: `/api/v1/recordings/${r.id}/content` });
   const spans = Array.isArray(r.activity) ? r.activity.filter((s) => Array.isArray(s) && s[1] > s[0]) : null;
@@ -916,6 +968,12 @@ function playVideo(r, slot, at, place) {
     video.currentTime = parseFloat(s.dataset.start);
   });
 
+  // Changes for [ and ]: the thumbnails' moments once known, the activity spans' starts before.
+  const thumbTimes = [];
+  const strip = el('div', { class: 'thumb-strip', id: 'thumbs' }, el('span', { class: 'state' }, 'Loading the timeline…'));
+  thumbStrip(r, video, strip, thumbTimes);
+  videoKeys = { video, changes: () => (thumbTimes.length ? thumbTimes : (usable ? spans.map(([a]) => a) : [])) };
+
   let below;
   if (usable) {
     draw();
@@ -931,7 +989,9 @@ function playVideo(r, slot, at, place) {
   slot.replaceChildren(el('h2', {}, `Playing ${r.channel}`),
     el('div', { class: 'controls' }, el('label', {}, 'Speed ', speed), el('label', {}, skip, ' skip idle time'),
       el('span', {}, `${duration ? fmtSecs(duration) + ' recorded' : ''}${usable ? ` · ${spans.length} ${spans.length === 1 ? 'span' : 'spans'} of activity` : ''}`), state, firstPicture),
-    place ? el('div', { class: 'video-frame' }, video, hitBox(video, at, place)) : video, below);
+    place ? el('div', { class: 'video-frame' }, video, hitBox(video, at, place)) : video, below,
+    el('div', { class: 'timeline', id: 'timeline' }, strip),
+    el('p', { class: 'rules', id: 'player-keys' }, 'Keys: space play/pause · ← → 10 s · [ ] previous/next change · n p next/previous search hit.'));
   slot.scrollIntoView({ block: 'start' });
 }
 

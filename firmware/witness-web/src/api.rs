@@ -98,6 +98,8 @@ pub fn router(state: State) -> Router {
         .route("/live", get(live_sessions))
         .route("/recordings/{id}/content", get(content))
         .route("/recordings/{id}/download", get(download_facts))
+        .route("/recordings/{id}/thumbnails", get(thumbnail_times))
+        .route("/recordings/{id}/thumbnails/{n}", get(thumbnail))
         .route("/store", get(store))
         .route("/audit", get(audit_log))
         .route("/audit/chain", get(audit_chain))
@@ -645,6 +647,59 @@ struct ContentQuery {
 impl ContentQuery {
     fn download(&self) -> bool {
         self.download.as_deref().is_some_and(|v| v != "0" && v != "false")
+    }
+}
+
+/// Who may play a finished recording may see its timeline (a running one has none yet): the
+/// same check as [`content`], and seeing it is part of the same viewing, audited once.
+fn may_play(state: &State, auth: &Auth, id: &str) -> Result<String, Box<Response>> {
+    if !valid_id(id) {
+        return Err(Box::new(error(StatusCode::NOT_FOUND, "not found")));
+    }
+    match state.console.recording(id) {
+        Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
+            Err(Box::new(error(StatusCode::CONFLICT, STILL_RUNNING)))
+        }
+        Ok(r) if auth.may_see(&r.user) => Ok(r.session_id),
+        Ok(_) | Err(ConsoleError::NotFound) => Err(Box::new(error(StatusCode::NOT_FOUND, "not found"))),
+        Err(e) => Err(Box::new(console_error(e))),
+    }
+}
+
+async fn thumbnail_times(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path(id): Path<String>,
+) -> Response {
+    let session_id = match may_play(&state, &auth, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match state.console.thumbnail_times(&id) {
+        Ok(times) => {
+            state.viewed(&auth.0, "web_recording_played", &session_id, &id, json!({ "timeline": times.len() }));
+            Json(times).into_response()
+        }
+        Err(e) => console_error(e),
+    }
+}
+
+async fn thumbnail(
+    axum::extract::State(state): axum::extract::State<State>,
+    auth: Auth,
+    Path((id, n)): Path<(String, usize)>,
+) -> Response {
+    let session_id = match may_play(&state, &auth, &id) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
+    match state.console.thumbnail(&id, n) {
+        Ok(png) => {
+            state.viewed(&auth.0, "web_recording_played", &session_id, &id, json!({ "timeline": true }));
+            ([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png)
+                .into_response()
+        }
+        Err(e) => console_error(e),
     }
 }
 

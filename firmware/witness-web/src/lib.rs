@@ -403,6 +403,10 @@ pub trait Console: Send + Sync + 'static {
     /// The part of the playable recording (decrypted) a request's `Range` header asks for (see
     /// [`Part::of`]), from the box or fetched from the store.
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
+    /// The moments of a video's timeline thumbnails (one per settled picture read), in order.
+    fn thumbnail_times(&self, recording_id: &str) -> Result<Vec<f64>, ConsoleError>;
+    /// The `n`th of them, opened: a PNG.
+    fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Vec<u8>, ConsoleError>;
     /// Makes a session's evidence bundle as one archive (file and disk work: run off the async
     /// threads).
     fn evidence(&self, session_id: &str) -> Result<EvidenceBundle, ConsoleError>;

@@ -197,6 +197,20 @@ impl witness_web::Console for BoxConsole {
             .collect())
     }
 
+    fn thumbnail_times(&self, recording_id: &str) -> Result<Vec<f64>, ConsoleError> {
+        self.dir.index.thumbnail_times(recording_id).map_err(internal)
+    }
+
+    fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Vec<u8>, ConsoleError> {
+        let (at, sealed) =
+            self.dir.index.thumbnail(recording_id, n).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
+        let key = crate::keys::search_key(&self.dir.root).map_err(internal)?;
+        let context = witness_core::text::thumbnail_context(recording_id, at);
+        // Sealed to another recording or moment (a row moved in the index): not shown.
+        witness_core::text::open_bytes(&key, &context, &sealed)
+            .ok_or_else(|| internal(anyhow::anyhow!("a thumbnail of {recording_id} does not open")))
+    }
+
     fn session(&self, id: &str) -> Result<SessionDetail, ConsoleError> {
         let session = self.dir.index.session(id).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
         let recordings = self.dir.index.session_recordings(id).map_err(internal)?;

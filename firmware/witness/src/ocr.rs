@@ -4,7 +4,8 @@
 //! for the rows it brought in, nothing already read), lays those parts on a sheet and
 //! has Tesseract read each sheet through stdin (`nice -n 19 tesseract stdin stdout … tsv`: nothing
 //! in clear on disk, nothing in its arguments but options). Each line read becomes a fragment of
-//! the blind index with its time and rectangle. The index is the queue: a video's state and how
+//! the blind index with its time and rectangle; each settled picture read also leaves a small
+//! sealed thumbnail for the player's timeline, stored with its text. The index is the queue: a video's state and how
 //! far it was read are stored with its text in one transaction, so a restart resumes where the
 //! last stored batch ended and never stores a fragment twice.
 
@@ -166,7 +167,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         // Every later picture appeared after this one: the video is read up to just past it.
         let until = last.at.as_secs_f64() + 0.001;
         let chunks = read_batch(&batch.reads, &key, &languages, stats)?;
-        dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks)?;
+        dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks, &batch.thumbnails)?;
         *stored_from = until;
         *batch = Batch::default();
         Ok(())
@@ -174,6 +175,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     // The parts of one settled picture (all with its time): a batch ends between pictures only,
     // so where a restart resumes, no part of a picture was stored without the others.
     let take = |reads: Vec<witness_video::settle::Read>,
+                thumbnail: Option<Vec<u8>>,
                 batch: &mut Batch,
                 stats: &mut Stats,
                 stored_from: &mut f64|
@@ -184,6 +186,11 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
             return Ok(());
         }
         stats.pictures += 1;
+        if let Some(png) = thumbnail {
+            let at = reads[0].at.as_secs_f64();
+            let context = witness_core::text::thumbnail_context(recording_id, at);
+            batch.thumbnails.push((at, witness_core::text::seal_bytes(&key, crate::keys::nonce(), &context, &png)));
+        }
         for read in reads {
             stats.reads += 1;
             stats.pixels += u64::from(read.region.width) * u64::from(read.region.height);
@@ -203,8 +210,10 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         stats.video_seconds = f.at.as_secs_f64();
         let s = settler.get_or_insert_with(|| witness_video::settle::Settler::new(f.width, f.height, SETTLE));
         let reads = s.frame(f.at, f.gray);
+        // The timeline's thumbnail of the picture just read, from the frame already decoded.
+        let thumbnail = || s.picture().and_then(|p| witness_video::thumb::png(f.width, f.height, p));
         if !reads.is_empty()
-            && let Err(e) = take(reads, &mut batch, &mut stats, &mut stored_from)
+            && let Err(e) = take(reads, thumbnail(), &mut batch, &mut stats, &mut stored_from)
         {
             failure = Some(e);
             return false;
@@ -221,7 +230,10 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     }
     stats.frames = frames;
     if let Some(s) = settler.as_mut() {
-        take(s.finish(), &mut batch, &mut stats, &mut stored_from)?;
+        let reads = s.finish();
+        let (w, h) = s.size();
+        let thumbnail = s.picture().and_then(|p| witness_video::thumb::png(w, h, p));
+        take(reads, thumbnail, &mut batch, &mut stats, &mut stored_from)?;
     }
     flush(&mut batch, &mut stats, &mut stored_from)?;
     dir.index.finish_read_text(recording_id, Ok(())).map_err(anyhow::Error::from)?;
@@ -233,6 +245,8 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
 #[derive(Default)]
 struct Batch {
     reads: Vec<witness_video::settle::Read>,
+    /// `(at, sealed PNG)`: one per settled picture, stored with its text.
+    thumbnails: Vec<(f64, Vec<u8>)>,
     pixels: u64,
     pictures: usize,
 }
