@@ -657,7 +657,7 @@ fn may_play(state: &State, auth: &Auth, id: &str) -> Result<String, Box<Response
         return Err(Box::new(error(StatusCode::NOT_FOUND, "not found")));
     }
     match state.console.recording(id) {
-        Ok(r) if auth.may_see(&r.user) && r.status == "recording" => {
+        Ok(r) if auth.may_see(&r.user) && r.status == witness_core::RecordingStatus::Recording => {
             Err(Box::new(error(StatusCode::CONFLICT, STILL_RUNNING)))
         }
         Ok(r) if auth.may_see(&r.user) => Ok(r.session_id),
