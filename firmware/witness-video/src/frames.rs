@@ -151,8 +151,8 @@ mod tests {
         p
     }
 
-    #[test]
-    fn a_recorded_video_reads_back_as_the_pictures_it_showed_at_their_times() {
+    /// A 320x240 x264 recorder writing its MP4 into memory.
+    fn recorder_into_memory() -> (crate::VideoRecorder, Arc<Mutex<Vec<u8>>>) {
         let out = Arc::new(Mutex::new(Vec::new()));
         let o = out.clone();
         let sink: crate::ByteSink = Box::new(move |b| {
@@ -161,7 +161,12 @@ mod tests {
         });
         let encoder = crate::candidate("x264enc").unwrap();
         let settings = crate::VideoSettings { width: 320, height: 240, ..Default::default() };
-        let rec = crate::VideoRecorder::start(encoder, settings, sink).unwrap();
+        (crate::VideoRecorder::start(encoder, settings, sink).unwrap(), out)
+    }
+
+    #[test]
+    fn a_recorded_video_reads_back_as_the_pictures_it_showed_at_their_times() {
+        let (rec, out) = recorder_into_memory();
         let ms = Duration::from_millis;
         assert!(rec.frame(&screen(false), 320 * 4, ms(0)).unwrap());
         for t in (200..1500).step_by(200) {
@@ -224,15 +229,7 @@ mod tests {
 
     /// 20 s of a 320x240 screen of noise (nothing compresses it): several MiB.
     fn noisy_video() -> Vec<u8> {
-        let out = Arc::new(Mutex::new(Vec::new()));
-        let o = out.clone();
-        let sink: crate::ByteSink = Box::new(move |b| {
-            o.lock().unwrap().extend_from_slice(b);
-            Ok(())
-        });
-        let encoder = crate::candidate("x264enc").unwrap();
-        let settings = crate::VideoSettings { width: 320, height: 240, ..Default::default() };
-        let rec = crate::VideoRecorder::start(encoder, settings, sink).unwrap();
+        let (rec, out) = recorder_into_memory();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut screen = vec![0u8; 320 * 240 * 4];
         for i in 0..200u64 {
