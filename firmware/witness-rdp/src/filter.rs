@@ -37,6 +37,7 @@ pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
 pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
+pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -310,6 +311,46 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
     (pdus, at)
 }
 
+/// Whether a fast-path output PDU holds an orders update (code 0), in any of its updates or
+/// fragments. A PDU whose updates cannot be walked is left to the client (no update is read).
+fn fast_path_orders(frame: &[u8]) -> bool {
+    const ENCRYPTED: u8 = 0x80;
+    let Some(&header) = frame.first() else { return false };
+    let (length, mut at) = match frame.get(1) {
+        Some(&b) if b & 0x80 != 0 => match frame.get(2) {
+            Some(&c) => ((usize::from(b & 0x7F) << 8) | usize::from(c), 3),
+            None => return false,
+        },
+        Some(&b) => (usize::from(b), 2),
+        None => return false,
+    };
+    if header & ENCRYPTED != 0 {
+        at += 8; // dataSignature
+    }
+    let end = length.min(frame.len());
+    while at < end {
+        let update = frame[at];
+        if update & 0x0F == 0 {
+            return true;
+        }
+        // Bulk compression puts a compressionFlags byte before the size.
+        let size_at = at + 1 + usize::from(update >> 6 != 0);
+        let Some(size) = frame.get(size_at..size_at + 2) else { return false };
+        at = size_at + 2 + usize::from(u16::from_le_bytes([size[0], size[1]]));
+    }
+    false
+}
+
+/// Whether a slow-path Share Data PDU is an orders update (pduType2 UPDATE, updateType ORDERS,
+/// uncompressed: a compressed body cannot be read without the history).
+fn slow_path_orders(pdu: &[u8]) -> bool {
+    const PDUTYPE2_UPDATE: u8 = 0x02;
+    const PACKET_COMPRESSED: u8 = 0x20;
+    pdu.get(14) == Some(&PDUTYPE2_UPDATE)
+        && pdu.get(15).is_some_and(|c| c & PACKET_COMPRESSED == 0)
+        && u16_at(pdu, 18) == Some(0)
+}
+
 /// Whether a Flow PDU's totalLength (0x8000) starts at `at`, however short what follows is.
 fn flow_at(data: &[u8], at: usize) -> bool {
     u16_at(data, at) == Some(0x8000)
@@ -432,7 +473,9 @@ impl Filter {
     /// A PDU from the target on its way to the client.
     pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
-            return Ok(Verdict::Forward);
+            // The client draws orders with its own order support (the target was told none),
+            // the recorder cannot: a session with them would go on partly unrecorded.
+            return Ok(if fast_path_orders(frame) { Verdict::Refuse(ORDERS) } else { Verdict::Forward });
         }
         if self.io_channel.is_none() {
             return self.connect_response(frame);
@@ -564,6 +607,9 @@ impl Filter {
         // Redirection redirects, one typed Demand Active activates the client unseen.
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
+        }
+        if pdus.iter().any(|(range, kind)| *kind == PDUTYPE_DATA && slow_path_orders(&data[range.clone()])) {
+            return Ok(Verdict::Refuse(ORDERS));
         }
         if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_DEMANDACTIVE) {
             self.active = true;
@@ -2243,5 +2289,50 @@ mod tests {
         }
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
         assert!(matches!(f.from_client(&initial_with_names(&[])).unwrap(), Verdict::Replace(_)));
+    }
+
+    /// Drawing orders from the target (fast-path, in any update of a PDU, or slow-path) end
+    /// the session: the client draws them with its own order support, the recorder cannot (red
+    /// team `h-red17d`'s GDI orders hole). Bitmaps, synchronize and compressed non-order updates
+    /// still pass.
+    #[test]
+    fn drawing_orders_from_the_target_end_the_session() {
+        let fast = |updates: &[(u8, &[u8])]| {
+            let mut body = Vec::new();
+            for (code, data) in updates {
+                body.push(*code);
+                if code >> 6 != 0 {
+                    body.push(0x20); // compressionFlags
+                }
+                body.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+                body.extend(*data);
+            }
+            let mut frame = vec![0x00, u8::try_from(body.len() + 2).unwrap()];
+            frame.extend(body);
+            frame
+        };
+        let mut f = connected(&[]);
+        // Orders alone, behind a bitmap, and compressed: refused.
+        for frame in [fast(&[(0x00, &[1, 0, 0])]), fast(&[(0x01, &[0; 4]), (0x00, &[1, 0])]), fast(&[(0x80, &[1, 2])])]
+        {
+            assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(ORDERS), "{frame:?}");
+        }
+        // Controls: a bitmap, a synchronize, a compressed bitmap pass.
+        for frame in [fast(&[(0x01, &[0; 4])]), fast(&[(0x03, &[])]), fast(&[(0x81, &[9, 9])])] {
+            assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "{frame:?}");
+        }
+        // Slow path: a Share Data PDU of type UPDATE with updateType ORDERS.
+        let mut update = share_data_bytes(1007);
+        update[14] = 0x02;
+        update[15] = 0;
+        let mut orders = update.clone();
+        orders.truncate(18);
+        orders.extend([0, 0, 0, 0, 1, 0]);
+        let len = u16::try_from(orders.len()).unwrap();
+        orders[..2].copy_from_slice(&len.to_le_bytes());
+        assert_eq!(f.from_target(&send_indication(1003, orders.clone())).unwrap(), Verdict::Refuse(ORDERS));
+        let mut bitmap = orders;
+        bitmap[18] = 1; // UPDATETYPE_BITMAP
+        assert_ne!(f.from_target(&send_indication(1003, bitmap)).unwrap(), Verdict::Refuse(ORDERS));
     }
 }
