@@ -12,10 +12,13 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Waits for `what` to listen on `port`. Generous: the debug box starts in well under a second
+/// on an idle machine, but the suite runs beside the QEMU image tests (two TCG vCPUs on two
+/// cores), where a start took over 20 s; what the tests check is behaviour, not start time.
 pub fn wait_for_port(port: u16, what: &str) {
     let start = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "{what} did not listen on port {port} within 20s");
+        assert!(start.elapsed() < Duration::from_secs(90), "{what} did not listen on port {port} within 90s");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
