@@ -204,19 +204,28 @@ pub fn player_content(
         match write(&dir, &row, &mut w, View::Player) {
             Err(_) if w.complete => {}
             Err(e) => {
-                let _ = w.tx.send(Err(witness_web::ConsoleError::Internal(format!("{e:#}"))));
+                let _ = w.tx.send(Err(e));
             }
             Ok(_) => {
                 let _ = w.send();
             }
         }
     })?;
-    Ok((part, len, Box::new(rx.into_iter())))
+    // The first piece is read before the answer starts: a store that refuses (wrong read
+    // credentials, gone) is an error the caller answers with its status, not a 200 cut short
+    // (the length may come from what an earlier request counted, without reading anything).
+    let first = match rx.recv() {
+        Ok(Ok(bytes)) => Some(bytes),
+        Ok(Err(e)) => return Err(e),
+        Err(_) => None,
+    };
+    let rest = rx.into_iter().map(|c| c.map_err(|e| witness_web::ConsoleError::Internal(format!("{e:#}"))));
+    Ok((part, len, Box::new(first.map(Ok).into_iter().chain(rest))))
 }
 
 /// Passes on the bytes of `start..end` of what is written, in buffers.
 struct Window {
-    tx: std::sync::mpsc::SyncSender<Result<Vec<u8>, witness_web::ConsoleError>>,
+    tx: std::sync::mpsc::SyncSender<Result<Vec<u8>>>,
     at: u64,
     start: u64,
     end: u64,
