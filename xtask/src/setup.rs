@@ -123,10 +123,21 @@ fn apt(packages: &[&str]) -> Result<()> {
 }
 
 /// The firmware image (`cargo xtask image`, `tests/e2e/image.rs`): mmdebstrap, squashfs and
-/// dm-verity tools, sfdisk, RAUC and openssl for the signed update bundle, strip; QEMU boots the image in the test. QEMU comes from bookworm-backports
+/// dm-verity tools, sfdisk, RAUC and openssl for the signed update bundle, strip, xz for the
+/// kernel modules; QEMU boots the image in the test. QEMU comes from bookworm-backports
 /// because these machines may carry `qemu-utils` from there, which bookworm's QEMU conflicts with.
-const IMAGE: &[&str] =
-    &["mmdebstrap", "squashfs-tools", "cryptsetup-bin", "fdisk", "e2fsprogs", "curl", "rauc", "openssl", "binutils"];
+const IMAGE: &[&str] = &[
+    "mmdebstrap",
+    "squashfs-tools",
+    "cryptsetup-bin",
+    "fdisk",
+    "e2fsprogs",
+    "curl",
+    "rauc",
+    "openssl",
+    "binutils",
+    "xz-utils",
+];
 
 pub fn install_image() -> Result<()> {
     apt(IMAGE)?;
