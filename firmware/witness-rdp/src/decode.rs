@@ -777,6 +777,15 @@ fn repairable_slow_path(frame: &[u8], io_channel: u16) -> bool {
     at == data.len() && at > 0
 }
 
+/// A fast-path PDU's length (one byte, or two with the top bit set) and where what follows it
+/// starts.
+pub(crate) fn fast_path_length(frame: &[u8]) -> Option<(usize, usize)> {
+    match *frame.get(1)? {
+        b if b & 0x80 != 0 => Some(((usize::from(b & 0x7F) << 8) | usize::from(*frame.get(2)?), 3)),
+        b => Some((usize::from(b), 2)),
+    }
+}
+
 fn repairable_fast_path(frame: &[u8]) -> bool {
     const BITMAP: u8 = 0x1;
     const SYNCHRONIZE: u8 = 0x3;
@@ -786,14 +795,7 @@ fn repairable_fast_path(frame: &[u8]) -> bool {
     if header & 0x03 != 0 || header & 0xC0 != 0 {
         return false;
     }
-    let (length, mut at) = match frame.get(1) {
-        Some(&b) if b & 0x80 != 0 => match frame.get(2) {
-            Some(&c) => ((usize::from(b & 0x7F) << 8) | usize::from(c), 3),
-            None => return false,
-        },
-        Some(&b) => (usize::from(b), 2),
-        None => return false,
-    };
+    let Some((length, mut at)) = fast_path_length(frame) else { return false };
     if length != frame.len() || at >= length {
         return false;
     }

@@ -316,14 +316,7 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
 fn fast_path_orders(frame: &[u8]) -> bool {
     const ENCRYPTED: u8 = 0x80;
     let Some(&header) = frame.first() else { return false };
-    let (length, mut at) = match frame.get(1) {
-        Some(&b) if b & 0x80 != 0 => match frame.get(2) {
-            Some(&c) => ((usize::from(b & 0x7F) << 8) | usize::from(c), 3),
-            None => return false,
-        },
-        Some(&b) => (usize::from(b), 2),
-        None => return false,
-    };
+    let Some((length, mut at)) = crate::decode::fast_path_length(frame) else { return false };
     if header & ENCRYPTED != 0 {
         at += 8; // dataSignature
     }
