@@ -530,8 +530,9 @@ impl Filter {
         // `xrdp_sec_recv` until the licence exchange ends): a licence answer, a multitransport
         // or auto-detect response, each alone (a licence PDU may say it is encrypted). A header
         // without one of them would carry a Share Control PDU (a Confirm Active) unjudged.
-        if !self.active && security_flags(data).is_some() {
-            let flags = security_flags(data).unwrap_or(BasicSecurityHeaderFlags::empty());
+        if !self.active
+            && let Some(flags) = security_flags(data)
+        {
             let licence = BasicSecurityHeaderFlags::LICENSE_PKT;
             let known = flags == licence
                 || flags == licence | BasicSecurityHeaderFlags::LICENSE_ENCRYPT_CS
