@@ -384,11 +384,16 @@ fn keys_sealed_to_the_boot_state_open_in_that_state_only() {
     // Reboot into another root in slot b (its own hash measured): nothing opens, and it says why.
     tpm.restart();
     assert!(measure(&env_x).status.success());
-    let out = b.cli(&["user", "list"], None);
+    let console = dir.path().join("console");
+    std::fs::create_dir(&console).unwrap();
+    let out = b.cli_env(&["user", "list"], None, &[("WITNESS_CONSOLE_DIR", &console)]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(err.contains("will not open index.key") && err.contains("boot state") && err.contains("README"), "{err}");
     assert!(b.data().join("audit-pending.jsonl").exists(), "the failure is kept for the audit log");
+    // The person at the box is told on its console (the image's oneshot shows this file).
+    let shown = std::fs::read_to_string(console.join("tpm-unseal.msg")).unwrap_or_default();
+    assert!(shown.contains("KEYS WILL NOT OPEN") && shown.contains("index.key"), "console: {shown:?}");
     // Not booted by the witness initrd (nothing measured): nothing opens either.
     tpm.restart();
     assert!(!b.cli(&["user", "list"], None).status.success());

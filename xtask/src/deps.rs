@@ -22,6 +22,7 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("embedded-hal", &["witness-board", "witness-board-linux"]),
     ("linux-embedded-hal", &["witness-board-linux"]),
     ("gpiocdev*", &["witness-board-linux"]),
+    ("witness-tpm", &["witness-keys"]),
 ];
 
 /// Crates that may not reach these, through any chain of normal dependencies (the sans-IO tier,
@@ -48,6 +49,27 @@ const SANS_IO: &[(&str, &[&str])] = &[
     (
         "witness-gate",
         &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "gstreamer*", "minio", "reqwest", "hyper", "axum"],
+    ),
+    // The key hierarchy sits at the bottom: the binary and the archive build on it, and it reaches
+    // no store, index, session machinery or async runtime.
+    (
+        "witness-keys",
+        &[
+            "tokio",
+            "rusqlite",
+            "libsqlite3-sys",
+            "russh",
+            "ironrdp-*",
+            "sspi",
+            "gstreamer*",
+            "minio",
+            "reqwest",
+            "hyper",
+            "axum",
+            "witness-index",
+            "witness-store",
+            "witness-recorder",
+        ],
     ),
     // The firewall loader runs as root: none of the session machinery, no async runtime.
     (

@@ -432,6 +432,20 @@ pub fn read_full<R: std::io::Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> std::i
     Ok(got)
 }
 
+/// How a recording is encrypted at rest: its header line (with the wrapped data key), the data
+/// key itself (kept only in memory while recording) and a fresh nonce prefix.
+pub struct Encryption {
+    pub header: Header,
+    pub dek: [u8; 32],
+    pub nonce_prefix: [u8; 16],
+}
+
+impl std::fmt::Debug for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Encryption(key {})", self.header.key_id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

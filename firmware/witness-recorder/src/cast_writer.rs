@@ -13,23 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use witness_core::atrest;
+use witness_core::atrest::{self, Encryption};
 use witness_core::cast::Header;
 use witness_core::rawrec::{self, Stream};
-
-/// How a recording is encrypted at rest: its header line (with the wrapped data key), the data
-/// key itself (kept only in memory while recording) and a fresh nonce prefix.
-pub struct Encryption {
-    pub header: atrest::Header,
-    pub dek: [u8; 32],
-    pub nonce_prefix: [u8; 16],
-}
-
-impl std::fmt::Debug for Encryption {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Encryption(key {})", self.header.key_id)
-    }
-}
 
 /// How often written data is made durable.
 #[derive(Debug, Clone, Copy)]

@@ -8,10 +8,11 @@ mod reader;
 mod recover;
 mod sealed_file;
 
-pub use cast_writer::{CastRecorder, Encryption, RecorderSettings, Summary, start_cast};
+pub use cast_writer::{CastRecorder, RecorderSettings, Summary, start_cast};
 pub use reader::{PlainReader, open_plain};
 pub use recover::{KeyFor, RecoveredCast, plaintext, quarantined, readable, recover_cast};
 pub use sealed_file::SealedFile;
+pub use witness_core::atrest::Encryption;
 
 use std::path::Path;
 use thiserror::Error;

@@ -4,26 +4,14 @@ use crate::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd, U
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result, bail};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::Read;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use witness_core::names::validate_name;
 use witness_core::policy::GrantFacts;
 use witness_core::{Protocol, Role};
 use witness_index::{Index, Secret, TargetRecord, UserRecord};
-
-/// Writes a file only the box's own user can read.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(())
-}
+use witness_keys::write_private;
 
 fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
@@ -127,16 +115,13 @@ pub fn factory_reset(root: &Path, opts: &ResetOptions) -> Result<String> {
     for f in wiped {
         let _ = std::fs::remove_file(root.join(f));
     }
-    let destroyed = if opts.keep_recording_access { vec![] } else { crate::keys::destroy_recording_keys(root)? };
+    let destroyed = if opts.keep_recording_access { vec![] } else { witness_keys::destroy_recording_keys(root)? };
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
     crate::console::ensure_certificate(root)?;
     crate::rdp_broker::replace_identity(root)?;
     let config = default_config(&dir.config.box_id);
-    let tmp = root.join("witness.toml.new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, config.as_bytes())?;
-    std::fs::rename(&tmp, root.join(datadir::CONFIG))?;
+    witness_keys::replace_private(&root.join(datadir::CONFIG), config.as_bytes())?;
     let password = random_hex(9);
     dir.index.add_user(&UserRecord {
         name: "admin".into(),
@@ -227,10 +212,11 @@ pub fn init(root: &Path) -> Result<()> {
     let host_key = witness_ssh::generate_host_key()?;
     write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
     crate::evidence::signing_key(root)?;
-    crate::keys::active(root)?;
+    witness_keys::active(root)?;
     crate::console::ensure_certificate(root)?;
     let rdp_certificate = crate::rdp_broker::ensure_identity(root)?;
-    let index = Index::open_encrypted(&root.join(datadir::INDEX), &crate::keys::index_key(root)?)?;
+    let index =
+        Index::open_encrypted(&root.join(datadir::INDEX), &witness_index::IndexKey(witness_keys::index_key(root)?))?;
     std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
     let password = random_hex(9);
     index.add_user(&UserRecord {
@@ -484,10 +470,10 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
 
 pub fn metrics_token(root: &Path, rotate: bool) -> Result<()> {
     let dir = DataDir::open(root)?;
-    let token = match crate::keys::metrics_token(root)? {
+    let token = match witness_keys::metrics_token(root)? {
         Some(t) if !rotate => t,
         _ => {
-            let t = crate::keys::new_metrics_token(root)?;
+            let t = witness_keys::new_metrics_token(root)?;
             dir.index.audit("metrics_token_rotated", None, None, None, &serde_json::json!({}))?;
             t
         }

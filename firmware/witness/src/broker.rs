@@ -242,7 +242,7 @@ impl Finisher {
             Err(e) => {
                 // Keep what was written: trim a torn last line so the file still plays.
                 let path = self.dir.index.recording(recording_id).ok().flatten().map(|r| self.dir.root.join(r.path));
-                let key_for = crate::keys::key_for(&self.dir.root);
+                let key_for = witness_keys::key_for(&self.dir.root);
                 let kept = path.as_deref().map(|p| witness_recorder::recover_cast(p, &key_for));
                 let (bytes, sha256, duration) = match kept {
                     Some(Ok(r)) => (r.bytes, Some(r.sha256), Some(r.duration)),
@@ -436,8 +436,8 @@ impl witness_ssh::Broker for BoxBroker {
                 witness_format: None,
             };
             let settings = RecorderSettings { fsync_interval: self.dir.config.fsync_interval };
-            let encryption =
-                crate::keys::new_encryption(&self.dir.root, &id).map_err(|e| RecordError::Create(format!("{e:#}")))?;
+            let encryption = witness_keys::new_encryption(&self.dir.root, &id)
+                .map_err(|e| RecordError::Create(format!("{:#}", anyhow::Error::from(e))))?;
             witness_recorder::start_cast(&path, &header, settings, Some(encryption))
         })();
         match started {

@@ -25,7 +25,7 @@ pub fn ensure_certificate(root: &std::path::Path) -> anyhow::Result<bool> {
         names.insert(0, h.trim().to_owned());
     }
     let (cert_pem, key_pem) = witness_web::tls::generate(&names)?;
-    crate::admin::write_private(&key, key_pem.as_bytes()).context("writing the console's TLS key")?;
+    witness_keys::write_private(&key, key_pem.as_bytes()).context("writing the console's TLS key")?;
     std::fs::write(&cert, cert_pem).context("writing the console's TLS certificate")?;
     Ok(true)
 }
@@ -204,7 +204,7 @@ impl witness_web::Console for BoxConsole {
     fn thumbnail(&self, recording_id: &str, n: usize) -> Result<Vec<u8>, ConsoleError> {
         let (at, sealed) =
             self.dir.index.thumbnail(recording_id, n).map_err(internal)?.ok_or(ConsoleError::NotFound)?;
-        let key = crate::keys::search_key(&self.dir.root).map_err(internal)?;
+        let key = witness_keys::search_key(&self.dir.root).map_err(internal)?;
         let context = witness_core::text::thumbnail_context(recording_id, at);
         // Sealed to another recording or moment (a row moved in the index): not shown.
         witness_core::text::open_bytes(&key, &context, &sealed)
@@ -309,7 +309,7 @@ impl witness_web::Console for BoxConsole {
     fn tail(&self, recording_id: &str, from: &witness_web::TailCursor) -> Result<Tail, ConsoleError> {
         let row = self.recording(recording_id)?;
         let path = self.dir.root.join(&row.path);
-        let (lines, next) = crate::views::tail(&path, &crate::keys::key_for(&self.dir.root), from)
+        let (lines, next) = crate::views::tail(&path, &witness_keys::key_for(&self.dir.root), from)
             .map_err(|e| internal(format!("{e:#}")))?;
         // Finished only once everything written was read.
         let finished = row.status != witness_core::RecordingStatus::Recording && lines.is_empty();
@@ -369,7 +369,7 @@ impl witness_web::Console for BoxConsole {
         let rec = self.dir.recordings_dir();
         let used = witness_recorder::used_percent(&rec).unwrap_or(100);
         let free = witness_recorder::free_space(&rec).unwrap_or(0);
-        let (active_key, sealed_to_tpm, key_error) = crate::keys::state(&self.dir.root);
+        let (active_key, sealed_to_tpm, key_error) = witness_keys::state(&self.dir.root);
         let config = &self.dir.config;
         Ok(witness_web::HealthView {
             disk: witness_web::DiskHealth {
@@ -400,7 +400,7 @@ impl witness_web::Console for BoxConsole {
     }
 
     fn metrics_token_ok(&self, bearer: &str) -> bool {
-        match crate::keys::metrics_token(&self.dir.root) {
+        match witness_keys::metrics_token(&self.dir.root) {
             Ok(Some(token)) => {
                 // Compare digests: same length, constant time.
                 use sha2::Digest;
@@ -409,7 +409,7 @@ impl witness_web::Console for BoxConsole {
             }
             Ok(None) => false,
             Err(e) => {
-                error!(error = %format!("{e:#}"), "the metrics token cannot be read");
+                error!(error = %format!("{:#}", anyhow::Error::from(e)), "the metrics token cannot be read");
                 false
             }
         }

@@ -35,10 +35,14 @@ impl DataDir {
         let text = std::fs::read_to_string(root.join(CONFIG))
             .with_context(|| format!("reading {}", root.join(CONFIG).display()))?;
         let config = ConfigFile::parse(&text)?.validate()?;
-        let key = crate::keys::index_key(root)?;
+        let key = witness_index::IndexKey(witness_keys::index_key(root)?);
         let index = Index::open_encrypted(&root.join(INDEX), &key)
             .with_context(|| format!("opening the index in {}", root.display()))?;
-        crate::keys::flush_pending_audit(root, &index)?;
+        // Audit events recorded while the index would not open (a key the TPM refused).
+        for (kind, event) in witness_keys::pending_audit(root)? {
+            index.audit(&kind, None, None, None, &event)?;
+        }
+        witness_keys::clear_pending_audit(root)?;
         Ok(Self { root: root.to_owned(), config, index })
     }
 

@@ -117,7 +117,7 @@ pub fn publish(dir: &DataDir) -> Result<bool> {
     std::fs::create_dir_all(run).with_context(|| format!("creating {}", run.display()))?;
     let tmp = run.join(format!("egress.json.{}.new", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
-    crate::admin::write_private(&tmp, text.as_bytes())?;
+    witness_keys::write_private(&tmp, text.as_bytes())?;
     std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
     Ok(true)
 }

@@ -9,7 +9,7 @@ use witness_core::evidence::{self, Gap, Manifest};
 /// The box's signing key, created on first use (a plain key file or sealed to the TPM, as the
 /// box's other keys).
 pub fn signing_key(root: &Path) -> Result<ed25519_dalek::SigningKey> {
-    let seed = crate::keys::key_at(root, &root.join(datadir::SIGNING_KEY)).context("the evidence signing key")?;
+    let seed = witness_keys::key_at(root, &root.join(datadir::SIGNING_KEY)).context("the evidence signing key")?;
     Ok(evidence::signing_key(&seed))
 }
 
@@ -37,7 +37,7 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     // checksums instead of hashing the file again.
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let tee = witness_store::PartTee::new(file, dir.config.part_size);
-    let mut reader = witness_recorder::PlainReader::new(tee, &crate::keys::key_for(&dir.root))?;
+    let mut reader = witness_recorder::PlainReader::new(tee, &witness_keys::key_for(&dir.root))?;
     let mut chainer = evidence::Chainer::default();
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 256 * 1024];

@@ -47,11 +47,26 @@ impl LocalConsole {
             LocalConsole::Dir(dir) => {
                 let tmp = dir.join(format!("{name}.tmp"));
                 let _ = std::fs::remove_file(&tmp);
-                crate::admin::write_private(&tmp, text.as_bytes())?;
+                witness_keys::write_private(&tmp, text.as_bytes())?;
                 std::fs::rename(&tmp, dir.join(format!("{name}.msg")))
                     .with_context(|| format!("placing {name}.msg for the console"))
             }
             LocalConsole::Tty(mut tty) => tty.write_all(text.as_bytes()).context("writing to the terminal"),
         }
+    }
+}
+
+/// Shows that a sealed key would not open on the box's console (the daemon's folder), so the
+/// person at the box sees why nothing opens. Registered with `witness_keys::on_unseal_failure`.
+pub fn keys_will_not_open(name: &str, error: &str) {
+    if let Some(dir) = std::env::var_os(DIR_ENV) {
+        let text = format!(
+            "\n=================== WITNESS: KEYS WILL NOT OPEN ===================\n\
+             The box's TPM will not open {name}: {error}\n\
+             Recordings, the index and signatures stay closed until the box boots the state its keys\n\
+             were sealed to. Recovery: README, \"Keys sealed to the TPM\".\n\
+             ===================================================================\n\n"
+        );
+        let _ = LocalConsole::Dir(PathBuf::from(dir)).show("tpm-unseal", &text);
     }
 }

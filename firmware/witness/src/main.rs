@@ -11,7 +11,6 @@ mod datadir;
 mod egress;
 mod evidence;
 mod gate;
-mod keys;
 mod local_console;
 mod ocr;
 mod panel;
@@ -31,6 +30,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    witness_keys::on_unseal_failure(local_console::keys_will_not_open);
     // The daemon logs what it does; admin commands print their results and log only problems.
     init_logging(if matches!(cli.command, cli::Command::Serve(_)) { "info,russh=warn" } else { "warn" });
     match run(cli) {
@@ -81,15 +81,16 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Verify { bundle, key, key_file } => evidence::verify(&bundle, key, key_file.as_deref()),
         Command::Keys(cli::KeysCmd::Rotate) => {
             crate::datadir::DataDir::open(&cli.data)?;
-            let id = keys::rotate(&cli.data)?;
+            let id = witness_keys::rotate(&cli.data)?;
             println!("new recordings are encrypted under key {id}; older ones keep theirs");
             Ok(())
         }
         Command::Keys(cli::KeysCmd::Seal { tpm }) => {
             let dir = crate::datadir::DataDir::open(&cli.data)?;
-            let sealed = match keys::seal_to_tpm(&cli.data, &tpm) {
+            let sealed = match witness_keys::seal_to_tpm(&cli.data, &tpm) {
                 Ok(sealed) => sealed,
                 Err(error) => {
+                    let error = anyhow::Error::from(error);
                     let detail = serde_json::json!({ "tpm": tpm, "error": format!("{error:#}") });
                     dir.index.audit("tpm_seal_failed", None, None, None, &detail)?;
                     return Err(error);
@@ -103,7 +104,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cli::KeysCmd::Reseal { slot, root_hash }) => {
-            let sealed = keys::reseal_for_slot(&cli.data, &slot, &root_hash)?;
+            let sealed = witness_keys::reseal_for_slot(&cli.data, &slot, &root_hash)?;
             println!("sealed for slot {slot}: {}", sealed.join(", "));
             // Audited once the index opens (its key is among those sealed).
             if let Ok(dir) = crate::datadir::DataDir::open(&cli.data) {
@@ -113,8 +114,8 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Keys(cli::KeysCmd::MeasureBoot { tpm }) => {
-            let slot = keys::measure_boot(&tpm)?;
-            println!("measured slot {slot} into PCR {}", keys::SLOT_PCR);
+            let slot = witness_keys::measure_boot(&tpm)?;
+            println!("measured slot {slot} into PCR {}", witness_keys::SLOT_PCR);
             Ok(())
         }
         Command::Hold(cmd) => retention::hold(&cli.data, cmd),

@@ -153,9 +153,9 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     }
     let from = dir.index.text_read_until(recording_id)?;
     // Decrypted record by record as the decoder asks: memory is bounded, whatever the video's size.
-    let plain = witness_recorder::open_plain(&dir.root.join(&row.path), &crate::keys::key_for(&dir.root))
+    let plain = witness_recorder::open_plain(&dir.root.join(&row.path), &witness_keys::key_for(&dir.root))
         .with_context(|| format!("opening {}", row.path))?;
-    let key = crate::keys::search_key(&dir.root)?;
+    let key = witness_keys::search_key(&dir.root)?;
     let languages = dir.config.ocr_languages.clone();
     let mut stats = Stats::default();
     let mut settler: Option<witness_video::settle::Settler> = None;
@@ -189,7 +189,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         if let Some(png) = thumbnail {
             let at = reads[0].at.as_secs_f64();
             let context = witness_core::text::thumbnail_context(recording_id, at);
-            batch.thumbnails.push((at, witness_core::text::seal_bytes(&key, crate::keys::nonce(), &context, &png)));
+            batch.thumbnails.push((at, witness_core::text::seal_bytes(&key, witness_keys::nonce(), &context, &png)));
         }
         for read in reads {
             stats.reads += 1;
@@ -297,7 +297,7 @@ fn read_batch(
                 line_times: vec![at; mine.len()],
                 line_steps: Vec::new(),
                 line_rects: mine.iter().map(|l| Some(l.rect)).collect(),
-                sealed: witness_core::text::seal_text(key, crate::keys::nonce(), &text),
+                sealed: witness_core::text::seal_text(key, witness_keys::nonce(), &text),
             });
         }
     }

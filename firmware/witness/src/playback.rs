@@ -46,7 +46,7 @@ impl Playable {
         let what = if self.in_store { "fetching" } else { "reading" };
         let context = || format!("{what} recording {} from {}", self.row.id, self.from);
         let mut part =
-            self.layout.part(&*self.src, &crate::keys::key_for(&self.root), first, end).with_context(context)?;
+            self.layout.part(&*self.src, &witness_keys::key_for(&self.root), first, end).with_context(context)?;
         part.prime().with_context(context)?;
         Ok(part)
     }
@@ -67,7 +67,7 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<Playable> {
     }
     let path = dir.root.join(&row.path);
     let video = Format::of_path(&row.path) == Format::Mp4;
-    let key_for = crate::keys::key_for(&dir.root);
+    let key_for = witness_keys::key_for(&dir.root);
     if dir.index.is_pruned(id)? || !path.exists() {
         let (key, state) = dir
             .index

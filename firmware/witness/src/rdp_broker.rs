@@ -27,7 +27,7 @@ pub fn ensure_identity(root: &Path) -> Result<String> {
     let (cert, key) = (root.join(RDP_CERT), root.join(RDP_KEY));
     if !cert.exists() || !key.exists() {
         let (cert_pem, key_pem) = witness_rdp::generate_identity("witness")?;
-        crate::admin::write_private(&key, key_pem.as_bytes())?;
+        witness_keys::write_private(&key, key_pem.as_bytes())?;
         std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
     }
     Ok(load_identity(root)?.fingerprint)

@@ -27,7 +27,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
     }
     // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
     let path = dir.root.join(&row.path);
-    let mut reader = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+    let mut reader = witness_recorder::open_plain(&path, &witness_keys::key_for(&dir.root))?;
     let mut decoder = witness_core::rawrec::Decoder::default();
     let mut carry = witness_core::cast::Utf8Carry::default();
     let mut text = TextExtractor::default();
@@ -46,7 +46,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             break;
         }
     }
-    let key = crate::keys::search_key(&dir.root)?;
+    let key = witness_keys::search_key(&dir.root)?;
     let chunks: Vec<SearchChunk> = text
         .finish()
         .into_iter()
@@ -56,7 +56,7 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
             line_times: c.line_times,
             line_steps: c.line_steps,
             line_rects: Vec::new(),
-            sealed: witness_core::text::seal_text(&key, crate::keys::nonce(), &c.text),
+            sealed: witness_core::text::seal_text(&key, witness_keys::nonce(), &c.text),
         })
         .collect();
     dir.index.store_text(recording_id, &row.session_id, &chunks)?;
@@ -75,7 +75,7 @@ pub fn index_missing(dir: &DataDir) -> Result<usize> {
 /// What someone searched for: its terms and the blind tokens its chunks must hold (empty: no
 /// words in it).
 pub fn query_tokens(dir: &DataDir, query: &str) -> Result<(Vec<Term>, Vec<String>)> {
-    let key = crate::keys::search_key(&dir.root)?;
+    let key = witness_keys::search_key(&dir.root)?;
     let terms = witness_core::text::parse_query(query);
     let tokens = witness_core::text::query_tokens(&key, &terms);
     Ok((terms, tokens))
@@ -131,14 +131,14 @@ pub fn open_matches(key: &[u8; 32], terms: &[Term], hit: &Hit) -> Vec<Opened> {
 /// The first match among a session's matching chunks (in time order), opening no more than it
 /// must.
 pub fn first_match(dir: &DataDir, terms: &[Term], chunks: &[Hit]) -> Option<Opened> {
-    let key = crate::keys::search_key(&dir.root).ok()?;
+    let key = witness_keys::search_key(&dir.root).ok()?;
     chunks.iter().find_map(|h| open_matches(&key, terms, h).into_iter().next())
 }
 
 /// Every match in one session, in time order per recording.
 pub fn session_matches(dir: &DataDir, session_id: &str, query: &str) -> Result<Vec<Opened>> {
     let (terms, tokens) = query_tokens(dir, query)?;
-    let key = crate::keys::search_key(&dir.root)?;
+    let key = witness_keys::search_key(&dir.root)?;
     let chunks = dir.index.session_hits(session_id, &tokens)?;
     let mut all: Vec<Opened> = chunks.iter().flat_map(|h| open_matches(&key, &terms, h)).collect();
     all.sort_by(|a, b| a.recording_id.cmp(&b.recording_id).then(a.at.total_cmp(&b.at)));

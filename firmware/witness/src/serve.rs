@@ -91,7 +91,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             .spawn(move || crate::panel::run(board, reason, board_fault, inputs))?
     };
     crate::evidence::signing_key(&dir.root)?;
-    crate::keys::active(&dir.root)?;
+    witness_keys::active(&dir.root)?;
     let sealed = crate::evidence::seal_missing(&dir)?;
     if sealed > 0 {
         info!(sealed, "sealed recordings that had no signed manifest");
@@ -249,7 +249,7 @@ pub fn recover(dir: &DataDir) -> Result<()> {
     let unfinished = dir.index.unfinished_recordings()?;
     for rec in &unfinished {
         let path = dir.root.join(&rec.path);
-        let end = match witness_recorder::recover_cast(&path, &crate::keys::key_for(&dir.root)) {
+        let end = match witness_recorder::recover_cast(&path, &witness_keys::key_for(&dir.root)) {
             Ok(r) => {
                 match &r.quarantine {
                     Some(q) => {

@@ -1,12 +1,13 @@
 //! `witness store …` and `witness sync …`.
 
-use crate::admin::{read_secret_stdin, write_private};
+use crate::admin::read_secret_stdin;
 use crate::cli::{StoreCmd, StoreSetCmd, SyncCmd};
 use crate::datadir::DataDir;
 use crate::sync::{self, STORE_FILE, Uploader};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::sync::Arc;
+use witness_keys::write_private;
 use witness_store::{Destination, ObjectLock, Store, Tuning};
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

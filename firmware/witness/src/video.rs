@@ -226,7 +226,7 @@ pub fn start_session_video(
     let path = dir.root.join(&rel);
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     dir.index.create_recording(&id, session_id, &format!("desktop {width}x{height}"), &rel.to_string_lossy())?;
-    let encryption = crate::keys::new_encryption(&dir.root, &id)?;
+    let encryption = witness_keys::new_encryption(&dir.root, &id)?;
     let file = witness_recorder::SealedFile::create(&path, encryption, dir.config.fsync_interval)?;
     let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
     let sink_file = file.clone();
@@ -348,7 +348,7 @@ fn start_key_track(
         witness_format: None,
     };
     let settings = witness_recorder::RecorderSettings { fsync_interval: dir.config.fsync_interval };
-    let encryption = crate::keys::new_encryption(&dir.root, &id)?;
+    let encryption = witness_keys::new_encryption(&dir.root, &id)?;
     let rec = witness_recorder::start_cast(&path, &header, settings, Some(encryption))?.timed_from(origin);
     Ok((id, rec))
 }

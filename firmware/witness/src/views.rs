@@ -134,7 +134,7 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
     }
     if streamable(dir, row)? {
         let path = dir.root.join(&row.path);
-        let mut r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+        let mut r = witness_recorder::open_plain(&path, &witness_keys::key_for(&dir.root))?;
         if row.status == witness_core::RecordingStatus::Recording {
             // Being written: whatever is whole so far, and no hash to check yet.
             return write_view(row, &mut r.lenient(), out, view);
@@ -352,7 +352,7 @@ pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     let mut first = Vec::new();
     if path.exists() {
         use std::io::BufRead;
-        let r = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+        let r = witness_recorder::open_plain(&path, &witness_keys::key_for(&dir.root))?;
         std::io::BufReader::new(r.take(64 * 1024)).read_until(b'\n', &mut first)?;
     } else {
         use std::io::BufRead;

@@ -16,23 +16,64 @@
 //! switches ([`reseal_for_slot`]). A key that will not open says so on the console, in the
 //! journal and (once the index opens again) in the audit log.
 
-use crate::admin::write_private;
-use anyhow::{Context, Result, bail};
-use argon2::password_hash::rand_core::{OsRng, RngCore};
+//!
+//! This crate is the bottom of the binary's key handling: it owns the key files and the TPM
+//! (through `witness-tpm`) and reaches no session machinery, no index and no async runtime.
+//! Private files (0600, written whole) are written here, once, for every part of the box.
+
+use rand::RngCore;
+use rand::rngs::OsRng;
 use std::collections::BTreeMap;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use witness_core::atrest;
-use witness_recorder::Encryption;
-use witness_tpm::{PcrPolicy, Tpm};
+use std::sync::{Mutex, OnceLock};
+use witness_core::atrest::{self, Encryption};
+use witness_tpm::{PcrPolicy, Tpm, TpmError};
+
+/// Why a key could not be read, made or sealed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A key file (or the keys directory) could not be read or written.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TPM refused or failed.
+    #[error("{what}")]
+    Tpm {
+        what: String,
+        #[source]
+        source: TpmError,
+    },
+    /// A key file, the list of boot states or the boot state itself is not what it must be.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = KeyError> = std::result::Result<T, E>;
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> KeyError {
+    let what = what.into();
+    move |source| KeyError::Io { what, source }
+}
+
+fn tpm_failed(what: impl Into<String>) -> impl FnOnce(TpmError) -> KeyError {
+    let what = what.into();
+    move |source| KeyError::Tpm { what, source }
+}
+
+fn invalid(what: impl Into<String>) -> KeyError {
+    KeyError::Invalid(what.into())
+}
 
 /// Names the TPM the keys are sealed to (its TCTI); absent: the keys are plain files.
 const TPM_MARK: &str = "keys/tpm";
 /// The boot states (PCR values, by label) every sealed key is sealed to.
 const TPM_POLICY: &str = "keys/tpm.policy";
 /// Audit events that happened while the index could not be opened (its key would not unseal):
-/// moved into the audit log the next time it opens.
+/// moved into the audit log the next time it opens ([`pending_audit`]).
 const PENDING_AUDIT: &str = "audit-pending.jsonl";
 /// The PCRs (SHA-256 bank) a sealed key is bound to: the boot chain as the firmware measured it
 /// — its code (0), drivers and option ROMs (2), the boot loader and kernel it started (4), the
@@ -45,6 +86,25 @@ pub const BOOT_PCRS: [u8; 5] = [0, 2, 4, 7, SLOT_PCR];
 pub const SLOT_PCR: u8 = 15;
 /// What the initrd learned about this boot: `WITNESS_SLOT`, `WITNESS_ROOTHASH`.
 const BOOT_ENV: &str = "/run/witness/boot.env";
+
+/// Writes `data` to a new file at `path`, readable by its owner only (0600), and syncs it.
+/// Refuses to replace an existing file: a private file never takes over another's name.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let what = || format!("creating {}", path.display());
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io(what()))?;
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(io(what()))
+}
+
+/// Writes `data` (0600) to `path` whole or not at all: under a private name, then renamed over.
+pub fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, data)?;
+    std::fs::rename(&tmp, path).map_err(io(format!("placing {}", key_name(path))))
+}
 
 fn kek_path(root: &Path, id: &str) -> PathBuf {
     root.join("keys").join(format!("kek-{id}"))
@@ -65,7 +125,7 @@ fn tpm(root: &Path) -> Result<Option<Tpm>> {
     match std::fs::read_to_string(root.join(TPM_MARK)) {
         Ok(tcti) => Ok(Some(Tpm::new(tcti.trim()).with_lock(&root.join("keys/tpm.lock")))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).context("reading keys/tpm"),
+        Err(e) => Err(io("reading keys/tpm")(e)),
     }
 }
 
@@ -75,26 +135,20 @@ fn sealed_path(plain: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Writes `data` (0600) to `path` whole or not at all: under a private name, then renamed over.
-fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".new");
-    let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, data)?;
-    std::fs::rename(&tmp, path).with_context(|| format!("placing {}", key_name(path)))
-}
-
 /// A plain key file's text: 32 bytes in hex.
 fn parse_hex_key(name: &str, text: &str) -> Result<[u8; 32]> {
     hex::decode(text.trim())
         .ok()
         .and_then(|b| b.try_into().ok())
-        .with_context(|| format!("{name} is damaged (not a 32-byte hex key)"))
+        .ok_or_else(|| invalid(format!("{name} is damaged (not a 32-byte hex key)")))
 }
 
 fn key_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn key_of_size(name: &str, key: Vec<u8>) -> Result<[u8; 32]> {
+    key.try_into().map_err(|_| invalid(format!("{name} unsealed to a key of the wrong size")))
 }
 
 /// Keys this process has unsealed, by file: the TPM is asked once per key.
@@ -110,29 +164,26 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
         if let Some(key) = cache.get(&sealed) {
             return Ok(Some(*key));
         }
-        let tpm = tpm(root)?.with_context(|| format!("{name} is sealed to a TPM but keys/tpm names none"))?;
-        let blob = std::fs::read(&sealed).with_context(|| format!("reading {name}.tpm"))?;
+        let tpm = tpm(root)?.ok_or_else(|| invalid(format!("{name} is sealed to a TPM but keys/tpm names none")))?;
+        let blob = std::fs::read(&sealed).map_err(io(format!("reading {name}.tpm")))?;
         let key = match tpm.unseal(&blob) {
             Ok(key) => key,
             Err(error) => {
                 unseal_failed(root, &name, &error);
-                return Err(error).with_context(|| {
-                    format!(
-                        "the box's TPM will not open {name}: recordings, index and signatures stay closed \
-                         (README: \"Keys sealed to the TPM\", recovery)"
-                    )
-                });
+                return Err(tpm_failed(format!(
+                    "the box's TPM will not open {name}: recordings, index and signatures stay closed \
+                     (README: \"Keys sealed to the TPM\", recovery)"
+                ))(error));
             }
         };
-        let key: [u8; 32] =
-            key.try_into().ok().with_context(|| format!("{name} unsealed to a key of the wrong size"))?;
+        let key = key_of_size(&name, key)?;
         cache.insert(sealed, key);
         return Ok(Some(key));
     }
     match std::fs::read_to_string(path) {
         Ok(text) => parse_hex_key(&name, &text).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {name}")),
+        Err(e) => Err(io(format!("reading {name}"))(e)),
     }
 }
 
@@ -142,7 +193,7 @@ fn key_file(root: &Path, path: &Path, key: &[u8; 32]) -> Result<(PathBuf, Vec<u8
     match tpm(root)? {
         Some(tpm) => {
             let blob = seal_all(&tpm, key, &policies(root)?)
-                .with_context(|| format!("sealing {} to the box's TPM", key_name(path)))?;
+                .map_err(tpm_failed(format!("sealing {} to the box's TPM", key_name(path))))?;
             Ok((sealed_path(path), blob))
         }
         None => Ok((path.to_owned(), hex::encode(key).into_bytes())),
@@ -151,7 +202,7 @@ fn key_file(root: &Path, path: &Path, key: &[u8; 32]) -> Result<(PathBuf, Vec<u8
 
 /// `key` sealed for each of `policies` (without a policy if there is none: keys sealed before
 /// boot-state binding).
-fn seal_all(tpm: &Tpm, key: &[u8], policies: &[PcrPolicy]) -> Result<Vec<u8>> {
+fn seal_all(tpm: &Tpm, key: &[u8], policies: &[PcrPolicy]) -> Result<Vec<u8>, TpmError> {
     let mut file: Option<Vec<u8>> = None;
     for policy in policies {
         let one = tpm.seal_to(key, policy)?;
@@ -162,7 +213,7 @@ fn seal_all(tpm: &Tpm, key: &[u8], policies: &[PcrPolicy]) -> Result<Vec<u8>> {
     }
     match file {
         Some(f) => Ok(f),
-        None => Ok(tpm.seal(key)?),
+        None => tpm.seal(key),
     }
 }
 
@@ -185,25 +236,25 @@ fn booted_slot() -> Result<Option<(String, String)>> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
     };
     let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(|v| v.trim().to_owned());
     match (get("WITNESS_SLOT"), get("WITNESS_ROOTHASH")) {
         (Some(slot), Some(hash)) => Ok(Some((checked_slot(&slot)?, checked_hash(&hash)?))),
-        _ => bail!("{} names no slot and root hash", path.display()),
+        _ => Err(invalid(format!("{} names no slot and root hash", path.display()))),
     }
 }
 
 fn checked_slot(slot: &str) -> Result<String> {
     if slot.is_empty() || slot.len() > 16 || !slot.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        bail!("not a slot name: {slot:?}");
+        return Err(invalid(format!("not a slot name: {slot:?}")));
     }
     Ok(slot.to_owned())
 }
 
 fn checked_hash(hash: &str) -> Result<String> {
     if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("not a root hash (64 hex digits): {hash:?}");
+        return Err(invalid(format!("not a root hash (64 hex digits): {hash:?}")));
     }
     Ok(hash.to_ascii_lowercase())
 }
@@ -211,26 +262,29 @@ fn checked_hash(hash: &str) -> Result<String> {
 /// Extends [`SLOT_PCR`] with this boot's slot and root hash (run once per boot, before the data
 /// partition is mounted). Refuses when it already holds a measurement.
 pub fn measure_boot(tcti: &str) -> Result<String> {
-    let (slot, hash) = booted_slot()?.context("no boot state to measure (not booted by the witness initrd)")?;
+    let (slot, hash) =
+        booted_slot()?.ok_or_else(|| invalid("no boot state to measure (not booted by the witness initrd)"))?;
     let tpm = Tpm::new(tcti);
-    let now = tpm.pcrs(&[SLOT_PCR]).context("reading the slot PCR")?;
+    let now = tpm.pcrs(&[SLOT_PCR]).map_err(tpm_failed("reading the slot PCR"))?;
     if now[0].1 != [0; 32] {
-        bail!("PCR {SLOT_PCR} already holds a measurement this boot; measuring again would lock the keys");
+        return Err(invalid(format!(
+            "PCR {SLOT_PCR} already holds a measurement this boot; measuring again would lock the keys"
+        )));
     }
-    tpm.extend(SLOT_PCR, &boot_event(&slot, &hash)).context("measuring the slot")?;
+    tpm.extend(SLOT_PCR, &boot_event(&slot, &hash)).map_err(tpm_failed("measuring the slot"))?;
     Ok(slot)
 }
 
 /// The boot state now, under this boot's slot as label (`host` off the appliance).
 fn current_policy(tpm: &Tpm) -> Result<PcrPolicy> {
     let label = booted_slot()?.map(|(s, _)| s).unwrap_or_else(|| "host".to_owned());
-    Ok(PcrPolicy { label, values: tpm.pcrs(&BOOT_PCRS).context("reading the TPM's PCRs")? })
+    Ok(PcrPolicy { label, values: tpm.pcrs(&BOOT_PCRS).map_err(tpm_failed("reading the TPM's PCRs"))? })
 }
 
 /// The boot state the box will be in once it boots `slot` with `root_hash`: the same boot chain
 /// as now, and the slot PCR extended from zero with that slot's measurement.
 fn slot_policy(tpm: &Tpm, slot: &str, root_hash: &str) -> Result<PcrPolicy> {
-    let mut values = tpm.pcrs(&BOOT_PCRS).context("reading the TPM's PCRs")?;
+    let mut values = tpm.pcrs(&BOOT_PCRS).map_err(tpm_failed("reading the TPM's PCRs"))?;
     for (pcr, value) in &mut values {
         if *pcr == SLOT_PCR {
             *value = witness_tpm::extended(&[0; 32], &boot_event(slot, root_hash));
@@ -244,7 +298,7 @@ fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
     let text = match std::fs::read_to_string(root.join(TPM_POLICY)) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(e).context("reading keys/tpm.policy"),
+        Err(e) => return Err(io("reading keys/tpm.policy")(e)),
     };
     text.lines()
         .filter(|l| !l.trim().is_empty())
@@ -257,7 +311,7 @@ fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
                     Some((pcr.parse().ok()?, hex::decode(value).ok()?.try_into().ok()?))
                 })
                 .collect::<Option<Vec<(u8, [u8; 32])>>>()
-                .context("keys/tpm.policy is damaged")?;
+                .ok_or_else(|| invalid("keys/tpm.policy is damaged"))?;
             Ok(PcrPolicy { label, values })
         })
         .collect()
@@ -274,10 +328,20 @@ fn save_policies(root: &Path, policies: &[PcrPolicy]) -> Result<()> {
     replace_private(&root.join(TPM_POLICY), text.as_bytes())
 }
 
-/// Records that a key would not unseal: the journal (an error event marked `audit`), the console
-/// (when the daemon has one) and the pending audit log, moved into the index's audit log the
+/// What the process does besides the journal and the pending audit log when a key will not
+/// unseal (the binary shows it on the box's console): the key's name and the TPM's error.
+static ALARM: OnceLock<fn(&str, &str)> = OnceLock::new();
+
+/// Sets what else is done when a sealed key will not open (once per process; later calls are
+/// ignored). The journal and the pending audit log always get it.
+pub fn on_unseal_failure(alarm: fn(key: &str, error: &str)) {
+    let _ = ALARM.set(alarm);
+}
+
+/// Records that a key would not unseal: the journal (an error event marked `audit`), the alarm
+/// (see [`on_unseal_failure`]) and the pending audit log, moved into the index's audit log the
 /// next time it opens. Bounded: a box restarting in a loop does not fill its disk.
-fn unseal_failed(root: &Path, name: &str, error: &witness_tpm::TpmError) {
+fn unseal_failed(root: &Path, name: &str, error: &TpmError) {
     tracing::error!(audit = true, kind = "tpm_unseal_failed", key = name, error = %error, "a sealed key would not open");
     let line = serde_json::json!({
         "at": time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -288,7 +352,6 @@ fn unseal_failed(root: &Path, name: &str, error: &witness_tpm::TpmError) {
     let path = root.join(PENDING_AUDIT);
     if std::fs::metadata(&path).map(|m| m.len() < 64 * 1024).unwrap_or(true) {
         use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let _ = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -296,35 +359,38 @@ fn unseal_failed(root: &Path, name: &str, error: &witness_tpm::TpmError) {
             .open(&path)
             .and_then(|mut f| writeln!(f, "{line}"));
     }
-    if let Some(dir) = std::env::var_os(crate::local_console::DIR_ENV) {
-        let text = format!(
-            "\n=================== WITNESS: KEYS WILL NOT OPEN ===================\n\
-             The box's TPM will not open {name}: {error}\n\
-             Recordings, the index and signatures stay closed until the box boots the state its keys\n\
-             were sealed to. Recovery: README, \"Keys sealed to the TPM\".\n\
-             ===================================================================\n\n"
-        );
-        let _ = crate::local_console::LocalConsole::Dir(PathBuf::from(dir)).show("tpm-unseal", &text);
+    if let Some(alarm) = ALARM.get() {
+        alarm(name, &error.to_string());
     }
 }
 
-/// Moves the audit events recorded while the index was closed into its audit log.
-pub fn flush_pending_audit(root: &Path, index: &witness_index::Index) -> Result<()> {
-    let path = root.join(PENDING_AUDIT);
-    let text = match std::fs::read_to_string(&path) {
+/// The audit events recorded while the index was closed, each with its kind, oldest first (a
+/// damaged line is kept as a `tpm_unseal_failed` marked `damaged_record`). Remove them with
+/// [`clear_pending_audit`] once they are in the audit log.
+pub fn pending_audit(root: &Path) -> Result<Vec<(String, serde_json::Value)>> {
+    let text = match std::fs::read_to_string(root.join(PENDING_AUDIT)) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).context("reading the pending audit events"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(io("reading the pending audit events")(e)),
     };
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let event: serde_json::Value = match serde_json::from_str(line) {
-            Ok(v) => v,
-            Err(_) => serde_json::json!({ "kind": "tpm_unseal_failed", "damaged_record": true }),
-        };
-        let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or("tpm_unseal_failed").to_owned();
-        index.audit(&kind, None, None, None, &event)?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|_| serde_json::json!({ "kind": "tpm_unseal_failed", "damaged_record": true }));
+            let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or("tpm_unseal_failed").to_owned();
+            (kind, event)
+        })
+        .collect())
+}
+
+/// Removes the pending audit events (after they were moved into the audit log).
+pub fn clear_pending_audit(root: &Path) -> Result<()> {
+    match std::fs::remove_file(root.join(PENDING_AUDIT)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing the pending audit events")(e)),
+        _ => Ok(()),
     }
-    std::fs::remove_file(&path).context("removing the pending audit events")
 }
 
 /// A key kept at `path`, created (random) if there is none. Two processes creating it at once end
@@ -334,7 +400,11 @@ pub fn key_at(root: &Path, path: &Path) -> Result<[u8; 32]> {
     if let Some(key) = read_key(root, path)? {
         return Ok(key);
     }
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root.join("keys"))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root.join("keys"))
+        .map_err(io("creating the keys directory"))?;
     let (target, data) = key_file(root, path, &random::<32>())?;
     // Private to this call: threads of one process may create the same key at once.
     let tmp = target.with_extension(format!("new{}-{}", std::process::id(), hex::encode(random::<4>())));
@@ -345,9 +415,9 @@ pub fn key_at(root: &Path, path: &Path) -> Result<[u8; 32]> {
     match linked {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", key_name(path))),
+        Err(e) => return Err(io(format!("creating {}", key_name(path)))(e)),
     }
-    read_key(root, path)?.with_context(|| format!("{} vanished as it was created", key_name(path)))
+    read_key(root, path)?.ok_or_else(|| invalid(format!("{} vanished as it was created", key_name(path))))
 }
 
 /// Creates and activates a new KEK; returns its id.
@@ -364,7 +434,7 @@ pub fn active(root: &Path) -> Result<String> {
     match std::fs::read_to_string(active_path(root)) {
         Ok(id) => Ok(id.trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => rotate(root),
-        Err(e) => Err(e).context("reading the active key id"),
+        Err(e) => Err(io("reading the active key id")(e)),
     }
 }
 
@@ -376,7 +446,7 @@ pub fn state(root: &Path) -> (Option<String>, bool, Option<String>) {
     match std::fs::read_to_string(active_path(root)) {
         Ok(id) => {
             let id = id.trim().to_owned();
-            let error = kek(root, &id).err().map(|e| format!("{e:#}"));
+            let error = kek(root, &id).err().map(|e| with_causes(&e));
             (Some(id), sealed, error)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, sealed, None),
@@ -384,8 +454,9 @@ pub fn state(root: &Path) -> (Option<String>, bool, Option<String>) {
     }
 }
 
+/// The key-encryption key `id`.
 pub fn kek(root: &Path, id: &str) -> Result<[u8; 32]> {
-    read_key(root, &kek_path(root, id))?.with_context(|| format!("key {id} is not on this box"))
+    read_key(root, &kek_path(root, id))?.ok_or_else(|| invalid(format!("key {id} is not on this box")))
 }
 
 /// Encryption for a new recording: a fresh data key wrapped under the active KEK.
@@ -412,6 +483,11 @@ pub fn search_key(root: &Path) -> Result<[u8; 32]> {
     key_at(root, &root.join("keys/search.key"))
 }
 
+/// The SQLCipher key of the index (`keys/index.key`). Created on first use.
+pub fn index_key(root: &Path) -> Result<[u8; 32]> {
+    key_at(root, &root.join("keys/index.key"))
+}
+
 /// Where the bearer token for `/metrics` lives (0600, like the keys).
 const METRICS_TOKEN: &str = "keys/metrics.token";
 
@@ -420,7 +496,7 @@ pub fn metrics_token(root: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(root.join(METRICS_TOKEN)) {
         Ok(t) => Ok(Some(t.trim().to_owned()).filter(|t| !t.is_empty())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).context("reading keys/metrics.token"),
+        Err(e) => Err(io("reading keys/metrics.token")(e)),
     }
 }
 
@@ -436,17 +512,36 @@ pub fn nonce() -> [u8; 24] {
     random::<24>()
 }
 
-/// The SQLCipher key of the index (`keys/index.key`). Created on first use.
-pub fn index_key(root: &Path) -> Result<witness_index::IndexKey> {
-    key_at(root, &root.join("keys/index.key")).map(witness_index::IndexKey)
-}
-
 /// Overwrites a key file with zeros, syncs and removes it: the key should not linger in the
 /// file's old blocks.
 fn shred(path: &Path) -> Result<()> {
-    let len = std::fs::metadata(path)?.len() as usize;
-    std::fs::write(path, vec![0u8; len]).and_then(|_| std::fs::File::open(path)?.sync_all())?;
-    std::fs::remove_file(path).with_context(|| format!("removing {}", key_name(path)))
+    let what = || format!("removing {}", key_name(path));
+    let len = std::fs::metadata(path).map_err(io(what()))?.len() as usize;
+    std::fs::write(path, vec![0u8; len])
+        .and_then(|_| std::fs::File::open(path)?.sync_all())
+        .and_then(|()| std::fs::remove_file(path))
+        .map_err(io(what()))
+}
+
+/// An error and its causes on one line (`a: b: c`), as the console shows it.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The keys directory's entries (none if it does not exist yet when `missing_ok`).
+fn key_files(root: &Path, missing_ok: bool) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(root.join("keys")) {
+        Ok(entries) => Ok(entries.flatten().map(|e| e.path()).collect()),
+        Err(e) if missing_ok && e.kind() == std::io::ErrorKind::NotFound => Ok(vec![]),
+        Err(e) => Err(io("reading the keys directory")(e)),
+    }
 }
 
 /// Destroys every key that opens a past recording or its text: the key-encryption keys (plain
@@ -454,19 +549,13 @@ fn shred(path: &Path) -> Result<()> {
 /// on the box and in the store, can then be opened by nobody. The next recording makes a new
 /// key. Returns the files destroyed.
 pub fn destroy_recording_keys(root: &Path) -> Result<Vec<String>> {
-    let keys = root.join("keys");
-    let mut doomed: Vec<PathBuf> = match std::fs::read_dir(&keys) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                let n = key_name(p);
-                n.starts_with("kek-") || n == "kek.active" || n == "search.key" || n == "search.key.tpm"
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-        Err(e) => return Err(e).context("reading the keys directory"),
-    };
+    let mut doomed: Vec<PathBuf> = key_files(root, true)?
+        .into_iter()
+        .filter(|p| {
+            let n = key_name(p);
+            n.starts_with("kek-") || n == "kek.active" || n == "search.key" || n == "search.key.tpm"
+        })
+        .collect();
     doomed.sort();
     for path in &doomed {
         shred(path)?;
@@ -485,21 +574,21 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     if let Some(t) = tpm(root)?
         && t.tcti() != tcti
     {
-        bail!("the keys are sealed to another TPM ({}); this box keeps one", t.tcti());
+        return Err(invalid(format!("the keys are sealed to another TPM ({}); this box keeps one", t.tcti())));
     }
     let tpm = Tpm::new(tcti).with_lock(&root.join("keys/tpm.lock"));
     let policy = current_policy(&tpm)?;
     let probe = random::<32>();
-    let opened =
-        tpm.seal_to(&probe, &policy).and_then(|b| tpm.unseal(&b)).context("the TPM cannot seal and unseal a key")?;
+    let opened = tpm
+        .seal_to(&probe, &policy)
+        .and_then(|b| tpm.unseal(&b))
+        .map_err(tpm_failed("the TPM cannot seal and unseal a key"))?;
     if opened != probe {
-        bail!("the TPM at {tcti} unsealed something other than what it sealed");
+        return Err(invalid(format!("the TPM at {tcti} unsealed something other than what it sealed")));
     }
     let keys = root.join("keys");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&keys)
-        .context("reading the keys directory")?
-        .flatten()
-        .map(|e| e.path())
+    let mut names: Vec<PathBuf> = key_files(root, false)?
+        .into_iter()
         .filter_map(|p| {
             let n = key_name(&p);
             let plain = n.strip_suffix(".tpm").unwrap_or(&n).to_owned();
@@ -523,22 +612,22 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
             continue;
         }
         let key: [u8; 32] = if path.exists() {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {name}"))?;
+            let text = std::fs::read_to_string(path).map_err(io(format!("reading {name}")))?;
             parse_hex_key(&name, &text)?
         } else {
-            let data = existing.as_deref().context("no key")?;
-            let key = tpm.unseal(data).with_context(|| format!("unsealing {name} to bind it to the boot state"))?;
-            key.try_into().ok().with_context(|| format!("{name} unsealed to a key of the wrong size"))?
+            let data = existing.as_deref().ok_or_else(|| invalid(format!("{name} is gone")))?;
+            let key = tpm.unseal(data).map_err(tpm_failed(format!("unsealing {name} to bind it to the boot state")))?;
+            key_of_size(&name, key)?
         };
-        let blob = tpm.seal_to(&key, &policy).with_context(|| format!("sealing {name}"))?;
+        let blob = tpm.seal_to(&key, &policy).map_err(tpm_failed(format!("sealing {name}")))?;
         let data = match &existing {
             Some(data) if witness_tpm::labels(data).is_ok_and(|l| !l.is_empty()) => {
-                witness_tpm::with_sealing(data, &blob)?
+                witness_tpm::with_sealing(data, &blob).map_err(tpm_failed(format!("sealing {name}")))?
             }
             _ => blob,
         };
-        if tpm.unseal(&data).with_context(|| format!("unsealing {name} to check it"))? != key {
-            bail!("{name}.tpm would not hold {name}; nothing removed");
+        if tpm.unseal(&data).map_err(tpm_failed(format!("unsealing {name} to check it")))? != key {
+            return Err(invalid(format!("{name}.tpm would not hold {name}; nothing removed")));
         }
         replace_private(&target, &data)?;
         sealed.push(name);
@@ -550,7 +639,7 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     replace_private(&root.join(TPM_MARK), tcti.as_bytes())?;
     for path in &names {
         if path.exists() {
-            shred(path).with_context(|| format!("removing the plain {}", key_name(path)))?;
+            shred(path)?;
         }
     }
     Ok(sealed)
@@ -561,39 +650,39 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
 /// primary. Fails (and the update must not switch) if a key cannot be sealed. Returns the keys.
 pub fn reseal_for_slot(root: &Path, slot: &str, root_hash: &str) -> Result<Vec<String>> {
     let (slot, root_hash) = (checked_slot(slot)?, checked_hash(root_hash)?);
-    let tpm = tpm(root)?.context("the keys are not sealed to a TPM: nothing to seal for the new slot")?;
+    let tpm =
+        tpm(root)?.ok_or_else(|| invalid("the keys are not sealed to a TPM: nothing to seal for the new slot"))?;
     let policy = slot_policy(&tpm, &slot, &root_hash)?;
     // Listed first: a key made while this runs is sealed for the new slot as well.
     let mut all = policies(root)?;
     all.retain(|p| p.label != policy.label);
     all.push(policy.clone());
     save_policies(root, &all)?;
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("keys"))
-        .context("reading the keys directory")?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| key_name(p).ends_with(".tpm"))
-        .collect();
+    let mut files: Vec<PathBuf> =
+        key_files(root, false)?.into_iter().filter(|p| key_name(p).ends_with(".tpm")).collect();
     files.sort();
     let mut done = Vec::new();
     for file in &files {
         let name = key_name(file);
-        let data = std::fs::read(file).with_context(|| format!("reading {name}"))?;
+        let data = std::fs::read(file).map_err(io(format!("reading {name}")))?;
         let key = match tpm.unseal(&data) {
             Ok(key) => key,
             Err(error) => {
                 unseal_failed(root, &name, &error);
-                return Err(error).with_context(|| format!("opening {name} to seal it for slot {slot}"));
+                return Err(tpm_failed(format!("opening {name} to seal it for slot {slot}"))(error));
             }
         };
-        let blob = tpm.seal_to(&key, &policy).with_context(|| format!("sealing {name} for slot {slot}"))?;
+        let sealing = |what: String| tpm_failed(what);
+        let blob = tpm.seal_to(&key, &policy).map_err(sealing(format!("sealing {name} for slot {slot}")))?;
         // A key sealed without a policy gets one for this boot too, so it still opens here.
         let base = if witness_tpm::labels(&data).is_ok_and(|l| !l.is_empty()) {
             data
         } else {
-            tpm.seal_to(&key, &current_policy(&tpm)?).with_context(|| format!("sealing {name} for this boot"))?
+            tpm.seal_to(&key, &current_policy(&tpm)?).map_err(sealing(format!("sealing {name} for this boot")))?
         };
-        replace_private(file, &witness_tpm::with_sealing(&base, &blob)?)?;
+        let both =
+            witness_tpm::with_sealing(&base, &blob).map_err(sealing(format!("sealing {name} for slot {slot}")))?;
+        replace_private(file, &both)?;
         done.push(name.trim_end_matches(".tpm").to_owned());
     }
     Ok(done)
@@ -617,5 +706,58 @@ mod tests {
             let left: Vec<_> = std::fs::read_dir(root.join("keys")).unwrap().flatten().map(|e| e.file_name()).collect();
             assert_eq!(left, vec![std::ffi::OsString::from("search.key")], "no temporary file left");
         }
+    }
+
+    #[test]
+    fn a_private_file_is_owner_only_and_never_replaces_another() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        write_private(&path, b"one").unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let err = write_private(&path, b"two").unwrap_err();
+        assert!(err.to_string().starts_with("creating "), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"one", "the first file is kept");
+        replace_private(&path, b"three").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_named_and_no_new_key_replaces_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::write(root.join("keys/search.key"), "not hex").unwrap();
+        let err = search_key(root).unwrap_err();
+        assert_eq!(err.to_string(), "search.key is damaged (not a 32-byte hex key)");
+        assert_eq!(std::fs::read_to_string(root.join("keys/search.key")).unwrap(), "not hex");
+    }
+
+    #[test]
+    fn a_missing_kek_is_named_with_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = kek(dir.path(), "123-abcd").unwrap_err();
+        assert_eq!(err.to_string(), "key 123-abcd is not on this box");
+        let (active, sealed, error) = state(dir.path());
+        assert_eq!((active, sealed, error), (None, false, None), "state creates nothing");
+        assert!(!dir.path().join("keys").exists());
+    }
+
+    #[test]
+    fn the_pending_audit_keeps_damaged_lines_and_clears() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(pending_audit(root).unwrap().is_empty());
+        std::fs::write(root.join(PENDING_AUDIT), "{\"kind\":\"tpm_unseal_failed\",\"key\":\"index.key\"}\n{broken\n")
+            .unwrap();
+        let events = pending_audit(root).unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].1["key"], "index.key");
+        assert_eq!(events[1].0, "tpm_unseal_failed");
+        assert_eq!(events[1].1["damaged_record"], true);
+        clear_pending_audit(root).unwrap();
+        clear_pending_audit(root).unwrap();
+        assert!(pending_audit(root).unwrap().is_empty());
     }
 }
