@@ -4,7 +4,10 @@
 //! `Broker` trait extends it with only what its protocol needs (credentials, plans, pinning,
 //! recorders), so a rule of the box lives in one implementation, not one per door.
 
+pub mod password;
+
 use std::net::SocketAddr;
+
 pub use witness_core::Protocol;
 pub use witness_core::gate::{Refusal, Ticket};
 use witness_core::policy::{Access, Denial};

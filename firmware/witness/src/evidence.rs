@@ -245,8 +245,8 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
         if crate::views::is_raw(dir, r)? {
-            crate::admin::export_recording(dir, &r.id, &out.join(format!("{}.wsr", r.id)), crate::views::View::Stored)?;
-            crate::admin::export_recording(
+            crate::views::export_recording(dir, &r.id, &out.join(format!("{}.wsr", r.id)), crate::views::View::Stored)?;
+            crate::views::export_recording(
                 dir,
                 &r.id,
                 &out.join(format!("{}.cast", r.id)),
@@ -254,7 +254,7 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
             )?;
         } else {
             let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
-            crate::admin::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
+            crate::views::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
         }
         let (m, s) = evidence_files(dir, &r.id)?;
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;

@@ -4,8 +4,9 @@
 //! recording on the box is streamed record by record, so memory does not grow with its size.
 
 use crate::datadir::DataDir;
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
+use std::path::Path;
 use witness_core::rawrec::{CastView, Decoder};
 use witness_index::RecordingRow;
 use witness_web::TailCursor;
@@ -362,4 +363,41 @@ pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     let mut d = Decoder::default();
     d.push(&first);
     Ok(matches!(d.header(), Ok(Some(_))) && d.is_raw())
+}
+
+pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views::View) -> Result<()> {
+    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
+    if row.sha256.is_none() {
+        eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
+    }
+    let tmp = out.with_extension("part");
+    let written = (|| {
+        let mut file =
+            std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?);
+        let n = crate::views::write(dir, &row, &mut file, view)?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        anyhow::Ok(n)
+    })();
+    let n = match written {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp); // a partial export is no export
+            return Err(e);
+        }
+    };
+    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
+    let how = match view {
+        crate::views::View::Stored => "stored",
+        crate::views::View::Player => "player",
+        crate::views::View::Raw => "raw",
+    };
+    dir.index.audit(
+        "recording_exported",
+        None,
+        None,
+        Some(&row.session_id),
+        &serde_json::json!({ "recording": id, "view": how }),
+    )?;
+    println!("exported recording {id} ({n} bytes) to {}", out.display());
+    Ok(())
 }

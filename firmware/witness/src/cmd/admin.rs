@@ -1,32 +1,15 @@
 //! Admin commands: `init`, users, targets, grants, and the session/recording listings.
 
-use crate::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd, UserKeyCmd};
-use crate::datadir::{self, DataDir};
+use crate::cmd::cli::{GrantArgs, RecordingsArgs, RecordingsCmd, TargetCmd, UserCmd, UserKeyCmd};
+use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use std::io::Read;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use witness_core::names::validate_name;
 use witness_core::policy::GrantFacts;
 use witness_core::{Protocol, Role};
-use witness_index::{Index, Secret, TargetRecord, UserRecord};
-use witness_keys::write_private;
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    OsRng.fill_bytes(&mut buf);
-    hex::encode(buf)
-}
-
-pub fn hash_password(password: &str) -> Result<String> {
-    use argon2::PasswordHasher;
-    let salt = argon2::password_hash::SaltString::generate(&mut OsRng);
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
-        .to_string())
-}
+use witness_index::{Secret, TargetRecord, UserRecord};
 
 /// Reads a secret from stdin: the first line, without its newline. Never echoed, never logged.
 pub fn read_secret_stdin(what: &str) -> Result<String> {
@@ -39,131 +22,15 @@ pub fn read_secret_stdin(what: &str) -> Result<String> {
     Ok(secret)
 }
 
-/// What a factory reset keeps or removes beyond users, targets, the store and the box's identity.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ResetOptions {
-    /// Delete recordings not yet in the store (callers pass it only after two confirmations).
-    pub delete_unuploaded: bool,
-    /// Keep the keys that open past recordings (the KEKs, the search key) and the store's read
-    /// settings: the new admin then plays, exports and searches everything recorded so far.
-    pub keep_recording_access: bool,
-}
-
-/// What a reset will do, in words, told before it is confirmed.
-pub fn factory_reset_consequences(root: &Path, opts: &ResetOptions) -> Result<String> {
-    let dir = crate::datadir::DataDir::open(root)?;
-    let recordings = dir.index.recordings()?.len();
-    let backlog = dir.index.backlog()?;
-    let mut text = format!(
-        "factory reset of {}:\n\
-         - removed: every user, target and target credential and grant, the store settings \
-         (store.toml, store-read.toml), the journal collector (journal-upload.env), the SSH host \
-         key, the console's and RDP's certificates, witness.toml\n",
-        root.display()
-    );
-    if opts.keep_recording_access {
-        text.push_str(&format!(
-            "- KEPT (--keep-recording-access): the keys of the {recordings} recordings made so far and \
-             the store's read settings: the new admin can play, export and search all of them, on the \
-             box and in the store\n"
-        ));
-    } else {
-        text.push_str(&format!(
-            "- destroyed: the key-encryption keys and the search key: the {recordings} recordings made \
-             so far ({} in the store, {} not yet uploaded) can never again be played, exported or \
-             searched, by anyone, here or from the store (keep them with --keep-recording-access)\n",
-            backlog.uploaded, backlog.pending
-        ));
-    }
-    if opts.delete_unuploaded {
-        text.push_str(&format!(
-            "- deleted: the {} recordings not yet uploaded (held sessions excepted)\n",
-            backlog.pending
-        ));
-    } else {
-        text.push_str(&format!("- kept on the box: the {} recordings not yet uploaded\n", backlog.pending));
-    }
-    text.push_str("- a new admin user with a new password, shown on this console only\n");
-    Ok(text)
-}
-
-/// Wipes keys, credentials and configuration and creates a fresh admin; returns the new admin
-/// password, for the local console only. Without `keep_recording_access` every key that opens a
-/// past recording goes too.
-pub fn factory_reset(root: &Path, opts: &ResetOptions) -> Result<String> {
-    let dir = crate::datadir::DataDir::open(root)?;
-    let backlog = dir.index.backlog()?;
-    dir.index.wipe_identities()?;
-    let mut deleted = 0;
-    if opts.delete_unuploaded {
-        for path in dir.index.wipe_recordings()? {
-            if std::fs::remove_file(root.join(&path)).is_ok() {
-                deleted += 1;
-            }
-        }
-    }
-    let mut wiped: Vec<&str> = vec![
-        datadir::HOST_KEY,
-        crate::sync::STORE_FILE,
-        crate::egress::JOURNAL_UPLOAD_FILE,
-        datadir::WEB_CERT,
-        datadir::WEB_KEY,
-    ];
-    if !opts.keep_recording_access {
-        wiped.push(crate::sync::READ_STORE_FILE);
-    }
-    for f in wiped {
-        let _ = std::fs::remove_file(root.join(f));
-    }
-    let destroyed = if opts.keep_recording_access { vec![] } else { witness_keys::destroy_recording_keys(root)? };
-    let host_key = witness_ssh::generate_host_key()?;
-    write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
-    crate::console::ensure_certificate(root)?;
-    crate::rdp_broker::replace_identity(root)?;
-    let config = default_config(&dir.config.box_id);
-    witness_keys::replace_private(&root.join(datadir::CONFIG), config.as_bytes())?;
-    let password = random_hex(9);
-    dir.index.add_user(&UserRecord {
-        name: "admin".into(),
-        role: Role::Admin,
-        password_hash: Some(hash_password(&password)?),
-        ssh_keys: vec![],
-    })?;
-    dir.index.set_nt_hash("admin", &witness_rdp::nt_hash(&password))?;
-    dir.index.audit(
-        "factory_reset",
-        None,
-        None,
-        None,
-        &serde_json::json!({
-            "kept_unuploaded": if opts.delete_unuploaded { 0 } else { backlog.pending },
-            "deleted_recordings": deleted,
-            "recording_access_kept": opts.keep_recording_access,
-            "keys_destroyed": destroyed,
-        }),
-    )?;
-    // No targets and no store any more: nothing to connect to.
-    crate::egress::refresh(&dir);
-    Ok(password)
-}
-
-/// What the console shows after a reset: the new admin login, once.
-pub fn reset_console_message(password: &str, consequences: &str) -> String {
-    format!(
-        "\n=================== WITNESS FACTORY RESET ===================\n{consequences}\
-         admin user: admin  password: {password}  (shown once; store it now)\n\
-         =============================================================\n\n"
-    )
-}
-
-pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Result<()> {
+pub fn factory_reset_cli(root: &Path, args: crate::cmd::cli::FactoryResetArgs) -> Result<()> {
     let delete = args.delete_unuploaded_recordings && args.confirm_delete_unuploaded_recordings;
     if args.delete_unuploaded_recordings && !delete {
         bail!("deleting recordings that are not uploaded needs --confirm-delete-unuploaded-recordings as well");
     }
-    let opts = ResetOptions { delete_unuploaded: delete, keep_recording_access: args.keep_recording_access };
+    let opts =
+        crate::provision::ResetOptions { delete_unuploaded: delete, keep_recording_access: args.keep_recording_access };
     // The consequences come first, whatever confirms them.
-    let consequences = factory_reset_consequences(root, &opts)?;
+    let consequences = crate::provision::factory_reset_consequences(root, &opts)?;
     eprint!("{consequences}");
     if !args.yes {
         use std::io::IsTerminal;
@@ -179,8 +46,8 @@ pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Res
     }
     // Found before anything changes: a password nobody sees would lock everyone out.
     let console = crate::local_console::LocalConsole::open()?;
-    let password = factory_reset(root, &opts)?;
-    console.show("factory-reset", &reset_console_message(&password, &consequences))?;
+    let password = crate::provision::factory_reset(root, &opts)?;
+    console.show("factory-reset", &crate::provision::reset_console_message(&password, &consequences))?;
     println!("factory reset done; the new admin password is shown on the console only");
     if !delete {
         println!("recordings not yet uploaded are kept; set a store again (witness store set …) to forward them");
@@ -188,55 +55,14 @@ pub fn factory_reset_cli(root: &Path, args: crate::cli::FactoryResetArgs) -> Res
     Ok(())
 }
 
-fn default_config(box_id: &str) -> String {
-    format!(
-        "# Witness configuration. Every key is optional; see README.md for all of them.\n\
-         box_id = \"{box_id}\"\n\n[ssh]\nlisten = \"0.0.0.0:2222\"\n\n[recording]\n\
-         # record_input = false   # also record keystrokes (they include passwords typed in the session)\n\
-         # rdp_keystrokes = false # also record what RDP users type (passwords typed into the target too)\n\
-         # min_free_mb = 256      # refuse new sessions below this much free space\n"
-    )
-}
-
+/// `witness init`: makes the data directory and shows the first admin's password once.
 pub fn init(root: &Path) -> Result<()> {
-    if root.join(datadir::CONFIG).exists() {
-        bail!("{} is already a witness data directory; nothing changed", root.display());
-    }
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(root)
-        .with_context(|| format!("creating {}", root.display()))?;
-    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join("keys"))?;
-    std::fs::DirBuilder::new().mode(0o700).recursive(true).create(root.join(datadir::RECORDINGS))?;
-    let host_key = witness_ssh::generate_host_key()?;
-    write_private(&root.join(datadir::HOST_KEY), host_key.as_bytes())?;
-    crate::evidence::signing_key(root)?;
-    witness_keys::active(root)?;
-    crate::console::ensure_certificate(root)?;
-    let rdp_certificate = crate::rdp_broker::ensure_identity(root)?;
-    let index =
-        Index::open_encrypted(&root.join(datadir::INDEX), &witness_index::IndexKey(witness_keys::index_key(root)?))?;
-    std::fs::set_permissions(root.join(datadir::INDEX), std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-    let password = random_hex(9);
-    index.add_user(&UserRecord {
-        name: "admin".into(),
-        role: Role::Admin,
-        password_hash: Some(hash_password(&password)?),
-        ssh_keys: vec![],
-    })?;
-    index.set_nt_hash("admin", &witness_rdp::nt_hash(&password))?;
-    index.audit("box_initialized", Some("admin"), None, None, &serde_json::json!({}))?;
-    let box_id = format!("witness-{}", random_hex(4));
-    let config = default_config(&box_id);
-    // Written last: its presence marks a complete data directory.
-    write_private(&root.join(datadir::CONFIG), config.as_bytes())?;
-    let key = witness_ssh::HostKey::from_openssh(&host_key)?;
-    println!("initialized {} (box id {box_id})", root.display());
-    println!("admin user: admin  password: {password}  (shown once; store it now)");
-    println!("ssh host key: {}", key.fingerprint());
-    println!("rdp certificate: {rdp_certificate}");
-    if let Some(fp) = crate::console::certificate_fingerprint(root) {
+    let made = crate::provision::create(root)?;
+    println!("initialized {} (box id {})", root.display(), made.box_id);
+    println!("admin user: admin  password: {}  (shown once; store it now)", made.admin_password);
+    println!("ssh host key: {}", made.ssh_host_key);
+    println!("rdp certificate: {}", made.rdp_certificate);
+    if let Some(fp) = crate::identity::certificate_fingerprint(root) {
         println!("web console certificate (SHA-256): {fp}");
     }
     Ok(())
@@ -261,7 +87,7 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
             if let Some(p) = &password {
                 witness_core::gate::check_new_password(&name, p).map_err(anyhow::Error::msg)?;
             }
-            let password_hash = password.as_deref().map(hash_password).transpose()?;
+            let password_hash = password.as_deref().map(witness_gate::password::hash_password).transpose()?;
             let mut keys = Vec::new();
             for file in &ssh_keys {
                 for (key, fp) in read_public_keys(file)? {
@@ -300,9 +126,9 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
         }
         UserCmd::Key(UserKeyCmd::Remove { name, pubkey_file }) => {
             let keys = read_public_keys(&pubkey_file)?;
-            let removed = dir
-                .index
-                .remove_user_keys(&name, |stored| keys.iter().any(|(k, _)| crate::broker::same_key(stored, k)))?;
+            let removed = dir.index.remove_user_keys(&name, |stored| {
+                keys.iter().any(|(k, _)| crate::daemon::broker::same_key(stored, k))
+            })?;
             if removed == 0 {
                 bail!("{name} has none of the keys in {}", pubkey_file.display());
             }
@@ -319,7 +145,7 @@ pub fn user(root: &Path, cmd: UserCmd) -> Result<()> {
         UserCmd::Passwd { name, .. } => {
             let password = read_secret_stdin("password")?;
             witness_core::gate::check_new_password(&name, &password).map_err(anyhow::Error::msg)?;
-            let hash = hash_password(&password)?;
+            let hash = witness_gate::password::hash_password(&password)?;
             dir.index.set_password(&name, &hash, &witness_rdp::nt_hash(&password))?;
             dir.index.audit("user_password_changed", Some(&name), None, None, &serde_json::json!({}))?;
             println!("changed {name}'s password; their live sessions end within seconds");
@@ -392,7 +218,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
     let adds = matches!(cmd, TargetCmd::Add { .. });
     match cmd {
         TargetCmd::Add { name, rdp: Some(rdp), login, domain, listen_port, .. } => {
-            crate::rdp_broker::add_target(&dir, &name, &rdp, &login, domain.as_deref(), listen_port)?;
+            crate::cmd::rdp::add_target(&dir, &name, &rdp, &login, domain.as_deref(), listen_port)?;
         }
         TargetCmd::Add { name, ssh: Some(ssh), login, identity, password_stdin, host_key, .. } => {
             validate_name(&name).context("target name")?;
@@ -440,7 +266,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
             );
         }
         TargetCmd::Add { .. } => bail!("give the target an address: --ssh HOST:PORT or --rdp HOST:PORT"),
-        TargetCmd::ListenPort { name, port, none } => crate::rdp_broker::listen_port(&dir, &name, port, none)?,
+        TargetCmd::ListenPort { name, port, none } => crate::cmd::rdp::listen_port(&dir, &name, port, none)?,
         TargetCmd::Transfers { name, policy } => match policy {
             Some(policy) => {
                 dir.index.set_transfers(&name, policy).with_context(|| format!("target {name}"))?;
@@ -455,7 +281,7 @@ pub fn target(root: &Path, cmd: TargetCmd) -> Result<()> {
             }
             None => println!("{}", dir.index.transfers(&name).with_context(|| format!("target {name}"))?),
         },
-        TargetCmd::Retention { name, days, none } => crate::retention::target_retention(&dir, &name, days, none)?,
+        TargetCmd::Retention { name, days, none } => crate::cmd::retention::target_retention(&dir, &name, days, none)?,
         TargetCmd::List => {
             for (name, protocol, address) in dir.index.target_names()? {
                 println!("{name}\t{protocol}\t{address}");
@@ -506,10 +332,10 @@ pub fn grant(root: &Path, args: GrantArgs) -> Result<()> {
         .map(|d| witness_core::policy::parse_destination(d).map_err(anyhow::Error::msg))
         .collect::<Result<Vec<_>>>()?;
     let allow_forwarding = args.forwarding || !forward.is_empty();
-    let redirection = crate::rdp_broker::redirection_of(&dir, &args)?;
+    let redirection = crate::cmd::rdp::redirection_of(&dir, &args)?;
     dir.index.grant(&args.user, &args.target, GrantFacts { expires_at, allow_forwarding })?;
     dir.index.set_grant_forwards(&args.user, &args.target, &forward)?;
-    crate::rdp_broker::set_redirection(&dir, &args.user, &args.target, redirection)?;
+    crate::cmd::rdp::set_redirection(&dir, &args.user, &args.target, redirection)?;
     dir.index.audit(
         "grant_added",
         Some(&args.user),
@@ -545,7 +371,7 @@ pub fn grant_list(root: &Path, json: bool) -> Result<()> {
                     "forward": g.forward,
                 });
                 if g.protocol == Protocol::Rdp.as_str() {
-                    v["rdp"] = crate::rdp_broker::redirection_json(&g.rdp);
+                    v["rdp"] = crate::cmd::rdp::redirection_json(&g.rdp);
                 }
                 v
             })
@@ -624,7 +450,7 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     match args.command {
         Some(RecordingsCmd::Export { id, out, raw }) => {
             let view = if raw { crate::views::View::Raw } else { crate::views::View::Player };
-            export_recording(&dir, &id, &out, view)
+            crate::views::export_recording(&dir, &id, &out, view)
         }
         None => {
             let rows = dir.index.recordings()?;
@@ -648,43 +474,6 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
 }
 
 /// `witness recordings export ID [--raw] --out FILE` (and the files of an evidence bundle).
-pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views::View) -> Result<()> {
-    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
-    if row.sha256.is_none() {
-        eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
-    }
-    let tmp = out.with_extension("part");
-    let written = (|| {
-        let mut file =
-            std::io::BufWriter::new(std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?);
-        let n = crate::views::write(dir, &row, &mut file, view)?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        anyhow::Ok(n)
-    })();
-    let n = match written {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp); // a partial export is no export
-            return Err(e);
-        }
-    };
-    std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))?;
-    let how = match view {
-        crate::views::View::Stored => "stored",
-        crate::views::View::Player => "player",
-        crate::views::View::Raw => "raw",
-    };
-    dir.index.audit(
-        "recording_exported",
-        None,
-        None,
-        Some(&row.session_id),
-        &serde_json::json!({ "recording": id, "view": how }),
-    )?;
-    println!("exported recording {id} ({n} bytes) to {}", out.display());
-    Ok(())
-}
-
 pub fn verify_audit(root: &Path) -> Result<()> {
     let dir = DataDir::open(root)?;
     match dir.index.verify_audit()? {

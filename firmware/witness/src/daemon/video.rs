@@ -220,7 +220,7 @@ pub fn start_session_video(
         .or_else(|| choose(dir).ok().and_then(|c| c.chosen))
         .context("no H.264 encoder works on this box (see witness encoders)")?;
     let encoder = witness_video::candidate(&encoder).context("the chosen encoder is unknown")?;
-    let id = crate::broker::new_id();
+    let id = crate::daemon::broker::new_id();
     let rel =
         std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.mp4"));
     let path = dir.root.join(&rel);
@@ -290,7 +290,7 @@ impl SessionVideo {
 /// decoder reports (a later resize is scaled into it) and is finished like every recording.
 pub struct BoxScreen {
     dir: std::sync::Arc<DataDir>,
-    finisher: crate::broker::Finisher,
+    finisher: crate::daemon::broker::Finisher,
     session_id: String,
     /// The session's start: the video's time zero.
     origin: Instant,
@@ -302,7 +302,7 @@ pub struct BoxScreen {
 }
 
 impl BoxScreen {
-    pub fn new(dir: std::sync::Arc<DataDir>, finisher: crate::broker::Finisher, session_id: &str) -> Self {
+    pub fn new(dir: std::sync::Arc<DataDir>, finisher: crate::daemon::broker::Finisher, session_id: &str) -> Self {
         let record_keys = dir.config.rdp_keystrokes;
         Self {
             dir,
@@ -323,7 +323,7 @@ fn start_key_track(
     session_id: &str,
     origin: Instant,
 ) -> Result<(String, witness_recorder::CastRecorder)> {
-    let id = crate::broker::new_id();
+    let id = crate::daemon::broker::new_id();
     let rel =
         std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.cast"));
     let path = dir.root.join(&rel);
@@ -479,7 +479,7 @@ mod tests {
     fn a_session_video_is_sealed_on_disk_and_plays_back_through_the_box() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("data");
-        crate::admin::init(&root).unwrap();
+        crate::provision::create(&root).unwrap();
         let dir = DataDir::open(&root).unwrap();
         dir.index.create_session("s1", "admin", "win01", witness_core::Protocol::Rdp, None).unwrap();
         // The daemon probes in child processes of its own binary; a test binary is not one, so

@@ -2,9 +2,8 @@
 //! start and stop for `serve`, and the RDP parts of the admin commands (the box's TLS
 //! certificate, RDP targets, NT hashes, redirections per grant).
 
-use crate::broker::BoxBroker;
-use crate::datadir::DataDir;
-use anyhow::{Context, Result, bail};
+use crate::daemon::broker::BoxBroker;
+use anyhow::{Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -13,158 +12,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info};
+use witness_core::Protocol;
 use witness_core::policy::{Access, Denial};
-use witness_core::{Protocol, names::validate_name};
-use witness_index::{RdpRedirection, Secret, TargetRecord};
+use witness_index::{Secret, TargetRecord};
 use witness_rdp::{RdpPlan, Redirection};
-
-/// The certificate RDP clients see (PEM, leaf first); replace both files to use another one.
-pub const RDP_CERT: &str = "keys/rdp_tls.crt";
-pub const RDP_KEY: &str = "keys/rdp_tls.key";
-
-/// Creates the box's RDP certificate unless one is there; returns its fingerprint.
-pub fn ensure_identity(root: &Path) -> Result<String> {
-    let (cert, key) = (root.join(RDP_CERT), root.join(RDP_KEY));
-    if !cert.exists() || !key.exists() {
-        let (cert_pem, key_pem) = witness_rdp::generate_identity("witness")?;
-        witness_keys::write_private(&key, key_pem.as_bytes())?;
-        std::fs::write(&cert, cert_pem).with_context(|| format!("writing {}", cert.display()))?;
-    }
-    Ok(load_identity(root)?.fingerprint)
-}
-
-/// A new RDP certificate (factory reset).
-pub fn replace_identity(root: &Path) -> Result<String> {
-    let _ = std::fs::remove_file(root.join(RDP_CERT));
-    let _ = std::fs::remove_file(root.join(RDP_KEY));
-    ensure_identity(root)
-}
-
-fn load_identity(root: &Path) -> Result<witness_rdp::TlsIdentity> {
-    let (cert, key) = (root.join(RDP_CERT), root.join(RDP_KEY));
-    let cert_pem = std::fs::read(&cert).with_context(|| format!("reading {}", cert.display()))?;
-    let key_pem = std::fs::read(&key).with_context(|| format!("reading {}", key.display()))?;
-    Ok(witness_rdp::TlsIdentity::from_pem(&cert_pem, &key_pem)?)
-}
-
-/// `witness target add NAME --rdp HOST:PORT --login USER [--domain D] [--listen-port P]
-/// --password-stdin`.
-pub fn add_target(
-    dir: &DataDir,
-    name: &str,
-    address: &str,
-    login: &str,
-    domain: Option<&str>,
-    listen_port: Option<u16>,
-) -> Result<()> {
-    validate_name(name).context("target name")?;
-    let (host, port) = crate::admin::parse_host_port(address)?;
-    if let Some(p) = listen_port {
-        check_listen_port(dir, name, p)?;
-    }
-    let password = crate::admin::read_secret_stdin("target password")?;
-    dir.index.add_target(&TargetRecord {
-        name: name.to_owned(),
-        protocol: Protocol::Rdp,
-        host,
-        port,
-        login: login.to_owned(),
-        secret: Secret::Password(password),
-        host_key: None,
-    })?;
-    dir.index.set_target_domain(name, domain)?;
-    dir.index.set_target_rdp_port(name, listen_port)?;
-    dir.index.audit(
-        "target_added",
-        None,
-        Some(name),
-        None,
-        &serde_json::json!({
-            "protocol": "rdp", "address": address, "certificate_pinned": false, "listen_port": listen_port
-        }),
-    )?;
-    println!("added target {name} (rdp {address}); its certificate is pinned on first connection");
-    if let Some(p) = listen_port {
-        println!("logins on port {p} of the box lead to {name} (serve --rdp-listen opens it)");
-    }
-    Ok(())
-}
-
-fn check_listen_port(dir: &DataDir, name: &str, port: u16) -> Result<()> {
-    if port == 0 {
-        bail!("listener port 0 is not a port");
-    }
-    if let Some((_, holder)) = dir.index.target_rdp_ports()?.into_iter().find(|(p, t)| *p == port && t != name) {
-        bail!("port {port} already leads to target {holder}");
-    }
-    Ok(())
-}
-
-/// `witness target listen-port NAME [PORT | --none]`.
-pub fn listen_port(dir: &DataDir, name: &str, port: Option<u16>, none: bool) -> Result<()> {
-    let target = dir.index.target(name)?.with_context(|| format!("no target named {name:?}"))?;
-    if target.protocol != Protocol::Rdp {
-        bail!("{name} is not an rdp target; listener ports are for rdp targets");
-    }
-    if port.is_none() && !none {
-        match dir.index.target_rdp_ports()?.into_iter().find(|(_, t)| t == name) {
-            Some((p, _)) => println!("{p}"),
-            None => println!("none (logins name the target: USER@{name})"),
-        }
-        return Ok(());
-    }
-    if let Some(p) = port {
-        check_listen_port(dir, name, p)?;
-    }
-    dir.index.set_target_rdp_port(name, port)?;
-    dir.index.audit("target_listen_port_set", None, Some(name), None, &serde_json::json!({ "port": port }))?;
-    match port {
-        Some(p) => println!("logins on port {p} of the box lead to {name}"),
-        None => println!("{name} has no listener port of its own now"),
-    }
-    Ok(())
-}
-
-/// The RDP redirections `witness grant` asks for; refused for a target that is not RDP, before
-/// anything is granted.
-pub fn redirection_of(dir: &DataDir, args: &crate::cli::GrantArgs) -> Result<RdpRedirection> {
-    let r = RdpRedirection {
-        clipboard: !args.no_clipboard,
-        drives: args.drives,
-        usb: args.usb,
-        camera: args.camera,
-        audio_input: args.audio_input,
-    };
-    // An unknown target is left to the grant itself to refuse, by name.
-    let not_rdp = dir.index.target(&args.target)?.is_some_and(|t| t.protocol != Protocol::Rdp);
-    if not_rdp && r != RdpRedirection::default() {
-        bail!(
-            "--no-clipboard, --drives, --usb, --camera and --audio-input apply to RDP targets only; {} is not one",
-            args.target
-        );
-    }
-    Ok(r)
-}
-
-/// Stores the RDP redirections of a grant just made.
-pub fn set_redirection(dir: &DataDir, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
-    dir.index.set_rdp_redirection(user, target, r)?;
-    if dir.index.target(target)?.is_some_and(|t| t.protocol == Protocol::Rdp) {
-        dir.index.audit("rdp_redirection_set", Some(user), Some(target), None, &redirection_json(&r))?;
-    }
-    Ok(())
-}
-
-/// A grant's RDP redirections as the audit log and `grant list --json` show them.
-pub fn redirection_json(r: &RdpRedirection) -> serde_json::Value {
-    serde_json::json!({
-        "clipboard": r.clipboard,
-        "drives": r.drives,
-        "usb": r.usb,
-        "camera": r.camera,
-        "audio_input": r.audio_input,
-    })
-}
 
 /// What `serve` needs to start the RDP listener; `None` when RDP is not asked for.
 pub fn listener_settings(
@@ -176,8 +27,8 @@ pub fn listener_settings(
     let addr: SocketAddr =
         listen.parse().with_context(|| format!("--rdp-listen {listen:?} is not an address like 0.0.0.0:3389"))?;
     // A data directory made before RDP existed gets its certificate now.
-    ensure_identity(root)?;
-    let identity = load_identity(root)?;
+    crate::identity::ensure_identity(root)?;
+    let identity = crate::identity::load_identity(root)?;
     Ok(Some((addr, witness_rdp::RdpSettings { identity, shutdown_grace, connect_timeout: Duration::from_secs(10) })))
 }
 
@@ -358,12 +209,12 @@ impl witness_rdp::Broker for BoxBroker {
         // Fail before the relay starts rather than at the first frame.
         // Probing (child processes, seconds) only when start-up has not recorded a choice yet;
         // off the runtime's worker so other sessions keep flowing.
-        let chosen = crate::video::last_choice(&self.dir.root)
-            .and_then(|c| c.chosen)
-            .or_else(|| tokio::task::block_in_place(|| crate::video::choose(&self.dir).ok().and_then(|c| c.chosen)));
+        let chosen = crate::daemon::video::last_choice(&self.dir.root).and_then(|c| c.chosen).or_else(|| {
+            tokio::task::block_in_place(|| crate::daemon::video::choose(&self.dir).ok().and_then(|c| c.chosen))
+        });
         if chosen.is_none() {
             return Err("no H.264 encoder works on this box (see witness encoders)".into());
         }
-        Ok(Box::new(crate::video::BoxScreen::new(self.dir.clone(), self.finisher.clone(), session_id)))
+        Ok(Box::new(crate::daemon::video::BoxScreen::new(self.dir.clone(), self.finisher.clone(), session_id)))
     }
 }

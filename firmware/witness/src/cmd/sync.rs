@@ -1,7 +1,7 @@
 //! `witness store …` and `witness sync …`.
 
-use crate::admin::read_secret_stdin;
-use crate::cli::{StoreCmd, StoreSetCmd, SyncCmd};
+use crate::cmd::admin::read_secret_stdin;
+use crate::cmd::cli::{StoreCmd, StoreSetCmd, SyncCmd};
 use crate::datadir::DataDir;
 use crate::sync::{self, STORE_FILE, Uploader};
 use anyhow::{Context, Result, bail};

@@ -156,7 +156,7 @@ pub fn run(mut board: Board, profile_reason: String, board_fault: Option<String>
     let mut last_health = Instant::now() - HEALTH_EVERY;
     let mut last_pet = Instant::now() - pet_every;
     // systemd's watchdog, when the unit sets WatchdogSec=: same health gate as the hardware one.
-    let service_pet_every = crate::systemd::watchdog_every();
+    let service_pet_every = crate::daemon::systemd::watchdog_every();
     let mut last_service_pet = Instant::now();
     let mut last_publish = Instant::now() - Duration::from_secs(1);
     let mut status = BoxStatus { booting: true, ..Default::default() };
@@ -212,7 +212,7 @@ pub fn run(mut board: Board, profile_reason: String, board_fault: Option<String>
             && inputs.ready.load(Ordering::Acquire)
             && last_service_pet.elapsed() >= every
         {
-            crate::systemd::notify("WATCHDOG=1");
+            crate::daemon::systemd::notify("WATCHDOG=1");
             last_service_pet = Instant::now();
         }
         if last_publish.elapsed() >= Duration::from_millis(500) {

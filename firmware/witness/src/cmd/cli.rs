@@ -1,6 +1,7 @@
 //! The command line, as documented in the README. Names and flags are an interface: checks
 //! outside this repository drive the box through them.
 
+use crate::daemon::serve::ServeArgs;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -497,17 +498,4 @@ pub enum RecordingsCmd {
         #[arg(long)]
         raw: bool,
     },
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Address of the SSH jump path (default from witness.toml, else 0.0.0.0:2222).
-    #[arg(long, value_name = "ADDR")]
-    pub ssh_listen: Option<String>,
-    /// Address of the web console, HTTPS (default from witness.toml, 0.0.0.0:8443).
-    #[arg(long, value_name = "ADDR")]
-    pub web_listen: Option<String>,
-    /// Address of the RDP jump path, e.g. 0.0.0.0:3389 (RDP is served only when given).
-    #[arg(long, value_name = "ADDR")]
-    pub rdp_listen: Option<String>,
 }

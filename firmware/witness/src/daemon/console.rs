@@ -1,7 +1,7 @@
 //! The web console's view of the box: implements `witness_web::Console` over the index, the
 //! recordings on disk (decrypted only to serve them), the store and the running sessions.
 
-use crate::broker::BoxBroker;
+use crate::daemon::broker::BoxBroker;
 use crate::datadir::DataDir;
 use std::sync::Arc;
 use tracing::{error, info};
@@ -11,34 +11,6 @@ use witness_web::{
     Account, AuditEntry, ConsoleError, Content, HoldView, LoginRefusal, Metrics, RecordingDetail, SessionDetail,
     SessionHit, SessionQuery, StoreView, Tail, TextHit, TimelineStep, UploadView,
 };
-
-/// Makes the console's self-signed certificate if there is none (new box, factory reset, or a
-/// data directory from before the console). Returns whether it made one.
-pub fn ensure_certificate(root: &std::path::Path) -> anyhow::Result<bool> {
-    use anyhow::Context;
-    let (cert, key) = (root.join(crate::datadir::WEB_CERT), root.join(crate::datadir::WEB_KEY));
-    if cert.exists() && key.exists() {
-        return Ok(false);
-    }
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-    if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        names.insert(0, h.trim().to_owned());
-    }
-    let (cert_pem, key_pem) = witness_web::tls::generate(&names)?;
-    witness_keys::write_private(&key, key_pem.as_bytes()).context("writing the console's TLS key")?;
-    std::fs::write(&cert, cert_pem).context("writing the console's TLS certificate")?;
-    Ok(true)
-}
-
-/// The SHA-256 fingerprint of the console's certificate, as browsers show it.
-pub fn certificate_fingerprint(root: &std::path::Path) -> Option<String> {
-    use sha2::Digest;
-    let pem = std::fs::read_to_string(root.join(crate::datadir::WEB_CERT)).ok()?;
-    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).ok()?;
-    let d = sha2::Sha256::digest(der);
-    Some(d.iter().map(|b| format!("{b:02X}")).collect::<Vec<_>>().join(":"))
-}
 
 pub struct BoxConsole {
     pub dir: Arc<DataDir>,
@@ -85,7 +57,7 @@ fn text_hit(o: crate::search::Opened) -> TextHit {
 
 /// The panel's state as its thread last published it (`run/panel.json`).
 fn panel_view(root: &std::path::Path) -> Option<witness_web::PanelView> {
-    let text = std::fs::read_to_string(root.join(crate::panel::PANEL_FILE)).ok()?;
+    let text = std::fs::read_to_string(root.join(crate::daemon::panel::PANEL_FILE)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     let problems = v["health"]
         .as_object()
@@ -391,7 +363,9 @@ impl witness_web::Console for BoxConsole {
                 last_success_at: store.last_success_at,
                 key_access: store.key_access,
             },
-            encoder: crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen).unwrap_or_else(|| "none".into()),
+            encoder: crate::daemon::video::last_choice(&self.dir.root)
+                .and_then(|c| c.chosen)
+                .unwrap_or_else(|| "none".into()),
             keys: witness_web::KeyHealth { active_key, sealed_to_tpm, error: key_error },
             sessions_active: self.broker.live.load(std::sync::atomic::Ordering::Relaxed) as u64,
             recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
@@ -422,7 +396,9 @@ impl witness_web::Console for BoxConsole {
             recordings_by_status: self.dir.index.recordings_by_status().map_err(internal)?,
             upload_backlog_bytes: backlog.pending_bytes,
             upload_backlog_recordings: backlog.pending,
-            encoder: crate::video::last_choice(&self.dir.root).and_then(|c| c.chosen).unwrap_or_else(|| "none".into()),
+            encoder: crate::daemon::video::last_choice(&self.dir.root)
+                .and_then(|c| c.chosen)
+                .unwrap_or_else(|| "none".into()),
             disk_used_percent: witness_recorder::used_percent(&self.dir.recordings_dir()).unwrap_or(0),
         })
     }

@@ -28,7 +28,7 @@ pub struct BoxBroker {
     /// A valid hash to verify against when the user does not exist, so timing does not tell.
     dummy_hash: String,
     /// The front door's throttle and hashing bound, shared by SSH and the console.
-    pub gate: crate::gate::Gate,
+    pub gate: witness_gate::password::Gate,
 }
 
 impl BoxBroker {
@@ -39,7 +39,7 @@ impl BoxBroker {
             live: Default::default(),
             finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sealing: Default::default() },
             running: Default::default(),
-            dummy_hash: crate::admin::hash_password("not a real password")?,
+            dummy_hash: witness_gate::password::hash_password("not a real password")?,
             gate: Default::default(),
         })
     }
@@ -52,7 +52,7 @@ impl BoxBroker {
     /// unknown user costs the same time as a wrong password. Call it only through the gate.
     pub fn check_password(&self, stored: Option<&str>, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
         let hash = stored.unwrap_or(&self.dummy_hash);
-        crate::gate::verify_password(hash, password, memory) && stored.is_some()
+        witness_gate::password::verify_password(hash, password, memory) && stored.is_some()
     }
 
     /// Checks a one-time code of `user` and takes its time step: each code works once, on
@@ -67,7 +67,7 @@ impl BoxBroker {
     }
 
     /// Writes what the gate reported (a lockout, throttled attempts).
-    pub fn audit_gate(&self, event: crate::gate::GateEvent) {
+    pub fn audit_gate(&self, event: witness_gate::password::GateEvent) {
         warn!(kind = event.kind, detail = %event.detail, "login throttle");
         Gate::audit(
             self,

@@ -197,6 +197,14 @@ fn lockout(settled: Settled, source: Option<IpAddr>, name: &str) -> Option<GateE
     }
 }
 
+/// A new password's PHC string (Argon2id, the crate's defaults, a fresh salt).
+pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
+    use argon2::PasswordHasher;
+    use argon2::password_hash::rand_core::OsRng;
+    let salt = argon2::password_hash::SaltString::generate(&mut OsRng);
+    Ok(argon2::Argon2::default().hash_password(password.as_bytes(), &salt)?.to_string())
+}
+
 /// Checks `password` against an Argon2 PHC string, in `memory` (grown to the hash's memory cost
 /// once, then reused). Constant-time comparison of the result.
 pub fn verify_password(phc: &str, password: &str, memory: &mut Vec<argon2::Block>) -> bool {
@@ -262,7 +270,7 @@ mod tests {
 
     #[test]
     fn reused_memory_verifies_like_the_library() {
-        let phc = crate::admin::hash_password("correct horse").unwrap();
+        let phc = hash_password("correct horse").unwrap();
         let mut memory = Vec::new();
         assert!(verify_password(&phc, "correct horse", &mut memory));
         let size = memory.len();

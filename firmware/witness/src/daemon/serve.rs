@@ -1,9 +1,9 @@
 //! `witness serve`: recovery of what a crash left, then the listeners, until SIGTERM/SIGINT.
 
-use crate::broker::BoxBroker;
-use crate::cli::ServeArgs;
+use crate::daemon::broker::BoxBroker;
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result};
+use clap::Args;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,28 +12,42 @@ use tracing::{error, info, warn};
 use witness_core::RecordingStatus;
 use witness_index::RecordingEnd;
 
+/// `witness serve`'s flags (the command line parses them; the daemon reads them).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the SSH jump path (default from witness.toml, else 0.0.0.0:2222).
+    #[arg(long, value_name = "ADDR")]
+    pub ssh_listen: Option<String>,
+    /// Address of the web console, HTTPS (default from witness.toml, 0.0.0.0:8443).
+    #[arg(long, value_name = "ADDR")]
+    pub web_listen: Option<String>,
+    /// Address of the RDP jump path, e.g. 0.0.0.0:3389 (RDP is served only when given).
+    #[arg(long, value_name = "ADDR")]
+    pub rdp_listen: Option<String>,
+}
+
 /// How long shutdown waits for sessions to close their recordings.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let mut dir = Arc::new(DataDir::open(root)?);
-    let (profile, reason) = crate::panel::choose_profile(&dir)?;
+    let (profile, reason) = crate::daemon::panel::choose_profile(&dir)?;
     info!(profile = %profile.name, reason, "board profile");
-    let (mut board, board_fault) = crate::panel::open_board(profile);
-    if crate::panel::held_at_boot(&mut board) {
+    let (mut board, board_fault) = crate::daemon::panel::open_board(profile);
+    if crate::daemon::panel::held_at_boot(&mut board) {
         // The button held through the long-press time at boot: factory reset, keeping every
         // recording that is not in the store yet but none of the keys that open past ones. The
         // new password goes to the local console only; with none, nothing is reset.
         match crate::local_console::LocalConsole::open() {
             Ok(console) => {
-                let opts = crate::admin::ResetOptions::default();
-                let consequences = crate::admin::factory_reset_consequences(root, &opts)?;
-                let password = crate::admin::factory_reset(root, &opts)?;
+                let opts = crate::provision::ResetOptions::default();
+                let consequences = crate::provision::factory_reset_consequences(root, &opts)?;
+                let password = crate::provision::factory_reset(root, &opts)?;
                 warn!(
                     "factory reset requested with the front-panel button: keys, credentials and configuration wiped; the new admin password is shown on the console"
                 );
                 if let Err(e) =
-                    console.show("factory-reset", &crate::admin::reset_console_message(&password, &consequences))
+                    console.show("factory-reset", &crate::provision::reset_console_message(&password, &consequences))
                 {
                     error!(
                         error = format!("{e:#}"),
@@ -59,12 +73,12 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         Some(a) => a.parse().with_context(|| format!("--web-listen {a:?} is not an address like 0.0.0.0:8443"))?,
         None => dir.config.web_listen,
     };
-    if crate::console::ensure_certificate(root)? {
+    if crate::identity::ensure_certificate(root)? {
         info!("made a self-signed certificate for the web console");
     }
     let web_tls = witness_web::tls::server_config(&root.join(datadir::WEB_CERT), &root.join(datadir::WEB_KEY))
         .context("loading the web console's certificate")?;
-    let rdp = crate::rdp_broker::listener_settings(root, args.rdp_listen.as_deref(), SHUTDOWN_GRACE)?;
+    let rdp = crate::daemon::rdp::listener_settings(root, args.rdp_listen.as_deref(), SHUTDOWN_GRACE)?;
     let ssh_addr = match &args.ssh_listen {
         Some(a) => a.parse().with_context(|| format!("--ssh-listen {a:?} is not an address like 0.0.0.0:2222"))?,
         None => dir.config.ssh_listen,
@@ -79,7 +93,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let panel_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let panel = {
-        let inputs = crate::panel::Inputs {
+        let inputs = crate::daemon::panel::Inputs {
             dir: dir.clone(),
             live: broker.live.clone(),
             ready: ready.clone(),
@@ -88,7 +102,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         };
         std::thread::Builder::new()
             .name("panel".into())
-            .spawn(move || crate::panel::run(board, reason, board_fault, inputs))?
+            .spawn(move || crate::daemon::panel::run(board, reason, board_fault, inputs))?
     };
     crate::evidence::signing_key(&dir.root)?;
     witness_keys::active(&dir.root)?;
@@ -118,12 +132,14 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
     {
         let dir = dir.clone();
-        std::thread::Builder::new().name("encoder-probe".into()).spawn(move || match crate::video::choose(&dir) {
-            Ok(c) => match c.chosen {
-                Some(e) => info!(encoder = %e, "video encoder chosen"),
-                None => warn!("no H.264 encoder works on this box; RDP sessions cannot be recorded"),
-            },
-            Err(e) => warn!(error = format!("{e:#}"), "probing video encoders failed"),
+        std::thread::Builder::new().name("encoder-probe".into()).spawn(move || {
+            match crate::daemon::video::choose(&dir) {
+                Ok(c) => match c.chosen {
+                    Some(e) => info!(encoder = %e, "video encoder chosen"),
+                    None => warn!("no H.264 encoder works on this box; RDP sessions cannot be recorded"),
+                },
+                Err(e) => warn!(error = format!("{e:#}"), "probing video encoders failed"),
+            }
         })?;
     }
     // Search covers recordings a crash or an older version left unindexed; off the start path.
@@ -138,7 +154,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         })?
     };
     let console: Arc<dyn witness_web::Console> =
-        Arc::new(crate::console::BoxConsole::new(dir.clone(), broker.clone())?);
+        Arc::new(crate::daemon::console::BoxConsole::new(dir.clone(), broker.clone())?);
     let box_name = dir.config.box_id.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
@@ -158,10 +174,10 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
         info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
         ready.store(true, std::sync::atomic::Ordering::Release);
-        crate::systemd::notify("READY=1");
+        crate::daemon::systemd::notify("READY=1");
         let cancel = CancellationToken::new();
         tokio::spawn(stop_on_signal(cancel.clone()));
-        let rdp = crate::rdp_broker::start(rdp, broker.clone(), cancel.clone()).await?;
+        let rdp = crate::daemon::rdp::start(rdp, broker.clone(), cancel.clone()).await?;
         // The audit log's reach, signed every minute it grew (and at stop, below).
         tokio::spawn({
             let (dir, cancel) = (dir.clone(), cancel.clone());
@@ -200,7 +216,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             shutdown_grace: SHUTDOWN_GRACE,
         };
         let served = witness_ssh::serve(listener, settings, broker, cancel).await;
-        crate::rdp_broker::stop(rdp).await;
+        crate::daemon::rdp::stop(rdp).await;
         listener_alive.store(false, std::sync::atomic::Ordering::Release);
         // The console goes after the sessions: an admin can watch the shutdown to the end.
         web_cancel.cancel();
@@ -239,7 +255,7 @@ async fn stop_on_signal(cancel: CancellationToken) {
         _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
         _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
     }
-    crate::systemd::notify("STOPPING=1");
+    crate::daemon::systemd::notify("STOPPING=1");
     cancel.cancel();
 }
 
