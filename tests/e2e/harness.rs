@@ -271,14 +271,25 @@ impl Box {
 
     /// SIGTERM and wait: the box's clean shutdown.
     pub fn stop(&mut self) -> std::process::ExitStatus {
+        let (st, _) = self.stop_within(Duration::from_secs(30));
+        st.expect("witness did not stop within 30s of SIGTERM")
+    }
+
+    /// SIGTERM, then wait at most `limit` (as systemd does, then SIGKILL): the exit status if it
+    /// stopped by itself, and how long it took.
+    pub fn stop_within(&mut self, limit: Duration) -> (Option<std::process::ExitStatus>, Duration) {
         let mut c = self.child.take().expect("serving");
         let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         let start = Instant::now();
         loop {
             if let Some(st) = c.try_wait().unwrap() {
-                return st;
+                return (Some(st), start.elapsed());
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "witness did not stop within 30s of SIGTERM");
+            if start.elapsed() > limit {
+                let _ = c.kill();
+                let _ = c.wait();
+                return (None, start.elapsed());
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
     }

@@ -16,6 +16,7 @@ mod rdp_policy;
 mod rdp_search;
 mod rdp_video;
 mod retention;
+mod shutdown;
 mod ssh_path;
 mod store;
 mod video;

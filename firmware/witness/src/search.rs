@@ -64,12 +64,14 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
 }
 
 /// Indexes every finished SSH recording on the box that is not searchable yet.
-pub fn index_missing(dir: &DataDir) -> Result<usize> {
+pub fn index_missing(dir: &DataDir, cancel: &tokio_util::sync::CancellationToken) -> Result<usize> {
     let missing = dir.index.recordings_without_text()?;
-    for r in &missing {
+    let mut done = 0;
+    for r in missing.iter().take_while(|_| !cancel.is_cancelled()) {
         index_text(dir, &r.id);
+        done += 1;
     }
-    Ok(missing.len())
+    Ok(done)
 }
 
 /// What someone searched for: its terms and the blind tokens its chunks must hold (empty: no

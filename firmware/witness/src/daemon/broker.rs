@@ -32,12 +32,16 @@ pub struct BoxBroker {
 }
 
 impl BoxBroker {
-    pub fn new(dir: Arc<DataDir>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
+    pub fn new(
+        dir: Arc<DataDir>,
+        wake: Arc<tokio::sync::Notify>,
+        sup: Arc<crate::daemon::supervisor::Supervisor>,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             dir: dir.clone(),
             wake: wake.clone(),
             live: Default::default(),
-            finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sealing: Default::default() },
+            finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sup },
             running: Default::default(),
             dummy_hash: witness_gate::password::hash_password("not a real password")?,
             gate: Default::default(),
@@ -222,8 +226,9 @@ pub struct Running {
 pub struct Finisher {
     dir: Arc<DataDir>,
     wake: Arc<tokio::sync::Notify>,
-    /// Recordings being sealed (hashed and signed) off the session's threads; shutdown waits.
-    pub sealing: Arc<std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>>,
+    /// Seals recordings (hash and sign) on threads of their own, under the stop's recordings
+    /// stage: a stop waits for them before the archive is told to stop.
+    sup: Arc<crate::daemon::supervisor::Supervisor>,
 }
 
 impl Finisher {
@@ -264,7 +269,7 @@ impl Finisher {
         }
         // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
         let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
-        let sealer = std::thread::spawn(move || {
+        let sealing = move || {
             // The signed manifest goes wherever the recording goes: an unsealed recording is not
             // queued (the uploader seals it again later, as does the next start).
             // The gaps the index knows (a failure, screen updates a video missed) go into the
@@ -297,10 +302,11 @@ impl Finisher {
             let _ = std::thread::Builder::new()
                 .name("search-index".into())
                 .spawn(move || crate::search::index_text(&dir, &id));
-        });
-        let mut sealing = self.sealing.lock().unwrap_or_else(|p| p.into_inner());
-        sealing.retain(|h| !h.is_finished());
-        sealing.push(sealer);
+        };
+        let name = format!("sealing {recording_id}");
+        if let Err(e) = self.sup.thread(crate::daemon::supervisor::Stage::Recordings, &name, sealing) {
+            error!(recording_id, error = %e, "no thread to seal the recording; the next start seals it");
+        }
     }
 }
 

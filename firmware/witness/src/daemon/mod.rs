@@ -7,5 +7,6 @@ pub mod console;
 pub mod panel;
 pub mod rdp;
 pub mod serve;
+pub mod supervisor;
 pub mod systemd;
 pub mod video;

@@ -72,7 +72,8 @@ pub struct Inputs {
     pub ready: Arc<AtomicBool>,
     /// Cleared if the SSH listener stops.
     pub listener_alive: Arc<AtomicBool>,
-    pub stop: Arc<AtomicBool>,
+    /// Cancelled when the stop reaches the panel (the last stage).
+    pub stop: tokio_util::sync::CancellationToken,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -165,7 +166,7 @@ pub fn run(mut board: Board, profile_reason: String, board_fault: Option<String>
     let mut probe: Option<(Instant, mpsc::Receiver<Result<(), String>>)> = None;
     let mut last_state = None;
     let mut sensors: Vec<(String, Option<f32>)> = Vec::new();
-    while !inputs.stop.load(Ordering::Acquire) {
+    while !inputs.stop.is_cancelled() {
         if last_health.elapsed() >= HEALTH_EVERY {
             last_health = Instant::now();
             check_health(&inputs, &mut health, &mut probe);

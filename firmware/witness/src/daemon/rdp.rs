@@ -120,13 +120,6 @@ async fn target_ports(
     }
 }
 
-/// Waits for the RDP listeners and their sessions to end.
-pub async fn stop(handle: Option<tokio::task::JoinHandle<()>>) {
-    if let Some(h) = handle {
-        let _ = h.await;
-    }
-}
-
 impl BoxBroker {
     pub(crate) fn rdp_decide(&self, user: &str, target: &str) -> Result<(TargetRecord, Access), Denial> {
         let decided = self.decide(user, Some(target), Protocol::Rdp)?;

@@ -1,6 +1,7 @@
 //! `witness serve`: recovery of what a crash left, then the listeners, until SIGTERM/SIGINT.
 
 use crate::daemon::broker::BoxBroker;
+use crate::daemon::supervisor::{Stage, Supervisor};
 use crate::datadir::{self, DataDir};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -28,6 +29,9 @@ pub struct ServeArgs {
 
 /// How long shutdown waits for sessions to close their recordings.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The whole stop, every stage: under the unit's `TimeoutStopSec=30`, so systemd never has to
+/// kill the box mid-write.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let mut dir = Arc::new(DataDir::open(root)?);
@@ -86,24 +90,24 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let key_path = root.join(datadir::HOST_KEY);
     let key_text = std::fs::read_to_string(&key_path).with_context(|| format!("reading {}", key_path.display()))?;
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
+    // One runtime, one supervisor: every task and thread below is started under it, in the
+    // stage of the stop it belongs to.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let sup = Arc::new(Supervisor::new(runtime.handle().clone()));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
-    let broker_for_exit = broker.clone();
+    let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone(), sup.clone())?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let panel_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let panel = {
+    {
         let inputs = crate::daemon::panel::Inputs {
             dir: dir.clone(),
             live: broker.live.clone(),
             ready: ready.clone(),
             listener_alive: listener_alive.clone(),
-            stop: panel_stop.clone(),
+            stop: sup.token(Stage::Console),
         };
-        std::thread::Builder::new()
-            .name("panel".into())
-            .spawn(move || crate::daemon::panel::run(board, reason, board_fault, inputs))?
-    };
+        sup.thread(Stage::Console, "panel", move || crate::daemon::panel::run(board, reason, board_fault, inputs))?;
+    }
     crate::evidence::signing_key(&dir.root)?;
     witness_keys::active(&dir.root)?;
     let sealed = crate::evidence::seal_missing(&dir)?;
@@ -116,133 +120,137 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     }
     let uploader = crate::sync::Uploader::new(dir.clone(), false)?;
     info!(store = %crate::sync::destination(&dir.root)?.describe(), "recordings are forwarded to the store");
-    let upload_cancel = CancellationToken::new();
     // Uploads run on their own thread and runtime: a slow store or a bandwidth cap never takes
     // time from the relays.
-    let uploader = {
-        let (wake, cancel) = (wake.clone(), upload_cancel.clone());
-        std::thread::Builder::new().name("uploader".into()).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("uploader runtime");
-            rt.block_on(uploader.run(wake, cancel));
-        })?
-    };
-    let retention = crate::retention::spawn(dir.clone(), upload_cancel.clone())?;
-    // On-screen text of sealed RDP videos, read at the lowest priority, one video at a time.
-    let ocr = dir.config.screen_text.then(|| crate::ocr::spawn(dir.clone(), upload_cancel.clone())).transpose()?;
-    // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
     {
-        let dir = dir.clone();
-        std::thread::Builder::new().name("encoder-probe".into()).spawn(move || {
-            match crate::daemon::video::choose(&dir) {
-                Ok(c) => match c.chosen {
-                    Some(e) => info!(encoder = %e, "video encoder chosen"),
-                    None => warn!("no H.264 encoder works on this box; RDP sessions cannot be recorded"),
-                },
-                Err(e) => warn!(error = format!("{e:#}"), "probing video encoders failed"),
+        let (wake, cancel) = (wake.clone(), sup.token(Stage::Archive));
+        sup.thread(Stage::Archive, "uploader", move || {
+            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt.block_on(uploader.run(wake, cancel)),
+                Err(e) => error!(error = %e, "the uploader's runtime would not start; nothing is uploaded"),
             }
         })?;
     }
-    // Search covers recordings a crash or an older version left unindexed; off the start path.
-    let search_backfill = {
+    sup.adopt(Stage::Archive, "retention", crate::retention::spawn(dir.clone(), sup.token(Stage::Archive))?);
+    // On-screen text of sealed RDP videos, read at the lowest priority, one video at a time.
+    if dir.config.screen_text {
+        sup.adopt(Stage::Archive, "ocr", crate::ocr::spawn(dir.clone(), sup.token(Stage::Archive))?);
+    }
+    // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
+    {
         let dir = dir.clone();
-        std::thread::Builder::new().name("search-index".into()).spawn(move || {
-            match crate::search::index_missing(&dir) {
-                Ok(0) => {}
-                Ok(n) => info!(recordings = n, "indexed recordings for search"),
-                Err(e) => warn!(error = format!("{e:#}"), "search indexing at start failed"),
-            }
-        })?
-    };
+        sup.thread(Stage::Archive, "encoder-probe", move || match crate::daemon::video::choose(&dir) {
+            Ok(c) => match c.chosen {
+                Some(e) => info!(encoder = %e, "video encoder chosen"),
+                None => warn!("no H.264 encoder works on this box; RDP sessions cannot be recorded"),
+            },
+            Err(e) => warn!(error = format!("{e:#}"), "probing video encoders failed"),
+        })?;
+    }
+    // Search covers recordings a crash or an older version left unindexed; off the start path.
+    // What a stop cuts short is indexed at the next start.
+    {
+        let (dir, cancel) = (dir.clone(), sup.token(Stage::Archive));
+        sup.thread(Stage::Archive, "search-index", move || match crate::search::index_missing(&dir, &cancel) {
+            Ok(0) => {}
+            Ok(n) => info!(recordings = n, "indexed recordings for search"),
+            Err(e) => warn!(error = format!("{e:#}"), "search indexing at start failed"),
+        })?;
+    }
     let console: Arc<dyn witness_web::Console> =
         Arc::new(crate::daemon::console::BoxConsole::new(dir.clone(), broker.clone())?);
     let box_name = dir.config.box_id.clone();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let served = runtime.block_on(async move {
-        let web_listener = tokio::net::TcpListener::bind(web_addr)
-            .await
-            .with_context(|| format!("listening for the web console on {web_addr}"))?;
-        info!(addr = %web_listener.local_addr()?, "web console listening (https)");
-        let web_cancel = CancellationToken::new();
-        let web = tokio::spawn(witness_web::serve(
-            web_listener,
-            witness_web::WebSettings { tls: web_tls, box_name },
-            console,
-            web_cancel.clone(),
-        ));
-        let listener = tokio::net::TcpListener::bind(ssh_addr)
-            .await
-            .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
-        info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
-        ready.store(true, std::sync::atomic::Ordering::Release);
-        crate::daemon::systemd::notify("READY=1");
-        let cancel = CancellationToken::new();
-        tokio::spawn(stop_on_signal(cancel.clone()));
-        let rdp = crate::daemon::rdp::start(rdp, broker.clone(), cancel.clone()).await?;
-        // The audit log's reach, signed every minute it grew (and at stop, below).
-        tokio::spawn({
-            let (dir, cancel) = (dir.clone(), cancel.clone());
-            async move {
+    let started = runtime.block_on({
+        let (sup, dir, broker) = (sup.clone(), dir.clone(), broker.clone());
+        async move {
+            let web_listener = tokio::net::TcpListener::bind(web_addr)
+                .await
+                .with_context(|| format!("listening for the web console on {web_addr}"))?;
+            info!(addr = %web_listener.local_addr()?, "web console listening (https)");
+            let settings = witness_web::WebSettings { tls: web_tls, box_name };
+            let web = witness_web::serve(web_listener, settings, console, sup.token(Stage::Console));
+            sup.task(Stage::Console, "web console", web);
+            let listener = tokio::net::TcpListener::bind(ssh_addr)
+                .await
+                .with_context(|| format!("listening for ssh on {ssh_addr}"))?;
+            info!(addr = %listener.local_addr()?, fingerprint = %host_key.fingerprint(), "ssh jump path listening");
+            let sessions = sup.token(Stage::Sessions);
+            if let Some(rdp) = crate::daemon::rdp::start(rdp, broker.clone(), sessions.clone()).await? {
+                sup.task(Stage::Sessions, "rdp listeners", async move {
+                    let _ = rdp.await;
+                });
+            }
+            let settings = witness_ssh::SshSettings {
+                host_key,
+                env_allow: dir.config.env_allow.clone(),
+                record_input: dir.config.record_input,
+                shutdown_grace: SHUTDOWN_GRACE,
+            };
+            {
+                let (broker, stop, alive) = (broker.clone(), sup.stop_token(), listener_alive.clone());
+                sup.task(Stage::Sessions, "ssh listener", async move {
+                    let served = witness_ssh::serve(listener, settings, broker, sessions).await;
+                    alive.store(false, std::sync::atomic::Ordering::Release);
+                    if let Err(e) = served {
+                        error!(error = %e, "the ssh listener failed; stopping the box");
+                        stop.cancel();
+                    }
+                });
+            }
+            ready.store(true, std::sync::atomic::Ordering::Release);
+            crate::daemon::systemd::notify("READY=1");
+            sup.task(Stage::Console, "signals", stop_on_signal(sup.stop_token()));
+            // The audit log's reach, signed every minute it grew (and at stop, below).
+            let (d, cancel) = (dir.clone(), sup.token(Stage::Sessions));
+            sup.task(Stage::Sessions, "audit checkpoint", async move {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
-                    let d = dir.clone();
+                    let d = d.clone();
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write(&d)).await {
                         warn!(error = format!("{e:#}"), "the audit log could not be checkpointed");
                     }
                 }
-            }
-        });
-        // Access taken away by the admin commands (which only change the index) ends the
-        // sessions it covered within seconds.
-        tokio::spawn({
-            let (broker, cancel) = (broker.clone(), cancel.clone());
-            async move {
+            });
+            // Access taken away by the admin commands (which only change the index) ends the
+            // sessions it covered within seconds.
+            let (b, cancel) = (broker.clone(), sup.token(Stage::Sessions));
+            sup.task(Stage::Sessions, "access re-check", async move {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(2)) => {}
                     }
-                    let b = broker.clone();
+                    let b = b.clone();
                     let _ = tokio::task::spawn_blocking(move || b.end_sessions_of_changed_users()).await;
                 }
-            }
-        });
-        let settings = witness_ssh::SshSettings {
-            host_key,
-            env_allow: dir.config.env_allow.clone(),
-            record_input: dir.config.record_input,
-            shutdown_grace: SHUTDOWN_GRACE,
-        };
-        let served = witness_ssh::serve(listener, settings, broker, cancel).await;
-        crate::daemon::rdp::stop(rdp).await;
-        listener_alive.store(false, std::sync::atomic::Ordering::Release);
-        // The console goes after the sessions: an admin can watch the shutdown to the end.
-        web_cancel.cancel();
-        let _ = web.await;
-        served?;
-        if let Err(e) = crate::audit_checkpoint::write(&dir) {
-            warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
+            });
+            anyhow::Ok(())
         }
-        info!("stopped; every recording is closed");
-        anyhow::Ok(())
     });
-    for h in std::mem::take(&mut *broker_for_exit.finisher.sealing.lock().unwrap_or_else(|p| p.into_inner())) {
-        let _ = h.join();
+    if let Err(e) = started {
+        // Nothing was served: stop what was started, then say why.
+        runtime.block_on(sup.shutdown(STOP_DEADLINE));
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        return Err(e);
     }
-    upload_cancel.cancel();
-    let _ = uploader.join();
-    let _ = retention.join();
-    // Stops after its current Tesseract run; what it had not stored is read at the next start.
-    if let Some(ocr) = ocr {
-        let _ = ocr.join();
+    runtime.block_on(sup.stopped());
+    let stopped = runtime.block_on(sup.shutdown(STOP_DEADLINE));
+    if let Err(e) = crate::audit_checkpoint::write(&dir) {
+        warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
     }
-    // The search backfill is not waited for: what it did not finish is done at the next start.
-    drop(search_backfill);
-    panel_stop.store(true, std::sync::atomic::Ordering::Release);
-    let _ = panel.join();
-    served
+    // Work past the deadline is left behind: the process ends without waiting for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    if !stopped.recordings_closed {
+        anyhow::bail!(
+            "stopped at the deadline with recordings still closing ({}); the next start recovers them",
+            stopped.unfinished.join(", ")
+        );
+    }
+    info!("stopped; every recording is closed");
+    Ok(())
 }
 
 async fn stop_on_signal(cancel: CancellationToken) {
@@ -254,6 +262,8 @@ async fn stop_on_signal(cancel: CancellationToken) {
     tokio::select! {
         _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
         _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
+        // Stopped for another reason (a listener failed): nothing to wait for.
+        _ = cancel.cancelled() => return,
     }
     crate::daemon::systemd::notify("STOPPING=1");
     cancel.cancel();
