@@ -131,18 +131,26 @@ pub fn refresh(dir: &DataDir) {
     }
 }
 
+/// One destination the box may connect to, as `egress show` lists it.
 #[derive(Serialize)]
-struct ShowRow {
-    host: String,
-    port: u16,
-    why: String,
-    addresses: Vec<String>,
-    note: Option<String>,
+pub struct ShowRow {
+    pub host: String,
+    pub port: u16,
+    pub why: String,
+    pub addresses: Vec<String>,
+    pub note: Option<String>,
 }
 
-/// `witness egress show`: what the box may connect to now, as the index and the store settings
-/// say, with the addresses names resolve to; and whether the published file is current.
-pub fn show(root: &Path, json: bool) -> Result<()> {
+/// What the box may connect to now, as the index and the store settings say, with the addresses
+/// names resolve to; what was left out; and whether the published file is current.
+pub struct Report {
+    pub rows: Vec<ShowRow>,
+    pub left_out: Vec<String>,
+    pub published: bool,
+}
+
+/// `witness egress show`'s facts (the command prints them).
+pub fn report(root: &Path) -> Result<Report> {
     let dir = DataDir::open(root)?;
     let (allow, skipped) = collect_for(&dir, true)?;
     let entries: Vec<(Host, u16, String)> =
@@ -165,41 +173,7 @@ pub fn show(root: &Path, json: bool) -> Result<()> {
         .collect();
     let published = file_text(collect_for(&dir, false)?.0);
     let current = read_file(&root.join(EGRESS_FILE)).ok().flatten() == Some(published);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "allowed": rows, "left_out": skipped, "published": current, "file": EGRESS_FILE,
-            }))?
-        );
-        return Ok(());
-    }
-    println!("the box may connect to (besides DNS through systemd-resolved, NTP and DHCP):");
-    if rows.is_empty() {
-        println!("  nothing: no targets and no network store");
-    }
-    for r in &rows {
-        let at = match (&r.note, r.addresses.is_empty()) {
-            (Some(n), _) => n.clone(),
-            (None, true) => "no address".to_owned(),
-            (None, false) => r.addresses.join(", "),
-        };
-        let host = if r.host.contains(':') { format!("[{}]", r.host) } else { r.host.clone() };
-        println!("  {host}:{}\t{}\t{at}", r.port, r.why);
-    }
-    for s in &skipped {
-        println!("left out: {s}");
-    }
-    if current {
-        println!(
-            "{EGRESS_FILE} is current; witness-egress.service loads it into the firewall (nft list set inet witness egress4)"
-        );
-    } else {
-        println!(
-            "{EGRESS_FILE} is not current: the daemon writes it at its start, admin commands when they change targets or the store"
-        );
-    }
-    Ok(())
+    Ok(Report { rows, left_out: skipped, published: current })
 }
 
 #[cfg(test)]

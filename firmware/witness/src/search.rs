@@ -166,8 +166,9 @@ pub struct CliHit {
     pub rect: Option<[u32; 4]>,
 }
 
-/// `witness search WORDS [--json]`: sessions of every protocol whose text holds all the words.
-pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()> {
+/// `witness search WORDS`: the sessions of every protocol whose text holds all the words, the
+/// first place in each; audited (that a search was made and what it found, not the words).
+pub fn find(root: &std::path::Path, query: &str) -> Result<Vec<CliHit>> {
     let dir = DataDir::open(root)?;
     let (terms, tokens) = query_tokens(&dir, query)?;
     if tokens.is_empty() {
@@ -200,18 +201,5 @@ pub fn search_cli(root: &std::path::Path, query: &str, json: bool) -> Result<()>
     // it found, as the console's does.
     let words = query.split_whitespace().count();
     dir.index.audit("cli_search", None, None, None, &serde_json::json!({ "words": words, "hits": hits.len() }))?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&hits)?);
-        return Ok(());
-    }
-    if hits.is_empty() {
-        println!("no session holds all of these words");
-    }
-    for h in hits {
-        println!(
-            "{}  {:<4} {}@{}  {}  recording {} at {:.1}s ({})  {}",
-            h.session_id, h.protocol, h.user, h.target, h.started_at, h.recording_id, h.at, h.source, h.snippet
-        );
-    }
-    Ok(())
+    Ok(hits)
 }

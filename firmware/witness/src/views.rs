@@ -365,11 +365,28 @@ pub fn is_raw(dir: &DataDir, row: &RecordingRow) -> Result<bool> {
     Ok(matches!(d.header(), Ok(Some(_))) && d.is_raw())
 }
 
-pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views::View) -> Result<()> {
-    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
-    if row.sha256.is_none() {
-        eprintln!("note: recording {id} is still {}: exporting what is written so far", row.status);
+/// What an export wrote, for the command to tell.
+pub struct Exported {
+    pub bytes: u64,
+    /// The recording was still being written (its status): the export holds what was written.
+    pub unfinished: Option<String>,
+}
+
+impl Exported {
+    /// The lines a command shows: a note for an unfinished recording (stderr), then the summary.
+    pub fn told(&self, id: &str, out: &Path) -> (Option<String>, String) {
+        let note = self
+            .unfinished
+            .as_ref()
+            .map(|status| format!("note: recording {id} is still {status}: exported what was written so far"));
+        (note, format!("exported recording {id} ({} bytes) to {}", self.bytes, out.display()))
     }
+}
+
+/// Writes recording `id` to `out` as `view` (whole or not at all) and audits it.
+pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views::View) -> Result<Exported> {
+    let row = dir.index.recording(id)?.with_context(|| format!("no recording with id {id:?}"))?;
+    let unfinished = row.sha256.is_none().then(|| row.status.to_string());
     let tmp = out.with_extension("part");
     let written = (|| {
         let mut file =
@@ -398,6 +415,5 @@ pub fn export_recording(dir: &DataDir, id: &str, out: &Path, view: crate::views:
         Some(&row.session_id),
         &serde_json::json!({ "recording": id, "view": how }),
     )?;
-    println!("exported recording {id} ({n} bytes) to {}", out.display());
-    Ok(())
+    Ok(Exported { bytes: n as u64, unfinished })
 }

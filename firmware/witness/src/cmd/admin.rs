@@ -450,7 +450,13 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     match args.command {
         Some(RecordingsCmd::Export { id, out, raw }) => {
             let view = if raw { crate::views::View::Raw } else { crate::views::View::Player };
-            crate::views::export_recording(&dir, &id, &out, view)
+            let exported = crate::views::export_recording(&dir, &id, &out, view)?;
+            let (note, summary) = exported.told(&id, &out);
+            if let Some(note) = note {
+                eprintln!("{note}");
+            }
+            println!("{summary}");
+            Ok(())
         }
         None => {
             let rows = dir.index.recordings()?;

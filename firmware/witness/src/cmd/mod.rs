@@ -3,8 +3,12 @@
 
 pub mod admin;
 pub mod cli;
+pub mod egress;
+pub mod encoders;
+pub mod panel;
 pub mod rdp;
 pub mod retention;
+pub mod search;
 pub mod sync;
 
 pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
@@ -24,7 +28,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Revoke { user, target } => admin::revoke(&cli.data, &user, &target),
         Command::Sessions { json } => admin::sessions(&cli.data, json),
         Command::Recordings(args) => admin::recordings(&cli.data, args),
-        Command::Search { words, json } => crate::search::search_cli(&cli.data, &words.join(" "), json),
+        Command::Search { words, json } => search::search(&cli.data, &words.join(" "), json),
         Command::Audit { json, limit, verify: false } => admin::audit(&cli.data, json, limit),
         Command::Audit { verify: true, .. } => admin::verify_audit(&cli.data),
         Command::Serve(args) => crate::daemon::serve::run(&cli.data, args),
@@ -34,7 +38,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Index(cli::IndexCmd::ReadText { recording_id, json }) => {
             crate::ocr::read_text_cli(&cli.data, recording_id, json)
         }
-        Command::Panel { json } => crate::daemon::panel::show(&cli.data, json),
+        Command::Panel { json } => panel::show(&cli.data, json),
         Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
             crate::evidence::export(&cli.data, &session_id, &out)
         }
@@ -85,10 +89,10 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Hold(cmd) => retention::hold(&cli.data, cmd),
         Command::Retention(cli::RetentionCmd::Run { dry_run }) => retention::run_now(&cli.data, dry_run),
         Command::FactoryReset(args) => admin::factory_reset_cli(&cli.data, args),
-        Command::Egress(cli::EgressCmd::Show { json }) => crate::egress::show(&cli.data, json),
+        Command::Egress(cli::EgressCmd::Show { json }) => egress::show(&cli.data, json),
         Command::Egress(cli::EgressCmd::Render) => crate::egress::render_cmd(&cli.data),
         Command::Egress(cli::EgressCmd::Load) => crate::egress::load(&cli.data),
-        Command::Encoders { probe_one: Some(element), .. } => crate::daemon::video::probe_one_child(&element),
-        Command::Encoders { json, probe_one: None } => crate::daemon::video::encoders(&cli.data, json),
+        Command::Encoders { probe_one: Some(element), .. } => encoders::probe_one_child(&element),
+        Command::Encoders { json, probe_one: None } => encoders::encoders(&cli.data, json),
     }
 }
