@@ -5,10 +5,10 @@
 //! redraw, the client's pointer position) and pointer moves drawn at once are fuzzed alongside.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::decode::{DecodeError, PassiveDecoder, last_pointer, repairable};
+use witness_rdp_core::decode::{DecodeError, PassiveDecoder, last_pointer, repairable};
 
 /// Records of a tag byte (`C`, `T`, `M`), a little-endian u32 length and the bytes.
-const CAPTURE: &[u8] = include_bytes!("../../firmware/witness-rdp/src/testdata/shadow_remotefx.cap");
+const CAPTURE: &[u8] = include_bytes!("../../firmware/witness-rdp-core/src/testdata/shadow_remotefx.cap");
 
 fn records(mut data: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
     std::iter::from_fn(move || {

@@ -3,7 +3,7 @@
 //! and backspaces.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::keys::{BACKSPACE, KeyTrack, MAX_PENDING};
+use witness_rdp_core::keys::{BACKSPACE, KeyTrack, MAX_PENDING};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else { return };

@@ -2,7 +2,7 @@
 //! must not panic, never change a length, and leave a PDU it cannot trim exactly as it was.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp::filter::{trim_capabilities, trim_gfx_caps};
+use witness_rdp_core::filter::{trim_capabilities, trim_gfx_caps};
 
 fuzz_target!(|data: &[u8]| {
     let mut confirm = data.to_vec();

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// (`prefix*` matches a crate family). Tooling (`xtask`, `tests`) and dev-dependencies are free.
 const OWNERS: &[(&str, &[&str])] = &[
     ("russh", &["witness-ssh"]),
-    ("ironrdp-*", &["witness-rdp"]),
+    ("ironrdp-*", &["witness-rdp", "witness-rdp-core"]),
     ("sspi", &["witness-rdp"]),
     ("rusqlite", &["witness-index"]),
     ("minio", &["witness-store"]),
@@ -49,6 +49,30 @@ const SANS_IO: &[(&str, &[&str])] = &[
     (
         "witness-gate",
         &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "gstreamer*", "minio", "reqwest", "hyper", "axum"],
+    ),
+    // The RDP core tier: IronRDP's sans-IO crates only, like IronRDP's own core tier.
+    (
+        "witness-rdp-core",
+        &[
+            "tokio",
+            "mio",
+            "socket2",
+            "rusqlite",
+            "libsqlite3-sys",
+            "russh",
+            "ironrdp-tokio",
+            "ironrdp-async",
+            "ironrdp-blocking",
+            "sspi",
+            "gstreamer*",
+            "minio",
+            "reqwest",
+            "hyper",
+            "axum",
+            "openssl*",
+            "rustls*",
+            "tokio-rustls",
+        ],
     ),
     // The key hierarchy sits at the bottom: the binary and the archive build on it, and it reaches
     // no store, index, session machinery or async runtime.

@@ -6,11 +6,7 @@
 //! ([`filter`]). This crate is the only one that knows IronRDP; everything it needs from the rest
 //! of the box comes through [`Broker`].
 
-pub mod channels;
-pub mod decode;
-pub mod filter;
-pub mod keys;
-mod login;
+pub use witness_rdp_core::{channels, decode, filter, keys, login};
 mod proxy;
 mod record;
 mod tls;

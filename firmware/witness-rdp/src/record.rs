@@ -631,9 +631,9 @@ mod tests {
 mod resync_tests {
     use super::tests::Recorded as Nothing;
     use super::*;
-    use crate::decode::tests::records;
+    use witness_rdp_core::decode::capture_records as records;
 
-    const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+    const BITMAP: &[u8] = include_bytes!("../../witness-rdp-core/src/testdata/shadow_bitmap.cap");
 
     /// A real session up to its first graphics, a skipped screen PDU, then (`redraw`) the rest
     /// of the session — the target drawing its whole screen again — or nothing: the picture

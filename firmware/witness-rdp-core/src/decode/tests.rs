@@ -14,16 +14,7 @@ const GFX: &[u8] = include_bytes!("../testdata/shadow_gfx.cap");
 const RED: [u8; 3] = [0, 0, 255];
 const BLUE: [u8; 3] = [255, 0, 0];
 
-/// A capture's records: tag byte, little-endian length, bytes.
-pub(crate) fn records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
-    let mut out = Vec::new();
-    while let Some((&tag, rest)) = data.split_first() {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        out.push((tag, &rest[4..4 + len]));
-        data = &rest[4 + len..];
-    }
-    out
-}
+pub(crate) use super::capture_records as records;
 
 fn center(d: &PassiveDecoder) -> [u8; 3] {
     let s = d.screen().expect("no screen");

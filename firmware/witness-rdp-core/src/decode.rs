@@ -83,7 +83,7 @@ impl Rect {
         }
     }
 
-    pub(crate) fn union(self, other: Self) -> Self {
+    pub fn union(self, other: Self) -> Self {
         let right = (u32::from(self.x) + u32::from(self.width)).max(u32::from(other.x) + u32::from(other.width));
         let bottom = (u32::from(self.y) + u32::from(self.height)).max(u32::from(other.y) + u32::from(other.height));
         let x = self.x.min(other.x);
@@ -928,6 +928,19 @@ fn share_control_parts(
         offset = end;
         Some(decode_share_control(part).map_err(DecodeError::pdu("share control pdu")))
     })
+}
+
+/// A capture's records (the files `examples/capture.rs` writes and the tests replay): tag
+/// byte, little-endian u32 length, bytes. A truncated last record is left out.
+pub fn capture_records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
+    let mut out = Vec::new();
+    while let Some((&tag, rest)) = data.split_first() {
+        let Some(len) = rest.get(..4).map(|l| u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize) else { break };
+        let Some(body) = rest.get(4..4 + len) else { break };
+        out.push((tag, body));
+        data = &rest[4 + len..];
+    }
+    out
 }
 
 #[cfg(test)]
