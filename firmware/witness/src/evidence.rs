@@ -159,24 +159,6 @@ pub fn seal_and_queue(dir: &DataDir, recording_id: &str) -> bool {
     }
 }
 
-/// Seals recordings that finished without a manifest (a stop between the end and the seal, or
-/// a signing key that could not be read) and queues them.
-pub fn seal_missing(dir: &DataDir) -> Result<usize> {
-    let mut n = 0;
-    for rec in dir.index.recordings()? {
-        let path = dir.root.join(&rec.path);
-        if matches!(rec.status.as_str(), "completed" | "failed" | "uploaded")
-            && path.exists()
-            && !is_sealed(&path)
-            // A full disk must not keep the box from starting: held back, tried again later.
-            && seal_and_queue(dir, &rec.id)
-        {
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 /// The evidence files of a recording (manifest, signature), from the box.
 pub fn evidence_files(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, String)> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;

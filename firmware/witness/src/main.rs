@@ -15,6 +15,7 @@ mod keys;
 mod local_console;
 mod ocr;
 mod panel;
+mod pipeline;
 mod playback;
 mod rdp_broker;
 mod retention;

@@ -74,7 +74,6 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
     let wake = Arc::new(tokio::sync::Notify::new());
     let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
-    let broker_for_exit = broker.clone();
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let panel_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -92,27 +91,15 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     };
     crate::evidence::signing_key(&dir.root)?;
     crate::keys::active(&dir.root)?;
-    let sealed = crate::evidence::seal_missing(&dir)?;
-    if sealed > 0 {
-        info!(sealed, "sealed recordings that had no signed manifest");
-    }
-    let queued = crate::sync::enqueue_missing(&dir)?;
+    // A recording's after-life (seal, search text, upload, verify, prune) as durable jobs:
+    // what a stop left waiting resumes at its step; recordings without any are enqueued.
+    let queued = crate::pipeline::enqueue_missing(&dir)?;
     if queued > 0 {
-        info!(queued, "queued finished recordings for upload");
+        info!(queued, "finished recordings enqueued for sealing and upload");
     }
-    let uploader = crate::sync::Uploader::new(dir.clone(), false)?;
     info!(store = %crate::sync::destination(&dir.root)?.describe(), "recordings are forwarded to the store");
     let upload_cancel = CancellationToken::new();
-    // Uploads run on their own thread and runtime: a slow store or a bandwidth cap never takes
-    // time from the relays.
-    let uploader = {
-        let (wake, cancel) = (wake.clone(), upload_cancel.clone());
-        std::thread::Builder::new().name("uploader".into()).spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("uploader runtime");
-            rt.block_on(uploader.run(wake, cancel));
-        })?
-    };
-    let retention = crate::retention::spawn(dir.clone(), upload_cancel.clone())?;
+    let archive = crate::pipeline::spawn(dir.clone(), wake.clone(), upload_cancel.clone())?;
     // On-screen text of sealed RDP videos, read at the lowest priority, one video at a time.
     let ocr = dir.config.screen_text.then(|| crate::ocr::spawn(dir.clone(), upload_cancel.clone())).transpose()?;
     // Which H.264 encoder RDP video uses: probed in child processes, off the start path.
@@ -140,6 +127,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let console: Arc<dyn witness_web::Console> =
         Arc::new(crate::console::BoxConsole::new(dir.clone(), broker.clone())?);
     let box_name = dir.config.box_id.clone();
+    let dir_at_stop = dir.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let served = runtime.block_on(async move {
         let web_listener = tokio::net::TcpListener::bind(web_addr)
@@ -212,12 +200,11 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         info!("stopped; every recording is closed");
         anyhow::Ok(())
     });
-    for h in std::mem::take(&mut *broker_for_exit.finisher.sealing.lock().unwrap_or_else(|p| p.into_inner())) {
-        let _ = h.join();
-    }
+    // The recordings the sessions just closed are sealed before the box stops (as long as
+    // the grace allows); the steps under way finish; what waits stays for the next start.
+    crate::pipeline::seal_before_stop(&dir_at_stop, &wake, SHUTDOWN_GRACE);
     upload_cancel.cancel();
-    let _ = uploader.join();
-    let _ = retention.join();
+    let _ = archive.join();
     // Stops after its current Tesseract run; what it had not stored is read at the next start.
     if let Some(ocr) = ocr {
         let _ = ocr.join();
