@@ -1,5 +1,7 @@
-//! The job graph of a recording's after-life: Seal → Extract, Seal → Upload → Verify → Prune,
-//! and Prune also after Extract (extraction reads the local copy). Each step is a durable job
+//! The job graph of a recording's after-life: Seal → Extract, Seal → Upload → Verify → Prune.
+//! Prune does not wait for Extract: a local copy held until its text is read would keep the disk
+//! full behind the slowest consumer (a large recording's text takes the debug box minutes), so
+//! extraction reads the recording wherever it is — the store, once pruned. Each step is a durable job
 //! (kept by a [`JobQueue`]: the index's `jobs` table), claimed under a lease and run by a
 //! [`Steps`] implementation; success enqueues, with it, every step whose requirements are then
 //! all done ([`ready`]), so nothing downstream runs before what it depends on; a failure waits
@@ -22,7 +24,7 @@ pub fn requires(step: JobStep) -> &'static [JobStep] {
         JobStep::Seal => &[],
         JobStep::Extract | JobStep::Upload => &[JobStep::Seal],
         JobStep::Verify => &[JobStep::Upload],
-        JobStep::Prune => &[JobStep::Verify, JobStep::Extract],
+        JobStep::Prune => &[JobStep::Verify],
     }
 }
 
@@ -202,7 +204,8 @@ mod tests {
         assert_eq!(ready(&[]), Vec::<JobStep>::new(), "seal is enqueued when the recording ends");
         assert_eq!(ready(&[Seal]), vec![Extract, Upload]);
         assert_eq!(ready(&[Seal, Upload]), vec![Extract, Verify]);
-        assert_eq!(ready(&[Seal, Upload, Verify]), vec![Extract], "no prune before the text is read");
+        assert_eq!(ready(&[Seal, Extract, Upload]), vec![Verify], "no prune before verify");
+        assert_eq!(ready(&[Seal, Upload, Verify]), vec![Extract, Prune], "prune does not wait for the text");
         assert_eq!(ready(&[Seal, Extract, Upload, Verify]), vec![Prune]);
         assert_eq!(ready(JobStep::ALL), Vec::<JobStep>::new());
         for s in JobStep::ALL {

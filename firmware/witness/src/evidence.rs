@@ -224,6 +224,16 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
     let session = dir.index.session(session_id)?.with_context(|| format!("no session {session_id:?}"))?;
     let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // A recording that has just ended may still wait for its seal job on the archive pool: it is
+    // sealed here as the pool would seal it (the same signed manifest; the pool then finds it
+    // sealed), so a bundle asked for at once never lacks a manifest.
+    for r in &recs {
+        use witness_core::RecordingStatus::{Completed, Failed, Uploaded};
+        let path = root.join(&r.path);
+        if matches!(r.status, Completed | Failed | Uploaded) && path.exists() && !is_sealed(&path) {
+            seal(dir, &r.id, gaps_of(r))?;
+        }
+    }
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
         if crate::views::is_raw(dir, r)? {

@@ -105,7 +105,11 @@ impl BoxSteps {
         {
             return Ok(Outcome::Done);
         }
-        if !crate::evidence::is_sealed(&dir.root.join(&rec.path)) {
+        let path = dir.root.join(&rec.path);
+        if rec.bytes == 0 && !path.exists() {
+            return Ok(Outcome::Done); // it failed before writing anything: nothing to seal or upload
+        }
+        if !crate::evidence::is_sealed(&path) {
             // The gaps the index knows (a failure, screen updates a video missed) go into the
             // signed manifest.
             if let Err(e) = crate::evidence::seal(dir, &rec.id, crate::evidence::gaps_of(&rec)) {
@@ -131,6 +135,9 @@ impl BoxSteps {
     /// The recording's text for search. A failure is tried again a few times, then given up:
     /// the local copy must not be kept for ever because its text could not be read.
     fn extract(&self, job: &Job) -> Result<Outcome, String> {
+        if self.recording(&job.recording_id)?.bytes == 0 {
+            return Ok(Outcome::Done);
+        }
         match crate::search::try_index(&self.dir, &job.recording_id, &|| self.cancel.is_cancelled()) {
             Ok(None) => Ok(Outcome::Later { at_ms: unix_ms(), why: "the box stopped while reading the text".into() }),
             Ok(Some(chunks)) => {

@@ -28,8 +28,15 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
         return Ok(Some(0));
     }
     // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
+    // From the local copy while there is one; pruning does not wait for the text (the pipeline's
+    // prune step needs only the remote copy verified), so one pruned first is read back from the
+    // store (the read credentials), part by part.
     let path = dir.root.join(&row.path);
-    let mut reader = witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?;
+    let mut reader: Box<dyn std::io::Read> = if path.exists() && !dir.index.is_pruned(recording_id)? {
+        Box::new(witness_recorder::open_plain(&path, &crate::keys::key_for(&dir.root))?)
+    } else {
+        Box::new(crate::playback::playable(dir, recording_id)?.reader()?)
+    };
     let mut decoder = witness_core::rawrec::Decoder::default();
     let mut carry = witness_core::cast::Utf8Carry::default();
     let mut text = TextExtractor::default();
