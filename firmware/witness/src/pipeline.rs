@@ -19,8 +19,8 @@ use witness_core::JobStep;
 /// How long a step is held by its worker. A process killed mid-step is taken over at once (its
 /// pid is gone); this bounds only a step whose worker died inside a running daemon.
 const LEASE_MS: i64 = 60 * 60 * 1000;
-/// Failed extraction attempts after which the text is given up (search is a convenience; the
-/// local copy must not wait for it for ever).
+/// Failed extraction attempts after which the text is given up (search is a convenience: a
+/// recording that cannot be read for it must not sit in `sync status` as waiting for ever).
 const EXTRACT_ATTEMPTS: u32 = 3;
 /// How often housekeeping looks at the disk and the sessions' manifests.
 const TICK: Duration = Duration::from_secs(2);
@@ -132,8 +132,8 @@ impl BoxSteps {
         Ok(Outcome::Done)
     }
 
-    /// The recording's text for search. A failure is tried again a few times, then given up:
-    /// the local copy must not be kept for ever because its text could not be read.
+    /// The recording's text for search, from the local copy or, once pruned, the store. A
+    /// failure is tried again a few times, then given up (logged).
     fn extract(&self, job: &Job) -> Result<Outcome, String> {
         if self.recording(&job.recording_id)?.bytes == 0 {
             return Ok(Outcome::Done);
