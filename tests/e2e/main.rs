@@ -1,6 +1,7 @@
 //! End-to-end tests of the Witness appliance with real peers: OpenSSH `sshd` as the target, the
 //! real `witness` binary as the box, and the real `ssh`/`scp`/`sftp` clients as users.
 
+mod archive;
 mod attacks_console;
 mod attacks_doors;
 mod attacks_red15;

@@ -108,7 +108,8 @@ fn a_store_that_hangs_at_the_stop_is_named_and_the_stop_keeps_its_deadline() {
             held.push(c);
         }
     });
-    // A session ends; the uploader takes its recording to the black hole and waits there.
+    // A session ends; the archive pool seals its recording, takes it to the black hole and waits
+    // there.
     let out = b.ssh("alice@web01").arg("echo into-the-hole").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually(20, "the recording completed", || {
@@ -121,7 +122,7 @@ fn a_store_that_hangs_at_the_stop_is_named_and_the_stop_keeps_its_deadline() {
     assert!(st.is_some(), "witness was still running {took:?} after SIGTERM (systemd would SIGKILL it):\n{log}");
     assert!(took < Duration::from_secs(25), "the stop took {took:?}, past its deadline");
     let named = log.lines().find(|l| l.contains("still running at the stop deadline")).unwrap_or_default();
-    assert!(named.contains("uploader"), "the hung work is not named: {named:?}\n{log}");
+    assert!(named.contains("archive"), "the hung work is not named: {named:?}\n{log}");
     // Nothing is lost: the recording is on the box, sealed, and still to be uploaded.
     let rows = b.recordings();
     assert_eq!(rows.len(), 1);

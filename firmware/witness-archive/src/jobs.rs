@@ -1,11 +1,15 @@
-//! The job graph of a recording's after-life: Seal → Extract, Seal → Upload → Verify → Prune,
-//! and Prune also after Extract (extraction reads the local copy). Each step is a durable job
+//! The job graph of a recording's after-life: Seal → Extract, Seal → Upload → Verify → Prune.
+//! Prune does not wait for Extract: a local copy held until its text is read would keep the disk
+//! full behind the slowest consumer (a large recording's text takes the debug box minutes), so
+//! extraction reads the recording wherever it is — the store, once pruned. Each step is a durable job
 //! (kept by a [`JobQueue`]: the index's `jobs` table), claimed under a lease and run by a
 //! [`Steps`] implementation; success enqueues, with it, every step whose requirements are then
 //! all done ([`ready`]), so nothing downstream runs before what it depends on; a failure waits
-//! with [`crate::backoff`] and keeps its reason for `sync status`. [`work`] runs a bounded pool
-//! of workers under one cancellation token; a worker killed mid-step leaves a lease that runs
-//! out, and the step runs again (steps are idempotent).
+//! with [`crate::backoff`] and keeps its reason for `sync status`; a step that may not run yet
+//! without having failed (a local copy kept until its time) is put off ([`Outcome::Later`]).
+//! [`work`] runs a bounded pool of workers under one cancellation token; a step whose process
+//! was killed is taken over at once, one whose worker died in-process once its lease runs out,
+//! and the step runs again (steps are idempotent).
 
 use crate::ArchiveError;
 use std::sync::Arc;
@@ -20,7 +24,7 @@ pub fn requires(step: JobStep) -> &'static [JobStep] {
         JobStep::Seal => &[],
         JobStep::Extract | JobStep::Upload => &[JobStep::Seal],
         JobStep::Verify => &[JobStep::Upload],
-        JobStep::Prune => &[JobStep::Verify, JobStep::Extract],
+        JobStep::Prune => &[JobStep::Verify],
     }
 }
 
@@ -51,11 +55,18 @@ pub trait JobQueue: Send + Sync {
     fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, ArchiveError>;
     /// The job failed: due again at `next_attempt_ms`, with `error` kept.
     fn fail(&self, job: &Job, error: &str, next_attempt_ms: i64) -> Result<(), ArchiveError>;
+    /// The job may not run yet (not a failure): due again at `at_ms`, with `why` kept.
+    fn defer(&self, job: &Job, why: &str, at_ms: i64) -> Result<(), ArchiveError>;
+}
+
+/// Whether the process `pid` is running (a lease held by a dead process is taken over).
+fn alive(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 impl JobQueue for witness_index::Index {
     fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
-        let row = self.claim_job(now_ms, lease_ms, std::process::id())?;
+        let row = self.claim_job(now_ms, lease_ms, std::process::id(), &alive)?;
         Ok(row.map(|r| Job { recording_id: r.recording_id, step: r.step, attempts: r.attempts }))
     }
 
@@ -66,13 +77,26 @@ impl JobQueue for witness_index::Index {
     fn fail(&self, job: &Job, error: &str, next_attempt_ms: i64) -> Result<(), ArchiveError> {
         Ok(self.fail_job(&job.recording_id, job.step, error, next_attempt_ms)?)
     }
+
+    fn defer(&self, job: &Job, why: &str, at_ms: i64) -> Result<(), ArchiveError> {
+        Ok(self.defer_job(&job.recording_id, job.step, why, at_ms)?)
+    }
+}
+
+/// What a step that did not fail came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It ran (or had nothing to do): done.
+    Done,
+    /// It may not run yet: tried again at `at_ms` (unix ms), `why` shown meanwhile.
+    Later { at_ms: i64, why: String },
 }
 
 /// What runs a step (the binary: sealing, extraction, the store). Blocking; idempotent (a step
 /// cut by a crash runs again whole or resumes from what it saved).
 pub trait Steps: Send + Sync {
     /// Runs `job`; an error is a one-line reason (never a secret), shown while the job waits.
-    fn run(&self, job: &Job) -> Result<(), String>;
+    fn run(&self, job: &Job) -> Result<Outcome, String>;
 }
 
 /// What one turn of a worker did.
@@ -84,13 +108,20 @@ pub enum Ran {
     Done(JobStep, Vec<JobStep>),
     /// The step failed and waits this long.
     Failed(JobStep, i64),
+    /// The step may not run yet; tried again at this time.
+    Later(JobStep, i64),
 }
 
 /// Claims and runs one due job.
 pub fn run_one(queue: &dyn JobQueue, steps: &dyn Steps, now_ms: i64, lease_ms: i64) -> Result<Ran, ArchiveError> {
     let Some(job) = queue.claim(now_ms, lease_ms)? else { return Ok(Ran::Idle) };
     match steps.run(&job) {
-        Ok(()) => {
+        Ok(Outcome::Later { at_ms, why }) => {
+            queue.defer(&job, &why, at_ms)?;
+            tracing::debug!(recording_id = %job.recording_id, step = %job.step, why, "job put off");
+            Ok(Ran::Later(job.step, at_ms))
+        }
+        Ok(Outcome::Done) => {
             let next = queue.complete(&job, now_ms)?;
             tracing::info!(recording_id = %job.recording_id, step = %job.step, ?next, "job done");
             Ok(Ran::Done(job.step, next))
@@ -136,7 +167,7 @@ pub async fn work(
                 let (q, s) = (queue.clone(), steps.clone());
                 let ran = tokio::task::spawn_blocking(move || run_one(&*q, &*s, now_ms(), lease_ms)).await;
                 match ran {
-                    Ok(Ok(Ran::Done(..) | Ran::Failed(..))) => continue,
+                    Ok(Ok(Ran::Done(..) | Ran::Failed(..) | Ran::Later(..))) => continue,
                     Ok(Ok(Ran::Idle)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "the job queue cannot be read"),
                     Err(e) => tracing::error!(error = %e, "a job's worker panicked"),
@@ -173,7 +204,8 @@ mod tests {
         assert_eq!(ready(&[]), Vec::<JobStep>::new(), "seal is enqueued when the recording ends");
         assert_eq!(ready(&[Seal]), vec![Extract, Upload]);
         assert_eq!(ready(&[Seal, Upload]), vec![Extract, Verify]);
-        assert_eq!(ready(&[Seal, Upload, Verify]), vec![Extract], "no prune before the text is read");
+        assert_eq!(ready(&[Seal, Extract, Upload]), vec![Verify], "no prune before verify");
+        assert_eq!(ready(&[Seal, Upload, Verify]), vec![Extract, Prune], "prune does not wait for the text");
         assert_eq!(ready(&[Seal, Extract, Upload, Verify]), vec![Prune]);
         assert_eq!(ready(JobStep::ALL), Vec::<JobStep>::new());
         for s in JobStep::ALL {
@@ -226,23 +258,66 @@ mod tests {
             *j = (JobState::Waiting, j.1 + 1, next_attempt_ms, Some(error.to_owned()), 0);
             Ok(())
         }
+
+        fn defer(&self, job: &Job, why: &str, at_ms: i64) -> Result<(), ArchiveError> {
+            let mut all = self.0.lock().unwrap();
+            let j = all.get_mut(&(job.recording_id.clone(), job.step)).unwrap();
+            *j = (JobState::Waiting, j.1, at_ms, Some(why.to_owned()), 0);
+            Ok(())
+        }
     }
 
-    /// Steps that fail while `broken` names them, and log what ran.
+    /// Steps that fail while `broken` names them, put off while `later` names them (until the
+    /// time given), and log what ran.
     #[derive(Default)]
     struct Log {
         ran: Mutex<Vec<JobStep>>,
         broken: Mutex<Vec<JobStep>>,
+        later: Mutex<Vec<(JobStep, i64)>>,
     }
 
     impl Steps for Log {
-        fn run(&self, job: &Job) -> Result<(), String> {
+        fn run(&self, job: &Job) -> Result<Outcome, String> {
             if self.broken.lock().unwrap().contains(&job.step) {
                 return Err(format!("{} cannot run now", job.step));
             }
+            if let Some((_, at_ms)) = self.later.lock().unwrap().iter().find(|(s, _)| *s == job.step) {
+                return Ok(Outcome::Later { at_ms: *at_ms, why: format!("{} not yet", job.step) });
+            }
             self.ran.lock().unwrap().push(job.step);
-            Ok(())
+            Ok(Outcome::Done)
         }
+    }
+
+    /// A step put off is not a failure: it keeps its attempts, waits until its time without a
+    /// backoff of its own, and nothing after it is enqueued meanwhile.
+    #[test]
+    fn a_step_put_off_waits_for_its_time_without_counting_as_a_failure() {
+        let q = Memory::default();
+        q.0.lock().unwrap().insert(("r1".into(), JobStep::Seal), (JobState::Waiting, 0, 0, None, 0));
+        let steps = Log::default();
+        steps.later.lock().unwrap().push((JobStep::Upload, 50_000));
+        let mut now = 0;
+        let mut put_off = 0;
+        loop {
+            match run_one(&q, &steps, now, 60_000).unwrap() {
+                Ran::Idle => break,
+                Ran::Later(JobStep::Upload, 50_000) => put_off += 1,
+                Ran::Done(..) => {}
+                other => panic!("{other:?}"),
+            }
+            now += 1;
+        }
+        assert_eq!(put_off, 1, "put off once, then waits");
+        let upload = q.0.lock().unwrap()[&("r1".to_owned(), JobStep::Upload)].clone();
+        assert_eq!(
+            (upload.0, upload.1, upload.2, upload.3.as_deref()),
+            (JobState::Waiting, 0, 50_000, Some("upload not yet"))
+        );
+        assert!(!q.0.lock().unwrap().contains_key(&("r1".to_owned(), JobStep::Verify)), "nothing after it");
+        steps.later.lock().unwrap().clear();
+        assert_eq!(run_one(&q, &steps, 49_999, 60_000).unwrap(), Ran::Idle);
+        assert!(matches!(run_one(&q, &steps, 50_000, 60_000).unwrap(), Ran::Done(JobStep::Upload, _)));
     }
 
     /// Sealing made to fail: nothing is uploaded or pruned, the job waits with its reason and a

@@ -5,7 +5,7 @@
 //! (the graph itself is `witness-archive::jobs`): a crash between the two leaves neither.
 
 use crate::{Index, IndexError, Result};
-use rusqlite::{OptionalExtension, params};
+use rusqlite::params;
 use witness_core::{JobState, JobStep};
 
 /// A job as claimed or listed.
@@ -61,22 +61,29 @@ impl Index {
         Ok(())
     }
 
-    /// Claims the longest-due waiting job for `lease_ms` on behalf of `owner`; a lease that ran
-    /// out (its worker died) is taken over.
-    pub fn claim_job(&self, now_ms: i64, lease_ms: i64, owner: u32) -> Result<Option<JobRow>> {
+    /// Claims the longest-due waiting job for `lease_ms` on behalf of process `owner`: one whose
+    /// lease ran out, or is held by another process that `alive` says is gone (killed mid-step:
+    /// taken over at once, so a restart resumes at the step).
+    pub fn claim_job(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        owner: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Option<JobRow>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let found = tx
-            .query_row(
-                &format!(
-                    "SELECT {COLUMNS} FROM jobs WHERE state = 'waiting' AND next_attempt_at <= ?1 AND lease_until <= ?1
-                     ORDER BY next_attempt_at, created_at LIMIT 1"
-                ),
-                [now_ms],
-                row,
-            )
-            .optional()?;
-        let Some(found) = found else { return Ok(None) };
+        let candidates = {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {COLUMNS}, lease_until, lease_owner FROM jobs WHERE state = 'waiting' AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, created_at"
+            ))?;
+            let rows = stmt.query_map([now_ms], |r| Ok((row(r)?, r.get::<_, i64>(6)?, r.get::<_, u32>(7)?)))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+        };
+        let free =
+            candidates.into_iter().find(|(_, until, holder)| *until <= now_ms || (*holder != owner && !alive(*holder)));
+        let Some((found, _, _)) = free else { return Ok(None) };
         let found = job(found)?;
         tx.execute(
             "UPDATE jobs SET lease_until = ?3, lease_owner = ?4 WHERE recording_id = ?1 AND step = ?2",
@@ -126,6 +133,54 @@ impl Index {
             params![recording_id, step.as_str(), error, next_attempt_ms],
         )?;
         Ok(())
+    }
+
+    /// A step that cannot run yet but has not failed (a local copy kept until its time): due
+    /// again at `at_ms`, with why it waits; its attempts are not counted.
+    pub fn defer_job(&self, recording_id: &str, step: JobStep, why: &str, at_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET last_error = ?3, next_attempt_at = ?4, lease_until = 0
+             WHERE recording_id = ?1 AND step = ?2",
+            params![recording_id, step.as_str(), why, at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Makes waiting jobs due now (`step`'s only, or all): `sync now`, a store that came back,
+    /// a disk past its high watermark (prune). Returns how many.
+    pub fn make_jobs_due(&self, step: Option<JobStep>) -> Result<u64> {
+        let n = self.conn().execute(
+            "UPDATE jobs SET next_attempt_at = 0 WHERE state = 'waiting' AND (?1 IS NULL OR step = ?1)",
+            [step.map(|s| s.as_str())],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Finished recordings whose after-life has no job yet (finished before the pipeline was
+    /// wired, or by an older version): not pruned, not deleted, not being written.
+    pub fn recordings_without_jobs(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT r.id FROM recordings r
+             WHERE r.status IN ('completed', 'failed', 'uploaded') AND r.pruned = 0 AND r.deleted_at IS NULL
+               AND r.path NOT LIKE 'store:%'
+               AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.recording_id = r.id)
+             ORDER BY r.ended_at",
+        )?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+    }
+
+    /// Every job of the recordings whose pipeline is not finished (some job waits), by recording
+    /// then in the order enqueued: what `sync status` and the console show.
+    pub fn unfinished_pipelines(&self) -> Result<Vec<JobRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE recording_id IN (SELECT recording_id FROM jobs WHERE state = 'waiting')
+             ORDER BY recording_id, created_at, rowid"
+        ))?;
+        let rows = stmt.query_map([], row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(job).collect()
     }
 
     /// Every waiting job, soonest due first (for `sync status`: what waits, and why).

@@ -788,7 +788,7 @@ impl Index {
         }
     }
 
-    /// Deletes every recording row and its upload job (the reset confirmed twice), except those
+    /// Deletes every recording row, its upload and its pipeline's jobs (the reset confirmed twice), except those
     /// of held sessions: a legal hold outlives a factory reset. Returns the deleted files' paths.
     pub fn wipe_recordings(&self) -> Result<Vec<String>> {
         const FREE: &str = "NOT EXISTS (SELECT 1 FROM holds h WHERE h.session_id = recordings.session_id)";
@@ -801,6 +801,7 @@ impl Index {
         };
         tx.execute_batch(&format!(
             "DELETE FROM uploads WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
+             DELETE FROM jobs WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
              DELETE FROM cast_text WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
              DELETE FROM thumbnails WHERE recording_id IN (SELECT id FROM recordings WHERE {FREE});
              DELETE FROM recordings WHERE {FREE};

@@ -510,11 +510,11 @@ fn jobs_are_durable_leased_retried_and_chained() {
     uploaded_recording(&idx, "s1", "r1");
     idx.enqueue_job("r1", JobStep::Seal, 1_000).unwrap();
     idx.enqueue_job("r1", JobStep::Seal, 1_001).unwrap(); // already there: nothing new
-    let seal = idx.claim_job(2_000, 60_000, 7).unwrap().expect("the seal job");
+    let seal = idx.claim_job(2_000, 60_000, 7, &|_| true).unwrap().expect("the seal job");
     assert_eq!((seal.step, seal.state, seal.attempts), (JobStep::Seal, JobState::Waiting, 0));
-    assert!(idx.claim_job(2_001, 60_000, 8).unwrap().is_none(), "leased to worker 7");
+    assert!(idx.claim_job(2_001, 60_000, 8, &|_| true).unwrap().is_none(), "leased to worker 7");
     idx.fail_job("r1", JobStep::Seal, "the signing key cannot be read", 10_000).unwrap();
-    assert!(idx.claim_job(9_999, 60_000, 8).unwrap().is_none(), "waits for its next attempt");
+    assert!(idx.claim_job(9_999, 60_000, 8, &|_| true).unwrap().is_none(), "waits for its next attempt");
     let waiting = idx.waiting_jobs().unwrap();
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].last_error.as_deref(), Some("the signing key cannot be read"));
@@ -522,10 +522,10 @@ fn jobs_are_durable_leased_retried_and_chained() {
     drop(idx);
     // A restart: the job is still there, and its lease (left by a killed worker) runs out.
     let idx = Index::open(&d.0.join("index.sqlite")).unwrap();
-    let again = idx.claim_job(10_000, 60_000, 9).unwrap().expect("due again after a restart");
+    let again = idx.claim_job(10_000, 60_000, 9, &|_| true).unwrap().expect("due again after a restart");
     assert_eq!((again.step, again.attempts), (JobStep::Seal, 1));
-    assert!(idx.claim_job(10_001, 60_000, 9).unwrap().is_none());
-    assert!(idx.claim_job(70_001, 60_000, 9).unwrap().is_some(), "a lease that ran out is taken over");
+    assert!(idx.claim_job(10_001, 60_000, 9, &|_| true).unwrap().is_none());
+    assert!(idx.claim_job(70_001, 60_000, 9, &|_| true).unwrap().is_some(), "a lease that ran out is taken over");
     let seen = std::cell::RefCell::new(Vec::new());
     let next = idx
         .complete_job("r1", JobStep::Seal, 70_002, &|done| {
@@ -548,4 +548,40 @@ fn jobs_are_durable_leased_retried_and_chained() {
     // A step's text that is not a step is refused by name, not taken for another.
     idx.conn().execute("UPDATE jobs SET step = 'sael' WHERE step = 'extract'", []).unwrap();
     assert!(matches!(idx.waiting_jobs(), Err(IndexError::Corrupt { column: "jobs.step", .. })));
+}
+
+/// A job leased by a process that is gone (the box killed mid-step) is taken over at once, not
+/// after its lease; one that waits without failing keeps its attempts; the pipelines not
+/// finished are listed whole; recordings finished without jobs are found.
+#[test]
+fn a_dead_workers_job_is_taken_over_and_deferred_jobs_are_not_failures() {
+    use witness_core::{JobState, JobStep};
+    let (_d, idx) = index();
+    idx.add_target(&web01()).unwrap();
+    uploaded_recording(&idx, "s1", "r1");
+    assert_eq!(idx.recordings_without_jobs().unwrap(), vec!["r1".to_owned()]);
+    idx.enqueue_job("r1", JobStep::Seal, 1_000).unwrap();
+    assert!(idx.recordings_without_jobs().unwrap().is_empty());
+    assert!(idx.claim_job(2_000, 3_600_000, 41, &|_| true).unwrap().is_some());
+    assert!(idx.claim_job(2_001, 3_600_000, 42, &|pid| pid == 41).unwrap().is_none(), "41 is alive");
+    let taken = idx.claim_job(2_002, 3_600_000, 42, &|pid| pid != 41).unwrap();
+    assert_eq!(taken.map(|j| j.step), Some(JobStep::Seal), "41 died: taken over before its lease ends");
+    assert!(idx.claim_job(2_003, 3_600_000, 42, &|_| false).unwrap().is_none(), "its own lease is not taken");
+    idx.complete_job("r1", JobStep::Seal, 2_004, &|_| vec![JobStep::Upload]).unwrap();
+    idx.defer_job("r1", JobStep::Upload, "kept until later", 50_000).unwrap();
+    assert!(idx.claim_job(3_000, 60_000, 42, &|_| true).unwrap().is_none());
+    let pipeline = idx.unfinished_pipelines().unwrap();
+    let rows: Vec<_> = pipeline.iter().map(|j| (j.step, j.state, j.attempts, j.last_error.as_deref())).collect();
+    assert_eq!(
+        rows,
+        vec![
+            (JobStep::Seal, JobState::Done, 0, None),
+            (JobStep::Upload, JobState::Waiting, 0, Some("kept until later"))
+        ]
+    );
+    assert_eq!(idx.make_jobs_due(Some(JobStep::Prune)).unwrap(), 0);
+    assert_eq!(idx.make_jobs_due(Some(JobStep::Upload)).unwrap(), 1);
+    assert!(idx.claim_job(3_001, 60_000, 42, &|_| true).unwrap().is_some(), "due now");
+    idx.complete_job("r1", JobStep::Upload, 3_002, &|_| vec![]).unwrap();
+    assert!(idx.unfinished_pipelines().unwrap().is_empty(), "nothing waits: nothing listed");
 }

@@ -98,6 +98,31 @@ impl Index {
         owner: u32,
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Option<UploadJob>> {
+        self.claim_upload_where(None, now_ms, lease_ms, owner, alive)
+    }
+
+    /// Claims one recording's upload as [`Index::claim_upload`] does, whenever it is due by the
+    /// upload table (the pipeline's upload job keeps its own backoff): `None` while another
+    /// live process holds it, or when it is not pending (verified, unsealed or not queued).
+    pub fn claim_upload_of(
+        &self,
+        recording_id: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        owner: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Option<UploadJob>> {
+        self.claim_upload_where(Some(recording_id), now_ms, lease_ms, owner, alive)
+    }
+
+    fn claim_upload_where(
+        &self,
+        only: Option<&str>,
+        now_ms: i64,
+        lease_ms: i64,
+        owner: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Option<UploadJob>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let candidates = {
@@ -105,10 +130,11 @@ impl Index {
                 "SELECT u.recording_id, r.session_id, u.object_key, r.path, r.bytes, COALESCE(r.sha256, ''),
                         u.attempts, u.upload_id, u.parts, u.lease_until, u.lease_owner, r.part_digests
                  FROM uploads u JOIN recordings r ON r.id = u.recording_id
-                 WHERE u.state = 'pending' AND u.next_attempt_at <= ?1
+                 WHERE u.state = 'pending' AND (u.next_attempt_at <= ?1 OR u.recording_id = ?2)
+                   AND (?2 IS NULL OR u.recording_id = ?2)
                  ORDER BY u.next_attempt_at, u.created_at",
             )?;
-            let rows = stmt.query_map([now_ms], |r| {
+            let rows = stmt.query_map(params![now_ms, only], |r| {
                 Ok((
                     UploadJob {
                         recording_id: r.get(0)?,
@@ -148,6 +174,13 @@ impl Index {
     pub fn renew_lease(&self, recording_id: &str, until_ms: i64) -> Result<()> {
         self.conn()
             .execute("UPDATE uploads SET lease_until = ?2 WHERE recording_id = ?1", params![recording_id, until_ms])?;
+        Ok(())
+    }
+
+    /// Gives a claimed upload back without a failure (the pipeline's upload step is done; its
+    /// verify step claims it again).
+    pub fn release_upload(&self, recording_id: &str) -> Result<()> {
+        self.conn().execute("UPDATE uploads SET lease_until = 0 WHERE recording_id = ?1", [recording_id])?;
         Ok(())
     }
 

@@ -159,24 +159,6 @@ pub fn seal_and_queue(dir: &DataDir, recording_id: &str) -> bool {
     }
 }
 
-/// Seals recordings that finished without a manifest (a stop between the end and the seal, or
-/// a signing key that could not be read) and queues them.
-pub fn seal_missing(dir: &DataDir) -> Result<usize> {
-    let mut n = 0;
-    for rec in dir.index.recordings()? {
-        let path = dir.root.join(&rec.path);
-        if matches!(rec.status.as_str(), "completed" | "failed" | "uploaded")
-            && path.exists()
-            && !is_sealed(&path)
-            // A full disk must not keep the box from starting: held back, tried again later.
-            && seal_and_queue(dir, &rec.id)
-        {
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 /// The evidence files of a recording (manifest, signature), from the box.
 pub fn evidence_files(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, String)> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;
@@ -242,6 +224,16 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
     let session = dir.index.session(session_id)?.with_context(|| format!("no session {session_id:?}"))?;
     let recs = dir.index.session_recordings(session_id)?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    // A recording that has just ended may still wait for its seal job on the archive pool: it is
+    // sealed here as the pool would seal it (the same signed manifest; the pool then finds it
+    // sealed), so a bundle asked for at once never lacks a manifest.
+    for r in &recs {
+        use witness_core::RecordingStatus::{Completed, Failed, Uploaded};
+        let path = root.join(&r.path);
+        if matches!(r.status, Completed | Failed | Uploaded) && path.exists() && !is_sealed(&path) {
+            seal(dir, &r.id, gaps_of(r))?;
+        }
+    }
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
         if crate::views::is_raw(dir, r)? {

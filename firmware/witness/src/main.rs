@@ -11,6 +11,7 @@ mod evidence;
 mod identity;
 mod local_console;
 mod ocr;
+mod pipeline;
 mod playback;
 mod provision;
 mod retention;

@@ -1,13 +1,11 @@
 //! Retention and legal hold: per-target retention, holds on sessions (mirrored as S3 Object Lock
 //! legal holds on what is already in the store), and the sweep that deletes recordings past
 //! their retention, locally and in the store — on demand (`witness retention run`) and
-//! periodically in the daemon. Nothing held and nothing not verified in the store is deleted.
+//! periodically in the daemon (its archive housekeeping, `pipeline.rs`). Nothing held and nothing not verified in the store is deleted.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use serde_json::json;
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use witness_index::ExpiredRecording;
 use witness_store::Store;
@@ -107,30 +105,4 @@ async fn delete_one(dir: &DataDir, store: &Store, e: &ExpiredRecording) -> Resul
         }
     }
     Ok(())
-}
-
-/// The daemon's sweep: at start, then every `[store] retention_sweep_seconds`, on its own thread
-/// and runtime (store calls never take time from the relays), until `cancel`.
-pub fn spawn(dir: Arc<DataDir>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
-    Ok(std::thread::Builder::new().name("retention".into()).spawn(move || {
-        let rt = match runtime() {
-            Ok(rt) => rt,
-            Err(e) => return warn!(error = %e, "retention sweep runtime; recordings are not deleted by retention"),
-        };
-        rt.block_on(async {
-            loop {
-                match sweep(&dir, false, false).await {
-                    Ok(s) if s.deleted + s.failed > 0 => {
-                        info!(deleted = s.deleted, failed = s.failed, "retention sweep")
-                    }
-                    Ok(_) => {}
-                    Err(e) => warn!(error = format!("{e:#}"), "retention sweep failed"),
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(dir.config.retention_sweep) => {}
-                }
-            }
-        })
-    })?)
 }

@@ -13,27 +13,39 @@ use witness_index::{Hit, SearchChunk};
 /// Makes a finished recording searchable; failures are logged (search is a convenience, the
 /// recording itself is untouched).
 pub fn index_text(dir: &DataDir, recording_id: &str) {
-    match try_index(dir, recording_id) {
+    match try_index(dir, recording_id, &|| false) {
         Ok(chunks) => info!(recording_id, chunks, "recording text indexed for search"),
         Err(e) => warn!(recording_id, error = format!("{e:#}"), "recording text not indexed for search"),
     }
 }
 
-fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
+/// Makes a finished recording searchable: how many chunks of text it stored, or `None` when
+/// `stop` said to stop first (the box is stopping: nothing stored, read again later).
+pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> Result<Option<usize>> {
     let row = dir.index.recording(recording_id)?.context("no such recording")?;
     // Casts: SSH output, and an RDP session's typed keys (its key track).
     if !row.path.ends_with(".cast") {
-        return Ok(0);
+        return Ok(Some(0));
     }
     // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
+    // From the local copy while there is one; pruning does not wait for the text (the pipeline's
+    // prune step needs only the remote copy verified), so one pruned first is read back from the
+    // store (the read credentials), part by part.
     let path = dir.root.join(&row.path);
-    let mut reader = witness_recorder::open_plain(&path, &witness_keys::key_for(&dir.root))?;
+    let mut reader: Box<dyn std::io::Read> = if path.exists() && !dir.index.is_pruned(recording_id)? {
+        Box::new(witness_recorder::open_plain(&path, &witness_keys::key_for(&dir.root))?)
+    } else {
+        Box::new(crate::playback::playable(dir, recording_id)?.reader()?)
+    };
     let mut decoder = witness_core::rawrec::Decoder::default();
     let mut carry = witness_core::cast::Utf8Carry::default();
     let mut text = TextExtractor::default();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         use std::io::Read;
+        if stop() {
+            return Ok(None);
+        }
         let n = reader.read(&mut buf).with_context(|| format!("reading {}", row.path))?;
         decoder.push(&buf[..n]);
         while let Some(ev) = decoder.next_event()? {
@@ -47,20 +59,22 @@ fn try_index(dir: &DataDir, recording_id: &str) -> Result<usize> {
         }
     }
     let key = witness_keys::search_key(&dir.root)?;
-    let chunks: Vec<SearchChunk> = text
-        .finish()
-        .into_iter()
-        .map(|c| SearchChunk {
+    let mut chunks: Vec<SearchChunk> = Vec::new();
+    for c in text.finish() {
+        if stop() {
+            return Ok(None);
+        }
+        chunks.push(SearchChunk {
             at: c.at,
             tokens: witness_core::text::blind_tokens(&key, &c.text),
             line_times: c.line_times,
             line_steps: c.line_steps,
             line_rects: Vec::new(),
             sealed: witness_core::text::seal_text(&key, witness_keys::nonce(), &c.text),
-        })
-        .collect();
+        });
+    }
     dir.index.store_text(recording_id, &row.session_id, &chunks)?;
-    Ok(chunks.len())
+    Ok(Some(chunks.len()))
 }
 
 /// Indexes every finished SSH recording on the box that is not searchable yet.

@@ -1,17 +1,20 @@
-//! Store-and-forward: turns finished recordings into upload jobs, uploads them (resuming
-//! multipart progress), verifies the remote copy before marking a recording `uploaded`, writes
-//! each session's manifest, and prunes local copies only once they are verified remotely.
-//! Failures back off (with jitter, capped) and are retried forever.
+//! Store-and-forward: turns finished recordings into upload rows, uploads them (resuming
+//! multipart progress), has the store check each on arrival and stores its signed manifest
+//! before marking it `uploaded`, writes each session's manifest, and prunes local copies only
+//! once they are verified remotely. The daemon runs these as the pipeline's upload and verify
+//! steps ([`Uploader::upload_step`], [`Uploader::verify_step`], see `pipeline.rs`); `sync now`
+//! runs them in passes ([`Uploader::pass`]). Failures back off (with jitter, capped) and are
+//! retried forever.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+use witness_archive::jobs::Outcome;
 use witness_archive::{Format, keys};
+use witness_core::JobStep;
 use witness_index::{PartRecord, UploadJob};
 use witness_store::{Destination, Part, Progress, Resume, Store, StoreError, Tuning};
 
@@ -178,6 +181,7 @@ impl Uploader {
                     *cur = (stamp, Arc::new(store));
                     self.checked.store(false, std::sync::atomic::Ordering::Release);
                     let _ = self.dir.index.make_uploads_due();
+                    let _ = self.dir.index.make_jobs_due(Some(JobStep::Upload));
                 }
                 Err(e) => warn!(error = %e, "the new store configuration cannot be used; keeping the previous one"),
             }
@@ -185,10 +189,10 @@ impl Uploader {
         cur.1.clone()
     }
 
-    /// Uploads and verifies one job. Errors are recorded on the job and returned.
-    async fn process(&self, job: UploadJob, pass: &mut Pass) {
+    /// Sends a claimed job's recording and has the store check it on arrival (the receipt):
+    /// nothing goes up without its signed manifest beside it on the box.
+    async fn send(&self, store: &Store, job: &UploadJob, progress: &mut IndexProgress<'_>) -> Result<(), StoreError> {
         let dir = &self.dir;
-        let store = self.store();
         let path: PathBuf = dir.root.join(&job.path);
         let resume = Resume {
             upload_id: job.upload_id.clone(),
@@ -204,86 +208,188 @@ impl Uploader {
                 );
             }
         }
-        let mut progress =
-            IndexProgress { dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
         // A session held before its upload is written with the S3 Object Lock legal hold on.
         let held = dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
+        if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
+            let access = store.check().await?;
+            let _ = dir.index.store_key_access(access.as_str());
+            self.checked.store(true, std::sync::atomic::Ordering::Release);
+        }
+        if !path.exists() {
+            return Err(StoreError::Local(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} is missing", path.display()),
+            )));
+        }
+        // No recording goes up without its signed manifest.
+        crate::evidence::evidence_files(dir, &job.recording_id)
+            .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
+        // Checksums from sealing go with the bytes; nothing is hashed again here.
+        let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
+        let sums = witness_store::Checksums { sha256: &job.sha256, parts: digests.as_ref() };
+        let receipt = store.put_file(&job.object_key, &path, sums, resume, held, progress).await?;
+        // The part list to verify against is what the index now holds.
+        let parts = match dir.index.claim_state(&job.recording_id) {
+            Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
+            Err(_) => Vec::new(),
+        };
+        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await
+    }
+
+    /// Stores a job's signed manifest and signature beside its recording, for verification from
+    /// the bucket; the recording counts as uploaded only once both are stored.
+    async fn store_evidence(&self, store: &Store, job: &UploadJob) -> Result<(), StoreError> {
+        let held = self.dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
+        let (manifest, sig) = crate::evidence::evidence_files(&self.dir, &job.recording_id)
+            .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
+        let base = key_base(&job.object_key);
+        let stored = async {
+            store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await?;
+            store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await
+        };
+        stored.await.map_err(|e| match e {
+            StoreError::Unreachable(m) => StoreError::Unreachable(format!("storing the manifest: {m}")),
+            e => StoreError::Other(format!("storing the manifest: {e}")),
+        })
+    }
+
+    /// The recording and its evidence are stored: the job is done, the recording `uploaded`.
+    fn succeeded(&self, job: &UploadJob, desc: &str) {
+        let dir = &self.dir;
+        let _ = dir.index.upload_verified(&job.recording_id);
+        // The store is back: what waited in backoff need not wait any longer.
+        let _ = dir.index.make_uploads_due();
+        let _ = dir.index.make_jobs_due(Some(JobStep::Upload));
+        let _ = dir.index.store_contact(desc, None);
+        let _ = dir.index.audit(
+            "recording_uploaded",
+            None,
+            None,
+            Some(&job.session_id),
+            &serde_json::json!({ "recording": job.recording_id, "key": job.object_key, "bytes": job.bytes, "sha256": job.sha256 }),
+        );
+        info!(recording_id = %job.recording_id, key = %job.object_key, "recording uploaded and verified");
+        if self.verbose {
+            println!("uploaded {} ({} bytes) as {} — verified", job.recording_id, job.bytes, job.object_key);
+        }
+    }
+
+    /// A failed attempt, kept on the upload row and the store's health; returns the reason.
+    fn failed(&self, job: &UploadJob, e: StoreError, desc: &str) -> String {
+        let dir = &self.dir;
+        let message = e.to_string();
+        // A multipart upload the store no longer knows, or a part that did not match, starts
+        // over rather than failing forever.
+        if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
+            let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
+        }
+        let next = unix_ms() + witness_archive::backoff::backoff_ms(job.attempts, unix_ms());
+        let _ = dir.index.upload_failed(&job.recording_id, &message, next);
+        let _ = dir.index.store_contact(desc, Some((e.kind(), &message)));
+        warn!(recording_id = %job.recording_id, error = %message, attempts = job.attempts + 1, "upload failed; will retry");
+        if self.verbose {
+            println!("upload of {} failed: {message}", job.recording_id);
+        }
+        message
+    }
+
+    /// Uploads and verifies one job (`sync now`). Errors are recorded on the job and returned.
+    async fn process(&self, job: UploadJob, pass: &mut Pass) {
+        let store = self.store();
+        let mut progress =
+            IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
         let result = async {
-            if !self.checked.load(std::sync::atomic::Ordering::Acquire) {
-                let access = store.check().await?;
-                let _ = dir.index.store_key_access(access.as_str());
-                self.checked.store(true, std::sync::atomic::Ordering::Release);
-            }
-            if !path.exists() {
-                return Err(StoreError::Local(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("{} is missing", path.display()),
-                )));
-            }
-            // No recording goes up without its signed manifest.
-            let (manifest, sig) = crate::evidence::evidence_files(dir, &job.recording_id)
-                .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
-            // Checksums from sealing go with the bytes; nothing is hashed again here.
-            let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
-            let sums = witness_store::Checksums { sha256: &job.sha256, parts: digests.as_ref() };
-            let receipt = store.put_file(&job.object_key, &path, sums, resume, held, &mut progress).await?;
-            // The part list to verify against is what the index now holds.
-            let parts = match dir.index.claim_state(&job.recording_id) {
-                Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
-                Err(_) => Vec::new(),
-            };
-            store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
-            // The signed manifest goes next to the recording, for verification from the bucket;
-            // the recording counts as uploaded only once both are stored.
-            let base = key_base(&job.object_key);
-            let stored = async {
-                store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await?;
-                store.put_bytes(&format!("{base}.manifest.sig"), sig.into_bytes(), held).await
-            };
-            stored.await.map_err(|e| match e {
-                StoreError::Unreachable(m) => StoreError::Unreachable(format!("storing the manifest: {m}")),
-                e => StoreError::Other(format!("storing the manifest: {e}")),
-            })
+            self.send(&store, &job, &mut progress).await?;
+            self.store_evidence(&store, &job).await
         }
         .await;
         pass.bytes_sent += progress.sent;
         let desc = store.describe().to_owned();
         match result {
             Ok(()) => {
-                let _ = dir.index.upload_verified(&job.recording_id);
-                // The store is back: what waited in backoff need not wait any longer.
-                let _ = dir.index.make_uploads_due();
-                let _ = dir.index.store_contact(&desc, None);
-                let _ = dir.index.audit(
-                    "recording_uploaded",
-                    None,
-                    None,
-                    Some(&job.session_id),
-                    &serde_json::json!({ "recording": job.recording_id, "key": job.object_key, "bytes": job.bytes, "sha256": job.sha256 }),
-                );
-                info!(recording_id = %job.recording_id, key = %job.object_key, "recording uploaded and verified");
-                if self.verbose {
-                    println!("uploaded {} ({} bytes) as {} — verified", job.recording_id, job.bytes, job.object_key);
-                }
+                self.succeeded(&job, &desc);
                 pass.uploaded += 1;
             }
             Err(e) => {
-                let message = e.to_string();
-                // A multipart upload the store no longer knows, or a part that did not match,
-                // starts over rather than failing forever.
-                if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
-                    let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
-                }
-                let next = unix_ms() + witness_archive::backoff::backoff_ms(job.attempts, unix_ms());
-                let _ = dir.index.upload_failed(&job.recording_id, &message, next);
-                let _ = dir.index.store_contact(&desc, Some((e.kind(), &message)));
-                warn!(recording_id = %job.recording_id, error = %message, attempts = job.attempts + 1, "upload failed; will retry");
-                if self.verbose {
-                    println!("upload of {} failed: {message}", job.recording_id);
-                }
+                pass.last_error = Some(self.failed(&job, e, &desc));
                 pass.failed += 1;
-                pass.last_error = Some(message);
             }
+        }
+    }
+
+    /// Claims a recording's upload row for a pipeline step: `Err` with the outcome to return
+    /// when there is nothing to claim (done already, nothing to upload, another process on it).
+    fn claim_for_step(
+        &self,
+        recording_id: &str,
+    ) -> std::result::Result<UploadJob, std::result::Result<Outcome, String>> {
+        let dir = &self.dir;
+        let index = |e: witness_index::IndexError| Err(format!("the index: {e}"));
+        match dir.index.upload_key(recording_id).map_err(index)? {
+            // `sync now` (or an earlier run) got there first.
+            Some((_, state)) if state == "verified" => return Err(Ok(Outcome::Done)),
+            Some(_) => {}
+            None => {
+                let rec = dir.index.recording(recording_id).map_err(index)?;
+                if rec.is_none_or(|r| r.bytes == 0) {
+                    return Err(Ok(Outcome::Done)); // nothing to upload
+                }
+                enqueue(dir, recording_id);
+            }
+        }
+        let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
+        match dir.index.claim_upload_of(recording_id, unix_ms(), LEASE_MS, std::process::id(), &alive) {
+            Ok(Some(job)) => Ok(job),
+            Ok(None) => match dir.index.upload_key(recording_id) {
+                Ok(Some((_, state))) if state == "unsealed" => Err(Err("not sealed: no signed manifest".into())),
+                _ => Err(Ok(Outcome::Later {
+                    at_ms: unix_ms() + 5_000,
+                    why: "being uploaded by another process".into(),
+                })),
+            },
+            Err(e) => Err(Err(format!("the index: {e}"))),
+        }
+    }
+
+    /// The pipeline's upload step: the recording sent (resuming multipart progress) and checked
+    /// by the store on arrival. Its evidence goes up in the verify step.
+    pub async fn upload_step(&self, recording_id: &str) -> std::result::Result<Outcome, String> {
+        let job = match self.claim_for_step(recording_id) {
+            Ok(job) => job,
+            Err(outcome) => return outcome,
+        };
+        let store = self.store();
+        let desc = store.describe().to_owned();
+        let mut progress =
+            IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
+        match self.send(&store, &job, &mut progress).await {
+            Ok(()) => {
+                let _ = self.dir.index.release_upload(recording_id);
+                let _ = self.dir.index.store_contact(&desc, None);
+                info!(recording_id, key = %job.object_key, "recording stored; the store checked it on arrival");
+                Ok(Outcome::Done)
+            }
+            Err(e) => Err(self.failed(&job, e, &desc)),
+        }
+    }
+
+    /// The pipeline's verify step: the signed manifest and signature stored beside the stored
+    /// recording; only then is it `uploaded` (and may its local copy go). Then the session's
+    /// manifest, once every recording of the session is there.
+    pub async fn verify_step(&self, recording_id: &str) -> std::result::Result<Outcome, String> {
+        let job = match self.claim_for_step(recording_id) {
+            Ok(job) => job,
+            Err(outcome) => return outcome,
+        };
+        let store = self.store();
+        let desc = store.describe().to_owned();
+        match self.store_evidence(&store, &job).await {
+            Ok(()) => {
+                self.succeeded(&job, &desc);
+                self.manifests(&mut Pass::default()).await;
+                Ok(Outcome::Done)
+            }
+            Err(e) => Err(self.failed(&job, e, &desc)),
         }
     }
 
@@ -333,7 +439,8 @@ impl Uploader {
         pass
     }
 
-    async fn manifests(&self, pass: &mut Pass) {
+    /// Stores the manifest of every ended session whose recordings are all uploaded.
+    pub async fn manifests(&self, pass: &mut Pass) {
         let Ok(sessions) = self.dir.index.sessions_needing_manifest() else { return };
         for id in sessions {
             match self.manifest(&id).await {
@@ -414,29 +521,6 @@ impl Uploader {
                 Err(e) => warn!(recording_id = %id, error = %e, "could not prune a local copy"),
             }
             let _ = dir.index.release_deletion(&id);
-        }
-    }
-
-    /// The daemon's loop: `concurrency` workers, each making a pass whenever woken or every few
-    /// seconds, until cancelled. Leases keep them (and `sync now`) off each other's jobs.
-    pub async fn run(self, wake: Arc<Notify>, cancel: CancellationToken) {
-        let workers = self.dir.config.upload_concurrency.max(1);
-        let this = &self;
-        let all = (0..workers).map(|_| this.worker(wake.clone(), cancel.clone()));
-        futures_util::future::join_all(all).await;
-    }
-
-    async fn worker(&self, wake: Arc<Notify>, cancel: CancellationToken) {
-        loop {
-            let pass = self.pass().await;
-            if pass.uploaded + pass.failed > 0 {
-                info!(uploaded = pass.uploaded, failed = pass.failed, "upload pass");
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            }
         }
     }
 }

@@ -133,6 +133,22 @@ struct Status {
     waiting: Vec<serde_json::Value>,
     /// What the store key was found able to do (`read-write`, `write-only`), once checked.
     key_access: Option<String>,
+    /// The after-life of every recording not through it yet: each of its jobs (seal, extract,
+    /// upload, verify, prune), done or waiting, with why it waits and when it is tried next.
+    jobs: Vec<serde_json::Value>,
+}
+
+/// A job row for `sync status`.
+fn job_json(j: &witness_index::JobRow) -> serde_json::Value {
+    let next = (j.state == witness_core::JobState::Waiting).then(|| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(j.next_attempt_ms as i128 * 1_000_000)
+            .map(witness_index::format_time)
+            .unwrap_or_default()
+    });
+    serde_json::json!({
+        "recording": j.recording_id, "step": j.step.as_str(), "state": j.state.as_str(),
+        "attempts": j.attempts, "reason": j.last_error, "next_attempt_at": next,
+    })
 }
 
 fn status(dir: &DataDir) -> Result<Status> {
@@ -177,6 +193,7 @@ fn status(dir: &DataDir) -> Result<Status> {
         high_watermark_percent: dir.config.high_watermark_percent,
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
+        jobs: dir.index.unfinished_pipelines()?.iter().map(job_json).collect(),
         waiting: dir
             .index
             .waiting_uploads()?
@@ -229,6 +246,28 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                     w["next_attempt_at"].as_str().unwrap_or("?"),
                     w["reason"].as_str().unwrap_or("")
                 );
+            }
+            // One line per recording still in the pipeline: where each of its steps stands.
+            let mut at = 0;
+            while at < s.jobs.len() {
+                let id = s.jobs[at]["recording"].as_str().unwrap_or("");
+                let mut steps = Vec::new();
+                let mut why = Vec::new();
+                while at < s.jobs.len() && s.jobs[at]["recording"] == id {
+                    let j = &s.jobs[at];
+                    steps.push(format!("{} {}", j["step"].as_str().unwrap_or(""), j["state"].as_str().unwrap_or("")));
+                    if let Some(reason) = j["reason"].as_str() {
+                        why.push(format!(
+                            "{} (tried {} times, next at {}): {reason}",
+                            j["step"].as_str().unwrap_or(""),
+                            j["attempts"],
+                            j["next_attempt_at"].as_str().unwrap_or("?")
+                        ));
+                    }
+                    at += 1;
+                }
+                let why = if why.is_empty() { String::new() } else { format!("; {}", why.join("; ")) };
+                println!("pipeline:    {id}: {}{why}", steps.join(", "));
             }
             for u in &s.unsealed {
                 println!(

@@ -32,16 +32,12 @@ pub struct BoxBroker {
 }
 
 impl BoxBroker {
-    pub fn new(
-        dir: Arc<DataDir>,
-        wake: Arc<tokio::sync::Notify>,
-        sup: Arc<crate::daemon::supervisor::Supervisor>,
-    ) -> anyhow::Result<Self> {
+    pub fn new(dir: Arc<DataDir>, wake: Arc<tokio::sync::Notify>) -> anyhow::Result<Self> {
         Ok(Self {
             dir: dir.clone(),
             wake: wake.clone(),
             live: Default::default(),
-            finisher: Finisher { dir: dir.clone(), wake: wake.clone(), sup },
+            finisher: Finisher { dir: dir.clone(), wake: wake.clone() },
             running: Default::default(),
             dummy_hash: witness_gate::password::hash_password("not a real password")?,
             gate: Default::default(),
@@ -221,20 +217,16 @@ pub struct Running {
 }
 
 /// What happens to every finished recording, of either protocol: its end in the index, then
-/// sealing (hash chain and signed manifest) and the upload queue, on a thread of its own.
+/// its after-life enqueued as durable jobs (`pipeline.rs`), starting with sealing.
 #[derive(Clone)]
 pub struct Finisher {
     dir: Arc<DataDir>,
     wake: Arc<tokio::sync::Notify>,
-    /// Seals recordings (hash and sign) on threads of their own, under the stop's recordings
-    /// stage: a stop waits for them before the archive is told to stop.
-    sup: Arc<crate::daemon::supervisor::Supervisor>,
 }
 
 impl Finisher {
     pub fn recording_finished(&self, recording_id: &str, outcome: Result<Summary, RecordError>) {
         let _ = self.dir.index.set_recording_status(recording_id, RecordingStatus::Processing);
-        let failure = outcome.as_ref().err().map(|e| format!("recording failed: {e}"));
         let end = match outcome {
             Ok(s) => RecordingEnd {
                 status: RecordingStatus::Completed,
@@ -267,46 +259,9 @@ impl Finisher {
             error!(recording_id, error = %e, "could not record the end of a recording; recovery will finish it at next start");
             return;
         }
-        // Sealing reads the whole file back: do it on a thread of its own, then queue the upload.
-        let (dir, wake, id) = (self.dir.clone(), self.wake.clone(), recording_id.to_owned());
-        let sealing = move || {
-            // The signed manifest goes wherever the recording goes: an unsealed recording is not
-            // queued (the uploader seals it again later, as does the next start).
-            // The gaps the index knows (a failure, screen updates a video missed) go into the
-            // signed manifest.
-            let gaps = match dir.index.recording(&id).ok().flatten() {
-                Some(rec) => crate::evidence::gaps_of(&rec),
-                None => failure.into_iter().collect(),
-            };
-            match crate::evidence::seal(&dir, &id, gaps) {
-                Ok(()) => {
-                    crate::sync::enqueue(&dir, &id);
-                    wake.notify_one();
-                }
-                Err(e) => {
-                    let reason = format!("{e:#}");
-                    error!(recording_id = %id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
-                    crate::sync::hold_unsealed(&dir, &id, &reason);
-                    let rec = dir.index.recording(&id).ok().flatten();
-                    let _ = dir.index.audit(
-                        "recording_not_sealed",
-                        rec.as_ref().map(|r| r.user.as_str()),
-                        rec.as_ref().map(|r| r.target.as_str()),
-                        rec.as_ref().map(|r| r.session_id.as_str()),
-                        &serde_json::json!({ "recording": id, "error": reason }),
-                    );
-                }
-            }
-            // Search indexing is a convenience: it must not hold up shutdown (what a stop cuts
-            // short is indexed at the next start).
-            let _ = std::thread::Builder::new()
-                .name("search-index".into())
-                .spawn(move || crate::search::index_text(&dir, &id));
-        };
-        let name = format!("sealing {recording_id}");
-        if let Err(e) = self.sup.thread(crate::daemon::supervisor::Stage::Recordings, &name, sealing) {
-            error!(recording_id, error = %e, "no thread to seal the recording; the next start seals it");
-        }
+        // What follows (sealing, search text, upload, verify, prune) are durable jobs the
+        // archive pool runs off the session's threads.
+        crate::pipeline::recording_finished(&self.dir, &self.wake, recording_id);
     }
 }
 

@@ -95,7 +95,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let sup = Arc::new(Supervisor::new(runtime.handle().clone()));
     let wake = Arc::new(tokio::sync::Notify::new());
-    let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone(), sup.clone())?);
+    let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let listener_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     {
@@ -110,28 +110,27 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     }
     crate::evidence::signing_key(&dir.root)?;
     witness_keys::active(&dir.root)?;
-    let sealed = crate::evidence::seal_missing(&dir)?;
-    if sealed > 0 {
-        info!(sealed, "sealed recordings that had no signed manifest");
-    }
-    let queued = crate::sync::enqueue_missing(&dir)?;
+    // A recording's after-life (seal, search text, upload, verify, prune) as durable jobs:
+    // what a stop left waiting resumes at its step; recordings without any are enqueued.
+    let queued = crate::pipeline::enqueue_missing(&dir)?;
     if queued > 0 {
-        info!(queued, "queued finished recordings for upload");
+        info!(queued, "finished recordings enqueued for sealing and upload");
     }
-    let uploader = crate::sync::Uploader::new(dir.clone(), false)?;
     info!(store = %crate::sync::destination(&dir.root)?.describe(), "recordings are forwarded to the store");
-    // Uploads run on their own thread and runtime: a slow store or a bandwidth cap never takes
-    // time from the relays.
+    // The archive pool (seal, text, upload, verify, prune) and its housekeeping (session
+    // manifests, the watermark, retention) on a thread and runtime of their own: a slow store
+    // never takes time from the relays. Told to stop only once the recordings are sealed.
+    sup.adopt(Stage::Archive, "archive", crate::pipeline::spawn(dir.clone(), wake.clone(), sup.token(Stage::Archive))?);
+    // The recordings the ending sessions close are sealed before the archive is told to stop
+    // (within the sessions' grace); what waits longer stays for the next start.
     {
-        let (wake, cancel) = (wake.clone(), sup.token(Stage::Archive));
-        sup.thread(Stage::Archive, "uploader", move || {
-            match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt.block_on(uploader.run(wake, cancel)),
-                Err(e) => error!(error = %e, "the uploader's runtime would not start; nothing is uploaded"),
-            }
-        })?;
+        let (dir, wake, told) = (dir.clone(), wake.clone(), sup.token(Stage::Recordings));
+        sup.task(Stage::Recordings, "sealing at stop", async move {
+            told.cancelled().await;
+            let _ = tokio::task::spawn_blocking(move || crate::pipeline::seal_before_stop(&dir, &wake, SHUTDOWN_GRACE))
+                .await;
+        });
     }
-    sup.adopt(Stage::Archive, "retention", crate::retention::spawn(dir.clone(), sup.token(Stage::Archive))?);
     // On-screen text of sealed RDP videos, read at the lowest priority, one video at a time.
     if dir.config.screen_text {
         sup.adopt(Stage::Archive, "ocr", crate::ocr::spawn(dir.clone(), sup.token(Stage::Archive))?);
