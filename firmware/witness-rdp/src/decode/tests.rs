@@ -513,3 +513,177 @@ fn a_remotefx_pdu_is_never_skipped() {
     let blue = blue.expect("pattern marker");
     assert!(blue > 0.5, "blue share {blue}");
 }
+
+/// Red team h-red17d (succeeds while the hole exists): a fast-path update whose updateCode says
+/// Palette (0x2) but whose body is a bitmap update. FreeRDP sends both codes to
+/// `fastpath_recv_update_common`, which reads the body's own updateType (UPDATE_TYPE_BITMAP)
+/// and draws the bitmaps; IronRDP hands the body to its palette processor, which never fails:
+/// no error, no frame, no gap. The client shows the bitmap; the recording keeps the old picture.
+#[test]
+fn red17d_a_bitmap_sent_under_the_palette_code_is_silently_unrecorded() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let update = *frame.get(at)?;
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (update == 0x01 && at + 3 + size == frame.len() && frame.get(at + 3..at + 5) == Some(&[1, 0][..])).then_some(at)
+    };
+    let (at, bitmap) = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f).map(|at| (at, f.to_vec())))
+        .next_back()
+        .expect("a single unfragmented fast-path bitmap update in the capture");
+    let mut r = replay(BITMAP);
+    // The control: the bitmap update as it came is drawn.
+    let drawn = r.decoder.observe_target(&bitmap).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "{drawn:?}");
+    // The same bytes under the palette code: what FreeRDP draws, the decoder takes in silence.
+    let mut disguised = bitmap.clone();
+    disguised[at] = 0x02;
+    let updates = r.decoder.observe_target(&disguised).expect("no error to count as a gap");
+    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    assert!(!r.decoder.is_stopped());
+    assert!(!repairable(&disguised, r.decoder.session_ids().map(|i| i.io_channel_id)), "never skipped: decoded");
+}
+
+/// Red team h-red17d (succeeds while the hole exists): surface commands whose last command is a
+/// Frame Marker with an unknown frameAction. FreeRDP 3 reads the frame marker without checking
+/// the action (`update_recv_surfcmd_frame_marker`; its GDI ignores unknown actions) and has
+/// already drawn the Set Surface Bits before it; IronRDP decodes the update whole, fails on the
+/// action (InvalidField) and drops every command of it ("Ignoring invalid Fast-Path update"):
+/// no error, no frame, no gap.
+#[test]
+fn red17d_surface_bits_behind_an_odd_frame_marker_are_silently_unrecorded() {
+    const GREEN: [u8; 3] = [0, 255, 0];
+    let (w, h) = (64u16, 64u16);
+    let mut commands = 0x0001u16.to_le_bytes().to_vec(); // CMDTYPE_SET_SURFACE_BITS
+    for v in [128u16, 88, 128 + w, 88 + h] {
+        commands.extend(v.to_le_bytes()); // destLeft, destTop, destRight, destBottom
+    }
+    commands.extend([32, 0, 0, 0]); // bpp, flags, reserved, codecID 0 (raw)
+    commands.extend(w.to_le_bytes());
+    commands.extend(h.to_le_bytes());
+    let pixels: Vec<u8> = std::iter::repeat_n([0u8, 255, 0, 0], usize::from(w) * usize::from(h)).flatten().collect();
+    commands.extend(u32::try_from(pixels.len()).unwrap().to_le_bytes());
+    commands.extend(&pixels);
+    let fast_path = |commands: &[u8]| {
+        let mut frame = vec![0x00, 0x00, 0x00, 0x04]; // header, 2-byte length, FASTPATH_UPDATETYPE_SURFCMDS
+        frame.extend(u16::try_from(commands.len()).unwrap().to_le_bytes());
+        frame.extend(commands);
+        let len = u16::try_from(frame.len()).unwrap() | 0x8000;
+        frame[1..3].copy_from_slice(&len.to_be_bytes());
+        frame
+    };
+    let marker = |action: u16| [&0x0004u16.to_le_bytes()[..], &action.to_le_bytes(), &7u32.to_le_bytes()].concat();
+    // The control: with an End marker the decoder draws the green square.
+    let mut r = replay(BITMAP);
+    assert!(!close(center(&r.decoder), GREEN));
+    let updates = r.decoder.observe_target(&fast_path(&[commands.clone(), marker(1)].concat())).unwrap();
+    assert!(updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    assert!(close(center(&r.decoder), GREEN), "the control draws: {:?}", center(&r.decoder));
+    // The attack: frameAction 2.
+    let mut r = replay(BITMAP);
+    let before = center(&r.decoder);
+    let updates = r.decoder.observe_target(&fast_path(&[commands, marker(2)].concat())).expect("no error, no gap");
+    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    assert_eq!(center(&r.decoder), before, "the green square FreeRDP 3 shows is not in the recording");
+    assert!(!r.decoder.is_stopped());
+}
+
+/// Red team h-red17d (succeeds while the hole exists): graphics pipeline PDUs sent during a
+/// reactivation, after the target's new Demand Active and before its Font Map. FreeRDP 3 reads
+/// every PDU in its finalization states through `rdp_recv_pdu` → `rdp_recv_tpkt_pdu`, static
+/// channels included (`freerdp_channel_process`, so `drdynvc` and the graphics pipeline draw),
+/// while the decoder, in `Phase::Activating`, hands `drdynvc` to its stage only when `Active`:
+/// the PDU is dropped without an error, a gap or a stop. Here the broken ZGFX segment that
+/// stops the decoder when active passes unnoticed.
+#[test]
+fn red17d_graphics_pipeline_pdus_during_reactivation_are_silently_dropped() {
+    use ironrdp_pdu::rdp::headers::ShareControlHeader;
+    let demand_active = records(GFX)
+        .into_iter()
+        .filter(|(tag, f)| *tag == b'T' && is_x224(f))
+        .find(|(_, f)| {
+            ironrdp_pdu::mcs::decode_send_data_indication(f).is_ok_and(|ctx| {
+                decode::<ShareControlHeader>(ctx.user_data)
+                    .is_ok_and(|h| matches!(h.share_control_pdu, ShareControlPdu::ServerDemandActive(_)))
+            })
+        })
+        .map(|(_, f)| f.to_vec())
+        .expect("the capture's demand active");
+    let broken = [0x00, 0x24, 0x01, 0x02, 0x03];
+    // The control: when active, the broken segment stops the decoder.
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    assert!(r.decoder.observe_target(&pdu).is_err() && r.decoder.is_stopped());
+    // During a reactivation it is dropped in silence.
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    r.decoder.observe_target(&demand_active).unwrap();
+    assert!(r.decoder.observe_target(&pdu).expect("no error, no gap").is_empty());
+    assert!(!r.decoder.is_stopped());
+}
+
+/// Red team h-red17d (succeeds while the hole exists): the slow-path side of the reactivation
+/// window. A bitmap Update PDU on the I/O channel between a Demand Active and the Font Map is
+/// drawn by FreeRDP 3 (its finalization states read Data PDUs through `rdp_recv_data_pdu` →
+/// `update_recv`); the decoder passes I/O PDUs to its stage only when `Active` (`io_pdu`), so
+/// it drops this one without an error or a gap. The same PDU when active is drawn (the control).
+#[test]
+fn red17d_slow_path_bitmaps_during_reactivation_are_silently_dropped() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (frame[at] == 0x01 && at + 3 + size == frame.len()).then(|| frame[at + 3..].to_vec())
+    };
+    let bitmap_data = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f))
+        .next_back()
+        .expect("a fast-path bitmap update in the capture");
+    let demand_active = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, f)| *tag == b'T' && is_x224(f))
+        .find(|(_, f)| {
+            ironrdp_pdu::mcs::decode_send_data_indication(f).is_ok_and(|ctx| {
+                decode::<ironrdp_pdu::rdp::headers::ShareControlHeader>(ctx.user_data)
+                    .is_ok_and(|h| matches!(h.share_control_pdu, ShareControlPdu::ServerDemandActive(_)))
+            })
+        })
+        .map(|(_, f)| f.to_vec())
+        .expect("the capture's demand active");
+    let slow_path = |d: &PassiveDecoder| {
+        let ids = d.session_ids().unwrap();
+        let mut pdu = Vec::new();
+        pdu.extend(u16::try_from(18 + bitmap_data.len()).unwrap().to_le_bytes());
+        pdu.extend(0x0017u16.to_le_bytes()); // PDUTYPE_DATAPDU
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend(ids.share_id.to_le_bytes());
+        pdu.extend([0, 1]); // pad, streamId
+        pdu.extend(u16::try_from(bitmap_data.len()).unwrap().to_le_bytes());
+        pdu.extend([0x02, 0]); // PDUTYPE2_UPDATE, not compressed
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(&bitmap_data); // updateType UPDATETYPE_BITMAP, then the bitmaps
+        let sdi = ironrdp_pdu::mcs::SendDataIndication {
+            initiator_id: ids.user_channel_id,
+            channel_id: ids.io_channel_id,
+            user_data: pdu.into(),
+        };
+        ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+    };
+    let mut r = replay(BITMAP);
+    let update = slow_path(&r.decoder);
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "the control is drawn: {drawn:?}");
+    r.decoder.observe_target(&demand_active).unwrap();
+    let dropped = r.decoder.observe_target(&update).expect("no error, no gap");
+    assert!(!dropped.iter().any(|u| matches!(u, Update::Frame { .. })), "{dropped:?}");
+    assert!(!r.decoder.is_stopped());
+}
