@@ -411,7 +411,11 @@ impl Worker {
                     self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
                     self.pending = true;
                 }
-                Update::RefreshWanted => self.refresh.wanted = true,
+                // The stage dropped a malformed bitmap: pixels the client may show are missing.
+                Update::RefreshWanted => {
+                    self.undecodable += 1;
+                    self.went_stale();
+                }
                 Update::Ended => tracing::debug!("the target ended the session"),
             }
         }

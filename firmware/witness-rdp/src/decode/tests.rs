@@ -136,9 +136,10 @@ fn with_the_graphics_pipeline_open_decodes_what_the_target_shows() {
 fn nothing_is_decoded_without_the_connection_sequence() {
     let mut d = PassiveDecoder::new();
     for (tag, frame) in records(REMOTEFX) {
-        // Skip the handshake: graphics alone cannot be placed.
+        // Skip the handshake: graphics alone cannot be placed, and each is a gap, not a stop.
         if tag == b'T' && !is_x224(frame) {
-            assert_eq!(d.observe_target(frame).unwrap(), Vec::new());
+            assert!(matches!(d.observe_target(frame), Err(DecodeError::Unrecorded(_))));
+            assert!(!d.is_stopped());
         }
     }
     assert!(d.screen().is_none());
@@ -514,13 +515,13 @@ fn a_remotefx_pdu_is_never_skipped() {
     assert!(blue > 0.5, "blue share {blue}");
 }
 
-/// Red team h-red17d (succeeds while the hole exists): a fast-path update whose updateCode says
-/// Palette (0x2) but whose body is a bitmap update. FreeRDP sends both codes to
-/// `fastpath_recv_update_common`, which reads the body's own updateType (UPDATE_TYPE_BITMAP)
-/// and draws the bitmaps; IronRDP hands the body to its palette processor, which never fails:
-/// no error, no frame, no gap. The client shows the bitmap; the recording keeps the old picture.
+/// Red team h-red17d's hole 5, flipped: a fast-path update whose updateCode says Palette (0x2)
+/// but whose body is a bitmap update. FreeRDP sends both codes to `fastpath_recv_update_common`,
+/// which reads the body's own updateType (UPDATE_TYPE_BITMAP) and draws the bitmaps; IronRDP
+/// hands the body to its palette processor, which ignores it. It was taken in silence; now it
+/// is a gap (and the filter ends the session on it: `an_update_under_another_updates_code_ends_the_session`).
 #[test]
-fn red17d_a_bitmap_sent_under_the_palette_code_is_silently_unrecorded() {
+fn a_bitmap_sent_under_the_palette_code_is_a_gap() {
     let single_bitmap = |frame: &[u8]| {
         if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
             return None;
@@ -543,20 +544,34 @@ fn red17d_a_bitmap_sent_under_the_palette_code_is_silently_unrecorded() {
     // The same bytes under the palette code: what FreeRDP draws, the decoder takes in silence.
     let mut disguised = bitmap.clone();
     disguised[at] = 0x02;
-    let updates = r.decoder.observe_target(&disguised).expect("no error to count as a gap");
-    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    let gap = r.decoder.observe_target(&disguised);
+    assert!(matches!(gap, Err(DecodeError::Unrecorded("a bitmap sent under the palette update code"))), "{gap:?}");
+    assert!(!r.decoder.is_stopped());
+    // A bitmap code over a palette body (FreeRDP applies the palette, IronRDP skips it): a gap.
+    let mut palette = vec![0x00, 0x00, 0x00, 0x01];
+    let mut body = vec![0x02, 0x00, 0x00, 0x00];
+    body.extend(256u32.to_le_bytes());
+    body.extend([0x80; 768]);
+    palette.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+    palette.extend(&body);
+    let len = u16::try_from(palette.len()).unwrap() | 0x8000;
+    palette[1..3].copy_from_slice(&len.to_be_bytes());
+    assert!(r.decoder.observe_target(&palette).is_err());
+    // The same body under its own code is applied without a gap.
+    palette[3] = 0x02;
+    assert_eq!(r.decoder.observe_target(&palette).unwrap(), Vec::new());
     assert!(!r.decoder.is_stopped());
     assert!(!repairable(&disguised, r.decoder.session_ids().map(|i| i.io_channel_id)), "never skipped: decoded");
 }
 
-/// Red team h-red17d (succeeds while the hole exists): surface commands whose last command is a
-/// Frame Marker with an unknown frameAction. FreeRDP 3 reads the frame marker without checking
-/// the action (`update_recv_surfcmd_frame_marker`; its GDI ignores unknown actions) and has
-/// already drawn the Set Surface Bits before it; IronRDP decodes the update whole, fails on the
-/// action (InvalidField) and drops every command of it ("Ignoring invalid Fast-Path update"):
-/// no error, no frame, no gap.
+/// Red team h-red17d's hole 6, flipped: surface commands whose last command is a Frame Marker
+/// with an unknown frameAction. FreeRDP 3 reads the frame marker without checking the action
+/// (`update_recv_surfcmd_frame_marker`; its GDI ignores unknown actions) and has already drawn
+/// the Set Surface Bits before it; IronRDP decodes the update whole, fails on the action
+/// (InvalidField) and drops every command of it ("Ignoring invalid Fast-Path update"). That was
+/// no error, no frame, no gap; now it is a gap.
 #[test]
-fn red17d_surface_bits_behind_an_odd_frame_marker_are_silently_unrecorded() {
+fn surface_bits_behind_an_odd_frame_marker_are_a_gap() {
     const GREEN: [u8; 3] = [0, 255, 0];
     let (w, h) = (64u16, 64u16);
     let mut commands = 0x0001u16.to_le_bytes().to_vec(); // CMDTYPE_SET_SURFACE_BITS
@@ -587,21 +602,32 @@ fn red17d_surface_bits_behind_an_odd_frame_marker_are_silently_unrecorded() {
     // The attack: frameAction 2.
     let mut r = replay(BITMAP);
     let before = center(&r.decoder);
-    let updates = r.decoder.observe_target(&fast_path(&[commands, marker(2)].concat())).expect("no error, no gap");
-    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
-    assert_eq!(center(&r.decoder), before, "the green square FreeRDP 3 shows is not in the recording");
+    let gap = r.decoder.observe_target(&fast_path(&[commands.clone(), marker(2)].concat()));
+    assert!(matches!(gap, Err(DecodeError::Unrecorded(_))), "{gap:?}");
+    assert_eq!(center(&r.decoder), before, "the stage drew nothing of it");
+    assert!(!r.decoder.is_stopped());
+    // Surface bits in a codec the stage knows but does not draw (QOI, 0x0A: not built in) or at
+    // a depth it skips: gaps too. (NSCodec's id the stage does not know: an error already.)
+    let mut qoi = commands.clone();
+    qoi[13] = 0x0A;
+    assert!(matches!(r.decoder.observe_target(&fast_path(&qoi)), Err(DecodeError::Unrecorded(_))));
+    let mut nscodec = commands.clone();
+    nscodec[13] = 1;
+    assert!(r.decoder.observe_target(&fast_path(&nscodec)).is_err());
+    let mut depth = commands;
+    depth[10] = 12;
+    assert!(matches!(r.decoder.observe_target(&fast_path(&depth)), Err(DecodeError::Unrecorded(_))));
     assert!(!r.decoder.is_stopped());
 }
 
-/// Red team h-red17d (succeeds while the hole exists): graphics pipeline PDUs sent during a
+/// Red team h-red17d's hole 7 (graphics pipeline), flipped: graphics pipeline PDUs sent during a
 /// reactivation, after the target's new Demand Active and before its Font Map. FreeRDP 3 reads
 /// every PDU in its finalization states through `rdp_recv_pdu` → `rdp_recv_tpkt_pdu`, static
-/// channels included (`freerdp_channel_process`, so `drdynvc` and the graphics pipeline draw),
-/// while the decoder, in `Phase::Activating`, hands `drdynvc` to its stage only when `Active`:
-/// the PDU is dropped without an error, a gap or a stop. Here the broken ZGFX segment that
-/// stops the decoder when active passes unnoticed.
+/// channels included (`freerdp_channel_process`, so `drdynvc` and the graphics pipeline draw).
+/// The decoder dropped them there; now the target drawing ends the reactivation for the decoder
+/// too, and the broken ZGFX segment stops it as it does when active.
 #[test]
-fn red17d_graphics_pipeline_pdus_during_reactivation_are_silently_dropped() {
+fn graphics_pipeline_pdus_during_reactivation_are_decoded() {
     use ironrdp_pdu::rdp::headers::ShareControlHeader;
     let demand_active = records(GFX)
         .into_iter()
@@ -619,21 +645,26 @@ fn red17d_graphics_pipeline_pdus_during_reactivation_are_silently_dropped() {
     let mut r = replay(GFX);
     let pdu = gfx_pdu(&r.decoder, &broken);
     assert!(r.decoder.observe_target(&pdu).is_err() && r.decoder.is_stopped());
-    // During a reactivation it is dropped in silence.
+    // During a reactivation, and after a Deactivate All, it stops the decoder just the same.
     let mut r = replay(GFX);
     let pdu = gfx_pdu(&r.decoder, &broken);
     r.decoder.observe_target(&demand_active).unwrap();
-    assert!(r.decoder.observe_target(&pdu).expect("no error, no gap").is_empty());
-    assert!(!r.decoder.is_stopped());
+    assert!(matches!(r.decoder.observe_target(&pdu), Err(DecodeError::GraphicsPipeline)));
+    assert!(r.decoder.is_stopped());
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    r.decoder.phase = Phase::Deactivated;
+    assert!(matches!(r.decoder.observe_target(&pdu), Err(DecodeError::GraphicsPipeline)));
+    assert!(r.decoder.is_stopped());
 }
 
-/// Red team h-red17d (succeeds while the hole exists): the slow-path side of the reactivation
-/// window. A bitmap Update PDU on the I/O channel between a Demand Active and the Font Map is
-/// drawn by FreeRDP 3 (its finalization states read Data PDUs through `rdp_recv_data_pdu` →
-/// `update_recv`); the decoder passes I/O PDUs to its stage only when `Active` (`io_pdu`), so
-/// it drops this one without an error or a gap. The same PDU when active is drawn (the control).
+/// Red team h-red17d's hole 7 (slow path), flipped: a bitmap Update PDU on the I/O channel
+/// between a Demand Active and the Font Map is drawn by FreeRDP 3 (its finalization states read
+/// Data PDUs through `rdp_recv_data_pdu` → `update_recv`); the decoder passed I/O PDUs to its
+/// stage only when `Active` (`io_pdu`) and dropped it. Now it is drawn, as it is when active,
+/// and so are a fast-path bitmap and the slow-path one after a Deactivate All.
 #[test]
-fn red17d_slow_path_bitmaps_during_reactivation_are_silently_dropped() {
+fn slow_path_bitmaps_during_reactivation_are_drawn() {
     let single_bitmap = |frame: &[u8]| {
         if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
             return None;
@@ -683,7 +714,21 @@ fn red17d_slow_path_bitmaps_during_reactivation_are_silently_dropped() {
     let drawn = r.decoder.observe_target(&update).unwrap();
     assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "the control is drawn: {drawn:?}");
     r.decoder.observe_target(&demand_active).unwrap();
-    let dropped = r.decoder.observe_target(&update).expect("no error, no gap");
-    assert!(!dropped.iter().any(|u| matches!(u, Update::Frame { .. })), "{dropped:?}");
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "drawn while reactivating: {drawn:?}");
+    assert_eq!(r.decoder.phase, Phase::Active);
+    r.decoder.phase = Phase::Deactivated;
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "drawn after deactivate all: {drawn:?}");
+    let fast = {
+        let mut f = vec![0x00, 0x00, 0x00, 0x01];
+        f.extend(u16::try_from(bitmap_data.len()).unwrap().to_le_bytes());
+        f.extend(&bitmap_data);
+        let len = u16::try_from(f.len()).unwrap() | 0x8000;
+        f[1..3].copy_from_slice(&len.to_be_bytes());
+        f
+    };
+    let drawn = r.decoder.observe_target(&fast).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "fast path after deactivate all: {drawn:?}");
     assert!(!r.decoder.is_stopped());
 }
