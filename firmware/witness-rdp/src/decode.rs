@@ -107,7 +107,8 @@ pub enum Update {
     /// The decoder dropped a malformed bitmap: the image is stale until the target redraws, so
     /// ask it for a refresh when the session allows.
     RefreshWanted,
-    /// The target ended the session (Disconnect Provider Ultimatum or a graceful shutdown).
+    /// The target ended the session (Disconnect Provider Ultimatum) or announced it would (a
+    /// graceful shutdown; what it draws after that is still decoded).
     Ended,
 }
 
@@ -650,9 +651,11 @@ impl PassiveDecoder {
                     dirty = Some(dirty.map_or(r, |d| d.union(r)));
                 }
                 ActiveStageOutput::DeactivateAll => self.phase = Phase::Deactivated,
+                // Decoding goes on: a client keeps drawing after Shutdown Denied or Set Error
+                // Info (which IronRDP calls an end), until the connection closes; only the
+                // Disconnect Provider Ultimatum ends it (`target`).
                 ActiveStageOutput::Terminate(reason) => {
-                    tracing::debug!(reason = %reason.description(), "rdp decoder saw the session end");
-                    self.phase = Phase::Ended;
+                    tracing::debug!(reason = %reason.description(), "rdp decoder saw the target announce the end");
                     updates.push(Update::Ended);
                 }
                 _ => {}

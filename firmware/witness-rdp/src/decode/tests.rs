@@ -732,3 +732,63 @@ fn slow_path_bitmaps_during_reactivation_are_drawn() {
     assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "fast path after deactivate all: {drawn:?}");
     assert!(!r.decoder.is_stopped());
 }
+
+/// A target that says it is shutting down (Shutdown Denied, or a Set Error Info with a code)
+/// and goes on drawing: FreeRDP notes the error or ignores the denial and keeps drawing, while
+/// IronRDP's stage calls both a graceful end. The decoder stopped decoding there and dropped
+/// every later screen PDU without a gap; now only the MCS Disconnect Provider Ultimatum (on which
+/// clients close) ends its decoding.
+#[test]
+fn a_target_that_says_it_ends_and_goes_on_drawing_is_still_recorded() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (frame[at] == 0x01 && at + 3 + size == frame.len()).then(|| frame.to_vec())
+    };
+    let bitmap = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f))
+        .next_back()
+        .expect("a fast-path bitmap update in the capture");
+    let data_pdu = |d: &PassiveDecoder, kind2: u8, body: &[u8]| {
+        let ids = d.session_ids().unwrap();
+        let mut pdu = u16::try_from(18 + body.len()).unwrap().to_le_bytes().to_vec();
+        pdu.extend(0x0017u16.to_le_bytes()); // PDUTYPE_DATAPDU
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend(ids.share_id.to_le_bytes());
+        pdu.extend([0, 1]);
+        pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+        pdu.extend([kind2, 0]);
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(body);
+        let sdi = ironrdp_pdu::mcs::SendDataIndication {
+            initiator_id: ids.user_channel_id,
+            channel_id: ids.io_channel_id,
+            user_data: pdu.into(),
+        };
+        ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+    };
+    // PDUTYPE2_SHUTDOWN_DENIED; PDUTYPE2_SET_ERROR_INFO_PDU with ERRINFO_LOGOFF_BY_USER.
+    for (kind2, body) in [(0x25u8, &[][..]), (0x2F, &0x0000_000Cu32.to_le_bytes()[..])] {
+        let mut r = replay(BITMAP);
+        let said = data_pdu(&r.decoder, kind2, body);
+        let updates = r.decoder.observe_target(&said).unwrap();
+        assert!(updates.contains(&Update::Ended), "{kind2:#x}: {updates:?}");
+        let drawn = r.decoder.observe_target(&bitmap).unwrap();
+        assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "{kind2:#x}: drawn after it: {drawn:?}");
+    }
+    // The Disconnect Provider Ultimatum ends decoding: the client closes on it.
+    let mut r = replay(BITMAP);
+    let ultimatum = ironrdp_core::encode_vec(&X224(McsMessage::DisconnectProviderUltimatum(
+        ironrdp_pdu::mcs::DisconnectProviderUltimatum::from_reason(
+            ironrdp_pdu::mcs::DisconnectReason::ProviderInitiated,
+        ),
+    )))
+    .unwrap();
+    assert_eq!(r.decoder.observe_target(&ultimatum).unwrap(), vec![Update::Ended]);
+    assert_eq!(r.decoder.observe_target(&bitmap).unwrap(), Vec::new());
+}
