@@ -2,7 +2,8 @@
 //! must return an error rather than panic. Half the inputs start from a real connection sequence
 //! (captured from freerdp-shadow) so the fuzzed PDUs reach the active stage and its codecs. The
 //! recording's sans-IO judgements on the same bytes (whether a skipped PDU is repaired by a
-//! redraw, the client's pointer position) and pointer moves drawn at once are fuzzed alongside.
+//! redraw, the client's pointer position) and pointer moves drawn at once are fuzzed alongside;
+//! the walk of every target screen PDU for what the stage would skip (`decode::audit`) runs inside.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use witness_rdp_core::decode::{DecodeError, PassiveDecoder, last_pointer, repairable};

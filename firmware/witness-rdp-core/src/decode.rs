@@ -56,6 +56,9 @@ pub enum DecodeError {
     Panicked,
     #[error("the graphics pipeline sent a surface update the decoder could not draw")]
     GraphicsPipeline,
+    /// What a real client draws and the stage would skip without an error: a gap in the video.
+    #[error("the target sent {0}, which the decoder cannot draw")]
+    Unrecorded(&'static str),
 }
 
 impl DecodeError {
@@ -104,7 +107,8 @@ pub enum Update {
     /// The decoder dropped a malformed bitmap: the image is stale until the target redraws, so
     /// ask it for a refresh when the session allows.
     RefreshWanted,
-    /// The target ended the session (Disconnect Provider Ultimatum or a graceful shutdown).
+    /// The target ended the session (Disconnect Provider Ultimatum) or announced it would (a
+    /// graceful shutdown; what it draws after that is still decoded).
     Ended,
 }
 
@@ -187,6 +191,8 @@ pub struct PassiveDecoder {
     gfx_unhandled: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The dynamic channel the `drdynvc` message being reassembled carries data for.
     dvc_message: Option<u32>,
+    /// What of the target's fast-path PDUs the stage would skip in silence.
+    audit: audit::FastPathAudit,
 }
 
 impl std::fmt::Debug for PassiveDecoder {
@@ -234,6 +240,7 @@ impl PassiveDecoder {
             keys: None,
             gfx_unhandled: Default::default(),
             dvc_message: None,
+            audit: audit::FastPathAudit::default(),
         }
     }
 
@@ -347,7 +354,10 @@ impl PassiveDecoder {
         match catch_unwind(AssertUnwindSafe(|| self.target(frame))) {
             Ok(Ok(updates)) => Ok(updates),
             Ok(Err(e)) => {
-                if matches!(self.phase, Phase::Connecting | Phase::Activating) && self.stage.is_none() {
+                if matches!(self.phase, Phase::Connecting | Phase::Activating)
+                    && self.stage.is_none()
+                    && !matches!(e, DecodeError::Unrecorded(_))
+                {
                     // Without the connection sequence nothing later can be decoded.
                     self.stop();
                 }
@@ -367,26 +377,47 @@ impl PassiveDecoder {
 
     fn target(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
         let x224 = is_x224(frame);
+        // A real client draws whatever arrives once it has a desktop, in every state of a
+        // (re)activation (FreeRDP reads fast-path, Data PDUs and static channels in its
+        // finalization states too): nothing the target draws is left out for the phase it
+        // comes in, and what cannot be drawn is a gap, never a silent drop.
         match self.phase {
+            Phase::Connecting if x224 && self.is_drdynvc(frame) => {
+                Err(DecodeError::Unrecorded("dynamic channel data before the desktop was announced"))
+            }
             Phase::Connecting if x224 => self.connecting(frame).map(|()| Vec::new()),
-            Phase::Connecting => Ok(Vec::new()),
+            Phase::Connecting => Err(DecodeError::Unrecorded("screen updates before the desktop was announced")),
             Phase::Activating | Phase::Deactivated | Phase::Active if x224 && self.is_io(frame) => self.io_pdu(frame),
-            // Graphics before a Font Map we did not see (compressed, or concatenated differently):
-            // the target is drawing, so the session is active.
-            Phase::Activating if !x224 => {
+            // Graphics (or the graphics pipeline's channel) before a Font Map: the target is
+            // drawing, so the session is active (again).
+            Phase::Activating if !x224 || self.is_drdynvc(frame) => {
                 self.activate()?;
                 let mut updates = self.take_resize();
-                updates.extend(self.process(Action::FastPath, frame)?);
+                if x224 {
+                    updates.extend(self.process(Action::X224, frame)?);
+                } else {
+                    updates.extend(self.fast_path(frame)?);
+                }
                 Ok(updates)
             }
-            Phase::Active if !x224 => self.process(Action::FastPath, frame),
+            // After Deactivate All the client keeps drawing on the desktop it has.
+            Phase::Active | Phase::Deactivated if !x224 => self.fast_path(frame),
             Phase::Active if self.stage_channel(frame) => self.process(Action::X224, frame),
-            Phase::Active if is_disconnect(frame) => {
+            Phase::Deactivated if self.is_drdynvc(frame) => self.process(Action::X224, frame),
+            Phase::Activating | Phase::Deactivated | Phase::Active if is_disconnect(frame) => {
                 self.phase = Phase::Ended;
                 Ok(vec![Update::Ended])
             }
             _ => Ok(Vec::new()),
         }
+    }
+
+    /// A fast-path PDU from the target, drawn; what of it the stage skipped is then a gap.
+    fn fast_path(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        let audit = self.audit.check(frame);
+        let updates = self.process(Action::FastPath, frame)?;
+        audit.map_err(DecodeError::Unrecorded)?;
+        Ok(updates)
     }
 
     /// The connection sequence up to the first Demand Active.
@@ -438,6 +469,12 @@ impl PassiveDecoder {
         ironrdp_pdu::mcs::decode_send_data_indication(frame).is_ok_and(|ctx| Some(ctx.channel_id) == self.io_channel_id)
     }
 
+    fn is_drdynvc(&self, frame: &[u8]) -> bool {
+        self.drdynvc_channel_id.is_some()
+            && ironrdp_pdu::mcs::decode_send_data_indication(frame)
+                .is_ok_and(|ctx| Some(ctx.channel_id) == self.drdynvc_channel_id)
+    }
+
     fn stage_channel(&self, frame: &[u8]) -> bool {
         ironrdp_pdu::mcs::decode_send_data_indication(frame).is_ok_and(|ctx| {
             Some(ctx.channel_id) == self.message_channel_id || Some(ctx.channel_id) == self.drdynvc_channel_id
@@ -448,8 +485,11 @@ impl PassiveDecoder {
     fn io_pdu(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
         let ctx =
             ironrdp_pdu::mcs::decode_send_data_indication(frame).map_err(DecodeError::pdu("send data indication"))?;
+        let user_data = ctx.user_data;
         let mut activation = false;
         let mut other = false;
+        // Bitmaps, palettes, pointers (or a compressed Data PDU that may be one).
+        let mut screen = false;
         for part in share_control_parts(ctx) {
             match part.map(|p| (p.share_id, p.pdu)) {
                 Ok((share_id, ShareControlPdu::ServerDemandActive(demand))) => {
@@ -464,6 +504,10 @@ impl PassiveDecoder {
                     ShareDataPdu::Synchronize(_) | ShareDataPdu::Control(_) | ShareDataPdu::FontMap(_) => {
                         activation = true;
                     }
+                    ShareDataPdu::Update(_) | ShareDataPdu::Pointer(_) | ShareDataPdu::Compressed { .. } => {
+                        other = true;
+                        screen = true;
+                    }
                     _ => other = true,
                 },
                 Ok((_, ShareControlPdu::ServerDeactivateAll(_))) => {
@@ -476,9 +520,22 @@ impl PassiveDecoder {
             }
         }
         let mut updates = self.take_resize();
-        if self.phase == Phase::Active && (other || !activation) {
-            updates.extend(self.process(Action::X224, frame)?);
+        if !other && activation {
+            return Ok(updates);
         }
+        match self.phase {
+            Phase::Active => {}
+            // The client draws these before a Font Map too, and after a Deactivate All.
+            Phase::Activating if screen => {
+                self.activate()?;
+                updates.extend(self.take_resize());
+            }
+            Phase::Deactivated if screen => {}
+            _ => return Ok(updates),
+        }
+        let audit = audit::slow_path(user_data);
+        updates.extend(self.process(Action::X224, frame)?);
+        audit.map_err(DecodeError::Unrecorded)?;
         Ok(updates)
     }
 
@@ -594,9 +651,11 @@ impl PassiveDecoder {
                     dirty = Some(dirty.map_or(r, |d| d.union(r)));
                 }
                 ActiveStageOutput::DeactivateAll => self.phase = Phase::Deactivated,
+                // Decoding goes on: a client keeps drawing after Shutdown Denied or Set Error
+                // Info (which IronRDP calls an end), until the connection closes; only the
+                // Disconnect Provider Ultimatum ends it (`target`).
                 ActiveStageOutput::Terminate(reason) => {
-                    tracing::debug!(reason = %reason.description(), "rdp decoder saw the session end");
-                    self.phase = Phase::Ended;
+                    tracing::debug!(reason = %reason.description(), "rdp decoder saw the target announce the end");
                     updates.push(Update::Ended);
                 }
                 _ => {}
@@ -943,5 +1002,6 @@ pub fn capture_records(mut data: &[u8]) -> Vec<(u8, &[u8])> {
     out
 }
 
+mod audit;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -38,6 +38,8 @@ pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id al
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
+pub const UPDATE_CODE_MISMATCH: &str =
+    "the target sent an update under another update's code (clients read it differently: it cannot be recorded)";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -311,27 +313,45 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
     (pdus, at)
 }
 
-/// Whether a fast-path output PDU holds an orders update (code 0), in any of its updates or
-/// fragments. A PDU whose updates cannot be walked is left to the client (no update is read).
-fn fast_path_orders(frame: &[u8]) -> bool {
+/// Why a fast-path output PDU ends the session, if it does: an orders update (code 0), in any
+/// of its updates or fragments, or a bitmap (code 1) or palette (code 2) update whose body's
+/// updateType is not its code (read where the body starts: an uncompressed whole update or
+/// first fragment). A PDU whose updates cannot be walked is left to the client (no update is
+/// read).
+fn fast_path_refusal(frame: &[u8]) -> Option<&'static str> {
     const ENCRYPTED: u8 = 0x80;
-    let Some(&header) = frame.first() else { return false };
-    let Some((length, mut at)) = crate::decode::fast_path_length(frame) else { return false };
+    const BITMAP: u8 = 0x1;
+    const PALETTE: u8 = 0x2;
+    const PACKET_COMPRESSED: u8 = 0x20;
+    let &header = frame.first()?;
+    let (length, mut at) = crate::decode::fast_path_length(frame)?;
     if header & ENCRYPTED != 0 {
         at += 8; // dataSignature
     }
     let end = length.min(frame.len());
     while at < end {
         let update = frame[at];
-        if update & 0x0F == 0 {
-            return true;
+        let code = update & 0x0F;
+        if code == 0 {
+            return Some(ORDERS);
         }
         // Bulk compression puts a compressionFlags byte before the size.
-        let size_at = at + 1 + usize::from(update >> 6 != 0);
-        let Some(size) = frame.get(size_at..size_at + 2) else { return false };
-        at = size_at + 2 + usize::from(u16::from_le_bytes([size[0], size[1]]));
+        let compressed = update >> 6 != 0;
+        let size_at = at + 1 + usize::from(compressed);
+        let size = usize::from(u16_at(frame, size_at)?);
+        let body = size_at + 2;
+        // Single (0) or first (2) fragment: the body's updateType is there.
+        let starts = matches!((update >> 4) & 0x03, 0 | 2);
+        let plain = !compressed || frame.get(at + 1).is_some_and(|f| f & PACKET_COMPRESSED == 0);
+        if matches!(code, BITMAP | PALETTE) && starts && plain && size >= 2 {
+            let kind = u16_at(frame, body)?;
+            if kind != u16::from(code) {
+                return Some(UPDATE_CODE_MISMATCH);
+            }
+        }
+        at = body + size;
     }
-    false
+    None
 }
 
 /// Whether a slow-path Share Data PDU is an orders update (pduType2 UPDATE, updateType ORDERS,
@@ -468,7 +488,9 @@ impl Filter {
         if !is_x224(frame) {
             // The client draws orders with its own order support (the target was told none),
             // the recorder cannot: a session with them would go on partly unrecorded.
-            return Ok(if fast_path_orders(frame) { Verdict::Refuse(ORDERS) } else { Verdict::Forward });
+            // A bitmap or palette update under the other's code is drawn by FreeRDP by its body,
+            // read by the recorder by its code: the screen and the recording would differ.
+            return Ok(fast_path_refusal(frame).map_or(Verdict::Forward, Verdict::Refuse));
         }
         if self.io_channel.is_none() {
             return self.connect_response(frame);
@@ -2307,12 +2329,13 @@ mod tests {
         };
         let mut f = connected(&[]);
         // Orders alone, behind a bitmap, and compressed: refused.
-        for frame in [fast(&[(0x00, &[1, 0, 0])]), fast(&[(0x01, &[0; 4]), (0x00, &[1, 0])]), fast(&[(0x80, &[1, 2])])]
+        for frame in
+            [fast(&[(0x00, &[1, 0, 0])]), fast(&[(0x01, &[1, 0, 0, 0]), (0x00, &[1, 0])]), fast(&[(0x80, &[1, 2])])]
         {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(ORDERS), "{frame:?}");
         }
         // Controls: a bitmap, a synchronize, a compressed bitmap pass.
-        for frame in [fast(&[(0x01, &[0; 4])]), fast(&[(0x03, &[])]), fast(&[(0x81, &[9, 9])])] {
+        for frame in [fast(&[(0x01, &[1, 0, 0, 0])]), fast(&[(0x03, &[])]), fast(&[(0x81, &[9, 9])])] {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "{frame:?}");
         }
         // Slow path: a Share Data PDU of type UPDATE with updateType ORDERS.
@@ -2328,5 +2351,44 @@ mod tests {
         let mut bitmap = orders;
         bitmap[18] = 1; // UPDATETYPE_BITMAP
         assert_ne!(f.from_target(&send_indication(1003, bitmap)).unwrap(), Verdict::Refuse(ORDERS));
+    }
+
+    /// Red team h-red17d's hole 5 at the filter: a bitmap update under the palette code (and a
+    /// palette under the bitmap code), whole or as a first fragment, behind another update or
+    /// alone, ends the session — FreeRDP draws it by its body, the recorder reads it by its code.
+    /// Each update under its own code, a later fragment and a compressed body pass.
+    #[test]
+    fn an_update_under_another_updates_code_ends_the_session() {
+        let fast = |updates: &[(u8, &[u8])]| {
+            let mut body = Vec::new();
+            for (code, data) in updates {
+                body.push(*code);
+                if code >> 6 != 0 {
+                    body.push(0x20); // compressionFlags: compressed
+                }
+                body.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+                body.extend(*data);
+            }
+            let mut frame = vec![0x00, u8::try_from(body.len() + 2).unwrap()];
+            frame.extend(body);
+            frame
+        };
+        let bitmap: &[u8] = &[1, 0, 0, 0];
+        let palette: &[u8] = &[2, 0, 0, 0, 0, 1, 0, 0];
+        let mut f = connected(&[]);
+        for frame in [
+            fast(&[(0x02, bitmap)]),
+            fast(&[(0x01, palette)]),
+            fast(&[(0x03, &[]), (0x02, bitmap)]),
+            fast(&[(0x22, bitmap)]),
+            fast(&[(0x01, &[3, 0, 0, 0])]),
+        ] {
+            assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(UPDATE_CODE_MISMATCH), "{frame:?}");
+        }
+        for frame in
+            [fast(&[(0x01, bitmap)]), fast(&[(0x02, palette)]), fast(&[(0x32, bitmap)]), fast(&[(0x82, &[9, 9])])]
+        {
+            assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "{frame:?}");
+        }
     }
 }

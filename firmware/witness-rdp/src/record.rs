@@ -59,7 +59,8 @@ pub struct Gaps {
     /// Screen PDUs from the target the decoder could not take: its queue was full. Each is a
     /// stretch of the session the video may show wrong until the next full redraw.
     pub skipped_screen_pdus: u64,
-    /// Screen PDUs from the target the decoder could not decode.
+    /// Screen PDUs from the target the decoder could not decode or draw in full (what IronRDP's
+    /// stage would have skipped in silence included).
     pub undecodable_screen_pdus: u64,
     /// Client input PDUs not shown to the decoder (only the pointer drawn into the video lags).
     pub skipped_input_pdus: u64,
@@ -411,7 +412,11 @@ impl Worker {
                     self.dirty = Some(self.dirty.map_or(dirty, |d| d.union(dirty)));
                     self.pending = true;
                 }
-                Update::RefreshWanted => self.refresh.wanted = true,
+                // The stage dropped a malformed bitmap: pixels the client may show are missing.
+                Update::RefreshWanted => {
+                    self.undecodable += 1;
+                    self.went_stale();
+                }
                 Update::Ended => tracing::debug!("the target ended the session"),
             }
         }
@@ -673,5 +678,42 @@ mod resync_tests {
         assert!(!gaps.unverified, "the target redrew the whole screen after the gap");
         let gaps = session(false).await;
         assert!(gaps.unverified, "nothing was drawn after the gap, yet it is called verified");
+    }
+
+    /// What the stage skips is a gap like a PDU it cannot decode: an update of a code it does
+    /// not know (which it skipped in silence) and a bitmap it drops for a destination outside
+    /// the desktop (it only asked for a redraw) are each counted, and the picture after them is
+    /// not called verified.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn what_the_stage_skips_is_counted_as_a_gap() {
+        let got = Arc::new(std::sync::Mutex::new(None));
+        let (inject, _refreshes) = mpsc::channel(4);
+        let (tap, worker) = start(Box::new(Nothing(got.clone())), inject, "s1".into());
+        let all = records(BITMAP);
+        let first_graphics = all.iter().position(|(t, f)| *t == b'T' && f.first().is_some_and(|b| b & 3 != 3)).unwrap();
+        for (tag, frame) in &all[..=first_graphics] {
+            match tag {
+                b'C' => tap.observe(true, Bytes::copy_from_slice(frame)).await,
+                b'T' => tap.observe(false, Bytes::copy_from_slice(frame)).await,
+                _ => {}
+            }
+        }
+        let unknown = vec![0x00, 0x05, 0x07, 0x00, 0x00];
+        let mut body = vec![0x01, 0x00, 0x01, 0x00];
+        for v in [1000u16, 1000, 1000, 1000, 1, 1, 32, 0, 4] {
+            body.extend(v.to_le_bytes());
+        }
+        body.extend([1, 2, 3, 0]);
+        let mut outside = vec![0x00, 0x00, 0x01];
+        outside.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+        outside.extend(&body);
+        outside[1] = u8::try_from(outside.len()).unwrap();
+        tap.observe(false, Bytes::from(unknown)).await;
+        tap.observe(false, Bytes::from(outside)).await;
+        drop(tap);
+        worker.await.unwrap();
+        let gaps = got.lock().unwrap().expect("finish called");
+        assert_eq!(gaps.undecodable_screen_pdus, 2, "{gaps:?}");
+        assert!(gaps.unverified, "{gaps:?}");
     }
 }

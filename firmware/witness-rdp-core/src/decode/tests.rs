@@ -127,9 +127,10 @@ fn with_the_graphics_pipeline_open_decodes_what_the_target_shows() {
 fn nothing_is_decoded_without_the_connection_sequence() {
     let mut d = PassiveDecoder::new();
     for (tag, frame) in records(REMOTEFX) {
-        // Skip the handshake: graphics alone cannot be placed.
+        // Skip the handshake: graphics alone cannot be placed, and each is a gap, not a stop.
         if tag == b'T' && !is_x224(frame) {
-            assert_eq!(d.observe_target(frame).unwrap(), Vec::new());
+            assert!(matches!(d.observe_target(frame), Err(DecodeError::Unrecorded(_))));
+            assert!(!d.is_stopped());
         }
     }
     assert!(d.screen().is_none());
@@ -503,4 +504,282 @@ fn a_remotefx_pdu_is_never_skipped() {
     }
     let blue = blue.expect("pattern marker");
     assert!(blue > 0.5, "blue share {blue}");
+}
+
+/// Red team h-red17d's hole 5, flipped: a fast-path update whose updateCode says Palette (0x2)
+/// but whose body is a bitmap update. FreeRDP sends both codes to `fastpath_recv_update_common`,
+/// which reads the body's own updateType (UPDATE_TYPE_BITMAP) and draws the bitmaps; IronRDP
+/// hands the body to its palette processor, which ignores it. It was taken in silence; now it
+/// is a gap (and the filter ends the session on it: `an_update_under_another_updates_code_ends_the_session`).
+#[test]
+fn a_bitmap_sent_under_the_palette_code_is_a_gap() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let update = *frame.get(at)?;
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (update == 0x01 && at + 3 + size == frame.len() && frame.get(at + 3..at + 5) == Some(&[1, 0][..])).then_some(at)
+    };
+    let (at, bitmap) = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f).map(|at| (at, f.to_vec())))
+        .next_back()
+        .expect("a single unfragmented fast-path bitmap update in the capture");
+    let mut r = replay(BITMAP);
+    // The control: the bitmap update as it came is drawn.
+    let drawn = r.decoder.observe_target(&bitmap).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "{drawn:?}");
+    // The same bytes under the palette code: what FreeRDP draws, the decoder takes in silence.
+    let mut disguised = bitmap.clone();
+    disguised[at] = 0x02;
+    let gap = r.decoder.observe_target(&disguised);
+    assert!(matches!(gap, Err(DecodeError::Unrecorded("a bitmap sent under the palette update code"))), "{gap:?}");
+    assert!(!r.decoder.is_stopped());
+    // A bitmap code over a palette body (FreeRDP applies the palette, IronRDP skips it): a gap.
+    let mut palette = vec![0x00, 0x00, 0x00, 0x01];
+    let mut body = vec![0x02, 0x00, 0x00, 0x00];
+    body.extend(256u32.to_le_bytes());
+    body.extend([0x80; 768]);
+    palette.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+    palette.extend(&body);
+    let len = u16::try_from(palette.len()).unwrap() | 0x8000;
+    palette[1..3].copy_from_slice(&len.to_be_bytes());
+    assert!(r.decoder.observe_target(&palette).is_err());
+    // The same body under its own code is applied without a gap.
+    palette[3] = 0x02;
+    assert_eq!(r.decoder.observe_target(&palette).unwrap(), Vec::new());
+    assert!(!r.decoder.is_stopped());
+    assert!(!repairable(&disguised, r.decoder.session_ids().map(|i| i.io_channel_id)), "never skipped: decoded");
+}
+
+/// Red team h-red17d's hole 6, flipped: surface commands whose last command is a Frame Marker
+/// with an unknown frameAction. FreeRDP 3 reads the frame marker without checking the action
+/// (`update_recv_surfcmd_frame_marker`; its GDI ignores unknown actions) and has already drawn
+/// the Set Surface Bits before it; IronRDP decodes the update whole, fails on the action
+/// (InvalidField) and drops every command of it ("Ignoring invalid Fast-Path update"). That was
+/// no error, no frame, no gap; now it is a gap.
+#[test]
+fn surface_bits_behind_an_odd_frame_marker_are_a_gap() {
+    const GREEN: [u8; 3] = [0, 255, 0];
+    let (w, h) = (64u16, 64u16);
+    let mut commands = 0x0001u16.to_le_bytes().to_vec(); // CMDTYPE_SET_SURFACE_BITS
+    for v in [128u16, 88, 128 + w, 88 + h] {
+        commands.extend(v.to_le_bytes()); // destLeft, destTop, destRight, destBottom
+    }
+    commands.extend([32, 0, 0, 0]); // bpp, flags, reserved, codecID 0 (raw)
+    commands.extend(w.to_le_bytes());
+    commands.extend(h.to_le_bytes());
+    let pixels: Vec<u8> = std::iter::repeat_n([0u8, 255, 0, 0], usize::from(w) * usize::from(h)).flatten().collect();
+    commands.extend(u32::try_from(pixels.len()).unwrap().to_le_bytes());
+    commands.extend(&pixels);
+    let fast_path = |commands: &[u8]| {
+        let mut frame = vec![0x00, 0x00, 0x00, 0x04]; // header, 2-byte length, FASTPATH_UPDATETYPE_SURFCMDS
+        frame.extend(u16::try_from(commands.len()).unwrap().to_le_bytes());
+        frame.extend(commands);
+        let len = u16::try_from(frame.len()).unwrap() | 0x8000;
+        frame[1..3].copy_from_slice(&len.to_be_bytes());
+        frame
+    };
+    let marker = |action: u16| [&0x0004u16.to_le_bytes()[..], &action.to_le_bytes(), &7u32.to_le_bytes()].concat();
+    // The control: with an End marker the decoder draws the green square.
+    let mut r = replay(BITMAP);
+    assert!(!close(center(&r.decoder), GREEN));
+    let updates = r.decoder.observe_target(&fast_path(&[commands.clone(), marker(1)].concat())).unwrap();
+    assert!(updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    assert!(close(center(&r.decoder), GREEN), "the control draws: {:?}", center(&r.decoder));
+    // The attack: frameAction 2.
+    let mut r = replay(BITMAP);
+    let before = center(&r.decoder);
+    let gap = r.decoder.observe_target(&fast_path(&[commands.clone(), marker(2)].concat()));
+    assert!(matches!(gap, Err(DecodeError::Unrecorded(_))), "{gap:?}");
+    assert_eq!(center(&r.decoder), before, "the stage drew nothing of it");
+    assert!(!r.decoder.is_stopped());
+    // Surface bits in a codec the stage knows but does not draw (QOI, 0x0A: not built in) or at
+    // a depth it skips: gaps too. (NSCodec's id the stage does not know: an error already.)
+    let mut qoi = commands.clone();
+    qoi[13] = 0x0A;
+    assert!(matches!(r.decoder.observe_target(&fast_path(&qoi)), Err(DecodeError::Unrecorded(_))));
+    let mut nscodec = commands.clone();
+    nscodec[13] = 1;
+    assert!(r.decoder.observe_target(&fast_path(&nscodec)).is_err());
+    let mut depth = commands;
+    depth[10] = 12;
+    assert!(matches!(r.decoder.observe_target(&fast_path(&depth)), Err(DecodeError::Unrecorded(_))));
+    assert!(!r.decoder.is_stopped());
+}
+
+/// Red team h-red17d's hole 7 (graphics pipeline), flipped: graphics pipeline PDUs sent during a
+/// reactivation, after the target's new Demand Active and before its Font Map. FreeRDP 3 reads
+/// every PDU in its finalization states through `rdp_recv_pdu` → `rdp_recv_tpkt_pdu`, static
+/// channels included (`freerdp_channel_process`, so `drdynvc` and the graphics pipeline draw).
+/// The decoder dropped them there; now the target drawing ends the reactivation for the decoder
+/// too, and the broken ZGFX segment stops it as it does when active.
+#[test]
+fn graphics_pipeline_pdus_during_reactivation_are_decoded() {
+    use ironrdp_pdu::rdp::headers::ShareControlHeader;
+    let demand_active = records(GFX)
+        .into_iter()
+        .filter(|(tag, f)| *tag == b'T' && is_x224(f))
+        .find(|(_, f)| {
+            ironrdp_pdu::mcs::decode_send_data_indication(f).is_ok_and(|ctx| {
+                decode::<ShareControlHeader>(ctx.user_data)
+                    .is_ok_and(|h| matches!(h.share_control_pdu, ShareControlPdu::ServerDemandActive(_)))
+            })
+        })
+        .map(|(_, f)| f.to_vec())
+        .expect("the capture's demand active");
+    let broken = [0x00, 0x24, 0x01, 0x02, 0x03];
+    // The control: when active, the broken segment stops the decoder.
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    assert!(r.decoder.observe_target(&pdu).is_err() && r.decoder.is_stopped());
+    // During a reactivation, and after a Deactivate All, it stops the decoder just the same.
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    r.decoder.observe_target(&demand_active).unwrap();
+    assert!(matches!(r.decoder.observe_target(&pdu), Err(DecodeError::GraphicsPipeline)));
+    assert!(r.decoder.is_stopped());
+    let mut r = replay(GFX);
+    let pdu = gfx_pdu(&r.decoder, &broken);
+    r.decoder.phase = Phase::Deactivated;
+    assert!(matches!(r.decoder.observe_target(&pdu), Err(DecodeError::GraphicsPipeline)));
+    assert!(r.decoder.is_stopped());
+}
+
+/// Red team h-red17d's hole 7 (slow path), flipped: a bitmap Update PDU on the I/O channel
+/// between a Demand Active and the Font Map is drawn by FreeRDP 3 (its finalization states read
+/// Data PDUs through `rdp_recv_data_pdu` → `update_recv`); the decoder passed I/O PDUs to its
+/// stage only when `Active` (`io_pdu`) and dropped it. Now it is drawn, as it is when active,
+/// and so are a fast-path bitmap and the slow-path one after a Deactivate All.
+#[test]
+fn slow_path_bitmaps_during_reactivation_are_drawn() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (frame[at] == 0x01 && at + 3 + size == frame.len()).then(|| frame[at + 3..].to_vec())
+    };
+    let bitmap_data = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f))
+        .next_back()
+        .expect("a fast-path bitmap update in the capture");
+    let demand_active = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, f)| *tag == b'T' && is_x224(f))
+        .find(|(_, f)| {
+            ironrdp_pdu::mcs::decode_send_data_indication(f).is_ok_and(|ctx| {
+                decode::<ironrdp_pdu::rdp::headers::ShareControlHeader>(ctx.user_data)
+                    .is_ok_and(|h| matches!(h.share_control_pdu, ShareControlPdu::ServerDemandActive(_)))
+            })
+        })
+        .map(|(_, f)| f.to_vec())
+        .expect("the capture's demand active");
+    let slow_path = |d: &PassiveDecoder| {
+        let ids = d.session_ids().unwrap();
+        let mut pdu = Vec::new();
+        pdu.extend(u16::try_from(18 + bitmap_data.len()).unwrap().to_le_bytes());
+        pdu.extend(0x0017u16.to_le_bytes()); // PDUTYPE_DATAPDU
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend(ids.share_id.to_le_bytes());
+        pdu.extend([0, 1]); // pad, streamId
+        pdu.extend(u16::try_from(bitmap_data.len()).unwrap().to_le_bytes());
+        pdu.extend([0x02, 0]); // PDUTYPE2_UPDATE, not compressed
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(&bitmap_data); // updateType UPDATETYPE_BITMAP, then the bitmaps
+        let sdi = ironrdp_pdu::mcs::SendDataIndication {
+            initiator_id: ids.user_channel_id,
+            channel_id: ids.io_channel_id,
+            user_data: pdu.into(),
+        };
+        ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+    };
+    let mut r = replay(BITMAP);
+    let update = slow_path(&r.decoder);
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "the control is drawn: {drawn:?}");
+    r.decoder.observe_target(&demand_active).unwrap();
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "drawn while reactivating: {drawn:?}");
+    assert_eq!(r.decoder.phase, Phase::Active);
+    r.decoder.phase = Phase::Deactivated;
+    let drawn = r.decoder.observe_target(&update).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "drawn after deactivate all: {drawn:?}");
+    let fast = {
+        let mut f = vec![0x00, 0x00, 0x00, 0x01];
+        f.extend(u16::try_from(bitmap_data.len()).unwrap().to_le_bytes());
+        f.extend(&bitmap_data);
+        let len = u16::try_from(f.len()).unwrap() | 0x8000;
+        f[1..3].copy_from_slice(&len.to_be_bytes());
+        f
+    };
+    let drawn = r.decoder.observe_target(&fast).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "fast path after deactivate all: {drawn:?}");
+    assert!(!r.decoder.is_stopped());
+}
+
+/// A target that says it is shutting down (Shutdown Denied, or a Set Error Info with a code)
+/// and goes on drawing: FreeRDP notes the error or ignores the denial and keeps drawing, while
+/// IronRDP's stage calls both a graceful end. The decoder stopped decoding there and dropped
+/// every later screen PDU without a gap; now only the MCS Disconnect Provider Ultimatum (on which
+/// clients close) ends its decoding.
+#[test]
+fn a_target_that_says_it_ends_and_goes_on_drawing_is_still_recorded() {
+    let single_bitmap = |frame: &[u8]| {
+        if is_x224(frame) || frame[0] & 0x03 != 0 || frame.len() < 6 {
+            return None;
+        }
+        let at = if frame[1] & 0x80 != 0 { 3 } else { 2 };
+        let size = usize::from(u16::from_le_bytes([*frame.get(at + 1)?, *frame.get(at + 2)?]));
+        (frame[at] == 0x01 && at + 3 + size == frame.len()).then(|| frame.to_vec())
+    };
+    let bitmap = records(BITMAP)
+        .into_iter()
+        .filter(|(tag, _)| *tag == b'T')
+        .filter_map(|(_, f)| single_bitmap(f))
+        .next_back()
+        .expect("a fast-path bitmap update in the capture");
+    let data_pdu = |d: &PassiveDecoder, kind2: u8, body: &[u8]| {
+        let ids = d.session_ids().unwrap();
+        let mut pdu = u16::try_from(18 + body.len()).unwrap().to_le_bytes().to_vec();
+        pdu.extend(0x0017u16.to_le_bytes()); // PDUTYPE_DATAPDU
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend(ids.share_id.to_le_bytes());
+        pdu.extend([0, 1]);
+        pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+        pdu.extend([kind2, 0]);
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(body);
+        let sdi = ironrdp_pdu::mcs::SendDataIndication {
+            initiator_id: ids.user_channel_id,
+            channel_id: ids.io_channel_id,
+            user_data: pdu.into(),
+        };
+        ironrdp_core::encode_vec(&X224(McsMessage::SendDataIndication(sdi))).unwrap()
+    };
+    // PDUTYPE2_SHUTDOWN_DENIED; PDUTYPE2_SET_ERROR_INFO_PDU with ERRINFO_LOGOFF_BY_USER.
+    for (kind2, body) in [(0x25u8, &[][..]), (0x2F, &0x0000_000Cu32.to_le_bytes()[..])] {
+        let mut r = replay(BITMAP);
+        let said = data_pdu(&r.decoder, kind2, body);
+        let updates = r.decoder.observe_target(&said).unwrap();
+        assert!(updates.contains(&Update::Ended), "{kind2:#x}: {updates:?}");
+        let drawn = r.decoder.observe_target(&bitmap).unwrap();
+        assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "{kind2:#x}: drawn after it: {drawn:?}");
+    }
+    // The Disconnect Provider Ultimatum ends decoding: the client closes on it.
+    let mut r = replay(BITMAP);
+    let ultimatum = ironrdp_core::encode_vec(&X224(McsMessage::DisconnectProviderUltimatum(
+        ironrdp_pdu::mcs::DisconnectProviderUltimatum::from_reason(
+            ironrdp_pdu::mcs::DisconnectReason::ProviderInitiated,
+        ),
+    )))
+    .unwrap();
+    assert_eq!(r.decoder.observe_target(&ultimatum).unwrap(), vec![Update::Ended]);
+    assert_eq!(r.decoder.observe_target(&bitmap).unwrap(), Vec::new());
 }
