@@ -4,30 +4,9 @@
 
 use crate::harness::{Box, S3, S3_BUCKET, S3_SECRET, Sshd, eventually};
 use crate::rdp::{RED, RdpBox, STAYED_UP, Shadow, Xvfb, add_shadow_target, screen_shows};
+use crate::ssh_path::start_ticker;
 use std::io::Read;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-/// A recorded SSH session that prints a tick every 0.1 s for a minute; returns once it ticks.
-fn ticker(b: &Box) -> std::process::Child {
-    let mut child = b
-        .ssh("alice@web01")
-        .arg("for i in $(seq 1 600); do echo tick-$i; sleep 0.1; done")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("tick-3\n") {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "ticker ended early: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    child
-}
 
 #[test]
 fn a_stop_under_load_tells_every_user_and_seals_every_recording_before_the_deadline() {
@@ -44,7 +23,7 @@ fn a_stop_under_load_tells_every_user_and_seals_every_recording_before_the_deadl
     let screen = Xvfb::start();
     let rdp = rb.client(&screen, "alice@nla01", "alice-pw", 120, &[]);
     screen_shows(&screen, &[RED], 20, |_| {});
-    let ssh: Vec<_> = (0..20).map(|_| ticker(&rb.b)).collect();
+    let ssh: Vec<_> = (0..20).map(|_| start_ticker(&rb.b, "alice@web01", 600)).collect();
     let recording = eventually(30, "21 recordings running", || {
         let rows = rb.b.recordings();
         (rows.iter().filter(|r| r["status"] == "recording").count() == 21).then_some(rows)

@@ -255,8 +255,9 @@ fn errors_give_one_clear_line_and_an_audit_event() {
     assert!(b.ok(&["audit", "--verify"], None).contains("audit log intact"));
 }
 
-/// Starts `ssh … ticker` in the background and waits until the first ticks came through.
-fn start_ticker(b: &Box, login: &str, ticks: u32) -> std::process::Child {
+/// Starts a recorded `ssh` session printing a tick every 0.1 s, `ticks` times, and waits until
+/// the first ticks came through.
+pub(crate) fn start_ticker(b: &Box, login: &str, ticks: u32) -> std::process::Child {
     let mut child = b
         .ssh(login)
         .arg(format!("for i in $(seq 1 {ticks}); do echo tick-$i; sleep 0.1; done"))

@@ -25,94 +25,47 @@ const OWNERS: &[(&str, &[&str])] = &[
     ("witness-tpm", &["witness-keys"]),
 ];
 
+/// The async runtime and sockets.
+const RUNTIME: &[&str] = &["tokio", "mio", "socket2"];
+/// The session machinery: index, SSH, RDP and its NTLM, video, store and web clients.
+const MACHINERY: &[&str] =
+    &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "sspi", "gstreamer*", "minio", "reqwest", "hyper", "axum"];
+/// TLS stacks.
+const TLS: &[&str] = &["openssl*", "rustls*", "tokio-rustls"];
+
 /// Crates that may not reach these, through any chain of normal dependencies (the sans-IO tier,
-/// and the one binary that runs as root).
-const SANS_IO: &[(&str, &[&str])] = &[
-    (
-        "witness-core",
-        &[
-            "tokio",
-            "mio",
-            "socket2",
-            "rusqlite",
-            "libsqlite3-sys",
-            "russh",
-            "ironrdp-*",
-            "gstreamer*",
-            "minio",
-            "reqwest",
-            "hyper",
-            "axum",
-        ],
-    ),
+/// the bottom of the key hierarchy, and the one binary that runs as root).
+const SANS_IO: &[(&str, &[&[&str]])] = &[
+    ("witness-core", &[RUNTIME, MACHINERY]),
     // The gate hands out tokio-util's CancellationToken (a sync primitive), so tokio is reached.
-    (
-        "witness-gate",
-        &["rusqlite", "libsqlite3-sys", "russh", "ironrdp-*", "gstreamer*", "minio", "reqwest", "hyper", "axum"],
-    ),
+    ("witness-gate", &[MACHINERY]),
     // The RDP core tier: IronRDP's sans-IO crates only, like IronRDP's own core tier.
     (
         "witness-rdp-core",
         &[
-            "tokio",
-            "mio",
-            "socket2",
-            "rusqlite",
-            "libsqlite3-sys",
-            "russh",
-            "ironrdp-tokio",
-            "ironrdp-async",
-            "ironrdp-blocking",
-            "sspi",
-            "gstreamer*",
-            "minio",
-            "reqwest",
-            "hyper",
-            "axum",
-            "openssl*",
-            "rustls*",
-            "tokio-rustls",
+            RUNTIME,
+            TLS,
+            &[
+                "rusqlite",
+                "libsqlite3-sys",
+                "russh",
+                "ironrdp-tokio",
+                "ironrdp-async",
+                "ironrdp-blocking",
+                "sspi",
+                "gstreamer*",
+                "minio",
+                "reqwest",
+                "hyper",
+                "axum",
+            ],
         ],
     ),
     // The key hierarchy sits at the bottom: the binary and the archive build on it, and it reaches
     // no store, index, session machinery or async runtime.
-    (
-        "witness-keys",
-        &[
-            "tokio",
-            "rusqlite",
-            "libsqlite3-sys",
-            "russh",
-            "ironrdp-*",
-            "sspi",
-            "gstreamer*",
-            "minio",
-            "reqwest",
-            "hyper",
-            "axum",
-            "witness-index",
-            "witness-store",
-            "witness-recorder",
-        ],
-    ),
+    ("witness-keys", &[RUNTIME, MACHINERY, &["witness-index", "witness-store", "witness-recorder"]]),
     // The firewall loader runs as root: none of the session machinery, no async runtime.
-    (
-        "witness-egress",
-        &[
-            "tokio",
-            "rusqlite",
-            "libsqlite3-sys",
-            "russh",
-            "ironrdp-*",
-            "sspi",
-            "gstreamer*",
-            "minio",
-            "reqwest",
-            "hyper",
-            "axum",
-            "openssl*",
-        ],
-    ),
+    ("witness-egress", &[&["tokio"], MACHINERY, &["openssl*"]]),
 ];
 
 /// Workspace crates whose direct normal dependencies are exactly named: the archive crate
@@ -246,7 +199,7 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
         }
         for id in seen.iter().filter(|id| *id != root) {
             let name = name_of(id);
-            if forbidden.iter().any(|f| matches(f, &name)) {
+            if forbidden.iter().flat_map(|g| g.iter()).any(|f| matches(f, &name)) {
                 let mut chain = vec![name];
                 let mut at = *id;
                 while let Some(prev) = via.get(at) {
