@@ -174,3 +174,84 @@ fn red17e_compressed_slow_path_orders_pass() {
     plain[15] = 0;
     assert_eq!(filter(true).from_target(&send_indication(1003, plain)).unwrap(), Verdict::Refuse(ORDERS));
 }
+
+/// A client Confirm Active offering DSTBLT, MEMBLT and glyph orders, as IronRDP encodes it.
+fn confirm_active_with_orders() -> Vec<u8> {
+    let mut order =
+        Order::new(OrderFlags::NEGOTIATE_ORDER_SUPPORT, OrderSupportExFlags::CACHE_BITMAP_REV3_SUPPORT, 480 * 480, 0);
+    for i in [OrderSupportIndex::DstBlt, OrderSupportIndex::MemBlt, OrderSupportIndex::FastGlyph] {
+        order.set_support_flag(i, true);
+    }
+    let confirm = ClientConfirmActive {
+        originator_id: 1002,
+        pdu: DemandActive { source_descriptor: "MSTSC".into(), capability_sets: vec![CapabilitySet::Order(order)] },
+    };
+    let header = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::ClientConfirmActive(confirm),
+        pdu_source: 1007,
+        share_id: 0x1_03EA,
+    };
+    encode_vec(&header).unwrap()
+}
+
+/// Whether `share` (a Share Control PDU) is a Confirm Active still offering DSTBLT.
+fn offers_orders(share: &[u8]) -> bool {
+    let Ok(header) = decode::<ShareControlHeader>(share) else { return false };
+    let ShareControlPdu::ClientConfirmActive(confirm) = header.share_control_pdu else { return false };
+    confirm.pdu.capability_sets.into_iter().any(|c| match c {
+        CapabilitySet::Order(mut o) => o.get_support_flag(OrderSupportIndex::DstBlt),
+        _ => false,
+    })
+}
+
+/// xrdp 0.9.21 (the e2e target) reading a client Send Data Request's user data on channel 1003
+/// while it still expects security headers (from the Client Info until the licence answer:
+/// `is_security_header_present`): `xrdp_sec_recv` reads flags and flagsHi as one 32-bit value
+/// and acts only on SEC_ENCRYPT, SEC_CLIENT_RANDOM, SEC_LOGON_INFO and SEC_LICENCE_NEG; with
+/// none of them it returns 0 on channel 1003, and `xrdp_rdp_recv` reads a Share Control PDU
+/// right after the 4-byte header, which `libxrdp_process_data` hands to
+/// `xrdp_caps_process_confirm_active` whatever the connection state. Returns that PDU.
+fn xrdp_share_pdu_after_security_header(data: &[u8]) -> Option<&[u8]> {
+    const ACTED_ON: u32 = 0x08 | 0x01 | 0x40 | 0x80;
+    let flags = u32::from_le_bytes(data.get(..4)?.try_into().ok()?);
+    (flags & ACTED_ON == 0).then(|| &data[4..])
+}
+
+/// HOLE (rule 2): the security header flags the rule lets through carry a Share Control PDU to
+/// xrdp. TRANSPORT_RSP (0x0004) and AUTODETECT_RSP (0x2000) are allowed alone before activation,
+/// but xrdp 0.9.21's `xrdp_sec_recv` has no branch for either: it returns 0 and
+/// `xrdp_rdp_recv` reads the Share Control PDU behind the header — here a Confirm Active with
+/// drawing orders, which reaches xrdp untrimmed (`trim_capabilities` never runs: the filter
+/// forwards the frame as it is). The client simply sends no Confirm Active of its own after the
+/// Demand Active (xrdp keeps the capabilities of the last one it processed).
+#[test]
+fn red17e_confirm_active_behind_a_response_header_reaches_xrdp_untrimmed() {
+    for flags in [0x0004u16, 0x2000] {
+        let mut data = flags.to_le_bytes().to_vec();
+        data.extend([0, 0]);
+        data.extend(confirm_active_with_orders());
+        let share = xrdp_share_pdu_after_security_header(&data).expect("xrdp reads past the header");
+        assert!(offers_orders(share), "xrdp processes a confirm active with orders");
+        let frame = send_data(1003, data);
+        assert_eq!(filter(false).from_client(&frame).unwrap(), Verdict::Forward, "{flags:#x}");
+    }
+    // Control: the same Confirm Active bare is trimmed (after activation: before it, its
+    // totalLength happens to hold the INFO_PKT bit and the filter takes it for a Client Info).
+    let verdict = filter(true).from_client(&send_data(1003, confirm_active_with_orders())).unwrap();
+    let Verdict::Replace(out) = verdict else { panic!("not trimmed: {verdict:?}") };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    assert!(!offers_orders(&req.user_data));
+}
+
+/// HOLE (rule 2): a security header with flagsHi set. `security_flags` reads a header only when
+/// flagsHi is 0, so [00 00 00 01] is taken for a Share Control PDU of totalLength 0 and type 0;
+/// `share_pdus` stops at once and, before activation, an unreadable client message is forwarded.
+/// xrdp reads flags and flagsHi as one u32 (0x01000000: no bit it acts on) and reads the Confirm
+/// Active behind it, as above.
+#[test]
+fn red17e_confirm_active_behind_a_flags_hi_header_reaches_xrdp_untrimmed() {
+    let mut data = vec![0x00, 0x00, 0x00, 0x01];
+    data.extend(confirm_active_with_orders());
+    assert!(offers_orders(xrdp_share_pdu_after_security_header(&data).unwrap()));
+    assert_eq!(filter(false).from_client(&send_data(1003, data)).unwrap(), Verdict::Forward);
+}
