@@ -255,3 +255,81 @@ fn red17e_confirm_active_behind_a_flags_hi_header_reaches_xrdp_untrimmed() {
     assert!(offers_orders(xrdp_share_pdu_after_security_header(&data).unwrap()));
     assert_eq!(filter(false).from_client(&send_data(1003, data)).unwrap(), Verdict::Forward);
 }
+
+/// A fast-path Bitmap update body (updateType BITMAP, one rectangle) of an uncompressed 8x8
+/// square at 32 bpp, every pixel `bgrx`, with its top left at (`x`, `y`).
+fn bitmap_update(x: u16, y: u16, bgrx: [u8; 4]) -> Vec<u8> {
+    let mut data = 1u16.to_le_bytes().to_vec(); // updateType BITMAP
+    data.extend(1u16.to_le_bytes()); // numberRectangles
+    for v in [x, y, x + 7, y + 7, 8, 8, 32, 0, 256] {
+        data.extend(v.to_le_bytes()); // dest rectangle, width, height, bpp, flags, bitmapLength
+    }
+    for _ in 0..64 {
+        data.extend(bgrx);
+    }
+    data
+}
+
+/// HOLE (recorder, fast-path): with compression bits 11 the recorder's parser (IronRDP's
+/// `FastPathUpdatePdu::decode`, which tests the 0x2 bit) and the filter read a compressionFlags
+/// byte that FreeRDP's `fastpath_recv_update_data` (bits == 2 only) does not, so from the first
+/// update on they walk different updates of the same PDU. A target shows the client one bitmap
+/// (red) while the recording draws another (green) in the same place; nothing is counted as a
+/// gap, the filter forwards the PDU.
+///
+/// Layout after the fast-path header: a Synchronize header 0xC3, then [0x01, 0x00, 0x02].
+///   FreeRDP: size 1 (data 0x02), then the red bitmap update, then a Synchronize update whose
+///   data runs to the end of the PDU (ignored: `fastpath_recv_update_synchronize`).
+///   IronRDP: compressionFlags 0x01 (empty flags, type 64K: no decompression), size 0x0200: it
+///   skips 512 bytes holding the red update, then reads the green bitmap update.
+#[test]
+fn red17e_the_client_sees_one_bitmap_and_the_recording_another() {
+    const RED: [u8; 4] = [0, 0, 255, 0];
+    const GREEN: [u8; 4] = [0, 255, 0, 0];
+    let red = bitmap_update(0, 0, RED);
+    let green = bitmap_update(0, 0, GREEN);
+    let mut body = vec![0xC3, 0x01, 0x00, 0x02];
+    let ironrdp_skip_starts = body.len();
+    body.push(0x01); // bitmap, single, no compression
+    body.extend(u16::try_from(red.len()).unwrap().to_le_bytes());
+    body.extend(&red);
+    // FreeRDP's trailing Synchronize: its data covers the rest of IronRDP's 512 bytes and the
+    // green update.
+    let sync_data = 512 - (body.len() - ironrdp_skip_starts) - 3 + 3 + green.len();
+    body.push(0x03);
+    body.extend(u16::try_from(sync_data).unwrap().to_le_bytes());
+    body.resize(ironrdp_skip_starts + 512, 0);
+    body.push(0x01);
+    body.extend(u16::try_from(green.len()).unwrap().to_le_bytes());
+    body.extend(&green);
+    let frame = fast_path(&body);
+
+    // What FreeRDP reads: the red bitmap, no green one.
+    let updates = freerdp_fast_path_updates(&frame);
+    let codes: Vec<u8> = updates.iter().map(|u| u.0).collect();
+    assert_eq!(codes, vec![0x03, 0x01, 0x03]);
+    assert_eq!(updates[1].1, red);
+
+    // The filter forwards it.
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+
+    // The recorder, past a real session's activation (freerdp-shadow's planar capture), draws
+    // the green square and never the red one.
+    let mut decoder = crate::decode::PassiveDecoder::new();
+    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        match tag {
+            b'C' => decoder.observe_client(pdu).unwrap(),
+            b'T' => drop(decoder.observe_target(pdu).unwrap()),
+            _ => {}
+        }
+    }
+    let pixel = |d: &crate::decode::PassiveDecoder| {
+        let s = d.screen().unwrap();
+        let at = 4 * s.stride + 4 * 4;
+        [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+    };
+    assert_ne!(pixel(&decoder), [0, 255, 0], "already green");
+    let updates = decoder.observe_target(&frame).unwrap();
+    assert!(updates.iter().any(|u| matches!(u, crate::decode::Update::Frame { .. })), "{updates:?}");
+    assert_eq!(pixel(&decoder), [0, 255, 0], "the recording shows green");
+}
