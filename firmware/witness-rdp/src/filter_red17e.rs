@@ -379,3 +379,52 @@ fn red17e_the_client_info_alternate_shell_runs_on_the_target() {
     assert_eq!(info.alternate_shell, command);
     assert_eq!(info.work_dir, "/tmp");
 }
+
+/// HOLE (channels): the microphone over `rdpsnd` on xrdp. `rdpsnd` is open on every grant (it
+/// "carries no redirection": sound out), but xrdp's chansrv also takes audio input on it, with
+/// its own message types (sesman/chansrv/sound.h: SNDC_REC_NEGOTIATE 39 ... SNDC_REC_DATA 42):
+/// `sound_process_input_formats` sets `g_rdpsnd_can_rec` when a client sends
+/// SNDC_REC_NEGOTIATE, a session application opening the microphone then gets
+/// `sound_input_start_recording` (SNDC_REC_START to the client) instead of the AUDIO_INPUT
+/// dynamic channel (`audin_start`), and `sound_process_input_data` feeds every SNDC_REC_DATA into
+/// the session's audio source. On a grant without `--audio-input` (AUDIO_INPUT refused) the
+/// client's audio still reaches the target.
+#[test]
+fn red17e_microphone_audio_crosses_on_rdpsnd_without_the_audio_input_switch() {
+    let grant = Redirection::default();
+    assert!(!channels::dynamic_allowed(grant, b"AUDIO_INPUT\0"), "control: the dynamic channel is refused");
+    let mut f = filter(true);
+    f.redirection = grant;
+    f.decisions = vec![ChannelDecision {
+        name: "rdpsnd".into(),
+        id: 1005,
+        allowed: channels::static_allowed(grant, b"rdpsnd\0\0"),
+    }];
+    let rdpsnd = |msg_type: u8, body: &[u8]| {
+        let mut pdu = vec![msg_type, 0];
+        pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+        pdu.extend(body);
+        let mut chunk = u32::try_from(pdu.len()).unwrap().to_le_bytes().to_vec();
+        chunk.extend(3u32.to_le_bytes()); // CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST
+        chunk.extend(pdu);
+        chunk
+    };
+    // SNDC_REC_NEGOTIATE: 8 bytes xrdp skips, one format (PCM, mono, 22050 Hz, 16 bit).
+    let mut negotiate = vec![0u8; 8];
+    negotiate.extend(1u16.to_le_bytes());
+    negotiate.extend(1u16.to_le_bytes());
+    for v in [1u16, 1] {
+        negotiate.extend(v.to_le_bytes());
+    }
+    negotiate.extend(22050u32.to_le_bytes());
+    negotiate.extend(44100u32.to_le_bytes());
+    for v in [2u16, 16, 0] {
+        negotiate.extend(v.to_le_bytes());
+    }
+    let samples = [0x11u8; 64]; // SNDC_REC_DATA: PCM from the client's microphone
+    for pdu in [rdpsnd(39, &negotiate), rdpsnd(42, &samples)] {
+        assert_eq!(f.from_client(&send_data(1005, pdu)).unwrap(), Verdict::Forward);
+    }
+    // And the target's SNDC_REC_START reaches the client.
+    assert_eq!(f.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Forward);
+}
