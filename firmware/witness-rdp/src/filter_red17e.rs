@@ -428,3 +428,100 @@ fn red17e_microphone_audio_crosses_on_rdpsnd_without_the_audio_input_switch() {
     // And the target's SNDC_REC_START reaches the client.
     assert_eq!(f.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Forward);
 }
+
+/// FreeRDP 2.11 and 3's reading of a Bitmap update's rectangles (`update_read_bitmap_update` →
+/// `update_read_bitmap_data`, libfreerdp/core/update.c): with BITMAP_COMPRESSION and a
+/// compression header, the data read is `cbCompMainBodySize` bytes
+/// (`bitmapData->bitmapLength = bitmapData->cbCompMainBodySize`), whatever bitmapLength said.
+/// Returns each rectangle's left, top, flags and data.
+fn freerdp_bitmap_rectangles(update: &[u8]) -> Vec<(u16, u16, u16, Vec<u8>)> {
+    let u16_at = |at: usize| u16::from_le_bytes([update[at], update[at + 1]]);
+    assert_eq!(u16_at(0), 1, "updateType BITMAP");
+    let mut at = 4;
+    let mut rects = Vec::new();
+    for _ in 0..u16_at(2) {
+        let (left, top, flags) = (u16_at(at), u16_at(at + 2), u16_at(at + 14));
+        let mut length = usize::from(u16_at(at + 16));
+        at += 18;
+        if flags & 0x0001 != 0 && flags & 0x0400 == 0 {
+            length = usize::from(u16_at(at + 2)); // cbCompMainBodySize
+            at += 8;
+        }
+        rects.push((left, top, flags, update[at..at + length].to_vec()));
+        at += length;
+    }
+    rects
+}
+
+/// HOLE (recorder): a compressed bitmap rectangle's length. FreeRDP reads `cbCompMainBodySize`
+/// bytes of a rectangle with a compression header; IronRDP (`BitmapData::decode`, the recorder's
+/// parser) reads `bitmapLength` - 8. A target states a bitmapLength that also covers the next
+/// rectangle FreeRDP reads: FreeRDP draws two red squares (an RDP6 planar one, then a raw one);
+/// the recorder takes both as the first rectangle's data and draws the second rectangle it
+/// reads, a green square the client never sees. An ordinary Bitmap update, nothing for the
+/// filter to judge; nothing counted as a gap.
+#[test]
+fn red17e_a_compressed_rectangle_length_shows_the_recording_another_bitmap() {
+    const RED: [u8; 4] = [0, 0, 255, 0];
+    const GREEN: [u8; 4] = [0, 255, 0, 0];
+    // An 8x8 RDP6 planar stream (FreeRDP `planar_decompress`): FormatHeader NA (no alpha, raw,
+    // RGB), the R, G and B planes, a pad byte.
+    let mut planar = vec![0x20];
+    for value in [255u8, 0, 0] {
+        planar.extend([value; 64]);
+    }
+    planar.push(0);
+    // The raw red square FreeRDP reads second, and the green one the recorder reads second.
+    let raw = |bgrx: [u8; 4]| {
+        let mut r = Vec::new();
+        for v in [0u16, 0, 7, 7, 8, 8, 32, 0, 256] {
+            r.extend(v.to_le_bytes());
+        }
+        for _ in 0..64 {
+            r.extend(bgrx);
+        }
+        r
+    };
+    let (red_raw, green_raw) = (raw(RED), raw(GREEN));
+    let mut update = 1u16.to_le_bytes().to_vec(); // updateType BITMAP
+    update.extend(2u16.to_le_bytes()); // numberRectangles
+    // Rectangle 1: BITMAP_COMPRESSION with a TS_CD_HEADER. bitmapLength: the header, the planar
+    // stream and FreeRDP's second rectangle; cbCompMainBodySize: the planar stream alone.
+    let bitmap_length = 8 + planar.len() + red_raw.len();
+    for v in [0u16, 0, 7, 7, 8, 8, 32, 0x0001, u16::try_from(bitmap_length).unwrap()] {
+        update.extend(v.to_le_bytes());
+    }
+    for v in [0u16, u16::try_from(planar.len()).unwrap(), 32, 256] {
+        update.extend(v.to_le_bytes()); // cbCompFirstRowSize, cbCompMainBodySize, cbScanWidth, size
+    }
+    update.extend(&planar);
+    update.extend(&red_raw);
+    update.extend(&green_raw);
+
+    // FreeRDP: a planar red square, then the raw red square; the green bytes are never read.
+    let rects = freerdp_bitmap_rectangles(&update);
+    assert_eq!(rects.len(), 2);
+    assert_eq!((rects[0].2, &rects[0].3), (0x0001, &planar));
+    assert_eq!((rects[1].2, &rects[1].3[..]), (0, &red_raw[18..]));
+
+    let mut body = vec![0x01];
+    body.extend(u16::try_from(update.len()).unwrap().to_le_bytes());
+    body.extend(&update);
+    let frame = fast_path(&body);
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+
+    // The recorder draws green where the client shows red.
+    let mut decoder = crate::decode::PassiveDecoder::new();
+    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        match tag {
+            b'C' => decoder.observe_client(pdu).unwrap(),
+            b'T' => drop(decoder.observe_target(pdu).unwrap()),
+            _ => {}
+        }
+    }
+    let updates = decoder.observe_target(&frame).unwrap();
+    assert!(updates.iter().any(|u| matches!(u, crate::decode::Update::Frame { .. })), "{updates:?}");
+    let s = decoder.screen().unwrap();
+    let at = 4 * s.stride + 4 * 4;
+    assert_eq!([s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]], [0, 255, 0], "the recording shows green");
+}
