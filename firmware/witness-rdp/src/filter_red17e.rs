@@ -525,3 +525,72 @@ fn red17e_a_compressed_rectangle_length_shows_the_recording_another_bitmap() {
     let at = 4 * s.stride + 4 * 4;
     assert_eq!([s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]], [0, 255, 0], "the recording shows green");
 }
+
+/// HOLE (recorder, next to the known reactivation hole but a different window): slow-path
+/// bitmaps after a Deactivate All, before any Demand Active. FreeRDP 2.11's
+/// `rdp_recv_deactivate_all` moves the client to CONNECTION_STATE_CAPABILITIES_EXCHANGE and
+/// keeps reading; there `rdp_client_connect_demand_active` hands every PDU that is not a Demand
+/// Active to `rdp_recv_out_of_sequence_pdu`, which gives a Data PDU to `rdp_recv_data_pdu` →
+/// `update_recv` → the bitmap is drawn (FreeRDP 3 the same way). The decoder's `Deactivated`
+/// phase passes such a PDU over without a word: no frame, no error, no gap. A target can
+/// deactivate once and draw for the rest of the session unrecorded.
+#[test]
+fn red17e_slow_path_bitmaps_after_deactivate_all_are_not_recorded() {
+    let mut decoder = crate::decode::PassiveDecoder::new();
+    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        match tag {
+            b'C' => decoder.observe_client(pdu).unwrap(),
+            b'T' => drop(decoder.observe_target(pdu).unwrap()),
+            _ => {}
+        }
+    }
+    let ids = decoder.session_ids().expect("active");
+    let share = |body: &[u8], kind: u16| {
+        let mut pdu = u16::try_from(6 + body.len()).unwrap().to_le_bytes().to_vec();
+        pdu.extend(kind.to_le_bytes());
+        pdu.extend(1002u16.to_le_bytes());
+        pdu.extend(body);
+        send_indication(ids.io_channel_id, pdu)
+    };
+    // Deactivate All: shareId, lengthSourceDescriptor 1, sourceDescriptor.
+    let mut deactivate = ids.share_id.to_le_bytes().to_vec();
+    deactivate.extend([1, 0, 0]);
+    let deactivate = share(&deactivate, 0x0016);
+    // A Data PDU, Update BITMAP: the green 8x8 square at (0, 0).
+    let update = bitmap_update(0, 0, [0, 255, 0, 0]);
+    let mut data = ids.share_id.to_le_bytes().to_vec();
+    data.extend([0, 1]); // pad1, streamId STREAM_LOW
+    data.extend(u16::try_from(4 + update.len()).unwrap().to_le_bytes());
+    data.extend([0x02, 0]); // pduType2 UPDATE, no compression
+    data.extend(0u16.to_le_bytes());
+    data.extend(&update);
+    let bitmap = share(&data, 0x0017);
+
+    let mut f = filter(true);
+    f.io_channel = Some(ids.io_channel_id);
+    assert_eq!(f.from_target(&deactivate).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&bitmap).unwrap(), Verdict::Forward);
+
+    let pixel = |d: &crate::decode::PassiveDecoder| {
+        let s = d.screen().unwrap();
+        let at = 4 * s.stride + 4 * 4;
+        [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+    };
+    let before = pixel(&decoder);
+    assert_ne!(before, [0, 255, 0]);
+    // Control: without the Deactivate All the decoder draws the same PDU.
+    let mut control = crate::decode::PassiveDecoder::new();
+    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        match tag {
+            b'C' => control.observe_client(pdu).unwrap(),
+            b'T' => drop(control.observe_target(pdu).unwrap()),
+            _ => {}
+        }
+    }
+    control.observe_target(&bitmap).unwrap();
+    assert_eq!(pixel(&control), [0, 255, 0], "control: the bitmap is decodable");
+    decoder.observe_target(&deactivate).unwrap();
+    let updates = decoder.observe_target(&bitmap).expect("no error: nothing is counted");
+    assert!(updates.is_empty(), "{updates:?}");
+    assert_eq!(pixel(&decoder), before, "the recording never shows the green square");
+}
