@@ -594,3 +594,77 @@ fn red17e_slow_path_bitmaps_after_deactivate_all_are_not_recorded() {
     assert!(updates.is_empty(), "{updates:?}");
     assert_eq!(pixel(&decoder), before, "the recording never shows the green square");
 }
+
+/// A fast-path Bitmap update of one 8x8 rectangle at (0, 0) in RDP6 planar (32 bpp,
+/// BITMAP_COMPRESSION with a TS_CD_HEADER whose cbScanWidth is `scan_width`), every pixel red.
+fn planar_red_update(scan_width: u16) -> Vec<u8> {
+    let mut planar = vec![0x20]; // FormatHeader: no alpha, raw planes, RGB
+    for value in [255u8, 0, 0] {
+        planar.extend([value; 64]);
+    }
+    planar.push(0); // pad
+    let mut update = 1u16.to_le_bytes().to_vec();
+    update.extend(1u16.to_le_bytes());
+    for v in [0u16, 0, 7, 7, 8, 8, 32, 0x0001, u16::try_from(8 + planar.len()).unwrap()] {
+        update.extend(v.to_le_bytes());
+    }
+    for v in [0u16, u16::try_from(planar.len()).unwrap(), scan_width, 256] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(&planar);
+    let mut body = vec![0x01];
+    body.extend(u16::try_from(update.len()).unwrap().to_le_bytes());
+    body.extend(&update);
+    fast_path(&body)
+}
+
+/// HOLE (recorder, silent): a compressed bitmap whose TS_CD_HEADER has a cbScanWidth that is
+/// not a multiple of 4 (or a cbCompFirstRowSize that is not 0). FreeRDP reads both fields and
+/// uses neither (`update_read_bitmap_data`; `gdi_Bitmap_Decompress` decodes with the bitmap's
+/// width and height), so it draws the bitmap. IronRDP's `CompressedDataHeader::decode` rejects
+/// them with an InvalidField error, and `FastPathProcessor::process_single_update` turns an
+/// InvalidField into "Ignoring invalid Fast-Path update": the whole update (every rectangle in
+/// it) is dropped with no error, no gap counted, no refresh asked. A target hides any compressed
+/// bitmap from the recording with one byte.
+#[test]
+fn red17e_a_compressed_bitmap_with_an_odd_scan_width_is_silently_not_recorded() {
+    let replayed = || {
+        let mut decoder = crate::decode::PassiveDecoder::new();
+        for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+            match tag {
+                b'C' => decoder.observe_client(pdu).unwrap(),
+                b'T' => drop(decoder.observe_target(pdu).unwrap()),
+                _ => {}
+            }
+        }
+        decoder
+    };
+    let pixel = |d: &crate::decode::PassiveDecoder| {
+        let s = d.screen().unwrap();
+        let at = 4 * s.stride + 4 * 4;
+        [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+    };
+    // Control: with cbScanWidth 32 the recorder draws the red square.
+    let mut control = replayed();
+    assert_ne!(pixel(&control), [0, 0, 255]);
+    control.observe_target(&planar_red_update(32)).unwrap();
+    assert_eq!(pixel(&control), [0, 0, 255], "control: the planar square is decodable");
+    // cbScanWidth 30: FreeRDP reads the same rectangle and data (the model reads what
+    // `update_read_bitmap_data` reads) and draws it; the recorder draws nothing, and says so
+    // nowhere.
+    let frame = planar_red_update(30);
+    // The update after the fast-path header (3 bytes) and the update header and size (3).
+    let rects = freerdp_bitmap_rectangles(&frame[6..]);
+    assert_eq!((rects.len(), rects[0].3.len()), (1, 194));
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+    let mut decoder = replayed();
+    let before = pixel(&decoder);
+    let updates = decoder.observe_target(&frame).expect("no error: nothing is counted");
+    assert!(
+        !updates
+            .iter()
+            .any(|u| matches!(u, crate::decode::Update::Frame { .. } | crate::decode::Update::RefreshWanted)),
+        "{updates:?}"
+    );
+    assert_eq!(pixel(&decoder), before, "the recording never shows the red square");
+}
