@@ -177,6 +177,11 @@ fn red17e_compressed_slow_path_orders_pass() {
 
 /// A client Confirm Active offering DSTBLT, MEMBLT and glyph orders, as IronRDP encodes it.
 fn confirm_active_with_orders() -> Vec<u8> {
+    confirm_active_with_orders_from("MSTSC")
+}
+
+/// The same with `source` as its source descriptor (which sets its length).
+fn confirm_active_with_orders_from(source: &str) -> Vec<u8> {
     let mut order =
         Order::new(OrderFlags::NEGOTIATE_ORDER_SUPPORT, OrderSupportExFlags::CACHE_BITMAP_REV3_SUPPORT, 480 * 480, 0);
     for i in [OrderSupportIndex::DstBlt, OrderSupportIndex::MemBlt, OrderSupportIndex::FastGlyph] {
@@ -184,7 +189,7 @@ fn confirm_active_with_orders() -> Vec<u8> {
     }
     let confirm = ClientConfirmActive {
         originator_id: 1002,
-        pdu: DemandActive { source_descriptor: "MSTSC".into(), capability_sets: vec![CapabilitySet::Order(order)] },
+        pdu: DemandActive { source_descriptor: source.into(), capability_sets: vec![CapabilitySet::Order(order)] },
     };
     let header = ShareControlHeader {
         share_control_pdu: ShareControlPdu::ClientConfirmActive(confirm),
@@ -667,4 +672,30 @@ fn red17e_a_compressed_bitmap_with_an_odd_scan_width_is_silently_not_recorded() 
         "{updates:?}"
     );
     assert_eq!(pixel(&decoder), before, "the recording never shows the red square");
+}
+
+/// HOLE (rule 2's neighbour, no security header needed): before activation a client message
+/// the filter cannot read to its end passes whole, so a Confirm Active followed by one stray
+/// byte reaches the target untrimmed. xrdp clears `is_security_header_present` on the client's
+/// licence PDU and sends its Demand Active; a client that sends its Confirm Active right behind
+/// its licence PDU (one write: the box's client pump judges both before the Demand Active comes
+/// back) has it judged while the filter is not active. xrdp's `xrdp_rdp_recv` reads the Confirm
+/// Active (the stray byte is "bad RDP packet", skipped) and `xrdp_caps_process_confirm_active`
+/// takes its orders.
+#[test]
+fn red17e_a_confirm_active_with_a_stray_byte_before_activation_passes_untrimmed() {
+    // A source descriptor that keeps INFO_PKT (0x40) out of totalLength, as an attacker would
+    // (the filter takes a header with that bit for a Client Info).
+    let confirm = (5..80).map(|n| confirm_active_with_orders_from(&"M".repeat(n))).find(|c| c[0] & 0x40 == 0).unwrap();
+    assert!(offers_orders(&confirm));
+    let mut data = confirm.clone();
+    data.push(0x00);
+    let verdict = filter(false).from_client(&send_data(1003, data.clone())).unwrap();
+    assert_eq!(verdict, Verdict::Forward, "forwarded as it is: the orders reach the target");
+    // Control: without the stray byte it is trimmed.
+    let Verdict::Replace(out) = filter(false).from_client(&send_data(1003, confirm)).unwrap() else {
+        panic!("not trimmed")
+    };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    assert!(!offers_orders(&req.user_data));
 }
