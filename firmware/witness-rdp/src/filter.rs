@@ -2330,3 +2330,7 @@ mod tests {
         assert_ne!(f.from_target(&send_indication(1003, bitmap)).unwrap(), Verdict::Refuse(ORDERS));
     }
 }
+
+#[cfg(test)]
+#[path = "filter_red17e.rs"]
+mod red17e;
