@@ -5,8 +5,10 @@
 //! (capabilities trimmed in place), and everything that would take the session around the box
 //! (Server Redirection, multitransport/UDP).
 //!
-//! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path frames (the bulk
-//! of a session: screen updates and input) pass untouched without being decoded. Slow-path
+//! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
+//! untouched without being decoded; fast-path output (the bulk of a session) passes untouched
+//! but is read update by update, bitmap rectangle headers included, so the client and the
+//! recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]). Slow-path
 //! frames are judged whole: every Share Control PDU of a message, not just the first; a message
 //! holding several leaves as one message each, so no peer can read their boundaries differently
 //! from the filter. Once the target has sent its Demand Active, a message the filter cannot read
@@ -44,6 +46,7 @@ pub const BITMAP_AMBIGUOUS: &str = "the target sent a bitmap update clients and 
 pub const DRAWN_WHILE_DEACTIVATED: &str =
     "the target drew on the screen between a deactivation and its next demand active (the recording cannot follow)";
 pub const PROGRAM_REQUESTED: &str = "the client asked the target to start a program of its own (alternate shell or working directory): the box decides what runs";
+pub const CLIPBOARD_FILES: &str = "the clipboard carried file contents (the grant has no drives)";
 pub const SOUND_INPUT: &str =
     "the client sent a sound channel message other than playback's (microphone audio needs the grant's audio input)";
 
@@ -132,6 +135,8 @@ pub struct Filter {
     fast_path: FastPathWalk,
     /// A client `rdpsnd` message arriving in chunks: where the rest goes.
     sound_chunks: Option<Chunks>,
+    /// A `cliprdr` message arriving in chunks, from the client and from the target.
+    clip_chunks: (Option<Chunks>, Option<Chunks>),
     dynamic: Dynamic,
 }
 
@@ -635,6 +640,7 @@ impl Filter {
             deactivated: false,
             fast_path: FastPathWalk::default(),
             sound_chunks: None,
+            clip_chunks: (None, None),
             dynamic: Dynamic::default(),
         }
     }
@@ -703,6 +709,9 @@ impl Filter {
             Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
                 self.sound_from_client(frame, at)
             }
+            Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
+                self.clipboard(true, frame, at)
+            }
             Some(d) if d.allowed => Verdict::Forward,
             // Channels the grant does not open, and ids that are no channel of this session.
             _ => Verdict::Drop,
@@ -745,6 +754,9 @@ impl Filter {
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
+            Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
+                self.clipboard(false, frame, at)
+            }
             Some(d) if d.allowed => Verdict::Forward,
             _ => Verdict::Drop,
         })
@@ -893,29 +905,27 @@ impl Filter {
     /// `rdpsnd` from the client on a grant without audio input: the messages a client sends for
     /// playback only (MS-RDPEA: Wave Confirm, Training Confirm, Client Audio Formats, Quality
     /// Mode). xrdp's chansrv also takes microphone audio on `rdpsnd` (its SNDC_REC_* types, 39 to
-    /// 42), past the grant's `AUDIO_INPUT` refusal; any other type ends the session. Chunks must
-    /// add up to their message, so every message's type is the one read here.
+    /// 42), past the grant's `AUDIO_INPUT` refusal; any other type ends the session.
     fn sound_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
         const PLAYBACK: [u8; 4] = [0x05, 0x06, 0x07, 0x0C];
-        let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(SOUND_INPUT) };
-        if flags & CHANNEL_PACKET_COMPRESSED != 0 {
-            return Verdict::Refuse(SOUND_INPUT);
-        }
-        if flags & CHANNEL_FLAG_FIRST == 0 {
-            return match follow_chunk(&mut self.sound_chunks, flags, chunk.len()) {
-                Some(_) => Verdict::Forward,
-                None => Verdict::Refuse(SOUND_INPUT),
-            };
-        }
-        let Some(left) = first_chunk(&self.sound_chunks, length, flags, chunk.len()) else {
-            return Verdict::Refuse(SOUND_INPUT);
-        };
-        let verdict = match chunk.first() {
-            Some(t) if PLAYBACK.contains(t) => Verdict::Forward,
-            _ => Verdict::Refuse(SOUND_INPUT),
-        };
-        start_chunks(&mut self.sound_chunks, left, None, &verdict);
-        verdict
+        by_type(&mut self.sound_chunks, frame, at, SOUND_INPUT, |message| {
+            if message.first().is_some_and(|t| PLAYBACK.contains(t)) { Some(false) } else { None }
+        })
+    }
+
+    /// `cliprdr` either way on a grant without drives: files do not cross the clipboard. File
+    /// contents (CB_FILECONTENTS_REQUEST and RESPONSE) end the session, and the Clipboard
+    /// Capabilities lose CB_STREAM_FILECLIP_ENABLED (patched in place), so stock peers never
+    /// offer files.
+    fn clipboard(&mut self, from_client: bool, frame: &[u8], at: usize) -> Verdict {
+        let chunks = if from_client { &mut self.clip_chunks.0 } else { &mut self.clip_chunks.1 };
+        // A first chunk holds the whole 8-byte header (peers read the type after reassembly).
+        by_type(chunks, frame, at, CLIPBOARD_FILES, |message| match u16_at(message, 0) {
+            _ if message.len() < 8 => None,
+            Some(CB_FILECONTENTS_REQUEST | CB_FILECONTENTS_RESPONSE) => None,
+            Some(CB_CLIP_CAPS) => Some(clip_caps_without_files(message)),
+            _ => Some(false),
+        })
     }
 
     /// `drdynvc` from the target: its Create Requests name the dynamic channels. One the grant
@@ -1173,6 +1183,69 @@ impl Filter {
         info.flags.remove(ClientInfoFlags::COMPRESSION);
         info.compression_type = CompressionType::K8;
     }
+}
+
+/// A static channel read message by message: chunks must add up to their message, so every
+/// message's header is in a first chunk the filter reads. `judge` takes a first chunk's data (a
+/// copy it may patch): `None` refuses with `refusal`, `Some(patched)` passes it, patched or not.
+fn by_type(
+    chunks: &mut Option<Chunks>,
+    frame: &[u8],
+    at: usize,
+    refusal: &'static str,
+    judge: impl FnOnce(&mut [u8]) -> Option<bool>,
+) -> Verdict {
+    let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(refusal) };
+    if flags & CHANNEL_PACKET_COMPRESSED != 0 {
+        return Verdict::Refuse(refusal);
+    }
+    if flags & CHANNEL_FLAG_FIRST == 0 {
+        return match follow_chunk(chunks, flags, chunk.len()) {
+            Some(_) => Verdict::Forward,
+            None => Verdict::Refuse(refusal),
+        };
+    }
+    let Some(left) = first_chunk(chunks, length, flags, chunk.len()) else { return Verdict::Refuse(refusal) };
+    let mut out = frame.to_vec();
+    let verdict = match judge(&mut out[at + 8..]) {
+        None => Verdict::Refuse(refusal),
+        Some(false) => Verdict::Forward,
+        Some(true) => Verdict::Replace(out),
+    };
+    start_chunks(chunks, left, None, &verdict);
+    verdict
+}
+
+/// Clipboard PDU types (MS-RDPECLIP 2.2.1) the filter reads.
+const CB_CLIP_CAPS: u16 = 0x0007;
+const CB_FILECONTENTS_REQUEST: u16 = 0x0008;
+const CB_FILECONTENTS_RESPONSE: u16 = 0x0009;
+
+/// Clears CB_STREAM_FILECLIP_ENABLED in a Clipboard Capabilities PDU's general capability set;
+/// whether it was set.
+fn clip_caps_without_files(message: &mut [u8]) -> bool {
+    const CB_CAPSTYPE_GENERAL: u16 = 1;
+    const CB_STREAM_FILECLIP_ENABLED: u32 = 0x04;
+    // Header (8), cCapabilitiesSets, pad, then sets: type, length, version, generalFlags.
+    let count = u16_at(message, 8).unwrap_or(0);
+    let mut at = 12;
+    let mut patched = false;
+    for _ in 0..count {
+        let (Some(kind), Some(len)) = (u16_at(message, at), u16_at(message, at + 2).map(usize::from)) else { break };
+        if len < 4 || at + len > message.len() {
+            break;
+        }
+        if kind == CB_CAPSTYPE_GENERAL
+            && len >= 12
+            && let Some(flags) = uint_at(message, at + 8, 4)
+            && flags & CB_STREAM_FILECLIP_ENABLED != 0
+        {
+            message[at + 8..at + 12].copy_from_slice(&(flags & !CB_STREAM_FILECLIP_ENABLED).to_le_bytes());
+            patched = true;
+        }
+        at += len;
+    }
+    patched
 }
 
 /// A continuation chunk of a static channel message: the rest of the message it continues, or
@@ -1433,6 +1506,8 @@ mod tests {
     #[test]
     fn blocked_channel_data_is_dropped_both_ways() {
         let mut f = connected(&[("cliprdr", 1004, true), ("rdpdr", 1005, false)]);
+        // With drives the filter does not read the clipboard's messages (files may cross).
+        f.redirection = Redirection::default().with(Class::Drives);
         let req = |ch| send_data(ch, vec![1; 8]);
         let ind = |ch| {
             encode_vec(&X224(SendDataIndication {
@@ -1713,9 +1788,11 @@ mod tests {
     #[test]
     fn a_client_info_on_another_channel_before_activation_is_refused() {
         let header = |flags: u16| [&flags.to_le_bytes()[..], &[0, 0], &[7; 40][..]].concat();
+        // Grants that leave `cliprdr` and `rdpsnd` unread (files and the microphone allowed).
+        let everything = Redirection::default().with(Class::Drives).with(Class::AudioInput);
         let before = || {
             let mut f = connected(&[("cliprdr", 1004, true), ("rdpsnd", 1005, true)]);
-            f.active = false;
+            (f.active, f.redirection) = (false, everything);
             f
         };
         for channel in [1004, 1005, 1010] {
@@ -1727,6 +1804,7 @@ mod tests {
         // The controls: channel data without the flag before activation, and any after it.
         assert_eq!(before().from_client(&send_data(1004, header(0x0010))).unwrap(), Verdict::Forward);
         let mut after = connected(&[("cliprdr", 1004, true)]);
+        after.redirection = everything;
         assert_eq!(after.from_client(&send_data(1004, header(0x0040))).unwrap(), Verdict::Forward);
     }
 

@@ -937,3 +937,72 @@ fn fast_path_updates_are_read_as_every_peer_reads_them() {
     assert_eq!(judge(&mut f, &one(0x21, a)), Verdict::Forward);
     assert_eq!(judge(&mut f, &one(0x11, &b[..4])), Verdict::Refuse(BITMAP_AMBIGUOUS));
 }
+
+/// Files do not cross the clipboard on a grant without drives (the report's untested note: a
+/// clipboard-only grant carried file contents both ways, CB_FILECONTENTS_REQUEST/RESPONSE, the
+/// way `--drives` would). File contents end the session either way, the Clipboard Capabilities
+/// lose CB_STREAM_FILECLIP_ENABLED in place so stock peers never offer files, and text passes.
+#[test]
+fn file_contents_do_not_cross_the_clipboard_without_drives() {
+    let with = |redirection: Redirection| {
+        let mut f = filter(true);
+        f.redirection = redirection;
+        f.decisions = vec![ChannelDecision { name: "cliprdr".into(), id: 1004, allowed: true }];
+        f
+    };
+    let clip = |msg_type: u16, body: &[u8]| {
+        let mut pdu = msg_type.to_le_bytes().to_vec();
+        pdu.extend(0u16.to_le_bytes()); // msgFlags
+        pdu.extend(u32::try_from(body.len()).unwrap().to_le_bytes());
+        pdu.extend(body);
+        let mut chunk = u32::try_from(pdu.len()).unwrap().to_le_bytes().to_vec();
+        chunk.extend(3u32.to_le_bytes());
+        chunk.extend(pdu);
+        chunk
+    };
+    // CB_FILECONTENTS_REQUEST: streamId, lindex, FILECONTENTS_RANGE, position, cbRequested.
+    let mut request = Vec::new();
+    for v in [1u32, 0, 2, 0, 0, 65536] {
+        request.extend(v.to_le_bytes());
+    }
+    let mut response = 1u32.to_le_bytes().to_vec(); // streamId, then the file's bytes
+    response.extend(b"id_rsa contents");
+    let clipboard_only = Redirection::default();
+    for (what, pdu) in [("request", clip(8, &request)), ("response", clip(9, &response))] {
+        assert_eq!(
+            with(clipboard_only).from_client(&send_data(1004, pdu.clone())).unwrap(),
+            Verdict::Refuse(CLIPBOARD_FILES),
+            "{what}"
+        );
+        assert_eq!(
+            with(clipboard_only).from_target(&send_indication(1004, pdu.clone())).unwrap(),
+            Verdict::Refuse(CLIPBOARD_FILES),
+            "{what}"
+        );
+        // Control: with drives granted, files cross.
+        let drives = clipboard_only.with(Class::Drives);
+        assert_eq!(with(drives).from_client(&send_data(1004, pdu)).unwrap(), Verdict::Forward, "{what}");
+    }
+    // The type hidden in a second chunk: a first chunk shorter than the header is refused.
+    let whole = clip(9, &response);
+    let mut first = whole[..9].to_vec();
+    first[..4].copy_from_slice(&u32::try_from(whole.len() - 8).unwrap().to_le_bytes());
+    first[4] = 1; // CHANNEL_FLAG_FIRST
+    assert_eq!(with(clipboard_only).from_client(&send_data(1004, first)).unwrap(), Verdict::Refuse(CLIPBOARD_FILES));
+    // Clipboard Capabilities: one general set (version 2, CB_USE_LONG_FORMAT_NAMES |
+    // CB_STREAM_FILECLIP_ENABLED | CB_FILECLIP_NO_FILE_PATHS) lose the file flag in place.
+    let mut caps = 1u16.to_le_bytes().to_vec();
+    caps.extend([0, 0]);
+    caps.extend(1u16.to_le_bytes());
+    caps.extend(12u16.to_le_bytes());
+    caps.extend(2u32.to_le_bytes());
+    caps.extend(0x0000_000Eu32.to_le_bytes());
+    let frame = send_indication(1004, clip(7, &caps));
+    let Verdict::Replace(out) = with(clipboard_only).from_target(&frame).unwrap() else { panic!("caps not patched") };
+    assert_eq!(out.len(), frame.len());
+    assert_eq!(out[out.len() - 4..], 0x0000_000Au32.to_le_bytes());
+    // Text: a Format List and a Format Data Response pass.
+    for pdu in [clip(2, &[0x0D, 0, 0, 0, 0, 0]), clip(5, b"h\0i\0\0\0")] {
+        assert_eq!(with(clipboard_only).from_client(&send_data(1004, pdu)).unwrap(), Verdict::Forward);
+    }
+}
