@@ -5,6 +5,7 @@ mod archive;
 mod attacks_console;
 mod attacks_doors;
 mod attacks_red15;
+mod attacks_red17e;
 mod attacks_ssh;
 mod board;
 mod console_pages;

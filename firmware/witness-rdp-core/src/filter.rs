@@ -5,8 +5,10 @@
 //! (capabilities trimmed in place), and everything that would take the session around the box
 //! (Server Redirection, multitransport/UDP).
 //!
-//! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path frames (the bulk
-//! of a session: screen updates and input) pass untouched without being decoded. Slow-path
+//! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
+//! untouched without being decoded; fast-path output (the bulk of a session) passes untouched
+//! but is read update by update, bitmap rectangle headers included, so the client and the
+//! recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]). Slow-path
 //! frames are judged whole: every Share Control PDU of a message, not just the first; a message
 //! holding several leaves as one message each, so no peer can read their boundaries differently
 //! from the filter. Once the target has sent its Demand Active, a message the filter cannot read
@@ -19,7 +21,7 @@ use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, Re
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials};
+use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo};
 use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
@@ -40,6 +42,15 @@ pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
 pub const UPDATE_CODE_MISMATCH: &str =
     "the target sent an update under another update's code (clients read it differently: it cannot be recorded)";
+pub const COMPRESSED: &str =
+    "the target sent bulk-compressed data (the box asked for none: the recording cannot read it)";
+pub const BITMAP_AMBIGUOUS: &str = "the target sent a bitmap update clients and the recorder read differently";
+pub const DRAWN_WHILE_DEACTIVATED: &str =
+    "the target drew on the screen between a deactivation and its next demand active (the recording cannot follow)";
+pub const PROGRAM_REQUESTED: &str = "the client asked the target to start a program of its own (alternate shell or working directory): the box decides what runs";
+pub const CLIPBOARD_FILES: &str = "the clipboard carried file contents (the grant has no drives)";
+pub const SOUND_INPUT: &str =
+    "the client sent a sound channel message other than playback's (microphone audio needs the grant's audio input)";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -120,6 +131,14 @@ pub struct Filter {
     /// The target's Demand Active has passed: from here on the I/O channel carries Share Control
     /// PDUs only, and anything else ends the session.
     active: bool,
+    /// The target sent a Deactivate All and no Demand Active since: it may not draw (FreeRDP
+    /// draws a slow-path update then, the decoder does not).
+    deactivated: bool,
+    fast_path: FastPathWalk,
+    /// A client `rdpsnd` message arriving in chunks: where the rest goes.
+    sound_chunks: Option<Chunks>,
+    /// A `cliprdr` message arriving in chunks, from the client and from the target.
+    clip_chunks: (Option<Chunks>, Option<Chunks>),
     dynamic: Dynamic,
 }
 
@@ -313,55 +332,253 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
     (pdus, at)
 }
 
-/// Why a fast-path output PDU ends the session, if it does: an orders update (code 0), in any
-/// of its updates or fragments, or a bitmap (code 1) or palette (code 2) update whose body's
-/// updateType is not its code (read where the body starts: an uncompressed whole update or
-/// first fragment). A PDU whose updates cannot be walked is left to the client (no update is
-/// read).
-fn fast_path_refusal(frame: &[u8]) -> Option<&'static str> {
-    const ENCRYPTED: u8 = 0x80;
-    const BITMAP: u8 = 0x1;
-    const PALETTE: u8 = 0x2;
-    const PACKET_COMPRESSED: u8 = 0x20;
-    let &header = frame.first()?;
-    let (length, mut at) = crate::decode::fast_path_length(frame)?;
-    if header & ENCRYPTED != 0 {
-        at += 8; // dataSignature
-    }
-    let end = length.min(frame.len());
-    while at < end {
-        let update = frame[at];
-        let code = update & 0x0F;
-        if code == 0 {
-            return Some(ORDERS);
-        }
-        // Bulk compression puts a compressionFlags byte before the size.
-        let compressed = update >> 6 != 0;
-        let size_at = at + 1 + usize::from(compressed);
-        let size = usize::from(u16_at(frame, size_at)?);
-        let body = size_at + 2;
-        // Single (0) or first (2) fragment: the body's updateType is there.
-        let starts = matches!((update >> 4) & 0x03, 0 | 2);
-        let plain = !compressed || frame.get(at + 1).is_some_and(|f| f & PACKET_COMPRESSED == 0);
-        if matches!(code, BITMAP | PALETTE) && starts && plain && size >= 2 {
-            let kind = u16_at(frame, body)?;
-            if kind != u16::from(code) {
-                return Some(UPDATE_CODE_MISMATCH);
-            }
-        }
-        at = body + size;
-    }
-    None
+/// Fast-path update codes (the low nibble of an update header).
+mod fp {
+    pub const ORDERS: u8 = 0x0;
+    pub const BITMAP: u8 = 0x1;
+    pub const PALETTE: u8 = 0x2;
+    /// The highest code MS-RDPBCGR defines (large pointer); 0x7 is undefined.
+    pub const LAST_KNOWN: u8 = 0xC;
+    pub const UNDEFINED: u8 = 0x7;
+    /// Fragmentation (bits 4..6 of an update header).
+    pub const SINGLE: u8 = 0;
+    pub const LAST: u8 = 1;
+    pub const FIRST: u8 = 2;
+    pub const NEXT: u8 = 3;
 }
 
-/// Whether a slow-path Share Data PDU is an orders update (pduType2 UPDATE, updateType ORDERS,
-/// uncompressed: a compressed body cannot be read without the history).
-fn slow_path_orders(pdu: &[u8]) -> bool {
-    const PDUTYPE2_UPDATE: u8 = 0x02;
-    const PACKET_COMPRESSED: u8 = 0x20;
-    pdu.get(14) == Some(&PDUTYPE2_UPDATE)
-        && pdu.get(15).is_some_and(|c| c & PACKET_COMPRESSED == 0)
-        && u16_at(pdu, 18) == Some(0)
+/// The target's fast-path updates as every peer reads them, walked across PDUs: the box never
+/// negotiates bulk compression, so an update header with compression bits ends the session
+/// (FreeRDP reads a compressionFlags byte only when the bits are exactly 2, IronRDP whenever
+/// the 2 bit is set, the old filter whenever any is: three readings of one PDU). Updates must
+/// fill the PDU exactly, fragments follow one another with one update code, and bitmap and
+/// palette updates are read by [`UpdateWalk`].
+#[derive(Debug, Default)]
+struct FastPathWalk {
+    /// The fragmented update in progress: its code and walk.
+    fragment: Option<(u8, Option<UpdateWalk>)>,
+}
+
+impl FastPathWalk {
+    /// Judges one fast-path output PDU; on a refusal the state no longer matters (the session
+    /// ends).
+    fn judge(&mut self, frame: &[u8]) -> Verdict {
+        // fpOutputHeader: action 0 (fast-path), no checksum or encryption flags (TLS sessions).
+        let Some(&header) = frame.first() else { return Verdict::Refuse(TARGET_UNREADABLE) };
+        if header & 0x03 != 0 || header & 0xC0 != 0 {
+            return Verdict::Refuse(TARGET_UNREADABLE);
+        }
+        let Some((length, mut at)) = crate::decode::fast_path_length(frame) else {
+            return Verdict::Refuse(TARGET_UNREADABLE);
+        };
+        if length != frame.len() {
+            return Verdict::Refuse(TARGET_UNREADABLE);
+        }
+        while at < length {
+            let update = frame[at];
+            let (code, fragmentation) = (update & 0x0F, (update >> 4) & 0x03);
+            if update >> 6 != 0 {
+                return Verdict::Refuse(COMPRESSED);
+            }
+            if code == fp::ORDERS {
+                return Verdict::Refuse(ORDERS);
+            }
+            if code > fp::LAST_KNOWN || code == fp::UNDEFINED {
+                return Verdict::Refuse(TARGET_UNREADABLE);
+            }
+            let Some(size) = u16_at(frame, at + 1).map(usize::from) else { return Verdict::Refuse(TARGET_UNREADABLE) };
+            let Some(data) = frame.get(at + 3..at + 3 + size) else { return Verdict::Refuse(TARGET_UNREADABLE) };
+            at += 3 + size;
+            let walked = match (fragmentation, self.fragment.take()) {
+                (fp::SINGLE, None) => UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data).and(w.finish())),
+                (fp::FIRST, None) => {
+                    let mut walk = UpdateWalk::fast_path(code);
+                    let fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    self.fragment = Some((code, walk));
+                    fed
+                }
+                (fp::NEXT | fp::LAST, Some((first, mut walk))) if first == code => {
+                    let mut fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    if fragmentation == fp::NEXT {
+                        self.fragment = Some((code, walk));
+                    } else if let Some(w) = &walk {
+                        fed = fed.and(w.finish());
+                    }
+                    fed
+                }
+                // A fragment out of sequence: FreeRDP fails the PDU, IronRDP drops what it held.
+                _ => Err(TARGET_UNREADABLE),
+            };
+            if let Err(why) = walked {
+                return Verdict::Refuse(why);
+            }
+        }
+        Verdict::Forward
+    }
+}
+
+/// A bitmap or palette update's bytes walked as they arrive (over fast-path fragments, or one
+/// slow-path Update PDU), reading every rectangle header the way FreeRDP
+/// (`update_read_bitmap_data`) and IronRDP (`BitmapData::decode`, the recorder's parser) read
+/// it, and refusing where they would differ: an updateType other than the update code's
+/// (FreeRDP goes by the type, IronRDP by the code), a zero width or height (FreeRDP fails the
+/// PDU), a compressed rectangle whose TS_CD_HEADER disagrees with its bitmapLength (FreeRDP
+/// reads cbCompMainBodySize bytes, IronRDP bitmapLength - 8), a non-zero cbCompFirstRowSize or a
+/// cbScanWidth that is not a multiple of 4 (IronRDP drops the whole update in silence, FreeRDP
+/// draws it), rectangles that do not fill the update exactly.
+#[derive(Debug)]
+struct UpdateWalk {
+    /// The updateType the update must state.
+    kind: u16,
+    /// The bytes of the fixed part being read.
+    head: Vec<u8>,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Type,
+    Count,
+    /// A rectangle header (18 bytes); `left` rectangles to go, this one included (0: done).
+    Rect {
+        left: u16,
+    },
+    /// A compressed rectangle's TS_CD_HEADER (8 bytes), after a bitmapLength of `length`.
+    CdHeader {
+        left: u16,
+        length: u16,
+    },
+    /// A rectangle's data.
+    Data {
+        left: u16,
+        skip: usize,
+    },
+    /// A palette's colours: not read by either peer differently.
+    Rest,
+}
+
+/// TS_BITMAP_DATA flags.
+const BITMAP_COMPRESSION: u16 = 0x0001;
+const NO_BITMAP_COMPRESSION_HDR: u16 = 0x0400;
+/// updateType of TS_UPDATE_BITMAP_DATA and TS_UPDATE_PALETTE_DATA.
+const UPDATETYPE_BITMAP: u16 = 1;
+const UPDATETYPE_PALETTE: u16 = 2;
+
+impl UpdateWalk {
+    /// The walk of a fast-path update with this code, when the filter reads its body.
+    fn fast_path(code: u8) -> Option<Self> {
+        match code {
+            fp::BITMAP => Some(Self::new(UPDATETYPE_BITMAP)),
+            fp::PALETTE => Some(Self::new(UPDATETYPE_PALETTE)),
+            _ => None,
+        }
+    }
+
+    fn new(kind: u16) -> Self {
+        Self { kind, head: Vec::with_capacity(18), step: Step::Type }
+    }
+
+    /// The fixed part of `n` bytes, once whole: bytes are taken from `bytes[*at..]`.
+    fn fixed(&mut self, bytes: &[u8], at: &mut usize, n: usize) -> Option<Vec<u8>> {
+        let take = (n - self.head.len()).min(bytes.len() - *at);
+        self.head.extend_from_slice(&bytes[*at..*at + take]);
+        *at += take;
+        (self.head.len() == n).then(|| std::mem::take(&mut self.head))
+    }
+
+    fn feed(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+        let mut at = 0;
+        loop {
+            if let Step::Data { left, skip: 0 } = self.step {
+                self.step = Step::Rect { left: left - 1 };
+            }
+            if at == bytes.len() {
+                return Ok(());
+            }
+            self.step = match self.step {
+                Step::Type => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    if u16_at(&h, 0) != Some(self.kind) {
+                        return Err(UPDATE_CODE_MISMATCH);
+                    }
+                    if self.kind == UPDATETYPE_BITMAP { Step::Count } else { Step::Rest }
+                }
+                Step::Count => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    Step::Rect { left: u16_at(&h, 0).unwrap_or(0) }
+                }
+                // Bytes after the last rectangle.
+                Step::Rect { left: 0 } => return Err(BITMAP_AMBIGUOUS),
+                Step::Rect { left } => {
+                    let Some(h) = self.fixed(bytes, &mut at, 18) else { continue };
+                    let field = |i: usize| u16_at(&h, i).unwrap_or(0);
+                    let (width, height, flags, length) = (field(8), field(10), field(14), field(16));
+                    if width == 0 || height == 0 {
+                        return Err(BITMAP_AMBIGUOUS);
+                    }
+                    if flags & BITMAP_COMPRESSION != 0 && flags & NO_BITMAP_COMPRESSION_HDR == 0 {
+                        if length < 8 {
+                            return Err(BITMAP_AMBIGUOUS);
+                        }
+                        Step::CdHeader { left, length }
+                    } else {
+                        Step::Data { left, skip: usize::from(length) }
+                    }
+                }
+                Step::CdHeader { left, length } => {
+                    let Some(h) = self.fixed(bytes, &mut at, 8) else { continue };
+                    let field = |i: usize| u16_at(&h, i).unwrap_or(0);
+                    let (first_row, main_body, scan_width) = (field(0), field(2), field(4));
+                    if first_row != 0 || scan_width % 4 != 0 || main_body != length - 8 {
+                        return Err(BITMAP_AMBIGUOUS);
+                    }
+                    Step::Data { left, skip: usize::from(main_body) }
+                }
+                Step::Data { left, skip } => {
+                    let n = skip.min(bytes.len() - at);
+                    at += n;
+                    Step::Data { left, skip: skip - n }
+                }
+                Step::Rest => return Ok(()),
+            };
+        }
+    }
+
+    /// The update ended: it must end after its last rectangle (or inside a palette).
+    fn finish(&self) -> Result<(), &'static str> {
+        match self.step {
+            Step::Rect { left: 0 } | Step::Rest => Ok(()),
+            // A truncated update: FreeRDP fails the PDU, IronRDP ignores it in silence.
+            _ => Err(BITMAP_AMBIGUOUS),
+        }
+    }
+}
+
+/// PDUTYPE2 values of a Share Data PDU (at offset 14) the filter reads.
+const PDUTYPE2_UPDATE: u8 = 0x02;
+const PDUTYPE2_POINTER: u8 = 0x1B;
+
+/// Judges a slow-path Share Data PDU from the target: bulk compression (the box asked for none,
+/// yet FreeRDP decompresses whatever arrives, and the recorder cannot) ends the session, and so
+/// do drawing orders and a bitmap update [`UpdateWalk`] refuses.
+fn target_data_pdu(pdu: &[u8]) -> Result<(), &'static str> {
+    const COMPRESSION_FLAGS: u8 = 0xE0;
+    if pdu.get(15).is_none_or(|c| c & COMPRESSION_FLAGS != 0) {
+        return Err(COMPRESSED);
+    }
+    if pdu.get(14) != Some(&PDUTYPE2_UPDATE) {
+        return Ok(());
+    }
+    match u16_at(pdu, 18) {
+        Some(0) => Err(ORDERS),
+        Some(UPDATETYPE_BITMAP) => {
+            let mut walk = UpdateWalk::new(UPDATETYPE_BITMAP);
+            walk.feed(&pdu[18..])?;
+            walk.finish()
+        }
+        Some(UPDATETYPE_PALETTE | 3) => Ok(()),
+        _ => Err(TARGET_UNREADABLE),
+    }
 }
 
 /// Whether a Flow PDU's totalLength (0x8000) starts at `at`, however short what follows is.
@@ -380,6 +597,16 @@ fn redirection_at(data: &[u8], at: usize) -> bool {
 fn security_flags(data: &[u8]) -> Option<BasicSecurityHeaderFlags> {
     (data.len() >= 4 && u16_at(data, 2)? == 0)
         .then(|| BasicSecurityHeaderFlags::from_bits_retain(u16_at(data, 0).unwrap_or(0)))
+}
+
+/// Whether `data` is one licence PDU, as a client sends it: a basic security header whose flags
+/// and flagsHi, read as one u32 as xrdp reads them, say licence (encrypted or not) and nothing
+/// else, then a licensing preamble whose wMsgSize covers exactly the rest.
+fn licence_pdu(data: &[u8]) -> bool {
+    let licence = u32::from(BasicSecurityHeaderFlags::LICENSE_PKT.bits());
+    let encrypted = licence | u32::from(BasicSecurityHeaderFlags::LICENSE_ENCRYPT_CS.bits());
+    let flags_ok = uint_at(data, 0, 4).is_some_and(|f| f == licence || f == encrypted);
+    flags_ok && u16_at(data, 6).is_some_and(|size| usize::from(size) == data.len() - 4)
 }
 
 /// SEC_REDIRECTION_PKT: a standard security Server Redirection.
@@ -412,6 +639,10 @@ impl Filter {
             connect_initial_seen: false,
             client_info_seen: false,
             active: false,
+            deactivated: false,
+            fast_path: FastPathWalk::default(),
+            sound_chunks: None,
+            clip_chunks: (None, None),
             dynamic: Dynamic::default(),
         }
     }
@@ -477,6 +708,12 @@ impl Filter {
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
+            Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
+                self.sound_from_client(frame, at)
+            }
+            Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
+                self.clipboard(true, frame, at)
+            }
             Some(d) if d.allowed => Verdict::Forward,
             // Channels the grant does not open, and ids that are no channel of this session.
             _ => Verdict::Drop,
@@ -486,11 +723,12 @@ impl Filter {
     /// A PDU from the target on its way to the client.
     pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
-            // The client draws orders with its own order support (the target was told none),
-            // the recorder cannot: a session with them would go on partly unrecorded.
-            // A bitmap or palette update under the other's code is drawn by FreeRDP by its body,
-            // read by the recorder by its code: the screen and the recording would differ.
-            return Ok(fast_path_refusal(frame).map_or(Verdict::Forward, Verdict::Refuse));
+            if self.deactivated {
+                return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
+            }
+            // Every update read as every peer reads it; drawing orders (the client draws them
+            // with its own order support, the recorder cannot) end the session.
+            return Ok(self.fast_path.judge(frame));
         }
         if self.io_channel.is_none() {
             return self.connect_response(frame);
@@ -518,6 +756,9 @@ impl Filter {
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
+            Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
+                self.clipboard(false, frame, at)
+            }
             Some(d) if d.allowed => Verdict::Forward,
             _ => Verdict::Drop,
         })
@@ -539,6 +780,11 @@ impl Filter {
             return Ok(Verdict::Refuse(CLIENT_INFO_UNREWRITABLE));
         };
         self.client_info_seen = true;
+        // xrdp starts an alternate shell with `sh -c` as the target account instead of the
+        // desktop, Windows instead of Explorer: the box decides what runs on the target.
+        if !pdu.client_info.alternate_shell.is_empty() || !pdu.client_info.work_dir.is_empty() {
+            return Ok(Verdict::Refuse(PROGRAM_REQUESTED));
+        }
         self.inject(&mut pdu);
         let user_data = encode_vec(&pdu).map_err(enc_err("client info pdu"))?;
         let out = SendDataRequest { user_data: Cow::Owned(user_data), ..req };
@@ -548,19 +794,18 @@ impl Filter {
     /// The client's I/O channel: licensing before activation; Share Control PDUs, each judged.
     fn client_io(&mut self, req: &SendDataRequest<'_>) -> Result<Verdict, FilterError> {
         let data = &req.user_data;
-        // Before activation a server reads a security header's PDU by its flags (xrdp's
-        // `xrdp_sec_recv` until the licence exchange ends): a licence answer, a multitransport
-        // or auto-detect response, each alone (a licence PDU may say it is encrypted). A header
-        // without one of them would carry a Share Control PDU (a Confirm Active) unjudged.
-        if !self.active
-            && let Some(flags) = security_flags(data)
-        {
-            let licence = BasicSecurityHeaderFlags::LICENSE_PKT;
-            let known = flags == licence
-                || flags == licence | BasicSecurityHeaderFlags::LICENSE_ENCRYPT_CS
-                || flags == BasicSecurityHeaderFlags::TRANSPORT_RSP
-                || flags == BasicSecurityHeaderFlags::AUTODETECT_RSP;
-            return Ok(if known { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
+        // Before activation a client sends its Client Info (rewritten above) and licence PDUs
+        // on the I/O channel, nothing else: its Confirm Active answers the target's Demand
+        // Active, which activates the filter first. xrdp reads a security header's flags and
+        // flagsHi as one u32 and reads a Share Control PDU behind any header it has no branch
+        // for (a multitransport or auto-detect response: the box offers no multitransport and
+        // auto-detect travels on the message channel), so anything but a licence PDU whose
+        // header and preamble say exactly what it holds could carry a Confirm Active unjudged.
+        if !self.active {
+            if flow_at(data, 0) {
+                return Ok(Verdict::Refuse(FLOW_PDU));
+            }
+            return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
         }
         let (pdus, stop) = share_pdus(data);
         // A Flow PDU's type is read as its raw pduTypeFlow byte by FreeRDP (a Confirm Active to
@@ -569,7 +814,7 @@ impl Filter {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
         if stop != data.len() || pdus.is_empty() {
-            return Ok(if self.active { Verdict::Refuse(CLIENT_UNREADABLE) } else { Verdict::Forward });
+            return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
@@ -624,11 +869,21 @@ impl Filter {
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
-        if pdus.iter().any(|(range, kind)| *kind == PDUTYPE_DATA && slow_path_orders(&data[range.clone()])) {
-            return Ok(Verdict::Refuse(ORDERS));
-        }
-        if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_DEMANDACTIVE) {
-            self.active = true;
+        for (range, kind) in &pdus {
+            let pdu = &data[range.clone()];
+            match *kind {
+                PDUTYPE_DEACTIVATEALL => self.deactivated = true,
+                PDUTYPE_DEMANDACTIVE => (self.active, self.deactivated) = (true, false),
+                PDUTYPE_DATA => {
+                    if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
+                        return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
+                    }
+                    if let Err(why) = target_data_pdu(pdu) {
+                        return Ok(Verdict::Refuse(why));
+                    }
+                }
+                _ => {}
+            }
         }
         if stop != data.len() || pdus.is_empty() {
             // Before activation a peer reads only the first PDU of such a message (checked above).
@@ -647,6 +902,32 @@ impl Filter {
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
         Ok(Verdict::Replace(bytes))
+    }
+
+    /// `rdpsnd` from the client on a grant without audio input: the messages a client sends for
+    /// playback only (MS-RDPEA: Wave Confirm, Training Confirm, Client Audio Formats, Quality
+    /// Mode). xrdp's chansrv also takes microphone audio on `rdpsnd` (its SNDC_REC_* types, 39 to
+    /// 42), past the grant's `AUDIO_INPUT` refusal; any other type ends the session.
+    fn sound_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
+        const PLAYBACK: [u8; 4] = [0x05, 0x06, 0x07, 0x0C];
+        by_type(&mut self.sound_chunks, frame, at, SOUND_INPUT, |message| {
+            if message.first().is_some_and(|t| PLAYBACK.contains(t)) { Some(false) } else { None }
+        })
+    }
+
+    /// `cliprdr` either way on a grant without drives: files do not cross the clipboard. File
+    /// contents (CB_FILECONTENTS_REQUEST and RESPONSE) end the session, and the Clipboard
+    /// Capabilities lose CB_STREAM_FILECLIP_ENABLED (patched in place), so stock peers never
+    /// offer files.
+    fn clipboard(&mut self, from_client: bool, frame: &[u8], at: usize) -> Verdict {
+        let chunks = if from_client { &mut self.clip_chunks.0 } else { &mut self.clip_chunks.1 };
+        // A first chunk holds the whole 8-byte header (peers read the type after reassembly).
+        by_type(chunks, frame, at, CLIPBOARD_FILES, |message| match u16_at(message, 0) {
+            _ if message.len() < 8 => None,
+            Some(CB_FILECONTENTS_REQUEST | CB_FILECONTENTS_RESPONSE) => None,
+            Some(CB_CLIP_CAPS) => Some(clip_caps_without_files(message)),
+            _ => Some(false),
+        })
     }
 
     /// `drdynvc` from the target: its Create Requests name the dynamic channels. One the grant
@@ -874,6 +1155,27 @@ impl Filter {
             domain: self.injection.domain.clone(),
         };
         info.password_cookie = None;
+        // What the box does not grant: RemoteApp (its channel is refused), a smart card PIN in
+        // place of the password (the box injects a password), the microphone without audio
+        // input. An auto-reconnect cookie would log on by the target's verifier, not the
+        // box's credential: dropped (the target falls back to the credential).
+        info.flags.remove(
+            ClientInfoFlags::RAIL | ClientInfoFlags::HIDEF_RAIL_SUPPORTED | ClientInfoFlags::PASSWORD_IS_SC_PIN,
+        );
+        if !self.redirection.allows(Class::AudioInput) {
+            info.flags.remove(ClientInfoFlags::AUDIO_CAPTURE);
+        }
+        let optional = &info.extra_info.optional_data;
+        if optional.reconnect_cookie().is_some()
+            && let (Some(timezone), Some(session), Some(performance)) =
+                (optional.timezone().cloned(), optional.session_id(), optional.performance_flags())
+        {
+            info.extra_info.optional_data = ExtendedClientOptionalInfo::builder()
+                .timezone(timezone)
+                .session_id(session)
+                .performance_flags(performance)
+                .build();
+        }
         // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
         // showing their own login screen; NLA targets already know the user from CredSSP.
         info.flags.insert(ClientInfoFlags::AUTOLOGON);
@@ -883,6 +1185,69 @@ impl Filter {
         info.flags.remove(ClientInfoFlags::COMPRESSION);
         info.compression_type = CompressionType::K8;
     }
+}
+
+/// A static channel read message by message: chunks must add up to their message, so every
+/// message's header is in a first chunk the filter reads. `judge` takes a first chunk's data (a
+/// copy it may patch): `None` refuses with `refusal`, `Some(patched)` passes it, patched or not.
+fn by_type(
+    chunks: &mut Option<Chunks>,
+    frame: &[u8],
+    at: usize,
+    refusal: &'static str,
+    judge: impl FnOnce(&mut [u8]) -> Option<bool>,
+) -> Verdict {
+    let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(refusal) };
+    if flags & CHANNEL_PACKET_COMPRESSED != 0 {
+        return Verdict::Refuse(refusal);
+    }
+    if flags & CHANNEL_FLAG_FIRST == 0 {
+        return match follow_chunk(chunks, flags, chunk.len()) {
+            Some(_) => Verdict::Forward,
+            None => Verdict::Refuse(refusal),
+        };
+    }
+    let Some(left) = first_chunk(chunks, length, flags, chunk.len()) else { return Verdict::Refuse(refusal) };
+    let mut out = frame.to_vec();
+    let verdict = match judge(&mut out[at + 8..]) {
+        None => Verdict::Refuse(refusal),
+        Some(false) => Verdict::Forward,
+        Some(true) => Verdict::Replace(out),
+    };
+    start_chunks(chunks, left, None, &verdict);
+    verdict
+}
+
+/// Clipboard PDU types (MS-RDPECLIP 2.2.1) the filter reads.
+const CB_CLIP_CAPS: u16 = 0x0007;
+const CB_FILECONTENTS_REQUEST: u16 = 0x0008;
+const CB_FILECONTENTS_RESPONSE: u16 = 0x0009;
+
+/// Clears CB_STREAM_FILECLIP_ENABLED in a Clipboard Capabilities PDU's general capability set;
+/// whether it was set.
+fn clip_caps_without_files(message: &mut [u8]) -> bool {
+    const CB_CAPSTYPE_GENERAL: u16 = 1;
+    const CB_STREAM_FILECLIP_ENABLED: u32 = 0x04;
+    // Header (8), cCapabilitiesSets, pad, then sets: type, length, version, generalFlags.
+    let count = u16_at(message, 8).unwrap_or(0);
+    let mut at = 12;
+    let mut patched = false;
+    for _ in 0..count {
+        let (Some(kind), Some(len)) = (u16_at(message, at), u16_at(message, at + 2).map(usize::from)) else { break };
+        if len < 4 || at + len > message.len() {
+            break;
+        }
+        if kind == CB_CAPSTYPE_GENERAL
+            && len >= 12
+            && let Some(flags) = uint_at(message, at + 8, 4)
+            && flags & CB_STREAM_FILECLIP_ENABLED != 0
+        {
+            message[at + 8..at + 12].copy_from_slice(&(flags & !CB_STREAM_FILECLIP_ENABLED).to_le_bytes());
+            patched = true;
+        }
+        at += len;
+    }
+    patched
 }
 
 /// A continuation chunk of a static channel message: the rest of the message it continues, or
@@ -1129,17 +1494,22 @@ mod tests {
         Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
     }
 
+    /// Fast-path input passes without being decoded; fast-path output is read update by update,
+    /// and one the filter cannot read ends the session (peers would read it differently).
     #[test]
-    fn fast_path_passes_without_decoding() {
+    fn fast_path_input_passes_and_output_is_read() {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        // Fast-path output header (action 0) with a garbage body.
-        assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&[0x04, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
+        // Fast-path output header (action 0) with a garbage body; a Synchronize update.
+        assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
+        assert_eq!(f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(), Verdict::Forward);
     }
 
     #[test]
     fn blocked_channel_data_is_dropped_both_ways() {
         let mut f = connected(&[("cliprdr", 1004, true), ("rdpdr", 1005, false)]);
+        // With drives the filter does not read the clipboard's messages (files may cross).
+        f.redirection = Redirection::default().with(Class::Drives);
         let req = |ch| send_data(ch, vec![1; 8]);
         let ind = |ch| {
             encode_vec(&X224(SendDataIndication {
@@ -1213,7 +1583,7 @@ mod tests {
         };
         let frame = client_share(ShareControlPdu::ClientConfirmActive(confirm));
         let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
-        (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
+        (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), true);
         let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("confirm active not patched") };
         assert_eq!(out.len(), frame.len(), "patched in place");
         let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
@@ -1244,7 +1614,7 @@ mod tests {
             }))
         };
         let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
-        (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
+        (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), true);
         let minimised = data(ShareDataPdu::SuppressOutput(SuppressOutputPdu { desktop_rect: None }));
         assert_eq!(f.from_client(&minimised).unwrap(), Verdict::Drop);
         let refresh = data(ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
@@ -1420,9 +1790,11 @@ mod tests {
     #[test]
     fn a_client_info_on_another_channel_before_activation_is_refused() {
         let header = |flags: u16| [&flags.to_le_bytes()[..], &[0, 0], &[7; 40][..]].concat();
+        // Grants that leave `cliprdr` and `rdpsnd` unread (files and the microphone allowed).
+        let everything = Redirection::default().with(Class::Drives).with(Class::AudioInput);
         let before = || {
             let mut f = connected(&[("cliprdr", 1004, true), ("rdpsnd", 1005, true)]);
-            f.active = false;
+            (f.active, f.redirection) = (false, everything);
             f
         };
         for channel in [1004, 1005, 1010] {
@@ -1434,6 +1806,7 @@ mod tests {
         // The controls: channel data without the flag before activation, and any after it.
         assert_eq!(before().from_client(&send_data(1004, header(0x0010))).unwrap(), Verdict::Forward);
         let mut after = connected(&[("cliprdr", 1004, true)]);
+        after.redirection = everything;
         assert_eq!(after.from_client(&send_data(1004, header(0x0040))).unwrap(), Verdict::Forward);
     }
 
@@ -2030,7 +2403,7 @@ mod tests {
     #[test]
     fn the_filter_patches_caps_on_drdynvc_only() {
         use ironrdp_egfx::pdu::{CapabilitiesV10Flags, CapabilitySet as C};
-        let mut f = connected(&[("drdynvc", 1004, true), ("rdpsnd", 1005, true)]);
+        let mut f = connected(&[("drdynvc", 1004, true), ("cliprdr", 1005, true)]);
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         let caps = gfx_caps(&[C::V10 { flags: CapabilitiesV10Flags::empty() }], false);
@@ -2270,11 +2643,12 @@ mod tests {
         }
     }
 
-    /// Before activation the client's security-header PDUs are a licence answer, a
-    /// multitransport or an auto-detect response: a header with no flags (xrdp then reads the
-    /// Share Control PDU behind it: a Confirm Active with drawing orders, untrimmed) is refused.
+    /// Before activation the client's security-header PDUs are licence answers only: a header
+    /// with no flags, or a multitransport or auto-detect response (xrdp then reads the Share
+    /// Control PDU behind it: a Confirm Active with drawing orders, untrimmed), is refused; see
+    /// also red team `h-red17e`'s `a_confirm_active_behind_a_response_header_before_activation_is_refused`.
     #[test]
-    fn a_client_security_header_before_activation_is_a_licence_or_a_response() {
+    fn a_client_security_header_before_activation_is_a_licence() {
         let before_activation = || {
             let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
             (f.connect_initial_seen, f.client_info_seen, f.io_channel) = (true, true, Some(1003));
@@ -2286,11 +2660,17 @@ mod tests {
             before_activation().from_client(&send_data(1003, hidden)).unwrap(),
             Verdict::Refuse(CLIENT_UNREADABLE)
         );
-        // Controls: a licence PDU (encrypted or not) and the responses pass.
-        for flags in [0x0080u16, 0x0180, 0x0004, 0x2000] {
+        // Controls: a licence PDU (encrypted or not) passes; the responses do not.
+        for (flags, verdict) in [
+            (0x0080u16, Verdict::Forward),
+            (0x0180, Verdict::Forward),
+            (0x0004, Verdict::Refuse(CLIENT_UNREADABLE)),
+            (0x2000, Verdict::Refuse(CLIENT_UNREADABLE)),
+        ] {
             let mut pdu = flags.to_le_bytes().to_vec();
             pdu.extend([0, 0, 0x13, 0x03, 0x10, 0x00]);
-            assert_eq!(before_activation().from_client(&send_data(1003, pdu)).unwrap(), Verdict::Forward, "{flags:#x}");
+            pdu.extend([0; 12]);
+            assert_eq!(before_activation().from_client(&send_data(1003, pdu)).unwrap(), verdict, "{flags:#x}");
         }
     }
 
@@ -2309,8 +2689,8 @@ mod tests {
 
     /// Drawing orders from the target (fast-path, in any update of a PDU, or slow-path) end
     /// the session: the client draws them with its own order support, the recorder cannot (red
-    /// team `h-red17d`'s GDI orders hole). Bitmaps, synchronize and compressed non-order updates
-    /// still pass.
+    /// team `h-red17d`'s GDI orders hole). Bitmaps and synchronize still pass; compressed
+    /// updates end the session whatever they hold (red team `h-red17e`).
     #[test]
     fn drawing_orders_from_the_target_end_the_session() {
         let fast = |updates: &[(u8, &[u8])]| {
@@ -2328,14 +2708,18 @@ mod tests {
             frame
         };
         let mut f = connected(&[]);
-        // Orders alone, behind a bitmap, and compressed: refused.
-        for frame in
-            [fast(&[(0x00, &[1, 0, 0])]), fast(&[(0x01, &[1, 0, 0, 0]), (0x00, &[1, 0])]), fast(&[(0x80, &[1, 2])])]
-        {
+        // An empty bitmap update: updateType BITMAP, no rectangles.
+        let bitmap: &[u8] = &[1, 0, 0, 0];
+        // Orders alone and behind a bitmap: refused.
+        for frame in [fast(&[(0x00, &[1, 0, 0])]), fast(&[(0x01, bitmap), (0x00, &[1, 0])])] {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(ORDERS), "{frame:?}");
         }
-        // Controls: a bitmap, a synchronize, a compressed bitmap pass.
-        for frame in [fast(&[(0x01, &[1, 0, 0, 0])]), fast(&[(0x03, &[])]), fast(&[(0x81, &[9, 9])])] {
+        // Compressed: refused, orders or not.
+        for frame in [fast(&[(0x80, &[1, 2])]), fast(&[(0x81, &[9, 9])])] {
+            assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(COMPRESSED), "{frame:?}");
+        }
+        // Controls: a bitmap, a synchronize pass.
+        for frame in [fast(&[(0x01, bitmap)]), fast(&[(0x03, &[])])] {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "{frame:?}");
         }
         // Slow path: a Share Data PDU of type UPDATE with updateType ORDERS.
@@ -2381,14 +2765,18 @@ mod tests {
             fast(&[(0x01, palette)]),
             fast(&[(0x03, &[]), (0x02, bitmap)]),
             fast(&[(0x22, bitmap)]),
-            fast(&[(0x01, &[3, 0, 0, 0])]),
         ] {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Refuse(UPDATE_CODE_MISMATCH), "{frame:?}");
         }
-        for frame in
-            [fast(&[(0x01, bitmap)]), fast(&[(0x02, palette)]), fast(&[(0x32, bitmap)]), fast(&[(0x82, &[9, 9])])]
-        {
+        // A body of another type under the bitmap code: refused (the walk cannot read it).
+        assert!(matches!(f.from_target(&fast(&[(0x01, &[3, 0, 0, 0])])).unwrap(), Verdict::Refuse(_)));
+        // (A lone next fragment and a compressed update are refused by other rules now.)
+        for frame in [fast(&[(0x01, bitmap)]), fast(&[(0x02, palette)])] {
             assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "{frame:?}");
         }
     }
 }
+
+#[cfg(test)]
+#[path = "filter_red17e.rs"]
+mod red17e;
