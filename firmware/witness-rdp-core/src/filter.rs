@@ -2780,3 +2780,7 @@ mod tests {
 #[cfg(test)]
 #[path = "filter_red17e.rs"]
 mod red17e;
+
+#[cfg(test)]
+#[path = "filter_red17g.rs"]
+mod red17g;

@@ -1,0 +1,191 @@
+//! Red team `h-red17g`'s attacks on the filter as it stands after `h-rdp17f`: each test PASSES
+//! while its hole is open (the filter forwards, or a box-side reader misses, what a real peer
+//! acts on). A fix flips the test into a refusal test.
+
+use super::*;
+use crate::keys::KeyTrack;
+
+fn injection() -> Injection {
+    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
+}
+
+/// A filter past the connection sequence on I/O channel 1003; `active`: the target's Demand
+/// Active has passed.
+fn filter(active: bool) -> Filter {
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+    (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), active);
+    f
+}
+
+fn send_data(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+fn send_indication(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+/// A slow-path Input PDU (Share Control + Share Data header, pduType2 28) typing `h` then `i`
+/// (scancodes 0x23 and 0x17, each pressed and released), with the Share Data header's streamId
+/// and compressedType as given, and `extra` events (12 bytes each) after the keys.
+fn slow_path_input(stream_id: u8, compressed_type: u8, extra: &[[u8; 12]]) -> Vec<u8> {
+    let mut events: Vec<[u8; 12]> = Vec::new();
+    for code in [0x23u16, 0x17] {
+        for flags in [0u16, 0x8000] {
+            let mut e = [0u8; 12];
+            e[4..6].copy_from_slice(&4u16.to_le_bytes()); // INPUT_EVENT_SCANCODE
+            e[6..8].copy_from_slice(&flags.to_le_bytes());
+            e[8..10].copy_from_slice(&code.to_le_bytes());
+            events.push(e);
+        }
+    }
+    events.extend_from_slice(extra);
+    let mut body = u16::try_from(events.len()).unwrap().to_le_bytes().to_vec();
+    body.extend([0, 0]);
+    for e in &events {
+        body.extend(e);
+    }
+    let total = 18 + body.len();
+    let mut pdu = u16::try_from(total).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x17u16.to_le_bytes()); // PDUTYPE_DATAPDU | TS_PROTOCOL_VERSION
+    pdu.extend(1007u16.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes()); // shareId
+    pdu.push(0); // pad1
+    pdu.push(stream_id);
+    pdu.extend(u16::try_from(body.len() + 4).unwrap().to_le_bytes()); // uncompressedLength
+    pdu.push(28); // PDUTYPE2_INPUT
+    pdu.push(compressed_type);
+    pdu.extend(0u16.to_le_bytes()); // compressedLength
+    pdu.extend(body);
+    pdu
+}
+
+/// xrdp 0.9.21's reading of a client Share Data PDU (`xrdp_rdp_process_data`, libxrdp/xrdp_rdp.c):
+/// `in_uint8s(s, 6)` skips shareId, pad1 and streamId unread; `in_uint8(s, ctype)` reads the
+/// compressedType and never looks at it again (xrdp has no client-to-server decompressor); a
+/// PDUTYPE2_INPUT goes to `xrdp_rdp_process_data_input`, which reads numEvents and then every
+/// 12-byte event, whatever its messageType, passing each to the session callback (the window
+/// manager types the scancodes and ignores types it does not know). Returns the scancodes pressed.
+fn xrdp_scancodes_pressed(pdu: &[u8]) -> Vec<u16> {
+    let d = &pdu[6..]; // after the Share Control header
+    assert_eq!(d[8], 28, "an input pdu");
+    let events = &d[12..];
+    let n = usize::from(u16::from_le_bytes([events[0], events[1]]));
+    (0..n)
+        .map(|i| &events[4 + 12 * i..4 + 12 * (i + 1)])
+        .filter(|e| u16::from_le_bytes([e[4], e[5]]) == 4 && u16::from_le_bytes([e[6], e[7]]) & 0x8000 == 0)
+        .map(|e| u16::from_le_bytes([e[8], e[9]]))
+        .collect()
+}
+
+/// HOLE (medium: what the user types into an xrdp target is missing from the opt-in key track,
+/// with no gap stated). The key track reads slow-path input with IronRDP's `ShareDataHeader`
+/// and `InputEventPdu` decoders, stricter than xrdp's reader, and passes over what it cannot
+/// decode; the filter forwards the same PDU untouched after activation. Three spellings xrdp
+/// types and the key track drops whole:
+/// - a streamId outside IronRDP's `StreamPriority` (0, 1, 2, 4), e.g. 3: xrdp skips the byte;
+/// - compressedType with PACKET_COMPRESSED (0x20) over plain bytes: IronRDP keeps the body as
+///   `ShareDataPdu::Compressed` (not Input), xrdp ignores ctype and reads the events;
+/// - an event of a messageType IronRDP does not know (0x0003) after the keys: IronRDP fails the
+///   whole InputEventPdu, xrdp types the keys before it and ignores the odd event.
+#[test]
+fn red17g_slow_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
+    let typed = |pdu: &[u8]| {
+        let mut t = KeyTrack::new(0x0409);
+        t.set_io_channel(1003);
+        t.observe_client(&send_data(1003, pdu.to_vec()));
+        t.take()
+    };
+    // Control: the ordinary spelling (streamId STREAM_MED, no compression) is read.
+    let plain = slow_path_input(2, 0, &[]);
+    assert_eq!(typed(&plain), "hi");
+    assert_eq!(xrdp_scancodes_pressed(&plain), [0x23, 0x17]);
+    let mut odd_event = [0u8; 12];
+    odd_event[4..6].copy_from_slice(&3u16.to_le_bytes());
+    for (what, pdu) in [
+        ("streamId 3", slow_path_input(3, 0, &[])),
+        ("PACKET_COMPRESSED over plain bytes", slow_path_input(2, 0x20, &[])),
+        ("an unknown event type after the keys", slow_path_input(2, 0, &[odd_event])),
+    ] {
+        // xrdp types "hi" ...
+        assert_eq!(xrdp_scancodes_pressed(&pdu), [0x23, 0x17], "{what}");
+        // ... the filter lets the PDU through unchanged ...
+        assert_eq!(filter(true).from_client(&send_data(1003, pdu.clone())).unwrap(), Verdict::Forward, "{what}");
+        // ... and the key track records nothing.
+        assert_eq!(typed(&pdu), "", "{what}");
+    }
+}
+
+/// xrdp 0.9.21's reading of Clipboard Capabilities (`clipboard_process_clip_caps`,
+/// sesman/chansrv/clipboard.c): `holdp = s->p`, type, lengthCapability, a general set's version
+/// and generalFlags (`g_cliprdr_flags &= flags`), then `s->p = holdp + lengthCapability`. A set
+/// of length 0 is read again on the next iteration. Returns generalFlags as xrdp leaves them
+/// (starting from all of xrdp's own flags).
+fn xrdp_clip_general_flags(message: &[u8]) -> u32 {
+    let u16_ = |at: usize| u16::from_le_bytes([message[at], message[at + 1]]);
+    let mut flags = u32::MAX;
+    let count = u16_(8);
+    let mut p = 12;
+    for _ in 0..count {
+        let hold = p;
+        let (kind, len) = (u16_(p), usize::from(u16_(p + 2)));
+        if kind == 1 {
+            flags &= u32::from_le_bytes(message[p + 8..p + 12].try_into().unwrap());
+        }
+        p = hold + len;
+    }
+    flags
+}
+
+/// HOLE (low, defence in depth: file contents themselves are still refused). The filter clears
+/// CB_STREAM_FILECLIP_ENABLED in a general capability set only while walking sets whose
+/// lengthCapability is at least 4, and stops at the first shorter one. A client sending
+/// cCapabilitiesSets = 2 with a general set of lengthCapability 0 (version 2, flags
+/// CB_USE_LONG_FORMAT_NAMES | CB_STREAM_FILECLIP_ENABLED | CB_FILECLIP_NO_FILE_PATHS) gets it
+/// to xrdp untouched: xrdp reads the same set twice and turns file copy on, so chansrv offers
+/// the server's files on the clipboard (the session then ends at the first FILECONTENTS, instead
+/// of stock peers never offering files).
+#[test]
+fn red17g_clipboard_caps_with_a_zero_length_set_keep_the_file_flag() {
+    let mut f = filter_with_clip();
+    let mut body = 2u16.to_le_bytes().to_vec(); // cCapabilitiesSets
+    body.extend([0, 0]);
+    body.extend(1u16.to_le_bytes()); // CB_CAPSTYPE_GENERAL
+    body.extend(0u16.to_le_bytes()); // lengthCapability 0
+    body.extend(2u32.to_le_bytes());
+    body.extend(0x0000_000Eu32.to_le_bytes());
+    let mut message = 7u16.to_le_bytes().to_vec(); // CB_CLIP_CAPS
+    message.extend(0u16.to_le_bytes());
+    message.extend(u32::try_from(body.len()).unwrap().to_le_bytes());
+    message.extend(&body);
+    assert_ne!(xrdp_clip_general_flags(&message) & 0x04, 0, "xrdp turns file copy on");
+    let mut chunk = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
+    chunk.extend(3u32.to_le_bytes());
+    chunk.extend(&message);
+    assert_eq!(f.from_client(&send_data(1004, chunk)).unwrap(), Verdict::Forward, "passed unpatched");
+    // Control: the same set with its true length (12) is patched.
+    let fixed = chunk_with_len(&message, 12);
+    let Verdict::Replace(out) = filter_with_clip().from_client(&send_data(1004, fixed)).unwrap() else {
+        panic!("a well-formed caps pdu is patched")
+    };
+    assert_eq!(out[out.len() - 4..], 0x0000_000Au32.to_le_bytes());
+}
+
+fn filter_with_clip() -> Filter {
+    let mut f = filter(true);
+    f.decisions = vec![ChannelDecision { name: "cliprdr".into(), id: 1004, allowed: true }];
+    f
+}
+
+/// The Clipboard Capabilities `message` with its first set's lengthCapability set to `len`, as
+/// one static channel chunk.
+fn chunk_with_len(message: &[u8], len: u16) -> Vec<u8> {
+    let mut m = message.to_vec();
+    m[14..16].copy_from_slice(&len.to_le_bytes());
+    let mut chunk = u32::try_from(m.len()).unwrap().to_le_bytes().to_vec();
+    chunk.extend(3u32.to_le_bytes());
+    chunk.extend(m);
+    chunk
+}
