@@ -189,3 +189,64 @@ fn chunk_with_len(message: &[u8], len: u16) -> Vec<u8> {
     chunk.extend(m);
     chunk
 }
+
+/// xrdp 0.9.21's reading of fast-path input (`xrdp_fastpath_process_input_event`,
+/// libxrdp/xrdp_fastpath.c): numEvents from the header (or the byte after the length), then per
+/// event a header byte whose top three bits are the eventCode; a code it does not know is logged
+/// (`unknown eventCode`) and passed over with no body, and the loop goes on. Returns the
+/// scancodes pressed.
+fn xrdp_fast_path_scancodes_pressed(frame: &[u8]) -> Vec<u8> {
+    let n = usize::from((frame[0] >> 2) & 0x0F);
+    let mut at = 2; // one-byte length in these frames
+    let mut pressed = Vec::new();
+    for _ in 0..n {
+        let header = frame[at];
+        at += 1;
+        match header >> 5 {
+            0 => {
+                if header & 0x01 == 0 {
+                    pressed.push(frame[at]);
+                }
+                at += 1;
+            }
+            1 | 2 => at += 6,
+            3 => {}
+            4 => at += 2,
+            _ => {}
+        }
+    }
+    pressed
+}
+
+/// HOLE (medium: keys typed into an xrdp target missing from the opt-in key track, no gap
+/// stated). Client fast-path input passes the filter undecoded; the key track decodes it with
+/// IronRDP's `FastPathInput`, which fails the whole PDU on an eventCode it does not know (7),
+/// so every key in that PDU is lost. xrdp types the keys before (and after) such an event and
+/// passes over the unknown one. A client that ends every input PDU with one byte 0xE0 types
+/// unseen.
+#[test]
+fn red17g_fast_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
+    let frame = |extra: &[u8]| {
+        let mut events = vec![0x00, 0x23, 0x01, 0x23, 0x00, 0x17, 0x01, 0x17];
+        events.extend(extra);
+        let n = 4 + u8::try_from(extra.len()).unwrap();
+        let mut f = vec![n << 2, u8::try_from(events.len() + 2).unwrap()];
+        f.extend(events);
+        f
+    };
+    let typed = |f: &[u8]| {
+        let mut t = KeyTrack::new(0x0409);
+        t.set_io_channel(1003);
+        t.observe_client(f);
+        t.take()
+    };
+    // Control: four key events are read by both.
+    let plain = frame(&[]);
+    assert_eq!(typed(&plain), "hi");
+    assert_eq!(xrdp_fast_path_scancodes_pressed(&plain), [0x23, 0x17]);
+    // The attack: one more event of eventCode 7.
+    let hidden = frame(&[0xE0]);
+    assert_eq!(xrdp_fast_path_scancodes_pressed(&hidden), [0x23, 0x17], "xrdp types hi");
+    assert_eq!(filter(true).from_client(&hidden).unwrap(), Verdict::Forward);
+    assert_eq!(typed(&hidden), "", "the key track records nothing");
+}
