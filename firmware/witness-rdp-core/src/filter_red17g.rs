@@ -250,3 +250,62 @@ fn red17g_fast_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
     assert_eq!(filter(true).from_client(&hidden).unwrap(), Verdict::Forward);
     assert_eq!(typed(&hidden), "", "the key track records nothing");
 }
+
+/// A slow-path Update PDU from the target: one uncompressed 1x1 32 bpp bitmap rectangle at the
+/// top left, with the Share Data header's compressedType as given.
+fn slow_path_bitmap(compressed_type: u8) -> Vec<u8> {
+    let mut update = 1u16.to_le_bytes().to_vec(); // UPDATETYPE_BITMAP
+    update.extend(1u16.to_le_bytes()); // numberRectangles
+    for v in [0u16, 0, 0, 0, 1, 1, 32, 0, 4] {
+        // destLeft, destTop, destRight, destBottom, width, height, bpp, flags, bitmapLength
+        update.extend(v.to_le_bytes());
+    }
+    update.extend([0xFF, 0x00, 0x00, 0x00]);
+    let mut pdu = u16::try_from(18 + update.len()).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x17u16.to_le_bytes());
+    pdu.extend(1002u16.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend([0, 1]); // pad1, streamId STREAM_LOW
+    pdu.extend(u16::try_from(update.len() + 4).unwrap().to_le_bytes());
+    pdu.push(0x02); // PDUTYPE2_UPDATE
+    pdu.push(compressed_type);
+    pdu.extend(0u16.to_le_bytes());
+    pdu.extend(update);
+    pdu
+}
+
+/// HOLE (low-medium: every screen update becomes one the recorder cannot read, while the client
+/// draws it). The filter refuses slow-path bulk compression by the three flag bits 0xE0 of
+/// compressedType; FreeRDP 2/3 (`rdp_recv_data_pdu`: `if (compressedType & PACKET_COMPRESSED)`)
+/// decompresses only on 0x20 and otherwise draws the bytes as they are. The recorder reads the
+/// header with IronRDP's `ShareDataHeader`, which takes every bit above the low nibble as a
+/// compression flag (`from_bits_retain(c & !0x0F)`, so 0x10 makes the body
+/// `ShareDataPdu::Compressed` and the session stage fails "compressed share data without a
+/// decompressor"), and fails the header outright on a compression type above 3 in the low nibble.
+/// A hostile target
+/// sends its whole desktop with compressedType 0x10 (or 0x04): the client sees it, the video
+/// holds only decoder errors.
+#[test]
+fn red17g_slow_path_compressed_type_bits_the_filter_passes_and_the_recorder_cannot_read() {
+    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
+    // Control: compressedType 0 is read by IronRDP as a bitmap update.
+    let plain = decode::<ShareControlHeader>(&slow_path_bitmap(0)).unwrap();
+    assert!(
+        matches!(plain.share_control_pdu, ShareControlPdu::Data(ref d) if matches!(d.share_data_pdu, ShareDataPdu::Update(_)))
+    );
+    for compressed_type in [0x10u8, 0x04] {
+        let pdu = slow_path_bitmap(compressed_type);
+        // FreeRDP: not PACKET_COMPRESSED, so the update is read (and drawn) as it is.
+        assert_eq!(compressed_type & 0x20, 0);
+        // The filter forwards it.
+        assert_eq!(
+            filter(true).from_target(&send_indication(1003, pdu.clone())).unwrap(),
+            Verdict::Forward,
+            "compressedType {compressed_type:#x}"
+        );
+        // The recorder's reading: not an update it can draw.
+        let read = decode::<ShareControlHeader>(&pdu);
+        let drawable = matches!(&read, Ok(h) if matches!(&h.share_control_pdu, ShareControlPdu::Data(d) if matches!(d.share_data_pdu, ShareDataPdu::Update(_))));
+        assert!(!drawable, "compressedType {compressed_type:#x}: {read:?}");
+    }
+}
