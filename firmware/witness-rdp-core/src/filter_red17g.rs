@@ -83,13 +83,16 @@ fn xrdp_scancodes_pressed(pdu: &[u8]) -> Vec<u16> {
 /// HOLE (medium: what the user types into an xrdp target is missing from the opt-in key track,
 /// with no gap stated). The key track reads slow-path input with IronRDP's `ShareDataHeader`
 /// and `InputEventPdu` decoders, stricter than xrdp's reader, and passes over what it cannot
-/// decode; the filter forwards the same PDU untouched after activation. Three spellings xrdp
-/// types and the key track drops whole:
+/// decode; the filter forwards the same PDU untouched after activation. Spellings xrdp
+/// types and the key track drops whole (four):
 /// - a streamId outside IronRDP's `StreamPriority` (0, 1, 2, 4), e.g. 3: xrdp skips the byte;
 /// - compressedType with PACKET_COMPRESSED (0x20) over plain bytes: IronRDP keeps the body as
 ///   `ShareDataPdu::Compressed` (not Input), xrdp ignores ctype and reads the events;
 /// - an event of a messageType IronRDP does not know (0x0003) after the keys: IronRDP fails the
-///   whole InputEventPdu, xrdp types the keys before it and ignores the odd event.
+///   whole InputEventPdu, xrdp types the keys before it and ignores the odd event;
+/// - a Share Control pduType without TS_PROTOCOL_VERSION (0x0007 for 0x0017): IronRDP's
+///   `ShareControlHeader` fails "invalid PDU version", xrdp (`xrdp_rdp_recv`: `*code = pdu_code &
+///   0xf`) and the filter (`share_pdus`) read the type from the low nibble alone.
 #[test]
 fn red17g_slow_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
     let typed = |pdu: &[u8]| {
@@ -108,6 +111,11 @@ fn red17g_slow_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
         ("streamId 3", slow_path_input(3, 0, &[])),
         ("PACKET_COMPRESSED over plain bytes", slow_path_input(2, 0x20, &[])),
         ("an unknown event type after the keys", slow_path_input(2, 0, &[odd_event])),
+        ("pduType without its version (0x0007)", {
+            let mut pdu = slow_path_input(2, 0, &[]);
+            pdu[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
+            pdu
+        }),
     ] {
         // xrdp types "hi" ...
         assert_eq!(xrdp_scancodes_pressed(&pdu), [0x23, 0x17], "{what}");
