@@ -301,8 +301,15 @@ fn red17g_slow_path_compressed_type_bits_the_filter_passes_and_the_recorder_cann
     assert!(
         matches!(plain.share_control_pdu, ShareControlPdu::Data(ref d) if matches!(d.share_data_pdu, ShareDataPdu::Update(_)))
     );
-    for compressed_type in [0x10u8, 0x04] {
-        let pdu = slow_path_bitmap(compressed_type);
+    // A third spelling: the Share Control pduType without TS_PROTOCOL_VERSION (0x0007). FreeRDP
+    // 2 and 3 (`rdp_read_share_control_header`: `*type = tmp & 0x0F`) and the filter read the
+    // type from the low nibble; IronRDP's `ShareControlHeader` fails "invalid PDU version".
+    let unversioned = {
+        let mut pdu = slow_path_bitmap(0);
+        pdu[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
+        pdu
+    };
+    for (compressed_type, pdu) in [(0x10u8, slow_path_bitmap(0x10)), (0x04, slow_path_bitmap(0x04)), (0, unversioned)] {
         // FreeRDP: not PACKET_COMPRESSED, so the update is read (and drawn) as it is.
         assert_eq!(compressed_type & 0x20, 0);
         // The filter forwards it.
