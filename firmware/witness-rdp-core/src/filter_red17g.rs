@@ -324,3 +324,73 @@ fn red17g_slow_path_compressed_type_bits_the_filter_passes_and_the_recorder_cann
         assert!(!drawable, "compressedType {compressed_type:#x}: {read:?}");
     }
 }
+
+/// HOLE (high: the whole session goes unrecorded while the client works normally; only a count
+/// of undecodable PDUs says so, the session is not ended as for a stopped decoder). The target's
+/// Demand Active with a Share Control pduType lacking TS_PROTOCOL_VERSION (0x0001 for 0x0011):
+/// FreeRDP 2 and 3 (`rdp_read_share_control_header`: `*type = tmp & 0x0F`, no version check)
+/// activate on it and the filter (`share_pdus`, low nibble) lets it through and counts the
+/// session active; the recorder's IronRDP `ShareControlHeader` fails "invalid PDU version", so
+/// the decoder never sees a Demand Active, never builds its stage, and every later screen PDU
+/// fails to decode without the decoder stopping. Replayed here on the freerdp-shadow capture with only that one frame
+/// patched.
+#[test]
+fn red17g_an_unversioned_demand_active_leaves_the_recording_empty() {
+    use crate::decode::{PassiveDecoder, Update, capture_records};
+    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu};
+    const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+    let records = capture_records(BITMAP);
+    let demand_active = records
+        .iter()
+        .filter(|(tag, f)| *tag == b'T' && is_x224(f))
+        .map(|(_, f)| *f)
+        .find(|f| {
+            ironrdp_pdu::mcs::decode_send_data_indication(f).is_ok_and(|ctx| {
+                decode::<ShareControlHeader>(ctx.user_data)
+                    .is_ok_and(|h| matches!(h.share_control_pdu, ShareControlPdu::ServerDemandActive(_)))
+            })
+        })
+        .expect("the capture's demand active");
+    let user_data_len = ironrdp_pdu::mcs::decode_send_data_indication(demand_active).unwrap().user_data.len();
+    let at = demand_active.len() - user_data_len;
+    assert_eq!(u16_at(demand_active, at + 2), Some(0x0011));
+    let mut patched = demand_active.to_vec();
+    patched[at + 2..at + 4].copy_from_slice(&0x0001u16.to_le_bytes());
+    // The filter (and FreeRDP) read it as a Demand Active: it passes and activates the session.
+    let io = ironrdp_pdu::mcs::decode_send_data_indication(demand_active).unwrap().channel_id;
+    let mut f = filter(false);
+    f.io_channel = Some(io);
+    assert_eq!(f.from_target(&patched).unwrap(), Verdict::Forward);
+    assert!(f.active, "the filter counts the session active");
+    // The recorder, fed the same session: frames with the true Demand Active; with the patch no
+    // frame at all, and no stop (on a stopped decoder the relay ends the session: `check_stopped`
+    // in witness-rdp's record.rs).
+    let replay = |patch: bool| {
+        let mut d = PassiveDecoder::new();
+        let (mut frames, mut errors) = (0, 0);
+        for (tag, frame) in &records {
+            match tag {
+                b'C' => {
+                    let _ = d.observe_client(frame);
+                }
+                b'T' => {
+                    let frame: &[u8] = if patch && *frame == demand_active { &patched } else { frame };
+                    match d.observe_target(frame) {
+                        Ok(updates) => frames += updates.iter().filter(|u| matches!(u, Update::Frame { .. })).count(),
+                        Err(_) => errors += 1,
+                    }
+                }
+                _ => {}
+            }
+        }
+        (frames, errors, d.is_stopped())
+    };
+    let (frames, _, stopped) = replay(false);
+    assert!(frames > 0 && !stopped, "control: the capture is recorded");
+    let (frames, errors, stopped) = replay(true);
+    assert_eq!(frames, 0, "nothing of the session is recorded");
+    assert!(!stopped, "the decoder does not stop: the relay does not end the session");
+    // What is stated: each screen PDU counts as undecodable (the relay's recorder asks for a
+    // redraw each time, which cannot help), the session goes on with an empty video.
+    assert!(errors > 0);
+}
