@@ -635,23 +635,31 @@ fn a_changed_record_is_moved_aside_at_recovery_and_the_gap_is_signed() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // Where each at-rest record starts (after the header line).
+    let bounds_of = |data: &[u8]| {
+        let Some(first) = data.iter().position(|c| *c == b'\n') else { return vec![] };
+        let mut bounds = vec![first + 1];
+        while *bounds.last().unwrap() + 4 <= data.len() {
+            let at = *bounds.last().unwrap();
+            let next = at + 4 + u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+            if next > data.len() {
+                break;
+            }
+            bounds.push(next);
+        }
+        bounds
+    };
+    // Several records on disk before the crash (a loaded machine is slow to start the session).
+    let path = eventually(60, "several records written", || {
+        let rec = b.recordings().into_iter().next()?;
+        let path = b.data().join(rec["path"].as_str()?);
+        (bounds_of(&std::fs::read(&path).ok()?).len() > 12).then_some(path)
+    });
     b.kill9();
     let _ = client.kill();
     let _ = client.wait();
-    let rec = b.recordings()[0].clone();
-    let path = b.data().join(rec["path"].as_str().unwrap());
     let mut data = std::fs::read(&path).unwrap();
-    // Where each at-rest record starts (after the header line).
-    let mut bounds = vec![data.iter().position(|c| *c == b'\n').unwrap() + 1];
-    while *bounds.last().unwrap() < data.len() {
-        let at = *bounds.last().unwrap();
-        let next = at + 4 + u32::from_be_bytes(data[at..at + 4].try_into().unwrap()) as usize;
-        if next > data.len() {
-            break;
-        }
-        bounds.push(next);
-    }
+    let bounds = bounds_of(&data);
     assert!(bounds.len() > 8, "several records written: {}", bounds.len());
     let k = bounds.len() / 2;
     data[bounds[k] + 40] ^= 0x01;

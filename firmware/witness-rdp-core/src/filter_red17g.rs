@@ -1,6 +1,5 @@
-//! Red team `h-red17g`'s attacks on the filter as it stands after `h-rdp17f`: each test PASSES
-//! while its hole is open (the filter forwards, or a box-side reader misses, what a real peer
-//! acts on). A fix flips the test into a refusal test.
+//! Red team `h-red17g`'s attacks on the filter, flipped into refusal tests as their holes close
+//! (the attacks for the holes still open are on branch `h-red17g`).
 
 use super::*;
 use crate::keys::KeyTrack;
@@ -19,11 +18,6 @@ fn filter(active: bool) -> Filter {
 
 fn send_data(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
     encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: channel, user_data: Cow::Owned(user_data) }))
-        .unwrap()
-}
-
-fn send_indication(channel: u16, user_data: Vec<u8>) -> Vec<u8> {
-    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
         .unwrap()
 }
 
@@ -68,274 +62,8 @@ fn slow_path_input(stream_id: u8, compressed_type: u8, extra: &[[u8; 12]]) -> Ve
 /// PDUTYPE2_INPUT goes to `xrdp_rdp_process_data_input`, which reads numEvents and then every
 /// 12-byte event, whatever its messageType, passing each to the session callback (the window
 /// manager types the scancodes and ignores types it does not know). Returns the scancodes pressed.
-fn xrdp_scancodes_pressed(pdu: &[u8]) -> Vec<u16> {
-    let d = &pdu[6..]; // after the Share Control header
-    assert_eq!(d[8], 28, "an input pdu");
-    let events = &d[12..];
-    let n = usize::from(u16::from_le_bytes([events[0], events[1]]));
-    (0..n)
-        .map(|i| &events[4 + 12 * i..4 + 12 * (i + 1)])
-        .filter(|e| u16::from_le_bytes([e[4], e[5]]) == 4 && u16::from_le_bytes([e[6], e[7]]) & 0x8000 == 0)
-        .map(|e| u16::from_le_bytes([e[8], e[9]]))
-        .collect()
-}
-
-/// HOLE (medium: what the user types into an xrdp target is missing from the opt-in key track,
-/// with no gap stated). The key track reads slow-path input with IronRDP's `ShareDataHeader`
-/// and `InputEventPdu` decoders, stricter than xrdp's reader, and passes over what it cannot
-/// decode; the filter forwards the same PDU untouched after activation. Spellings xrdp
-/// types and the key track drops whole (four):
-/// - a streamId outside IronRDP's `StreamPriority` (0, 1, 2, 4), e.g. 3: xrdp skips the byte;
-/// - compressedType with PACKET_COMPRESSED (0x20) over plain bytes: IronRDP keeps the body as
-///   `ShareDataPdu::Compressed` (not Input), xrdp ignores ctype and reads the events;
-/// - an event of a messageType IronRDP does not know (0x0003) after the keys: IronRDP fails the
-///   whole InputEventPdu, xrdp types the keys before it and ignores the odd event;
-/// - a Share Control pduType without TS_PROTOCOL_VERSION (0x0007 for 0x0017): IronRDP's
-///   `ShareControlHeader` fails "invalid PDU version", xrdp (`xrdp_rdp_recv`: `*code = pdu_code &
-///   0xf`) and the filter (`share_pdus`) read the type from the low nibble alone.
 #[test]
-fn red17g_slow_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
-    let typed = |pdu: &[u8]| {
-        let mut t = KeyTrack::new(0x0409);
-        t.set_io_channel(1003);
-        t.observe_client(&send_data(1003, pdu.to_vec()));
-        t.take()
-    };
-    // Control: the ordinary spelling (streamId STREAM_MED, no compression) is read.
-    let plain = slow_path_input(2, 0, &[]);
-    assert_eq!(typed(&plain), "hi");
-    assert_eq!(xrdp_scancodes_pressed(&plain), [0x23, 0x17]);
-    let mut odd_event = [0u8; 12];
-    odd_event[4..6].copy_from_slice(&3u16.to_le_bytes());
-    for (what, pdu) in [
-        ("streamId 3", slow_path_input(3, 0, &[])),
-        ("PACKET_COMPRESSED over plain bytes", slow_path_input(2, 0x20, &[])),
-        ("an unknown event type after the keys", slow_path_input(2, 0, &[odd_event])),
-        ("pduType without its version (0x0007)", {
-            let mut pdu = slow_path_input(2, 0, &[]);
-            pdu[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
-            pdu
-        }),
-    ] {
-        // xrdp types "hi" ...
-        assert_eq!(xrdp_scancodes_pressed(&pdu), [0x23, 0x17], "{what}");
-        // ... the filter lets the PDU through unchanged ...
-        assert_eq!(filter(true).from_client(&send_data(1003, pdu.clone())).unwrap(), Verdict::Forward, "{what}");
-        // ... and the key track records nothing.
-        assert_eq!(typed(&pdu), "", "{what}");
-    }
-}
-
-/// xrdp 0.9.21's reading of Clipboard Capabilities (`clipboard_process_clip_caps`,
-/// sesman/chansrv/clipboard.c): `holdp = s->p`, type, lengthCapability, a general set's version
-/// and generalFlags (`g_cliprdr_flags &= flags`), then `s->p = holdp + lengthCapability`. A set
-/// of length 0 is read again on the next iteration. Returns generalFlags as xrdp leaves them
-/// (starting from all of xrdp's own flags).
-fn xrdp_clip_general_flags(message: &[u8]) -> u32 {
-    let u16_ = |at: usize| u16::from_le_bytes([message[at], message[at + 1]]);
-    let mut flags = u32::MAX;
-    let count = u16_(8);
-    let mut p = 12;
-    for _ in 0..count {
-        let hold = p;
-        let (kind, len) = (u16_(p), usize::from(u16_(p + 2)));
-        if kind == 1 {
-            flags &= u32::from_le_bytes(message[p + 8..p + 12].try_into().unwrap());
-        }
-        p = hold + len;
-    }
-    flags
-}
-
-/// HOLE (low, defence in depth: file contents themselves are still refused). The filter clears
-/// CB_STREAM_FILECLIP_ENABLED in a general capability set only while walking sets whose
-/// lengthCapability is at least 4, and stops at the first shorter one. A client sending
-/// cCapabilitiesSets = 2 with a general set of lengthCapability 0 (version 2, flags
-/// CB_USE_LONG_FORMAT_NAMES | CB_STREAM_FILECLIP_ENABLED | CB_FILECLIP_NO_FILE_PATHS) gets it
-/// to xrdp untouched: xrdp reads the same set twice and turns file copy on, so chansrv offers
-/// the server's files on the clipboard (the session then ends at the first FILECONTENTS, instead
-/// of stock peers never offering files).
-#[test]
-fn red17g_clipboard_caps_with_a_zero_length_set_keep_the_file_flag() {
-    let mut f = filter_with_clip();
-    let mut body = 2u16.to_le_bytes().to_vec(); // cCapabilitiesSets
-    body.extend([0, 0]);
-    body.extend(1u16.to_le_bytes()); // CB_CAPSTYPE_GENERAL
-    body.extend(0u16.to_le_bytes()); // lengthCapability 0
-    body.extend(2u32.to_le_bytes());
-    body.extend(0x0000_000Eu32.to_le_bytes());
-    let mut message = 7u16.to_le_bytes().to_vec(); // CB_CLIP_CAPS
-    message.extend(0u16.to_le_bytes());
-    message.extend(u32::try_from(body.len()).unwrap().to_le_bytes());
-    message.extend(&body);
-    assert_ne!(xrdp_clip_general_flags(&message) & 0x04, 0, "xrdp turns file copy on");
-    let mut chunk = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
-    chunk.extend(3u32.to_le_bytes());
-    chunk.extend(&message);
-    assert_eq!(f.from_client(&send_data(1004, chunk)).unwrap(), Verdict::Forward, "passed unpatched");
-    // Control: the same set with its true length (12) is patched.
-    let fixed = chunk_with_len(&message, 12);
-    let Verdict::Replace(out) = filter_with_clip().from_client(&send_data(1004, fixed)).unwrap() else {
-        panic!("a well-formed caps pdu is patched")
-    };
-    assert_eq!(out[out.len() - 4..], 0x0000_000Au32.to_le_bytes());
-}
-
-fn filter_with_clip() -> Filter {
-    let mut f = filter(true);
-    f.decisions = vec![ChannelDecision { name: "cliprdr".into(), id: 1004, allowed: true }];
-    f
-}
-
-/// The Clipboard Capabilities `message` with its first set's lengthCapability set to `len`, as
-/// one static channel chunk.
-fn chunk_with_len(message: &[u8], len: u16) -> Vec<u8> {
-    let mut m = message.to_vec();
-    m[14..16].copy_from_slice(&len.to_le_bytes());
-    let mut chunk = u32::try_from(m.len()).unwrap().to_le_bytes().to_vec();
-    chunk.extend(3u32.to_le_bytes());
-    chunk.extend(m);
-    chunk
-}
-
-/// xrdp 0.9.21's reading of fast-path input (`xrdp_fastpath_process_input_event`,
-/// libxrdp/xrdp_fastpath.c): numEvents from the header (or the byte after the length), then per
-/// event a header byte whose top three bits are the eventCode; a code it does not know is logged
-/// (`unknown eventCode`) and passed over with no body, and the loop goes on. Returns the
-/// scancodes pressed.
-fn xrdp_fast_path_scancodes_pressed(frame: &[u8]) -> Vec<u8> {
-    let n = usize::from((frame[0] >> 2) & 0x0F);
-    let mut at = 2; // one-byte length in these frames
-    let mut pressed = Vec::new();
-    for _ in 0..n {
-        let header = frame[at];
-        at += 1;
-        match header >> 5 {
-            0 => {
-                if header & 0x01 == 0 {
-                    pressed.push(frame[at]);
-                }
-                at += 1;
-            }
-            1 | 2 => at += 6,
-            3 => {}
-            4 => at += 2,
-            _ => {}
-        }
-    }
-    pressed
-}
-
-/// HOLE (medium: keys typed into an xrdp target missing from the opt-in key track, no gap
-/// stated). Client fast-path input passes the filter undecoded; the key track decodes it with
-/// IronRDP's `FastPathInput`, which fails the whole PDU on an eventCode it does not know (7),
-/// so every key in that PDU is lost. xrdp types the keys before (and after) such an event and
-/// passes over the unknown one. A client that ends every input PDU with one byte 0xE0 types
-/// unseen.
-#[test]
-fn red17g_fast_path_keys_typed_by_xrdp_are_hidden_from_the_key_track() {
-    let frame = |extra: &[u8]| {
-        let mut events = vec![0x00, 0x23, 0x01, 0x23, 0x00, 0x17, 0x01, 0x17];
-        events.extend(extra);
-        let n = 4 + u8::try_from(extra.len()).unwrap();
-        let mut f = vec![n << 2, u8::try_from(events.len() + 2).unwrap()];
-        f.extend(events);
-        f
-    };
-    let typed = |f: &[u8]| {
-        let mut t = KeyTrack::new(0x0409);
-        t.set_io_channel(1003);
-        t.observe_client(f);
-        t.take()
-    };
-    // Control: four key events are read by both.
-    let plain = frame(&[]);
-    assert_eq!(typed(&plain), "hi");
-    assert_eq!(xrdp_fast_path_scancodes_pressed(&plain), [0x23, 0x17]);
-    // The attack: one more event of eventCode 7.
-    let hidden = frame(&[0xE0]);
-    assert_eq!(xrdp_fast_path_scancodes_pressed(&hidden), [0x23, 0x17], "xrdp types hi");
-    assert_eq!(filter(true).from_client(&hidden).unwrap(), Verdict::Forward);
-    assert_eq!(typed(&hidden), "", "the key track records nothing");
-}
-
-/// A slow-path Update PDU from the target: one uncompressed 1x1 32 bpp bitmap rectangle at the
-/// top left, with the Share Data header's compressedType as given.
-fn slow_path_bitmap(compressed_type: u8) -> Vec<u8> {
-    let mut update = 1u16.to_le_bytes().to_vec(); // UPDATETYPE_BITMAP
-    update.extend(1u16.to_le_bytes()); // numberRectangles
-    for v in [0u16, 0, 0, 0, 1, 1, 32, 0, 4] {
-        // destLeft, destTop, destRight, destBottom, width, height, bpp, flags, bitmapLength
-        update.extend(v.to_le_bytes());
-    }
-    update.extend([0xFF, 0x00, 0x00, 0x00]);
-    let mut pdu = u16::try_from(18 + update.len()).unwrap().to_le_bytes().to_vec();
-    pdu.extend(0x17u16.to_le_bytes());
-    pdu.extend(1002u16.to_le_bytes());
-    pdu.extend(0x0001_03EAu32.to_le_bytes());
-    pdu.extend([0, 1]); // pad1, streamId STREAM_LOW
-    pdu.extend(u16::try_from(update.len() + 4).unwrap().to_le_bytes());
-    pdu.push(0x02); // PDUTYPE2_UPDATE
-    pdu.push(compressed_type);
-    pdu.extend(0u16.to_le_bytes());
-    pdu.extend(update);
-    pdu
-}
-
-/// HOLE (low-medium: every screen update becomes one the recorder cannot read, while the client
-/// draws it). The filter refuses slow-path bulk compression by the three flag bits 0xE0 of
-/// compressedType; FreeRDP 2/3 (`rdp_recv_data_pdu`: `if (compressedType & PACKET_COMPRESSED)`)
-/// decompresses only on 0x20 and otherwise draws the bytes as they are. The recorder reads the
-/// header with IronRDP's `ShareDataHeader`, which takes every bit above the low nibble as a
-/// compression flag (`from_bits_retain(c & !0x0F)`, so 0x10 makes the body
-/// `ShareDataPdu::Compressed` and the session stage fails "compressed share data without a
-/// decompressor"), and fails the header outright on a compression type above 3 in the low nibble.
-/// A hostile target
-/// sends its whole desktop with compressedType 0x10 (or 0x04): the client sees it, the video
-/// holds only decoder errors.
-#[test]
-fn red17g_slow_path_compressed_type_bits_the_filter_passes_and_the_recorder_cannot_read() {
-    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
-    // Control: compressedType 0 is read by IronRDP as a bitmap update.
-    let plain = decode::<ShareControlHeader>(&slow_path_bitmap(0)).unwrap();
-    assert!(
-        matches!(plain.share_control_pdu, ShareControlPdu::Data(ref d) if matches!(d.share_data_pdu, ShareDataPdu::Update(_)))
-    );
-    // A third spelling: the Share Control pduType without TS_PROTOCOL_VERSION (0x0007). FreeRDP
-    // 2 and 3 (`rdp_read_share_control_header`: `*type = tmp & 0x0F`) and the filter read the
-    // type from the low nibble; IronRDP's `ShareControlHeader` fails "invalid PDU version".
-    let unversioned = {
-        let mut pdu = slow_path_bitmap(0);
-        pdu[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
-        pdu
-    };
-    for (compressed_type, pdu) in [(0x10u8, slow_path_bitmap(0x10)), (0x04, slow_path_bitmap(0x04)), (0, unversioned)] {
-        // FreeRDP: not PACKET_COMPRESSED, so the update is read (and drawn) as it is.
-        assert_eq!(compressed_type & 0x20, 0);
-        // The filter forwards it.
-        assert_eq!(
-            filter(true).from_target(&send_indication(1003, pdu.clone())).unwrap(),
-            Verdict::Forward,
-            "compressedType {compressed_type:#x}"
-        );
-        // The recorder's reading: not an update it can draw.
-        let read = decode::<ShareControlHeader>(&pdu);
-        let drawable = matches!(&read, Ok(h) if matches!(&h.share_control_pdu, ShareControlPdu::Data(d) if matches!(d.share_data_pdu, ShareDataPdu::Update(_))));
-        assert!(!drawable, "compressedType {compressed_type:#x}: {read:?}");
-    }
-}
-
-/// HOLE (high: the whole session goes unrecorded while the client works normally; only a count
-/// of undecodable PDUs says so, the session is not ended as for a stopped decoder). The target's
-/// Demand Active with a Share Control pduType lacking TS_PROTOCOL_VERSION (0x0001 for 0x0011):
-/// FreeRDP 2 and 3 (`rdp_read_share_control_header`: `*type = tmp & 0x0F`, no version check)
-/// activate on it and the filter (`share_pdus`, low nibble) lets it through and counts the
-/// session active; the recorder's IronRDP `ShareControlHeader` fails "invalid PDU version", so
-/// the decoder never sees a Demand Active, never builds its stage, and every later screen PDU
-/// fails to decode without the decoder stopping. Replayed here on the freerdp-shadow capture with only that one frame
-/// patched.
-#[test]
-fn red17g_an_unversioned_demand_active_leaves_the_recording_empty() {
+fn an_unversioned_demand_active_ends_the_session() {
     use crate::decode::{PassiveDecoder, Update, capture_records};
     use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu};
     const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
@@ -356,12 +84,15 @@ fn red17g_an_unversioned_demand_active_leaves_the_recording_empty() {
     assert_eq!(u16_at(demand_active, at + 2), Some(0x0011));
     let mut patched = demand_active.to_vec();
     patched[at + 2..at + 4].copy_from_slice(&0x0001u16.to_le_bytes());
-    // The filter (and FreeRDP) read it as a Demand Active: it passes and activates the session.
+    // FreeRDP would read it as a Demand Active and activate; the filter refuses it.
     let io = ironrdp_pdu::mcs::decode_send_data_indication(demand_active).unwrap().channel_id;
     let mut f = filter(false);
     f.io_channel = Some(io);
-    assert_eq!(f.from_target(&patched).unwrap(), Verdict::Forward);
-    assert!(f.active, "the filter counts the session active");
+    assert_eq!(f.from_target(&patched).unwrap(), Verdict::Refuse(UNVERSIONED_PDU));
+    assert!(!f.active, "the filter never counts the session active");
+    let mut f = filter(false);
+    f.io_channel = Some(io);
+    assert_eq!(f.from_target(demand_active).unwrap(), Verdict::Forward, "control: the true one passes");
     // The recorder, fed the same session: frames with the true Demand Active; with the patch no
     // frame at all, and no stop (on a stopped decoder the relay ends the session: `check_stopped`
     // in witness-rdp's record.rs).
@@ -390,7 +121,26 @@ fn red17g_an_unversioned_demand_active_leaves_the_recording_empty() {
     let (frames, errors, stopped) = replay(true);
     assert_eq!(frames, 0, "nothing of the session is recorded");
     assert!(!stopped, "the decoder does not stop: the relay does not end the session");
-    // What is stated: each screen PDU counts as undecodable (the relay's recorder asks for a
-    // redraw each time, which cannot help), the session goes on with an empty video.
+    // Why it is refused: the recorder could only count each screen PDU as undecodable while the
+    // session went on with an empty video.
     assert!(errors > 0);
+}
+
+#[test]
+fn an_unversioned_pdu_from_the_client_ends_the_session() {
+    // xrdp reads a Data PDU typed 0x0007 (no version) and types its keys; the key track, reading
+    // with IronRDP, recorded nothing.
+    let plain = slow_path_input(2, 0, &[]);
+    let typed = |pdu: &[u8]| {
+        let mut t = KeyTrack::new(0x0409);
+        t.set_io_channel(1003);
+        t.observe_client(&send_data(1003, pdu.to_vec()));
+        t.take()
+    };
+    assert_eq!(typed(&plain), "hi", "control");
+    assert_eq!(filter(true).from_client(&send_data(1003, plain.clone())).unwrap(), Verdict::Forward);
+    let mut pdu = plain;
+    pdu[2..4].copy_from_slice(&0x0007u16.to_le_bytes());
+    assert_eq!(typed(&pdu), "", "the key track cannot read it");
+    assert_eq!(filter(true).from_client(&send_data(1003, pdu)).unwrap(), Verdict::Refuse(UNVERSIONED_PDU));
 }
