@@ -39,8 +39,6 @@ pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
 pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
-pub const UNVERSIONED_PDU: &str =
-    "a share control pdu without its protocol version (peers read it differently: it cannot be recorded)";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
 pub const UPDATE_CODE_MISMATCH: &str =
     "the target sent an update under another update's code (clients read it differently: it cannot be recorded)";
@@ -300,8 +298,6 @@ const PDUTYPE_DEACTIVATEALL: u8 = 0x6;
 const PDUTYPE_DATA: u8 = 0x7;
 const PDUTYPE_SERVER_REDIR: u8 = 0xA;
 const FLOW: u8 = 0xFF;
-/// A Share Control PDU whose pduType lacks version 1 (see [`share_pdus`]).
-const UNVERSIONED: u8 = 0xFE;
 
 /// The Share Control PDUs `data` holds, one after another, as far as they can be read, and
 /// where the walk stopped (`data.len()` when they fill it exactly). A PDU of a type the filter
@@ -316,20 +312,7 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
         let (len, kind) = if total == 0x8000 {
             (8, FLOW)
         } else {
-            let Some(pdu_type) = u16_at(data, at + 2) else { break };
-            // Every peer writes version 1 (0x10) above the type. FreeRDP reads the type and
-            // ignores the version; IronRDP, which the recorder and the key track read with,
-            // refuses the PDU: an unversioned Demand Active activated the client while the
-            // recording stayed empty. Such a PDU is its own kind, refused by both directions.
-            if pdu_type & 0xFFF0 != 0x0010 {
-                if total < 6 || at + total > data.len() {
-                    break;
-                }
-                pdus.push((at..at + total, UNVERSIONED));
-                at += total;
-                continue;
-            }
-            let kind = (pdu_type & 0x0F) as u8;
+            let Some(kind) = data.get(at + 2).map(|t| t & 0x0F) else { break };
             let least = match kind {
                 PDUTYPE_DATA => 18,
                 PDUTYPE_DEMANDACTIVE | PDUTYPE_CONFIRMACTIVE | PDUTYPE_DEACTIVATEALL | PDUTYPE_SERVER_REDIR => 6,
@@ -830,9 +813,6 @@ impl Filter {
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
-        if pdus.iter().any(|(_, kind)| *kind == UNVERSIONED) {
-            return Ok(Verdict::Refuse(UNVERSIONED_PDU));
-        }
         if stop != data.len() || pdus.is_empty() {
             return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         }
@@ -888,9 +868,6 @@ impl Filter {
         // Redirection redirects, one typed Demand Active activates the client unseen.
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
-        }
-        if pdus.iter().any(|(_, kind)| *kind == UNVERSIONED) {
-            return Ok(Verdict::Refuse(UNVERSIONED_PDU));
         }
         for (range, kind) in &pdus {
             let pdu = &data[range.clone()];
@@ -2804,6 +2781,3 @@ mod tests {
 #[path = "filter_red17e.rs"]
 mod red17e;
 
-#[cfg(test)]
-#[path = "filter_red17g.rs"]
-mod red17g;
