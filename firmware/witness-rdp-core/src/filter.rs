@@ -2780,4 +2780,3 @@ mod tests {
 #[cfg(test)]
 #[path = "filter_red17e.rs"]
 mod red17e;
-
