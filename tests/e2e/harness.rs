@@ -7,9 +7,25 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released; the kernel does not hand it out again at once).
+/// A free loopback port, bound then released, picked below the kernel's ephemeral range
+/// (32768–60999): a port the kernel picked could be handed to another test's outgoing
+/// connection before the fixture binds it, and the fixture would then fail to listen (seen in
+/// CI: `witness serve` exited at bind and the test waited 90 s). Below the range only another
+/// fixture's pick can collide, and the picks are spread at random over 12,000 ports.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    for _ in 0..1000 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(CALLS.fetch_add(1, Ordering::Relaxed));
+        h.write_u32(std::process::id());
+        let port = 20_000 + (h.finish() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between 20000 and 32000");
 }
 
 /// Waits for `what` to listen on `port`. Generous: the debug box starts in well under a second
@@ -253,8 +269,27 @@ impl Box {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        wait_for_port(self.port, "witness serve");
-        wait_for_port(self.web_port, "witness web console");
+        self.wait_listening(self.port, "witness serve");
+        self.wait_listening(self.web_port, "witness web console");
+    }
+
+    /// Waits for the serving box to listen on `port`; a box that exited instead fails the test
+    /// at once with the end of its log, not after the 90 s wait.
+    fn wait_listening(&mut self, port: u16, what: &str) {
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!("{what} exited ({status}) before listening on port {port}; its log ends:\n{}", tail.join("\n"));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{what} did not listen on port {port} within 90s; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The serving process's id.
