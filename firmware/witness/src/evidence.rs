@@ -199,8 +199,8 @@ manifest signs) with RECORDING.cast made from it; older SSH recordings are RECOR
 Play a recording: asciinema play RECORDING.cast (SSH); any video player opens RECORDING.mp4 (RDP)
 ";
 
-/// `witness evidence export SESSION --out DIR`.
-pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
+/// `witness evidence export SESSION --out DIR`: how many recordings were exported.
+pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<usize> {
     let dir = DataDir::open(root)?;
     let (session, recordings) = write_bundle(&dir, session_id, out)?;
     dir.index.audit(
@@ -210,11 +210,7 @@ pub fn export(root: &Path, session_id: &str, out: &Path) -> Result<()> {
         Some(session_id),
         &serde_json::json!({ "recordings": recordings }),
     )?;
-    println!(
-        "exported {recordings} recordings of session {session_id} with manifests, signatures and the box key to {}",
-        out.display()
-    );
-    Ok(())
+    Ok(recordings)
 }
 
 /// Writes a session's evidence bundle into the folder `out`: the session and how many
@@ -354,8 +350,9 @@ impl<W: std::io::Write> std::io::Write for Hashing<W> {
 }
 
 /// `witness verify BUNDLE_DIR [--key HEX | --key-file F]`: needs nothing but the folder (and
-/// the box's key, to know the folder was signed by that box).
-pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Result<()> {
+/// the box's key, to know the folder was signed by that box). Each check is a line given to
+/// `say` as it is made; an error when anything failed.
+pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>, say: &mut dyn FnMut(String)) -> Result<()> {
     let given = match (key, key_file) {
         (Some(k), _) => Some(("--key", k)),
         (None, Some(f)) => {
@@ -369,17 +366,17 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
         Some((flag, given)) => {
             let fp = evidence::fingerprint_hex(&given)
                 .with_context(|| format!("{flag} is not an Ed25519 public key in hex (64 hex digits)"))?;
-            println!("signing key: {fp} (SHA-256 fingerprint of the key given with {flag})");
+            say(format!("signing key: {fp} (SHA-256 fingerprint of the key given with {flag})"));
             match in_bundle.as_deref().ok().map(|k| (k, evidence::fingerprint_hex(k))) {
-                Some((_, Some(theirs))) if theirs == fp => println!("  ✓ box.pub: the same key"),
+                Some((_, Some(theirs))) if theirs == fp => say("  ✓ box.pub: the same key".into()),
                 Some((_, theirs)) => {
-                    println!(
+                    say(format!(
                         "  ✗ box.pub: the bundle's key ({}) is not the key given with {flag}",
                         theirs.as_deref().unwrap_or("unreadable")
-                    );
+                    ));
                     all_ok = false;
                 }
-                None => println!("  box.pub: absent; the key given with {flag} is used"),
+                None => say(format!("  box.pub: absent; the key given with {flag} is used")),
             }
             given
         }
@@ -388,9 +385,9 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
                 format!("{} has no box.pub (or give the box's key with --key-file)", bundle.display())
             })?;
             let fp = evidence::fingerprint_hex(&k).unwrap_or_else(|| "unreadable".into());
-            println!(
+            say(format!(
                 "signing key: {fp} (SHA-256 fingerprint of the bundle's box.pub; pass --key-file with the box's key to check it is the box's)"
-            );
+            ));
             k
         }
     };
@@ -407,27 +404,27 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
     let name_of =
         |m: &Path| m.file_name().unwrap_or_default().to_string_lossy().trim_end_matches(".manifest.json").to_owned();
     // The session first: does the folder hold exactly the recordings the box signed for it?
-    println!("session");
+    say("session".into());
     match std::fs::read(bundle.join(SESSION_MANIFEST)) {
         Ok(session) => {
             let sig = std::fs::read_to_string(bundle.join(SESSION_SIGNATURE)).unwrap_or_default();
             let recordings: Vec<(String, Vec<u8>)> =
                 manifests.iter().map(|m| (name_of(m), std::fs::read(m).unwrap_or_default())).collect();
             for c in evidence::verify_session(&session, &sig, &key, &recordings) {
-                println!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail);
+                say(format!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail));
                 all_ok &= c.ok;
             }
         }
         Err(e) => {
-            println!(
+            say(format!(
                 "  ✗ session manifest: {SESSION_MANIFEST}: {e}: nothing signed says which recordings the session had"
-            );
+            ));
             all_ok = false;
         }
     }
     for m in &manifests {
         let name = name_of(m);
-        println!("recording {name}");
+        say(format!("recording {name}"));
         let manifest = std::fs::read(m)?;
         let sig = std::fs::read_to_string(bundle.join(format!("{name}.manifest.sig"))).unwrap_or_default();
         let file =
@@ -436,13 +433,13 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
         let data = match std::fs::read(bundle.join(&file)) {
             Ok(d) => d,
             Err(e) => {
-                println!("  ✗ recording file: {file}: {e}");
+                say(format!("  ✗ recording file: {file}: {e}"));
                 all_ok = false;
                 continue;
             }
         };
         for c in evidence::verify(&manifest, &sig, &key, &data) {
-            println!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail);
+            say(format!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail));
             all_ok &= c.ok;
         }
         // The `.cast` beside a raw recording is what people play: it must be made from the
@@ -452,18 +449,20 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>) -> Re
             let made = witness_core::rawrec::to_cast(&data).ok();
             match std::fs::read(&cast) {
                 Ok(c) if Some(&c) == made.as_ref() => {
-                    println!("  ✓ player copy: {name}.cast is made from the signed recording")
+                    say(format!("  ✓ player copy: {name}.cast is made from the signed recording"))
                 }
                 Ok(_) => {
-                    println!("  ✗ player copy: {name}.cast is not what the signed {file} makes: changed or replaced");
+                    say(format!(
+                        "  ✗ player copy: {name}.cast is not what the signed {file} makes: changed or replaced"
+                    ));
                     all_ok = false;
                 }
-                Err(_) => println!("  - player copy: no {name}.cast (make one with witness recordings export)"),
+                Err(_) => say(format!("  - player copy: no {name}.cast (make one with witness recordings export)")),
             }
         }
     }
     if all_ok {
-        println!("VERIFIED: {} recordings match their signed manifests", manifests.len());
+        say(format!("VERIFIED: {} recordings match their signed manifests", manifests.len()));
         Ok(())
     } else {
         bail!("NOT VERIFIED: see the ✗ lines above")

@@ -353,58 +353,8 @@ fn children_cpu() -> f64 {
     (tick(16 - 3) + tick(17 - 3)) / 100.0
 }
 
-/// `witness index read-text [ID] [--json]`: reads now what the daemon reads in the background
-/// (one video, or every video waiting), printing what it cost: Tesseract's CPU and this process's
-/// own (decoding, choosing what to read), per recorded minute.
-pub fn read_text_cli(root: &std::path::Path, id: Option<String>, json: bool) -> Result<()> {
-    let dir = DataDir::open(root)?;
-    if !available() {
-        bail!("tesseract is not installed (apt install tesseract-ocr tesseract-ocr-eng)");
-    }
-    let ids: Vec<String> = match id {
-        Some(id) => vec![id],
-        None => dir.index.videos_to_read()?.into_iter().map(|r| r.id).collect(),
-    };
-    let cancel = CancellationToken::new();
-    for id in ids {
-        let own = own_cpu();
-        let s = read_video(&dir, &id, &cancel)?.context("stopped")?;
-        let own = own_cpu() - own;
-        let per_min = |v: f64| if s.video_seconds > 0.0 { v * 60.0 / s.video_seconds } else { 0.0 };
-        let total = own + s.ocr_cpu_seconds;
-        if json {
-            let line = serde_json::json!({
-                "recording_id": id,
-                "stats": s,
-                "decode_cpu_seconds": own,
-                "cpu_seconds": total,
-                "cpu_seconds_per_recorded_minute": per_min(total),
-            });
-            println!("{line}");
-            continue;
-        }
-        println!(
-            "{id}: {:.1} s of video, {} frames, {} pictures read ({} parts, {:.1} Mpx), {} lines, {} tesseract runs; \
-             CPU {:.2} s ({:.2} tesseract, {:.2} decoding and choosing), {:.2} per recorded minute; {:.2} s wall",
-            s.video_seconds,
-            s.frames,
-            s.pictures,
-            s.reads,
-            s.pixels as f64 / 1e6,
-            s.fragments,
-            s.sheets,
-            total,
-            s.ocr_cpu_seconds,
-            own,
-            per_min(total),
-            s.wall_seconds,
-        );
-    }
-    Ok(())
-}
-
 /// CPU seconds (user + system) this process has used, all its threads.
-fn own_cpu() -> f64 {
+pub fn own_cpu() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
     let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
     let f: Vec<&str> = rest.split_whitespace().collect();

@@ -279,7 +279,7 @@ async fn housekeeping(dir: Arc<DataDir>, steps: Arc<BoxSteps>, wake: Arc<Notify>
         }
         if swept.is_none_or(|t| t.elapsed() >= dir.config.retention_sweep) {
             swept = Some(tokio::time::Instant::now());
-            match crate::retention::sweep(&dir, false, false).await {
+            match crate::retention::sweep(&dir, false, &mut |_| {}).await {
                 Ok(s) if s.deleted + s.failed > 0 => info!(deleted = s.deleted, failed = s.failed, "retention sweep"),
                 Ok(_) => {}
                 Err(e) => warn!(error = format!("{e:#}"), "retention sweep failed"),

@@ -24,8 +24,9 @@ pub struct Sweep {
 
 /// Deletes every recording past its target's retention that is verified in the store and not
 /// held: the store's object and signed manifest, then the local copy, then it is marked deleted.
-/// Each deletion is claimed first, so a hold set meanwhile wins.
-pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep> {
+/// Each deletion is claimed first, so a hold set meanwhile wins. What it would delete (a dry run),
+/// deleted or could not delete is a line given to `say` as it happens.
+pub async fn sweep(dir: &DataDir, dry_run: bool, say: &mut (dyn FnMut(String) + Send)) -> Result<Sweep> {
     let mut done = Sweep::default();
     let expired = dir.index.expired(time::OffsetDateTime::now_utc())?;
     if expired.is_empty() {
@@ -34,10 +35,10 @@ pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep>
     let store = crate::sync::open_store(dir)?;
     for e in expired {
         if dry_run {
-            println!(
+            say(format!(
                 "would delete {} (session {}, target {}, ended {}, retention {} days)",
                 e.id, e.session_id, e.target, e.ended_at, e.retention_days
-            );
+            ));
             continue;
         }
         if !dir.index.claim_deletion(&e.id)? {
@@ -65,12 +66,10 @@ pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep>
                              "ended_at": e.ended_at, "key": e.object_key, "session_manifest": manifest }),
                 )?;
                 info!(recording_id = %e.id, key = %e.object_key, retention_days = e.retention_days, "recording deleted: past its retention");
-                if verbose {
-                    println!(
-                        "deleted {} (session {}, target {}, ended {}): on the box and {}",
-                        e.id, e.session_id, e.target, e.ended_at, e.object_key
-                    );
-                }
+                say(format!(
+                    "deleted {} (session {}, target {}, ended {}): on the box and {}",
+                    e.id, e.session_id, e.target, e.ended_at, e.object_key
+                ));
                 done.deleted += 1;
             }
             Err(err) => {
@@ -78,9 +77,7 @@ pub async fn sweep(dir: &DataDir, dry_run: bool, verbose: bool) -> Result<Sweep>
                 let _ = dir.index.release_deletion(&e.id);
                 let message = format!("{err:#}");
                 warn!(recording_id = %e.id, error = %message, "retention could not delete the recording; will retry");
-                if verbose {
-                    println!("could not delete {}: {message}", e.id);
-                }
+                say(format!("could not delete {}: {message}", e.id));
                 done.failed += 1;
                 done.last_error = Some(message);
             }

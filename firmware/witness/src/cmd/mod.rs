@@ -36,17 +36,24 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Sync(cmd) => sync::sync(&cli.data, cmd),
         Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync::rebuild(&cli.data, box_id),
         Command::Index(cli::IndexCmd::ReadText { recording_id, json }) => {
-            crate::ocr::read_text_cli(&cli.data, recording_id, json)
+            search::read_text(&cli.data, recording_id, json)
         }
         Command::Panel { json } => panel::show(&cli.data, json),
         Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
-            crate::evidence::export(&cli.data, &session_id, &out)
+            let recordings = crate::evidence::export(&cli.data, &session_id, &out)?;
+            println!(
+                "exported {recordings} recordings of session {session_id} with manifests, signatures and the box key to {}",
+                out.display()
+            );
+            Ok(())
         }
         Command::Evidence(cli::EvidenceCmd::Key) => {
             println!("{}", crate::evidence::public_key_hex(&cli.data)?);
             Ok(())
         }
-        Command::Verify { bundle, key, key_file } => crate::evidence::verify(&bundle, key, key_file.as_deref()),
+        Command::Verify { bundle, key, key_file } => {
+            crate::evidence::verify(&bundle, key, key_file.as_deref(), &mut |line| println!("{line}"))
+        }
         Command::Keys(cli::KeysCmd::Rotate) => {
             crate::datadir::DataDir::open(&cli.data)?;
             let id = witness_keys::rotate(&cli.data)?;

@@ -134,7 +134,7 @@ fn remote_legal_hold(dir: &DataDir, session_id: &str, on: bool) -> serde_json::V
 /// `witness retention run [--dry-run]`.
 pub fn run_now(root: &Path, dry_run: bool) -> Result<()> {
     let dir = DataDir::open(root)?;
-    let done = runtime()?.block_on(sweep(&dir, dry_run, true))?;
+    let done = runtime()?.block_on(sweep(&dir, dry_run, &mut |line| println!("{line}")))?;
     if !dry_run {
         println!("deleted {} recordings past their retention", done.deleted);
     }
