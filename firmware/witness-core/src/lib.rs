@@ -6,6 +6,7 @@
 pub mod atrest;
 pub mod cast;
 pub mod channel;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod echo;

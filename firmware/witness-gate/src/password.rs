@@ -234,7 +234,7 @@ pub fn verify_password(phc: &str, password: &str, memory: &mut Vec<argon2::Block
 }
 
 fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    witness_core::clock::unix_secs() as u64
 }
 
 #[cfg(test)]

@@ -1010,7 +1010,7 @@ mod tests;
 
 /// A fresh access epoch: the time in microseconds.
 fn epoch_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+    witness_core::clock::unix_micros()
 }
 
 /// A recording's text extraction as `recordings` shows it.

@@ -387,7 +387,7 @@ async fn watch_access(conn: &Conn) -> Denial {
 const RECHECK: Duration = Duration::from_secs(3);
 
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    witness_core::clock::unix_secs()
 }
 
 struct SshHandler {

@@ -79,7 +79,7 @@ impl State {
 pub type MadeBundle = (String, String, String);
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    witness_core::clock::unix_secs() as u64
 }
 
 pub fn router(state: State) -> Router {

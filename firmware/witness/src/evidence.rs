@@ -302,8 +302,7 @@ pub fn console_bundle(dir: &DataDir, session_id: &str) -> Result<(String, u64, S
         files.sort();
         let file = std::fs::File::create(place.join(format!("{id}.tar")))?;
         let mut out = Hashing { inner: std::io::BufWriter::new(file), hash: sha2::Sha256::new(), len: 0 };
-        let mtime =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let mtime = witness_core::clock::unix_secs() as u64;
         out.write_all(
             &witness_core::tar::header(&format!("{name}/"), 0, mtime, true).context("a bundle name too long")?,
         )?;

@@ -52,7 +52,7 @@ pub fn open_store(dir: &DataDir) -> Result<Store> {
 }
 
 pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    witness_core::clock::unix_ms()
 }
 
 /// Object key of a recording (see [`witness_archive::keys`]).

@@ -266,7 +266,7 @@ impl Finisher {
 }
 
 fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    witness_core::clock::unix_secs()
 }
 
 pub fn new_id() -> String {
