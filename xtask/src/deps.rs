@@ -9,13 +9,27 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Foreign-system crates and the one workspace crate that may depend on each directly
 /// (`prefix*` matches a crate family). Tooling (`xtask`, `tests`) and dev-dependencies are free.
+/// A foreign system is matched by every client library of it this checker knows, not only the
+/// one the owner uses, so a second client of the same system is named too.
 const OWNERS: &[(&str, &[&str])] = &[
     ("russh", &["witness-ssh"]),
+    ("thrussh*", &["witness-ssh"]),
+    ("ssh2", &["witness-ssh"]),
+    ("libssh2-sys", &["witness-ssh"]),
     ("ironrdp-*", &["witness-rdp", "witness-rdp-core"]),
     ("sspi", &["witness-rdp"]),
     ("rusqlite", &["witness-index"]),
+    ("libsqlite3-sys", &["witness-index"]),
+    ("sqlx*", &["witness-index"]),
+    ("diesel*", &["witness-index"]),
     ("minio", &["witness-store"]),
     ("reqwest", &["witness-store"]),
+    ("ureq", &["witness-store"]),
+    ("isahc", &["witness-store"]),
+    ("aws-sdk-*", &["witness-store"]),
+    ("rusoto*", &["witness-store"]),
+    ("azure_storage*", &["witness-store"]),
+    ("object_store", &["witness-store"]),
     ("gstreamer*", &["witness-video"]),
     ("axum", &["witness-web"]),
     ("hyper", &["witness-web"]),
@@ -176,13 +190,56 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
                 .filter(|d| {
                     d["dep_kinds"]
                         .as_array()
-                        .is_some_and(|k| k.iter().any(|k| k["kind"].is_null() && k["target"].is_null()))
+                        // Any target: `check` asks for the host platform's graph only, where a
+                        // `[target.'cfg(..)'.dependencies]` edge is linked like any other.
+                        .is_some_and(|k| k.iter().any(|k| k["kind"].is_null()))
                 })
                 .filter_map(|d| d["pkg"].as_str())
                 .collect();
             Some((n["id"].as_str()?, deps))
         })
         .collect();
+    // One owner, transitively: from each product crate, walk the normal dependencies that are
+    // not workspace crates (each of those is checked itself) nor a foreign system the crate owns
+    // (what reqwest pulls in is the store's business). A foreign system reached on the way
+    // through a wrapper is named with the chain.
+    let owns = |me: &str, name: &str| OWNERS.iter().any(|(p, o)| matches(p, name) && o.contains(&me));
+    for id in &members {
+        let me = name_of(id);
+        if TOOLING.contains(&me.as_str()) {
+            continue;
+        }
+        let mut via: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut queue = vec![*id];
+        let mut seen = BTreeSet::from([*id]);
+        while let Some(at) = queue.pop() {
+            for dep in normal.get(at).into_iter().flatten() {
+                if members.contains(dep) || !seen.insert(dep) {
+                    continue;
+                }
+                via.insert(dep, at);
+                let name = name_of(dep);
+                if owns(&me, &name) {
+                    continue;
+                }
+                if let Some((pattern, owners)) = OWNERS.iter().find(|(p, _)| matches(p, &name)) {
+                    // A direct edge is already named above.
+                    if at != *id {
+                        let mut chain = vec![name.clone()];
+                        let mut back = *dep;
+                        while let Some(prev) = via.get(back) {
+                            chain.push(name_of(prev));
+                            back = prev;
+                        }
+                        chain.reverse();
+                        out.push(format!("{}: only {} may use {pattern}", chain.join(" -> "), owners.join(", ")));
+                    }
+                    continue;
+                }
+                queue.push(dep);
+            }
+        }
+    }
     for (krate, forbidden) in SANS_IO {
         let Some(root) = members.iter().find(|id| name_of(id) == *krate) else { continue };
         // Breadth first, keeping the path to name the chain.
@@ -216,9 +273,20 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The triple the box's binaries are built for here (`rustc -vV`'s host).
+fn host_triple() -> Result<String> {
+    let out = std::process::Command::new("rustc").arg("-vV").output().context("running rustc -vV")?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV names no host")
+}
+
 /// Runs the check on this workspace.
 pub fn check() -> Result<()> {
-    let out = crate::cargo().args(["metadata", "--format-version", "1", "--locked"]).output()?;
+    let out = crate::cargo()
+        .args(["metadata", "--format-version", "1", "--locked", "--filter-platform", &host_triple()?])
+        .output()?;
     if !out.status.success() {
         bail!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -268,14 +336,100 @@ mod tests {
         });
         assert_eq!(
             violations(&metadata).unwrap(),
-            vec![format!("witness-archive -> ureq: witness-archive may depend only on {}", ALLOWED[0].1.join(", "))]
+            vec![
+                "witness-archive -> ureq: only witness-store may use ureq".to_owned(),
+                format!("witness-archive -> ureq: witness-archive may depend only on {}", ALLOWED[0].1.join(", "))
+            ]
         );
     }
 
     #[test]
     fn the_workspace_keeps_its_rules() {
-        let out = crate::cargo().args(["metadata", "--format-version", "1"]).output().unwrap();
+        let out = crate::cargo()
+            .args(["metadata", "--format-version", "1", "--filter-platform", &host_triple().unwrap()])
+            .output()
+            .unwrap();
         let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(violations(&metadata).unwrap(), Vec::<String>::new());
+    }
+
+    /// Red team (issue 22): a normal dependency declared under `[target.'cfg(…)'.dependencies]`
+    /// is linked like any other on that target, but the transitive walk keeps only edges whose
+    /// `target` is null, so a sans-IO crate (or the root firewall loader) reaches tokio unseen.
+    /// Flipped: it passed while the hole was open.
+    #[test]
+    fn red22_deps_a_target_specific_edge_is_checked_like_any_other() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["core", "egress"],
+            "packages": [
+                {"id": "core", "name": "witness-core", "manifest_path": "/w/firmware/witness-core/Cargo.toml",
+                 "dependencies": [{"name": "tokio", "kind": null, "target": "cfg(unix)"}]},
+                {"id": "egress", "name": "witness-egress", "manifest_path": "/w/firmware/witness-egress/Cargo.toml",
+                 "dependencies": [{"name": "helper", "kind": null}]},
+                {"id": "helper", "name": "helper", "manifest_path": "/r/helper/Cargo.toml",
+                 "dependencies": [{"name": "rusqlite", "kind": null, "target": "cfg(target_os = \"linux\")"}]},
+                {"id": "tokio", "name": "tokio", "manifest_path": "/r/tokio/Cargo.toml", "dependencies": []},
+                {"id": "rusqlite", "name": "rusqlite", "manifest_path": "/r/rusqlite/Cargo.toml", "dependencies": []},
+            ],
+            "resolve": {"nodes": [
+                {"id": "core", "deps": [{"pkg": "tokio", "dep_kinds": [{"kind": null, "target": "cfg(unix)"}]}]},
+                {"id": "egress", "deps": [{"pkg": "helper", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "helper", "deps": [{"pkg": "rusqlite", "dep_kinds": [{"kind": null, "target": "cfg(target_os = \"linux\")"}]}]},
+                {"id": "tokio", "deps": []},
+                {"id": "rusqlite", "deps": []},
+            ]},
+        });
+        // witness-core -> tokio and witness-egress -> helper -> rusqlite are both linked on the
+        // box (Linux, unix): both are named.
+        assert_eq!(
+            violations(&metadata).unwrap(),
+            vec![
+                "witness-core -> tokio: witness-core is sans-IO and may not reach it".to_owned(),
+                "witness-egress -> helper -> rusqlite: only witness-index may use rusqlite".to_owned(),
+                "witness-egress -> helper -> rusqlite: witness-egress is sans-IO and may not reach it".to_owned(),
+            ]
+        );
+    }
+
+    /// Red team (issue 22): "one owner per foreign system" is checked on direct edges only, and
+    /// only for the client libraries named in OWNERS: a crate that reaches russh through a
+    /// wrapper crate, or talks to the store with another HTTP/S3 client, passes. Passes while the
+    /// hole is open.
+    #[test]
+    fn red22_deps_a_foreign_system_reached_through_a_wrapper_or_another_client_is_named() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["index", "recorder"],
+            "packages": [
+                {"id": "index", "name": "witness-index", "manifest_path": "/w/firmware/witness-index/Cargo.toml",
+                 "dependencies": [{"name": "async-ssh2-tokio", "kind": null}]},
+                {"id": "recorder", "name": "witness-recorder", "manifest_path": "/w/firmware/witness-recorder/Cargo.toml",
+                 "dependencies": [{"name": "ureq", "kind": null}, {"name": "aws-sdk-s3", "kind": null}, {"name": "libsqlite3-sys", "kind": null}]},
+                {"id": "wrap", "name": "async-ssh2-tokio", "manifest_path": "/r/w/Cargo.toml",
+                 "dependencies": [{"name": "russh", "kind": null}]},
+                {"id": "russh", "name": "russh", "manifest_path": "/r/russh/Cargo.toml", "dependencies": []},
+                {"id": "ureq", "name": "ureq", "manifest_path": "/r/ureq/Cargo.toml", "dependencies": []},
+                {"id": "s3", "name": "aws-sdk-s3", "manifest_path": "/r/s3/Cargo.toml", "dependencies": []},
+                {"id": "sqlite", "name": "libsqlite3-sys", "manifest_path": "/r/sqlite/Cargo.toml", "dependencies": []},
+            ],
+            "resolve": {"nodes": [
+                {"id": "index", "deps": [{"pkg": "wrap", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "wrap", "deps": [{"pkg": "russh", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "recorder", "deps": [
+                    {"pkg": "ureq", "dep_kinds": [{"kind": null, "target": null}]},
+                    {"pkg": "s3", "dep_kinds": [{"kind": null, "target": null}]},
+                    {"pkg": "sqlite", "dep_kinds": [{"kind": null, "target": null}]},
+                ]},
+            ]},
+        });
+        // witness-index would speak SSH and witness-recorder have its own store client and SQLite.
+        assert_eq!(
+            violations(&metadata).unwrap(),
+            vec![
+                "witness-index -> async-ssh2-tokio -> russh: only witness-ssh may use russh".to_owned(),
+                "witness-recorder -> aws-sdk-s3: only witness-store may use aws-sdk-*".to_owned(),
+                "witness-recorder -> libsqlite3-sys: only witness-index may use libsqlite3-sys".to_owned(),
+                "witness-recorder -> ureq: only witness-store may use ureq".to_owned(),
+            ]
+        );
     }
 }
