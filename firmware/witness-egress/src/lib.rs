@@ -15,8 +15,13 @@ pub use witness_core::egress::*;
 /// How long the loader waits for names to resolve before it loads without the slow ones.
 pub const RESOLVE_DEADLINE: Duration = Duration::from_secs(10);
 
-/// Resolves every name among `entries` through the system resolver, in parallel; names still
-/// unanswered after the deadline count as not resolved.
+/// Resolvers at once: getaddrinfo has no timeout of its own, so each waits on a thread; a file
+/// naming thousands of hosts gets this many threads, not one per name.
+const RESOLVERS: usize = 4;
+
+/// Resolves every name among `entries` through the system resolver, on at most [`RESOLVERS`]
+/// threads; names still unanswered after the deadline (or with no thread to ask, where the
+/// system gives none) count as not resolved, and the rest still load.
 pub fn resolve(entries: &[(Host, u16, String)], deadline: Duration) -> Resolved {
     let names: BTreeSet<&str> = entries
         .iter()
@@ -25,18 +30,26 @@ pub fn resolve(entries: &[(Host, u16, String)], deadline: Duration) -> Resolved 
             Host::Ip(_) => None,
         })
         .collect();
+    let queue = std::sync::Arc::new(std::sync::Mutex::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()));
     let (tx, rx) = std::sync::mpsc::channel();
-    for name in &names {
-        let (tx, name) = (tx.clone(), (*name).to_owned());
-        // A thread per name: getaddrinfo has no timeout of its own. Threads still waiting when
-        // the deadline passes end with the process.
-        std::thread::spawn(move || {
-            let got = (name.as_str(), 0)
-                .to_socket_addrs()
-                .map(|addrs| addrs.map(|a| a.ip()).collect::<BTreeSet<_>>().into_iter().collect())
-                .map_err(|e| e.to_string());
-            let _ = tx.send((name, got));
+    for _ in 0..RESOLVERS.min(names.len()) {
+        let (tx, queue) = (tx.clone(), queue.clone());
+        // Threads still waiting when the deadline passes end with the process.
+        let spawned = std::thread::Builder::new().name("resolve".into()).stack_size(256 * 1024).spawn(move || {
+            loop {
+                let Some(name) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else { break };
+                let got = (name.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|addrs| addrs.map(|a| a.ip()).collect::<BTreeSet<_>>().into_iter().collect())
+                    .map_err(|e| e.to_string());
+                if tx.send((name, got)).is_err() {
+                    break;
+                }
+            }
         });
+        if spawned.is_err() {
+            break; // the threads there are go on with the queue
+        }
     }
     drop(tx);
     let mut out = Resolved::new();
@@ -53,6 +66,8 @@ pub fn resolve(entries: &[(Host, u16, String)], deadline: Duration) -> Resolved 
     for name in names {
         out.entry(name.to_owned()).or_insert_with(|| Err(format!("no answer within {}s", deadline.as_secs())));
     }
+    // Nothing more is taken from the queue: the loader goes on without what is left.
+    queue.lock().unwrap_or_else(|p| p.into_inner()).clear();
     out
 }
 

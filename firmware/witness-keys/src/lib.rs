@@ -96,14 +96,70 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     f.write_all(data).and_then(|()| f.sync_all()).map_err(io(what()))
 }
 
-/// Writes `data` (0600) to `path` whole or not at all: under a private name, then renamed over.
+/// Writes `data` (0600) to `path` whole or not at all: under a name private to this call (two
+/// replacements at once never write through each other's file), then renamed over. Of two at
+/// once, the later rename wins, whole.
 pub fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".new");
+    tmp.push(format!(".new{}-{}", std::process::id(), hex::encode(random::<6>())));
     let tmp = PathBuf::from(tmp);
-    let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, data)?;
-    std::fs::rename(&tmp, path).map_err(io(format!("placing {}", key_name(path))))
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io(format!("placing {}", key_name(path)))(e)
+    })
+}
+
+/// Reads a private file of the box (a key, the active key id, the TPM's name): never through a
+/// link, only a regular file. One that others may read (restored from a backup, copied by hand)
+/// is made owner-only at once, and that is written to the journal and the pending audit log:
+/// the key may have been read, and the box says so instead of using it silently.
+fn read_private(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "not a regular file"));
+    }
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        exposed(root, &key_name(path), mode);
+    }
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::symlink_metadata(dir)
+        && d.is_dir()
+        && d.permissions().mode() & 0o077 != 0
+    {
+        let dir_mode = d.permissions().mode() & 0o777;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        exposed(root, "keys/", dir_mode);
+    }
+    let mut data = Vec::with_capacity(meta.len().min(1 << 20) as usize);
+    f.read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Records that a private file (or the keys directory) was open to others and was made
+/// owner-only: the journal and the pending audit log, like a key that will not unseal.
+fn exposed(root: &Path, name: &str, mode: u32) {
+    tracing::warn!(
+        audit = true,
+        kind = "key_file_exposed",
+        key = name,
+        mode = format!("{mode:o}"),
+        "a private file of the box was readable by others; made owner-only"
+    );
+    pend(
+        root,
+        serde_json::json!({
+            "at": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "kind": "key_file_exposed",
+            "key": name,
+            "mode": format!("{mode:o}"),
+        }),
+    );
 }
 
 fn kek_path(root: &Path, id: &str) -> PathBuf {
@@ -165,7 +221,7 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
             return Ok(Some(*key));
         }
         let tpm = tpm(root)?.ok_or_else(|| invalid(format!("{name} is sealed to a TPM but keys/tpm names none")))?;
-        let blob = std::fs::read(&sealed).map_err(io(format!("reading {name}.tpm")))?;
+        let blob = read_private(root, &sealed).map_err(io(format!("reading {name}.tpm")))?;
         let key = match tpm.unseal(&blob) {
             Ok(key) => key,
             Err(error) => {
@@ -180,8 +236,8 @@ fn read_key(root: &Path, path: &Path) -> Result<Option<[u8; 32]>> {
         cache.insert(sealed, key);
         return Ok(Some(key));
     }
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_hex_key(&name, &text).map(Some),
+    match read_private(root, path) {
+        Ok(text) => parse_hex_key(&name, &String::from_utf8_lossy(&text)).map(Some),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(format!("reading {name}"))(e)),
     }
@@ -343,12 +399,23 @@ pub fn on_unseal_failure(alarm: fn(key: &str, error: &str)) {
 /// next time it opens. Bounded: a box restarting in a loop does not fill its disk.
 fn unseal_failed(root: &Path, name: &str, error: &TpmError) {
     tracing::error!(audit = true, kind = "tpm_unseal_failed", key = name, error = %error, "a sealed key would not open");
-    let line = serde_json::json!({
-        "at": time::OffsetDateTime::now_utc().unix_timestamp(),
-        "kind": "tpm_unseal_failed",
-        "key": name,
-        "error": error.to_string(),
-    });
+    pend(
+        root,
+        serde_json::json!({
+            "at": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "kind": "tpm_unseal_failed",
+            "key": name,
+            "error": error.to_string(),
+        }),
+    );
+    if let Some(alarm) = ALARM.get() {
+        alarm(name, &error.to_string());
+    }
+}
+
+/// Appends an event to the pending audit log. Bounded: a box restarting in a loop does not fill
+/// its disk.
+fn pend(root: &Path, line: serde_json::Value) {
     let path = root.join(PENDING_AUDIT);
     if std::fs::metadata(&path).map(|m| m.len() < 64 * 1024).unwrap_or(true) {
         use std::io::Write;
@@ -356,11 +423,9 @@ fn unseal_failed(root: &Path, name: &str, error: &TpmError) {
             .create(true)
             .append(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&path)
             .and_then(|mut f| writeln!(f, "{line}"));
-    }
-    if let Some(alarm) = ALARM.get() {
-        alarm(name, &error.to_string());
     }
 }
 
@@ -431,8 +496,8 @@ pub fn rotate(root: &Path) -> Result<String> {
 
 /// The active KEK id, creating the first key if there is none.
 pub fn active(root: &Path) -> Result<String> {
-    match std::fs::read_to_string(active_path(root)) {
-        Ok(id) => Ok(id.trim().to_owned()),
+    match read_private(root, &active_path(root)) {
+        Ok(id) => Ok(String::from_utf8_lossy(&id).trim().to_owned()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => rotate(root),
         Err(e) => Err(io("reading the active key id")(e)),
     }
@@ -443,9 +508,9 @@ pub fn active(root: &Path) -> Result<String> {
 /// Creates nothing.
 pub fn state(root: &Path) -> (Option<String>, bool, Option<String>) {
     let sealed = root.join(TPM_MARK).exists();
-    match std::fs::read_to_string(active_path(root)) {
+    match read_private(root, &active_path(root)) {
         Ok(id) => {
-            let id = id.trim().to_owned();
+            let id = String::from_utf8_lossy(&id).trim().to_owned();
             let error = kek(root, &id).err().map(|e| with_causes(&e));
             (Some(id), sealed, error)
         }
@@ -514,13 +579,22 @@ pub fn nonce() -> [u8; 24] {
 
 /// Overwrites a key file with zeros, syncs and removes it: the key should not linger in the
 /// file's old blocks.
+/// Anything else found under a key's name (a link, planted by whoever could write `keys/`) is
+/// removed without being followed: a reset run as root never writes where a link points.
 fn shred(path: &Path) -> Result<()> {
+    use std::io::Write;
     let what = || format!("removing {}", key_name(path));
-    let len = std::fs::metadata(path).map_err(io(what()))?.len() as usize;
-    std::fs::write(path, vec![0u8; len])
-        .and_then(|_| std::fs::File::open(path)?.sync_all())
-        .and_then(|()| std::fs::remove_file(path))
-        .map_err(io(what()))
+    let meta = std::fs::symlink_metadata(path).map_err(io(what()))?;
+    if meta.is_file() {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io(what()))?;
+        let len = f.metadata().map_err(io(what()))?.len() as usize;
+        f.write_all(&vec![0u8; len]).and_then(|()| f.sync_all()).map_err(io(what()))?;
+    }
+    std::fs::remove_file(path).map_err(io(what()))
 }
 
 /// An error and its causes on one line (`a: b: c`), as the console shows it.
@@ -759,5 +833,81 @@ mod tests {
         clear_pending_audit(root).unwrap();
         clear_pending_audit(root).unwrap();
         assert!(pending_audit(root).unwrap().is_empty());
+    }
+
+    /// Red team (issue 22): a key file that is already readable by everyone (restored from a
+    /// backup, copied by hand, a `keys/` made by `mkdir` with the default umask) was used as it
+    /// was: no repair, no word. Now it is made owner-only at once and the exposure is audited.
+    #[test]
+    fn red22_keys_a_world_readable_key_file_is_made_private_and_audited() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = root.join("keys/search.key");
+        std::fs::write(&path, hex::encode([7u8; 32])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(key_at(root, &path).unwrap(), [7u8; 32], "the key is still the box's key");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "made private");
+        assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, 0o700);
+        let audit = pending_audit(root).unwrap();
+        assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "search.key" && e["mode"] == "644"));
+        assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "keys/"));
+        // The same for the KEKs: `active` reads a world-readable kek.active and kek file.
+        std::fs::write(root.join("keys/kek-1"), hex::encode([9u8; 32])).unwrap();
+        std::fs::set_permissions(root.join("keys/kek-1"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(root.join("keys/kek.active"), "1").unwrap();
+        assert_eq!(active(root).unwrap(), "1");
+        assert_eq!(kek(root, "1").unwrap(), [9u8; 32]);
+        for f in ["keys/kek-1", "keys/kek.active"] {
+            assert_eq!(std::fs::metadata(root.join(f)).unwrap().permissions().mode() & 0o777, 0o600, "{f}");
+        }
+        // A link under a key's name is never read through.
+        std::fs::remove_file(root.join("keys/kek-1")).unwrap();
+        std::os::unix::fs::symlink(&path, root.join("keys/kek-1")).unwrap();
+        assert!(kek(root, "1").is_err(), "a key read through a link");
+    }
+
+    /// Red team (issue 22): `replace_private` wrote through one fixed temporary name
+    /// (`PATH.new`), so two replacements at once (the CLI's `keys rotate` while the daemon makes
+    /// its first key, two admins) took each other's file: one renamed the other's content into
+    /// place and reported success for its own, the other failed. Now both succeed and the file
+    /// is one of the two, whole.
+    #[test]
+    fn red22_keys_two_replacements_at_once_both_succeed_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek.active");
+        for _ in 0..2_000 {
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| replace_private(&path, b"id-a"));
+                let b = s.spawn(|| replace_private(&path, b"id-b"));
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+            let now = std::fs::read(&path).unwrap();
+            assert!(now == b"id-a" || now == b"id-b", "{now:?}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, ["kek.active"], "no temporary file left behind");
+    }
+
+    /// Red team (issue 22): `shred` opened the key file by name with `std::fs::write`, which
+    /// follows a link: a `keys/kek-*` planted as a symlink (by whoever can write `keys/`: the
+    /// daemon's user) made a factory reset overwrite the link's target with zeros, with the
+    /// privileges of whoever runs the reset (root at the console). Now the link is removed and
+    /// its target left alone.
+    #[test]
+    fn red22_keys_factory_reset_removes_a_planted_link_without_following_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        let victim = dir.path().join("not-a-key.conf");
+        std::fs::write(&victim, b"important=1\n").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("keys/kek-planted")).unwrap();
+        let destroyed = destroy_recording_keys(&root).unwrap();
+        assert_eq!(destroyed, ["kek-planted"]);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"important=1\n", "the link's target is untouched");
+        assert!(std::fs::symlink_metadata(root.join("keys/kek-planted")).is_err(), "the link is gone");
     }
 }
