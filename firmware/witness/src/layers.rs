@@ -20,30 +20,262 @@ fn layer(path: &str) -> u8 {
     }
 }
 
-/// Every reference to a layer above its own in `files` (path under `src/`, text), one line each
-/// naming the file, the line and the layer it reaches.
-fn violations(files: &[(String, String)]) -> Vec<String> {
-    let above = [("crate::cmd", 2), ("crate::daemon", 1)];
+/// The layer a module of the crate belongs to, by its path from the crate root.
+fn module_layer(path: &[String]) -> u8 {
+    match path.first().map(String::as_str) {
+        Some("cmd") => 2,
+        Some("daemon") => 1,
+        _ => 0,
+    }
+}
+
+/// The module path of a source file under `src/` (`daemon/serve.rs` is `daemon::serve`).
+fn module_of(file: &str) -> Vec<String> {
+    let stem = file.trim_end_matches(".rs");
+    let mut parts: Vec<String> = stem.split('/').map(str::to_owned).collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "main")) {
+        parts.pop();
+    }
+    parts
+}
+
+/// One token as the checker reads it: an identifier, `::`, a brace group's insides, or anything
+/// else (which ends a path).
+#[derive(Clone, Debug)]
+enum Tok {
+    Ident(String, usize),
+    Colons,
+    Braces(Vec<Tok>),
+    Group(Vec<Tok>),
+    Other(char),
+}
+
+/// Rust's tokens (comments dropped, literals opaque) with `::` joined and groups nested.
+fn tokens(stream: proc_macro2::TokenStream) -> Vec<Tok> {
+    use proc_macro2::{Delimiter, Spacing, TokenTree};
     let mut out = Vec::new();
-    for (path, text) in files.iter().filter(|(p, _)| p != "layers.rs") {
-        let mine = layer(path);
-        // Without comments; a grouped import (`use crate::{cmd::…, …}`) is read as its paths.
-        let code: Vec<&str> = text.lines().map(|l| l.split("//").next().unwrap_or_default()).collect();
-        for (n, line) in code.iter().enumerate() {
-            let mut names: Vec<String> = vec![line.to_string()];
-            if let Some(at) = line.find("crate::{") {
-                let group: String = code[n..].concat();
-                let inner = &group[at + "crate::{".len()..];
-                let inner = &inner[..inner.find('}').unwrap_or(inner.len())];
-                names.extend(inner.split(',').map(|p| format!("crate::{}", p.trim())));
-            }
-            for (name, level) in above {
-                if level > mine && names.iter().any(|l| l.contains(name)) {
-                    out.push(format!("{path}:{}: names {name}, a layer above its own", n + 1));
+    let mut iter = stream.into_iter().peekable();
+    while let Some(t) = iter.next() {
+        match t {
+            TokenTree::Ident(i) => out.push(Tok::Ident(i.to_string(), i.span().start().line)),
+            TokenTree::Punct(p) if p.as_char() == ':' && p.spacing() == Spacing::Joint => {
+                if matches!(iter.peek(), Some(TokenTree::Punct(q)) if q.as_char() == ':') {
+                    iter.next();
+                    out.push(Tok::Colons);
+                } else {
+                    out.push(Tok::Other(':'));
                 }
+            }
+            TokenTree::Punct(p) => out.push(Tok::Other(p.as_char())),
+            TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => out.push(Tok::Braces(tokens(g.stream()))),
+            TokenTree::Group(g) => out.push(Tok::Group(tokens(g.stream()))),
+            TokenTree::Literal(_) => out.push(Tok::Other('"')),
+        }
+    }
+    out
+}
+
+/// What the checker knows inside one module: where it is and the names it gave to modules.
+struct Scope {
+    module: Vec<String>,
+    aliases: Vec<(String, Vec<String>)>,
+}
+
+impl Scope {
+    /// The crate path a path's first segment starts from, or `None` for a name outside the
+    /// crate (another crate, a local item). `main.rs` sees the crate's modules by their names.
+    fn start(&self, first: &str) -> Option<Vec<String>> {
+        match first {
+            "crate" | "$crate" => Some(vec![]),
+            "self" => Some(self.module.clone()),
+            "super" => Some(self.module[..self.module.len().saturating_sub(1)].to_vec()),
+            _ => {
+                if let Some((_, to)) = self.aliases.iter().rev().find(|(a, _)| a == first) {
+                    return Some(to.clone());
+                }
+                (self.module.is_empty() && ["cmd", "daemon"].contains(&first)).then(|| vec![first.to_owned()])
             }
         }
     }
+}
+
+/// Every crate path named in `toks` (with the line it starts on), use-trees expanded, `super`
+/// and aliases resolved; `use X as Y` adds Y to the scope.
+fn paths(toks: &[Tok], scope: &mut Scope, out: &mut Vec<(Vec<String>, usize, bool)>) {
+    let mut i = 0;
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Ident(m, _) if m == "mod" => {
+                // An inline module: its insides are one level down.
+                if let (Some(Tok::Ident(name, _)), Some(Tok::Braces(inner))) = (toks.get(i + 1), toks.get(i + 2)) {
+                    let mut inner_scope =
+                        Scope { module: [scope.module.clone(), vec![name.clone()]].concat(), aliases: vec![] };
+                    paths(inner, &mut inner_scope, out);
+                    i += 3;
+                    continue;
+                }
+                i += 1;
+            }
+            Tok::Ident(u, _) if u == "use" => {
+                let end = toks[i..].iter().position(|t| matches!(t, Tok::Other(';'))).map_or(toks.len(), |e| i + e);
+                let public = i > 0 && matches!(&toks[i - 1], Tok::Ident(p, _) if p == "pub")
+                    || i > 1 && matches!(&toks[i - 2], Tok::Ident(p, _) if p == "pub");
+                use_tree(&toks[i + 1..end], None, scope, public, out);
+                i = end + 1;
+            }
+            Tok::Ident(first, line) => {
+                // A path in code: IDENT :: IDENT :: ... (a `$crate` in a macro is `$` then `crate`).
+                let after_dollar = i > 0 && matches!(toks[i - 1], Tok::Other('$'));
+                let name = if after_dollar && first == "crate" { "$crate" } else { first.as_str() };
+                let preceded_by_colons = i > 0 && matches!(toks[i - 1], Tok::Colons);
+                if !preceded_by_colons
+                    && matches!(toks.get(i + 1), Some(Tok::Colons))
+                    && let Some(mut at) = scope.start(name)
+                {
+                    let mut j = i + 1;
+                    while let (Some(Tok::Colons), Some(Tok::Ident(seg, _))) = (toks.get(j), toks.get(j + 1)) {
+                        match seg.as_str() {
+                            "super" => {
+                                at.pop();
+                            }
+                            "self" => {}
+                            _ => at.push(seg.clone()),
+                        }
+                        j += 2;
+                    }
+                    out.push((at, *line, false));
+                    i = j;
+                    continue;
+                }
+                i += 1;
+            }
+            Tok::Braces(inner) | Tok::Group(inner) => {
+                paths(inner, scope, out);
+                i += 1;
+            }
+            _ => i += 1,
+        }
+    }
+}
+
+/// One `use` tree (the tokens between `use` and `;`), relative to `prefix` inside a group.
+fn use_tree(
+    toks: &[Tok],
+    prefix: Option<Vec<String>>,
+    scope: &mut Scope,
+    public: bool,
+    out: &mut Vec<(Vec<String>, usize, bool)>,
+) {
+    // Split a group's items at top-level commas.
+    let items: Vec<&[Tok]> = toks.split(|t| matches!(t, Tok::Other(','))).filter(|s| !s.is_empty()).collect();
+    for item in items {
+        let mut at = prefix.clone();
+        let mut line = 0;
+        let mut k = 0;
+        while k < item.len() {
+            match &item[k] {
+                Tok::Ident(seg, l) if seg == "as" => {
+                    if let (Some(Tok::Ident(alias, _)), Some(to)) = (item.get(k + 1), at.clone()) {
+                        scope.aliases.push((alias.clone(), to));
+                    }
+                    k += 2;
+                    let _ = l;
+                }
+                Tok::Ident(seg, l) => {
+                    line = *l;
+                    at = match at {
+                        None => scope.start(seg).or(Some(vec!["<extern>".into(), seg.clone()])),
+                        Some(mut p) => {
+                            match seg.as_str() {
+                                "super" => {
+                                    p.pop();
+                                }
+                                "self" => {}
+                                _ => p.push(seg.clone()),
+                            }
+                            Some(p)
+                        }
+                    };
+                    k += 1;
+                }
+                Tok::Colons => k += 1,
+                Tok::Braces(inner) => {
+                    use_tree(inner, at.clone().or(Some(vec![])), scope, public, out);
+                    at = None;
+                    k += 1;
+                }
+                _ => k += 1,
+            }
+        }
+        if let Some(p) = at
+            && p.first().map(String::as_str) != Some("<extern>")
+        {
+            // A plain `use name;` of a sibling module names it too.
+            if !p.is_empty() || line > 0 {
+                out.push((p, line, public));
+            }
+        }
+    }
+}
+
+/// Every reference to a layer above its own in `files` (path under `src/`, text), one line each
+/// naming the file, the line and the layer it reaches. Paths are read as Rust reads them
+/// (tokens, not text: comments and strings are not code), `use` groups expanded, `super::` and
+/// aliases of `crate` resolved; a `pub use` from outside a layer re-exports it under another
+/// name, and a macro's body is checked as if it were used at the bottom, since it is expanded
+/// wherever it is called.
+fn violations(files: &[(String, String)]) -> Vec<String> {
+    let mut out = Vec::new();
+    for (path, text) in files.iter().filter(|(p, _)| p != "layers.rs") {
+        let mine = layer(path);
+        let stream: proc_macro2::TokenStream = match text.parse() {
+            Ok(s) => s,
+            Err(e) => {
+                out.push(format!("{path}: cannot be read as Rust tokens: {e}"));
+                continue;
+            }
+        };
+        let toks = tokens(stream);
+        let mut scope = Scope { module: module_of(path), aliases: vec![] };
+        let mut found = Vec::new();
+        paths(&toks, &mut scope, &mut found);
+        for (target, line, public) in found {
+            let level = module_layer(&target);
+            let name = format!("crate::{}", target.first().map(String::as_str).unwrap_or(""));
+            let inside = target.first() == scope.module.first();
+            if level > mine {
+                out.push(format!("{path}:{line}: names {name}, a layer above its own"));
+            } else if public && level > 0 && !inside {
+                out.push(format!("{path}:{line}: re-exports {name} under another name"));
+            }
+        }
+        for (alias, to) in &scope.aliases {
+            if to.is_empty() {
+                out.push(format!("{path}: names the crate `{alias}`: name its modules by their own paths"));
+            }
+        }
+        // Macro bodies: expanded where they are called, so read as the bottom layer.
+        let mut i = 0;
+        while i + 3 < toks.len() {
+            if let (Tok::Ident(m, line), Tok::Other('!'), Tok::Ident(_, _)) = (&toks[i], &toks[i + 1], &toks[i + 2])
+                && m == "macro_rules"
+                && let Tok::Braces(body) | Tok::Group(body) = &toks[i + 3]
+            {
+                let mut found = Vec::new();
+                let mut at_root = Scope { module: vec![], aliases: vec![] };
+                paths(body, &mut at_root, &mut found);
+                for (target, _, _) in found {
+                    if module_layer(&target) > 0 && target.first() != scope.module.first() {
+                        let name = format!("crate::{}", target[0]);
+                        out.push(format!("{path}:{line}: a macro names {name}, and runs wherever it is called"));
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+    out.sort();
+    out.dedup();
     out
 }
 
@@ -64,15 +296,26 @@ fn sources(dir: &Path, base: &Path, out: &mut Vec<(String, String)>) {
 const STILL_PRINTING: &[&str] = &["sync.rs"];
 
 /// Files outside `cmd/` (and `main.rs`, which prints the one error line) that print to a
-/// person's terminal.
+/// person's terminal: the print macros and `dbg!`, or the process's own `stdout()`/`stderr()`
+/// (a method of that name on something else, like a child's `Command`, is not printing).
 fn printing(files: &[(String, String)]) -> Vec<String> {
-    let prints = ["println!", "print!(", "eprintln!", "eprint!("];
+    fn prints(toks: &[Tok]) -> bool {
+        toks.iter().enumerate().any(|(i, t)| match t {
+            Tok::Ident(m, _) if ["println", "print", "eprintln", "eprint", "dbg"].contains(&m.as_str()) => {
+                matches!(toks.get(i + 1), Some(Tok::Other('!')))
+            }
+            Tok::Ident(m, _) if m == "stdout" || m == "stderr" => {
+                !matches!(i.checked_sub(1).map(|p| &toks[p]), Some(Tok::Other('.')))
+                    && matches!(toks.get(i + 1), Some(Tok::Group(g)) if g.is_empty())
+            }
+            Tok::Braces(inner) | Tok::Group(inner) => prints(inner),
+            _ => false,
+        })
+    }
     let mut out: Vec<String> = files
         .iter()
         .filter(|(p, _)| layer(p) < 2 && p != "layers.rs")
-        .filter(|(_, text)| {
-            text.lines().any(|l| prints.iter().any(|m| l.split("//").next().unwrap_or_default().contains(m)))
-        })
+        .filter(|(_, text)| text.parse::<proc_macro2::TokenStream>().map(|s| prints(&tokens(s))).unwrap_or(true))
         .map(|(p, _)| p.clone())
         .collect();
     out.sort();
@@ -110,10 +353,68 @@ fn an_upward_edge_is_named() {
     assert_eq!(
         violations(&files),
         [
-            "retention.rs:1: names crate::cmd, a layer above its own",
-            "views.rs:2: names crate::daemon, a layer above its own",
             "daemon/serve.rs:1: names crate::cmd, a layer above its own",
+            "retention.rs:1: names crate::cmd, a layer above its own",
+            "sync.rs:3: names crate::daemon, a layer above its own",
+            "views.rs:2: names crate::daemon, a layer above its own",
+        ]
+    );
+}
+
+/// Red team (issue 22): the check looked for the text `crate::cmd` / `crate::daemon`, so every
+/// other way Rust has to name the same module walked past it: `super::` from a top-level file
+/// (or `super::super::` from `daemon/`), a grouped import with a nested group before the
+/// upward path, an alias of `crate`, a re-export in `main.rs` (which may name `cmd`), a macro
+/// `main.rs` defines, and a line whose string literal holds `//`. Each is named now.
+#[test]
+fn red22_layers_upward_edges_by_other_names_are_named() {
+    let files = vec![
+        (
+            "main.rs".to_owned(),
+            "pub use cmd::cli;\nmacro_rules! admin { () => { crate::cmd::admin::run() } }\n".to_owned(),
+        ),
+        ("retention.rs".to_owned(), "use super::cmd::cli::HoldCmd;\n".to_owned()),
+        ("daemon/serve.rs".to_owned(), "use super::super::cmd::cli::ServeArgs;\n".to_owned()),
+        ("sync.rs".to_owned(), "use crate::{datadir::{DataDir, WEB_KEY}, daemon::broker};\n".to_owned()),
+        (
+            "evidence.rs".to_owned(),
+            "use crate as root;\nfn f() {\n    root::daemon::video::encoders();\n}\n".to_owned(),
+        ),
+        ("search.rs".to_owned(), "fn f() {\n    g(\"http://x\", crate::daemon::video::encoders());\n}\n".to_owned()),
+        (
+            "playback.rs".to_owned(),
+            "mod inner {\n    fn f() {\n        super::super::daemon::rdp::start();\n    }\n}\n".to_owned(),
+        ),
+    ];
+    assert_eq!(
+        violations(&files),
+        [
+            "daemon/serve.rs:1: names crate::cmd, a layer above its own",
+            "evidence.rs: names the crate `root`: name its modules by their own paths",
+            "evidence.rs:3: names crate::daemon, a layer above its own",
+            "main.rs:1: re-exports crate::cmd under another name",
+            "main.rs:2: a macro names crate::cmd, and runs wherever it is called",
+            "playback.rs:3: names crate::daemon, a layer above its own",
+            "retention.rs:1: names crate::cmd, a layer above its own",
+            "search.rs:2: names crate::daemon, a layer above its own",
             "sync.rs:1: names crate::daemon, a layer above its own",
         ]
     );
+}
+
+/// Red team (issue 22): "only the commands print" looked for the four print macros, so a
+/// foundation that wrote to the terminal any other way (`writeln!` to `stdout()`, `write_all`
+/// on `stderr()`, `dbg!`) was not named. They are now; a child's `.stderr(..)` is not printing.
+#[test]
+fn red22_layers_printing_by_other_means_is_named() {
+    let files = vec![
+        (
+            "pipeline.rs".to_owned(),
+            "fn f() {\n    let _ = writeln!(std::io::stdout().lock(), \"sealed {id}\");\n}\n".to_owned(),
+        ),
+        ("playback.rs".to_owned(), "fn f() {\n    let _ = std::io::stderr().write_all(b\"done\\n\");\n}\n".to_owned()),
+        ("daemon/broker.rs".to_owned(), "fn f(x: u8) {\n    dbg!(x);\n}\n".to_owned()),
+        ("ocr.rs".to_owned(), "fn f() {\n    Command::new(\"t\").stderr(Stdio::null()); // println!\n}\n".to_owned()),
+    ];
+    assert_eq!(printing(&files), ["daemon/broker.rs", "pipeline.rs", "playback.rs"]);
 }
