@@ -17,7 +17,8 @@ use witness_archive::prune::{self, Decision};
 use witness_core::JobStep;
 
 /// How long a step is held by its worker. A process killed mid-step is taken over at once (its
-/// pid is gone); this bounds only a step whose worker died inside a running daemon.
+/// pid is gone) and a step that panicked is released at once as a failure; this bounds only a
+/// worker thread lost some other way inside a running daemon.
 const LEASE_MS: i64 = 60 * 60 * 1000;
 /// Failed extraction attempts after which the text is given up (search is a convenience: a
 /// recording that cannot be read for it must not sit in `sync status` as waiting for ever).
