@@ -135,6 +135,52 @@ fn archive_kill9_between_upload_and_verify_resumes_at_verify_and_keeps_the_local
     assert!(chain.status.success(), "the index stays consistent: {}", stderr(&chain));
 }
 
+/// SIGKILL between upload and verify, and the store changed while the box was down (`store set`
+/// to an S3 bucket): verify finds no confirmation from this store of the recording, so it is
+/// uploaded again (the store checks it on arrival) before its evidence goes beside it; it is
+/// not marked uploaded, nor pruned, on the word of another store. (The old code stored the
+/// manifest in the new bucket, marked the recording uploaded and deleted the only copy the
+/// new store's reader could have had.)
+#[test]
+fn archive_kill9_between_upload_and_verify_then_another_store_uploads_again_before_verifying() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.serve();
+    let (mut client, rec) = open_session(&b, "store-changed-between-steps");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(stored(&b, &rec, ".manifest.json")).unwrap();
+    assert!(client.wait().unwrap().success());
+    let rec = finished_recording(&b);
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "uploaded to the folder, verify waiting on the refused manifest", || {
+        let jobs = jobs_of(&b, &id);
+        (state_of(&jobs, "upload").as_deref() == Some("done") && jobs.iter().any(|j| j.0 == "verify" && j.2 >= 1))
+            .then_some(())
+    });
+    assert_eq!(sha256_file(&stored(&b, &rec, ".cast")), rec["sha256"].as_str().unwrap());
+
+    b.kill9();
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    eventually(60, "verified in the new store and pruned", || {
+        (this(&b, &id)["status"] == "uploaded" && !local.exists()).then_some(())
+    });
+    let key = key_of(&b, &rec);
+    use sha2::Digest;
+    let object = s3.object(&key).expect("the recording is in the store it was verified in");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), rec["sha256"].as_str().unwrap());
+    let base = key.strip_suffix(".cast").unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.object(&format!("{base}.manifest.json")).expect("its manifest")).unwrap();
+    assert_eq!(manifest["recording_id"], id.as_str());
+    assert!(b.log().contains("uploading it again"), "the box says why it sent the recording again");
+    assert!(jobs_of(&b, &id).is_empty());
+    let uploaded = b.audit_kinds().iter().filter(|k| *k == "recording_uploaded").count();
+    assert_eq!(uploaded, 1, "uploaded once");
+}
+
 /// SIGKILL between sealing and upload, with the store away: the sealed manifest is kept (not
 /// sealed again), nothing is deleted while the store cannot be reached, and once it is back the
 /// recording goes up with that manifest and only then leaves the box.

@@ -151,6 +151,9 @@ pub struct Uploader {
     /// When recordings held back as unsealed were last sealed again.
     resealed: std::sync::Mutex<Option<std::time::Instant>>,
     pub verbose: bool,
+    /// Bytes of recordings sent by the steps, and recordings verified (for `sync now`).
+    pub sent: std::sync::atomic::AtomicU64,
+    pub verified: std::sync::atomic::AtomicU64,
 }
 
 fn store_stamp(root: &Path) -> Option<std::time::SystemTime> {
@@ -167,6 +170,8 @@ impl Uploader {
             checked: Default::default(),
             resealed: Default::default(),
             verbose,
+            sent: Default::default(),
+            verified: Default::default(),
         })
     }
 
@@ -191,7 +196,13 @@ impl Uploader {
 
     /// Sends a claimed job's recording and has the store check it on arrival (the receipt):
     /// nothing goes up without its signed manifest beside it on the box.
-    async fn send(&self, store: &Store, job: &UploadJob, progress: &mut IndexProgress<'_>) -> Result<(), StoreError> {
+    /// Returns how the store confirmed it.
+    async fn send(
+        &self,
+        store: &Store,
+        job: &UploadJob,
+        progress: &mut IndexProgress<'_>,
+    ) -> Result<String, StoreError> {
         let dir = &self.dir;
         let path: PathBuf = dir.root.join(&job.path);
         let resume = Resume {
@@ -233,7 +244,28 @@ impl Uploader {
             Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
             Err(_) => Vec::new(),
         };
-        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await
+        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
+        Ok(match receipt {
+            Some(witness_store::Receipt { sha256_b64: Some(sum), .. }) if parts.is_empty() => {
+                format!("sha256 {sum} on arrival")
+            }
+            Some(witness_store::Receipt { etag: Some(etag), .. }) => format!("etag {etag} on arrival"),
+            _ => "read back".to_owned(),
+        })
+    }
+
+    /// Keeps the store's confirmation of `job`'s recording with its upload job, for verify.
+    fn keep_confirmation(&self, store: &Store, job: &UploadJob, check: String) -> Result<(), String> {
+        let confirmed = witness_archive::receipt::Confirmed {
+            store: store.describe().to_owned(),
+            key: job.object_key.clone(),
+            sha256: job.sha256.clone(),
+            check,
+        };
+        self.dir
+            .index
+            .save_job_result(&job.recording_id, JobStep::Upload, &confirmed.to_text())
+            .map_err(|e| format!("keeping the store's confirmation: the index: {e}"))
     }
 
     /// Stores a job's signed manifest and signature beside its recording, for verification from
@@ -257,6 +289,7 @@ impl Uploader {
     fn succeeded(&self, job: &UploadJob, desc: &str) {
         let dir = &self.dir;
         let _ = dir.index.upload_verified(&job.recording_id);
+        self.verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The store is back: what waited in backoff need not wait any longer.
         let _ = dir.index.make_uploads_due();
         let _ = dir.index.make_jobs_due(Some(JobStep::Upload));
@@ -363,26 +396,54 @@ impl Uploader {
         let mut progress =
             IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
         match self.send(&store, &job, &mut progress).await {
-            Ok(()) => {
+            Ok(check) => {
+                self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+                self.keep_confirmation(&store, &job, check)?;
                 let _ = self.dir.index.release_upload(recording_id);
                 let _ = self.dir.index.store_contact(&desc, None);
                 info!(recording_id, key = %job.object_key, "recording stored; the store checked it on arrival");
                 Ok(Outcome::Done)
             }
-            Err(e) => Err(self.failed(&job, e, &desc)),
+            Err(e) => {
+                self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+                Err(self.failed(&job, e, &desc))
+            }
         }
     }
 
-    /// The pipeline's verify step: the signed manifest and signature stored beside the stored
-    /// recording; only then is it `uploaded` (and may its local copy go). Then the session's
+    /// The pipeline's verify step: the store's confirmation of the recording that the upload
+    /// step kept (without one covering this store, object and checksum — a step done by an
+    /// older version, a store changed since — the recording is uploaded again and checked on
+    /// arrival again: nothing is taken on trust), then the signed manifest and signature stored
+    /// beside it; only then is it `uploaded` (and may its local copy go). Then the session's
     /// manifest, once every recording of the session is there.
     pub async fn verify_step(&self, recording_id: &str) -> std::result::Result<Outcome, String> {
-        let job = match self.claim_for_step(recording_id) {
+        let mut job = match self.claim_for_step(recording_id) {
             Ok(job) => job,
             Err(outcome) => return outcome,
         };
         let store = self.store();
         let desc = store.describe().to_owned();
+        let saved = self.dir.index.job_result(recording_id, JobStep::Upload).map_err(|e| format!("the index: {e}"))?;
+        if !witness_archive::receipt::Confirmed::covers(saved.as_deref(), &desc, &job.object_key, &job.sha256) {
+            warn!(recording_id, store = %desc, "no confirmation from this store kept for the recording; uploading it again");
+            // From the start: a multipart upload left behind may be complete already, and only a
+            // new one is checked on arrival.
+            let _ = self.dir.index.save_multipart(recording_id, None, &[]);
+            (job.upload_id, job.parts) = (None, Vec::new());
+            let mut progress = IndexProgress {
+                dir: &self.dir,
+                recording_id: job.recording_id.clone(),
+                sent: 0,
+                verbose: self.verbose,
+            };
+            let sent = self.send(&store, &job, &mut progress).await;
+            self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+            match sent {
+                Ok(check) => self.keep_confirmation(&store, &job, check)?,
+                Err(e) => return Err(self.failed(&job, e, &desc)),
+            }
+        }
         match self.store_evidence(&store, &job).await {
             Ok(()) => {
                 self.succeeded(&job, &desc);
