@@ -232,6 +232,48 @@ fn archive_kill9_between_seal_and_upload_with_the_store_away_loses_nothing() {
     assert!(chain.status.success(), "the index stays consistent: {}", stderr(&chain));
 }
 
+/// `sync now --wait` with the daemon stopped runs the job graph itself, one path for uploads:
+/// the upload the daemon could not do (the store was away) goes up, is verified and pruned
+/// through the graph's steps, and `sync status` shows those steps done — none left waiting as
+/// if nothing had happened. (The old `sync now` uploaded in passes over the upload rows beside
+/// the graph, which still said the upload was waiting, with no verify or prune.)
+#[test]
+fn archive_sync_now_runs_the_job_graph_to_its_end() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo through-sync-now").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "sealed, the upload waiting on the store", || {
+        jobs_of(&b, &id).iter().any(|j| j.0 == "upload" && j.2 >= 1).then_some(())
+    });
+    b.stop();
+    s3.run();
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("uploaded 1 recordings"), "{}", stdout(&out));
+    assert_eq!(this(&b, &id)["status"], "uploaded");
+    assert!(!local.exists(), "pruned by the graph's prune step");
+    // Listed only while some step waits (its text, read by the daemon): then all others done.
+    let jobs = jobs_of(&b, &id);
+    if !jobs.is_empty() {
+        for step in ["seal", "upload", "verify", "prune"] {
+            assert_eq!(state_of(&jobs, step).as_deref(), Some("done"), "{step}: {jobs:?}");
+        }
+    }
+    let key = key_of(&b, &rec);
+    use sha2::Digest;
+    let object = s3.object(&key).expect("the recording is in the store");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), rec["sha256"].as_str().unwrap());
+    let uploaded = b.audit_kinds().iter().filter(|k| *k == "recording_uploaded").count();
+    assert_eq!(uploaded, 1, "uploaded once");
+}
+
 /// A byte of the local copy flipped after sealing, before the upload: what reaches the store
 /// does not match the sealed checksum and is refused, the upload waits with the reason, and the
 /// local copy (the only one) is neither marked uploaded nor deleted.

@@ -50,8 +50,12 @@ pub struct Job {
 
 /// Where jobs are kept (the index).
 pub trait JobQueue: Send + Sync {
+    /// The longest-due waiting job of one of the steps `among`, leased for `lease_ms`.
+    fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError>;
     /// The longest-due waiting job, leased for `lease_ms`.
-    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError>;
+    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        self.claim_among(JobStep::ALL, now_ms, lease_ms)
+    }
     /// The job ran: done, and what [`ready`] says enqueued with it. Returns what was enqueued.
     fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, ArchiveError>;
     /// The job failed: due again at `next_attempt_ms`, with `error` kept.
@@ -66,8 +70,8 @@ fn alive(pid: u32) -> bool {
 }
 
 impl JobQueue for witness_index::Index {
-    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
-        let row = self.claim_job(now_ms, lease_ms, std::process::id(), &alive)?;
+    fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        let row = self.claim_job_among(among, now_ms, lease_ms, std::process::id(), &alive)?;
         Ok(row.map(|r| Job { recording_id: r.recording_id, step: r.step, attempts: r.attempts }))
     }
 
@@ -115,7 +119,19 @@ pub enum Ran {
 
 /// Claims and runs one due job.
 pub fn run_one(queue: &dyn JobQueue, steps: &dyn Steps, now_ms: i64, lease_ms: i64) -> Result<Ran, ArchiveError> {
-    let Some(job) = queue.claim(now_ms, lease_ms)? else { return Ok(Ran::Idle) };
+    run_one_among(queue, steps, JobStep::ALL, now_ms, lease_ms)
+}
+
+/// Claims and runs one due job of the steps `among` (`sync now`: those that bring recordings
+/// to the store).
+pub fn run_one_among(
+    queue: &dyn JobQueue,
+    steps: &dyn Steps,
+    among: &[JobStep],
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Ran, ArchiveError> {
+    let Some(job) = queue.claim_among(among, now_ms, lease_ms)? else { return Ok(Ran::Idle) };
     // A panic is a failure like any other: the job is released at once with the message (held
     // for its lease, it would wait an hour with no reason shown), and the worker goes on.
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steps.run(&job)))
@@ -241,12 +257,12 @@ mod tests {
     struct Memory(Mutex<Jobs>);
 
     impl JobQueue for Memory {
-        fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
             let mut all = self.0.lock().unwrap();
             let due = all
                 .iter_mut()
-                .filter(|(_, (state, _, at, _, lease))| {
-                    *state == JobState::Waiting && *at <= now_ms && *lease <= now_ms
+                .filter(|((_, step), (state, _, at, _, lease))| {
+                    among.contains(step) && *state == JobState::Waiting && *at <= now_ms && *lease <= now_ms
                 })
                 .min_by_key(|((_, step), (_, _, at, _, _))| (*at, JobStep::ALL.iter().position(|s| s == step)));
             Ok(due.map(|((id, step), (_, attempts, _, _, lease))| {
