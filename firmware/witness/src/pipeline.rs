@@ -218,6 +218,16 @@ impl BoxSteps {
     }
 }
 
+/// When a waiting job is tried next, as the index writes times (none for a done one): for
+/// `sync status` and the console.
+pub fn next_attempt_at(j: &witness_index::JobRow) -> Option<String> {
+    (j.state == witness_core::JobState::Waiting).then(|| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(j.next_attempt_ms as i128 * 1_000_000)
+            .map(witness_index::format_time)
+            .unwrap_or_default()
+    })
+}
+
 /// The steps `sync now` runs: those that bring a finished recording to the store and off the
 /// box (its text for search is left to the daemon).
 pub const TO_THE_STORE: &[JobStep] = &[JobStep::Seal, JobStep::Upload, JobStep::Verify, JobStep::Prune];

@@ -141,11 +141,7 @@ struct Status {
 
 /// A job row for `sync status`.
 fn job_json(j: &witness_index::JobRow) -> serde_json::Value {
-    let next = (j.state == witness_core::JobState::Waiting).then(|| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(j.next_attempt_ms as i128 * 1_000_000)
-            .map(witness_index::format_time)
-            .unwrap_or_default()
-    });
+    let next = crate::pipeline::next_attempt_at(j);
     serde_json::json!({
         "recording": j.recording_id, "step": j.step.as_str(), "state": j.state.as_str(),
         "attempts": j.attempts, "reason": j.last_error, "next_attempt_at": next,
