@@ -113,6 +113,12 @@ fn archive_kill9_between_upload_and_verify_resumes_at_verify_and_keeps_the_local
     assert_eq!(sha256_file(&object), rec["sha256"].as_str().unwrap(), "the recording is in the store");
     let sent_at = mtime(&object);
     assert!(b.ok(&["sync", "status"], None).contains("verify waiting"), "the text status names the step");
+    // `sync now --wait` runs the same step (here or in the daemon, whichever takes it): it fails
+    // again, and the command says which step of which recording waits, and why.
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(said.contains("manifest") && said.contains(&format!("verify of {id}")), "{said}");
 
     b.kill9();
     assert!(local.exists(), "the local copy is there after the kill");

@@ -354,6 +354,31 @@ mod tests {
         assert!(matches!(run_one(&q, &steps, 50_000, 60_000).unwrap(), Ran::Done(JobStep::Upload, _)));
     }
 
+    /// A run limited to some steps (`sync now`) takes only those, oldest first, and leaves the
+    /// others waiting for the daemon.
+    #[test]
+    fn a_run_among_some_steps_leaves_the_others_waiting() {
+        use JobStep::*;
+        let q = Memory::default();
+        q.0.lock().unwrap().insert(("r1".into(), Extract), (JobState::Waiting, 0, 0, None, 0));
+        q.0.lock().unwrap().insert(("r1".into(), Upload), (JobState::Waiting, 0, 5, None, 0));
+        let steps = Log::default();
+        let among = [Upload, Verify];
+        assert!(matches!(run_one_among(&q, &steps, &among, 10, 60_000).unwrap(), Ran::Done(Upload, _)));
+        assert!(matches!(run_one_among(&q, &steps, &among, 10, 60_000).unwrap(), Ran::Done(Verify, _)));
+        assert_eq!(
+            run_one_among(&q, &steps, &among, 10, 60_000).unwrap(),
+            Ran::Idle,
+            "prune and extract are not asked for"
+        );
+        assert_eq!(*steps.ran.lock().unwrap(), vec![Upload, Verify]);
+        let all = q.0.lock().unwrap();
+        assert_eq!(
+            (all[&("r1".to_owned(), Extract)].0, all[&("r1".to_owned(), Prune)].0),
+            (JobState::Waiting, JobState::Waiting)
+        );
+    }
+
     /// Sealing made to fail: nothing is uploaded or pruned, the job waits with its reason and a
     /// growing backoff; once sealing works the chain runs to the end, each step after what it
     /// waits for.

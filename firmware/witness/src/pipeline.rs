@@ -245,6 +245,9 @@ pub struct SyncNow {
     pub elsewhere: Vec<(String, JobStep)>,
 }
 
+/// Waiting jobs' attempts so far and last reasons, by recording and step.
+type Attempts = std::collections::HashMap<(String, JobStep), (u32, Option<String>)>;
+
 /// Steps that note what failed.
 struct Noted<'a> {
     steps: &'a BoxSteps,
@@ -266,7 +269,7 @@ impl Steps for Noted<'_> {
 /// through the same steps — a job is held by one process at a time — until none is left that
 /// may run now: a step that fails waits with its backoff and reason (returned), one put off
 /// (a copy kept until its time) waits for its time. With `wait`, it also waits until the steps
-/// another process holds are done. `rt` must be a multi-thread runtime (steps block on it from
+/// another process holds are done (one that fails there is reported too). `rt` must be a multi-thread runtime (steps block on it from
 /// this thread).
 pub fn sync_now(dir: Arc<DataDir>, uploader: Uploader, wait: bool, rt: &tokio::runtime::Runtime) -> Result<SyncNow> {
     enqueue_missing(&dir)?;
@@ -276,14 +279,21 @@ pub fn sync_now(dir: Arc<DataDir>, uploader: Uploader, wait: bool, rt: &tokio::r
     let steps = BoxSteps { dir: dir.clone(), uploader, rt: rt.handle().clone(), cancel: CancellationToken::new() };
     let noted = Noted { steps: &steps, failed: Default::default() };
     let queue = Queue(dir.clone());
-    let mut failures = 0;
+    // Attempts so far: a step that fails while this runs (here, or in the daemon while waiting
+    // for it) is reported.
+    let attempts = |dir: &DataDir| -> Result<Attempts> {
+        Ok(dir
+            .index
+            .waiting_jobs()?
+            .into_iter()
+            .filter(|j| TO_THE_STORE.contains(&j.step))
+            .map(|j| ((j.recording_id, j.step), (j.attempts, j.last_error)))
+            .collect())
+    };
+    let before = attempts(&dir)?;
     let elsewhere = loop {
         match jobs::run_one_among(&queue, &noted, TO_THE_STORE, unix_ms(), LEASE_MS)? {
-            jobs::Ran::Done(..) | jobs::Ran::Later(..) => continue,
-            jobs::Ran::Failed(..) => {
-                failures += 1;
-                continue;
-            }
+            jobs::Ran::Done(..) | jobs::Ran::Later(..) | jobs::Ran::Failed(..) => continue,
             jobs::Ran::Idle => {}
         }
         let now = unix_ms();
@@ -300,15 +310,11 @@ pub fn sync_now(dir: Arc<DataDir>, uploader: Uploader, wait: bool, rt: &tokio::r
         std::thread::sleep(Duration::from_millis(300));
     };
     let mut failed = noted.failed.into_inner().unwrap_or_else(|p| p.into_inner());
-    // A step that panicked failed without a reason returned; the index has it.
-    if failures > failed.len() {
-        for j in dir.index.waiting_jobs()? {
-            if TO_THE_STORE.contains(&j.step)
-                && !failed.iter().any(|f| f.0 == j.recording_id && f.1 == j.step)
-                && let Some(reason) = j.last_error.filter(|r| r.contains("panicked"))
-            {
-                failed.push((j.recording_id, j.step, reason));
-            }
+    // Failures the steps here did not return: a panic here, a failure in the daemon.
+    for ((id, step), (now_attempts, reason)) in attempts(&dir)? {
+        let was = before.get(&(id.clone(), step)).map(|b| b.0).unwrap_or(0);
+        if now_attempts > was && !failed.iter().any(|f| f.0 == id && f.1 == step) {
+            failed.push((id, step, reason.unwrap_or_default()));
         }
     }
     let up = &steps.uploader;
