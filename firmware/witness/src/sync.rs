@@ -347,8 +347,9 @@ impl Uploader {
         match self.send(&store, &job, &mut progress).await {
             Ok(check) => {
                 self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
-                self.keep_confirmation(&store, &job, check)?;
+                let kept = self.keep_confirmation(&store, &job, check);
                 let _ = self.dir.index.release_upload(recording_id);
+                kept?;
                 let _ = self.dir.index.store_contact(&desc, None);
                 info!(recording_id, key = %job.object_key, "recording stored; the store checked it on arrival");
                 Ok(Outcome::Done)
@@ -373,7 +374,13 @@ impl Uploader {
         };
         let store = self.store();
         let desc = store.describe().to_owned();
-        let saved = self.dir.index.job_result(recording_id, JobStep::Upload).map_err(|e| format!("the index: {e}"))?;
+        let saved = match self.dir.index.job_result(recording_id, JobStep::Upload) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let _ = self.dir.index.release_upload(recording_id);
+                return Err(format!("the index: {e}"));
+            }
+        };
         if !witness_archive::receipt::Confirmed::covers(saved.as_deref(), &desc, &job.object_key, &job.sha256) {
             warn!(recording_id, store = %desc, "no confirmation from this store kept for the recording; uploading it again");
             // From the start: a multipart upload left behind may be complete already, and only a
@@ -389,7 +396,12 @@ impl Uploader {
             let sent = self.send(&store, &job, &mut progress).await;
             self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
             match sent {
-                Ok(check) => self.keep_confirmation(&store, &job, check)?,
+                Ok(check) => {
+                    if let Err(e) = self.keep_confirmation(&store, &job, check) {
+                        let _ = self.dir.index.release_upload(recording_id);
+                        return Err(e);
+                    }
+                }
                 Err(e) => return Err(self.failed(&job, e, &desc)),
             }
         }
