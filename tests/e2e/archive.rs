@@ -113,6 +113,12 @@ fn archive_kill9_between_upload_and_verify_resumes_at_verify_and_keeps_the_local
     assert_eq!(sha256_file(&object), rec["sha256"].as_str().unwrap(), "the recording is in the store");
     let sent_at = mtime(&object);
     assert!(b.ok(&["sync", "status"], None).contains("verify waiting"), "the text status names the step");
+    // `sync now --wait` runs the same step (here or in the daemon, whichever takes it): it fails
+    // again, and the command says which step of which recording waits, and why.
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let said = stderr(&out);
+    assert!(said.contains("manifest") && said.contains(&format!("verify of {id}")), "{said}");
 
     b.kill9();
     assert!(local.exists(), "the local copy is there after the kill");
@@ -133,6 +139,52 @@ fn archive_kill9_between_upload_and_verify_resumes_at_verify_and_keeps_the_local
     assert_eq!(uploaded, 1, "uploaded once");
     let chain = b.cli(&["audit", "--verify"], None);
     assert!(chain.status.success(), "the index stays consistent: {}", stderr(&chain));
+}
+
+/// SIGKILL between upload and verify, and the store changed while the box was down (`store set`
+/// to an S3 bucket): verify finds no confirmation from this store of the recording, so it is
+/// uploaded again (the store checks it on arrival) before its evidence goes beside it; it is
+/// not marked uploaded, nor pruned, on the word of another store. (The old code stored the
+/// manifest in the new bucket, marked the recording uploaded and deleted the only copy the
+/// new store's reader could have had.)
+#[test]
+fn archive_kill9_between_upload_and_verify_then_another_store_uploads_again_before_verifying() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.serve();
+    let (mut client, rec) = open_session(&b, "store-changed-between-steps");
+    let id = rec["id"].as_str().unwrap().to_owned();
+    std::fs::create_dir_all(stored(&b, &rec, ".manifest.json")).unwrap();
+    assert!(client.wait().unwrap().success());
+    let rec = finished_recording(&b);
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "uploaded to the folder, verify waiting on the refused manifest", || {
+        let jobs = jobs_of(&b, &id);
+        (state_of(&jobs, "upload").as_deref() == Some("done") && jobs.iter().any(|j| j.0 == "verify" && j.2 >= 1))
+            .then_some(())
+    });
+    assert_eq!(sha256_file(&stored(&b, &rec, ".cast")), rec["sha256"].as_str().unwrap());
+
+    b.kill9();
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    eventually(60, "verified in the new store and pruned", || {
+        (this(&b, &id)["status"] == "uploaded" && !local.exists()).then_some(())
+    });
+    let key = key_of(&b, &rec);
+    use sha2::Digest;
+    let object = s3.object(&key).expect("the recording is in the store it was verified in");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), rec["sha256"].as_str().unwrap());
+    let base = key.strip_suffix(".cast").unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&s3.object(&format!("{base}.manifest.json")).expect("its manifest")).unwrap();
+    assert_eq!(manifest["recording_id"], id.as_str());
+    assert!(b.log().contains("uploading it again"), "the box says why it sent the recording again");
+    assert!(jobs_of(&b, &id).is_empty());
+    let uploaded = b.audit_kinds().iter().filter(|k| *k == "recording_uploaded").count();
+    assert_eq!(uploaded, 1, "uploaded once");
 }
 
 /// SIGKILL between sealing and upload, with the store away: the sealed manifest is kept (not
@@ -184,6 +236,48 @@ fn archive_kill9_between_seal_and_upload_with_the_store_away_loses_nothing() {
     assert!(jobs_of(&b, &id).is_empty());
     let chain = b.cli(&["audit", "--verify"], None);
     assert!(chain.status.success(), "the index stays consistent: {}", stderr(&chain));
+}
+
+/// `sync now --wait` with the daemon stopped runs the job graph itself, one path for uploads:
+/// the upload the daemon could not do (the store was away) goes up, is verified and pruned
+/// through the graph's steps, and `sync status` shows those steps done — none left waiting as
+/// if nothing had happened. (The old `sync now` uploaded in passes over the upload rows beside
+/// the graph, which still said the upload was waiting, with no verify or prune.)
+#[test]
+fn archive_sync_now_runs_the_job_graph_to_its_end() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo through-sync-now").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "sealed, the upload waiting on the store", || {
+        jobs_of(&b, &id).iter().any(|j| j.0 == "upload" && j.2 >= 1).then_some(())
+    });
+    b.stop();
+    s3.run();
+    let out = b.cli(&["sync", "now", "--wait"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("uploaded 1 recordings"), "{}", stdout(&out));
+    assert_eq!(this(&b, &id)["status"], "uploaded");
+    assert!(!local.exists(), "pruned by the graph's prune step");
+    // Listed only while some step waits (its text, read by the daemon): then all others done.
+    let jobs = jobs_of(&b, &id);
+    if !jobs.is_empty() {
+        for step in ["seal", "upload", "verify", "prune"] {
+            assert_eq!(state_of(&jobs, step).as_deref(), Some("done"), "{step}: {jobs:?}");
+        }
+    }
+    let key = key_of(&b, &rec);
+    use sha2::Digest;
+    let object = s3.object(&key).expect("the recording is in the store");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&object)), rec["sha256"].as_str().unwrap());
+    let uploaded = b.audit_kinds().iter().filter(|k| *k == "recording_uploaded").count();
+    assert_eq!(uploaded, 1, "uploaded once");
 }
 
 /// A byte of the local copy flipped after sealing, before the upload: what reaches the store

@@ -213,6 +213,55 @@ fn the_health_page_tells_admins_what_the_cli_does() {
     assert_eq!(Web::new(&b).get("/api/v1/health").status, 401);
 }
 
+/// The health page lists the steps of every recording not through its after-life, as `witness
+/// sync status` does: a recording whose upload waits on an unreachable store shows the step, its
+/// attempts, when it is tried next and why.
+#[test]
+fn the_health_page_shows_where_each_recording_waits_in_the_pipeline() {
+    let sshd = Sshd::start();
+    let s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo waits-for-the-store").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let mut adam = Web::new(&b);
+    assert_eq!(adam.login("adam", "adam-passwd").status, 200);
+    let jobs = eventually(30, "the upload waiting on the store, on the health page", || {
+        let h = adam.get("/api/v1/health").json();
+        let jobs = h["store"]["jobs"].as_array()?.clone();
+        jobs.iter()
+            .any(|j| j["recording"] == id.as_str() && j["step"] == "upload" && j["attempts"].as_u64() >= Some(1))
+            .then_some(jobs)
+    });
+    let of = |step: &str| jobs.iter().find(|j| j["recording"] == id.as_str() && j["step"] == step).cloned();
+    let upload = of("upload").unwrap();
+    assert_eq!(upload["state"], "waiting", "{upload}");
+    assert!(upload["reason"].as_str().unwrap().contains("store unreachable"), "{upload}");
+    assert!(upload["next_attempt_at"].as_str().unwrap().starts_with("20"), "{upload}");
+    let seal = of("seal").expect("the recording's other steps are listed too");
+    assert_eq!((seal["state"].as_str(), seal["next_attempt_at"].as_null()), (Some("done"), Some(())), "{seal}");
+    assert!(of("verify").is_none() && of("prune").is_none(), "nothing after the waiting upload: {jobs:?}");
+    // The same rows as the CLI's.
+    let rows = |all: &[Value]| -> BTreeSet<(String, String, String)> {
+        all.iter()
+            .map(|j| {
+                let s = |k: &str| j[k].as_str().unwrap_or_default().to_owned();
+                (s("recording"), s("step"), s("state"))
+            })
+            .collect()
+    };
+    // (Asked twice apart, a step may finish in between: asked again then.)
+    eventually(10, "the same rows as `sync status`", || {
+        let cli = b.json(&["sync", "status", "--json"]);
+        let api = adam.get("/api/v1/health").json();
+        let (cli, api) = (rows(cli["jobs"].as_array()?), rows(api["store"]["jobs"].as_array()?));
+        (cli == api && cli.iter().any(|r| r.0 == id && r.1 == "upload")).then_some(())
+    });
+}
+
 /// In Chromium: the detail page states the download's SHA-256 and the file the browser saves has
 /// it; the audit page filters and its session links open the session; the health page shows the
 /// disk; a `user` is offered neither page and is refused both.

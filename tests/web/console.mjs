@@ -594,6 +594,10 @@ try {
     if (!keys.includes('Usable') || !keys.includes('yes')) throw new Error(`health keys: ${keys}`);
     const panel = await page.$eval('#health-panel', (d) => d.textContent);
     if (!panel.includes('LEDs show') || !panel.includes('Healthy')) throw new Error(`health panel: ${panel}`);
+    // Where each recording stands in its after-life: a table of job rows, or none left.
+    const jobs = await page.$eval('#health-body', (b) => b.textContent);
+    const rows = await page.$$('#health-jobs tr.job-row');
+    if (!jobs.includes('Recordings in the pipeline') || (!rows.length && !jobs.includes('Every finished recording is through'))) throw new Error(`health jobs: ${jobs}`);
     await shot('health');
     await page.context().close();
     // A user: no links, and the pages say why when asked directly.

@@ -8,8 +8,9 @@
 //! with [`crate::backoff`] and keeps its reason for `sync status`; a step that may not run yet
 //! without having failed (a local copy kept until its time) is put off ([`Outcome::Later`]).
 //! [`work`] runs a bounded pool of workers under one cancellation token; a step whose process
-//! was killed is taken over at once, one whose worker died in-process once its lease runs out,
-//! and the step runs again (steps are idempotent).
+//! was killed is taken over at once, and one that panicked is released at once as a failure
+//! (with the panic's message as its reason and a backoff), the worker living on; the step runs
+//! again (steps are idempotent).
 
 use crate::ArchiveError;
 use std::sync::Arc;
@@ -49,8 +50,12 @@ pub struct Job {
 
 /// Where jobs are kept (the index).
 pub trait JobQueue: Send + Sync {
+    /// The longest-due waiting job of one of the steps `among`, leased for `lease_ms`.
+    fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError>;
     /// The longest-due waiting job, leased for `lease_ms`.
-    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError>;
+    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        self.claim_among(JobStep::ALL, now_ms, lease_ms)
+    }
     /// The job ran: done, and what [`ready`] says enqueued with it. Returns what was enqueued.
     fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, ArchiveError>;
     /// The job failed: due again at `next_attempt_ms`, with `error` kept.
@@ -65,8 +70,8 @@ fn alive(pid: u32) -> bool {
 }
 
 impl JobQueue for witness_index::Index {
-    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
-        let row = self.claim_job(now_ms, lease_ms, std::process::id(), &alive)?;
+    fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        let row = self.claim_job_among(among, now_ms, lease_ms, std::process::id(), &alive)?;
         Ok(row.map(|r| Job { recording_id: r.recording_id, step: r.step, attempts: r.attempts }))
     }
 
@@ -114,8 +119,24 @@ pub enum Ran {
 
 /// Claims and runs one due job.
 pub fn run_one(queue: &dyn JobQueue, steps: &dyn Steps, now_ms: i64, lease_ms: i64) -> Result<Ran, ArchiveError> {
-    let Some(job) = queue.claim(now_ms, lease_ms)? else { return Ok(Ran::Idle) };
-    match steps.run(&job) {
+    run_one_among(queue, steps, JobStep::ALL, now_ms, lease_ms)
+}
+
+/// Claims and runs one due job of the steps `among` (`sync now`: those that bring recordings
+/// to the store).
+pub fn run_one_among(
+    queue: &dyn JobQueue,
+    steps: &dyn Steps,
+    among: &[JobStep],
+    now_ms: i64,
+    lease_ms: i64,
+) -> Result<Ran, ArchiveError> {
+    let Some(job) = queue.claim_among(among, now_ms, lease_ms)? else { return Ok(Ran::Idle) };
+    // A panic is a failure like any other: the job is released at once with the message (held
+    // for its lease, it would wait an hour with no reason shown), and the worker goes on.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| steps.run(&job)))
+        .unwrap_or_else(|panic| Err(format!("the {} step panicked: {}", job.step, panic_message(&*panic))));
+    match ran {
         Ok(Outcome::Later { at_ms, why }) => {
             queue.defer(&job, &why, at_ms)?;
             tracing::debug!(recording_id = %job.recording_id, step = %job.step, why, "job put off");
@@ -133,6 +154,15 @@ pub fn run_one(queue: &dyn JobQueue, steps: &dyn Steps, now_ms: i64, lease_ms: i
             Ok(Ran::Failed(job.step, wait))
         }
     }
+}
+
+/// What a panic said (its payload is a `&str` or a `String` unless it was raised with another type).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }
 
 /// How the pool runs.
@@ -170,6 +200,7 @@ pub async fn work(
                     Ok(Ok(Ran::Done(..) | Ran::Failed(..) | Ran::Later(..))) => continue,
                     Ok(Ok(Ran::Idle)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "the job queue cannot be read"),
+                    // `run_one` catches a step's panic; this is the queue itself panicking.
                     Err(e) => tracing::error!(error = %e, "a job's worker panicked"),
                 }
                 tokio::select! {
@@ -218,17 +249,20 @@ mod tests {
     /// A job's state, attempts, next attempt, last error and lease, as the index keeps them.
     type Kept = (JobState, u32, i64, Option<String>, i64);
 
+    /// Jobs by recording and step.
+    type Jobs = HashMap<(String, JobStep), Kept>;
+
     /// Jobs in memory.
     #[derive(Default)]
-    struct Memory(Mutex<HashMap<(String, JobStep), Kept>>);
+    struct Memory(Mutex<Jobs>);
 
     impl JobQueue for Memory {
-        fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
+        fn claim_among(&self, among: &[JobStep], now_ms: i64, lease_ms: i64) -> Result<Option<Job>, ArchiveError> {
             let mut all = self.0.lock().unwrap();
             let due = all
                 .iter_mut()
-                .filter(|(_, (state, _, at, _, lease))| {
-                    *state == JobState::Waiting && *at <= now_ms && *lease <= now_ms
+                .filter(|((_, step), (state, _, at, _, lease))| {
+                    among.contains(step) && *state == JobState::Waiting && *at <= now_ms && *lease <= now_ms
                 })
                 .min_by_key(|((_, step), (_, _, at, _, _))| (*at, JobStep::ALL.iter().position(|s| s == step)));
             Ok(due.map(|((id, step), (_, attempts, _, _, lease))| {
@@ -320,6 +354,31 @@ mod tests {
         assert!(matches!(run_one(&q, &steps, 50_000, 60_000).unwrap(), Ran::Done(JobStep::Upload, _)));
     }
 
+    /// A run limited to some steps (`sync now`) takes only those, oldest first, and leaves the
+    /// others waiting for the daemon.
+    #[test]
+    fn a_run_among_some_steps_leaves_the_others_waiting() {
+        use JobStep::*;
+        let q = Memory::default();
+        q.0.lock().unwrap().insert(("r1".into(), Extract), (JobState::Waiting, 0, 0, None, 0));
+        q.0.lock().unwrap().insert(("r1".into(), Upload), (JobState::Waiting, 0, 5, None, 0));
+        let steps = Log::default();
+        let among = [Upload, Verify];
+        assert!(matches!(run_one_among(&q, &steps, &among, 10, 60_000).unwrap(), Ran::Done(Upload, _)));
+        assert!(matches!(run_one_among(&q, &steps, &among, 10, 60_000).unwrap(), Ran::Done(Verify, _)));
+        assert_eq!(
+            run_one_among(&q, &steps, &among, 10, 60_000).unwrap(),
+            Ran::Idle,
+            "prune and extract are not asked for"
+        );
+        assert_eq!(*steps.ran.lock().unwrap(), vec![Upload, Verify]);
+        let all = q.0.lock().unwrap();
+        assert_eq!(
+            (all[&("r1".to_owned(), Extract)].0, all[&("r1".to_owned(), Prune)].0),
+            (JobState::Waiting, JobState::Waiting)
+        );
+    }
+
     /// Sealing made to fail: nothing is uploaded or pruned, the job waits with its reason and a
     /// growing backoff; once sealing works the chain runs to the end, each step after what it
     /// waits for.
@@ -355,6 +414,89 @@ mod tests {
                 assert!(at(*r) < at(*s), "{s} ran before {r}: {ran:?}");
             }
         }
+    }
+
+    /// Steps that panic while `panics` names them (a bug, not a failure the step reports).
+    #[derive(Default)]
+    struct Panicky {
+        log: Log,
+        panics: Mutex<Vec<JobStep>>,
+    }
+
+    impl Steps for Panicky {
+        fn run(&self, job: &Job) -> Result<Outcome, String> {
+            if self.panics.lock().unwrap().contains(&job.step) {
+                panic!("index out of bounds: the len is 0 but the index is 7");
+            }
+            self.log.run(job)
+        }
+    }
+
+    /// A step whose worker panics is a failure like any other: released at once (not held for
+    /// the lease), waiting with a backoff and the panic's message as its reason, and run again
+    /// once due; the worker lives on.
+    #[test]
+    fn a_panicking_step_is_released_as_a_failure_with_its_message() {
+        let q = Memory::default();
+        q.0.lock().unwrap().insert(("r1".into(), JobStep::Upload), (JobState::Waiting, 0, 0, None, 0));
+        let steps = Panicky::default();
+        steps.panics.lock().unwrap().push(JobStep::Upload);
+        let hour = 60 * 60 * 1000;
+        let wait = match run_one(&q, &steps, 0, hour).unwrap() {
+            Ran::Failed(JobStep::Upload, wait) => wait,
+            other => panic!("{other:?}"),
+        };
+        assert!(wait < hour / 10, "a backoff, not the lease: {wait}");
+        let kept = q.0.lock().unwrap()[&("r1".to_owned(), JobStep::Upload)].clone();
+        assert_eq!((kept.0, kept.1, kept.2, kept.4), (JobState::Waiting, 1, wait, 0), "released, counted, due later");
+        let reason = kept.3.unwrap();
+        assert!(reason.contains("panicked") && reason.contains("the index is 7"), "{reason}");
+        assert_eq!(run_one(&q, &steps, wait - 1, hour).unwrap(), Ran::Idle, "waits its backoff");
+        steps.panics.lock().unwrap().clear();
+        assert!(matches!(run_one(&q, &steps, wait, hour).unwrap(), Ran::Done(JobStep::Upload, _)));
+    }
+
+    /// Waits (at most 5 s) until `f` holds of the jobs.
+    async fn until(q: &Memory, what: &str, f: &dyn Fn(&Jobs) -> bool) {
+        for _ in 0..500 {
+            if f(&q.0.lock().unwrap()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: {:?}", q.0.lock().unwrap());
+    }
+
+    /// In the pool: a panicking step does not keep its job for the lease (an hour in the
+    /// daemon), and the pool goes on with the rest.
+    #[tokio::test]
+    async fn a_panicking_step_does_not_hold_its_job_or_stop_the_pool() {
+        static NOW: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(1_000);
+        fn now() -> i64 {
+            NOW.load(std::sync::atomic::Ordering::Relaxed)
+        }
+        let q = Arc::new(Memory::default());
+        for r in ["r1", "r2"] {
+            q.0.lock().unwrap().insert((r.into(), JobStep::Seal), (JobState::Waiting, 0, 0, None, 0));
+        }
+        let steps = Arc::new(Panicky::default());
+        steps.panics.lock().unwrap().push(JobStep::Verify);
+        let (wake, cancel) = (Arc::new(Notify::new()), CancellationToken::new());
+        let how = Pool { workers: 1, lease_ms: 60 * 60 * 1000, idle: Duration::from_millis(10), now_ms: now };
+        let pool = tokio::spawn(work(q.clone(), steps.clone(), how, wake.clone(), cancel.clone()));
+        until(&q, "both verifies failed once", &|all| {
+            ["r1", "r2"].iter().all(|r| all.get(&(r.to_string(), JobStep::Verify)).is_some_and(|j| j.1 == 1))
+        })
+        .await;
+        steps.panics.lock().unwrap().clear();
+        NOW.store(1_000 + crate::backoff::backoff_ms(0, 0) * 2, std::sync::atomic::Ordering::Relaxed);
+        wake.notify_waiters();
+        until(&q, "every step of both ran after the backoff, long before the lease", &|all| {
+            all.values().filter(|j| j.0 == JobState::Done).count() == 10
+        })
+        .await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), pool).await.expect("the pool stops on cancel").unwrap();
     }
 
     /// The pool stops on its token, and a worker killed mid-step (a lease never released) does

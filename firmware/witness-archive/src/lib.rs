@@ -2,7 +2,8 @@
 //! verify and prune steps are made of, as pure functions without I/O (unit-tested here): where
 //! a recording and its manifests go in the store ([`keys`]), how long a failed step waits
 //! ([`backoff`]), which local copies may go ([`prune`]) and what a session's manifest says
-//! ([`manifest`]). Playback and export read a recording part by part wherever it is stored
+//! ([`manifest`]), and whether a kept confirmation from the store covers what verify vouches
+//! for ([`receipt`]). Playback and export read a recording part by part wherever it is stored
 //! ([`playback`], behind the [`playback::Stored`] trait). The after-life runs as durable jobs
 //! ([`jobs`]: the graph, and a worker pool over the index's job rows, behind [`jobs::Steps`]).
 //! The binary does the rest of the I/O.
@@ -13,6 +14,7 @@ pub mod keys;
 pub mod manifest;
 pub mod playback;
 pub mod prune;
+pub mod receipt;
 
 pub use keys::Format;
 

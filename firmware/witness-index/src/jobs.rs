@@ -1,11 +1,12 @@
-//! A recording's after-life as durable jobs (`jobs`, schema step 16): one row per step, claimed
+//! A recording's after-life as durable jobs (`jobs`, schema steps 16 and 18): one row per step, claimed
 //! under a lease so two workers (or two processes) never run the same step at once, retried at
 //! its next attempt after a failure with the reason kept, and `done` once it ran. Completing a
 //! step enqueues, in the same transaction, the steps the caller says are ready once it is done
-//! (the graph itself is `witness-archive::jobs`): a crash between the two leaves neither.
+//! (the graph itself is `witness-archive::jobs`): a crash between the two leaves neither. A step
+//! may keep what it confirmed (`result`) for the steps after it.
 
 use crate::{Index, IndexError, Result};
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 use witness_core::{JobState, JobStep};
 
 /// A job as claimed or listed.
@@ -19,25 +20,25 @@ pub struct JobRow {
     /// When a waiting job is due (unix ms; 0: now).
     pub next_attempt_ms: i64,
     pub last_error: Option<String>,
+    /// Until when a worker holds it (unix ms; 0 or past: nobody).
+    pub lease_until_ms: i64,
+    /// The process holding (or last holding) the lease.
+    pub lease_owner: u32,
 }
 
 fn typed<T: std::str::FromStr>(column: &'static str, value: String) -> Result<T> {
     value.parse().map_err(|_| IndexError::Corrupt { column, value })
 }
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, u32, i64, Option<String>)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+/// A job row's columns ([`COLUMNS`]) as read.
+type Columns = (String, String, String, u32, i64, Option<String>, i64, u32);
+
+fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Columns> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?))
 }
 
 fn job(
-    (recording_id, step, state, attempts, next_attempt_ms, last_error): (
-        String,
-        String,
-        String,
-        u32,
-        i64,
-        Option<String>,
-    ),
+    (recording_id, step, state, attempts, next_attempt_ms, last_error, lease_until_ms, lease_owner): Columns,
 ) -> Result<JobRow> {
     Ok(JobRow {
         recording_id,
@@ -46,10 +47,12 @@ fn job(
         attempts,
         next_attempt_ms,
         last_error,
+        lease_until_ms,
+        lease_owner,
     })
 }
 
-const COLUMNS: &str = "recording_id, step, state, attempts, next_attempt_at, last_error";
+const COLUMNS: &str = "recording_id, step, state, attempts, next_attempt_at, last_error, lease_until, lease_owner";
 
 impl Index {
     /// Enqueues `step` for a recording, due now; nothing if it is already there (waiting or done).
@@ -71,19 +74,34 @@ impl Index {
         owner: u32,
         alive: &dyn Fn(u32) -> bool,
     ) -> Result<Option<JobRow>> {
+        self.claim_job_among(JobStep::ALL, now_ms, lease_ms, owner, alive)
+    }
+
+    /// [`Index::claim_job`] among `steps` only (`sync now`: the steps that bring a recording
+    /// to the store, not the text extraction).
+    pub fn claim_job_among(
+        &self,
+        steps: &[JobStep],
+        now_ms: i64,
+        lease_ms: i64,
+        owner: u32,
+        alive: &dyn Fn(u32) -> bool,
+    ) -> Result<Option<JobRow>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let candidates = {
             let mut stmt = tx.prepare(&format!(
-                "SELECT {COLUMNS}, lease_until, lease_owner FROM jobs WHERE state = 'waiting' AND next_attempt_at <= ?1
+                "SELECT {COLUMNS} FROM jobs WHERE state = 'waiting' AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, created_at"
             ))?;
-            let rows = stmt.query_map([now_ms], |r| Ok((row(r)?, r.get::<_, i64>(6)?, r.get::<_, u32>(7)?)))?;
+            let rows = stmt.query_map([now_ms], row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()?
         };
-        let free =
-            candidates.into_iter().find(|(_, until, holder)| *until <= now_ms || (*holder != owner && !alive(*holder)));
-        let Some((found, _, _)) = free else { return Ok(None) };
+        let free = candidates.into_iter().find(|c| {
+            let (until, holder) = (c.6, c.7);
+            steps.iter().any(|s| s.as_str() == c.1) && (until <= now_ms || (holder != owner && !alive(holder)))
+        });
+        let Some(found) = free else { return Ok(None) };
         let found = job(found)?;
         tx.execute(
             "UPDATE jobs SET lease_until = ?3, lease_owner = ?4 WHERE recording_id = ?1 AND step = ?2",
@@ -123,6 +141,30 @@ impl Index {
         }
         tx.commit()?;
         Ok(next)
+    }
+
+    /// Keeps what `step` confirmed (before it is completed: a crash in between runs the step
+    /// again, which saves it again), for the steps after it.
+    pub fn save_job_result(&self, recording_id: &str, step: JobStep, result: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE jobs SET result = ?3 WHERE recording_id = ?1 AND step = ?2",
+            params![recording_id, step.as_str(), result],
+        )?;
+        Ok(())
+    }
+
+    /// What `step` confirmed, if it saved anything (never, for a step done by a version before
+    /// schema step 18).
+    pub fn job_result(&self, recording_id: &str, step: JobStep) -> Result<Option<String>> {
+        let conn = self.conn();
+        let found = conn
+            .query_row(
+                "SELECT result FROM jobs WHERE recording_id = ?1 AND step = ?2",
+                params![recording_id, step.as_str()],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?;
+        Ok(found.flatten())
     }
 
     /// A failed attempt: counted, the reason kept, due again at `next_attempt_ms`, never given up.

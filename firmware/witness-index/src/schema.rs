@@ -200,6 +200,9 @@ const STEPS: &[&str] = &[
         sealed BLOB NOT NULL,
         PRIMARY KEY (recording_id, at)
     );",
+    // 18: what a done step confirmed, for the steps after it (the upload: which store, key and
+    // checksum the store checked on arrival); verify trusts nothing it does not find here.
+    "ALTER TABLE jobs ADD COLUMN result TEXT;",
 ];
 
 /// The schema version this build brings an index to.

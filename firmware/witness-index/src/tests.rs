@@ -550,6 +550,37 @@ fn jobs_are_durable_leased_retried_and_chained() {
     assert!(matches!(idx.waiting_jobs(), Err(IndexError::Corrupt { column: "jobs.step", .. })));
 }
 
+/// What a step confirmed (the upload's on-arrival check) is kept with its job, across a
+/// completion and a restart; a step done without saving one (by a version before schema step
+/// 18) has none, so the step after it does not take it on trust. `sync now` claims among the
+/// steps it asks for only.
+#[test]
+fn a_steps_result_is_kept_for_the_steps_after_it_and_claims_can_be_limited_to_steps() {
+    use witness_core::JobStep;
+    let (d, idx) = index();
+    idx.add_target(&web01()).unwrap();
+    uploaded_recording(&idx, "s1", "r1");
+    idx.enqueue_job("r1", JobStep::Extract, 1_000).unwrap();
+    idx.enqueue_job("r1", JobStep::Upload, 1_001).unwrap();
+    let none = idx.claim_job_among(&[JobStep::Seal, JobStep::Verify], 2_000, 60_000, 7, &|_| true).unwrap();
+    assert!(none.is_none(), "neither step asked for is waiting");
+    let up = idx.claim_job_among(&[JobStep::Upload], 2_000, 60_000, 7, &|_| true).unwrap().unwrap();
+    assert_eq!(up.step, JobStep::Upload, "the older extract is passed over");
+    assert_eq!((up.lease_until_ms, up.lease_owner), (0, 0), "as it was before the claim");
+    let listed = idx.recording_jobs("r1").unwrap();
+    let leased = listed.iter().find(|j| j.step == JobStep::Upload).unwrap();
+    assert_eq!((leased.lease_until_ms, leased.lease_owner), (62_000, 7), "the lease is listed");
+    assert_eq!(idx.job_result("r1", JobStep::Upload).unwrap(), None, "nothing confirmed yet");
+    idx.fail_job("r1", JobStep::Upload, "store unreachable", 3_000).unwrap();
+    idx.save_job_result("r1", JobStep::Upload, "confirmed").unwrap();
+    idx.complete_job("r1", JobStep::Upload, 4_000, &|_| vec![JobStep::Verify]).unwrap();
+    drop(idx);
+    let idx = Index::open(&d.0.join("index.sqlite")).unwrap();
+    assert_eq!(idx.job_result("r1", JobStep::Upload).unwrap().as_deref(), Some("confirmed"));
+    assert_eq!(idx.job_result("r1", JobStep::Verify).unwrap(), None, "verify confirmed nothing");
+    assert_eq!(idx.job_result("r9", JobStep::Upload).unwrap(), None, "no such job");
+}
+
 /// A job leased by a process that is gone (the box killed mid-step) is taken over at once, not
 /// after its lease; one that waits without failing keeps its attempts; the pipelines not
 /// finished are listed whole; recordings finished without jobs are found.

@@ -1075,6 +1075,14 @@ async function healthPage() {
         ['Oldest waiting since', localTime(s.oldest_pending_since)], ['Uploaded', String(s.uploaded)],
         ['Last success', localTime(s.last_success_at)], ['Last error', s.last_error ? `${s.last_error} (${fmtTime(s.last_error_at)})` : '—', !!s.last_error],
         ['Store key may', s.key_access || 'not checked yet']]),
+      el('h2', {}, 'Recordings in the pipeline (seal, text, upload, verify, prune)'), (s.jobs || []).length
+        ? el('div', { class: 'table-wrap' }, el('table', { id: 'health-jobs' },
+          el('thead', {}, el('tr', {}, ['Recording', 'Step', 'State', 'Attempts', 'Next try', 'Why it waits'].map((x) => el('th', {}, x)))),
+          el('tbody', {}, s.jobs.map((j) => el('tr', { class: 'job-row', 'data-step': j.step, 'data-state': j.state },
+            el('td', { title: j.recording }, j.recording.slice(0, 8) + '…'), el('td', {}, j.step), el('td', {}, j.state),
+            el('td', {}, String(j.attempts)), el('td', {}, j.state === 'waiting' ? localTime(j.next_attempt_at) : '—'),
+            el('td', { class: j.attempts > 0 ? 'bad' : '' }, j.reason || '—'))))))
+        : stateBox('Every finished recording is through: sealed, stored, verified.'),
       el('h2', {}, 'Recording'), facts('health-recording', [
         ['Video encoder', h.encoder], ['Sessions running', String(h.sessions_active)],
         ['Recordings', h.recordings_by_status.map(([st, n]) => `${n} ${st}`).join(', ') || 'none']]),

@@ -333,6 +333,25 @@ pub struct StoreHealthView {
     pub last_success_at: Option<String>,
     /// What the store key was found able to do (`write-only`, `read-write`), once checked.
     pub key_access: Option<String>,
+    /// Every job of the recordings whose after-life is not through yet, as `witness sync status`
+    /// lists them: where each waits, and why.
+    #[serde(default)]
+    pub jobs: Vec<JobView>,
+}
+
+/// One step of a recording's after-life (seal, extract, upload, verify, prune).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct JobView {
+    pub recording: String,
+    pub step: String,
+    /// `waiting` or `done`.
+    pub state: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When a waiting step is tried next (RFC 3339, UTC).
+    pub next_attempt_at: Option<String>,
+    /// Why it waits (the last failure, or why it may not run yet).
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -136,29 +136,6 @@ pub fn gaps_of(rec: &witness_index::RecordingRow) -> Vec<String> {
     gaps
 }
 
-/// Seals a finished recording and queues its upload; one that cannot be sealed is held back
-/// from the queue with the reason (shown in `sync status`), to be sealed again later.
-pub fn seal_and_queue(dir: &DataDir, recording_id: &str) -> bool {
-    let sealed = dir
-        .index
-        .recording(recording_id)
-        .map_err(anyhow::Error::from)
-        .and_then(|r| r.with_context(|| format!("no recording {recording_id}")))
-        .and_then(|rec| seal(dir, recording_id, gaps_of(&rec)));
-    match sealed {
-        Ok(()) => {
-            crate::sync::enqueue(dir, recording_id);
-            true
-        }
-        Err(e) => {
-            let reason = format!("{e:#}");
-            tracing::warn!(recording_id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
-            crate::sync::hold_unsealed(dir, recording_id, &reason);
-            false
-        }
-    }
-}
-
 /// The evidence files of a recording (manifest, signature), from the box.
 pub fn evidence_files(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, String)> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;

@@ -17,7 +17,8 @@ use witness_archive::prune::{self, Decision};
 use witness_core::JobStep;
 
 /// How long a step is held by its worker. A process killed mid-step is taken over at once (its
-/// pid is gone); this bounds only a step whose worker died inside a running daemon.
+/// pid is gone) and a step that panicked is released at once as a failure; this bounds only a
+/// worker thread lost some other way inside a running daemon.
 const LEASE_MS: i64 = 60 * 60 * 1000;
 /// Failed extraction attempts after which the text is given up (search is a convenience: a
 /// recording that cannot be read for it must not sit in `sync status` as waiting for ever).
@@ -217,12 +218,125 @@ impl BoxSteps {
     }
 }
 
+/// When a waiting job is tried next, as the index writes times (none for a done one): for
+/// `sync status` and the console.
+pub fn next_attempt_at(j: &witness_index::JobRow) -> Option<String> {
+    (j.state == witness_core::JobState::Waiting).then(|| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(j.next_attempt_ms as i128 * 1_000_000)
+            .map(witness_index::format_time)
+            .unwrap_or_default()
+    })
+}
+
+/// The steps `sync now` runs: those that bring a finished recording to the store and off the
+/// box (its text for search is left to the daemon).
+pub const TO_THE_STORE: &[JobStep] = &[JobStep::Seal, JobStep::Upload, JobStep::Verify, JobStep::Prune];
+
+/// What `sync now` came to.
+#[derive(Debug, Default)]
+pub struct SyncNow {
+    /// Recordings verified in the store by this run.
+    pub verified: u64,
+    /// Bytes of recordings this run sent.
+    pub sent: u64,
+    /// The steps that failed in this run (recording, step, reason): they wait with a backoff.
+    pub failed: Vec<(String, JobStep, String)>,
+    /// Steps that may run now but another process (the daemon) holds, when it stopped.
+    pub elsewhere: Vec<(String, JobStep)>,
+}
+
+/// Waiting jobs' attempts so far and last reasons, by recording and step.
+type Attempts = std::collections::HashMap<(String, JobStep), (u32, Option<String>)>;
+
+/// Steps that note what failed.
+struct Noted<'a> {
+    steps: &'a BoxSteps,
+    failed: std::sync::Mutex<Vec<(String, JobStep, String)>>,
+}
+
+impl Steps for Noted<'_> {
+    fn run(&self, job: &Job) -> Result<Outcome, String> {
+        let ran = self.steps.run(job);
+        if let Err(e) = &ran {
+            self.failed.lock().unwrap_or_else(|p| p.into_inner()).push((job.recording_id.clone(), job.step, e.clone()));
+        }
+        ran
+    }
+}
+
+/// `sync now`: the job graph, woken and run here. Every waiting job of [`TO_THE_STORE`] is made
+/// due (a running daemon's pool takes them within its tick), and this process takes them too,
+/// through the same steps — a job is held by one process at a time — until none is left that
+/// may run now: a step that fails waits with its backoff and reason (returned), one put off
+/// (a copy kept until its time) waits for its time. With `wait`, it also waits until the steps
+/// another process holds are done (one that fails there is reported too). `rt` must be a multi-thread runtime (steps block on it from
+/// this thread).
+pub fn sync_now(dir: Arc<DataDir>, uploader: Uploader, wait: bool, rt: &tokio::runtime::Runtime) -> Result<SyncNow> {
+    enqueue_missing(&dir)?;
+    for step in TO_THE_STORE {
+        dir.index.make_jobs_due(Some(*step))?;
+    }
+    let steps = BoxSteps { dir: dir.clone(), uploader, rt: rt.handle().clone(), cancel: CancellationToken::new() };
+    let noted = Noted { steps: &steps, failed: Default::default() };
+    let queue = Queue(dir.clone());
+    // Attempts so far: a step that fails while this runs (here, or in the daemon while waiting
+    // for it) is reported.
+    let attempts = |dir: &DataDir| -> Result<Attempts> {
+        Ok(dir
+            .index
+            .waiting_jobs()?
+            .into_iter()
+            .filter(|j| TO_THE_STORE.contains(&j.step))
+            .map(|j| ((j.recording_id, j.step), (j.attempts, j.last_error)))
+            .collect())
+    };
+    let before = attempts(&dir)?;
+    let elsewhere = loop {
+        match jobs::run_one_among(&queue, &noted, TO_THE_STORE, unix_ms(), LEASE_MS)? {
+            jobs::Ran::Done(..) | jobs::Ran::Later(..) | jobs::Ran::Failed(..) => continue,
+            jobs::Ran::Idle => {}
+        }
+        let now = unix_ms();
+        let held: Vec<(String, JobStep)> = dir
+            .index
+            .waiting_jobs()?
+            .into_iter()
+            .filter(|j| TO_THE_STORE.contains(&j.step) && j.next_attempt_ms <= now)
+            .map(|j| (j.recording_id, j.step))
+            .collect();
+        if held.is_empty() || !wait {
+            break held;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut failed = noted.failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    // Failures the steps here did not return: a panic here, a failure in the daemon.
+    for ((id, step), (now_attempts, reason)) in attempts(&dir)? {
+        let was = before.get(&(id.clone(), step)).map(|b| b.0).unwrap_or(0);
+        if now_attempts > was && !failed.iter().any(|f| f.0 == id && f.1 == step) {
+            failed.push((id, step, reason.unwrap_or_default()));
+        }
+    }
+    let up = &steps.uploader;
+    Ok(SyncNow {
+        verified: up.verified.load(std::sync::atomic::Ordering::Relaxed),
+        sent: up.sent.load(std::sync::atomic::Ordering::Relaxed),
+        failed,
+        elsewhere,
+    })
+}
+
 /// The index's jobs, as the pool takes them.
 struct Queue(Arc<DataDir>);
 
 impl JobQueue for Queue {
-    fn claim(&self, now_ms: i64, lease_ms: i64) -> Result<Option<Job>, witness_archive::ArchiveError> {
-        JobQueue::claim(&self.0.index, now_ms, lease_ms)
+    fn claim_among(
+        &self,
+        among: &[JobStep],
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Result<Option<Job>, witness_archive::ArchiveError> {
+        JobQueue::claim_among(&self.0.index, among, now_ms, lease_ms)
     }
     fn complete(&self, job: &Job, now_ms: i64) -> Result<Vec<JobStep>, witness_archive::ArchiveError> {
         JobQueue::complete(&self.0.index, job, now_ms)
@@ -275,7 +389,7 @@ async fn housekeeping(dir: Arc<DataDir>, steps: Arc<BoxSteps>, wake: Arc<Notify>
             wake.notify_waiters();
         }
         if dir.index.sessions_needing_manifest().is_ok_and(|s| !s.is_empty()) {
-            steps.uploader.manifests(&mut crate::sync::Pass::default()).await;
+            steps.uploader.manifests().await;
         }
         if swept.is_none_or(|t| t.elapsed() >= dir.config.retention_sweep) {
             swept = Some(tokio::time::Instant::now());

@@ -1,16 +1,13 @@
 //! Store-and-forward: turns finished recordings into upload rows, uploads them (resuming
 //! multipart progress), has the store check each on arrival and stores its signed manifest
-//! before marking it `uploaded`, writes each session's manifest, and prunes local copies only
-//! once they are verified remotely. The daemon runs these as the pipeline's upload and verify
-//! steps ([`Uploader::upload_step`], [`Uploader::verify_step`], see `pipeline.rs`); `sync now`
-//! runs them in passes ([`Uploader::pass`]). Failures back off (with jitter, capped) and are
-//! retried forever.
+//! before marking it `uploaded`, and writes each session's manifest. These are the pipeline's upload and verify steps
+//! ([`Uploader::upload_step`], [`Uploader::verify_step`], run by the daemon's pool and by `sync
+//! now`, see `pipeline.rs`). Failures back off (with jitter, capped) and are retried forever.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 use tracing::{info, warn};
 use witness_archive::jobs::Outcome;
 use witness_archive::{Format, keys};
@@ -94,27 +91,6 @@ pub fn hold_unsealed(dir: &DataDir, recording_id: &str, reason: &str) {
     }
 }
 
-/// Queues whatever finished without a job (after a crash or an upgrade).
-pub fn enqueue_missing(dir: &DataDir) -> Result<usize> {
-    let missing = dir.index.recordings_without_upload()?;
-    for (id, _, _) in &missing {
-        enqueue(dir, id);
-    }
-    Ok(missing.len())
-}
-
-/// How often recordings held back as unsealed are sealed again.
-const RESEAL_EVERY: Duration = Duration::from_secs(10);
-
-/// What a pass did.
-#[derive(Debug, Default)]
-pub struct Pass {
-    pub uploaded: u64,
-    pub failed: u64,
-    pub bytes_sent: u64,
-    pub last_error: Option<String>,
-}
-
 struct IndexProgress<'a> {
     dir: &'a DataDir,
     recording_id: String,
@@ -148,9 +124,10 @@ pub struct Uploader {
     /// Whether the current store passed [`Store::check`] (bucket there, credentials taken);
     /// some S3 servers would otherwise create a mistyped bucket on the first PUT.
     checked: std::sync::atomic::AtomicBool,
-    /// When recordings held back as unsealed were last sealed again.
-    resealed: std::sync::Mutex<Option<std::time::Instant>>,
     pub verbose: bool,
+    /// Bytes of recordings sent by the steps, and recordings verified (for `sync now`).
+    pub sent: std::sync::atomic::AtomicU64,
+    pub verified: std::sync::atomic::AtomicU64,
 }
 
 fn store_stamp(root: &Path) -> Option<std::time::SystemTime> {
@@ -165,8 +142,9 @@ impl Uploader {
             dir,
             store: std::sync::Mutex::new((stamp, store)),
             checked: Default::default(),
-            resealed: Default::default(),
             verbose,
+            sent: Default::default(),
+            verified: Default::default(),
         })
     }
 
@@ -191,7 +169,13 @@ impl Uploader {
 
     /// Sends a claimed job's recording and has the store check it on arrival (the receipt):
     /// nothing goes up without its signed manifest beside it on the box.
-    async fn send(&self, store: &Store, job: &UploadJob, progress: &mut IndexProgress<'_>) -> Result<(), StoreError> {
+    /// Returns how the store confirmed it.
+    async fn send(
+        &self,
+        store: &Store,
+        job: &UploadJob,
+        progress: &mut IndexProgress<'_>,
+    ) -> Result<String, StoreError> {
         let dir = &self.dir;
         let path: PathBuf = dir.root.join(&job.path);
         let resume = Resume {
@@ -233,7 +217,28 @@ impl Uploader {
             Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
             Err(_) => Vec::new(),
         };
-        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await
+        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
+        Ok(match receipt {
+            Some(witness_store::Receipt { sha256_b64: Some(sum), .. }) if parts.is_empty() => {
+                format!("sha256 {sum} on arrival")
+            }
+            Some(witness_store::Receipt { etag: Some(etag), .. }) => format!("etag {etag} on arrival"),
+            _ => "read back".to_owned(),
+        })
+    }
+
+    /// Keeps the store's confirmation of `job`'s recording with its upload job, for verify.
+    fn keep_confirmation(&self, store: &Store, job: &UploadJob, check: String) -> Result<(), String> {
+        let confirmed = witness_archive::receipt::Confirmed {
+            store: store.describe().to_owned(),
+            key: job.object_key.clone(),
+            sha256: job.sha256.clone(),
+            check,
+        };
+        self.dir
+            .index
+            .save_job_result(&job.recording_id, JobStep::Upload, &confirmed.to_text())
+            .map_err(|e| format!("keeping the store's confirmation: the index: {e}"))
     }
 
     /// Stores a job's signed manifest and signature beside its recording, for verification from
@@ -257,6 +262,7 @@ impl Uploader {
     fn succeeded(&self, job: &UploadJob, desc: &str) {
         let dir = &self.dir;
         let _ = dir.index.upload_verified(&job.recording_id);
+        self.verified.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // The store is back: what waited in backoff need not wait any longer.
         let _ = dir.index.make_uploads_due();
         let _ = dir.index.make_jobs_due(Some(JobStep::Upload));
@@ -291,30 +297,6 @@ impl Uploader {
             println!("upload of {} failed: {message}", job.recording_id);
         }
         message
-    }
-
-    /// Uploads and verifies one job (`sync now`). Errors are recorded on the job and returned.
-    async fn process(&self, job: UploadJob, pass: &mut Pass) {
-        let store = self.store();
-        let mut progress =
-            IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
-        let result = async {
-            self.send(&store, &job, &mut progress).await?;
-            self.store_evidence(&store, &job).await
-        }
-        .await;
-        pass.bytes_sent += progress.sent;
-        let desc = store.describe().to_owned();
-        match result {
-            Ok(()) => {
-                self.succeeded(&job, &desc);
-                pass.uploaded += 1;
-            }
-            Err(e) => {
-                pass.last_error = Some(self.failed(&job, e, &desc));
-                pass.failed += 1;
-            }
-        }
     }
 
     /// Claims a recording's upload row for a pipeline step: `Err` with the outcome to return
@@ -363,84 +345,79 @@ impl Uploader {
         let mut progress =
             IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
         match self.send(&store, &job, &mut progress).await {
-            Ok(()) => {
+            Ok(check) => {
+                self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+                let kept = self.keep_confirmation(&store, &job, check);
                 let _ = self.dir.index.release_upload(recording_id);
+                kept?;
                 let _ = self.dir.index.store_contact(&desc, None);
                 info!(recording_id, key = %job.object_key, "recording stored; the store checked it on arrival");
                 Ok(Outcome::Done)
             }
-            Err(e) => Err(self.failed(&job, e, &desc)),
+            Err(e) => {
+                self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+                Err(self.failed(&job, e, &desc))
+            }
         }
     }
 
-    /// The pipeline's verify step: the signed manifest and signature stored beside the stored
-    /// recording; only then is it `uploaded` (and may its local copy go). Then the session's
+    /// The pipeline's verify step: the store's confirmation of the recording that the upload
+    /// step kept (without one covering this store, object and checksum — a step done by an
+    /// older version, a store changed since — the recording is uploaded again and checked on
+    /// arrival again: nothing is taken on trust), then the signed manifest and signature stored
+    /// beside it; only then is it `uploaded` (and may its local copy go). Then the session's
     /// manifest, once every recording of the session is there.
     pub async fn verify_step(&self, recording_id: &str) -> std::result::Result<Outcome, String> {
-        let job = match self.claim_for_step(recording_id) {
+        let mut job = match self.claim_for_step(recording_id) {
             Ok(job) => job,
             Err(outcome) => return outcome,
         };
         let store = self.store();
         let desc = store.describe().to_owned();
+        let saved = match self.dir.index.job_result(recording_id, JobStep::Upload) {
+            Ok(saved) => saved,
+            Err(e) => {
+                let _ = self.dir.index.release_upload(recording_id);
+                return Err(format!("the index: {e}"));
+            }
+        };
+        if !witness_archive::receipt::Confirmed::covers(saved.as_deref(), &desc, &job.object_key, &job.sha256) {
+            warn!(recording_id, store = %desc, "no confirmation from this store kept for the recording; uploading it again");
+            // From the start: a multipart upload left behind may be complete already, and only a
+            // new one is checked on arrival.
+            let _ = self.dir.index.save_multipart(recording_id, None, &[]);
+            (job.upload_id, job.parts) = (None, Vec::new());
+            let mut progress = IndexProgress {
+                dir: &self.dir,
+                recording_id: job.recording_id.clone(),
+                sent: 0,
+                verbose: self.verbose,
+            };
+            let sent = self.send(&store, &job, &mut progress).await;
+            self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
+            match sent {
+                Ok(check) => {
+                    if let Err(e) = self.keep_confirmation(&store, &job, check) {
+                        let _ = self.dir.index.release_upload(recording_id);
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(self.failed(&job, e, &desc)),
+            }
+        }
         match self.store_evidence(&store, &job).await {
             Ok(()) => {
                 self.succeeded(&job, &desc);
-                self.manifests(&mut Pass::default()).await;
+                self.manifests().await;
                 Ok(Outcome::Done)
             }
             Err(e) => Err(self.failed(&job, e, &desc)),
         }
     }
 
-    /// Seals recordings held back as unsealed again (at most every [`RESEAL_EVERY`]), queueing
-    /// those that seal now: a signing key that comes back needs no restart.
-    fn reseal(&self) {
-        {
-            let mut last = self.resealed.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_some_and(|t| t.elapsed() < RESEAL_EVERY) {
-                return;
-            }
-            *last = Some(std::time::Instant::now());
-        }
-        let Ok(unsealed) = self.dir.index.unsealed_uploads() else { return };
-        for (id, _) in unsealed {
-            crate::evidence::seal_and_queue(&self.dir, &id);
-        }
-    }
-
-    /// Seals what waits to be sealed, uploads every job due now, then manifests, then prunes.
-    pub async fn pass(&self) -> Pass {
-        self.reseal();
-        let mut pass = Pass::default();
-        let mut tried = std::collections::HashSet::new();
-        let me = std::process::id();
-        let alive = |pid: u32| Path::new(&format!("/proc/{pid}")).exists();
-        loop {
-            let job = match self.dir.index.claim_upload(unix_ms(), LEASE_MS, me, &alive) {
-                Ok(Some(job)) => job,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!(error = %e, "the upload queue cannot be read");
-                    pass.failed += 1;
-                    pass.last_error = Some(e.to_string());
-                    break;
-                }
-            };
-            if !tried.insert(job.recording_id.clone()) {
-                break;
-            }
-            self.process(job, &mut pass).await;
-        }
-        if pass.failed == 0 {
-            self.manifests(&mut pass).await;
-        }
-        self.prune();
-        pass
-    }
-
-    /// Stores the manifest of every ended session whose recordings are all uploaded.
-    pub async fn manifests(&self, pass: &mut Pass) {
+    /// Stores the manifest of every ended session whose recordings are all uploaded (one that
+    /// fails is tried again at the next verify or housekeeping tick).
+    pub async fn manifests(&self) {
         let Ok(sessions) = self.dir.index.sessions_needing_manifest() else { return };
         for id in sessions {
             match self.manifest(&id).await {
@@ -448,7 +425,6 @@ impl Uploader {
                     let _ = self.dir.index.manifest_uploaded(&id, &key);
                 }
                 Err(e) => {
-                    pass.last_error = Some(e.to_string());
                     warn!(session_id = %id, error = %e, "manifest upload failed; will retry");
                     return;
                 }
@@ -483,44 +459,5 @@ impl Uploader {
         let held = index.hold_of(session_id)?.is_some();
         self.store().put_bytes(&key, manifest, held).await?;
         Ok(key)
-    }
-
-    /// Deletes local copies that are verified remotely: past `keep_local_days`, or oldest first
-    /// while the disk is above its high watermark. Never anything not uploaded, never anything
-    /// held (each copy is claimed first, so a hold set meanwhile wins).
-    fn prune(&self) {
-        let dir = &self.dir;
-        let days = dir.config.keep_local_days as i64;
-        let cutoff = time::OffsetDateTime::now_utc() - time::Duration::days(days);
-        let past_keep = dir.index.prunable(&witness_index::format_time(cutoff)).unwrap_or_default();
-        let over = witness_recorder::used_percent(&dir.recordings_dir())
-            .map(|p| p > self.dir.config.high_watermark_percent)
-            .unwrap_or(false);
-        let all = if over { dir.index.prunable("9999").unwrap_or_default() } else { Vec::new() };
-        let victims = witness_archive::prune::select(&past_keep, &all, over);
-        for (id, path) in victims {
-            if !dir.index.claim_deletion(&id).unwrap_or(false) {
-                continue;
-            }
-            match std::fs::remove_file(dir.root.join(&path)) {
-                Ok(()) => {
-                    let _ = dir.index.mark_pruned(&id);
-                    let session = dir.index.recording(&id).ok().flatten().map(|r| r.session_id);
-                    let _ = dir.index.audit(
-                        "local_copy_pruned",
-                        None,
-                        None,
-                        session.as_deref(),
-                        &serde_json::json!({ "recording": id, "reason": "verified in the store" }),
-                    );
-                    info!(recording_id = %id, "local copy pruned (verified in the store)");
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let _ = dir.index.mark_pruned(&id);
-                }
-                Err(e) => warn!(recording_id = %id, error = %e, "could not prune a local copy"),
-            }
-            let _ = dir.index.release_deletion(&id);
-        }
     }
 }

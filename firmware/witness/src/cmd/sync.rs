@@ -7,6 +7,7 @@ use crate::sync::{self, STORE_FILE, Uploader};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 use std::sync::Arc;
+use witness_core::JobStep;
 use witness_keys::write_private;
 use witness_store::{Destination, ObjectLock, Store, Tuning};
 
@@ -140,11 +141,7 @@ struct Status {
 
 /// A job row for `sync status`.
 fn job_json(j: &witness_index::JobRow) -> serde_json::Value {
-    let next = (j.state == witness_core::JobState::Waiting).then(|| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(j.next_attempt_ms as i128 * 1_000_000)
-            .map(witness_index::format_time)
-            .unwrap_or_default()
-    });
+    let next = crate::pipeline::next_attempt_at(j);
     serde_json::json!({
         "recording": j.recording_id, "step": j.step.as_str(), "state": j.state.as_str(),
         "attempts": j.attempts, "reason": j.last_error, "next_attempt_at": next,
@@ -286,46 +283,48 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             Ok(())
         }
         SyncCmd::Now { wait } => {
-            sync::enqueue_missing(&dir)?;
-            let due = dir.index.make_uploads_due()?;
+            // Uploads go one way, the job graph's: woken (made due) and run here as well.
             let store = sync::open_store(&dir)?;
-            let rt = runtime()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            let queued = || {
+                dir.index.waiting_jobs().map(|w| {
+                    let mut ids: Vec<&str> = w
+                        .iter()
+                        .filter(|j| matches!(j.step, JobStep::Seal | JobStep::Upload | JobStep::Verify))
+                        .map(|j| j.recording_id.as_str())
+                        .collect();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    ids.len()
+                })
+            };
+            crate::pipeline::enqueue_missing(&dir)?;
             match rt.block_on(store.check()) {
                 Ok(access) => {
                     let _ = dir.index.store_key_access(access.as_str());
                 }
                 Err(e) => {
                     let _ = dir.index.store_contact(store.describe(), Some((e.kind(), &e.to_string())));
-                    bail!("{due} recordings stay queued: {e}");
+                    bail!("{} recordings stay queued: {e}", queued()?);
                 }
             }
-            println!("uploading {due} pending recordings to {}", store.describe());
+            println!("uploading {} pending recordings to {}", queued()?, store.describe());
             let up = Uploader::new(dir.clone(), true)?;
-            let mut total = sync::Pass::default();
-            loop {
-                let pass = rt.block_on(up.pass());
-                total.uploaded += pass.uploaded;
-                total.failed += pass.failed;
-                total.bytes_sent += pass.bytes_sent;
-                if pass.last_error.is_some() {
-                    total.last_error = pass.last_error;
-                }
-                if total.failed > 0 {
-                    break;
-                }
-                let backlog = dir.index.backlog()?;
-                if backlog.pending == 0 || !wait {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(300));
+            let done = crate::pipeline::sync_now(dir.clone(), up, wait, &rt)?;
+            println!("uploaded {} recordings, {} bytes sent", done.verified, done.sent);
+            if let Some((id, step, e)) = done.failed.last() {
+                bail!(
+                    "{} uploads failed; last error: {e} ({step} of {id}; it waits and is tried again)",
+                    done.failed.len()
+                );
             }
-            println!("uploaded {} recordings, {} bytes sent", total.uploaded, total.bytes_sent);
-            if let Some(e) = total.last_error {
-                bail!("{} uploads failed; last error: {e}", total.failed.max(1));
-            }
-            let left = dir.index.backlog()?.pending;
-            if left > 0 {
-                println!("{left} recordings are being uploaded by another process (use --wait to wait for them)");
+            if !done.elsewhere.is_empty() {
+                let mut ids: Vec<&str> = done.elsewhere.iter().map(|(id, _)| id.as_str()).collect();
+                ids.dedup();
+                println!(
+                    "{} recordings are being uploaded by another process (use --wait to wait for them)",
+                    ids.len()
+                );
             }
             Ok(())
         }

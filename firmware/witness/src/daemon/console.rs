@@ -362,6 +362,21 @@ impl witness_web::Console for BoxConsole {
                 last_error_at: store.last_error_at,
                 last_success_at: store.last_success_at,
                 key_access: store.key_access,
+                jobs: self
+                    .dir
+                    .index
+                    .unfinished_pipelines()
+                    .map_err(internal)?
+                    .iter()
+                    .map(|j| witness_web::JobView {
+                        recording: j.recording_id.clone(),
+                        step: j.step.as_str().to_owned(),
+                        state: j.state.as_str().to_owned(),
+                        attempts: j.attempts,
+                        next_attempt_at: crate::pipeline::next_attempt_at(j),
+                        reason: j.last_error.clone(),
+                    })
+                    .collect(),
             },
             encoder: crate::daemon::video::last_choice(&self.dir.root)
                 .and_then(|c| c.chosen)
