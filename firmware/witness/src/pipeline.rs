@@ -358,7 +358,7 @@ fn over_watermark(dir: &DataDir) -> bool {
 /// an upload) and housekeeping. On `cancel`, a step under way finishes first; what is left
 /// waits in the index for the next start.
 pub fn spawn(dir: Arc<DataDir>, wake: Arc<Notify>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
-    let uploader = Uploader::new(dir.clone(), false)?;
+    let uploader = Uploader::new(dir.clone(), None)?;
     Ok(std::thread::Builder::new().name("archive".into()).spawn(move || {
         let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
             Ok(rt) => rt,

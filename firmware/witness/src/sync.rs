@@ -95,7 +95,7 @@ struct IndexProgress<'a> {
     dir: &'a DataDir,
     recording_id: String,
     sent: u64,
-    verbose: bool,
+    say: Option<Say>,
 }
 
 impl Progress for IndexProgress<'_> {
@@ -110,11 +110,14 @@ impl Progress for IndexProgress<'_> {
 
     fn sent(&mut self, bytes: u64) {
         self.sent += bytes;
-        if self.verbose {
-            println!("  {} : {} bytes sent", self.recording_id, self.sent);
+        if let Some(say) = &self.say {
+            say(format!("  {} : {} bytes sent", self.recording_id, self.sent));
         }
     }
 }
+
+/// A line for the person running a command, handed to the command layer, which prints it.
+pub type Say = Arc<dyn Fn(String) + Send + Sync>;
 
 pub struct Uploader {
     pub dir: Arc<DataDir>,
@@ -124,7 +127,8 @@ pub struct Uploader {
     /// Whether the current store passed [`Store::check`] (bucket there, credentials taken);
     /// some S3 servers would otherwise create a mistyped bucket on the first PUT.
     checked: std::sync::atomic::AtomicBool,
-    pub verbose: bool,
+    /// Where a command wants each upload's progress told (`sync now`); the daemon has none.
+    pub say: Option<Say>,
     /// Bytes of recordings sent by the steps, and recordings verified (for `sync now`).
     pub sent: std::sync::atomic::AtomicU64,
     pub verified: std::sync::atomic::AtomicU64,
@@ -135,14 +139,14 @@ fn store_stamp(root: &Path) -> Option<std::time::SystemTime> {
 }
 
 impl Uploader {
-    pub fn new(dir: Arc<DataDir>, verbose: bool) -> Result<Self> {
+    pub fn new(dir: Arc<DataDir>, say: Option<Say>) -> Result<Self> {
         let stamp = store_stamp(&dir.root);
         let store = Arc::new(open_store(&dir)?);
         Ok(Self {
             dir,
             store: std::sync::Mutex::new((stamp, store)),
             checked: Default::default(),
-            verbose,
+            say,
             sent: Default::default(),
             verified: Default::default(),
         })
@@ -182,14 +186,14 @@ impl Uploader {
             upload_id: job.upload_id.clone(),
             parts: job.parts.iter().map(|p| Part { number: p.number, etag: p.etag.clone(), size: p.size }).collect(),
         };
-        if self.verbose {
+        if let Some(say) = &self.say {
             let done: u64 = resume.parts.iter().map(|p| p.size).sum();
             if done > 0 {
-                println!(
+                say(format!(
                     "  {} : resuming, {} parts ({done} bytes) already stored",
                     job.recording_id,
                     resume.parts.len()
-                );
+                ));
             }
         }
         // A session held before its upload is written with the S3 Object Lock legal hold on.
@@ -275,8 +279,8 @@ impl Uploader {
             &serde_json::json!({ "recording": job.recording_id, "key": job.object_key, "bytes": job.bytes, "sha256": job.sha256 }),
         );
         info!(recording_id = %job.recording_id, key = %job.object_key, "recording uploaded and verified");
-        if self.verbose {
-            println!("uploaded {} ({} bytes) as {} — verified", job.recording_id, job.bytes, job.object_key);
+        if let Some(say) = &self.say {
+            say(format!("uploaded {} ({} bytes) as {} — verified", job.recording_id, job.bytes, job.object_key));
         }
     }
 
@@ -293,8 +297,8 @@ impl Uploader {
         let _ = dir.index.upload_failed(&job.recording_id, &message, next);
         let _ = dir.index.store_contact(desc, Some((e.kind(), &message)));
         warn!(recording_id = %job.recording_id, error = %message, attempts = job.attempts + 1, "upload failed; will retry");
-        if self.verbose {
-            println!("upload of {} failed: {message}", job.recording_id);
+        if let Some(say) = &self.say {
+            say(format!("upload of {} failed: {message}", job.recording_id));
         }
         message
     }
@@ -343,7 +347,7 @@ impl Uploader {
         let store = self.store();
         let desc = store.describe().to_owned();
         let mut progress =
-            IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, verbose: self.verbose };
+            IndexProgress { dir: &self.dir, recording_id: job.recording_id.clone(), sent: 0, say: self.say.clone() };
         match self.send(&store, &job, &mut progress).await {
             Ok(check) => {
                 self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);
@@ -391,7 +395,7 @@ impl Uploader {
                 dir: &self.dir,
                 recording_id: job.recording_id.clone(),
                 sent: 0,
-                verbose: self.verbose,
+                say: self.say.clone(),
             };
             let sent = self.send(&store, &job, &mut progress).await;
             self.sent.fetch_add(progress.sent, std::sync::atomic::Ordering::Relaxed);

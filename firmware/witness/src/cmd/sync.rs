@@ -309,7 +309,7 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                 }
             }
             println!("uploading {} pending recordings to {}", queued()?, store.describe());
-            let up = Uploader::new(dir.clone(), true)?;
+            let up = Uploader::new(dir.clone(), Some(std::sync::Arc::new(|line| println!("{line}"))))?;
             let done = crate::pipeline::sync_now(dir.clone(), up, wait, &rt)?;
             println!("uploaded {} recordings, {} bytes sent", done.verified, done.sent);
             if let Some((id, step, e)) = done.failed.last() {
