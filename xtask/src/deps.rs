@@ -278,4 +278,69 @@ mod tests {
         let metadata: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(violations(&metadata).unwrap(), Vec::<String>::new());
     }
+
+    /// Red team (issue 22): a normal dependency declared under `[target.'cfg(…)'.dependencies]`
+    /// is linked like any other on that target, but the transitive walk keeps only edges whose
+    /// `target` is null, so a sans-IO crate (or the root firewall loader) reaches tokio unseen.
+    /// Passes while the hole is open.
+    #[test]
+    fn red22_deps_target_specific_edge_slips_past_the_sans_io_rule() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["core", "egress"],
+            "packages": [
+                {"id": "core", "name": "witness-core", "manifest_path": "/w/firmware/witness-core/Cargo.toml",
+                 "dependencies": [{"name": "tokio", "kind": null, "target": "cfg(unix)"}]},
+                {"id": "egress", "name": "witness-egress", "manifest_path": "/w/firmware/witness-egress/Cargo.toml",
+                 "dependencies": [{"name": "helper", "kind": null}]},
+                {"id": "helper", "name": "helper", "manifest_path": "/r/helper/Cargo.toml",
+                 "dependencies": [{"name": "rusqlite", "kind": null, "target": "cfg(target_os = \"linux\")"}]},
+                {"id": "tokio", "name": "tokio", "manifest_path": "/r/tokio/Cargo.toml", "dependencies": []},
+                {"id": "rusqlite", "name": "rusqlite", "manifest_path": "/r/rusqlite/Cargo.toml", "dependencies": []},
+            ],
+            "resolve": {"nodes": [
+                {"id": "core", "deps": [{"pkg": "tokio", "dep_kinds": [{"kind": null, "target": "cfg(unix)"}]}]},
+                {"id": "egress", "deps": [{"pkg": "helper", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "helper", "deps": [{"pkg": "rusqlite", "dep_kinds": [{"kind": null, "target": "cfg(target_os = \"linux\")"}]}]},
+                {"id": "tokio", "deps": []},
+                {"id": "rusqlite", "deps": []},
+            ]},
+        });
+        // witness-core -> tokio and witness-egress -> helper -> rusqlite are both linked on the
+        // box (Linux, unix), yet nothing is named.
+        assert_eq!(violations(&metadata).unwrap(), Vec::<String>::new());
+    }
+
+    /// Red team (issue 22): "one owner per foreign system" is checked on direct edges only, and
+    /// only for the client libraries named in OWNERS: a crate that reaches russh through a
+    /// wrapper crate, or talks to the store with another HTTP/S3 client, passes. Passes while the
+    /// hole is open.
+    #[test]
+    fn red22_deps_foreign_system_reached_through_a_wrapper_or_another_client() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["index", "recorder"],
+            "packages": [
+                {"id": "index", "name": "witness-index", "manifest_path": "/w/firmware/witness-index/Cargo.toml",
+                 "dependencies": [{"name": "async-ssh2-tokio", "kind": null}]},
+                {"id": "recorder", "name": "witness-recorder", "manifest_path": "/w/firmware/witness-recorder/Cargo.toml",
+                 "dependencies": [{"name": "ureq", "kind": null}, {"name": "aws-sdk-s3", "kind": null}, {"name": "libsqlite3-sys", "kind": null}]},
+                {"id": "wrap", "name": "async-ssh2-tokio", "manifest_path": "/r/w/Cargo.toml",
+                 "dependencies": [{"name": "russh", "kind": null}]},
+                {"id": "russh", "name": "russh", "manifest_path": "/r/russh/Cargo.toml", "dependencies": []},
+                {"id": "ureq", "name": "ureq", "manifest_path": "/r/ureq/Cargo.toml", "dependencies": []},
+                {"id": "s3", "name": "aws-sdk-s3", "manifest_path": "/r/s3/Cargo.toml", "dependencies": []},
+                {"id": "sqlite", "name": "libsqlite3-sys", "manifest_path": "/r/sqlite/Cargo.toml", "dependencies": []},
+            ],
+            "resolve": {"nodes": [
+                {"id": "index", "deps": [{"pkg": "wrap", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "wrap", "deps": [{"pkg": "russh", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "recorder", "deps": [
+                    {"pkg": "ureq", "dep_kinds": [{"kind": null, "target": null}]},
+                    {"pkg": "s3", "dep_kinds": [{"kind": null, "target": null}]},
+                    {"pkg": "sqlite", "dep_kinds": [{"kind": null, "target": null}]},
+                ]},
+            ]},
+        });
+        // witness-index now speaks SSH and witness-recorder has its own store client and SQLite.
+        assert_eq!(violations(&metadata).unwrap(), Vec::<String>::new());
+    }
 }

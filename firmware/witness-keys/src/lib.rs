@@ -760,4 +760,62 @@ mod tests {
         clear_pending_audit(root).unwrap();
         assert!(pending_audit(root).unwrap().is_empty());
     }
+
+    /// Red team (issue 22): a key file that is already readable by everyone (restored from a
+    /// backup, copied by hand, a `keys/` made by `mkdir` with the default umask) is used as it
+    /// is: no refusal, no repair, no word. Every local user can read the key that opens the
+    /// search text. Passes while the hole is open.
+    #[test]
+    fn red22_keys_a_world_readable_key_file_is_used_silently() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = root.join("keys/search.key");
+        std::fs::write(&path, hex::encode([7u8; 32])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(key_at(root, &path).unwrap(), [7u8; 32], "the exposed key is taken");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644, "and left exposed");
+        assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, 0o755);
+        // The same for the KEKs: `active` reads a world-readable kek.active and kek file.
+        std::fs::write(root.join("keys/kek-1"), hex::encode([9u8; 32])).unwrap();
+        std::fs::set_permissions(root.join("keys/kek-1"), std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(root.join("keys/kek.active"), "1").unwrap();
+        assert_eq!(active(root).unwrap(), "1");
+        assert_eq!(kek(root, "1").unwrap(), [9u8; 32]);
+    }
+
+    /// Red team (issue 22): `replace_private` writes through one fixed temporary name
+    /// (`PATH.new`), so two replacements at once (the CLI's `keys rotate` while the daemon makes
+    /// its first key, two admins) take each other's file: one renames the other's content into
+    /// place and reports success for its own, the other fails. Passes while the hole is open
+    /// (the race is run until it shows, at most 20,000 times).
+    #[test]
+    fn red22_keys_two_replacements_at_once_lose_one_and_report_the_wrong_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek.active");
+        let mut wrong = 0;
+        let mut failed = 0;
+        for _ in 0..20_000 {
+            let (a, b) = std::thread::scope(|s| {
+                let a = s.spawn(|| replace_private(&path, b"id-a"));
+                let b = s.spawn(|| replace_private(&path, b"id-b"));
+                (a.join().unwrap(), b.join().unwrap())
+            });
+            let now = std::fs::read(&path).unwrap();
+            // A call that returned Ok while the file holds the other's id.
+            if (a.is_ok() && b.is_err() && now == b"id-b") || (b.is_ok() && a.is_err() && now == b"id-a") {
+                wrong += 1;
+            }
+            if a.is_err() || b.is_err() {
+                failed += 1;
+            }
+            if wrong > 0 {
+                break;
+            }
+        }
+        assert!(failed > 0, "no replacement failed in 20,000 races");
+        assert!(wrong > 0, "{failed} failed, but none reported success for the other's content");
+    }
 }
