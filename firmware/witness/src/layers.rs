@@ -117,3 +117,47 @@ fn an_upward_edge_is_named() {
         ]
     );
 }
+
+/// Red team (issue 22): the check looks for the text `crate::cmd` / `crate::daemon`, so every
+/// other way Rust has to name the same module walks past it: `super::` from a top-level file
+/// (or `super::super::` from `daemon/`), a grouped import with a nested group before the
+/// upward path, an alias of `crate`, a re-export in `main.rs` (which may name `cmd`), a macro
+/// `main.rs` defines, and a line whose string literal holds `//`. Each fixture below reaches a
+/// layer above its own, and none is named. Passes while the hole is open (a fix resolves paths
+/// from the module tree, e.g. with `syn`, instead of matching text).
+#[test]
+fn red22_layers_upward_edges_by_other_names_are_not_seen() {
+    let files = vec![
+        (
+            "main.rs".to_owned(),
+            "pub use cmd::cli;\nmacro_rules! admin { () => { crate::cmd::admin::run() } }\n".to_owned(),
+        ),
+        ("retention.rs".to_owned(), "use super::cmd::cli::HoldCmd;\n".to_owned()),
+        ("daemon/serve.rs".to_owned(), "use super::super::cmd::cli::ServeArgs;\n".to_owned()),
+        ("sync.rs".to_owned(), "use crate::{datadir::{DataDir, WEB_KEY}, daemon::broker};\n".to_owned()),
+        (
+            "evidence.rs".to_owned(),
+            "use crate as root;\nfn f() {\n    root::daemon::video::encoders();\n}\n".to_owned(),
+        ),
+        ("views.rs".to_owned(), "use crate::cli::HoldCmd;\n".to_owned()),
+        ("ocr.rs".to_owned(), "fn f() {\n    admin!();\n}\n".to_owned()),
+        ("search.rs".to_owned(), "fn f() {\n    g(\"http://x\", crate::daemon::video::encoders());\n}\n".to_owned()),
+    ];
+    assert_eq!(violations(&files), Vec::<String>::new());
+}
+
+/// Red team (issue 22): "only the commands print" looks for the four print macros, so a
+/// foundation that writes to the terminal any other way (`writeln!` to `stdout()`, `write_all`
+/// on `stderr()`, `dbg!`) is not named. Passes while the hole is open.
+#[test]
+fn red22_layers_printing_by_other_means_is_not_seen() {
+    let files = vec![
+        (
+            "pipeline.rs".to_owned(),
+            "fn f() {\n    let _ = writeln!(std::io::stdout().lock(), \"sealed {id}\");\n}\n".to_owned(),
+        ),
+        ("playback.rs".to_owned(), "fn f() {\n    let _ = std::io::stderr().write_all(b\"done\\n\");\n}\n".to_owned()),
+        ("daemon/broker.rs".to_owned(), "fn f(x: u8) {\n    dbg!(x);\n}\n".to_owned()),
+    ];
+    assert_eq!(printing(&files), Vec::<String>::new());
+}
