@@ -818,4 +818,23 @@ mod tests {
         assert!(failed > 0, "no replacement failed in 20,000 races");
         assert!(wrong > 0, "{failed} failed, but none reported success for the other's content");
     }
+
+    /// Red team (issue 22): `shred` opens the key file by name with `std::fs::write`, which
+    /// follows a link: a `keys/kek-*` planted as a symlink (by whoever can write `keys/`: the
+    /// daemon's user) makes a factory reset overwrite the link's target with zeros, with the
+    /// privileges of whoever runs the reset (root at the console), then report it destroyed.
+    /// Passes while the hole is open (a fix opens with `O_NOFOLLOW` and checks it is a regular
+    /// file inside `keys/`).
+    #[test]
+    fn red22_keys_factory_reset_zeroes_the_file_a_planted_link_points_at() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        let victim = dir.path().join("not-a-key.conf");
+        std::fs::write(&victim, b"important=1\n").unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("keys/kek-planted")).unwrap();
+        let destroyed = destroy_recording_keys(&root).unwrap();
+        assert_eq!(destroyed, ["kek-planted"]);
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![0u8; 12], "the link's target was overwritten");
+    }
 }
