@@ -85,3 +85,65 @@ fn red22_sigterm_while_starting_kills_the_box_without_a_word() {
     assert_eq!(st.signal(), Some(15), "killed by the signal itself, not a stop: {st:?}\n{text}");
     assert!(!text.contains("SIGTERM") && !text.contains("stop"), "nothing about the stop is logged:\n{text}");
 }
+
+/// The stop's deadline covers the stages, not what `serve` does after them, and not the index
+/// writes the ending sessions make on the runtime's worker threads: when the index is slow to
+/// write (here another process holds SQLite's WAL write lock, as a `witness` command suspended
+/// in a transaction does; a stalling disk does the same), every session's end waits the 10 s
+/// busy timeout holding the index's one mutex, and the audit checkpoint at stop (on the main
+/// thread, after the deadline, without a limit) queues behind them all: the process outlives
+/// systemd's 30 s and is SIGKILLed in the middle of its writes. Worse, those writes run
+/// synchronously on the runtime's worker threads (`broker.session_ended`,
+/// `recording_finished` from async code), so with every worker parked in SQLite no thread drives
+/// tokio's timers: the supervisor's late-grace sleep never returns and the line naming what
+/// still runs is never written. Seen: SIGTERM at t, web console stopped at t+20.7 s, then
+/// nothing until SIGKILL at t+90 s. Passes while the hole is open.
+#[test]
+fn red22_stop_a_slow_index_keeps_the_box_past_systemds_30s() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients
+            .push(b.ssh("alice@web01").arg("sleep 600").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    }
+    eventually(30, "four recordings", || {
+        (b.recordings().into_iter().filter(|r| r["status"] == "recording").count() == 4).then_some(())
+    });
+    // Another process takes SQLite's WAL write lock (byte 120 of the -shm file) and keeps it.
+    let shm = b.data().join("index.sqlite-shm");
+    assert!(shm.is_file(), "no {}", shm.display());
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl,sys,time\nf=open(sys.argv[1],'r+b')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,120)\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+        .arg(&shm)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = holder.stdout.take().unwrap();
+    let mut held = [0u8; 5];
+    out.read_exact(&mut held).unwrap();
+    assert_eq!(&held, b"held\n");
+    // The lock holds: a CLI write now waits its busy timeout and fails.
+    let t = Instant::now();
+    let add = b.cli(&["user", "add", "bob", "--password-stdin"], Some("bob-password-1\n"));
+    assert!(!add.status.success() && t.elapsed() >= Duration::from_secs(9), "the lock did not hold: {add:?}");
+
+    let (st, took) = b.stop_within(Duration::from_secs(90));
+    let log = b.log();
+    assert_eq!(holder.try_wait().unwrap(), None, "the lock holder died");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(out);
+    for mut c in clients {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let tail: Vec<&str> = log.lines().rev().take(25).collect::<Vec<_>>().into_iter().rev().collect();
+    eprintln!("stop took {took:?} (exit {st:?}); the log ends:\n{}", tail.join("\n"));
+    assert!(took > Duration::from_secs(30), "the stop kept its deadline ({took:?}, {st:?}):\n{log}");
+    // The session ends block the runtime's worker threads in SQLite's busy wait, so the
+    // supervisor's own timers stop: not even the line naming what still runs is written.
+    assert!(!log.contains("still running at the stop deadline"), "{log}");
+}
