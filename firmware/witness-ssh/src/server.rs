@@ -156,7 +156,8 @@ fn split_killer(socket: tokio::net::TcpStream) -> std::io::Result<(tokio::net::T
 pub(crate) struct Conn {
     /// The connection's place among the listener's connections (pre-login until logged in).
     slot: Mutex<Slot>,
-    /// Shuts the socket down when the login grace time runs out; dropped at login.
+    /// Shuts the socket down under russh: when the login grace time runs out, or when a
+    /// session's end cannot reach a client that stopped reading.
     killer: Mutex<Option<std::net::TcpStream>>,
     pub broker: Arc<dyn Broker>,
     pub settings: Arc<SshSettings>,
@@ -227,7 +228,6 @@ impl Conn {
     /// Login finished (granted or refused): the pre-login limits no longer apply.
     fn logged_in(&self) {
         self.slot.lock().unwrap_or_else(|p| p.into_inner()).logged_in();
-        self.killer.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// The login grace time ran out: cut the socket under russh.
@@ -241,17 +241,27 @@ impl Conn {
         self.ending.load(Ordering::Acquire)
     }
 
-    /// Tells every open channel why, then disconnects the user.
+    /// Tells every open channel why, then disconnects the user. A client that does not take the
+    /// message within [`END_NOTICE`] (it stopped reading: its window stays shut) has its
+    /// connection cut, so the session's channels fail, end and close their recordings instead
+    /// of waiting on it for ever.
     pub(crate) async fn end_with(&self, message: &str) {
         self.set_end_reason(message);
         self.ending.store(true, Ordering::Release);
         let sinks: Vec<Arc<UserSink>> =
             self.channels.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
-        for sink in sinks {
-            sink.end(message, 1).await;
+        let told = tokio::time::timeout(END_NOTICE, async {
+            for sink in sinks {
+                sink.end(message, 1).await;
+            }
+            let Some(server) = self.server.get() else { return };
+            let _ = server.disconnect(Disconnect::ByApplication, format!("witness: {message}"), "en".into()).await;
+        })
+        .await;
+        if told.is_err() {
+            warn!(secs = END_NOTICE.as_secs(), "the client did not take the session's end; connection cut");
+            self.cut();
         }
-        let Some(server) = self.server.get() else { return };
-        let _ = server.disconnect(Disconnect::ByApplication, format!("witness: {message}"), "en".into()).await;
     }
 }
 
@@ -385,6 +395,10 @@ async fn watch_access(conn: &Conn) -> Denial {
 }
 
 const RECHECK: Duration = Duration::from_secs(3);
+
+/// How long a session's end waits for the client to take the message before the connection is
+/// cut (a stop must end every session well within its deadline).
+const END_NOTICE: Duration = Duration::from_secs(3);
 
 pub(crate) fn unix_now() -> i64 {
     witness_core::clock::unix_secs()

@@ -34,6 +34,15 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
+    // The runtime and the signal handlers come first: a stop asked for while the box starts
+    // (recovery, keys, a slow disk) is kept and carried out once the start is done, instead of
+    // the signal's default action cutting the process wherever it is.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let signals = {
+        let _entered = runtime.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    };
     let mut dir = Arc::new(DataDir::open(root)?);
     let (profile, reason) = crate::daemon::panel::choose_profile(&dir)?;
     info!(profile = %profile.name, reason, "board profile");
@@ -92,7 +101,6 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
     // One runtime, one supervisor: every task and thread below is started under it, in the
     // stage of the stop it belongs to.
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let sup = Arc::new(Supervisor::new(runtime.handle().clone()));
     let wake = Arc::new(tokio::sync::Notify::new());
     let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
@@ -198,7 +206,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             }
             ready.store(true, std::sync::atomic::Ordering::Release);
             crate::daemon::systemd::notify("READY=1");
-            sup.task(Stage::Console, "signals", stop_on_signal(sup.stop_token()));
+            sup.task(Stage::Console, "signals", stop_on_signal(signals, sup.stop_token()));
             // The audit log's reach, signed every minute it grew (and at stop, below).
             let (d, cancel) = (dir.clone(), sup.token(Stage::Sessions));
             sup.task(Stage::Sessions, "audit checkpoint", async move {
@@ -236,9 +244,29 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
         return Err(e);
     }
     runtime.block_on(sup.stopped());
-    let stopped = runtime.block_on(sup.shutdown(STOP_DEADLINE));
+    // The deadline is kept by a thread of its own, off the runtime it guards: if the runtime's
+    // workers are all held (an index that does not take writes), the stop still ends on time,
+    // naming what was running.
+    let _watchdog = sup.watchdog(STOP_DEADLINE + STOP_AFTER_STAGES);
+    let mut stopped = runtime.block_on(sup.shutdown(STOP_DEADLINE));
     if let Err(e) = crate::audit_checkpoint::write(&dir) {
         warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
+    }
+    // Whether every recording is closed is the index's word, not the tasks': a session a
+    // listener gave up on holds no task of the supervisor's and may still hold its recording.
+    match dir.index.unfinished_recordings() {
+        Ok(open) if !open.is_empty() => {
+            stopped.recordings_closed = false;
+            let ids: Vec<String> =
+                open.iter().map(|r| format!("recording {} of session {}", r.id, r.session_id)).collect();
+            error!(still_open = %ids.join(", "), "still open at the stop; the next start recovers them");
+            stopped.unfinished.extend(ids);
+        }
+        Ok(_) => {}
+        Err(e) => {
+            stopped.recordings_closed = false;
+            error!(error = format!("{e:#}"), "the index could not say whether every recording is closed");
+        }
     }
     // Work past the deadline is left behind: the process ends without waiting for it.
     runtime.shutdown_timeout(Duration::from_millis(200));
@@ -252,9 +280,14 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn stop_on_signal(cancel: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+/// What the stop may take after its stages (the audit checkpoint, the runtime's end) before the
+/// watchdog ends the process: the whole stays under systemd's 30 s.
+const STOP_AFTER_STAGES: Duration = Duration::from_secs(4);
+
+type Signals = (std::io::Result<tokio::signal::unix::Signal>, std::io::Result<tokio::signal::unix::Signal>);
+
+async fn stop_on_signal(signals: Signals, cancel: CancellationToken) {
+    let (Ok(mut term), Ok(mut int)) = signals else {
         warn!("cannot install signal handlers; stop with SIGKILL only");
         return;
     };

@@ -61,6 +61,17 @@ pub struct Stopped {
     pub recordings_closed: bool,
 }
 
+/// Keeps the stop's watchdog waiting; dropped, it lets the process end on its own.
+pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
 pub struct Supervisor {
     stop: CancellationToken,
     stages: [CancellationToken; 4],
@@ -122,6 +133,29 @@ impl Supervisor {
         let mut work = self.work.lock().unwrap_or_else(|p| p.into_inner());
         work.retain(|w| !w.handle.is_finished());
         work.iter().filter(|w| stages.contains(&w.stage)).map(|w| w.name.clone()).collect()
+    }
+
+    /// A thread that ends the process `after` from now unless the returned guard is dropped
+    /// first: it names what still runs and exits, whatever the runtime's threads are doing
+    /// (all of them held in a blocking write stops the runtime's own timers).
+    pub fn watchdog(self: &std::sync::Arc<Self>, after: Duration) -> Watchdog {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let sup = self.clone();
+        let spawned = std::thread::Builder::new().name("stop-deadline".into()).spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
+                let unfinished = sup.running(&STAGES);
+                error!(
+                    deadline_s = after.as_secs(),
+                    still_running = %unfinished.join(", "),
+                    "still running at the stop deadline; the process ends now (the next start recovers what they left)"
+                );
+                std::process::exit(1);
+            }
+        });
+        if let Err(e) = &spawned {
+            error!(error = %e, "cannot start the stop's watchdog; the stop relies on systemd's timeout");
+        }
+        Watchdog(Some(tx))
     }
 
     /// Stops every stage in order, each once the one before it finished, within `deadline` in
