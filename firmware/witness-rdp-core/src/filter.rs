@@ -6,13 +6,14 @@
 //! (Server Redirection, multitransport/UDP).
 //!
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
-//! untouched without being decoded; fast-path output (the bulk of a session) passes untouched
-//! but is read update by update, bitmap rectangle headers included, so the client and the
-//! recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]). Slow-path
-//! frames are judged whole: every Share Control PDU of a message, not just the first; a message
-//! holding several leaves as one message each, so no peer can read their boundaries differently
-//! from the filter. Once the target has sent its Demand Active, a message the filter cannot read
-//! ends the session instead of passing.
+//! untouched once IronRDP (the key track's reader) decodes it; fast-path output (the bulk of a
+//! session) passes untouched but is read update by update, bitmap rectangle headers included, so
+//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
+//! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
+//! a message holding several leaves as one message each, so no peer can read their boundaries
+//! differently from the filter. Once the target has sent its Demand Active, a message the filter
+//! cannot read ends the session instead of passing; so does, at any time, a header, an input
+//! PDU or a Demand Active IronRDP would refuse while a peer acts on it ([`headers_readable`]).
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
@@ -1298,7 +1299,7 @@ fn clip_caps_without_files(message: &mut [u8]) -> Option<bool> {
     const CB_CAPSTYPE_GENERAL: u16 = 1;
     const CB_STREAM_FILECLIP_ENABLED: u32 = 0x04;
     // Header (8), cCapabilitiesSets, pad, then sets: type, length, version, generalFlags.
-    let count = u16_at(message, 8).unwrap_or(0);
+    let count = u16_at(message, 8)?;
     let mut at = 12;
     let mut patched = false;
     for _ in 0..count {
