@@ -19,12 +19,13 @@ use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, ui
 pub use crate::channels::{Class, Redirection};
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
-use ironrdp_pdu::input::fast_path::FastPathInput;
+use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent};
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
+use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, InputFlags};
 use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo};
-use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader};
+use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -57,6 +58,8 @@ pub const DEMAND_ACTIVE_UNREADABLE: &str =
     "the target sent a demand active the recorder cannot read (the recording would stay empty)";
 pub const INPUT_UNREADABLE: &str =
     "the client sent input the recorder cannot read (the target would act on keys the key track misses)";
+pub const INPUT_NOT_OFFERED: &str =
+    "the client sent an input event the target did not offer (it may read the event's body as other input, unrecorded)";
 pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
@@ -152,6 +155,9 @@ pub struct Filter {
     /// A `cliprdr` message arriving in chunks, from the client and from the target.
     clip_chunks: (Option<Chunks>, Option<Chunks>),
     dynamic: Dynamic,
+    /// The fast-path input events with a body the target's last Demand Active offered (relative
+    /// mouse, QoE timestamps): a target that did not offer one may read it without its body.
+    input_offered: InputFlags,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -686,6 +692,7 @@ impl Filter {
             sound_chunks: None,
             clip_chunks: (None, None),
             dynamic: Dynamic::default(),
+            input_offered: InputFlags::empty(),
         }
     }
 
@@ -713,8 +720,21 @@ impl Filter {
         if !is_x224(frame) {
             // Fast-path input, read as the key track reads it: IronRDP fails the whole PDU on an
             // event code it does not know, where xrdp skips that event and types the others.
-            let readable = crate::decode::fast_path_input_fits(frame) && decode::<FastPathInput>(frame).is_ok();
-            return Ok(if readable { Verdict::Forward } else { Verdict::Refuse(INPUT_UNREADABLE) });
+            let input =
+                crate::decode::fast_path_input_fits(frame).then(|| decode::<FastPathInput>(frame).ok()).flatten();
+            let Some(input) = input else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+            // xrdp reads the event codes it does not offer (relative mouse, QoE) without their
+            // body, and the body's bytes as events of their own: keys IronRDP reads as a mouse move.
+            let offered = |event: &FastPathInputEvent| match event {
+                FastPathInputEvent::MouseEventRel(_) => self.input_offered.contains(InputFlags::MOUSE_RELATIVE),
+                FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
+                _ => true,
+            };
+            return Ok(if input.input_events().iter().all(offered) {
+                Verdict::Forward
+            } else {
+                Verdict::Refuse(INPUT_NOT_OFFERED)
+            });
         }
         if !self.connect_initial_seen {
             self.connect_initial_seen = true;
@@ -937,10 +957,23 @@ impl Filter {
                 PDUTYPE_DEACTIVATEALL => self.deactivated = true,
                 // The recorder builds its whole session from the Demand Active: one IronRDP
                 // cannot read would activate the client over an empty recording.
-                PDUTYPE_DEMANDACTIVE if decode::<ShareControlHeader>(pdu).is_err() => {
-                    return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
+                PDUTYPE_DEMANDACTIVE => {
+                    let Ok(ShareControlPdu::ServerDemandActive(demand)) =
+                        decode::<ShareControlHeader>(pdu).map(|h| h.share_control_pdu)
+                    else {
+                        return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
+                    };
+                    self.input_offered = demand
+                        .pdu
+                        .capability_sets
+                        .iter()
+                        .find_map(|c| match c {
+                            CapabilitySet::Input(i) => Some(i.input_flags),
+                            _ => None,
+                        })
+                        .unwrap_or(InputFlags::empty());
+                    (self.active, self.deactivated) = (true, false);
                 }
-                PDUTYPE_DEMANDACTIVE => (self.active, self.deactivated) = (true, false),
                 PDUTYPE_DATA => {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
                         return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));

@@ -489,3 +489,58 @@ fn the_header_rules_are_ironrdps() {
         }
     }
 }
+
+/// Found while closing `h-red17g`'s fast-path hole (`h-rdp17h`): xrdp 0.9 reads a fast-path
+/// event code it does not know — relative mouse (5) and QoE timestamp (6) among them, which it
+/// does not offer in its Demand Active — without a body, and the body's bytes as events of their
+/// own; IronRDP reads the body. A relative mouse move whose six bytes are key events types keys
+/// into xrdp that the key track reads as a mouse move. Such an event is refused unless the
+/// target offered it (its Input capability set), as Windows does when it reads the body.
+#[test]
+fn a_fast_path_event_the_target_did_not_offer_is_refused() {
+    // Four events as xrdp counts them: relative mouse (no body), `h` down, `h` up, `i` down; as
+    // IronRDP counts them: a relative mouse move over those six bytes, then three key releases.
+    let frame = {
+        let events = [0xA0u8, 0x00, 0x23, 0x01, 0x23, 0x00, 0x17, 0x01, 0x17, 0x01, 0x17, 0x01, 0x17];
+        let mut f = vec![4 << 2, u8::try_from(events.len() + 2).unwrap()];
+        f.extend(events);
+        f
+    };
+    assert_eq!(xrdp_fast_path_scancodes_pressed(&frame), [0x23, 0x17], "xrdp types hi");
+    let mut t = KeyTrack::new(0x0409);
+    t.set_io_channel(1003);
+    t.observe_client(&frame);
+    assert_eq!(t.take(), "", "the key track reads a mouse move");
+    assert_eq!(filter(true).from_client(&frame).unwrap(), Verdict::Refuse(INPUT_NOT_OFFERED));
+    // QoE timestamps (4 bytes of body) the same way.
+    let qoe = [2 << 2, 9, 0xC0, 0x00, 0x23, 0x01, 0x23, 0x01, 0x23];
+    assert_eq!(filter(true).from_client(&qoe).unwrap(), Verdict::Refuse(INPUT_NOT_OFFERED));
+    // A target that offered them reads their bodies: they pass.
+    let mut f = filter(true);
+    f.input_offered = InputFlags::MOUSE_RELATIVE | InputFlags::TS_QOE_TIMESTAMPS;
+    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&qoe).unwrap(), Verdict::Forward);
+}
+
+/// The offer is read from the target's Demand Active: the freerdp-shadow capture's offers
+/// neither, so after it a relative mouse event is refused.
+#[test]
+fn the_input_offer_comes_from_the_demand_active() {
+    use crate::decode::capture_records;
+    const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
+    f.input_offered = InputFlags::all();
+    for (tag, frame) in capture_records(BITMAP) {
+        let verdict = match tag {
+            b'C' => f.from_client(frame).unwrap(),
+            b'T' => f.from_target(frame).unwrap(),
+            _ => continue,
+        };
+        assert!(!matches!(verdict, Verdict::Refuse(_)), "the real session passes: {verdict:?}");
+        if f.active {
+            break;
+        }
+    }
+    assert!(f.active, "the demand active passed");
+    assert!(!f.input_offered.intersects(InputFlags::MOUSE_RELATIVE | InputFlags::TS_QOE_TIMESTAMPS));
+}
