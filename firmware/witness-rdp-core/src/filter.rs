@@ -363,13 +363,15 @@ const PDUTYPE2_INPUT: u8 = 0x1C;
 
 /// Whether IronRDP — what the recorder and the key track read with — reads the Share Control
 /// PDU `pdu` (of `kind`, from [`share_pdus`]) by the same headers FreeRDP and xrdp read it by:
-/// pduType with version 1 above the type (FreeRDP and xrdp take the low nibble alone), and for a
-/// Data PDU a streamId IronRDP knows (xrdp skips the byte), a known pduType2 and a compression
-/// type of at most 3 (`ShareControlHeader`, `ShareDataHeader` in `ironrdp-pdu`). Whatever
-/// IronRDP refuses there a peer still acts on, unrecorded. Compression flags are judged by the
-/// caller (each direction has its reason).
+/// pduType with version 1 above the type (0 on a redirection; FreeRDP and xrdp take the low
+/// nibble alone), and for a Data PDU a streamId IronRDP knows (xrdp skips the byte), a known
+/// pduType2 and a compression type of at most 3 (`ShareControlHeader`, `ShareDataHeader` in
+/// `ironrdp-pdu`). Whatever IronRDP refuses there a peer still acts on, unrecorded. Compression
+/// flags are judged by the caller (each direction has its reason).
 fn headers_readable(pdu: &[u8], kind: u8) -> bool {
-    if u16_at(pdu, 2).is_none_or(|t| t & 0xFFF0 != 0x0010) {
+    // An Enhanced Security Server Redirection has version 0 (refused from the target anyway).
+    let version = if kind == PDUTYPE_SERVER_REDIR { 0 } else { 0x0010 };
+    if u16_at(pdu, 2).is_none_or(|t| t & 0xFFF0 != version) {
         return false;
     }
     if kind != PDUTYPE_DATA {
