@@ -458,7 +458,7 @@ fn xrdps_licence_request_before_activation_passes() {
     assert!(!f.active);
 }
 
-/// The filter's header rules are IronRDP's, value for value: every pduType (on a Data PDU),
+/// The filter's header rules are IronRDP's, value for value: every pduType version (on each type),
 /// streamId, pduType2 and compression type IronRDP's `ShareControlHeader` refuses is refused,
 /// and every one it reads passes.
 #[test]
@@ -473,10 +473,13 @@ fn the_header_rules_are_ironrdps() {
             !["pdu_version", "pdu_type", "pduType", "streamPriority", "compressionType"].iter().any(|f| e.contains(f))
         }
     };
-    for pdu_type in 0..=0x0FFFu16 {
-        let mut pdu = base.clone();
-        pdu[2..4].copy_from_slice(&(pdu_type << 4 | 0x7).to_le_bytes());
-        assert_eq!(headers_readable(&pdu, PDUTYPE_DATA), ironrdp_reads_headers(&pdu), "pduType {pdu_type:#x}7");
+    for kind in [PDUTYPE_DEMANDACTIVE, PDUTYPE_CONFIRMACTIVE, PDUTYPE_DEACTIVATEALL, PDUTYPE_DATA, PDUTYPE_SERVER_REDIR]
+    {
+        for version in 0..=0x0FFFu16 {
+            let mut pdu = base.clone();
+            pdu[2..4].copy_from_slice(&(version << 4 | u16::from(kind)).to_le_bytes());
+            assert_eq!(headers_readable(&pdu, kind), ironrdp_reads_headers(&pdu), "pduType {version:#x}{kind:x}");
+        }
     }
     for (at, what) in [(11, "streamId"), (14, "pduType2"), (15, "compressedType")] {
         for v in 0..=255u8 {
