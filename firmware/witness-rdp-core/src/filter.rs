@@ -6,23 +6,26 @@
 //! (Server Redirection, multitransport/UDP).
 //!
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
-//! untouched without being decoded; fast-path output (the bulk of a session) passes untouched
-//! but is read update by update, bitmap rectangle headers included, so the client and the
-//! recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]). Slow-path
-//! frames are judged whole: every Share Control PDU of a message, not just the first; a message
-//! holding several leaves as one message each, so no peer can read their boundaries differently
-//! from the filter. Once the target has sent its Demand Active, a message the filter cannot read
-//! ends the session instead of passing.
+//! untouched once IronRDP (the key track's reader) decodes it; fast-path output (the bulk of a
+//! session) passes untouched but is read update by update, bitmap rectangle headers included, so
+//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
+//! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
+//! a message holding several leaves as one message each, so no peer can read their boundaries
+//! differently from the filter. Once the target has sent its Demand Active, a message the filter
+//! cannot read ends the session instead of passing; so does, at any time, a header, an input
+//! PDU or a Demand Active IronRDP would refuse while a peer acts on it ([`headers_readable`]).
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
+use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent};
 use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndication, SendDataRequest};
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
+use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, InputFlags};
 use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo};
-use ironrdp_pdu::rdp::headers::BasicSecurityHeaderFlags;
+use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -49,6 +52,18 @@ pub const DRAWN_WHILE_DEACTIVATED: &str =
     "the target drew on the screen between a deactivation and its next demand active (the recording cannot follow)";
 pub const PROGRAM_REQUESTED: &str = "the client asked the target to start a program of its own (alternate shell or working directory): the box decides what runs";
 pub const CLIPBOARD_FILES: &str = "the clipboard carried file contents (the grant has no drives)";
+pub const SHARE_HEADER: &str =
+    "a share control or share data header the recorder cannot read (peers read it differently: it cannot be recorded)";
+pub const DEMAND_ACTIVE_UNREADABLE: &str =
+    "the target sent a demand active the recorder cannot read (the recording would stay empty)";
+pub const INPUT_UNREADABLE: &str =
+    "the client sent input the recorder cannot read (the target would act on keys the key track misses)";
+pub const INPUT_NOT_OFFERED: &str =
+    "the client sent an input event the target did not offer (it may read the event's body as other input, unrecorded)";
+pub const CLIENT_COMPRESSED: &str =
+    "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
+pub const CLIPBOARD_CAPS: &str =
+    "the clipboard capabilities could not be read whole (file copy could not be taken out of them)";
 pub const SOUND_INPUT: &str =
     "the client sent a sound channel message other than playback's (microphone audio needs the grant's audio input)";
 
@@ -140,6 +155,9 @@ pub struct Filter {
     /// A `cliprdr` message arriving in chunks, from the client and from the target.
     clip_chunks: (Option<Chunks>, Option<Chunks>),
     dynamic: Dynamic,
+    /// The fast-path input events with a body the target's last Demand Active offered (relative
+    /// mouse, QoE timestamps): a target that did not offer one may read it without its body.
+    input_offered: InputFlags,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -330,6 +348,39 @@ fn share_pdus(data: &[u8]) -> (Vec<(Range<usize>, u8)>, usize) {
         at += len;
     }
     (pdus, at)
+}
+
+/// Share Data pduType2 values IronRDP knows (`ShareDataPduType`): every one MS-RDPBCGR defines.
+const KNOWN_PDUTYPE2: [u8; 25] = [
+    0x02, 0x14, 0x1B, 0x1C, 0x1F, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2B, 0x2C, 0x2D, 0x2E, 0x2F,
+    0x30, 0x31, 0x32, 0x36, 0x37, 0x38,
+];
+/// The bulk compression flags of a Share Data header's compressedType, as IronRDP reads them
+/// (every bit above the compression type): FreeRDP decompresses on 0x20 alone and draws the
+/// rest as it is, IronRDP holds the body as compressed on any of them.
+const COMPRESSION_FLAGS: u8 = 0xF0;
+const PDUTYPE2_INPUT: u8 = 0x1C;
+
+/// Whether IronRDP — what the recorder and the key track read with — reads the Share Control
+/// PDU `pdu` (of `kind`, from [`share_pdus`]) by the same headers FreeRDP and xrdp read it by:
+/// pduType with version 1 above the type (0 on a redirection; FreeRDP and xrdp take the low
+/// nibble alone), and for a Data PDU a streamId IronRDP knows (xrdp skips the byte), a known
+/// pduType2 and a compression type of at most 3 (`ShareControlHeader`, `ShareDataHeader` in
+/// `ironrdp-pdu`). Whatever IronRDP refuses there a peer still acts on, unrecorded. Compression
+/// flags are judged by the caller (each direction has its reason).
+fn headers_readable(pdu: &[u8], kind: u8) -> bool {
+    // An Enhanced Security Server Redirection has version 0 (refused from the target anyway).
+    let version = if kind == PDUTYPE_SERVER_REDIR { 0 } else { 0x0010 };
+    if u16_at(pdu, 2).is_none_or(|t| t & 0xFFF0 != version) {
+        return false;
+    }
+    if kind != PDUTYPE_DATA {
+        return true;
+    }
+    let (Some(&stream), Some(pdu_type2), Some(&compressed)) = (pdu.get(11), pdu.get(14), pdu.get(15)) else {
+        return false;
+    };
+    matches!(stream, 0 | 1 | 2 | 4) && KNOWN_PDUTYPE2.contains(pdu_type2) && compressed & 0x0F <= 3
 }
 
 /// Fast-path update codes (the low nibble of an update header).
@@ -562,7 +613,6 @@ const PDUTYPE2_POINTER: u8 = 0x1B;
 /// yet FreeRDP decompresses whatever arrives, and the recorder cannot) ends the session, and so
 /// do drawing orders and a bitmap update [`UpdateWalk`] refuses.
 fn target_data_pdu(pdu: &[u8]) -> Result<(), &'static str> {
-    const COMPRESSION_FLAGS: u8 = 0xE0;
     if pdu.get(15).is_none_or(|c| c & COMPRESSION_FLAGS != 0) {
         return Err(COMPRESSED);
     }
@@ -644,6 +694,7 @@ impl Filter {
             sound_chunks: None,
             clip_chunks: (None, None),
             dynamic: Dynamic::default(),
+            input_offered: InputFlags::empty(),
         }
     }
 
@@ -669,7 +720,23 @@ impl Filter {
     /// A PDU from the client on its way to the target.
     pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
-            return Ok(Verdict::Forward);
+            // Fast-path input, read as the key track reads it: IronRDP fails the whole PDU on an
+            // event code it does not know, where xrdp skips that event and types the others.
+            let input =
+                crate::decode::fast_path_input_fits(frame).then(|| decode::<FastPathInput>(frame).ok()).flatten();
+            let Some(input) = input else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+            // xrdp reads the event codes it does not offer (relative mouse, QoE) without their
+            // body, and the body's bytes as events of their own: keys IronRDP reads as a mouse move.
+            let offered = |event: &FastPathInputEvent| match event {
+                FastPathInputEvent::MouseEventRel(_) => self.input_offered.contains(InputFlags::MOUSE_RELATIVE),
+                FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
+                _ => true,
+            };
+            return Ok(if input.input_events().iter().all(offered) {
+                Verdict::Forward
+            } else {
+                Verdict::Refuse(INPUT_NOT_OFFERED)
+            });
         }
         if !self.connect_initial_seen {
             self.connect_initial_seen = true;
@@ -816,6 +883,20 @@ impl Filter {
         if stop != data.len() || pdus.is_empty() {
             return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
         }
+        for (range, kind) in &pdus {
+            let pdu = &data[range.clone()];
+            if !headers_readable(pdu, *kind) {
+                return Ok(Verdict::Refuse(SHARE_HEADER));
+            }
+            if *kind == PDUTYPE_DATA && pdu[15] & COMPRESSION_FLAGS != 0 {
+                return Ok(Verdict::Refuse(CLIENT_COMPRESSED));
+            }
+            // Slow-path input whole, as the key track reads it (an unknown event type after the
+            // keys fails the PDU in IronRDP; xrdp types the keys and skips the event).
+            if *kind == PDUTYPE_DATA && pdu[14] == PDUTYPE2_INPUT && decode::<ShareControlHeader>(pdu).is_err() {
+                return Ok(Verdict::Refuse(INPUT_UNREADABLE));
+            }
+        }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
         for (range, kind) in pdus {
@@ -871,9 +952,30 @@ impl Filter {
         }
         for (range, kind) in &pdus {
             let pdu = &data[range.clone()];
+            if !headers_readable(pdu, *kind) {
+                return Ok(Verdict::Refuse(SHARE_HEADER));
+            }
             match *kind {
                 PDUTYPE_DEACTIVATEALL => self.deactivated = true,
-                PDUTYPE_DEMANDACTIVE => (self.active, self.deactivated) = (true, false),
+                // The recorder builds its whole session from the Demand Active: one IronRDP
+                // cannot read would activate the client over an empty recording.
+                PDUTYPE_DEMANDACTIVE => {
+                    let Ok(ShareControlPdu::ServerDemandActive(demand)) =
+                        decode::<ShareControlHeader>(pdu).map(|h| h.share_control_pdu)
+                    else {
+                        return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
+                    };
+                    self.input_offered = demand
+                        .pdu
+                        .capability_sets
+                        .iter()
+                        .find_map(|c| match c {
+                            CapabilitySet::Input(i) => Some(i.input_flags),
+                            _ => None,
+                        })
+                        .unwrap_or(InputFlags::empty());
+                    (self.active, self.deactivated) = (true, false);
+                }
                 PDUTYPE_DATA => {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
                         return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
@@ -911,7 +1013,7 @@ impl Filter {
     fn sound_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
         const PLAYBACK: [u8; 4] = [0x05, 0x06, 0x07, 0x0C];
         by_type(&mut self.sound_chunks, frame, at, SOUND_INPUT, |message| {
-            if message.first().is_some_and(|t| PLAYBACK.contains(t)) { Some(false) } else { None }
+            if message.first().is_some_and(|t| PLAYBACK.contains(t)) { Ok(false) } else { Err(SOUND_INPUT) }
         })
     }
 
@@ -923,10 +1025,10 @@ impl Filter {
         let chunks = if from_client { &mut self.clip_chunks.0 } else { &mut self.clip_chunks.1 };
         // A first chunk holds the whole 8-byte header (peers read the type after reassembly).
         by_type(chunks, frame, at, CLIPBOARD_FILES, |message| match u16_at(message, 0) {
-            _ if message.len() < 8 => None,
-            Some(CB_FILECONTENTS_REQUEST | CB_FILECONTENTS_RESPONSE) => None,
-            Some(CB_CLIP_CAPS) => Some(clip_caps_without_files(message)),
-            _ => Some(false),
+            _ if message.len() < 8 => Err(CLIPBOARD_FILES),
+            Some(CB_FILECONTENTS_REQUEST | CB_FILECONTENTS_RESPONSE) => Err(CLIPBOARD_FILES),
+            Some(CB_CLIP_CAPS) => clip_caps_without_files(message).ok_or(CLIPBOARD_CAPS),
+            _ => Ok(false),
         })
     }
 
@@ -1189,13 +1291,14 @@ impl Filter {
 
 /// A static channel read message by message: chunks must add up to their message, so every
 /// message's header is in a first chunk the filter reads. `judge` takes a first chunk's data (a
-/// copy it may patch): `None` refuses with `refusal`, `Some(patched)` passes it, patched or not.
+/// copy it may patch): `Err(why)` refuses, `Ok(patched)` passes it, patched or not; a chunk the
+/// filter cannot follow refuses with `refusal`.
 fn by_type(
     chunks: &mut Option<Chunks>,
     frame: &[u8],
     at: usize,
     refusal: &'static str,
-    judge: impl FnOnce(&mut [u8]) -> Option<bool>,
+    judge: impl FnOnce(&mut [u8]) -> Result<bool, &'static str>,
 ) -> Verdict {
     let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(refusal) };
     if flags & CHANNEL_PACKET_COMPRESSED != 0 {
@@ -1210,9 +1313,9 @@ fn by_type(
     let Some(left) = first_chunk(chunks, length, flags, chunk.len()) else { return Verdict::Refuse(refusal) };
     let mut out = frame.to_vec();
     let verdict = match judge(&mut out[at + 8..]) {
-        None => Verdict::Refuse(refusal),
-        Some(false) => Verdict::Forward,
-        Some(true) => Verdict::Replace(out),
+        Err(why) => Verdict::Refuse(why),
+        Ok(false) => Verdict::Forward,
+        Ok(true) => Verdict::Replace(out),
     };
     start_chunks(chunks, left, None, &verdict);
     verdict
@@ -1224,21 +1327,23 @@ const CB_FILECONTENTS_REQUEST: u16 = 0x0008;
 const CB_FILECONTENTS_RESPONSE: u16 = 0x0009;
 
 /// Clears CB_STREAM_FILECLIP_ENABLED in a Clipboard Capabilities PDU's general capability set;
-/// whether it was set.
-fn clip_caps_without_files(message: &mut [u8]) -> bool {
+/// whether it was set. `None` when the sets do not lie whole in `message`, each at least its
+/// own header long (a general set at least 12): xrdp moves on by lengthCapability alone, so it
+/// reads a zero-length set twice, and a short general set's flags from what follows it.
+fn clip_caps_without_files(message: &mut [u8]) -> Option<bool> {
     const CB_CAPSTYPE_GENERAL: u16 = 1;
     const CB_STREAM_FILECLIP_ENABLED: u32 = 0x04;
     // Header (8), cCapabilitiesSets, pad, then sets: type, length, version, generalFlags.
-    let count = u16_at(message, 8).unwrap_or(0);
+    let count = u16_at(message, 8)?;
     let mut at = 12;
     let mut patched = false;
     for _ in 0..count {
-        let (Some(kind), Some(len)) = (u16_at(message, at), u16_at(message, at + 2).map(usize::from)) else { break };
-        if len < 4 || at + len > message.len() {
-            break;
+        let (kind, len) = (u16_at(message, at)?, usize::from(u16_at(message, at + 2)?));
+        let least = if kind == CB_CAPSTYPE_GENERAL { 12 } else { 4 };
+        if len < least || at + len > message.len() {
+            return None;
         }
         if kind == CB_CAPSTYPE_GENERAL
-            && len >= 12
             && let Some(flags) = uint_at(message, at + 8, 4)
             && flags & CB_STREAM_FILECLIP_ENABLED != 0
         {
@@ -1247,7 +1352,7 @@ fn clip_caps_without_files(message: &mut [u8]) -> bool {
         }
         at += len;
     }
-    patched
+    Some(patched)
 }
 
 /// A continuation chunk of a static channel message: the rest of the message it continues, or
@@ -2780,3 +2885,7 @@ mod tests {
 #[cfg(test)]
 #[path = "filter_red17e.rs"]
 mod red17e;
+
+#[cfg(test)]
+#[path = "filter_red17g.rs"]
+mod red17g;
