@@ -369,14 +369,14 @@ impl Index {
     }
 
     /// What a recording's download was found to be, when it was worked out for the sealed file
-    /// `of` names (see [`Index::keep_download_figures`]); `None` when never, or for another
-    /// file.
+    /// `of` names (see [`Index::keep_download_figures`]); `None` when never, for another file, or
+    /// once retention deleted it.
     pub fn download_figures(&self, recording_id: &str, of: &str) -> Result<Option<DownloadFigures>> {
         Ok(self
             .conn()
             .query_row(
                 "SELECT download_bytes, download_sha256, download_name FROM recordings
-                 WHERE id = ?1 AND download_of = ?2 AND download_bytes IS NOT NULL
+                 WHERE id = ?1 AND download_of = ?2 AND deleted_at IS NULL AND download_bytes IS NOT NULL
                    AND download_sha256 IS NOT NULL AND download_name IS NOT NULL",
                 params![recording_id, of],
                 |r| Ok(DownloadFigures { bytes: r.get::<_, i64>(0)? as u64, sha256: r.get(1)?, file_name: r.get(2)? }),

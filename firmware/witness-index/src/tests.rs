@@ -605,6 +605,10 @@ fn download_figures_are_kept_for_the_sealed_file_they_were_worked_out_from() {
     assert!(idx.keep_download_figures("r1", "10|ef|false", &anew).unwrap());
     assert_eq!(idx.download_figures("r1", "10|ef|false").unwrap(), Some(anew));
     assert_eq!(idx.download_figures("r1", "10|ab|false").unwrap(), None);
+    // Deleted by retention: nothing is said of a download there is no more.
+    assert!(idx.claim_deletion("r1").unwrap());
+    idx.deletion_done("r1").unwrap();
+    assert_eq!(idx.download_figures("r1", "10|ef|false").unwrap(), None);
 }
 
 /// The attack: the channels of a session's recordings were joined with a separator byte and split
