@@ -59,6 +59,38 @@ fn a_downloads_size_and_sha256_are_those_of_the_downloaded_bytes() {
     assert_eq!(Web::new(&b).get(&format!("/api/v1/recordings/{rec}/download")).status, 401);
 }
 
+/// The attack: a download's figures were kept in memory only, so every restart read each
+/// recording whole again to state them. They are kept in the index for the sealed file they were
+/// worked out from: after a restart the same figures come without reading the recording, and
+/// they are still those of the downloaded bytes.
+#[test]
+fn a_downloads_figures_survive_a_restart_without_reading_the_recording_again() {
+    let (_sshd, mut b, _session) = box_with_a_session("numbatword");
+    let rec = b.recordings()[0]["id"].as_str().unwrap().to_owned();
+    let worked_out = |b: &Box| b.log().matches("download figures worked out").count();
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let facts = audrey.get(&format!("/api/v1/recordings/{rec}/download"));
+    assert_eq!(facts.status, 200, "{}", facts.body);
+    let facts = facts.json();
+    assert_eq!(worked_out(&b), 1, "worked out by reading the recording once");
+
+    b.stop();
+    b.serve();
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let again = audrey.get(&format!("/api/v1/recordings/{rec}/download"));
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json(), facts, "the same figures after a restart");
+    assert_eq!(worked_out(&b), 1, "the restarted box did not read the recording again");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("download.cast");
+    assert_eq!(download(&audrey, &format!("/api/v1/recordings/{rec}/content?download=1"), &file), "200");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("numbatword"));
+    assert_eq!(facts["sha256"], sha256_file(&file).as_str(), "the kept SHA-256 is the downloaded file's");
+    assert_eq!(facts["bytes"], std::fs::metadata(&file).unwrap().len(), "the kept size is the downloaded file's");
+}
+
 /// The attack: an auditor was offered Download on a running recording and got a JSON file
 /// saying "this needs the admin role"; an admin got a partial file no hash could describe. Now
 /// neither is offered it and the API refuses it, to every role, saying why.

@@ -14,6 +14,7 @@ pub mod egress;
 pub mod evidence;
 pub mod fmp4;
 pub mod gate;
+pub mod history;
 pub mod model;
 pub mod names;
 pub mod ocr;

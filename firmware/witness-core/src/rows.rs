@@ -38,41 +38,6 @@ pub struct SessionRow {
     pub held: bool,
 }
 
-/// What a session was, from its protocol, its recordings' channels (`shell`, `exec: CMD`,
-/// `sftp`, an RDP desktop) and whether it moved files: the kinds in a fixed order, and the
-/// commands it ran.
-pub fn session_kinds<'a>(
-    protocol: &str,
-    channels: impl IntoIterator<Item = &'a str>,
-    transfers: u64,
-) -> (Vec<String>, Vec<String>) {
-    let (mut shell, mut exec, mut transfer) = (false, false, transfers > 0);
-    let mut commands = Vec::new();
-    for c in channels {
-        if c == "shell" {
-            shell = true;
-        } else if c == "sftp" {
-            transfer = true;
-        } else if let Some(cmd) = c.strip_prefix("exec: ") {
-            // scp runs as `scp -t`/`scp -f` on the target: a transfer, not a command of its own.
-            if cmd == "scp" || cmd.starts_with("scp ") {
-                transfer = true;
-            } else {
-                exec = true;
-            }
-            if !commands.iter().any(|x| x == cmd) {
-                commands.push(cmd.to_owned());
-            }
-        }
-    }
-    let kinds = [(protocol == "rdp", "rdp"), (shell, "shell"), (exec, "exec"), (transfer, "transfer")]
-        .into_iter()
-        .filter(|(on, _)| *on)
-        .map(|(_, k)| k.to_owned())
-        .collect();
-    (kinds, commands)
-}
-
 /// One recording as listed by `witness recordings --json`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RecordingRow {
@@ -171,23 +136,4 @@ pub struct SessionQuery {
     pub q: Option<String>,
     /// The newest this many.
     pub limit: Option<u32>,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::session_kinds;
-
-    #[test]
-    fn a_session_is_what_its_channels_and_transfers_were() {
-        let k = |p, c: &[&str], t| session_kinds(p, c.iter().copied(), t);
-        assert_eq!(k("ssh", &["shell"], 0), (vec!["shell".to_owned()], vec![]));
-        assert_eq!(k("ssh", &["exec: uptime", "exec: uptime"], 0), (vec!["exec".into()], vec!["uptime".into()]));
-        assert_eq!(k("ssh", &["exec: scp -t /tmp/x"], 1), (vec!["transfer".into()], vec!["scp -t /tmp/x".into()]));
-        assert_eq!(k("ssh", &["sftp"], 0).0, ["transfer"]);
-        assert_eq!(k("ssh", &[], 2).0, ["transfer"], "transfer events alone make a transfer");
-        assert_eq!(k("ssh", &["shell", "exec: ls"], 0).0, ["shell", "exec"]);
-        assert_eq!(k("rdp", &["desktop 1024x768", "keys"], 0).0, ["rdp"]);
-        assert!(k("ssh", &[], 0).0.is_empty(), "no channel, no kind");
-        assert_eq!(k("ssh", &["exec: scpx"], 0).0, ["exec"], "only scp itself is a transfer");
-    }
 }

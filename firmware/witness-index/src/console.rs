@@ -22,6 +22,15 @@ pub struct Hit {
     pub sealed: Vec<u8>,
 }
 
+/// What a recording's download is, byte for byte: its length and SHA-256 as `sha256sum` prints
+/// them, and the file's name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DownloadFigures {
+    pub bytes: u64,
+    pub sha256: String,
+    pub file_name: String,
+}
+
 /// One chunk of a recording's searchable text as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SearchChunk {
@@ -357,6 +366,34 @@ impl Index {
                 },
             )
             .optional()?)
+    }
+
+    /// What a recording's download was found to be, when it was worked out for the sealed file
+    /// `of` names (see [`Index::keep_download_figures`]); `None` when never, for another file, or
+    /// once retention deleted it.
+    pub fn download_figures(&self, recording_id: &str, of: &str) -> Result<Option<DownloadFigures>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT download_bytes, download_sha256, download_name FROM recordings
+                 WHERE id = ?1 AND download_of = ?2 AND deleted_at IS NULL AND download_bytes IS NOT NULL
+                   AND download_sha256 IS NOT NULL AND download_name IS NOT NULL",
+                params![recording_id, of],
+                |r| Ok(DownloadFigures { bytes: r.get::<_, i64>(0)? as u64, sha256: r.get(1)?, file_name: r.get(2)? }),
+            )
+            .optional()?)
+    }
+
+    /// Keeps what a recording's download is, worked out from the sealed file `of` names (its
+    /// size, digest and recovery, as the caller states them); replaces what was kept for an
+    /// earlier one. `false` when there is no such recording.
+    pub fn keep_download_figures(&self, recording_id: &str, of: &str, figures: &DownloadFigures) -> Result<bool> {
+        let n = self.conn().execute(
+            "UPDATE recordings SET download_of = ?2, download_bytes = ?3, download_sha256 = ?4, download_name = ?5
+             WHERE id = ?1",
+            params![recording_id, of, figures.bytes as i64, figures.sha256, figures.file_name],
+        )?;
+        Ok(n == 1)
     }
 
     pub fn recordings_by_status(&self) -> Result<Vec<(String, u64)>> {

@@ -12,7 +12,7 @@ mod retention;
 mod schema;
 mod uploads;
 
-pub use console::{Hit, SearchChunk, UploadRow};
+pub use console::{DownloadFigures, Hit, SearchChunk, UploadRow};
 pub use jobs::JobRow;
 pub use rdp::RdpRedirection;
 pub use retention::{ExpiredRecording, HoldRow, HoldSet};
@@ -23,6 +23,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use thiserror::Error;
+use witness_core::history;
 use witness_core::policy::GrantFacts;
 use witness_core::{Protocol, RecordingStatus, Role};
 
@@ -708,7 +709,7 @@ impl Index {
                s.recovered, COUNT(r.id), COALESCE(SUM(r.bytes), 0),
                MIN(CASE r.status WHEN 'failed' THEN 0 WHEN 'recording' THEN 1 WHEN 'processing' THEN 2
                    WHEN 'completed' THEN 3 WHEN 'uploaded' THEN 4 END),
-               GROUP_CONCAT(r.channel, char(31)),
+               json_group_array(r.channel),
                EXISTS(SELECT 1 FROM holds h WHERE h.session_id = s.id)
              FROM sessions s LEFT JOIN recordings r ON r.session_id = s.id
              {filter} GROUP BY s.id ORDER BY s.started_at, s.id"
@@ -752,17 +753,12 @@ impl Index {
         })?;
         let mut rows = rows.collect::<Result<Vec<_>, _>>()?;
         for row in &mut rows {
-            let details = moved.query_map([&row.id], |r| r.get::<_, String>(0))?;
-            for detail in details {
-                let detail: serde_json::Value = serde_json::from_str(&detail?).unwrap_or_default();
-                if matches!(detail["direction"].as_str(), Some("upload" | "download")) {
-                    row.transfers += 1;
-                    row.transfer_bytes += detail["bytes"].as_u64().unwrap_or(0);
-                }
-            }
-            let channels = std::mem::take(&mut row.commands);
-            let channels = channels.first().map(|c| c.split('\u{1f}').collect::<Vec<_>>()).unwrap_or_default();
-            (row.kinds, row.commands) = witness_core::rows::session_kinds(&row.protocol, channels, row.transfers);
+            let details = moved.query_map([&row.id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>, _>>()?;
+            (row.transfers, row.transfer_bytes) = history::transfer_tally(details.iter().map(String::as_str));
+            // The channels as a JSON array: each whole, whatever bytes an exec command holds.
+            let channels = history::channels_of(std::mem::take(&mut row.commands).first().map(String::as_str));
+            (row.kinds, row.commands) =
+                history::session_kinds(&row.protocol, channels.iter().map(String::as_str), row.transfers);
         }
         Ok(rows)
     }

@@ -203,12 +203,13 @@ impl Index {
     }
 
     /// A claimed recording is gone locally and remotely: it stays in the history as deleted, and
-    /// its searchable text goes with it.
+    /// its searchable text and what its download was go with it.
     pub fn deletion_done(&self, recording_id: &str) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute(
-            "UPDATE recordings SET deleted_at = ?2, deleting_since = NULL, pruned = 1 WHERE id = ?1",
+            "UPDATE recordings SET deleted_at = ?2, deleting_since = NULL, pruned = 1, download_of = NULL,
+               download_bytes = NULL, download_sha256 = NULL, download_name = NULL WHERE id = ?1",
             params![recording_id, now_text()],
         )?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;

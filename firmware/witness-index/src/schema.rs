@@ -203,6 +203,14 @@ const STEPS: &[&str] = &[
     // 18: what a done step confirmed, for the steps after it (the upload: which store, key and
     // checksum the store checked on arrival); verify trusts nothing it does not find here.
     "ALTER TABLE jobs ADD COLUMN result TEXT;",
+    // 19: what a finished recording's download is (length, SHA-256 and file name of exactly the
+    // bytes served), worked out once by reading it whole and kept for the sealed file it was
+    // worked out from (`download_of`: its size, digest and recovery): a restart does not read
+    // every recording again, and a file sealed anew is worked out anew.
+    "ALTER TABLE recordings ADD COLUMN download_of TEXT;
+    ALTER TABLE recordings ADD COLUMN download_bytes INTEGER;
+    ALTER TABLE recordings ADD COLUMN download_sha256 TEXT;
+    ALTER TABLE recordings ADD COLUMN download_name TEXT;",
 ];
 
 /// The schema version this build brings an index to.

@@ -616,3 +616,48 @@ fn a_dead_workers_job_is_taken_over_and_deferred_jobs_are_not_failures() {
     idx.complete_job("r1", JobStep::Upload, 3_002, &|_| vec![]).unwrap();
     assert!(idx.unfinished_pipelines().unwrap().is_empty(), "nothing waits: nothing listed");
 }
+
+#[test]
+fn download_figures_are_kept_for_the_sealed_file_they_were_worked_out_from() {
+    let (dir, idx) = index();
+    uploaded_recording(&idx, "s1", "r1");
+    let figures = DownloadFigures { bytes: 6750, sha256: "cd".repeat(32), file_name: "alice-web01-r1.cast".into() };
+    assert_eq!(idx.download_figures("r1", "10|ab|false").unwrap(), None, "none before they are worked out");
+    assert!(idx.keep_download_figures("r1", "10|ab|false", &figures).unwrap());
+    assert!(!idx.keep_download_figures("nope", "10|ab|false", &figures).unwrap(), "no such recording");
+    drop(idx);
+    // Reopened (a restart): still there, for the same file only.
+    let idx = Index::open(&dir.0.join("index.sqlite")).unwrap();
+    assert_eq!(idx.download_figures("r1", "10|ab|false").unwrap(), Some(figures.clone()));
+    assert_eq!(idx.download_figures("r1", "10|ef|false").unwrap(), None, "another digest: worked out anew");
+    assert_eq!(idx.download_figures("r1", "10|ab|true").unwrap(), None, "recovered since: worked out anew");
+    // Worked out anew, the new figures replace the old.
+    let anew = DownloadFigures { bytes: 7, ..figures };
+    assert!(idx.keep_download_figures("r1", "10|ef|false", &anew).unwrap());
+    assert_eq!(idx.download_figures("r1", "10|ef|false").unwrap(), Some(anew));
+    assert_eq!(idx.download_figures("r1", "10|ab|false").unwrap(), None);
+    // Deleted by retention: nothing is said of a download there is no more.
+    assert!(idx.claim_deletion("r1").unwrap());
+    idx.deletion_done("r1").unwrap();
+    assert_eq!(idx.download_figures("r1", "10|ef|false").unwrap(), None);
+}
+
+/// The attack: the channels of a session's recordings were joined with a separator byte and split
+/// again, and an exec command may hold that byte: `ssh box $'true\x1fshell'` was listed as a
+/// shell session that ran `true`. Each channel is now read back whole.
+#[test]
+fn an_exec_command_cannot_forge_what_the_history_says_a_session_was() {
+    let (_d, idx) = index();
+    idx.create_session("s1", "alice", "web01", Protocol::Ssh, None).unwrap();
+    idx.create_recording("r1", "s1", "exec: true\u{1f}shell\u{1f}sftp", "recordings/r1.cast").unwrap();
+    idx.create_recording("r2", "s1", "exec: uptime", "recordings/r2.cast").unwrap();
+    idx.create_session("s2", "alice", "web01", Protocol::Ssh, None).unwrap();
+    let rows = idx.sessions().unwrap();
+    let s = rows.iter().find(|s| s.id == "s1").unwrap();
+    assert_eq!(s.kinds, ["exec"], "{s:?}");
+    let mut commands = s.commands.clone();
+    commands.sort();
+    assert_eq!(commands, ["true\u{1f}shell\u{1f}sftp", "uptime"], "{s:?}");
+    let s = rows.iter().find(|s| s.id == "s2").unwrap();
+    assert!(s.kinds.is_empty() && s.commands.is_empty(), "no recording, no kind: {s:?}");
+}

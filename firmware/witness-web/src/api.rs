@@ -421,51 +421,14 @@ async fn sessions_csv(
         None,
         json!({ "rows": list.len(), "searched": q.q.is_some(), "web_session": auth.0.id }),
     );
-    let mut out = String::from(
-        "session_id,started_at_utc,ended_at_utc,user,target,protocol,kind,commands,client,recording,end_reason,\
-         transfers,transfer_bytes,stored_bytes,running,held\r\n",
-    );
+    let mut out = String::from(witness_core::history::CSV_HEADER);
     for hit in list.iter().rev() {
-        let s = &hit.session;
-        let cells = [
-            s.id.clone(),
-            s.started_at.clone(),
-            s.ended_at.clone().unwrap_or_default(),
-            s.user.clone(),
-            s.target.clone(),
-            s.protocol.clone(),
-            s.kinds.join(" "),
-            s.commands.join("; "),
-            s.client.clone().unwrap_or_default(),
-            if hit.live { "recording".into() } else { s.status.clone() },
-            s.end_reason.clone().unwrap_or_default(),
-            s.transfers.to_string(),
-            s.transfer_bytes.to_string(),
-            s.bytes.to_string(),
-            hit.live.to_string(),
-            s.held.to_string(),
-        ];
-        out.push_str(&cells.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(","));
-        out.push_str("\r\n");
+        out.push_str(&witness_core::history::csv_row(&hit.session, hit.live));
     }
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/csv; charset=utf-8"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"witness-sessions.csv\""));
     (StatusCode::OK, h, out).into_response()
-}
-
-/// One CSV field (RFC 4180), safe to open in a spreadsheet: a field a spreadsheet would take for
-/// a formula (a command such as `=HYPERLINK(…)` run through the box) starts with `'`.
-pub fn csv_cell(text: &str) -> String {
-    let text = match text.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}"),
-        _ => text.to_owned(),
-    };
-    if text.contains([',', '"', '\n', '\r']) || text.starts_with(' ') || text.ends_with(' ') {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
-    }
 }
 
 async fn session(
@@ -782,7 +745,8 @@ const STILL_RUNNING: &str =
 
 /// What a recording's download is, byte for byte (length and SHA-256 of exactly the bytes
 /// `?download=1` gives), worked out through the same reader as the download, once per finished
-/// recording. Refused while the recording runs: its bytes are not final.
+/// recording: kept in the index for the sealed file it was worked out from, so a restart does not
+/// read every recording again. Refused while the recording runs: its bytes are not final.
 async fn download_facts(
     axum::extract::State(state): axum::extract::State<State>,
     auth: Auth,
@@ -799,12 +763,26 @@ async fn download_facts(
     if row.status == witness_core::RecordingStatus::Recording {
         return error(StatusCode::CONFLICT, STILL_RUNNING);
     }
-    // Anything that changes what is served (sealed, recovered, re-hashed) makes it anew.
-    let stamp = format!("{}|{}|{:?}|{}", row.status, row.bytes, row.sha256, row.recovered);
+    // What the served bytes follow from. A sealed file: its size, digest and recovery (uploading
+    // and pruning serve the same bytes, verified); a file sealed anew is worked out anew. Not
+    // sealed (yet): the row as it is, and the figures are kept in memory only.
+    let sealed = sealed_file(&row);
+    let stamp =
+        sealed.clone().unwrap_or_else(|| format!("{}|{}|{:?}|{}", row.status, row.bytes, row.sha256, row.recovered));
     if let Some((s, d)) = state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
         && *s == stamp
     {
         return Json(d.clone()).into_response();
+    }
+    if let Some(of) = &sealed {
+        match state.console.download_figures(&id, of) {
+            Ok(Some(d)) => {
+                state.downloads.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (stamp, d.clone()));
+                return Json(d).into_response();
+            }
+            Ok(None) => {}
+            Err(e) => return console_error(e),
+        }
     }
     let console = state.console.clone();
     let rid = id.clone();
@@ -823,7 +801,15 @@ async fn download_facts(
                 content.len
             )));
         }
-        Ok(Download { bytes, sha256: hex::encode(hash.finalize()), file_name: content.file_name })
+        info!(recording_id = %rid, bytes, "download figures worked out (the recording read whole)");
+        let d = Download { bytes, sha256: hex::encode(hash.finalize()), file_name: content.file_name };
+        if let Some(of) = &sealed
+            && let Err(e) = console.keep_download_figures(&rid, of, &d)
+        {
+            // Shown all the same; worked out again next time.
+            warn!(recording_id = %rid, error = %e, "download figures not kept");
+        }
+        Ok(d)
     })
     .await;
     match made {
@@ -834,6 +820,12 @@ async fn download_facts(
         Ok(Err(e)) => console_error(e),
         Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
     }
+}
+
+/// The sealed file a recording's download is made from (`SIZE|SHA256|RECOVERED`), `None` before
+/// it is sealed.
+fn sealed_file(row: &witness_core::rows::RecordingRow) -> Option<String> {
+    row.sha256.as_ref().map(|sha| format!("{}|{sha}|{}", row.bytes, row.recovered))
 }
 
 /// A page of the box-wide audit log (auditors and admins): `?kind=`, `?user=`, `?from=`,
@@ -1053,19 +1045,6 @@ mod tests {
         assert!(d.hold.is_none());
         let kinds: Vec<&str> = d.audit.iter().map(|e| e.row.kind.as_str()).collect();
         assert_eq!(kinds, ["session_started", "web_recording_downloaded"]);
-    }
-
-    #[test]
-    fn csv_cells_are_quoted_and_never_formulas() {
-        assert_eq!(csv_cell("alice"), "alice");
-        assert_eq!(csv_cell("a,b"), "\"a,b\"");
-        assert_eq!(csv_cell("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_cell("line\nbreak"), "\"line\nbreak\"");
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        for f in ["+1", "-1", "@SUM(A1)", "\tx"] {
-            assert!(csv_cell(f).trim_start_matches('"').starts_with('\''), "{f}");
-        }
-        assert_eq!(csv_cell(""), "");
     }
 
     #[test]

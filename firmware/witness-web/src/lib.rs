@@ -422,6 +422,12 @@ pub trait Console: Send + Sync + 'static {
     /// The part of the playable recording (decrypted) a request's `Range` header asks for (see
     /// [`Part::of`]), from the box or fetched from the store.
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError>;
+    /// What a recording's download was found to be (see `/recordings/{id}/download`) when it was
+    /// worked out for the sealed file `of` names (its size, digest and recovery); `None` when it
+    /// was not, or for another file. Kept across restarts.
+    fn download_figures(&self, recording_id: &str, of: &str) -> Result<Option<Download>, ConsoleError>;
+    /// Keeps what a recording's download was found to be for the sealed file `of` names.
+    fn keep_download_figures(&self, recording_id: &str, of: &str, figures: &Download) -> Result<(), ConsoleError>;
     /// The moments of a video's timeline thumbnails (one per settled picture read), in order.
     fn thumbnail_times(&self, recording_id: &str) -> Result<Vec<f64>, ConsoleError>;
     /// The `n`th of them, opened: a PNG.

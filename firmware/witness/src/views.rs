@@ -7,6 +7,7 @@ use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::path::Path;
+use tracing::info;
 use witness_core::rawrec::{CastView, Decoder};
 use witness_index::RecordingRow;
 use witness_web::TailCursor;
@@ -162,9 +163,13 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
 /// Player-view lengths of finished recordings, by id and what identified the stored bytes when
 /// they were counted (and hashed against the index on the way): the recorded sha256 and, on the
 /// box, the file's size, inode and times (which no one can set back), so a changed file is
-/// counted, and refused, again.
-static PLAYER_LENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<(String, String), u64>>> =
+/// counted, and refused, again. One slot per recording: requests arriving together wait for one
+/// count instead of each reading the whole recording.
+static PLAYER_LENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, LenSlot>>> =
     std::sync::LazyLock::new(Default::default);
+
+/// A recording's counted length, with what identified its stored bytes then.
+type LenSlot = std::sync::Arc<std::sync::Mutex<Option<(String, u64)>>>;
 
 /// The player's view of an SSH recording for the console: its length (a first pass over the
 /// recording, counting, once per finished recording), then the asked part made while the browser
@@ -175,26 +180,34 @@ pub fn player_content(
     row: RecordingRow,
     range: Option<&str>,
 ) -> Result<(witness_web::Part, u64, witness_web::Chunks)> {
-    let key = row.sha256.clone().filter(|_| row.status != witness_core::RecordingStatus::Recording).map(|s| {
+    let identity = row.sha256.clone().filter(|_| row.status != witness_core::RecordingStatus::Recording).map(|s| {
         use std::os::unix::fs::MetadataExt;
         let on_box = std::fs::metadata(dir.root.join(&row.path)).ok().map(|m| {
             format!("{} {} {}.{} {}.{}", m.len(), m.ino(), m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec())
         });
-        (row.id.clone(), format!("{s} {}", on_box.as_deref().unwrap_or("store")))
+        format!("{s} {}", on_box.as_deref().unwrap_or("store"))
     });
-    let known = key.as_ref().and_then(|k| PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner()).get(k).copied());
-    let len = match known {
-        Some(len) => len,
-        None => {
-            let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
-            if let Some(k) = key {
-                let mut lens = PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner());
-                if lens.len() >= 4096 {
-                    lens.clear();
+    let len = match identity {
+        // Being written: counted at every request (it grows).
+        None => write(&dir, &row, &mut std::io::sink(), View::Player)?,
+        Some(identity) => {
+            let slot = {
+                let mut all = PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner());
+                if all.len() >= 4096 && !all.contains_key(&row.id) {
+                    all.clear();
                 }
-                lens.insert(k, len);
+                all.entry(row.id.clone()).or_default().clone()
+            };
+            let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some((seen, len)) if *seen == identity => *len,
+                _ => {
+                    let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
+                    info!(recording_id = %row.id, len, "player length counted (the recording read whole)");
+                    *slot = Some((identity, len));
+                    len
+                }
             }
-            len
         }
     };
     let part = witness_web::Part::of(range, len);

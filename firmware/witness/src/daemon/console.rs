@@ -235,6 +235,26 @@ impl witness_web::Console for BoxConsole {
         self.dir.index.recording(id).map_err(internal)?.ok_or(ConsoleError::NotFound)
     }
 
+    fn download_figures(&self, recording_id: &str, of: &str) -> Result<Option<witness_web::Download>, ConsoleError> {
+        let kept = self.dir.index.download_figures(recording_id, of).map_err(internal)?;
+        Ok(kept.map(|f| witness_web::Download { bytes: f.bytes, sha256: f.sha256, file_name: f.file_name }))
+    }
+
+    fn keep_download_figures(
+        &self,
+        recording_id: &str,
+        of: &str,
+        figures: &witness_web::Download,
+    ) -> Result<(), ConsoleError> {
+        let figures = witness_index::DownloadFigures {
+            bytes: figures.bytes,
+            sha256: figures.sha256.clone(),
+            file_name: figures.file_name.clone(),
+        };
+        self.dir.index.keep_download_figures(recording_id, of, &figures).map_err(internal)?;
+        Ok(())
+    }
+
     fn recording_content(&self, id: &str, range: Option<&str>) -> Result<Content, ConsoleError> {
         let row = self.recording(id)?;
         let (content_type, ext) = match format_of(&row) {
