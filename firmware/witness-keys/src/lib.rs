@@ -93,7 +93,16 @@ pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     let what = || format!("creating {}", path.display());
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io(what()))?;
-    f.write_all(data).and_then(|()| f.sync_all()).map_err(io(what()))
+    f.write_all(data).and_then(|()| f.sync_all()).map_err(io(what()))?;
+    sync_dir(path)
+}
+
+/// Syncs the directory holding `path`, so a new name in it (a key just made, renamed or linked
+/// into place) survives a power cut: recordings encrypted under a key whose name was lost could
+/// never be opened.
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("syncing {}", dir.display())))
 }
 
 /// Writes `data` (0600) to `path` whole or not at all: under a name private to this call (two
@@ -107,7 +116,8 @@ pub fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         io(format!("placing {}", key_name(path)))(e)
-    })
+    })?;
+    sync_dir(path)
 }
 
 /// Reads a private file of the box (a key, the active key id, the TPM's name): never through a
@@ -477,6 +487,7 @@ pub fn key_at(root: &Path, path: &Path) -> Result<[u8; 32]> {
     write_private(&tmp, &data)?;
     let linked = std::fs::hard_link(&tmp, &target);
     let _ = std::fs::remove_file(&tmp);
+    sync_dir(&target)?;
     match linked {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
