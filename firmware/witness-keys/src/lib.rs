@@ -921,4 +921,68 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"important=1\n", "the link's target is untouched");
         assert!(std::fs::symlink_metadata(root.join("keys/kek-planted")).is_err(), "the link is gone");
     }
+
+    /// Red team h-red22b: `shred` refuses to follow a symbolic link but not a hard one. A file
+    /// hard-linked under a key's name (by whoever can write `keys/`, where hard links to others'
+    /// files are allowed: `fs.protected_hardlinks=0`, or a file that user owns elsewhere) is a
+    /// regular file to `symlink_metadata` and to `O_NOFOLLOW`, so a factory reset (root) fills
+    /// the *other* file with zeros before it unlinks the key's name. Passes while the hole is
+    /// open: the victim outside `keys/` is zeroed.
+    #[test]
+    fn red22b_keys_factory_reset_zeroes_a_file_hard_linked_under_a_key_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        let victim = dir.path().join("not-a-key.conf");
+        std::fs::write(&victim, b"important=1\n").unwrap();
+        std::fs::hard_link(&victim, root.join("keys/kek-planted")).unwrap();
+        assert_eq!(destroy_recording_keys(&root).unwrap(), ["kek-planted"]);
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![0u8; 12], "the other name's file was zeroed through the link");
+    }
+
+    /// Red team h-red22b: whose key file it is is never asked, and a `keys/` that is a
+    /// symbolic link is neither refused nor repaired. (1) A key directory others can write (made
+    /// by hand, restored) holding a `kek.active` and a KEK *owned by another user* (mode 0600,
+    /// so nothing looks exposed): the box takes that user's key as its active KEK and encrypts
+    /// new recordings under a key the other user knows; the directory is made 0700 only after
+    /// the planted files were read, and the planted key stays in use. (2) `keys` a link to a
+    /// directory open to everyone: the 0700 repair and its audit are skipped (the check reads
+    /// `symlink_metadata` of the link), the open directory stays open and nothing is said.
+    #[test]
+    fn red22b_keys_a_planted_key_owned_by_another_user_or_behind_a_linked_keys_dir_is_used() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let nobody = 65534;
+        // (1) keys/ open to others; a planted KEK owned by another user, mode 0600.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        for (name, text) in [("keys/kek-evil", hex::encode([0x66u8; 32])), ("keys/kek.active", "evil".to_owned())] {
+            let p = root.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
+        }
+        assert_eq!(active(root).unwrap(), "evil", "another user's kek.active is the box's word");
+        let enc = new_encryption(root, "rec-1").unwrap();
+        assert_eq!(enc.header.key_id, "evil");
+        assert_eq!(kek(root, "evil").unwrap(), [0x66u8; 32], "recordings go under a key another user wrote");
+        assert_eq!(std::fs::metadata(root.join("keys/kek-evil")).unwrap().uid(), nobody, "still theirs");
+        let audit = pending_audit(root).unwrap();
+        assert!(!audit.iter().any(|(_, e)| e["key"] == "kek-evil"), "nothing said of the foreign owner: {audit:?}");
+
+        // (2) keys is a link to a directory open to everyone.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&open, root.join("keys")).unwrap();
+        let key = search_key(&root).unwrap();
+        assert_eq!(std::fs::read_to_string(open.join("search.key")).unwrap().trim(), hex::encode(key), "written there");
+        assert_eq!(search_key(&root).unwrap(), key, "and read back through the link");
+        assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o777, "left open to all");
+        assert!(pending_audit(&root).unwrap().is_empty(), "and nothing audited");
+    }
 }
