@@ -985,4 +985,31 @@ mod tests {
         assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o777, "left open to all");
         assert!(pending_audit(&root).unwrap().is_empty(), "and nothing audited");
     }
+
+    /// Red team h-red22b: when the repair of an exposed key file cannot be made (the file is on
+    /// a read-only mount, immutable, or owned by another user while the box is not root — here
+    /// `chattr +i`, which makes `chmod` fail as a read-only filesystem does), `read_private`
+    /// returns the `chmod` error before it audits: the box refuses to start with "reading
+    /// search.key: Operation not permitted", which names neither the exposure nor the repair
+    /// that failed, and the exposure (the key was readable by everyone) is written nowhere.
+    #[test]
+    fn red22b_keys_an_exposed_key_that_cannot_be_made_private_stops_the_box_unexplained_and_unaudited() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = root.join("keys/search.key");
+        std::fs::write(&path, hex::encode([7u8; 32])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let chattr = |flag: &str| std::process::Command::new("chattr").arg(flag).arg(&path).status().unwrap().success();
+        assert!(chattr("+i"), "chattr +i (root on ext4 needed for this attack test)");
+        let got = search_key(root);
+        assert!(chattr("-i"), "chattr -i");
+        let err = with_causes(&got.expect_err("the box would start"));
+        assert!(err.contains("Operation not permitted"), "{err}");
+        assert!(!err.contains("readable") && !err.contains("others"), "the error names the exposure: {err}");
+        let audit = pending_audit(root).unwrap();
+        assert!(!audit.iter().any(|(k, _)| k == "key_file_exposed"), "the exposure was audited: {audit:?}");
+    }
 }
