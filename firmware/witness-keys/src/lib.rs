@@ -1012,4 +1012,30 @@ mod tests {
         let audit = pending_audit(root).unwrap();
         assert!(!audit.iter().any(|(k, _)| k == "key_file_exposed"), "the exposure was audited: {audit:?}");
     }
+
+    /// Red team h-red22b: `key_at` writes a new key under a name private to the call
+    /// (`target.with_extension("new{pid}-{hex}")`), links it into place, then removes it. A
+    /// process that ends in between (a crash, a power cut, the stop's watchdog `process::exit`)
+    /// leaves that file, holding the key, for good: nothing removes stale ones at start, and the
+    /// factory reset destroys only `kek-*`, `kek.active`, `search.key` and `search.key.tpm` by
+    /// exact name, so the search key's leftover (`search.new…`, or `search.key.new…` when sealed
+    /// to the TPM, which still unseals it) outlives the reset that promises nobody can open the
+    /// past search text again. Passes while the hole is open: the leftover survives the reset.
+    #[test]
+    fn red22b_keys_a_search_key_left_under_its_private_name_outlives_the_factory_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let key = search_key(root).unwrap();
+        // What `key_at` leaves when the process ends between `write_private(tmp)` and removing it.
+        let target = root.join("keys/search.key");
+        let left = target.with_extension(format!("new{}-{}", 4242, "0a0b0c0d"));
+        write_private(&left, hex::encode(key).as_bytes()).unwrap();
+        let sealed_left = root.join("keys/search.key.new4242-0a0b0c0d");
+        write_private(&sealed_left, b"tpm blob").unwrap();
+        let destroyed = destroy_recording_keys(root).unwrap();
+        assert!(destroyed.contains(&"search.key".to_owned()), "{destroyed:?}");
+        assert!(!target.exists(), "the search key itself is gone");
+        assert_eq!(std::fs::read_to_string(&left).unwrap(), hex::encode(key), "its copy is not");
+        assert!(sealed_left.exists(), "nor a sealed copy's");
+    }
 }
