@@ -432,4 +432,46 @@ mod tests {
             ]
         );
     }
+
+    /// Red team h-red22b: the one-owner walk skips every workspace member ("each of those is
+    /// checked itself"), but the tooling members (`tests`, which has a library, `xtask`,
+    /// `witness-fuzz`) are never checked themselves. A product crate that takes a normal
+    /// dependency on `tests` reaches through it whatever `tests` depends on: here the web
+    /// console reaches SQLite and SSH, and nothing is named. A build-dependency's own chain is
+    /// not walked either (only `kind: null` edges are): a build script's helper that pulls
+    /// russh (code generated from it at build time) is unseen.
+    #[test]
+    fn red22b_deps_a_foreign_system_reached_through_a_tooling_member_or_a_build_helper_is_not_named() {
+        let metadata = serde_json::json!({
+            "workspace_members": ["web", "tests", "store"],
+            "packages": [
+                {"id": "web", "name": "witness-web", "manifest_path": "/w/firmware/witness-web/Cargo.toml",
+                 "dependencies": [{"name": "tests", "kind": null}]},
+                {"id": "tests", "name": "tests", "manifest_path": "/w/tests/Cargo.toml",
+                 "dependencies": [{"name": "rusqlite", "kind": null}, {"name": "russh", "kind": null}]},
+                {"id": "store", "name": "witness-store", "manifest_path": "/w/firmware/witness-store/Cargo.toml",
+                 "dependencies": [{"name": "codegen", "kind": "build"}]},
+                {"id": "rusqlite", "name": "rusqlite", "manifest_path": "/r/rusqlite/Cargo.toml", "dependencies": []},
+                {"id": "russh", "name": "russh", "manifest_path": "/r/russh/Cargo.toml", "dependencies": []},
+                {"id": "codegen", "name": "codegen", "manifest_path": "/r/codegen/Cargo.toml",
+                 "dependencies": [{"name": "russh", "kind": null}]},
+            ],
+            "resolve": {"nodes": [
+                {"id": "web", "deps": [{"pkg": "tests", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "tests", "deps": [
+                    {"pkg": "rusqlite", "dep_kinds": [{"kind": null, "target": null}]},
+                    {"pkg": "russh", "dep_kinds": [{"kind": null, "target": null}]},
+                ]},
+                {"id": "store", "deps": [{"pkg": "codegen", "dep_kinds": [{"kind": "build", "target": null}]}]},
+                {"id": "codegen", "deps": [{"pkg": "russh", "dep_kinds": [{"kind": null, "target": null}]}]},
+                {"id": "rusqlite", "deps": []},
+                {"id": "russh", "deps": []},
+            ]},
+        });
+        assert_eq!(
+            violations(&metadata).unwrap(),
+            Vec::<String>::new(),
+            "witness-web -> tests -> rusqlite/russh and witness-store -(build)-> codegen -> russh should be named"
+        );
+    }
 }

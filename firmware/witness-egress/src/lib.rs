@@ -207,4 +207,88 @@ mod tests {
         let ips = resolved["localhost"].as_ref().unwrap();
         assert!(ips.iter().all(|ip| ip.is_loopback()), "{ips:?}");
     }
+
+    /// A DNS server on 127.0.0.1:53 (in the test's own network namespace) that answers `fast*`
+    /// names with 10.9.9.9 at once and never answers `slow*` names (a zone whose server is
+    /// down, or hostile: it chooses to be slow).
+    const SILENT_DNS: &str = r#"
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", 53))
+sys.stdout.write("ready\n"); sys.stdout.flush()
+while True:
+    q, a = s.recvfrom(512)
+    i, labels = 12, []
+    while q[i]:
+        labels.append(q[i+1:i+1+q[i]].decode()); i += 1 + q[i]
+    qtype = struct.unpack(">H", q[i+1:i+3])[0]
+    if labels[0].startswith("slow"):
+        continue
+    question = q[12:i+5]
+    ans = b""
+    if qtype == 1:
+        ans = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4) + bytes([10, 9, 9, 9])
+    hdr = q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1 if ans else 0, 0, 0)
+    s.sendto(hdr + question + ans, a)
+"#;
+
+    /// Red team h-red22b: four resolver threads take names from one queue (the sorted names,
+    /// from the end), and a name whose DNS server does not answer holds its thread for the whole
+    /// deadline. Four such names (one dead or hostile zone: whoever runs a target's DNS) take
+    /// every thread, and every other name in the file — the store, every other target — is never
+    /// asked: "no answer within 10s", left out of the firewall's sets until the next run, where
+    /// the same happens again. With a thread per name (before the fix) only the slow names were
+    /// left out. Passes while the hole is open: 24 names a healthy server answers at once are
+    /// all left out behind 4 that it never answers. Runs in a network and mount namespace of
+    /// its own (root: `unshare`), with a resolver of its own on 127.0.0.1.
+    #[test]
+    fn red22b_egress_four_names_that_never_answer_starve_every_other_name() {
+        if std::env::var_os("RED22B_NS").is_none() {
+            let tmp = tempfile::tempdir().unwrap();
+            let conf = tmp.path().join("resolv.conf");
+            std::fs::write(&conf, "nameserver 127.0.0.1\noptions timeout:5 attempts:1\n").unwrap();
+            let exe = std::env::current_exe().unwrap();
+            let script = format!(
+                "ip link set lo up && mount --bind {} /etc/resolv.conf && exec {} --exact \
+                 tests::red22b_egress_four_names_that_never_answer_starve_every_other_name --nocapture",
+                conf.display(),
+                exe.display()
+            );
+            let out = std::process::Command::new("unshare")
+                .args(["-m", "-n", "sh", "-c", &script])
+                .env("RED22B_NS", "1")
+                .output()
+                .unwrap();
+            let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success() && text.contains("1 passed"), "in the namespace:\n{text}");
+            return;
+        }
+        let mut dns = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(SILENT_DNS)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ready = [0u8; 6];
+        dns.stdout.take().unwrap().read_exact(&mut ready).unwrap();
+        assert_eq!(&ready, b"ready\n");
+        // The resolver works: a fast name alone comes back at once.
+        let t = std::time::Instant::now();
+        let name = |n: String| (Host::Name(n), 22u16, "t".to_owned());
+        let one = resolve(&[name("fast00.red22b.test".into())], Duration::from_secs(3));
+        assert_eq!(one["fast00.red22b.test"], Ok(vec!["10.9.9.9".parse::<std::net::IpAddr>().unwrap()]), "{one:?}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        // 24 such names and 4 that never answer (they sort last, so they are taken first).
+        let list: Vec<_> = (0..24)
+            .map(|i| name(format!("fast{i:02}.red22b.test")))
+            .chain((0..4).map(|i| name(format!("slow{i}.red22b.test"))))
+            .collect();
+        let got = resolve(&list, Duration::from_secs(3));
+        let _ = dns.kill();
+        let _ = dns.wait();
+        let starved: Vec<&String> =
+            got.iter().filter(|(n, r)| n.starts_with("fast") && r.is_err()).map(|(n, _)| n).collect();
+        eprintln!("{} of 24 answerable names left out: {:?}", starved.len(), got.get("fast00.red22b.test"));
+        assert_eq!(starved.len(), 24, "names a healthy server answers were resolved: {got:?}");
+    }
 }

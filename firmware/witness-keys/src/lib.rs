@@ -921,4 +921,121 @@ mod tests {
         assert_eq!(std::fs::read(&victim).unwrap(), b"important=1\n", "the link's target is untouched");
         assert!(std::fs::symlink_metadata(root.join("keys/kek-planted")).is_err(), "the link is gone");
     }
+
+    /// Red team h-red22b: `shred` refuses to follow a symbolic link but not a hard one. A file
+    /// hard-linked under a key's name (by whoever can write `keys/`, where hard links to others'
+    /// files are allowed: `fs.protected_hardlinks=0`, or a file that user owns elsewhere) is a
+    /// regular file to `symlink_metadata` and to `O_NOFOLLOW`, so a factory reset (root) fills
+    /// the *other* file with zeros before it unlinks the key's name. Passes while the hole is
+    /// open: the victim outside `keys/` is zeroed.
+    #[test]
+    fn red22b_keys_factory_reset_zeroes_a_file_hard_linked_under_a_key_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        let victim = dir.path().join("not-a-key.conf");
+        std::fs::write(&victim, b"important=1\n").unwrap();
+        std::fs::hard_link(&victim, root.join("keys/kek-planted")).unwrap();
+        assert_eq!(destroy_recording_keys(&root).unwrap(), ["kek-planted"]);
+        assert_eq!(std::fs::read(&victim).unwrap(), vec![0u8; 12], "the other name's file was zeroed through the link");
+    }
+
+    /// Red team h-red22b: whose key file it is is never asked, and a `keys/` that is a
+    /// symbolic link is neither refused nor repaired. (1) A key directory others can write (made
+    /// by hand, restored) holding a `kek.active` and a KEK *owned by another user* (mode 0600,
+    /// so nothing looks exposed): the box takes that user's key as its active KEK and encrypts
+    /// new recordings under a key the other user knows; the directory is made 0700 only after
+    /// the planted files were read, and the planted key stays in use. (2) `keys` a link to a
+    /// directory open to everyone: the 0700 repair and its audit are skipped (the check reads
+    /// `symlink_metadata` of the link), the open directory stays open and nothing is said.
+    #[test]
+    fn red22b_keys_a_planted_key_owned_by_another_user_or_behind_a_linked_keys_dir_is_used() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let nobody = 65534;
+        // (1) keys/ open to others; a planted KEK owned by another user, mode 0600.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o777)).unwrap();
+        for (name, text) in [("keys/kek-evil", hex::encode([0x66u8; 32])), ("keys/kek.active", "evil".to_owned())] {
+            let p = root.join(name);
+            std::fs::write(&p, text).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
+        }
+        assert_eq!(active(root).unwrap(), "evil", "another user's kek.active is the box's word");
+        let enc = new_encryption(root, "rec-1").unwrap();
+        assert_eq!(enc.header.key_id, "evil");
+        assert_eq!(kek(root, "evil").unwrap(), [0x66u8; 32], "recordings go under a key another user wrote");
+        assert_eq!(std::fs::metadata(root.join("keys/kek-evil")).unwrap().uid(), nobody, "still theirs");
+        let audit = pending_audit(root).unwrap();
+        assert!(!audit.iter().any(|(_, e)| e["key"] == "kek-evil"), "nothing said of the foreign owner: {audit:?}");
+
+        // (2) keys is a link to a directory open to everyone.
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("data");
+        std::fs::create_dir(&root).unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::os::unix::fs::symlink(&open, root.join("keys")).unwrap();
+        let key = search_key(&root).unwrap();
+        assert_eq!(std::fs::read_to_string(open.join("search.key")).unwrap().trim(), hex::encode(key), "written there");
+        assert_eq!(search_key(&root).unwrap(), key, "and read back through the link");
+        assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o777, "left open to all");
+        assert!(pending_audit(&root).unwrap().is_empty(), "and nothing audited");
+    }
+
+    /// Red team h-red22b: when the repair of an exposed key file cannot be made (the file is on
+    /// a read-only mount, immutable, or owned by another user while the box is not root — here
+    /// `chattr +i`, which makes `chmod` fail as a read-only filesystem does), `read_private`
+    /// returns the `chmod` error before it audits: the box refuses to start with "reading
+    /// search.key: Operation not permitted", which names neither the exposure nor the repair
+    /// that failed, and the exposure (the key was readable by everyone) is written nowhere.
+    #[test]
+    fn red22b_keys_an_exposed_key_that_cannot_be_made_private_stops_the_box_unexplained_and_unaudited() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("keys")).unwrap();
+        std::fs::set_permissions(root.join("keys"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let path = root.join("keys/search.key");
+        std::fs::write(&path, hex::encode([7u8; 32])).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let chattr = |flag: &str| std::process::Command::new("chattr").arg(flag).arg(&path).status().unwrap().success();
+        assert!(chattr("+i"), "chattr +i (root on ext4 needed for this attack test)");
+        let got = search_key(root);
+        assert!(chattr("-i"), "chattr -i");
+        let err = with_causes(&got.expect_err("the box would start"));
+        assert!(err.contains("Operation not permitted"), "{err}");
+        assert!(!err.contains("readable") && !err.contains("others"), "the error names the exposure: {err}");
+        let audit = pending_audit(root).unwrap();
+        assert!(!audit.iter().any(|(k, _)| k == "key_file_exposed"), "the exposure was audited: {audit:?}");
+    }
+
+    /// Red team h-red22b: `key_at` writes a new key under a name private to the call
+    /// (`target.with_extension("new{pid}-{hex}")`), links it into place, then removes it. A
+    /// process that ends in between (a crash, a power cut, the stop's watchdog `process::exit`)
+    /// leaves that file, holding the key, for good: nothing removes stale ones at start, and the
+    /// factory reset destroys only `kek-*`, `kek.active`, `search.key` and `search.key.tpm` by
+    /// exact name, so the search key's leftover (`search.new…`, or `search.key.new…` when sealed
+    /// to the TPM, which still unseals it) outlives the reset that promises nobody can open the
+    /// past search text again. Passes while the hole is open: the leftover survives the reset.
+    #[test]
+    fn red22b_keys_a_search_key_left_under_its_private_name_outlives_the_factory_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let key = search_key(root).unwrap();
+        // What `key_at` leaves when the process ends between `write_private(tmp)` and removing it.
+        let target = root.join("keys/search.key");
+        let left = target.with_extension(format!("new{}-{}", 4242, "0a0b0c0d"));
+        write_private(&left, hex::encode(key).as_bytes()).unwrap();
+        let sealed_left = root.join("keys/search.key.new4242-0a0b0c0d");
+        write_private(&sealed_left, b"tpm blob").unwrap();
+        let destroyed = destroy_recording_keys(root).unwrap();
+        assert!(destroyed.contains(&"search.key".to_owned()), "{destroyed:?}");
+        assert!(!target.exists(), "the search key itself is gone");
+        assert_eq!(std::fs::read_to_string(&left).unwrap(), hex::encode(key), "its copy is not");
+        assert!(sealed_left.exists(), "nor a sealed copy's");
+    }
 }

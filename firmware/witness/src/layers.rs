@@ -418,3 +418,56 @@ fn red22_layers_printing_by_other_means_is_named() {
     ];
     assert_eq!(printing(&files), ["daemon/broker.rs", "pipeline.rs", "playback.rs"]);
 }
+
+/// Red team h-red22b: the token reader still lets a foundation reach `daemon/` (or `cmd/`) by
+/// Rust's other ways of naming a module, each compiled by rustc 2024 as shown: a glob import
+/// of the crate root (`use crate::*;` or, from a top-level file, `use super::*;`) brings the
+/// root's private `mod daemon` into scope, so a bare `daemon::…` path follows; `extern crate
+/// self as w;` names the crate without a `use`; `#[path = "daemon/serve.rs"] mod s;` compiles
+/// the daemon's file again as a foundation module; `include!` pastes it in; serde's
+/// `serialize_with = "crate::daemon::…"` names a path inside a string. Every one of them passes
+/// the check today (this test passes while the holes are open).
+#[test]
+fn red22b_layers_upward_edges_by_glob_extern_crate_self_path_include_and_strings_walk_past() {
+    let files = vec![
+        ("retention.rs".to_owned(), "use crate::*;\nfn f() {\n    daemon::serve::run();\n}\n".to_owned()),
+        ("sync.rs".to_owned(), "use super::*;\nfn f() {\n    cmd::admin::run();\n}\n".to_owned()),
+        ("search.rs".to_owned(), "fn f() {\n    use crate::*;\n    daemon::video::encoders();\n}\n".to_owned()),
+        (
+            "evidence.rs".to_owned(),
+            "extern crate self as w;\nfn f() {\n    w::daemon::video::encoders();\n}\n".to_owned(),
+        ),
+        ("playback.rs".to_owned(), "#[path = \"daemon/serve.rs\"]\nmod serve_again;\n".to_owned()),
+        ("views.rs".to_owned(), "include!(\"daemon/console.rs\");\n".to_owned()),
+        (
+            "pipeline.rs".to_owned(),
+            "#[derive(serde::Serialize)]\nstruct S {\n    #[serde(serialize_with = \"crate::daemon::video::ser\")]\n    x: u8,\n}\n"
+                .to_owned(),
+        ),
+    ];
+    assert_eq!(violations(&files), Vec::<String>::new(), "each of these is an upward edge the check should name");
+}
+
+/// Red team h-red22b: a foundation still prints for a person unseen: through an alias of
+/// `stdout` (`use std::io::stdout as out;`), a function value (`let o = std::io::stdout;`),
+/// the raw file descriptor (`libc::write(1, …)`) or `/dev/stderr` opened as a file.
+#[test]
+fn red22b_layers_printing_by_alias_fn_value_raw_fd_or_dev_stdout_is_not_named() {
+    let files = vec![
+        (
+            "pipeline.rs".to_owned(),
+            "use std::io::stdout as out;\nfn f() {\n    let _ = out().write_all(b\"sealed\\n\");\n}\n".to_owned(),
+        ),
+        (
+            "playback.rs".to_owned(),
+            "fn f() {\n    let o = std::io::stdout;\n    let _ = writeln!(o().lock(), \"done\");\n}\n".to_owned(),
+        ),
+        ("ocr.rs".to_owned(), "fn f() {\n    unsafe { libc::write(2, b\"x\\n\".as_ptr().cast(), 2) };\n}\n".to_owned()),
+        (
+            "daemon/broker.rs".to_owned(),
+            "fn f() {\n    let _ = std::fs::OpenOptions::new().append(true).open(\"/dev/stderr\").map(|mut f| f.write_all(b\"x\"));\n}\n"
+                .to_owned(),
+        ),
+    ];
+    assert_eq!(printing(&files), Vec::<String>::new(), "each of these prints for a person outside cmd/");
+}

@@ -1,0 +1,65 @@
+//! Red team `h-red22b`, end to end: the stop's watchdog after the fixes of h-red22 (issue 22).
+//! Each test passes while the hole it names is open.
+
+use crate::harness::{Box, Sshd, eventually};
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The stop's watchdog (`Supervisor::watchdog`) is armed only once the runtime has seen the
+/// stop: SIGTERM is read by a task on the runtime (`stop_on_signal`), so it needs a free worker
+/// to poll tokio's signal driver. When the index is slow to write (another process holds
+/// SQLite's WAL write lock, as a suspended `witness` command in a transaction does) *before*
+/// the SIGTERM, sessions that end on their own (here six clients killed) make their index
+/// writes (`recording_finished`, `session_ended`) synchronously on the worker threads, each
+/// waiting the 10 s busy timeout behind the index's one mutex: both workers are held for a
+/// busy timeout. The SIGTERM then sits unread (first run: 8 s) and the watchdog, armed only
+/// when it is read, adds its full 24 s after that: the process outlives systemd's 30 s and is
+/// SIGKILLed there — the h-red22 hole with the sessions ending before the signal instead of
+/// after it. (The longer the workers are held, the later the stop starts at all.)
+#[test]
+fn red22b_stop_a_slow_index_with_sessions_ending_before_sigterm_outlives_systemds_30s() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let mut clients = Vec::new();
+    for _ in 0..6 {
+        clients
+            .push(b.ssh("alice@web01").arg("sleep 600").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+    }
+    eventually(30, "six recordings", || {
+        (b.recordings().into_iter().filter(|r| r["status"] == "recording").count() == 6).then_some(())
+    });
+    let shm = b.data().join("index.sqlite-shm");
+    assert!(shm.is_file(), "no {}", shm.display());
+    let mut holder = Command::new("python3")
+        .arg("-c")
+        .arg("import fcntl,sys,time\nf=open(sys.argv[1],'r+b')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,120)\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+        .arg(&shm)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = holder.stdout.take().unwrap();
+    let mut held = [0u8; 5];
+    out.read_exact(&mut held).unwrap();
+    assert_eq!(&held, b"held\n");
+    // The sessions end on their own (their clients are gone): their index writes take the workers.
+    for c in clients.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    let (st, took) = b.stop_within(Duration::from_secs(45));
+    let log = b.log();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    drop(out);
+    let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+    eprintln!("stop took {took:?} (exit {st:?}, {:?} in all); the log ends:\n{}", t.elapsed(), tail.join("\n"));
+    // The hole: the watchdog keeps its 24 s from the moment the runtime read the SIGTERM, not
+    // from the SIGTERM: here that was ~10 s late (one busy timeout), so the process is still
+    // there at systemd's 30 s (first run: SIGTERM read 8 s late, watchdog at +24 s, 32 s in all).
+    assert!(took >= Duration::from_secs(30), "the stop ended within 30 s ({took:?}, {st:?}):\n{log}");
+    assert!(log.contains("SIGTERM: ending sessions"), "{log}");
+}
