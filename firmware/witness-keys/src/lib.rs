@@ -126,7 +126,29 @@ pub fn replace_private(path: &Path, data: &[u8]) -> Result<()> {
 /// the key may have been read, and the box says so instead of using it silently.
 fn read_private(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // The keys directory first: never a link (its repair and every key would go elsewhere),
+    // and owner-only.
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::symlink_metadata(dir)
+    {
+        if d.file_type().is_symlink() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is a link; the keys directory must be a directory of its own", dir.display()),
+            ));
+        }
+        if d.permissions().mode() & 0o077 != 0 {
+            let dir_mode = d.permissions().mode() & 0o777;
+            exposed(root, "keys/", dir_mode);
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("the keys directory is open to others (mode {dir_mode:o}) and could not be closed: {e}"),
+                )
+            })?;
+        }
+    }
     let mut f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
     let meta = f.metadata()?;
     if !meta.is_file() {
@@ -134,21 +156,49 @@ fn read_private(root: &Path, path: &Path) -> std::io::Result<Vec<u8>> {
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        // Said before the repair is tried: an exposure is audited even if it cannot be undone.
         exposed(root, &key_name(path), mode);
+        f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            std::io::Error::new(
+                e.kind(),
+                format!("it is readable by others (mode {mode:o}) and could not be made private: {e}"),
+            )
+        })?;
     }
-    if let Some(dir) = path.parent()
-        && let Ok(d) = std::fs::symlink_metadata(dir)
-        && d.is_dir()
-        && d.permissions().mode() & 0o077 != 0
-    {
-        let dir_mode = d.permissions().mode() & 0o777;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        exposed(root, "keys/", dir_mode);
+    // A key another user wrote (planted, or restored by hand) than the data directory's owner
+    // (the box's user) is used, and its owner audited.
+    if meta.uid() != box_user(root) {
+        foreign(root, &key_name(path), meta.uid());
     }
     let mut data = Vec::with_capacity(meta.len().min(1 << 20) as usize);
     f.read_to_end(&mut data)?;
     Ok(data)
+}
+
+/// The box's user: the data directory's owner.
+fn box_user(root: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(root).map(|m| m.uid()).unwrap_or(u32::MAX)
+}
+
+/// Records that a key file belongs to another user than the box's.
+fn foreign(root: &Path, name: &str, uid: u32) {
+    tracing::warn!(
+        audit = true,
+        kind = "key_file_foreign_owner",
+        key = name,
+        uid,
+        "a key file of the box belongs to another user"
+    );
+    pend(
+        root,
+        serde_json::json!({
+            "at": time::OffsetDateTime::now_utc().unix_timestamp(),
+            "kind": "key_file_foreign_owner",
+            "key": name,
+            "uid": uid,
+        }),
+    );
 }
 
 /// Records that a private file (or the keys directory) was open to others and was made
@@ -592,18 +642,23 @@ pub fn nonce() -> [u8; 24] {
 /// file's old blocks.
 /// Anything else found under a key's name (a link, planted by whoever could write `keys/`) is
 /// removed without being followed: a reset run as root never writes where a link points.
-fn shred(path: &Path) -> Result<()> {
+fn shred(root: &Path, path: &Path) -> Result<()> {
     use std::io::Write;
     let what = || format!("removing {}", key_name(path));
     let meta = std::fs::symlink_metadata(path).map_err(io(what()))?;
     if meta.is_file() {
+        use std::os::unix::fs::MetadataExt;
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
             .open(path)
             .map_err(io(what()))?;
-        let len = f.metadata().map_err(io(what()))?.len() as usize;
-        f.write_all(&vec![0u8; len]).and_then(|()| f.sync_all()).map_err(io(what()))?;
+        let opened = f.metadata().map_err(io(what()))?;
+        // Only a file that is this name alone and the box's own is overwritten: a hard link
+        // planted under a key's name is another file, which a reset run as root must not touch.
+        if opened.nlink() == 1 && opened.uid() == box_user(root) {
+            f.write_all(&vec![0u8; opened.len() as usize]).and_then(|()| f.sync_all()).map_err(io(what()))?;
+        }
     }
     std::fs::remove_file(path).map_err(io(what()))
 }
@@ -637,13 +692,15 @@ pub fn destroy_recording_keys(root: &Path) -> Result<Vec<String>> {
     let mut doomed: Vec<PathBuf> = key_files(root, true)?
         .into_iter()
         .filter(|p| {
+            // Every name under a key's stem: a copy a crash left under a private name
+            // (`search.new…`, `search.key.new…`, `kek.active.new…`) holds the key too.
             let n = key_name(p);
-            n.starts_with("kek-") || n == "kek.active" || n == "search.key" || n == "search.key.tpm"
+            n.starts_with("kek") || n.starts_with("search.")
         })
         .collect();
     doomed.sort();
     for path in &doomed {
-        shred(path)?;
+        shred(root, path)?;
     }
     // Nothing this process unsealed before outlives the files.
     UNSEALED.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -724,7 +781,7 @@ pub fn seal_to_tpm(root: &Path, tcti: &str) -> Result<Vec<String>> {
     replace_private(&root.join(TPM_MARK), tcti.as_bytes())?;
     for path in &names {
         if path.exists() {
-            shred(path)?;
+            shred(root, path)?;
         }
     }
     Ok(sealed)
@@ -926,10 +983,10 @@ mod tests {
     /// hard-linked under a key's name (by whoever can write `keys/`, where hard links to others'
     /// files are allowed: `fs.protected_hardlinks=0`, or a file that user owns elsewhere) is a
     /// regular file to `symlink_metadata` and to `O_NOFOLLOW`, so a factory reset (root) fills
-    /// the *other* file with zeros before it unlinks the key's name. Passes while the hole is
-    /// open: the victim outside `keys/` is zeroed.
+    /// the *other* file with zeros before it unlinks the key's name. Now only a file that is the
+    /// name alone and the box's own is overwritten; the link is just removed.
     #[test]
-    fn red22b_keys_factory_reset_zeroes_a_file_hard_linked_under_a_key_name() {
+    fn red22b_keys_factory_reset_leaves_a_file_hard_linked_under_a_key_name_alone() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         std::fs::create_dir_all(root.join("keys")).unwrap();
@@ -937,7 +994,8 @@ mod tests {
         std::fs::write(&victim, b"important=1\n").unwrap();
         std::fs::hard_link(&victim, root.join("keys/kek-planted")).unwrap();
         assert_eq!(destroy_recording_keys(&root).unwrap(), ["kek-planted"]);
-        assert_eq!(std::fs::read(&victim).unwrap(), vec![0u8; 12], "the other name's file was zeroed through the link");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"important=1\n", "the other name's file is untouched");
+        assert!(!root.join("keys/kek-planted").exists(), "the key's name is gone");
     }
 
     /// Red team h-red22b: whose key file it is is never asked, and a `keys/` that is a
@@ -947,9 +1005,11 @@ mod tests {
     /// new recordings under a key the other user knows; the directory is made 0700 only after
     /// the planted files were read, and the planted key stays in use. (2) `keys` a link to a
     /// directory open to everyone: the 0700 repair and its audit are skipped (the check reads
-    /// `symlink_metadata` of the link), the open directory stays open and nothing is said.
+    /// `symlink_metadata` of the link), the open directory stays open and nothing is said. Now
+    /// (1) the open directory is closed and audited before anything in it is read, and the
+    /// foreign owner is audited; (2) a linked `keys` is refused.
     #[test]
-    fn red22b_keys_a_planted_key_owned_by_another_user_or_behind_a_linked_keys_dir_is_used() {
+    fn red22b_keys_a_planted_key_is_audited_and_a_linked_keys_dir_refused() {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
         let nobody = 65534;
         // (1) keys/ open to others; a planted KEK owned by another user, mode 0600.
@@ -963,13 +1023,18 @@ mod tests {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
             std::os::unix::fs::chown(&p, Some(nobody), Some(nobody)).unwrap();
         }
-        assert_eq!(active(root).unwrap(), "evil", "another user's kek.active is the box's word");
-        let enc = new_encryption(root, "rec-1").unwrap();
-        assert_eq!(enc.header.key_id, "evil");
-        assert_eq!(kek(root, "evil").unwrap(), [0x66u8; 32], "recordings go under a key another user wrote");
-        assert_eq!(std::fs::metadata(root.join("keys/kek-evil")).unwrap().uid(), nobody, "still theirs");
+        assert_eq!(active(root).unwrap(), "evil");
+        assert_eq!(kek(root, "evil").unwrap(), [0x66u8; 32]);
+        assert_eq!(std::fs::metadata(root.join("keys/kek-evil")).unwrap().uid(), nobody);
+        assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, 0o700);
         let audit = pending_audit(root).unwrap();
-        assert!(!audit.iter().any(|(_, e)| e["key"] == "kek-evil"), "nothing said of the foreign owner: {audit:?}");
+        for key in ["kek-evil", "kek.active"] {
+            assert!(
+                audit.iter().any(|(k, e)| k == "key_file_foreign_owner" && e["key"] == key && e["uid"] == nobody),
+                "the foreign owner of {key} is audited: {audit:?}"
+            );
+        }
+        assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "keys/"), "{audit:?}");
 
         // (2) keys is a link to a directory open to everyone.
         let dir = tempfile::tempdir().unwrap();
@@ -979,11 +1044,9 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         std::os::unix::fs::symlink(&open, root.join("keys")).unwrap();
-        let key = search_key(&root).unwrap();
-        assert_eq!(std::fs::read_to_string(open.join("search.key")).unwrap().trim(), hex::encode(key), "written there");
-        assert_eq!(search_key(&root).unwrap(), key, "and read back through the link");
-        assert_eq!(std::fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o777, "left open to all");
-        assert!(pending_audit(&root).unwrap().is_empty(), "and nothing audited");
+        let err = with_causes(&search_key(&root).expect_err("a key kept through a linked keys directory"));
+        assert!(err.contains("is a link"), "{err}");
+        assert!(!open.join("search.key").exists(), "nothing written there");
     }
 
     /// Red team h-red22b: when the repair of an exposed key file cannot be made (the file is on
@@ -991,9 +1054,10 @@ mod tests {
     /// `chattr +i`, which makes `chmod` fail as a read-only filesystem does), `read_private`
     /// returns the `chmod` error before it audits: the box refuses to start with "reading
     /// search.key: Operation not permitted", which names neither the exposure nor the repair
-    /// that failed, and the exposure (the key was readable by everyone) is written nowhere.
+    /// that failed, and the exposure (the key was readable by everyone) is written nowhere. Now
+    /// the exposure is audited first and the error says what could not be done.
     #[test]
-    fn red22b_keys_an_exposed_key_that_cannot_be_made_private_stops_the_box_unexplained_and_unaudited() {
+    fn red22b_keys_an_exposed_key_that_cannot_be_made_private_is_audited_and_explained() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -1008,9 +1072,9 @@ mod tests {
         assert!(chattr("-i"), "chattr -i");
         let err = with_causes(&got.expect_err("the box would start"));
         assert!(err.contains("Operation not permitted"), "{err}");
-        assert!(!err.contains("readable") && !err.contains("others"), "the error names the exposure: {err}");
+        assert!(err.contains("readable by others (mode 644) and could not be made private"), "{err}");
         let audit = pending_audit(root).unwrap();
-        assert!(!audit.iter().any(|(k, _)| k == "key_file_exposed"), "the exposure was audited: {audit:?}");
+        assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "search.key"), "{audit:?}");
     }
 
     /// Red team h-red22b: `key_at` writes a new key under a name private to the call
@@ -1020,9 +1084,9 @@ mod tests {
     /// factory reset destroys only `kek-*`, `kek.active`, `search.key` and `search.key.tpm` by
     /// exact name, so the search key's leftover (`search.new…`, or `search.key.new…` when sealed
     /// to the TPM, which still unseals it) outlives the reset that promises nobody can open the
-    /// past search text again. Passes while the hole is open: the leftover survives the reset.
+    /// past search text again. Now the reset destroys every name under a key's stem.
     #[test]
-    fn red22b_keys_a_search_key_left_under_its_private_name_outlives_the_factory_reset() {
+    fn red22b_keys_a_search_key_left_under_its_private_name_is_destroyed_by_the_factory_reset() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let key = search_key(root).unwrap();
@@ -1035,7 +1099,7 @@ mod tests {
         let destroyed = destroy_recording_keys(root).unwrap();
         assert!(destroyed.contains(&"search.key".to_owned()), "{destroyed:?}");
         assert!(!target.exists(), "the search key itself is gone");
-        assert_eq!(std::fs::read_to_string(&left).unwrap(), hex::encode(key), "its copy is not");
-        assert!(sealed_left.exists(), "nor a sealed copy's");
+        assert!(!left.exists() && !sealed_left.exists(), "and its copies: {destroyed:?}");
+        let _ = key;
     }
 }

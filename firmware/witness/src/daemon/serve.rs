@@ -34,15 +34,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(20);
 
 pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
-    // The runtime and the signal handlers come first: a stop asked for while the box starts
-    // (recovery, keys, a slow disk) is kept and carried out once the start is done, instead of
-    // the signal's default action cutting the process wherever it is.
+    // The signal handlers come first, on a thread of their own: a stop asked for while the box
+    // starts (recovery, keys, a slow disk) is kept and carried out once the start is done, and
+    // the stop's deadline runs from the signal whatever the runtime's workers are doing.
+    let stop = CancellationToken::new();
+    let supervised = Arc::new(std::sync::OnceLock::new());
+    watch_signals(stop.clone(), supervised.clone()).context("installing the signal handlers")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let signals = {
-        let _entered = runtime.enter();
-        use tokio::signal::unix::{SignalKind, signal};
-        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    };
     let mut dir = Arc::new(DataDir::open(root)?);
     let (profile, reason) = crate::daemon::panel::choose_profile(&dir)?;
     info!(profile = %profile.name, reason, "board profile");
@@ -101,7 +99,8 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     let host_key = witness_ssh::HostKey::from_openssh(&key_text)?;
     // One runtime, one supervisor: every task and thread below is started under it, in the
     // stage of the stop it belongs to.
-    let sup = Arc::new(Supervisor::new(runtime.handle().clone()));
+    let sup = Arc::new(Supervisor::with_stop(runtime.handle().clone(), stop));
+    let _ = supervised.set(sup.clone());
     let wake = Arc::new(tokio::sync::Notify::new());
     let broker = Arc::new(BoxBroker::new(dir.clone(), wake.clone())?);
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -206,7 +205,6 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             }
             ready.store(true, std::sync::atomic::Ordering::Release);
             crate::daemon::systemd::notify("READY=1");
-            sup.task(Stage::Console, "signals", stop_on_signal(signals, sup.stop_token()));
             // The audit log's reach, signed every minute it grew (and at stop, below).
             let (d, cancel) = (dir.clone(), sup.token(Stage::Sessions));
             sup.task(Stage::Sessions, "audit checkpoint", async move {
@@ -284,21 +282,38 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
 /// watchdog ends the process: the whole stays under systemd's 30 s.
 const STOP_AFTER_STAGES: Duration = Duration::from_secs(4);
 
-type Signals = (std::io::Result<tokio::signal::unix::Signal>, std::io::Result<tokio::signal::unix::Signal>);
-
-async fn stop_on_signal(signals: Signals, cancel: CancellationToken) {
-    let (Ok(mut term), Ok(mut int)) = signals else {
-        warn!("cannot install signal handlers; stop with SIGKILL only");
-        return;
+/// Waits for SIGTERM or SIGINT on a thread and runtime of its own, so the signal is read at
+/// once even when every worker of the daemon's runtime is held (a blocking index write), then
+/// starts the stop and keeps its deadline from that moment: past it, what still runs is named
+/// and the process ends (the next start recovers what it left).
+fn watch_signals(stop: CancellationToken, supervised: Arc<std::sync::OnceLock<Arc<Supervisor>>>) -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (mut term, mut int) = {
+        let _entered = rt.enter();
+        (signal(SignalKind::terminate())?, signal(SignalKind::interrupt())?)
     };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
-        _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
-        // Stopped for another reason (a listener failed): nothing to wait for.
-        _ = cancel.cancelled() => return,
-    }
-    crate::daemon::systemd::notify("STOPPING=1");
-    cancel.cancel();
+    std::thread::Builder::new().name("signals".into()).spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => info!("SIGTERM: ending sessions, closing recordings"),
+                _ = int.recv() => info!("SIGINT: ending sessions, closing recordings"),
+                // Stopped for another reason (a listener failed): the daemon keeps that deadline.
+                _ = stop.cancelled() => std::future::pending::<()>().await,
+            }
+        });
+        crate::daemon::systemd::notify("STOPPING=1");
+        stop.cancel();
+        std::thread::sleep(STOP_DEADLINE + STOP_AFTER_STAGES);
+        let running = supervised.get().map(|s| s.still_running()).unwrap_or_default();
+        error!(
+            deadline_s = (STOP_DEADLINE + STOP_AFTER_STAGES).as_secs(),
+            still_running = %running.join(", "),
+            "still running at the stop deadline; the process ends now (the next start recovers what they left)"
+        );
+        std::process::exit(1);
+    })?;
+    Ok(())
 }
 
 /// Finishes what an unclean stop left: recordings still `recording`/`processing` are trimmed to

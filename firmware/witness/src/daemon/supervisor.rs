@@ -81,13 +81,15 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// A supervisor whose tasks run on `runtime`.
+    #[cfg(test)]
     pub fn new(runtime: tokio::runtime::Handle) -> Self {
-        Self {
-            stop: CancellationToken::new(),
-            stages: std::array::from_fn(|_| CancellationToken::new()),
-            work: Mutex::new(Vec::new()),
-            runtime,
-        }
+        Self::with_stop(runtime, CancellationToken::new())
+    }
+
+    /// A supervisor whose tasks run on `runtime`, stopped by `stop` (a token made before the
+    /// runtime, so a signal can be heard from the first moment).
+    pub fn with_stop(runtime: tokio::runtime::Handle, stop: CancellationToken) -> Self {
+        Self { stop, stages: std::array::from_fn(|_| CancellationToken::new()), work: Mutex::new(Vec::new()), runtime }
     }
 
     /// The root token: cancelled once, by a signal or by work that cannot go on, to stop the box.
@@ -127,6 +129,11 @@ impl Supervisor {
     /// Returns once the stop is asked for.
     pub async fn stopped(&self) {
         self.stop.cancelled().await
+    }
+
+    /// The names of what still runs, in every stage.
+    pub fn still_running(&self) -> Vec<String> {
+        self.running(&STAGES)
     }
 
     fn running(&self, stages: &[Stage]) -> Vec<String> {
