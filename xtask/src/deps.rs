@@ -158,6 +158,9 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
                 continue;
             }
             let dep = d["name"].as_str().unwrap_or_default();
+            if TOOLING.contains(&dep) {
+                out.push(format!("{me} -> {dep}: product crates do not depend on tooling"));
+            }
             for (krate, allowed) in ALLOWED {
                 if me == *krate && !allowed.contains(&dep) {
                     out.push(format!("{me} -> {dep}: {krate} may depend only on {}", allowed.join(", ")));
@@ -199,7 +202,24 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
             Some((n["id"].as_str()?, deps))
         })
         .collect();
-    // One owner, transitively: from each product crate, walk the normal dependencies that are
+    // Normal and build edges: what a build script runs makes the product too.
+    let built: BTreeMap<&str, Vec<&str>> = nodes
+        .iter()
+        .filter_map(|n| {
+            let deps = n["deps"]
+                .as_array()?
+                .iter()
+                .filter(|d| {
+                    d["dep_kinds"]
+                        .as_array()
+                        .is_some_and(|k| k.iter().any(|k| k["kind"].is_null() || k["kind"].as_str() == Some("build")))
+                })
+                .filter_map(|d| d["pkg"].as_str())
+                .collect();
+            Some((n["id"].as_str()?, deps))
+        })
+        .collect();
+    // One owner, transitively: from each product crate, walk the normal and build dependencies that are
     // not workspace crates (each of those is checked itself) nor a foreign system the crate owns
     // (what reqwest pulls in is the store's business). A foreign system reached on the way
     // through a wrapper is named with the chain.
@@ -213,7 +233,7 @@ pub fn violations(metadata: &Value) -> Result<Vec<String>> {
         let mut queue = vec![*id];
         let mut seen = BTreeSet::from([*id]);
         while let Some(at) = queue.pop() {
-            for dep in normal.get(at).into_iter().flatten() {
+            for dep in built.get(at).into_iter().flatten() {
                 if members.contains(dep) || !seen.insert(dep) {
                     continue;
                 }
@@ -439,9 +459,9 @@ mod tests {
     /// dependency on `tests` reaches through it whatever `tests` depends on: here the web
     /// console reaches SQLite and SSH, and nothing is named. A build-dependency's own chain is
     /// not walked either (only `kind: null` edges are): a build script's helper that pulls
-    /// russh (code generated from it at build time) is unseen.
+    /// russh (code generated from it at build time) is unseen. Both are named now.
     #[test]
-    fn red22b_deps_a_foreign_system_reached_through_a_tooling_member_or_a_build_helper_is_not_named() {
+    fn red22b_deps_a_foreign_system_reached_through_a_tooling_member_or_a_build_helper_is_named() {
         let metadata = serde_json::json!({
             "workspace_members": ["web", "tests", "store"],
             "packages": [
@@ -470,8 +490,10 @@ mod tests {
         });
         assert_eq!(
             violations(&metadata).unwrap(),
-            Vec::<String>::new(),
-            "witness-web -> tests -> rusqlite/russh and witness-store -(build)-> codegen -> russh should be named"
+            vec![
+                "witness-store -> codegen -> russh: only witness-ssh may use russh".to_owned(),
+                "witness-web -> tests: product crates do not depend on tooling".to_owned(),
+            ]
         );
     }
 }

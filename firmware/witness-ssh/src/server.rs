@@ -98,8 +98,9 @@ pub async fn serve(
                 continue;
             }
         };
-        // A second descriptor on the socket, kept only until login, to cut a connection that
-        // does not log in within the grace time wherever russh is waiting.
+        // A second descriptor on the socket, kept for the connection's life, to cut it wherever
+        // russh is waiting: no login within the grace time, or a client that does not take its
+        // session's end.
         let (socket, killer) = match split_killer(socket) {
             Ok(pair) => pair,
             Err(e) => {
