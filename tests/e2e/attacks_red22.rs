@@ -1,7 +1,7 @@
 //! Red team `h-red22`, end to end: attacks on the daemon's one supervisor and its stop (issue
 //! 22). Each passed while the hole it names was open; the fixes flipped their assertions.
 
-use crate::harness::{Box, Sshd, eventually, witness_bin};
+use crate::harness::{Box, IndexWriteLock, Sshd, eventually, witness_bin};
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
@@ -107,20 +107,8 @@ fn red22_stop_a_slow_index_still_ends_within_systemds_30s_naming_what_ran() {
     eventually(30, "four recordings", || {
         (b.recordings().into_iter().filter(|r| r["status"] == "recording").count() == 4).then_some(())
     });
-    // Another process takes SQLite's WAL write lock (byte 120 of the -shm file) and keeps it.
-    let shm = b.data().join("index.sqlite-shm");
-    assert!(shm.is_file(), "no {}", shm.display());
-    let mut holder = Command::new("python3")
-        .arg("-c")
-        .arg("import fcntl,sys,time\nf=open(sys.argv[1],'r+b')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,120)\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
-        .arg(&shm)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = holder.stdout.take().unwrap();
-    let mut held = [0u8; 5];
-    out.read_exact(&mut held).unwrap();
-    assert_eq!(&held, b"held\n");
+    // Another process takes SQLite's WAL write lock and keeps it.
+    let mut holder = IndexWriteLock::take(&b);
     // The lock holds: a CLI write now waits its busy timeout and fails.
     let t = Instant::now();
     let add = b.cli(&["user", "add", "bob", "--password-stdin"], Some("bob-password-1\n"));
@@ -128,10 +116,8 @@ fn red22_stop_a_slow_index_still_ends_within_systemds_30s_naming_what_ran() {
 
     let (st, took) = b.stop_within(Duration::from_secs(90));
     let log = b.log();
-    assert_eq!(holder.try_wait().unwrap(), None, "the lock holder died");
-    let _ = holder.kill();
-    let _ = holder.wait();
-    drop(out);
+    assert!(holder.alive(), "the lock holder died");
+    drop(holder);
     for mut c in clients {
         let _ = c.kill();
         let _ = c.wait();

@@ -1,9 +1,8 @@
 //! Red team `h-red22b`, end to end: the stop's watchdog after the fixes of h-red22 (issue 22).
 //! Each passed while the hole it names was open; the fix flipped its assertions.
 
-use crate::harness::{Box, Sshd, eventually};
-use std::io::Read;
-use std::process::{Command, Stdio};
+use crate::harness::{Box, IndexWriteLock, Sshd, eventually};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// The stop's watchdog (`Supervisor::watchdog`) is armed only once the runtime has seen the
@@ -31,19 +30,7 @@ fn red22b_stop_a_slow_index_with_sessions_ending_before_sigterm_still_ends_withi
     eventually(30, "six recordings", || {
         (b.recordings().into_iter().filter(|r| r["status"] == "recording").count() == 6).then_some(())
     });
-    let shm = b.data().join("index.sqlite-shm");
-    assert!(shm.is_file(), "no {}", shm.display());
-    let mut holder = Command::new("python3")
-        .arg("-c")
-        .arg("import fcntl,sys,time\nf=open(sys.argv[1],'r+b')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,120)\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
-        .arg(&shm)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = holder.stdout.take().unwrap();
-    let mut held = [0u8; 5];
-    out.read_exact(&mut held).unwrap();
-    assert_eq!(&held, b"held\n");
+    let holder = IndexWriteLock::take(&b);
     // The sessions end on their own (their clients are gone): their index writes take the workers.
     for c in clients.iter_mut() {
         let _ = c.kill();
@@ -53,9 +40,7 @@ fn red22b_stop_a_slow_index_with_sessions_ending_before_sigterm_still_ends_withi
     let t = Instant::now();
     let (st, took) = b.stop_within(Duration::from_secs(45));
     let log = b.log();
-    let _ = holder.kill();
-    let _ = holder.wait();
-    drop(out);
+    drop(holder);
     let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
     eprintln!("stop took {took:?} (exit {st:?}, {:?} in all); the log ends:\n{}", t.elapsed(), tail.join("\n"));
     assert!(took < Duration::from_secs(30), "the stop broke systemd's 30 s ({took:?}, {st:?}):\n{log}");

@@ -720,3 +720,41 @@ impl Drop for Azurite {
         }
     }
 }
+
+/// Another process holding the box's index's SQLite WAL write lock (byte 120 of the `-shm`
+/// file), as a `witness` command suspended in a transaction or a stalling disk would: every
+/// index write waits its busy timeout. Released on drop.
+pub struct IndexWriteLock {
+    holder: Child,
+}
+
+impl IndexWriteLock {
+    pub fn take(b: &Box) -> Self {
+        use std::io::Read;
+        let shm = b.data().join("index.sqlite-shm");
+        assert!(shm.is_file(), "no {}", shm.display());
+        let mut holder = Command::new("python3")
+            .arg("-c")
+            .arg("import fcntl,sys,time\nf=open(sys.argv[1],'r+b')\nfcntl.lockf(f,fcntl.LOCK_EX|fcntl.LOCK_NB,1,120)\nsys.stdout.write('held\\n')\nsys.stdout.flush()\ntime.sleep(600)\n")
+            .arg(&shm)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut held = [0u8; 5];
+        holder.stdout.take().unwrap().read_exact(&mut held).unwrap();
+        assert_eq!(&held, b"held\n");
+        Self { holder }
+    }
+
+    /// Whether the holder still runs (and so still holds the lock).
+    pub fn alive(&mut self) -> bool {
+        self.holder.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for IndexWriteLock {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+    }
+}
