@@ -183,6 +183,11 @@ fn box_user(root: &Path) -> u32 {
 
 /// Records that a key file belongs to another user than the box's.
 fn foreign(root: &Path, name: &str, uid: u32) {
+    // Once per file and process: keys are read for every recording, the audit needs it once.
+    static REPORTED: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+    if REPORTED.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), uid) == Some(uid) {
+        return;
+    }
     tracing::warn!(
         audit = true,
         kind = "key_file_foreign_owner",

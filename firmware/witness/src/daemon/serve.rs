@@ -306,12 +306,7 @@ fn watch_signals(stop: CancellationToken, supervised: Arc<std::sync::OnceLock<Ar
         stop.cancel();
         std::thread::sleep(STOP_DEADLINE + STOP_AFTER_STAGES);
         let running = supervised.get().map(|s| s.still_running()).unwrap_or_default();
-        error!(
-            deadline_s = (STOP_DEADLINE + STOP_AFTER_STAGES).as_secs(),
-            still_running = %running.join(", "),
-            "still running at the stop deadline; the process ends now (the next start recovers what they left)"
-        );
-        std::process::exit(1);
+        crate::daemon::supervisor::end_at_deadline(STOP_DEADLINE + STOP_AFTER_STAGES, &running);
     })?;
     Ok(())
 }

@@ -61,6 +61,17 @@ pub struct Stopped {
     pub recordings_closed: bool,
 }
 
+/// The stop's deadline passed: names what still runs and ends the process (the next start
+/// recovers what it left).
+pub fn end_at_deadline(deadline: Duration, running: &[String]) -> ! {
+    error!(
+        deadline_s = deadline.as_secs(),
+        still_running = %running.join(", "),
+        "still running at the stop deadline; the process ends now (the next start recovers what they left)"
+    );
+    std::process::exit(1);
+}
+
 /// Keeps the stop's watchdog waiting; dropped, it lets the process end on its own.
 pub struct Watchdog(Option<std::sync::mpsc::Sender<()>>);
 
@@ -150,13 +161,7 @@ impl Supervisor {
         let sup = self.clone();
         let spawned = std::thread::Builder::new().name("stop-deadline".into()).spawn(move || {
             if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(after) {
-                let unfinished = sup.running(&STAGES);
-                error!(
-                    deadline_s = after.as_secs(),
-                    still_running = %unfinished.join(", "),
-                    "still running at the stop deadline; the process ends now (the next start recovers what they left)"
-                );
-                std::process::exit(1);
+                end_at_deadline(after, &sup.still_running());
             }
         });
         if let Err(e) = &spawned {
