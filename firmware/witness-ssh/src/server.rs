@@ -401,9 +401,7 @@ const RECHECK: Duration = Duration::from_secs(3);
 /// cut (a stop must end every session well within its deadline).
 const END_NOTICE: Duration = Duration::from_secs(3);
 
-pub(crate) fn unix_now() -> i64 {
-    witness_core::clock::unix_secs()
-}
+pub(crate) use witness_core::clock::unix_secs as unix_now;
 
 struct SshHandler {
     conn: Arc<Conn>,

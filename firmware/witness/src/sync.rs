@@ -48,9 +48,7 @@ pub fn open_store(dir: &DataDir) -> Result<Store> {
     Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: dir.config.bandwidth_bytes_per_sec })?)
 }
 
-pub fn unix_ms() -> i64 {
-    witness_core::clock::unix_ms()
-}
+pub use witness_core::clock::unix_ms;
 
 /// Object key of a recording (see [`witness_archive::keys`]).
 pub fn object_key(box_id: &str, rec: &witness_index::RecordingRow) -> String {

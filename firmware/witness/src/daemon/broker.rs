@@ -265,9 +265,7 @@ impl Finisher {
     }
 }
 
-fn unix_now() -> i64 {
-    witness_core::clock::unix_secs()
-}
+use witness_core::clock::unix_secs as unix_now;
 
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
