@@ -125,7 +125,7 @@ fn paths(toks: &[Tok], scope: &mut Scope, out: &mut Vec<(Vec<String>, usize, boo
                 use_tree(&toks[i + 1..end], None, scope, public, out);
                 i = end + 1;
             }
-            Tok::Ident(e, line)
+            Tok::Ident(e, _)
                 if e == "extern"
                     && matches!(toks.get(i + 1), Some(Tok::Ident(c, _)) if c == "crate")
                     && matches!(toks.get(i + 2), Some(Tok::Ident(s, _)) if s == "self") =>
@@ -134,7 +134,6 @@ fn paths(toks: &[Tok], scope: &mut Scope, out: &mut Vec<(Vec<String>, usize, boo
                 if let Some(Tok::Ident(alias, _)) = toks.get(i + 4) {
                     scope.aliases.push((alias.clone(), vec![]));
                 }
-                let _ = line;
                 i += 5;
             }
             Tok::Ident(m, line) if m == "include" && matches!(toks.get(i + 1), Some(Tok::Other('!'))) => {
@@ -222,12 +221,11 @@ fn use_tree(
         let mut k = 0;
         while k < item.len() {
             match &item[k] {
-                Tok::Ident(seg, l) if seg == "as" => {
+                Tok::Ident(seg, _) if seg == "as" => {
                     if let (Some(Tok::Ident(alias, _)), Some(to)) = (item.get(k + 1), at.clone()) {
                         scope.aliases.push((alias.clone(), to));
                     }
                     k += 2;
-                    let _ = l;
                 }
                 Tok::Ident(seg, l) => {
                     line = *l;
