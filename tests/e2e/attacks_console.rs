@@ -125,7 +125,7 @@ pub(crate) fn box_with_a_live_session() -> (Sshd, Box, Child, String, String) {
         b.ok(&["user", "add", name, "--password-stdin", "--role", role], Some(&format!("{name}-passwd\n")));
     }
     b.serve();
-    let ssh = b
+    let mut ssh = b
         .ssh("alice@web01")
         .args(["-tt"])
         .arg("echo live-capybara; sleep 120")
@@ -134,9 +134,7 @@ pub(crate) fn box_with_a_live_session() -> (Sshd, Box, Child, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let rec = eventually(60, "the session's recording is being written", || {
-        b.recordings().into_iter().find(|r| r["status"] == "recording")
-    });
+    let rec = b.live_recording(&mut ssh);
     let (rec, session) = (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
     (sshd, b, ssh, rec, session)
 }

@@ -292,6 +292,34 @@ impl Box {
         }
     }
 
+    /// Waits for the running session of `client` to have a recording being written, and returns
+    /// that recording's row. A client that exits first fails the test at once with its stderr
+    /// and the end of the box's log, and so does the wait's end (a loaded CI machine ran the
+    /// QEMU image tests beside this; the wait is generous, the failure says why).
+    pub fn live_recording(&self, client: &mut Child) -> serde_json::Value {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.recordings().into_iter().find(|r| r["status"] == "recording") {
+                return r;
+            }
+            let exited = client.try_wait().unwrap();
+            if exited.is_some() || start.elapsed() > Duration::from_secs(120) {
+                let mut err = String::new();
+                if let (Some(_), Some(mut e)) = (exited, client.stderr.take()) {
+                    let _ = std::io::Read::read_to_string(&mut e, &mut err);
+                }
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect::<Vec<_>>().into_iter().rev().collect();
+                panic!(
+                    "no recording was being written after {:?}; the client: {exited:?} {err}\nthe box's log ends:\n{}",
+                    start.elapsed(),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The serving process's id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("serving").id()

@@ -393,7 +393,8 @@ fn nla_target_session_through_the_box() {
         (s["user"].as_str(), s["target"].as_str(), s["protocol"].as_str()),
         (Some("alice"), Some("nla01"), Some("rdp"))
     );
-    assert_eq!(s["end_reason"], "client disconnected", "{s}");
+    // A client killed with bytes in flight resets the connection; either way the client left.
+    assert!(s["end_reason"].as_str().unwrap().starts_with("client disconnected"), "{s}");
     let events = rb.b.audit();
     assert_eq!(audit_of(&events, "certificate_pinned").len(), 1, "{events:?}");
     let started = audit_of(&events, "rdp_session_started");
@@ -820,5 +821,5 @@ fn tls_only_target_logs_in_with_the_injected_credential() {
         rb.b.sessions().into_iter().find(|r| !r["ended_at"].is_null())
     });
     assert_eq!((s["user"].as_str(), s["target"].as_str()), (Some("alice"), Some("xrdp01")));
-    assert_eq!(s["end_reason"], "client disconnected");
+    assert!(s["end_reason"].as_str().unwrap().starts_with("client disconnected"), "{s}");
 }

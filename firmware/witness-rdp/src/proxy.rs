@@ -628,6 +628,9 @@ impl NetworkClient for NoNetwork {
 /// How one direction of the relay ended.
 enum End {
     Closed,
+    /// The peer reset the connection: what a killed client or a closed mstsc window sends when
+    /// bytes were still in flight. A disconnect, not a fault of the box.
+    Reset,
     Refused(&'static str),
 }
 
@@ -705,6 +708,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     let reason = tokio::select! {
         r = from_client => match r {
             Ok(End::Closed) => "client disconnected".to_owned(),
+            Ok(End::Reset) => "client disconnected (connection reset)".to_owned(),
             Ok(End::Refused(why)) => {
                 audit("rdp_policy_refused", serde_json::json!({ "from": "client", "reason": why }));
                 why.to_owned()
@@ -713,6 +717,7 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
         },
         r = from_target => match r {
             Ok(End::Closed) => "target disconnected".to_owned(),
+            Ok(End::Reset) => format!("connection to target {} was lost: connection reset", plan.name),
             Ok(End::Refused(why)) => {
                 let kind = if why == crate::filter::REDIRECTED { "rdp_redirection_refused" } else { "rdp_policy_refused" };
                 audit(kind, serde_json::json!({ "from": "target", "reason": why }));
@@ -853,6 +858,7 @@ where
             Ok(0) => return Ok(End::Closed),
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(End::Closed),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(End::Reset),
             Err(e) => return Err(e.to_string()),
         }
     }
