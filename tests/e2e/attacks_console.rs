@@ -301,6 +301,21 @@ fn range_requests_on_a_large_recording_do_not_read_it_whole() {
     let counted = b.log().matches("player length counted").count();
     assert_eq!(counted, 1, "the recording was read whole {counted} times to count its length");
     assert_eq!(events(&b, "web_recording_played", &id).len(), 1, "one viewing");
+    // A range starts at the view's mark before it, not at the recording's start: every range
+    // past the first marks began within two marks' spacing (1 MiB each) of its first byte.
+    let log = b.log();
+    let marks: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("player part from a mark"))
+        .filter_map(|l| l.split("view_at=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    for (a, _) in ranges.iter().filter(|(a, _)| *a >= 2 << 20) {
+        assert!(
+            marks.iter().any(|m| m <= a && a - m <= 2 << 20),
+            "the range from {a} was read from a mark near it (marks used: {marks:?}); the box said: {:?}",
+            log.lines().filter(|l| l.contains("player")).collect::<Vec<_>>()
+        );
+    }
     drop(plain);
     drop(dir);
 

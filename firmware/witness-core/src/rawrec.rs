@@ -170,6 +170,8 @@ enum Format {
 pub struct Decoder {
     buf: Vec<u8>,
     pos: usize,
+    /// Bytes dropped from the front of `buf`: with `pos`, how far into the plaintext it is.
+    drained: u64,
     format: Format,
     header: Option<Header>,
     events: usize,
@@ -177,13 +179,28 @@ pub struct Decoder {
 
 impl Default for Decoder {
     fn default() -> Self {
-        Self { buf: Vec::new(), pos: 0, format: Format::Unknown, header: None, events: 0 }
+        Self { buf: Vec::new(), pos: 0, drained: 0, format: Format::Unknown, header: None, events: 0 }
     }
+}
+
+/// A place in a raw recording's player view where the conversion can be taken up again without
+/// reading what comes before it: after a whole frame, where the view and the plaintext are, and
+/// what the view held back (a split character, the last time). A ranged request starts at the
+/// mark before it instead of at the recording's start.
+#[derive(Debug, Clone)]
+pub struct ViewMark {
+    /// Bytes of the player's view before this place.
+    pub view_at: u64,
+    /// Bytes of plaintext before this place (a frame starts here).
+    pub plain_at: u64,
+    events: usize,
+    view: CastView,
 }
 
 impl Decoder {
     pub fn push(&mut self, data: &[u8]) {
         if self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.drained += self.pos as u64;
             self.buf.drain(..self.pos);
             self.pos = 0;
         }
@@ -199,6 +216,36 @@ impl Decoder {
             self.pos += n;
         }
         Ok(self.header.as_ref())
+    }
+
+    /// How many bytes of the plaintext the header and the events returned so far took.
+    pub fn consumed(&self) -> u64 {
+        self.drained + self.pos as u64
+    }
+
+    /// A mark at this place of a raw recording, whose player view `view` made `view_at` bytes so
+    /// far; `None` for an asciicast recording (read as it is, with no frames to start at).
+    pub fn mark(&self, view: &CastView, view_at: u64) -> Option<ViewMark> {
+        (self.format == Format::Raw).then(|| ViewMark {
+            view_at,
+            plain_at: self.consumed(),
+            events: self.events,
+            view: view.clone(),
+        })
+    }
+
+    /// A decoder and a view that go on from `mark` of a raw recording with header `header`: the
+    /// bytes pushed next are the plaintext from `mark.plain_at` on.
+    pub fn resume(header: Header, mark: &ViewMark) -> (Self, CastView) {
+        let d = Self {
+            buf: Vec::new(),
+            pos: 0,
+            drained: mark.plain_at,
+            format: Format::Raw,
+            header: Some(header),
+            events: mark.events,
+        };
+        (d, mark.view.clone())
     }
 
     /// Whether the recording is in this format (known once the header arrived).
@@ -260,7 +307,7 @@ impl Decoder {
 
 /// Makes asciicast v2 lines from events, for players: output and stderr become `o` (text as a
 /// terminal shows it, a character split across frames kept whole), input `i`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct CastView {
     out: Utf8Carry,
     input: Utf8Carry,
@@ -392,6 +439,56 @@ mod tests {
             d.finish().unwrap();
             assert!(d.is_raw());
             assert_eq!((events, &got), (6, &to_user), "pieces of {piece}");
+        }
+    }
+
+    /// The view made from a mark on is the whole view's bytes from the mark's place on, for a
+    /// mark after every frame, with characters split across frames and the file fed in pieces.
+    #[test]
+    fn a_view_taken_up_at_any_mark_goes_on_as_the_whole_view() {
+        let mut file = h().to_line();
+        let header_len = file.len() as u64;
+        for i in 0..40u64 {
+            encode(&mut file, Stream::Output, i * 10, "é€😀 x".as_bytes().split_at((i % 7) as usize).0);
+            encode(&mut file, Stream::Output, i * 10 + 1, "é€😀 x".as_bytes().split_at((i % 7) as usize).1);
+            encode(&mut file, Stream::Input, i * 10 + 2, b"\xe2");
+            encode(&mut file, Stream::Input, i * 10 + 3, b"\x82\xac");
+            encode(&mut file, Stream::Resize, i * 10 + 4, b"80x24");
+        }
+        let whole = to_cast(&file).unwrap();
+        let (header, _) = header_line(&file).unwrap().unwrap();
+        for piece in [1, 5, 64, 4096] {
+            let mut d = Decoder::default();
+            let mut view = CastView::default();
+            let mut made = Vec::new();
+            let mut marks = Vec::new();
+            for p in file.chunks(piece) {
+                d.push(p);
+                if made.is_empty() && d.header().unwrap().is_some() {
+                    made = CastView::header_line(d.header().unwrap().unwrap());
+                }
+                while let Some(ev) = d.next_event().unwrap() {
+                    view.event(&ev, &mut made);
+                    marks.push(d.mark(&view, made.len() as u64).unwrap());
+                }
+            }
+            view.finish(&mut made);
+            assert_eq!(made, whole, "pieces of {piece}");
+            assert_eq!(marks.len(), 200);
+            assert!(marks[0].plain_at > header_len);
+            for m in marks.iter().step_by(7) {
+                let (mut d, mut view) = Decoder::resume(header.clone(), m);
+                let mut rest = Vec::new();
+                for p in file[m.plain_at as usize..].chunks(piece) {
+                    d.push(p);
+                    while let Some(ev) = d.next_event().unwrap() {
+                        view.event(&ev, &mut rest);
+                    }
+                }
+                d.finish().unwrap();
+                view.finish(&mut rest);
+                assert_eq!(rest, &whole[m.view_at as usize..], "from {} in pieces of {piece}", m.plain_at);
+            }
         }
     }
 

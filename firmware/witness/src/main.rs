@@ -55,7 +55,13 @@ fn init_logging(default: &str) {
         *meta.level() <= tracing::Level::INFO || !CREDENTIAL_HANDLERS.iter().any(|t| meta.target().starts_with(t))
     });
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(no_secrets))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal: the journal and log files get plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(no_secrets),
+        )
         .with(filter)
         .try_init();
 }

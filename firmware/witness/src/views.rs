@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use std::io::{Read, Write};
 use std::path::Path;
 use tracing::info;
-use witness_core::rawrec::{CastView, Decoder};
+use witness_core::rawrec::{CastView, Decoder, ViewMark};
 use witness_index::RecordingRow;
 use witness_web::TailCursor;
 
@@ -40,19 +40,63 @@ fn is_ssh(row: &RecordingRow) -> bool {
     !row.path.ends_with(".mp4")
 }
 
+/// The player's view is marked about this often (view bytes), so a range starts near itself.
+const VIEW_MARK_EVERY: u64 = 1 << 20;
+
+/// Where the player's view of a finished raw SSH recording can be taken up again, counted with
+/// its length: a ranged request reads from the mark before it, not from the recording's start.
+#[derive(Debug, Default)]
+pub struct ViewMarks {
+    header: Option<witness_core::cast::Header>,
+    marks: Vec<ViewMark>,
+}
+
+impl ViewMarks {
+    /// The last mark at or before view byte `at`, with the recording's header.
+    fn before(&self, at: u64) -> Option<(&witness_core::cast::Header, &ViewMark)> {
+        let i = self.marks.partition_point(|m| m.view_at <= at);
+        Some((self.header.as_ref()?, self.marks.get(i.checked_sub(1)?)?))
+    }
+}
+
+/// Where a view starts: at the recording's start, or (the player's view of a raw recording) at
+/// a mark, with the plaintext from the mark's place on.
+enum From<'a> {
+    Start,
+    Mark(&'a witness_core::cast::Header, &'a ViewMark),
+}
+
 /// Reads `plain` (a recording's decrypted bytes) and writes `view` of it to `out`; returns bytes
 /// written.
 fn write_view(row: &RecordingRow, plain: &mut dyn Read, out: &mut dyn Write, view: View) -> Result<u64> {
+    write_view_from(row, plain, out, view, From::Start, None)
+}
+
+/// [`write_view`] from `from`, keeping marks of the player's view in `marks` when asked. What
+/// is returned counts the bytes written from `from` on.
+fn write_view_from(
+    row: &RecordingRow,
+    plain: &mut dyn Read,
+    out: &mut dyn Write,
+    view: View,
+    from: From<'_>,
+    mut marks: Option<&mut ViewMarks>,
+) -> Result<u64> {
     let mut counted = Counted { inner: out, n: 0 };
     if view == View::Stored || !is_ssh(row) {
         std::io::copy(plain, &mut counted)?;
         return Ok(counted.n);
     }
-    let mut d = Decoder::default();
-    let mut cast = CastView::default();
+    let (mut d, mut cast, mut started) = match from {
+        From::Start => (Decoder::default(), CastView::default(), false),
+        From::Mark(h, m) => {
+            let (d, cast) = Decoder::resume(h.clone(), m);
+            (d, cast, true)
+        }
+    };
+    let mut next_mark = VIEW_MARK_EVERY;
     let mut buf = vec![0u8; 256 * 1024];
     let mut line = Vec::new();
-    let mut started = false;
     loop {
         let n = plain.read(&mut buf)?;
         if n > 0 {
@@ -69,7 +113,12 @@ fn write_view(row: &RecordingRow, plain: &mut dyn Read, out: &mut dyn Write, vie
                     // An asciicast recording already is what players read.
                     counted.write_all(&h.to_line())?;
                 }
-                View::Player => counted.write_all(&CastView::header_line(&h))?,
+                View::Player => {
+                    counted.write_all(&CastView::header_line(&h))?;
+                    if let Some(m) = marks.as_deref_mut() {
+                        m.header = Some(h);
+                    }
+                }
                 _ => {}
             }
         }
@@ -92,6 +141,13 @@ fn write_view(row: &RecordingRow, plain: &mut dyn Read, out: &mut dyn Write, vie
                     line.clear();
                     cast.event(&ev, &mut line);
                     counted.write_all(&line)?;
+                    if let Some(m) = marks.as_deref_mut()
+                        && counted.n >= next_mark
+                        && let Some(mark) = d.mark(&cast, counted.n)
+                    {
+                        m.marks.push(mark);
+                        next_mark = counted.n + VIEW_MARK_EVERY;
+                    }
                 }
             }
         }
@@ -131,6 +187,17 @@ impl Write for Counted<'_> {
 /// Writes `view` of recording `row` to `out`. A file on the box is streamed and its sha256 checked
 /// against the index on the way; the caller must discard what was written if this fails.
 pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View) -> Result<u64> {
+    write_marked(dir, row, out, view, None)
+}
+
+/// [`write`], keeping marks of the player's view in `marks` when asked.
+fn write_marked(
+    dir: &DataDir,
+    row: &RecordingRow,
+    out: &mut dyn Write,
+    view: View,
+    marks: Option<&mut ViewMarks>,
+) -> Result<u64> {
     if view == View::Raw && !is_ssh(row) {
         bail!("--raw is for SSH recordings; recording {} is a video", row.id);
     }
@@ -141,7 +208,7 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
             // Being written: whatever is whole so far, and no hash to check yet.
             return write_view(row, &mut r.lenient(), out, view);
         }
-        let n = write_view(row, &mut r, out, view)?;
+        let n = write_view_from(row, &mut r, out, view, From::Start, marks)?;
         // Everything was read: the stored file's hash is known.
         let mut rest = Vec::new();
         r.read_to_end(&mut rest)?;
@@ -157,7 +224,7 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
     }
     // In the store, or a video cut by a crash or being written: read part by part.
     let mut reader = crate::playback::playable(dir, &row.id)?.reader()?;
-    write_view(row, &mut reader, out, view)
+    write_view_from(row, &mut reader, out, view, From::Start, marks)
 }
 
 /// Player-view lengths of finished recordings, by id and what identified the stored bytes when
@@ -168,13 +235,15 @@ pub fn write(dir: &DataDir, row: &RecordingRow, out: &mut dyn Write, view: View)
 static PLAYER_LENS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, LenSlot>>> =
     std::sync::LazyLock::new(Default::default);
 
-/// A recording's counted length, with what identified its stored bytes then.
-type LenSlot = std::sync::Arc<std::sync::Mutex<Option<(String, u64)>>>;
+/// A recording's counted length and the marks of its view, with what identified its stored
+/// bytes then.
+type LenSlot = std::sync::Arc<std::sync::Mutex<Option<(String, u64, std::sync::Arc<ViewMarks>)>>>;
 
-/// The player's view of an SSH recording for the console: its length (a first pass over the
-/// recording, counting, once per finished recording), then the asked part made while the browser
-/// reads (a pass on a thread of its own, a few buffers ahead, that stops at the part's end).
-/// Memory does not grow with the recording; a range costs the recording up to its end.
+/// The player's view of an SSH recording for the console: its length and marks (a first pass
+/// over the recording, counting, once per finished recording), then the asked part made while
+/// the browser reads (a pass on a thread of its own, a few buffers ahead, from the mark before
+/// the part to the part's end). Memory does not grow with the recording; a range of a finished
+/// recording costs its own length plus at most a mark's spacing ([`VIEW_MARK_EVERY`]).
 pub fn player_content(
     dir: std::sync::Arc<DataDir>,
     row: RecordingRow,
@@ -187,9 +256,9 @@ pub fn player_content(
         });
         format!("{s} {}", on_box.as_deref().unwrap_or("store"))
     });
-    let len = match identity {
-        // Being written: counted at every request (it grows).
-        None => write(&dir, &row, &mut std::io::sink(), View::Player)?,
+    let (len, marks) = match identity {
+        // Being written: counted at every request (it grows), and read from its start.
+        None => (write(&dir, &row, &mut std::io::sink(), View::Player)?, Default::default()),
         Some(identity) => {
             let slot = {
                 let mut all = PLAYER_LENS.lock().unwrap_or_else(|p| p.into_inner());
@@ -200,12 +269,19 @@ pub fn player_content(
             };
             let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
             match slot.as_ref() {
-                Some((seen, len)) if *seen == identity => *len,
+                Some((seen, len, marks)) if *seen == identity => (*len, marks.clone()),
                 _ => {
-                    let len = write(&dir, &row, &mut std::io::sink(), View::Player)?;
-                    info!(recording_id = %row.id, len, "player length counted (the recording read whole)");
-                    *slot = Some((identity, len));
-                    len
+                    let mut marks = ViewMarks::default();
+                    let len = write_marked(&dir, &row, &mut std::io::sink(), View::Player, Some(&mut marks))?;
+                    let marks = std::sync::Arc::new(marks);
+                    info!(
+                        recording_id = %row.id,
+                        len,
+                        marks = marks.marks.len(),
+                        "player length counted (the recording read whole)"
+                    );
+                    *slot = Some((identity, len, marks.clone()));
+                    (len, marks)
                 }
             }
         }
@@ -214,8 +290,24 @@ pub fn player_content(
     let (start, end) = part.bounds(len);
     let (tx, rx) = std::sync::mpsc::sync_channel(4);
     std::thread::Builder::new().name("cast-view".into()).spawn(move || {
-        let mut w = Window { tx, at: 0, start, end, buf: Vec::new(), complete: false };
-        match write(&dir, &row, &mut w, View::Player) {
+        let written = match marks.before(start) {
+            Some((header, mark)) => {
+                let mut w = Window { tx, at: mark.view_at, start, end, buf: Vec::new(), complete: false };
+                info!(recording_id = %row.id, view_at = mark.view_at, plain_at = mark.plain_at, "player part from a mark");
+                let from_mark = crate::playback::playable(&dir, &row.id).and_then(|p| {
+                    let mut plain = p.part(mark.plain_at, p.len())?;
+                    write_view_from(&row, &mut plain, &mut w, View::Player, From::Mark(header, mark), None)
+                });
+                (w, from_mark)
+            }
+            None => {
+                let mut w = Window { tx, at: 0, start, end, buf: Vec::new(), complete: false };
+                let whole = write(&dir, &row, &mut w, View::Player);
+                (w, whole)
+            }
+        };
+        let (mut w, written) = written;
+        match written {
             Err(_) if w.complete => {}
             Err(e) => {
                 let _ = w.tx.send(Err(e));
