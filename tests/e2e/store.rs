@@ -322,6 +322,84 @@ fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the
     assert!(again.contains("restored 0 sessions (2 were already in the index)"), "{again}");
 }
 
+/// The attack: someone with write access to the bucket (but not the box's keys) edits what
+/// `index rebuild --from-store` reads. The session manifests are not signed, and the old
+/// rebuild took ids, users and hashes from them: a session re-attributed to another user, a
+/// recording's object swapped for another session's, and a session made up from another's
+/// recordings were all restored as genuine. Now a recording is restored only as its own signed
+/// manifest and its decrypted object show it.
+#[test]
+fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    for word in ["session-one", "session-two", "session-three"] {
+        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
+    }
+    let recs = eventually(60, "uploaded, manifests stored and local copies pruned", || {
+        let recs = b.recordings();
+        let all_gone =
+            recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
+        let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.json")).count();
+        (recs.len() == 3 && all_gone && manifests == 3).then_some(recs)
+    });
+    b.stop();
+    let bucket = s3.dir.path().join(S3_BUCKET);
+    let day = |r: &serde_json::Value| r["started_at"].as_str().unwrap()[..10].to_owned();
+    let session_dir =
+        |r: &serde_json::Value| bucket.join(box_id(&b)).join(day(r)).join(r["session_id"].as_str().unwrap());
+    let object = |r: &serde_json::Value| session_dir(r).join(format!("{}.cast", r["id"].as_str().unwrap()));
+    let (forged, swapped, genuine) = (&recs[0], &recs[1], &recs[2]);
+    let genuine_said = b.export(genuine["id"].as_str().unwrap());
+    // 1. Another user named in the session manifest.
+    let m = session_dir(forged).join("manifest.json");
+    let text = std::fs::read_to_string(&m).unwrap().replace("\"alice\"", "\"mallory\"");
+    std::fs::write(&m, text).unwrap();
+    // 2. The recording's object replaced by another session's, and its listed size and hash with it.
+    std::fs::copy(object(genuine), object(swapped)).unwrap();
+    let m = session_dir(swapped).join("manifest.json");
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace(swapped["sha256"].as_str().unwrap(), genuine["sha256"].as_str().unwrap())
+        .replace(&format!("\"bytes\": {}", swapped["bytes"]), &format!("\"bytes\": {}", genuine["bytes"]));
+    std::fs::write(&m, text).unwrap();
+    // 3. A session made up from the genuine one's recording.
+    let made_up = session_dir(genuine).with_file_name("01900000-0000-7000-8000-000000000000");
+    std::fs::create_dir_all(&made_up).unwrap();
+    // Its recordings' keys still point at the genuine objects and their signed manifests.
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(session_dir(genuine).join("manifest.json")).unwrap()).unwrap();
+    m["session"]["id"] = "01900000-0000-7000-8000-000000000000".into();
+    std::fs::write(made_up.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
+
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+    // Another box's key: nothing is restored.
+    let other = "11".repeat(32);
+    let out = b.cli(&["index", "rebuild", "--from-store", "--key", &other], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("restored 0 sessions"), "{}", stdout(&out));
+    assert!(b.recordings().is_empty());
+    // The box's own key: only the genuine session, each refusal named.
+    let out = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(out.contains("restored 1 sessions"), "{out}");
+    assert!(out.contains("names user alice, the session manifest mallory"), "{out}");
+    assert!(out.contains(&format!("refused recording {}", swapped["id"].as_str().unwrap())), "{out}");
+    assert!(out.contains("names session"), "the made-up session is refused: {out}");
+    let after = b.recordings();
+    assert_eq!(after.len(), 1, "{after:?}");
+    for k in ["id", "session_id", "user", "target", "sha256", "bytes"] {
+        assert_eq!(after[0][k], genuine[k], "{k}");
+    }
+    assert_eq!(b.export(genuine["id"].as_str().unwrap()), genuine_said);
+    let rebuilt = b.audit().into_iter().filter(|e| e["kind"] == "index_rebuilt").last().unwrap();
+    assert_eq!(rebuilt["detail"]["refused_recordings"], 3, "{rebuilt}");
+}
+
 fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

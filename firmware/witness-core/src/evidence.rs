@@ -348,6 +348,41 @@ pub fn verify(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str, d
     out
 }
 
+/// A recording's manifest, when `signature_hex` over it verifies with `public_key_hex` and it
+/// names that key; why not otherwise (one line).
+pub fn signed_manifest(manifest_json: &[u8], signature_hex: &str, public_key_hex: &str) -> Result<Manifest, String> {
+    let manifest: Manifest = serde_json::from_slice(manifest_json).map_err(|e| format!("not a manifest: {e}"))?;
+    if manifest.format != FORMAT {
+        return Err(format!("not a manifest of this format: {}", manifest.format));
+    }
+    let signed = manifest.signed_bytes();
+    match signature_checks(public_key_hex, signature_hex, &signed, &manifest.key_fingerprint, "the manifest")
+        .into_iter()
+        .find(|(_, ok, _)| !ok)
+    {
+        Some((_, _, why)) => Err(why),
+        None => Ok(manifest),
+    }
+}
+
+/// Whether a recording's plaintext, read as a stream into `chainer` and `sha256`, is what
+/// `manifest` signs (its length, chained chunks and hash); why not otherwise.
+pub fn matches_manifest(manifest: &Manifest, chainer: Chainer, sha256: Sha256) -> Result<(), String> {
+    let bytes = chainer.len();
+    let (chunks, final_hash) = chainer.finish();
+    if bytes != manifest.bytes {
+        return Err(format!("it holds {bytes} bytes, its signed manifest {}", manifest.bytes));
+    }
+    if chunks != manifest.chunks || final_hash != manifest.final_hash {
+        return Err("its chunks do not match their signed hashes: changed, swapped or replaced".into());
+    }
+    let sha = hex::encode(sha256.finalize());
+    if sha != manifest.sha256 {
+        return Err(format!("its sha256 {sha} is not the signed {}", manifest.sha256));
+    }
+    Ok(())
+}
+
 /// The checks of one Ed25519 signature over `signed`: the key is the one the signed text names
 /// (by `fingerprint`), and the signature verifies. `what` names the signed text.
 fn signature_checks(
@@ -496,6 +531,36 @@ mod tests {
 
     fn failed(checks: &[Check]) -> Vec<String> {
         checks.iter().filter(|c| !c.ok).map(|c| format!("{}: {}", c.what, c.detail)).collect()
+    }
+
+    #[test]
+    fn a_manifest_is_taken_only_as_signed_and_its_recording_only_as_it_signs() {
+        let data = recording();
+        let (json, sig, public) = signed(&data);
+        let m = signed_manifest(&json, &sig, &public).unwrap();
+        let stream = |d: &[u8]| {
+            let mut c = Chainer::default();
+            let mut h = Sha256::new();
+            for piece in d.chunks(4093) {
+                c.push(piece);
+                h.update(piece);
+            }
+            (c, h)
+        };
+        let (c, h) = stream(&data);
+        assert_eq!(matches_manifest(&m, c, h), Ok(()));
+        // Another key, a changed manifest, another format: refused, saying why.
+        let other = hex::encode(signing_key(&[8u8; 32]).verifying_key().as_bytes());
+        assert!(signed_manifest(&json, &sig, &other).unwrap_err().contains("another key"));
+        let forged = String::from_utf8(json.clone()).unwrap().replace("\"alice\"", "\"mallory\"");
+        assert!(signed_manifest(forged.as_bytes(), &sig, &public).is_err());
+        // A changed, cut or extended recording does not match what is signed.
+        let mut changed = data.clone();
+        changed[data.len() / 2] ^= 1;
+        for d in [changed, data[..data.len() - 1].to_vec(), [data.as_slice(), b"x"].concat()] {
+            let (c, h) = stream(&d);
+            assert!(matches_manifest(&m, c, h).is_err());
+        }
     }
 
     #[test]

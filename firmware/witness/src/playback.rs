@@ -121,6 +121,15 @@ pub fn playable(dir: &DataDir, id: &str) -> Result<Playable> {
     })
 }
 
+/// A stored object of `size` bytes, read forward in ranged fetches (never whole).
+pub fn store_reader(
+    store: Arc<witness_store::Store>,
+    key: String,
+    size: u64,
+) -> std::io::Result<impl std::io::Read + Send> {
+    StoreReader::new(store, key, size, 0)
+}
+
 /// A recording's object in the store.
 struct InStore {
     store: Arc<witness_store::Store>,

@@ -226,6 +226,10 @@ pub enum IndexCmd {
         /// Whose manifests to read (default: this box's id; boxes may share a bucket).
         #[arg(long = "box")]
         box_id: Option<String>,
+        /// The Ed25519 public key (hex) the recordings must be signed with (default: this
+        /// box's; another box's when rebuilding its sessions).
+        #[arg(long)]
+        key: Option<String>,
     },
     /// Read the on-screen text of session videos now (the daemon does it in the background
     /// after each RDP session) and print what it cost; one recording, or every one waiting.

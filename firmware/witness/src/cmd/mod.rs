@@ -34,7 +34,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
         Command::Serve(args) => crate::daemon::serve::run(&cli.data, args),
         Command::Store(cmd) => sync::store(&cli.data, cmd),
         Command::Sync(cmd) => sync::sync(&cli.data, cmd),
-        Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id }) => sync::rebuild(&cli.data, box_id),
+        Command::Index(cli::IndexCmd::Rebuild { from_store: _, box_id, key }) => sync::rebuild(&cli.data, box_id, key),
         Command::Index(cli::IndexCmd::ReadText { recording_id, json }) => {
             search::read_text(&cli.data, recording_id, json)
         }

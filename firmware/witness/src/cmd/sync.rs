@@ -332,15 +332,31 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
 }
 
 /// Reads every manifest of a box from the store and re-creates what the index lacks.
-pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
+/// Rebuilds the index from the store. The session manifests there are not signed, so they are
+/// only a list of where to look: a recording is restored only when its own manifest is signed
+/// by the box's key (or `key`, another box's) and names this session, user and target, and its
+/// object, read back and decrypted, is what that manifest signs. A session is restored with its
+/// verified recordings, and not at all when none verifies.
+pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Result<()> {
     let dir = DataDir::open(root)?;
     let box_id = box_id.unwrap_or_else(|| dir.config.box_id.clone());
+    let public = match key {
+        Some(k) => k.trim().to_owned(),
+        None => crate::evidence::public_key_hex(&dir.root)?,
+    };
+    let fingerprint = witness_core::evidence::fingerprint_hex(&public)
+        .context("--key is not an Ed25519 public key (64 hex digits)")?;
     let store = sync::open_store(&dir)?;
+    let read = Arc::new(sync::open_read_store(&dir)?);
     let rt = runtime()?;
     let keys = rt.block_on(store.list(&format!("{box_id}/"))).context("listing the store")?;
     let manifests: Vec<&String> = keys.iter().filter(|k| k.ends_with("/manifest.json")).collect();
-    println!("{} manifests of box {box_id} in {}", manifests.len(), store.describe());
-    let (mut restored, mut present) = (0, 0);
+    println!(
+        "{} manifests of box {box_id} in {}; recordings are taken only as signed by key {fingerprint}",
+        manifests.len(),
+        store.describe()
+    );
+    let (mut restored, mut present, mut refused, mut empty) = (0, 0, 0, 0);
     for key in manifests {
         let bytes = rt.block_on(store.get(key)).with_context(|| format!("reading {key}"))?;
         let m: serde_json::Value =
@@ -348,30 +364,34 @@ pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
         let session: witness_index::SessionRow =
             serde_json::from_value(m["session"].clone()).with_context(|| format!("{key}: session"))?;
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        let recordings: Vec<witness_index::RestoredRecording> = m["recordings"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|r| {
-                Some(witness_index::RestoredRecording {
-                    id: text(&r["id"])?,
-                    channel: text(&r["channel"]).unwrap_or_default(),
-                    object_key: text(&r["key"])?,
-                    bytes: r["bytes"].as_u64().unwrap_or(0),
-                    sha256: text(&r["sha256"])?,
-                    started_at: text(&r["started_at"])?,
-                    ended_at: text(&r["ended_at"]),
-                    duration: r["duration"].as_f64(),
-                    recovered: r["recovered"].as_bool().unwrap_or(false),
-                    status: match r["status"].as_str() {
-                        Some("failed") => "failed".into(),
-                        _ => "uploaded".into(),
-                    },
-                    status_reason: text(&r["status_reason"]),
-                })
-            })
-            .collect();
+        let mut recordings = Vec::new();
+        for r in m["recordings"].as_array().map(Vec::as_slice).unwrap_or_default() {
+            let (Some(id), Some(object_key)) = (text(&r["id"]), text(&r["key"])) else {
+                println!("refused a recording of session {} in {key}: it has no id or no object key", session.id);
+                refused += 1;
+                continue;
+            };
+            let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
+            match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
+                Ok(mut rec) => {
+                    rec.channel = text(&r["channel"]).unwrap_or_default();
+                    rec.duration = r["duration"].as_f64();
+                    rec.status_reason = text(&r["status_reason"]);
+                    // Cut by a crash: a video then plays to its last whole fragment.
+                    rec.recovered |= r["recovered"].as_bool().unwrap_or(false);
+                    recordings.push(rec);
+                }
+                Err(why) => {
+                    println!("refused recording {} of session {}: {why}", listed.id, session.id);
+                    tracing::warn!(recording_id = %listed.id, session_id = %session.id, reason = %why, "recording not restored");
+                    refused += 1;
+                }
+            }
+        }
+        if recordings.is_empty() {
+            empty += 1;
+            continue;
+        }
         if dir.index.restore_session(&session, key, &recordings)? {
             restored += 1;
         } else {
@@ -383,8 +403,83 @@ pub fn rebuild(root: &Path, box_id: Option<String>) -> Result<()> {
         None,
         None,
         None,
-        &serde_json::json!({ "box_id": box_id, "restored": restored }),
+        &serde_json::json!({
+            "box_id": box_id, "restored": restored, "refused_recordings": refused,
+            "sessions_without_a_verified_recording": empty, "key_fingerprint": fingerprint,
+        }),
     )?;
     println!("restored {restored} sessions ({present} were already in the index)");
+    if refused > 0 || empty > 0 {
+        println!(
+            "refused {refused} recordings that do not verify; {empty} sessions had no recording that verifies and were not restored"
+        );
+    }
     Ok(())
+}
+
+/// A recording as an unsigned session manifest lists it: where to look, nothing more.
+struct Listed {
+    id: String,
+    object_key: String,
+    bytes: u64,
+}
+
+/// The recording `listed` as its signed manifest and its object in the store show it, or why it
+/// is refused.
+#[allow(clippy::too_many_arguments)]
+fn verified_recording(
+    dir: &DataDir,
+    rt: &tokio::runtime::Runtime,
+    store: &Store,
+    read: &Arc<Store>,
+    public: &str,
+    box_id: &str,
+    session: &witness_index::SessionRow,
+    listed: &Listed,
+) -> Result<witness_index::RestoredRecording, String> {
+    let base = witness_archive::keys::key_base(&listed.object_key);
+    let fetch = |k: String| rt.block_on(store.get(&k)).map_err(|e| format!("its signed manifest {k}: {e}"));
+    let json = fetch(format!("{base}.manifest.json"))?;
+    let sig = fetch(format!("{base}.manifest.sig"))?;
+    let signed = witness_core::evidence::signed_manifest(&json, &String::from_utf8_lossy(&sig), public)?;
+    let names = [
+        ("recording", &signed.recording_id, &listed.id),
+        ("session", &signed.session_id, &session.id),
+        ("box", &signed.box_id, &box_id.to_owned()),
+        ("user", &signed.user, &session.user),
+        ("target", &signed.target, &session.target),
+    ];
+    if let Some((what, is, listed_as)) = names.iter().find(|(_, a, b)| a != b) {
+        return Err(format!("its signed manifest names {what} {is}, the session manifest {listed_as}"));
+    }
+    // Read back, decrypted as the box plays it, and compared with what is signed.
+    let object = crate::playback::store_reader(read.clone(), listed.object_key.clone(), listed.bytes)
+        .map_err(|e| format!("reading {}: {e}", listed.object_key))?;
+    let mut plain = witness_recorder::PlainReader::new(object, &witness_keys::key_for(&dir.root))
+        .map_err(|e| format!("reading {}: {e}", listed.object_key))?;
+    let mut chainer = witness_core::evidence::Chainer::default();
+    let mut sha = <sha2::Sha256 as sha2::Digest>::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = std::io::Read::read(&mut plain, &mut buf).map_err(|e| format!("reading {}: {e}", listed.object_key))?;
+        if n == 0 {
+            break;
+        }
+        sha2::Digest::update(&mut sha, &buf[..n]);
+        chainer.push(&buf[..n]);
+    }
+    witness_core::evidence::matches_manifest(&signed, chainer, sha)?;
+    Ok(witness_index::RestoredRecording {
+        id: signed.recording_id,
+        channel: String::new(),
+        object_key: listed.object_key.clone(),
+        bytes: plain.stored_len(),
+        sha256: plain.stored_sha256(),
+        started_at: signed.started_at,
+        ended_at: signed.ended_at,
+        duration: None,
+        recovered: !signed.gaps.is_empty(),
+        status: if signed.status == "failed" { "failed".into() } else { "uploaded".into() },
+        status_reason: None,
+    })
 }
