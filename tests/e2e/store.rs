@@ -279,25 +279,32 @@ fn expired_sas_is_reported_and_retried() {
     assert!(b.recordings().iter().all(|r| r["status"] == "uploaded"));
 }
 
-#[test]
-fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the_box() {
-    let sshd = Sshd::start();
-    let s3 = S3::start();
-    let mut b = Box::with_target(&sshd);
-    // Keep nothing locally once it is verified in the store.
+/// A serving box keeping nothing locally once it is verified in the store, after one session
+/// per word (each echoing it): the box and the recordings, uploaded, their manifests stored and
+/// their local copies pruned.
+fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec<serde_json::Value>) {
+    let mut b = Box::with_target(sshd);
     b.configure("store", "keep_local_days = 0");
-    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.use_s3(s3, S3_BUCKET, S3_SECRET);
     b.serve();
-    for word in ["first-session", "second-session"] {
+    for word in words {
         assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
     }
-    let before = eventually(30, "uploaded, manifests stored and local copies pruned", || {
+    let recs = eventually(60, "uploaded, manifests stored and local copies pruned", || {
         let recs = b.recordings();
         let all_gone =
             recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
         let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.json")).count();
-        (recs.len() == 2 && all_gone && manifests == 2).then_some(recs)
+        (recs.len() == words.len() && all_gone && manifests == words.len()).then_some(recs)
     });
+    (b, recs)
+}
+
+#[test]
+fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the_box() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let (mut b, before) = pruned_sessions(&sshd, &s3, &["first-session", "second-session"]);
     // A pruned recording still exports, fetched from the store through the box.
     let cast = b.export(before[0]["id"].as_str().unwrap());
     assert!(cast.contains("first-session"), "{cast}");
@@ -332,20 +339,7 @@ fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the
 fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = Box::with_target(&sshd);
-    b.configure("store", "keep_local_days = 0");
-    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
-    b.serve();
-    for word in ["session-one", "session-two", "session-three"] {
-        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
-    }
-    let recs = eventually(60, "uploaded, manifests stored and local copies pruned", || {
-        let recs = b.recordings();
-        let all_gone =
-            recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
-        let manifests = walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.json")).count();
-        (recs.len() == 3 && all_gone && manifests == 3).then_some(recs)
-    });
+    let (mut b, recs) = pruned_sessions(&sshd, &s3, &["session-one", "session-two", "session-three"]);
     b.stop();
     let bucket = s3.dir.path().join(S3_BUCKET);
     let day = |r: &serde_json::Value| r["started_at"].as_str().unwrap()[..10].to_owned();
@@ -396,7 +390,7 @@ fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
         assert_eq!(after[0][k], genuine[k], "{k}");
     }
     assert_eq!(b.export(genuine["id"].as_str().unwrap()), genuine_said);
-    let rebuilt = b.audit().into_iter().filter(|e| e["kind"] == "index_rebuilt").last().unwrap();
+    let rebuilt = b.audit().into_iter().rfind(|e| e["kind"] == "index_rebuilt").unwrap();
     assert_eq!(rebuilt["detail"]["refused_recordings"], 3, "{rebuilt}");
 }
 
