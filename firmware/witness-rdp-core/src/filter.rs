@@ -2889,3 +2889,7 @@ mod red17e;
 #[cfg(test)]
 #[path = "filter_red17g.rs"]
 mod red17g;
+
+#[cfg(test)]
+#[path = "filter_red17i.rs"]
+mod red17i;
