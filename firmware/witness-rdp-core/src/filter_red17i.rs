@@ -3,7 +3,7 @@
 //! recorder read differently.
 
 use super::*;
-use crate::decode::{PassiveDecoder, Update, capture_records};
+use crate::decode::{PassiveDecoder, capture_records};
 use ironrdp_egfx::pdu::{
     CacheImportReplyPdu, Color, CreateSurfacePdu, EndFramePdu, GfxPdu, MapSurfaceToOutputPdu, PixelFormat,
     ResetGraphicsPdu, SolidFillPdu, StartFramePdu, Timestamp,
