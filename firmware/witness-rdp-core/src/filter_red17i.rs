@@ -190,3 +190,73 @@ fn red17i_suspended_chunks_show_the_client_a_screen_the_recording_never_sees() {
     assert_eq!(freerdp_messages(&sent), vec![whole]);
     assert!(red_share(&s.decoder) > 0.95, "the recording missed what the client draws");
 }
+
+/// A filter past activation with `drdynvc` on MCS channel 1004 and a grant that opens nothing:
+/// no clipboard, no drives, no devices.
+fn grant_without_anything() -> Filter {
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
+    (f.connect_initial_seen, f.client_info_seen, f.active, f.io_channel) = (true, true, true, Some(1003));
+    f.decisions = vec![ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true }];
+    f
+}
+
+/// A static channel PDU on `drdynvc` holding one whole dynamic channel PDU.
+fn svc(dvc: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(dvc.len()).unwrap().to_le_bytes().to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(dvc);
+    out
+}
+
+fn client_send(user_data: Vec<u8>) -> Vec<u8> {
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1004, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+fn target_send(user_data: Vec<u8>) -> Vec<u8> {
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1004, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+/// Hole 2 (open): a dynamic channel the grant opens because it "carries no redirection" is a raw
+/// pipe for any program in the target session. The target names its dynamic channels, and on
+/// xrdp any program of the session picks the name: xrdpapi's `WTSVirtualChannelOpenEx(...,
+/// WTS_CHANNEL_OPTION_DYNAMIC)` reaches chansrv's `my_api_trans_data_in`, which opens a DVC under
+/// whatever name the program sent (`chansrv_drdynvc_open(chan_name, ...)`, xrdp 0.9.21) and
+/// hands it every byte the client sends there (`my_api_data`); Windows' WTS API does the same.
+/// So on a grant with no clipboard and no drives, a program on the target that opens
+/// `AUDIO_PLAYBACK_DVC` or `Microsoft::Windows::RDS::DisplayControl`, and a client that accepts
+/// it, move files both ways: the filter judges dynamic channels by name only, and their data
+/// passes unread. (The static `rdpsnd`, which xrdpapi also opens for a program by name, carries
+/// the program's bytes to the client the same way.)
+#[test]
+fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target() {
+    // A "file": an ELF header and its bytes, as the grant's missing drives would have carried.
+    let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
+    file.extend((0..2000u32).map(|i| (i * 7 + 3) as u8));
+    for name in ["AUDIO_PLAYBACK_DVC", "Microsoft::Windows::RDS::DisplayControl"] {
+        let mut f = grant_without_anything();
+        let mut create = vec![0x10, 5];
+        create.extend(name.as_bytes());
+        create.push(0);
+        assert_eq!(f.from_target(&target_send(svc(&create))).unwrap(), Verdict::Forward, "{name} was not opened");
+        // The client says yes.
+        let created = svc(&[0x10, 5, 0, 0, 0, 0]);
+        assert_eq!(f.from_client(&client_send(created)).unwrap(), Verdict::Forward);
+        // The file, from the client to the program on the target, and back: a DVC Data First
+        // (a 4-byte total length) and a Data PDU for the rest.
+        let (head, tail) = file.split_at(1000);
+        let mut first = vec![0x28, 5];
+        first.extend(u32::try_from(file.len()).unwrap().to_le_bytes());
+        first.extend(head);
+        let mut rest = vec![0x30, 5];
+        rest.extend(tail);
+        for pdu in [&first, &rest] {
+            let up = client_send(svc(pdu));
+            assert_eq!(f.from_client(&up).unwrap(), Verdict::Forward, "{name}: the file did not reach the target");
+            let down = target_send(svc(pdu));
+            assert_eq!(f.from_target(&down).unwrap(), Verdict::Forward, "{name}: the file did not reach the client");
+        }
+        assert!(!f.redirection.allows(Class::Drives) && !f.redirection.allows(Class::Clipboard));
+    }
+}
