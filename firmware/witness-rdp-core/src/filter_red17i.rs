@@ -3,7 +3,7 @@
 //! recorder read differently.
 
 use super::*;
-use crate::decode::{PassiveDecoder, capture_records};
+use crate::decode::{PassiveDecoder, Update, capture_records};
 use ironrdp_egfx::pdu::{
     CacheImportReplyPdu, Color, CreateSurfacePdu, EndFramePdu, GfxPdu, MapSurfaceToOutputPdu, PixelFormat,
     ResetGraphicsPdu, SolidFillPdu, StartFramePdu, Timestamp,
@@ -259,4 +259,84 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
         }
         assert!(!f.redirection.allows(Class::Drives) && !f.redirection.allows(Class::Clipboard));
     }
+}
+
+const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
+
+/// A fast-path output PDU holding one bitmap update of one uncompressed 32 bpp rectangle of
+/// `width` x `height` pixels of colour `bgrx`, its destination rectangle at `left`, `top`.
+fn fast_path_bitmap(left: u16, top: u16, width: u16, height: u16, bgrx: [u8; 4]) -> Vec<u8> {
+    let pixels = usize::from(width) * usize::from(height);
+    let mut update = vec![0x01, 0x00, 0x01, 0x00];
+    for v in [left, top, left + width - 1, top + height - 1, width, height, 32, 0] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(u16::try_from(pixels * 4).unwrap().to_le_bytes());
+    update.extend(bgrx.repeat(pixels));
+    let mut body = vec![0x01];
+    body.extend(u16::try_from(update.len()).unwrap().to_le_bytes());
+    body.extend(update);
+    let mut frame = vec![0x00, 0x80, 0x00];
+    frame.extend(body);
+    let len = u16::try_from(frame.len()).unwrap() | 0x8000;
+    frame[1..3].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// The colour at `x`, `y` of the decoder's screen (B, G, R).
+fn pixel(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
+    let s = d.screen().expect("a screen");
+    let at = y * s.stride + x * 4;
+    [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+}
+
+/// Hole 3: IronRDP's stage asks for a redraw only for the first bitmap rectangle it drops in a
+/// session (`fast_path::Processor::request_bitmap_recovery` sets `bitmap_recovery_requested`
+/// and nothing clears it), and the decoder states a gap only through that request
+/// (`Update::RefreshWanted`). A target sends one rectangle whose destination reaches past the
+/// desktop's edge: FreeRDP draws what falls on the desktop (`gdi_Bitmap_Paint` → `gdi_BitBlt`
+/// clips), the stage drops it and the recording counts one gap. After a whole-screen redraw
+/// (the picture verified again), every later such rectangle is drawn by the client and dropped
+/// by the recorder in silence: no error, no redraw asked, no gap.
+#[test]
+fn red17i_bitmaps_past_the_desktop_edge_are_unrecorded_after_the_first_gap() {
+    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    let mut decoder = PassiveDecoder::new();
+    for (tag, frame) in capture_records(BITMAP) {
+        match tag {
+            b'C' => {
+                if let Some(out) = passed(filter.from_client(frame).unwrap(), frame) {
+                    decoder.observe_client(&out).unwrap();
+                }
+            }
+            b'T' => {
+                if let Some(out) = passed(filter.from_target(frame).unwrap(), frame) {
+                    decoder.observe_target(&out).unwrap();
+                }
+            }
+            _ => {}
+        }
+    }
+    let screen = decoder.screen().expect("a screen");
+    assert_eq!((screen.width, screen.height), (320, 240));
+    const RED: [u8; 4] = [0, 0, 255, 0];
+    const GREEN: [u8; 4] = [0, 255, 0, 0];
+    const BLUE: [u8; 4] = [255, 0, 0, 0];
+    let mut target = |frame: Vec<u8>| {
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the filter refused the bitmap");
+        decoder.observe_target(&frame).expect("the recorder could not decode the bitmap: a gap")
+    };
+    // A 32x32 red square at (300, 220): 20x20 of it is on the desktop, which FreeRDP draws. The
+    // stage drops it and asks for a redraw: the one gap the recording states.
+    let updates = target(fast_path_bitmap(300, 220, 32, 32, RED));
+    assert!(updates.contains(&Update::RefreshWanted), "{updates:?}");
+    // The target redraws the corner in bounds (blue): recorded.
+    let updates = target(fast_path_bitmap(288, 208, 32, 32, BLUE));
+    assert!(updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    // Now the same square, green, past the edge again: FreeRDP shows green at (305, 225); the
+    // recorder drops it, asks nothing, reports nothing.
+    let updates = target(fast_path_bitmap(300, 220, 32, 32, GREEN));
+    assert!(!updates.contains(&Update::RefreshWanted), "the second drop was stated: {updates:?}");
+    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    assert_eq!(pixel(&decoder, 305, 225), [255, 0, 0], "the recording shows blue where the client shows green");
 }
