@@ -414,6 +414,7 @@ impl PassiveDecoder {
 
     /// A fast-path PDU from the target, drawn; what of it the stage skipped is then a gap.
     fn fast_path(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        self.audit.desktop = self.image.as_ref().map(|i| (i.width(), i.height()));
         let audit = self.audit.check(frame);
         let updates = self.process(Action::FastPath, frame)?;
         audit.map_err(DecodeError::Unrecorded)?;
@@ -533,7 +534,7 @@ impl PassiveDecoder {
             Phase::Deactivated if screen => {}
             _ => return Ok(updates),
         }
-        let audit = audit::slow_path(user_data);
+        let audit = audit::slow_path(user_data, self.image.as_ref().map(|i| (i.width(), i.height())));
         updates.extend(self.process(Action::X224, frame)?);
         audit.map_err(DecodeError::Unrecorded)?;
         Ok(updates)

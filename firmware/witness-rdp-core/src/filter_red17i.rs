@@ -3,7 +3,7 @@
 //! recorder read differently.
 
 use super::*;
-use crate::decode::{PassiveDecoder, Update, capture_records};
+use crate::decode::{DecodeError, PassiveDecoder, Update, capture_records};
 use ironrdp_egfx::pdu::{
     CacheImportReplyPdu, Color, CreateSurfacePdu, EndFramePdu, GfxPdu, MapSurfaceToOutputPdu, PixelFormat,
     ResetGraphicsPdu, SolidFillPdu, StartFramePdu, Timestamp,
@@ -290,14 +290,15 @@ fn pixel(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
     [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
 }
 
-/// Hole 3: IronRDP's stage asks for a redraw only for the first bitmap rectangle it drops in a
-/// session (`fast_path::Processor::request_bitmap_recovery` sets `bitmap_recovery_requested`
-/// and nothing clears it), and the decoder states a gap only through that request
-/// (`Update::RefreshWanted`). A target sends one rectangle whose destination reaches past the
-/// desktop's edge: FreeRDP draws what falls on the desktop (`gdi_Bitmap_Paint` → `gdi_BitBlt`
-/// clips), the stage drops it and the recording counts one gap. After a whole-screen redraw
-/// (the picture verified again), every later such rectangle is drawn by the client and dropped
-/// by the recorder in silence: no error, no redraw asked, no gap.
+/// Hole 3 (fixed): IronRDP's stage asks for a redraw only for the first bitmap rectangle it
+/// drops in a session (`fast_path::Processor::request_bitmap_recovery` sets
+/// `bitmap_recovery_requested` and nothing clears it), and the decoder stated a gap only through
+/// that request (`Update::RefreshWanted`). A target sent one rectangle whose destination reaches
+/// past the desktop's edge: FreeRDP draws what falls on the desktop (`gdi_Bitmap_Paint` →
+/// `gdi_BitBlt` clips), the stage dropped it and the recording counted one gap. After a
+/// whole-screen redraw (the picture verified again), every later such rectangle was drawn by
+/// the client and dropped by the recorder in silence. Now the decoder's audit judges every
+/// rectangle as the stage would draw it: each such drop is a gap, every time.
 #[test]
 fn red17i_bitmaps_past_the_desktop_edge_are_unrecorded_after_the_first_gap() {
     let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
@@ -324,19 +325,36 @@ fn red17i_bitmaps_past_the_desktop_edge_are_unrecorded_after_the_first_gap() {
     const BLUE: [u8; 4] = [255, 0, 0, 0];
     let mut target = |frame: Vec<u8>| {
         assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the filter refused the bitmap");
-        decoder.observe_target(&frame).expect("the recorder could not decode the bitmap: a gap")
+        decoder.observe_target(&frame)
     };
     // A 32x32 red square at (300, 220): 20x20 of it is on the desktop, which FreeRDP draws. The
-    // stage drops it and asks for a redraw: the one gap the recording states.
-    let updates = target(fast_path_bitmap(300, 220, 32, 32, RED));
-    assert!(updates.contains(&Update::RefreshWanted), "{updates:?}");
+    // stage drops it: a gap.
+    let gap = |r: Result<Vec<Update>, DecodeError>| match r {
+        Err(DecodeError::Unrecorded(what)) => what,
+        other => panic!("a dropped bitmap was not stated as a gap: {other:?}"),
+    };
+    let what = gap(target(fast_path_bitmap(300, 220, 32, 32, RED)));
+    assert!(what.contains("off the desktop"), "{what}");
     // The target redraws the corner in bounds (blue): recorded.
-    let updates = target(fast_path_bitmap(288, 208, 32, 32, BLUE));
+    let updates = target(fast_path_bitmap(288, 208, 32, 32, BLUE)).expect("an in-bounds bitmap");
     assert!(updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
-    // Now the same square, green, past the edge again: FreeRDP shows green at (305, 225); the
-    // recorder drops it, asks nothing, reports nothing.
-    let updates = target(fast_path_bitmap(300, 220, 32, 32, GREEN));
-    assert!(!updates.contains(&Update::RefreshWanted), "the second drop was stated: {updates:?}");
-    assert!(!updates.iter().any(|u| matches!(u, Update::Frame { .. })), "{updates:?}");
+    // The same square, green, past the edge again: FreeRDP shows green at (305, 225); the
+    // recorder states the gap again (it was silent: the stage asks for a redraw once).
+    gap(target(fast_path_bitmap(300, 220, 32, 32, GREEN)));
     assert_eq!(pixel(&decoder, 305, 225), [255, 0, 0], "the recording shows blue where the client shows green");
+    // A destination that is not the bitmap's size (destBottom, at 16, one row only), and raw
+    // data longer than its rows, are gaps too: the stage drops both and FreeRDP draws them.
+    let mut one_row = fast_path_bitmap(0, 0, 16, 16, GREEN);
+    one_row[16..18].copy_from_slice(&0u16.to_le_bytes());
+    gap(decoder.observe_target(&one_row));
+    let mut longer = fast_path_bitmap(0, 0, 16, 16, GREEN);
+    longer.extend([0; 4]);
+    let n = longer.len();
+    longer[1..3].copy_from_slice(&(u16::try_from(n).unwrap() | 0x8000).to_be_bytes());
+    let size = u16::from_le_bytes([longer[4], longer[5]]) + 4;
+    longer[4..6].copy_from_slice(&size.to_le_bytes());
+    let length = u16::from_le_bytes([longer[26], longer[27]]) + 4;
+    longer[26..28].copy_from_slice(&length.to_le_bytes());
+    assert_eq!(filter.from_target(&longer).unwrap(), Verdict::Forward);
+    gap(decoder.observe_target(&longer));
 }
