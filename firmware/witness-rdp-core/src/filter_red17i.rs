@@ -36,10 +36,11 @@ fn passed(verdict: Verdict, frame: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
-fn session() -> Session {
+/// A captured session replayed through the filter, the decoder shown what the filter passes.
+fn replayed(capture: &[u8]) -> (Filter, PassiveDecoder) {
     let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
     let mut decoder = PassiveDecoder::new();
-    for (tag, frame) in capture_records(GFX) {
+    for (tag, frame) in capture_records(capture) {
         match tag {
             b'C' => {
                 if let Some(out) = passed(filter.from_client(frame).unwrap(), frame) {
@@ -54,6 +55,11 @@ fn session() -> Session {
             _ => {}
         }
     }
+    (filter, decoder)
+}
+
+fn session() -> Session {
+    let (filter, decoder) = replayed(GFX);
     let drdynvc = filter.decisions().iter().find(|d| d.name == "drdynvc").expect("drdynvc").id;
     let gfx = *filter.dynamic.open.iter().find(|(_, c)| c.graphics).expect("the graphics pipeline is open").0;
     assert!(!decoder.is_stopped());
@@ -301,23 +307,7 @@ fn pixel(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
 /// rectangle as the stage would draw it: each such drop is a gap, every time.
 #[test]
 fn red17i_bitmaps_past_the_desktop_edge_are_unrecorded_after_the_first_gap() {
-    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
-    let mut decoder = PassiveDecoder::new();
-    for (tag, frame) in capture_records(BITMAP) {
-        match tag {
-            b'C' => {
-                if let Some(out) = passed(filter.from_client(frame).unwrap(), frame) {
-                    decoder.observe_client(&out).unwrap();
-                }
-            }
-            b'T' => {
-                if let Some(out) = passed(filter.from_target(frame).unwrap(), frame) {
-                    decoder.observe_target(&out).unwrap();
-                }
-            }
-            _ => {}
-        }
-    }
+    let (mut filter, mut decoder) = replayed(BITMAP);
     let screen = decoder.screen().expect("a screen");
     assert_eq!((screen.width, screen.height), (320, 240));
     const RED: [u8; 4] = [0, 0, 255, 0];
@@ -357,4 +347,54 @@ fn red17i_bitmaps_past_the_desktop_edge_are_unrecorded_after_the_first_gap() {
     longer[26..28].copy_from_slice(&length.to_le_bytes());
     assert_eq!(filter.from_target(&longer).unwrap(), Verdict::Forward);
     gap(decoder.observe_target(&longer));
+}
+
+/// A fast-path output PDU of surface commands: one Set Surface Bits of raw (codec 0) 32 bpp
+/// pixels of colour `bgrx`, its destination `left`, `top` (exclusive `right`, `bottom`), the
+/// bitmap `width` x `height` pixels, with `extra` bytes after them.
+fn raw_surface_bits(dest: [u16; 4], width: u16, height: u16, extra: usize, bgrx: [u8; 4]) -> Vec<u8> {
+    let mut data = bgrx.repeat(usize::from(width) * usize::from(height));
+    data.extend(std::iter::repeat_n(0, extra));
+    let mut cmd = 0x0001u16.to_le_bytes().to_vec();
+    for v in dest {
+        cmd.extend(v.to_le_bytes());
+    }
+    cmd.extend([32, 0, 0, 0]); // bpp, flags, reserved, codecID 0
+    cmd.extend(width.to_le_bytes());
+    cmd.extend(height.to_le_bytes());
+    cmd.extend(u32::try_from(data.len()).unwrap().to_le_bytes());
+    cmd.extend(data);
+    let mut frame = vec![0x00, 0x80, 0x00, 0x04];
+    frame.extend(u16::try_from(cmd.len()).unwrap().to_le_bytes());
+    frame.extend(cmd);
+    let len = u16::try_from(frame.len()).unwrap() | 0x8000;
+    frame[1..3].copy_from_slice(&len.to_be_bytes());
+    frame
+}
+
+/// Hole 4: raw surface bits (codec 0) are drawn by FreeRDP from a bitmap of at least its
+/// width x height pixels (`gdi_surface_bits`: `if (size > cmd->bmp.bitmapDataLength)` fails only
+/// a short one), while IronRDP's stage wants exactly the destination's pixels
+/// (`require_bitmap_data_size`) and drops any other with the once-only redraw request. After the
+/// first (a stated gap), a target draws with 4 bytes more per command and the recording never
+/// changes, states nothing.
+#[test]
+fn red17i_surface_bits_longer_than_their_rectangle_are_unrecorded_after_the_first_gap() {
+    let (mut filter, mut decoder) = replayed(BITMAP);
+    const GREEN: [u8; 4] = [0, 255, 0, 0];
+    const BLUE: [u8; 4] = [255, 0, 0, 0];
+    let mut target = |frame: Vec<u8>| {
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the filter refused the surface bits");
+        decoder.observe_target(&frame)
+    };
+    // The first: 16x16 green at (0, 0), 4 bytes too many. FreeRDP draws it; the stage drops it.
+    let first = target(raw_surface_bits([0, 0, 16, 16], 16, 16, 4, GREEN));
+    assert!(first.as_ref().is_ok_and(|u| u.contains(&Update::RefreshWanted)), "{first:?}");
+    // In bounds and exact: drawn (blue).
+    let drawn = target(raw_surface_bits([0, 0, 16, 16], 16, 16, 0, BLUE)).unwrap();
+    assert!(drawn.iter().any(|u| matches!(u, Update::Frame { .. })), "{drawn:?}");
+    // The same green square again: drawn by FreeRDP, dropped by the recorder without a word.
+    let second = target(raw_surface_bits([0, 0, 16, 16], 16, 16, 4, GREEN)).expect("a gap was stated");
+    assert!(!second.contains(&Update::RefreshWanted), "{second:?}");
+    assert_eq!(pixel(&decoder, 8, 8), [255, 0, 0], "the recording shows blue where the client shows green");
 }
