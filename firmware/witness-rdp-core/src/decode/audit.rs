@@ -192,7 +192,20 @@ fn surface_commands(commands: &[ironrdp_pdu::surface_commands::SurfaceCommand<'_
         if let SurfaceCommand::SetSurfaceBits(bits) | SurfaceCommand::StreamSurfaceBits(bits) = command {
             let ext = &bits.extended_bitmap_data;
             match ext.codec_id {
-                CODEC_NONE if matches!(ext.bpp, 8 | 15 | 16 | 24 | 32) => {}
+                // Raw pixels: FreeRDP draws a bitmap of at least width x height pixels, clipped
+                // to the destination; the stage wants exactly the destination's pixels and drops
+                // any other under its once-only redraw request (red team h-red17i). Both draw the
+                // same only when the bitmap is the destination's size and its data its pixels.
+                CODEC_NONE if matches!(ext.bpp, 8 | 15 | 16 | 24 | 32) => {
+                    let d = &bits.destination;
+                    let (width, height) = (d.right.saturating_sub(d.left), d.bottom.saturating_sub(d.top));
+                    let pixels = usize::from(width) * usize::from(height);
+                    if (ext.width, ext.height) != (width, height)
+                        || ext.data.len() != pixels * usize::from(ext.bpp).div_ceil(8)
+                    {
+                        return Err("raw surface bits that are not their destination's pixels");
+                    }
+                }
                 CODEC_REMOTEFX => {}
                 _ => return Err("surface bits in a codec the decoder does not draw"),
             }
@@ -352,6 +365,8 @@ mod tests {
         nscodec.extend([0; 4]);
         let mut raw = nscodec.clone();
         raw[13] = 0;
+        // Raw pixels are drawn alike only into a destination of the bitmap's size: 1x1 at (0, 0).
+        raw[6..10].copy_from_slice(&[1, 0, 1, 0]);
         for (frame, what) in [
             (fast(&[(0x00, &[1, 0])]), "drawing orders"),
             (fast(&[(0x07, &[])]), "an update of an unknown type"),
