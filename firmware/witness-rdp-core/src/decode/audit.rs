@@ -427,6 +427,22 @@ mod tests {
         assert_eq!(slow_path_any(&share(&palette(16))), Err("a palette the decoder does not apply"));
         assert_eq!(slow_path_any(&[share(&[3, 0]), share(&[0, 0, 0, 0])].concat()), Err("drawing orders"));
         assert_eq!(slow_path_any(&[share(&bitmap()), share(&palette(256)), share(&[3, 0])].concat()), Ok(()));
+        // On a known desktop every rectangle is judged as the stage draws it (red team
+        // h-red17i): one past the desktop's edge is found, one on it passes.
+        let mut off = bitmap();
+        off[4..6].copy_from_slice(&400u16.to_le_bytes());
+        off[8..10].copy_from_slice(&400u16.to_le_bytes());
+        assert_eq!(slow_path(&share(&bitmap()), Some((320, 240))), Ok(()));
+        assert_eq!(
+            slow_path(&share(&off), Some((320, 240))),
+            Err("a bitmap rectangle off the desktop or not the size of its destination")
+        );
+        assert_eq!(check(&fast(&[(0x01, &off)])), Ok(()), "without a desktop nothing is judged");
+        let mut audit = FastPathAudit { desktop: Some((320, 240)), ..FastPathAudit::default() };
+        assert_eq!(
+            audit.check(&fast(&[(0x01, &off)])),
+            Err("a bitmap rectangle off the desktop or not the size of its destination")
+        );
         // Compressed: the stage fails on it (no decompressor), which is a gap already.
         let mut compressed = share(&[0, 0]);
         compressed[15] = 0x20;
