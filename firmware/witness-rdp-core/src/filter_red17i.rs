@@ -403,3 +403,62 @@ fn red17i_surface_bits_longer_than_their_rectangle_are_unrecorded_after_the_firs
     gap(target(raw_surface_bits([0, 0, 16, 8], 8, 16, 0, GREEN)));
     assert_eq!(pixel(&decoder, 8, 8), [255, 0, 0]);
 }
+
+/// Hole 5: the graphics pipeline's persistent cache. A client with a persistent bitmap cache
+/// (mstsc by default, FreeRDP 3 with `/cache:persist`) offers the keys of tiles it kept on its
+/// own disk (RDPGFX Cache Import Offer); the target's Cache Import Reply gives them slots, and
+/// Cache To Surface then draws those tiles. The offer crosses the filter as it is, and the
+/// recorder, which has no such tiles, draws nothing for a Cache To Surface from an imported
+/// slot and says nothing (IronRDP's compositor returns on an empty slot): the client shows
+/// what the recording never has, and no gap is stated.
+#[test]
+fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
+    use ironrdp_egfx::pdu::{CacheEntryMetadata, CacheImportOfferPdu, CacheToSurfacePdu, Point};
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    // The client offers one tile of its persistent cache.
+    let offer = encode_vec(&GfxPdu::CacheImportOffer(CacheImportOfferPdu {
+        cache_entries: vec![CacheEntryMetadata { cache_key: 0x5EED_0000_0000_0001, bitmap_len: 64 * 64 * 4 }],
+    }))
+    .unwrap();
+    let dvc = [vec![0x30, gfx], offer.clone()].concat();
+    let up = encode_vec(&X224(SendDataRequest {
+        initiator_id: 1007,
+        channel_id: s.drdynvc,
+        user_data: Cow::Owned(svc(&dvc)),
+    }))
+    .unwrap();
+    assert_eq!(s.filter.from_client(&up).unwrap(), Verdict::Forward, "the offer was changed or refused");
+    s.decoder.observe_client(&up).unwrap();
+    // The target imports it into slot 1 and draws it at the top left of a new surface.
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let pdus: Vec<u8> = [
+        GfxPdu::CacheImportReply(CacheImportReplyPdu { cache_slots: vec![1] }),
+        GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: Vec::new() }),
+        GfxPdu::CreateSurface(CreateSurfacePdu {
+            surface_id: 3,
+            width: 320,
+            height: 240,
+            pixel_format: PixelFormat::XRgb,
+        }),
+        GfxPdu::MapSurfaceToOutput(MapSurfaceToOutputPdu { surface_id: 3, output_origin_x: 0, output_origin_y: 0 }),
+        GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 5 }),
+        GfxPdu::CacheToSurface(CacheToSurfacePdu {
+            cache_slot: 1,
+            surface_id: 3,
+            destination_points: vec![Point { x: 0, y: 0 }],
+        }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: 5 }),
+    ]
+    .iter()
+    .flat_map(|p| encode_vec(p).unwrap())
+    .collect();
+    let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
+    let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    let updates = s.decoder.observe_target(&down).expect("the recorder stated a gap");
+    assert!(!updates.contains(&Update::RefreshWanted), "{updates:?}");
+    assert!(!s.decoder.is_stopped());
+    // The client drew its 64x64 tile at (0, 0); the recording has the new surface's black there.
+    assert_eq!(pixel(&s.decoder, 8, 8), [0, 0, 0]);
+}
