@@ -157,6 +157,16 @@ impl GraphicsPipelineHandler for Passive {
             self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+
+    /// Slots the target fills from the client's persistent cache hold tiles from the client's
+    /// disk, which the decoder never has: every Cache To Surface from one is drawn by the client
+    /// alone (red team h-red17i). A reply that imports anything is a surface update the decoder
+    /// cannot draw.
+    fn on_cache_import_reply(&mut self, pdu: &ironrdp_egfx::pdu::CacheImportReplyPdu) {
+        if !pdu.cache_slots.is_empty() {
+            self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// An empty fast-path update PDU: it carries nothing, but makes the stage draw a pointer move.
