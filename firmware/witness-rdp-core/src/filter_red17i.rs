@@ -474,3 +474,54 @@ fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
     s.decoder.observe_target(&target_chunk(s.drdynvc, empty.len(), 3, &empty)).unwrap();
     assert!(!s.decoder.is_stopped());
 }
+
+/// Hole 6: H.264 frames. The filter tells the target, in the client's Caps Advertise, that the
+/// client takes no H.264, and the recorder has no H.264 decoder; but FreeRDP's client draws an
+/// AVC420 Wire To Surface 1 whatever was negotiated (`gdi_SurfaceCommand_AVC420` builds its
+/// H.264 context on the first one), and IronRDP's pipeline client without a decoder skips it
+/// with a debug line (`decode_avc420`: "No H.264 decoder configured, skipping AVC420 frame"),
+/// neither an error nor an unhandled PDU. A target that sends H.264 anyway shows the client
+/// whatever it likes; the recording keeps the old picture and states no gap.
+#[test]
+fn red17i_h264_frames_the_client_draws_are_skipped_in_silence() {
+    use ironrdp_egfx::pdu::{Codec1Type, WireToSurface1Pdu};
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    // RFX_AVC420_METABLOCK: one region (0, 0)-(64, 64) with its quant/quality, then the H.264
+    // stream (an IDR slice's bytes, as far as this test is concerned).
+    let mut avc = 1u32.to_le_bytes().to_vec();
+    for v in [0u16, 0, 64, 64] {
+        avc.extend(v.to_le_bytes());
+    }
+    avc.extend([22, 100]);
+    avc.extend([0, 0, 0, 1, 0x65, 0x88, 0x84, 0x00, 0x33, 0xFF]);
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let pdus: Vec<u8> = [
+        GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: Vec::new() }),
+        GfxPdu::CreateSurface(CreateSurfacePdu {
+            surface_id: 4,
+            width: 320,
+            height: 240,
+            pixel_format: PixelFormat::XRgb,
+        }),
+        GfxPdu::MapSurfaceToOutput(MapSurfaceToOutputPdu { surface_id: 4, output_origin_x: 0, output_origin_y: 0 }),
+        GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 9 }),
+        GfxPdu::WireToSurface1(WireToSurface1Pdu {
+            surface_id: 4,
+            codec_id: Codec1Type::Avc420,
+            pixel_format: PixelFormat::XRgb,
+            destination_rectangle: ExclusiveRectangle { left: 0, top: 0, right: 64, bottom: 64 },
+            bitmap_data: avc,
+        }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: 9 }),
+    ]
+    .iter()
+    .flat_map(|p| encode_vec(p).unwrap())
+    .collect();
+    let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
+    let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    let updates = s.decoder.observe_target(&down).expect("the recorder stated a gap");
+    assert!(!updates.contains(&Update::RefreshWanted), "{updates:?}");
+    assert!(!s.decoder.is_stopped(), "the recorder stopped on the h.264 frame");
+}
