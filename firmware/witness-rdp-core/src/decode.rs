@@ -9,7 +9,7 @@
 //! target-to-client fast-path PDU and every slow-path PDU on the I/O, message and `drdynvc`
 //! channels. Every response the stage would send is dropped. Decoded: raw bitmaps, interleaved RLE,
 //! RDP6 planar, RemoteFX surface commands and, through `drdynvc`, the graphics pipeline (EGFX
-//! planar, ClearCodec, progressive, RemoteFX; AVC420/444 frames are skipped: no H.264 decoder).
+//! planar, ClearCodec, progressive, RemoteFX; an AVC420/444 frame stops the decoder: no H.264 decoder).
 //! Not decoded: GDI drawing orders, NSCodec, compressed DVC data.
 
 use ironrdp_core::decode;
@@ -166,6 +166,18 @@ impl GraphicsPipelineHandler for Passive {
         if !pdu.cache_slots.is_empty() {
             self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+}
+
+/// Fails every H.264 frame. The box has no H.264 decoder, and IronRDP's pipeline client without
+/// one skips an AVC420 frame with a debug line, while FreeRDP draws it whatever was negotiated
+/// (red team h-red17i): with this one, each is a dropped surface update, which stops the decoder
+/// (and so ends the session) like any other the pipeline could not draw.
+struct NoH264;
+
+impl ironrdp_egfx::decode::H264Decoder for NoH264 {
+    fn decode(&mut self, _data: &[u8]) -> ironrdp_egfx::decode::DecoderResult<ironrdp_egfx::decode::DecodedFrame> {
+        Err(ironrdp_egfx::decode::DecoderError::msg("the box decodes no h.264"))
     }
 }
 
@@ -466,8 +478,10 @@ impl PassiveDecoder {
         let mut set = StaticChannelSet::new();
         for (name, &id) in self.client_channels.iter().zip(ids) {
             if *name == DrdynvcClient::NAME && self.drdynvc_channel_id.is_none() {
-                let gfx =
-                    GraphicsPipelineClient::new(Box::new(Passive { unhandled: self.gfx_unhandled.clone() }), None);
+                let gfx = GraphicsPipelineClient::new(
+                    Box::new(Passive { unhandled: self.gfx_unhandled.clone() }),
+                    Some(Box::new(NoH264)),
+                );
                 set.insert(DrdynvcClient::new().with_dynamic_channel(gfx));
                 set.attach_channel_id(TypeId::of::<DrdynvcClient>(), id);
                 self.drdynvc_channel_id = Some(id);

@@ -475,13 +475,15 @@ fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
     assert!(!s.decoder.is_stopped());
 }
 
-/// Hole 6: H.264 frames. The filter tells the target, in the client's Caps Advertise, that the
+/// Hole 6 (fixed in the decoder): H.264 frames. The filter tells the target, in the client's Caps Advertise, that the
 /// client takes no H.264, and the recorder has no H.264 decoder; but FreeRDP's client draws an
 /// AVC420 Wire To Surface 1 whatever was negotiated (`gdi_SurfaceCommand_AVC420` builds its
 /// H.264 context on the first one), and IronRDP's pipeline client without a decoder skips it
 /// with a debug line (`decode_avc420`: "No H.264 decoder configured, skipping AVC420 frame"),
-/// neither an error nor an unhandled PDU. A target that sends H.264 anyway shows the client
-/// whatever it likes; the recording keeps the old picture and states no gap.
+/// neither an error nor an unhandled PDU. A target that sent H.264 anyway showed the client
+/// whatever it liked; the recording kept the old picture and stated no gap. Now the decoder's
+/// pipeline client has an H.264 decoder that fails every frame: the frame is a dropped update,
+/// the decoder stops and the session ends with its reason.
 #[test]
 fn red17i_h264_frames_the_client_draws_are_skipped_in_silence() {
     use ironrdp_egfx::pdu::{Codec1Type, WireToSurface1Pdu};
@@ -521,7 +523,7 @@ fn red17i_h264_frames_the_client_draws_are_skipped_in_silence() {
     let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
     let down = target_chunk(s.drdynvc, message.len(), 3, &message);
     assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
-    let updates = s.decoder.observe_target(&down).expect("the recorder stated a gap");
-    assert!(!updates.contains(&Update::RefreshWanted), "{updates:?}");
-    assert!(!s.decoder.is_stopped(), "the recorder stopped on the h.264 frame");
+    let e = s.decoder.observe_target(&down).expect_err("the h.264 frame went unstated");
+    assert!(matches!(e, DecodeError::GraphicsPipeline), "{e}");
+    assert!(s.decoder.is_stopped());
 }
