@@ -9,7 +9,7 @@
 //! target-to-client fast-path PDU and every slow-path PDU on the I/O, message and `drdynvc`
 //! channels. Every response the stage would send is dropped. Decoded: raw bitmaps, interleaved RLE,
 //! RDP6 planar, RemoteFX surface commands and, through `drdynvc`, the graphics pipeline (EGFX
-//! planar, ClearCodec, progressive, RemoteFX; AVC420/444 frames are skipped: no H.264 decoder).
+//! planar, ClearCodec, progressive, RemoteFX; an AVC420/444 frame stops the decoder: no H.264 decoder).
 //! Not decoded: GDI drawing orders, NSCodec, compressed DVC data.
 
 use ironrdp_core::decode;
@@ -156,6 +156,28 @@ impl GraphicsPipelineHandler for Passive {
         if matches!(pdu, ironrdp_egfx::pdu::GfxPdu::WireToSurface1(_)) {
             self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
+    }
+
+    /// Slots the target fills from the client's persistent cache hold tiles from the client's
+    /// disk, which the decoder never has: every Cache To Surface from one is drawn by the client
+    /// alone (red team h-red17i). A reply that imports anything is a surface update the decoder
+    /// cannot draw.
+    fn on_cache_import_reply(&mut self, pdu: &ironrdp_egfx::pdu::CacheImportReplyPdu) {
+        if !pdu.cache_slots.is_empty() {
+            self.unhandled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// Fails every H.264 frame. The box has no H.264 decoder, and IronRDP's pipeline client without
+/// one skips an AVC420 frame with a debug line, while FreeRDP draws it whatever was negotiated
+/// (red team h-red17i): with this one, each is a dropped surface update, which stops the decoder
+/// (and so ends the session) like any other the pipeline could not draw.
+struct NoH264;
+
+impl ironrdp_egfx::decode::H264Decoder for NoH264 {
+    fn decode(&mut self, _data: &[u8]) -> ironrdp_egfx::decode::DecoderResult<ironrdp_egfx::decode::DecodedFrame> {
+        Err(ironrdp_egfx::decode::DecoderError::msg("the box decodes no h.264"))
     }
 }
 
@@ -414,6 +436,7 @@ impl PassiveDecoder {
 
     /// A fast-path PDU from the target, drawn; what of it the stage skipped is then a gap.
     fn fast_path(&mut self, frame: &[u8]) -> Result<Vec<Update>, DecodeError> {
+        self.audit.desktop = self.image.as_ref().map(|i| (i.width(), i.height()));
         let audit = self.audit.check(frame);
         let updates = self.process(Action::FastPath, frame)?;
         audit.map_err(DecodeError::Unrecorded)?;
@@ -455,8 +478,10 @@ impl PassiveDecoder {
         let mut set = StaticChannelSet::new();
         for (name, &id) in self.client_channels.iter().zip(ids) {
             if *name == DrdynvcClient::NAME && self.drdynvc_channel_id.is_none() {
-                let gfx =
-                    GraphicsPipelineClient::new(Box::new(Passive { unhandled: self.gfx_unhandled.clone() }), None);
+                let gfx = GraphicsPipelineClient::new(
+                    Box::new(Passive { unhandled: self.gfx_unhandled.clone() }),
+                    Some(Box::new(NoH264)),
+                );
                 set.insert(DrdynvcClient::new().with_dynamic_channel(gfx));
                 set.attach_channel_id(TypeId::of::<DrdynvcClient>(), id);
                 self.drdynvc_channel_id = Some(id);
@@ -533,7 +558,7 @@ impl PassiveDecoder {
             Phase::Deactivated if screen => {}
             _ => return Ok(updates),
         }
-        let audit = audit::slow_path(user_data);
+        let audit = audit::slow_path(user_data, self.image.as_ref().map(|i| (i.width(), i.height())));
         updates.extend(self.process(Action::X224, frame)?);
         audit.map_err(DecodeError::Unrecorded)?;
         Ok(updates)

@@ -666,6 +666,11 @@ const SEC_REDIRECTION_PKT: u16 = 0x0400;
 const CHANNEL_FLAG_FIRST: u32 = 0x1;
 const CHANNEL_FLAG_LAST: u32 = 0x2;
 const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+/// Flags of a server's chunk that FreeRDP's client channels skip whole (`drdynvc`, `cliprdr`,
+/// `rdpsnd`, `rdpdr`: `if ((dataFlags & CHANNEL_FLAG_SUSPEND) || (dataFlags &
+/// CHANNEL_FLAG_RESUME)) return CHANNEL_RC_OK;`), while IronRDP (the recorder) reads it as data.
+const CHANNEL_FLAG_SUSPEND: u32 = 0x20;
+const CHANNEL_FLAG_RESUME: u32 = 0x40;
 
 /// STATUS_UNSUCCESSFUL: how a client refuses a dynamic channel (mstsc and FreeRDP alike).
 const CREATION_FAILED: u32 = 0xC000_0001;
@@ -820,6 +825,12 @@ impl Filter {
         if Some(channel) == self.message_channel {
             let allowed = BasicSecurityHeaderFlags::AUTODETECT_REQ.union(BasicSecurityHeaderFlags::HEARTBEAT);
             return Ok(message_channel(&ind.user_data, allowed, TARGET_UNREADABLE));
+        }
+        // A chunk flagged suspend or resume is no data to FreeRDP and data to the filter and the
+        // recorder: a target could splice messages the client reads and the recording never
+        // sees (red team h-red17i). Dropped, so all three read the same messages.
+        if uint_at(&ind.user_data, 4, 4).is_some_and(|f| f & (CHANNEL_FLAG_SUSPEND | CHANNEL_FLAG_RESUME) != 0) {
+            return Ok(Verdict::Drop);
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
@@ -2889,3 +2900,7 @@ mod red17e;
 #[cfg(test)]
 #[path = "filter_red17g.rs"]
 mod red17g;
+
+#[cfg(test)]
+#[path = "filter_red17i.rs"]
+mod red17i;

@@ -3,7 +3,9 @@
 //! or misreads while a real client (FreeRDP, mstsc) draws it. Anything found is a gap the
 //! decoder states ([`super::DecodeError::Unrecorded`]), never a silent drop.
 
+use ironrdp_pdu::bitmap::{BitmapUpdateData, Compression};
 use ironrdp_pdu::fast_path::{FastPathUpdate, UpdateCode};
+use ironrdp_pdu::geometry::Rectangle as _;
 
 /// The most a fragmented fast-path update is reassembled to (FreeRDP's default
 /// MultifragMaxRequestSize is far below; a longer one is a gap, not memory).
@@ -33,6 +35,9 @@ struct Pending {
 #[derive(Debug, Default)]
 pub(crate) struct FastPathAudit {
     pending: Option<Pending>,
+    /// The desktop the stage draws on (width, height), once known: bitmap rectangles are
+    /// judged against it.
+    pub(crate) desktop: Option<(u16, u16)>,
 }
 
 impl FastPathAudit {
@@ -77,19 +82,25 @@ impl FastPathAudit {
                 self.pending = None;
                 Err("a bulk-compressed update")
             } else {
-                self.fragment(code, fragment, data)
+                self.fragment(code, fragment, data, self.desktop)
             };
             found = found.and(result);
         }
         found
     }
 
-    fn fragment(&mut self, code: u8, fragment: u8, data: &[u8]) -> Result<(), &'static str> {
+    fn fragment(
+        &mut self,
+        code: u8,
+        fragment: u8,
+        data: &[u8],
+        desktop: Option<(u16, u16)>,
+    ) -> Result<(), &'static str> {
         match fragment {
             FRAGMENT_SINGLE | FRAGMENT_FIRST => {
                 let unfinished = self.pending.take().is_some();
                 let found = if fragment == FRAGMENT_SINGLE {
-                    fast_path_update(code, data)
+                    fast_path_update(code, data, desktop)
                 } else {
                     self.pending = Some(Pending { code, data: data.to_vec() });
                     Ok(())
@@ -110,7 +121,7 @@ impl FastPathAudit {
                     return Ok(());
                 }
                 let whole = self.pending.take().map(|p| p.data).unwrap_or_default();
-                fast_path_update(code, &whole)
+                fast_path_update(code, &whole, desktop)
             }
         }
     }
@@ -124,7 +135,7 @@ fn u16_at(data: &[u8], at: usize) -> Option<u16> {
 
 /// One whole, uncompressed fast-path update. FreeRDP reads the bitmap and palette codes alike,
 /// by the body's own updateType, while the stage goes by the code: the two must agree.
-fn fast_path_update(code: u8, data: &[u8]) -> Result<(), &'static str> {
+fn fast_path_update(code: u8, data: &[u8], desktop: Option<(u16, u16)>) -> Result<(), &'static str> {
     const SYNCHRONIZE: u8 = 0x3;
     if code == SYNCHRONIZE {
         return Ok(());
@@ -154,6 +165,7 @@ fn fast_path_update(code: u8, data: &[u8]) -> Result<(), &'static str> {
     // What the stage's decoding rejects, it skips with a warning: the client may draw it.
     match FastPathUpdate::decode_with_code(data, update_code) {
         Ok(FastPathUpdate::SurfaceCommands(commands)) => surface_commands(&commands),
+        Ok(FastPathUpdate::Bitmap(bitmap)) => bitmap_rectangles(&bitmap, desktop),
         Ok(_) => Ok(()),
         Err(_) => Err("an update the decoder cannot read"),
     }
@@ -180,7 +192,20 @@ fn surface_commands(commands: &[ironrdp_pdu::surface_commands::SurfaceCommand<'_
         if let SurfaceCommand::SetSurfaceBits(bits) | SurfaceCommand::StreamSurfaceBits(bits) = command {
             let ext = &bits.extended_bitmap_data;
             match ext.codec_id {
-                CODEC_NONE if matches!(ext.bpp, 8 | 15 | 16 | 24 | 32) => {}
+                // Raw pixels: FreeRDP draws a bitmap of at least width x height pixels, clipped
+                // to the destination; the stage wants exactly the destination's pixels and drops
+                // any other under its once-only redraw request (red team h-red17i). Both draw the
+                // same only when the bitmap is the destination's size and its data its pixels.
+                CODEC_NONE if matches!(ext.bpp, 8 | 15 | 16 | 24 | 32) => {
+                    let d = &bits.destination;
+                    let (width, height) = (d.right.saturating_sub(d.left), d.bottom.saturating_sub(d.top));
+                    let pixels = usize::from(width) * usize::from(height);
+                    if (ext.width, ext.height) != (width, height)
+                        || ext.data.len() != pixels * usize::from(ext.bpp).div_ceil(8)
+                    {
+                        return Err("raw surface bits that are not their destination's pixels");
+                    }
+                }
                 CODEC_REMOTEFX => {}
                 _ => return Err("surface bits in a codec the decoder does not draw"),
             }
@@ -189,9 +214,47 @@ fn surface_commands(commands: &[ironrdp_pdu::surface_commands::SurfaceCommand<'_
     Ok(())
 }
 
+/// Whether the stage draws every rectangle of a bitmap update on `desktop`. IronRDP 0.13's stage
+/// drops a rectangle whose destination does not lie on the desktop or does not match its size
+/// (`DecodedImage::bitmap_destination`), an uncompressed one at a depth it does not draw or whose
+/// data is not exactly its rows (`require_bitmap_data_size`), and a compressed one at a depth its
+/// RLE decoder does not read, and asks for a redraw only for the first such drop of a session
+/// (`request_bitmap_recovery` is once-only): later drops were silent, while FreeRDP draws what of
+/// the rectangle falls on its desktop (red team h-red17i). Each is a gap here, every time. (A
+/// compressed stream that does not decode is still found only by the stage.)
+fn bitmap_rectangles(bitmap: &BitmapUpdateData<'_>, desktop: Option<(u16, u16)>) -> Result<(), &'static str> {
+    let Some((width, height)) = desktop else { return Ok(()) };
+    for r in &bitmap.rectangles {
+        let d = &r.rectangle;
+        let on_desktop = d.left <= d.right && d.top <= d.bottom && d.right < width && d.bottom < height;
+        if !on_desktop || r.width < d.width() || d.height() != r.height {
+            return Err("a bitmap rectangle off the desktop or not the size of its destination");
+        }
+        let bpp = usize::from(r.bits_per_pixel);
+        if r.compression_flags.contains(Compression::BITMAP_COMPRESSION) {
+            if !matches!(bpp, 8 | 15 | 16 | 24 | 32) {
+                return Err("a compressed bitmap at a depth the decoder does not read");
+            }
+            continue;
+        }
+        if !matches!(bpp, 8 | 15 | 16 | 24 | 32) {
+            return Err("an uncompressed bitmap at a depth the decoder does not draw");
+        }
+        let row = usize::from(r.width) * bpp.div_ceil(8);
+        let padded = (row + 3) & !3;
+        let rows = usize::from(r.height);
+        let whole =
+            if padded == row { r.bitmap_data.len() == row * rows } else { r.bitmap_data.len() >= padded * rows };
+        if !whole {
+            return Err("an uncompressed bitmap whose data is not its rows");
+        }
+    }
+    Ok(())
+}
+
 /// What of a slow-path message on the I/O channel (Share Control PDUs back to back) the stage
 /// would skip: drawing orders (it reads only windowing orders) and palettes it does not apply.
-pub(crate) fn slow_path(data: &[u8]) -> Result<(), &'static str> {
+pub(crate) fn slow_path(data: &[u8], desktop: Option<(u16, u16)>) -> Result<(), &'static str> {
     const PDUTYPE_DATAPDU: u16 = 0x7;
     const PDUTYPE2_UPDATE: u8 = 0x02;
     const PACKET_COMPRESSED: u8 = 0x20;
@@ -212,7 +275,13 @@ pub(crate) fn slow_path(data: &[u8]) -> Result<(), &'static str> {
         match u16_at(update, 0) {
             Some(UPDATETYPE_ORDERS) => return Err("drawing orders"),
             Some(UPDATETYPE_PALETTE) => palette(update)?,
-            Some(UPDATETYPE_BITMAP | UPDATETYPE_SYNCHRONIZE) => {}
+            // One the stage cannot decode fails it: an error, already a gap.
+            Some(UPDATETYPE_BITMAP) => {
+                if let Ok(bitmap) = ironrdp_core::decode::<BitmapUpdateData<'_>>(update) {
+                    bitmap_rectangles(&bitmap, desktop)?;
+                }
+            }
+            Some(UPDATETYPE_SYNCHRONIZE) => {}
             // The stage fails on anything else: an error, already a gap.
             _ => {}
         }
@@ -296,6 +365,8 @@ mod tests {
         nscodec.extend([0; 4]);
         let mut raw = nscodec.clone();
         raw[13] = 0;
+        // Raw pixels are drawn alike only into a destination of the bitmap's size: 1x1 at (0, 0).
+        raw[6..10].copy_from_slice(&[1, 0, 1, 0]);
         for (frame, what) in [
             (fast(&[(0x00, &[1, 0])]), "drawing orders"),
             (fast(&[(0x07, &[])]), "an update of an unknown type"),
@@ -337,6 +408,10 @@ mod tests {
 
     /// The slow path's share: drawing orders and palettes the stage ignores; bitmaps,
     /// synchronize and whole palettes pass.
+    fn slow_path_any(data: &[u8]) -> Result<(), &'static str> {
+        slow_path(data, None)
+    }
+
     #[test]
     fn slow_path_updates_the_stage_skips_are_found() {
         let share = |update: &[u8]| {
@@ -348,13 +423,29 @@ mod tests {
             pdu.extend(update);
             pdu
         };
-        assert_eq!(slow_path(&share(&[0, 0, 0, 0, 1, 0])), Err("drawing orders"));
-        assert_eq!(slow_path(&share(&palette(16))), Err("a palette the decoder does not apply"));
-        assert_eq!(slow_path(&[share(&[3, 0]), share(&[0, 0, 0, 0])].concat()), Err("drawing orders"));
-        assert_eq!(slow_path(&[share(&bitmap()), share(&palette(256)), share(&[3, 0])].concat()), Ok(()));
+        assert_eq!(slow_path_any(&share(&[0, 0, 0, 0, 1, 0])), Err("drawing orders"));
+        assert_eq!(slow_path_any(&share(&palette(16))), Err("a palette the decoder does not apply"));
+        assert_eq!(slow_path_any(&[share(&[3, 0]), share(&[0, 0, 0, 0])].concat()), Err("drawing orders"));
+        assert_eq!(slow_path_any(&[share(&bitmap()), share(&palette(256)), share(&[3, 0])].concat()), Ok(()));
+        // On a known desktop every rectangle is judged as the stage draws it (red team
+        // h-red17i): one past the desktop's edge is found, one on it passes.
+        let mut off = bitmap();
+        off[4..6].copy_from_slice(&400u16.to_le_bytes());
+        off[8..10].copy_from_slice(&400u16.to_le_bytes());
+        assert_eq!(slow_path(&share(&bitmap()), Some((320, 240))), Ok(()));
+        assert_eq!(
+            slow_path(&share(&off), Some((320, 240))),
+            Err("a bitmap rectangle off the desktop or not the size of its destination")
+        );
+        assert_eq!(check(&fast(&[(0x01, &off)])), Ok(()), "without a desktop nothing is judged");
+        let mut audit = FastPathAudit { desktop: Some((320, 240)), ..FastPathAudit::default() };
+        assert_eq!(
+            audit.check(&fast(&[(0x01, &off)])),
+            Err("a bitmap rectangle off the desktop or not the size of its destination")
+        );
         // Compressed: the stage fails on it (no decompressor), which is a gap already.
         let mut compressed = share(&[0, 0]);
         compressed[15] = 0x20;
-        assert_eq!(slow_path(&compressed), Ok(()));
+        assert_eq!(slow_path_any(&compressed), Ok(()));
     }
 }
