@@ -45,3 +45,42 @@ fn red19_a_cli_evidence_export_shows_to_the_user_as_their_own_doing() {
     assert_eq!(row["kind"], "evidence_exported", "{page}");
     assert_ne!(row["actor"], "alice", "the audit page names alice as the exporter: {row}");
 }
+
+/// The archives waiting in the box's bundle folder, and their bytes.
+fn waiting_bundles(b: &Box) -> (usize, u64) {
+    let place = b.data().join("evidence-downloads");
+    let tars: Vec<u64> = std::fs::read_dir(&place)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().extension().is_some_and(|x| x == "tar"))
+                .map(|e| e.metadata().unwrap().len())
+                .collect()
+        })
+        .unwrap_or_default();
+    (tars.len(), tars.iter().sum())
+}
+
+/// An auditor asks for the same session's evidence bundle again and again (a script, or the
+/// button clicked in a loop): each is a full copy of every recording of the session, kept on the
+/// box's data partition for an hour although only the login that made it can ever fetch it. The
+/// box's disk is the recordings' disk: an auditor filling it makes the box refuse sessions.
+#[test]
+fn red19_evidence_bundles_made_again_and_again_fill_the_boxs_disk() {
+    let (_sshd, b, session) = box_with_a_session("quokkaword");
+    let mut audrey = Web::new(&b);
+    assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
+    let mut made = Vec::new();
+    for _ in 0..12 {
+        let r = audrey.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        made.push(r.json());
+    }
+    let one = made[0]["bytes"].as_u64().unwrap();
+    let (count, bytes) = waiting_bundles(&b);
+    // HOLE (open): every one of them waits on the box.
+    assert_eq!(count, 12, "bundles waiting: {count}");
+    assert!(bytes >= 12 * one, "{bytes} bytes waiting for {count} bundles of {one}");
+    // The newest is the one the page offers, and it downloads.
+    let last = made.last().unwrap()["url"].as_str().unwrap().to_owned();
+    assert_eq!(audrey.get(&last).status, 200);
+}
