@@ -63,7 +63,8 @@ fn waiting_bundles(b: &Box) -> (usize, u64) {
 /// An auditor asks for the same session's evidence bundle again and again (a script, or the
 /// button clicked in a loop): each is a full copy of every recording of the session, kept on the
 /// box's data partition for an hour although only the login that made it can ever fetch it. The
-/// box's disk is the recordings' disk: an auditor filling it makes the box refuse sessions.
+/// box's disk is the recordings' disk: an auditor filling it makes the box refuse sessions. Now
+/// at most three of one person's bundles wait; making more drops their oldest.
 #[test]
 fn red19_evidence_bundles_made_again_and_again_fill_the_boxs_disk() {
     let (_sshd, b, session) = box_with_a_session("quokkaword");
@@ -76,11 +77,31 @@ fn red19_evidence_bundles_made_again_and_again_fill_the_boxs_disk() {
         made.push(r.json());
     }
     let one = made[0]["bytes"].as_u64().unwrap();
-    let (count, bytes) = waiting_bundles(&b);
-    // HOLE (open): every one of them waits on the box.
-    assert_eq!(count, 12, "bundles waiting: {count}");
-    assert!(bytes >= 12 * one, "{bytes} bytes waiting for {count} bundles of {one}");
+    // At most three of one person's bundles wait; the older ones are gone, on disk and to the
+    // login that made them.
+    let (count, bytes) = eventually(10, "the older bundles are dropped", || {
+        let (count, bytes) = waiting_bundles(&b);
+        (count <= 3).then_some((count, bytes))
+    });
+    assert!(bytes <= 3 * one, "{bytes} bytes waiting for {count} bundles of {one}");
+    assert_eq!(audrey.get(made[0]["url"].as_str().unwrap()).status, 404, "the oldest is gone");
+    // Logging in again does not start another three.
+    let mut again = Web::new(&b);
+    assert_eq!(again.login("audrey", "audrey-passwd").status, 200);
+    for _ in 0..4 {
+        let r = again.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    eventually(10, "still three bundles of audrey's at most", || (waiting_bundles(&b).0 <= 3).then_some(()));
+    // Another person's bundles are their own three: audrey's making does not take adam's away.
+    let mut adam = Web::new(&b);
+    assert_eq!(adam.login("adam", "adam-passwd").status, 200);
+    let adams = adam.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]).json();
+    let r = again.req("POST", &format!("/api/v1/sessions/{session}/evidence"), Some("{}"), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    made.push(r.json());
+    assert_eq!(adam.get(adams["url"].as_str().unwrap()).status, 200);
     // The newest is the one the page offers, and it downloads.
     let last = made.last().unwrap()["url"].as_str().unwrap().to_owned();
-    assert_eq!(audrey.get(&last).status, 200);
+    assert_eq!(again.get(&last).status, 200);
 }

@@ -75,8 +75,14 @@ impl State {
     }
 }
 
-/// A made evidence bundle: the login that made it, the session, the archive's name.
-pub type MadeBundle = (String, String, String);
+/// A made evidence bundle: the login that made it, the session, the archive's name, the person
+/// (account) who made it and when (a count: the order bundles were made in).
+pub type MadeBundle = (String, String, String, String, u64);
+
+/// At most this many of one person's evidence bundles wait on the box for their download: each
+/// is a full copy of a session's recordings on the recordings' own disk, so making more drops
+/// their oldest (made again, it is the same evidence).
+pub const BUNDLES_PER_PERSON: usize = 3;
 
 pub fn now() -> u64 {
     witness_core::clock::unix_secs() as u64
@@ -478,11 +484,25 @@ async fn make_evidence(
         Some(&id),
         json!({ "bundle": made.id, "bytes": made.bytes, "sha256": made.sha256, "web_session": auth.0.id }),
     );
-    state
-        .bundles
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(made.id.clone(), (auth.0.id.clone(), id, made.file_name.clone()));
+    let dropped = {
+        let mut bundles = state.bundles.lock().unwrap_or_else(|p| p.into_inner());
+        let order = bundles.values().map(|b| b.4 + 1).max().unwrap_or(0);
+        bundles.insert(made.id.clone(), (auth.0.id.clone(), id, made.file_name.clone(), auth.0.user.clone(), order));
+        let mut own: Vec<(u64, String)> =
+            bundles.iter().filter(|(_, b)| b.3 == auth.0.user).map(|(k, b)| (b.4, k.clone())).collect();
+        own.sort();
+        let extra = own.len().saturating_sub(BUNDLES_PER_PERSON);
+        let dropped: Vec<String> = own.into_iter().take(extra).map(|(_, k)| k).collect();
+        for k in &dropped {
+            bundles.remove(k);
+        }
+        dropped
+    };
+    if !dropped.is_empty() {
+        let console = state.console.clone();
+        // File work: off the async threads.
+        tokio::task::spawn_blocking(move || dropped.iter().for_each(|b| console.drop_evidence(b)));
+    }
     let url = format!("/api/v1/evidence/{}", made.id);
     Json(json!({ "id": made.id, "bytes": made.bytes, "sha256": made.sha256, "file_name": made.file_name, "url": url }))
         .into_response()
@@ -495,7 +515,7 @@ async fn evidence_download(
     Path(id): Path<String>,
 ) -> Response {
     let known = state.bundles.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-    let Some((login, session_id, file_name)) = known.filter(|(login, _, _)| *login == auth.0.id) else {
+    let Some((login, session_id, file_name, _, _)) = known.filter(|(login, ..)| *login == auth.0.id) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
     let console = state.console.clone();

@@ -442,6 +442,9 @@ pub trait Console: Send + Sync + 'static {
     /// Makes a session's evidence bundle as one archive (file and disk work: run off the async
     /// threads).
     fn evidence(&self, session_id: &str) -> Result<EvidenceBundle, ConsoleError>;
+    /// Removes a bundle made by [`Console::evidence`] before its time (its maker made newer
+    /// ones); a bundle already gone is no error.
+    fn drop_evidence(&self, bundle_id: &str);
     /// A bundle made by [`Console::evidence`], to stream, and its length.
     fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
