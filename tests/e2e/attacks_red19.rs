@@ -105,3 +105,79 @@ fn red19_evidence_bundles_made_again_and_again_fill_the_boxs_disk() {
     let last = made.last().unwrap()["url"].as_str().unwrap().to_owned();
     assert_eq!(again.get(&last).status, 200);
 }
+
+/// The box's resident size now (`VmRSS`) and its threads.
+fn rss_and_threads(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:") / 1024, field("Threads:"))
+}
+
+/// Readers that never read: an auditor opens many plays of a long recording from a few
+/// addresses and reads one byte a second. Each request holds what was made ahead of its reader
+/// and the threads making it, for as long as the reader lingers.
+#[test]
+fn red19_slow_readers_of_a_long_recording_hold_the_boxs_memory() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    let out = b
+        .ssh("alice@web01")
+        .arg("head -c 30000000 /dev/urandom | base64 -w 120; echo long-ends-here")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = eventually(300, "the recording to finish", || {
+        let r = b.recordings().last()?.clone();
+        (r["status"] != "recording" && r["status"] != "processing").then_some(r)
+    });
+    let id = rec["id"].as_str().unwrap().to_owned();
+    eventually(600, "the recording's text is indexed", || b.log().contains("recording text").then_some(()));
+    let sources = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let mut logins = Vec::new();
+    for s in sources {
+        let mut w = Web::from(&b, s);
+        assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+        // The length is counted once, before the readers come.
+        assert_eq!(w.req("GET", &format!("/api/v1/recordings/{id}/content"), None, &["Range: bytes=0-9"]).status, 206);
+        logins.push((s, w));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (rss0, threads0) = rss_and_threads(b.pid());
+    std::fs::write(format!("/proc/{}/clear_refs", b.pid()), "5").unwrap();
+    let mut readers = Vec::new();
+    for (s, w) in &logins {
+        for _ in 0..60 {
+            readers.push(
+                std::process::Command::new("curl")
+                    .args(["-sk", "--limit-rate", "1", "--max-time", "120", "-o", "/dev/null", "--interface", s, "-b"])
+                    .arg(w.jar.path())
+                    .arg(format!("{}/api/v1/recordings/{id}/content", w.base))
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            );
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let (rss1, threads1) = rss_and_threads(b.pid());
+    let peak = peak_rss_mib(b.pid());
+    for mut r in readers {
+        let _ = r.kill();
+        let _ = r.wait();
+    }
+    eprintln!(
+        "{} slow readers: box RSS {rss0} -> {rss1} MiB (peak {peak}), threads {threads0} -> {threads1}",
+        sources.len() * 60
+    );
+    // HOLE (open): every lingering reader costs the box.
+    assert!(rss1 > rss0 + 50, "RSS {rss0} -> {rss1} MiB");
+}
