@@ -3,7 +3,7 @@
 //! `admin` also watches live and terminates. Unknown or foreign ids answer 404 alike.
 
 use crate::LoginRefusal;
-use crate::auth::{self, Sessions, Viewings, WebSession};
+use crate::auth::{self, Sessions, StreamSlot, Streams, Viewings, WebSession};
 use crate::{
     AuditQuery, Chunks, Console, ConsoleError, Download, Part, Role, SessionDetail, SessionQuery, assets, live,
 };
@@ -32,6 +32,8 @@ pub struct State {
     pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, MadeBundle>>>,
     pub sessions: Arc<Sessions>,
     pub viewings: Arc<Viewings>,
+    /// Content streams open now, bounded.
+    pub streams: Arc<Streams>,
     /// What each finished recording's download is (length, SHA-256), with the row's state it
     /// was worked out for: made once per recording, not at every page view.
     pub downloads: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Download)>>>,
@@ -49,6 +51,7 @@ impl State {
             bundles: Default::default(),
             sessions: Default::default(),
             viewings: Default::default(),
+            streams: Default::default(),
             downloads: Default::default(),
             box_name,
             time_zone: box_time_zone(),
@@ -126,6 +129,17 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { (StatusCode::NOT_FOUND, assets::page().await).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// A place for one more content stream of this login's person, or the refusal: the box serves
+/// a bounded number at once (readers that never read cannot take its memory).
+fn stream_slot(state: &State, who: &WebSession) -> Result<StreamSlot, Response> {
+    state.streams.enter(&who.user).ok_or_else(|| {
+        warn!(user = %who.user, "a content stream refused: too many open");
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many recordings being read at once; try again shortly");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        r
+    })
 }
 
 pub fn error(status: StatusCode, message: &str) -> Response {
@@ -518,6 +532,10 @@ async fn evidence_download(
     let Some((login, session_id, file_name, _, _)) = known.filter(|(login, ..)| *login == auth.0.id) else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let console = state.console.clone();
     let bid = id.clone();
     let (file, len) = match tokio::task::spawn_blocking(move || console.evidence_file(&bid)).await {
@@ -543,7 +561,7 @@ async fn evidence_download(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let v = format!("attachment; filename=\"{}.tar\"", file_name.replace(['"', '\\'], "_"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
-    (StatusCode::OK, h, stream(chunks)).into_response()
+    (StatusCode::OK, h, stream(chunks, slot)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -712,6 +730,11 @@ async fn content(
         Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => return console_error(e),
     };
+    // Taken before the recording is opened: the threads making it count too.
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
     let console = state.console.clone();
     let rid = id.clone();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -757,7 +780,7 @@ async fn content(
             return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
         }
     };
-    (status, h, stream(content.chunks)).into_response()
+    (status, h, stream(content.chunks, slot)).into_response()
 }
 
 const STILL_RUNNING: &str =
@@ -893,19 +916,31 @@ async fn health(axum::extract::State(state): axum::extract::State<State>, auth: 
     }
 }
 
+/// How long a reader may leave a made chunk untaken before its response is ended (its stream's
+/// place is then given back).
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A response body made as the client reads it: the chunks are made on a blocking thread, two
-/// at most ahead of the client, and no more once it has gone.
-fn stream(chunks: Chunks) -> Body {
+/// at most ahead of the client, and no more once it has gone or has taken nothing for
+/// [`STALL`]. The stream holds its `slot` until then.
+fn stream(chunks: Chunks, slot: StreamSlot) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         for chunk in chunks {
             let chunk = chunk.map_err(|e| {
                 warn!(error = %e, "a recording could not be served to its end");
                 std::io::Error::other(e.to_string())
             });
             let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                break;
+            match runtime.block_on(tokio::time::timeout(STALL, tx.send(chunk))) {
+                Ok(Ok(())) if !failed => {}
+                Ok(_) => break,
+                Err(_) => {
+                    info!("a content stream ended: its reader took nothing for {} s", STALL.as_secs());
+                    break;
+                }
             }
         }
     });
