@@ -133,12 +133,12 @@ pub fn router(state: State) -> Router {
 
 /// A place for one more content stream of this login's person, or the refusal: the box serves
 /// a bounded number at once (readers that never read cannot take its memory).
-fn stream_slot(state: &State, who: &WebSession) -> Result<StreamSlot, Response> {
+fn stream_slot(state: &State, who: &WebSession) -> Result<StreamSlot, Box<Response>> {
     state.streams.enter(&who.user).ok_or_else(|| {
         warn!(user = %who.user, "a content stream refused: too many open");
         let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many recordings being read at once; try again shortly");
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        r
+        Box::new(r)
     })
 }
 
@@ -534,7 +534,7 @@ async fn evidence_download(
     };
     let slot = match stream_slot(&state, &auth.0) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let console = state.console.clone();
     let bid = id.clone();
@@ -733,7 +733,7 @@ async fn content(
     // Taken before the recording is opened: the threads making it count too.
     let slot = match stream_slot(&state, &auth.0) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let console = state.console.clone();
     let rid = id.clone();
