@@ -193,3 +193,120 @@ fn red19_slow_readers_of_a_long_recording_hold_the_boxs_memory() {
             .then_some(())
     });
 }
+
+/// A box with auditor audrey and one long recording of alice's (~40 MB of output), finished
+/// and indexed: its id.
+fn box_with_a_long_recording() -> (Sshd, Box, String, String) {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.serve();
+    let out = b
+        .ssh("alice@web01")
+        .arg("head -c 30000000 /dev/urandom | base64 -w 120; echo long-ends-here")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = eventually(300, "the recording to finish", || {
+        let r = b.recordings().last()?.clone();
+        (r["status"] != "recording" && r["status"] != "processing").then_some(r)
+    });
+    eventually(600, "the recording's text is indexed", || b.log().contains("recording text").then_some(()));
+    let (id, session) = (rec["id"].as_str().unwrap().to_owned(), rec["session_id"].as_str().unwrap().to_owned());
+    (sshd, b, id, session)
+}
+
+/// `n` requests at once from `w`'s login, each a curl; their HTTP statuses.
+fn at_once(w: &Web, method: &str, path: &str, n: usize) -> Vec<std::process::Child> {
+    (0..n)
+        .map(|_| {
+            let mut c = std::process::Command::new("curl");
+            c.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "300", "-X", method, "-b"])
+                .arg(w.jar.path());
+            if method == "POST" {
+                c.args(["-H", "content-type: application/json", "--data-binary", "{}", "-H"])
+                    .arg(format!("x-csrf-token: {}", w.csrf.as_deref().unwrap()));
+            }
+            c.arg(format!("{}{path}", w.base)).stdout(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect()
+}
+
+/// What the content streams' bound does not cover: a new recording's download figures (length
+/// and SHA-256, worked out by reading it whole, once per recording — but by every request that
+/// comes before the first is done), and evidence bundles made at once (each a full copy of the
+/// session before the oldest are dropped).
+#[test]
+fn red19_parallel_figures_and_bundles_go_around_the_stream_bound() {
+    let (_sshd, b, id, session) = box_with_a_long_recording();
+    let mut w = Web::new(&b);
+    assert_eq!(w.login("audrey", "audrey-passwd").status, 200);
+    let (rss0, threads0) = rss_and_threads(b.pid());
+    std::fs::write(format!("/proc/{}/clear_refs", b.pid()), "5").unwrap();
+    let max_threads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (max_threads, stop, pid) = (max_threads.clone(), stop.clone(), b.pid());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                max_threads.fetch_max(rss_and_threads(pid).1, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        })
+    };
+    let figures: Vec<String> = at_once(&w, "GET", &format!("/api/v1/recordings/{id}/download"), 100)
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let peak = peak_rss_mib(b.pid());
+    let threads = max_threads.load(std::sync::atomic::Ordering::Relaxed);
+    let read_whole = b.log().matches("download figures worked out").count();
+    eprintln!(
+        "100 download-figure requests at once: peak RSS {rss0} -> {peak} MiB, threads {threads0} -> {threads}, \
+         read whole {read_whole} times; statuses {:?}",
+        figures.iter().fold(std::collections::BTreeMap::<&str, usize>::new(), |mut m, s| {
+            *m.entry(s.as_str()).or_default() += 1;
+            m
+        })
+    );
+
+    // Evidence bundles made at once: the copies on disk at the peak.
+    let peak_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (peak_bytes, stop, place) = (peak_bytes.clone(), stop.clone(), b.data().join("evidence-downloads"));
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = std::process::Command::new("du").args(["-sb"]).arg(&place).output();
+                let bytes = out
+                    .ok()
+                    .and_then(|o| String::from_utf8_lossy(&o.stdout).split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0);
+                peak_bytes.fetch_max(bytes, std::sync::atomic::Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+    };
+    let made: Vec<String> = at_once(&w, "POST", &format!("/api/v1/sessions/{session}/evidence"), 8)
+        .into_iter()
+        .map(|c| String::from_utf8_lossy(&c.wait_with_output().unwrap().stdout).into_owned())
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().unwrap();
+    let one = eventually(10, "a bundle's size", || {
+        std::fs::read_dir(b.data().join("evidence-downloads"))
+            .ok()?
+            .flatten()
+            .find(|e| e.path().extension().is_some_and(|x| x == "tar"))
+            .map(|e| e.metadata().unwrap().len())
+    });
+    let peak_bytes = peak_bytes.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("8 evidence bundles made at once: {made:?}; peak {peak_bytes} bytes on disk, one is {one}");
+    // HOLE (open): every request reads the recording whole, each with its threads; every bundle
+    // is copied at once.
+    assert!(read_whole > 10, "read whole {read_whole} times");
+    assert!(peak_bytes > 4 * one, "peak {peak_bytes} bytes, one bundle {one}");
+}
