@@ -34,6 +34,12 @@ pub struct State {
     pub viewings: Arc<Viewings>,
     /// Content streams open now, bounded.
     pub streams: Arc<Streams>,
+    /// Recordings whose download figures are being worked out now: a request that comes
+    /// meanwhile waits for them instead of reading the recording whole again.
+    pub figuring: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// People with an evidence bundle being made now (one at a time each: every bundle is a
+    /// full copy of a session's recordings).
+    pub making: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// What each finished recording's download is (length, SHA-256), with the row's state it
     /// was worked out for: made once per recording, not at every page view.
     pub downloads: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Download)>>>,
@@ -52,6 +58,8 @@ impl State {
             sessions: Default::default(),
             viewings: Default::default(),
             streams: Default::default(),
+            figuring: Default::default(),
+            making: Default::default(),
             downloads: Default::default(),
             box_name,
             time_zone: box_time_zone(),
@@ -485,9 +493,20 @@ async fn make_evidence(
     if !valid_id(&id) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
+    // One bundle at a time per person, held until the making ends (even if this request is
+    // gone): bundles made at once were each a full copy on the box's disk before any was dropped.
+    if !state.making.lock().unwrap_or_else(|p| p.into_inner()).insert(auth.0.user.clone()) {
+        return error(StatusCode::CONFLICT, "an evidence bundle of yours is being made; wait for it");
+    }
+    let making = Making(state.making.clone(), auth.0.user.clone());
     let console = state.console.clone();
     let sid = id.clone();
-    let made = match tokio::task::spawn_blocking(move || console.evidence(&sid)).await {
+    let made = match tokio::task::spawn_blocking(move || {
+        let _making = making;
+        console.evidence(&sid)
+    })
+    .await
+    {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return console_error(e),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
@@ -520,6 +539,15 @@ async fn make_evidence(
     let url = format!("/api/v1/evidence/{}", made.id);
     Json(json!({ "id": made.id, "bytes": made.bytes, "sha256": made.sha256, "file_name": made.file_name, "url": url }))
         .into_response()
+}
+
+/// A person's evidence bundle being made; the person may make another once it is dropped.
+struct Making(Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
 }
 
 /// A made bundle, to the login that made it.
@@ -812,10 +840,16 @@ async fn download_facts(
     let sealed = sealed_file(&row);
     let stamp =
         sealed.clone().unwrap_or_else(|| format!("{}|{}|{:?}|{}", row.status, row.bytes, row.sha256, row.recovered));
-    if let Some((s, d)) = state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
-        && *s == stamp
-    {
-        return Json(d.clone()).into_response();
+    let known =
+        || state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id).filter(|(s, _)| *s == stamp).cloned();
+    if let Some((_, d)) = known() {
+        return Json(d).into_response();
+    }
+    // One request at a time works a recording's figures out; the others wait and take them.
+    let turn = state.figuring.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
+    let _turn = turn.lock().await;
+    if let Some((_, d)) = known() {
+        return Json(d).into_response();
     }
     if let Some(of) = &sealed {
         match state.console.download_figures(&id, of) {
@@ -827,10 +861,16 @@ async fn download_facts(
             Err(e) => return console_error(e),
         }
     }
+    // Reading a recording whole is a content stream's work: it takes a place among them.
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let console = state.console.clone();
     let rid = id.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<Download, ConsoleError> {
         use sha2::Digest;
+        let _slot = slot;
         let content = console.recording_content(&rid, None)?;
         let (mut hash, mut bytes) = (sha2::Sha256::new(), 0u64);
         for chunk in content.chunks {
@@ -855,6 +895,12 @@ async fn download_facts(
         Ok(d)
     })
     .await;
+    {
+        let mut figuring = state.figuring.lock().unwrap_or_else(|p| p.into_inner());
+        if figuring.get(&id).is_some_and(|t| Arc::ptr_eq(t, &turn)) {
+            figuring.remove(&id);
+        }
+    }
     match made {
         Ok(Ok(d)) => {
             state.downloads.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (stamp, d.clone()));
