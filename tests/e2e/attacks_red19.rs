@@ -316,3 +316,68 @@ fn red19_parallel_figures_and_bundles_go_around_the_stream_bound() {
     assert!(made.iter().any(|s| s == "200") && made.iter().any(|s| s == "409"), "{made:?}");
     assert!(peak_bytes <= 5 * one, "peak {peak_bytes} bytes, one bundle {one}");
 }
+
+/// Admins' live views that never read: a running session that printed a few megabytes, watched
+/// by 60 streams that read a byte a second. Each stream's catch-up (everything printed so far)
+/// and its queued events wait in the box for a reader that never comes.
+#[test]
+fn red19_live_viewers_that_never_read_hold_the_boxs_memory() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "adam", "--password-stdin", "--role", "admin"], Some("adam-passwd\n"));
+    b.serve();
+    let mut ssh = b
+        .ssh("alice@web01")
+        .args(["-tt"])
+        .arg("head -c 2500000 /dev/urandom | base64 -w 120; echo busy-done; sleep 200")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rec = b.live_recording(&mut ssh);
+    let session = rec["session_id"].as_str().unwrap().to_owned();
+    let mut adam = Web::new(&b);
+    assert_eq!(adam.login("adam", "adam-passwd").status, 200);
+    // The output is all written before the viewers come.
+    let probe = tempfile::NamedTempFile::new().unwrap();
+    let mut first = std::process::Command::new("curl")
+        .args(["-skN", "--max-time", "60", "-b"])
+        .arg(adam.jar.path())
+        .arg(format!("{}/api/v1/sessions/{session}/live", adam.base))
+        .stdout(probe.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    eventually(60, "the live view shows all the output", || {
+        std::fs::read_to_string(probe.path()).unwrap_or_default().contains("busy-done").then_some(())
+    });
+    let _ = first.kill();
+    let _ = first.wait();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (rss0, threads0) = rss_and_threads(b.pid());
+    std::fs::write(format!("/proc/{}/clear_refs", b.pid()), "5").unwrap();
+    let mut viewers: Vec<std::process::Child> = (0..60)
+        .map(|_| {
+            std::process::Command::new("curl")
+                .args(["-skN", "--limit-rate", "1", "--max-time", "120", "-o", "/dev/null", "-b"])
+                .arg(adam.jar.path())
+                .arg(format!("{}/api/v1/sessions/{session}/live", adam.base))
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_secs(20));
+    let (rss1, threads1) = rss_and_threads(b.pid());
+    let peak = peak_rss_mib(b.pid());
+    let refused = viewers.iter_mut().map(|v| v.try_wait().unwrap().is_some()).filter(|d| *d).count();
+    for mut v in viewers {
+        let _ = v.kill();
+        let _ = v.wait();
+    }
+    let _ = ssh.kill();
+    eprintln!(
+        "60 live viewers that never read: RSS {rss0} -> {rss1} MiB (peak {peak}), threads {threads0} -> {threads1}, {refused} refused"
+    );
+    // HOLE (open): each lingering viewer costs the box its catch-up.
+    assert!(peak > rss0 + 100, "peak RSS {rss0} -> {peak} MiB");
+}
