@@ -34,6 +34,8 @@ pub struct State {
     pub viewings: Arc<Viewings>,
     /// Content streams open now, bounded.
     pub streams: Arc<Streams>,
+    /// Live views open now, bounded on their own.
+    pub live_views: Arc<Streams>,
     /// Recordings whose download figures are being worked out now: a request that comes
     /// meanwhile waits for them instead of reading the recording whole again.
     pub figuring: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
@@ -58,6 +60,7 @@ impl State {
             sessions: Default::default(),
             viewings: Default::default(),
             streams: Default::default(),
+            live_views: Arc::new(Streams::new(auth::LIVE_PER_PERSON, auth::LIVE_TOTAL)),
             figuring: Default::default(),
             making: Default::default(),
             downloads: Default::default(),
@@ -964,7 +967,7 @@ async fn health(axum::extract::State(state): axum::extract::State<State>, auth: 
 
 /// How long a reader may leave a made chunk untaken before its response is ended (its stream's
 /// place is then given back).
-const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A response body made as the client reads it: the chunks are made on a blocking thread, two
 /// at most ahead of the client, and no more once it has gone or has taken nothing for

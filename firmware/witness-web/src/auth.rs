@@ -110,13 +110,26 @@ impl Viewings {
 pub const STREAMS_TOTAL: usize = 48;
 /// And for one person (every login of one account): more than a player's parallel ranges.
 pub const STREAMS_PER_PERSON: usize = 24;
+/// Live views open at once for the whole box, and for one person: each holds its catch-up (up
+/// to a few MiB of what the session printed) while its reader lingers.
+pub const LIVE_TOTAL: usize = 16;
+pub const LIVE_PER_PERSON: usize = 4;
 
 /// The content streams open now. Each holds what is made ahead of its reader and the threads
 /// making it for as long as its reader lingers, so their number is bounded: the box's memory
 /// does not grow with readers that never read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Streams {
     open: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    per_person: usize,
+    total: usize,
+}
+
+impl Default for Streams {
+    /// Content streams' limits.
+    fn default() -> Self {
+        Self::new(STREAMS_PER_PERSON, STREAMS_TOTAL)
+    }
 }
 
 /// One open content stream; the place is given back when it is dropped.
@@ -127,13 +140,17 @@ pub struct StreamSlot {
 }
 
 impl Streams {
+    pub fn new(per_person: usize, total: usize) -> Self {
+        Self { open: Default::default(), per_person, total }
+    }
+
     /// A place for one more stream of `person`'s, or `None` when the person or the box is at its
     /// limit.
     pub fn enter(&self, person: &str) -> Option<StreamSlot> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let total: usize = open.values().sum();
         let mine = open.get(person).copied().unwrap_or(0);
-        if total >= STREAMS_TOTAL || mine >= STREAMS_PER_PERSON {
+        if total >= self.total || mine >= self.per_person {
             return None;
         }
         *open.entry(person.to_owned()).or_default() += 1;
