@@ -403,7 +403,7 @@ fn red19_live_viewers_that_never_read_hold_the_boxs_memory() {
 /// The history's search shows each matching session's text around the match (session content:
 /// what was printed) for up to 500 sessions a request. Its audit event named neither the words
 /// (they are content themselves) nor the sessions whose text was shown: the box-wide log could
-/// not say whose sessions an auditor read that way.
+/// not say whose sessions an auditor read that way. Now it names them (ids), not the words.
 #[test]
 fn red19_search_snippets_show_session_text_unattributed() {
     let (_sshd, b, session) = box_with_a_session("narwhalword");
@@ -417,6 +417,8 @@ fn red19_search_snippets_show_session_text_unattributed() {
     assert!(hit["hit"]["snippet"].as_str().unwrap().contains("narwhalword"), "{hit}");
     let searches: Vec<Value> = b.audit().into_iter().filter(|e| e["kind"] == "web_search").collect();
     assert_eq!(searches.len(), 1, "{searches:?}");
-    // HOLE (open): the event does not say whose text was shown.
-    assert!(!searches[0].to_string().contains(&session), "{searches:?}");
+    // It names the sessions whose text was shown, and the login (not the words).
+    assert_eq!(searches[0]["detail"]["sessions"], serde_json::json!([session]), "{searches:?}");
+    assert!(searches[0]["detail"]["web_session"].as_str().is_some_and(|s| !s.is_empty()), "{searches:?}");
+    assert!(!searches[0].to_string().contains("narwhal"), "the words stay out: {searches:?}");
 }

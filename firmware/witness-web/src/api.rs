@@ -422,10 +422,16 @@ async fn sessions(
         Ok(mut list) => {
             auth.hide_holds(&mut list);
             if let Some(text) = &q.q {
-                // The words themselves are session content: the audit log keeps only that a
-                // search was made and what it found.
+                // The words themselves are session content: the audit log keeps that a search was
+                // made, and whose sessions' text it showed (each hit's line around the match).
                 let words = text.split_whitespace().count();
-                state.console.audit("web_search", &auth.0.user, None, json!({ "words": words, "hits": list.len() }));
+                let shown: Vec<&str> = list.iter().filter(|h| h.hit.is_some()).map(|h| h.session.id.as_str()).collect();
+                state.console.audit(
+                    "web_search",
+                    &auth.0.user,
+                    None,
+                    json!({ "words": words, "hits": list.len(), "sessions": shown, "web_session": auth.0.id }),
+                );
             }
             Json(list).into_response()
         }
