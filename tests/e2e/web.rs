@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct Web {
     pub(crate) base: String,
     pub(crate) jar: tempfile::NamedTempFile,
-    csrf: Option<String>,
+    pub(crate) csrf: Option<String>,
     /// Source address (a loopback address of its own is another client to the rate limit).
     source: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! `admin` also watches live and terminates. Unknown or foreign ids answer 404 alike.
 
 use crate::LoginRefusal;
-use crate::auth::{self, Sessions, Viewings, WebSession};
+use crate::auth::{self, Sessions, StreamSlot, Streams, Viewings, WebSession};
 use crate::{
     AuditQuery, Chunks, Console, ConsoleError, Download, Part, Role, SessionDetail, SessionQuery, assets, live,
 };
@@ -32,6 +32,16 @@ pub struct State {
     pub bundles: Arc<std::sync::Mutex<std::collections::HashMap<String, MadeBundle>>>,
     pub sessions: Arc<Sessions>,
     pub viewings: Arc<Viewings>,
+    /// Content streams open now, bounded.
+    pub streams: Arc<Streams>,
+    /// Live views open now, bounded on their own.
+    pub live_views: Arc<Streams>,
+    /// Recordings whose download figures are being worked out now: a request that comes
+    /// meanwhile waits for them instead of reading the recording whole again.
+    pub figuring: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// People with an evidence bundle being made now (one at a time each: every bundle is a
+    /// full copy of a session's recordings).
+    pub making: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// What each finished recording's download is (length, SHA-256), with the row's state it
     /// was worked out for: made once per recording, not at every page view.
     pub downloads: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, Download)>>>,
@@ -49,6 +59,10 @@ impl State {
             bundles: Default::default(),
             sessions: Default::default(),
             viewings: Default::default(),
+            streams: Default::default(),
+            live_views: Arc::new(Streams::new(auth::LIVE_PER_PERSON, auth::LIVE_TOTAL)),
+            figuring: Default::default(),
+            making: Default::default(),
             downloads: Default::default(),
             box_name,
             time_zone: box_time_zone(),
@@ -75,8 +89,14 @@ impl State {
     }
 }
 
-/// A made evidence bundle: the login that made it, the session, the archive's name.
-pub type MadeBundle = (String, String, String);
+/// A made evidence bundle: the login that made it, the session, the archive's name, the person
+/// (account) who made it and when (a count: the order bundles were made in).
+pub type MadeBundle = (String, String, String, String, u64);
+
+/// At most this many of one person's evidence bundles wait on the box for their download: each
+/// is a full copy of a session's recordings on the recordings' own disk, so making more drops
+/// their oldest (made again, it is the same evidence).
+pub const BUNDLES_PER_PERSON: usize = 3;
 
 pub fn now() -> u64 {
     witness_core::clock::unix_secs() as u64
@@ -120,6 +140,17 @@ pub fn router(state: State) -> Router {
         .fallback(|| async { (StatusCode::NOT_FOUND, assets::page().await).into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// A place for one more content stream of this login's person, or the refusal: the box serves
+/// a bounded number at once (readers that never read cannot take its memory).
+fn stream_slot(state: &State, who: &WebSession) -> Result<StreamSlot, Box<Response>> {
+    state.streams.enter(&who.user).ok_or_else(|| {
+        warn!(user = %who.user, "a content stream refused: too many open");
+        let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "too many recordings being read at once; try again shortly");
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        Box::new(r)
+    })
 }
 
 pub fn error(status: StatusCode, message: &str) -> Response {
@@ -391,10 +422,16 @@ async fn sessions(
         Ok(mut list) => {
             auth.hide_holds(&mut list);
             if let Some(text) = &q.q {
-                // The words themselves are session content: the audit log keeps only that a
-                // search was made and what it found.
+                // The words themselves are session content: the audit log keeps that a search was
+                // made, and whose sessions' text it showed (each hit's line around the match).
                 let words = text.split_whitespace().count();
-                state.console.audit("web_search", &auth.0.user, None, json!({ "words": words, "hits": list.len() }));
+                let shown: Vec<&str> = list.iter().filter(|h| h.hit.is_some()).map(|h| h.session.id.as_str()).collect();
+                state.console.audit(
+                    "web_search",
+                    &auth.0.user,
+                    None,
+                    json!({ "words": words, "hits": list.len(), "sessions": shown, "web_session": auth.0.id }),
+                );
             }
             Json(list).into_response()
         }
@@ -465,9 +502,20 @@ async fn make_evidence(
     if !valid_id(&id) {
         return error(StatusCode::NOT_FOUND, "not found");
     }
+    // One bundle at a time per person, held until the making ends (even if this request is
+    // gone): bundles made at once were each a full copy on the box's disk before any was dropped.
+    if !state.making.lock().unwrap_or_else(|p| p.into_inner()).insert(auth.0.user.clone()) {
+        return error(StatusCode::CONFLICT, "an evidence bundle of yours is being made; wait for it");
+    }
+    let making = Making(state.making.clone(), auth.0.user.clone());
     let console = state.console.clone();
     let sid = id.clone();
-    let made = match tokio::task::spawn_blocking(move || console.evidence(&sid)).await {
+    let made = match tokio::task::spawn_blocking(move || {
+        let _making = making;
+        console.evidence(&sid)
+    })
+    .await
+    {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => return console_error(e),
         Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the box's log"),
@@ -478,14 +526,37 @@ async fn make_evidence(
         Some(&id),
         json!({ "bundle": made.id, "bytes": made.bytes, "sha256": made.sha256, "web_session": auth.0.id }),
     );
-    state
-        .bundles
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(made.id.clone(), (auth.0.id.clone(), id, made.file_name.clone()));
+    let dropped = {
+        let mut bundles = state.bundles.lock().unwrap_or_else(|p| p.into_inner());
+        let order = bundles.values().map(|b| b.4 + 1).max().unwrap_or(0);
+        bundles.insert(made.id.clone(), (auth.0.id.clone(), id, made.file_name.clone(), auth.0.user.clone(), order));
+        let mut own: Vec<(u64, String)> =
+            bundles.iter().filter(|(_, b)| b.3 == auth.0.user).map(|(k, b)| (b.4, k.clone())).collect();
+        own.sort();
+        let extra = own.len().saturating_sub(BUNDLES_PER_PERSON);
+        let dropped: Vec<String> = own.into_iter().take(extra).map(|(_, k)| k).collect();
+        for k in &dropped {
+            bundles.remove(k);
+        }
+        dropped
+    };
+    if !dropped.is_empty() {
+        let console = state.console.clone();
+        // File work: off the async threads.
+        tokio::task::spawn_blocking(move || dropped.iter().for_each(|b| console.drop_evidence(b)));
+    }
     let url = format!("/api/v1/evidence/{}", made.id);
     Json(json!({ "id": made.id, "bytes": made.bytes, "sha256": made.sha256, "file_name": made.file_name, "url": url }))
         .into_response()
+}
+
+/// A person's evidence bundle being made; the person may make another once it is dropped.
+struct Making(Arc<std::sync::Mutex<std::collections::HashSet<String>>>, String);
+
+impl Drop for Making {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
 }
 
 /// A made bundle, to the login that made it.
@@ -495,8 +566,12 @@ async fn evidence_download(
     Path(id): Path<String>,
 ) -> Response {
     let known = state.bundles.lock().unwrap_or_else(|p| p.into_inner()).get(&id).cloned();
-    let Some((login, session_id, file_name)) = known.filter(|(login, _, _)| *login == auth.0.id) else {
+    let Some((login, session_id, file_name, _, _)) = known.filter(|(login, ..)| *login == auth.0.id) else {
         return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return *r,
     };
     let console = state.console.clone();
     let bid = id.clone();
@@ -523,7 +598,7 @@ async fn evidence_download(
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     let v = format!("attachment; filename=\"{}.tar\"", file_name.replace(['"', '\\'], "_"));
     h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("attachment")));
-    (StatusCode::OK, h, stream(chunks)).into_response()
+    (StatusCode::OK, h, stream(chunks, slot)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -692,6 +767,11 @@ async fn content(
         Ok(_) | Err(ConsoleError::NotFound) => return error(StatusCode::NOT_FOUND, "not found"),
         Err(e) => return console_error(e),
     };
+    // Taken before the recording is opened: the threads making it count too.
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let console = state.console.clone();
     let rid = id.clone();
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -737,7 +817,7 @@ async fn content(
             return (StatusCode::RANGE_NOT_SATISFIABLE, h).into_response();
         }
     };
-    (status, h, stream(content.chunks)).into_response()
+    (status, h, stream(content.chunks, slot)).into_response()
 }
 
 const STILL_RUNNING: &str =
@@ -769,10 +849,16 @@ async fn download_facts(
     let sealed = sealed_file(&row);
     let stamp =
         sealed.clone().unwrap_or_else(|| format!("{}|{}|{:?}|{}", row.status, row.bytes, row.sha256, row.recovered));
-    if let Some((s, d)) = state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id)
-        && *s == stamp
-    {
-        return Json(d.clone()).into_response();
+    let known =
+        || state.downloads.lock().unwrap_or_else(|p| p.into_inner()).get(&id).filter(|(s, _)| *s == stamp).cloned();
+    if let Some((_, d)) = known() {
+        return Json(d).into_response();
+    }
+    // One request at a time works a recording's figures out; the others wait and take them.
+    let turn = state.figuring.lock().unwrap_or_else(|p| p.into_inner()).entry(id.clone()).or_default().clone();
+    let _turn = turn.lock().await;
+    if let Some((_, d)) = known() {
+        return Json(d).into_response();
     }
     if let Some(of) = &sealed {
         match state.console.download_figures(&id, of) {
@@ -784,10 +870,16 @@ async fn download_facts(
             Err(e) => return console_error(e),
         }
     }
+    // Reading a recording whole is a content stream's work: it takes a place among them.
+    let slot = match stream_slot(&state, &auth.0) {
+        Ok(s) => s,
+        Err(r) => return *r,
+    };
     let console = state.console.clone();
     let rid = id.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<Download, ConsoleError> {
         use sha2::Digest;
+        let _slot = slot;
         let content = console.recording_content(&rid, None)?;
         let (mut hash, mut bytes) = (sha2::Sha256::new(), 0u64);
         for chunk in content.chunks {
@@ -812,6 +904,12 @@ async fn download_facts(
         Ok(d)
     })
     .await;
+    {
+        let mut figuring = state.figuring.lock().unwrap_or_else(|p| p.into_inner());
+        if figuring.get(&id).is_some_and(|t| Arc::ptr_eq(t, &turn)) {
+            figuring.remove(&id);
+        }
+    }
     match made {
         Ok(Ok(d)) => {
             state.downloads.lock().unwrap_or_else(|p| p.into_inner()).insert(id, (stamp, d.clone()));
@@ -873,19 +971,31 @@ async fn health(axum::extract::State(state): axum::extract::State<State>, auth: 
     }
 }
 
+/// How long a reader may leave a made chunk untaken before its response is ended (its stream's
+/// place is then given back).
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A response body made as the client reads it: the chunks are made on a blocking thread, two
-/// at most ahead of the client, and no more once it has gone.
-fn stream(chunks: Chunks) -> Body {
+/// at most ahead of the client, and no more once it has gone or has taken nothing for
+/// [`STALL`]. The stream holds its `slot` until then.
+fn stream(chunks: Chunks, slot: StreamSlot) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let runtime = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
+        let _slot = slot;
         for chunk in chunks {
             let chunk = chunk.map_err(|e| {
                 warn!(error = %e, "a recording could not be served to its end");
                 std::io::Error::other(e.to_string())
             });
             let failed = chunk.is_err();
-            if tx.blocking_send(chunk).is_err() || failed {
-                break;
+            match runtime.block_on(tokio::time::timeout(STALL, tx.send(chunk))) {
+                Ok(Ok(())) if !failed => {}
+                Ok(_) => break,
+                Err(_) => {
+                    info!("a content stream ended: its reader took nothing for {} s", STALL.as_secs());
+                    break;
+                }
             }
         }
     });

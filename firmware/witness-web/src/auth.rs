@@ -106,6 +106,70 @@ impl Viewings {
     }
 }
 
+/// Content streams (recordings, evidence bundles) open at once, for the whole box.
+pub const STREAMS_TOTAL: usize = 48;
+/// And for one person (every login of one account): more than a player's parallel ranges.
+pub const STREAMS_PER_PERSON: usize = 24;
+/// Live views open at once for the whole box, and for one person: each holds its catch-up (up
+/// to a few MiB of what the session printed) while its reader lingers.
+pub const LIVE_TOTAL: usize = 16;
+pub const LIVE_PER_PERSON: usize = 4;
+
+/// The content streams open now. Each holds what is made ahead of its reader and the threads
+/// making it for as long as its reader lingers, so their number is bounded: the box's memory
+/// does not grow with readers that never read.
+#[derive(Debug)]
+pub struct Streams {
+    open: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    per_person: usize,
+    total: usize,
+}
+
+impl Default for Streams {
+    /// Content streams' limits.
+    fn default() -> Self {
+        Self::new(STREAMS_PER_PERSON, STREAMS_TOTAL)
+    }
+}
+
+/// One open content stream; the place is given back when it is dropped.
+#[derive(Debug)]
+pub struct StreamSlot {
+    open: std::sync::Arc<Mutex<HashMap<String, usize>>>,
+    person: String,
+}
+
+impl Streams {
+    pub fn new(per_person: usize, total: usize) -> Self {
+        Self { open: Default::default(), per_person, total }
+    }
+
+    /// A place for one more stream of `person`'s, or `None` when the person or the box is at its
+    /// limit.
+    pub fn enter(&self, person: &str) -> Option<StreamSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(person).copied().unwrap_or(0);
+        if total >= self.total || mine >= self.per_person {
+            return None;
+        }
+        *open.entry(person.to_owned()).or_default() += 1;
+        Some(StreamSlot { open: self.open.clone(), person: person.to_owned() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.person) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.person);
+            }
+        }
+    }
+}
+
 fn live(s: &WebSession, now: u64) -> bool {
     now.saturating_sub(s.seen) < IDLE && now.saturating_sub(s.created) < ABSOLUTE
 }
@@ -194,6 +258,20 @@ mod tests {
         assert_eq!(token_from_cookies("a=1; witness_session=abc; b=2"), Some("abc"));
         assert_eq!(token_from_cookies("witness_session_x=abc"), None);
         assert!(cookie(None).contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn streams_are_bounded_per_person_and_for_the_box() {
+        let s = Streams::default();
+        let mine: Vec<_> = (0..STREAMS_PER_PERSON).map(|_| s.enter("ann").expect("a place")).collect();
+        assert!(s.enter("ann").is_none(), "ann is at her limit");
+        let others: Vec<_> =
+            (0..STREAMS_TOTAL - STREAMS_PER_PERSON).map(|k| s.enter(&format!("p{k}")).expect("a place")).collect();
+        assert!(s.enter("bob").is_none(), "the box is at its limit");
+        drop(mine);
+        assert!(s.enter("bob").is_some(), "places are given back");
+        drop(others);
+        assert!(s.open.lock().unwrap().is_empty());
     }
 
     #[test]

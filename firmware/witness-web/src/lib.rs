@@ -104,14 +104,25 @@ pub struct SessionDetail {
     pub hold: Option<HoldView>,
 }
 
+/// Failed logins: their rows name the account that was tried, while whoever tried is unknown.
+pub const FAILED_LOGINS: &[&str] = &["web_login_failed", "login_failed"];
+
+/// Audit events about a user's session that the box or its operator did, not the user: their
+/// rows name the session's user, but nobody named acted (`witness evidence export` and the
+/// archive run on the box). A `user` is never shown them as their own doing.
+pub const BOX_DOINGS: &[&str] = &["evidence_exported", "recording_quarantined", "recording_not_sealed"];
+
 /// An audit event as the console shows it: the row, whose `user` stays the person the event is
 /// about (whose session was terminated), and who did it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AuditEntry {
     #[serde(flatten)]
     pub row: AuditRow,
-    /// Who acted: the admin in `detail.by` (a termination from the console), nobody named for a
-    /// legal hold (`witness hold`, run on the box by its operator), otherwise the row's user.
+    /// Who acted: the admin in `detail.by` (a termination from the console), "unknown" (and
+    /// where from) for a failed login (its row names the account tried), nobody named for
+    /// what the box or its operator did about the user's session (a legal hold, an evidence
+    /// export from the command line, a recording quarantined or not sealed: see
+    /// [`BOX_DOINGS`]), otherwise the row's user.
     pub actor: Option<String>,
 }
 
@@ -119,7 +130,12 @@ impl From<AuditRow> for AuditEntry {
     fn from(row: AuditRow) -> Self {
         let actor = match row.detail.get("by").and_then(serde_json::Value::as_str) {
             Some(by) => Some(by.to_owned()),
-            None if row.kind.starts_with("hold_") => None,
+            // A failed login names the account someone typed, not who typed it.
+            None if FAILED_LOGINS.contains(&row.kind.as_str()) => {
+                let from = row.detail.get("from").and_then(serde_json::Value::as_str);
+                Some(from.map_or_else(|| "unknown".to_owned(), |f| format!("unknown, from {f}")))
+            }
+            None if row.kind.starts_with("hold_") || BOX_DOINGS.contains(&row.kind.as_str()) => None,
             None => row.user.clone(),
         };
         Self { row, actor }
@@ -435,6 +451,9 @@ pub trait Console: Send + Sync + 'static {
     /// Makes a session's evidence bundle as one archive (file and disk work: run off the async
     /// threads).
     fn evidence(&self, session_id: &str) -> Result<EvidenceBundle, ConsoleError>;
+    /// Removes a bundle made by [`Console::evidence`] before its time (its maker made newer
+    /// ones); a bundle already gone is no error.
+    fn drop_evidence(&self, bundle_id: &str);
     /// A bundle made by [`Console::evidence`], to stream, and its length.
     fn evidence_file(&self, bundle_id: &str) -> Result<(std::fs::File, u64), ConsoleError>;
     /// Whole lines of a recording's plaintext past `from`, for the live view.
@@ -514,6 +533,12 @@ mod tests {
         let json = serde_json::to_value(&terminated).unwrap();
         assert_eq!((json["actor"].as_str(), json["user"].as_str()), (Some("adam"), Some("alice")), "{json}");
         assert_eq!(AuditEntry::from(row("hold_set", Some("alice"), serde_json::json!({}))).actor, None);
+        // The operator's evidence export names the session's user, who did not do it.
+        assert_eq!(AuditEntry::from(row("evidence_exported", Some("alice"), serde_json::json!({}))).actor, None);
+        // Whoever typed a name at the login is not that name's owner.
+        let failed =
+            AuditEntry::from(row("web_login_failed", Some("adam"), serde_json::json!({ "from": "10.0.0.9:5" })));
+        assert_eq!(failed.actor.as_deref(), Some("unknown, from 10.0.0.9:5"));
         let own = AuditEntry::from(row("target_connected", Some("alice"), serde_json::json!({})));
         assert_eq!(own.actor.as_deref(), Some("alice"));
         assert_eq!(AuditEntry::from(row("recording_uploaded", None, serde_json::json!({}))).actor, None);

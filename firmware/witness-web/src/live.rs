@@ -4,9 +4,10 @@
 //! driver takes: a reset carrying what the screen printed so far, then one event per message.
 //! A stream lasts no longer than its viewer's right to it: it ends when the login ends (logout,
 //! idle or absolute expiry; streaming alone does not keep a login alive) or the account is
-//! removed or no longer an admin, checked at every poll.
+//! removed or no longer an admin, checked at every poll. Live views are bounded in number (per
+//! person and for the box), and one whose reader takes nothing for a minute ends.
 
-use crate::api::{Auth, State, error, now, valid_id};
+use crate::api::{Auth, STALL, State, error, now, valid_id};
 use crate::{ConsoleError, Role};
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -39,11 +40,17 @@ pub async fn stream(
     let Some(rec) = detail.recordings.iter().rev().find(|r| r.format == "cast").map(|r| r.recording.id.clone()) else {
         return error(StatusCode::CONFLICT, "this session has no terminal recording yet");
     };
+    // Bounded: a view whose reader lingers holds its catch-up.
+    let Some(slot) = state.live_views.enter(&auth.0.user) else {
+        tracing::warn!(user = %auth.0.user, "a live view refused: too many open");
+        return error(StatusCode::SERVICE_UNAVAILABLE, "too many live views open at once; close one");
+    };
     state.viewed(&auth.0, "web_live_viewed", &id, &rec, json!({}));
     let (tx, rx) = tokio::sync::mpsc::channel::<Event>(64);
     let (console, cancel, logins) = (state.console.clone(), state.cancel.clone(), state.sessions.clone());
     let viewer = auth.0;
     tokio::spawn(async move {
+        let _slot = slot;
         let mut cursor = crate::TailCursor::default();
         let mut first = true;
         let allowed = || {
@@ -68,8 +75,11 @@ pub async fn stream(
                 first = false;
             }
             for m in messages {
-                if tx.send(Event::default().data(m.to_string())).await.is_err() {
-                    return;
+                // A reader that takes nothing for a while is gone: its view ends (and a login
+                // ended meanwhile is seen at once, not when the reader comes back).
+                match tokio::time::timeout(STALL, tx.send(Event::default().data(m.to_string()))).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
                 }
             }
             if tail.finished {

@@ -4,7 +4,7 @@
 use crate::daemon::broker::BoxBroker;
 use crate::datadir::DataDir;
 use std::sync::Arc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use witness_core::RecordingStatus;
 use witness_index::RecordingRow;
 use witness_web::{
@@ -296,6 +296,18 @@ impl witness_web::Console for BoxConsole {
         let file = std::fs::File::open(&path).map_err(|_| ConsoleError::NotFound)?;
         let len = file.metadata().map_err(internal)?.len();
         Ok((file, len))
+    }
+
+    fn drop_evidence(&self, bundle_id: &str) {
+        if !witness_web::valid_bundle_id(bundle_id) {
+            return;
+        }
+        let path = self.dir.root.join(crate::evidence::CONSOLE_BUNDLES).join(format!("{bundle_id}.tar"));
+        match std::fs::remove_file(&path) {
+            Ok(()) => info!(bundle = bundle_id, "an older evidence bundle dropped for a newer one of its maker"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => warn!(bundle = bundle_id, error = %e, "an older evidence bundle could not be removed"),
+        }
     }
 
     fn tail(&self, recording_id: &str, from: &witness_web::TailCursor) -> Result<Tail, ConsoleError> {
