@@ -716,16 +716,20 @@ fn store_section(o: &Opts) -> Result<()> {
         .spawn()?;
     wait_port(box_port)?;
     let mut delays = Vec::new();
+    // Verified uploads counted by their status: the session's own is there when one more is.
+    let uploaded = || -> Result<usize> {
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).matches("\"status\": \"uploaded\"").count())
+    };
     for i in 0..5 {
+        let before = uploaded()?;
         let st = s.ssh(false).arg(format!("echo latency-{i}")).stdout(Stdio::null()).status()?;
         let ended = Instant::now();
         if !st.success() {
             bail!("session failed");
         }
         loop {
-            let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["recordings", "--json"]).output()?;
-            let text = String::from_utf8_lossy(&out.stdout);
-            if !text.contains("\"status\": \"completed\"") && !text.contains("\"status\": \"recording\"") {
+            if uploaded()? > before {
                 break;
             }
             if ended.elapsed() > Duration::from_secs(60) {
