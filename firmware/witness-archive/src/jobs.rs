@@ -178,6 +178,23 @@ pub struct Pool {
     pub now_ms: fn() -> i64,
 }
 
+/// The steps that read a recording's text for search: a lane of their own.
+const EXTRACT_LANE: &[JobStep] = &[JobStep::Extract];
+/// The steps that bring a recording to the store and free its disk.
+const STORE_LANE: &[JobStep] = &[JobStep::Seal, JobStep::Upload, JobStep::Verify, JobStep::Prune];
+
+/// The steps worker `worker` of `workers` takes. With two or more, the first only reads text
+/// (one recording at a time) and the others never do: reading the text of a large recording
+/// (a bulk SSH session: minutes) never holds sealing, an upload or a prune back, and several
+/// large ones ending together do not take every worker.
+fn lane(worker: usize, workers: usize) -> &'static [JobStep] {
+    match (workers, worker) {
+        (0 | 1, _) => JobStep::ALL,
+        (_, 0) => EXTRACT_LANE,
+        _ => STORE_LANE,
+    }
+}
+
 /// Runs `pool.workers` workers until `cancel`: each takes due jobs one after another, and
 /// sleeps when none is due until `wake` (a recording ended, `sync now`) or `pool.idle` has
 /// passed. A step in progress finishes (it is blocking work on its own thread) before its worker
@@ -190,12 +207,13 @@ pub async fn work(
     cancel: CancellationToken,
 ) {
     let Pool { workers, lease_ms, idle, now_ms } = pool;
-    let all = (0..workers.max(1)).map(|_| {
+    let all = (0..workers.max(1)).map(|worker| {
         let (queue, steps, wake, cancel) = (queue.clone(), steps.clone(), wake.clone(), cancel.clone());
+        let among = lane(worker, workers);
         async move {
             while !cancel.is_cancelled() {
                 let (q, s) = (queue.clone(), steps.clone());
-                let ran = tokio::task::spawn_blocking(move || run_one(&*q, &*s, now_ms(), lease_ms)).await;
+                let ran = tokio::task::spawn_blocking(move || run_one_among(&*q, &*s, among, now_ms(), lease_ms)).await;
                 match ran {
                     Ok(Ok(Ran::Done(..) | Ran::Failed(..) | Ran::Later(..))) => continue,
                     Ok(Ok(Ran::Idle)) => {}
@@ -493,6 +511,64 @@ mod tests {
         wake.notify_waiters();
         until(&q, "every step of both ran after the backoff, long before the lease", &|all| {
             all.values().filter(|j| j.0 == JobState::Done).count() == 10
+        })
+        .await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), pool).await.expect("the pool stops on cancel").unwrap();
+    }
+
+    /// Extraction that takes long, as the search text of a bulk session does.
+    #[derive(Default)]
+    struct SlowText {
+        released: std::sync::atomic::AtomicBool,
+        reading: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Steps for SlowText {
+        fn run(&self, job: &Job) -> Result<Outcome, String> {
+            if job.step == JobStep::Extract {
+                self.reading.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                // Released by the test, or after 10 s so a failing test ends.
+                let start = std::time::Instant::now();
+                while !self.released.load(std::sync::atomic::Ordering::SeqCst) && start.elapsed().as_secs() < 10 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                self.reading.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            Ok(Outcome::Done)
+        }
+    }
+
+    /// The attack: three large recordings end together and their text takes minutes to read;
+    /// every worker took an extraction (they were due first) and a new recording was neither
+    /// sealed nor uploaded until they were done. Now extraction has a lane of its own, one at a
+    /// time, and the rest go on beside it.
+    #[tokio::test]
+    async fn reading_text_never_holds_sealing_or_uploads_back() {
+        fn now() -> i64 {
+            1_000
+        }
+        let q = Arc::new(Memory::default());
+        for r in ["big1", "big2", "big3"] {
+            q.0.lock().unwrap().insert((r.into(), JobStep::Extract), (JobState::Waiting, 0, 0, None, 0));
+        }
+        q.0.lock().unwrap().insert(("new".into(), JobStep::Seal), (JobState::Waiting, 0, 10, None, 0));
+        let steps = Arc::new(SlowText::default());
+        let (wake, cancel) = (Arc::new(Notify::new()), CancellationToken::new());
+        let how = Pool { workers: 3, lease_ms: 60_000, idle: Duration::from_millis(10), now_ms: now };
+        let pool = tokio::spawn(work(q.clone(), steps.clone(), how, wake.clone(), cancel.clone()));
+        until(&q, "the new recording sealed, uploaded, verified and pruned while text is read", &|all| {
+            [JobStep::Seal, JobStep::Upload, JobStep::Verify, JobStep::Prune]
+                .iter()
+                .all(|s| all.get(&("new".to_owned(), *s)).is_some_and(|j| j.0 == JobState::Done))
+        })
+        .await;
+        assert_eq!(steps.reading.load(std::sync::atomic::Ordering::SeqCst), 1, "one text is read at a time");
+        steps.released.store(true, std::sync::atomic::Ordering::SeqCst);
+        until(&q, "every text read", &|all| {
+            ["big1", "big2", "big3"]
+                .iter()
+                .all(|r| all.get(&(r.to_string(), JobStep::Extract)).is_some_and(|j| j.0 == JobState::Done))
         })
         .await;
         cancel.cancel();

@@ -354,8 +354,9 @@ fn over_watermark(dir: &DataDir) -> bool {
 }
 
 /// Runs the after-life until `cancel`, on a thread and runtime of its own: the job pool
-/// (`[store] concurrency` workers for the store's steps, one more so sealing never waits behind
-/// an upload) and housekeeping. On `cancel`, a step under way finishes first; what is left
+/// (one worker reading recordings' text for search, one at a time; `[store] concurrency`
+/// workers for the store's steps and one more, so sealing never waits behind an upload or a
+/// long text) and housekeeping. On `cancel`, a step under way finishes first; what is left
 /// waits in the index for the next start.
 pub fn spawn(dir: Arc<DataDir>, wake: Arc<Notify>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
     let uploader = Uploader::new(dir.clone(), None)?;
@@ -366,7 +367,7 @@ pub fn spawn(dir: Arc<DataDir>, wake: Arc<Notify>, cancel: CancellationToken) ->
         };
         let steps = Arc::new(BoxSteps { dir: dir.clone(), uploader, rt: rt.handle().clone(), cancel: cancel.clone() });
         let pool = jobs::Pool {
-            workers: dir.config.upload_concurrency as usize + 1,
+            workers: dir.config.upload_concurrency as usize + 2,
             lease_ms: LEASE_MS,
             idle: TICK,
             now_ms: unix_ms,
