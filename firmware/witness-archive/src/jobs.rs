@@ -218,7 +218,7 @@ pub async fn work(
                     Ok(Ok(Ran::Done(..) | Ran::Failed(..) | Ran::Later(..))) => continue,
                     Ok(Ok(Ran::Idle)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "the job queue cannot be read"),
-                    // `run_one` catches a step's panic; this is the queue itself panicking.
+                    // `run_one_among` catches a step's panic; this is the queue itself panicking.
                     Err(e) => tracing::error!(error = %e, "a job's worker panicked"),
                 }
                 tokio::select! {
