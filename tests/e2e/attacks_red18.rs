@@ -1,0 +1,116 @@
+//! Red team 18: the evidence pipeline's promises, attacked by someone with write access to the
+//! bucket but not the box's keys. `index rebuild --from-store` restores a recording only as its
+//! signed manifest shows it, but the session around it comes from the unsigned session manifest.
+
+use crate::harness::*;
+
+fn box_id(b: &Box) -> String {
+    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
+}
+
+/// A serving box that keeps nothing locally once a recording is verified in the store, after
+/// one session per word; the box and its recordings once all are uploaded and pruned.
+fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec<serde_json::Value>) {
+    let mut b = Box::with_target(sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    for word in words {
+        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
+    }
+    let recs = eventually(60, "uploaded and pruned", || {
+        let recs = b.recordings();
+        let all_gone =
+            recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
+        (recs.len() == words.len() && all_gone).then_some(recs)
+    });
+    (b, recs)
+}
+
+fn lose_index(b: &Box) {
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+}
+
+/// The session manifest in the bucket is not signed; the rebuild checks each recording against
+/// its signed manifest, but copies the session's client address, protocol, start, end and end
+/// reason, and each recording's channel (which the signed manifest does state), from the
+/// unsigned one. An intruder's address is swapped for a colleague's, a kill made to look like a
+/// clean logout, and the restored session looks genuine.
+#[test]
+fn red18_rebuild_takes_session_fields_from_the_unsigned_manifest() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let (mut b, recs) = pruned_sessions(&sshd, &s3, &["red18-one"]);
+    let before = b.sessions();
+    b.stop();
+    let r = &recs[0];
+    let dir = s3
+        .dir
+        .path()
+        .join(S3_BUCKET)
+        .join(box_id(&b))
+        .join(&r["started_at"].as_str().unwrap()[..10])
+        .join(r["session_id"].as_str().unwrap());
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    m["session"]["client"] = "198.51.100.77:4242".into();
+    m["session"]["end_reason"] = "forged-clean-logout".into();
+    m["session"]["started_at"] = "2001-01-01T00:00:00Z".into();
+    m["recordings"][0]["channel"] = "forged-channel".into();
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+
+    lose_index(&b);
+    let out = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(out.contains("restored 1 sessions"), "{out}");
+    let s = &b.sessions()[0];
+    assert_ne!(s["client"], before[0]["client"]);
+    assert_eq!(s["client"], "198.51.100.77:4242", "the forged client address is restored: {s}");
+    assert_eq!(s["end_reason"], "forged-clean-logout", "{s}");
+    assert_eq!(s["started_at"], "2001-01-01T00:00:00Z", "{s}");
+    let rec = &b.recordings()[0];
+    assert_eq!(rec["channel"], "forged-channel", "the signed manifest's channel is ignored: {rec}");
+}
+
+/// One object written to the bucket under the box's prefix stops the whole rebuild: a garbage
+/// `manifest.json` (or a session manifest listing a genuine recording twice) makes `index
+/// rebuild --from-store` fail before it restores anything, genuine sessions included.
+#[test]
+fn red18_one_bad_object_in_the_bucket_stops_the_whole_rebuild() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let (mut b, recs) = pruned_sessions(&sshd, &s3, &["red18-genuine", "red18-doubled"]);
+    b.stop();
+    let bucket = s3.dir.path().join(S3_BUCKET).join(box_id(&b));
+    let dir = |r: &serde_json::Value| {
+        bucket.join(&r["started_at"].as_str().unwrap()[..10]).join(r["session_id"].as_str().unwrap())
+    };
+    // A session manifest listing its genuine recording twice.
+    let path = dir(&recs[1]).join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let first = m["recordings"][0].clone();
+    m["recordings"].as_array_mut().unwrap().push(first);
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    lose_index(&b);
+    let out = b.cli(&["index", "rebuild", "--from-store"], None);
+    assert!(!out.status.success(), "a doubled listing aborts the rebuild: {}", stdout(&out));
+    let restored = b.recordings();
+    assert!(
+        restored.iter().all(|r| r["id"] != recs[1]["id"]),
+        "the doubled session's genuine recording is not restored: {restored:?}"
+    );
+
+    // A garbage manifest.json under the box's prefix, the doubled one put right.
+    let first = m["recordings"].as_array_mut().unwrap().pop();
+    assert!(first.is_some());
+    std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let junk = bucket.join("0000-junk");
+    std::fs::create_dir_all(&junk).unwrap();
+    std::fs::write(junk.join("manifest.json"), b"not json").unwrap();
+    lose_index(&b);
+    let out = b.cli(&["index", "rebuild", "--from-store"], None);
+    assert!(!out.status.success(), "a garbage manifest aborts the rebuild: {}", stdout(&out));
+    assert!(b.recordings().is_empty(), "nothing is restored");
+}
