@@ -358,23 +358,42 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
     );
     let (mut restored, mut present, mut refused, mut empty) = (0, 0, 0, 0);
     for key in manifests {
-        let bytes = rt.block_on(store.get(key)).with_context(|| format!("reading {key}"))?;
-        let m: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?;
-        let session: witness_index::SessionRow =
-            serde_json::from_value(m["session"].clone()).with_context(|| format!("{key}: session"))?;
+        // Anyone who can write to the bucket can put an object here: one that is not a session
+        // manifest is named and passed over, never a reason to restore nothing else.
+        let parsed = rt
+            .block_on(store.get(key))
+            .map_err(|e| format!("reading it: {e}"))
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string()))
+            .and_then(|m| {
+                let s = serde_json::from_value::<witness_index::SessionRow>(m["session"].clone())
+                    .map_err(|e| format!("session: {e}"))?;
+                Ok((m, s))
+            });
+        let (m, session) = match parsed {
+            Ok(v) => v,
+            Err(why) => {
+                println!("refused {key}: not a session manifest ({why})");
+                tracing::warn!(manifest = %key, reason = %why, "session manifest not read");
+                empty += 1;
+                continue;
+            }
+        };
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        let mut recordings = Vec::new();
+        let mut recordings: Vec<witness_index::RestoredRecording> = Vec::new();
         for r in m["recordings"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let (Some(id), Some(object_key)) = (text(&r["id"]), text(&r["key"])) else {
                 println!("refused a recording of session {} in {key}: it has no id or no object key", session.id);
                 refused += 1;
                 continue;
             };
+            if recordings.iter().any(|x| x.id == id) {
+                println!("refused recording {id} of session {}: listed twice in {key}", session.id);
+                refused += 1;
+                continue;
+            }
             let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
             match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
                 Ok(mut rec) => {
-                    rec.channel = text(&r["channel"]).unwrap_or_default();
                     rec.duration = r["duration"].as_f64();
                     rec.status_reason = text(&r["status_reason"]);
                     // Cut by a crash: a video then plays to its last whole fragment.
@@ -471,7 +490,7 @@ fn verified_recording(
     witness_core::evidence::matches_manifest(&signed, chainer, sha)?;
     Ok(witness_index::RestoredRecording {
         id: signed.recording_id,
-        channel: String::new(),
+        channel: signed.channel,
         object_key: listed.object_key.clone(),
         bytes: plain.stored_len(),
         sha256: plain.stored_sha256(),
