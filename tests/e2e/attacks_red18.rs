@@ -112,3 +112,50 @@ fn red18_one_bad_object_in_the_bucket_stops_the_whole_rebuild() {
     assert_eq!(restored.len(), 2, "each genuine recording once: {restored:?}");
     assert_eq!(restored.iter().filter(|r| r["id"] == recs[1]["id"]).count(), 1);
 }
+
+/// A bundle of one SSH session, exported and verified as the box made it; the box stays serving.
+fn ssh_bundle(sshd: &Sshd) -> (Box, tempfile::TempDir, serde_json::Value) {
+    let mut b = Box::with_target(sshd);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo red18-bundle").output().unwrap().status.success());
+    let rec = eventually(30, "the recording sealed", || {
+        b.recordings().into_iter().find(|r| r["status"] == "completed" || r["status"] == "uploaded")
+    });
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the genuine bundle verifies: {}", stdout(&out));
+    (b, bundle, rec)
+}
+
+/// `session.json` is what an auditor reads for who, from where and how it ended, and nothing
+/// checks it: the user, the client address and the end reason rewritten, the bundle VERIFIED.
+#[test]
+fn red18_verify_ignores_the_session_json_beside_the_signed_session_manifest() {
+    let sshd = Sshd::start();
+    let (_b, bundle, _rec) = ssh_bundle(&sshd);
+    let path = bundle.path().join("session.json");
+    let mut s: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    s["user"] = "bob".into();
+    s["client"] = "198.51.100.77:4242".into();
+    s["end_reason"] = "forged-clean-logout".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the changed session.json passes: {}", stdout(&out));
+    assert!(stdout(&out).contains("VERIFIED"), "{}", stdout(&out));
+}
+
+/// The verifier checks the first of `ID.wsr`, `ID.cast`, `ID.mp4` it finds and ignores every
+/// other file: a forged `ID.mp4` (what a viewer opens for a video) laid beside the genuine
+/// recording, or any other file, and the bundle is VERIFIED. For an RDP recording the same move
+/// is a swap: the signed `.mp4` renamed `.cast` is what gets checked, a forged `.mp4` is played.
+#[test]
+fn red18_verify_passes_a_forged_file_beside_the_signed_recording() {
+    let sshd = Sshd::start();
+    let (_b, bundle, rec) = ssh_bundle(&sshd);
+    let id = rec["id"].as_str().unwrap();
+    std::fs::write(bundle.path().join(format!("{id}.mp4")), b"forged video").unwrap();
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the forged file passes: {}", stdout(&out));
+    assert!(stdout(&out).contains("VERIFIED"), "{}", stdout(&out));
+}
