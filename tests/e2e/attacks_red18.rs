@@ -140,9 +140,16 @@ fn red18_verify_ignores_the_session_json_beside_the_signed_session_manifest() {
     s["client"] = "198.51.100.77:4242".into();
     s["end_reason"] = "forged-clean-logout".into();
     std::fs::write(&path, serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    // Fixed: session.json is checked against the signed session manifest, which now signs the
+    // protocol, the client address and the end reason too.
     let out = crate::evidence::verify(bundle.path());
-    assert!(out.status.success(), "the changed session.json passes: {}", stdout(&out));
-    assert!(stdout(&out).contains("VERIFIED"), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(!out.status.success(), "the changed session.json fails: {said}");
+    assert!(stderr(&out).contains("NOT VERIFIED"), "{}", stderr(&out));
+    for k in ["user", "client", "end_reason"] {
+        assert!(said.contains(&format!("✗ session.json: {k} is")), "{k} named: {said}");
+    }
+    assert!(!said.contains("not signed in this bundle"), "{said}");
 }
 
 /// The verifier checks the first of `ID.wsr`, `ID.cast`, `ID.mp4` it finds and ignores every
@@ -155,7 +162,17 @@ fn red18_verify_passes_a_forged_file_beside_the_signed_recording() {
     let (_b, bundle, rec) = ssh_bundle(&sshd);
     let id = rec["id"].as_str().unwrap();
     std::fs::write(bundle.path().join(format!("{id}.mp4")), b"forged video").unwrap();
+    // Fixed: every file in the bundle is one the verifier checked, or it is named.
     let out = crate::evidence::verify(bundle.path());
-    assert!(out.status.success(), "the forged file passes: {}", stdout(&out));
-    assert!(stdout(&out).contains("VERIFIED"), "{}", stdout(&out));
+    let said = stdout(&out);
+    assert!(!out.status.success(), "the forged file fails: {said}");
+    assert!(said.contains(&format!("✗ {id}.mp4: not part of the signed bundle")), "{said}");
+    std::fs::remove_file(bundle.path().join(format!("{id}.mp4"))).unwrap();
+    std::fs::write(bundle.path().join("notes.txt"), b"anything").unwrap();
+    let out = crate::evidence::verify(bundle.path());
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).contains("✗ notes.txt: not part of the signed bundle"), "{}", stdout(&out));
+    std::fs::remove_file(bundle.path().join("notes.txt")).unwrap();
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the genuine bundle still verifies: {}", stdout(&out));
 }

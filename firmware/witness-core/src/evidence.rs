@@ -87,6 +87,14 @@ pub struct SessionManifest {
     pub recordings: Vec<SessionRecording>,
     /// SHA-256 fingerprint of the signing key, hex.
     pub key_fingerprint: String,
+    /// Where the client connected from, how and why the session ended. Absent from bundles made
+    /// before they were signed (and then left out of the signed bytes, which stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
 }
 
 impl SessionManifest {
@@ -681,6 +689,9 @@ mod tests {
             ended_at: Some("t1".into()),
             recordings: listed,
             key_fingerprint: fingerprint(&key.verifying_key()),
+            protocol: None,
+            client: None,
+            end_reason: None,
         };
         let sig = sign_bytes(&key, &s.signed_bytes());
         (serde_json::to_vec(&s).unwrap(), sig, hex::encode(key.verifying_key().as_bytes()), recordings)
