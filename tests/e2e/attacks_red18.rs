@@ -176,3 +176,43 @@ fn red18_verify_passes_a_forged_file_beside_the_signed_recording() {
     let out = crate::evidence::verify(bundle.path());
     assert!(out.status.success(), "the genuine bundle still verifies: {}", stdout(&out));
 }
+
+/// The audit log is in the encrypted index and its reach is signed into `audit.checkpoints`,
+/// both on the same disk: copied away at one stop and put back after a later one (as someone
+/// with the disk but no keys would, or an admin restoring a backup), the log has lost its tail
+/// and `audit --verify` still says intact — nothing outside the disk remembers the newer
+/// checkpoint. Open: it needs an anchor off the disk (checkpoints sent to the store, or a TPM
+/// counter).
+#[test]
+fn red18_audit_verify_misses_a_rolled_back_index_and_checkpoints() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let keep = tempfile::tempdir().unwrap();
+    let files = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
+    for f in files {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    let before = b.audit().len();
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let later = b.audit();
+    assert!(later.len() > before);
+    // Put back.
+    for f in files {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    let said = b.ok(&["audit", "--verify"], None);
+    assert!(said.contains("audit log intact"), "{said}");
+    let now = b.audit();
+    assert_eq!(now.len(), before, "the tail is gone");
+    let newest = later.last().unwrap()["id"].clone();
+    assert!(!now.iter().any(|e| e["id"] == newest), "the newest event is gone");
+}
