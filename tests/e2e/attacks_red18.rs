@@ -216,3 +216,48 @@ fn red18_audit_verify_misses_a_rolled_back_index_and_checkpoints() {
     let newest = later.last().unwrap()["id"].clone();
     assert!(!now.iter().any(|e| e["id"] == newest), "the newest event is gone");
 }
+
+/// Recordings are encrypted at rest, but the reader takes a file without the at-rest header as
+/// plaintext. With the disk and no keys: the box killed mid-session, its recording replaced by
+/// another session's plaintext (taken from that session's own evidence bundle), and at restart
+/// crash recovery and sealing sign it as the cut session's recording: its bundle VERIFIED, and
+/// it plays what was never said in it.
+#[test]
+fn red18_a_plaintext_file_in_place_of_an_encrypted_recording_is_sealed_as_genuine() {
+    let sshd = Sshd::start();
+    let (mut b, innocent, first) = ssh_bundle(&sshd);
+    let plain = std::fs::read_dir(innocent.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "wsr"))
+        .unwrap();
+    let plain = std::fs::read(plain).unwrap();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo secret-$i; sleep 0.1; done")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rec = eventually(30, "the second recording", || b.recordings().into_iter().find(|r| r["id"] != first["id"]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    assert!(std::fs::read(&path).unwrap().windows(9).all(|w| w != b"secret-1\\"), "encrypted at rest");
+    std::fs::write(&path, &plain).unwrap();
+    b.serve();
+    let bundle = tempfile::tempdir().unwrap();
+    let sid = rec["session_id"].as_str().unwrap();
+    eventually(30, "the cut session exported", || {
+        b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the planted plaintext verifies: {}", stdout(&out));
+    let said = b.export(rec["id"].as_str().unwrap());
+    assert!(said.contains("red18-bundle") && !said.contains("secret-"), "{said}");
+}
