@@ -59,6 +59,12 @@ impl<R: Read> PlainReader<R> {
         Ok(Self { inner, opener, index: 0, offset, pending, pos: 0, hash, done: false, lenient: false })
     }
 
+    /// Whether the file starts with the at-rest header (every recording the box writes does):
+    /// one without it is read as plaintext, which anyone with the disk could have put there.
+    pub fn is_encrypted(&self) -> bool {
+        self.opener.is_some()
+    }
+
     /// For a recording still being written: what is whole so far, ending quietly at a record
     /// the writer has not finished.
     pub fn lenient(mut self) -> Self {

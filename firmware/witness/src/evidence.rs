@@ -38,6 +38,15 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let tee = witness_store::PartTee::new(file, dir.config.part_size);
     let mut reader = witness_recorder::PlainReader::new(tee, &witness_keys::key_for(&dir.root))?;
+    // The box writes every recording encrypted and bound to its place; a file without the
+    // at-rest header is not one it wrote (another session's plaintext put there, say), and
+    // signing it would make it evidence.
+    if !reader.is_encrypted() {
+        bail!(
+            "{} is not encrypted at rest as the box writes every recording: replaced on disk, not sealed",
+            path.display()
+        );
+    }
     let mut chainer = evidence::Chainer::default();
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 256 * 1024];
