@@ -259,3 +259,40 @@ fn red18_a_plaintext_file_in_place_of_an_encrypted_recording_is_sealed_as_genuin
     assert!(!out.status.success(), "{}", stdout(&out));
     assert!(!path.with_extension("manifest.sig").exists(), "never signed");
 }
+
+/// The at-rest header names the recording it was written for, and its records are bound to
+/// that id, but nothing compares it with the recording being read: with the disk and no keys,
+/// the box killed mid-session and the cut recording's file replaced by another session's
+/// encrypted file, restart seals that as the cut session's recording.
+#[test]
+fn red18_another_recordings_encrypted_file_is_sealed_as_this_one() {
+    let sshd = Sshd::start();
+    let (mut b, _innocent, first) = ssh_bundle(&sshd);
+    let other = std::fs::read(b.data().join(first["path"].as_str().unwrap())).unwrap();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo secret-$i; sleep 0.1; done")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let rec = eventually(30, "the second recording", || b.recordings().into_iter().find(|r| r["id"] != first["id"]));
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    std::fs::write(&path, &other).unwrap();
+    b.serve();
+    let bundle = tempfile::tempdir().unwrap();
+    let sid = rec["session_id"].as_str().unwrap();
+    eventually(30, "the cut session exported", || {
+        b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
+            .status
+            .success()
+            .then_some(())
+    });
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the other recording's file verifies as this one: {}", stdout(&out));
+    let said = b.export(rec["id"].as_str().unwrap());
+    assert!(said.contains("red18-bundle") && !said.contains("secret-"), "{said}");
+}
