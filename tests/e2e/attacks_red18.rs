@@ -263,7 +263,8 @@ fn red18_a_plaintext_file_in_place_of_an_encrypted_recording_is_sealed_as_genuin
 /// The at-rest header names the recording it was written for, and its records are bound to
 /// that id, but nothing compares it with the recording being read: with the disk and no keys,
 /// the box killed mid-session and the cut recording's file replaced by another session's
-/// encrypted file, restart seals that as the cut session's recording.
+/// encrypted file, restart seals that as the cut session's recording. Fixed: sealing compares
+/// the header's recording id.
 #[test]
 fn red18_another_recordings_encrypted_file_is_sealed_as_this_one() {
     let sshd = Sshd::start();
@@ -283,16 +284,19 @@ fn red18_another_recordings_encrypted_file_is_sealed_as_this_one() {
     let path = b.data().join(rec["path"].as_str().unwrap());
     std::fs::write(&path, &other).unwrap();
     b.serve();
+    // Fixed: sealing compares the header's recording id, and refuses, naming both.
     let bundle = tempfile::tempdir().unwrap();
     let sid = rec["session_id"].as_str().unwrap();
-    eventually(30, "the cut session exported", || {
-        b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None)
-            .status
-            .success()
-            .then_some(())
-    });
-    let out = crate::evidence::verify(bundle.path());
-    assert!(out.status.success(), "the other recording's file verifies as this one: {}", stdout(&out));
-    let said = b.export(rec["id"].as_str().unwrap());
-    assert!(said.contains("red18-bundle") && !said.contains("secret-"), "{said}");
+    let out = b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None);
+    assert!(!out.status.success(), "no bundle of the swapped file: {}", stdout(&out));
+    let why = stderr(&out);
+    assert!(
+        why.contains(&format!(
+            "was written for recording {}, not {}",
+            first["id"].as_str().unwrap(),
+            rec["id"].as_str().unwrap()
+        )),
+        "{why}"
+    );
+    assert!(!path.with_extension("manifest.sig").exists(), "never signed");
 }

@@ -47,6 +47,11 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
             path.display()
         );
     }
+    // Its records are bound to the recording its header names: another recording's file put
+    // in its place reads well, and must not be signed as this one.
+    if let Some(other) = reader.written_for().filter(|id| *id != rec.id) {
+        bail!("{} was written for recording {other}, not {}: replaced on disk, not sealed", path.display(), rec.id);
+    }
     let mut chainer = evidence::Chainer::default();
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 256 * 1024];
