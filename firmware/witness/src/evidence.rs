@@ -181,7 +181,9 @@ from the box, not from this folder. It checks the session manifest's signature a
 folder holds exactly the recordings it lists, and for every recording: the signature over the
 manifest, that the manifest names that key, every chunk's hash in order, the final hash, the
 total length and the SHA-256 of the file. Any flipped byte, missing, reordered or appended
-data, a removed recording, an edited manifest or a foreign key fails and says where. Without
+data, a removed recording, an edited manifest or a foreign key fails and says where. It checks
+session.json (who, from where, how it ended) against the signed session manifest, and names
+any file in the folder that is not one it checked (a copy laid beside a recording). Without
 --key/--key-file the key in box.pub is used: the fingerprint it prints (SHA-256 of the key)
 then says which key signed the folder, not that the key is the box's.
 
