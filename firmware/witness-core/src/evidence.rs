@@ -87,6 +87,14 @@ pub struct SessionManifest {
     pub recordings: Vec<SessionRecording>,
     /// SHA-256 fingerprint of the signing key, hex.
     pub key_fingerprint: String,
+    /// Where the client connected from, how and why the session ended. Absent from bundles made
+    /// before they were signed (and then left out of the signed bytes, which stay as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_reason: Option<String>,
 }
 
 impl SessionManifest {
@@ -385,6 +393,15 @@ pub fn matches_manifest(manifest: &Manifest, chainer: Chainer, sha256: Sha256) -
 
 /// The checks of one Ed25519 signature over `signed`: the key is the one the signed text names
 /// (by `fingerprint`), and the signature verifies. `what` names the signed text.
+/// Whether `signature_hex` is the Ed25519 signature of `public_key_hex` over exactly `signed`.
+pub fn verify_bytes(public_key_hex: &str, signature_hex: &str, signed: &[u8]) -> bool {
+    let sig = hex::decode(signature_hex.trim())
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .map(|b| Signature::from_bytes(&b));
+    public_key(public_key_hex).zip(sig).is_some_and(|(key, sig)| key.verify(signed, &sig).is_ok())
+}
+
 fn signature_checks(
     public_key_hex: &str,
     signature_hex: &str,
@@ -681,9 +698,24 @@ mod tests {
             ended_at: Some("t1".into()),
             recordings: listed,
             key_fingerprint: fingerprint(&key.verifying_key()),
+            protocol: None,
+            client: None,
+            end_reason: None,
         };
         let sig = sign_bytes(&key, &s.signed_bytes());
         (serde_json::to_vec(&s).unwrap(), sig, hex::encode(key.verifying_key().as_bytes()), recordings)
+    }
+
+    #[test]
+    fn bytes_verify_only_as_signed_by_that_key() {
+        let key = signing_key(&[5; 32]);
+        let public = hex::encode(key.verifying_key().as_bytes());
+        let sig = sign_bytes(&key, b"session manifest");
+        assert!(verify_bytes(&public, &sig, b"session manifest"));
+        assert!(!verify_bytes(&public, &sig, b"session manifesT"), "changed bytes");
+        let other = hex::encode(signing_key(&[6; 32]).verifying_key().as_bytes());
+        assert!(!verify_bytes(&other, &sig, b"session manifest"), "another key");
+        assert!(!verify_bytes(&public, "00", b"session manifest"), "no signature");
     }
 
     #[test]

@@ -16,6 +16,8 @@ const BUFFER: usize = 256 * 1024;
 pub struct PlainReader<R: Read> {
     inner: BufReader<R>,
     opener: Option<RecordOpener>,
+    /// The recording id in the at-rest header.
+    written_for: Option<String>,
     index: u64,
     offset: u64,
     /// Plaintext not yet handed out.
@@ -45,10 +47,12 @@ impl<R: Read> PlainReader<R> {
         let mut hash = Sha256::new();
         let mut first = Vec::new();
         (&mut inner).take(64 * 1024).read_until(b'\n', &mut first).map_err(unusable)?;
+        let mut written_for = None;
         let (opener, pending) = match atrest::Header::parse(&first) {
             Some((header, n)) if n == first.len() => {
                 let dek = key_for(&header)
                     .ok_or_else(|| unusable(format!("no key {} to decrypt the recording", header.key_id)))?;
+                written_for = Some(header.recording_id.clone());
                 (Some(RecordOpener::new(&header, &dek)), Vec::new())
             }
             Some(_) => return Err(unusable("the at-rest header is not a line of its own")),
@@ -56,7 +60,19 @@ impl<R: Read> PlainReader<R> {
         };
         hash.update(&first);
         let offset = first.len() as u64;
-        Ok(Self { inner, opener, index: 0, offset, pending, pos: 0, hash, done: false, lenient: false })
+        Ok(Self { inner, opener, written_for, index: 0, offset, pending, pos: 0, hash, done: false, lenient: false })
+    }
+
+    /// Whether the file starts with the at-rest header (every recording the box writes does):
+    /// one without it is read as plaintext, which anyone with the disk could have put there.
+    pub fn is_encrypted(&self) -> bool {
+        self.opener.is_some()
+    }
+
+    /// The recording the at-rest header says the file was written for (its records are bound
+    /// to it); none for a plaintext file.
+    pub fn written_for(&self) -> Option<&str> {
+        self.written_for.as_deref()
     }
 
     /// For a recording still being written: what is whole so far, ending quietly at a record

@@ -38,6 +38,20 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let tee = witness_store::PartTee::new(file, dir.config.part_size);
     let mut reader = witness_recorder::PlainReader::new(tee, &witness_keys::key_for(&dir.root))?;
+    // The box writes every recording encrypted and bound to its place; a file without the
+    // at-rest header is not one it wrote (another session's plaintext put there, say), and
+    // signing it would make it evidence.
+    if !reader.is_encrypted() {
+        bail!(
+            "{} is not encrypted at rest as the box writes every recording: replaced on disk, not sealed",
+            path.display()
+        );
+    }
+    // Its records are bound to the recording its header names: another recording's file put
+    // in its place reads well, and must not be signed as this one.
+    if let Some(other) = reader.written_for().filter(|id| *id != rec.id) {
+        bail!("{} was written for recording {other}, not {}: replaced on disk, not sealed", path.display(), rec.id);
+    }
     let mut chainer = evidence::Chainer::default();
     let mut hash = <sha2::Sha256 as sha2::Digest>::new();
     let mut buf = vec![0u8; 256 * 1024];
@@ -167,7 +181,9 @@ from the box, not from this folder. It checks the session manifest's signature a
 folder holds exactly the recordings it lists, and for every recording: the signature over the
 manifest, that the manifest names that key, every chunk's hash in order, the final hash, the
 total length and the SHA-256 of the file. Any flipped byte, missing, reordered or appended
-data, a removed recording, an edited manifest or a foreign key fails and says where. Without
+data, a removed recording, an edited manifest or a foreign key fails and says where. It checks
+session.json (who, from where, how it ended) against the signed session manifest, and names
+any file in the folder that is not one it checked (a copy laid beside a recording). Without
 --key/--key-file the key in box.pub is used: the fingerprint it prints (SHA-256 of the key)
 then says which key signed the folder, not that the key is the box's.
 
@@ -243,6 +259,9 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
         ended_at: session.ended_at.clone(),
         recordings: listed,
         key_fingerprint: evidence::fingerprint(&key.verifying_key()),
+        protocol: Some(session.protocol.clone()),
+        client: Some(session.client.clone().unwrap_or_default()),
+        end_reason: Some(session.end_reason.clone().unwrap_or_default()),
     };
     std::fs::write(out.join(SESSION_MANIFEST), serde_json::to_vec_pretty(&manifest)?)?;
     std::fs::write(out.join(SESSION_SIGNATURE), evidence::sign_bytes(&key, &manifest.signed_bytes()))?;
@@ -390,6 +409,9 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>, say: 
                 say(format!("  {} {}: {}", if c.ok { "✓" } else { "✗" }, c.what, c.detail));
                 all_ok &= c.ok;
             }
+            if let Ok(signed) = serde_json::from_slice::<evidence::SessionManifest>(&session) {
+                all_ok &= session_json_matches(bundle, &signed, say);
+            }
         }
         Err(e) => {
             say(format!(
@@ -397,6 +419,13 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>, say: 
             ));
             all_ok = false;
         }
+    }
+    // Every file is part of what was checked: a forged copy laid beside a signed recording
+    // (a `.mp4` a viewer would open, say) is not passed over in silence.
+    let names: Vec<String> = manifests.iter().map(|m| name_of(m)).collect();
+    for stray in stray_files(bundle, &names)? {
+        say(format!("  ✗ {stray}: not part of the signed bundle (added or renamed)"));
+        all_ok = false;
     }
     for m in &manifests {
         let name = name_of(m);
@@ -443,4 +472,77 @@ pub fn verify(bundle: &Path, key: Option<String>, key_file: Option<&Path>, say: 
     } else {
         bail!("NOT VERIFIED: see the ✗ lines above")
     }
+}
+
+/// The files in `bundle` that are none of what the box puts there for the recordings `names`:
+/// per recording its manifest, signature and one recording file (a raw one with its `.cast`).
+fn stray_files(bundle: &Path, names: &[String]) -> Result<Vec<String>> {
+    let fixed = [SESSION_MANIFEST, SESSION_SIGNATURE, "box.pub", "session.json", "README.txt"];
+    let mut stray = Vec::new();
+    for e in std::fs::read_dir(bundle).with_context(|| format!("reading {}", bundle.display()))?.flatten() {
+        let file = e.file_name().to_string_lossy().into_owned();
+        if fixed.contains(&file.as_str()) {
+            continue;
+        }
+        let known = names.iter().any(|n| {
+            let has = |ext: &str| bundle.join(format!("{n}.{ext}")).exists();
+            let ok = |ext: &str| file == format!("{n}.{ext}");
+            ok("manifest.json")
+                || ok("manifest.sig")
+                // The one recording file the verifier checks, and the player copy of a raw one.
+                || (ok("wsr") && !has("mp4"))
+                || (ok("cast") && !has("mp4"))
+                || (ok("mp4") && !has("wsr") && !has("cast"))
+        });
+        if !known {
+            stray.push(file);
+        }
+    }
+    stray.sort();
+    Ok(stray)
+}
+
+/// Whether the bundle's `session.json` (what people read for who, from where and how it ended)
+/// states what the box signed in its session manifest; each difference is named.
+fn session_json_matches(bundle: &Path, signed: &evidence::SessionManifest, say: &mut dyn FnMut(String)) -> bool {
+    let row: serde_json::Value = match std::fs::read(bundle.join("session.json")).map(|b| serde_json::from_slice(&b)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            say(format!("  ✗ session.json: not JSON: {e}"));
+            return false;
+        }
+        Err(_) => {
+            say("  - session.json: absent".into());
+            return true;
+        }
+    };
+    let text = |k: &str| row[k].as_str().unwrap_or_default().to_owned();
+    let mut fields = vec![
+        ("id", signed.session_id.clone()),
+        ("user", signed.user.clone()),
+        ("target", signed.target.clone()),
+        ("started_at", signed.started_at.clone()),
+        ("ended_at", signed.ended_at.clone().unwrap_or_default()),
+    ];
+    let mut unsigned = Vec::new();
+    for (k, v) in [("protocol", &signed.protocol), ("client", &signed.client), ("end_reason", &signed.end_reason)] {
+        match v {
+            Some(v) => fields.push((k, v.clone())),
+            None => unsigned.push(k),
+        }
+    }
+    let mut ok = true;
+    for (k, v) in fields {
+        if text(k) != v {
+            say(format!("  ✗ session.json: {k} is {:?}, the signed session manifest says {v:?} (changed)", text(k)));
+            ok = false;
+        }
+    }
+    if ok {
+        say("  ✓ session.json: states what the signed session manifest does".into());
+    }
+    if !unsigned.is_empty() {
+        say(format!("  - session.json: {} not signed in this bundle", unsigned.join(", ")));
+    }
+    ok
 }

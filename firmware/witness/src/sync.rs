@@ -459,7 +459,16 @@ impl Uploader {
             witness_archive::manifest::session_manifest(&self.dir.config.box_id, &session, &entries, &events)?;
         let key = keys::session_manifest_key(&self.dir.config.box_id, &session.started_at, session_id);
         let held = index.hold_of(session_id)?.is_some();
+        // Signed over its exact bytes, so `index rebuild` can take the session's own fields
+        // (client address, protocol, times, end reason) from it.
+        let sig = witness_core::evidence::sign_bytes(&crate::evidence::signing_key(&self.dir.root)?, &manifest);
         self.store().put_bytes(&key, manifest, held).await?;
+        self.store().put_bytes(&session_signature_key(&key), sig.into_bytes(), held).await?;
         Ok(key)
     }
+}
+
+/// Where a session manifest's signature is stored: beside it, `manifest.sig`.
+pub fn session_signature_key(manifest_key: &str) -> String {
+    format!("{}.sig", manifest_key.strip_suffix(".json").unwrap_or(manifest_key))
 }

@@ -332,8 +332,9 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
 }
 
 /// Reads every manifest of a box from the store and re-creates what the index lacks.
-/// Rebuilds the index from the store. The session manifests there are not signed, so they are
-/// only a list of where to look: a recording is restored only when its own manifest is signed
+/// Rebuilds the index from the store. A session manifest there is only a list of where to
+/// look, and its session's own fields (client, end reason, times) are taken only when its
+/// signature (`manifest.sig`, over its exact bytes) verifies: a recording is restored only when its own manifest is signed
 /// by the box's key (or `key`, another box's) and names this session, user and target, and its
 /// object, read back and decrypted, is what that manifest signs. A session is restored with its
 /// verified recordings, and not at all when none verifies.
@@ -356,25 +357,47 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         manifests.len(),
         store.describe()
     );
-    let (mut restored, mut present, mut refused, mut empty) = (0, 0, 0, 0);
+    let (mut restored, mut present, mut refused, mut empty, mut unsigned_sessions) = (0, 0, 0, 0, 0);
     for key in manifests {
-        let bytes = rt.block_on(store.get(key)).with_context(|| format!("reading {key}"))?;
-        let m: serde_json::Value =
-            serde_json::from_slice(&bytes).with_context(|| format!("{key} is not a manifest"))?;
-        let session: witness_index::SessionRow =
-            serde_json::from_value(m["session"].clone()).with_context(|| format!("{key}: session"))?;
+        // Anyone who can write to the bucket can put an object here: one that is not a session
+        // manifest is named and passed over, never a reason to restore nothing else.
+        let parsed = rt
+            .block_on(store.get(key))
+            .map_err(|e| format!("reading it: {e}"))
+            .and_then(|bytes| {
+                let m = serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())?;
+                Ok((bytes, m))
+            })
+            .and_then(|(bytes, m)| {
+                let s = serde_json::from_value::<witness_index::SessionRow>(m["session"].clone())
+                    .map_err(|e| format!("session: {e}"))?;
+                Ok((bytes, m, s))
+            });
+        let (bytes, m, session) = match parsed {
+            Ok(v) => v,
+            Err(why) => {
+                println!("refused {key}: not a session manifest ({why})");
+                tracing::warn!(manifest = %key, reason = %why, "session manifest not read");
+                empty += 1;
+                continue;
+            }
+        };
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        let mut recordings = Vec::new();
+        let mut recordings: Vec<witness_index::RestoredRecording> = Vec::new();
         for r in m["recordings"].as_array().map(Vec::as_slice).unwrap_or_default() {
             let (Some(id), Some(object_key)) = (text(&r["id"]), text(&r["key"])) else {
                 println!("refused a recording of session {} in {key}: it has no id or no object key", session.id);
                 refused += 1;
                 continue;
             };
+            if recordings.iter().any(|x| x.id == id) {
+                println!("refused recording {id} of session {}: listed twice in {key}", session.id);
+                refused += 1;
+                continue;
+            }
             let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
             match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
                 Ok(mut rec) => {
-                    rec.channel = text(&r["channel"]).unwrap_or_default();
                     rec.duration = r["duration"].as_f64();
                     rec.status_reason = text(&r["status_reason"]);
                     // Cut by a crash: a video then plays to its last whole fragment.
@@ -392,6 +415,26 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             empty += 1;
             continue;
         }
+        // The session's own fields are taken as the bucket says only when the box signed the
+        // session manifest; otherwise its times come from its signed recordings and where the
+        // client came from and how it ended are not known.
+        let mut session = session;
+        let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
+        let signed = sig
+            .is_some_and(|sig| witness_core::evidence::verify_bytes(&public, &String::from_utf8_lossy(&sig), &bytes));
+        if !signed {
+            println!(
+                "session {}: its manifest is not signed by key {fingerprint}: client, end reason and times are not taken from it",
+                session.id
+            );
+            unsigned_sessions += 1;
+            session.client = None;
+            session.end_reason = Some("unknown: the session manifest in the store is not signed".into());
+            if let Some(start) = recordings.iter().map(|r| r.started_at.clone()).min() {
+                session.started_at = start;
+            }
+            session.ended_at = recordings.iter().filter_map(|r| r.ended_at.clone()).max();
+        }
         if dir.index.restore_session(&session, key, &recordings)? {
             restored += 1;
         } else {
@@ -406,6 +449,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         &serde_json::json!({
             "box_id": box_id, "restored": restored, "refused_recordings": refused,
             "sessions_without_a_verified_recording": empty, "key_fingerprint": fingerprint,
+            "sessions_with_an_unsigned_manifest": unsigned_sessions,
         }),
     )?;
     println!("restored {restored} sessions ({present} were already in the index)");
@@ -471,7 +515,7 @@ fn verified_recording(
     witness_core::evidence::matches_manifest(&signed, chainer, sha)?;
     Ok(witness_index::RestoredRecording {
         id: signed.recording_id,
-        channel: String::new(),
+        channel: signed.channel,
         object_key: listed.object_key.clone(),
         bytes: plain.stored_len(),
         sha256: plain.stored_sha256(),
