@@ -407,6 +407,9 @@ fn red19_live_viewers_that_never_read_hold_the_boxs_memory() {
 #[test]
 fn red19_search_snippets_show_session_text_unattributed() {
     let (_sshd, b, session) = box_with_a_session("narwhalword");
+    // The text is read for search after the recording is sealed, on a worker of its own: wait
+    // for it here (a search that polled would audit every try).
+    eventually(120, "the recording's text is indexed", || b.log().contains("recording text indexed").then_some(()));
     let mut audrey = Web::new(&b);
     assert_eq!(audrey.login("audrey", "audrey-passwd").status, 200);
     let found = audrey.get("/api/v1/sessions?q=narwhalword");
