@@ -290,6 +290,8 @@ fn keys_sealed_to_a_tpm_open_nothing_without_it() {
     let id = rec["id"].as_str().unwrap();
     assert!(b.export(id).contains("sealed-box-word"));
     exported_bundle_verifies(&b, rec["session_id"].as_str().unwrap());
+    // The search key is made when the recording's text is first read (after the seal).
+    eventually(120, "the recording's text is indexed", || b.log().contains("recording text indexed").then_some(()));
     b.stop();
     // Only sealed keys under keys/, including the search key the daemon made after the seal.
     let keys = b.data().join("keys");

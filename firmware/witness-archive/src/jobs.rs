@@ -215,7 +215,15 @@ pub async fn work(
                 let (q, s) = (queue.clone(), steps.clone());
                 let ran = tokio::task::spawn_blocking(move || run_one_among(&*q, &*s, among, now_ms(), lease_ms)).await;
                 match ran {
-                    Ok(Ok(Ran::Done(..) | Ran::Failed(..) | Ran::Later(..))) => continue,
+                    // What it enqueued may be another lane's: its worker is woken, not left to
+                    // its idle sleep.
+                    Ok(Ok(Ran::Done(_, next))) => {
+                        if !next.is_empty() {
+                            wake.notify_waiters();
+                        }
+                        continue;
+                    }
+                    Ok(Ok(Ran::Failed(..) | Ran::Later(..))) => continue,
                     Ok(Ok(Ran::Idle)) => {}
                     Ok(Err(e)) => tracing::error!(error = %e, "the job queue cannot be read"),
                     // `run_one_among` catches a step's panic; this is the queue itself panicking.
@@ -569,6 +577,30 @@ mod tests {
             ["big1", "big2", "big3"]
                 .iter()
                 .all(|r| all.get(&(r.to_string(), JobStep::Extract)).is_some_and(|j| j.0 == JobState::Done))
+        })
+        .await;
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(5), pool).await.expect("the pool stops on cancel").unwrap();
+    }
+
+    /// A step one lane enqueues for another runs at once: the other lane's worker, asleep for
+    /// its idle time, is woken (the lanes made the text of a recording wait for that sleep).
+    #[tokio::test]
+    async fn a_step_enqueued_for_another_lane_runs_at_once() {
+        fn now() -> i64 {
+            1_000
+        }
+        let q = Arc::new(Memory::default());
+        let steps = Arc::new(Log::default());
+        let (wake, cancel) = (Arc::new(Notify::new()), CancellationToken::new());
+        let how = Pool { workers: 2, lease_ms: 60_000, idle: Duration::from_secs(60), now_ms: now };
+        let pool = tokio::spawn(work(q.clone(), steps.clone(), how, wake.clone(), cancel.clone()));
+        // Both workers find nothing and sleep; then a recording ends.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        q.0.lock().unwrap().insert(("r1".into(), JobStep::Seal), (JobState::Waiting, 0, 0, None, 0));
+        wake.notify_waiters();
+        until(&q, "the text read right after the seal, not after the idle minute", &|all| {
+            all.get(&("r1".to_owned(), JobStep::Extract)).is_some_and(|j| j.0 == JobState::Done)
         })
         .await;
         cancel.cancel();
