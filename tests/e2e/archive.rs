@@ -8,11 +8,6 @@ use crate::harness::*;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-fn box_id(b: &Box) -> String {
-    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
-}
-
 /// Where the default store (a folder in the data dir) keeps a recording's object.
 fn stored(b: &Box, rec: &serde_json::Value, suffix: &str) -> PathBuf {
     b.data().join("store").join(format!(

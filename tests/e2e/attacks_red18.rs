@@ -3,30 +3,7 @@
 //! signed manifest shows it, but the session around it comes from the unsigned session manifest.
 
 use crate::harness::*;
-
-fn box_id(b: &Box) -> String {
-    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
-}
-
-/// A serving box that keeps nothing locally once a recording is verified in the store, after
-/// one session per word; the box and its recordings once all are uploaded and pruned.
-fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec<serde_json::Value>) {
-    let mut b = Box::with_target(sshd);
-    b.configure("store", "keep_local_days = 0");
-    b.use_s3(s3, S3_BUCKET, S3_SECRET);
-    b.serve();
-    for word in words {
-        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
-    }
-    let recs = eventually(60, "uploaded and pruned", || {
-        let recs = b.recordings();
-        let all_gone =
-            recs.iter().all(|r| r["status"] == "uploaded" && !b.data().join(r["path"].as_str().unwrap()).exists());
-        (recs.len() == words.len() && all_gone).then_some(recs)
-    });
-    (b, recs)
-}
+use crate::store::pruned_sessions;
 
 fn lose_index(b: &Box) {
     for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {

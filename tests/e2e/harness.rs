@@ -786,3 +786,9 @@ impl Drop for IndexWriteLock {
         let _ = self.holder.wait();
     }
 }
+
+/// The box id in a box's `witness.toml` (the first part of its object keys).
+pub fn box_id(b: &Box) -> String {
+    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
+    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
+}

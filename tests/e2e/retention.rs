@@ -6,11 +6,6 @@ use crate::harness::*;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
-fn box_id(b: &Box) -> String {
-    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
-}
-
 /// The object key of a recording row, as the box names it.
 fn key_of(b: &Box, r: &serde_json::Value) -> String {
     format!(

@@ -31,11 +31,6 @@ fn assert_stored_intact(b: &Box, s3: &S3) {
     }
 }
 
-fn box_id(b: &Box) -> String {
-    let text = std::fs::read_to_string(b.data().join("witness.toml")).unwrap();
-    text.lines().find_map(|l| l.strip_prefix("box_id = ")).unwrap().trim_matches('"').to_owned()
-}
-
 #[test]
 fn small_and_multipart_uploads_are_verified_with_a_manifest() {
     let sshd = Sshd::start();
@@ -282,7 +277,7 @@ fn expired_sas_is_reported_and_retried() {
 /// A serving box keeping nothing locally once it is verified in the store, after one session
 /// per word (each echoing it): the box and the recordings, uploaded, their manifests stored and
 /// their local copies pruned.
-fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec<serde_json::Value>) {
+pub(crate) fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec<serde_json::Value>) {
     let mut b = Box::with_target(sshd);
     b.configure("store", "keep_local_days = 0");
     b.use_s3(s3, S3_BUCKET, S3_SECRET);
