@@ -137,19 +137,28 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
     };
     let box_id = &dir.config.box_id;
+    let set_apart = dir.root.join(crate::sync::READ_STORE_FILE).exists();
     let asked = async {
+        // The recorder's key may be write-only: it is not probed with reads it cannot make
+        // (only the look at the bucket every upload starts with); reading needs `store set-read`.
+        if !set_apart && store.check().await? == witness_store::KeyAccess::WriteOnly {
+            return Ok(None);
+        }
         let listed = store.list(&audit_anchor::prefix(box_id)).await?;
         let mut fetched = Vec::new();
         for k in audit_anchor::to_fetch(box_id, &local, &listed, FETCH_LIMIT) {
             let bytes = store.get(&k).await?;
             fetched.push((k, bytes));
         }
-        anyhow::Ok((listed, fetched))
+        anyhow::Ok(Some((listed, fetched)))
     };
     Ok(match tokio::time::timeout(COMPARE_TIMEOUT, asked).await {
         Err(_) => Remote::NotCompared(format!("the store did not answer within {} s", COMPARE_TIMEOUT.as_secs())),
         Ok(Err(e)) => Remote::NotCompared(format!("{e:#}")),
-        Ok(Ok((listed, fetched))) => Remote::Compared(
+        Ok(Ok(None)) => Remote::NotCompared(
+            "the store key may only write, and no read credentials are set (`witness store set-read`)".to_owned(),
+        ),
+        Ok(Ok(Some((listed, fetched)))) => Remote::Compared(
             audit_anchor::compare(box_id, &public, &local, &listed, &fetched),
             store.describe().to_owned(),
         ),
@@ -160,27 +169,45 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
 const REBUILD_HINT: &str =
     "sessions of that time whose recordings reached the store are restored with `witness index rebuild --from-store`";
 
+/// "checkpoint 3", or "checkpoints 3 to 5".
+fn span(first: u64, last: u64) -> String {
+    if first == last { format!("checkpoint {first}") } else { format!("checkpoints {first} to {last}") }
+}
+
 /// What a verdict that is not agreement says, in one line; `None` for agreement.
 pub fn rollback_text(verdict: &Verdict) -> Option<String> {
     Some(match verdict {
         Verdict::Agrees { .. } => return None,
         Verdict::RolledBack { first, newest, local_head } => {
-            let here = match local_head {
-                Some(h) => format!(
-                    "this box's newest is checkpoint {} (signed at {}, events up to {})",
-                    h.seq, h.at, h.last_id
+            let (here, since) = match local_head {
+                Some(h) => (
+                    format!(
+                        "this box's newest is checkpoint {} (signed at {}, events up to {})",
+                        h.seq, h.at, h.last_id
+                    ),
+                    h.at.clone(),
                 ),
-                None => "this box has no checkpoint".to_owned(),
+                None => ("this box has none".to_owned(), "the log's start".to_owned()),
             };
-            let since = local_head.as_ref().map_or_else(|| "its first checkpoint".to_owned(), |h| h.at.clone());
             format!(
-                "the audit log was rolled back: the store holds this box's signed checkpoint {} (signed at {}, events up to {}), and every one from checkpoint {} on, but {here}: the index and its checkpoints were put back from an earlier copy, and what happened between {since} and {} is missing; {REBUILD_HINT}",
-                newest.seq, newest.at, newest.last_id, first.seq, newest.at
+                "the audit log was rolled back: the store holds this box's signed {} (the newest, checkpoint {}, signed at {}, events up to {}), but {here}: the index and its checkpoints were put back from an earlier copy, and what happened between {since} and {} is missing; {REBUILD_HINT}",
+                span(first.seq, newest.seq),
+                newest.seq,
+                newest.at,
+                newest.last_id,
+                newest.at
             )
         }
         Verdict::Forked { store, local, newest } => format!(
-            "the audit log was rolled back and signed again: at checkpoint {} the store holds one signed at {} (events up to {}), this box one signed at {} (events up to {}); the store's go on to checkpoint {} (signed at {}): the index and its checkpoints were put back from an earlier copy, and what the store's checkpoints {} to {} covered is missing; {REBUILD_HINT}",
-            store.seq, store.at, store.last_id, local.at, local.last_id, newest.seq, newest.at, store.seq, newest.seq
+            "the audit log was rolled back and signed again: at checkpoint {} the store holds one signed at {} (events up to {}), this box one signed at {} (events up to {}); the store's newest is checkpoint {} (signed at {}): the index and its checkpoints were put back from an earlier copy, and what the store's {} covered is missing; {REBUILD_HINT}",
+            store.seq,
+            store.at,
+            store.last_id,
+            local.at,
+            local.last_id,
+            newest.seq,
+            newest.at,
+            span(store.seq, newest.seq)
         ),
     })
 }
