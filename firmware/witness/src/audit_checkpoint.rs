@@ -262,3 +262,57 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
         tracing::warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use witness_core::audit_anchor::Named;
+
+    fn named(seq: u64, at: &str, last_id: i64) -> Named {
+        Named { seq, at: at.into(), last_id }
+    }
+
+    #[test]
+    fn a_rollback_or_fork_is_said_with_its_sequence_time_and_where_to_go() {
+        assert_eq!(rollback_text(&Verdict::Agrees { store_newest: Some(3), not_sent: 0 }), None);
+        let back = rollback_text(&Verdict::RolledBack {
+            first: named(3, "T3", 30),
+            newest: named(5, "T5", 50),
+            local_head: Some(named(2, "T2", 20)),
+        })
+        .unwrap();
+        for said in [
+            "rolled back",
+            "checkpoints 3 to 5",
+            "checkpoint 5, signed at T5, events up to 50",
+            "checkpoint 2 (signed at T2",
+            "between T2 and T5",
+            "index rebuild --from-store",
+        ] {
+            assert!(back.contains(said), "{said:?} in {back}");
+        }
+        let none = rollback_text(&Verdict::RolledBack {
+            first: named(1, "T1", 9),
+            newest: named(1, "T1", 9),
+            local_head: None,
+        })
+        .unwrap();
+        assert!(none.contains("signed checkpoint 1 (") && none.contains("this box has none"), "{none}");
+        let fork = rollback_text(&Verdict::Forked {
+            store: named(3, "T3", 30),
+            local: named(3, "T3b", 31),
+            newest: named(4, "T4", 40),
+        })
+        .unwrap();
+        for said in [
+            "signed again",
+            "at checkpoint 3 the store holds one signed at T3",
+            "this box one signed at T3b",
+            "newest is checkpoint 4 (signed at T4)",
+            "checkpoints 3 to 4 covered",
+            "index rebuild --from-store",
+        ] {
+            assert!(fork.contains(said), "{said:?} in {fork}");
+        }
+    }
+}
