@@ -254,25 +254,46 @@ fn red18_audit_verify_misses_a_rolled_back_index_and_checkpoints() {
 }
 
 /// The remote comparison needs the store; when it cannot be reached, `audit --verify` says the
-/// comparison was not done (exit 3) and never that the log is verified.
+/// comparison was not done (exit 3) and never that the log is verified, and the box says so at
+/// start. The checkpoints of an offline site wait and are sent once the store is back.
 #[test]
 fn red18_audit_verify_with_the_store_away_says_not_compared() {
     let sshd = Sshd::start();
-    let mut s3 = S3::start();
+    let mut s3 = S3::stopped();
     let mut b = Box::with_target(&sshd);
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
-    assert!(b.ssh("alice@web01").arg("echo one").output().unwrap().status.success());
-    assert!(b.stop().success());
-    let out = b.cli(&["audit", "--verify"], None);
-    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("verified against the store"), "{}", stdout(&out));
-    s3.halt();
+    assert!(b.ssh("alice@web01").arg("echo offline").output().unwrap().status.success());
+    eventually(30, "the start's comparison said not done", || {
+        b.audit_kinds().iter().any(|k| k == "audit_not_compared").then_some(())
+    });
+    assert!(b.log().contains("could not be compared with the store"), "{}", b.log());
+    assert!(b.stop().success(), "the stop does not wait for the store");
     let out = b.cli(&["audit", "--verify"], None);
     let said = stdout(&out);
     assert_eq!(out.status.code(), Some(3), "not compared is its own exit code: {said} {}", stderr(&out));
     assert!(said.contains("NOT COMPARED with the store"), "{said}");
     assert!(!said.contains("verified against the store"), "{said}");
+    // The store back: what the offline stop signed goes up at the next start.
+    s3.run();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("none of this box's checkpoints yet; 1 not sent yet"), "{}", stdout(&out));
+    b.serve();
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    eventually(30, "the queued checkpoint sent", || {
+        std::fs::read_dir(&prefix).ok().map(|d| d.count()).filter(|n| *n == 1)
+    });
+    assert!(b.ssh("alice@web01").arg("echo online").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("verified against the store s3:"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("checkpoints up to 2, each the one here"), "{}", stdout(&out));
+    s3.halt();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(3), "{} {}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains("verified against the store"), "{}", stdout(&out));
 }
 
 /// Recordings are encrypted at rest, but the reader takes a file without the at-rest header as
