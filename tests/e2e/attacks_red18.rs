@@ -185,15 +185,20 @@ fn red18_verify_passes_a_forged_file_beside_the_signed_recording() {
 }
 
 /// The audit log is in the encrypted index and its reach is signed into `audit.checkpoints`,
-/// both on the same disk: copied away at one stop and put back after a later one (as someone
-/// with the disk but no keys would, or an admin restoring a backup), the log has lost its tail
-/// and `audit --verify` still says intact — nothing outside the disk remembers the newer
-/// checkpoint. Open: it needs an anchor off the disk (checkpoints sent to the store, or a TPM
-/// counter).
+/// both on the same disk: copied away at one stop and put back after a later one (as an insider
+/// with root would, or an admin restoring a backup), the log has lost its tail — a failed login
+/// and a whole session — and `audit --verify` still said intact: nothing outside the disk
+/// remembered the newer checkpoint. Fixed: every signed checkpoint also goes to the store
+/// (`BOX/audit-checkpoints/SEQ-HASH.json`, sent at stop too), and `audit --verify` compares the
+/// local chain with it: a checkpoint the store holds beyond the local head is named with its
+/// sequence and time, and the operator is sent to `index rebuild --from-store`. The box says so
+/// at its next start too (log line and audit event) and still records.
 #[test]
 fn red18_audit_verify_misses_a_rolled_back_index_and_checkpoints() {
     let sshd = Sshd::start();
+    let s3 = S3::start();
     let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
     assert!(b.stop().success());
@@ -203,25 +208,92 @@ fn red18_audit_verify_misses_a_rolled_back_index_and_checkpoints() {
         let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
     }
     let before = b.audit().len();
+    let said = b.ok(&["audit", "--verify"], None);
+    assert!(said.contains("audit log intact"), "{said}");
     b.serve();
     assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
     assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
     assert!(b.stop().success());
     let later = b.audit();
     assert!(later.len() > before);
-    // Put back.
+    let local = std::fs::read_to_string(b.data().join("audit.checkpoints")).unwrap();
+    let newest: serde_json::Value = serde_json::from_str(local.lines().last().unwrap()).unwrap();
+    // Put back: a consistent earlier copy of the index and its checkpoints.
     for f in files {
         let _ = std::fs::remove_file(b.data().join(f));
         if keep.path().join(f).exists() {
             std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
         }
     }
-    let said = b.ok(&["audit", "--verify"], None);
-    assert!(said.contains("audit log intact"), "{said}");
     let now = b.audit();
     assert_eq!(now.len(), before, "the tail is gone");
-    let newest = later.last().unwrap()["id"].clone();
-    assert!(!now.iter().any(|e| e["id"] == newest), "the newest event is gone");
+    let newest_event = later.last().unwrap()["id"].clone();
+    assert!(!now.iter().any(|e| e["id"] == newest_event), "the newest event is gone");
+    // Fixed: the store remembers the newer checkpoint.
+    let out = b.cli(&["audit", "--verify"], None);
+    let (said, why) = (stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "a rollback fails verification: {said} {why}");
+    assert!(!said.contains("verified against the store"), "{said}");
+    let seq = newest["checkpoint"]["seq"].as_u64().expect("a checkpoint names its sequence");
+    assert!(seq >= 2, "{newest}");
+    let at = newest["checkpoint"]["at"].as_str().unwrap();
+    assert!(why.contains("rolled back") && why.contains(&format!("checkpoint {seq}")), "{why}");
+    assert!(why.contains(at), "the time of the missing part is named: {why}");
+    assert!(why.contains("index rebuild --from-store"), "the operator is sent to the store's sessions: {why}");
+    // The box starts, records, and says what it found (log line and audit event).
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo after-rollback").output().unwrap().status.success());
+    eventually(30, "the rollback named in the log and the audit log", || {
+        (b.log().contains("rolled back") && b.audit_kinds().iter().any(|k| k == "audit_rollback")).then_some(())
+    });
+    assert!(b.stop().success());
+    // Its new checkpoints do not paper over it: the chain it now has forks from the store's.
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("checkpoint"), "{}", stderr(&out));
+}
+
+/// The remote comparison needs the store; when it cannot be reached, `audit --verify` says the
+/// comparison was not done (exit 3) and never that the log is verified, and the box says so at
+/// start. The checkpoints of an offline site wait and are sent once the store is back.
+#[test]
+fn red18_audit_verify_with_the_store_away_says_not_compared() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo offline").output().unwrap().status.success());
+    eventually(30, "the start's comparison said not done", || {
+        b.audit_kinds().iter().any(|k| k == "audit_not_compared").then_some(())
+    });
+    assert!(b.log().contains("could not be compared with the store"), "{}", b.log());
+    assert!(b.stop().success(), "the stop does not wait for the store");
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(3), "not compared is its own exit code: {said} {}", stderr(&out));
+    assert!(said.contains("NOT COMPARED with the store"), "{said}");
+    assert!(!said.contains("verified against the store"), "{said}");
+    // The store back: what the offline stop signed goes up at the next start.
+    s3.run();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("none of this box's checkpoints yet; 1 not sent yet"), "{}", stdout(&out));
+    b.serve();
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    eventually(30, "the queued checkpoint sent", || {
+        std::fs::read_dir(&prefix).ok().map(|d| d.count()).filter(|n| *n == 1)
+    });
+    assert!(b.ssh("alice@web01").arg("echo online").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("verified against the store s3:"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("checkpoints up to 2, each the one here"), "{}", stdout(&out));
+    s3.halt();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(3), "{} {}", stdout(&out), stderr(&out));
+    assert!(!stdout(&out).contains("verified against the store"), "{}", stdout(&out));
 }
 
 /// Recordings are encrypted at rest, but the reader takes a file without the at-rest header as

@@ -603,6 +603,14 @@ impl S3 {
         wait_for_port(self.port, "s3s-fs");
     }
 
+    /// Stops the server (the store goes away; `run` brings it back).
+    pub fn halt(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }

@@ -116,6 +116,15 @@ pub struct AuditCheckpoint {
     pub hash: String,
     pub at: String,
     pub key_fingerprint: String,
+    /// The checkpoint's place in the box's chain of checkpoints (1 for the first). Absent from
+    /// checkpoints signed before it existed (their place is their line in the file), whose
+    /// signed bytes stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// SHA-256 (hex) of the checkpoint before it, signed and all ([`SignedCheckpoint::hash`]);
+    /// absent for the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev: Option<String>,
 }
 
 /// One line of the checkpoint file: the checkpoint and its signature (hex).
@@ -137,6 +146,12 @@ impl AuditCheckpoint {
 }
 
 impl SignedCheckpoint {
+    /// SHA-256 (hex) of the checkpoint and its signature as stored (one line of JSON): what the
+    /// next checkpoint names as `prev`, and what its key in the store carries.
+    pub fn hash(&self) -> String {
+        hex::encode(Sha256::digest(serde_json::to_vec(self).expect("a checkpoint serializes")))
+    }
+
     /// Whether the signature verifies with `public_key_hex` and the checkpoint names that key.
     pub fn verifies(&self, public_key_hex: &str) -> bool {
         let signed = self.checkpoint.signed_bytes();
@@ -602,12 +617,17 @@ mod tests {
             hash: "ab".repeat(32),
             at: "t".into(),
             key_fingerprint: fingerprint(&key.verifying_key()),
+            seq: Some(3),
+            prev: Some("cd".repeat(32)),
         }
         .sign(&key);
         assert!(cp.verifies(&public));
         let mut moved = cp.clone();
         moved.checkpoint.last_id = 40;
         assert!(!moved.verifies(&public), "a checkpoint moved back to hide a removed tail");
+        let mut renumbered = cp.clone();
+        renumbered.checkpoint.seq = Some(2);
+        assert!(!renumbered.verifies(&public), "its place in the chain is signed");
         let other = hex::encode(signing_key(&[8u8; 32]).verifying_key().as_bytes());
         assert!(!cp.verifies(&other));
     }

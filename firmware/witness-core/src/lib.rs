@@ -4,6 +4,7 @@
 //! fuzzed on its own.
 
 pub mod atrest;
+pub mod audit_anchor;
 pub mod cast;
 pub mod channel;
 pub mod clock;

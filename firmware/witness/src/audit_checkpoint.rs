@@ -1,14 +1,28 @@
 //! Signed checkpoints of the audit log: every minute while serving (when events were added) and
 //! at stop, the newest event's id and chained hash are signed with the box's evidence key and
-//! appended to `DATA/audit.checkpoints`. The hash chain names a changed or removed event in the
-//! middle; a removed tail leaves the chain intact, and only a checkpoint shows it.
+//! appended to `DATA/audit.checkpoints`, each naming its place and the checkpoint before it. The
+//! hash chain names a changed or removed event in the middle; a removed tail leaves the chain
+//! intact, and only a checkpoint shows it. A rollback of the whole disk (the index and this file
+//! put back from an earlier copy) leaves both consistent, so every checkpoint is also sent to the
+//! store ([`send`]: store-and-forward, the file being the queue and `audit.checkpoints.sent` the
+//! note of how far it went), and [`compare`] sets the local chain against what the store holds
+//! (`witness_core::audit_anchor`): at `audit --verify` and at every start.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
+use std::time::Duration;
+use witness_core::audit_anchor::{self, Comparison, Verdict};
 use witness_core::evidence::{self, AuditCheckpoint, SignedCheckpoint};
 
 pub const FILE: &str = "audit.checkpoints";
+/// The hash of the newest checkpoint the store took. A note only: put back with an earlier copy,
+/// what the store already holds is sent again under the same name.
+pub const SENT_FILE: &str = "audit.checkpoints.sent";
+/// How many of the store's checkpoints that differ from the local chain are read at most.
+const FETCH_LIMIT: usize = 64;
+/// How long the comparison may take before it is given up as not done.
+const COMPARE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The checkpoints written so far, oldest first.
 fn read_all(dir: &DataDir) -> Result<Vec<SignedCheckpoint>> {
@@ -29,7 +43,8 @@ fn read_all(dir: &DataDir) -> Result<Vec<SignedCheckpoint>> {
 /// Signs and appends a checkpoint when the log grew since the last one. Returns whether it did.
 pub fn write(dir: &DataDir) -> Result<bool> {
     let Some((last_id, hash)) = dir.index.audit_head()? else { return Ok(false) };
-    if read_all(dir).unwrap_or_default().last().is_some_and(|c| c.checkpoint.last_id == last_id) {
+    let all = read_all(dir)?;
+    if all.last().is_some_and(|c| c.checkpoint.last_id == last_id) {
         return Ok(false);
     }
     let key = crate::evidence::signing_key(&dir.root)?;
@@ -40,6 +55,8 @@ pub fn write(dir: &DataDir) -> Result<bool> {
         hash,
         at: witness_index::format_time(time::OffsetDateTime::now_utc()),
         key_fingerprint: evidence::fingerprint(&key.verifying_key()),
+        seq: Some(all.len() as u64 + 1),
+        prev: all.last().map(SignedCheckpoint::hash),
     }
     .sign(&key);
     let mut line = serde_json::to_vec(&signed)?;
@@ -54,8 +71,9 @@ pub fn write(dir: &DataDir) -> Result<bool> {
     Ok(true)
 }
 
-/// Checks every checkpoint: its signature (the box's key) and that the event it names is still
-/// in the log with that hash. Returns how many there are and the newest event they cover.
+/// Checks every checkpoint: its signature (the box's key), its place in the chain of
+/// checkpoints, and that the event it names is still in the log with that hash. Returns how many
+/// there are and the newest event they cover.
 pub fn verify(dir: &DataDir) -> Result<(usize, Option<i64>)> {
     let public = crate::evidence::public_key_hex(&dir.root)?;
     let all = read_all(dir)?;
@@ -67,5 +85,234 @@ pub fn verify(dir: &DataDir) -> Result<(usize, Option<i64>)> {
             bail!("audit log broken: {why} (checkpoint signed at {})", c.checkpoint.at);
         }
     }
+    if let Err(why) = audit_anchor::check_chain(&all) {
+        bail!("audit checkpoints broken: {why}");
+    }
     Ok((all.len(), all.iter().map(|c| c.checkpoint.last_id).max()))
+}
+
+/// Sends the checkpoints after the one the store last took, oldest first, each under its own
+/// name (`BOX/audit-checkpoints/SEQ-HASH.json`). Returns how many were sent; on a failure what
+/// was sent stays noted and the rest waits for the next call.
+pub async fn send(dir: &DataDir, store: &witness_store::Store) -> Result<usize> {
+    let all = read_all(dir)?;
+    let sent = std::fs::read_to_string(dir.root.join(SENT_FILE)).unwrap_or_default();
+    let from = all.iter().position(|c| c.hash() == sent.trim()).map_or(0, |i| i + 1);
+    let mut n = 0;
+    for (i, c) in all.iter().enumerate().skip(from) {
+        let seq = i as u64 + 1;
+        let key = audit_anchor::key(&dir.config.box_id, seq, c);
+        store
+            .put_bytes(&key, serde_json::to_vec(c)?, false)
+            .await
+            .with_context(|| format!("sending audit checkpoint {seq} to the store"))?;
+        std::fs::write(dir.root.join(SENT_FILE), c.hash()).context("noting the audit checkpoint sent")?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Sends what is pending to the configured store, within `limit`.
+pub async fn send_pending(dir: &DataDir, limit: Duration) -> Result<usize> {
+    let store = crate::sync::open_store(dir)?;
+    tokio::time::timeout(limit, send(dir, &store))
+        .await
+        .map_err(|_| anyhow::anyhow!("the store did not answer within {} s", limit.as_secs()))?
+}
+
+/// What the store said about the local chain, or why it could not be asked.
+pub enum Remote {
+    /// The comparison, and the store it was made with.
+    Compared(Comparison, String),
+    /// The store could not be reached or read: nothing was compared.
+    NotCompared(String),
+}
+
+/// Compares the local chain of checkpoints with the store's copy (read credentials).
+pub async fn compare(dir: &DataDir) -> Result<Remote> {
+    let local = read_all(dir)?;
+    let public = crate::evidence::public_key_hex(&dir.root)?;
+    let store = match crate::sync::open_read_store(dir) {
+        Ok(s) => s,
+        Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
+    };
+    let box_id = &dir.config.box_id;
+    let set_apart = dir.root.join(crate::sync::READ_STORE_FILE).exists();
+    let asked = async {
+        // The recorder's key may be write-only: it is not probed with reads it cannot make
+        // (only the look at the bucket every upload starts with); reading needs `store set-read`.
+        if !set_apart && store.check().await? == witness_store::KeyAccess::WriteOnly {
+            return Ok(None);
+        }
+        let listed = store.list(&audit_anchor::prefix(box_id)).await?;
+        let mut fetched = Vec::new();
+        for k in audit_anchor::to_fetch(box_id, &local, &listed, FETCH_LIMIT) {
+            let bytes = store.get(&k).await?;
+            fetched.push((k, bytes));
+        }
+        anyhow::Ok(Some((listed, fetched)))
+    };
+    Ok(match tokio::time::timeout(COMPARE_TIMEOUT, asked).await {
+        Err(_) => Remote::NotCompared(format!("the store did not answer within {} s", COMPARE_TIMEOUT.as_secs())),
+        Ok(Err(e)) => Remote::NotCompared(format!("{e:#}")),
+        Ok(Ok(None)) => Remote::NotCompared(
+            "the store key may only write, and no read credentials are set (`witness store set-read`)".to_owned(),
+        ),
+        Ok(Ok(Some((listed, fetched)))) => Remote::Compared(
+            audit_anchor::compare(box_id, &public, &local, &listed, &fetched),
+            store.describe().to_owned(),
+        ),
+    })
+}
+
+/// Where to go for what a rollback took.
+const REBUILD_HINT: &str =
+    "sessions of that time whose recordings reached the store are restored with `witness index rebuild --from-store`";
+
+/// "checkpoint 3", or "checkpoints 3 to 5".
+fn span(first: u64, last: u64) -> String {
+    if first == last { format!("checkpoint {first}") } else { format!("checkpoints {first} to {last}") }
+}
+
+/// What a verdict that is not agreement says, in one line; `None` for agreement.
+pub fn rollback_text(verdict: &Verdict) -> Option<String> {
+    Some(match verdict {
+        Verdict::Agrees { .. } => return None,
+        Verdict::RolledBack { first, newest, local_head } => {
+            let (here, since) = match local_head {
+                Some(h) => (
+                    format!(
+                        "this box's newest is checkpoint {} (signed at {}, events up to {})",
+                        h.seq, h.at, h.last_id
+                    ),
+                    h.at.clone(),
+                ),
+                None => ("this box has none".to_owned(), "the log's start".to_owned()),
+            };
+            format!(
+                "the audit log was rolled back: the store holds this box's signed {} (the newest, checkpoint {}, signed at {}, events up to {}), but {here}: the index and its checkpoints were put back from an earlier copy, and what happened between {since} and {} is missing; {REBUILD_HINT}",
+                span(first.seq, newest.seq),
+                newest.seq,
+                newest.at,
+                newest.last_id,
+                newest.at
+            )
+        }
+        Verdict::Forked { store, local, newest } => format!(
+            "the audit log was rolled back and signed again: at checkpoint {} the store holds one signed at {} (events up to {}), this box one signed at {} (events up to {}); the store's newest is checkpoint {} (signed at {}): the index and its checkpoints were put back from an earlier copy, and what the store's {} covered is missing; {REBUILD_HINT}",
+            store.seq,
+            store.at,
+            store.last_id,
+            local.at,
+            local.last_id,
+            newest.seq,
+            newest.at,
+            span(store.seq, newest.seq)
+        ),
+    })
+}
+
+/// At start: compares with the store and says what it found (a log line, and an audit event
+/// when the comparison failed or could not be done); never stops the box from recording. Then
+/// sends what is pending.
+pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
+    let found = match compare(&dir).await {
+        Ok(Remote::Compared(c, store)) => match rollback_text(&c.verdict) {
+            None => {
+                if let Verdict::Agrees { store_newest, not_sent } = c.verdict {
+                    tracing::info!(
+                        store = %store,
+                        store_newest = store_newest.unwrap_or(0),
+                        not_sent,
+                        passed_over = c.passed_over.len(),
+                        "the audit checkpoints agree with the store's"
+                    );
+                }
+                None
+            }
+            Some(text) => {
+                tracing::error!(store = %store, "{text}");
+                let seq = match &c.verdict {
+                    Verdict::RolledBack { newest, .. } => newest.seq,
+                    Verdict::Forked { store, .. } => store.seq,
+                    Verdict::Agrees { .. } => 0,
+                };
+                Some(("audit_rollback", serde_json::json!({ "checkpoint": seq, "found": text })))
+            }
+        },
+        Ok(Remote::NotCompared(why)) => {
+            tracing::warn!(
+                reason = %why,
+                "the audit checkpoints could not be compared with the store: a rollback of this disk is not ruled out"
+            );
+            Some(("audit_not_compared", serde_json::json!({ "reason": why })))
+        }
+        Err(e) => {
+            tracing::warn!(error = format!("{e:#}"), "the audit checkpoints could not be compared with the store");
+            Some(("audit_not_compared", serde_json::json!({ "reason": format!("{e:#}") })))
+        }
+    };
+    if let Some((kind, detail)) = found {
+        let d = dir.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || d.index.audit(kind, None, None, None, &detail)).await {
+            tracing::warn!(error = %e, "the comparison with the store could not be written to the audit log");
+        }
+    }
+    if let Err(e) = send_pending(&dir, COMPARE_TIMEOUT).await {
+        tracing::warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use witness_core::audit_anchor::Named;
+
+    fn named(seq: u64, at: &str, last_id: i64) -> Named {
+        Named { seq, at: at.into(), last_id }
+    }
+
+    #[test]
+    fn a_rollback_or_fork_is_said_with_its_sequence_time_and_where_to_go() {
+        assert_eq!(rollback_text(&Verdict::Agrees { store_newest: Some(3), not_sent: 0 }), None);
+        let back = rollback_text(&Verdict::RolledBack {
+            first: named(3, "T3", 30),
+            newest: named(5, "T5", 50),
+            local_head: Some(named(2, "T2", 20)),
+        })
+        .unwrap();
+        for said in [
+            "rolled back",
+            "checkpoints 3 to 5",
+            "checkpoint 5, signed at T5, events up to 50",
+            "checkpoint 2 (signed at T2",
+            "between T2 and T5",
+            "index rebuild --from-store",
+        ] {
+            assert!(back.contains(said), "{said:?} in {back}");
+        }
+        let none = rollback_text(&Verdict::RolledBack {
+            first: named(1, "T1", 9),
+            newest: named(1, "T1", 9),
+            local_head: None,
+        })
+        .unwrap();
+        assert!(none.contains("signed checkpoint 1 (") && none.contains("this box has none"), "{none}");
+        let fork = rollback_text(&Verdict::Forked {
+            store: named(3, "T3", 30),
+            local: named(3, "T3b", 31),
+            newest: named(4, "T4", 40),
+        })
+        .unwrap();
+        for said in [
+            "signed again",
+            "at checkpoint 3 the store holds one signed at T3",
+            "this box one signed at T3b",
+            "newest is checkpoint 4 (signed at T4)",
+            "checkpoints 3 to 4 covered",
+            "index rebuild --from-store",
+        ] {
+            assert!(fork.contains(said), "{said:?} in {fork}");
+        }
+    }
 }

@@ -32,6 +32,8 @@ fn main() -> ExitCode {
     init_logging(if matches!(cli.command, cmd::cli::Command::Serve(_)) { "info,russh=warn" } else { "warn" });
     match cmd::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // Said on stdout already; its own exit code.
+        Err(e) if e.is::<cmd::admin::NotCompared>() => ExitCode::from(cmd::admin::NotCompared::EXIT_CODE),
         Err(e) => {
             // `{:#}` prints the whole context chain on one line: "what failed: why".
             eprintln!("witness: {e:#}");

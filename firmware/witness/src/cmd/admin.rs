@@ -479,20 +479,77 @@ pub fn recordings(root: &Path, args: RecordingsArgs) -> Result<()> {
     }
 }
 
-/// `witness recordings export ID [--raw] --out FILE` (and the files of an evidence bundle).
+/// `audit --verify` could check the box's own disk but not compare it with the store: exit code
+/// [`NotCompared::EXIT_CODE`], never "verified".
+#[derive(Debug)]
+pub struct NotCompared;
+
+impl NotCompared {
+    pub const EXIT_CODE: u8 = 3;
+}
+
+impl std::fmt::Display for NotCompared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the audit log was not compared with the store")
+    }
+}
+
+impl std::error::Error for NotCompared {}
+
+/// `witness audit --verify`: the hash chain, the signed checkpoints and their chain on this
+/// disk, then the checkpoints against the store's copy. Exit 0: verified against the store; 1:
+/// broken, or rolled back (named); 3: intact on this disk, not compared with the store.
 pub fn verify_audit(root: &Path) -> Result<()> {
+    use crate::audit_checkpoint::{Remote, rollback_text};
+    use witness_core::audit_anchor::Verdict;
     let dir = DataDir::open(root)?;
-    match dir.index.verify_audit()? {
-        Ok(n) => {
-            let (checkpoints, newest) = crate::audit_checkpoint::verify(&dir)?;
-            let signed = match newest {
-                Some(id) => format!("{checkpoints} signed checkpoints hold, the newest up to event {id}"),
-                None => "no signed checkpoint yet".to_owned(),
+    let n = match dir.index.verify_audit()? {
+        Ok(n) => n,
+        Err((id, why)) => bail!("audit log broken at event {id}: {why}"),
+    };
+    let (checkpoints, newest) = crate::audit_checkpoint::verify(&dir)?;
+    let signed = match newest {
+        Some(id) => format!("{checkpoints} signed checkpoints hold, the newest up to event {id}"),
+        None => "no signed checkpoint yet".to_owned(),
+    };
+    let local = format!("{n} events, hash chain unbroken; {signed}");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match rt.block_on(crate::audit_checkpoint::compare(&dir))? {
+        Remote::Compared(c, store) => {
+            if let Some(text) = rollback_text(&c.verdict) {
+                bail!("{text} (store: {store}; this disk: {local})");
+            }
+            println!("audit log intact: {local}");
+            let Verdict::Agrees { store_newest, not_sent } = c.verdict else {
+                unreachable!("not agreement is said above")
             };
-            println!("audit log intact: {n} events, hash chain unbroken; {signed}");
+            let held = match store_newest {
+                Some(seq) => format!("it holds this box's checkpoints up to {seq}, each the one here"),
+                None => "it holds none of this box's checkpoints yet".to_owned(),
+            };
+            let pending = if not_sent > 0 { format!("; {not_sent} not sent yet") } else { String::new() };
+            let same_disk = if matches!(crate::sync::destination(&dir.root)?, witness_store::Destination::Dir { .. }) {
+                " (a folder on this box's disk: a rollback of the disk takes it back too)"
+            } else {
+                ""
+            };
+            println!("verified against the store {store}{same_disk}: {held}{pending}");
+            if !c.passed_over.is_empty() {
+                println!(
+                    "passed over {} objects under the box's checkpoints in the store that are not its signed checkpoints: {}",
+                    c.passed_over.len(),
+                    c.passed_over.join(", ")
+                );
+            }
             Ok(())
         }
-        Err((id, why)) => bail!("audit log broken at event {id}: {why}"),
+        Remote::NotCompared(why) => {
+            println!("audit log intact on this disk: {local}");
+            println!(
+                "NOT COMPARED with the store: {why}; a rollback of this disk (index and checkpoints put back from an earlier copy) is not ruled out"
+            );
+            Err(NotCompared.into())
+        }
     }
 }
 

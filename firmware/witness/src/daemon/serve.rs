@@ -205,17 +205,29 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
             }
             ready.store(true, std::sync::atomic::Ordering::Release);
             crate::daemon::systemd::notify("READY=1");
-            // The audit log's reach, signed every minute it grew (and at stop, below).
+            // The audit log's reach, signed every minute it grew (and at stop, below), and sent
+            // to the store, where a rollback of this disk does not reach; compared with the
+            // store's copy first (said in the log and the audit log, never stopping the box).
             let (d, cancel) = (dir.clone(), sup.token(Stage::Sessions));
             sup.task(Stage::Sessions, "audit checkpoint", async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = crate::audit_checkpoint::check_at_start(d.clone()) => {}
+                }
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
-                    let d = d.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write(&d)).await {
+                    let d2 = d.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write(&d2)).await {
                         warn!(error = format!("{e:#}"), "the audit log could not be checkpointed");
+                    }
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        sent = crate::audit_checkpoint::send_pending(&d, Duration::from_secs(30)) => if let Err(e) = sent {
+                            warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
+                        }
                     }
                 }
             });
@@ -250,6 +262,14 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     if let Err(e) = crate::audit_checkpoint::write(&dir) {
         warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
     }
+    // Sent now, within the stop's time: one left for the next start could be lost to a rollback
+    // of the disk in between. An offline site keeps it queued.
+    if let Err(e) = runtime.block_on(crate::audit_checkpoint::send_pending(&dir, AUDIT_SEND_AT_STOP)) {
+        warn!(
+            error = format!("{e:#}"),
+            "the audit checkpoint of the stop is not in the store yet; sent at the next start"
+        );
+    }
     // Whether every recording is closed is the index's word, not the tasks': a session a
     // listener gave up on holds no task of the supervisor's and may still hold its recording.
     match dir.index.unfinished_recordings() {
@@ -281,6 +301,8 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
 /// What the stop may take after its stages (the audit checkpoint, the runtime's end) before the
 /// watchdog ends the process: the whole stays under systemd's 30 s.
 const STOP_AFTER_STAGES: Duration = Duration::from_secs(4);
+/// What sending the stop's audit checkpoint may take of [`STOP_AFTER_STAGES`].
+const AUDIT_SEND_AT_STOP: Duration = Duration::from_secs(2);
 
 /// Waits for SIGTERM or SIGINT on a thread and runtime of its own, so the signal is read at
 /// once even when every worker of the daemon's runtime is held (a blocking index write), then
