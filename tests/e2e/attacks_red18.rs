@@ -39,6 +39,7 @@ fn red18_rebuild_takes_session_fields_from_the_unsigned_manifest() {
     m["session"]["end_reason"] = "forged-clean-logout".into();
     m["session"]["started_at"] = "2001-01-01T00:00:00Z".into();
     m["recordings"][0]["channel"] = "forged-channel".into();
+    m["session"]["protocol"] = "rdp".into();
     std::fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
 
     lose_index(&b);
@@ -52,6 +53,10 @@ fn red18_rebuild_takes_session_fields_from_the_unsigned_manifest() {
     assert!(s["client"].is_null(), "the forged client address is not restored: {s}");
     assert!(s["end_reason"].as_str().unwrap().contains("not signed"), "{s}");
     assert_eq!(s["started_at"], r["started_at"], "{s}");
+    // Fixed: the protocol is the signed recordings' (a shell), not the forged `rdp`.
+    assert_eq!(before[0]["protocol"], "ssh", "{:?}", before[0]);
+    assert_eq!(s["protocol"], "ssh", "the forged protocol is not restored: {s}");
+    assert!(out.contains("the unsigned manifest says protocol \"rdp\""), "{out}");
     // Fixed: the channel is the signed manifest's.
     let rec = &b.recordings()[0];
     assert_eq!(rec["channel"], r["channel"], "the signed manifest's channel: {rec}");

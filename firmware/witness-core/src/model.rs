@@ -52,6 +52,41 @@ text_enum!(
     Protocol { Ssh = "ssh", Rdp = "rdp" }
 );
 
+impl Protocol {
+    /// The protocol a recording's channel belongs to, as the box names channels: SSH's `shell`,
+    /// `sftp` and `exec: COMMAND`, RDP's `desktop WIDTHxHEIGHT` and `keys`; `None` for a name the
+    /// box does not make. A recording's channel is signed in its manifest, a session's protocol
+    /// only in the session manifest, so this is what a rebuild goes by when that is unsigned.
+    pub fn of_channel(channel: &str) -> Option<Protocol> {
+        let ssh = [crate::channel::Kind::Shell, crate::channel::Kind::Sftp].iter().any(|k| channel == k.as_str())
+            || channel == crate::channel::Kind::Exec.as_str()
+            || channel.starts_with("exec: ");
+        let rdp = channel == "keys"
+            || channel.strip_prefix("desktop ").and_then(|size| size.split_once('x')).is_some_and(|(w, h)| {
+                !w.is_empty() && !h.is_empty() && (w.bytes().chain(h.bytes())).all(|b| b.is_ascii_digit())
+            });
+        match (ssh, rdp) {
+            (true, false) => Some(Protocol::Ssh),
+            (false, true) => Some(Protocol::Rdp),
+            _ => None,
+        }
+    }
+
+    /// The one protocol all of a session's channels belong to, or `None` when one is unknown or
+    /// they disagree (or there is none).
+    pub fn of_channels<'a>(channels: impl IntoIterator<Item = &'a str>) -> Option<Protocol> {
+        let mut found = None;
+        for c in channels {
+            let p = Protocol::of_channel(c)?;
+            if found.is_some_and(|f| f != p) {
+                return None;
+            }
+            found = Some(p);
+        }
+        found
+    }
+}
+
 text_enum!(
     /// Life cycle of a recording: `recording → processing → completed`, or `failed` with a reason.
     /// `uploaded` is set by the store once the remote copy is verified.
@@ -94,6 +129,19 @@ impl Default for Transfers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sessions_protocol_follows_from_the_channels_the_box_names() {
+        assert_eq!(Protocol::of_channels(["shell", "exec: ls -l", "sftp"]), Some(Protocol::Ssh));
+        assert_eq!(Protocol::of_channels(["desktop 1024x768", "keys"]), Some(Protocol::Rdp));
+        // Mixed, unknown, malformed or none: not known, never guessed.
+        assert_eq!(Protocol::of_channels(["shell", "desktop 1024x768"]), None);
+        assert_eq!(Protocol::of_channels(["desktop 1024x768", "tunnel"]), None);
+        for odd in ["desktop", "desktop x768", "desktop 10a4x768", "desktop 1024x", "execs", "Shell", ""] {
+            assert_eq!(Protocol::of_channel(odd), None, "{odd:?}");
+        }
+        assert_eq!(Protocol::of_channels(std::iter::empty::<&str>()), None);
+    }
 
     #[test]
     fn round_trip() {

@@ -416,8 +416,8 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             continue;
         }
         // The session's own fields are taken as the bucket says only when the box signed the
-        // session manifest; otherwise its times come from its signed recordings and where the
-        // client came from and how it ended are not known.
+        // session manifest; otherwise its times and protocol come from its signed recordings and
+        // where the client came from and how it ended are not known.
         let mut session = session;
         let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
         let signed = sig
@@ -434,6 +434,26 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 session.started_at = start;
             }
             session.ended_at = recordings.iter().filter_map(|r| r.ended_at.clone()).max();
+            // The protocol too: from the recordings' signed channels, never the bucket's word.
+            match witness_core::Protocol::of_channels(recordings.iter().map(|r| r.channel.as_str())) {
+                Some(p) => {
+                    if session.protocol != p.as_str() {
+                        println!(
+                            "session {}: the unsigned manifest says protocol {:?}, its signed recordings are {p}: taken as {p}",
+                            session.id, session.protocol
+                        );
+                    }
+                    session.protocol = p.as_str().to_owned();
+                }
+                None => {
+                    println!(
+                        "refused session {}: its manifest is not signed and its signed recordings do not name one protocol",
+                        session.id
+                    );
+                    empty += 1;
+                    continue;
+                }
+            }
         }
         if dir.index.restore_session(&session, key, &recordings)? {
             restored += 1;
