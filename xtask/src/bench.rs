@@ -695,40 +695,58 @@ fn store_section(o: &Opts) -> Result<()> {
     let files: Vec<PathBuf> = walk(&s.data().join("recordings"));
     let total: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
     let mut server = s3s_fs(store_dir.path(), port)?;
-    // The same files PUT plainly, one after another, under `round`.
-    let plain = |round: &str| -> Result<f64> {
+    let server_pid = server.id();
+    // Seconds, the client's CPU seconds (curl or `sync now`, children of this process) and the
+    // server's, of one upload of every file.
+    let measured = |run: &mut dyn FnMut() -> Result<()>| -> Result<(f64, f64, f64)> {
+        let (client, srv) = (children_cpu_seconds("self"), cpu_seconds(server_pid));
         let t = Instant::now();
-        for (i, f) in files.iter().enumerate() {
-            let st = Command::new("curl")
-                .args(["-sS", "-f", "-o", "/dev/null", "--aws-sigv4", "aws:amz:us-east-1:s3"])
-                .args(["--user", "bench:bench-secret", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
-                .arg(f)
-                .arg(format!("{endpoint}/rec/plain-{round}/{i}.cast"))
-                .status()?;
-            if !st.success() {
-                bail!("plain PUT failed");
+        run()?;
+        let secs = t.elapsed().as_secs_f64();
+        Ok((secs, children_cpu_seconds("self") - client, cpu_seconds(server_pid) - srv))
+    };
+    // The same files PUT plainly, one after another, under `round`.
+    let plain = |round: &str| -> Result<(f64, f64, f64)> {
+        measured(&mut || {
+            for (i, f) in files.iter().enumerate() {
+                let st = Command::new("curl")
+                    .args(["-sS", "-f", "-o", "/dev/null", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+                    .args(["--user", "bench:bench-secret", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+                    .arg(f)
+                    .arg(format!("{endpoint}/rec/plain-{round}/{i}.cast"))
+                    .status()?;
+                if !st.success() {
+                    bail!("plain PUT failed");
+                }
             }
-        }
-        Ok(t.elapsed().as_secs_f64())
+            Ok(())
+        })
     };
     // Plain PUTs before and after `sync now`, so load that comes and goes on a shared machine
     // falls on both sides: the ratio is against their mean.
-    let put_before = plain("before")?;
-    let t = Instant::now();
-    let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["sync", "now"]).output()?;
-    let sync_secs = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!("sync now failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let put_after = plain("after")?;
-    let put_secs = (put_before + put_after) / 2.0;
+    let before = plain("before")?;
+    let sync = measured(&mut || {
+        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["sync", "now"]).output()?;
+        if !out.status.success() {
+            bail!("sync now failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    })?;
+    let after = plain("after")?;
+    let put_secs = (before.0 + after.0) / 2.0;
     let mib = total as f64 / 1048576.0;
+    let gib = mib / 1024.0;
     println!("\n## Upload of {:.0} MiB of recordings ({} files) to s3s-fs on loopback", mib, files.len());
-    println!("| path | seconds | MiB/s |\n|---|---|---|");
-    println!("| plain HTTP PUT (curl, unsigned payload), before | {put_before:.2} | {:.0} |", mib / put_before);
-    println!("| witness sync now (signed, multipart, verified) | {sync_secs:.2} | {:.0} |", mib / sync_secs);
-    println!("| plain HTTP PUT, after | {put_after:.2} | {:.0} |", mib / put_after);
-    println!("| ratio (sync now ÷ mean of the plain PUTs) | | {:.2}× |", put_secs / sync_secs);
+    println!("| path | seconds | MiB/s | client CPU s/GiB | server CPU s/GiB |\n|---|---|---|---|---|");
+    for (name, (secs, client, srv)) in [
+        ("plain HTTP PUT (curl, unsigned payload), before", before),
+        ("witness sync now (signed, multipart, verified)", sync),
+        ("plain HTTP PUT, after", after),
+    ] {
+        println!("| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |", mib / secs, client / gib, srv / gib);
+    }
+    let sync_secs = sync.0;
+    println!("| ratio (sync now ÷ mean of the plain PUTs) | | {:.2}× | | |", put_secs / sync_secs);
     // Session end → verified upload, with the daemon running and the store reachable.
     let box_port = s.box_port;
     s.witness = Command::new("sh")
