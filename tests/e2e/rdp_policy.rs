@@ -164,17 +164,65 @@ fn the_clipboard_crosses_only_on_a_grant_that_allows_it() {
         let g = list.as_array().unwrap().iter().find(|g| g["user"] == "alice" && g["target"] == "xrdp01").cloned();
         g.unwrap_or_else(|| panic!("{list}"))["rdp"].clone()
     };
-    let off =
-        serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false});
+    let off = serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false, "audio": false});
     assert_eq!(rdp_of(&rb.b), off);
     rb.b.ok(&["grant", "alice", "xrdp01", "--usb", "--audio-input"], None);
-    let on = serde_json::json!({"clipboard": true, "drives": false, "usb": true, "camera": false, "audio_input": true});
+    let on = serde_json::json!({"clipboard": true, "drives": false, "usb": true, "camera": false, "audio_input": true, "audio": false});
     assert_eq!(rdp_of(&rb.b), on);
     let text = rb.b.ok(&["grant", "list"], None);
     assert!(
         text.lines().any(|l| l.starts_with("alice  xrdp01  rdp") && l.ends_with("clipboard usb audio-input")),
         "{text}"
     );
+}
+
+/// One session through the box to xrdp with FreeRDP's sound on (`/sound:sys:fake`: its `rdpsnd`
+/// channel, played to nowhere); returns the client's exit status and the box's audit events.
+fn sound_session(rb: &RdpBox) -> (Option<i32>, String, Vec<serde_json::Value>) {
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 25, &["/sound:sys:fake"]);
+    screen_shows(&screen, &[RED, BLUE], 20, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(60));
+    // Let the desktop go (xrdp's `KillDisconnected`), as the clipboard sessions do.
+    let target = Display::target();
+    let start = Instant::now();
+    while target.alive() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !target.alive() {
+        let _ = std::fs::remove_file(format!("/home/{XRDP_USER}/{DISPLAY_FILE}"));
+    }
+    (st.code(), log, rb.b.audit())
+}
+
+/// Sound is a redirection class the grant opens (`--audio`): on a grant without it the client's
+/// `rdpsnd` is refused (sound out was a pipe a program on the target could open by name); on a
+/// grant with it, xrdp's and FreeRDP's sound messages (formats, quality mode, training and
+/// their answers) pass the box's strict reader and the session stays up. (It caught the reader
+/// refusing xrdp's Training PDU, whose wPackSize counts the body, not the whole PDU.)
+#[test]
+fn sound_opens_only_with_the_grants_audio() {
+    let xrdp = Xrdp::start();
+    let b = crate::rdp::box_with_xrdp(&xrdp);
+    b.ok(&["grant", "alice", "xrdp01"], None);
+    let rb = RdpBox::serve(b);
+
+    let (code, log, events) = sound_session(&rb);
+    assert_eq!(code, Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let (allowed, blocked) = static_channels(&events, 0);
+    assert!(blocked.iter().any(|c| c == "rdpsnd"), "the client announced rdpsnd: {allowed:?} {blocked:?}");
+    assert!(!allowed.iter().any(|c| c == "rdpsnd"), "{allowed:?}");
+
+    rb.b.ok(&["grant", "alice", "xrdp01", "--audio"], None);
+    let list = rb.b.json(&["grant", "list", "--json"]);
+    let g = list.as_array().unwrap().iter().find(|g| g["user"] == "alice").cloned().unwrap();
+    assert_eq!(g["rdp"]["audio"], true, "{list}");
+    let (code, log, events) = sound_session(&rb);
+    let refused = audit_of(&events, "rdp_policy_refused");
+    assert!(refused.is_empty(), "the sound session was refused: {refused:?}\nbox: {}", rb.b.log());
+    assert_eq!(code, Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let (allowed, _) = static_channels(&events, 1);
+    assert!(allowed.iter().any(|c| c == "rdpsnd"), "{allowed:?}");
 }
 
 /// Keys typed at full speed on the client (`xdotool type --delay 0`) while the target redraws its

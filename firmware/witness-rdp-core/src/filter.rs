@@ -227,7 +227,11 @@ impl Parsed {
         match self.reader.judge(from_client, &message) {
             Ok(()) if held.len() == frame.len() => Verdict::Forward,
             Ok(()) => Verdict::Replace(held),
-            Err(why) => Verdict::Refuse(why),
+            Err(why) => {
+                let start = hex::encode(&message[..message.len().min(64)]);
+                tracing::debug!(from_client, length = message.len(), start, "a channel message refused");
+                Verdict::Refuse(why)
+            }
         }
     }
 
@@ -1195,8 +1199,8 @@ impl Filter {
                 // One channel per name at a time: a second display control, input, sound or
                 // graphics channel is refused (the box reads each as one stream of messages, and
                 // a program on the target would otherwise open its own beside the session's).
-                let allowed = channels::dynamic_allowed(self.redirection, name)
-                    && !d.open.values().any(|c| c.name == read);
+                let allowed =
+                    channels::dynamic_allowed(self.redirection, name) && !d.open.values().any(|c| c.name == read);
                 let shown = shown_name(name);
                 if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
                     d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
@@ -1204,7 +1208,10 @@ impl Filter {
                 if allowed {
                     let graphics = read == GRAPHICS;
                     let parsed = channels::protocol(&read).map(Parsed::new);
-                    d.open.insert(h.channel, DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() });
+                    d.open.insert(
+                        h.channel,
+                        DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() },
+                    );
                     Verdict::Forward
                 } else {
                     d.refused.insert(h.channel);

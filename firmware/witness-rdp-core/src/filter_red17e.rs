@@ -571,7 +571,11 @@ fn sound_input_on_rdpsnd_needs_the_audio_input_switch() {
         Verdict::Refuse(AUDIO_REFUSED),
         "the rest of a formats message that is not one"
     );
-    assert_eq!(fresh().from_client(&send_data(1005, rest)).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "no message in progress");
+    assert_eq!(
+        fresh().from_client(&send_data(1005, rest)).unwrap(),
+        Verdict::Refuse(AUDIO_REFUSED),
+        "no message in progress"
+    );
     // Controls: playback's messages pass (Client Audio Formats, Quality Mode, Training and Wave
     // Confirm), and with audio input granted the microphone's do.
     let mut formats = vec![1, 0, 0, 0];

@@ -349,8 +349,9 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
     let mut chunk = u32::try_from(file.len()).unwrap().to_le_bytes().to_vec();
     chunk.extend(3u32.to_le_bytes());
     chunk.extend(&file);
-    let down = encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1005, user_data: Cow::Owned(chunk) }))
-        .unwrap();
+    let down =
+        encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1005, user_data: Cow::Owned(chunk) }))
+            .unwrap();
     assert_eq!(f.from_target(&down).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
 
     // Controls: the protocols' own messages pass, gathered across fragments and static chunks,
@@ -378,7 +379,9 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
     b.extend(2u32.to_le_bytes());
     b.extend(&dvc[20..]);
     assert_eq!(f.from_client(&client_send(a.clone())).unwrap(), Verdict::Drop);
-    let Verdict::Replace(out) = f.from_client(&client_send(b.clone())).unwrap() else { panic!("the layout did not pass") };
+    let Verdict::Replace(out) = f.from_client(&client_send(b.clone())).unwrap() else {
+        panic!("the layout did not pass")
+    };
     let mut expect = client_send(svc(&first));
     expect.extend(client_send(a));
     expect.extend(client_send(b));

@@ -96,7 +96,8 @@ impl Reader {
             self.target_ready = true;
             let (monitors, area_a, area_b) = (c.u32()?, c.u32()?, c.u32()?);
             let factor = 1..=MAX_AREA_FACTOR;
-            let fits = (1..=MAX_MONITORS as u32).contains(&monitors) && factor.contains(&area_a) && factor.contains(&area_b);
+            let fits =
+                (1..=MAX_MONITORS as u32).contains(&monitors) && factor.contains(&area_a) && factor.contains(&area_b);
             return (fits && c.done()).then_some(());
         }
         if kind != DISPLAYCONTROL_PDU_TYPE_MONITOR_LAYOUT || c.u32()? != MONITOR_LAYOUT_SIZE {
@@ -152,7 +153,9 @@ impl Reader {
                     return None;
                 }
                 // supportedFeatures came with version 3.0.
-                if version >= RDPINPUT_PROTOCOL_V300 && !c.done() && c.u32()? & !SC_READY_MULTIPEN_INJECTION_SUPPORTED != 0
+                if version >= RDPINPUT_PROTOCOL_V300
+                    && !c.done()
+                    && c.u32()? & !SC_READY_MULTIPEN_INJECTION_SUPPORTED != 0
                 {
                     return None;
                 }
@@ -254,8 +257,9 @@ impl Reader {
             (false, SNDC_TRAINING) => {
                 c.u16()?;
                 let pack = usize::from(c.u16()?);
-                // wPackSize: the whole PDU's size when it carries data, or 0 and no data.
-                if !((pack == 0 && m.len() == 8) || (pack == m.len() && pack > 8)) {
+                // wPackSize: 0 and no data, or the size of what follows the header (xrdp's
+                // `sound_send_training`: 1024, then 1020 bytes), or of the whole PDU.
+                if !((pack == 0 && m.len() == 8) || (pack > 4 && (pack == m.len() - 4 || pack == m.len()))) {
                     return None;
                 }
                 c.take(m.len() - 8)?;
