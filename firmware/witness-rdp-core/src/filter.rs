@@ -212,9 +212,12 @@ impl Parsed {
     /// Bytes of one direction's message in `frame`: the frame is held back until the message
     /// is whole, then judged (`Replace` with every frame that carried it, or `Refuse`).
     fn feed(&mut self, from_client: bool, frame: &[u8], bytes: &[u8]) -> Verdict {
-        let refusal = self.reader.protocol().refusal();
+        let (refusal, max) = (self.reader.protocol().refusal(), self.reader.protocol().max_message());
         let g = if from_client { &mut self.client } else { &mut self.target };
-        if g.total == 0 || g.message.len() + bytes.len() > g.total {
+        // The frames held back stay within twice the longest message: chunks of a few bytes
+        // (or none) cannot make the box hold more.
+        let held_too_much = g.held.len() + frame.len() > 2 * max + 16 * 1024;
+        if g.total == 0 || g.message.len() + bytes.len() > g.total || held_too_much {
             return Verdict::Refuse(refusal);
         }
         g.message.extend_from_slice(bytes);
@@ -1196,11 +1199,13 @@ impl Filter {
             cmd::CREATE => {
                 let name = &chunk[h.body..];
                 let read = channels::channel_name(name).unwrap_or_default();
-                // One channel per name at a time: a second display control, input, sound or
+                // One read channel per name at a time: a second display control, input, sound or
                 // graphics channel is refused (the box reads each as one stream of messages, and
                 // a program on the target would otherwise open its own beside the session's).
-                let allowed =
-                    channels::dynamic_allowed(self.redirection, name) && !d.open.values().any(|c| c.name == read);
+                // USB opens a channel per device, all named URBDRC.
+                let read_whole = read == GRAPHICS || channels::protocol(&read).is_some();
+                let allowed = channels::dynamic_allowed(self.redirection, name)
+                    && !(read_whole && d.open.values().any(|c| c.name == read));
                 let shown = shown_name(name);
                 if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
                     d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });

@@ -649,3 +649,49 @@ fn red17i_h264_frames_the_client_draws_are_skipped_in_silence() {
     assert!(matches!(e, DecodeError::GraphicsPipeline), "{e}");
     assert!(s.decoder.is_stopped());
 }
+
+/// What a read channel holds back is bounded: static chunks of no bytes, each a frame the filter
+/// must keep until the message is whole, end the session once they outgrow twice the longest
+/// message; and one channel per name is read at a time, while USB (a channel per device, all
+/// named URBDRC) still opens as many as the target asks for.
+#[test]
+fn a_read_channel_holds_back_a_bounded_amount_and_opens_once() {
+    let create = |id: u8, name: &str| {
+        let mut create = vec![0x10, id];
+        create.extend(name.as_bytes());
+        create.push(0);
+        target_send(svc(&create))
+    };
+    let mut f = grant_without_anything();
+    f.from_target(&create(5, "Microsoft::Windows::RDS::Input")).unwrap();
+    // A Data PDU of 100 bytes whose static message is announced whole but sent as a first chunk
+    // and then chunks of nothing.
+    let mut first = 102u32.to_le_bytes().to_vec();
+    first.extend(1u32.to_le_bytes());
+    first.extend([0x30, 5]);
+    assert_eq!(f.from_client(&client_send(first)).unwrap(), Verdict::Drop);
+    let mut empty = 102u32.to_le_bytes().to_vec();
+    empty.extend(0u32.to_le_bytes());
+    let mut verdict = Verdict::Drop;
+    let mut sent = 0;
+    while verdict == Verdict::Drop && sent < 1_000_000 {
+        verdict = f.from_client(&client_send(empty.clone())).unwrap();
+        sent += 1;
+    }
+    assert_eq!(verdict, Verdict::Refuse(crate::messages::INPUT_REFUSED), "after {sent} empty chunks");
+    assert!(sent * 20 < 4 * crate::messages::Protocol::Input.max_message(), "{sent} frames held");
+
+    let mut f = grant_without_anything();
+    f.redirection = Redirection::NONE.with(Class::Usb);
+    for id in [5, 6, 7] {
+        assert_eq!(f.from_target(&create(id, "URBDRC")).unwrap(), Verdict::Forward, "USB device channel {id}");
+    }
+    assert_eq!(f.from_target(&create(8, "Microsoft::Windows::RDS::DisplayControl")).unwrap(), Verdict::Forward);
+    assert!(matches!(
+        f.from_target(&create(9, "microsoft::windows::rds::displaycontrol")).unwrap(),
+        Verdict::Replace(_)
+    ));
+    // Free again once closed.
+    assert_eq!(f.from_target(&target_send(svc(&[0x40, 8]))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&create(10, "Microsoft::Windows::RDS::DisplayControl")).unwrap(), Verdict::Forward);
+}

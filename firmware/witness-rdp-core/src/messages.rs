@@ -116,6 +116,8 @@ impl Reader {
             let (orientation, desktop_scale, device_scale) = (c.u32()?, c.u32()?, c.u32()?);
             let primary = flags == DISPLAYCONTROL_MONITOR_PRIMARY;
             primaries += usize::from(primary);
+            // Sizes in millimetres and scale factors: 0 when the client gives none (FreeRDP
+            // 2.11's scale factors), else in the spec's range.
             let physical = |v: u32| v == 0 || (10..=10_000).contains(&v);
             let position = |v: i32| v.unsigned_abs() <= MAX_POSITION;
             let fits = (flags & !DISPLAYCONTROL_MONITOR_PRIMARY) == 0
@@ -128,8 +130,8 @@ impl Reader {
                 && physical(physical_width)
                 && physical(physical_height)
                 && [0, 90, 180, 270].contains(&orientation)
-                && (100..=500).contains(&desktop_scale)
-                && [100, 140, 180].contains(&device_scale);
+                && (desktop_scale == 0 || (100..=500).contains(&desktop_scale))
+                && [0, 100, 140, 180].contains(&device_scale);
             if !fits {
                 return None;
             }
@@ -512,6 +514,11 @@ mod tests {
         let mut r = display();
         r.judge(true, &layout(1024, 768)).unwrap();
         r.judge(true, &layout(8192, 200)).unwrap();
+        // FreeRDP 2.11's `/dynamic-resolution` layout, as captured through the box: 1024x576,
+        // 330x177 mm, no scale factors.
+        let freerdp = "0200000038000000280000000100000001000000000000000000000000040000\
+                       400200004a010000b1000000000000000000000000000000";
+        r.judge(true, &hex::decode(freerdp.replace(' ', "")).unwrap()).unwrap();
         let refused = |m: &[u8], from_client: bool| display().judge(from_client, m).is_err();
         // The wrong direction, either way.
         assert!(refused(&layout(1024, 768), false));
@@ -533,7 +540,9 @@ mod tests {
         m[8] = 44;
         assert!(refused(&m, true));
         // Out of range: odd or small width, unknown orientation, scale, flags, no primary.
-        for (at, v) in [(28, 1023), (28, 198), (32, 8194), (44, 45), (48, 99), (52, 120), (16, 3), (16, 0)] {
+        for (at, v) in
+            [(28, 1023), (28, 198), (32, 8194), (44, 45), (48, 99), (48, 501), (52, 120), (16, 3), (16, 0), (36, 9)]
+        {
             let mut m = layout(1024, 768);
             m[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
             assert!(refused(&m, true), "{at}: {v}");
@@ -674,6 +683,13 @@ mod tests {
         r.judge(true, &sound(0x0C, &[2, 0, 0, 0])).unwrap();
         r.judge(false, &sound(6, &[1, 0, 0, 0])).unwrap();
         r.judge(true, &sound(6, &[1, 0, 0, 0])).unwrap();
+        // xrdp's Training PDU (`sound_send_training`): wPackSize 1024, the body's size.
+        let mut training = vec![1, 0, 0, 4];
+        training.extend([0; 1020]);
+        r.judge(false, &sound(6, &training)).unwrap();
+        r.judge(true, &sound(6, &[1, 0, 0, 4])).unwrap();
+        training[3] = 5;
+        assert!(r.judge(false, &sound(6, &training)).is_err(), "wPackSize is neither size");
         // Wave Info (the sound is 4 + 100 bytes) and its Wave PDU; then a Wave2.
         let mut info = sound(2, &[1, 0, 0, 0, 7, 0, 0, 0, 9, 9, 9, 9]);
         info[2..4].copy_from_slice(&112u16.to_le_bytes());
