@@ -51,6 +51,7 @@ fn user_data(pdu: &[u8]) -> Option<&[u8]> {
 #[derive(Default)]
 struct Side {
     chunks: Vec<u8>,
+    stated: usize,
     message: Vec<u8>,
     total: usize,
 }
@@ -86,11 +87,11 @@ fuzz_target!(|data: &[u8]| {
     let mut create = vec![0x10, CHANNEL];
     create.extend(name.as_bytes());
     create.push(0);
-    if f.from_target(&frame(false, drdynvc, &svc(3, create.len() as u32, &create))) != Ok(Verdict::Forward) {
+    if f.from_target(&frame(false, drdynvc, &svc(3, create.len() as u32, &create))).ok() != Some(Verdict::Forward) {
         return;
     }
     let yes = [0x10, CHANNEL, 0, 0, 0, 0];
-    if f.from_client(&frame(true, drdynvc, &svc(3, 6, &yes))) != Ok(Verdict::Forward) {
+    if f.from_client(&frame(true, drdynvc, &svc(3, 6, &yes))).ok() != Some(Verdict::Forward) {
         return;
     }
     let mut reader = Reader::new(protocol);
@@ -121,16 +122,23 @@ fuzz_target!(|data: &[u8]| {
             out = &out[n..];
             let (stated, flags) = (uint(data, 0, 4), uint(data, 4, 4));
             if flags & 1 != 0 {
+                // The first chunk's stated length is the message's (FreeRDP reads no other).
                 side.chunks.clear();
+                side.stated = stated;
             }
             side.chunks.extend(&data[8..]);
             if flags & 2 == 0 {
                 continue;
             }
-            assert_eq!(side.chunks.len(), stated, "chunks that do not add up passed");
+            assert_eq!(side.chunks.len(), side.stated, "chunks that do not add up passed");
             let dvc = std::mem::take(&mut side.chunks);
-            let (cmd, sp, id_len) = (dvc[0] >> 4, usize::from(dvc[0] >> 2 & 3), [1, 2, 4][usize::from(dvc[0] & 3)]);
-            let ours = uint(&dvc, 1, id_len) == usize::from(CHANNEL);
+            let (cmd, sp) = (dvc[0] >> 4, usize::from(dvc[0] >> 2 & 3));
+            // cbChId 3 is no size: no Data PDU the filter passes has it (Capability PDUs may).
+            let Some(&id_len) = [1, 2, 4].get(usize::from(dvc[0] & 3)) else {
+                assert!(!matches!(cmd, 2 | 3), "a data pdu with no channel id size passed");
+                continue;
+            };
+            let ours = dvc.len() > id_len && uint(&dvc, 1, id_len) == usize::from(CHANNEL);
             if cmd == 1 && !from_client && ours {
                 // The channel opened anew, under this name (read) or another (not read here).
                 reader = Reader::new(protocol);
@@ -159,8 +167,8 @@ fuzz_target!(|data: &[u8]| {
         // A frame passes only with the message it ends: nothing of one is left half-read.
         assert!(side.message.is_empty(), "part of a message passed");
         if let Some(&head) = side.chunks.first() {
-            let id_len = [1, 2, 4][usize::from(head & 3)];
-            let ours = side.chunks.len() >= 1 + id_len && uint(&side.chunks, 1, id_len) == usize::from(CHANNEL);
+            let id_len = [1, 2, 4].get(usize::from(head & 3)).copied().unwrap_or(usize::MAX);
+            let ours = side.chunks.len() > id_len && uint(&side.chunks, 1, id_len) == usize::from(CHANNEL);
             assert!(!(parsed && ours && matches!(head >> 4, 2 | 3)), "part of a message passed");
         }
     }
