@@ -2546,7 +2546,7 @@ mod tests {
             original.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap()).collect::<Vec<_>>()
         );
         // The default grant: no drives, and no sound (`rdpsnd` opens with the grant's audio).
-        assert!(d.iter().all(|d| d.allowed == !["rdpdr", "rdpsnd"].contains(&d.name.as_str())), "{d:?}");
+        assert!(d.iter().all(|d| d.allowed != ["rdpdr", "rdpsnd"].contains(&d.name.as_str())), "{d:?}");
         let ids: Vec<u16> = d.iter().map(|d| d.id).collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();

@@ -651,7 +651,7 @@ mod tests {
         assert_eq!(read(&[0x7F]).0, Some(0x7F));
         assert_eq!(read(&[0x80, 0x7F]).0, Some(0x7F), "FreeRDP writes 0x7F in two bytes");
         assert_eq!(read(&[0xFF, 0xFF]).0, Some(0x7FFF));
-        assert_eq!(read(&[0xFF, 0xFF, 0xFF, 0xFF]).1, Some(-0x1F_FFFF_FF));
+        assert_eq!(read(&[0xFF, 0xFF, 0xFF, 0xFF]).1, Some(-0x1FFF_FFFF));
         assert_eq!(read(&[0xE0, 1, 2, 3, 4, 5, 6, 7]).2, Some(0x01_0203_0405_0607));
         assert_eq!(read(&[0xE0, 1]).2, None, "cut short");
     }
