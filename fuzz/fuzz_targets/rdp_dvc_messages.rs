@@ -100,7 +100,8 @@ fuzz_target!(|data: &[u8]| {
     // Chunks: a byte (direction, first, last), the static message's stated length (u16), the
     // chunk's length (u16), the chunk.
     while rest.len() >= 5 {
-        let (head, total, len) = (rest[0], u16::from_le_bytes([rest[1], rest[2]]), u16::from_le_bytes([rest[3], rest[4]]));
+        let (head, total, len) =
+            (rest[0], u16::from_le_bytes([rest[1], rest[2]]), u16::from_le_bytes([rest[3], rest[4]]));
         let chunk = &rest[5..(5 + usize::from(len)).min(rest.len())];
         rest = &rest[(5 + usize::from(len)).min(rest.len())..];
         let from_client = head & 1 == 0;
