@@ -225,6 +225,62 @@ fn sound_opens_only_with_the_grants_audio() {
     assert!(allowed.iter().any(|c| c == "rdpsnd"), "{allowed:?}");
 }
 
+/// A program in the target session opens a sound channel by name through xrdpapi
+/// (`WTSVirtualChannelOpenEx(WTS_CURRENT_SESSION, "AUDIO_PLAYBACK_DVC",
+/// WTS_CHANNEL_OPTION_DYNAMIC)`, from Python's ctypes), stock FreeRDP with sound on accepts it,
+/// and the program writes a file into it: the box reads the channel as MS-RDPEA, the file is no
+/// sound message, and the session ends with the reason naming the channel, in the audit log,
+/// with its recording complete (red team h-red17i's raw pipe, end to end).
+#[test]
+fn a_program_on_the_target_cannot_pipe_a_file_through_a_sound_channel() {
+    let xrdp = Xrdp::start();
+    let b = crate::rdp::box_with_xrdp(&xrdp);
+    b.ok(&["grant", "alice", "xrdp01", "--audio"], None);
+    let rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 40, &["/sound:sys:fake"]);
+    screen_shows(&screen, &[RED, BLUE], 20, |_| {});
+    let target = Display::target();
+    std::thread::sleep(Duration::from_secs(2));
+    let program = r#"
+import ctypes, sys, time
+api = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/xrdp/libxrdpapi.so.0")
+api.WTSVirtualChannelOpenEx.restype = ctypes.c_void_p
+api.WTSVirtualChannelOpenEx.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_uint]
+api.WTSVirtualChannelWrite.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint)]
+channel = api.WTSVirtualChannelOpenEx(0xFFFFFFFF, b"AUDIO_PLAYBACK_DVC", 1)
+if not channel:
+    print("not opened")
+    sys.exit(2)
+data = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 16
+written = ctypes.c_uint(0)
+print("write", api.WTSVirtualChannelWrite(channel, data, len(data), ctypes.byref(written)), written.value)
+sys.stdout.flush()
+time.sleep(5)
+"#;
+    let out = target.command("python3").args(["-c", program]).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.starts_with("write"), "the program did not get its channel: {said}\nbox: {}", rb.b.log());
+    let (st, log) = client.wait(Duration::from_secs(60));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session stayed up: {log}\nbox: {}", rb.b.log());
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let events = rb.b.audit();
+    let refused = audit_of(&events, "rdp_policy_refused");
+    // The reason names the channel (`witness_rdp_core::messages::AUDIO_REFUSED`).
+    let names = |e: &&serde_json::Value| {
+        e["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the sound channel (rdpsnd or AUDIO_PLAYBACK_DVC)"))
+    };
+    assert!(refused.iter().any(|e| names(e) && e["detail"]["from"] == "target"), "{refused:?}\nbox: {}", rb.b.log());
+    let dynamic: Vec<_> =
+        audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "dynamic").collect();
+    assert!(dynamic.iter().any(|c| c["detail"]["allowed"].to_string().contains("AUDIO_PLAYBACK_DVC")), "{dynamic:?}");
+    let (row, _) = crate::rdp_video::video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
+}
+
 /// Keys typed at full speed on the client (`xdotool type --delay 0`) while the target redraws its
 /// whole screen as fast as `xsetroot` can: every key reaches the target, in order (a small
 /// `xterm` in the corner of the target's desktop writes them to a file), and whatever the

@@ -30,7 +30,7 @@ pub(crate) fn now_unix() -> f64 {
 }
 
 /// The session's video once it is finished, exported (decrypted) by the box.
-fn video_of(b: &Box, session_id: &str) -> (serde_json::Value, PathBuf) {
+pub(crate) fn video_of(b: &Box, session_id: &str) -> (serde_json::Value, PathBuf) {
     let row = eventually(30, "the session's video to finish", || {
         b.recordings()
             .into_iter()
