@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
         usb: mode & 4 == 4,
         camera: mode & 8 == 8,
         audio_input: mode & 16 == 16,
+        audio: mode & 32 == 32,
     });
     let parsed = channel_name(name);
     if let Some(n) = &parsed {

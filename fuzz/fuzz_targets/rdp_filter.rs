@@ -36,7 +36,7 @@ fn check(verdict: &Verdict) {
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else { return };
-    // One bit for the clipboard, one for drives and every device class with them.
+    // One bit for the clipboard, one for drives and every device class (and sound) with them.
     let devices = mode & 2 == 2;
     let redirection = Redirection::from_grant(Switches {
         clipboard: mode & 1 == 1,
@@ -44,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
         usb: devices,
         camera: devices,
         audio_input: devices,
+        audio: devices,
     });
     let injection = Injection { username: "root".into(), domain: None, password: "target-secret".into() };
     let mut f = Filter::new(ironrdp_pdu::nego::SecurityProtocol::HYBRID, redirection, injection);

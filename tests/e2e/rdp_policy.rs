@@ -164,17 +164,121 @@ fn the_clipboard_crosses_only_on_a_grant_that_allows_it() {
         let g = list.as_array().unwrap().iter().find(|g| g["user"] == "alice" && g["target"] == "xrdp01").cloned();
         g.unwrap_or_else(|| panic!("{list}"))["rdp"].clone()
     };
-    let off =
-        serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false});
+    let off = serde_json::json!({"clipboard": false, "drives": false, "usb": false, "camera": false, "audio_input": false, "audio": false});
     assert_eq!(rdp_of(&rb.b), off);
     rb.b.ok(&["grant", "alice", "xrdp01", "--usb", "--audio-input"], None);
-    let on = serde_json::json!({"clipboard": true, "drives": false, "usb": true, "camera": false, "audio_input": true});
+    let on = serde_json::json!({"clipboard": true, "drives": false, "usb": true, "camera": false, "audio_input": true, "audio": false});
     assert_eq!(rdp_of(&rb.b), on);
     let text = rb.b.ok(&["grant", "list"], None);
     assert!(
         text.lines().any(|l| l.starts_with("alice  xrdp01  rdp") && l.ends_with("clipboard usb audio-input")),
         "{text}"
     );
+}
+
+/// One session through the box to xrdp with FreeRDP's sound on (`/sound:sys:fake`: its `rdpsnd`
+/// channel, played to nowhere); returns the client's exit status and the box's audit events.
+fn sound_session(rb: &RdpBox) -> (Option<i32>, String, Vec<serde_json::Value>) {
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 25, &["/sound:sys:fake"]);
+    screen_shows(&screen, &[RED, BLUE], 20, |_| {});
+    let (st, log) = client.wait(Duration::from_secs(60));
+    // Let the desktop go (xrdp's `KillDisconnected`), as the clipboard sessions do.
+    let target = Display::target();
+    let start = Instant::now();
+    while target.alive() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    if !target.alive() {
+        let _ = std::fs::remove_file(format!("/home/{XRDP_USER}/{DISPLAY_FILE}"));
+    }
+    (st.code(), log, rb.b.audit())
+}
+
+/// Sound is a redirection class the grant opens (`--audio`): on a grant without it the client's
+/// `rdpsnd` is refused (sound out was a pipe a program on the target could open by name); on a
+/// grant with it, xrdp's and FreeRDP's sound messages (formats, quality mode, training and
+/// their answers) pass the box's strict reader and the session stays up. (It caught the reader
+/// refusing xrdp's Training PDU, whose wPackSize counts the body, not the whole PDU.)
+#[test]
+fn sound_opens_only_with_the_grants_audio() {
+    let xrdp = Xrdp::start();
+    let b = crate::rdp::box_with_xrdp(&xrdp);
+    b.ok(&["grant", "alice", "xrdp01"], None);
+    let rb = RdpBox::serve(b);
+
+    let (code, log, events) = sound_session(&rb);
+    assert_eq!(code, Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let (allowed, blocked) = static_channels(&events, 0);
+    assert!(blocked.iter().any(|c| c == "rdpsnd"), "the client announced rdpsnd: {allowed:?} {blocked:?}");
+    assert!(!allowed.iter().any(|c| c == "rdpsnd"), "{allowed:?}");
+
+    rb.b.ok(&["grant", "alice", "xrdp01", "--audio"], None);
+    let list = rb.b.json(&["grant", "list", "--json"]);
+    let g = list.as_array().unwrap().iter().find(|g| g["user"] == "alice").cloned().unwrap();
+    assert_eq!(g["rdp"]["audio"], true, "{list}");
+    let (code, log, events) = sound_session(&rb);
+    let refused = audit_of(&events, "rdp_policy_refused");
+    assert!(refused.is_empty(), "the sound session was refused: {refused:?}\nbox: {}", rb.b.log());
+    assert_eq!(code, Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
+    let (allowed, _) = static_channels(&events, 1);
+    assert!(allowed.iter().any(|c| c == "rdpsnd"), "{allowed:?}");
+}
+
+/// A program in the target session opens a sound channel by name through xrdpapi
+/// (`WTSVirtualChannelOpenEx(WTS_CURRENT_SESSION, "AUDIO_PLAYBACK_DVC",
+/// WTS_CHANNEL_OPTION_DYNAMIC)`, from Python's ctypes), stock FreeRDP with sound on accepts it,
+/// and the program writes a file into it: the box reads the channel as MS-RDPEA, the file is no
+/// sound message, and the session ends with the reason naming the channel, in the audit log,
+/// with its recording complete (red team h-red17i's raw pipe, end to end).
+#[test]
+fn a_program_on_the_target_cannot_pipe_a_file_through_a_sound_channel() {
+    let xrdp = Xrdp::start();
+    let b = crate::rdp::box_with_xrdp(&xrdp);
+    b.ok(&["grant", "alice", "xrdp01", "--audio"], None);
+    let rb = RdpBox::serve(b);
+    let screen = Xvfb::start();
+    let client = rb.client(&screen, "alice@xrdp01", "alice-pw", 40, &["/sound:sys:fake"]);
+    screen_shows(&screen, &[RED, BLUE], 20, |_| {});
+    let target = Display::target();
+    std::thread::sleep(Duration::from_secs(2));
+    let program = r#"
+import ctypes, sys, time
+api = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/xrdp/libxrdpapi.so.0")
+api.WTSVirtualChannelOpenEx.restype = ctypes.c_void_p
+api.WTSVirtualChannelOpenEx.argtypes = [ctypes.c_uint, ctypes.c_char_p, ctypes.c_uint]
+api.WTSVirtualChannelWrite.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint, ctypes.POINTER(ctypes.c_uint)]
+channel = api.WTSVirtualChannelOpenEx(0xFFFFFFFF, b"AUDIO_PLAYBACK_DVC", 1)
+if not channel:
+    print("not opened")
+    sys.exit(2)
+data = b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 16
+written = ctypes.c_uint(0)
+print("write", api.WTSVirtualChannelWrite(channel, data, len(data), ctypes.byref(written)), written.value)
+sys.stdout.flush()
+time.sleep(5)
+"#;
+    let out = target.command("python3").args(["-c", program]).output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.starts_with("write"), "the program did not get its channel: {said}\nbox: {}", rb.b.log());
+    let (st, log) = client.wait(Duration::from_secs(60));
+    assert_ne!(st.code(), Some(STAYED_UP), "the session stayed up: {log}\nbox: {}", rb.b.log());
+    let session =
+        eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
+    let events = rb.b.audit();
+    let refused = audit_of(&events, "rdp_policy_refused");
+    // The reason names the channel (`witness_rdp_core::messages::AUDIO_REFUSED`).
+    let names = |e: &&serde_json::Value| {
+        e["detail"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the sound channel (rdpsnd or AUDIO_PLAYBACK_DVC)"))
+    };
+    assert!(refused.iter().any(|e| names(e) && e["detail"]["from"] == "target"), "{refused:?}\nbox: {}", rb.b.log());
+    let dynamic: Vec<_> =
+        audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "dynamic").collect();
+    assert!(dynamic.iter().any(|c| c["detail"]["allowed"].to_string().contains("AUDIO_PLAYBACK_DVC")), "{dynamic:?}");
+    let (row, _) = crate::rdp_video::video_of(&rb.b, session["id"].as_str().unwrap());
+    assert_completed(&row);
 }
 
 /// Keys typed at full speed on the client (`xdotool type --delay 0`) while the target redraws its

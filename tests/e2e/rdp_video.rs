@@ -30,7 +30,7 @@ pub(crate) fn now_unix() -> f64 {
 }
 
 /// The session's video once it is finished, exported (decrypted) by the box.
-fn video_of(b: &Box, session_id: &str) -> (serde_json::Value, PathBuf) {
+pub(crate) fn video_of(b: &Box, session_id: &str) -> (serde_json::Value, PathBuf) {
     let row = eventually(30, "the session's video to finish", || {
         b.recordings()
             .into_iter()
@@ -228,7 +228,7 @@ fn xrdp_video(secs: u32, extra: &[&str], during: impl FnOnce(&Xvfb)) -> (serde_j
     screen_shows(&screen, &[RED, BLUE], 14, |_| {});
     during(&screen);
     let (st, log) = client.wait(Duration::from_secs(40));
-    assert_eq!(st.code(), Some(STAYED_UP), "{log}");
+    assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {}", rb.b.log());
     let session =
         eventually(10, "the session ended", || rb.b.sessions().into_iter().find(|s| !s["ended_at"].is_null()));
     let (row, mp4) = video_of(&rb.b, session["id"].as_str().unwrap());

@@ -505,7 +505,7 @@ impl Index {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT u.name, t.name, t.protocol, g.expires_at, g.allow_forwarding, g.forward_to,
-                    g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input
+                    g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input, g.rdp_audio
              FROM grants g JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
              ORDER BY u.name, t.name",
         )?;

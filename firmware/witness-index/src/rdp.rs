@@ -12,18 +12,20 @@ pub struct RdpRedirection {
     pub usb: bool,
     pub camera: bool,
     pub audio_input: bool,
+    /// Sound out, from the target to the client.
+    pub audio: bool,
 }
 
 impl Default for RdpRedirection {
-    /// Clipboard on; drives (and with them printers), USB, camera and audio input off.
+    /// Clipboard on; drives (and with them printers), USB, camera, audio input and sound off.
     fn default() -> Self {
-        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false }
+        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false, audio: false }
     }
 }
 
 impl RdpRedirection {
-    /// The five columns `g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera,
-    /// g.rdp_audio_input` from `at` on.
+    /// The six columns `g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera,
+    /// g.rdp_audio_input, g.rdp_audio` from `at` on.
     pub(crate) fn from_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Self> {
         Ok(Self {
             clipboard: r.get(at)?,
@@ -31,6 +33,7 @@ impl RdpRedirection {
             usb: r.get(at + 2)?,
             camera: r.get(at + 3)?,
             audio_input: r.get(at + 4)?,
+            audio: r.get(at + 5)?,
         })
     }
 }
@@ -130,10 +133,10 @@ impl Index {
     pub fn set_rdp_redirection(&self, user: &str, target: &str, r: RdpRedirection) -> Result<()> {
         let n = self.conn().execute(
             "UPDATE grants SET rdp_clipboard = ?3, rdp_drives = ?4, rdp_usb = ?5, rdp_camera = ?6,
-               rdp_audio_input = ?7
+               rdp_audio_input = ?7, rdp_audio = ?8
              WHERE user_id = (SELECT id FROM users WHERE name = ?1)
                AND target_id = (SELECT id FROM targets WHERE name = ?2)",
-            params![user, target, r.clipboard, r.drives, r.usb, r.camera, r.audio_input],
+            params![user, target, r.clipboard, r.drives, r.usb, r.camera, r.audio_input, r.audio],
         )?;
         if n == 0 {
             return Err(IndexError::NotFound { what: "grant", name: format!("{user} → {target}") });
@@ -146,7 +149,7 @@ impl Index {
         Ok(self
             .conn()
             .query_row(
-                "SELECT g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input
+                "SELECT g.rdp_clipboard, g.rdp_drives, g.rdp_usb, g.rdp_camera, g.rdp_audio_input, g.rdp_audio
                  FROM grants g
                  JOIN users u ON u.id = g.user_id JOIN targets t ON t.id = g.target_id
                  WHERE u.name = ?1 AND t.name = ?2",
@@ -199,7 +202,8 @@ mod tests {
             RdpRedirection { usb: true, ..RdpRedirection::default() },
             RdpRedirection { camera: true, ..RdpRedirection::default() },
             RdpRedirection { audio_input: true, clipboard: false, ..RdpRedirection::default() },
-            RdpRedirection { clipboard: true, drives: true, usb: true, camera: true, audio_input: true },
+            RdpRedirection { audio: true, ..RdpRedirection::default() },
+            RdpRedirection { clipboard: true, drives: true, usb: true, camera: true, audio_input: true, audio: true },
         ] {
             index.set_rdp_redirection("alice", "win01", r).unwrap();
             assert_eq!(index.rdp_redirection("alice", "win01").unwrap(), Some(r));

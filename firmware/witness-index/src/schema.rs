@@ -211,6 +211,10 @@ const STEPS: &[&str] = &[
     ALTER TABLE recordings ADD COLUMN download_bytes INTEGER;
     ALTER TABLE recordings ADD COLUMN download_sha256 TEXT;
     ALTER TABLE recordings ADD COLUMN download_name TEXT;",
+    // 20: RDP sound out (rdpsnd, AUDIO_PLAYBACK_DVC) is a redirection class a grant opens with
+    // its own switch: off for every grant, those made before included (sound was a pipe a
+    // program on the target could use).
+    "ALTER TABLE grants ADD COLUMN rdp_audio INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build brings an index to.

@@ -6,6 +6,8 @@
 //! ports and smart cards together, `URBDRC` USB devices, `AUDIO_INPUT` the microphone, and so on.
 //! A name the box does not know carries nothing: unknown static and dynamic channels are refused.
 
+use crate::messages::Protocol;
+
 /// A kind of redirection a grant can open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -16,6 +18,9 @@ pub enum Class {
     Usb,
     Camera,
     AudioInput,
+    /// Sound from the target (MS-RDPEA): its messages are read strictly, the sound itself is
+    /// free-form by nature.
+    Audio,
 }
 
 impl Class {
@@ -25,7 +30,7 @@ impl Class {
 }
 
 /// A grant's RDP switches, as `witness grant` sets them: `--no-clipboard` turns the first off,
-/// `--drives`, `--usb`, `--camera` and `--audio-input` turn theirs on.
+/// `--drives`, `--usb`, `--camera`, `--audio-input` and `--audio` turn theirs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Switches {
     pub clipboard: bool,
@@ -33,12 +38,13 @@ pub struct Switches {
     pub usb: bool,
     pub camera: bool,
     pub audio_input: bool,
+    pub audio: bool,
 }
 
 impl Default for Switches {
     /// Clipboard on, everything else off.
     fn default() -> Self {
-        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false }
+        Self { clipboard: true, drives: false, usb: false, camera: false, audio_input: false, audio: false }
     }
 }
 
@@ -62,6 +68,7 @@ impl Redirection {
             (s.usb, &[Class::Usb]),
             (s.camera, &[Class::Camera]),
             (s.audio_input, &[Class::AudioInput]),
+            (s.audio, &[Class::Audio]),
         ] {
             if on {
                 r = classes.iter().fold(r, |r, c| r.with(*c));
@@ -113,23 +120,25 @@ pub(crate) fn shown_name(bytes: &[u8]) -> String {
 
 /// The static channels the box knows (lowercase), with what each carries; `drdynvc` carries
 /// dynamic channels, each judged on its own. RemoteApp (`rail`) is not supported: refused.
+/// `rdpsnd` is sound out (and, on xrdp, the microphone too).
 const STATIC: &[(&str, &[Class])] = &[
     ("cliprdr", &[Class::Clipboard]),
     ("rdpdr", &[Class::Drives, Class::Printers, Class::SmartCards]),
-    ("rdpsnd", &[]),
+    ("rdpsnd", &[Class::Audio]),
     ("drdynvc", &[]),
 ];
 
-/// The dynamic channels the box knows (lowercase). Display, input and sound out carry no
-/// redirection; video redirection, credential and location channels are left unknown (refused):
-/// the client would show or hand over what the recording never sees.
+/// The dynamic channels the box knows (lowercase). The graphics pipeline, display control and
+/// touch input carry no redirection: each is read message by message ([`protocol`]); video
+/// redirection, credential and location channels, and FreeRDP's own advanced input (no reader
+/// here), are left unknown (refused): the client would show or hand over what the recording
+/// never sees, or a program on the target would have a pipe.
 const DYNAMIC: &[(&str, &[Class])] = &[
     (GRAPHICS, &[]),
-    ("microsoft::windows::rds::displaycontrol", &[]),
-    ("microsoft::windows::rds::input", &[]),
-    ("freerdp::advanced::input", &[]),
-    ("audio_playback_dvc", &[]),
-    ("audio_playback_lossy_dvc", &[]),
+    (DISPLAY_CONTROL, &[]),
+    (INPUT, &[]),
+    ("audio_playback_dvc", &[Class::Audio]),
+    ("audio_playback_lossy_dvc", &[Class::Audio]),
     ("audio_input", &[Class::AudioInput]),
     ("urbdrc", &[Class::Usb]),
     // Plug and Play device redirection (MS-RDPEPNP): devices like USB ones.
@@ -141,6 +150,19 @@ const DYNAMIC: &[(&str, &[Class])] = &[
 
 /// The graphics pipeline's dynamic channel (lowercase).
 pub(crate) const GRAPHICS: &str = "microsoft::windows::rds::graphics";
+const DISPLAY_CONTROL: &str = "microsoft::windows::rds::displaycontrol";
+const INPUT: &str = "microsoft::windows::rds::input";
+
+/// The protocol whose messages the filter reads on a dynamic channel it opens (lowercase name):
+/// every channel opened without a redirection class has one, and so does sound out.
+pub fn protocol(name: &str) -> Option<Protocol> {
+    match name {
+        DISPLAY_CONTROL => Some(Protocol::DisplayControl),
+        INPUT => Some(Protocol::Input),
+        "audio_playback_dvc" | "audio_playback_lossy_dvc" => Some(Protocol::Audio),
+        _ => None,
+    }
+}
 
 /// Camera devices get a channel each, named by the client (MS-RDPECAM).
 const CAMERA_DEVICE: &str = "rdcamera_device_";
@@ -234,7 +256,7 @@ mod tests {
             (&b"cliprdr\0"[..], [false, true, false]),
             (b"CliPrdr\0", [false, true, false]),
             (b"RDPDR\0\0\0", [false, false, true]),
-            (b"rdpsnd\0\0", [true, true, true]),
+            (b"rdpsnd\0\0", [false, false, false]),
             (b"DRDYNVC\0", [true, true, true]),
             (b"rdp2tcp\0", [false, false, false]),
             (b"rail\0\0\0\0", [false, false, false]),
@@ -252,7 +274,9 @@ mod tests {
             (b"RDCamera_Device_Enumerator\0", [false, false, false]),
             (b"RDCamera_Device_0\0", [false, false, false]),
             (b"XPSRD\0", [false, false, true]),
-            (b"AUDIO_PLAYBACK_DVC\0", [true, true, true]),
+            (b"AUDIO_PLAYBACK_DVC\0", [false, false, false]),
+            (b"Microsoft::Windows::RDS::DisplayControl\0", [true, true, true]),
+            (b"Microsoft::Windows::RDS::Input\0", [true, true, true]),
             (b"Microsoft::Windows::RDS::AuthRedirection\0", [false, false, false]),
             (b"TSMF\0", [false, false, false]),
             (b"URBDRC", [false, false, false]),
@@ -272,25 +296,31 @@ mod tests {
         // (switch on, the dynamic channels it opens); every other device channel stays shut.
         let usb = Switches { usb: true, ..Switches::default() };
         let camera = Switches { camera: true, ..Switches::default() };
-        let audio = Switches { audio_input: true, ..Switches::default() };
-        let channels: [(&[u8], usize); 6] = [
+        let audio_input = Switches { audio_input: true, ..Switches::default() };
+        let audio = Switches { audio: true, ..Switches::default() };
+        let channels: [(&[u8], usize); 8] = [
             (b"URBDRC\0", 0),
             (b"PNPDR\0", 0),
             (b"FileRedirectorChannel\0", 0),
             (b"RDCamera_Device_Enumerator\0", 1),
             (b"RDCamera_Device_0\0", 1),
             (b"AUDIO_INPUT\0", 2),
+            (b"AUDIO_PLAYBACK_DVC\0", 3),
+            (b"AUDIO_PLAYBACK_LOSSY_DVC\0", 3),
         ];
-        for (which, switches) in [usb, camera, audio].into_iter().enumerate() {
+        for (which, switches) in [usb, camera, audio_input, audio].into_iter().enumerate() {
             let on = Redirection::from_grant(switches);
             let off = Redirection::default();
             for (name, class) in channels {
                 assert_eq!(dynamic_allowed(on, name), class == which, "{} with {switches:?}", shown_name(name));
                 assert!(!dynamic_allowed(off, name), "{} without a switch", shown_name(name));
             }
-            // A device switch opens no static channel: drives, printers and smart cards stay
-            // with `--drives`, and the clipboard stays as the grant has it.
+            // A device switch opens no static channel but sound's (`--audio` opens `rdpsnd`):
+            // drives, printers and smart cards stay with `--drives`, and the clipboard stays as
+            // the grant has it.
             assert!(!static_allowed(on, b"rdpdr\0"));
+            assert_eq!(static_allowed(on, b"rdpsnd\0"), which == 3, "{switches:?}");
+            assert!(!static_allowed(off, b"rdpsnd\0"));
             assert!(static_allowed(on, b"cliprdr\0"));
             let no_clipboard = Redirection::from_grant(Switches { clipboard: false, ..switches });
             assert!(!static_allowed(no_clipboard, b"cliprdr\0"));
@@ -303,8 +333,10 @@ mod tests {
             usb: true,
             camera: true,
             audio_input: true,
+            audio: true,
         });
         assert!(!dynamic_allowed(all, b"TSMF\0"));
+        assert!(!dynamic_allowed(all, b"FreeRDP::Advanced::Input\0"), "no reader for it: a pipe");
         assert!(!dynamic_allowed(all, b"Microsoft::Windows::RDS::AuthRedirection\0"));
         assert!(!static_allowed(all, b"rdp2tcp\0"));
     }

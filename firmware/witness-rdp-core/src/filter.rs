@@ -17,6 +17,7 @@
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
+use crate::messages::{AUDIO_REFUSED, Protocol, Reader};
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
 use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent};
@@ -64,8 +65,6 @@ pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
     "the clipboard capabilities could not be read whole (file copy could not be taken out of them)";
-pub const SOUND_INPUT: &str =
-    "the client sent a sound channel message other than playback's (microphone audio needs the grant's audio input)";
 
 /// The credential written into the Client Info PDU the target receives.
 #[derive(Clone)]
@@ -150,8 +149,9 @@ pub struct Filter {
     /// draws a slow-path update then, the decoder does not).
     deactivated: bool,
     fast_path: FastPathWalk,
-    /// A client `rdpsnd` message arriving in chunks: where the rest goes.
-    sound_chunks: Option<Chunks>,
+    /// `rdpsnd`, read message by message both ways (on a grant with audio and without audio
+    /// input, whose microphone xrdp takes on `rdpsnd` too).
+    sound: Parsed,
     /// A `cliprdr` message arriving in chunks, from the client and from the target.
     clip_chunks: (Option<Chunks>, Option<Chunks>),
     dynamic: Dynamic,
@@ -185,9 +185,111 @@ const ANNOUNCED_NAMES: usize = 64;
 
 #[derive(Debug, Default)]
 struct DynamicChannel {
+    /// The name, as servers read it: one channel per name is open at a time.
+    name: String,
     graphics: bool,
     /// The client's graphics pipeline messages, walked as they arrive.
     gfx: GfxWalk,
+    /// A channel opened without a redirection class, or for sound: read message by message.
+    parsed: Option<Parsed>,
+}
+
+/// A channel whose messages are read whole ([`crate::messages`]): each direction's message is
+/// gathered, the frames that carry it held back, and judged once it is whole; only then do its
+/// frames pass, all at once. A message that does not read exactly ends the session.
+#[derive(Debug)]
+struct Parsed {
+    reader: Reader,
+    client: Gather,
+    target: Gather,
+}
+
+impl Parsed {
+    fn new(protocol: Protocol) -> Self {
+        Self { reader: Reader::new(protocol), client: Gather::default(), target: Gather::default() }
+    }
+
+    /// Bytes of one direction's message in `frame`: the frame is held back until the message
+    /// is whole, then judged (`Replace` with every frame that carried it, or `Refuse`).
+    fn feed(&mut self, from_client: bool, frame: &[u8], bytes: &[u8]) -> Verdict {
+        let (refusal, max) = (self.reader.protocol().refusal(), self.reader.protocol().max_message());
+        let g = if from_client { &mut self.client } else { &mut self.target };
+        // The frames held back stay within twice the longest message: chunks of a few bytes
+        // (or none) cannot make the box hold more.
+        let held_too_much = g.held.len() + frame.len() > 2 * max + 16 * 1024;
+        if g.total == 0 || g.message.len() + bytes.len() > g.total || held_too_much {
+            return Verdict::Refuse(refusal);
+        }
+        g.message.extend_from_slice(bytes);
+        g.held.extend_from_slice(frame);
+        if g.message.len() < g.total {
+            return Verdict::Drop;
+        }
+        let (message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        g.total = 0;
+        match self.reader.judge(from_client, &message) {
+            Ok(()) if held.len() == frame.len() => Verdict::Forward,
+            Ok(()) => Verdict::Replace(held),
+            Err(why) => {
+                let start = hex::encode(&message[..message.len().min(64)]);
+                tracing::debug!(from_client, length = message.len(), start, "a channel message refused");
+                Verdict::Refuse(why)
+            }
+        }
+    }
+
+    /// Starts one direction's message of `total` bytes; `false` while another is in progress
+    /// or when it is empty or longer than the protocol needs.
+    fn start(&mut self, from_client: bool, total: u64) -> bool {
+        let max = self.reader.protocol().max_message();
+        let g = if from_client { &mut self.client } else { &mut self.target };
+        match usize::try_from(total) {
+            Ok(t) if g.total == 0 && (1..=max).contains(&t) => {
+                g.total = t;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether one direction's message has started and not ended.
+    fn in_progress(&self, from_client: bool) -> bool {
+        (if from_client { &self.client } else { &self.target }).total > 0
+    }
+
+    /// A DVC Data First or Data PDU's start, in its first static chunk: a Data First starts a
+    /// message of its stated total, a Data outside a message is a whole message (the DVC PDU's
+    /// bytes after its header, over all its static chunks); then its bytes in this frame.
+    fn dvc(&mut self, from_client: bool, frame: &[u8], at: usize, length: u32, h: DvcHeader) -> Verdict {
+        let refusal = self.reader.protocol().refusal();
+        let chunk = &frame[at + 8..];
+        let mut start = h.body;
+        let started = if h.cmd == cmd::DATA_FIRST {
+            let Some(n) = channels::field(h.sp) else { return Verdict::Refuse(refusal) };
+            let Some(total) = uint_at(chunk, start, n) else { return Verdict::Refuse(refusal) };
+            start += n;
+            self.start(from_client, total.into())
+        } else if !self.in_progress(from_client) {
+            let total = u64::from(length).checked_sub(h.body as u64);
+            total.is_some_and(|t| self.start(from_client, t))
+        } else {
+            true
+        };
+        match chunk.get(start..) {
+            Some(bytes) if started => self.feed(from_client, frame, bytes),
+            _ => Verdict::Refuse(refusal),
+        }
+    }
+}
+
+/// One direction's message on a [`Parsed`] channel, while it is gathered.
+#[derive(Debug, Default)]
+struct Gather {
+    /// Its length; 0 while none is in progress.
+    total: usize,
+    message: Vec<u8>,
+    /// The frames that carried it so far, held back until it is judged.
+    held: Vec<u8>,
 }
 
 /// The rest of a static channel message on `drdynvc` sent in chunks.
@@ -197,8 +299,9 @@ struct Chunks {
     /// Bytes still to come: chunks must add up to the stated length exactly, or peers would
     /// cut the message elsewhere than the filter.
     left: u64,
-    /// The graphics pipeline channel whose DVC PDU the chunks continue (their bytes are walked).
-    graphics: Option<u32>,
+    /// The graphics pipeline or [`Parsed`] channel whose DVC PDU the chunks continue (their
+    /// bytes are walked or gathered).
+    feeds: Option<u32>,
 }
 
 /// Where the filter is in the client's messages on the graphics pipeline. A DVC message (one
@@ -696,7 +799,7 @@ impl Filter {
             active: false,
             deactivated: false,
             fast_path: FastPathWalk::default(),
-            sound_chunks: None,
+            sound: Parsed::new(Protocol::Audio),
             clip_chunks: (None, None),
             dynamic: Dynamic::default(),
             input_offered: InputFlags::empty(),
@@ -781,7 +884,7 @@ impl Filter {
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
             Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
-                self.sound_from_client(frame, at)
+                self.sound(true, frame, at)
             }
             Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
                 self.clipboard(true, frame, at)
@@ -834,6 +937,9 @@ impl Filter {
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
+            Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
+                self.sound(false, frame, at)
+            }
             Some(d) if d.allowed && d.name == "cliprdr" && !self.redirection.allows(Class::Drives) => {
                 self.clipboard(false, frame, at)
             }
@@ -1017,15 +1123,29 @@ impl Filter {
         Ok(Verdict::Replace(bytes))
     }
 
-    /// `rdpsnd` from the client on a grant without audio input: the messages a client sends for
-    /// playback only (MS-RDPEA: Wave Confirm, Training Confirm, Client Audio Formats, Quality
-    /// Mode). xrdp's chansrv also takes microphone audio on `rdpsnd` (its SNDC_REC_* types, 39 to
-    /// 42), past the grant's `AUDIO_INPUT` refusal; any other type ends the session.
-    fn sound_from_client(&mut self, frame: &[u8], at: usize) -> Verdict {
-        const PLAYBACK: [u8; 4] = [0x05, 0x06, 0x07, 0x0C];
-        by_type(&mut self.sound_chunks, frame, at, SOUND_INPUT, |message| {
-            if message.first().is_some_and(|t| PLAYBACK.contains(t)) { Ok(false) } else { Err(SOUND_INPUT) }
-        })
+    /// `rdpsnd` either way on a grant with audio and without audio input: every message read
+    /// whole as MS-RDPEA defines it for its direction ([`crate::messages`]), its chunks held
+    /// back until it is. The client sends only playback's messages (Wave Confirm, Training
+    /// Confirm, Client Audio Formats, Quality Mode): xrdp's chansrv also takes microphone audio
+    /// on `rdpsnd` (its SNDC_REC_* types, 39 to 42), past the grant's `AUDIO_INPUT` refusal. A
+    /// program on the target that opens `rdpsnd` by name (xrdpapi) speaks through the same
+    /// reader.
+    fn sound(&mut self, from_client: bool, frame: &[u8], at: usize) -> Verdict {
+        let Some((length, flags, chunk)) = channel_pdu(&frame[at..]) else { return Verdict::Refuse(AUDIO_REFUSED) };
+        if flags & CHANNEL_PACKET_COMPRESSED != 0 {
+            return Verdict::Refuse(AUDIO_REFUSED);
+        }
+        let p = &mut self.sound;
+        if flags & CHANNEL_FLAG_FIRST != 0 && !p.start(from_client, length.into()) {
+            return Verdict::Refuse(AUDIO_REFUSED);
+        }
+        // Chunks add up to their message, the last flagged so.
+        let g = if from_client { &p.client } else { &p.target };
+        let last = flags & CHANNEL_FLAG_LAST != 0;
+        if g.total == 0 || last != (g.message.len() + chunk.len() == g.total) {
+            return Verdict::Refuse(AUDIO_REFUSED);
+        }
+        p.feed(from_client, frame, chunk)
     }
 
     /// `cliprdr` either way on a grant without drives: files do not cross the clipboard. File
@@ -1055,6 +1175,11 @@ impl Filter {
         let last = flags & CHANNEL_FLAG_LAST != 0;
         if flags & CHANNEL_FLAG_FIRST == 0 {
             return match follow_chunk(&mut self.dynamic.target_chunks, flags, chunk.len()) {
+                Some(Chunks { feeds: Some(id), .. }) => match self.dynamic.open.get_mut(&id) {
+                    Some(DynamicChannel { parsed: Some(p), .. }) => p.feed(false, frame, chunk),
+                    // The channel closed inside one of its messages.
+                    _ => Verdict::Refuse(DVC_UNREADABLE),
+                },
                 Some(c) if c.pass => Verdict::Forward,
                 Some(_) => Verdict::Drop,
                 None => Verdict::Refuse(DVC_UNREADABLE),
@@ -1065,6 +1190,7 @@ impl Filter {
         };
         let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
         let d = &mut self.dynamic;
+        let mut feeds = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
             cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains(&h.channel) => {
@@ -1072,14 +1198,25 @@ impl Filter {
             }
             cmd::CREATE => {
                 let name = &chunk[h.body..];
-                let allowed = channels::dynamic_allowed(self.redirection, name);
+                let read = channels::channel_name(name).unwrap_or_default();
+                // One read channel per name at a time: a second display control, input, sound or
+                // graphics channel is refused (the box reads each as one stream of messages, and
+                // a program on the target would otherwise open its own beside the session's).
+                // USB opens a channel per device, all named URBDRC.
+                let read_whole = read == GRAPHICS || channels::protocol(&read).is_some();
+                let allowed = channels::dynamic_allowed(self.redirection, name)
+                    && !(read_whole && d.open.values().any(|c| c.name == read));
                 let shown = shown_name(name);
                 if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
                     d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
                 }
                 if allowed {
-                    let graphics = channels::channel_name(name).as_deref() == Some(GRAPHICS);
-                    d.open.insert(h.channel, DynamicChannel { graphics, ..DynamicChannel::default() });
+                    let graphics = read == GRAPHICS;
+                    let parsed = channels::protocol(&read).map(Parsed::new);
+                    d.open.insert(
+                        h.channel,
+                        DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() },
+                    );
                     Verdict::Forward
                 } else {
                     d.refused.insert(h.channel);
@@ -1090,9 +1227,20 @@ impl Filter {
                     Verdict::Replace(out)
                 }
             }
-            cmd::DATA_FIRST | cmd::DATA | cmd::DATA_FIRST_COMPRESSED | cmd::DATA_COMPRESSED => {
-                if d.open.contains_key(&h.channel) { Verdict::Forward } else { Verdict::Drop }
-            }
+            cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
+                Some(DynamicChannel { parsed: Some(p), .. }) => {
+                    feeds = Some(h.channel);
+                    p.dvc(false, frame, at, length, h)
+                }
+                Some(_) => Verdict::Forward,
+                None => Verdict::Drop,
+            },
+            // The box cannot read compressed data.
+            cmd::DATA_FIRST_COMPRESSED | cmd::DATA_COMPRESSED => match d.open.get(&h.channel) {
+                Some(DynamicChannel { parsed: Some(p), .. }) => Verdict::Refuse(p.reader.protocol().refusal()),
+                Some(_) => Verdict::Forward,
+                None => Verdict::Drop,
+            },
             cmd::CLOSE => {
                 d.refused.remove(&h.channel);
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
@@ -1100,7 +1248,7 @@ impl Filter {
             cmd::CAPABILITY | cmd::SOFT_SYNC_REQUEST => Verdict::Forward,
             _ => Verdict::Drop,
         };
-        start_chunks(&mut self.dynamic.target_chunks, left, None, &verdict);
+        start_chunks(&mut self.dynamic.target_chunks, left, feeds, &verdict);
         verdict
     }
 
@@ -1115,8 +1263,9 @@ impl Filter {
         let last = flags & CHANNEL_FLAG_LAST != 0;
         if flags & CHANNEL_FLAG_FIRST == 0 {
             return match follow_chunk(&mut self.dynamic.client_chunks, flags, chunk.len()) {
-                Some(Chunks { graphics: Some(id), .. }) => match self.dynamic.open.get_mut(&id) {
+                Some(Chunks { feeds: Some(id), .. }) => match self.dynamic.open.get_mut(&id) {
                     Some(c) if c.graphics => gfx_feed(&mut c.gfx, frame, at + 8),
+                    Some(DynamicChannel { parsed: Some(p), .. }) => p.feed(true, frame, chunk),
                     // The channel closed (or changed) inside one of its messages.
                     _ => Verdict::Refuse(GFX_UNRESTRICTED),
                 },
@@ -1130,7 +1279,7 @@ impl Filter {
         };
         let Some(h) = dvc_header(chunk) else { return Verdict::Refuse(DVC_UNREADABLE) };
         let d = &mut self.dynamic;
-        let mut graphics = None;
+        let mut feeds = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last || chunk.len() < h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
             cmd::CREATE => {
@@ -1156,8 +1305,12 @@ impl Filter {
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(c) if c.graphics => {
-                    graphics = Some(h.channel);
+                    feeds = Some(h.channel);
                     gfx_from_client(&mut c.gfx, frame, at, length, h)
+                }
+                Some(DynamicChannel { parsed: Some(p), .. }) => {
+                    feeds = Some(h.channel);
+                    p.dvc(true, frame, at, length, h)
                 }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
@@ -1166,6 +1319,7 @@ impl Filter {
             // Caps Advertise.
             cmd::DATA_FIRST_COMPRESSED | cmd::DATA_COMPRESSED => match d.open.get(&h.channel) {
                 Some(c) if c.graphics => Verdict::Refuse(GFX_UNRESTRICTED),
+                Some(DynamicChannel { parsed: Some(p), .. }) => Verdict::Refuse(p.reader.protocol().refusal()),
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
             },
@@ -1176,7 +1330,7 @@ impl Filter {
             cmd::CAPABILITY | cmd::SOFT_SYNC_RESPONSE => Verdict::Forward,
             _ => Verdict::Drop,
         };
-        start_chunks(&mut self.dynamic.client_chunks, left, graphics, &verdict);
+        start_chunks(&mut self.dynamic.client_chunks, left, feeds, &verdict);
         verdict
     }
 
@@ -1389,10 +1543,10 @@ fn first_chunk(state: &Option<Chunks>, length: u32, flags: u32, len: usize) -> O
 }
 
 /// Remembers, after a first chunk that is not the last, where the rest goes.
-fn start_chunks(state: &mut Option<Chunks>, left: u64, graphics: Option<u32>, verdict: &Verdict) {
+fn start_chunks(state: &mut Option<Chunks>, left: u64, feeds: Option<u32>, verdict: &Verdict) {
     if left > 0 {
         let pass = matches!(verdict, Verdict::Forward | Verdict::Replace(_));
-        *state = Some(Chunks { pass, left, graphics });
+        *state = Some(Chunks { pass, left, feeds });
     }
 }
 
@@ -2089,7 +2243,9 @@ mod tests {
         assert!(matches!(f.from_client(&initial).unwrap(), Verdict::Replace(_)));
         f.from_target(&response).unwrap();
         let blocked: Vec<_> = f.decisions().iter().filter(|d| !d.allowed).map(|d| d.name.to_lowercase()).collect();
-        assert_eq!(blocked.len(), 2, "{:?}", f.decisions());
+        // Those two, and `rdpsnd` (no audio on this grant).
+        assert_eq!(blocked.len(), 3, "{:?}", f.decisions());
+        assert!(blocked.iter().any(|n| n == "rdpsnd"), "{blocked:?}");
         assert!(blocked.iter().any(|n| n.contains("cliprdr")), "{blocked:?}");
         assert!(blocked.iter().any(|n| n.starts_with("rdpdr")), "{blocked:?}");
         // And their data goes nowhere.
@@ -2389,7 +2545,8 @@ mod tests {
             names,
             original.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap()).collect::<Vec<_>>()
         );
-        assert!(d.iter().all(|d| d.allowed == (d.name != "rdpdr")), "{d:?}");
+        // The default grant: no drives, and no sound (`rdpsnd` opens with the grant's audio).
+        assert!(d.iter().all(|d| d.allowed != ["rdpdr", "rdpsnd"].contains(&d.name.as_str())), "{d:?}");
         let ids: Vec<u16> = d.iter().map(|d| d.id).collect();
         let mut sorted = ids.clone();
         sorted.sort_unstable();
@@ -2658,7 +2815,12 @@ mod tests {
         assert_eq!(f.from_target(&gfx()).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, CREATION_FAILED))).unwrap(), Verdict::Forward);
         assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
-        assert_eq!(f.from_client(&send_data(1004, svc(&caps))).unwrap(), Verdict::Forward, "not the graphics pipeline");
+        // Judged as display control, not as the graphics pipeline (and it is no display control pdu).
+        assert_eq!(
+            f.from_client(&send_data(1004, svc(&caps))).unwrap(),
+            Verdict::Refuse(crate::messages::DISPLAY_CONTROL_REFUSED),
+            "not the graphics pipeline"
+        );
         // Free again once closed; the graphics pipeline opened anew is judged.
         let mut f = with_drdynvc(Redirection::default());
         assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);

@@ -4,6 +4,7 @@
 //! xrdp) what the attack would do, and asserts the filter's refusal, with a control that passes.
 
 use super::*;
+use crate::messages::AUDIO_REFUSED;
 use ironrdp_pdu::rdp::capability_sets::{
     CapabilitySet, ClientConfirmActive, DemandActive, Order, OrderFlags, OrderSupportExFlags, OrderSupportIndex,
 };
@@ -500,19 +501,20 @@ fn the_client_info_asks_the_target_for_nothing_the_grant_does_not_open() {
     assert!(info.flags.contains(ClientInfoFlags::AUDIO_CAPTURE));
 }
 
-/// Microphone audio on `rdpsnd` needs the grant's audio input (was: forwarded on every grant). `rdpsnd` is open on every grant (it
-/// "carries no redirection": sound out), but xrdp's chansrv also takes audio input on it, with
+/// Microphone audio on `rdpsnd` needs the grant's audio input (was: forwarded on every grant).
+/// `rdpsnd` was open on every grant (it "carried no redirection": sound out; it now opens with
+/// the grant's audio, and every message is read whole both ways), but xrdp's chansrv also takes audio input on it, with
 /// its own message types (sesman/chansrv/sound.h: SNDC_REC_NEGOTIATE 39 ... SNDC_REC_DATA 42):
 /// `sound_process_input_formats` sets `g_rdpsnd_can_rec` when a client sends
 /// SNDC_REC_NEGOTIATE, a session application opening the microphone then gets
 /// `sound_input_start_recording` (SNDC_REC_START to the client) instead of the AUDIO_INPUT
 /// dynamic channel (`audin_start`), and `sound_process_input_data` feeds every SNDC_REC_DATA into
 /// the session's audio source. On a grant without `--audio-input` (AUDIO_INPUT refused) the
-/// client's audio reached the target. The client's `rdpsnd` messages are now read by type:
+/// client's audio reached the target. The client's `rdpsnd` messages are now read whole:
 /// playback's pass, anything else ends the session.
 #[test]
 fn sound_input_on_rdpsnd_needs_the_audio_input_switch() {
-    let grant = Redirection::default();
+    let grant = Redirection::default().with(Class::Audio);
     assert!(!channels::dynamic_allowed(grant, b"AUDIO_INPUT\0"), "control: the dynamic channel is refused");
     let mut f = filter(true);
     f.redirection = grant;
@@ -549,39 +551,51 @@ fn sound_input_on_rdpsnd_needs_the_audio_input_switch() {
         g
     };
     for pdu in [rdpsnd(39, &negotiate), rdpsnd(42, &samples)] {
-        assert_eq!(fresh().from_client(&send_data(1005, pdu)).unwrap(), Verdict::Refuse(SOUND_INPUT));
+        assert_eq!(fresh().from_client(&send_data(1005, pdu)).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
     }
     // The same data as the continuation of a playback message that claims to be longer, or as
-    // a chunk with no message in progress: refused too (every message's type is read).
+    // a chunk with no message in progress: refused too (every message is read whole: its first
+    // chunk is held back until it is).
     let mut formats = rdpsnd(7, &negotiate);
     let stated = u32::try_from(formats.len() - 8 + samples.len() + 4).unwrap();
     formats[..4].copy_from_slice(&stated.to_le_bytes());
     formats[4] = 1; // CHANNEL_FLAG_FIRST only
     let mut g = fresh();
-    assert_eq!(g.from_client(&send_data(1005, formats)).unwrap(), Verdict::Forward);
+    assert_eq!(g.from_client(&send_data(1005, formats)).unwrap(), Verdict::Drop, "held back");
     let mut rest = stated.to_le_bytes().to_vec();
     rest.extend(2u32.to_le_bytes()); // CHANNEL_FLAG_LAST
     rest.extend([42, 0, 64, 0]);
     rest.extend(samples);
     assert_eq!(
         g.from_client(&send_data(1005, rest.clone())).unwrap(),
-        Verdict::Forward,
-        "the rest of a playback message"
+        Verdict::Refuse(AUDIO_REFUSED),
+        "the rest of a formats message that is not one"
     );
-    assert_eq!(g.from_client(&send_data(1005, rest)).unwrap(), Verdict::Refuse(SOUND_INPUT), "no message in progress");
+    assert_eq!(
+        fresh().from_client(&send_data(1005, rest)).unwrap(),
+        Verdict::Refuse(AUDIO_REFUSED),
+        "no message in progress"
+    );
     // Controls: playback's messages pass (Client Audio Formats, Quality Mode, Training and Wave
     // Confirm), and with audio input granted the microphone's do.
-    for t in [7u8, 12, 6, 5] {
-        assert_eq!(fresh().from_client(&send_data(1005, rdpsnd(t, &[0; 4]))).unwrap(), Verdict::Forward, "{t}");
+    let mut formats = vec![1, 0, 0, 0];
+    formats.extend([0; 10]);
+    formats.extend([0, 0, 0, 6, 0, 0]);
+    for (t, body) in [(7u8, &formats[..]), (12, &[0; 4]), (6, &[0; 4]), (5, &[0; 4])] {
+        assert_eq!(fresh().from_client(&send_data(1005, rdpsnd(t, body))).unwrap(), Verdict::Forward, "{t}");
     }
     let mut granted = fresh();
     granted.redirection = grant.with(Class::AudioInput);
     for pdu in [rdpsnd(39, &negotiate), rdpsnd(42, &samples)] {
         assert_eq!(granted.from_client(&send_data(1005, pdu)).unwrap(), Verdict::Forward);
     }
-    // The target's SNDC_REC_START still reaches the client: stock clients ignore the type, and
-    // whatever a client sends back is judged above.
-    assert_eq!(f.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Forward);
+    // With audio input granted the target's SNDC_REC_START reaches the client (the channel
+    // carries a granted class); without, it ends the session like any message sound out does
+    // not define.
+    assert_eq!(granted.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&send_indication(1005, rdpsnd(40, &[0; 4]))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+    // A grant without audio does not open `rdpsnd` at all.
+    assert!(!channels::static_allowed(Redirection::default(), b"rdpsnd\0\0"));
 }
 
 /// FreeRDP 2.11 and 3's reading of a Bitmap update's rectangles (`update_read_bitmap_update` →

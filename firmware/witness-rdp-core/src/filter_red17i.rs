@@ -224,47 +224,169 @@ fn target_send(user_data: Vec<u8>) -> Vec<u8> {
         .unwrap()
 }
 
-/// Hole 2 (open): a dynamic channel the grant opens because it "carries no redirection" is a raw
-/// pipe for any program in the target session. The target names its dynamic channels, and on
+/// Hole 2 (fixed): a dynamic channel the grant opened because it "carried no redirection" was a
+/// raw pipe for any program in the target session. The target names its dynamic channels, and on
 /// xrdp any program of the session picks the name: xrdpapi's `WTSVirtualChannelOpenEx(...,
 /// WTS_CHANNEL_OPTION_DYNAMIC)` reaches chansrv's `my_api_trans_data_in`, which opens a DVC under
 /// whatever name the program sent (`chansrv_drdynvc_open(chan_name, ...)`, xrdp 0.9.21) and
 /// hands it every byte the client sends there (`my_api_data`); Windows' WTS API does the same.
-/// So on a grant with no clipboard and no drives, a program on the target that opens
-/// `AUDIO_PLAYBACK_DVC` or `Microsoft::Windows::RDS::DisplayControl`, and a client that accepts
-/// it, move files both ways: the filter judges dynamic channels by name only, and their data
-/// passes unread. (The static `rdpsnd`, which xrdpapi also opens for a program by name, carries
+/// So on a grant with no clipboard and no drives, a program on the target that opened
+/// `AUDIO_PLAYBACK_DVC` or `Microsoft::Windows::RDS::DisplayControl`, and a client that accepted
+/// it, moved files both ways: the filter judged dynamic channels by name only, and their data
+/// passed unread. (The static `rdpsnd`, which xrdpapi also opens for a program by name, carried
 /// the program's bytes to the client the same way.)
+///
+/// Now sound is a class the grant opens (`--audio`), and every channel opened without one, and
+/// sound on a grant with it, is read message by message as its protocol defines it: a message
+/// is gathered whole (its frames held back) and judged before any byte of it passes, and one
+/// that is not exactly its protocol's ends the session, naming the channel.
 #[test]
 fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target() {
+    use crate::messages::{AUDIO_REFUSED, DISPLAY_CONTROL_REFUSED, INPUT_REFUSED};
     // A "file": an ELF header and its bytes, as the grant's missing drives would have carried.
     let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
     file.extend((0..2000u32).map(|i| (i * 7 + 3) as u8));
-    for name in ["AUDIO_PLAYBACK_DVC", "Microsoft::Windows::RDS::DisplayControl"] {
-        let mut f = grant_without_anything();
+    let carries_file = |bytes: &[u8]| bytes.windows(8).any(|w| w == &file[..8]);
+    let create = |name: &str| {
         let mut create = vec![0x10, 5];
         create.extend(name.as_bytes());
         create.push(0);
-        assert_eq!(f.from_target(&target_send(svc(&create))).unwrap(), Verdict::Forward, "{name} was not opened");
-        // The client says yes.
-        let created = svc(&[0x10, 5, 0, 0, 0, 0]);
-        assert_eq!(f.from_client(&client_send(created)).unwrap(), Verdict::Forward);
-        // The file, from the client to the program on the target, and back: a DVC Data First
-        // (a 4-byte total length) and a Data PDU for the rest.
-        let (head, tail) = file.split_at(1000);
-        let mut first = vec![0x28, 5];
-        first.extend(u32::try_from(file.len()).unwrap().to_le_bytes());
-        first.extend(head);
-        let mut rest = vec![0x30, 5];
-        rest.extend(tail);
-        for pdu in [&first, &rest] {
-            let up = client_send(svc(pdu));
-            assert_eq!(f.from_client(&up).unwrap(), Verdict::Forward, "{name}: the file did not reach the target");
-            let down = target_send(svc(pdu));
-            assert_eq!(f.from_target(&down).unwrap(), Verdict::Forward, "{name}: the file did not reach the client");
-        }
-        assert!(!f.redirection.allows(Class::Drives) && !f.redirection.allows(Class::Clipboard));
+        target_send(svc(&create))
+    };
+    let created = || client_send(svc(&[0x10, 5, 0, 0, 0, 0]));
+    // The file as a DVC Data First (a 4-byte total length) and a Data PDU for the rest.
+    let (head, tail) = file.split_at(1000);
+    let mut first = vec![0x28, 5];
+    first.extend(u32::try_from(file.len()).unwrap().to_le_bytes());
+    first.extend(head);
+    let mut rest = vec![0x30, 5];
+    rest.extend(tail);
+
+    // On a grant without audio, sound's channel does not open: the client hears of a channel no
+    // client has, its yes becomes a no, and nothing crosses either way.
+    let mut f = grant_without_anything();
+    let Verdict::Replace(renamed) = f.from_target(&create("AUDIO_PLAYBACK_DVC")).unwrap() else {
+        panic!("AUDIO_PLAYBACK_DVC opened on a grant without audio")
+    };
+    assert!(!renamed.windows(5).any(|w| w == b"AUDIO"));
+    assert!(matches!(f.from_client(&created()).unwrap(), Verdict::Replace(_)));
+    for pdu in [&first, &rest] {
+        assert_eq!(f.from_client(&client_send(svc(pdu))).unwrap(), Verdict::Drop);
+        assert_eq!(f.from_target(&target_send(svc(pdu))).unwrap(), Verdict::Drop);
     }
+    assert!(!channels::static_allowed(f.redirection, b"rdpsnd\0\0"), "nor does rdpsnd");
+
+    // The channels that open (display control and input on every grant, sound on a grant with
+    // audio): the file ends the session either way, and no byte of it passes.
+    for (name, grant, refusal) in [
+        ("Microsoft::Windows::RDS::DisplayControl", Redirection::NONE, DISPLAY_CONTROL_REFUSED),
+        ("Microsoft::Windows::RDS::Input", Redirection::NONE, INPUT_REFUSED),
+        ("AUDIO_PLAYBACK_DVC", Redirection::NONE.with(Class::Audio), AUDIO_REFUSED),
+    ] {
+        for from_client in [true, false] {
+            let mut f = grant_without_anything();
+            f.redirection = grant;
+            assert_eq!(f.from_target(&create(name)).unwrap(), Verdict::Forward, "{name} was not opened");
+            assert_eq!(f.from_client(&created()).unwrap(), Verdict::Forward);
+            let send = |f: &mut Filter, pdu: &[u8]| {
+                if from_client { f.from_client(&client_send(svc(pdu))) } else { f.from_target(&target_send(svc(pdu))) }
+                    .unwrap()
+            };
+            if refusal == DISPLAY_CONTROL_REFUSED {
+                // Longer than any display control message: refused before it is gathered.
+                assert_eq!(send(&mut f, &first), Verdict::Refuse(refusal), "{name}");
+            } else {
+                assert_eq!(send(&mut f, &first), Verdict::Drop, "{name}: the first fragment is held back");
+                assert_eq!(send(&mut f, &rest), Verdict::Refuse(refusal), "{name}: the file crossed");
+            }
+            // Whole in one Data PDU: refused at once.
+            let mut f = grant_without_anything();
+            f.redirection = grant;
+            f.from_target(&create(name)).unwrap();
+            f.from_client(&created()).unwrap();
+            let mut whole = vec![0x30, 5];
+            whole.extend(&file);
+            assert_eq!(send(&mut f, &whole), Verdict::Refuse(refusal), "{name}");
+            // Compressed data cannot be read: refused.
+            let mut f = grant_without_anything();
+            f.redirection = grant;
+            f.from_target(&create(name)).unwrap();
+            f.from_client(&created()).unwrap();
+            let mut compressed = vec![0x70, 5];
+            compressed.extend(&file[..64]);
+            assert_eq!(send(&mut f, &compressed), Verdict::Refuse(refusal), "{name}: compressed");
+        }
+        // A second channel of the same name beside the session's is refused.
+        let mut f = grant_without_anything();
+        f.redirection = grant;
+        f.from_target(&create(name)).unwrap();
+        let mut second = vec![0x10, 6];
+        second.extend(name.as_bytes());
+        second.push(0);
+        assert!(matches!(f.from_target(&target_send(svc(&second))).unwrap(), Verdict::Replace(_)), "{name}");
+    }
+
+    // The file hidden after a real message (the target's display control Caps, with its length
+    // saying so), or in a message that claims more than the protocol needs: refused.
+    let mut f = grant_without_anything();
+    f.from_target(&create("Microsoft::Windows::RDS::DisplayControl")).unwrap();
+    f.from_client(&created()).unwrap();
+    let mut caps = vec![0x30, 5];
+    caps.extend([5u32, u32::try_from(20 + file.len()).unwrap(), 16, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()));
+    caps.extend(&file);
+    assert_eq!(f.from_target(&target_send(svc(&caps))).unwrap(), Verdict::Refuse(DISPLAY_CONTROL_REFUSED));
+    let mut f = grant_without_anything();
+    f.from_target(&create("Microsoft::Windows::RDS::DisplayControl")).unwrap();
+    let mut huge = vec![0x28, 5];
+    huge.extend(1_000_000u32.to_le_bytes());
+    huge.extend(&file[..100]);
+    assert_eq!(f.from_target(&target_send(svc(&huge))).unwrap(), Verdict::Refuse(DISPLAY_CONTROL_REFUSED));
+
+    // The static `rdpsnd` on a grant with audio: a program's bytes to the client end the session.
+    let mut f = grant_without_anything();
+    f.redirection = Redirection::NONE.with(Class::Audio);
+    f.decisions.push(ChannelDecision { name: "rdpsnd".into(), id: 1005, allowed: true });
+    let mut chunk = u32::try_from(file.len()).unwrap().to_le_bytes().to_vec();
+    chunk.extend(3u32.to_le_bytes());
+    chunk.extend(&file);
+    let down =
+        encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1005, user_data: Cow::Owned(chunk) }))
+            .unwrap();
+    assert_eq!(f.from_target(&down).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+
+    // Controls: the protocols' own messages pass, gathered across fragments and static chunks,
+    // and nothing passes before its message is whole.
+    let mut f = grant_without_anything();
+    f.from_target(&create("Microsoft::Windows::RDS::DisplayControl")).unwrap();
+    f.from_client(&created()).unwrap();
+    let mut caps = vec![0x30, 5];
+    caps.extend([5u32, 20, 16, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()));
+    assert_eq!(f.from_target(&target_send(svc(&caps))).unwrap(), Verdict::Forward);
+    let layout: Vec<u8> =
+        [2u32, 56, 40, 1, 1, 0, 0, 1280, 720, 1280, 720, 0, 100, 100].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let mut first = vec![0x20, 5, 56];
+    first.extend(&layout[..30]);
+    let mut second = vec![0x30, 5];
+    second.extend(&layout[30..]);
+    assert_eq!(f.from_client(&client_send(svc(&first))).unwrap(), Verdict::Drop);
+    // The Data PDU in two static chunks.
+    let dvc = svc(&second);
+    let total = u32::try_from(second.len()).unwrap();
+    let mut a = total.to_le_bytes().to_vec();
+    a.extend(1u32.to_le_bytes());
+    a.extend(&dvc[8..20]);
+    let mut b = total.to_le_bytes().to_vec();
+    b.extend(2u32.to_le_bytes());
+    b.extend(&dvc[20..]);
+    assert_eq!(f.from_client(&client_send(a.clone())).unwrap(), Verdict::Drop);
+    let Verdict::Replace(out) = f.from_client(&client_send(b.clone())).unwrap() else {
+        panic!("the layout did not pass")
+    };
+    let mut expect = client_send(svc(&first));
+    expect.extend(client_send(a));
+    expect.extend(client_send(b));
+    assert_eq!(out, expect, "every frame of the message, in order");
+    assert!(!carries_file(&out));
 }
 
 const BITMAP: &[u8] = include_bytes!("testdata/shadow_bitmap.cap");
@@ -526,4 +648,50 @@ fn red17i_h264_frames_the_client_draws_are_skipped_in_silence() {
     let e = s.decoder.observe_target(&down).expect_err("the h.264 frame went unstated");
     assert!(matches!(e, DecodeError::GraphicsPipeline), "{e}");
     assert!(s.decoder.is_stopped());
+}
+
+/// What a read channel holds back is bounded: static chunks of no bytes, each a frame the filter
+/// must keep until the message is whole, end the session once they outgrow twice the longest
+/// message; and one channel per name is read at a time, while USB (a channel per device, all
+/// named URBDRC) still opens as many as the target asks for.
+#[test]
+fn a_read_channel_holds_back_a_bounded_amount_and_opens_once() {
+    let create = |id: u8, name: &str| {
+        let mut create = vec![0x10, id];
+        create.extend(name.as_bytes());
+        create.push(0);
+        target_send(svc(&create))
+    };
+    let mut f = grant_without_anything();
+    f.from_target(&create(5, "Microsoft::Windows::RDS::Input")).unwrap();
+    // A Data PDU of 100 bytes whose static message is announced whole but sent as a first chunk
+    // and then chunks of nothing.
+    let mut first = 102u32.to_le_bytes().to_vec();
+    first.extend(1u32.to_le_bytes());
+    first.extend([0x30, 5]);
+    assert_eq!(f.from_client(&client_send(first)).unwrap(), Verdict::Drop);
+    let mut empty = 102u32.to_le_bytes().to_vec();
+    empty.extend(0u32.to_le_bytes());
+    let mut verdict = Verdict::Drop;
+    let mut sent = 0;
+    while verdict == Verdict::Drop && sent < 1_000_000 {
+        verdict = f.from_client(&client_send(empty.clone())).unwrap();
+        sent += 1;
+    }
+    assert_eq!(verdict, Verdict::Refuse(crate::messages::INPUT_REFUSED), "after {sent} empty chunks");
+    assert!(sent * 20 < 4 * crate::messages::Protocol::Input.max_message(), "{sent} frames held");
+
+    let mut f = grant_without_anything();
+    f.redirection = Redirection::NONE.with(Class::Usb);
+    for id in [5, 6, 7] {
+        assert_eq!(f.from_target(&create(id, "URBDRC")).unwrap(), Verdict::Forward, "USB device channel {id}");
+    }
+    assert_eq!(f.from_target(&create(8, "Microsoft::Windows::RDS::DisplayControl")).unwrap(), Verdict::Forward);
+    assert!(matches!(
+        f.from_target(&create(9, "microsoft::windows::rds::displaycontrol")).unwrap(),
+        Verdict::Replace(_)
+    ));
+    // Free again once closed.
+    assert_eq!(f.from_target(&target_send(svc(&[0x40, 8]))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&create(10, "Microsoft::Windows::RDS::DisplayControl")).unwrap(), Verdict::Forward);
 }

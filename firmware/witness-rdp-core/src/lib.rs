@@ -10,3 +10,4 @@ pub mod decode;
 pub mod filter;
 pub mod keys;
 pub mod login;
+pub mod messages;

@@ -393,6 +393,7 @@ pub fn grant_list(root: &Path, json: bool) -> Result<()> {
                 (r.usb, "usb"),
                 (r.camera, "camera"),
                 (r.audio_input, "audio-input"),
+                (r.audio, "audio"),
             ] {
                 if on {
                     allows.push(name.to_owned());

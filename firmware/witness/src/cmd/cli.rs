@@ -480,6 +480,10 @@ pub struct GrantArgs {
     /// RDP: allow audio input, the client's microphone (off by default).
     #[arg(long)]
     pub audio_input: bool,
+    /// RDP: allow sound from the target to the client (rdpsnd, AUDIO_PLAYBACK_DVC; off by
+    /// default). Its messages are read strictly; the sound itself is free-form.
+    #[arg(long)]
+    pub audio: bool,
 }
 
 #[derive(Debug, Args)]

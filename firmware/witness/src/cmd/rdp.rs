@@ -93,12 +93,13 @@ pub fn redirection_of(dir: &DataDir, args: &crate::cmd::cli::GrantArgs) -> Resul
         usb: args.usb,
         camera: args.camera,
         audio_input: args.audio_input,
+        audio: args.audio,
     };
     // An unknown target is left to the grant itself to refuse, by name.
     let not_rdp = dir.index.target(&args.target)?.is_some_and(|t| t.protocol != Protocol::Rdp);
     if not_rdp && r != RdpRedirection::default() {
         bail!(
-            "--no-clipboard, --drives, --usb, --camera and --audio-input apply to RDP targets only; {} is not one",
+            "--no-clipboard, --drives, --usb, --camera, --audio-input and --audio apply to RDP targets only; {} is not one",
             args.target
         );
     }
@@ -122,5 +123,6 @@ pub fn redirection_json(r: &RdpRedirection) -> serde_json::Value {
         "usb": r.usb,
         "camera": r.camera,
         "audio_input": r.audio_input,
+        "audio": r.audio,
     })
 }

@@ -190,6 +190,7 @@ impl witness_rdp::Broker for BoxBroker {
                 usb: r.usb,
                 camera: r.camera,
                 audio_input: r.audio_input,
+                audio: r.audio,
             }),
         })
     }

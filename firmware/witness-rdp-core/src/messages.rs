@@ -1,0 +1,735 @@
+//! Strict readers of the messages on the channels the box opens for what they are, not for a
+//! redirection class: display control ([MS-RDPEDISP]), touch and pen input ([MS-RDPEI]), and
+//! sound out ([MS-RDPEA], on a grant with audio).
+//!
+//! The target names its dynamic channels, and any program in the target session may pick the
+//! name (xrdpapi, the WTS API), so a channel opened by name alone is a pipe for whatever that
+//! program and a willing client send. Here every whole message (a DVC message after its Data
+//! First and Data fragments are put together, or a static channel message after its chunks) is
+//! read as its protocol defines it, in the direction it may travel: header type and length
+//! exact, counts bounded, every field in its range, flags known, no byte left over. Anything
+//! else is refused and ends the session. What a protocol leaves free (the sound a target plays,
+//! codec extra data, the encoding width RDPEI's variable integers allow) is stated where it is
+//! read.
+
+/// Which protocol a channel speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `Microsoft::Windows::RDS::DisplayControl` (MS-RDPEDISP).
+    DisplayControl,
+    /// `Microsoft::Windows::RDS::Input` (MS-RDPEI).
+    Input,
+    /// `AUDIO_PLAYBACK_DVC`, `AUDIO_PLAYBACK_LOSSY_DVC` and the static `rdpsnd` (MS-RDPEA).
+    Audio,
+}
+
+/// Why a message was refused, for each protocol (the reason the admin reads).
+pub const DISPLAY_CONTROL_REFUSED: &str = "the display control channel (Microsoft::Windows::RDS::DisplayControl) carried a message that is not exactly a display control pdu (a program on the target could use it as a pipe)";
+pub const INPUT_REFUSED: &str = "the touch and pen input channel (Microsoft::Windows::RDS::Input) carried a message that is not exactly an input pdu (a program on the target could use it as a pipe)";
+pub const AUDIO_REFUSED: &str = "the sound channel (rdpsnd or AUDIO_PLAYBACK_DVC) carried a message that is not exactly a sound pdu (a program on the target could use it as a pipe)";
+
+impl Protocol {
+    /// The longest whole message the protocol needs: a message that says it is longer ends
+    /// the session before it is gathered.
+    pub fn max_message(self) -> usize {
+        match self {
+            // Header, monitor layout size, count and 16 monitors of 40 bytes.
+            Self::DisplayControl => 16 + 40 * MAX_MONITORS,
+            Self::Input => 64 * 1024,
+            // A wave block: a few tens of milliseconds of sound.
+            Self::Audio => 256 * 1024,
+        }
+    }
+
+    pub fn refusal(self) -> &'static str {
+        match self {
+            Self::DisplayControl => DISPLAY_CONTROL_REFUSED,
+            Self::Input => INPUT_REFUSED,
+            Self::Audio => AUDIO_REFUSED,
+        }
+    }
+}
+
+/// What one channel's messages have said so far: some messages come once, or only after
+/// another (a Wave PDU right after its Wave Info).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reader {
+    protocol: Protocol,
+    /// DisplayControl: the target's Caps came. Input: the target's SC_READY came.
+    target_ready: bool,
+    /// Input: the client's CS_READY came.
+    client_ready: bool,
+    /// Audio: the length of the Wave PDU the last Wave Info announced (the next target message).
+    wave_left: Option<usize>,
+}
+
+impl Reader {
+    pub fn new(protocol: Protocol) -> Self {
+        Self { protocol, target_ready: false, client_ready: false, wave_left: None }
+    }
+
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Judges one whole message; `Err` with the reason the session ends.
+    pub fn judge(&mut self, from_client: bool, message: &[u8]) -> Result<(), &'static str> {
+        let ok = match self.protocol {
+            Protocol::DisplayControl => self.display_control(from_client, message),
+            Protocol::Input => self.input(from_client, message),
+            Protocol::Audio => self.audio(from_client, message),
+        };
+        if ok.is_some() { Ok(()) } else { Err(self.protocol.refusal()) }
+    }
+
+    /// MS-RDPEDISP 2.2: the server's Caps PDU once, then the client's Monitor Layout PDUs.
+    fn display_control(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+        let mut c = Cursor::new(m);
+        let (kind, length) = (c.u32()?, c.u32()?);
+        if usize::try_from(length).ok()? != m.len() {
+            return None;
+        }
+        if !from_client {
+            if kind != DISPLAYCONTROL_PDU_TYPE_CAPS || self.target_ready {
+                return None;
+            }
+            self.target_ready = true;
+            let (monitors, area_a, area_b) = (c.u32()?, c.u32()?, c.u32()?);
+            let factor = 1..=MAX_AREA_FACTOR;
+            let fits =
+                (1..=MAX_MONITORS as u32).contains(&monitors) && factor.contains(&area_a) && factor.contains(&area_b);
+            return (fits && c.done()).then_some(());
+        }
+        if kind != DISPLAYCONTROL_PDU_TYPE_MONITOR_LAYOUT || c.u32()? != MONITOR_LAYOUT_SIZE {
+            return None;
+        }
+        let count = usize::try_from(c.u32()?).ok()?;
+        if !(1..=MAX_MONITORS).contains(&count) {
+            return None;
+        }
+        let mut primaries = 0;
+        for _ in 0..count {
+            let flags = c.u32()?;
+            let (left, top) = (c.i32()?, c.i32()?);
+            let (width, height) = (c.u32()?, c.u32()?);
+            let (physical_width, physical_height) = (c.u32()?, c.u32()?);
+            let (orientation, desktop_scale, device_scale) = (c.u32()?, c.u32()?, c.u32()?);
+            let primary = flags == DISPLAYCONTROL_MONITOR_PRIMARY;
+            primaries += usize::from(primary);
+            // Sizes in millimetres and scale factors: 0 when the client gives none (FreeRDP
+            // 2.11's scale factors), else in the spec's range.
+            let physical = |v: u32| v == 0 || (10..=10_000).contains(&v);
+            let position = |v: i32| v.unsigned_abs() <= MAX_POSITION;
+            let fits = (flags & !DISPLAYCONTROL_MONITOR_PRIMARY) == 0
+                && (!primary || (left == 0 && top == 0))
+                && position(left)
+                && position(top)
+                && (200..=8192).contains(&width)
+                && width % 2 == 0
+                && (200..=8192).contains(&height)
+                && physical(physical_width)
+                && physical(physical_height)
+                && [0, 90, 180, 270].contains(&orientation)
+                && (desktop_scale == 0 || (100..=500).contains(&desktop_scale))
+                && [0, 100, 140, 180].contains(&device_scale);
+            if !fits {
+                return None;
+            }
+        }
+        (primaries == 1 && c.done()).then_some(())
+    }
+
+    /// MS-RDPEI 2.2.3: SC_READY once, then suspend and resume from the target; CS_READY once
+    /// after SC_READY, then touch, pen and dismiss-hovering events from the client.
+    fn input(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+        let mut c = Cursor::new(m);
+        let (event, length) = (c.u16()?, c.u32()?);
+        if usize::try_from(length).ok()? != m.len() {
+            return None;
+        }
+        match (from_client, event) {
+            (false, EVENTID_SC_READY) if !self.target_ready => {
+                self.target_ready = true;
+                let version = c.u32()?;
+                if !RDPINPUT_VERSIONS.contains(&version) {
+                    return None;
+                }
+                // supportedFeatures came with version 3.0.
+                if version >= RDPINPUT_PROTOCOL_V300
+                    && !c.done()
+                    && c.u32()? & !SC_READY_MULTIPEN_INJECTION_SUPPORTED != 0
+                {
+                    return None;
+                }
+            }
+            (false, EVENTID_SUSPEND_TOUCH | EVENTID_RESUME_TOUCH) if self.target_ready => {}
+            (true, EVENTID_CS_READY) if self.target_ready && !self.client_ready => {
+                self.client_ready = true;
+                let (flags, version, contacts) = (c.u32()?, c.u32()?, c.u16()?);
+                if flags & !CS_READY_FLAGS != 0 || !RDPINPUT_VERSIONS.contains(&version) || contacts > MAX_CONTACTS {
+                    return None;
+                }
+            }
+            (true, EVENTID_DISMISS_HOVERING_CONTACT) if self.client_ready => {
+                c.u8()?;
+            }
+            (true, EVENTID_TOUCH) if self.client_ready => {
+                c.four_unsigned()?; // encodeTime
+                for _ in 0..frame_count(&mut c)? {
+                    let contacts = c.two_unsigned()?;
+                    c.eight_unsigned()?; // frameOffset
+                    if contacts > MAX_CONTACTS {
+                        return None;
+                    }
+                    for _ in 0..contacts {
+                        touch_contact(&mut c)?;
+                    }
+                }
+            }
+            (true, EVENTID_PEN) if self.client_ready => {
+                c.four_unsigned()?; // encodeTime
+                for _ in 0..frame_count(&mut c)? {
+                    let contacts = c.two_unsigned()?;
+                    c.eight_unsigned()?; // frameOffset
+                    if !(1..=MAX_PENS).contains(&contacts) {
+                        return None;
+                    }
+                    for _ in 0..contacts {
+                        pen_contact(&mut c)?;
+                    }
+                }
+            }
+            _ => return None,
+        }
+        c.done().then_some(())
+    }
+
+    /// MS-RDPEA 2.2: the client sends formats, quality mode, training and wave confirms; the
+    /// target formats, training, wave info and its wave, wave2, volume, pitch and close. The
+    /// sound itself (a Wave PDU, a Wave2's data, training data) is free-form by nature: an
+    /// audio grant admits arbitrary bytes from the target to the client in it.
+    fn audio(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+        if !from_client && let Some(wave) = self.wave_left.take() {
+            // The Wave PDU: four zero bytes in place of the data its Wave Info carried, then
+            // the rest of the data, as long as the Wave Info said.
+            return (m.len() == wave && m.get(..4)? == [0, 0, 0, 0]).then_some(());
+        }
+        let mut c = Cursor::new(m);
+        let (kind, _pad, body) = (c.u8()?, c.u8()?, usize::from(c.u16()?));
+        if kind != SNDC_WAVE && body != m.len() - 4 {
+            return None;
+        }
+        match (from_client, kind) {
+            (_, SNDC_FORMATS) => {
+                // dwFlags, dwVolume, dwPitch, wDGramPort, wNumberOfFormats, cLastBlockConfirmed,
+                // wVersion, bPad.
+                let flags = c.u32()?;
+                c.take(10)?;
+                let formats = c.u16()?;
+                c.u8()?;
+                let version = c.u16()?;
+                c.u8()?;
+                if (from_client && flags & !TSSNDCAPS != 0) || formats > MAX_FORMATS || version == 0 {
+                    return None;
+                }
+                for _ in 0..formats {
+                    // wFormatTag, nChannels, nSamplesPerSec, nAvgBytesPerSec, nBlockAlign,
+                    // wBitsPerSample, cbSize and its extra data (the codec's own).
+                    c.u16()?;
+                    let channels = c.u16()?;
+                    c.take(12)?;
+                    let extra = c.u16()?;
+                    if !(1..=8).contains(&channels) || extra > MAX_FORMAT_EXTRA {
+                        return None;
+                    }
+                    c.take(usize::from(extra))?;
+                }
+            }
+            (true, SNDC_QUALITYMODE) => {
+                let (mode, _reserved) = (c.u16()?, c.u16()?);
+                if mode > 2 {
+                    return None;
+                }
+            }
+            // Wave Confirm: wTimeStamp, cConfirmedBlockNo, bPad. Training Confirm: wTimeStamp,
+            // wPackSize.
+            (true, SNDC_WAVECONFIRM | SNDC_TRAINING) => {
+                c.take(4)?;
+            }
+            (false, SNDC_TRAINING) => {
+                c.u16()?;
+                let pack = usize::from(c.u16()?);
+                // wPackSize: 0 and no data, or the size of what follows the header (xrdp's
+                // `sound_send_training`: 1024, then 1020 bytes), or of the whole PDU.
+                if !((pack == 0 && m.len() == 8) || (pack > 4 && (pack == m.len() - 4 || pack == m.len()))) {
+                    return None;
+                }
+                c.take(m.len() - 8)?;
+            }
+            (false, SNDC_WAVE) => {
+                // wTimeStamp, wFormatNo, cBlockNo, bPad[3], the data's first 4 bytes; BodySize
+                // counts the whole sound: the Wave PDU that follows is BodySize - 8 long.
+                if m.len() != 16 || body < 12 {
+                    return None;
+                }
+                c.take(12)?;
+                self.wave_left = Some(body - 8);
+            }
+            (false, SNDC_WAVE2) => {
+                // wTimeStamp, wFormatNo, cBlockNo, bPad[3], dwAudioTimeStamp, then the sound.
+                c.take(12)?;
+                c.take(m.len() - 16)?;
+            }
+            (false, SNDC_SETVOLUME | SNDC_SETPITCH) => {
+                c.u32()?;
+            }
+            (false, SNDC_CLOSE) => {}
+            // Crypt keys and UDP waves (no UDP here), xrdp's microphone types, anything else.
+            _ => return None,
+        }
+        c.done().then_some(())
+    }
+}
+
+const DISPLAYCONTROL_PDU_TYPE_CAPS: u32 = 0x0000_0005;
+const DISPLAYCONTROL_PDU_TYPE_MONITOR_LAYOUT: u32 = 0x0000_0002;
+const DISPLAYCONTROL_MONITOR_PRIMARY: u32 = 0x0000_0001;
+const MONITOR_LAYOUT_SIZE: u32 = 40;
+const MAX_MONITORS: usize = 16;
+/// MaxMonitorAreaFactorA and B: the server's bound on a monitor's area (xrdp and Windows send
+/// 8192 or less).
+const MAX_AREA_FACTOR: u32 = 0x1_0000;
+/// A monitor's Left and Top: within 16 monitors of 8192 pixels.
+const MAX_POSITION: u32 = 16 * 8192;
+
+const EVENTID_SC_READY: u16 = 0x0001;
+const EVENTID_CS_READY: u16 = 0x0002;
+const EVENTID_TOUCH: u16 = 0x0003;
+const EVENTID_SUSPEND_TOUCH: u16 = 0x0004;
+const EVENTID_RESUME_TOUCH: u16 = 0x0005;
+const EVENTID_DISMISS_HOVERING_CONTACT: u16 = 0x0006;
+const EVENTID_PEN: u16 = 0x0008;
+const RDPINPUT_PROTOCOL_V300: u32 = 0x0003_0000;
+const RDPINPUT_VERSIONS: [u32; 4] = [0x0001_0000, 0x0001_0001, 0x0002_0000, RDPINPUT_PROTOCOL_V300];
+const SC_READY_MULTIPEN_INJECTION_SUPPORTED: u32 = 0x1;
+/// READY_FLAGS_SHOW_TOUCH_VISUALS, READY_FLAGS_DISABLE_TIMESTAMP_INJECTION,
+/// CS_READY_FLAGS_ENABLE_MULTIPEN_INJECTION.
+const CS_READY_FLAGS: u32 = 0x7;
+const MAX_CONTACTS: u16 = 256;
+const MAX_PENS: u16 = 4;
+const MAX_FRAMES: u16 = 256;
+/// CONTACT_FLAG_DOWN, _UPDATE, _UP, _INRANGE, _INCONTACT, _CANCELED.
+const CONTACT_FLAGS: u32 = 0x3F;
+/// CONTACT_DATA_CONTACTRECT_PRESENT, _ORIENTATION_PRESENT, _PRESSURE_PRESENT.
+const TOUCH_FIELDS: u16 = 0x7;
+/// PEN_CONTACT_PENFLAGS_PRESENT, _PRESSURE_PRESENT, _ROTATION_PRESENT, _TILTX_PRESENT, _TILTY_PRESENT.
+const PEN_FIELDS: u16 = 0x1F;
+/// PEN_FLAG_BARREL_PRESSED, _ERASER_PRESSED, _INVERTED.
+const PEN_FLAGS: u32 = 0x7;
+
+const SNDC_CLOSE: u8 = 0x01;
+const SNDC_WAVE: u8 = 0x02;
+const SNDC_SETVOLUME: u8 = 0x03;
+const SNDC_SETPITCH: u8 = 0x04;
+const SNDC_WAVECONFIRM: u8 = 0x05;
+const SNDC_TRAINING: u8 = 0x06;
+const SNDC_FORMATS: u8 = 0x07;
+const SNDC_QUALITYMODE: u8 = 0x0C;
+const SNDC_WAVE2: u8 = 0x0D;
+/// TSSNDCAPS_ALIVE, TSSNDCAPS_VOLUME, TSSNDCAPS_PITCH.
+const TSSNDCAPS: u32 = 0x7;
+const MAX_FORMATS: u16 = 256;
+const MAX_FORMAT_EXTRA: u16 = 1024;
+
+fn frame_count(c: &mut Cursor<'_>) -> Option<u16> {
+    let n = c.two_unsigned()?;
+    (1..=MAX_FRAMES).contains(&n).then_some(n)
+}
+
+/// RDPINPUT_CONTACT_DATA (MS-RDPEI 2.2.3.3.1.2).
+fn touch_contact(c: &mut Cursor<'_>) -> Option<()> {
+    c.u8()?; // contactId
+    let fields = c.two_unsigned()?;
+    c.four_signed()?; // x
+    c.four_signed()?; // y
+    let flags = c.four_unsigned()?;
+    if fields & !TOUCH_FIELDS != 0 || flags & !CONTACT_FLAGS != 0 || flags == 0 {
+        return None;
+    }
+    if fields & 0x1 != 0 {
+        // contactRectLeft, Top, Right, Bottom.
+        for _ in 0..4 {
+            c.two_signed()?;
+        }
+    }
+    if fields & 0x2 != 0 && c.four_unsigned()? > 359 {
+        return None;
+    }
+    if fields & 0x4 != 0 && c.four_unsigned()? > 1024 {
+        return None;
+    }
+    Some(())
+}
+
+/// RDPINPUT_PEN_CONTACT (MS-RDPEI 2.2.3.7.1.2).
+fn pen_contact(c: &mut Cursor<'_>) -> Option<()> {
+    c.u8()?; // deviceId
+    let fields = c.two_unsigned()?;
+    c.four_signed()?; // x
+    c.four_signed()?; // y
+    let flags = c.four_unsigned()?;
+    if fields & !PEN_FIELDS != 0 || flags & !CONTACT_FLAGS != 0 || flags == 0 {
+        return None;
+    }
+    if fields & 0x01 != 0 && c.four_unsigned()? & !PEN_FLAGS != 0 {
+        return None;
+    }
+    if fields & 0x02 != 0 && c.four_unsigned()? > 1024 {
+        return None;
+    }
+    if fields & 0x04 != 0 && c.two_unsigned()? > 359 {
+        return None;
+    }
+    for tilt in [0x08, 0x10] {
+        if fields & tilt != 0 && c.two_signed()?.unsigned_abs() > 90 {
+            return None;
+        }
+    }
+    Some(())
+}
+
+/// Little-endian reads over a message; every read fails past its end.
+struct Cursor<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Self { data, at: 0 }
+    }
+
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let b = self.data.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(b)
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Option<u16> {
+        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn i32(&mut self) -> Option<i32> {
+        Some(i32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn done(&self) -> bool {
+        self.at == self.data.len()
+    }
+
+    /// `extra` more bytes after `first`'s low `bits`, big-endian (MS-RDPEI 2.2.2).
+    fn more(&mut self, first: u8, bits: u32, extra: usize) -> Option<u64> {
+        let mut v = u64::from(first) & ((1 << bits) - 1);
+        for _ in 0..extra {
+            v = (v << 8) | u64::from(self.u8()?);
+        }
+        Some(v)
+    }
+
+    /// A signed value: a sign bit and a magnitude; a negative zero is no value.
+    fn signed(negative: bool, v: u64) -> Option<i64> {
+        let v = i64::try_from(v).ok()?;
+        match (negative, v) {
+            (true, 0) => None,
+            (true, v) => Some(-v),
+            (false, v) => Some(v),
+        }
+    }
+
+    /// TWO_BYTE_UNSIGNED_INTEGER: c (1 bit) says whether a second byte follows.
+    fn two_unsigned(&mut self) -> Option<u16> {
+        let b = self.u8()?;
+        u16::try_from(self.more(b, 7, usize::from(b >> 7))?).ok()
+    }
+
+    /// TWO_BYTE_SIGNED_INTEGER: c (1 bit), s (1 bit), 6 bits.
+    fn two_signed(&mut self) -> Option<i16> {
+        let b = self.u8()?;
+        let v = self.more(b, 6, usize::from(b >> 7))?;
+        i16::try_from(Self::signed(b & 0x40 != 0, v)?).ok()
+    }
+
+    /// FOUR_BYTE_UNSIGNED_INTEGER: c (2 bits) counts the bytes that follow.
+    fn four_unsigned(&mut self) -> Option<u32> {
+        let b = self.u8()?;
+        u32::try_from(self.more(b, 6, usize::from(b >> 6))?).ok()
+    }
+
+    /// FOUR_BYTE_SIGNED_INTEGER: c (2 bits), s (1 bit), 5 bits.
+    fn four_signed(&mut self) -> Option<i32> {
+        let b = self.u8()?;
+        let v = self.more(b, 5, usize::from(b >> 6))?;
+        i32::try_from(Self::signed(b & 0x20 != 0, v)?).ok()
+    }
+
+    /// EIGHT_BYTE_UNSIGNED_INTEGER: c (3 bits) counts the bytes that follow.
+    fn eight_unsigned(&mut self) -> Option<u64> {
+        let b = self.u8()?;
+        self.more(b, 5, usize::from(b >> 5))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn display_caps() -> Vec<u8> {
+        [5u32, 20, 16, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// A Monitor Layout PDU of one primary monitor as FreeRDP's `/dynamic-resolution` sends it.
+    fn layout(width: u32, height: u32) -> Vec<u8> {
+        let monitor = [1u32, 0, 0, width, height, width, height, 0, 100, 100];
+        let mut m: Vec<u8> = [2u32, 56, 40, 1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        m.extend(monitor.iter().flat_map(|v| v.to_le_bytes()));
+        m
+    }
+
+    fn display() -> Reader {
+        let mut r = Reader::new(Protocol::DisplayControl);
+        r.judge(false, &display_caps()).unwrap();
+        r
+    }
+
+    #[test]
+    fn display_control_reads_caps_and_layouts_exactly() {
+        let mut r = display();
+        r.judge(true, &layout(1024, 768)).unwrap();
+        r.judge(true, &layout(8192, 200)).unwrap();
+        // FreeRDP 2.11's `/dynamic-resolution` layout, as captured through the box: 1024x576,
+        // 330x177 mm, no scale factors.
+        let freerdp = "0200000038000000280000000100000001000000000000000000000000040000\
+                       400200004a010000b1000000000000000000000000000000";
+        r.judge(true, &hex::decode(freerdp.replace(' ', "")).unwrap()).unwrap();
+        let refused = |m: &[u8], from_client: bool| display().judge(from_client, m).is_err();
+        // The wrong direction, either way.
+        assert!(refused(&layout(1024, 768), false));
+        assert!(refused(&display_caps(), true));
+        // A second Caps.
+        assert!(display().judge(false, &display_caps()).is_err());
+        // A trailing byte, with the length saying so or not.
+        let mut m = layout(1024, 768);
+        m.push(0);
+        assert!(refused(&m, true));
+        m[4] = 57;
+        assert!(refused(&m, true));
+        // A wrong length.
+        let mut m = layout(1024, 768);
+        m[4] = 60;
+        assert!(refused(&m, true));
+        // MonitorLayoutSize other than 40.
+        let mut m = layout(1024, 768);
+        m[8] = 44;
+        assert!(refused(&m, true));
+        // Out of range: odd or small width, unknown orientation, scale, flags, no primary.
+        for (at, v) in
+            [(28, 1023), (28, 198), (32, 8194), (44, 45), (48, 99), (48, 501), (52, 120), (16, 3), (16, 0), (36, 9)]
+        {
+            let mut m = layout(1024, 768);
+            m[at..at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+            assert!(refused(&m, true), "{at}: {v}");
+        }
+        // Seventeen monitors, or none.
+        let mut m = layout(1024, 768);
+        m[12] = 17;
+        assert!(refused(&m, true));
+        let m: Vec<u8> = [2u32, 16, 40, 0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert!(refused(&m, true));
+        // Caps out of range.
+        let mut caps = display_caps();
+        caps[8] = 0;
+        assert!(Reader::new(Protocol::DisplayControl).judge(false, &caps).is_err());
+    }
+
+    fn input_pdu(event: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = event.to_le_bytes().to_vec();
+        m.extend(u32::try_from(6 + body.len()).unwrap().to_le_bytes());
+        m.extend(body);
+        m
+    }
+
+    fn input_ready() -> Reader {
+        let mut r = Reader::new(Protocol::Input);
+        r.judge(false, &input_pdu(1, &0x0002_0000u32.to_le_bytes())).unwrap();
+        let mut ready = 0u32.to_le_bytes().to_vec();
+        ready.extend(0x0002_0000u32.to_le_bytes());
+        ready.extend(10u16.to_le_bytes());
+        r.judge(true, &input_pdu(2, &ready)).unwrap();
+        r
+    }
+
+    /// A touch event: encodeTime 0x1234 (4-byte, 1 extra), one frame of one contact at
+    /// (-300, 200), down, in range and in contact, with pressure 512.
+    fn touch() -> Vec<u8> {
+        let body = [
+            0x52, 0x34, // encodeTime
+            0x01, // frameCount
+            0x01, // contactCount
+            0x00, // frameOffset
+            0x00, // contactId
+            0x04, // fieldsPresent: pressure
+            0x61, 0x2C, // x = -300: c=1, s=1, 0x12C
+            0x40, 0xC8, // y = 200: c=1, s=0
+            0x19, // contactFlags: DOWN | INRANGE | INCONTACT
+            0x42, 0x00, // pressure 512
+        ];
+        input_pdu(3, &body)
+    }
+
+    #[test]
+    fn input_reads_each_event_exactly() {
+        let mut r = input_ready();
+        r.judge(true, &touch()).unwrap();
+        r.judge(true, &input_pdu(6, &[3])).unwrap();
+        r.judge(false, &input_pdu(4, &[])).unwrap();
+        r.judge(false, &input_pdu(5, &[])).unwrap();
+        // A pen: one frame, one pen, pen flags (eraser) and tilt X -45.
+        let pen = [0x00, 0x01, 0x01, 0x00, 0x00, 0x09, 0x10, 0x10, 0x19, 0x02, 0x6D];
+        r.judge(true, &input_pdu(8, &pen)).unwrap();
+        let refused = |m: &[u8], from_client: bool| input_ready().judge(from_client, m).is_err();
+        // Wrong direction.
+        assert!(refused(&touch(), false));
+        assert!(refused(&input_pdu(4, &[]), true));
+        // A trailing byte (with the length covering it), a wrong length.
+        let mut m = touch();
+        m.push(0);
+        m[2] += 1;
+        assert!(refused(&m, true));
+        let mut m = touch();
+        m[2] += 1;
+        assert!(refused(&m, true));
+        // Out of range: pressure 1025, unknown contact flags, unknown fields, tilt 91, no frames.
+        let mut m = touch();
+        m[18..20].copy_from_slice(&[0x44, 0x01]);
+        assert!(refused(&m, true));
+        let mut m = touch();
+        m[17] = 0x40;
+        assert!(refused(&m, true));
+        let mut m = touch();
+        m[12] = 0x0C;
+        assert!(refused(&m, true));
+        let mut pen91 = pen[..10].to_vec();
+        pen91.extend([0x80, 0x5B]);
+        assert!(refused(&input_pdu(8, &pen91), true));
+        assert!(refused(&input_pdu(3, &[0x00, 0x00]), true));
+        // A negative zero.
+        let mut m = touch();
+        m[13..15].copy_from_slice(&[0x60, 0x00]);
+        assert!(refused(&m, true));
+        // Events before the handshake, a second SC_READY, an unknown version or event.
+        assert!(Reader::new(Protocol::Input).judge(true, &touch()).is_err());
+        assert!(input_ready().judge(false, &input_pdu(1, &0x0002_0000u32.to_le_bytes())).is_err());
+        assert!(Reader::new(Protocol::Input).judge(false, &input_pdu(1, &0x0002_0001u32.to_le_bytes())).is_err());
+        assert!(refused(&input_pdu(7, &[]), true));
+        assert!(refused(&input_pdu(9, &[]), false));
+    }
+
+    #[test]
+    fn the_variable_integers_read_as_the_spec_writes_them() {
+        let read = |bytes: &[u8]| {
+            let mut c = Cursor::new(bytes);
+            (c.two_unsigned(), Cursor::new(bytes).four_signed(), Cursor::new(bytes).eight_unsigned())
+        };
+        assert_eq!(read(&[0x7F]).0, Some(0x7F));
+        assert_eq!(read(&[0x80, 0x7F]).0, Some(0x7F), "FreeRDP writes 0x7F in two bytes");
+        assert_eq!(read(&[0xFF, 0xFF]).0, Some(0x7FFF));
+        assert_eq!(read(&[0xFF, 0xFF, 0xFF, 0xFF]).1, Some(-0x1FFF_FFFF));
+        assert_eq!(read(&[0xE0, 1, 2, 3, 4, 5, 6, 7]).2, Some(0x01_0203_0405_0607));
+        assert_eq!(read(&[0xE0, 1]).2, None, "cut short");
+    }
+
+    fn sound(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind, 0];
+        m.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+        m.extend(body);
+        m
+    }
+
+    /// Formats and version with one PCM format (no extra data).
+    fn formats(flags: u32) -> Vec<u8> {
+        let mut b = flags.to_le_bytes().to_vec();
+        b.extend([0; 10]);
+        b.extend(1u16.to_le_bytes());
+        b.push(0);
+        b.extend(6u16.to_le_bytes());
+        b.push(0);
+        b.extend([1, 0, 2, 0, 0x44, 0xAC, 0, 0, 0x10, 0xB1, 2, 0, 4, 0, 16, 0, 0, 0]);
+        sound(7, &b)
+    }
+
+    #[test]
+    fn sound_reads_each_message_exactly() {
+        let mut r = Reader::new(Protocol::Audio);
+        r.judge(false, &formats(0)).unwrap();
+        r.judge(true, &formats(1)).unwrap();
+        r.judge(true, &sound(0x0C, &[2, 0, 0, 0])).unwrap();
+        r.judge(false, &sound(6, &[1, 0, 0, 0])).unwrap();
+        r.judge(true, &sound(6, &[1, 0, 0, 0])).unwrap();
+        // xrdp's Training PDU (`sound_send_training`): wPackSize 1024, the body's size.
+        let mut training = vec![1, 0, 0, 4];
+        training.extend([0; 1020]);
+        r.judge(false, &sound(6, &training)).unwrap();
+        r.judge(true, &sound(6, &[1, 0, 0, 4])).unwrap();
+        training[3] = 5;
+        assert!(r.judge(false, &sound(6, &training)).is_err(), "wPackSize is neither size");
+        // Wave Info (the sound is 4 + 100 bytes) and its Wave PDU; then a Wave2.
+        let mut info = sound(2, &[1, 0, 0, 0, 7, 0, 0, 0, 9, 9, 9, 9]);
+        info[2..4].copy_from_slice(&112u16.to_le_bytes());
+        r.judge(false, &info).unwrap();
+        let mut wave = vec![0; 4];
+        wave.extend([0x5A; 100]);
+        r.judge(false, &wave).unwrap();
+        r.judge(true, &sound(5, &[1, 0, 7, 0])).unwrap();
+        let mut wave2 = vec![0; 12];
+        wave2.extend([0xA5; 300]);
+        r.judge(false, &sound(0x0D, &wave2)).unwrap();
+        r.judge(false, &sound(1, &[])).unwrap();
+        let refused = |m: &[u8], from_client: bool| Reader::new(Protocol::Audio).judge(from_client, m).is_err();
+        // The client may send no sound, close or wave; the target no quality mode or confirm.
+        assert!(refused(&sound(0x0D, &wave2), true));
+        assert!(refused(&sound(2, &[0; 12]), true));
+        assert!(refused(&sound(0x0C, &[2, 0, 0, 0]), false));
+        assert!(refused(&sound(5, &[1, 0, 7, 0]), false));
+        // xrdp's microphone types, crypt keys and UDP waves.
+        for kind in [8, 9, 10, 11, 39, 40, 41, 42] {
+            assert!(refused(&sound(kind, &[0; 4]), true), "{kind}");
+            assert!(refused(&sound(kind, &[0; 4]), false), "{kind}");
+        }
+        // A trailing byte, a wrong BodySize, out-of-range quality mode, unknown caps flags.
+        let mut m = formats(1);
+        m.push(0);
+        assert!(refused(&m, true));
+        let mut m = sound(5, &[1, 0, 7, 0]);
+        m[2] = 5;
+        assert!(refused(&m, true));
+        assert!(refused(&sound(0x0C, &[3, 0, 0, 0]), true));
+        assert!(refused(&formats(8), true));
+        // A Wave PDU of another length than announced, or without its zero pad.
+        let mut r = Reader::new(Protocol::Audio);
+        r.judge(false, &info).unwrap();
+        assert!(r.judge(false, &wave[..103]).is_err());
+        let mut r = Reader::new(Protocol::Audio);
+        r.judge(false, &info).unwrap();
+        let mut padded = wave.clone();
+        padded[0] = 1;
+        assert!(r.judge(false, &padded).is_err());
+    }
+}
