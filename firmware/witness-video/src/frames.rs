@@ -197,7 +197,7 @@ mod tests {
         assert!(bar.at.abs_diff(ms(1500)) < ms(100), "{:?}", bar.at);
         assert_eq!(
             (bar.region.x, bar.region.y, bar.region.width, bar.region.height),
-            (80, 96, 176, 64),
+            (80, 115, 176, 18),
             "around the bar only"
         );
         let dark = bar.crop.iter().filter(|&&p| p < 64).count();

@@ -131,21 +131,25 @@ impl Settler {
         let mut grid = Grid::changed(w, h, before, image);
         // A scrolled area: compared with the last picture moved by the scroll, only the rows it
         // brought in (and whatever else changed) differ.
+        let mut moved = None;
         if let Some(bbox) = grid.bbox()
             && let Some(shift) = scroll(w, h, before, image, bbox)
         {
-            let moved = shifted(w, before, bbox, shift);
-            let after = Grid::changed(w, h, &moved, image);
+            let m = shifted(w, before, bbox, shift);
+            let after = Grid::changed(w, h, &m, image);
             if after.count() * 2 <= grid.count() {
                 grid = after;
+                moved = Some(m);
             }
         }
+        // What the grid was compared with: the rows of each group that changed are found in it.
+        let base = moved.as_deref().unwrap_or(before);
         // A block without contrast holds no text (a background, a cleared line): not read.
         grid.keep_contrasted(image);
         grid.drop_edges(image);
         let mut out = Vec::new();
         for r in grid.groups() {
-            let r = pad(r, w, h);
+            let r = pad(r, w, h, base, image);
             let mut crop = Vec::with_capacity((r.width * r.height) as usize);
             for y in r.y..r.y + r.height {
                 let start = (y * w + r.x) as usize;
@@ -164,8 +168,18 @@ impl Settler {
 /// Whether these pixels were not read before (and now count as read). Grey levels are
 /// compared in steps of 16, so the codec's small noise on the same text does not make it new.
 fn first_time(seen: &mut HashSet<u64>, r: &Region, crop: &[u8]) -> bool {
+    // Rows without contrast above and below are left out: the same text is the same part
+    // whatever blank margin its rectangle got.
+    let rows: Vec<&[u8]> = crop.chunks(r.width.max(1) as usize).collect();
+    let flat = |row: &&[u8]| {
+        let (lo, hi) = row.iter().fold((u8::MAX, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        hi.saturating_sub(lo) <= PIXEL_DELTA
+    };
+    let first = rows.iter().position(|r| !flat(r)).unwrap_or(rows.len());
+    let last = rows.iter().rposition(|r| !flat(r)).map_or(first, |i| i + 1);
+    let crop = &crop[first * r.width as usize..(last * r.width as usize).min(crop.len())];
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (r.width, r.height).hash(&mut hasher);
+    (r.width, last - first).hash(&mut hasher);
     for chunk in crop.chunks(4096) {
         let coarse: Vec<u8> = chunk.iter().map(|p| p >> 4).collect();
         hasher.write(&coarse);
@@ -406,9 +420,13 @@ fn block_changed(width: u32, a: &[u8], b: &[u8], bx: u32, by: u32, cols: u32, ro
 /// Whether any block differs between two pictures (stops at the first that does).
 fn differs(width: u32, height: u32, a: &[u8], b: &[u8]) -> bool {
     (0..height).step_by(BLOCK as usize).any(|by| {
-        (0..width)
-            .step_by(BLOCK as usize)
-            .any(|bx| block_changed(width, a, b, bx, by, BLOCK.min(width - bx), BLOCK.min(height - by)))
+        // Most of a screen is bytes for bytes the same (the codec copies unchanged parts): a
+        // band of identical rows is passed with one comparison.
+        let band = (by * width) as usize..((by + BLOCK).min(height) * width) as usize;
+        a[band.clone()] != b[band]
+            && (0..width)
+                .step_by(BLOCK as usize)
+                .any(|bx| block_changed(width, a, b, bx, by, BLOCK.min(width - bx), BLOCK.min(height - by)))
     })
 }
 
@@ -479,9 +497,41 @@ fn shifted(width: u32, before: &[u8], area: Region, d: i64) -> Vec<u8> {
     out
 }
 
-fn pad(r: Region, width: u32, height: u32) -> Region {
-    let (x, y) = (r.x.saturating_sub(PAD), r.y.saturating_sub(PAD));
-    let (x1, y1) = ((r.x + r.width + PAD).min(width), (r.y + r.height + PAD).min(height));
+/// `r` padded by [`PAD`] on the left and right (a word cut by a block's edge is read whole) and,
+/// up and down, from the rows where pixels changed (against `base`) to the first row without
+/// contrast within [`PAD`] of them: a line of text above or below that did not change is not read
+/// again (a block's rows often hold the end of the line before), and a glyph cut by a block's edge
+/// is read whole.
+fn pad(r: Region, width: u32, height: u32, base: &[u8], image: &[u8]) -> Region {
+    let (x, x1) = (r.x.saturating_sub(PAD), (r.x + r.width + PAD).min(width));
+    let row = |y: u32| {
+        let start = (y * width) as usize;
+        (start + x as usize, start + x1 as usize)
+    };
+    let changed = |y: u32| {
+        let (a, b) = row(y);
+        base[a..b].iter().zip(&image[a..b]).any(|(p, q)| p.abs_diff(*q) > PIXEL_DELTA)
+    };
+    let flat = |y: u32| {
+        let (a, b) = row(y);
+        let (lo, hi) = image[a..b].iter().fold((u8::MAX, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
+        hi.saturating_sub(lo) <= PIXEL_DELTA
+    };
+    let rows = r.y..r.y + r.height;
+    let (Some(top), Some(bottom)) = (rows.clone().find(|&y| changed(y)), rows.rev().find(|&y| changed(y))) else {
+        // Nothing over the threshold (cannot happen for a changed block): the blocks, padded.
+        let (y, y1) = (r.y.saturating_sub(PAD), (r.y + r.height + PAD).min(height));
+        return Region { x, y, width: x1 - x, height: y1 - y };
+    };
+    // Up to the first row without contrast above the change (it is kept: a margin), at most PAD.
+    let mut y = top;
+    while y > 0 && top - y < PAD && !flat(y) {
+        y -= 1;
+    }
+    let mut y1 = bottom + 1;
+    while y1 < height && y1 - bottom <= PAD && !flat(y1 - 1) {
+        y1 += 1;
+    }
     Region { x, y, width: x1 - x, height: y1 - y }
 }
 #[cfg(test)]
@@ -523,7 +573,7 @@ mod tests {
         assert_eq!(s.frame(ms(200), &title), vec![], "not settled yet");
         let first = s.frame(ms(600), &title);
         assert_eq!(first.len(), 1, "settled");
-        assert_eq!((first[0].at, first[0].region), (ms(0), Region { x: 80, y: 16, width: 48, height: 48 }));
+        assert_eq!((first[0].at, first[0].region), (ms(0), Region { x: 80, y: 32, width: 48, height: 17 }));
         assert_eq!(s.frame(ms(900), &title), vec![], "read once");
         assert_eq!(s.picture(), Some(&title[..]), "the picture read, for its thumbnail");
         // A word appears at (40, 20): read after it stayed, only around it, at when it appeared.
@@ -533,9 +583,9 @@ mod tests {
         assert_eq!(read.len(), 1);
         let read = &read[0];
         assert_eq!(read.at, ms(1000));
-        assert_eq!(read.region, Region { x: 16, y: 0, width: 64, height: 48 });
-        assert_eq!(read.crop.len(), (64 * 48) as usize);
-        assert_eq!(read.crop[(20 * 64 + 24) as usize], 0, "the crop holds the word");
+        assert_eq!(read.region, Region { x: 16, y: 19, width: 64, height: 10 }, "the word's rows, not the title's");
+        assert_eq!(read.crop.len(), (64 * 10) as usize);
+        assert_eq!(read.crop[(64 + 24) as usize], 0, "the crop holds the word");
         // The word erased: the line went blank, nothing to read.
         assert_eq!(s.frame(ms(2000), &title), vec![]);
         assert_eq!(s.frame(ms(2600), &title), vec![]);
@@ -589,8 +639,9 @@ mod tests {
         let read = read_after(w, h, &first, &next);
         assert_eq!(
             regions(&read),
-            vec![Region { x: 256, y: 0, width: 64, height: 32 }, Region { x: 0, y: 176, width: 80, height: 64 }],
-            "two small regions, not the 320x240 box around both"
+            vec![Region { x: 256, y: 3, width: 64, height: 12 }, Region { x: 0, y: 199, width: 80, height: 12 }],
+            "two small regions (the rows that changed and a blank row each side), not the 320x240 box \
+             around both"
         );
     }
 
@@ -704,8 +755,11 @@ mod tests {
         let first = terminal(w, h, 0, 14, 0);
         let next = terminal(w, h, 100, 14, 0);
         let read = read_after(w, h, &first, &next);
+        // Every line's text, from the first line's top (row 3) to the last one's bottom.
         let rows: u32 = read.iter().map(|r| r.region.height).sum();
-        assert!(rows >= 14 * 16, "{:?}", regions(&read));
+        assert!(rows >= 13 * 16 + 10, "{:?}", regions(&read));
+        assert!(read.iter().any(|r| r.region.y <= 3), "{:?}", regions(&read));
+        assert!(read.iter().any(|r| r.region.y + r.region.height >= 13 * 16 + 13), "{:?}", regions(&read));
     }
 
     #[test]

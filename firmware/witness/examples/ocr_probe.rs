@@ -1,0 +1,179 @@
+//! A measuring tool for the screen-text reader: reads a plain (exported) session video the way
+//! `ocr.rs` does and prints where the CPU goes. Options by environment: SCALE, PSM, OEM,
+//! TESS_EXTRA ("-c a=b -c c=d"), SHEET_PIXELS, BATCH, WORDS (comma separated, found counted).
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use witness_core::ocr::{Region, Sheet};
+
+fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn children_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[13].parse::<f64>().unwrap() + f[14].parse::<f64>().unwrap()) / 100.0
+}
+fn own_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn tesseract(pgm: &[u8]) -> (String, f64) {
+    let before = children_cpu();
+    let psm = env("PSM", "6".to_string());
+    let oem = env("OEM", String::new());
+    let extra = env("TESS_EXTRA", String::new());
+    let mut cmd = Command::new("tesseract");
+    cmd.args(["stdin", "stdout", "-l", "eng", "--psm", &psm]);
+    if !oem.is_empty() {
+        cmd.args(["--oem", &oem]);
+    }
+    for a in extra.split_whitespace() {
+        cmd.arg(a);
+    }
+    cmd.arg("tsv");
+    let mut child = cmd
+        .env("OMP_THREAD_LIMIT", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = stdin.write_all(pgm);
+        });
+        let mut out = String::new();
+        let _ = stdout.read_to_string(&mut out);
+        out
+    });
+    child.wait().unwrap();
+    (out, children_cpu() - before)
+}
+
+fn main() {
+    let path = std::env::args().nth(1).expect("a video");
+    let scale: u32 = env("SCALE", 2);
+    let sheet_pixels: u64 = env("SHEET_PIXELS", 2_000_000);
+    let batch_pictures: usize = env("BATCH", 8);
+    let words: Vec<String> =
+        env("WORDS", String::new()).split(',').filter(|w| !w.is_empty()).map(String::from).collect();
+    let file = std::fs::File::open(&path).unwrap();
+    let own0 = own_cpu();
+    let wall0 = Instant::now();
+    let mut settler: Option<witness_video::settle::Settler> = None;
+    let mut pictures: Vec<Vec<witness_video::settle::Read>> = Vec::new();
+    let mut settle_time = Duration::ZERO;
+    let mut last = 0.0;
+    let frames = witness_video::decode_gray(file, |f| {
+        last = f.at.as_secs_f64();
+        let t = Instant::now();
+        if std::env::var_os("NOSETTLE").is_some() {
+            return true;
+        }
+        let s = settler
+            .get_or_insert_with(|| witness_video::settle::Settler::new(f.width, f.height, Duration::from_millis(500)));
+        let reads = s.frame(f.at, f.gray);
+        if !reads.is_empty() {
+            let _ = s.picture().and_then(|p| witness_video::thumb::png(f.width, f.height, p));
+            pictures.push(reads);
+        }
+        settle_time += t.elapsed();
+        true
+    })
+    .unwrap();
+    if let Some(s) = settler.as_mut() {
+        let r = s.finish();
+        if !r.is_empty() {
+            pictures.push(r);
+        }
+    }
+    let decode_cpu = own_cpu() - own0;
+    // Batches as ocr.rs makes them.
+    let mut batches: Vec<Vec<witness_video::settle::Read>> = vec![Vec::new()];
+    let (mut px, mut n) = (0u64, 0usize);
+    for p in pictures.iter() {
+        for r in p {
+            px += u64::from(r.region.width * r.region.height);
+            batches.last_mut().unwrap().push(r.clone());
+        }
+        n += 1;
+        if px >= sheet_pixels || n >= batch_pictures {
+            batches.push(Vec::new());
+            px = 0;
+            n = 0;
+        }
+    }
+    let own1 = own_cpu();
+    let (mut tess_cpu, mut runs, mut sheet_px, mut read_px) = (0.0, 0, 0u64, 0u64);
+    let mut text = String::new();
+    let mut lines = 0;
+    for b in batches.iter().filter(|b| !b.is_empty()) {
+        let mut rest = &b[..];
+        while !rest.is_empty() {
+            let mut sheet = Sheet::new(scale);
+            let mut k = 0;
+            for r in rest {
+                let region = Region {
+                    x: r.region.x,
+                    y: r.region.y,
+                    width: r.region.width,
+                    height: r.region.height,
+                    gray: r.crop.clone(),
+                };
+                if k > 0 && !sheet.fits(&region) {
+                    break;
+                }
+                read_px += u64::from(r.region.width * r.region.height);
+                sheet.add(&region);
+                k += 1;
+            }
+            rest = &rest[k..];
+            let pgm = sheet.pgm();
+            if let Ok(d) = std::env::var("DUMP") {
+                std::fs::write(format!("{d}/sheet{runs}.pgm"), &pgm).unwrap();
+            }
+            sheet_px += sheet.pixels();
+            let (tsv, cpu) = tesseract(&pgm);
+            tess_cpu += cpu;
+            runs += 1;
+            let ls = sheet.lines(&tsv);
+            if std::env::var_os("VERBOSE").is_some() {
+                eprintln!("run {runs}: {} regions, sheet {} px, {cpu:.2} s, {} lines", k, sheet.pixels(), ls.len());
+            }
+            for l in ls {
+                lines += 1;
+                text.push_str(&l.text);
+                text.push('\n');
+            }
+        }
+    }
+    let sheet_cpu = own_cpu() - own1;
+    let per_h = |v: f64| v * 3600.0 / last.max(0.1);
+    let found: Vec<String> = witness_core::text::words(&text);
+    let hit = words.iter().filter(|w| found.contains(&w.to_lowercase())).count();
+    let missed: Vec<&String> = words.iter().filter(|w| !found.contains(&w.to_lowercase())).collect();
+    if std::env::var_os("TEXT").is_some() {
+        eprintln!("{text}");
+    }
+    println!(
+        "{path}: {last:.1} s video, {frames} frames, {} pictures, {runs} tesseract runs, read {:.2} Mpx, sheets {:.2} Mpx, {lines} lines | per recorded hour: total {:.1}, decode+settle {:.1} (settle {:.1}), sheets {:.1}, tesseract {:.1} | words {hit}/{} missed {missed:?} | wall {:.1}s",
+        pictures.len(),
+        read_px as f64 / 1e6,
+        sheet_px as f64 / 1e6,
+        per_h(decode_cpu + sheet_cpu + tess_cpu),
+        per_h(decode_cpu),
+        per_h(settle_time.as_secs_f64()),
+        per_h(sheet_cpu),
+        per_h(tess_cpu),
+        words.len(),
+        wall0.elapsed().as_secs_f64(),
+    );
+}
