@@ -26,10 +26,11 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 const SCALE: u32 = 2;
 /// Pixels on one sheet at most (before enlarging): one Tesseract run each.
 const SHEET_PIXELS: u64 = 2_000_000;
-/// Settled pictures in one batch at most: what a restart reads again is bounded too. Each
-/// Tesseract run first loads its language model (about 0.1 CPU s, 10 s per recorded hour of
-/// typing at 8 pictures a run): a batch ends at [`SHEET_PIXELS`] first on a busy screen.
-const BATCH_PICTURES: usize = 32;
+/// Settled pictures in one batch at most: what a restart reads again is bounded too (each
+/// Tesseract run first loads its language model, about 0.1 CPU s: some 10 s per recorded hour of
+/// typing; 32 a batch saved little of that and made a short video one batch, which a restart
+/// reads again whole).
+const BATCH_PICTURES: usize = 8;
 /// How often the reader looks for videos to read when it found none.
 const IDLE: Duration = Duration::from_secs(3);
 
