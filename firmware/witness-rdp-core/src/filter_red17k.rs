@@ -1,0 +1,181 @@
+//! Red team `h-red17k`'s attacks on the channels read message by message (`messages.rs`): each
+//! test passes while its hole is open (or, once fixed, shows the attack refused).
+
+use super::*;
+
+fn injection() -> Injection {
+    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
+}
+
+/// A filter past activation with `drdynvc` on MCS channel 1004 and a grant that opens nothing.
+fn grant(redirection: Redirection) -> Filter {
+    let mut f = Filter::new(SecurityProtocol::SSL, redirection, injection());
+    (f.connect_initial_seen, f.client_info_seen, f.active, f.io_channel) = (true, true, true, Some(1003));
+    f.decisions = vec![ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true }];
+    f
+}
+
+fn svc(dvc: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(dvc.len()).unwrap().to_le_bytes().to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend(dvc);
+    out
+}
+
+fn client_send(dvc: &[u8]) -> Vec<u8> {
+    let user_data = Cow::Owned(svc(dvc));
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1004, user_data })).unwrap()
+}
+
+fn target_send(dvc: &[u8]) -> Vec<u8> {
+    let user_data = Cow::Owned(svc(dvc));
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1004, user_data })).unwrap()
+}
+
+/// A DVC Data PDU on channel 5 holding one whole message.
+fn data(message: &[u8]) -> Vec<u8> {
+    let mut pdu = vec![0x30, 5];
+    pdu.extend(message);
+    pdu
+}
+
+/// The channel `name` opened on id 5 by the target and accepted by the client.
+fn opened(redirection: Redirection, name: &str) -> Filter {
+    let mut f = grant(redirection);
+    let mut create = vec![0x10, 5];
+    create.extend(name.as_bytes());
+    create.push(0);
+    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward, "{name}");
+    assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    f
+}
+
+/// A "file" a client brings in: bytes no protocol field would hold by chance.
+fn file(len: usize) -> Vec<u8> {
+    let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
+    file.extend((0..len as u32 - 8).map(|i| (i * 7 + 3) as u8));
+    file
+}
+
+fn input_pdu(event: u16, body: &[u8]) -> Vec<u8> {
+    let mut m = event.to_le_bytes().to_vec();
+    m.extend(u32::try_from(6 + body.len()).unwrap().to_le_bytes());
+    m.extend(body);
+    m
+}
+
+/// Hole 1 (open, see the report): touch input (MS-RDPEI), which every grant opens without a
+/// class, is read strictly but its fields leave kilobytes a message free, client to target.
+/// A touch event may hold 256 frames of 256 contacts each; every frame's `frameOffset` is an
+/// EIGHT_BYTE_UNSIGNED_INTEGER (61 free bits: 7 whole bytes after a 0xE0 prefix) with no bound,
+/// and a frame may have no contact at all; every contact's x and y are FOUR_BYTE_SIGNED_INTEGERs
+/// (3 whole bytes after a 0xC0 prefix) with no bound, its contactId a free byte. So a custom
+/// client moves a file to a program on the target (which opened `Microsoft::Windows::RDS::Input`
+/// through xrdpapi) at ~1.8 KiB a message in frame offsets alone, or 7 bytes per 11 in
+/// contacts, and nothing of it shows in the recording: the box only checks the syntax.
+#[test]
+fn red17k_a_touch_event_carries_kilobytes_from_the_client() {
+    let mut f = opened(Redirection::NONE, "Microsoft::Windows::RDS::Input");
+    // The target program's SC_READY (2.0), the client's CS_READY (10 contacts).
+    assert_eq!(
+        f.from_target(&target_send(&data(&input_pdu(1, &0x0002_0000u32.to_le_bytes())))).unwrap(),
+        Verdict::Forward
+    );
+    let mut ready = 0u32.to_le_bytes().to_vec();
+    ready.extend(0x0002_0000u32.to_le_bytes());
+    ready.extend(10u16.to_le_bytes());
+    assert_eq!(f.from_client(&client_send(&data(&input_pdu(2, &ready)))).unwrap(), Verdict::Forward);
+
+    // 256 frames, no contacts, each frameOffset 0xE0 then 7 bytes of the file.
+    let payload = file(256 * 7);
+    let mut body = vec![0x00, 0x81, 0x00]; // encodeTime 0, frameCount 256
+    for piece in payload.chunks(7) {
+        body.push(0x00); // contactCount 0
+        body.push(0xE0);
+        body.extend(piece);
+    }
+    let event = input_pdu(3, &body);
+    assert!(event.len() < 2400);
+    let verdict = f.from_client(&client_send(&data(&event))).unwrap();
+    assert_eq!(verdict, Verdict::Forward, "{} bytes of a file in one touch event", payload.len());
+    // What the program on the target reads back: every frameOffset's 7 bytes.
+    let read: Vec<u8> = event[9..].chunks(9).flat_map(|frame| frame[2..].to_vec()).collect();
+    assert_eq!(read, payload);
+
+    // In contacts: contactId a free byte, x and y 3 free bytes each (the contact down, in range
+    // and in contact), one frame of 256 of them.
+    let payload = file(256 * 7);
+    let mut body = vec![0x00, 0x01, 0x81, 0x00, 0x00]; // encodeTime, frameCount 1, contactCount 256, frameOffset 0
+    for piece in payload.chunks(7) {
+        body.push(piece[0]);
+        body.push(0x00); // fieldsPresent
+        body.extend([0xC0, piece[1], piece[2], piece[3]]);
+        body.extend([0xC0, piece[4], piece[5], piece[6]]);
+        body.push(0x19);
+    }
+    let event = input_pdu(3, &body);
+    assert_eq!(f.from_client(&client_send(&data(&event))).unwrap(), Verdict::Forward, "contacts");
+    let read: Vec<u8> = event[11..].chunks(11).flat_map(|c| [c[0], c[3], c[4], c[5], c[7], c[8], c[9]]).collect();
+    assert_eq!(read, payload);
+}
+
+/// Hole 2 (open): on a grant with audio, the client's Client Audio Formats may come again and
+/// again, each with up to 256 formats whose codec extra data (up to 1024 bytes each) is not the
+/// target's: arbitrary bytes client to target, where the architecture admits free-form bytes
+/// only from the target (the sound itself). MS-RDPEA 3.2.5.1.2: the client's formats are those
+/// of the server's it supports, sent once in reply to the server's.
+#[test]
+fn red17k_the_clients_sound_formats_carry_a_file_to_the_target() {
+    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    let formats = |flags: u32, extras: &[&[u8]]| {
+        let mut b = flags.to_le_bytes().to_vec();
+        b.extend([0; 10]);
+        b.extend(u16::try_from(extras.len()).unwrap().to_le_bytes());
+        b.push(0);
+        b.extend(6u16.to_le_bytes());
+        b.push(0);
+        for extra in extras {
+            b.extend([1, 0, 2, 0, 0x44, 0xAC, 0, 0, 0x10, 0xB1, 2, 0, 4, 0, 16, 0]);
+            b.extend(u16::try_from(extra.len()).unwrap().to_le_bytes());
+            b.extend(*extra);
+        }
+        let mut m = vec![7, 0];
+        m.extend(u16::try_from(b.len()).unwrap().to_le_bytes());
+        m.extend(b);
+        m
+    };
+    // The target offers one PCM format, no extra data.
+    assert_eq!(f.from_target(&target_send(&data(&formats(0, &[&[]])))).unwrap(), Verdict::Forward);
+    // The client answers with formats the target never offered, their extra data a file; and
+    // again, and again.
+    let payload = file(8 * 1024);
+    let pieces: Vec<&[u8]> = payload.chunks(1024).collect();
+    let message = formats(1, &pieces);
+    assert!(message.windows(1024).any(|w| w == &payload[..1024]));
+    for _ in 0..3 {
+        assert_eq!(f.from_client(&client_send(&data(&message))).unwrap(), Verdict::Forward, "formats again");
+    }
+}
+
+/// Hole 3 (open): on a grant with audio, the client's Wave Confirm, Training Confirm and
+/// Quality Mode PDUs may come at any time and as often as the client likes, and every field of
+/// them is free: 4 bytes a message client to target (a Wave Confirm's wTimeStamp,
+/// cConfirmedBlockNo and bPad; a Training Confirm's wTimeStamp and wPackSize; a Quality Mode's
+/// reserved field), with no Wave or Training from the target to confirm.
+#[test]
+fn red17k_sound_confirms_nobody_asked_for_carry_a_file_to_the_target() {
+    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    let payload = file(4 * 64);
+    for (at, piece) in payload.chunks(4).enumerate() {
+        let kind = [5, 6][at % 2];
+        let mut confirm = vec![kind, 0, 4, 0];
+        confirm.extend(piece);
+        assert_eq!(f.from_client(&client_send(&data(&confirm))).unwrap(), Verdict::Forward, "confirm {at}");
+    }
+    // The Quality Mode's reserved field, as often as it likes.
+    for piece in payload.chunks(2).take(8) {
+        let mut mode = vec![0x0C, 0, 4, 0, 2, 0];
+        mode.extend(piece);
+        assert_eq!(f.from_client(&client_send(&data(&mode))).unwrap(), Verdict::Forward, "quality mode");
+    }
+}
