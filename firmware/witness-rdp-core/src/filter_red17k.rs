@@ -2,6 +2,7 @@
 //! test passes while its hole is open (or, once fixed, shows the attack refused).
 
 use super::*;
+use crate::messages::AUDIO_REFUSED;
 
 fn injection() -> Injection {
     Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
@@ -119,11 +120,11 @@ fn red17k_a_touch_event_carries_kilobytes_from_the_client() {
     assert_eq!(read, payload);
 }
 
-/// Hole 2 (open): on a grant with audio, the client's Client Audio Formats may come again and
-/// again, each with up to 256 formats whose codec extra data (up to 1024 bytes each) is not the
-/// target's: arbitrary bytes client to target, where the architecture admits free-form bytes
-/// only from the target (the sound itself). MS-RDPEA 3.2.5.1.2: the client's formats are those
-/// of the server's it supports, sent once in reply to the server's.
+/// Hole 2 (fixed): on a grant with audio, the client's Client Audio Formats could come again
+/// and again, each with up to 256 formats whose codec extra data (up to 1024 bytes each) was
+/// not the target's: arbitrary bytes client to target, where the architecture admits free-form
+/// bytes only from the target (the sound itself). Now, as MS-RDPEA 3.2.5.1.2 has it, the client
+/// answers the target's formats once, with some of them exactly as the target sent them.
 #[test]
 fn red17k_the_clients_sound_formats_carry_a_file_to_the_target() {
     let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
@@ -146,36 +147,56 @@ fn red17k_the_clients_sound_formats_carry_a_file_to_the_target() {
     };
     // The target offers one PCM format, no extra data.
     assert_eq!(f.from_target(&target_send(&data(&formats(0, &[&[]])))).unwrap(), Verdict::Forward);
-    // The client answers with formats the target never offered, their extra data a file; and
-    // again, and again.
+    // The client answers with formats the target never offered, their extra data a file.
     let payload = file(8 * 1024);
     let pieces: Vec<&[u8]> = payload.chunks(1024).collect();
     let message = formats(1, &pieces);
     assert!(message.windows(1024).any(|w| w == &payload[..1024]));
-    for _ in 0..3 {
-        assert_eq!(f.from_client(&client_send(&data(&message))).unwrap(), Verdict::Forward, "formats again");
-    }
+    let mut refused = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    refused.from_target(&target_send(&data(&formats(0, &[&[]])))).unwrap();
+    assert_eq!(refused.from_client(&client_send(&data(&message))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+    // The target's own format back passes, once; a second answer (even the same) ends the session.
+    assert_eq!(f.from_client(&client_send(&data(&formats(1, &[&[]])))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&data(&formats(1, &[&[]])))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+    // One byte of extra data the target did not send is refused too.
+    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    f.from_target(&target_send(&data(&formats(0, &[&[]])))).unwrap();
+    assert_eq!(f.from_client(&client_send(&data(&formats(1, &[&[0x42]])))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
 }
 
-/// Hole 3 (open): on a grant with audio, the client's Wave Confirm, Training Confirm and
-/// Quality Mode PDUs may come at any time and as often as the client likes, and every field of
-/// them is free: 4 bytes a message client to target (a Wave Confirm's wTimeStamp,
+/// Hole 3 (fixed): on a grant with audio, the client's Wave Confirm, Training Confirm and
+/// Quality Mode PDUs could come at any time and as often as the client liked, and every field of
+/// them was free: 4 bytes a message client to target (a Wave Confirm's wTimeStamp,
 /// cConfirmedBlockNo and bPad; a Training Confirm's wTimeStamp and wPackSize; a Quality Mode's
-/// reserved field), with no Wave or Training from the target to confirm.
+/// reserved field), with no Wave or Training from the target to confirm. Now a client confirms
+/// only what the target sent (a Wave Confirm per block sent, its pad zero; a Training Confirm
+/// echoing a Training), and sends one Quality Mode after its formats, reserved zero: what is
+/// left is a Wave Confirm's own time stamp, 16 bits per block the target sends.
 #[test]
 fn red17k_sound_confirms_nobody_asked_for_carry_a_file_to_the_target() {
-    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
     let payload = file(4 * 64);
-    for (at, piece) in payload.chunks(4).enumerate() {
+    for (at, piece) in payload.chunks(4).take(2).enumerate() {
+        let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
         let kind = [5, 6][at % 2];
         let mut confirm = vec![kind, 0, 4, 0];
         confirm.extend(piece);
-        assert_eq!(f.from_client(&client_send(&data(&confirm))).unwrap(), Verdict::Forward, "confirm {at}");
+        assert_eq!(f.from_client(&client_send(&data(&confirm))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "{kind}");
     }
-    // The Quality Mode's reserved field, as often as it likes.
-    for piece in payload.chunks(2).take(8) {
-        let mut mode = vec![0x0C, 0, 4, 0, 2, 0];
-        mode.extend(piece);
-        assert_eq!(f.from_client(&client_send(&data(&mode))).unwrap(), Verdict::Forward, "quality mode");
-    }
+    // The Quality Mode's reserved field: refused.
+    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    let mut mode = vec![0x0C, 0, 4, 0, 2, 0];
+    mode.extend(&payload[..2]);
+    assert_eq!(f.from_client(&client_send(&data(&mode))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+    // Controls: a Training the target sent, confirmed as sent; a Wave2 of block 3, confirmed once.
+    let mut f = opened(Redirection::NONE.with(Class::Audio), "AUDIO_PLAYBACK_DVC");
+    assert_eq!(f.from_target(&target_send(&data(&[6, 0, 4, 0, 0x10, 0x20, 0, 0]))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&data(&[6, 0, 4, 0, 0x10, 0x20, 0, 0]))).unwrap(), Verdict::Forward);
+    let mut wave2 = vec![0x0D, 0, 16, 0, 1, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0];
+    wave2.extend([0x11; 4]);
+    assert_eq!(f.from_target(&target_send(&data(&wave2))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&data(&[5, 0, 4, 0, 0x34, 0x12, 3, 0]))).unwrap(), Verdict::Forward);
+    assert_eq!(
+        f.from_client(&client_send(&data(&[5, 0, 4, 0, 0x34, 0x12, 3, 0]))).unwrap(),
+        Verdict::Refuse(AUDIO_REFUSED)
+    );
 }
