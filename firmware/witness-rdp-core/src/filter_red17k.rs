@@ -200,3 +200,46 @@ fn red17k_sound_confirms_nobody_asked_for_carry_a_file_to_the_target() {
         Verdict::Refuse(AUDIO_REFUSED)
     );
 }
+
+/// An RDPGFX PDU: cmdId, flags 0, pduLength, then `body`.
+fn gfx_pdu(cmd: u16, body: &[u8]) -> Vec<u8> {
+    let mut pdu = cmd.to_le_bytes().to_vec();
+    pdu.extend(0u16.to_le_bytes());
+    pdu.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+    pdu.extend(body);
+    pdu
+}
+
+/// Hole 4 (open, see the report): the graphics pipeline is the one channel the box opens
+/// without a class and without a reader: the client's messages are walked only to trim a Caps
+/// Advertise, the target's pass unread (the recorder decodes what it knows and skips the
+/// rest). "One channel per name" keeps a program from opening a second graphics channel beside
+/// the session's, but a session has none when the client does not do the graphics pipeline (or
+/// says no to the target's): then a program on the target opens
+/// `Microsoft::Windows::RDS::Graphics` by name through xrdpapi, the insider's client says yes,
+/// and any bytes cross both ways in RDPGFX PDUs of a command id no peer knows (0x7777 here),
+/// which the recorder has nothing to draw from.
+#[test]
+fn red17k_a_program_opens_the_graphics_pipeline_as_a_pipe() {
+    let payload = file(4000);
+    // The client said no to the session's own graphics channel (id 3): the name is free.
+    let mut f = grant(Redirection::NONE);
+    let mut create = vec![0x10, 3];
+    create.extend(b"Microsoft::Windows::RDS::Graphics\0");
+    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward);
+    let no = [0x10, 3, 0x01, 0x00, 0x00, 0xC0];
+    assert_eq!(f.from_client(&client_send(&no)).unwrap(), Verdict::Forward);
+    // The program's channel, id 5.
+    let mut create = vec![0x10, 5];
+    create.extend(b"Microsoft::Windows::RDS::Graphics\0");
+    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward, "the program's graphics channel");
+    assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    // Out: the file in one RDPGFX PDU of an unknown command, whole to the client.
+    let out = data(&gfx_pdu(0x7777, &payload));
+    let frame = target_send(&out);
+    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "the file out");
+    assert!(frame.windows(payload.len()).any(|w| w == payload));
+    // In: the same, to the program.
+    let frame = client_send(&out);
+    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward, "the file in");
+}
