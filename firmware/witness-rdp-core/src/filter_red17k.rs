@@ -243,3 +243,57 @@ fn red17k_a_program_opens_the_graphics_pipeline_as_a_pipe() {
     let frame = client_send(&out);
     assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward, "the file in");
 }
+
+/// Hole 5 (open, see the report): a display control Monitor Layout is read field by field, but
+/// its 16 monitors leave ~140 bytes a message free, client to target: a monitor that is not
+/// the primary has its left and top anywhere within 16 x 8192 pixels (2 free bytes each here),
+/// its width and height any even or whole value from 200 (a byte each), its physical size any
+/// from 10 mm (a byte each) and its desktop scale any from 100 (a byte). The layouts come as
+/// often as the client likes. A program on the target reads them when it holds the channel:
+/// the insider's client says no to the target's own display control channel, which frees the
+/// name for the program's, and no display change shows in the recording since the program, not
+/// the desktop, takes the layouts.
+#[test]
+fn red17k_monitor_layouts_carry_a_file_to_a_program_that_holds_display_control() {
+    let mut f = grant(Redirection::NONE);
+    let mut create = vec![0x10, 3];
+    create.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
+    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&[0x10, 3, 0x01, 0x00, 0x00, 0xC0])).unwrap(), Verdict::Forward, "no");
+    // The program's, on id 5: the name is free again.
+    let mut create = vec![0x10, 5];
+    create.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
+    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward, "the program's channel");
+    assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let caps: Vec<u8> = [5u32, 20, 16, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()).collect();
+    assert_eq!(f.from_target(&target_send(&data(&caps))).unwrap(), Verdict::Forward);
+
+    let payload = file(15 * 9 * 4);
+    let mut read_back = Vec::new();
+    for block in payload.chunks(15 * 9) {
+        let mut m: Vec<u8> = [2u32, 16 + 40 * 16, 40, 16].iter().flat_map(|v| v.to_le_bytes()).collect();
+        m.extend([1u32, 0, 0, 1024, 768, 300, 200, 0, 100, 100].iter().flat_map(|v| v.to_le_bytes()));
+        for b in block.chunks(9) {
+            let left = i32::from(i16::from_le_bytes([b[0], b[1]]));
+            let top = i32::from(i16::from_le_bytes([b[2], b[3]]));
+            let (width, height) = (200 + 2 * u32::from(b[4]), 200 + u32::from(b[5]));
+            let (pw, ph, scale) = (10 + u32::from(b[6]), 10 + u32::from(b[7]), 100 + u32::from(b[8]));
+            m.extend(0u32.to_le_bytes());
+            m.extend(left.to_le_bytes());
+            m.extend(top.to_le_bytes());
+            for v in [width, height, pw, ph, 0, scale, 100] {
+                m.extend(v.to_le_bytes());
+            }
+        }
+        assert_eq!(f.from_client(&client_send(&data(&m))).unwrap(), Verdict::Forward, "a layout of 16 monitors");
+        // What the program reads back.
+        for mon in m[16 + 40..].chunks(40) {
+            let u = |at: usize| u32::from_le_bytes(mon[at..at + 4].try_into().unwrap());
+            read_back.extend((u(4) as i16).to_le_bytes());
+            read_back.extend((u(8) as i16).to_le_bytes());
+            read_back.extend([((u(12) - 200) / 2) as u8, (u(16) - 200) as u8, (u(20) - 10) as u8, (u(24) - 10) as u8]);
+            read_back.push((u(32) - 100) as u8);
+        }
+    }
+    assert_eq!(read_back, payload, "{} bytes in {} layouts", payload.len(), 4);
+}
