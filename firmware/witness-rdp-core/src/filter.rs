@@ -3066,3 +3066,7 @@ mod red17g;
 #[cfg(test)]
 #[path = "filter_red17i.rs"]
 mod red17i;
+
+#[cfg(test)]
+#[path = "filter_red17k.rs"]
+mod red17k;

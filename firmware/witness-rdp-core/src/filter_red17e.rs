@@ -577,12 +577,19 @@ fn sound_input_on_rdpsnd_needs_the_audio_input_switch() {
         "no message in progress"
     );
     // Controls: playback's messages pass (Client Audio Formats, Quality Mode, Training and Wave
-    // Confirm), and with audio input granted the microphone's do.
+    // Confirm, each in answer to the target's formats, training and wave), and with audio input
+    // granted the microphone's do.
     let mut formats = vec![1, 0, 0, 0];
     formats.extend([0; 10]);
     formats.extend([0, 0, 0, 6, 0, 0]);
+    let mut played = fresh();
+    let mut wave2 = vec![0u8; 12];
+    wave2.extend([0x11; 8]);
+    for (t, body) in [(7u8, &formats[..]), (6, &[0; 4]), (13, &wave2[..])] {
+        assert_eq!(played.from_target(&send_indication(1005, rdpsnd(t, body))).unwrap(), Verdict::Forward, "{t}");
+    }
     for (t, body) in [(7u8, &formats[..]), (12, &[0; 4]), (6, &[0; 4]), (5, &[0; 4])] {
-        assert_eq!(fresh().from_client(&send_data(1005, rdpsnd(t, body))).unwrap(), Verdict::Forward, "{t}");
+        assert_eq!(played.from_client(&send_data(1005, rdpsnd(t, body))).unwrap(), Verdict::Forward, "{t}");
     }
     let mut granted = fresh();
     granted.redirection = grant.with(Class::AudioInput);

@@ -61,11 +61,29 @@ pub struct Reader {
     client_ready: bool,
     /// Audio: the length of the Wave PDU the last Wave Info announced (the next target message).
     wave_left: Option<usize>,
+    /// Audio: the formats the target's last Server Audio Formats offered, each as sent; `Some`
+    /// until the client has answered them (once: its formats are some of these).
+    offered: Option<Vec<Vec<u8>>>,
+    /// Audio: after the client's formats, its one Quality Mode may come.
+    quality_due: bool,
+    /// Audio: how many Wave Confirms each block number is owed (a Wave Info or Wave2 sent it).
+    waves_due: Vec<u32>,
+    /// Audio: the Training PDUs' wTimeStamp and wPackSize the client has yet to confirm.
+    trainings_due: Vec<[u8; 4]>,
 }
 
 impl Reader {
     pub fn new(protocol: Protocol) -> Self {
-        Self { protocol, target_ready: false, client_ready: false, wave_left: None }
+        Self {
+            protocol,
+            target_ready: false,
+            client_ready: false,
+            wave_left: None,
+            offered: None,
+            quality_due: false,
+            waves_due: Vec::new(),
+            trainings_due: Vec::new(),
+        }
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -232,9 +250,14 @@ impl Reader {
                 if (from_client && flags & !TSSNDCAPS != 0) || formats > MAX_FORMATS || version == 0 {
                     return None;
                 }
+                // The client answers the target's formats once, with some of them as the target
+                // sent them (MS-RDPEA 3.2.5.1.2): its formats carry no bytes of its own.
+                let offered = if from_client { Some(self.offered.take()?) } else { None };
+                let mut listed = Vec::new();
                 for _ in 0..formats {
                     // wFormatTag, nChannels, nSamplesPerSec, nAvgBytesPerSec, nBlockAlign,
                     // wBitsPerSample, cbSize and its extra data (the codec's own).
+                    let at = c.at;
                     c.u16()?;
                     let channels = c.u16()?;
                     c.take(12)?;
@@ -243,20 +266,49 @@ impl Reader {
                         return None;
                     }
                     c.take(usize::from(extra))?;
+                    let format = m.get(at..c.at)?;
+                    if offered.as_ref().is_some_and(|o| !o.iter().any(|f| f == format)) {
+                        return None;
+                    }
+                    listed.push(format.to_vec());
+                }
+                if from_client {
+                    self.quality_due = true;
+                } else {
+                    self.offered = Some(listed);
                 }
             }
+            // Once after the client's formats; the reserved field zero.
             (true, SNDC_QUALITYMODE) => {
-                let (mode, _reserved) = (c.u16()?, c.u16()?);
-                if mode > 2 {
+                let (mode, reserved) = (c.u16()?, c.u16()?);
+                if mode > 2 || reserved != 0 || !std::mem::take(&mut self.quality_due) {
                     return None;
                 }
             }
-            // Wave Confirm: wTimeStamp, cConfirmedBlockNo, bPad. Training Confirm: wTimeStamp,
-            // wPackSize.
-            (true, SNDC_WAVECONFIRM | SNDC_TRAINING) => {
-                c.take(4)?;
+            // Wave Confirm: wTimeStamp, cConfirmedBlockNo, bPad (zero); one per block the
+            // target sent. What a client may answer is what it was asked, no more: only the
+            // time stamp is its own.
+            (true, SNDC_WAVECONFIRM) => {
+                c.u16()?;
+                let (block, pad) = (c.u8()?, c.u8()?);
+                let due = self.waves_due.get_mut(usize::from(block))?;
+                if pad != 0 || *due == 0 {
+                    return None;
+                }
+                *due -= 1;
+            }
+            // Training Confirm: the wTimeStamp and wPackSize of a Training PDU, as it sent them.
+            (true, SNDC_TRAINING) => {
+                let confirmed = c.take(4)?;
+                let at = self.trainings_due.iter().position(|t| t == confirmed)?;
+                self.trainings_due.remove(at);
             }
             (false, SNDC_TRAINING) => {
+                let asked: [u8; 4] = m.get(4..8)?.try_into().ok()?;
+                if self.trainings_due.len() >= MAX_TRAININGS_DUE {
+                    return None;
+                }
+                self.trainings_due.push(asked);
                 c.u16()?;
                 let pack = usize::from(c.u16()?);
                 // wPackSize: 0 and no data, or the size of what follows the header (xrdp's
@@ -274,11 +326,13 @@ impl Reader {
                 }
                 c.take(12)?;
                 self.wave_left = Some(body - 8);
+                self.owe_confirm(m[8]);
             }
             (false, SNDC_WAVE2) => {
                 // wTimeStamp, wFormatNo, cBlockNo, bPad[3], dwAudioTimeStamp, then the sound.
                 c.take(12)?;
                 c.take(m.len() - 16)?;
+                self.owe_confirm(m[8]);
             }
             (false, SNDC_SETVOLUME | SNDC_SETPITCH) => {
                 c.u32()?;
@@ -288,6 +342,17 @@ impl Reader {
             _ => return None,
         }
         c.done().then_some(())
+    }
+}
+
+impl Reader {
+    /// A block the target sent: the client owes it one Wave Confirm.
+    fn owe_confirm(&mut self, block: u8) {
+        if self.waves_due.is_empty() {
+            self.waves_due = vec![0; 256];
+        }
+        let due = &mut self.waves_due[usize::from(block)];
+        *due = due.saturating_add(1);
     }
 }
 
@@ -340,6 +405,8 @@ const SNDC_WAVE2: u8 = 0x0D;
 const TSSNDCAPS: u32 = 0x7;
 const MAX_FORMATS: u16 = 256;
 const MAX_FORMAT_EXTRA: u16 = 1024;
+/// Training PDUs the client has not confirmed yet (xrdp sends one).
+const MAX_TRAININGS_DUE: usize = 16;
 
 fn frame_count(c: &mut Cursor<'_>) -> Option<u16> {
     let n = c.two_unsigned()?;
@@ -678,8 +745,11 @@ mod tests {
     #[test]
     fn sound_reads_each_message_exactly() {
         let mut r = Reader::new(Protocol::Audio);
+        assert!(r.judge(true, &formats(1)).is_err(), "client formats before the target's");
+        let mut r = Reader::new(Protocol::Audio);
         r.judge(false, &formats(0)).unwrap();
         r.judge(true, &formats(1)).unwrap();
+        assert!(r.judge(true, &formats(1)).is_err(), "client formats twice");
         r.judge(true, &sound(0x0C, &[2, 0, 0, 0])).unwrap();
         r.judge(false, &sound(6, &[1, 0, 0, 0])).unwrap();
         r.judge(true, &sound(6, &[1, 0, 0, 0])).unwrap();
@@ -713,15 +783,45 @@ mod tests {
             assert!(refused(&sound(kind, &[0; 4]), true), "{kind}");
             assert!(refused(&sound(kind, &[0; 4]), false), "{kind}");
         }
-        // A trailing byte, a wrong BodySize, out-of-range quality mode, unknown caps flags.
+        // A reader that has seen the target's formats and a wave of block 7 (its Wave PDU
+        // too): the client may answer either.
+        let primed = || {
+            let mut r = Reader::new(Protocol::Audio);
+            r.judge(false, &formats(0)).unwrap();
+            r.judge(false, &info).unwrap();
+            r.judge(false, &wave).unwrap();
+            r
+        };
+        let refused_after = |m: &[u8]| primed().judge(true, m).is_err();
+        assert!(!refused_after(&formats(1)) && !refused_after(&sound(5, &[1, 0, 7, 0])), "controls");
+        // A trailing byte, a wrong BodySize, unknown caps flags.
         let mut m = formats(1);
         m.push(0);
-        assert!(refused(&m, true));
+        assert!(refused_after(&m));
         let mut m = sound(5, &[1, 0, 7, 0]);
         m[2] = 5;
-        assert!(refused(&m, true));
-        assert!(refused(&sound(0x0C, &[3, 0, 0, 0]), true));
-        assert!(refused(&formats(8), true));
+        assert!(refused_after(&m));
+        assert!(refused_after(&formats(8)));
+        // Quality mode: out of range, reserved bits, before the client's formats, twice.
+        let mut r = primed();
+        r.judge(true, &formats(1)).unwrap();
+        assert!(r.clone().judge(true, &sound(0x0C, &[3, 0, 0, 0])).is_err());
+        assert!(r.clone().judge(true, &sound(0x0C, &[2, 0, 1, 0])).is_err());
+        assert!(refused_after(&sound(0x0C, &[2, 0, 0, 0])));
+        r.judge(true, &sound(0x0C, &[2, 0, 0, 0])).unwrap();
+        assert!(r.judge(true, &sound(0x0C, &[2, 0, 0, 0])).is_err());
+        // Confirms: of a block not sent, twice, with a pad; of a training not sent or changed.
+        assert!(refused_after(&sound(5, &[1, 0, 8, 0])));
+        assert!(refused_after(&sound(5, &[1, 0, 7, 1])));
+        let mut r = primed();
+        r.judge(true, &sound(5, &[0xAA, 0xBB, 7, 0])).unwrap();
+        assert!(r.judge(true, &sound(5, &[1, 0, 7, 0])).is_err(), "block 7 confirmed twice");
+        assert!(refused_after(&sound(6, &[1, 0, 0, 0])));
+        let mut r = primed();
+        r.judge(false, &sound(6, &[1, 0, 0, 0])).unwrap();
+        assert!(r.clone().judge(true, &sound(6, &[2, 0, 0, 0])).is_err());
+        r.judge(true, &sound(6, &[1, 0, 0, 0])).unwrap();
+        assert!(r.judge(true, &sound(6, &[1, 0, 0, 0])).is_err(), "training confirmed twice");
         // A Wave PDU of another length than announced, or without its zero pad.
         let mut r = Reader::new(Protocol::Audio);
         r.judge(false, &info).unwrap();
