@@ -128,15 +128,17 @@ const STATIC: &[(&str, &[Class])] = &[
     ("drdynvc", &[]),
 ];
 
-/// The dynamic channels the box knows (lowercase). The graphics pipeline, display control and
-/// touch input carry no redirection: each is read message by message ([`protocol`]); video
-/// redirection, credential and location channels, and FreeRDP's own advanced input (no reader
-/// here), are left unknown (refused): the client would show or hand over what the recording
-/// never sees, or a program on the target would have a pipe.
+/// The dynamic channels the box knows (lowercase). The graphics pipeline and display control
+/// carry no redirection: each is read message by message ([`protocol`]); video redirection,
+/// credential and location channels, and FreeRDP's own advanced input (no reader here), are
+/// left unknown (refused): the client would show or hand over what the recording never sees, or
+/// a program on the target would have a pipe. Touch input (MS-RDPEI) is refused too although
+/// it has a reader: its contacts and frame offsets leave kilobytes a message free, so a program
+/// on the target that opened it would read a file out of "touches" (red team `h-red17k`, hole
+/// 1); without it a client sends touches as mouse input.
 const DYNAMIC: &[(&str, &[Class])] = &[
     (GRAPHICS, &[]),
     (DISPLAY_CONTROL, &[]),
-    (INPUT, &[]),
     ("audio_playback_dvc", &[Class::Audio]),
     ("audio_playback_lossy_dvc", &[Class::Audio]),
     ("audio_input", &[Class::AudioInput]),
@@ -276,7 +278,8 @@ mod tests {
             (b"XPSRD\0", [false, false, true]),
             (b"AUDIO_PLAYBACK_DVC\0", [false, false, false]),
             (b"Microsoft::Windows::RDS::DisplayControl\0", [true, true, true]),
-            (b"Microsoft::Windows::RDS::Input\0", [true, true, true]),
+            // Touch input's fields leave kilobytes a message free (red team h-red17k, hole 1).
+            (b"Microsoft::Windows::RDS::Input\0", [false, false, false]),
             (b"Microsoft::Windows::RDS::AuthRedirection\0", [false, false, false]),
             (b"TSMF\0", [false, false, false]),
             (b"URBDRC", [false, false, false]),
