@@ -208,11 +208,13 @@ impl TextExtractor {
             if self.esc == Esc::None {
                 // Runs of printable ASCII (most output) go in whole: char by char, this loop
                 // cost more than decrypting and decoding the recording together.
-                let run = rest.bytes().position(|b| !(0x20..0x7f).contains(&b)).unwrap_or(rest.len());
+                // Scanned only as far as the line has room: a long run (a bulk dump without
+                // line breaks) was scanned to its end again for each line cut from it.
+                let room = CHUNK_CHARS.saturating_sub(self.line.len()).clamp(1, rest.len());
+                let run = rest.as_bytes()[..room].iter().position(|b| !(0x20..0x7f).contains(b)).unwrap_or(room);
                 if run > 0 {
-                    let take = run.min(CHUNK_CHARS.saturating_sub(self.line.len()).max(1));
-                    self.push_str(at, &rest[..take]);
-                    rest = &rest[take..];
+                    self.push_str(at, &rest[..run]);
+                    rest = &rest[run..];
                     continue;
                 }
                 // Likewise runs of controls that change nothing (binary output: NULs).
@@ -318,6 +320,17 @@ impl TextExtractor {
         self.chunk.line_steps.push(steps);
         self.total += trimmed.len() + 1;
         self.last_line = trimmed.to_owned();
+    }
+
+    /// The chunks finished so far, taken out (those to come are returned by later calls and by
+    /// [`Self::finish`]): a caller storing them as it goes holds at most a batch.
+    pub fn take_ready(&mut self) -> Vec<Chunk> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// How many finished chunks wait to be taken.
+    pub fn ready(&self) -> usize {
+        self.out.len()
     }
 
     /// The chunks, the last partial line included.
