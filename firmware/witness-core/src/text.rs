@@ -494,6 +494,39 @@ mod tests {
         assert!(find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("nowhere")).is_empty());
     }
 
+    /// A bulk dump without line breaks is cut into lines of [`CHUNK_CHARS`] as before the scan
+    /// was bounded by the line's room, and chunks taken as they are ready, then the rest from
+    /// `finish`, are the chunks `finish` alone gives.
+    #[test]
+    fn chunks_taken_as_they_come_are_the_whole_text() {
+        let feed = |x: &mut TextExtractor| {
+            x.output(0.0, "begin\n");
+            for k in 0..40 {
+                let mut bulk = "y".repeat(4999);
+                bulk.push_str(&format!("\nword{k} "));
+                x.output(k as f64 * 0.7, &bulk);
+            }
+            x.output(30.0, "\nlast-word\n");
+        };
+        let mut whole = TextExtractor::default();
+        feed(&mut whole);
+        let whole = whole.finish();
+        let mut taken = TextExtractor::default();
+        let mut got = Vec::new();
+        feed(&mut taken);
+        assert!(taken.ready() > 0, "chunks were ready before the end");
+        got.extend(taken.take_ready());
+        assert_eq!(taken.ready(), 0);
+        got.extend(taken.finish());
+        assert_eq!(got, whole);
+        let text: Vec<&str> = whole.iter().flat_map(|c| c.text.lines()).collect();
+        // Each dump: its word and the first y's make one full line, then one line of y's alone,
+        // then the rest.
+        assert_eq!(text.iter().filter(|l| **l == "y".repeat(CHUNK_CHARS)).count(), 40);
+        assert!(text.contains(&"last-word") && text.contains(&"word39"), "{text:?}");
+        assert!(text.iter().all(|l| l.len() <= CHUNK_CHARS));
+    }
+
     #[test]
     fn chunks_split_by_time_and_repeats_collapse() {
         let mut x = TextExtractor::default();
