@@ -15,6 +15,7 @@ mod board;
 mod console_pages;
 mod evidence;
 mod flash;
+mod gigabyte;
 mod harness;
 mod image;
 mod rdp;

@@ -208,11 +208,13 @@ impl TextExtractor {
             if self.esc == Esc::None {
                 // Runs of printable ASCII (most output) go in whole: char by char, this loop
                 // cost more than decrypting and decoding the recording together.
-                let run = rest.bytes().position(|b| !(0x20..0x7f).contains(&b)).unwrap_or(rest.len());
+                // Scanned only as far as the line has room: a long run (a bulk dump without
+                // line breaks) was scanned to its end again for each line cut from it.
+                let room = CHUNK_CHARS.saturating_sub(self.line.len()).clamp(1, rest.len());
+                let run = rest.as_bytes()[..room].iter().position(|b| !(0x20..0x7f).contains(b)).unwrap_or(room);
                 if run > 0 {
-                    let take = run.min(CHUNK_CHARS.saturating_sub(self.line.len()).max(1));
-                    self.push_str(at, &rest[..take]);
-                    rest = &rest[take..];
+                    self.push_str(at, &rest[..run]);
+                    rest = &rest[run..];
                     continue;
                 }
                 // Likewise runs of controls that change nothing (binary output: NULs).
@@ -318,6 +320,17 @@ impl TextExtractor {
         self.chunk.line_steps.push(steps);
         self.total += trimmed.len() + 1;
         self.last_line = trimmed.to_owned();
+    }
+
+    /// The chunks finished so far, taken out (those to come are returned by later calls and by
+    /// [`Self::finish`]): a caller storing them as it goes holds at most a batch.
+    pub fn take_ready(&mut self) -> Vec<Chunk> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// How many finished chunks wait to be taken.
+    pub fn ready(&self) -> usize {
+        self.out.len()
     }
 
     /// The chunks, the last partial line included.
@@ -479,6 +492,39 @@ mod tests {
         let m = find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("TOTAL"));
         assert_eq!(m, vec![Match { line: 1, start: 0, end: 5, at: 0.7 }]);
         assert!(find_matches(&c.text, &c.line_times, &c.line_steps, &parse_query("nowhere")).is_empty());
+    }
+
+    /// A bulk dump without line breaks is cut into lines of [`CHUNK_CHARS`] as before the scan
+    /// was bounded by the line's room, and chunks taken as they are ready, then the rest from
+    /// `finish`, are the chunks `finish` alone gives.
+    #[test]
+    fn chunks_taken_as_they_come_are_the_whole_text() {
+        let feed = |x: &mut TextExtractor| {
+            x.output(0.0, "begin\n");
+            for k in 0..40 {
+                let mut bulk = "y".repeat(4999);
+                bulk.push_str(&format!("\nword{k} "));
+                x.output(k as f64 * 0.7, &bulk);
+            }
+            x.output(30.0, "\nlast-word\n");
+        };
+        let mut whole = TextExtractor::default();
+        feed(&mut whole);
+        let whole = whole.finish();
+        let mut taken = TextExtractor::default();
+        let mut got = Vec::new();
+        feed(&mut taken);
+        assert!(taken.ready() > 0, "chunks were ready before the end");
+        got.extend(taken.take_ready());
+        assert_eq!(taken.ready(), 0);
+        got.extend(taken.finish());
+        assert_eq!(got, whole);
+        let text: Vec<&str> = whole.iter().flat_map(|c| c.text.lines()).collect();
+        // Each dump: its word and the first y's make one full line, then one line of y's alone,
+        // then the rest.
+        assert_eq!(text.iter().filter(|l| **l == "y".repeat(CHUNK_CHARS)).count(), 40);
+        assert!(text.contains(&"last-word") && text.contains(&"word39"), "{text:?}");
+        assert!(text.iter().all(|l| l.len() <= CHUNK_CHARS));
     }
 
     #[test]

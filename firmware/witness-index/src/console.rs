@@ -209,6 +209,41 @@ impl Index {
         Ok(out)
     }
 
+    /// Forgets a recording's searchable text and marks it not indexed: the start of storing it
+    /// anew in batches ([`Self::add_text`], then [`Self::text_done`]), so no transaction holds
+    /// the index's write lock for the whole of a large recording's text.
+    pub fn start_text(&self, recording_id: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
+        tx.execute("UPDATE recordings SET text_indexed = 0 WHERE id = ?1", [recording_id])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Adds a batch of a recording's searchable text, in one short transaction.
+    pub fn add_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare(
+                "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for c in chunks {
+                insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Marks a recording's text, stored in batches since [`Self::start_text`], as indexed.
+    pub fn text_done(&self, recording_id: &str) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
+        Ok(())
+    }
+
     /// Stores a recording's searchable text (replacing any earlier) and marks it indexed.
     pub fn store_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
         let mut conn = self.conn();

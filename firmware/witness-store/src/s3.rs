@@ -162,7 +162,7 @@ impl S3Store {
         key: &str,
         query: Multimap,
         mut headers: Multimap,
-        data: bytes::Bytes,
+        data: impl Into<reqwest::Body>,
     ) -> Result<reqwest::header::HeaderMap> {
         let (b, k) = self.names(key)?;
         let url = self
@@ -344,7 +344,7 @@ impl S3Store {
             };
             headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
         }
-        let answer = self.put_unsigned(key, Multimap::new(), headers, data.into()).await?;
+        let answer = self.put_unsigned(key, Multimap::new(), headers, data).await?;
         let text = |h: &str| answer.get(h).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
         Ok(crate::Receipt { sha256_b64: text("x-amz-checksum-sha256"), etag: text("etag") })
     }
@@ -399,7 +399,6 @@ impl S3Store {
             async move {
                 let offset = (number as u64 - 1) * part_size;
                 let len = part_size.min(size - offset);
-                let data = crate::read_range(path, offset, len).await?;
                 if let Some(d) = digests {
                     // The part's MD5 from sealing: the server checks the body against it, and
                     // its ETag must be that MD5, so nothing is hashed here.
@@ -409,13 +408,15 @@ impl S3Store {
                     query.add("uploadId", upload_id.as_str());
                     let mut headers = Multimap::new();
                     headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
+                    headers.add("Content-Length", len.to_string());
                     // A part that arrived changed is sent again in place (a later good copy
-                    // replaces it), a few times, before the whole upload is given up.
-                    let body = bytes::Bytes::from(data);
+                    // replaces it), a few times, before the whole upload is given up. Its body
+                    // is read from the file as it is sent, each time.
                     let mut tries = 0;
                     loop {
                         tries += 1;
-                        let answer = self.put_unsigned(key, query.clone(), headers.clone(), body.clone()).await?;
+                        let body = crate::range_body(path, offset, len).await?;
+                        let answer = self.put_unsigned(key, query.clone(), headers.clone(), body).await?;
                         let etag = answer
                             .get("etag")
                             .and_then(|v| v.to_str().ok())
@@ -432,6 +433,7 @@ impl S3Store {
                         tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
                     }
                 }
+                let data = crate::read_range(path, offset, len).await?;
                 let mut headers = Multimap::new();
                 if self.lock.is_some() {
                     // Parts of a locked object need Content-MD5 too.

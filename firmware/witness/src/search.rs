@@ -40,6 +40,30 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
     let mut decoder = witness_core::rawrec::Decoder::default();
     let mut carry = witness_core::cast::Utf8Carry::default();
     let mut text = TextExtractor::default();
+    let key = witness_keys::search_key(&dir.root)?;
+    // Stored in batches as the text is read: neither the blind tokens of a large recording's
+    // text (ten times the text) nor one transaction over all of it (the index's write lock,
+    // which sessions starting and the audit log wait for) grows with the recording.
+    dir.index.start_text(recording_id)?;
+    let mut stored = 0;
+    let mut store = |chunks: Vec<witness_core::text::Chunk>| -> Result<()> {
+        for batch in chunks.chunks(TEXT_BATCH) {
+            let batch: Vec<SearchChunk> = batch
+                .iter()
+                .map(|c| SearchChunk {
+                    at: c.at,
+                    tokens: witness_core::text::blind_tokens(&key, &c.text),
+                    line_times: c.line_times.clone(),
+                    line_steps: c.line_steps.clone(),
+                    line_rects: Vec::new(),
+                    sealed: witness_core::text::seal_text(&key, witness_keys::nonce(), &c.text),
+                })
+                .collect();
+            dir.index.add_text(recording_id, &row.session_id, &batch)?;
+            stored += batch.len();
+        }
+        Ok(())
+    };
     let mut buf = vec![0u8; 256 * 1024];
     loop {
         use std::io::Read;
@@ -54,28 +78,20 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
                 text.output(at, &carry.push(&ev.data));
             }
         }
+        if text.ready() >= TEXT_BATCH {
+            store(text.take_ready())?;
+        }
         if n == 0 {
             break;
         }
     }
-    let key = witness_keys::search_key(&dir.root)?;
-    let mut chunks: Vec<SearchChunk> = Vec::new();
-    for c in text.finish() {
-        if stop() {
-            return Ok(None);
-        }
-        chunks.push(SearchChunk {
-            at: c.at,
-            tokens: witness_core::text::blind_tokens(&key, &c.text),
-            line_times: c.line_times,
-            line_steps: c.line_steps,
-            line_rects: Vec::new(),
-            sealed: witness_core::text::seal_text(&key, witness_keys::nonce(), &c.text),
-        });
-    }
-    dir.index.store_text(recording_id, &row.session_id, &chunks)?;
-    Ok(Some(chunks.len()))
+    store(text.finish())?;
+    dir.index.text_done(recording_id)?;
+    Ok(Some(stored))
 }
+
+/// Chunks of text (2,000 characters at most each) blinded, sealed and stored at a time.
+const TEXT_BATCH: usize = 64;
 
 /// Indexes every finished SSH recording on the box that is not searchable yet.
 pub fn index_missing(dir: &DataDir, cancel: &tokio_util::sync::CancellationToken) -> Result<usize> {
