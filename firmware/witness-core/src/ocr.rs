@@ -67,6 +67,20 @@ impl Sheet {
         w <= MAX_SIDE && self.height + GAP + h <= MAX_SIDE
     }
 
+    /// Adds `regions` in order while they fit (the first always, however large); returns how
+    /// many it took. What is not taken is not built.
+    pub fn fill(&mut self, regions: impl IntoIterator<Item = Region>) -> usize {
+        let mut taken = 0;
+        for region in regions {
+            if taken > 0 && !self.fits(&region) {
+                break;
+            }
+            self.add(&region);
+            taken += 1;
+        }
+        taken
+    }
+
     /// Adds a region (its index is the order added). Light text on a dark background is inverted:
     /// Tesseract reads dark on light best, and one sheet has one threshold.
     pub fn add(&mut self, r: &Region) {

@@ -50,6 +50,14 @@ pub struct Read {
     pub crop: Vec<u8>,
 }
 
+impl Read {
+    /// The part to read, as a sheet for Tesseract takes it.
+    pub fn sheet_region(&self) -> witness_core::ocr::Region {
+        let Region { x, y, width, height } = self.region;
+        witness_core::ocr::Region { x, y, width, height, gray: self.crop.clone() }
+    }
+}
+
 /// Follows a video's frames and says when to read which parts.
 #[derive(Debug)]
 pub struct Settler {

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use witness_core::ocr::{Region, Sheet};
+use witness_core::ocr::Sheet;
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
     std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
@@ -119,22 +119,8 @@ fn main() {
         let mut rest = &b[..];
         while !rest.is_empty() {
             let mut sheet = Sheet::new(scale);
-            let mut k = 0;
-            for r in rest {
-                let region = Region {
-                    x: r.region.x,
-                    y: r.region.y,
-                    width: r.region.width,
-                    height: r.region.height,
-                    gray: r.crop.clone(),
-                };
-                if k > 0 && !sheet.fits(&region) {
-                    break;
-                }
-                read_px += u64::from(r.region.width * r.region.height);
-                sheet.add(&region);
-                k += 1;
-            }
+            let k = sheet.fill(rest.iter().map(witness_video::settle::Read::sheet_region));
+            read_px += rest[..k].iter().map(|r| u64::from(r.region.width * r.region.height)).sum::<u64>();
             rest = &rest[k..];
             let pgm = sheet.pgm();
             if let Ok(d) = std::env::var("DUMP") {

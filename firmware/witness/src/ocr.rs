@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-use witness_core::ocr::{Region, Sheet};
+use witness_core::ocr::Sheet;
 use witness_index::SearchChunk;
 
 /// A picture is read once the screen stayed still this long.
@@ -265,21 +265,7 @@ fn read_batch(
     let mut rest = batch;
     while !rest.is_empty() {
         let mut sheet = Sheet::new(SCALE);
-        let mut n = 0;
-        for r in rest {
-            let region = Region {
-                x: r.region.x,
-                y: r.region.y,
-                width: r.region.width,
-                height: r.region.height,
-                gray: r.crop.clone(),
-            };
-            if n > 0 && !sheet.fits(&region) {
-                break;
-            }
-            sheet.add(&region);
-            n += 1;
-        }
+        let n = sheet.fill(rest.iter().map(witness_video::settle::Read::sheet_region));
         let (done, later) = rest.split_at(n);
         rest = later;
         let tsv = tesseract(&sheet.pgm(), languages, stats)?;
