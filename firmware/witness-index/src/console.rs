@@ -225,15 +225,7 @@ impl Index {
     pub fn add_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for c in chunks {
-                insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
-            }
-        }
+        insert_text(&tx, recording_id, session_id, chunks)?;
         tx.commit()?;
         Ok(())
     }
@@ -249,15 +241,7 @@ impl Index {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
-        {
-            let mut insert = tx.prepare(
-                "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for c in chunks {
-                insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
-            }
-        }
+        insert_text(&tx, recording_id, session_id, chunks)?;
         tx.execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
         tx.commit()?;
         Ok(())
@@ -465,4 +449,21 @@ impl Index {
             .flatten();
         Ok(text.and_then(|t| hex::decode(t).ok()))
     }
+}
+
+/// Inserts a recording's search chunks inside the caller's transaction.
+fn insert_text(
+    tx: &rusqlite::Transaction<'_>,
+    recording_id: &str,
+    session_id: &str,
+    chunks: &[SearchChunk],
+) -> Result<()> {
+    let mut insert = tx.prepare(
+        "INSERT INTO cast_text(tokens, recording_id, session_id, at, line_times, sealed)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for c in chunks {
+        insert.execute(params![c.tokens, recording_id, session_id, c.at, marks(c), c.sealed])?;
+    }
+    Ok(())
 }
