@@ -199,7 +199,7 @@ fn red17i_suspended_chunks_show_the_client_a_screen_the_recording_never_sees() {
 
 /// A filter past activation with `drdynvc` on MCS channel 1004 and a grant that opens nothing:
 /// no clipboard, no drives, no devices.
-fn grant_without_anything() -> Filter {
+pub(super) fn grant_without_anything() -> Filter {
     let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
     (f.connect_initial_seen, f.client_info_seen, f.active, f.io_channel) = (true, true, true, Some(1003));
     f.decisions = vec![ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true }];
@@ -207,19 +207,19 @@ fn grant_without_anything() -> Filter {
 }
 
 /// A static channel PDU on `drdynvc` holding one whole dynamic channel PDU.
-fn svc(dvc: &[u8]) -> Vec<u8> {
+pub(super) fn svc(dvc: &[u8]) -> Vec<u8> {
     let mut out = u32::try_from(dvc.len()).unwrap().to_le_bytes().to_vec();
     out.extend(3u32.to_le_bytes());
     out.extend(dvc);
     out
 }
 
-fn client_send(user_data: Vec<u8>) -> Vec<u8> {
+pub(super) fn client_send(user_data: Vec<u8>) -> Vec<u8> {
     encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1004, user_data: Cow::Owned(user_data) }))
         .unwrap()
 }
 
-fn target_send(user_data: Vec<u8>) -> Vec<u8> {
+pub(super) fn target_send(user_data: Vec<u8>) -> Vec<u8> {
     encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1004, user_data: Cow::Owned(user_data) }))
         .unwrap()
 }

@@ -4,33 +4,19 @@
 use super::*;
 use crate::messages::AUDIO_REFUSED;
 
-fn injection() -> Injection {
-    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
-}
-
-/// A filter past activation with `drdynvc` on MCS channel 1004 and a grant that opens nothing.
+/// A filter past activation with `drdynvc` on MCS channel 1004 and a grant of `redirection`.
 fn grant(redirection: Redirection) -> Filter {
-    let mut f = Filter::new(SecurityProtocol::SSL, redirection, injection());
-    (f.connect_initial_seen, f.client_info_seen, f.active, f.io_channel) = (true, true, true, Some(1003));
-    f.decisions = vec![ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true }];
+    let mut f = red17i::grant_without_anything();
+    f.redirection = redirection;
     f
 }
 
-fn svc(dvc: &[u8]) -> Vec<u8> {
-    let mut out = u32::try_from(dvc.len()).unwrap().to_le_bytes().to_vec();
-    out.extend(3u32.to_le_bytes());
-    out.extend(dvc);
-    out
-}
-
 fn client_send(dvc: &[u8]) -> Vec<u8> {
-    let user_data = Cow::Owned(svc(dvc));
-    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1004, user_data })).unwrap()
+    red17i::client_send(red17i::svc(dvc))
 }
 
 fn target_send(dvc: &[u8]) -> Vec<u8> {
-    let user_data = Cow::Owned(svc(dvc));
-    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1004, user_data })).unwrap()
+    red17i::target_send(red17i::svc(dvc))
 }
 
 /// A DVC Data PDU on channel 5 holding one whole message.
