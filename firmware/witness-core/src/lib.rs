@@ -27,4 +27,4 @@ pub mod sftp;
 pub mod tar;
 pub mod text;
 
-pub use model::{JobState, JobStep, Protocol, RecordingStatus, Role, Transfers};
+pub use model::{JobState, JobStep, Protocol, RDP_KEYS_CHANNEL, RecordingStatus, Role, Transfers, rdp_desktop_channel};

@@ -52,6 +52,14 @@ text_enum!(
     Protocol { Ssh = "ssh", Rdp = "rdp" }
 );
 
+/// The channel name of an RDP session's key track.
+pub const RDP_KEYS_CHANNEL: &str = "keys";
+
+/// The channel name of an RDP session's desktop video at its size.
+pub fn rdp_desktop_channel(width: u32, height: u32) -> String {
+    format!("desktop {width}x{height}")
+}
+
 impl Protocol {
     /// The protocol a recording's channel belongs to, as the box names channels: SSH's `shell`,
     /// `sftp` and `exec: COMMAND`, RDP's `desktop WIDTHxHEIGHT` and `keys`; `None` for a name the
@@ -61,7 +69,7 @@ impl Protocol {
         let ssh = [crate::channel::Kind::Shell, crate::channel::Kind::Sftp].iter().any(|k| channel == k.as_str())
             || channel == crate::channel::Kind::Exec.as_str()
             || channel.starts_with("exec: ");
-        let rdp = channel == "keys"
+        let rdp = channel == RDP_KEYS_CHANNEL
             || channel.strip_prefix("desktop ").and_then(|size| size.split_once('x')).is_some_and(|(w, h)| {
                 !w.is_empty() && !h.is_empty() && (w.bytes().chain(h.bytes())).all(|b| b.is_ascii_digit())
             });

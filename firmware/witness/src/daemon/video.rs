@@ -186,7 +186,12 @@ pub fn start_session_video(
         std::path::PathBuf::from(crate::datadir::RECORDINGS).join(crate::datadir::today()).join(format!("{id}.mp4"));
     let path = dir.root.join(&rel);
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-    dir.index.create_recording(&id, session_id, &format!("desktop {width}x{height}"), &rel.to_string_lossy())?;
+    dir.index.create_recording(
+        &id,
+        session_id,
+        &witness_core::rdp_desktop_channel(width, height),
+        &rel.to_string_lossy(),
+    )?;
     let encryption = witness_keys::new_encryption(&dir.root, &id)?;
     let file = witness_recorder::SealedFile::create(&path, encryption, dir.config.fsync_interval)?;
     let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
@@ -290,7 +295,7 @@ fn start_key_track(
     let path = dir.root.join(&rel);
     std::fs::create_dir_all(path.parent().expect("has a parent"))?;
     let session = dir.index.session(session_id)?.context("no such session")?;
-    dir.index.create_recording(&id, session_id, "keys", &rel.to_string_lossy())?;
+    dir.index.create_recording(&id, session_id, witness_core::RDP_KEYS_CHANNEL, &rel.to_string_lossy())?;
     let header = witness_core::cast::Header {
         version: 2,
         width: 80,
