@@ -107,7 +107,9 @@ pub fn kill_tree(pid: u32) {
     }
 }
 
-/// A private OpenSSH server as the target. Logs in as root with a key the box holds.
+/// A private OpenSSH server as the target. Logs in as root with a key the box holds; the
+/// sessions' HOME is the server's own folder, so the machine's root shell start-up files (a
+/// `.bashrc` that ran `pyenv init` hung every command, CI of 2026-12-07) are never read.
 pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
@@ -127,7 +129,7 @@ impl Sshd {
             "Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              StrictModes no\nUsePAM no\nPermitRootLogin yes\nAcceptEnv LANG LC_*\nAllowTcpForwarding yes\n\
-             Subsystem sftp internal-sftp\nLogLevel ERROR\n",
+             Subsystem sftp internal-sftp\nLogLevel ERROR\nSetEnv HOME={d}\n",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();

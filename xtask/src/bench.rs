@@ -259,7 +259,8 @@ fn setup() -> Result<Setup> {
         d.join("sshd_config"),
         format!(
             "Port {sshd_port}\nListenAddress 127.0.0.1\nHostKey {d}/host_key\nPidFile {d}/sshd.pid\nAuthorizedKeysFile {d}/authorized_keys\n\
-             PasswordAuthentication no\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nLogLevel ERROR\n",
+             PasswordAuthentication no\nStrictModes no\nUsePAM no\nPermitRootLogin yes\nLogLevel ERROR\n\
+             SetEnv HOME={d}\n",
             d = d.display()
         ),
     )?;
