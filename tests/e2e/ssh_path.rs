@@ -256,7 +256,8 @@ fn errors_give_one_clear_line_and_an_audit_event() {
 }
 
 /// Starts a recorded `ssh` session printing a tick every 0.1 s, `ticks` times, and waits until
-/// the first ticks came through.
+/// the first ticks came through: at most 60 s, then the test fails naming what it saw (a target
+/// whose commands hung once kept a test waiting for 20 minutes).
 pub(crate) fn start_ticker(b: &Box, login: &str, ticks: u32) -> std::process::Child {
     let mut child = b
         .ssh(login)
@@ -266,17 +267,41 @@ pub(crate) fn start_ticker(b: &Box, login: &str, ticks: u32) -> std::process::Ch
         .spawn()
         .unwrap();
     let mut out = child.stdout.take().unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 256];
-    while !String::from_utf8_lossy(&seen).contains("tick-5\n") {
-        let n = out.read(&mut buf).unwrap();
-        assert!(n > 0, "ticker ended early: {}", String::from_utf8_lossy(&seen));
-        seen.extend_from_slice(&buf[..n]);
-    }
-    // Keep draining so the session never blocks on a full pipe.
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    // The reader keeps draining after the first ticks, so the session never blocks on a full pipe.
     std::thread::spawn(move || {
+        let mut buf = [0u8; 256];
+        while let Ok(n) = out.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
         let _ = std::io::copy(&mut out, &mut std::io::sink());
     });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("tick-5\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(chunk) => seen.extend_from_slice(&chunk),
+            Err(e) => {
+                let _ = child.kill();
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!(
+                    "ticker {}: {:?} came through; ssh said: {err}",
+                    if matches!(e, std::sync::mpsc::RecvTimeoutError::Timeout) {
+                        "printed no tick-5 within 60 s"
+                    } else {
+                        "ended early"
+                    },
+                    String::from_utf8_lossy(&seen)
+                );
+            }
+        }
+    }
     child
 }
 
