@@ -174,14 +174,21 @@ fn fuzz_run(secs: u64, build: FuzzBuild) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    setup::install()?;
-    run(cargo().args(["fmt", "--all", "--check"]))?;
-    deps::check()?;
-    run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
-    fuzz_run(10, FuzzBuild::Smoke)?;
-    run(cargo().args(["build", "-p", "witness", "-p", "witness-egress"]))?;
+    // Each phase says how long it took: CI has a time limit, and the log shows where it went.
+    let phase = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        let start = std::time::Instant::now();
+        let done = f();
+        eprintln!("xtask test: {name} took {} s", start.elapsed().as_secs());
+        done
+    };
+    phase("setup", &mut setup::install)?;
+    phase("fmt", &mut || run(cargo().args(["fmt", "--all", "--check"])))?;
+    phase("dependency rules", &mut deps::check)?;
+    phase("clippy", &mut || run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))?;
+    phase("fuzz smoke run", &mut || fuzz_run(10, FuzzBuild::Smoke))?;
+    phase("build", &mut || run(cargo().args(["build", "-p", "witness", "-p", "witness-egress"])))?;
     // nextest runs each test in its own process and ends with one summary line for the run.
-    run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"]))?;
+    phase("tests", &mut || run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"])))?;
     Ok(())
 }
 
