@@ -116,8 +116,7 @@ fn red17m_create_responses_and_closes_carry_a_file_both_ways() {
     let mut f = grant(Redirection::NONE);
     let payload = file(3 * 1500);
     let pieces: Vec<&[u8]> = payload.chunks(1500).collect();
-    for round in 0..3 {
-        let piece = pieces[round];
+    for (round, piece) in pieces.iter().copied().enumerate() {
         assert_eq!(
             f.from_target(&target_dvc(&create(5, "Microsoft::Windows::RDS::DisplayControl"))).unwrap(),
             Verdict::Forward,
@@ -271,6 +270,7 @@ fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
 /// - target to client: the body of every Share Data PDU but updates and pointers (Save Session
 ///   Info, Monitor Layout, Play Sound, Set Keyboard Indicators, ...), and auto-detect requests' and
 ///   heartbeats' bodies.
+///
 /// The reader is the target's RDP server (Windows' `rdpwd`/`termsrv`, xrdp's `xrdp` process): a
 /// pipe for an insider who controls the target (its administrator), not for a program of the
 /// session. The key track and the recording see none of it.
@@ -373,4 +373,54 @@ fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
         drawn.bitmap_data.chunks(4).all(|p| p[3] == 0 && p[..3] != [0xFF, 0xFF, 0xFF]),
         "some pixel of the pointer shows"
     );
+}
+
+/// Hole 6 (open, small): the Client Info rewrite replaces the credential and drops what the grant
+/// does not open, but keeps the client's own strings whole: clientAddress and clientDir (read and
+/// re-encoded by IronRDP with no bound; MS-RDPBCGR caps them at 80 and 512 bytes), which Windows
+/// hands to any program of the session (`WTSQuerySessionInformation` with `WTSClientAddress`,
+/// `WTSClientDirectory`). One byte a character here (a CJK character is 12 free bits: ~440 bytes
+/// within the spec's caps), client to target, once a connection; the box's audit shows none of it.
+#[test]
+fn red17m_the_client_infos_own_address_and_directory_carry_bytes_to_the_target() {
+    use ironrdp_pdu::rdp::client_info::{AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo};
+    use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+    let payload = file(39 + 255);
+    let text =
+        |bytes: &[u8]| -> String { bytes.iter().map(|&b| char::from_u32(0x4E00 + u32::from(b)).unwrap()).collect() };
+    let pdu = ClientInfoPdu {
+        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+        client_info: ClientInfo {
+            credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
+            password_cookie: None,
+            code_page: 0,
+            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+            compression_type: CompressionType::K8,
+            alternate_shell: String::new(),
+            work_dir: String::new(),
+            extra_info: ExtendedClientInfo {
+                address_family: AddressFamily::INET,
+                address: text(&payload[..39]),
+                dir: text(&payload[39..]),
+                optional_data: ExtendedClientOptionalInfo::default(),
+            },
+        },
+    };
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, red17i_injection());
+    (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+    let frame = client_io(encode_vec(&pdu).unwrap(), 1003);
+    let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("client info not rewritten") };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
+    assert_eq!(info.credentials.username, "root", "rewritten");
+    // What a program on the target reads back.
+    let read: Vec<u8> = format!("{}{}", info.extra_info.address, info.extra_info.dir)
+        .chars()
+        .map(|c| u8::try_from(u32::from(c) - 0x4E00).unwrap())
+        .collect();
+    assert_eq!(read, payload);
+}
+
+fn red17i_injection() -> Injection {
+    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
 }
