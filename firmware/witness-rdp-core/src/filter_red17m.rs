@@ -424,3 +424,81 @@ fn red17m_the_client_infos_own_address_and_directory_carry_bytes_to_the_target()
 fn red17i_injection() -> Injection {
     Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
 }
+
+/// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
+fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut caps = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
+    caps.extend([0, 0]);
+    for (kind, body) in sets {
+        caps.extend(kind.to_le_bytes());
+        caps.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+        caps.extend(body);
+    }
+    let source = b"MSTSC\0";
+    let mut pdu = u16::try_from(6 + 4 + 2 + 2 + 2 + source.len() + caps.len()).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x0013u16.to_le_bytes());
+    pdu.extend(1007u16.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend(1002u16.to_le_bytes());
+    pdu.extend(u16::try_from(source.len()).unwrap().to_le_bytes());
+    pdu.extend(u16::try_from(caps.len()).unwrap().to_le_bytes());
+    pdu.extend(source);
+    pdu.extend(caps);
+    pdu
+}
+
+/// Hole 4, continued: a Confirm Active's capability sets of a type the filter does not trim pass
+/// whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it by its
+/// length), and before activation a licence PDU whose header and wMsgSize fit passes with any
+/// body (a New License Request's client user and machine name blobs are free-form).
+#[test]
+fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+    let payload = file(20_000);
+    let mut f = grant(Redirection::NONE);
+    let frame = client_io(confirm_active(&[(0x7F7F, payload.clone())]), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload), "confirm active: {verdict:?}");
+    // Before activation: SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose
+    // wMsgSize covers the file.
+    let mut f = grant(Redirection::NONE);
+    f.active = false;
+    let mut licence = 0x0080u32.to_le_bytes().to_vec();
+    licence.extend([0x13, 0x03]);
+    licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
+    licence.extend(&payload);
+    let frame = client_io(licence, 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
+}
+
+/// Hole 7 (open): the filter drops the client's Suppress Output ("a minimised client stops the
+/// target's updates; the recording must not stop"), but a client has another way to stop them:
+/// frame acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
+/// (MS-RDPBCGR 2.2.7.2.10: maxUnacknowledgedFrameCount, how many frames the server may send
+/// unacknowledged), which passes untrimmed; the client then never sends a Frame Acknowledge PDU
+/// (and on the graphics pipeline, never an RDPGFX_FRAME_ACKNOWLEDGE), and the target stops
+/// drawing after that many frames (xrdp holds its updates until the client's frame ack catches
+/// up; Windows the same on the graphics pipeline). A scripted client types blind while the
+/// video stands still, then acknowledges and the screen resumes — what Suppress Output did.
+/// Nothing in the filter sees a missing acknowledgement. (This unit test shows the capability
+/// set and the acknowledgements the client chooses to send crossing untouched; the target's
+/// stall itself needs a live xrdp, which another helper owns.)
+#[test]
+fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_like_suppress_output() {
+    let mut f = grant(Redirection::NONE);
+    // Control: Suppress Output (allowDisplayUpdates 0) is dropped.
+    let suppress = client_io(share_data(1007, 35, &[0, 0, 0, 0]), 1003);
+    assert_eq!(f.from_client(&suppress).unwrap(), Verdict::Drop, "suppress output");
+    // CAPSETTYPE_FRAME_ACKNOWLEDGE (0x1E), maxUnacknowledgedFrameCount 1.
+    let frame = client_io(confirm_active(&[(0x1E, 1u32.to_le_bytes().to_vec())]), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    let out = match &verdict {
+        Verdict::Forward => frame.clone(),
+        Verdict::Replace(out) => out.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
+    let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
+    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
+}
