@@ -502,3 +502,110 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
     assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
 }
+
+/// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed
+/// through the filter, the recorder's decoder shown what passes.
+fn replayed_bitmap_session() -> (Filter, crate::decode::PassiveDecoder) {
+    use crate::decode::{PassiveDecoder, capture_records};
+    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, red17i_injection());
+    let mut decoder = PassiveDecoder::new();
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag != b'C' && tag != b'T' {
+            continue;
+        }
+        let verdict = if tag == b'C' { filter.from_client(frame) } else { filter.from_target(frame) }.unwrap();
+        let out = match verdict {
+            Verdict::Forward => frame.to_vec(),
+            Verdict::Replace(out) => out,
+            Verdict::Drop => continue,
+            Verdict::Refuse(why) => panic!("the capture was refused: {why}"),
+        };
+        if tag == b'C' {
+            decoder.observe_client(&out).unwrap();
+        } else {
+            decoder.observe_target(&out).unwrap();
+        }
+    }
+    (filter, decoder)
+}
+
+/// A fast-path bitmap update: one raw 32 bpp `size` x `size` square of `bgrx` at `left`, `top`.
+fn square(left: u16, top: u16, size: u16, bgrx: [u8; 4]) -> Vec<u8> {
+    let pixels = usize::from(size) * usize::from(size);
+    let mut update = vec![0x01, 0x00, 0x01, 0x00];
+    for v in [left, top, left + size - 1, top + size - 1, size, size, 32, 0] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(u16::try_from(pixels * 4).unwrap().to_le_bytes());
+    update.extend(bgrx.repeat(pixels));
+    fast_path_update(0x01, &update)
+}
+
+/// A fast-path output PDU of one update of `code`.
+fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
+    let length = 3 + 3 + body.len();
+    let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, code];
+    pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+    pdu.extend(body);
+    pdu
+}
+
+/// A 32 bpp New Pointer (fast-path 0xB) of `size` x `size` opaque pixels of `bgr`, hot spot 0,0.
+fn opaque_pointer(size: u16, bgr: [u8; 3]) -> Vec<u8> {
+    let pixels = usize::from(size) * usize::from(size);
+    let and_mask = (usize::from(size).div_ceil(16) * 2) * usize::from(size);
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend(0u16.to_le_bytes());
+    body.extend([0, 0, 0, 0]);
+    body.extend(size.to_le_bytes());
+    body.extend(size.to_le_bytes());
+    body.extend(u16::try_from(and_mask).unwrap().to_le_bytes());
+    body.extend(u16::try_from(pixels * 4).unwrap().to_le_bytes());
+    body.extend([bgr[0], bgr[1], bgr[2], 0xFF].repeat(pixels));
+    body.extend(vec![0; and_mask]);
+    fast_path_update(0x0B, &body)
+}
+
+/// Hole 8 (open): the recorder draws the pointer into the video (software rendering, at the
+/// client's last mouse position), so the pointer is a patch of the recorded screen that the
+/// target's program paints and the client places. A program of the session sets an opaque
+/// cursor as big as the client takes (64x64 here; 96x96, or 384x384 with the large pointer
+/// capability, which passes untrimmed) showing harmless pixels; the insider's client does not
+/// draw pointers (it is its own) and keeps its mouse over what it works on — a terminal, a file
+/// being read: the recording shows the program's picture there, the client the real screen. No
+/// gap is stated: the decoder drew everything it was sent.
+#[test]
+fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points() {
+    let (mut filter, mut decoder) = replayed_bitmap_session();
+    let target = |filter: &mut Filter, decoder: &mut crate::decode::PassiveDecoder, frame: Vec<u8>| {
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the filter refused it");
+        decoder.observe_target(&frame).expect("decoded")
+    };
+    const RED: [u8; 4] = [0, 0, 255, 0];
+    // What the admin works on: a red square at (100, 100), 64x64, drawn by the target.
+    target(&mut filter, &mut decoder, square(100, 100, 64, RED));
+    let screen_at = |d: &crate::decode::PassiveDecoder, x: usize, y: usize| {
+        let s = d.screen().expect("a screen");
+        let at = y * s.stride + x * 4;
+        [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+    };
+    assert_eq!(screen_at(&decoder, 130, 130), [0, 0, 255], "recorded before the mask");
+    // The client's mouse rests on it (fast-path mouse move to 100, 100).
+    let mut mouse = vec![0x04, 9, 0x20];
+    mouse.extend(0x0800u16.to_le_bytes());
+    mouse.extend(100u16.to_le_bytes());
+    mouse.extend(100u16.to_le_bytes());
+    assert_eq!(filter.from_client(&mouse).unwrap(), Verdict::Forward);
+    decoder.observe_client(&mouse).unwrap();
+    // The program's cursor: 64x64 opaque green (its "harmless" picture).
+    target(&mut filter, &mut decoder, opaque_pointer(64, [0, 255, 0]));
+    target(&mut filter, &mut decoder, square(100, 100, 64, RED));
+    // The whole square is the pointer's picture in the recording.
+    // (IronRDP's software pointer squares each colour channel: 255 is drawn 254.)
+    for y in 100..164 {
+        for x in 100..164 {
+            let [b, g, r] = screen_at(&decoder, x, y);
+            assert!(b == 0 && r == 0 && g >= 254, "the recording at {x},{y} shows {:?}", [b, g, r]);
+        }
+    }
+}
