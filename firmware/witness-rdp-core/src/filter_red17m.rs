@@ -609,3 +609,42 @@ fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points
         }
     }
 }
+
+/// Hole 9 (open): the filter keeps every dynamic channel the grant opens until it closes, with
+/// its name, and a target may open as many as it likes: ids are 32 bits and only one read
+/// channel per name is bounded. A camera grant opens any `RDCamera_Device_*` name, so each
+/// Create Request (one static chunk, up to a TPKT's ~64 KiB) leaves its whole name in the box's
+/// memory; on a USB grant every `URBDRC` Create Request (~30 bytes on the wire) leaves a
+/// channel entry of a few hundred bytes. Nothing is answered or closed; the target (or, on xrdp,
+/// a program opening channels through xrdpapi, if chansrv lets it) just goes on: the box's
+/// memory grows with what the target sends, for as long as the session lasts, and every session
+/// on the appliance shares that memory.
+#[test]
+fn red17m_a_target_opening_channels_without_end_makes_the_box_hold_them_all() {
+    let mut f = grant(Redirection::NONE.with(Class::Camera));
+    let suffix = "X".repeat(16 * 1024);
+    let mut sent = 0usize;
+    for id in 0..256u32 {
+        let mut create = vec![0x12];
+        create.extend(id.to_le_bytes());
+        create.extend(format!("RDCamera_Device_{id}{suffix}").as_bytes());
+        create.push(0);
+        sent += create.len();
+        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward, "channel {id}");
+    }
+    let held: usize = f.dynamic.open.values().map(|c| c.name.len()).sum();
+    assert_eq!(f.dynamic.open.len(), 256);
+    assert!(held * 100 >= sent * 99, "the box holds {held} bytes of names for {sent} sent");
+
+    let mut f = grant(Redirection::NONE.with(Class::Usb));
+    let n = 100_000u32;
+    for id in 0..n {
+        let mut create = vec![0x12];
+        create.extend(id.to_le_bytes());
+        create.extend(b"URBDRC\0");
+        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward);
+    }
+    assert_eq!(f.dynamic.open.len(), n as usize, "every channel kept");
+    let entry = std::mem::size_of::<DynamicChannel>() + std::mem::size_of::<u32>();
+    assert!(entry >= 200, "an entry is {entry} bytes against ~30 on the wire");
+}
