@@ -648,3 +648,35 @@ fn red17m_a_target_opening_channels_without_end_makes_the_box_hold_them_all() {
     let entry = std::mem::size_of::<DynamicChannel>() + std::mem::size_of::<u32>();
     assert!(entry >= 200, "an entry is {entry} bytes against ~30 on the wire");
 }
+
+/// Hole 10 (open; beside red team `h-red17k`'s hole 4, which is the channel a program opens when
+/// the session has none): on the session's own graphics pipeline the client's RDPGFX PDUs are
+/// walked only to find a Caps Advertise, and the target's pass unread. An RDPGFX PDU of a
+/// command no peer knows, or a Cache Import Offer (5462 entries of a free 8-byte cache key and
+/// a length: ~65 KB) carries a file from the client to the target's RDP server, and the same
+/// unknown command one from the target's graphics server to the client (the recorder skips what
+/// it does not know). Refusing a second graphics channel does not close this one.
+#[test]
+fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways() {
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&create(3, "Microsoft::Windows::RDS::Graphics"))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x10, 3, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let payload = file(1500);
+    let gfx = |cmd: u16, body: &[u8]| {
+        let mut pdu = vec![0x30, 3];
+        pdu.extend(cmd.to_le_bytes());
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+        pdu.extend(body);
+        pdu
+    };
+    let frame = client_dvc(&gfx(0x7777, &payload));
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload), "client to target, unknown command");
+    // RDPGFX_CMDID_CACHEIMPORTOFFER (0x10): cacheEntriesCount, then cacheKey (8) and bitmapLength (4).
+    let mut offer = u16::try_from(payload.len() / 12).unwrap().to_le_bytes().to_vec();
+    offer.extend(&payload[..payload.len() / 12 * 12]);
+    let frame = client_dvc(&gfx(0x10, &offer));
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..1200]), "a cache import offer");
+    let frame = target_dvc(&gfx(0x7777, &payload));
+    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload), "target to client, unknown command");
+}
