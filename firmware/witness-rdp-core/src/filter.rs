@@ -25,7 +25,9 @@ use ironrdp_pdu::mcs::{ConnectInitial, ConnectResponse, McsMessage, SendDataIndi
 use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, InputFlags};
-use ironrdp_pdu::rdp::client_info::{ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo};
+use ironrdp_pdu::rdp::client_info::{
+    AddressFamily, ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo,
+};
 use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::{X224, X224Data};
 use std::borrow::Cow;
@@ -41,6 +43,11 @@ pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu th
 pub const DVC_UNREADABLE: &str = "a dynamic channel pdu the box cannot read";
 pub const CHANNEL_IDS_CLASH: &str = "the target gave two channels the same id";
 pub const DVC_ID_REUSED: &str = "the target opened a dynamic channel on an id already in use";
+pub const DVC_CONTROL: &str =
+    "a dynamic channel control pdu not exactly as specified (bytes beyond its fields, or a changed repeat)";
+pub const DVC_SOFT_SYNC: &str =
+    "a dynamic channel soft-sync pdu (it serves the udp side transport, which the box does not offer)";
+pub const DVC_TOO_MANY: &str = "the target opened more dynamic channels than the box keeps at once";
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
@@ -158,6 +165,8 @@ pub struct Filter {
     /// The fast-path input events with a body the target's last Demand Active offered (relative
     /// mouse, QoE timestamps): a target that did not offer one may read it without its body.
     input_offered: InputFlags,
+    /// The client's address as the box saw it: what the target is told in the Client Info.
+    client_address: Option<std::net::IpAddr>,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -178,10 +187,44 @@ struct Dynamic {
     /// Names already announced: each once, and at most [`ANNOUNCED_NAMES`] (a target asking for
     /// channels in a loop must not flood the audit log).
     announced: HashSet<(String, bool)>,
+    /// The Capabilities Request and Response as first sent: a repeat must be the same bytes, so
+    /// neither side can say anything new in them (red team h-red17m, hole 1).
+    caps_request: Option<Vec<u8>>,
+    caps_response: Option<Vec<u8>>,
 }
+
+/// The client directory every Client Info the target gets names (mstsc's and FreeRDP's own).
+const CLIENT_DIR: &str = "C:\\Windows\\System32\\mstscax.dll";
 
 /// How many distinct dynamic channel decisions a session announces.
 const ANNOUNCED_NAMES: usize = 64;
+
+/// How many dynamic channels (open or refused) a session keeps at once, and how long a name may
+/// be: the filter holds each, and a target opening channels without end must not fill the box
+/// (red team h-red17m, hole 9). USB and cameras open one channel per device.
+const DVC_CHANNELS: usize = 64;
+const DVC_NAME_MAX: usize = 256;
+
+/// A Capabilities PDU read exactly (MS-RDPEDYC 2.2.1.1, 2.2.1.2): header 0x50, pad 0, a version
+/// of 1, 2 or 3, and from the target, with version 2 or 3, four priority charges. `None` when
+/// anything else is there.
+fn dvc_caps_exact(chunk: &[u8], from_target: bool) -> Option<()> {
+    let [0x50, 0, lo, 0, rest @ ..] = chunk else { return None };
+    let charges = from_target && *lo >= 2;
+    ((1..=3).contains(lo) && rest.len() == if charges { 8 } else { 0 }).then_some(())
+}
+
+/// A repeat of a capabilities PDU passes only as the same bytes as the first.
+fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8]) -> Verdict {
+    match first {
+        Some(f) if f.as_slice() != chunk => Verdict::Refuse(DVC_CONTROL),
+        Some(_) => Verdict::Forward,
+        None => {
+            *first = Some(chunk.to_vec());
+            Verdict::Forward
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct DynamicChannel {
@@ -803,7 +846,14 @@ impl Filter {
             clip_chunks: (None, None),
             dynamic: Dynamic::default(),
             input_offered: InputFlags::empty(),
+            client_address: None,
         }
+    }
+
+    /// The client's address as the box saw it, for the Client Info the target gets.
+    pub fn with_client_address(mut self, address: std::net::IpAddr) -> Self {
+        self.client_address = Some(address);
+        self
     }
 
     /// The static channel decisions, known once the target's Connect Response has passed.
@@ -1196,6 +1246,14 @@ impl Filter {
             cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains(&h.channel) => {
                 Verdict::Refuse(DVC_ID_REUSED)
             }
+            // The name's NUL ends the PDU (nothing may follow it, red team h-red17m, hole 2).
+            cmd::CREATE
+                if chunk[h.body..].iter().position(|&b| b == 0) != chunk.len().checked_sub(h.body + 1)
+                    || chunk.len() - h.body > DVC_NAME_MAX =>
+            {
+                Verdict::Refuse(DVC_CONTROL)
+            }
+            cmd::CREATE if d.open.len() + d.refused.len() >= DVC_CHANNELS => Verdict::Refuse(DVC_TOO_MANY),
             cmd::CREATE => {
                 let name = &chunk[h.body..];
                 let read = channels::channel_name(name).unwrap_or_default();
@@ -1241,11 +1299,15 @@ impl Filter {
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
             },
+            // A Close is its header and the channel id, nothing more (hole 2).
+            cmd::CLOSE if !last || chunk.len() != h.body => Verdict::Refuse(DVC_CONTROL),
             cmd::CLOSE => {
                 d.refused.remove(&h.channel);
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
-            cmd::CAPABILITY | cmd::SOFT_SYNC_REQUEST => Verdict::Forward,
+            cmd::CAPABILITY if !last || dvc_caps_exact(chunk, true).is_none() => Verdict::Refuse(DVC_CONTROL),
+            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_request, chunk),
+            cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
         start_chunks(&mut self.dynamic.target_chunks, left, feeds, &verdict);
@@ -1281,7 +1343,8 @@ impl Filter {
         let d = &mut self.dynamic;
         let mut feeds = None;
         let verdict = match h.cmd {
-            cmd::CREATE if !last || chunk.len() < h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
+            // A Create Response is its header, the channel id and the status, nothing more (hole 2).
+            cmd::CREATE if !last || chunk.len() != h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
             cmd::CREATE => {
                 // A negative status (NTSTATUS or HRESULT) is a no: the client keeps no channel.
                 let refused_by_client = uint_at(chunk, h.body, 4).is_some_and(|s| (s as i32) < 0);
@@ -1323,11 +1386,17 @@ impl Filter {
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
             },
+            cmd::CLOSE if !last || chunk.len() != h.body => Verdict::Refuse(DVC_CONTROL),
             cmd::CLOSE => {
                 d.refused.remove(&h.channel);
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
-            cmd::CAPABILITY | cmd::SOFT_SYNC_RESPONSE => Verdict::Forward,
+            // The client answers the target's request, exactly, once (hole 1).
+            cmd::CAPABILITY if d.caps_request.is_none() || !last || dvc_caps_exact(chunk, false).is_none() => {
+                Verdict::Refuse(DVC_CONTROL)
+            }
+            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_response, chunk),
+            cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
         start_chunks(&mut self.dynamic.client_chunks, left, feeds, &verdict);
@@ -1432,6 +1501,16 @@ impl Filter {
         if !self.redirection.allows(Class::AudioInput) {
             info.flags.remove(ClientInfoFlags::AUDIO_CAPTURE);
         }
+        // What the client says of itself reaches any program on the target
+        // (WTSQuerySessionInformation), and IronRDP bounds neither field: the address is the one
+        // the box saw, the directory the one mstsc and FreeRDP send (red team h-red17m, hole 6).
+        let extra = &mut info.extra_info;
+        extra.address_family = match self.client_address {
+            Some(std::net::IpAddr::V6(_)) => AddressFamily::INET_6,
+            _ => AddressFamily::INET,
+        };
+        extra.address = self.client_address.map(|a| a.to_string()).unwrap_or_default();
+        extra.dir = CLIENT_DIR.to_owned();
         let optional = &info.extra_info.optional_data;
         if optional.reconnect_cookie().is_some()
             && let (Some(timezone), Some(session), Some(performance)) =

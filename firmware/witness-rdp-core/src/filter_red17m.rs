@@ -56,92 +56,101 @@ fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
     out.windows(payload.len()).any(|w| w == payload)
 }
 
-/// Hole 1 (open): the dynamic channel layer's own PDUs that carry no channel data — the
-/// Capabilities Request and Response, the Soft-Sync Request and Response — pass whole and unread
-/// both ways, whatever follows their fixed part and however long they are (a Capabilities
-/// Response sent as a first chunk and continuation chunks may be up to 4 GiB long), as often as
-/// either side likes. A DYNVC_CAPS_RSP is 4 bytes; everything after them crosses. Client to
-/// target it reaches whoever reads `drdynvc` for the target (xrdp's chansrv, the session user's
-/// process); target to client the insider's client. No grant opens anything here: the grant is
-/// none at all.
+/// Hole 1 (closed): the dynamic channel layer's own PDUs that carry no channel data — the
+/// Capabilities Request and Response, the Soft-Sync Request and Response — passed whole and
+/// unread both ways, whatever followed their fixed part and however long they were, as often as
+/// either side liked. Now a Capabilities PDU must read exactly (header, pad 0, version 1–3, the
+/// target's four priority charges with version 2 or 3, nothing more), in one chunk, and a repeat
+/// must be the same bytes; the client answers only a request. Soft-Sync serves the UDP side
+/// transport the box does not offer: it ends the session. No grant opens anything here.
 #[test]
 fn red17m_dvc_capability_and_soft_sync_pdus_carry_a_file_both_ways() {
-    let mut f = grant(Redirection::NONE);
     let payload = file(60_000);
-    // Client to target: a Capabilities Response (cmd 5, pad, version 3) and the file behind it,
-    // in 1600-byte static chunks as a client sends a long message.
+    // Client to target: a Capabilities Response with the file behind it, in 1600-byte chunks.
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&[0x50, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
     let mut caps = vec![0x50, 0x00, 0x03, 0x00];
     caps.extend(&payload);
-    let mut crossed: Vec<u8> = Vec::new();
-    let pieces: Vec<&[u8]> = caps.chunks(1600).collect();
-    for (i, piece) in pieces.iter().enumerate() {
-        let flags = u32::from(i == 0) | if i + 1 == pieces.len() { 2 } else { 0 };
-        let frame = red17i::client_send(chunk(caps.len(), flags, piece));
-        let verdict = f.from_client(&frame).unwrap();
-        assert!(carries(&verdict, &frame, piece), "chunk {i}: {verdict:?}");
-        crossed.extend(*piece);
-    }
-    assert_eq!(&crossed[4..], &payload[..], "the file reached the target in one capabilities response");
-    // And again, as often as the client likes; and as a Soft-Sync Response (cmd 9).
+    let frame = red17i::client_send(chunk(caps.len(), 1, &caps[..1600]));
+    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(DVC_CONTROL), "a long capabilities response");
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&[0x50, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
     let frame = client_dvc(&caps[..1600]);
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &caps[4..1600]), "a second capabilities response");
+    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(DVC_CONTROL), "bytes after a response");
+    // The exact answer passes, once; a different one after it does not.
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_client(&client_dvc(&[0x50, 0, 3, 0])).unwrap(), Verdict::Refuse(DVC_CONTROL), "unasked");
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&[0x50, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x50, 0, 3, 0])).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x50, 0, 3, 0])).unwrap(), Verdict::Forward, "the same again");
+    assert_eq!(f.from_client(&client_dvc(&[0x50, 0, 2, 0])).unwrap(), Verdict::Refuse(DVC_CONTROL), "changed");
+    assert_eq!(f.from_client(&client_dvc(&[0x50, 1, 3, 0])).unwrap(), Verdict::Refuse(DVC_CONTROL), "pad");
+    // Soft-Sync either way ends the session.
     let mut sync = vec![0x90, 0x00];
     sync.extend(&payload[..1600]);
-    let frame = client_dvc(&sync);
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..1600]), "a soft-sync response");
+    assert_eq!(f.from_client(&client_dvc(&sync)).unwrap(), Verdict::Refuse(DVC_SOFT_SYNC));
 
-    // Target to client: a Capabilities Request (version 3, four priority charges) and a
-    // Soft-Sync Request (cmd 8), each with the file behind it.
+    // Target to client: a Capabilities Request with the file behind it, a version 1 request with
+    // priority charges, a changed repeat, and a Soft-Sync Request.
+    let mut f = grant(Redirection::NONE);
     let mut caps = vec![0x50, 0x00, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0];
     caps.extend(&payload[..1600]);
-    let frame = target_dvc(&caps);
-    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[..1600]), "a capabilities request");
+    assert_eq!(f.from_target(&target_dvc(&caps)).unwrap(), Verdict::Refuse(DVC_CONTROL), "a long request");
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(
+        f.from_target(&target_dvc(&[0x50, 0, 1, 0, 1, 2, 3, 4, 5, 6, 7, 8])).unwrap(),
+        Verdict::Refuse(DVC_CONTROL)
+    );
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&[0x50, 0, 1, 0])).unwrap(), Verdict::Forward, "version 1");
+    assert_eq!(f.from_target(&target_dvc(&[0x50, 0, 1, 0])).unwrap(), Verdict::Forward, "the same again");
+    assert_eq!(
+        f.from_target(&target_dvc(&[0x50, 0, 2, 0, 1, 2, 3, 4, 5, 6, 7, 8])).unwrap(),
+        Verdict::Refuse(DVC_CONTROL),
+        "a changed request carries its charges"
+    );
+    let mut f = grant(Redirection::NONE);
     let mut sync = vec![0x80, 0x00];
     sync.extend(&payload[1600..3200]);
-    let frame = target_dvc(&sync);
-    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[1600..3200]), "a soft-sync request");
+    assert_eq!(f.from_target(&target_dvc(&sync)).unwrap(), Verdict::Refuse(DVC_SOFT_SYNC));
     assert!(f.take_dynamic_decisions().is_empty(), "no channel was even opened");
 }
 
-/// Hole 2 (open): a Create Response and a Close are read only as far as their header (and the
-/// response's status): bytes after them pass, both ways. Display control opens on every grant,
-/// so the target opens it (or a program does, by name), the client answers yes with a file
-/// behind its CreationStatus, closes it with another behind the channel id, the target opens it
-/// again (closing it with a third behind its Close), and so on: a file a round trip each way,
-/// with no display control message ever sent. A Create Request for a channel the grant does not
-/// open has its name overwritten with `!` up to its NUL, and what follows the NUL still reaches
-/// the client.
+/// Hole 2 (closed): a Create Response and a Close were read only as far as their header (and
+/// the response's status): bytes after them passed, both ways, a file a round trip each way with
+/// no display control message ever sent; and what followed a refused channel's name after its
+/// NUL reached the client. Now each is exactly its fields: anything more ends the session.
 #[test]
 fn red17m_create_responses_and_closes_carry_a_file_both_ways() {
+    let payload = file(1500);
+    let display = || target_dvc(&create(5, "Microsoft::Windows::RDS::DisplayControl"));
+    // Client to target: yes, and the file.
     let mut f = grant(Redirection::NONE);
-    let payload = file(3 * 1500);
-    let pieces: Vec<&[u8]> = payload.chunks(1500).collect();
-    for (round, piece) in pieces.iter().copied().enumerate() {
-        assert_eq!(
-            f.from_target(&target_dvc(&create(5, "Microsoft::Windows::RDS::DisplayControl"))).unwrap(),
-            Verdict::Forward,
-            "round {round}"
-        );
-        // Client to target: yes, and the file.
-        let mut yes = vec![0x10, 5, 0, 0, 0, 0];
-        yes.extend(piece);
-        let frame = client_dvc(&yes);
-        assert!(carries(&f.from_client(&frame).unwrap(), &frame, piece), "create response, round {round}");
-        // Client to target: close, and the file (the client's close on even rounds, the
-        // target's on odd ones: target to client).
-        let mut close = vec![0x40, 5];
-        close.extend(piece);
-        let frame = if round % 2 == 0 { client_dvc(&close) } else { target_dvc(&close) };
-        let verdict = if round % 2 == 0 { f.from_client(&frame) } else { f.from_target(&frame) }.unwrap();
-        assert!(carries(&verdict, &frame, piece), "close, round {round}");
-    }
-    // A refused channel's Create Request: the name is hidden, what follows its NUL is not.
+    assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
+    let mut yes = vec![0x10, 5, 0, 0, 0, 0];
+    yes.extend(&payload);
+    assert_eq!(f.from_client(&client_dvc(&yes)).unwrap(), Verdict::Refuse(DVC_UNREADABLE), "create response");
+    // The exact answer passes; a close with the file behind it does not, either way.
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let mut close = vec![0x40, 5];
+    close.extend(&payload);
+    assert_eq!(f.from_client(&client_dvc(&close)).unwrap(), Verdict::Refuse(DVC_CONTROL), "client's close");
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&display()).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&target_dvc(&close)).unwrap(), Verdict::Refuse(DVC_CONTROL), "target's close");
+    assert_eq!(f.from_target(&target_dvc(&[0x40, 5])).unwrap(), Verdict::Forward, "an exact close");
+    // A refused channel's Create Request with the file after its NUL.
     let mut request = create(6, "x");
-    request.extend(pieces[0]);
-    let frame = target_dvc(&request);
-    let verdict = f.from_target(&frame).unwrap();
-    assert!(matches!(verdict, Verdict::Replace(_)), "{verdict:?}");
-    assert!(carries(&verdict, &frame, pieces[0]), "the file behind a refused channel's name");
+    request.extend(&payload);
+    assert_eq!(f.from_target(&target_dvc(&request)).unwrap(), Verdict::Refuse(DVC_CONTROL));
+    // A name without its NUL, or longer than any channel's.
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&target_dvc(&[0x10, 6, b'x'])).unwrap(), Verdict::Refuse(DVC_CONTROL));
+    let long = create(6, &"x".repeat(300));
+    assert_eq!(f.from_target(&target_dvc(&long)).unwrap(), Verdict::Refuse(DVC_CONTROL));
 }
 
 /// Server Audio Formats (`formats` format bodies, each 18 bytes with no extra data) or the
@@ -375,12 +384,10 @@ fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
     );
 }
 
-/// Hole 6 (open, small): the Client Info rewrite replaces the credential and drops what the grant
-/// does not open, but keeps the client's own strings whole: clientAddress and clientDir (read and
-/// re-encoded by IronRDP with no bound; MS-RDPBCGR caps them at 80 and 512 bytes), which Windows
-/// hands to any program of the session (`WTSQuerySessionInformation` with `WTSClientAddress`,
-/// `WTSClientDirectory`). One byte a character here (a CJK character is 12 free bits: ~440 bytes
-/// within the spec's caps), client to target, once a connection; the box's audit shows none of it.
+/// Hole 6 (closed): the Client Info rewrite kept the client's own strings whole: clientAddress
+/// and clientDir (unbounded in IronRDP), which Windows hands to any program of the session
+/// (`WTSQuerySessionInformation`): ~440 bytes a connection, client to target. Now the address is
+/// the one the box saw and the directory mstsc's.
 #[test]
 fn red17m_the_client_infos_own_address_and_directory_carry_bytes_to_the_target() {
     use ironrdp_pdu::rdp::client_info::{AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo};
@@ -413,12 +420,19 @@ fn red17m_the_client_infos_own_address_and_directory_carry_bytes_to_the_target()
     let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
     let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
     assert_eq!(info.credentials.username, "root", "rewritten");
-    // What a program on the target reads back.
-    let read: Vec<u8> = format!("{}{}", info.extra_info.address, info.extra_info.dir)
-        .chars()
-        .map(|c| u8::try_from(u32::from(c) - 0x4E00).unwrap())
-        .collect();
-    assert_eq!(read, payload);
+    // What a program on the target reads back: the address the box saw, mstsc's directory.
+    assert_eq!(info.extra_info.address, "", "no address known to this filter");
+    assert_eq!(info.extra_info.dir, "C:\\Windows\\System32\\mstscax.dll");
+    let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, red17i_injection())
+        .with_client_address("2001:db8::7".parse().unwrap());
+    (f.connect_initial_seen, f.io_channel) = (true, Some(1003));
+    let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("client info not rewritten") };
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
+    let info = decode::<ClientInfoPdu>(&req.user_data).unwrap().client_info;
+    assert_eq!(
+        (info.extra_info.address.as_str(), info.extra_info.address_family),
+        ("2001:db8::7", AddressFamily::INET_6)
+    );
 }
 
 fn red17i_injection() -> Injection {
@@ -610,43 +624,41 @@ fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points
     }
 }
 
-/// Hole 9 (open): the filter keeps every dynamic channel the grant opens until it closes, with
-/// its name, and a target may open as many as it likes: ids are 32 bits and only one read
-/// channel per name is bounded. A camera grant opens any `RDCamera_Device_*` name, so each
-/// Create Request (one static chunk, up to a TPKT's ~64 KiB) leaves its whole name in the box's
-/// memory; on a USB grant every `URBDRC` Create Request (~30 bytes on the wire) leaves a
-/// channel entry of a few hundred bytes. Nothing is answered or closed; the target (or, on xrdp,
-/// a program opening channels through xrdpapi, if chansrv lets it) just goes on: the box's
-/// memory grows with what the target sends, for as long as the session lasts, and every session
-/// on the appliance shares that memory.
+/// Hole 9 (closed): the filter kept every dynamic channel the grant opens until it closed, with
+/// its whole name, and a target could open as many as it liked (a camera grant held 256 names of
+/// 16 KiB; a USB grant 100,000 entries). Now a name is at most 256 bytes and a session keeps at
+/// most 64 channels (open or refused) at once: the next Create Request ends the session.
 #[test]
 fn red17m_a_target_opening_channels_without_end_makes_the_box_hold_them_all() {
     let mut f = grant(Redirection::NONE.with(Class::Camera));
-    let suffix = "X".repeat(16 * 1024);
-    let mut sent = 0usize;
-    for id in 0..256u32 {
-        let mut create = vec![0x12];
-        create.extend(id.to_le_bytes());
-        create.extend(format!("RDCamera_Device_{id}{suffix}").as_bytes());
-        create.push(0);
-        sent += create.len();
-        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward, "channel {id}");
-    }
-    let held: usize = f.dynamic.open.values().map(|c| c.name.len()).sum();
-    assert_eq!(f.dynamic.open.len(), 256);
-    assert!(held * 100 >= sent * 99, "the box holds {held} bytes of names for {sent} sent");
+    let mut create = vec![0x12];
+    create.extend(7u32.to_le_bytes());
+    create.extend(format!("RDCamera_Device_7{}", "X".repeat(16 * 1024)).as_bytes());
+    create.push(0);
+    assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Refuse(DVC_CONTROL), "a 16 KiB name");
 
     let mut f = grant(Redirection::NONE.with(Class::Usb));
-    let n = 100_000u32;
-    for id in 0..n {
+    for id in 0..=64u32 {
         let mut create = vec![0x12];
         create.extend(id.to_le_bytes());
         create.extend(b"URBDRC\0");
-        assert_eq!(f.from_target(&target_dvc(&create)).unwrap(), Verdict::Forward);
+        let verdict = f.from_target(&target_dvc(&create)).unwrap();
+        if id < 64 {
+            assert_eq!(verdict, Verdict::Forward, "channel {id}");
+        } else {
+            assert_eq!(verdict, Verdict::Refuse(DVC_TOO_MANY), "channel {id}");
+        }
     }
-    assert_eq!(f.dynamic.open.len(), n as usize, "every channel kept");
-    let entry = std::mem::size_of::<DynamicChannel>() + std::mem::size_of::<u32>();
-    assert!(entry >= 200, "an entry is {entry} bytes against ~30 on the wire");
+    assert_eq!(f.dynamic.open.len(), 64, "no more kept");
+    // Refused channels count too.
+    let mut f = grant(Redirection::NONE);
+    for id in 0..=64u32 {
+        let mut create = vec![0x12];
+        create.extend(id.to_le_bytes());
+        create.extend(b"URBDRC\0");
+        let verdict = f.from_target(&target_dvc(&create)).unwrap();
+        assert_eq!(matches!(verdict, Verdict::Replace(_)), id < 64, "channel {id}: {verdict:?}");
+    }
 }
 
 /// Hole 10 (open; beside red team `h-red17k`'s hole 4, which is the channel a program opens when

@@ -674,11 +674,14 @@ async fn run_session<B: Broker>(ready: Ready, peer: SocketAddr, broker: &B, canc
     };
     let (inject_tx, mut inject_rx) = tokio::sync::mpsc::channel(4);
     let (tap, mut recording) = crate::record::start(recorder, inject_tx, session_id.clone());
-    let filter = Mutex::new(Filter::new(
-        target_protocol,
-        plan.redirection,
-        Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
-    ));
+    let filter = Mutex::new(
+        Filter::new(
+            target_protocol,
+            plan.redirection,
+            Injection { username: plan.login.clone(), domain: plan.domain.clone(), password: plan.password.clone() },
+        )
+        .with_client_address(peer.ip()),
+    );
     let announce = |kind: &str, decisions: &[(&str, bool)]| {
         let allowed: Vec<_> = decisions.iter().filter(|d| d.1).map(|d| d.0).collect();
         let blocked: Vec<_> = decisions.iter().filter(|d| !d.1).map(|d| d.0).collect();
