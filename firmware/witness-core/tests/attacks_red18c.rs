@@ -63,3 +63,26 @@ fn red18c_planted_names_fill_the_fetch_limit_and_hide_a_rollback() {
     assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 }, "hole closed?");
     assert_eq!(c.passed_over.len(), 64);
 }
+
+/// The recorder's key may `s3:PutObject`, and a PUT under an existing name replaces the object
+/// (with Object Lock, a newer version, which is what a GET returns): whoever holds that key (it
+/// is on the disk a rollback rewrites) writes any bytes over the store's checkpoints beyond the
+/// rolled-back head, under their own names. They are passed over, and the verdict is agreement.
+#[test]
+fn red18c_checkpoints_overwritten_under_their_own_names_hide_a_rollback() {
+    let all = chain("box", 5);
+    let kept = &all[..2];
+    let objects: Vec<(String, Vec<u8>)> = all
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let bytes = if i < 2 { serde_json::to_vec(c).unwrap() } else { b"{}".to_vec() };
+            (audit_anchor::key("box", i as u64 + 1, c), bytes)
+        })
+        .collect();
+    let c = run(kept, &objects);
+    // The hole: agreement. A fix (a name the store lists beyond the local head is a rollback
+    // whatever its bytes, or at least not agreement) flips this.
+    assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 }, "hole closed?");
+    assert_eq!(c.passed_over.len(), 3);
+}
