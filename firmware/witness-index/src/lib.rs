@@ -1027,3 +1027,5 @@ fn text_extraction(
     };
     witness_core::rows::TextExtraction { state, read_until: video.then_some(read_until), error }
 }
+#[cfg(test)]
+mod attacks_red18c;

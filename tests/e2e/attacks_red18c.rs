@@ -1,0 +1,82 @@
+//! Red team `h-red18c`, end to end: the audit rollback anchor. Each passes while the hole it
+//! names is open; the fix flips its assertion.
+
+use crate::harness::*;
+
+/// The store the checkpoints are compared with is whatever `store-read.toml` on the box's disk
+/// names, a plain file: an insider who rolls the disk back (no keys needed) also writes that
+/// file, naming an empty folder, and `audit --verify` exits 0, "verified against the store
+/// dir:…", with no "on this box's disk" note (that note looks at `store.toml`, not the store
+/// compared with). A fix: the anchor's store bound to something the rollback cannot rewrite
+/// (signed with the box's key, or the recorder's destination only), and agreement with a store
+/// that holds none of a chain the box noted as sent is not agreement.
+#[test]
+fn red18c_a_read_store_file_naming_an_empty_folder_verifies_a_rolled_back_log() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let keep = tempfile::tempdir().unwrap();
+    let files = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
+    for f in files {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    for f in files {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    // As built, the rollback is named.
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
+    // The attack: one more plain file on the same disk.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(b.data().join("store-read.toml"), format!("kind = \"dir\"\npath = {:?}\n", empty.path())).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    // The hole: exit 0 on a rolled-back log.
+    assert_eq!(out.status.code(), Some(0), "hole closed? {said} {}", stderr(&out));
+    assert!(said.contains("verified against the store dir:"), "{said}");
+    assert!(!said.contains("on this box's disk"), "{said}");
+}
+
+/// One line of `audit.checkpoints` that does not parse (a torn append at a power cut, or a few
+/// bytes an insider adds) stops every later checkpoint: `write` and `send` read the whole file
+/// first and give up on it, so the box keeps serving, warns once a minute, and sends the store
+/// nothing more. The anchor is off from then on: a later rollback to a copy from before the bad
+/// line finds the store at that same point (agreement). A fix: a torn tail is set aside (as the
+/// recordings' is) and the chain goes on, and a box that cannot checkpoint says so where the
+/// operator looks (`sync status`, the console), not only in the log.
+#[test]
+fn red18c_a_torn_checkpoint_line_stops_every_later_checkpoint_reaching_the_store() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    let count = || std::fs::read_dir(&prefix).map(|d| d.count()).unwrap_or(0);
+    let sent = count();
+    assert!(sent >= 1, "the stop's checkpoint reached the store");
+    // A torn append: part of a line, no newline.
+    let mut f = std::fs::OpenOptions::new().append(true).open(b.data().join("audit.checkpoints")).unwrap();
+    std::io::Write::write_all(&mut f, b"{\"checkpoint\":{\"format\":\"witn").unwrap();
+    drop(f);
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    // The hole: nothing after the torn line reached the store, and the box served throughout.
+    assert_eq!(count(), sent, "hole closed? later checkpoints were sent");
+    assert!(b.log().contains("could not be checkpointed"), "{}", b.log());
+}
