@@ -80,3 +80,48 @@ fn red18c_a_torn_checkpoint_line_stops_every_later_checkpoint_reaching_the_store
     assert_eq!(count(), sent, "hole closed? later checkpoints were sent");
     assert!(b.log().contains("could not be checkpointed"), "{}", b.log());
 }
+
+/// The upload job's rows in `sync status` for a recording: (state, attempts, reason).
+fn upload_of(b: &Box, id: &str) -> Option<(String, u64, String)> {
+    let st = b.json(&["sync", "status", "--json"]);
+    st["jobs"].as_array()?.iter().find(|j| j["recording"] == id && j["step"] == "upload").map(|j| {
+        (
+            j["state"].as_str().unwrap_or("").to_owned(),
+            j["attempts"].as_u64().unwrap_or(0),
+            j["reason"].as_str().unwrap_or("").to_owned(),
+        )
+    })
+}
+
+/// A recording of several upload parts whose file grew after sealing (bytes appended while the
+/// store was away): its sealed part digests no longer fit, and the fallback path read and sent
+/// each part as it now was, the store's answer matched what the box itself had just hashed, and
+/// the recording was marked uploaded and verified (then pruned) though the store holds bytes
+/// that are not the sealed recording.
+#[test]
+fn red18c_a_recording_grown_after_sealing_is_uploaded_as_verified() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
+    assert!(big.status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let sealed_bytes = rec["bytes"].as_u64().unwrap();
+    assert!(sealed_bytes > 5 * 1024 * 1024, "several parts: {sealed_bytes}");
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(60, "sealed, the upload waiting on the store", || upload_of(&b, &id).filter(|u| u.1 >= 1).map(|_| ()));
+    let mut f = std::fs::OpenOptions::new().append(true).open(&local).unwrap();
+    std::io::Write::write_all(&mut f, &[0x5a; 4096]).unwrap();
+    drop(f);
+    s3.run();
+    let status = eventually(90, "the upload's outcome", || {
+        let r = b.recordings().into_iter().find(|r| r["id"] == id)?;
+        (r["status"] == "uploaded").then_some(r)
+    });
+    // The hole: uploaded and verified, though the file is not what was sealed.
+    assert_eq!(status["status"], "uploaded", "hole closed?");
+}

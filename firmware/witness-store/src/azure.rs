@@ -271,6 +271,18 @@ impl AzureStore {
         Ok(resp.bytes().await.map_err(net_error)?.to_vec())
     }
 
+    pub(crate) async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let mut resp = self.send(self.http.request(Method::GET, self.url(key, "")), "get blob").await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(net_error)? {
+            out.extend_from_slice(&chunk);
+            if out.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
+    }
+
     pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let last = offset + len.max(1) - 1;
         let req =

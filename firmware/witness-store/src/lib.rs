@@ -472,6 +472,17 @@ impl Store {
         }
     }
 
+    /// A small object whole, or `None` when it holds more than `max` bytes (read no further than
+    /// that): for objects that are small when genuine (audit checkpoints) under names others
+    /// may write to.
+    pub async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Dir(d) => d.get_small(key, max).await,
+            Backend::S3(s) => s.get_small(key, max).await,
+            Backend::Azure(a) => a.get_small(key, max).await,
+        }
+    }
+
     /// `len` bytes of `key` from `offset` (fewer at its end): for reading a large object a
     /// window at a time instead of whole.
     pub async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
