@@ -94,10 +94,12 @@ fn upload_of(b: &Box, id: &str) -> Option<(String, u64, String)> {
 }
 
 /// A recording of several upload parts whose file grew after sealing (bytes appended while the
-/// store was away): its sealed part digests no longer fit, and the fallback path read and sent
-/// each part as it now was, the store's answer matched what the box itself had just hashed, and
-/// the recording was marked uploaded and verified (then pruned) though the store holds bytes
-/// that are not the sealed recording.
+/// store was away): its sealed part digests no longer fit. Old code: the fallback path read and
+/// sent each part as it now was, the store's answer matched what the box itself had just
+/// hashed, and the recording was marked uploaded and verified (then pruned) though the store
+/// held bytes that were not the sealed recording. Now a file whose length is not the sealed
+/// one is refused before anything is sent: the upload waits with the reason, an audit event
+/// names it once, and the local copy is kept as it is.
 #[test]
 fn red18c_a_recording_grown_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
@@ -117,11 +119,23 @@ fn red18c_a_recording_grown_after_sealing_is_uploaded_as_verified() {
     let mut f = std::fs::OpenOptions::new().append(true).open(&local).unwrap();
     std::io::Write::write_all(&mut f, &[0x5a; 4096]).unwrap();
     drop(f);
+    let grown = std::fs::read(&local).unwrap();
     s3.run();
-    let status = eventually(90, "the upload's outcome", || {
-        let r = b.recordings().into_iter().find(|r| r["id"] == id)?;
-        (r["status"] == "uploaded").then_some(r)
+    let attempts_before = upload_of(&b, &id).unwrap().1;
+    let upload = eventually(90, "the grown copy refused", || {
+        upload_of(&b, &id).filter(|u| u.1 > attempts_before && !u.2.contains("unreachable"))
     });
-    // The hole: uploaded and verified, though the file is not what was sealed.
-    assert_eq!(status["status"], "uploaded", "hole closed?");
+    assert_eq!(upload.0, "waiting", "{upload:?}");
+    assert!(upload.2.contains("changed since it was sealed"), "{upload:?}");
+    assert!(upload.2.contains(&format!("sealed at {sealed_bytes}")), "{upload:?}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = b.recordings().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(r["status"], "completed", "not marked uploaded");
+    assert_eq!(std::fs::read(&local).unwrap(), grown, "the local copy is kept as it is");
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "recording_changed_after_sealing").count(), 1, "{kinds:?}");
+    assert!(!kinds.contains(&"local_copy_pruned".to_string()), "{kinds:?}");
+    // Nothing of it went up as the recording.
+    let stored = crate::store::walk(s3.dir.path());
+    assert!(!stored.iter().any(|p| p.ends_with(".cast") || p.ends_with(".mp4")), "{stored:?}");
 }

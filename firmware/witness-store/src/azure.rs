@@ -147,7 +147,8 @@ impl AzureStore {
     ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _, .. } = *up;
-        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        // The sealed length (checked against the file before): nothing past it is sent.
+        let size = up.size;
         // The MD5s sealing took, when they fit: nothing is hashed again here.
         let sealed = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {

@@ -203,6 +203,11 @@ pub enum StoreError {
     Mismatch { key: String, detail: String },
     #[error("reading the local recording: {0}")]
     Local(#[source] std::io::Error),
+    /// The local file's length is not the one sealed: not uploaded, the local copy kept.
+    #[error(
+        "the local copy {path} is {now} bytes but was sealed at {sealed}: changed since it was sealed; not uploaded"
+    )]
+    ChangedSinceSealing { path: String, now: u64, sealed: u64 },
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("store error: {0}")]
@@ -247,6 +252,8 @@ pub trait Progress: Send {
 /// What sealing computed of a stored recording, sent along with it so nothing is hashed again.
 #[derive(Debug, Clone, Copy)]
 pub struct Checksums<'a> {
+    /// The file's length when it was sealed: a file of another length is refused, never sent.
+    pub size: u64,
     /// The file's SHA-256, hex.
     pub sha256: &'a str,
     /// Its parts' MD5s, when sealing computed them.
@@ -258,6 +265,8 @@ pub(crate) struct FileUpload<'a> {
     pub key: &'a str,
     pub path: &'a Path,
     pub sha256: &'a str,
+    /// The file's sealed length, checked against the file before anything is sent.
+    pub size: u64,
     /// The parts' MD5s from sealing, when they fit this file and `part_size`.
     pub digests: Option<&'a PartDigests>,
     pub part_size: u64,
@@ -381,15 +390,24 @@ impl Store {
         legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<Option<Receipt>> {
-        let Checksums { sha256, parts: digests } = sums;
+        let Checksums { size, sha256, parts: digests } = sums;
+        // A file whose length changed since it was sealed is not the sealed recording: the
+        // fallback path (no digests fit it) would hash and send what is there now, and the
+        // store's answer would match what the box itself just hashed.
+        let now = tokio::fs::metadata(path).await.map_err(StoreError::Local)?.len();
+        if now != size {
+            return Err(StoreError::ChangedSinceSealing { path: path.display().to_string(), now, sealed: size });
+        }
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
-            Backend::S3(s) => {
-                s.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
-            }
-            Backend::Azure(a) => {
-                a.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
-            }
+            Backend::S3(s) => s
+                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
+                .await
+                .map(Some),
+            Backend::Azure(a) => a
+                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
+                .await
+                .map(Some),
         }
     }
 
@@ -397,12 +415,12 @@ impl Store {
         &'a self,
         key: &'a str,
         path: &'a Path,
-        sha256: &'a str,
+        (size, sha256): (u64, &'a str),
         digests: Option<&'a PartDigests>,
         legal_hold: bool,
     ) -> FileUpload<'a> {
         let part_size = self.tuning.part_size;
-        FileUpload { key, path, sha256, digests, part_size, throttle: &self.throttle, legal_hold }
+        FileUpload { key, path, sha256, size, digests, part_size, throttle: &self.throttle, legal_hold }
     }
 
     /// The object lock every write gets, when configured (S3 only).

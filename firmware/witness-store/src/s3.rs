@@ -360,7 +360,8 @@ impl S3Store {
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold, .. } = *up;
-        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        // The sealed length (checked against the file before): nothing past it is sent.
+        let size = up.size;
         let digests = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
