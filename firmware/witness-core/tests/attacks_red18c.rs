@@ -1,6 +1,6 @@
 //! Red-team attacks (red18c) on the audit rollback anchor's pure comparison: objects planted
-//! under the box's prefix in the store. Each passes while the hole it names is open; the fix
-//! flips its assertion.
+//! under the box's prefix in the store. Each passed while the hole it names was open (the verdict
+//! was agreement); now each asserts the rollback is named, or at least not agreed to.
 
 use witness_core::audit_anchor::{self, FOLDER, Verdict};
 use witness_core::evidence::{AuditCheckpoint, CHECKPOINT_FORMAT, SignedCheckpoint, fingerprint, signing_key};
@@ -19,6 +19,7 @@ fn chain(box_id: &str, n: u64) -> Vec<SignedCheckpoint> {
             key_fingerprint: fingerprint(&key.verifying_key()),
             seq: Some(seq),
             prev: out.last().map(SignedCheckpoint::hash),
+            store: None,
         };
         out.push(c.sign(&key));
     }
@@ -39,9 +40,10 @@ fn run(local: &[SignedCheckpoint], objects: &[(String, Vec<u8>)]) -> audit_ancho
 }
 
 /// 64 objects named like checkpoints (any bytes, no key needed) at a place at or before the
-/// genuine checkpoints beyond the rolled-back head fill the fetch limit: the store's signed
-/// checkpoints that show the rollback are never read, and the verdict is agreement (exit 0 of
-/// `witness audit --verify`, only a "passed over" note).
+/// genuine checkpoints beyond the rolled-back head filled the fetch limit: the store's signed
+/// checkpoints that show the rollback were never read, and the verdict was agreement (old code:
+/// exit 0 of `witness audit --verify`, only a "passed over" note). Now the newest places are
+/// read first, and what is left unread is never agreement.
 #[test]
 fn red18c_planted_names_fill_the_fetch_limit_and_hide_a_rollback() {
     let all = chain("box", 5);
@@ -57,17 +59,31 @@ fn red18c_planted_names_fill_the_fetch_limit_and_hide_a_rollback() {
         objects.push((format!("box/{FOLDER}/{:012}-{:064x}.json", 1, n), b"x".to_vec()));
     }
     let c = run(kept, &objects);
-    // The hole: a rollback the store holds the proof of is reported as agreement. A fix (a
-    // comparison that read fewer than all the candidates is not agreement, or beyond-head places
-    // read first and never crowded out) flips this to `RolledBack`.
-    assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 }, "hole closed?");
-    assert_eq!(c.passed_over.len(), 64);
+    match c.verdict {
+        Verdict::RolledBack { first, newest, local_head } => {
+            assert_eq!((first.seq, newest.seq, local_head.map(|h| h.seq)), (3, 5, Some(2)));
+        }
+        v => panic!("the rollback is hidden: {v:?}"),
+    }
+    // Planted beyond the genuine ones instead: they are read first and crowd the genuine ones
+    // out, and what is left unread makes the verdict unconfirmed, never agreement.
+    let mut beyond: Vec<(String, Vec<u8>)> = objects.iter().take(5).cloned().collect();
+    for n in 0..64u32 {
+        beyond.push((format!("box/{FOLDER}/{:012}-{:064x}.json", 40, n), b"x".to_vec()));
+    }
+    assert!(
+        matches!(run(kept, &beyond).verdict, Verdict::Unconfirmed { unread: 3, beyond_head: 67, .. }),
+        "{:?}",
+        run(kept, &beyond).verdict
+    );
 }
 
 /// The recorder's key may `s3:PutObject`, and a PUT under an existing name replaces the object
 /// (with Object Lock, a newer version, which is what a GET returns): whoever holds that key (it
 /// is on the disk a rollback rewrites) writes any bytes over the store's checkpoints beyond the
-/// rolled-back head, under their own names. They are passed over, and the verdict is agreement.
+/// rolled-back head, under their own names. Old code: passed over, and the verdict was
+/// agreement. Now a checkpoint's name beyond the head counts against agreement whatever its
+/// bytes: the verdict is unconfirmed, naming how many and up to which place.
 #[test]
 fn red18c_checkpoints_overwritten_under_their_own_names_hide_a_rollback() {
     let all = chain("box", 5);
@@ -81,8 +97,6 @@ fn red18c_checkpoints_overwritten_under_their_own_names_hide_a_rollback() {
         })
         .collect();
     let c = run(kept, &objects);
-    // The hole: agreement. A fix (a name the store lists beyond the local head is a rollback
-    // whatever its bytes, or at least not agreement) flips this.
-    assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 }, "hole closed?");
+    assert_eq!(c.verdict, Verdict::Unconfirmed { not_signed: 3, unread: 0, beyond_head: 3, newest_place: 5 });
     assert_eq!(c.passed_over.len(), 3);
 }
