@@ -1,15 +1,14 @@
-//! Red team `h-red18c`, end to end: the audit rollback anchor. Each passes while the hole it
-//! names is open; the fix flips its assertion.
+//! Red team `h-red18c`, end to end: the audit rollback anchor and streamed uploads. Each passed
+//! while the hole it names was open; each now asserts the refusal or the detection.
 
 use crate::harness::*;
 
-/// The store the checkpoints are compared with is whatever `store-read.toml` on the box's disk
-/// names, a plain file: an insider who rolls the disk back (no keys needed) also writes that
-/// file, naming an empty folder, and `audit --verify` exits 0, "verified against the store
-/// dir:…", with no "on this box's disk" note (that note looks at `store.toml`, not the store
-/// compared with). A fix: the anchor's store bound to something the rollback cannot rewrite
-/// (signed with the box's key, or the recorder's destination only), and agreement with a store
-/// that holds none of a chain the box noted as sent is not agreement.
+/// The store the checkpoints were compared with was whatever `store-read.toml` on the box's disk
+/// named, a plain file: an insider who rolls the disk back (no keys needed) also writes that
+/// file, naming an empty folder. Old code: `audit --verify` exited 0, "verified against the
+/// store dir:…", with no "on this box's disk" note (that note looked at `store.toml`, not the
+/// store compared with). Now each checkpoint signs the store it was sent to, and a comparison
+/// with another is `NOT COMPARED` (exit 3), naming both.
 #[test]
 fn red18c_a_read_store_file_naming_an_empty_folder_verifies_a_rolled_back_log() {
     let sshd = Sshd::start();
@@ -42,19 +41,27 @@ fn red18c_a_read_store_file_naming_an_empty_folder_verifies_a_rolled_back_log() 
     std::fs::write(b.data().join("store-read.toml"), format!("kind = \"dir\"\npath = {:?}\n", empty.path())).unwrap();
     let out = b.cli(&["audit", "--verify"], None);
     let said = stdout(&out);
-    // The hole: exit 0 on a rolled-back log.
-    assert_eq!(out.status.code(), Some(0), "hole closed? {said} {}", stderr(&out));
-    assert!(said.contains("verified against the store dir:"), "{said}");
-    assert!(!said.contains("on this box's disk"), "{said}");
+    assert_eq!(out.status.code(), Some(3), "{said} {}", stderr(&out));
+    assert!(!said.contains("verified against"), "{said}");
+    assert!(said.contains("NOT COMPARED"), "{said}");
+    assert!(
+        said.contains(&format!("dir:{}, from store-read.toml", empty.path().display()))
+            && said.contains("is not the one this box's signed checkpoint")
+            && said.contains("was sent to (s3:"),
+        "{said}"
+    );
+    // The file taken away, the store the checkpoints name still says what happened.
+    std::fs::remove_file(b.data().join("store-read.toml")).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
 }
 
 /// One line of `audit.checkpoints` that does not parse (a torn append at a power cut, or a few
-/// bytes an insider adds) stops every later checkpoint: `write` and `send` read the whole file
-/// first and give up on it, so the box keeps serving, warns once a minute, and sends the store
-/// nothing more. The anchor is off from then on: a later rollback to a copy from before the bad
-/// line finds the store at that same point (agreement). A fix: a torn tail is set aside (as the
-/// recordings' is) and the chain goes on, and a box that cannot checkpoint says so where the
-/// operator looks (`sync status`, the console), not only in the log.
+/// bytes an insider adds) stopped every later checkpoint: `write` and `send` read the whole file
+/// first and gave up on it, so the box kept serving, warned once a minute, and sent the store
+/// nothing more (old code: nothing after the torn line reached the store). Now a torn tail is
+/// set aside (kept as `audit.checkpoints.torn-…`, an `audit_checkpoint_torn` event) and the
+/// chain goes on; a bad line in the middle is named by `audit --verify` and stops nothing.
 #[test]
 fn red18c_a_torn_checkpoint_line_stops_every_later_checkpoint_reaching_the_store() {
     let sshd = Sshd::start();
@@ -76,9 +83,31 @@ fn red18c_a_torn_checkpoint_line_stops_every_later_checkpoint_reaching_the_store
     assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
     assert!(b.ssh("alice@web01").arg("echo later").output().unwrap().status.success());
     assert!(b.stop().success());
-    // The hole: nothing after the torn line reached the store, and the box served throughout.
-    assert_eq!(count(), sent, "hole closed? later checkpoints were sent");
-    assert!(b.log().contains("could not be checkpointed"), "{}", b.log());
+    assert!(count() > sent, "later checkpoints reached the store ({} then {})", sent, count());
+    assert!(!b.log().contains("could not be checkpointed"), "{}", b.log());
+    let kept: Vec<_> = std::fs::read_dir(b.data())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("audit.checkpoints.torn-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "the torn end is kept beside the file");
+    assert_eq!(std::fs::read(kept[0].path()).unwrap(), b"{\"checkpoint\":{\"format\":\"witn");
+    assert!(b.audit_kinds().iter().any(|k| k == "audit_checkpoint_torn"), "{:?}", b.audit_kinds());
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "the chain goes on and verifies: {} {}", stdout(&out), stderr(&out));
+    // A line that is no checkpoint in the middle: named by verify, and checkpoints go on.
+    let file = b.data().join("audit.checkpoints");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let first_end = text.find('\n').unwrap() + 1;
+    std::fs::write(&file, format!("{}not a checkpoint\n{}", &text[..first_end], &text[first_end..])).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(stderr(&out).contains("line 2 is not a checkpoint"), "{}", stderr(&out));
+    let before = count();
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo after-a-bad-line").output().unwrap().status.success());
+    assert!(b.stop().success());
+    assert!(count() > before, "checkpoints go on past a bad line in the middle");
 }
 
 /// The upload job's rows in `sync status` for a recording: (state, attempts, reason).

@@ -31,15 +31,23 @@ pub fn destination(root: &Path) -> Result<Destination> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
 }
 
-/// The store with the read credentials, for fetching recordings back (playback, export).
-pub fn open_read_store(dir: &DataDir) -> Result<Store> {
-    let path = dir.root.join(READ_STORE_FILE);
+/// The destination read from: `store-read.toml` when set apart (`store set-read`), else the
+/// configured one.
+pub fn read_destination(root: &Path) -> Result<Destination> {
+    let path = root.join(READ_STORE_FILE);
     if !path.exists() {
-        return open_store(dir);
+        return destination(root);
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let dest: Destination =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
+}
+
+/// The store with the read credentials, for fetching recordings back (playback, export).
+pub fn open_read_store(dir: &DataDir) -> Result<Store> {
+    if !dir.root.join(READ_STORE_FILE).exists() {
+        return open_store(dir);
+    }
+    let dest = read_destination(&dir.root)?;
     Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?)
 }
 
