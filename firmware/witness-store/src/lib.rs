@@ -662,4 +662,38 @@ mod tests {
         assert_eq!(*object_lock, Some(ObjectLock { mode: LockMode::Compliance, days: 90 }));
         assert_eq!(toml::from_str::<Destination>(&toml::to_string(&d).unwrap()).unwrap(), d);
     }
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn part_done(&mut self, _: &Resume) {}
+        fn sent(&mut self, _: u64) {}
+    }
+
+    #[tokio::test]
+    async fn a_small_read_stops_past_its_limit_and_a_file_not_its_sealed_length_is_not_sent() {
+        let tmp = std::env::temp_dir().join(format!("witness-store-small-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let store =
+            Store::open(&Destination::Dir { path: tmp.join("store") }, Tuning { part_size: 1 << 20, bandwidth: 0 })
+                .unwrap();
+        store.put_bytes("box/audit-checkpoints/small.json", vec![7; 100], false).await.unwrap();
+        store.put_bytes("box/audit-checkpoints/big.json", vec![7; 200_000], false).await.unwrap();
+        assert_eq!(store.get_small("box/audit-checkpoints/small.json", 100).await.unwrap(), Some(vec![7; 100]));
+        assert_eq!(store.get_small("box/audit-checkpoints/small.json", 99).await.unwrap(), None);
+        assert_eq!(store.get_small("box/audit-checkpoints/big.json", 64 * 1024).await.unwrap(), None);
+        assert!(matches!(store.get_small("box/nope", 10).await, Err(StoreError::NotFound(_))));
+        // A recording sealed at 5 bytes that is 9 now: refused, nothing stored.
+        let src = tmp.join("r1.cast");
+        std::fs::write(&src, b"hello, more").unwrap();
+        let sha = sha256_file(&src).await.unwrap().1;
+        let sums = Checksums { size: 5, sha256: &sha, parts: None };
+        let sent = store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await;
+        assert!(matches!(sent, Err(StoreError::ChangedSinceSealing { now: 11, sealed: 5, .. })), "{sent:?}");
+        assert!(sent.unwrap_err().to_string().contains("changed since it was sealed"));
+        assert!(!store.list("box/").await.unwrap().contains(&"box/r1.cast".to_owned()));
+        let sums = Checksums { size: 11, sha256: &sha, parts: None };
+        store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await.unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
 }

@@ -446,6 +446,18 @@ mod tests {
     #[test]
     fn a_rollback_or_fork_is_said_with_its_sequence_time_and_where_to_go() {
         assert_eq!(rollback_text(&Verdict::Agrees { store_newest: Some(3), not_sent: 0 }), None);
+        let doubt =
+            rollback_text(&Verdict::Unconfirmed { not_signed: 3, unread: 2, beyond_head: 4, newest_place: 9 }).unwrap();
+        for said in [
+            "does not confirm",
+            "3 that are not this box's signed checkpoint under its own name and 2 left unread",
+            "4 of them after this box's newest checkpoint, up to checkpoint 9",
+            "put back from an earlier copy",
+            "written into this box's checkpoint folder",
+            "index rebuild --from-store",
+        ] {
+            assert!(doubt.contains(said), "{said:?} in {doubt}");
+        }
         let back = rollback_text(&Verdict::RolledBack {
             first: named(3, "T3", 30),
             newest: named(5, "T5", 50),
