@@ -168,3 +168,27 @@ fn red18c_a_recording_grown_after_sealing_is_uploaded_as_verified() {
     let stored = crate::store::walk(s3.dir.path());
     assert!(!stored.iter().any(|p| p.ends_with(".cast") || p.ends_with(".mp4")), "{stored:?}");
 }
+
+/// Objects under checkpoints' names were read whole (up to 64 of them, any size): a bucket
+/// writer made every `audit --verify` and every start fetch gigabytes. Now such an object is read
+/// no further than 64 KiB: one larger is not a checkpoint, said as too large, and (beyond the
+/// local head) makes the verdict unconfirmed, never agreement.
+#[test]
+fn red18c_an_object_too_large_for_a_checkpoint_is_not_read_whole_nor_agreed_to() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    std::fs::write(prefix.join(format!("{:012}-{}.json", 99, "ab".repeat(32))), vec![b'{'; 8 << 20]).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{} {said}", stdout(&out));
+    assert!(said.contains("does not confirm") && said.contains("up to checkpoint 99"), "{said}");
+    assert!(said.contains("1 objects under checkpoints' names too large to be one"), "{said}");
+}
