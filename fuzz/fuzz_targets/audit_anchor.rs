@@ -1,6 +1,7 @@
 //! `audit --verify` reads the box's checkpoints back from a bucket others may write to: any keys
-//! and any bytes under them give a comparison, never a panic, and nothing unsigned by the box's
-//! key makes a rollback or a fork of a genuine local chain.
+//! and any bytes under them give a comparison, never a panic; nothing unsigned by the box's key
+//! makes a rollback or a fork of a genuine local chain, and a checkpoint's name that is not the
+//! local chain's is never agreement.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use witness_core::audit_anchor::{self, Verdict};
@@ -21,6 +22,7 @@ fuzz_target!(|input: (u8, Vec<(String, Vec<u8>)>, Vec<(u16, Vec<u8>)>)| {
             key_fingerprint: fingerprint(&key.verifying_key()),
             seq: Some(seq),
             prev: local.last().map(SignedCheckpoint::hash),
+            store: None,
         };
         local.push(c.sign(&key));
     }
@@ -38,6 +40,15 @@ fuzz_target!(|input: (u8, Vec<(String, Vec<u8>)>, Vec<(u16, Vec<u8>)>)| {
     let wanted = audit_anchor::to_fetch("box", &local, &listed, 64);
     let fetched: Vec<(String, Vec<u8>)> = objects.into_iter().filter(|(k, _)| wanted.contains(k)).collect();
     let c = audit_anchor::compare("box", &public, &local, &listed, &fetched);
-    assert!(matches!(c.verdict, Verdict::Agrees { .. }), "unsigned bytes made a verdict: {:?}", c.verdict);
+    assert!(
+        matches!(c.verdict, Verdict::Agrees { .. } | Verdict::Unconfirmed { .. }),
+        "unsigned bytes made a rollback or a fork: {:?}",
+        c.verdict
+    );
+    let hashes: Vec<String> = local.iter().map(SignedCheckpoint::hash).collect();
+    let foreign = listed.iter().filter_map(|k| audit_anchor::parse_key("box", k)).any(|(seq, hash)| {
+        usize::try_from(seq - 1).ok().and_then(|i| hashes.get(i)) != Some(&hash)
+    });
+    assert_eq!(foreign, matches!(c.verdict, Verdict::Unconfirmed { .. }), "{:?}", c.verdict);
     assert_eq!(audit_anchor::check_chain(&local), Ok(()));
 });

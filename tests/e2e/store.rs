@@ -389,7 +389,7 @@ fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
     assert_eq!(rebuilt["detail"]["refused_recordings"], 3, "{rebuilt}");
 }
 
-fn walk(dir: &std::path::Path) -> Vec<String> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for e in entries.flatten() {

@@ -7,7 +7,11 @@
 //! local head is a rollback, one that differs from the local chain at a place both have a fork.
 //! The store's names and contents come from a bucket others may write to: [`parse_key`] and
 //! [`compare`] take any bytes, and an object that is not the box's signed checkpoint under its own
-//! name is passed over (counted), never believed.
+//! name is never believed. Nor is it passed over: a checkpoint's name the local chain does not
+//! have at that place is evidence that such a checkpoint was sent (a rolled-back box's later
+//! checkpoints overwritten under their own names, or crowded out of what is read by planted
+//! names), so agreement needs every such name read and found the box's own; otherwise the
+//! verdict is [`Verdict::Unconfirmed`]. What is read is the newest places first ([`to_fetch`]).
 
 use crate::evidence::SignedCheckpoint;
 
@@ -93,10 +97,18 @@ pub enum Verdict {
     /// `local` there): the local chain was replaced from there on. `newest`: the store's newest
     /// signed checkpoint that is not the local chain's.
     Forked { store: Named, local: Named, newest: Named },
+    /// No signed checkpoint of the box shows a rollback, but the store lists checkpoints' names
+    /// the local chain does not have at their places that are not confirmed: read and not the
+    /// box's signed checkpoint under its own name (`not_signed`, too large ones included), or
+    /// left unread past the fetch limit (`unread`). `beyond_head` of them name places after the
+    /// local head, up to `newest_place`. A rollback whose checkpoints were overwritten looks like
+    /// this, as does a bucket someone wrote into: never agreement.
+    Unconfirmed { not_signed: u64, unread: u64, beyond_head: u64, newest_place: u64 },
 }
 
-/// The comparison: the verdict, and the store keys passed over (not the box's signed checkpoint
-/// under its own name).
+/// The comparison: the verdict, and the store keys passed over: under the box's prefix and not
+/// named as a checkpoint (never sent by the box), or named as one and not its signed checkpoint
+/// (those also make the verdict [`Verdict::Unconfirmed`] when nothing signed shows more).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Comparison {
     pub verdict: Verdict,
@@ -108,9 +120,9 @@ fn is_local(local_hashes: &[String], seq: u64, hash: &str) -> bool {
     usize::try_from(seq - 1).ok().and_then(|i| local_hashes.get(i)).is_some_and(|h| h == hash)
 }
 
-/// The listed keys worth reading: those naming a checkpoint the local chain does not have at
-/// that place, earliest place first, at most `limit` of them.
-pub fn to_fetch(box_id: &str, local: &[SignedCheckpoint], listed: &[String], limit: usize) -> Vec<String> {
+/// The listed keys naming a checkpoint the local chain does not have at that place, with their
+/// places.
+fn candidates<'a>(box_id: &str, local: &[SignedCheckpoint], listed: &'a [String]) -> Vec<(u64, &'a String)> {
     let hashes: Vec<String> = local.iter().map(SignedCheckpoint::hash).collect();
     let mut other: Vec<(u64, &String)> = listed
         .iter()
@@ -118,13 +130,25 @@ pub fn to_fetch(box_id: &str, local: &[SignedCheckpoint], listed: &[String], lim
         .filter(|(seq, hash, _)| !is_local(&hashes, *seq, hash))
         .map(|(seq, _, k)| (seq, k))
         .collect();
-    other.sort();
-    other.into_iter().take(limit).map(|(_, k)| k.clone()).collect()
+    // The newest places first: planted names at early places never crowd out later ones.
+    other.sort_by(|a, b| b.cmp(a));
+    other.dedup();
+    other
+}
+
+/// The listed keys worth reading: those naming a checkpoint the local chain does not have at
+/// that place, newest place first, at most `limit` of them. What is left unread counts against
+/// agreement in [`compare`].
+pub fn to_fetch(box_id: &str, local: &[SignedCheckpoint], listed: &[String], limit: usize) -> Vec<String> {
+    candidates(box_id, local, listed).into_iter().take(limit).map(|(_, k)| k.clone()).collect()
 }
 
 /// Compares the local chain with the store: `listed` is every key under [`prefix`], `fetched`
-/// the keys [`to_fetch`] named with their bytes. Only an object that is the box's checkpoint
-/// (its `box_id`, signed by `public_key_hex`) under the name of its own place and hash counts.
+/// the keys [`to_fetch`] named with their bytes (an object too large to be a checkpoint is
+/// given with no bytes). Only an object that is the box's checkpoint (its `box_id`, signed by
+/// `public_key_hex`) under the name of its own place and hash counts as one; a checkpoint's name
+/// that is neither the local chain's nor such an object, read or not, makes agreement
+/// impossible ([`Verdict::Unconfirmed`]).
 pub fn compare(
     box_id: &str,
     public_key_hex: &str,
@@ -136,20 +160,34 @@ pub fn compare(
     let mut passed_over: Vec<String> =
         listed.iter().filter(|k| k.starts_with(&prefix(box_id)) && parse_key(box_id, k).is_none()).cloned().collect();
     let mut theirs: Vec<(u64, SignedCheckpoint)> = Vec::new();
-    for (k, bytes) in fetched {
-        let genuine = parse_key(box_id, k).and_then(|(seq, hash)| {
+    let (mut not_signed, mut unread, mut beyond_head, mut newest_place) = (0u64, 0u64, 0u64, 0u64);
+    let head = local.len() as u64;
+    for (seq, k) in candidates(box_id, local, listed) {
+        let bytes = fetched.iter().find(|(f, _)| f == k).map(|(_, b)| b);
+        let genuine = bytes.and_then(|bytes| {
+            let hash = parse_key(box_id, k)?.1;
             let c: SignedCheckpoint = serde_json::from_slice(bytes).ok()?;
             let own = c.checkpoint.seq == Some(seq)
                 && c.hash() == hash
                 && c.checkpoint.box_id == box_id
                 && c.verifies(public_key_hex);
-            own.then_some((seq, hash, c))
+            own.then_some(c)
         });
-        match genuine {
-            Some((seq, hash, _)) if is_local(&hashes, seq, &hash) => {}
-            Some((seq, _, c)) => theirs.push((seq, c)),
-            None => passed_over.push(k.clone()),
+        match (bytes, genuine) {
+            (_, Some(c)) => {
+                theirs.push((seq, c));
+                continue;
+            }
+            (Some(_), None) => {
+                not_signed += 1;
+                passed_over.push(k.clone());
+            }
+            (None, None) => unread += 1,
         }
+        if seq > head {
+            beyond_head += 1;
+        }
+        newest_place = newest_place.max(seq);
     }
     theirs.sort_by_key(|(seq, _)| *seq);
     let local_at = |seq: u64| usize::try_from(seq - 1).ok().and_then(|i| local.get(i)).map(|c| Named::of(seq, c));
@@ -165,6 +203,7 @@ pub fn compare(
                 },
             }
         }
+        _ if not_signed + unread > 0 => Verdict::Unconfirmed { not_signed, unread, beyond_head, newest_place },
         _ => {
             let store_newest = listed
                 .iter()
@@ -210,6 +249,7 @@ mod tests {
                 key_fingerprint: fingerprint(&key.verifying_key()),
                 seq: Some(seq),
                 prev: out.last().map(SignedCheckpoint::hash),
+                store: None,
             };
             out.push(c.sign(&key));
         }
@@ -282,11 +322,16 @@ mod tests {
     }
 
     #[test]
-    fn what_is_not_the_boxs_signed_checkpoint_under_its_own_name_is_passed_over() {
+    fn what_is_not_the_boxs_signed_checkpoint_under_its_own_name_is_never_believed_nor_agreement() {
         let all = chain(1, "box", 2, &[]);
         let other_key = chain(2, "box", 4, &[]);
         let other_box = chain(1, "elsewhere", 4, &[]);
         let mut objects = store("box", &all);
+        // A name under the box's prefix that is no checkpoint's: passed over, still agreement.
+        objects.push((format!("box/{FOLDER}/notes.txt"), b"x".to_vec()));
+        let c = run(&all, &objects);
+        assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 });
+        assert_eq!(c.passed_over, vec![format!("box/{FOLDER}/notes.txt")]);
         // Signed by another key, at places beyond the local head.
         objects.push((key("box", 3, &other_key[2]), serde_json::to_vec(&other_key[2]).unwrap()));
         // The box's key, another box's checkpoint, put under this box's prefix.
@@ -298,13 +343,49 @@ mod tests {
             serde_json::to_vec(&genuine_next).unwrap(),
         ));
         objects.push((format!("box/{FOLDER}/{:012}-{}.json", 9, "ab".repeat(32)), b"{not json".to_vec()));
-        objects.push((format!("box/{FOLDER}/notes.txt"), b"x".to_vec()));
+        // Garbage at a place the local chain has, under another hash (a fork's overwritten name).
+        objects.push((format!("box/{FOLDER}/{:012}-{}.json", 1, "cd".repeat(32)), b"{}".to_vec()));
         let c = run(&all, &objects);
-        assert_eq!(c.verdict, Verdict::Agrees { store_newest: Some(2), not_sent: 0 });
-        assert_eq!(c.passed_over.len(), 5, "{:?}", c.passed_over);
+        // None of them is believed (no rollback, no fork), and none is agreement either.
+        assert_eq!(c.verdict, Verdict::Unconfirmed { not_signed: 5, unread: 0, beyond_head: 4, newest_place: 9 });
+        assert_eq!(c.passed_over.len(), 6, "{:?}", c.passed_over);
         // The genuine one under its own name counts.
         objects.push((key("box", 3, &genuine_next), serde_json::to_vec(&genuine_next).unwrap()));
         assert!(matches!(run(&all, &objects).verdict, Verdict::RolledBack { first: Named { seq: 3, .. }, .. }));
+    }
+
+    #[test]
+    fn names_left_unread_past_the_limit_are_not_agreement_and_the_newest_places_are_read_first() {
+        let all = chain(1, "box", 5, &[]);
+        let kept = &all[..2];
+        let mut objects = store("box", &all);
+        // Planted at early places: the genuine later checkpoints are read first all the same.
+        for n in 0..100u32 {
+            objects.push((format!("box/{FOLDER}/{:012}-{:064x}.json", 1, n), b"x".to_vec()));
+        }
+        match run(kept, &objects).verdict {
+            Verdict::RolledBack { first, newest, .. } => assert_eq!((first.seq, newest.seq), (3, 5)),
+            v => panic!("not named: {v:?}"),
+        }
+        // Planted beyond every genuine place: what shows the rollback is left unread, and the
+        // verdict says so instead of agreeing.
+        let mut beyond = store("box", &all);
+        for n in 0..100u32 {
+            beyond.push((format!("box/{FOLDER}/{:012}-{:064x}.json", 99, n), b"x".to_vec()));
+        }
+        assert_eq!(
+            run(kept, &beyond).verdict,
+            Verdict::Unconfirmed { not_signed: 64, unread: 39, beyond_head: 103, newest_place: 99 }
+        );
+        // A chain the store agrees with, and names planted at its own places: not agreement.
+        assert!(matches!(run(&all, &objects).verdict, Verdict::Unconfirmed { unread: 36, beyond_head: 0, .. }));
+        // An object too large to be a checkpoint is given with no bytes, and is not the box's.
+        let listed: Vec<String> = store("box", &all).into_iter().map(|(k, _)| k).collect();
+        let fetched = vec![(listed[4].clone(), Vec::new())];
+        assert_eq!(
+            compare("box", &public(1), kept, &listed, &fetched).verdict,
+            Verdict::Unconfirmed { not_signed: 1, unread: 2, beyond_head: 3, newest_place: 5 }
+        );
     }
 
     #[test]

@@ -125,6 +125,12 @@ pub struct AuditCheckpoint {
     /// absent for the first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prev: Option<String>,
+    /// The store it is sent to, as the box names it (`dir:…`, `s3:ENDPOINT/BUCKET/PREFIX`,
+    /// `azure:URL` without its query: no secret): the only store a comparison may call its
+    /// verification, whatever a file on the disk names. Absent from checkpoints signed before it
+    /// existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
 }
 
 /// One line of the checkpoint file: the checkpoint and its signature (hex).
@@ -619,6 +625,7 @@ mod tests {
             key_fingerprint: fingerprint(&key.verifying_key()),
             seq: Some(3),
             prev: Some("cd".repeat(32)),
+            store: Some("s3:http://minio:9000/rec/".into()),
         }
         .sign(&key);
         assert!(cp.verifies(&public));
@@ -628,6 +635,9 @@ mod tests {
         let mut renumbered = cp.clone();
         renumbered.checkpoint.seq = Some(2);
         assert!(!renumbered.verifies(&public), "its place in the chain is signed");
+        let mut elsewhere = cp.clone();
+        elsewhere.checkpoint.store = Some("dir:/tmp/empty".into());
+        assert!(!elsewhere.verifies(&public), "the store it was sent to is signed");
         let other = hex::encode(signing_key(&[8u8; 32]).verifying_key().as_bytes());
         assert!(!cp.verifies(&other));
     }

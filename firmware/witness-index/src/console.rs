@@ -3,7 +3,7 @@
 //! caller, so no session text is stored in clear), upload state per recording, TOTP secrets and
 //! status counts.
 
-use crate::{Index, RecordingRow, Result, SessionRow};
+use crate::{Index, IndexError, RecordingRow, Result, SessionRow};
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use std::collections::HashMap;
 use witness_core::rows::SessionQuery;
@@ -29,6 +29,36 @@ pub struct DownloadFigures {
     pub bytes: u64,
     pub sha256: String,
     pub file_name: String,
+}
+
+/// The claim on storing one recording's text in batches ([`Index::start_text`]): only the
+/// newest claim's batches and "done" count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextClaim {
+    pub recording_id: String,
+    pub generation: i64,
+}
+
+/// Takes the next claim on a recording's text: its stored text forgotten and it marked not
+/// indexed, in the caller's transaction. Returns the claim's generation.
+fn take_text_claim(tx: &rusqlite::Transaction<'_>, recording_id: &str) -> Result<i64> {
+    tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
+    tx.execute("UPDATE recordings SET text_indexed = 0, text_claim = text_claim + 1 WHERE id = ?1", [recording_id])?;
+    Ok(tx
+        .query_row("SELECT text_claim FROM recordings WHERE id = ?1", [recording_id], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// Whether `claim` is still the recording's, in the caller's transaction.
+fn check_text_claim(tx: &rusqlite::Transaction<'_>, claim: &TextClaim) -> Result<()> {
+    let now: Option<i64> = tx
+        .query_row("SELECT text_claim FROM recordings WHERE id = ?1", [&claim.recording_id], |r| r.get(0))
+        .optional()?;
+    if now != Some(claim.generation) {
+        return Err(IndexError::TextTakenOver { recording_id: claim.recording_id.clone() });
+    }
+    Ok(())
 }
 
 /// One chunk of a recording's searchable text as stored.
@@ -209,30 +239,41 @@ impl Index {
         Ok(out)
     }
 
-    /// Forgets a recording's searchable text and marks it not indexed: the start of storing it
-    /// anew in batches ([`Self::add_text`], then [`Self::text_done`]), so no transaction holds
-    /// the index's write lock for the whole of a large recording's text.
-    pub fn start_text(&self, recording_id: &str) -> Result<()> {
+    /// Forgets a recording's searchable text, marks it not indexed and takes the claim on
+    /// storing it anew in batches ([`Self::add_text`], then [`Self::text_done`]), so no
+    /// transaction holds the index's write lock for the whole of a large recording's text. A
+    /// later `start_text` (or [`Self::store_text`]) takes the claim over: this one's batches and
+    /// its "done" are refused from then on ([`IndexError::TextTakenOver`]), so two extractors
+    /// of one recording never leave a chunk twice or a recording marked indexed with text missing.
+    pub fn start_text(&self, recording_id: &str) -> Result<TextClaim> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
-        tx.execute("UPDATE recordings SET text_indexed = 0 WHERE id = ?1", [recording_id])?;
+        let generation = take_text_claim(&tx, recording_id)?;
+        tx.commit()?;
+        Ok(TextClaim { recording_id: recording_id.to_owned(), generation })
+    }
+
+    /// Adds a batch of a recording's searchable text, in one short transaction, if `claim` is
+    /// still the recording's.
+    pub fn add_text(&self, claim: &TextClaim, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_text_claim(&tx, claim)?;
+        insert_text(&tx, &claim.recording_id, session_id, chunks)?;
         tx.commit()?;
         Ok(())
     }
 
-    /// Adds a batch of a recording's searchable text, in one short transaction.
-    pub fn add_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        insert_text(&tx, recording_id, session_id, chunks)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Marks a recording's text, stored in batches since [`Self::start_text`], as indexed.
-    pub fn text_done(&self, recording_id: &str) -> Result<()> {
-        self.conn().execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
+    /// Marks a recording's text, stored in batches since [`Self::start_text`], as indexed, if
+    /// `claim` is still the recording's.
+    pub fn text_done(&self, claim: &TextClaim) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE recordings SET text_indexed = 1 WHERE id = ?1 AND text_claim = ?2",
+            params![claim.recording_id, claim.generation],
+        )?;
+        if n == 0 {
+            return Err(IndexError::TextTakenOver { recording_id: claim.recording_id.clone() });
+        }
         Ok(())
     }
 
@@ -240,7 +281,7 @@ impl Index {
     pub fn store_text(&self, recording_id: &str, session_id: &str, chunks: &[SearchChunk]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        tx.execute("DELETE FROM cast_text WHERE recording_id = ?1", [recording_id])?;
+        take_text_claim(&tx, recording_id)?;
         insert_text(&tx, recording_id, session_id, chunks)?;
         tx.execute("UPDATE recordings SET text_indexed = 1 WHERE id = ?1", [recording_id])?;
         tx.commit()?;

@@ -12,7 +12,7 @@ mod retention;
 mod schema;
 mod uploads;
 
-pub use console::{DownloadFigures, Hit, SearchChunk, UploadRow};
+pub use console::{DownloadFigures, Hit, SearchChunk, TextClaim, UploadRow};
 pub use jobs::JobRow;
 pub use rdp::RdpRedirection;
 pub use retention::{ExpiredRecording, HoldRow, HoldSet};
@@ -47,6 +47,8 @@ pub enum IndexError {
     Encrypt(String),
     #[error("the index is busy: {0}")]
     Busy(&'static str),
+    #[error("the text of recording {recording_id} is being stored by another extraction that started later")]
+    TextTakenOver { recording_id: String },
 }
 
 /// The 256-bit SQLCipher key of the index (used raw: no passphrase stretching, it is random).
@@ -1027,3 +1029,5 @@ fn text_extraction(
     };
     witness_core::rows::TextExtraction { state, read_until: video.then_some(read_until), error }
 }
+#[cfg(test)]
+mod attacks_red18c;

@@ -215,6 +215,10 @@ const STEPS: &[&str] = &[
     // its own switch: off for every grant, those made before included (sound was a pipe a
     // program on the target could use).
     "ALTER TABLE grants ADD COLUMN rdp_audio INTEGER NOT NULL DEFAULT 0;",
+    // 21: who is storing a recording's text in batches: each `start_text` takes the next claim,
+    // and only the holder's batches and its "done" count (two extractors of one recording after
+    // a crash, the start sweep and the Extract job, never mix their batches).
+    "ALTER TABLE recordings ADD COLUMN text_claim INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// The schema version this build brings an index to.

@@ -201,6 +201,15 @@ impl Index {
     }
 
     /// A failed attempt: counted, retried at `next_attempt_ms`, never given up.
+    /// The reason the recording's last upload attempt failed, if it did.
+    pub fn upload_last_error(&self, recording_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT last_error FROM uploads WHERE recording_id = ?1", [recording_id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
     pub fn upload_failed(&self, recording_id: &str, error: &str, next_attempt_ms: i64) -> Result<()> {
         self.conn().execute(
             "UPDATE uploads SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3, lease_until = 0

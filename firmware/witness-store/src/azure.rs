@@ -147,7 +147,8 @@ impl AzureStore {
     ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _, .. } = *up;
-        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        // The sealed length (checked against the file before): nothing past it is sent.
+        let size = up.size;
         // The MD5s sealing took, when they fit: nothing is hashed again here.
         let sealed = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
@@ -269,6 +270,18 @@ impl AzureStore {
     pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>> {
         let resp = self.send(self.http.request(Method::GET, self.url(key, "")), "get blob").await?;
         Ok(resp.bytes().await.map_err(net_error)?.to_vec())
+    }
+
+    pub(crate) async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let mut resp = self.send(self.http.request(Method::GET, self.url(key, "")), "get blob").await?;
+        let mut out = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(net_error)? {
+            out.extend_from_slice(&chunk);
+            if out.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
     }
 
     pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {

@@ -123,6 +123,11 @@ impl DirStore {
         .await
     }
 
+    pub(crate) async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let got = self.get_range(key, 0, max.saturating_add(1)).await?;
+        Ok((got.len() as u64 <= max).then_some(got))
+    }
+
     pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let path = self.object(key)?;
         let key = key.to_owned();

@@ -203,6 +203,11 @@ pub enum StoreError {
     Mismatch { key: String, detail: String },
     #[error("reading the local recording: {0}")]
     Local(#[source] std::io::Error),
+    /// The local file's length is not the one sealed: not uploaded, the local copy kept.
+    #[error(
+        "the local copy {path} is {now} bytes but was sealed at {sealed}: changed since it was sealed; not uploaded"
+    )]
+    ChangedSinceSealing { path: String, now: u64, sealed: u64 },
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("store error: {0}")]
@@ -247,6 +252,8 @@ pub trait Progress: Send {
 /// What sealing computed of a stored recording, sent along with it so nothing is hashed again.
 #[derive(Debug, Clone, Copy)]
 pub struct Checksums<'a> {
+    /// The file's length when it was sealed: a file of another length is refused, never sent.
+    pub size: u64,
     /// The file's SHA-256, hex.
     pub sha256: &'a str,
     /// Its parts' MD5s, when sealing computed them.
@@ -258,6 +265,8 @@ pub(crate) struct FileUpload<'a> {
     pub key: &'a str,
     pub path: &'a Path,
     pub sha256: &'a str,
+    /// The file's sealed length, checked against the file before anything is sent.
+    pub size: u64,
     /// The parts' MD5s from sealing, when they fit this file and `part_size`.
     pub digests: Option<&'a PartDigests>,
     pub part_size: u64,
@@ -381,15 +390,24 @@ impl Store {
         legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<Option<Receipt>> {
-        let Checksums { sha256, parts: digests } = sums;
+        let Checksums { size, sha256, parts: digests } = sums;
+        // A file whose length changed since it was sealed is not the sealed recording: the
+        // fallback path (no digests fit it) would hash and send what is there now, and the
+        // store's answer would match what the box itself just hashed.
+        let now = tokio::fs::metadata(path).await.map_err(StoreError::Local)?.len();
+        if now != size {
+            return Err(StoreError::ChangedSinceSealing { path: path.display().to_string(), now, sealed: size });
+        }
         match &self.backend {
             Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
-            Backend::S3(s) => {
-                s.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
-            }
-            Backend::Azure(a) => {
-                a.put_file(&self.upload(key, path, sha256, digests, legal_hold), resume, progress).await.map(Some)
-            }
+            Backend::S3(s) => s
+                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
+                .await
+                .map(Some),
+            Backend::Azure(a) => a
+                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
+                .await
+                .map(Some),
         }
     }
 
@@ -397,12 +415,12 @@ impl Store {
         &'a self,
         key: &'a str,
         path: &'a Path,
-        sha256: &'a str,
+        (size, sha256): (u64, &'a str),
         digests: Option<&'a PartDigests>,
         legal_hold: bool,
     ) -> FileUpload<'a> {
         let part_size = self.tuning.part_size;
-        FileUpload { key, path, sha256, digests, part_size, throttle: &self.throttle, legal_hold }
+        FileUpload { key, path, sha256, size, digests, part_size, throttle: &self.throttle, legal_hold }
     }
 
     /// The object lock every write gets, when configured (S3 only).
@@ -469,6 +487,17 @@ impl Store {
             Backend::Dir(d) => d.get(key).await,
             Backend::S3(s) => s.get(key).await,
             Backend::Azure(a) => a.get(key).await,
+        }
+    }
+
+    /// A small object whole, or `None` when it holds more than `max` bytes (read no further than
+    /// that): for objects that are small when genuine (audit checkpoints) under names others
+    /// may write to.
+    pub async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        match &self.backend {
+            Backend::Dir(d) => d.get_small(key, max).await,
+            Backend::S3(s) => s.get_small(key, max).await,
+            Backend::Azure(a) => a.get_small(key, max).await,
         }
     }
 
@@ -632,5 +661,39 @@ mod tests {
         let Destination::S3 { object_lock, .. } = &d else { panic!("{d:?}") };
         assert_eq!(*object_lock, Some(ObjectLock { mode: LockMode::Compliance, days: 90 }));
         assert_eq!(toml::from_str::<Destination>(&toml::to_string(&d).unwrap()).unwrap(), d);
+    }
+
+    struct Quiet;
+    impl Progress for Quiet {
+        fn part_done(&mut self, _: &Resume) {}
+        fn sent(&mut self, _: u64) {}
+    }
+
+    #[tokio::test]
+    async fn a_small_read_stops_past_its_limit_and_a_file_not_its_sealed_length_is_not_sent() {
+        let tmp = std::env::temp_dir().join(format!("witness-store-small-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        let store =
+            Store::open(&Destination::Dir { path: tmp.join("store") }, Tuning { part_size: 1 << 20, bandwidth: 0 })
+                .unwrap();
+        store.put_bytes("box/audit-checkpoints/small.json", vec![7; 100], false).await.unwrap();
+        store.put_bytes("box/audit-checkpoints/big.json", vec![7; 200_000], false).await.unwrap();
+        assert_eq!(store.get_small("box/audit-checkpoints/small.json", 100).await.unwrap(), Some(vec![7; 100]));
+        assert_eq!(store.get_small("box/audit-checkpoints/small.json", 99).await.unwrap(), None);
+        assert_eq!(store.get_small("box/audit-checkpoints/big.json", 64 * 1024).await.unwrap(), None);
+        assert!(matches!(store.get_small("box/nope", 10).await, Err(StoreError::NotFound(_))));
+        // A recording sealed at 5 bytes that is 9 now: refused, nothing stored.
+        let src = tmp.join("r1.cast");
+        std::fs::write(&src, b"hello, more").unwrap();
+        let sha = sha256_file(&src).await.unwrap().1;
+        let sums = Checksums { size: 5, sha256: &sha, parts: None };
+        let sent = store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await;
+        assert!(matches!(sent, Err(StoreError::ChangedSinceSealing { now: 11, sealed: 5, .. })), "{sent:?}");
+        assert!(sent.unwrap_err().to_string().contains("changed since it was sealed"));
+        assert!(!store.list("box/").await.unwrap().contains(&"box/r1.cast".to_owned()));
+        let sums = Checksums { size: 11, sha256: &sha, parts: None };
+        store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await.unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -360,7 +360,8 @@ impl S3Store {
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
         let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold, .. } = *up;
-        let size = std::fs::metadata(path).map_err(StoreError::Local)?.len();
+        // The sealed length (checked against the file before): nothing past it is sent.
+        let size = up.size;
         let digests = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
@@ -597,6 +598,24 @@ impl S3Store {
         let resp =
             self.client.get_object(&self.bucket, &full).map_err(classify)?.build().send().await.map_err(classify)?;
         Ok(resp.into_bytes().await.map_err(classify)?.to_vec())
+    }
+
+    pub(crate) async fn get_small(&self, key: &str, max: u64) -> Result<Option<Vec<u8>>> {
+        let full = self.key(key);
+        let resp =
+            self.client.get_object(&self.bucket, &full).map_err(classify)?.build().send().await.map_err(classify)?;
+        let (mut body, size) = resp.into_boxed_stream().map_err(classify)?;
+        if size > max {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk.map_err(|e| StoreError::Unreachable(e.to_string()))?);
+            if out.len() as u64 > max {
+                return Ok(None);
+            }
+        }
+        Ok(Some(out))
     }
 
     pub(crate) async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Vec<u8>> {

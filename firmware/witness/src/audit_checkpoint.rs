@@ -6,7 +6,11 @@
 //! put back from an earlier copy) leaves both consistent, so every checkpoint is also sent to the
 //! store ([`send`]: store-and-forward, the file being the queue and `audit.checkpoints.sent` the
 //! note of how far it went), and [`compare`] sets the local chain against what the store holds
-//! (`witness_core::audit_anchor`): at `audit --verify` and at every start.
+//! (`witness_core::audit_anchor`): at `audit --verify` and at every start. Each checkpoint signs
+//! the store it goes to, and a comparison with any other store (a `store-read.toml` written on a
+//! rolled-back disk) is not a verification. A torn last line (a crash mid-append) is set aside
+//! (kept beside the file, an audit event) and the chain goes on; a line in the middle that is no
+//! checkpoint is named by `audit --verify` and stops nothing.
 
 use crate::datadir::DataDir;
 use anyhow::{Context, Result, bail};
@@ -19,31 +23,111 @@ pub const FILE: &str = "audit.checkpoints";
 /// The hash of the newest checkpoint the store took. A note only: put back with an earlier copy,
 /// what the store already holds is sent again under the same name.
 pub const SENT_FILE: &str = "audit.checkpoints.sent";
+/// Where a torn last line is kept when it is set aside: `audit.checkpoints.torn-UNIXMS`.
+pub const TORN_PREFIX: &str = "audit.checkpoints.torn-";
 /// How many of the store's checkpoints that differ from the local chain are read at most.
 const FETCH_LIMIT: usize = 64;
+/// The most an object under a checkpoint's name is read: a checkpoint is well under 1 KiB, and
+/// anything larger is not one (never read whole).
+const CHECKPOINT_MAX_BYTES: u64 = 64 * 1024;
 /// How long the comparison may take before it is given up as not done.
 const COMPARE_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The checkpoints written so far, oldest first.
-fn read_all(dir: &DataDir) -> Result<Vec<SignedCheckpoint>> {
-    let text = match std::fs::read_to_string(dir.root.join(FILE)) {
+/// The checkpoint file as read.
+#[derive(Default)]
+struct Lines {
+    /// The checkpoints, oldest first.
+    all: Vec<SignedCheckpoint>,
+    /// Lines (1-based) before the last checkpoint that are not checkpoints.
+    bad: Vec<usize>,
+    /// What follows the last checkpoint and is none (a torn append): its first line, where it
+    /// starts in the file, and its bytes.
+    tail: Option<(usize, u64, Vec<u8>)>,
+    /// Whether the file ends without a newline after its last checkpoint.
+    unterminated: bool,
+}
+
+/// Reads the checkpoint file, telling checkpoints from lines that are none.
+fn read(dir: &DataDir) -> Result<Lines> {
+    let data = match std::fs::read(dir.root.join(FILE)) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lines::default()),
         Err(e) => return Err(e).context("reading the audit checkpoints"),
     };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("audit checkpoint line {} is not a checkpoint", i + 1))
-        })
-        .collect()
+    let mut out = Lines::default();
+    let mut after_last: Vec<(usize, u64)> = Vec::new();
+    let mut offset = 0u64;
+    for (i, line) in data.split(|b| *b == b'\n').enumerate() {
+        let start = offset;
+        offset += line.len() as u64 + 1;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<SignedCheckpoint>(line) {
+            Ok(c) => {
+                out.all.push(c);
+                out.bad.extend(after_last.drain(..).map(|(n, _)| n));
+            }
+            Err(_) => after_last.push((i + 1, start)),
+        }
+    }
+    if let Some(&(line, start)) = after_last.first() {
+        out.tail = Some((line, start, data[start as usize..].to_vec()));
+    } else {
+        out.unterminated = data.last().is_some_and(|b| *b != b'\n');
+    }
+    Ok(out)
+}
+
+/// The place of the checkpoint at `index` of the list read: its `seq`, or its line for one
+/// signed before checkpoints were numbered.
+fn place_of(c: &SignedCheckpoint, index: usize) -> u64 {
+    c.checkpoint.seq.unwrap_or(index as u64 + 1)
+}
+
+/// Sets a torn last line aside: its bytes kept as `audit.checkpoints.torn-UNIXMS`, the file cut
+/// back to its last checkpoint, an audit event. Returns the name it is kept under, if any.
+fn set_aside_torn_tail(dir: &DataDir, lines: &Lines) -> Result<Option<String>> {
+    let Some((line, start, bytes)) = &lines.tail else { return Ok(None) };
+    let name = format!("{TORN_PREFIX}{}", crate::sync::unix_ms());
+    let mut kept = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(dir.root.join(&name))
+        .with_context(|| format!("keeping the torn end of the audit checkpoints as {name}"))?;
+    kept.write_all(bytes)?;
+    kept.sync_all()?;
+    let f =
+        std::fs::OpenOptions::new().write(true).open(dir.root.join(FILE)).context("opening the audit checkpoints")?;
+    f.set_len(*start).context("cutting the torn end off the audit checkpoints")?;
+    f.sync_all()?;
+    tracing::warn!(
+        line,
+        bytes = bytes.len(),
+        kept_as = %name,
+        "the audit checkpoints ended in a torn line (a crash while one was written?): set aside, the chain goes on"
+    );
+    dir.index.audit(
+        "audit_checkpoint_torn",
+        None,
+        None,
+        None,
+        &serde_json::json!({ "line": line, "bytes": bytes.len(), "kept_as": name }),
+    )?;
+    Ok(Some(name))
 }
 
 /// Signs and appends a checkpoint when the log grew since the last one. Returns whether it did.
+/// A torn last line is set aside first; lines in the middle that are no checkpoint stop
+/// nothing (`audit --verify` names them).
 pub fn write(dir: &DataDir) -> Result<bool> {
+    let mut lines = read(dir)?;
+    if set_aside_torn_tail(dir, &lines)?.is_some() {
+        lines = read(dir)?;
+    }
+    // After the event of a torn line set aside, so this checkpoint covers it.
     let Some((last_id, hash)) = dir.index.audit_head()? else { return Ok(false) };
-    let all = read_all(dir)?;
+    let all = &lines.all;
     if all.last().is_some_and(|c| c.checkpoint.last_id == last_id) {
         return Ok(false);
     }
@@ -55,11 +139,13 @@ pub fn write(dir: &DataDir) -> Result<bool> {
         hash,
         at: witness_index::format_time(time::OffsetDateTime::now_utc()),
         key_fingerprint: evidence::fingerprint(&key.verifying_key()),
-        seq: Some(all.len() as u64 + 1),
+        seq: Some(all.last().map_or(0, |c| place_of(c, all.len() - 1)) + 1),
         prev: all.last().map(SignedCheckpoint::hash),
+        store: Some(crate::sync::destination(&dir.root)?.describe()),
     }
     .sign(&key);
-    let mut line = serde_json::to_vec(&signed)?;
+    let mut line = if lines.unterminated { b"\n".to_vec() } else { Vec::new() };
+    line.extend(serde_json::to_vec(&signed)?);
     line.push(b'\n');
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -71,12 +157,29 @@ pub fn write(dir: &DataDir) -> Result<bool> {
     Ok(true)
 }
 
+/// What the checkpoints on this disk say.
+pub struct LocalCheckpoints {
+    /// How many there are.
+    pub count: usize,
+    /// The newest event they cover.
+    pub newest: Option<i64>,
+    /// A torn last line not set aside yet (its line): set aside at the box's next checkpoint.
+    pub torn_tail: Option<usize>,
+}
+
 /// Checks every checkpoint: its signature (the box's key), its place in the chain of
-/// checkpoints, and that the event it names is still in the log with that hash. Returns how many
-/// there are and the newest event they cover.
-pub fn verify(dir: &DataDir) -> Result<(usize, Option<i64>)> {
+/// checkpoints, and that the event it names is still in the log with that hash; a line in the
+/// middle that is no checkpoint is named.
+pub fn verify(dir: &DataDir) -> Result<LocalCheckpoints> {
     let public = crate::evidence::public_key_hex(&dir.root)?;
-    let all = read_all(dir)?;
+    let lines = read(dir)?;
+    if let Some(line) = lines.bad.first() {
+        bail!(
+            "audit checkpoints broken: line {line} is not a checkpoint ({} such lines before the last checkpoint)",
+            lines.bad.len()
+        );
+    }
+    let all = lines.all;
     for (i, c) in all.iter().enumerate() {
         if !c.verifies(&public) {
             bail!("audit checkpoint {} does not verify with the box's key: changed, or not the box's", i + 1);
@@ -88,19 +191,23 @@ pub fn verify(dir: &DataDir) -> Result<(usize, Option<i64>)> {
     if let Err(why) = audit_anchor::check_chain(&all) {
         bail!("audit checkpoints broken: {why}");
     }
-    Ok((all.len(), all.iter().map(|c| c.checkpoint.last_id).max()))
+    Ok(LocalCheckpoints {
+        count: all.len(),
+        newest: all.iter().map(|c| c.checkpoint.last_id).max(),
+        torn_tail: lines.tail.map(|(line, _, _)| line),
+    })
 }
 
 /// Sends the checkpoints after the one the store last took, oldest first, each under its own
 /// name (`BOX/audit-checkpoints/SEQ-HASH.json`). Returns how many were sent; on a failure what
 /// was sent stays noted and the rest waits for the next call.
 pub async fn send(dir: &DataDir, store: &witness_store::Store) -> Result<usize> {
-    let all = read_all(dir)?;
+    let all = read(dir)?.all;
     let sent = std::fs::read_to_string(dir.root.join(SENT_FILE)).unwrap_or_default();
     let from = all.iter().position(|c| c.hash() == sent.trim()).map_or(0, |i| i + 1);
     let mut n = 0;
     for (i, c) in all.iter().enumerate().skip(from) {
-        let seq = i as u64 + 1;
+        let seq = place_of(c, i);
         let key = audit_anchor::key(&dir.config.box_id, seq, c);
         store
             .put_bytes(&key, serde_json::to_vec(c)?, false)
@@ -123,15 +230,54 @@ pub async fn send_pending(dir: &DataDir, limit: Duration) -> Result<usize> {
 /// What the store said about the local chain, or why it could not be asked.
 pub enum Remote {
     /// The comparison, and the store it was made with.
-    Compared(Comparison, String),
-    /// The store could not be reached or read: nothing was compared.
+    Compared(Compared),
+    /// The store could not be reached or read, or is not the one the checkpoints were sent to:
+    /// nothing was compared.
     NotCompared(String),
 }
 
-/// Compares the local chain of checkpoints with the store's copy (read credentials).
+/// A comparison made, and with what.
+pub struct Compared {
+    pub comparison: Comparison,
+    /// The store compared with (no secret).
+    pub store: String,
+    /// Whether that store is a folder on the box (a rollback of the disk takes it back too).
+    pub on_this_box: bool,
+    /// Objects under checkpoints' names too large to be one (not read past the limit).
+    pub oversized: usize,
+    /// The newest local checkpoint signed for another store (its place and that store): what
+    /// it and those before it covered is compared only there.
+    pub earlier_store: Option<(u64, String)>,
+}
+
+/// Compares the local chain of checkpoints with the store's copy (read credentials). The store
+/// must be the one the newest checkpoint signed as where it went: any other (a `store-read.toml`
+/// naming an empty folder, written on a rolled-back disk) is not compared with.
 pub async fn compare(dir: &DataDir) -> Result<Remote> {
-    let local = read_all(dir)?;
+    let local = read(dir)?.all;
     let public = crate::evidence::public_key_hex(&dir.root)?;
+    let dest = match crate::sync::read_destination(&dir.root) {
+        Ok(d) => d,
+        Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
+    };
+    let described = dest.describe();
+    let signed_store =
+        local.iter().enumerate().rev().find_map(|(i, c)| Some((place_of(c, i), c.checkpoint.store.clone()?)));
+    if let Some((seq, named)) = &signed_store
+        && *named != described
+    {
+        let file = if dir.root.join(crate::sync::READ_STORE_FILE).exists() {
+            crate::sync::READ_STORE_FILE
+        } else {
+            crate::sync::STORE_FILE
+        };
+        return Ok(Remote::NotCompared(format!(
+            "the store to compare with ({described}, from {file}) is not the one this box's signed checkpoint {seq} was sent to ({named}); a store a file on this disk names is not taken for it"
+        )));
+    }
+    let earlier_store = local.iter().enumerate().rev().find_map(|(i, c)| {
+        c.checkpoint.store.as_ref().filter(|s| **s != described).map(|s| (place_of(c, i), s.clone()))
+    });
     let store = match crate::sync::open_read_store(dir) {
         Ok(s) => s,
         Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
@@ -146,11 +292,20 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         }
         let listed = store.list(&audit_anchor::prefix(box_id)).await?;
         let mut fetched = Vec::new();
+        let mut oversized = 0;
         for k in audit_anchor::to_fetch(box_id, &local, &listed, FETCH_LIMIT) {
-            let bytes = store.get(&k).await?;
+            // Never read whole: anything larger than a checkpoint can be is given as no bytes
+            // (not the box's checkpoint, so never agreement).
+            let bytes = match store.get_small(&k, CHECKPOINT_MAX_BYTES).await? {
+                Some(b) => b,
+                None => {
+                    oversized += 1;
+                    Vec::new()
+                }
+            };
             fetched.push((k, bytes));
         }
-        anyhow::Ok(Some((listed, fetched)))
+        anyhow::Ok(Some((listed, fetched, oversized)))
     };
     Ok(match tokio::time::timeout(COMPARE_TIMEOUT, asked).await {
         Err(_) => Remote::NotCompared(format!("the store did not answer within {} s", COMPARE_TIMEOUT.as_secs())),
@@ -158,10 +313,13 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         Ok(Ok(None)) => Remote::NotCompared(
             "the store key may only write, and no read credentials are set (`witness store set-read`)".to_owned(),
         ),
-        Ok(Ok(Some((listed, fetched)))) => Remote::Compared(
-            audit_anchor::compare(box_id, &public, &local, &listed, &fetched),
-            store.describe().to_owned(),
-        ),
+        Ok(Ok(Some((listed, fetched, oversized)))) => Remote::Compared(Compared {
+            comparison: audit_anchor::compare(box_id, &public, &local, &listed, &fetched),
+            store: store.describe().to_owned(),
+            on_this_box: matches!(dest, witness_store::Destination::Dir { .. }),
+            oversized,
+            earlier_store,
+        }),
     })
 }
 
@@ -178,6 +336,18 @@ fn span(first: u64, last: u64) -> String {
 pub fn rollback_text(verdict: &Verdict) -> Option<String> {
     Some(match verdict {
         Verdict::Agrees { .. } => return None,
+        Verdict::Unconfirmed { not_signed, unread, beyond_head, newest_place } => {
+            let what = match (*not_signed, *unread) {
+                (n, 0) => format!("{n} that are not this box's signed checkpoint under its own name"),
+                (0, u) => format!("{u} left unread (more than are read at once)"),
+                (n, u) => format!(
+                    "{n} that are not this box's signed checkpoint under its own name and {u} left unread (more than are read at once)"
+                ),
+            };
+            format!(
+                "the store does not confirm the audit log: it lists names of this box's checkpoints that the chain here does not have, {what}; {beyond_head} of them after this box's newest checkpoint, up to checkpoint {newest_place}: either the index and its checkpoints were put back from an earlier copy and the store's later checkpoints overwritten, or objects were written into this box's checkpoint folder in the store; look at them there; {REBUILD_HINT}"
+            )
+        }
         Verdict::RolledBack { first, newest, local_head } => {
             let (here, since) = match local_head {
                 Some(h) => (
@@ -217,7 +387,7 @@ pub fn rollback_text(verdict: &Verdict) -> Option<String> {
 /// sends what is pending.
 pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
     let found = match compare(&dir).await {
-        Ok(Remote::Compared(c, store)) => match rollback_text(&c.verdict) {
+        Ok(Remote::Compared(Compared { comparison: c, store, .. })) => match rollback_text(&c.verdict) {
             None => {
                 if let Verdict::Agrees { store_newest, not_sent } = c.verdict {
                     tracing::info!(
@@ -232,12 +402,13 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
             }
             Some(text) => {
                 tracing::error!(store = %store, "{text}");
-                let seq = match &c.verdict {
-                    Verdict::RolledBack { newest, .. } => newest.seq,
-                    Verdict::Forked { store, .. } => store.seq,
-                    Verdict::Agrees { .. } => 0,
+                let (kind, seq) = match &c.verdict {
+                    Verdict::RolledBack { newest, .. } => ("audit_rollback", newest.seq),
+                    Verdict::Forked { store, .. } => ("audit_rollback", store.seq),
+                    Verdict::Unconfirmed { newest_place, .. } => ("audit_unconfirmed", *newest_place),
+                    Verdict::Agrees { .. } => ("audit_rollback", 0),
                 };
-                Some(("audit_rollback", serde_json::json!({ "checkpoint": seq, "found": text })))
+                Some((kind, serde_json::json!({ "checkpoint": seq, "found": text })))
             }
         },
         Ok(Remote::NotCompared(why)) => {
@@ -275,6 +446,18 @@ mod tests {
     #[test]
     fn a_rollback_or_fork_is_said_with_its_sequence_time_and_where_to_go() {
         assert_eq!(rollback_text(&Verdict::Agrees { store_newest: Some(3), not_sent: 0 }), None);
+        let doubt =
+            rollback_text(&Verdict::Unconfirmed { not_signed: 3, unread: 2, beyond_head: 4, newest_place: 9 }).unwrap();
+        for said in [
+            "does not confirm",
+            "3 that are not this box's signed checkpoint under its own name and 2 left unread",
+            "4 of them after this box's newest checkpoint, up to checkpoint 9",
+            "put back from an earlier copy",
+            "written into this box's checkpoint folder",
+            "index rebuild --from-store",
+        ] {
+            assert!(doubt.contains(said), "{said:?} in {doubt}");
+        }
         let back = rollback_text(&Verdict::RolledBack {
             first: named(3, "T3", 30),
             newest: named(5, "T5", 50),

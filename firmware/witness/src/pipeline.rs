@@ -139,10 +139,19 @@ impl BoxSteps {
         if self.recording(&job.recording_id)?.bytes == 0 {
             return Ok(Outcome::Done);
         }
+        use crate::search::Indexed;
         match crate::search::try_index(&self.dir, &job.recording_id, &|| self.cancel.is_cancelled()) {
-            Ok(None) => Ok(Outcome::Later { at_ms: unix_ms(), why: "the box stopped while reading the text".into() }),
-            Ok(Some(chunks)) => {
+            Ok(Indexed::Stopped) => {
+                Ok(Outcome::Later { at_ms: unix_ms(), why: "the box stopped while reading the text".into() })
+            }
+            Ok(Indexed::Stored(chunks)) => {
                 info!(recording_id = %job.recording_id, chunks, "recording text indexed for search");
+                Ok(Outcome::Done)
+            }
+            // The start sweep took the recording's text over; if it does not finish, the next
+            // start's sweep reads it again (it stays not indexed).
+            Ok(Indexed::TakenOver) => {
+                info!(recording_id = %job.recording_id, "recording text is being indexed by the start sweep; left to it");
                 Ok(Outcome::Done)
             }
             Err(e) if job.attempts + 1 < EXTRACT_ATTEMPTS => Err(format!("reading the text for search: {e:#}")),

@@ -14,18 +14,43 @@ use witness_index::{Hit, SearchChunk};
 /// recording itself is untouched).
 pub fn index_text(dir: &DataDir, recording_id: &str) {
     match try_index(dir, recording_id, &|| false) {
-        Ok(chunks) => info!(recording_id, chunks, "recording text indexed for search"),
+        Ok(Indexed::Stored(chunks)) => info!(recording_id, chunks, "recording text indexed for search"),
+        Ok(Indexed::Stopped) => {}
+        Ok(Indexed::TakenOver) => {
+            info!(recording_id, "recording text is being indexed by an extraction that started later; left to it")
+        }
         Err(e) => warn!(recording_id, error = format!("{e:#}"), "recording text not indexed for search"),
     }
 }
 
-/// Makes a finished recording searchable: how many chunks of text it stored, or `None` when
-/// `stop` said to stop first (the box is stopping: nothing stored, read again later).
-pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> Result<Option<usize>> {
+/// What [`try_index`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexed {
+    /// Stored this many chunks of text and marked the recording indexed.
+    Stored(usize),
+    /// `stop` said to stop first (the box is stopping): not indexed, read again later.
+    Stopped,
+    /// Another extraction of the same recording started later and holds the claim on its text
+    /// (`witness_index::TextClaim`): nothing this one stored counts; the other finishes it, or
+    /// the start sweep reads it again.
+    TakenOver,
+}
+
+/// Makes a finished recording searchable.
+pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> Result<Indexed> {
+    match index_with_claim(dir, recording_id, stop) {
+        Err(e) if matches!(e.downcast_ref(), Some(witness_index::IndexError::TextTakenOver { .. })) => {
+            Ok(Indexed::TakenOver)
+        }
+        r => r,
+    }
+}
+
+fn index_with_claim(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> Result<Indexed> {
     let row = dir.index.recording(recording_id)?.context("no such recording")?;
     // Casts: SSH output, and an RDP session's typed keys (its key track).
     if !row.path.ends_with(".cast") {
-        return Ok(Some(0));
+        return Ok(Indexed::Stored(0));
     }
     // Read as a stream (raw frames or an older cast): memory does not grow with the recording.
     // From the local copy while there is one; pruning does not wait for the text (the pipeline's
@@ -44,7 +69,7 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
     // Stored in batches as the text is read: neither the blind tokens of a large recording's
     // text (ten times the text) nor one transaction over all of it (the index's write lock,
     // which sessions starting and the audit log wait for) grows with the recording.
-    dir.index.start_text(recording_id)?;
+    let claim = dir.index.start_text(recording_id)?;
     let mut stored = 0;
     let mut store = |chunks: Vec<witness_core::text::Chunk>| -> Result<()> {
         for batch in chunks.chunks(TEXT_BATCH) {
@@ -59,7 +84,7 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
                     sealed: witness_core::text::seal_text(&key, witness_keys::nonce(), &c.text),
                 })
                 .collect();
-            dir.index.add_text(recording_id, &row.session_id, &batch)?;
+            dir.index.add_text(&claim, &row.session_id, &batch)?;
             stored += batch.len();
         }
         Ok(())
@@ -68,7 +93,7 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
     loop {
         use std::io::Read;
         if stop() {
-            return Ok(None);
+            return Ok(Indexed::Stopped);
         }
         let n = reader.read(&mut buf).with_context(|| format!("reading {}", row.path))?;
         decoder.push(&buf[..n]);
@@ -86,8 +111,8 @@ pub fn try_index(dir: &DataDir, recording_id: &str, stop: &dyn Fn() -> bool) -> 
         }
     }
     store(text.finish())?;
-    dir.index.text_done(recording_id)?;
-    Ok(Some(stored))
+    dir.index.text_done(&claim)?;
+    Ok(Indexed::Stored(stored))
 }
 
 /// Chunks of text (2,000 characters at most each) blinded, sealed and stored at a time.

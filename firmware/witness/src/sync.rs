@@ -31,15 +31,23 @@ pub fn destination(root: &Path) -> Result<Destination> {
     toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
 }
 
-/// The store with the read credentials, for fetching recordings back (playback, export).
-pub fn open_read_store(dir: &DataDir) -> Result<Store> {
-    let path = dir.root.join(READ_STORE_FILE);
+/// The destination read from: `store-read.toml` when set apart (`store set-read`), else the
+/// configured one.
+pub fn read_destination(root: &Path) -> Result<Destination> {
+    let path = root.join(READ_STORE_FILE);
     if !path.exists() {
-        return open_store(dir);
+        return destination(root);
     }
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let dest: Destination =
-        toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("{} is not a valid store configuration", path.display()))
+}
+
+/// The store with the read credentials, for fetching recordings back (playback, export).
+pub fn open_read_store(dir: &DataDir) -> Result<Store> {
+    if !dir.root.join(READ_STORE_FILE).exists() {
+        return open_store(dir);
+    }
+    let dest = read_destination(&dir.root)?;
     Ok(Store::open(&dest, Tuning { part_size: dir.config.part_size, bandwidth: 0 })?)
 }
 
@@ -212,7 +220,7 @@ impl Uploader {
             .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
         // Checksums from sealing go with the bytes; nothing is hashed again here.
         let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
-        let sums = witness_store::Checksums { sha256: &job.sha256, parts: digests.as_ref() };
+        let sums = witness_store::Checksums { size: job.bytes, sha256: &job.sha256, parts: digests.as_ref() };
         let receipt = store.put_file(&job.object_key, &path, sums, resume, held, progress).await?;
         // The part list to verify against is what the index now holds.
         let parts = match dir.index.claim_state(&job.recording_id) {
@@ -290,6 +298,20 @@ impl Uploader {
         // over rather than failing forever.
         if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
             let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
+        }
+        // A local copy that is not what was sealed is evidence of a change on the box: an audit
+        // event the first time it is found so (not at every retry), the copy kept as it is.
+        if matches!(e, StoreError::ChangedSinceSealing { .. })
+            && dir.index.upload_last_error(&job.recording_id).ok().flatten().as_deref() != Some(message.as_str())
+        {
+            let _ = dir.index.audit(
+                "recording_changed_after_sealing",
+                None,
+                None,
+                Some(&job.session_id),
+                &serde_json::json!({ "recording": job.recording_id, "error": message }),
+            );
+            warn!(recording_id = %job.recording_id, error = %message, "a recording changed since it was sealed; not uploaded, kept");
         }
         let next = unix_ms() + witness_archive::backoff::backoff_ms(job.attempts, unix_ms());
         let _ = dir.index.upload_failed(&job.recording_id, &message, next);

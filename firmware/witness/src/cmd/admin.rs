@@ -501,24 +501,35 @@ impl std::error::Error for NotCompared {}
 /// disk, then the checkpoints against the store's copy. Exit 0: verified against the store; 1:
 /// broken, or rolled back (named); 3: intact on this disk, not compared with the store.
 pub fn verify_audit(root: &Path) -> Result<()> {
-    use crate::audit_checkpoint::{Remote, rollback_text};
+    use crate::audit_checkpoint::{Compared, Remote, rollback_text};
     use witness_core::audit_anchor::Verdict;
     let dir = DataDir::open(root)?;
     let n = match dir.index.verify_audit()? {
         Ok(n) => n,
         Err((id, why)) => bail!("audit log broken at event {id}: {why}"),
     };
-    let (checkpoints, newest) = crate::audit_checkpoint::verify(&dir)?;
-    let signed = match newest {
-        Some(id) => format!("{checkpoints} signed checkpoints hold, the newest up to event {id}"),
+    let cps = crate::audit_checkpoint::verify(&dir)?;
+    let signed = match cps.newest {
+        Some(id) => format!("{} signed checkpoints hold, the newest up to event {id}", cps.count),
         None => "no signed checkpoint yet".to_owned(),
     };
-    let local = format!("{n} events, hash chain unbroken; {signed}");
+    let torn = match cps.torn_tail {
+        Some(line) => format!(
+            "; line {line} on is a torn checkpoint (a crash while it was written?), set aside at the box's next checkpoint"
+        ),
+        None => String::new(),
+    };
+    let local = format!("{n} events, hash chain unbroken; {signed}{torn}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::audit_checkpoint::compare(&dir))? {
-        Remote::Compared(c, store) => {
+        Remote::Compared(Compared { comparison: c, store, on_this_box, oversized, earlier_store }) => {
             if let Some(text) = rollback_text(&c.verdict) {
-                bail!("{text} (store: {store}; this disk: {local})");
+                let big = if oversized > 0 {
+                    format!("; {oversized} objects under checkpoints' names too large to be one, not read whole")
+                } else {
+                    String::new()
+                };
+                bail!("{text} (store: {store}; this disk: {local}{big})");
             }
             println!("audit log intact: {local}");
             let Verdict::Agrees { store_newest, not_sent } = c.verdict else {
@@ -529,15 +540,21 @@ pub fn verify_audit(root: &Path) -> Result<()> {
                 None => "it holds none of this box's checkpoints yet".to_owned(),
             };
             let pending = if not_sent > 0 { format!("; {not_sent} not sent yet") } else { String::new() };
-            let same_disk = if matches!(crate::sync::destination(&dir.root)?, witness_store::Destination::Dir { .. }) {
+            // The store compared with, not the one uploads go to.
+            let same_disk = if on_this_box {
                 " (a folder on this box's disk: a rollback of the disk takes it back too)"
             } else {
                 ""
             };
             println!("verified against the store {store}{same_disk}: {held}{pending}");
+            if let Some((seq, other)) = earlier_store {
+                println!(
+                    "checkpoint {seq} and those before it were sent to another store ({other}): what they cover is compared only there"
+                );
+            }
             if !c.passed_over.is_empty() {
                 println!(
-                    "passed over {} objects under the box's checkpoints in the store that are not its signed checkpoints: {}",
+                    "passed over {} objects under the box's checkpoints in the store that are not checkpoints: {}",
                     c.passed_over.len(),
                     c.passed_over.join(", ")
                 );
