@@ -30,9 +30,9 @@ const SHEET_PIXELS: u64 = 2_000_000;
 /// restart resumes within it.
 const FIRST_BATCH_PICTURES: usize = 8;
 /// Settled pictures in one batch at most: each batch doubles the one before up to this (each
-/// Tesseract run first loads its language model, about 0.13 CPU s: an hour of typing, some 600
-/// settled pictures, took 75 runs in batches of 8 and takes about 20 so), and what a restart reads
-/// again stays bounded.
+/// Tesseract run first loads its language model, 0.12–0.16 CPU s: an hour of the bench's typing,
+/// some 600 settled pictures, took 75 runs in batches of 8 and takes about 32 so, the
+/// [`SHEET_PIXELS`] bound ending most batches first), and what a restart reads again stays bounded.
 const BATCH_PICTURES: usize = 32;
 /// How often the reader looks for videos to read when it found none.
 const IDLE: Duration = Duration::from_secs(3);
