@@ -2,7 +2,10 @@
 //! sealed: the fragmented MP4, streamed from a reader (the recording decrypted record by record:
 //! nothing is written in clear, and memory is the pipeline's bounded queue, not the video), goes
 //! through `qtdemux ! h264parse ! openh264dec` (OpenH264 is in the image's plugins) and comes out
-//! as GRAY8 frames with their times.
+//! as grey frames with their times: the decoded I420 picture's luma plane as it is (no conversion,
+//! no copy when its rows are unpadded). FFmpeg's decoder (`avdec_h264`, `gstreamer1.0-libav`)
+//! costs about 8 CPU s less per recorded hour of typing but brings some 200 MiB of libraries the
+//! image has no room for (see README, OCR).
 
 use crate::VideoError;
 use gstreamer as gst;
@@ -33,9 +36,11 @@ pub fn decode_gray(
     mut each: impl FnMut(GrayFrame<'_>) -> bool,
 ) -> Result<u64, VideoError> {
     crate::init()?;
+    // OpenH264's I420 goes through `videoconvert` untouched (its luma plane is the grey picture;
+    // converting it to GRAY8 was a copy of every frame); any other output is converted to GRAY8.
     let desc = format!(
         "appsrc name=src is-live=false block=true max-bytes={QUEUED} caps=video/quicktime ! \
-                qtdemux ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format=GRAY8 ! \
+                qtdemux ! h264parse ! openh264dec ! videoconvert ! video/x-raw,format={{I420,GRAY8}} ! \
                 appsink name=out sync=false max-buffers=4"
     );
     let pipeline = gst::parse::launch(&desc)
@@ -115,17 +120,22 @@ fn pull(
         let at = Duration::from_nanos(buffer.pts().map(|t| t.nseconds()).unwrap_or(0));
         let map = buffer.map_readable().map_err(|_| VideoError::Pipeline("unreadable frame".into()))?;
         let data = map.as_slice();
-        if h == 0 || w == 0 || data.len() < (w * h) as usize {
-            return Err(VideoError::Frame(format!("{} bytes for a {w}x{h} grey frame", data.len())));
+        // GRAY8 and I420 alike begin with the grey plane, its rows padded to 4 bytes.
+        let stride = w.next_multiple_of(4) as usize;
+        if h == 0 || w == 0 || data.len() < stride * h as usize {
+            return Err(VideoError::Frame(format!("{} bytes for a {w}x{h} frame", data.len())));
         }
-        // GRAY8 rows are padded to 4 bytes.
-        let stride = data.len() / h as usize;
-        packed.clear();
-        for row in data.chunks(stride).take(h as usize) {
-            packed.extend_from_slice(&row[..w as usize]);
-        }
+        let gray = if stride == w as usize {
+            &data[..stride * h as usize]
+        } else {
+            packed.clear();
+            for row in data.chunks(stride).take(h as usize) {
+                packed.extend_from_slice(&row[..w as usize]);
+            }
+            &packed[..]
+        };
         frames += 1;
-        if !each(GrayFrame { at, width: w, height: h, gray: &packed }) {
+        if !each(GrayFrame { at, width: w, height: h, gray }) {
             return Ok(frames);
         }
     }

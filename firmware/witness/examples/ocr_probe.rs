@@ -1,6 +1,8 @@
 //! A measuring tool for the screen-text reader: reads a plain (exported) session video the way
 //! `ocr.rs` does and prints where the CPU goes. Options by environment: SCALE, PSM, OEM,
-//! TESS_EXTRA ("-c a=b -c c=d"), SHEET_PIXELS, BATCH, WORDS (comma separated, found counted).
+//! TESS_EXTRA ("-c a=b -c c=d"), SHEET_PIXELS, BATCH, BATCH_MAX, WORDS (comma separated, found counted),
+//! SETTLE_MS (500), EXPECT (a file of the text the screen showed: every word of it counted, as often as it was
+//! shown, against the words read, and every line against the lines read).
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -63,6 +65,9 @@ fn main() {
     let scale: u32 = env("SCALE", 2);
     let sheet_pixels: u64 = env("SHEET_PIXELS", 2_000_000);
     let batch_pictures: usize = env("BATCH", 8);
+    // Each batch doubles the one before up to this (ocr.rs: 8 doubling to 32).
+    let batch_max: usize = env("BATCH_MAX", 32);
+    let settle_ms: u64 = env("SETTLE_MS", 500);
     let words: Vec<String> =
         env("WORDS", String::new()).split(',').filter(|w| !w.is_empty()).map(String::from).collect();
     let file = std::fs::File::open(&path).unwrap();
@@ -78,8 +83,9 @@ fn main() {
         if std::env::var_os("NOSETTLE").is_some() {
             return true;
         }
-        let s = settler
-            .get_or_insert_with(|| witness_video::settle::Settler::new(f.width, f.height, Duration::from_millis(500)));
+        let s = settler.get_or_insert_with(|| {
+            witness_video::settle::Settler::new(f.width, f.height, Duration::from_millis(settle_ms))
+        });
         let reads = s.frame(f.at, f.gray);
         if !reads.is_empty() {
             let _ = s.picture().and_then(|p| witness_video::thumb::png(f.width, f.height, p));
@@ -105,7 +111,8 @@ fn main() {
             batches.last_mut().unwrap().push(r.clone());
         }
         n += 1;
-        if px >= sheet_pixels || n >= batch_pictures {
+        let limit = batch_pictures.saturating_mul(1 << (batches.len() - 1).min(8)).min(batch_max.max(batch_pictures));
+        if px >= sheet_pixels || n >= limit {
             batches.push(Vec::new());
             px = 0;
             n = 0;
@@ -146,11 +153,30 @@ fn main() {
     let found: Vec<String> = witness_core::text::words(&text);
     let hit = words.iter().filter(|w| found.contains(&w.to_lowercase())).count();
     let missed: Vec<&String> = words.iter().filter(|w| !found.contains(&w.to_lowercase())).collect();
+    // Exact words: each shown word counts once per time it was shown, hit when read as often.
+    let expect = std::env::var("EXPECT").ok().map(|f| std::fs::read_to_string(f).unwrap()).unwrap_or_default();
+    let accuracy = (!expect.is_empty()).then(|| {
+        let count = |ws: Vec<String>| {
+            let mut m = std::collections::HashMap::<String, usize>::new();
+            for w in ws {
+                *m.entry(w).or_default() += 1;
+            }
+            m
+        };
+        let (shown, read) = (count(witness_core::text::words(&expect)), count(found.clone()));
+        let total: usize = shown.values().sum();
+        let hits: usize = shown.iter().map(|(w, n)| (*n).min(read.get(w).copied().unwrap_or(0))).sum();
+        let norm = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        let lines_read: std::collections::HashSet<String> = text.lines().map(norm).collect();
+        let shown_lines: Vec<String> = expect.lines().map(norm).filter(|l| !l.is_empty()).collect();
+        let exact = shown_lines.iter().filter(|l| lines_read.contains(*l)).count();
+        format!(" | exact words {hits}/{total}, exact lines {exact}/{}", shown_lines.len())
+    });
     if std::env::var_os("TEXT").is_some() {
         eprintln!("{text}");
     }
     println!(
-        "{path}: {last:.1} s video, {frames} frames, {} pictures, {runs} tesseract runs, read {:.2} Mpx, sheets {:.2} Mpx, {lines} lines | per recorded hour: total {:.1}, decode+settle {:.1} (settle {:.1}), sheets {:.1}, tesseract {:.1} | words {hit}/{} missed {missed:?} | wall {:.1}s",
+        "{path}: {last:.1} s video, {frames} frames, {} pictures, {runs} tesseract runs, read {:.2} Mpx, sheets {:.2} Mpx, {lines} lines | per recorded hour: total {:.1}, decode+settle {:.1} (settle {:.1}), sheets {:.1}, tesseract {:.1} | words {hit}/{} missed {missed:?}{} | wall {:.1}s",
         pictures.len(),
         read_px as f64 / 1e6,
         sheet_px as f64 / 1e6,
@@ -160,6 +186,7 @@ fn main() {
         per_h(sheet_cpu),
         per_h(tess_cpu),
         words.len(),
+        accuracy.unwrap_or_default(),
         wall0.elapsed().as_secs_f64(),
     );
 }

@@ -26,11 +26,14 @@ pub const SETTLE: Duration = Duration::from_millis(500);
 const SCALE: u32 = 2;
 /// Pixels on one sheet at most (before enlarging): one Tesseract run each.
 const SHEET_PIXELS: u64 = 2_000_000;
-/// Settled pictures in one batch at most: what a restart reads again is bounded too (each
-/// Tesseract run first loads its language model, about 0.1 CPU s: some 10 s per recorded hour of
-/// typing; 32 a batch saved little of that and made a short video one batch, which a restart
-/// reads again whole).
-const BATCH_PICTURES: usize = 8;
+/// Settled pictures in a video's first batch: a short video is stored in several batches, so a
+/// restart resumes within it.
+const FIRST_BATCH_PICTURES: usize = 8;
+/// Settled pictures in one batch at most: each batch doubles the one before up to this (each
+/// Tesseract run first loads its language model, 0.12–0.16 CPU s: an hour of the bench's typing,
+/// some 600 settled pictures, took 75 runs in batches of 8 and takes about 32 so, the
+/// [`SHEET_PIXELS`] bound ending most batches first), and what a restart reads again stays bounded.
+const BATCH_PICTURES: usize = 32;
 /// How often the reader looks for videos to read when it found none.
 const IDLE: Duration = Duration::from_secs(3);
 
@@ -45,6 +48,8 @@ pub struct Stats {
     pub pixels: u64,
     pub fragments: u64,
     pub sheets: u64,
+    /// Batches stored (each its pictures' text and how far the video is read, one transaction).
+    pub batches: u64,
     /// Seconds of video.
     pub video_seconds: f64,
     /// CPU seconds Tesseract used (its children's user + system time).
@@ -170,6 +175,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         let until = last.at.as_secs_f64() + 0.001;
         let chunks = read_batch(&batch.reads, &key, &languages, stats)?;
         dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks, &batch.thumbnails)?;
+        stats.batches += 1;
         *stored_from = until;
         *batch = Batch::default();
         Ok(())
@@ -200,7 +206,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
             batch.reads.push(read);
         }
         batch.pictures += 1;
-        if batch.pixels >= SHEET_PIXELS || batch.pictures >= BATCH_PICTURES {
+        if batch.pixels >= SHEET_PIXELS || batch.pictures >= batch_pictures(stats.batches) {
             flush(batch, stats, stored_from)?;
         }
         Ok(())
@@ -241,6 +247,12 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     dir.index.finish_read_text(recording_id, Ok(())).map_err(anyhow::Error::from)?;
     stats.wall_seconds = started.elapsed().as_secs_f64();
     Ok(Some(stats))
+}
+
+/// Settled pictures the next batch takes at most, after `stored` batches of this reading:
+/// [`FIRST_BATCH_PICTURES`], doubled each batch up to [`BATCH_PICTURES`].
+pub fn batch_pictures(stored: u64) -> usize {
+    FIRST_BATCH_PICTURES.saturating_mul(1 << stored.min(8)).min(BATCH_PICTURES)
 }
 
 /// Parts of settled pictures waiting for one Tesseract run.
@@ -349,4 +361,16 @@ pub fn own_cpu() -> f64 {
     let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime: fields 14 and 15.
     (tick(14 - 3) + tick(15 - 3)) / 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reading_starts_with_small_batches_and_doubles_them_to_the_bound() {
+        let sizes: Vec<usize> = (0..5).map(batch_pictures).collect();
+        assert_eq!(sizes, [FIRST_BATCH_PICTURES, 16, BATCH_PICTURES, BATCH_PICTURES, BATCH_PICTURES]);
+        assert_eq!(batch_pictures(u64::MAX), BATCH_PICTURES);
+    }
 }
