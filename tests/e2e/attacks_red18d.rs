@@ -1,0 +1,78 @@
+//! Red team `h-red18d`, end to end: the audit rollback anchor as built for issue 18 (each
+//! checkpoint signs its store; only a store the newest checkpoint names is compared with). Each
+//! test asserts the attacker's success and passes while the hole it names is open.
+
+use crate::harness::*;
+
+const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
+
+/// A box on S3 that served twice: the index and checkpoints of the first stop are put back after
+/// the second (a failed login and a session in between): a rolled-back disk, no keys used.
+/// `audit --verify` names it (exit 1) before the attack.
+fn rolled_back_box(sshd: &Sshd, s3: &S3) -> Box {
+    let mut b = Box::with_target(sshd);
+    b.use_s3(s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let keep = tempfile::tempdir().unwrap();
+    for f in KEPT {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    for f in KEPT {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "as built, the rollback is named: {} {}", stdout(&out), stderr(&out));
+    b
+}
+
+/// The store is listed under `config.box_id`'s prefix, a plain line of `witness.toml` on the
+/// disk the insider rolled back; the local checkpoints' own signed `box_id` is never compared
+/// with it. One edited line and `audit --verify` lists an empty prefix of the same store (the
+/// one the checkpoints signed, so it is compared) and says the log is intact and verified
+/// (exit 0) on a rolled-back log.
+#[test]
+fn red18d_an_edited_box_id_verifies_a_rolled_back_log() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let b = rolled_back_box(&sshd, &s3);
+    let cfg = b.data().join("witness.toml");
+    let id = box_id(&b);
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace(&format!("box_id = \"{id}\""), &format!("box_id = \"{id}-x\""))).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
+    assert!(said.contains("audit log intact") && said.contains("verified against the store s3:"), "{said}");
+}
+
+/// Each checkpoint signs the store it goes to, and only the store the NEWEST local checkpoint
+/// signed is compared with. An insider who rolled the disk back points `store.toml` (a plain
+/// file) at an empty folder and lets the box start once: the start's comparison is `NOT
+/// COMPARED` (an event nobody is made to look at), the box signs its next checkpoint naming
+/// the folder, and from then on `audit --verify` compares with the folder alone and exits 0,
+/// "audit log intact", the checkpoints naming the real store only "compared only there" (they
+/// never are). The store holding the rolled-back box's later checkpoints is never read again.
+#[test]
+fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = rolled_back_box(&sshd, &s3);
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(b.data().join("store.toml"), format!("kind = \"dir\"\npath = {:?}\n", empty.path())).unwrap();
+    b.serve();
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
+    assert!(said.contains("audit log intact"), "{said}");
+    assert!(said.contains(&format!("verified against the store dir:{}", empty.path().display())), "{said}");
+}
