@@ -76,3 +76,62 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
     assert!(said.contains("audit log intact"), "{said}");
     assert!(said.contains(&format!("verified against the store dir:{}", empty.path().display())), "{said}");
 }
+
+/// The upload job's row in `sync status` for a recording: (state, attempts).
+fn upload_of(b: &Box, id: &str) -> Option<(String, u64)> {
+    let st = b.json(&["sync", "status", "--json"]);
+    st["jobs"]
+        .as_array()?
+        .iter()
+        .find(|j| j["recording"] == id && j["step"] == "upload")
+        .map(|j| (j["state"].as_str().unwrap_or("").to_owned(), j["attempts"].as_u64().unwrap_or(0)))
+}
+
+/// An upload is refused only when the file's LENGTH is not the sealed one. A recording changed
+/// after sealing with its length kept (bytes overwritten in place while the store was away),
+/// and `part_size_mb` edited in `witness.toml` (a plain file) so the sealed part digests no
+/// longer fit: the fallback path hashes and sends each part as it now is, the store's answer
+/// matches what the box itself just hashed, and the recording is marked uploaded and verified
+/// (then pruned), the store holding bytes that are not the sealed recording under the sealed
+/// sha256's metadata, no `recording_changed_after_sealing` event.
+#[test]
+fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
+    assert!(big.status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let sealed_bytes = rec["bytes"].as_u64().unwrap();
+    assert!(sealed_bytes > 6 * 1024 * 1024, "several parts at either part size: {sealed_bytes}");
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(60, "sealed, the upload waiting on the store", || upload_of(&b, &id).filter(|u| u.1 >= 1).map(|_| ()));
+    assert!(b.stop().success());
+    // Same length: 64 bytes in the middle rewritten in place.
+    let mut bytes = std::fs::read(&local).unwrap();
+    let sealed = bytes.clone();
+    let at = bytes.len() / 2;
+    for c in &mut bytes[at..at + 64] {
+        *c ^= 0x5a;
+    }
+    std::fs::write(&local, &bytes).unwrap();
+    assert_eq!(bytes.len() as u64, sealed_bytes);
+    assert_ne!(bytes, sealed);
+    let cfg = b.data().join("witness.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("part_size_mb = 5", "part_size_mb = 6");
+    std::fs::write(&cfg, text).unwrap();
+    s3.run();
+    b.serve();
+    eventually(120, "marked uploaded", || {
+        b.recordings().into_iter().find(|r| r["id"] == id).filter(|r| r["status"] == "uploaded").map(|_| ())
+    });
+    let stored: Vec<_> = crate::store::walk(s3.dir.path()).into_iter().filter(|p| p.ends_with(".cast")).collect();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let up = std::fs::read(&stored[0]).unwrap();
+    assert_eq!(up, bytes, "the store holds the changed bytes");
+    assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"), "{:?}", b.audit_kinds());
+}
