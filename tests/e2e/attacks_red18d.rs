@@ -135,3 +135,42 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     assert_eq!(up, bytes, "the store holds the changed bytes");
     assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"), "{:?}", b.audit_kinds());
 }
+
+/// Only a store the newest LOCAL checkpoint names is insisted on: with no checkpoint on the disk
+/// there is none, and any read store a file on the disk names is taken. An insider who rolled
+/// the disk back also removes `audit.checkpoints` (the index's audit chain stays unbroken: it
+/// does not know checkpoints were ever signed) and, with the `witness` binary on the box, runs
+/// `store set-read` naming a store of their own: `audit --verify` exits 0, "verified against
+/// the store", on a rolled-back log whose real store holds checkpoints beyond it.
+#[test]
+fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_log() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let b = rolled_back_box(&sshd, &s3);
+    let theirs = S3::start();
+    for f in ["audit.checkpoints", "audit.checkpoints.sent"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+    let out = b.cli(
+        &[
+            "store",
+            "set-read",
+            "s3",
+            "--endpoint",
+            &theirs.endpoint(),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
+    assert!(said.contains("audit log intact"), "{said}");
+    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
+    assert!(!said.contains("this box's disk"), "{said}");
+}
