@@ -1031,3 +1031,5 @@ fn text_extraction(
 }
 #[cfg(test)]
 mod attacks_red18c;
+#[cfg(test)]
+mod attacks_red18d;
