@@ -34,11 +34,10 @@ fn rolled_back_box(sshd: &Sshd, s3: &S3) -> Box {
     b
 }
 
-/// The store is listed under `config.box_id`'s prefix, a plain line of `witness.toml` on the
-/// disk the insider rolled back; the local checkpoints' own signed `box_id` is never compared
-/// with it. One edited line and `audit --verify` lists an empty prefix of the same store (the
-/// one the checkpoints signed, so it is compared) and says the log is intact and verified
-/// (exit 0) on a rolled-back log.
+/// The store keeps a box's checkpoints under its box id, a plain line of `witness.toml` on the
+/// disk the insider rolled back. One edited line made `audit --verify` list an empty prefix of
+/// the same store and say the log was intact and verified (exit 0) on a rolled-back log. Closed:
+/// a checkpoint signed for another box id breaks the checkpoints (exit 1, naming both ids).
 #[test]
 fn red18d_an_edited_box_id_verifies_a_rolled_back_log() {
     let sshd = Sshd::start();
@@ -49,18 +48,16 @@ fn red18d_an_edited_box_id_verifies_a_rolled_back_log() {
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace(&format!("box_id = \"{id}\""), &format!("box_id = \"{id}-x\""))).unwrap();
     let out = b.cli(&["audit", "--verify"], None);
-    let said = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
-    assert!(said.contains("audit log intact") && said.contains("verified against the store s3:"), "{said}");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains(&format!("signed for box {id}, but this box is configured as {id}-x")), "{said}");
 }
 
-/// Each checkpoint signs the store it goes to, and only the store the NEWEST local checkpoint
-/// signed is compared with. An insider who rolled the disk back points `store.toml` (a plain
-/// file) at an empty folder and lets the box start once: the start's comparison is `NOT
-/// COMPARED` (an event nobody is made to look at), the box signs its next checkpoint naming
-/// the folder, and from then on `audit --verify` compares with the folder alone and exits 0,
-/// "audit log intact", the checkpoints naming the real store only "compared only there" (they
-/// never are). The store holding the rolled-back box's later checkpoints is never read again.
+/// Each checkpoint signs the store it goes to. An insider who rolled the disk back pointed
+/// `store.toml` at an empty folder and let the box start once: the box signed its next
+/// checkpoint naming the folder, and `audit --verify` compared with the folder alone and exited
+/// 0. Closed: checkpoints sent to another store than the one compared are NOT COMPARED (exit 3,
+/// naming that store), and the start says so in an `audit_not_compared` event.
 #[test]
 fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
     let sshd = Sshd::start();
@@ -72,9 +69,20 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
     assert!(b.stop().success());
     let out = b.cli(&["audit", "--verify"], None);
     let said = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
-    assert!(said.contains("audit log intact"), "{said}");
-    assert!(said.contains(&format!("verified against the store dir:{}", empty.path().display())), "{said}");
+    assert_eq!(out.status.code(), Some(3), "{said} {}", stderr(&out));
+    assert!(
+        said.contains("NOT COMPARED with the store checkpoint ")
+            && said.contains("and those before it were sent to (s3:"),
+        "{said}"
+    );
+    b.serve();
+    assert!(b.stop().success());
+    let events = b.audit();
+    assert!(
+        events.iter().any(|e| e["kind"] == "audit_not_compared"
+            && e["detail"]["reason"].as_str().is_some_and(|r| r.contains("sent to another store"))),
+        "{events:?}"
+    );
 }
 
 /// The upload job's row in `sync status` for a recording: (state, attempts).

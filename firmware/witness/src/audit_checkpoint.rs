@@ -184,6 +184,9 @@ pub fn verify(dir: &DataDir) -> Result<LocalCheckpoints> {
         if !c.verifies(&public) {
             bail!("audit checkpoint {} does not verify with the box's key: changed, or not the box's", i + 1);
         }
+        if let Some(why) = box_id_changed(dir, c, i) {
+            bail!("audit checkpoints broken: {why}");
+        }
         if let Err(why) = dir.index.audit_reaches(c.checkpoint.last_id, &c.checkpoint.hash)? {
             bail!("audit log broken: {why} (checkpoint signed at {})", c.checkpoint.at);
         }
@@ -195,6 +198,20 @@ pub fn verify(dir: &DataDir) -> Result<LocalCheckpoints> {
         count: all.len(),
         newest: all.iter().map(|c| c.checkpoint.last_id).max(),
         torn_tail: lines.tail.map(|(line, _, _)| line),
+    })
+}
+
+/// The store keeps a box's checkpoints under its box id, which `witness.toml` holds in clear: a
+/// checkpoint signed for another id means the id was edited, and the store would be asked under
+/// a prefix that holds none of the checkpoints (red team h-red18d).
+fn box_id_changed(dir: &DataDir, c: &SignedCheckpoint, index: usize) -> Option<String> {
+    (c.checkpoint.box_id != dir.config.box_id).then(|| {
+        format!(
+            "checkpoint {} was signed for box {}, but this box is configured as {} (its box id was changed; the store keeps the checkpoints under the id they signed)",
+            place_of(c, index),
+            c.checkpoint.box_id,
+            dir.config.box_id
+        )
     })
 }
 
@@ -255,6 +272,9 @@ pub struct Compared {
 /// naming an empty folder, written on a rolled-back disk) is not compared with.
 pub async fn compare(dir: &DataDir) -> Result<Remote> {
     let local = read(dir)?.all;
+    if let Some(why) = local.iter().enumerate().find_map(|(i, c)| box_id_changed(dir, c, i)) {
+        return Ok(Remote::NotCompared(why));
+    }
     let public = crate::evidence::public_key_hex(&dir.root)?;
     let dest = match crate::sync::read_destination(&dir.root) {
         Ok(d) => d,
@@ -387,7 +407,7 @@ pub fn rollback_text(verdict: &Verdict) -> Option<String> {
 /// sends what is pending.
 pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
     let found = match compare(&dir).await {
-        Ok(Remote::Compared(Compared { comparison: c, store, .. })) => match rollback_text(&c.verdict) {
+        Ok(Remote::Compared(Compared { comparison: c, store, earlier_store, .. })) => match rollback_text(&c.verdict) {
             None => {
                 if let Verdict::Agrees { store_newest, not_sent } = c.verdict {
                     tracing::info!(
@@ -398,7 +418,13 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
                         "the audit checkpoints agree with the store's"
                     );
                 }
-                None
+                earlier_store.map(|(seq, other)| {
+                    let why = format!(
+                        "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
+                    );
+                    tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");
+                    ("audit_not_compared", serde_json::json!({ "reason": why }))
+                })
             }
             Some(text) => {
                 tracing::error!(store = %store, "{text}");
