@@ -10,7 +10,8 @@
 #
 # Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
 # cmdline (the kernel command line), roothash, version, root.squashfs, witness-update.raucb (the RAUC
-# bundle of this root), build.txt (timings, hashes, the unit's security score). The bootstrap
+# bundle of this root), build.txt (timings, hashes, the unit's security score, the size table),
+# packages.txt (the Debian packages the root was made of, as /usr/share/witness/packages.txt). The bootstrap
 # tarball is cached under --cache (default /var/cache/witness-image) keyed by a hash of
 # packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
 # only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
@@ -54,7 +55,7 @@ while [ $# -gt 0 ]; do
         --keyring) keyring=$2; shift 2 ;;
         --signing-dir) signing=$2; shift 2 ;;
         --version) version=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -182,7 +183,7 @@ cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 done_step
 
 # --- 2b. trim: the root holds what the box runs ----------------------------------------------
-step "trim: GStreamer plugins, GL/LLVM, the initrd, libraries nothing links"
+step "trim: GStreamer plugins, GL/LLVM, kernel and initrd, hwdb, iconv, ICU data, package manager, libraries nothing links"
 du_mb() { { du -sm "$@" 2>/dev/null || true; } | awk '{s+=$1} END {print s+0}'; }
 before_mb=$(du_mb "$root")
 # The kernel and the initrd are loaded by the boot loader (QEMU: -kernel, -initrd; both are
