@@ -10,7 +10,8 @@
 #
 # Run as root, no Docker. Output in DIR (default target/image): disk.raw, vmlinuz, initrd.img,
 # cmdline (the kernel command line), roothash, version, root.squashfs, witness-update.raucb (the RAUC
-# bundle of this root), build.txt (timings, hashes, the unit's security score). The bootstrap
+# bundle of this root), build.txt (timings, hashes, the unit's security score, the size table),
+# packages.txt (the Debian packages the root was made of, as /usr/share/witness/packages.txt). The bootstrap
 # tarball is cached under --cache (default /var/cache/witness-image) keyed by a hash of
 # packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
 # only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
@@ -30,11 +31,14 @@ boot_tries=3      # trial boots a newly installed slot gets to come up healthy b
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
 version=          # the root's version (default: the binary's)
-# What the root may hold unpacked (MiB), the fail line of the size table. The witness binary
-# has its own line: its size is the build profile's (release, stripped: 36 MiB; the image tests
-# ship a debug build). Goal for the rest: under 200.
-platform_budget_mb=${WITNESS_PLATFORM_BUDGET_MB:-310}
-binary_budget_mb=${WITNESS_BINARY_BUDGET_MB:-48}
+# What the root may hold unpacked (MiB), the fail lines of the size table. The base is the root
+# without the witness binary and without what board profiles add (profile-addons.txt): 167 MiB
+# (2026-12-07), under 200 MB. Each profile's add-on has its own line (x86-generic's Intel media
+# stack: 29 MiB), and so has the binary: its size is the build profile's (release, stripped:
+# 36 MiB; the image tests ship a debug build, 71 MiB, and raise the line).
+platform_budget_mb=${WITNESS_PLATFORM_BUDGET_MB:-175}
+profile_budget_mb=${WITNESS_PROFILE_BUDGET_MB:-32}
+binary_budget_mb=${WITNESS_BINARY_BUDGET_MB:-42}
 mirror=${WITNESS_MIRROR:-http://deb.debian.org/debian}
 suite=bookworm
 epoch=${SOURCE_DATE_EPOCH:-1767225600}   # fixed timestamps: same inputs, same root hash
@@ -51,7 +55,7 @@ while [ $# -gt 0 ]; do
         --keyring) keyring=$2; shift 2 ;;
         --signing-dir) signing=$2; shift 2 ;;
         --version) version=$2; shift 2 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) die "unknown argument $1 (see --help)" ;;
     esac
 done
@@ -179,11 +183,13 @@ cp "$root/boot/initrd.img-$kver" "$out/initrd.img"
 done_step
 
 # --- 2b. trim: the root holds what the box runs ----------------------------------------------
-step "trim: GStreamer plugins, GL/LLVM, the initrd, libraries nothing links"
+step "trim: GStreamer plugins, GL/LLVM, kernel and initrd, hwdb, iconv, ICU data, package manager, libraries nothing links"
 du_mb() { { du -sm "$@" 2>/dev/null || true; } | awk '{s+=$1} END {print s+0}'; }
 before_mb=$(du_mb "$root")
-# The initrd is loaded by the boot loader (QEMU: -initrd), never from the root.
-rm -f "$root"/boot/initrd.img-*
+# The kernel and the initrd are loaded by the boot loader (QEMU: -kernel, -initrd; both are
+# outputs of this build beside the disk), never from the root. Its configuration stays in /boot.
+rm -f "$root"/boot/initrd.img-* "$root"/boot/vmlinuz-* "$root"/vmlinuz "$root"/vmlinuz.old \
+    "$root"/initrd.img "$root"/initrd.img.old
 lib=$(find "$root/usr/lib" -maxdepth 1 -type d -name '*-linux-gnu*' | sort | head -n 1)
 [ -n "$lib" ] || die "no multiarch library folder under /usr/lib"
 if [ -d "$lib/gstreamer-1.0" ]; then
@@ -212,10 +218,116 @@ rm -rf "$lib/gtk-3.0" "$lib/libgtk-3-0" "$lib/gdk-pixbuf-2.0" "$lib"/directfb-* 
     "$root/usr/share/icons" "$root/usr/share/sounds" "$root/usr/share/fonts" "$root/usr/share/X11" \
     "$root/usr/share/themes" "$root/usr/share/mime" "$root"/usr/share/directfb-* \
     "$root/usr/share/iso-codes" "$root/usr/share/xml/iso-codes" "$root/usr/share/openal"
-#   udev's hardware database sources (the compiled hwdb.bin beside them is what udev reads)
+#   udev's hardware database (13 MiB): what it names (keyboard maps, mouse DPI, accelerometer
+#   mounting, USB autosuspend lists, vendor names) is for desktops and laptops; no rule the box
+#   relies on reads it (70-witness-devices and 90-witness-update match subsystem, kernel name
+#   and the file system label). udev reads an empty database, compiled here from one empty file.
+rm -rf "$root/usr/lib/udev/hwdb.d" "$root/usr/lib/udev/hwdb.bin" "$root/etc/udev/hwdb.bin"
+mkdir -p "$root/usr/lib/udev/hwdb.d"
+echo "# The appliance reads no hardware database entries (rootfs/build.sh)." > "$root/usr/lib/udev/hwdb.d/00-witness.hwdb"
+chroot "$root" systemd-hwdb update --usr --strict || die "systemd-hwdb could not compile the empty database"
 rm -rf "$root/usr/lib/udev/hwdb.d"
-#   apt's caches (the root is never upgraded in place: updates are whole RAUC slots)
-rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old
+#   glibc's iconv modules (8 MiB, 250 charsets): UTF-8, ASCII and UCS-2/4 are built into glibc;
+#   what the box's programs could still ask for (GLib, libarchive, libxml2: a UTF-16/32 or
+#   Latin text) stays. The module list and its cache are rewritten to what is left.
+gconv=$lib/gconv
+keep_gconv=" UTF-16 UTF-32 UTF-7 UNICODE ISO8859-1 ISO8859-15 CP1252 "
+if [ -d "$gconv" ]; then
+    for f in "$gconv"/*.so; do
+        case $keep_gconv in *" $(basename "$f" .so) "*) ;; *) rm -f "$f" ;; esac
+    done
+    for conf in "$gconv"/gconv-modules "$gconv"/gconv-modules.d/*.conf; do
+        [ -f "$conf" ] || continue
+        # Module lines whose file is left, and the aliases of the charsets they convert.
+        awk -v dir="$gconv" '
+            function there(m, f) { f = m; if (f !~ /^\//) f = dir "/" f; f = f ".so"
+                                   if ((getline line < f) >= 0) { close(f); return 1 } return 0 }
+            FNR == NR { if ($1 == "module" && there($4)) { ok[$2] = 1; ok[$3] = 1 } next }
+            $1 == "module" && there($4) { print; next }
+            $1 == "alias" && ($3 in ok) { print }
+        ' "$conf" "$conf" > "$conf.new"
+        mv "$conf.new" "$conf"
+    done
+    chroot "$root" iconvconfig || die "iconvconfig failed on the trimmed gconv modules"
+fi
+#   ICU's data (31 MiB): libxml2 links ICU (through libarchive, through Tesseract) and calls it
+#   only for a charset neither it nor iconv converts; Tesseract loads its .traineddata itself
+#   (libarchive only bids on it and finds no archive). ICU's converters that need no data
+#   (UTF-8/16/32, Latin-1, ASCII) still work; every other data look-up answers
+#   U_FILE_ACCESS_ERROR, which libxml2 reports as an unsupported encoding. The stand-in is what
+#   ICU's own `stubdata` library is: the common-data header (magic 0xda27, format "CmnD" 1.0)
+#   with an empty table of contents, exported under the name libicuuc looks for. Built with
+#   binutils, for this machine's (little-endian x86-64) layout.
+icudata=$(find "$lib" -maxdepth 1 -type f -name 'libicudata.so.*' | sort | head -n 1)
+if [ -n "$icudata" ]; then
+    icusoname=$(readelf -d "$icudata" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    icuver=${icusoname#libicudata.so.}
+    case $icuver in ''|*[!0-9]*) die "cannot tell ICU's version from $icudata ($icusoname)" ;; esac
+    cat > "$work/icudata.s" <<ICU
+        .section .rodata
+        .globl icudt${icuver}_dat
+        .type icudt${icuver}_dat, @object
+        .size icudt${icuver}_dat, 48
+        .balign 16
+icudt${icuver}_dat:
+        .short 32                       /* headerSize */
+        .byte 0xda, 0x27                /* magic */
+        .short 20, 0                    /* UDataInfo: size, reserved */
+        .byte 0, 0, 2, 0                /* little-endian, ASCII family, sizeof(UChar) 2 */
+        .ascii "CmnD"                   /* data format: common data */
+        .byte 1, 0, 0, 0                /* format version 1.0 */
+        .byte 0, 0, 0, 0                /* data version */
+        .zero 8                         /* padding to headerSize */
+        .long 0, 0                      /* table of contents: count 0, reserved */
+        .long 0, 0                      /* one empty entry, as ICU's stubdata has */
+        .section .note.GNU-stack, "", @progbits
+ICU
+    as -o "$work/icudata.o" "$work/icudata.s" \
+        && ld -shared -soname "$icusoname" --build-id=none -o "$work/icudata.so" "$work/icudata.o" \
+        || die "assembling the ICU data stand-in failed"
+    readelf --dyn-syms -W "$work/icudata.so" | grep -q " icudt${icuver}_dat$" || die "the ICU data stand-in exports no icudt${icuver}_dat"
+    install -m 0644 "$work/icudata.so" "$icudata"
+fi
+#   Package management: the root is never upgraded in place (updates replace the whole slot),
+#   so apt, dpkg, debconf, Perl (only they and Debian's maintainer scripts use it) and dracut
+#   (the initrd is built here, once) go. /var is a tmpfs on the box (etc/fstab), so nothing the
+#   root holds under /var is ever seen: dpkg's state (19 MiB) and the caches go with it, the
+#   directories stay. What was installed is kept readable, for the auditor and the bill of
+#   materials: /usr/share/witness/packages.txt (package, version, architecture, source), also
+#   beside the image as packages.txt.
+mkdir -p "$root/usr/share/witness"
+{
+    printf '# The Debian packages this root was made of (rootfs/build.sh trims files of some, and all of\n# apt, dpkg and Perl): package, version, architecture, source package\n'
+    chroot "$root" dpkg-query -W -f '${Package}\t${Version}\t${Architecture}\t${source:Package}\n' | sort
+} > "$root/usr/share/witness/packages.txt"
+cp "$root/usr/share/witness/packages.txt" "$out/packages.txt"
+# (One listing first: dpkg-query goes with dpkg. A package not installed lists nothing.)
+pm_files=$(chroot "$root" dpkg-query -L apt libapt-pkg6.0 dpkg debconf perl-base perl perl-modules-5.36 \
+    libperl5.36 dracut dracut-core usrmerge 2>/dev/null || true)
+[ -n "$pm_files" ] || die "dpkg-query listed no file of dpkg, apt or perl-base"
+while read -r f; do
+    # (Directories stay, and so do links to them: /bin, /lib are usrmerge's links.)
+    [ -n "$f" ] && [ ! -d "$root$f" ] || continue
+    if [ -L "$root$f" ] || [ -f "$root$f" ]; then rm -f "$root$f"; fi
+done <<< "$pm_files"
+rm -rf "$root/usr/lib/dracut" "$root/etc/dracut.conf.d" "$root/usr/share/perl5" "$root/etc/apt" "$root/usr/lib/apt" \
+    "$root/etc/dpkg" "$root/usr/share/dpkg" "$root/usr/share/debconf"
+find "$root/var" -mindepth 1 ! -type d ! -type l -delete
+#   Tools the packages bring for a desktop or a server that the box never starts: fontconfig's
+#   (no fonts), the MIME and icon cache updaters (no MIME or icon data), GLib's proxy
+#   auto-config runner and dconf (session bus services: the box has no session), the journal's
+#   receiving and gateway servers (only systemd-journal-upload sends), iproute2's ARP daemon.
+rm -f "$root"/usr/bin/fc-* "$root/usr/bin/update-mime-database" "$root/usr/bin/gtk-update-icon-cache" \
+    "$root/usr/libexec/glib-pacrunner" "$root/usr/libexec/dconf-service" \
+    "$root"/usr/share/dbus-1/services/org.gtk.GLib.PACRunner.service "$root"/usr/share/dbus-1/services/ca.desrt.dconf.service \
+    "$root"/usr/lib/systemd/systemd-journal-{remote,gatewayd} \
+    "$root"/usr/lib/systemd/system/systemd-journal-{remote,gatewayd}.{service,socket} \
+    "$root/usr/sbin/arpd"
+# Enablement links of units that went with their packages (apt's and dpkg's timers).
+find "$root/etc/systemd/system" -path '*.wants/*' -type l | while read -r l; do
+    t=$(readlink "$l")
+    case $t in /*) [ -e "$root$t" ] || rm -f "$l" ;; *) [ -e "$l" ] || rm -f "$l" ;; esac
+done
 # Kernel modules for hardware an appliance of this kind never has (sound, radios, InfiniBand,
 # TV/camera capture, AMD/NVIDIA graphics, staging and test drivers, cluster and network file
 # systems); the V4L2, CEC and remote-control cores (vivid needs them) and test drivers, DRM's
@@ -252,6 +364,11 @@ done
 for d in "$kmods"/drivers/net/ethernet/*/; do
     case $(basename "$d") in intel | realtek | broadcom) ;; *) rm -rf "$d" ;; esac
 done
+# Of those vendors, the server and virtual-function NICs (E810, XL710, 10G VFs, NetXtreme II
+# 10G+ and its iSCSI offload) that no mini PC carries; e1000 (QEMU), e1000e, igb, igc, ixgbe,
+# r8169, tg3 and bnx2 stay.
+rm -rf "$kmods"/drivers/net/ethernet/intel/{ice,i40e,iavf,ixgbevf,igbvf,ixgb} \
+    "$kmods"/drivers/net/ethernet/broadcom/{bnx2x,bnxt} "$kmods"/drivers/net/ethernet/broadcom/cnic.ko*
 # SCSI: the core and the upper drivers (disks, CD, generic) that SATA, NVMe-less USB sticks and
 # virtio-scsi go through; no host adapters.
 find "$kmods/drivers/scsi" -mindepth 1 -maxdepth 1 -type d -exec rm -rf {} +
@@ -287,8 +404,10 @@ find "$root/usr/lib/modules/$kver" -name '*.ko' -print0 \
     | xargs -0 -r -n 64 -P "$(nproc)" xz --check=crc32 --lzma2=dict=1MiB -q
 chroot "$root" depmod -a "$kver"
 # Libraries nothing left links (NEEDED), repeatedly: what the removed plugins pulled in. Kept
-# whatever their links: the ones loaded by name at run time (dlopen).
-dlopened='^(libc\.|ld-linux|libnss_|libpam|libmfx|libtss2|libcryptsetup|libva|libgst(reamer|base)|libsystemd|libudev|libidn2|libpwquality|libqrencode|libfido2|libbpf|libelf|libdw|libkmod|libseccomp|libblkid|libmount|libgcrypt|libcrypto|libssl|libzstd|liblz4|liblzma|libz\.|libpcre2|libip4tc|libapparmor|libselinux|libacl|libcap|libaudit)'
+# whatever their links: the ones loaded by name at run time (dlopen). Not among them: libva's
+# X11 front-end (nothing on the box draws; GStreamer's va plugin opens libva-drm) and NSS
+# (libssl3.so, libnss3.so: OpenSSL is the box's TLS; unversioned names are looked at too).
+dlopened='^(libc\.|ld-linux|libnss_|libpam|libmfx|libtss2|libcryptsetup|libva\.|libva-drm|libgst(reamer|base)|libsystemd|libudev|libidn2|libpwquality|libqrencode|libfido2|libbpf|libelf|libdw|libkmod|libseccomp|libblkid|libmount|libgcrypt|libcrypto\.|libssl\.|libzstd|liblz4|liblzma|libz\.|libpcre2|libip4tc|libapparmor|libselinux|libacl|libcap|libaudit)'
 # (Here-strings, not pipes, feed the tests below: with pipefail a `grep -q` that stops reading
 # early would fail the pipe and read as "not found".)
 elf_needed() {
@@ -299,7 +418,7 @@ pruned=0
 while :; do
     needed=$(elf_needed)
     gone=0
-    for f in "$lib"/*.so.*; do
+    for f in "$lib"/*.so "$lib"/*.so.*; do
         [ -f "$f" ] && [ ! -L "$f" ] || continue
         name=$(basename "$f")
         grep -qE "$dlopened" <<< "$name" && continue
@@ -321,6 +440,16 @@ done
 # Nothing the box runs may miss a library now.
 missing=$(chroot "$root" /bin/sh -c 'for f in /usr/bin/witness /usr/bin/witness-egress /usr/lib/*-linux-gnu*/gstreamer-1.0/*.so; do [ -e "$f" ] && ldd "$f" | grep "not found" | sed "s|^|$f: |"; done' || true)
 [ -z "$missing" ] || die "trimming removed a library still needed: $missing"
+# Tesseract reads a sheet as the daemon hands it one (a PGM through stdin, --psm 6): the trim
+# (ICU's data, the iconv modules, the libraries) left it working. ocr-check.pgm.gz is a line of
+# DejaVu Sans 14 pt rendered by Tesseract's text2image.
+if [ -x "$root/usr/bin/tesseract" ]; then
+    ocr=$(gzip -dc "$here/ocr-check.pgm.gz" | chroot "$root" tesseract stdin stdout -l eng --psm 6 2>/dev/null | tr -s ' \n' ' ' || true)
+    case $ocr in *"Witness records every session and reads 42 words"*) ;;
+        *) die "tesseract in the trimmed root no longer reads rootfs/ocr-check.pgm.gz (it read: ${ocr:-nothing})" ;;
+    esac
+    echo "    tesseract in the root reads the check sheet: $ocr"
+fi
 echo "    removed $(( before_mb - $(du_mb "$root") )) MiB ($pruned libraries nothing linked)"
 # What fills the root, against the budget in this recipe.
 root_mb=$(du_mb "$root")
@@ -333,23 +462,44 @@ share_mb=$(du_mb "$root/usr/share")
 boot_mb=$(du_mb "$root/boot")
 var_mb=$(du_mb "$root/var")
 rest_mb=$(( root_mb - witness_mb - modules_mb - firmware_mb - gst_mb - libs_mb - share_mb - boot_mb - var_mb ))
-size_table=$(printf '    %-34s %6s\n' \
+# What each board profile adds (profile-addons.txt): counted apart from the base, shipped all the same.
+addon_rows=()
+addons_mb=0
+addon_over=
+for profile in $(grep -v '^#' "$here/profile-addons.txt" | awk 'NF {print $1}' | sort -u); do
+    [ -f "$here/../board/profiles/$profile.toml" ] || die "profile-addons.txt names $profile, which has no board/profiles/$profile.toml"
+    paths=()
+    for glob in $(awk -v p="$profile" '$1 == p {print $2}' "$here/profile-addons.txt"); do
+        for f in "$root"/$glob; do [ -e "$f" ] && paths+=("$f"); done
+    done
+    mb=0
+    [ ${#paths[@]} -eq 0 ] || mb=$(du -scm "${paths[@]}" | tail -1 | cut -f1)
+    addon_rows+=("profile $profile adds" "$mb")
+    addons_mb=$(( addons_mb + mb ))
+    [ "$mb" -le "$profile_budget_mb" ] || addon_over="$addon_over $profile ($mb MiB)"
+done
+base_mb=$(( root_mb - witness_mb - addons_mb ))
+size_table=$(printf '    %-38s %6s\n' \
     "witness binary" "$witness_mb" \
     "kernel modules (/usr/lib/modules)" "$modules_mb" \
     "firmware (/usr/lib/firmware)" "$firmware_mb" \
     "GStreamer plugins" "$gst_mb" \
     "other shared libraries" "$libs_mb" \
     "/usr/share" "$share_mb" \
-    "kernel (/boot)" "$boot_mb" \
-    "/var (dpkg state)" "$var_mb" \
+    "/boot (the kernel's configuration)" "$boot_mb" \
+    "/var (a tmpfs on the box: empty)" "$var_mb" \
     "everything else" "$rest_mb" \
     "root, unpacked" "$root_mb" \
     "root without the witness binary" "$(( root_mb - witness_mb ))" \
-    "budget: root without the binary" "$platform_budget_mb" \
+    "${addon_rows[@]}" \
+    "base: without the binary and profiles" "$base_mb" \
+    "budget: base" "$platform_budget_mb" \
+    "budget: each profile's add-on" "$profile_budget_mb" \
     "budget: witness binary" "$binary_budget_mb")
 echo "    size (MiB):"
 echo "$size_table"
-[ $(( root_mb - witness_mb )) -le "$platform_budget_mb" ] || die "the root without the witness binary is $(( root_mb - witness_mb )) MiB unpacked, over the recipe's budget of $platform_budget_mb MiB (platform_budget_mb in build.sh)"
+[ "$base_mb" -le "$platform_budget_mb" ] || die "the base root (without the witness binary and the profiles' add-ons) is $base_mb MiB unpacked, over the recipe's budget of $platform_budget_mb MiB (platform_budget_mb in build.sh)"
+[ -z "$addon_over" ] || die "a profile's add-on is over the recipe's budget of $profile_budget_mb MiB (profile_budget_mb in build.sh):$addon_over"
 [ "$witness_mb" -le "$binary_budget_mb" ] || die "the witness binary is $witness_mb MiB stripped, over the recipe's budget of $binary_budget_mb MiB (binary_budget_mb in build.sh; WITNESS_BINARY_BUDGET_MB for a debug build)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
     | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
