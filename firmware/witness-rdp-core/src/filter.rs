@@ -376,8 +376,7 @@ impl GfxWalk {
         let mut at = 0;
         while at < bytes.len() {
             let length = uint_at(bytes, at + 4, 4).and_then(|l| usize::try_from(l).ok());
-            let Some(end) = length.and_then(|l| at.checked_add(l)).filter(|&e| e <= bytes.len() && e >= at + 8)
-            else {
+            let Some(end) = length.and_then(|l| at.checked_add(l)).filter(|&e| e <= bytes.len() && e >= at + 8) else {
                 return Err(GFX_UNRESTRICTED);
             };
             reader.judge(true, &bytes[at..end])?;
@@ -1379,9 +1378,11 @@ impl Filter {
             cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
         }
         blocks.multi_transport_channel = None;
-        self.client_gfx = blocks.core.optional_data.early_capability_flags.is_some_and(|f| {
-            f.contains(ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL)
-        });
+        self.client_gfx = blocks
+            .core
+            .optional_data
+            .early_capability_flags
+            .is_some_and(|f| f.contains(ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL));
         self.client_monitors = blocks.monitor.as_ref().map_or(1, |m| m.monitors.len().max(1));
         if let Some(network) = blocks.network.as_mut() {
             // One channel per name, as servers read names: xrdp takes the last `drdynvc`, the
@@ -2840,8 +2841,9 @@ mod tests {
         assert_eq!(f.from_client(&send_data(1004, svc(&rest))).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
         // Static chunks that do not add up to their stated length.
         let mut f = with_graphics();
-        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 1, &dvc[..10])).unwrap(), Verdict::Forward);
-        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 2, &dvc[10..])).unwrap(), Verdict::Refuse(DVC_UNREADABLE));
+        let cut = 2 + ack.len();
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 1, &dvc[..cut])).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 2, &dvc[cut..])).unwrap(), Verdict::Refuse(DVC_UNREADABLE));
         // Other graphics pipeline PDUs pass as they are.
         let mut f = with_graphics();
         let mut acks = vec![0x30, 7];

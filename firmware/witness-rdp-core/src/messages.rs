@@ -347,7 +347,12 @@ impl Reader {
             if !fits {
                 return None;
             }
-            rects.push((left.into(), top.into(), i64::from(left) + i64::from(width), i64::from(top) + i64::from(height)));
+            rects.push((
+                left.into(),
+                top.into(),
+                i64::from(left) + i64::from(width),
+                i64::from(top) + i64::from(height),
+            ));
         }
         // The total area within MaxNumMonitors x MaxMonitorAreaFactorA x B (MS-RDPEDISP 2.2.2.1).
         let area: i64 = rects.iter().map(|r| (r.2 - r.0) * (r.3 - r.1)).sum();
@@ -582,8 +587,12 @@ const RDPGFX_CMDID_CACHEIMPORTOFFER: u16 = 0x0010;
 const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
 const RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE: u16 = 0x0016;
 /// What only a client sends (MS-RDPEGFX 2.2.1.1): the target may not.
-const GFX_CLIENT_COMMANDS: [u16; 4] =
-    [RDPGFX_CMDID_FRAMEACKNOWLEDGE, RDPGFX_CMDID_CACHEIMPORTOFFER, RDPGFX_CMDID_CAPSADVERTISE, RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE];
+const GFX_CLIENT_COMMANDS: [u16; 4] = [
+    RDPGFX_CMDID_FRAMEACKNOWLEDGE,
+    RDPGFX_CMDID_CACHEIMPORTOFFER,
+    RDPGFX_CMDID_CAPSADVERTISE,
+    RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE,
+];
 /// Map Surface to Window and to Scaled Window: RemoteApp's, which the box refuses.
 const GFX_WINDOW_COMMANDS: [u16; 2] = [0x0015, 0x0018];
 const GFX_V10_1: u32 = 0x000A_0100;
@@ -904,6 +913,150 @@ mod tests {
         let mut caps = display_caps();
         caps[8] = 0;
         assert!(Reader::new(Protocol::DisplayControl).judge(false, &caps).is_err());
+    }
+
+    #[test]
+    fn display_layouts_fit_the_caps_the_client_and_a_rate() {
+        use std::time::{Duration, Instant};
+        // Before the target's Caps: refused.
+        assert!(Reader::new(Protocol::DisplayControl).judge(true, &layout(1024, 768)).is_err());
+        // No more monitors than the client's core data announced (and the Caps allow).
+        let two = |second_left: u32| {
+            let mut m: Vec<u8> = [2u32, 96, 40, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+            for monitor in [[1u32, 0, 0, 1024, 768, 0, 0, 0, 0, 0], [0, second_left, 0, 1024, 768, 0, 0, 0, 0, 0]] {
+                m.extend(monitor.iter().flat_map(|v| v.to_le_bytes()));
+            }
+            m
+        };
+        let with = |client: usize, caps_monitors: u32| {
+            let mut r = Reader::display_control(client);
+            let caps: Vec<u8> = [5u32, 20, caps_monitors, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()).collect();
+            r.judge(false, &caps).unwrap();
+            r
+        };
+        assert_eq!(with(2, 2).judge(true, &two(1024)), Ok(true));
+        assert!(with(1, 2).judge(true, &two(1024)).is_err(), "the client announced one");
+        assert!(with(2, 1).judge(true, &two(1024)).is_err(), "the target takes one");
+        assert!(with(2, 2).judge(true, &two(1000)).is_err(), "overlapping");
+        assert!(with(2, 2).judge(true, &two(1030)).is_err(), "apart");
+        // The total area within the Caps' bound: two 1024x768 monitors on 1 x 1000 x 1000.
+        let mut r = Reader::display_control(2);
+        let caps: Vec<u8> = [5u32, 20, 1, 1000, 1000].iter().flat_map(|v| v.to_le_bytes()).collect();
+        r.judge(false, &caps).unwrap();
+        assert!(r.judge(true, &layout(1024, 768)).unwrap());
+        assert!(r.judge(true, &two(1024)).is_err(), "larger than the caps allow");
+        // Physical size and scale factors: both of a pair or neither.
+        let mut m = layout(1024, 768);
+        m[40..44].copy_from_slice(&0u32.to_le_bytes());
+        assert!(display().judge(true, &m).is_err());
+        let mut m = layout(1024, 768);
+        m[52..56].copy_from_slice(&0u32.to_le_bytes());
+        assert!(display().judge(true, &m).is_err());
+        // A repeat is dropped; 12 real changes pass in any 2 s, then one more each time one of
+        // them is 2 s old.
+        let mut r = display();
+        let start = Instant::now();
+        assert_eq!(r.judge_at(true, &layout(1024, 768), start), Ok(true));
+        assert_eq!(r.judge_at(true, &layout(1024, 768), start + Duration::from_secs(60)), Ok(false));
+        let mut r = display();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let passed: Vec<bool> =
+            (0..20u32).map(|i| r.judge_at(true, &layout(1024 + 2 * i, 768), at(u64::from(i) * 50)).unwrap()).collect();
+        assert_eq!(passed.iter().filter(|p| **p).count(), 12);
+        assert!(!r.judge_at(true, &layout(2000, 768), at(1999)).unwrap());
+        assert!(r.judge_at(true, &layout(2002, 768), at(2000)).unwrap());
+        // FreeRDP's pace (one every 200 ms) always passes.
+        let mut r = display();
+        assert!(
+            (0..100u32)
+                .all(|i| r.judge_at(true, &layout(1024 + 2 * (i % 50), 768 + i % 2), at(u64::from(i) * 200)).unwrap())
+        );
+    }
+
+    /// RDPGFX PDU: cmdId, flags 0, pduLength, body.
+    fn gfx(cmd: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = cmd.to_le_bytes().to_vec();
+        m.extend(0u16.to_le_bytes());
+        m.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn graphics_reads_each_pdu_by_its_command_and_side() {
+        let caps = |sets: &[(u32, &[u8])]| {
+            let mut b = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
+            for (version, data) in sets {
+                b.extend(version.to_le_bytes());
+                b.extend(u32::try_from(data.len()).unwrap().to_le_bytes());
+                b.extend(*data);
+            }
+            gfx(0x12, &b)
+        };
+        let good_caps = caps(&[(0x0008_0004, &[0, 0, 0, 0]), (0x000A_0100, &[0; 16]), (0x000A_0002, &[0x22, 0, 0, 0])]);
+        let end = |frame: u32| gfx(0x0C, &frame.to_le_bytes());
+        let ack = |frame: u32, total: u32| {
+            let mut b = 0u32.to_le_bytes().to_vec();
+            b.extend(frame.to_le_bytes());
+            b.extend(total.to_le_bytes());
+            gfx(0x0D, &b)
+        };
+        let confirm = gfx(0x13, &[0x02, 0, 0x0A, 0, 4, 0, 0, 0, 0x20, 0, 0, 0]);
+        let mut r = Reader::new(Protocol::Graphics);
+        r.judge(true, &good_caps).unwrap();
+        r.judge(false, &confirm).unwrap();
+        r.judge(true, &gfx(0x10, &[0, 0])).unwrap();
+        r.judge(false, &[end(1), end(2)].concat()).unwrap();
+        r.judge(true, &ack(2, 2)).unwrap();
+        r.judge(true, &[ack(1, 2), gfx(0x16, &[1, 0, 0, 0, 9, 9, 9, 9, 1, 0, 1, 0])].concat()).unwrap();
+        let refused = |m: &[u8], from_client: bool| {
+            let mut r = Reader::new(Protocol::Graphics);
+            r.judge(false, &[end(1), end(2)].concat()).unwrap();
+            r.judge(from_client, m).is_err()
+        };
+        // Controls.
+        assert!(!refused(&good_caps, true) && !refused(&ack(1, 2), true));
+        // Unknown commands, the other side's, flags, lengths, trailing bytes.
+        assert!(refused(&gfx(0x7777, &[1, 2, 3]), true) && refused(&gfx(0x7777, &[1, 2, 3]), false));
+        assert!(refused(&end(3), true) && refused(&ack(1, 2), false) && refused(&good_caps, false));
+        let mut flagged = ack(1, 2);
+        flagged[2] = 1;
+        assert!(refused(&flagged, true));
+        let mut long = ack(1, 2);
+        long[4] = 21;
+        long.push(0);
+        assert!(refused(&long, true));
+        let mut trailing = end(1);
+        trailing[4] = 13;
+        trailing.push(0);
+        assert!(refused(&trailing, false));
+        assert!(refused(&[ack(1, 2), vec![0x0D]].concat(), true), "a cut header");
+        // Acknowledgements of frames not ended, or counting more frames than ended; a QoE twice.
+        assert!(refused(&ack(3, 2), true) && refused(&ack(1, 3), true));
+        let qoe = gfx(0x16, &[1, 0, 0, 0, 9, 9, 9, 9, 1, 0, 1, 0]);
+        assert!(refused(&[qoe.clone(), qoe].concat(), true));
+        // Caps: twice, unknown versions, wrong lengths, unknown flags, 10.1's reserved bytes.
+        assert!(refused(&[good_caps.clone(), good_caps.clone()].concat(), true));
+        assert!(refused(&caps(&[(0x000A_0800, &[0; 4])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0; 8])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0, 1, 0, 0])]), true));
+        assert!(refused(&caps(&[(0x000A_0100, &[1; 16])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0; 4]), (0x000A_0002, &[0; 4])]), true));
+        // A cache import offer that is not empty, or twice; a reply that imports; a confirm
+        // nobody asked for; RemoteApp's window mapping.
+        assert!(refused(&gfx(0x10, &[1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 0]), true));
+        assert!(refused(&[gfx(0x10, &[0, 0]), gfx(0x10, &[0, 0])].concat(), true));
+        assert!(refused(&gfx(0x11, &[1, 0, 1, 0]), false));
+        assert!(!refused(&gfx(0x11, &[0, 0]), false));
+        assert!(refused(&confirm, false));
+        assert!(refused(&gfx(0x15, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), false));
+        // Reset Graphics: its padding zero (340 bytes whole).
+        let mut reset = gfx(0x0E, &[0; 332]);
+        reset[8..12].copy_from_slice(&1024u32.to_le_bytes());
+        reset[12..16].copy_from_slice(&768u32.to_le_bytes());
+        assert!(!refused(&reset, false));
+        reset[300] = 0x41;
+        assert!(refused(&reset, false), "bytes in the padding");
     }
 
     fn input_pdu(event: u16, body: &[u8]) -> Vec<u8> {
