@@ -2301,6 +2301,99 @@ mod tests {
         }
     }
 
+    /// A client announcing `CLIPRDR` (FreeRDP 2.11's real Connect Initial with the name in
+    /// uppercase, which servers read as `cliprdr`; stock xfreerdp cannot send it) on a grant
+    /// without the clipboard, against freerdp-shadow's real Connect Response: the target is told
+    /// `cliprdr`, the channel is refused and audited as `cliprdr`, and a clipboard offer of text
+    /// crosses neither way, whole or in chunks.
+    #[test]
+    fn an_uppercase_cliprdr_gets_no_clipboard_on_a_grant_without_it() {
+        let initial = initial_with_names(&[(b"cliprdr\0", b"CLIPRDR\0")]);
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        let no_clipboard =
+            Redirection::from_grant(crate::channels::Switches { clipboard: false, ..Default::default() });
+        let mut f = Filter::new(SecurityProtocol::SSL, no_clipboard, injection());
+        let Verdict::Replace(out) = f.from_client(&initial).unwrap() else { panic!("connect initial not rewritten") };
+        let x224 = decode::<X224<X224Data<'_>>>(&out).unwrap();
+        let blocks = decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks();
+        let told: Vec<_> =
+            blocks.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap().to_owned()).collect();
+        assert!(told.iter().any(|n| n == "cliprdr") && !told.iter().any(|n| n == "CLIPRDR"), "{told:?}");
+        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        let clip = f.decisions().iter().find(|d| d.name == "cliprdr").cloned().expect("cliprdr decided");
+        assert!(!clip.allowed, "{:?}", f.decisions());
+        // A Format List (CB_FORMAT_LIST, long format names): CF_UNICODETEXT; then the Format
+        // Data Response with the text, the way a clipboard offer goes.
+        let text: Vec<u8> = "secret-from-the-client\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let cliprdr = |kind: u16, flags: u16, body: &[u8]| {
+            let mut m = kind.to_le_bytes().to_vec();
+            m.extend(flags.to_le_bytes());
+            m.extend(u32::try_from(body.len()).unwrap().to_le_bytes());
+            m.extend(body);
+            m
+        };
+        let list = cliprdr(2, 0, &[13, 0, 0, 0, 0, 0]);
+        let data = cliprdr(5, 1, &text);
+        for message in [list, data] {
+            let whole = {
+                let mut out = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
+                out.extend(3u32.to_le_bytes());
+                out.extend(&message);
+                out
+            };
+            assert_eq!(f.from_client(&send_data(clip.id, whole.clone())).unwrap(), Verdict::Drop, "to the target");
+            assert_eq!(f.from_target(&send_indication(clip.id, whole)).unwrap(), Verdict::Drop, "to the client");
+            let half = message.len() / 2;
+            for (flags, part) in [(1u32, &message[..half]), (2, &message[half..])] {
+                let mut chunk = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
+                chunk.extend(flags.to_le_bytes());
+                chunk.extend(part);
+                assert_eq!(f.from_client(&send_data(clip.id, chunk.clone())).unwrap(), Verdict::Drop);
+                assert_eq!(f.from_target(&send_indication(clip.id, chunk)).unwrap(), Verdict::Drop);
+            }
+        }
+        // Control: the same client on a grant with the clipboard gets it, lowercase, and its
+        // offer passes.
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&initial).unwrap();
+        f.from_target(&response).unwrap();
+        let clip = f.decisions().iter().find(|d| d.name == "cliprdr").cloned().unwrap();
+        assert!(clip.allowed);
+        let list = cliprdr(2, 0, &[13, 0, 0, 0, 0, 0]);
+        let mut whole = u32::try_from(list.len()).unwrap().to_le_bytes().to_vec();
+        whole.extend(3u32.to_le_bytes());
+        whole.extend(&list);
+        assert_eq!(f.from_client(&send_data(clip.id, whole)).unwrap(), Verdict::Forward);
+    }
+
+    /// The graphics pipeline opens only for a client whose core data announced it: FreeRDP
+    /// 2.11's real Connect Initial, read with and without the flag.
+    #[test]
+    fn the_graphics_pipeline_opens_only_for_a_client_that_announced_it() {
+        use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as E;
+        let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        let x224 = decode::<X224<X224Data<'_>>>(&initial).unwrap();
+        let mut ci = decode::<ConnectInitial>(&x224.0.data).unwrap();
+        let mut blocks = ci.conference_create_request.into_gcc_blocks();
+        let flags = blocks.core.optional_data.early_capability_flags.unwrap_or(E::empty());
+        for announced in [false, true] {
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+            blocks.core.optional_data.early_capability_flags = Some(if announced {
+                flags | E::SUPPORT_DYN_VC_GFX_PROTOCOL
+            } else {
+                flags - E::SUPPORT_DYN_VC_GFX_PROTOCOL
+            });
+            ci.conference_create_request = ConferenceCreateRequest::new(blocks.clone()).unwrap();
+            let frame = encode_vec(&X224(X224Data { data: Cow::Owned(encode_vec(&ci).unwrap()) })).unwrap();
+            assert!(matches!(f.from_client(&frame).unwrap(), Verdict::Replace(_)));
+            f.from_target(&vector(include_str!("testdata/connect_response_shadow2.hex"))).unwrap();
+            (f.client_info_seen, f.active) = (true, true);
+            let drdynvc = f.decisions().iter().find(|d| d.name == "drdynvc").unwrap().id;
+            let verdict = f.from_target(&send_indication(drdynvc, dvc_create(7, "Microsoft::Windows::RDS::Graphics")));
+            assert_eq!(verdict.unwrap() == Verdict::Forward, announced, "announced: {announced}");
+        }
+    }
+
     /// A static channel PDU holding one whole dynamic channel PDU.
     fn svc(dvc: &[u8]) -> Vec<u8> {
         let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
