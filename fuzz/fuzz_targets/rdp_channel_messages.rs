@@ -1,17 +1,19 @@
-//! The strict readers of display control (MS-RDPEDISP), touch and pen input (MS-RDPEI) and sound
+//! The strict readers of graphics pipeline (MS-RDPEGFX, the target's as the filter hands them
+//! over, decompressed), display control (MS-RDPEDISP), touch and pen input (MS-RDPEI) and sound
 //! (MS-RDPEA) messages see bytes from a program on the target and from a client that may be
-//! hostile: whatever arrives, they must not panic, and a message they accept must stop being
-//! accepted with one byte more (no trailing bytes, in any state).
+//! hostile: whatever arrives, they must not panic, and a message they accept (pass or drop) must
+//! stop being accepted with one byte more (no trailing bytes, in any state).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use witness_rdp_core::messages::{Protocol, Reader};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, mut rest)) = data.split_first() else { return };
-    let protocol = match mode % 3 {
+    let protocol = match mode % 4 {
         0 => Protocol::DisplayControl,
         1 => Protocol::Input,
-        _ => Protocol::Audio,
+        2 => Protocol::Audio,
+        _ => Protocol::Graphics,
     };
     let mut reader = Reader::new(protocol);
     // Messages: a direction byte, a u16 length, then the message.

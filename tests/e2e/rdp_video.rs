@@ -142,6 +142,8 @@ fn red_then_blue_session(extra: &[&str]) {
             dynamic.iter().flat_map(|c| c["detail"][list].as_array().unwrap().clone()).collect()
         };
         assert!(listed("allowed").iter().any(|n| n == "Microsoft::Windows::RDS::Graphics"), "{events:?}");
+        // It opens once a session, and FreeRDP's own was the one: never refused.
+        assert!(!listed("blocked").iter().any(|n| n == "Microsoft::Windows::RDS::Graphics"), "{events:?}");
         // freerdp-shadow asks for the client's microphone: no grant opens audio input.
         assert!(listed("blocked").iter().any(|n| n == "AUDIO_INPUT"), "{events:?}");
     }
@@ -252,10 +254,21 @@ fn xrdp_session_video() {
 #[test]
 fn a_resized_xrdp_desktop_stays_one_video() {
     const BLACK: (u8, u8, u8) = (0, 0, 0);
-    let (_, mp4, _box) = xrdp_video(30, &["/dynamic-resolution", "/size:1024x768"], |screen| {
+    let (_, mp4, rb) = xrdp_video(30, &["/dynamic-resolution", "/size:1024x768"], |screen| {
         std::thread::sleep(Duration::from_secs(3));
         screen.resize_windows("xfreerdp", 1024, 576);
     });
+    // Display control opens once a session: xrdp's own, before the resize, and never again
+    // (a reactivation does not reopen it), so no Create Request for it was refused.
+    let events = rb.b.audit();
+    let dynamic: Vec<_> =
+        audit_of(&events, "rdp_channels").into_iter().filter(|c| c["detail"]["kind"] == "dynamic").collect();
+    let listed = |list: &str| -> Vec<serde_json::Value> {
+        dynamic.iter().flat_map(|c| c["detail"][list].as_array().unwrap().clone()).collect()
+    };
+    let display = "Microsoft::Windows::RDS::DisplayControl";
+    assert!(listed("allowed").iter().any(|n| n == display), "{events:?}");
+    assert!(!listed("blocked").iter().any(|n| n == display), "{events:?}");
     assert_eq!(ffprobe(&mp4, "stream=codec_name,width,height"), "h264,1024,768", "one video at the first size");
     let top = colours_at(&mp4, "iw/4", "20");
     let middle = colours_at(&mp4, "iw/4", "ih/2+60");

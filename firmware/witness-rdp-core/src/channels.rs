@@ -159,6 +159,7 @@ const INPUT: &str = "microsoft::windows::rds::input";
 /// every channel opened without a redirection class has one, and so does sound out.
 pub fn protocol(name: &str) -> Option<Protocol> {
     match name {
+        GRAPHICS => Some(Protocol::Graphics),
         DISPLAY_CONTROL => Some(Protocol::DisplayControl),
         INPUT => Some(Protocol::Input),
         "audio_playback_dvc" | "audio_playback_lossy_dvc" => Some(Protocol::Audio),

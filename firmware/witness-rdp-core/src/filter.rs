@@ -167,6 +167,12 @@ pub struct Filter {
     input_offered: InputFlags,
     /// The client's address as the box saw it: what the target is told in the Client Info.
     client_address: Option<std::net::IpAddr>,
+    /// The client's core data announced the graphics pipeline (earlyCapabilityFlags
+    /// RNS_UD_CS_SUPPORT_DYNVC_GFX_PROTOCOL): without it no graphics channel opens.
+    client_gfx: bool,
+    /// The monitors the client's connection data announced (its Client Monitor Data, or one):
+    /// no display layout holds more.
+    client_monitors: usize,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -191,6 +197,11 @@ struct Dynamic {
     /// neither side can say anything new in them (red team h-red17m, hole 1).
     caps_request: Option<Vec<u8>>,
     caps_response: Option<Vec<u8>>,
+    /// The channels opened without a redirection class (the graphics pipeline, display
+    /// control) that the target opened: each opens once a session. Its name stays shut after the client said no
+    /// to it or it closed, so a program on the target cannot take the name the session's own
+    /// left (red team h-red17k).
+    opened_once: HashSet<String>,
 }
 
 /// The client directory every Client Info the target gets names (mstsc's and FreeRDP's own).
@@ -245,11 +256,28 @@ struct Parsed {
     reader: Reader,
     client: Gather,
     target: Gather,
+    /// The graphics pipeline: the target's ZGFX history.
+    zgfx: Option<Box<Zgfx>>,
+}
+
+/// A ZGFX decompressor (its 2.5 MB history), shown by name only.
+struct Zgfx(ironrdp_graphics::zgfx::Decompressor);
+
+impl std::fmt::Debug for Zgfx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Zgfx")
+    }
 }
 
 impl Parsed {
     fn new(protocol: Protocol) -> Self {
-        Self { reader: Reader::new(protocol), client: Gather::default(), target: Gather::default() }
+        Self::with(Reader::new(protocol))
+    }
+
+    fn with(reader: Reader) -> Self {
+        let zgfx = (reader.protocol() == Protocol::Graphics)
+            .then(|| Box::new(Zgfx(ironrdp_graphics::zgfx::Decompressor::new())));
+        Self { reader, client: Gather::default(), target: Gather::default(), zgfx }
     }
 
     /// Bytes of one direction's message in `frame`: the frame is held back until the message
@@ -268,11 +296,22 @@ impl Parsed {
         if g.message.len() < g.total {
             return Verdict::Drop;
         }
-        let (message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        let (mut message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
         g.total = 0;
+        // The target's graphics come as ZGFX segmented data (MS-RDPEGFX 2.2.5), compressed or
+        // not, its history spanning messages: read as the recorder reads them, decompressed.
+        if let Some(zgfx) = self.zgfx.as_mut().filter(|_| !from_client) {
+            let mut out = Vec::new();
+            if let Err(error) = zgfx.0.decompress(&message, &mut out) {
+                tracing::debug!(error = %error, "graphics pipeline data that does not decompress");
+                return Verdict::Refuse(refusal);
+            }
+            message = out;
+        }
         match self.reader.judge(from_client, &message) {
-            Ok(()) if held.len() == frame.len() => Verdict::Forward,
-            Ok(()) => Verdict::Replace(held),
+            Ok(false) => Verdict::Drop,
+            Ok(true) if held.len() == frame.len() => Verdict::Forward,
+            Ok(true) => Verdict::Replace(held),
             Err(why) => {
                 let start = hex::encode(&message[..message.len().min(64)]);
                 tracing::debug!(from_client, length = message.len(), start, "a channel message refused");
@@ -349,16 +388,14 @@ struct Chunks {
 
 /// Where the filter is in the client's messages on the graphics pipeline. A DVC message (one
 /// Data PDU, or a Data First and the Data PDUs that complete it) holds RDPGFX PDUs back to back,
-/// and servers read every one (xrdp's `xrdp_egfx_process`, FreeRDP's server): the filter walks
-/// each, across fragments and static chunks, so a Caps Advertise is found wherever it stands.
+/// and servers read every one (xrdp's `xrdp_egfx_process`, FreeRDP's server): the filter reads
+/// each ([`Reader`]), and each must lie whole in one frame (clients' are a few bytes, a Caps
+/// Advertise under 200), so it is judged before any byte of it passes and a Caps Advertise is
+/// trimmed in place wherever it stands.
 #[derive(Debug, Default)]
 struct GfxWalk {
     /// Bytes of the current DVC message still to come (0: none in progress).
     message_left: u64,
-    /// Bytes of the current RDPGFX PDU still to come.
-    skip: u64,
-    /// The first bytes of the next RDPGFX header, when a frame ended inside it.
-    head: Vec<u8>,
 }
 
 impl GfxWalk {
@@ -368,54 +405,32 @@ impl GfxWalk {
         if self.message_left > 0 {
             return false;
         }
-        *self = Self { message_left: total, ..Self::default() };
+        self.message_left = total;
         true
     }
 
-    /// Walks the message bytes one frame carries, trimming a Caps Advertise in place; whether
-    /// one was trimmed. `None` when a Caps Advertise does not lie whole in these bytes (it could
-    /// not be trimmed in place), when an RDPGFX header is malformed, or when the bytes overrun the
-    /// message or the message ends inside a PDU.
-    fn feed(&mut self, bytes: &mut [u8]) -> Option<bool> {
-        self.message_left = self.message_left.checked_sub(bytes.len() as u64)?;
+    /// Reads the RDPGFX PDUs one frame carries, trimming a Caps Advertise in place; whether one
+    /// was trimmed. `Err` when a PDU is not one the client may send ([`Reader`]), does not lie
+    /// whole in these bytes, or the bytes overrun the message.
+    fn feed(&mut self, reader: &mut Reader, bytes: &mut [u8]) -> Result<bool, &'static str> {
+        let Some(left) = self.message_left.checked_sub(bytes.len() as u64) else { return Err(GFX_UNRESTRICTED) };
+        self.message_left = left;
         let mut trimmed = false;
         let mut at = 0;
         while at < bytes.len() {
-            if self.skip > 0 {
-                let n = self.skip.min((bytes.len() - at) as u64);
-                self.skip -= n;
-                at += n as usize;
-                continue;
-            }
-            let (pdu_start, whole_header) = (at, self.head.is_empty());
-            let take = (8 - self.head.len()).min(bytes.len() - at);
-            self.head.extend_from_slice(&bytes[at..at + take]);
-            at += take;
-            if self.head.len() < 8 {
-                break;
-            }
-            let (command, length) = (u16_at(&self.head, 0)?, u64::from(uint_at(&self.head, 4, 4)?));
-            self.head.clear();
-            if length < 8 {
-                return None;
-            }
-            if command == RDPGFX_CMDID_CAPSADVERTISE {
-                let end = usize::try_from(length).ok().and_then(|l| pdu_start.checked_add(l))?;
-                if !whole_header || end > bytes.len() {
-                    return None;
-                }
-                let t = trim_caps_pdu(&mut bytes[pdu_start..end])?;
+            let length = uint_at(bytes, at + 4, 4).and_then(|l| usize::try_from(l).ok());
+            let Some(end) = length.and_then(|l| at.checked_add(l)).filter(|&e| e <= bytes.len() && e >= at + 8) else {
+                return Err(GFX_UNRESTRICTED);
+            };
+            reader.judge(true, &bytes[at..end])?;
+            if u16_at(bytes, at) == Some(RDPGFX_CMDID_CAPSADVERTISE) {
+                let t = trim_caps_pdu(&mut bytes[at..end]).ok_or(GFX_UNRESTRICTED)?;
                 tracing::debug!(trimmed = ?t, "graphics pipeline capabilities trimmed to what the box decodes");
                 trimmed = true;
-                at = end;
-            } else {
-                self.skip = length - 8;
             }
+            at = end;
         }
-        if self.message_left == 0 && (self.skip > 0 || !self.head.is_empty()) {
-            return None;
-        }
-        Some(trimmed)
+        Ok(trimmed)
     }
 }
 
@@ -847,6 +862,8 @@ impl Filter {
             dynamic: Dynamic::default(),
             input_offered: InputFlags::empty(),
             client_address: None,
+            client_gfx: false,
+            client_monitors: 1,
         }
     }
 
@@ -1261,16 +1278,29 @@ impl Filter {
                 // graphics channel is refused (the box reads each as one stream of messages, and
                 // a program on the target would otherwise open its own beside the session's).
                 // USB opens a channel per device, all named URBDRC.
-                let read_whole = read == GRAPHICS || channels::protocol(&read).is_some();
+                // Each such name opens once a session: the session's own channel is opened by the
+                // target's session manager before any program runs, and a name the client said no
+                // to, or that closed, stays shut (a program cannot take it). The graphics pipeline
+                // opens only for a client that announced it.
+                let read_whole = channels::protocol(&read).is_some();
+                let once = matches!(channels::protocol(&read), Some(Protocol::Graphics | Protocol::DisplayControl));
                 let allowed = channels::dynamic_allowed(self.redirection, name)
-                    && !(read_whole && d.open.values().any(|c| c.name == read));
+                    && !(read_whole && d.open.values().any(|c| c.name == read))
+                    && !d.opened_once.contains(&read)
+                    && (read != GRAPHICS || self.client_gfx);
                 let shown = shown_name(name);
                 if d.announced.len() < ANNOUNCED_NAMES && d.announced.insert((shown.clone(), allowed)) {
                     d.decided.push(DynamicDecision { name: shown, id: h.channel, allowed });
                 }
                 if allowed {
                     let graphics = read == GRAPHICS;
-                    let parsed = channels::protocol(&read).map(Parsed::new);
+                    let parsed = channels::protocol(&read).map(|p| match p {
+                        Protocol::DisplayControl => Parsed::with(Reader::display_control(self.client_monitors)),
+                        p => Parsed::new(p),
+                    });
+                    if once {
+                        d.opened_once.insert(read.clone());
+                    }
                     d.open.insert(
                         h.channel,
                         DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() },
@@ -1326,7 +1356,9 @@ impl Filter {
         if flags & CHANNEL_FLAG_FIRST == 0 {
             return match follow_chunk(&mut self.dynamic.client_chunks, flags, chunk.len()) {
                 Some(Chunks { feeds: Some(id), .. }) => match self.dynamic.open.get_mut(&id) {
-                    Some(c) if c.graphics => gfx_feed(&mut c.gfx, frame, at + 8),
+                    Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
+                        gfx_feed(gfx, &mut p.reader, frame, at + 8)
+                    }
                     Some(DynamicChannel { parsed: Some(p), .. }) => p.feed(true, frame, chunk),
                     // The channel closed (or changed) inside one of its messages.
                     _ => Verdict::Refuse(GFX_UNRESTRICTED),
@@ -1367,9 +1399,9 @@ impl Filter {
                 }
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
-                Some(c) if c.graphics => {
+                Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    gfx_from_client(&mut c.gfx, frame, at, length, h)
+                    gfx_from_client(gfx, &mut p.reader, frame, at, length, h)
                 }
                 Some(DynamicChannel { parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
@@ -1415,6 +1447,12 @@ impl Filter {
             cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
         }
         blocks.multi_transport_channel = None;
+        self.client_gfx = blocks
+            .core
+            .optional_data
+            .early_capability_flags
+            .is_some_and(|f| f.contains(ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL));
+        self.client_monitors = blocks.monitor.as_ref().map_or(1, |m| m.monitors.len().max(1));
         if let Some(network) = blocks.network.as_mut() {
             // One channel per name, as servers read names: xrdp takes the last `drdynvc`, the
             // decoder and FreeRDP the first, so a second one would hide a channel from one of them.
@@ -1632,7 +1670,14 @@ fn start_chunks(state: &mut Option<Chunks>, left: u64, feeds: Option<u32>, verdi
 /// The start of a client DVC Data or Data First PDU on the graphics pipeline: a Data First
 /// starts a message of its stated total, a Data outside one is a whole message; then its bytes
 /// in this frame are walked.
-fn gfx_from_client(walk: &mut GfxWalk, frame: &[u8], at: usize, length: u32, h: DvcHeader) -> Verdict {
+fn gfx_from_client(
+    walk: &mut GfxWalk,
+    reader: &mut Reader,
+    frame: &[u8],
+    at: usize,
+    length: u32,
+    h: DvcHeader,
+) -> Verdict {
     let chunk = &frame[at + 8..];
     let mut start = h.body;
     let started = if h.cmd == cmd::DATA_FIRST {
@@ -1652,17 +1697,17 @@ fn gfx_from_client(walk: &mut GfxWalk, frame: &[u8], at: usize, length: u32, h: 
     if !started {
         return Verdict::Refuse(GFX_UNRESTRICTED);
     }
-    gfx_feed(walk, frame, at + 8 + start)
+    gfx_feed(walk, reader, frame, at + 8 + start)
 }
 
 /// Walks the graphics pipeline bytes of `frame` from `from`: the frame passes as it is, or with
 /// a Caps Advertise trimmed, or the session ends.
-fn gfx_feed(walk: &mut GfxWalk, frame: &[u8], from: usize) -> Verdict {
+fn gfx_feed(walk: &mut GfxWalk, reader: &mut Reader, frame: &[u8], from: usize) -> Verdict {
     let mut out = frame.to_vec();
-    match walk.feed(&mut out[from..]) {
-        Some(true) => Verdict::Replace(out),
-        Some(false) => Verdict::Forward,
-        None => Verdict::Refuse(GFX_UNRESTRICTED),
+    match walk.feed(reader, &mut out[from..]) {
+        Ok(true) => Verdict::Replace(out),
+        Ok(false) => Verdict::Forward,
+        Err(why) => Verdict::Refuse(why),
     }
 }
 
@@ -1877,7 +1922,7 @@ mod tests {
     /// A filter past the connection sequence: I/O channel 1003, these channels decided.
     fn connected(channels: &[(&str, u16, bool)]) -> Filter {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        (f.connect_initial_seen, f.client_info_seen, f.active) = (true, true, true);
+        (f.connect_initial_seen, f.client_info_seen, f.active, f.client_gfx) = (true, true, true, true);
         f.io_channel = Some(1003);
         f.decisions = channels
             .iter()
@@ -2335,6 +2380,99 @@ mod tests {
         }
     }
 
+    /// A client announcing `CLIPRDR` (FreeRDP 2.11's real Connect Initial with the name in
+    /// uppercase, which servers read as `cliprdr`; stock xfreerdp cannot send it) on a grant
+    /// without the clipboard, against freerdp-shadow's real Connect Response: the target is told
+    /// `cliprdr`, the channel is refused and audited as `cliprdr`, and a clipboard offer of text
+    /// crosses neither way, whole or in chunks.
+    #[test]
+    fn an_uppercase_cliprdr_gets_no_clipboard_on_a_grant_without_it() {
+        let initial = initial_with_names(&[(b"cliprdr\0", b"CLIPRDR\0")]);
+        let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+        let no_clipboard =
+            Redirection::from_grant(crate::channels::Switches { clipboard: false, ..Default::default() });
+        let mut f = Filter::new(SecurityProtocol::SSL, no_clipboard, injection());
+        let Verdict::Replace(out) = f.from_client(&initial).unwrap() else { panic!("connect initial not rewritten") };
+        let x224 = decode::<X224<X224Data<'_>>>(&out).unwrap();
+        let blocks = decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks();
+        let told: Vec<_> =
+            blocks.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap().to_owned()).collect();
+        assert!(told.iter().any(|n| n == "cliprdr") && !told.iter().any(|n| n == "CLIPRDR"), "{told:?}");
+        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        let clip = f.decisions().iter().find(|d| d.name == "cliprdr").cloned().expect("cliprdr decided");
+        assert!(!clip.allowed, "{:?}", f.decisions());
+        // A Format List (CB_FORMAT_LIST, long format names): CF_UNICODETEXT; then the Format
+        // Data Response with the text, the way a clipboard offer goes.
+        let text: Vec<u8> = "secret-from-the-client\0".encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let cliprdr = |kind: u16, flags: u16, body: &[u8]| {
+            let mut m = kind.to_le_bytes().to_vec();
+            m.extend(flags.to_le_bytes());
+            m.extend(u32::try_from(body.len()).unwrap().to_le_bytes());
+            m.extend(body);
+            m
+        };
+        let list = cliprdr(2, 0, &[13, 0, 0, 0, 0, 0]);
+        let data = cliprdr(5, 1, &text);
+        for message in [list, data] {
+            let whole = {
+                let mut out = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
+                out.extend(3u32.to_le_bytes());
+                out.extend(&message);
+                out
+            };
+            assert_eq!(f.from_client(&send_data(clip.id, whole.clone())).unwrap(), Verdict::Drop, "to the target");
+            assert_eq!(f.from_target(&send_indication(clip.id, whole)).unwrap(), Verdict::Drop, "to the client");
+            let half = message.len() / 2;
+            for (flags, part) in [(1u32, &message[..half]), (2, &message[half..])] {
+                let mut chunk = u32::try_from(message.len()).unwrap().to_le_bytes().to_vec();
+                chunk.extend(flags.to_le_bytes());
+                chunk.extend(part);
+                assert_eq!(f.from_client(&send_data(clip.id, chunk.clone())).unwrap(), Verdict::Drop);
+                assert_eq!(f.from_target(&send_indication(clip.id, chunk)).unwrap(), Verdict::Drop);
+            }
+        }
+        // Control: the same client on a grant with the clipboard gets it, lowercase, and its
+        // offer passes.
+        let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+        f.from_client(&initial).unwrap();
+        f.from_target(&response).unwrap();
+        let clip = f.decisions().iter().find(|d| d.name == "cliprdr").cloned().unwrap();
+        assert!(clip.allowed);
+        let list = cliprdr(2, 0, &[13, 0, 0, 0, 0, 0]);
+        let mut whole = u32::try_from(list.len()).unwrap().to_le_bytes().to_vec();
+        whole.extend(3u32.to_le_bytes());
+        whole.extend(&list);
+        assert_eq!(f.from_client(&send_data(clip.id, whole)).unwrap(), Verdict::Forward);
+    }
+
+    /// The graphics pipeline opens only for a client whose core data announced it: FreeRDP
+    /// 2.11's real Connect Initial, read with and without the flag.
+    #[test]
+    fn the_graphics_pipeline_opens_only_for_a_client_that_announced_it() {
+        use ironrdp_pdu::gcc::ClientEarlyCapabilityFlags as E;
+        let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+        let x224 = decode::<X224<X224Data<'_>>>(&initial).unwrap();
+        let mut ci = decode::<ConnectInitial>(&x224.0.data).unwrap();
+        let mut blocks = ci.conference_create_request.into_gcc_blocks();
+        let flags = blocks.core.optional_data.early_capability_flags.unwrap_or(E::empty());
+        for announced in [false, true] {
+            let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
+            blocks.core.optional_data.early_capability_flags = Some(if announced {
+                flags | E::SUPPORT_DYN_VC_GFX_PROTOCOL
+            } else {
+                flags - E::SUPPORT_DYN_VC_GFX_PROTOCOL
+            });
+            ci.conference_create_request = ConferenceCreateRequest::new(blocks.clone()).unwrap();
+            let frame = encode_vec(&X224(X224Data { data: Cow::Owned(encode_vec(&ci).unwrap()) })).unwrap();
+            assert!(matches!(f.from_client(&frame).unwrap(), Verdict::Replace(_)));
+            f.from_target(&vector(include_str!("testdata/connect_response_shadow2.hex"))).unwrap();
+            (f.client_info_seen, f.active) = (true, true);
+            let drdynvc = f.decisions().iter().find(|d| d.name == "drdynvc").unwrap().id;
+            let verdict = f.from_target(&send_indication(drdynvc, dvc_create(7, "Microsoft::Windows::RDS::Graphics")));
+            assert_eq!(verdict.unwrap() == Verdict::Forward, announced, "announced: {announced}");
+        }
+    }
+
     /// A static channel PDU holding one whole dynamic channel PDU.
     fn svc(dvc: &[u8]) -> Vec<u8> {
         let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
@@ -2528,13 +2666,14 @@ mod tests {
         compressed[8] = 0x70; // DVC Data Compressed
         let mut cut = good.clone();
         cut[18] = 2; // two capability sets announced, one present
-        for (bad, why) in [(chunked, "chunked"), (compressed, "compressed"), (cut, "malformed")] {
+        let unrestricted = "the graphics pipeline could not be restricted for recording";
+        for (bad, why, reason) in [
+            (chunked, "chunked", unrestricted),
+            (compressed, "compressed", unrestricted),
+            (cut, "malformed", crate::messages::GRAPHICS_REFUSED),
+        ] {
             let mut f = open();
-            assert_eq!(
-                f.from_client(&send_data(1004, bad)).unwrap(),
-                Verdict::Refuse("the graphics pipeline could not be restricted for recording"),
-                "{why}"
-            );
+            assert_eq!(f.from_client(&send_data(1004, bad)).unwrap(), Verdict::Refuse(reason), "{why}");
         }
         let mut f = open();
         assert!(matches!(f.from_client(&send_data(1004, good)).unwrap(), Verdict::Replace(_)));
@@ -2780,13 +2919,22 @@ mod tests {
         encode_vec(&GfxPdu::CapabilitiesAdvertise(CapabilitiesAdvertisePdu::from_typed(&[C::V10 { flags }]))).unwrap()
     }
 
-    /// A filter with the graphics pipeline open on dynamic channel 7.
+    /// A filter with the graphics pipeline open on dynamic channel 7, the target having ended
+    /// frame 0 four times (so the client owes four acknowledgements of it).
     fn with_graphics() -> Filter {
         let mut f = with_drdynvc(Redirection::default());
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+        let end = [0x0C, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0];
+        assert_eq!(f.from_target(&send_indication(1004, svc(&gfx_down(7, &end.repeat(4))))).unwrap(), Verdict::Forward);
         f
+    }
+
+    /// A DVC Data PDU on `channel` holding RDPGFX PDUs from the target, as an uncompressed ZGFX
+    /// segment.
+    fn gfx_down(channel: u8, pdus: &[u8]) -> Vec<u8> {
+        [&[0x30, channel, 0xE0, 0x04][..], pdus].concat()
     }
 
     /// A static channel chunk on `drdynvc`: the message's total length, flags, the chunk's bytes.
@@ -2831,16 +2979,23 @@ mod tests {
         let mut f = with_graphics();
         assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
         replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
-        replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
+        let mut next = vec![0x30, 7];
+        next.extend(&ack);
+        assert_eq!(f.from_client(&send_data(1004, svc(&next))).unwrap(), Verdict::Forward);
+        // A second Caps Advertise on the channel: refused (a client advertises once).
+        assert_eq!(
+            f.from_client(&send_data(1004, svc(&rest))).unwrap(),
+            Verdict::Refuse(crate::messages::GRAPHICS_REFUSED)
+        );
         // The same Data PDU in two static chunks, the Caps Advertise whole in the second.
         let mut f = with_graphics();
         assert_eq!(f.from_client(&chunk(dvc.len(), 1, &dvc[..2 + ack.len()])).unwrap(), Verdict::Forward);
         replaced(f.from_client(&chunk(dvc.len(), 2, &dvc[2 + ack.len()..])).unwrap());
-        // Split inside the Caps Advertise: it cannot be trimmed in place.
+        // Split inside the Caps Advertise: it cannot be read or trimmed in place (every RDPGFX
+        // PDU of a client lies whole in one frame).
         let mut f = with_graphics();
         let cut = 2 + ack.len() + 6;
-        assert_eq!(f.from_client(&chunk(dvc.len(), 1, &dvc[..cut])).unwrap(), Verdict::Forward);
-        assert_eq!(f.from_client(&chunk(dvc.len(), 2, &dvc[cut..])).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
+        assert_eq!(f.from_client(&chunk(dvc.len(), 1, &dvc[..cut])).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
         // A Data First while another message is still in progress: peers differ on it.
         let mut f = with_graphics();
         assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
@@ -2858,8 +3013,9 @@ mod tests {
         assert_eq!(f.from_client(&send_data(1004, svc(&rest))).unwrap(), Verdict::Refuse(GFX_UNRESTRICTED));
         // Static chunks that do not add up to their stated length.
         let mut f = with_graphics();
-        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 1, &dvc[..10])).unwrap(), Verdict::Forward);
-        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 2, &dvc[10..])).unwrap(), Verdict::Refuse(DVC_UNREADABLE));
+        let cut = 2 + ack.len();
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 1, &dvc[..cut])).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&chunk(dvc.len() + 1, 2, &dvc[cut..])).unwrap(), Verdict::Refuse(DVC_UNREADABLE));
         // Other graphics pipeline PDUs pass as they are.
         let mut f = with_graphics();
         let mut acks = vec![0x30, 7];

@@ -176,9 +176,10 @@ fn red17i_suspended_chunks_show_the_client_a_screen_the_recording_never_sees() {
     let whole = [a.clone(), d.clone()].concat();
     seen.decoder.observe_target(&target_chunk(seen.drdynvc, whole.len(), 3, &whole)).unwrap();
     assert!(red_share(&seen.decoder) > 0.95, "the client's message does not paint the screen");
-    // The filter: the first passes, the flagged ones are dropped, and the last no longer adds up.
+    // The filter: the first is held back (the graphics pipeline passes whole messages), the
+    // flagged ones are dropped, and the last no longer adds up.
     let verdicts: Vec<Verdict> = chunks.iter().map(|c| s.filter.from_target(c).unwrap()).collect();
-    assert_eq!(verdicts, [Verdict::Forward, Verdict::Drop, Verdict::Drop, Verdict::Refuse(DVC_UNREADABLE)]);
+    assert_eq!(verdicts, [Verdict::Drop, Verdict::Drop, Verdict::Drop, Verdict::Refuse(DVC_UNREADABLE)]);
     // Where the splice adds up, the recorder is shown what FreeRDP reads, and records it.
     let mut s = session();
     let chunks = [
@@ -188,9 +189,15 @@ fn red17i_suspended_chunks_show_the_client_a_screen_the_recording_never_sees() {
     ];
     let mut sent = Vec::new();
     for chunk in &chunks {
-        if let Some(out) = passed(s.filter.from_target(chunk).unwrap(), chunk) {
-            s.decoder.observe_target(&out).expect("the recorder could not decode a chunk");
-            sent.push(out);
+        if let Some(mut out) = passed(s.filter.from_target(chunk).unwrap(), chunk) {
+            // A message held back passes with every frame that carried it: the recorder gets
+            // them one by one, as the relay hands them over.
+            while !out.is_empty() {
+                let n = ironrdp_pdu::find_size(&out).unwrap().unwrap().length;
+                let rest = out.split_off(n);
+                s.decoder.observe_target(&out).expect("the recorder could not decode a chunk");
+                sent.push(std::mem::replace(&mut out, rest));
+            }
         }
     }
     assert_eq!(freerdp_messages(&sent), vec![whole]);
@@ -202,6 +209,7 @@ fn red17i_suspended_chunks_show_the_client_a_screen_the_recording_never_sees() {
 pub(super) fn grant_without_anything() -> Filter {
     let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
     (f.connect_initial_seen, f.client_info_seen, f.active, f.io_channel) = (true, true, true, Some(1003));
+    f.client_gfx = true;
     f.decisions = vec![ChannelDecision { name: "drdynvc".into(), id: 1004, allowed: true }];
     f
 }
@@ -541,8 +549,10 @@ fn red17i_surface_bits_longer_than_their_rectangle_are_unrecorded_after_the_firs
 /// slot and said nothing (IronRDP's compositor returns on an empty slot): the client showed
 /// what the recording never had, and no gap was stated. Now a Cache Import Reply that imports
 /// anything stops the decoder, which ends the session with its reason (the recording fails
-/// closed; the offer itself still crosses: a client without persistent caching, FreeRDP 2 and
-/// IronRDP, never sends one).
+/// closed), and the filter refuses an offer of anything (red team h-red17k's hole 4: a Cache
+/// Import Offer's keys are 12 free bytes an entry, 5462 entries, from the client to whoever
+/// holds the graphics pipeline; a client without persistent caching, FreeRDP 2 and IronRDP,
+/// never sends one, and an empty one is no loss).
 #[test]
 fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
     use ironrdp_egfx::pdu::{CacheEntryMetadata, CacheImportOfferPdu, CacheToSurfacePdu, Point};
@@ -560,7 +570,8 @@ fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
         user_data: Cow::Owned(svc(&dvc)),
     }))
     .unwrap();
-    assert_eq!(s.filter.from_client(&up).unwrap(), Verdict::Forward, "the offer was changed or refused");
+    assert_eq!(s.filter.from_client(&up).unwrap(), Verdict::Refuse(crate::messages::GRAPHICS_REFUSED));
+    // Were it to cross (the recorder's own defence, as before the filter read the pipeline):
     s.decoder.observe_client(&up).unwrap();
     // The target imports it into slot 1 and draws it at the top left of a new surface.
     let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
@@ -587,7 +598,8 @@ fn red17i_tiles_from_the_clients_persistent_cache_are_drawn_unrecorded() {
     .collect();
     let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
     let down = target_chunk(s.drdynvc, message.len(), 3, &message);
-    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    // The filter refuses a reply that imports anything too.
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Refuse(crate::messages::GRAPHICS_REFUSED));
     // The client drew its 64x64 tile at (0, 0); the recorder cannot, and stops (the session
     // ends with its reason) instead of recording a picture without it.
     let e = s.decoder.observe_target(&down).expect_err("the import went unstated");
@@ -699,7 +711,10 @@ fn a_read_channel_holds_back_a_bounded_amount_and_opens_once() {
         f.from_target(&create(9, "microsoft::windows::rds::displaycontrol")).unwrap(),
         Verdict::Replace(_)
     ));
-    // Free again once closed.
+    // Not again once closed: display control opens once a session (red team h-red17k, hole 5).
     assert_eq!(f.from_target(&target_send(svc(&[0x40, 8]))).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_target(&create(10, "Microsoft::Windows::RDS::DisplayControl")).unwrap(), Verdict::Forward);
+    assert!(matches!(
+        f.from_target(&create(10, "Microsoft::Windows::RDS::DisplayControl")).unwrap(),
+        Verdict::Replace(_)
+    ));
 }

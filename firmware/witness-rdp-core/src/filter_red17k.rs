@@ -180,90 +180,193 @@ fn gfx_pdu(cmd: u16, body: &[u8]) -> Vec<u8> {
     pdu
 }
 
-/// Hole 4 (open, see the report): the graphics pipeline is the one channel the box opens
-/// without a class and without a reader: the client's messages are walked only to trim a Caps
-/// Advertise, the target's pass unread (the recorder decodes what it knows and skips the
-/// rest). "One channel per name" keeps a program from opening a second graphics channel beside
-/// the session's, but a session has none when the client does not do the graphics pipeline (or
-/// says no to the target's): then a program on the target opens
-/// `Microsoft::Windows::RDS::Graphics` by name through xrdpapi, the insider's client says yes,
-/// and any bytes cross both ways in RDPGFX PDUs of a command id no peer knows (0x7777 here),
-/// which the recorder has nothing to draw from.
+/// The target's RDPGFX PDUs on channel `id` as a DVC Data PDU: ZGFX segmented data,
+/// compressed (as Windows sends them) or not (xrdp, FreeRDP).
+fn gfx_down(id: u8, pdus: &[u8], compressed: bool) -> Vec<u8> {
+    use ironrdp_graphics::zgfx::{CompressionMode, Compressor, compress_and_wrap_egfx};
+    let mode = if compressed { CompressionMode::Always } else { CompressionMode::Never };
+    let mut pdu = vec![0x30, id];
+    pdu.extend(compress_and_wrap_egfx(pdus, &mut Compressor::new(), mode).unwrap());
+    pdu
+}
+
+/// A Create Request for `name` on `id`, from the target.
+fn create(id: u8, name: &str) -> Vec<u8> {
+    let mut create = vec![0x10, id];
+    create.extend(name.as_bytes());
+    create.push(0);
+    target_send(&create)
+}
+
+/// The target's Create Request reached the client under a name no client offers.
+fn shut(verdict: Verdict, name: &str) {
+    match verdict {
+        Verdict::Replace(out) => {
+            let word = name.rsplit("::").next().unwrap().as_bytes();
+            assert!(!out.windows(word.len()).any(|w| w.eq_ignore_ascii_case(word)), "{name} opened: {out:?}");
+        }
+        other => panic!("{name} opened: {other:?}"),
+    }
+}
+
+const GRAPHICS: &str = "Microsoft::Windows::RDS::Graphics";
+const DISPLAY_CONTROL: &str = "Microsoft::Windows::RDS::DisplayControl";
+const NO: [u8; 6] = [0x10, 3, 0x01, 0x00, 0x00, 0xC0];
+
+/// Hole 4 (fixed): the graphics pipeline was the one channel the box opened without a class
+/// and without a reader: the client's messages were walked only to trim a Caps Advertise, the
+/// target's passed unread (the recorder decodes what it knows and skips the rest). "One
+/// channel per name" kept a program from opening a second graphics channel beside the
+/// session's, but a session has none when the client does not do the graphics pipeline (or
+/// says no to the target's): then a program on the target opened
+/// `Microsoft::Windows::RDS::Graphics` by name through xrdpapi, the insider's client said yes,
+/// and any bytes crossed both ways in RDPGFX PDUs of a command id no peer knows (0x7777 here),
+/// which the recorder had nothing to draw from. Now the graphics pipeline opens only for a
+/// client whose core data announced it, and once a session (a name the client said no to stays
+/// shut); and every RDPGFX PDU is read both ways (the target's decompressed from ZGFX), only
+/// the commands its sender may send, exact: anything else ends the session.
 #[test]
 fn red17k_a_program_opens_the_graphics_pipeline_as_a_pipe() {
     let payload = file(4000);
-    // The client said no to the session's own graphics channel (id 3): the name is free.
+    let unknown = gfx_pdu(0x7777, &payload);
+    // The client said no to the session's own graphics channel (id 3): the name stays shut.
     let mut f = grant(Redirection::NONE);
-    let mut create = vec![0x10, 3];
-    create.extend(b"Microsoft::Windows::RDS::Graphics\0");
-    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward);
-    let no = [0x10, 3, 0x01, 0x00, 0x00, 0xC0];
-    assert_eq!(f.from_client(&client_send(&no)).unwrap(), Verdict::Forward);
-    // The program's channel, id 5.
-    let mut create = vec![0x10, 5];
-    create.extend(b"Microsoft::Windows::RDS::Graphics\0");
-    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward, "the program's graphics channel");
+    assert_eq!(f.from_target(&create(3, GRAPHICS)).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&NO)).unwrap(), Verdict::Forward);
+    shut(f.from_target(&create(5, GRAPHICS)).unwrap(), GRAPHICS);
+    // The insider's client says yes anyway: the target hears no, and nothing crosses either way.
+    let Verdict::Replace(answer) = f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap() else {
+        panic!("the client's yes reached the target")
+    };
+    assert!(answer.ends_with(&[0x10, 5, 0x01, 0x00, 0x00, 0xC0]), "{answer:?}");
+    assert_eq!(f.from_client(&client_send(&data(&unknown))).unwrap(), Verdict::Drop, "the file in");
+    assert_eq!(f.from_target(&target_send(&gfx_down(5, &unknown, false))).unwrap(), Verdict::Drop, "the file out");
+    // A client that did not announce the graphics pipeline: none opens, not even the session's.
+    let mut f = grant(Redirection::NONE);
+    f.client_gfx = false;
+    shut(f.from_target(&create(3, GRAPHICS)).unwrap(), GRAPHICS);
+    // Once open (the session's own, or a program's where the target never opened one), it
+    // opens no second time, even after it closed.
+    let mut f = grant(Redirection::NONE);
+    assert_eq!(f.from_target(&create(5, GRAPHICS)).unwrap(), Verdict::Forward);
     assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
-    // Out: the file in one RDPGFX PDU of an unknown command, whole to the client.
-    let out = data(&gfx_pdu(0x7777, &payload));
-    let frame = target_send(&out);
-    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "the file out");
-    assert!(frame.windows(payload.len()).any(|w| w == payload));
-    // In: the same, to the program.
-    let frame = client_send(&out);
-    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward, "the file in");
+    assert_eq!(f.from_target(&target_send(&[0x40, 5])).unwrap(), Verdict::Forward);
+    shut(f.from_target(&create(6, GRAPHICS)).unwrap(), GRAPHICS);
+    // On an open graphics channel the file's PDU ends the session, either way, compressed or
+    // not, alone or behind a PDU that reads; so does a known command from the wrong side.
+    let opened = || {
+        let mut f = grant(Redirection::NONE);
+        assert_eq!(f.from_target(&create(5, GRAPHICS)).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+        f
+    };
+    let refused = Verdict::Refuse(crate::messages::GRAPHICS_REFUSED);
+    let end_frame = gfx_pdu(0x000C, &7u32.to_le_bytes());
+    let ack = gfx_pdu(0x000D, &[0, 0, 0, 0, 7, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(opened().from_client(&client_send(&data(&unknown))).unwrap(), refused, "the file in");
+    for compressed in [false, true] {
+        let out = gfx_down(5, &unknown, compressed);
+        assert_eq!(opened().from_target(&target_send(&out)).unwrap(), refused, "the file out");
+        let behind = gfx_down(5, &[end_frame.clone(), unknown.clone()].concat(), compressed);
+        assert_eq!(opened().from_target(&target_send(&behind)).unwrap(), refused, "behind an end frame");
+    }
+    assert_eq!(
+        opened().from_target(&target_send(&gfx_down(5, &ack, false))).unwrap(),
+        refused,
+        "an ack from the target"
+    );
+    assert_eq!(opened().from_client(&client_send(&data(&end_frame))).unwrap(), refused, "a frame from the client");
+    // Controls: the target ends frame 7 (compressed), the client acknowledges it, once.
+    let mut f = opened();
+    assert_eq!(f.from_target(&target_send(&gfx_down(5, &end_frame, true))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&data(&ack))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&data(&ack))).unwrap(), refused, "a frame acknowledged twice");
 }
 
-/// Hole 5 (open, see the report): a display control Monitor Layout is read field by field, but
-/// its 16 monitors leave ~140 bytes a message free, client to target: a monitor that is not
-/// the primary has its left and top anywhere within 16 x 8192 pixels (2 free bytes each here),
-/// its width and height any even or whole value from 200 (a byte each), its physical size any
-/// from 10 mm (a byte each) and its desktop scale any from 100 (a byte). The layouts come as
-/// often as the client likes. A program on the target reads them when it holds the channel:
-/// the insider's client says no to the target's own display control channel, which frees the
-/// name for the program's, and no display change shows in the recording since the program, not
-/// the desktop, takes the layouts.
+/// A Monitor Layout PDU of `monitors`, each (flags, left, top, width, height, physical width
+/// and height, orientation, desktop and device scale).
+fn layout(monitors: &[[u32; 10]]) -> Vec<u8> {
+    let n = u32::try_from(monitors.len()).unwrap();
+    let mut m: Vec<u8> = [2u32, 16 + 40 * n, 40, n].iter().flat_map(|v| v.to_le_bytes()).collect();
+    m.extend(monitors.iter().flatten().flat_map(|v| v.to_le_bytes()));
+    m
+}
+
+/// Hole 5 (fixed): a display control Monitor Layout was read field by field, but its 16
+/// monitors left ~140 bytes a message free, client to target: a monitor that is not the
+/// primary had its left and top anywhere within 16 x 8192 pixels (2 free bytes each here), its
+/// width and height any even or whole value from 200 (a byte each), its physical size any from
+/// 10 mm (a byte each) and its desktop scale any from 100 (a byte). The layouts came as often
+/// as the client liked. A program on the target read them when it held the channel: the
+/// insider's client said no to the target's own display control channel, which freed the name
+/// for the program's, and no display change showed in the recording since the program, not the
+/// desktop, took the layouts. Now display control opens once a session (a name the client said
+/// no to stays shut), a layout holds no more monitors than the target's Caps and the client's
+/// core data allow (one, for a client without monitor data), they make one desktop (no
+/// overlap, joined edge to edge, within the Caps' area), and layouts pass only when they
+/// change something, at most 12 in 2 s (the rest are dropped).
 #[test]
 fn red17k_monitor_layouts_carry_a_file_to_a_program_that_holds_display_control() {
     let mut f = grant(Redirection::NONE);
-    let mut create = vec![0x10, 3];
-    create.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
-    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_client(&client_send(&[0x10, 3, 0x01, 0x00, 0x00, 0xC0])).unwrap(), Verdict::Forward, "no");
-    // The program's, on id 5: the name is free again.
-    let mut create = vec![0x10, 5];
-    create.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
-    assert_eq!(f.from_target(&target_send(&create)).unwrap(), Verdict::Forward, "the program's channel");
-    assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&create(3, DISPLAY_CONTROL)).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_client(&client_send(&NO)).unwrap(), Verdict::Forward, "no");
+    // The program's, on id 5: the name stays shut.
+    shut(f.from_target(&create(5, DISPLAY_CONTROL)).unwrap(), DISPLAY_CONTROL);
+    let _ = f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap();
     let caps: Vec<u8> = [5u32, 20, 16, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()).collect();
-    assert_eq!(f.from_target(&target_send(&data(&caps))).unwrap(), Verdict::Forward);
+    assert_eq!(f.from_target(&target_send(&data(&caps))).unwrap(), Verdict::Drop);
 
+    // The attack's layouts, on the session's own channel: 16 monitors from a client whose core
+    // data announced one.
     let payload = file(15 * 9 * 4);
-    let mut read_back = Vec::new();
-    for block in payload.chunks(15 * 9) {
-        let mut m: Vec<u8> = [2u32, 16 + 40 * 16, 40, 16].iter().flat_map(|v| v.to_le_bytes()).collect();
-        m.extend([1u32, 0, 0, 1024, 768, 300, 200, 0, 100, 100].iter().flat_map(|v| v.to_le_bytes()));
-        for b in block.chunks(9) {
-            let left = i32::from(i16::from_le_bytes([b[0], b[1]]));
-            let top = i32::from(i16::from_le_bytes([b[2], b[3]]));
-            let (width, height) = (200 + 2 * u32::from(b[4]), 200 + u32::from(b[5]));
-            let (pw, ph, scale) = (10 + u32::from(b[6]), 10 + u32::from(b[7]), 100 + u32::from(b[8]));
-            m.extend(0u32.to_le_bytes());
-            m.extend(left.to_le_bytes());
-            m.extend(top.to_le_bytes());
-            for v in [width, height, pw, ph, 0, scale, 100] {
-                m.extend(v.to_le_bytes());
+    let primary = [1u32, 0, 0, 1024, 768, 300, 200, 0, 100, 100];
+    let attack: Vec<Vec<u8>> = payload
+        .chunks(15 * 9)
+        .map(|block| {
+            let mut monitors = vec![primary];
+            for b in block.chunks(9) {
+                let left = i32::from(i16::from_le_bytes([b[0], b[1]])) as u32;
+                let top = i32::from(i16::from_le_bytes([b[2], b[3]])) as u32;
+                let (width, height) = (200 + 2 * u32::from(b[4]), 200 + u32::from(b[5]));
+                let (pw, ph, scale) = (10 + u32::from(b[6]), 10 + u32::from(b[7]), 100 + u32::from(b[8]));
+                monitors.push([0, left, top, width, height, pw, ph, 0, scale, 100]);
             }
-        }
-        assert_eq!(f.from_client(&client_send(&data(&m))).unwrap(), Verdict::Forward, "a layout of 16 monitors");
-        // What the program reads back.
-        for mon in m[16 + 40..].chunks(40) {
-            let u = |at: usize| u32::from_le_bytes(mon[at..at + 4].try_into().unwrap());
-            read_back.extend((u(4) as i16).to_le_bytes());
-            read_back.extend((u(8) as i16).to_le_bytes());
-            read_back.extend([((u(12) - 200) / 2) as u8, (u(16) - 200) as u8, (u(20) - 10) as u8, (u(24) - 10) as u8]);
-            read_back.push((u(32) - 100) as u8);
-        }
+            layout(&monitors)
+        })
+        .collect();
+    let opened = |monitors: usize| {
+        let mut f = grant(Redirection::NONE);
+        f.client_monitors = monitors;
+        assert_eq!(f.from_target(&create(5, DISPLAY_CONTROL)).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&target_send(&data(&caps))).unwrap(), Verdict::Forward);
+        f
+    };
+    let refused = Verdict::Refuse(crate::messages::DISPLAY_CONTROL_REFUSED);
+    for m in &attack {
+        assert_eq!(opened(1).from_client(&client_send(&data(m))).unwrap(), refused, "more monitors than announced");
+        // A client that announced 16: its monitors overlap or float apart.
+        assert_eq!(opened(16).from_client(&client_send(&data(m))).unwrap(), refused, "not one desktop");
     }
-    assert_eq!(read_back, payload, "{} bytes in {} layouts", payload.len(), 4);
+    // Controls: two monitors side by side, from a client that announced two.
+    let mut f = opened(2);
+    let right = [0u32, 1024, 0, 800, 600, 0, 0, 0, 0, 0];
+    let pair = layout(&[[1, 0, 0, 1024, 768, 0, 0, 0, 0, 0], right]);
+    assert_eq!(f.from_client(&client_send(&data(&pair))).unwrap(), Verdict::Forward);
+    // The same again changes nothing: dropped. A corner is no join; an overlap is refused.
+    assert_eq!(f.from_client(&client_send(&data(&pair))).unwrap(), Verdict::Drop);
+    let corner = layout(&[[1, 0, 0, 1024, 768, 0, 0, 0, 0, 0], [0, 1024, 768, 800, 600, 0, 0, 0, 0, 0]]);
+    assert_eq!(opened(2).from_client(&client_send(&data(&corner))).unwrap(), refused);
+    let overlap = layout(&[[1, 0, 0, 1024, 768, 0, 0, 0, 0, 0], [0, 1000, 0, 800, 600, 0, 0, 0, 0, 0]]);
+    assert_eq!(opened(2).from_client(&client_send(&data(&overlap))).unwrap(), refused);
+    // A flood of real changes: 12 pass in 2 s, the rest are dropped.
+    let mut f = opened(1);
+    let verdicts: Vec<Verdict> = (0..40u32)
+        .map(|i| {
+            let m = layout(&[[1, 0, 0, 1024 + 2 * i, 768, 0, 0, 0, 0, 0]]);
+            f.from_client(&client_send(&data(&m))).unwrap()
+        })
+        .collect();
+    assert_eq!(verdicts.iter().filter(|v| **v == Verdict::Forward).count(), 12, "{verdicts:?}");
+    assert!(verdicts[12..].iter().all(|v| *v == Verdict::Drop));
 }

@@ -661,18 +661,22 @@ fn red17m_a_target_opening_channels_without_end_makes_the_box_hold_them_all() {
     }
 }
 
-/// Hole 10 (open; beside red team `h-red17k`'s hole 4, which is the channel a program opens when
-/// the session has none): on the session's own graphics pipeline the client's RDPGFX PDUs are
-/// walked only to find a Caps Advertise, and the target's pass unread. An RDPGFX PDU of a
-/// command no peer knows, or a Cache Import Offer (5462 entries of a free 8-byte cache key and
-/// a length: ~65 KB) carries a file from the client to the target's RDP server, and the same
-/// unknown command one from the target's graphics server to the client (the recorder skips what
-/// it does not know). Refusing a second graphics channel does not close this one.
+/// Hole 10 (closed): on the session's own graphics pipeline the client's RDPGFX PDUs were
+/// walked only to find a Caps Advertise and the target's passed unread: an unknown command, or a
+/// Cache Import Offer (~65 KB of free cache keys), carried a file either way. The graphics
+/// reader (red17k hole 4's fix) reads every RDPGFX message by its command, exactly: an unknown
+/// command or a non-empty offer ends the session.
 #[test]
 fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways() {
-    let mut f = grant(Redirection::NONE);
-    assert_eq!(f.from_target(&target_dvc(&create(3, "Microsoft::Windows::RDS::Graphics"))).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_client(&client_dvc(&[0x10, 3, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let opened = || {
+        let mut f = grant(Redirection::NONE);
+        assert_eq!(
+            f.from_target(&target_dvc(&create(3, "Microsoft::Windows::RDS::Graphics"))).unwrap(),
+            Verdict::Forward
+        );
+        assert_eq!(f.from_client(&client_dvc(&[0x10, 3, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+        f
+    };
     let payload = file(1500);
     let gfx = |cmd: u16, body: &[u8]| {
         let mut pdu = vec![0x30, 3];
@@ -682,13 +686,14 @@ fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways(
         pdu.extend(body);
         pdu
     };
+    let refused = |v: Verdict| matches!(v, Verdict::Refuse(_));
     let frame = client_dvc(&gfx(0x7777, &payload));
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload), "client to target, unknown command");
+    assert!(refused(opened().from_client(&frame).unwrap()), "client to target, unknown command");
     // RDPGFX_CMDID_CACHEIMPORTOFFER (0x10): cacheEntriesCount, then cacheKey (8) and bitmapLength (4).
     let mut offer = u16::try_from(payload.len() / 12).unwrap().to_le_bytes().to_vec();
     offer.extend(&payload[..payload.len() / 12 * 12]);
     let frame = client_dvc(&gfx(0x10, &offer));
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..1200]), "a cache import offer");
+    assert!(refused(opened().from_client(&frame).unwrap()), "a cache import offer that is not empty");
     let frame = target_dvc(&gfx(0x7777, &payload));
-    assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload), "target to client, unknown command");
+    assert!(refused(opened().from_target(&frame).unwrap()), "target to client, unknown command");
 }

@@ -1,6 +1,6 @@
 //! Strict readers of the messages on the channels the box opens for what they are, not for a
-//! redirection class: display control ([MS-RDPEDISP]), touch and pen input ([MS-RDPEI]), and
-//! sound out ([MS-RDPEA], on a grant with audio).
+//! redirection class: the graphics pipeline ([MS-RDPEGFX]), display control ([MS-RDPEDISP]),
+//! touch and pen input ([MS-RDPEI]), and sound out ([MS-RDPEA], on a grant with audio).
 //!
 //! The target names its dynamic channels, and any program in the target session may pick the
 //! name (xrdpapi, the WTS API), so a channel opened by name alone is a pipe for whatever that
@@ -15,6 +15,10 @@
 /// Which protocol a channel speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
+    /// `Microsoft::Windows::RDS::Graphics` (MS-RDPEGFX). The target's messages reach the reader
+    /// decompressed (ZGFX, by the filter): RDPGFX PDUs back to back; the client's are RDPGFX
+    /// PDUs as sent.
+    Graphics,
     /// `Microsoft::Windows::RDS::DisplayControl` (MS-RDPEDISP).
     DisplayControl,
     /// `Microsoft::Windows::RDS::Input` (MS-RDPEI).
@@ -24,6 +28,7 @@ pub enum Protocol {
 }
 
 /// Why a message was refused, for each protocol (the reason the admin reads).
+pub const GRAPHICS_REFUSED: &str = "the graphics pipeline (Microsoft::Windows::RDS::Graphics) carried a message that is not exactly a graphics pipeline pdu (a program on the target could use it as a pipe)";
 pub const DISPLAY_CONTROL_REFUSED: &str = "the display control channel (Microsoft::Windows::RDS::DisplayControl) carried a message that is not exactly a display control pdu (a program on the target could use it as a pipe)";
 pub const INPUT_REFUSED: &str = "the touch and pen input channel (Microsoft::Windows::RDS::Input) carried a message that is not exactly an input pdu (a program on the target could use it as a pipe)";
 pub const AUDIO_REFUSED: &str = "the sound channel (rdpsnd or AUDIO_PLAYBACK_DVC) carried a message that is not exactly a sound pdu (a program on the target could use it as a pipe)";
@@ -33,6 +38,10 @@ impl Protocol {
     /// the session before it is gathered.
     pub fn max_message(self) -> usize {
         match self {
+            // The target's graphics arrive as one DVC message per ZGFX segmented data: a frame
+            // of a large desktop, uncompressed (8192 x 8192 at 4 bytes is 256 MiB; real targets
+            // split their updates: FreeRDP's and Windows' stay well below this).
+            Self::Graphics => 16 * 1024 * 1024,
             // Header, monitor layout size, count and 16 monitors of 40 bytes.
             Self::DisplayControl => 16 + 40 * MAX_MONITORS,
             Self::Input => 64 * 1024,
@@ -43,6 +52,7 @@ impl Protocol {
 
     pub fn refusal(self) -> &'static str {
         match self {
+            Self::Graphics => GRAPHICS_REFUSED,
             Self::DisplayControl => DISPLAY_CONTROL_REFUSED,
             Self::Input => INPUT_REFUSED,
             Self::Audio => AUDIO_REFUSED,
@@ -70,6 +80,38 @@ pub struct Reader {
     waves_due: Vec<u32>,
     /// Audio: the Training PDUs' wTimeStamp and wPackSize the client has yet to confirm.
     trainings_due: Vec<[u8; 4]>,
+    display: Display,
+    gfx: Gfx,
+}
+
+/// Display control: what the target's Caps and the client's connection data allow, and the
+/// layouts so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Display {
+    /// The monitors the client's core data announced (its Client Monitor Data, or one).
+    client_monitors: usize,
+    /// The target's Caps: MaxNumMonitors, MaxMonitorAreaFactorA and B.
+    caps: Option<(u32, u32, u32)>,
+    /// The last layout passed: one that repeats it is dropped.
+    last: Vec<u8>,
+    /// When the layouts of the last [`LAYOUT_WINDOW`] passed: at most [`LAYOUT_BURST`].
+    passed: std::collections::VecDeque<std::time::Instant>,
+}
+
+/// The graphics pipeline: what each side may still send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Gfx {
+    /// The client's Caps Advertise came (once); the target's Caps Confirm answered it (once).
+    advertised: bool,
+    confirmed: bool,
+    /// The client's Cache Import Offer came (once, empty).
+    offered: bool,
+    /// Frames the target ended (End Frame) that the client has not acknowledged, and not
+    /// acknowledged with a QoE Frame Acknowledge (each at most once, and only those).
+    acks_due: std::collections::VecDeque<u32>,
+    qoe_due: std::collections::VecDeque<u32>,
+    /// Frames the target ended on the channel: a client decodes no more.
+    ended: u64,
 }
 
 impl Reader {
@@ -83,25 +125,172 @@ impl Reader {
             quality_due: false,
             waves_due: Vec::new(),
             trainings_due: Vec::new(),
+            display: Display {
+                client_monitors: MAX_MONITORS,
+                caps: None,
+                last: Vec::new(),
+                passed: Default::default(),
+            },
+            gfx: Gfx::default(),
         }
+    }
+
+    /// Display control for a client whose core data announced `monitors` monitors: no layout
+    /// holds more.
+    pub fn display_control(monitors: usize) -> Self {
+        let mut r = Self::new(Protocol::DisplayControl);
+        r.display.client_monitors = monitors.clamp(1, MAX_MONITORS);
+        r
     }
 
     pub fn protocol(&self) -> Protocol {
         self.protocol
     }
 
-    /// Judges one whole message; `Err` with the reason the session ends.
-    pub fn judge(&mut self, from_client: bool, message: &[u8]) -> Result<(), &'static str> {
-        let ok = match self.protocol {
-            Protocol::DisplayControl => self.display_control(from_client, message),
-            Protocol::Input => self.input(from_client, message),
-            Protocol::Audio => self.audio(from_client, message),
-        };
-        if ok.is_some() { Ok(()) } else { Err(self.protocol.refusal()) }
+    /// Judges one whole message: `Ok(true)` passes it, `Ok(false)` drops it (a display layout
+    /// that changes nothing or comes too soon), `Err` with the reason the session ends.
+    pub fn judge(&mut self, from_client: bool, message: &[u8]) -> Result<bool, &'static str> {
+        self.judge_at(from_client, message, std::time::Instant::now())
     }
 
-    /// MS-RDPEDISP 2.2: the server's Caps PDU once, then the client's Monitor Layout PDUs.
-    fn display_control(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+    /// [`Reader::judge`] at `now` (display layouts are rate-limited).
+    pub fn judge_at(
+        &mut self,
+        from_client: bool,
+        message: &[u8],
+        now: std::time::Instant,
+    ) -> Result<bool, &'static str> {
+        let ok = match self.protocol {
+            Protocol::Graphics => self.graphics(from_client, message).map(|()| true),
+            Protocol::DisplayControl => self.display_control_pdu(from_client, message, now),
+            Protocol::Input => self.input(from_client, message).map(|()| true),
+            Protocol::Audio => self.audio(from_client, message).map(|()| true),
+        };
+        ok.ok_or(self.protocol.refusal())
+    }
+
+    /// MS-RDPEGFX 2.2: RDPGFX PDUs back to back, each of a command its sender may send (2.2.1.1),
+    /// flags zero, pduLength exact. The client's: one Caps Advertise of known capability sets
+    /// (the filter trims it), at most one Cache Import Offer and it empty (a client's cache
+    /// holds tiles the recording never saw), and a Frame Acknowledge and a QoE Frame
+    /// Acknowledge for each frame the target ended, no other. The target's: every PDU as
+    /// IronRDP (the recorder's reader) reads it and writes it back byte for byte, no window
+    /// mapping (RemoteApp is refused), a Cache Import Reply that imports nothing, one Caps
+    /// Confirm after the client's Caps Advertise. What the target draws is free (it is
+    /// drawn, and recorded).
+    fn graphics(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+        let mut at = 0;
+        while at < m.len() {
+            let mut c = Cursor::new(&m[at..]);
+            let (command, flags, length) = (c.u16()?, c.u16()?, usize::try_from(c.u32()?).ok()?);
+            if flags != 0 || length < 8 || length > m.len() - at {
+                return None;
+            }
+            let pdu = &m[at..at + length];
+            if from_client {
+                self.gfx_client(command, pdu)?;
+            } else {
+                self.gfx_target(command, pdu)?;
+            }
+            at += length;
+        }
+        (!m.is_empty()).then_some(())
+    }
+
+    fn gfx_client(&mut self, command: u16, pdu: &[u8]) -> Option<()> {
+        let mut c = Cursor::new(pdu);
+        c.take(8)?;
+        let g = &mut self.gfx;
+        match command {
+            RDPGFX_CMDID_CAPSADVERTISE if !g.advertised => {
+                g.advertised = true;
+                let count = c.u16()?;
+                if !(1..=GFX_CAPS.len() as u16).contains(&count) {
+                    return None;
+                }
+                let mut seen = Vec::new();
+                for _ in 0..count {
+                    let (version, length) = (c.u32()?, usize::try_from(c.u32()?).ok()?);
+                    let data = c.take(length)?;
+                    let known = GFX_CAPS.iter().find(|(v, _)| *v == version)?;
+                    if seen.contains(&version) || length != known.1 {
+                        return None;
+                    }
+                    seen.push(version);
+                    // 10.1's 16 bytes are reserved (zero); the others are flags, known ones only.
+                    let fits = if version == GFX_V10_1 {
+                        data.iter().all(|&b| b == 0)
+                    } else {
+                        u32::from_le_bytes(data.try_into().ok()?) & !GFX_CAPS_FLAGS == 0
+                    };
+                    if !fits {
+                        return None;
+                    }
+                }
+            }
+            RDPGFX_CMDID_CACHEIMPORTOFFER if !g.offered => {
+                g.offered = true;
+                if c.u16()? != 0 {
+                    return None;
+                }
+            }
+            RDPGFX_CMDID_FRAMEACKNOWLEDGE => {
+                let (depth, frame, total) = (c.u32()?, c.u32()?, c.u32()?);
+                let due = g.acks_due.iter().position(|&f| f == frame)?;
+                if !(depth <= MAX_QUEUE_DEPTH || depth == SUSPEND_FRAME_ACKNOWLEDGEMENT) || u64::from(total) > g.ended {
+                    return None;
+                }
+                g.acks_due.remove(due);
+            }
+            RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE => {
+                let frame = c.u32()?;
+                c.take(8)?; // timestamp, timeDiffSE, timeDiffEDR
+                let due = g.qoe_due.iter().position(|&f| f == frame)?;
+                g.qoe_due.remove(due);
+            }
+            _ => return None,
+        }
+        c.done().then_some(())
+    }
+
+    fn gfx_target(&mut self, command: u16, pdu: &[u8]) -> Option<()> {
+        use ironrdp_core::{Decode as _, ReadCursor};
+        use ironrdp_egfx::pdu::GfxPdu;
+        if GFX_CLIENT_COMMANDS.contains(&command) || GFX_WINDOW_COMMANDS.contains(&command) {
+            return None;
+        }
+        let mut cursor = ReadCursor::new(pdu);
+        let read = GfxPdu::decode(&mut cursor).ok()?;
+        // Read to its end, and written back as it came: no padding, reserved field or trailing
+        // byte of its own.
+        if !cursor.is_empty() || ironrdp_core::encode_vec(&read).ok()? != pdu {
+            return None;
+        }
+        let g = &mut self.gfx;
+        match read {
+            GfxPdu::CapabilitiesConfirm(_) if g.advertised && !g.confirmed => g.confirmed = true,
+            GfxPdu::CapabilitiesConfirm(_) => return None,
+            GfxPdu::CacheImportReply(reply) if !reply.cache_slots.is_empty() => return None,
+            GfxPdu::EndFrame(end) => {
+                g.ended += 1;
+                for due in [&mut g.acks_due, &mut g.qoe_due] {
+                    if due.len() == MAX_FRAMES_DUE {
+                        due.pop_front();
+                    }
+                    due.push_back(end.frame_id);
+                }
+            }
+            _ => {}
+        }
+        Some(())
+    }
+
+    /// MS-RDPEDISP 2.2: the server's Caps PDU once, then the client's Monitor Layout PDUs: no
+    /// more monitors than the Caps and the client's core data allow, one primary at 0,0, none
+    /// overlapping, all joined edge to edge, their area within the Caps' bound. A layout that
+    /// repeats the last one, or comes when [`LAYOUT_BURST`] passed in the last [`LAYOUT_WINDOW`]
+    /// (FreeRDP sends one at most every 200 ms), is dropped.
+    fn display_control_pdu(&mut self, from_client: bool, m: &[u8], now: std::time::Instant) -> Option<bool> {
         let mut c = Cursor::new(m);
         let (kind, length) = (c.u32()?, c.u32()?);
         if usize::try_from(length).ok()? != m.len() {
@@ -116,16 +305,19 @@ impl Reader {
             let factor = 1..=MAX_AREA_FACTOR;
             let fits =
                 (1..=MAX_MONITORS as u32).contains(&monitors) && factor.contains(&area_a) && factor.contains(&area_b);
-            return (fits && c.done()).then_some(());
+            self.display.caps = Some((monitors, area_a, area_b));
+            return (fits && c.done()).then_some(true);
         }
+        let (max_monitors, area_a, area_b) = self.display.caps?;
         if kind != DISPLAYCONTROL_PDU_TYPE_MONITOR_LAYOUT || c.u32()? != MONITOR_LAYOUT_SIZE {
             return None;
         }
         let count = usize::try_from(c.u32()?).ok()?;
-        if !(1..=MAX_MONITORS).contains(&count) {
+        if !(1..=self.display.client_monitors.min(max_monitors as usize)).contains(&count) {
             return None;
         }
         let mut primaries = 0;
+        let mut rects: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(count);
         for _ in 0..count {
             let flags = c.u32()?;
             let (left, top) = (c.i32()?, c.i32()?);
@@ -135,7 +327,7 @@ impl Reader {
             let primary = flags == DISPLAYCONTROL_MONITOR_PRIMARY;
             primaries += usize::from(primary);
             // Sizes in millimetres and scale factors: 0 when the client gives none (FreeRDP
-            // 2.11's scale factors), else in the spec's range.
+            // 2.11's scale factors), else in the spec's range; both of a pair or neither.
             let physical = |v: u32| v == 0 || (10..=10_000).contains(&v);
             let position = |v: i32| v.unsigned_abs() <= MAX_POSITION;
             let fits = (flags & !DISPLAYCONTROL_MONITOR_PRIMARY) == 0
@@ -147,16 +339,42 @@ impl Reader {
                 && (200..=8192).contains(&height)
                 && physical(physical_width)
                 && physical(physical_height)
+                && (physical_width == 0) == (physical_height == 0)
                 && [0, 90, 180, 270].contains(&orientation)
                 && (desktop_scale == 0 || (100..=500).contains(&desktop_scale))
-                && [0, 100, 140, 180].contains(&device_scale);
+                && [0, 100, 140, 180].contains(&device_scale)
+                && (desktop_scale == 0) == (device_scale == 0);
             if !fits {
                 return None;
             }
+            rects.push((
+                left.into(),
+                top.into(),
+                i64::from(left) + i64::from(width),
+                i64::from(top) + i64::from(height),
+            ));
         }
-        (primaries == 1 && c.done()).then_some(())
+        // The total area within MaxNumMonitors x MaxMonitorAreaFactorA x B (MS-RDPEDISP 2.2.2.1).
+        let area: i64 = rects.iter().map(|r| (r.2 - r.0) * (r.3 - r.1)).sum();
+        let bound = i64::from(max_monitors) * i64::from(area_a) * i64::from(area_b);
+        if primaries != 1 || !c.done() || area > bound || !one_desktop(&rects) {
+            return None;
+        }
+        // A real change, and not too often.
+        let d = &mut self.display;
+        if d.last == m {
+            return Some(false);
+        }
+        while d.passed.front().is_some_and(|&t| now.saturating_duration_since(t) >= LAYOUT_WINDOW) {
+            d.passed.pop_front();
+        }
+        if d.passed.len() >= LAYOUT_BURST {
+            return Some(false);
+        }
+        d.passed.push_back(now);
+        d.last = m.to_vec();
+        Some(true)
     }
-
     /// MS-RDPEI 2.2.3: SC_READY once, then suspend and resume from the target; CS_READY once
     /// after SC_READY, then touch, pen and dismiss-hovering events from the client.
     fn input(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
@@ -360,6 +578,47 @@ const DISPLAYCONTROL_PDU_TYPE_CAPS: u32 = 0x0000_0005;
 const DISPLAYCONTROL_PDU_TYPE_MONITOR_LAYOUT: u32 = 0x0000_0002;
 const DISPLAYCONTROL_MONITOR_PRIMARY: u32 = 0x0000_0001;
 const MONITOR_LAYOUT_SIZE: u32 = 40;
+/// At most this many layouts pass in any [`LAYOUT_WINDOW`]: 6 a second, FreeRDP's 5 with room.
+const LAYOUT_BURST: usize = 12;
+const LAYOUT_WINDOW: std::time::Duration = std::time::Duration::from_secs(2);
+
+const RDPGFX_CMDID_FRAMEACKNOWLEDGE: u16 = 0x000D;
+const RDPGFX_CMDID_CACHEIMPORTOFFER: u16 = 0x0010;
+const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
+const RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE: u16 = 0x0016;
+/// What only a client sends (MS-RDPEGFX 2.2.1.1): the target may not.
+const GFX_CLIENT_COMMANDS: [u16; 4] = [
+    RDPGFX_CMDID_FRAMEACKNOWLEDGE,
+    RDPGFX_CMDID_CACHEIMPORTOFFER,
+    RDPGFX_CMDID_CAPSADVERTISE,
+    RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE,
+];
+/// Map Surface to Window and to Scaled Window: RemoteApp's, which the box refuses.
+const GFX_WINDOW_COMMANDS: [u16; 2] = [0x0015, 0x0018];
+const GFX_V10_1: u32 = 0x000A_0100;
+/// The capability sets a client may advertise, with their capsDataLength (MS-RDPEGFX
+/// 2.2.3): 8.0, 8.1, 10.0, 10.1 (16 reserved bytes), 10.2 to 10.7.
+const GFX_CAPS: [(u32, usize); 11] = [
+    (0x0008_0004, 4),
+    (0x0008_0105, 4),
+    (0x000A_0002, 4),
+    (GFX_V10_1, 16),
+    (0x000A_0200, 4),
+    (0x000A_0301, 4),
+    (0x000A_0400, 4),
+    (0x000A_0502, 4),
+    (0x000A_0600, 4),
+    (0x000A_0601, 4),
+    (0x000A_0701, 4),
+];
+/// Every capability flag a version defines: THINCLIENT, SMALL_CACHE, AVC420_ENABLED,
+/// AVC_DISABLED, AVC_THINCLIENT and SCALEDMAP_DISABLE.
+const GFX_CAPS_FLAGS: u32 = 0xF3;
+/// SUSPEND_FRAME_ACKNOWLEDGEMENT, and the deepest queue a client reports otherwise.
+const SUSPEND_FRAME_ACKNOWLEDGEMENT: u32 = 0xFFFF_FFFF;
+const MAX_QUEUE_DEPTH: u32 = 1024;
+/// Frames a client may owe acknowledgements for (beyond, the oldest are forgotten).
+const MAX_FRAMES_DUE: usize = 1024;
 const MAX_MONITORS: usize = 16;
 /// MaxMonitorAreaFactorA and B: the server's bound on a monitor's area (xrdp and Windows send
 /// 8192 or less).
@@ -407,6 +666,36 @@ const MAX_FORMATS: u16 = 256;
 const MAX_FORMAT_EXTRA: u16 = 1024;
 /// Training PDUs the client has not confirmed yet (xrdp sends one).
 const MAX_TRAININGS_DUE: usize = 16;
+
+/// Whether monitors (left, top, right, bottom; right and bottom exclusive) make one desktop:
+/// none overlapping, and each joined to the others through shared edges (a layout Windows and
+/// xrdp accept; FreeRDP and mstsc send no other).
+fn one_desktop(rects: &[(i64, i64, i64, i64)]) -> bool {
+    let overlap = |a: &(i64, i64, i64, i64), b: &(i64, i64, i64, i64)| a.0 < b.2 && b.0 < a.2 && a.1 < b.3 && b.1 < a.3;
+    // Touching along an edge with some length in common (a corner is no join).
+    let joined = |a: &(i64, i64, i64, i64), b: &(i64, i64, i64, i64)| {
+        let vertical = (a.2 == b.0 || b.2 == a.0) && a.1 < b.3 && b.1 < a.3;
+        let horizontal = (a.3 == b.1 || b.3 == a.1) && a.0 < b.2 && b.0 < a.2;
+        vertical || horizontal
+    };
+    for (i, a) in rects.iter().enumerate() {
+        if rects[i + 1..].iter().any(|b| overlap(a, b)) {
+            return false;
+        }
+    }
+    let mut reached = vec![false; rects.len()];
+    let mut todo = vec![0];
+    reached[0] = true;
+    while let Some(i) = todo.pop() {
+        for (j, b) in rects.iter().enumerate() {
+            if !reached[j] && joined(&rects[i], b) {
+                reached[j] = true;
+                todo.push(j);
+            }
+        }
+    }
+    reached.iter().all(|&r| r)
+}
 
 fn frame_count(c: &mut Cursor<'_>) -> Option<u16> {
     let n = c.two_unsigned()?;
@@ -624,6 +913,150 @@ mod tests {
         let mut caps = display_caps();
         caps[8] = 0;
         assert!(Reader::new(Protocol::DisplayControl).judge(false, &caps).is_err());
+    }
+
+    #[test]
+    fn display_layouts_fit_the_caps_the_client_and_a_rate() {
+        use std::time::{Duration, Instant};
+        // Before the target's Caps: refused.
+        assert!(Reader::new(Protocol::DisplayControl).judge(true, &layout(1024, 768)).is_err());
+        // No more monitors than the client's core data announced (and the Caps allow).
+        let two = |second_left: u32| {
+            let mut m: Vec<u8> = [2u32, 96, 40, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+            for monitor in [[1u32, 0, 0, 1024, 768, 0, 0, 0, 0, 0], [0, second_left, 0, 1024, 768, 0, 0, 0, 0, 0]] {
+                m.extend(monitor.iter().flat_map(|v| v.to_le_bytes()));
+            }
+            m
+        };
+        let with = |client: usize, caps_monitors: u32| {
+            let mut r = Reader::display_control(client);
+            let caps: Vec<u8> = [5u32, 20, caps_monitors, 8192, 8192].iter().flat_map(|v| v.to_le_bytes()).collect();
+            r.judge(false, &caps).unwrap();
+            r
+        };
+        assert_eq!(with(2, 2).judge(true, &two(1024)), Ok(true));
+        assert!(with(1, 2).judge(true, &two(1024)).is_err(), "the client announced one");
+        assert!(with(2, 1).judge(true, &two(1024)).is_err(), "the target takes one");
+        assert!(with(2, 2).judge(true, &two(1000)).is_err(), "overlapping");
+        assert!(with(2, 2).judge(true, &two(1030)).is_err(), "apart");
+        // The total area within the Caps' bound: two 1024x768 monitors on 1 x 1000 x 1000.
+        let mut r = Reader::display_control(2);
+        let caps: Vec<u8> = [5u32, 20, 1, 1000, 1000].iter().flat_map(|v| v.to_le_bytes()).collect();
+        r.judge(false, &caps).unwrap();
+        assert!(r.judge(true, &layout(1024, 768)).unwrap());
+        assert!(r.judge(true, &two(1024)).is_err(), "larger than the caps allow");
+        // Physical size and scale factors: both of a pair or neither.
+        let mut m = layout(1024, 768);
+        m[40..44].copy_from_slice(&0u32.to_le_bytes());
+        assert!(display().judge(true, &m).is_err());
+        let mut m = layout(1024, 768);
+        m[52..56].copy_from_slice(&0u32.to_le_bytes());
+        assert!(display().judge(true, &m).is_err());
+        // A repeat is dropped; 12 real changes pass in any 2 s, then one more each time one of
+        // them is 2 s old.
+        let mut r = display();
+        let start = Instant::now();
+        assert_eq!(r.judge_at(true, &layout(1024, 768), start), Ok(true));
+        assert_eq!(r.judge_at(true, &layout(1024, 768), start + Duration::from_secs(60)), Ok(false));
+        let mut r = display();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let passed: Vec<bool> =
+            (0..20u32).map(|i| r.judge_at(true, &layout(1024 + 2 * i, 768), at(u64::from(i) * 50)).unwrap()).collect();
+        assert_eq!(passed.iter().filter(|p| **p).count(), 12);
+        assert!(!r.judge_at(true, &layout(2000, 768), at(1999)).unwrap());
+        assert!(r.judge_at(true, &layout(2002, 768), at(2000)).unwrap());
+        // FreeRDP's pace (one every 200 ms) always passes.
+        let mut r = display();
+        assert!(
+            (0..100u32)
+                .all(|i| r.judge_at(true, &layout(1024 + 2 * (i % 50), 768 + i % 2), at(u64::from(i) * 200)).unwrap())
+        );
+    }
+
+    /// RDPGFX PDU: cmdId, flags 0, pduLength, body.
+    fn gfx(cmd: u16, body: &[u8]) -> Vec<u8> {
+        let mut m = cmd.to_le_bytes().to_vec();
+        m.extend(0u16.to_le_bytes());
+        m.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+        m.extend(body);
+        m
+    }
+
+    #[test]
+    fn graphics_reads_each_pdu_by_its_command_and_side() {
+        let caps = |sets: &[(u32, &[u8])]| {
+            let mut b = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
+            for (version, data) in sets {
+                b.extend(version.to_le_bytes());
+                b.extend(u32::try_from(data.len()).unwrap().to_le_bytes());
+                b.extend(*data);
+            }
+            gfx(0x12, &b)
+        };
+        let good_caps = caps(&[(0x0008_0004, &[0, 0, 0, 0]), (0x000A_0100, &[0; 16]), (0x000A_0002, &[0x22, 0, 0, 0])]);
+        let end = |frame: u32| gfx(0x0C, &frame.to_le_bytes());
+        let ack = |frame: u32, total: u32| {
+            let mut b = 0u32.to_le_bytes().to_vec();
+            b.extend(frame.to_le_bytes());
+            b.extend(total.to_le_bytes());
+            gfx(0x0D, &b)
+        };
+        let confirm = gfx(0x13, &[0x02, 0, 0x0A, 0, 4, 0, 0, 0, 0x20, 0, 0, 0]);
+        let mut r = Reader::new(Protocol::Graphics);
+        r.judge(true, &good_caps).unwrap();
+        r.judge(false, &confirm).unwrap();
+        r.judge(true, &gfx(0x10, &[0, 0])).unwrap();
+        r.judge(false, &[end(1), end(2)].concat()).unwrap();
+        r.judge(true, &ack(2, 2)).unwrap();
+        r.judge(true, &[ack(1, 2), gfx(0x16, &[1, 0, 0, 0, 9, 9, 9, 9, 1, 0, 1, 0])].concat()).unwrap();
+        let refused = |m: &[u8], from_client: bool| {
+            let mut r = Reader::new(Protocol::Graphics);
+            r.judge(false, &[end(1), end(2)].concat()).unwrap();
+            r.judge(from_client, m).is_err()
+        };
+        // Controls.
+        assert!(!refused(&good_caps, true) && !refused(&ack(1, 2), true));
+        // Unknown commands, the other side's, flags, lengths, trailing bytes.
+        assert!(refused(&gfx(0x7777, &[1, 2, 3]), true) && refused(&gfx(0x7777, &[1, 2, 3]), false));
+        assert!(refused(&end(3), true) && refused(&ack(1, 2), false) && refused(&good_caps, false));
+        let mut flagged = ack(1, 2);
+        flagged[2] = 1;
+        assert!(refused(&flagged, true));
+        let mut long = ack(1, 2);
+        long[4] = 21;
+        long.push(0);
+        assert!(refused(&long, true));
+        let mut trailing = end(1);
+        trailing[4] = 13;
+        trailing.push(0);
+        assert!(refused(&trailing, false));
+        assert!(refused(&[ack(1, 2), vec![0x0D]].concat(), true), "a cut header");
+        // Acknowledgements of frames not ended, or counting more frames than ended; a QoE twice.
+        assert!(refused(&ack(3, 2), true) && refused(&ack(1, 3), true));
+        let qoe = gfx(0x16, &[1, 0, 0, 0, 9, 9, 9, 9, 1, 0, 1, 0]);
+        assert!(refused(&[qoe.clone(), qoe].concat(), true));
+        // Caps: twice, unknown versions, wrong lengths, unknown flags, 10.1's reserved bytes.
+        assert!(refused(&[good_caps.clone(), good_caps.clone()].concat(), true));
+        assert!(refused(&caps(&[(0x000A_0800, &[0; 4])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0; 8])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0, 1, 0, 0])]), true));
+        assert!(refused(&caps(&[(0x000A_0100, &[1; 16])]), true));
+        assert!(refused(&caps(&[(0x000A_0002, &[0; 4]), (0x000A_0002, &[0; 4])]), true));
+        // A cache import offer that is not empty, or twice; a reply that imports; a confirm
+        // nobody asked for; RemoteApp's window mapping.
+        assert!(refused(&gfx(0x10, &[1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 0, 0]), true));
+        assert!(refused(&[gfx(0x10, &[0, 0]), gfx(0x10, &[0, 0])].concat(), true));
+        assert!(refused(&gfx(0x11, &[1, 0, 1, 0]), false));
+        assert!(!refused(&gfx(0x11, &[0, 0]), false));
+        assert!(refused(&confirm, false));
+        assert!(refused(&gfx(0x15, &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), false));
+        // Reset Graphics: its padding zero (340 bytes whole).
+        let mut reset = gfx(0x0E, &[0; 332]);
+        reset[8..12].copy_from_slice(&1024u32.to_le_bytes());
+        reset[12..16].copy_from_slice(&768u32.to_le_bytes());
+        assert!(!refused(&reset, false));
+        reset[300] = 0x41;
+        assert!(refused(&reset, false), "bytes in the padding");
     }
 
     fn input_pdu(event: u16, body: &[u8]) -> Vec<u8> {
