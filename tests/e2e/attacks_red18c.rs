@@ -13,29 +13,8 @@ use crate::harness::*;
 fn red18c_a_read_store_file_naming_an_empty_folder_verifies_a_rolled_back_log() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let mut b = Box::with_target(&sshd);
-    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
-    b.serve();
-    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
-    assert!(b.stop().success());
-    let keep = tempfile::tempdir().unwrap();
-    let files = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
-    for f in files {
-        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
-    }
-    b.serve();
-    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
-    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
-    assert!(b.stop().success());
-    for f in files {
-        let _ = std::fs::remove_file(b.data().join(f));
-        if keep.path().join(f).exists() {
-            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
-        }
-    }
-    // As built, the rollback is named.
-    let out = b.cli(&["audit", "--verify"], None);
-    assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
+    // A rolled-back disk, the rollback named as built.
+    let b = crate::attacks_red18d::rolled_back_box(&sshd, &s3);
     // The attack: one more plain file on the same disk.
     let empty = tempfile::tempdir().unwrap();
     std::fs::write(b.data().join("store-read.toml"), format!("kind = \"dir\"\npath = {:?}\n", empty.path())).unwrap();

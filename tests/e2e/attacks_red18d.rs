@@ -9,7 +9,7 @@ const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm",
 /// A box on S3 that served twice: the index and checkpoints of the first stop are put back after
 /// the second (a failed login and a session in between): a rolled-back disk, no keys used.
 /// `audit --verify` names it (exit 1) before the attack.
-fn rolled_back_box(sshd: &Sshd, s3: &S3) -> Box {
+pub(crate) fn rolled_back_box(sshd: &Sshd, s3: &S3) -> Box {
     let mut b = Box::with_target(sshd);
     b.use_s3(s3, S3_BUCKET, S3_SECRET);
     b.serve();

@@ -7,7 +7,7 @@
 
 use super::*;
 
-fn index() -> (std::path::PathBuf, Index) {
+pub(crate) fn index() -> (std::path::PathBuf, Index) {
     let dir = std::env::temp_dir().join(format!(
         "witness-index-red18c-{}-{:?}",
         std::process::id(),
@@ -33,7 +33,7 @@ fn finished(idx: &Index) {
     idx.finish_recording("r1", &end).unwrap();
 }
 
-fn batch(at: f64) -> Vec<SearchChunk> {
+pub(crate) fn batch(at: f64) -> Vec<SearchChunk> {
     vec![SearchChunk {
         at,
         tokens: format!("t{}", at as u32),
@@ -44,7 +44,7 @@ fn batch(at: f64) -> Vec<SearchChunk> {
     }]
 }
 
-fn rows(idx: &Index) -> Vec<f64> {
+pub(crate) fn rows(idx: &Index) -> Vec<f64> {
     let conn = idx.conn();
     let mut st = conn.prepare("SELECT at FROM cast_text WHERE recording_id = 'r1' ORDER BY at").unwrap();
     st.query_map([], |r| r.get::<_, f64>(0)).unwrap().map(|r| r.unwrap()).collect()

@@ -6,18 +6,7 @@
 //! while the hole it names is open.
 
 use super::*;
-
-fn index() -> (std::path::PathBuf, Index) {
-    let dir = std::env::temp_dir().join(format!(
-        "witness-index-red18d-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let idx = Index::open(&dir.join("index.sqlite")).unwrap();
-    (dir, idx)
-}
+use crate::attacks_red18c::{batch, index, rows};
 
 fn finished_video(idx: &Index) {
     idx.create_session("s1", "alice", "desk01", Protocol::Rdp, None).unwrap();
@@ -31,23 +20,6 @@ fn finished_video(idx: &Index) {
         recovered: false,
     };
     idx.finish_recording("r1", &end).unwrap();
-}
-
-fn batch(at: f64) -> Vec<SearchChunk> {
-    vec![SearchChunk {
-        at,
-        tokens: format!("t{}", at as u32),
-        line_times: vec![at],
-        line_steps: vec![vec![]],
-        line_rects: vec![],
-        sealed: vec![1],
-    }]
-}
-
-fn rows(idx: &Index) -> Vec<f64> {
-    let conn = idx.conn();
-    let mut st = conn.prepare("SELECT at FROM cast_text WHERE recording_id = 'r1' ORDER BY at").unwrap();
-    st.query_map([], |r| r.get::<_, f64>(0)).unwrap().map(|r| r.unwrap()).collect()
 }
 
 fn waiting(idx: &Index) -> bool {
