@@ -18,12 +18,12 @@ fn injection() -> Injection {
 
 /// A session through the filter, with the recorder's decoder shown what the filter passes: the
 /// captured freerdp-shadow session with the graphics pipeline open.
-struct Session {
-    filter: Filter,
-    decoder: PassiveDecoder,
+pub(super) struct Session {
+    pub(super) filter: Filter,
+    pub(super) decoder: PassiveDecoder,
     /// The `drdynvc` MCS channel and the graphics pipeline's dynamic channel id.
-    drdynvc: u16,
-    gfx: u32,
+    pub(super) drdynvc: u16,
+    pub(super) gfx: u32,
 }
 
 /// What the filter lets through of `frame`, or `None` (dropped or refused).
@@ -58,7 +58,7 @@ fn replayed(capture: &[u8]) -> (Filter, PassiveDecoder) {
     (filter, decoder)
 }
 
-fn session() -> Session {
+pub(super) fn session() -> Session {
     let (filter, decoder) = replayed(GFX);
     let drdynvc = filter.decisions().iter().find(|d| d.name == "drdynvc").expect("drdynvc").id;
     let gfx = *filter.dynamic.open.iter().find(|(_, c)| c.graphics).expect("the graphics pipeline is open").0;
@@ -67,7 +67,7 @@ fn session() -> Session {
 }
 
 /// A static channel chunk from the target on `channel`.
-fn target_chunk(channel: u16, total: usize, flags: u32, bytes: &[u8]) -> Vec<u8> {
+pub(super) fn target_chunk(channel: u16, total: usize, flags: u32, bytes: &[u8]) -> Vec<u8> {
     let mut user_data = u32::try_from(total).unwrap().to_le_bytes().to_vec();
     user_data.extend(flags.to_le_bytes());
     user_data.extend(bytes);
@@ -104,7 +104,7 @@ fn freerdp_messages(chunks: &[Vec<u8>]) -> Vec<Vec<u8>> {
 
 /// Graphics pipeline PDUs painting the whole 320x240 desktop red on a new surface (after a Reset
 /// Graphics, as a target starts drawing).
-fn red_screen() -> Vec<u8> {
+pub(super) fn red_screen() -> Vec<u8> {
     let surface = 9;
     let rect = ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 };
     let red = Color { b: 0, g: 0, r: 255, xa: 0xFF };
@@ -132,7 +132,7 @@ fn red_screen() -> Vec<u8> {
 }
 
 /// The share of the decoder's screen that is red.
-fn red_share(d: &PassiveDecoder) -> f64 {
+pub(super) fn red_share(d: &PassiveDecoder) -> f64 {
     let s = d.screen().expect("a screen");
     let mut red = 0usize;
     for y in 0..usize::from(s.height) {

@@ -210,3 +210,97 @@ fn red17n_a_few_bytes_of_zgfx_make_the_box_hold_a_message_far_beyond_its_bound()
     // And again, as often as the target likes.
     assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
 }
+
+/// ZGFX bits, most significant first, into a compressed segment's data: the bytes, then the
+/// byte whose low three bits count the unused bits of the last (MS-RDPEGFX 3.1.9.1.2.4), its
+/// five high bits `high`.
+fn zgfx_segment(bits: &[bool], high: u8) -> Vec<u8> {
+    let unused = (8 - bits.len() % 8) % 8;
+    let mut padded = bits.to_vec();
+    padded.extend(std::iter::repeat_n(false, unused));
+    let mut data: Vec<u8> = padded.chunks(8).map(|b| b.iter().fold(0u8, |a, &bit| a << 1 | u8::from(bit))).collect();
+    data.push(high << 3 | u8::try_from(unused).unwrap());
+    data
+}
+
+/// A byte as a ZGFX literal token: the null literal (`0` and the byte, 9 bits), or, when `short`,
+/// the token table's own code for 0x00 (`11000`) or 0x01 (`11001`).
+fn literal(bits: &mut Vec<bool>, byte: u8, short: bool) {
+    match (short, byte) {
+        (true, 0 | 1) => bits.extend([true, true, false, false, byte == 1]),
+        _ => {
+            bits.push(false);
+            bits.extend((0..8).rev().map(|i| byte >> i & 1 == 1));
+        }
+    }
+}
+
+/// FreeRDP's reading of a compressed segment's data (`zgfx_decompress_segment`, 2.11 and 3.x):
+/// `cBitsRemaining = 8 * (cbSegment - 1) - *pbInputEnd`, the whole last byte, where IronRDP
+/// (the box's filter and recorder) masks its five reserved high bits off. Returned as the data
+/// IronRDP would read the same bits from.
+fn freerdp_reads(data: &[u8]) -> Vec<u8> {
+    let bits = 8 * (data.len() - 1) - usize::from(data[data.len() - 1]);
+    let mut out = data[..bits.div_ceil(8)].to_vec();
+    out.push(u8::try_from((8 - bits % 8) % 8).unwrap());
+    out
+}
+
+/// Hole 5 (open): the last byte of a compressed ZGFX segment counts the unused bits of the one
+/// before it in its low three bits; IronRDP (the filter's reader and the recorder) masks the
+/// five high bits off as reserved, FreeRDP's client subtracts the whole byte. A target that sets
+/// them (0xF8) has FreeRDP stop 248 bits early. The target's program paints the screen red and
+/// starts the next frame, then, in exactly the last 248 bits, a black fill and that frame's end:
+/// the client shows red, the recording (and the filter, which judged both frames) black.
+#[test]
+fn red17n_zgfx_reserved_bits_hide_the_screen_the_client_shows_from_the_recording() {
+    use ironrdp_egfx::pdu::{Color, EndFramePdu, GfxPdu, SolidFillPdu, StartFramePdu, Timestamp};
+    use ironrdp_graphics::zgfx::wrap_compressed;
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    // What the client draws: the red screen, and the start of frame 78.
+    let shown =
+        [red17i::red_screen(), encode_vec(&GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 78 })).unwrap()]
+            .concat();
+    // What only the box reads: frame 78 paints it black.
+    let black = Color { b: 0, g: 0, r: 0, xa: 0xFF };
+    let rect = ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 };
+    let hidden: Vec<u8> = [
+        GfxPdu::SolidFill(SolidFillPdu { surface_id: 9, fill_pixel: black, rectangles: vec![rect] }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: 78 }),
+    ]
+    .iter()
+    .flat_map(|p| encode_vec(p).unwrap())
+    .collect();
+    let mut bits = Vec::new();
+    for &b in &shown {
+        literal(&mut bits, b, false);
+    }
+    let at = bits.len();
+    // The hidden bytes in exactly 248 bits: null literals, and short codes for enough of its
+    // zeros and ones.
+    let mut spare = hidden.len() * 9 - 248;
+    for &b in &hidden {
+        let short = spare >= 4 && b <= 1;
+        spare -= if short { 4 } else { 0 };
+        literal(&mut bits, b, short);
+    }
+    assert_eq!((spare, bits.len() - at), (0, 248));
+    let data = zgfx_segment(&bits, 0x1F);
+    // The capture's graphics pipeline.
+    let mut client = red17i::session();
+    let (drdynvc, gfx) = (client.drdynvc, u8::try_from(client.gfx).unwrap());
+    let message = |data: &[u8]| [&[0x30, gfx][..], &wrap_compressed(data)].concat();
+    // FreeRDP reads the red screen only.
+    let seen = message(&freerdp_reads(&data));
+    client.decoder.observe_target(&red17i::target_chunk(drdynvc, seen.len(), 3, &seen)).unwrap();
+    assert!(red17i::red_share(&client.decoder) > 0.95, "the client does not show red");
+    // The box passes the message, and the recorder, shown it, records black.
+    let mut s = red17i::session();
+    let sent = message(&data);
+    let frame = red17i::target_chunk(s.drdynvc, sent.len(), 3, &sent);
+    assert_eq!(s.filter.from_target(&frame).unwrap(), Verdict::Forward);
+    s.decoder.observe_target(&frame).unwrap();
+    assert!(!s.decoder.is_stopped());
+    assert!(red17i::red_share(&s.decoder) < 0.05, "the recording shows red");
+}
