@@ -336,3 +336,42 @@ fn red17n_bytes_after_the_last_zgfx_segment_carry_a_file_to_the_client() {
         assert!(passes_whole(&mut f, &dvc));
     }
 }
+
+/// Hole 7 (open): FreeRDP's client stops reading a graphics message at the first PDU its
+/// handler fails (`rdpgfx_on_data_received`: `if ((error = rdpgfx_recv_pdu(callback, s)))
+/// break;`), and an Evict Cache Entry of slot 0 fails there (`rdpgfx_set_cache_slot_data`:
+/// "invalid cache slot 0, must be between 1 and MaxCacheSlots"; FreeRDP 3 also fails an empty
+/// slot), where IronRDP's pipeline (the recorder) evicts nothing and goes on, and the filter's
+/// reader passes it (it re-encodes byte for byte). The target's program paints the screen red,
+/// starts the next frame, evicts slot 0, and paints the screen black in that frame: the client
+/// shows red, the recording black.
+#[test]
+fn red17n_an_eviction_freerdp_fails_hides_the_rest_of_the_message_from_the_client() {
+    use ironrdp_egfx::pdu::{Color, EndFramePdu, EvictCacheEntryPdu, GfxPdu, SolidFillPdu, StartFramePdu, Timestamp};
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let black = Color { b: 0, g: 0, r: 0, xa: 0xFF };
+    let rect = ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 };
+    let pdus = |p: &[GfxPdu]| -> Vec<u8> { p.iter().flat_map(|p| encode_vec(p).unwrap()).collect() };
+    // What FreeRDP draws: the red screen, the start of frame 78; then the eviction it fails.
+    let shown = [red17i::red_screen(), pdus(&[GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 78 })])].concat();
+    let rest = pdus(&[
+        GfxPdu::EvictCacheEntry(EvictCacheEntryPdu { cache_slot: 0 }),
+        GfxPdu::SolidFill(SolidFillPdu { surface_id: 9, fill_pixel: black, rectangles: vec![rect] }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: 78 }),
+    ]);
+    let mut client = red17i::session();
+    let (drdynvc, gfx) = (client.drdynvc, u8::try_from(client.gfx).unwrap());
+    let message = |pdus: &[u8]| [&[0x30, gfx, 0xE0, 0x04][..], pdus].concat();
+    let seen = message(&shown);
+    client.decoder.observe_target(&red17i::target_chunk(drdynvc, seen.len(), 3, &seen)).unwrap();
+    assert!(red17i::red_share(&client.decoder) > 0.95, "the client does not show red");
+    // The box passes the whole message, and the recorder, shown it, records black.
+    let mut s = red17i::session();
+    let sent = message(&[shown, rest].concat());
+    let frame = red17i::target_chunk(s.drdynvc, sent.len(), 3, &sent);
+    assert_eq!(s.filter.from_target(&frame).unwrap(), Verdict::Forward);
+    s.decoder.observe_target(&frame).unwrap();
+    assert!(!s.decoder.is_stopped());
+    assert!(red17i::red_share(&s.decoder) < 0.05, "the recording shows red");
+}
