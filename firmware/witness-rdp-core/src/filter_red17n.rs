@@ -4,7 +4,9 @@
 //!
 //! The parties are those of red teams `h-red17i` to `h-red17m`: an insider's client (a custom or
 //! patched FreeRDP) and, on the target, a program of the session that holds the graphics pipeline
-//! (xrdp's own, or one opened by name through xrdpapi when xrdp does not open its own).
+//! (opened by name through xrdpapi where the target never opens its own: xrdp 0.9 does no
+//! graphics). That is the precondition of ARCHITECTURE's known open hole (off-screen surfaces);
+//! the holes here are beside it, and drawing only to mapped surfaces closes none of them.
 
 use super::*;
 
@@ -73,11 +75,12 @@ fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
     out.windows(payload.len()).any(|w| w == payload)
 }
 
-/// Hole 1 (open): the client's QoE Frame Acknowledge (RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE, 0x16) is
-/// read for its frame id alone: its timestamp, timeDiffSE and timeDiffEDR (8 bytes) pass
-/// unread. The target's program ends frames that draw nothing (an End Frame is 12 bytes, up to
-/// 1024 owed at once), and the client answers each with a QoE acknowledgement carrying 8 bytes
-/// of a file: client to target, 8 bytes per frame the target ends, nothing on screen.
+/// Hole 1 (open, known: ARCHITECTURE's "Still open" — measured here): the client's QoE Frame
+/// Acknowledge (RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE, 0x16) is read for its frame id alone: its
+/// timestamp, timeDiffSE and timeDiffEDR (8 bytes) pass unread. The target's program ends frames
+/// that draw nothing (an End Frame is 12 bytes, up to 1024 owed at once), and the client
+/// answers each with a QoE acknowledgement carrying 8 bytes of a file: client to target, 8
+/// bytes per frame the target ends, nothing on screen.
 #[test]
 fn red17n_qoe_frame_acknowledgements_carry_a_file_to_the_target() {
     let mut f = opened();
