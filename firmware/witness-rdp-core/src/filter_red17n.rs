@@ -75,6 +75,18 @@ fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
     out.windows(payload.len()).any(|w| w == payload)
 }
 
+/// Whether the recorder, shown the target's ZGFX data `zgfx` on the captured session's graphics
+/// pipeline, takes it and goes on (the session does not end over it).
+fn recorder_goes_on(zgfx: &[u8]) -> bool {
+    let mut s = red17i::session();
+    let m = [&[0x30, u8::try_from(s.gfx).unwrap()][..], zgfx].concat();
+    let pieces: Vec<&[u8]> = m.chunks(1600).collect();
+    pieces.iter().enumerate().all(|(i, piece)| {
+        let flags = u32::from(i == 0) | if i + 1 == pieces.len() { 2 } else { 0 };
+        s.decoder.observe_target(&red17i::target_chunk(s.drdynvc, m.len(), flags, piece)).is_ok()
+    }) && !s.decoder.is_stopped()
+}
+
 /// Hole 1 (open, known: ARCHITECTURE's "Still open" — measured here): the client's QoE Frame
 /// Acknowledge (RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE, 0x16) is read for its frame id alone: its
 /// timestamp, timeDiffSE and timeDiffEDR (8 bytes) pass unread. The target's program ends frames
@@ -134,7 +146,8 @@ fn passes_whole(f: &mut Filter, dvc: &[u8]) -> bool {
 /// neither against the client's Caps Advertise. Once a session, the target's program sends the
 /// client a Caps Confirm whose one capability set is a file (up to the 16 MiB of a message, in
 /// as many static chunks as it takes); FreeRDP reads version, length and flags and skips the
-/// rest; the insider's client reads it all. Target to client, nothing drawn.
+/// rest; the insider's client reads it all; the recorder takes it and goes on. Target to client,
+/// nothing drawn.
 #[test]
 fn red17n_the_targets_caps_confirm_carries_a_file_to_the_client() {
     let payload = file(60_000);
@@ -145,6 +158,7 @@ fn red17n_the_targets_caps_confirm_carries_a_file_to_the_client() {
         set.extend(&payload);
         let dvc = [&[0x30, GFX, 0xE0, 0x04][..], &gfx(0x13, &set)].concat();
         assert!(passes_whole(&mut f, &dvc), "version {version:#x}");
+        assert!(recorder_goes_on(&dvc[2..]), "version {version:#x}: the recorder stops");
     }
 }
 
@@ -153,17 +167,18 @@ fn red17n_the_targets_caps_confirm_carries_a_file_to_the_client() {
 /// other, nor to a frame in progress); a frame with no command in it draws nothing. The target's
 /// program sends frames of nothing: 12 bytes of a file in each 28 (Start Frame timestamp and
 /// frameId, End Frame frameId), as fast as it likes; the recording shows no change. Target to
-/// client, unrecorded.
+/// client, unrecorded (the recorder takes the frames and goes on).
 #[test]
 fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() {
     let mut f = opened();
     assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
     let payload = file(12 * 1000);
-    for part in payload.chunks(12 * 50) {
+    for (n, part) in payload.chunks(12 * 50).enumerate() {
         let pdus: Vec<u8> = part.chunks(12).flat_map(|p| [gfx(0x0B, &p[..8]), gfx(0x0C, &p[8..])].concat()).collect();
         let frame = from_target(&pdus);
         let verdict = f.from_target(&frame).unwrap();
         assert!(part.chunks(12).all(|p| carries(&verdict, &frame, &p[..8]) && carries(&verdict, &frame, &p[8..])));
+        assert!(n > 0 || recorder_goes_on(&[&[0xE0, 0x04][..], &pdus].concat()), "the recorder stops");
     }
 }
 
@@ -320,15 +335,15 @@ fn red17n_zgfx_reserved_bits_hide_the_screen_the_client_shows_from_the_recording
 /// decompressor (so not by the filter's reader, which judges only what decompresses), not by
 /// FreeRDP's (`zgfx_decompress`, which reads segmentCount segments and stops). The target's
 /// program sends an ordinary message (here an empty Cache Import Reply) and a file behind its
-/// last segment, every message, up to the 16 MiB a message may hold. Target to client, nothing
-/// drawn.
+/// last segment, every message, up to the 16 MiB a message may hold; the recorder takes it and
+/// goes on. Target to client, nothing drawn.
 #[test]
 fn red17n_bytes_after_the_last_zgfx_segment_carry_a_file_to_the_client() {
     let payload = file(60_000);
     let reply = gfx(0x11, &[0, 0]);
     let mut f = opened();
     assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
-    for _ in 0..3 {
+    for round in 0..3 {
         let mut dvc = vec![0x30, GFX, 0xE1];
         dvc.extend(1u16.to_le_bytes());
         dvc.extend(u32::try_from(reply.len()).unwrap().to_le_bytes());
@@ -337,6 +352,7 @@ fn red17n_bytes_after_the_last_zgfx_segment_carry_a_file_to_the_client() {
         dvc.extend(&reply);
         dvc.extend(&payload);
         assert!(passes_whole(&mut f, &dvc));
+        assert!(round > 0 || recorder_goes_on(&dvc[2..]), "the recorder stops");
     }
 }
 
