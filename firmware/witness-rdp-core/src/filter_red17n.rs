@@ -185,55 +185,69 @@ fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() 
 /// Hole 4 (open): the longest graphics message the box takes is 16 MiB, but it is bounded
 /// compressed: the filter's ZGFX decompressor (IronRDP's) lets one segment grow to 64 MiB and a
 /// multipart message to 256 MiB, where MS-RDPEGFX 3.1.9.1 has each segment decompress to at most
-/// 65,535 bytes. A literal and one match (distance 1, length 2^25: 65 bits) are 32 MiB of zeros;
-/// behind a Wire To Surface 1 header in a first segment, a message of about 60 bytes becomes one
-/// PDU of 32 MiB that the reader decodes and re-encodes whole (two more copies) and passes, and
-/// the recorder decompresses again. Four such segments make 256 MiB. Each message makes the box
-/// allocate millions of times its size, and it repeats without end (the session does not end).
+/// 65,535 bytes. A literal and one match (distance 1, length 2^25 - 1: 64 bits) are 32 MiB of
+/// zeros; behind a Wire To Surface 1 header (uncompressed pixels, 4096 x 2048, to a surface of
+/// that size the target never maps) in a first segment, a message of about 60 bytes becomes one
+/// PDU of 32 MiB that the filter's reader decodes and re-encodes whole (two more copies) and
+/// passes, and the recorder decompresses and draws again, and goes on. Four such segments make
+/// 256 MiB. Each message makes the box allocate over a million times its size, as often as the
+/// target sends it (the session does not end).
 #[test]
 fn red17n_a_few_bytes_of_zgfx_make_the_box_hold_a_message_far_beyond_its_bound() {
-    use ironrdp_egfx::pdu::{Codec1Type, GfxPdu, PixelFormat, WireToSurface1Pdu};
+    use ironrdp_egfx::pdu::{Codec1Type, CreateSurfacePdu, GfxPdu, PixelFormat, WireToSurface1Pdu};
     use ironrdp_graphics::zgfx::{wrap_compressed, wrap_uncompressed};
     use ironrdp_pdu::geometry::ExclusiveRectangle;
-    const RUN: usize = 1 << 25;
-    let mut f = opened();
-    assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
-    let bitmap = RUN + 1;
+    let (width, height) = (4096u16, 2048u16);
+    let bitmap = usize::from(width) * usize::from(height) * 4;
+    let create = encode_vec(&GfxPdu::CreateSurface(CreateSurfacePdu {
+        surface_id: 5,
+        width,
+        height,
+        pixel_format: PixelFormat::XRgb,
+    }))
+    .unwrap();
     let whole = encode_vec(&GfxPdu::WireToSurface1(WireToSurface1Pdu {
-        surface_id: 1,
+        surface_id: 5,
         codec_id: Codec1Type::Uncompressed,
         pixel_format: PixelFormat::XRgb,
-        destination_rectangle: ExclusiveRectangle { left: 0, top: 0, right: 4096, bottom: 2048 },
+        destination_rectangle: ExclusiveRectangle { left: 0, top: 0, right: width, bottom: height },
         bitmap_data: vec![0; bitmap],
     }))
     .unwrap();
     let header = &whole[..whole.len() - bitmap];
     // ZGFX bits, most significant first: literal 0x00 (11000); match of distance 1 (10001 and
-    // 5 bits 00001); length 2^25 (24 ones, a zero, 25 value bits of zero); then the byte that
-    // counts the unused bits of the last.
+    // 5 bits 00001); length 2^24 + (2^24 - 1) (23 ones, a zero, 24 value bits of one).
     let mut bits: Vec<bool> = [1, 1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 1].iter().map(|&b| b == 1).collect();
+    bits.extend(std::iter::repeat_n(true, 23));
+    bits.push(false);
     bits.extend(std::iter::repeat_n(true, 24));
-    bits.extend(std::iter::repeat_n(false, 26));
-    let unused = (8 - bits.len() % 8) % 8;
-    bits.extend(std::iter::repeat_n(false, unused));
-    let mut data: Vec<u8> = bits.chunks(8).map(|b| b.iter().fold(0u8, |a, &bit| a << 1 | u8::from(bit))).collect();
-    data.push(u8::try_from(unused).unwrap());
-    let first = wrap_uncompressed(header);
-    let zeros = wrap_compressed(&data);
+    let zeros = wrap_compressed(&zgfx_segment(&bits, 0));
     // Multipart segmented data: descriptor, segmentCount, uncompressedSize, then each segment's
     // size and its bulk data (a single segment's bytes after its descriptor).
-    let mut message = vec![0x30, GFX, 0xE1];
-    message.extend(2u16.to_le_bytes());
-    message.extend(u32::try_from(whole.len()).unwrap().to_le_bytes());
-    for s in [&first[1..], &zeros[1..]] {
-        message.extend(u32::try_from(s.len()).unwrap().to_le_bytes());
-        message.extend(s);
+    let message = |first: &[u8]| {
+        let first = wrap_uncompressed(first);
+        let mut message = vec![0xE1];
+        message.extend(2u16.to_le_bytes());
+        message.extend(u32::try_from(first.len() - 2 + bitmap).unwrap().to_le_bytes());
+        for s in [&first[1..], &zeros[1..]] {
+            message.extend(u32::try_from(s.len()).unwrap().to_le_bytes());
+            message.extend(s);
+        }
+        message
+    };
+    let (created, again) = (message(&[create, header.to_vec()].concat()), message(header));
+    assert!(again.len() < 100 && whole.len() > 2 * Protocol::Graphics.max_message(), "{}", again.len());
+    let mut f = opened();
+    assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
+    let mut s = red17i::session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    for m in [&created, &again, &again] {
+        let frame = red17i::target_send(red17i::svc(&[&[0x30, GFX][..], m].concat()));
+        assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
+        let down = [&[0x30, gfx][..], m].concat();
+        s.decoder.observe_target(&red17i::target_chunk(s.drdynvc, down.len(), 3, &down)).unwrap();
+        assert!(!s.decoder.is_stopped(), "the recorder stops");
     }
-    assert!(message.len() < 100 && whole.len() > 2 * Protocol::Graphics.max_message(), "{}", message.len());
-    let frame = red17i::target_send(red17i::svc(&message));
-    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
-    // And again, as often as the target likes.
-    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward);
 }
 
 /// ZGFX bits, most significant first, into a compressed segment's data: the bytes, then the
