@@ -89,8 +89,27 @@ fn red18c_a_torn_checkpoint_line_stops_every_later_checkpoint_reaching_the_store
     assert!(count() > before, "checkpoints go on past a bad line in the middle");
 }
 
+/// A box on S3 (5 MiB parts, nothing kept after upload) whose ~12 MB recording was sealed while
+/// the store was away, its upload waiting: the box, the store (stopped), the recording's id,
+/// its sealed length and its file.
+pub(crate) fn sealed_while_the_store_is_away(sshd: &Sshd) -> (Box, S3, String, u64, std::path::PathBuf) {
+    let s3 = S3::stopped();
+    let mut b = Box::with_target(sshd);
+    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
+    assert!(big.status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let sealed_bytes = rec["bytes"].as_u64().unwrap();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(60, "sealed, the upload waiting on the store", || upload_of(&b, &id).filter(|u| u.1 >= 1).map(|_| ()));
+    (b, s3, id, sealed_bytes, local)
+}
+
 /// The upload job's rows in `sync status` for a recording: (state, attempts, reason).
-fn upload_of(b: &Box, id: &str) -> Option<(String, u64, String)> {
+pub(crate) fn upload_of(b: &Box, id: &str) -> Option<(String, u64, String)> {
     let st = b.json(&["sync", "status", "--json"]);
     st["jobs"].as_array()?.iter().find(|j| j["recording"] == id && j["step"] == "upload").map(|j| {
         (
@@ -111,19 +130,8 @@ fn upload_of(b: &Box, id: &str) -> Option<(String, u64, String)> {
 #[test]
 fn red18c_a_recording_grown_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
-    let mut s3 = S3::stopped();
-    let mut b = Box::with_target(&sshd);
-    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
-    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
-    b.serve();
-    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
-    assert!(big.status.success());
-    let rec = finished_recording(&b);
-    let id = rec["id"].as_str().unwrap().to_owned();
-    let sealed_bytes = rec["bytes"].as_u64().unwrap();
+    let (b, mut s3, id, sealed_bytes, local) = sealed_while_the_store_is_away(&sshd);
     assert!(sealed_bytes > 5 * 1024 * 1024, "several parts: {sealed_bytes}");
-    let local = b.data().join(rec["path"].as_str().unwrap());
-    eventually(60, "sealed, the upload waiting on the store", || upload_of(&b, &id).filter(|u| u.1 >= 1).map(|_| ()));
     let mut f = std::fs::OpenOptions::new().append(true).open(&local).unwrap();
     std::io::Write::write_all(&mut f, &[0x5a; 4096]).unwrap();
     drop(f);

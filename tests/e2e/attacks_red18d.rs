@@ -2,6 +2,7 @@
 //! checkpoint signs its store; only a store the newest checkpoint names is compared with). Each
 //! test asserts the attacker's success and passes while the hole it names is open.
 
+use crate::attacks_red18c::sealed_while_the_store_is_away;
 use crate::harness::*;
 
 const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
@@ -85,16 +86,6 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
     );
 }
 
-/// The upload job's row in `sync status` for a recording: (state, attempts).
-fn upload_of(b: &Box, id: &str) -> Option<(String, u64)> {
-    let st = b.json(&["sync", "status", "--json"]);
-    st["jobs"]
-        .as_array()?
-        .iter()
-        .find(|j| j["recording"] == id && j["step"] == "upload")
-        .map(|j| (j["state"].as_str().unwrap_or("").to_owned(), j["attempts"].as_u64().unwrap_or(0)))
-}
-
 /// An upload is refused only when the file's LENGTH is not the sealed one. A recording changed
 /// after sealing with its length kept (bytes overwritten in place while the store was away),
 /// and `part_size_mb` edited in `witness.toml` (a plain file) so the sealed part digests no
@@ -105,19 +96,8 @@ fn upload_of(b: &Box, id: &str) -> Option<(String, u64)> {
 #[test]
 fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
-    let mut s3 = S3::stopped();
-    let mut b = Box::with_target(&sshd);
-    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
-    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
-    b.serve();
-    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
-    assert!(big.status.success());
-    let rec = finished_recording(&b);
-    let id = rec["id"].as_str().unwrap().to_owned();
-    let sealed_bytes = rec["bytes"].as_u64().unwrap();
+    let (mut b, mut s3, id, sealed_bytes, local) = sealed_while_the_store_is_away(&sshd);
     assert!(sealed_bytes > 6 * 1024 * 1024, "several parts at either part size: {sealed_bytes}");
-    let local = b.data().join(rec["path"].as_str().unwrap());
-    eventually(60, "sealed, the upload waiting on the store", || upload_of(&b, &id).filter(|u| u.1 >= 1).map(|_| ()));
     assert!(b.stop().success());
     // Same length: 64 bytes in the middle rewritten in place.
     let mut bytes = std::fs::read(&local).unwrap();

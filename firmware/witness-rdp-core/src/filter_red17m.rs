@@ -11,7 +11,7 @@ use super::*;
 use crate::messages::AUDIO_REFUSED;
 
 /// A "file" to move: bytes no protocol field would hold by chance.
-fn file(len: usize) -> Vec<u8> {
+pub(super) fn file(len: usize) -> Vec<u8> {
     let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
     file.extend((0..len as u32 - 8).map(|i| (i.wrapping_mul(31) ^ (i >> 3)) as u8));
     file
@@ -47,7 +47,7 @@ fn create(id: u8, name: &str) -> Vec<u8> {
 }
 
 /// Whether `frame`, as the filter lets it through, still holds `payload`.
-fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
+pub(super) fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
     let out = match verdict {
         Verdict::Forward => frame,
         Verdict::Replace(out) => out,

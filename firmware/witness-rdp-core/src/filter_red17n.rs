@@ -8,14 +8,8 @@
 //! graphics). That is the precondition of ARCHITECTURE's known open hole (off-screen surfaces);
 //! the holes here are beside it, and drawing only to mapped surfaces closes none of them.
 
+use super::red17m::{carries, file};
 use super::*;
-
-/// A "file" to move: bytes no protocol field would hold by chance.
-fn file(len: usize) -> Vec<u8> {
-    let mut file = b"\x7fELF\x02\x01\x01\0".to_vec();
-    file.extend((0..len as u32 - 8).map(|i| (i.wrapping_mul(31) ^ (i >> 3)) as u8));
-    file
-}
 
 /// The DVC channel id of the graphics pipeline in these tests.
 const GFX: u8 = 3;
@@ -63,16 +57,6 @@ fn confirm() -> Vec<u8> {
 
 fn passes(v: &Verdict) -> bool {
     matches!(v, Verdict::Forward | Verdict::Replace(_))
-}
-
-/// Whether `frame`, as the filter lets it through, still holds `payload`.
-fn carries(verdict: &Verdict, frame: &[u8], payload: &[u8]) -> bool {
-    let out = match verdict {
-        Verdict::Forward => frame,
-        Verdict::Replace(out) => out,
-        Verdict::Drop | Verdict::Refuse(_) => return false,
-    };
-    out.windows(payload.len()).any(|w| w == payload)
 }
 
 /// Whether the recorder, shown the target's ZGFX data `zgfx` on the captured session's graphics
