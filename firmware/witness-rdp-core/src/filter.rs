@@ -3311,5 +3311,9 @@ mod red17k;
 mod red17m;
 
 #[cfg(test)]
+#[path = "filter_red31.rs"]
+mod red31;
+
+#[cfg(test)]
 #[path = "filter_red17n.rs"]
 mod red17n;
