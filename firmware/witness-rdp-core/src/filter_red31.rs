@@ -94,25 +94,41 @@ fn red31_the_capabilities_requests_priority_charges_carry_eight_bytes_to_the_cli
 /// the client says of itself: the code page, the time zone (its two 32-character names, three
 /// biases, two dates) and the client session id, which Windows and xrdp keep for the session
 /// (the time zone becomes the session's: any program reads it back). With a 1-byte-a-character
-/// encoding as below: 62 bytes of names, 12 of biases, 4 of session id, 4 of code page.
+/// encoding as below: 62 bytes of names, 12 of biases, 16 of the dates' times, 4 of session id,
+/// 4 of code page, and the Client Info's undefined flag bits (0x4 and the top six, plus the two
+/// reserved ones). Names could hold 2 bytes a character (any UTF-16 unit but NUL and surrogates):
+/// about 124 bytes.
+const FREE_FLAGS: u32 = 0xFD80_0004;
 #[test]
 fn red31_the_client_infos_time_zone_session_id_and_code_page_carry_bytes_to_the_target() {
     use ironrdp_pdu::rdp::client_info::{
-        AddressFamily, ClientInfo, ExtendedClientInfo, ExtendedClientOptionalInfo, OptionalSystemTime,
-        PerformanceFlags, TimezoneInfo,
+        AddressFamily, ClientInfo, DayOfWeek, DayOfWeekOccurrence, ExtendedClientInfo, ExtendedClientOptionalInfo,
+        Month, OptionalSystemTime, PerformanceFlags, SystemTime, TimezoneInfo,
     };
     use ironrdp_pdu::rdp::headers::BasicSecurityHeader;
-    let payload = file(31 + 31 + 12 + 4 + 4);
+    let payload = file(31 + 31 + 12 + 4 + 4 + 16);
     let text =
         |bytes: &[u8]| -> String { bytes.iter().map(|&b| char::from_u32(0x4E00 + u32::from(b)).unwrap()).collect() };
     let word = |at: usize| u32::from_le_bytes(payload[at..at + 4].try_into().unwrap());
+    let half = |at: usize| u16::from_le_bytes(payload[at..at + 2].try_into().unwrap());
+    let date = |at: usize| {
+        OptionalSystemTime(Some(SystemTime {
+            month: Month::January,
+            day_of_week: DayOfWeek::Sunday,
+            day: DayOfWeekOccurrence::First,
+            hour: half(at),
+            minute: half(at + 2),
+            second: half(at + 4),
+            milliseconds: half(at + 6),
+        }))
+    };
     let timezone = TimezoneInfo {
         bias: word(62) as i32,
         standard_name: text(&payload[..31]),
-        standard_date: OptionalSystemTime(None),
+        standard_date: date(82),
         standard_bias: word(66) as i32,
         daylight_name: text(&payload[31..62]),
-        daylight_date: OptionalSystemTime(None),
+        daylight_date: date(90),
         daylight_bias: word(70) as i32,
     };
     let optional = ExtendedClientOptionalInfo::builder()
@@ -126,7 +142,7 @@ fn red31_the_client_infos_time_zone_session_id_and_code_page_carry_bytes_to_the_
             credentials: Credentials { username: "alice".into(), password: "box-password".into(), domain: None },
             password_cookie: None,
             code_page: word(78),
-            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE,
+            flags: ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | ClientInfoFlags::from_bits_retain(FREE_FLAGS),
             compression_type: CompressionType::K8,
             alternate_shell: String::new(),
             work_dir: String::new(),
@@ -153,4 +169,6 @@ fn red31_the_client_infos_time_zone_session_id_and_code_page_carry_bytes_to_the_
     assert_eq!(optional.timezone(), Some(&timezone), "the time zone crossed whole");
     assert_eq!(optional.session_id(), Some(word(74)), "the session id crossed");
     assert_eq!(info.code_page, word(78), "the code page crossed");
+    // Flags no version of the protocol defines are kept as sent (read with `from_bits_retain`).
+    assert_eq!(info.flags.bits() & FREE_FLAGS, FREE_FLAGS, "the undefined flags crossed");
 }
