@@ -38,6 +38,15 @@ fn red31_repeated_create_responses_carry_their_status_to_the_target() {
         moved += 31;
     }
     assert_eq!(moved / 8, 3968, "bytes in 1024 pdus");
+    // The header's Sp bits (unused in a Create Response) and the id's width are not read either:
+    // about 3 bits more a response.
+    for header in [0x14, 0x18, 0x1C, 0x1D, 0x1E] {
+        let mut response = vec![header, 5];
+        response.extend(std::iter::repeat_n(0, [0, 1, 3][usize::from(header & 3)]));
+        response.extend(7u32.to_le_bytes());
+        let frame = client_dvc(&response);
+        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward, "header {header:#x}");
+    }
 }
 
 /// Hole 2: a Create Request for a name the grant does not open passes with its name blanked to
