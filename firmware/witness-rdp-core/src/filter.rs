@@ -18,6 +18,7 @@
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
 use crate::messages::{AUDIO_REFUSED, Protocol, Reader};
+use crate::pointer;
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
 use ironrdp_pdu::input::fast_path::{FastPathInput, FastPathInputEvent};
@@ -569,7 +570,17 @@ mod fp {
 struct FastPathWalk {
     /// The fragmented update in progress: its code and walk.
     fragment: Option<(u8, Option<UpdateWalk>)>,
+    /// While a pointer update comes in fragments: where each of its pieces is (the PDU's place
+    /// in `held`, the current PDU being `held.len()`, and the bytes in it).
+    pointer: Option<Vec<(usize, Range<usize>)>>,
+    /// The PDUs held back until the fragmented pointer is whole and made canonical
+    /// ([`crate::pointer`]): its first pieces are in them.
+    held: Vec<Vec<u8>>,
 }
+
+/// The most a fragmented pointer may hold back (a 384x384 large pointer at 32 bpp and its mask
+/// are 608 KiB).
+const POINTER_HELD_MAX: usize = 1 << 20;
 
 impl FastPathWalk {
     /// Judges one fast-path output PDU; on a refusal the state no longer matters (the session
@@ -586,6 +597,8 @@ impl FastPathWalk {
         if length != frame.len() {
             return Verdict::Refuse(TARGET_UNREADABLE);
         }
+        // The PDU as it leaves: pointer updates made canonical in place.
+        let mut out = Cow::Borrowed(frame);
         while at < length {
             let update = frame[at];
             let (code, fragmentation) = (update & 0x0F, (update >> 4) & 0x03);
@@ -599,8 +612,34 @@ impl FastPathWalk {
                 return Verdict::Refuse(TARGET_UNREADABLE);
             }
             let Some(size) = u16_at(frame, at + 1).map(usize::from) else { return Verdict::Refuse(TARGET_UNREADABLE) };
-            let Some(data) = frame.get(at + 3..at + 3 + size) else { return Verdict::Refuse(TARGET_UNREADABLE) };
+            let range = at + 3..at + 3 + size;
+            let Some(data) = frame.get(range.clone()) else { return Verdict::Refuse(TARGET_UNREADABLE) };
             at += 3 + size;
+            if pointer::is_fast_path_pointer(code) {
+                let here = self.held.len();
+                let whole = match (fragmentation, self.pointer.take()) {
+                    (fp::SINGLE, None) => Some(vec![(here, range)]),
+                    (fp::FIRST, None) => {
+                        self.pointer = Some(vec![(here, range)]);
+                        None
+                    }
+                    (fp::NEXT, Some(mut pieces)) => {
+                        pieces.push((here, range));
+                        self.pointer = Some(pieces);
+                        None
+                    }
+                    (fp::LAST, Some(mut pieces)) => {
+                        pieces.push((here, range));
+                        Some(pieces)
+                    }
+                    _ => None,
+                };
+                if let Some(pieces) = whole
+                    && let Err(why) = self.canonical_pointer(code, &pieces, &mut out)
+                {
+                    return Verdict::Refuse(why);
+                }
+            }
             let walked = match (fragmentation, self.fragment.take()) {
                 (fp::SINGLE, None) => UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data).and(w.finish())),
                 (fp::FIRST, None) => {
@@ -625,7 +664,51 @@ impl FastPathWalk {
                 return Verdict::Refuse(why);
             }
         }
-        Verdict::Forward
+        if self.pointer.is_some() {
+            self.held.push(out.into_owned());
+            if self.held.iter().map(Vec::len).sum::<usize>() > POINTER_HELD_MAX {
+                return Verdict::Refuse(pointer::POINTER_UNREADABLE);
+            }
+            return Verdict::Drop;
+        }
+        if !self.held.is_empty() {
+            let mut all = std::mem::take(&mut self.held).concat();
+            all.extend_from_slice(&out);
+            return Verdict::Replace(all);
+        }
+        match out {
+            Cow::Borrowed(_) => Verdict::Forward,
+            Cow::Owned(bytes) => Verdict::Replace(bytes),
+        }
+    }
+
+    /// Makes a whole pointer update canonical where its pieces lie: in held PDUs, or in
+    /// `current` (the PDU being judged, place `held.len()`).
+    fn canonical_pointer(
+        &mut self,
+        code: u8,
+        pieces: &[(usize, Range<usize>)],
+        current: &mut Cow<'_, [u8]>,
+    ) -> Result<(), &'static str> {
+        let here = self.held.len();
+        let mut sent = Vec::new();
+        for (pdu, range) in pieces {
+            let bytes = if *pdu == here { &current[range.clone()] } else { &self.held[*pdu][range.clone()] };
+            sent.extend_from_slice(bytes);
+        }
+        let mut data = sent.clone();
+        pointer::fast_path(code, &mut data)?;
+        if data == sent {
+            return Ok(());
+        }
+        let mut from = 0;
+        for (pdu, range) in pieces {
+            let to =
+                if *pdu == here { &mut current.to_mut()[range.clone()] } else { &mut self.held[*pdu][range.clone()] };
+            to.copy_from_slice(&data[from..from + range.len()]);
+            from += range.len();
+        }
+        Ok(())
     }
 }
 
@@ -769,6 +852,8 @@ impl UpdateWalk {
 /// PDUTYPE2 values of a Share Data PDU (at offset 14) the filter reads.
 const PDUTYPE2_UPDATE: u8 = 0x02;
 const PDUTYPE2_POINTER: u8 = 0x1B;
+/// A Share Control header and Share Data header: where a Data PDU's body starts.
+const SHARE_DATA_HEADER: usize = 18;
 
 /// Judges a slow-path Share Data PDU from the target: bulk compression (the box asked for none,
 /// yet FreeRDP decompresses whatever arrives, and the recorder cannot) ends the session, and so
@@ -1134,7 +1219,9 @@ impl Filter {
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
-        for (range, kind) in &pdus {
+        // PDUs made canonical in place (pointers), by their place in `pdus`.
+        let mut rewritten: HashMap<usize, Vec<u8>> = HashMap::new();
+        for (place, (range, kind)) in pdus.iter().enumerate() {
             let pdu = &data[range.clone()];
             if !headers_readable(pdu, *kind) {
                 return Ok(Verdict::Refuse(SHARE_HEADER));
@@ -1167,6 +1254,16 @@ impl Filter {
                     if let Err(why) = target_data_pdu(pdu) {
                         return Ok(Verdict::Refuse(why));
                     }
+                    if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
+                        let mut canonical = pdu.to_vec();
+                        let body = canonical.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();
+                        if let Err(why) = pointer::slow_path(body) {
+                            return Ok(Verdict::Refuse(why));
+                        }
+                        if canonical != pdu {
+                            rewritten.insert(place, canonical);
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -1175,16 +1272,13 @@ impl Filter {
             // Before activation a peer reads only the first PDU of such a message (checked above).
             return Ok(if was_active { Verdict::Refuse(TARGET_UNREADABLE) } else { Verdict::Forward });
         }
-        if pdus.len() == 1 {
+        if pdus.len() == 1 && rewritten.is_empty() {
             return Ok(Verdict::Forward);
         }
         let mut bytes = Vec::new();
-        for (range, _) in pdus {
-            let one = SendDataIndication {
-                initiator_id: ind.initiator_id,
-                channel_id: ind.channel_id,
-                user_data: Cow::Borrowed(&data[range]),
-            };
+        for (place, (range, _)) in pdus.into_iter().enumerate() {
+            let pdu = rewritten.remove(&place).map_or(Cow::Borrowed(&data[range]), Cow::Owned);
+            let one = SendDataIndication { initiator_id: ind.initiator_id, channel_id: ind.channel_id, user_data: pdu };
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
         Ok(Verdict::Replace(bytes))

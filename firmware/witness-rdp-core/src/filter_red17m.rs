@@ -328,16 +328,16 @@ fn red17m_pdu_bodies_the_filter_does_not_read_carry_a_file_to_and_from_the_targe
     }
 }
 
-/// Hole 5 (open): a pointer shape is a pipe from the target to the client that the recording
+/// Hole 5 (closed): a pointer shape was a pipe from the target to the client that the recording
 /// cannot show. A 32 bpp pointer's pixels whose alpha is 0 are drawn by no one — FreeRDP blends
 /// them away, and the recorder's stage (IronRDP's software pointer, "colors with alpha 0x00 are
-/// always invisible no matter their color") skips them — yet each carries three free colour
-/// bytes, and its AND mask bit is free too. Any program of the session sets such a cursor (an X
+/// always invisible no matter their color") skips them — yet each carried three free colour
+/// bytes, and its AND mask bit was free too. Any program of the session sets such a cursor (an X
 /// ARGB cursor through XFixes or Xcursor, which xorgxrdp sends as a 32 bpp pointer; Windows'
-/// `CreateIconIndirect`), on any grant, as often as it likes; the filter passes pointer updates
-/// unread. A 64x64 New Pointer in one fast-path PDU carries 12.7 KB of a file (96x96 in
-/// fragments 28 KB; a large pointer, 384x384, if the client says it takes them, 460 KB); the video
-/// shows nothing at all where the pointer is.
+/// `CreateIconIndirect`), on any grant, as often as it likes. A 64x64 New Pointer in one
+/// fast-path PDU carried 12.7 KB of a file. Now pointer updates are read exactly and made
+/// canonical in place ([`crate::pointer`]): invisible pixels and AND bits that change nothing
+/// reach the client as zeros, so the client reads none of the file.
 #[test]
 fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
     use ironrdp_graphics::pointer::{DecodedPointer, PointerBitmapTarget};
@@ -364,24 +364,57 @@ fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
     let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B];
     pdu.extend(u16::try_from(body.len()).unwrap().to_le_bytes());
     pdu.extend(&body);
-    let verdict = f.from_target(&pdu).unwrap();
-    assert_eq!(verdict, Verdict::Forward, "the pointer passes");
-    // What the insider's client reads off the wire: every colour byte and mask bit.
-    let attribute: PointerAttribute<'_> = decode(&body).unwrap();
-    let mut read_back: Vec<u8> = Vec::new();
-    for pixel in attribute.color_pointer.xor_mask.chunks(4) {
-        read_back.extend(&pixel[..3]);
-    }
-    read_back.extend(attribute.color_pointer.and_mask);
-    assert_eq!(read_back, payload);
-    // What the recorder draws of it: nothing (every pixel fully transparent, which the stage's
-    // compositing skips).
+    let Verdict::Replace(sent) = f.from_target(&pdu).unwrap() else {
+        panic!("the pointer passed as the target sent it")
+    };
+    assert_eq!(sent.len(), pdu.len(), "made canonical in place");
+    // What the insider's client reads off the wire: zeros where the file was.
+    let attribute: PointerAttribute<'_> = decode(&sent[6..]).unwrap();
+    assert!(attribute.color_pointer.xor_mask.iter().all(|&b| b == 0), "colour bytes crossed");
+    assert!(attribute.color_pointer.and_mask.iter().all(|&b| b == 0), "AND bits crossed");
+    // What the recorder draws of it is unchanged: nothing (every pixel fully transparent).
     let drawn = DecodedPointer::decode_pointer_attribute(&attribute, PointerBitmapTarget::Software).unwrap();
-    assert_eq!(drawn.bitmap_data.len(), w * h * 4);
-    assert!(
-        drawn.bitmap_data.chunks(4).all(|p| p[3] == 0 && p[..3] != [0xFF, 0xFF, 0xFF]),
-        "some pixel of the pointer shows"
-    );
+    assert!(drawn.bitmap_data.chunks(4).all(|p| p[3] == 0 && p[..3] != [0xFF, 0xFF, 0xFF]));
+}
+
+/// The pointer's fragments are held until it is whole, made canonical across them and passed
+/// on in order, and a pointer update with a byte beyond its fields ends the session.
+#[test]
+fn red17m_a_fragmented_pointer_is_made_canonical_across_its_fragments() {
+    let mut f = grant(Redirection::NONE);
+    let (w, h) = (32usize, 32usize);
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend([0, 0, 0, 0, 0, 0]);
+    body.extend(u16::try_from(w).unwrap().to_le_bytes());
+    body.extend(u16::try_from(h).unwrap().to_le_bytes());
+    body.extend(u16::try_from(w * h / 8).unwrap().to_le_bytes());
+    body.extend(u16::try_from(w * h * 4).unwrap().to_le_bytes());
+    body.extend([7, 7, 7, 0].repeat(w * h));
+    body.extend(vec![0xFF; w * h / 8]);
+    let fragment = |flags: u8, data: &[u8]| {
+        let length = 3 + 3 + data.len();
+        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B | flags << 4];
+        pdu.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+        pdu.extend(data);
+        pdu
+    };
+    let (a, rest) = body.split_at(1000);
+    let (b, c) = rest.split_at(2000);
+    assert_eq!(f.from_target(&fragment(2, a)).unwrap(), Verdict::Drop, "the first fragment is held");
+    assert_eq!(f.from_target(&fragment(3, b)).unwrap(), Verdict::Drop);
+    let Verdict::Replace(out) = f.from_target(&fragment(1, c)).unwrap() else { panic!("not released") };
+    let sent = [fragment(2, a), fragment(3, b), fragment(1, c)].concat();
+    assert_eq!(out.len(), sent.len(), "the three PDUs, in order, the same lengths");
+    let mut data = out[6..6 + a.len()].to_vec();
+    let second = 6 + a.len();
+    data.extend(&out[second + 6..second + 6 + b.len()]);
+    data.extend(&out[second + 6 + b.len() + 6..]);
+    assert_eq!(data.len(), body.len());
+    assert_eq!(data[..16], body[..16], "the fields pass as sent");
+    assert!(data[16..].iter().all(|&b| b == 0), "free bytes crossed");
+    let mut long = body.clone();
+    long.extend([1, 2]);
+    assert_eq!(f.from_target(&fragment(0, &long)).unwrap(), Verdict::Refuse(crate::pointer::POINTER_UNREADABLE));
 }
 
 /// Hole 6 (closed): the Client Info rewrite kept the client's own strings whole: clientAddress

@@ -11,3 +11,4 @@ pub mod filter;
 pub mod keys;
 pub mod login;
 pub mod messages;
+pub mod pointer;
