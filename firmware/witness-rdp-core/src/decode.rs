@@ -121,6 +121,47 @@ pub struct Screen<'a> {
     pub bgrx: &'a [u8],
     /// What changed since the recorder last took a frame; `None`: anything may have.
     pub dirty: Option<Rect>,
+    /// The target's pointer, drawn over `bgrx` by the recorder (not part of it).
+    pub pointer: Option<Overlay<'a>>,
+}
+
+/// The target's pointer as the video shows it: drawn over the screen by the recorder at half its
+/// opacity at most, so a pointer of the target's choosing can never hide what is beneath it —
+/// a program of the session could set an opaque cursor where the client points, which a client
+/// not drawing pointers never shows (red team `h-red17m`, hole 8). RGBA, not premultiplied,
+/// `width × height` pixels, its top left corner at `x`, `y` (it may reach off the screen).
+#[derive(Debug, Clone, Copy)]
+pub struct Overlay<'a> {
+    pub x: i32,
+    pub y: i32,
+    pub width: u16,
+    pub height: u16,
+    pub rgba: &'a [u8],
+}
+
+/// The highest alpha the video draws a pointer's pixel with (of 255).
+pub const POINTER_MAX_ALPHA: u8 = 128;
+
+/// The target's current pointer picture, alpha already capped ([`POINTER_MAX_ALPHA`]).
+#[derive(Debug)]
+struct Cursor {
+    width: u16,
+    height: u16,
+    hot_x: u16,
+    hot_y: u16,
+    rgba: Vec<u8>,
+    /// Which picture this is: a new one is drawn even at the same place.
+    generation: u64,
+}
+
+impl Cursor {
+    fn new(p: &ironrdp_graphics::pointer::DecodedPointer, generation: u64) -> Self {
+        let mut rgba = p.bitmap_data.clone();
+        for px in rgba.chunks_exact_mut(4) {
+            px[3] = px[3].min(POINTER_MAX_ALPHA);
+        }
+        Self { width: p.width, height: p.height, hot_x: p.hotspot_x, hot_y: p.hotspot_y, rgba, generation }
+    }
 }
 
 /// The MCS channels and share the session runs on, as the target assigned them.
@@ -181,9 +222,6 @@ impl ironrdp_egfx::decode::H264Decoder for NoH264 {
     }
 }
 
-/// An empty fast-path update PDU: it carries nothing, but makes the stage draw a pointer move.
-const EMPTY_FAST_PATH: [u8; 2] = [0x00, 0x02];
-
 /// The passive decoder of one session. Feed it every whole PDU (as
 /// [`ironrdp_pdu::find_size`] cuts them) in the order the relay passes them, from the first PDU
 /// after CredSSP (the client's MCS Connect Initial) on.
@@ -202,8 +240,14 @@ pub struct PassiveDecoder {
     image: Option<DecodedImage>,
     /// The size of the image last announced with [`Update::Resized`].
     announced: Option<(u16, u16)>,
-    /// The client's last pointer position, which places the pointer drawn into the image.
+    /// The client's last pointer position, which places the pointer drawn over the image.
     pointer: Option<(u16, u16)>,
+    /// The target's pointer picture, when one is shown ([`Overlay`]).
+    cursor: Option<Cursor>,
+    cursor_visible: bool,
+    /// The pointer as the recorder was last told of it (place, size, picture): a change makes
+    /// both where it was and where it is dirty.
+    overlay_told: Option<(Rect, u64)>,
     /// Whether the target accepts Refresh Rect (its General capability set says so).
     refresh_rect: bool,
     discarded_responses: u64,
@@ -257,6 +301,9 @@ impl PassiveDecoder {
             image: None,
             announced: None,
             pointer: None,
+            cursor: None,
+            cursor_visible: false,
+            overlay_told: None,
             refresh_rect: false,
             discarded_responses: 0,
             keys: None,
@@ -291,6 +338,7 @@ impl PassiveDecoder {
             stride: image.stride(),
             bgrx: image.data(),
             dirty: None,
+            pointer: self.overlay(),
         })
     }
 
@@ -610,9 +658,9 @@ impl PassiveDecoder {
                         message_channel_id: self.message_channel_id,
                         share_id: self.share_id,
                         compression_type: self.compression,
-                        // The pointer is drawn into the image: the video shows it.
+                        // The pointer is drawn over the image by the recorder ([`Overlay`]).
                         enable_server_pointer: true,
-                        pointer_software_rendering: true,
+                        pointer_software_rendering: false,
                     }
                     .build(),
                 );
@@ -623,9 +671,6 @@ impl PassiveDecoder {
                     return Err(DecodeError::Sequence("a usable virtual channel chunk size"));
                 }
             }
-        }
-        if let (Some(stage), Some((x, y))) = (self.stage.as_mut(), self.pointer) {
-            stage.update_mouse_pos(x, y);
         }
         self.phase = Phase::Active;
         tracing::debug!(share_id = self.share_id, "rdp decoder active");
@@ -676,6 +721,13 @@ impl PassiveDecoder {
                     dirty = Some(dirty.map_or(r, |d| d.union(r)));
                 }
                 ActiveStageOutput::DeactivateAll => self.phase = Phase::Deactivated,
+                ActiveStageOutput::PointerBitmap(p) => {
+                    let generation = self.cursor.as_ref().map_or(0, |c| c.generation + 1);
+                    self.cursor = Some(Cursor::new(&p, generation));
+                    self.cursor_visible = true;
+                }
+                ActiveStageOutput::PointerHidden | ActiveStageOutput::PointerDefault => self.cursor_visible = false,
+                ActiveStageOutput::PointerPosition { x, y } => self.pointer = Some((x, y)),
                 // Decoding goes on: a client keeps drawing after Shutdown Denied or Set Error
                 // Info (which IronRDP calls an end), until the connection closes; only the
                 // Disconnect Provider Ultimatum ends it (`target`).
@@ -695,34 +747,72 @@ impl PassiveDecoder {
             self.announced = Some(size);
             updates.insert(0, Update::Resized { width: size.0, height: size.1 });
         }
+        if let Some(moved) = self.overlay_moved() {
+            dirty = Some(dirty.map_or(moved, |d| d.union(moved)));
+        }
         if let Some(dirty) = dirty {
             updates.push(Update::Frame { dirty });
         }
         Ok(updates)
     }
 
+    /// The pointer the video shows now, when one is.
+    fn overlay(&self) -> Option<Overlay<'_>> {
+        let (cursor, (x, y)) = (self.cursor.as_ref().filter(|_| self.cursor_visible)?, self.pointer?);
+        if cursor.width == 0 || cursor.height == 0 {
+            return None;
+        }
+        Some(Overlay {
+            x: i32::from(x) - i32::from(cursor.hot_x),
+            y: i32::from(y) - i32::from(cursor.hot_y),
+            width: cursor.width,
+            height: cursor.height,
+            rgba: &cursor.rgba,
+        })
+    }
+
+    /// The part of the screen the pointer covers, and which picture it is.
+    fn overlay_place(&self) -> Option<(Rect, u64)> {
+        let image = self.image.as_ref()?;
+        let o = self.overlay()?;
+        let clip = |from: i32, len: u16, max: u16| {
+            let start = from.clamp(0, i32::from(max));
+            let end = (from + i32::from(len)).clamp(0, i32::from(max));
+            (start as u16, (end - start) as u16)
+        };
+        let (x, width) = clip(o.x, o.width, image.width());
+        let (y, height) = clip(o.y, o.height, image.height());
+        let generation = self.cursor.as_ref().map_or(0, |c| c.generation);
+        (width > 0 && height > 0).then_some((Rect { x, y, width, height }, generation))
+    }
+
+    /// Where the video must be redrawn because the pointer moved, changed or went since the
+    /// recorder was last told: both where it was and where it is.
+    fn overlay_moved(&mut self) -> Option<Rect> {
+        let now = self.overlay_place();
+        if now == self.overlay_told {
+            return None;
+        }
+        let before = std::mem::replace(&mut self.overlay_told, now);
+        match (before, now) {
+            (Some((a, _)), Some((b, _))) => Some(a.union(b)),
+            (Some((r, _)), None) | (None, Some((r, _))) => Some(r),
+            (None, None) => None,
+        }
+    }
+
     /// The client's pointer is at `x`, `y` (the latest position the relay saw, which may be newer
-    /// than the input the decoder was shown): the pointer drawn into the image moves there now,
+    /// than the input the decoder was shown): the pointer drawn over the image moves there now,
     /// not at the target's next update — a still screen would keep it where it was.
     pub fn set_pointer(&mut self, x: u16, y: u16) -> Result<Vec<Update>, DecodeError> {
         if self.phase == Phase::Stopped {
             return Err(DecodeError::Stopped);
         }
-        if self.pointer == Some((x, y)) {
-            return Ok(Vec::new());
-        }
         self.pointer = Some((x, y));
-        let Some(stage) = self.stage.as_mut().filter(|_| self.phase == Phase::Active) else {
+        if self.phase != Phase::Active {
             return Ok(Vec::new());
-        };
-        stage.update_mouse_pos(x, y);
-        match catch_unwind(AssertUnwindSafe(|| self.process(Action::FastPath, &EMPTY_FAST_PATH))) {
-            Ok(r) => r,
-            Err(_) => {
-                self.stop();
-                Err(DecodeError::Panicked)
-            }
         }
+        Ok(self.overlay_moved().map(|dirty| Update::Frame { dirty }).into_iter().collect())
     }
 
     /// The client's pointer position as the decoder last learnt it.
@@ -763,9 +853,6 @@ impl PassiveDecoder {
             if let FastPathInputEvent::MouseEvent(m) = event {
                 self.pointer = Some((m.x_position, m.y_position));
             }
-        }
-        if let (Some(stage), Some((x, y)), Phase::Active) = (self.stage.as_mut(), self.pointer, self.phase) {
-            stage.update_mouse_pos(x, y);
         }
     }
 

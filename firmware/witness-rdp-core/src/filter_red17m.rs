@@ -613,14 +613,15 @@ fn opaque_pointer(size: u16, bgr: [u8; 3]) -> Vec<u8> {
     fast_path_update(0x0B, &body)
 }
 
-/// Hole 8 (open): the recorder draws the pointer into the video (software rendering, at the
-/// client's last mouse position), so the pointer is a patch of the recorded screen that the
+/// Hole 8 (closed): the recorder drew the pointer into the video (software rendering, at the
+/// client's last mouse position), so the pointer was a patch of the recorded screen that the
 /// target's program paints and the client places. A program of the session sets an opaque
 /// cursor as big as the client takes (64x64 here; 96x96, or 384x384 with the large pointer
-/// capability, which passes untrimmed) showing harmless pixels; the insider's client does not
-/// draw pointers (it is its own) and keeps its mouse over what it works on — a terminal, a file
-/// being read: the recording shows the program's picture there, the client the real screen. No
-/// gap is stated: the decoder drew everything it was sent.
+/// capability) showing harmless pixels; the insider's client does not draw pointers (it is its
+/// own) and keeps its mouse over what it works on: the recording showed the program's picture
+/// there, the client the real screen. Now the pointer is not part of the decoded screen: the
+/// recorder draws it over the screen at half its opacity at most ([`crate::decode::Overlay`]),
+/// so what is beneath always shows.
 #[test]
 fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points() {
     let (mut filter, mut decoder) = replayed_bitmap_session();
@@ -647,14 +648,19 @@ fn red17m_a_big_opaque_pointer_masks_the_recorded_screen_where_the_client_points
     // The program's cursor: 64x64 opaque green (its "harmless" picture).
     target(&mut filter, &mut decoder, opaque_pointer(64, [0, 255, 0]));
     target(&mut filter, &mut decoder, square(100, 100, 64, RED));
-    // The whole square is the pointer's picture in the recording.
-    // (IronRDP's software pointer squares each colour channel: 255 is drawn 254.)
+    // The screen the recorder encodes is the target's square, the pointer drawn over it.
     for y in 100..164 {
         for x in 100..164 {
-            let [b, g, r] = screen_at(&decoder, x, y);
-            assert!(b == 0 && r == 0 && g >= 254, "the recording at {x},{y} shows {:?}", [b, g, r]);
+            assert_eq!(screen_at(&decoder, x, y), [0, 0, 255], "the screen at {x},{y}");
         }
     }
+    let screen = decoder.screen().unwrap();
+    let pointer = screen.pointer.expect("the pointer is shown");
+    assert_eq!((pointer.x, pointer.y, pointer.width, pointer.height), (100, 100, 64, 64));
+    assert!(
+        pointer.rgba.chunks(4).all(|p| p[3] <= crate::decode::POINTER_MAX_ALPHA),
+        "a pointer pixel more than half opaque"
+    );
 }
 
 /// Hole 9 (closed): the filter kept every dynamic channel the grant opens until it closed, with

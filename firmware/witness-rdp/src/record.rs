@@ -343,12 +343,10 @@ impl Worker {
         self.apply(updates)
     }
 
-    /// Moves the pointer drawn into the image to where the client's pointer is now.
+    /// Moves the pointer drawn over the image to where the client's pointer is now (the decoder
+    /// may know the place from input already: it still says whether the video was told).
     fn follow_pointer(&mut self) -> Result<(), String> {
         let Some((x, y)) = unpack_pointer(self.pointer.load(Ordering::Acquire)) else { return Ok(()) };
-        if self.decoder.pointer() == Some((x, y)) {
-            return Ok(());
-        }
         match self.decoder.set_pointer(x, y) {
             Ok(updates) => self.apply(updates),
             Err(e) => {

@@ -12,7 +12,7 @@ mod recorder;
 pub mod settle;
 pub mod thumb;
 
-pub use canvas::Rows;
+pub use canvas::{Pointer, Rows};
 pub use encoders::{
     CANDIDATES, Candidate, DeviceNode, NodeAccess, Probe, Reason, candidate, classify, order, probe_one,
 };

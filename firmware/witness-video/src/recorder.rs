@@ -3,7 +3,7 @@
 //! (no seeking back), so what reached the sink before a crash plays up to its last fragment.
 
 use crate::VideoError;
-use crate::canvas::{COLORIMETRY, Canvas, Rows};
+use crate::canvas::{COLORIMETRY, Canvas, Pointer, Rows};
 use crate::encoders::{Candidate, encode_chain};
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -191,12 +191,14 @@ impl VideoRecorder {
         height: u32,
         at: Duration,
     ) -> Result<bool, VideoError> {
-        self.frame_changed(bgrx, stride, width, height, None, at)
+        self.frame_changed(bgrx, stride, width, height, None, None, at)
     }
 
     /// [`Self::frame_sized`] when only `rows` changed since the last frame this recorder took
-    /// (`None`: anything may have): only those rows are converted. A frame the rate cap drops
-    /// converts nothing, so the caller keeps its changed rows until a frame is taken.
+    /// (`None`: anything may have): only those rows are converted, with `pointer` drawn over
+    /// them (rows it left or entered count as changed). A frame the rate cap drops converts
+    /// nothing, so the caller keeps its changed rows until a frame is taken.
+    #[allow(clippy::too_many_arguments)]
     pub fn frame_changed(
         &self,
         bgrx: &[u8],
@@ -204,6 +206,7 @@ impl VideoRecorder {
         width: u32,
         height: u32,
         rows: Option<Rows>,
+        pointer: Option<Pointer<'_>>,
         at: Duration,
     ) -> Result<bool, VideoError> {
         // Encoders want even sizes: drop an odd last column or row.
@@ -234,7 +237,7 @@ impl VideoRecorder {
             self.src.set_caps(Some(&caps));
             *canvas = Canvas::new(w as u32, h as u32);
         }
-        canvas.update(bgrx, stride, if resized { None } else { rows })?;
+        canvas.update(bgrx, stride, if resized { None } else { rows }, pointer)?;
         // The frame in flight is the encoder's; the canvas goes on changing.
         let data = canvas.bytes().to_vec();
         drop(canvas);

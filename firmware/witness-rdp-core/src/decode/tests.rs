@@ -393,9 +393,9 @@ fn only_pixels_a_redraw_repaints_are_repairable() {
     assert!(!repairable(&slow(1003, &[(0x02, 0, 1), (0x1B, 0, 1)]), Some(1003)), "a bitmap, then a pointer");
 }
 
-/// The pointer drawn into the image moves when the client's pointer moves, on a still screen too
+/// The pointer drawn over the image moves when the client's pointer moves, on a still screen too
 /// (the stage alone draws a move only with the target's next update, so a pointer moved before a
-/// quiet stretch stayed where it was in the video).
+/// quiet stretch stayed where it was in the video): where it was and where it is are dirty.
 #[test]
 fn a_pointer_move_is_drawn_at_once_on_a_still_screen() {
     let mut r = replay(BITMAP);
@@ -406,14 +406,18 @@ fn a_pointer_move_is_drawn_at_once_on_a_still_screen() {
     pointer.extend([0x00; 4]);
     let mut pdu = vec![0x00, 5 + pointer.len() as u8, 0x09, pointer.len() as u8, 0];
     pdu.extend(&pointer);
+    r.decoder.set_pointer(10, 20).unwrap();
     r.decoder.observe_target(&pdu).unwrap();
     let before = r.decoder.screen().unwrap().bgrx.to_vec();
     let updates = r.decoder.set_pointer(200, 150).unwrap();
     assert_eq!(r.decoder.pointer(), Some((200, 150)));
     let Some(Update::Frame { dirty }) = updates.last() else { panic!("nothing drawn: {updates:?}") };
     let after = r.decoder.screen().unwrap();
-    assert_ne!(before, after.bgrx, "the image did not change");
-    assert!(dirty.x <= 200 && dirty.x + dirty.width > 150, "{dirty:?}");
+    assert_eq!(before, after.bgrx, "the pointer is not part of the image");
+    let p = after.pointer.expect("a pointer shown");
+    assert_eq!((p.x, p.y, p.width, p.height), (200, 150, 2, 2));
+    assert!(p.rgba.chunks(4).all(|px| px == [0xFF, 0xFF, 0xFF, crate::decode::POINTER_MAX_ALPHA]), "{:?}", p.rgba);
+    assert_eq!(*dirty, Rect { x: 10, y: 20, width: 192, height: 132 }, "where it was and where it is");
     // The same position again draws nothing.
     assert_eq!(r.decoder.set_pointer(200, 150).unwrap(), Vec::new());
 }

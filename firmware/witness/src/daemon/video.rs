@@ -225,9 +225,10 @@ impl SessionVideo {
         width: u32,
         height: u32,
         rows: Option<witness_video::Rows>,
+        pointer: Option<witness_video::Pointer<'_>>,
     ) -> Result<bool, witness_video::VideoError> {
         let at = if self.recorder.frames() == 0 { Duration::ZERO } else { self.started.elapsed() };
-        self.recorder.frame_changed(bgrx, stride, width, height, rows, at)
+        self.recorder.frame_changed(bgrx, stride, width, height, rows, pointer, at)
     }
 
     /// Call every few hundred milliseconds: keeps a still screen's video flowing.
@@ -349,8 +350,15 @@ impl witness_rdp::ScreenRecorder for BoxScreen {
     fn frame(&mut self, screen: witness_rdp::Screen<'_>) -> Result<bool, String> {
         let Some(video) = &self.video else { return Ok(true) };
         let rows = screen.dirty.map(|r| witness_video::Rows { top: u32::from(r.y), height: u32::from(r.height) });
+        let pointer = screen.pointer.map(|p| witness_video::Pointer {
+            x: p.x,
+            y: p.y,
+            width: u32::from(p.width),
+            height: u32::from(p.height),
+            rgba: p.rgba,
+        });
         video
-            .frame_changed(screen.bgrx, screen.stride, u32::from(screen.width), u32::from(screen.height), rows)
+            .frame_changed(screen.bgrx, screen.stride, u32::from(screen.width), u32::from(screen.height), rows, pointer)
             .map_err(|e| format!("the session video failed: {e}"))
     }
 
