@@ -17,6 +17,7 @@
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
+use crate::gfx::Zgfx;
 use crate::messages::{AUDIO_REFUSED, Protocol, Reader};
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
 use ironrdp_pdu::gcc::{ChannelName, ClientGccBlocks, ConferenceCreateRequest, RedirectionFlags};
@@ -260,23 +261,13 @@ struct Parsed {
     zgfx: Option<Box<Zgfx>>,
 }
 
-/// A ZGFX decompressor (its 2.5 MB history), shown by name only.
-struct Zgfx(ironrdp_graphics::zgfx::Decompressor);
-
-impl std::fmt::Debug for Zgfx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Zgfx")
-    }
-}
-
 impl Parsed {
     fn new(protocol: Protocol) -> Self {
         Self::with(Reader::new(protocol))
     }
 
     fn with(reader: Reader) -> Self {
-        let zgfx = (reader.protocol() == Protocol::Graphics)
-            .then(|| Box::new(Zgfx(ironrdp_graphics::zgfx::Decompressor::new())));
+        let zgfx = (reader.protocol() == Protocol::Graphics).then(|| Box::new(Zgfx::default()));
         Self { reader, client: Gather::default(), target: Gather::default(), zgfx }
     }
 
@@ -299,13 +290,10 @@ impl Parsed {
         let (mut message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
         g.total = 0;
         // The target's graphics come as ZGFX segmented data (MS-RDPEGFX 2.2.5), compressed or
-        // not, its history spanning messages: read as the recorder reads them, decompressed.
+        // not, its history spanning messages: read as the recorder reads them, decompressed,
+        // the bound holding on what it decompresses to ([`crate::gfx`]).
         if let Some(zgfx) = self.zgfx.as_mut().filter(|_| !from_client) {
-            let mut out = Vec::new();
-            if let Err(error) = zgfx.0.decompress(&message, &mut out) {
-                tracing::debug!(error = %error, "graphics pipeline data that does not decompress");
-                return Verdict::Refuse(refusal);
-            }
+            let Some(out) = zgfx.decompress(&message, max) else { return Verdict::Refuse(refusal) };
             message = out;
         }
         match self.reader.judge(from_client, &message) {
@@ -409,8 +397,8 @@ impl GfxWalk {
         true
     }
 
-    /// Reads the RDPGFX PDUs one frame carries, trimming a Caps Advertise in place; whether one
-    /// was trimmed. `Err` when a PDU is not one the client may send ([`Reader`]), does not lie
+    /// Reads the RDPGFX PDUs one frame carries, trimming a Caps Advertise and writing a QoE
+    /// Frame Acknowledge's fields in place; whether anything changed. `Err` when a PDU is not one the client may send ([`Reader`]), does not lie
     /// whole in these bytes, or the bytes overrun the message.
     fn feed(&mut self, reader: &mut Reader, bytes: &mut [u8]) -> Result<bool, &'static str> {
         let Some(left) = self.message_left.checked_sub(bytes.len() as u64) else { return Err(GFX_UNRESTRICTED) };
@@ -426,6 +414,12 @@ impl GfxWalk {
             if u16_at(bytes, at) == Some(RDPGFX_CMDID_CAPSADVERTISE) {
                 let t = trim_caps_pdu(&mut bytes[at..end]).ok_or(GFX_UNRESTRICTED)?;
                 tracing::debug!(trimmed = ?t, "graphics pipeline capabilities trimmed to what the box decodes");
+                reader.gfx_caps_sent(&bytes[at..end]);
+                trimmed = true;
+            }
+            // A QoE Frame Acknowledge's time stamp and time differences are the box's.
+            if let Some(fields) = reader.take_qoe_fields() {
+                bytes.get_mut(at + 12..at + 20).ok_or(GFX_UNRESTRICTED)?.copy_from_slice(&fields);
                 trimmed = true;
             }
             at = end;
@@ -1701,7 +1695,7 @@ fn gfx_from_client(
 }
 
 /// Walks the graphics pipeline bytes of `frame` from `from`: the frame passes as it is, or with
-/// a Caps Advertise trimmed, or the session ends.
+/// a Caps Advertise trimmed or a QoE acknowledgement's fields written, or the session ends.
 fn gfx_feed(walk: &mut GfxWalk, reader: &mut Reader, frame: &[u8], from: usize) -> Verdict {
     let mut out = frame.to_vec();
     match walk.feed(reader, &mut out[from..]) {
@@ -2906,10 +2900,11 @@ mod tests {
         assert_eq!(f.from_client(&req(1005)).unwrap(), Verdict::Forward, "another channel passes as it is");
     }
 
-    /// An RDPGFX Frame Acknowledge (cmdId 0x000D, pduLength 20).
-    fn gfx_ack() -> Vec<u8> {
-        let mut ack = vec![0x0D, 0, 0, 0, 20, 0, 0, 0];
-        ack.extend([0u8; 12]);
+    /// An RDPGFX Frame Acknowledge (cmdId 0x000D, pduLength 20) of `frame`.
+    fn gfx_ack(frame: u32) -> Vec<u8> {
+        let mut ack = vec![0x0D, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0];
+        ack.extend(frame.to_le_bytes());
+        ack.extend([0u8; 4]);
         ack
     }
 
@@ -2920,14 +2915,14 @@ mod tests {
     }
 
     /// A filter with the graphics pipeline open on dynamic channel 7, the target having ended
-    /// frame 0 four times (so the client owes four acknowledgements of it).
+    /// frames 0 to 3 (so the client owes an acknowledgement of each).
     fn with_graphics() -> Filter {
         let mut f = with_drdynvc(Redirection::default());
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
-        let end = [0x0C, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(f.from_target(&send_indication(1004, svc(&gfx_down(7, &end.repeat(4))))).unwrap(), Verdict::Forward);
+        let frames = crate::gfx::drawn_frames(0, 4, true);
+        assert_eq!(f.from_target(&send_indication(1004, svc(&gfx_down(7, &frames)))).unwrap(), Verdict::Forward);
         f
     }
 
@@ -2953,7 +2948,7 @@ mod tests {
     #[test]
     fn a_caps_advertise_anywhere_in_a_graphics_message_is_trimmed() {
         use ironrdp_egfx::pdu::CapabilitiesV10Flags as F;
-        let (ack, caps, trimmed) = (gfx_ack(), gfx_caps_pdu(F::empty()), gfx_caps_pdu(F::AVC_DISABLED));
+        let (ack, caps, trimmed) = (gfx_ack(0), gfx_caps_pdu(F::empty()), gfx_caps_pdu(F::AVC_DISABLED));
         let has = |out: &[u8], pdu: &[u8]| out.windows(pdu.len()).any(|w| w == pdu);
         let replaced = |v: Verdict| match v {
             Verdict::Replace(out) => {
@@ -2980,7 +2975,7 @@ mod tests {
         assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
         replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
         let mut next = vec![0x30, 7];
-        next.extend(&ack);
+        next.extend(&gfx_ack(1));
         assert_eq!(f.from_client(&send_data(1004, svc(&next))).unwrap(), Verdict::Forward);
         // A second Caps Advertise on the channel: refused (a client advertises once).
         assert_eq!(
@@ -3020,7 +3015,7 @@ mod tests {
         let mut f = with_graphics();
         let mut acks = vec![0x30, 7];
         acks.extend(&ack);
-        acks.extend(&ack);
+        acks.extend(&gfx_ack(1));
         assert_eq!(f.from_client(&send_data(1004, svc(&acks))).unwrap(), Verdict::Forward);
     }
 

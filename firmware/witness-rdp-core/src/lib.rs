@@ -8,6 +8,7 @@
 pub mod channels;
 pub mod decode;
 pub mod filter;
+pub mod gfx;
 pub mod keys;
 pub mod login;
 pub mod messages;
