@@ -175,9 +175,10 @@ fn red17n_the_targets_caps_confirm_carries_a_file_to_the_client() {
 /// program sent frames of nothing: 12 bytes of a file in each 28 (Start Frame timestamp and
 /// frameId, End Frame frameId), unrecorded. Now frames come one at a time, each End Frame the
 /// id of the frame in progress and each Start Frame the last one's plus one; a time stamp is a
-/// time of day that moves forward no faster than the box's clock (2 s of slack); and a frame
-/// draws (a fill, a copy, a cache or wire-to-surface command) before it ends. What stays: the
-/// first frame's id (once a channel), and a time stamp's lead on the box's clock.
+/// time of day, and since the first frame they move forward no further than the box's clock
+/// and 10 s; and a frame draws (a fill, a copy, a cache or wire-to-surface command) before it
+/// ends. What stays: the first frame's id (once a channel), and the time stamps' pace within
+/// that bound.
 #[test]
 fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() {
     use ironrdp_egfx::pdu::{EndFramePdu, GfxPdu, StartFramePdu, Timestamp};
@@ -206,16 +207,20 @@ fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() 
         [frame(timestamp(0, 0), 41, None), fill(), frame(timestamp(0, 0), 42, None)].concat(),
         [frame(timestamp(1000, 0), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
         [frame(timestamp(0, 30), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
+        [frame(timestamp(999, 59), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
     ];
     for (i, case) in cases.iter().enumerate() {
         assert!(refused(&ready().from_target(&from_target(case)).unwrap()), "case {i}");
     }
-    // Controls: the next frame, drawing, its time stamp a second on; then the one after.
+    // Controls: the next frame, drawing, its time stamp 5 s on; then the one after, 4 s on;
+    // but not a third 2 s on (11 s ahead of the box's clock).
     let mut f = ready();
-    let next = [frame(timestamp(0, 1), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat();
+    let next = [frame(timestamp(0, 5), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat();
     assert_eq!(f.from_target(&from_target(&next)).unwrap(), Verdict::Forward);
-    let after = [frame(timestamp(500, 1), 42, None), fill(), gfx(0x0C, &42u32.to_le_bytes())].concat();
+    let after = [frame(timestamp(0, 9), 42, None), fill(), gfx(0x0C, &42u32.to_le_bytes())].concat();
     assert_eq!(f.from_target(&from_target(&after)).unwrap(), Verdict::Forward);
+    let ahead = [frame(timestamp(0, 11), 43, None), fill(), gfx(0x0C, &43u32.to_le_bytes())].concat();
+    assert!(refused(&f.from_target(&from_target(&ahead)).unwrap()), "ahead of the box's clock");
 }
 
 /// Hole 4 (closed): the longest graphics message the box takes is 16 MiB, but it was bounded

@@ -121,8 +121,9 @@ struct Gfx {
     frame: Option<(u32, std::time::Instant, bool)>,
     /// The id the next Start Frame carries (the last frame's, plus one).
     next_frame: Option<u32>,
-    /// The last Start Frame's time of day (ms) and when it passed.
-    last_timestamp: Option<(u32, std::time::Instant)>,
+    /// The frames' clock: the last Start Frame's time of day (ms), how far the time stamps have
+    /// moved since the first (ms), and when the first passed.
+    clock: Option<(u32, u64, std::time::Instant)>,
     /// When the channel's first target message was judged.
     epoch: Option<std::time::Instant>,
     /// Surfaces created and not deleted (width, height); cache slots filled and not evicted
@@ -197,7 +198,8 @@ impl Reader {
     /// reader) reads it and writes it back byte for byte, no window mapping (RemoteApp is
     /// refused), a Cache Import Reply that imports nothing, one Caps Confirm after the client's
     /// Caps Advertise and one of its sets; frames one at a time, their ids in sequence, their
-    /// time stamps times of day that move no faster than the box's clock, each drawing; and
+    /// time stamps times of day that, since the first frame, run no further ahead of the box's
+    /// clock than [`FRAME_CLOCK_SLACK_MS`], each drawing; and
     /// nothing FreeRDP fails on, which would end its reading of the message where the recorder
     /// goes on ([`gfx_draws`]). What the target draws is free (it is drawn, and
     /// recorded).
@@ -345,22 +347,22 @@ impl Reader {
             GfxPdu::CapabilitiesConfirm(_) => return None,
             GfxPdu::CacheImportReply(reply) if !reply.cache_slots.is_empty() => return None,
             GfxPdu::StartFrame(start) => {
-                // One frame at a time, ids in sequence; a time of day that moves forward no
-                // faster than the box's clock (with slack for the target's queue).
+                // One frame at a time, ids in sequence; time stamps times of day that, since
+                // the first, move forward no further than the box's clock (with slack for the
+                // first frame's wait in queues the later ones did not have).
                 let t = start.timestamp;
                 let in_day = t.milliseconds < 1000 && t.seconds < 60 && t.minutes < 60 && t.hours < 24;
                 let ms = ((u32::from(t.hours) * 60 + u32::from(t.minutes)) * 60 + u32::from(t.seconds)) * 1000
                     + u32::from(t.milliseconds);
-                let paced = g.last_timestamp.is_none_or(|(last, at)| {
-                    let moved = (ms + DAY_MS - last) % DAY_MS;
-                    u128::from(moved)
-                        <= now.saturating_duration_since(at).as_millis() + u128::from(FRAME_CLOCK_SLACK_MS)
-                });
+                let (last, moved, first) = g.clock.unwrap_or((ms, 0, now));
+                let moved = moved + u64::from((ms + DAY_MS - last) % DAY_MS);
+                let paced = u128::from(moved)
+                    <= now.saturating_duration_since(first).as_millis() + u128::from(FRAME_CLOCK_SLACK_MS);
                 if g.frame.is_some() || g.next_frame.is_some_and(|n| n != start.frame_id) || !in_day || !paced {
                     return None;
                 }
                 g.frame = Some((start.frame_id, now, false));
-                g.last_timestamp = Some((ms, now));
+                g.clock = Some((ms, moved, first));
             }
             GfxPdu::EndFrame(end) => {
                 // The frame in progress, and it drew: frames of nothing carry only their ids
@@ -841,8 +843,8 @@ const MAX_FRAMES_DUE: usize = 1024;
 const GFX_SMALL_CACHE: u32 = 0x02;
 /// A day in ms: Start Frame time stamps are times of day.
 const DAY_MS: u32 = 24 * 60 * 60 * 1000;
-/// How far a frame's time stamp may run ahead of the box's clock since the last frame.
-const FRAME_CLOCK_SLACK_MS: u32 = 2000;
+/// How far the frames' time stamps may run ahead of the box's clock since the first frame.
+const FRAME_CLOCK_SLACK_MS: u32 = 10_000;
 const MAX_MONITORS: usize = 16;
 /// MaxMonitorAreaFactorA and B: the server's bound on a monitor's area (xrdp and Windows send
 /// 8192 or less).
