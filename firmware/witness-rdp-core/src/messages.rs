@@ -730,8 +730,8 @@ const SUSPEND_FRAME_ACKNOWLEDGEMENT: u32 = 0xFFFF_FFFF;
 const MAX_QUEUE_DEPTH: u32 = 1024;
 /// The target's RDPGFX PDU `pdu` on the surfaces and cache slots so far (updated): `Some(true)`
 /// when it draws on a surface, `None` when FreeRDP's client would fail it
-/// (`libfreerdp/gdi/gfx.c`, `rdpgfx_main.c`): a surface that does not exist (or, created, that
-/// does), a rectangle outside its surface, a cache slot outside 1 to MaxCacheSlots (4096 for a
+/// (`libfreerdp/gdi/gfx.c`, `rdpgfx_main.c`): a surface that does not exist (and a deletion of
+/// one, which FreeRDP passes over and no server sends), a rectangle outside its surface, a cache slot outside 1 to MaxCacheSlots (4096 for a
 /// client that asked for a small cache, else 25600) or empty. FreeRDP stops reading a message at
 /// the first PDU it fails, where the recorder (IronRDP) goes on: the rest of the message would
 /// reach the recording and not the client's screen (red team `h-red17n`).
@@ -756,9 +756,8 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
     };
     Some(match pdu {
         GfxPdu::CreateSurface(p) => {
-            if g.surfaces.insert(p.surface_id, (p.width, p.height)).is_some() {
-                return None;
-            }
+            // A surface created again replaces the first, as FreeRDP's surface table does.
+            g.surfaces.insert(p.surface_id, (p.width, p.height));
             false
         }
         GfxPdu::DeleteSurface(p) => {
