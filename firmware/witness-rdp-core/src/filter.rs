@@ -1721,16 +1721,29 @@ pub struct Trimmed {
     pub codecs: Vec<&'static str>,
     /// Static channel compression: compressed channel data would hide what a channel carries.
     pub channel_compression: bool,
+    /// The Frame Acknowledge set's maxUnacknowledgedFrameCount, set to [`FRAMES_UNACKNOWLEDGED`]:
+    /// a client that withholds its acknowledgements cannot stop the target's updates.
+    pub frame_acks: bool,
 }
+
+/// How many frames the target may send the client unacknowledged (the client's Frame
+/// Acknowledge capability set, MS-RDPBCGR 2.2.7.2.10): about ten hours of frames. xrdp holds its
+/// updates while more are in flight (`xrdp_mm_update_module_frame_ack`), so with the client's own
+/// count (FreeRDP's is 2) a client that withholds Frame Acknowledge PDUs stops the screen while
+/// it types, as Suppress Output (dropped) would (red team `h-red17m`, hole 7). Not larger: xrdp
+/// adds it to the client's last acknowledged frame id in an `int`.
+pub const FRAMES_UNACKNOWLEDGED: u32 = 1 << 20;
 
 /// Switches off, in the client's Confirm Active (`data` starts at its Share Control header), what
 /// the box's decoder cannot follow, by patching bytes in place: the order support array and
 /// extra order flags are zeroed, NSCodec is turned into the "ignore" codec, and virtual channel
-/// compression is switched off.
+/// compression is switched off; and the frames the target may send unacknowledged are set to
+/// [`FRAMES_UNACKNOWLEDGED`].
 pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
     const CAPSTYPE_ORDER: u16 = 0x0003;
     const CAPSETTYPE_BITMAP_CODECS: u16 = 0x001D;
     const CAPSTYPE_VIRTUALCHANNEL: u16 = 0x0014;
+    const CAPSETTYPE_FRAME_ACKNOWLEDGE: u16 = 0x001E;
     /// orderSupport (32 bytes) follows capability header, terminalDescriptor, pads and flags.
     const ORDER_SUPPORT: std::ops::Range<usize> = 36..68;
     const ORDER_SUPPORT_EX_FLAGS: std::ops::Range<usize> = 70..72;
@@ -1761,6 +1774,10 @@ pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
                 // flags: VCCAPS_COMPR_SC, VCCAPS_COMPR_CS_8K.
                 trimmed.channel_compression = set[4..8] != [0; 4];
                 set[4..8].fill(0);
+            }
+            CAPSETTYPE_FRAME_ACKNOWLEDGE if len >= 8 => {
+                trimmed.frame_acks = set[4..8] != FRAMES_UNACKNOWLEDGED.to_le_bytes();
+                set[4..8].copy_from_slice(&FRAMES_UNACKNOWLEDGED.to_le_bytes());
             }
             CAPSETTYPE_BITMAP_CODECS if len > 4 => {
                 let mut codec = 5;

@@ -485,18 +485,19 @@ fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_serve
     assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
 }
 
-/// Hole 7 (open): the filter drops the client's Suppress Output ("a minimised client stops the
-/// target's updates; the recording must not stop"), but a client has another way to stop them:
-/// frame acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
+/// Hole 7 (closed for the Frame Acknowledge capability set; open on the graphics pipeline): the
+/// filter drops the client's Suppress Output ("a minimised client stops the target's updates;
+/// the recording must not stop"), but a client has another way to stop them: frame
+/// acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
 /// (MS-RDPBCGR 2.2.7.2.10: maxUnacknowledgedFrameCount, how many frames the server may send
-/// unacknowledged), which passes untrimmed; the client then never sends a Frame Acknowledge PDU
-/// (and on the graphics pipeline, never an RDPGFX_FRAME_ACKNOWLEDGE), and the target stops
-/// drawing after that many frames (xrdp holds its updates until the client's frame ack catches
-/// up; Windows the same on the graphics pipeline). A scripted client types blind while the
-/// video stands still, then acknowledges and the screen resumes — what Suppress Output did.
-/// Nothing in the filter sees a missing acknowledgement. (This unit test shows the capability
-/// set and the acknowledgements the client chooses to send crossing untouched; the target's
-/// stall itself needs a live xrdp, which another helper owns.)
+/// unacknowledged), which passed untrimmed; the client then never sends a Frame Acknowledge PDU,
+/// and the target stops drawing after that many frames (xrdp holds its updates until the
+/// client's frame ack catches up). A scripted client types blind while the video stands still,
+/// then acknowledges and the screen resumes — what Suppress Output did. Now the set reaches the
+/// target with `FRAMES_UNACKNOWLEDGED` (2^20, hours of frames), whatever the client wrote.
+/// Still open: on the graphics pipeline (Windows, xrdp 0.10) the target waits for
+/// RDPGFX_FRAME_ACKNOWLEDGE whatever the client offered, and a client may withhold those.
+/// (The target's stall itself needs a live xrdp; this unit test shows the set as it crosses.)
 #[test]
 fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_like_suppress_output() {
     let mut f = grant(Redirection::NONE);
@@ -511,7 +512,9 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
         Verdict::Replace(out) => out.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    assert!(!out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    let set = [&[0x1E, 0, 8, 0][..], &FRAMES_UNACKNOWLEDGED.to_le_bytes()].concat();
+    assert!(out.windows(8).any(|w| w == set), "the frame acknowledge set's count is the box's");
     // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
     assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
