@@ -208,11 +208,23 @@ fn red17n_empty_frames_carry_a_file_to_the_client_in_their_ids_and_timestamps() 
         [frame(timestamp(1000, 0), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
         [frame(timestamp(0, 30), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
         [frame(timestamp(999, 59), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat(),
+        // A fill of no rectangle draws nothing: its colour would be 4 more free bytes.
+        [frame(timestamp(0, 1), 41, None), gfx(0x04, &[1, 0, 1, 2, 3, 0xFF, 0, 0]), gfx(0x0C, &41u32.to_le_bytes())]
+            .concat(),
     ];
     for (i, case) in cases.iter().enumerate() {
         assert!(refused(&ready().from_target(&from_target(case)).unwrap()), "case {i}");
     }
-    // Controls: the next frame, drawing, its time stamp 5 s on; then the one after, 4 s on;
+    // Controls: the empty fill is read, beside a fill that draws.
+    let both = [
+        frame(timestamp(0, 1), 41, None),
+        gfx(0x04, &[1, 0, 1, 2, 3, 0xFF, 0, 0]),
+        fill(),
+        gfx(0x0C, &41u32.to_le_bytes()),
+    ]
+    .concat();
+    assert_eq!(ready().from_target(&from_target(&both)).unwrap(), Verdict::Forward);
+    // The next frame, drawing, its time stamp 5 s on; then the one after, 4 s on;
     // but not a third 2 s on (11 s ahead of the box's clock).
     let mut f = ready();
     let next = [frame(timestamp(0, 5), 41, None), fill(), gfx(0x0C, &41u32.to_le_bytes())].concat();

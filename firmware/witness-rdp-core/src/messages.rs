@@ -728,13 +728,16 @@ const GFX_CAPS_FLAGS: u32 = 0xF3;
 /// SUSPEND_FRAME_ACKNOWLEDGEMENT, and the deepest queue a client reports otherwise.
 const SUSPEND_FRAME_ACKNOWLEDGEMENT: u32 = 0xFFFF_FFFF;
 const MAX_QUEUE_DEPTH: u32 = 1024;
+
 /// The target's RDPGFX PDU `pdu` on the surfaces and cache slots so far (updated): `Some(true)`
-/// when it draws on a surface, `None` when FreeRDP's client would fail it
-/// (`libfreerdp/gdi/gfx.c`, `rdpgfx_main.c`): a surface that does not exist (and a deletion of
-/// one, which FreeRDP passes over and no server sends), a rectangle outside its surface, a cache slot outside 1 to MaxCacheSlots (4096 for a
-/// client that asked for a small cache, else 25600) or empty. FreeRDP stops reading a message at
-/// the first PDU it fails, where the recorder (IronRDP) goes on: the rest of the message would
-/// reach the recording and not the client's screen (red team `h-red17n`).
+/// when it draws pixels on a surface (a fill, copy, cache or wire-to-surface command that
+/// covers some), `None` when FreeRDP's client would fail it (`libfreerdp/gdi/gfx.c`,
+/// `rdpgfx_main.c`): a surface that does not exist (and a deletion of one, which FreeRDP passes
+/// over and no server sends), a rectangle outside its surface, a cache slot outside 1 to
+/// MaxCacheSlots (4096 for a client that asked for a small cache, else 25600) or empty. FreeRDP
+/// stops reading a message at the first PDU it fails, where the recorder (IronRDP) goes on: the
+/// rest of the message would reach the recording and not the client's screen (red team
+/// `h-red17n`).
 fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
     use ironrdp_egfx::pdu::GfxPdu;
     use ironrdp_pdu::geometry::ExclusiveRectangle;
@@ -778,11 +781,12 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
         }
         GfxPdu::SolidFill(p) => {
             let &(w, h) = g.surfaces.get(&p.surface_id)?;
-            // FreeRDP's intersect_rect: the rectangle starts within the surface.
+            // FreeRDP's intersect_rect: the rectangle starts within the surface (and is clipped
+            // to it).
             if !p.rectangles.iter().all(|r| r.left <= r.right && r.left <= w && r.top <= r.bottom && r.top <= h) {
                 return None;
             }
-            true
+            p.rectangles.iter().any(|r| r.left < r.right.min(w) && r.top < r.bottom.min(h))
         }
         GfxPdu::SurfaceToSurface(p) => {
             let &source = g.surfaces.get(&p.source_surface_id)?;
@@ -795,7 +799,7 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
             if !p.destination_points.iter().all(|d| valid(&at(d.x, d.y, w, h), destination)) {
                 return None;
             }
-            true
+            w > 0 && h > 0 && !p.destination_points.is_empty()
         }
         GfxPdu::SurfaceToCache(p) => {
             let &surface = g.surfaces.get(&p.surface_id)?;
@@ -809,13 +813,12 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
         GfxPdu::CacheToSurface(p) => {
             let &surface = g.surfaces.get(&p.surface_id)?;
             let &(w, h) = g.slots.get(&p.cache_slot)?;
-            if !p.destination_points.iter().all(|d| {
-                let r = at(d.x, d.y, w, h);
-                (r.left == r.right || r.top == r.bottom) || valid(&r, surface)
-            }) {
+            let empty = |r: &ExclusiveRectangle| r.left == r.right || r.top == r.bottom;
+            let rects: Vec<_> = p.destination_points.iter().map(|d| at(d.x, d.y, w, h)).collect();
+            if !rects.iter().all(|r| empty(r) || valid(r, surface)) {
                 return None;
             }
-            true
+            rects.iter().any(|r| !empty(r))
         }
         GfxPdu::EvictCacheEntry(p) => {
             g.slots.remove(&p.cache_slot)?;
@@ -823,10 +826,11 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
         }
         GfxPdu::WireToSurface1(p) => {
             let &surface = g.surfaces.get(&p.surface_id)?;
-            if !valid(&p.destination_rectangle, surface) {
+            let r = &p.destination_rectangle;
+            if !valid(r, surface) {
                 return None;
             }
-            true
+            r.left < r.right && r.top < r.bottom
         }
         GfxPdu::WireToSurface2(p) => {
             g.surfaces.get(&p.surface_id)?;
