@@ -341,6 +341,41 @@ mod tests {
         assert_eq!(Zgfx::default().decompress(&wrap_compressed(&run), 100), Some(b"AB".to_vec()));
     }
 
+    /// IronRDP's compressor on data of every kind (runs, repeats near and far, noise), message
+    /// after message on one history: the walk counts exactly what the decompressor produces, so
+    /// nothing a compressor writes is refused.
+    #[test]
+    fn the_walk_agrees_with_ironrdps_compressor_on_mixed_data() {
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut compressor, mut z) = (Compressor::new(), Zgfx::default());
+        let mut earlier: Vec<u8> = Vec::new();
+        for round in 0..12 {
+            let len = 1 + (next() % 30_000) as usize;
+            let mut data = Vec::with_capacity(len);
+            while data.len() < len {
+                match next() % 4 {
+                    0 => data.extend(std::iter::repeat_n((next() % 256) as u8, (next() % 300) as usize)),
+                    1 if !earlier.is_empty() => {
+                        let at = (next() as usize) % earlier.len();
+                        data.extend(&earlier[at..(at + (next() % 500) as usize).min(earlier.len())]);
+                    }
+                    _ => data.extend((0..(next() % 200)).map(|_| (next() % 256) as u8)),
+                }
+            }
+            data.truncate(len);
+            let message = wrap_compressed(&compressor.compress(&data).unwrap());
+            assert_eq!(scan(&message, 1 << 24), Some(len), "round {round}");
+            assert_eq!(z.decompress(&message, 1 << 24).as_deref(), Some(&data[..]), "round {round}");
+            earlier = data;
+        }
+    }
+
     #[test]
     fn bounds_hold_before_anything_is_decompressed() {
         // A literal, then a match of distance 1 and length 2^16 + 1: over a segment's bound.
