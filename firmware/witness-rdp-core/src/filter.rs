@@ -38,6 +38,7 @@ use std::ops::Range;
 /// Why the filter ends a session (the reasons the admin reads).
 pub const REDIRECTED: &str = "the target tried to redirect the client to another server";
 pub const GFX_UNRESTRICTED: &str = "the graphics pipeline could not be restricted for recording";
+pub const GFX_ACKS_WITHHELD: &str = "the client sent input while withholding the graphics pipeline's frame acknowledgements (the target stops drawing: the recording would not show what it typed on)";
 pub const CLIENT_UNREADABLE: &str = "the client sent a pdu the box cannot read";
 pub const TARGET_UNREADABLE: &str = "the target sent a pdu the box cannot read";
 pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu the box cannot rewrite";
@@ -886,6 +887,16 @@ impl Filter {
         self.decisions.iter().find(|d| d.id == channel_id)
     }
 
+    /// Whether the client owes the graphics pipeline a frame acknowledgement past its deadline
+    /// ([`Reader::gfx_acks_overdue`]).
+    fn gfx_acks_overdue(&self) -> bool {
+        let now = std::time::Instant::now();
+        self.dynamic
+            .open
+            .values()
+            .any(|c| c.graphics && c.parsed.as_ref().is_some_and(|p| p.reader.gfx_acks_overdue(now)))
+    }
+
     /// A PDU from the client on its way to the target.
     pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
@@ -901,10 +912,12 @@ impl Filter {
                 FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
                 _ => true,
             };
-            return Ok(if input.input_events().iter().all(offered) {
-                Verdict::Forward
-            } else {
+            return Ok(if !input.input_events().iter().all(offered) {
                 Verdict::Refuse(INPUT_NOT_OFFERED)
+            } else if self.gfx_acks_overdue() {
+                Verdict::Refuse(GFX_ACKS_WITHHELD)
+            } else {
+                Verdict::Forward
             });
         }
         if !self.connect_initial_seen {
@@ -1089,6 +1102,9 @@ impl Filter {
                 }
                 // A minimised client stops the target's updates; the recording must not stop.
                 PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_SUPPRESS_OUTPUT) => changed = true,
+                PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_INPUT) && self.gfx_acks_overdue() => {
+                    return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
+                }
                 _ => out.push(Cow::Borrowed(pdu)),
             }
         }

@@ -25,18 +25,18 @@ fn gfx(cmd: u16, body: &[u8]) -> Vec<u8> {
 }
 
 /// The client's RDPGFX PDUs in one DVC Data PDU.
-fn from_client(pdus: &[u8]) -> Vec<u8> {
+pub(super) fn from_client(pdus: &[u8]) -> Vec<u8> {
     red17i::client_send(red17i::svc(&[&[0x30, GFX][..], pdus].concat()))
 }
 
 /// The target's RDPGFX PDUs in one DVC Data PDU, as one uncompressed ZGFX segment.
-fn from_target(pdus: &[u8]) -> Vec<u8> {
+pub(super) fn from_target(pdus: &[u8]) -> Vec<u8> {
     red17i::target_send(red17i::svc(&[&[0x30, GFX, 0xE0, 0x04][..], pdus].concat()))
 }
 
 /// A session whose graphics pipeline is open: the client advertised version 10 (no flags) and
 /// the target has not confirmed yet.
-fn opened() -> Filter {
+pub(super) fn opened() -> Filter {
     let mut f = red17i::grant_without_anything();
     let mut create = vec![0x10, GFX];
     create.extend(b"Microsoft::Windows::RDS::Graphics\0");
@@ -52,7 +52,7 @@ fn opened() -> Filter {
 }
 
 /// The Caps Confirm of version 10, no flags, that the target answers with.
-fn confirm() -> Vec<u8> {
+pub(super) fn confirm() -> Vec<u8> {
     gfx(0x13, &[0x02, 0, 0x0A, 0, 4, 0, 0, 0, 0, 0, 0, 0])
 }
 

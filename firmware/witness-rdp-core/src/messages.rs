@@ -113,7 +113,9 @@ struct Gfx {
     /// acknowledged with a QoE Frame Acknowledge (each at most once, and only those): for the
     /// latter, the QoE fields the box writes for it (when the frame started, ms since the
     /// channel's first target message; how long it took; when it ended, at the box).
-    acks_due: std::collections::VecDeque<u32>,
+    acks_due: std::collections::VecDeque<(u32, std::time::Instant)>,
+    /// The client's last Frame Acknowledge suspended acknowledgements (the target waits for none).
+    suspended: bool,
     qoe_due: std::collections::VecDeque<(u32, u32, u16, std::time::Instant)>,
     /// Frames the target ended on the channel: a client decodes no more.
     ended: u64,
@@ -262,11 +264,12 @@ impl Reader {
             }
             RDPGFX_CMDID_FRAMEACKNOWLEDGE => {
                 let (depth, frame, total) = (c.u32()?, c.u32()?, c.u32()?);
-                let due = g.acks_due.iter().position(|&f| f == frame)?;
+                let due = g.acks_due.iter().position(|&(f, _)| f == frame)?;
                 if !(depth <= MAX_QUEUE_DEPTH || depth == SUSPEND_FRAME_ACKNOWLEDGEMENT) || u64::from(total) > g.ended {
                     return None;
                 }
                 g.acks_due.remove(due);
+                g.suspended = depth == SUSPEND_FRAME_ACKNOWLEDGEMENT;
             }
             RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE => {
                 let frame = c.u32()?;
@@ -292,6 +295,24 @@ impl Reader {
     /// client's 8 bytes a frame would reach the target as sent (red team `h-red17n`).
     pub fn take_qoe_fields(&mut self) -> Option<[u8; 8]> {
         self.gfx.qoe_fields.take()
+    }
+
+    /// Whether the client owes an acknowledgement of a frame the target ended more than
+    /// [`ACK_DEADLINE`] before `now`, not having suspended them: the target (Windows, xrdp 0.10)
+    /// stops drawing while its frames go unacknowledged, so a client that withholds them and
+    /// types would type on a screen the recording no longer follows (red team `h-red17m`,
+    /// hole 7). The filter ends the session when such a client sends input.
+    pub fn gfx_acks_overdue(&self, now: std::time::Instant) -> bool {
+        !self.gfx.suspended
+            && self.gfx.acks_due.front().is_some_and(|&(_, ended)| now.saturating_duration_since(ended) > ACK_DEADLINE)
+    }
+
+    /// Test support: the frames the client owes acknowledgements for ended `by` earlier.
+    #[cfg(test)]
+    pub(crate) fn age_gfx_acks(&mut self, by: std::time::Duration) {
+        for (_, ended) in &mut self.gfx.acks_due {
+            *ended = ended.checked_sub(by).expect("an instant that far back");
+        }
     }
 
     /// The capability sets the client's Caps Advertise `pdu` holds as the target gets it
@@ -376,7 +397,7 @@ impl Reader {
                 if g.acks_due.len() == MAX_FRAMES_DUE {
                     g.acks_due.pop_front();
                 }
-                g.acks_due.push_back(id);
+                g.acks_due.push_back((id, now));
                 if g.qoe_due.len() == MAX_FRAMES_DUE {
                     g.qoe_due.pop_front();
                 }
@@ -840,6 +861,8 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
     })
 }
 
+/// How long after a frame ends the client may go on sending input without acknowledging it.
+pub const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Frames a client may owe acknowledgements for (beyond, the oldest are forgotten).
 const MAX_FRAMES_DUE: usize = 1024;
 /// RDPGFX_CAPS_FLAG_SMALL_CACHE.
