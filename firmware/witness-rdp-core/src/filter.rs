@@ -17,6 +17,7 @@
 
 use crate::channels::{self, DvcHeader, GRAPHICS, cmd, dvc_header, shown_name, uint_at};
 pub use crate::channels::{Class, Redirection};
+use crate::gfx::Zgfx;
 use crate::messages::{AUDIO_REFUSED, Protocol, Reader};
 use crate::pointer;
 use ironrdp_core::{ReadCursor, decode, decode_cursor, encode_vec};
@@ -38,6 +39,7 @@ use std::ops::Range;
 /// Why the filter ends a session (the reasons the admin reads).
 pub const REDIRECTED: &str = "the target tried to redirect the client to another server";
 pub const GFX_UNRESTRICTED: &str = "the graphics pipeline could not be restricted for recording";
+pub const GFX_ACKS_WITHHELD: &str = "the client sent input while withholding the graphics pipeline's frame acknowledgements (the target stops drawing: the recording would not show what it typed on)";
 pub const CLIENT_UNREADABLE: &str = "the client sent a pdu the box cannot read";
 pub const TARGET_UNREADABLE: &str = "the target sent a pdu the box cannot read";
 pub const CLIENT_INFO_UNREWRITABLE: &str = "the client sent a client info pdu the box cannot rewrite";
@@ -261,23 +263,13 @@ struct Parsed {
     zgfx: Option<Box<Zgfx>>,
 }
 
-/// A ZGFX decompressor (its 2.5 MB history), shown by name only.
-struct Zgfx(ironrdp_graphics::zgfx::Decompressor);
-
-impl std::fmt::Debug for Zgfx {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Zgfx")
-    }
-}
-
 impl Parsed {
     fn new(protocol: Protocol) -> Self {
         Self::with(Reader::new(protocol))
     }
 
     fn with(reader: Reader) -> Self {
-        let zgfx = (reader.protocol() == Protocol::Graphics)
-            .then(|| Box::new(Zgfx(ironrdp_graphics::zgfx::Decompressor::new())));
+        let zgfx = (reader.protocol() == Protocol::Graphics).then(|| Box::new(Zgfx::default()));
         Self { reader, client: Gather::default(), target: Gather::default(), zgfx }
     }
 
@@ -300,13 +292,10 @@ impl Parsed {
         let (mut message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
         g.total = 0;
         // The target's graphics come as ZGFX segmented data (MS-RDPEGFX 2.2.5), compressed or
-        // not, its history spanning messages: read as the recorder reads them, decompressed.
+        // not, its history spanning messages: read as the recorder reads them, decompressed,
+        // the bound holding on what it decompresses to ([`crate::gfx`]).
         if let Some(zgfx) = self.zgfx.as_mut().filter(|_| !from_client) {
-            let mut out = Vec::new();
-            if let Err(error) = zgfx.0.decompress(&message, &mut out) {
-                tracing::debug!(error = %error, "graphics pipeline data that does not decompress");
-                return Verdict::Refuse(refusal);
-            }
+            let Some(out) = zgfx.decompress(&message, max) else { return Verdict::Refuse(refusal) };
             message = out;
         }
         match self.reader.judge(from_client, &message) {
@@ -410,8 +399,8 @@ impl GfxWalk {
         true
     }
 
-    /// Reads the RDPGFX PDUs one frame carries, trimming a Caps Advertise in place; whether one
-    /// was trimmed. `Err` when a PDU is not one the client may send ([`Reader`]), does not lie
+    /// Reads the RDPGFX PDUs one frame carries, trimming a Caps Advertise and writing a QoE
+    /// Frame Acknowledge's fields in place; whether anything changed. `Err` when a PDU is not one the client may send ([`Reader`]), does not lie
     /// whole in these bytes, or the bytes overrun the message.
     fn feed(&mut self, reader: &mut Reader, bytes: &mut [u8]) -> Result<bool, &'static str> {
         let Some(left) = self.message_left.checked_sub(bytes.len() as u64) else { return Err(GFX_UNRESTRICTED) };
@@ -427,6 +416,12 @@ impl GfxWalk {
             if u16_at(bytes, at) == Some(RDPGFX_CMDID_CAPSADVERTISE) {
                 let t = trim_caps_pdu(&mut bytes[at..end]).ok_or(GFX_UNRESTRICTED)?;
                 tracing::debug!(trimmed = ?t, "graphics pipeline capabilities trimmed to what the box decodes");
+                reader.gfx_caps_sent(&bytes[at..end]);
+                trimmed = true;
+            }
+            // A QoE Frame Acknowledge's time stamp and time differences are the box's.
+            if let Some(fields) = reader.take_qoe_fields() {
+                bytes.get_mut(at + 12..at + 20).ok_or(GFX_UNRESTRICTED)?.copy_from_slice(&fields);
                 trimmed = true;
             }
             at = end;
@@ -977,6 +972,16 @@ impl Filter {
         self.decisions.iter().find(|d| d.id == channel_id)
     }
 
+    /// Whether the client owes the graphics pipeline a frame acknowledgement past its deadline
+    /// ([`Reader::gfx_acks_overdue`]).
+    fn gfx_acks_overdue(&self) -> bool {
+        let now = std::time::Instant::now();
+        self.dynamic
+            .open
+            .values()
+            .any(|c| c.graphics && c.parsed.as_ref().is_some_and(|p| p.reader.gfx_acks_overdue(now)))
+    }
+
     /// A PDU from the client on its way to the target.
     pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
@@ -992,10 +997,12 @@ impl Filter {
                 FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
                 _ => true,
             };
-            return Ok(if input.input_events().iter().all(offered) {
-                Verdict::Forward
-            } else {
+            return Ok(if !input.input_events().iter().all(offered) {
                 Verdict::Refuse(INPUT_NOT_OFFERED)
+            } else if self.gfx_acks_overdue() {
+                Verdict::Refuse(GFX_ACKS_WITHHELD)
+            } else {
+                Verdict::Forward
             });
         }
         if !self.connect_initial_seen {
@@ -1180,6 +1187,9 @@ impl Filter {
                 }
                 // A minimised client stops the target's updates; the recording must not stop.
                 PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_SUPPRESS_OUTPUT) => changed = true,
+                PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_INPUT) && self.gfx_acks_overdue() => {
+                    return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
+                }
                 _ => out.push(Cow::Borrowed(pdu)),
             }
         }
@@ -1795,7 +1805,7 @@ fn gfx_from_client(
 }
 
 /// Walks the graphics pipeline bytes of `frame` from `from`: the frame passes as it is, or with
-/// a Caps Advertise trimmed, or the session ends.
+/// a Caps Advertise trimmed or a QoE acknowledgement's fields written, or the session ends.
 fn gfx_feed(walk: &mut GfxWalk, reader: &mut Reader, frame: &[u8], from: usize) -> Verdict {
     let mut out = frame.to_vec();
     match walk.feed(reader, &mut out[from..]) {
@@ -1821,16 +1831,29 @@ pub struct Trimmed {
     pub codecs: Vec<&'static str>,
     /// Static channel compression: compressed channel data would hide what a channel carries.
     pub channel_compression: bool,
+    /// The Frame Acknowledge set's maxUnacknowledgedFrameCount, set to [`FRAMES_UNACKNOWLEDGED`]:
+    /// a client that withholds its acknowledgements cannot stop the target's updates.
+    pub frame_acks: bool,
 }
+
+/// How many frames the target may send the client unacknowledged (the client's Frame
+/// Acknowledge capability set, MS-RDPBCGR 2.2.7.2.10): about ten hours of frames. xrdp holds its
+/// updates while more are in flight (`xrdp_mm_update_module_frame_ack`), so with the client's own
+/// count (FreeRDP's is 2) a client that withholds Frame Acknowledge PDUs stops the screen while
+/// it types, as Suppress Output (dropped) would (red team `h-red17m`, hole 7). Not larger: xrdp
+/// adds it to the client's last acknowledged frame id in an `int`.
+pub const FRAMES_UNACKNOWLEDGED: u32 = 1 << 20;
 
 /// Switches off, in the client's Confirm Active (`data` starts at its Share Control header), what
 /// the box's decoder cannot follow, by patching bytes in place: the order support array and
 /// extra order flags are zeroed, NSCodec is turned into the "ignore" codec, and virtual channel
-/// compression is switched off.
+/// compression is switched off; and the frames the target may send unacknowledged are set to
+/// [`FRAMES_UNACKNOWLEDGED`].
 pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
     const CAPSTYPE_ORDER: u16 = 0x0003;
     const CAPSETTYPE_BITMAP_CODECS: u16 = 0x001D;
     const CAPSTYPE_VIRTUALCHANNEL: u16 = 0x0014;
+    const CAPSETTYPE_FRAME_ACKNOWLEDGE: u16 = 0x001E;
     /// orderSupport (32 bytes) follows capability header, terminalDescriptor, pads and flags.
     const ORDER_SUPPORT: std::ops::Range<usize> = 36..68;
     const ORDER_SUPPORT_EX_FLAGS: std::ops::Range<usize> = 70..72;
@@ -1861,6 +1884,10 @@ pub fn trim_capabilities(data: &mut [u8]) -> Trimmed {
                 // flags: VCCAPS_COMPR_SC, VCCAPS_COMPR_CS_8K.
                 trimmed.channel_compression = set[4..8] != [0; 4];
                 set[4..8].fill(0);
+            }
+            CAPSETTYPE_FRAME_ACKNOWLEDGE if len >= 8 => {
+                trimmed.frame_acks = set[4..8] != FRAMES_UNACKNOWLEDGED.to_le_bytes();
+                set[4..8].copy_from_slice(&FRAMES_UNACKNOWLEDGED.to_le_bytes());
             }
             CAPSETTYPE_BITMAP_CODECS if len > 4 => {
                 let mut codec = 5;
@@ -3000,10 +3027,11 @@ mod tests {
         assert_eq!(f.from_client(&req(1005)).unwrap(), Verdict::Forward, "another channel passes as it is");
     }
 
-    /// An RDPGFX Frame Acknowledge (cmdId 0x000D, pduLength 20).
-    fn gfx_ack() -> Vec<u8> {
-        let mut ack = vec![0x0D, 0, 0, 0, 20, 0, 0, 0];
-        ack.extend([0u8; 12]);
+    /// An RDPGFX Frame Acknowledge (cmdId 0x000D, pduLength 20) of `frame`.
+    fn gfx_ack(frame: u32) -> Vec<u8> {
+        let mut ack = vec![0x0D, 0, 0, 0, 20, 0, 0, 0, 0, 0, 0, 0];
+        ack.extend(frame.to_le_bytes());
+        ack.extend([0u8; 4]);
         ack
     }
 
@@ -3014,14 +3042,14 @@ mod tests {
     }
 
     /// A filter with the graphics pipeline open on dynamic channel 7, the target having ended
-    /// frame 0 four times (so the client owes four acknowledgements of it).
+    /// frames 0 to 3 (so the client owes an acknowledgement of each).
     fn with_graphics() -> Filter {
         let mut f = with_drdynvc(Redirection::default());
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
-        let end = [0x0C, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0];
-        assert_eq!(f.from_target(&send_indication(1004, svc(&gfx_down(7, &end.repeat(4))))).unwrap(), Verdict::Forward);
+        let frames = crate::gfx::drawn_frames(0, 4, true);
+        assert_eq!(f.from_target(&send_indication(1004, svc(&gfx_down(7, &frames)))).unwrap(), Verdict::Forward);
         f
     }
 
@@ -3047,7 +3075,7 @@ mod tests {
     #[test]
     fn a_caps_advertise_anywhere_in_a_graphics_message_is_trimmed() {
         use ironrdp_egfx::pdu::CapabilitiesV10Flags as F;
-        let (ack, caps, trimmed) = (gfx_ack(), gfx_caps_pdu(F::empty()), gfx_caps_pdu(F::AVC_DISABLED));
+        let (ack, caps, trimmed) = (gfx_ack(0), gfx_caps_pdu(F::empty()), gfx_caps_pdu(F::AVC_DISABLED));
         let has = |out: &[u8], pdu: &[u8]| out.windows(pdu.len()).any(|w| w == pdu);
         let replaced = |v: Verdict| match v {
             Verdict::Replace(out) => {
@@ -3074,7 +3102,7 @@ mod tests {
         assert_eq!(f.from_client(&send_data(1004, svc(&first))).unwrap(), Verdict::Forward);
         replaced(f.from_client(&send_data(1004, svc(&rest))).unwrap());
         let mut next = vec![0x30, 7];
-        next.extend(&ack);
+        next.extend(&gfx_ack(1));
         assert_eq!(f.from_client(&send_data(1004, svc(&next))).unwrap(), Verdict::Forward);
         // A second Caps Advertise on the channel: refused (a client advertises once).
         assert_eq!(
@@ -3114,7 +3142,7 @@ mod tests {
         let mut f = with_graphics();
         let mut acks = vec![0x30, 7];
         acks.extend(&ack);
-        acks.extend(&ack);
+        acks.extend(&gfx_ack(1));
         assert_eq!(f.from_client(&send_data(1004, svc(&acks))).unwrap(), Verdict::Forward);
     }
 

@@ -276,9 +276,10 @@ fn red17k_a_program_opens_the_graphics_pipeline_as_a_pipe() {
         "an ack from the target"
     );
     assert_eq!(opened().from_client(&client_send(&data(&end_frame))).unwrap(), refused, "a frame from the client");
-    // Controls: the target ends frame 7 (compressed), the client acknowledges it, once.
+    // Controls: the target draws frame 7 (compressed), the client acknowledges it, once.
     let mut f = opened();
-    assert_eq!(f.from_target(&target_send(&gfx_down(5, &end_frame, true))).unwrap(), Verdict::Forward);
+    let frame = crate::gfx::drawn_frames(7, 1, true);
+    assert_eq!(f.from_target(&target_send(&gfx_down(5, &frame, true))).unwrap(), Verdict::Forward);
     assert_eq!(f.from_client(&client_send(&data(&ack))).unwrap(), Verdict::Forward);
     assert_eq!(f.from_client(&client_send(&data(&ack))).unwrap(), refused, "a frame acknowledged twice");
 }

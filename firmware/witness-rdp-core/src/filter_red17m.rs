@@ -518,18 +518,22 @@ fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_serve
     assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
 }
 
-/// Hole 7 (open): the filter drops the client's Suppress Output ("a minimised client stops the
-/// target's updates; the recording must not stop"), but a client has another way to stop them:
-/// frame acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
+/// Hole 7 (closed): the
+/// filter drops the client's Suppress Output ("a minimised client stops the target's updates;
+/// the recording must not stop"), but a client has another way to stop them: frame
+/// acknowledgement. Its Confirm Active may carry the Frame Acknowledge capability set
 /// (MS-RDPBCGR 2.2.7.2.10: maxUnacknowledgedFrameCount, how many frames the server may send
-/// unacknowledged), which passes untrimmed; the client then never sends a Frame Acknowledge PDU
-/// (and on the graphics pipeline, never an RDPGFX_FRAME_ACKNOWLEDGE), and the target stops
-/// drawing after that many frames (xrdp holds its updates until the client's frame ack catches
-/// up; Windows the same on the graphics pipeline). A scripted client types blind while the
-/// video stands still, then acknowledges and the screen resumes — what Suppress Output did.
-/// Nothing in the filter sees a missing acknowledgement. (This unit test shows the capability
-/// set and the acknowledgements the client chooses to send crossing untouched; the target's
-/// stall itself needs a live xrdp, which another helper owns.)
+/// unacknowledged), which passed untrimmed; the client then never sends a Frame Acknowledge PDU,
+/// and the target stops drawing after that many frames (xrdp holds its updates until the
+/// client's frame ack catches up). A scripted client types blind while the video stands still,
+/// then acknowledges and the screen resumes — what Suppress Output did. Now the set reaches the
+/// target with `FRAMES_UNACKNOWLEDGED` (2^20, hours of frames), whatever the client wrote. On the
+/// graphics pipeline (Windows, xrdp 0.10) the target waits for RDPGFX_FRAME_ACKNOWLEDGE whatever
+/// the client offered: there, input from a client that owes an acknowledgement of a frame ended
+/// more than `ACK_DEADLINE` (10 s) before, without having suspended acknowledgements, ends the
+/// session. What stays: a client may freeze the screen for up to 10 s at a time (its keys are in
+/// the key track). (The target's stall itself needs a live xrdp; this unit test shows the set as
+/// it crosses, and the input refused.)
 #[test]
 fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_like_suppress_output() {
     let mut f = grant(Redirection::NONE);
@@ -544,10 +548,56 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
         Verdict::Replace(out) => out.clone(),
         other => panic!("{other:?}"),
     };
-    assert!(out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    assert!(!out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
+    let set = [&[0x1E, 0, 8, 0][..], &FRAMES_UNACKNOWLEDGED.to_le_bytes()].concat();
+    assert!(out.windows(8).any(|w| w == set), "the frame acknowledge set's count is the box's");
     // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
     assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
+    // The graphics pipeline: the target draws frame 0; the client types (fast-path `h`, and a
+    // slow-path Input PDU) and does not acknowledge it.
+    use super::red17n::{confirm, from_client, from_target, opened};
+    use crate::messages::ACK_DEADLINE;
+    let key = [1 << 2, 4, 0x00, 0x23];
+    let slow_key = client_io(share_data(1007, 28, &[1, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0x23, 0, 0, 0]), 1003);
+    let drawn = || {
+        let mut f = opened();
+        assert_eq!(f.from_target(&from_target(&confirm())).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&from_target(&crate::gfx::drawn_frames(0, 1, true))).unwrap(), Verdict::Forward);
+        f
+    };
+    let age = |f: &mut Filter| {
+        for c in f.dynamic.open.values_mut() {
+            if let Some(p) = c.parsed.as_mut() {
+                p.reader.age_gfx_acks(ACK_DEADLINE + std::time::Duration::from_secs(1));
+            }
+        }
+    };
+    let mut f = drawn();
+    assert_eq!(f.from_client(&key).unwrap(), Verdict::Forward, "within the deadline");
+    age(&mut f);
+    assert_eq!(f.from_client(&key).unwrap(), Verdict::Refuse(GFX_ACKS_WITHHELD));
+    assert_eq!(f.from_client(&slow_key).unwrap(), Verdict::Refuse(GFX_ACKS_WITHHELD));
+    // Controls: a client that acknowledged the frame, or suspended acknowledgements (the target
+    // then waits for none), types on.
+    let ack = |depth: u32| {
+        let mut b = depth.to_le_bytes().to_vec();
+        b.extend(0u32.to_le_bytes());
+        b.extend(1u32.to_le_bytes());
+        let mut pdu = vec![0x0D, 0, 0, 0, 20, 0, 0, 0];
+        pdu.extend(b);
+        from_client(&pdu)
+    };
+    for depth in [0, 0xFFFF_FFFF] {
+        let mut f = drawn();
+        assert!(matches!(f.from_client(&ack(depth)).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+        if depth != 0 {
+            assert_eq!(f.from_target(&from_target(&crate::gfx::drawn_frames(1, 1, false))).unwrap(), Verdict::Forward);
+        }
+        age(&mut f);
+        assert_eq!(f.from_client(&key).unwrap(), Verdict::Forward, "queue depth {depth:#x}");
+        assert_eq!(f.from_client(&slow_key).unwrap(), Verdict::Forward, "queue depth {depth:#x}");
+    }
 }
 
 /// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed

@@ -104,14 +104,36 @@ struct Gfx {
     /// The client's Caps Advertise came (once); the target's Caps Confirm answered it (once).
     advertised: bool,
     confirmed: bool,
+    /// The capability sets the target was sent (the client's, as the filter trimmed them):
+    /// version and data. The target's Caps Confirm is one of them.
+    sets: Vec<(u32, Vec<u8>)>,
     /// The client's Cache Import Offer came (once, empty).
     offered: bool,
     /// Frames the target ended (End Frame) that the client has not acknowledged, and not
-    /// acknowledged with a QoE Frame Acknowledge (each at most once, and only those).
-    acks_due: std::collections::VecDeque<u32>,
-    qoe_due: std::collections::VecDeque<u32>,
+    /// acknowledged with a QoE Frame Acknowledge (each at most once, and only those): for the
+    /// latter, the QoE fields the box writes for it (when the frame started, ms since the
+    /// channel's first target message; how long it took; when it ended, at the box).
+    acks_due: std::collections::VecDeque<(u32, std::time::Instant)>,
+    /// The client's last Frame Acknowledge suspended acknowledgements (the target waits for none).
+    suspended: bool,
+    qoe_due: std::collections::VecDeque<(u32, u32, u16, std::time::Instant)>,
     /// Frames the target ended on the channel: a client decodes no more.
     ended: u64,
+    /// The frame in progress: its id, when its Start Frame passed, whether it drew.
+    frame: Option<(u32, std::time::Instant, bool)>,
+    /// The id the next Start Frame carries (the last frame's, plus one).
+    next_frame: Option<u32>,
+    /// The frames' clock: the last Start Frame's time of day (ms), how far the time stamps have
+    /// moved since the first (ms), and when the first passed.
+    clock: Option<(u32, u64, std::time::Instant)>,
+    /// When the channel's first target message was judged.
+    epoch: Option<std::time::Instant>,
+    /// Surfaces created and not deleted (width, height); cache slots filled and not evicted
+    /// (the cached rectangle's width and height).
+    surfaces: std::collections::BTreeMap<u16, (u16, u16)>,
+    slots: std::collections::BTreeMap<u16, (u16, u16)>,
+    /// The QoE fields the client's QoE Frame Acknowledge just judged gets (its own are replaced).
+    qoe_fields: Option<[u8; 8]>,
 }
 
 impl Reader {
@@ -161,7 +183,7 @@ impl Reader {
         now: std::time::Instant,
     ) -> Result<bool, &'static str> {
         let ok = match self.protocol {
-            Protocol::Graphics => self.graphics(from_client, message).map(|()| true),
+            Protocol::Graphics => self.graphics(from_client, message, now).map(|()| true),
             Protocol::DisplayControl => self.display_control_pdu(from_client, message, now),
             Protocol::Input => self.input(from_client, message).map(|()| true),
             Protocol::Audio => self.audio(from_client, message).map(|()| true),
@@ -173,12 +195,17 @@ impl Reader {
     /// flags zero, pduLength exact. The client's: one Caps Advertise of known capability sets
     /// (the filter trims it), at most one Cache Import Offer and it empty (a client's cache
     /// holds tiles the recording never saw), and a Frame Acknowledge and a QoE Frame
-    /// Acknowledge for each frame the target ended, no other. The target's: every PDU as
-    /// IronRDP (the recorder's reader) reads it and writes it back byte for byte, no window
-    /// mapping (RemoteApp is refused), a Cache Import Reply that imports nothing, one Caps
-    /// Confirm after the client's Caps Advertise. What the target draws is free (it is
-    /// drawn, and recorded).
-    fn graphics(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+    /// Acknowledge for each frame the target ended, no other (the QoE one's fields the box's
+    /// own, [`Reader::take_qoe_fields`]). The target's: every PDU as IronRDP (the recorder's
+    /// reader) reads it and writes it back byte for byte, no window mapping (RemoteApp is
+    /// refused), a Cache Import Reply that imports nothing, one Caps Confirm after the client's
+    /// Caps Advertise and one of its sets; frames one at a time, their ids in sequence, their
+    /// time stamps times of day that, since the first frame, run no further ahead of the box's
+    /// clock than [`FRAME_CLOCK_SLACK_MS`], each drawing; and
+    /// nothing FreeRDP fails on, which would end its reading of the message where the recorder
+    /// goes on ([`gfx_draws`]). What the target draws is free (it is drawn, and
+    /// recorded).
+    fn graphics(&mut self, from_client: bool, m: &[u8], now: std::time::Instant) -> Option<()> {
         let mut at = 0;
         while at < m.len() {
             let mut c = Cursor::new(&m[at..]);
@@ -188,16 +215,16 @@ impl Reader {
             }
             let pdu = &m[at..at + length];
             if from_client {
-                self.gfx_client(command, pdu)?;
+                self.gfx_client(command, pdu, now)?;
             } else {
-                self.gfx_target(command, pdu)?;
+                self.gfx_target(command, pdu, now)?;
             }
             at += length;
         }
         (!m.is_empty()).then_some(())
     }
 
-    fn gfx_client(&mut self, command: u16, pdu: &[u8]) -> Option<()> {
+    fn gfx_client(&mut self, command: u16, pdu: &[u8], now: std::time::Instant) -> Option<()> {
         let mut c = Cursor::new(pdu);
         c.take(8)?;
         let g = &mut self.gfx;
@@ -217,6 +244,7 @@ impl Reader {
                         return None;
                     }
                     seen.push(version);
+                    g.sets.push((version, data.to_vec()));
                     // 10.1's 16 bytes are reserved (zero); the others are flags, known ones only.
                     let fits = if version == GFX_V10_1 {
                         data.iter().all(|&b| b == 0)
@@ -236,24 +264,73 @@ impl Reader {
             }
             RDPGFX_CMDID_FRAMEACKNOWLEDGE => {
                 let (depth, frame, total) = (c.u32()?, c.u32()?, c.u32()?);
-                let due = g.acks_due.iter().position(|&f| f == frame)?;
+                let due = g.acks_due.iter().position(|&(f, _)| f == frame)?;
                 if !(depth <= MAX_QUEUE_DEPTH || depth == SUSPEND_FRAME_ACKNOWLEDGEMENT) || u64::from(total) > g.ended {
                     return None;
                 }
                 g.acks_due.remove(due);
+                g.suspended = depth == SUSPEND_FRAME_ACKNOWLEDGEMENT;
             }
             RDPGFX_CMDID_QOEFRAMEACKNOWLEDGE => {
                 let frame = c.u32()?;
-                c.take(8)?; // timestamp, timeDiffSE, timeDiffEDR
-                let due = g.qoe_due.iter().position(|&f| f == frame)?;
-                g.qoe_due.remove(due);
+                c.take(8)?; // timestamp, timeDiffSE, timeDiffEDR: replaced
+                let due = g.qoe_due.iter().position(|&(f, ..)| f == frame)?;
+                let (_, started, took, ended) = g.qoe_due.remove(due)?;
+                let rendered = u16::try_from(now.saturating_duration_since(ended).as_millis()).unwrap_or(u16::MAX);
+                let mut fields = [0; 8];
+                fields[..4].copy_from_slice(&started.to_le_bytes());
+                fields[4..6].copy_from_slice(&took.to_le_bytes());
+                fields[6..].copy_from_slice(&rendered.to_le_bytes());
+                g.qoe_fields = Some(fields);
             }
             _ => return None,
         }
         c.done().then_some(())
     }
 
-    fn gfx_target(&mut self, command: u16, pdu: &[u8]) -> Option<()> {
+    /// The QoE Frame Acknowledge's timestamp, timeDiffSE and timeDiffEDR the client's last
+    /// judged one gets, from the box's clock (when the frame's Start Frame passed, in ms since
+    /// the channel's first target message; the ms between its Start and End Frame passing; the
+    /// ms between its End Frame passing and the acknowledgement), not the client's: the
+    /// client's 8 bytes a frame would reach the target as sent (red team `h-red17n`).
+    pub fn take_qoe_fields(&mut self) -> Option<[u8; 8]> {
+        self.gfx.qoe_fields.take()
+    }
+
+    /// Whether the client owes an acknowledgement of a frame the target ended more than
+    /// [`ACK_DEADLINE`] before `now`, not having suspended them: the target (Windows, xrdp 0.10)
+    /// stops drawing while its frames go unacknowledged, so a client that withholds them and
+    /// types would type on a screen the recording no longer follows (red team `h-red17m`,
+    /// hole 7). The filter ends the session when such a client sends input.
+    pub fn gfx_acks_overdue(&self, now: std::time::Instant) -> bool {
+        !self.gfx.suspended
+            && self.gfx.acks_due.front().is_some_and(|&(_, ended)| now.saturating_duration_since(ended) > ACK_DEADLINE)
+    }
+
+    /// Test support: the frames the client owes acknowledgements for ended `by` earlier.
+    #[cfg(test)]
+    pub(crate) fn age_gfx_acks(&mut self, by: std::time::Duration) {
+        for (_, ended) in &mut self.gfx.acks_due {
+            *ended = ended.checked_sub(by).expect("an instant that far back");
+        }
+    }
+
+    /// The capability sets the client's Caps Advertise `pdu` holds as the target gets it
+    /// (after the filter's trim): the target's Caps Confirm must be one of them.
+    pub fn gfx_caps_sent(&mut self, pdu: &[u8]) {
+        let mut c = Cursor::new(pdu);
+        let mut sets = Vec::new();
+        let read = c.take(8).and_then(|_| c.u16()).and_then(|count| {
+            for _ in 0..count {
+                let (version, length) = (c.u32()?, usize::try_from(c.u32()?).ok()?);
+                sets.push((version, c.take(length)?.to_vec()));
+            }
+            Some(())
+        });
+        self.gfx.sets = if read.is_some() { sets } else { Vec::new() };
+    }
+
+    fn gfx_target(&mut self, command: u16, pdu: &[u8], now: std::time::Instant) -> Option<()> {
         use ironrdp_core::{Decode as _, ReadCursor};
         use ironrdp_egfx::pdu::GfxPdu;
         if GFX_CLIENT_COMMANDS.contains(&command) || GFX_WINDOW_COMMANDS.contains(&command) {
@@ -267,20 +344,75 @@ impl Reader {
             return None;
         }
         let g = &mut self.gfx;
+        let epoch = *g.epoch.get_or_insert(now);
         match read {
-            GfxPdu::CapabilitiesConfirm(_) if g.advertised && !g.confirmed => g.confirmed = true,
-            GfxPdu::CapabilitiesConfirm(_) => return None,
-            GfxPdu::CacheImportReply(reply) if !reply.cache_slots.is_empty() => return None,
-            GfxPdu::EndFrame(end) => {
-                g.ended += 1;
-                for due in [&mut g.acks_due, &mut g.qoe_due] {
-                    if due.len() == MAX_FRAMES_DUE {
-                        due.pop_front();
+            GfxPdu::CapabilitiesConfirm(_) if g.advertised && !g.confirmed => {
+                g.confirmed = true;
+                // One of the sets the target was sent: its version, its length, its data (the
+                // flags the client offered, or fewer).
+                let mut c = Cursor::new(&pdu[8..]);
+                let (version, length) = (c.u32()?, usize::try_from(c.u32()?).ok()?);
+                let data = c.take(length)?;
+                let (_, sent) = g.sets.iter().find(|(v, d)| *v == version && d.len() == length)?;
+                let fits = match (<[u8; 4]>::try_from(data), <[u8; 4]>::try_from(sent.as_slice())) {
+                    (Ok(flags), Ok(offered)) => {
+                        let (flags, offered) = (u32::from_le_bytes(flags), u32::from_le_bytes(offered));
+                        flags & !offered == 0
                     }
-                    due.push_back(end.frame_id);
+                    _ => data == sent.as_slice(),
+                };
+                if !fits || !c.done() {
+                    return None;
                 }
             }
-            _ => {}
+            GfxPdu::CapabilitiesConfirm(_) => return None,
+            GfxPdu::CacheImportReply(reply) if !reply.cache_slots.is_empty() => return None,
+            GfxPdu::StartFrame(start) => {
+                // One frame at a time, ids in sequence; time stamps times of day that, since
+                // the first, move forward no further than the box's clock (with slack for the
+                // first frame's wait in queues the later ones did not have).
+                let t = start.timestamp;
+                let in_day = t.milliseconds < 1000 && t.seconds < 60 && t.minutes < 60 && t.hours < 24;
+                let ms = ((u32::from(t.hours) * 60 + u32::from(t.minutes)) * 60 + u32::from(t.seconds)) * 1000
+                    + u32::from(t.milliseconds);
+                let (last, moved, first) = g.clock.unwrap_or((ms, 0, now));
+                let moved = moved + u64::from((ms + DAY_MS - last) % DAY_MS);
+                let paced = u128::from(moved)
+                    <= now.saturating_duration_since(first).as_millis() + u128::from(FRAME_CLOCK_SLACK_MS);
+                if g.frame.is_some() || g.next_frame.is_some_and(|n| n != start.frame_id) || !in_day || !paced {
+                    return None;
+                }
+                g.frame = Some((start.frame_id, now, false));
+                g.clock = Some((ms, moved, first));
+            }
+            GfxPdu::EndFrame(end) => {
+                // The frame in progress, and it drew: frames of nothing carry only their ids
+                // and time stamps (and earn the client's acknowledgements).
+                let Some((id, started, true)) = g.frame.take() else { return None };
+                if id != end.frame_id {
+                    return None;
+                }
+                g.next_frame = Some(id.wrapping_add(1));
+                g.ended += 1;
+                if g.acks_due.len() == MAX_FRAMES_DUE {
+                    g.acks_due.pop_front();
+                }
+                g.acks_due.push_back((id, now));
+                if g.qoe_due.len() == MAX_FRAMES_DUE {
+                    g.qoe_due.pop_front();
+                }
+                let since = u32::try_from(started.saturating_duration_since(epoch).as_millis() % (1 << 32)).ok()?;
+                let took = u16::try_from(now.saturating_duration_since(started).as_millis()).unwrap_or(u16::MAX);
+                g.qoe_due.push_back((id, since, took, now));
+            }
+            other => {
+                if !gfx_draws(g, &other)? {
+                    return Some(());
+                }
+                if let Some((_, _, drew)) = g.frame.as_mut() {
+                    *drew = true;
+                }
+            }
         }
         Some(())
     }
@@ -617,8 +749,128 @@ const GFX_CAPS_FLAGS: u32 = 0xF3;
 /// SUSPEND_FRAME_ACKNOWLEDGEMENT, and the deepest queue a client reports otherwise.
 const SUSPEND_FRAME_ACKNOWLEDGEMENT: u32 = 0xFFFF_FFFF;
 const MAX_QUEUE_DEPTH: u32 = 1024;
+
+/// The target's RDPGFX PDU `pdu` on the surfaces and cache slots so far (updated): `Some(true)`
+/// when it draws pixels on a surface (a fill, copy, cache or wire-to-surface command that
+/// covers some), `None` when FreeRDP's client would fail it (`libfreerdp/gdi/gfx.c`,
+/// `rdpgfx_main.c`): a surface that does not exist (and a deletion of one, which FreeRDP passes
+/// over and no server sends), a rectangle outside its surface, a cache slot outside 1 to
+/// MaxCacheSlots (4096 for a client that asked for a small cache, else 25600) or empty. FreeRDP
+/// stops reading a message at the first PDU it fails, where the recorder (IronRDP) goes on: the
+/// rest of the message would reach the recording and not the client's screen (red team
+/// `h-red17n`).
+fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
+    use ironrdp_egfx::pdu::GfxPdu;
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    // FreeRDP's is_rect_valid.
+    let valid = |r: &ExclusiveRectangle, (w, h): (u16, u16)| {
+        r.left <= r.right && r.right <= w && r.top <= r.bottom && r.bottom <= h
+    };
+    let small = g
+        .sets
+        .iter()
+        .any(|(_, d)| <[u8; 4]>::try_from(d.as_slice()).is_ok_and(|f| u32::from_le_bytes(f) & GFX_SMALL_CACHE != 0));
+    let max_slots = if small { 4096 } else { 25600 };
+    // A rectangle of `w` × `h` at a point, as FreeRDP makes it (clamped to 16 bits).
+    let at = |x: u16, y: u16, w: u16, h: u16| ExclusiveRectangle {
+        left: x,
+        top: y,
+        right: x.saturating_add(w),
+        bottom: y.saturating_add(h),
+    };
+    Some(match pdu {
+        GfxPdu::CreateSurface(p) => {
+            // A surface created again replaces the first, as FreeRDP's surface table does.
+            g.surfaces.insert(p.surface_id, (p.width, p.height));
+            false
+        }
+        GfxPdu::DeleteSurface(p) => {
+            g.surfaces.remove(&p.surface_id)?;
+            false
+        }
+        GfxPdu::MapSurfaceToOutput(p) => {
+            g.surfaces.get(&p.surface_id)?;
+            false
+        }
+        GfxPdu::MapSurfaceToScaledOutput(p) => {
+            g.surfaces.get(&p.surface_id)?;
+            false
+        }
+        GfxPdu::DeleteEncodingContext(p) => {
+            g.surfaces.get(&p.surface_id)?;
+            false
+        }
+        GfxPdu::SolidFill(p) => {
+            let &(w, h) = g.surfaces.get(&p.surface_id)?;
+            // FreeRDP's intersect_rect: the rectangle starts within the surface (and is clipped
+            // to it).
+            if !p.rectangles.iter().all(|r| r.left <= r.right && r.left <= w && r.top <= r.bottom && r.top <= h) {
+                return None;
+            }
+            p.rectangles.iter().any(|r| r.left < r.right.min(w) && r.top < r.bottom.min(h))
+        }
+        GfxPdu::SurfaceToSurface(p) => {
+            let &source = g.surfaces.get(&p.source_surface_id)?;
+            let &destination = g.surfaces.get(&p.destination_surface_id)?;
+            let r = &p.source_rectangle;
+            if !valid(r, source) {
+                return None;
+            }
+            let (w, h) = (r.right - r.left, r.bottom - r.top);
+            if !p.destination_points.iter().all(|d| valid(&at(d.x, d.y, w, h), destination)) {
+                return None;
+            }
+            w > 0 && h > 0 && !p.destination_points.is_empty()
+        }
+        GfxPdu::SurfaceToCache(p) => {
+            let &surface = g.surfaces.get(&p.surface_id)?;
+            let r = &p.source_rectangle;
+            if !valid(r, surface) || !(1..=max_slots).contains(&p.cache_slot) {
+                return None;
+            }
+            g.slots.insert(p.cache_slot, (r.right - r.left, r.bottom - r.top));
+            false
+        }
+        GfxPdu::CacheToSurface(p) => {
+            let &surface = g.surfaces.get(&p.surface_id)?;
+            let &(w, h) = g.slots.get(&p.cache_slot)?;
+            let empty = |r: &ExclusiveRectangle| r.left == r.right || r.top == r.bottom;
+            let rects: Vec<_> = p.destination_points.iter().map(|d| at(d.x, d.y, w, h)).collect();
+            if !rects.iter().all(|r| empty(r) || valid(r, surface)) {
+                return None;
+            }
+            rects.iter().any(|r| !empty(r))
+        }
+        GfxPdu::EvictCacheEntry(p) => {
+            g.slots.remove(&p.cache_slot)?;
+            false
+        }
+        GfxPdu::WireToSurface1(p) => {
+            let &surface = g.surfaces.get(&p.surface_id)?;
+            let r = &p.destination_rectangle;
+            if !valid(r, surface) {
+                return None;
+            }
+            r.left < r.right && r.top < r.bottom
+        }
+        GfxPdu::WireToSurface2(p) => {
+            g.surfaces.get(&p.surface_id)?;
+            true
+        }
+        _ => false,
+    })
+}
+
+/// How long after a frame ends the client may go on sending input without acknowledging it.
+pub const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Frames a client may owe acknowledgements for (beyond, the oldest are forgotten).
 const MAX_FRAMES_DUE: usize = 1024;
+/// RDPGFX_CAPS_FLAG_SMALL_CACHE.
+const GFX_SMALL_CACHE: u32 = 0x02;
+/// A day in ms: Start Frame time stamps are times of day.
+const DAY_MS: u32 = 24 * 60 * 60 * 1000;
+/// How far the frames' time stamps may run ahead of the box's clock since the first frame.
+const FRAME_CLOCK_SLACK_MS: u32 = 10_000;
 const MAX_MONITORS: usize = 16;
 /// MaxMonitorAreaFactorA and B: the server's bound on a monitor's area (xrdp and Windows send
 /// 8192 or less).
@@ -1006,12 +1258,12 @@ mod tests {
         r.judge(true, &good_caps).unwrap();
         r.judge(false, &confirm).unwrap();
         r.judge(true, &gfx(0x10, &[0, 0])).unwrap();
-        r.judge(false, &[end(1), end(2)].concat()).unwrap();
+        r.judge(false, &crate::gfx::drawn_frames(1, 2, true)).unwrap();
         r.judge(true, &ack(2, 2)).unwrap();
         r.judge(true, &[ack(1, 2), gfx(0x16, &[1, 0, 0, 0, 9, 9, 9, 9, 1, 0, 1, 0])].concat()).unwrap();
         let refused = |m: &[u8], from_client: bool| {
             let mut r = Reader::new(Protocol::Graphics);
-            r.judge(false, &[end(1), end(2)].concat()).unwrap();
+            r.judge(false, &crate::gfx::drawn_frames(1, 2, true)).unwrap();
             r.judge(from_client, m).is_err()
         };
         // Controls.
