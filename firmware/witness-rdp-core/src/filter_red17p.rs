@@ -244,23 +244,29 @@ fn red17p_a_hot_spot_past_the_picture_keeps_the_pointer_out_of_the_video() {
 /// rendering (and a test that a pointer after a reactivation stays out of the screen).
 #[test]
 fn red17p_after_a_reactivation_the_pointer_is_drawn_into_the_recorded_screen_again() {
-    let (mut filter, mut decoder, demand_active) = replayed();
     const RED: [u8; 4] = [0, 0, 255, 0];
-    // The target reactivates (its Demand Active again), then draws the admin's red square.
-    target(&mut filter, &mut decoder, &demand_active);
-    target(&mut filter, &mut decoder, &square(100, 100, 64, RED));
-    assert_eq!(screen_at(&decoder, 130, 130), [0, 0, 255], "recorded before the mask");
-    // The program's cursor: 64x64 opaque green, moved onto the square.
     let green: Vec<u8> = [0, 0xFF, 0, 0xFF].repeat(64 * 64);
-    target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 64, &green, &vec![0; 8 * 64])));
     let mut position = 100u16.to_le_bytes().to_vec();
     position.extend(100u16.to_le_bytes());
-    target(&mut filter, &mut decoder, &fast_path_update(0x08, &position));
-    // The target redraws the square: the recorded screen still shows the program's green.
-    target(&mut filter, &mut decoder, &square(100, 100, 64, RED));
-    let masked = (100..164).flat_map(|y| (100..164).map(move |x| (x, y))).filter(|&(x, y)| screen_at(&decoder, x, y)[1] > 200);
-    assert_eq!(masked.count(), 64 * 64, "the whole square is the pointer's green in the recorded screen");
-    assert_eq!(screen_at(&decoder, 130, 130)[2], 0, "no red left");
+    // The admin's red square, then the program's 64x64 opaque green cursor moved onto it, then
+    // the square redrawn: how many of its pixels the recorded screen shows green.
+    let masked = |reactivate: bool| {
+        let (mut filter, mut decoder, demand_active) = replayed();
+        if reactivate {
+            target(&mut filter, &mut decoder, &demand_active);
+        }
+        target(&mut filter, &mut decoder, &square(100, 100, 64, RED));
+        assert_eq!(screen_at(&decoder, 130, 130), [0, 0, 255], "recorded before the mask");
+        let cursor = new_pointer(32, (0, 0), 64, &green, &vec![0; 8 * 64]);
+        target(&mut filter, &mut decoder, &fast_path_update(0x0B, &cursor));
+        target(&mut filter, &mut decoder, &fast_path_update(0x08, &position));
+        target(&mut filter, &mut decoder, &square(100, 100, 64, RED));
+        (100..164).flat_map(|y| (100..164).map(move |x| (x, y))).filter(|&(x, y)| screen_at(&decoder, x, y)[1] > 200).count()
+    };
+    // Control: in the session as first activated, the pointer stays out of the screen.
+    assert_eq!(masked(false), 0, "the pointer drawn into the screen before any reactivation");
+    // After the target's Demand Active again, the whole square is the pointer's green.
+    assert_eq!(masked(true), 64 * 64, "the pointer is not drawn into the recorded screen");
 }
 
 /// Hole 5 (open): the pointer is drawn over the video only at a position the decoder knows:
@@ -306,6 +312,9 @@ fn red17p_a_client_moving_its_mouse_by_slow_path_input_never_gets_the_pointer_re
     target(&mut filter, &mut decoder, &frame);
     assert_eq!(decoder.pointer(), None, "the decoder knows no position");
     assert!(decoder.screen().unwrap().pointer.is_none(), "the video shows no pointer");
+    // Control: the same move by fast-path input puts the pointer in the video.
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    assert!(decoder.screen().unwrap().pointer.is_some(), "a fast-path move shows it");
 }
 
 /// Hole 6 (open): a Position update (fast-path 0x8, slow-path PTR_MSG_TYPE_POSITION) is read for
@@ -322,7 +331,12 @@ fn red17p_a_client_moving_its_mouse_by_slow_path_input_never_gets_the_pointer_re
 fn red17p_pointer_positions_carry_four_bytes_each_while_the_pointer_is_hidden() {
     let (mut filter, mut decoder, _) = replayed();
     client(&mut filter, &mut decoder, &mouse(100, 100));
+    // A cursor the video shows, then hidden (a Null Pointer update).
+    let shown: Vec<u8> = [0xFF; 4].repeat(32 * 32);
+    target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 32, &shown, &vec![0; 4 * 32])));
+    assert!(decoder.screen().unwrap().pointer.is_some(), "shown");
     target(&mut filter, &mut decoder, &fast_path_update(0x05, &[]));
+    assert!(decoder.screen().unwrap().pointer.is_none(), "hidden");
     let payload = file(4 * 4000);
     let mut updates = Vec::new();
     for xy in payload.chunks(4) {
