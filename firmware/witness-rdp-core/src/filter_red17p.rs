@@ -355,3 +355,42 @@ fn red17p_pointer_positions_carry_four_bytes_each_while_the_pointer_is_hidden() 
     let back: Vec<u8> = frame[3..].chunks(7).flat_map(|u| u[3..7].to_vec()).collect();
     assert_eq!(back, payload);
 }
+
+/// What held (for the record): a fragmented pointer interleaved with anything else ends the
+/// session — a pointer's first fragment followed by another update in the same PDU or the next,
+/// or by a fragment of another pointer code, or a single pointer update in its middle — and the
+/// PDUs held for a fragmented pointer are bounded (first and next fragments without end are
+/// refused past 1 MiB).
+#[test]
+fn red17p_pointer_fragments_interleaved_with_anything_else_are_refused() {
+    let fragment = |code: u8, flags: u8, data: &[u8]| {
+        let mut u = vec![code | flags << 4];
+        u.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+        u.extend(data);
+        u
+    };
+    let pdu = |updates: &[Vec<u8>]| {
+        let body = updates.concat();
+        let length = 3 + body.len();
+        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
+        pdu.extend(body);
+        pdu
+    };
+    let first = fragment(0x0B, 2, &[32, 0, 0, 0]);
+    let bitmap = square(0, 0, 8, [1, 2, 3, 0])[3..].to_vec();
+    let refused = |frames: &[Vec<u8>]| {
+        let (mut f, _, _) = replayed();
+        frames.iter().any(|frame| matches!(f.from_target(frame).unwrap(), Verdict::Refuse(_)))
+    };
+    assert!(refused(&[pdu(&[first.clone(), bitmap.clone()])]), "a bitmap behind a first fragment");
+    assert!(refused(&[pdu(&[first.clone()]), pdu(&[bitmap])]), "a bitmap after a held first fragment");
+    assert!(refused(&[pdu(&[first.clone()]), pdu(&[fragment(0x0C, 1, &[0; 4])])]), "another pointer's last fragment");
+    assert!(refused(&[pdu(&[first.clone()]), pdu(&[fragment(0x08, 0, &[0; 4])])]), "a position in the middle");
+    assert!(refused(&[pdu(&[fragment(0x0B, 1, &[0; 4])])]), "a last fragment alone");
+    // Next fragments without end: refused once more than 1 MiB is held.
+    let (mut f, _, _) = replayed();
+    assert_eq!(f.from_target(&pdu(&[first])).unwrap(), Verdict::Drop);
+    let next = pdu(&[fragment(0x0B, 3, &[0; 16_000])]);
+    let held = (0..100).take_while(|_| f.from_target(&next).unwrap() == Verdict::Drop).count();
+    assert!((60..=66).contains(&held), "held {held} next fragments");
+}
