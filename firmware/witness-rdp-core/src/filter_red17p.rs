@@ -18,8 +18,7 @@ use crate::decode::PassiveDecoder;
 /// of that session, as captured.
 fn replayed() -> (Filter, PassiveDecoder, Vec<u8>) {
     use crate::decode::capture_records;
-    let injection =
-        Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() };
+    let injection = Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() };
     let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection);
     let mut decoder = PassiveDecoder::new();
     let mut demand_active = None;
@@ -135,8 +134,8 @@ fn blend(dst: u8, src: u8, alpha: u8) -> u8 {
 /// client reads the indices. Capacity: 7 bits a pixel (index 10 + 7 bits): 8 KB per 96x96 New
 /// Pointer in one fast-path PDU, 126 KB per 384x384 Large Pointer, as often as the program sets
 /// its cursor; nothing is drawn in the video. (A target palette with repeated colours widens it
-/// to all 8 bits, for opaque pixels too.) Fix direction: refuse 4 and 8 bpp pointers (xorgxrdp
-/// sends 32 bpp, Windows 32 or 1 bpp; FreeRDP does not even draw 4 bpp), or canonicalise each
+/// to all 8 bits, for opaque pixels too.) Fix direction: refuse 4 and 8 bpp pointers (xrdp sends
+/// 24 and 32 bpp ones; FreeRDP does not even draw 4 bpp), or canonicalise each
 /// index to the lowest index of the same colour under the palette both peers hold (the filter
 /// would have to follow palette updates and the peers' initial palettes).
 #[test]
@@ -215,8 +214,12 @@ fn red17p_a_hot_spot_past_the_picture_keeps_the_pointer_out_of_the_video() {
     let out = target(&mut filter, &mut decoder, &frame);
     assert!(carries(&Verdict::Replace(out.clone()), &frame, &xor), "the picture was changed");
     // What FreeRDP reads: the hot spot past the width and height, which it resets to (0, 0).
-    let (hot_x, hot_y, w, h) =
-        (u16_at(&out, 6 + 4).unwrap(), u16_at(&out, 6 + 6).unwrap(), u16_at(&out, 6 + 8).unwrap(), u16_at(&out, 6 + 10).unwrap());
+    let (hot_x, hot_y, w, h) = (
+        u16_at(&out, 6 + 4).unwrap(),
+        u16_at(&out, 6 + 6).unwrap(),
+        u16_at(&out, 6 + 8).unwrap(),
+        u16_at(&out, 6 + 10).unwrap(),
+    );
     assert!(hot_x >= w && hot_y >= h, "FreeRDP draws it with its hot spot at 0, 0: at the mouse");
     // The recorder places it 65,435 pixels left of and above the screen.
     let screen = decoder.screen().unwrap();
@@ -261,7 +264,10 @@ fn red17p_after_a_reactivation_the_pointer_is_drawn_into_the_recorded_screen_aga
         target(&mut filter, &mut decoder, &fast_path_update(0x0B, &cursor));
         target(&mut filter, &mut decoder, &fast_path_update(0x08, &position));
         target(&mut filter, &mut decoder, &square(100, 100, 64, RED));
-        (100..164).flat_map(|y| (100..164).map(move |x| (x, y))).filter(|&(x, y)| screen_at(&decoder, x, y)[1] > 200).count()
+        (100..164)
+            .flat_map(|y| (100..164).map(move |x| (x, y)))
+            .filter(|&(x, y)| screen_at(&decoder, x, y)[1] > 200)
+            .count()
     };
     // Control: in the session as first activated, the pointer stays out of the screen.
     assert_eq!(masked(false), 0, "the pointer drawn into the screen before any reactivation");
@@ -333,7 +339,7 @@ fn red17p_pointer_positions_carry_four_bytes_each_while_the_pointer_is_hidden() 
     client(&mut filter, &mut decoder, &mouse(100, 100));
     // A cursor the video shows, then hidden (a Null Pointer update).
     let shown: Vec<u8> = [0xFF; 4].repeat(32 * 32);
-    target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 32, &shown, &vec![0; 4 * 32])));
+    target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 32, &shown, &[0; 4 * 32])));
     assert!(decoder.screen().unwrap().pointer.is_some(), "shown");
     target(&mut filter, &mut decoder, &fast_path_update(0x05, &[]));
     assert!(decoder.screen().unwrap().pointer.is_none(), "hidden");
@@ -383,14 +389,57 @@ fn red17p_pointer_fragments_interleaved_with_anything_else_are_refused() {
         frames.iter().any(|frame| matches!(f.from_target(frame).unwrap(), Verdict::Refuse(_)))
     };
     assert!(refused(&[pdu(&[first.clone(), bitmap.clone()])]), "a bitmap behind a first fragment");
-    assert!(refused(&[pdu(&[first.clone()]), pdu(&[bitmap])]), "a bitmap after a held first fragment");
-    assert!(refused(&[pdu(&[first.clone()]), pdu(&[fragment(0x0C, 1, &[0; 4])])]), "another pointer's last fragment");
-    assert!(refused(&[pdu(&[first.clone()]), pdu(&[fragment(0x08, 0, &[0; 4])])]), "a position in the middle");
+    assert!(refused(&[pdu(std::slice::from_ref(&first)), pdu(&[bitmap])]), "a bitmap after a held first fragment");
+    assert!(
+        refused(&[pdu(std::slice::from_ref(&first)), pdu(&[fragment(0x0C, 1, &[0; 4])])]),
+        "another pointer's last fragment"
+    );
+    assert!(
+        refused(&[pdu(std::slice::from_ref(&first)), pdu(&[fragment(0x08, 0, &[0; 4])])]),
+        "a position in the middle"
+    );
     assert!(refused(&[pdu(&[fragment(0x0B, 1, &[0; 4])])]), "a last fragment alone");
     // Next fragments without end: refused once more than 1 MiB is held.
     let (mut f, _, _) = replayed();
-    assert_eq!(f.from_target(&pdu(&[first])).unwrap(), Verdict::Drop);
+    assert_eq!(f.from_target(&pdu(std::slice::from_ref(&first))).unwrap(), Verdict::Drop);
     let next = pdu(&[fragment(0x0B, 3, &[0; 16_000])]);
     let held = (0..100).take_while(|_| f.from_target(&next).unwrap() == Verdict::Drop).count();
     assert!((60..=66).contains(&held), "held {held} next fragments");
+}
+
+/// Hole 7 (open, a split, small): 16 bpp pointers are made canonical as IronRDP reads them
+/// (RGB565: white is 0xFFFF, black 0), but FreeRDP reads a 16 bpp pointer as RGB15
+/// (`freerdp_image_copy_from_pointer_data_xbpp` in libfreerdp/codec/color.c: bit 15 ignored,
+/// white 0x7FFF, black 0x0000 and 0x8000). So the client and the recorder draw different
+/// colours for every pixel (FreeRDP's white 0x7FFF is recorded cyan, its black 0x8000 red), and
+/// the canonical form clears the AND bit of FreeRDP's inverted pixels (0x7FFF) and transparent
+/// ones (0x8000), changing what the client draws; bit 15 is one FreeRDP never shows. Capacity:
+/// no hidden bytes found (the recorder's reading is one-to-one), but the recorded pointer is not
+/// the client's picture: contrast the client sees can be halved in the video. Fix direction:
+/// refuse 16 bpp pointers (xrdp sends 24 and 32 bpp ones), or canonicalise and record them as
+/// one reading (FreeRDP's RGB555, bit 15 zeroed).
+#[test]
+fn red17p_a_16_bpp_pointer_is_drawn_in_other_colours_by_the_client_and_the_recorder() {
+    let (mut filter, mut decoder, _) = replayed();
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    // FreeRDP's reading of a 16 bpp pointer pixel (PIXEL_FORMAT_RGB15, 5 bits widened).
+    let freerdp = |v: u16| {
+        let widen = |c: u16| ((c << 3) | (c >> 2)) as u8;
+        [widen(v >> 10 & 0x1F), widen(v >> 5 & 0x1F), widen(v & 0x1F)]
+    };
+    // Two rows of 2 pixels: FreeRDP's white and FreeRDP's black (bit 15 set), opaque (AND 0).
+    let xor: Vec<u8> = [0x7FFFu16, 0x8000, 0x7FFF, 0x8000].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let frame = fast_path_update(0x0B, &new_pointer(16, (0, 0), 2, &xor, &[0; 4]));
+    let out = target(&mut filter, &mut decoder, &frame);
+    assert!(carries(&Verdict::Replace(out), &frame, &xor), "the pixels pass as sent");
+    assert_eq!((freerdp(0x7FFF), freerdp(0x8000)), ([255, 255, 255], [0, 0, 0]), "the client's white and black");
+    let screen = decoder.screen().unwrap();
+    let p = screen.pointer.expect("the recorder has the pointer");
+    let (white, black) = (&p.rgba[0..3], &p.rgba[4..7]);
+    assert!(white[0] < 130 && black[0] > 120, "recorded as {white:?} and {black:?}");
+    // And the canonical form drops the AND bit FreeRDP inverts (white) and makes transparent
+    // (black) with.
+    let mut data = new_pointer(16, (0, 0), 2, &xor, &[0xC0, 0, 0xC0, 0]);
+    crate::pointer::fast_path(0x0B, &mut data).unwrap();
+    assert_eq!(data[data.len() - 4..], [0; 4], "the AND bits FreeRDP draws with were cleared");
 }
