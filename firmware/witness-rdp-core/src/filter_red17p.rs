@@ -443,3 +443,50 @@ fn red17p_a_16_bpp_pointer_is_drawn_in_other_colours_by_the_client_and_the_recor
     crate::pointer::fast_path(0x0B, &mut data).unwrap();
     assert_eq!(data[data.len() - 4..], [0; 4], "the AND bits FreeRDP draws with were cleared");
 }
+
+/// Hole 8 (open): the recorder's pointer cache does not live as long as the client's. IronRDP
+/// keeps its pointer cache in the fast-path processor, which `ActiveStage::reactivate` builds
+/// anew: after any reactivation every cached pointer is gone from the recorder, and a Cached
+/// Pointer update naming one is dropped with a warning (nothing reaches the decoder, the audit
+/// does not see it). FreeRDP's cache is made at connection and is not reset by a Deactivate
+/// All (`rdp_recv_deactivate_all` in libfreerdp/core/activation.c touches no cache), so it sets
+/// the cached pointer. A program of the session sets its picture once with a New Pointer and
+/// hides it in the same PDU (the decoder reads the whole PDU before the recorder looks: the
+/// picture never reaches the video), the target reactivates (a resize), and from then on the
+/// program shows the picture with 3-byte Cached Pointer updates: the client draws it under the
+/// mouse, the video shows no pointer. Capacity: any pointer picture (96x96, 384x384 Large), as
+/// long as the session lasts, never recorded. Fix direction: keep the decoder's own pointer
+/// cache across reactivations (by index, from the PointerBitmap outputs and the update's cache
+/// index) or refuse Cached Pointer updates for indices the recorder does not hold.
+#[test]
+fn red17p_a_pointer_cached_before_a_reactivation_is_shown_by_the_client_alone() {
+    let picture: Vec<u8> = file(64 * 64 * 3).chunks(3).flat_map(|c| [c[0], c[1], c[2], 0xFF]).collect();
+    let shown_after = |reactivate: bool| {
+        let (mut filter, mut decoder, demand_active) = replayed();
+        client(&mut filter, &mut decoder, &mouse(100, 100));
+        // New Pointer at cache index 3, then a Null Pointer, in one fast-path PDU.
+        let mut set = new_pointer(32, (0, 0), 64, &picture, &[0; 8 * 64]);
+        set[2..4].copy_from_slice(&3u16.to_le_bytes());
+        let mut updates = vec![0x0B];
+        updates.extend(u16::try_from(set.len()).unwrap().to_le_bytes());
+        updates.extend(&set);
+        updates.extend([0x05, 0, 0]);
+        let length = 3 + updates.len();
+        let mut frame = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
+        frame.extend(&updates);
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward);
+        let drawn = decoder.observe_target(&frame).unwrap();
+        assert!(drawn.is_empty(), "the recorder was told of the picture: {drawn:?}");
+        assert!(decoder.screen().unwrap().pointer.is_none());
+        if reactivate {
+            target(&mut filter, &mut decoder, &demand_active);
+        }
+        // The program shows it: Cached Pointer, index 3.
+        target(&mut filter, &mut decoder, &fast_path_update(0x0A, &3u16.to_le_bytes()));
+        decoder.screen().unwrap().pointer.is_some()
+    };
+    // Control: without a reactivation the recorder draws the cached picture.
+    assert!(shown_after(false), "the recorder draws the cached pointer");
+    // After one, the client draws it (FreeRDP's cache holds index 3) and the video shows none.
+    assert!(!shown_after(true), "the recorder drew the pointer cached before the reactivation");
+}
