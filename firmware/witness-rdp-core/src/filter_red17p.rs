@@ -490,3 +490,71 @@ fn red17p_a_pointer_cached_before_a_reactivation_is_shown_by_the_client_alone() 
     // After one, the client draws it (FreeRDP's cache holds index 3) and the video shows none.
     assert!(!shown_after(true), "the recorder drew the pointer cached before the reactivation");
 }
+
+/// Hole 9 (open): half opacity does not keep what is beneath the pointer in the video. The
+/// recorder blends the pointer at alpha 128 of 255 at most; a pointer whose picture is the
+/// negative of the screen beneath it blends to flat grey: dst·127/255 + (255 − dst)·128/255 is
+/// 127 or 128 whatever dst is. The program of the session that sets the cursor sees the screen
+/// (it is on the target: XGetImage, xwd) and the client's mouse (the target gets its input), and
+/// sets, as the screen changes, an opaque cursor that is the negative of what lies under the
+/// mouse; the insider's client does not draw the target's pointer (or draws its own) and works
+/// on the real screen; the recording shows a grey square where it works. Capacity: a 96x96
+/// (384x384 with large pointers) region of the recorded screen, anywhere the mouse is, erased to
+/// ±1 level, as long as the program keeps up (one New Pointer per screen change, or Cached
+/// Pointers). Any cap a leaves a contrast of |1 − 2a|: 0.5 only at a = 64. Fix direction: do not
+/// blend the target's picture over the recorded screen at all (draw a fixed marker or outline
+/// where the pointer is, and record the pointer's picture beside the video), or cap alpha far
+/// lower (a ≤ 64 keeps half the contrast).
+#[test]
+fn red17p_a_pointer_that_is_the_screens_negative_erases_it_from_the_video() {
+    let (mut filter, mut decoder, _) = replayed();
+    const SIDE: usize = 64;
+    // The admin's document at (100, 100): black "text" on white (the file's bits).
+    let text: Vec<bool> = file(SIDE * SIDE / 8).iter().flat_map(|b| (0..8).map(move |i| b >> i & 1 == 1)).collect();
+    let mut update = vec![0x01, 0x00, 0x01, 0x00];
+    let side = SIDE as u16;
+    for v in [100, 100, 100 + side - 1, 100 + side - 1, side, side, 32, 0] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(u16::try_from(SIDE * SIDE * 4).unwrap().to_le_bytes());
+    // Raw bitmaps are bottom-up.
+    for row in (0..SIDE).rev() {
+        for x in 0..SIDE {
+            let v = if text[row * SIDE + x] { 0 } else { 255 };
+            update.extend([v, v, v, 0]);
+        }
+    }
+    target(&mut filter, &mut decoder, &fast_path_update(0x01, &update));
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    // The program reads the screen under the mouse and sets its negative as the cursor (32 bpp,
+    // opaque, rows bottom-up, hot spot 0, 0).
+    let screen = decoder.screen().unwrap();
+    let mut xor = Vec::new();
+    for row in (0..SIDE).rev() {
+        for x in 0..SIDE {
+            let at = (100 + row) * screen.stride + (100 + x) * 4;
+            let [b, g, r] = [screen.bgrx[at], screen.bgrx[at + 1], screen.bgrx[at + 2]];
+            xor.extend([255 - b, 255 - g, 255 - r, 0xFF]);
+        }
+    }
+    let frame = fast_path_update(0x0B, &new_pointer(32, (0, 0), side, &xor, &vec![0; 8 * SIDE]));
+    let out = target(&mut filter, &mut decoder, &frame);
+    assert!(carries(&Verdict::Replace(out), &frame, &xor), "the negative crossed as set");
+    // The client sees the document: black and white.
+    assert_eq!(screen_at(&decoder, 100, 100), if text[0] { [0; 3] } else { [255; 3] });
+    assert!(text.iter().any(|&t| t) && text.iter().any(|&t| !t));
+    // The video: every pixel of the document blends to 127 or 128 in every channel.
+    let screen = decoder.screen().unwrap();
+    let p = screen.pointer.expect("the recorder draws the pointer");
+    assert_eq!((p.x, p.y, usize::from(p.width)), (100, 100, SIDE));
+    for y in 0..SIDE {
+        for x in 0..SIDE {
+            let at = (100 + y) * screen.stride + (100 + x) * 4;
+            let px = &p.rgba[(y * SIDE + x) * 4..][..4];
+            for (dst, src) in [(screen.bgrx[at], px[2]), (screen.bgrx[at + 1], px[1]), (screen.bgrx[at + 2], px[0])] {
+                let seen = blend(dst, src, px[3]);
+                assert!((127..=128).contains(&seen), "at {x},{y}: {dst} shows as {seen}");
+            }
+        }
+    }
+}
