@@ -279,7 +279,9 @@ fn red17p_after_a_reactivation_the_pointer_is_drawn_into_the_recorded_screen_aga
 /// the client's fast-path mouse input or the target's PointerPosition. A client that moves its
 /// mouse by slow-path input (TS_INPUT_PDU, which the filter passes and xrdp acts on) never gives
 /// one, and no pointer picture is ever recorded; the client (FreeRDP) draws the target's pointer
-/// under its mouse all the while. Capacity: every pointer picture the target sets (96x96 or
+/// under its mouse all the while. So does a client that moves it only with fast-path extended
+/// mouse events (TS_FP_POINTERX_EVENT: X1/X2 button events carry a position too), which the
+/// decoder and the relay (`last_pointer`) do not read either. Capacity: every pointer picture the target sets (96x96 or
 /// 384x384, any content), for the whole session. Fix direction: read slow-path mouse events
 /// into the decoder's position (and the relay's), and draw a pointer of unknown position
 /// somewhere fixed (or refuse pointer pictures until a position is known).
@@ -312,6 +314,14 @@ fn red17p_a_client_moving_its_mouse_by_slow_path_input_never_gets_the_pointer_re
     .unwrap();
     client(&mut filter, &mut decoder, &input);
     assert_eq!(crate::decode::last_pointer(&input), None, "the relay learns no position either");
+    // Nor from a fast-path extended mouse event (TS_FP_POINTERX_EVENT: an X1 button release at
+    // 100, 100, which xrdp turns into a click at that place and so moves the pointer there).
+    let mut extended = vec![0x04, 9, 0x02 << 5];
+    extended.extend(0x0001u16.to_le_bytes());
+    extended.extend(100u16.to_le_bytes());
+    extended.extend(100u16.to_le_bytes());
+    client(&mut filter, &mut decoder, &extended);
+    assert_eq!(crate::decode::last_pointer(&extended), None, "the relay learns no position either");
     // The program's cursor: 64x64 opaque, any picture.
     let picture: Vec<u8> = file(64 * 64 * 3).chunks(3).flat_map(|c| [c[0], c[1], c[2], 0xFF]).collect();
     let frame = fast_path_update(0x0B, &new_pointer(32, (0, 0), 64, &picture, &vec![0; 8 * 64]));
