@@ -568,3 +568,106 @@ fn red17p_a_pointer_that_is_the_screens_negative_erases_it_from_the_video() {
         }
     }
 }
+
+/// Splits `data` (one update of `code`) into fast-path fragments whose sizes spell `bits` (a
+/// 1-byte fragment for a 1, an empty one for a 0), the rest in the last fragment, packed into
+/// fast-path PDUs of at most ~30 KB.
+fn spelt_fragments(code: u8, data: &[u8], bits: &[u8]) -> Vec<Vec<u8>> {
+    let mut fragments: Vec<Vec<u8>> = Vec::new();
+    let mut at = 0;
+    for &bit in bits {
+        let take = usize::from(bit);
+        fragments.push(data[at..at + take].to_vec());
+        at += take;
+    }
+    fragments.push(data[at..].to_vec());
+    let last = fragments.len() - 1;
+    let mut pdus = Vec::new();
+    let mut body = Vec::new();
+    let flush = |body: &mut Vec<u8>, pdus: &mut Vec<Vec<u8>>| {
+        let length = 3 + body.len();
+        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
+        pdu.append(body);
+        pdus.push(pdu);
+    };
+    for (i, fragment) in fragments.iter().enumerate() {
+        if body.len() + 3 + fragment.len() > 30_000 {
+            flush(&mut body, &mut pdus);
+        }
+        let flags: u8 = if i == 0 {
+            2
+        } else if i == last {
+            1
+        } else {
+            3
+        };
+        body.push(code | flags << 4);
+        body.extend(u16::try_from(fragment.len()).unwrap().to_le_bytes());
+        body.extend(fragment);
+    }
+    flush(&mut body, &mut pdus);
+    pdus
+}
+
+/// The fragment sizes of the fast-path updates in `pdus`, in order.
+fn fragment_sizes(pdus: &[u8]) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    let mut rest = pdus;
+    while !rest.is_empty() {
+        let (length, mut at) = crate::decode::fast_path_length(rest).unwrap();
+        while at < length {
+            let size = usize::from(u16_at(rest, at + 1).unwrap());
+            sizes.push(size);
+            at += 3 + size;
+        }
+        rest = &rest[length..];
+    }
+    sizes
+}
+
+/// Hole 10 (open): the canonical form covers a pointer's bytes, not how it is cut. Fast-path
+/// fragments may be any size, empty ones included (FreeRDP's `fastpath_recv_update_data` and
+/// IronRDP append whatever comes; the walker takes empty first and next fragments too), and
+/// the filter passes the fragments as cut: their sizes are a free choice of the sender that
+/// the client reads and the recorder, drawing the reassembled update, never shows. A program
+/// of the session sets its cursor cut into fragments of 0 and 1 bytes that spell a file.
+/// Capacity: one bit per 3–4 bytes sent, up to the 1 MiB a pointer may hold (~40 KB a
+/// pointer), as often as it likes; the same holds for bitmap updates, which are not held at
+/// all (the target's RDP server cuts those, a session's program does not — the pointer is the
+/// program's). Fix direction: re-cut a held pointer canonically when releasing it (one
+/// unfragmented update when it fits, else maximal fragments), and refuse empty fragments.
+#[test]
+fn red17p_how_a_pointer_is_cut_into_fragments_carries_a_file() {
+    let (mut filter, mut decoder, _) = replayed();
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    let picture: Vec<u8> = [0x10, 0x20, 0x30, 0xFF].repeat(64 * 64);
+    let data = new_pointer(32, (0, 0), 64, &picture, &[0; 8 * 64]);
+    let payload = file(2000);
+    let bits: Vec<u8> = payload.iter().flat_map(|b| (0..8).rev().map(move |i| (b >> i) & 1)).collect();
+    let pdus = spelt_fragments(0x0B, &data, &bits);
+    assert!(pdus.len() > 1, "held across PDUs");
+    let mut released = None;
+    for pdu in &pdus {
+        match filter.from_target(pdu).unwrap() {
+            Verdict::Drop => {}
+            Verdict::Replace(out) => released = Some(out),
+            other => panic!("{other:?}"),
+        }
+    }
+    let out = released.expect("the pointer is released whole");
+    // The client reads the file back out of the fragment sizes.
+    let sizes = fragment_sizes(&out);
+    let back: Vec<u8> =
+        sizes[..bits.len()].chunks(8).map(|c| c.iter().fold(0u8, |v, &s| v << 1 | u8::from(s == 1))).collect();
+    assert_eq!(back, payload);
+    // The recorder draws the pointer as it would unfragmented.
+    let mut rest = &out[..];
+    while !rest.is_empty() {
+        let (length, _) = crate::decode::fast_path_length(rest).unwrap();
+        decoder.observe_target(&rest[..length]).unwrap();
+        rest = &rest[length..];
+    }
+    let screen = decoder.screen().unwrap();
+    let p = screen.pointer.expect("drawn");
+    assert_eq!((p.width, &p.rgba[..4]), (64, &[0x30, 0x20, 0x10, 128][..]));
+}
