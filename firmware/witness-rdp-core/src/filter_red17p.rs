@@ -237,7 +237,7 @@ fn red17p_a_hot_spot_past_the_picture_keeps_the_pointer_out_of_the_video() {
 /// builds the stage with `pointer_software_rendering: false`, but re-keys it on every later
 /// Demand Active with `stage.reactivate(.., true, true, ..)`: IronRDP then renders pointers in
 /// software again, into the decoded screen, opaque, at the position the target last sent
-/// (PointerPosition), and hands the recorder no pointer picture (the overlay keeps the old one).
+/// (PointerPosition), and hands the recorder only PointerHidden (no overlay is drawn at all).
 /// A program of the session (or the target's RDP server: a resize, a reconnect, a Deactivate
 /// All/Demand Active of its own) reactivates once, then sets an opaque cursor as large as the
 /// client takes and moves it with PointerPosition over what the admin works on: the recording
