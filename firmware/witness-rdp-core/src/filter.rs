@@ -3439,3 +3439,7 @@ mod red31;
 #[cfg(test)]
 #[path = "filter_red17n.rs"]
 mod red17n;
+
+#[cfg(test)]
+#[path = "filter_red17p.rs"]
+mod red17p;

@@ -234,3 +234,7 @@ mod tests {
         assert!((115..=135).contains(&y_at(&c, 11, 8)));
     }
 }
+
+#[cfg(test)]
+#[path = "canvas_red17p.rs"]
+mod red17p;
