@@ -125,8 +125,8 @@ pub struct Screen<'a> {
     pub pointer: Option<Overlay<'a>>,
 }
 
-/// The target's pointer as the video shows it: drawn over the screen by the recorder at half its
-/// opacity at most, so a pointer of the target's choosing can never hide what is beneath it —
+/// The target's pointer as the video shows it: drawn over the screen by the recorder at a quarter
+/// of its opacity at most, so a pointer of the target's choosing can never hide what is beneath it —
 /// a program of the session could set an opaque cursor where the client points, which a client
 /// not drawing pointers never shows (red team `h-red17m`, hole 8). RGBA, not premultiplied,
 /// `width × height` pixels, its top left corner at `x`, `y` (it may reach off the screen).
@@ -139,8 +139,10 @@ pub struct Overlay<'a> {
     pub rgba: &'a [u8],
 }
 
-/// The highest alpha the video draws a pointer's pixel with (of 255).
-pub const POINTER_MAX_ALPHA: u8 = 128;
+/// The highest alpha the video draws a pointer's pixel with (of 255): a quarter. At half, a
+/// pointer that is the negative of the screen beneath blended it to flat grey (red team
+/// `h-red17p`); at a quarter the screen keeps at least half its contrast whatever the picture.
+pub const POINTER_MAX_ALPHA: u8 = 64;
 
 /// The target's current pointer picture, alpha already capped ([`POINTER_MAX_ALPHA`]).
 #[derive(Debug)]
@@ -667,7 +669,9 @@ impl PassiveDecoder {
             }
             Some(stage) => {
                 let chunk = stage.static_channel_chunk_size();
-                if !stage.reactivate(io_channel_id, user_channel_id, self.share_id, true, true, chunk) {
+                // The pointer stays beside the image after a reactivation too (red team
+                // `h-red17p`: `true` here drew it into the recorded screen again).
+                if !stage.reactivate(io_channel_id, user_channel_id, self.share_id, true, false, chunk) {
                     return Err(DecodeError::Sequence("a usable virtual channel chunk size"));
                 }
             }

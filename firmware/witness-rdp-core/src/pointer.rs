@@ -7,8 +7,8 @@
 //!
 //! What is drawn follows IronRDP's reading (`ironrdp_graphics::pointer`, the recorder's): rows
 //! padded to 2 bytes, a pixel's AND bit matters only over opaque black (transparent) or opaque
-//! white (inverted), a 32 bpp pixel of alpha 0 is invisible whatever its colour. Indexed
-//! pointers (4 and 8 bpp) keep their AND bits: what an index draws depends on the palette.
+//! white (inverted), a 32 bpp pixel's colour only as finely as its alpha shows it. Depths the
+//! peers read differently (indexed, 16 bpp) are refused.
 
 /// Fast-path pointer update codes (MS-RDPBCGR 2.2.9.1.2.1).
 pub(crate) mod code {
@@ -34,8 +34,11 @@ const SYSTEM_POINTERS: [u32; 2] = [0, 0x7F00];
 /// The largest pointer a color or new pointer update may hold, and a large pointer update.
 const MAX_SIDE: u16 = 96;
 const MAX_LARGE_SIDE: u16 = 384;
-/// The xorBpp values both peers read.
-const BPP: [u16; 6] = [1, 4, 8, 16, 24, 32];
+/// The xorBpp values both peers read alike. Not 4 and 8 (indices into palettes the peers hold
+/// differently: IronRDP's default one draws most of them black, FreeRDP's starts zeroed, so an
+/// index carried 7 free bits), nor 16 (FreeRDP reads RGB555, IronRDP RGB565): red team
+/// `h-red17p`. Targets send 1, 24 and 32 bpp pointers (xrdp 24 or 32, Windows 1 or 32).
+const BPP: [u16; 3] = [1, 24, 32];
 
 /// Why a pointer update ends the session.
 pub const POINTER_UNREADABLE: &str =
@@ -104,9 +107,7 @@ fn color(data: &mut [u8], bpp: u16, max_side: u16, pad: bool) -> Result<(), &'st
     let field = |i: usize| u16_at(data, i).ok_or(POINTER_UNREADABLE);
     let (width, height) = (field(6)?, field(8)?);
     let (and_len, xor_len) = (usize::from(field(10)?), usize::from(field(12)?));
-    if width == 0 || height == 0 {
-        data[2..6].fill(0);
-    }
+    hot_spot(&mut data[2..6], width, height);
     let shape = Shape { bpp, width, height, max_side };
     masks(&mut data[14..], shape, xor_len, and_len, pad)
 }
@@ -118,11 +119,22 @@ fn large(data: &mut [u8]) -> Result<(), &'static str> {
     let (bpp, width, height) = (field(0)?, field(8)?, field(10)?);
     let and_len = u32_at(data, 12).ok_or(POINTER_UNREADABLE)? as usize;
     let xor_len = u32_at(data, 16).ok_or(POINTER_UNREADABLE)? as usize;
-    if width == 0 || height == 0 {
-        data[4..8].fill(0);
-    }
+    hot_spot(&mut data[4..8], width, height);
     let shape = Shape { bpp, width, height, max_side: MAX_LARGE_SIDE };
     masks(&mut data[20..], shape, xor_len, and_len, false)
+}
+
+/// A hot spot (x, y) FreeRDP would move: one at or past the picture's width or height is 0
+/// there (FreeRDP resets it, IronRDP kept it and placed the pointer far off the video: red team
+/// `h-red17p`), and an empty pointer's is 0 (drawn by neither).
+fn hot_spot(xy: &mut [u8], width: u16, height: u16) {
+    let (x, y) = (u16::from_le_bytes([xy[0], xy[1]]), u16::from_le_bytes([xy[2], xy[3]]));
+    if x >= width || width == 0 || height == 0 {
+        xy[..2].fill(0);
+    }
+    if y >= height || width == 0 || height == 0 {
+        xy[2..].fill(0);
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -172,14 +184,17 @@ fn masks(rest: &mut [u8], shape: Shape, xor_len: usize, and_len: usize, pad: boo
             let keeps_and = match bpp {
                 32 => {
                     let px = &mut xor_row[x * 4..x * 4 + 4];
-                    if px[3] == 0 {
-                        px.fill(0);
+                    if px[3] < FAINTEST {
+                        px[3] = 0;
+                    }
+                    let alpha = px[3];
+                    for c in &mut px[..3] {
+                        *c = visible_colour(*c, alpha);
                     }
                     px == [0, 0, 0, 0xFF] || px == [0xFF; 4]
                 }
                 24 => matches!(&xor_row[x * 3..x * 3 + 3], [0, 0, 0] | [0xFF, 0xFF, 0xFF]),
-                16 => matches!(u16_at(xor_row, x * 2), Some(0 | 0xFFFF)),
-                // Monochrome pixels are black or white; indexed ones depend on the palette.
+                // Monochrome pixels are black or white.
                 _ => true,
             };
             if !keeps_and && let Some(a) = and_row.as_deref_mut() {
@@ -188,6 +203,23 @@ fn masks(rest: &mut [u8], shape: Shape, xor_len: usize, and_len: usize, pad: boo
         }
     }
     Ok(())
+}
+
+/// Pixels fainter than this (of 255) are fully transparent: under 6 % a pixel moves the
+/// client's screen by at most 15 levels, which the video (a quarter of that, then H.264) does
+/// not keep.
+const FAINTEST: u8 = 16;
+
+/// A colour channel of a pixel of `alpha` kept only as finely as it shows: what a client blends
+/// is `c × alpha / 255`, so colours that blend alike are one (red team `h-red17p`: an alpha-1
+/// pixel moved no channel by more than a level, yet carried three free bytes); alpha 0 is 0.
+fn visible_colour(c: u8, alpha: u8) -> u8 {
+    if alpha < FAINTEST {
+        return 0;
+    }
+    let (c, a) = (u32::from(c), u32::from(alpha));
+    let shown = (c * a + 127) / 255;
+    ((shown * 255 + a / 2) / a).min(255) as u8
 }
 
 /// Zeroes every bit of `row` from bit `from` on (MSB first, as masks are read).
