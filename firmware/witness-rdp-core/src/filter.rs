@@ -26,7 +26,8 @@ use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, InputFlags};
 use ironrdp_pdu::rdp::client_info::{
-    AddressFamily, ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo,
+    AddressFamily, ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo, OptionalSystemTime,
+    PerformanceFlags, TimezoneInfo,
 };
 use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::{X224, X224Data};
@@ -48,6 +49,9 @@ pub const DVC_CONTROL: &str =
 pub const DVC_SOFT_SYNC: &str =
     "a dynamic channel soft-sync pdu (it serves the udp side transport, which the box does not offer)";
 pub const DVC_TOO_MANY: &str = "the target opened more dynamic channels than the box keeps at once";
+pub const DVC_TOO_MANY_REFUSED: &str =
+    "the target asked for more dynamic channels the grant does not open than a session answers";
+pub const DVC_ANSWERED_TWICE: &str = "the client answered a dynamic channel's creation twice";
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
@@ -183,8 +187,11 @@ pub struct Filter {
 struct Dynamic {
     /// Channels the grant opens, in use.
     open: HashMap<u32, DynamicChannel>,
-    /// Channels the grant does not open, in use.
-    refused: HashSet<u32>,
+    /// Channels the grant does not open, in use, and whether the client has answered yet.
+    refused: HashMap<u32, bool>,
+    /// How many Create Requests the grant does not open the target sent this session: each
+    /// reaches the client with the target's id, so they are bounded (red team h-red31, hole 2).
+    refused_requests: usize,
     /// A static channel message arriving in chunks, per direction: where the rest goes.
     target_chunks: Option<Chunks>,
     client_chunks: Option<Chunks>,
@@ -207,6 +214,46 @@ struct Dynamic {
 /// The client directory every Client Info the target gets names (mstsc's and FreeRDP's own).
 const CLIENT_DIR: &str = "C:\\Windows\\System32\\mstscax.dll";
 
+/// The Client Info flags every target gets, whatever the client set (red team h-red31, hole 4):
+/// what mstsc and FreeRDP set. Auto-logon makes TLS-only targets (xrdp) log in with the
+/// injected credentials instead of showing their own login screen (NLA targets already know the
+/// user from CredSSP). No bulk compression from the target: its history spans PDUs, so one
+/// screen PDU the recording had to skip would leave the decoder unable to read any later one,
+/// and the video would freeze for the rest of the session (seen with xrdp under an input flood).
+const BOX_INFO_FLAGS: ClientInfoFlags = ClientInfoFlags::MOUSE
+    .union(ClientInfoFlags::DISABLE_CTRL_ALT_DEL)
+    .union(ClientInfoFlags::AUTOLOGON)
+    .union(ClientInfoFlags::UNICODE)
+    .union(ClientInfoFlags::MAXIMIZE_SHELL)
+    .union(ClientInfoFlags::LOGON_NOTIFY)
+    .union(ClientInfoFlags::ENABLE_WINDOWS_KEY)
+    .union(ClientInfoFlags::LOGON_ERRORS)
+    .union(ClientInfoFlags::MOUSE_HAS_WHEEL);
+
+/// The performance flags the protocol defines (not its two reserved ones): the client's choice
+/// among them crosses, 9 bits a connection.
+const PERFORMANCE_FLAGS: PerformanceFlags = PerformanceFlags::DISABLE_WALLPAPER
+    .union(PerformanceFlags::DISABLE_FULLWINDOWDRAG)
+    .union(PerformanceFlags::DISABLE_MENUANIMATIONS)
+    .union(PerformanceFlags::DISABLE_THEMING)
+    .union(PerformanceFlags::DISABLE_CURSOR_SHADOW)
+    .union(PerformanceFlags::DISABLE_CURSORSETTINGS)
+    .union(PerformanceFlags::ENABLE_FONT_SMOOTHING)
+    .union(PerformanceFlags::ENABLE_DESKTOP_COMPOSITION);
+
+/// The time zone every target is told: UTC, as Windows names it, without daylight saving.
+fn box_timezone() -> TimezoneInfo {
+    TimezoneInfo {
+        bias: 0,
+        standard_name: "Coordinated Universal Time".to_owned(),
+        standard_date: OptionalSystemTime(None),
+        standard_bias: 0,
+        daylight_name: "Coordinated Universal Time".to_owned(),
+        daylight_date: OptionalSystemTime(None),
+        daylight_bias: 0,
+    }
+}
+
 /// How many distinct dynamic channel decisions a session announces.
 const ANNOUNCED_NAMES: usize = 64;
 
@@ -216,31 +263,92 @@ const ANNOUNCED_NAMES: usize = 64;
 const DVC_CHANNELS: usize = 64;
 const DVC_NAME_MAX: usize = 256;
 
-/// A Capabilities PDU read exactly (MS-RDPEDYC 2.2.1.1, 2.2.1.2): header 0x50, pad 0, a version
-/// of 1, 2 or 3, and from the target, with version 2 or 3, four priority charges. `None` when
-/// anything else is there.
-fn dvc_caps_exact(chunk: &[u8], from_target: bool) -> Option<()> {
-    let [0x50, 0, lo, 0, rest @ ..] = chunk else { return None };
-    let charges = from_target && *lo >= 2;
-    ((1..=3).contains(lo) && rest.len() == if charges { 8 } else { 0 }).then_some(())
+/// How many Create Requests the grant does not open a session passes, in all (red team h-red31,
+/// hole 2): each carries its channel id to the client. A Windows session asks for about a dozen
+/// channels, some twice after a reactivation.
+const DVC_REFUSED_MAX: usize = 128;
+
+/// The name a Create Request the grant does not open reaches the client under: no client offers
+/// a listener by it, so the client refuses the channel (the target's name stays on the box).
+const REFUSED_NAME: &[u8] = b"!\0";
+
+/// The priority charges every client is told (MS-RDPEDYC 2.2.1.1.2), whatever the target sent:
+/// xrdp's (all zero; mstsc and FreeRDP accept them).
+const DVC_PRIORITY_CHARGES: [u8; 8] = [0; 8];
+
+/// A dynamic channel PDU with a channel id, encoded as FreeRDP and mstsc encode it: the id in as
+/// few bytes as hold it, `sp` as given, then `body`.
+fn dvc_pdu(command: u8, sp: u8, id: u32, body: &[u8]) -> Vec<u8> {
+    let (code, width) = match id {
+        0..=0xFF => (0, 1),
+        0x100..=0xFFFF => (1, 2),
+        _ => (2, 4),
+    };
+    let mut out = vec![command << 4 | sp << 2 | code];
+    out.extend(&id.to_le_bytes()[..width]);
+    out.extend(body);
+    out
 }
 
-/// A repeat of a capabilities PDU passes only as the same bytes as the first.
-fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8]) -> Verdict {
-    match first {
-        Some(f) if f.as_slice() != chunk => Verdict::Refuse(DVC_CONTROL),
-        Some(_) => Verdict::Forward,
-        None => {
-            *first = Some(chunk.to_vec());
-            Verdict::Forward
-        }
+/// `frame` (an MCS Send Data Request or Indication on a static channel) with its channel PDU
+/// replaced by `dvc` in one chunk, flagged first and last and nothing else: what the filter read,
+/// re-encoded, not the bytes sent. `None` when the frame is not one.
+fn reencode_channel_pdu(frame: &[u8], dvc: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::with_capacity(dvc.len() + 8);
+    data.extend(u32::try_from(dvc.len()).ok()?.to_le_bytes());
+    data.extend((CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST).to_le_bytes());
+    data.extend(dvc);
+    let user_data = Cow::Owned(data);
+    match whole_mcs(frame)? {
+        X224(McsMessage::SendDataRequest(r)) => encode_vec(&X224(SendDataRequest { user_data, ..r })).ok(),
+        X224(McsMessage::SendDataIndication(i)) => encode_vec(&X224(SendDataIndication { user_data, ..i })).ok(),
+        _ => None,
     }
+}
+
+/// The verdict for a frame re-encoded as `out` (`frame` itself when it was already so encoded).
+fn replaced(frame: &[u8], out: Option<Vec<u8>>, refusal: &'static str) -> Verdict {
+    match out {
+        None => Verdict::Refuse(refusal),
+        Some(out) if out == frame => Verdict::Forward,
+        Some(out) => Verdict::Replace(out),
+    }
+}
+
+/// A Capabilities PDU read exactly (MS-RDPEDYC 2.2.1.1, 2.2.1.2): header 0x50, pad 0, a version
+/// of 1, 2 or 3, and from the target, with version 2 or 3, four priority charges. `None` when
+/// anything else is there; the PDU as the other side gets it otherwise: the version, and from
+/// the target the box's priority charges in place of its own (red team h-red31, hole 3).
+fn dvc_caps_exact(chunk: &[u8], from_target: bool) -> Option<Vec<u8>> {
+    let [0x50, 0, lo, 0, rest @ ..] = chunk else { return None };
+    let charges = from_target && *lo >= 2;
+    if !(1..=3).contains(lo) || rest.len() != if charges { 8 } else { 0 } {
+        return None;
+    }
+    let mut out = vec![0x50, 0, *lo, 0];
+    if charges {
+        out.extend(DVC_PRIORITY_CHARGES);
+    }
+    Some(out)
+}
+
+/// A repeat of a capabilities PDU passes only as the same bytes as the first; each passes as
+/// `canonical`, re-encoded in `frame`.
+fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8], frame: &[u8], canonical: &[u8]) -> Verdict {
+    match first {
+        Some(f) if f.as_slice() != chunk => return Verdict::Refuse(DVC_CONTROL),
+        Some(_) => {}
+        None => *first = Some(chunk.to_vec()),
+    }
+    replaced(frame, reencode_channel_pdu(frame, canonical), DVC_UNREADABLE)
 }
 
 #[derive(Debug, Default)]
 struct DynamicChannel {
     /// The name, as servers read it: one channel per name is open at a time.
     name: String,
+    /// The client has answered the target's Create Request (once: red team h-red31, hole 1).
+    answered: bool,
     graphics: bool,
     /// The client's graphics pipeline messages, walked as they arrive.
     gfx: GfxWalk,
@@ -1260,7 +1368,7 @@ impl Filter {
         let mut feeds = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains(&h.channel) => {
+            cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains_key(&h.channel) => {
                 Verdict::Refuse(DVC_ID_REUSED)
             }
             // The name's NUL ends the PDU (nothing may follow it, red team h-red17m, hole 2).
@@ -1306,13 +1414,18 @@ impl Filter {
                         DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() },
                     );
                     Verdict::Forward
+                } else if d.refused_requests >= DVC_REFUSED_MAX {
+                    Verdict::Refuse(DVC_TOO_MANY_REFUSED)
                 } else {
-                    d.refused.insert(h.channel);
-                    let mut out = frame.to_vec();
-                    let start = at + 8 + h.body;
-                    let end = name.iter().position(|&b| b == 0).map_or(out.len(), |n| start + n);
-                    out[start..end].fill(b'!');
-                    Verdict::Replace(out)
+                    // Re-encoded: the target's id (the client answers by it), no priority, the
+                    // box's name (red team h-red31, hole 2).
+                    d.refused_requests += 1;
+                    d.refused.insert(h.channel, false);
+                    replaced(
+                        frame,
+                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, h.channel, REFUSED_NAME)),
+                        DVC_UNREADABLE,
+                    )
                 }
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
@@ -1335,8 +1448,10 @@ impl Filter {
                 d.refused.remove(&h.channel);
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
-            cmd::CAPABILITY if !last || dvc_caps_exact(chunk, true).is_none() => Verdict::Refuse(DVC_CONTROL),
-            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_request, chunk),
+            cmd::CAPABILITY => match dvc_caps_exact(chunk, true) {
+                Some(canonical) if last => dvc_caps_once(&mut d.caps_request, chunk, frame, &canonical),
+                _ => Verdict::Refuse(DVC_CONTROL),
+            },
             cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
@@ -1377,26 +1492,39 @@ impl Filter {
         let verdict = match h.cmd {
             // A Create Response is its header, the channel id and the status, nothing more (hole 2).
             cmd::CREATE if !last || chunk.len() != h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE => {
+            cmd::CREATE => 'answer: {
                 // A negative status (NTSTATUS or HRESULT) is a no: the client keeps no channel.
                 let refused_by_client = uint_at(chunk, h.body, 4).is_some_and(|s| (s as i32) < 0);
-                if d.open.contains_key(&h.channel) {
+                // The target hears yes (0) or no (STATUS_UNSUCCESSFUL), re-encoded: the
+                // client's status, header bits and id width stay on the box, and each request
+                // gets one answer; a second one ends the session (red team h-red31, hole 1).
+                let status = if let Some(c) = d.open.get_mut(&h.channel) {
+                    if std::mem::replace(&mut c.answered, true) {
+                        break 'answer Verdict::Refuse(DVC_ANSWERED_TWICE);
+                    }
                     if refused_by_client {
                         d.open.remove(&h.channel);
+                        CREATION_FAILED
+                    } else {
+                        0
                     }
-                    Verdict::Forward
-                } else if d.refused.contains(&h.channel) {
+                } else if let Some(answered) = d.refused.get_mut(&h.channel) {
+                    if std::mem::replace(answered, true) {
+                        break 'answer Verdict::Refuse(DVC_ANSWERED_TWICE);
+                    }
                     // The client said yes to a channel the grant does not open: the target hears no.
                     if refused_by_client {
                         d.refused.remove(&h.channel);
                     }
-                    let mut out = frame.to_vec();
-                    let status = at + 8 + h.body;
-                    out[status..status + 4].copy_from_slice(&CREATION_FAILED.to_le_bytes());
-                    Verdict::Replace(out)
+                    CREATION_FAILED
                 } else {
-                    Verdict::Drop
-                }
+                    break 'answer Verdict::Drop;
+                };
+                replaced(
+                    frame,
+                    reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, h.channel, &status.to_le_bytes())),
+                    DVC_UNREADABLE,
+                )
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
@@ -1424,10 +1552,12 @@ impl Filter {
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
             // The client answers the target's request, exactly, once (hole 1).
-            cmd::CAPABILITY if d.caps_request.is_none() || !last || dvc_caps_exact(chunk, false).is_none() => {
-                Verdict::Refuse(DVC_CONTROL)
-            }
-            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_response, chunk),
+            cmd::CAPABILITY => match dvc_caps_exact(chunk, false) {
+                Some(canonical) if last && d.caps_request.is_some() => {
+                    dvc_caps_once(&mut d.caps_response, chunk, frame, &canonical)
+                }
+                _ => Verdict::Refuse(DVC_CONTROL),
+            },
             cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
@@ -1529,16 +1659,22 @@ impl Filter {
             domain: self.injection.domain.clone(),
         };
         info.password_cookie = None;
-        // What the box does not grant: RemoteApp (its channel is refused), a smart card PIN in
-        // place of the password (the box injects a password), the microphone without audio
-        // input. An auto-reconnect cookie would log on by the target's verifier, not the
-        // box's credential: dropped (the target falls back to the credential).
-        info.flags.remove(
-            ClientInfoFlags::RAIL | ClientInfoFlags::HIDEF_RAIL_SUPPORTED | ClientInfoFlags::PASSWORD_IS_SC_PIN,
-        );
-        if !self.redirection.allows(Class::AudioInput) {
-            info.flags.remove(ClientInfoFlags::AUDIO_CAPTURE);
+        // What the client says of itself reaches the target, and much of it any program there
+        // (WTSQuerySessionInformation, the session's time zone): the box says it instead (red team
+        // h-red31, hole 4). The flags are the box's: what mstsc and FreeRDP set, the audio bits
+        // from the grant; no RemoteApp (its channel is refused), no smart card PIN (the box
+        // injects a password), no flag the protocol does not define.
+        let mut flags = BOX_INFO_FLAGS;
+        if !self.redirection.allows(Class::Audio) {
+            flags |= ClientInfoFlags::NO_AUDIO_PLAYBACK;
         }
+        if self.redirection.allows(Class::AudioInput) {
+            flags |= ClientInfoFlags::AUDIO_CAPTURE;
+        }
+        info.flags = flags;
+        // The code page of a Unicode client (its input locale): FreeRDP sends 0.
+        info.code_page = 0;
+        pdu.security_header.flags = BasicSecurityHeaderFlags::INFO_PKT;
         // What the client says of itself reaches any program on the target
         // (WTSQuerySessionInformation), and IronRDP bounds neither field: the address is the one
         // the box saw, the directory the one mstsc and FreeRDP send (red team h-red17m, hole 6).
@@ -1549,24 +1685,18 @@ impl Filter {
         };
         extra.address = self.client_address.map(|a| a.to_string()).unwrap_or_default();
         extra.dir = CLIENT_DIR.to_owned();
-        let optional = &info.extra_info.optional_data;
-        if optional.reconnect_cookie().is_some()
-            && let (Some(timezone), Some(session), Some(performance)) =
-                (optional.timezone().cloned(), optional.session_id(), optional.performance_flags())
-        {
-            info.extra_info.optional_data = ExtendedClientOptionalInfo::builder()
-                .timezone(timezone)
-                .session_id(session)
-                .performance_flags(performance)
-                .build();
-        }
-        // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
-        // showing their own login screen; NLA targets already know the user from CredSSP.
-        info.flags.insert(ClientInfoFlags::AUTOLOGON);
-        // No bulk compression from the target: its history spans PDUs, so one screen PDU the
-        // recording had to skip would leave the decoder unable to read any later one, and the
-        // video would freeze for the rest of the session (seen with xrdp under an input flood).
-        info.flags.remove(ClientInfoFlags::COMPRESSION);
+        // The optional part is the box's: UTC (the box's time zone), session id 0 (what a client
+        // not reconnecting sends), the performance flags the protocol defines, no auto-reconnect
+        // cookie (it would log on by the target's verifier, not the box's credential).
+        let performance = extra
+            .optional_data
+            .performance_flags()
+            .map_or(PerformanceFlags::empty(), |p| p.intersection(PERFORMANCE_FLAGS));
+        extra.optional_data = ExtendedClientOptionalInfo::builder()
+            .timezone(box_timezone())
+            .session_id(0)
+            .performance_flags(performance)
+            .build();
         info.compression_type = CompressionType::K8;
     }
 }
@@ -2527,16 +2657,17 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "URBDRC");
         // A target asking again and again (closing the id in between: the client still holds
-        // it) is refused every time and announced once.
+        // it) is refused every time and announced once, up to the session's bound on such
+        // requests (red team h-red31, hole 2); then the session ends.
         let close = |id: u8| send_indication(1004, svc(&[0x40, id]));
-        for _ in 0..1000 {
+        for _ in 1..10 {
             assert_eq!(f.from_target(&close(5)).unwrap(), Verdict::Drop);
             assert!(matches!(
                 f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap(),
                 Verdict::Replace(_)
             ));
         }
-        for n in 0..1000 {
+        for n in 10..DVC_REFUSED_MAX {
             f.from_target(&close(6)).unwrap();
             let verdict = f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
             assert!(matches!(verdict, Verdict::Replace(_)), "{verdict:?}");
@@ -2546,6 +2677,9 @@ mod tests {
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+        f.from_target(&close(6)).unwrap();
+        let verdict = f.from_target(&send_indication(1004, dvc_create(6, "URBDRC"))).unwrap();
+        assert_eq!(verdict, Verdict::Refuse(DVC_TOO_MANY_REFUSED));
     }
 
     /// USB, camera and audio input each open with their own switch, on the target's request and
