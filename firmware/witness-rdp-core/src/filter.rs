@@ -231,7 +231,7 @@ const BOX_INFO_FLAGS: ClientInfoFlags = ClientInfoFlags::MOUSE
     .union(ClientInfoFlags::MOUSE_HAS_WHEEL);
 
 /// The performance flags the protocol defines (not its two reserved ones): the client's choice
-/// among them crosses, 9 bits a connection.
+/// among them crosses, 8 bits a connection.
 const PERFORMANCE_FLAGS: PerformanceFlags = PerformanceFlags::DISABLE_WALLPAPER
     .union(PerformanceFlags::DISABLE_FULLWINDOWDRAG)
     .union(PerformanceFlags::DISABLE_MENUANIMATIONS)
@@ -399,12 +399,19 @@ impl Parsed {
         if g.total == 0 || g.message.len() + bytes.len() > g.total || held_too_much {
             return Verdict::Refuse(refusal);
         }
+        // `bytes` lies in `frame`: where, for a re-encoded message to be written back.
+        let offset = (bytes.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+        if frame.get(offset..offset.wrapping_add(bytes.len())).is_none_or(|b| b.as_ptr() != bytes.as_ptr()) {
+            return Verdict::Refuse(refusal);
+        }
+        g.pieces.push((g.held.len() + offset, bytes.len()));
         g.message.extend_from_slice(bytes);
         g.held.extend_from_slice(frame);
         if g.message.len() < g.total {
             return Verdict::Drop;
         }
-        let (mut message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        let (mut message, mut held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        let pieces = std::mem::take(&mut g.pieces);
         g.total = 0;
         // The target's graphics come as ZGFX segmented data (MS-RDPEGFX 2.2.5), compressed or
         // not, its history spanning messages: read as the recorder reads them, decompressed.
@@ -416,7 +423,20 @@ impl Parsed {
             }
             message = out;
         }
-        match self.reader.judge(from_client, &message) {
+        let judged = self.reader.judge(from_client, &message);
+        // What the reader re-encoded (same length) goes in place of what was sent.
+        if let (Ok(true), Some(rewrite)) = (judged, self.reader.take_rewrite()) {
+            if rewrite.len() != message.len() {
+                return Verdict::Refuse(refusal);
+            }
+            let mut from = 0;
+            for (at, len) in pieces {
+                held[at..at + len].copy_from_slice(&rewrite[from..from + len]);
+                from += len;
+            }
+            return Verdict::Replace(held);
+        }
+        match judged {
             Ok(false) => Verdict::Drop,
             Ok(true) if held.len() == frame.len() => Verdict::Forward,
             Ok(true) => Verdict::Replace(held),
@@ -480,6 +500,9 @@ struct Gather {
     message: Vec<u8>,
     /// The frames that carried it so far, held back until it is judged.
     held: Vec<u8>,
+    /// Where in `held` each piece of `message` is (start, length), in order: a message the
+    /// reader re-encodes is written back there.
+    pieces: Vec<(usize, usize)>,
 }
 
 /// The rest of a static channel message on `drdynvc` sent in chunks.

@@ -179,20 +179,29 @@ fn pcm(rate: u32) -> [u8; 18] {
     f
 }
 
-/// Hole 3 (open): red team `h-red17k` closed the client's Client Audio Formats to formats of the
-/// target's own, once per target's formats. But the target may send its formats as often as it
-/// likes, and the client's answer still carries bytes of its own: (a) its header, of which only
-/// dwFlags' high bits and a non-zero wVersion are checked — dwVolume, dwPitch, wDGramPort,
-/// cLastBlockConfirmed, wVersion's value and bPad are free (14 bytes), and (b) which of the
-/// target's formats it lists, in which order, repeats allowed: with 256 formats offered, each of
-/// up to 256 listed is a free byte. A program on the target that opened `AUDIO_PLAYBACK_DVC`
-/// through xrdpapi (on an audio grant) offers 256 formats, reads the answer and offers them
-/// again: ~270 bytes a round trip, client to target, with no sound played and nothing on screen.
+/// Hole 3 (closed): red team `h-red17k` closed the client's Client Audio Formats to formats of
+/// the target's own, once per target's formats. But the target may send its formats as often as
+/// it likes, and the client's answer still carried bytes of its own: (a) its header, of which
+/// only dwFlags' high bits and a non-zero wVersion were checked — dwVolume, dwPitch, wDGramPort,
+/// cLastBlockConfirmed, wVersion's value and bPad were free (14 bytes), and (b) which of the
+/// target's formats it listed, in which order, repeats allowed: with 256 formats offered, each of
+/// up to 256 listed was a free byte. A program on the target that opened `AUDIO_PLAYBACK_DVC`
+/// through xrdpapi (on an audio grant) offered 256 formats, read the answer and offered them
+/// again: ~270 bytes a round trip, client to target. Now the answer lists the target's formats in
+/// its order, each once, and reaches the target re-encoded as FreeRDP writes it (header bPad,
+/// dwVolume, dwPitch, wDGramPort, cLastBlockConfirmed and bPad zero, wVersion at most the
+/// target's); dwFlags and wVersion must say what the first answer said, and a format offered
+/// again gets the answer it got before. What is left: which formats the client lists, one bit
+/// for each new format the channel's target offers, at most 512 a channel (64 bytes), plus the
+/// first answer's 3 flag bits and its version below the target's.
 #[test]
 fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
-    let mut f = grant(Redirection::NONE.with(Class::Audio));
-    assert_eq!(f.from_target(&target_dvc(&create(5, "AUDIO_PLAYBACK_DVC"))).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let opened = || {
+        let mut f = grant(Redirection::NONE.with(Class::Audio));
+        assert_eq!(f.from_target(&target_dvc(&create(5, "AUDIO_PLAYBACK_DVC"))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+        f
+    };
     let data = |m: &[u8]| {
         let mut pdu = vec![0x30, 5];
         pdu.extend(m);
@@ -202,42 +211,89 @@ fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
     let mut target_header = [0u8; 20];
     target_header[17..19].copy_from_slice(&6u16.to_le_bytes()); // wVersion 6
     let offer = sound_formats(target_header, &offered);
+    let payload = file(14 + 256);
+    let (h, choice) = payload.split_at(14);
+    let mut header = [0u8; 20];
+    header[0] = 1;
+    header[4..14].copy_from_slice(&h[..10]);
+    header[16] = h[10];
+    header[17..19].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).max(1).to_le_bytes());
+    header[19] = h[13];
 
-    let per_round = 14 + 256;
-    let payload = file(per_round * 4);
-    let mut read_back: Vec<u8> = Vec::new();
-    for (round, block) in payload.chunks(per_round).enumerate() {
-        assert_eq!(f.from_target(&target_dvc(&data(&offer))).unwrap(), Verdict::Forward, "the offer, round {round}");
-        // dwFlags (low 3 bits: 1), dwVolume, dwPitch, wDGramPort, wNumberOfFormats,
-        // cLastBlockConfirmed, wVersion (non-zero), bPad.
-        let (h, choice) = block.split_at(14);
+    // (b) A choice in an order of the client's, or with repeats: refused.
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let listed: Vec<[u8; 18]> = choice.iter().map(|&b| offered[usize::from(b)]).collect();
+    let answer = sound_formats(header, &listed);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "any order");
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let answer = sound_formats(header, &[offered[3], offered[3]]);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "repeats");
+
+    // (a) The header's free fields: the target reads FreeRDP's, whole or in fragments.
+    let subset: Vec<[u8; 18]> = offered.iter().step_by(3).copied().collect();
+    let answer = sound_formats(header, &subset);
+    let mut expected = sound_formats([0; 20], &subset);
+    expected[4] = 1; // dwFlags: TSSNDCAPS_ALIVE
+    expected[21..23].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).clamp(1, 6).to_le_bytes());
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let frame = client_dvc(&data(&answer));
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, &h[..10]), "the header's free fields crossed");
+    assert!(carries(&verdict, &frame, &expected), "the target reads FreeRDP's header");
+    // The same in a Data First and a Data: written back across both.
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let mut first = vec![0x28, 5];
+    first.extend(u32::try_from(answer.len()).unwrap().to_le_bytes());
+    first.extend(&answer[..100]);
+    let mut rest = vec![0x30, 5];
+    rest.extend(&answer[100..]);
+    assert_eq!(f.from_client(&client_dvc(&first)).unwrap(), Verdict::Drop, "held until whole");
+    let verdict = f.from_client(&client_dvc(&rest)).unwrap();
+    let Verdict::Replace(out) = verdict else { panic!("not re-encoded: {verdict:?}") };
+    let mut read: Vec<u8> = Vec::new();
+    let (mut at, mut skip) = (0, 6);
+    for sent in [client_dvc(&first), client_dvc(&rest)] {
+        let X224(McsMessage::SendDataRequest(r)) = whole_mcs(&out[at..at + sent.len()]).unwrap() else { panic!() };
+        let (_, _, dvc) = channel_pdu(&r.user_data).unwrap();
+        read.extend(&dvc[skip..]);
+        (at, skip) = (at + sent.len(), 2);
+    }
+    assert_eq!(read, expected, "the target reads FreeRDP's header from the fragments");
+
+    // Rounds: the same offer again gets the same answer, or the session ends.
+    let round = |f: &mut Filter, listed: &[[u8; 18]], flags: u8| {
+        f.from_target(&target_dvc(&data(&offer))).unwrap();
         let mut header = [0u8; 20];
-        header[0] = 1;
-        header[4..14].copy_from_slice(&h[..10]);
-        header[16] = h[10];
-        header[17..19].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).max(1).to_le_bytes());
-        header[19] = h[13];
-        let listed: Vec<[u8; 18]> = choice.iter().map(|&b| offered[usize::from(b)]).collect();
-        let answer = sound_formats(header, &listed);
-        assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Forward, "the answer, round {round}");
-        // What the program reads: the header's free fields, then each format's place in its offer.
-        let b = &answer[4..];
-        read_back.extend(&b[4..14]);
-        read_back.push(b[16]);
-        read_back.extend(&b[17..20]);
-        for format in b[20..].chunks(18) {
-            read_back.push(u8::try_from(offered.iter().position(|o| o == format).unwrap()).unwrap());
-        }
+        header[0] = flags;
+        header[17] = 6;
+        f.from_client(&client_dvc(&data(&sound_formats(header, listed)))).unwrap()
+    };
+    let mut f = opened();
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)));
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)), "the same answer");
+    assert_eq!(round(&mut f, &offered[..2], 1), Verdict::Refuse(AUDIO_REFUSED), "another choice");
+    let mut f = opened();
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)));
+    assert_eq!(round(&mut f, &subset, 3), Verdict::Refuse(AUDIO_REFUSED), "other flags");
+    // New formats are the client's to choose, up to 512 a channel.
+    let mut f = opened();
+    for n in 0..2u32 {
+        let fresh: Vec<[u8; 18]> = (0..256u32).map(|i| pcm(20_000 + 256 * n + i)).collect();
+        let offer = sound_formats(target_header, &fresh);
+        f.from_target(&target_dvc(&data(&offer))).unwrap();
+        let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &fresh[..1]);
+        assert!(matches!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     }
-    // wVersion 0 is refused, so a block whose version bytes were 0 reads back as 1: compare the rest.
-    let mut expected = payload.clone();
-    for block in expected.chunks_mut(per_round) {
-        if block[11] == 0 && block[12] == 0 {
-            block[11] = 1;
-        }
-    }
-    assert_eq!(read_back, expected, "{} bytes in 4 round trips", payload.len());
+    let fresh: Vec<[u8; 18]> = (0..4u32).map(|i| pcm(40_000 + i)).collect();
+    f.from_target(&target_dvc(&data(&sound_formats(target_header, &fresh)))).unwrap();
+    let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &fresh[..1]);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "a 513th format");
     // Control: a format the target did not offer is still refused.
+    let mut f = opened();
     f.from_target(&target_dvc(&data(&offer))).unwrap();
     let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &[pcm(44_100)]);
     assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
