@@ -6,7 +6,8 @@
 //! (Server Redirection, multitransport/UDP).
 //!
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
-//! untouched once IronRDP (the key track's reader) decodes it; fast-path output (the bulk of a
+//! as IronRDP (the key track's reader) decodes it, re-encoded; so do Share Data PDUs either way
+//! ([`share_data_out`]): what was read, not the bytes sent. Fast-path output (the bulk of a
 //! session) passes untouched but is read update by update, bitmap rectangle headers included, so
 //! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
 //! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
@@ -72,6 +73,8 @@ pub const INPUT_UNREADABLE: &str =
     "the client sent input the recorder cannot read (the target would act on keys the key track misses)";
 pub const INPUT_NOT_OFFERED: &str =
     "the client sent an input event the target did not offer (it may read the event's body as other input, unrecorded)";
+pub const FINALIZATION_REPEATED: &str =
+    "a peer sent synchronize, control or font pdus again and again (a handful a connection is all a session needs)";
 pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
@@ -177,6 +180,13 @@ pub struct Filter {
     /// The monitors the client's connection data announced (its Client Monitor Data, or one):
     /// no display layout holds more.
     client_monitors: usize,
+    /// The target's last Demand Active: its share id (every Share Control PDU either way
+    /// carries it) and its desktop size (a Refresh Rect asks for all of it).
+    share_id: Option<u32>,
+    desktop: (u16, u16),
+    /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
+    /// from the client and from the target: a handful each, not a stream.
+    finalization: (usize, usize),
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -572,16 +582,19 @@ fn info_flag(data: &[u8]) -> bool {
 }
 
 /// The MCS message channel carries auto-detect and heartbeat PDUs: a basic security header with
-/// one of `allowed` as its only flag. Anything else there ends the session: peers read more on
-/// it (a Client Info, a Server Redirection or a Confirm Active while FreeRDP waits for a Demand
-/// Active) that the filter would otherwise pass unjudged.
+/// one of `allowed` as its only flag. The box tells the target the client supports neither (the
+/// Connect Initial's early capability flags), so none crosses: their bodies (a bandwidth
+/// measure's payload, any number of bytes) are dropped both ways (red team h-red17m, hole 4).
+/// Anything else there ends the session: peers read more on it (a Client Info, a Server
+/// Redirection or a Confirm Active while FreeRDP waits for a Demand Active) that the filter
+/// would otherwise pass unjudged.
 fn message_channel(data: &[u8], allowed: BasicSecurityHeaderFlags, refusal: &'static str) -> Verdict {
     let one_allowed = match (u16_at(data, 0), u16_at(data, 2)) {
         (Some(flags), Some(0)) => BasicSecurityHeaderFlags::from_bits(flags)
             .is_some_and(|f| f.bits().count_ones() == 1 && allowed.contains(f)),
         _ => false,
     };
-    if one_allowed { Verdict::Forward } else { Verdict::Refuse(refusal) }
+    if one_allowed { Verdict::Drop } else { Verdict::Refuse(refusal) }
 }
 
 /// An MCS PDU that fills its TPKT: bytes after the MCS user data are refused, because peers
@@ -995,6 +1008,9 @@ impl Filter {
             client_address: None,
             client_gfx: false,
             client_monitors: 1,
+            share_id: None,
+            desktop: (0, 0),
+            finalization: (0, 0),
         }
     }
 
@@ -1038,11 +1054,13 @@ impl Filter {
                 FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
                 _ => true,
             };
-            return Ok(if input.input_events().iter().all(offered) {
-                Verdict::Forward
-            } else {
-                Verdict::Refuse(INPUT_NOT_OFFERED)
-            });
+            if !input.input_events().iter().all(offered) {
+                return Ok(Verdict::Refuse(INPUT_NOT_OFFERED));
+            }
+            // What IronRDP read, re-encoded: nothing after the last event, no header flags of the
+            // client's (red team h-red17m, hole 4).
+            let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+            return Ok(if bytes == frame { Verdict::Forward } else { Verdict::Replace(bytes) });
         }
         if !self.connect_initial_seen {
             self.connect_initial_seen = true;
@@ -1214,6 +1232,7 @@ impl Filter {
         }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
+        let header = DataHeader { pdu_source: req.initiator_id, share_id: self.share_id };
         for (range, kind) in pdus {
             let pdu = &data[range];
             match kind {
@@ -1224,9 +1243,18 @@ impl Filter {
                     out.push(Cow::Owned(patched));
                     changed = true;
                 }
-                // A minimised client stops the target's updates; the recording must not stop.
-                PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_SUPPRESS_OUTPUT) => changed = true,
-                _ => out.push(Cow::Borrowed(pdu)),
+                // What IronRDP read, re-encoded (red team h-red17m, hole 4). A minimised client's
+                // Suppress Output stops the target's updates: dropped, the recording must not stop.
+                PDUTYPE_DATA => match share_data_out(pdu, true, &header, self.desktop, &mut self.finalization.0) {
+                    DataOut::Pass(bytes) => {
+                        changed |= bytes != pdu;
+                        out.push(Cow::Owned(bytes));
+                    }
+                    DataOut::Drop => changed = true,
+                    DataOut::Refuse(why) => return Ok(Verdict::Refuse(why)),
+                },
+                // A client sends Confirm Actives and Data PDUs, nothing else.
+                _ => return Ok(Verdict::Refuse(CLIENT_UNREADABLE)),
             }
         }
         if !changed && out.len() == 1 {
@@ -1265,31 +1293,59 @@ impl Filter {
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
+        let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
+        let mut changed = false;
         for (range, kind) in &pdus {
             let pdu = &data[range.clone()];
             if !headers_readable(pdu, *kind) {
                 return Ok(Verdict::Refuse(SHARE_HEADER));
             }
             match *kind {
-                PDUTYPE_DEACTIVATEALL => self.deactivated = true,
+                // Its body is a source descriptor nobody reads: the box's (red team h-red17m,
+                // hole 4).
+                PDUTYPE_DEACTIVATEALL => {
+                    self.deactivated = true;
+                    let deactivate = ShareControlHeader {
+                        share_control_pdu: ShareControlPdu::ServerDeactivateAll(
+                            ironrdp_pdu::rdp::headers::ServerDeactivateAll,
+                        ),
+                        pdu_source: ind.initiator_id,
+                        share_id: self.share_id.unwrap_or(0),
+                    };
+                    let bytes = encode_vec(&deactivate).map_err(enc_err("deactivate all"))?;
+                    changed |= bytes != pdu;
+                    out.push(Cow::Owned(bytes));
+                }
                 // The recorder builds its whole session from the Demand Active: one IronRDP
                 // cannot read would activate the client over an empty recording.
                 PDUTYPE_DEMANDACTIVE => {
-                    let Ok(ShareControlPdu::ServerDemandActive(demand)) =
-                        decode::<ShareControlHeader>(pdu).map(|h| h.share_control_pdu)
+                    let Ok(ShareControlHeader {
+                        share_control_pdu: ShareControlPdu::ServerDemandActive(demand),
+                        share_id,
+                        ..
+                    }) = decode::<ShareControlHeader>(pdu)
                     else {
                         return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
                     };
-                    self.input_offered = demand
-                        .pdu
-                        .capability_sets
+                    let sets = &demand.pdu.capability_sets;
+                    self.input_offered = sets
                         .iter()
                         .find_map(|c| match c {
                             CapabilitySet::Input(i) => Some(i.input_flags),
                             _ => None,
                         })
                         .unwrap_or(InputFlags::empty());
+                    self.desktop = sets
+                        .iter()
+                        .find_map(|c| match c {
+                            CapabilitySet::Bitmap(b) => Some((b.desktop_width, b.desktop_height)),
+                            _ => None,
+                        })
+                        .unwrap_or((0, 0));
+                    self.share_id = Some(share_id);
+                    self.finalization = (0, 0);
                     (self.active, self.deactivated) = (true, false);
+                    out.push(Cow::Borrowed(pdu));
                 }
                 PDUTYPE_DATA => {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
@@ -1298,27 +1354,33 @@ impl Filter {
                     if let Err(why) = target_data_pdu(pdu) {
                         return Ok(Verdict::Refuse(why));
                     }
+                    // What IronRDP read, re-encoded (red team h-red17m, hole 4).
+                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
+                        DataOut::Pass(bytes) => {
+                            changed |= bytes != pdu;
+                            out.push(Cow::Owned(bytes));
+                        }
+                        DataOut::Drop => changed = true,
+                        DataOut::Refuse(why) => return Ok(Verdict::Refuse(why)),
+                    }
                 }
-                _ => {}
+                _ => out.push(Cow::Borrowed(pdu)),
             }
         }
         if stop != data.len() || pdus.is_empty() {
             // Before activation a peer reads only the first PDU of such a message (checked above).
             return Ok(if was_active { Verdict::Refuse(TARGET_UNREADABLE) } else { Verdict::Forward });
         }
-        if pdus.len() == 1 {
+        if !changed && out.len() == 1 {
             return Ok(Verdict::Forward);
         }
         let mut bytes = Vec::new();
-        for (range, _) in pdus {
-            let one = SendDataIndication {
-                initiator_id: ind.initiator_id,
-                channel_id: ind.channel_id,
-                user_data: Cow::Borrowed(&data[range]),
-            };
+        for pdu in out {
+            let one = SendDataIndication { initiator_id: ind.initiator_id, channel_id: ind.channel_id, user_data: pdu };
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
-        Ok(Verdict::Replace(bytes))
+        Ok(if bytes.is_empty() { Verdict::Drop } else { Verdict::Replace(bytes) })
     }
 
     /// `rdpsnd` either way on a grant with audio and without audio input: every message read
@@ -1600,6 +1662,14 @@ impl Filter {
             cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
         }
         blocks.multi_transport_channel = None;
+        // No auto-detect or heartbeat PDUs: their bodies are free bytes between the two RDP
+        // servers (red team h-red17m, hole 4); the message channel carries nothing then.
+        if let Some(flags) = blocks.core.optional_data.early_capability_flags.as_mut() {
+            flags.remove(
+                ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_NET_CHAR_AUTODETECT
+                    | ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_HEART_BEAT_PDU,
+            );
+        }
         self.client_gfx = blocks
             .core
             .optional_data
@@ -1723,6 +1793,142 @@ impl Filter {
         info.compression_type = CompressionType::K8;
     }
 }
+
+/// How many finalization PDUs (Synchronize, Control, Font List or Map) a side sends an
+/// activation: FreeRDP and mstsc send four (and a Persistent Key List the box drops), servers
+/// three or four.
+const FINALIZATION_MAX: usize = 8;
+
+/// A Share Data PDU on its way (red team h-red17m, hole 4): what IronRDP read, re-encoded — no
+/// padding or trailing bytes, the header's free fields the box's — dropped when no peer needs
+/// it and its body would be a pipe, or refused when it cannot be read or is not the sender's.
+#[derive(Debug, PartialEq, Eq)]
+enum DataOut {
+    Pass(Vec<u8>),
+    Drop,
+    Refuse(&'static str),
+}
+
+/// The header fields the box writes in every Share Data PDU it re-encodes.
+struct DataHeader {
+    /// The MCS initiator of the message that carried it (what FreeRDP and Windows write).
+    pdu_source: u16,
+    /// The target's Demand Active's, once it came.
+    share_id: Option<u32>,
+}
+
+fn share_data_out(
+    pdu: &[u8],
+    from_client: bool,
+    header: &DataHeader,
+    desktop: (u16, u16),
+    finalization: &mut usize,
+) -> DataOut {
+    use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu as D, StreamPriority};
+    use ironrdp_pdu::rdp::session_info::{InfoData, InfoType, SaveSessionInfoPdu};
+    let refusal = if from_client { CLIENT_UNREADABLE } else { TARGET_UNREADABLE };
+    let Ok(read) = decode::<ShareControlHeader>(pdu) else { return DataOut::Refuse(refusal) };
+    let ShareControlPdu::Data(data) = read.share_control_pdu else { return DataOut::Refuse(refusal) };
+    if !data.compression_flags.is_empty() {
+        return DataOut::Refuse(refusal);
+    }
+    let body = match (from_client, data.share_data_pdu) {
+        (_, p @ (D::Synchronize(_) | D::Control(_))) | (true, p @ D::FontList(_)) | (false, p @ D::FontMap(_)) => {
+            *finalization += 1;
+            if *finalization > FINALIZATION_MAX {
+                return DataOut::Refuse(FINALIZATION_REPEATED);
+            }
+            p
+        }
+        (true, p @ (D::Input(_) | D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
+        // A Refresh Rect asks for the whole desktop: the client's rectangles stay on the box.
+        (true, D::RefreshRectangle(_)) if desktop.0 > 0 && desktop.1 > 0 => {
+            D::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
+                areas_to_refresh: vec![ironrdp_pdu::geometry::InclusiveRectangle {
+                    left: 0,
+                    top: 0,
+                    right: desktop.0 - 1,
+                    bottom: desktop.1 - 1,
+                }],
+            })
+        }
+        // Suppress Output (the recording must not stop), the persistent bitmap cache's keys and
+        // the order caches' errors (the box offers no orders): no target needs them.
+        (
+            true,
+            D::RefreshRectangle(_)
+            | D::SuppressOutput(_)
+            | D::BitmapCachePersistentList(_)
+            | D::BitmapCacheErrorPdu(_)
+            | D::OffscreenCacheErrorPdu(_)
+            | D::DrawNineGridErrorPdu(_)
+            | D::DrawGdiPusErrorPdu(_),
+        ) => return DataOut::Drop,
+        // Updates and pointers are walked by `target_data_pdu` (their bodies are what is drawn).
+        (false, D::Update(body)) => {
+            return DataOut::Pass(share_data_pdu(PDUTYPE2_UPDATE, &body, header, read.share_id));
+        }
+        (false, D::Pointer(body)) => {
+            return DataOut::Pass(share_data_pdu(PDUTYPE2_POINTER, &body, header, read.share_id));
+        }
+        (false, p @ (D::ShutdownDenied | D::ServerSetErrorInfo(_))) => p,
+        (false, D::MonitorLayout(m)) if m.monitors.len() <= MAX_LAYOUT_MONITORS => D::MonitorLayout(m),
+        // The logon notice: that a logon happened, not who or which session (the client reconnects
+        // through the box, never by a cookie); the extended info (a reconnect cookie, logon
+        // errors) stays on the box.
+        (false, D::SaveSessionInfo(info)) => match info.info_type {
+            InfoType::LogonExtended => return DataOut::Drop,
+            _ => D::SaveSessionInfo(SaveSessionInfoPdu {
+                info_type: InfoType::PlainNotify,
+                info_data: InfoData::PlainNotify,
+            }),
+        },
+        // The keyboard's lights: unit 0, the four the protocol defines.
+        (false, D::SetKeyboardIndicators(b)) if b.len() == 4 => {
+            let leds = u16::from_le_bytes([b[2], b[3]]) & 0x000F;
+            let mut canonical = vec![0, 0];
+            canonical.extend(leds.to_le_bytes());
+            return DataOut::Pass(share_data_pdu(0x29, &canonical, header, read.share_id));
+        }
+        // A beep, the IME's state, connection status and auto-reconnect status: free fields no
+        // session needs.
+        (false, D::PlaySound(_) | D::SetKeyboardImeStatus(_) | D::StatusInfoPdu(_) | D::ArcStatusPdu(_)) => {
+            return DataOut::Drop;
+        }
+        _ => return DataOut::Refuse(refusal),
+    };
+    let out = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: body,
+            stream_priority: StreamPriority::Low,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+        pdu_source: header.pdu_source,
+        share_id: header.share_id.unwrap_or(read.share_id),
+    };
+    encode_vec(&out).map_or(DataOut::Refuse(refusal), DataOut::Pass)
+}
+
+/// A Share Data PDU around `body` (one IronRDP keeps as bytes), with the header IronRDP writes
+/// for the others: streamId STREAM_LOW, uncompressedLength the body's, no compression.
+fn share_data_pdu(pdu_type2: u8, body: &[u8], header: &DataHeader, read_share_id: u32) -> Vec<u8> {
+    let total = 18 + body.len();
+    let mut out = Vec::with_capacity(total);
+    // The caller read it from at most a TPKT's length: it fits.
+    out.extend(u16::try_from(total).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend(0x0017u16.to_le_bytes());
+    out.extend(header.pdu_source.to_le_bytes());
+    out.extend(header.share_id.unwrap_or(read_share_id).to_le_bytes());
+    out.extend([0, 1]);
+    out.extend(u16::try_from(body.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend([pdu_type2, 0, 0, 0]);
+    out.extend(body);
+    out
+}
+
+/// The most monitors a Monitor Layout PDU lists (MS-RDPBCGR 2.2.12.1: 16).
+const MAX_LAYOUT_MONITORS: usize = 16;
 
 /// A static channel read message by message: chunks must add up to their message, so every
 /// message's header is in a first chunk the filter reads. `judge` takes a first chunk's data (a
@@ -1866,10 +2072,6 @@ fn gfx_feed(walk: &mut GfxWalk, reader: &mut Reader, frame: &[u8], from: usize) 
 
 /// The graphics pipeline's Caps Advertise (RDPGFX_CMDID_CAPSADVERTISE).
 const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
-
-/// PDUTYPE2_SUPPRESS_OUTPUT, at offset 14 of a Data PDU (after the Share Control header,
-/// shareId, pad1, streamId and uncompressedLength).
-const PDUTYPE2_SUPPRESS_OUTPUT: u8 = 35;
 
 /// What [`trim_capabilities`] switched off in a Confirm Active.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -2041,12 +2243,15 @@ mod tests {
         Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
     }
 
-    /// Fast-path input passes without being decoded; fast-path output is read update by update,
+    /// Fast-path input passes as IronRDP reads it; fast-path output is read update by update,
     /// and one the filter cannot read ends the session (peers would read it differently).
     #[test]
     fn fast_path_input_passes_and_output_is_read() {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        assert_eq!(f.from_client(&[0x04, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
+        // One key event (scan code 2 down): it passes as IronRDP re-encodes it, without the byte
+        // after it (red team h-red17m, hole 4).
+        assert_eq!(f.from_client(&[0x04, 0x04, 0, 2]).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&[0x04, 0x05, 0, 2, 3]).unwrap(), Verdict::Replace(vec![0x04, 0x04, 0, 2]));
         // Fast-path output header (action 0) with a garbage body; a Synchronize update.
         assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
         assert_eq!(f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(), Verdict::Forward);
@@ -2164,10 +2369,22 @@ mod tests {
         (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), true);
         let minimised = data(ShareDataPdu::SuppressOutput(SuppressOutputPdu { desktop_rect: None }));
         assert_eq!(f.from_client(&minimised).unwrap(), Verdict::Drop);
+        // A Refresh Rect asks for the whole desktop the Demand Active named, whatever the
+        // client's rectangles (red team h-red17m, hole 4); with no desktop known it is dropped.
+        let area = |left, top, right, bottom| ironrdp_pdu::geometry::InclusiveRectangle { left, top, right, bottom };
         let refresh = data(ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
-            areas_to_refresh: vec![],
+            areas_to_refresh: vec![area(1, 2, 3, 4), area(5, 6, 7, 8)],
         }));
-        assert_eq!(f.from_client(&refresh).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&refresh).unwrap(), Verdict::Drop);
+        f.desktop = (1024, 768);
+        let Verdict::Replace(out) = f.from_client(&refresh).unwrap() else { panic!("not re-encoded") };
+        let read = decode::<ShareControlHeader>(&user_data(&out)).unwrap();
+        let ShareControlPdu::Data(ShareDataHeader { share_data_pdu: ShareDataPdu::RefreshRectangle(r), .. }) =
+            read.share_control_pdu
+        else {
+            panic!("not a refresh rect")
+        };
+        assert_eq!(r.areas_to_refresh, [area(0, 0, 1023, 767)]);
     }
 
     #[test]
@@ -2302,11 +2519,13 @@ mod tests {
         use ironrdp_pdu::rdp::headers::{
             CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
         };
+        // A Synchronize (either side sends one), as the box re-encodes it: the MCS initiator
+        // as its source, streamId STREAM_LOW.
         let pdu = ShareControlPdu::Data(ShareDataHeader {
-            share_data_pdu: ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
-                areas_to_refresh: vec![],
+            share_data_pdu: ShareDataPdu::Synchronize(ironrdp_pdu::rdp::finalization_messages::SynchronizePdu {
+                target_user_id: 1002,
             }),
-            stream_priority: StreamPriority::Medium,
+            stream_priority: StreamPriority::Low,
             compression_flags: CompressionFlags::empty(),
             compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
         });
@@ -2371,14 +2590,15 @@ mod tests {
             f
         };
         let header = |flags: u16, rest: &[u8]| [&flags.to_le_bytes()[..], &[0, 0], rest].concat();
-        // Auto-detect requests and heartbeats from the target, responses from the client: pass.
+        // Auto-detect requests and heartbeats from the target, responses from the client: dropped
+        // (the target was told the client supports neither; red team h-red17m, hole 4).
         for flags in [0x1000u16, 0x4000] {
             assert_eq!(
                 filter().from_target(&send_indication(1008, header(flags, &[6, 0, 1, 0]))).unwrap(),
-                Verdict::Forward
+                Verdict::Drop
             );
         }
-        assert_eq!(filter().from_client(&send_data(1008, header(0x2000, &[6, 0, 1, 0]))).unwrap(), Verdict::Forward);
+        assert_eq!(filter().from_client(&send_data(1008, header(0x2000, &[6, 0, 1, 0]))).unwrap(), Verdict::Drop);
         // A Server Redirection, a multitransport request, a response the wrong way: refused.
         for data in [server_redirection_bytes(), header(0x0002, &[0; 24]), header(0x2000, &[6, 0, 1, 0])] {
             assert_eq!(filter().from_target(&send_indication(1008, data)).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));

@@ -789,7 +789,7 @@ fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     let deactivated = || {
         let mut f = filter(true);
         f.io_channel = Some(ids.io_channel_id);
-        assert_eq!(f.from_target(&deactivate).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_target(&deactivate).unwrap(), Verdict::Forward | Verdict::Replace(_)));
         f
     };
     for (what, frame) in [("slow-path bitmap", &bitmap), ("fast-path bitmap", &fast), ("pointer", &pointer)] {
@@ -800,7 +800,8 @@ fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     let mut f = deactivated();
     assert_eq!(f.from_target(&demand).unwrap(), Verdict::Forward);
     for frame in [&bitmap, &fast, &pointer] {
-        assert_eq!(f.from_target(frame).unwrap(), Verdict::Forward);
+        // Slow-path ones pass re-encoded (red team h-red17m, hole 4).
+        assert!(matches!(f.from_target(frame).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     }
     let pixel = |d: &crate::decode::PassiveDecoder| {
         let s = d.screen().unwrap();

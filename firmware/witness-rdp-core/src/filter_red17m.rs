@@ -323,13 +323,13 @@ fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
         .unwrap()
 }
 
-/// Hole 4 (open): "every PDU judged" stops at the fields the filter acts on. Past activation,
-/// on the I/O channel and the message channel, these pass with whatever body they carry, up to
-/// a TPKT's length (~64 KiB) a PDU, as often as the sender likes, on any grant:
+/// Hole 4 (closed for these): "every PDU judged" stopped at the fields the filter acts on. Past
+/// activation, on the I/O channel and the message channel, these passed with whatever body they
+/// carried, up to a TPKT's length (~64 KiB) a PDU, as often as the sender liked, on any grant:
 /// - client to target: a fast-path input PDU's bytes after its last event (IronRDP's
 ///   `FastPathInput` reads numEvents events and stops; so does xrdp), a slow-path Input PDU's
 ///   bytes after its events (IronRDP reads them as "padding"), and the whole body of every Share
-///   Data PDU the filter does not read (Synchronize, Refresh Rect, Persistent Key List, Shutdown
+///   Data PDU the filter did not read (Synchronize, Refresh Rect, Persistent Key List, Shutdown
 ///   Request, Frame Acknowledge, ... and the server's own types, which no client sends), and an
 ///   auto-detect response's body on the message channel;
 /// - target to client: the body of every Share Data PDU but updates and pointers (Save Session
@@ -337,50 +337,96 @@ fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
 ///   heartbeats' bodies.
 ///
 /// The reader is the target's RDP server (Windows' `rdpwd`/`termsrv`, xrdp's `xrdp` process): a
-/// pipe for an insider who controls the target (its administrator), not for a program of the
-/// session. The key track and the recording see none of it.
+/// pipe for an insider who controls the target (its administrator). Now fast-path input and every
+/// Share Data PDU pass as IronRDP read them, re-encoded (no bytes after the last event or field,
+/// the header's source, share id and stream the box's); Refresh Rect asks for the whole desktop;
+/// Persistent Key Lists, cache errors, Play Sound, IME and status PDUs are dropped; the Save
+/// Session Info becomes a plain logon notice; the other side's types end the session; and the
+/// message channel carries nothing (the target is told the client does no auto-detect and no
+/// heartbeats, and what comes anyway is dropped).
 #[test]
 fn red17m_pdu_bodies_the_filter_does_not_read_carry_a_file_to_and_from_the_targets_rdp_server() {
-    let mut f = grant(Redirection::NONE);
-    f.message_channel = Some(1005);
+    let filter = || {
+        let mut f = grant(Redirection::NONE);
+        f.message_channel = Some(1005);
+        f.desktop = (1024, 768);
+        f
+    };
+    let mut f = filter();
     let payload = file(30_000);
-    // Fast-path: one key event (scan code 0x1E down), then the file, in one PDU.
+    let piece = &payload[64..96];
+    // Fast-path: one key event (scan code 0x1E down), then the file, in one PDU: the key alone.
     let length = 3 + 2 + payload.len();
     let mut fast = vec![0x04, 0x80 | (length >> 8) as u8, length as u8, 0x00, 0x1E];
     fast.extend(&payload);
     let verdict = f.from_client(&fast).unwrap();
-    assert!(carries(&verdict, &fast, &payload), "fast-path input: {verdict:?}");
-    // Slow-path Input PDU: one event (a sync), then the file.
+    assert_eq!(verdict, Verdict::Replace(vec![0x04, 0x04, 0x00, 0x1E]), "fast-path input");
+    // Slow-path Input PDU: one event (a sync), then the file: the event alone.
     let mut input = vec![1, 0, 0, 0];
     input.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // eventTime, messageType sync, pad, toggles
     input.extend(&payload[..20_000]);
     let frame = client_io(share_data(1007, 0x1C, &input), 1003);
     let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload[..20_000]), "slow-path input: {verdict:?}");
-    // Share Data PDUs the filter does not read, and a server's type from the client.
+    let Verdict::Replace(out) = &verdict else { panic!("slow-path input: {verdict:?}") };
+    assert!(!carries(&verdict, &frame, piece), "slow-path input");
+    assert!(out.len() < 100, "the event alone: {} bytes", out.len());
+    // Share Data PDUs with the file as their body: none reaches the target with it, whether
+    // re-encoded, dropped or refused.
     for kind in [0x1F, 0x21, 0x2B, 0x24, 0x38, 0x26, 0x37] {
         let frame = client_io(share_data(1007, kind, &payload[..20_000]), 1003);
-        let verdict = f.from_client(&frame).unwrap();
-        assert!(carries(&verdict, &frame, &payload[..20_000]), "client pduType2 {kind:#x}: {verdict:?}");
+        let verdict = filter().from_client(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, piece), "client pduType2 {kind:#x}: {verdict:?}");
     }
-    // The message channel: an auto-detect response (SEC_AUTODETECT_RSP) and the file.
+    // Each readable one with a body of its own: re-encoded without what followed.
+    for (kind, body) in [
+        (0x1F, [1u8, 0, 0xEA, 3].as_slice()),
+        (0x24, &[]),
+        (0x38, &[7, 0, 0, 0]),
+        (0x21, &[1, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0]),
+    ] {
+        let mut sent = body.to_vec();
+        sent.extend(piece);
+        let frame = client_io(share_data(1007, kind, &sent), 1003);
+        let verdict = filter().from_client(&frame).unwrap();
+        assert!(matches!(verdict, Verdict::Replace(_)), "client pduType2 {kind:#x}: {verdict:?}");
+        assert!(!carries(&verdict, &frame, piece), "client pduType2 {kind:#x}");
+    }
+    // The server's types from the client: refused.
+    for kind in [0x26, 0x37, 0x22] {
+        let frame = client_io(share_data(1007, kind, &[0; 8]), 1003);
+        assert_eq!(filter().from_client(&frame).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE), "{kind:#x}");
+    }
+    // The message channel: an auto-detect response (SEC_AUTODETECT_RSP) and the file: dropped.
     let mut rsp = vec![0x00, 0x20, 0x00, 0x00];
     rsp.extend(&payload[..20_000]);
-    let frame = client_io(rsp, 1005);
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..20_000]), "auto-detect response");
+    assert_eq!(f.from_client(&client_io(rsp, 1005)).unwrap(), Verdict::Drop, "auto-detect response");
 
     // Target to client.
     for kind in [0x26, 0x37, 0x22, 0x29, 0x36] {
         let frame = target_io(share_data(1002, kind, &payload[..20_000]), 1003);
-        let verdict = f.from_target(&frame).unwrap();
-        assert!(carries(&verdict, &frame, &payload[..20_000]), "target pduType2 {kind:#x}: {verdict:?}");
+        let verdict = filter().from_target(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, piece), "target pduType2 {kind:#x}: {verdict:?}");
     }
+    // A logon notice naming a user (Save Session Info, INFOTYPE_LOGON_LONG) reaches the client
+    // as a plain one; keyboard lights keep only their four bits.
+    let mut logon = 1u32.to_le_bytes().to_vec();
+    logon.extend(piece);
+    let frame = target_io(share_data(1002, 0x26, &logon), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, piece) && matches!(verdict, Verdict::Replace(_) | Verdict::Refuse(_)));
+    let mut logon = 2u32.to_le_bytes().to_vec();
+    logon.extend([0; 576]);
+    let frame = target_io(share_data(1002, 0x26, &logon), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x26, 0, 0, 0, 2, 0, 0, 0]), "a plain notice passes: {verdict:?}");
+    let frame = target_io(share_data(1002, 0x29, &[9, 9, 0xFF, 0xFF]), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x29, 0, 0, 0, 0, 0, 0x0F, 0]), "keyboard lights: {verdict:?}");
     for flags in [0x1000u16, 0x4000] {
         let mut req = flags.to_le_bytes().to_vec();
         req.extend([0, 0]);
         req.extend(&payload[..20_000]);
-        let frame = target_io(req, 1005);
-        assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[..20_000]), "message channel {flags:#x}");
+        assert_eq!(f.from_target(&target_io(req, 1005)).unwrap(), Verdict::Drop, "message channel {flags:#x}");
     }
 }
 
@@ -568,9 +614,10 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
         other => panic!("{other:?}"),
     };
     assert!(out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
-    // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
+    // A Frame Acknowledge PDU (0x38) for an old frame passes (re-encoded, its frame id kept).
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
-    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
+    let verdict = f.from_client(&ack).unwrap();
+    assert!(carries(&verdict, &ack, &[0x38, 0, 0, 0, 0, 0, 0, 0]), "{verdict:?}");
 }
 
 /// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed
