@@ -75,6 +75,7 @@ pub const INPUT_NOT_OFFERED: &str =
     "the client sent an input event the target did not offer (it may read the event's body as other input, unrecorded)";
 pub const FINALIZATION_REPEATED: &str =
     "a peer sent synchronize, control or font pdus again and again (a handful a connection is all a session needs)";
+pub const LICENCE_TOO_MUCH: &str = "the client sent more or longer licence pdus than a licence exchange needs";
 pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
@@ -187,6 +188,8 @@ pub struct Filter {
     /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
     /// from the client and from the target: a handful each, not a stream.
     finalization: (usize, usize),
+    /// The client's licence PDUs so far.
+    licence_pdus: usize,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -964,6 +967,12 @@ fn licence_pdu(data: &[u8]) -> bool {
     flags_ok && u16_at(data, 6).is_some_and(|size| usize::from(size) == data.len() - 4)
 }
 
+/// How many licence PDUs a client sends a connection (a Licence Info or a New Licence Request,
+/// a Platform Challenge Response, an error), and how long one may be (a stored licence is a few
+/// KiB).
+const LICENCE_PDUS: usize = 4;
+const LICENCE_PDU_MAX: usize = 8 * 1024;
+
 /// SEC_REDIRECTION_PKT: a standard security Server Redirection.
 const SEC_REDIRECTION_PKT: u16 = 0x0400;
 
@@ -1011,6 +1020,7 @@ impl Filter {
             share_id: None,
             desktop: (0, 0),
             finalization: (0, 0),
+            licence_pdus: 0,
         }
     }
 
@@ -1205,6 +1215,12 @@ impl Filter {
             if flow_at(data, 0) {
                 return Ok(Verdict::Refuse(FLOW_PDU));
             }
+            // Licence PDUs are bounded, in size and number (red team h-red17m, hole 4): their
+            // blobs (a stored licence, user and machine names) and randoms are free bytes.
+            self.licence_pdus += 1;
+            if self.licence_pdus > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
+                return Ok(Verdict::Refuse(LICENCE_TOO_MUCH));
+            }
             return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
         }
         let (pdus, stop) = share_pdus(data);
@@ -1240,7 +1256,10 @@ impl Filter {
                     let mut patched = pdu.to_vec();
                     let trimmed = trim_capabilities(&mut patched);
                     tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
-                    out.push(Cow::Owned(patched));
+                    let Some(canonical) = canonical_confirm_active(&patched, &header) else {
+                        return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
+                    };
+                    out.push(Cow::Owned(canonical));
                     changed = true;
                 }
                 // What IronRDP read, re-encoded (red team h-red17m, hole 4). A minimised client's
@@ -1908,6 +1927,63 @@ fn share_data_out(
         share_id: header.share_id.unwrap_or(read.share_id),
     };
     encode_vec(&out).map_or(DataOut::Refuse(refusal), DataOut::Pass)
+}
+
+/// The capability set types MS-RDPBCGR defines (2.2.7): a client's Confirm Active keeps the
+/// first set of each, nothing else.
+const KNOWN_CAPABILITY_SETS: [u16; 28] = [
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x07, 0x08, 0x09, 0x0A, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+    0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E,
+];
+
+/// The client's Confirm Active (already trimmed in place) as the target gets it (red team
+/// h-red17m, hole 4): the box's source and share id, the server's originator id, mstsc's and
+/// FreeRDP's source descriptor, the first set of each type MS-RDPBCGR defines in the order
+/// sent; sets of other types, repeats and whatever follows the sets stay on the box. `None` when
+/// the PDU does not read.
+fn canonical_confirm_active(pdu: &[u8], header: &DataHeader) -> Option<Vec<u8>> {
+    const SOURCE_DESCRIPTOR: &[u8] = b"MSTSC\0";
+    const SERVER_CHANNEL_ID: u16 = 0x03EA;
+    let u16_at = |at: usize| pdu.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let share_id = header.share_id.or_else(|| Some(u32::from_le_bytes(pdu.get(6..10)?.try_into().ok()?)))?;
+    let source = usize::from(u16_at(12)?);
+    let combined = usize::from(u16_at(14)?);
+    let caps_at = 16 + source;
+    let count = u16_at(caps_at)?;
+    let end = caps_at.checked_add(combined)?;
+    if end > pdu.len() {
+        return None;
+    }
+    let mut at = caps_at + 4;
+    let mut seen = HashSet::new();
+    let mut sets: Vec<u8> = Vec::new();
+    let mut kept = 0u16;
+    for _ in 0..count {
+        let (kind, len) = (u16_at(at)?, usize::from(u16_at(at + 2)?));
+        if len < 4 || at + len > end {
+            return None;
+        }
+        if KNOWN_CAPABILITY_SETS.contains(&kind) && seen.insert(kind) {
+            sets.extend(&pdu[at..at + len]);
+            kept += 1;
+        }
+        at += len;
+    }
+    let combined = u16::try_from(4 + sets.len()).ok()?;
+    let total = u16::try_from(16 + SOURCE_DESCRIPTOR.len() + 4 + sets.len()).ok()?;
+    let mut out = Vec::with_capacity(usize::from(total));
+    out.extend(total.to_le_bytes());
+    out.extend((0x0010 | u16::from(PDUTYPE_CONFIRMACTIVE)).to_le_bytes());
+    out.extend(header.pdu_source.to_le_bytes());
+    out.extend(share_id.to_le_bytes());
+    out.extend(SERVER_CHANNEL_ID.to_le_bytes());
+    out.extend(u16::try_from(SOURCE_DESCRIPTOR.len()).ok()?.to_le_bytes());
+    out.extend(combined.to_le_bytes());
+    out.extend(SOURCE_DESCRIPTOR);
+    out.extend(kept.to_le_bytes());
+    out.extend([0, 0]);
+    out.extend(sets);
+    Some(out)
 }
 
 /// A Share Data PDU around `body` (one IronRDP keeps as bytes), with the header IronRDP writes

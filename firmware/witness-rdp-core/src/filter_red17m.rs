@@ -563,28 +563,64 @@ fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
     pdu
 }
 
-/// Hole 4, continued: a Confirm Active's capability sets of a type the filter does not trim pass
-/// whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it by its
-/// length), and before activation a licence PDU whose header and wMsgSize fit passes with any
-/// body (a New License Request's client user and machine name blobs are free-form).
+/// Hole 4, continued (closed): a Confirm Active's capability sets of a type the filter does not
+/// trim passed whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it
+/// by its length), and so did repeats of a known type and bytes after the sets. Now the target
+/// gets the Confirm Active re-encoded: the first set of each type MS-RDPBCGR defines, the box's
+/// header fields and source descriptor. What is left: a known set's own fields, and bytes past
+/// its fields within its length.
 #[test]
-fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+fn red17m_capability_sets_carry_a_file_to_the_targets_rdp_server() {
     let payload = file(20_000);
     let mut f = grant(Redirection::NONE);
     let frame = client_io(confirm_active(&[(0x7F7F, payload.clone())]), 1003);
     let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload), "confirm active: {verdict:?}");
-    // Before activation: SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose
-    // wMsgSize covers the file.
+    assert!(!carries(&verdict, &frame, &payload[64..96]), "confirm active: {verdict:?}");
+    // A known set passes; a repeat of it, an unknown set and the file behind the sets do not.
+    let input = (0x0D, vec![0x15, 0, 0, 0, 0x09, 0x04, 0, 0]);
+    let mut repeat = input.clone();
+    repeat.1[4..8].copy_from_slice(&payload[64..68]);
+    let mut pdu = confirm_active(&[input.clone(), (0x7F7F, payload[..1000].to_vec()), repeat]);
+    pdu.extend(&payload[100..200]);
+    let total = u16::try_from(pdu.len()).unwrap();
+    pdu[..2].copy_from_slice(&total.to_le_bytes());
+    let frame = client_io(pdu, 1003);
+    let verdict = grant(Redirection::NONE).from_client(&frame).unwrap();
+    let Verdict::Replace(out) = &verdict else { panic!("{verdict:?}") };
+    assert!(out.windows(12).any(|w| w == [0x0D, 0, 12, 0, 0x15, 0, 0, 0, 0x09, 0x04, 0, 0]), "the input set");
+    for piece in [&payload[64..68], &payload[100..132], &payload[..32]] {
+        assert!(!carries(&verdict, &frame, piece), "{piece:?}");
+    }
+}
+
+/// Hole 4, continued (bounded, open): before activation a licence PDU whose header and wMsgSize
+/// fit passes with any body (a New License Request's client user and machine name blobs are
+/// free-form, its randoms random). Now at most 4 licence PDUs of at most 8 KiB pass a
+/// connection; within that, the body still crosses as sent (the attack below, 6 KiB, passes).
+#[test]
+fn red17m_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+    let payload = file(6_000);
+    let licence = |payload: &[u8]| {
+        // SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose wMsgSize
+        // covers the file.
+        let mut licence = 0x0080u32.to_le_bytes().to_vec();
+        licence.extend([0x13, 0x03]);
+        licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
+        licence.extend(payload);
+        client_io(licence, 1003)
+    };
     let mut f = grant(Redirection::NONE);
     f.active = false;
-    let mut licence = 0x0080u32.to_le_bytes().to_vec();
-    licence.extend([0x13, 0x03]);
-    licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
-    licence.extend(&payload);
-    let frame = client_io(licence, 1003);
-    let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
+    for n in 0..4 {
+        let frame = licence(&payload);
+        let verdict = f.from_client(&frame).unwrap();
+        assert!(carries(&verdict, &frame, &payload), "licence pdu {n}: {verdict:?}");
+    }
+    // The bounds: a fifth, or a longer one.
+    assert_eq!(f.from_client(&licence(&payload)).unwrap(), Verdict::Refuse(LICENCE_TOO_MUCH));
+    let mut f = grant(Redirection::NONE);
+    f.active = false;
+    assert_eq!(f.from_client(&licence(&file(9_000))).unwrap(), Verdict::Refuse(LICENCE_TOO_MUCH));
 }
 
 /// Hole 7 (open): the filter drops the client's Suppress Output ("a minimised client stops the
