@@ -200,8 +200,8 @@ pub struct Filter {
 struct Dynamic {
     /// Channels the grant opens, in use.
     open: HashMap<u32, DynamicChannel>,
-    /// Channels the grant does not open, in use, and whether the client has answered yet.
-    refused: HashMap<u32, bool>,
+    /// Channels the grant does not open, in use, by the target's id.
+    refused: HashMap<u32, Refused>,
     /// How many Create Requests the grant does not open the target sent this session: each
     /// reaches the client with the target's id, so they are bounded (red team h-red31, hole 2).
     refused_requests: usize,
@@ -354,6 +354,33 @@ fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8], frame: &[u8], canoni
         None => *first = Some(chunk.to_vec()),
     }
     replaced(frame, reencode_channel_pdu(frame, canonical), DVC_UNREADABLE)
+}
+
+/// A channel the grant does not open, from its Create Request until the client's answer or a
+/// Close.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    /// The client has answered (once: red team h-red31, hole 1).
+    answered: bool,
+    /// The id the client knows it by: the box's, not the target's (red team h-red31, hole 2).
+    shown: u32,
+}
+
+/// The ids the box gives channels it refuses, as the client sees them: the top of the id space,
+/// one per refused channel in use (at most [`DVC_CHANNELS`]), far from the small ids servers
+/// hand out.
+const REFUSED_IDS: u32 = 0xFFFF_FF00;
+
+impl Dynamic {
+    /// The target's id of the refused channel the client knows as `shown`.
+    fn refused_shown(&self, shown: u32) -> Option<u32> {
+        self.refused.iter().find(|(_, r)| r.shown == shown).map(|(&id, _)| id)
+    }
+
+    /// The lowest box id no channel in use has, for a channel being refused.
+    fn free_shown(&self) -> Option<u32> {
+        (REFUSED_IDS..=u32::MAX).find(|id| !self.open.contains_key(id) && self.refused_shown(*id).is_none())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -1472,7 +1499,12 @@ impl Filter {
         let mut feeds = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains_key(&h.channel) => {
+            // The client holds the box's ids for channels refused and not yet answered, too.
+            cmd::CREATE
+                if d.open.contains_key(&h.channel)
+                    || d.refused.contains_key(&h.channel)
+                    || d.refused_shown(h.channel).is_some() =>
+            {
                 Verdict::Refuse(DVC_ID_REUSED)
             }
             // The name's NUL ends the PDU (nothing may follow it, red team h-red17m, hole 2).
@@ -1520,16 +1552,18 @@ impl Filter {
                     Verdict::Forward
                 } else if d.refused_requests >= DVC_REFUSED_MAX {
                     Verdict::Refuse(DVC_TOO_MANY_REFUSED)
-                } else {
-                    // Re-encoded: the target's id (the client answers by it), no priority, the
-                    // box's name (red team h-red31, hole 2).
+                } else if let Some(shown) = d.free_shown() {
+                    // Re-encoded with nothing of the target's: the box's id (the client answers
+                    // by it), no priority, the box's name (red team h-red31, hole 2).
                     d.refused_requests += 1;
-                    d.refused.insert(h.channel, false);
+                    d.refused.insert(h.channel, Refused { answered: false, shown });
                     replaced(
                         frame,
-                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, h.channel, REFUSED_NAME)),
+                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, shown, REFUSED_NAME)),
                         DVC_UNREADABLE,
                     )
+                } else {
+                    Verdict::Refuse(DVC_TOO_MANY)
                 }
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
@@ -1612,15 +1646,20 @@ impl Filter {
                     } else {
                         0
                     }
-                } else if let Some(answered) = d.refused.get_mut(&h.channel) {
-                    if std::mem::replace(answered, true) {
+                } else if let Some(id) = d.refused_shown(h.channel) {
+                    let Some(r) = d.refused.get_mut(&id) else { break 'answer Verdict::Drop };
+                    if std::mem::replace(&mut r.answered, true) {
                         break 'answer Verdict::Refuse(DVC_ANSWERED_TWICE);
                     }
                     // The client said yes to a channel the grant does not open: the target hears no.
                     if refused_by_client {
-                        d.refused.remove(&h.channel);
+                        d.refused.remove(&id);
                     }
-                    CREATION_FAILED
+                    break 'answer replaced(
+                        frame,
+                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, id, &CREATION_FAILED.to_le_bytes())),
+                        DVC_UNREADABLE,
+                    );
                 } else {
                     break 'answer Verdict::Drop;
                 };
@@ -1652,7 +1691,9 @@ impl Filter {
             },
             cmd::CLOSE if !last || chunk.len() != h.body => Verdict::Refuse(DVC_CONTROL),
             cmd::CLOSE => {
-                d.refused.remove(&h.channel);
+                if let Some(id) = d.refused_shown(h.channel) {
+                    d.refused.remove(&id);
+                }
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
             // The client answers the target's request, exactly, once (hole 1).

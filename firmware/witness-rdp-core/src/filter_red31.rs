@@ -82,12 +82,14 @@ fn red31_repeated_create_responses_carry_their_status_to_the_target() {
     }
 }
 
-/// Hole 2 (closed in part): a Create Request for a name the grant does not open passed with its
-/// name blanked to `!`, but with its channel id's width, its priority bits and its name's length
-/// as the target sent them, without end (the 64-channel limit counts channels at once). Now it
-/// reaches the client re-encoded — the id in as few bytes as hold it, priority 0, the name `!` —
-/// and a session passes at most [`DVC_REFUSED_MAX`] of them; the next ends it. What is left: the
-/// id's value (the client answers by it), up to 4 bytes a request, ≤ 512 bytes a session.
+/// Hole 2 (closed): a Create Request for a name the grant does not open passed with its name
+/// blanked to `!`, but with its channel id (four bytes with cbChId 2), its priority bits and its
+/// name's length as the target sent them, without end (the 64-channel limit counts channels at
+/// once): about 4 bytes and 10 bits a request, target to client. Now it reaches the client with
+/// nothing of the target's — the box's id (the top of the id space, the lowest free), priority
+/// 0, the name `!` — and the client's answer reaches the target under the target's id; a session
+/// passes at most [`DVC_REFUSED_MAX`] of them, the next ends it. What is left: that a request
+/// came, and when.
 #[test]
 fn red31_refused_create_requests_carry_their_id_priority_and_name_length_to_the_client() {
     let mut f = red17i::grant_without_anything();
@@ -107,17 +109,28 @@ fn red31_refused_create_requests_carry_their_id_priority_and_name_length_to_the_
         }
         let id = u32::from_le_bytes(word.try_into().unwrap());
         let seen = dvc_out(&verdict, &frame);
-        assert_eq!(seen, dvc_pdu(cmd::CREATE, 0, id, b"!\0"), "request {n}: what the client reads");
-        assert_eq!(seen[0] & 0x0C, 0, "no priority");
-        // The client says no; the target hears no; the id is free again.
+        assert_eq!(seen, dvc_pdu(cmd::CREATE, 0, REFUSED_IDS, b"!\0"), "request {n}: what the client reads");
+        // The client says no by the id it was shown; the target hears no by its own.
         let mut no = vec![0x12];
-        no.extend(word);
-        no.extend(CREATION_FAILED.to_le_bytes());
+        no.extend(REFUSED_IDS.to_le_bytes());
+        no.extend(0xC000_0225u32.to_le_bytes());
         let no = client_dvc(&no);
         let heard = dvc_out(&f.from_client(&no).unwrap(), &no);
         assert_eq!(heard, dvc_pdu(cmd::CREATE, 0, id, &CREATION_FAILED.to_le_bytes()));
     }
     assert!(f.dynamic.refused.is_empty() && f.dynamic.open.is_empty());
+    // Refused channels waiting for the client's answer each get the next box id, and a target
+    // that opens a channel on one of them ends the session (the client holds that id).
+    let mut f = red17i::grant_without_anything();
+    for (n, id) in [7u8, 9].into_iter().enumerate() {
+        let frame = target_dvc(&[0x10, id, b'x', 0]);
+        let seen = dvc_out(&f.from_target(&frame).unwrap(), &frame);
+        assert_eq!(seen, dvc_pdu(cmd::CREATE, 0, REFUSED_IDS + n as u32, b"!\0"));
+    }
+    let mut taken = vec![0x12];
+    taken.extend((REFUSED_IDS + 1).to_le_bytes());
+    taken.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
+    assert_eq!(f.from_target(&target_dvc(&taken)).unwrap(), Verdict::Refuse(DVC_ID_REUSED));
 }
 
 /// Hole 3 (closed): a Capabilities Request of version 2 or 3 was read exactly, but its four
