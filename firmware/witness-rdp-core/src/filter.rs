@@ -76,6 +76,7 @@ pub const INPUT_NOT_OFFERED: &str =
 pub const FINALIZATION_REPEATED: &str =
     "a peer sent synchronize, control or font pdus again and again (a handful a connection is all a session needs)";
 pub const LICENCE_TOO_MUCH: &str = "the client sent more or longer licence pdus than a licence exchange needs";
+pub const CHANNEL_FLAGS: &str = "a static channel chunk carried flags no peer sets, or changed its show-protocol flag";
 pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
@@ -190,6 +191,9 @@ pub struct Filter {
     finalization: (usize, usize),
     /// The client's licence PDUs so far.
     licence_pdus: usize,
+    /// Whether the first chunk on a read static channel (by id, and from the client) was flagged
+    /// show-protocol: every later one must say the same.
+    show_protocol: HashMap<(u16, bool), bool>,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -1007,6 +1011,7 @@ const SEC_REDIRECTION_PKT: u16 = 0x0400;
 const CHANNEL_FLAG_FIRST: u32 = 0x1;
 const CHANNEL_FLAG_LAST: u32 = 0x2;
 const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+const CHANNEL_FLAG_SHOW_PROTOCOL: u32 = 0x10;
 /// Flags of a server's chunk that FreeRDP's client channels skip whole (`drdynvc`, `cliprdr`,
 /// `rdpsnd`, `rdpdr`: `if ((dataFlags & CHANNEL_FLAG_SUSPEND) || (dataFlags &
 /// CHANNEL_FLAG_RESUME)) return CHANNEL_RC_OK;`), while IronRDP (the recorder) reads it as data.
@@ -1048,6 +1053,7 @@ impl Filter {
             desktop: (0, 0),
             finalization: (0, 0),
             licence_pdus: 0,
+            show_protocol: HashMap::new(),
         }
     }
 
@@ -1134,6 +1140,12 @@ impl Filter {
         if Some(channel) == self.message_channel {
             return Ok(message_channel(&req.user_data, BasicSecurityHeaderFlags::AUTODETECT_RSP, CLIENT_UNREADABLE));
         }
+        let read = self.decision(channel).is_some_and(|d| {
+            d.allowed && (d.name == "drdynvc" || (d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput)))
+        });
+        if read && !self.chunk_flags(true, channel, &req.user_data) {
+            return Ok(Verdict::Refuse(CHANNEL_FLAGS));
+        }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
             Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
@@ -1188,6 +1200,12 @@ impl Filter {
         if uint_at(&ind.user_data, 4, 4).is_some_and(|f| f & (CHANNEL_FLAG_SUSPEND | CHANNEL_FLAG_RESUME) != 0) {
             return Ok(Verdict::Drop);
         }
+        let read = self.decision(channel).is_some_and(|d| {
+            d.allowed && (d.name == "drdynvc" || (d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput)))
+        });
+        if read && !self.chunk_flags(false, channel, &ind.user_data) {
+            return Ok(Verdict::Refuse(CHANNEL_FLAGS));
+        }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
             Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
@@ -1199,6 +1217,20 @@ impl Filter {
             Some(d) if d.allowed => Verdict::Forward,
             _ => Verdict::Drop,
         })
+    }
+
+    /// Whether a static channel chunk's flags (`data` starts at its CHANNEL_PDU_HEADER) are ones
+    /// peers set: first, last, show-protocol (the same on every chunk of a channel and
+    /// direction, as FreeRDP and xrdp set it), compressed (the channel's reader refuses it),
+    /// suspend and resume from the target (dropped). Any other bit would be free on every chunk.
+    fn chunk_flags(&mut self, from_client: bool, channel: u16, data: &[u8]) -> bool {
+        let Some(flags) = uint_at(data, 4, 4) else { return true };
+        let mut known = CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST | CHANNEL_FLAG_SHOW_PROTOCOL | CHANNEL_PACKET_COMPRESSED;
+        if !from_client {
+            known |= CHANNEL_FLAG_SUSPEND | CHANNEL_FLAG_RESUME;
+        }
+        let show = flags & CHANNEL_FLAG_SHOW_PROTOCOL != 0;
+        flags & !known == 0 && *self.show_protocol.entry((channel, from_client)).or_insert(show) == show
     }
 
     /// Whether the target could read this as a Client Info: INFO_PKT in what would be a security
@@ -2991,6 +3023,38 @@ mod tests {
         let mut f = connected(&[("drdynvc", 1004, true)]);
         f.redirection = redirection;
         f
+    }
+
+    /// A static channel chunk's flags are a 32-bit field on every chunk: on the channels the
+    /// box reads, only the bits peers set pass, and show-protocol stays as the first chunk set it.
+    #[test]
+    fn static_channel_chunk_flags_carry_nothing_of_their_own() {
+        let chunk = |flags: u32| {
+            let dvc = dvc_create(5, "Microsoft::Windows::RDS::DisplayControl");
+            let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
+            out.extend(flags.to_le_bytes());
+            out.extend(dvc);
+            out
+        };
+        for flags in [0x0000_0007u32, 0x0000_0103, 0x0100_0003, 0x8000_0003] {
+            let mut f = with_drdynvc(Redirection::default());
+            let verdict = f.from_target(&send_indication(1004, chunk(flags))).unwrap();
+            assert_eq!(verdict, Verdict::Refuse(CHANNEL_FLAGS), "{flags:#x}");
+            let verdict = f.from_client(&send_data(1004, chunk(flags))).unwrap();
+            assert_eq!(verdict, Verdict::Refuse(CHANNEL_FLAGS), "{flags:#x}");
+        }
+        // Show-protocol (0x10), as xrdp and FreeRDP set it: on every chunk or on none.
+        let caps = |flags: u32| {
+            let mut out = 4u32.to_le_bytes().to_vec();
+            out.extend(flags.to_le_bytes());
+            out.extend([0x50, 0, 1, 0]);
+            out
+        };
+        let passes = |v: Verdict| matches!(v, Verdict::Forward | Verdict::Replace(_));
+        let mut f = with_drdynvc(Redirection::default());
+        assert!(passes(f.from_target(&send_indication(1004, caps(0x13))).unwrap()));
+        assert_eq!(f.from_target(&send_indication(1004, caps(0x03))).unwrap(), Verdict::Refuse(CHANNEL_FLAGS));
+        assert!(passes(f.from_target(&send_indication(1004, caps(0x13))).unwrap()));
     }
 
     #[test]
