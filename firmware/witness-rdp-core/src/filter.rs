@@ -1315,7 +1315,7 @@ impl Filter {
                     let mut patched = pdu.to_vec();
                     let trimmed = trim_capabilities(&mut patched);
                     tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
-                    let Some(canonical) = canonical_confirm_active(&patched, &header) else {
+                    let Some(canonical) = canonical_caps_pdu(&patched, &header, false) else {
                         return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
                     };
                     out.push(Cow::Owned(canonical));
@@ -1423,7 +1423,12 @@ impl Filter {
                     self.share_id = Some(share_id);
                     self.finalization = (0, 0);
                     (self.active, self.deactivated) = (true, false);
-                    out.push(Cow::Borrowed(pdu));
+                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    let Some(canonical) = canonical_caps_pdu(pdu, &header, true) else {
+                        return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
+                    };
+                    changed |= canonical != pdu;
+                    out.push(Cow::Owned(canonical));
                 }
                 PDUTYPE_DATA => {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
@@ -2009,21 +2014,26 @@ const KNOWN_CAPABILITY_SETS: [u16; 28] = [
     0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E,
 ];
 
-/// The client's Confirm Active (already trimmed in place) as the target gets it (red team
-/// h-red17m, hole 4): the box's source and share id, the server's originator id, mstsc's and
-/// FreeRDP's source descriptor, the first set of each type MS-RDPBCGR defines in the order
-/// sent; sets of other types, repeats and whatever follows the sets stay on the box. `None` when
-/// the PDU does not read.
-fn canonical_confirm_active(pdu: &[u8], header: &DataHeader) -> Option<Vec<u8>> {
-    const SOURCE_DESCRIPTOR: &[u8] = b"MSTSC\0";
+/// The client's Confirm Active (already trimmed in place) as the target gets it, and the
+/// target's Demand Active as the client gets it (red team h-red17m, hole 4): the box's source
+/// and share id, the server's originator id, mstsc's and Windows' source descriptors, the first
+/// set of each type MS-RDPBCGR defines in the order sent (the Demand Active's session id after
+/// them); sets of other types, repeats and whatever else follows the sets stay on the box.
+/// `None` when the PDU does not read.
+fn canonical_caps_pdu(pdu: &[u8], header: &DataHeader, demand: bool) -> Option<Vec<u8>> {
     const SERVER_CHANNEL_ID: u16 = 0x03EA;
+    let source_descriptor: &[u8] = if demand { b"RDP\0" } else { b"MSTSC\0" };
     let u16_at = |at: usize| pdu.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
     let share_id = header.share_id.or_else(|| Some(u32::from_le_bytes(pdu.get(6..10)?.try_into().ok()?)))?;
-    let source = usize::from(u16_at(12)?);
-    let combined = usize::from(u16_at(14)?);
-    let caps_at = 16 + source;
+    // A Confirm Active has an originatorId after the share id, a Demand Active does not.
+    let lengths = if demand { 10 } else { 12 };
+    let source = usize::from(u16_at(lengths)?);
+    let combined = usize::from(u16_at(lengths + 2)?);
+    let caps_at = lengths + 4 + source;
     let count = u16_at(caps_at)?;
     let end = caps_at.checked_add(combined)?;
+    // The Demand Active's sessionId (IronRDP, like FreeRDP, reads it when it is there).
+    let session_id = if demand { pdu.get(end..end + 4).unwrap_or(&[]) } else { &[] };
     if end > pdu.len() {
         return None;
     }
@@ -2043,19 +2053,23 @@ fn canonical_confirm_active(pdu: &[u8], header: &DataHeader) -> Option<Vec<u8>> 
         at += len;
     }
     let combined = u16::try_from(4 + sets.len()).ok()?;
-    let total = u16::try_from(16 + SOURCE_DESCRIPTOR.len() + 4 + sets.len()).ok()?;
+    let total = u16::try_from(lengths + 4 + source_descriptor.len() + 4 + sets.len() + session_id.len()).ok()?;
+    let kind = if demand { PDUTYPE_DEMANDACTIVE } else { PDUTYPE_CONFIRMACTIVE };
     let mut out = Vec::with_capacity(usize::from(total));
     out.extend(total.to_le_bytes());
-    out.extend((0x0010 | u16::from(PDUTYPE_CONFIRMACTIVE)).to_le_bytes());
+    out.extend((0x0010 | u16::from(kind)).to_le_bytes());
     out.extend(header.pdu_source.to_le_bytes());
     out.extend(share_id.to_le_bytes());
-    out.extend(SERVER_CHANNEL_ID.to_le_bytes());
-    out.extend(u16::try_from(SOURCE_DESCRIPTOR.len()).ok()?.to_le_bytes());
+    if !demand {
+        out.extend(SERVER_CHANNEL_ID.to_le_bytes());
+    }
+    out.extend(u16::try_from(source_descriptor.len()).ok()?.to_le_bytes());
     out.extend(combined.to_le_bytes());
-    out.extend(SOURCE_DESCRIPTOR);
+    out.extend(source_descriptor);
     out.extend(kept.to_le_bytes());
     out.extend([0, 0]);
     out.extend(sets);
+    out.extend(session_id);
     Some(out)
 }
 

@@ -798,7 +798,7 @@ fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     // Controls: once the Demand Active has passed, each draws again; the bitmap is one the
     // decoder draws.
     let mut f = deactivated();
-    assert_eq!(f.from_target(&demand).unwrap(), Verdict::Forward);
+    assert!(matches!(f.from_target(&demand).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     for frame in [&bitmap, &fast, &pointer] {
         // Slow-path ones pass re-encoded (red team h-red17m, hole 4).
         assert!(matches!(f.from_target(frame).unwrap(), Verdict::Forward | Verdict::Replace(_)));

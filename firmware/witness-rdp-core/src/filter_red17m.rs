@@ -593,6 +593,49 @@ fn red17m_capability_sets_carry_a_file_to_the_targets_rdp_server() {
     }
 }
 
+/// Hole 4, the other way: the target's Demand Active reaches the client re-encoded too — the
+/// first set of each defined type, the box's header fields, nothing after the session id (here
+/// a captured freerdp-shadow Demand Active with the file behind it, which IronRDP reads as
+/// padding).
+#[test]
+fn red17m_the_demand_actives_trailing_bytes_stay_on_the_box() {
+    use crate::decode::capture_records;
+    let payload = file(4_000);
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), red17i_injection());
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag == b'C' {
+            f.from_client(frame).unwrap();
+            continue;
+        }
+        let Some(X224(McsMessage::SendDataIndication(ind))) = whole_mcs(frame) else {
+            f.from_target(frame).unwrap();
+            continue;
+        };
+        if f.io_channel != Some(ind.channel_id) || ind.user_data.get(2) != Some(&0x11) {
+            f.from_target(frame).unwrap();
+            continue;
+        }
+        // The Demand Active: the file after it, inside its totalLength.
+        let mut pdu = ind.user_data.to_vec();
+        pdu.extend(&payload[..1000]);
+        let total = u16::try_from(pdu.len()).unwrap();
+        pdu[..2].copy_from_slice(&total.to_le_bytes());
+        let sent = target_io(pdu, ind.channel_id);
+        let verdict = f.from_target(&sent).unwrap();
+        let Verdict::Replace(out) = &verdict else { panic!("{verdict:?}") };
+        assert!(!carries(&verdict, &sent, &payload[64..96]), "the file crossed");
+        // Every capability set the target sent reaches the client as sent.
+        let data = &ind.user_data;
+        let source = usize::from(u16::from_le_bytes([data[10], data[11]]));
+        let combined = usize::from(u16::from_le_bytes([data[12], data[13]]));
+        let sets = &data[14 + source + 4..14 + source + combined];
+        assert!(out.windows(sets.len()).any(|w| w == sets), "the sets");
+        assert!(f.active);
+        return;
+    }
+    panic!("no demand active in the capture");
+}
+
 /// Hole 4, continued (bounded, open): before activation a licence PDU whose header and wMsgSize
 /// fit passes with any body (a New License Request's client user and machine name blobs are
 /// free-form, its randoms random). Now at most 4 licence PDUs of at most 8 KiB pass a
