@@ -6,7 +6,8 @@
 //! (Server Redirection, multitransport/UDP).
 //!
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
-//! untouched once IronRDP (the key track's reader) decodes it; fast-path output (the bulk of a
+//! as IronRDP (the key track's reader) decodes it, re-encoded; so do Share Data PDUs either way
+//! ([`share_data_out`]): what was read, not the bytes sent. Fast-path output (the bulk of a
 //! session) passes untouched but is read update by update, bitmap rectangle headers included, so
 //! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
 //! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
@@ -28,7 +29,8 @@ use ironrdp_pdu::nego::SecurityProtocol;
 use ironrdp_pdu::rdp::ClientInfoPdu;
 use ironrdp_pdu::rdp::capability_sets::{CapabilitySet, InputFlags};
 use ironrdp_pdu::rdp::client_info::{
-    AddressFamily, ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo,
+    AddressFamily, ClientInfoFlags, CompressionType, Credentials, ExtendedClientOptionalInfo, OptionalSystemTime,
+    PerformanceFlags, TimezoneInfo,
 };
 use ironrdp_pdu::rdp::headers::{BasicSecurityHeaderFlags, ShareControlHeader, ShareControlPdu};
 use ironrdp_pdu::x224::{X224, X224Data};
@@ -51,6 +53,9 @@ pub const DVC_CONTROL: &str =
 pub const DVC_SOFT_SYNC: &str =
     "a dynamic channel soft-sync pdu (it serves the udp side transport, which the box does not offer)";
 pub const DVC_TOO_MANY: &str = "the target opened more dynamic channels than the box keeps at once";
+pub const DVC_TOO_MANY_REFUSED: &str =
+    "the target asked for more dynamic channels the grant does not open than a session answers";
+pub const DVC_ANSWERED_TWICE: &str = "the client answered a dynamic channel's creation twice";
 pub const FLOW_PDU: &str = "a flow control pdu (no current peer sends one; peers read its type differently)";
 pub const CHANNEL_NAMES_REPEATED: &str = "the client announced a channel twice";
 pub const ORDERS: &str = "the target sent drawing orders (the box offered none: it cannot record them)";
@@ -71,6 +76,10 @@ pub const INPUT_UNREADABLE: &str =
     "the client sent input the recorder cannot read (the target would act on keys the key track misses)";
 pub const INPUT_NOT_OFFERED: &str =
     "the client sent an input event the target did not offer (it may read the event's body as other input, unrecorded)";
+pub const FINALIZATION_REPEATED: &str =
+    "a peer sent synchronize, control or font pdus again and again (a handful a connection is all a session needs)";
+pub const LICENCE_TOO_MUCH: &str = "the client sent more or longer licence pdus than a licence exchange needs";
+pub const CHANNEL_FLAGS: &str = "a static channel chunk carried flags no peer sets, or changed its show-protocol flag";
 pub const CLIENT_COMPRESSED: &str =
     "the client sent bulk-compressed data (the box offered none: it could hide keystrokes from the key track)";
 pub const CLIPBOARD_CAPS: &str =
@@ -176,6 +185,18 @@ pub struct Filter {
     /// The monitors the client's connection data announced (its Client Monitor Data, or one):
     /// no display layout holds more.
     client_monitors: usize,
+    /// The target's last Demand Active: its share id (every Share Control PDU either way
+    /// carries it) and its desktop size (a Refresh Rect asks for all of it).
+    share_id: Option<u32>,
+    desktop: (u16, u16),
+    /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
+    /// from the client and from the target: a handful each, not a stream.
+    finalization: (usize, usize),
+    /// The client's licence PDUs so far.
+    licence_pdus: usize,
+    /// Whether the first chunk on a read static channel (by id, and from the client) was flagged
+    /// show-protocol: every later one must say the same.
+    show_protocol: HashMap<(u16, bool), bool>,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -186,8 +207,11 @@ pub struct Filter {
 struct Dynamic {
     /// Channels the grant opens, in use.
     open: HashMap<u32, DynamicChannel>,
-    /// Channels the grant does not open, in use.
-    refused: HashSet<u32>,
+    /// Channels the grant does not open, in use, by the target's id.
+    refused: HashMap<u32, Refused>,
+    /// How many Create Requests the grant does not open the target sent this session: each
+    /// reaches the client with the target's id, so they are bounded (red team h-red31, hole 2).
+    refused_requests: usize,
     /// A static channel message arriving in chunks, per direction: where the rest goes.
     target_chunks: Option<Chunks>,
     client_chunks: Option<Chunks>,
@@ -210,6 +234,46 @@ struct Dynamic {
 /// The client directory every Client Info the target gets names (mstsc's and FreeRDP's own).
 const CLIENT_DIR: &str = "C:\\Windows\\System32\\mstscax.dll";
 
+/// The Client Info flags every target gets, whatever the client set (red team h-red31, hole 4):
+/// what mstsc and FreeRDP set. Auto-logon makes TLS-only targets (xrdp) log in with the
+/// injected credentials instead of showing their own login screen (NLA targets already know the
+/// user from CredSSP). No bulk compression from the target: its history spans PDUs, so one
+/// screen PDU the recording had to skip would leave the decoder unable to read any later one,
+/// and the video would freeze for the rest of the session (seen with xrdp under an input flood).
+const BOX_INFO_FLAGS: ClientInfoFlags = ClientInfoFlags::MOUSE
+    .union(ClientInfoFlags::DISABLE_CTRL_ALT_DEL)
+    .union(ClientInfoFlags::AUTOLOGON)
+    .union(ClientInfoFlags::UNICODE)
+    .union(ClientInfoFlags::MAXIMIZE_SHELL)
+    .union(ClientInfoFlags::LOGON_NOTIFY)
+    .union(ClientInfoFlags::ENABLE_WINDOWS_KEY)
+    .union(ClientInfoFlags::LOGON_ERRORS)
+    .union(ClientInfoFlags::MOUSE_HAS_WHEEL);
+
+/// The performance flags the protocol defines (not its two reserved ones): the client's choice
+/// among them crosses, 8 bits a connection.
+const PERFORMANCE_FLAGS: PerformanceFlags = PerformanceFlags::DISABLE_WALLPAPER
+    .union(PerformanceFlags::DISABLE_FULLWINDOWDRAG)
+    .union(PerformanceFlags::DISABLE_MENUANIMATIONS)
+    .union(PerformanceFlags::DISABLE_THEMING)
+    .union(PerformanceFlags::DISABLE_CURSOR_SHADOW)
+    .union(PerformanceFlags::DISABLE_CURSORSETTINGS)
+    .union(PerformanceFlags::ENABLE_FONT_SMOOTHING)
+    .union(PerformanceFlags::ENABLE_DESKTOP_COMPOSITION);
+
+/// The time zone every target is told: UTC, as Windows names it, without daylight saving.
+fn box_timezone() -> TimezoneInfo {
+    TimezoneInfo {
+        bias: 0,
+        standard_name: "Coordinated Universal Time".to_owned(),
+        standard_date: OptionalSystemTime(None),
+        standard_bias: 0,
+        daylight_name: "Coordinated Universal Time".to_owned(),
+        daylight_date: OptionalSystemTime(None),
+        daylight_bias: 0,
+    }
+}
+
 /// How many distinct dynamic channel decisions a session announces.
 const ANNOUNCED_NAMES: usize = 64;
 
@@ -219,24 +283,110 @@ const ANNOUNCED_NAMES: usize = 64;
 const DVC_CHANNELS: usize = 64;
 const DVC_NAME_MAX: usize = 256;
 
-/// A Capabilities PDU read exactly (MS-RDPEDYC 2.2.1.1, 2.2.1.2): header 0x50, pad 0, a version
-/// of 1, 2 or 3, and from the target, with version 2 or 3, four priority charges. `None` when
-/// anything else is there.
-fn dvc_caps_exact(chunk: &[u8], from_target: bool) -> Option<()> {
-    let [0x50, 0, lo, 0, rest @ ..] = chunk else { return None };
-    let charges = from_target && *lo >= 2;
-    ((1..=3).contains(lo) && rest.len() == if charges { 8 } else { 0 }).then_some(())
+/// How many Create Requests the grant does not open a session passes, in all (red team h-red31,
+/// hole 2): each carries its channel id to the client. A Windows session asks for about a dozen
+/// channels, some twice after a reactivation.
+const DVC_REFUSED_MAX: usize = 128;
+
+/// The name a Create Request the grant does not open reaches the client under: no client offers
+/// a listener by it, so the client refuses the channel (the target's name stays on the box).
+const REFUSED_NAME: &[u8] = b"!\0";
+
+/// The priority charges every client is told (MS-RDPEDYC 2.2.1.1.2), whatever the target sent:
+/// xrdp's (all zero; mstsc and FreeRDP accept them).
+const DVC_PRIORITY_CHARGES: [u8; 8] = [0; 8];
+
+/// A dynamic channel PDU with a channel id, encoded as FreeRDP and mstsc encode it: the id in as
+/// few bytes as hold it, `sp` as given, then `body`.
+fn dvc_pdu(command: u8, sp: u8, id: u32, body: &[u8]) -> Vec<u8> {
+    let (code, width) = match id {
+        0..=0xFF => (0, 1),
+        0x100..=0xFFFF => (1, 2),
+        _ => (2, 4),
+    };
+    let mut out = vec![command << 4 | sp << 2 | code];
+    out.extend(&id.to_le_bytes()[..width]);
+    out.extend(body);
+    out
 }
 
-/// A repeat of a capabilities PDU passes only as the same bytes as the first.
-fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8]) -> Verdict {
+/// `frame` (an MCS Send Data Request or Indication on a static channel) with its channel PDU
+/// replaced by `dvc` in one chunk, flagged first and last and nothing else: what the filter read,
+/// re-encoded, not the bytes sent. `None` when the frame is not one.
+fn reencode_channel_pdu(frame: &[u8], dvc: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::with_capacity(dvc.len() + 8);
+    data.extend(u32::try_from(dvc.len()).ok()?.to_le_bytes());
+    data.extend((CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST).to_le_bytes());
+    data.extend(dvc);
+    let user_data = Cow::Owned(data);
+    match whole_mcs(frame)? {
+        X224(McsMessage::SendDataRequest(r)) => encode_vec(&X224(SendDataRequest { user_data, ..r })).ok(),
+        X224(McsMessage::SendDataIndication(i)) => encode_vec(&X224(SendDataIndication { user_data, ..i })).ok(),
+        _ => None,
+    }
+}
+
+/// The verdict for a frame re-encoded as `out` (`frame` itself when it was already so encoded).
+fn replaced(frame: &[u8], out: Option<Vec<u8>>, refusal: &'static str) -> Verdict {
+    match out {
+        None => Verdict::Refuse(refusal),
+        Some(out) if out == frame => Verdict::Forward,
+        Some(out) => Verdict::Replace(out),
+    }
+}
+
+/// A Capabilities PDU read exactly (MS-RDPEDYC 2.2.1.1, 2.2.1.2): header 0x50, pad 0, a version
+/// of 1, 2 or 3, and from the target, with version 2 or 3, four priority charges. `None` when
+/// anything else is there; the PDU as the other side gets it otherwise: the version, and from
+/// the target the box's priority charges in place of its own (red team h-red31, hole 3).
+fn dvc_caps_exact(chunk: &[u8], from_target: bool) -> Option<Vec<u8>> {
+    let [0x50, 0, lo, 0, rest @ ..] = chunk else { return None };
+    let charges = from_target && *lo >= 2;
+    if !(1..=3).contains(lo) || rest.len() != if charges { 8 } else { 0 } {
+        return None;
+    }
+    let mut out = vec![0x50, 0, *lo, 0];
+    if charges {
+        out.extend(DVC_PRIORITY_CHARGES);
+    }
+    Some(out)
+}
+
+/// A repeat of a capabilities PDU passes only as the same bytes as the first; each passes as
+/// `canonical`, re-encoded in `frame`.
+fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8], frame: &[u8], canonical: &[u8]) -> Verdict {
     match first {
-        Some(f) if f.as_slice() != chunk => Verdict::Refuse(DVC_CONTROL),
-        Some(_) => Verdict::Forward,
-        None => {
-            *first = Some(chunk.to_vec());
-            Verdict::Forward
-        }
+        Some(f) if f.as_slice() != chunk => return Verdict::Refuse(DVC_CONTROL),
+        Some(_) => {}
+        None => *first = Some(chunk.to_vec()),
+    }
+    replaced(frame, reencode_channel_pdu(frame, canonical), DVC_UNREADABLE)
+}
+
+/// A channel the grant does not open, from its Create Request until the client's answer or a
+/// Close.
+#[derive(Debug, Clone, Copy)]
+struct Refused {
+    /// The client has answered (once: red team h-red31, hole 1).
+    answered: bool,
+    /// The id the client knows it by: the box's, not the target's (red team h-red31, hole 2).
+    shown: u32,
+}
+
+/// The ids the box gives channels it refuses, as the client sees them: the top of the id space,
+/// one per refused channel in use (at most [`DVC_CHANNELS`]), far from the small ids servers
+/// hand out.
+const REFUSED_IDS: u32 = 0xFFFF_FF00;
+
+impl Dynamic {
+    /// The target's id of the refused channel the client knows as `shown`.
+    fn refused_shown(&self, shown: u32) -> Option<u32> {
+        self.refused.iter().find(|(_, r)| r.shown == shown).map(|(&id, _)| id)
+    }
+
+    /// The lowest box id no channel in use has, for a channel being refused.
+    fn free_shown(&self) -> Option<u32> {
+        (REFUSED_IDS..=u32::MAX).find(|id| !self.open.contains_key(id) && self.refused_shown(*id).is_none())
     }
 }
 
@@ -244,6 +394,8 @@ fn dvc_caps_once(first: &mut Option<Vec<u8>>, chunk: &[u8]) -> Verdict {
 struct DynamicChannel {
     /// The name, as servers read it: one channel per name is open at a time.
     name: String,
+    /// The client has answered the target's Create Request (once: red team h-red31, hole 1).
+    answered: bool,
     graphics: bool,
     /// The client's graphics pipeline messages, walked as they arrive.
     gfx: GfxWalk,
@@ -284,12 +436,19 @@ impl Parsed {
         if g.total == 0 || g.message.len() + bytes.len() > g.total || held_too_much {
             return Verdict::Refuse(refusal);
         }
+        // `bytes` lies in `frame`: where, for a re-encoded message to be written back.
+        let offset = (bytes.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+        if frame.get(offset..offset.wrapping_add(bytes.len())).is_none_or(|b| b.as_ptr() != bytes.as_ptr()) {
+            return Verdict::Refuse(refusal);
+        }
+        g.pieces.push((g.held.len() + offset, bytes.len()));
         g.message.extend_from_slice(bytes);
         g.held.extend_from_slice(frame);
         if g.message.len() < g.total {
             return Verdict::Drop;
         }
-        let (mut message, held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        let (mut message, mut held) = (std::mem::take(&mut g.message), std::mem::take(&mut g.held));
+        let pieces = std::mem::take(&mut g.pieces);
         g.total = 0;
         // The target's graphics come as ZGFX segmented data (MS-RDPEGFX 2.2.5), compressed or
         // not, its history spanning messages: read as the recorder reads them, decompressed,
@@ -298,7 +457,20 @@ impl Parsed {
             let Some(out) = zgfx.decompress(&message, max) else { return Verdict::Refuse(refusal) };
             message = out;
         }
-        match self.reader.judge(from_client, &message) {
+        let judged = self.reader.judge(from_client, &message);
+        // What the reader re-encoded (same length) goes in place of what was sent.
+        if let (Ok(true), Some(rewrite)) = (judged, self.reader.take_rewrite()) {
+            if rewrite.len() != message.len() {
+                return Verdict::Refuse(refusal);
+            }
+            let mut from = 0;
+            for (at, len) in pieces {
+                held[at..at + len].copy_from_slice(&rewrite[from..from + len]);
+                from += len;
+            }
+            return Verdict::Replace(held);
+        }
+        match judged {
             Ok(false) => Verdict::Drop,
             Ok(true) if held.len() == frame.len() => Verdict::Forward,
             Ok(true) => Verdict::Replace(held),
@@ -362,6 +534,9 @@ struct Gather {
     message: Vec<u8>,
     /// The frames that carried it so far, held back until it is judged.
     held: Vec<u8>,
+    /// Where in `held` each piece of `message` is (start, length), in order: a message the
+    /// reader re-encodes is written back there.
+    pieces: Vec<(usize, usize)>,
 }
 
 /// The rest of a static channel message on `drdynvc` sent in chunks.
@@ -437,16 +612,19 @@ fn info_flag(data: &[u8]) -> bool {
 }
 
 /// The MCS message channel carries auto-detect and heartbeat PDUs: a basic security header with
-/// one of `allowed` as its only flag. Anything else there ends the session: peers read more on
-/// it (a Client Info, a Server Redirection or a Confirm Active while FreeRDP waits for a Demand
-/// Active) that the filter would otherwise pass unjudged.
+/// one of `allowed` as its only flag. The box tells the target the client supports neither (the
+/// Connect Initial's early capability flags), so none crosses: their bodies (a bandwidth
+/// measure's payload, any number of bytes) are dropped both ways (red team h-red17m, hole 4).
+/// Anything else there ends the session: peers read more on it (a Client Info, a Server
+/// Redirection or a Confirm Active while FreeRDP waits for a Demand Active) that the filter
+/// would otherwise pass unjudged.
 fn message_channel(data: &[u8], allowed: BasicSecurityHeaderFlags, refusal: &'static str) -> Verdict {
     let one_allowed = match (u16_at(data, 0), u16_at(data, 2)) {
         (Some(flags), Some(0)) => BasicSecurityHeaderFlags::from_bits(flags)
             .is_some_and(|f| f.bits().count_ones() == 1 && allowed.contains(f)),
         _ => false,
     };
-    if one_allowed { Verdict::Forward } else { Verdict::Refuse(refusal) }
+    if one_allowed { Verdict::Drop } else { Verdict::Refuse(refusal) }
 }
 
 /// An MCS PDU that fills its TPKT: bytes after the MCS user data are refused, because peers
@@ -900,6 +1078,12 @@ fn licence_pdu(data: &[u8]) -> bool {
     flags_ok && u16_at(data, 6).is_some_and(|size| usize::from(size) == data.len() - 4)
 }
 
+/// How many licence PDUs a client sends a connection (a Licence Info or a New Licence Request,
+/// a Platform Challenge Response, an error), and how long one may be (a stored licence is a few
+/// KiB).
+const LICENCE_PDUS: usize = 4;
+const LICENCE_PDU_MAX: usize = 8 * 1024;
+
 /// SEC_REDIRECTION_PKT: a standard security Server Redirection.
 const SEC_REDIRECTION_PKT: u16 = 0x0400;
 
@@ -907,6 +1091,7 @@ const SEC_REDIRECTION_PKT: u16 = 0x0400;
 const CHANNEL_FLAG_FIRST: u32 = 0x1;
 const CHANNEL_FLAG_LAST: u32 = 0x2;
 const CHANNEL_PACKET_COMPRESSED: u32 = 0x0020_0000;
+const CHANNEL_FLAG_SHOW_PROTOCOL: u32 = 0x10;
 /// Flags of a server's chunk that FreeRDP's client channels skip whole (`drdynvc`, `cliprdr`,
 /// `rdpsnd`, `rdpdr`: `if ((dataFlags & CHANNEL_FLAG_SUSPEND) || (dataFlags &
 /// CHANNEL_FLAG_RESUME)) return CHANNEL_RC_OK;`), while IronRDP (the recorder) reads it as data.
@@ -944,6 +1129,11 @@ impl Filter {
             client_address: None,
             client_gfx: false,
             client_monitors: 1,
+            share_id: None,
+            desktop: (0, 0),
+            finalization: (0, 0),
+            licence_pdus: 0,
+            show_protocol: HashMap::new(),
         }
     }
 
@@ -997,13 +1187,16 @@ impl Filter {
                 FastPathInputEvent::QoeEvent(_) => self.input_offered.contains(InputFlags::TS_QOE_TIMESTAMPS),
                 _ => true,
             };
-            return Ok(if !input.input_events().iter().all(offered) {
-                Verdict::Refuse(INPUT_NOT_OFFERED)
-            } else if self.gfx_acks_overdue() {
-                Verdict::Refuse(GFX_ACKS_WITHHELD)
-            } else {
-                Verdict::Forward
-            });
+            if !input.input_events().iter().all(offered) {
+                return Ok(Verdict::Refuse(INPUT_NOT_OFFERED));
+            }
+            if self.gfx_acks_overdue() {
+                return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
+            }
+            // What IronRDP read, re-encoded: nothing after the last event, no header flags of the
+            // client's (red team h-red17m, hole 4).
+            let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+            return Ok(if bytes == frame { Verdict::Forward } else { Verdict::Replace(bytes) });
         }
         if !self.connect_initial_seen {
             self.connect_initial_seen = true;
@@ -1039,6 +1232,12 @@ impl Filter {
         }
         if Some(channel) == self.message_channel {
             return Ok(message_channel(&req.user_data, BasicSecurityHeaderFlags::AUTODETECT_RSP, CLIENT_UNREADABLE));
+        }
+        let read = self.decision(channel).is_some_and(|d| {
+            d.allowed && (d.name == "drdynvc" || (d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput)))
+        });
+        if read && !self.chunk_flags(true, channel, &req.user_data) {
+            return Ok(Verdict::Refuse(CHANNEL_FLAGS));
         }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_client(frame, at),
@@ -1094,6 +1293,12 @@ impl Filter {
         if uint_at(&ind.user_data, 4, 4).is_some_and(|f| f & (CHANNEL_FLAG_SUSPEND | CHANNEL_FLAG_RESUME) != 0) {
             return Ok(Verdict::Drop);
         }
+        let read = self.decision(channel).is_some_and(|d| {
+            d.allowed && (d.name == "drdynvc" || (d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput)))
+        });
+        if read && !self.chunk_flags(false, channel, &ind.user_data) {
+            return Ok(Verdict::Refuse(CHANNEL_FLAGS));
+        }
         Ok(match self.decision(channel) {
             Some(d) if d.allowed && d.name == "drdynvc" => self.dvc_from_target(frame, at),
             Some(d) if d.allowed && d.name == "rdpsnd" && !self.redirection.allows(Class::AudioInput) => {
@@ -1105,6 +1310,20 @@ impl Filter {
             Some(d) if d.allowed => Verdict::Forward,
             _ => Verdict::Drop,
         })
+    }
+
+    /// Whether a static channel chunk's flags (`data` starts at its CHANNEL_PDU_HEADER) are ones
+    /// peers set: first, last, show-protocol (the same on every chunk of a channel and
+    /// direction, as FreeRDP and xrdp set it), compressed (the channel's reader refuses it),
+    /// suspend and resume from the target (dropped). Any other bit would be free on every chunk.
+    fn chunk_flags(&mut self, from_client: bool, channel: u16, data: &[u8]) -> bool {
+        let Some(flags) = uint_at(data, 4, 4) else { return true };
+        let mut known = CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST | CHANNEL_FLAG_SHOW_PROTOCOL | CHANNEL_PACKET_COMPRESSED;
+        if !from_client {
+            known |= CHANNEL_FLAG_SUSPEND | CHANNEL_FLAG_RESUME;
+        }
+        let show = flags & CHANNEL_FLAG_SHOW_PROTOCOL != 0;
+        flags & !known == 0 && *self.show_protocol.entry((channel, from_client)).or_insert(show) == show
     }
 
     /// Whether the target could read this as a Client Info: INFO_PKT in what would be a security
@@ -1148,6 +1367,12 @@ impl Filter {
             if flow_at(data, 0) {
                 return Ok(Verdict::Refuse(FLOW_PDU));
             }
+            // Licence PDUs are bounded, in size and number (red team h-red17m, hole 4): their
+            // blobs (a stored licence, user and machine names) and randoms are free bytes.
+            self.licence_pdus += 1;
+            if self.licence_pdus > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
+                return Ok(Verdict::Refuse(LICENCE_TOO_MUCH));
+            }
             return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
         }
         let (pdus, stop) = share_pdus(data);
@@ -1175,6 +1400,7 @@ impl Filter {
         }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
+        let header = DataHeader { pdu_source: req.initiator_id, share_id: self.share_id };
         for (range, kind) in pdus {
             let pdu = &data[range];
             match kind {
@@ -1182,15 +1408,27 @@ impl Filter {
                     let mut patched = pdu.to_vec();
                     let trimmed = trim_capabilities(&mut patched);
                     tracing::debug!(?trimmed, "rdp capabilities trimmed to what the box decodes");
-                    out.push(Cow::Owned(patched));
+                    let Some(canonical) = canonical_caps_pdu(&patched, &header, false) else {
+                        return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
+                    };
+                    out.push(Cow::Owned(canonical));
                     changed = true;
                 }
-                // A minimised client stops the target's updates; the recording must not stop.
-                PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_SUPPRESS_OUTPUT) => changed = true,
                 PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_INPUT) && self.gfx_acks_overdue() => {
                     return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
                 }
-                _ => out.push(Cow::Borrowed(pdu)),
+                // What IronRDP read, re-encoded (red team h-red17m, hole 4). A minimised client's
+                // Suppress Output stops the target's updates: dropped, the recording must not stop.
+                PDUTYPE_DATA => match share_data_out(pdu, true, &header, self.desktop, &mut self.finalization.0) {
+                    DataOut::Pass(bytes) => {
+                        changed |= bytes != pdu;
+                        out.push(Cow::Owned(bytes));
+                    }
+                    DataOut::Drop => changed = true,
+                    DataOut::Refuse(why) => return Ok(Verdict::Refuse(why)),
+                },
+                // A client sends Confirm Actives and Data PDUs, nothing else.
+                _ => return Ok(Verdict::Refuse(CLIENT_UNREADABLE)),
             }
         }
         if !changed && out.len() == 1 {
@@ -1229,33 +1467,64 @@ impl Filter {
         if pdus.iter().any(|(_, kind)| *kind == FLOW) || flow_at(data, stop) {
             return Ok(Verdict::Refuse(FLOW_PDU));
         }
-        // PDUs made canonical in place (pointers), by their place in `pdus`.
-        let mut rewritten: HashMap<usize, Vec<u8>> = HashMap::new();
-        for (place, (range, kind)) in pdus.iter().enumerate() {
+        let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
+        let mut changed = false;
+        for (range, kind) in &pdus {
             let pdu = &data[range.clone()];
             if !headers_readable(pdu, *kind) {
                 return Ok(Verdict::Refuse(SHARE_HEADER));
             }
             match *kind {
-                PDUTYPE_DEACTIVATEALL => self.deactivated = true,
+                // Its body is a source descriptor nobody reads: the box's (red team h-red17m,
+                // hole 4).
+                PDUTYPE_DEACTIVATEALL => {
+                    self.deactivated = true;
+                    let deactivate = ShareControlHeader {
+                        share_control_pdu: ShareControlPdu::ServerDeactivateAll(
+                            ironrdp_pdu::rdp::headers::ServerDeactivateAll,
+                        ),
+                        pdu_source: ind.initiator_id,
+                        share_id: self.share_id.unwrap_or(0),
+                    };
+                    let bytes = encode_vec(&deactivate).map_err(enc_err("deactivate all"))?;
+                    changed |= bytes != pdu;
+                    out.push(Cow::Owned(bytes));
+                }
                 // The recorder builds its whole session from the Demand Active: one IronRDP
                 // cannot read would activate the client over an empty recording.
                 PDUTYPE_DEMANDACTIVE => {
-                    let Ok(ShareControlPdu::ServerDemandActive(demand)) =
-                        decode::<ShareControlHeader>(pdu).map(|h| h.share_control_pdu)
+                    let Ok(ShareControlHeader {
+                        share_control_pdu: ShareControlPdu::ServerDemandActive(demand),
+                        share_id,
+                        ..
+                    }) = decode::<ShareControlHeader>(pdu)
                     else {
                         return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
                     };
-                    self.input_offered = demand
-                        .pdu
-                        .capability_sets
+                    let sets = &demand.pdu.capability_sets;
+                    self.input_offered = sets
                         .iter()
                         .find_map(|c| match c {
                             CapabilitySet::Input(i) => Some(i.input_flags),
                             _ => None,
                         })
                         .unwrap_or(InputFlags::empty());
+                    self.desktop = sets
+                        .iter()
+                        .find_map(|c| match c {
+                            CapabilitySet::Bitmap(b) => Some((b.desktop_width, b.desktop_height)),
+                            _ => None,
+                        })
+                        .unwrap_or((0, 0));
+                    self.share_id = Some(share_id);
+                    self.finalization = (0, 0);
                     (self.active, self.deactivated) = (true, false);
+                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    let Some(canonical) = canonical_caps_pdu(pdu, &header, true) else {
+                        return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
+                    };
+                    changed |= canonical != pdu;
+                    out.push(Cow::Owned(canonical));
                 }
                 PDUTYPE_DATA => {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
@@ -1264,34 +1533,40 @@ impl Filter {
                     if let Err(why) = target_data_pdu(pdu) {
                         return Ok(Verdict::Refuse(why));
                     }
-                    if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
-                        let mut canonical = pdu.to_vec();
-                        let body = canonical.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();
-                        if let Err(why) = pointer::slow_path(body) {
-                            return Ok(Verdict::Refuse(why));
+                    // What IronRDP read, re-encoded (red team h-red17m, hole 4); a pointer's body
+                    // made canonical in place ([`crate::pointer`]).
+                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
+                        DataOut::Pass(mut bytes) => {
+                            if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
+                                let body = bytes.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();
+                                if let Err(why) = pointer::slow_path(body) {
+                                    return Ok(Verdict::Refuse(why));
+                                }
+                            }
+                            changed |= bytes != pdu;
+                            out.push(Cow::Owned(bytes));
                         }
-                        if canonical != pdu {
-                            rewritten.insert(place, canonical);
-                        }
+                        DataOut::Drop => changed = true,
+                        DataOut::Refuse(why) => return Ok(Verdict::Refuse(why)),
                     }
                 }
-                _ => {}
+                _ => out.push(Cow::Borrowed(pdu)),
             }
         }
         if stop != data.len() || pdus.is_empty() {
             // Before activation a peer reads only the first PDU of such a message (checked above).
             return Ok(if was_active { Verdict::Refuse(TARGET_UNREADABLE) } else { Verdict::Forward });
         }
-        if pdus.len() == 1 && rewritten.is_empty() {
+        if !changed && out.len() == 1 {
             return Ok(Verdict::Forward);
         }
         let mut bytes = Vec::new();
-        for (place, (range, _)) in pdus.into_iter().enumerate() {
-            let pdu = rewritten.remove(&place).map_or(Cow::Borrowed(&data[range]), Cow::Owned);
+        for pdu in out {
             let one = SendDataIndication { initiator_id: ind.initiator_id, channel_id: ind.channel_id, user_data: pdu };
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
-        Ok(Verdict::Replace(bytes))
+        Ok(if bytes.is_empty() { Verdict::Drop } else { Verdict::Replace(bytes) })
     }
 
     /// `rdpsnd` either way on a grant with audio and without audio input: every message read
@@ -1364,7 +1639,12 @@ impl Filter {
         let mut feeds = None;
         let verdict = match h.cmd {
             cmd::CREATE if !last => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE if d.open.contains_key(&h.channel) || d.refused.contains(&h.channel) => {
+            // The client holds the box's ids for channels refused and not yet answered, too.
+            cmd::CREATE
+                if d.open.contains_key(&h.channel)
+                    || d.refused.contains_key(&h.channel)
+                    || d.refused_shown(h.channel).is_some() =>
+            {
                 Verdict::Refuse(DVC_ID_REUSED)
             }
             // The name's NUL ends the PDU (nothing may follow it, red team h-red17m, hole 2).
@@ -1410,13 +1690,20 @@ impl Filter {
                         DynamicChannel { name: read, graphics, parsed, ..DynamicChannel::default() },
                     );
                     Verdict::Forward
+                } else if d.refused_requests >= DVC_REFUSED_MAX {
+                    Verdict::Refuse(DVC_TOO_MANY_REFUSED)
+                } else if let Some(shown) = d.free_shown() {
+                    // Re-encoded with nothing of the target's: the box's id (the client answers
+                    // by it), no priority, the box's name (red team h-red31, hole 2).
+                    d.refused_requests += 1;
+                    d.refused.insert(h.channel, Refused { answered: false, shown });
+                    replaced(
+                        frame,
+                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, shown, REFUSED_NAME)),
+                        DVC_UNREADABLE,
+                    )
                 } else {
-                    d.refused.insert(h.channel);
-                    let mut out = frame.to_vec();
-                    let start = at + 8 + h.body;
-                    let end = name.iter().position(|&b| b == 0).map_or(out.len(), |n| start + n);
-                    out[start..end].fill(b'!');
-                    Verdict::Replace(out)
+                    Verdict::Refuse(DVC_TOO_MANY)
                 }
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
@@ -1439,8 +1726,10 @@ impl Filter {
                 d.refused.remove(&h.channel);
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
-            cmd::CAPABILITY if !last || dvc_caps_exact(chunk, true).is_none() => Verdict::Refuse(DVC_CONTROL),
-            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_request, chunk),
+            cmd::CAPABILITY => match dvc_caps_exact(chunk, true) {
+                Some(canonical) if last => dvc_caps_once(&mut d.caps_request, chunk, frame, &canonical),
+                _ => Verdict::Refuse(DVC_CONTROL),
+            },
             cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
@@ -1481,26 +1770,44 @@ impl Filter {
         let verdict = match h.cmd {
             // A Create Response is its header, the channel id and the status, nothing more (hole 2).
             cmd::CREATE if !last || chunk.len() != h.body + 4 => Verdict::Refuse(DVC_UNREADABLE),
-            cmd::CREATE => {
+            cmd::CREATE => 'answer: {
                 // A negative status (NTSTATUS or HRESULT) is a no: the client keeps no channel.
                 let refused_by_client = uint_at(chunk, h.body, 4).is_some_and(|s| (s as i32) < 0);
-                if d.open.contains_key(&h.channel) {
+                // The target hears yes (0) or no (STATUS_UNSUCCESSFUL), re-encoded: the
+                // client's status, header bits and id width stay on the box, and each request
+                // gets one answer; a second one ends the session (red team h-red31, hole 1).
+                let status = if let Some(c) = d.open.get_mut(&h.channel) {
+                    if std::mem::replace(&mut c.answered, true) {
+                        break 'answer Verdict::Refuse(DVC_ANSWERED_TWICE);
+                    }
                     if refused_by_client {
                         d.open.remove(&h.channel);
+                        CREATION_FAILED
+                    } else {
+                        0
                     }
-                    Verdict::Forward
-                } else if d.refused.contains(&h.channel) {
+                } else if let Some(id) = d.refused_shown(h.channel) {
+                    let Some(r) = d.refused.get_mut(&id) else { break 'answer Verdict::Drop };
+                    if std::mem::replace(&mut r.answered, true) {
+                        break 'answer Verdict::Refuse(DVC_ANSWERED_TWICE);
+                    }
                     // The client said yes to a channel the grant does not open: the target hears no.
                     if refused_by_client {
-                        d.refused.remove(&h.channel);
+                        d.refused.remove(&id);
                     }
-                    let mut out = frame.to_vec();
-                    let status = at + 8 + h.body;
-                    out[status..status + 4].copy_from_slice(&CREATION_FAILED.to_le_bytes());
-                    Verdict::Replace(out)
+                    break 'answer replaced(
+                        frame,
+                        reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, id, &CREATION_FAILED.to_le_bytes())),
+                        DVC_UNREADABLE,
+                    );
                 } else {
-                    Verdict::Drop
-                }
+                    break 'answer Verdict::Drop;
+                };
+                replaced(
+                    frame,
+                    reencode_channel_pdu(frame, &dvc_pdu(cmd::CREATE, 0, h.channel, &status.to_le_bytes())),
+                    DVC_UNREADABLE,
+                )
             }
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
@@ -1524,14 +1831,18 @@ impl Filter {
             },
             cmd::CLOSE if !last || chunk.len() != h.body => Verdict::Refuse(DVC_CONTROL),
             cmd::CLOSE => {
-                d.refused.remove(&h.channel);
+                if let Some(id) = d.refused_shown(h.channel) {
+                    d.refused.remove(&id);
+                }
                 if d.open.remove(&h.channel).is_some() { Verdict::Forward } else { Verdict::Drop }
             }
             // The client answers the target's request, exactly, once (hole 1).
-            cmd::CAPABILITY if d.caps_request.is_none() || !last || dvc_caps_exact(chunk, false).is_none() => {
-                Verdict::Refuse(DVC_CONTROL)
-            }
-            cmd::CAPABILITY => dvc_caps_once(&mut d.caps_response, chunk),
+            cmd::CAPABILITY => match dvc_caps_exact(chunk, false) {
+                Some(canonical) if last && d.caps_request.is_some() => {
+                    dvc_caps_once(&mut d.caps_response, chunk, frame, &canonical)
+                }
+                _ => Verdict::Refuse(DVC_CONTROL),
+            },
             cmd::SOFT_SYNC_REQUEST | cmd::SOFT_SYNC_RESPONSE => Verdict::Refuse(DVC_SOFT_SYNC),
             _ => Verdict::Drop,
         };
@@ -1551,6 +1862,14 @@ impl Filter {
             cluster.flags.remove(RedirectionFlags::REDIRECTION_SUPPORTED);
         }
         blocks.multi_transport_channel = None;
+        // No auto-detect or heartbeat PDUs: their bodies are free bytes between the two RDP
+        // servers (red team h-red17m, hole 4); the message channel carries nothing then.
+        if let Some(flags) = blocks.core.optional_data.early_capability_flags.as_mut() {
+            flags.remove(
+                ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_NET_CHAR_AUTODETECT
+                    | ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_HEART_BEAT_PDU,
+            );
+        }
         self.client_gfx = blocks
             .core
             .optional_data
@@ -1633,16 +1952,22 @@ impl Filter {
             domain: self.injection.domain.clone(),
         };
         info.password_cookie = None;
-        // What the box does not grant: RemoteApp (its channel is refused), a smart card PIN in
-        // place of the password (the box injects a password), the microphone without audio
-        // input. An auto-reconnect cookie would log on by the target's verifier, not the
-        // box's credential: dropped (the target falls back to the credential).
-        info.flags.remove(
-            ClientInfoFlags::RAIL | ClientInfoFlags::HIDEF_RAIL_SUPPORTED | ClientInfoFlags::PASSWORD_IS_SC_PIN,
-        );
-        if !self.redirection.allows(Class::AudioInput) {
-            info.flags.remove(ClientInfoFlags::AUDIO_CAPTURE);
+        // What the client says of itself reaches the target, and much of it any program there
+        // (WTSQuerySessionInformation, the session's time zone): the box says it instead (red team
+        // h-red31, hole 4). The flags are the box's: what mstsc and FreeRDP set, the audio bits
+        // from the grant; no RemoteApp (its channel is refused), no smart card PIN (the box
+        // injects a password), no flag the protocol does not define.
+        let mut flags = BOX_INFO_FLAGS;
+        if !self.redirection.allows(Class::Audio) {
+            flags |= ClientInfoFlags::NO_AUDIO_PLAYBACK;
         }
+        if self.redirection.allows(Class::AudioInput) {
+            flags |= ClientInfoFlags::AUDIO_CAPTURE;
+        }
+        info.flags = flags;
+        // The code page of a Unicode client (its input locale): FreeRDP sends 0.
+        info.code_page = 0;
+        pdu.security_header.flags = BasicSecurityHeaderFlags::INFO_PKT;
         // What the client says of itself reaches any program on the target
         // (WTSQuerySessionInformation), and IronRDP bounds neither field: the address is the one
         // the box saw, the directory the one mstsc and FreeRDP send (red team h-red17m, hole 6).
@@ -1653,27 +1978,223 @@ impl Filter {
         };
         extra.address = self.client_address.map(|a| a.to_string()).unwrap_or_default();
         extra.dir = CLIENT_DIR.to_owned();
-        let optional = &info.extra_info.optional_data;
-        if optional.reconnect_cookie().is_some()
-            && let (Some(timezone), Some(session), Some(performance)) =
-                (optional.timezone().cloned(), optional.session_id(), optional.performance_flags())
-        {
-            info.extra_info.optional_data = ExtendedClientOptionalInfo::builder()
-                .timezone(timezone)
-                .session_id(session)
-                .performance_flags(performance)
-                .build();
-        }
-        // Auto-logon makes TLS-only targets (xrdp) log in with these credentials instead of
-        // showing their own login screen; NLA targets already know the user from CredSSP.
-        info.flags.insert(ClientInfoFlags::AUTOLOGON);
-        // No bulk compression from the target: its history spans PDUs, so one screen PDU the
-        // recording had to skip would leave the decoder unable to read any later one, and the
-        // video would freeze for the rest of the session (seen with xrdp under an input flood).
-        info.flags.remove(ClientInfoFlags::COMPRESSION);
+        // The optional part is the box's: UTC (the box's time zone), session id 0 (what a client
+        // not reconnecting sends), the performance flags the protocol defines, no auto-reconnect
+        // cookie (it would log on by the target's verifier, not the box's credential).
+        let performance = extra
+            .optional_data
+            .performance_flags()
+            .map_or(PerformanceFlags::empty(), |p| p.intersection(PERFORMANCE_FLAGS));
+        extra.optional_data = ExtendedClientOptionalInfo::builder()
+            .timezone(box_timezone())
+            .session_id(0)
+            .performance_flags(performance)
+            .build();
         info.compression_type = CompressionType::K8;
     }
 }
+
+/// How many finalization PDUs (Synchronize, Control, Font List or Map) a side sends an
+/// activation: FreeRDP and mstsc send four (and a Persistent Key List the box drops), servers
+/// three or four.
+const FINALIZATION_MAX: usize = 8;
+
+/// A Share Data PDU on its way (red team h-red17m, hole 4): what IronRDP read, re-encoded — no
+/// padding or trailing bytes, the header's free fields the box's — dropped when no peer needs
+/// it and its body would be a pipe, or refused when it cannot be read or is not the sender's.
+#[derive(Debug, PartialEq, Eq)]
+enum DataOut {
+    Pass(Vec<u8>),
+    Drop,
+    Refuse(&'static str),
+}
+
+/// The header fields the box writes in every Share Data PDU it re-encodes.
+struct DataHeader {
+    /// The MCS initiator of the message that carried it (what FreeRDP and Windows write).
+    pdu_source: u16,
+    /// The target's Demand Active's, once it came.
+    share_id: Option<u32>,
+}
+
+fn share_data_out(
+    pdu: &[u8],
+    from_client: bool,
+    header: &DataHeader,
+    desktop: (u16, u16),
+    finalization: &mut usize,
+) -> DataOut {
+    use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu as D, StreamPriority};
+    use ironrdp_pdu::rdp::session_info::{InfoData, InfoType, SaveSessionInfoPdu};
+    let refusal = if from_client { CLIENT_UNREADABLE } else { TARGET_UNREADABLE };
+    let Ok(read) = decode::<ShareControlHeader>(pdu) else { return DataOut::Refuse(refusal) };
+    let ShareControlPdu::Data(data) = read.share_control_pdu else { return DataOut::Refuse(refusal) };
+    if !data.compression_flags.is_empty() {
+        return DataOut::Refuse(refusal);
+    }
+    let body = match (from_client, data.share_data_pdu) {
+        (_, p @ (D::Synchronize(_) | D::Control(_))) | (true, p @ D::FontList(_)) | (false, p @ D::FontMap(_)) => {
+            *finalization += 1;
+            if *finalization > FINALIZATION_MAX {
+                return DataOut::Refuse(FINALIZATION_REPEATED);
+            }
+            p
+        }
+        (true, p @ (D::Input(_) | D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
+        // A Refresh Rect asks for the whole desktop: the client's rectangles stay on the box.
+        (true, D::RefreshRectangle(_)) if desktop.0 > 0 && desktop.1 > 0 => {
+            D::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
+                areas_to_refresh: vec![ironrdp_pdu::geometry::InclusiveRectangle {
+                    left: 0,
+                    top: 0,
+                    right: desktop.0 - 1,
+                    bottom: desktop.1 - 1,
+                }],
+            })
+        }
+        // Suppress Output (the recording must not stop), the persistent bitmap cache's keys and
+        // the order caches' errors (the box offers no orders): no target needs them.
+        (
+            true,
+            D::RefreshRectangle(_)
+            | D::SuppressOutput(_)
+            | D::BitmapCachePersistentList(_)
+            | D::BitmapCacheErrorPdu(_)
+            | D::OffscreenCacheErrorPdu(_)
+            | D::DrawNineGridErrorPdu(_)
+            | D::DrawGdiPusErrorPdu(_),
+        ) => return DataOut::Drop,
+        // Updates and pointers are walked by `target_data_pdu` (their bodies are what is drawn).
+        (false, D::Update(body)) => {
+            return DataOut::Pass(share_data_pdu(PDUTYPE2_UPDATE, &body, header, read.share_id));
+        }
+        (false, D::Pointer(body)) => {
+            return DataOut::Pass(share_data_pdu(PDUTYPE2_POINTER, &body, header, read.share_id));
+        }
+        (false, p @ (D::ShutdownDenied | D::ServerSetErrorInfo(_))) => p,
+        (false, D::MonitorLayout(m)) if m.monitors.len() <= MAX_LAYOUT_MONITORS => D::MonitorLayout(m),
+        // The logon notice: that a logon happened, not who or which session (the client reconnects
+        // through the box, never by a cookie); the extended info (a reconnect cookie, logon
+        // errors) stays on the box.
+        (false, D::SaveSessionInfo(info)) => match info.info_type {
+            InfoType::LogonExtended => return DataOut::Drop,
+            _ => D::SaveSessionInfo(SaveSessionInfoPdu {
+                info_type: InfoType::PlainNotify,
+                info_data: InfoData::PlainNotify,
+            }),
+        },
+        // The keyboard's lights: unit 0, the four the protocol defines.
+        (false, D::SetKeyboardIndicators(b)) if b.len() == 4 => {
+            let leds = u16::from_le_bytes([b[2], b[3]]) & 0x000F;
+            let mut canonical = vec![0, 0];
+            canonical.extend(leds.to_le_bytes());
+            return DataOut::Pass(share_data_pdu(0x29, &canonical, header, read.share_id));
+        }
+        // A beep, the IME's state, connection status and auto-reconnect status: free fields no
+        // session needs.
+        (false, D::PlaySound(_) | D::SetKeyboardImeStatus(_) | D::StatusInfoPdu(_) | D::ArcStatusPdu(_)) => {
+            return DataOut::Drop;
+        }
+        _ => return DataOut::Refuse(refusal),
+    };
+    let out = ShareControlHeader {
+        share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+            share_data_pdu: body,
+            stream_priority: StreamPriority::Low,
+            compression_flags: CompressionFlags::empty(),
+            compression_type: CompressionType::K8,
+        }),
+        pdu_source: header.pdu_source,
+        share_id: header.share_id.unwrap_or(read.share_id),
+    };
+    encode_vec(&out).map_or(DataOut::Refuse(refusal), DataOut::Pass)
+}
+
+/// The capability set types MS-RDPBCGR defines (2.2.7): a client's Confirm Active keeps the
+/// first set of each, nothing else.
+const KNOWN_CAPABILITY_SETS: [u16; 28] = [
+    0x01, 0x02, 0x03, 0x04, 0x05, 0x07, 0x08, 0x09, 0x0A, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x12, 0x13, 0x14, 0x15,
+    0x16, 0x17, 0x18, 0x19, 0x1A, 0x1B, 0x1C, 0x1D, 0x1E,
+];
+
+/// The client's Confirm Active (already trimmed in place) as the target gets it, and the
+/// target's Demand Active as the client gets it (red team h-red17m, hole 4): the box's source
+/// and share id, the server's originator id, mstsc's and Windows' source descriptors, the first
+/// set of each type MS-RDPBCGR defines in the order sent (the Demand Active's session id after
+/// them); sets of other types, repeats and whatever else follows the sets stay on the box.
+/// `None` when the PDU does not read.
+fn canonical_caps_pdu(pdu: &[u8], header: &DataHeader, demand: bool) -> Option<Vec<u8>> {
+    const SERVER_CHANNEL_ID: u16 = 0x03EA;
+    let source_descriptor: &[u8] = if demand { b"RDP\0" } else { b"MSTSC\0" };
+    let u16_at = |at: usize| pdu.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let share_id = header.share_id.or_else(|| Some(u32::from_le_bytes(pdu.get(6..10)?.try_into().ok()?)))?;
+    // A Confirm Active has an originatorId after the share id, a Demand Active does not.
+    let lengths = if demand { 10 } else { 12 };
+    let source = usize::from(u16_at(lengths)?);
+    let combined = usize::from(u16_at(lengths + 2)?);
+    let caps_at = lengths + 4 + source;
+    let count = u16_at(caps_at)?;
+    let end = caps_at.checked_add(combined)?;
+    // The Demand Active's sessionId (IronRDP, like FreeRDP, reads it when it is there).
+    let session_id = if demand { pdu.get(end..end + 4).unwrap_or(&[]) } else { &[] };
+    if end > pdu.len() {
+        return None;
+    }
+    let mut at = caps_at + 4;
+    let mut seen = HashSet::new();
+    let mut sets: Vec<u8> = Vec::new();
+    let mut kept = 0u16;
+    for _ in 0..count {
+        let (kind, len) = (u16_at(at)?, usize::from(u16_at(at + 2)?));
+        if len < 4 || at + len > end {
+            return None;
+        }
+        if KNOWN_CAPABILITY_SETS.contains(&kind) && seen.insert(kind) {
+            sets.extend(&pdu[at..at + len]);
+            kept += 1;
+        }
+        at += len;
+    }
+    let combined = u16::try_from(4 + sets.len()).ok()?;
+    let total = u16::try_from(lengths + 4 + source_descriptor.len() + 4 + sets.len() + session_id.len()).ok()?;
+    let kind = if demand { PDUTYPE_DEMANDACTIVE } else { PDUTYPE_CONFIRMACTIVE };
+    let mut out = Vec::with_capacity(usize::from(total));
+    out.extend(total.to_le_bytes());
+    out.extend((0x0010 | u16::from(kind)).to_le_bytes());
+    out.extend(header.pdu_source.to_le_bytes());
+    out.extend(share_id.to_le_bytes());
+    if !demand {
+        out.extend(SERVER_CHANNEL_ID.to_le_bytes());
+    }
+    out.extend(u16::try_from(source_descriptor.len()).ok()?.to_le_bytes());
+    out.extend(combined.to_le_bytes());
+    out.extend(source_descriptor);
+    out.extend(kept.to_le_bytes());
+    out.extend([0, 0]);
+    out.extend(sets);
+    out.extend(session_id);
+    Some(out)
+}
+
+/// A Share Data PDU around `body` (one IronRDP keeps as bytes), with the header IronRDP writes
+/// for the others: streamId STREAM_LOW, uncompressedLength the body's, no compression.
+fn share_data_pdu(pdu_type2: u8, body: &[u8], header: &DataHeader, read_share_id: u32) -> Vec<u8> {
+    let total = 18 + body.len();
+    let mut out = Vec::with_capacity(total);
+    // The caller read it from at most a TPKT's length: it fits.
+    out.extend(u16::try_from(total).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend(0x0017u16.to_le_bytes());
+    out.extend(header.pdu_source.to_le_bytes());
+    out.extend(header.share_id.unwrap_or(read_share_id).to_le_bytes());
+    out.extend([0, 1]);
+    out.extend(u16::try_from(body.len()).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend([pdu_type2, 0, 0, 0]);
+    out.extend(body);
+    out
+}
+
+/// The most monitors a Monitor Layout PDU lists (MS-RDPBCGR 2.2.12.1: 16).
+const MAX_LAYOUT_MONITORS: usize = 16;
 
 /// A static channel read message by message: chunks must add up to their message, so every
 /// message's header is in a first chunk the filter reads. `judge` takes a first chunk's data (a
@@ -1817,10 +2338,6 @@ fn gfx_feed(walk: &mut GfxWalk, reader: &mut Reader, frame: &[u8], from: usize) 
 
 /// The graphics pipeline's Caps Advertise (RDPGFX_CMDID_CAPSADVERTISE).
 const RDPGFX_CMDID_CAPSADVERTISE: u16 = 0x0012;
-
-/// PDUTYPE2_SUPPRESS_OUTPUT, at offset 14 of a Data PDU (after the Share Control header,
-/// shareId, pad1, streamId and uncompressedLength).
-const PDUTYPE2_SUPPRESS_OUTPUT: u8 = 35;
 
 /// What [`trim_capabilities`] switched off in a Confirm Active.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -2009,12 +2526,15 @@ mod tests {
         Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
     }
 
-    /// Fast-path input passes without being decoded; fast-path output is read update by update,
+    /// Fast-path input passes as IronRDP reads it; fast-path output is read update by update,
     /// and one the filter cannot read ends the session (peers would read it differently).
     #[test]
     fn fast_path_input_passes_and_output_is_read() {
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::default(), injection());
-        assert_eq!(f.from_client(&[0x04, 0x05, 1, 2, 3]).unwrap(), Verdict::Forward);
+        // One key event (scan code 2 down): it passes as IronRDP re-encodes it, without the byte
+        // after it (red team h-red17m, hole 4).
+        assert_eq!(f.from_client(&[0x04, 0x04, 0, 2]).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&[0x04, 0x05, 0, 2, 3]).unwrap(), Verdict::Replace(vec![0x04, 0x04, 0, 2]));
         // Fast-path output header (action 0) with a garbage body; a Synchronize update.
         assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
         assert_eq!(f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(), Verdict::Forward);
@@ -2132,10 +2652,22 @@ mod tests {
         (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), true);
         let minimised = data(ShareDataPdu::SuppressOutput(SuppressOutputPdu { desktop_rect: None }));
         assert_eq!(f.from_client(&minimised).unwrap(), Verdict::Drop);
+        // A Refresh Rect asks for the whole desktop the Demand Active named, whatever the
+        // client's rectangles (red team h-red17m, hole 4); with no desktop known it is dropped.
+        let area = |left, top, right, bottom| ironrdp_pdu::geometry::InclusiveRectangle { left, top, right, bottom };
         let refresh = data(ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
-            areas_to_refresh: vec![],
+            areas_to_refresh: vec![area(1, 2, 3, 4), area(5, 6, 7, 8)],
         }));
-        assert_eq!(f.from_client(&refresh).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&refresh).unwrap(), Verdict::Drop);
+        f.desktop = (1024, 768);
+        let Verdict::Replace(out) = f.from_client(&refresh).unwrap() else { panic!("not re-encoded") };
+        let read = decode::<ShareControlHeader>(&user_data(&out)).unwrap();
+        let ShareControlPdu::Data(ShareDataHeader { share_data_pdu: ShareDataPdu::RefreshRectangle(r), .. }) =
+            read.share_control_pdu
+        else {
+            panic!("not a refresh rect")
+        };
+        assert_eq!(r.areas_to_refresh, [area(0, 0, 1023, 767)]);
     }
 
     #[test]
@@ -2270,11 +2802,13 @@ mod tests {
         use ironrdp_pdu::rdp::headers::{
             CompressionFlags, ShareControlHeader, ShareControlPdu, ShareDataHeader, ShareDataPdu, StreamPriority,
         };
+        // A Synchronize (either side sends one), as the box re-encodes it: the MCS initiator
+        // as its source, streamId STREAM_LOW.
         let pdu = ShareControlPdu::Data(ShareDataHeader {
-            share_data_pdu: ShareDataPdu::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
-                areas_to_refresh: vec![],
+            share_data_pdu: ShareDataPdu::Synchronize(ironrdp_pdu::rdp::finalization_messages::SynchronizePdu {
+                target_user_id: 1002,
             }),
-            stream_priority: StreamPriority::Medium,
+            stream_priority: StreamPriority::Low,
             compression_flags: CompressionFlags::empty(),
             compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
         });
@@ -2339,14 +2873,15 @@ mod tests {
             f
         };
         let header = |flags: u16, rest: &[u8]| [&flags.to_le_bytes()[..], &[0, 0], rest].concat();
-        // Auto-detect requests and heartbeats from the target, responses from the client: pass.
+        // Auto-detect requests and heartbeats from the target, responses from the client: dropped
+        // (the target was told the client supports neither; red team h-red17m, hole 4).
         for flags in [0x1000u16, 0x4000] {
             assert_eq!(
                 filter().from_target(&send_indication(1008, header(flags, &[6, 0, 1, 0]))).unwrap(),
-                Verdict::Forward
+                Verdict::Drop
             );
         }
-        assert_eq!(filter().from_client(&send_data(1008, header(0x2000, &[6, 0, 1, 0]))).unwrap(), Verdict::Forward);
+        assert_eq!(filter().from_client(&send_data(1008, header(0x2000, &[6, 0, 1, 0]))).unwrap(), Verdict::Drop);
         // A Server Redirection, a multitransport request, a response the wrong way: refused.
         for data in [server_redirection_bytes(), header(0x0002, &[0; 24]), header(0x2000, &[6, 0, 1, 0])] {
             assert_eq!(filter().from_target(&send_indication(1008, data)).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
@@ -2624,6 +3159,38 @@ mod tests {
         f
     }
 
+    /// A static channel chunk's flags are a 32-bit field on every chunk: on the channels the
+    /// box reads, only the bits peers set pass, and show-protocol stays as the first chunk set it.
+    #[test]
+    fn static_channel_chunk_flags_carry_nothing_of_their_own() {
+        let chunk = |flags: u32| {
+            let dvc = dvc_create(5, "Microsoft::Windows::RDS::DisplayControl");
+            let mut out = (dvc.len() as u32).to_le_bytes().to_vec();
+            out.extend(flags.to_le_bytes());
+            out.extend(dvc);
+            out
+        };
+        for flags in [0x0000_0007u32, 0x0000_0103, 0x0100_0003, 0x8000_0003] {
+            let mut f = with_drdynvc(Redirection::default());
+            let verdict = f.from_target(&send_indication(1004, chunk(flags))).unwrap();
+            assert_eq!(verdict, Verdict::Refuse(CHANNEL_FLAGS), "{flags:#x}");
+            let verdict = f.from_client(&send_data(1004, chunk(flags))).unwrap();
+            assert_eq!(verdict, Verdict::Refuse(CHANNEL_FLAGS), "{flags:#x}");
+        }
+        // Show-protocol (0x10), as xrdp and FreeRDP set it: on every chunk or on none.
+        let caps = |flags: u32| {
+            let mut out = 4u32.to_le_bytes().to_vec();
+            out.extend(flags.to_le_bytes());
+            out.extend([0x50, 0, 1, 0]);
+            out
+        };
+        let passes = |v: Verdict| matches!(v, Verdict::Forward | Verdict::Replace(_));
+        let mut f = with_drdynvc(Redirection::default());
+        assert!(passes(f.from_target(&send_indication(1004, caps(0x13))).unwrap()));
+        assert_eq!(f.from_target(&send_indication(1004, caps(0x03))).unwrap(), Verdict::Refuse(CHANNEL_FLAGS));
+        assert!(passes(f.from_target(&send_indication(1004, caps(0x13))).unwrap()));
+    }
+
     #[test]
     fn usb_redirection_on_a_dynamic_channel_is_refused_without_drives() {
         let mut f = with_drdynvc(Redirection::default());
@@ -2648,16 +3215,17 @@ mod tests {
         assert_eq!(refused.len(), 1);
         assert_eq!(refused[0].name, "URBDRC");
         // A target asking again and again (closing the id in between: the client still holds
-        // it) is refused every time and announced once.
+        // it) is refused every time and announced once, up to the session's bound on such
+        // requests (red team h-red31, hole 2); then the session ends.
         let close = |id: u8| send_indication(1004, svc(&[0x40, id]));
-        for _ in 0..1000 {
+        for _ in 1..10 {
             assert_eq!(f.from_target(&close(5)).unwrap(), Verdict::Drop);
             assert!(matches!(
                 f.from_target(&send_indication(1004, dvc_create(5, "URBDRC"))).unwrap(),
                 Verdict::Replace(_)
             ));
         }
-        for n in 0..1000 {
+        for n in 10..DVC_REFUSED_MAX {
             f.from_target(&close(6)).unwrap();
             let verdict = f.from_target(&send_indication(1004, dvc_create(6, &format!("X{n}")))).unwrap();
             assert!(matches!(verdict, Verdict::Replace(_)), "{verdict:?}");
@@ -2667,6 +3235,9 @@ mod tests {
         let gfx = dvc_create(7, "Microsoft::Windows::RDS::Graphics");
         assert_eq!(f.from_target(&send_indication(1004, gfx)).unwrap(), Verdict::Forward);
         assert_eq!(f.from_client(&send_data(1004, dvc_created(7, 0))).unwrap(), Verdict::Forward);
+        f.from_target(&close(6)).unwrap();
+        let verdict = f.from_target(&send_indication(1004, dvc_create(6, "URBDRC"))).unwrap();
+        assert_eq!(verdict, Verdict::Refuse(DVC_TOO_MANY_REFUSED));
     }
 
     /// USB, camera and audio input each open with their own switch, on the target's request and

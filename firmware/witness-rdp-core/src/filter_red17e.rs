@@ -494,9 +494,11 @@ fn the_client_info_asks_the_target_for_nothing_the_grant_does_not_open() {
     assert!(info.flags.contains(ClientInfoFlags::MOUSE | ClientInfoFlags::UNICODE | ClientInfoFlags::AUTOLOGON));
     let optional = &info.extra_info.optional_data;
     assert!(optional.reconnect_cookie().is_none() && optional.auto_reconnect().is_none());
-    assert_eq!(optional.timezone(), Some(&timezone));
+    // The time zone is the box's (red team h-red31, hole 4), the performance flags the client's.
+    assert_ne!(optional.timezone(), Some(&timezone));
+    assert_eq!(optional.timezone().map(|t| t.bias), Some(0));
     assert_eq!(optional.performance_flags(), Some(PerformanceFlags::DISABLE_WALLPAPER));
-    // With audio input granted, the microphone flag stays.
+    // With audio input granted, the microphone flag is set.
     let info = rewritten(Redirection::default().with(Class::AudioInput));
     assert!(info.flags.contains(ClientInfoFlags::AUDIO_CAPTURE));
 }
@@ -787,7 +789,7 @@ fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     let deactivated = || {
         let mut f = filter(true);
         f.io_channel = Some(ids.io_channel_id);
-        assert_eq!(f.from_target(&deactivate).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_target(&deactivate).unwrap(), Verdict::Forward | Verdict::Replace(_)));
         f
     };
     for (what, frame) in [("slow-path bitmap", &bitmap), ("fast-path bitmap", &fast), ("pointer", &pointer)] {
@@ -796,9 +798,10 @@ fn drawing_between_deactivate_all_and_demand_active_ends_the_session() {
     // Controls: once the Demand Active has passed, each draws again; the bitmap is one the
     // decoder draws.
     let mut f = deactivated();
-    assert_eq!(f.from_target(&demand).unwrap(), Verdict::Forward);
+    assert!(matches!(f.from_target(&demand).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     for frame in [&bitmap, &fast, &pointer] {
-        assert_eq!(f.from_target(frame).unwrap(), Verdict::Forward);
+        // Slow-path ones pass re-encoded (red team h-red17m, hole 4).
+        assert!(matches!(f.from_target(frame).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     }
     let pixel = |d: &crate::decode::PassiveDecoder| {
         let s = d.screen().unwrap();

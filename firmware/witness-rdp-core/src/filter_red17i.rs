@@ -262,6 +262,9 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
         target_send(svc(&create))
     };
     let created = || client_send(svc(&[0x10, 5, 0, 0, 0, 0]));
+    // A refused channel reaches the client under the box's id (red team h-red31, hole 2): its
+    // yes answers that id.
+    let created_refused = || client_send(svc(&[0x12, 0x00, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0]));
     // The file as a DVC Data First (a 4-byte total length) and a Data PDU for the rest.
     let (head, tail) = file.split_at(1000);
     let mut first = vec![0x28, 5];
@@ -277,7 +280,7 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
         panic!("AUDIO_PLAYBACK_DVC opened on a grant without audio")
     };
     assert!(!renamed.windows(5).any(|w| w == b"AUDIO"));
-    assert!(matches!(f.from_client(&created()).unwrap(), Verdict::Replace(_)));
+    assert!(matches!(f.from_client(&created_refused()).unwrap(), Verdict::Replace(_)));
     for pdu in [&first, &rest] {
         assert_eq!(f.from_client(&client_send(svc(pdu))).unwrap(), Verdict::Drop);
         assert_eq!(f.from_target(&target_send(svc(pdu))).unwrap(), Verdict::Drop);
@@ -286,7 +289,7 @@ fn red17i_an_allowed_dynamic_channel_is_a_raw_pipe_for_a_program_on_the_target()
     // Touch input opens on no grant (its fields leave kilobytes a message free: red17k).
     let mut f = grant_without_anything();
     assert!(matches!(f.from_target(&create("Microsoft::Windows::RDS::Input")).unwrap(), Verdict::Replace(_)));
-    assert!(matches!(f.from_client(&created()).unwrap(), Verdict::Replace(_)));
+    assert!(matches!(f.from_client(&created_refused()).unwrap(), Verdict::Replace(_)));
     for pdu in [&first, &rest] {
         assert_eq!(f.from_client(&client_send(svc(pdu))).unwrap(), Verdict::Drop);
         assert_eq!(f.from_target(&target_send(svc(pdu))).unwrap(), Verdict::Drop);

@@ -235,7 +235,9 @@ fn red17k_a_program_opens_the_graphics_pipeline_as_a_pipe() {
     assert_eq!(f.from_client(&client_send(&NO)).unwrap(), Verdict::Forward);
     shut(f.from_target(&create(5, GRAPHICS)).unwrap(), GRAPHICS);
     // The insider's client says yes anyway: the target hears no, and nothing crosses either way.
-    let Verdict::Replace(answer) = f.from_client(&client_send(&[0x10, 5, 0, 0, 0, 0])).unwrap() else {
+    // (It answers by the box's id, the one it was shown: red team h-red31, hole 2.)
+    let Verdict::Replace(answer) = f.from_client(&client_send(&[0x12, 0x00, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0])).unwrap()
+    else {
         panic!("the client's yes reached the target")
     };
     assert!(answer.ends_with(&[0x10, 5, 0x01, 0x00, 0x00, 0xC0]), "{answer:?}");

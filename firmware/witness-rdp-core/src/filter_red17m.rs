@@ -179,20 +179,29 @@ fn pcm(rate: u32) -> [u8; 18] {
     f
 }
 
-/// Hole 3 (open): red team `h-red17k` closed the client's Client Audio Formats to formats of the
-/// target's own, once per target's formats. But the target may send its formats as often as it
-/// likes, and the client's answer still carries bytes of its own: (a) its header, of which only
-/// dwFlags' high bits and a non-zero wVersion are checked — dwVolume, dwPitch, wDGramPort,
-/// cLastBlockConfirmed, wVersion's value and bPad are free (14 bytes), and (b) which of the
-/// target's formats it lists, in which order, repeats allowed: with 256 formats offered, each of
-/// up to 256 listed is a free byte. A program on the target that opened `AUDIO_PLAYBACK_DVC`
-/// through xrdpapi (on an audio grant) offers 256 formats, reads the answer and offers them
-/// again: ~270 bytes a round trip, client to target, with no sound played and nothing on screen.
+/// Hole 3 (closed): red team `h-red17k` closed the client's Client Audio Formats to formats of
+/// the target's own, once per target's formats. But the target may send its formats as often as
+/// it likes, and the client's answer still carried bytes of its own: (a) its header, of which
+/// only dwFlags' high bits and a non-zero wVersion were checked — dwVolume, dwPitch, wDGramPort,
+/// cLastBlockConfirmed, wVersion's value and bPad were free (14 bytes), and (b) which of the
+/// target's formats it listed, in which order, repeats allowed: with 256 formats offered, each of
+/// up to 256 listed was a free byte. A program on the target that opened `AUDIO_PLAYBACK_DVC`
+/// through xrdpapi (on an audio grant) offered 256 formats, read the answer and offered them
+/// again: ~270 bytes a round trip, client to target. Now the answer lists the target's formats in
+/// its order, each once, and reaches the target re-encoded as FreeRDP writes it (header bPad,
+/// dwVolume, dwPitch, wDGramPort, cLastBlockConfirmed and bPad zero, wVersion at most the
+/// target's); dwFlags and wVersion must say what the first answer said, and a format offered
+/// again gets the answer it got before. What is left: which formats the client lists, one bit
+/// for each new format the channel's target offers, at most 512 a channel (64 bytes), plus the
+/// first answer's 3 flag bits and its version below the target's.
 #[test]
 fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
-    let mut f = grant(Redirection::NONE.with(Class::Audio));
-    assert_eq!(f.from_target(&target_dvc(&create(5, "AUDIO_PLAYBACK_DVC"))).unwrap(), Verdict::Forward);
-    assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+    let opened = || {
+        let mut f = grant(Redirection::NONE.with(Class::Audio));
+        assert_eq!(f.from_target(&target_dvc(&create(5, "AUDIO_PLAYBACK_DVC"))).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Forward);
+        f
+    };
     let data = |m: &[u8]| {
         let mut pdu = vec![0x30, 5];
         pdu.extend(m);
@@ -202,42 +211,89 @@ fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
     let mut target_header = [0u8; 20];
     target_header[17..19].copy_from_slice(&6u16.to_le_bytes()); // wVersion 6
     let offer = sound_formats(target_header, &offered);
+    let payload = file(14 + 256);
+    let (h, choice) = payload.split_at(14);
+    let mut header = [0u8; 20];
+    header[0] = 1;
+    header[4..14].copy_from_slice(&h[..10]);
+    header[16] = h[10];
+    header[17..19].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).max(1).to_le_bytes());
+    header[19] = h[13];
 
-    let per_round = 14 + 256;
-    let payload = file(per_round * 4);
-    let mut read_back: Vec<u8> = Vec::new();
-    for (round, block) in payload.chunks(per_round).enumerate() {
-        assert_eq!(f.from_target(&target_dvc(&data(&offer))).unwrap(), Verdict::Forward, "the offer, round {round}");
-        // dwFlags (low 3 bits: 1), dwVolume, dwPitch, wDGramPort, wNumberOfFormats,
-        // cLastBlockConfirmed, wVersion (non-zero), bPad.
-        let (h, choice) = block.split_at(14);
+    // (b) A choice in an order of the client's, or with repeats: refused.
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let listed: Vec<[u8; 18]> = choice.iter().map(|&b| offered[usize::from(b)]).collect();
+    let answer = sound_formats(header, &listed);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "any order");
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let answer = sound_formats(header, &[offered[3], offered[3]]);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "repeats");
+
+    // (a) The header's free fields: the target reads FreeRDP's, whole or in fragments.
+    let subset: Vec<[u8; 18]> = offered.iter().step_by(3).copied().collect();
+    let answer = sound_formats(header, &subset);
+    let mut expected = sound_formats([0; 20], &subset);
+    expected[4] = 1; // dwFlags: TSSNDCAPS_ALIVE
+    expected[21..23].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).clamp(1, 6).to_le_bytes());
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let frame = client_dvc(&data(&answer));
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, &h[..10]), "the header's free fields crossed");
+    assert!(carries(&verdict, &frame, &expected), "the target reads FreeRDP's header");
+    // The same in a Data First and a Data: written back across both.
+    let mut f = opened();
+    f.from_target(&target_dvc(&data(&offer))).unwrap();
+    let mut first = vec![0x28, 5];
+    first.extend(u32::try_from(answer.len()).unwrap().to_le_bytes());
+    first.extend(&answer[..100]);
+    let mut rest = vec![0x30, 5];
+    rest.extend(&answer[100..]);
+    assert_eq!(f.from_client(&client_dvc(&first)).unwrap(), Verdict::Drop, "held until whole");
+    let verdict = f.from_client(&client_dvc(&rest)).unwrap();
+    let Verdict::Replace(out) = verdict else { panic!("not re-encoded: {verdict:?}") };
+    let mut read: Vec<u8> = Vec::new();
+    let (mut at, mut skip) = (0, 6);
+    for sent in [client_dvc(&first), client_dvc(&rest)] {
+        let X224(McsMessage::SendDataRequest(r)) = whole_mcs(&out[at..at + sent.len()]).unwrap() else { panic!() };
+        let (_, _, dvc) = channel_pdu(&r.user_data).unwrap();
+        read.extend(&dvc[skip..]);
+        (at, skip) = (at + sent.len(), 2);
+    }
+    assert_eq!(read, expected, "the target reads FreeRDP's header from the fragments");
+
+    // Rounds: the same offer again gets the same answer, or the session ends.
+    let round = |f: &mut Filter, listed: &[[u8; 18]], flags: u8| {
+        f.from_target(&target_dvc(&data(&offer))).unwrap();
         let mut header = [0u8; 20];
-        header[0] = 1;
-        header[4..14].copy_from_slice(&h[..10]);
-        header[16] = h[10];
-        header[17..19].copy_from_slice(&u16::from_le_bytes([h[11], h[12]]).max(1).to_le_bytes());
-        header[19] = h[13];
-        let listed: Vec<[u8; 18]> = choice.iter().map(|&b| offered[usize::from(b)]).collect();
-        let answer = sound_formats(header, &listed);
-        assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Forward, "the answer, round {round}");
-        // What the program reads: the header's free fields, then each format's place in its offer.
-        let b = &answer[4..];
-        read_back.extend(&b[4..14]);
-        read_back.push(b[16]);
-        read_back.extend(&b[17..20]);
-        for format in b[20..].chunks(18) {
-            read_back.push(u8::try_from(offered.iter().position(|o| o == format).unwrap()).unwrap());
-        }
+        header[0] = flags;
+        header[17] = 6;
+        f.from_client(&client_dvc(&data(&sound_formats(header, listed)))).unwrap()
+    };
+    let mut f = opened();
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)));
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)), "the same answer");
+    assert_eq!(round(&mut f, &offered[..2], 1), Verdict::Refuse(AUDIO_REFUSED), "another choice");
+    let mut f = opened();
+    assert!(matches!(round(&mut f, &subset, 1), Verdict::Forward | Verdict::Replace(_)));
+    assert_eq!(round(&mut f, &subset, 3), Verdict::Refuse(AUDIO_REFUSED), "other flags");
+    // New formats are the client's to choose, up to 512 a channel.
+    let mut f = opened();
+    for n in 0..2u32 {
+        let fresh: Vec<[u8; 18]> = (0..256u32).map(|i| pcm(20_000 + 256 * n + i)).collect();
+        let offer = sound_formats(target_header, &fresh);
+        f.from_target(&target_dvc(&data(&offer))).unwrap();
+        let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &fresh[..1]);
+        assert!(matches!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     }
-    // wVersion 0 is refused, so a block whose version bytes were 0 reads back as 1: compare the rest.
-    let mut expected = payload.clone();
-    for block in expected.chunks_mut(per_round) {
-        if block[11] == 0 && block[12] == 0 {
-            block[11] = 1;
-        }
-    }
-    assert_eq!(read_back, expected, "{} bytes in 4 round trips", payload.len());
+    let fresh: Vec<[u8; 18]> = (0..4u32).map(|i| pcm(40_000 + i)).collect();
+    f.from_target(&target_dvc(&data(&sound_formats(target_header, &fresh)))).unwrap();
+    let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &fresh[..1]);
+    assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED), "a 513th format");
     // Control: a format the target did not offer is still refused.
+    let mut f = opened();
     f.from_target(&target_dvc(&data(&offer))).unwrap();
     let answer = sound_formats([1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 0], &[pcm(44_100)]);
     assert_eq!(f.from_client(&client_dvc(&data(&answer))).unwrap(), Verdict::Refuse(AUDIO_REFUSED));
@@ -267,13 +323,13 @@ fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
         .unwrap()
 }
 
-/// Hole 4 (open): "every PDU judged" stops at the fields the filter acts on. Past activation,
-/// on the I/O channel and the message channel, these pass with whatever body they carry, up to
-/// a TPKT's length (~64 KiB) a PDU, as often as the sender likes, on any grant:
+/// Hole 4 (closed for these): "every PDU judged" stopped at the fields the filter acts on. Past
+/// activation, on the I/O channel and the message channel, these passed with whatever body they
+/// carried, up to a TPKT's length (~64 KiB) a PDU, as often as the sender liked, on any grant:
 /// - client to target: a fast-path input PDU's bytes after its last event (IronRDP's
 ///   `FastPathInput` reads numEvents events and stops; so does xrdp), a slow-path Input PDU's
 ///   bytes after its events (IronRDP reads them as "padding"), and the whole body of every Share
-///   Data PDU the filter does not read (Synchronize, Refresh Rect, Persistent Key List, Shutdown
+///   Data PDU the filter did not read (Synchronize, Refresh Rect, Persistent Key List, Shutdown
 ///   Request, Frame Acknowledge, ... and the server's own types, which no client sends), and an
 ///   auto-detect response's body on the message channel;
 /// - target to client: the body of every Share Data PDU but updates and pointers (Save Session
@@ -281,50 +337,96 @@ fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
 ///   heartbeats' bodies.
 ///
 /// The reader is the target's RDP server (Windows' `rdpwd`/`termsrv`, xrdp's `xrdp` process): a
-/// pipe for an insider who controls the target (its administrator), not for a program of the
-/// session. The key track and the recording see none of it.
+/// pipe for an insider who controls the target (its administrator). Now fast-path input and every
+/// Share Data PDU pass as IronRDP read them, re-encoded (no bytes after the last event or field,
+/// the header's source, share id and stream the box's); Refresh Rect asks for the whole desktop;
+/// Persistent Key Lists, cache errors, Play Sound, IME and status PDUs are dropped; the Save
+/// Session Info becomes a plain logon notice; the other side's types end the session; and the
+/// message channel carries nothing (the target is told the client does no auto-detect and no
+/// heartbeats, and what comes anyway is dropped).
 #[test]
 fn red17m_pdu_bodies_the_filter_does_not_read_carry_a_file_to_and_from_the_targets_rdp_server() {
-    let mut f = grant(Redirection::NONE);
-    f.message_channel = Some(1005);
+    let filter = || {
+        let mut f = grant(Redirection::NONE);
+        f.message_channel = Some(1005);
+        f.desktop = (1024, 768);
+        f
+    };
+    let mut f = filter();
     let payload = file(30_000);
-    // Fast-path: one key event (scan code 0x1E down), then the file, in one PDU.
+    let piece = &payload[64..96];
+    // Fast-path: one key event (scan code 0x1E down), then the file, in one PDU: the key alone.
     let length = 3 + 2 + payload.len();
     let mut fast = vec![0x04, 0x80 | (length >> 8) as u8, length as u8, 0x00, 0x1E];
     fast.extend(&payload);
     let verdict = f.from_client(&fast).unwrap();
-    assert!(carries(&verdict, &fast, &payload), "fast-path input: {verdict:?}");
-    // Slow-path Input PDU: one event (a sync), then the file.
+    assert_eq!(verdict, Verdict::Replace(vec![0x04, 0x04, 0x00, 0x1E]), "fast-path input");
+    // Slow-path Input PDU: one event (a sync), then the file: the event alone.
     let mut input = vec![1, 0, 0, 0];
     input.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]); // eventTime, messageType sync, pad, toggles
     input.extend(&payload[..20_000]);
     let frame = client_io(share_data(1007, 0x1C, &input), 1003);
     let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload[..20_000]), "slow-path input: {verdict:?}");
-    // Share Data PDUs the filter does not read, and a server's type from the client.
+    let Verdict::Replace(out) = &verdict else { panic!("slow-path input: {verdict:?}") };
+    assert!(!carries(&verdict, &frame, piece), "slow-path input");
+    assert!(out.len() < 100, "the event alone: {} bytes", out.len());
+    // Share Data PDUs with the file as their body: none reaches the target with it, whether
+    // re-encoded, dropped or refused.
     for kind in [0x1F, 0x21, 0x2B, 0x24, 0x38, 0x26, 0x37] {
         let frame = client_io(share_data(1007, kind, &payload[..20_000]), 1003);
-        let verdict = f.from_client(&frame).unwrap();
-        assert!(carries(&verdict, &frame, &payload[..20_000]), "client pduType2 {kind:#x}: {verdict:?}");
+        let verdict = filter().from_client(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, piece), "client pduType2 {kind:#x}: {verdict:?}");
     }
-    // The message channel: an auto-detect response (SEC_AUTODETECT_RSP) and the file.
+    // Each readable one with a body of its own: re-encoded without what followed.
+    for (kind, body) in [
+        (0x1F, [1u8, 0, 0xEA, 3].as_slice()),
+        (0x24, &[]),
+        (0x38, &[7, 0, 0, 0]),
+        (0x21, &[1, 0, 0, 0, 1, 0, 2, 0, 3, 0, 4, 0]),
+    ] {
+        let mut sent = body.to_vec();
+        sent.extend(piece);
+        let frame = client_io(share_data(1007, kind, &sent), 1003);
+        let verdict = filter().from_client(&frame).unwrap();
+        assert!(matches!(verdict, Verdict::Replace(_)), "client pduType2 {kind:#x}: {verdict:?}");
+        assert!(!carries(&verdict, &frame, piece), "client pduType2 {kind:#x}");
+    }
+    // The server's types from the client: refused.
+    for kind in [0x26, 0x37, 0x22] {
+        let frame = client_io(share_data(1007, kind, &[0; 8]), 1003);
+        assert_eq!(filter().from_client(&frame).unwrap(), Verdict::Refuse(CLIENT_UNREADABLE), "{kind:#x}");
+    }
+    // The message channel: an auto-detect response (SEC_AUTODETECT_RSP) and the file: dropped.
     let mut rsp = vec![0x00, 0x20, 0x00, 0x00];
     rsp.extend(&payload[..20_000]);
-    let frame = client_io(rsp, 1005);
-    assert!(carries(&f.from_client(&frame).unwrap(), &frame, &payload[..20_000]), "auto-detect response");
+    assert_eq!(f.from_client(&client_io(rsp, 1005)).unwrap(), Verdict::Drop, "auto-detect response");
 
     // Target to client.
     for kind in [0x26, 0x37, 0x22, 0x29, 0x36] {
         let frame = target_io(share_data(1002, kind, &payload[..20_000]), 1003);
-        let verdict = f.from_target(&frame).unwrap();
-        assert!(carries(&verdict, &frame, &payload[..20_000]), "target pduType2 {kind:#x}: {verdict:?}");
+        let verdict = filter().from_target(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, piece), "target pduType2 {kind:#x}: {verdict:?}");
     }
+    // A logon notice naming a user (Save Session Info, INFOTYPE_LOGON_LONG) reaches the client
+    // as a plain one; keyboard lights keep only their four bits.
+    let mut logon = 1u32.to_le_bytes().to_vec();
+    logon.extend(piece);
+    let frame = target_io(share_data(1002, 0x26, &logon), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, piece) && matches!(verdict, Verdict::Replace(_) | Verdict::Refuse(_)));
+    let mut logon = 2u32.to_le_bytes().to_vec();
+    logon.extend([0; 576]);
+    let frame = target_io(share_data(1002, 0x26, &logon), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x26, 0, 0, 0, 2, 0, 0, 0]), "a plain notice passes: {verdict:?}");
+    let frame = target_io(share_data(1002, 0x29, &[9, 9, 0xFF, 0xFF]), 1003);
+    let verdict = filter().from_target(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x29, 0, 0, 0, 0, 0, 0x0F, 0]), "keyboard lights: {verdict:?}");
     for flags in [0x1000u16, 0x4000] {
         let mut req = flags.to_le_bytes().to_vec();
         req.extend([0, 0]);
         req.extend(&payload[..20_000]);
-        let frame = target_io(req, 1005);
-        assert!(carries(&f.from_target(&frame).unwrap(), &frame, &payload[..20_000]), "message channel {flags:#x}");
+        assert_eq!(f.from_target(&target_io(req, 1005)).unwrap(), Verdict::Drop, "message channel {flags:#x}");
     }
 }
 
@@ -494,28 +596,107 @@ fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
     pdu
 }
 
-/// Hole 4, continued: a Confirm Active's capability sets of a type the filter does not trim pass
-/// whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it by its
-/// length), and before activation a licence PDU whose header and wMsgSize fit passes with any
-/// body (a New License Request's client user and machine name blobs are free-form).
+/// Hole 4, continued (closed): a Confirm Active's capability sets of a type the filter does not
+/// trim passed whole (an unknown type, 0x7F7F here, with the file as its body: servers skip it
+/// by its length), and so did repeats of a known type and bytes after the sets. Now the target
+/// gets the Confirm Active re-encoded: the first set of each type MS-RDPBCGR defines, the box's
+/// header fields and source descriptor. What is left: a known set's own fields, and bytes past
+/// its fields within its length.
 #[test]
-fn red17m_capability_sets_and_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+fn red17m_capability_sets_carry_a_file_to_the_targets_rdp_server() {
     let payload = file(20_000);
     let mut f = grant(Redirection::NONE);
     let frame = client_io(confirm_active(&[(0x7F7F, payload.clone())]), 1003);
     let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload), "confirm active: {verdict:?}");
-    // Before activation: SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose
-    // wMsgSize covers the file.
+    assert!(!carries(&verdict, &frame, &payload[64..96]), "confirm active: {verdict:?}");
+    // A known set passes; a repeat of it, an unknown set and the file behind the sets do not.
+    let input = (0x0D, vec![0x15, 0, 0, 0, 0x09, 0x04, 0, 0]);
+    let mut repeat = input.clone();
+    repeat.1[4..8].copy_from_slice(&payload[64..68]);
+    let mut pdu = confirm_active(&[input.clone(), (0x7F7F, payload[..1000].to_vec()), repeat]);
+    pdu.extend(&payload[100..200]);
+    let total = u16::try_from(pdu.len()).unwrap();
+    pdu[..2].copy_from_slice(&total.to_le_bytes());
+    let frame = client_io(pdu, 1003);
+    let verdict = grant(Redirection::NONE).from_client(&frame).unwrap();
+    let Verdict::Replace(out) = &verdict else { panic!("{verdict:?}") };
+    assert!(out.windows(12).any(|w| w == [0x0D, 0, 12, 0, 0x15, 0, 0, 0, 0x09, 0x04, 0, 0]), "the input set");
+    for piece in [&payload[64..68], &payload[100..132], &payload[..32]] {
+        assert!(!carries(&verdict, &frame, piece), "{piece:?}");
+    }
+}
+
+/// Hole 4, the other way: the target's Demand Active reaches the client re-encoded too — the
+/// first set of each defined type, the box's header fields, nothing after the session id (here
+/// a captured freerdp-shadow Demand Active with the file behind it, which IronRDP reads as
+/// padding).
+#[test]
+fn red17m_the_demand_actives_trailing_bytes_stay_on_the_box() {
+    use crate::decode::capture_records;
+    let payload = file(4_000);
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), red17i_injection());
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag == b'C' {
+            f.from_client(frame).unwrap();
+            continue;
+        }
+        let Some(X224(McsMessage::SendDataIndication(ind))) = whole_mcs(frame) else {
+            f.from_target(frame).unwrap();
+            continue;
+        };
+        if f.io_channel != Some(ind.channel_id) || ind.user_data.get(2) != Some(&0x11) {
+            f.from_target(frame).unwrap();
+            continue;
+        }
+        // The Demand Active: the file after it, inside its totalLength.
+        let mut pdu = ind.user_data.to_vec();
+        pdu.extend(&payload[..1000]);
+        let total = u16::try_from(pdu.len()).unwrap();
+        pdu[..2].copy_from_slice(&total.to_le_bytes());
+        let sent = target_io(pdu, ind.channel_id);
+        let verdict = f.from_target(&sent).unwrap();
+        let Verdict::Replace(out) = &verdict else { panic!("{verdict:?}") };
+        assert!(!carries(&verdict, &sent, &payload[64..96]), "the file crossed");
+        // Every capability set the target sent reaches the client as sent.
+        let data = &ind.user_data;
+        let source = usize::from(u16::from_le_bytes([data[10], data[11]]));
+        let combined = usize::from(u16::from_le_bytes([data[12], data[13]]));
+        let sets = &data[14 + source + 4..14 + source + combined];
+        assert!(out.windows(sets.len()).any(|w| w == sets), "the sets");
+        assert!(f.active);
+        return;
+    }
+    panic!("no demand active in the capture");
+}
+
+/// Hole 4, continued (bounded, open): before activation a licence PDU whose header and wMsgSize
+/// fit passes with any body (a New License Request's client user and machine name blobs are
+/// free-form, its randoms random). Now at most 4 licence PDUs of at most 8 KiB pass a
+/// connection; within that, the body still crosses as sent (the attack below, 6 KiB, passes).
+#[test]
+fn red17m_licence_pdus_carry_a_file_to_the_targets_rdp_server() {
+    let payload = file(6_000);
+    let licence = |payload: &[u8]| {
+        // SEC_LICENSE_PKT, then a preamble (NEW_LICENSE_REQUEST, version 3) whose wMsgSize
+        // covers the file.
+        let mut licence = 0x0080u32.to_le_bytes().to_vec();
+        licence.extend([0x13, 0x03]);
+        licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
+        licence.extend(payload);
+        client_io(licence, 1003)
+    };
     let mut f = grant(Redirection::NONE);
     f.active = false;
-    let mut licence = 0x0080u32.to_le_bytes().to_vec();
-    licence.extend([0x13, 0x03]);
-    licence.extend(u16::try_from(4 + payload.len()).unwrap().to_le_bytes());
-    licence.extend(&payload);
-    let frame = client_io(licence, 1003);
-    let verdict = f.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload), "licence pdu: {verdict:?}");
+    for n in 0..4 {
+        let frame = licence(&payload);
+        let verdict = f.from_client(&frame).unwrap();
+        assert!(carries(&verdict, &frame, &payload), "licence pdu {n}: {verdict:?}");
+    }
+    // The bounds: a fifth, or a longer one.
+    assert_eq!(f.from_client(&licence(&payload)).unwrap(), Verdict::Refuse(LICENCE_TOO_MUCH));
+    let mut f = grant(Redirection::NONE);
+    f.active = false;
+    assert_eq!(f.from_client(&licence(&file(9_000))).unwrap(), Verdict::Refuse(LICENCE_TOO_MUCH));
 }
 
 /// Hole 7 (closed): the
@@ -551,9 +732,10 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
     assert!(!out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
     let set = [&[0x1E, 0, 8, 0][..], &FRAMES_UNACKNOWLEDGED.to_le_bytes()].concat();
     assert!(out.windows(8).any(|w| w == set), "the frame acknowledge set's count is the box's");
-    // A Frame Acknowledge PDU (0x38) for an old frame passes as the client sends it.
+    // A Frame Acknowledge PDU (0x38) for an old frame passes (re-encoded, its frame id kept).
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
-    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Forward);
+    let verdict = f.from_client(&ack).unwrap();
+    assert!(carries(&verdict, &ack, &[0x38, 0, 0, 0, 0, 0, 0, 0]), "{verdict:?}");
     // The graphics pipeline: the target draws frame 0; the client types (fast-path `h`, and a
     // slow-path Input PDU) and does not acknowledge it.
     use super::red17n::{confirm, from_client, from_target, opened};
@@ -596,7 +778,8 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
         }
         age(&mut f);
         assert_eq!(f.from_client(&key).unwrap(), Verdict::Forward, "queue depth {depth:#x}");
-        assert_eq!(f.from_client(&slow_key).unwrap(), Verdict::Forward, "queue depth {depth:#x}");
+        let passed = f.from_client(&slow_key).unwrap();
+        assert!(matches!(passed, Verdict::Forward | Verdict::Replace(_)), "queue depth {depth:#x}: {passed:?}");
     }
 }
 

@@ -109,8 +109,12 @@ fn target(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) -> Ve
 }
 
 fn client(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) {
-    assert_eq!(filter.from_client(frame).unwrap(), Verdict::Forward);
-    decoder.observe_client(frame).unwrap();
+    let out = match filter.from_client(frame).unwrap() {
+        Verdict::Forward => frame.to_vec(),
+        Verdict::Replace(out) => out,
+        other => panic!("the filter did not pass it: {other:?}"),
+    };
+    decoder.observe_client(&out).unwrap();
 }
 
 fn screen_at(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {

@@ -1,7 +1,8 @@
-//! Red team `h-red31`'s attacks on today's fixes to the dynamic channel layer's own PDUs and to
-//! the Client Info rewrite: each test passes while its hole is open (asserting the attacker's
-//! success). The parties are red team `h-red17m`'s: an insider's patched client, and on the
-//! target a program of the session (on xrdp chansrv, which runs as the session's user).
+//! Red team `h-red31`'s attacks on the fixes to the dynamic channel layer's own PDUs and to the
+//! Client Info rewrite, each flipped once its hole closed: the tests now assert the filter's
+//! refusal or its canonical output. The parties are red team `h-red17m`'s: an insider's patched
+//! client, and on the target a program of the session (on xrdp chansrv, which runs as the
+//! session's user).
 
 use super::red17m::{carries, file};
 use super::*;
@@ -14,46 +15,81 @@ fn target_dvc(dvc: &[u8]) -> Vec<u8> {
     red17i::target_send(red17i::svc(dvc))
 }
 
-/// Hole 1: a Create Response is judged by its length only, and one for a channel that is open
-/// passes every time the client sends it. Display control opens on every grant; once it is open
-/// the client sends Create Response after Create Response for it, each with a status of its
-/// choosing (any non-negative one keeps the channel open): 31 free bits a PDU, client to target,
-/// without end and without the target asking.
+/// The dynamic channel PDU a frame carries to the other side.
+fn dvc_out(verdict: &Verdict, frame: &[u8]) -> Vec<u8> {
+    let out = match verdict {
+        Verdict::Forward => frame,
+        Verdict::Replace(out) => out,
+        other => panic!("not passed: {other:?}"),
+    };
+    let X224(mcs) = whole_mcs(out).expect("one mcs pdu");
+    let data = match mcs {
+        McsMessage::SendDataRequest(r) => r.user_data.into_owned(),
+        McsMessage::SendDataIndication(i) => i.user_data.into_owned(),
+        other => panic!("{other:?}"),
+    };
+    let (length, flags, dvc) = channel_pdu(&data).expect("a channel pdu");
+    assert_eq!((length as usize, flags), (dvc.len(), CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST));
+    dvc.to_vec()
+}
+
+/// Hole 1 (closed): a Create Response was judged by its length only, and one for a channel that
+/// is open passed every time the client sent it: 31 free bits of status a PDU (any non-negative
+/// one kept the channel open), client to target, without end, plus its header's Sp bits and its
+/// id's width. Now each request gets one answer, re-encoded (the target hears 0 or
+/// STATUS_UNSUCCESSFUL, the id in as few bytes as hold it, no Sp bits); a second answer ends the
+/// session.
 #[test]
 fn red31_repeated_create_responses_carry_their_status_to_the_target() {
-    let mut f = red17i::grant_without_anything();
-    let mut open = vec![0x10, 5];
-    open.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
-    assert_eq!(f.from_target(&target_dvc(&open)).unwrap(), Verdict::Forward);
+    let open = || {
+        let mut f = red17i::grant_without_anything();
+        let mut open = vec![0x10, 5];
+        open.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
+        assert_eq!(f.from_target(&target_dvc(&open)).unwrap(), Verdict::Forward);
+        f
+    };
     let payload = file(4096);
-    let mut moved = 0;
-    for word in payload.chunks(4) {
-        // The sign bit would close the channel: 31 bits a response.
+    for word in payload.chunks(4).take(64) {
         let status = u32::from_le_bytes(word.try_into().unwrap()) & 0x7FFF_FFFF;
+        let mut f = open();
         let mut response = vec![0x10, 5];
         response.extend(status.to_le_bytes());
         let frame = client_dvc(&response);
         let verdict = f.from_client(&frame).unwrap();
-        assert!(carries(&verdict, &frame, &status.to_le_bytes()), "status {status:#x} stopped");
-        moved += 31;
+        assert!(!carries(&verdict, &frame, &status.to_le_bytes()) || status == 0, "status {status:#x} crossed");
+        assert_eq!(dvc_out(&verdict, &frame), [0x10, 5, 0, 0, 0, 0], "the target hears yes");
+        // The same answer again, or another: the session ends.
+        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(DVC_ANSWERED_TWICE));
+        assert_eq!(f.from_client(&client_dvc(&[0x10, 5, 0, 0, 0, 0])).unwrap(), Verdict::Refuse(DVC_ANSWERED_TWICE));
+        // The channel is open: its data passes.
+        assert!(f.dynamic.open.contains_key(&5));
     }
-    assert_eq!(moved / 8, 3968, "bytes in 1024 pdus");
-    // The header's Sp bits (unused in a Create Response) and the id's width are not read either:
-    // about 3 bits more a response.
+    // A no (negative status) is heard as STATUS_UNSUCCESSFUL whatever the client's code.
+    let mut f = open();
+    let frame = client_dvc(&[0x10, 5, 0x77, 0x66, 0x55, 0x80]);
+    let verdict = f.from_client(&frame).unwrap();
+    assert_eq!(dvc_out(&verdict, &frame), [0x10, 5, 1, 0, 0, 0xC0]);
+    assert!(f.dynamic.open.is_empty());
+    // The header's Sp bits and the id's width are not the client's either.
     for header in [0x14, 0x18, 0x1C, 0x1D, 0x1E] {
+        let mut f = open();
         let mut response = vec![header, 5];
         response.extend(std::iter::repeat_n(0, [0, 1, 3][usize::from(header & 3)]));
         response.extend(7u32.to_le_bytes());
         let frame = client_dvc(&response);
-        assert_eq!(f.from_client(&frame).unwrap(), Verdict::Forward, "header {header:#x}");
+        let verdict = f.from_client(&frame).unwrap();
+        assert_eq!(dvc_out(&verdict, &frame), [0x10, 5, 0, 0, 0, 0], "header {header:#x}");
     }
 }
 
-/// Hole 2: a Create Request for a name the grant does not open passes with its name blanked to
-/// `!`, but with its channel id (four bytes with cbChId 2), its priority bits and its name's
-/// length as the target sent them. The client refuses the channel, the id is free again, and the
-/// target asks again: about 4 bytes and 10 bits a request, target to client, without end (the
-/// 64-channel limit counts channels at once).
+/// Hole 2 (closed): a Create Request for a name the grant does not open passed with its name
+/// blanked to `!`, but with its channel id (four bytes with cbChId 2), its priority bits and its
+/// name's length as the target sent them, without end (the 64-channel limit counts channels at
+/// once): about 4 bytes and 10 bits a request, target to client. Now it reaches the client with
+/// nothing of the target's — the box's id (the top of the id space, the lowest free), priority
+/// 0, the name `!` — and the client's answer reaches the target under the target's id; a session
+/// passes at most [`DVC_REFUSED_MAX`] of them, the next ends it. What is left: that a request
+/// came, and when.
 #[test]
 fn red31_refused_create_requests_carry_their_id_priority_and_name_length_to_the_client() {
     let mut f = red17i::grant_without_anything();
@@ -67,24 +103,39 @@ fn red31_refused_create_requests_carry_their_id_priority_and_name_length_to_the_
         create.push(0);
         let frame = target_dvc(&create);
         let verdict = f.from_target(&frame).unwrap();
-        let Verdict::Replace(out) = &verdict else { panic!("request {n} not passed blanked: {verdict:?}") };
-        // What the client reads: header (with the priority), the id, `length` bytes of name.
-        let mut seen = vec![0x10 | priority << 2 | 2];
-        seen.extend(word);
-        seen.extend(std::iter::repeat_n(b'!', length));
-        seen.push(0);
-        assert!(carries(&verdict, out, &seen), "request {n}: id, priority or length changed");
-        // The client says no; the target hears no; the id is free again.
+        if n == DVC_REFUSED_MAX {
+            assert_eq!(verdict, Verdict::Refuse(DVC_TOO_MANY_REFUSED), "request {n}");
+            break;
+        }
+        let id = u32::from_le_bytes(word.try_into().unwrap());
+        let seen = dvc_out(&verdict, &frame);
+        assert_eq!(seen, dvc_pdu(cmd::CREATE, 0, REFUSED_IDS, b"!\0"), "request {n}: what the client reads");
+        // The client says no by the id it was shown; the target hears no by its own.
         let mut no = vec![0x12];
-        no.extend(word);
-        no.extend(CREATION_FAILED.to_le_bytes());
-        assert!(matches!(f.from_client(&client_dvc(&no)).unwrap(), Verdict::Replace(_)));
+        no.extend(REFUSED_IDS.to_le_bytes());
+        no.extend(0xC000_0225u32.to_le_bytes());
+        let no = client_dvc(&no);
+        let heard = dvc_out(&f.from_client(&no).unwrap(), &no);
+        assert_eq!(heard, dvc_pdu(cmd::CREATE, 0, id, &CREATION_FAILED.to_le_bytes()));
     }
     assert!(f.dynamic.refused.is_empty() && f.dynamic.open.is_empty());
+    // Refused channels waiting for the client's answer each get the next box id, and a target
+    // that opens a channel on one of them ends the session (the client holds that id).
+    let mut f = red17i::grant_without_anything();
+    for (n, id) in [7u8, 9].into_iter().enumerate() {
+        let frame = target_dvc(&[0x10, id, b'x', 0]);
+        let seen = dvc_out(&f.from_target(&frame).unwrap(), &frame);
+        assert_eq!(seen, dvc_pdu(cmd::CREATE, 0, REFUSED_IDS + n as u32, b"!\0"));
+    }
+    let mut taken = vec![0x12];
+    taken.extend((REFUSED_IDS + 1).to_le_bytes());
+    taken.extend(b"Microsoft::Windows::RDS::DisplayControl\0");
+    assert_eq!(f.from_target(&target_dvc(&taken)).unwrap(), Verdict::Refuse(DVC_ID_REUSED));
 }
 
-/// Hole 3: a Capabilities Request of version 2 or 3 is read exactly, but its four priority
-/// charges are any numbers: 8 bytes a session, target to client.
+/// Hole 3 (closed): a Capabilities Request of version 2 or 3 was read exactly, but its four
+/// priority charges were any numbers: 8 bytes a session, target to client. Now the client gets
+/// the box's charges (xrdp's: zero) whatever the target sent; the version (1 to 3) crosses.
 #[test]
 fn red31_the_capabilities_requests_priority_charges_carry_eight_bytes_to_the_client() {
     let mut f = red17i::grant_without_anything();
@@ -93,20 +144,29 @@ fn red31_the_capabilities_requests_priority_charges_carry_eight_bytes_to_the_cli
     caps.extend(&payload);
     let frame = target_dvc(&caps);
     let verdict = f.from_target(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload));
+    assert!(!carries(&verdict, &frame, &payload));
+    assert_eq!(dvc_out(&verdict, &frame), [0x50, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // The same request again passes the same; another one ends the session.
+    assert_eq!(dvc_out(&f.from_target(&frame).unwrap(), &frame), [0x50, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(
+        f.from_target(&target_dvc(&[0x50, 0, 3, 0, 1, 0, 0, 0, 0, 0, 0, 0])).unwrap(),
+        Verdict::Refuse(DVC_CONTROL)
+    );
     // A client answers with its own version (FreeRDP answers what the target asked): it passes.
     let answer = client_dvc(&[0x50, 0, 3, 0]);
     assert_eq!(f.from_client(&answer).unwrap(), Verdict::Forward);
 }
 
-/// Hole 4: the Client Info rewrite replaces the address and directory but keeps the rest of what
-/// the client says of itself: the code page, the time zone (its two 32-character names, three
+/// Hole 4 (closed): the Client Info rewrite replaced the address and directory but kept the rest
+/// of what the client says of itself: the code page, the time zone (its two 32-character names, three
 /// biases, two dates) and the client session id, which Windows and xrdp keep for the session
 /// (the time zone becomes the session's: any program reads it back). With a 1-byte-a-character
 /// encoding as below: 62 bytes of names, 12 of biases, 16 of the dates' times, 4 of session id,
 /// 4 of code page, and the Client Info's undefined flag bits (0x4 and the top six, plus the two
 /// reserved ones). Names could hold 2 bytes a character (any UTF-16 unit but NUL and surrogates):
-/// about 124 bytes.
+/// about 124 bytes. Now the target is told the box's: UTC, session id 0, code page 0, the flags
+/// mstsc and FreeRDP set (audio from the grant); the client's performance flags cross, those the
+/// protocol defines only (8 bits a connection).
 const FREE_FLAGS: u32 = 0xFD80_0004;
 #[test]
 fn red31_the_client_infos_time_zone_session_id_and_code_page_carry_bytes_to_the_target() {
@@ -175,9 +235,14 @@ fn red31_the_client_infos_time_zone_session_id_and_code_page_carry_bytes_to_the_
     assert_eq!(info.credentials.username, "root", "rewritten");
     assert_eq!(info.extra_info.address, "192.0.2.7", "the address was replaced");
     let optional = &info.extra_info.optional_data;
-    assert_eq!(optional.timezone(), Some(&timezone), "the time zone crossed whole");
-    assert_eq!(optional.session_id(), Some(word(74)), "the session id crossed");
-    assert_eq!(info.code_page, word(78), "the code page crossed");
-    // Flags no version of the protocol defines are kept as sent (read with `from_bits_retain`).
-    assert_eq!(info.flags.bits() & FREE_FLAGS, FREE_FLAGS, "the undefined flags crossed");
+    assert_eq!(optional.timezone(), Some(&box_timezone()), "the time zone is the box's");
+    assert_ne!(optional.timezone(), Some(&timezone));
+    assert_eq!(optional.session_id(), Some(0), "the session id is 0");
+    assert_eq!(info.code_page, 0, "the code page is 0");
+    assert_eq!(info.flags.bits() & FREE_FLAGS, 0, "no undefined flag crossed");
+    assert_eq!(info.flags, BOX_INFO_FLAGS | ClientInfoFlags::NO_AUDIO_PLAYBACK, "the flags are the box's");
+    assert_eq!(optional.performance_flags(), Some(PerformanceFlags::DISABLE_WALLPAPER));
+    for (at, _) in payload.windows(4).enumerate().filter(|(_, w)| w.iter().any(|&b| b != 0)) {
+        assert!(!req.user_data.windows(4).any(|w| w == &payload[at..at + 4]), "payload bytes {at}.. crossed");
+    }
 }

@@ -80,6 +80,18 @@ pub struct Reader {
     waves_due: Vec<u32>,
     /// Audio: the Training PDUs' wTimeStamp and wPackSize the client has yet to confirm.
     trainings_due: Vec<[u8; 4]>,
+    /// Audio: the wVersion of the target's last Server Audio Formats.
+    offered_version: u16,
+    /// Audio: the client's first answer to the target's formats, its dwFlags and wVersion as
+    /// the target got them: later answers must say the same (red team h-red17m, hole 3).
+    answered: Option<(u32, u16)>,
+    /// Audio: every format the target has offered on the channel and whether the client listed
+    /// it: a format offered again gets the same answer, so a target offering the same formats
+    /// again and again learns nothing new.
+    chosen: Vec<(Vec<u8>, bool)>,
+    /// The message as the other side gets it, when it is not the one sent: the same length,
+    /// what the reader read re-encoded (the client's sound messages).
+    rewrite: Option<Vec<u8>>,
     display: Display,
     gfx: Gfx,
 }
@@ -147,6 +159,10 @@ impl Reader {
             quality_due: false,
             waves_due: Vec::new(),
             trainings_due: Vec::new(),
+            offered_version: 0,
+            answered: None,
+            chosen: Vec::new(),
+            rewrite: None,
             display: Display {
                 client_monitors: MAX_MONITORS,
                 caps: None,
@@ -169,6 +185,12 @@ impl Reader {
         self.protocol
     }
 
+    /// The last message judged, as the other side gets it, when that is not the message sent:
+    /// the same length, what was read re-encoded.
+    pub fn take_rewrite(&mut self) -> Option<Vec<u8>> {
+        self.rewrite.take()
+    }
+
     /// Judges one whole message: `Ok(true)` passes it, `Ok(false)` drops it (a display layout
     /// that changes nothing or comes too soon), `Err` with the reason the session ends.
     pub fn judge(&mut self, from_client: bool, message: &[u8]) -> Result<bool, &'static str> {
@@ -188,6 +210,9 @@ impl Reader {
             Protocol::Input => self.input(from_client, message).map(|()| true),
             Protocol::Audio => self.audio(from_client, message).map(|()| true),
         };
+        if ok.is_none() {
+            self.rewrite = None;
+        }
         ok.ok_or(self.protocol.refusal())
     }
 
@@ -577,15 +602,22 @@ impl Reader {
     /// sound itself (a Wave PDU, a Wave2's data, training data) is free-form by nature: an
     /// audio grant admits arbitrary bytes from the target to the client in it.
     fn audio(&mut self, from_client: bool, m: &[u8]) -> Option<()> {
+        self.rewrite = None;
         if !from_client && let Some(wave) = self.wave_left.take() {
             // The Wave PDU: four zero bytes in place of the data its Wave Info carried, then
             // the rest of the data, as long as the Wave Info said.
             return (m.len() == wave && m.get(..4)? == [0, 0, 0, 0]).then_some(());
         }
         let mut c = Cursor::new(m);
-        let (kind, _pad, body) = (c.u8()?, c.u8()?, usize::from(c.u16()?));
+        let (kind, pad, body) = (c.u8()?, c.u8()?, usize::from(c.u16()?));
         if kind != SNDC_WAVE && body != m.len() - 4 {
             return None;
+        }
+        // The header's bPad is arbitrary (MS-RDPEA 2.2.1): the target gets the client's as 0.
+        if from_client && pad != 0 {
+            let mut out = m.to_vec();
+            out[1] = 0;
+            self.rewrite = Some(out);
         }
         match (from_client, kind) {
             (_, SNDC_FORMATS) => {
@@ -601,9 +633,11 @@ impl Reader {
                     return None;
                 }
                 // The client answers the target's formats once, with some of them as the target
-                // sent them (MS-RDPEA 3.2.5.1.2): its formats carry no bytes of its own.
+                // sent them (MS-RDPEA 3.2.5.1.2), in the target's order, each once (as FreeRDP
+                // lists them): its formats carry no bytes of its own (red team h-red17m, hole 3).
                 let offered = if from_client { Some(self.offered.take()?) } else { None };
-                let mut listed = Vec::new();
+                let mut listed: Vec<Vec<u8>> = Vec::new();
+                let mut next = 0;
                 for _ in 0..formats {
                     // wFormatTag, nChannels, nSamplesPerSec, nAvgBytesPerSec, nBlockAlign,
                     // wBitsPerSample, cbSize and its extra data (the codec's own).
@@ -617,14 +651,16 @@ impl Reader {
                     }
                     c.take(usize::from(extra))?;
                     let format = m.get(at..c.at)?;
-                    if offered.as_ref().is_some_and(|o| !o.iter().any(|f| f == format)) {
-                        return None;
+                    if let Some(o) = &offered {
+                        next += o.get(next..)?.iter().position(|f| f == format)? + 1;
                     }
                     listed.push(format.to_vec());
                 }
-                if from_client {
+                if let Some(offered) = offered {
+                    self.answer_formats(m, flags, version, &offered, &listed)?;
                     self.quality_due = true;
                 } else {
+                    self.offered_version = version;
                     self.offered = Some(listed);
                 }
             }
@@ -696,6 +732,48 @@ impl Reader {
 }
 
 impl Reader {
+    /// The client's answer to the target's formats, read (its `listed` formats some of the
+    /// target's `offered`, in order): re-encoded as FreeRDP writes it, with nothing of the
+    /// client's but its dwFlags (3 bits) and its wVersion (at most the target's), both the same
+    /// as its first answer's, and which formats it lists, the same for a format offered again.
+    /// `None` when it says anything else, or the channel has seen too many formats.
+    fn answer_formats(
+        &mut self,
+        m: &[u8],
+        flags: u32,
+        version: u16,
+        offered: &[Vec<u8>],
+        listed: &[Vec<u8>],
+    ) -> Option<()> {
+        let version = version.min(self.offered_version);
+        if *self.answered.get_or_insert((flags, version)) != (flags, version) {
+            return None;
+        }
+        for format in offered {
+            let taken = listed.contains(format);
+            match self.chosen.iter().find(|(f, _)| f == format) {
+                Some((_, before)) if *before != taken => return None,
+                Some(_) => {}
+                None if self.chosen.len() >= MAX_FORMATS_SEEN => return None,
+                None => self.chosen.push((format.clone(), taken)),
+            }
+        }
+        let mut out = Vec::with_capacity(m.len());
+        out.extend([SNDC_FORMATS, 0]);
+        out.extend(m.get(2..4)?);
+        out.extend(flags.to_le_bytes());
+        // dwVolume, dwPitch, wDGramPort: FreeRDP's when its device says no volume.
+        out.extend([0; 10]);
+        out.extend(u16::try_from(listed.len()).ok()?.to_le_bytes());
+        out.push(0); // cLastBlockConfirmed
+        out.extend(version.to_le_bytes());
+        out.push(0); // bPad
+        listed.iter().for_each(|f| out.extend(f));
+        (out.len() == m.len()).then_some(())?;
+        self.rewrite = (out != m).then_some(out);
+        Some(())
+    }
+
     /// A block the target sent: the client owes it one Wave Confirm.
     fn owe_confirm(&mut self, block: u8) {
         if self.waves_due.is_empty() {
@@ -914,6 +992,9 @@ const SNDC_QUALITYMODE: u8 = 0x0C;
 const SNDC_WAVE2: u8 = 0x0D;
 /// TSSNDCAPS_ALIVE, TSSNDCAPS_VOLUME, TSSNDCAPS_PITCH.
 const TSSNDCAPS: u32 = 0x7;
+/// How many distinct formats a sound channel's target may offer in all (Windows offers a few
+/// dozen): each the client answers is a bit of its choosing.
+const MAX_FORMATS_SEEN: usize = 512;
 const MAX_FORMATS: u16 = 256;
 const MAX_FORMAT_EXTRA: u16 = 1024;
 /// Training PDUs the client has not confirmed yet (xrdp sends one).
