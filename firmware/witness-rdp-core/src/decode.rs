@@ -384,8 +384,10 @@ impl PassiveDecoder {
         if let Some(keys) = self.keys.as_mut() {
             keys.observe_client(frame);
         }
+        if let Some(at) = last_pointer(frame) {
+            self.pointer = Some(at);
+        }
         if !is_x224(frame) {
-            self.client_input(frame);
             return Ok(());
         }
         if self.io_channel_id.is_none() && self.client_desktop.is_none() {
@@ -846,20 +848,6 @@ impl PassiveDecoder {
         carries
     }
 
-    /// Client fast-path input: the pointer position, so the pointer drawn into the image follows
-    /// the user's mouse. Anything undecodable is ignored (it is the target's business).
-    fn client_input(&mut self, frame: &[u8]) {
-        if !fast_path_input_fits(frame) {
-            return;
-        }
-        let Ok(input) = decode::<FastPathInput>(frame) else { return };
-        for event in input.input_events() {
-            if let FastPathInputEvent::MouseEvent(m) = event {
-                self.pointer = Some((m.x_position, m.y_position));
-            }
-        }
-    }
-
     /// How many responses the stage produced and the decoder dropped (for tests and logs).
     pub fn discarded_responses(&self) -> u64 {
         self.discarded_responses
@@ -892,12 +880,30 @@ fn gfx_failures(stage: &ActiveStage, unhandled: &std::sync::atomic::AtomicU64) -
 
 /// The last pointer position a client fast-path input PDU carries, if any.
 pub fn last_pointer(frame: &[u8]) -> Option<(u16, u16)> {
-    if is_x224(frame) || !fast_path_input_fits(frame) {
-        return None;
+    use ironrdp_pdu::input::InputEvent;
+    use ironrdp_pdu::rdp::headers::{ShareControlHeader, ShareControlPdu, ShareDataPdu};
+    // Every client event that places the mouse: fast-path mouse and extended mouse events, and
+    // slow-path Input PDUs' (red team `h-red17p`: a client moving it only so never had its
+    // pointer recorded).
+    if !is_x224(frame) {
+        if !fast_path_input_fits(frame) {
+            return None;
+        }
+        let input = decode::<FastPathInput>(frame).ok()?;
+        return input.input_events().iter().rev().find_map(|e| match e {
+            FastPathInputEvent::MouseEvent(m) => Some((m.x_position, m.y_position)),
+            FastPathInputEvent::MouseEventEx(m) => Some((m.x_position, m.y_position)),
+            _ => None,
+        });
     }
-    let input = decode::<FastPathInput>(frame).ok()?;
-    input.input_events().iter().rev().find_map(|e| match e {
-        FastPathInputEvent::MouseEvent(m) => Some((m.x_position, m.y_position)),
+    let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(frame).ok()? else { return None };
+    let ShareControlPdu::Data(data) = decode::<ShareControlHeader>(&req.user_data).ok()?.share_control_pdu else {
+        return None;
+    };
+    let ShareDataPdu::Input(input) = data.share_data_pdu else { return None };
+    input.0.iter().rev().find_map(|e| match e {
+        InputEvent::Mouse(m) => Some((m.x_position, m.y_position)),
+        InputEvent::MouseX(m) => Some((m.x_position, m.y_position)),
         _ => None,
     })
 }

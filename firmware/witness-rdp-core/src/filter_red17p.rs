@@ -233,16 +233,12 @@ fn red17p_after_a_reactivation_the_pointer_is_drawn_into_the_recorded_screen_aga
     assert_eq!(masked(true), 0, "the pointer drawn into the recorded screen after a reactivation");
 }
 
-/// Hole 5 (open): the pointer is drawn over the video only at a position the decoder knows:
-/// the client's fast-path mouse input or the target's PointerPosition. A client that moves its
-/// mouse by slow-path input (TS_INPUT_PDU, which the filter passes and xrdp acts on) never gives
-/// one, and no pointer picture is ever recorded; the client (FreeRDP) draws the target's pointer
-/// under its mouse all the while. So does a client that moves it only with fast-path extended
-/// mouse events (TS_FP_POINTERX_EVENT: X1/X2 button events carry a position too), which the
-/// decoder and the relay (`last_pointer`) do not read either. Capacity: every pointer picture the target sets (96x96 or
-/// 384x384, any content), for the whole session. Fix direction: read slow-path mouse events
-/// into the decoder's position (and the relay's), and draw a pointer of unknown position
-/// somewhere fixed (or refuse pointer pictures until a position is known).
+/// Hole 5 (closed): the pointer was drawn over the video only at a position the decoder knew:
+/// the client's fast-path mouse input or the target's PointerPosition. A client that moved its
+/// mouse by slow-path input (TS_INPUT_PDU, which xrdp acts on) or only by fast-path extended
+/// mouse events (TS_FP_POINTERX_EVENT) never gave one, and no pointer picture was ever recorded
+/// while FreeRDP drew the target's under its mouse. Now the relay (`last_pointer`) and the
+/// decoder read every event that places the mouse.
 #[test]
 fn red17p_a_client_moving_its_mouse_by_slow_path_input_never_gets_the_pointer_recorded() {
     let (mut filter, mut decoder, _) = replayed();
@@ -271,24 +267,22 @@ fn red17p_a_client_moving_its_mouse_by_slow_path_input_never_gets_the_pointer_re
     }))
     .unwrap();
     client(&mut filter, &mut decoder, &input);
-    assert_eq!(crate::decode::last_pointer(&input), None, "the relay learns no position either");
-    // Nor from a fast-path extended mouse event (TS_FP_POINTERX_EVENT: an X1 button release at
-    // 100, 100, which xrdp turns into a click at that place and so moves the pointer there).
+    assert_eq!(crate::decode::last_pointer(&input), Some((100, 100)), "the relay's position");
+    assert_eq!(decoder.pointer(), Some((100, 100)), "the decoder's");
+    // A fast-path extended mouse event (TS_FP_POINTERX_EVENT: an X1 button release at 120, 120,
+    // which xrdp turns into a click at that place and so moves the pointer there).
     let mut extended = vec![0x04, 9, 0x02 << 5];
     extended.extend(0x0001u16.to_le_bytes());
-    extended.extend(100u16.to_le_bytes());
-    extended.extend(100u16.to_le_bytes());
+    extended.extend(120u16.to_le_bytes());
+    extended.extend(120u16.to_le_bytes());
     client(&mut filter, &mut decoder, &extended);
-    assert_eq!(crate::decode::last_pointer(&extended), None, "the relay learns no position either");
-    // The program's cursor: 64x64 opaque, any picture.
+    assert_eq!(crate::decode::last_pointer(&extended), Some((120, 120)), "the relay's position");
+    // The program's cursor: 64x64 opaque, any picture: in the video, where the client's mouse is.
     let picture: Vec<u8> = file(64 * 64 * 3).chunks(3).flat_map(|c| [c[0], c[1], c[2], 0xFF]).collect();
     let frame = fast_path_update(0x0B, &new_pointer(32, (0, 0), 64, &picture, &vec![0; 8 * 64]));
     target(&mut filter, &mut decoder, &frame);
-    assert_eq!(decoder.pointer(), None, "the decoder knows no position");
-    assert!(decoder.screen().unwrap().pointer.is_none(), "the video shows no pointer");
-    // Control: the same move by fast-path input puts the pointer in the video.
-    client(&mut filter, &mut decoder, &mouse(100, 100));
-    assert!(decoder.screen().unwrap().pointer.is_some(), "a fast-path move shows it");
+    let p = decoder.screen().unwrap().pointer.expect("the video shows the pointer");
+    assert_eq!((p.x, p.y), (120, 120));
 }
 
 /// Hole 6 (open): a Position update (fast-path 0x8, slow-path PTR_MSG_TYPE_POSITION) is read for
