@@ -1,6 +1,7 @@
 //! Red team `h-red18d`, end to end: the audit rollback anchor as built for issue 18 (each
 //! checkpoint signs its store; only a store the newest checkpoint names is compared with). Each
-//! test asserts the attacker's success and passes while the hole it names is open.
+//! test asserted the attacker's success while the hole it names was open; the closed ones are
+//! flipped to assert the refusal.
 
 use crate::attacks_red18c::sealed_while_the_store_is_away;
 use crate::harness::*;
@@ -124,17 +125,20 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"), "{:?}", b.audit_kinds());
 }
 
-/// Only a store the newest LOCAL checkpoint names is insisted on: with no checkpoint on the disk
-/// there is none, and any read store a file on the disk names is taken. An insider who rolled
-/// the disk back also removes `audit.checkpoints` (the index's audit chain stays unbroken: it
-/// does not know checkpoints were ever signed) and, with the `witness` binary on the box, runs
-/// `store set-read` naming a store of their own: `audit --verify` exits 0, "verified against
-/// the store", on a rolled-back log whose real store holds checkpoints beyond it.
+/// Only a store the newest LOCAL checkpoint names was insisted on: with no checkpoint on the
+/// disk there was none, and any read store a file on the disk names was taken. An insider who
+/// rolled the disk back also removed `audit.checkpoints` (the index's audit chain did not know
+/// checkpoints were ever signed) and, with the `witness` binary on the box, ran `store set-read`
+/// naming a store of their own: `audit --verify` exited 0, "verified against the store", on a
+/// rolled-back log whose real store holds checkpoints beyond it. Closed: the chain records each
+/// checkpoint as it is signed (`audit_checkpoint_signed`), so a missing or cut-back file breaks
+/// the checkpoints (exit 1, at start an `audit_checkpoints_broken` event); signed again after a
+/// start, the store the log records is the only one compared with (exit 3 with theirs).
 #[test]
 fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_log() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let b = rolled_back_box(&sshd, &s3);
+    let mut b = rolled_back_box(&sshd, &s3);
     let theirs = S3::start();
     for f in ["audit.checkpoints", "audit.checkpoints.sent"] {
         let _ = std::fs::remove_file(b.data().join(f));
@@ -156,9 +160,21 @@ fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_
     );
     assert!(out.status.success(), "store set-read: {}", stderr(&out));
     let out = b.cli(&["audit", "--verify"], None);
-    let said = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
-    assert!(said.contains("audit log intact"), "{said}");
-    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
-    assert!(!said.contains("this box's disk"), "{said}");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the audit log records checkpoint 1 as signed")
+            && said.contains("audit.checkpoints does not have it"),
+        "{said}"
+    );
+    assert!(!said.contains("verified against"), "{said}");
+    // The box started on it says so, and signs again: still never verified against theirs.
+    b.serve();
+    assert!(b.stop().success());
+    assert!(b.audit_kinds().iter().any(|k| k == "audit_checkpoints_broken"), "{:?}", b.audit_kinds());
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains("verified against"), "{said}");
+    assert!(said.contains(&format!("s3:{}", s3.endpoint())), "names the store the log records: {said}");
 }

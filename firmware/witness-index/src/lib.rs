@@ -846,6 +846,20 @@ impl Index {
             .optional()?)
     }
 
+    /// The id and detail of every audit event of `kind`, oldest first (what the log itself
+    /// records, e.g. the checkpoints it was signed into).
+    pub fn audit_details(&self, kind: &str) -> Result<Vec<(i64, serde_json::Value)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, detail FROM audit WHERE kind = ?1 ORDER BY id")?;
+        let rows = stmt.query_map([kind], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, detail) = row?;
+            out.push((id, serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null)));
+        }
+        Ok(out)
+    }
+
     /// Checks the chain against a signed checkpoint `(last_id, hash)`: the event must still be
     /// there with that hash. `Err(why)` names a removed tail or a changed event.
     pub fn audit_reaches(&self, last_id: i64, hash: &str) -> Result<std::result::Result<(), String>> {
