@@ -3,7 +3,7 @@
 //! test asserted the attacker's success while the hole it names was open; the closed ones are
 //! flipped to assert the refusal.
 
-use crate::attacks_red18c::sealed_while_the_store_is_away;
+use crate::attacks_red18c::{sealed_while_the_store_is_away, upload_of};
 use crate::harness::*;
 
 const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
@@ -87,18 +87,22 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
     );
 }
 
-/// An upload is refused only when the file's LENGTH is not the sealed one. A recording changed
+/// An upload was refused only when the file's LENGTH was not the sealed one. A recording changed
 /// after sealing with its length kept (bytes overwritten in place while the store was away),
 /// and `part_size_mb` edited in `witness.toml` (a plain file) so the sealed part digests no
-/// longer fit: the fallback path hashes and sends each part as it now is, the store's answer
-/// matches what the box itself just hashed, and the recording is marked uploaded and verified
-/// (then pruned), the store holding bytes that are not the sealed recording under the sealed
-/// sha256's metadata, no `recording_changed_after_sealing` event.
+/// longer fit: the fallback path hashed and sent each part as it now was, the store's answer
+/// matched what the box itself had just hashed, and the recording was marked uploaded and
+/// verified (then pruned), the store holding bytes that are not the sealed recording. Closed:
+/// the fallback hashes the whole file as it sends it and completes the upload only when that is
+/// the sealed SHA-256; otherwise the multipart upload is aborted, the job waits with the reason,
+/// a `recording_changed_after_sealing` event names it once, and the local copy is kept.
 #[test]
 fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
     let (mut b, mut s3, id, sealed_bytes, local) = sealed_while_the_store_is_away(&sshd);
     assert!(sealed_bytes > 6 * 1024 * 1024, "several parts at either part size: {sealed_bytes}");
+    let sealed_sha =
+        b.recordings().into_iter().find(|r| r["id"] == id).unwrap()["sha256"].as_str().expect("sealed").to_owned();
     assert!(b.stop().success());
     // Same length: 64 bytes in the middle rewritten in place.
     let mut bytes = std::fs::read(&local).unwrap();
@@ -115,14 +119,21 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     std::fs::write(&cfg, text).unwrap();
     s3.run();
     b.serve();
-    eventually(120, "marked uploaded", || {
-        b.recordings().into_iter().find(|r| r["id"] == id).filter(|r| r["status"] == "uploaded").map(|_| ())
+    let upload = eventually(120, "the changed copy refused", || {
+        upload_of(&b, &id).filter(|u| u.2.contains("changed since it was sealed"))
     });
-    let stored: Vec<_> = crate::store::walk(s3.dir.path()).into_iter().filter(|p| p.ends_with(".cast")).collect();
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    let up = std::fs::read(&stored[0]).unwrap();
-    assert_eq!(up, bytes, "the store holds the changed bytes");
-    assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"), "{:?}", b.audit_kinds());
+    assert_eq!(upload.0, "waiting", "{upload:?}");
+    assert!(upload.2.contains("hashed to sha256") && upload.2.contains("the upload was not completed"), "{upload:?}");
+    assert!(upload.2.contains(&format!("sealed as {sealed_sha}")), "{upload:?}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = b.recordings().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(r["status"], "completed", "not marked uploaded");
+    assert_eq!(std::fs::read(&local).unwrap(), bytes, "the local copy is kept as it is");
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "recording_changed_after_sealing").count(), 1, "{kinds:?}");
+    assert!(!kinds.contains(&"local_copy_pruned".to_string()), "{kinds:?}");
+    let stored = crate::store::walk(s3.dir.path());
+    assert!(!stored.iter().any(|p| p.ends_with(".cast")), "nothing of it went up as the recording: {stored:?}");
 }
 
 /// Only a store the newest LOCAL checkpoint names was insisted on: with no checkpoint on the
