@@ -324,7 +324,7 @@ pub async fn send_pending(dir: &DataDir, limit: Duration) -> Result<usize> {
 /// What the store said about the local chain, or why it could not be asked.
 pub enum Remote {
     /// The comparison, and the store it was made with.
-    Compared(Compared),
+    Compared(Box<Compared>),
     /// The store could not be reached or read, or is not the one the checkpoints were sent to:
     /// nothing was compared.
     NotCompared(String),
@@ -450,14 +450,14 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
                 }
                 _ => None,
             };
-            Remote::Compared(Compared {
+            Remote::Compared(Box::new(Compared {
                 comparison,
                 store: store.describe().to_owned(),
                 on_this_box: matches!(dest, witness_store::Destination::Dir { .. }),
                 oversized,
                 earlier_store,
                 sent_missing,
-            })
+            }))
         }
     })
 }
@@ -543,7 +543,8 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
         }
     }
     let found = match compare(&dir).await {
-        Ok(Remote::Compared(Compared { comparison: c, store, earlier_store, sent_missing, .. })) => {
+        Ok(Remote::Compared(compared)) => {
+            let Compared { comparison: c, store, earlier_store, sent_missing, .. } = *compared;
             match rollback_text(&c.verdict) {
                 None if sent_missing.is_some() => {
                     let (sent, held) = sent_missing.unwrap_or_default();

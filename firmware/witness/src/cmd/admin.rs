@@ -522,7 +522,8 @@ pub fn verify_audit(root: &Path) -> Result<()> {
     let local = format!("{n} events, hash chain unbroken; {signed}{torn}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::audit_checkpoint::compare(&dir))? {
-        Remote::Compared(Compared { comparison: c, store, on_this_box, oversized, earlier_store, sent_missing }) => {
+        Remote::Compared(compared) => {
+            let Compared { comparison: c, store, on_this_box, oversized, earlier_store, sent_missing } = *compared;
             // A store lacking checkpoints the log records it took (removed there, or another
             // store answering at its address: red team h-red18d) confirms nothing.
             let missing = sent_missing.map(|(sent, held)| crate::audit_checkpoint::sent_missing_text(sent, held));
