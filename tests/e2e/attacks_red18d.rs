@@ -189,3 +189,32 @@ fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_
     assert!(!said.contains("verified against"), "{said}");
     assert!(said.contains(&format!("s3:{}", s3.endpoint())), "names the store the log records: {said}");
 }
+
+/// A box that could not write its checkpoints (the key unreadable, the file or the disk not
+/// writable) said so only in its own log, every minute: nothing in the audit log, nothing in
+/// `sync status`, and the log went unsigned. Now the first failure of each error is an
+/// `audit_checkpoint_failed` event and `sync status` says checkpoints are failing, with the
+/// error, until one is signed again.
+#[test]
+fn red18d_a_box_that_cannot_write_checkpoints_says_so_only_in_its_log() {
+    let mut b = Box::new();
+    let file = b.data().join("audit.checkpoints");
+    std::fs::create_dir(&file).unwrap();
+    b.serve();
+    assert!(b.stop().success());
+    b.serve();
+    assert!(b.stop().success());
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "audit_checkpoint_failed").count(), 1, "once per error: {kinds:?}");
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "failing", "{st}");
+    assert!(st["audit_checkpoints"]["error"].as_str().is_some_and(|e| e.contains("audit checkpoints")), "{st}");
+    assert!(b.ok(&["sync", "status"], None).contains("checkpoints of the audit log are not being written"));
+    // Writable again: the next checkpoint is signed, and the status clears.
+    std::fs::remove_dir(&file).unwrap();
+    b.serve();
+    assert!(b.stop().success());
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "ok", "{st}");
+    assert!(b.audit_kinds().iter().any(|k| k == "audit_checkpoint_signed"));
+}
