@@ -378,6 +378,25 @@ pub struct Compared {
     /// The newest checkpoint the audit log records this store as having taken, when the store
     /// does not hold it (and the newest it holds): not agreement.
     pub sent_missing: Option<(u64, Option<u64>)>,
+    /// The place of the newest local checkpoint when it names no store (signed before
+    /// checkpoints named theirs): nothing on the disk says which store to insist on.
+    pub unnamed_store: Option<u64>,
+}
+
+/// The newest checkpoint's place when it was signed before checkpoints named their store: its
+/// comparison is with whatever store the files on the disk name, so it is never a verification
+/// (a rollback to a copy made before this version could be pointed at any store). The box's
+/// next checkpoint (within a minute while serving, and at stop) names its store.
+fn unnamed_store(local: &[SignedCheckpoint]) -> Option<u64> {
+    let last = local.last()?;
+    last.checkpoint.store.is_none().then(|| place_of(last, local.len() - 1))
+}
+
+/// What a comparison of checkpoints that name no store says, in one line.
+pub fn unnamed_store_text(seq: u64) -> String {
+    format!(
+        "this box's newest checkpoint ({seq}) was signed before checkpoints named their store, so the store compared with is only the one a file on this disk names (a rollback to a copy made before this version could name any); verified once the box signs a checkpoint that names it (within a minute while serving, and at stop)"
+    )
 }
 
 /// What a store that lacks checkpoints the audit log records it took says, in one line.
@@ -490,6 +509,7 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
                 oversized,
                 earlier_store,
                 sent_missing,
+                unnamed_store: unnamed_store(&local),
             }))
         }
     })
@@ -577,7 +597,7 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
     }
     let found = match compare(&dir).await {
         Ok(Remote::Compared(compared)) => {
-            let Compared { comparison: c, store, earlier_store, sent_missing, .. } = *compared;
+            let Compared { comparison: c, store, earlier_store, sent_missing, unnamed_store, .. } = *compared;
             match rollback_text(&c.verdict) {
                 None if sent_missing.is_some() => {
                     let (sent, held) = sent_missing.unwrap_or_default();
@@ -595,13 +615,17 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
                             "the audit checkpoints agree with the store's"
                         );
                     }
-                    earlier_store.map(|(seq, other)| {
-                    let why = format!(
-                        "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
-                    );
-                    tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");
-                    ("audit_not_compared", serde_json::json!({ "reason": why }))
-                })
+                    let why = match (earlier_store, unnamed_store) {
+                        (_, Some(seq)) => Some(unnamed_store_text(seq)),
+                        (Some((seq, other)), None) => Some(format!(
+                            "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
+                        )),
+                        (None, None) => None,
+                    };
+                    why.map(|why| {
+                        tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");
+                        ("audit_not_compared", serde_json::json!({ "reason": why }))
+                    })
                 }
                 Some(text) => {
                     tracing::error!(store = %store, "{text}");
@@ -645,6 +669,30 @@ mod tests {
 
     fn named(seq: u64, at: &str, last_id: i64) -> Named {
         Named { seq, at: at.into(), last_id }
+    }
+
+    #[test]
+    fn a_newest_checkpoint_naming_no_store_is_never_a_verification() {
+        let key = witness_core::evidence::signing_key(&[7; 32]);
+        let cp = |seq: u64, store: Option<&str>| {
+            AuditCheckpoint {
+                format: evidence::CHECKPOINT_FORMAT.into(),
+                box_id: "box".into(),
+                last_id: seq as i64,
+                hash: "h".into(),
+                at: "T".into(),
+                key_fingerprint: "f".into(),
+                seq: Some(seq),
+                prev: None,
+                store: store.map(str::to_owned),
+            }
+            .sign(&key)
+        };
+        assert_eq!(unnamed_store(&[]), None, "no checkpoint: the chain's records say where");
+        assert_eq!(unnamed_store(&[cp(1, None), cp(2, None)]), Some(2), "a copy made before this version");
+        assert_eq!(unnamed_store(&[cp(1, None), cp(2, Some("s3:x/b/"))]), None, "signed since: pinned");
+        let said = unnamed_store_text(2);
+        assert!(said.contains("(2) was signed before checkpoints named their store") && said.contains("verified once"));
     }
 
     #[test]
