@@ -77,14 +77,18 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
             && said.contains("and those before it were sent to (s3:"),
         "{said}"
     );
+    // The start's comparison runs beside serving: waited for, not raced by the stop.
     b.serve();
+    eventually(30, "an audit_not_compared event at start", || {
+        b.audit()
+            .iter()
+            .any(|e| {
+                e["kind"] == "audit_not_compared"
+                    && e["detail"]["reason"].as_str().is_some_and(|r| r.contains("sent to another store"))
+            })
+            .then_some(())
+    });
     assert!(b.stop().success());
-    let events = b.audit();
-    assert!(
-        events.iter().any(|e| e["kind"] == "audit_not_compared"
-            && e["detail"]["reason"].as_str().is_some_and(|r| r.contains("sent to another store"))),
-        "{events:?}"
-    );
 }
 
 /// An upload was refused only when the file's LENGTH was not the sealed one. A recording changed
@@ -181,8 +185,10 @@ fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_
     assert!(!said.contains("verified against"), "{said}");
     // The box started on it says so, and signs again: still never verified against theirs.
     b.serve();
+    eventually(30, "an audit_checkpoints_broken event at start", || {
+        b.audit_kinds().iter().any(|k| k == "audit_checkpoints_broken").then_some(())
+    });
     assert!(b.stop().success());
-    assert!(b.audit_kinds().iter().any(|k| k == "audit_checkpoints_broken"), "{:?}", b.audit_kinds());
     let out = b.cli(&["audit", "--verify"], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_ne!(out.status.code(), Some(0), "{said}");
