@@ -612,7 +612,7 @@ impl SentHash {
         let now = if self.next == count + 1 && self.pending.is_empty() {
             hex::encode(sha2::Digest::finalize(self.hasher))
         } else {
-            format!("(parts {} on not all sent)", self.next)
+            format!("(not all parts sent: part {} on missing)", self.next)
         };
         if now.eq_ignore_ascii_case(sealed) {
             return Ok(());
