@@ -1,8 +1,9 @@
 //! Red team `h-red18d`, end to end: the audit rollback anchor as built for issue 18 (each
 //! checkpoint signs its store; only a store the newest checkpoint names is compared with). Each
-//! test asserts the attacker's success and passes while the hole it names is open.
+//! test asserted the attacker's success while the hole it names was open; the closed ones are
+//! flipped to assert the refusal.
 
-use crate::attacks_red18c::sealed_while_the_store_is_away;
+use crate::attacks_red18c::{sealed_while_the_store_is_away, upload_of};
 use crate::harness::*;
 
 const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
@@ -76,28 +77,36 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
             && said.contains("and those before it were sent to (s3:"),
         "{said}"
     );
+    // The start's comparison runs beside serving: waited for, not raced by the stop.
     b.serve();
+    eventually(30, "an audit_not_compared event at start", || {
+        b.audit()
+            .iter()
+            .any(|e| {
+                e["kind"] == "audit_not_compared"
+                    && e["detail"]["reason"].as_str().is_some_and(|r| r.contains("sent to another store"))
+            })
+            .then_some(())
+    });
     assert!(b.stop().success());
-    let events = b.audit();
-    assert!(
-        events.iter().any(|e| e["kind"] == "audit_not_compared"
-            && e["detail"]["reason"].as_str().is_some_and(|r| r.contains("sent to another store"))),
-        "{events:?}"
-    );
 }
 
-/// An upload is refused only when the file's LENGTH is not the sealed one. A recording changed
+/// An upload was refused only when the file's LENGTH was not the sealed one. A recording changed
 /// after sealing with its length kept (bytes overwritten in place while the store was away),
 /// and `part_size_mb` edited in `witness.toml` (a plain file) so the sealed part digests no
-/// longer fit: the fallback path hashes and sends each part as it now is, the store's answer
-/// matches what the box itself just hashed, and the recording is marked uploaded and verified
-/// (then pruned), the store holding bytes that are not the sealed recording under the sealed
-/// sha256's metadata, no `recording_changed_after_sealing` event.
+/// longer fit: the fallback path hashed and sent each part as it now was, the store's answer
+/// matched what the box itself had just hashed, and the recording was marked uploaded and
+/// verified (then pruned), the store holding bytes that are not the sealed recording. Closed:
+/// the fallback hashes the whole file as it sends it and completes the upload only when that is
+/// the sealed SHA-256; otherwise the multipart upload is aborted, the job waits with the reason,
+/// a `recording_changed_after_sealing` event names it once, and the local copy is kept.
 #[test]
 fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
     let (mut b, mut s3, id, sealed_bytes, local) = sealed_while_the_store_is_away(&sshd);
     assert!(sealed_bytes > 6 * 1024 * 1024, "several parts at either part size: {sealed_bytes}");
+    let sealed_sha =
+        b.recordings().into_iter().find(|r| r["id"] == id).unwrap()["sha256"].as_str().expect("sealed").to_owned();
     assert!(b.stop().success());
     // Same length: 64 bytes in the middle rewritten in place.
     let mut bytes = std::fs::read(&local).unwrap();
@@ -114,27 +123,37 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     std::fs::write(&cfg, text).unwrap();
     s3.run();
     b.serve();
-    eventually(120, "marked uploaded", || {
-        b.recordings().into_iter().find(|r| r["id"] == id).filter(|r| r["status"] == "uploaded").map(|_| ())
+    let upload = eventually(120, "the changed copy refused", || {
+        upload_of(&b, &id).filter(|u| u.2.contains("changed since it was sealed"))
     });
-    let stored: Vec<_> = crate::store::walk(s3.dir.path()).into_iter().filter(|p| p.ends_with(".cast")).collect();
-    assert_eq!(stored.len(), 1, "{stored:?}");
-    let up = std::fs::read(&stored[0]).unwrap();
-    assert_eq!(up, bytes, "the store holds the changed bytes");
-    assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"), "{:?}", b.audit_kinds());
+    assert_eq!(upload.0, "waiting", "{upload:?}");
+    assert!(upload.2.contains("hashed to sha256") && upload.2.contains("the upload was not completed"), "{upload:?}");
+    assert!(upload.2.contains(&format!("sealed as {sealed_sha}")), "{upload:?}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let r = b.recordings().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(r["status"], "completed", "not marked uploaded");
+    assert_eq!(std::fs::read(&local).unwrap(), bytes, "the local copy is kept as it is");
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "recording_changed_after_sealing").count(), 1, "{kinds:?}");
+    assert!(!kinds.contains(&"local_copy_pruned".to_string()), "{kinds:?}");
+    let stored = crate::store::walk(s3.dir.path());
+    assert!(!stored.iter().any(|p| p.ends_with(".cast")), "nothing of it went up as the recording: {stored:?}");
 }
 
-/// Only a store the newest LOCAL checkpoint names is insisted on: with no checkpoint on the disk
-/// there is none, and any read store a file on the disk names is taken. An insider who rolled
-/// the disk back also removes `audit.checkpoints` (the index's audit chain stays unbroken: it
-/// does not know checkpoints were ever signed) and, with the `witness` binary on the box, runs
-/// `store set-read` naming a store of their own: `audit --verify` exits 0, "verified against
-/// the store", on a rolled-back log whose real store holds checkpoints beyond it.
+/// Only a store the newest LOCAL checkpoint names was insisted on: with no checkpoint on the
+/// disk there was none, and any read store a file on the disk names was taken. An insider who
+/// rolled the disk back also removed `audit.checkpoints` (the index's audit chain did not know
+/// checkpoints were ever signed) and, with the `witness` binary on the box, ran `store set-read`
+/// naming a store of their own: `audit --verify` exited 0, "verified against the store", on a
+/// rolled-back log whose real store holds checkpoints beyond it. Closed: the chain records each
+/// checkpoint as it is signed (`audit_checkpoint_signed`), so a missing or cut-back file breaks
+/// the checkpoints (exit 1, at start an `audit_checkpoints_broken` event); signed again after a
+/// start, the store the log records is the only one compared with (exit 3 with theirs).
 #[test]
 fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_log() {
     let sshd = Sshd::start();
     let s3 = S3::start();
-    let b = rolled_back_box(&sshd, &s3);
+    let mut b = rolled_back_box(&sshd, &s3);
     let theirs = S3::start();
     for f in ["audit.checkpoints", "audit.checkpoints.sent"] {
         let _ = std::fs::remove_file(b.data().join(f));
@@ -156,9 +175,52 @@ fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_
     );
     assert!(out.status.success(), "store set-read: {}", stderr(&out));
     let out = b.cli(&["audit", "--verify"], None);
-    let said = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "{said} {}", stderr(&out));
-    assert!(said.contains("audit log intact"), "{said}");
-    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
-    assert!(!said.contains("this box's disk"), "{said}");
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("the audit log records checkpoint 1 as signed")
+            && said.contains("audit.checkpoints does not have it"),
+        "{said}"
+    );
+    assert!(!said.contains("verified against"), "{said}");
+    // The box started on it says so, and signs again: still never verified against theirs.
+    b.serve();
+    eventually(30, "an audit_checkpoints_broken event at start", || {
+        b.audit_kinds().iter().any(|k| k == "audit_checkpoints_broken").then_some(())
+    });
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_ne!(out.status.code(), Some(0), "{said}");
+    assert!(!said.contains("verified against"), "{said}");
+    assert!(said.contains(&format!("s3:{}", s3.endpoint())), "names the store the log records: {said}");
+}
+
+/// A box that could not write its checkpoints (the key unreadable, the file or the disk not
+/// writable) said so only in its own log, every minute: nothing in the audit log, nothing in
+/// `sync status`, and the log went unsigned. Now the first failure of each error is an
+/// `audit_checkpoint_failed` event and `sync status` says checkpoints are failing, with the
+/// error, until one is signed again.
+#[test]
+fn red18d_a_box_that_cannot_write_checkpoints_says_so_only_in_its_log() {
+    let mut b = Box::new();
+    let file = b.data().join("audit.checkpoints");
+    std::fs::create_dir(&file).unwrap();
+    b.serve();
+    assert!(b.stop().success());
+    b.serve();
+    assert!(b.stop().success());
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "audit_checkpoint_failed").count(), 1, "once per error: {kinds:?}");
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "failing", "{st}");
+    assert!(st["audit_checkpoints"]["error"].as_str().is_some_and(|e| e.contains("audit checkpoints")), "{st}");
+    assert!(b.ok(&["sync", "status"], None).contains("checkpoints of the audit log are not being written"));
+    // Writable again: the next checkpoint is signed, and the status clears.
+    std::fs::remove_dir(&file).unwrap();
+    b.serve();
+    assert!(b.stop().success());
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "ok", "{st}");
+    assert!(b.audit_kinds().iter().any(|k| k == "audit_checkpoint_signed"));
 }

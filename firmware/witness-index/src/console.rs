@@ -31,8 +31,9 @@ pub struct DownloadFigures {
     pub file_name: String,
 }
 
-/// The claim on storing one recording's text in batches ([`Index::start_text`]): only the
-/// newest claim's batches and "done" count.
+/// The claim on storing one recording's text in batches ([`Index::start_text`] for a terminal
+/// recording, [`Index::start_read_text`] for a video's screen text): only the newest claim's
+/// batches and "done" count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextClaim {
     pub recording_id: String,
@@ -308,20 +309,43 @@ impl Index {
             .unwrap_or(0.0))
     }
 
+    /// Takes the claim on reading a video's screen text (the same `text_claim` as a terminal
+    /// recording's, step 21) and says where the reading resumes (seconds from its start). The
+    /// stored text is kept (a reading resumes); a later claim, by another reader of the same
+    /// video (the daemon's, `witness index read-text`), takes it over: this one's batches and
+    /// its end are refused from then on ([`IndexError::TextTakenOver`]), so two readers never
+    /// leave a video marked read with text missing (red team h-red18d).
+    pub fn start_read_text(&self, recording_id: &str) -> Result<(TextClaim, f64)> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE recordings SET text_claim = text_claim + 1 WHERE id = ?1", [recording_id])?;
+        let (generation, from): (i64, f64) = tx
+            .query_row("SELECT text_claim, text_read_until FROM recordings WHERE id = ?1", [recording_id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, 0.0));
+        tx.commit()?;
+        Ok((TextClaim { recording_id: recording_id.to_owned(), generation }, from))
+    }
+
     /// Stores text read from a video from `from` seconds on, with the timeline's thumbnails of
     /// the same pictures (`(at, sealed PNG)`), replacing anything stored there before (a resumed
-    /// reading never duplicates), and that it is read up to `until`, in one transaction.
+    /// reading never duplicates), and that it is read up to `until`, in one transaction, if
+    /// `claim` ([`Self::start_read_text`]) is still the video's.
     pub fn store_read_text(
         &self,
-        recording_id: &str,
+        claim: &TextClaim,
         session_id: &str,
         from: f64,
         until: f64,
         chunks: &[SearchChunk],
         thumbnails: &[(f64, Vec<u8>)],
     ) -> Result<()> {
+        let recording_id = claim.recording_id.as_str();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        check_text_claim(&tx, claim)?;
         tx.execute("DELETE FROM cast_text WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
         tx.execute("DELETE FROM thumbnails WHERE recording_id = ?1 AND at >= ?2", params![recording_id, from])?;
         {
@@ -377,18 +401,26 @@ impl Index {
         Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
-    /// A video's text extraction ended: `Ok` (all read) or failed with a reason.
-    pub fn finish_read_text(&self, recording_id: &str, outcome: std::result::Result<(), &str>) -> Result<()> {
-        match outcome {
-            Ok(()) => self.conn().execute(
-                "UPDATE recordings SET text_state = 'done', text_indexed = 1, text_error = NULL WHERE id = ?1",
-                [recording_id],
-            )?,
-            Err(e) => self.conn().execute(
-                "UPDATE recordings SET text_state = 'failed', text_error = ?2 WHERE id = ?1",
-                params![recording_id, e],
-            )?,
-        };
+    /// A video's text extraction ended, all read, if `claim` is still the video's: marked read.
+    pub fn finish_read_text(&self, claim: &TextClaim) -> Result<()> {
+        let n = self.conn().execute(
+            "UPDATE recordings SET text_state = 'done', text_indexed = 1, text_error = NULL
+             WHERE id = ?1 AND text_claim = ?2",
+            params![claim.recording_id, claim.generation],
+        )?;
+        if n == 0 {
+            return Err(IndexError::TextTakenOver { recording_id: claim.recording_id.clone() });
+        }
+        Ok(())
+    }
+
+    /// A video's text could not be read, with the reason. A video another reader has read to
+    /// its end stays read.
+    pub fn read_text_failed(&self, recording_id: &str, reason: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE recordings SET text_state = 'failed', text_error = ?2 WHERE id = ?1 AND text_indexed = 0",
+            params![recording_id, reason],
+        )?;
         Ok(())
     }
 

@@ -846,6 +846,32 @@ impl Index {
             .optional()?)
     }
 
+    /// The id, time and detail of every audit event of `kind`, oldest first (what the log
+    /// itself records, e.g. the checkpoints it was signed into).
+    pub fn audit_details(&self, kind: &str) -> Result<Vec<(i64, String, serde_json::Value)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id, at, detail FROM audit WHERE kind = ?1 ORDER BY id")?;
+        let rows =
+            stmt.query_map([kind], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at, detail) = row?;
+            out.push((id, at, serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null)));
+        }
+        Ok(out)
+    }
+
+    /// The newest audit event of `kind`: its id, time and detail.
+    pub fn audit_newest(&self, kind: &str) -> Result<Option<(i64, String, serde_json::Value)>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT id, at, detail FROM audit WHERE kind = ?1 ORDER BY id DESC LIMIT 1", [kind], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+            })
+            .optional()?
+            .map(|(id, at, d)| (id, at, serde_json::from_str(&d).unwrap_or(serde_json::Value::Null))))
+    }
+
     /// Checks the chain against a signed checkpoint `(last_id, hash)`: the event must still be
     /// there with that hash. `Err(why)` names a removed tail or a changed event.
     pub fn audit_reaches(&self, last_id: i64, hash: &str) -> Result<std::result::Result<(), String>> {

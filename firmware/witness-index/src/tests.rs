@@ -409,8 +409,10 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
         line_rects: vec![Some([10, 20, 300, 16]), None],
         sealed: vec![1],
     };
+    let (claim, from) = idx.start_read_text("v1").unwrap();
+    assert_eq!(from, 0.0);
     idx.store_read_text(
-        "v1",
+        &claim,
         "s1",
         0.0,
         10.0,
@@ -421,9 +423,9 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
     // The box stopped after storing the next batch's text but, say, before it said how far it
     // got: the resumed run starts again from 10 s and stores the same batch again.
     let thumbs = [(12.0, vec![12]), (15.0, vec![15])];
-    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
+    idx.store_read_text(&claim, "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
     assert_eq!(idx.text_read_until("v1").unwrap(), 20.0);
-    idx.store_read_text("v1", "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
+    idx.store_read_text(&claim, "s1", 10.0, 20.0, &[chunk(12.0, "cc"), chunk(15.0, "dd")], &thumbs).unwrap();
     assert_eq!(idx.text_chunks("v1").unwrap(), 4, "no duplicate fragments");
     let stored: Vec<(f64, Vec<u8>)> = idx.thumbnails("v1").unwrap();
     assert_eq!(
@@ -444,7 +446,7 @@ fn text_read_from_a_video_resumes_without_duplicates_and_keeps_its_places() {
         (hit.at, &hit.line_times, &hit.line_rects),
         (15.0, &vec![15.0, 15.0], &vec![Some([10, 20, 300, 16]), None])
     );
-    idx.finish_read_text("v1", Ok(())).unwrap();
+    idx.finish_read_text(&claim).unwrap();
     assert!(idx.videos_to_read().unwrap().is_empty());
     assert_eq!(idx.recording("v1").unwrap().unwrap().text.unwrap().state, "done");
     assert!(idx.recordings_without_text().unwrap().is_empty(), "a video is not a cast");

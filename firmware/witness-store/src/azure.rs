@@ -153,12 +153,22 @@ impl AzureStore {
         let sealed = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
             let data = crate::read_range(path, 0, size).await?;
+            if sealed.is_none() {
+                // The MD5 is taken from these bytes: they must be the sealed ones.
+                let mut h = crate::SentHash::new();
+                h.add(1, bytes::Bytes::copy_from_slice(&data));
+                h.check(1, path, sha256)?;
+            }
             let receipt = self.put_blob(key, data, Some(sha256), sealed.map(|d| d.md5[0])).await?;
             progress.sent(size);
             throttle.sent(size).await;
             return Ok(receipt);
         }
-        if resume.upload_id.as_deref() != Some(BLOCKS) {
+        // Without sealing's digests each block is hashed as it is sent, and the whole must be
+        // the sealed SHA-256 before the block list is committed: blocks sent before (an upload
+        // resumed) cannot be hashed as they were sent, so they are sent again.
+        let mut sent_hash = sealed.is_none().then(crate::SentHash::new);
+        if resume.upload_id.as_deref() != Some(BLOCKS) || sent_hash.is_some() {
             resume = Resume { upload_id: Some(BLOCKS.into()), parts: Vec::new() };
         }
         let count = size.div_ceil(part_size) as u32;
@@ -168,18 +178,34 @@ impl AzureStore {
             }
             let offset = (number as u64 - 1) * part_size;
             let len = part_size.min(size - offset);
-            let data = crate::read_range(path, offset, len).await?;
-            let md5: [u8; 16] = match sealed {
-                Some(d) => d.md5[number as usize - 1],
-                None => md5::Md5::digest(&data).into(),
-            };
             let extra = format!("comp=block&blockid={}", encode_query(&block_id(number)));
-            let req = self.http.put(self.url(key, &extra)).header("Content-MD5", b64(&md5)).body(data);
+            let (md5, body): ([u8; 16], reqwest::Body) = match (sealed, sent_hash.as_mut()) {
+                // The block's MD5 from sealing: the service checks the body against it, which is
+                // read from the file a piece at a time as it is sent (not the block whole).
+                (Some(d), _) => (d.md5[number as usize - 1], crate::range_body(path, offset, len).await?),
+                (None, h) => {
+                    let data = bytes::Bytes::from(crate::read_range(path, offset, len).await?);
+                    if let Some(h) = h {
+                        h.add(number, data.clone());
+                    }
+                    (md5::Md5::digest(&data).into(), data.into())
+                }
+            };
+            let req = self
+                .http
+                .put(self.url(key, &extra))
+                .header("Content-MD5", b64(&md5))
+                .header("Content-Length", len.to_string())
+                .body(body);
             self.send(req, "put block").await?;
             resume.parts.push(Part { number, etag: hex::encode(md5), size: len });
             progress.sent(len);
             progress.part_done(&resume);
             throttle.sent(len).await;
+        }
+        if let Some(h) = sent_hash {
+            // Never committed: the uncommitted blocks are dropped by the service.
+            h.check(count, path, sha256)?;
         }
         resume.parts.sort_by_key(|p| p.number);
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");

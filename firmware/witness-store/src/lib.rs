@@ -208,6 +208,12 @@ pub enum StoreError {
         "the local copy {path} is {now} bytes but was sealed at {sealed}: changed since it was sealed; not uploaded"
     )]
     ChangedSinceSealing { path: String, now: u64, sealed: u64 },
+    /// The local file's bytes, hashed as they were sent (sealing's part digests did not fit),
+    /// are not the sealed SHA-256: the upload was not completed, the local copy kept.
+    #[error(
+        "the local copy {path} hashed to sha256 {now} as it was sent, but was sealed as {sealed}: changed since it was sealed; the upload was not completed"
+    )]
+    ContentChangedSinceSealing { path: String, now: String, sealed: String },
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("store error: {0}")]
@@ -215,6 +221,11 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether the local copy is not the sealed recording (its length or its bytes).
+    pub fn changed_since_sealing(&self) -> bool {
+        matches!(self, StoreError::ChangedSinceSealing { .. } | StoreError::ContentChangedSinceSealing { .. })
+    }
+
     /// `offline` when the store could not be reached, `failing` when it answered with an error.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -571,6 +582,45 @@ pub(crate) async fn range_body(path: &Path, offset: u64, len: u64) -> Result<req
     Ok(reqwest::Body::wrap_stream(pieces))
 }
 
+/// The SHA-256 of a file taken from its parts as they are sent, in whatever order they are
+/// read: an upload that cannot send sealing's part digests (they do not fit the part size) hashes
+/// what it sends and completes only when that is the sealed SHA-256 (red team h-red18d: a file
+/// changed in place after sealing, its length kept, was otherwise uploaded and "verified"
+/// against what the box itself had just hashed).
+pub(crate) struct SentHash {
+    next: u32,
+    pending: std::collections::BTreeMap<u32, bytes::Bytes>,
+    hasher: sha2::Sha256,
+}
+
+impl SentHash {
+    pub(crate) fn new() -> Self {
+        Self { next: 1, pending: Default::default(), hasher: sha2::Digest::new() }
+    }
+
+    /// Part `number` (1-based) was sent with these bytes.
+    pub(crate) fn add(&mut self, number: u32, data: bytes::Bytes) {
+        self.pending.insert(number, data);
+        while let Some(d) = self.pending.remove(&self.next) {
+            sha2::Digest::update(&mut self.hasher, &d);
+            self.next += 1;
+        }
+    }
+
+    /// `Ok` when all `count` parts were hashed and the whole is `sealed` (hex).
+    pub(crate) fn check(self, count: u32, path: &Path, sealed: &str) -> Result<()> {
+        let now = if self.next == count + 1 && self.pending.is_empty() {
+            hex::encode(sha2::Digest::finalize(self.hasher))
+        } else {
+            format!("(not all parts sent: part {} on missing)", self.next)
+        };
+        if now.eq_ignore_ascii_case(sealed) {
+            return Ok(());
+        }
+        Err(StoreError::ContentChangedSinceSealing { path: path.display().to_string(), now, sealed: sealed.to_owned() })
+    }
+}
+
 /// Reads `len` bytes at `offset`, off the async threads.
 pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let path = path.to_owned();
@@ -589,6 +639,36 @@ pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parts_hashed_as_sent_in_any_order_must_be_the_sealed_file() {
+        use sha2::Digest;
+        let file: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let sealed = hex::encode(sha2::Sha256::digest(&file));
+        let parts: Vec<bytes::Bytes> = file.chunks(3000).map(bytes::Bytes::copy_from_slice).collect();
+        let path = Path::new("rec.cast");
+        let mut h = SentHash::new();
+        for n in [2u32, 1, 4, 3] {
+            h.add(n, parts[n as usize - 1].clone());
+        }
+        assert!(h.check(4, path, &sealed).is_ok());
+        // One byte changed in place, the length kept: refused, naming both hashes.
+        let mut changed = parts[2].to_vec();
+        changed[7] ^= 1;
+        let mut h = SentHash::new();
+        for (i, p) in parts.iter().enumerate() {
+            h.add(i as u32 + 1, if i == 2 { bytes::Bytes::from(changed.clone()) } else { p.clone() });
+        }
+        let e = h.check(4, path, &sealed).unwrap_err();
+        assert!(matches!(&e, StoreError::ContentChangedSinceSealing { sealed: s, .. } if *s == sealed), "{e}");
+        assert!(e.changed_since_sealing() && e.to_string().contains("not completed"), "{e}");
+        // A part never sent is no whole file.
+        let mut h = SentHash::new();
+        for n in [1u32, 2, 4] {
+            h.add(n, parts[n as usize - 1].clone());
+        }
+        assert!(h.check(4, path, &sealed).is_err());
+    }
 
     #[test]
     fn descriptions_hide_secrets() {

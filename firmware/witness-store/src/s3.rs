@@ -371,6 +371,16 @@ impl S3Store {
             return Ok(receipt);
         }
         let full = self.key(key);
+        // Without sealing's digests each part is hashed as it is sent, and the whole must be the
+        // sealed SHA-256 before the upload completes: parts sent before (an upload resumed)
+        // cannot be hashed as they were sent, so such an upload starts over.
+        let mut sent_hash = digests.is_none().then(crate::SentHash::new);
+        if sent_hash.is_some()
+            && let Some(old) = resume.upload_id.take()
+        {
+            self.abort(&full, &old).await;
+            resume = Resume::default();
+        }
         let upload_id = match resume.upload_id.clone() {
             Some(id) => id,
             None => {
@@ -425,7 +435,7 @@ impl S3Store {
                             .trim_matches('"')
                             .to_owned();
                         if etag == hex::encode(md5) {
-                            return Ok::<_, StoreError>(Part { number, etag, size: len });
+                            return Ok::<_, StoreError>((Part { number, etag, size: len }, None));
                         }
                         let detail = format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5));
                         if tries >= 3 {
@@ -434,7 +444,7 @@ impl S3Store {
                         tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
                     }
                 }
-                let data = crate::read_range(path, offset, len).await?;
+                let data = bytes::Bytes::from(crate::read_range(path, offset, len).await?);
                 let mut headers = Multimap::new();
                 if self.lock.is_some() {
                     // Parts of a locked object need Content-MD5 too.
@@ -450,7 +460,7 @@ impl S3Store {
                         &full,
                         upload_id.as_str(),
                         number as u16,
-                        SegmentedBytes::from(bytes::Bytes::from(data)),
+                        SegmentedBytes::from(data.clone()),
                     )
                     .map_err(classify)?
                     .extra_headers(Some(headers))
@@ -459,17 +469,28 @@ impl S3Store {
                     .await
                     .map_err(classify)?;
                 let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
-                Ok::<_, StoreError>(Part { number, etag, size: len })
+                Ok::<_, StoreError>((Part { number, etag, size: len }, Some(data)))
             }
         }))
         .buffer_unordered(2);
         while let Some(part) = uploads.next().await {
-            let part = part?;
+            let (part, data) = part?;
+            if let (Some(h), Some(data)) = (sent_hash.as_mut(), data) {
+                h.add(part.number, data);
+            }
             let len = part.size;
             resume.parts.push(part);
             progress.sent(len);
             progress.part_done(&resume);
             throttle.sent(len).await;
+        }
+        drop(uploads);
+        if let Some(h) = sent_hash
+            && let Err(e) = h.check(count, path, sha256)
+        {
+            // Never completed: the parts are dropped, the local copy kept as it is.
+            self.abort(&full, &upload_id).await;
+            return Err(e);
         }
         resume.parts.sort_by_key(|p| p.number);
         let parts = resume
@@ -495,6 +516,18 @@ impl S3Store {
         // The completed object's ETag is in the answer's body (`<ETag>"…-N"</ETag>`).
         let body = String::from_utf8_lossy(done.body()).into_owned();
         Ok(crate::Receipt { sha256_b64: None, etag: etag_in(&body) })
+    }
+
+    /// Aborts a multipart upload (its parts dropped by the server); a failure only leaves them
+    /// for the bucket's lifecycle rules.
+    async fn abort(&self, full: &str, upload_id: &str) {
+        let aborted = match self.client.abort_multipart_upload(&self.bucket, full, upload_id) {
+            Ok(b) => b.build().send().await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = aborted {
+            tracing::warn!(key = %full, error = %e, "a multipart upload could not be aborted");
+        }
     }
 
     pub(crate) async fn verify(

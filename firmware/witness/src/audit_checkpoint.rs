@@ -32,6 +32,92 @@ const FETCH_LIMIT: usize = 64;
 const CHECKPOINT_MAX_BYTES: u64 = 64 * 1024;
 /// How long the comparison may take before it is given up as not done.
 const COMPARE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The audit event that records, in the hash chain itself, each checkpoint as it is signed (its
+/// place, the checkpoint before it, its store, and how far the store had taken them): written
+/// before the checkpoint signs the log's head, so each checkpoint covers its own record, and a
+/// removed or cut-back checkpoint file no longer leaves a log that "never had checkpoints"
+/// (red team h-red18d).
+pub const SIGNED_EVENT: &str = "audit_checkpoint_signed";
+
+/// The audit event saying a checkpoint could not be written (the key unreadable, the file or the
+/// disk not writable): the first time of each error, not every minute; shown by `sync status`
+/// until a checkpoint is signed again (red team h-red18d: it was said in the box's log only).
+pub const FAILED_EVENT: &str = "audit_checkpoint_failed";
+
+/// Signs a checkpoint if the log grew ([`write`]); a failure is logged and, the first time it
+/// is found so, made an audit event.
+pub fn write_logged(dir: &DataDir, when: &str) {
+    let Err(e) = write(dir) else { return };
+    let error = format!("{e:#}");
+    tracing::warn!(error = %error, when, "the audit log could not be checkpointed");
+    let said_so = match (dir.index.audit_newest(FAILED_EVENT), dir.index.audit_newest(SIGNED_EVENT)) {
+        (Ok(Some((failed, _, d))), Ok(signed)) => {
+            d["error"].as_str() == Some(error.as_str()) && signed.is_none_or(|(s, _, _)| s < failed)
+        }
+        _ => false,
+    };
+    if !said_so && let Err(e) = dir.index.audit(FAILED_EVENT, None, None, None, &serde_json::json!({ "error": error }))
+    {
+        tracing::warn!(error = %e, "the failed checkpoint could not be written to the audit log");
+    }
+}
+
+/// Whether checkpoints are being written: the error and since when, when the newest attempt
+/// failed (an [`FAILED_EVENT`] after the newest checkpoint signed).
+pub fn failing(dir: &DataDir) -> Result<Option<(String, String)>> {
+    let Some((failed, at, d)) = dir.index.audit_newest(FAILED_EVENT)? else { return Ok(None) };
+    if dir.index.audit_newest(SIGNED_EVENT)?.is_some_and(|(s, _, _)| s > failed) {
+        return Ok(None);
+    }
+    Ok(Some((d["error"].as_str().unwrap_or("").to_owned(), at)))
+}
+
+/// A checkpoint the log records as signed.
+#[derive(Debug, Clone, PartialEq)]
+struct Recorded {
+    /// The audit event recording it.
+    event: i64,
+    seq: u64,
+    prev: Option<String>,
+    store: Option<String>,
+    /// The newest checkpoint the store had taken when this one was signed.
+    sent: Option<u64>,
+}
+
+/// The checkpoints the audit log records as signed, in the log's order.
+fn recorded(dir: &DataDir) -> Result<Vec<Recorded>> {
+    let mut out = Vec::new();
+    for (event, _, d) in dir.index.audit_details(SIGNED_EVENT)? {
+        let Some(seq) = d["seq"].as_u64() else { continue };
+        let text = |k: &str| d[k].as_str().map(str::to_owned);
+        out.push(Recorded { event, seq, prev: text("prev"), store: text("store"), sent: d["sent"].as_u64() });
+    }
+    Ok(out)
+}
+
+/// Whether the checkpoint file holds every checkpoint the audit log records as signed, as
+/// recorded (its place, the one before it, its store): `Err(why)` names the first it does not.
+fn holds_recorded(all: &[SignedCheckpoint], records: &[Recorded]) -> std::result::Result<(), String> {
+    for r in records {
+        let here = all.iter().enumerate().find(|(i, c)| place_of(c, *i) == r.seq).map(|(_, c)| c);
+        let Some(c) = here else {
+            return Err(format!(
+                "the audit log records checkpoint {} as signed (event {}), but {FILE} does not have it ({} checkpoints there): the file was removed or cut back (or the box stopped while writing it: signed again at its next checkpoint)",
+                r.seq,
+                r.event,
+                all.len()
+            ));
+        };
+        let prev = c.checkpoint.prev.clone();
+        if prev != r.prev || c.checkpoint.store != r.store {
+            return Err(format!(
+                "checkpoint {} is not the one the audit log records as signed at that place (event {}): replaced",
+                r.seq, r.event
+            ));
+        }
+    }
+    Ok(())
+}
 
 /// The checkpoint file as read.
 #[derive(Default)]
@@ -126,12 +212,33 @@ pub fn write(dir: &DataDir) -> Result<bool> {
         lines = read(dir)?;
     }
     // After the event of a torn line set aside, so this checkpoint covers it.
-    let Some((last_id, hash)) = dir.index.audit_head()? else { return Ok(false) };
+    let Some((head, _)) = dir.index.audit_head()? else { return Ok(false) };
     let all = &lines.all;
-    if all.last().is_some_and(|c| c.checkpoint.last_id == last_id) {
+    if all.last().is_some_and(|c| c.checkpoint.last_id == head) {
         return Ok(false);
     }
     let key = crate::evidence::signing_key(&dir.root)?;
+    let seq = all.last().map_or(0, |c| place_of(c, all.len() - 1)) + 1;
+    let prev = all.last().map(SignedCheckpoint::hash);
+    let store = crate::sync::destination(&dir.root)?.describe();
+    // Recorded in the chain first, so the checkpoint signs its own record; a record left by a
+    // stop between the two (the same place, the same checkpoint before it) is not repeated.
+    let records = recorded(dir)?;
+    let again = records.iter().rev().find(|r| r.seq == seq).is_some_and(|r| {
+        r.prev == prev && r.store.as_deref() == Some(store.as_str()) && records.last().is_some_and(|l| l.seq == seq)
+    });
+    if !again {
+        let sent_note = std::fs::read_to_string(dir.root.join(SENT_FILE)).unwrap_or_default();
+        let sent = all.iter().enumerate().find(|(_, c)| c.hash() == sent_note.trim()).map(|(i, c)| place_of(c, i));
+        dir.index.audit(
+            SIGNED_EVENT,
+            None,
+            None,
+            None,
+            &serde_json::json!({ "seq": seq, "prev": prev, "store": store, "sent": sent }),
+        )?;
+    }
+    let Some((last_id, hash)) = dir.index.audit_head()? else { return Ok(false) };
     let signed = AuditCheckpoint {
         format: evidence::CHECKPOINT_FORMAT.into(),
         box_id: dir.config.box_id.clone(),
@@ -139,9 +246,9 @@ pub fn write(dir: &DataDir) -> Result<bool> {
         hash,
         at: witness_index::format_time(time::OffsetDateTime::now_utc()),
         key_fingerprint: evidence::fingerprint(&key.verifying_key()),
-        seq: Some(all.last().map_or(0, |c| place_of(c, all.len() - 1)) + 1),
-        prev: all.last().map(SignedCheckpoint::hash),
-        store: Some(crate::sync::destination(&dir.root)?.describe()),
+        seq: Some(seq),
+        prev,
+        store: Some(store),
     }
     .sign(&key);
     let mut line = if lines.unterminated { b"\n".to_vec() } else { Vec::new() };
@@ -192,6 +299,9 @@ pub fn verify(dir: &DataDir) -> Result<LocalCheckpoints> {
         }
     }
     if let Err(why) = audit_anchor::check_chain(&all) {
+        bail!("audit checkpoints broken: {why}");
+    }
+    if let Err(why) = holds_recorded(&all, &recorded(dir)?) {
         bail!("audit checkpoints broken: {why}");
     }
     Ok(LocalCheckpoints {
@@ -247,7 +357,7 @@ pub async fn send_pending(dir: &DataDir, limit: Duration) -> Result<usize> {
 /// What the store said about the local chain, or why it could not be asked.
 pub enum Remote {
     /// The comparison, and the store it was made with.
-    Compared(Compared),
+    Compared(Box<Compared>),
     /// The store could not be reached or read, or is not the one the checkpoints were sent to:
     /// nothing was compared.
     NotCompared(String),
@@ -265,6 +375,39 @@ pub struct Compared {
     /// The newest local checkpoint signed for another store (its place and that store): what
     /// it and those before it covered is compared only there.
     pub earlier_store: Option<(u64, String)>,
+    /// The newest checkpoint the audit log records this store as having taken, when the store
+    /// does not hold it (and the newest it holds): not agreement.
+    pub sent_missing: Option<(u64, Option<u64>)>,
+    /// The place of the newest local checkpoint when it names no store (signed before
+    /// checkpoints named theirs): nothing on the disk says which store to insist on.
+    pub unnamed_store: Option<u64>,
+}
+
+/// The newest checkpoint's place when it was signed before checkpoints named their store: its
+/// comparison is with whatever store the files on the disk name, so it is never a verification
+/// (a rollback to a copy made before this version could be pointed at any store). The box's
+/// next checkpoint (within a minute while serving, and at stop) names its store.
+fn unnamed_store(local: &[SignedCheckpoint]) -> Option<u64> {
+    let last = local.last()?;
+    last.checkpoint.store.is_none().then(|| place_of(last, local.len() - 1))
+}
+
+/// What a comparison of checkpoints that name no store says, in one line.
+pub fn unnamed_store_text(seq: u64) -> String {
+    format!(
+        "this box's newest checkpoint ({seq}) was signed before checkpoints named their store, so the store compared with is only the one a file on this disk names (a rollback to a copy made before this version could name any); verified once the box signs a checkpoint that names it (within a minute while serving, and at stop)"
+    )
+}
+
+/// What a store that lacks checkpoints the audit log records it took says, in one line.
+pub fn sent_missing_text(sent: u64, held: Option<u64>) -> String {
+    let held = match held {
+        Some(seq) => format!("it holds this box's checkpoints only up to {seq}"),
+        None => "it holds none of this box's checkpoints".to_owned(),
+    };
+    format!(
+        "the store does not confirm the audit log: the log records that the store had taken this box's checkpoint {sent}, but {held}: either checkpoints were removed from the store, or another store answers at its address; {REBUILD_HINT}"
+    )
 }
 
 /// Compares the local chain of checkpoints with the store's copy (read credentials). The store
@@ -272,6 +415,7 @@ pub struct Compared {
 /// naming an empty folder, written on a rolled-back disk) is not compared with.
 pub async fn compare(dir: &DataDir) -> Result<Remote> {
     let local = read(dir)?.all;
+    let records = recorded(dir)?;
     if let Some(why) = local.iter().enumerate().find_map(|(i, c)| box_id_changed(dir, c, i)) {
         return Ok(Remote::NotCompared(why));
     }
@@ -281,8 +425,14 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
     };
     let described = dest.describe();
-    let signed_store =
-        local.iter().enumerate().rev().find_map(|(i, c)| Some((place_of(c, i), c.checkpoint.store.clone()?)));
+    // The newest checkpoint's store, or what the log records as the newest checkpoint's store
+    // when the file has none (removed on a rolled-back disk: red team h-red18d).
+    let signed_store = local
+        .iter()
+        .enumerate()
+        .rev()
+        .find_map(|(i, c)| Some((place_of(c, i), c.checkpoint.store.clone()?)))
+        .or_else(|| records.iter().rev().find_map(|r| Some((r.seq, r.store.clone()?))));
     if let Some((seq, named)) = &signed_store
         && *named != described
     {
@@ -333,13 +483,35 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         Ok(Ok(None)) => Remote::NotCompared(
             "the store key may only write, and no read credentials are set (`witness store set-read`)".to_owned(),
         ),
-        Ok(Ok(Some((listed, fetched, oversized)))) => Remote::Compared(Compared {
-            comparison: audit_anchor::compare(box_id, &public, &local, &listed, &fetched),
-            store: store.describe().to_owned(),
-            on_this_box: matches!(dest, witness_store::Destination::Dir { .. }),
-            oversized,
-            earlier_store,
-        }),
+        Ok(Ok(Some((listed, fetched, oversized)))) => {
+            let comparison = audit_anchor::compare(box_id, &public, &local, &listed, &fetched);
+            // What the log records the store as having taken (a checkpoint signed for this
+            // store), the store must still hold.
+            let sent = records
+                .iter()
+                .filter_map(|r| r.sent)
+                .filter(|seq| {
+                    local.iter().enumerate().any(|(i, c)| {
+                        place_of(c, i) == *seq && c.checkpoint.store.as_deref() == Some(described.as_str())
+                    })
+                })
+                .max();
+            let sent_missing = match (&comparison.verdict, sent) {
+                (Verdict::Agrees { store_newest, .. }, Some(s)) if store_newest.unwrap_or(0) < s => {
+                    Some((s, *store_newest))
+                }
+                _ => None,
+            };
+            Remote::Compared(Box::new(Compared {
+                comparison,
+                store: store.describe().to_owned(),
+                on_this_box: matches!(dest, witness_store::Destination::Dir { .. }),
+                oversized,
+                earlier_store,
+                sent_missing,
+                unnamed_store: unnamed_store(&local),
+            }))
+        }
     })
 }
 
@@ -406,37 +578,67 @@ pub fn rollback_text(verdict: &Verdict) -> Option<String> {
 /// when the comparison failed or could not be done); never stops the box from recording. Then
 /// sends what is pending.
 pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
+    // The checkpoints the log records, which the file must hold (removed or cut back: said at
+    // every start, not only by `audit --verify`).
+    let missing = match (read(&dir), recorded(&dir)) {
+        (Ok(lines), Ok(records)) => holds_recorded(&lines.all, &records).err(),
+        _ => None,
+    };
+    if let Some(why) = missing {
+        tracing::error!("audit checkpoints broken: {why}");
+        let d = dir.clone();
+        let detail = serde_json::json!({ "found": why });
+        if let Ok(Err(e)) =
+            tokio::task::spawn_blocking(move || d.index.audit("audit_checkpoints_broken", None, None, None, &detail))
+                .await
+        {
+            tracing::warn!(error = %e, "the broken checkpoints could not be written to the audit log");
+        }
+    }
     let found = match compare(&dir).await {
-        Ok(Remote::Compared(Compared { comparison: c, store, earlier_store, .. })) => match rollback_text(&c.verdict) {
-            None => {
-                if let Verdict::Agrees { store_newest, not_sent } = c.verdict {
-                    tracing::info!(
-                        store = %store,
-                        store_newest = store_newest.unwrap_or(0),
-                        not_sent,
-                        passed_over = c.passed_over.len(),
-                        "the audit checkpoints agree with the store's"
-                    );
+        Ok(Remote::Compared(compared)) => {
+            let Compared { comparison: c, store, earlier_store, sent_missing, unnamed_store, .. } = *compared;
+            match rollback_text(&c.verdict) {
+                None if sent_missing.is_some() => {
+                    let (sent, held) = sent_missing.unwrap_or_default();
+                    let text = sent_missing_text(sent, held);
+                    tracing::error!(store = %store, "{text}");
+                    Some(("audit_unconfirmed", serde_json::json!({ "checkpoint": sent, "found": text })))
                 }
-                earlier_store.map(|(seq, other)| {
-                    let why = format!(
-                        "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
-                    );
-                    tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");
-                    ("audit_not_compared", serde_json::json!({ "reason": why }))
-                })
+                None => {
+                    if let Verdict::Agrees { store_newest, not_sent } = c.verdict {
+                        tracing::info!(
+                            store = %store,
+                            store_newest = store_newest.unwrap_or(0),
+                            not_sent,
+                            passed_over = c.passed_over.len(),
+                            "the audit checkpoints agree with the store's"
+                        );
+                    }
+                    let why = match (earlier_store, unnamed_store) {
+                        (_, Some(seq)) => Some(unnamed_store_text(seq)),
+                        (Some((seq, other)), None) => Some(format!(
+                            "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
+                        )),
+                        (None, None) => None,
+                    };
+                    why.map(|why| {
+                        tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");
+                        ("audit_not_compared", serde_json::json!({ "reason": why }))
+                    })
+                }
+                Some(text) => {
+                    tracing::error!(store = %store, "{text}");
+                    let (kind, seq) = match &c.verdict {
+                        Verdict::RolledBack { newest, .. } => ("audit_rollback", newest.seq),
+                        Verdict::Forked { store, .. } => ("audit_rollback", store.seq),
+                        Verdict::Unconfirmed { newest_place, .. } => ("audit_unconfirmed", *newest_place),
+                        Verdict::Agrees { .. } => ("audit_rollback", 0),
+                    };
+                    Some((kind, serde_json::json!({ "checkpoint": seq, "found": text })))
+                }
             }
-            Some(text) => {
-                tracing::error!(store = %store, "{text}");
-                let (kind, seq) = match &c.verdict {
-                    Verdict::RolledBack { newest, .. } => ("audit_rollback", newest.seq),
-                    Verdict::Forked { store, .. } => ("audit_rollback", store.seq),
-                    Verdict::Unconfirmed { newest_place, .. } => ("audit_unconfirmed", *newest_place),
-                    Verdict::Agrees { .. } => ("audit_rollback", 0),
-                };
-                Some((kind, serde_json::json!({ "checkpoint": seq, "found": text })))
-            }
-        },
+        }
         Ok(Remote::NotCompared(why)) => {
             tracing::warn!(
                 reason = %why,
@@ -467,6 +669,30 @@ mod tests {
 
     fn named(seq: u64, at: &str, last_id: i64) -> Named {
         Named { seq, at: at.into(), last_id }
+    }
+
+    #[test]
+    fn a_newest_checkpoint_naming_no_store_is_never_a_verification() {
+        let key = witness_core::evidence::signing_key(&[7; 32]);
+        let cp = |seq: u64, store: Option<&str>| {
+            AuditCheckpoint {
+                format: evidence::CHECKPOINT_FORMAT.into(),
+                box_id: "box".into(),
+                last_id: seq as i64,
+                hash: "h".into(),
+                at: "T".into(),
+                key_fingerprint: "f".into(),
+                seq: Some(seq),
+                prev: None,
+                store: store.map(str::to_owned),
+            }
+            .sign(&key)
+        };
+        assert_eq!(unnamed_store(&[]), None, "no checkpoint: the chain's records say where");
+        assert_eq!(unnamed_store(&[cp(1, None), cp(2, None)]), Some(2), "a copy made before this version");
+        assert_eq!(unnamed_store(&[cp(1, None), cp(2, Some("s3:x/b/"))]), None, "signed since: pinned");
+        let said = unnamed_store_text(2);
+        assert!(said.contains("(2) was signed before checkpoints named their store") && said.contains("verified once"));
     }
 
     #[test]

@@ -142,7 +142,14 @@ pub fn read_logged(dir: &DataDir, recording_id: &str, cancel: &CancellationToken
         Err(e) => {
             let reason = format!("{e:#}");
             warn!(recording_id, error = %reason, "screen text could not be read");
-            if let Err(e) = dir.index.finish_read_text(recording_id, Err(&reason)) {
+            if e.downcast_ref::<witness_index::IndexError>()
+                .is_some_and(|e| matches!(e, witness_index::IndexError::TextTakenOver { .. }))
+            {
+                // Another reader of the same video took it over: its reading counts, not this one's.
+                info!(recording_id, "screen text reading taken over by another reader");
+                return None;
+            }
+            if let Err(e) = dir.index.read_text_failed(recording_id, &reason) {
                 warn!(recording_id, error = %e, "could not store why the screen text could not be read");
             }
             None
@@ -158,7 +165,8 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     if !row.path.ends_with(".mp4") {
         bail!("not a video");
     }
-    let from = dir.index.text_read_until(recording_id)?;
+    // The claim on the video's text (a later reader's takes it over) and where this reading resumes.
+    let (claim, from) = dir.index.start_read_text(recording_id)?;
     // Decrypted record by record as the decoder asks: memory is bounded, whatever the video's size.
     let plain = witness_recorder::open_plain(&dir.root.join(&row.path), &witness_keys::key_for(&dir.root))
         .with_context(|| format!("opening {}", row.path))?;
@@ -174,7 +182,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         // Every later picture appeared after this one: the video is read up to just past it.
         let until = last.at.as_secs_f64() + 0.001;
         let chunks = read_batch(&batch.reads, &key, &languages, stats)?;
-        dir.index.store_read_text(recording_id, &row.session_id, *stored_from, until, &chunks, &batch.thumbnails)?;
+        dir.index.store_read_text(&claim, &row.session_id, *stored_from, until, &chunks, &batch.thumbnails)?;
         stats.batches += 1;
         *stored_from = until;
         *batch = Batch::default();
@@ -244,7 +252,7 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
         take(reads, thumbnail, &mut batch, &mut stats, &mut stored_from)?;
     }
     flush(&mut batch, &mut stats, &mut stored_from)?;
-    dir.index.finish_read_text(recording_id, Ok(())).map_err(anyhow::Error::from)?;
+    dir.index.finish_read_text(&claim).map_err(anyhow::Error::from)?;
     stats.wall_seconds = started.elapsed().as_secs_f64();
     Ok(Some(stats))
 }

@@ -296,12 +296,15 @@ impl Uploader {
         let message = e.to_string();
         // A multipart upload the store no longer knows, or a part that did not match, starts
         // over rather than failing forever.
-        if matches!(e, StoreError::Mismatch { .. } | StoreError::NotFound(_)) {
+        if matches!(
+            e,
+            StoreError::Mismatch { .. } | StoreError::NotFound(_) | StoreError::ContentChangedSinceSealing { .. }
+        ) {
             let _ = dir.index.save_multipart(&job.recording_id, None, &[]);
         }
         // A local copy that is not what was sealed is evidence of a change on the box: an audit
         // event the first time it is found so (not at every retry), the copy kept as it is.
-        if matches!(e, StoreError::ChangedSinceSealing { .. })
+        if e.changed_since_sealing()
             && dir.index.upload_last_error(&job.recording_id).ok().flatten().as_deref() != Some(message.as_str())
         {
             let _ = dir.index.audit(

@@ -522,8 +522,13 @@ pub fn verify_audit(root: &Path) -> Result<()> {
     let local = format!("{n} events, hash chain unbroken; {signed}{torn}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::audit_checkpoint::compare(&dir))? {
-        Remote::Compared(Compared { comparison: c, store, on_this_box, oversized, earlier_store }) => {
-            if let Some(text) = rollback_text(&c.verdict) {
+        Remote::Compared(compared) => {
+            let Compared { comparison: c, store, on_this_box, oversized, earlier_store, sent_missing, unnamed_store } =
+                *compared;
+            // A store lacking checkpoints the log records it took (removed there, or another
+            // store answering at its address: red team h-red18d) confirms nothing.
+            let missing = sent_missing.map(|(sent, held)| crate::audit_checkpoint::sent_missing_text(sent, held));
+            if let Some(text) = rollback_text(&c.verdict).or(missing) {
                 let big = if oversized > 0 {
                     format!("; {oversized} objects under checkpoints' names too large to be one, not read whole")
                 } else {
@@ -556,6 +561,12 @@ pub fn verify_audit(root: &Path) -> Result<()> {
             }
             // A store changed on a rolled-back disk gets the next checkpoints signed for it: what
             // the earlier ones covered is only compared where they went (red team h-red18d).
+            // Checkpoints that name no store (a copy made before they did) pin none: the store
+            // compared with is only what a file on this disk names.
+            if let Some(seq) = unnamed_store {
+                println!("NOT COMPARED with the store: {}", crate::audit_checkpoint::unnamed_store_text(seq));
+                return Err(NotCompared.into());
+            }
             if let Some((seq, other)) = earlier_store {
                 println!(
                     "NOT COMPARED with the store checkpoint {seq} and those before it were sent to ({other}): a rollback from before the store changed is not ruled out"

@@ -137,6 +137,9 @@ struct Status {
     /// The after-life of every recording not through it yet: each of its jobs (seal, extract,
     /// upload, verify, prune), done or waiting, with why it waits and when it is tried next.
     jobs: Vec<serde_json::Value>,
+    /// Whether the audit log's signed checkpoints are being written: `failing` with the error
+    /// and since when, when the newest attempt failed.
+    audit_checkpoints: serde_json::Value,
 }
 
 /// A job row for `sync status`.
@@ -191,6 +194,10 @@ fn status(dir: &DataDir) -> Result<Status> {
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
         jobs: dir.index.unfinished_pipelines()?.iter().map(job_json).collect(),
+        audit_checkpoints: match crate::audit_checkpoint::failing(dir)? {
+            Some((error, since)) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
+            None => serde_json::json!({ "state": "ok" }),
+        },
         waiting: dir
             .index
             .waiting_uploads()?
@@ -271,6 +278,13 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                     "not sealed:  {} (not uploaded until it is sealed): {}",
                     u["recording"].as_str().unwrap_or(""),
                     u["error"].as_str().unwrap_or("")
+                );
+            }
+            if s.audit_checkpoints["state"] == "failing" {
+                println!(
+                    "audit:       checkpoints of the audit log are not being written (since {}): {}",
+                    s.audit_checkpoints["since"].as_str().unwrap_or("?"),
+                    s.audit_checkpoints["error"].as_str().unwrap_or("")
                 );
             }
             if s.refusing_sessions {

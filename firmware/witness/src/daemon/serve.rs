@@ -220,9 +220,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                     let d2 = d.clone();
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write(&d2)).await {
-                        warn!(error = format!("{e:#}"), "the audit log could not be checkpointed");
-                    }
+                    let _ = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write_logged(&d2, "every minute")).await;
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         sent = crate::audit_checkpoint::send_pending(&d, Duration::from_secs(30)) => if let Err(e) = sent {
@@ -259,9 +257,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     // naming what was running.
     let _watchdog = sup.watchdog(STOP_DEADLINE + STOP_AFTER_STAGES);
     let mut stopped = runtime.block_on(sup.shutdown(STOP_DEADLINE));
-    if let Err(e) = crate::audit_checkpoint::write(&dir) {
-        warn!(error = format!("{e:#}"), "the audit log could not be checkpointed at stop");
-    }
+    crate::audit_checkpoint::write_logged(&dir, "at stop");
     // Sent now, within the stop's time: one left for the next start could be lost to a rollback
     // of the disk in between. An offline site keeps it queued.
     if let Err(e) = runtime.block_on(crate::audit_checkpoint::send_pending(&dir, AUDIT_SEND_AT_STOP)) {
