@@ -751,6 +751,70 @@ struct FastPathWalk {
     held: Vec<Vec<u8>>,
 }
 
+/// The largest fast-path PDU (its length field has 15 bits).
+const RECUT_PDU_MAX: usize = 0x7FFF;
+
+/// Fast-path PDUs held for a fragmented pointer (each walked whole), passed on with the
+/// pointer's fragments joined and cut again the box's way — as one update when it fits a PDU,
+/// else in the largest fragments — so how the target cut it reaches no one (red team
+/// `h-red17p`: fragment sizes spelt a file). Other updates pass as they were, in order.
+fn recut(pdus: &[Vec<u8>]) -> Vec<u8> {
+    // (update header, data) of every update, a pointer's fragments joined as one SINGLE update.
+    let mut units: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut joining: Option<(u8, Vec<u8>)> = None;
+    for pdu in pdus {
+        let Some((length, mut at)) = crate::decode::fast_path_length(pdu) else { continue };
+        while at + 3 <= length.min(pdu.len()) {
+            let header = pdu[at];
+            let size = usize::from(u16_at(pdu, at + 1).unwrap_or(0));
+            let data = &pdu[at + 3..(at + 3 + size).min(pdu.len())];
+            at += 3 + size;
+            let (code, fragmentation) = (header & 0x0F, (header >> 4) & 0x03);
+            if !pointer::is_fast_path_pointer(code) || fragmentation == fp::SINGLE {
+                units.push((header, data.to_vec()));
+                continue;
+            }
+            let (_, joined) = joining.get_or_insert_with(|| (code, Vec::new()));
+            joined.extend_from_slice(data);
+            if fragmentation == fp::LAST
+                && let Some((code, joined)) = joining.take()
+            {
+                units.push((code, joined));
+            }
+        }
+    }
+    let room = RECUT_PDU_MAX - 3;
+    let mut out = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
+    let flush = |out: &mut Vec<u8>, body: &mut Vec<u8>| {
+        if !body.is_empty() {
+            let length = 3 + body.len();
+            out.extend([0x00, 0x80 | (length >> 8) as u8, length as u8]);
+            out.append(body);
+        }
+    };
+    for (header, data) in units {
+        let pieces: Vec<&[u8]> = if data.len() + 3 <= room { vec![&data[..]] } else { data.chunks(room - 3).collect() };
+        let count = pieces.len();
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let fragmentation = match (count, i) {
+                (1, _) => header >> 4 & 0x03,
+                (_, 0) => fp::FIRST,
+                (n, i) if i + 1 == n => fp::LAST,
+                _ => fp::NEXT,
+            };
+            if body.len() + 3 + piece.len() > room {
+                flush(&mut out, &mut body);
+            }
+            body.push(header & 0x0F | fragmentation << 4);
+            body.extend(u16::try_from(piece.len()).unwrap_or(u16::MAX).to_le_bytes());
+            body.extend_from_slice(piece);
+        }
+    }
+    flush(&mut out, &mut body);
+    out
+}
+
 /// The most a fragmented pointer may hold back (a 384x384 large pointer at 32 bpp and its mask
 /// are 608 KiB).
 const POINTER_HELD_MAX: usize = 1 << 20;
@@ -845,9 +909,9 @@ impl FastPathWalk {
             return Verdict::Drop;
         }
         if !self.held.is_empty() {
-            let mut all = std::mem::take(&mut self.held).concat();
-            all.extend_from_slice(&out);
-            return Verdict::Replace(all);
+            let mut pdus = std::mem::take(&mut self.held);
+            pdus.push(out.into_owned());
+            return Verdict::Replace(recut(&pdus));
         }
         match out {
             Cow::Borrowed(_) => Verdict::Forward,

@@ -480,7 +480,7 @@ fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
 }
 
 /// The pointer's fragments are held until it is whole, made canonical across them and passed
-/// on in order, and a pointer update with a byte beyond its fields ends the session.
+/// on cut the box's way, and a pointer update with a byte beyond its fields ends the session.
 #[test]
 fn red17m_a_fragmented_pointer_is_made_canonical_across_its_fragments() {
     let mut f = grant(Redirection::NONE);
@@ -505,13 +505,10 @@ fn red17m_a_fragmented_pointer_is_made_canonical_across_its_fragments() {
     assert_eq!(f.from_target(&fragment(2, a)).unwrap(), Verdict::Drop, "the first fragment is held");
     assert_eq!(f.from_target(&fragment(3, b)).unwrap(), Verdict::Drop);
     let Verdict::Replace(out) = f.from_target(&fragment(1, c)).unwrap() else { panic!("not released") };
-    let sent = [fragment(2, a), fragment(3, b), fragment(1, c)].concat();
-    assert_eq!(out.len(), sent.len(), "the three PDUs, in order, the same lengths");
-    let mut data = out[6..6 + a.len()].to_vec();
-    let second = 6 + a.len();
-    data.extend(&out[second + 6..second + 6 + b.len()]);
-    data.extend(&out[second + 6 + b.len() + 6..]);
-    assert_eq!(data.len(), body.len());
+    // Released whole, cut the box's way: one update in one PDU (it fits).
+    assert_eq!(out.len(), 3 + 3 + body.len());
+    assert_eq!(out[3], 0x0B, "a single New Pointer update");
+    let data = &out[6..];
     assert_eq!(data[..16], body[..16], "the fields pass as sent");
     assert!(data[16..].iter().all(|&b| b == 0), "free bytes crossed");
     let mut long = body.clone();
@@ -968,4 +965,46 @@ fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways(
     assert!(refused(opened().from_client(&frame).unwrap()), "a cache import offer that is not empty");
     let frame = target_dvc(&gfx(0x7777, &payload));
     assert!(refused(opened().from_target(&frame).unwrap()), "target to client, unknown command");
+}
+
+/// A held pointer too big for one PDU is released in the largest fragments, in order, and the
+/// recorder reads the same picture from them.
+#[test]
+fn a_held_pointer_too_big_for_one_pdu_is_released_in_the_largest_fragments() {
+    let mut f = grant(Redirection::NONE);
+    let side = 96usize;
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend([0, 0, 0, 0, 0, 0]);
+    body.extend(u16::try_from(side).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side * side / 8).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side * side * 4).unwrap().to_le_bytes());
+    body.extend([0x10, 0x20, 0x30, 0xFF].repeat(side * side));
+    body.extend(vec![0; side * side / 8]);
+    let fragment = |flags: u8, data: &[u8]| {
+        let length = 3 + 3 + data.len();
+        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B | flags << 4];
+        pdu.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+        pdu.extend(data);
+        pdu
+    };
+    let (a, rest) = body.split_at(15_000);
+    let (b, c) = rest.split_at(15_000);
+    assert_eq!(f.from_target(&fragment(2, a)).unwrap(), Verdict::Drop);
+    assert_eq!(f.from_target(&fragment(3, b)).unwrap(), Verdict::Drop);
+    let Verdict::Replace(out) = f.from_target(&fragment(1, c)).unwrap() else { panic!("not released") };
+    // PDUs of the largest size, fragments first then last, the data the pointer's.
+    let mut rest = &out[..];
+    let (mut flags, mut data): (Vec<u8>, Vec<u8>) = (Vec::new(), Vec::new());
+    while !rest.is_empty() {
+        let (length, at) = crate::decode::fast_path_length(rest).unwrap();
+        let pdu = &rest[..length];
+        flags.push(pdu[at] >> 4);
+        let size = usize::from(u16::from_le_bytes([pdu[at + 1], pdu[at + 2]]));
+        assert_eq!(at + 3 + size, length, "one update a pdu");
+        data.extend(&pdu[at + 3..]);
+        rest = &rest[length..];
+    }
+    assert_eq!(flags, vec![2, 1], "first, last");
+    assert_eq!(data, body);
 }
