@@ -749,6 +749,63 @@ struct FastPathWalk {
     /// The PDUs held back until the fragmented pointer is whole and made canonical
     /// ([`crate::pointer`]): its first pieces are in them.
     held: Vec<Vec<u8>>,
+    /// The pointer is hidden (a Null Pointer was the last picture update).
+    hidden: bool,
+    /// Every picture set, canonical, by cache index (its update code and data): FreeRDP's cache
+    /// outlives a reactivation, the recorder's (IronRDP's) does not.
+    pictures: HashMap<u16, (u8, Vec<u8>)>,
+    /// The cache indices set since the last (re)activation: the recorder's cache.
+    recorder_cache: HashSet<u16>,
+}
+
+/// The most bytes of pointer pictures the box keeps to send again after a reactivation.
+const PICTURES_MAX: usize = 8 << 20;
+
+/// What becomes of one pointer update the filter has read.
+enum PointerEdit {
+    /// Left out: a Pointer Position of a hidden pointer (its 4 bytes would cross undrawn).
+    Drop,
+    /// Sent as this update (code, data): a Cached Pointer the recorder lacks, as the picture.
+    Send(u8, Vec<u8>),
+}
+
+impl FastPathWalk {
+    /// Follows the pointer state an update sets (its data canonical) and says what becomes of
+    /// it (red team `h-red17p`, holes 6 and 8).
+    fn note_pointer(&mut self, code: u8, data: &[u8]) -> Option<PointerEdit> {
+        let index = |at: usize| u16_at(data, at).unwrap_or(0);
+        match code {
+            pointer::code::NULL => self.hidden = true,
+            pointer::code::DEFAULT => self.hidden = false,
+            pointer::code::POSITION if self.hidden => return Some(PointerEdit::Drop),
+            pointer::code::COLOR | pointer::code::NEW | pointer::code::LARGE => {
+                self.hidden = false;
+                let i = if code == pointer::code::COLOR { index(0) } else { index(2) };
+                self.recorder_cache.insert(i);
+                self.pictures.remove(&i);
+                let kept: usize = self.pictures.values().map(|(_, d)| d.len()).sum();
+                if kept + data.len() <= PICTURES_MAX {
+                    self.pictures.insert(i, (code, data.to_vec()));
+                }
+            }
+            pointer::code::CACHED => {
+                self.hidden = false;
+                let i = index(0);
+                if self.recorder_cache.insert(i)
+                    && let Some((code, picture)) = self.pictures.get(&i)
+                {
+                    return Some(PointerEdit::Send(*code, picture.clone()));
+                }
+            }
+            _ => {}
+        }
+        None
+    }
+
+    /// The target (re)activated: the recorder's pointer cache starts empty.
+    fn reactivated(&mut self) {
+        self.recorder_cache.clear();
+    }
 }
 
 /// The largest fast-path PDU (its length field has 15 bits).
@@ -783,14 +840,21 @@ fn recut(pdus: &[Vec<u8>]) -> Vec<u8> {
             }
         }
     }
+    pack(units).concat()
+}
+
+/// Fast-path PDUs holding `units` (update header, data) in order, each PDU as full as it goes;
+/// an update too big for one PDU goes in the largest fragments.
+fn pack(units: Vec<(u8, Vec<u8>)>) -> Vec<Vec<u8>> {
     let room = RECUT_PDU_MAX - 3;
     let mut out = Vec::new();
     let mut body: Vec<u8> = Vec::new();
-    let flush = |out: &mut Vec<u8>, body: &mut Vec<u8>| {
+    let flush = |out: &mut Vec<Vec<u8>>, body: &mut Vec<u8>| {
         if !body.is_empty() {
             let length = 3 + body.len();
-            out.extend([0x00, 0x80 | (length >> 8) as u8, length as u8]);
-            out.append(body);
+            let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
+            pdu.append(body);
+            out.push(pdu);
         }
     };
     for (header, data) in units {
@@ -834,9 +898,12 @@ impl FastPathWalk {
         if length != frame.len() {
             return Verdict::Refuse(TARGET_UNREADABLE);
         }
-        // The PDU as it leaves: pointer updates made canonical in place.
+        // The PDU as it leaves: pointer updates made canonical in place, and the updates left out
+        // or sent otherwise (by their place in the PDU).
         let mut out = Cow::Borrowed(frame);
+        let mut edits: Vec<(Range<usize>, PointerEdit)> = Vec::new();
         while at < length {
+            let update_at = at;
             let update = frame[at];
             let (code, fragmentation) = (update & 0x0F, (update >> 4) & 0x03);
             if update >> 6 != 0 {
@@ -871,10 +938,17 @@ impl FastPathWalk {
                     }
                     _ => None,
                 };
-                if let Some(pieces) = whole
-                    && let Err(why) = self.canonical_pointer(code, &pieces, &mut out)
-                {
-                    return Verdict::Refuse(why);
+                if let Some(pieces) = whole {
+                    let data = match self.canonical_pointer(code, &pieces, &mut out) {
+                        Ok(data) => data,
+                        Err(why) => return Verdict::Refuse(why),
+                    };
+                    if let Some(edit) = self.note_pointer(code, &data) {
+                        if fragmentation != fp::SINGLE {
+                            return Verdict::Refuse(pointer::POINTER_UNREADABLE);
+                        }
+                        edits.push((update_at..at, edit));
+                    }
                 }
             }
             let walked = match (fragmentation, self.fragment.take()) {
@@ -901,8 +975,34 @@ impl FastPathWalk {
                 return Verdict::Refuse(why);
             }
         }
+        let out = out.into_owned();
+        if !edits.is_empty() {
+            let mut units = Vec::new();
+            let mut next = crate::decode::fast_path_length(&out).map_or(out.len(), |(_, at)| at);
+            while next + 3 <= out.len() {
+                let size = usize::from(u16_at(&out, next + 1).unwrap_or(0));
+                let range = next..next + 3 + size;
+                match edits.iter().position(|(r, _)| *r == range) {
+                    Some(i) => match edits.swap_remove(i).1 {
+                        PointerEdit::Drop => {}
+                        PointerEdit::Send(code, data) => units.push((code, data)),
+                    },
+                    None => units.push((out[next], out[next + 3..range.end].to_vec())),
+                }
+                next = range.end;
+            }
+            let pdus = pack(units);
+            if pdus.is_empty() && self.pointer.is_none() && self.held.is_empty() {
+                return Verdict::Drop;
+            }
+            if self.pointer.is_some() || !self.held.is_empty() {
+                // Held or released with a fragmented pointer: no other edit comes then.
+                return Verdict::Refuse(pointer::POINTER_UNREADABLE);
+            }
+            return Verdict::Replace(pdus.concat());
+        }
         if self.pointer.is_some() {
-            self.held.push(out.into_owned());
+            self.held.push(out);
             if self.held.iter().map(Vec::len).sum::<usize>() > POINTER_HELD_MAX {
                 return Verdict::Refuse(pointer::POINTER_UNREADABLE);
             }
@@ -910,13 +1010,10 @@ impl FastPathWalk {
         }
         if !self.held.is_empty() {
             let mut pdus = std::mem::take(&mut self.held);
-            pdus.push(out.into_owned());
+            pdus.push(out);
             return Verdict::Replace(recut(&pdus));
         }
-        match out {
-            Cow::Borrowed(_) => Verdict::Forward,
-            Cow::Owned(bytes) => Verdict::Replace(bytes),
-        }
+        if out == frame { Verdict::Forward } else { Verdict::Replace(out) }
     }
 
     /// Makes a whole pointer update canonical where its pieces lie: in held PDUs, or in
@@ -926,7 +1023,7 @@ impl FastPathWalk {
         code: u8,
         pieces: &[(usize, Range<usize>)],
         current: &mut Cow<'_, [u8]>,
-    ) -> Result<(), &'static str> {
+    ) -> Result<Vec<u8>, &'static str> {
         let here = self.held.len();
         let mut sent = Vec::new();
         for (pdu, range) in pieces {
@@ -936,7 +1033,7 @@ impl FastPathWalk {
         let mut data = sent.clone();
         pointer::fast_path(code, &mut data)?;
         if data == sent {
-            return Ok(());
+            return Ok(data);
         }
         let mut from = 0;
         for (pdu, range) in pieces {
@@ -945,7 +1042,7 @@ impl FastPathWalk {
             to.copy_from_slice(&data[from..from + range.len()]);
             from += range.len();
         }
-        Ok(())
+        Ok(data)
     }
 }
 
@@ -1582,6 +1679,7 @@ impl Filter {
                         .unwrap_or((0, 0));
                     self.share_id = Some(share_id);
                     self.finalization = (0, 0);
+                    self.fast_path.reactivated();
                     (self.active, self.deactivated) = (true, false);
                     let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
                     let Some(canonical) = canonical_caps_pdu(pdu, &header, true) else {
@@ -1606,6 +1704,13 @@ impl Filter {
                                 let body = bytes.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();
                                 if let Err(why) = pointer::slow_path(body) {
                                     return Ok(Verdict::Refuse(why));
+                                }
+                                // The same pointer state as fast-path's; what would be left out
+                                // or sent otherwise there ends the session here.
+                                if let Some(code) = pointer::slow_path_code(body)
+                                    && self.fast_path.note_pointer(code, &body[4..]).is_some()
+                                {
+                                    return Ok(Verdict::Refuse(pointer::POINTER_UNREADABLE));
                                 }
                             }
                             changed |= bytes != pdu;

@@ -83,6 +83,22 @@ pub(crate) fn slow_path(body: &mut [u8]) -> Result<(), &'static str> {
     }
 }
 
+/// The fast-path code of a (canonical) slow-path TS_POINTER_PDU's message.
+pub(crate) fn slow_path_code(body: &[u8]) -> Option<u8> {
+    Some(match u16_at(body, 0)? {
+        SYSTEM => match u32_at(body, 4)? {
+            0 => code::NULL,
+            _ => code::DEFAULT,
+        },
+        POSITION => code::POSITION,
+        COLOR => code::COLOR,
+        CACHED => code::CACHED,
+        NEW => code::NEW,
+        LARGE => code::LARGE,
+        _ => return None,
+    })
+}
+
 fn exact(data: &[u8], len: usize) -> Result<(), &'static str> {
     if data.len() == len { Ok(()) } else { Err(POINTER_UNREADABLE) }
 }
