@@ -30,8 +30,7 @@ fuzz_target!(|input: (u8, Vec<(String, Vec<u8>)>, Vec<(u16, Vec<u8>)>)| {
     let mut objects: Vec<(String, Vec<u8>)> = named.into_iter().take(16).collect();
     for (seq, bytes) in placed.into_iter().take(16) {
         // Named by its own hash when it parses, so the name holds and the signature is what counts.
-        let hash =
-            serde_json::from_slice::<SignedCheckpoint>(&bytes).map(|c| c.hash()).unwrap_or_else(|_| "ab".repeat(32));
+        let hash = serde_json::from_slice::<SignedCheckpoint>(&bytes).map(|c| c.hash()).unwrap_or_else(|_| "ab".repeat(32));
         objects.push((format!("{}{:012}-{hash}.json", audit_anchor::prefix("box"), seq), bytes));
     }
     for (k, _) in &objects {
@@ -47,10 +46,9 @@ fuzz_target!(|input: (u8, Vec<(String, Vec<u8>)>, Vec<(u16, Vec<u8>)>)| {
         c.verdict
     );
     let hashes: Vec<String> = local.iter().map(SignedCheckpoint::hash).collect();
-    let foreign = listed
-        .iter()
-        .filter_map(|k| audit_anchor::parse_key("box", k))
-        .any(|(seq, hash)| usize::try_from(seq - 1).ok().and_then(|i| hashes.get(i)) != Some(&hash));
+    let foreign = listed.iter().filter_map(|k| audit_anchor::parse_key("box", k)).any(|(seq, hash)| {
+        usize::try_from(seq - 1).ok().and_then(|i| hashes.get(i)) != Some(&hash)
+    });
     assert_eq!(foreign, matches!(c.verdict, Verdict::Unconfirmed { .. }), "{:?}", c.verdict);
     assert_eq!(audit_anchor::check_chain(&local), Ok(()));
 });

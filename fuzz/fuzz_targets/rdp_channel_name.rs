@@ -3,8 +3,8 @@
 //! it cannot depend on case or on bytes after the NUL.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp_core::channels::{Redirection, Switches};
 use witness_rdp_core::channels::{channel_name, dynamic_allowed, static_allowed};
+use witness_rdp_core::channels::{Redirection, Switches};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, name)) = data.split_first() else { return };

@@ -5,8 +5,8 @@
 //! with open dynamic channels.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use witness_rdp_core::channels::{Redirection, Switches};
 use witness_rdp_core::filter::{Filter, Injection, Verdict};
+use witness_rdp_core::channels::{Redirection, Switches};
 
 /// Records of a tag byte (`C`, `T`, `M`), a little-endian u32 length and the bytes.
 const CAPTURE: &[u8] = include_bytes!("../../firmware/witness-rdp-core/src/testdata/shadow_gfx.cap");
