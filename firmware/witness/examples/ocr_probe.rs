@@ -135,10 +135,9 @@ fn main() {
         let parts: Vec<Vec<witness_core::ocr_lines::LinePart>> =
             b.iter().map(|r| witness_core::ocr_lines::split(&r.sheet_region())).collect();
         read_px += b.iter().map(|r| u64::from(r.region.width * r.region.height)).sum::<u64>();
-        let mut todo = Vec::new();
-        let mut queued = std::collections::HashSet::new();
+        let mut todo: Vec<&witness_core::ocr_lines::LinePart> = Vec::new();
         for p in parts.iter().flatten() {
-            if nocache || (!cache.has(p.key) && queued.insert(p.key)) {
+            if nocache || !(cache.has(p) || todo.iter().any(|t| witness_core::ocr_lines::same_line(t, p))) {
                 todo.push(p);
             } else {
                 cached_lines += 1;

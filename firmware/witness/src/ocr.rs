@@ -297,15 +297,11 @@ fn read_batch(
     let parts: Vec<Vec<ocr_lines::LinePart>> = batch.iter().map(|r| ocr_lines::split(&r.sheet_region())).collect();
     // The lines not read before, each once.
     let mut todo: Vec<&ocr_lines::LinePart> = Vec::new();
-    let mut queued = std::collections::HashSet::new();
     for part in parts.iter().flatten() {
-        if cache.has(part.key) {
-            cache.hits += 1;
+        if cache.has(part) || todo.iter().any(|t| ocr_lines::same_line(t, part)) {
             stats.lines_cached += 1;
-        } else if queued.insert(part.key) {
-            todo.push(part);
         } else {
-            stats.lines_cached += 1;
+            todo.push(part);
         }
     }
     let mut rest = &todo[..];
