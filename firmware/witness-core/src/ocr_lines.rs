@@ -289,7 +289,7 @@ mod tests {
         assert!(!same_line(&a[0], &c[0]));
         let mut d = region(80, 20, &[(10, 5, 30, 10)]);
         d.gray[7 * 80 + 20] = 60;
-        d.gray[8 * 80 + 20] = 190;
+        d.gray[8 * 80 + 33] = 70;
         assert!(same_line(&a[0], &split(&d)[0]), "the codec's noise on the same glyphs");
         for i in 0..4 {
             d.gray[(6 + i) * 80 + 20] = 250;
