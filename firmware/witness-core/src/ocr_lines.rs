@@ -169,10 +169,13 @@ fn same(a: &[u8], b: &[u8], width: usize) -> bool {
     true
 }
 
+/// A line read: its pixels (as in [`LinePart::ink_px`]) and what Tesseract read.
+type Seen = (Vec<u8>, Vec<Read>);
+
 /// What the lines already read said: by the ink's size, each line's pixels and its text.
 #[derive(Debug, Default)]
 pub struct LineCache {
-    lines: HashMap<u64, Vec<(Vec<u8>, Vec<Read>)>>,
+    lines: HashMap<u64, Vec<Seen>>,
     count: usize,
     /// Lines read by Tesseract and stored so far.
     pub misses: u64,
