@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     // Each frame: a step in time (one byte, ×10 ms), then its pixels, the last one cut short
     // (a frame of another size is ignored).
     let size = (w * h) as usize;
-    let mut check = |reads: Vec<witness_video::settle::Read>, at: Duration| {
+    let check = |reads: Vec<witness_video::settle::Read>, at: Duration| {
         for r in reads {
             let g = r.region;
             assert!(g.width > 0 && g.height > 0 && g.x + g.width <= w && g.y + g.height <= h, "{g:?} in {w}x{h}");
