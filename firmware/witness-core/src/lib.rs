@@ -19,6 +19,7 @@ pub mod history;
 pub mod model;
 pub mod names;
 pub mod ocr;
+pub mod ocr_lines;
 pub mod policy;
 pub mod rawrec;
 pub mod rows;

@@ -2,12 +2,12 @@
 //! the screen changed and then stayed still for a while (typing, scrolling and video are not read
 //! mid-change), and only the parts that changed since the last picture read — each group of
 //! changed blocks on its own (a window's straight borders are no part of any), a scrolled area
-//! only for the rows the scroll brought in, and never a part whose pixels are those of a part
-//! already read. Pure logic over grey pictures, so it is
+//! only for the rows the scroll brought in. A part whose pixels were read before (a window
+//! switched back) is given again with its new time: every time text is shown is a time it is
+//! found at (the reader's line cache makes reading it again cheap). Pure logic over grey
+//! pictures, so it is
 //! tested without a video (arbitrary pictures included: `arbitrary_pictures_…`).
 
-use std::collections::HashSet;
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 /// Side of the square blocks pictures are compared in.
@@ -21,9 +21,6 @@ const PAD: u32 = BLOCK;
 /// A scroll is looked for over at least this many rows in common (shorter overlaps match by
 /// chance).
 const MIN_OVERLAP: u32 = 2 * BLOCK;
-/// Hashes of parts read remembered at most (then forgotten all at once: reading again is only
-/// slower, never wrong).
-const SEEN_MAX: usize = 65_536;
 /// Blocks in a row holding only a straight line that make an edge (a window's border), not text.
 const EDGE_RUN: usize = 4;
 /// Columns a row is cut into when looking for a scroll.
@@ -68,15 +65,13 @@ pub struct Settler {
     still: Option<(Vec<u8>, Duration, bool)>,
     /// The last picture read (`None`: nothing yet, compared as black).
     last_read: Option<Vec<u8>>,
-    /// Hashes of the parts read so far (place left out: the same text moved is not read again).
-    seen: HashSet<u64>,
 }
 
 impl Settler {
     /// Frames are `width`×`height` grey pictures, tightly packed; a picture is read after it
     /// stayed `settle`.
     pub fn new(width: u32, height: u32, settle: Duration) -> Self {
-        Self { width, height, settle, still: None, last_read: None, seen: HashSet::new() }
+        Self { width, height, settle, still: None, last_read: None }
     }
 
     /// The next frame, shown from `at` on. Returns what to read, if a picture just settled
@@ -163,39 +158,11 @@ impl Settler {
                 let start = (y * w + r.x) as usize;
                 crop.extend_from_slice(&image[start..start + r.width as usize]);
             }
-            if !first_time(&mut self.seen, &r, &crop) {
-                continue;
-            }
             out.push(Read { at: *since, region: r, crop });
         }
         self.last_read = Some(image.clone());
         out
     }
-}
-
-/// Whether these pixels were not read before (and now count as read). Grey levels are
-/// compared in steps of 16, so the codec's small noise on the same text does not make it new.
-fn first_time(seen: &mut HashSet<u64>, r: &Region, crop: &[u8]) -> bool {
-    // Rows without contrast above and below are left out: the same text is the same part
-    // whatever blank margin its rectangle got.
-    let rows: Vec<&[u8]> = crop.chunks(r.width.max(1) as usize).collect();
-    let flat = |row: &&[u8]| {
-        let (lo, hi) = row.iter().fold((u8::MAX, 0u8), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-        hi.saturating_sub(lo) <= PIXEL_DELTA
-    };
-    let first = rows.iter().position(|r| !flat(r)).unwrap_or(rows.len());
-    let last = rows.iter().rposition(|r| !flat(r)).map_or(first, |i| i + 1);
-    let crop = &crop[first * r.width as usize..(last * r.width as usize).min(crop.len())];
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    (r.width, last - first).hash(&mut hasher);
-    for chunk in crop.chunks(4096) {
-        let coarse: Vec<u8> = chunk.iter().map(|p| p >> 4).collect();
-        hasher.write(&coarse);
-    }
-    if seen.len() >= SEEN_MAX {
-        seen.clear();
-    }
-    seen.insert(hasher.finish())
 }
 
 /// Which blocks differ between two pictures, row by row of blocks.
@@ -771,23 +738,33 @@ mod tests {
     }
 
     #[test]
-    fn pixels_already_read_are_not_read_again() {
+    fn pixels_read_before_are_given_again_at_every_later_time() {
         let mut s = Settler::new(W, H, SETTLE);
         let (a, b) = (picture(&[(40, 20, 20, 8)]), picture(&[(40, 20, 6, 8), (50, 20, 10, 8)]));
         let mut t = 0;
         let mut read = |p: &[u8]| {
             s.frame(ms(t), p);
+            let at = t;
             t += 600;
             let out = s.frame(ms(t), p);
             t += 100;
-            out
+            (at, out)
         };
-        assert_eq!(read(&a).len(), 1, "a (against black)");
-        assert_eq!(read(&b).len(), 1, "b where it differs from a");
-        // Back and forth (windows switched): the same pixels in the same shape, not read again.
-        assert_eq!(read(&a), vec![]);
-        assert_eq!(read(&b), vec![]);
-        assert_eq!(read(&a), vec![]);
+        let (_, first) = read(&a);
+        assert_eq!(first.len(), 1, "a (against black)");
+        let (_, second) = read(&b);
+        assert_eq!(second.len(), 1, "b where it differs from a");
+        // Back and forth (windows switched): the same pixels are given again, each time at the
+        // time they were shown again, so a search finds every occurrence.
+        let (at, back) = read(&a);
+        assert_eq!(back.len(), 1, "a where it differs from b");
+        assert_eq!(back[0].at, ms(at));
+        for (p, before) in [(&b, &second[0]), (&a, &back[0]), (&b, &second[0])] {
+            let (at, again) = read(p);
+            assert_eq!(again.len(), 1, "shown again at {at} ms");
+            assert_eq!(again[0].at, ms(at));
+            assert_eq!((again[0].region, &again[0].crop), (before.region, &before.crop), "the same part");
+        }
     }
 
     #[test]

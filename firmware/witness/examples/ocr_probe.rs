@@ -1,7 +1,7 @@
 //! A measuring tool for the screen-text reader: reads a plain (exported) session video the way
 //! `ocr.rs` does and prints where the CPU goes. Options by environment: SCALE, PSM, OEM,
 //! TESS_EXTRA ("-c a=b -c c=d"), SHEET_PIXELS, BATCH, BATCH_MAX, WORDS (comma separated, found counted),
-//! SETTLE_MS (500), EXPECT (a file of the text the screen showed: every word of it counted, as often as it was
+//! SETTLE_MS (500), NOCACHE (no line cache: every line shown given to Tesseract), EXPECT (a file of the text the screen showed: every word of it counted, as often as it was
 //! shown, against the words read, and every line against the lines read).
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -122,13 +122,35 @@ fn main() {
     let (mut tess_cpu, mut runs, mut sheet_px, mut read_px) = (0.0, 0, 0u64, 0u64);
     let mut text = String::new();
     let mut lines = 0;
+    // As ocr.rs: each part cut into lines, a line read before taken from the cache (NOCACHE:
+    // every line given to Tesseract, as often as it is shown).
+    let nocache = std::env::var_os("NOCACHE").is_some();
+    let mut cache = witness_core::ocr_lines::LineCache::default();
+    let (mut new_lines, mut cached_lines) = (0u64, 0u64);
     for b in batches.iter().filter(|b| !b.is_empty()) {
-        let mut rest = &b[..];
+        cache.trim();
+        if nocache {
+            cache = Default::default();
+        }
+        let parts: Vec<Vec<witness_core::ocr_lines::LinePart>> =
+            b.iter().map(|r| witness_core::ocr_lines::split(&r.sheet_region())).collect();
+        read_px += b.iter().map(|r| u64::from(r.region.width * r.region.height)).sum::<u64>();
+        let mut todo: Vec<&witness_core::ocr_lines::LinePart> = Vec::new();
+        for p in parts.iter().flatten() {
+            if nocache || !(cache.has(p) || todo.iter().any(|t| witness_core::ocr_lines::same_line(t, p))) {
+                todo.push(p);
+            } else {
+                cached_lines += 1;
+            }
+        }
+        new_lines += todo.len() as u64;
+        let mut rest = &todo[..];
+        let mut mine: Vec<Vec<(String, [u32; 4])>> = Vec::new();
         while !rest.is_empty() {
             let mut sheet = Sheet::new(scale);
-            let k = sheet.fill(rest.iter().map(witness_video::settle::Read::sheet_region));
-            read_px += rest[..k].iter().map(|r| u64::from(r.region.width * r.region.height)).sum::<u64>();
-            rest = &rest[k..];
+            let k = sheet.fill(rest.iter().map(|p| p.sheet.clone()));
+            let (done, later) = rest.split_at(k);
+            rest = later;
             let pgm = sheet.pgm();
             if let Ok(d) = std::env::var("DUMP") {
                 std::fs::write(format!("{d}/sheet{runs}.pgm"), &pgm).unwrap();
@@ -139,13 +161,29 @@ fn main() {
             runs += 1;
             let ls = sheet.lines(&tsv);
             if std::env::var_os("VERBOSE").is_some() {
-                eprintln!("run {runs}: {} regions, sheet {} px, {cpu:.2} s, {} lines", k, sheet.pixels(), ls.len());
+                eprintln!("run {runs}: {k} lines, sheet {} px, {cpu:.2} s, {} lines read", sheet.pixels(), ls.len());
             }
-            for l in ls {
-                lines += 1;
-                text.push_str(&l.text);
-                text.push('\n');
+            for (i, p) in done.iter().enumerate() {
+                let got: Vec<_> = ls.iter().filter(|l| l.region == i).map(|l| (l.text.clone(), l.rect)).collect();
+                if nocache {
+                    mine.push(got);
+                } else {
+                    cache.store(p, got);
+                }
             }
+        }
+        let lines_of = |ps: &[witness_core::ocr_lines::LinePart]| -> Vec<String> {
+            ps.iter().filter_map(|p| cache.lines(p)).flatten().map(|(t, _)| t).collect()
+        };
+        let all: Vec<String> = if nocache {
+            mine.into_iter().flatten().map(|(t, _)| t).collect()
+        } else {
+            parts.iter().flat_map(|ps| lines_of(ps)).collect()
+        };
+        for l in all {
+            lines += 1;
+            text.push_str(&l);
+            text.push('\n');
         }
     }
     let sheet_cpu = own_cpu() - own1;
@@ -176,7 +214,7 @@ fn main() {
         eprintln!("{text}");
     }
     println!(
-        "{path}: {last:.1} s video, {frames} frames, {} pictures, {runs} tesseract runs, read {:.2} Mpx, sheets {:.2} Mpx, {lines} lines | per recorded hour: total {:.1}, decode+settle {:.1} (settle {:.1}), sheets {:.1}, tesseract {:.1} | words {hit}/{} missed {missed:?}{} | wall {:.1}s",
+        "{path}: {last:.1} s video, {frames} frames, {} pictures, {runs} tesseract runs, read {:.2} Mpx, sheets {:.2} Mpx, {lines} lines, {new_lines} to tesseract, {cached_lines} cached | per recorded hour: total {:.1}, decode+settle {:.1} (settle {:.1}), sheets {:.1}, tesseract {:.1} | words {hit}/{} missed {missed:?}{} | wall {:.1}s",
         pictures.len(),
         read_px as f64 / 1e6,
         sheet_px as f64 / 1e6,

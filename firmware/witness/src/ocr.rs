@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use witness_core::ocr::Sheet;
+use witness_core::ocr_lines::{self, LineCache};
 use witness_index::SearchChunk;
 
 /// A picture is read once the screen stayed still this long.
@@ -47,6 +48,10 @@ pub struct Stats {
     pub reads: u64,
     pub pixels: u64,
     pub fragments: u64,
+    /// Lines of the parts read: given to Tesseract (each new line once), and taken from the
+    /// lines already read (the same pixels: the text read then, at the new time and place).
+    pub lines_read: u64,
+    pub lines_cached: u64,
     pub sheets: u64,
     /// Batches stored (each its pictures' text and how far the video is read, one transaction).
     pub batches: u64,
@@ -69,13 +74,25 @@ pub fn available() -> bool {
 }
 
 /// The daemon's reader thread: reads every video waiting, then looks again every few seconds,
-/// until `cancel`.
+/// until `cancel`. Whether Tesseract is installed is checked only when a video waits.
 pub fn spawn(dir: Arc<DataDir>, cancel: CancellationToken) -> Result<std::thread::JoinHandle<()>> {
     Ok(std::thread::Builder::new().name("ocr".into()).spawn(move || {
         lower_priority();
         let mut told = false;
         while !cancel.is_cancelled() {
-            if !available() {
+            let rows = match dir.index.videos_to_read() {
+                Ok(rows) => rows,
+                Err(e) => {
+                    warn!(error = %e, "listing videos to read failed");
+                    sleep(&cancel, IDLE);
+                    continue;
+                }
+            };
+            if !ready(!rows.is_empty(), available) {
+                if rows.is_empty() {
+                    sleep(&cancel, IDLE);
+                    continue;
+                }
                 if !told {
                     warn!("tesseract is not installed; text on RDP screens is not searchable until it is");
                     told = true;
@@ -83,23 +100,20 @@ pub fn spawn(dir: Arc<DataDir>, cancel: CancellationToken) -> Result<std::thread
                 sleep(&cancel, Duration::from_secs(60));
                 continue;
             }
-            match dir.index.videos_to_read() {
-                Ok(rows) if !rows.is_empty() => {
-                    for row in rows {
-                        if cancel.is_cancelled() {
-                            return;
-                        }
-                        read_logged(&dir, &row.id, &cancel);
-                    }
+            for row in rows {
+                if cancel.is_cancelled() {
+                    return;
                 }
-                Ok(_) => sleep(&cancel, IDLE),
-                Err(e) => {
-                    warn!(error = %e, "listing videos to read failed");
-                    sleep(&cancel, IDLE);
-                }
+                read_logged(&dir, &row.id, &cancel);
             }
         }
     })?)
+}
+
+/// Whether the reader reads now: a video waits and Tesseract is there. `available` (a Tesseract
+/// run) is called only when a video waits, never on an idle box's every look.
+fn ready(waiting: bool, available: impl FnOnce() -> bool) -> bool {
+    waiting && available()
 }
 
 fn sleep(cancel: &CancellationToken, d: Duration) {
@@ -128,6 +142,8 @@ pub fn read_logged(dir: &DataDir, recording_id: &str, cancel: &CancellationToken
                 reads = s.reads,
                 pixels = s.pixels,
                 fragments = s.fragments,
+                lines_read = s.lines_read,
+                lines_cached = s.lines_cached,
                 video_seconds = s.video_seconds,
                 ocr_cpu_seconds = s.ocr_cpu_seconds,
                 wall_seconds = s.wall_seconds,
@@ -177,11 +193,12 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     let mut batch = Batch::default();
     let mut stored_from = from;
     let mut failure: Option<anyhow::Error> = None;
-    let flush = |batch: &mut Batch, stats: &mut Stats, stored_from: &mut f64| -> Result<()> {
+    let mut cache = LineCache::default();
+    let mut flush = |batch: &mut Batch, stats: &mut Stats, stored_from: &mut f64| -> Result<()> {
         let Some(last) = batch.reads.last() else { return Ok(()) };
         // Every later picture appeared after this one: the video is read up to just past it.
         let until = last.at.as_secs_f64() + 0.001;
-        let chunks = read_batch(&batch.reads, &key, &languages, stats)?;
+        let chunks = read_batch(&batch.reads, &key, &languages, stats, &mut cache)?;
         dir.index.store_read_text(&claim, &row.session_id, *stored_from, until, &chunks, &batch.thumbnails)?;
         stats.batches += 1;
         *stored_from = until;
@@ -190,11 +207,11 @@ pub fn read_video(dir: &DataDir, recording_id: &str, cancel: &CancellationToken)
     };
     // The parts of one settled picture (all with its time): a batch ends between pictures only,
     // so where a restart resumes, no part of a picture was stored without the others.
-    let take = |reads: Vec<witness_video::settle::Read>,
-                thumbnail: Option<Vec<u8>>,
-                batch: &mut Batch,
-                stats: &mut Stats,
-                stored_from: &mut f64|
+    let mut take = |reads: Vec<witness_video::settle::Read>,
+                    thumbnail: Option<Vec<u8>>,
+                    batch: &mut Batch,
+                    stats: &mut Stats,
+                    stored_from: &mut f64|
      -> Result<()> {
         // Read before (an earlier run stored it): only the settling had to be followed again.
         let reads: Vec<_> = reads.into_iter().filter(|r| r.at.as_secs_f64() >= from).collect();
@@ -273,41 +290,59 @@ struct Batch {
     pictures: usize,
 }
 
-/// Reads a batch of regions with one Tesseract run; a chunk of the blind index per region that
-/// held text.
+/// Reads a batch of regions: each is cut into its lines (`witness_core::ocr_lines`), a line whose
+/// pixels were read before takes its text from `cache`, the others are read by Tesseract (each
+/// once, one run per sheet) and stored in it; a chunk of the blind index per region that held
+/// text, every line at the region's time and its own place.
 fn read_batch(
     batch: &[witness_video::settle::Read],
     key: &[u8; 32],
     languages: &str,
     stats: &mut Stats,
+    cache: &mut LineCache,
 ) -> Result<Vec<SearchChunk>> {
-    let mut chunks = Vec::new();
-    let mut rest = batch;
+    cache.trim();
+    let parts: Vec<Vec<ocr_lines::LinePart>> = batch.iter().map(|r| ocr_lines::split(&r.sheet_region())).collect();
+    // The lines not read before, each once.
+    let mut todo: Vec<&ocr_lines::LinePart> = Vec::new();
+    for part in parts.iter().flatten() {
+        if cache.has(part) || todo.iter().any(|t| ocr_lines::same_line(t, part)) {
+            stats.lines_cached += 1;
+        } else {
+            todo.push(part);
+        }
+    }
+    let mut rest = &todo[..];
     while !rest.is_empty() {
         let mut sheet = Sheet::new(SCALE);
-        let n = sheet.fill(rest.iter().map(witness_video::settle::Read::sheet_region));
+        let n = sheet.fill(rest.iter().map(|p| p.sheet.clone()));
         let (done, later) = rest.split_at(n);
         rest = later;
         let tsv = tesseract(&sheet.pgm(), languages, stats)?;
         stats.sheets += 1;
+        stats.lines_read += n as u64;
         let lines = sheet.lines(&tsv);
-        for (i, read) in done.iter().enumerate() {
-            let mine: Vec<_> = lines.iter().filter(|l| l.region == i).collect();
-            if mine.is_empty() {
-                continue;
-            }
-            let text = mine.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n");
-            let at = read.at.as_secs_f64();
-            stats.fragments += mine.len() as u64;
-            chunks.push(SearchChunk {
-                at,
-                tokens: witness_core::text::blind_tokens(key, &text),
-                line_times: vec![at; mine.len()],
-                line_steps: Vec::new(),
-                line_rects: mine.iter().map(|l| Some(l.rect)).collect(),
-                sealed: witness_core::text::seal_text(key, witness_keys::nonce(), &text),
-            });
+        for (i, part) in done.iter().enumerate() {
+            cache.store(part, lines.iter().filter(|l| l.region == i).map(|l| (l.text.clone(), l.rect)));
         }
+    }
+    let mut chunks = Vec::new();
+    for (read, parts) in batch.iter().zip(&parts) {
+        let mine: Vec<(String, [u32; 4])> = parts.iter().filter_map(|p| cache.lines(p)).flatten().collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let text = mine.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join("\n");
+        let at = read.at.as_secs_f64();
+        stats.fragments += mine.len() as u64;
+        chunks.push(SearchChunk {
+            at,
+            tokens: witness_core::text::blind_tokens(key, &text),
+            line_times: vec![at; mine.len()],
+            line_steps: Vec::new(),
+            line_rects: mine.iter().map(|(_, r)| Some(*r)).collect(),
+            sealed: witness_core::text::seal_text(key, witness_keys::nonce(), &text),
+        });
     }
     Ok(chunks)
 }
@@ -380,5 +415,24 @@ mod tests {
         let sizes: Vec<usize> = (0..5).map(batch_pictures).collect();
         assert_eq!(sizes, [FIRST_BATCH_PICTURES, 16, BATCH_PICTURES, BATCH_PICTURES, BATCH_PICTURES]);
         assert_eq!(batch_pictures(u64::MAX), BATCH_PICTURES);
+    }
+
+    #[test]
+    fn tesseract_is_looked_for_only_when_a_video_waits() {
+        let mut asked = 0;
+        assert!(!ready(false, || {
+            asked += 1;
+            true
+        }));
+        assert_eq!(asked, 0, "an idle look runs nothing");
+        assert!(ready(true, || {
+            asked += 1;
+            true
+        }));
+        assert!(!ready(true, || {
+            asked += 1;
+            false
+        }));
+        assert_eq!(asked, 2);
     }
 }
