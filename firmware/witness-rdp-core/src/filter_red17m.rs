@@ -484,22 +484,7 @@ fn red17m_an_invisible_pointer_carries_a_file_from_the_target_unrecorded() {
 #[test]
 fn red17m_a_fragmented_pointer_is_made_canonical_across_its_fragments() {
     let mut f = grant(Redirection::NONE);
-    let (w, h) = (32usize, 32usize);
-    let mut body = 32u16.to_le_bytes().to_vec();
-    body.extend([0, 0, 0, 0, 0, 0]);
-    body.extend(u16::try_from(w).unwrap().to_le_bytes());
-    body.extend(u16::try_from(h).unwrap().to_le_bytes());
-    body.extend(u16::try_from(w * h / 8).unwrap().to_le_bytes());
-    body.extend(u16::try_from(w * h * 4).unwrap().to_le_bytes());
-    body.extend([7, 7, 7, 0].repeat(w * h));
-    body.extend(vec![0xFF; w * h / 8]);
-    let fragment = |flags: u8, data: &[u8]| {
-        let length = 3 + 3 + data.len();
-        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B | flags << 4];
-        pdu.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
-        pdu.extend(data);
-        pdu
-    };
+    let body = square_pointer(32, [7, 7, 7, 0], 0xFF);
     let (a, rest) = body.split_at(1000);
     let (b, c) = rest.split_at(2000);
     assert_eq!(f.from_target(&fragment(2, a)).unwrap(), Verdict::Drop, "the first fragment is held");
@@ -972,22 +957,7 @@ fn red17m_the_sessions_own_graphics_pipeline_carries_unknown_commands_both_ways(
 #[test]
 fn a_held_pointer_too_big_for_one_pdu_is_released_in_the_largest_fragments() {
     let mut f = grant(Redirection::NONE);
-    let side = 96usize;
-    let mut body = 32u16.to_le_bytes().to_vec();
-    body.extend([0, 0, 0, 0, 0, 0]);
-    body.extend(u16::try_from(side).unwrap().to_le_bytes());
-    body.extend(u16::try_from(side).unwrap().to_le_bytes());
-    body.extend(u16::try_from(side * side / 8).unwrap().to_le_bytes());
-    body.extend(u16::try_from(side * side * 4).unwrap().to_le_bytes());
-    body.extend([0x10, 0x20, 0x30, 0xFF].repeat(side * side));
-    body.extend(vec![0; side * side / 8]);
-    let fragment = |flags: u8, data: &[u8]| {
-        let length = 3 + 3 + data.len();
-        let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B | flags << 4];
-        pdu.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
-        pdu.extend(data);
-        pdu
-    };
+    let body = square_pointer(96, [0x10, 0x20, 0x30, 0xFF], 0);
     let (a, rest) = body.split_at(15_000);
     let (b, c) = rest.split_at(15_000);
     assert_eq!(f.from_target(&fragment(2, a)).unwrap(), Verdict::Drop);
@@ -1007,4 +977,28 @@ fn a_held_pointer_too_big_for_one_pdu_is_released_in_the_largest_fragments() {
     }
     assert_eq!(flags, vec![2, 1], "first, last");
     assert_eq!(data, body);
+}
+
+/// A 32 bpp New Pointer's data (TS_POINTERATTRIBUTE), `side` pixels square of `pixel`, its AND
+/// mask bytes all `and`.
+fn square_pointer(side: usize, pixel: [u8; 4], and: u8) -> Vec<u8> {
+    let mut body = 32u16.to_le_bytes().to_vec();
+    body.extend([0, 0, 0, 0, 0, 0]);
+    body.extend(u16::try_from(side).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side * side / 8).unwrap().to_le_bytes());
+    body.extend(u16::try_from(side * side * 4).unwrap().to_le_bytes());
+    body.extend(pixel.repeat(side * side));
+    body.extend(vec![and; side * side / 8]);
+    body
+}
+
+/// One fast-path PDU holding a fragment (`flags`: 2 first, 3 next, 1 last, 0 whole) of a New
+/// Pointer update.
+fn fragment(flags: u8, data: &[u8]) -> Vec<u8> {
+    let length = 3 + 3 + data.len();
+    let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 0x0B | flags << 4];
+    pdu.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
+    pdu.extend(data);
+    pdu
 }
