@@ -768,9 +768,17 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
 /// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed
 /// through the filter, the recorder's decoder shown what passes.
 fn replayed_bitmap_session() -> (Filter, crate::decode::PassiveDecoder) {
+    let (filter, decoder, _) = replayed_with_demand_active();
+    (filter, decoder)
+}
+
+/// [`replayed_bitmap_session`], and the target's Demand Active of that session as it passed
+/// (to replay a reactivation).
+pub(super) fn replayed_with_demand_active() -> (Filter, crate::decode::PassiveDecoder, Vec<u8>) {
     use crate::decode::{PassiveDecoder, capture_records};
     let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, red17i_injection());
     let mut decoder = PassiveDecoder::new();
+    let mut demand_active = None;
     for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
         if tag != b'C' && tag != b'T' {
             continue;
@@ -784,11 +792,20 @@ fn replayed_bitmap_session() -> (Filter, crate::decode::PassiveDecoder) {
         };
         if tag == b'C' {
             decoder.observe_client(&out).unwrap();
-        } else {
-            decoder.observe_target(&out).unwrap();
+            continue;
         }
+        let is_demand = ironrdp_pdu::mcs::decode_send_data_indication(&out).is_ok_and(|ctx| {
+            matches!(
+                decode::<ShareControlHeader>(ctx.user_data).map(|h| h.share_control_pdu),
+                Ok(ShareControlPdu::ServerDemandActive(_))
+            )
+        });
+        if is_demand {
+            demand_active = Some(out.clone());
+        }
+        decoder.observe_target(&out).unwrap();
     }
-    (filter, decoder)
+    (filter, decoder, demand_active.expect("the capture holds a demand active"))
 }
 
 /// A fast-path bitmap update: one raw 32 bpp `size` x `size` square of `bgrx` at `left`, `top`.

@@ -9,47 +9,9 @@
 //! (an X client setting an ARGB cursor through XFixes or Xcursor, which xorgxrdp sends as a
 //! pointer update; Windows' `SetCursor`), on any grant, as often as it likes.
 
-use super::red17m::{carries, file};
+use super::red17m::{carries, file, replayed_with_demand_active as replayed};
 use super::*;
 use crate::decode::PassiveDecoder;
-
-/// The captured freerdp-shadow session without the graphics pipeline (320x240), replayed
-/// through the filter, the recorder's decoder shown what passes; and the target's Demand Active
-/// of that session, as captured.
-fn replayed() -> (Filter, PassiveDecoder, Vec<u8>) {
-    use crate::decode::capture_records;
-    let injection = Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() };
-    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection);
-    let mut decoder = PassiveDecoder::new();
-    let mut demand_active = None;
-    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
-        if tag != b'C' && tag != b'T' {
-            continue;
-        }
-        let verdict = if tag == b'C' { filter.from_client(frame) } else { filter.from_target(frame) }.unwrap();
-        let out = match verdict {
-            Verdict::Forward => frame.to_vec(),
-            Verdict::Replace(out) => out,
-            Verdict::Drop => continue,
-            Verdict::Refuse(why) => panic!("the capture was refused: {why}"),
-        };
-        if tag == b'C' {
-            decoder.observe_client(&out).unwrap();
-        } else {
-            let is_demand = ironrdp_pdu::mcs::decode_send_data_indication(&out).is_ok_and(|ctx| {
-                matches!(
-                    decode::<ShareControlHeader>(ctx.user_data).map(|h| h.share_control_pdu),
-                    Ok(ShareControlPdu::ServerDemandActive(_))
-                )
-            });
-            if is_demand {
-                demand_active = Some(out.clone());
-            }
-            decoder.observe_target(&out).unwrap();
-        }
-    }
-    (filter, decoder, demand_active.expect("the capture holds a demand active"))
-}
 
 /// A fast-path output PDU of one update of `code`.
 fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
