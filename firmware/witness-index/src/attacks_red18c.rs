@@ -20,14 +20,19 @@ pub(crate) fn index() -> (std::path::PathBuf, Index) {
 }
 
 fn finished(idx: &Index) {
-    idx.create_session("s1", "alice", "web01", Protocol::Ssh, None).unwrap();
-    idx.create_recording("r1", "s1", "shell", "recordings/r1.cast").unwrap();
+    finished_as(idx, Protocol::Ssh, "shell", "recordings/r1.cast", None);
+}
+
+/// Session `s1` with its one recording `r1` (of `kind`, at `path`) completed.
+pub(crate) fn finished_as(idx: &Index, protocol: Protocol, kind: &str, path: &str, duration: Option<f64>) {
+    idx.create_session("s1", "alice", "web01", protocol, None).unwrap();
+    idx.create_recording("r1", "s1", kind, path).unwrap();
     let end = RecordingEnd {
         status: RecordingStatus::Completed,
         reason: None,
         bytes: 10,
         sha256: Some("ab".into()),
-        duration: None,
+        duration,
         recovered: false,
     };
     idx.finish_recording("r1", &end).unwrap();

@@ -7,24 +7,14 @@
 //! refused once a later reader took it over. The test is flipped to assert the refusal.
 
 use super::*;
-use crate::attacks_red18c::{batch, index, rows};
+use crate::attacks_red18c::{batch, finished_as, index, rows};
 
 fn taken_over(r: Result<()>) -> bool {
     matches!(r, Err(IndexError::TextTakenOver { ref recording_id }) if recording_id == "r1")
 }
 
 fn finished_video(idx: &Index) {
-    idx.create_session("s1", "alice", "desk01", Protocol::Rdp, None).unwrap();
-    idx.create_recording("r1", "s1", "video", "recordings/r1.mp4").unwrap();
-    let end = RecordingEnd {
-        status: RecordingStatus::Completed,
-        reason: None,
-        bytes: 10,
-        sha256: Some("ab".into()),
-        duration: Some(30.0),
-        recovered: false,
-    };
-    idx.finish_recording("r1", &end).unwrap();
+    finished_as(idx, Protocol::Rdp, "video", "recordings/r1.mp4", Some(30.0));
 }
 
 fn waiting(idx: &Index) -> bool {
