@@ -820,12 +820,8 @@ fn recut(pdus: &[Vec<u8>]) -> Vec<u8> {
     let mut units: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut joining: Option<(u8, Vec<u8>)> = None;
     for pdu in pdus {
-        let Some((length, mut at)) = crate::decode::fast_path_length(pdu) else { continue };
-        while at + 3 <= length.min(pdu.len()) {
-            let header = pdu[at];
-            let size = usize::from(u16_at(pdu, at + 1).unwrap_or(0));
-            let data = &pdu[at + 3..(at + 3 + size).min(pdu.len())];
-            at += 3 + size;
+        for (header, data) in updates(pdu) {
+            let data = &pdu[data];
             let (code, fragmentation) = (header & 0x0F, (header >> 4) & 0x03);
             if !pointer::is_fast_path_pointer(code) || fragmentation == fp::SINGLE {
                 units.push((header, data.to_vec()));
@@ -841,6 +837,18 @@ fn recut(pdus: &[Vec<u8>]) -> Vec<u8> {
         }
     }
     pack(units).concat()
+}
+
+/// The updates of a fast-path PDU the walk read whole: each one's header and where its data is.
+fn updates(pdu: &[u8]) -> Vec<(u8, Range<usize>)> {
+    let Some((length, mut at)) = crate::decode::fast_path_length(pdu) else { return Vec::new() };
+    let mut found = Vec::new();
+    while at + 3 <= length.min(pdu.len()) {
+        let size = usize::from(u16_at(pdu, at + 1).unwrap_or(0));
+        found.push((pdu[at], at + 3..(at + 3 + size).min(pdu.len())));
+        at += 3 + size;
+    }
+    found
 }
 
 /// Fast-path PDUs holding `units` (update header, data) in order, each PDU as full as it goes;
@@ -977,29 +985,22 @@ impl FastPathWalk {
         }
         let out = out.into_owned();
         if !edits.is_empty() {
-            let mut units = Vec::new();
-            let mut next = crate::decode::fast_path_length(&out).map_or(out.len(), |(_, at)| at);
-            while next + 3 <= out.len() {
-                let size = usize::from(u16_at(&out, next + 1).unwrap_or(0));
-                let range = next..next + 3 + size;
-                match edits.iter().position(|(r, _)| *r == range) {
-                    Some(i) => match edits.swap_remove(i).1 {
-                        PointerEdit::Drop => {}
-                        PointerEdit::Send(code, data) => units.push((code, data)),
-                    },
-                    None => units.push((out[next], out[next + 3..range.end].to_vec())),
-                }
-                next = range.end;
-            }
-            let pdus = pack(units);
-            if pdus.is_empty() && self.pointer.is_none() && self.held.is_empty() {
-                return Verdict::Drop;
-            }
             if self.pointer.is_some() || !self.held.is_empty() {
                 // Held or released with a fragmented pointer: no other edit comes then.
                 return Verdict::Refuse(pointer::POINTER_UNREADABLE);
             }
-            return Verdict::Replace(pdus.concat());
+            let mut units = Vec::new();
+            for (header, data) in updates(&out) {
+                match edits.iter().position(|(r, _)| r.start + 3 == data.start) {
+                    Some(i) => match edits.swap_remove(i).1 {
+                        PointerEdit::Drop => {}
+                        PointerEdit::Send(code, data) => units.push((code, data)),
+                    },
+                    None => units.push((header, out[data].to_vec())),
+                }
+            }
+            let pdus = pack(units);
+            return if pdus.is_empty() { Verdict::Drop } else { Verdict::Replace(pdus.concat()) };
         }
         if self.pointer.is_some() {
             self.held.push(out);
