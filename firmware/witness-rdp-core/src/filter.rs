@@ -4184,3 +4184,7 @@ mod red17n;
 #[cfg(test)]
 #[path = "filter_red17p.rs"]
 mod red17p;
+
+#[cfg(test)]
+#[path = "filter_red17q.rs"]
+mod red17q;

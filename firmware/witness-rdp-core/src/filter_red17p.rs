@@ -14,7 +14,7 @@ use super::*;
 use crate::decode::PassiveDecoder;
 
 /// A fast-path output PDU of one update of `code`.
-fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
     let length = 3 + 3 + body.len();
     assert!(length <= 0x7FFF, "one fast-path PDU");
     let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, code];
@@ -24,7 +24,7 @@ fn fast_path_update(code: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// A New Pointer's body (fast-path 0xB): xorBpp, TS_COLORPOINTERATTRIBUTE.
-fn new_pointer(bpp: u16, hot: (u16, u16), side: u16, xor: &[u8], and: &[u8]) -> Vec<u8> {
+pub(super) fn new_pointer(bpp: u16, hot: (u16, u16), side: u16, xor: &[u8], and: &[u8]) -> Vec<u8> {
     let mut body = bpp.to_le_bytes().to_vec();
     body.extend(0u16.to_le_bytes());
     body.extend(hot.0.to_le_bytes());
@@ -51,7 +51,7 @@ fn square(left: u16, top: u16, size: u16, bgrx: [u8; 4]) -> Vec<u8> {
 }
 
 /// The client's fast-path mouse move to `x`, `y`.
-fn mouse(x: u16, y: u16) -> Vec<u8> {
+pub(super) fn mouse(x: u16, y: u16) -> Vec<u8> {
     let mut mouse = vec![0x04, 9, 0x20];
     mouse.extend(0x0800u16.to_le_bytes());
     mouse.extend(x.to_le_bytes());
@@ -60,7 +60,7 @@ fn mouse(x: u16, y: u16) -> Vec<u8> {
 }
 
 /// Passes `frame` from the target through the filter to the decoder; what the client got.
-fn target(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) -> Vec<u8> {
+pub(super) fn target(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) -> Vec<u8> {
     let out = match filter.from_target(frame).unwrap() {
         Verdict::Forward => frame.to_vec(),
         Verdict::Replace(out) => out,
@@ -70,7 +70,7 @@ fn target(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) -> Ve
     out
 }
 
-fn client(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) {
+pub(super) fn client(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) {
     let out = match filter.from_client(frame).unwrap() {
         Verdict::Forward => frame.to_vec(),
         Verdict::Replace(out) => out,
@@ -86,7 +86,7 @@ fn screen_at(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
 }
 
 /// The recorder's blend of a pointer pixel over the screen (witness-video `canvas::draw_over`).
-fn blend(dst: u8, src: u8, alpha: u8) -> u8 {
+pub(super) fn blend(dst: u8, src: u8, alpha: u8) -> u8 {
     let a = u16::from(alpha.min(crate::decode::POINTER_MAX_ALPHA));
     ((u16::from(dst) * (255 - a) + u16::from(src) * a + 127) / 255) as u8
 }
