@@ -26,6 +26,10 @@ use super::*;
 fn red17q_positions_of_a_default_pointer_carry_four_bytes_each_the_video_never_shows() {
     let (mut filter, mut decoder, _) = replayed();
     client(&mut filter, &mut decoder, &mouse(100, 100));
+    // Before any picture: the video shows no pointer, positions cross.
+    let first = fast_path_update(0x08, &[1, 2, 3, 4]);
+    assert_eq!(target(&mut filter, &mut decoder, &first), first, "a position before any picture");
+    assert!(decoder.screen().unwrap().pointer.is_none(), "no pointer in the video yet");
     let shown: Vec<u8> = [0xFF; 4].repeat(32 * 32);
     target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 32, &shown, &[0; 4 * 32])));
     assert!(decoder.screen().unwrap().pointer.is_some(), "shown");
@@ -73,6 +77,10 @@ fn red17q_opaque_pointer_pixels_keep_two_bits_a_channel_the_video_cannot_show() 
         out[6 + 16..6 + 16 + picture.len()].chunks(4).flat_map(|p| [p[0] & 3, p[1] & 3, p[2] & 3]).collect();
     assert_eq!(got, bits, "the client reads two bits a channel");
     assert!(decoder.screen().unwrap().pointer.is_some(), "drawn");
+    // A 24 bpp pointer (opaque: drawn at alpha 64 too) crosses whole.
+    let colours: Vec<u8> = bits.iter().map(|b| 0x80 | b).collect();
+    let frame = fast_path_update(0x0B, &new_pointer(24, (0, 0), 64, &colours, &[0; 8 * 64]));
+    assert_eq!(target(&mut filter, &mut decoder, &frame), frame, "24 bpp colours cross as sent");
     // The video: over any screen, the bits move a channel by at most one level.
     for dst in 0..=255u8 {
         let plain = blend(dst, 0x80, 0xFF);
