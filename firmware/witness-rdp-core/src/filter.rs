@@ -749,8 +749,11 @@ struct FastPathWalk {
     /// The PDUs held back until the fragmented pointer is whole and made canonical
     /// ([`crate::pointer`]): its first pieces are in them.
     held: Vec<Vec<u8>>,
-    /// The pointer is hidden (a Null Pointer was the last picture update).
-    hidden: bool,
+    /// The video shows a pointer: a picture was set and no Null or Default Pointer came since
+    /// (the recorder draws neither the system pointer nor one before any picture).
+    shown: bool,
+    /// The bytes of `pictures`.
+    pictures_bytes: usize,
     /// Every picture set, canonical, by cache index (its update code and data): FreeRDP's cache
     /// outlives a reactivation, the recorder's (IronRDP's) does not.
     pictures: HashMap<u16, (u8, Vec<u8>)>,
@@ -763,7 +766,8 @@ const PICTURES_MAX: usize = 8 << 20;
 
 /// What becomes of one pointer update the filter has read.
 enum PointerEdit {
-    /// Left out: a Pointer Position of a hidden pointer (its 4 bytes would cross undrawn).
+    /// Left out: a Pointer Position of a pointer the video does not show (its 4 bytes would
+    /// cross undrawn).
     Drop,
     /// Sent as this update (code, data): a Cached Pointer the recorder lacks, as the picture.
     Send(u8, Vec<u8>),
@@ -772,34 +776,37 @@ enum PointerEdit {
 impl FastPathWalk {
     /// Follows the pointer state an update sets (its data canonical) and says what becomes of
     /// it (red team `h-red17p`, holes 6 and 8).
-    fn note_pointer(&mut self, code: u8, data: &[u8]) -> Option<PointerEdit> {
+    fn note_pointer(&mut self, code: u8, data: &[u8]) -> Result<Option<PointerEdit>, &'static str> {
         let index = |at: usize| u16_at(data, at).unwrap_or(0);
         match code {
-            pointer::code::NULL => self.hidden = true,
-            pointer::code::DEFAULT => self.hidden = false,
-            pointer::code::POSITION if self.hidden => return Some(PointerEdit::Drop),
+            pointer::code::NULL | pointer::code::DEFAULT => self.shown = false,
+            pointer::code::POSITION if !self.shown => return Ok(Some(PointerEdit::Drop)),
             pointer::code::COLOR | pointer::code::NEW | pointer::code::LARGE => {
-                self.hidden = false;
+                self.shown = true;
                 let i = if code == pointer::code::COLOR { index(0) } else { index(2) };
                 self.recorder_cache.insert(i);
-                self.pictures.remove(&i);
-                let kept: usize = self.pictures.values().map(|(_, d)| d.len()).sum();
-                if kept + data.len() <= PICTURES_MAX {
-                    self.pictures.insert(i, (code, data.to_vec()));
+                if let Some((_, old)) = self.pictures.remove(&i) {
+                    self.pictures_bytes -= old.len();
                 }
+                // One the box could not send again after a reactivation would be shown by the
+                // client alone (red team `h-red17q`).
+                if self.pictures_bytes + data.len() > PICTURES_MAX {
+                    return Err(pointer::POINTER_UNREADABLE);
+                }
+                self.pictures_bytes += data.len();
+                self.pictures.insert(i, (code, data.to_vec()));
             }
             pointer::code::CACHED => {
-                self.hidden = false;
                 let i = index(0);
-                if self.recorder_cache.insert(i)
-                    && let Some((code, picture)) = self.pictures.get(&i)
-                {
-                    return Some(PointerEdit::Send(*code, picture.clone()));
+                let missing = self.recorder_cache.insert(i);
+                self.shown = self.pictures.contains_key(&i);
+                if missing && let Some((code, picture)) = self.pictures.get(&i) {
+                    return Ok(Some(PointerEdit::Send(*code, picture.clone())));
                 }
             }
             _ => {}
         }
-        None
+        Ok(None)
     }
 
     /// The target (re)activated: the recorder's pointer cache starts empty.
@@ -951,7 +958,11 @@ impl FastPathWalk {
                         Ok(data) => data,
                         Err(why) => return Verdict::Refuse(why),
                     };
-                    if let Some(edit) = self.note_pointer(code, &data) {
+                    let edit = match self.note_pointer(code, &data) {
+                        Ok(edit) => edit,
+                        Err(why) => return Verdict::Refuse(why),
+                    };
+                    if let Some(edit) = edit {
                         if fragmentation != fp::SINGLE {
                             return Verdict::Refuse(pointer::POINTER_UNREADABLE);
                         }
@@ -1709,7 +1720,7 @@ impl Filter {
                                 // The same pointer state as fast-path's; what would be left out
                                 // or sent otherwise there ends the session here.
                                 if let Some(code) = pointer::slow_path_code(body)
-                                    && self.fast_path.note_pointer(code, &body[4..]).is_some()
+                                    && !matches!(self.fast_path.note_pointer(code, &body[4..]), Ok(None))
                                 {
                                     return Ok(Verdict::Refuse(pointer::POINTER_UNREADABLE));
                                 }

@@ -209,7 +209,13 @@ fn masks(rest: &mut [u8], shape: Shape, xor_len: usize, and_len: usize, pad: boo
                     }
                     px == [0, 0, 0, 0xFF] || px == [0xFF; 4]
                 }
-                24 => matches!(&xor_row[x * 3..x * 3 + 3], [0, 0, 0] | [0xFF, 0xFF, 0xFF]),
+                24 => {
+                    let px = &mut xor_row[x * 3..x * 3 + 3];
+                    for c in px.iter_mut() {
+                        *c = visible_colour(*c, 0xFF);
+                    }
+                    matches!(px, [0, 0, 0] | [0xFF, 0xFF, 0xFF])
+                }
                 // Monochrome pixels are black or white.
                 _ => true,
             };
@@ -226,14 +232,16 @@ fn masks(rest: &mut [u8], shape: Shape, xor_len: usize, and_len: usize, pad: boo
 /// not keep.
 const FAINTEST: u8 = 16;
 
-/// A colour channel of a pixel of `alpha` kept only as finely as it shows: what a client blends
-/// is `c × alpha / 255`, so colours that blend alike are one (red team `h-red17p`: an alpha-1
+/// A colour channel of a pixel of `alpha` kept only as finely as the video shows it: what the
+/// recorder blends is `c × min(alpha, POINTER_MAX_ALPHA) / 255`, so colours that blend alike are one (red team `h-red17p`: an alpha-1
 /// pixel moved no channel by more than a level, yet carried three free bytes); alpha 0 is 0.
 fn visible_colour(c: u8, alpha: u8) -> u8 {
     if alpha < FAINTEST {
         return 0;
     }
-    let (c, a) = (u32::from(c), u32::from(alpha));
+    // The video draws the pointer at `POINTER_MAX_ALPHA` at most: finer colours than that shows
+    // are lost there (red team `h-red17q`: opaque pixels kept two free bits a channel).
+    let (c, a) = (u32::from(c), u32::from(alpha.min(crate::decode::POINTER_MAX_ALPHA)));
     let shown = (c * a + 127) / 255;
     ((shown * 255 + a / 2) / a).min(255) as u8
 }
