@@ -162,13 +162,33 @@ fn fuzz_run(secs: u64, build: FuzzBuild) -> Result<()> {
     let flags: &[&str] = if build == FuzzBuild::Smoke { &["--dev", "--sanitizer", "none"] } else { &[] };
     // One build for all targets, then each runs from its own corpus folder.
     run(Command::new("cargo").args(["+nightly", "fuzz", "build"]).args(flags))?;
-    for target in &targets {
-        run(Command::new("cargo").args(["+nightly", "fuzz", "run"]).args(flags).args([
-            target.as_str(),
-            "--",
-            &format!("-max_total_time={secs}"),
-            "-rss_limit_mb=2048",
-        ]))?;
+    // Each run is one single-threaded process: as many at once as the machine has cores, so the
+    // smoke run costs the time of its targets divided by the cores (CI has a time limit).
+    let at_once = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut failed = Vec::new();
+    for batch in targets.chunks(at_once) {
+        let mut running = Vec::new();
+        for target in batch {
+            let mut cmd = Command::new("cargo");
+            cmd.args(["+nightly", "fuzz", "run"]).args(flags).args([
+                target.as_str(),
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-rss_limit_mb=2048",
+            ]);
+            eprintln!("xtask: running {cmd:?}");
+            let child = cmd.current_dir(root()).spawn().with_context(|| format!("starting fuzz target {target}"))?;
+            running.push((target, child));
+        }
+        for (target, mut child) in running {
+            let st = child.wait().with_context(|| format!("waiting for fuzz target {target}"))?;
+            if !st.success() {
+                failed.push(format!("{target} ({st})"));
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("fuzz targets failed: {}", failed.join(", "));
     }
     Ok(())
 }
@@ -186,7 +206,10 @@ fn test() -> Result<()> {
     phase("dependency rules", &mut deps::check)?;
     phase("clippy", &mut || run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))?;
     phase("fuzz smoke run", &mut || fuzz_run(10, FuzzBuild::Smoke))?;
-    phase("build", &mut || run(cargo().args(["build", "-p", "witness", "-p", "witness-egress"])))?;
+    // Every target at once, test binaries included: the tests' dev-dependencies change some
+    // dependencies' features (tokio's `test-util`), so a build of the binaries alone was done
+    // twice over, once here and again by nextest (200 s of CI).
+    phase("build", &mut || run(cargo().args(["build", "--workspace", "--all-targets"])))?;
     // nextest runs each test in its own process and ends with one summary line for the run.
     phase("tests", &mut || run(cargo().args(["nextest", "run", "--workspace", "--no-fail-fast"])))?;
     Ok(())
