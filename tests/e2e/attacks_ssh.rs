@@ -540,9 +540,10 @@ fn slow_clients_and_idle_sessions_keep_the_box_small() {
     let bulk = peak_rss_mib(b.pid());
     eprintln!("4 slow clients x 256 MiB: box peak RSS {bulk} MiB");
     assert!(bulk < 256, "the box's peak RSS was {bulk} MiB with four slow clients");
-    // 300 idle recorded sessions (a shell each), opened eight at a time.
+    // 300 idle recorded sessions (a shell each), opened eight at a time. Asked, the script says
+    // how many channels are still open and what the box told those it closed.
     let script = format!(
-        "import paramiko, sys, threading\n\
+        "import json, paramiko, sys, threading\n\
          held, lock, errors = [], threading.Lock(), []\n\
          def one():\n\
          \x20   try:\n\
@@ -561,6 +562,10 @@ fn slow_clients_and_idle_sessions_keep_the_box_small() {
          \x20   [t.join() for t in ts]\n\
          print('open', len(held), errors[:3], flush=True)\n\
          sys.stdin.readline()\n\
+         closed = [ch for c, ch in held if ch.closed or not c.get_transport().is_active()]\n\
+         told = [ch.recv_stderr(4096).decode(errors='replace') if ch.recv_stderr_ready() else '' for ch in closed]\n\
+         print(json.dumps({{'open': len(held) - len(closed), 'told': told}}), flush=True)\n\
+         sys.stdin.readline()\n\
          for c, ch in held: c.close()\n",
         port = b.port,
         key = b.user_key.display()
@@ -573,22 +578,39 @@ fn slow_clients_and_idle_sessions_keep_the_box_small() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut said = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(idle.stdout.as_mut().unwrap()), &mut said).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(idle.stdout.take().unwrap()));
+    let said = lines.next().unwrap().unwrap();
     assert!(said.starts_with("open 300 "), "{said}");
-    // Every held session's recording running (a loaded machine lists them slowly); at the
-    // latest after four minutes the figure is taken with what runs, which must be nearly all.
+    // The recordings running once their count has stood still for 20 s (a loaded machine starts
+    // them slowly), at the latest after four minutes.
     let started = std::time::Instant::now();
+    let (mut last, mut since) = (usize::MAX, std::time::Instant::now());
     let running = loop {
         let n = b.recordings().iter().filter(|r| r["status"] == "recording").count();
-        if n >= 300 || started.elapsed() > Duration::from_secs(240) {
+        if n != last {
+            (last, since) = (n, std::time::Instant::now());
+        }
+        if n >= 300 || since.elapsed() > Duration::from_secs(20) || started.elapsed() > Duration::from_secs(240) {
             break n;
         }
         std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(running >= 285, "only {running} of 300 idle sessions are recording");
     let peak = peak_rss_mib(b.pid());
     eprintln!("then {running} idle recorded sessions: box peak RSS {peak} MiB");
+    std::io::Write::write_all(idle.stdin.as_mut().unwrap(), b"\n").unwrap();
+    let state: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    // A session the box ended (its target refused a handshake under this load) was told why and
+    // audited; every one still open is recorded, and nearly all stayed open.
+    let open = state["open"].as_u64().unwrap() as usize;
+    let told = state["told"].as_array().unwrap();
+    assert!(
+        told.iter().all(|t| t.as_str().unwrap().contains("witness: target web01")),
+        "a session closed without saying why: {told:?}"
+    );
+    let failed = b.audit_kinds().iter().filter(|k| *k == "target_failed").count();
+    assert_eq!(failed, told.len(), "every session the target refused is audited: {told:?}");
+    assert_eq!(running, open, "every idle session still open is recording");
+    assert!(open >= 285, "only {open} of 300 idle sessions stayed open: {told:?}");
     std::io::Write::write_all(idle.stdin.as_mut().unwrap(), b"\n").unwrap();
     let _ = idle.wait_with_output();
     assert!(peak < 1024, "the box's peak RSS was {peak} MiB with 300 idle sessions");
