@@ -1,0 +1,55 @@
+//! Issue 18, `h-arc18j`: the audit rollback anchor against a store changed on a rolled-back
+//! disk. Each test asserted the attacker's success on the code before the fix; each now asserts
+//! the refusal.
+
+use crate::harness::*;
+
+const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "store.toml"];
+
+/// The store a rolled-back log compared with was whatever `store.toml` named when no checkpoint
+/// on the disk named one. A box set up on S3 (`store set`, an audited `store_configured`) had its
+/// disk copied before its first checkpoint; it then served (a failed login, a session; its
+/// checkpoints went to S3) and the copy was put back: `audit --verify` names the rollback (exit
+/// 1). One edit of `store.toml` naming another, empty store, and old code compared with that
+/// one, said "verified" and exited 0, and so did every start and every `audit --verify` after
+/// the box signed its next checkpoints for it. Now the store the audit log last records as this
+/// box's (a `store_configured` event or a checkpoint's record) is the only one compared with:
+/// another is NOT COMPARED (exit 3, naming both), the start finds the change and records it (a
+/// `store_changed` event) with an `audit_not_compared` event, and a store changed outside
+/// `witness store set` is never a verification afterwards.
+#[test]
+fn red18j_store_toml_edited_on_a_disk_rolled_back_before_its_first_checkpoint_verifies() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    let keep = tempfile::tempdir().unwrap();
+    for f in KEPT {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    for f in KEPT.iter().chain(&["audit.checkpoints", "audit.checkpoints.sent"]) {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "the rollback is named: {} {}", stdout(&out), stderr(&out));
+    // The attack: `store.toml` names another store, which holds none of this box's checkpoints.
+    let theirs = S3::start();
+    let text = std::fs::read_to_string(b.data().join("store.toml")).unwrap();
+    std::fs::write(b.data().join("store.toml"), text.replace(&s3.endpoint(), &theirs.endpoint())).unwrap();
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "the attack: verified against theirs: {said}");
+    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
+    b.serve();
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "and after a start: {said}");
+}
