@@ -45,11 +45,28 @@ fn red18j_store_toml_edited_on_a_disk_rolled_back_before_its_first_checkpoint_ve
     std::fs::write(b.data().join("store.toml"), text.replace(&s3.endpoint(), &theirs.endpoint())).unwrap();
     let out = b.cli(&["audit", "--verify"], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert_eq!(out.status.code(), Some(0), "the attack: verified against theirs: {said}");
-    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(!said.contains("verified against"), "{said}");
+    assert!(
+        said.contains(&format!("s3:{}/{S3_BUCKET}/", theirs.endpoint()))
+            && said.contains(&format!("s3:{}/{S3_BUCKET}/", s3.endpoint())),
+        "names both stores: {said}"
+    );
+    // Started on it: the change is found and recorded, and the comparison not made.
     b.serve();
+    eventually(30, "a store_changed and an audit_not_compared event at start", || {
+        let events = b.audit();
+        let changed = events.iter().any(|e| {
+            e["kind"] == "store_changed"
+                && e["detail"]["to"].as_str().is_some_and(|t| t.contains(&theirs.endpoint()))
+                && e["detail"]["from"].as_str().is_some_and(|f| f.contains(&s3.endpoint()))
+        });
+        (changed && events.iter().any(|e| e["kind"] == "audit_not_compared")).then_some(())
+    });
     assert!(b.stop().success());
+    // Its next checkpoints signed for the other store: still never verified there.
     let out = b.cli(&["audit", "--verify"], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert_eq!(out.status.code(), Some(0), "and after a start: {said}");
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("outside `witness store set`"), "{said}");
 }

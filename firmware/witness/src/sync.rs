@@ -166,6 +166,11 @@ impl Uploader {
             match open_store(&self.dir) {
                 Ok(store) => {
                     info!(store = store.describe(), "store configuration changed");
+                    // One changed outside `witness store set` is an audit event (`store set` wrote
+                    // its own before the file changed).
+                    if let Err(e) = crate::audit_checkpoint::note_store_change(&self.dir, "while serving") {
+                        warn!(error = format!("{e:#}"), "a change of store could not be written to the audit log");
+                    }
                     *cur = (stamp, Arc::new(store));
                     self.checked.store(false, std::sync::atomic::Ordering::Release);
                     let _ = self.dir.index.make_uploads_due();
