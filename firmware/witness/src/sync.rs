@@ -225,7 +225,15 @@ impl Uploader {
             .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
         // Checksums from sealing go with the bytes; nothing is hashed again here.
         let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
-        let sums = witness_store::Checksums { size: job.bytes, sha256: &job.sha256, parts: digests.as_ref() };
+        // A copy found changed at the last attempt is hashed before anything is sent again.
+        let check_first = dir
+            .index
+            .upload_last_error(&job.recording_id)
+            .ok()
+            .flatten()
+            .is_some_and(|e| witness_store::said_changed_since_sealing(&e));
+        let sums =
+            witness_store::Checksums { size: job.bytes, sha256: &job.sha256, parts: digests.as_ref(), check_first };
         let receipt = store.put_file(&job.object_key, &path, sums, resume, held, progress).await?;
         // The part list to verify against is what the index now holds.
         let parts = match dir.index.claim_state(&job.recording_id) {
