@@ -2,6 +2,7 @@
 //! disk. Each test asserted the attacker's success on the code before the fix; each now asserts
 //! the refusal.
 
+use crate::attacks_red18c::{sealed_while_the_store_is_away, upload_of};
 use crate::harness::*;
 
 const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "store.toml"];
@@ -69,4 +70,77 @@ fn red18j_store_toml_edited_on_a_disk_rolled_back_before_its_first_checkpoint_ve
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(3), "{said}");
     assert!(said.contains("outside `witness store set`"), "{said}");
+}
+
+/// 64 bytes in the middle of a sealed file rewritten in place, its length kept: the new bytes.
+pub(crate) fn changed_in_place(local: &std::path::Path, sealed_bytes: u64) -> Vec<u8> {
+    let mut bytes = std::fs::read(local).unwrap();
+    let sealed = bytes.clone();
+    let at = bytes.len() / 2;
+    for c in &mut bytes[at..at + 64] {
+        *c ^= 0x5a;
+    }
+    std::fs::write(local, &bytes).unwrap();
+    assert_eq!(bytes.len() as u64, sealed_bytes);
+    assert_ne!(bytes, sealed);
+    bytes
+}
+
+/// Points a stopped box at `s3` through a logging proxy (`store::proxy`, reads forwarded): the
+/// proxy and its log of requests, each with its body's length.
+pub(crate) fn through_a_proxy(b: &Box, s3: &S3) -> (std::process::Child, std::path::PathBuf) {
+    let log = b.dir.path().join("proxy-requests.log");
+    let (proxy, port) = crate::store::proxy(s3, &log, false, true);
+    let out = b.cli(
+        &[
+            "store",
+            "set",
+            "s3",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set: {}", stderr(&out));
+    (proxy, log)
+}
+
+/// A recording changed in place after sealing, its sealed part digests still fitting, was sent
+/// again at every retry (up to the part the store refused, that part three times) and refused
+/// every time, for ever: an insider with write access to the disk makes the box upload the same
+/// gigabytes again and again. Now the first refusal has the file hashed, names the change
+/// (`recording_changed_after_sealing`, once), and every later attempt hashes the file first and
+/// sends nothing; the bytes PUT are counted at a proxy in front of the store.
+#[test]
+fn red18j_a_recording_changed_in_place_is_sent_again_at_every_retry() {
+    let sshd = Sshd::start();
+    let (mut b, mut s3, id, sealed_bytes, local) = sealed_while_the_store_is_away(&sshd);
+    assert!(b.stop().success());
+    let bytes = changed_in_place(&local, sealed_bytes);
+    s3.run();
+    let (mut proxy, log) = through_a_proxy(&b, &s3);
+    b.serve();
+    let first = eventually(120, "the changed copy refused", || {
+        upload_of(&b, &id).filter(|u| u.2.contains("changed since it was sealed"))
+    });
+    assert!(first.2.contains("hashes to sha256") && first.2.contains("not uploaded"), "{first:?}");
+    let sent_first = crate::store::put_bytes_to(&std::fs::read_to_string(&log).unwrap(), &id);
+    eprintln!("the first attempt sent {sent_first} of the recording's {sealed_bytes} bytes before the refusal");
+    assert!(sent_first <= sealed_bytes, "the first attempt sends no part twice: {sent_first} of {sealed_bytes}");
+    eventually(60, "two more attempts", || upload_of(&b, &id).filter(|u| u.1 >= first.1 + 2).map(|_| ()));
+    assert!(b.stop().success());
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(crate::store::put_bytes_to(&requests, &id), sent_first, "nothing sent again after: {requests}");
+    let r = b.recordings().into_iter().find(|r| r["id"] == id).unwrap();
+    assert_eq!(r["status"], "completed", "not marked uploaded");
+    assert_eq!(std::fs::read(&local).unwrap(), bytes, "the local copy is kept as it is");
+    let kinds = b.audit_kinds();
+    assert_eq!(kinds.iter().filter(|k| *k == "recording_changed_after_sealing").count(), 1, "{kinds:?}");
 }
