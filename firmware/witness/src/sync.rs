@@ -240,7 +240,18 @@ impl Uploader {
             Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
             Err(_) => Vec::new(),
         };
-        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
+        match store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await {
+            // What arrived is not the sealed recording: the file says whether it changed on the
+            // box (then named as such, and not sent again) or on the way.
+            Err(e @ StoreError::Mismatch { .. }) => {
+                let part_size = self.dir.config.part_size;
+                return Err(match witness_store::sealed_digests(&path, job.bytes, &job.sha256, part_size).await {
+                    Err(changed) if changed.changed_since_sealing() => changed,
+                    _ => e,
+                });
+            }
+            other => other?,
+        }
         Ok(match receipt {
             Some(witness_store::Receipt { sha256_b64: Some(sum), .. }) if parts.is_empty() => {
                 format!("sha256 {sum} on arrival")
