@@ -310,11 +310,12 @@ fn archive_a_local_copy_changed_before_upload_is_refused_and_kept() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(this(&b, &id)["status"], "completed", "not marked uploaded");
     assert_eq!(std::fs::read(&local).unwrap(), bytes, "the local copy is kept as it is");
-    // What the store holds under its key (s3s-fs keeps a body whose checksum it did not check)
-    // is never taken for the recording: the box compared what the store reports with the
-    // sealed checksum and refused it.
-    assert!(upload.3.contains("does not match"), "refused as changed: {jobs:?}");
+    // What the store answered is never taken for the recording: refused on arrival (or its
+    // reported checksum not the sealed one), the box hashed the file and names the change.
+    assert!(upload.3.contains("changed since it was sealed"), "refused as changed: {jobs:?}");
     let pipeline = b.ok(&["sync", "status"], None);
-    assert!(pipeline.contains("upload waiting") && pipeline.contains("does not match"), "{pipeline}");
-    assert!(!b.audit_kinds().contains(&"local_copy_pruned".to_string()));
+    assert!(pipeline.contains("upload waiting") && pipeline.contains("changed since it was sealed"), "{pipeline}");
+    let kinds = b.audit_kinds();
+    assert!(!kinds.contains(&"local_copy_pruned".to_string()));
+    assert_eq!(kinds.iter().filter(|k| *k == "recording_changed_after_sealing").count(), 1, "{kinds:?}");
 }

@@ -97,9 +97,10 @@ fn red18d_a_store_switched_before_a_start_verifies_a_rolled_back_log() {
 /// longer fit: the fallback path hashed and sent each part as it now was, the store's answer
 /// matched what the box itself had just hashed, and the recording was marked uploaded and
 /// verified (then pruned), the store holding bytes that are not the sealed recording. Closed:
-/// the fallback hashes the whole file as it sends it and completes the upload only when that is
-/// the sealed SHA-256; otherwise the multipart upload is aborted, the job waits with the reason,
-/// a `recording_changed_after_sealing` event names it once, and the local copy is kept.
+/// the job waits with the reason, a `recording_changed_after_sealing` event names it once, and
+/// the local copy is kept. Since `h-arc18j` nothing of it is sent either (it was sent whole at
+/// every retry, then refused): the file is hashed against the sealed SHA-256 first, streamed,
+/// and refused at once; the bytes PUT are counted at a proxy in front of the store.
 #[test]
 fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     let sshd = Sshd::start();
@@ -109,27 +110,22 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
         b.recordings().into_iter().find(|r| r["id"] == id).unwrap()["sha256"].as_str().expect("sealed").to_owned();
     assert!(b.stop().success());
     // Same length: 64 bytes in the middle rewritten in place.
-    let mut bytes = std::fs::read(&local).unwrap();
-    let sealed = bytes.clone();
-    let at = bytes.len() / 2;
-    for c in &mut bytes[at..at + 64] {
-        *c ^= 0x5a;
-    }
-    std::fs::write(&local, &bytes).unwrap();
-    assert_eq!(bytes.len() as u64, sealed_bytes);
-    assert_ne!(bytes, sealed);
+    let bytes = crate::attacks_red18j::changed_in_place(&local, sealed_bytes);
     let cfg = b.data().join("witness.toml");
     let text = std::fs::read_to_string(&cfg).unwrap().replace("part_size_mb = 5", "part_size_mb = 6");
     std::fs::write(&cfg, text).unwrap();
     s3.run();
+    let (mut proxy, log) = crate::attacks_red18j::through_a_proxy(&b, &s3);
     b.serve();
     let upload = eventually(120, "the changed copy refused", || {
         upload_of(&b, &id).filter(|u| u.2.contains("changed since it was sealed"))
     });
     assert_eq!(upload.0, "waiting", "{upload:?}");
-    assert!(upload.2.contains("hashed to sha256") && upload.2.contains("the upload was not completed"), "{upload:?}");
+    assert!(upload.2.contains("hashes to sha256") && upload.2.contains("not uploaded"), "{upload:?}");
     assert!(upload.2.contains(&format!("sealed as {sealed_sha}")), "{upload:?}");
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Tried again: refused again, at once.
+    let attempts = upload.1;
+    eventually(60, "two more attempts", || upload_of(&b, &id).filter(|u| u.1 >= attempts + 2).map(|_| ()));
     let r = b.recordings().into_iter().find(|r| r["id"] == id).unwrap();
     assert_eq!(r["status"], "completed", "not marked uploaded");
     assert_eq!(std::fs::read(&local).unwrap(), bytes, "the local copy is kept as it is");
@@ -138,6 +134,10 @@ fn red18d_a_recording_changed_in_place_after_sealing_is_uploaded_as_verified() {
     assert!(!kinds.contains(&"local_copy_pruned".to_string()), "{kinds:?}");
     let stored = crate::store::walk(s3.dir.path());
     assert!(!stored.iter().any(|p| p.ends_with(".cast")), "nothing of it went up as the recording: {stored:?}");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
+    let requests = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(crate::store::put_bytes_to(&requests, &id), 0, "not a byte of it was sent: {requests}");
 }
 
 /// Only a store the newest LOCAL checkpoint names was insisted on: with no checkpoint on the

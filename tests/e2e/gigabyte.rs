@@ -268,3 +268,97 @@ fn three_1gib_recordings_ending_at_once_keep_the_box_under_200_mib() {
     );
     assert!(peak < BOUND_MIB, "the box's peak RSS was {peak} MiB (from {before} MiB; sampled {sampled} MiB)");
 }
+
+/// A recording of more than 1 GiB already pruned from the box (`keep_local_days = 0`): played
+/// back through the console in ranges (its start, middle and end, and an 8 MiB range) and
+/// exported whole, every byte fetched back from the store, while the box's resident memory
+/// (`VmHWM`, reset before the playback, and `VmRSS` sampled throughout) stays under 200 MiB: the
+/// store's object is read a window at a time, never whole. The figures are printed for the
+/// README (a measurement of memory, not of time).
+#[test]
+fn a_pruned_1gib_recording_plays_back_from_the_store_under_200_mib() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.ok(&["user", "add", "audrey", "--password-stdin", "--role", "auditor"], Some("audrey-passwd\n"));
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    let pid = b.pid();
+    let out = b
+        .ssh("alice@web01")
+        .arg(format!("echo begin; head -c {BULK} /dev/zero | tr '\\0' x; echo; echo pruned-gigabyte done"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rec = eventually(900, "uploaded, verified and pruned", || {
+        let r = b.recordings();
+        (r.len() == 1 && r[0]["status"] == "uploaded" && !b.data().join(r[0]["path"].as_str().unwrap()).exists())
+            .then(|| r[0].clone())
+    });
+    assert!(rec["bytes"].as_u64().unwrap() > BULK, "over 1 GiB at rest: {rec}");
+    let id = rec["id"].as_str().unwrap().to_owned();
+
+    // From here on, only the playback: peak memory reset.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let before = status_kib(pid, "VmHWM:").unwrap() / 1024;
+    let sampler = RssSampler::start(pid);
+    let dir = tempfile::tempdir_in(b.dir.path()).unwrap();
+    let cast = dir.path().join("cast");
+    // The export runs in the command's own process: its peak memory by `time -f %M` (KiB).
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "%M"])
+        .arg(witness_bin())
+        .arg("--data")
+        .arg(b.data())
+        .args(["recordings", "export", &id, "--out"])
+        .arg(&cast)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "export: {}", stderr(&out));
+    let export_mib = stderr(&out).lines().last().and_then(|l| l.trim().parse::<u64>().ok()).unwrap() / 1024;
+    let len = std::fs::metadata(&cast).unwrap().len();
+    assert!(len > BULK, "the exported cast holds the gigabyte: {len}");
+    let tail = String::from_utf8_lossy(&file_range(&cast, len - 200, len - 1)).into_owned();
+    assert!(tail.contains("pruned-gigabyte done"), "exported to its end: {tail:?}");
+    let mut web = crate::web::Web::new(&b);
+    assert_eq!(web.login("audrey", "audrey-passwd").status, 200);
+    let path = format!("/api/v1/recordings/{id}/content");
+    let got = dir.path().join("range");
+    for (a, z) in [(0, 65_535), (len / 2, len / 2 + 65_535), (len - 65_536, len - 1), (len / 3, len / 3 + (8 << 20))] {
+        let (code, headers) = get_range(&web, &path, &format!("{a}-{z}"), &got);
+        assert_eq!(code, "206", "range {a}-{z}: {headers}");
+        assert!(headers.to_lowercase().contains(&format!("content-range: bytes {a}-{z}/{len}")), "{headers}");
+        assert!(std::fs::read(&got).unwrap() == file_range(&cast, a, z), "range {a}-{z} is the export's bytes");
+    }
+    // Downloaded whole through the console: the box streams every byte from the store.
+    let headers = tempfile::NamedTempFile::new().unwrap();
+    let o = Command::new("curl")
+        .args(["-sk", "--max-time", "900", "-o"])
+        .arg(&got)
+        .arg("-D")
+        .arg(headers.path())
+        .args(["-w", "%{http_code}", "-b"])
+        .arg(web.jar.path())
+        .arg(format!("{}{path}?download=1", web.base))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "200", "{}", std::fs::read_to_string(headers.path()).unwrap());
+    let whole = std::fs::metadata(&got).unwrap().len();
+    assert!(whole > BULK, "the whole recording downloaded: {whole}");
+    let peak = status_kib(pid, "VmHWM:").unwrap() / 1024;
+    let sampled = sampler.max_mib();
+    eprintln!("the box's VmRSS, highest per 5 s (s:MiB): {}", sampler.finish());
+    eprintln!(
+        "a pruned {}-byte recording played from the store: exported by `recordings export` ({len} bytes of cast; \
+         that process's peak RSS {export_mib} MiB), 4 ranges and a whole download ({whole} bytes) through the \
+         console: box VmHWM {before} MiB before, {peak} MiB peak (VmRSS sampled: {sampled} MiB)",
+        rec["bytes"]
+    );
+    assert!(peak < BOUND_MIB, "the box's peak RSS was {peak} MiB (from {before} MiB; sampled {sampled} MiB)");
+    assert!(export_mib < BOUND_MIB, "the export's peak RSS was {export_mib} MiB");
+}

@@ -413,9 +413,10 @@ fn write_only_proxy(s3: &S3, log: &std::path::Path) -> (std::process::Child, u16
 
 /// The write-only proxy; with `corrupt`, the first time each large body (a recording or one of
 /// its parts) passes, one byte of it is flipped on the way, as a bad link or a meddler would.
-/// Forwarded requests are logged with their `x-amz-content-sha256`.
+/// Forwarded requests are logged with their body's length (`len=N`) and their
+/// `x-amz-content-sha256`.
 /// With `reads`, GET and HEAD are forwarded too and logged with their `Range`.
-fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool, reads: bool) -> (std::process::Child, u16) {
+pub(crate) fn proxy(s3: &S3, log: &std::path::Path, corrupt: bool, reads: bool) -> (std::process::Child, u16) {
     let port = free_port();
     let script = format!(
         r#"
@@ -457,7 +458,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} {{self.headers.get('x-amz-content-sha256')}}\n")
+        LOG.write(f"{{self.command}} {{self.path}} {{r.status}} len={{n}} {{self.headers.get('x-amz-content-sha256')}}\n")
     def do_GET(self): self.forward_read() if READS else self.refuse()
     def do_HEAD(self): self.forward_read() if READS else self.refuse()
     def forward_read(self):
@@ -780,4 +781,14 @@ fn ranged_playback_of_a_pruned_recording_keeps_the_box_small() {
         assert!(got == plain[*a as usize..=*z as usize], "range {a}-{z} is the recording's bytes");
     }
     assert!(after < before + 12 * 8, "peak RSS went from {before} to {after} MiB");
+}
+
+/// The bytes of the request bodies a [`proxy`] log shows PUT to paths holding `name`.
+pub(crate) fn put_bytes_to(requests: &str, name: &str) -> u64 {
+    requests
+        .lines()
+        .filter(|l| l.starts_with("PUT ") && l.split(' ').nth(1).is_some_and(|p| p.contains(name)))
+        .filter_map(|l| l.split(' ').find_map(|w| w.strip_prefix("len=")))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum()
 }

@@ -91,7 +91,7 @@ impl AzureStore {
             (_, "ContainerNotFound") => StoreError::NoBucket(msg),
             (StatusCode::NOT_FOUND, _) => StoreError::NotFound(msg),
             (StatusCode::FORBIDDEN, _) | (StatusCode::UNAUTHORIZED, _) => StoreError::Denied(msg),
-            (_, "InvalidBlockList") => StoreError::Mismatch { key: what.to_owned(), detail: msg },
+            (_, "InvalidBlockList" | "Md5Mismatch") => StoreError::Mismatch { key: what.to_owned(), detail: msg },
             (s, _) if s.is_server_error() => StoreError::Unreachable(msg),
             _ => StoreError::Other(msg),
         })
@@ -112,31 +112,17 @@ impl AzureStore {
         }
     }
 
+    /// A small object (a manifest) in one Put Blob: the service checks its Content-MD5 on
+    /// arrival.
     pub(crate) async fn put_bytes(&self, key: &str, data: Vec<u8>) -> Result<()> {
-        self.put_blob(key, data, None, None).await.map(|_| ())
-    }
-
-    /// The service checks the Content-MD5 on arrival; its 201 (with the blob's ETag) is the
-    /// receipt.
-    async fn put_blob(
-        &self,
-        key: &str,
-        data: Vec<u8>,
-        sha256: Option<&str>,
-        md5: Option<[u8; 16]>,
-    ) -> Result<crate::Receipt> {
-        let md5 = b64(&md5.unwrap_or_else(|| md5::Md5::digest(&data).into()));
-        let mut req = self
+        let md5 = b64(&md5::Md5::digest(&data));
+        let req = self
             .http
             .put(self.url(key, ""))
             .header("x-ms-blob-type", "BlockBlob")
             .header("Content-MD5", md5)
             .body(data);
-        if let Some(h) = sha256 {
-            req = req.header("x-ms-meta-sha256", h);
-        }
-        let resp = self.send(req, "put blob").await?;
-        Ok(receipt(&resp))
+        self.send(req, "put blob").await.map(|_| ())
     }
 
     pub(crate) async fn put_file(
@@ -146,31 +132,32 @@ impl AzureStore {
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
         // Legal holds are S3 Object Lock only; on Azure the box's own hold keeps the blob.
-        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold: _, .. } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, digests, legal_hold: _, .. } = *up;
         // The sealed length (checked against the file before): nothing past it is sent.
         let size = up.size;
-        // The MD5s sealing took, when they fit: nothing is hashed again here.
-        let sealed = up.digests.filter(|d| d.fits(part_size, size));
+        // The MD5s at this part size (sealing's, or taken just now from a file found to be the
+        // sealed one): the service checks each body against its MD5, and the bodies are read
+        // from the file a piece at a time as they are sent, never a part whole.
         if size < part_size {
-            let data = crate::read_range(path, 0, size).await?;
-            if sealed.is_none() {
-                // The MD5 is taken from these bytes: they must be the sealed ones.
-                let mut h = crate::SentHash::new();
-                h.add(1, bytes::Bytes::copy_from_slice(&data));
-                h.check(1, path, sha256)?;
-            }
-            let receipt = self.put_blob(key, data, Some(sha256), sealed.map(|d| d.md5[0])).await?;
+            let req = self
+                .http
+                .put(self.url(key, ""))
+                .header("x-ms-blob-type", "BlockBlob")
+                .header("Content-MD5", b64(&digests.md5[0]))
+                .header("Content-Length", size.to_string())
+                .header("x-ms-meta-sha256", sha256)
+                .body(crate::range_body(path, 0, size).await?);
+            let resp = self.send(req, "put blob").await?;
             progress.sent(size);
             throttle.sent(size).await;
-            return Ok(receipt);
+            return Ok(receipt(&resp));
         }
-        // Without sealing's digests each block is hashed as it is sent, and the whole must be
-        // the sealed SHA-256 before the block list is committed: blocks sent before (an upload
-        // resumed) cannot be hashed as they were sent, so they are sent again.
-        let mut sent_hash = sealed.is_none().then(crate::SentHash::new);
-        if resume.upload_id.as_deref() != Some(BLOCKS) || sent_hash.is_some() {
+        if resume.upload_id.as_deref() != Some(BLOCKS) {
             resume = Resume { upload_id: Some(BLOCKS.into()), parts: Vec::new() };
         }
+        // A block recorded as sent whose MD5 is not its digest here (sent by an attempt that took
+        // other digests) is sent again.
+        resume.parts.retain(|p| digests.md5.get(p.number as usize - 1).is_some_and(|d| hex::encode(d) == p.etag));
         let count = size.div_ceil(part_size) as u32;
         for number in 1..=count {
             if resume.parts.iter().any(|p| p.number == number) {
@@ -179,33 +166,18 @@ impl AzureStore {
             let offset = (number as u64 - 1) * part_size;
             let len = part_size.min(size - offset);
             let extra = format!("comp=block&blockid={}", encode_query(&block_id(number)));
-            let (md5, body): ([u8; 16], reqwest::Body) = match (sealed, sent_hash.as_mut()) {
-                // The block's MD5 from sealing: the service checks the body against it, which is
-                // read from the file a piece at a time as it is sent (not the block whole).
-                (Some(d), _) => (d.md5[number as usize - 1], crate::range_body(path, offset, len).await?),
-                (None, h) => {
-                    let data = bytes::Bytes::from(crate::read_range(path, offset, len).await?);
-                    if let Some(h) = h {
-                        h.add(number, data.clone());
-                    }
-                    (md5::Md5::digest(&data).into(), data.into())
-                }
-            };
+            let md5 = digests.md5[number as usize - 1];
             let req = self
                 .http
                 .put(self.url(key, &extra))
                 .header("Content-MD5", b64(&md5))
                 .header("Content-Length", len.to_string())
-                .body(body);
+                .body(crate::range_body(path, offset, len).await?);
             self.send(req, "put block").await?;
             resume.parts.push(Part { number, etag: hex::encode(md5), size: len });
             progress.sent(len);
             progress.part_done(&resume);
             throttle.sent(len).await;
-        }
-        if let Some(h) = sent_hash {
-            // Never committed: the uncommitted blocks are dropped by the service.
-            h.check(count, path, sha256)?;
         }
         resume.parts.sort_by_key(|p| p.number);
         let mut xml = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");

@@ -34,33 +34,61 @@ impl DirStore {
         .await
     }
 
+    /// Copies the sealed length of `path` in, hashing what it copies: a copy that is not the
+    /// sealed SHA-256 is removed before it takes the object's name (nothing stored).
     pub(crate) async fn put_file(
         &self,
         key: &str,
         path: &Path,
+        (size, sha256): (u64, &str),
         progress: &mut dyn Progress,
         throttle: &crate::Throttle,
     ) -> Result<()> {
         let dest = self.object(key)?;
-        let src = path.to_owned();
+        let (src, sealed) = (path.to_owned(), sha256.to_owned());
         let root = self.root.clone();
         let sent = blocking(move || {
+            use sha2::Digest;
             let parent = dest.parent().expect("object paths have a parent");
             std::fs::create_dir_all(parent).map_err(|e| unreachable(&root, e))?;
             let tmp = dest.with_extension("part");
             let mut out = std::fs::File::create(&tmp).map_err(|e| unreachable(&root, e))?;
-            let mut inp = std::fs::File::open(&src).map_err(StoreError::Local)?;
-            let mut buf = vec![0u8; 1 << 20];
-            let mut n = 0u64;
-            loop {
-                let k = inp.read(&mut buf).map_err(StoreError::Local)?;
-                if k == 0 {
-                    break;
+            let copied = (|| {
+                let mut inp = std::fs::File::open(&src).map_err(StoreError::Local)?.take(size);
+                let mut h = sha2::Sha256::new();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut n = 0u64;
+                loop {
+                    let k = inp.read(&mut buf).map_err(StoreError::Local)?;
+                    if k == 0 {
+                        break;
+                    }
+                    h.update(&buf[..k]);
+                    out.write_all(&buf[..k]).map_err(|e| unreachable(&root, e))?;
+                    n += k as u64;
                 }
-                out.write_all(&buf[..k]).map_err(|e| unreachable(&root, e))?;
-                n += k as u64;
+                let now = hex::encode(h.finalize());
+                if n != size {
+                    return Err(StoreError::ChangedSinceSealing {
+                        path: src.display().to_string(),
+                        now: n,
+                        sealed: size,
+                    });
+                }
+                if !now.eq_ignore_ascii_case(&sealed) {
+                    return Err(StoreError::ContentChangedSinceSealing {
+                        path: src.display().to_string(),
+                        now,
+                        sealed: sealed.clone(),
+                    });
+                }
+                out.sync_all().map_err(|e| unreachable(&root, e))?;
+                Ok(n)
+            })();
+            if copied.is_err() {
+                let _ = std::fs::remove_file(&tmp);
             }
-            out.sync_all().map_err(|e| unreachable(&root, e))?;
+            let n = copied?;
             std::fs::rename(&tmp, &dest).map_err(|e| unreachable(&root, e))?;
             Ok(n)
         })
@@ -206,9 +234,9 @@ mod tests {
         std::fs::create_dir_all(&tmp).unwrap();
         std::fs::write(&src, b"hello").unwrap();
         let mut c = Count(0);
-        store.put_file("box/day/s1/r1.cast", &src, &mut c, &crate::Throttle::new(0)).await.unwrap();
-        assert_eq!(c.0, 5);
         let (_, sha) = crate::sha256_file(&src).await.unwrap();
+        store.put_file("box/day/s1/r1.cast", &src, (5, &sha), &mut c, &crate::Throttle::new(0)).await.unwrap();
+        assert_eq!(c.0, 5);
         store.verify("box/day/s1/r1.cast", 5, &sha).await.unwrap();
         assert!(matches!(store.verify("box/day/s1/r1.cast", 6, &sha).await, Err(StoreError::Mismatch { .. })));
         store.put_bytes("box/day/s1/manifest.json", b"{}".to_vec()).await.unwrap();

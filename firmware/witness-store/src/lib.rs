@@ -204,20 +204,29 @@ pub enum StoreError {
     #[error("reading the local recording: {0}")]
     Local(#[source] std::io::Error),
     /// The local file's length is not the one sealed: not uploaded, the local copy kept.
-    #[error(
-        "the local copy {path} is {now} bytes but was sealed at {sealed}: changed since it was sealed; not uploaded"
-    )]
+    #[error("the local copy {path} is {now} bytes but was sealed at {sealed}: {CHANGED_SINCE_SEALING}; not uploaded")]
     ChangedSinceSealing { path: String, now: u64, sealed: u64 },
-    /// The local file's bytes, hashed as they were sent (sealing's part digests did not fit),
-    /// are not the sealed SHA-256: the upload was not completed, the local copy kept.
+    /// The local file's bytes, hashed before they are sent (sealing's part digests did not fit,
+    /// or the file was found changed before) or after the store refused a part of them, are not
+    /// the sealed SHA-256: not uploaded (nothing sent, or the upload not completed), the local
+    /// copy kept.
     #[error(
-        "the local copy {path} hashed to sha256 {now} as it was sent, but was sealed as {sealed}: changed since it was sealed; the upload was not completed"
+        "the local copy {path} hashes to sha256 {now}, but was sealed as {sealed}: {CHANGED_SINCE_SEALING}; not uploaded"
     )]
     ContentChangedSinceSealing { path: String, now: String, sealed: String },
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("store error: {0}")]
     Other(String),
+}
+
+/// What every refusal of a local copy that is not the sealed recording says.
+pub const CHANGED_SINCE_SEALING: &str = "changed since it was sealed";
+
+/// Whether an upload's last error (as kept) said its local copy is not the sealed recording:
+/// the next attempt then hashes the file before sending anything ([`Checksums::check_first`]).
+pub fn said_changed_since_sealing(error: &str) -> bool {
+    error.contains(CHANGED_SINCE_SEALING)
 }
 
 impl StoreError {
@@ -269,6 +278,9 @@ pub struct Checksums<'a> {
     pub sha256: &'a str,
     /// Its parts' MD5s, when sealing computed them.
     pub parts: Option<&'a PartDigests>,
+    /// Hash the file against `sha256` before anything is sent, even where `parts` fit: the last
+    /// attempt found it changed since sealing (it is refused again at once, not sent again).
+    pub check_first: bool,
 }
 
 /// One file upload as the backends see it.
@@ -278,8 +290,9 @@ pub(crate) struct FileUpload<'a> {
     pub sha256: &'a str,
     /// The file's sealed length, checked against the file before anything is sent.
     pub size: u64,
-    /// The parts' MD5s from sealing, when they fit this file and `part_size`.
-    pub digests: Option<&'a PartDigests>,
+    /// The parts' MD5s at `part_size`: sealing's, or taken from the file just now by
+    /// [`sealed_digests`] (which found it to be the sealed SHA-256).
+    pub digests: &'a PartDigests,
     pub part_size: u64,
     pub throttle: &'a Throttle,
     pub legal_hold: bool,
@@ -401,7 +414,7 @@ impl Store {
         legal_hold: bool,
         progress: &mut dyn Progress,
     ) -> Result<Option<Receipt>> {
-        let Checksums { size, sha256, parts: digests } = sums;
+        let Checksums { size, sha256, parts: digests, check_first } = sums;
         // A file whose length changed since it was sealed is not the sealed recording: the
         // fallback path (no digests fit it) would hash and send what is there now, and the
         // store's answer would match what the box itself just hashed.
@@ -409,29 +422,41 @@ impl Store {
         if now != size {
             return Err(StoreError::ChangedSinceSealing { path: path.display().to_string(), now, sealed: size });
         }
-        match &self.backend {
-            Backend::Dir(d) => d.put_file(key, path, progress, &self.throttle).await.map(|()| None),
-            Backend::S3(s) => s
-                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
-                .await
-                .map(Some),
-            Backend::Azure(a) => a
-                .put_file(&self.upload(key, path, (size, sha256), digests, legal_hold), resume, progress)
-                .await
-                .map(Some),
-        }
-    }
-
-    fn upload<'a>(
-        &'a self,
-        key: &'a str,
-        path: &'a Path,
-        (size, sha256): (u64, &'a str),
-        digests: Option<&'a PartDigests>,
-        legal_hold: bool,
-    ) -> FileUpload<'a> {
         let part_size = self.tuning.part_size;
-        FileUpload { key, path, sha256, size, digests, part_size, throttle: &self.throttle, legal_hold }
+        let fitting = digests.filter(|d| d.fits(part_size, size));
+        // Without sealing's part digests (sealed before them, or `part_size` changed since), or
+        // with a file found changed at the last attempt, the file is hashed first, streamed: one
+        // that is not the sealed SHA-256 is refused before a byte is sent (it used to be sent
+        // whole at every retry, then refused), and one that is gives the part digests to send.
+        let computed = match (&self.backend, fitting) {
+            (Backend::Dir(_), _) if !check_first => None,
+            (_, Some(_)) if !check_first => None,
+            _ => Some(sealed_digests(path, size, sha256, part_size).await?),
+        };
+        let result = match &self.backend {
+            Backend::Dir(d) => d.put_file(key, path, (size, sha256), progress, &self.throttle).await.map(|()| None),
+            Backend::S3(_) | Backend::Azure(_) => {
+                let Some(digests) = computed.as_ref().or(fitting) else {
+                    unreachable!("the digests are taken above where sealing's do not fit")
+                };
+                let up =
+                    FileUpload { key, path, sha256, size, digests, part_size, throttle: &self.throttle, legal_hold };
+                match &self.backend {
+                    Backend::S3(s) => s.put_file(&up, resume, progress).await.map(Some),
+                    Backend::Azure(a) => a.put_file(&up, resume, progress).await.map(Some),
+                    Backend::Dir(_) => unreachable!("a folder is written above"),
+                }
+            }
+        };
+        match result {
+            // Refused on arrival: the bytes were not the sealed ones on the way, or not on the
+            // disk. The file says which (hashed, streamed): a change on the box is named as one.
+            Err(e @ StoreError::Mismatch { .. }) => match sealed_digests(path, size, sha256, part_size).await {
+                Err(changed) if changed.changed_since_sealing() => Err(changed),
+                _ => Err(e),
+            },
+            other => other,
+        }
     }
 
     /// The object lock every write gets, when configured (S3 only).
@@ -582,55 +607,61 @@ pub(crate) async fn range_body(path: &Path, offset: u64, len: u64) -> Result<req
     Ok(reqwest::Body::wrap_stream(pieces))
 }
 
-/// The SHA-256 of a file taken from its parts as they are sent, in whatever order they are
-/// read: an upload that cannot send sealing's part digests (they do not fit the part size) hashes
-/// what it sends and completes only when that is the sealed SHA-256 (red team h-red18d: a file
-/// changed in place after sealing, its length kept, was otherwise uploaded and "verified"
-/// against what the box itself had just hashed).
-pub(crate) struct SentHash {
-    next: u32,
-    pending: std::collections::BTreeMap<u32, bytes::Bytes>,
-    hasher: sha2::Sha256,
-}
-
-impl SentHash {
-    pub(crate) fn new() -> Self {
-        Self { next: 1, pending: Default::default(), hasher: sha2::Digest::new() }
-    }
-
-    /// Part `number` (1-based) was sent with these bytes.
-    pub(crate) fn add(&mut self, number: u32, data: bytes::Bytes) {
-        self.pending.insert(number, data);
-        while let Some(d) = self.pending.remove(&self.next) {
-            sha2::Digest::update(&mut self.hasher, &d);
-            self.next += 1;
-        }
-    }
-
-    /// `Ok` when all `count` parts were hashed and the whole is `sealed` (hex).
-    pub(crate) fn check(self, count: u32, path: &Path, sealed: &str) -> Result<()> {
-        let now = if self.next == count + 1 && self.pending.is_empty() {
-            hex::encode(sha2::Digest::finalize(self.hasher))
-        } else {
-            format!("(not all parts sent: part {} on missing)", self.next)
-        };
-        if now.eq_ignore_ascii_case(sealed) {
-            return Ok(());
-        }
-        Err(StoreError::ContentChangedSinceSealing { path: path.display().to_string(), now, sealed: sealed.to_owned() })
-    }
-}
-
-/// Reads `len` bytes at `offset`, off the async threads.
-pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
+/// The MD5 of `len` bytes at `offset` of a file, read a piece at a time off the async threads:
+/// whether a part the store answered with another ETag is changed on the box or was on the way.
+pub(crate) async fn range_md5(path: &Path, offset: u64, len: u64) -> Result<[u8; 16]> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
+        use md5::Digest;
         use std::io::{Read, Seek, SeekFrom};
         let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
         f.seek(SeekFrom::Start(offset)).map_err(StoreError::Local)?;
-        let mut buf = vec![0u8; len as usize];
-        f.read_exact(&mut buf).map_err(StoreError::Local)?;
-        Ok(buf)
+        let mut f = f.take(len);
+        let mut h = md5::Md5::new();
+        let mut buf = vec![0u8; BODY_PIECE];
+        loop {
+            let k = f.read(&mut buf).map_err(StoreError::Local)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+        Ok(h.finalize().into())
+    })
+    .await
+    .map_err(|e| StoreError::Other(e.to_string()))?
+}
+
+/// The part digests of a file at `part_size`, taken from the file (read a piece at a time, its
+/// sealed length and no further) together with its SHA-256, which must be the sealed one:
+/// otherwise [`StoreError::ContentChangedSinceSealing`] (or [`StoreError::ChangedSinceSealing`]
+/// when it is shorter now), before anything is sent.
+pub async fn sealed_digests(path: &Path, size: u64, sha256: &str, part_size: u64) -> Result<PartDigests> {
+    let (path, sealed) = (path.to_owned(), sha256.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use sha2::Digest;
+        use std::io::Read;
+        let f = std::fs::File::open(&path).map_err(StoreError::Local)?;
+        let mut tee = PartTee::new(f.take(size), part_size);
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let k = tee.read(&mut buf).map_err(StoreError::Local)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        if n != size {
+            return Err(StoreError::ChangedSinceSealing { path: path.display().to_string(), now: n, sealed: size });
+        }
+        let now = hex::encode(h.finalize());
+        if !now.eq_ignore_ascii_case(&sealed) {
+            return Err(StoreError::ContentChangedSinceSealing { path: path.display().to_string(), now, sealed });
+        }
+        Ok(tee.digests())
     })
     .await
     .map_err(|e| StoreError::Other(e.to_string()))?
@@ -640,34 +671,75 @@ pub(crate) async fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec
 mod tests {
     use super::*;
 
-    #[test]
-    fn parts_hashed_as_sent_in_any_order_must_be_the_sealed_file() {
+    #[tokio::test]
+    async fn a_file_is_hashed_against_its_sealed_sha256_before_anything_is_sent() {
         use sha2::Digest;
+        let tmp = tempfile_dir("sealed-digests");
         let file: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        let src = tmp.join("rec.cast");
+        std::fs::write(&src, &file).unwrap();
         let sealed = hex::encode(sha2::Sha256::digest(&file));
-        let parts: Vec<bytes::Bytes> = file.chunks(3000).map(bytes::Bytes::copy_from_slice).collect();
-        let path = Path::new("rec.cast");
-        let mut h = SentHash::new();
-        for n in [2u32, 1, 4, 3] {
-            h.add(n, parts[n as usize - 1].clone());
-        }
-        assert!(h.check(4, path, &sealed).is_ok());
+        let d = sealed_digests(&src, 10_000, &sealed, 3000).await.unwrap();
+        let want: Vec<[u8; 16]> = file.chunks(3000).map(|c| md5::Md5::digest(c).into()).collect();
+        assert_eq!(d.md5, want);
+        assert!(d.fits(3000, 10_000));
         // One byte changed in place, the length kept: refused, naming both hashes.
-        let mut changed = parts[2].to_vec();
-        changed[7] ^= 1;
-        let mut h = SentHash::new();
-        for (i, p) in parts.iter().enumerate() {
-            h.add(i as u32 + 1, if i == 2 { bytes::Bytes::from(changed.clone()) } else { p.clone() });
-        }
-        let e = h.check(4, path, &sealed).unwrap_err();
+        let mut changed = file.clone();
+        changed[7000] ^= 1;
+        std::fs::write(&src, &changed).unwrap();
+        let e = sealed_digests(&src, 10_000, &sealed, 3000).await.unwrap_err();
         assert!(matches!(&e, StoreError::ContentChangedSinceSealing { sealed: s, .. } if *s == sealed), "{e}");
-        assert!(e.changed_since_sealing() && e.to_string().contains("not completed"), "{e}");
-        // A part never sent is no whole file.
-        let mut h = SentHash::new();
-        for n in [1u32, 2, 4] {
-            h.add(n, parts[n as usize - 1].clone());
+        assert!(e.changed_since_sealing() && said_changed_since_sealing(&e.to_string()), "{e}");
+        // Read to its sealed length and no further; shorter is a change of length.
+        std::fs::write(&src, [&file[..], b"more"].concat()).unwrap();
+        assert!(sealed_digests(&src, 10_000, &sealed, 3000).await.is_ok());
+        std::fs::write(&src, &file[..9000]).unwrap();
+        let e = sealed_digests(&src, 10_000, &sealed, 3000).await.unwrap_err();
+        assert!(matches!(e, StoreError::ChangedSinceSealing { now: 9000, sealed: 10_000, .. }), "{e}");
+        std::fs::remove_dir_all(&tmp).unwrap();
+    }
+
+    fn tempfile_dir(what: &str) -> PathBuf {
+        let tmp = std::env::temp_dir().join(format!("witness-store-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).unwrap();
+        tmp
+    }
+
+    /// Counts what a folder store was sent.
+    #[derive(Default)]
+    struct Counted(u64);
+    impl Progress for Counted {
+        fn part_done(&mut self, _: &Resume) {}
+        fn sent(&mut self, n: u64) {
+            self.0 += n;
         }
-        assert!(h.check(4, path, &sealed).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_folder_store_takes_no_changed_copy_and_one_found_changed_is_refused_before_it_is_read_out() {
+        use sha2::Digest;
+        let tmp = tempfile_dir("dir-changed");
+        let store = Store::open(&Destination::Dir { path: tmp.join("store") }, Tuning::default()).unwrap();
+        let file = vec![9u8; 100_000];
+        let sealed = hex::encode(sha2::Sha256::digest(&file));
+        let src = tmp.join("rec.cast");
+        let mut changed = file.clone();
+        changed[500] = 1;
+        std::fs::write(&src, &changed).unwrap();
+        for check_first in [false, true] {
+            let sums = Checksums { size: 100_000, sha256: &sealed, parts: None, check_first };
+            let mut sent = Counted::default();
+            let e = store.put_file("box/rec.cast", &src, sums, Resume::default(), false, &mut sent).await.unwrap_err();
+            assert!(matches!(e, StoreError::ContentChangedSinceSealing { .. }), "{e}");
+            assert_eq!(sent.0, 0, "nothing counted as sent");
+            assert!(store.list("box/").await.unwrap().is_empty(), "nothing stored, not even a temporary name");
+        }
+        std::fs::write(&src, &file).unwrap();
+        let sums = Checksums { size: 100_000, sha256: &sealed, parts: None, check_first: true };
+        store.put_file("box/rec.cast", &src, sums, Resume::default(), false, &mut Counted::default()).await.unwrap();
+        store.verify("box/rec.cast", 100_000, &sealed, &[], None).await.unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 
     #[test]
@@ -767,12 +839,12 @@ mod tests {
         let src = tmp.join("r1.cast");
         std::fs::write(&src, b"hello, more").unwrap();
         let sha = sha256_file(&src).await.unwrap().1;
-        let sums = Checksums { size: 5, sha256: &sha, parts: None };
+        let sums = Checksums { size: 5, sha256: &sha, parts: None, check_first: false };
         let sent = store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await;
         assert!(matches!(sent, Err(StoreError::ChangedSinceSealing { now: 11, sealed: 5, .. })), "{sent:?}");
         assert!(sent.unwrap_err().to_string().contains("changed since it was sealed"));
         assert!(!store.list("box/").await.unwrap().contains(&"box/r1.cast".to_owned()));
-        let sums = Checksums { size: 11, sha256: &sha, parts: None };
+        let sums = Checksums { size: 11, sha256: &sha, parts: None, check_first: false };
         store.put_file("box/r1.cast", &src, sums, Resume::default(), false, &mut Quiet).await.unwrap();
         std::fs::remove_dir_all(&tmp).unwrap();
     }

@@ -321,30 +321,22 @@ impl S3Store {
     }
 
     /// A recording small enough for one PUT: its SHA-256 from sealing goes as
-    /// `x-amz-checksum-sha256`, which the server checks and reports back (the receipt).
-    async fn put_file_single(
-        &self,
-        key: &str,
-        data: Vec<u8>,
-        sha256_hex: &str,
-        digests: Option<&crate::PartDigests>,
-        legal_hold: bool,
-    ) -> Result<crate::Receipt> {
-        let Some(checksum) = sha256_b64(sha256_hex) else {
-            return self.put_single(key, data.into(), Some(sha256_hex), legal_hold).await;
-        };
+    /// `x-amz-checksum-sha256`, which the server checks and reports back (the receipt). Its body
+    /// is read from the file a piece at a time as it is sent.
+    async fn put_file_single(&self, up: &crate::FileUpload<'_>, md5: [u8; 16]) -> Result<crate::Receipt> {
+        let crate::FileUpload { key, path, sha256: sha256_hex, size, legal_hold, .. } = *up;
+        let checksum = sha256_b64(sha256_hex)
+            .ok_or_else(|| StoreError::Other(format!("the sealed sha256 {sha256_hex:?} is not a sha256")))?;
         let mut headers = self.lock_headers(legal_hold);
         headers.add("x-amz-meta-sha256", sha256_hex);
         headers.add("x-amz-sdk-checksum-algorithm", "SHA256");
         headers.add("x-amz-checksum-sha256", checksum.as_str());
+        headers.add("Content-Length", size.to_string());
         if self.lock.is_some() {
-            let md5: [u8; 16] = match digests {
-                Some(d) => d.md5[0],
-                None => md5::Md5::digest(&data).into(),
-            };
             headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
         }
-        let answer = self.put_unsigned(key, Multimap::new(), headers, data).await?;
+        let body = crate::range_body(path, 0, size).await?;
+        let answer = self.put_unsigned(key, Multimap::new(), headers, body).await?;
         let text = |h: &str| answer.get(h).and_then(|v| v.to_str().ok()).map(|v| v.trim_matches('"').to_owned());
         Ok(crate::Receipt { sha256_b64: text("x-amz-checksum-sha256"), etag: text("etag") })
     }
@@ -359,28 +351,19 @@ impl S3Store {
         mut resume: Resume,
         progress: &mut dyn Progress,
     ) -> Result<crate::Receipt> {
-        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold, .. } = *up;
+        let crate::FileUpload { key, path, sha256, part_size, throttle, legal_hold, digests, .. } = *up;
         // The sealed length (checked against the file before): nothing past it is sent.
         let size = up.size;
-        let digests = up.digests.filter(|d| d.fits(part_size, size));
         if size < part_size {
-            let data = crate::read_range(path, 0, size).await?;
-            let receipt = self.put_file_single(key, data, sha256, digests, legal_hold).await?;
+            let receipt = self.put_file_single(up, digests.md5[0]).await?;
             progress.sent(size);
             throttle.sent(size).await;
             return Ok(receipt);
         }
         let full = self.key(key);
-        // Without sealing's digests each part is hashed as it is sent, and the whole must be the
-        // sealed SHA-256 before the upload completes: parts sent before (an upload resumed)
-        // cannot be hashed as they were sent, so such an upload starts over.
-        let mut sent_hash = digests.is_none().then(crate::SentHash::new);
-        if sent_hash.is_some()
-            && let Some(old) = resume.upload_id.take()
-        {
-            self.abort(&full, &old).await;
-            resume = Resume::default();
-        }
+        // A part recorded as sent whose ETag is not its digest here (sent by an attempt that
+        // took other digests) is sent again.
+        resume.parts.retain(|p| digests.md5.get(p.number as usize - 1).is_some_and(|d| hex::encode(d) == p.etag));
         let upload_id = match resume.upload_id.clone() {
             Some(id) => id,
             None => {
@@ -404,80 +387,57 @@ impl S3Store {
         };
         let count = size.div_ceil(part_size) as u32;
         let todo: Vec<u32> = (1..=count).filter(|n| !resume.parts.iter().any(|p| p.number == *n)).collect();
-        // Two parts in flight: one is hashed and signed here while the server takes the other.
+        // Two parts in flight, each read from the file a piece at a time as it is sent.
         let mut uploads = futures_util::stream::iter(todo.into_iter().map(|number| {
             let (full, upload_id) = (full.clone(), upload_id.clone());
             async move {
                 let offset = (number as u64 - 1) * part_size;
                 let len = part_size.min(size - offset);
-                if let Some(d) = digests {
-                    // The part's MD5 from sealing: the server checks the body against it, and
-                    // its ETag must be that MD5, so nothing is hashed here.
-                    let md5 = d.md5[number as usize - 1];
-                    let mut query = Multimap::new();
-                    query.add("partNumber", number.to_string());
-                    query.add("uploadId", upload_id.as_str());
-                    let mut headers = Multimap::new();
-                    headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
-                    headers.add("Content-Length", len.to_string());
-                    // A part that arrived changed is sent again in place (a later good copy
-                    // replaces it), a few times, before the whole upload is given up. Its body
-                    // is read from the file as it is sent, each time.
-                    let mut tries = 0;
-                    loop {
-                        tries += 1;
-                        let body = crate::range_body(path, offset, len).await?;
-                        let answer = self.put_unsigned(key, query.clone(), headers.clone(), body).await?;
-                        let etag = answer
-                            .get("etag")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .trim_matches('"')
-                            .to_owned();
-                        if etag == hex::encode(md5) {
-                            return Ok::<_, StoreError>((Part { number, etag, size: len }, None));
-                        }
-                        let detail = format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5));
-                        if tries >= 3 {
-                            return Err(StoreError::Mismatch { key: full.clone(), detail });
-                        }
-                        tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
-                    }
-                }
-                let data = bytes::Bytes::from(crate::read_range(path, offset, len).await?);
+                // The part's MD5 (sealing's, or taken just now from a file found to be the sealed
+                // one): the server checks the body against it, and its ETag must be that MD5, so
+                // nothing is hashed as it is sent.
+                let md5 = digests.md5[number as usize - 1];
+                let mut query = Multimap::new();
+                query.add("partNumber", number.to_string());
+                query.add("uploadId", upload_id.as_str());
                 let mut headers = Multimap::new();
-                if self.lock.is_some() {
-                    // Parts of a locked object need Content-MD5 too.
-                    headers
-                        .add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&data)));
+                headers.add("Content-MD5", base64::engine::general_purpose::STANDARD.encode(md5));
+                headers.add("Content-Length", len.to_string());
+                // A part that arrived changed is sent again in place (a later good copy replaces
+                // it), a few times, before the whole upload is given up; one that is changed on
+                // the box is not sent again (the file is then hashed whole, and refused).
+                let mut tries = 0;
+                loop {
+                    tries += 1;
+                    let body = crate::range_body(path, offset, len).await?;
+                    let answer = self.put_unsigned(key, query.clone(), headers.clone(), body).await?;
+                    let etag = answer
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .trim_matches('"')
+                        .to_owned();
+                    if etag == hex::encode(md5) {
+                        return Ok::<_, StoreError>(Part { number, etag, size: len });
+                    }
+                    let detail = format!("part {number} etag {etag:?} on arrival, expected {}", hex::encode(md5));
+                    if tries >= 3 || crate::range_md5(path, offset, len).await? != md5 {
+                        return Err(StoreError::Mismatch { key: full.clone(), detail });
+                    }
+                    tracing::warn!(key = %full, %detail, "a part arrived changed; sending it again");
                 }
-                // minio signs the part's SHA-256 (x-amz-content-sha256) and the server checks the
-                // body against it, so each part is verified on arrival.
-                let resp = self
-                    .client
-                    .upload_part(
-                        &self.bucket,
-                        &full,
-                        upload_id.as_str(),
-                        number as u16,
-                        SegmentedBytes::from(data.clone()),
-                    )
-                    .map_err(classify)?
-                    .extra_headers(Some(headers))
-                    .build()
-                    .send()
-                    .await
-                    .map_err(classify)?;
-                let etag = resp.etag().map_err(classify)?.as_str().trim_matches('"').to_owned();
-                Ok::<_, StoreError>((Part { number, etag, size: len }, Some(data)))
             }
         }))
         .buffer_unordered(2);
+        let mut failed = None;
         while let Some(part) = uploads.next().await {
-            let (part, data) = part?;
-            if let (Some(h), Some(data)) = (sent_hash.as_mut(), data) {
-                h.add(part.number, data);
-            }
+            let part = match part {
+                Ok(part) => part,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
             let len = part.size;
             resume.parts.push(part);
             progress.sent(len);
@@ -485,11 +445,12 @@ impl S3Store {
             throttle.sent(len).await;
         }
         drop(uploads);
-        if let Some(h) = sent_hash
-            && let Err(e) = h.check(count, path, sha256)
-        {
-            // Never completed: the parts are dropped, the local copy kept as it is.
-            self.abort(&full, &upload_id).await;
+        if let Some(e) = failed {
+            if matches!(e, StoreError::Mismatch { .. }) {
+                // Started over at the next attempt (a part changed on the box is refused then
+                // before anything is sent): the parts are dropped now.
+                self.abort(&full, &upload_id).await;
+            }
             return Err(e);
         }
         resume.parts.sort_by_key(|p| p.number);

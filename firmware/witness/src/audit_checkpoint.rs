@@ -44,6 +44,99 @@ pub const SIGNED_EVENT: &str = "audit_checkpoint_signed";
 /// until a checkpoint is signed again (red team h-red18d: it was said in the box's log only).
 pub const FAILED_EVENT: &str = "audit_checkpoint_failed";
 
+/// The audit event `witness store set` writes (its `destination`): the store the box is set to.
+pub const CONFIGURED_EVENT: &str = "store_configured";
+
+/// The audit event saying the configured store is not the one the audit log last recorded as
+/// this box's (`from`, `to`, and when it was `found`): `store.toml` was changed outside
+/// `witness store set` (issue 18, `h-arc18j`: on a rolled-back disk, to compare with a store that
+/// holds none of the box's checkpoints).
+pub const CHANGED_EVENT: &str = "store_changed";
+
+/// How the audit log came to record a store as this box's.
+#[derive(Debug, Clone, PartialEq)]
+enum How {
+    /// A checkpoint signed as sent to it (its place).
+    Checkpoint(u64),
+    /// `witness store set`.
+    Configured,
+    /// Found configured, changed from the store before it outside `witness store set`.
+    Found { from: Option<String> },
+}
+
+/// A store the audit log records as this box's, at an event.
+#[derive(Debug, Clone, PartialEq)]
+struct StoreRecord {
+    event: i64,
+    store: String,
+    how: How,
+}
+
+impl StoreRecord {
+    /// How it was recorded, for a sentence.
+    fn said(&self) -> String {
+        match &self.how {
+            How::Checkpoint(seq) => format!("this box's signed checkpoint {seq} was sent to"),
+            How::Configured => format!("the audit log records as set by `witness store set` (event {})", self.event),
+            How::Found { .. } => format!("the audit log records as found configured (event {})", self.event),
+        }
+    }
+}
+
+/// Every store the audit log records as this box's, in the log's order: the checkpoints'
+/// records, `witness store set`, and changes found.
+fn store_history(dir: &DataDir) -> Result<Vec<StoreRecord>> {
+    let mut out: Vec<StoreRecord> = recorded(dir)?
+        .into_iter()
+        .filter_map(|r| Some(StoreRecord { event: r.event, store: r.store?, how: How::Checkpoint(r.seq) }))
+        .collect();
+    for (event, _, d) in dir.index.audit_details(CONFIGURED_EVENT)? {
+        if let Some(store) = d["destination"].as_str() {
+            out.push(StoreRecord { event, store: store.to_owned(), how: How::Configured });
+        }
+    }
+    for (event, _, d) in dir.index.audit_details(CHANGED_EVENT)? {
+        if let Some(store) = d["to"].as_str() {
+            let from = d["from"].as_str().map(str::to_owned);
+            out.push(StoreRecord { event, store: store.to_owned(), how: How::Found { from } });
+        }
+    }
+    out.sort_by_key(|r| r.event);
+    Ok(out)
+}
+
+/// Records a change of store the box finds (the configured store is not the one the audit log
+/// last records as this box's): a [`CHANGED_EVENT`], once. Returns the change, if any. A log
+/// that records no store yet records none (the box's first checkpoint names it).
+pub fn note_store_change(dir: &DataDir, when: &str) -> Result<Option<(String, String)>> {
+    let configured = crate::sync::destination(&dir.root)?.describe();
+    let Some(last) = store_history(dir)?.pop() else { return Ok(None) };
+    if last.store == configured {
+        return Ok(None);
+    }
+    tracing::warn!(
+        from = %last.store,
+        to = %configured,
+        when,
+        "the configured store is not the one the audit log records as this box's: changed outside `witness store set`; recorded, and the audit log is not verified against the store from now on"
+    );
+    dir.index.audit(
+        CHANGED_EVENT,
+        None,
+        None,
+        None,
+        &serde_json::json!({ "from": last.store, "to": configured, "found": when }),
+    )?;
+    Ok(Some((last.store, configured)))
+}
+
+/// The text for a store changed outside `witness store set`.
+pub fn changed_outside_text(event: i64, from: &str, to: &str) -> String {
+    format!(
+        "the store was changed outside `witness store set` from {from} to {to} (found at event {event}): what went to {from} is compared only there, and a rollback from before the change is not ruled out"
+    )
+}
+
 /// Signs a checkpoint if the log grew ([`write`]); a failure is logged and, the first time it
 /// is found so, made an audit event.
 pub fn write_logged(dir: &DataDir, when: &str) {
@@ -221,6 +314,8 @@ pub fn write(dir: &DataDir) -> Result<bool> {
     let seq = all.last().map_or(0, |c| place_of(c, all.len() - 1)) + 1;
     let prev = all.last().map(SignedCheckpoint::hash);
     let store = crate::sync::destination(&dir.root)?.describe();
+    // A store changed outside `witness store set` is recorded before a checkpoint names it.
+    note_store_change(dir, "at a checkpoint")?;
     // Recorded in the chain first, so the checkpoint signs its own record; a record left by a
     // stop between the two (the same place, the same checkpoint before it) is not repeated.
     let records = recorded(dir)?;
@@ -381,6 +476,9 @@ pub struct Compared {
     /// The place of the newest local checkpoint when it names no store (signed before
     /// checkpoints named theirs): nothing on the disk says which store to insist on.
     pub unnamed_store: Option<u64>,
+    /// A store change the box found (`store.toml` changed outside `witness store set`), said:
+    /// never a verification afterwards.
+    pub changed_outside: Option<String>,
 }
 
 /// The newest checkpoint's place when it was signed before checkpoints named their store: its
@@ -425,16 +523,18 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         Err(e) => return Ok(Remote::NotCompared(format!("{e:#}"))),
     };
     let described = dest.describe();
-    // The newest checkpoint's store, or what the log records as the newest checkpoint's store
-    // when the file has none (removed on a rolled-back disk: red team h-red18d).
-    let signed_store = local
-        .iter()
-        .enumerate()
-        .rev()
-        .find_map(|(i, c)| Some((place_of(c, i), c.checkpoint.store.clone()?)))
-        .or_else(|| records.iter().rev().find_map(|r| Some((r.seq, r.store.clone()?))));
-    if let Some((seq, named)) = &signed_store
-        && *named != described
+    let history = store_history(dir)?;
+    // The store the audit log last records as this box's (a checkpoint's record, `store set`, a
+    // change found): the chain, not a file on the disk, says where to look (issue 18,
+    // `h-arc18j`: a `store.toml` edited on a disk rolled back before its first checkpoint was
+    // compared with and verified). A log that records none: the newest checkpoint's store.
+    let pinned = history.last().cloned().or_else(|| {
+        local.iter().enumerate().rev().find_map(|(i, c)| {
+            Some(StoreRecord { event: 0, store: c.checkpoint.store.clone()?, how: How::Checkpoint(place_of(c, i)) })
+        })
+    });
+    if let Some(pinned) = &pinned
+        && pinned.store != described
     {
         let file = if dir.root.join(crate::sync::READ_STORE_FILE).exists() {
             crate::sync::READ_STORE_FILE
@@ -442,11 +542,27 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
             crate::sync::STORE_FILE
         };
         return Ok(Remote::NotCompared(format!(
-            "the store to compare with ({described}, from {file}) is not the one this box's signed checkpoint {seq} was sent to ({named}); a store a file on this disk names is not taken for it"
+            "the store to compare with ({described}, from {file}) is not the one {} ({}); a store a file on this disk names is not taken for it",
+            pinned.said(),
+            pinned.store
         )));
     }
-    let earlier_store = local.iter().enumerate().rev().find_map(|(i, c)| {
-        c.checkpoint.store.as_ref().filter(|s| **s != described).map(|s| (place_of(c, i), s.clone()))
+    let earlier_store = local
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.checkpoint.store.as_ref().map(|s| (place_of(c, i), s)))
+        .chain(history.iter().filter_map(|r| match r.how {
+            How::Checkpoint(seq) => Some((seq, &r.store)),
+            _ => None,
+        }))
+        .filter(|(_, s)| **s != described)
+        .max_by_key(|(seq, _)| *seq)
+        .map(|(seq, s)| (seq, s.clone()));
+    // A store changed outside `witness store set` is never a verification afterwards: the box
+    // cannot tell an operator's edit from one made on a rolled-back disk.
+    let changed_outside = history.iter().rev().find_map(|r| match &r.how {
+        How::Found { from: Some(from) } => Some(changed_outside_text(r.event, from, &r.store)),
+        _ => None,
     });
     let store = match crate::sync::open_read_store(dir) {
         Ok(s) => s,
@@ -510,6 +626,7 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
                 earlier_store,
                 sent_missing,
                 unnamed_store: unnamed_store(&local),
+                changed_outside,
             }))
         }
     })
@@ -578,6 +695,11 @@ pub fn rollback_text(verdict: &Verdict) -> Option<String> {
 /// when the comparison failed or could not be done); never stops the box from recording. Then
 /// sends what is pending.
 pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
+    // A store changed outside `witness store set` since the log last recorded one: recorded.
+    let d = dir.clone();
+    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || note_store_change(&d, "at start")).await {
+        tracing::warn!(error = format!("{e:#}"), "a change of store could not be written to the audit log");
+    }
     // The checkpoints the log records, which the file must hold (removed or cut back: said at
     // every start, not only by `audit --verify`).
     let missing = match (read(&dir), recorded(&dir)) {
@@ -597,7 +719,8 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
     }
     let found = match compare(&dir).await {
         Ok(Remote::Compared(compared)) => {
-            let Compared { comparison: c, store, earlier_store, sent_missing, unnamed_store, .. } = *compared;
+            let Compared { comparison: c, store, earlier_store, sent_missing, unnamed_store, changed_outside, .. } =
+                *compared;
             match rollback_text(&c.verdict) {
                 None if sent_missing.is_some() => {
                     let (sent, held) = sent_missing.unwrap_or_default();
@@ -621,6 +744,10 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
                             "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
                         )),
                         (None, None) => None,
+                    };
+                    let why = match (why, changed_outside) {
+                        (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                        (a, b) => a.or(b),
                     };
                     why.map(|why| {
                         tracing::warn!(reason = %why, "the audit checkpoints could not all be compared with the store");

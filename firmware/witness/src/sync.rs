@@ -166,6 +166,11 @@ impl Uploader {
             match open_store(&self.dir) {
                 Ok(store) => {
                     info!(store = store.describe(), "store configuration changed");
+                    // One changed outside `witness store set` is an audit event (`store set` wrote
+                    // its own before the file changed).
+                    if let Err(e) = crate::audit_checkpoint::note_store_change(&self.dir, "while serving") {
+                        warn!(error = format!("{e:#}"), "a change of store could not be written to the audit log");
+                    }
                     *cur = (stamp, Arc::new(store));
                     self.checked.store(false, std::sync::atomic::Ordering::Release);
                     let _ = self.dir.index.make_uploads_due();
@@ -220,14 +225,33 @@ impl Uploader {
             .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
         // Checksums from sealing go with the bytes; nothing is hashed again here.
         let digests = job.part_digests.as_deref().and_then(witness_store::PartDigests::parse);
-        let sums = witness_store::Checksums { size: job.bytes, sha256: &job.sha256, parts: digests.as_ref() };
+        // A copy found changed at the last attempt is hashed before anything is sent again.
+        let check_first = dir
+            .index
+            .upload_last_error(&job.recording_id)
+            .ok()
+            .flatten()
+            .is_some_and(|e| witness_store::said_changed_since_sealing(&e));
+        let sums =
+            witness_store::Checksums { size: job.bytes, sha256: &job.sha256, parts: digests.as_ref(), check_first };
         let receipt = store.put_file(&job.object_key, &path, sums, resume, held, progress).await?;
         // The part list to verify against is what the index now holds.
         let parts = match dir.index.claim_state(&job.recording_id) {
             Ok(p) => p.into_iter().map(|p| Part { number: p.number, etag: p.etag, size: p.size }).collect(),
             Err(_) => Vec::new(),
         };
-        store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await?;
+        match store.verify(&job.object_key, job.bytes, &job.sha256, &parts, receipt.as_ref()).await {
+            // What arrived is not the sealed recording: the file says whether it changed on the
+            // box (then named as such, and not sent again) or on the way.
+            Err(e @ StoreError::Mismatch { .. }) => {
+                let part_size = self.dir.config.part_size;
+                return Err(match witness_store::sealed_digests(&path, job.bytes, &job.sha256, part_size).await {
+                    Err(changed) if changed.changed_since_sealing() => changed,
+                    _ => e,
+                });
+            }
+            other => other?,
+        }
         Ok(match receipt {
             Some(witness_store::Receipt { sha256_b64: Some(sum), .. }) if parts.is_empty() => {
                 format!("sha256 {sum} on arrival")

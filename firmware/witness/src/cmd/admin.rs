@@ -523,8 +523,16 @@ pub fn verify_audit(root: &Path) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     match rt.block_on(crate::audit_checkpoint::compare(&dir))? {
         Remote::Compared(compared) => {
-            let Compared { comparison: c, store, on_this_box, oversized, earlier_store, sent_missing, unnamed_store } =
-                *compared;
+            let Compared {
+                comparison: c,
+                store,
+                on_this_box,
+                oversized,
+                earlier_store,
+                sent_missing,
+                unnamed_store,
+                changed_outside,
+            } = *compared;
             // A store lacking checkpoints the log records it took (removed there, or another
             // store answering at its address: red team h-red18d) confirms nothing.
             let missing = sent_missing.map(|(sent, held)| crate::audit_checkpoint::sent_missing_text(sent, held));
@@ -567,10 +575,20 @@ pub fn verify_audit(root: &Path) -> Result<()> {
                 println!("NOT COMPARED with the store: {}", crate::audit_checkpoint::unnamed_store_text(seq));
                 return Err(NotCompared.into());
             }
+            let mut compared = true;
             if let Some((seq, other)) = earlier_store {
                 println!(
                     "NOT COMPARED with the store checkpoint {seq} and those before it were sent to ({other}): a rollback from before the store changed is not ruled out"
                 );
+                compared = false;
+            }
+            // A store changed outside `witness store set` (found by the box and recorded) is never
+            // a verification afterwards (issue 18, `h-arc18j`).
+            if let Some(why) = changed_outside {
+                println!("NOT COMPARED: {why}");
+                compared = false;
+            }
+            if !compared {
                 return Err(NotCompared.into());
             }
             Ok(())

@@ -81,16 +81,18 @@ fn save_store(dir: &DataDir, set: StoreSetCmd, file: &str) -> Result<()> {
     let tmp = root.join(format!("{file}.new"));
     let _ = std::fs::remove_file(&tmp);
     write_private(&tmp, text.as_bytes())?;
-    std::fs::rename(&tmp, &path)?;
-    // The store's endpoint goes into the firewall's egress allow-list before the check below.
-    crate::egress::refresh(dir);
+    // Audited before the file changes: a running box that sees the new file finds the store the
+    // audit log records, not a change made outside `store set` (`audit_checkpoint::CHANGED_EVENT`).
     dir.index.audit(
-        if reading { "store_read_configured" } else { "store_configured" },
+        if reading { "store_read_configured" } else { crate::audit_checkpoint::CONFIGURED_EVENT },
         None,
         None,
         None,
         &serde_json::json!({ "destination": dest.describe() }),
     )?;
+    std::fs::rename(&tmp, &path)?;
+    // The store's endpoint goes into the firewall's egress allow-list before the check below.
+    crate::egress::refresh(dir);
     if reading {
         println!("playback fetches recordings from {} with these credentials", dest.describe());
     } else {
