@@ -99,7 +99,10 @@ fn assert_size_budget(dir: &Path) {
         })
         .collect();
     let row = |name: &str| {
-        rows.iter().find(|(n, _)| n == name).map(|(_, v)| *v).unwrap_or_else(|| panic!("no `{name}` in build.txt:\n{txt}"))
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no `{name}` in build.txt:\n{txt}"))
     };
     let without_binary = row("root without the witness binary");
     let root_line = row("budget: x86 root (200 MB)");
