@@ -617,6 +617,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let mut vm = Vm::boot_with(&image, &disk, false, &[], None, Some(&fresh), &dir.join("serial5.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash], 300);
     vm.wait_serial(&["The box's TPM will not open "], 600);
+    // The console message is several lines; under load its last one reaches the serial log later.
+    vm.wait_serial(&["Recovery: README"], 120);
     let serial = vm.serial();
     assert!(serial.contains("WITNESS: KEYS WILL NOT OPEN"), "{serial}");
     assert!(serial.contains("Recovery: README"), "{serial}");
