@@ -82,7 +82,49 @@ fn built_image() -> PathBuf {
         std::fs::write(dir.join("done"), b"").unwrap();
     }
     drop(lock);
+    assert_size_budget(&dir);
     dir
+}
+
+/// The size table the build wrote (`build.txt`) holds the root to the recipe's budget: the root
+/// without the binary plus the release binary's line within the x86 root's line, which is at most
+/// 200 MB (190 MiB); the base, each board profile's add-on and the shipped binary within theirs.
+fn assert_size_budget(dir: &Path) {
+    let txt = std::fs::read_to_string(dir.join("build.txt")).unwrap();
+    let rows: Vec<(String, u64)> = txt
+        .lines()
+        .filter_map(|l| {
+            let (name, n) = l.trim().rsplit_once(' ')?;
+            Some((name.trim().to_owned(), n.parse().ok()?))
+        })
+        .collect();
+    let row = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no `{name}` in build.txt:\n{txt}"))
+    };
+    let without_binary = row("root without the witness binary");
+    let root_line = row("budget: x86 root (200 MB)");
+    let release_line = row("budget: release witness binary");
+    assert!(root_line <= 190, "the x86 root's line is {root_line} MiB, over 200 MB (190 MiB)");
+    assert!(
+        without_binary + release_line <= root_line,
+        "root without the binary {without_binary} MiB + release binary line {release_line} MiB > {root_line} MiB:\n{txt}"
+    );
+    assert!(row("base: without the binary and profiles") <= row("budget: base"), "{txt}");
+    let profiles: Vec<&(String, u64)> = rows.iter().filter(|(n, _)| n.starts_with("profile ")).collect();
+    assert!(profiles.len() >= 2, "x86-generic and sim are measured apart: {txt}");
+    for (name, mb) in profiles {
+        assert!(*mb <= row("budget: each profile's add-on"), "{name} {mb} MiB: {txt}");
+    }
+    assert!(row("witness binary") <= row("budget: shipped witness binary"), "{txt}");
+    assert_eq!(
+        without_binary,
+        row("base: without the binary and profiles")
+            + rows.iter().filter(|(n, _)| n.starts_with("profile ")).map(|(_, v)| v).sum::<u64>(),
+        "the base and the profiles' add-ons make up the root without the binary: {txt}"
+    );
 }
 
 /// A QEMU guest booted from a disk image, killed on drop.
@@ -575,6 +617,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let mut vm = Vm::boot_with(&image, &disk, false, &[], None, Some(&fresh), &dir.join("serial5.log"), &forwards);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash], 300);
     vm.wait_serial(&["The box's TPM will not open "], 600);
+    // The console message is several lines; under load its last one reaches the serial log later.
+    vm.wait_serial(&["Recovery: README"], 120);
     let serial = vm.serial();
     assert!(serial.contains("WITNESS: KEYS WILL NOT OPEN"), "{serial}");
     assert!(serial.contains("Recovery: README"), "{serial}");

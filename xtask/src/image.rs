@@ -1,6 +1,7 @@
 //! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM]`:
 //! builds the appliance's firmware image and the signed update bundle of the same root with
-//! `rootfs/build.sh` (as root). Without `--binary` it builds the release `witness`.
+//! `rootfs/build.sh` (as root). Without `--binary` it builds `witness` with the `firmware` profile
+//! (release with fat LTO, stripped; Cargo.toml).
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
     crate::setup::install_image()?;
     let binary = match binary {
         Some(b) => b,
-        None => crate::release_witness()?,
+        None => crate::firmware_witness()?,
     };
     let mut cmd = crate::setup::as_root(&["bash"]);
     cmd.arg(crate::root().join("rootfs/build.sh"))

@@ -59,10 +59,20 @@ fn cargo() -> Command {
 
 /// Builds the box in release mode; returns the binary (under `CARGO_TARGET_DIR` when set).
 pub fn release_witness() -> Result<PathBuf> {
+    profile_witness("release")
+}
+
+/// Builds the box with the `firmware` profile (release, fat LTO, one codegen unit, stripped):
+/// what the image ships.
+pub fn firmware_witness() -> Result<PathBuf> {
+    profile_witness("firmware")
+}
+
+fn profile_witness(profile: &str) -> Result<PathBuf> {
     // The image ships the root firewall loader beside the daemon.
-    run(cargo().args(["build", "--release", "-p", "witness", "-p", "witness-egress"]))?;
+    run(cargo().args(["build", "--profile", profile, "-p", "witness", "-p", "witness-egress"]))?;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"));
-    Ok(target.join("release/witness"))
+    Ok(target.join(profile).join("witness"))
 }
 
 fn up(args: &[String]) -> Result<()> {
