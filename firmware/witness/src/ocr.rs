@@ -304,7 +304,7 @@ fn read_batch(
     let parts: Vec<Vec<ocr_lines::LinePart>> = batch.iter().map(|r| ocr_lines::split(&r.sheet_region())).collect();
     let mut counts = ocr_lines::Counts::default();
     let mut tesseract_cpu = 0.0;
-    let read = ocr_lines::read(cache, &parts, SCALE, &mut counts, |sheet: &Sheet| {
+    let lines = ocr_lines::read(cache, &parts, SCALE, &mut counts, |sheet: &Sheet| {
         tesseract(&sheet.pgm(), languages, &mut tesseract_cpu)
     });
     stats.ocr_cpu_seconds += tesseract_cpu;
@@ -312,7 +312,7 @@ fn read_batch(
     stats.lines_read += counts.read;
     stats.lines_cached += counts.cached;
     let mut chunks = Vec::new();
-    for (read, mine) in batch.iter().zip(read?) {
+    for (read, mine) in batch.iter().zip(lines?) {
         if mine.is_empty() {
             continue;
         }
