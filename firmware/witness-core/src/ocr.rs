@@ -172,6 +172,27 @@ impl Sheet {
         out
     }
 
+    /// How sure Tesseract was of each region's words (`tsv` as in [`Sheet::lines`]): the lowest
+    /// confidence (0–100) of any word read in it, those left out included; 100 for a region in
+    /// which it read no word.
+    pub fn confidence(&self, tsv: &str) -> Vec<f64> {
+        let mut out = vec![100.0f64; self.places.len()];
+        for row in tsv.lines().skip(1) {
+            let f: Vec<&str> = row.split('\t').collect();
+            if f.len() < 12 || f[0] != "5" || f[11..].join("\t").trim().is_empty() {
+                continue;
+            }
+            let n = |i: usize| f[i].trim().parse::<u32>().ok();
+            let (Some(top), Some(height)) = (n(7), n(9)) else { continue };
+            let conf: f64 = f[10].trim().parse().unwrap_or(0.0);
+            let middle = top + height / 2;
+            if let Some(i) = self.places.iter().position(|&(_, _, t, h)| middle >= t && middle < t + h) {
+                out[i] = out[i].min(conf);
+            }
+        }
+        out
+    }
+
     /// A line from its words (sheet coordinates): the region it lies in, its text and its
     /// rectangle on the screen.
     fn line(&self, words: &[(String, [u32; 4])]) -> Option<Line> {
@@ -247,6 +268,9 @@ mod tests {
                 Line { region: 1, text: "payroll_db".into(), rect: [20, 603, 100, 20] },
             ]
         );
+        // The region's lowest word confidence, the word left out (12) included.
+        assert_eq!(sheet.confidence(&tsv), vec![12.0, 88.1]);
+        assert_eq!(sheet.confidence(""), vec![100.0, 100.0]);
         assert_eq!(sheet.lines("garbage\nwithout\ttabs"), vec![]);
         assert_eq!(sheet.lines(""), vec![]);
     }

@@ -291,9 +291,9 @@ struct Batch {
 }
 
 /// Reads a batch of regions: each is cut into its lines (`witness_core::ocr_lines`), a line whose
-/// pixels were read before takes its text from `cache`, the others are read by Tesseract (each
-/// once, one run per sheet) and stored in it; a chunk of the blind index per region that held
-/// text, every line at the region's time and its own place.
+/// pixels were read before (surely) takes its text from `cache`, the others are read by
+/// Tesseract (each once, one run per sheet) and stored in it; a chunk of the blind index per
+/// region that held text, every line at the region's time and its own place.
 fn read_batch(
     batch: &[witness_video::settle::Read],
     key: &[u8; 32],
@@ -301,34 +301,18 @@ fn read_batch(
     stats: &mut Stats,
     cache: &mut LineCache,
 ) -> Result<Vec<SearchChunk>> {
-    cache.trim();
     let parts: Vec<Vec<ocr_lines::LinePart>> = batch.iter().map(|r| ocr_lines::split(&r.sheet_region())).collect();
-    // The lines not read before, each once.
-    let mut todo: Vec<&ocr_lines::LinePart> = Vec::new();
-    for part in parts.iter().flatten() {
-        if cache.has(part) || todo.iter().any(|t| ocr_lines::same_line(t, part)) {
-            stats.lines_cached += 1;
-        } else {
-            todo.push(part);
-        }
-    }
-    let mut rest = &todo[..];
-    while !rest.is_empty() {
-        let mut sheet = Sheet::new(SCALE);
-        let n = sheet.fill(rest.iter().map(|p| p.sheet.clone()));
-        let (done, later) = rest.split_at(n);
-        rest = later;
-        let tsv = tesseract(&sheet.pgm(), languages, stats)?;
-        stats.sheets += 1;
-        stats.lines_read += n as u64;
-        let lines = sheet.lines(&tsv);
-        for (i, part) in done.iter().enumerate() {
-            cache.store(part, lines.iter().filter(|l| l.region == i).map(|l| (l.text.clone(), l.rect)));
-        }
-    }
+    let mut counts = ocr_lines::Counts::default();
+    let mut tesseract_cpu = 0.0;
+    let lines = ocr_lines::read(cache, &parts, SCALE, &mut counts, |sheet: &Sheet| {
+        tesseract(&sheet.pgm(), languages, &mut tesseract_cpu)
+    });
+    stats.ocr_cpu_seconds += tesseract_cpu;
+    stats.sheets += counts.sheets;
+    stats.lines_read += counts.read;
+    stats.lines_cached += counts.cached;
     let mut chunks = Vec::new();
-    for (read, parts) in batch.iter().zip(&parts) {
-        let mine: Vec<(String, [u32; 4])> = parts.iter().filter_map(|p| cache.lines(p)).flatten().collect();
+    for (read, mine) in batch.iter().zip(lines?) {
         if mine.is_empty() {
             continue;
         }
@@ -348,8 +332,8 @@ fn read_batch(
 }
 
 /// One Tesseract run: the picture through stdin, TSV on stdout. Its CPU time is added to
-/// `stats` (from the child's rusage, through `/proc` of this process's children).
-fn tesseract(pgm: &[u8], languages: &str, stats: &mut Stats) -> Result<String> {
+/// `cpu` (from the child's rusage, through `/proc` of this process's children).
+fn tesseract(pgm: &[u8], languages: &str, cpu: &mut f64) -> Result<String> {
     let before = children_cpu();
     let mut child = Command::new("nice")
         .args(["-n", "19", "tesseract", "stdin", "stdout", "-l", languages, "--psm", "6", "tsv"])
@@ -377,7 +361,7 @@ fn tesseract(pgm: &[u8], languages: &str, stats: &mut Stats) -> Result<String> {
         (out, err.join().unwrap_or_default())
     });
     let status = child.wait().context("waiting for tesseract")?;
-    stats.ocr_cpu_seconds += children_cpu() - before;
+    *cpu += children_cpu() - before;
     if !status.success() {
         let first = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("no message");
         bail!("tesseract failed ({status}): {first}");
