@@ -1,0 +1,331 @@
+//! Red team `h-red18e`: issue 18's evidence pipeline as built on main, attacked by an insider
+//! with root on the box's disk but none of its keys. Each test passes while the hole it names
+//! is open (it asserts the attack works); a fix flips it to assert the refusal or the detection.
+
+use crate::harness::*;
+
+/// The at-rest header line and the whole records after it: (header length, each record's end).
+/// Read from the length fields alone, as anyone with the disk can.
+fn record_ends(file: &[u8]) -> (usize, Vec<usize>) {
+    let header = file.iter().position(|b| *b == b'\n').expect("an at-rest header line") + 1;
+    let mut at = header;
+    let mut ends = Vec::new();
+    while let Some(len) = file.get(at..at + 4) {
+        let n = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+        if at + 4 + n > file.len() {
+            break;
+        }
+        at += 4 + n;
+        ends.push(at);
+    }
+    (header, ends)
+}
+
+/// Invariant broken: "records are bound to their place … removing, repeating or reordering
+/// records without the keys fails by name", and "crash recovery never destroys authentic data".
+/// The counters bind each record's place from the start, but nothing binds where a recording
+/// ENDS: the box never notes how many records it made durable. An insider kills the box
+/// mid-session (or a power cut does it for them) and, before it starts again, cuts the file at
+/// any record boundary, the last minutes of the session with it (length fields are in clear; no
+/// key needed). Recovery finds nothing out of place, moves nothing aside, and the recording is
+/// sealed with only "the box stopped uncleanly; recorded up to here": the bundle VERIFIES, no
+/// quarantined bytes, no `recording_quarantined` event, and the removed commands are gone.
+/// Fix shape: the writer notes its durable record count (and the running SHA-256) in the index
+/// at each fsync cadence; recovery compares, and a file shorter than what was made durable is
+/// named (audit event, a gap in the signed manifest saying records were removed after they were
+/// written), never sealed as a plain crash.
+#[test]
+fn red18e_records_cut_off_the_end_after_a_crash_are_sealed_as_a_plain_crash() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg("for i in $(seq 1 600); do echo red18e-line-$i; sleep 0.1; done")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rec = b.live_recording(&mut client);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    // Some seconds of the session are on disk, whole and fsync'd: the box shows them.
+    let seen = eventually(30, "30 lines recorded", || {
+        let text = b.export(&id);
+        text.contains("red18e-line-30").then_some(text)
+    });
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    let bytes = std::fs::read(&path).unwrap();
+    let (header, ends) = record_ends(&bytes);
+    assert!(ends.len() >= 20, "one record an event: {} records", ends.len());
+    // The attack: the file cut at a record boundary, a third of the records kept.
+    let keep = ends[ends.len() / 3];
+    assert!(keep > header);
+    std::fs::write(&path, &bytes[..keep]).unwrap();
+    b.serve();
+    let sealed = eventually(60, "recovered and sealed", || {
+        let r = b.recordings().into_iter().find(|r| r["id"] == id.as_str())?;
+        (r["status"] != "recording" && path.with_extension("manifest.sig").exists()).then_some(r)
+    });
+    assert_eq!(sealed["bytes"].as_u64(), Some(keep as u64), "the cut file is taken as the recording");
+    let bundle = tempfile::tempdir().unwrap();
+    let sid = rec["session_id"].as_str().unwrap();
+    b.ok(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None);
+    let out = crate::evidence::verify(bundle.path());
+    assert!(out.status.success(), "the cut recording's bundle VERIFIES: {}{}", stdout(&out), stderr(&out));
+    let cast = std::fs::read_to_string(bundle.path().join(format!("{id}.cast"))).unwrap();
+    assert!(seen.contains("red18e-line-30"), "the box had recorded line 30");
+    assert!(!cast.contains("red18e-line-30"), "line 30 is gone from the verified evidence");
+    // Nothing says records were removed: no quarantine, no event, only a crash.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join(format!("{id}.manifest.json"))).unwrap()).unwrap();
+    let gaps = manifest["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{gaps:?}");
+    assert!(gaps[0]["reason"].as_str().unwrap().contains("stopped uncleanly"), "{gaps:?}");
+    assert!(gaps[0]["quarantined_bytes"].is_null(), "{gaps:?}");
+    assert!(!b.audit_kinds().iter().any(|k| k == "recording_quarantined"));
+    assert!(!path.with_extension("quarantine").exists());
+}
+
+const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
+
+/// Invariant broken: "a rollback of the box's disk is named by the store … what the store does
+/// not have yet (since the last checkpoint sent, at most a minute while online) is not covered",
+/// and red team h-red18d's fix "a box that cannot write its checkpoints says so" (in the audit
+/// log and `sync status`, not only its own log). `audit.checkpoints.sent`, the note of how far
+/// the store took the checkpoints, is a plain file: made a folder (no key), every send puts the
+/// first checkpoint again and then fails to note it, so no later checkpoint ever reaches the
+/// store — while the store is online and recordings upload fine. The box says so only in its
+/// log ("not sent to the store yet; sent later"): no audit event, `sync status` says checkpoints
+/// are fine. Weeks later the insider rolls the index and checkpoints back over whatever they
+/// did, and `audit --verify` exits 0, "verified against the store". Fix shape: a send that fails
+/// (or a note that cannot be written) is an audit event and a `sync status` state like a failed
+/// signing; the note is written through `witness-keys`' private-file writer (a folder or link in
+/// its place replaced, or named); and checkpoints older than a few minutes not in the store make
+/// `audit --verify` NOT COMPARED (exit 3), not verified.
+#[test]
+fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollback_verifies() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    let count = || std::fs::read_dir(&prefix).map(|d| d.count()).unwrap_or(0);
+    let in_store = count();
+    assert!(in_store >= 1, "the stop's checkpoint reached the store");
+    // The attack, once: the note a folder.
+    let note = b.data().join("audit.checkpoints.sent");
+    let _ = std::fs::remove_file(&note);
+    std::fs::create_dir(&note).unwrap();
+    // The disk as it is now, to be put back later.
+    let keep = tempfile::tempdir().unwrap();
+    for f in KEPT {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let local = std::fs::read_to_string(b.data().join("audit.checkpoints")).unwrap();
+    assert!(local.lines().count() > in_store, "checkpoints signed on the box: {local}");
+    assert_eq!(count(), in_store, "none of them reached the store, which was online throughout");
+    // Nobody is told but the box's own log.
+    assert!(b.log().contains("not sent to the store yet"), "{}", b.log());
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "ok", "{st}");
+    let kinds = b.audit_kinds();
+    assert!(!kinds.iter().any(|k| k.contains("checkpoint") && k != "audit_checkpoint_signed"), "{kinds:?}");
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    // The rollback over the failed login and the session.
+    let later = b.audit().len();
+    for f in KEPT {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    assert!(b.audit().len() < later, "the tail is gone");
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "the rolled-back log verifies: {said} {}", stderr(&out));
+    assert!(said.contains("verified against the store s3:"), "{said}");
+}
+
+/// Invariant broken: "a rebuilt index holds only what the box signed … a session with no such
+/// recording is not restored; each refusal is printed and counted", and the write-only recorder
+/// key ("a stolen recorder key reads no recording"). The rebuild finds sessions only through
+/// their session manifests and never checks that a manifest is the one for the place it is
+/// stored under. A PutObject alone (the recorder's write-only key, in clear in `store.toml` on
+/// the box) copies another session's genuine signed manifest and signature over a session's
+/// own: the rebuild restores the other session "again" (already in the index), refuses nothing,
+/// names nothing, and the overwritten session is gone from the rebuilt box while its signed
+/// recording sits untouched in the bucket. Fix shape: a session manifest counts only under its
+/// own key (its signed session id, user and start are the key's); the rebuild also walks the
+/// recordings' own signed manifests under the box's prefix, so a signed recording no session
+/// manifest leads to is restored (or at least named and counted).
+#[test]
+fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_rebuild() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let (mut b, recs) = crate::store::pruned_sessions(&sshd, &s3, &["red18e-innocent", "red18e-hidden"]);
+    eventually(30, "both session manifests stored and signed", || {
+        let sigs = crate::store::walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.sig")).count();
+        (sigs >= 2).then_some(())
+    });
+    let before = b.sessions();
+    assert_eq!(before.len(), 2);
+    b.stop();
+    let bucket = s3.dir.path().join(S3_BUCKET).join(box_id(&b));
+    let dir = |r: &serde_json::Value| {
+        bucket.join(&r["started_at"].as_str().unwrap()[..10]).join(r["session_id"].as_str().unwrap())
+    };
+    let (innocent, hidden) = (&recs[0], &recs[1]);
+    assert_ne!(innocent["session_id"], hidden["session_id"]);
+    // The attack: two PUTs, of bytes the bucket already holds.
+    for f in ["manifest.json", "manifest.sig"] {
+        std::fs::copy(dir(innocent).join(f), dir(hidden).join(f)).unwrap();
+    }
+    // The hidden session's signed recording is still in the bucket, untouched.
+    let object = crate::store::walk(&dir(hidden))
+        .into_iter()
+        .find(|p| p.ends_with(&format!("{}.manifest.sig", hidden["id"].as_str().unwrap())));
+    assert!(object.is_some(), "its signed recording stays in the bucket");
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+    let out = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(out.contains("restored 1 sessions (1 were already in the index)"), "{out}");
+    assert!(!out.contains("refused"), "nothing is refused: {out}");
+    assert!(!out.contains(hidden["session_id"].as_str().unwrap()), "the hidden session is named nowhere: {out}");
+    assert!(!out.contains(hidden["id"].as_str().unwrap()), "nor its recording: {out}");
+    let after = b.sessions();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0]["id"], innocent["session_id"]);
+    let rebuilt = b.audit().into_iter().find(|e| e["kind"] == "index_rebuilt").unwrap();
+    assert_eq!(rebuilt["detail"]["refused_recordings"], 0, "{rebuilt}");
+    assert_eq!(rebuilt["detail"]["sessions_without_a_verified_recording"], 0, "{rebuilt}");
+}
+
+/// Invariant broken: "the audit log is append-only, provably: each event is hash-chained … and
+/// the daemon signs the chain's head". `DATA/audit-pending.jsonl` (where `witness-keys` leaves
+/// the events of a key that would not unseal) is a plain file, and every opening of the data dir
+/// — the daemon's start, or any `witness` command — moves each of its lines into the keyed hash
+/// chain with the kind and detail the line gives. Root, with no key, writes lines of any kind:
+/// here a retention deletion of a recording that never happened, a signed checkpoint record the
+/// box never made, and a failure of the checkpoints' signing that never happened (so `sync
+/// status` says so). They go into the chain as the box's own, `audit --verify` finds it intact,
+/// and the next signed checkpoint covers them. Fix shape: the pending file carries only the kinds
+/// `witness-keys` writes (`tpm_unseal_failed`, `key_file_exposed`, `key_file_foreign_owner`) and
+/// each is moved in under one kind of its own marked as read from an unauthenticated file;
+/// anything else in it is named as planted, never taken as an event.
+#[test]
+fn red18e_lines_planted_in_the_pending_audit_file_become_the_boxs_own_events() {
+    let mut b = Box::new();
+    b.serve();
+    assert!(b.stop().success());
+    let forged = [
+        serde_json::json!({ "kind": "recording_deleted", "recording": "0190aaaa-red18e-forged", "reason": "retention", "retention_days": 1 }),
+        serde_json::json!({ "kind": "audit_checkpoint_failed", "error": "red18e: made up by root, no key" }),
+        serde_json::json!({ "kind": "hold_removed", "session": "0190bbbb-red18e-forged", "by": "auditor" }),
+    ];
+    let lines: String = forged.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(b.data().join("audit-pending.jsonl"), lines).unwrap();
+    // Any command that opens the data dir takes them in.
+    let events = b.audit();
+    for f in &forged {
+        let kind = f["kind"].as_str().unwrap();
+        let e = events.iter().find(|e| e["kind"] == kind).unwrap_or_else(|| panic!("{kind} taken in: {events:?}"));
+        assert!(e["detail"].to_string().contains("red18e"), "{e}");
+    }
+    assert!(!b.data().join("audit-pending.jsonl").exists(), "moved in and cleared");
+    // The box's own status now repeats the forged failure.
+    let st = b.json(&["sync", "status", "--json"]);
+    assert_eq!(st["audit_checkpoints"]["state"], "failing", "{st}");
+    assert!(st["audit_checkpoints"]["error"].as_str().unwrap().contains("made up by root"), "{st}");
+    // The chain is intact, and the box signs over them at its next stop.
+    b.serve();
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_ne!(out.status.code(), Some(1), "intact: {} {}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("hash chain unbroken"), "{}", stdout(&out));
+    let newest: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(b.data().join("audit.checkpoints")).unwrap().lines().last().unwrap(),
+    )
+    .unwrap();
+    let forged_id = b.audit().iter().find(|e| e["kind"] == "recording_deleted").unwrap()["id"].as_i64().unwrap();
+    assert!(newest["checkpoint"]["last_id"].as_i64().unwrap() > forged_id, "signed over: {newest}");
+}
+
+/// Invariant broken: "a rollback of the box's disk is named by the store … with the file gone
+/// the store the log records is the one insisted on" (red team h-red18d's fix). The store a
+/// comparison must be made with is pinned only by a signed checkpoint or by an
+/// `audit_checkpoint_signed` record in the log, and a box has neither before its first start. A
+/// copy of the data dir taken when the box was provisioned (`init`, users, targets, the store
+/// set: all before the service first ran, as an image or a backup of a new box is) is put back a
+/// year later with `store-read.toml` naming a bucket of one's own: `audit --verify` exits 0,
+/// "verified against the store", while the real store holds checkpoints of everything since.
+/// Fix shape: the store is pinned from the start (`store set`/`init` record it in the chain, or
+/// the box id's first checkpoint is signed at `init`), and a comparison that has nothing signed
+/// to pin the store to, or finds none of this box's checkpoints in it while the log is not new,
+/// is NOT COMPARED (exit 3), never verified.
+#[test]
+fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
+    let sshd = Sshd::start();
+    let s3 = S3::start();
+    let mut b = Box::with_target(&sshd);
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    // Provisioned, never started: the copy.
+    let keep = tempfile::tempdir().unwrap();
+    for f in KEPT {
+        let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
+    }
+    assert!(!b.data().join("audit.checkpoints").exists());
+    b.serve();
+    assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
+    assert!(b.ssh("alice@web01").arg("echo a-year-of-sessions").output().unwrap().status.success());
+    assert!(b.stop().success());
+    let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
+    assert!(std::fs::read_dir(&prefix).map(|d| d.count()).unwrap_or(0) >= 1, "the real store holds checkpoints");
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
+    let later = b.audit().len();
+    // Put back: the provisioning copy; no checkpoint file was in it.
+    for f in KEPT.iter().chain(&["audit.checkpoints.sent"]) {
+        let _ = std::fs::remove_file(b.data().join(f));
+        if keep.path().join(f).exists() {
+            std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
+        }
+    }
+    assert!(b.audit().len() < later, "the year is gone");
+    // As built, the real store names it.
+    let out = b.cli(&["audit", "--verify"], None);
+    assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
+    // The attack: a read store of one's own.
+    let theirs = S3::start();
+    let out = b.cli(
+        &[
+            "store",
+            "set-read",
+            "s3",
+            "--endpoint",
+            &theirs.endpoint(),
+            "--bucket",
+            S3_BUCKET,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ],
+        Some(&format!("{S3_SECRET}\n")),
+    );
+    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "the rolled-back log verifies: {said} {}", stderr(&out));
+    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
+}
