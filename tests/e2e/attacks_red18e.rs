@@ -329,3 +329,75 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     assert_eq!(out.status.code(), Some(0), "the rolled-back log verifies: {said} {}", stderr(&out));
     assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
 }
+
+/// Invariant broken: "nothing is deleted before the remote copy is verified", with "a recording is
+/// hashed once on its way out" (the multipart fast path). Sealing takes each upload part's MD5
+/// from the file as it reads it, but never compares the stored bytes with the SHA-256 and length
+/// the writer recorded in the index; the multipart upload is then verified by the ETag of those
+/// same MD5s alone (the writer's SHA-256 goes only into unchecked metadata). The at-rest header
+/// is plaintext JSON that no record authenticates byte for byte: its keys put in another order
+/// (same length, no key needed) while sealing waits (the signing key unreadable for a while, as
+/// root can make it), and the changed file is sealed, sent in parts, "verified" and its local
+/// copy pruned; the box then refuses to play or export the only copy left, for good ("does not
+/// match its recorded sha256"), and `evidence export` of the session fails. Fix shape: sealing
+/// refuses stored bytes whose length or SHA-256 is not the index's (a `recording_changed_…`
+/// event, the local copy kept), and a multipart upload is verified against the writer's SHA-256
+/// too (the composite `x-amz-checksum-sha256` of the parts, or the sealed whole-file hash).
+#[test]
+fn red18e_a_header_reordered_before_sealing_goes_up_in_parts_as_verified_and_is_then_refused() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0\npart_size_mb = 5");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    // Sealing held back: the signing key unreadable (a folder where its file was).
+    let key = b.data().join("keys/evidence_ed25519");
+    let aside = b.data().join("keys/evidence_ed25519.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    let big = b.ssh("alice@web01").arg("head -c 9000000 /dev/zero | base64 -w0").output().unwrap();
+    assert!(big.status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let recorded_sha = rec["sha256"].as_str().unwrap().to_owned();
+    let local = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "sealing refused while the key is unreadable", || {
+        let r = b.recordings().into_iter().find(|r| r["id"] == id.as_str())?;
+        r["seal_error"].is_string().then_some(())
+    });
+    // The attack: the header line's keys in reverse order, the same length.
+    let mut bytes = std::fs::read(&local).unwrap();
+    assert!(bytes.len() > 10 * 1024 * 1024, "several parts: {}", bytes.len());
+    let end = bytes.iter().position(|b| *b == b'\n').unwrap();
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[..end]).unwrap();
+    let mut pairs: Vec<String> =
+        header.iter().map(|(k, v)| format!("{}:{}", serde_json::to_string(k).unwrap(), v)).collect();
+    pairs.reverse();
+    let reordered = format!("{{{}}}", pairs.join(","));
+    assert_eq!(reordered.len(), end, "same length");
+    assert_ne!(reordered.as_bytes(), &bytes[..end]);
+    bytes[..end].copy_from_slice(reordered.as_bytes());
+    std::fs::write(&local, &bytes).unwrap();
+    assert_ne!(sha256_file(&local), recorded_sha);
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::rename(&aside, &key).unwrap();
+    s3.run();
+    eventually(180, "sealed, uploaded in parts, verified and pruned", || {
+        let r = b.recordings().into_iter().find(|r| r["id"] == id.as_str())?;
+        (r["status"] == "uploaded" && !local.exists()).then_some(())
+    });
+    assert!(b.audit_kinds().iter().any(|k| k == "local_copy_pruned"));
+    assert!(!b.audit_kinds().iter().any(|k| k == "recording_changed_after_sealing"));
+    // The store holds bytes that are not the recording the index vouches for.
+    let object = crate::store::walk(s3.dir.path()).into_iter().find(|p| p.ends_with(&format!("{id}.cast"))).unwrap();
+    assert_ne!(sha256_file(std::path::Path::new(&object)), recorded_sha);
+    // And the box refuses the only copy left.
+    let out = b.cli(&["recordings", "export", &id, "--out", b.data().join("x.cast").to_str().unwrap()], None);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
+    let bundle = tempfile::tempdir().unwrap();
+    let sid = rec["session_id"].as_str().unwrap();
+    let out = b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None);
+    assert!(!out.status.success(), "no bundle of the session: {}", stdout(&out));
+}
