@@ -401,3 +401,69 @@ fn red18e_a_header_reordered_before_sealing_goes_up_in_parts_as_verified_and_is_
     let out = b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None);
     assert!(!out.status.success(), "no bundle of the session: {}", stdout(&out));
 }
+
+/// Invariant broken: "a finished recording is sealed before it is queued for upload: its signed
+/// manifest goes wherever the recording goes", and "nothing is deleted before the remote copy is
+/// verified". The upload and verify steps ask only that a manifest and a signature are beside
+/// the recording, never that they are its own: root (no key) copies another recording's genuine
+/// manifest and signature over a sealed recording's while its upload waits (the store away).
+/// The recording goes up, the OTHER recording's manifest is stored as its evidence, it is marked
+/// uploaded and its local copy pruned: its own signed manifest is gone for good, and `index
+/// rebuild --from-store` refuses the recording for ever ("its signed manifest names recording
+/// …"). Deleting the manifest instead is caught (the upload waits, unsealed); swapping it is
+/// not. Fix shape: before storing the evidence (and before marking uploaded), the verify step
+/// checks the manifest it sends: it verifies with the box's key and names this recording, its
+/// session and its signed length and hash as sealing computed them (kept with the seal job).
+#[test]
+fn red18e_another_recordings_manifest_goes_up_as_this_ones_and_the_recording_is_pruned() {
+    let sshd = Sshd::start();
+    let mut s3 = S3::stopped();
+    let mut b = Box::with_target(&sshd);
+    b.configure("store", "keep_local_days = 0");
+    b.use_s3(&s3, S3_BUCKET, S3_SECRET);
+    b.serve();
+    for word in ["red18e-other", "red18e-victim"] {
+        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
+    }
+    let recs = eventually(60, "both sealed, their uploads waiting on the store", || {
+        let r = b.recordings();
+        let sealed = |x: &serde_json::Value| {
+            let p = b.data().join(x["path"].as_str().unwrap());
+            p.with_extension("manifest.sig").exists()
+        };
+        (r.len() == 2 && r.iter().all(sealed)).then_some(r)
+    });
+    let (other, victim) = (&recs[0], &recs[1]);
+    let path = |r: &serde_json::Value| b.data().join(r["path"].as_str().unwrap());
+    // The attack: two files copied on the disk.
+    for ext in ["manifest.json", "manifest.sig"] {
+        std::fs::copy(path(other).with_extension(ext), path(victim).with_extension(ext)).unwrap();
+    }
+    s3.run();
+    let vid = victim["id"].as_str().unwrap();
+    eventually(120, "both uploaded, verified and pruned", || {
+        let r = b.recordings();
+        r.iter().all(|x| x["status"] == "uploaded" && !path(x).exists()).then_some(())
+    });
+    // What the store keeps as the victim's evidence is the other recording's.
+    let stored = crate::store::walk(s3.dir.path())
+        .into_iter()
+        .find(|p| p.ends_with(&format!("{vid}.manifest.json")))
+        .expect("a manifest stored under the victim's name");
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&stored).unwrap()).unwrap();
+    assert_eq!(m["recording_id"], other["id"], "{m}");
+    assert!(!b.audit_kinds().iter().any(|k| k.contains("changed") || k.contains("not_sealed")));
+    // The index lost: the victim can never be restored.
+    eventually(30, "session manifests stored", || {
+        let n = crate::store::walk(s3.dir.path()).iter().filter(|p| p.ends_with("/manifest.sig")).count();
+        (n >= 2).then_some(())
+    });
+    b.stop();
+    for f in ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm"] {
+        let _ = std::fs::remove_file(b.data().join(f));
+    }
+    let out = b.ok(&["index", "rebuild", "--from-store"], None);
+    assert!(out.contains(&format!("refused recording {vid}")), "{out}");
+    assert!(out.contains(&format!("names recording {}", other["id"].as_str().unwrap())), "{out}");
+    assert!(!b.recordings().iter().any(|r| r["id"] == vid), "the victim is gone from the box");
+}
