@@ -467,3 +467,45 @@ fn red18e_another_recordings_manifest_goes_up_as_this_ones_and_the_recording_is_
     assert!(out.contains(&format!("names recording {}", other["id"].as_str().unwrap())), "{out}");
     assert!(!b.recordings().iter().any(|r| r["id"] == vid), "the victim is gone from the box");
 }
+
+/// Invariant broken: "recovery moves everything from the first bad record on to
+/// `NAME.quarantine` … the manifest states the gap with `quarantined_bytes`": sealing takes that
+/// gap from whatever files named `NAME.quarantine`, `NAME.1.quarantine`, … lie beside the
+/// recording, not from what recovery did. Root (no key) lays one beside a recording that ended
+/// cleanly while its sealing waits (the signing key unreadable for a while): the box signs that
+/// stored bytes of it were "torn, or changed on disk" and moved aside, the bundle VERIFIES with
+/// that gap, and the genuine evidence reads as damaged (an insider discrediting the recording of
+/// their own session). Fix shape: recovery records what it moved aside (file, bytes) in the
+/// index, and sealing states only those gaps; a quarantine file the index does not know is named
+/// (audit event), never signed as the recording's.
+#[test]
+fn red18e_a_planted_quarantine_file_is_signed_as_the_recordings_damage() {
+    let sshd = Sshd::start();
+    let mut b = Box::with_target(&sshd);
+    b.serve();
+    let key = b.data().join("keys/evidence_ed25519");
+    let aside = b.data().join("keys/evidence_ed25519.aside");
+    std::fs::rename(&key, &aside).unwrap();
+    std::fs::create_dir(&key).unwrap();
+    assert!(b.ssh("alice@web01").arg("echo red18e-clean-session").output().unwrap().status.success());
+    let rec = finished_recording(&b);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    assert_eq!(rec["status"], "completed");
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    eventually(30, "sealing refused while the key is unreadable", || {
+        let r = b.recordings().into_iter().find(|r| r["id"] == id.as_str())?;
+        r["seal_error"].is_string().then_some(())
+    });
+    // The attack: a file of any bytes under the quarantine's name.
+    std::fs::write(path.with_extension("quarantine"), vec![0x42u8; 4096]).unwrap();
+    std::fs::remove_dir(&key).unwrap();
+    std::fs::rename(&aside, &key).unwrap();
+    eventually(40, "sealed", || path.with_extension("manifest.sig").exists().then_some(()));
+    let bundle = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    let out = crate::evidence::verify(bundle.path());
+    let said = stdout(&out);
+    assert!(out.status.success(), "{said}{}", stderr(&out));
+    assert!(said.contains("4096 bytes quarantined on the box") && said.contains("changed on disk"), "{said}");
+    assert!(!b.audit_kinds().iter().any(|k| k == "recording_quarantined" || k == "recovered"), "no recovery ran");
+}
