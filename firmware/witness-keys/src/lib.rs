@@ -510,16 +510,16 @@ const PENDING_READ_MAX: u64 = 256 * 1024;
 /// [`clear_pending_audit`] once they are in the audit log.
 pub fn pending_audit(root: &Path) -> Result<Vec<(String, serde_json::Value)>> {
     use std::io::Read;
-    let mut text = String::new();
-    match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(root.join(PENDING_AUDIT)) {
-        Ok(f) => {
-            let mut bytes = Vec::new();
-            f.take(PENDING_READ_MAX).read_to_end(&mut bytes).map_err(io("reading the pending audit events"))?;
-            text = String::from_utf8_lossy(&bytes).into_owned();
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(io("reading the pending audit events")(e)),
-    }
+    let text =
+        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(root.join(PENDING_AUDIT)) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                f.take(PENDING_READ_MAX).read_to_end(&mut bytes).map_err(io("reading the pending audit events"))?;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io("reading the pending audit events")(e)),
+        };
     let from =
         serde_json::Value::from(format!("{PENDING_AUDIT} (not authenticated: anyone with the disk can write it)"));
     Ok(text

@@ -194,9 +194,16 @@ fn status(dir: &DataDir) -> Result<Status> {
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
         jobs: dir.index.unfinished_pipelines()?.iter().map(job_json).collect(),
-        audit_checkpoints: match crate::audit_checkpoint::failing(dir)? {
-            Some((error, since)) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
-            None => serde_json::json!({ "state": "ok" }),
+        audit_checkpoints: match (crate::audit_checkpoint::failing(dir)?, crate::audit_checkpoint::unsent(dir)?) {
+            (Some((error, since)), _) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
+            // Checkpoints that wait for the store after a failed send (or an unwritable note).
+            (None, Some((waiting, oldest, Some((error, since))))) => serde_json::json!({
+                "state": "not_sent", "error": error, "since": since, "waiting": waiting, "oldest_signed_at": oldest,
+            }),
+            (None, Some((waiting, oldest, None))) => {
+                serde_json::json!({ "state": "ok", "waiting": waiting, "oldest_signed_at": oldest })
+            }
+            (None, None) => serde_json::json!({ "state": "ok" }),
         },
         waiting: dir
             .index
@@ -283,6 +290,14 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
             if s.audit_checkpoints["state"] == "failing" {
                 println!(
                     "audit:       checkpoints of the audit log are not being written (since {}): {}",
+                    s.audit_checkpoints["since"].as_str().unwrap_or("?"),
+                    s.audit_checkpoints["error"].as_str().unwrap_or("")
+                );
+            }
+            if s.audit_checkpoints["state"] == "not_sent" {
+                println!(
+                    "audit:       {} checkpoints of the audit log are not in the store (since {}): {}",
+                    s.audit_checkpoints["waiting"].as_u64().unwrap_or(0),
                     s.audit_checkpoints["since"].as_str().unwrap_or("?"),
                     s.audit_checkpoints["error"].as_str().unwrap_or("")
                 );

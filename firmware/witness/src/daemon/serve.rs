@@ -220,12 +220,12 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                     let d2 = d.clone();
-                    let _ = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write_logged(&d2, "every minute")).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::audit_checkpoint::write_logged(&d2, "every minute"))
+                            .await;
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        sent = crate::audit_checkpoint::send_pending(&d, Duration::from_secs(30)) => if let Err(e) = sent {
-                            warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
-                        }
+                        _ = crate::audit_checkpoint::send_logged(&d, Duration::from_secs(30), "every minute") => {}
                     }
                 }
             });
@@ -260,12 +260,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     crate::audit_checkpoint::write_logged(&dir, "at stop");
     // Sent now, within the stop's time: one left for the next start could be lost to a rollback
     // of the disk in between. An offline site keeps it queued.
-    if let Err(e) = runtime.block_on(crate::audit_checkpoint::send_pending(&dir, AUDIT_SEND_AT_STOP)) {
-        warn!(
-            error = format!("{e:#}"),
-            "the audit checkpoint of the stop is not in the store yet; sent at the next start"
-        );
-    }
+    runtime.block_on(crate::audit_checkpoint::send_logged(&dir, AUDIT_SEND_AT_STOP, "at stop"));
     // Whether every recording is closed is the index's word, not the tasks': a session a
     // listener gave up on holds no task of the supervisor's and may still hold its recording.
     match dir.index.unfinished_recordings() {
