@@ -78,15 +78,24 @@ fn red18e_records_cut_off_the_end_after_a_crash_are_sealed_as_a_plain_crash() {
     let cast = std::fs::read_to_string(bundle.path().join(format!("{id}.cast"))).unwrap();
     assert!(seen.contains("red18e-line-30"), "the box had recorded line 30");
     assert!(!cast.contains("red18e-line-30"), "line 30 is gone from the verified evidence");
-    // Nothing says records were removed: no quarantine, no event, only a crash.
+    // Closed: the box had noted what it made durable, and recovery finds the file shorter:
+    // the signed manifest says records were removed after they were written, and an audit
+    // event names it.
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.path().join(format!("{id}.manifest.json"))).unwrap()).unwrap();
     let gaps = manifest["gaps"].as_array().unwrap();
-    assert_eq!(gaps.len(), 1, "{gaps:?}");
-    assert!(gaps[0]["reason"].as_str().unwrap().contains("stopped uncleanly"), "{gaps:?}");
-    assert!(gaps[0]["quarantined_bytes"].is_null(), "{gaps:?}");
-    assert!(!b.audit_kinds().iter().any(|k| k == "recording_quarantined"));
-    assert!(!path.with_extension("quarantine").exists());
+    assert!(gaps.iter().any(|g| g["reason"].as_str().unwrap().contains("stopped uncleanly")), "{gaps:?}");
+    let cut = gaps
+        .iter()
+        .find(|g| g["reason"].as_str().unwrap().contains("removed after they were written"))
+        .unwrap_or_else(|| panic!("the cut is stated: {gaps:?}"));
+    assert!(cut["reason"].as_str().unwrap().contains(&format!("held {keep} stored bytes")), "{cut}");
+    let said = stdout(&out);
+    assert!(said.contains("removed after they were written"), "the verifier shows it: {said}");
+    let ev = b.audit().into_iter().find(|e| e["kind"] == "recording_cut_after_durable").expect("an audit event");
+    assert_eq!(ev["detail"]["recording"], id.as_str(), "{ev}");
+    assert_eq!(ev["detail"]["stored_bytes"].as_u64(), Some(keep as u64), "{ev}");
+    assert!(ev["detail"]["durable_bytes"].as_u64().unwrap() > keep as u64, "{ev}");
 }
 
 const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
@@ -523,9 +532,16 @@ fn red18e_a_planted_quarantine_file_is_signed_as_the_recordings_damage() {
     eventually(40, "sealed", || path.with_extension("manifest.sig").exists().then_some(()));
     let bundle = tempfile::tempdir().unwrap();
     b.ok(&["evidence", "export", rec["session_id"].as_str().unwrap(), "--out", bundle.path().to_str().unwrap()], None);
+    // Closed: recovery never ran, so no gap is signed; the file is named, not signed.
     let out = crate::evidence::verify(bundle.path());
     let said = stdout(&out);
     assert!(out.status.success(), "{said}{}", stderr(&out));
-    assert!(said.contains("4096 bytes quarantined on the box") && said.contains("changed on disk"), "{said}");
+    assert!(!said.contains("quarantined") && !said.contains("changed on disk"), "{said}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.path().join(format!("{id}.manifest.json"))).unwrap()).unwrap();
+    assert!(m["gaps"].as_array().unwrap().is_empty(), "{m}");
+    let ev = b.audit().into_iter().find(|e| e["kind"] == "quarantine_file_unknown").expect("the planted file named");
+    assert_eq!(ev["detail"]["recording"], id.as_str(), "{ev}");
+    assert_eq!(ev["detail"]["bytes"], 4096, "{ev}");
     assert!(!b.audit_kinds().iter().any(|k| k == "recording_quarantined" || k == "recovered"), "no recovery ran");
 }

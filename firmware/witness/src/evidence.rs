@@ -85,16 +85,49 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
     let after_chunk = chunks.len() as u64;
     let mut gaps: Vec<Gap> =
         gaps.into_iter().map(|reason| Gap { after_chunk, reason, quarantined_bytes: None }).collect();
-    // What recovery moved aside (a torn end, or records that do not authenticate in their place).
-    for (file, bytes) in witness_recorder::quarantined(&path) {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        gaps.push(Gap {
-            after_chunk,
-            reason: format!(
-                "{bytes} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {name}"
-            ),
-            quarantined_bytes: Some(bytes),
-        });
+    // What recovery found and did (a torn end, records that do not authenticate in their place,
+    // a file cut below what was made durable), as it noted it in the index: only that is
+    // signed. A quarantine file recovery did not note is not the recording's damage: named.
+    let noted = dir.index.recovery_gaps(recording_id)?;
+    let quarantined = witness_recorder::quarantined(&path);
+    match noted.as_deref().map(serde_json::from_str::<Vec<serde_json::Value>>) {
+        Some(Ok(noted)) => {
+            for g in &noted {
+                gaps.push(Gap {
+                    after_chunk,
+                    reason: g["reason"].as_str().unwrap_or("recovered").to_owned(),
+                    quarantined_bytes: g["quarantined_bytes"].as_u64(),
+                });
+            }
+            let known: Vec<&str> = noted.iter().filter_map(|g| g["file"].as_str()).collect();
+            for (file, bytes) in &quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                if !known.contains(&name.as_str()) {
+                    unknown_quarantine(dir, &rec, &name, *bytes);
+                }
+            }
+        }
+        Some(Err(e)) => bail!("what recovery noted for recording {recording_id} does not read: {e}"),
+        // Recovered before recovery noted what it did (schema step 22): the files beside it are
+        // what that recovery left.
+        None if rec.recovered => {
+            for (file, bytes) in quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                gaps.push(Gap {
+                    after_chunk,
+                    reason: format!(
+                        "{bytes} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {name}"
+                    ),
+                    quarantined_bytes: Some(bytes),
+                });
+            }
+        }
+        None => {
+            for (file, bytes) in &quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                unknown_quarantine(dir, &rec, &name, *bytes);
+            }
+        }
     }
     let key = signing_key(&dir.root)?;
     let manifest = Manifest {
@@ -143,6 +176,19 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// A quarantine file beside a recording that no recovery of it made: named (an audit event),
+/// never signed as the recording's damage.
+fn unknown_quarantine(dir: &DataDir, rec: &witness_index::RecordingRow, file: &str, bytes: u64) {
+    tracing::warn!(recording_id = %rec.id, file, bytes, "a quarantine file no recovery made lies beside the recording; not signed as its damage");
+    let _ = dir.index.audit(
+        "quarantine_file_unknown",
+        Some(&rec.user),
+        Some(&rec.target),
+        Some(&rec.session_id),
+        &serde_json::json!({ "recording": rec.id, "file": file, "bytes": bytes }),
+    );
 }
 
 /// A recording's stored bytes are not what its writer recorded in the index: changed on disk.

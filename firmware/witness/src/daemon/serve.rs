@@ -330,8 +330,39 @@ pub fn recover(dir: &DataDir) -> Result<()> {
     let unfinished = dir.index.unfinished_recordings()?;
     for rec in &unfinished {
         let path = dir.root.join(&rec.path);
+        let stored_before = std::fs::metadata(&path).map(|m| m.len()).ok();
         let end = match witness_recorder::recover_cast(&path, &witness_keys::key_for(&dir.root)) {
             Ok(r) => {
+                // What recovery found and did, kept in the index: sealing states these gaps and
+                // only these (a quarantine file it did not make is not the recording's damage).
+                let mut gaps = Vec::new();
+                if let Some(q) = &r.quarantine {
+                    let file = q.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    gaps.push(serde_json::json!({
+                        "reason": format!("{} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {file}", r.trimmed),
+                        "quarantined_bytes": r.trimmed,
+                        "file": file,
+                    }));
+                }
+                // The file is shorter than what the writer had made durable: records were
+                // removed after they were written (a crash loses only what was not durable).
+                if let (Some((durable, _)), Some(stored)) = (dir.index.durable_of(&rec.id)?, stored_before)
+                    && stored < durable
+                {
+                    warn!(recording_id = %rec.id, stored, durable, "a recording is shorter than what was made durable; records were removed after they were written");
+                    dir.index.audit(
+                        "recording_cut_after_durable",
+                        Some(&rec.user),
+                        Some(&rec.target),
+                        Some(&rec.session_id),
+                        &serde_json::json!({ "recording": rec.id, "stored_bytes": stored, "durable_bytes": durable }),
+                    )?;
+                    gaps.push(serde_json::json!({
+                        "reason": format!("the file held {stored} stored bytes where the box had made {durable} durable: records were removed after they were written (changed on disk), {} bytes missing", durable - stored),
+                        "missing_bytes": durable - stored,
+                    }));
+                }
+                dir.index.set_recovery_gaps(&rec.id, &serde_json::Value::from(gaps).to_string())?;
                 match &r.quarantine {
                     Some(q) => {
                         warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
