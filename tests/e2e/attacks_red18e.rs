@@ -227,16 +227,26 @@ fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_reb
         let _ = std::fs::remove_file(b.data().join(f));
     }
     let out = b.ok(&["index", "rebuild", "--from-store"], None);
-    assert!(out.contains("restored 1 sessions (1 were already in the index)"), "{out}");
-    assert!(!out.contains("refused"), "nothing is refused: {out}");
-    assert!(!out.contains(hidden["session_id"].as_str().unwrap()), "the hidden session is named nowhere: {out}");
-    assert!(!out.contains(hidden["id"].as_str().unwrap()), "nor its recording: {out}");
+    // Closed: the copy is refused (not the manifest of the session stored there), and the
+    // hidden session's signed recording, which no session manifest now leads to, is named.
+    let hsid = hidden["session_id"].as_str().unwrap();
+    let isid = innocent["session_id"].as_str().unwrap();
+    assert!(out.contains("restored 1 sessions (0 were already in the index)"), "{out}");
+    assert!(
+        out.contains(&format!("{hsid}/manifest.json: it is the manifest of session {isid}")),
+        "the copy refused: {out}"
+    );
+    assert!(
+        out.contains(&format!("recording {} of session {hsid}", hidden["id"].as_str().unwrap()))
+            && out.contains("no session manifest leads to it"),
+        "the hidden recording named: {out}"
+    );
     let after = b.sessions();
     assert_eq!(after.len(), 1, "{after:?}");
     assert_eq!(after[0]["id"], innocent["session_id"]);
     let rebuilt = b.audit().into_iter().find(|e| e["kind"] == "index_rebuilt").unwrap();
-    assert_eq!(rebuilt["detail"]["refused_recordings"], 0, "{rebuilt}");
-    assert_eq!(rebuilt["detail"]["sessions_without_a_verified_recording"], 0, "{rebuilt}");
+    assert_eq!(rebuilt["detail"]["session_manifests_not_under_their_own_key"], 1, "{rebuilt}");
+    assert_eq!(rebuilt["detail"]["signed_recordings_not_reached"], 1, "{rebuilt}");
 }
 
 /// Invariant broken: "the audit log is append-only, provably: each event is hash-chained … and

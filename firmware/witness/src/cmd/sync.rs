@@ -194,7 +194,12 @@ fn status(dir: &DataDir) -> Result<Status> {
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
         jobs: dir.index.unfinished_pipelines()?.iter().map(job_json).collect(),
-        audit_checkpoints: match (crate::audit_checkpoint::failing(dir)?, crate::audit_checkpoint::unsent(dir)?) {
+        // The checkpoint file unreadable (a folder in its place) is the signing's failure, shown
+        // as such; what waits for the store is then not known.
+        audit_checkpoints: match (
+            crate::audit_checkpoint::failing(dir)?,
+            crate::audit_checkpoint::unsent(dir).ok().flatten(),
+        ) {
             (Some((error, since)), _) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
             // Checkpoints that wait for the store after a failed send (or an unwritable note).
             (None, Some((waiting, oldest, Some((error, since))))) => serde_json::json!({
@@ -387,6 +392,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         store.describe()
     );
     let (mut restored, mut present, mut refused, mut empty, mut unsigned_sessions) = (0, 0, 0, 0, 0);
+    let (mut misplaced, mut reached) = (0, std::collections::HashSet::new());
     for key in manifests {
         // Anyone who can write to the bucket can put an object here: one that is not a session
         // manifest is named and passed over, never a reason to restore nothing else.
@@ -411,6 +417,18 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 continue;
             }
         };
+        // A session manifest counts only under its own key (its box, day and session id): one
+        // copied over another session's (a PutObject, no key needed) would hide that session.
+        let own = witness_archive::keys::session_manifest_key(&box_id, &session.started_at, &session.id);
+        if own != **key {
+            println!(
+                "refused {key}: it is the manifest of session {} (its own place is {own}), not of the session stored here",
+                session.id
+            );
+            tracing::warn!(manifest = %key, session_id = %session.id, "a session manifest not under its own key");
+            misplaced += 1;
+            continue;
+        }
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
         let mut recordings: Vec<witness_index::RestoredRecording> = Vec::new();
         for r in m["recordings"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -427,6 +445,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
             match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
                 Ok(mut rec) => {
+                    reached.insert(rec.id.clone());
                     rec.duration = r["duration"].as_f64();
                     rec.status_reason = text(&r["status_reason"]);
                     // Cut by a crash: a video then plays to its last whole fragment.
@@ -490,6 +509,42 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             present += 1;
         }
     }
+    // The recordings' own signed manifests under the box's prefix: a signed recording that no
+    // session manifest led to (its session manifest overwritten, removed, or never stored) is
+    // named and counted, never passed over in silence.
+    let mut not_reached = 0;
+    for key in keys.iter().filter(|k| k.ends_with(".manifest.json") && !k.ends_with("/manifest.json")) {
+        let base = key.trim_end_matches(".manifest.json");
+        let id = base.rsplit('/').next().unwrap_or_default();
+        if reached.contains(id) || dir.index.recording(id).ok().flatten().is_some() {
+            continue;
+        }
+        let signed = rt
+            .block_on(store.get(key))
+            .and_then(|json| Ok((json, rt.block_on(store.get(&format!("{base}.manifest.sig")))?)))
+            .map_err(|e| e.to_string())
+            .and_then(|(json, sig)| {
+                witness_core::evidence::signed_manifest(&json, &String::from_utf8_lossy(&sig), &public)
+            });
+        match signed {
+            Ok(m) if m.recording_id == id && m.box_id == box_id => {
+                println!(
+                    "recording {id} of session {} ({} on {}, started {}) is signed in the store but no session manifest leads to it: not restored (its session manifest is missing or not its own)",
+                    m.session_id, m.user, m.target, m.started_at
+                );
+                tracing::warn!(recording_id = %id, session_id = %m.session_id, "a signed recording no session manifest leads to");
+                not_reached += 1;
+            }
+            Ok(m) => {
+                println!("refused {key}: its signed manifest names recording {} of box {}", m.recording_id, m.box_id);
+                refused += 1;
+            }
+            Err(why) => {
+                println!("refused {key}: not a recording manifest signed by key {fingerprint} ({why})");
+                refused += 1;
+            }
+        }
+    }
     dir.index.audit(
         "index_rebuilt",
         None,
@@ -499,9 +554,16 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             "box_id": box_id, "restored": restored, "refused_recordings": refused,
             "sessions_without_a_verified_recording": empty, "key_fingerprint": fingerprint,
             "sessions_with_an_unsigned_manifest": unsigned_sessions,
+            "session_manifests_not_under_their_own_key": misplaced,
+            "signed_recordings_not_reached": not_reached,
         }),
     )?;
     println!("restored {restored} sessions ({present} were already in the index)");
+    if misplaced > 0 || not_reached > 0 {
+        println!(
+            "refused {misplaced} session manifests not under their own key; {not_reached} signed recordings no session manifest leads to were not restored"
+        );
+    }
     if refused > 0 || empty > 0 {
         println!(
             "refused {refused} recordings that do not verify; {empty} sessions had no recording that verifies and were not restored"
