@@ -419,8 +419,15 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         };
         // A session manifest counts only under its own key (its box, day and session id): one
         // copied over another session's (a PutObject, no key needed) would hide that session.
+        // (The day in the key is the session's start: taken as the place only when the manifest
+        // is signed; an unsigned one's start is not its word, its session id must still match.)
         let own = witness_archive::keys::session_manifest_key(&box_id, &session.started_at, &session.id);
-        if own != **key {
+        let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
+        let signed = sig
+            .is_some_and(|sig| witness_core::evidence::verify_bytes(&public, &String::from_utf8_lossy(&sig), &bytes));
+        let id_in_key = key.strip_suffix("/manifest.json").and_then(|k| k.rsplit('/').next());
+        if (signed && own != **key) || id_in_key != Some(session.id.as_str()) || !key.starts_with(&format!("{box_id}/"))
+        {
             println!(
                 "refused {key}: it is the manifest of session {} (its own place is {own}), not of the session stored here",
                 session.id
@@ -467,9 +474,6 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         // session manifest; otherwise its times and protocol come from its signed recordings and
         // where the client came from and how it ended are not known.
         let mut session = session;
-        let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
-        let signed = sig
-            .is_some_and(|sig| witness_core::evidence::verify_bytes(&public, &String::from_utf8_lossy(&sig), &bytes));
         if !signed {
             println!(
                 "session {}: its manifest is not signed by key {fingerprint}: client, end reason and times are not taken from it",
