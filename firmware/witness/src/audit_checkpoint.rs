@@ -398,9 +398,12 @@ fn sent_note(dir: &DataDir) -> String {
     std::fs::read_to_string(dir.root.join(SENT_FILE)).map(|t| t.trim().to_owned()).unwrap_or_default()
 }
 
+/// A send failure's error and when it was recorded.
+pub type SendFailure = (String, String);
+
 /// Whether checkpoints wait for the store: how many, the oldest one's time, and the newest
 /// send failure's error and time (when it came after the note was last written).
-pub fn unsent(dir: &DataDir) -> Result<Option<(usize, String, Option<(String, String)>)>> {
+pub fn unsent(dir: &DataDir) -> Result<Option<(usize, String, Option<SendFailure>)>> {
     let all = read(dir)?.all;
     let note = sent_note(dir);
     let from = all.iter().position(|c| c.hash() == note).map_or(0, |i| i + 1);
