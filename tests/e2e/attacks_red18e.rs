@@ -1,6 +1,8 @@
 //! Red team `h-red18e`: issue 18's evidence pipeline as built on main, attacked by an insider
 //! with root on the box's disk but none of its keys. Each test passes while the hole it names
 //! is open (it asserts the attack works); a fix flips it to assert the refusal or the detection.
+//! All but `red18e_a_copy_from_before_the_first_start_verifies_against_any_store` (hole 5, left to
+//! h-arc18j) are flipped.
 
 use crate::harness::*;
 
@@ -34,6 +36,7 @@ fn record_ends(file: &[u8]) -> (usize, Vec<usize>) {
 /// at each fsync cadence; recovery compares, and a file shorter than what was made durable is
 /// named (audit event, a gap in the signed manifest saying records were removed after they were
 /// written), never sealed as a plain crash.
+/// Flipped (h-red18e): closed as in the fix shape; the test asserts the signed gap and the event.
 #[test]
 fn red18e_records_cut_off_the_end_after_a_crash_are_sealed_as_a_plain_crash() {
     let sshd = Sshd::start();
@@ -114,6 +117,9 @@ const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm",
 /// signing; the note is written through `witness-keys`' private-file writer (a folder or link in
 /// its place replaced, or named); and checkpoints older than a few minutes not in the store make
 /// `audit --verify` NOT COMPARED (exit 3), not verified.
+/// Flipped (h-red18e): an empty folder is replaced by the note, every checkpoint reaches the
+/// store and the rollback is named (exit 1); a folder that cannot be replaced is an event and a
+/// `sync status` state. (Checkpoints unsent past 5 min: NOT COMPARED, a unit test.)
 #[test]
 fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollback_verifies() {
     let sshd = Sshd::start();
@@ -196,6 +202,8 @@ fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollb
 /// own key (its signed session id, user and start are the key's); the rebuild also walks the
 /// recordings' own signed manifests under the box's prefix, so a signed recording no session
 /// manifest leads to is restored (or at least named and counted).
+/// Flipped (h-red18e): the copy is refused and the hidden signed recording named and counted
+/// (not restored).
 #[test]
 fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_rebuild() {
     let sshd = Sshd::start();
@@ -261,6 +269,8 @@ fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_reb
 /// `witness-keys` writes (`tpm_unseal_failed`, `key_file_exposed`, `key_file_foreign_owner`) and
 /// each is moved in under one kind of its own marked as read from an unauthenticated file;
 /// anything else in it is named as planted, never taken as an event.
+/// Flipped (h-red18e): each forged line is named as planted; a kind witness-keys writes is taken,
+/// marked as read from an unauthenticated file.
 #[test]
 fn red18e_lines_planted_in_the_pending_audit_file_become_the_boxs_own_events() {
     let mut b = Box::new();
@@ -384,6 +394,7 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
 /// refuses stored bytes whose length or SHA-256 is not the index's (a `recording_changed_…`
 /// event, the local copy kept), and a multipart upload is verified against the writer's SHA-256
 /// too (the composite `x-amz-checksum-sha256` of the parts, or the sealed whole-file hash).
+/// Flipped (h-red18e): sealing refuses (an event), nothing goes up, the local copy is kept.
 #[test]
 fn red18e_a_header_reordered_before_sealing_goes_up_in_parts_as_verified_and_is_then_refused() {
     let sshd = Sshd::start();
@@ -457,6 +468,7 @@ fn red18e_a_header_reordered_before_sealing_goes_up_in_parts_as_verified_and_is_
 /// not. Fix shape: before storing the evidence (and before marking uploaded), the verify step
 /// checks the manifest it sends: it verifies with the box's key and names this recording, its
 /// session and its signed length and hash as sealing computed them (kept with the seal job).
+/// Flipped (h-red18e): the verify step refuses the manifest (an event), the victim is kept.
 #[test]
 fn red18e_another_recordings_manifest_goes_up_as_this_ones_and_the_recording_is_pruned() {
     let sshd = Sshd::start();
@@ -517,6 +529,7 @@ fn red18e_another_recordings_manifest_goes_up_as_this_ones_and_the_recording_is_
 /// their own session). Fix shape: recovery records what it moved aside (file, bytes) in the
 /// index, and sealing states only those gaps; a quarantine file the index does not know is named
 /// (audit event), never signed as the recording's.
+/// Flipped (h-red18e): no gap is signed; the planted file is named by an event.
 #[test]
 fn red18e_a_planted_quarantine_file_is_signed_as_the_recordings_damage() {
     let sshd = Sshd::start();
