@@ -219,6 +219,13 @@ const STEPS: &[&str] = &[
     // and only the holder's batches and its "done" count (two extractors of one recording after
     // a crash, the start sweep and the Extract job, never mix their batches).
     "ALTER TABLE recordings ADD COLUMN text_claim INTEGER NOT NULL DEFAULT 0;",
+    // 22: what the writer made durable (stored length and SHA-256 at each fsync), and what crash
+    // recovery found and did (JSON: the gaps to sign, each with what it moved aside), so sealing
+    // states only what recovery did and a file cut below what was durable is named (red team
+    // h-red18e).
+    "ALTER TABLE recordings ADD COLUMN durable_bytes INTEGER;
+    ALTER TABLE recordings ADD COLUMN durable_sha256 TEXT;
+    ALTER TABLE recordings ADD COLUMN recovery_gaps TEXT;",
 ];
 
 /// The schema version this build brings an index to.

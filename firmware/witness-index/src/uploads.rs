@@ -184,6 +184,45 @@ impl Index {
         Ok(())
     }
 
+    /// Notes what the writer made durable of a recording still being written: its stored length
+    /// and SHA-256 (never going back: a late note of a shorter length is dropped).
+    pub fn note_durable(&self, recording_id: &str, bytes: u64, sha256: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE recordings SET durable_bytes = ?2, durable_sha256 = ?3
+             WHERE id = ?1 AND status = 'recording' AND (durable_bytes IS NULL OR durable_bytes < ?2)",
+            params![recording_id, bytes as i64, sha256],
+        )?;
+        Ok(())
+    }
+
+    /// What the writer noted as durable: stored length and SHA-256.
+    pub fn durable_of(&self, recording_id: &str) -> Result<Option<(u64, String)>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT durable_bytes, durable_sha256 FROM recordings WHERE id = ?1", [recording_id], |r| {
+                Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<String>>(1)?))
+            })
+            .optional()?
+            .flatten()
+            .map(|(b, s)| (b as u64, s)))
+    }
+
+    /// Keeps what crash recovery found and did to a recording (JSON, the gaps to sign).
+    pub fn set_recovery_gaps(&self, recording_id: &str, gaps: &str) -> Result<()> {
+        self.conn().execute("UPDATE recordings SET recovery_gaps = ?2 WHERE id = ?1", (recording_id, gaps))?;
+        Ok(())
+    }
+
+    /// What crash recovery kept for a recording ([`Self::set_recovery_gaps`]); `None` when no
+    /// recovery of this version ran on it.
+    pub fn recovery_gaps(&self, recording_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT recovery_gaps FROM recordings WHERE id = ?1", [recording_id], |r| r.get(0))
+            .optional()?
+            .flatten())
+    }
+
     /// Keeps the stored file's per-part digests that sealing computed (see [`UploadJob::part_digests`]).
     pub fn set_part_digests(&self, recording_id: &str, digests: &str) -> Result<()> {
         self.conn().execute("UPDATE recordings SET part_digests = ?2 WHERE id = ?1", (recording_id, digests))?;

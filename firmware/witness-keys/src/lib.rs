@@ -494,23 +494,59 @@ fn pend(root: &Path, line: serde_json::Value) {
     }
 }
 
-/// The audit events recorded while the index was closed, each with its kind, oldest first (a
-/// damaged line is kept as a `tpm_unseal_failed` marked `damaged_record`). Remove them with
+/// The kinds of event this crate writes to the pending audit log; nothing else belongs there.
+pub const PENDING_KINDS: [&str; 3] = ["tpm_unseal_failed", "key_file_exposed", "key_file_foreign_owner"];
+/// The kind under which a line of the pending audit log that this crate never writes is named.
+pub const PLANTED_KIND: &str = "audit_pending_line_planted";
+/// How much of the pending audit log is read: it is written bounded (64 KiB); more is not ours.
+const PENDING_READ_MAX: u64 = 256 * 1024;
+
+/// The audit events recorded while the index was closed, each with its kind, oldest first, to
+/// be moved into the audit log. The file is not authenticated (anyone with the disk writes
+/// it), so each event is marked as read from it (`read_from`), and only the kinds this crate
+/// writes there ([`PENDING_KINDS`]) are taken as such (a damaged line as a `tpm_unseal_failed`
+/// marked `damaged_record`); any other line is named as planted ([`PLANTED_KIND`], its first
+/// 256 characters), never taken as the event it claims to be. Remove them with
 /// [`clear_pending_audit`] once they are in the audit log.
 pub fn pending_audit(root: &Path) -> Result<Vec<(String, serde_json::Value)>> {
-    let text = match std::fs::read_to_string(root.join(PENDING_AUDIT)) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(io("reading the pending audit events")(e)),
-    };
+    use std::io::Read;
+    let text =
+        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(root.join(PENDING_AUDIT)) {
+            Ok(f) => {
+                let mut bytes = Vec::new();
+                f.take(PENDING_READ_MAX).read_to_end(&mut bytes).map_err(io("reading the pending audit events"))?;
+                String::from_utf8_lossy(&bytes).into_owned()
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(e) => return Err(io("reading the pending audit events")(e)),
+        };
+    let from =
+        serde_json::Value::from(format!("{PENDING_AUDIT} (not authenticated: anyone with the disk can write it)"));
     Ok(text
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|line| {
-            let event: serde_json::Value = serde_json::from_str(line)
-                .unwrap_or_else(|_| serde_json::json!({ "kind": "tpm_unseal_failed", "damaged_record": true }));
-            let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or("tpm_unseal_failed").to_owned();
-            (kind, event)
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+                return (
+                    "tpm_unseal_failed".to_owned(),
+                    serde_json::json!({ "damaged_record": true, "read_from": from }),
+                );
+            };
+            let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+            match (PENDING_KINDS.contains(&kind.as_str()), event) {
+                (true, serde_json::Value::Object(mut fields)) => {
+                    fields.insert("read_from".into(), from.clone());
+                    (kind, serde_json::Value::Object(fields))
+                }
+                _ => (
+                    PLANTED_KIND.to_owned(),
+                    serde_json::json!({
+                        "line": line.chars().take(256).collect::<String>(),
+                        "read_from": from,
+                        "why": "a kind of event the box never writes there",
+                    }),
+                ),
+            }
         })
         .collect())
 }
@@ -903,6 +939,18 @@ mod tests {
         assert_eq!(events[0].1["key"], "index.key");
         assert_eq!(events[1].0, "tpm_unseal_failed");
         assert_eq!(events[1].1["damaged_record"], true);
+        assert!(events.iter().all(|(_, e)| e["read_from"].as_str().unwrap().contains("not authenticated")));
+        // A line of a kind this crate never writes there is named as planted, not taken.
+        std::fs::write(
+            root.join(PENDING_AUDIT),
+            "{\"kind\":\"recording_deleted\",\"recording\":\"x\"}\n[1]\n{\"kind\":\"key_file_exposed\",\"key\":\"k\"}\n",
+        )
+        .unwrap();
+        let events = pending_audit(root).unwrap();
+        let kinds: Vec<_> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(kinds, [PLANTED_KIND, PLANTED_KIND, "key_file_exposed"]);
+        assert!(events[0].1["line"].as_str().unwrap().contains("recording_deleted"));
+        assert_eq!(events[2].1["key"], "k");
         clear_pending_audit(root).unwrap();
         clear_pending_audit(root).unwrap();
         assert!(pending_audit(root).unwrap().is_empty());

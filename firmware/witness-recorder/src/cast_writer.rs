@@ -49,7 +49,13 @@ struct State {
     finished: bool,
 }
 
+/// Told, after each fsync of the cadence, the stored length and SHA-256 (hex) of what that
+/// fsync made durable: noted outside the file (the index), so a file later found shorter than
+/// what was durable is known to have lost records after they were written.
+pub type OnDurable = Arc<dyn Fn(u64, &str) + Send + Sync>;
+
 struct Shared {
+    on_durable: Mutex<Option<OnDurable>>,
     state: Mutex<State>,
     sync_pending: AtomicBool,
     settings: RecorderSettings,
@@ -113,8 +119,13 @@ impl CastRecorder {
             failure: None,
             finished: false,
         };
-        let shared =
-            Shared { state: Mutex::new(state), sync_pending: AtomicBool::new(false), settings, path: path.to_owned() };
+        let shared = Shared {
+            on_durable: Mutex::new(None),
+            state: Mutex::new(state),
+            sync_pending: AtomicBool::new(false),
+            settings,
+            path: path.to_owned(),
+        };
         Self { shared: Arc::new(shared) }
     }
 
@@ -154,17 +165,25 @@ impl CastRecorder {
         handle.spawn(async move {
             tokio::time::sleep(shared.settings.fsync_interval).await;
             shared.sync_pending.store(false, Ordering::Release);
-            let file = {
+            // What was written before the fsync is what it makes durable.
+            let (file, written, sha) = {
                 let st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
                 if st.finished {
                     return;
                 }
-                st.file.try_clone()
+                (st.file.try_clone(), st.written, hex::encode(st.hash.clone().finalize()))
             };
+            let tell = shared.on_durable.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let result = match file {
-                Ok(file) => tokio::task::spawn_blocking(move || file.sync_data())
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                Ok(file) => tokio::task::spawn_blocking(move || {
+                    file.sync_data()?;
+                    if let Some(tell) = tell {
+                        tell(written, &sha);
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e))),
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -226,6 +245,12 @@ impl CastRecorder {
             .map_err(|e| RecordError::Write(e.to_string()))?
             .map_err(|e| RecordError::Write(format!("fsync: {e}")))?;
         Ok(summary)
+    }
+
+    /// Tells `f` what each fsync of the cadence made durable (see [`OnDurable`]).
+    pub fn on_durable(self, f: OnDurable) -> Self {
+        *self.shared.on_durable.lock().unwrap_or_else(|p| p.into_inner()) = Some(f);
+        self
     }
 
     /// Times events from `start` instead of the moment the file was created: a track that

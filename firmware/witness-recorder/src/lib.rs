@@ -8,7 +8,7 @@ mod reader;
 mod recover;
 mod sealed_file;
 
-pub use cast_writer::{CastRecorder, RecorderSettings, Summary, start_cast};
+pub use cast_writer::{CastRecorder, OnDurable, RecorderSettings, Summary, start_cast};
 pub use reader::{PlainReader, open_plain};
 pub use recover::{KeyFor, RecoveredCast, plaintext, quarantined, readable, recover_cast};
 pub use sealed_file::SealedFile;

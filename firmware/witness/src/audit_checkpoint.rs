@@ -428,6 +428,7 @@ pub async fn send(dir: &DataDir, store: &witness_store::Store) -> Result<usize> 
     let sent = std::fs::read_to_string(dir.root.join(SENT_FILE)).unwrap_or_default();
     let from = all.iter().position(|c| c.hash() == sent.trim()).map_or(0, |i| i + 1);
     let mut n = 0;
+    let mut unnoted = None;
     for (i, c) in all.iter().enumerate().skip(from) {
         let seq = place_of(c, i);
         let key = audit_anchor::key(&dir.config.box_id, seq, c);
@@ -435,10 +436,88 @@ pub async fn send(dir: &DataDir, store: &witness_store::Store) -> Result<usize> 
             .put_bytes(&key, serde_json::to_vec(c)?, false)
             .await
             .with_context(|| format!("sending audit checkpoint {seq} to the store"))?;
-        std::fs::write(dir.root.join(SENT_FILE), c.hash()).context("noting the audit checkpoint sent")?;
         n += 1;
+        // A note that cannot be written stops nothing: the rest is sent too (under their own
+        // names, so sending again is harmless), and the failure is returned at the end.
+        if let Err(e) = note_sent(dir, &c.hash()) {
+            unnoted.get_or_insert(e);
+        }
     }
-    Ok(n)
+    match unnoted {
+        Some(e) => Err(e),
+        None => Ok(n),
+    }
+}
+
+/// Notes how far the store took the checkpoints, through the private-file writer (0600, whole
+/// or not at all). A link in the note's place is replaced; so is an empty folder (made by hand
+/// or by an attack: red team h-red18e); anything else there is named.
+fn note_sent(dir: &DataDir, hash: &str) -> Result<()> {
+    let path = dir.root.join(SENT_FILE);
+    if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+        std::fs::remove_dir(&path).with_context(|| {
+            format!("{} is a folder that is not empty, not the note of the checkpoints sent", path.display())
+        })?;
+    }
+    witness_keys::replace_private(&path, hash.as_bytes()).context("noting the audit checkpoint sent")
+}
+
+/// The audit event saying checkpoints could not be sent to the store, or the note of how far
+/// they went could not be written: the first time of each error (for the same note), shown by
+/// `sync status` while checkpoints wait (red team h-red18e: said in the box's log only).
+pub const SEND_FAILED_EVENT: &str = "audit_checkpoint_send_failed";
+
+/// How long a checkpoint may wait for the store before `audit --verify` no longer calls the
+/// comparison a verification: what the store does not have is not covered.
+pub const UNSENT_MAX: Duration = Duration::from_secs(5 * 60);
+
+/// Sends what is pending ([`send_pending`]); a failure is logged and, the first time it is
+/// found so, made an audit event.
+pub async fn send_logged(dir: &DataDir, limit: Duration, when: &str) {
+    let Err(e) = send_pending(dir, limit).await else { return };
+    let error = format!("{e:#}");
+    tracing::warn!(error = %error, when, "audit checkpoints not sent to the store yet; sent later");
+    let note = sent_note(dir);
+    let said_so = matches!(dir.index.audit_newest(SEND_FAILED_EVENT), Ok(Some((_, _, d)))
+        if d["error"].as_str() == Some(error.as_str()) && d["sent"].as_str() == Some(note.as_str()));
+    if !said_so
+        && let Err(e) =
+            dir.index.audit(SEND_FAILED_EVENT, None, None, None, &serde_json::json!({ "error": error, "sent": note }))
+    {
+        tracing::warn!(error = %e, "the failed send of checkpoints could not be written to the audit log");
+    }
+}
+
+/// The note of the newest checkpoint the store took (its hash), or empty.
+fn sent_note(dir: &DataDir) -> String {
+    std::fs::read_to_string(dir.root.join(SENT_FILE)).map(|t| t.trim().to_owned()).unwrap_or_default()
+}
+
+/// A send failure's error and when it was recorded.
+pub type SendFailure = (String, String);
+
+/// Whether checkpoints wait for the store: how many, the oldest one's time, and the newest
+/// send failure's error and time (when it came after the note was last written).
+pub fn unsent(dir: &DataDir) -> Result<Option<(usize, String, Option<SendFailure>)>> {
+    let all = read(dir)?.all;
+    let note = sent_note(dir);
+    let from = all.iter().position(|c| c.hash() == note).map_or(0, |i| i + 1);
+    let Some(oldest) = all.get(from) else { return Ok(None) };
+    let failed = dir
+        .index
+        .audit_newest(SEND_FAILED_EVENT)?
+        .filter(|(_, _, d)| d["sent"].as_str() == Some(note.as_str()))
+        .map(|(_, at, d)| (d["error"].as_str().unwrap_or("").to_owned(), at));
+    Ok(Some((all.len() - from, oldest.checkpoint.at.clone(), failed)))
+}
+
+/// Whether a checkpoint signed at `at` (RFC 3339) and not in the store has waited longer than
+/// [`UNSENT_MAX`] at `now`. A time that does not read is taken as long ago.
+pub fn unsent_too_long(at: &str, now: time::OffsetDateTime) -> bool {
+    match time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339) {
+        Ok(t) => now - t > UNSENT_MAX,
+        Err(_) => true,
+    }
 }
 
 /// Sends what is pending to the configured store, within `limit`.
@@ -479,6 +558,8 @@ pub struct Compared {
     /// A store change the box found (`store.toml` changed outside `witness store set`), said:
     /// never a verification afterwards.
     pub changed_outside: Option<String>,
+    /// The place and signing time of the oldest local checkpoint the store does not hold.
+    pub oldest_unsent: Option<(u64, String)>,
 }
 
 /// The newest checkpoint's place when it was signed before checkpoints named their store: its
@@ -619,7 +700,6 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
                 _ => None,
             };
             Remote::Compared(Box::new(Compared {
-                comparison,
                 store: store.describe().to_owned(),
                 on_this_box: matches!(dest, witness_store::Destination::Dir { .. }),
                 oversized,
@@ -627,6 +707,14 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
                 sent_missing,
                 unnamed_store: unnamed_store(&local),
                 changed_outside,
+                oldest_unsent: match comparison.verdict {
+                    Verdict::Agrees { store_newest, not_sent } if not_sent > 0 => {
+                        let i = store_newest.unwrap_or(0) as usize;
+                        local.get(i).map(|c| (place_of(c, i), c.checkpoint.at.clone()))
+                    }
+                    _ => None,
+                },
+                comparison,
             }))
         }
     })
@@ -784,15 +872,22 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
             tracing::warn!(error = %e, "the comparison with the store could not be written to the audit log");
         }
     }
-    if let Err(e) = send_pending(&dir, COMPARE_TIMEOUT).await {
-        tracing::warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
-    }
+    send_logged(&dir, COMPARE_TIMEOUT, "at start").await;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use witness_core::audit_anchor::Named;
+
+    #[test]
+    fn checkpoints_unsent_past_a_few_minutes_are_not_covered() {
+        let now = time::OffsetDateTime::parse("2026-12-07T17:00:00Z", &time::format_description::well_known::Rfc3339)
+            .unwrap();
+        assert!(!unsent_too_long("2026-12-07T16:56:00Z", now), "4 min: a send may still be on its way");
+        assert!(unsent_too_long("2026-12-07T16:54:59Z", now), "over 5 min");
+        assert!(unsent_too_long("not a time", now), "unreadable: taken as long ago");
+    }
 
     fn named(seq: u64, at: &str, last_id: i64) -> Named {
         Named { seq, at: at.into(), last_id }

@@ -64,22 +64,70 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         sha2::Digest::update(&mut hash, &buf[..n]);
         chainer.push(&buf[..n]);
     }
+    // The stored bytes are the ones the writer made: their length and SHA-256 (taken as they
+    // were read, not by reading the file again) are what it put in the index. Anything else was
+    // changed on the disk after the writer closed it (a header reordered, records cut), and
+    // signing it would make the change evidence and send it up as verified.
+    if let Some(written) = rec.sha256.as_deref() {
+        let (len, sha) = (reader.stored_len(), reader.stored_sha256());
+        if len != rec.bytes || sha != written {
+            return Err(ChangedOnDisk(format!(
+                "{} is not what the writer recorded ({} bytes, sha256 {written}): {len} bytes, sha256 {sha} stored; changed on disk, not sealed",
+                path.display(),
+                rec.bytes
+            ))
+            .into());
+        }
+    }
     let parts = reader.get_ref().digests();
     let bytes = chainer.len();
     let (chunks, final_hash) = chainer.finish();
     let after_chunk = chunks.len() as u64;
     let mut gaps: Vec<Gap> =
         gaps.into_iter().map(|reason| Gap { after_chunk, reason, quarantined_bytes: None }).collect();
-    // What recovery moved aside (a torn end, or records that do not authenticate in their place).
-    for (file, bytes) in witness_recorder::quarantined(&path) {
-        let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        gaps.push(Gap {
-            after_chunk,
-            reason: format!(
-                "{bytes} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {name}"
-            ),
-            quarantined_bytes: Some(bytes),
-        });
+    // What recovery found and did (a torn end, records that do not authenticate in their place,
+    // a file cut below what was made durable), as it noted it in the index: only that is
+    // signed. A quarantine file recovery did not note is not the recording's damage: named.
+    let noted = dir.index.recovery_gaps(recording_id)?;
+    let quarantined = witness_recorder::quarantined(&path);
+    match noted.as_deref().map(serde_json::from_str::<Vec<serde_json::Value>>) {
+        Some(Ok(noted)) => {
+            for g in &noted {
+                gaps.push(Gap {
+                    after_chunk,
+                    reason: g["reason"].as_str().unwrap_or("recovered").to_owned(),
+                    quarantined_bytes: g["quarantined_bytes"].as_u64(),
+                });
+            }
+            let known: Vec<&str> = noted.iter().filter_map(|g| g["file"].as_str()).collect();
+            for (file, bytes) in &quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                if !known.contains(&name.as_str()) {
+                    unknown_quarantine(dir, &rec, &name, *bytes);
+                }
+            }
+        }
+        Some(Err(e)) => bail!("what recovery noted for recording {recording_id} does not read: {e}"),
+        // Recovered before recovery noted what it did (schema step 22): the files beside it are
+        // what that recovery left.
+        None if rec.recovered => {
+            for (file, bytes) in quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                gaps.push(Gap {
+                    after_chunk,
+                    reason: format!(
+                        "{bytes} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {name}"
+                    ),
+                    quarantined_bytes: Some(bytes),
+                });
+            }
+        }
+        None => {
+            for (file, bytes) in &quarantined {
+                let name = file.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                unknown_quarantine(dir, &rec, &name, *bytes);
+            }
+        }
     }
     let key = signing_key(&dir.root)?;
     let manifest = Manifest {
@@ -114,6 +162,13 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         std::fs::File::open(&tmp)?.sync_all()?;
         std::fs::rename(&tmp, &p)?;
     }
+    // What sealing computed goes with the seal job: the verify step stores a manifest only when
+    // it signs these (a manifest copied over from another recording is not this one's).
+    if let Err(e) =
+        dir.index.save_job_result(recording_id, witness_core::JobStep::Seal, &sealed_as(bytes, &manifest.sha256))
+    {
+        tracing::warn!(recording_id, error = %e, "could not keep what sealing computed");
+    }
     if std::fs::metadata(&path).is_ok_and(|m| m.len() == parts.len) {
         // Without them the upload hashes as it sends: slower, not wrong.
         if let Err(e) = dir.index.set_part_digests(recording_id, &parts.to_text()) {
@@ -121,6 +176,86 @@ pub fn seal(dir: &DataDir, recording_id: &str, gaps: Vec<String>) -> Result<()> 
         }
     }
     Ok(())
+}
+
+/// A quarantine file beside a recording that no recovery of it made: named (an audit event),
+/// never signed as the recording's damage.
+fn unknown_quarantine(dir: &DataDir, rec: &witness_index::RecordingRow, file: &str, bytes: u64) {
+    tracing::warn!(recording_id = %rec.id, file, bytes, "a quarantine file no recovery made lies beside the recording; not signed as its damage");
+    let _ = dir.index.audit(
+        "quarantine_file_unknown",
+        Some(&rec.user),
+        Some(&rec.target),
+        Some(&rec.session_id),
+        &serde_json::json!({ "recording": rec.id, "file": file, "bytes": bytes }),
+    );
+}
+
+/// A recording's stored bytes are not what its writer recorded in the index: changed on disk.
+#[derive(Debug)]
+pub struct ChangedOnDisk(pub String);
+
+impl std::fmt::Display for ChangedOnDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ChangedOnDisk {}
+
+/// What sealing computed, as kept with the seal job: the signed length and SHA-256.
+pub fn sealed_as(bytes: u64, sha256: &str) -> String {
+    format!("{bytes} {sha256}")
+}
+
+/// A recording's manifest and signature beside it, only when they are its own: the signature
+/// verifies with the box's key, the manifest names this box, recording and session, and signs
+/// the length and SHA-256 sealing computed (kept with the seal job; a recording sealed before
+/// that was kept has its plaintext read and compared instead). Why not otherwise.
+pub fn own_evidence(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, String)> {
+    let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;
+    let (m, s) = evidence_files(dir, recording_id)?;
+    let key = public_key_hex(&dir.root)?;
+    let manifest = evidence::signed_manifest(&m, &s, &key)
+        .map_err(|why| anyhow::anyhow!("the manifest beside recording {recording_id} is not the box's: {why}"))?;
+    if manifest.recording_id != rec.id || manifest.session_id != rec.session_id || manifest.box_id != dir.config.box_id
+    {
+        bail!(
+            "the manifest beside recording {recording_id} names recording {} of session {} (box {}): not its own",
+            manifest.recording_id,
+            manifest.session_id,
+            manifest.box_id
+        );
+    }
+    let sealed = match dir.index.job_result(recording_id, witness_core::JobStep::Seal)? {
+        Some(kept) => kept,
+        None => {
+            let path = dir.root.join(&rec.path);
+            let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            let mut reader = witness_recorder::PlainReader::new(file, &witness_keys::key_for(&dir.root))?;
+            let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+            let mut len = 0u64;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                use std::io::Read;
+                let n = reader.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                len += n as u64;
+                sha2::Digest::update(&mut hash, &buf[..n]);
+            }
+            sealed_as(len, &hex::encode(sha2::Digest::finalize(hash)))
+        }
+    };
+    if sealed_as(manifest.bytes, &manifest.sha256) != sealed {
+        bail!(
+            "the manifest beside recording {recording_id} signs {} bytes, sha256 {}; sealing computed {sealed}: not its own",
+            manifest.bytes,
+            manifest.sha256
+        );
+    }
+    Ok((m, s))
 }
 
 /// Whether the recording at `path` is sealed: its manifest and signature are beside it.

@@ -117,7 +117,19 @@ impl BoxSteps {
                 let reason = format!("{e:#}");
                 warn!(recording_id = %rec.id, error = %reason, "could not seal the recording; it is not uploaded until it is sealed");
                 crate::sync::hold_unsealed(dir, &rec.id, &reason);
-                if job.attempts == 0 {
+                // Stored bytes changed since the writer closed them: evidence of a change on
+                // the box, named once (not at every retry); the local copy is kept as it is.
+                if e.downcast_ref::<crate::evidence::ChangedOnDisk>().is_some()
+                    && rec.seal_error.as_deref() != Some(reason.as_str())
+                {
+                    let _ = dir.index.audit(
+                        "recording_changed_before_sealing",
+                        Some(&rec.user),
+                        Some(&rec.target),
+                        Some(&rec.session_id),
+                        &serde_json::json!({ "recording": rec.id, "error": reason }),
+                    );
+                } else if job.attempts == 0 {
                     let _ = dir.index.audit(
                         "recording_not_sealed",
                         Some(&rec.user),

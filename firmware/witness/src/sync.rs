@@ -279,8 +279,8 @@ impl Uploader {
     /// the bucket; the recording counts as uploaded only once both are stored.
     async fn store_evidence(&self, store: &Store, job: &UploadJob) -> Result<(), StoreError> {
         let held = self.dir.index.hold_of(&job.session_id).map(|h| h.is_some()).unwrap_or(false);
-        let (manifest, sig) = crate::evidence::evidence_files(&self.dir, &job.recording_id)
-            .map_err(|e| StoreError::Local(std::io::Error::other(format!("{e:#}"))))?;
+        let (manifest, sig) = crate::evidence::own_evidence(&self.dir, &job.recording_id)
+            .map_err(|e| StoreError::Other(format!("{NOT_ITS_OWN}{e:#}")))?;
         let base = key_base(&job.object_key);
         let stored = async {
             store.put_bytes(&format!("{base}.manifest.json"), manifest, held).await?;
@@ -290,6 +290,21 @@ impl Uploader {
             StoreError::Unreachable(m) => StoreError::Unreachable(format!("storing the manifest: {m}")),
             e => StoreError::Other(format!("storing the manifest: {e}")),
         })
+    }
+
+    /// The recording's evidence on the box is refused as not its own: named once (an audit
+    /// event), the recording kept on the box and not marked uploaded.
+    fn evidence_refused(&self, job: &UploadJob, message: &str) {
+        if self.dir.index.upload_last_error(&job.recording_id).ok().flatten().as_deref() != Some(message) {
+            let _ = self.dir.index.audit(
+                "recording_evidence_refused",
+                None,
+                None,
+                Some(&job.session_id),
+                &serde_json::json!({ "recording": job.recording_id, "error": message }),
+            );
+            warn!(recording_id = %job.recording_id, error = %message, "the recording's manifest is not its own; not stored, the recording kept");
+        }
     }
 
     /// The recording and its evidence are stored: the job is done, the recording `uploaded`.
@@ -462,7 +477,14 @@ impl Uploader {
                 self.manifests().await;
                 Ok(Outcome::Done)
             }
-            Err(e) => Err(self.failed(&job, e, &desc)),
+            Err(e) => {
+                if let StoreError::Other(m) = &e
+                    && m.starts_with(NOT_ITS_OWN)
+                {
+                    self.evidence_refused(&job, &e.to_string());
+                }
+                Err(self.failed(&job, e, &desc))
+            }
         }
     }
 
@@ -516,6 +538,9 @@ impl Uploader {
         Ok(key)
     }
 }
+
+/// How a refusal of the evidence beside a recording begins (its manifest not its own).
+const NOT_ITS_OWN: &str = "evidence refused: ";
 
 /// Where a session manifest's signature is stored: beside it, `manifest.sig`.
 pub fn session_signature_key(manifest_key: &str) -> String {

@@ -196,9 +196,21 @@ fn status(dir: &DataDir) -> Result<Status> {
         refusing_sessions: used.is_some_and(|u| u > dir.config.high_watermark_percent),
         key_access: health.key_access,
         jobs: dir.index.unfinished_pipelines()?.iter().map(job_json).collect(),
-        audit_checkpoints: match crate::audit_checkpoint::failing(dir)? {
-            Some((error, since)) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
-            None => serde_json::json!({ "state": "ok" }),
+        // The checkpoint file unreadable (a folder in its place) is the signing's failure, shown
+        // as such; what waits for the store is then not known.
+        audit_checkpoints: match (
+            crate::audit_checkpoint::failing(dir)?,
+            crate::audit_checkpoint::unsent(dir).ok().flatten(),
+        ) {
+            (Some((error, since)), _) => serde_json::json!({ "state": "failing", "error": error, "since": since }),
+            // Checkpoints that wait for the store after a failed send (or an unwritable note).
+            (None, Some((waiting, oldest, Some((error, since))))) => serde_json::json!({
+                "state": "not_sent", "error": error, "since": since, "waiting": waiting, "oldest_signed_at": oldest,
+            }),
+            (None, Some((waiting, oldest, None))) => {
+                serde_json::json!({ "state": "ok", "waiting": waiting, "oldest_signed_at": oldest })
+            }
+            (None, None) => serde_json::json!({ "state": "ok" }),
         },
         waiting: dir
             .index
@@ -289,6 +301,14 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
                     s.audit_checkpoints["error"].as_str().unwrap_or("")
                 );
             }
+            if s.audit_checkpoints["state"] == "not_sent" {
+                println!(
+                    "audit:       {} checkpoints of the audit log are not in the store (since {}): {}",
+                    s.audit_checkpoints["waiting"].as_u64().unwrap_or(0),
+                    s.audit_checkpoints["since"].as_str().unwrap_or("?"),
+                    s.audit_checkpoints["error"].as_str().unwrap_or("")
+                );
+            }
             if s.refusing_sessions {
                 println!(
                     "disk:        {}% used, above the {}% high watermark: new sessions are refused",
@@ -374,6 +394,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         store.describe()
     );
     let (mut restored, mut present, mut refused, mut empty, mut unsigned_sessions) = (0, 0, 0, 0, 0);
+    let (mut misplaced, mut reached) = (0, std::collections::HashSet::new());
     for key in manifests {
         // Anyone who can write to the bucket can put an object here: one that is not a session
         // manifest is named and passed over, never a reason to restore nothing else.
@@ -398,6 +419,25 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 continue;
             }
         };
+        // A session manifest counts only under its own key (its box, day and session id): one
+        // copied over another session's (a PutObject, no key needed) would hide that session.
+        // (The day in the key is the session's start: taken as the place only when the manifest
+        // is signed; an unsigned one's start is not its word, its session id must still match.)
+        let own = witness_archive::keys::session_manifest_key(&box_id, &session.started_at, &session.id);
+        let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
+        let signed = sig
+            .is_some_and(|sig| witness_core::evidence::verify_bytes(&public, &String::from_utf8_lossy(&sig), &bytes));
+        let id_in_key = key.strip_suffix("/manifest.json").and_then(|k| k.rsplit('/').next());
+        if (signed && own != **key) || id_in_key != Some(session.id.as_str()) || !key.starts_with(&format!("{box_id}/"))
+        {
+            println!(
+                "refused {key}: it is the manifest of session {} (its own place is {own}), not of the session stored here",
+                session.id
+            );
+            tracing::warn!(manifest = %key, session_id = %session.id, "a session manifest not under its own key");
+            misplaced += 1;
+            continue;
+        }
         let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
         let mut recordings: Vec<witness_index::RestoredRecording> = Vec::new();
         for r in m["recordings"].as_array().map(Vec::as_slice).unwrap_or_default() {
@@ -414,6 +454,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
             match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
                 Ok(mut rec) => {
+                    reached.insert(rec.id.clone());
                     rec.duration = r["duration"].as_f64();
                     rec.status_reason = text(&r["status_reason"]);
                     // Cut by a crash: a video then plays to its last whole fragment.
@@ -435,9 +476,6 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         // session manifest; otherwise its times and protocol come from its signed recordings and
         // where the client came from and how it ended are not known.
         let mut session = session;
-        let sig = rt.block_on(store.get(&sync::session_signature_key(key))).ok();
-        let signed = sig
-            .is_some_and(|sig| witness_core::evidence::verify_bytes(&public, &String::from_utf8_lossy(&sig), &bytes));
         if !signed {
             println!(
                 "session {}: its manifest is not signed by key {fingerprint}: client, end reason and times are not taken from it",
@@ -477,6 +515,42 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             present += 1;
         }
     }
+    // The recordings' own signed manifests under the box's prefix: a signed recording that no
+    // session manifest led to (its session manifest overwritten, removed, or never stored) is
+    // named and counted, never passed over in silence.
+    let mut not_reached = 0;
+    for key in keys.iter().filter(|k| k.ends_with(".manifest.json") && !k.ends_with("/manifest.json")) {
+        let base = key.trim_end_matches(".manifest.json");
+        let id = base.rsplit('/').next().unwrap_or_default();
+        if reached.contains(id) || dir.index.recording(id).ok().flatten().is_some() {
+            continue;
+        }
+        let signed = rt
+            .block_on(store.get(key))
+            .and_then(|json| Ok((json, rt.block_on(store.get(&format!("{base}.manifest.sig")))?)))
+            .map_err(|e| e.to_string())
+            .and_then(|(json, sig)| {
+                witness_core::evidence::signed_manifest(&json, &String::from_utf8_lossy(&sig), &public)
+            });
+        match signed {
+            Ok(m) if m.recording_id == id && m.box_id == box_id => {
+                println!(
+                    "recording {id} of session {} ({} on {}, started {}) is signed in the store but no session manifest leads to it: not restored (its session manifest is missing or not its own)",
+                    m.session_id, m.user, m.target, m.started_at
+                );
+                tracing::warn!(recording_id = %id, session_id = %m.session_id, "a signed recording no session manifest leads to");
+                not_reached += 1;
+            }
+            Ok(m) => {
+                println!("refused {key}: its signed manifest names recording {} of box {}", m.recording_id, m.box_id);
+                refused += 1;
+            }
+            Err(why) => {
+                println!("refused {key}: not a recording manifest signed by key {fingerprint} ({why})");
+                refused += 1;
+            }
+        }
+    }
     dir.index.audit(
         "index_rebuilt",
         None,
@@ -486,9 +560,16 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             "box_id": box_id, "restored": restored, "refused_recordings": refused,
             "sessions_without_a_verified_recording": empty, "key_fingerprint": fingerprint,
             "sessions_with_an_unsigned_manifest": unsigned_sessions,
+            "session_manifests_not_under_their_own_key": misplaced,
+            "signed_recordings_not_reached": not_reached,
         }),
     )?;
     println!("restored {restored} sessions ({present} were already in the index)");
+    if misplaced > 0 || not_reached > 0 {
+        println!(
+            "refused {misplaced} session manifests not under their own key; {not_reached} signed recordings no session manifest leads to were not restored"
+        );
+    }
     if refused > 0 || empty > 0 {
         println!(
             "refused {refused} recordings that do not verify; {empty} sessions had no recording that verifies and were not restored"

@@ -397,7 +397,15 @@ impl witness_ssh::Broker for BoxBroker {
             let settings = RecorderSettings { fsync_interval: self.dir.config.fsync_interval };
             let encryption = witness_keys::new_encryption(&self.dir.root, &id)
                 .map_err(|e| RecordError::Create(format!("{:#}", anyhow::Error::from(e))))?;
-            witness_recorder::start_cast(&path, &header, settings, Some(encryption))
+            // What each fsync made durable goes to the index: recovery names a file found
+            // shorter than that (records cut off its end after the fact).
+            let (dir, rid) = (self.dir.clone(), id.clone());
+            let noted: witness_recorder::OnDurable = std::sync::Arc::new(move |bytes, sha| {
+                if let Err(e) = dir.index.note_durable(&rid, bytes, sha) {
+                    tracing::warn!(recording_id = %rid, error = %e, "could not note what the recording made durable");
+                }
+            });
+            witness_recorder::start_cast(&path, &header, settings, Some(encryption)).map(|r| r.on_durable(noted))
         })();
         match started {
             Ok(rec) => Ok((id, rec)),

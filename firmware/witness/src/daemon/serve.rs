@@ -220,12 +220,12 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
                         _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     }
                     let d2 = d.clone();
-                    let _ = tokio::task::spawn_blocking(move || crate::audit_checkpoint::write_logged(&d2, "every minute")).await;
+                    let _ =
+                        tokio::task::spawn_blocking(move || crate::audit_checkpoint::write_logged(&d2, "every minute"))
+                            .await;
                     tokio::select! {
                         _ = cancel.cancelled() => break,
-                        sent = crate::audit_checkpoint::send_pending(&d, Duration::from_secs(30)) => if let Err(e) = sent {
-                            warn!(error = format!("{e:#}"), "audit checkpoints not sent to the store yet; sent later");
-                        }
+                        _ = crate::audit_checkpoint::send_logged(&d, Duration::from_secs(30), "every minute") => {}
                     }
                 }
             });
@@ -260,12 +260,7 @@ pub fn run(root: &Path, args: ServeArgs) -> Result<()> {
     crate::audit_checkpoint::write_logged(&dir, "at stop");
     // Sent now, within the stop's time: one left for the next start could be lost to a rollback
     // of the disk in between. An offline site keeps it queued.
-    if let Err(e) = runtime.block_on(crate::audit_checkpoint::send_pending(&dir, AUDIT_SEND_AT_STOP)) {
-        warn!(
-            error = format!("{e:#}"),
-            "the audit checkpoint of the stop is not in the store yet; sent at the next start"
-        );
-    }
+    runtime.block_on(crate::audit_checkpoint::send_logged(&dir, AUDIT_SEND_AT_STOP, "at stop"));
     // Whether every recording is closed is the index's word, not the tasks': a session a
     // listener gave up on holds no task of the supervisor's and may still hold its recording.
     match dir.index.unfinished_recordings() {
@@ -335,8 +330,39 @@ pub fn recover(dir: &DataDir) -> Result<()> {
     let unfinished = dir.index.unfinished_recordings()?;
     for rec in &unfinished {
         let path = dir.root.join(&rec.path);
+        let stored_before = std::fs::metadata(&path).map(|m| m.len()).ok();
         let end = match witness_recorder::recover_cast(&path, &witness_keys::key_for(&dir.root)) {
             Ok(r) => {
+                // What recovery found and did, kept in the index: sealing states these gaps and
+                // only these (a quarantine file it did not make is not the recording's damage).
+                let mut gaps = Vec::new();
+                if let Some(q) = &r.quarantine {
+                    let file = q.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                    gaps.push(serde_json::json!({
+                        "reason": format!("{} stored bytes after the last authentic record (torn, or changed on disk) were moved aside to {file}", r.trimmed),
+                        "quarantined_bytes": r.trimmed,
+                        "file": file,
+                    }));
+                }
+                // The file is shorter than what the writer had made durable: records were
+                // removed after they were written (a crash loses only what was not durable).
+                if let (Some((durable, _)), Some(stored)) = (dir.index.durable_of(&rec.id)?, stored_before)
+                    && stored < durable
+                {
+                    warn!(recording_id = %rec.id, stored, durable, "a recording is shorter than what was made durable; records were removed after they were written");
+                    dir.index.audit(
+                        "recording_cut_after_durable",
+                        Some(&rec.user),
+                        Some(&rec.target),
+                        Some(&rec.session_id),
+                        &serde_json::json!({ "recording": rec.id, "stored_bytes": stored, "durable_bytes": durable }),
+                    )?;
+                    gaps.push(serde_json::json!({
+                        "reason": format!("the file held {stored} stored bytes where the box had made {durable} durable: records were removed after they were written (changed on disk), {} bytes missing", durable - stored),
+                        "missing_bytes": durable - stored,
+                    }));
+                }
+                dir.index.set_recovery_gaps(&rec.id, &serde_json::Value::from(gaps).to_string())?;
                 match &r.quarantine {
                     Some(q) => {
                         warn!(recording_id = %rec.id, bytes = r.bytes, trimmed = r.trimmed, quarantine = %q.display(),
