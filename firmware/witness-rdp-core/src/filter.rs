@@ -4199,3 +4199,7 @@ mod red17p;
 #[cfg(test)]
 #[path = "filter_red17q.rs"]
 mod red17q;
+
+#[cfg(test)]
+#[path = "filter_red17r.rs"]
+mod red17r;

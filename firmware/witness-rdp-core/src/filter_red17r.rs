@@ -1,0 +1,356 @@
+//! Red team `h-red17r`'s attacks on issue 17's promises as built (every PDU judged, no bytes
+//! crossing unrecorded): the re-encoding of Share Data PDUs and input, the fast-path output walk
+//! and what the recorder draws of it. Each test passes while its hole is open (asserting the
+//! attacker's success), so a fixer flips it.
+//!
+//! The parties are those of the earlier red teams: an insider's client (a patched FreeRDP) and a
+//! hostile target (its RDP server patched by an insider who administers it — the reader or
+//! writer red team `h-red17m`'s hole 4 already counted). The recording is the video: bytes the
+//! client receives that the decoder never draws, and that no gap states, are unrecorded.
+
+use super::red17m::{carries, file, replayed_with_demand_active as replayed};
+use super::red17p::fast_path_update;
+use super::*;
+use crate::decode::PassiveDecoder;
+
+/// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
+fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(18 + body.len()).unwrap();
+    let mut pdu = total.to_le_bytes().to_vec();
+    pdu.extend(0x0017u16.to_le_bytes());
+    pdu.extend(source.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend([0, 1]);
+    pdu.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+    pdu.extend([pdu_type2, 0, 0, 0]);
+    pdu.extend(body);
+    pdu
+}
+
+fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+fn client_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+/// What the client receives of `frame` from the target, the recorder shown it too: the decoder
+/// must take it without an error (no gap is stated).
+fn passes_unstated(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u8]) -> Vec<u8> {
+    let out = match filter.from_target(frame).unwrap() {
+        Verdict::Forward => frame.to_vec(),
+        Verdict::Replace(out) => out,
+        other => panic!("the filter did not pass it: {other:?}"),
+    };
+    decoder.observe_target(&out).expect("the recorder takes it without a gap");
+    out
+}
+
+fn holds(out: &[u8], payload: &[u8]) -> bool {
+    out.windows(payload.len()).any(|w| w == payload)
+}
+
+/// Hole 1: a Synchronize update carries a file from the target to the client, fast-path or
+/// slow-path, and nothing states it. `FastPathWalk::judge` walks only bitmap and palette bodies
+/// (`UpdateWalk::fast_path`); a fast-path Synchronize (code 3) has no body in MS-RDPBCGR
+/// (2.2.9.1.2.1.3: size 0), yet one of any size passes unread, and the decoder's audit
+/// (`decode::audit::fast_path_update`) returns `Ok` for code 3 before looking at the body.
+/// Slow-path, `target_data_pdu` passes updateType 3 (`TS_UPDATE_SYNC`: updateType and 2 pad
+/// bytes) without a length check, and `share_data_out` re-encodes the Update PDU's raw body
+/// (IronRDP keeps it as bytes) — the pad bytes and everything after them cross. FreeRDP skips
+/// the body (`fastpath_recv_update_synchronize` seeks at most 2 bytes), so a stock client shows
+/// nothing; a patched one reads the file. Capacity: ~32 KiB a fast-path PDU, ~64 KiB a slow-path
+/// one, as many PDUs as the link carries, on any grant, with no gap, no log line. Fix shape:
+/// a fast-path Synchronize must have size 0 (or be re-encoded without its body); a slow-path
+/// one exactly 4 bytes with its pad zero (or re-encoded as `[3, 0, 0, 0]`).
+#[test]
+fn red17r_synchronize_updates_carry_a_file_to_the_client_unrecorded() {
+    let (mut filter, mut decoder, _) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let payload = file(30_000);
+    let fast = fast_path_update(0x03, &payload);
+    let out = passes_unstated(&mut filter, &mut decoder, &fast);
+    assert!(holds(&out, &payload), "a fast-path synchronize's body reaches the client whole");
+    // Slow-path: TS_UPDATE_SYNC with its pad bytes and the file after them.
+    let mut sync = vec![0x03, 0x00, 0xAB, 0xCD];
+    sync.extend(&payload[..20_000]);
+    let frame = target_io(share_data(1002, 0x02, &sync), io);
+    let out = passes_unstated(&mut filter, &mut decoder, &frame);
+    assert!(holds(&out, &sync), "a slow-path synchronize's pad bytes and the file after them reach the client");
+}
+
+/// Hole 2: a palette update carries a file after its colours. `UpdateWalk` stops reading a
+/// palette at its updateType (`Step::Rest`: "not read by either peer differently"), and the
+/// audit's `palette` takes any update at least 8 + 256 × 3 bytes long, so bytes past the 256th
+/// colour pass to the client unread and unstated, fast-path or slow-path (IronRDP and FreeRDP
+/// read numberColors colours and stop). In a session of more than 8 bpp (every session through
+/// the box: FreeRDP asks 32) the 768 colour bytes are drawn by no one either. Capacity: ~31 KiB
+/// a fast-path PDU (the colours included), as often as the target likes. Fix shape: a palette
+/// exactly 8 + 3 × numberColors bytes, its pad zero (numberColors 256 — what the stage takes);
+/// in a session above 8 bpp, none at all (or its colours zeroed).
+#[test]
+fn red17r_a_palette_carries_a_file_after_its_colours_to_the_client_unrecorded() {
+    let (mut filter, mut decoder, _) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let payload = file(30_000);
+    let mut palette = vec![0x02, 0x00, 0x00, 0x00];
+    palette.extend(256u32.to_le_bytes());
+    // The colours themselves: drawn by no one above 8 bpp.
+    palette.extend(&payload[..768]);
+    palette.extend(&payload[768..]);
+    let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x02, &palette));
+    assert!(holds(&out, &payload), "colours and the file after them reach the client (fast-path)");
+    let frame = target_io(share_data(1002, 0x02, &palette[..20_000]), io);
+    let out = passes_unstated(&mut filter, &mut decoder, &frame);
+    assert!(holds(&out, &palette[8..20_000]), "slow-path too");
+}
+
+/// A bitmap update of one uncompressed rectangle: destination `dest` (inclusive), the source
+/// `width` x `height` at `bpp`, and its `data`.
+fn raw_bitmap(dest: [u16; 4], width: u16, height: u16, bpp: u16, data: &[u8]) -> Vec<u8> {
+    let mut update = vec![0x01, 0x00, 0x01, 0x00];
+    for v in [dest[0], dest[1], dest[2], dest[3], width, height, bpp, 0, u16::try_from(data.len()).unwrap()] {
+        update.extend(v.to_le_bytes());
+    }
+    update.extend(data);
+    update
+}
+
+fn pixel_at(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
+    let s = d.screen().expect("a screen");
+    let at = y * s.stride + x * 4;
+    [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
+}
+
+/// Hole 3: bitmap bytes no one draws carry a file to the client. The filter walks a bitmap
+/// rectangle's header and skips its bitmapLength bytes; the audit (`bitmap_rectangles`) only
+/// wants the source at least as wide as the destination and, for rows with padding, at least
+/// the padded rows. What the client and the recorder never draw therefore crosses free:
+/// (a) source columns right of the destination (FreeRDP's `gdi_Bitmap_Paint` blits the
+/// destination's width from the source's left, IronRDP's stage crops by the source stride),
+/// (b) the fourth byte of every 32 bpp pixel (BGRX: FreeRDP's framebuffer and the recorder's
+/// image ignore it), (c) row padding and bytes after the last padded row at 8, 15/16 and 24 bpp
+/// (IronRDP takes `chunks_exact(padded).take(height)`, FreeRDP reads width × height pixels).
+/// Here a 1x1 destination carries ~4 KiB in one rectangle at 32 bpp and ~4 KiB at 24 bpp, and
+/// the recorder draws the one pixel without a gap. Capacity: up to bitmapLength (64 KiB) a
+/// rectangle, every bitmap update the target sends. Fix shape: an uncompressed rectangle's data
+/// re-cut in place like a pointer's (source width = destination width, padding and the 32 bpp
+/// X byte zeroed, bitmapLength exactly the padded rows), or refused when it is not so.
+#[test]
+fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
+    let (mut filter, mut decoder, _) = replayed();
+    let payload = file(8_000);
+    // (a) + (b): a 1x1 destination at (10, 10) of a 1024-pixel-wide 32 bpp source: pixel 0 is
+    // drawn (red), the other 1023 pixels and pixel 0's X byte are the file.
+    let mut data = vec![0x00, 0x00, 0xFF, payload[0]];
+    data.extend(&payload[1..4 * 1023 + 1]);
+    let out = passes_unstated(
+        &mut filter,
+        &mut decoder,
+        &fast_path_update(0x01, &raw_bitmap([10, 10, 10, 10], 1024, 1, 32, &data)),
+    );
+    assert!(holds(&out, &payload[..4093]), "undrawn columns and X bytes reach the client");
+    assert_eq!(pixel_at(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel: no gap, no sign");
+    // (c): a 1x1 destination at 24 bpp: one pixel, its row's pad byte, then ~4 KiB after the row.
+    let mut data = vec![0xFF, 0x00, 0x00, payload[4096]];
+    data.extend(&payload[4097..8_000]);
+    let out = passes_unstated(
+        &mut filter,
+        &mut decoder,
+        &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data)),
+    );
+    assert!(holds(&out, &payload[4096..8_000]), "row padding and bytes past the rows reach the client");
+    assert_eq!(pixel_at(&decoder, 20, 20), [0xFF, 0x00, 0x00], "drawn, without a gap");
+}
+
+/// Hole 4: a Confirm Active from the target reaches the client whole. `target_io` re-encodes
+/// Demand Active, Deactivate All and Data PDUs and refuses redirections and Flow PDUs; every
+/// other Share Control type `share_pdus` reads passes untouched (`_ => Cow::Borrowed(pdu)`), and
+/// the only one left is the client's own Confirm Active (pduType 0x13), which no server sends and
+/// nothing reads: `headers_readable` checks its version alone. Its body is up to a TPKT's length
+/// of the target's choosing, as often as it likes, after activation. (A stock FreeRDP logs
+/// "Client Unexpected pduType" and may end; a patched client reads on.) Fix shape: a Confirm
+/// Active from the target ends the session (`TARGET_UNREADABLE`), like any other client PDU.
+#[test]
+fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
+    let (mut filter, _, _) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let payload = file(20_000);
+    let mut confirm = u16::try_from(6 + payload.len()).unwrap().to_le_bytes().to_vec();
+    confirm.extend(0x0013u16.to_le_bytes());
+    confirm.extend(1002u16.to_le_bytes());
+    confirm.extend(&payload);
+    let frame = target_io(confirm, io);
+    let verdict = filter.from_target(&frame).unwrap();
+    assert_eq!(verdict, Verdict::Forward, "passed as sent");
+    assert!(carries(&verdict, &frame, &payload), "the whole file reaches the client");
+}
+
+/// Hole 5: the finalization PDUs' fixed fields cross as sent, both ways. `share_data_out`
+/// re-encodes Synchronize, Control and Font List / Map as IronRDP read them, and IronRDP keeps
+/// every field: a Synchronize's targetUser (2 bytes), a Control's grantId and controlId (6
+/// bytes, and which of 4 actions), a Font List's or Map's numberFonts, totalNumFonts and
+/// entrySize (6 bytes). MS-RDPBCGR fixes each of them (2.2.1.14–2.2.1.22: the server channel or
+/// user id, grantId and controlId 0 from a client, numberFonts 0, entrySize 0x32 / 4), so none
+/// is a field a PDU must carry. FINALIZATION_MAX lets 8 a side an activation through, and the
+/// count starts again at every Demand Active: a target reactivating (Deactivate All, Demand
+/// Active) as often as it likes sends ~48 bytes to the client each time, unbounded, and the
+/// client answers each activation with ~48 of its own. Fix shape: write the fields the
+/// specification fixes (the box knows the user and server channel ids) and let each action
+/// through once, in order, an activation.
+#[test]
+fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
+    let (mut filter, _, demand_active) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let payload = file(3 * 8 * 6);
+    let mut sent = 0;
+    for round in payload.chunks(8 * 6) {
+        // The target reactivates: a Demand Active (the session's own, as it passed) resets the
+        // count of finalization PDUs.
+        assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+        for six in round.chunks(6) {
+            // Control, action Granted Control (2): grantId and controlId the file's.
+            let mut control = 2u16.to_le_bytes().to_vec();
+            control.extend(six);
+            let frame = target_io(share_data(1002, 0x14, &control), io);
+            let verdict = filter.from_target(&frame).unwrap();
+            assert!(carries(&verdict, &frame, six), "round {sent}: {verdict:?}");
+            sent += six.len();
+        }
+    }
+    assert_eq!(sent, payload.len(), "3 activations x 8 Control PDUs x 6 bytes reached the client");
+    // The client's side: a Font List whose numberFonts, totalNumFonts and entrySize are the file's.
+    let mut font = payload[..4].to_vec();
+    font.extend(3u16.to_le_bytes());
+    font.extend(&payload[4..6]);
+    let frame = client_io(share_data(1007, 0x27, &font), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload[..4]) && carries(&verdict, &frame, &payload[4..6]), "{verdict:?}");
+}
+
+/// Hole 6: input flag bits no protocol defines carry a file to the target, with every key in the
+/// key track. The input is re-encoded as IronRDP read it, and IronRDP keeps unknown flag bits on
+/// purpose (`from_bits_retain`, "crate-wide policy since #1144"): a slow-path Synchronize event's
+/// toggleFlags is a u32 of which 4 bits are defined (28 free), a keyboard or Unicode event's
+/// keyboardFlags a u16 of which 4 are (12 free), an extended mouse event's 3 of 16 (13 free);
+/// fast-path, a key or Unicode event's 5 flag bits hold 3 defined ones and a sync's 4. One Input
+/// PDU holds up to ~1,300 sync events: ~4.5 KiB of a file a PDU, as often as the client likes, to
+/// the target's RDP server (xrdp's `xrdp_wm_key_sync` and Windows read the defined bits and pass
+/// the rest along). The video shows nothing of it; the key track types nothing for a sync. Fix
+/// shape: re-encode with the defined bits only (`from_bits_truncate` at the box), or refuse an
+/// event with an undefined bit.
+#[test]
+fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
+    let mut filter = super::red17i::grant_without_anything();
+    filter.desktop = (1024, 768);
+    let payload = file(1_000 * 4);
+    let mut events = Vec::new();
+    let mut count = 0u16;
+    for four in payload.chunks(4) {
+        // eventTime 0, messageType INPUT_EVENT_SYNC (0), pad, toggleFlags: 4 defined bits kept
+        // low (as a real sync would set them), the file in the 28 above.
+        let toggles = u32::from_le_bytes(four.try_into().unwrap()) & !0x0F;
+        events.extend([0, 0, 0, 0, 0, 0, 0, 0]);
+        events.extend(toggles.to_le_bytes());
+        count += 1;
+    }
+    let mut input = count.to_le_bytes().to_vec();
+    input.extend([0, 0]);
+    input.extend(&events);
+    let frame = client_io(share_data(1007, 0x1C, &input), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(
+        carries(&verdict, &frame, &events),
+        "every sync event's undefined toggle bits reach the target: {verdict:?}"
+    );
+    // A key event (scan code 0x1E down) with 12 undefined keyboardFlags bits set.
+    let mut key = 1u16.to_le_bytes().to_vec();
+    key.extend([0, 0, 0, 0, 0, 0]);
+    key.extend(0x0004u16.to_le_bytes());
+    key.extend(0x30FFu16.to_le_bytes());
+    key.extend(0x001Eu16.to_le_bytes());
+    key.extend([0, 0]);
+    let frame = client_io(share_data(1007, 0x1C, &key), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0xFF, 0x30, 0x1E, 0x00]), "keyboardFlags' undefined bits: {verdict:?}");
+    // Fast-path: a key event with eventFlags 0x18 (two undefined bits), passed as it was.
+    let fast = [0x04, 0x04, 0x18, 0x1E];
+    assert_eq!(filter.from_client(&fast).unwrap(), Verdict::Forward, "fast-path key flags");
+}
+
+/// Graphics pipeline PDUs of one frame (id `frame`) on a 320x240 output: `surfaces` created
+/// (id, width, height), surface `shown` mapped at 0,0 and filled red over the whole output.
+fn gfx_red_frame(surfaces: &[(u16, u16, u16)], shown: u16, frame: u32) -> Vec<u8> {
+    use ironrdp_egfx::pdu::{
+        Color, CreateSurfacePdu, EndFramePdu, GfxPdu, MapSurfaceToOutputPdu, PixelFormat, ResetGraphicsPdu,
+        SolidFillPdu, StartFramePdu, Timestamp,
+    };
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let mut pdus = vec![GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: Vec::new() })];
+    for &(surface_id, width, height) in surfaces {
+        pdus.push(GfxPdu::CreateSurface(CreateSurfacePdu {
+            surface_id,
+            width,
+            height,
+            pixel_format: PixelFormat::XRgb,
+        }));
+    }
+    pdus.extend([
+        GfxPdu::MapSurfaceToOutput(MapSurfaceToOutputPdu { surface_id: shown, output_origin_x: 0, output_origin_y: 0 }),
+        GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: frame }),
+        GfxPdu::SolidFill(SolidFillPdu {
+            surface_id: shown,
+            fill_pixel: Color { b: 0, g: 0, r: 255, xa: 0xFF },
+            rectangles: vec![ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 }],
+        }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: frame }),
+    ]);
+    pdus.iter().flat_map(|p| encode_vec(p).unwrap()).collect()
+}
+
+/// Hole 7: a graphics pipeline surface the recorder will not hold is drawn by the client alone,
+/// without a gap. The filter's graphics reader keeps every surface the target creates, of any
+/// size, as FreeRDP does (`gfx_draws`), and lets it be mapped and drawn. The recorder's pipeline
+/// client (IronRDP's `Compositor::create_surface`) silently skips a surface wider or taller than
+/// 16,384 pixels, or one past its 256 MiB budget, while `GraphicsPipelineClient` still lists it:
+/// every fill, copy and tile on it is then dropped in silence (`solid_fill` finds no surface), no
+/// `on_unhandled_pdu`, no `dropped_updates`, the decoder never stops. FreeRDP allocates the
+/// surface (16,400 × 240 is 15 MiB) and shows what of it the output covers. So a target
+/// (Windows or xrdp 0.10 patched, or a program holding the pipeline where the target opens none)
+/// shows the client whatever it likes while the video keeps the old picture: (a) on one surface
+/// 16,400 pixels wide, (b) on a 320x240 surface after four unmapped 4096×4096 ones filled the
+/// budget (which also holds 256 MiB of the box's memory a session, for the whole session). Fix
+/// shape: the filter refuses a Create Surface the recorder's compositor would not hold (a side
+/// over 16,384, or the session's surfaces past the budget) — or the decoder counts a surface the
+/// compositor refused as a stop, like a Wire To Surface it could not draw.
+#[test]
+fn red17r_a_surface_the_recorder_will_not_hold_is_drawn_by_the_client_alone() {
+    use super::red17i::{red_share, session, target_chunk};
+    // The control: a surface of the output's size, filled red, is red in the video.
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    let message = [vec![0x30, gfx, 0xE0, 0x04], gfx_red_frame(&[(4, 320, 240)], 4, 9)].concat();
+    let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    s.decoder.observe_target(&down).unwrap();
+    assert!(red_share(&s.decoder) > 0.99, "the control is recorded red");
+    for (surfaces, shown) in [
+        // (a) one surface wider than the recorder holds.
+        (vec![(4, 16_400, 240)], 4),
+        // (b) four unmapped 64 MiB surfaces, then the shown one past the budget.
+        (vec![(1, 4096, 4096), (2, 4096, 4096), (3, 4096, 4096), (5, 4096, 4096), (4, 320, 240)], 4),
+    ] {
+        let mut s = session();
+        let gfx = u8::try_from(s.gfx).unwrap();
+        let message = [vec![0x30, gfx, 0xE0, 0x04], gfx_red_frame(&surfaces, shown, 9)].concat();
+        let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+        assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward, "the client gets it: {surfaces:?}");
+        s.decoder.observe_target(&down).expect("no gap, no error");
+        assert!(!s.decoder.is_stopped(), "the decoder goes on");
+        assert!(red_share(&s.decoder) < 0.01, "the client shows red over the output; the video does not: {surfaces:?}");
+    }
+}
