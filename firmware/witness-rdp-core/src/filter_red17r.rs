@@ -354,3 +354,44 @@ fn red17r_a_surface_the_recorder_will_not_hold_is_drawn_by_the_client_alone() {
         assert!(red_share(&s.decoder) < 0.01, "the client shows red over the output; the video does not: {surfaces:?}");
     }
 }
+
+/// Hole 8: surface commands carry a file to the client in fields no one draws. The filter does
+/// not walk a fast-path Surface Commands update (`UpdateWalk::fast_path` reads bitmaps and
+/// palettes only), and the audit judges only surface bits' codec and size. So: (a) Frame
+/// Markers — 4 free bytes of frameId each (8-byte commands: half of every PDU), begin and end
+/// alternating, drawing nothing, as many as the target likes (the graphics pipeline's empty frames
+/// were closed by red team `h-red17n`; this is the same channel on the surface command path);
+/// (b) a Set Surface Bits' TS_COMPRESSED_BITMAP_HEADER_EX (flag 0x01: highUniqueId,
+/// lowUniqueId, tmMilliseconds, tmSeconds, 24 bytes IronRDP and FreeRDP read and draw nothing
+/// by) and its reserved byte; (c) the X byte of every raw 32 bpp pixel. Here one fast-path PDU
+/// carries ~12 KiB in markers and 25 bytes beside a 1x1 raw pixel the recorder draws, without
+/// a gap. Fix shape: walk Surface Commands in the filter — frame markers paired, their ids in
+/// sequence (or re-written by the box), no header-ex, reserved zero, the X byte zeroed.
+#[test]
+fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
+    let (mut filter, mut decoder, _) = replayed();
+    let payload = file(12_000);
+    let mut commands = Vec::new();
+    for (i, id) in payload.chunks(4).enumerate() {
+        commands.extend(0x0004u16.to_le_bytes());
+        commands.extend(u16::try_from(i % 2).unwrap().to_le_bytes());
+        commands.extend(id);
+    }
+    let markers = commands.clone();
+    // A raw 1x1 pixel at (30, 30), green, with the header-ex and the reserved byte the file's.
+    let extra = file(25);
+    commands.extend(0x0001u16.to_le_bytes());
+    for v in [30u16, 30, 31, 31] {
+        commands.extend(v.to_le_bytes());
+    }
+    commands.extend([32, 0x01, extra[0], 0x00]);
+    commands.extend(1u16.to_le_bytes());
+    commands.extend(1u16.to_le_bytes());
+    commands.extend(4u32.to_le_bytes());
+    commands.extend(&extra[1..25]);
+    commands.extend([0x00, 0xFF, 0x00, 0x5A]);
+    let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x04, &commands));
+    assert!(holds(&out, &markers), "every frame marker's id reaches the client");
+    assert!(holds(&out, &extra[1..25]) && holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
+    assert_eq!(pixel_at(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
+}
