@@ -395,3 +395,42 @@ fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     assert!(holds(&out, &extra[1..25]) && holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
     assert_eq!(pixel_at(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
 }
+
+/// Hole 9: a 32 bpp pointer's alpha byte carries ~7.6 bits a pixel the video cannot show.
+/// `pointer::masks` keeps a pixel's colour only as finely as the video draws it (by
+/// `min(alpha, POINTER_MAX_ALPHA)`, red team `h-red17q`) but leaves the alpha byte itself as
+/// sent (only under 16 is it zeroed), while the recorder caps every alpha at 64
+/// (`decode::Cursor::new`): alphas 64 to 255 — 192 values — draw the same video and cross
+/// whole to the client. With a black picture (colour 0 at any alpha, so no colour rounding) a
+/// program of the session (an X ARGB cursor; Windows' `CreateIconIndirect`) carries 7.58 bits a
+/// pixel: 8.7 KB a 96x96 New Pointer, 140 KB a 384x384 Large Pointer, as often as it sets a
+/// cursor, on any grant. The client does show it (a darker or lighter shadow), the video does
+/// not: the same class as the colour bits `h-red17q` closed, 4 times their capacity. (The
+/// "by design" note on the pointer names fine colour differences; this is the whole top
+/// three-quarters of opacity.) Fix shape: keep alpha only as finely as the video draws it too
+/// — at or above POINTER_MAX_ALPHA one value (255, or a few levels) — or record the pointer
+/// losslessly beside the video.
+#[test]
+fn red17r_a_pointers_alpha_above_what_the_video_draws_carries_a_file_to_the_client() {
+    use super::red17p::{client, mouse, new_pointer, target};
+    let side = 64usize;
+    let payload = file(side * side);
+    // Black pixels whose alpha is 64 + (byte mod 192): the file, base 192.
+    let alphas: Vec<u8> = payload.iter().map(|b| 64 + b % 192).collect();
+    let xor: Vec<u8> = alphas.iter().flat_map(|&a| [0, 0, 0, a]).collect();
+    let (mut filter, mut decoder, _) = replayed();
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    let out = target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 64, &xor, &[])));
+    assert!(holds(&out, &xor), "every pixel's alpha reaches the client as sent");
+    let recorded = decoder.screen().unwrap().pointer.expect("shown").rgba.to_vec();
+    // The same picture with every alpha 255: the video draws exactly the same.
+    let (mut filter, mut decoder, _) = replayed();
+    client(&mut filter, &mut decoder, &mouse(100, 100));
+    let opaque: Vec<u8> = [0, 0, 0, 0xFF].repeat(side * side);
+    target(&mut filter, &mut decoder, &fast_path_update(0x0B, &new_pointer(32, (0, 0), 64, &opaque, &[])));
+    assert_eq!(
+        decoder.screen().unwrap().pointer.expect("shown").rgba,
+        &recorded[..],
+        "the video cannot tell them apart"
+    );
+}
