@@ -434,3 +434,33 @@ fn red17r_a_pointers_alpha_above_what_the_video_draws_carries_a_file_to_the_clie
         "the video cannot tell them apart"
     );
 }
+
+/// Hole 10: a graphics pipeline Reset Graphics makes the recorder hold a desktop past the
+/// decoder's own bound. `PassiveDecoder::demand_active` refuses a desktop wider or taller than
+/// 8,192 or of more than 7680 × 4320 pixels (`DecodeError::DesktopSize`), but the graphics
+/// pipeline resizes the recorder's image inside IronRDP's stage (`composite_graphics_pipeline`:
+/// `reset_preserving_pointer`, zero-filled) to whatever the Reset Graphics says within the
+/// compositor's 256 MiB, and neither the filter (IronRDP's decode accepts up to 32,766) nor
+/// the decoder looks: 8,192 × 8,192 is a 256 MiB image, twice the bound, and the session's
+/// surfaces and cache may hold another 256 MiB in the compositor (hole 7) — about half a GiB of
+/// the box a session, for a target (or a program holding the pipeline) that asks. The
+/// video then scales 67 Mpixel frames into the first size. Fix shape: the filter refuses a
+/// Reset Graphics outside the decoder's desktop bound (and, with hole 7, bounds the surfaces'
+/// and cache's bytes well under the compositor's budget).
+#[test]
+fn red17r_a_graphics_reset_makes_the_recorder_hold_a_desktop_past_its_bound() {
+    use super::red17i::{session, target_chunk};
+    use ironrdp_egfx::pdu::{GfxPdu, ResetGraphicsPdu};
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    let reset =
+        encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 8192, height: 8192, monitors: Vec::new() }))
+            .unwrap();
+    let message = [vec![0x30, gfx, 0xE0, 0x04], reset].concat();
+    let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    s.decoder.observe_target(&down).expect("no desktop-size refusal");
+    let screen = s.decoder.screen().expect("a screen");
+    let pixels = u32::from(screen.width) * u32::from(screen.height);
+    assert!(pixels > 7680 * 4320, "the recorder holds {}x{} ({} MiB)", screen.width, screen.height, pixels / (1 << 18));
+}
