@@ -49,6 +49,10 @@ fn passes_unstated(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u
     out
 }
 
+fn injection() -> Injection {
+    Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
+}
+
 fn holds(out: &[u8], payload: &[u8]) -> bool {
     out.windows(payload.len()).any(|w| w == payload)
 }
@@ -463,4 +467,64 @@ fn red17r_a_graphics_reset_makes_the_recorder_hold_a_desktop_past_its_bound() {
     let screen = s.decoder.screen().expect("a screen");
     let pixels = u32::from(screen.width) * u32::from(screen.height);
     assert!(pixels > 7680 * 4320, "the recorder holds {}x{} ({} MiB)", screen.width, screen.height, pixels / (1 << 18));
+}
+
+/// Hole 11: before its Demand Active the target sends the client whatever it likes, as much as
+/// it likes. `target_io` forwards every I/O channel message that starts with a basic security
+/// header (flagsHi 0) before activation, unread, unless it says redirection or multitransport:
+/// licence PDUs (LICENSE_PKT) of any length and count, or a header with no flag at all and any
+/// body. The client's licence PDUs are bounded (4 of 8 KiB, red team `h-red17m`); the target's
+/// are not. The decoder is still connecting and records nothing of them. So a hostile target
+/// (its RDP server patched) streams a file to a patched client between the licensing and the
+/// Demand Active — the recording shows a session that starts late, nothing more. Here 64 PDUs
+/// of 16 KiB (1 MiB) pass after the capture's own licensing, then the session goes on as
+/// captured. Fix shape: the target's licence PDUs read exactly and bounded like the client's
+/// (a Licence Request, Platform Challenge, New or Upgrade Licence and Error Alert, each once
+/// or twice, their blobs at most a few KiB), anything else before activation refused.
+#[test]
+fn red17r_before_its_demand_active_the_target_sends_the_client_as_much_as_it_likes() {
+    use crate::decode::capture_records;
+    let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    let mut decoder = PassiveDecoder::new();
+    let mut injected = 0usize;
+    let payload = file(16 * 1024);
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag != b'C' && tag != b'T' {
+            continue;
+        }
+        let is_demand = tag == b'T'
+            && ironrdp_pdu::mcs::decode_send_data_indication(frame).is_ok_and(|ctx| {
+                matches!(
+                    decode::<ShareControlHeader>(ctx.user_data).map(|h| h.share_control_pdu),
+                    Ok(ShareControlPdu::ServerDemandActive(_))
+                )
+            });
+        if is_demand && injected == 0 {
+            let io = filter.io_channel.expect("the connect response passed");
+            for (i, flags) in (0..64).map(|i| (i, if i % 2 == 0 { 0x0080u16 } else { 0x0000 })) {
+                let mut pdu = flags.to_le_bytes().to_vec();
+                pdu.extend([0, 0]);
+                pdu.extend(&payload);
+                let frame = target_io(pdu, io);
+                let verdict = filter.from_target(&frame).unwrap();
+                assert!(carries(&verdict, &frame, &payload), "pdu {i} (flags {flags:#x}): {verdict:?}");
+                decoder.observe_target(&frame).expect("the recorder takes it");
+                injected += payload.len();
+            }
+        }
+        let verdict = if tag == b'C' { filter.from_client(frame) } else { filter.from_target(frame) }.unwrap();
+        let out = match verdict {
+            Verdict::Forward => frame.to_vec(),
+            Verdict::Replace(out) => out,
+            Verdict::Drop => continue,
+            Verdict::Refuse(why) => panic!("the capture was refused after the injection: {why}"),
+        };
+        if tag == b'C' {
+            decoder.observe_client(&out).unwrap();
+        } else {
+            decoder.observe_target(&out).unwrap();
+        }
+    }
+    assert_eq!(injected, 1 << 20, "1 MiB reached the client before the demand active");
+    assert!(decoder.screen().is_some() && !decoder.is_stopped(), "and the session went on, recorded as usual");
 }
