@@ -528,3 +528,76 @@ fn red17r_before_its_demand_active_the_target_sends_the_client_as_much_as_it_lik
     assert_eq!(injected, 1 << 20, "1 MiB reached the client before the demand active");
     assert!(decoder.screen().is_some() && !decoder.is_stopped(), "and the session went on, recorded as usual");
 }
+
+/// Hole 12: after a Reset Graphics the client keeps its surfaces and the recorder does not, and
+/// the Reset Graphics itself carries 320 bytes of the target's. FreeRDP's `gdi_ResetGraphics`
+/// (libfreerdp/gdi/gfx.c) keeps every surface — their pixels set to 0xFF, their output mapping
+/// kept — and draws on them afterwards; IronRDP's pipeline client (the recorder's) drops every
+/// surface on a reset (`handle_reset_graphics`: `surfaces.clear()`, `compositor.reset`), so a
+/// later Solid Fill, Surface To Surface or Cache To Surface on an old surface is skipped in
+/// silence (no unhandled PDU, no dropped update). The filter's reader keeps the surfaces too
+/// (`gfx_draws` does nothing on a reset), so it passes such a frame as drawing. A target (or a
+/// program holding the pipeline) sends a Reset Graphics of the same size and goes on drawing on
+/// the surface the client still shows: the client sees it, the video shows a blank output.
+/// Separately, a Reset Graphics lists up to 16 monitors of 20 bytes (four i32 and flags, which
+/// IronRDP keeps whole: `from_bits_retain`), all read and written back byte for byte, never
+/// drawn: 320 free bytes a PDU, as many PDUs as the target likes. Fix shape: on a Reset Graphics
+/// the filter forgets every surface (so drawing on an old one ends the session, as FreeRDP's
+/// reading and the recorder's must agree), its size within the decoder's bound, its monitors
+/// one desktop of that size and the flags primary only (or the monitor list re-written by the
+/// box).
+#[test]
+fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropped() {
+    use super::red17i::{red_share, session, target_chunk};
+    use ironrdp_egfx::pdu::{Color, EndFramePdu, GfxPdu, ResetGraphicsPdu, SolidFillPdu, StartFramePdu, Timestamp};
+    use ironrdp_pdu::gcc::{Monitor, MonitorFlags};
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    let send = |s: &mut super::red17i::Session, pdus: Vec<u8>| {
+        let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
+        let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+        let verdict = s.filter.from_target(&down).unwrap();
+        assert_eq!(verdict, Verdict::Forward);
+        s.decoder.observe_target(&down).expect("no gap, no error");
+        down
+    };
+    // Surface 4, the output's size, mapped and drawn red: recorded red.
+    send(&mut s, gfx_red_frame(&[(4, 320, 240)], 4, 9));
+    assert!(red_share(&s.decoder) > 0.99);
+    // A Reset Graphics of the same size whose 16 monitors are the file's 320 bytes.
+    let payload = file(16 * 20);
+    let monitors = payload
+        .chunks(20)
+        .map(|m| {
+            let i = |at: usize| i32::from_le_bytes(m[at..at + 4].try_into().unwrap());
+            Monitor {
+                left: i(0),
+                top: i(4),
+                right: i(8),
+                bottom: i(12),
+                flags: MonitorFlags::from_bits_retain(u32::from_le_bytes(m[16..20].try_into().unwrap())),
+            }
+        })
+        .collect();
+    let reset = encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors })).unwrap();
+    let down = send(&mut s, reset);
+    assert!(holds(&down, &payload), "the monitor list reaches the client as sent");
+    // Then a frame drawing red on surface 4, which the client still has and shows.
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let red = [
+        GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 10 }),
+        GfxPdu::SolidFill(SolidFillPdu {
+            surface_id: 4,
+            fill_pixel: Color { b: 0, g: 0, r: 255, xa: 0xFF },
+            rectangles: vec![ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 }],
+        }),
+        GfxPdu::EndFrame(EndFramePdu { frame_id: 10 }),
+    ]
+    .iter()
+    .flat_map(|p| encode_vec(p).unwrap())
+    .collect();
+    send(&mut s, red);
+    assert!(!s.decoder.is_stopped(), "the decoder goes on");
+    assert!(red_share(&s.decoder) < 0.01, "the client shows red; the video does not");
+}
