@@ -601,3 +601,50 @@ fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropp
     assert!(!s.decoder.is_stopped(), "the decoder goes on");
     assert!(red_share(&s.decoder) < 0.01, "the client shows red; the video does not");
 }
+
+/// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
+fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let mut caps = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
+    caps.extend([0, 0]);
+    for (kind, body) in sets {
+        caps.extend(kind.to_le_bytes());
+        caps.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+        caps.extend(body);
+    }
+    let source = b"MSTSC\0";
+    let mut pdu = u16::try_from(6 + 4 + 2 + 2 + 2 + source.len() + caps.len()).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x0013u16.to_le_bytes());
+    pdu.extend(1007u16.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend(1002u16.to_le_bytes());
+    pdu.extend(u16::try_from(source.len()).unwrap().to_le_bytes());
+    pdu.extend(u16::try_from(caps.len()).unwrap().to_le_bytes());
+    pdu.extend(source);
+    pdu.extend(caps);
+    pdu
+}
+
+/// Hole 13: the client sends Confirm Actives nobody asked for, as often as it likes, and each
+/// carries what a Confirm Active may (ARCHITECTURE's residue: a known set's fields and bytes
+/// within its length — bounded, the residue assumes, by one Confirm Active an activation).
+/// `client_io` re-encodes every Confirm Active at any time after activation: nothing ties it
+/// to a Demand Active, nothing counts them. Here 16 Confirm Actives follow one activation, each
+/// a General capability set whose length holds 16 KiB of a file, and all 256 KiB reach the
+/// target's RDP server (xrdp's `xrdp_caps_process_confirm_active` reads every one mid-session).
+/// Fix shape: one Confirm Active in answer to each Demand Active, any other ending the session;
+/// and a known set's length exactly what its type defines (the trim already knows them).
+#[test]
+fn red17r_confirm_actives_nobody_asked_for_carry_a_file_to_the_target() {
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    let payload = file(16 * 16 * 1024);
+    for chunk in payload.chunks(16 * 1024) {
+        // TS_GENERAL_CAPABILITYSET's 20 bytes of fields (Windows NT, protocol 0x200, no
+        // compression, extraFlags as FreeRDP sends), then the file within its length.
+        let mut general = vec![1, 0, 3, 0, 0, 2, 0, 0, 0, 0, 0x1D, 0x04, 0, 0, 0, 0, 0, 0, 1, 1];
+        general.extend(chunk);
+        let frame = client_io(confirm_active(&[(0x01, general)]), 1003);
+        let verdict = filter.from_client(&frame).unwrap();
+        assert!(carries(&verdict, &frame, chunk), "an unasked-for confirm active: {verdict:?}");
+    }
+}
