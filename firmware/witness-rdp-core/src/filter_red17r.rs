@@ -648,3 +648,55 @@ fn red17r_confirm_actives_nobody_asked_for_carry_a_file_to_the_target() {
         assert!(carries(&verdict, &frame, chunk), "an unasked-for confirm active: {verdict:?}");
     }
 }
+
+/// `frame` (a TPKT / X.224 Data / MCS Send Data PDU) with the bytes every peer skips set to
+/// `bytes`: the TPKT's reserved byte, the X.224 EOT byte, the MCS choice's two low bits and the
+/// dataPriority/segmentation byte.
+fn reframed(frame: &[u8], bytes: [u8; 4]) -> Vec<u8> {
+    let mut out = frame.to_vec();
+    out[1] = bytes[0];
+    out[6] = bytes[1];
+    out[7] |= bytes[2] & 0x03;
+    // Choice, initiator (2, PER), channel id (2): the priority byte follows.
+    out[12] = bytes[3];
+    out
+}
+
+/// Hole 14: the framing of every PDU passed as it came carries bytes both ways. When the filter
+/// passes a slow-path PDU unchanged (`Verdict::Forward`: every static and dynamic channel
+/// message, every Share Data PDU already as IronRDP writes it) it passes the frame as the sender
+/// wrote it, and four places of that frame are read by no peer: the TPKT header's reserved byte
+/// (IronRDP `read_padding!`, FreeRDP and xrdp skip it), the X.224 Data TPDU's EOT byte (the
+/// same), the low two bits of the MCS PDU's choice byte (IronRDP reads `choice >> 2`) and the
+/// Send Data dataPriority/segmentation byte (skipped): ~26 free bits a PDU, either way. A
+/// fast-path output PDU's header keeps 4 reserved bits too (`FastPathWalk::judge` checks the
+/// action and the flags only). So a hostile target modulates ~3 bytes onto every PDU of an
+/// ordinary session — screen updates included, nothing unusual on the wire to a glance — and a
+/// patched client the same onto every channel PDU it sends; thousands a minute in a graphics
+/// session. Fix shape: the relay writes every slow-path frame's TPKT, X.224 and MCS headers
+/// itself (re-encode on Forward, as `Replace` does) and zeroes the fast-path output header's
+/// reserved bits — or refuses frames whose skipped bytes are not the canonical 0, 0x80, 0, 0x70.
+#[test]
+fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    let secret = [0xA5, 0x5A, 0x03, 0xC3];
+    // From the target: a Synchronize PDU already as IronRDP writes it passes as sent.
+    // (IronRDP writes a Share Data header's uncompressedLength as the body's length.)
+    let canonical = |source: u16, body: &[u8]| {
+        let mut pdu = share_data(source, 0x1F, body);
+        pdu[12..14].copy_from_slice(&u16::try_from(body.len()).unwrap().to_le_bytes());
+        pdu
+    };
+    let sync = target_io(canonical(1002, &[1, 0, 0xEF, 0x03]), 1003);
+    let frame = reframed(&sync, secret);
+    assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the target's frame passes as sent");
+    // From the client: a Synchronize PDU as IronRDP writes it passes as sent.
+    let sync = client_io(canonical(1007, &[1, 0, 0xEA, 0x03]), 1003);
+    let frame = reframed(&sync, secret);
+    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Forward, "the client's frame passes as sent");
+    // A fast-path output PDU (a synchronize update of no body) with its reserved bits set.
+    let mut fast = fast_path_update(0x03, &[]);
+    fast[0] |= 0x3C;
+    assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Forward, "reserved fast-path header bits");
+}
