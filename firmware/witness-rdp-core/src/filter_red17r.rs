@@ -673,7 +673,8 @@ fn reframed(frame: &[u8], bytes: [u8; 4]) -> Vec<u8> {
 /// action and the flags only). So a hostile target modulates ~3 bytes onto every PDU of an
 /// ordinary session — screen updates included, nothing unusual on the wire to a glance — and a
 /// patched client the same onto every channel PDU it sends; thousands a minute in a graphics
-/// session. Fix shape: the relay writes every slow-path frame's TPKT, X.224 and MCS headers
+/// session. Inside, a dynamic channel Data PDU on a read channel passes as sent as well: its
+/// Sp bits and the width of its channel id are the sender's. Fix shape: the relay writes every slow-path frame's TPKT, X.224 and MCS headers
 /// itself (re-encode on Forward, as `Replace` does) and zeroes the fast-path output header's
 /// reserved bits — or refuses frames whose skipped bytes are not the canonical 0, 0x80, 0, 0x70.
 #[test]
@@ -699,4 +700,11 @@ fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let mut fast = fast_path_update(0x03, &[]);
     fast[0] |= 0x3C;
     assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Forward, "reserved fast-path header bits");
+    // A dynamic channel Data PDU on a read channel passes as sent too: its header's Sp bits
+    // (unused on Data) and the width it spells the channel id in (4 bytes for id 3) are the
+    // sender's, 3 to 4 free bits a DVC PDU (here the target's Caps Confirm on the pipeline).
+    let mut gfx = super::red17n::opened();
+    let dvc = [&[0x3E, 3, 0, 0, 0, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
+    let frame = super::red17i::target_send(super::red17i::svc(&dvc));
+    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits");
 }
