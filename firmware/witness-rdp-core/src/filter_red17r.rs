@@ -178,9 +178,11 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
 /// of the target's choosing, as often as it likes, after activation. (A stock FreeRDP logs
 /// "Client Unexpected pduType" and may end; a patched client reads on.) Fix shape: a Confirm
 /// Active from the target ends the session (`TARGET_UNREADABLE`), like any other client PDU.
+/// (The recorder counts each as an undecodable screen PDU: the manifest states gaps, not
+/// what crossed.)
 #[test]
 fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
-    let (mut filter, _, _) = replayed();
+    let (mut filter, mut decoder, _) = replayed();
     let io = filter.io_channel.expect("connected");
     let payload = file(20_000);
     let mut confirm = u16::try_from(6 + payload.len()).unwrap().to_le_bytes().to_vec();
@@ -191,6 +193,16 @@ fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
     let verdict = filter.from_target(&frame).unwrap();
     assert_eq!(verdict, Verdict::Forward, "passed as sent");
     assert!(carries(&verdict, &frame, &payload), "the whole file reaches the client");
+    // The recorder reads it as nothing it knows: an undecodable screen PDU, a stated gap (and
+    // a redraw asked), the file gone by. Well-formed (a General set holding the file within its
+    // length, which IronRDP reads), the same.
+    assert!(decoder.observe_target(&frame).is_err(), "stated as a gap, not read");
+    let mut general = vec![1, 0, 3, 0, 0, 2, 0, 0, 0, 0, 0x1D, 0x04, 0, 0, 0, 0, 0, 0, 1, 1];
+    general.extend(&payload);
+    let frame = target_io(confirm_active(&[(0x01, general)]), io);
+    let verdict = filter.from_target(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &payload), "a well-formed one passes too: {verdict:?}");
+    assert!(decoder.observe_target(&frame).is_err() && !decoder.is_stopped(), "a gap each, the session goes on");
 }
 
 /// Hole 5: the finalization PDUs' fixed fields cross as sent, both ways. `share_data_out`
