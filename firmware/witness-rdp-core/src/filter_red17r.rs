@@ -720,3 +720,74 @@ fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let frame = super::red17i::target_send(super::red17i::svc(&dvc));
     assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits");
 }
+
+/// Hole 15: an uncompressed Wire To Surface 1 the client fails on is drawn by the recorder, and
+/// one longer than its rectangle carries a file. The filter's reader checks a Wire To Surface
+/// 1's surface and rectangle (`gfx_draws`), not its data's length. FreeRDP 3's
+/// `gdi_SurfaceCommand_Uncompressed` refuses data shorter than width × height × 4 ("Not enough
+/// data"), and `rdpgfx_recv_pdu`'s failure stops its reading of the whole message (FreeRDP
+/// 2.11 reads past the data instead); IronRDP's pipeline client (the recorder's) copies the
+/// rows the data holds and goes on, without a dropped update. So a target (or a program
+/// holding the pipeline) sends [short uncompressed tile][fill][End Frame]: the recording shows
+/// the fill, the client never did — evidence of a screen the user was not shown (a warning
+/// they "saw", a prompt they "answered"). Longer data passes too, and the bytes past the
+/// rectangle, like every pixel's X byte, are drawn by no one: a covert channel like hole 3's.
+/// Fix shape: an uncompressed Wire To Surface 1 exactly width × height × 4 bytes (and the X
+/// byte zeroed, or the surface format's alpha kept), as FreeRDP 3 and IronRDP both read it.
+#[test]
+fn red17r_a_short_uncompressed_tile_makes_the_recording_show_what_the_client_never_drew() {
+    use super::red17i::{red_share, session, target_chunk};
+    use ironrdp_egfx::pdu::{
+        Codec1Type, Color, CreateSurfacePdu, EndFramePdu, GfxPdu, MapSurfaceToOutputPdu, PixelFormat, ResetGraphicsPdu,
+        SolidFillPdu, StartFramePdu, Timestamp, WireToSurface1Pdu,
+    };
+    use ironrdp_pdu::geometry::ExclusiveRectangle;
+    let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
+    let message = |bitmap_data: Vec<u8>| -> Vec<u8> {
+        [
+            GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: Vec::new() }),
+            GfxPdu::CreateSurface(CreateSurfacePdu {
+                surface_id: 4,
+                width: 320,
+                height: 240,
+                pixel_format: PixelFormat::XRgb,
+            }),
+            GfxPdu::MapSurfaceToOutput(MapSurfaceToOutputPdu { surface_id: 4, output_origin_x: 0, output_origin_y: 0 }),
+            GfxPdu::StartFrame(StartFramePdu { timestamp, frame_id: 9 }),
+            GfxPdu::WireToSurface1(WireToSurface1Pdu {
+                surface_id: 4,
+                codec_id: Codec1Type::Uncompressed,
+                pixel_format: PixelFormat::XRgb,
+                destination_rectangle: ExclusiveRectangle { left: 0, top: 0, right: 64, bottom: 64 },
+                bitmap_data,
+            }),
+            GfxPdu::SolidFill(SolidFillPdu {
+                surface_id: 4,
+                fill_pixel: Color { b: 0, g: 0, r: 255, xa: 0xFF },
+                rectangles: vec![ExclusiveRectangle { left: 0, top: 0, right: 320, bottom: 240 }],
+            }),
+            GfxPdu::EndFrame(EndFramePdu { frame_id: 9 }),
+        ]
+        .iter()
+        .flat_map(|p| encode_vec(p).unwrap())
+        .collect()
+    };
+    // Short: one pixel of a 64x64 tile. FreeRDP 3 stops at it; the recorder paints the fill.
+    let mut s = session();
+    let gfx = u8::try_from(s.gfx).unwrap();
+    let dvc = [vec![0x30, gfx, 0xE0, 0x04], message(vec![0, 0, 0, 0])].concat();
+    let down = target_chunk(s.drdynvc, dvc.len(), 3, &dvc);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward, "the filter passes it");
+    s.decoder.observe_target(&down).expect("no gap, no error");
+    assert!(!s.decoder.is_stopped() && red_share(&s.decoder) > 0.99, "the recording shows the fill");
+    // Long: the tile's pixels, then a file.
+    let mut s = session();
+    let payload = file(4096);
+    let mut data = [0x40, 0x40, 0x40, 0x00].repeat(64 * 64);
+    data.extend(&payload);
+    let dvc = [vec![0x30, gfx, 0xE0, 0x04], message(data)].concat();
+    let down = target_chunk(s.drdynvc, dvc.len(), 3, &dvc);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
+    assert!(holds(&down, &payload));
+    s.decoder.observe_target(&down).expect("no gap, no error");
+}
