@@ -49,6 +49,11 @@ fn passes_unstated(filter: &mut Filter, decoder: &mut PassiveDecoder, frame: &[u
     out
 }
 
+/// Whether the filter ended the session over it.
+fn refused(verdict: &Verdict) -> bool {
+    matches!(verdict, Verdict::Refuse(_))
+}
+
 fn injection() -> Injection {
     Injection { username: "root".into(), domain: Some("TGT".into()), password: "target-secret".into() }
 }
@@ -364,10 +369,8 @@ fn red17r_a_surface_the_recorder_will_not_hold_is_drawn_by_the_client_alone() {
         let gfx = u8::try_from(s.gfx).unwrap();
         let message = [vec![0x30, gfx, 0xE0, 0x04], gfx_red_frame(&surfaces, shown, 9)].concat();
         let down = target_chunk(s.drdynvc, message.len(), 3, &message);
-        assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward, "the client gets it: {surfaces:?}");
-        s.decoder.observe_target(&down).expect("no gap, no error");
-        assert!(!s.decoder.is_stopped(), "the decoder goes on");
-        assert!(red_share(&s.decoder) < 0.01, "the client shows red over the output; the video does not: {surfaces:?}");
+        let verdict = s.filter.from_target(&down).unwrap();
+        assert!(refused(&verdict), "a surface the recorder would not hold ends the session: {surfaces:?} {verdict:?}");
     }
 }
 
@@ -474,11 +477,16 @@ fn red17r_a_graphics_reset_makes_the_recorder_hold_a_desktop_past_its_bound() {
             .unwrap();
     let message = [vec![0x30, gfx, 0xE0, 0x04], reset].concat();
     let down = target_chunk(s.drdynvc, message.len(), 3, &message);
-    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
-    s.decoder.observe_target(&down).expect("no desktop-size refusal");
-    let screen = s.decoder.screen().expect("a screen");
-    let pixels = u32::from(screen.width) * u32::from(screen.height);
-    assert!(pixels > 7680 * 4320, "the recorder holds {}x{} ({} MiB)", screen.width, screen.height, pixels / (1 << 18));
+    let verdict = s.filter.from_target(&down).unwrap();
+    assert!(refused(&verdict), "an output past the decoder's bound ends the session: {verdict:?}");
+    // Within the bound (8K UHD), the same reset passes and the recorder holds it.
+    let mut s = session();
+    let reset =
+        encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 7680, height: 4320, monitors: Vec::new() }))
+            .unwrap();
+    let message = [vec![0x30, gfx, 0xE0, 0x04], reset].concat();
+    let down = target_chunk(s.drdynvc, message.len(), 3, &message);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward, "8K UHD passes");
 }
 
 /// Hole 11: before its Demand Active the target sends the client whatever it likes, as much as
@@ -566,10 +574,14 @@ fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropp
     use ironrdp_pdu::geometry::ExclusiveRectangle;
     let mut s = session();
     let gfx = u8::try_from(s.gfx).unwrap();
-    let send = |s: &mut super::red17i::Session, pdus: Vec<u8>| {
+    let judge = |s: &mut super::red17i::Session, pdus: Vec<u8>| {
         let message = [vec![0x30, gfx, 0xE0, 0x04], pdus].concat();
         let down = target_chunk(s.drdynvc, message.len(), 3, &message);
         let verdict = s.filter.from_target(&down).unwrap();
+        (down, verdict)
+    };
+    let send = |s: &mut super::red17i::Session, pdus: Vec<u8>| {
+        let (down, verdict) = judge(s, pdus);
         assert_eq!(verdict, Verdict::Forward);
         s.decoder.observe_target(&down).expect("no gap, no error");
         down
@@ -593,8 +605,20 @@ fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropp
         })
         .collect();
     let reset = encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors })).unwrap();
-    let down = send(&mut s, reset);
-    assert!(holds(&down, &payload), "the monitor list reaches the client as sent");
+    let (_, verdict) = judge(&mut s, reset);
+    assert!(refused(&verdict), "a monitor list of the target's own ends the session: {verdict:?}");
+    // The canonical ones pass: no monitor, or the one desktop of the output's size, primary.
+    let mut s = session();
+    send(&mut s, gfx_red_frame(&[(4, 320, 240)], 4, 9));
+    let one = Monitor { left: 0, top: 0, right: 319, bottom: 239, flags: MonitorFlags::PRIMARY };
+    send(
+        &mut s,
+        encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: vec![one] })).unwrap(),
+    );
+    send(
+        &mut s,
+        encode_vec(&GfxPdu::ResetGraphics(ResetGraphicsPdu { width: 320, height: 240, monitors: Vec::new() })).unwrap(),
+    );
     // Then a frame drawing red on surface 4, which the client still has and shows.
     let timestamp = Timestamp { milliseconds: 0, seconds: 0, minutes: 0, hours: 0 };
     let red = [
@@ -609,9 +633,8 @@ fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropp
     .iter()
     .flat_map(|p| encode_vec(p).unwrap())
     .collect();
-    send(&mut s, red);
-    assert!(!s.decoder.is_stopped(), "the decoder goes on");
-    assert!(red_share(&s.decoder) < 0.01, "the client shows red; the video does not");
+    let (_, verdict) = judge(&mut s, red);
+    assert!(refused(&verdict), "drawing on a surface the reset dropped ends the session: {verdict:?}");
 }
 
 /// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
@@ -777,9 +800,8 @@ fn red17r_a_short_uncompressed_tile_makes_the_recording_show_what_the_client_nev
     let gfx = u8::try_from(s.gfx).unwrap();
     let dvc = [vec![0x30, gfx, 0xE0, 0x04], message(vec![0, 0, 0, 0])].concat();
     let down = target_chunk(s.drdynvc, dvc.len(), 3, &dvc);
-    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward, "the filter passes it");
-    s.decoder.observe_target(&down).expect("no gap, no error");
-    assert!(!s.decoder.is_stopped() && red_share(&s.decoder) > 0.99, "the recording shows the fill");
+    let verdict = s.filter.from_target(&down).unwrap();
+    assert!(refused(&verdict), "a short tile ends the session: {verdict:?}");
     // Long: the tile's pixels, then a file.
     let mut s = session();
     let payload = file(4096);
@@ -787,7 +809,15 @@ fn red17r_a_short_uncompressed_tile_makes_the_recording_show_what_the_client_nev
     data.extend(&payload);
     let dvc = [vec![0x30, gfx, 0xE0, 0x04], message(data)].concat();
     let down = target_chunk(s.drdynvc, dvc.len(), 3, &dvc);
-    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
     assert!(holds(&down, &payload));
+    let verdict = s.filter.from_target(&down).unwrap();
+    assert!(refused(&verdict), "a long tile ends the session: {verdict:?}");
+    // Exactly the rectangle's pixels: passes, and the recording shows the fill as the client.
+    let mut s = session();
+    let data = [0x40, 0x40, 0x40, 0x00].repeat(64 * 64);
+    let dvc = [vec![0x30, gfx, 0xE0, 0x04], message(data)].concat();
+    let down = target_chunk(s.drdynvc, dvc.len(), 3, &dvc);
+    assert_eq!(s.filter.from_target(&down).unwrap(), Verdict::Forward);
     s.decoder.observe_target(&down).expect("no gap, no error");
+    assert!(!s.decoder.is_stopped() && red_share(&s.decoder) > 0.99, "the recording shows the fill");
 }
