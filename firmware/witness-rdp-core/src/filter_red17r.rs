@@ -81,14 +81,19 @@ fn red17r_synchronize_updates_carry_a_file_to_the_client_unrecorded() {
     let io = filter.io_channel.expect("connected");
     let payload = file(30_000);
     let fast = fast_path_update(0x03, &payload);
-    let out = passes_unstated(&mut filter, &mut decoder, &fast);
-    assert!(holds(&out, &payload), "a fast-path synchronize's body reaches the client whole");
+    assert!(refused(&filter.from_target(&fast).unwrap()), "a fast-path synchronize with a body ends the session");
+    // As every server sends it, of no body: it passes.
+    passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x03, &[]));
     // Slow-path: TS_UPDATE_SYNC with its pad bytes and the file after them.
     let mut sync = vec![0x03, 0x00, 0xAB, 0xCD];
     sync.extend(&payload[..20_000]);
     let frame = target_io(share_data(1002, 0x02, &sync), io);
-    let out = passes_unstated(&mut filter, &mut decoder, &frame);
-    assert!(holds(&out, &sync), "a slow-path synchronize's pad bytes and the file after them reach the client");
+    assert!(refused(&filter.from_target(&frame).unwrap()), "a slow-path synchronize with bytes of its own");
+    let frame = target_io(share_data(1002, 0x02, &sync[..4]), io);
+    assert!(refused(&filter.from_target(&frame).unwrap()), "its pad bytes not zero");
+    // Exactly its 4 defined bytes: it passes.
+    let frame = target_io(share_data(1002, 0x02, &[3, 0, 0, 0]), io);
+    passes_unstated(&mut filter, &mut decoder, &frame);
 }
 
 /// Hole 2: a palette update carries a file after its colours. `UpdateWalk` stops reading a
@@ -110,11 +115,16 @@ fn red17r_a_palette_carries_a_file_after_its_colours_to_the_client_unrecorded() 
     // The colours themselves: drawn by no one above 8 bpp.
     palette.extend(&payload[..768]);
     palette.extend(&payload[768..]);
-    let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x02, &palette));
-    assert!(holds(&out, &payload), "colours and the file after them reach the client (fast-path)");
+    let verdict = filter.from_target(&fast_path_update(0x02, &palette)).unwrap();
+    assert!(refused(&verdict), "bytes after the colours end the session (fast-path): {verdict:?}");
     let frame = target_io(share_data(1002, 0x02, &palette[..20_000]), io);
-    let out = passes_unstated(&mut filter, &mut decoder, &frame);
-    assert!(holds(&out, &palette[8..20_000]), "slow-path too");
+    assert!(refused(&filter.from_target(&frame).unwrap()), "slow-path too");
+    // Exactly 256 colours, the pad zero: it passes, both ways.
+    passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x02, &palette[..8 + 768]));
+    passes_unstated(&mut filter, &mut decoder, &target_io(share_data(1002, 0x02, &palette[..8 + 768]), io));
+    let mut padded = palette[..8 + 768].to_vec();
+    padded[2] = 1;
+    assert!(refused(&filter.from_target(&fast_path_update(0x02, &padded)).unwrap()), "its pad not zero");
 }
 
 /// A bitmap update of one uncompressed rectangle: destination `dest` (inclusive), the source
@@ -187,7 +197,7 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
 /// what crossed.)
 #[test]
 fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
-    let (mut filter, mut decoder, _) = replayed();
+    let (mut filter, _, _) = replayed();
     let io = filter.io_channel.expect("connected");
     let payload = file(20_000);
     let mut confirm = u16::try_from(6 + payload.len()).unwrap().to_le_bytes().to_vec();
@@ -196,18 +206,16 @@ fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
     confirm.extend(&payload);
     let frame = target_io(confirm, io);
     let verdict = filter.from_target(&frame).unwrap();
-    assert_eq!(verdict, Verdict::Forward, "passed as sent");
-    assert!(carries(&verdict, &frame, &payload), "the whole file reaches the client");
-    // The recorder reads it as nothing it knows: an undecodable screen PDU, a stated gap (and
-    // a redraw asked), the file gone by. Well-formed (a General set holding the file within its
-    // length, which IronRDP reads), the same.
-    assert!(decoder.observe_target(&frame).is_err(), "stated as a gap, not read");
+    assert!(refused(&verdict), "a confirm active from the target ends the session: {verdict:?}");
+    // Well-formed (a General set holding the file within its length, which IronRDP reads), the
+    // same.
+    let (mut filter, _, _) = replayed();
     let mut general = vec![1, 0, 3, 0, 0, 2, 0, 0, 0, 0, 0x1D, 0x04, 0, 0, 0, 0, 0, 0, 1, 1];
     general.extend(&payload);
     let frame = target_io(confirm_active(&[(0x01, general)]), io);
     let verdict = filter.from_target(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload), "a well-formed one passes too: {verdict:?}");
-    assert!(decoder.observe_target(&frame).is_err() && !decoder.is_stopped(), "a gap each, the session goes on");
+    assert!(refused(&verdict), "a well-formed one too: {verdict:?}");
+    assert!(!carries(&verdict, &frame, &payload));
 }
 
 /// Hole 5: the finalization PDUs' fixed fields cross as sent, both ways. `share_data_out`
@@ -527,8 +535,7 @@ fn red17r_before_its_demand_active_the_target_sends_the_client_as_much_as_it_lik
                 pdu.extend(&payload);
                 let frame = target_io(pdu, io);
                 let verdict = filter.from_target(&frame).unwrap();
-                assert!(carries(&verdict, &frame, &payload), "pdu {i} (flags {flags:#x}): {verdict:?}");
-                decoder.observe_target(&frame).expect("the recorder takes it");
+                assert!(refused(&verdict), "pdu {i} (flags {flags:#x}): {verdict:?}");
                 injected += payload.len();
             }
         }
@@ -545,7 +552,44 @@ fn red17r_before_its_demand_active_the_target_sends_the_client_as_much_as_it_lik
             decoder.observe_target(&out).unwrap();
         }
     }
-    assert_eq!(injected, 1 << 20, "1 MiB reached the client before the demand active");
+    assert_eq!(injected, 1 << 20, "1 MiB was tried before the demand active, none of it passed");
+    // Licence PDUs read exactly, their preamble's wMsgSize the rest: only so many pass, so long.
+    let fresh = || {
+        let mut filter = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+        for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+            if filter.io_channel.is_some() && filter.licence_pdus.1 > 0 {
+                break;
+            }
+            match tag {
+                b'C' => drop(filter.from_client(frame).unwrap()),
+                b'T' => drop(filter.from_target(frame).unwrap()),
+                _ => {}
+            }
+        }
+        filter
+    };
+    let licence = |filter: &Filter, size: usize| {
+        let mut pdu = vec![0x80, 0, 0, 0, 0xFF, 0x03];
+        pdu.extend(u16::try_from(4 + size).unwrap().to_le_bytes());
+        pdu.extend(&payload[..size]);
+        target_io(pdu, filter.io_channel.unwrap())
+    };
+    let mut filter = fresh();
+    assert_eq!(filter.licence_pdus.1, 1, "the capture's own licensing passed");
+    for _ in 0..3 {
+        let frame = licence(&filter, 1024);
+        assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "a licence pdu passes");
+    }
+    let frame = licence(&filter, 1024);
+    assert!(refused(&filter.from_target(&frame).unwrap()), "past the count of licence pdus");
+    let mut filter = fresh();
+    let frame = licence(&filter, 10 * 1024);
+    assert!(refused(&filter.from_target(&frame).unwrap()), "past a licence pdu's size");
+    let mut filter = fresh();
+    let mut wrong = licence(&filter, 1024);
+    let at = wrong.len() - 1024 - 2;
+    wrong[at] ^= 1;
+    assert!(refused(&filter.from_target(&wrong).unwrap()), "a wMsgSize not the rest");
     assert!(decoder.screen().is_some() && !decoder.is_stopped(), "and the session went on, recorded as usual");
 }
 
@@ -680,8 +724,18 @@ fn red17r_confirm_actives_nobody_asked_for_carry_a_file_to_the_target() {
         general.extend(chunk);
         let frame = client_io(confirm_active(&[(0x01, general)]), 1003);
         let verdict = filter.from_client(&frame).unwrap();
-        assert!(carries(&verdict, &frame, chunk), "an unasked-for confirm active: {verdict:?}");
+        assert!(refused(&verdict), "an unasked-for confirm active ends the session: {verdict:?}");
+        assert!(!carries(&verdict, &frame, chunk));
     }
+    // The one answering a Demand Active passes (re-encoded).
+    let (mut filter, _, demand_active) = replayed();
+    let io = filter.io_channel.expect("connected");
+    assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+    let general = vec![1, 0, 3, 0, 0, 2, 0, 0, 0, 0, 0x1D, 0x04, 0, 0, 0, 0, 0, 0, 1, 1];
+    let frame = client_io(confirm_active(&[(0x01, general.clone())]), io);
+    assert!(matches!(filter.from_client(&frame).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+    // A second answer to the same Demand Active ends the session.
+    assert!(refused(&filter.from_client(&frame).unwrap()), "a second confirm active");
 }
 
 /// `frame` (a TPKT / X.224 Data / MCS Send Data PDU) with the bytes every peer skips set to
