@@ -36,6 +36,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 const MAX_PIXELS: u32 = 7680 * 4320;
 const MAX_SIDE: u16 = 8192;
 
+/// Whether a desktop (or a graphics pipeline output or surface) of `width` × `height` is within
+/// what the decoder holds: the filter refuses what the recorder would not draw.
+pub fn desktop_fits(width: u16, height: u16) -> bool {
+    width != 0
+        && height != 0
+        && width <= MAX_SIDE
+        && height <= MAX_SIDE
+        && u32::from(width) * u32::from(height) <= MAX_PIXELS
+}
+
 /// Why a PDU could not be decoded. After an error the image may be stale until the target redraws
 /// (a refresh helps); once [`PassiveDecoder::is_stopped`] says so, nothing more will be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -626,12 +636,7 @@ impl PassiveDecoder {
             .or(self.client_desktop)
             .ok_or(DecodeError::Sequence("a desktop size"))?;
         let (width, height) = size;
-        if width == 0
-            || height == 0
-            || width > MAX_SIDE
-            || height > MAX_SIDE
-            || u32::from(width) * u32::from(height) > MAX_PIXELS
-        {
+        if !desktop_fits(width, height) {
             return Err(DecodeError::DesktopSize { width, height });
         }
         self.refresh_rect = caps.iter().any(|c| matches!(c, CapabilitySet::General(g) if g.refresh_rect_support));

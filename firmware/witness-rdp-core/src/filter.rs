@@ -192,8 +192,11 @@ pub struct Filter {
     /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
     /// from the client and from the target: a handful each, not a stream.
     finalization: (usize, usize),
-    /// The client's licence PDUs so far.
-    licence_pdus: usize,
+    /// The target's Demand Active the client has not answered yet: one Confirm Active each
+    /// (red team `h-red17r`, hole 13).
+    confirm_due: bool,
+    /// The client's and the target's licence PDUs so far.
+    licence_pdus: (usize, usize),
     /// Whether the first chunk on a read static channel (by id, and from the client) was flagged
     /// show-protocol: every later one must say the same.
     show_protocol: HashMap<(u16, bool), bool>,
@@ -723,6 +726,7 @@ mod fp {
     pub const ORDERS: u8 = 0x0;
     pub const BITMAP: u8 = 0x1;
     pub const PALETTE: u8 = 0x2;
+    pub const SYNCHRONIZE: u8 = 0x3;
     /// The highest code MS-RDPBCGR defines (large pointer); 0x7 is undefined.
     pub const LAST_KNOWN: u8 = 0xC;
     pub const UNDEFINED: u8 = 0x7;
@@ -934,6 +938,12 @@ impl FastPathWalk {
             let range = at + 3..at + 3 + size;
             let Some(data) = frame.get(range.clone()) else { return Verdict::Refuse(TARGET_UNREADABLE) };
             at += 3 + size;
+            // A Synchronize update has no body (MS-RDPBCGR 2.2.9.1.2.1.3; FreeRDP's server
+            // writes its slow-path pad, two zero bytes): any other would cross to the client
+            // unread and unrecorded (red team `h-red17r`, hole 1).
+            if code == fp::SYNCHRONIZE && (!(data.is_empty() || data == [0, 0]) || fragmentation != fp::SINGLE) {
+                return Verdict::Refuse(TARGET_UNREADABLE);
+            }
             if pointer::is_fast_path_pointer(code) {
                 let here = self.held.len();
                 let whole = match (fragmentation, self.pointer.take()) {
@@ -1094,9 +1104,18 @@ enum Step {
         left: u16,
         skip: usize,
     },
-    /// A palette's colours: not read by either peer differently.
-    Rest,
+    /// A palette's pad2Octets and numberColors (6 bytes).
+    Palette,
+    /// A palette's colours, `skip` bytes to go.
+    Colours {
+        skip: usize,
+    },
+    /// The update read whole: nothing may follow.
+    End,
 }
+
+/// The colours of a palette: 256, what the recorder (IronRDP's stage) applies.
+const PALETTE_COLOURS: u32 = 256;
 
 /// TS_BITMAP_DATA flags.
 const BITMAP_COMPRESSION: u16 = 0x0001;
@@ -1142,7 +1161,7 @@ impl UpdateWalk {
                     if u16_at(&h, 0) != Some(self.kind) {
                         return Err(UPDATE_CODE_MISMATCH);
                     }
-                    if self.kind == UPDATETYPE_BITMAP { Step::Count } else { Step::Rest }
+                    if self.kind == UPDATETYPE_BITMAP { Step::Count } else { Step::Palette }
                 }
                 Step::Count => {
                     let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
@@ -1180,7 +1199,21 @@ impl UpdateWalk {
                     at += n;
                     Step::Data { left, skip: skip - n }
                 }
-                Step::Rest => return Ok(()),
+                // A palette exactly its 256 colours, its pad zero: bytes past the colours would
+                // be read by no one (red team `h-red17r`, hole 2).
+                Step::Palette => {
+                    let Some(h) = self.fixed(bytes, &mut at, 6) else { continue };
+                    if u16_at(&h, 0) != Some(0) || uint_at(&h, 2, 4) != Some(PALETTE_COLOURS) {
+                        return Err(BITMAP_AMBIGUOUS);
+                    }
+                    Step::Colours { skip: 3 * PALETTE_COLOURS as usize }
+                }
+                Step::Colours { skip } => {
+                    let n = skip.min(bytes.len() - at);
+                    at += n;
+                    if skip == n { Step::End } else { Step::Colours { skip: skip - n } }
+                }
+                Step::End => return Err(BITMAP_AMBIGUOUS),
             };
         }
     }
@@ -1188,7 +1221,7 @@ impl UpdateWalk {
     /// The update ended: it must end after its last rectangle (or inside a palette).
     fn finish(&self) -> Result<(), &'static str> {
         match self.step {
-            Step::Rect { left: 0 } | Step::Rest => Ok(()),
+            Step::Rect { left: 0 } | Step::End => Ok(()),
             // A truncated update: FreeRDP fails the PDU, IronRDP ignores it in silence.
             _ => Err(BITMAP_AMBIGUOUS),
         }
@@ -1218,7 +1251,14 @@ fn target_data_pdu(pdu: &[u8]) -> Result<(), &'static str> {
             walk.feed(&pdu[18..])?;
             walk.finish()
         }
-        Some(UPDATETYPE_PALETTE | 3) => Ok(()),
+        Some(UPDATETYPE_PALETTE) => {
+            let mut walk = UpdateWalk::new(UPDATETYPE_PALETTE);
+            walk.feed(&pdu[18..])?;
+            walk.finish()
+        }
+        // TS_UPDATE_SYNC: updateType and two pad bytes, zero (red team `h-red17r`, hole 1).
+        Some(3) if pdu.len() == 22 && pdu[20..] == [0, 0] => Ok(()),
+        Some(3) => Err(TARGET_UNREADABLE),
         _ => Err(TARGET_UNREADABLE),
     }
 }
@@ -1241,7 +1281,7 @@ fn security_flags(data: &[u8]) -> Option<BasicSecurityHeaderFlags> {
         .then(|| BasicSecurityHeaderFlags::from_bits_retain(u16_at(data, 0).unwrap_or(0)))
 }
 
-/// Whether `data` is one licence PDU, as a client sends it: a basic security header whose flags
+/// Whether `data` is one licence PDU, as a client (or a server) sends it: a basic security header whose flags
 /// and flagsHi, read as one u32 as xrdp reads them, say licence (encrypted or not) and nothing
 /// else, then a licensing preamble whose wMsgSize covers exactly the rest.
 fn licence_pdu(data: &[u8]) -> bool {
@@ -1253,7 +1293,8 @@ fn licence_pdu(data: &[u8]) -> bool {
 
 /// How many licence PDUs a client sends a connection (a Licence Info or a New Licence Request,
 /// a Platform Challenge Response, an error), and how long one may be (a stored licence is a few
-/// KiB).
+/// KiB); the same for a target's (a Licence Request, a Platform Challenge, a New or Upgrade
+/// Licence, an Error Alert).
 const LICENCE_PDUS: usize = 4;
 const LICENCE_PDU_MAX: usize = 8 * 1024;
 
@@ -1305,7 +1346,8 @@ impl Filter {
             share_id: None,
             desktop: (0, 0),
             finalization: (0, 0),
-            licence_pdus: 0,
+            confirm_due: false,
+            licence_pdus: (0, 0),
             show_protocol: HashMap::new(),
         }
     }
@@ -1542,8 +1584,8 @@ impl Filter {
             }
             // Licence PDUs are bounded, in size and number (red team h-red17m, hole 4): their
             // blobs (a stored licence, user and machine names) and randoms are free bytes.
-            self.licence_pdus += 1;
-            if self.licence_pdus > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
+            self.licence_pdus.0 += 1;
+            if self.licence_pdus.0 > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
                 return Ok(Verdict::Refuse(LICENCE_TOO_MUCH));
             }
             return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(CLIENT_UNREADABLE) });
@@ -1577,6 +1619,11 @@ impl Filter {
         for (range, kind) in pdus {
             let pdu = &data[range];
             match kind {
+                // One Confirm Active a Demand Active: an unasked-for one would carry what a
+                // Confirm Active may, as often as the client liked.
+                PDUTYPE_CONFIRMACTIVE if !std::mem::take(&mut self.confirm_due) => {
+                    return Ok(Verdict::Refuse(CLIENT_UNREADABLE));
+                }
                 PDUTYPE_CONFIRMACTIVE => {
                     let mut patched = pdu.to_vec();
                     let trimmed = trim_capabilities(&mut patched);
@@ -1628,7 +1675,14 @@ impl Filter {
             if flags.contains(BasicSecurityHeaderFlags::TRANSPORT_REQ) {
                 return Ok(Verdict::Drop);
             }
-            return Ok(Verdict::Forward);
+            // Licence PDUs only, read exactly and bounded like the client's: anything else, or
+            // more, would cross to the client unread before the recording starts (red team
+            // `h-red17r`, hole 11).
+            self.licence_pdus.1 += 1;
+            if self.licence_pdus.1 > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
+                return Ok(Verdict::Refuse(LICENCE_TOO_MUCH));
+            }
+            return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(TARGET_UNREADABLE) });
         }
         let was_active = self.active;
         let (pdus, stop) = share_pdus(data);
@@ -1691,6 +1745,7 @@ impl Filter {
                         .unwrap_or((0, 0));
                     self.share_id = Some(share_id);
                     self.finalization = (0, 0);
+                    self.confirm_due = true;
                     self.fast_path.reactivated();
                     (self.active, self.deactivated) = (true, false);
                     let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
@@ -1732,6 +1787,9 @@ impl Filter {
                         DataOut::Refuse(why) => return Ok(Verdict::Refuse(why)),
                     }
                 }
+                // The client's own PDU, which no server sends and no client reads: its body
+                // would cross to the client unread (red team `h-red17r`, hole 4).
+                PDUTYPE_CONFIRMACTIVE => return Ok(Verdict::Refuse(TARGET_UNREADABLE)),
                 _ => out.push(Cow::Borrowed(pdu)),
             }
         }
@@ -2800,6 +2858,7 @@ mod tests {
         let frame = client_share(ShareControlPdu::ClientConfirmActive(confirm));
         let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::default(), injection());
         (f.connect_initial_seen, f.client_info_seen, f.io_channel, f.active) = (true, true, Some(1003), true);
+        f.confirm_due = true;
         let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("confirm active not patched") };
         assert_eq!(out.len(), frame.len(), "patched in place");
         let X224(McsMessage::SendDataRequest(req)) = decode::<X224<McsMessage<'_>>>(&out).unwrap() else { panic!() };
@@ -4140,12 +4199,14 @@ mod tests {
                 body.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
                 body.extend(*data);
             }
-            let mut frame = vec![0x00, u8::try_from(body.len() + 2).unwrap()];
+            let length = u16::try_from(body.len() + 3).unwrap() | 0x8000;
+            let mut frame = vec![0x00];
+            frame.extend(length.to_be_bytes());
             frame.extend(body);
             frame
         };
         let bitmap: &[u8] = &[1, 0, 0, 0];
-        let palette: &[u8] = &[2, 0, 0, 0, 0, 1, 0, 0];
+        let palette = &[[2, 0, 0, 0, 0, 1, 0, 0].as_slice(), &[0; 768]].concat()[..];
         let mut f = connected(&[]);
         for frame in [
             fast(&[(0x02, bitmap)]),
@@ -4199,3 +4260,7 @@ mod red17p;
 #[cfg(test)]
 #[path = "filter_red17q.rs"]
 mod red17q;
+
+#[cfg(test)]
+#[path = "filter_red17r.rs"]
+mod red17r;

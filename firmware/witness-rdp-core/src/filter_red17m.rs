@@ -20,6 +20,8 @@ pub(super) fn file(len: usize) -> Vec<u8> {
 fn grant(redirection: Redirection) -> Filter {
     let mut f = red17i::grant_without_anything();
     f.redirection = redirection;
+    // As after a Demand Active: one Confirm Active is due.
+    f.confirm_due = true;
     f
 }
 

@@ -144,6 +144,10 @@ struct Gfx {
     /// (the cached rectangle's width and height).
     surfaces: std::collections::BTreeMap<u16, (u16, u16)>,
     slots: std::collections::BTreeMap<u16, (u16, u16)>,
+    /// The pixel bytes the surfaces and slots hold in the recorder's compositor (4 a pixel):
+    /// never past [`GFX_MAX_BYTES`], where the compositor would skip a surface or tile in
+    /// silence that the client draws (red team `h-red17r`, hole 7).
+    held: usize,
     /// The QoE fields the client's QoE Frame Acknowledge just judged gets (its own are replaced).
     qoe_fields: Option<[u8; 8]>,
 }
@@ -858,12 +862,55 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
     };
     Some(match pdu {
         GfxPdu::CreateSurface(p) => {
-            // A surface created again replaces the first, as FreeRDP's surface table does.
+            // Within the decoder's desktop bound (the compositor skips a side over 16,384 in
+            // silence), and within the compositor's budget with the other surfaces and the
+            // cache: a surface the recorder would not hold is one the client draws alone
+            // (red team `h-red17r`, hole 7). A surface created again replaces the first, as
+            // FreeRDP's surface table and the compositor do.
+            if !crate::decode::desktop_fits(p.width, p.height) {
+                return None;
+            }
+            let before = g.surfaces.get(&p.surface_id).map_or(0, |&(w, h)| pixel_bytes(w, h));
+            let held = g.held - before + pixel_bytes(p.width, p.height);
+            if held > GFX_MAX_BYTES {
+                return None;
+            }
+            g.held = held;
             g.surfaces.insert(p.surface_id, (p.width, p.height));
             false
         }
         GfxPdu::DeleteSurface(p) => {
-            g.surfaces.remove(&p.surface_id)?;
+            let (w, h) = g.surfaces.remove(&p.surface_id)?;
+            g.held -= pixel_bytes(w, h);
+            false
+        }
+        GfxPdu::ResetGraphics(p) => {
+            // Every surface (and its mapping) gone, as IronRDP's pipeline client (the
+            // recorder's) drops them: FreeRDP keeps them and would draw on them where the
+            // recording does not (red team `h-red17r`, hole 12). The output within the
+            // decoder's desktop bound (hole 10); its monitors none, or the one desktop of that
+            // size, primary: the target's monitor list is not its own to write.
+            let (width, height) = (u16::try_from(p.width).ok()?, u16::try_from(p.height).ok()?);
+            let one = ironrdp_pdu::gcc::Monitor {
+                left: 0,
+                top: 0,
+                right: i32::from(width) - 1,
+                bottom: i32::from(height) - 1,
+                flags: ironrdp_pdu::gcc::MonitorFlags::PRIMARY,
+            };
+            if !crate::decode::desktop_fits(width, height) || !(p.monitors.is_empty() || p.monitors == [one]) {
+                return None;
+            }
+            g.surfaces.clear();
+            // The cache survives a reset within its cap (the compositor's, MS-RDPEGFX 3.3.1.4).
+            let cached: usize = g.slots.values().map(|&(w, h)| pixel_bytes(w, h)).sum();
+            let cap = if small { GFX_SMALL_CACHE_BYTES } else { GFX_CACHE_BYTES };
+            if cached > cap {
+                g.slots.clear();
+                g.held = 0;
+            } else {
+                g.held = cached;
+            }
             false
         }
         GfxPdu::MapSurfaceToOutput(p) => {
@@ -903,10 +950,19 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
         GfxPdu::SurfaceToCache(p) => {
             let &surface = g.surfaces.get(&p.surface_id)?;
             let r = &p.source_rectangle;
-            if !valid(r, surface) || !(1..=max_slots).contains(&p.cache_slot) {
+            // Not empty (the compositor keeps the slot's old tile for an empty one, FreeRDP
+            // an empty tile), and within the compositor's budget.
+            let (w, h) = (r.right.wrapping_sub(r.left), r.bottom.wrapping_sub(r.top));
+            if !valid(r, surface) || !(1..=max_slots).contains(&p.cache_slot) || w == 0 || h == 0 {
                 return None;
             }
-            g.slots.insert(p.cache_slot, (r.right - r.left, r.bottom - r.top));
+            let before = g.slots.get(&p.cache_slot).map_or(0, |&(w, h)| pixel_bytes(w, h));
+            let held = g.held - before + pixel_bytes(w, h);
+            if held > GFX_MAX_BYTES {
+                return None;
+            }
+            g.held = held;
+            g.slots.insert(p.cache_slot, (w, h));
             false
         }
         GfxPdu::CacheToSurface(p) => {
@@ -920,13 +976,22 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
             rects.iter().any(|r| !empty(r))
         }
         GfxPdu::EvictCacheEntry(p) => {
-            g.slots.remove(&p.cache_slot)?;
+            let (w, h) = g.slots.remove(&p.cache_slot)?;
+            g.held -= pixel_bytes(w, h);
             false
         }
         GfxPdu::WireToSurface1(p) => {
             let &surface = g.surfaces.get(&p.surface_id)?;
             let r = &p.destination_rectangle;
             if !valid(r, surface) {
+                return None;
+            }
+            // Uncompressed: exactly the rectangle's pixels, 4 bytes each. FreeRDP 3 fails a
+            // shorter one (and the rest of the message) where the recorder draws on; bytes past
+            // the rectangle are drawn by no one (red team `h-red17r`, hole 15).
+            if p.codec_id == ironrdp_egfx::pdu::Codec1Type::Uncompressed
+                && p.bitmap_data.len() != pixel_bytes(r.right - r.left, r.bottom - r.top)
+            {
                 return None;
             }
             r.left < r.right && r.top < r.bottom
@@ -938,6 +1003,18 @@ fn gfx_draws(g: &mut Gfx, pdu: &ironrdp_egfx::pdu::GfxPdu) -> Option<bool> {
         _ => false,
     })
 }
+
+/// The pixel bytes of a `w` × `h` surface or tile in the recorder's compositor.
+fn pixel_bytes(w: u16, h: u16) -> usize {
+    usize::from(w) * usize::from(h) * 4
+}
+
+/// The recorder's compositor budget (IronRDP's `MAX_COMPOSITOR_BYTES`) for surfaces and cache.
+const GFX_MAX_BYTES: usize = 256 * 1024 * 1024;
+/// The cache the compositor keeps over a Reset Graphics (IronRDP's `CACHE_BYTES`,
+/// `SMALL_CACHE_BYTES`): past it, the cache goes with the surfaces.
+const GFX_CACHE_BYTES: usize = 100 * 1024 * 1024;
+const GFX_SMALL_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long after a frame ends the client may go on sending input without acknowledging it.
 pub const ACK_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);

@@ -200,8 +200,13 @@ fn masks(rest: &mut [u8], shape: Shape, xor_len: usize, and_len: usize, pad: boo
             let keeps_and = match bpp {
                 32 => {
                     let px = &mut xor_row[x * 4..x * 4 + 4];
+                    // Alpha only as finely as the video draws it: at or above
+                    // POINTER_MAX_ALPHA the recorder draws every value alike, so the client
+                    // gets one, opaque (red team `h-red17r`, hole 9: 192 values a pixel).
                     if px[3] < FAINTEST {
                         px[3] = 0;
+                    } else if px[3] >= crate::decode::POINTER_MAX_ALPHA {
+                        px[3] = 0xFF;
                     }
                     let alpha = px[3];
                     for c in &mut px[..3] {
