@@ -324,7 +324,8 @@ fn red18e_lines_planted_in_the_pending_audit_file_become_the_boxs_own_events() {
 /// Fix shape: the store is pinned from the start (`store set`/`init` record it in the chain, or
 /// the box id's first checkpoint is signed at `init`), and a comparison that has nothing signed
 /// to pin the store to, or finds none of this box's checkpoints in it while the log is not new,
-/// is NOT COMPARED (exit 3), never verified.
+/// is NOT COMPARED (exit 3), never verified. Flipped: `store set` now records the store in the
+/// chain before the file changes, and only that store is compared with.
 #[test]
 fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     let sshd = Sshd::start();
@@ -377,8 +378,11 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     assert!(out.status.success(), "store set-read: {}", stderr(&out));
     let out = b.cli(&["audit", "--verify"], None);
     let said = stdout(&out);
-    assert_eq!(out.status.code(), Some(0), "the rolled-back log verifies: {said} {}", stderr(&out));
-    assert!(said.contains(&format!("verified against the store s3:{}", theirs.endpoint())), "{said}");
+    // Closed by h-arc18j's rule (the store compared with is the one the log last records:
+    // `store set` records it before the file changes): a bucket of one's own is not it.
+    assert_eq!(out.status.code(), Some(3), "the rolled-back log is not compared: {said} {}", stderr(&out));
+    assert!(!said.contains("verified against the store"), "{said}");
+    assert!(said.contains("is not the one the audit log records as set by `witness store set`"), "{said}");
 }
 
 /// Invariant broken: "nothing is deleted before the remote copy is verified", with "a recording is
