@@ -158,22 +158,7 @@ fn red18d_checkpoints_removed_and_a_read_store_of_ones_own_verify_a_rolled_back_
     for f in ["audit.checkpoints", "audit.checkpoints.sent"] {
         let _ = std::fs::remove_file(b.data().join(f));
     }
-    let out = b.cli(
-        &[
-            "store",
-            "set-read",
-            "s3",
-            "--endpoint",
-            &theirs.endpoint(),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    b.store_s3("set-read", &theirs.endpoint());
     let out = b.cli(&["audit", "--verify"], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
     assert_eq!(out.status.code(), Some(1), "{said}");

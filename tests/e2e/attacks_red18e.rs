@@ -360,22 +360,7 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     assert_eq!(out.status.code(), Some(1), "{} {}", stdout(&out), stderr(&out));
     // The attack: a read store of one's own.
     let theirs = S3::start();
-    let out = b.cli(
-        &[
-            "store",
-            "set-read",
-            "s3",
-            "--endpoint",
-            &theirs.endpoint(),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    b.store_s3("set-read", &theirs.endpoint());
     let out = b.cli(&["audit", "--verify"], None);
     let said = stdout(&out);
     // Closed by h-arc18j's rule (the store compared with is the one the log last records:

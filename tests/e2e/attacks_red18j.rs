@@ -91,22 +91,7 @@ pub(crate) fn changed_in_place(local: &std::path::Path, sealed_bytes: u64) -> Ve
 pub(crate) fn through_a_proxy(b: &Box, s3: &S3) -> (std::process::Child, std::path::PathBuf) {
     let log = b.dir.path().join("proxy-requests.log");
     let (proxy, port) = crate::store::proxy(s3, &log, false, true);
-    let out = b.cli(
-        &[
-            "store",
-            "set",
-            "s3",
-            "--endpoint",
-            &format!("http://127.0.0.1:{port}"),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set: {}", stderr(&out));
+    b.store_s3("set", &format!("http://127.0.0.1:{port}"));
     (proxy, log)
 }
 

@@ -635,22 +635,30 @@ impl Drop for S3 {
 impl Box {
     /// Points the box at an S3 server (`secret` overrides the right one, to test refusals).
     pub fn use_s3(&self, s3: &S3, bucket: &str, secret: &str) {
-        let out = self.cli(
-            &[
-                "store",
-                "set",
-                "s3",
-                "--endpoint",
-                &s3.endpoint(),
-                "--bucket",
-                bucket,
-                "--access-key-id",
-                S3_ACCESS,
-                "--secret-key-stdin",
-            ],
-            Some(&format!("{secret}\n")),
-        );
-        assert!(out.status.success(), "store set: {}", stderr(&out));
+        self.store_s3_with("set", &s3.endpoint(), bucket, secret);
+    }
+
+    /// `witness store set` or `set-read` (`verb`) naming the S3 at `endpoint` with the tests'
+    /// bucket and key; it must succeed.
+    pub fn store_s3(&self, verb: &str, endpoint: &str) {
+        self.store_s3_with(verb, endpoint, S3_BUCKET, S3_SECRET);
+    }
+
+    fn store_s3_with(&self, verb: &str, endpoint: &str, bucket: &str, secret: &str) {
+        let args = [
+            "store",
+            verb,
+            "s3",
+            "--endpoint",
+            endpoint,
+            "--bucket",
+            bucket,
+            "--access-key-id",
+            S3_ACCESS,
+            "--secret-key-stdin",
+        ];
+        let out = self.cli(&args, Some(&format!("{secret}\n")));
+        assert!(out.status.success(), "store {verb}: {}", stderr(&out));
     }
 
     /// Adds lines to witness.toml (before `serve`).

@@ -505,22 +505,7 @@ fn a_write_only_key_uploads_and_verifies_without_reading_back() {
     let (mut proxy, port) = write_only_proxy(&s3, &log);
     let mut b = Box::with_target(&sshd);
     b.configure("store", "part_size_mb = 5");
-    let out = b.cli(
-        &[
-            "store",
-            "set",
-            "s3",
-            "--endpoint",
-            &format!("http://127.0.0.1:{port}"),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set with a write-only key: {}", stderr(&out));
+    b.store_s3("set", &format!("http://127.0.0.1:{port}"));
     b.serve();
     assert!(b.ssh("alice@web01").arg("echo small-write-only").output().unwrap().status.success());
     let out = b.ssh("alice@web01").arg("head -c 10000000 /dev/urandom | base64 -w0").output().unwrap();
@@ -565,22 +550,7 @@ fn uploads_send_sealing_checksums_unsigned_and_a_corrupted_body_is_caught() {
     let (mut proxy, port) = proxy(&s3, &log, true, false);
     let mut b = Box::with_target(&sshd);
     b.configure("store", "part_size_mb = 5");
-    let out = b.cli(
-        &[
-            "store",
-            "set",
-            "s3",
-            "--endpoint",
-            &format!("http://127.0.0.1:{port}"),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set: {}", stderr(&out));
+    b.store_s3("set", &format!("http://127.0.0.1:{port}"));
     b.serve();
     // About 1.3 MB (one PUT) and 13 MB (three parts).
     assert!(b.ssh("alice@web01").arg("head -c 1000000 /dev/urandom | base64 -w0").output().unwrap().status.success());
@@ -677,22 +647,7 @@ fn a_pruned_recording_is_fetched_in_ranges_for_export() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("requests.log");
     let (mut proxy, port) = proxy(&s3, &log, false, true);
-    let out = b.cli(
-        &[
-            "store",
-            "set-read",
-            "s3",
-            "--endpoint",
-            &format!("http://127.0.0.1:{port}"),
-            "--bucket",
-            S3_BUCKET,
-            "--access-key-id",
-            S3_ACCESS,
-            "--secret-key-stdin",
-        ],
-        Some(&format!("{S3_SECRET}\n")),
-    );
-    assert!(out.status.success(), "store set-read: {}", stderr(&out));
+    b.store_s3("set-read", &format!("http://127.0.0.1:{port}"));
     let cast = b.export(rec["id"].as_str().unwrap());
     let _ = proxy.kill();
     let _ = proxy.wait();
