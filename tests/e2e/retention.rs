@@ -58,7 +58,9 @@ fn retention_deletes_expired_recordings_locally_and_in_the_store_but_never_held_
     );
     assert!(b.ok(&["target", "retention", "web01", "0"], None).contains("deleted 0 days after they end"));
     s3.run();
-    let recs = eventually(30, "both uploaded", || {
+    // The uploads retry with backoff (2, 4, 8, 16 s …) while the store is away; on a loaded
+    // machine the away time reaches the 16 s step (CI of 2026-12-07 timed out at 30 s).
+    let recs = eventually(120, "both uploaded", || {
         let recs = b.recordings();
         (recs.len() == 2 && recs.iter().all(|r| r["status"] == "uploaded")).then_some(recs)
     });

@@ -467,7 +467,10 @@ try {
     const span = moving[moving.length - 1][0] - moving[0][0];
     console.error(`32x: ${perSecond.toFixed(1)} s of video per second over ${span.toFixed(3)} s; the whole ${fast.d.toFixed(1)} s video from play() to its end at ${whole.toFixed(1)}x; playbackRate ${fast.rate}`);
     if (fast.rate !== 16) throw new Error(`playbackRate ${fast.rate} at 32x`);
-    if (perSecond < 20) throw new Error(`32x advanced ${perSecond} s of video per second`);
+    // The slope spans well under a second at 32x (a 13 s video), so a loaded machine's late
+    // frames can bend it; the whole run from play() to the end (start-up included) is a lower
+    // bound of the rate, so either one at 20x or more shows 32x ran past 16x.
+    if (perSecond < 20 && whole < 20) throw new Error(`32x advanced ${perSecond} s of video per second (${whole}x from play() to the end)`);
     await shot('rdp-32x');
 
     // Fits a laptop and a large monitor: nothing wider than the window, the bar as wide as the video.
