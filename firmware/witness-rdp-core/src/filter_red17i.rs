@@ -430,7 +430,7 @@ fn fast_path_bitmap(left: u16, top: u16, width: u16, height: u16, bgrx: [u8; 4])
 }
 
 /// The colour at `x`, `y` of the decoder's screen (B, G, R).
-fn pixel(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
+pub(super) fn pixel(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
     let s = d.screen().expect("a screen");
     let at = y * s.stride + x * 4;
     [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]

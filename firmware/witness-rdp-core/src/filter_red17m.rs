@@ -559,7 +559,7 @@ fn red17i_injection() -> Injection {
 }
 
 /// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
-fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
+pub(super) fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
     let mut caps = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
     caps.extend([0, 0]);
     for (kind, body) in sets {

@@ -269,15 +269,7 @@ fn red17p_pointer_positions_carry_four_bytes_each_while_the_pointer_is_hidden() 
     target(&mut filter, &mut decoder, &fast_path_update(0x05, &[]));
     assert!(decoder.screen().unwrap().pointer.is_none(), "hidden");
     let payload = file(4 * 4000);
-    let mut updates = Vec::new();
-    for xy in payload.chunks(4) {
-        updates.push(0x08);
-        updates.extend(4u16.to_le_bytes());
-        updates.extend(xy);
-    }
-    let length = 3 + updates.len();
-    let mut frame = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
-    frame.extend(&updates);
+    let frame = positions_frame(&payload);
     assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Drop, "positions of a hidden pointer pass");
     // Beside other updates they are left out of the PDU.
     let mut mixed = vec![0x08, 4, 0, 1, 2, 3, 4, 0x05, 0, 0];
@@ -562,4 +554,18 @@ fn red17p_how_a_pointer_is_cut_into_fragments_carries_a_file() {
     let screen = decoder.screen().unwrap();
     let p = screen.pointer.expect("drawn");
     assert_eq!((p.width, &p.rgba[..4]), (64, &[0x30, 0x20, 0x10, crate::decode::POINTER_MAX_ALPHA][..]));
+}
+
+/// One fast-path PDU of pointer position updates, four bytes of `payload` each.
+pub(super) fn positions_frame(payload: &[u8]) -> Vec<u8> {
+    let mut updates = Vec::new();
+    for xy in payload.chunks(4) {
+        updates.push(0x08);
+        updates.extend(4u16.to_le_bytes());
+        updates.extend(xy);
+    }
+    let length = 3 + updates.len();
+    let mut frame = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
+    frame.extend(&updates);
+    frame
 }

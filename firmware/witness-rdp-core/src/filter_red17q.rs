@@ -8,7 +8,7 @@
 //! target, a program of the session that sets the session's cursor as often as it likes.
 
 use super::red17m::{file, replayed_with_demand_active as replayed};
-use super::red17p::{client, fast_path_update, mouse, new_pointer, target};
+use super::red17p::{client, fast_path_update, mouse, new_pointer, positions_frame, target};
 use super::*;
 
 /// Hole 1 (closed: Default, and no picture yet, count as no pointer shown; their positions are
@@ -39,15 +39,7 @@ fn red17q_positions_of_a_default_pointer_carry_four_bytes_each_the_video_never_s
     target(&mut filter, &mut decoder, &fast_path_update(0x06, &[]));
     assert!(decoder.screen().unwrap().pointer.is_none(), "the video shows no pointer");
     let payload = file(4 * 4000);
-    let mut updates = Vec::new();
-    for xy in payload.chunks(4) {
-        updates.push(0x08);
-        updates.extend(4u16.to_le_bytes());
-        updates.extend(xy);
-    }
-    let length = 3 + updates.len();
-    let mut frame = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
-    frame.extend(&updates);
+    let frame = positions_frame(&payload);
     assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Drop, "positions of a default pointer");
 }
 

@@ -8,7 +8,8 @@
 //! writer red team `h-red17m`'s hole 4 already counted). The recording is the video: bytes the
 //! client receives that the decoder never draws, and that no gap states, are unrecorded.
 
-use super::red17m::{carries, file, replayed_with_demand_active as replayed};
+use super::red17i::pixel;
+use super::red17m::{carries, confirm_active, file, replayed_with_demand_active as replayed};
 use super::red17p::fast_path_update;
 use super::*;
 use crate::decode::PassiveDecoder;
@@ -138,12 +139,6 @@ fn raw_bitmap(dest: [u16; 4], width: u16, height: u16, bpp: u16, data: &[u8]) ->
     update
 }
 
-fn pixel_at(d: &PassiveDecoder, x: usize, y: usize) -> [u8; 3] {
-    let s = d.screen().expect("a screen");
-    let at = y * s.stride + x * 4;
-    [s.bgrx[at], s.bgrx[at + 1], s.bgrx[at + 2]]
-}
-
 /// Hole 3: bitmap bytes no one draws carry a file to the client. The filter walks a bitmap
 /// rectangle's header and skips its bitmapLength bytes; the audit (`bitmap_rectangles`) only
 /// wants the source at least as wide as the destination and, for rows with padding, at least
@@ -172,7 +167,7 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
         &fast_path_update(0x01, &raw_bitmap([10, 10, 10, 10], 1024, 1, 32, &data)),
     );
     assert!(holds(&out, &payload[..4093]), "undrawn columns and X bytes reach the client");
-    assert_eq!(pixel_at(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel: no gap, no sign");
+    assert_eq!(pixel(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel: no gap, no sign");
     // (c): a 1x1 destination at 24 bpp: one pixel, its row's pad byte, then ~4 KiB after the row.
     let mut data = vec![0xFF, 0x00, 0x00, payload[4096]];
     data.extend(&payload[4097..8_000]);
@@ -182,7 +177,7 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
         &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data)),
     );
     assert!(holds(&out, &payload[4096..8_000]), "row padding and bytes past the rows reach the client");
-    assert_eq!(pixel_at(&decoder, 20, 20), [0xFF, 0x00, 0x00], "drawn, without a gap");
+    assert_eq!(pixel(&decoder, 20, 20), [0xFF, 0x00, 0x00], "drawn, without a gap");
 }
 
 /// Hole 4: a Confirm Active from the target reaches the client whole. `target_io` re-encodes
@@ -420,7 +415,7 @@ fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x04, &commands));
     assert!(holds(&out, &markers), "every frame marker's id reaches the client");
     assert!(holds(&out, &extra[1..25]) && holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
-    assert_eq!(pixel_at(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
+    assert_eq!(pixel(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
 }
 
 /// Hole 9: a 32 bpp pointer's alpha byte carries ~7.6 bits a pixel the video cannot show.
@@ -680,28 +675,6 @@ fn red17r_after_a_graphics_reset_the_client_draws_on_surfaces_the_recorder_dropp
     .collect();
     let (_, verdict) = judge(&mut s, red);
     assert!(refused(&verdict), "drawing on a surface the reset dropped ends the session: {verdict:?}");
-}
-
-/// A client Confirm Active (source descriptor "MSTSC") holding `sets` (each type, then body).
-fn confirm_active(sets: &[(u16, Vec<u8>)]) -> Vec<u8> {
-    let mut caps = u16::try_from(sets.len()).unwrap().to_le_bytes().to_vec();
-    caps.extend([0, 0]);
-    for (kind, body) in sets {
-        caps.extend(kind.to_le_bytes());
-        caps.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
-        caps.extend(body);
-    }
-    let source = b"MSTSC\0";
-    let mut pdu = u16::try_from(6 + 4 + 2 + 2 + 2 + source.len() + caps.len()).unwrap().to_le_bytes().to_vec();
-    pdu.extend(0x0013u16.to_le_bytes());
-    pdu.extend(1007u16.to_le_bytes());
-    pdu.extend(0x0001_03EAu32.to_le_bytes());
-    pdu.extend(1002u16.to_le_bytes());
-    pdu.extend(u16::try_from(source.len()).unwrap().to_le_bytes());
-    pdu.extend(u16::try_from(caps.len()).unwrap().to_le_bytes());
-    pdu.extend(source);
-    pdu.extend(caps);
-    pdu
 }
 
 /// Hole 13: the client sends Confirm Actives nobody asked for, as often as it likes, and each
