@@ -48,26 +48,14 @@ impl DirStore {
         let (src, sealed) = (path.to_owned(), sha256.to_owned());
         let root = self.root.clone();
         let sent = blocking(move || {
-            use sha2::Digest;
             let parent = dest.parent().expect("object paths have a parent");
             std::fs::create_dir_all(parent).map_err(|e| unreachable(&root, e))?;
             let tmp = dest.with_extension("part");
             let mut out = std::fs::File::create(&tmp).map_err(|e| unreachable(&root, e))?;
             let copied = (|| {
                 let mut inp = std::fs::File::open(&src).map_err(StoreError::Local)?.take(size);
-                let mut h = sha2::Sha256::new();
-                let mut buf = vec![0u8; 1 << 20];
-                let mut n = 0u64;
-                loop {
-                    let k = inp.read(&mut buf).map_err(StoreError::Local)?;
-                    if k == 0 {
-                        break;
-                    }
-                    h.update(&buf[..k]);
-                    out.write_all(&buf[..k]).map_err(|e| unreachable(&root, e))?;
-                    n += k as u64;
-                }
-                let now = hex::encode(h.finalize());
+                let (n, now) =
+                    crate::sha256_read(&mut inp, |piece| out.write_all(piece).map_err(|e| unreachable(&root, e)))?;
                 if n != size {
                     return Err(StoreError::ChangedSinceSealing {
                         path: src.display().to_string(),

@@ -561,24 +561,33 @@ impl Store {
 pub async fn sha256_file(path: &Path) -> Result<(u64, String)> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
-        use std::io::Read;
         let mut f = std::fs::File::open(&path).map_err(StoreError::Local)?;
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = f.read(&mut buf).map_err(StoreError::Local)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
-        Ok((n, hex::encode(h.finalize())))
+        sha256_read(&mut f, |_| Ok(()))
     })
     .await
     .map_err(|e| StoreError::Other(e.to_string()))?
+}
+
+/// The length and SHA-256 (hex) of what `r` gives to its end, read 1 MiB at a time; `each`
+/// sees every piece as it is hashed (a copy, a tee). Blocking.
+pub(crate) fn sha256_read(
+    r: &mut impl std::io::Read,
+    mut each: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(u64, String)> {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = r.read(&mut buf).map_err(StoreError::Local)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        each(&buf[..k])?;
+        n += k as u64;
+    }
+    Ok((n, hex::encode(h.finalize())))
 }
 
 /// Pieces a streamed request body is read in.
@@ -639,25 +648,13 @@ pub(crate) async fn range_md5(path: &Path, offset: u64, len: u64) -> Result<[u8;
 pub async fn sealed_digests(path: &Path, size: u64, sha256: &str, part_size: u64) -> Result<PartDigests> {
     let (path, sealed) = (path.to_owned(), sha256.to_owned());
     tokio::task::spawn_blocking(move || {
-        use sha2::Digest;
         use std::io::Read;
         let f = std::fs::File::open(&path).map_err(StoreError::Local)?;
         let mut tee = PartTee::new(f.take(size), part_size);
-        let mut h = sha2::Sha256::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n = 0u64;
-        loop {
-            let k = tee.read(&mut buf).map_err(StoreError::Local)?;
-            if k == 0 {
-                break;
-            }
-            h.update(&buf[..k]);
-            n += k as u64;
-        }
+        let (n, now) = sha256_read(&mut tee, |_| Ok(()))?;
         if n != size {
             return Err(StoreError::ChangedSinceSealing { path: path.display().to_string(), now: n, sealed: size });
         }
-        let now = hex::encode(h.finalize());
         if !now.eq_ignore_ascii_case(&sealed) {
             return Err(StoreError::ContentChangedSinceSealing { path: path.display().to_string(), now, sealed });
         }
