@@ -358,6 +358,7 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
             seal(dir, &r.id, gaps_of(r))?;
         }
     }
+    let mut listed = Vec::new();
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
         if crate::views::is_raw(dir, r)? {
@@ -373,15 +374,12 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
             crate::views::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
         }
         let (m, s) = evidence_files(dir, &r.id)?;
+        // The signed list of the session's recordings: a recording dropped from the folder fails.
+        let parsed: Manifest =
+            serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;
+        listed.push(evidence::SessionRecording { id: r.id.clone(), sha256: parsed.sha256 });
         std::fs::write(out.join(format!("{}.manifest.json", r.id)), m)?;
         std::fs::write(out.join(format!("{}.manifest.sig", r.id)), s)?;
-    }
-    // The signed list of the session's recordings: a recording dropped from the folder fails.
-    let mut listed = Vec::new();
-    for r in &recs {
-        let (m, _) = evidence_files(dir, &r.id)?;
-        let m: Manifest = serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;
-        listed.push(evidence::SessionRecording { id: r.id.clone(), sha256: m.sha256 });
     }
     let key = signing_key(root)?;
     let manifest = evidence::SessionManifest {
