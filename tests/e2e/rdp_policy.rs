@@ -113,7 +113,7 @@ fn clipboard_session(rb: &RdpBox, tag: &str, wait: u64) -> ((bool, bool), Vec<se
     let crossed_down = arrives(&local, &down, wait);
     // A clipboard that stays shut must not be the client's doing: it is still up and announcing.
     let box_log = rb.b.log();
-    let (st, log) = client.wait(Duration::from_secs(60));
+    let (st, log) = client.end_now();
     assert_eq!(st.code(), Some(STAYED_UP), "{log}\nbox: {box_log}");
     // The desktop ends with the client's disconnection (xrdp's `KillDisconnected`), and the
     // next session starts a new one that says where it runs; one that lingers (a session

@@ -110,7 +110,7 @@ fn exec(cmd: &mut Command) -> std::io::Error {
 }
 
 /// Runs each fuzz target for a while (nightly toolchain, cargo-fuzz): the longer run beside CI's
-/// 10 s smoke run, `cargo xtask fuzz [SECONDS]` (60 by default).
+/// 5 s smoke run, `cargo xtask fuzz [SECONDS]` (60 by default).
 fn fuzz(args: &[String]) -> Result<()> {
     let secs: u64 = args.first().map(|s| s.parse()).transpose().context("seconds must be a number")?.unwrap_or(60);
     fuzz_run(secs, FuzzBuild::Thorough)
@@ -215,7 +215,7 @@ fn test() -> Result<()> {
     phase("fmt", &mut || run(cargo().args(["fmt", "--all", "--check"])))?;
     phase("dependency rules", &mut deps::check)?;
     phase("clippy", &mut || run(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])))?;
-    phase("fuzz smoke run", &mut || fuzz_run(10, FuzzBuild::Smoke))?;
+    phase("fuzz smoke run", &mut || fuzz_run(5, FuzzBuild::Smoke))?;
     // Every target at once, test binaries included: the tests' dev-dependencies change some
     // dependencies' features (tokio's `test-util`), so a build of the binaries alone was done
     // twice over, once here and again by nextest (200 s of CI).
