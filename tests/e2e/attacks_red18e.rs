@@ -254,7 +254,10 @@ fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_reb
     let after = b.sessions();
     assert_eq!(after.len(), 2, "{after:?}");
     let restored = after.iter().find(|s| s["id"] == hidden["session_id"]).expect("the hidden session restored");
-    assert!(restored["end_reason"].as_str().unwrap().contains("reconstructed from its signed recordings"), "{restored}");
+    assert!(
+        restored["end_reason"].as_str().unwrap().contains("reconstructed from its signed recordings"),
+        "{restored}"
+    );
     assert_eq!(restored["user"], before.iter().find(|s| s["id"] == hidden["session_id"]).unwrap()["user"]);
     let recs = b.recordings();
     let back = recs.iter().find(|r| r["id"] == hidden["id"]).expect("its recording restored");

@@ -130,12 +130,20 @@ mod tests {
     fn each_fsync_tells_what_it_made_durable() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v.mp4");
-        let header = atrest::Header::new(atrest::Cipher::preferred(), "r1", "k1", atrest::wrap(&[9u8; 32], &[3u8; 32], [1u8; 24]));
+        let header = atrest::Header::new(
+            atrest::Cipher::preferred(),
+            "r1",
+            "k1",
+            atrest::wrap(&[9u8; 32], &[3u8; 32], [1u8; 24]),
+        );
         let noted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let n = noted.clone();
-        let mut f = SealedFile::create(&path, Encryption { header, dek: [3u8; 32], nonce_prefix: [2u8; 16] }, Duration::ZERO)
-            .unwrap()
-            .on_durable(std::sync::Arc::new(move |bytes, sha: &str| n.lock().unwrap().push((bytes, sha.to_owned()))));
+        let mut f =
+            SealedFile::create(&path, Encryption { header, dek: [3u8; 32], nonce_prefix: [2u8; 16] }, Duration::ZERO)
+                .unwrap()
+                .on_durable(std::sync::Arc::new(move |bytes: u64, sha: &str| {
+                    n.lock().unwrap().push((bytes, sha.to_owned()))
+                }));
         f.append(b"ftyp-and-moov").unwrap();
         f.append(b"moof-mdat-one").unwrap();
         let summary = f.finish().unwrap();

@@ -133,7 +133,10 @@ pub fn store_reader(
 /// A stored object of a length not known, read forward in ranged fetches to its end (a fetch
 /// answered short is its last): for a recording no session manifest lists (`index rebuild
 /// --from-store`), whose bytes are then checked against its signed manifest.
-pub fn store_reader_to_end(store: Arc<witness_store::Store>, key: String) -> std::io::Result<impl std::io::Read + Send> {
+pub fn store_reader_to_end(
+    store: Arc<witness_store::Store>,
+    key: String,
+) -> std::io::Result<impl std::io::Read + Send> {
     let mut r = StoreReader::new(store, key, u64::MAX, 0)?;
     r.open_ended = true;
     Ok(r)

@@ -606,9 +606,10 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 }
             }
         }
-        let Some(protocol) = witness_core::Protocol::of_channels(recordings.iter().map(|r| r.channel.as_str()))
-        else {
-            println!("refused session {session_id}: none of its signed recordings verifies, or they name no one protocol");
+        let Some(protocol) = witness_core::Protocol::of_channels(recordings.iter().map(|r| r.channel.as_str())) else {
+            println!(
+                "refused session {session_id}: none of its signed recordings verifies, or they name no one protocol"
+            );
             empty += 1;
             continue;
         };
