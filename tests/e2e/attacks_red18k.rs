@@ -49,8 +49,29 @@ fn red18k_a_provisioning_copy_and_store_set_to_ones_own_bucket_verifies() {
     b.store_s3("set", &theirs.endpoint());
     let out = b.cli(&["audit", "--verify"], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert_eq!(out.status.code(), Some(0), "ATTACK: the rolled-back log verifies: {said}");
-    assert!(said.contains("verified against the store"), "{said}");
+    // Closed: the real bucket's `store_configured` is an earlier store; NOT COMPARED, naming both.
+    assert_eq!(out.status.code(), Some(3), "the rolled-back log is not verified: {said}");
+    assert!(!said.contains("verified against"), "{said}");
+    assert!(said.contains("NOT COMPARED"), "{said}");
+    assert!(
+        said.contains(&format!("s3:{}/{S3_BUCKET}/", theirs.endpoint()))
+            && said.contains(&format!("s3:{}/{S3_BUCKET}/", s3.endpoint())),
+        "names both stores: {said}"
+    );
+    assert!(said.contains("as set by `witness store set`"), "{said}");
+    // Started on it: never verified, an `audit_not_compared` event at start.
+    b.serve();
+    eventually(30, "an audit_not_compared event at start", || {
+        b.audit().into_iter().find(|e| {
+            e["kind"] == "audit_not_compared"
+                && e["detail"]["reason"].as_str().is_some_and(|r| r.contains(&s3.endpoint()))
+        })
+    });
+    assert!(b.stop().success());
+    let out = b.cli(&["audit", "--verify"], None);
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(3), "after checkpoints signed for theirs: {said}");
+    assert!(!said.contains("verified against"), "{said}");
 }
 
 /// Invariant broken: "a bundle is checked against the box, not against itself" and the verify
@@ -93,12 +114,21 @@ fn red18k_evidence_export_signs_a_session_list_from_a_manifest_copied_over_anoth
     let sid = this["session_id"].as_str().unwrap();
     let out = b.cli(&["evidence", "export", sid, "--out", bundle.path().to_str().unwrap()], None);
     let said = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(out.status.success(), "ATTACK: exported: {said}");
-    let list: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(bundle.path().join("session-manifest.json")).unwrap()).unwrap();
-    let listed = &list["recordings"][0];
-    assert_eq!(listed["id"], this["id"], "{list}");
-    assert_eq!(listed["sha256"], theirs["sha256"], "ATTACK: the box signed the other recording's hash: {list}");
+    // Closed: refused, naming the recording and whose manifest it is; no list signed.
+    assert!(!out.status.success(), "refused: {said}");
+    let id = this["id"].as_str().unwrap();
+    assert!(
+        said.contains(&format!("the manifest beside recording {id} names recording {}", other["id"].as_str().unwrap())),
+        "{said}"
+    );
+    assert!(said.contains("not its own"), "{said}");
+    assert!(!bundle.path().join("session-manifest.sig").exists(), "no session list signed");
+    assert_ne!(theirs["recording_id"], this["id"]);
+    // The other session's own bundle still exports and verifies.
+    let fine = tempfile::tempdir().unwrap();
+    b.ok(&["evidence", "export", other["session_id"].as_str().unwrap(), "--out", fine.path().to_str().unwrap()], None);
+    let out = crate::evidence::verify(fine.path());
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
 
 /// Invariant broken: "crash recovery never destroys authentic data … a file shorter than what
@@ -153,9 +183,13 @@ fn red18k_a_header_reordered_after_a_crash_is_sealed_as_a_plain_crash() {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.path().join(format!("{id}.manifest.json"))).unwrap()).unwrap();
     let gaps = manifest["gaps"].as_array().unwrap();
-    assert!(
-        !gaps.iter().any(|g| g["reason"].as_str().unwrap().contains("changed on disk")),
-        "ATTACK: sealed as a plain crash: {gaps:?}"
-    );
-    assert!(!b.audit().iter().any(|e| e["kind"] == "recording_changed_after_durable"), "ATTACK: no event");
+    // Closed: the durable part's SHA-256 is not the one noted: a signed gap and an event.
+    let changed = gaps
+        .iter()
+        .find(|g| g["reason"].as_str().unwrap().contains("changed on disk after they were written"))
+        .unwrap_or_else(|| panic!("the change is stated: {gaps:?}"));
+    assert!(changed["reason"].as_str().unwrap().contains("which the box had made durable"), "{changed}");
+    let ev = b.audit().into_iter().find(|e| e["kind"] == "recording_changed_after_durable").expect("an audit event");
+    assert_eq!(ev["detail"]["recording"], id.as_str(), "{ev}");
+    assert_ne!(ev["detail"]["durable_sha256"], ev["detail"]["sha256_found"], "{ev}");
 }
