@@ -1304,7 +1304,7 @@ mod tests {
         assert_eq!(events[10].0, OVERFLOW_KIND);
         assert_eq!(events[10].1["lines_not_taken"].as_u64(), Some(i - PENDING_LINES_MAX as u64));
         // Distinct lines: at most PENDING_EVENTS_MAX events, the rest counted.
-        let many: String = (0..500).map(|i| format!("junk-{i}\n")).collect();
+        let many: String = (0..500).map(|i| format!("{{\"kind\":\"junk\",\"n\":{i}}}\n")).collect();
         std::fs::write(root.join(PENDING_AUDIT), many).unwrap();
         let events = pending_audit(root).unwrap().events;
         assert_eq!(events.len(), PENDING_EVENTS_MAX + 1);
