@@ -400,6 +400,10 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
     );
     let (mut restored, mut present, mut refused, mut empty, mut unsigned_sessions) = (0, 0, 0, 0, 0);
     let (mut misplaced, mut reached) = (0, std::collections::HashSet::new());
+    // Recordings refused as a session manifest listed them: tried again below as their own
+    // signed manifests show them (a session manifest naming another user hides nothing), and
+    // counted once.
+    let mut refused_ids = std::collections::HashSet::new();
     for key in manifests {
         // Anyone who can write to the bucket can put an object here: one that is not a session
         // manifest is named and passed over, never a reason to restore nothing else.
@@ -467,6 +471,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                     recordings.push(rec);
                 }
                 Err(why) => {
+                    refused_ids.insert(listed.id.clone());
                     println!("refused recording {} of session {}: {why}", listed.id, session.id);
                     tracing::warn!(recording_id = %listed.id, session_id = %session.id, reason = %why, "recording not restored");
                     refused += 1;
@@ -602,7 +607,9 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 Ok(rec) => recordings.push(rec),
                 Err(why) => {
                     println!("refused recording {} of session {session_id}: {why}", listed.id);
-                    refused += 1;
+                    if !refused_ids.contains(&listed.id) {
+                        refused += 1;
+                    }
                 }
             }
         }
