@@ -11,6 +11,7 @@ mod attacks_red18c;
 mod attacks_red18d;
 mod attacks_red18e;
 mod attacks_red18j;
+mod attacks_red18k;
 mod attacks_red19;
 mod attacks_red22;
 mod attacks_red22b;
