@@ -189,9 +189,13 @@ pub struct Filter {
     /// carries it) and its desktop size (a Refresh Rect asks for all of it).
     share_id: Option<u32>,
     desktop: (u16, u16),
-    /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
-    /// from the client and from the target: a handful each, not a stream.
-    finalization: (usize, usize),
+    /// Finalization PDUs (Synchronize, Control of each action, Font List / Map) since the last
+    /// Demand Active, from the client and from the target, one bit each ([`finalization_bit`]):
+    /// each once an activation.
+    finalization: (u8, u8),
+    /// The client's MCS user channel (the target's Attach User Confirm): a target's Synchronize
+    /// and Granted Control name it.
+    user_channel: Option<u16>,
     /// The target's Demand Active the client has not answered yet: one Confirm Active each
     /// (red team `h-red17r`, hole 13).
     confirm_due: bool,
@@ -638,6 +642,57 @@ fn whole_mcs(frame: &[u8]) -> Option<X224<McsMessage<'_>>> {
     cursor.is_empty().then_some(mcs)
 }
 
+/// `verdict` on `frame` with every slow-path PDU it lets through framed as IronRDP writes it:
+/// the TPKT's reserved byte 0, the X.224 Data TPDU's EOT byte 0x80, and an MCS domain PDU (Send
+/// Data, Attach User, Channel Join...) re-encoded from what was read — choice bits, the Send
+/// Data dataPriority and segmentation byte, the shortest PER lengths. A frame passed as sent
+/// kept four places no peer reads, ~3 bytes a PDU either way (red team `h-red17r`, hole 14).
+/// Fast-path output gets its header from [`FastPathWalk::judge`], fast-path input from IronRDP.
+fn framed(verdict: Verdict, frame: &[u8]) -> Verdict {
+    match verdict {
+        Verdict::Forward if is_x224(frame) => match canonical_frames(frame) {
+            Some(out) if out != frame => Verdict::Replace(out),
+            _ => Verdict::Forward,
+        },
+        Verdict::Replace(out) if is_x224(&out) => Verdict::Replace(canonical_frames(&out).unwrap_or(out)),
+        verdict => verdict,
+    }
+}
+
+/// `bytes` (whole PDUs back to back) with each slow-path PDU framed as [`framed`] says; `None`
+/// when they are not whole PDUs.
+fn canonical_frames(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let length = if is_x224(rest) {
+            usize::from(u16::from_be_bytes([*rest.get(2)?, *rest.get(3)?]))
+        } else {
+            crate::decode::fast_path_length(rest)?.0
+        };
+        let pdu = rest.get(..length).filter(|_| length > 0)?;
+        at += length;
+        if !is_x224(pdu) {
+            out.extend(pdu);
+            continue;
+        }
+        match whole_mcs(pdu) {
+            Some(mcs) => out.extend(encode_vec(&mcs).ok()?),
+            None => {
+                // The connection's MCS Connect PDUs: the TPKT and X.224 Data headers alone.
+                let from = out.len();
+                out.extend(pdu);
+                out[from + 1] = 0;
+                if pdu.get(4..6) == Some(&[2, 0xF0]) && pdu.len() > 6 {
+                    out[from + 6] = 0x80;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
 fn is_x224(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x03 == 0x03)
@@ -862,6 +917,17 @@ fn updates(pdu: &[u8]) -> Vec<(u8, Range<usize>)> {
     found
 }
 
+/// A fast-path output PDU around `body` (its updates) as the box writes one: action fast-path,
+/// reserved bits and flags zero, the length in two bytes (as FreeRDP's and xrdp's servers write
+/// it).
+fn fast_path_pdu(body: &[u8]) -> Vec<u8> {
+    let length = body.len() + 3;
+    let mut pdu = Vec::with_capacity(length);
+    pdu.extend([0x00, 0x80 | (length >> 8) as u8, length as u8]);
+    pdu.extend(body);
+    pdu
+}
+
 /// Fast-path PDUs holding `units` (update header, data) in order, each PDU as full as it goes;
 /// an update too big for one PDU goes in the largest fragments.
 fn pack(units: Vec<(u8, Vec<u8>)>) -> Vec<Vec<u8>> {
@@ -870,10 +936,8 @@ fn pack(units: Vec<(u8, Vec<u8>)>) -> Vec<Vec<u8>> {
     let mut body: Vec<u8> = Vec::new();
     let flush = |out: &mut Vec<Vec<u8>>, body: &mut Vec<u8>| {
         if !body.is_empty() {
-            let length = 3 + body.len();
-            let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
-            pdu.append(body);
-            out.push(pdu);
+            out.push(fast_path_pdu(body));
+            body.clear();
         }
     };
     for (header, data) in units {
@@ -914,9 +978,10 @@ impl FastPathWalk {
         let Some((length, mut at)) = crate::decode::fast_path_length(frame) else {
             return Verdict::Refuse(TARGET_UNREADABLE);
         };
-        if length != frame.len() {
+        if length != frame.len() || length > RECUT_PDU_MAX {
             return Verdict::Refuse(TARGET_UNREADABLE);
         }
+        let at_body = at;
         // The PDU as it leaves: pointer updates made canonical in place, and the updates left out
         // or sent otherwise (by their place in the PDU).
         let mut out = Cow::Borrowed(frame);
@@ -1035,7 +1100,10 @@ impl FastPathWalk {
             pdus.push(out);
             return Verdict::Replace(recut(&pdus));
         }
-        if out == frame { Verdict::Forward } else { Verdict::Replace(out) }
+        // The header the box's: fast-path, its 4 reserved bits zero, the length in two bytes
+        // (the bits and the length's width were the target's: red team `h-red17r`, hole 14).
+        let canonical = fast_path_pdu(&out[at_body..]);
+        if canonical == frame { Verdict::Forward } else { Verdict::Replace(canonical) }
     }
 
     /// Makes a whole pointer update canonical where its pieces lie: in held PDUs, or in
@@ -1346,6 +1414,7 @@ impl Filter {
             share_id: None,
             desktop: (0, 0),
             finalization: (0, 0),
+            user_channel: None,
             confirm_due: false,
             licence_pdus: (0, 0),
             show_protocol: HashMap::new(),
@@ -1387,8 +1456,18 @@ impl Filter {
             .any(|c| c.graphics && c.parsed.as_ref().is_some_and(|p| p.reader.gfx_acks_overdue(now)))
     }
 
-    /// A PDU from the client on its way to the target.
+    /// A PDU from the client on its way to the target: judged, then framed the box's way
+    /// ([`framed`]).
     pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        self.judge_client(frame).map(|verdict| framed(verdict, frame))
+    }
+
+    /// A PDU from the target on its way to the client: judged, then framed the box's way.
+    pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        self.judge_target(frame).map(|verdict| framed(verdict, frame))
+    }
+
+    fn judge_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
             // Fast-path input, read as the key track reads it: IronRDP fails the whole PDU on an
             // event code it does not know, where xrdp skips that event and types the others.
@@ -1409,7 +1488,10 @@ impl Filter {
                 return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
             }
             // What IronRDP read, re-encoded: nothing after the last event, no header flags of the
-            // client's (red team h-red17m, hole 4).
+            // client's (red team h-red17m, hole 4), no flag bits MS-RDPBCGR leaves undefined (red
+            // team `h-red17r`, hole 6).
+            let events = input.input_events().iter().copied().map(fast_path_event_defined).collect();
+            let Ok(input) = FastPathInput::new(events) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
             let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
             return Ok(if bytes == frame { Verdict::Forward } else { Verdict::Replace(bytes) });
         }
@@ -1468,8 +1550,7 @@ impl Filter {
         })
     }
 
-    /// A PDU from the target on its way to the client.
-    pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+    fn judge_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
             if self.deactivated {
                 return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
@@ -1486,9 +1567,13 @@ impl Filter {
         };
         let ind = match mcs {
             McsMessage::SendDataIndication(ind) => ind,
-            McsMessage::AttachUserConfirm(_)
-            | McsMessage::ChannelJoinConfirm(_)
-            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            McsMessage::AttachUserConfirm(confirm) => {
+                self.user_channel = Some(confirm.initiator_id);
+                return Ok(Verdict::Forward);
+            }
+            McsMessage::ChannelJoinConfirm(_) | McsMessage::DisconnectProviderUltimatum(_) => {
+                return Ok(Verdict::Forward);
+            }
             // A client's PDU from the target (a Send Data Request carrying a Server Redirection,
             // say): no server sends one, and its data would go unjudged.
             _ => return Ok(Verdict::Refuse(TARGET_UNREADABLE)),
@@ -1615,7 +1700,11 @@ impl Filter {
         }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
-        let header = DataHeader { pdu_source: req.initiator_id, share_id: self.share_id };
+        let header = DataHeader {
+            pdu_source: req.initiator_id,
+            share_id: self.share_id,
+            user_channel: self.user_channel.unwrap_or(req.initiator_id),
+        };
         for (range, kind) in pdus {
             let pdu = &data[range];
             match kind {
@@ -1748,7 +1837,7 @@ impl Filter {
                     self.confirm_due = true;
                     self.fast_path.reactivated();
                     (self.active, self.deactivated) = (true, false);
-                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    let header = self.data_header(ind.initiator_id);
                     let Some(canonical) = canonical_caps_pdu(pdu, &header, true) else {
                         return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
                     };
@@ -1764,7 +1853,7 @@ impl Filter {
                     }
                     // What IronRDP read, re-encoded (red team h-red17m, hole 4); a pointer's body
                     // made canonical in place ([`crate::pointer`]).
-                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    let header = self.data_header(ind.initiator_id);
                     match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
                         DataOut::Pass(mut bytes) => {
                             if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
@@ -1806,6 +1895,11 @@ impl Filter {
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
         Ok(if bytes.is_empty() { Verdict::Drop } else { Verdict::Replace(bytes) })
+    }
+
+    /// The header fields the box writes in the target's Share Control PDUs.
+    fn data_header(&self, pdu_source: u16) -> DataHeader {
+        DataHeader { pdu_source, share_id: self.share_id, user_channel: self.user_channel.unwrap_or(USER_CHANNEL) }
     }
 
     /// `rdpsnd` either way on a grant with audio and without audio input: every message read
@@ -2233,10 +2327,27 @@ impl Filter {
     }
 }
 
-/// How many finalization PDUs (Synchronize, Control, Font List or Map) a side sends an
-/// activation: FreeRDP and mstsc send four (and a Persistent Key List the box drops), servers
-/// three or four.
-const FINALIZATION_MAX: usize = 8;
+/// Which finalization PDU this is, as a bit of [`Filter::finalization`]: a side sends each once
+/// an activation (FreeRDP and mstsc a Synchronize, Cooperate, Request Control and Font List —
+/// and a Persistent Key List the box drops —, servers a Synchronize, Cooperate, Granted Control
+/// and Font Map), so which ones, how many and how often are no channel (red team `h-red17r`,
+/// hole 5).
+fn finalization_bit(pdu: &ironrdp_pdu::rdp::headers::ShareDataPdu) -> u8 {
+    use ironrdp_pdu::rdp::headers::ShareDataPdu as D;
+    match pdu {
+        D::Synchronize(_) => 1,
+        D::FontList(_) | D::FontMap(_) => 2,
+        // Actions 1 to 4.
+        D::Control(c) => 2 << (c.action as u16).min(5),
+        _ => 0,
+    }
+}
+
+/// The MCS user channel FreeRDP and mstsc get from every server (MCS_BASE + 6), for a target
+/// whose Attach User Confirm the filter did not see.
+const USER_CHANNEL: u16 = 1007;
+/// The MCS server channel (MS-RDPBCGR 2.2.1.14: 0x03EA).
+const SERVER_CHANNEL: u16 = 0x03EA;
 
 /// A Share Data PDU on its way (red team h-red17m, hole 4): what IronRDP read, re-encoded — no
 /// padding or trailing bytes, the header's free fields the box's — dropped when no peer needs
@@ -2254,6 +2365,8 @@ struct DataHeader {
     pdu_source: u16,
     /// The target's Demand Active's, once it came.
     share_id: Option<u32>,
+    /// The client's MCS user channel.
+    user_channel: u16,
 }
 
 fn share_data_out(
@@ -2261,7 +2374,7 @@ fn share_data_out(
     from_client: bool,
     header: &DataHeader,
     desktop: (u16, u16),
-    finalization: &mut usize,
+    finalization: &mut u8,
 ) -> DataOut {
     use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu as D, StreamPriority};
     use ironrdp_pdu::rdp::session_info::{InfoData, InfoType, SaveSessionInfoPdu};
@@ -2271,15 +2384,51 @@ fn share_data_out(
     if !data.compression_flags.is_empty() {
         return DataOut::Refuse(refusal);
     }
+    use ironrdp_pdu::rdp::finalization_messages::{ControlAction, ControlPdu, FontPdu, SequenceFlags, SynchronizePdu};
     let body = match (from_client, data.share_data_pdu) {
+        // Each once an activation, its fields the ones MS-RDPBCGR fixes (2.2.1.14 to 2.2.1.22):
+        // the sender's would cross as sent (red team `h-red17r`, hole 5). No client or server
+        // reads them (FreeRDP and xrdp skip them).
         (_, p @ (D::Synchronize(_) | D::Control(_))) | (true, p @ D::FontList(_)) | (false, p @ D::FontMap(_)) => {
-            *finalization += 1;
-            if *finalization > FINALIZATION_MAX {
+            let bit = finalization_bit(&p);
+            if *finalization & bit != 0 {
                 return DataOut::Refuse(FINALIZATION_REPEATED);
             }
-            p
+            *finalization |= bit;
+            let font = |entry_size| FontPdu {
+                number: 0,
+                total_number: 0,
+                flags: SequenceFlags::FIRST | SequenceFlags::LAST,
+                entry_size,
+            };
+            match p {
+                // The target user: the server channel from a client, the client's user channel
+                // from a server.
+                D::Synchronize(_) => D::Synchronize(SynchronizePdu {
+                    target_user_id: if from_client { SERVER_CHANNEL } else { header.user_channel },
+                }),
+                // Granted Control names the user and the server channel, every other action
+                // neither.
+                D::Control(ControlPdu { action: ControlAction::GrantedControl, .. }) if !from_client => {
+                    D::Control(ControlPdu {
+                        action: ControlAction::GrantedControl,
+                        grant_id: header.user_channel,
+                        control_id: u32::from(SERVER_CHANNEL),
+                    })
+                }
+                D::Control(ControlPdu { action, .. }) => D::Control(ControlPdu { action, grant_id: 0, control_id: 0 }),
+                // No fonts listed, first and last, entrySize 50 (a list) or 4 (a map).
+                D::FontList(_) => D::FontList(font(0x32)),
+                D::FontMap(_) => D::FontMap(font(4)),
+                p => p,
+            }
         }
-        (true, p @ (D::Input(_) | D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
+        // Each event with the flag bits MS-RDPBCGR defines for it, no others (red team
+        // `h-red17r`, hole 6: IronRDP keeps undefined bits, xrdp and Windows pass them along).
+        (true, D::Input(ironrdp_pdu::input::InputEventPdu(events))) => {
+            D::Input(ironrdp_pdu::input::InputEventPdu(events.into_iter().map(slow_path_event_defined).collect()))
+        }
+        (true, p @ (D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
         // A Refresh Rect asks for the whole desktop: the client's rectangles stay on the box.
         (true, D::RefreshRectangle(_)) if desktop.0 > 0 && desktop.1 > 0 => {
             D::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
@@ -2347,6 +2496,71 @@ fn share_data_out(
         share_id: header.share_id.unwrap_or(read.share_id),
     };
     encode_vec(&out).map_or(DataOut::Refuse(refusal), DataOut::Pass)
+}
+
+/// A slow-path input event with only the flag bits MS-RDPBCGR defines for its type (2.2.8.1.1.3.1.1):
+/// a Synchronize event's four toggles, a keyboard event's extended, extended1, down and release,
+/// a Unicode event's release, an extended or relative mouse event's buttons, down and move (a
+/// mouse event's 16 bits are all defined). The rest would be free bits a key or a move carries.
+fn slow_path_event_defined(event: ironrdp_pdu::input::InputEvent) -> ironrdp_pdu::input::InputEvent {
+    use ironrdp_pdu::input::{InputEvent as E, mouse_rel, mouse_x, scan_code, sync, unicode};
+    match event {
+        E::Sync(mut e) => {
+            e.flags = sync::SyncToggleFlags::from_bits_retain(e.flags.bits() & 0x000F);
+            E::Sync(e)
+        }
+        E::ScanCode(mut e) => {
+            e.flags = scan_code::KeyboardFlags::from_bits_retain(e.flags.bits() & 0xC300);
+            E::ScanCode(e)
+        }
+        E::Unicode(mut e) => {
+            e.flags = unicode::KeyboardFlags::from_bits_retain(e.flags.bits() & 0x8000);
+            E::Unicode(e)
+        }
+        E::MouseX(mut e) => {
+            e.flags = mouse_x::PointerXFlags::from_bits_retain(e.flags.bits() & POINTER_X_DEFINED);
+            E::MouseX(e)
+        }
+        E::MouseRel(mut e) => {
+            e.flags = mouse_rel::PointerRelFlags::from_bits_retain(e.flags.bits() & POINTER_REL_DEFINED);
+            E::MouseRel(e)
+        }
+        other => other,
+    }
+}
+
+/// TS_POINTERX_EVENT's defined flags: PTRXFLAGS_DOWN, PTRXFLAGS_BUTTON1 and 2.
+const POINTER_X_DEFINED: u16 = 0x8003;
+/// TS_POINTERREL_EVENT's: PTRFLAGS_DOWN, MOVE, BUTTON1 to 3, PTRXFLAGS_BUTTON1 and 2.
+const POINTER_REL_DEFINED: u16 = 0xF803;
+
+/// A fast-path input event with only the eventFlags bits MS-RDPBCGR defines for its code
+/// (2.2.8.1.2.2): a key's release, extended and extended1, a Unicode key's release, a
+/// synchronize's four toggles (the 5-bit field's others free), and the mouse events' pointer
+/// flags as on the slow path.
+fn fast_path_event_defined(event: FastPathInputEvent) -> FastPathInputEvent {
+    use ironrdp_pdu::input::fast_path::{KeyboardFlags, SynchronizeFlags};
+    use ironrdp_pdu::input::{mouse_rel, mouse_x};
+    match event {
+        FastPathInputEvent::KeyboardEvent(flags, code) => {
+            FastPathInputEvent::KeyboardEvent(KeyboardFlags::from_bits_retain(flags.bits() & 0x07), code)
+        }
+        FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) => {
+            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::from_bits_retain(flags.bits() & 0x01), unit)
+        }
+        FastPathInputEvent::SyncEvent(flags) => {
+            FastPathInputEvent::SyncEvent(SynchronizeFlags::from_bits_retain(flags.bits() & 0x0F))
+        }
+        FastPathInputEvent::MouseEventEx(mut e) => {
+            e.flags = mouse_x::PointerXFlags::from_bits_retain(e.flags.bits() & POINTER_X_DEFINED);
+            FastPathInputEvent::MouseEventEx(e)
+        }
+        FastPathInputEvent::MouseEventRel(mut e) => {
+            e.flags = mouse_rel::PointerRelFlags::from_bits_retain(e.flags.bits() & POINTER_REL_DEFINED);
+            FastPathInputEvent::MouseEventRel(e)
+        }
+        other => other,
+    }
 }
 
 /// The capability set types MS-RDPBCGR defines (2.2.7): a client's Confirm Active keeps the
@@ -2776,7 +2990,13 @@ mod tests {
         assert_eq!(f.from_client(&[0x04, 0x05, 0, 2, 3]).unwrap(), Verdict::Replace(vec![0x04, 0x04, 0, 2]));
         // Fast-path output header (action 0) with a garbage body; a Synchronize update.
         assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
-        assert_eq!(f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&[0x00, 0x80, 0x06, 0x03, 0, 0]).unwrap(), Verdict::Forward);
+        // The same with its length in one byte: it leaves with the box's two (red team
+        // `h-red17r`, hole 14).
+        assert_eq!(
+            f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(),
+            Verdict::Replace(vec![0x00, 0x80, 0x06, 0x03, 0, 0])
+        );
     }
 
     #[test]
@@ -3045,8 +3265,10 @@ mod tests {
         // A Synchronize (either side sends one), as the box re-encodes it: the MCS initiator
         // as its source, streamId STREAM_LOW.
         let pdu = ShareControlPdu::Data(ShareDataHeader {
+            // The target user as the box writes it: the client's user channel from a target
+            // (source 1002), the server channel from a client.
             share_data_pdu: ShareDataPdu::Synchronize(ironrdp_pdu::rdp::finalization_messages::SynchronizePdu {
-                target_user_id: 1002,
+                target_user_id: if source == 1002 { 1007 } else { 1002 },
             }),
             stream_priority: StreamPriority::Low,
             compression_flags: CompressionFlags::empty(),
@@ -3208,13 +3430,31 @@ mod tests {
 
     #[test]
     fn several_pdus_in_one_message_pass_one_per_message() {
+        use ironrdp_pdu::rdp::finalization_messages::{ControlAction, ControlPdu};
+        use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu, StreamPriority};
         let mut f = connected(&[]);
+        // A Synchronize and a Cooperate (each passes once an activation).
+        let cooperate = encode_vec(&ShareControlHeader {
+            share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+                share_data_pdu: ShareDataPdu::Control(ControlPdu {
+                    action: ControlAction::Cooperate,
+                    grant_id: 0,
+                    control_id: 0,
+                }),
+                stream_priority: StreamPriority::Low,
+                compression_flags: CompressionFlags::empty(),
+                compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
+            }),
+            pdu_source: 1002,
+            share_id: 0x1_0000,
+        })
+        .unwrap();
         let mut data = share_data_bytes(1002);
-        data.extend(share_data_bytes(1002));
+        data.extend(&cooperate);
         let Verdict::Replace(out) = f.from_target(&send_indication(1003, data)).unwrap() else { panic!("not split") };
         let first = ironrdp_pdu::find_size(&out).unwrap().unwrap().length;
         assert_eq!(user_data(&out[..first]), share_data_bytes(1002));
-        assert_eq!(user_data(&out[first..]), share_data_bytes(1002));
+        assert_eq!(user_data(&out[first..]), cooperate);
     }
 
     #[test]
@@ -4149,7 +4389,8 @@ mod tests {
                 body.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
                 body.extend(*data);
             }
-            let mut frame = vec![0x00, u8::try_from(body.len() + 2).unwrap()];
+            // The length in two bytes, as the box writes it.
+            let mut frame = vec![0x00, 0x80, u8::try_from(body.len() + 3).unwrap()];
             frame.extend(body);
             frame
         };

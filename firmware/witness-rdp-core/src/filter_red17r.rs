@@ -225,34 +225,62 @@ fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
 /// client answers each activation with ~48 of its own. Fix shape: write the fields the
 /// specification fixes (the box knows the user and server channel ids) and let each action
 /// through once, in order, an activation.
+///
+/// Closed: each finalization PDU (a Synchronize, a Control of each action, a Font List or Map)
+/// passes once a side an activation, re-encoded with the fields MS-RDPBCGR fixes — the target
+/// user the server channel from a client and the client's user channel from a server, a Granted
+/// Control's grantId and controlId the user and server channels and every other action's 0, no
+/// fonts, flags first and last, entrySize 50 or 4. FreeRDP and xrdp skip these fields.
 #[test]
 fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
     let (mut filter, _, demand_active) = replayed();
     let io = filter.io_channel.expect("connected");
+    let user = filter.user_channel.expect("the target's attach user confirm passed").to_le_bytes();
     let payload = file(3 * 8 * 6);
-    let mut sent = 0;
     for round in payload.chunks(8 * 6) {
-        // The target reactivates: a Demand Active (the session's own, as it passed) resets the
-        // count of finalization PDUs.
+        // The target reactivates: a Demand Active (the session's own, as it passed) starts the
+        // finalization again.
         assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
-        for six in round.chunks(6) {
-            // Control, action Granted Control (2): grantId and controlId the file's.
+        let mut sixes = round.chunks(6);
+        // Control, action Granted Control (2): grantId and controlId the file's. It reaches the
+        // client with the user and server channels in them.
+        let six = sixes.next().unwrap();
+        let mut control = 2u16.to_le_bytes().to_vec();
+        control.extend(six);
+        let frame = target_io(share_data(1002, 0x14, &control), io);
+        let verdict = filter.from_target(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, six), "{verdict:?}");
+        let canonical = [2, 0, user[0], user[1], 0xEA, 0x03, 0, 0];
+        assert!(carries(&verdict, &frame, &canonical), "{verdict:?}");
+        // A second one the same activation ends the session.
+        for six in sixes.take(1) {
             let mut control = 2u16.to_le_bytes().to_vec();
             control.extend(six);
             let frame = target_io(share_data(1002, 0x14, &control), io);
-            let verdict = filter.from_target(&frame).unwrap();
-            assert!(carries(&verdict, &frame, six), "round {sent}: {verdict:?}");
-            sent += six.len();
+            assert!(refused(&filter.from_target(&frame).unwrap()), "a second granted control");
         }
     }
-    assert_eq!(sent, payload.len(), "3 activations x 8 Control PDUs x 6 bytes reached the client");
-    // The client's side: a Font List whose numberFonts, totalNumFonts and entrySize are the file's.
+    // The client's side: a Font List whose numberFonts, totalNumFonts and entrySize are the file's
+    // reaches the target as FreeRDP writes one.
+    let (mut filter, _, demand_active) = replayed();
+    assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     let mut font = payload[..4].to_vec();
     font.extend(3u16.to_le_bytes());
     font.extend(&payload[4..6]);
     let frame = client_io(share_data(1007, 0x27, &font), io);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload[..4]) && carries(&verdict, &frame, &payload[4..6]), "{verdict:?}");
+    assert!(!carries(&verdict, &frame, &payload[..4]) && !carries(&verdict, &frame, &payload[4..6]), "{verdict:?}");
+    assert!(carries(&verdict, &frame, &[0x27, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0x32, 0]), "{verdict:?}");
+    // Its Synchronize names the server channel, its Cooperate nothing, whatever it wrote there.
+    let frame = client_io(share_data(1007, 0x1F, &[1, 0, 0x12, 0x34]), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x1F, 0, 0, 0, 1, 0, 0xEA, 0x03]), "{verdict:?}");
+    let frame = client_io(share_data(1007, 0x14, &[4, 0, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC]), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x14, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), "{verdict:?}");
+    // Each once: a second Font List ends the session.
+    let frame = client_io(share_data(1007, 0x27, &[0, 0, 0, 0, 3, 0, 0x32, 0]), io);
+    assert!(refused(&filter.from_client(&frame).unwrap()), "a second font list");
 }
 
 /// Hole 6: input flag bits no protocol defines carry a file to the target, with every key in the
@@ -266,6 +294,10 @@ fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
 /// the rest along). The video shows nothing of it; the key track types nothing for a sync. Fix
 /// shape: re-encode with the defined bits only (`from_bits_truncate` at the box), or refuse an
 /// event with an undefined bit.
+///
+/// Closed: every input event, slow-path and fast-path, reaches the target with only the flag
+/// bits MS-RDPBCGR defines for its type (masked, not refused: a client's stray bit is no reason
+/// to end a session), as the key track reads them.
 #[test]
 fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     let mut filter = super::red17i::grant_without_anything();
@@ -286,10 +318,14 @@ fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     input.extend(&events);
     let frame = client_io(share_data(1007, 0x1C, &input), 1003);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(
-        carries(&verdict, &frame, &events),
-        "every sync event's undefined toggle bits reach the target: {verdict:?}"
-    );
+    assert!(!carries(&verdict, &frame, &events), "the sync events' undefined toggle bits stay on the box");
+    assert!(carries(&verdict, &frame, &[0; 12].repeat(1000)), "the events reach the target, their toggles 0");
+    // Defined toggles pass as they are: num lock and caps lock.
+    let mut sync = 1u16.to_le_bytes().to_vec();
+    sync.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0]);
+    let frame = client_io(share_data(1007, 0x1C, &sync), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &sync), "{verdict:?}");
     // A key event (scan code 0x1E down) with 12 undefined keyboardFlags bits set.
     let mut key = 1u16.to_le_bytes().to_vec();
     key.extend([0, 0, 0, 0, 0, 0]);
@@ -299,10 +335,34 @@ fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     key.extend([0, 0]);
     let frame = client_io(share_data(1007, 0x1C, &key), 1003);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &[0xFF, 0x30, 0x1E, 0x00]), "keyboardFlags' undefined bits: {verdict:?}");
-    // Fast-path: a key event with eventFlags 0x18 (two undefined bits), passed as it was.
+    assert!(!carries(&verdict, &frame, &[0xFF, 0x30, 0x1E, 0x00]), "keyboardFlags' undefined bits: {verdict:?}");
+    assert!(carries(&verdict, &frame, &[4, 0, 0, 0, 0x1E, 0, 0, 0]), "the key itself, down: {verdict:?}");
+    // A release of an extended key (0x8100) keeps its defined bits.
+    key[10..12].copy_from_slice(&0x8100u16.to_le_bytes());
+    let frame = client_io(share_data(1007, 0x1C, &key), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[4, 0, 0, 0x81, 0x1E, 0, 0, 0]), "{verdict:?}");
+    // Fast-path: a key event with eventFlags 0x18 (two undefined bits) reaches the target without
+    // them; a release (0x01) passes as it is.
     let fast = [0x04, 0x04, 0x18, 0x1E];
-    assert_eq!(filter.from_client(&fast).unwrap(), Verdict::Forward, "fast-path key flags");
+    assert_eq!(
+        filter.from_client(&fast).unwrap(),
+        Verdict::Replace(vec![0x04, 0x04, 0x00, 0x1E]),
+        "fast-path key flags"
+    );
+    let fast = [0x04, 0x04, 0x01, 0x1E];
+    assert_eq!(filter.from_client(&fast).unwrap(), Verdict::Forward, "a fast-path key release");
+    // A fast-path synchronize's fifth bit, and a Unicode key's flags but release.
+    assert_eq!(
+        filter.from_client(&[0x04, 0x03, 0x70]).unwrap(),
+        Verdict::Replace(vec![0x04, 0x03, 0x60]),
+        "fast-path synchronize flags"
+    );
+    assert_eq!(
+        filter.from_client(&[0x04, 0x05, 0x87, 0x41, 0x00]).unwrap(),
+        Verdict::Replace(vec![0x04, 0x05, 0x81, 0x41, 0x00]),
+        "fast-path unicode flags"
+    );
 }
 
 /// Graphics pipeline PDUs of one frame (id `frame`) on a 320x240 output: `surfaces` created
@@ -740,6 +800,12 @@ fn reframed(frame: &[u8], bytes: [u8; 4]) -> Vec<u8> {
 /// Sp bits and the width of its channel id are the sender's. Fix shape: the relay writes every slow-path frame's TPKT, X.224 and MCS headers
 /// itself (re-encode on Forward, as `Replace` does) and zeroes the fast-path output header's
 /// reserved bits — or refuses frames whose skipped bytes are not the canonical 0, 0x80, 0, 0x70.
+///
+/// Closed for the framing: every slow-path frame that passes leaves with the TPKT, X.224 and
+/// MCS headers IronRDP writes for what was read (re-encoded, not refused: peers may set those
+/// bytes), and every fast-path output PDU with the box's header (reserved bits zero, the length
+/// in two bytes). **Still open**: the dynamic channel Data PDU's Sp bits and channel id width
+/// (the last assertion).
 #[test]
 fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let mut filter = super::red17i::grant_without_anything();
@@ -754,22 +820,40 @@ fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     };
     let sync = target_io(canonical(1002, &[1, 0, 0xEF, 0x03]), 1003);
     let frame = reframed(&sync, secret);
-    assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the target's frame passes as sent");
-    // From the client: a Synchronize PDU as IronRDP writes it passes as sent.
+    assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Replace(sync.clone()), "the target's frame, reframed");
+    // Framed as IronRDP frames it, it passes as sent.
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_target(&sync).unwrap(), Verdict::Forward, "the canonical frame");
+    // From the client: a Synchronize PDU as IronRDP writes it.
     let sync = client_io(canonical(1007, &[1, 0, 0xEA, 0x03]), 1003);
     let frame = reframed(&sync, secret);
-    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Forward, "the client's frame passes as sent");
-    // A fast-path output PDU (a synchronize update of no body) with its reserved bits set.
-    let mut fast = fast_path_update(0x03, &[]);
+    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Replace(sync.clone()), "the client's frame, reframed");
+    // A long PER length for a short user data (two bytes where one holds it): the shortest.
+    let mut long = sync[..13].to_vec();
+    long.extend([0x80, sync[13]]);
+    long.extend(&sync[14..]);
+    long[3] += 1;
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_client(&long).unwrap(), Verdict::Replace(sync.clone()), "a long per length");
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_client(&sync).unwrap(), Verdict::Forward, "the canonical frame");
+    // A fast-path output PDU (a synchronize update of no body) with its reserved bits set leaves
+    // without them; as the box writes one, it passes.
+    let canonical_fast = fast_path_update(0x03, &[]);
+    let mut fast = canonical_fast.clone();
     fast[0] |= 0x3C;
-    assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Forward, "reserved fast-path header bits");
+    assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Replace(canonical_fast.clone()), "reserved bits");
+    assert_eq!(filter.from_target(&canonical_fast).unwrap(), Verdict::Forward);
     // A dynamic channel Data PDU on a read channel passes as sent too: its header's Sp bits
     // (unused on Data) and the width it spells the channel id in (4 bytes for id 3) are the
     // sender's, 3 to 4 free bits a DVC PDU (here the target's Caps Confirm on the pipeline).
     let mut gfx = super::red17n::opened();
     let dvc = [&[0x3E, 3, 0, 0, 0, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
     let frame = super::red17i::target_send(super::red17i::svc(&dvc));
-    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits");
+    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits (still open)");
 }
 
 /// Hole 15: an uncompressed Wire To Surface 1 the client fails on is drawn by the recorder, and
