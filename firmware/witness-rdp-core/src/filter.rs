@@ -1009,6 +1009,7 @@ impl FastPathWalk {
             if code == fp::SYNCHRONIZE && (!(data.is_empty() || data == [0, 0]) || fragmentation != fp::SINGLE) {
                 return Verdict::Refuse(TARGET_UNREADABLE);
             }
+            let data_range = range.clone();
             if pointer::is_fast_path_pointer(code) {
                 let here = self.held.len();
                 let whole = match (fragmentation, self.pointer.take()) {
@@ -1045,6 +1046,14 @@ impl FastPathWalk {
                     }
                 }
             }
+            // A bitmap's bytes no one draws are zeroed in place (red team `h-red17r`, hole 3).
+            let mut copy;
+            let data: &mut [u8] = if code == fp::BITMAP {
+                &mut out.to_mut()[data_range]
+            } else {
+                copy = data.to_vec();
+                &mut copy
+            };
             let walked = match (fragmentation, self.fragment.take()) {
                 (fp::SINGLE, None) => UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data).and(w.finish())),
                 (fp::FIRST, None) => {
@@ -1167,10 +1176,15 @@ enum Step {
         left: u16,
         length: u16,
     },
-    /// A rectangle's data.
+    /// A compressed rectangle's data.
     Data {
         left: u16,
         skip: usize,
+    },
+    /// An uncompressed rectangle's data, its bytes no one draws zeroed.
+    Raw {
+        left: u16,
+        raw: Raw,
     },
     /// A palette's pad2Octets and numberColors (6 bytes).
     Palette,
@@ -1180,6 +1194,85 @@ enum Step {
     },
     /// The update read whole: nothing may follow.
     End,
+}
+
+/// Where an uncompressed bitmap rectangle's drawn bytes are (red team `h-red17r`, hole 3). The
+/// data is `rows` rows of `stride` bytes, bottom-up; FreeRDP (`gdi_Bitmap_Decompress`, then
+/// `gdi_Bitmap_Paint`) draws the destination's width of the top destination-height rows — the
+/// last rows of the data — and reads rows unpadded, IronRDP (the recorder) padded to 4 bytes and
+/// only a rectangle of exactly the destination's height. Neither draws the columns right of the
+/// destination, the rows above it, the padding, or a 32 bpp pixel's fourth byte (BGRX): those
+/// are zeroed as the data passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Raw {
+    /// Bytes of the data read so far, and its length.
+    at: usize,
+    length: usize,
+    stride: usize,
+    rows: usize,
+    /// The first row drawn (rows before it are above the destination).
+    first_drawn: usize,
+    /// The bytes of a row drawn (the destination's width).
+    drawn: usize,
+    /// 32 bpp: every fourth byte is X.
+    x_byte: bool,
+}
+
+impl Raw {
+    /// The walk of an uncompressed rectangle of this header (TS_BITMAP_DATA's 18 bytes): `None`
+    /// at a depth no one draws alike (the recorder states a gap), an error when peers would
+    /// read its rows differently or its length is not exactly its rows, padded.
+    fn new(h: &[u8]) -> Result<Option<Self>, &'static str> {
+        let field = |i: usize| usize::from(u16_at(h, i).unwrap_or(0));
+        let (left, top, right, bottom) = (field(0), field(2), field(4), field(6));
+        let (width, rows, bpp, length) = (field(8), field(10), field(12), field(16));
+        let bytes = match bpp {
+            8 => 1,
+            15 | 16 => 2,
+            24 => 3,
+            32 => 4,
+            _ => return Ok(None),
+        };
+        if right < left || bottom < top {
+            return Ok(None);
+        }
+        let stride = width * bytes;
+        // Rows FreeRDP and IronRDP would start at different bytes.
+        if stride % 4 != 0 && rows > 1 {
+            return Err(BITMAP_AMBIGUOUS);
+        }
+        // Exactly its rows, padded: FreeRDP reads the rows, IronRDP the padded rows.
+        if length != rows * stride.next_multiple_of(4) {
+            return Err(BITMAP_AMBIGUOUS);
+        }
+        let (drawn_width, drawn_rows) = ((right - left + 1).min(width), (bottom - top + 1).min(rows));
+        Ok(Some(Self {
+            at: 0,
+            length,
+            stride,
+            rows,
+            first_drawn: rows - drawn_rows,
+            drawn: drawn_width * bytes,
+            x_byte: bytes == 4,
+        }))
+    }
+
+    /// Zeroes what of `bytes` (the data's next bytes) no one draws; how many bytes it took.
+    fn walk(&mut self, bytes: &mut [u8]) -> usize {
+        let n = (self.length - self.at).min(bytes.len());
+        for (i, b) in bytes[..n].iter_mut().enumerate() {
+            let p = self.at + i;
+            let (row, column) = (p / self.stride, p % self.stride);
+            let drawn = (self.first_drawn..self.rows).contains(&row)
+                && column < self.drawn
+                && !(self.x_byte && column % 4 == 3);
+            if !drawn {
+                *b = 0;
+            }
+        }
+        self.at += n;
+        n
+    }
 }
 
 /// The colours of a palette: 256, what the recorder (IronRDP's stage) applies.
@@ -1214,11 +1307,13 @@ impl UpdateWalk {
         (self.head.len() == n).then(|| std::mem::take(&mut self.head))
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+    fn feed(&mut self, bytes: &mut [u8]) -> Result<(), &'static str> {
         let mut at = 0;
         loop {
-            if let Step::Data { left, skip: 0 } = self.step {
-                self.step = Step::Rect { left: left - 1 };
+            match self.step {
+                Step::Data { left, skip: 0 } => self.step = Step::Rect { left: left - 1 },
+                Step::Raw { left, raw } if raw.at == raw.length => self.step = Step::Rect { left: left - 1 },
+                _ => {}
             }
             if at == bytes.len() {
                 return Ok(());
@@ -1249,8 +1344,13 @@ impl UpdateWalk {
                             return Err(BITMAP_AMBIGUOUS);
                         }
                         Step::CdHeader { left, length }
-                    } else {
+                    } else if flags & BITMAP_COMPRESSION != 0 {
                         Step::Data { left, skip: usize::from(length) }
+                    } else {
+                        match Raw::new(&h)? {
+                            Some(raw) => Step::Raw { left, raw },
+                            None => Step::Data { left, skip: usize::from(length) },
+                        }
                     }
                 }
                 Step::CdHeader { left, length } => {
@@ -1266,6 +1366,10 @@ impl UpdateWalk {
                     let n = skip.min(bytes.len() - at);
                     at += n;
                     Step::Data { left, skip: skip - n }
+                }
+                Step::Raw { left, mut raw } => {
+                    at += raw.walk(&mut bytes[at..]);
+                    Step::Raw { left, raw }
                 }
                 // A palette exactly its 256 colours, its pad zero: bytes past the colours would
                 // be read by no one (red team `h-red17r`, hole 2).
@@ -1304,28 +1408,26 @@ const SHARE_DATA_HEADER: usize = 18;
 
 /// Judges a slow-path Share Data PDU from the target: bulk compression (the box asked for none,
 /// yet FreeRDP decompresses whatever arrives, and the recorder cannot) ends the session, and so
-/// do drawing orders and a bitmap update [`UpdateWalk`] refuses.
-fn target_data_pdu(pdu: &[u8]) -> Result<(), &'static str> {
+/// do drawing orders and a bitmap update [`UpdateWalk`] refuses. The PDU as it goes on: a
+/// bitmap's bytes no one draws zeroed.
+fn target_data_pdu(pdu: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
     if pdu.get(15).is_none_or(|c| c & COMPRESSION_FLAGS != 0) {
         return Err(COMPRESSED);
     }
     if pdu.get(14) != Some(&PDUTYPE2_UPDATE) {
-        return Ok(());
+        return Ok(Cow::Borrowed(pdu));
     }
     match u16_at(pdu, 18) {
         Some(0) => Err(ORDERS),
-        Some(UPDATETYPE_BITMAP) => {
-            let mut walk = UpdateWalk::new(UPDATETYPE_BITMAP);
-            walk.feed(&pdu[18..])?;
-            walk.finish()
-        }
-        Some(UPDATETYPE_PALETTE) => {
-            let mut walk = UpdateWalk::new(UPDATETYPE_PALETTE);
-            walk.feed(&pdu[18..])?;
-            walk.finish()
+        Some(kind @ (UPDATETYPE_BITMAP | UPDATETYPE_PALETTE)) => {
+            let mut out = pdu.to_vec();
+            let mut walk = UpdateWalk::new(kind);
+            walk.feed(&mut out[18..])?;
+            walk.finish()?;
+            Ok(Cow::Owned(out))
         }
         // TS_UPDATE_SYNC: updateType and two pad bytes, zero (red team `h-red17r`, hole 1).
-        Some(3) if pdu.len() == 22 && pdu[20..] == [0, 0] => Ok(()),
+        Some(3) if pdu.len() == 22 && pdu[20..] == [0, 0] => Ok(Cow::Borrowed(pdu)),
         Some(3) => Err(TARGET_UNREADABLE),
         _ => Err(TARGET_UNREADABLE),
     }
@@ -1848,13 +1950,14 @@ impl Filter {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
                         return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
                     }
-                    if let Err(why) = target_data_pdu(pdu) {
-                        return Ok(Verdict::Refuse(why));
-                    }
+                    let read = match target_data_pdu(pdu) {
+                        Ok(read) => read,
+                        Err(why) => return Ok(Verdict::Refuse(why)),
+                    };
                     // What IronRDP read, re-encoded (red team h-red17m, hole 4); a pointer's body
                     // made canonical in place ([`crate::pointer`]).
                     let header = self.data_header(ind.initiator_id);
-                    match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
+                    match share_data_out(&read, false, &header, self.desktop, &mut self.finalization.1) {
                         DataOut::Pass(mut bytes) => {
                             if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
                                 let body = bytes.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();

@@ -153,6 +153,14 @@ fn raw_bitmap(dest: [u16; 4], width: u16, height: u16, bpp: u16, data: &[u8]) ->
 /// rectangle, every bitmap update the target sends. Fix shape: an uncompressed rectangle's data
 /// re-cut in place like a pointer's (source width = destination width, padding and the 32 bpp
 /// X byte zeroed, bitmapLength exactly the padded rows), or refused when it is not so.
+///
+/// Closed (zeroed in place, the update's lengths kept): an uncompressed rectangle's bytes no one
+/// draws — columns right of the destination, rows above it, row padding, a 32 bpp pixel's X
+/// byte — reach the client as zeros, fast-path (across fragments) or slow-path; its
+/// bitmapLength must be exactly its rows, padded to 4 bytes, and rows FreeRDP and IronRDP would
+/// start at different bytes (unpadded rows not a multiple of 4 bytes, more than one of them)
+/// end the session. **Still open**: the source width and height themselves (which columns and
+/// rows of zeros follow: a few bytes a rectangle).
 #[test]
 fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
     let (mut filter, mut decoder, _) = replayed();
@@ -166,18 +174,40 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
         &mut decoder,
         &fast_path_update(0x01, &raw_bitmap([10, 10, 10, 10], 1024, 1, 32, &data)),
     );
-    assert!(holds(&out, &payload[..4093]), "undrawn columns and X bytes reach the client");
-    assert_eq!(pixel(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel: no gap, no sign");
+    assert!(!holds(&out, &payload[1..9]) && !holds(&out, &[0xFF, payload[0]]), "undrawn columns and X bytes");
+    let mut drawn = vec![0x00, 0x00, 0xFF, 0x00];
+    drawn.extend([0; 4 * 1023]);
+    assert!(holds(&out, &drawn), "the pixel, then zeros");
+    assert_eq!(pixel(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel");
     // (c): a 1x1 destination at 24 bpp: one pixel, its row's pad byte, then ~4 KiB after the row.
     let mut data = vec![0xFF, 0x00, 0x00, payload[4096]];
     data.extend(&payload[4097..8_000]);
+    let verdict = filter.from_target(&fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data))).unwrap();
+    assert!(refused(&verdict), "bytes past the padded rows end the session: {verdict:?}");
+    // The row and its pad byte alone: the pad byte leaves as zero.
+    let (mut filter, mut decoder, _) = replayed();
     let out = passes_unstated(
         &mut filter,
         &mut decoder,
-        &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data)),
+        &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data[..4])),
     );
-    assert!(holds(&out, &payload[4096..8_000]), "row padding and bytes past the rows reach the client");
+    assert!(holds(&out, &[0xFF, 0x00, 0x00, 0x00]) && !holds(&out, &[0xFF, 0x00, 0x00, payload[4096]]));
     assert_eq!(pixel(&decoder, 20, 20), [0xFF, 0x00, 0x00], "drawn, without a gap");
+    // Unpadded rows of 3 bytes, two of them: FreeRDP and the recorder start row 2 apart.
+    let verdict =
+        filter.from_target(&fast_path_update(0x01, &raw_bitmap([20, 20, 20, 21], 1, 2, 24, &[7; 8]))).unwrap();
+    assert!(refused(&verdict), "rows read two ways: {verdict:?}");
+    // A source taller than its destination: FreeRDP draws its last rows (bottom-up), the first
+    // row is above the destination and leaves as zeros, as slow-path.
+    let (mut filter, _, _) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let mut two_rows = payload[..4].to_vec();
+    two_rows.extend([0x10, 0x20, 0x30, 0x40]);
+    let update = raw_bitmap([30, 30, 30, 30], 1, 2, 32, &two_rows);
+    let frame = target_io(share_data(1002, 0x02, &update), io);
+    let verdict = filter.from_target(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, &payload[..3]), "{verdict:?}");
+    assert!(carries(&verdict, &frame, &[0, 0, 0, 0, 0x10, 0x20, 0x30, 0x00]), "{verdict:?}");
 }
 
 /// Hole 4: a Confirm Active from the target reaches the client whole. `target_io` re-encodes
