@@ -782,6 +782,7 @@ mod fp {
     pub const BITMAP: u8 = 0x1;
     pub const PALETTE: u8 = 0x2;
     pub const SYNCHRONIZE: u8 = 0x3;
+    pub const SURFACE_COMMANDS: u8 = 0x4;
     /// The highest code MS-RDPBCGR defines (large pointer); 0x7 is undefined.
     pub const LAST_KNOWN: u8 = 0xC;
     pub const UNDEFINED: u8 = 0x7;
@@ -800,6 +801,8 @@ mod fp {
 /// palette updates are read by [`UpdateWalk`].
 #[derive(Debug, Default)]
 struct FastPathWalk {
+    /// Surface command frames, numbered by the box.
+    frames: Frames,
     /// The fragmented update in progress: its code and walk.
     fragment: Option<(u8, Option<UpdateWalk>)>,
     /// While a pointer update comes in fragments: where each of its pieces is (the PDU's place
@@ -1048,22 +1051,24 @@ impl FastPathWalk {
             }
             // A bitmap's bytes no one draws are zeroed in place (red team `h-red17r`, hole 3).
             let mut copy;
-            let data: &mut [u8] = if code == fp::BITMAP {
+            let data: &mut [u8] = if code == fp::BITMAP || code == fp::SURFACE_COMMANDS {
                 &mut out.to_mut()[data_range]
             } else {
                 copy = data.to_vec();
                 &mut copy
             };
             let walked = match (fragmentation, self.fragment.take()) {
-                (fp::SINGLE, None) => UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data).and(w.finish())),
+                (fp::SINGLE, None) => {
+                    UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data, &mut self.frames).and(w.finish()))
+                }
                 (fp::FIRST, None) => {
                     let mut walk = UpdateWalk::fast_path(code);
-                    let fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    let fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data, &mut self.frames));
                     self.fragment = Some((code, walk));
                     fed
                 }
                 (fp::NEXT | fp::LAST, Some((first, mut walk))) if first == code => {
-                    let mut fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    let mut fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data, &mut self.frames));
                     if fragmentation == fp::NEXT {
                         self.fragment = Some((code, walk));
                     } else if let Some(w) = &walk {
@@ -1194,6 +1199,57 @@ enum Step {
     },
     /// The update read whole: nothing may follow.
     End,
+    /// Surface commands: a command's cmdType.
+    Command,
+    /// A Frame Marker's frameAction.
+    MarkerAction,
+    /// A Frame Marker's frameId, `n` bytes of it read: the box's `id` goes out in its place.
+    MarkerId {
+        n: u8,
+        id: u32,
+        begin: bool,
+    },
+    /// A Set or Stream Surface Bits' destination and TS_BITMAP_DATA_EX up to bitmapDataLength
+    /// (20 bytes).
+    Bits,
+    /// A TS_COMPRESSED_BITMAP_HEADER_EX, `left` bytes to go (zeroed), then `data` bytes.
+    HeaderEx {
+        left: u8,
+        data: usize,
+        x_byte: bool,
+    },
+    /// Surface bits' data, `left` bytes to go, `at` read; raw 32 bpp pixels' X bytes zeroed.
+    BitsData {
+        left: usize,
+        at: usize,
+        x_byte: bool,
+    },
+}
+
+/// The surface command frames (Frame Markers, MS-RDPBCGR 2.2.9.2.3) as the box numbers them:
+/// the target's frameIds stay on the box (they carried 4 bytes a marker, red team `h-red17r`,
+/// hole 8), the client's Frame Acknowledge names the box's id and reaches the target with the
+/// target's.
+#[derive(Debug, Default)]
+struct Frames {
+    /// The box's id of the next frame.
+    next: u32,
+    /// The frame begun and not ended: the box's id and the target's.
+    open: Option<(u32, u32)>,
+    /// Frames ended, the box's id and the target's, the latest last (at most [`FRAMES_KEPT`]).
+    ended: std::collections::VecDeque<(u32, u32)>,
+}
+
+/// How many ended frames the box can answer a Frame Acknowledge for.
+const FRAMES_KEPT: usize = 256;
+/// The updateType-less kind of a surface commands update, for [`UpdateWalk`].
+const SURFACE_COMMANDS: u16 = 0xFFFF;
+
+impl Frames {
+    /// The target's id of a frame the box numbered `id`.
+    fn target_id(&self, id: u32) -> Option<u32> {
+        self.ended.iter().rev().find(|(b, _)| *b == id).map(|(_, t)| *t)
+    }
 }
 
 /// Where an uncompressed bitmap rectangle's drawn bytes are (red team `h-red17r`, hole 3). The
@@ -1275,6 +1331,12 @@ impl Raw {
     }
 }
 
+/// Surface command types (MS-RDPBCGR 2.2.9.1.2.1.10.1) and TS_BITMAP_DATA_EX's one flag.
+const SURFCMD_SET_SURFACE_BITS: u16 = 0x0001;
+const SURFCMD_FRAME_MARKER: u16 = 0x0004;
+const SURFCMD_STREAM_SURFACE_BITS: u16 = 0x0006;
+const BITMAP_DATA_EX_HEADER: u8 = 0x01;
+
 /// The colours of a palette: 256, what the recorder (IronRDP's stage) applies.
 const PALETTE_COLOURS: u32 = 256;
 
@@ -1291,6 +1353,7 @@ impl UpdateWalk {
         match code {
             fp::BITMAP => Some(Self::new(UPDATETYPE_BITMAP)),
             fp::PALETTE => Some(Self::new(UPDATETYPE_PALETTE)),
+            fp::SURFACE_COMMANDS => Some(Self { kind: SURFACE_COMMANDS, head: Vec::new(), step: Step::Command }),
             _ => None,
         }
     }
@@ -1307,12 +1370,13 @@ impl UpdateWalk {
         (self.head.len() == n).then(|| std::mem::take(&mut self.head))
     }
 
-    fn feed(&mut self, bytes: &mut [u8]) -> Result<(), &'static str> {
+    fn feed(&mut self, bytes: &mut [u8], frames: &mut Frames) -> Result<(), &'static str> {
         let mut at = 0;
         loop {
             match self.step {
                 Step::Data { left, skip: 0 } => self.step = Step::Rect { left: left - 1 },
                 Step::Raw { left, raw } if raw.at == raw.length => self.step = Step::Rect { left: left - 1 },
+                Step::BitsData { left: 0, .. } => self.step = Step::Command,
                 _ => {}
             }
             if at == bytes.len() {
@@ -1386,6 +1450,100 @@ impl UpdateWalk {
                     if skip == n { Step::End } else { Step::Colours { skip: skip - n } }
                 }
                 Step::End => return Err(BITMAP_AMBIGUOUS),
+                Step::Command => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    match u16_at(&h, 0) {
+                        Some(SURFCMD_FRAME_MARKER) => Step::MarkerAction,
+                        Some(SURFCMD_SET_SURFACE_BITS | SURFCMD_STREAM_SURFACE_BITS) => Step::Bits,
+                        _ => return Err(TARGET_UNREADABLE),
+                    }
+                }
+                Step::MarkerAction => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    let begin = match u16_at(&h, 0) {
+                        Some(0) => true,
+                        Some(1) => false,
+                        _ => return Err(TARGET_UNREADABLE),
+                    };
+                    let id = match (begin, frames.open) {
+                        (false, Some((id, _))) => id,
+                        _ => {
+                            let id = frames.next;
+                            frames.next = frames.next.wrapping_add(1);
+                            id
+                        }
+                    };
+                    Step::MarkerId { n: 0, id, begin }
+                }
+                Step::MarkerId { n, id, begin } => {
+                    // The target's id byte by byte, the box's going out in its place.
+                    self.head.push(bytes[at]);
+                    bytes[at] = id.to_le_bytes()[usize::from(n)];
+                    at += 1;
+                    if n < 3 {
+                        Step::MarkerId { n: n + 1, id, begin }
+                    } else {
+                        let target = uint_at(&std::mem::take(&mut self.head), 0, 4).unwrap_or(0);
+                        if begin {
+                            frames.open = Some((id, target));
+                        } else {
+                            // An end pairs with its begin (FreeRDP's and xrdp's servers, Windows).
+                            if frames.open.take().is_some_and(|(_, t)| t != target) {
+                                return Err(TARGET_UNREADABLE);
+                            }
+                            if frames.ended.len() == FRAMES_KEPT {
+                                frames.ended.pop_front();
+                            }
+                            frames.ended.push_back((id, target));
+                        }
+                        Step::Command
+                    }
+                }
+                Step::Bits => {
+                    // TS_BITMAP_DATA_EX's flags: only the header-ex bit is defined; its reserved
+                    // byte 0 (each was the target's: hole 8).
+                    match self.head.len() {
+                        9 => bytes[at] &= BITMAP_DATA_EX_HEADER,
+                        10 => bytes[at] = 0,
+                        _ => {}
+                    }
+                    self.head.push(bytes[at]);
+                    at += 1;
+                    if self.head.len() < 20 {
+                        continue;
+                    }
+                    let h = std::mem::take(&mut self.head);
+                    let (bpp, flags, codec) = (h[8], h[9], h[11]);
+                    let data = uint_at(&h, 16, 4).unwrap_or(0) as usize;
+                    let x_byte = codec == 0 && bpp == 32;
+                    if flags & BITMAP_DATA_EX_HEADER != 0 {
+                        Step::HeaderEx { left: 24, data, x_byte }
+                    } else {
+                        Step::BitsData { left: data, at: 0, x_byte }
+                    }
+                }
+                // Its unique ids and time stamps draw nothing (IronRDP and FreeRDP skip them).
+                Step::HeaderEx { left, data, x_byte } => {
+                    let n = usize::from(left).min(bytes.len() - at);
+                    bytes[at..at + n].fill(0);
+                    at += n;
+                    match left - n as u8 {
+                        0 => Step::BitsData { left: data, at: 0, x_byte },
+                        left => Step::HeaderEx { left, data, x_byte },
+                    }
+                }
+                Step::BitsData { left, at: done, x_byte } => {
+                    let n = left.min(bytes.len() - at);
+                    if x_byte {
+                        for (i, b) in bytes[at..at + n].iter_mut().enumerate() {
+                            if (done + i) % 4 == 3 {
+                                *b = 0;
+                            }
+                        }
+                    }
+                    at += n;
+                    Step::BitsData { left: left - n, at: done + n, x_byte }
+                }
             };
         }
     }
@@ -1394,6 +1552,9 @@ impl UpdateWalk {
     fn finish(&self) -> Result<(), &'static str> {
         match self.step {
             Step::Rect { left: 0 } | Step::End => Ok(()),
+            Step::Command | Step::BitsData { left: 0, .. } if self.head.is_empty() => Ok(()),
+            // Windows 10 ends an update with a Frame Marker of no frameId (IronRDP reads it so).
+            Step::MarkerId { n: 0, .. } => Ok(()),
             // A truncated update: FreeRDP fails the PDU, IronRDP ignores it in silence.
             _ => Err(BITMAP_AMBIGUOUS),
         }
@@ -1403,6 +1564,7 @@ impl UpdateWalk {
 /// PDUTYPE2 values of a Share Data PDU (at offset 14) the filter reads.
 const PDUTYPE2_UPDATE: u8 = 0x02;
 const PDUTYPE2_POINTER: u8 = 0x1B;
+const PDUTYPE2_FRAME_ACKNOWLEDGE: u8 = 0x38;
 /// A Share Control header and Share Data header: where a Data PDU's body starts.
 const SHARE_DATA_HEADER: usize = 18;
 
@@ -1422,7 +1584,7 @@ fn target_data_pdu(pdu: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
         Some(kind @ (UPDATETYPE_BITMAP | UPDATETYPE_PALETTE)) => {
             let mut out = pdu.to_vec();
             let mut walk = UpdateWalk::new(kind);
-            walk.feed(&mut out[18..])?;
+            walk.feed(&mut out[18..], &mut Frames::default())?;
             walk.finish()?;
             Ok(Cow::Owned(out))
         }
@@ -1809,6 +1971,24 @@ impl Filter {
         };
         for (range, kind) in pdus {
             let pdu = &data[range];
+            // A Frame Acknowledge names a frame the box numbered: the target gets its own id, and
+            // none for a frame the box never sent (red team `h-red17r`, hole 8).
+            let acked;
+            let pdu = if kind == PDUTYPE_DATA && pdu.get(14) == Some(&PDUTYPE2_FRAME_ACKNOWLEDGE) {
+                match uint_at(pdu, 18, 4).and_then(|id| self.fast_path.frames.target_id(id)) {
+                    Some(target) => {
+                        acked = [&pdu[..18], &target.to_le_bytes()[..], pdu.get(22..).unwrap_or_default()].concat();
+                        changed |= acked != pdu;
+                        &acked[..]
+                    }
+                    None => {
+                        changed = true;
+                        continue;
+                    }
+                }
+            } else {
+                pdu
+            };
             match kind {
                 // One Confirm Active a Demand Active: an unasked-for one would carry what a
                 // Confirm Active may, as often as the client liked.

@@ -479,17 +479,38 @@ fn red17r_a_surface_the_recorder_will_not_hold_is_drawn_by_the_client_alone() {
 /// carries ~12 KiB in markers and 25 bytes beside a 1x1 raw pixel the recorder draws, without
 /// a gap. Fix shape: walk Surface Commands in the filter — frame markers paired, their ids in
 /// sequence (or re-written by the box), no header-ex, reserved zero, the X byte zeroed.
+///
+/// Closed: the filter walks Surface Commands (across fragments) and re-encodes them in place:
+/// every Frame Marker's frameId is the box's (a frame's end pairs with its begin; the client's
+/// Frame Acknowledge reaches the target with the target's id, and one for a frame the box never
+/// numbered is dropped), the header-ex's 24 bytes and the reserved byte leave as zeros, the
+/// flags but the header-ex bit too, and a raw 32 bpp pixel's X byte. **Still open**: how many
+/// frames, begun and ended, each drawing nothing (their count and timing).
 #[test]
 fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     let (mut filter, mut decoder, _) = replayed();
     let payload = file(12_000);
+    let marker = |action: u16, id: &[u8]| [&0x0004u16.to_le_bytes()[..], &action.to_le_bytes(), id].concat();
+    // Begin and end alternating, each id the file's: an end that does not pair ends the session.
     let mut commands = Vec::new();
     for (i, id) in payload.chunks(4).enumerate() {
-        commands.extend(0x0004u16.to_le_bytes());
-        commands.extend(u16::try_from(i % 2).unwrap().to_le_bytes());
-        commands.extend(id);
+        commands.extend(marker(u16::try_from(i % 2).unwrap(), id));
     }
-    let markers = commands.clone();
+    let verdict = filter.from_target(&fast_path_update(0x04, &commands)).unwrap();
+    assert!(refused(&verdict), "ends that do not pair with their begins: {verdict:?}");
+    // Paired, each frame's id the file's: they reach the client numbered by the box.
+    let (mut filter, mut decoder2, _) = replayed();
+    std::mem::swap(&mut decoder, &mut decoder2);
+    let mut commands = Vec::new();
+    let mut numbered = Vec::new();
+    for (i, id) in payload[..4000].chunks(4).enumerate() {
+        commands.extend(marker(0, id));
+        commands.extend(marker(1, id));
+        let box_id = u32::try_from(i).unwrap().to_le_bytes();
+        numbered.extend(marker(0, &box_id));
+        numbered.extend(marker(1, &box_id));
+    }
+    let markers = payload[..4000].to_vec();
     // A raw 1x1 pixel at (30, 30), green, with the header-ex and the reserved byte the file's.
     let extra = file(25);
     commands.extend(0x0001u16.to_le_bytes());
@@ -503,9 +524,23 @@ fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     commands.extend(&extra[1..25]);
     commands.extend([0x00, 0xFF, 0x00, 0x5A]);
     let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x04, &commands));
-    assert!(holds(&out, &markers), "every frame marker's id reaches the client");
-    assert!(holds(&out, &extra[1..25]) && holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
+    assert!(!holds(&out, &markers[..8]) && !holds(&out, &markers[4000 - 8..]), "no frame marker's id");
+    assert!(holds(&out, &numbered), "the frames as the box numbers them");
+    assert!(!holds(&out, &extra[1..25]) && !holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
+    let mut bits = vec![32, 0x01, 0x00, 0x00, 1, 0, 1, 0, 4, 0, 0, 0];
+    bits.extend([0; 24]);
+    bits.extend([0x00, 0xFF, 0x00, 0x00]);
+    assert!(holds(&out, &bits), "the pixel as drawn, its X byte and header-ex zero");
     assert_eq!(pixel(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
+    // The client acknowledges frame 999 (the box's id): the target hears of its own.
+    let io = filter.io_channel.expect("connected");
+    let frame = client_io(share_data(1007, 0x38, &999u32.to_le_bytes()), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    let own = [&[0x38, 0, 0, 0][..], &payload[3996..4000]].concat();
+    assert!(carries(&verdict, &frame, &own), "{verdict:?}");
+    // A frame the box never numbered: the acknowledgement stays on the box.
+    let frame = client_io(share_data(1007, 0x38, &0x0BAD_F00Du32.to_le_bytes()), io);
+    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Drop, "an unknown frame's acknowledgement");
 }
 
 /// Hole 9: a 32 bpp pointer's alpha byte carries ~7.6 bits a pixel the video cannot show.
