@@ -8,8 +8,11 @@
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
 //! as IronRDP (the key track's reader) decodes it, re-encoded; so do Share Data PDUs either way
 //! ([`share_data_out`]): what was read, not the bytes sent. Fast-path output (the bulk of a
-//! session) passes untouched but is read update by update, bitmap rectangle headers included, so
-//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
+//! session) is read update by update, bitmap rectangle headers and surface commands included, so
+//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]);
+//! it passes as sent but for what no one draws (zeroed in place), the frame ids the box numbers
+//! and the PDU header, the box's. Every slow-path frame leaves framed as IronRDP writes it
+//! ([`framed`]).
 //! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
 //! a message holding several leaves as one message each, so no peer can read their boundaries
 //! differently from the filter. Once the target has sent its Demand Active, a message the filter
