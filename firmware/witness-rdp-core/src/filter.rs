@@ -336,6 +336,36 @@ fn reencode_channel_pdu(frame: &[u8], dvc: &[u8]) -> Option<Vec<u8>> {
     }
 }
 
+/// `verdict` on a read channel's DVC PDU (`h`, its static chunk at `at` in `frame`) with a Data
+/// PDU whole in one chunk re-encoded with its header as FreeRDP and mstsc write it: Sp 0, the
+/// channel id in as few bytes as hold it. The sender's Sp bits and id width crossed as sent (red
+/// team `h-red17r`, hole 14). A Data PDU over several chunks, or a Data First, keeps its header.
+fn dvc_data_header(verdict: Verdict, frame: &[u8], at: usize, h: DvcHeader) -> Verdict {
+    let Some((_, flags, _)) = channel_pdu(&frame[at..]) else { return verdict };
+    let whole = CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
+    if h.cmd != cmd::DATA || flags & whole != whole {
+        return verdict;
+    }
+    // The frame as it leaves: this one alone (a message held over earlier frames is longer).
+    let out = match &verdict {
+        Verdict::Forward => frame,
+        Verdict::Replace(out) if out.len() == frame.len() => out,
+        _ => return verdict,
+    };
+    let dvc = dvc_pdu(cmd::DATA, 0, h.channel, &out[at + 8 + h.body..]);
+    let mut data = Vec::with_capacity(dvc.len() + 8);
+    data.extend(u32::try_from(dvc.len()).unwrap_or(u32::MAX).to_le_bytes());
+    data.extend(flags.to_le_bytes());
+    data.extend(dvc);
+    let user_data = Cow::Owned(data);
+    let reencoded = match whole_mcs(out) {
+        Some(X224(McsMessage::SendDataRequest(r))) => encode_vec(&X224(SendDataRequest { user_data, ..r })).ok(),
+        Some(X224(McsMessage::SendDataIndication(i))) => encode_vec(&X224(SendDataIndication { user_data, ..i })).ok(),
+        _ => None,
+    };
+    replaced(frame, reencoded, DVC_UNREADABLE)
+}
+
 /// The verdict for a frame re-encoded as `out` (`frame` itself when it was already so encoded).
 fn replaced(frame: &[u8], out: Option<Vec<u8>>, refusal: &'static str) -> Verdict {
     match out {
@@ -2328,7 +2358,7 @@ impl Filter {
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    p.dvc(false, frame, at, length, h)
+                    dvc_data_header(p.dvc(false, frame, at, length, h), frame, at, h)
                 }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
@@ -2431,11 +2461,11 @@ impl Filter {
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    gfx_from_client(gfx, &mut p.reader, frame, at, length, h)
+                    dvc_data_header(gfx_from_client(gfx, &mut p.reader, frame, at, length, h), frame, at, h)
                 }
                 Some(DynamicChannel { parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    p.dvc(true, frame, at, length, h)
+                    dvc_data_header(p.dvc(true, frame, at, length, h), frame, at, h)
                 }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,

@@ -869,8 +869,9 @@ fn reframed(frame: &[u8], bytes: [u8; 4]) -> Vec<u8> {
 /// Closed for the framing: every slow-path frame that passes leaves with the TPKT, X.224 and
 /// MCS headers IronRDP writes for what was read (re-encoded, not refused: peers may set those
 /// bytes), and every fast-path output PDU with the box's header (reserved bits zero, the length
-/// in two bytes). **Still open**: the dynamic channel Data PDU's Sp bits and channel id width
-/// (the last assertion).
+/// in two bytes), and a read dynamic channel's Data PDU whole in one chunk with its header as
+/// FreeRDP writes it (Sp 0, the shortest channel id). **Still open**: the header of a Data PDU
+/// over several chunks, or of a Data First (the width of its length), as sent.
 #[test]
 fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let mut filter = super::red17i::grant_without_anything();
@@ -918,7 +919,11 @@ fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let mut gfx = super::red17n::opened();
     let dvc = [&[0x3E, 3, 0, 0, 0, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
     let frame = super::red17i::target_send(super::red17i::svc(&dvc));
-    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits (still open)");
+    let canonical = [&[0x30, 3, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
+    let canonical = super::red17i::target_send(super::red17i::svc(&canonical));
+    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Replace(canonical.clone()), "a DVC header's free bits");
+    let mut gfx = super::red17n::opened();
+    assert_eq!(gfx.from_target(&canonical).unwrap(), Verdict::Forward, "the header as FreeRDP writes it");
 }
 
 /// Hole 15: an uncompressed Wire To Surface 1 the client fails on is drawn by the recorder, and
