@@ -10,6 +10,10 @@
 //! - The slot measurement in PCR 15 is a public value anyone who runs code before the box's own
 //!   measurement can extend, and the policy leaves out the PCRs where the kernel command line and
 //!   the initrd are measured: a boot with another command line opens the keys.
+//! - `keys/tpm.policy` is taken as written: a planted line (PCR 16 at zero) unbinds every key
+//!   made afterwards. First boot leaves the keys in clear for good if it stops before sealing.
+//! - RAUC's D-Bus API is open to every local user, the daemon's too: it switches to the older
+//!   slot with no version check and no console.
 //! - The sandbox opens every I2C bus and GPIO chip, not the ones the board profile names.
 
 use crate::flash::{Loop, flash, image};
@@ -403,4 +407,39 @@ fn red20_tpm_keys_stay_in_clear_for_good_when_first_boot_stops_before_sealing() 
     assert!(stdout(&others).trim().is_empty(), "something else seals the keys: {}", stdout(&others));
     let daemon = sh(&format!("grep -rl 'seal_to_tpm' {} || true", root.join("firmware/witness/src/daemon").display()));
     assert!(stdout(&daemon).trim().is_empty(), "the daemon seals left-over clear keys at start: {}", stdout(&daemon));
+}
+
+/// Red team h-red20: `keys/tpm.policy` (the boot states every new key is sealed to) is a plain
+/// file on the data partition that nothing authenticates, and its PCR list is taken as written.
+/// Someone with the disk for a minute (an evil maid, or the daemon's own user) adds a line bound
+/// to PCR 16 (the debug PCR, which every boot holds at zero and anyone may reset): every key made
+/// from then on (each KEK rotation, a new search key) is also sealed to "PCR 16 is zero" and
+/// opens on this TPM in any boot state — no measurement, any root, any command line.
+#[test]
+fn red20_tpm_a_planted_policy_line_unbinds_every_new_key() {
+    let mut sim = witness_tpm::simulator::Simulator::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("keys")).unwrap();
+    std::fs::write(root.join("keys/tpm"), sim.tcti()).unwrap();
+    // The box's own state (slot a, measured) and the planted line.
+    let tpm = witness_tpm::Tpm::new(&sim.tcti());
+    tpm.extend(witness_keys::SLOT_PCR, &witness_keys::boot_event("a", &"5e".repeat(32))).unwrap();
+    let genuine: Vec<String> =
+        tpm.pcrs(&witness_keys::BOOT_PCRS).unwrap().iter().map(|(p, v)| format!("{p}={}", hex::encode(v))).collect();
+    let planted = format!("a {}\nx 16={}\n", genuine.join(" "), "00".repeat(32));
+    std::fs::write(root.join("keys/tpm.policy"), planted).unwrap();
+
+    // Weeks later the box rotates its key; recordings are encrypted under the new one.
+    let id = witness_keys::rotate(root).unwrap();
+    let sealed = std::fs::read(root.join(format!("keys/kek-{id}.tpm"))).unwrap();
+    let mut labels = witness_tpm::labels(&sealed).unwrap();
+    labels.sort();
+    assert_eq!(labels, ["a", "x"], "sealed to the planted state too");
+    // The attacker's boot: nothing measured (PCR 15 is zero), any root. The new KEK opens.
+    sim.restart();
+    let tpm = witness_tpm::Tpm::new(&sim.tcti());
+    assert_eq!(tpm.pcrs(&[witness_keys::SLOT_PCR]).unwrap()[0].1, [0u8; 32], "no slot measured");
+    let opened = tpm.unseal(&sealed).expect("the new KEK opened in an unmeasured boot (the hole is closed?)");
+    assert_eq!(opened.len(), 32);
 }
