@@ -443,3 +443,33 @@ fn red20_tpm_a_planted_policy_line_unbinds_every_new_key() {
     let opened = tpm.unseal(&sealed).expect("the new KEK opened in an unmeasured boot (the hole is closed?)");
     assert_eq!(opened.len(), 32);
 }
+
+/// Red team h-red20: the size budget never measures the root that ships. Its fail line is "the
+/// root without the binary plus the release binary's *line*" (36 MiB), not the root as built; the
+/// shipped binary has a line of its own that the environment raises
+/// (`WITNESS_BINARY_BUDGET_MB`, as the image test does for its debug build). So a root with any
+/// binary — 93 MiB of debug tables, or 500 — passes `cargo xtask image --binary …` with that
+/// variable set, and the image the QEMU test boots (and asserts "the budget" on) is well over
+/// 200 MB: its size table's "root, unpacked" row is compared with nothing.
+#[test]
+fn red20_image_budget_counts_a_binary_line_not_the_binary_shipped() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let build = std::fs::read_to_string(root.join("rootfs/build.sh")).unwrap();
+    assert!(
+        build.contains("binary_budget_mb=${WITNESS_BINARY_BUDGET_MB:-"),
+        "the shipped binary's line comes from the environment"
+    );
+    let checks: Vec<&str> =
+        build.lines().filter(|l| l.trim_start().starts_with("[ ") && l.contains("|| die")).collect();
+    let root_check = checks.iter().find(|l| l.contains("root_budget_mb")).expect("a root budget check");
+    assert!(
+        root_check.contains("root_mb - witness_mb + release_binary_budget_mb"),
+        "the root check swaps the shipped binary for the release line: {root_check}"
+    );
+    assert!(
+        !checks.iter().any(|l| l.contains("\"$root_mb\" -le") || l.contains("$root_mb -le")),
+        "nothing compares the root as built with a budget: {checks:?}"
+    );
+    let test = std::fs::read_to_string(root.join("tests/e2e/image.rs")).unwrap();
+    assert!(!test.contains("row(\"root, unpacked\")"), "the image test never reads the built root's size");
+}
