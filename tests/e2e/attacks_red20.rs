@@ -29,6 +29,15 @@ fn head_sha256(path: &str, n: usize) -> String {
     stdout(&out).split_whitespace().next().unwrap().to_owned()
 }
 
+/// The first bytes of a disk (or file) whose file system stays mounted were not overwritten by
+/// the image: it differs from the (random) image almost everywhere. (A before/after hash would
+/// see the mounted file system's own writes, e.g. ext4's lazy inode table init.)
+fn not_the_image(path: &str, img: &Path) {
+    let cmp = sh(&format!("cmp -n 3000000 -l {} {} | wc -l", img.display(), path));
+    let differing: usize = stdout(&cmp).trim().parse().unwrap();
+    assert!(differing > 2_000_000, "{path} holds the image ({differing} of 3000000 bytes differ)");
+}
+
 fn run_ok(args: &[&str]) {
     let out = Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap();
     assert!(out.status.success(), "{args:?}: {}", stderr(&out));
@@ -82,15 +91,10 @@ fn red20_flash_writes_through_a_loop_device_onto_a_mounted_disk() {
     assert!(kernel_says_busy(&disk.0), "{} is mounted: the kernel holds it", disk.0);
 
     let out = flash(&["--yes", img.to_str().unwrap(), &over.0]);
-    assert!(out.status.success(), "flash.sh refused {} (the hole is closed?): {}", over.0, stderr(&out));
-    assert!(stderr(&out).contains("verified: sha256"), "{}", stderr(&out));
-    assert_eq!(
-        head_sha256(&disk.0, 3_000_000),
-        sha256_file(&img),
-        "the mounted disk {} now holds the image, written through {}",
-        disk.0,
-        over.0
-    );
+    assert_eq!(out.status.code(), Some(1), "flash.sh wrote through {}: {}", over.0, stderr(&out));
+    assert!(stderr(&out).contains(&format!("refused (loop-backing): {}", over.0)), "{}", stderr(&out));
+    not_the_image(&disk.0, &img);
+    not_the_image(&over.0, &img);
 }
 
 /// Red team h-red20: the second device of a mounted multi-device btrfs (RAID1 root across two
@@ -113,13 +117,15 @@ fn red20_flash_writes_the_second_device_of_a_mounted_btrfs() {
     assert!(!mounts.contains(&format!("{} ", second.0)), "only {} is named as mounted", first.0);
     assert!(kernel_says_busy(&second.0), "btrfs holds {} exclusively", second.0);
 
+    let before = head_sha256(&second.0, 3_000_000);
     let out = flash(&["--yes", img.to_str().unwrap(), &second.0]);
-    assert!(out.status.success(), "flash.sh refused {} (the hole is closed?): {}", second.0, stderr(&out));
-    assert_eq!(head_sha256(&second.0, 3_000_000), sha256_file(&img), "{} overwritten", second.0);
-    // The file system lost a member's superblock and data under it.
+    assert_eq!(out.status.code(), Some(1), "flash.sh wrote {}: {}", second.0, stderr(&out));
+    assert!(stderr(&out).contains(&format!("refused (busy): {}", second.0)), "{}", stderr(&out));
+    assert_eq!(head_sha256(&second.0, 3_000_000), before, "{} untouched", second.0);
+    // The file system lost nothing.
     let scrub = Command::new("btrfs").args(["scrub", "start", "-B"]).arg(&mounted.0).output().unwrap();
     let report = format!("{}{}", stdout(&scrub), stderr(&scrub));
-    assert!(!report.contains("no errors found"), "the mounted btrfs noticed nothing: {report}");
+    assert!(report.contains("no errors found"), "the mounted btrfs was damaged: {report}");
 }
 
 /// Red team h-red20: a regular-file target is written with no check at all, even when it is the
@@ -138,9 +144,10 @@ fn red20_flash_overwrites_the_backing_file_of_a_mounted_loop_device() {
     assert!(listed.contains(&dev.0), "losetup -j names the loop device using the file: {listed}");
 
     let out = flash(&["--yes", img.to_str().unwrap(), backing.to_str().unwrap()]);
-    assert!(out.status.success(), "flash.sh refused the file (the hole is closed?): {}", stderr(&out));
-    assert_eq!(std::fs::metadata(&backing).unwrap().len(), 3_000_000, "truncated to the image");
-    assert_eq!(sha256_file(&backing), sha256_file(&img), "the mounted file system's file is the image now");
+    assert_eq!(out.status.code(), Some(1), "flash.sh wrote the file: {}", stderr(&out));
+    assert!(stderr(&out).contains("refused (loop-backing)") && stderr(&out).contains(&dev.0), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&backing).unwrap().len(), 16 * 1024 * 1024, "not truncated");
+    not_the_image(backing.to_str().unwrap(), &img);
 }
 
 /// Red team h-red20: the mounted rule reads /proc/self/mountinfo and /proc/mounts, which list
@@ -172,13 +179,10 @@ fn red20_flash_writes_a_disk_mounted_in_another_mount_namespace() {
     let _ = holder.kill();
     let _ = holder.wait();
     let err = stderr(&out);
-    assert!(!err.contains("refused"), "a rule refused it (the hole is closed?): {err}");
-    assert!(err.contains("writing with dd"), "{err}");
-    // The mounted file system's first 3 MB were overwritten (the read-back may differ where the
-    // file system wrote its own blocks meanwhile).
-    let written = sh(&format!("cmp -n 3000000 -l {} {} | wc -l", img.display(), dev.0));
-    let differing: usize = stdout(&written).trim().parse().unwrap();
-    assert!(differing < 300_000, "{differing} of 3000000 bytes differ from the image: it was written");
+    assert_eq!(out.status.code(), Some(1), "flash.sh wrote the disk: {err}");
+    assert!(err.contains(&format!("refused (busy): {}", dev.0)), "{err}");
+    assert!(!err.contains("writing with dd"), "{err}");
+    not_the_image(&dev.0, &img);
 }
 
 /// Red team h-red20: flash.sh resolves TARGET for its checks and writes to TARGET again, by name,
@@ -198,6 +202,17 @@ fn red20_flash_checks_one_target_and_writes_another() {
     let link = dir.path().join("target");
     std::os::unix::fs::symlink(&decoy, &link).unwrap();
 
+    // A link as a file target is refused outright: nothing to swap.
+    let out = flash(&["--yes", img.to_str().unwrap(), link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "flash.sh wrote through a link: {}", stderr(&out));
+    assert!(stderr(&out).contains("refused (symlink)"), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&decoy).unwrap().len(), 0, "the link's file got nothing");
+
+    // A link to a device (as /dev/disk/by-* are) is resolved once and held: here it names an
+    // unused disk at the check and the mounted one at "yes"; the write goes to the checked disk.
+    let spare = Loop::new(&dir.path().join("spare"), 16 * 1024 * 1024);
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink(&spare.0, &link).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("flash.sh");
     // A terminal for the prompt (script(1) gives the child one).
     let mut child = Command::new("script")
@@ -215,7 +230,7 @@ fn red20_flash_checks_one_target_and_writes_another() {
         assert!(n > 0, "flash.sh ended before asking: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    assert!(String::from_utf8_lossy(&seen).contains("(file)"), "checked as a file: {}", String::from_utf8_lossy(&seen));
+    assert!(String::from_utf8_lossy(&seen).contains("(device)"), "checked as a device: {}", String::from_utf8_lossy(&seen));
     // While the technician reads the prompt, the name moves to the mounted disk.
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&dev.0, &link).unwrap();
@@ -223,11 +238,9 @@ fn red20_flash_checks_one_target_and_writes_another() {
     out.read_to_end(&mut seen).unwrap();
     let _ = child.wait();
     let said = String::from_utf8_lossy(&seen);
-    assert!(said.contains("writing with dd") && !said.contains("refused"), "{said}");
-    assert_eq!(std::fs::metadata(&decoy).unwrap().len(), 0, "the checked file got nothing");
-    let written = sh(&format!("cmp -n 3000000 -l {} {} | wc -l", img.display(), dev.0));
-    let differing: usize = stdout(&written).trim().parse().unwrap();
-    assert!(differing < 300_000, "{differing} bytes differ: the mounted disk {} got the image", dev.0);
+    assert!(said.contains("verified: sha256"), "{said}");
+    assert_eq!(head_sha256(&spare.0, 3_000_000), sha256_file(&img), "the checked disk got the image");
+    not_the_image(&dev.0, &img);
 }
 
 /// Red team h-red20: the downgrade check orders bundles by the version in /etc/witness/version,
@@ -246,24 +259,31 @@ fn red20_rauc_every_build_has_one_version_so_any_older_signed_bundle_goes_in() {
         .find_map(|l| l.strip_prefix("version = \""))
         .map(|v| v.trim_end_matches('"').to_owned())
         .expect("[workspace.package] version");
-    assert_eq!(env!("CARGO_PKG_VERSION"), workspace_version, "every crate, the binary too, has the workspace's");
+    // Every build its own version: the binary's plus the build time, or --version (which
+    // `cargo xtask image` passes on).
     let build = std::fs::read_to_string(root.join("rootfs/build.sh")).unwrap();
-    assert!(build.contains("version=$(\"$binary\" --version"), "build.sh's default version is the binary's");
+    assert!(build.contains("version=$version.$(date -u -d \"@${SOURCE_DATE_EPOCH:-$(date +%s)}\" +%Y%m%d%H%M%S)"), "build.sh appends the build time");
     let xtask = std::fs::read_to_string(root.join("xtask/src/image.rs")).unwrap();
-    assert!(!xtask.contains("\"--version\""), "cargo xtask image passes no --version to build.sh");
+    assert!(xtask.contains("\"--version\""), "cargo xtask image passes --version to build.sh");
 
-    // Last week's build and today's: both "0.1.0"; last week's is installed over today's.
+    // Last week's build and today's: 0.1.0.<last week> goes not in over 0.1.0.<today>, nor does
+    // another build carrying today's very version; today's next build does.
     let check = root.join("rootfs/overlay/usr/libexec/witness/update-version-check");
-    let out = Command::new("sh").arg(&check).args([&workspace_version, &workspace_version, ""]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "an older build with the same version was refused (the hole is closed?): {}",
-        stderr(&out)
-    );
-    // Nothing else orders two builds: rauc-pre-install refuses only the running root hash and a
-    // hash that already failed in the target slot.
+    let run = |running: &str, bundle: &str| {
+        let out = Command::new("sh").arg(&check).args([running, bundle, ""]).output().unwrap();
+        (out.status.success(), stderr(&out))
+    };
+    let today = format!("{workspace_version}.20261207195800");
+    let last_week = format!("{workspace_version}.20261130120000");
+    let (ok, why) = run(&today, &last_week);
+    assert!(!ok && why.contains("refusing a downgrade"), "{why}");
+    let (ok, why) = run(&today, &today);
+    assert!(!ok && why.contains("refusing another build of the same version"), "{why}");
+    assert!(run(&today, &format!("{workspace_version}.20261207195801")).0, "a later build goes in");
+    assert!(!run(&workspace_version, &workspace_version).0, "equal versions are refused, whatever they are");
+    // The version is recorded with the slot's hash, for set-primary to compare again.
     let pre = std::fs::read_to_string(root.join("rootfs/overlay/usr/libexec/witness/rauc-pre-install")).unwrap();
-    assert!(!pre.contains("SOURCE_DATE_EPOCH") && !pre.contains("build_id"), "no build counter is compared");
+    assert!(pre.contains("bs_set \"${target}_version\" \"$version\""), "rauc-pre-install records the version");
 }
 
 /// Red team h-red20: the keys' policy is PCRs 0, 2, 4, 7 and 15. The box's own measurement in 15
@@ -365,19 +385,29 @@ fn red20_rauc_the_daemon_can_switch_to_the_older_slot_over_dbus() {
     let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
     let packages = read("rootfs/packages.txt");
     assert!(packages.lines().any(|l| l.trim() == "rauc-service"), "RAUC's D-Bus service is in the image");
-    let overlay = sh(&format!("find {} -path '*dbus-1*'", root.join("rootfs/overlay").display()));
-    assert!(stdout(&overlay).trim().is_empty(), "no D-Bus policy of the image's own: {}", stdout(&overlay));
+    // The image's own policy: root only; Debian's open one removed.
+    let policy = read("rootfs/overlay/etc/dbus-1/system.d/de.pengutronix.rauc.conf");
+    let root_part = policy.split("<policy user=\"root\">").nth(1).expect("a root policy").split("</policy>").next().unwrap();
+    assert!(root_part.contains("<allow send_destination=\"de.pengutronix.rauc\"/>"), "{policy}");
+    let default = policy.split("<policy context=\"default\">").nth(1).expect("a default policy").split("</policy>").next().unwrap();
+    assert!(default.contains("<deny send_destination=\"de.pengutronix.rauc\"/>"), "{policy}");
+    assert!(!default.contains("<allow"), "{policy}");
     let build = read("rootfs/build.sh");
-    assert!(!build.contains("de.pengutronix.rauc.conf"), "build.sh leaves RAUC's open policy in place");
+    assert!(
+        build.contains("rm -f \"$root/usr/share/dbus-1/system.d/de.pengutronix.rauc.conf\""),
+        "build.sh removes RAUC's open policy"
+    );
+    // The daemon (which uses no D-Bus) cannot reach the bus.
     let unit = read("rootfs/overlay/etc/systemd/system/witness.service");
-    assert!(unit.contains("RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"), "the daemon may open unix sockets");
-    assert!(!unit.contains("/run/dbus"), "the system bus socket is not made inaccessible to the daemon");
-    // RAUC's Mark(active) calls the backend's set-primary, which checks the slot's root hash and
-    // seals the keys for it, never its version.
+    assert!(unit.lines().any(|l| l == "InaccessiblePaths=/run/dbus"), "the system bus is out of the daemon's reach");
+    let daemon = sh(&format!("grep -rlE 'zbus|dbus' {} || true", root.join("firmware/witness/src").display()));
+    assert!(stdout(&daemon).trim().is_empty(), "the daemon uses D-Bus: {}", stdout(&daemon));
+    // Mark(active) of another slot reaches set-primary: it compares the slot's recorded version.
     let backend = read("rootfs/overlay/usr/libexec/witness/rauc-backend");
     let set_primary = backend.split("set-primary)").nth(1).unwrap().split(";;").next().unwrap();
-    assert!(set_primary.contains("bs_set primary"), "{set_primary}");
-    assert!(!set_primary.contains("version"), "set-primary compares no version: {set_primary}");
+    let check = set_primary.find("update-version-check").expect("set-primary compares versions");
+    assert!(set_primary.contains("bs_get \"${slot}_version\""), "{set_primary}");
+    assert!(check < set_primary.find("bs_set primary").unwrap(), "before switching: {set_primary}");
 }
 
 /// Red team h-red20: first boot runs `witness init` (keys made in clear, witness.toml written
