@@ -241,7 +241,11 @@ fn red20_flash_checks_one_target_and_writes_another() {
         assert!(n > 0, "flash.sh ended before asking: {}", String::from_utf8_lossy(&seen));
         seen.extend_from_slice(&buf[..n]);
     }
-    assert!(String::from_utf8_lossy(&seen).contains("(device)"), "checked as a device: {}", String::from_utf8_lossy(&seen));
+    assert!(
+        String::from_utf8_lossy(&seen).contains("(device)"),
+        "checked as a device: {}",
+        String::from_utf8_lossy(&seen)
+    );
     // While the technician reads the prompt, the name moves to the mounted disk.
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&dev.0, &link).unwrap();
@@ -276,7 +280,10 @@ fn red20_rauc_every_build_has_one_version_so_any_older_signed_bundle_goes_in() {
     // Every build its own version: the binary's plus the build time, or --version (which
     // `cargo xtask image` passes on).
     let build = std::fs::read_to_string(root.join("rootfs/build.sh")).unwrap();
-    assert!(build.contains("version=$version.$(date -u -d \"@${SOURCE_DATE_EPOCH:-$(date +%s)}\" +%Y%m%d%H%M%S)"), "build.sh appends the build time");
+    assert!(
+        build.contains("version=$version.$(date -u -d \"@${SOURCE_DATE_EPOCH:-$(date +%s)}\" +%Y%m%d%H%M%S)"),
+        "build.sh appends the build time"
+    );
     let xtask = std::fs::read_to_string(root.join("xtask/src/image.rs")).unwrap();
     assert!(xtask.contains("\"--version\""), "cargo xtask image passes --version to build.sh");
 
@@ -404,7 +411,8 @@ fn red20_sandbox_opens_every_i2c_bus_and_gpio_chip_not_the_profiles() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
-    let dropin = std::fs::read_to_string(run_dir.join("systemd/system/witness.service.d/50-board-devices.conf")).unwrap();
+    let dropin =
+        std::fs::read_to_string(run_dir.join("systemd/system/witness.service.d/50-board-devices.conf")).unwrap();
     assert_eq!(dropin, "[Service]\nDeviceAllow=/dev/gpiochip2 rw\nDeviceAllow=/dev/i2c-1 rw\n");
     let udev = std::fs::read_to_string(run_dir.join("udev/rules.d/71-witness-board.rules")).unwrap();
     assert!(udev.contains("SUBSYSTEM==\"gpio\", KERNEL==\"gpiochip2\", GROUP=\"gpio\""), "{udev}");
@@ -444,9 +452,16 @@ fn red20_rauc_the_daemon_can_switch_to_the_older_slot_over_dbus() {
     assert!(packages.lines().any(|l| l.trim() == "rauc-service"), "RAUC's D-Bus service is in the image");
     // The image's own policy: root only; Debian's open one removed.
     let policy = read("rootfs/overlay/etc/dbus-1/system.d/de.pengutronix.rauc.conf");
-    let root_part = policy.split("<policy user=\"root\">").nth(1).expect("a root policy").split("</policy>").next().unwrap();
+    let root_part =
+        policy.split("<policy user=\"root\">").nth(1).expect("a root policy").split("</policy>").next().unwrap();
     assert!(root_part.contains("<allow send_destination=\"de.pengutronix.rauc\"/>"), "{policy}");
-    let default = policy.split("<policy context=\"default\">").nth(1).expect("a default policy").split("</policy>").next().unwrap();
+    let default = policy
+        .split("<policy context=\"default\">")
+        .nth(1)
+        .expect("a default policy")
+        .split("</policy>")
+        .next()
+        .unwrap();
     assert!(default.contains("<deny send_destination=\"de.pengutronix.rauc\"/>"), "{policy}");
     assert!(!default.contains("<allow"), "{policy}");
     let build = read("rootfs/build.sh");

@@ -462,7 +462,13 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     std::fs::write(tree.join("etc/witness/version"), format!("{running}.1\n")).unwrap();
     std::fs::write(tree.join("witness-update-test"), "good\n").unwrap();
     let good_root = dir.join("good.squashfs");
-    run(Command::new("mksquashfs").arg(&tree).arg(&good_root).args(["-noappend", "-quiet", "-no-progress", "-comp", "lz4"]));
+    run(Command::new("mksquashfs").arg(&tree).arg(&good_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
     std::fs::remove_file(tree.join("witness-update-test")).unwrap();
     let good_hash = bundle(&good_root, &dir.join("good.raucb"), None);
     let good = stick(dir, "good", &dir.join("good.raucb"));
