@@ -119,6 +119,14 @@ fn assert_size_budget(dir: &Path) {
         assert!(*mb <= row("budget: each profile's add-on"), "{name} {mb} MiB: {txt}");
     }
     assert!(row("witness binary") <= row("budget: shipped witness binary"), "{txt}");
+    // The root as built, with the binary it ships: over the line (a debug binary), the build is
+    // marked not shippable and makes no update bundle.
+    if row("root, unpacked") > root_line {
+        assert!(txt.contains("shippable: no: the root as built"), "{txt}");
+        assert!(dir.join("NOT-SHIPPABLE").exists() && !dir.join("witness-update.raucb").exists(), "{txt}");
+    } else {
+        assert!(txt.contains("shippable: yes"), "{txt}");
+    }
     assert_eq!(
         without_binary,
         row("base: without the binary and profiles")
@@ -446,15 +454,22 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let dir = tmp.path();
     let started = Instant::now();
 
-    // A good update: the image's root with one more file (appended to a copy of the squashfs),
-    // so it has a root hash of its own.
+    // A good update: the image's root with one more file and a later version (the box refuses
+    // another build of its own version), so it has a root hash of its own.
+    let running = std::fs::read_to_string(image.join("version")).unwrap().trim().to_owned();
+    let tree = dir.join("update-root");
+    run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&tree).arg(image.join("root.squashfs")));
+    std::fs::write(tree.join("etc/witness/version"), format!("{running}.1\n")).unwrap();
+    std::fs::write(tree.join("witness-update-test"), "good\n").unwrap();
     let good_root = dir.join("good.squashfs");
-    run(Command::new("cp").arg("--sparse=always").arg(image.join("root.squashfs")).arg(&good_root));
-    std::fs::write(dir.join("witness-update-test"), "good\n").unwrap();
-    run(Command::new("mksquashfs")
-        .arg(dir.join("witness-update-test"))
-        .arg(&good_root)
-        .args(["-quiet", "-no-progress"]));
+    run(Command::new("mksquashfs").arg(&tree).arg(&good_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
+    std::fs::remove_file(tree.join("witness-update-test")).unwrap();
     let good_hash = bundle(&good_root, &dir.join("good.raucb"), None);
     let good = stick(dir, "good", &dir.join("good.raucb"));
     // The same root signed by a key the box does not trust.
@@ -463,9 +478,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     bundle(&good_root, &dir.join("foreign.raucb"), Some(&other_keys));
     let foreign = stick(dir, "foreign", &dir.join("foreign.raucb"));
     std::fs::remove_file(&good_root).unwrap();
-    // A broken update, signed: its daemon exits at once, so it never reports ready.
-    let tree = dir.join("broken-root");
-    run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&tree).arg(image.join("root.squashfs")));
+    // A broken update, signed, later still: its daemon exits at once, so it never reports ready.
+    std::fs::write(tree.join("etc/witness/version"), format!("{running}.2\n")).unwrap();
     std::fs::write(
         tree.join("usr/bin/witness"),
         "#!/bin/sh\necho 'witness: a broken build (update test)' >&2\nexit 1\n",
@@ -563,9 +577,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     vm.wait_serial(&["witness-update: refused the bundle on /dev/vdc"], 600);
     let serial = vm.serial();
     let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdc")).unwrap();
-    let running = std::fs::read_to_string(image.join("version")).unwrap();
     assert!(
-        refusal.contains(&format!("version 0.0.1 is older than the running {}: refusing a downgrade", running.trim())),
+        refusal.contains(&format!("version 0.0.1 is older than the running {running}.1: refusing a downgrade")),
         "the older bundle was refused for another reason: {refusal}"
     );
     vm.wait_serial(&["witness-update: no --allow-downgrade on the console: version 0.0.1 not installed"], 120);
@@ -956,7 +969,8 @@ fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
 
 /// The downgrade rule the update stick and RAUC's pre-install handler share, run as the box runs
 /// it: an older release is refused even though validly signed, unless the console allowed
-/// exactly that version; equal and newer go in; anything that is not a dotted number is refused.
+/// exactly that version, and so is another build of the running version; newer go in; anything
+/// that is not a dotted number is refused.
 #[test]
 fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
     let script = workspace().join("rootfs/overlay/usr/libexec/witness/update-version-check");
@@ -964,7 +978,10 @@ fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
         let out = Command::new("sh").arg(&script).args([running, bundle, allowed]).output().unwrap();
         (out.status.success(), stderr(&out))
     };
-    assert!(check("0.2.0", "0.2.0", "").0, "the same version (a rebuild) goes in");
+    let (ok, why) = check("0.2.0", "0.2.0", "");
+    assert!(!ok && why.contains("refusing another build of the same version"), "another build of one version: {why}");
+    assert!(check("0.2.0", "0.2.0", "0.2.0").0, "allowed on the console for exactly that version");
+    assert!(check("0.2.0.20261207195800", "0.2.0.20261207195801", "").0, "a later build goes in");
     assert!(check("0.2.0", "0.3.0", "").0);
     assert!(check("0.9.0", "0.10.0", "").0, "versions compare by number, not as text");
     let (ok, why) = check("0.10.0", "0.9.0", "");

@@ -13,6 +13,7 @@ mod attacks_red18e;
 mod attacks_red18j;
 mod attacks_red18k;
 mod attacks_red19;
+mod attacks_red20;
 mod attacks_red22;
 mod attacks_red22b;
 mod attacks_ssh;

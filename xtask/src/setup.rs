@@ -7,8 +7,9 @@ use std::process::Command;
 
 /// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
 /// tmux and script (drive interactive sessions), build tools for bundled SQLite, curl for
-/// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup, mkfs.ext4, lvm2 and
-/// mdadm for the flash.sh tests (a loop device made an LVM PV, an md member read by mdadm). Node.js comes from Debian only if the machine has none (some images ship
+/// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup, mkfs.ext4, lvm2,
+/// mdadm and btrfs-progs for the flash.sh tests (a loop device made an LVM PV, an md member read
+/// by mdadm, the second device of a mounted btrfs). Node.js comes from Debian only if the machine has none (some images ship
 /// their own, which Debian's npm conflicts with). The RDP tests: FreeRDP 2.11 (`xfreerdp` as the
 /// client, `freerdp-shadow-cli` + `winpr-hash` as an NLA target) under Xvfb, xrdp + xorgxrdp as a
 /// TLS-only target (an X session started through `/etc/X11/Xsession`), `xwd`/`xsetroot` to read
@@ -34,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "lvm2",
     "mdadm",
+    "btrfs-progs",
     "xvfb",
     "freerdp2-x11",
     "freerdp2-shadow-x11",

@@ -414,7 +414,12 @@ fn slot_policy(tpm: &Tpm, slot: &str, root_hash: &str) -> Result<PcrPolicy> {
     Ok(PcrPolicy { label: slot.to_owned(), values })
 }
 
-/// The boot states the keys are sealed to (`keys/tpm.policy`: `LABEL PCR=HEX …` per line).
+/// The boot states the keys are sealed to (`keys/tpm.policy`: `LABEL PCR=HEX …` per line). The
+/// file is on the data partition and nothing authenticates it, so only what the box itself writes
+/// is taken: a slot label (`a`, `b`, or `host` off the appliance), exactly [`BOOT_PCRS`] in that
+/// order, and for `a` and `b` a slot PCR that holds a measurement (never the zero of a boot that
+/// measured nothing). Anything else is refused as damaged: a planted line would seal every new key to a
+/// state of the planter's choosing.
 fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
     let text = match std::fs::read_to_string(root.join(TPM_POLICY)) {
         Ok(t) => t,
@@ -433,6 +438,19 @@ fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
                 })
                 .collect::<Option<Vec<(u8, [u8; 32])>>>()
                 .ok_or_else(|| invalid("keys/tpm.policy is damaged"))?;
+            if !["a", "b", "host"].contains(&label.as_str()) {
+                return Err(invalid(format!("keys/tpm.policy is damaged: {label:?} is not a slot (a, b or host)")));
+            }
+            if values.iter().map(|(p, _)| *p).ne(BOOT_PCRS) {
+                return Err(invalid(format!(
+                    "keys/tpm.policy is damaged: slot {label} is bound to PCRs other than the boot's {BOOT_PCRS:?}"
+                )));
+            }
+            if label != "host" && values.iter().any(|(p, v)| *p == SLOT_PCR && *v == [0; 32]) {
+                return Err(invalid(format!(
+                    "keys/tpm.policy is damaged: slot {label} is bound to an unmeasured boot (PCR {SLOT_PCR} zero)"
+                )));
+            }
             Ok(PcrPolicy { label, values })
         })
         .collect()
@@ -494,8 +512,11 @@ fn pend(root: &Path, line: serde_json::Value) {
     }
 }
 
-/// The kinds of event this crate writes to the pending audit log; nothing else belongs there.
-pub const PENDING_KINDS: [&str; 3] = ["tpm_unseal_failed", "key_file_exposed", "key_file_foreign_owner"];
+/// The kinds of event this crate writes to the pending audit log, and the image's
+/// `seal-keys` (`tpm_keys_left_in_clear`: a boot with a TPM could not seal keys left in clear);
+/// nothing else belongs there.
+pub const PENDING_KINDS: [&str; 4] =
+    ["tpm_unseal_failed", "key_file_exposed", "key_file_foreign_owner", "tpm_keys_left_in_clear"];
 /// The kind under which a line of the pending audit log that this crate never writes is named.
 pub const PLANTED_KIND: &str = "audit_pending_line_planted";
 /// The kind under which the lines of one intake past what is taken are counted (one event).
