@@ -1106,7 +1106,11 @@ say "done""#;
     };
     let failed: Vec<&&str> = said.iter().filter(|l| l.starts_with("panel-test: failed")).collect();
     assert!(failed.is_empty(), "{failed:?}\n{}", said.join("\n"));
-    assert!(line("profile: ").contains("qemu-gpio-sim"), "the daemon did not take the GPIO profile: {}", said.join("\n"));
+    assert!(
+        line("profile: ").contains("qemu-gpio-sim"),
+        "the daemon did not take the GPIO profile: {}",
+        said.join("\n")
+    );
     assert_eq!(line("board: ").trim(), "", "the profile's lines did not open: {}", said.join("\n"));
     let states = line("states: ");
     let (booting, ready) = (states.find("booting"), states.rfind("ready"));

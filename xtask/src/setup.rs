@@ -187,9 +187,10 @@ fn image_kernel() -> Result<(String, String)> {
             let cols: Vec<&str> = l.split('|').map(str::trim).collect();
             (cols.len() >= 3 && cols[2].split_whitespace().nth(1) == Some("bookworm/main")).then(|| cols[1].to_owned())
         })?;
-        let show =
-            Command::new("apt-cache").args(["show", &format!("linux-image-amd64={version}")]).output().ok()?;
-        let depends = String::from_utf8_lossy(&show.stdout).lines().find_map(|l| l.strip_prefix("Depends: ").map(str::to_owned))?;
+        let show = Command::new("apt-cache").args(["show", &format!("linux-image-amd64={version}")]).output().ok()?;
+        let depends = String::from_utf8_lossy(&show.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends: ").map(str::to_owned))?;
         let image = depends.split(',').map(str::trim).find(|d| d.starts_with("linux-image-"))?;
         let kver = image.split_whitespace().next()?.strip_prefix("linux-image-")?.to_owned();
         Some((kver, version))
