@@ -35,6 +35,10 @@ tar -xJf "$tarball" -C "$work" "$src/drivers/media/test-drivers/vicodec" "$src/d
 s=$work/$src
 mkdir -p "$work/vicodec" "$work/gpio-sim"
 cp "$s"/drivers/media/test-drivers/vicodec/*.[ch] "$s/drivers/media/v4l2-core/v4l2-mem2mem.c" "$work/vicodec/"
+# vicodec-core.c and v4l2-mem2mem.c both have a `debug` parameter: one module cannot (the kernel
+# refuses the duplicate /sys/module/vicodec/parameters/debug and the load fails).
+grep -q '^module_param(debug, bool, 0644);' "$work/vicodec/v4l2-mem2mem.c" || die "v4l2-mem2mem.c of $debver has no debug parameter as expected"
+sed -i 's/^module_param(debug, bool, 0644);/module_param_named(m2m_debug, debug, bool, 0644);/' "$work/vicodec/v4l2-mem2mem.c"
 printf 'obj-m += vicodec.o\nvicodec-objs := vicodec-core.o codec-fwht.o codec-v4l2-fwht.o v4l2-mem2mem.o\n' > "$work/vicodec/Kbuild"
 # (A module built of several objects cannot share its name with one of them.)
 cp "$s/drivers/gpio/gpio-sim.c" "$work/gpio-sim/gpio-sim-main.c"
