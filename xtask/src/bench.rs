@@ -812,7 +812,7 @@ fn store_section(o: &Opts) -> Result<()> {
                     }
                     continue;
                 }
-                let out = curl().args(["-X", "POST", "-H", &meta]).arg(format!("{url}?uploads")).output()?;
+                let out = curl().args(["-X", "POST", "-H", &meta]).arg(format!("{url}?uploads=")).output()?;
                 let answer = String::from_utf8_lossy(&out.stdout).into_owned();
                 let id = between(&answer, "<UploadId>", "</UploadId>").context("no UploadId")?.to_owned();
                 for pair in parts.iter().enumerate().collect::<Vec<_>>().chunks(2) {
