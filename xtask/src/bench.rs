@@ -945,10 +945,11 @@ fn base64(data: &[u8]) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let byte = |i: usize| u32::from(c.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
         for k in 0..4 {
             if k <= c.len() {
-                out.push(ABC[(n >> (18 - 6 * k) & 63) as usize] as char);
+                out.push(char::from(ABC[((n >> (18 - 6 * k)) & 63) as usize]));
             } else {
                 out.push('=');
             }
