@@ -26,6 +26,9 @@ struct Opts {
     secs: u64,
     /// Only the RDP video workloads whose name contains this.
     workload: Option<String>,
+    /// Store section: the server on core 1 and every client on core 0 (`taskset`), a model of a
+    /// store on hardware of its own.
+    pin: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts> {
@@ -39,9 +42,14 @@ fn parse(args: &[String]) -> Result<Opts> {
         only: None,
         secs: 60,
         workload: None,
+        pin: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
+        if a == "--pin" {
+            o.pin = true;
+            continue;
+        }
         let text = || it.clone().next().cloned().context("missing value");
         let v = || -> Result<u64> { text()?.parse().context("not a number") };
         match a.as_str() {
@@ -55,7 +63,7 @@ fn parse(args: &[String]) -> Result<Opts> {
             "--only" => o.only = Some(text()?),
             "--workload" => o.workload = Some(text()?),
             other => bail!(
-                "unknown bench option {other} (known: --bulk-mib N --reps N --keystrokes N --idle N --store-mib N --part-mib N --secs N --workload idle|typing|scrolling|video --only ssh|store|rdp|video|idle|recorder|index)"
+                "unknown bench option {other} (known: --bulk-mib N --reps N --keystrokes N --idle N --store-mib N --part-mib N --secs N --workload idle|typing|scrolling|video --pin --only ssh|store|rdp|video|idle|recorder|index)"
             ),
         }
         it.next();
@@ -616,9 +624,21 @@ fn ssh_section(o: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn s3s_fs(dir: &Path, port: u16) -> Result<Child> {
+/// `program`, on core `core` when the store section is pinned.
+fn on_core(core: Option<u8>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match core {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string()]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
+}
+
+fn s3s_fs(dir: &Path, port: u16, core: Option<u8>) -> Result<Child> {
     let home = std::env::var("HOME").unwrap_or_default();
-    let child = Command::new(format!("{home}/.cargo/bin/s3s-fs"))
+    let child = on_core(core, format!("{home}/.cargo/bin/s3s-fs"))
         .args([
             "--host",
             "127.0.0.1",
@@ -695,24 +715,51 @@ fn store_section(o: &Opts) -> Result<()> {
     let _ = s.witness.wait();
     let files: Vec<PathBuf> = walk(&s.data().join("recordings"));
     let total: u64 = files.iter().map(|f| std::fs::metadata(f).map(|m| m.len()).unwrap_or(0)).sum();
-    let mut server = s3s_fs(store_dir.path(), port)?;
+    // Pinned: the server on core 1, every client (curl, `sync now`) on core 0.
+    let (server_core, client_core) = if o.pin { (Some(1), Some(0)) } else { (None, None) };
+    let mut server = s3s_fs(store_dir.path(), port, server_core)?;
     let server_pid = server.id();
     // Seconds, the client's CPU seconds (curl or `sync now`, children of this process) and the
     // server's, of one upload of every file.
-    let measured = |run: &mut dyn FnMut() -> Result<()>| -> Result<(f64, f64, f64)> {
+    // WITNESS_BENCH_PERF=DIR: the server profiled (`perf record`) during each upload, one file
+    // a round.
+    let perf_dir = std::env::var_os("WITNESS_BENCH_PERF").map(PathBuf::from);
+    let measured = |name: &str, run: &mut dyn FnMut() -> Result<()>| -> Result<(f64, f64, f64)> {
+        let perf = match &perf_dir {
+            Some(d) => Some(
+                Command::new("perf")
+                    .args(["record", "-q", "-F", "499", "-p", &server_pid.to_string(), "-o"])
+                    .arg(d.join(format!("{name}.data")))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .context("starting perf")?,
+            ),
+            None => None,
+        };
         let (client, srv) = (children_cpu_seconds("self"), cpu_seconds(server_pid));
         let t = Instant::now();
         run()?;
         let secs = t.elapsed().as_secs_f64();
-        Ok((secs, children_cpu_seconds("self") - client, cpu_seconds(server_pid) - srv))
+        let figures = (secs, children_cpu_seconds("self") - client, cpu_seconds(server_pid) - srv);
+        if let Some(mut p) = perf {
+            let _ = Command::new("kill").arg("-INT").arg(p.id().to_string()).status();
+            let _ = p.wait();
+        }
+        Ok(figures)
+    };
+    let curl = || {
+        let mut c = on_core(client_core, "curl");
+        c.args(["-sS", "-f", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", "bench:bench-secret"])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+        c
     };
     // The same files PUT plainly, one after another, under `round`.
     let plain = |round: &str| -> Result<(f64, f64, f64)> {
-        measured(&mut || {
+        measured(&format!("plain-{round}"), &mut || {
             for (i, f) in files.iter().enumerate() {
-                let st = Command::new("curl")
-                    .args(["-sS", "-f", "-o", "/dev/null", "--aws-sigv4", "aws:amz:us-east-1:s3"])
-                    .args(["--user", "bench:bench-secret", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-T"])
+                let st = curl()
+                    .args(["-o", "/dev/null", "-T"])
                     .arg(f)
                     .arg(format!("{endpoint}/rec/plain-{round}/{i}.cast"))
                     .status()?;
@@ -723,31 +770,121 @@ fn store_section(o: &Opts) -> Result<()> {
             Ok(())
         })
     };
-    // Plain PUTs before and after `sync now`, so load that comes and goes on a shared machine
-    // falls on both sides: the ratio is against their mean.
+    // The requests `sync now` makes, sent by curl: the checksums the box took at sealing are
+    // taken here before the clock starts (`sha256sum`, `md5sum`), and a file of a part or more
+    // is cut into part files beforehand. A file under the part size is one PUT carrying
+    // `x-amz-checksum-sha256`; a larger one a multipart upload, its parts two at a time, each
+    // with its `Content-MD5`. What the server does for them is what it does for the box.
+    let part_size = o.part_mib.unwrap_or(16) * 1024 * 1024;
+    let parts_dir = tempfile::tempdir()?;
+    let mut prepared = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let sha = hex_of(&Command::new("sha256sum").arg(f).output()?.stdout)?;
+        let len = std::fs::metadata(f)?.len();
+        let mut parts = Vec::new();
+        if len >= part_size {
+            let mut src = std::fs::File::open(f)?;
+            for n in 0..len.div_ceil(part_size) {
+                let path = parts_dir.path().join(format!("{i}-{}", n + 1));
+                let mut dst = std::fs::File::create(&path)?;
+                std::io::copy(&mut (&mut src).take(part_size), &mut dst)?;
+                let md5 = hex_of(&Command::new("md5sum").arg(&path).output()?.stdout)?;
+                parts.push((path, md5));
+            }
+        }
+        prepared.push((sha, parts));
+    }
+    let _ = Command::new("sync").status();
+    let same = |round: &str| -> Result<(f64, f64, f64)> {
+        measured(&format!("same-{round}"), &mut || {
+            for (i, (f, (sha, parts))) in files.iter().zip(&prepared).enumerate() {
+                let url = format!("{endpoint}/rec/same-{round}/{i}.cast");
+                let meta = format!("x-amz-meta-sha256: {sha}");
+                if parts.is_empty() {
+                    let st = curl()
+                        .args(["-o", "/dev/null", "-H", &meta, "-H", "x-amz-sdk-checksum-algorithm: SHA256"])
+                        .args(["-H", &format!("x-amz-checksum-sha256: {}", base64(&unhex(sha)?)), "-T"])
+                        .arg(f)
+                        .arg(&url)
+                        .status()?;
+                    if !st.success() {
+                        bail!("PUT with x-amz-checksum-sha256 failed");
+                    }
+                    continue;
+                }
+                let out = curl().args(["-X", "POST", "-H", &meta]).arg(format!("{url}?uploads=")).output()?;
+                let answer = String::from_utf8_lossy(&out.stdout).into_owned();
+                let id = between(&answer, "<UploadId>", "</UploadId>").context("no UploadId")?.to_owned();
+                for pair in parts.iter().enumerate().collect::<Vec<_>>().chunks(2) {
+                    let mut running = Vec::new();
+                    for (n, (path, md5)) in pair {
+                        running.push(
+                            curl()
+                                .args(["-o", "/dev/null", "-H", &format!("Content-MD5: {}", base64(&unhex(md5)?)), "-T"])
+                                .arg(path)
+                                .arg(format!("{url}?partNumber={}&uploadId={id}", n + 1))
+                                .spawn()?,
+                        );
+                    }
+                    for mut c in running {
+                        if !c.wait()?.success() {
+                            bail!("part PUT failed");
+                        }
+                    }
+                }
+                let mut body = String::from("<CompleteMultipartUpload>");
+                for (n, (_, md5)) in parts.iter().enumerate() {
+                    body.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>\"{md5}\"</ETag></Part>", n + 1));
+                }
+                body.push_str("</CompleteMultipartUpload>");
+                let out = curl()
+                    .args(["-X", "POST", "--data-binary", &body])
+                    .arg(format!("{url}?uploadId={id}"))
+                    .output()?;
+                if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("<ETag>") {
+                    bail!("CompleteMultipartUpload failed");
+                }
+            }
+            Ok(())
+        })
+    };
+    // Plain PUTs and the same requests before and after `sync now`, so load that comes and goes
+    // on a shared machine falls on both sides: the ratios are against their means.
     let before = plain("before")?;
-    let sync = measured(&mut || {
-        let out = Command::new(&s.bin).arg("--data").arg(s.data()).args(["sync", "now"]).output()?;
+    let same_before = same("before")?;
+    let sync = measured("sync", &mut || {
+        let out = on_core(client_core, &s.bin).arg("--data").arg(s.data()).args(["sync", "now"]).output()?;
         if !out.status.success() {
             bail!("sync now failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
     })?;
+    let same_after = same("after")?;
     let after = plain("after")?;
+    drop(parts_dir);
     let put_secs = (before.0 + after.0) / 2.0;
+    let same_secs = (same_before.0 + same_after.0) / 2.0;
     let mib = total as f64 / 1048576.0;
     let gib = mib / 1024.0;
-    println!("\n## Upload of {:.0} MiB of recordings ({} files) to s3s-fs on loopback", mib, files.len());
+    println!(
+        "\n## Upload of {:.0} MiB of recordings ({} files) to s3s-fs on loopback{}",
+        mib,
+        files.len(),
+        if o.pin { ", server on core 1 and clients on core 0 (taskset)" } else { "" }
+    );
     println!("| path | seconds | MiB/s | client CPU s/GiB | server CPU s/GiB |\n|---|---|---|---|---|");
     for (name, (secs, client, srv)) in [
         ("plain HTTP PUT (curl, unsigned payload), before", before),
-        ("witness sync now (signed, multipart, verified)", sync),
+        ("the same requests as `sync now` (curl: checksum headers, multipart), before", same_before),
+        ("witness sync now (unsigned payload with the sealing checksums, multipart, verified)", sync),
+        ("the same requests as `sync now`, after", same_after),
         ("plain HTTP PUT, after", after),
     ] {
         println!("| {name} | {secs:.2} | {:.0} | {:.2} | {:.2} |", mib / secs, client / gib, srv / gib);
     }
     let sync_secs = sync.0;
     println!("| ratio (sync now ÷ mean of the plain PUTs) | | {:.2}× | | |", put_secs / sync_secs);
+    println!("| ratio (sync now ÷ mean of the same requests by curl) | | {:.2}× | | |", same_secs / sync_secs);
     // Session end → verified upload, with the daemon running and the store reachable.
     let box_port = s.box_port;
     s.witness = Command::new("sh")
@@ -785,6 +922,45 @@ fn store_section(o: &Opts) -> Result<()> {
     println!("| median s | max s |\n|---|---|\n| {:.2} | {:.2} |", delays[2], delays[4]);
     let _ = server.kill();
     Ok(())
+}
+
+/// The hex digest at the start of `sha256sum`/`md5sum` output.
+fn hex_of(out: &[u8]) -> Result<String> {
+    let text = String::from_utf8_lossy(out);
+    let hex = text.split_whitespace().next().unwrap_or_default();
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("no digest in {text:?}");
+    }
+    Ok(hex.to_owned())
+}
+
+fn unhex(hex: &str) -> Result<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("x"), 16).context("not hex"))
+        .collect()
+}
+
+fn base64(data: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let byte = |i: usize| u32::from(c.get(i).copied().unwrap_or(0));
+        let n = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for k in 0..4 {
+            if k <= c.len() {
+                out.push(char::from(ABC[((n >> (18 - 6 * k)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn between<'a>(text: &'a str, open: &str, close: &str) -> Option<&'a str> {
+    let start = text.find(open)? + open.len();
+    Some(&text[start..start + text[start..].find(close)?])
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
