@@ -820,7 +820,13 @@ fn store_section(o: &Opts) -> Result<()> {
                     for (n, (path, md5)) in pair {
                         running.push(
                             curl()
-                                .args(["-o", "/dev/null", "-H", &format!("Content-MD5: {}", base64(&unhex(md5)?)), "-T"])
+                                .args([
+                                    "-o",
+                                    "/dev/null",
+                                    "-H",
+                                    &format!("Content-MD5: {}", base64(&unhex(md5)?)),
+                                    "-T",
+                                ])
                                 .arg(path)
                                 .arg(format!("{url}?partNumber={}&uploadId={id}", n + 1))
                                 .spawn()?,
@@ -837,10 +843,8 @@ fn store_section(o: &Opts) -> Result<()> {
                     body.push_str(&format!("<Part><PartNumber>{}</PartNumber><ETag>\"{md5}\"</ETag></Part>", n + 1));
                 }
                 body.push_str("</CompleteMultipartUpload>");
-                let out = curl()
-                    .args(["-X", "POST", "--data-binary", &body])
-                    .arg(format!("{url}?uploadId={id}"))
-                    .output()?;
+                let out =
+                    curl().args(["-X", "POST", "--data-binary", &body]).arg(format!("{url}?uploadId={id}")).output()?;
                 if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("<ETag>") {
                     bail!("CompleteMultipartUpload failed");
                 }
