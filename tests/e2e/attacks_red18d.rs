@@ -6,8 +6,6 @@
 use crate::attacks_red18c::{sealed_while_the_store_is_away, upload_of};
 use crate::harness::*;
 
-const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
-
 /// A box on S3 that served twice: the index and checkpoints of the first stop are put back after
 /// the second (a failed login and a session in between): a rolled-back disk, no keys used.
 /// `audit --verify` names it (exit 1) before the attack.
@@ -18,14 +16,14 @@ pub(crate) fn rolled_back_box(sshd: &Sshd, s3: &S3) -> Box {
     assert!(b.ssh("alice@web01").arg("echo before").output().unwrap().status.success());
     assert!(b.stop().success());
     let keep = tempfile::tempdir().unwrap();
-    for f in KEPT {
+    for f in ROLLED_BACK {
         let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
     }
     b.serve();
     assert!(!b.ssh("mallory@web01").arg("true").output().unwrap().status.success());
     assert!(b.ssh("alice@web01").arg("echo hidden-later").output().unwrap().status.success());
     assert!(b.stop().success());
-    for f in KEPT {
+    for f in ROLLED_BACK {
         let _ = std::fs::remove_file(b.data().join(f));
         if keep.path().join(f).exists() {
             std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();

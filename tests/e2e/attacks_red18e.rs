@@ -101,8 +101,6 @@ fn red18e_records_cut_off_the_end_after_a_crash_are_sealed_as_a_plain_crash() {
     assert!(ev["detail"]["durable_bytes"].as_u64().unwrap() > keep as u64, "{ev}");
 }
 
-const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
-
 /// Invariant broken: "a rollback of the box's disk is named by the store … what the store does
 /// not have yet (since the last checkpoint sent, at most a minute while online) is not covered",
 /// and red team h-red18d's fix "a box that cannot write its checkpoints says so" (in the audit
@@ -139,7 +137,7 @@ fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollb
     std::fs::create_dir(&note).unwrap();
     // The disk as it is now, to be put back later.
     let keep = tempfile::tempdir().unwrap();
-    for f in KEPT {
+    for f in ROLLED_BACK {
         let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
     }
     b.serve();
@@ -158,7 +156,7 @@ fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollb
     assert_eq!(st["audit_checkpoints"]["state"], "ok", "{st}");
     // The rollback over the failed login and the session is named by the store.
     let later = b.audit().len();
-    for f in KEPT {
+    for f in ROLLED_BACK {
         let _ = std::fs::remove_file(b.data().join(f));
         if keep.path().join(f).exists() {
             std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();
@@ -347,7 +345,7 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     // Provisioned, never started: the copy.
     let keep = tempfile::tempdir().unwrap();
-    for f in KEPT {
+    for f in ROLLED_BACK {
         let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
     }
     assert!(!b.data().join("audit.checkpoints").exists());
@@ -361,7 +359,7 @@ fn red18e_a_copy_from_before_the_first_start_verifies_against_any_store() {
     assert_eq!(out.status.code(), Some(0), "{} {}", stdout(&out), stderr(&out));
     let later = b.audit().len();
     // Put back: the provisioning copy; no checkpoint file was in it.
-    for f in KEPT.iter().chain(&["audit.checkpoints.sent"]) {
+    for f in ROLLED_BACK.iter().chain(&["audit.checkpoints.sent"]) {
         let _ = std::fs::remove_file(b.data().join(f));
         if keep.path().join(f).exists() {
             std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();

@@ -4,8 +4,6 @@
 
 use crate::harness::*;
 
-const KEPT: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
-
 /// Invariant broken: "a rollback of the box's disk is named by the store … only with the store
 /// the audit log last records as this box's". A copy of the data dir taken when the box was
 /// provisioned (`store set` to the real bucket, an audited `store_configured`, never started) is
@@ -25,7 +23,7 @@ fn red18k_a_provisioning_copy_and_store_set_to_ones_own_bucket_verifies() {
     b.use_s3(&s3, S3_BUCKET, S3_SECRET);
     // Provisioned, never started: the copy.
     let keep = tempfile::tempdir().unwrap();
-    for f in KEPT.iter().chain(&["store.toml"]) {
+    for f in ROLLED_BACK.iter().chain(&["store.toml"]) {
         let _ = std::fs::copy(b.data().join(f), keep.path().join(f));
     }
     b.serve();
@@ -35,7 +33,7 @@ fn red18k_a_provisioning_copy_and_store_set_to_ones_own_bucket_verifies() {
     let prefix = s3.dir.path().join(S3_BUCKET).join(box_id(&b)).join("audit-checkpoints");
     assert!(std::fs::read_dir(&prefix).map(|d| d.count()).unwrap_or(0) >= 1, "the real store holds checkpoints");
     let later = b.audit().len();
-    for f in KEPT.iter().chain(&["store.toml", "audit.checkpoints.sent"]) {
+    for f in ROLLED_BACK.iter().chain(&["store.toml", "audit.checkpoints.sent"]) {
         let _ = std::fs::remove_file(b.data().join(f));
         if keep.path().join(f).exists() {
             std::fs::copy(keep.path().join(f), b.data().join(f)).unwrap();

@@ -558,6 +558,9 @@ pub struct S3 {
 pub const S3_ACCESS: &str = "witness-test";
 pub const S3_SECRET: &str = "witness-test-secret";
 pub const S3_BUCKET: &str = "recordings";
+/// What a rollback of the box's disk puts back in the red teams' attacks: the index (with its
+/// audit log) and the signed checkpoints.
+pub const ROLLED_BACK: [&str; 4] = ["index.sqlite", "index.sqlite-wal", "index.sqlite-shm", "audit.checkpoints"];
 
 fn s3s_fs_bin() -> PathBuf {
     let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
