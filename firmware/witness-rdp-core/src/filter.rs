@@ -4264,3 +4264,7 @@ mod red17q;
 #[cfg(test)]
 #[path = "filter_red17r.rs"]
 mod red17r;
+
+#[cfg(test)]
+#[path = "filter_red17s.rs"]
+mod red17s;
