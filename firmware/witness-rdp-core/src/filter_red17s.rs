@@ -176,7 +176,8 @@ fn red17s_the_connect_response_carries_a_file_to_the_client_in_a_block_no_one_re
     let data = encode_vec(&read).unwrap();
     let mut frame = encode_vec(&X224(X224Data { data: Cow::Owned(data) })).unwrap();
     let block_len = 4 + 16 + 32 + payload.len() - 36;
-    let header = [&[0x02, 0x0C][..], &u16::try_from(block_len).unwrap().to_le_bytes(), &[2, 0, 0, 0, 2, 0, 0, 0]].concat();
+    let header =
+        [&[0x02, 0x0C][..], &u16::try_from(block_len).unwrap().to_le_bytes(), &[2, 0, 0, 0, 2, 0, 0, 0]].concat();
     let at = frame.windows(header.len()).position(|w| w == header).expect("the security block");
     let mut cut = vec![0x02, 0x0C, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     cut.extend([0xFF, 0x0C]);
@@ -244,10 +245,10 @@ fn red17s_the_connect_initial_carries_what_the_client_says_of_itself_to_the_targ
     blocks.core.optional_data.serial_number = Some(0x0F1E_2D3C);
     blocks.cluster = Some(ClientClusterData {
         flags: RedirectionFlags::REDIRECTED_SESSION_FIELD_VALID,
-        redirection_version: blocks.cluster.as_ref().map_or(
-            ironrdp_pdu::gcc::RedirectionVersion::V4,
-            |c| c.redirection_version,
-        ),
+        redirection_version: blocks
+            .cluster
+            .as_ref()
+            .map_or(ironrdp_pdu::gcc::RedirectionVersion::V4, |c| c.redirection_version),
         redirected_session_id: 0x00C0_FFEE,
     });
     read.conference_create_request = ConferenceCreateRequest::new(blocks.clone()).unwrap();
@@ -343,4 +344,37 @@ fn red17s_monitor_layouts_and_frame_acknowledgements_carry_a_file() {
     let mut body = 17u32.to_le_bytes().to_vec();
     body.resize(4 + 20 * 17, 0);
     assert!(refused(&f.from_target(&red17r_target_io(share_data(1002, 0x37, &body))).unwrap()));
+}
+
+/// Hole 5: a QoE timestamp input event (fast-path eventCode 6, MS-RDPBCGR 2.2.8.1.2.2.6) carries
+/// 4 free bytes to the target's RDP server, up to 255 events a PDU, as often as the client
+/// likes, once the target offers INPUT_FLAG_QOE_TIMESTAMPS (Windows does; `input_offered`
+/// gates only whether it was offered). The box re-encodes the event as IronRDP read it, the
+/// client's timestamp kept: 1,020 bytes of a file a fast-path PDU, unstated (the key track and
+/// the video see nothing of a QoE event). The graphics pipeline's QoE Frame Acknowledge had the
+/// same pipe and now carries the box's time (red team `h-red17n`, hole 1); the input event's
+/// timestamp does not. Fix shape: the box writes the timestamp (its own clock, monotonic, at
+/// most one event a PDU), or drops QoE events (no session needs them: they feed the target's
+/// latency estimate only).
+#[test]
+fn red17s_qoe_timestamp_input_events_carry_a_file_to_the_target() {
+    let payload = file(1020);
+    let mut f = active();
+    // The target's Demand Active offered QoE timestamps (as Windows' does).
+    f.input_offered = InputFlags::TS_QOE_TIMESTAMPS | InputFlags::SCANCODES | InputFlags::UNICODE;
+    let mut events = Vec::new();
+    for ts in payload.chunks(4) {
+        events.push(0xC0);
+        events.extend(ts);
+    }
+    let length = 4 + events.len();
+    let mut frame = vec![0x00, 0x80 | (length >> 8) as u8, length as u8, 255];
+    frame.extend(&events);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(!refused(&verdict), "{verdict:?}");
+    assert!(carries(&verdict, &frame, &events), "the 255 timestamps reach the target as the client wrote them");
+    // Control: not offered, refused.
+    let mut f = active();
+    f.input_offered = InputFlags::SCANCODES;
+    assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(INPUT_NOT_OFFERED));
 }
