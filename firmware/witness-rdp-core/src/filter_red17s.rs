@@ -378,3 +378,78 @@ fn red17s_qoe_timestamp_input_events_carry_a_file_to_the_target() {
     f.input_offered = InputFlags::SCANCODES;
     assert_eq!(f.from_client(&frame).unwrap(), Verdict::Refuse(INPUT_NOT_OFFERED));
 }
+
+/// Hole 6: before activation, a target message the filter cannot read to its end passes whole.
+/// `target_io`, past the licence branch (a message whose bytes 2..4 are not 0 is read as Share
+/// Control PDUs), ends with `if stop != data.len() || pdus.is_empty() { return ... if was_active
+/// { Refuse } else { Forward } }` — the original message, not the PDUs it re-encoded. So until
+/// the first Demand Active: (a) a message that is no Share Control PDU at all (here a header
+/// of the undefined type 5 and a file) is forwarded whole, as many as the target likes — the
+/// licence PDUs were bounded for this reason (red team `h-red17r`, hole 11), these are not
+/// counted; (b) a Demand Active with anything after it is forwarded as the target wrote it: the
+/// re-encoding red team `h-red17m` hole 4 added (defined sets only, the box's header fields,
+/// nothing after the session id) is skipped, so a file inside the Demand Active's length and
+/// after it reaches the client, and the filter activates on it. FreeRDP reads the first PDU of
+/// such a message and skips the rest (and, waiting for a Demand Active, hands other PDUs to
+/// `rdp_recv_out_of_sequence_pdu`); a patched client reads it all. Unbounded before the
+/// recording starts (a target need never activate), on any grant, unstated. Fix shape: before
+/// activation, too, a message must be whole PDUs the filter read (refuse otherwise), and the
+/// Demand Active goes out re-encoded whatever follows it.
+#[test]
+fn red17s_before_activation_a_message_the_filter_cannot_read_passes_whole() {
+    use crate::decode::capture_records;
+    let payload = file(20_000);
+    let mut junk = vec![0xFF, 0xFF, 0x05, 0x00];
+    junk.extend(&payload);
+    let mut f = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+    for (tag, frame) in capture_records(include_bytes!("testdata/shadow_bitmap.cap")) {
+        if tag == b'C' {
+            f.from_client(frame).unwrap();
+            continue;
+        }
+        if tag != b'T' {
+            continue;
+        }
+        let Some(X224(McsMessage::SendDataIndication(ind))) = whole_mcs(frame) else {
+            f.from_target(frame).unwrap();
+            continue;
+        };
+        if f.io_channel != Some(ind.channel_id) || ind.user_data.get(2) != Some(&0x11) {
+            f.from_target(frame).unwrap();
+            continue;
+        }
+        assert!(!f.active);
+        // (a) Before the Demand Active: messages of no PDU the filter knows, as many as it likes.
+        for i in 0..50 {
+            let sent = target_io_on(junk.clone(), ind.channel_id);
+            let verdict = f.from_target(&sent).unwrap();
+            assert_eq!(verdict, Verdict::Forward, "message {i} before activation");
+            assert!(carries(&verdict, &sent, &payload));
+        }
+        // (b) The Demand Active, a file inside its length (which the re-encoding drops) and one
+        // after it.
+        let mut pdu = ind.user_data.to_vec();
+        pdu.extend(&payload[..1000]);
+        let total = u16::try_from(pdu.len()).unwrap();
+        pdu[..2].copy_from_slice(&total.to_le_bytes());
+        let alone = target_io_on(pdu.clone(), ind.channel_id);
+        let mut fresh = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+        (fresh.connect_initial_seen, fresh.client_info_seen, fresh.io_channel) = (true, true, f.io_channel);
+        let control = fresh.from_target(&alone).unwrap();
+        assert!(!carries(&control, &alone, &payload[..1000]), "control: alone, it is re-encoded");
+        pdu.extend(&junk[..2000]);
+        let sent = target_io_on(pdu, ind.channel_id);
+        let verdict = f.from_target(&sent).unwrap();
+        assert_eq!(verdict, Verdict::Forward, "the demand active and what follows pass as sent");
+        assert!(carries(&verdict, &sent, &payload[..1000]), "the file inside the demand active");
+        assert!(carries(&verdict, &sent, &junk[..2000]), "the file after it");
+        assert!(f.active, "and the filter activated on it");
+        return;
+    }
+    panic!("no demand active in the capture");
+}
+
+fn target_io_on(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
+    encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
+        .unwrap()
+}
