@@ -444,6 +444,24 @@ fn red17s_before_activation_a_message_the_filter_cannot_read_passes_whole() {
         assert!(carries(&verdict, &sent, &payload[..1000]), "the file inside the demand active");
         assert!(carries(&verdict, &sent, &junk[..2000]), "the file after it");
         assert!(f.active, "and the filter activated on it");
+        // (c) "Server Redirection anywhere in a message ends the session": one behind the
+        // Demand Active and four bytes the filter cannot read crosses to the client.
+        let mut pdu = ind.user_data.to_vec();
+        pdu.extend([0xFF, 0xFF, 0x05, 0x00]);
+        let redirection = server_redirection("10.6.6.6");
+        pdu.extend(&redirection);
+        let sent = target_io_on(pdu, ind.channel_id);
+        let mut fresh = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+        (fresh.connect_initial_seen, fresh.client_info_seen, fresh.io_channel) = (true, true, f.io_channel);
+        let verdict = fresh.from_target(&sent).unwrap();
+        assert_eq!(verdict, Verdict::Forward);
+        assert!(carries(&verdict, &sent, &redirection), "a server redirection pdu reached the client");
+        // Control: right behind the Demand Active, it ends the session.
+        let mut pdu = ind.user_data.to_vec();
+        pdu.extend(&redirection);
+        let mut fresh = Filter::new(SecurityProtocol::HYBRID, Redirection::NONE, injection());
+        (fresh.connect_initial_seen, fresh.client_info_seen, fresh.io_channel) = (true, true, f.io_channel);
+        assert_eq!(fresh.from_target(&target_io_on(pdu, ind.channel_id)).unwrap(), Verdict::Refuse(REDIRECTED));
         return;
     }
     panic!("no demand active in the capture");
@@ -452,4 +470,25 @@ fn red17s_before_activation_a_message_the_filter_cannot_read_passes_whole() {
 fn target_io_on(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
     encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))
         .unwrap()
+}
+
+/// An Enhanced Security Server Redirection PDU (MS-RDPBCGR 2.2.13.3.1) sending the client to
+/// `address` (LB_TARGET_NET_ADDRESS).
+fn server_redirection(address: &str) -> Vec<u8> {
+    let mut target: Vec<u8> = address.encode_utf16().chain([0]).flat_map(u16::to_le_bytes).collect();
+    let mut packet = 0x0400u16.to_le_bytes().to_vec();
+    let length = 2 + 2 + 4 + 4 + 4 + target.len();
+    packet.extend(u16::try_from(length).unwrap().to_le_bytes());
+    packet.extend(0u32.to_le_bytes()); // sessionId
+    packet.extend(0x0000_0001u32.to_le_bytes()); // LB_TARGET_NET_ADDRESS
+    packet.extend(u32::try_from(target.len()).unwrap().to_le_bytes());
+    packet.append(&mut target);
+    let total = 6 + 2 + packet.len() + 1;
+    let mut pdu = u16::try_from(total).unwrap().to_le_bytes().to_vec();
+    pdu.extend(0x001Au16.to_le_bytes());
+    pdu.extend(1002u16.to_le_bytes());
+    pdu.extend([0, 0]);
+    pdu.extend(packet);
+    pdu.push(0);
+    pdu
 }
