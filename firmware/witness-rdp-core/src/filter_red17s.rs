@@ -2,8 +2,10 @@
 //! crossing unrecorded): the MCS layer around the Share Control PDUs (the domain PDUs the filter
 //! forwards whole, the Connect Response it forwards unchanged, the Connect Initial's user data
 //! blocks it re-encodes as the client wrote them) and the Share Data PDUs whose fields it keeps
-//! (the target's Monitor Layout, the client's Frame Acknowledge). Each test passes while its
-//! hole is open (asserting the attacker's success), so a fixer flips it.
+//! (the target's Monitor Layout, the client's Frame Acknowledge), fast-path QoE timestamps, and
+//! the I/O channel before activation, where a message the filter cannot read to its end passes
+//! whole. Each test passes while its hole is open (asserting the attacker's success), so a fixer
+//! flips it.
 //!
 //! The parties are those of the earlier red teams: an insider's client (a patched FreeRDP) and a
 //! hostile target (its RDP server patched by an insider who administers it, or a program of the
