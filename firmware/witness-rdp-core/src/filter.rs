@@ -38,6 +38,10 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
+mod connection;
+pub use connection::{BOX_CLIENT_NAME, FRAME_NOT_SENT, LAYOUT_REPEATED, MCS_OUT_OF_PHASE};
+use connection::{FrameMarkers, McsDomain};
+
 /// Why the filter ends a session (the reasons the admin reads).
 pub const REDIRECTED: &str = "the target tried to redirect the client to another server";
 pub const GFX_UNRESTRICTED: &str = "the graphics pipeline could not be restricted for recording";
@@ -200,6 +204,14 @@ pub struct Filter {
     /// Whether the first chunk on a read static channel (by id, and from the client) was flagged
     /// show-protocol: every later one must say the same.
     show_protocol: HashMap<(u16, bool), bool>,
+    /// The MCS connection sequence so far: each domain PDU in its phase, once.
+    mcs: McsDomain,
+    /// The client's monitors (its Client Monitor Data): the Monitor Layout the client gets.
+    client_layout: Vec<ironrdp_pdu::gcc::Monitor>,
+    /// The target sent its Monitor Layout this activation.
+    layout_sent: bool,
+    /// The frames the target's surface commands ended, not yet acknowledged.
+    frames: FrameMarkers,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -698,6 +710,13 @@ const KNOWN_PDUTYPE2: [u8; 25] = [
 /// rest as it is, IronRDP holds the body as compressed on any of them.
 const COMPRESSION_FLAGS: u8 = 0xF0;
 const PDUTYPE2_INPUT: u8 = 0x1C;
+const PDUTYPE2_MONITOR_LAYOUT: u8 = 0x37;
+const PDUTYPE2_FRAME_ACK: u8 = 0x38;
+
+/// A Share Control PDU's shareId (the caller read its header).
+fn share_id_of(pdu: &[u8]) -> u32 {
+    uint_at(pdu, 6, 4).unwrap_or(0)
+}
 
 /// Whether IronRDP — what the recorder and the key track read with — reads the Share Control
 /// PDU `pdu` (of `kind`, from [`share_pdus`]) by the same headers FreeRDP and xrdp read it by:
@@ -1291,6 +1310,17 @@ fn licence_pdu(data: &[u8]) -> bool {
     flags_ok && u16_at(data, 6).is_some_and(|size| usize::from(size) == data.len() - 4)
 }
 
+/// Whether `data` is one of xrdp's licence PDUs: flags licence (encrypted or not), flagsHi the
+/// licensing preamble's wMsgSize, which covers exactly the rest.
+fn xrdp_licence_pdu(data: &[u8]) -> bool {
+    let licence = BasicSecurityHeaderFlags::LICENSE_PKT.bits();
+    let encrypted = licence | BasicSecurityHeaderFlags::LICENSE_ENCRYPT_CS.bits();
+    let size = u16_at(data, 6);
+    u16_at(data, 0).is_some_and(|f| f == licence || f == encrypted)
+        && size.is_some_and(|s| usize::from(s) == data.len() - 4)
+        && u16_at(data, 2) == size
+}
+
 /// How many licence PDUs a client sends a connection (a Licence Info or a New Licence Request,
 /// a Platform Challenge Response, an error), and how long one may be (a stored licence is a few
 /// KiB); the same for a target's (a Licence Request, a Platform Challenge, a New or Upgrade
@@ -1349,6 +1379,10 @@ impl Filter {
             confirm_due: false,
             licence_pdus: (0, 0),
             show_protocol: HashMap::new(),
+            mcs: McsDomain::default(),
+            client_layout: Vec::new(),
+            layout_sent: false,
+            frames: FrameMarkers::default(),
         }
     }
 
@@ -1408,6 +1442,22 @@ impl Filter {
             if self.gfx_acks_overdue() {
                 return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
             }
+            // A QoE timestamp is the client's own four bytes, feeding only the target's latency
+            // estimate: dropped (red team h-red17s, hole 5).
+            if input.input_events().iter().any(|e| matches!(e, FastPathInputEvent::QoeEvent(_))) {
+                let kept: Vec<_> = input
+                    .input_events()
+                    .iter()
+                    .filter(|e| !matches!(e, FastPathInputEvent::QoeEvent(_)))
+                    .cloned()
+                    .collect();
+                if kept.is_empty() {
+                    return Ok(Verdict::Drop);
+                }
+                let Ok(input) = FastPathInput::new(kept) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+                let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
+                return Ok(Verdict::Replace(bytes));
+            }
             // What IronRDP read, re-encoded: nothing after the last event, no header flags of the
             // client's (red team h-red17m, hole 4).
             let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
@@ -1423,10 +1473,11 @@ impl Filter {
         };
         let req = match mcs {
             McsMessage::SendDataRequest(req) => req,
+            // In their phase, once each, with the box's values (red team h-red17s, hole 1).
             McsMessage::ErectDomainRequest(_)
             | McsMessage::AttachUserRequest(_)
             | McsMessage::ChannelJoinRequest(_)
-            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(self.mcs_from_client(frame, &mcs)),
             // A server's PDU from the client: no client sends one, and its data would go unjudged.
             _ => return Ok(Verdict::Refuse(CLIENT_UNREADABLE)),
         };
@@ -1476,7 +1527,13 @@ impl Filter {
             }
             // Every update read as every peer reads it; drawing orders (the client draws them
             // with its own order support, the recorder cannot) end the session.
-            return Ok(self.fast_path.judge(frame));
+            let verdict = self.fast_path.judge(frame);
+            // The frames it ends: the only ones the client may acknowledge (red team h-red17s,
+            // hole 4).
+            if !matches!(verdict, Verdict::Refuse(_)) {
+                self.frames.observe(frame);
+            }
+            return Ok(verdict);
         }
         if self.io_channel.is_none() {
             return self.connect_response(frame);
@@ -1488,7 +1545,7 @@ impl Filter {
             McsMessage::SendDataIndication(ind) => ind,
             McsMessage::AttachUserConfirm(_)
             | McsMessage::ChannelJoinConfirm(_)
-            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(Verdict::Forward),
+            | McsMessage::DisconnectProviderUltimatum(_) => return Ok(self.mcs_from_target(frame, &mcs)),
             // A client's PDU from the target (a Send Data Request carrying a Server Redirection,
             // say): no server sends one, and its data would go unjudged.
             _ => return Ok(Verdict::Refuse(TARGET_UNREADABLE)),
@@ -1637,6 +1694,14 @@ impl Filter {
                 PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_INPUT) && self.gfx_acks_overdue() => {
                     return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
                 }
+                // A Frame Acknowledge answers a frame the target ended, in order, once (red team
+                // h-red17s, hole 4).
+                PDUTYPE_DATA
+                    if pdu.get(14) == Some(&PDUTYPE2_FRAME_ACK)
+                        && !uint_at(pdu, SHARE_DATA_HEADER, 4).is_some_and(|id| self.frames.acknowledge(id)) =>
+                {
+                    return Ok(Verdict::Refuse(FRAME_NOT_SENT));
+                }
                 // What IronRDP read, re-encoded (red team h-red17m, hole 4). A minimised client's
                 // Suppress Output stops the target's updates: dropped, the recording must not stop.
                 PDUTYPE_DATA => match share_data_out(pdu, true, &header, self.desktop, &mut self.finalization.0) {
@@ -1684,7 +1749,15 @@ impl Filter {
             }
             return Ok(if licence_pdu(data) { Verdict::Forward } else { Verdict::Refuse(TARGET_UNREADABLE) });
         }
-        let was_active = self.active;
+        // xrdp's licence PDUs carry their size where flagsHi goes (`g_lic1`..`g_lic3` in
+        // `libxrdp/xrdp_sec.c`); no Share Control PDU reads so.
+        if !self.active && xrdp_licence_pdu(data) {
+            self.licence_pdus.1 += 1;
+            if self.licence_pdus.1 > LICENCE_PDUS || data.len() > LICENCE_PDU_MAX {
+                return Ok(Verdict::Refuse(LICENCE_TOO_MUCH));
+            }
+            return Ok(Verdict::Forward);
+        }
         let (pdus, stop) = share_pdus(data);
         if pdus.iter().any(|(_, kind)| *kind == PDUTYPE_SERVER_REDIR) || redirection_at(data, stop) {
             return Ok(Verdict::Refuse(REDIRECTED));
@@ -1745,6 +1818,7 @@ impl Filter {
                         .unwrap_or((0, 0));
                     self.share_id = Some(share_id);
                     self.finalization = (0, 0);
+                    self.layout_sent = false;
                     self.confirm_due = true;
                     self.fast_path.reactivated();
                     (self.active, self.deactivated) = (true, false);
@@ -1766,6 +1840,17 @@ impl Filter {
                     // made canonical in place ([`crate::pointer`]).
                     let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
                     match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
+                        // One Monitor Layout an activation, the client's own monitors (red team
+                        // h-red17s, hole 4).
+                        DataOut::Pass(_) if pdu.get(14) == Some(&PDUTYPE2_MONITOR_LAYOUT) => {
+                            if std::mem::replace(&mut self.layout_sent, true) {
+                                return Ok(Verdict::Refuse(LAYOUT_REPEATED));
+                            }
+                            let body = connection::monitor_layout_body(&self.client_layout, self.desktop);
+                            let bytes = share_data_pdu(PDUTYPE2_MONITOR_LAYOUT, &body, &header, share_id_of(pdu));
+                            changed |= bytes != pdu;
+                            out.push(Cow::Owned(bytes));
+                        }
                         DataOut::Pass(mut bytes) => {
                             if pdu.get(14) == Some(&PDUTYPE2_POINTER) {
                                 let body = bytes.get_mut(SHARE_DATA_HEADER..).unwrap_or_default();
@@ -1793,9 +1878,10 @@ impl Filter {
                 _ => out.push(Cow::Borrowed(pdu)),
             }
         }
+        // Before activation too: a message is whole PDUs the filter read, and what leaves is
+        // their re-encoding, never the message (red team h-red17s, hole 6).
         if stop != data.len() || pdus.is_empty() {
-            // Before activation a peer reads only the first PDU of such a message (checked above).
-            return Ok(if was_active { Verdict::Refuse(TARGET_UNREADABLE) } else { Verdict::Forward });
+            return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         }
         if !changed && out.len() == 1 {
             return Ok(Verdict::Forward);
@@ -2115,6 +2201,13 @@ impl Filter {
             .early_capability_flags
             .is_some_and(|f| f.contains(ironrdp_pdu::gcc::ClientEarlyCapabilityFlags::SUPPORT_DYN_VC_GFX_PROTOCOL));
         self.client_monitors = blocks.monitor.as_ref().map_or(1, |m| m.monitors.len().max(1));
+        self.client_layout = blocks.monitor.as_ref().map(|m| m.monitors.clone()).unwrap_or_default();
+        // What the client says of itself is the box's (red team h-red17s, hole 3).
+        connection::rewrite_client_core(&mut blocks.core);
+        if let Some(cluster) = blocks.cluster.as_mut() {
+            cluster.flags = RedirectionFlags::empty();
+            cluster.redirected_session_id = 0;
+        }
         if let Some(network) = blocks.network.as_mut() {
             // One channel per name, as servers read names: xrdp takes the last `drdynvc`, the
             // decoder and FreeRDP the first, so a second one would hide a channel from one of them.
@@ -2150,8 +2243,9 @@ impl Filter {
             .map_err(enc_err("mcs connect initial"))
     }
 
-    /// Learns the channel ids. The response passes unchanged: without the client's multitransport
-    /// block (removed from the Connect Initial) the target offers no side transport. Ids must be
+    /// Learns the channel ids; the client gets the response re-encoded by the box
+    /// ([`connection::canonical_connect_response`]): no multitransport block (the box removed the
+    /// client's), no block of a type it does not read, the box's fixed fields. Ids must be
     /// distinct (static channels, the I/O and the message channel): the filter judges a channel
     /// by its id, and a client may route a shared id to either channel (a refused one's data
     /// would pass as an allowed one's).
@@ -2165,6 +2259,10 @@ impl Filter {
         let all = blocks.network.channel_ids.iter().chain([&blocks.network.io_channel]).chain(message.as_ref());
         if !all.into_iter().all(|&id| ids.insert(id)) {
             return Ok(Verdict::Refuse(CHANNEL_IDS_CLASH));
+        }
+        // One id a channel the client asked for, no more: each would be a join's free id.
+        if blocks.network.channel_ids.len() > self.client_channels.len() {
+            return Ok(Verdict::Refuse(TARGET_UNREADABLE));
         }
         self.io_channel = Some(blocks.network.io_channel);
         self.message_channel = blocks.message_channel.as_ref().map(|m| m.mcs_message_channel_id);
@@ -2180,7 +2278,12 @@ impl Filter {
                 allowed: channels::static_allowed(self.redirection, name),
             })
             .collect();
-        Ok(Verdict::Forward)
+        // The client gets the box's re-encoding: the blocks it reads, the fixed fields the box's
+        // (red team h-red17s, hole 2).
+        let Some(bytes) = connection::canonical_connect_response(blocks) else {
+            return Ok(Verdict::Refuse(TARGET_UNREADABLE));
+        };
+        Ok(if bytes == frame { Verdict::Forward } else { Verdict::Replace(bytes) })
     }
 
     fn inject(&self, pdu: &mut ClientInfoPdu) {
@@ -3294,7 +3397,7 @@ mod tests {
         let told: Vec<_> =
             blocks.network.unwrap().channels.iter().map(|c| c.name.as_str().unwrap().to_owned()).collect();
         assert!(told.iter().any(|n| n == "cliprdr") && !told.iter().any(|n| n == "CLIPRDR"), "{told:?}");
-        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_target(&response).unwrap(), Verdict::Forward | Verdict::Replace(_)));
         let clip = f.decisions().iter().find(|d| d.name == "cliprdr").cloned().expect("cliprdr decided");
         assert!(!clip.allowed, "{:?}", f.decisions());
         // A Format List (CB_FORMAT_LIST, long format names): CF_UNICODETEXT; then the Format
@@ -3684,10 +3787,11 @@ mod tests {
         // Everything else is as the client sent it.
         assert_eq!(blocks.network, original.network);
         assert_eq!(blocks.core.desktop_width, original.core.desktop_width);
-        assert_eq!(blocks.core.client_name, original.core.client_name);
+        // What the client says of itself is the box's (red team h-red17s, hole 3).
+        assert_eq!(blocks.core.client_name, BOX_CLIENT_NAME);
 
         assert!(!f.channels_known());
-        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_target(&response).unwrap(), Verdict::Forward | Verdict::Replace(_)));
         assert!(f.channels_known());
         let d = f.decisions();
         let names: Vec<_> = d.iter().map(|d| d.name.as_str()).collect();
@@ -4011,7 +4115,7 @@ mod tests {
         let io = u16::from_le_bytes([response[net + 4], response[net + 5]]);
         let mut f = Filter::new(SecurityProtocol::SSL, Redirection::NONE, injection());
         f.from_client(&initial).unwrap();
-        assert_eq!(f.from_target(&response).unwrap(), Verdict::Forward);
+        assert!(matches!(f.from_target(&response).unwrap(), Verdict::Forward | Verdict::Replace(_)));
         let decisions = f.decisions().to_vec();
         let at = |name: &str| decisions.iter().position(|d| d.name == name).unwrap();
         let (cliprdr, rdpsnd) = (at("cliprdr"), at("rdpsnd"));
