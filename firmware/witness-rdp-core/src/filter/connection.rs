@@ -159,7 +159,12 @@ pub(super) fn canonical_server_blocks(blocks: &ServerGccBlocks) -> ServerGccBloc
     } else {
         0x0008_0004
     };
-    let known = SecurityProtocol::SSL | SecurityProtocol::HYBRID | SecurityProtocol::HYBRID_EX;
+    // The protocols MS-RDPBCGR defines (clients compare the field with what they asked for).
+    let known = SecurityProtocol::SSL
+        | SecurityProtocol::HYBRID
+        | SecurityProtocol::RDSTLS
+        | SecurityProtocol::HYBRID_EX
+        | SecurityProtocol::RDSAAD;
     let early = ServerEarlyCapabilityFlags::EDGE_ACTIONS_SUPPORTED_V1
         | ServerEarlyCapabilityFlags::DYNAMIC_DST_SUPPORTED
         | ServerEarlyCapabilityFlags::EDGE_ACTIONS_SUPPORTED_V2
