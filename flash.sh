@@ -7,11 +7,17 @@
 # Refuses, naming the rule: the disk of /, /boot or the ESP through any stack (system); a
 # device-mapper device (dm); a disk or partition with holders, recursively (holders); one
 # mounted or swap, itself or through its stack (mounted, swap); an LVM PV, md member, LUKS
-# volume or ZFS member, active or not (lvm-pv, md-member, luks, zfs); anything that is neither
-# a block device nor a file, a device smaller than the image. Asks before writing unless
-# --yes. Uses bmaptool when it and IMAGE.bmap exist, else dd. Verifies by reading the written
-# bytes back and comparing SHA-256. --check-only runs every check and stops before writing.
-# Standalone POSIX sh: technicians may not have Rust.
+# volume or ZFS member, active or not (lvm-pv, md-member, luks, zfs); a disk or partition the
+# kernel refuses an exclusive open of — mounted in any mount namespace, a btrfs member, any
+# claim (busy); a loop device over such a device (loop-backing); a file that backs a loop device
+# (loop-backing); a symbolic link as a file target (symlink); anything that is neither a block
+# device nor a file, a device smaller than the image. TARGET is resolved once: the disk and each
+# partition are held open exclusively (O_EXCL, by a small python3 helper) from the checks through
+# the write and the read-back, which go through that held descriptor, so the name cannot be
+# pointed elsewhere meanwhile. Asks before writing unless --yes. Uses bmaptool when it and
+# IMAGE.bmap exist, else dd. Verifies by reading the written bytes back and comparing SHA-256.
+# --check-only runs every check and stops before writing. Standalone POSIX sh plus python3:
+# technicians may not have Rust.
 set -eu
 
 die() { echo "flash.sh: $*" >&2; exit 1; }
@@ -23,7 +29,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --yes) yes=1; shift ;;
         --check-only) check_only=1; shift ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; break ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) break ;;
@@ -111,8 +117,106 @@ refuse() {
     die "refused ($rule): $*"
 }
 
-if [ -b "$target" ]; then
+# The hold: a python3 helper opens TARGET once and keeps it open until this script ends; the
+# write and the read-back go through its descriptor (/proc/PID/fd/N), never through the name
+# again. A device: opened read-write, and its whole disk opened with O_EXCL — the kernel refuses
+# that (EBUSY) while the disk or any partition of it is claimed (mounted in any mount namespace,
+# a btrfs or md member, swap, a dm table) and, once held, lets nobody claim them; for a loop
+# device, the same for the block device under it, recursively. A file: opened without following
+# a link; a new file ("new-file": one that did not exist at the checks) is created, and only if it
+# still does not exist. Prints "held FD NAME" (NAME: the kernel name of the device, or
+# MAJ:MIN:INODE of the file), "busy DEVICE [loop]" or "error WHY".
+HOLD_PY='
+import os, stat, sys, time
+kind, path = sys.argv[1], sys.argv[2]
+parent = os.getppid()
+held = []
+def say(*words):
+    print(*words, flush=True)
+def name_of(fd):
+    st = os.fstat(fd)
+    return os.path.basename(os.path.realpath("/sys/dev/block/%d:%d" % (os.major(st.st_rdev), os.minor(st.st_rdev))))
+def claim_disk(fd, depth, loop):
+    name = name_of(fd)
+    disk = name
+    if os.path.exists("/sys/class/block/%s/partition" % name):
+        disk = os.path.basename(os.path.realpath("/sys/class/block/%s/.." % name))
+    dev = "/dev/" + disk
+    try:
+        held.append(os.open(dev, os.O_RDONLY | os.O_EXCL))
+    except OSError as e:
+        say("busy", dev, loop) if e.errno == 16 else say("error", "%s: %s" % (dev, e.strerror))
+        sys.exit(1)
+    if name_of(held[-1]) != disk:
+        say("error", "%s is not the disk %s" % (dev, disk))
+        sys.exit(1)
+    try:
+        backing = open("/sys/class/block/%s/loop/backing_file" % disk).read().strip()
+    except OSError:
+        return
+    try:
+        under = os.open(backing, os.O_RDONLY)
+    except OSError:
+        return
+    if stat.S_ISBLK(os.fstat(under).st_mode) and depth < 8:
+        claim_disk(under, depth + 1, "loop")
+    os.close(under)
+try:
+    if kind == "device":
+        fd = os.open(path, os.O_RDWR)
+        if not stat.S_ISBLK(os.fstat(fd).st_mode):
+            say("error", path + " is no longer a block device")
+            sys.exit(1)
+        claim_disk(fd, 0, "")
+        name = name_of(fd)
+    else:
+        new = os.O_CREAT | os.O_EXCL if kind == "new-file" else 0
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | new, 0o644)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            say("error", path + " is not a regular file")
+            sys.exit(1)
+        name = "%d:%d:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
+except OSError as e:
+    say("error", "%s: %s" % (path, e.strerror))
+    sys.exit(1)
+say("held", fd, name)
+while os.getppid() == parent:
+    time.sleep(0.2)
+'
+holder=
+hold_dir=
+release() {
+    [ -z "$holder" ] || kill "$holder" 2>/dev/null || true
+    [ -z "$hold_dir" ] || rm -rf "$hold_dir"
+}
+trap release EXIT
+trap 'exit 1' INT TERM HUP
+hold() {
+    command -v python3 >/dev/null 2>&1 || die "python3 is needed (it holds the target open exclusively from the checks through the write)"
+    hold_dir=$(mktemp -d)
+    mkfifo "$hold_dir/fifo"
+    python3 -c "$HOLD_PY" "$1" "$2" > "$hold_dir/fifo" 2>&2 < /dev/null &
+    holder=$!
+    read -r hold_status hold_a hold_b < "$hold_dir/fifo" || hold_status=
+    case $hold_status in
+        held) held=/proc/$holder/fd/$hold_a; held_name=$hold_b ;;
+        busy)
+            if [ "$hold_b" = loop ]; then
+                refuse loop-backing "$target is a loop device over $hold_a, which the kernel refuses to open exclusively: it is in use (mounted, perhaps in another mount namespace, or a member of a mounted file system)"
+            fi
+            refuse busy "$target: the kernel refuses to open $hold_a exclusively: it is in use (mounted, perhaps in another mount namespace; a member of a mounted multi-device file system such as btrfs; swap; or claimed by a driver)" ;;
+        error) die "cannot hold $target open: $hold_a${hold_b:+ $hold_b}" ;;
+        *) die "cannot hold $target open (the python3 helper failed)" ;;
+    esac
+}
+
+if [ -L "$target" ] && [ ! -b "$target" ]; then
+    refuse symlink "$target is a symbolic link: name the file itself (a link can be pointed elsewhere between the checks and the write)"
+elif [ -b "$target" ]; then
     kind=device
+    # Resolved once: every rule below and the hold look at this name, the hold checks it is the
+    # same device, and the write goes through the held descriptor.
     dev=$(readlink -f "$target")
     disk=$(disk_of "$dev")
     parts=$(parts_of "$disk")
@@ -186,6 +290,10 @@ if [ -b "$target" ]; then
     size=$(blockdev --getsize64 "$dev" 2>/dev/null || cat "/sys/class/block/$disk/size" 2>/dev/null | awk '{print $1*512}')
     [ -n "$size" ] || die "cannot read the size of $target"
     [ "$size" -ge "$image_size" ] || die "$target has $size bytes, the image needs $image_size"
+    # Rules "busy" and "loop-backing": what the kernel says, which sees every mount namespace and
+    # every claim; held from here through the read-back.
+    hold device "$dev"
+    [ "$held_name" = "$(name_of "$dev")" ] || die "$target changed while it was checked (now $held_name); nothing written"
 elif [ -e "$target" ] && [ ! -f "$target" ]; then
     die "$target is neither a block device nor a regular file; refusing"
 else
@@ -193,6 +301,22 @@ else
     parent=$(dirname "$target")
     [ -d "$parent" ] || die "the folder of $target does not exist"
     [ "$(readlink -f "$target")" != "$(readlink -f "$image")" ] || die "image and target are the same file"
+    # A file that does not exist yet backs nothing: it is created (exclusively) at the write.
+    held_name=
+    [ ! -e "$target" ] || hold file "$target"
+    # Rule "loop-backing": a file a loop device reads (a VM's disk, a mounted image), by device
+    # and inode (any path, any mount namespace), and by the path the loop device names.
+    if [ -n "$held_name" ]; then
+        losetup -nl -O NAME,BACK-MAJ:MIN,BACK-INO 2>/dev/null | while read -r lname lmm lino; do
+            [ "$lmm:$lino" = "$held_name" ] && refuse loop-backing "$target backs the loop device $lname (losetup -l): it is in use; detach it first (losetup -d $lname)"
+        done || exit 1
+    fi
+    for b in /sys/block/loop*/loop/backing_file; do
+        [ -r "$b" ] || continue
+        if [ "$(readlink -f "$(cat "$b")")" = "$(readlink -f "$target")" ]; then
+            refuse loop-backing "$target backs the loop device /dev/$(basename "$(dirname "$(dirname "$b")")"): it is in use; detach it first"
+        fi
+    done
 fi
 
 say "image:  $image ($image_size bytes)"
@@ -209,16 +333,18 @@ if [ "$yes" -ne 1 ]; then
     [ "$answer" = yes ] || die "not confirmed; nothing written"
 fi
 
+[ -n "$holder" ] || hold new-file "$target"
+
 if command -v bmaptool >/dev/null 2>&1 && [ -f "$image.bmap" ] && [ "$kind" = device ]; then
     say "writing with bmaptool (mapped blocks only)"
-    bmaptool copy "$image" "$target" || die "bmaptool failed writing $target"
+    bmaptool copy "$image" "$held" || die "bmaptool failed writing $target"
 else
     say "writing with dd"
     if [ "$kind" = file ]; then
-        dd if="$image" of="$target" bs=4M conv=fsync status=progress || die "writing $target failed"
+        dd if="$image" of="$held" bs=4M conv=fsync status=progress || die "writing $target failed"
     else
-        dd if="$image" of="$target" bs=4M conv=fsync,notrunc oflag=direct status=progress 2>&1 >&2 \
-            || dd if="$image" of="$target" bs=4M conv=fsync,notrunc status=progress || die "writing $target failed"
+        dd if="$image" of="$held" bs=4M conv=fsync,notrunc oflag=direct status=progress 2>&1 >&2 \
+            || dd if="$image" of="$held" bs=4M conv=fsync,notrunc status=progress || die "writing $target failed"
     fi
 fi
 sync
@@ -226,9 +352,9 @@ sync
 say "verifying (reading back $image_size bytes)"
 if [ "$kind" = device ]; then
     # Drop cached pages so the check reads what the device holds.
-    blockdev --flushbufs "$target" 2>/dev/null || true
+    blockdev --flushbufs "$held" 2>/dev/null || true
 fi
 want=$(sha256sum < "$image" | cut -d' ' -f1)
-got=$(head -c "$image_size" "$target" | sha256sum | cut -d' ' -f1)
+got=$(head -c "$image_size" "$held" | sha256sum | cut -d' ' -f1)
 [ "$want" = "$got" ] || die "verification FAILED: $target holds sha256 $got, the image is $want"
 say "verified: sha256 $want"

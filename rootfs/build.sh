@@ -16,8 +16,10 @@
 # packages.txt, dracut.conf, dracut/ and this script's bootstrap step, so a rebuild that changes
 # only the overlay or the binary skips it. Updates are trusted by --keyring (default: the
 # development CA in --signing-dir, default CACHE/signing, made by signing.sh when missing).
-# --version (default: the binary's own, `witness --version`) goes into /etc/witness/version and
-# the bundle's manifest; the box refuses an update older than the root it runs.
+# --version (default: the binary's own, `witness --version`, plus the build's UTC time as one more
+# number, 0.1.0.20261207195800 — SOURCE_DATE_EPOCH's when set, so a reproducible build gets the
+# same) goes into /etc/witness/version and the bundle's manifest; the box refuses an update
+# older than the root it runs, or of its own version.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,15 +32,18 @@ data_mb=1024      # free space left at the end for the data partition (grown to 
 boot_tries=3      # trial boots a newly installed slot gets to come up healthy before the fall-back
 keyring=          # CA certificate(s) update bundles must chain to
 signing=          # development signing keys (default: $cache/signing)
-version=          # the root's version (default: the binary's)
+version=          # the root's version (default: the binary's plus the build time)
 # What the root may hold unpacked (MiB), the fail lines of the size table. The goal: the x86
 # image's root — the base, every x86 board profile's add-on (profile-addons.txt: the image ships
 # them all) and the witness binary as `cargo xtask image` builds it (the `firmware` profile,
 # stripped) — within 200 MB, i.e. 190 MiB (root_budget_mb). The parts have their own lines: the
 # base (the root without the binary and the add-ons), each profile's add-on, and the release
-# binary; the build fails when a part is over its line, or when the root without the binary plus
-# the release binary's line is over the root's. The image tests ship a debug build (about three
-# times the release one) and raise only the shipped binary's line (WITNESS_BINARY_BUDGET_MB).
+# binary; the build fails when a part is over its line, when the root without the binary plus
+# the release binary's line is over the root's, or when the root as built (with the binary it
+# ships) is over the root's line. The image tests ship a debug build (about three times the
+# release one) and raise only the shipped binary's line (WITNESS_BINARY_BUDGET_MB): such a build
+# goes on when the root as built is over, but is marked NOT-SHIPPABLE in --out and build.txt and
+# gets no signed update bundle, so nothing of it can be installed as an update.
 root_budget_mb=190
 platform_budget_mb=${WITNESS_PLATFORM_BUDGET_MB:-140}
 profile_budget_mb=${WITNESS_PROFILE_BUDGET_MB:-20}
@@ -68,7 +73,12 @@ done
 [ -x "$binary" ] || die "$binary is not an executable file"
 [ "$(id -u)" = 0 ] || die "run as root (mmdebstrap, chroot and file ownership need it)"
 case $boot_tries in ''|*[!0-9]*|0) die "--boot-tries must be a number above 0" ;; esac
-[ -n "$version" ] || version=$("$binary" --version 2>/dev/null | awk '{print $2}')
+if [ -z "$version" ]; then
+    version=$("$binary" --version 2>/dev/null | awk '{print $2}')
+    # Every build its own version, rising: the binary's and the build time (a second's
+    # resolution; two builds in one second need --version).
+    [ -z "$version" ] || version=$version.$(date -u -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}" +%Y%m%d%H%M%S)
+fi
 case $version in ''|.*|*.|*..*|*[!0-9.]*) die "the version ${version:-(none)} is not a dotted number (1.2.0): pass --version" ;; esac
 for tool in mmdebstrap mksquashfs veritysetup sfdisk sha256sum systemd-analyze rauc openssl strip xz; do
     command -v "$tool" >/dev/null || die "$tool is missing: run cargo xtask setup (or apt-get install mmdebstrap squashfs-tools cryptsetup-bin fdisk rauc openssl binutils xz-utils)"
@@ -148,6 +158,10 @@ step "root: unpack, overlay, witness binary"
 mkdir -p "$root"
 tar --numeric-owner -xpf "$tarball" -C "$root"
 cp -a "$here/overlay/." "$root/"
+# RAUC's D-Bus API is root's only: Debian's rauc-service policy ("allows anyone to control rauc")
+# goes; the overlay's /etc/dbus-1/system.d/de.pengutronix.rauc.conf is the one left.
+rm -f "$root/usr/share/dbus-1/system.d/de.pengutronix.rauc.conf"
+grep -q 'policy user="root"' "$root/etc/dbus-1/system.d/de.pengutronix.rauc.conf" || die "the overlay's RAUC D-Bus policy is missing"
 install -m 0755 "$binary" "$root/usr/bin/witness"
 install -m 0755 "$work/witness-egress" "$root/usr/bin/witness-egress"
 install -m 0644 "$keyring" "$root/etc/rauc/keyring.pem"
@@ -167,7 +181,7 @@ usermod -a -G video,render,gpio,i2c,tss witness
 passwd -l root >/dev/null
 usermod -s /usr/sbin/nologin root
 systemctl enable witness.service witness-firstboot.service witness-data.service var-lib-witness.mount \
-    witness-measure.service \
+    witness-measure.service witness-seal.service witness-devices.service \
     witness-boot-check.service witness-journal-upload.service witness-egress.service witness-egress.path witness-egress.timer \
     witness-console.path \
     nftables.service systemd-networkd.service systemd-resolved.service systemd-timesyncd.service >/dev/null 2>&1
@@ -533,6 +547,13 @@ echo "$size_table"
 [ "$base_mb" -le "$platform_budget_mb" ] || die "the base root (without the witness binary and the profiles' add-ons) is $base_mb MiB unpacked, over the recipe's budget of $platform_budget_mb MiB (platform_budget_mb in build.sh)"
 [ -z "$addon_over" ] || die "a profile's add-on is over the recipe's budget of $profile_budget_mb MiB (profile_budget_mb in build.sh):$addon_over"
 [ $(( root_mb - witness_mb + release_binary_budget_mb )) -le "$root_budget_mb" ] || die "the root without the witness binary is $(( root_mb - witness_mb )) MiB unpacked: with the release binary's line ($release_binary_budget_mb MiB) it is over the x86 root's budget of $root_budget_mb MiB (root_budget_mb in build.sh)"
+# The root as built, with the binary it ships, against the root's line.
+shippable=yes
+if [ "$root_mb" -gt "$root_budget_mb" ]; then
+    [ -n "${WITNESS_BINARY_BUDGET_MB:-}" ] || die "the root as built is $root_mb MiB unpacked, over the x86 root's budget of $root_budget_mb MiB (root_budget_mb in build.sh)"
+    shippable="no: the root as built is $root_mb MiB, over the x86 root's budget of $root_budget_mb MiB (a test build: WITNESS_BINARY_BUDGET_MB=$WITNESS_BINARY_BUDGET_MB)"
+    echo "    NOT SHIPPABLE: $shippable; no update bundle is made"
+fi
 [ "$witness_mb" -le "$binary_budget_mb" ] || die "the witness binary is $witness_mb MiB stripped, over its budget of $binary_budget_mb MiB (release_binary_budget_mb in build.sh; WITNESS_BINARY_BUDGET_MB for a debug build)"
 { gzip -dc < "$out/initrd.img" 2>/dev/null || zstd -dc < "$out/initrd.img" 2>/dev/null || true; } \
     | grep -aq systemd-veritysetup-generator || die "the initrd has no systemd-veritysetup (dracut.conf)"
@@ -606,7 +627,11 @@ done_step
 # --- 5. update bundle ------------------------------------------------------------------------
 step "bundle: the same root as a signed RAUC update"
 cp --sparse=always "$work/root.squashfs" "$out/root.squashfs"
-if [ -n "$signing" ]; then
+rm -f "$out/witness-update.raucb" "$out/NOT-SHIPPABLE"
+if [ "$shippable" != yes ]; then
+    echo "$shippable" > "$out/NOT-SHIPPABLE"
+    echo "    not shippable: no update bundle ($out/NOT-SHIPPABLE)"
+elif [ -n "$signing" ]; then
     "$here/bundle.sh" --root "$work/root.squashfs" --out "$out/witness-update.raucb" --signing-dir "$signing"
 else
     echo "    no development signing keys (--keyring given): sign with rootfs/bundle.sh --key --cert"
@@ -623,6 +648,7 @@ root hash: $roothash
 version: $version
 squashfs: $squash_bytes bytes; slots: ${slot_mb} MiB each; data reserve: ${data_mb} MiB
 witness.service: $security
+shippable: $shippable
 size (MiB), squashfs $(( squash_bytes / 1048576 )) compressed:
 $size_table
 update keyring: $(openssl x509 -in "$keyring" -noout -subject 2>/dev/null | sed 's/^subject=//'); trial boots: $boot_tries

@@ -203,7 +203,8 @@ fn red18e_a_sent_note_made_a_folder_keeps_checkpoints_from_the_store_and_a_rollb
 /// recordings' own signed manifests under the box's prefix, so a signed recording no session
 /// manifest leads to is restored (or at least named and counted).
 /// Flipped (h-red18e): the copy is refused and the hidden signed recording named and counted
-/// (not restored).
+/// (not restored); since issue 18's `h-fix18g` its session is restored too, made from its signed
+/// recordings and marked as reconstructed (this test asserted one session restored before).
 #[test]
 fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_rebuild() {
     let sshd = Sshd::start();
@@ -236,10 +237,11 @@ fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_reb
     }
     let out = b.ok(&["index", "rebuild", "--from-store"], None);
     // Closed: the copy is refused (not the manifest of the session stored there), and the
-    // hidden session's signed recording, which no session manifest now leads to, is named.
+    // hidden session's signed recording, which no session manifest now leads to, is named and
+    // restored in a session made from it, marked as reconstructed.
     let hsid = hidden["session_id"].as_str().unwrap();
     let isid = innocent["session_id"].as_str().unwrap();
-    assert!(out.contains("restored 1 sessions (0 were already in the index)"), "{out}");
+    assert!(out.contains("restored 2 sessions (0 were already in the index)"), "{out}");
     assert!(
         out.contains(&format!("{hsid}/manifest.json: it is the manifest of session {isid}")),
         "the copy refused: {out}"
@@ -250,11 +252,22 @@ fn red18e_a_session_manifest_copied_over_another_hides_that_session_from_the_reb
         "the hidden recording named: {out}"
     );
     let after = b.sessions();
-    assert_eq!(after.len(), 1, "{after:?}");
-    assert_eq!(after[0]["id"], innocent["session_id"]);
+    assert_eq!(after.len(), 2, "{after:?}");
+    let restored = after.iter().find(|s| s["id"] == hidden["session_id"]).expect("the hidden session restored");
+    assert!(
+        restored["end_reason"].as_str().unwrap().contains("reconstructed from its signed recordings"),
+        "{restored}"
+    );
+    assert_eq!(restored["user"], before.iter().find(|s| s["id"] == hidden["session_id"]).unwrap()["user"]);
+    let recs = b.recordings();
+    let back = recs.iter().find(|r| r["id"] == hidden["id"]).expect("its recording restored");
+    assert_eq!(back["sha256"], hidden["sha256"], "{back}");
+    // It plays back from the store as it was recorded.
+    assert!(b.export(hidden["id"].as_str().unwrap()).contains("red18e-hidden"), "plays back");
     let rebuilt = b.audit().into_iter().find(|e| e["kind"] == "index_rebuilt").unwrap();
     assert_eq!(rebuilt["detail"]["session_manifests_not_under_their_own_key"], 1, "{rebuilt}");
     assert_eq!(rebuilt["detail"]["signed_recordings_not_reached"], 1, "{rebuilt}");
+    assert_eq!(rebuilt["detail"]["sessions_reconstructed"], 1, "{rebuilt}");
 }
 
 /// Invariant broken: "the audit log is append-only, provably: each event is hash-chained … and

@@ -5,12 +5,12 @@ use crate::harness::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn flash(args: &[&str]) -> Output {
+pub(crate) fn flash(args: &[&str]) -> Output {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join("flash.sh");
     Command::new("sh").arg(script).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
-fn image(dir: &Path, bytes: usize) -> PathBuf {
+pub(crate) fn image(dir: &Path, bytes: usize) -> PathBuf {
     let p = dir.join("witness.img");
     let out = sh(&format!("head -c {bytes} /dev/urandom > {}", p.display()));
     assert!(out.status.success());
@@ -18,10 +18,10 @@ fn image(dir: &Path, bytes: usize) -> PathBuf {
 }
 
 /// A loop device over a sparse file, detached on drop.
-struct Loop(String);
+pub(crate) struct Loop(pub(crate) String);
 
 impl Loop {
-    fn new(backing: &Path, bytes: u64) -> Self {
+    pub(crate) fn new(backing: &Path, bytes: u64) -> Self {
         let f = std::fs::OpenOptions::new().create(true).append(true).open(backing).unwrap();
         f.set_len(bytes).unwrap();
         let out = Command::new("losetup").args(["-f", "--show"]).arg(backing).output().unwrap();

@@ -119,6 +119,14 @@ fn assert_size_budget(dir: &Path) {
         assert!(*mb <= row("budget: each profile's add-on"), "{name} {mb} MiB: {txt}");
     }
     assert!(row("witness binary") <= row("budget: shipped witness binary"), "{txt}");
+    // The root as built, with the binary it ships: over the line (a debug binary), the build is
+    // marked not shippable and makes no update bundle.
+    if row("root, unpacked") > root_line {
+        assert!(txt.contains("shippable: no: the root as built"), "{txt}");
+        assert!(dir.join("NOT-SHIPPABLE").exists() && !dir.join("witness-update.raucb").exists(), "{txt}");
+    } else {
+        assert!(txt.contains("shippable: yes"), "{txt}");
+    }
     assert_eq!(
         without_binary,
         row("base: without the binary and profiles")
@@ -439,6 +447,63 @@ fn stick(dir: &Path, name: &str, bundle: &Path) -> PathBuf {
     img
 }
 
+/// The image's kernel, from its bzImage header's version string (`6.1.0-50-amd64 (…) #1 SMP
+/// PREEMPT_DYNAMIC Debian 6.1.176-1 (…)`): its release (modules' vermagic) and Debian version.
+fn image_kernel(image: &Path) -> (String, String) {
+    let k = std::fs::read(image.join("vmlinuz")).unwrap();
+    let at = usize::from(u16::from_le_bytes([k[0x20e], k[0x20f]])) + 0x200;
+    let end = k[at..].iter().position(|b| *b == 0).map(|n| at + n).unwrap_or(at);
+    let text = String::from_utf8_lossy(&k[at..end]).into_owned();
+    let release = text.split_whitespace().next().unwrap_or_default().to_owned();
+    let debian = text.split("Debian ").nth(1).and_then(|v| v.split_whitespace().next()).unwrap_or_default().to_owned();
+    assert!(release.starts_with("6.") && !debian.is_empty(), "no kernel version in vmlinuz's header: {text:?}");
+    (release, debian)
+}
+
+/// The guest's test drivers, vicodec.ko and gpio-sim.ko (`tests/e2e/guest/build-modules.sh`),
+/// built once per kernel and script under `target/tmp/guest-modules-<key>/`. Test only: they
+/// reach the guest on the test's own disk ([`test_disk`]), never the image.
+fn guest_modules(image: &Path) -> PathBuf {
+    let (release, debian) = image_kernel(image);
+    let script = workspace().join("tests/e2e/guest/build-modules.sh");
+    let mut h = Sha256::new();
+    h.update(format!("{release} {debian}\n"));
+    h.update(std::fs::read(&script).unwrap());
+    let tmp = workspace().join("target/tmp");
+    let dir = tmp.join(format!("guest-modules-{}", hex::encode(&h.finalize()[..8])));
+    let lock = std::fs::File::create(tmp.join("guest-modules.lock")).unwrap();
+    lock.lock().unwrap();
+    if !dir.join("gpio-sim.ko").exists() {
+        for e in std::fs::read_dir(&tmp).unwrap().flatten() {
+            if e.file_name().to_string_lossy().starts_with("guest-modules-") && e.path().is_dir() {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let started = Instant::now();
+        println!("{}", run(Command::new("bash").arg(&script).args([&release, &debian]).arg(&dir)));
+        println!("guest modules built in {:.0}s", started.elapsed().as_secs_f64());
+    }
+    drop(lock);
+    dir
+}
+
+/// The test's own disk for the guest (ext4 labelled WITNESS-TEST, read-only in QEMU): the test
+/// drivers and the board profile naming the simulated GPIO lines (`tests/e2e/guest/`). The
+/// root shell of the test's boot mounts it; the image knows nothing of it.
+fn test_disk(dir: &Path, image: &Path) -> PathBuf {
+    let content = dir.join("test-disk");
+    std::fs::create_dir_all(&content).unwrap();
+    let modules = guest_modules(image);
+    for ko in ["vicodec.ko", "gpio-sim.ko"] {
+        std::fs::copy(modules.join(ko), content.join(ko)).unwrap();
+    }
+    std::fs::copy(workspace().join("tests/e2e/guest/gpio-sim.toml"), content.join("gpio-sim.toml")).unwrap();
+    let img = dir.join("test-disk.img");
+    run(Command::new("mkfs.ext4").args(["-q", "-L", "WITNESS-TEST", "-d"]).arg(&content).arg(&img).arg("16M"));
+    std::fs::remove_dir_all(&content).unwrap();
+    img
+}
+
 #[test]
 fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let image = built_image();
@@ -446,15 +511,22 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let dir = tmp.path();
     let started = Instant::now();
 
-    // A good update: the image's root with one more file (appended to a copy of the squashfs),
-    // so it has a root hash of its own.
+    // A good update: the image's root with one more file and a later version (the box refuses
+    // another build of its own version), so it has a root hash of its own.
+    let running = std::fs::read_to_string(image.join("version")).unwrap().trim().to_owned();
+    let tree = dir.join("update-root");
+    run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&tree).arg(image.join("root.squashfs")));
+    std::fs::write(tree.join("etc/witness/version"), format!("{running}.1\n")).unwrap();
+    std::fs::write(tree.join("witness-update-test"), "good\n").unwrap();
     let good_root = dir.join("good.squashfs");
-    run(Command::new("cp").arg("--sparse=always").arg(image.join("root.squashfs")).arg(&good_root));
-    std::fs::write(dir.join("witness-update-test"), "good\n").unwrap();
-    run(Command::new("mksquashfs")
-        .arg(dir.join("witness-update-test"))
-        .arg(&good_root)
-        .args(["-quiet", "-no-progress"]));
+    run(Command::new("mksquashfs").arg(&tree).arg(&good_root).args([
+        "-noappend",
+        "-quiet",
+        "-no-progress",
+        "-comp",
+        "lz4",
+    ]));
+    std::fs::remove_file(tree.join("witness-update-test")).unwrap();
     let good_hash = bundle(&good_root, &dir.join("good.raucb"), None);
     let good = stick(dir, "good", &dir.join("good.raucb"));
     // The same root signed by a key the box does not trust.
@@ -463,9 +535,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     bundle(&good_root, &dir.join("foreign.raucb"), Some(&other_keys));
     let foreign = stick(dir, "foreign", &dir.join("foreign.raucb"));
     std::fs::remove_file(&good_root).unwrap();
-    // A broken update, signed: its daemon exits at once, so it never reports ready.
-    let tree = dir.join("broken-root");
-    run(Command::new("unsquashfs").args(["-q", "-n", "-d"]).arg(&tree).arg(image.join("root.squashfs")));
+    // A broken update, signed, later still: its daemon exits at once, so it never reports ready.
+    std::fs::write(tree.join("etc/witness/version"), format!("{running}.2\n")).unwrap();
     std::fs::write(
         tree.join("usr/bin/witness"),
         "#!/bin/sh\necho 'witness: a broken build (update test)' >&2\nexit 1\n",
@@ -496,6 +567,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     bundle(&older_root, &dir.join("older.raucb"), None);
     let older = stick(dir, "older", &dir.join("older.raucb"));
     std::fs::remove_file(&older_root).unwrap();
+    // Boot 4's own disk: the test drivers (vicodec, gpio-sim) and the GPIO board profile.
+    let test_drivers = test_disk(dir, &image);
     println!("bundles and sticks made in {:.0}s", started.elapsed().as_secs_f64());
 
     let disk = dir.join("disk.raw");
@@ -563,9 +636,8 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     vm.wait_serial(&["witness-update: refused the bundle on /dev/vdc"], 600);
     let serial = vm.serial();
     let refusal = serial.lines().find(|l| l.contains("refused the bundle on /dev/vdc")).unwrap();
-    let running = std::fs::read_to_string(image.join("version")).unwrap();
     assert!(
-        refusal.contains(&format!("version 0.0.1 is older than the running {}: refusing a downgrade", running.trim())),
+        refusal.contains(&format!("version 0.0.1 is older than the running {running}.1: refusing a downgrade")),
         "the older bundle was refused for another reason: {refusal}"
     );
     vm.wait_serial(&["witness-update: no --allow-downgrade on the console: version 0.0.1 not installed"], 120);
@@ -589,8 +661,16 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     let shell = dir.join("shell.sock");
     drop(tpm);
     let tpm = Swtpm::start(&tpm_state);
-    let mut vm =
-        Vm::boot_with(&image, &disk, false, &[], Some(&shell), Some(&tpm), &dir.join("serial4.log"), &forwards);
+    let mut vm = Vm::boot_with(
+        &image,
+        &disk,
+        false,
+        &[&test_drivers],
+        Some(&shell),
+        Some(&tpm),
+        &dir.join("serial4.log"),
+        &forwards,
+    );
     vm.wait_serial(&["witness-boot: slot a was not marked good within its trial boots: falling back to slot b"], 300);
     vm.wait_serial(&["witness-boot: booting slot b (root-b, root hash", &good_hash, "state good"], 60);
     let body = eventually(720, "/healthz from slot b after the fall-back", || healthz(web));
@@ -607,6 +687,7 @@ fn boots_updates_into_the_other_slot_and_falls_back_from_a_broken_one() {
     assert_eq!(labels, ["a", "b"], "the boot states the keys are sealed to; the guest said:\n{listed}");
     egress_is_only_what_the_index_names(&mut vm);
     encoder_devices_open_inside_the_sandbox(&mut vm);
+    panel_drives_simulated_gpio_lines(&mut vm);
     records_and_plays_back_with_sealed_keys(&mut vm, ssh, rdp, web);
     drop(vm);
     drop(tpm);
@@ -885,43 +966,203 @@ echo "$P-test: listed""#,
     );
 }
 
-/// The daemon's sandbox opens the board's encoder devices: a V4L2 node (the kernel's `vivid`
-/// test driver: Debian's kernel has no `vicodec`) and a DRM render node (virtio-gpu) are opened
-/// by `witness encoders --json` run in a copy of witness.service (same sandbox, same user and
-/// groups), never "permission denied".
+/// The daemon's sandbox opens the board's encoder devices: the V4L2 nodes of `vicodec` (a V4L2
+/// memory-to-memory codec; Debian's kernel has none, so the test's own build, loaded from the
+/// test's disk with `insmod`, its dependencies the image's modules) and a DRM render node
+/// (virtio-gpu) are opened by `witness encoders --json` run in a copy of witness.service (same
+/// sandbox, same user and groups), never "permission denied". The same boot loads `gpio-sim`
+/// (also the test's build) and makes three named lines through configfs for
+/// [`panel_drives_simulated_gpio_lines`]; a module the kernel refuses (signature, lockdown, a
+/// missing symbol) fails here with the kernel's words.
 fn encoder_devices_open_inside_the_sandbox(vm: &mut Vm) {
     let started = Instant::now();
     let script = r#"P=hw-test
-modprobe vivid n_devs=1 node_types=0x1 || echo "$P: modprobe vivid failed"
+say() { echo "$P: $*"; }
 udevadm settle
-echo "$P: nodes $(ls -l /dev/video* /dev/dri/renderD* 2>&1 | awk '{print $1, $4, $NF}' | tr '
-' ';')"
+D=/run/witness-test-disk
+mkdir -p $D
+mount -o ro,noload /dev/disk/by-label/WITNESS-TEST $D || say "failed: mounting the test disk"
+# vicodec's dependencies are the image's own modules (rootfs/kernel-modules.txt).
+modprobe -a videodev mc videobuf2-common videobuf2-v4l2 videobuf2-vmalloc || say "failed: modprobe of vicodec's dependencies"
+insmod $D/vicodec.ko || say "failed: insmod vicodec.ko: $(dmesg | tail -n 3 | tr '\n' ' ')"
+modprobe configfs || say "failed: modprobe configfs"
+mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+insmod $D/gpio-sim.ko || say "failed: insmod gpio-sim.ko: $(dmesg | tail -n 3 | tr '\n' ' ')"
+say "kernel: tainted $(cat /proc/sys/kernel/tainted), lockdown $(cat /sys/kernel/security/lockdown 2>&1), $(dmesg | grep -m1 -o 'vicodec: module verification failed.*')"
+# The front panel's lines, named as tests/e2e/guest/gpio-sim.toml names them.
+G=/sys/kernel/config/gpio-sim/witness-test
+mkdir -p $G/bank0 && echo 3 > $G/bank0/num_lines || say "failed: making a gpio-sim bank"
+i=0
+for name in WITNESS_LED_GREEN WITNESS_LED_RED WITNESS_BUTTON; do
+    mkdir -p $G/bank0/line$i && echo $name > $G/bank0/line$i/name
+    i=$((i + 1))
+done
+echo 1 > $G/live || say "failed: gpio-sim live"
+udevadm settle
+S=/sys/devices/platform/$(cat $G/dev_name)/$(cat $G/bank0/chip_name)
+[ -e $S/sim_gpio0/value ] || say "failed: no $S/sim_gpio0/value"
+echo $S > /run/witness-gpio-sim
+say "gpio: $(cat $G/bank0/chip_name) at $S: $(ls -l /dev/gpiochip* | awk '{print $1, $4, $NF}' | tr '\n' ';')"
+say "nodes $(ls -l /dev/video* /dev/dri/renderD* 2>&1 | awk '{print $1, $4, $NF}' | tr '\n' ';')"
+say "v4l2: $(for v in /sys/class/video4linux/video*; do echo "/dev/${v##*/}=$(cat $v/name)"; done | tr '\n' ' ')"
 # witness.service as it is, but a one-shot `witness encoders --json` writing to a file.
 sed -e 's/^Type=notify/Type=oneshot/' -e '/^NotifyAccess=/d' -e '/^WatchdogSec=/d' -e '/^Restart/d'     -e '/^RuntimeDirectory/d' -e '/^Environment=WITNESS_CONSOLE_DIR/d' -e '/^\[Install\]/,$d'     -e 's#^ExecStart=.*#ExecStart=/usr/bin/witness --data /var/lib/witness encoders --json#'     /etc/systemd/system/witness.service > /run/systemd/system/witness-probe.service
 echo 'StandardOutput=file:/run/witness-probe.json' >> /run/systemd/system/witness-probe.service
 systemctl daemon-reload
-systemctl start witness-probe.service || echo "$P: the probe unit failed"
-echo "$P: result $(tr -d '
-' < /run/witness-probe.json)"
-echo "$P: done""#;
+systemctl start witness-probe.service || say "failed: the probe unit"
+say "result $(tr -d '\n' < /run/witness-probe.json)"
+say "done""#;
     let out = vm.run_in_guest(script, "hw-test: done", 600);
     let said: Vec<&str> = out.lines().filter_map(|l| l.find("hw-test: ").map(|i| &l[i..])).collect();
     println!("device check in {:.0}s:\n{}", started.elapsed().as_secs_f64(), said.join("\n"));
+    let failed: Vec<&&str> = said.iter().filter(|l| l.starts_with("hw-test: failed")).collect();
+    assert!(failed.is_empty(), "loading the test drivers in the guest: {failed:?}\n{}", said.join("\n"));
+    // vicodec's nodes: an encoder and two decoders, each a /dev/videoN.
+    let v4l2 = said.iter().find_map(|l| l.strip_prefix("hw-test: v4l2: ")).unwrap_or_else(|| panic!("{out}"));
+    let vicodec: Vec<&str> = v4l2
+        .split_whitespace()
+        .filter_map(|e| e.split_once('=').filter(|(_, n)| n.starts_with("stateful-encoder")).map(|(p, _)| p))
+        .collect();
+    assert_eq!(vicodec.len(), 1, "no vicodec encoder node in the guest: {v4l2}");
     let result = said.iter().find_map(|l| l.strip_prefix("hw-test: result ")).unwrap_or_else(|| panic!("{out}"));
     let json: serde_json::Value = serde_json::from_str(result).unwrap_or_else(|e| panic!("{e}: {result}"));
-    let probes = json["probes"].as_array().unwrap();
+    check_encoder_devices(&json, vicodec[0]);
+}
+
+/// An encoder probe's result (`witness encoders --json`, or the daemon's `run/encoders.json`)
+/// saw `video` (vicodec's encoder node) and a render node, each opened, never "permission
+/// denied"; vicodec codes FWHT, not H.264, so the V4L2 H.264 encoder is "device present, encoder
+/// failed", and a software encoder is chosen.
+fn check_encoder_devices(json: &serde_json::Value, video: &str) {
+    let probes = json["probes"].as_array().unwrap_or_else(|| panic!("{json}"));
     let row = |element: &str| probes.iter().find(|p| p["element"] == element).unwrap_or_else(|| panic!("{json}"));
-    for (element, node) in [("v4l2h264enc", "/dev/video"), ("vah264enc", "/dev/dri/renderD")] {
+    for (element, node) in [("v4l2h264enc", video), ("vah264enc", "/dev/dri/renderD")] {
         let p = row(element);
         assert_ne!(p["reason"], "permission denied", "{element}: {p}");
         assert_eq!(p["reason"], "device present, encoder failed", "{element}: {p}");
         let devices = p["devices"].as_array().unwrap();
         assert!(
+            devices.iter().all(|d| d["access"] != "permission denied"),
+            "{element}: a node denied in the sandbox: {p}"
+        );
+        assert!(
             devices.iter().any(|d| d["path"].as_str().unwrap().starts_with(node) && d["access"] == "opened"),
-            "{element}: no {node}* opened in the sandbox: {p}"
+            "{element}: {node} not opened in the sandbox: {p}"
         );
     }
     assert!(json["chosen"].is_string(), "a software encoder still works: {json}");
+}
+
+/// The front panel on GPIO lines a board profile names: `tests/e2e/guest/gpio-sim.toml` (on the
+/// test's disk, named in witness.toml's `[board] profile`) names the three gpio-sim lines
+/// [`encoder_devices_open_inside_the_sandbox`] made. witness.service is restarted (the board is
+/// opened at the daemon's start): while it comes up the green LED line blinks (booting), once
+/// ready it stays on with the red one off; a press of the button (the line's pull set through
+/// gpio-sim's sysfs) is logged by the daemon and published in `run/panel.json`. The running
+/// daemon's own encoder probe (`run/encoders.json`, made at its start, vicodec loaded) opened
+/// the V4L2 and render nodes. witness.toml is put back (the next start runs as before).
+fn panel_drives_simulated_gpio_lines(vm: &mut Vm) {
+    let started = Instant::now();
+    let script = r#"P=panel-test
+say() { echo "$P: $*"; }
+S=$(cat /run/witness-gpio-sim)
+W=/var/lib/witness
+cp -p $W/witness.toml /run/witness.toml.saved
+grep -q '^\[board\]' $W/witness.toml && say "failed: witness.toml has a [board] section already"
+install -o witness -g witness -m 0600 /run/witness-test-disk/gpio-sim.toml $W/gpio-sim.toml
+printf '\n[board]\nprofile = "%s"\n' $W/gpio-sim.toml >> $W/witness.toml
+# The LED lines' values as the daemon drives them, sampled (bash builtins only: no fork).
+(
+    end=$((SECONDS + 240))
+    while [ $SECONDS -lt $end ] && [ ! -e /run/witness-leds.stop ]; do
+        read -r g < $S/sim_gpio0/value; read -r r < $S/sim_gpio1/value
+        echo "$EPOCHREALTIME $g $r"
+        sleep 0.03
+    done > /run/witness-leds.log
+) &
+sampler=$!
+since=$(date +%s)
+systemctl restart witness.service || say "failed: restarting witness.service"
+log() { journalctl -u witness.service --since "@$since" -o cat --no-pager; }
+for i in $(seq 480); do log | grep 'front panel' | grep -q ready && break; sleep 0.5; done
+# Steady on for a while once ready.
+sleep 4
+touch /run/witness-leds.stop
+wait $sampler
+echo pull-up > $S/sim_gpio2/pull
+sleep 1
+echo pull-down > $S/sim_gpio2/pull
+for i in $(seq 60); do log | grep -q 'button pressed' && break; sleep 0.5; done
+# The daemon probes the encoders off its start path (a child process each): wait for its result.
+for i in $(seq 360); do log | grep -q 'video encoder chosen\|probing video encoders failed' && break; sleep 0.5; done
+sleep 1
+cp -p /run/witness.toml.saved $W/witness.toml
+rm -f $W/gpio-sim.toml
+say "profile: $(log | grep -m1 'board profile')"
+say "board: $(log | grep -m1 'board parts cannot be opened')"
+say "states: $(log | grep 'front panel' | tr '\n' ' ')"
+say "button: $(log | grep 'button pressed' | tr '\n' ' ')"
+say "panel $(tr -d '\n' < $W/run/panel.json)"
+say "encoders $(tr -d '\n' < $W/run/encoders.json)"
+say "v4l2: $(for v in /sys/class/video4linux/video*; do echo "/dev/${v##*/}=$(cat $v/name)"; done | tr '\n' ' ')"
+say "samples $(wc -l < /run/witness-leds.log)"
+# Only the changes, with the first and the last sample.
+say "leds $(awk 'NR == 1 || $2 " " $3 != last { print } { last = $2 " " $3; line = $0 } END { print line }' /run/witness-leds.log | tr '\n' ';')"
+say "done""#;
+    let out = vm.run_in_guest(script, "panel-test: done", 600);
+    let said: Vec<&str> = out.lines().filter_map(|l| l.find("panel-test: ").map(|i| &l[i..])).collect();
+    println!("panel check in {:.0}s:\n{}", started.elapsed().as_secs_f64(), said.join("\n"));
+    let line = |what: &str| {
+        said.iter()
+            .find_map(|l| l.strip_prefix(&format!("panel-test: {what}")))
+            .unwrap_or_else(|| panic!("no {what:?} from the guest:\n{out}"))
+    };
+    let failed: Vec<&&str> = said.iter().filter(|l| l.starts_with("panel-test: failed")).collect();
+    assert!(failed.is_empty(), "{failed:?}\n{}", said.join("\n"));
+    assert!(
+        line("profile: ").contains("qemu-gpio-sim"),
+        "the daemon did not take the GPIO profile: {}",
+        said.join("\n")
+    );
+    assert_eq!(line("board: ").trim(), "", "the profile's lines did not open: {}", said.join("\n"));
+    let states = line("states: ");
+    let (booting, ready) = (states.find("booting"), states.rfind("ready"));
+    assert!(booting.is_some() && ready > booting, "the panel did not go booting → ready: {states}");
+    // The LED lines: (time, green, red) at each change.
+    let samples: Vec<(f64, u8, u8)> = line("leds ")
+        .split(';')
+        .filter_map(|s| {
+            let mut f = s.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect();
+    let count: usize = line("samples ").trim().parse().unwrap_or(0);
+    assert!(samples.len() >= 2 && count >= 50, "too few LED samples ({count}): {samples:?}");
+    let (end, last_green, last_red) = *samples.last().unwrap();
+    // The last change: from it on the lines held to the end of sampling (4 s after "ready").
+    let steady_since = samples[..samples.len() - 1].last().map(|s| s.0).unwrap_or(samples[0].0);
+    assert!(
+        last_green == 1 && last_red == 0 && end - steady_since >= 3.0,
+        "ready: the green LED line is not steadily on, or the red one not off: {samples:?}"
+    );
+    // Booting: the green line blinked (on and off again) before it stayed on.
+    let green_changes = samples.windows(2).filter(|w| w[0].1 != w[1].1).count();
+    assert!(green_changes >= 3, "booting: the green LED line did not blink: {samples:?}");
+    assert!(samples.iter().all(|s| s.2 == 0), "the red LED line came on (a fault?): {samples:?}");
+    // The button: seen by the daemon (its log and the published panel).
+    assert!(line("button: ").contains("button pressed"), "the button press was not seen: {}", said.join("\n"));
+    let panel: serde_json::Value = serde_json::from_str(line("panel ")).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(panel["last_button"], "short", "{panel}");
+    assert_eq!(panel["profile"], "qemu-gpio-sim", "{panel}");
+    // The running service's own probe, made at its start with vicodec loaded.
+    let v4l2 = line("v4l2: ");
+    let video = v4l2
+        .split_whitespace()
+        .find_map(|e| e.split_once('=').filter(|(_, n)| n.starts_with("stateful-encoder")).map(|(p, _)| p))
+        .unwrap_or_else(|| panic!("{v4l2}"));
+    let encoders: serde_json::Value =
+        serde_json::from_str(line("encoders ")).unwrap_or_else(|e| panic!("{e}: {}", line("encoders ")));
+    check_encoder_devices(&encoders, video);
 }
 
 #[test]
@@ -956,7 +1197,8 @@ fn a_flipped_byte_in_the_root_slot_stops_the_boot() {
 
 /// The downgrade rule the update stick and RAUC's pre-install handler share, run as the box runs
 /// it: an older release is refused even though validly signed, unless the console allowed
-/// exactly that version; equal and newer go in; anything that is not a dotted number is refused.
+/// exactly that version, and so is another build of the running version; newer go in; anything
+/// that is not a dotted number is refused.
 #[test]
 fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
     let script = workspace().join("rootfs/overlay/usr/libexec/witness/update-version-check");
@@ -964,7 +1206,10 @@ fn an_older_release_is_refused_unless_the_console_allowed_that_version() {
         let out = Command::new("sh").arg(&script).args([running, bundle, allowed]).output().unwrap();
         (out.status.success(), stderr(&out))
     };
-    assert!(check("0.2.0", "0.2.0", "").0, "the same version (a rebuild) goes in");
+    let (ok, why) = check("0.2.0", "0.2.0", "");
+    assert!(!ok && why.contains("refusing another build of the same version"), "another build of one version: {why}");
+    assert!(check("0.2.0", "0.2.0", "0.2.0").0, "allowed on the console for exactly that version");
+    assert!(check("0.2.0.20261207195800", "0.2.0.20261207195801", "").0, "a later build goes in");
     assert!(check("0.2.0", "0.3.0", "").0);
     assert!(check("0.9.0", "0.10.0", "").0, "versions compare by number, not as text");
     let (ok, why) = check("0.10.0", "0.9.0", "");

@@ -329,7 +329,9 @@ fn lost_index_is_rebuilt_from_the_store_and_pruned_recordings_export_through_the
 /// rebuild took ids, users and hashes from them: a session re-attributed to another user, a
 /// recording's object swapped for another session's, and a session made up from another's
 /// recordings were all restored as genuine. Now a recording is restored only as its own signed
-/// manifest and its decrypted object show it.
+/// manifest and its decrypted object show it: the re-attributed session's signed recording
+/// comes back in a session made from it alone, as its signed manifest names it (issue 18,
+/// `h-fix18g`), marked as reconstructed.
 #[test]
 fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
     let sshd = Sshd::start();
@@ -373,17 +375,25 @@ fn a_rebuild_from_the_store_takes_only_what_the_box_signed() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("restored 0 sessions"), "{}", stdout(&out));
     assert!(b.recordings().is_empty());
-    // The box's own key: only the genuine session, each refusal named.
+    // The box's own key: the genuine session, and the re-attributed one as its signed recording
+    // says (alice's, reconstructed), each refusal named.
     let out = b.ok(&["index", "rebuild", "--from-store"], None);
-    assert!(out.contains("restored 1 sessions"), "{out}");
+    assert!(out.contains("restored 2 sessions"), "{out}");
     assert!(out.contains("names user alice, the session manifest mallory"), "{out}");
     assert!(out.contains(&format!("refused recording {}", swapped["id"].as_str().unwrap())), "{out}");
     assert!(out.contains("names session"), "the made-up session is refused: {out}");
     let after = b.recordings();
-    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after.len(), 2, "{after:?}");
+    let back = |r: &serde_json::Value| after.iter().find(|a| a["id"] == r["id"]).unwrap().clone();
     for k in ["id", "session_id", "user", "target", "sha256", "bytes"] {
-        assert_eq!(after[0][k], genuine[k], "{k}");
+        assert_eq!(back(genuine)[k], genuine[k], "{k}");
+        assert_eq!(back(forged)[k], forged[k], "{k}");
     }
+    assert!(!after.iter().any(|a| a["id"] == swapped["id"]), "the swapped object is refused: {after:?}");
+    let sessions = b.sessions();
+    let remade = sessions.iter().find(|s| s["id"] == forged["session_id"]).unwrap();
+    assert_eq!(remade["user"], "alice", "{remade}");
+    assert!(remade["end_reason"].as_str().unwrap().contains("reconstructed"), "{remade}");
     assert_eq!(b.export(genuine["id"].as_str().unwrap()), genuine_said);
     let rebuilt = b.audit().into_iter().rfind(|e| e["kind"] == "index_rebuilt").unwrap();
     assert_eq!(rebuilt["detail"]["refused_recordings"], 3, "{rebuilt}");

@@ -1,7 +1,10 @@
-//! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM]`:
+//! `cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM]
+//! [--version V]`:
 //! builds the appliance's firmware image and the signed update bundle of the same root with
 //! `rootfs/build.sh` (as root). Without `--binary` it builds `witness` with the `firmware` profile
-//! (release with fat LTO, stripped; Cargo.toml).
+//! (release with fat LTO, stripped; Cargo.toml). Without `--version` build.sh gives the root the
+//! binary's version plus the build time (every build its own, rising: the box refuses an update
+//! of its own version or older).
 
 use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
@@ -16,13 +19,13 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--out" => out = PathBuf::from(value()?),
             "--binary" => binary = Some(PathBuf::from(value()?)),
-            "--cache" | "--slot-mb" | "--data-mb" | "--boot-tries" | "--keyring" | "--signing-dir" => {
+            "--cache" | "--slot-mb" | "--data-mb" | "--boot-tries" | "--keyring" | "--signing-dir" | "--version" => {
                 let v = value()?;
                 passthrough.extend([a.clone(), v]);
             }
             other => {
                 bail!(
-                    "unknown argument {other}; usage: cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM] [--signing-dir DIR]"
+                    "unknown argument {other}; usage: cargo xtask image [--out DIR] [--binary PATH] [--cache DIR] [--boot-tries N] [--keyring PEM] [--signing-dir DIR] [--version V]"
                 )
             }
         }

@@ -7,8 +7,9 @@ use std::process::Command;
 
 /// Debian packages: OpenSSH (the target and the clients of the tests), asciinema (replays casts),
 /// tmux and script (drive interactive sessions), build tools for bundled SQLite, curl for
-/// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup, mkfs.ext4, lvm2 and
-/// mdadm for the flash.sh tests (a loop device made an LVM PV, an md member read by mdadm). Node.js comes from Debian only if the machine has none (some images ship
+/// Azurite (Microsoft's Azure Storage emulator) in the store tests, losetup, mkfs.ext4, lvm2,
+/// mdadm and btrfs-progs for the flash.sh tests (a loop device made an LVM PV, an md member read
+/// by mdadm, the second device of a mounted btrfs). Node.js comes from Debian only if the machine has none (some images ship
 /// their own, which Debian's npm conflicts with). The RDP tests: FreeRDP 2.11 (`xfreerdp` as the
 /// client, `freerdp-shadow-cli` + `winpr-hash` as an NLA target) under Xvfb, xrdp + xorgxrdp as a
 /// TLS-only target (an X session started through `/etc/X11/Xsession`), `xwd`/`xsetroot` to read
@@ -34,6 +35,7 @@ const PACKAGES: &[&str] = &[
     "e2fsprogs",
     "lvm2",
     "mdadm",
+    "btrfs-progs",
     "xvfb",
     "freerdp2-x11",
     "freerdp2-shadow-x11",
@@ -177,6 +179,58 @@ pub fn ensure_backports() -> Result<()> {
     Ok(())
 }
 
+/// The kernel of the image `rootfs/build.sh` bootstraps — bookworm's own suite names it through
+/// `linux-image-amd64` (the build reads no security or updates suite) — as its ABI name
+/// (`6.1.0-50-amd64`) and Debian version (`6.1.176-1`).
+fn image_kernel() -> Result<(String, String)> {
+    let query = || -> Option<(String, String)> {
+        let madison = Command::new("apt-cache").args(["madison", "linux-image-amd64"]).output().ok()?;
+        let version = String::from_utf8_lossy(&madison.stdout).lines().find_map(|l| {
+            let cols: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cols.len() >= 3 && cols[2].split_whitespace().nth(1) == Some("bookworm/main")).then(|| cols[1].to_owned())
+        })?;
+        let show = Command::new("apt-cache").args(["show", &format!("linux-image-amd64={version}")]).output().ok()?;
+        let depends = String::from_utf8_lossy(&show.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("Depends: ").map(str::to_owned))?;
+        let image = depends.split(',').map(str::trim).find(|d| d.starts_with("linux-image-"))?;
+        let kver = image.split_whitespace().next()?.strip_prefix("linux-image-")?.to_owned();
+        Some((kver, version))
+    };
+    if let Some(k) = query() {
+        return Ok(k);
+    }
+    crate::run(&mut as_root(&["apt-get", "update", "-q"]))?;
+    query().ok_or_else(|| anyhow::anyhow!("apt-cache names no linux-image-amd64 in bookworm/main"))
+}
+
+/// The image tests' guest drivers (vicodec, gpio-sim; `tests/e2e/guest/build-modules.sh`, test
+/// only) are built out of tree for the image's exact kernel: its headers (vermagic, symbol CRCs)
+/// and the kernel source of the same version (a 139 MB package; the test unpacks five files).
+pub fn install_guest_module_sources() -> Result<()> {
+    let (kver, version) = image_kernel()?;
+    let series = kver.split('.').take(2).collect::<Vec<_>>().join(".");
+    let wanted = [format!("linux-headers-{kver}"), format!("linux-source-{series}")];
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|p| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status} ${Version}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout) != format!("install ok installed {version}"))
+                .unwrap_or(true)
+        })
+        .map(|p| format!("{p}={version}"))
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing {} (the image's kernel, for the image tests' guest drivers)", missing.join(" "));
+        let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends", "--allow-downgrades"];
+        args.extend(missing.iter().map(String::as_str));
+        crate::run(&mut as_root(&args))?;
+    }
+    Ok(())
+}
+
 /// Where setup installs moto's S3 server when none is on the PATH (tests/e2e/retention.rs).
 const MOTO: &str = "/opt/witness-moto/bin/moto_server";
 
@@ -185,6 +239,7 @@ pub fn install() -> Result<()> {
     apt(RUNTIME)?;
     apt(PACKAGES)?;
     install_image()?;
+    install_guest_module_sources()?;
     // sshd refuses to start without its privilege-separation directory.
     if !std::path::Path::new("/run/sshd").exists() {
         crate::run(&mut as_root(&["mkdir", "-p", "/run/sshd"]))?;

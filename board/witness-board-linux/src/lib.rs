@@ -43,6 +43,32 @@ fn gpio_err(line: &str, e: impl std::fmt::Display) -> BoardError {
     BoardError::Gpio { line: line.to_owned(), detail: e.to_string() }
 }
 
+/// The device nodes the profile's parts use: the GPIO chips holding its LED and button lines
+/// (found by name, as [`build`] opens them; the chip the profile names if a line is not found)
+/// and its sensors' I2C buses, each once, sorted. The sandbox opens these and no other.
+pub fn device_nodes(profile: &Profile) -> Vec<String> {
+    if profile.sim {
+        return vec![];
+    }
+    let chip_of = |line: &str, chip: &str| match gpiocdev::find_named_line(line) {
+        Some(found) => found.chip.display().to_string(),
+        None if chip.starts_with('/') => chip.to_owned(),
+        None => format!("/dev/{chip}"),
+    };
+    let mut nodes = Vec::new();
+    if let Some(leds) = &profile.leds {
+        nodes.push(chip_of(&leds.green, &leds.chip));
+        nodes.push(chip_of(&leds.red, &leds.chip));
+    }
+    if let Some(b) = &profile.button {
+        nodes.push(chip_of(&b.line, &b.chip));
+    }
+    nodes.extend(profile.sensors.iter().map(|s| s.bus.clone()));
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
 /// Opens every part the profile names.
 pub fn build(profile: Profile) -> Result<Board, BoardError> {
     let leds = profile

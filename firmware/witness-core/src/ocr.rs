@@ -9,6 +9,15 @@ const GAP: u32 = 24;
 pub const MIN_CONFIDENCE: f64 = 30.0;
 /// A sheet's largest side: Tesseract (Leptonica) refuses larger pictures.
 pub const MAX_SIDE: u32 = 30_000;
+/// A run of one glyph ([`Sheet::run_of_one_glyph`]): at least this many glyphs, each differing
+/// from the first by less than this share of their ink (the bench's `xxxx…` runs: at most 21 %,
+/// through H.264; the pieces of a run Tesseract reads again as another line, whose boxes take in
+/// the gap and the next line's pixels: 26 % and more; words of different letters: 40 % and
+/// more), the reading at least this share one letter, and ink darker than white by this much.
+const RUN_MIN: usize = 4;
+const RUN_SAME: u64 = 24;
+const RUN_SHARE: usize = 60;
+const RUN_INK: u8 = 100;
 
 /// A region to read: its place on the screen and its grey pixels (`width` a row).
 #[derive(Debug, Clone, PartialEq)]
@@ -137,17 +146,18 @@ impl Sheet {
 
     /// The lines of Tesseract's TSV answer (`tesseract … tsv`), each given to the region it lies
     /// in, in the order read. Words under [`MIN_CONFIDENCE`] or without a letter or digit are
-    /// left out; a line left empty is dropped.
+    /// left out; a line left empty is dropped. A word whose pixels are one glyph repeated
+    /// ([`Sheet::run_of_one_glyph`]) is that glyph as many times as the pixels show, whatever
+    /// Tesseract made of it, and the words it read again over the same pixels are dropped.
     pub fn lines(&self, tsv: &str) -> Vec<Line> {
-        let mut out: Vec<Line> = Vec::new();
-        let mut current: Option<PendingLine> = None;
-        let mut flush = |current: &mut Option<PendingLine>| {
-            if let Some((_, words)) = current.take()
-                && let Some(line) = self.line(&words)
-            {
-                out.push(line);
-            }
-        };
+        struct Word {
+            key: (u32, u32, u32),
+            text: String,
+            rect: [u32; 4],
+            conf: f64,
+            run: bool,
+        }
+        let mut words: Vec<Word> = Vec::new();
         for row in tsv.lines().skip(1) {
             let f: Vec<&str> = row.split('\t').collect();
             if f.len() < 12 || f[0] != "5" {
@@ -158,18 +168,156 @@ impl Sheet {
             let (Some(left), Some(top), Some(width), Some(height)) = (n(6), n(7), n(8), n(9)) else { continue };
             let conf: f64 = f[10].trim().parse().unwrap_or(-1.0);
             let text = f[11..].join("\t");
-            let text = text.trim();
-            if conf < MIN_CONFIDENCE || !text.chars().any(char::is_alphanumeric) {
+            let rect = [left, top, width, height];
+            let (text, conf, run) = match self.run_of_one_glyph(text.trim(), rect) {
+                Some(run) => (run, 100.0, true),
+                None => (text.trim().to_owned(), conf, false),
+            };
+            words.push(Word { key: (block, par, line), text, rect, conf, run });
+        }
+        // A glyph run's case from its height: a run lower than the line's other sure words is
+        // lowercase (Tesseract reads `xxxx` as `XxXX`; search ignores case, the snippet not).
+        for i in 0..words.len() {
+            if !words[i].run {
                 continue;
             }
-            let key = (block, par, line);
-            if current.as_ref().is_some_and(|(k, _)| *k != key) {
+            let tallest =
+                words.iter().filter(|w| w.key == words[i].key && !w.run && w.conf >= 60.0).map(|w| w.rect[3]).max();
+            if tallest.is_some_and(|t| words[i].rect[3] * 100 < t * 85) {
+                words[i].text = words[i].text.to_lowercase();
+            }
+        }
+        // What Tesseract read again over a run's pixels (it does, as other lines) is dropped.
+        let overlap = |a: [u32; 4], b: [u32; 4]| {
+            let w = a[0].saturating_add(a[2]).min(b[0].saturating_add(b[2])).saturating_sub(a[0].max(b[0]));
+            let h = a[1].saturating_add(a[3]).min(b[1].saturating_add(b[3])).saturating_sub(a[1].max(b[1]));
+            u64::from(w) * u64::from(h)
+        };
+        let covered = |i: usize| {
+            let a = words[i].rect;
+            let area = u64::from(a[2]) * u64::from(a[3]);
+            words.iter().enumerate().any(|(j, w)| {
+                j != i
+                    && w.run
+                    && (!words[i].run || w.rect[2] > a[2] || (w.rect[2] == a[2] && j < i))
+                    && overlap(a, w.rect) * 2 > area
+            })
+        };
+        let kept: Vec<bool> = (0..words.len()).map(|i| !covered(i)).collect();
+        let mut out: Vec<Line> = Vec::new();
+        let mut current: Option<PendingLine> = None;
+        let mut flush = |current: &mut Option<PendingLine>| {
+            if let Some((_, words)) = current.take()
+                && let Some(line) = self.line(&words)
+            {
+                out.push(line);
+            }
+        };
+        for (w, _) in words.iter().zip(&kept).filter(|(_, k)| **k) {
+            if w.conf < MIN_CONFIDENCE || !w.text.chars().any(char::is_alphanumeric) {
+                continue;
+            }
+            if current.as_ref().is_some_and(|(k, _)| *k != w.key) {
                 flush(&mut current);
             }
-            current.get_or_insert_with(|| (key, Vec::new())).1.push((text.to_owned(), [left, top, width, height]));
+            current.get_or_insert_with(|| (w.key, Vec::new())).1.push((w.text.clone(), w.rect));
         }
         flush(&mut current);
         out
+    }
+
+    /// A sheet pixel (white outside what was drawn).
+    fn px(&self, x: u32, y: u32) -> u8 {
+        self.rows.get(y as usize).and_then(|r| r.get(x as usize)).copied().unwrap_or(255)
+    }
+
+    /// The word at `rect` (sheet pixels) as one glyph repeated, when its pixels are that: at
+    /// least [`RUN_MIN`] columns of ink apart, all as wide and as far apart (within 2 px), each
+    /// the first one's pixels (their difference under [`RUN_SAME`] % of their ink), and
+    /// Tesseract's reading mostly one letter ([`RUN_SHARE`] %). A terminal shows runs like
+    /// `xxxx…` or `####` often, and Tesseract counts them badly or not at all (under 30 %
+    /// confidence); a monospaced font's glyphs stand apart, so the pixels count them.
+    fn run_of_one_glyph(&self, text: &str, rect: [u32; 4]) -> Option<String> {
+        let [x0, y0, w, h] = rect;
+        let letters: Vec<char> = text.chars().filter(|c| c.is_alphanumeric()).collect();
+        if w == 0 || h == 0 || x0.max(y0).max(w).max(h) > MAX_SIDE || letters.is_empty() {
+            return None;
+        }
+        let mut counts: Vec<(char, usize)> = Vec::new();
+        for c in letters.iter().flat_map(|c| c.to_lowercase()) {
+            match counts.iter_mut().find(|(d, _)| *d == c) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((c, 1)),
+            }
+        }
+        let &(mode, n) = counts.iter().max_by_key(|(_, n)| *n)?;
+        if n * 100 < letters.len() * RUN_SHARE {
+            return None;
+        }
+        // Columns holding ink, as runs: the glyphs.
+        let mut glyphs: Vec<(u32, u32)> = Vec::new();
+        let mut start = None;
+        for x in x0..=x0 + w {
+            let ink = x < x0 + w && (y0..y0 + h).any(|y| self.px(x, y) < 255 - RUN_INK);
+            match (ink, start) {
+                (true, None) => start = Some(x),
+                (false, Some(a)) => {
+                    glyphs.push((a, x - a));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        // A glyph at either end that is not the others' (a cursor after the run, a glyph the
+        // region's edge cut in half before it) is left out of the run.
+        let n = glyphs.len();
+        let run = [&glyphs[..], &glyphs[..n.saturating_sub(1)], &glyphs[n.min(1)..]]
+            .into_iter()
+            .find(|g| self.same_glyphs(g, y0, h))?;
+        // Tesseract's commonest spelling of the letter (its case), as many times as glyphs.
+        let glyph = letters
+            .iter()
+            .filter(|c| c.to_lowercase().eq(std::iter::once(mode)))
+            .fold(Vec::<(char, usize)>::new(), |mut acc, c| {
+                match acc.iter_mut().find(|(d, _)| d == c) {
+                    Some((_, n)) => *n += 1,
+                    None => acc.push((*c, 1)),
+                }
+                acc
+            })
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or(mode, |(c, _)| c);
+        Some(std::iter::repeat_n(glyph, run.len()).collect())
+    }
+
+    /// Whether `glyphs` (start column, width) between rows `y0` and `y0 + h` are one glyph
+    /// repeated: at least [`RUN_MIN`], as wide and as far apart within 2 px, and each the first
+    /// one's pixels.
+    fn same_glyphs(&self, glyphs: &[(u32, u32)], y0: u32, h: u32) -> bool {
+        if glyphs.len() < RUN_MIN {
+            return false;
+        }
+        let spread = |v: &mut dyn Iterator<Item = u32>| {
+            let v: Vec<u32> = v.collect();
+            v.iter().max().zip(v.iter().min()).map_or(0, |(a, b)| a - b)
+        };
+        if spread(&mut glyphs.iter().map(|g| g.1)) > 2 || spread(&mut glyphs.windows(2).map(|p| p[1].0 - p[0].0)) > 2 {
+            return false;
+        }
+        let gw = glyphs.iter().map(|g| g.1).min().unwrap_or(0);
+        let (a, _) = glyphs[0];
+        glyphs[1..].iter().all(|&(b, _)| {
+            let (mut diff, mut ink) = (0u64, 0u64);
+            for y in y0..y0 + h {
+                for dx in 0..gw {
+                    let (p, q) = (self.px(a + dx, y), self.px(b + dx, y));
+                    diff += u64::from(p.abs_diff(q));
+                    ink += u64::from(255 - p) + u64::from(255 - q);
+                }
+            }
+            diff * 100 < ink.max(1) * RUN_SAME
+        })
     }
 
     /// How sure Tesseract was of each region's words (`tsv` as in [`Sheet::lines`]): the lowest
@@ -185,7 +333,7 @@ impl Sheet {
             let n = |i: usize| f[i].trim().parse::<u32>().ok();
             let (Some(top), Some(height)) = (n(7), n(9)) else { continue };
             let conf: f64 = f[10].trim().parse().unwrap_or(0.0);
-            let middle = top + height / 2;
+            let middle = top.saturating_add(height / 2);
             if let Some(i) = self.places.iter().position(|&(_, _, t, h)| middle >= t && middle < t + h) {
                 out[i] = out[i].min(conf);
             }
@@ -198,13 +346,18 @@ impl Sheet {
     fn line(&self, words: &[(String, [u32; 4])]) -> Option<Line> {
         let x0 = words.iter().map(|(_, r)| r[0]).min()?;
         let y0 = words.iter().map(|(_, r)| r[1]).min()?;
-        let x1 = words.iter().map(|(_, r)| r[0] + r[2]).max()?;
-        let y1 = words.iter().map(|(_, r)| r[1] + r[3]).max()?;
-        let middle = (y0 + y1) / 2;
+        let x1 = words.iter().map(|(_, r)| r[0].saturating_add(r[2])).max()?;
+        let y1 = words.iter().map(|(_, r)| r[1].saturating_add(r[3])).max()?;
+        let middle = ((u64::from(y0) + u64::from(y1)) / 2) as u32;
         let region = self.places.iter().position(|&(_, _, top, h)| middle >= top && middle < top + h)?;
         let (sx, sy, top, _) = self.places[region];
         let s = self.scale;
-        let rect = [sx + x0 / s, sy + (y0.saturating_sub(top)) / s, (x1 - x0).div_ceil(s), (y1 - y0).div_ceil(s)];
+        let rect = [
+            sx.saturating_add(x0 / s),
+            sy.saturating_add(y0.saturating_sub(top) / s),
+            (x1 - x0).div_ceil(s),
+            (y1 - y0).div_ceil(s),
+        ];
         let text = words.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(" ");
         Some(Line { region, text, rect })
     }
@@ -273,6 +426,82 @@ mod tests {
         assert_eq!(sheet.confidence(""), vec![100.0, 100.0]);
         assert_eq!(sheet.lines("garbage\nwithout\ttabs"), vec![]);
         assert_eq!(sheet.lines(""), vec![]);
+    }
+
+    /// A white region of `glyphs` (each a 6×9 bitmap, '#' ink) drawn at an 8 px pitch from
+    /// x = 4, y = 3.
+    fn drawn(glyphs: &[&[&str; 9]]) -> Region {
+        let (w, h) = (8 * glyphs.len() as u32 + 8, 15);
+        let mut gray = vec![250u8; (w * h) as usize];
+        for (i, g) in glyphs.iter().enumerate() {
+            for (y, row) in g.iter().enumerate() {
+                for (x, c) in row.chars().enumerate() {
+                    if c == '#' {
+                        gray[((3 + y as u32) * w + 4 + 8 * i as u32 + x as u32) as usize] = 20;
+                    }
+                }
+            }
+        }
+        Region { x: 100, y: 200, width: w, height: h, gray }
+    }
+
+    const X: [&str; 9] = ["      ", "      ", "##  ##", " #### ", "  ##  ", " #### ", "##  ##", "      ", "      "];
+    const O: [&str; 9] = ["      ", "      ", " #### ", "##  ##", "##  ##", "##  ##", " #### ", "      ", "      "];
+    const L: [&str; 9] = ["##    ", "##    ", "##    ", "##    ", "##    ", "##    ", "######", "      ", "      "];
+    const CURSOR: [&str; 9] =
+        ["####  ", "####  ", "####  ", "####  ", "####  ", "####  ", "####  ", "####  ", "####  "];
+
+    fn word(text: &str, rect: [u32; 4], conf: f64) -> String {
+        format!("5\t1\t1\t1\t1\t1\t{}\t{}\t{}\t{}\t{conf}\t{text}", rect[0], rect[1], rect[2], rect[3])
+    }
+
+    /// A run of one glyph is counted from its pixels whatever Tesseract read (a wrong length,
+    /// other letters, no confidence), a cursor after it is left out, and the pieces Tesseract
+    /// read again over the same pixels are dropped; words of different glyphs, and readings
+    /// that are not mostly one letter, stay as read.
+    #[test]
+    fn a_run_of_one_glyph_is_counted_from_its_pixels() {
+        let run = |n: usize| drawn(&vec![&X; n]);
+        let mut sheet = Sheet::new(1);
+        sheet.add(&run(12)); // rows 0..15, glyphs at x = 4 + 8i, 6 wide
+        let (x0, w) = (4, 8 * 11 + 6);
+        let tsv = [
+            HEADER,
+            &word("XxXKXXKX", [x0, 3, w, 7], 0.0),
+            // Tesseract reads part of it again, as another line: itself a run, inside the first.
+            &word("KKK", [x0 + 16, 2, 8 * 3 + 6, 11], 0.0),
+        ]
+        .join("\n");
+        let lines = sheet.lines(&tsv);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0].text, "X".repeat(12));
+
+        // A cursor after the run is no glyph of it; a glyph unlike the others stops it.
+        let mut sheet = Sheet::new(1);
+        let mut glyphs = vec![&X; 9];
+        glyphs.push(&CURSOR);
+        sheet.add(&drawn(&glyphs));
+        let tsv = [HEADER, &word("xxxxxxxP", [4, 3, 8 * 9 + 4, 9], 12.0)].join("\n");
+        assert_eq!(sheet.lines(&tsv)[0].text, "x".repeat(9));
+        let mut sheet = Sheet::new(1);
+        sheet.add(&drawn(&[&X, &X, &O, &X, &X, &X]));
+        let tsv = [HEADER, &word("xxoxxx", [4, 3, 8 * 5 + 6, 7], 80.0)].join("\n");
+        assert_eq!(sheet.lines(&tsv)[0].text, "xxoxxx", "read as Tesseract read it");
+        let tsv = [HEADER, &word("xxoxxx", [4, 3, 8 * 5 + 6, 7], 10.0)].join("\n");
+        assert!(sheet.lines(&tsv).is_empty(), "an unsure reading of different glyphs is left out");
+
+        // A run lower than the line's sure words is lowercase.
+        let mut sheet = Sheet::new(1);
+        sheet.add(&drawn(&[&L, &O, &O, &L, &L, &L, &X, &X, &X, &X, &X]));
+        let tsv =
+            [HEADER, &word("Lool", [4, 3, 8 * 3 + 6, 7], 95.0), &word("XXXXX", [4 + 8 * 6, 5, 8 * 4 + 6, 5], 3.0)]
+                .join("\n");
+        assert_eq!(sheet.lines(&tsv)[0].text, "Lool xxxxx");
+        // Mostly one letter or no run: the reading decides nothing alone.
+        let tsv =
+            [HEADER, &word("Lool", [4, 3, 8 * 3 + 6, 7], 95.0), &word("abcde", [4 + 8 * 6, 5, 8 * 4 + 6, 5], 3.0)]
+                .join("\n");
+        assert_eq!(sheet.lines(&tsv)[0].text, "Lool");
     }
 
     #[test]

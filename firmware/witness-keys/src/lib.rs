@@ -414,7 +414,12 @@ fn slot_policy(tpm: &Tpm, slot: &str, root_hash: &str) -> Result<PcrPolicy> {
     Ok(PcrPolicy { label: slot.to_owned(), values })
 }
 
-/// The boot states the keys are sealed to (`keys/tpm.policy`: `LABEL PCR=HEX …` per line).
+/// The boot states the keys are sealed to (`keys/tpm.policy`: `LABEL PCR=HEX …` per line). The
+/// file is on the data partition and nothing authenticates it, so only what the box itself writes
+/// is taken: a slot label (`a`, `b`, or `host` off the appliance), exactly [`BOOT_PCRS`] in that
+/// order, and for `a` and `b` a slot PCR that holds a measurement (never the zero of a boot that
+/// measured nothing). Anything else is refused as damaged: a planted line would seal every new key to a
+/// state of the planter's choosing.
 fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
     let text = match std::fs::read_to_string(root.join(TPM_POLICY)) {
         Ok(t) => t,
@@ -433,6 +438,19 @@ fn policies(root: &Path) -> Result<Vec<PcrPolicy>> {
                 })
                 .collect::<Option<Vec<(u8, [u8; 32])>>>()
                 .ok_or_else(|| invalid("keys/tpm.policy is damaged"))?;
+            if !["a", "b", "host"].contains(&label.as_str()) {
+                return Err(invalid(format!("keys/tpm.policy is damaged: {label:?} is not a slot (a, b or host)")));
+            }
+            if values.iter().map(|(p, _)| *p).ne(BOOT_PCRS) {
+                return Err(invalid(format!(
+                    "keys/tpm.policy is damaged: slot {label} is bound to PCRs other than the boot's {BOOT_PCRS:?}"
+                )));
+            }
+            if label != "host" && values.iter().any(|(p, v)| *p == SLOT_PCR && *v == [0; 32]) {
+                return Err(invalid(format!(
+                    "keys/tpm.policy is damaged: slot {label} is bound to an unmeasured boot (PCR {SLOT_PCR} zero)"
+                )));
+            }
             Ok(PcrPolicy { label, values })
         })
         .collect()
@@ -494,69 +512,194 @@ fn pend(root: &Path, line: serde_json::Value) {
     }
 }
 
-/// The kinds of event this crate writes to the pending audit log; nothing else belongs there.
-pub const PENDING_KINDS: [&str; 3] = ["tpm_unseal_failed", "key_file_exposed", "key_file_foreign_owner"];
+/// The kinds of event this crate writes to the pending audit log, and the image's
+/// `seal-keys` (`tpm_keys_left_in_clear`: a boot with a TPM could not seal keys left in clear);
+/// nothing else belongs there.
+pub const PENDING_KINDS: [&str; 4] =
+    ["tpm_unseal_failed", "key_file_exposed", "key_file_foreign_owner", "tpm_keys_left_in_clear"];
 /// The kind under which a line of the pending audit log that this crate never writes is named.
 pub const PLANTED_KIND: &str = "audit_pending_line_planted";
-/// How much of the pending audit log is read: it is written bounded (64 KiB); more is not ours.
+/// The kind under which the lines of one intake past what is taken are counted (one event).
+pub const OVERFLOW_KIND: &str = "audit_pending_overflow";
+/// How much of each pending file is read: it is written bounded (64 KiB); more is not ours.
 const PENDING_READ_MAX: u64 = 256 * 1024;
+/// Lines read at one intake: `pend` writes at most 64 KiB of lines well over 64 bytes each.
+const PENDING_LINES_MAX: usize = 2048;
+/// Events one intake makes at most (repeats of one event are one, with a count); the lines of
+/// further events are counted in one [`OVERFLOW_KIND`] event (red team `h-fix18g`: 256 KiB of
+/// junk lines were ~130k audit events at one open).
+const PENDING_EVENTS_MAX: usize = 64;
+/// An intake moves the pending file to a name of its own before it reads it (`PENDING_AUDIT`
+/// then this, the time in ms, the process and a random part), so a line appended meanwhile goes
+/// to a new pending file and is never removed unread.
+const PENDING_TAKEN: &str = "audit-pending.jsonl.taken-";
+/// A moved file older than this is an intake that stopped before it finished: taken up again.
+const PENDING_TAKEN_STALE_MS: u128 = 60_000;
+/// Leftover moved files taken up at one intake.
+const PENDING_TAKEN_MAX: usize = 8;
 
-/// The audit events recorded while the index was closed, each with its kind, oldest first, to
-/// be moved into the audit log. The file is not authenticated (anyone with the disk writes
+/// The audit events recorded while the index was closed, to be moved into the audit log, and
+/// the files they were read from, to remove once they are in ([`clear_pending_audit`]).
+#[derive(Debug, Default)]
+pub struct PendingAudit {
+    /// Each event's kind and detail, oldest first.
+    pub events: Vec<(String, serde_json::Value)>,
+    files: Vec<PathBuf>,
+}
+
+/// A fresh name to move the pending file to.
+fn taken_name(root: &Path) -> PathBuf {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    root.join(format!("{PENDING_TAKEN}{ms}-{}-{:016x}", std::process::id(), OsRng.next_u64()))
+}
+
+/// Takes the pending audit events: the pending file is first moved to a name of this intake's
+/// own, then read (so a line appended meanwhile is left for the next intake, never removed
+/// unread), and a moved file an earlier intake left (it stopped before removing it, over a
+/// minute ago) is taken up too. The file is not authenticated (anyone with the disk writes
 /// it), so each event is marked as read from it (`read_from`), and only the kinds this crate
 /// writes there ([`PENDING_KINDS`]) are taken as such (a damaged line as a `tpm_unseal_failed`
 /// marked `damaged_record`); any other line is named as planted ([`PLANTED_KIND`], its first
-/// 256 characters), never taken as the event it claims to be. Remove them with
-/// [`clear_pending_audit`] once they are in the audit log.
-pub fn pending_audit(root: &Path) -> Result<Vec<(String, serde_json::Value)>> {
-    use std::io::Read;
-    let text =
-        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(root.join(PENDING_AUDIT)) {
+/// 256 characters), never taken as the event it claims to be. Bounded: repeats of one event
+/// (its time aside) are one event with a `count`, at most [`PENDING_EVENTS_MAX`] events and
+/// [`PENDING_LINES_MAX`] lines are taken, and what is left over is counted in one
+/// [`OVERFLOW_KIND`] event. Remove the files with [`clear_pending_audit`] once the events are
+/// in the audit log.
+pub fn pending_audit(root: &Path) -> Result<PendingAudit> {
+    let mut files = Vec::new();
+    // Leftovers of an intake that stopped (claimed by a rename, so two intakes never both take one).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    let mut leftovers: Vec<(u128, PathBuf)> = std::fs::read_dir(root)
+        .map_err(io("listing the data directory for pending audit events"))?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let ms: u128 = name.strip_prefix(PENDING_TAKEN)?.split('-').next()?.parse().ok()?;
+            (now.saturating_sub(ms) > PENDING_TAKEN_STALE_MS).then(|| (ms, e.path()))
+        })
+        .collect();
+    leftovers.sort();
+    for (_, path) in leftovers.into_iter().take(PENDING_TAKEN_MAX) {
+        let mine = taken_name(root);
+        match std::fs::rename(&path, &mine) {
+            Ok(()) => files.push(mine),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("taking up a pending audit file left over")(e)),
+        }
+    }
+    let mine = taken_name(root);
+    match std::fs::rename(root.join(PENDING_AUDIT), &mine) {
+        Ok(()) => files.push(mine),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("taking the pending audit events")(e)),
+    }
+    let mut text = String::new();
+    for path in &files {
+        use std::io::Read;
+        match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
             Ok(f) => {
                 let mut bytes = Vec::new();
                 f.take(PENDING_READ_MAX).read_to_end(&mut bytes).map_err(io("reading the pending audit events"))?;
-                String::from_utf8_lossy(&bytes).into_owned()
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => return Err(io("reading the pending audit events")(e)),
-        };
-    let from =
-        serde_json::Value::from(format!("{PENDING_AUDIT} (not authenticated: anyone with the disk can write it)"));
-    Ok(text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-                return (
-                    "tpm_unseal_failed".to_owned(),
-                    serde_json::json!({ "damaged_record": true, "read_from": from }),
-                );
-            };
-            let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
-            match (PENDING_KINDS.contains(&kind.as_str()), event) {
-                (true, serde_json::Value::Object(mut fields)) => {
-                    fields.insert("read_from".into(), from.clone());
-                    (kind, serde_json::Value::Object(fields))
+                text.push_str(&String::from_utf8_lossy(&bytes));
+                if !text.is_empty() && !text.ends_with('\n') {
+                    text.push('\n');
                 }
-                _ => (
-                    PLANTED_KIND.to_owned(),
-                    serde_json::json!({
-                        "line": line.chars().take(256).collect::<String>(),
-                        "read_from": from,
-                        "why": "a kind of event the box never writes there",
-                    }),
-                ),
             }
-        })
-        .collect())
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("reading the pending audit events")(e)),
+        }
+    }
+    Ok(PendingAudit { events: events_of(&text), files })
 }
 
-/// Removes the pending audit events (after they were moved into the audit log).
-pub fn clear_pending_audit(root: &Path) -> Result<()> {
-    match std::fs::remove_file(root.join(PENDING_AUDIT)) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing the pending audit events")(e)),
-        _ => Ok(()),
+/// The events of the pending file's lines, bounded (see [`pending_audit`]).
+fn events_of(text: &str) -> Vec<(String, serde_json::Value)> {
+    let from =
+        serde_json::Value::from(format!("{PENDING_AUDIT} (not authenticated: anyone with the disk can write it)"));
+    let event_of = |line: &str| {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            return ("tpm_unseal_failed".to_owned(), serde_json::json!({ "damaged_record": true, "read_from": from }));
+        };
+        let kind = event.get("kind").and_then(|k| k.as_str()).unwrap_or_default().to_owned();
+        match (PENDING_KINDS.contains(&kind.as_str()), event) {
+            (true, serde_json::Value::Object(mut fields)) => {
+                fields.insert("read_from".into(), from.clone());
+                (kind, serde_json::Value::Object(fields))
+            }
+            _ => (
+                PLANTED_KIND.to_owned(),
+                serde_json::json!({
+                    "line": line.chars().take(256).collect::<String>(),
+                    "read_from": from,
+                    "why": "a kind of event the box never writes there",
+                }),
+            ),
+        }
+    };
+    // Repeats of one event (its time aside) are one, counted.
+    let mut out: Vec<(String, serde_json::Value, u64)> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let (mut lines, mut not_taken) = (0usize, 0u64);
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        lines += 1;
+        if lines > PENDING_LINES_MAX {
+            not_taken += 1;
+            continue;
+        }
+        let (kind, mut detail) = event_of(line);
+        let at = detail.as_object_mut().and_then(|o| o.remove("at"));
+        let same = format!("{kind} {detail}");
+        if let Some(&i) = seen.get(&same) {
+            out[i].2 += 1;
+            if let (Some(at), Some(o)) = (at, out[i].1.as_object_mut()) {
+                o.insert("last_at".into(), at);
+            }
+            continue;
+        }
+        if out.len() >= PENDING_EVENTS_MAX {
+            not_taken += 1;
+            continue;
+        }
+        if let (Some(at), Some(o)) = (at, detail.as_object_mut()) {
+            o.insert("at".into(), at);
+        }
+        seen.insert(same, out.len());
+        out.push((kind, detail, 1));
     }
+    let mut events: Vec<(String, serde_json::Value)> = out
+        .into_iter()
+        .map(|(kind, mut detail, n)| {
+            if let (true, Some(o)) = (n > 1, detail.as_object_mut()) {
+                o.insert("count".into(), n.into());
+            }
+            (kind, detail)
+        })
+        .collect();
+    if not_taken > 0 {
+        events.push((
+            OVERFLOW_KIND.to_owned(),
+            serde_json::json!({
+                "lines_not_taken": not_taken,
+                "read_from": from,
+                "why": format!("more than the box ever writes there: at most {PENDING_EVENTS_MAX} events and {PENDING_LINES_MAX} lines are taken at once"),
+            }),
+        ));
+    }
+    events
+}
+
+/// Removes the files the pending audit events were read from (after they were moved into the
+/// audit log); a line appended since went to a new pending file and stays.
+pub fn clear_pending_audit(taken: &PendingAudit) -> Result<()> {
+    for path in &taken.files {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io("removing the pending audit events")(e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A key kept at `path`, created (random) if there is none. Two processes creating it at once end
@@ -931,10 +1074,11 @@ mod tests {
     fn the_pending_audit_keeps_damaged_lines_and_clears() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        assert!(pending_audit(root).unwrap().is_empty());
+        assert!(pending_audit(root).unwrap().events.is_empty());
         std::fs::write(root.join(PENDING_AUDIT), "{\"kind\":\"tpm_unseal_failed\",\"key\":\"index.key\"}\n{broken\n")
             .unwrap();
-        let events = pending_audit(root).unwrap();
+        let taken = pending_audit(root).unwrap();
+        let events = &taken.events;
         assert_eq!(events.len(), 2);
         assert_eq!(events[0].1["key"], "index.key");
         assert_eq!(events[1].0, "tpm_unseal_failed");
@@ -946,14 +1090,15 @@ mod tests {
             "{\"kind\":\"recording_deleted\",\"recording\":\"x\"}\n[1]\n{\"kind\":\"key_file_exposed\",\"key\":\"k\"}\n",
         )
         .unwrap();
-        let events = pending_audit(root).unwrap();
+        let taken = pending_audit(root).unwrap();
+        let events = &taken.events;
         let kinds: Vec<_> = events.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(kinds, [PLANTED_KIND, PLANTED_KIND, "key_file_exposed"]);
         assert!(events[0].1["line"].as_str().unwrap().contains("recording_deleted"));
         assert_eq!(events[2].1["key"], "k");
-        clear_pending_audit(root).unwrap();
-        clear_pending_audit(root).unwrap();
-        assert!(pending_audit(root).unwrap().is_empty());
+        clear_pending_audit(&taken).unwrap();
+        clear_pending_audit(&taken).unwrap();
+        assert!(pending_audit(root).unwrap().events.is_empty());
     }
 
     /// Red team (issue 22): a key file that is already readable by everyone (restored from a
@@ -972,7 +1117,7 @@ mod tests {
         assert_eq!(key_at(root, &path).unwrap(), [7u8; 32], "the key is still the box's key");
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600, "made private");
         assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, 0o700);
-        let audit = pending_audit(root).unwrap();
+        let audit = pending_audit(root).unwrap().events;
         assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "search.key" && e["mode"] == "644"));
         assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "keys/"));
         // The same for the KEKs: `active` reads a world-readable kek.active and kek file.
@@ -1080,7 +1225,7 @@ mod tests {
         assert_eq!(kek(root, "evil").unwrap(), [0x66u8; 32]);
         assert_eq!(std::fs::metadata(root.join("keys/kek-evil")).unwrap().uid(), nobody);
         assert_eq!(std::fs::metadata(root.join("keys")).unwrap().permissions().mode() & 0o777, 0o700);
-        let audit = pending_audit(root).unwrap();
+        let audit = pending_audit(root).unwrap().events;
         for key in ["kek-evil", "kek.active"] {
             assert!(
                 audit.iter().any(|(k, e)| k == "key_file_foreign_owner" && e["key"] == key && e["uid"] == nobody),
@@ -1126,7 +1271,7 @@ mod tests {
         let err = with_causes(&got.expect_err("the box would start"));
         assert!(err.contains("Operation not permitted"), "{err}");
         assert!(err.contains("readable by others (mode 644) and could not be made private"), "{err}");
-        let audit = pending_audit(root).unwrap();
+        let audit = pending_audit(root).unwrap().events;
         assert!(audit.iter().any(|(k, e)| k == "key_file_exposed" && e["key"] == "search.key"), "{audit:?}");
     }
 
@@ -1154,5 +1299,88 @@ mod tests {
         assert!(!target.exists(), "the search key itself is gone");
         assert!(!left.exists() && !sealed_left.exists(), "and its copies: {destroyed:?}");
         let _ = key;
+    }
+
+    /// Red team `h-fix18g` (issue 18): the pending audit file was read up to 256 KiB and every
+    /// line became its own audit event at one open: 256 KiB of short junk lines, written by
+    /// anyone with the disk, were ~130k events in the keyed chain at once (seen on the old code:
+    /// 131072 events). Now repeats are one event with a count, and past 64 events and 2048
+    /// lines the rest is counted in one event.
+    #[test]
+    fn red18k_keys_a_pending_file_of_junk_lines_becomes_a_hundred_thousand_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mut junk = String::new();
+        let mut i = 0u64;
+        while junk.len() < 256 * 1024 {
+            junk.push_str(&format!("{}\n", i % 10));
+            i += 1;
+        }
+        std::fs::write(root.join(PENDING_AUDIT), &junk).unwrap();
+        let events = pending_audit(root).unwrap().events;
+        assert_eq!(events.len(), 11, "ten distinct lines and the overflow: {events:?}");
+        let counted: u64 = events[..10].iter().map(|(_, e)| e["count"].as_u64().unwrap()).sum();
+        assert_eq!(counted, PENDING_LINES_MAX as u64, "{events:?}");
+        assert!(events[..10].iter().all(|(k, _)| k == PLANTED_KIND));
+        assert_eq!(events[10].0, OVERFLOW_KIND);
+        assert_eq!(events[10].1["lines_not_taken"].as_u64(), Some(i - PENDING_LINES_MAX as u64));
+        // Distinct lines: at most PENDING_EVENTS_MAX events, the rest counted.
+        let many: String = (0..500).map(|i| format!("{{\"kind\":\"junk\",\"n\":{i}}}\n")).collect();
+        std::fs::write(root.join(PENDING_AUDIT), many).unwrap();
+        let events = pending_audit(root).unwrap().events;
+        assert_eq!(events.len(), PENDING_EVENTS_MAX + 1);
+        assert_eq!(events[PENDING_EVENTS_MAX].1["lines_not_taken"].as_u64(), Some(500 - PENDING_EVENTS_MAX as u64));
+        // Genuine repeats (their times aside) are one event with a count and the last time.
+        let repeats: String = (0..5)
+            .map(|t| format!("{}\n", serde_json::json!({ "at": t, "kind": "tpm_unseal_failed", "key": "index.key" })))
+            .collect();
+        std::fs::write(root.join(PENDING_AUDIT), repeats).unwrap();
+        let events = pending_audit(root).unwrap().events;
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].1["count"], 5);
+        assert_eq!(events[0].1["at"], 0);
+        assert_eq!(events[0].1["last_at"], 4);
+    }
+
+    /// Red team `h-fix18g` (issue 18): the pending file was read, its events moved in, then the
+    /// file removed: a genuine event `witness-keys` appended between the read and the removal
+    /// (another process's key that would not unseal) was removed unread (seen on the old code).
+    /// Now the file is moved aside first and only that is removed; a moved file an intake left
+    /// (it stopped before removing it) is taken up by a later one.
+    #[test]
+    fn red18k_keys_an_event_appended_during_intake_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        pend(root, serde_json::json!({ "kind": "key_file_exposed", "key": "first" }));
+        let taken = pending_audit(root).unwrap();
+        assert_eq!(taken.events.len(), 1);
+        // Appended by another process while this one moves the first into the audit log.
+        pend(root, serde_json::json!({ "kind": "key_file_exposed", "key": "during" }));
+        clear_pending_audit(&taken).unwrap();
+        let next = pending_audit(root).unwrap();
+        assert_eq!(next.events.len(), 1, "{:?}", next.events);
+        assert_eq!(next.events[0].1["key"], "during");
+        // An intake that stops before it removes what it moved: a fresh one is left to it, one
+        // over a minute old is taken up (once) by the next.
+        pend(root, serde_json::json!({ "kind": "key_file_exposed", "key": "left" }));
+        let _ = pending_audit(root).unwrap();
+        assert!(pending_audit(root).unwrap().events.is_empty(), "a fresh move is its intake's");
+        let moved: Vec<_> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(PENDING_TAKEN))
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        for (i, m) in moved.iter().enumerate() {
+            std::fs::rename(m, root.join(format!("{PENDING_TAKEN}1000-1-{i}"))).unwrap();
+        }
+        let recovered = pending_audit(root).unwrap();
+        let mut keys: Vec<_> = recovered.events.iter().map(|(_, e)| e["key"].as_str().unwrap().to_owned()).collect();
+        keys.sort();
+        assert_eq!(keys, ["during", "left"]);
+        clear_pending_audit(&recovered).unwrap();
+        assert!(pending_audit(root).unwrap().events.is_empty());
+        assert!(std::fs::read_dir(root).unwrap().next().is_none(), "nothing left");
     }
 }

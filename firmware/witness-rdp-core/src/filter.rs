@@ -8,8 +8,11 @@
 //! Every frame is one whole PDU as [`ironrdp_pdu::find_size`] cuts it. Fast-path input passes
 //! as IronRDP (the key track's reader) decodes it, re-encoded; so do Share Data PDUs either way
 //! ([`share_data_out`]): what was read, not the bytes sent. Fast-path output (the bulk of a
-//! session) passes untouched but is read update by update, bitmap rectangle headers included, so
-//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]).
+//! session) is read update by update, bitmap rectangle headers and surface commands included, so
+//! the client and the recorder can never read it differently ([`FastPathWalk`], [`UpdateWalk`]);
+//! it passes as sent but for what no one draws (zeroed in place), the frame ids the box numbers
+//! and the PDU header, the box's. Every slow-path frame leaves framed as IronRDP writes it
+//! ([`framed`]).
 //! Slow-path frames are judged whole: every Share Control PDU of a message, not just the first;
 //! a message holding several leaves as one message each, so no peer can read their boundaries
 //! differently from the filter. Once the target has sent its Demand Active, a message the filter
@@ -39,8 +42,8 @@ use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
 mod connection;
-pub use connection::{BOX_CLIENT_NAME, FRAME_NOT_SENT, LAYOUT_REPEATED, MCS_OUT_OF_PHASE};
-use connection::{FrameMarkers, McsDomain};
+use connection::McsDomain;
+pub use connection::{BOX_CLIENT_NAME, LAYOUT_REPEATED, MCS_OUT_OF_PHASE};
 
 /// Why the filter ends a session (the reasons the admin reads).
 pub const REDIRECTED: &str = "the target tried to redirect the client to another server";
@@ -193,9 +196,10 @@ pub struct Filter {
     /// carries it) and its desktop size (a Refresh Rect asks for all of it).
     share_id: Option<u32>,
     desktop: (u16, u16),
-    /// Finalization PDUs (Synchronize, Control, Font List / Map) since the last Demand Active,
-    /// from the client and from the target: a handful each, not a stream.
-    finalization: (usize, usize),
+    /// Finalization PDUs (Synchronize, Control of each action, Font List / Map) since the last
+    /// Demand Active, from the client and from the target, one bit each ([`finalization_bit`]):
+    /// each once an activation.
+    finalization: (u8, u8),
     /// The target's Demand Active the client has not answered yet: one Confirm Active each
     /// (red team `h-red17r`, hole 13).
     confirm_due: bool,
@@ -210,8 +214,6 @@ pub struct Filter {
     client_layout: Vec<ironrdp_pdu::gcc::Monitor>,
     /// The target sent its Monitor Layout this activation.
     layout_sent: bool,
-    /// The frames the target's surface commands ended, not yet acknowledged.
-    frames: FrameMarkers,
 }
 
 /// The dynamic channels on `drdynvc`, by id as the client keeps them: an id is in use from the
@@ -339,6 +341,36 @@ fn reencode_channel_pdu(frame: &[u8], dvc: &[u8]) -> Option<Vec<u8>> {
         X224(McsMessage::SendDataIndication(i)) => encode_vec(&X224(SendDataIndication { user_data, ..i })).ok(),
         _ => None,
     }
+}
+
+/// `verdict` on a read channel's DVC PDU (`h`, its static chunk at `at` in `frame`) with a Data
+/// PDU whole in one chunk re-encoded with its header as FreeRDP and mstsc write it: Sp 0, the
+/// channel id in as few bytes as hold it. The sender's Sp bits and id width crossed as sent (red
+/// team `h-red17r`, hole 14). A Data PDU over several chunks, or a Data First, keeps its header.
+fn dvc_data_header(verdict: Verdict, frame: &[u8], at: usize, h: DvcHeader) -> Verdict {
+    let Some((_, flags, _)) = channel_pdu(&frame[at..]) else { return verdict };
+    let whole = CHANNEL_FLAG_FIRST | CHANNEL_FLAG_LAST;
+    if h.cmd != cmd::DATA || flags & whole != whole {
+        return verdict;
+    }
+    // The frame as it leaves: this one alone (a message held over earlier frames is longer).
+    let out = match &verdict {
+        Verdict::Forward => frame,
+        Verdict::Replace(out) if out.len() == frame.len() => out,
+        _ => return verdict,
+    };
+    let dvc = dvc_pdu(cmd::DATA, 0, h.channel, &out[at + 8 + h.body..]);
+    let mut data = Vec::with_capacity(dvc.len() + 8);
+    data.extend(u32::try_from(dvc.len()).unwrap_or(u32::MAX).to_le_bytes());
+    data.extend(flags.to_le_bytes());
+    data.extend(dvc);
+    let user_data = Cow::Owned(data);
+    let reencoded = match whole_mcs(out) {
+        Some(X224(McsMessage::SendDataRequest(r))) => encode_vec(&X224(SendDataRequest { user_data, ..r })).ok(),
+        Some(X224(McsMessage::SendDataIndication(i))) => encode_vec(&X224(SendDataIndication { user_data, ..i })).ok(),
+        _ => None,
+    };
+    replaced(frame, reencoded, DVC_UNREADABLE)
 }
 
 /// The verdict for a frame re-encoded as `out` (`frame` itself when it was already so encoded).
@@ -650,6 +682,57 @@ fn whole_mcs(frame: &[u8]) -> Option<X224<McsMessage<'_>>> {
     cursor.is_empty().then_some(mcs)
 }
 
+/// `verdict` on `frame` with every slow-path PDU it lets through framed as IronRDP writes it:
+/// the TPKT's reserved byte 0, the X.224 Data TPDU's EOT byte 0x80, and an MCS domain PDU (Send
+/// Data, Attach User, Channel Join...) re-encoded from what was read — choice bits, the Send
+/// Data dataPriority and segmentation byte, the shortest PER lengths. A frame passed as sent
+/// kept four places no peer reads, ~3 bytes a PDU either way (red team `h-red17r`, hole 14).
+/// Fast-path output gets its header from [`FastPathWalk::judge`], fast-path input from IronRDP.
+fn framed(verdict: Verdict, frame: &[u8]) -> Verdict {
+    match verdict {
+        Verdict::Forward if is_x224(frame) => match canonical_frames(frame) {
+            Some(out) if out != frame => Verdict::Replace(out),
+            _ => Verdict::Forward,
+        },
+        Verdict::Replace(out) if is_x224(&out) => Verdict::Replace(canonical_frames(&out).unwrap_or(out)),
+        verdict => verdict,
+    }
+}
+
+/// `bytes` (whole PDUs back to back) with each slow-path PDU framed as [`framed`] says; `None`
+/// when they are not whole PDUs.
+fn canonical_frames(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let length = if is_x224(rest) {
+            usize::from(u16::from_be_bytes([*rest.get(2)?, *rest.get(3)?]))
+        } else {
+            crate::decode::fast_path_length(rest)?.0
+        };
+        let pdu = rest.get(..length).filter(|_| length > 0)?;
+        at += length;
+        if !is_x224(pdu) {
+            out.extend(pdu);
+            continue;
+        }
+        match whole_mcs(pdu) {
+            Some(mcs) => out.extend(encode_vec(&mcs).ok()?),
+            None => {
+                // The connection's MCS Connect PDUs: the TPKT and X.224 Data headers alone.
+                let from = out.len();
+                out.extend(pdu);
+                out[from + 1] = 0;
+                if pdu.get(4..6) == Some(&[2, 0xF0]) && pdu.len() > 6 {
+                    out[from + 6] = 0x80;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
 /// Whether a frame is an X.224 (slow-path) PDU; everything else is fast-path.
 fn is_x224(frame: &[u8]) -> bool {
     frame.first().is_some_and(|b| b & 0x03 == 0x03)
@@ -711,7 +794,6 @@ const KNOWN_PDUTYPE2: [u8; 25] = [
 const COMPRESSION_FLAGS: u8 = 0xF0;
 const PDUTYPE2_INPUT: u8 = 0x1C;
 const PDUTYPE2_MONITOR_LAYOUT: u8 = 0x37;
-const PDUTYPE2_FRAME_ACK: u8 = 0x38;
 
 /// A Share Control PDU's shareId (the caller read its header).
 fn share_id_of(pdu: &[u8]) -> u32 {
@@ -746,6 +828,7 @@ mod fp {
     pub const BITMAP: u8 = 0x1;
     pub const PALETTE: u8 = 0x2;
     pub const SYNCHRONIZE: u8 = 0x3;
+    pub const SURFACE_COMMANDS: u8 = 0x4;
     /// The highest code MS-RDPBCGR defines (large pointer); 0x7 is undefined.
     pub const LAST_KNOWN: u8 = 0xC;
     pub const UNDEFINED: u8 = 0x7;
@@ -764,6 +847,8 @@ mod fp {
 /// palette updates are read by [`UpdateWalk`].
 #[derive(Debug, Default)]
 struct FastPathWalk {
+    /// Surface command frames, numbered by the box.
+    frames: Frames,
     /// The fragmented update in progress: its code and walk.
     fragment: Option<(u8, Option<UpdateWalk>)>,
     /// While a pointer update comes in fragments: where each of its pieces is (the PDU's place
@@ -881,6 +966,17 @@ fn updates(pdu: &[u8]) -> Vec<(u8, Range<usize>)> {
     found
 }
 
+/// A fast-path output PDU around `body` (its updates) as the box writes one: action fast-path,
+/// reserved bits and flags zero, the length in two bytes (as FreeRDP's and xrdp's servers write
+/// it).
+fn fast_path_pdu(body: &[u8]) -> Vec<u8> {
+    let length = body.len() + 3;
+    let mut pdu = Vec::with_capacity(length);
+    pdu.extend([0x00, 0x80 | (length >> 8) as u8, length as u8]);
+    pdu.extend(body);
+    pdu
+}
+
 /// Fast-path PDUs holding `units` (update header, data) in order, each PDU as full as it goes;
 /// an update too big for one PDU goes in the largest fragments.
 fn pack(units: Vec<(u8, Vec<u8>)>) -> Vec<Vec<u8>> {
@@ -889,10 +985,8 @@ fn pack(units: Vec<(u8, Vec<u8>)>) -> Vec<Vec<u8>> {
     let mut body: Vec<u8> = Vec::new();
     let flush = |out: &mut Vec<Vec<u8>>, body: &mut Vec<u8>| {
         if !body.is_empty() {
-            let length = 3 + body.len();
-            let mut pdu = vec![0x00, 0x80 | (length >> 8) as u8, length as u8];
-            pdu.append(body);
-            out.push(pdu);
+            out.push(fast_path_pdu(body));
+            body.clear();
         }
     };
     for (header, data) in units {
@@ -933,9 +1027,10 @@ impl FastPathWalk {
         let Some((length, mut at)) = crate::decode::fast_path_length(frame) else {
             return Verdict::Refuse(TARGET_UNREADABLE);
         };
-        if length != frame.len() {
+        if length != frame.len() || length > RECUT_PDU_MAX {
             return Verdict::Refuse(TARGET_UNREADABLE);
         }
+        let at_body = at;
         // The PDU as it leaves: pointer updates made canonical in place, and the updates left out
         // or sent otherwise (by their place in the PDU).
         let mut out = Cow::Borrowed(frame);
@@ -963,6 +1058,7 @@ impl FastPathWalk {
             if code == fp::SYNCHRONIZE && (!(data.is_empty() || data == [0, 0]) || fragmentation != fp::SINGLE) {
                 return Verdict::Refuse(TARGET_UNREADABLE);
             }
+            let data_range = range.clone();
             if pointer::is_fast_path_pointer(code) {
                 let here = self.held.len();
                 let whole = match (fragmentation, self.pointer.take()) {
@@ -999,16 +1095,26 @@ impl FastPathWalk {
                     }
                 }
             }
+            // A bitmap's bytes no one draws are zeroed in place (red team `h-red17r`, hole 3).
+            let mut copy;
+            let data: &mut [u8] = if code == fp::BITMAP || code == fp::SURFACE_COMMANDS {
+                &mut out.to_mut()[data_range]
+            } else {
+                copy = data.to_vec();
+                &mut copy
+            };
             let walked = match (fragmentation, self.fragment.take()) {
-                (fp::SINGLE, None) => UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data).and(w.finish())),
+                (fp::SINGLE, None) => {
+                    UpdateWalk::fast_path(code).map_or(Ok(()), |mut w| w.feed(data, &mut self.frames).and(w.finish()))
+                }
                 (fp::FIRST, None) => {
                     let mut walk = UpdateWalk::fast_path(code);
-                    let fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    let fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data, &mut self.frames));
                     self.fragment = Some((code, walk));
                     fed
                 }
                 (fp::NEXT | fp::LAST, Some((first, mut walk))) if first == code => {
-                    let mut fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data));
+                    let mut fed = walk.as_mut().map_or(Ok(()), |w| w.feed(data, &mut self.frames));
                     if fragmentation == fp::NEXT {
                         self.fragment = Some((code, walk));
                     } else if let Some(w) = &walk {
@@ -1054,7 +1160,10 @@ impl FastPathWalk {
             pdus.push(out);
             return Verdict::Replace(recut(&pdus));
         }
-        if out == frame { Verdict::Forward } else { Verdict::Replace(out) }
+        // The header the box's: fast-path, its 4 reserved bits zero, the length in two bytes
+        // (the bits and the length's width were the target's: red team `h-red17r`, hole 14).
+        let canonical = fast_path_pdu(&out[at_body..]);
+        if canonical == frame { Verdict::Forward } else { Verdict::Replace(canonical) }
     }
 
     /// Makes a whole pointer update canonical where its pieces lie: in held PDUs, or in
@@ -1118,10 +1227,15 @@ enum Step {
         left: u16,
         length: u16,
     },
-    /// A rectangle's data.
+    /// A compressed rectangle's data.
     Data {
         left: u16,
         skip: usize,
+    },
+    /// An uncompressed rectangle's data, its bytes no one draws zeroed.
+    Raw {
+        left: u16,
+        raw: Raw,
     },
     /// A palette's pad2Octets and numberColors (6 bytes).
     Palette,
@@ -1131,7 +1245,148 @@ enum Step {
     },
     /// The update read whole: nothing may follow.
     End,
+    /// Surface commands: a command's cmdType.
+    Command,
+    /// A Frame Marker's frameAction.
+    MarkerAction,
+    /// A Frame Marker's frameId, `n` bytes of it read: the box's `id` goes out in its place.
+    MarkerId {
+        n: u8,
+        id: u32,
+        begin: bool,
+    },
+    /// A Set or Stream Surface Bits' destination and TS_BITMAP_DATA_EX up to bitmapDataLength
+    /// (20 bytes).
+    Bits,
+    /// A TS_COMPRESSED_BITMAP_HEADER_EX, `left` bytes to go (zeroed), then `data` bytes.
+    HeaderEx {
+        left: u8,
+        data: usize,
+        x_byte: bool,
+    },
+    /// Surface bits' data, `left` bytes to go, `at` read; raw 32 bpp pixels' X bytes zeroed.
+    BitsData {
+        left: usize,
+        at: usize,
+        x_byte: bool,
+    },
 }
+
+/// The surface command frames (Frame Markers, MS-RDPBCGR 2.2.9.2.3) as the box numbers them:
+/// the target's frameIds stay on the box (they carried 4 bytes a marker, red team `h-red17r`,
+/// hole 8), the client's Frame Acknowledge names the box's id and reaches the target with the
+/// target's, for a frame ended, once, in order (red team `h-red17s`, hole 4).
+#[derive(Debug, Default)]
+struct Frames {
+    /// The box's id of the next frame.
+    next: u32,
+    /// The frame begun and not ended: the box's id and the target's.
+    open: Option<(u32, u32)>,
+    /// Frames ended and not acknowledged yet, the box's id and the target's, the latest last (at
+    /// most [`FRAMES_KEPT`]).
+    ended: std::collections::VecDeque<(u32, u32)>,
+}
+
+/// How many ended frames the box can answer a Frame Acknowledge for.
+const FRAMES_KEPT: usize = 256;
+/// The updateType-less kind of a surface commands update, for [`UpdateWalk`].
+const SURFACE_COMMANDS: u16 = 0xFFFF;
+
+impl Frames {
+    /// The target's id of the ended frame the box numbered `id`, not acknowledged yet: it and
+    /// every older frame are acknowledged, so each is answered once, in order.
+    fn acknowledge(&mut self, id: u32) -> Option<u32> {
+        let at = self.ended.iter().rposition(|(b, _)| *b == id)?;
+        let (_, target) = self.ended[at];
+        self.ended.drain(..=at);
+        Some(target)
+    }
+}
+
+/// Where an uncompressed bitmap rectangle's drawn bytes are (red team `h-red17r`, hole 3). The
+/// data is `rows` rows of `stride` bytes, bottom-up; FreeRDP (`gdi_Bitmap_Decompress`, then
+/// `gdi_Bitmap_Paint`) draws the destination's width of the top destination-height rows — the
+/// last rows of the data — and reads rows unpadded, IronRDP (the recorder) padded to 4 bytes and
+/// only a rectangle of exactly the destination's height. Neither draws the columns right of the
+/// destination, the rows above it, the padding, or a 32 bpp pixel's fourth byte (BGRX): those
+/// are zeroed as the data passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Raw {
+    /// Bytes of the data read so far, and its length.
+    at: usize,
+    length: usize,
+    stride: usize,
+    rows: usize,
+    /// The first row drawn (rows before it are above the destination).
+    first_drawn: usize,
+    /// The bytes of a row drawn (the destination's width).
+    drawn: usize,
+    /// 32 bpp: every fourth byte is X.
+    x_byte: bool,
+}
+
+impl Raw {
+    /// The walk of an uncompressed rectangle of this header (TS_BITMAP_DATA's 18 bytes): `None`
+    /// at a depth no one draws alike (the recorder states a gap), an error when peers would
+    /// read its rows differently or its length is not exactly its rows, padded.
+    fn new(h: &[u8]) -> Result<Option<Self>, &'static str> {
+        let field = |i: usize| usize::from(u16_at(h, i).unwrap_or(0));
+        let (left, top, right, bottom) = (field(0), field(2), field(4), field(6));
+        let (width, rows, bpp, length) = (field(8), field(10), field(12), field(16));
+        let bytes = match bpp {
+            8 => 1,
+            15 | 16 => 2,
+            24 => 3,
+            32 => 4,
+            _ => return Ok(None),
+        };
+        if right < left || bottom < top {
+            return Ok(None);
+        }
+        let stride = width * bytes;
+        // Rows FreeRDP and IronRDP would start at different bytes.
+        if stride % 4 != 0 && rows > 1 {
+            return Err(BITMAP_AMBIGUOUS);
+        }
+        // Exactly its rows, padded: FreeRDP reads the rows, IronRDP the padded rows.
+        if length != rows * stride.next_multiple_of(4) {
+            return Err(BITMAP_AMBIGUOUS);
+        }
+        let (drawn_width, drawn_rows) = ((right - left + 1).min(width), (bottom - top + 1).min(rows));
+        Ok(Some(Self {
+            at: 0,
+            length,
+            stride,
+            rows,
+            first_drawn: rows - drawn_rows,
+            drawn: drawn_width * bytes,
+            x_byte: bytes == 4,
+        }))
+    }
+
+    /// Zeroes what of `bytes` (the data's next bytes) no one draws; how many bytes it took.
+    fn walk(&mut self, bytes: &mut [u8]) -> usize {
+        let n = (self.length - self.at).min(bytes.len());
+        for (i, b) in bytes[..n].iter_mut().enumerate() {
+            let p = self.at + i;
+            let (row, column) = (p / self.stride, p % self.stride);
+            let drawn = (self.first_drawn..self.rows).contains(&row)
+                && column < self.drawn
+                && !(self.x_byte && column % 4 == 3);
+            if !drawn {
+                *b = 0;
+            }
+        }
+        self.at += n;
+        n
+    }
+}
+
+/// Surface command types (MS-RDPBCGR 2.2.9.1.2.1.10.1) and TS_BITMAP_DATA_EX's one flag.
+const SURFCMD_SET_SURFACE_BITS: u16 = 0x0001;
+const SURFCMD_FRAME_MARKER: u16 = 0x0004;
+const SURFCMD_STREAM_SURFACE_BITS: u16 = 0x0006;
+const BITMAP_DATA_EX_HEADER: u8 = 0x01;
 
 /// The colours of a palette: 256, what the recorder (IronRDP's stage) applies.
 const PALETTE_COLOURS: u32 = 256;
@@ -1149,6 +1404,7 @@ impl UpdateWalk {
         match code {
             fp::BITMAP => Some(Self::new(UPDATETYPE_BITMAP)),
             fp::PALETTE => Some(Self::new(UPDATETYPE_PALETTE)),
+            fp::SURFACE_COMMANDS => Some(Self { kind: SURFACE_COMMANDS, head: Vec::new(), step: Step::Command }),
             _ => None,
         }
     }
@@ -1165,11 +1421,14 @@ impl UpdateWalk {
         (self.head.len() == n).then(|| std::mem::take(&mut self.head))
     }
 
-    fn feed(&mut self, bytes: &[u8]) -> Result<(), &'static str> {
+    fn feed(&mut self, bytes: &mut [u8], frames: &mut Frames) -> Result<(), &'static str> {
         let mut at = 0;
         loop {
-            if let Step::Data { left, skip: 0 } = self.step {
-                self.step = Step::Rect { left: left - 1 };
+            match self.step {
+                Step::Data { left, skip: 0 } => self.step = Step::Rect { left: left - 1 },
+                Step::Raw { left, raw } if raw.at == raw.length => self.step = Step::Rect { left: left - 1 },
+                Step::BitsData { left: 0, .. } => self.step = Step::Command,
+                _ => {}
             }
             if at == bytes.len() {
                 return Ok(());
@@ -1200,8 +1459,13 @@ impl UpdateWalk {
                             return Err(BITMAP_AMBIGUOUS);
                         }
                         Step::CdHeader { left, length }
-                    } else {
+                    } else if flags & BITMAP_COMPRESSION != 0 {
                         Step::Data { left, skip: usize::from(length) }
+                    } else {
+                        match Raw::new(&h)? {
+                            Some(raw) => Step::Raw { left, raw },
+                            None => Step::Data { left, skip: usize::from(length) },
+                        }
                     }
                 }
                 Step::CdHeader { left, length } => {
@@ -1218,6 +1482,10 @@ impl UpdateWalk {
                     at += n;
                     Step::Data { left, skip: skip - n }
                 }
+                Step::Raw { left, mut raw } => {
+                    at += raw.walk(&mut bytes[at..]);
+                    Step::Raw { left, raw }
+                }
                 // A palette exactly its 256 colours, its pad zero: bytes past the colours would
                 // be read by no one (red team `h-red17r`, hole 2).
                 Step::Palette => {
@@ -1233,6 +1501,100 @@ impl UpdateWalk {
                     if skip == n { Step::End } else { Step::Colours { skip: skip - n } }
                 }
                 Step::End => return Err(BITMAP_AMBIGUOUS),
+                Step::Command => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    match u16_at(&h, 0) {
+                        Some(SURFCMD_FRAME_MARKER) => Step::MarkerAction,
+                        Some(SURFCMD_SET_SURFACE_BITS | SURFCMD_STREAM_SURFACE_BITS) => Step::Bits,
+                        _ => return Err(TARGET_UNREADABLE),
+                    }
+                }
+                Step::MarkerAction => {
+                    let Some(h) = self.fixed(bytes, &mut at, 2) else { continue };
+                    let begin = match u16_at(&h, 0) {
+                        Some(0) => true,
+                        Some(1) => false,
+                        _ => return Err(TARGET_UNREADABLE),
+                    };
+                    let id = match (begin, frames.open) {
+                        (false, Some((id, _))) => id,
+                        _ => {
+                            let id = frames.next;
+                            frames.next = frames.next.wrapping_add(1);
+                            id
+                        }
+                    };
+                    Step::MarkerId { n: 0, id, begin }
+                }
+                Step::MarkerId { n, id, begin } => {
+                    // The target's id byte by byte, the box's going out in its place.
+                    self.head.push(bytes[at]);
+                    bytes[at] = id.to_le_bytes()[usize::from(n)];
+                    at += 1;
+                    if n < 3 {
+                        Step::MarkerId { n: n + 1, id, begin }
+                    } else {
+                        let target = uint_at(&std::mem::take(&mut self.head), 0, 4).unwrap_or(0);
+                        if begin {
+                            frames.open = Some((id, target));
+                        } else {
+                            // An end pairs with its begin (FreeRDP's and xrdp's servers, Windows).
+                            if frames.open.take().is_some_and(|(_, t)| t != target) {
+                                return Err(TARGET_UNREADABLE);
+                            }
+                            if frames.ended.len() == FRAMES_KEPT {
+                                frames.ended.pop_front();
+                            }
+                            frames.ended.push_back((id, target));
+                        }
+                        Step::Command
+                    }
+                }
+                Step::Bits => {
+                    // TS_BITMAP_DATA_EX's flags: only the header-ex bit is defined; its reserved
+                    // byte 0 (each was the target's: hole 8).
+                    match self.head.len() {
+                        9 => bytes[at] &= BITMAP_DATA_EX_HEADER,
+                        10 => bytes[at] = 0,
+                        _ => {}
+                    }
+                    self.head.push(bytes[at]);
+                    at += 1;
+                    if self.head.len() < 20 {
+                        continue;
+                    }
+                    let h = std::mem::take(&mut self.head);
+                    let (bpp, flags, codec) = (h[8], h[9], h[11]);
+                    let data = uint_at(&h, 16, 4).unwrap_or(0) as usize;
+                    let x_byte = codec == 0 && bpp == 32;
+                    if flags & BITMAP_DATA_EX_HEADER != 0 {
+                        Step::HeaderEx { left: 24, data, x_byte }
+                    } else {
+                        Step::BitsData { left: data, at: 0, x_byte }
+                    }
+                }
+                // Its unique ids and time stamps draw nothing (IronRDP and FreeRDP skip them).
+                Step::HeaderEx { left, data, x_byte } => {
+                    let n = usize::from(left).min(bytes.len() - at);
+                    bytes[at..at + n].fill(0);
+                    at += n;
+                    match left - n as u8 {
+                        0 => Step::BitsData { left: data, at: 0, x_byte },
+                        left => Step::HeaderEx { left, data, x_byte },
+                    }
+                }
+                Step::BitsData { left, at: done, x_byte } => {
+                    let n = left.min(bytes.len() - at);
+                    if x_byte {
+                        for (i, b) in bytes[at..at + n].iter_mut().enumerate() {
+                            if (done + i) % 4 == 3 {
+                                *b = 0;
+                            }
+                        }
+                    }
+                    at += n;
+                    Step::BitsData { left: left - n, at: done + n, x_byte }
+                }
             };
         }
     }
@@ -1241,6 +1603,9 @@ impl UpdateWalk {
     fn finish(&self) -> Result<(), &'static str> {
         match self.step {
             Step::Rect { left: 0 } | Step::End => Ok(()),
+            Step::Command | Step::BitsData { left: 0, .. } if self.head.is_empty() => Ok(()),
+            // Windows 10 ends an update with a Frame Marker of no frameId (IronRDP reads it so).
+            Step::MarkerId { n: 0, .. } => Ok(()),
             // A truncated update: FreeRDP fails the PDU, IronRDP ignores it in silence.
             _ => Err(BITMAP_AMBIGUOUS),
         }
@@ -1250,33 +1615,32 @@ impl UpdateWalk {
 /// PDUTYPE2 values of a Share Data PDU (at offset 14) the filter reads.
 const PDUTYPE2_UPDATE: u8 = 0x02;
 const PDUTYPE2_POINTER: u8 = 0x1B;
+const PDUTYPE2_FRAME_ACKNOWLEDGE: u8 = 0x38;
 /// A Share Control header and Share Data header: where a Data PDU's body starts.
 const SHARE_DATA_HEADER: usize = 18;
 
 /// Judges a slow-path Share Data PDU from the target: bulk compression (the box asked for none,
 /// yet FreeRDP decompresses whatever arrives, and the recorder cannot) ends the session, and so
-/// do drawing orders and a bitmap update [`UpdateWalk`] refuses.
-fn target_data_pdu(pdu: &[u8]) -> Result<(), &'static str> {
+/// do drawing orders and a bitmap update [`UpdateWalk`] refuses. The PDU as it goes on: a
+/// bitmap's bytes no one draws zeroed.
+fn target_data_pdu(pdu: &[u8]) -> Result<Cow<'_, [u8]>, &'static str> {
     if pdu.get(15).is_none_or(|c| c & COMPRESSION_FLAGS != 0) {
         return Err(COMPRESSED);
     }
     if pdu.get(14) != Some(&PDUTYPE2_UPDATE) {
-        return Ok(());
+        return Ok(Cow::Borrowed(pdu));
     }
     match u16_at(pdu, 18) {
         Some(0) => Err(ORDERS),
-        Some(UPDATETYPE_BITMAP) => {
-            let mut walk = UpdateWalk::new(UPDATETYPE_BITMAP);
-            walk.feed(&pdu[18..])?;
-            walk.finish()
-        }
-        Some(UPDATETYPE_PALETTE) => {
-            let mut walk = UpdateWalk::new(UPDATETYPE_PALETTE);
-            walk.feed(&pdu[18..])?;
-            walk.finish()
+        Some(kind @ (UPDATETYPE_BITMAP | UPDATETYPE_PALETTE)) => {
+            let mut out = pdu.to_vec();
+            let mut walk = UpdateWalk::new(kind);
+            walk.feed(&mut out[18..], &mut Frames::default())?;
+            walk.finish()?;
+            Ok(Cow::Owned(out))
         }
         // TS_UPDATE_SYNC: updateType and two pad bytes, zero (red team `h-red17r`, hole 1).
-        Some(3) if pdu.len() == 22 && pdu[20..] == [0, 0] => Ok(()),
+        Some(3) if pdu.len() == 22 && pdu[20..] == [0, 0] => Ok(Cow::Borrowed(pdu)),
         Some(3) => Err(TARGET_UNREADABLE),
         _ => Err(TARGET_UNREADABLE),
     }
@@ -1382,7 +1746,6 @@ impl Filter {
             mcs: McsDomain::default(),
             client_layout: Vec::new(),
             layout_sent: false,
-            frames: FrameMarkers::default(),
         }
     }
 
@@ -1421,8 +1784,18 @@ impl Filter {
             .any(|c| c.graphics && c.parsed.as_ref().is_some_and(|p| p.reader.gfx_acks_overdue(now)))
     }
 
-    /// A PDU from the client on its way to the target.
+    /// A PDU from the client on its way to the target: judged, then framed the box's way
+    /// ([`framed`]).
     pub fn from_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        self.judge_client(frame).map(|verdict| framed(verdict, frame))
+    }
+
+    /// A PDU from the target on its way to the client: judged, then framed the box's way.
+    pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+        self.judge_target(frame).map(|verdict| framed(verdict, frame))
+    }
+
+    fn judge_client(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
             // Fast-path input, read as the key track reads it: IronRDP fails the whole PDU on an
             // event code it does not know, where xrdp skips that event and types the others.
@@ -1442,24 +1815,22 @@ impl Filter {
             if self.gfx_acks_overdue() {
                 return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
             }
-            // A QoE timestamp is the client's own four bytes, feeding only the target's latency
-            // estimate: dropped (red team h-red17s, hole 5).
-            if input.input_events().iter().any(|e| matches!(e, FastPathInputEvent::QoeEvent(_))) {
-                let kept: Vec<_> = input
-                    .input_events()
-                    .iter()
-                    .filter(|e| !matches!(e, FastPathInputEvent::QoeEvent(_)))
-                    .cloned()
-                    .collect();
-                if kept.is_empty() {
-                    return Ok(Verdict::Drop);
-                }
-                let Ok(input) = FastPathInput::new(kept) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
-                let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
-                return Ok(Verdict::Replace(bytes));
-            }
             // What IronRDP read, re-encoded: nothing after the last event, no header flags of the
-            // client's (red team h-red17m, hole 4).
+            // client's (red team h-red17m, hole 4), no flag bits MS-RDPBCGR leaves undefined (red
+            // team `h-red17r`, hole 6). A QoE timestamp is the client's own four bytes, feeding
+            // only the target's latency estimate: dropped, and a PDU of nothing else with it (red
+            // team h-red17s, hole 5).
+            let events: Vec<_> = input
+                .input_events()
+                .iter()
+                .filter(|e| !matches!(e, FastPathInputEvent::QoeEvent(_)))
+                .copied()
+                .map(fast_path_event_defined)
+                .collect();
+            if events.is_empty() {
+                return Ok(Verdict::Drop);
+            }
+            let Ok(input) = FastPathInput::new(events) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
             let Ok(bytes) = encode_vec(&input) else { return Ok(Verdict::Refuse(INPUT_UNREADABLE)) };
             return Ok(if bytes == frame { Verdict::Forward } else { Verdict::Replace(bytes) });
         }
@@ -1519,21 +1890,16 @@ impl Filter {
         })
     }
 
-    /// A PDU from the target on its way to the client.
-    pub fn from_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
+    fn judge_target(&mut self, frame: &[u8]) -> Result<Verdict, FilterError> {
         if !is_x224(frame) {
             if self.deactivated {
                 return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
             }
             // Every update read as every peer reads it; drawing orders (the client draws them
             // with its own order support, the recorder cannot) end the session.
-            let verdict = self.fast_path.judge(frame);
-            // The frames it ends: the only ones the client may acknowledge (red team h-red17s,
-            // hole 4).
-            if !matches!(verdict, Verdict::Refuse(_)) {
-                self.frames.observe(frame);
-            }
-            return Ok(verdict);
+            // The frames its surface commands end, numbered by the box, are the only ones the
+            // client may acknowledge ([`Frames`]).
+            return Ok(self.fast_path.judge(frame));
         }
         if self.io_channel.is_none() {
             return self.connect_response(frame);
@@ -1543,6 +1909,8 @@ impl Filter {
         };
         let ind = match mcs {
             McsMessage::SendDataIndication(ind) => ind,
+            // In their phase, once each, with the box's values (red team h-red17s, hole 1); the
+            // Attach User Confirm names the client's user channel.
             McsMessage::AttachUserConfirm(_)
             | McsMessage::ChannelJoinConfirm(_)
             | McsMessage::DisconnectProviderUltimatum(_) => return Ok(self.mcs_from_target(frame, &mcs)),
@@ -1672,9 +2040,33 @@ impl Filter {
         }
         let mut changed = false;
         let mut out: Vec<Cow<'_, [u8]>> = Vec::with_capacity(pdus.len());
-        let header = DataHeader { pdu_source: req.initiator_id, share_id: self.share_id };
+        let header = DataHeader {
+            pdu_source: req.initiator_id,
+            share_id: self.share_id,
+            user_channel: self.user_channel().unwrap_or(req.initiator_id),
+        };
         for (range, kind) in pdus {
             let pdu = &data[range];
+            // A Frame Acknowledge names a frame the box numbered and the target ended, in order,
+            // once: the target gets its own id (red team `h-red17r`, hole 8). Any other — a frame
+            // the box never numbered or ended, one acknowledged, or older than one acknowledged —
+            // stays on the box (red team h-red17s, hole 4): its id would be the client's choice.
+            let acked;
+            let pdu = if kind == PDUTYPE_DATA && pdu.get(14) == Some(&PDUTYPE2_FRAME_ACKNOWLEDGE) {
+                match uint_at(pdu, SHARE_DATA_HEADER, 4).and_then(|id| self.fast_path.frames.acknowledge(id)) {
+                    Some(target) => {
+                        acked = [&pdu[..18], &target.to_le_bytes()[..], pdu.get(22..).unwrap_or_default()].concat();
+                        changed |= acked != pdu;
+                        &acked[..]
+                    }
+                    None => {
+                        changed = true;
+                        continue;
+                    }
+                }
+            } else {
+                pdu
+            };
             match kind {
                 // One Confirm Active a Demand Active: an unasked-for one would carry what a
                 // Confirm Active may, as often as the client liked.
@@ -1693,14 +2085,6 @@ impl Filter {
                 }
                 PDUTYPE_DATA if pdu.get(14) == Some(&PDUTYPE2_INPUT) && self.gfx_acks_overdue() => {
                     return Ok(Verdict::Refuse(GFX_ACKS_WITHHELD));
-                }
-                // A Frame Acknowledge answers a frame the target ended, in order, once (red team
-                // h-red17s, hole 4).
-                PDUTYPE_DATA
-                    if pdu.get(14) == Some(&PDUTYPE2_FRAME_ACK)
-                        && !uint_at(pdu, SHARE_DATA_HEADER, 4).is_some_and(|id| self.frames.acknowledge(id)) =>
-                {
-                    return Ok(Verdict::Refuse(FRAME_NOT_SENT));
                 }
                 // What IronRDP read, re-encoded (red team h-red17m, hole 4). A minimised client's
                 // Suppress Output stops the target's updates: dropped, the recording must not stop.
@@ -1822,7 +2206,7 @@ impl Filter {
                     self.confirm_due = true;
                     self.fast_path.reactivated();
                     (self.active, self.deactivated) = (true, false);
-                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
+                    let header = self.data_header(ind.initiator_id);
                     let Some(canonical) = canonical_caps_pdu(pdu, &header, true) else {
                         return Ok(Verdict::Refuse(DEMAND_ACTIVE_UNREADABLE));
                     };
@@ -1833,13 +2217,14 @@ impl Filter {
                     if self.deactivated && matches!(pdu.get(14), Some(&(PDUTYPE2_UPDATE | PDUTYPE2_POINTER))) {
                         return Ok(Verdict::Refuse(DRAWN_WHILE_DEACTIVATED));
                     }
-                    if let Err(why) = target_data_pdu(pdu) {
-                        return Ok(Verdict::Refuse(why));
-                    }
+                    let read = match target_data_pdu(pdu) {
+                        Ok(read) => read,
+                        Err(why) => return Ok(Verdict::Refuse(why)),
+                    };
                     // What IronRDP read, re-encoded (red team h-red17m, hole 4); a pointer's body
                     // made canonical in place ([`crate::pointer`]).
-                    let header = DataHeader { pdu_source: ind.initiator_id, share_id: self.share_id };
-                    match share_data_out(pdu, false, &header, self.desktop, &mut self.finalization.1) {
+                    let header = self.data_header(ind.initiator_id);
+                    match share_data_out(&read, false, &header, self.desktop, &mut self.finalization.1) {
                         // One Monitor Layout an activation, the client's own monitors (red team
                         // h-red17s, hole 4).
                         DataOut::Pass(_) if pdu.get(14) == Some(&PDUTYPE2_MONITOR_LAYOUT) => {
@@ -1892,6 +2277,17 @@ impl Filter {
             bytes.extend(encode_vec(&X224(one)).map_err(enc_err("send data indication"))?);
         }
         Ok(if bytes.is_empty() { Verdict::Drop } else { Verdict::Replace(bytes) })
+    }
+
+    /// The client's MCS user channel (the target's Attach User Confirm, [`McsDomain`]): a
+    /// target's Synchronize and Granted Control name it.
+    fn user_channel(&self) -> Option<u16> {
+        self.mcs.user_id
+    }
+
+    /// The header fields the box writes in the target's Share Control PDUs.
+    fn data_header(&self, pdu_source: u16) -> DataHeader {
+        DataHeader { pdu_source, share_id: self.share_id, user_channel: self.user_channel().unwrap_or(USER_CHANNEL) }
     }
 
     /// `rdpsnd` either way on a grant with audio and without audio input: every message read
@@ -2034,7 +2430,7 @@ impl Filter {
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    p.dvc(false, frame, at, length, h)
+                    dvc_data_header(p.dvc(false, frame, at, length, h), frame, at, h)
                 }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
@@ -2137,11 +2533,11 @@ impl Filter {
             cmd::DATA_FIRST | cmd::DATA => match d.open.get_mut(&h.channel) {
                 Some(DynamicChannel { graphics: true, gfx, parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    gfx_from_client(gfx, &mut p.reader, frame, at, length, h)
+                    dvc_data_header(gfx_from_client(gfx, &mut p.reader, frame, at, length, h), frame, at, h)
                 }
                 Some(DynamicChannel { parsed: Some(p), .. }) => {
                     feeds = Some(h.channel);
-                    p.dvc(true, frame, at, length, h)
+                    dvc_data_header(p.dvc(true, frame, at, length, h), frame, at, h)
                 }
                 Some(_) => Verdict::Forward,
                 None => Verdict::Drop,
@@ -2336,10 +2732,27 @@ impl Filter {
     }
 }
 
-/// How many finalization PDUs (Synchronize, Control, Font List or Map) a side sends an
-/// activation: FreeRDP and mstsc send four (and a Persistent Key List the box drops), servers
-/// three or four.
-const FINALIZATION_MAX: usize = 8;
+/// Which finalization PDU this is, as a bit of [`Filter::finalization`]: a side sends each once
+/// an activation (FreeRDP and mstsc a Synchronize, Cooperate, Request Control and Font List —
+/// and a Persistent Key List the box drops —, servers a Synchronize, Cooperate, Granted Control
+/// and Font Map), so which ones, how many and how often are no channel (red team `h-red17r`,
+/// hole 5).
+fn finalization_bit(pdu: &ironrdp_pdu::rdp::headers::ShareDataPdu) -> u8 {
+    use ironrdp_pdu::rdp::headers::ShareDataPdu as D;
+    match pdu {
+        D::Synchronize(_) => 1,
+        D::FontList(_) | D::FontMap(_) => 2,
+        // Actions 1 to 4.
+        D::Control(c) => 2 << (c.action as u16).min(5),
+        _ => 0,
+    }
+}
+
+/// The MCS user channel FreeRDP and mstsc get from every server (MCS_BASE + 6), for a target
+/// whose Attach User Confirm the filter did not see.
+const USER_CHANNEL: u16 = 1007;
+/// The MCS server channel (MS-RDPBCGR 2.2.1.14: 0x03EA).
+const SERVER_CHANNEL: u16 = 0x03EA;
 
 /// A Share Data PDU on its way (red team h-red17m, hole 4): what IronRDP read, re-encoded — no
 /// padding or trailing bytes, the header's free fields the box's — dropped when no peer needs
@@ -2357,6 +2770,8 @@ struct DataHeader {
     pdu_source: u16,
     /// The target's Demand Active's, once it came.
     share_id: Option<u32>,
+    /// The client's MCS user channel.
+    user_channel: u16,
 }
 
 fn share_data_out(
@@ -2364,7 +2779,7 @@ fn share_data_out(
     from_client: bool,
     header: &DataHeader,
     desktop: (u16, u16),
-    finalization: &mut usize,
+    finalization: &mut u8,
 ) -> DataOut {
     use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu as D, StreamPriority};
     use ironrdp_pdu::rdp::session_info::{InfoData, InfoType, SaveSessionInfoPdu};
@@ -2374,15 +2789,51 @@ fn share_data_out(
     if !data.compression_flags.is_empty() {
         return DataOut::Refuse(refusal);
     }
+    use ironrdp_pdu::rdp::finalization_messages::{ControlAction, ControlPdu, FontPdu, SequenceFlags, SynchronizePdu};
     let body = match (from_client, data.share_data_pdu) {
+        // Each once an activation, its fields the ones MS-RDPBCGR fixes (2.2.1.14 to 2.2.1.22):
+        // the sender's would cross as sent (red team `h-red17r`, hole 5). No client or server
+        // reads them (FreeRDP and xrdp skip them).
         (_, p @ (D::Synchronize(_) | D::Control(_))) | (true, p @ D::FontList(_)) | (false, p @ D::FontMap(_)) => {
-            *finalization += 1;
-            if *finalization > FINALIZATION_MAX {
+            let bit = finalization_bit(&p);
+            if *finalization & bit != 0 {
                 return DataOut::Refuse(FINALIZATION_REPEATED);
             }
-            p
+            *finalization |= bit;
+            let font = |entry_size| FontPdu {
+                number: 0,
+                total_number: 0,
+                flags: SequenceFlags::FIRST | SequenceFlags::LAST,
+                entry_size,
+            };
+            match p {
+                // The target user: the server channel from a client, the client's user channel
+                // from a server.
+                D::Synchronize(_) => D::Synchronize(SynchronizePdu {
+                    target_user_id: if from_client { SERVER_CHANNEL } else { header.user_channel },
+                }),
+                // Granted Control names the user and the server channel, every other action
+                // neither.
+                D::Control(ControlPdu { action: ControlAction::GrantedControl, .. }) if !from_client => {
+                    D::Control(ControlPdu {
+                        action: ControlAction::GrantedControl,
+                        grant_id: header.user_channel,
+                        control_id: u32::from(SERVER_CHANNEL),
+                    })
+                }
+                D::Control(ControlPdu { action, .. }) => D::Control(ControlPdu { action, grant_id: 0, control_id: 0 }),
+                // No fonts listed, first and last, entrySize 50 (a list) or 4 (a map).
+                D::FontList(_) => D::FontList(font(0x32)),
+                D::FontMap(_) => D::FontMap(font(4)),
+                p => p,
+            }
         }
-        (true, p @ (D::Input(_) | D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
+        // Each event with the flag bits MS-RDPBCGR defines for it, no others (red team
+        // `h-red17r`, hole 6: IronRDP keeps undefined bits, xrdp and Windows pass them along).
+        (true, D::Input(ironrdp_pdu::input::InputEventPdu(events))) => {
+            D::Input(ironrdp_pdu::input::InputEventPdu(events.into_iter().map(slow_path_event_defined).collect()))
+        }
+        (true, p @ (D::ShutdownRequest | D::FrameAcknowledge(_))) => p,
         // A Refresh Rect asks for the whole desktop: the client's rectangles stay on the box.
         (true, D::RefreshRectangle(_)) if desktop.0 > 0 && desktop.1 > 0 => {
             D::RefreshRectangle(ironrdp_pdu::rdp::refresh_rectangle::RefreshRectanglePdu {
@@ -2450,6 +2901,71 @@ fn share_data_out(
         share_id: header.share_id.unwrap_or(read.share_id),
     };
     encode_vec(&out).map_or(DataOut::Refuse(refusal), DataOut::Pass)
+}
+
+/// A slow-path input event with only the flag bits MS-RDPBCGR defines for its type (2.2.8.1.1.3.1.1):
+/// a Synchronize event's four toggles, a keyboard event's extended, extended1, down and release,
+/// a Unicode event's release, an extended or relative mouse event's buttons, down and move (a
+/// mouse event's 16 bits are all defined). The rest would be free bits a key or a move carries.
+fn slow_path_event_defined(event: ironrdp_pdu::input::InputEvent) -> ironrdp_pdu::input::InputEvent {
+    use ironrdp_pdu::input::{InputEvent as E, mouse_rel, mouse_x, scan_code, sync, unicode};
+    match event {
+        E::Sync(mut e) => {
+            e.flags = sync::SyncToggleFlags::from_bits_retain(e.flags.bits() & 0x000F);
+            E::Sync(e)
+        }
+        E::ScanCode(mut e) => {
+            e.flags = scan_code::KeyboardFlags::from_bits_retain(e.flags.bits() & 0xC300);
+            E::ScanCode(e)
+        }
+        E::Unicode(mut e) => {
+            e.flags = unicode::KeyboardFlags::from_bits_retain(e.flags.bits() & 0x8000);
+            E::Unicode(e)
+        }
+        E::MouseX(mut e) => {
+            e.flags = mouse_x::PointerXFlags::from_bits_retain(e.flags.bits() & POINTER_X_DEFINED);
+            E::MouseX(e)
+        }
+        E::MouseRel(mut e) => {
+            e.flags = mouse_rel::PointerRelFlags::from_bits_retain(e.flags.bits() & POINTER_REL_DEFINED);
+            E::MouseRel(e)
+        }
+        other => other,
+    }
+}
+
+/// TS_POINTERX_EVENT's defined flags: PTRXFLAGS_DOWN, PTRXFLAGS_BUTTON1 and 2.
+const POINTER_X_DEFINED: u16 = 0x8003;
+/// TS_POINTERREL_EVENT's: PTRFLAGS_DOWN, MOVE, BUTTON1 to 3, PTRXFLAGS_BUTTON1 and 2.
+const POINTER_REL_DEFINED: u16 = 0xF803;
+
+/// A fast-path input event with only the eventFlags bits MS-RDPBCGR defines for its code
+/// (2.2.8.1.2.2): a key's release, extended and extended1, a Unicode key's release, a
+/// synchronize's four toggles (the 5-bit field's others free), and the mouse events' pointer
+/// flags as on the slow path.
+fn fast_path_event_defined(event: FastPathInputEvent) -> FastPathInputEvent {
+    use ironrdp_pdu::input::fast_path::{KeyboardFlags, SynchronizeFlags};
+    use ironrdp_pdu::input::{mouse_rel, mouse_x};
+    match event {
+        FastPathInputEvent::KeyboardEvent(flags, code) => {
+            FastPathInputEvent::KeyboardEvent(KeyboardFlags::from_bits_retain(flags.bits() & 0x07), code)
+        }
+        FastPathInputEvent::UnicodeKeyboardEvent(flags, unit) => {
+            FastPathInputEvent::UnicodeKeyboardEvent(KeyboardFlags::from_bits_retain(flags.bits() & 0x01), unit)
+        }
+        FastPathInputEvent::SyncEvent(flags) => {
+            FastPathInputEvent::SyncEvent(SynchronizeFlags::from_bits_retain(flags.bits() & 0x0F))
+        }
+        FastPathInputEvent::MouseEventEx(mut e) => {
+            e.flags = mouse_x::PointerXFlags::from_bits_retain(e.flags.bits() & POINTER_X_DEFINED);
+            FastPathInputEvent::MouseEventEx(e)
+        }
+        FastPathInputEvent::MouseEventRel(mut e) => {
+            e.flags = mouse_rel::PointerRelFlags::from_bits_retain(e.flags.bits() & POINTER_REL_DEFINED);
+            FastPathInputEvent::MouseEventRel(e)
+        }
+        other => other,
+    }
 }
 
 /// The capability set types MS-RDPBCGR defines (2.2.7): a client's Confirm Active keeps the
@@ -2879,7 +3395,13 @@ mod tests {
         assert_eq!(f.from_client(&[0x04, 0x05, 0, 2, 3]).unwrap(), Verdict::Replace(vec![0x04, 0x04, 0, 2]));
         // Fast-path output header (action 0) with a garbage body; a Synchronize update.
         assert_eq!(f.from_target(&[0x00, 0x05, 1, 2, 3]).unwrap(), Verdict::Refuse(TARGET_UNREADABLE));
-        assert_eq!(f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(), Verdict::Forward);
+        assert_eq!(f.from_target(&[0x00, 0x80, 0x06, 0x03, 0, 0]).unwrap(), Verdict::Forward);
+        // The same with its length in one byte: it leaves with the box's two (red team
+        // `h-red17r`, hole 14).
+        assert_eq!(
+            f.from_target(&[0x00, 0x05, 0x03, 0, 0]).unwrap(),
+            Verdict::Replace(vec![0x00, 0x80, 0x06, 0x03, 0, 0])
+        );
     }
 
     #[test]
@@ -3148,8 +3670,10 @@ mod tests {
         // A Synchronize (either side sends one), as the box re-encodes it: the MCS initiator
         // as its source, streamId STREAM_LOW.
         let pdu = ShareControlPdu::Data(ShareDataHeader {
+            // The target user as the box writes it: the client's user channel from a target
+            // (source 1002), the server channel from a client.
             share_data_pdu: ShareDataPdu::Synchronize(ironrdp_pdu::rdp::finalization_messages::SynchronizePdu {
-                target_user_id: 1002,
+                target_user_id: if source == 1002 { 1007 } else { 1002 },
             }),
             stream_priority: StreamPriority::Low,
             compression_flags: CompressionFlags::empty(),
@@ -3311,13 +3835,31 @@ mod tests {
 
     #[test]
     fn several_pdus_in_one_message_pass_one_per_message() {
+        use ironrdp_pdu::rdp::finalization_messages::{ControlAction, ControlPdu};
+        use ironrdp_pdu::rdp::headers::{CompressionFlags, ShareDataHeader, ShareDataPdu, StreamPriority};
         let mut f = connected(&[]);
+        // A Synchronize and a Cooperate (each passes once an activation).
+        let cooperate = encode_vec(&ShareControlHeader {
+            share_control_pdu: ShareControlPdu::Data(ShareDataHeader {
+                share_data_pdu: ShareDataPdu::Control(ControlPdu {
+                    action: ControlAction::Cooperate,
+                    grant_id: 0,
+                    control_id: 0,
+                }),
+                stream_priority: StreamPriority::Low,
+                compression_flags: CompressionFlags::empty(),
+                compression_type: ironrdp_pdu::rdp::client_info::CompressionType::K8,
+            }),
+            pdu_source: 1002,
+            share_id: 0x1_0000,
+        })
+        .unwrap();
         let mut data = share_data_bytes(1002);
-        data.extend(share_data_bytes(1002));
+        data.extend(&cooperate);
         let Verdict::Replace(out) = f.from_target(&send_indication(1003, data)).unwrap() else { panic!("not split") };
         let first = ironrdp_pdu::find_size(&out).unwrap().unwrap().length;
         assert_eq!(user_data(&out[..first]), share_data_bytes(1002));
-        assert_eq!(user_data(&out[first..]), share_data_bytes(1002));
+        assert_eq!(user_data(&out[first..]), cooperate);
     }
 
     #[test]
@@ -4253,7 +4795,8 @@ mod tests {
                 body.extend(u16::try_from(data.len()).unwrap().to_le_bytes());
                 body.extend(*data);
             }
-            let mut frame = vec![0x00, u8::try_from(body.len() + 2).unwrap()];
+            // The length in two bytes, as the box writes it.
+            let mut frame = vec![0x00, 0x80, u8::try_from(body.len() + 3).unwrap()];
             frame.extend(body);
             frame
         };

@@ -390,6 +390,18 @@ fn red17m_pdu_bodies_the_filter_does_not_read_carry_a_file_to_and_from_the_targe
         assert!(matches!(verdict, Verdict::Replace(_)), "client pduType2 {kind:#x}: {verdict:?}");
         assert!(!carries(&verdict, &frame, piece), "client pduType2 {kind:#x}");
     }
+    // A Frame Acknowledge of a frame the target ended (its id 7, the box's 0; red team
+    // `h-red17r`, hole 8): re-encoded without what followed, with the target's id.
+    let mut f = filter();
+    let ended = [0x00, 13, 0x04, 8, 0, 0x04, 0, 1, 0, 7, 0, 0, 0];
+    assert!(matches!(f.from_target(&ended).unwrap(), Verdict::Forward | Verdict::Replace(_)));
+    let mut sent = 0u32.to_le_bytes().to_vec();
+    sent.extend(piece);
+    let frame = client_io(share_data(1007, 0x38, &sent), 1003);
+    let verdict = f.from_client(&frame).unwrap();
+    assert!(matches!(verdict, Verdict::Replace(_)), "frame acknowledge: {verdict:?}");
+    assert!(!carries(&verdict, &frame, piece), "frame acknowledge");
+    assert!(carries(&verdict, &frame, &[0x38, 0, 0, 0, 7, 0, 0, 0]), "the target's id: {verdict:?}");
     // The server's types from the client: refused.
     for kind in [0x26, 0x37, 0x22] {
         let frame = client_io(share_data(1007, kind, &[0; 8]), 1003);
@@ -713,10 +725,10 @@ fn red17m_a_client_that_withholds_frame_acknowledgements_stops_the_recording_lik
     assert!(!out.windows(8).any(|w| w == [0x1E, 0, 8, 0, 1, 0, 0, 0]), "the frame acknowledge set crossed intact");
     let set = [&[0x1E, 0, 8, 0][..], &FRAMES_UNACKNOWLEDGED.to_le_bytes()].concat();
     assert!(out.windows(8).any(|w| w == set), "the frame acknowledge set's count is the box's");
-    // A Frame Acknowledge PDU (0x38) for a frame the target never ended ends the session (red
-    // team h-red17s, hole 4).
+    // A Frame Acknowledge PDU (0x38) for a frame the box never numbered stays on the box (red
+    // teams `h-red17r`, hole 8: the box numbers surface frames; `h-red17s`, hole 4).
     let ack = client_io(share_data(1007, 0x38, &0u32.to_le_bytes()), 1003);
-    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Refuse(FRAME_NOT_SENT));
+    assert_eq!(f.from_client(&ack).unwrap(), Verdict::Drop);
     // The graphics pipeline: the target draws frame 0; the client types (fast-path `h`, and a
     // slow-path Input PDU) and does not acknowledge it.
     use super::red17n::{confirm, from_client, from_target, opened};

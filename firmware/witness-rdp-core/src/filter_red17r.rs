@@ -153,6 +153,14 @@ fn raw_bitmap(dest: [u16; 4], width: u16, height: u16, bpp: u16, data: &[u8]) ->
 /// rectangle, every bitmap update the target sends. Fix shape: an uncompressed rectangle's data
 /// re-cut in place like a pointer's (source width = destination width, padding and the 32 bpp
 /// X byte zeroed, bitmapLength exactly the padded rows), or refused when it is not so.
+///
+/// Closed (zeroed in place, the update's lengths kept): an uncompressed rectangle's bytes no one
+/// draws — columns right of the destination, rows above it, row padding, a 32 bpp pixel's X
+/// byte — reach the client as zeros, fast-path (across fragments) or slow-path; its
+/// bitmapLength must be exactly its rows, padded to 4 bytes, and rows FreeRDP and IronRDP would
+/// start at different bytes (unpadded rows not a multiple of 4 bytes, more than one of them)
+/// end the session. **Still open**: the source width and height themselves (which columns and
+/// rows of zeros follow: a few bytes a rectangle).
 #[test]
 fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
     let (mut filter, mut decoder, _) = replayed();
@@ -166,18 +174,40 @@ fn red17r_bitmap_bytes_no_one_draws_carry_a_file_to_the_client() {
         &mut decoder,
         &fast_path_update(0x01, &raw_bitmap([10, 10, 10, 10], 1024, 1, 32, &data)),
     );
-    assert!(holds(&out, &payload[..4093]), "undrawn columns and X bytes reach the client");
-    assert_eq!(pixel(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel: no gap, no sign");
+    assert!(!holds(&out, &payload[1..9]) && !holds(&out, &[0xFF, payload[0]]), "undrawn columns and X bytes");
+    let mut drawn = vec![0x00, 0x00, 0xFF, 0x00];
+    drawn.extend([0; 4 * 1023]);
+    assert!(holds(&out, &drawn), "the pixel, then zeros");
+    assert_eq!(pixel(&decoder, 10, 10), [0x00, 0x00, 0xFF], "the recorder drew the pixel");
     // (c): a 1x1 destination at 24 bpp: one pixel, its row's pad byte, then ~4 KiB after the row.
     let mut data = vec![0xFF, 0x00, 0x00, payload[4096]];
     data.extend(&payload[4097..8_000]);
+    let verdict = filter.from_target(&fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data))).unwrap();
+    assert!(refused(&verdict), "bytes past the padded rows end the session: {verdict:?}");
+    // The row and its pad byte alone: the pad byte leaves as zero.
+    let (mut filter, mut decoder, _) = replayed();
     let out = passes_unstated(
         &mut filter,
         &mut decoder,
-        &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data)),
+        &fast_path_update(0x01, &raw_bitmap([20, 20, 20, 20], 1, 1, 24, &data[..4])),
     );
-    assert!(holds(&out, &payload[4096..8_000]), "row padding and bytes past the rows reach the client");
+    assert!(holds(&out, &[0xFF, 0x00, 0x00, 0x00]) && !holds(&out, &[0xFF, 0x00, 0x00, payload[4096]]));
     assert_eq!(pixel(&decoder, 20, 20), [0xFF, 0x00, 0x00], "drawn, without a gap");
+    // Unpadded rows of 3 bytes, two of them: FreeRDP and the recorder start row 2 apart.
+    let verdict =
+        filter.from_target(&fast_path_update(0x01, &raw_bitmap([20, 20, 20, 21], 1, 2, 24, &[7; 8]))).unwrap();
+    assert!(refused(&verdict), "rows read two ways: {verdict:?}");
+    // A source taller than its destination: FreeRDP draws its last rows (bottom-up), the first
+    // row is above the destination and leaves as zeros, as slow-path.
+    let (mut filter, _, _) = replayed();
+    let io = filter.io_channel.expect("connected");
+    let mut two_rows = payload[..4].to_vec();
+    two_rows.extend([0x10, 0x20, 0x30, 0x40]);
+    let update = raw_bitmap([30, 30, 30, 30], 1, 2, 32, &two_rows);
+    let frame = target_io(share_data(1002, 0x02, &update), io);
+    let verdict = filter.from_target(&frame).unwrap();
+    assert!(!carries(&verdict, &frame, &payload[..3]), "{verdict:?}");
+    assert!(carries(&verdict, &frame, &[0, 0, 0, 0, 0x10, 0x20, 0x30, 0x00]), "{verdict:?}");
 }
 
 /// Hole 4: a Confirm Active from the target reaches the client whole. `target_io` re-encodes
@@ -225,34 +255,62 @@ fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
 /// client answers each activation with ~48 of its own. Fix shape: write the fields the
 /// specification fixes (the box knows the user and server channel ids) and let each action
 /// through once, in order, an activation.
+///
+/// Closed: each finalization PDU (a Synchronize, a Control of each action, a Font List or Map)
+/// passes once a side an activation, re-encoded with the fields MS-RDPBCGR fixes — the target
+/// user the server channel from a client and the client's user channel from a server, a Granted
+/// Control's grantId and controlId the user and server channels and every other action's 0, no
+/// fonts, flags first and last, entrySize 50 or 4. FreeRDP and xrdp skip these fields.
 #[test]
 fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
     let (mut filter, _, demand_active) = replayed();
     let io = filter.io_channel.expect("connected");
+    let user = filter.user_channel().expect("the target's attach user confirm passed").to_le_bytes();
     let payload = file(3 * 8 * 6);
-    let mut sent = 0;
     for round in payload.chunks(8 * 6) {
-        // The target reactivates: a Demand Active (the session's own, as it passed) resets the
-        // count of finalization PDUs.
+        // The target reactivates: a Demand Active (the session's own, as it passed) starts the
+        // finalization again.
         assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
-        for six in round.chunks(6) {
-            // Control, action Granted Control (2): grantId and controlId the file's.
+        let mut sixes = round.chunks(6);
+        // Control, action Granted Control (2): grantId and controlId the file's. It reaches the
+        // client with the user and server channels in them.
+        let six = sixes.next().unwrap();
+        let mut control = 2u16.to_le_bytes().to_vec();
+        control.extend(six);
+        let frame = target_io(share_data(1002, 0x14, &control), io);
+        let verdict = filter.from_target(&frame).unwrap();
+        assert!(!carries(&verdict, &frame, six), "{verdict:?}");
+        let canonical = [2, 0, user[0], user[1], 0xEA, 0x03, 0, 0];
+        assert!(carries(&verdict, &frame, &canonical), "{verdict:?}");
+        // A second one the same activation ends the session.
+        for six in sixes.take(1) {
             let mut control = 2u16.to_le_bytes().to_vec();
             control.extend(six);
             let frame = target_io(share_data(1002, 0x14, &control), io);
-            let verdict = filter.from_target(&frame).unwrap();
-            assert!(carries(&verdict, &frame, six), "round {sent}: {verdict:?}");
-            sent += six.len();
+            assert!(refused(&filter.from_target(&frame).unwrap()), "a second granted control");
         }
     }
-    assert_eq!(sent, payload.len(), "3 activations x 8 Control PDUs x 6 bytes reached the client");
-    // The client's side: a Font List whose numberFonts, totalNumFonts and entrySize are the file's.
+    // The client's side: a Font List whose numberFonts, totalNumFonts and entrySize are the file's
+    // reaches the target as FreeRDP writes one.
+    let (mut filter, _, demand_active) = replayed();
+    assert!(matches!(filter.from_target(&demand_active).unwrap(), Verdict::Forward | Verdict::Replace(_)));
     let mut font = payload[..4].to_vec();
     font.extend(3u16.to_le_bytes());
     font.extend(&payload[4..6]);
     let frame = client_io(share_data(1007, 0x27, &font), io);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &payload[..4]) && carries(&verdict, &frame, &payload[4..6]), "{verdict:?}");
+    assert!(!carries(&verdict, &frame, &payload[..4]) && !carries(&verdict, &frame, &payload[4..6]), "{verdict:?}");
+    assert!(carries(&verdict, &frame, &[0x27, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0x32, 0]), "{verdict:?}");
+    // Its Synchronize names the server channel, its Cooperate nothing, whatever it wrote there.
+    let frame = client_io(share_data(1007, 0x1F, &[1, 0, 0x12, 0x34]), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x1F, 0, 0, 0, 1, 0, 0xEA, 0x03]), "{verdict:?}");
+    let frame = client_io(share_data(1007, 0x14, &[4, 0, 0x12, 0x34, 0x56, 0x78, 0x9A, 0xBC]), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[0x14, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0]), "{verdict:?}");
+    // Each once: a second Font List ends the session.
+    let frame = client_io(share_data(1007, 0x27, &[0, 0, 0, 0, 3, 0, 0x32, 0]), io);
+    assert!(refused(&filter.from_client(&frame).unwrap()), "a second font list");
 }
 
 /// Hole 6: input flag bits no protocol defines carry a file to the target, with every key in the
@@ -266,6 +324,10 @@ fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
 /// the rest along). The video shows nothing of it; the key track types nothing for a sync. Fix
 /// shape: re-encode with the defined bits only (`from_bits_truncate` at the box), or refuse an
 /// event with an undefined bit.
+///
+/// Closed: every input event, slow-path and fast-path, reaches the target with only the flag
+/// bits MS-RDPBCGR defines for its type (masked, not refused: a client's stray bit is no reason
+/// to end a session), as the key track reads them.
 #[test]
 fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     let mut filter = super::red17i::grant_without_anything();
@@ -286,10 +348,14 @@ fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     input.extend(&events);
     let frame = client_io(share_data(1007, 0x1C, &input), 1003);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(
-        carries(&verdict, &frame, &events),
-        "every sync event's undefined toggle bits reach the target: {verdict:?}"
-    );
+    assert!(!carries(&verdict, &frame, &events), "the sync events' undefined toggle bits stay on the box");
+    assert!(carries(&verdict, &frame, &[0; 12].repeat(1000)), "the events reach the target, their toggles 0");
+    // Defined toggles pass as they are: num lock and caps lock.
+    let mut sync = 1u16.to_le_bytes().to_vec();
+    sync.extend([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x06, 0, 0, 0]);
+    let frame = client_io(share_data(1007, 0x1C, &sync), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &sync), "{verdict:?}");
     // A key event (scan code 0x1E down) with 12 undefined keyboardFlags bits set.
     let mut key = 1u16.to_le_bytes().to_vec();
     key.extend([0, 0, 0, 0, 0, 0]);
@@ -299,10 +365,34 @@ fn red17r_input_flag_bits_no_one_defines_carry_a_file_to_the_target() {
     key.extend([0, 0]);
     let frame = client_io(share_data(1007, 0x1C, &key), 1003);
     let verdict = filter.from_client(&frame).unwrap();
-    assert!(carries(&verdict, &frame, &[0xFF, 0x30, 0x1E, 0x00]), "keyboardFlags' undefined bits: {verdict:?}");
-    // Fast-path: a key event with eventFlags 0x18 (two undefined bits), passed as it was.
+    assert!(!carries(&verdict, &frame, &[0xFF, 0x30, 0x1E, 0x00]), "keyboardFlags' undefined bits: {verdict:?}");
+    assert!(carries(&verdict, &frame, &[4, 0, 0, 0, 0x1E, 0, 0, 0]), "the key itself, down: {verdict:?}");
+    // A release of an extended key (0x8100) keeps its defined bits.
+    key[10..12].copy_from_slice(&0x8100u16.to_le_bytes());
+    let frame = client_io(share_data(1007, 0x1C, &key), 1003);
+    let verdict = filter.from_client(&frame).unwrap();
+    assert!(carries(&verdict, &frame, &[4, 0, 0, 0x81, 0x1E, 0, 0, 0]), "{verdict:?}");
+    // Fast-path: a key event with eventFlags 0x18 (two undefined bits) reaches the target without
+    // them; a release (0x01) passes as it is.
     let fast = [0x04, 0x04, 0x18, 0x1E];
-    assert_eq!(filter.from_client(&fast).unwrap(), Verdict::Forward, "fast-path key flags");
+    assert_eq!(
+        filter.from_client(&fast).unwrap(),
+        Verdict::Replace(vec![0x04, 0x04, 0x00, 0x1E]),
+        "fast-path key flags"
+    );
+    let fast = [0x04, 0x04, 0x01, 0x1E];
+    assert_eq!(filter.from_client(&fast).unwrap(), Verdict::Forward, "a fast-path key release");
+    // A fast-path synchronize's fifth bit, and a Unicode key's flags but release.
+    assert_eq!(
+        filter.from_client(&[0x04, 0x03, 0x70]).unwrap(),
+        Verdict::Replace(vec![0x04, 0x03, 0x60]),
+        "fast-path synchronize flags"
+    );
+    assert_eq!(
+        filter.from_client(&[0x04, 0x05, 0x87, 0x41, 0x00]).unwrap(),
+        Verdict::Replace(vec![0x04, 0x05, 0x81, 0x41, 0x00]),
+        "fast-path unicode flags"
+    );
 }
 
 /// Graphics pipeline PDUs of one frame (id `frame`) on a 320x240 output: `surfaces` created
@@ -389,17 +479,38 @@ fn red17r_a_surface_the_recorder_will_not_hold_is_drawn_by_the_client_alone() {
 /// carries ~12 KiB in markers and 25 bytes beside a 1x1 raw pixel the recorder draws, without
 /// a gap. Fix shape: walk Surface Commands in the filter — frame markers paired, their ids in
 /// sequence (or re-written by the box), no header-ex, reserved zero, the X byte zeroed.
+///
+/// Closed: the filter walks Surface Commands (across fragments) and re-encodes them in place:
+/// every Frame Marker's frameId is the box's (a frame's end pairs with its begin; the client's
+/// Frame Acknowledge reaches the target with the target's id, and one for a frame the box never
+/// numbered is dropped), the header-ex's 24 bytes and the reserved byte leave as zeros, the
+/// flags but the header-ex bit too, and a raw 32 bpp pixel's X byte. **Still open**: how many
+/// frames, begun and ended, each drawing nothing (their count and timing).
 #[test]
 fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     let (mut filter, mut decoder, _) = replayed();
     let payload = file(12_000);
+    let marker = |action: u16, id: &[u8]| [&0x0004u16.to_le_bytes()[..], &action.to_le_bytes(), id].concat();
+    // Begin and end alternating, each id the file's: an end that does not pair ends the session.
     let mut commands = Vec::new();
     for (i, id) in payload.chunks(4).enumerate() {
-        commands.extend(0x0004u16.to_le_bytes());
-        commands.extend(u16::try_from(i % 2).unwrap().to_le_bytes());
-        commands.extend(id);
+        commands.extend(marker(u16::try_from(i % 2).unwrap(), id));
     }
-    let markers = commands.clone();
+    let verdict = filter.from_target(&fast_path_update(0x04, &commands)).unwrap();
+    assert!(refused(&verdict), "ends that do not pair with their begins: {verdict:?}");
+    // Paired, each frame's id the file's: they reach the client numbered by the box.
+    let (mut filter, mut decoder2, _) = replayed();
+    std::mem::swap(&mut decoder, &mut decoder2);
+    let mut commands = Vec::new();
+    let mut numbered = Vec::new();
+    for (i, id) in payload[..4000].chunks(4).enumerate() {
+        commands.extend(marker(0, id));
+        commands.extend(marker(1, id));
+        let box_id = u32::try_from(i).unwrap().to_le_bytes();
+        numbered.extend(marker(0, &box_id));
+        numbered.extend(marker(1, &box_id));
+    }
+    let markers = payload[..4000].to_vec();
     // A raw 1x1 pixel at (30, 30), green, with the header-ex and the reserved byte the file's.
     let extra = file(25);
     commands.extend(0x0001u16.to_le_bytes());
@@ -413,9 +524,23 @@ fn red17r_surface_commands_carry_a_file_to_the_client_in_fields_no_one_draws() {
     commands.extend(&extra[1..25]);
     commands.extend([0x00, 0xFF, 0x00, 0x5A]);
     let out = passes_unstated(&mut filter, &mut decoder, &fast_path_update(0x04, &commands));
-    assert!(holds(&out, &markers), "every frame marker's id reaches the client");
-    assert!(holds(&out, &extra[1..25]) && holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
+    assert!(!holds(&out, &markers[..8]) && !holds(&out, &markers[4000 - 8..]), "no frame marker's id");
+    assert!(holds(&out, &numbered), "the frames as the box numbers them");
+    assert!(!holds(&out, &extra[1..25]) && !holds(&out, &[32, 0x01, extra[0]]), "header-ex and reserved byte");
+    let mut bits = vec![32, 0x01, 0x00, 0x00, 1, 0, 1, 0, 4, 0, 0, 0];
+    bits.extend([0; 24]);
+    bits.extend([0x00, 0xFF, 0x00, 0x00]);
+    assert!(holds(&out, &bits), "the pixel as drawn, its X byte and header-ex zero");
     assert_eq!(pixel(&decoder, 30, 30), [0x00, 0xFF, 0x00], "the recorder drew the pixel, no gap stated");
+    // The client acknowledges frame 999 (the box's id): the target hears of its own.
+    let io = filter.io_channel.expect("connected");
+    let frame = client_io(share_data(1007, 0x38, &999u32.to_le_bytes()), io);
+    let verdict = filter.from_client(&frame).unwrap();
+    let own = [&[0x38, 0, 0, 0][..], &payload[3996..4000]].concat();
+    assert!(carries(&verdict, &frame, &own), "{verdict:?}");
+    // A frame the box never numbered: the acknowledgement stays on the box.
+    let frame = client_io(share_data(1007, 0x38, &0x0BAD_F00Du32.to_le_bytes()), io);
+    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Drop, "an unknown frame's acknowledgement");
 }
 
 /// Hole 9: a 32 bpp pointer's alpha byte carries ~7.6 bits a pixel the video cannot show.
@@ -740,6 +865,13 @@ fn reframed(frame: &[u8], bytes: [u8; 4]) -> Vec<u8> {
 /// Sp bits and the width of its channel id are the sender's. Fix shape: the relay writes every slow-path frame's TPKT, X.224 and MCS headers
 /// itself (re-encode on Forward, as `Replace` does) and zeroes the fast-path output header's
 /// reserved bits — or refuses frames whose skipped bytes are not the canonical 0, 0x80, 0, 0x70.
+///
+/// Closed for the framing: every slow-path frame that passes leaves with the TPKT, X.224 and
+/// MCS headers IronRDP writes for what was read (re-encoded, not refused: peers may set those
+/// bytes), and every fast-path output PDU with the box's header (reserved bits zero, the length
+/// in two bytes), and a read dynamic channel's Data PDU whole in one chunk with its header as
+/// FreeRDP writes it (Sp 0, the shortest channel id). **Still open**: the header of a Data PDU
+/// over several chunks, or of a Data First (the width of its length), as sent.
 #[test]
 fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     let mut filter = super::red17i::grant_without_anything();
@@ -754,22 +886,44 @@ fn red17r_the_framing_of_every_pdu_passed_as_sent_carries_bytes_both_ways() {
     };
     let sync = target_io(canonical(1002, &[1, 0, 0xEF, 0x03]), 1003);
     let frame = reframed(&sync, secret);
-    assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Forward, "the target's frame passes as sent");
-    // From the client: a Synchronize PDU as IronRDP writes it passes as sent.
+    assert_eq!(filter.from_target(&frame).unwrap(), Verdict::Replace(sync.clone()), "the target's frame, reframed");
+    // Framed as IronRDP frames it, it passes as sent.
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_target(&sync).unwrap(), Verdict::Forward, "the canonical frame");
+    // From the client: a Synchronize PDU as IronRDP writes it.
     let sync = client_io(canonical(1007, &[1, 0, 0xEA, 0x03]), 1003);
     let frame = reframed(&sync, secret);
-    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Forward, "the client's frame passes as sent");
-    // A fast-path output PDU (a synchronize update of no body) with its reserved bits set.
-    let mut fast = fast_path_update(0x03, &[]);
+    assert_eq!(filter.from_client(&frame).unwrap(), Verdict::Replace(sync.clone()), "the client's frame, reframed");
+    // A long PER length for a short user data (two bytes where one holds it): the shortest.
+    let mut long = sync[..13].to_vec();
+    long.extend([0x80, sync[13]]);
+    long.extend(&sync[14..]);
+    long[3] += 1;
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_client(&long).unwrap(), Verdict::Replace(sync.clone()), "a long per length");
+    let mut filter = super::red17i::grant_without_anything();
+    filter.share_id = Some(0x0001_03EA);
+    assert_eq!(filter.from_client(&sync).unwrap(), Verdict::Forward, "the canonical frame");
+    // A fast-path output PDU (a synchronize update of no body) with its reserved bits set leaves
+    // without them; as the box writes one, it passes.
+    let canonical_fast = fast_path_update(0x03, &[]);
+    let mut fast = canonical_fast.clone();
     fast[0] |= 0x3C;
-    assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Forward, "reserved fast-path header bits");
+    assert_eq!(filter.from_target(&fast).unwrap(), Verdict::Replace(canonical_fast.clone()), "reserved bits");
+    assert_eq!(filter.from_target(&canonical_fast).unwrap(), Verdict::Forward);
     // A dynamic channel Data PDU on a read channel passes as sent too: its header's Sp bits
     // (unused on Data) and the width it spells the channel id in (4 bytes for id 3) are the
     // sender's, 3 to 4 free bits a DVC PDU (here the target's Caps Confirm on the pipeline).
     let mut gfx = super::red17n::opened();
     let dvc = [&[0x3E, 3, 0, 0, 0, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
     let frame = super::red17i::target_send(super::red17i::svc(&dvc));
-    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Forward, "a DVC header's free bits");
+    let canonical = [&[0x30, 3, 0xE0, 0x04][..], &super::red17n::confirm()].concat();
+    let canonical = super::red17i::target_send(super::red17i::svc(&canonical));
+    assert_eq!(gfx.from_target(&frame).unwrap(), Verdict::Replace(canonical.clone()), "a DVC header's free bits");
+    let mut gfx = super::red17n::opened();
+    assert_eq!(gfx.from_target(&canonical).unwrap(), Verdict::Forward, "the header as FreeRDP writes it");
 }
 
 /// Hole 15: an uncompressed Wire To Surface 1 the client fails on is drawn by the recorder, and

@@ -392,8 +392,10 @@ fn client_io(user_data: Vec<u8>) -> Vec<u8> {
 /// file reaches the client in 52 Monitor Layouts and 4 KiB the target in 1,024 Frame
 /// Acknowledges, after activation, on a grant with nothing, unstated. Fixed: one Monitor Layout
 /// an activation, re-written from the client's monitor block (here none: one monitor of the
-/// desktop); a Frame Acknowledge only for a frame id the target's Frame Markers ended, in order,
-/// once. The controls: a marked frame's acknowledgement passes, once.
+/// desktop); a Frame Acknowledge only for a frame the box numbered (its Frame Markers' ids are
+/// the box's, red team `h-red17r`, hole 8) and the target ended, in order, once, reaching the
+/// target with the target's id; any other stays on the box. The controls: a marked frame's
+/// acknowledgement passes, once.
 #[test]
 fn red17s_monitor_layouts_and_frame_acknowledgements_carry_a_file() {
     let payload = file(16_000);
@@ -423,19 +425,23 @@ fn red17s_monitor_layouts_and_frame_acknowledgements_carry_a_file() {
     for (i, id) in words(&payload, 4).into_iter().enumerate() {
         let frame = client_io(share_data(1007, 0x38, &id.to_le_bytes()));
         let verdict = f.from_client(&frame).unwrap();
-        assert_eq!(verdict, Verdict::Refuse(FRAME_NOT_SENT), "frame acknowledge {i}");
+        assert_eq!(verdict, Verdict::Drop, "frame acknowledge {i}");
     }
-    // Control: the target ends frames 7 and 8 (surface command Frame Markers); the client
-    // acknowledges each once, in order.
-    for id in [7u32, 8] {
+    // Control: the target ends frames 7, 8 and 9 (surface command Frame Markers), the box's 0, 1
+    // and 2; the client acknowledges 0 and 2 once, in order, and the target hears of 7 and 9.
+    for id in [7u32, 8, 9] {
         let mut marker = vec![0x00, 13, 0x04, 8, 0, 0x04, 0, 1, 0];
         marker.extend(id.to_le_bytes());
         assert!(!refused(&f.from_target(&marker).unwrap()));
     }
     let ack = |id: u32| client_io(share_data(1007, 0x38, &id.to_le_bytes()));
-    assert!(!refused(&f.from_client(&ack(7)).unwrap()));
-    assert_eq!(f.from_client(&ack(7)).unwrap(), Verdict::Refuse(FRAME_NOT_SENT), "once");
-    assert!(!refused(&f.from_client(&ack(8)).unwrap()));
+    let target = |id: u32| [&[0x38, 0, 0, 0][..], &id.to_le_bytes()].concat();
+    let verdict = f.from_client(&ack(0)).unwrap();
+    assert!(carries(&verdict, &ack(0), &target(7)), "{verdict:?}");
+    assert_eq!(f.from_client(&ack(0)).unwrap(), Verdict::Drop, "once");
+    let verdict = f.from_client(&ack(2)).unwrap();
+    assert!(carries(&verdict, &ack(2), &target(9)), "{verdict:?}");
+    assert_eq!(f.from_client(&ack(1)).unwrap(), Verdict::Drop, "in order");
     // Control: a Monitor Layout of 17 monitors is refused.
     let mut body = 17u32.to_le_bytes().to_vec();
     body.resize(4 + 20 * 17, 0);

@@ -32,6 +32,9 @@ pub struct SealedFile {
     fsync_interval: Duration,
     last_sync: Instant,
     start: Instant,
+    /// Told what each fsync of the cadence made durable (noted outside the file, so recovery
+    /// names a file later found shorter, or changed below that length).
+    on_durable: Option<crate::OnDurable>,
 }
 
 impl std::fmt::Debug for SealedFile {
@@ -55,7 +58,15 @@ impl SealedFile {
             fsync_interval,
             last_sync: Instant::now(),
             start: Instant::now(),
+            on_durable: None,
         })
+    }
+
+    /// Tells `f` what each fsync of the cadence made durable: the stored length and the SHA-256
+    /// of the stored bytes up to it (see [`crate::OnDurable`]).
+    pub fn on_durable(mut self, f: crate::OnDurable) -> Self {
+        self.on_durable = Some(f);
+        self
     }
 
     /// Seals and writes one chunk; fsyncs when the cadence is due.
@@ -67,6 +78,9 @@ impl SealedFile {
         if self.last_sync.elapsed() >= self.fsync_interval {
             self.file.sync_data().map_err(|e| RecordError::Write(format!("fsync: {e}")))?;
             self.last_sync = Instant::now();
+            if let Some(tell) = &self.on_durable {
+                tell(self.written, &hex::encode(self.hash.clone().finalize()));
+            }
         }
         Ok(())
     }
@@ -106,5 +120,41 @@ mod tests {
         // A cut in the last record: the whole ones stay readable.
         let cut = &bytes[..bytes.len() - 5];
         assert_eq!(crate::readable(cut, &key_for).unwrap(), b"ftyp-and-moov");
+    }
+
+    /// Issue 18 (`h-fix18g`, hole 7 of red team h-red18e for video): the video writer noted
+    /// nothing of what it made durable, so a video cut at a record boundary after a crash was
+    /// sealed as a plain crash. Now each fsync tells what it made durable: the stored length
+    /// and the SHA-256 of the file up to it.
+    #[test]
+    fn each_fsync_tells_what_it_made_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.mp4");
+        let header = atrest::Header::new(
+            atrest::Cipher::preferred(),
+            "r1",
+            "k1",
+            atrest::wrap(&[9u8; 32], &[3u8; 32], [1u8; 24]),
+        );
+        let noted = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let n = noted.clone();
+        let mut f =
+            SealedFile::create(&path, Encryption { header, dek: [3u8; 32], nonce_prefix: [2u8; 16] }, Duration::ZERO)
+                .unwrap()
+                .on_durable(std::sync::Arc::new(move |bytes: u64, sha: &str| {
+                    n.lock().unwrap().push((bytes, sha.to_owned()))
+                }));
+        f.append(b"ftyp-and-moov").unwrap();
+        f.append(b"moof-mdat-one").unwrap();
+        let summary = f.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let noted = noted.lock().unwrap().clone();
+        assert_eq!(noted.len(), 2, "{noted:?}");
+        let (last, sha) = noted.last().unwrap();
+        assert_eq!(*last, summary.bytes);
+        assert_eq!(*sha, summary.sha256);
+        let (first, sha) = &noted[0];
+        assert!(*first < *last);
+        assert_eq!(*sha, hex::encode(Sha256::digest(&bytes[..*first as usize])));
     }
 }

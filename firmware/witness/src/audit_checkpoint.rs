@@ -546,9 +546,9 @@ pub struct Compared {
     pub on_this_box: bool,
     /// Objects under checkpoints' names too large to be one (not read past the limit).
     pub oversized: usize,
-    /// The newest local checkpoint signed for another store (its place and that store): what
-    /// it and those before it covered is compared only there.
-    pub earlier_store: Option<(u64, String)>,
+    /// An earlier store the audit log or a local checkpoint records as this box's, other than
+    /// the one compared with, said (naming both): what went there is compared only there.
+    pub earlier_store: Option<EarlierStore>,
     /// The newest checkpoint the audit log records this store as having taken, when the store
     /// does not hold it (and the newest it holds): not agreement.
     pub sent_missing: Option<(u64, Option<u64>)>,
@@ -576,6 +576,37 @@ pub fn unnamed_store_text(seq: u64) -> String {
     format!(
         "this box's newest checkpoint ({seq}) was signed before checkpoints named their store, so the store compared with is only the one a file on this disk names (a rollback to a copy made before this version could name any); verified once the box signs a checkpoint that names it (within a minute while serving, and at stop)"
     )
+}
+
+/// An earlier store than the one compared with: what went there is compared only there.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EarlierStore {
+    /// The newest checkpoint signed as sent to another store (its place, that store).
+    Checkpoint(u64, String),
+    /// Another store the audit log records before (`witness store set`, a change found), said.
+    Recorded(String),
+}
+
+impl EarlierStore {
+    /// As `audit --verify` says it, after "NOT COMPARED with the store ".
+    pub fn cli(&self) -> String {
+        match self {
+            Self::Checkpoint(seq, other) => format!(
+                "checkpoint {seq} and those before it were sent to ({other}): a rollback from before the store changed is not ruled out"
+            ),
+            Self::Recorded(why) => why.clone(),
+        }
+    }
+
+    /// As the start's `audit_not_compared` event says it.
+    pub fn event(&self) -> String {
+        match self {
+            Self::Checkpoint(seq, other) => format!(
+                "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
+            ),
+            Self::Recorded(why) => format!("the store {why}"),
+        }
+    }
 }
 
 /// What a store that lacks checkpoints the audit log records it took says, in one line.
@@ -628,6 +659,11 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
             pinned.store
         )));
     }
+    // Every earlier store the log records (a checkpoint's record, `witness store set`, a change
+    // found) or a local checkpoint names, other than the one compared with, is where checkpoints
+    // may have gone: compared only there (issue 18, `h-fix18g`: a provisioning copy put back
+    // and `store set` to a bucket of one's own recorded that bucket last, and the earlier
+    // `store_configured` naming the real one was not counted).
     let earlier_store = local
         .iter()
         .enumerate()
@@ -638,7 +674,16 @@ pub async fn compare(dir: &DataDir) -> Result<Remote> {
         }))
         .filter(|(_, s)| **s != described)
         .max_by_key(|(seq, _)| *seq)
-        .map(|(seq, s)| (seq, s.clone()));
+        .map(|(seq, other)| EarlierStore::Checkpoint(seq, other.clone()))
+        .or_else(|| {
+            history.iter().rev().find(|r| r.store != described).map(|r| {
+                EarlierStore::Recorded(format!(
+                    "{described}: an earlier store is one {} ({}); checkpoints the box sent there are compared only there, and a rollback from before the store changed is not ruled out",
+                    r.said(),
+                    r.store
+                ))
+            })
+        });
     // A store changed outside `witness store set` is never a verification afterwards: the box
     // cannot tell an operator's edit from one made on a rolled-back disk.
     let changed_outside = history.iter().rev().find_map(|r| match &r.how {
@@ -828,9 +873,7 @@ pub async fn check_at_start(dir: std::sync::Arc<DataDir>) {
                     }
                     let why = match (earlier_store, unnamed_store) {
                         (_, Some(seq)) => Some(unnamed_store_text(seq)),
-                        (Some((seq, other)), None) => Some(format!(
-                            "checkpoint {seq} and those before it were sent to another store ({other}), not compared: a rollback from before the store changed is not ruled out"
-                        )),
+                        (Some(earlier), None) => Some(earlier.event()),
                         (None, None) => None,
                     };
                     let why = match (why, changed_outside) {

@@ -39,10 +39,12 @@ impl DataDir {
         let index = Index::open_encrypted(&root.join(INDEX), &key)
             .with_context(|| format!("opening the index in {}", root.display()))?;
         // Audit events recorded while the index would not open (a key the TPM refused).
-        for (kind, event) in witness_keys::pending_audit(root)? {
-            index.audit(&kind, None, None, None, &event)?;
+        // (Moved aside before it is read, so a line appended meanwhile waits for the next open.)
+        let pending = witness_keys::pending_audit(root)?;
+        for (kind, event) in &pending.events {
+            index.audit(kind, None, None, None, event)?;
         }
-        witness_keys::clear_pending_audit(root)?;
+        witness_keys::clear_pending_audit(&pending)?;
         Ok(Self { root: root.to_owned(), config, index })
     }
 

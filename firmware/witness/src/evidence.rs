@@ -213,6 +213,13 @@ pub fn sealed_as(bytes: u64, sha256: &str) -> String {
 /// the length and SHA-256 sealing computed (kept with the seal job; a recording sealed before
 /// that was kept has its plaintext read and compared instead). Why not otherwise.
 pub fn own_evidence(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, String)> {
+    own_evidence_with(dir, recording_id, None)
+}
+
+/// [`own_evidence`], where a recording sealed before its seal result was kept and whose local
+/// file is gone (pruned) is compared with `plain`, a copy of its bytes as played (the one an
+/// evidence bundle holds, fetched from the store).
+pub fn own_evidence_with(dir: &DataDir, recording_id: &str, plain: Option<&Path>) -> Result<(Vec<u8>, String)> {
     let rec = dir.index.recording(recording_id)?.with_context(|| format!("no recording {recording_id}"))?;
     let (m, s) = evidence_files(dir, recording_id)?;
     let key = public_key_hex(&dir.root)?;
@@ -229,23 +236,18 @@ pub fn own_evidence(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, Strin
     }
     let sealed = match dir.index.job_result(recording_id, witness_core::JobStep::Seal)? {
         Some(kept) => kept,
+        None if !dir.root.join(&rec.path).exists() && plain.is_some() => {
+            let copy = plain.unwrap_or(Path::new(""));
+            let file = std::fs::File::open(copy).with_context(|| format!("opening {}", copy.display()))?;
+            let (len, sha) = length_and_sha256(file).with_context(|| format!("reading {}", copy.display()))?;
+            sealed_as(len, &sha)
+        }
         None => {
             let path = dir.root.join(&rec.path);
             let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let mut reader = witness_recorder::PlainReader::new(file, &witness_keys::key_for(&dir.root))?;
-            let mut hash = <sha2::Sha256 as sha2::Digest>::new();
-            let mut len = 0u64;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                use std::io::Read;
-                let n = reader.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
-                if n == 0 {
-                    break;
-                }
-                len += n as u64;
-                sha2::Digest::update(&mut hash, &buf[..n]);
-            }
-            sealed_as(len, &hex::encode(sha2::Digest::finalize(hash)))
+            let reader = witness_recorder::PlainReader::new(file, &witness_keys::key_for(&dir.root))?;
+            let (len, sha) = length_and_sha256(reader).with_context(|| format!("reading {}", path.display()))?;
+            sealed_as(len, &sha)
         }
     };
     if sealed_as(manifest.bytes, &manifest.sha256) != sealed {
@@ -256,6 +258,22 @@ pub fn own_evidence(dir: &DataDir, recording_id: &str) -> Result<(Vec<u8>, Strin
         );
     }
     Ok((m, s))
+}
+
+/// The length and SHA-256 (hex) of what `r` reads.
+fn length_and_sha256(mut r: impl std::io::Read) -> std::io::Result<(u64, String)> {
+    let mut hash = <sha2::Sha256 as sha2::Digest>::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        len += n as u64;
+        sha2::Digest::update(&mut hash, &buf[..n]);
+    }
+    Ok((len, hex::encode(sha2::Digest::finalize(hash))))
 }
 
 /// Whether the recording at `path` is sealed: its manifest and signature are beside it.
@@ -361,19 +379,24 @@ pub fn write_bundle(dir: &DataDir, session_id: &str, out: &Path) -> Result<(witn
     let mut listed = Vec::new();
     for r in &recs {
         // The signed bytes as stored; for a raw SSH recording (`.wsr`) also a `.cast` to play.
-        if crate::views::is_raw(dir, r)? {
-            crate::views::export_recording(dir, &r.id, &out.join(format!("{}.wsr", r.id)), crate::views::View::Stored)?;
+        let stored = if crate::views::is_raw(dir, r)? {
+            let stored = out.join(format!("{}.wsr", r.id));
+            crate::views::export_recording(dir, &r.id, &stored, crate::views::View::Stored)?;
             crate::views::export_recording(
                 dir,
                 &r.id,
                 &out.join(format!("{}.cast", r.id)),
                 crate::views::View::Player,
             )?;
+            stored
         } else {
             let file = out.join(format!("{}.{}", r.id, crate::sync::extension(&r.path)));
             crate::views::export_recording(dir, &r.id, &file, crate::views::View::Stored)?;
-        }
-        let (m, s) = evidence_files(dir, &r.id)?;
+            file
+        };
+        // Only the recording's own manifest: the box signs the session's list from it (issue 18,
+        // `h-fix18g`: another recording's manifest copied beside this one was listed unchecked).
+        let (m, s) = own_evidence_with(dir, &r.id, Some(&stored))?;
         // The signed list of the session's recordings: a recording dropped from the folder fails.
         let parsed: Manifest =
             serde_json::from_slice(&m).with_context(|| format!("the manifest of recording {}", r.id))?;

@@ -130,6 +130,18 @@ pub fn store_reader(
     StoreReader::new(store, key, size, 0)
 }
 
+/// A stored object of a length not known, read forward in ranged fetches to its end (a fetch
+/// answered short is its last): for a recording no session manifest lists (`index rebuild
+/// --from-store`), whose bytes are then checked against its signed manifest.
+pub fn store_reader_to_end(
+    store: Arc<witness_store::Store>,
+    key: String,
+) -> std::io::Result<impl std::io::Read + Send> {
+    let mut r = StoreReader::new(store, key, u64::MAX, 0)?;
+    r.open_ended = true;
+    Ok(r)
+}
+
 /// A recording's object in the store.
 struct InStore {
     store: Arc<witness_store::Store>,
@@ -165,6 +177,8 @@ struct StoreReader {
     window: Vec<u8>,
     pos: usize,
     own: Option<tokio::runtime::Runtime>,
+    /// The length is not known: a fetch answered short (or empty) ends the object.
+    open_ended: bool,
 }
 
 impl StoreReader {
@@ -184,6 +198,7 @@ impl StoreReader {
             window: Vec::new(),
             pos: 0,
             own,
+            open_ended: false,
         })
     }
 }
@@ -203,6 +218,13 @@ impl std::io::Read for StoreReader {
             };
             self.window = got.map_err(std::io::Error::other)?;
             self.pos = 0;
+            if self.open_ended && (self.window.len() as u64) < len {
+                // Its end: what was read is the whole object.
+                self.size = self.offset + self.window.len() as u64;
+                if self.window.is_empty() {
+                    return Ok(0);
+                }
+            }
             if self.window.is_empty() {
                 return Err(std::io::Error::other(format!(
                     "the stored object ends at byte {}, expected {}",

@@ -2,7 +2,8 @@
 //! domain PDUs in their connection phase only, once each, with the box's values; the target's
 //! Connect Response re-encoded with the blocks a client reads; the client's self-description in
 //! the Connect Initial replaced; the Monitor Layout the target sends rebuilt from the client's
-//! monitors; Frame Acknowledges only for frames the target marked; QoE timestamps dropped.
+//! monitors. (The client's Frame Acknowledges, only for frames the box numbered and the target
+//! ended, are [`super::Frames`]'s; QoE timestamps are dropped with the fast-path input.)
 
 use super::*;
 use ironrdp_pdu::gcc::{
@@ -23,7 +24,7 @@ pub(super) struct McsDomain {
     erected: bool,
     attach_requested: bool,
     /// The user id the target's Attach User Confirm gave.
-    user_id: Option<u16>,
+    pub(super) user_id: Option<u16>,
     /// Channels the client asked to join and the target has not confirmed.
     pending: HashSet<u16>,
     /// Channels the client asked to join, ever.
@@ -317,130 +318,4 @@ pub(super) fn monitor_layout_body(monitors: &[ironrdp_pdu::gcc::Monitor], deskto
     body
 }
 
-/// The frame ids the target's surface commands ended (Frame Marker, frameAction END) and no
-/// Frame Acknowledge answered yet, oldest first, walked across fast-path fragments.
-#[derive(Debug, Default)]
-pub(super) struct FrameMarkers {
-    pub(super) outstanding: std::collections::VecDeque<u32>,
-    /// The surface commands update in fragments: the walk so far.
-    walk: Option<SurfaceWalk>,
-}
-
-/// The most frame ids kept waiting for an acknowledgement (the oldest go first).
-const FRAMES_KEPT: usize = 4096;
-
-#[derive(Debug, Default)]
-struct SurfaceWalk {
-    /// Bytes of bitmap data still to skip.
-    skip: usize,
-    /// The command header read so far.
-    header: Vec<u8>,
-    /// The walk met a command it does not know: no more markers from this update.
-    lost: bool,
-}
-
-impl SurfaceWalk {
-    fn feed(&mut self, mut data: &[u8], ends: &mut Vec<u32>) {
-        const SET_SURFACE_BITS: u16 = 0x0001;
-        const FRAME_MARKER: u16 = 0x0004;
-        const STREAM_SURFACE_BITS: u16 = 0x0006;
-        // A header is read as soon as it is whole: the last command may end the data.
-        while !self.lost {
-            if self.skip > 0 {
-                if data.is_empty() {
-                    return;
-                }
-                let n = self.skip.min(data.len());
-                self.skip -= n;
-                data = &data[n..];
-                continue;
-            }
-            let kind = (self.header.len() >= 2).then(|| u16::from_le_bytes([self.header[0], self.header[1]]));
-            let need = match kind {
-                None => 2,
-                Some(FRAME_MARKER) => 8,
-                // cmdType, destination (8), TS_BITMAP_DATA_EX up to bitmapDataLength (12), its
-                // optional extended header (24).
-                Some(SET_SURFACE_BITS | STREAM_SURFACE_BITS) if self.header.len() >= 12 => {
-                    if self.header[11] & 0x01 != 0 { 46 } else { 22 }
-                }
-                Some(SET_SURFACE_BITS | STREAM_SURFACE_BITS) => 12,
-                Some(_) => {
-                    self.lost = true;
-                    return;
-                }
-            };
-            if self.header.len() < need {
-                if data.is_empty() {
-                    return;
-                }
-                let n = (need - self.header.len()).min(data.len());
-                self.header.extend(&data[..n]);
-                data = &data[n..];
-                continue;
-            }
-            match kind {
-                Some(FRAME_MARKER) => {
-                    if self.header[2..4] == [1, 0] {
-                        ends.push(u32::from_le_bytes([self.header[4], self.header[5], self.header[6], self.header[7]]));
-                    }
-                    self.header.clear();
-                }
-                _ => {
-                    let h = &self.header;
-                    self.skip = u32::from_le_bytes([h[18], h[19], h[20], h[21]]) as usize;
-                    self.header.clear();
-                }
-            }
-        }
-    }
-}
-
-impl FrameMarkers {
-    /// Notes the frame ends in a fast-path output PDU the client gets.
-    pub(super) fn observe(&mut self, frame: &[u8]) {
-        const SURFACE_COMMANDS: u8 = 0x4;
-        let mut ends = Vec::new();
-        for (header, range) in updates(frame) {
-            if header & 0x0F != SURFACE_COMMANDS {
-                continue;
-            }
-            let data = &frame[range];
-            match (header >> 4) & 0x03 {
-                fp::SINGLE => SurfaceWalk::default().feed(data, &mut ends),
-                fp::FIRST => {
-                    let mut walk = SurfaceWalk::default();
-                    walk.feed(data, &mut ends);
-                    self.walk = Some(walk);
-                }
-                fp::NEXT => {
-                    if let Some(w) = self.walk.as_mut() {
-                        w.feed(data, &mut ends);
-                    }
-                }
-                _ => {
-                    if let Some(mut w) = self.walk.take() {
-                        w.feed(data, &mut ends);
-                    }
-                }
-            }
-        }
-        for id in ends {
-            if self.outstanding.len() == FRAMES_KEPT {
-                self.outstanding.pop_front();
-            }
-            self.outstanding.push_back(id);
-        }
-    }
-
-    /// Whether a Frame Acknowledge for `id` answers a frame the target ended, in order, once: it
-    /// takes that frame and every older one.
-    pub(super) fn acknowledge(&mut self, id: u32) -> bool {
-        let Some(at) = self.outstanding.iter().position(|&f| f == id) else { return false };
-        self.outstanding.drain(..=at);
-        true
-    }
-}
-
 pub const LAYOUT_REPEATED: &str = "the target sent a second monitor layout in one activation";
-pub const FRAME_NOT_SENT: &str = "the client acknowledged a frame the target did not end, or one it acknowledged";

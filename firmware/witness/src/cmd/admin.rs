@@ -560,7 +560,39 @@ pub fn verify_audit(root: &Path) -> Result<()> {
             } else {
                 ""
             };
-            println!("verified against the store {store}{same_disk}: {held}{pending}");
+            // Verified only when nothing below makes it no verification: otherwise what the store
+            // showed is said as compared, not verified.
+            let mut not_compared: Vec<String> = Vec::new();
+            // Checkpoints that name no store (a copy made before they did) pin none: the store
+            // compared with is only what a file on this disk names.
+            if let Some(seq) = unnamed_store {
+                not_compared
+                    .push(format!("NOT COMPARED with the store: {}", crate::audit_checkpoint::unnamed_store_text(seq)));
+            }
+            // What the store does not hold is not covered: checkpoints left unsent longer than
+            // a send takes (a note made a folder, a failing store: red team h-red18e) make the
+            // comparison no verification.
+            if let Some((seq, at)) = oldest_unsent
+                && crate::audit_checkpoint::unsent_too_long(&at, time::OffsetDateTime::now_utc())
+            {
+                not_compared.push(format!(
+                    "NOT COMPARED with the store: checkpoint {seq} (signed {at}) and those after it are not in the store {} min after they were signed; what they cover is not compared (see `witness sync status`)",
+                    crate::audit_checkpoint::UNSENT_MAX.as_secs() / 60
+                ));
+            }
+            // An earlier store (checkpoints sent there, or recorded by `store set` or found
+            // configured before this one): what went there is compared only there (red team
+            // h-red18d; issue 18, `h-fix18g`).
+            if let Some(earlier) = earlier_store {
+                not_compared.push(format!("NOT COMPARED with the store {}", earlier.cli()));
+            }
+            // A store changed outside `witness store set` (found by the box and recorded) is never
+            // a verification afterwards (issue 18, `h-arc18j`).
+            if let Some(why) = changed_outside {
+                not_compared.push(format!("NOT COMPARED: {why}"));
+            }
+            let verb = if not_compared.is_empty() { "verified against" } else { "compared with" };
+            println!("{verb} the store {store}{same_disk}: {held}{pending}");
             if !c.passed_over.is_empty() {
                 println!(
                     "passed over {} objects under the box's checkpoints in the store that are not checkpoints: {}",
@@ -568,39 +600,10 @@ pub fn verify_audit(root: &Path) -> Result<()> {
                     c.passed_over.join(", ")
                 );
             }
-            // A store changed on a rolled-back disk gets the next checkpoints signed for it: what
-            // the earlier ones covered is only compared where they went (red team h-red18d).
-            // Checkpoints that name no store (a copy made before they did) pin none: the store
-            // compared with is only what a file on this disk names.
-            if let Some(seq) = unnamed_store {
-                println!("NOT COMPARED with the store: {}", crate::audit_checkpoint::unnamed_store_text(seq));
-                return Err(NotCompared.into());
+            for line in &not_compared {
+                println!("{line}");
             }
-            let mut compared = true;
-            // What the store does not hold is not covered: checkpoints left unsent longer than
-            // a send takes (a note made a folder, a failing store: red team h-red18e) make the
-            // comparison no verification.
-            if let Some((seq, at)) = oldest_unsent
-                && crate::audit_checkpoint::unsent_too_long(&at, time::OffsetDateTime::now_utc())
-            {
-                println!(
-                    "NOT COMPARED with the store: checkpoint {seq} (signed {at}) and those after it are not in the store {} min after they were signed; what they cover is not compared (see `witness sync status`)",
-                    crate::audit_checkpoint::UNSENT_MAX.as_secs() / 60
-                );
-                return Err(NotCompared.into());
-            }
-            if let Some((seq, other)) = earlier_store {
-                println!(
-                    "NOT COMPARED with the store checkpoint {seq} and those before it were sent to ({other}): a rollback from before the store changed is not ruled out"
-                );
-                compared = false;
-            }
-            // A store changed outside `witness store set` (found by the box and recorded) is never
-            // a verification afterwards (issue 18, `h-arc18j`).
-            if let Some(why) = changed_outside {
-                println!("NOT COMPARED: {why}");
-                compared = false;
-            }
+            let compared = not_compared.is_empty();
             if !compared {
                 return Err(NotCompared.into());
             }

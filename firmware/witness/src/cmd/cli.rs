@@ -69,6 +69,8 @@ pub enum Command {
     /// Index maintenance.
     #[command(subcommand)]
     Index(IndexCmd),
+    /// The device nodes the chosen board profile uses (GPIO chips, I2C buses), one per line.
+    BoardDevices,
     /// What the front panel shows now (board, LED pattern, health, watchdog).
     Panel {
         #[arg(long)]

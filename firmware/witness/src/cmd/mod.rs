@@ -39,6 +39,7 @@ pub fn run(cli: cli::Cli) -> anyhow::Result<()> {
             search::read_text(&cli.data, recording_id, json)
         }
         Command::Panel { json } => panel::show(&cli.data, json),
+        Command::BoardDevices => panel::board_devices(&cli.data),
         Command::Evidence(cli::EvidenceCmd::Export { session_id, out }) => {
             let recordings = crate::evidence::export(&cli.data, &session_id, &out)?;
             println!(

@@ -3,6 +3,23 @@
 use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
+/// `witness board-devices`: the device nodes of the board profile the daemon will choose (GPIO
+/// chips holding its lines, I2C buses of its sensors), one per line. Reads the configuration
+/// only (no keys, no index): witness-devices.service runs it as root before the daemon starts
+/// and opens the sandbox to these nodes alone.
+pub fn board_devices(root: &Path) -> Result<()> {
+    let configured = match std::fs::read_to_string(root.join(crate::datadir::CONFIG)) {
+        Ok(text) => witness_core::config::ConfigFile::parse(&text)?.validate()?.board_profile,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", root.join(crate::datadir::CONFIG).display())),
+    };
+    let (profile, _why) = crate::daemon::panel::choose_profile_named(configured.as_deref())?;
+    for node in witness_board_linux::device_nodes(&profile) {
+        println!("{node}");
+    }
+    Ok(())
+}
+
 /// `witness panel [--json]`.
 pub fn show(root: &Path, json: bool) -> Result<()> {
     let path: PathBuf = root.join(crate::daemon::panel::PANEL_FILE);

@@ -367,6 +367,11 @@ pub fn sync(root: &Path, cmd: SyncCmd) -> Result<()> {
     }
 }
 
+/// How a session made from its signed recordings alone ends (`index rebuild --from-store`): no
+/// session manifest of its own was found, so what only that signs is not known.
+pub const RECONSTRUCTED: &str =
+    "unknown: reconstructed from its signed recordings; no session manifest of its own was found in the store";
+
 /// Reads every manifest of a box from the store and re-creates what the index lacks.
 /// Rebuilds the index from the store. A session manifest there is only a list of where to
 /// look, and its session's own fields (client, end reason, times) are taken only when its
@@ -395,6 +400,10 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
     );
     let (mut restored, mut present, mut refused, mut empty, mut unsigned_sessions) = (0, 0, 0, 0, 0);
     let (mut misplaced, mut reached) = (0, std::collections::HashSet::new());
+    // Recordings refused as a session manifest listed them: tried again below as their own
+    // signed manifests show them (a session manifest naming another user hides nothing), and
+    // counted once.
+    let mut refused_ids = std::collections::HashSet::new();
     for key in manifests {
         // Anyone who can write to the bucket can put an object here: one that is not a session
         // manifest is named and passed over, never a reason to restore nothing else.
@@ -451,7 +460,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 refused += 1;
                 continue;
             }
-            let listed = Listed { id, object_key, bytes: r["bytes"].as_u64().unwrap_or(0) };
+            let listed = Listed { id, object_key, bytes: Some(r["bytes"].as_u64().unwrap_or(0)) };
             match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, &listed) {
                 Ok(mut rec) => {
                     reached.insert(rec.id.clone());
@@ -462,6 +471,7 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                     recordings.push(rec);
                 }
                 Err(why) => {
+                    refused_ids.insert(listed.id.clone());
                     println!("refused recording {} of session {}: {why}", listed.id, session.id);
                     tracing::warn!(recording_id = %listed.id, session_id = %session.id, reason = %why, "recording not restored");
                     refused += 1;
@@ -517,8 +527,11 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
     }
     // The recordings' own signed manifests under the box's prefix: a signed recording that no
     // session manifest led to (its session manifest overwritten, removed, or never stored) is
-    // named and counted, never passed over in silence.
+    // restored in a session made from its signed recordings, marked as reconstructed (issue 18,
+    // `h-fix18g`), never passed over in silence.
     let mut not_reached = 0;
+    let mut orphans: std::collections::BTreeMap<String, Vec<(Listed, witness_core::evidence::Manifest)>> =
+        std::collections::BTreeMap::new();
     for key in keys.iter().filter(|k| k.ends_with(".manifest.json") && !k.ends_with("/manifest.json")) {
         let base = key.trim_end_matches(".manifest.json");
         let id = base.rsplit('/').next().unwrap_or_default();
@@ -535,11 +548,23 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
         match signed {
             Ok(m) if m.recording_id == id && m.box_id == box_id => {
                 println!(
-                    "recording {id} of session {} ({} on {}, started {}) is signed in the store but no session manifest leads to it: not restored (its session manifest is missing or not its own)",
+                    "recording {id} of session {} ({} on {}, started {}) is signed in the store but no session manifest leads to it: its session is made from its signed recordings",
                     m.session_id, m.user, m.target, m.started_at
                 );
                 tracing::warn!(recording_id = %id, session_id = %m.session_id, "a signed recording no session manifest leads to");
                 not_reached += 1;
+                let object = keys.iter().find(|k| {
+                    k.strip_prefix(base)
+                        .and_then(|rest| rest.strip_prefix('.'))
+                        .is_some_and(|ext| !ext.is_empty() && !ext.contains('/') && !ext.starts_with("manifest."))
+                });
+                let Some(object_key) = object else {
+                    println!("refused recording {id} of session {}: its object is not in the store", m.session_id);
+                    refused += 1;
+                    continue;
+                };
+                let listed = Listed { id: id.to_owned(), object_key: object_key.clone(), bytes: None };
+                orphans.entry(m.session_id.clone()).or_default().push((listed, m));
             }
             Ok(m) => {
                 println!("refused {key}: its signed manifest names recording {} of box {}", m.recording_id, m.box_id);
@@ -549,6 +574,63 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
                 println!("refused {key}: not a recording manifest signed by key {fingerprint} ({why})");
                 refused += 1;
             }
+        }
+    }
+    let mut reconstructed = 0;
+    for (session_id, found) in orphans {
+        let Some((_, first)) = found.first() else { continue };
+        // Who, where and when from the signed recordings; what no recording signs (where the
+        // client came from, how it ended) is not known, and the session says it was rebuilt so.
+        let mut session = witness_index::SessionRow {
+            id: session_id.clone(),
+            session_id: session_id.clone(),
+            user: first.user.clone(),
+            target: first.target.clone(),
+            protocol: String::new(),
+            client: None,
+            started_at: found.iter().map(|(_, m)| m.started_at.clone()).min().unwrap_or_default(),
+            ended_at: found.iter().filter_map(|(_, m)| m.ended_at.clone()).max(),
+            end_reason: Some(RECONSTRUCTED.to_owned()),
+            status: String::new(),
+            recovered: false,
+            recordings: 0,
+            bytes: 0,
+            kinds: Vec::new(),
+            commands: Vec::new(),
+            transfers: 0,
+            transfer_bytes: 0,
+            held: false,
+        };
+        let mut recordings = Vec::new();
+        for (listed, _) in &found {
+            match verified_recording(&dir, &rt, &store, &read, &public, &box_id, &session, listed) {
+                Ok(rec) => recordings.push(rec),
+                Err(why) => {
+                    println!("refused recording {} of session {session_id}: {why}", listed.id);
+                    if !refused_ids.contains(&listed.id) {
+                        refused += 1;
+                    }
+                }
+            }
+        }
+        let Some(protocol) = witness_core::Protocol::of_channels(recordings.iter().map(|r| r.channel.as_str())) else {
+            println!(
+                "refused session {session_id}: none of its signed recordings verifies, or they name no one protocol"
+            );
+            empty += 1;
+            continue;
+        };
+        session.protocol = protocol.as_str().to_owned();
+        let own = witness_archive::keys::session_manifest_key(&box_id, &session.started_at, &session.id);
+        if dir.index.restore_session(&session, &own, &recordings)? {
+            println!(
+                "session {session_id}: restored from {} signed recordings alone, marked as reconstructed",
+                recordings.len()
+            );
+            restored += 1;
+            reconstructed += 1;
+        } else {
+            present += 1;
         }
     }
     dir.index.audit(
@@ -562,12 +644,13 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
             "sessions_with_an_unsigned_manifest": unsigned_sessions,
             "session_manifests_not_under_their_own_key": misplaced,
             "signed_recordings_not_reached": not_reached,
+            "sessions_reconstructed": reconstructed,
         }),
     )?;
     println!("restored {restored} sessions ({present} were already in the index)");
     if misplaced > 0 || not_reached > 0 {
         println!(
-            "refused {misplaced} session manifests not under their own key; {not_reached} signed recordings no session manifest leads to were not restored"
+            "refused {misplaced} session manifests not under their own key; {not_reached} signed recordings no session manifest leads to; {reconstructed} sessions made from signed recordings alone (marked as reconstructed)"
         );
     }
     if refused > 0 || empty > 0 {
@@ -582,7 +665,8 @@ pub fn rebuild(root: &Path, box_id: Option<String>, key: Option<String>) -> Resu
 struct Listed {
     id: String,
     object_key: String,
-    bytes: u64,
+    /// The object's length as the session manifest lists it (none listed: read to its end).
+    bytes: Option<u64>,
 }
 
 /// The recording `listed` as its signed manifest and its object in the store show it, or why it
@@ -614,8 +698,15 @@ fn verified_recording(
         return Err(format!("its signed manifest names {what} {is}, the session manifest {listed_as}"));
     }
     // Read back, decrypted as the box plays it, and compared with what is signed.
-    let object = crate::playback::store_reader(read.clone(), listed.object_key.clone(), listed.bytes)
-        .map_err(|e| format!("reading {}: {e}", listed.object_key))?;
+    // (Its length as the session manifest lists it; a recording no session manifest lists is
+    // read to its end.)
+    let object: Box<dyn std::io::Read + Send> = match listed.bytes {
+        Some(bytes) => crate::playback::store_reader(read.clone(), listed.object_key.clone(), bytes)
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+        None => crate::playback::store_reader_to_end(read.clone(), listed.object_key.clone())
+            .map(|r| Box::new(r) as Box<dyn std::io::Read + Send>),
+    }
+    .map_err(|e| format!("reading {}: {e}", listed.object_key))?;
     let mut plain = witness_recorder::PlainReader::new(object, &witness_keys::key_for(&dir.root))
         .map_err(|e| format!("reading {}: {e}", listed.object_key))?;
     let mut chainer = witness_core::evidence::Chainer::default();

@@ -267,6 +267,18 @@ impl Finisher {
 
 use witness_core::clock::unix_secs as unix_now;
 
+/// What each fsync of a recording's writer made durable, noted in the index (schema step 22):
+/// recovery names a file found shorter than that, or changed below it (red team h-red18e; the
+/// video and the RDP key track too since `h-fix18g`).
+pub fn note_durable(dir: &Arc<DataDir>, id: &str) -> witness_recorder::OnDurable {
+    let (dir, rid) = (dir.clone(), id.to_owned());
+    Arc::new(move |bytes, sha| {
+        if let Err(e) = dir.index.note_durable(&rid, bytes, sha) {
+            tracing::warn!(recording_id = %rid, error = %e, "could not note what the recording made durable");
+        }
+    })
+}
+
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
@@ -399,12 +411,7 @@ impl witness_ssh::Broker for BoxBroker {
                 .map_err(|e| RecordError::Create(format!("{:#}", anyhow::Error::from(e))))?;
             // What each fsync made durable goes to the index: recovery names a file found
             // shorter than that (records cut off its end after the fact).
-            let (dir, rid) = (self.dir.clone(), id.clone());
-            let noted: witness_recorder::OnDurable = std::sync::Arc::new(move |bytes, sha| {
-                if let Err(e) = dir.index.note_durable(&rid, bytes, sha) {
-                    tracing::warn!(recording_id = %rid, error = %e, "could not note what the recording made durable");
-                }
-            });
+            let noted = note_durable(&self.dir, &id);
             witness_recorder::start_cast(&path, &header, settings, Some(encryption)).map(|r| r.on_durable(noted))
         })();
         match started {

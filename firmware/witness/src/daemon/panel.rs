@@ -24,7 +24,12 @@ const PROBE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Picks the profile: config, then device tree / DMI, then `sim`.
 pub fn choose_profile(dir: &DataDir) -> Result<(Profile, String)> {
-    if let Some(name) = &dir.config.board_profile {
+    choose_profile_named(dir.config.board_profile.as_deref())
+}
+
+/// [`choose_profile`] from the configured profile name (or file) alone.
+pub fn choose_profile_named(configured: Option<&str>) -> Result<(Profile, String)> {
+    if let Some(name) = configured {
         if let Some(p) = Profile::builtin(name) {
             return Ok((p?, format!("configured ({name})")));
         }

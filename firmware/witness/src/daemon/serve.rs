@@ -324,6 +324,28 @@ fn watch_signals(stop: CancellationToken, supervised: Arc<std::sync::OnceLock<Ar
     Ok(())
 }
 
+/// The SHA-256 (hex) of the first `len` bytes of the file at `path`.
+fn prefix_sha256(path: &std::path::Path, len: u64) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut hash = sha2::Sha256::new();
+    let mut file = std::fs::File::open(path)?.take(len);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut read = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        hash.update(&buf[..n]);
+    }
+    if read < len {
+        return Err(std::io::Error::other(format!("the file ends at byte {read}, before {len}")));
+    }
+    Ok(hex::encode(hash.finalize()))
+}
+
 /// Finishes what an unclean stop left: recordings still `recording`/`processing` are trimmed to
 /// their last whole event and marked `completed` (recovered); open sessions are ended.
 pub fn recover(dir: &DataDir) -> Result<()> {
@@ -331,6 +353,14 @@ pub fn recover(dir: &DataDir) -> Result<()> {
     for rec in &unfinished {
         let path = dir.root.join(&rec.path);
         let stored_before = std::fs::metadata(&path).map(|m| m.len()).ok();
+        // What the writer noted as durable, and the SHA-256 of as many stored bytes now (read
+        // before recovery moves anything aside): a file whose durable part changed on disk is
+        // named, not only one cut below it (issue 18, `h-fix18g`).
+        let durable = dir.index.durable_of(&rec.id)?;
+        let durable_now = match (&durable, stored_before) {
+            (Some((len, _)), Some(stored)) if stored >= *len => prefix_sha256(&path, *len).ok(),
+            _ => None,
+        };
         let end = match witness_recorder::recover_cast(&path, &witness_keys::key_for(&dir.root)) {
             Ok(r) => {
                 // What recovery found and did, kept in the index: sealing states these gaps and
@@ -346,7 +376,23 @@ pub fn recover(dir: &DataDir) -> Result<()> {
                 }
                 // The file is shorter than what the writer had made durable: records were
                 // removed after they were written (a crash loses only what was not durable).
-                if let (Some((durable, _)), Some(stored)) = (dir.index.durable_of(&rec.id)?, stored_before)
+                if let (Some((len, noted)), Some(now)) = (&durable, &durable_now)
+                    && noted != now
+                {
+                    warn!(recording_id = %rec.id, durable = len, "the part of a recording made durable changed on disk");
+                    dir.index.audit(
+                        "recording_changed_after_durable",
+                        Some(&rec.user),
+                        Some(&rec.target),
+                        Some(&rec.session_id),
+                        &serde_json::json!({ "recording": rec.id, "durable_bytes": len, "durable_sha256": noted, "sha256_found": now }),
+                    )?;
+                    gaps.push(serde_json::json!({
+                        "reason": format!("the first {len} stored bytes, which the box had made durable with SHA-256 {noted}, hash to {now}: changed on disk after they were written"),
+                        "changed_bytes_within": len,
+                    }));
+                }
+                if let (Some((durable, _)), Some(stored)) = (durable.clone(), stored_before)
                     && stored < durable
                 {
                     warn!(recording_id = %rec.id, stored, durable, "a recording is shorter than what was made durable; records were removed after they were written");

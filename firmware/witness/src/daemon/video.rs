@@ -170,7 +170,7 @@ impl std::fmt::Debug for SessionVideo {
 /// Starts the video of `session_id` at the desktop's size, with the encoder chosen at start-up.
 /// Its timeline starts at `origin` (the session's start), so it lasts as long as the session.
 pub fn start_session_video(
-    dir: &DataDir,
+    dir: &std::sync::Arc<DataDir>,
     session_id: &str,
     width: u32,
     height: u32,
@@ -193,7 +193,10 @@ pub fn start_session_video(
         &rel.to_string_lossy(),
     )?;
     let encryption = witness_keys::new_encryption(&dir.root, &id)?;
-    let file = witness_recorder::SealedFile::create(&path, encryption, dir.config.fsync_interval)?;
+    // What each fsync made durable goes to the index, as for an SSH recording: recovery names a
+    // video found shorter than that, or changed below it (issue 18, `h-fix18g`).
+    let file = witness_recorder::SealedFile::create(&path, encryption, dir.config.fsync_interval)?
+        .on_durable(crate::daemon::broker::note_durable(dir, &id));
     let file = std::sync::Arc::new(std::sync::Mutex::new(Some(file)));
     let sink_file = file.clone();
     let sink: witness_video::ByteSink = Box::new(move |chunk| {
@@ -286,7 +289,7 @@ impl BoxScreen {
 /// Starts the key track of an RDP session: an encrypted cast (channel `keys`) whose output is what
 /// the user typed, on the video's timeline; sealed, uploaded, searchable and played like any cast.
 fn start_key_track(
-    dir: &DataDir,
+    dir: &std::sync::Arc<DataDir>,
     session_id: &str,
     origin: Instant,
 ) -> Result<(String, witness_recorder::CastRecorder)> {
@@ -316,7 +319,9 @@ fn start_key_track(
     };
     let settings = witness_recorder::RecorderSettings { fsync_interval: dir.config.fsync_interval };
     let encryption = witness_keys::new_encryption(&dir.root, &id)?;
-    let rec = witness_recorder::start_cast(&path, &header, settings, Some(encryption))?.timed_from(origin);
+    let rec = witness_recorder::start_cast(&path, &header, settings, Some(encryption))?
+        .timed_from(origin)
+        .on_durable(crate::daemon::broker::note_durable(dir, &id));
     Ok((id, rec))
 }
 
@@ -454,7 +459,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("data");
         crate::provision::create(&root).unwrap();
-        let dir = DataDir::open(&root).unwrap();
+        let dir = std::sync::Arc::new(DataDir::open(&root).unwrap());
         dir.index.create_session("s1", "admin", "win01", witness_core::Protocol::Rdp, None).unwrap();
         // The daemon probes in child processes of its own binary; a test binary is not one, so
         // probe in-process and record the choice as the daemon would.
