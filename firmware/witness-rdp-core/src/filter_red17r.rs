@@ -265,7 +265,7 @@ fn red17r_a_confirm_active_from_the_target_carries_a_file_to_the_client() {
 fn red17r_finalization_pdus_carry_bytes_in_fields_the_specification_fixes() {
     let (mut filter, _, demand_active) = replayed();
     let io = filter.io_channel.expect("connected");
-    let user = filter.user_channel.expect("the target's attach user confirm passed").to_le_bytes();
+    let user = filter.user_channel().expect("the target's attach user confirm passed").to_le_bytes();
     let payload = file(3 * 8 * 6);
     for round in payload.chunks(8 * 6) {
         // The target reactivates: a Demand Active (the session's own, as it passed) starts the
