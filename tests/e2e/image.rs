@@ -287,13 +287,27 @@ impl Vm {
     }
 
     /// Waits for a serial console line holding every one of `parts`; fails early if QEMU exits.
+    /// Waits for a serial line holding every one of `parts`; a timeout shows the log's tail, so
+    /// a failed boot says where it stopped.
     fn wait_serial(&mut self, parts: &[&str], secs: u64) {
-        eventually(secs, &format!("a line with {parts:?} on the serial console"), || {
+        let start = std::time::Instant::now();
+        loop {
             if let Some(st) = self.exited() {
                 panic!("qemu exited ({st}) before a line with {parts:?}; serial log:\n{}", self.serial());
             }
-            self.serial().lines().any(|l| parts.iter().all(|p| l.contains(p))).then_some(())
-        });
+            let serial = self.serial();
+            if serial.lines().any(|l| parts.iter().all(|p| l.contains(p))) {
+                return;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(secs) {
+                let lines: Vec<&str> = serial.lines().collect();
+                let tail = lines[lines.len().saturating_sub(80)..].join("\n");
+                panic!(
+                    "timed out after {secs}s waiting for a line with {parts:?} on the serial console; its last lines:\n{tail}"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
     }
 }
 
