@@ -283,7 +283,8 @@ pub(crate) fn pruned_sessions(sshd: &Sshd, s3: &S3, words: &[&str]) -> (Box, Vec
     b.use_s3(s3, S3_BUCKET, S3_SECRET);
     b.serve();
     for word in words {
-        assert!(b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap().status.success());
+        let out = b.ssh("alice@web01").arg(format!("echo {word}")).output().unwrap();
+        assert!(out.status.success(), "the session failed: {}\nbox: {}", stderr(&out), b.log());
     }
     let recs = eventually(60, "uploaded, manifests stored and local copies pruned", || {
         let recs = b.recordings();
