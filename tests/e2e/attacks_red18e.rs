@@ -23,6 +23,37 @@ fn record_ends(file: &[u8]) -> (usize, Vec<usize>) {
     (header, ends)
 }
 
+/// A box killed (SIGKILL) in the middle of an SSH session printing `TAG-line-N` lines, once the
+/// box shows line 30 and `settle` more has passed (a writer's fsync cadence): the stopped box,
+/// the recording's row and path, and what the box showed of it.
+pub(crate) fn killed_mid_session(
+    sshd: &Sshd,
+    tag: &str,
+    settle: std::time::Duration,
+) -> (Box, serde_json::Value, std::path::PathBuf, String) {
+    let mut b = Box::with_target(sshd);
+    b.serve();
+    let mut client = b
+        .ssh("alice@web01")
+        .arg(format!("for i in $(seq 1 600); do echo {tag}-line-$i; sleep 0.1; done"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rec = b.live_recording(&mut client);
+    let id = rec["id"].as_str().unwrap().to_owned();
+    let seen = eventually(30, "30 lines recorded", || {
+        let text = b.export(&id);
+        text.contains(&format!("{tag}-line-30")).then_some(text)
+    });
+    std::thread::sleep(settle);
+    b.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let path = b.data().join(rec["path"].as_str().unwrap());
+    (b, rec, path, seen)
+}
+
 /// Invariant broken: "records are bound to their place … removing, repeating or reordering
 /// records without the keys fails by name", and "crash recovery never destroys authentic data".
 /// The counters bind each record's place from the start, but nothing binds where a recording
@@ -40,26 +71,9 @@ fn record_ends(file: &[u8]) -> (usize, Vec<usize>) {
 #[test]
 fn red18e_records_cut_off_the_end_after_a_crash_are_sealed_as_a_plain_crash() {
     let sshd = Sshd::start();
-    let mut b = Box::with_target(&sshd);
-    b.serve();
-    let mut client = b
-        .ssh("alice@web01")
-        .arg("for i in $(seq 1 600); do echo red18e-line-$i; sleep 0.1; done")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rec = b.live_recording(&mut client);
-    let id = rec["id"].as_str().unwrap().to_owned();
     // Some seconds of the session are on disk, whole and fsync'd: the box shows them.
-    let seen = eventually(30, "30 lines recorded", || {
-        let text = b.export(&id);
-        text.contains("red18e-line-30").then_some(text)
-    });
-    b.kill9();
-    let _ = client.kill();
-    let _ = client.wait();
-    let path = b.data().join(rec["path"].as_str().unwrap());
+    let (mut b, rec, path, seen) = killed_mid_session(&sshd, "red18e", std::time::Duration::ZERO);
+    let id = rec["id"].as_str().unwrap().to_owned();
     let bytes = std::fs::read(&path).unwrap();
     let (header, ends) = record_ends(&bytes);
     assert!(ends.len() >= 20, "one record an event: {} records", ends.len());

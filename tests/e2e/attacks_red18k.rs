@@ -140,24 +140,10 @@ fn red18k_evidence_export_signs_a_session_list_from_a_manifest_copied_over_anoth
 #[test]
 fn red18k_a_header_reordered_after_a_crash_is_sealed_as_a_plain_crash() {
     let sshd = Sshd::start();
-    let mut b = Box::with_target(&sshd);
-    b.serve();
-    let mut client = b
-        .ssh("alice@web01")
-        .arg("for i in $(seq 1 600); do echo red18k-line-$i; sleep 0.1; done")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let rec = b.live_recording(&mut client);
-    let id = rec["id"].as_str().unwrap().to_owned();
-    eventually(30, "30 lines recorded", || b.export(&id).contains("red18k-line-30").then_some(()));
     // A second past the next fsync: what is on disk was made durable and noted.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
-    b.kill9();
-    let _ = client.kill();
-    let _ = client.wait();
-    let path = b.data().join(rec["path"].as_str().unwrap());
+    let (mut b, rec, path, _) =
+        crate::attacks_red18e::killed_mid_session(&sshd, "red18k", std::time::Duration::from_millis(2500));
+    let id = rec["id"].as_str().unwrap().to_owned();
     let mut bytes = std::fs::read(&path).unwrap();
     // The attack: the header line's keys in reverse order, the same length.
     let end = bytes.iter().position(|b| *b == b'\n').unwrap();

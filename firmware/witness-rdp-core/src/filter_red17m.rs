@@ -302,7 +302,7 @@ fn red17m_the_clients_answer_to_sound_formats_carries_a_file_to_the_target() {
 }
 
 /// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
-fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
+pub(super) fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
     let total = u16::try_from(18 + body.len()).unwrap();
     let mut pdu = total.to_le_bytes().to_vec();
     pdu.extend(0x0017u16.to_le_bytes());

@@ -9,24 +9,10 @@
 //! client receives that the decoder never draws, and that no gap states, are unrecorded.
 
 use super::red17i::pixel;
-use super::red17m::{carries, confirm_active, file, replayed_with_demand_active as replayed};
+use super::red17m::{carries, confirm_active, file, replayed_with_demand_active as replayed, share_data};
 use super::red17p::fast_path_update;
 use super::*;
 use crate::decode::PassiveDecoder;
-
-/// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
-fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
-    let total = u16::try_from(18 + body.len()).unwrap();
-    let mut pdu = total.to_le_bytes().to_vec();
-    pdu.extend(0x0017u16.to_le_bytes());
-    pdu.extend(source.to_le_bytes());
-    pdu.extend(0x0001_03EAu32.to_le_bytes());
-    pdu.extend([0, 1]);
-    pdu.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
-    pdu.extend([pdu_type2, 0, 0, 0]);
-    pdu.extend(body);
-    pdu
-}
 
 fn target_io(user_data: Vec<u8>, channel: u16) -> Vec<u8> {
     encode_vec(&X224(SendDataIndication { initiator_id: 1002, channel_id: channel, user_data: Cow::Owned(user_data) }))

@@ -12,7 +12,7 @@
 //! session where the field reaches one). A field a sender may fill as it likes, as often as it
 //! likes, that no one draws and no gap states, is a pipe past the box.
 
-use super::red17m::{carries, file};
+use super::red17m::{carries, file, share_data};
 use super::*;
 use ironrdp_pdu::gcc::{ServerGccBlocks, ServerSecurityData};
 use ironrdp_pdu::mcs::{
@@ -359,20 +359,6 @@ fn red17s_the_connect_initial_carries_what_the_client_says_of_itself_to_the_targ
     let x224 = decode::<X224<X224Data<'_>>>(&out).unwrap();
     let got = decode::<ConnectInitial>(&x224.0.data).unwrap().conference_create_request.into_gcc_blocks();
     assert_eq!(got.core.keyboard_layout, 0x0407);
-}
-
-/// A Share Data PDU of `pdu_type2` from `source` (stream 1, uncompressed) around `body`.
-fn share_data(source: u16, pdu_type2: u8, body: &[u8]) -> Vec<u8> {
-    let total = u16::try_from(18 + body.len()).unwrap();
-    let mut pdu = total.to_le_bytes().to_vec();
-    pdu.extend(0x0017u16.to_le_bytes());
-    pdu.extend(source.to_le_bytes());
-    pdu.extend(0x0001_03EAu32.to_le_bytes());
-    pdu.extend([0, 1]);
-    pdu.extend(u16::try_from(4 + body.len()).unwrap().to_le_bytes());
-    pdu.extend([pdu_type2, 0, 0, 0]);
-    pdu.extend(body);
-    pdu
 }
 
 fn client_io(user_data: Vec<u8>) -> Vec<u8> {
