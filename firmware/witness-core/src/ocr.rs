@@ -243,14 +243,7 @@ impl Sheet {
         if w == 0 || h == 0 || x0.max(y0).max(w).max(h) > MAX_SIDE || letters.is_empty() {
             return None;
         }
-        let mut counts: Vec<(char, usize)> = Vec::new();
-        for c in letters.iter().flat_map(|c| c.to_lowercase()) {
-            match counts.iter_mut().find(|(d, _)| *d == c) {
-                Some((_, n)) => *n += 1,
-                None => counts.push((c, 1)),
-            }
-        }
-        let &(mode, n) = counts.iter().max_by_key(|(_, n)| *n)?;
+        let (mode, n) = commonest(letters.iter().flat_map(|c| c.to_lowercase()))?;
         if n * 100 < letters.len() * RUN_SHARE {
             return None;
         }
@@ -275,18 +268,7 @@ impl Sheet {
             .into_iter()
             .find(|g| self.same_glyphs(g, y0, h))?;
         // Tesseract's commonest spelling of the letter (its case), as many times as glyphs.
-        let glyph = letters
-            .iter()
-            .filter(|c| c.to_lowercase().eq(std::iter::once(mode)))
-            .fold(Vec::<(char, usize)>::new(), |mut acc, c| {
-                match acc.iter_mut().find(|(d, _)| d == c) {
-                    Some((_, n)) => *n += 1,
-                    None => acc.push((*c, 1)),
-                }
-                acc
-            })
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
+        let glyph = commonest(letters.iter().copied().filter(|c| c.to_lowercase().eq(std::iter::once(mode))))
             .map_or(mode, |(c, _)| c);
         Some(std::iter::repeat_n(glyph, run.len()).collect())
     }
@@ -361,6 +343,18 @@ impl Sheet {
         let text = words.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>().join(" ");
         Some(Line { region, text, rect })
     }
+}
+
+/// The commonest of `items` and how often it comes (of equals, the last to come first).
+fn commonest(items: impl Iterator<Item = char>) -> Option<(char, usize)> {
+    let mut counts: Vec<(char, usize)> = Vec::new();
+    for c in items {
+        match counts.iter_mut().find(|(d, _)| *d == c) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((c, 1)),
+        }
+    }
+    counts.into_iter().max_by_key(|(_, n)| *n)
 }
 
 #[cfg(test)]
